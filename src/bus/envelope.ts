@@ -1,0 +1,41 @@
+import * as v from 'valibot'
+
+/** A UUIDv7 (RFC 9562): time-ordered, globally unique. */
+export const UuidV7Schema = v.pipe(
+  v.string(),
+  v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'Expected a lowercase UUIDv7')
+)
+
+/** An event type: lowercase dotted words, such as `workspace.invited`. */
+export const EventTypeSchema = v.pipe(
+  v.string(),
+  v.regex(/^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$/, 'Expected a dotted lowercase event type such as workspace.invited'),
+  v.maxLength(128, 'Expected an event type of at most 128 characters')
+)
+
+/** A hybrid logical clock timestamp: `<ms, 13 digits>-<counter, 4 hex>`, ordered as text. */
+export const HlcSchema = v.pipe(v.string(), v.regex(/^\d{13}-[0-9a-f]{4}$/, 'Expected an HLC timestamp such as 1763822400000-0000'))
+
+/** A libp2p peer id in its string form. */
+export const PeerIdSchema = v.pipe(v.string(), v.regex(/^(12D3Koo|Qm)[1-9A-HJ-NP-Za-km-z]{40,60}$/, 'Expected a libp2p peer id'))
+
+const shortText = (max: number) => v.pipe(v.string(), v.maxLength(max, `Expected at most ${max} characters`))
+
+/** The only thing that crosses nodes: one event file. */
+export const EventEnvelopeSchema = v.strictObject({
+  event_id: UuidV7Schema,
+  type: EventTypeSchema,
+  version: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_000_000)),
+  producer: PeerIdSchema,
+  seq: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER)),
+  hlc: HlcSchema,
+  occurred_at: v.pipe(v.string(), v.isoTimestamp('Expected an ISO 8601 timestamp')),
+  actor: v.optional(shortText(512)),
+  correlation_id: v.optional(shortText(256)),
+  causation_id: v.optional(shortText(256)),
+  payload: v.unknown()
+})
+
+export type EventEnvelopeInput = v.InferInput<typeof EventEnvelopeSchema>
+/** An event envelope as it travels between nodes and as plugins receive it. */
+export type EventEnvelope = v.InferOutput<typeof EventEnvelopeSchema>

@@ -1,0 +1,69 @@
+import * as v from 'valibot'
+import { readFileSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { ConfigError } from '../errors.ts'
+import { formatIssues } from '../schema/issues.ts'
+import { envName, type Setting } from './settings.ts'
+
+/** The name of the optional settings file inside the data directory. */
+export const CONFIG_FILE = 'config.json'
+
+/**
+ * Reads `config.json` from a data directory.
+ *
+ * @param known every setting name a config file may hold
+ * @returns its settings, or `{}` when there is no file
+ * @throws ConfigError when the file is not JSON, not an object, or names an unknown setting
+ */
+export function readConfigFile (dir: string, known: ReadonlySet<string>): Record<string, unknown> {
+  const path = join(dir, CONFIG_FILE)
+  if (!existsSync(path)) return {}
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'))
+  } catch (err) {
+    throw new ConfigError(`Cannot read ${path}: ${(err as Error).message}`)
+  }
+  if (parsed == null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError(`Cannot read ${path}: expected a JSON object of settings, such as {"http": "127.0.0.1:7400"}`)
+  }
+  for (const key of Object.keys(parsed)) {
+    if (!known.has(key)) throw new ConfigError(`Cannot read ${path}: unknown setting "${key}" (see cairn run --help for the settings)`)
+  }
+  return parsed as Record<string, unknown>
+}
+
+/**
+ * Resolves settings with the precedence flag, then environment, then config.json, then default.
+ *
+ * @param flags values from the command line, by setting name
+ * @param env the process environment
+ * @param file the contents of config.json
+ * @returns each setting's validated value, by name
+ * @throws ConfigError naming the setting and where its bad value came from
+ */
+export function resolveSettings (settings: readonly Setting[], flags: Record<string, unknown>, env: Record<string, string | undefined>, file: Record<string, unknown>, fileName = CONFIG_FILE): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const s of settings) {
+    let raw: unknown
+    let from: string
+    if (flags[s.name] !== undefined) {
+      raw = flags[s.name]
+      from = `--${s.name}`
+    } else if (env[envName(s)] !== undefined && env[envName(s)] !== '') {
+      raw = env[envName(s)]
+      from = envName(s)
+    } else if (s.inFile !== false && file[s.name] !== undefined) {
+      raw = file[s.name]
+      from = `"${s.name}" in ${fileName}`
+    } else {
+      raw = s.default
+      from = 'the default'
+    }
+    if (raw === undefined) continue
+    const r = v.safeParse(s.schema, raw)
+    if (!r.success) throw new ConfigError(`Invalid setting ${s.name} (from ${from}): ${formatIssues(r.issues).join('; ')}`)
+    out[s.name] = r.output
+  }
+  return out
+}

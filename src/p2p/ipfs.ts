@@ -1,0 +1,64 @@
+import { createHeliaLight } from 'helia'
+import { withLibp2pLight, type HeliaWithLibp2p } from '@helia/libp2p'
+import { withBitswap } from '@helia/bitswap'
+import { tcp } from '@libp2p/tcp'
+import { noise, pureJsCrypto } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { preSharedKey } from '@libp2p/pnet'
+import { gossipsub } from '@libp2p/gossipsub'
+import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Blockstore } from 'interface-blockstore'
+import { FsDatastore } from 'datastore-fs'
+import { runtimeName } from '../runtime/runtime.ts'
+
+type GossipSub = ReturnType<ReturnType<typeof gossipsub>>
+
+/** The libp2p services cairn runs. */
+export interface CairnServices extends Record<string, unknown> {
+  identify: ReturnType<ReturnType<typeof identify>>
+  pubsub: GossipSub
+}
+
+/** A Helia node with cairn's libp2p. */
+export type CairnIpfs = HeliaWithLibp2p<CairnServices>
+
+export interface IpfsInit {
+  privateKey: PrivateKey
+  swarmKey: Uint8Array
+  listen: string[]
+  blockstore: Blockstore
+  datastorePath: string
+  /** names the peer discovery topic */
+  network: string
+}
+
+/**
+ * Builds (does not start) the embedded IPFS node: Helia light with bitswap, over libp2p with TCP,
+ * the swarm-key protector, noise, yamux, identify, gossipsub and pubsub peer discovery.
+ * No public bootstrap list, no delegated routing, no UPnP: nothing reaches out beyond the given peers.
+ */
+export function createIpfs (init: IpfsInit): CairnIpfs {
+  const datastore = new FsDatastore(init.datastorePath)
+  const helia = createHeliaLight({ blockstore: init.blockstore, datastore })
+  const withP2p = withLibp2pLight(helia, {
+    privateKey: init.privateKey,
+    datastore,
+    addresses: { listen: init.listen },
+    transports: [tcp()],
+    // Bun's node:crypto lacks chacha20-poly1305: noise must use its pure-JS crypto there.
+    connectionEncrypters: [noise(runtimeName() === 'bun' ? { crypto: pureJsCrypto } : {})],
+    streamMuxers: [yamux()],
+    connectionProtector: preSharedKey({ psk: init.swarmKey }),
+    connectionManager: { maxConnections: 300 },
+    peerDiscovery: [pubsubPeerDiscovery({ interval: 10_000, topics: [`cairn/${init.network}/peers`], listenOnly: false })],
+    services: {
+      identify: identify(),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, fallbackToFloodsub: false, maxInboundDataLength: 1024 * 1024 })
+    }
+  })
+  return withBitswap(withP2p as unknown as HeliaWithLibp2p) as unknown as CairnIpfs
+}
+
+export type { Libp2p }

@@ -1,0 +1,125 @@
+import { runtimeName } from './runtime.ts'
+
+/** A value SQLite can bind as a parameter. */
+export type SqlValue = string | number | bigint | null | Uint8Array | boolean
+
+/** The result of a write statement. */
+export interface RunResult {
+  changes: number
+  lastInsertRowid: number | bigint
+}
+
+/**
+ * The small synchronous SQLite surface cairn needs, the same on `bun:sqlite` and `node:sqlite`.
+ * Statements are prepared once per SQL string and cached.
+ */
+export interface SqlDatabase {
+  readonly path: string
+  run (sql: string, params?: readonly SqlValue[]): RunResult
+  get<T = Record<string, unknown>> (sql: string, params?: readonly SqlValue[]): T | undefined
+  all<T = Record<string, unknown>> (sql: string, params?: readonly SqlValue[]): T[]
+  exec (sql: string): void
+  /** Runs `fn` in one transaction (a savepoint when nested); rolls back if it throws. */
+  transaction<T> (fn: () => T): T
+  close (): void
+}
+
+interface NativeStatement {
+  run (...params: SqlValue[]): { changes: number | bigint, lastInsertRowid: number | bigint }
+  get (...params: SqlValue[]): unknown
+  all (...params: SqlValue[]): unknown[]
+}
+
+interface NativeDatabase {
+  prepare (sql: string): NativeStatement
+  exec (sql: string): void
+  close (): void
+}
+
+export interface OpenOptions {
+  readonly?: boolean
+}
+
+/**
+ * Opens a SQLite database with the runtime's built-in driver.
+ *
+ * @param path a file path, or `:memory:`
+ * @returns the database
+ * @throws Error when the file cannot be opened or is not a database
+ * @example
+ * ```ts
+ * const db = await openDatabase(':memory:')
+ * db.run('CREATE TABLE t (x)')
+ * ```
+ */
+export async function openDatabase (path: string, options: OpenOptions = {}): Promise<SqlDatabase> {
+  let native: NativeDatabase
+  if (runtimeName() === 'bun') {
+    const { Database } = await import('bun:sqlite')
+    native = new Database(path, options.readonly === true ? { readonly: true } : { create: true }) as unknown as NativeDatabase
+  } else {
+    const { DatabaseSync } = await import('node:sqlite')
+    native = new DatabaseSync(path, { readOnly: options.readonly === true }) as unknown as NativeDatabase
+  }
+  return new Sqlite(path, native)
+}
+
+class Sqlite implements SqlDatabase {
+  readonly path: string
+  private readonly native: NativeDatabase
+  private readonly statements = new Map<string, NativeStatement>()
+  private depth = 0
+
+  constructor (path: string, native: NativeDatabase) {
+    this.path = path
+    this.native = native
+  }
+
+  private statement (sql: string): NativeStatement {
+    let stmt = this.statements.get(sql)
+    if (stmt == null) {
+      stmt = this.native.prepare(sql)
+      this.statements.set(sql, stmt)
+    }
+    return stmt
+  }
+
+  run (sql: string, params: readonly SqlValue[] = []): RunResult {
+    const r = this.statement(sql).run(...params)
+    return { changes: Number(r.changes), lastInsertRowid: r.lastInsertRowid }
+  }
+
+  get<T> (sql: string, params: readonly SqlValue[] = []): T | undefined {
+    return (this.statement(sql).get(...params) ?? undefined) as T | undefined
+  }
+
+  all<T> (sql: string, params: readonly SqlValue[] = []): T[] {
+    return this.statement(sql).all(...params) as T[]
+  }
+
+  exec (sql: string): void {
+    this.native.exec(sql)
+  }
+
+  transaction<T> (fn: () => T): T {
+    const name = `sp${this.depth}`
+    this.native.exec(this.depth === 0 ? 'BEGIN IMMEDIATE' : `SAVEPOINT ${name}`)
+    this.depth++
+    try {
+      const result = fn()
+      if (result instanceof Promise) throw new TypeError('transaction() takes a synchronous function')
+      this.depth--
+      this.native.exec(this.depth === 0 ? 'COMMIT' : `RELEASE ${name}`)
+      return result
+    } catch (err) {
+      this.depth--
+      this.native.exec(this.depth === 0 ? 'ROLLBACK' : `ROLLBACK TO ${name}; RELEASE ${name}`)
+      throw err
+    }
+  }
+
+  close (): void {
+    this.statements.clear()
+    this.native.close()
+  }
+}

@@ -1,0 +1,83 @@
+import type { SqlDatabase } from '../runtime/sqlite.ts'
+
+/**
+ * cairn's own schema, in order. A migration is never edited once released: add a new one.
+ * Plugins keep their own migrations (see src/plugins).
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: events, producers, the own outbox, gaps
+  `CREATE TABLE events (
+     cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+     event_id TEXT NOT NULL UNIQUE,
+     producer TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     hlc TEXT NOT NULL,
+     occurred_at TEXT NOT NULL,
+     actor TEXT,
+     correlation_id TEXT,
+     causation_id TEXT,
+     payload TEXT NOT NULL,
+     cid TEXT NOT NULL,
+     received_at INTEGER NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending'
+   );
+   CREATE UNIQUE INDEX events_producer_seq ON events (producer, seq);
+   CREATE INDEX events_type ON events (type, cursor);
+   CREATE INDEX events_state ON events (state, cursor);
+   CREATE INDEX events_order ON events (hlc, producer, event_id);
+   CREATE TABLE producers (
+     producer TEXT PRIMARY KEY,
+     head_seq INTEGER NOT NULL DEFAULT 0,
+     head_root TEXT,
+     head_hlc TEXT,
+     head_message BLOB,
+     head_received_at INTEGER,
+     acks TEXT NOT NULL DEFAULT '{}',
+     synced_root TEXT,
+     processed_seq INTEGER NOT NULL DEFAULT 0,
+     last_error TEXT
+   );
+   CREATE TABLE outbox (
+     seq INTEGER PRIMARY KEY,
+     event_id TEXT NOT NULL UNIQUE,
+     bucket TEXT NOT NULL,
+     name TEXT NOT NULL,
+     cid TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX outbox_bucket ON outbox (bucket, name);
+   CREATE TABLE gaps (
+     producer TEXT NOT NULL,
+     from_seq INTEGER NOT NULL,
+     to_seq INTEGER NOT NULL,
+     detected_at INTEGER NOT NULL,
+     PRIMARY KEY (producer, from_seq)
+   );
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`
+]
+
+/**
+ * Applies the numbered migrations that the database has not seen, each in its own transaction,
+ * and records each in `schema_migrations`.
+ *
+ * @returns the schema version now in force
+ * @throws Error when the database is newer than this build of cairn
+ */
+export function migrate (db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations'): number {
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000')
+  db.exec(`CREATE TABLE IF NOT EXISTS ${table} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`)
+  const current = db.get<{ v: number | null }>(`SELECT max(version) AS v FROM ${table}`)?.v ?? 0
+  if (current > migrations.length) {
+    throw new Error(`Cannot open ${db.path}: its schema version ${current} is newer than this cairn knows (${migrations.length}); run a newer cairn`)
+  }
+  for (let i = current; i < migrations.length; i++) {
+    db.transaction(() => {
+      db.exec(migrations[i])
+      db.run(`INSERT INTO ${table} (version, applied_at) VALUES (?, ?)`, [i + 1, Date.now()])
+    })
+  }
+  return migrations.length
+}
