@@ -15,11 +15,11 @@ const str = (message: string) => v.pipe(v.string(message), v.minLength(1, messag
 /** Every setting, by name. Verbs pick the ones they take. */
 export const SETTINGS = {
   data: { name: 'data', kind: 'string', value: 'DIR', description: `the node's data directory (default ${DEFAULT_DATA_DIR})`, schema: str('Expected a directory path'), default: DEFAULT_DATA_DIR, inFile: false },
-  listen: { name: 'listen', kind: 'string', multiple: true, value: 'MULTIADDR', description: `swarm address to listen on, repeatable (default ${DEFAULT_LISTEN}; port 0 picks a free port)`, schema: StringListSchema, default: [DEFAULT_LISTEN] },
-  bootstrap: { name: 'bootstrap', kind: 'string', multiple: true, value: 'MULTIADDR', description: 'a peer to connect to and keep connected, with /p2p/<peer id>; repeatable', schema: StringListSchema, default: [] },
+  listen: { name: 'listen', kind: 'string', multiple: true, value: 'MULTIADDR', description: `swarm address to listen on (default ${DEFAULT_LISTEN}; port 0 picks a free port)`, schema: StringListSchema, default: [DEFAULT_LISTEN] },
+  bootstrap: { name: 'bootstrap', kind: 'string', multiple: true, value: 'MULTIADDR', description: 'a peer to connect to and keep connected, with /p2p/<peer id>', schema: StringListSchema, default: [] },
   http: { name: 'http', kind: 'string', value: 'HOST:PORT', description: `the loopback health/publish endpoint (default ${DEFAULT_HTTP}; port 0 picks a free port)`, schema: HostPortSchema, default: DEFAULT_HTTP },
   'force-http': { name: 'force-http', kind: 'boolean', description: 'allow --http on a non-loopback address (anyone who can reach it can read status; /v1 still needs the token)', schema: BoolSchema, default: false },
-  plugins: { name: 'plugins', kind: 'string', multiple: true, value: 'DIR', description: 'a directory of external plugin files (.js/.ts) to load; repeatable', schema: StringListSchema, default: [] },
+  plugins: { name: 'plugins', kind: 'string', multiple: true, value: 'DIR', description: 'a directory of external plugin files (.js/.ts) to load', schema: StringListSchema, default: [] },
   'log-level': { name: 'log-level', kind: 'string', value: 'LEVEL', description: 'debug, info, warn or error (default info)', schema: v.picklist(['debug', 'info', 'warn', 'error'], 'Expected debug, info, warn or error'), default: 'info' },
   'log-format': { name: 'log-format', kind: 'string', value: 'FORMAT', description: 'pretty or json (default: pretty on a terminal, json otherwise)', schema: v.picklist(['pretty', 'json'], 'Expected pretty or json'), default: undefined },
   'announce-interval': { name: 'announce-interval', kind: 'string', value: 'DURATION', description: 'how often to re-announce known heads to peers (default 5s)', schema: DurationSchema, default: '5s' },

@@ -56,6 +56,24 @@ export const MIGRATIONS: readonly string[] = [
      detected_at INTEGER NOT NULL,
      PRIMARY KEY (producer, from_seq)
    );
+   CREATE TABLE outbox_dirs (path TEXT PRIMARY KEY, cid TEXT NOT NULL, size INTEGER NOT NULL);
+   CREATE TABLE remote_dirs (
+     producer TEXT NOT NULL,
+     path TEXT NOT NULL,
+     cid TEXT NOT NULL,
+     PRIMARY KEY (producer, path)
+   );
+   CREATE TABLE quarantine (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     producer TEXT NOT NULL,
+     path TEXT NOT NULL,
+     cid TEXT,
+     reason TEXT NOT NULL,
+     detail TEXT NOT NULL,
+     from_peer TEXT,
+     detected_at INTEGER NOT NULL,
+     UNIQUE (producer, path)
+   );
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`
 ]
 

@@ -1,0 +1,78 @@
+import * as v from 'valibot'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
+import { CID } from 'multiformats/cid'
+import { base64 } from 'multiformats/bases/base64'
+import { canonicalJson } from './canonical.ts'
+import { HlcSchema, PeerIdSchema } from './envelope.ts'
+import { formatIssues } from '../schema/issues.ts'
+
+const CidSchema = v.pipe(v.string(), v.maxLength(128), v.check((s) => {
+  try { CID.parse(s); return true } catch { return false }
+}, 'Expected a CID'))
+
+/** A producer's head: its last seq, its outbox root, its clock and what it has processed from every other producer. */
+export const HeadSchema = v.strictObject({
+  producer: PeerIdSchema,
+  seq: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)),
+  root: CidSchema,
+  hlc: HlcSchema,
+  acks: v.pipe(v.record(PeerIdSchema, v.pipe(v.number(), v.integer(), v.minValue(0))), v.check((r) => Object.keys(r).length <= 10_000, 'Too many acks'))
+})
+
+export type Head = v.InferOutput<typeof HeadSchema>
+
+/** A head with its producer's Ed25519 signature over the head's canonical JSON. */
+export const SignedHeadSchema = v.strictObject({
+  head: HeadSchema,
+  sig: v.pipe(v.string(), v.maxLength(200))
+})
+
+export type SignedHead = v.InferOutput<typeof SignedHeadSchema>
+
+const encoder = new TextEncoder()
+
+/** @returns the head signed with the producer's key, encoded for the wire */
+export async function signHead (head: Head, key: PrivateKey): Promise<Uint8Array> {
+  const sig = await key.sign(encoder.encode(canonicalJson(head)))
+  return encoder.encode(canonicalJson({ head, sig: base64.baseEncode(sig) }))
+}
+
+/** Raised for a head that fails to parse or verify; `reason` is the metric label. */
+export class InvalidHeadError extends Error {
+  static name = 'InvalidHeadError'
+  readonly reason: string
+  constructor (reason: string, message: string) {
+    super(message)
+    this.name = 'InvalidHeadError'
+    this.reason = reason
+  }
+}
+
+/**
+ * Parses a signed head from the wire and checks that the producer signed it.
+ *
+ * @returns the verified head
+ * @throws InvalidHeadError with reason `malformed_head` or `bad_signature`
+ */
+export async function verifyHead (bytes: Uint8Array, maxBytes = 256 * 1024): Promise<Head> {
+  if (bytes.length > maxBytes) throw new InvalidHeadError('oversized_head', `Cannot accept head: ${bytes.length} bytes is over the limit of ${maxBytes}`)
+  let json: unknown
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
+  } catch (err) {
+    throw new InvalidHeadError('malformed_head', `Cannot read head: ${(err as Error).message}`)
+  }
+  const r = v.safeParse(SignedHeadSchema, json)
+  if (!r.success) throw new InvalidHeadError('malformed_head', `Cannot read head: ${formatIssues(r.issues).join('; ')}`)
+  const { head, sig } = r.output
+  let ok = false
+  try {
+    const key = peerIdFromString(head.producer).publicKey
+    ok = key != null && await key.verify(encoder.encode(canonicalJson(head)), base64.baseDecode(sig))
+  } catch {
+    ok = false
+  }
+  if (!ok) throw new InvalidHeadError('bad_signature', `Cannot accept head of ${head.producer}: the signature does not verify with the producer's key`)
+  return head
+}

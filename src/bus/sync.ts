@@ -1,0 +1,256 @@
+import { CID } from 'multiformats/cid'
+import type { PeerId } from '@libp2p/interface'
+import type { SqlDatabase } from '../runtime/sqlite.ts'
+import type { EventEnvelope } from './envelope.ts'
+import { insertEvent } from './eventsTable.ts'
+import { InvalidHeadError, verifyHead, type Head } from './head.ts'
+import type { HybridClock } from './hlc.ts'
+import { isDayName, isHourName, parseFileName } from './layout.ts'
+import { readDirectory, type DirEntry } from './tree.ts'
+import { readEventFile, type FileLimits, type Rejection } from './validate.ts'
+
+/** Fetches a block, from the local store or from peers. */
+export type BlockGetter = (cid: CID, options: { signal: AbortSignal, providers: PeerId[] }) => Promise<Uint8Array>
+
+export interface SyncerInit {
+  db: SqlDatabase
+  self: string
+  clock: HybridClock
+  getBlock: BlockGetter
+  /** the peers that may hold blocks (the connected ones) */
+  providers: () => PeerId[]
+  limits: FileLimits & { maxFilesPerWalk: number }
+  fetchTimeout: number
+  /** whose heads are accepted; undefined accepts every holder of the swarm key */
+  isMember?: (producer: string) => boolean
+  /** called after new rows were added to `events` */
+  onIngested?: (events: EventEnvelope[]) => void
+  onHead?: (head: Head) => void
+  onReject?: (reason: string, detail: string, context: { producer?: string, peer?: string, path?: string }) => void
+  log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
+}
+
+interface Candidate {
+  seq: number
+  eventId: string
+  cid: CID
+  path: string
+}
+
+/**
+ * Turns heads into rows of `events`. For a head that is news it fetches the new root, walks only the
+ * directories whose CIDs changed since the last walk, fetches the files whose seq is above the processed
+ * one, checks them, and inserts them in seq order. Gaps (seqs no longer in the tree) are recorded.
+ */
+export class Syncer {
+  private readonly init: SyncerInit
+  private readonly running = new Map<string, Promise<void>>()
+  private readonly dirty = new Set<string>()
+  private readonly retry = new Map<string, { timer: ReturnType<typeof setTimeout>, attempt: number }>()
+  private stopped = false
+  private readonly providersOf = new Map<string, PeerId>()
+
+  constructor (init: SyncerInit) {
+    this.init = init
+  }
+
+  /** Starts syncing every producer whose head is ahead of what was processed (after a restart). */
+  start (): void {
+    this.stopped = false
+    for (const r of this.init.db.all<{ producer: string }>('SELECT producer FROM producers WHERE producer != ? AND head_root IS NOT NULL AND (synced_root IS NULL OR synced_root != head_root)', [this.init.self])) {
+      this.schedule(r.producer)
+    }
+  }
+
+  /** Stops scheduling work and waits for the walks under way. */
+  async stop (): Promise<void> {
+    this.stopped = true
+    for (const r of this.retry.values()) clearTimeout(r.timer)
+    this.retry.clear()
+    await Promise.allSettled([...this.running.values()])
+  }
+
+  /** @returns whether a walk is under way or due */
+  get busy (): boolean {
+    return this.running.size > 0 || this.dirty.size > 0 || this.retry.size > 0
+  }
+
+  /**
+   * Offers a signed head, from gossip, the head exchange, or a relay.
+   *
+   * @returns 'new' when it moved the producer's head forward, 'old' when it changed nothing
+   * @throws InvalidHeadError when it does not verify or is from a non-member
+   */
+  async offerHead (bytes: Uint8Array, from?: PeerId): Promise<'new' | 'old'> {
+    const head = await verifyHead(bytes)
+    if (head.producer === this.init.self) return 'old'
+    if (this.init.isMember != null && !this.init.isMember(head.producer)) {
+      throw new InvalidHeadError('not_member', `Cannot accept head of ${head.producer}: it is not in the members list`)
+    }
+    const { db } = this.init
+    const known = db.get<{ head_seq: number, head_hlc: string | null }>('SELECT head_seq, head_hlc FROM producers WHERE producer = ?', [head.producer])
+    if (known != null && (head.seq < known.head_seq || (known.head_hlc != null && head.hlc <= known.head_hlc))) return 'old'
+    this.init.clock.observe(head.hlc)
+    db.run(`INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks) VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (producer) DO UPDATE SET head_seq = excluded.head_seq, head_root = excluded.head_root, head_hlc = excluded.head_hlc,
+              head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks`,
+    [head.producer, head.seq, head.root, head.hlc, bytes, Date.now(), JSON.stringify(head.acks)])
+    if (from != null) this.providersOf.set(head.producer, from)
+    this.init.onHead?.(head)
+    this.schedule(head.producer)
+    return 'new'
+  }
+
+  /** @returns the signed heads this node knows, its own included, to relay to peers */
+  knownHeads (): Uint8Array[] {
+    return this.init.db.all<{ head_message: Uint8Array }>('SELECT head_message FROM producers WHERE head_message IS NOT NULL').map((r) => r.head_message)
+  }
+
+  /** Walks `producer`'s tree soon; coalesces with a walk under way. */
+  schedule (producer: string): void {
+    if (this.stopped) return
+    if (this.running.has(producer)) {
+      this.dirty.add(producer)
+      return
+    }
+    const pending = this.retry.get(producer)
+    if (pending != null) {
+      clearTimeout(pending.timer)
+      this.retry.delete(producer)
+    }
+    const run = this.walkLoop(producer).finally(() => this.running.delete(producer))
+    this.running.set(producer, run)
+  }
+
+  private async walkLoop (producer: string): Promise<void> {
+    do {
+      this.dirty.delete(producer)
+      try {
+        await this.walk(producer)
+        this.retry.delete(producer)
+      } catch (err) {
+        if (this.stopped) return
+        const attempt = (this.retry.get(producer)?.attempt ?? 0) + 1
+        const delay = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6))
+        this.init.db.run('UPDATE producers SET last_error = ? WHERE producer = ?', [(err as Error).message, producer])
+        this.init.log?.('warn', `sync of ${producer} failed, retrying in ${delay} ms: ${(err as Error).message}`, { producer })
+        const timer = setTimeout(() => {
+          this.retry.delete(producer)
+          this.schedule(producer)
+        }, delay)
+        this.retry.set(producer, { timer, attempt })
+        return
+      }
+    } while (this.dirty.has(producer) && !this.stopped)
+  }
+
+  private async fetch (cid: CID, producer: string): Promise<Uint8Array> {
+    const from = this.providersOf.get(producer)
+    const providers = this.init.providers()
+    if (from != null && !providers.some((p) => p.equals(from))) providers.unshift(from)
+    return await this.init.getBlock(cid, { signal: AbortSignal.timeout(this.init.fetchTimeout), providers })
+  }
+
+  private async walk (producer: string): Promise<void> {
+    const { db } = this.init
+    const row = db.get<{ head_seq: number, head_root: string, synced_root: string | null, processed_seq: number }>(
+      'SELECT head_seq, head_root, synced_root, processed_seq FROM producers WHERE producer = ?', [producer])
+    if (row == null || row.head_root == null || row.head_root === row.synced_root) return
+    const root = CID.parse(row.head_root)
+    const seen = new Map(db.all<{ path: string, cid: string }>('SELECT path, cid FROM remote_dirs WHERE producer = ?', [producer]).map((r) => [r.path, r.cid]))
+    const walked = new Map<string, string>()
+    const candidates: Candidate[] = []
+    const rejected: Array<{ path: string, cid?: string, rejection: Rejection, seq?: number }> = []
+
+    const list = async (path: string, cid: CID): Promise<DirEntry[]> => {
+      try {
+        return readDirectory(await this.fetch(cid, producer))
+      } catch (err) {
+        if ((err as Error).name === 'TypeError') throw new Error(`${producer}/${path} is not a directory: ${(err as Error).message}`)
+        throw err
+      }
+    }
+
+    const days = await list('', root)
+    for (const day of days) {
+      if (!isDayName(day.name)) { rejected.push({ path: day.name, cid: day.cid.toString(), rejection: { reason: 'name_mismatch', detail: `${day.name} is not a day bucket (yyyy-mm-dd)` } }); continue }
+      if (seen.get(day.name) === day.cid.toString()) continue
+      for (const hour of await list(day.name, day.cid)) {
+        const hourPath = `${day.name}/${hour.name}`
+        if (!isHourName(hour.name)) { rejected.push({ path: hourPath, cid: hour.cid.toString(), rejection: { reason: 'name_mismatch', detail: `${hour.name} is not an hour bucket (00-23)` } }); continue }
+        if (seen.get(hourPath) === hour.cid.toString()) continue
+        for (const file of await list(hourPath, hour.cid)) {
+          const parsed = parseFileName(file.name)
+          if (parsed == null) { rejected.push({ path: `${hourPath}/${file.name}`, cid: file.cid.toString(), rejection: { reason: 'name_mismatch', detail: `${file.name} does not follow <seq, 12 digits>-<event_id>.json` } }); continue }
+          if (parsed.seq > row.processed_seq && parsed.seq <= row.head_seq) candidates.push({ ...parsed, cid: file.cid, path: `${hourPath}/${file.name}` })
+        }
+        walked.set(hourPath, hour.cid.toString())
+      }
+      walked.set(day.name, day.cid.toString())
+    }
+    if (candidates.length > this.init.limits.maxFilesPerWalk) {
+      // Take the lowest seqs now and walk again for the rest: memory stays bounded on a long catch-up.
+      candidates.sort((a, b) => a.seq - b.seq)
+      candidates.length = this.init.limits.maxFilesPerWalk
+      walked.clear()
+      this.dirty.add(producer)
+    }
+    candidates.sort((a, b) => a.seq - b.seq)
+
+    const files = await mapLimit(candidates, 64, async (c) => await this.fetch(c.cid, producer))
+    const accepted: Array<{ envelope: EventEnvelope, cid: string }> = []
+    candidates.forEach((c, i) => {
+      const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, this.init.limits)
+      if ('envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
+      else rejected.push({ path: c.path, cid: c.cid.toString(), rejection: r.rejection, seq: c.seq })
+    })
+
+    // What was processed: the contiguous run of seqs found (accepted or quarantined) from processed+1.
+    // Seqs the tree no longer holds are gaps: recorded, then passed over.
+    const complete = walked.size > 0 || candidates.length === 0
+    const found = new Set(candidates.map((c) => c.seq))
+    const top = complete && !this.dirty.has(producer) ? row.head_seq : (candidates.at(-1)?.seq ?? row.processed_seq)
+    const gaps: Array<[number, number]> = []
+    let start: number | undefined
+    for (let s = row.processed_seq + 1; s <= top; s++) {
+      if (!found.has(s)) { start ??= s; continue }
+      if (start != null) { gaps.push([start, s - 1]); start = undefined }
+    }
+    if (start != null) gaps.push([start, top])
+
+    const now = Date.now()
+    const added: EventEnvelope[] = []
+    db.transaction(() => {
+      for (const a of accepted) if (insertEvent(db, a.envelope, a.cid, now)) added.push(a.envelope)
+      for (const r of rejected) {
+        db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)',
+          [producer, r.path, r.cid ?? null, r.rejection.reason, r.rejection.detail, now])
+      }
+      for (const [from, to] of gaps) {
+        db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at) VALUES (?, ?, ?, ?)', [producer, from, to, now])
+      }
+      for (const [path, cid] of walked) {
+        db.run('INSERT INTO remote_dirs (producer, path, cid) VALUES (?, ?, ?) ON CONFLICT (producer, path) DO UPDATE SET cid = excluded.cid', [producer, path, cid])
+      }
+      db.run('UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, last_error = NULL WHERE producer = ?',
+        [top, complete && !this.dirty.has(producer) ? 1 : 0, row.head_root, producer])
+    })
+    for (const r of rejected) this.init.onReject?.(r.rejection.reason, r.rejection.detail, { producer, path: r.path })
+    for (const [from, to] of gaps) this.init.log?.('warn', `gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to })
+    if (added.length > 0) this.init.onIngested?.(added)
+  }
+}
+
+/** Maps with at most `limit` calls under way; results in input order. */
+async function mapLimit<T, R> (items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i])
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
+}

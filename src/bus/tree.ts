@@ -1,0 +1,59 @@
+import * as dagPb from '@ipld/dag-pb'
+import { UnixFS } from 'ipfs-unixfs'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
+
+/** One entry of a UnixFS directory. */
+export interface DirEntry {
+  name: string
+  cid: CID
+  /** the cumulative size of the entry's DAG (Tsize) */
+  size: number
+}
+
+/** An encoded block. */
+export interface Block {
+  cid: CID
+  bytes: Uint8Array
+}
+
+const DIRECTORY_DATA = new UnixFS({ type: 'directory' }).marshal()
+
+/** @returns the raw block of a small file: its CID is what IPFS tools give a one-block file with raw leaves */
+export async function fileBlock (bytes: Uint8Array): Promise<Block> {
+  return { cid: CID.createV1(raw.code, await sha256.digest(bytes)), bytes }
+}
+
+/**
+ * Encodes a plain UnixFS directory (dag-pb) that any IPFS tool can list.
+ *
+ * @returns the block and the DAG's cumulative size, to link it from its parent
+ */
+export async function directoryBlock (entries: readonly DirEntry[]): Promise<Block & { size: number }> {
+  const node = dagPb.prepare({
+    Data: DIRECTORY_DATA,
+    Links: entries.map((e) => ({ Name: e.name, Hash: e.cid, Tsize: e.size }))
+  })
+  const bytes = dagPb.encode(node)
+  const cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
+  return { cid, bytes, size: bytes.length + entries.reduce((n, e) => n + e.size, 0) }
+}
+
+/**
+ * Decodes a directory block.
+ *
+ * @throws TypeError when the block is not a plain UnixFS directory
+ */
+export function readDirectory (bytes: Uint8Array): DirEntry[] {
+  const node = dagPb.decode(bytes)
+  if (node.Data == null) throw new TypeError('not a UnixFS directory: the node has no data')
+  const fs = UnixFS.unmarshal(node.Data)
+  if (fs.type !== 'directory') throw new TypeError(`not a UnixFS directory: it is a ${fs.type}`)
+  return node.Links.map((l) => ({ name: l.Name ?? '', cid: l.Hash, size: l.Tsize ?? 0 }))
+}
+
+/** @returns whether the CID is of a dag-pb node */
+export const isDagPb = (cid: CID): boolean => cid.code === dagPb.code
+/** @returns whether the CID is of a raw block */
+export const isRaw = (cid: CID): boolean => cid.code === raw.code

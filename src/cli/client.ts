@@ -1,0 +1,24 @@
+import { NotRunningError } from '../errors.ts'
+import { loadApiToken } from '../datadir/load.ts'
+import { readRunInfo } from '../datadir/runInfo.ts'
+
+/**
+ * Calls the running node's loopback endpoint, found through node.json, with the token from api.token.
+ *
+ * @returns the HTTP status and parsed JSON body
+ * @throws NotRunningError when no node runs on the data directory
+ */
+export async function callNode (dir: string, method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> {
+  const info = readRunInfo(dir)
+  if (info == null) throw new NotRunningError(`No node is running on ${dir}: start it with cairn run --data ${dir}`)
+  const res = await fetch(`http://${info.http}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${loadApiToken(dir)}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(60_000)
+  })
+  const text = await res.text()
+  let parsed: unknown = text
+  try { parsed = JSON.parse(text) } catch {}
+  return { status: res.status, body: parsed }
+}

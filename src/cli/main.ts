@@ -1,0 +1,109 @@
+import { parseArgs } from 'node:util'
+import { RUN_SETTINGS } from '../config/catalog.ts'
+import { readConfigFile, resolveSettings } from '../config/resolve.ts'
+import { envName } from '../config/settings.ts'
+import { VERSION } from '../version.ts'
+import { UsageError } from '../errors.ts'
+import type { Verb } from './verb.ts'
+import { idVerb, initVerb, runVerb } from './verbs/node.ts'
+import { eventsVerb, exportVerb, publishVerb, statusVerb } from './verbs/bus.ts'
+
+/** Every verb, in the order --help lists them. */
+export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, exportVerb]
+
+/** Errors whose message is all an operator needs: printed without a stack trace. */
+const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'TypeError'])
+
+/** @returns the top-level help text */
+export function mainHelp (): string {
+  const width = Math.max(...VERBS.map((v) => v.name.length))
+  return [
+    `cairn ${VERSION}: an event bus between independent nodes, built on IPFS`,
+    '',
+    'Usage: cairn <verb> [flags]',
+    '',
+    'Verbs:',
+    ...VERBS.map((v) => `  ${v.name.padEnd(width)}  ${v.summary}`),
+    '',
+    'Flags:',
+    '  --help     show help (cairn <verb> --help for a verb\'s flags)',
+    '  --version  print the version',
+    '',
+    'Every verb takes --data DIR (or CAIRN_DATA); the default is ~/.cairn.'
+  ].join('\n')
+}
+
+/** @returns a verb's help text: usage, flags with their environment variables, details */
+export function verbHelp (verb: Verb): string {
+  const flag = (s: Verb['settings'][number]): string => `--${s.name}${s.kind === 'string' ? ` ${s.value ?? 'VALUE'}` : ''}`
+  const width = Math.max(...verb.settings.map((s) => flag(s).length), 6)
+  const runLike = verb.settings.some((s) => s.inFile !== false) || verb.settings.includes(RUN_SETTINGS[0])
+  return [
+    `Usage: cairn ${verb.name} ${verb.usage}`,
+    '',
+    `${verb.summary[0].toUpperCase()}${verb.summary.slice(1)}.`,
+    ...(verb.details != null ? ['', verb.details] : []),
+    '',
+    'Flags:',
+    ...verb.settings.map((s) => `  ${flag(s).padEnd(width)}  ${s.description}${s.multiple === true ? ' [repeatable]' : ''}${runLike && s.inFile !== false ? ` [${envName(s)}]` : s.name === 'data' ? ` [${envName(s)}]` : ''}`),
+    `  ${'--help'.padEnd(width)}  show this help`
+  ].join('\n')
+}
+
+/**
+ * Runs the command line.
+ *
+ * @param argv the arguments after the program name
+ * @returns the exit code
+ */
+export async function main (argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+  const out = (line: string): void => { process.stdout.write(line + '\n') }
+  const err = (line: string): void => { process.stderr.write(line + '\n') }
+  const [first, ...rest] = argv
+  if (first == null || first === '--help' || first === '-h' || first === 'help') {
+    out(mainHelp())
+    return first == null ? 2 : 0
+  }
+  if (first === '--version' || first === '-v' || first === 'version') {
+    out(VERSION)
+    return 0
+  }
+  const verb = VERBS.find((v) => v.name === first)
+  if (verb == null) {
+    err(first.startsWith('-') ? `cairn: unknown flag ${first}; see cairn --help` : `cairn: unknown verb "${first}"; see cairn --help for the verbs`)
+    return 2
+  }
+  try {
+    if (rest.includes('--help') || rest.includes('-h')) {
+      out(verbHelp(verb))
+      return 0
+    }
+    let parsed: ReturnType<typeof parseArgs>
+    try {
+      parsed = parseArgs({
+        args: rest,
+        options: Object.fromEntries(verb.settings.map((s) => [s.name, { type: s.kind, multiple: s.multiple === true }])),
+        allowPositionals: false,
+        strict: true
+      })
+    } catch (e) {
+      const m = /'([^']+)'/.exec((e as Error).message)
+      const what = (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? `unknown flag ${m?.[1] ?? ''}` : (e as Error).message
+      throw new UsageError(`${what}; see cairn ${verb.name} --help`)
+    }
+    const flags = parsed.values as Record<string, unknown>
+    const [data] = Object.values(resolveSettings(verb.settings.filter((s) => s.name === 'data'), flags, env, {}))
+    const known = new Set(RUN_SETTINGS.map((s) => s.name))
+    const file = typeof data === 'string' && verb.settings.some((s) => s.inFile !== false) ? readConfigFile(data, known) : {}
+    const values = resolveSettings(verb.settings, flags, Object.fromEntries(Object.entries(env).filter(([k]) => verb.settings.some((s) => (s.inFile !== false || s.name === 'data') && envName(s) === k))), file)
+    return await verb.run({ values, positionals: parsed.positionals, env, out, err })
+  } catch (e) {
+    const error = e as Error
+    if (EXPECTED.has(error.name)) {
+      err(`cairn ${verb.name}: ${error.message}`)
+      return 1
+    }
+    err(`cairn ${verb.name}: unexpected error: ${error.stack ?? error.message}`)
+    return 1
+  }
+}

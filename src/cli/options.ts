@@ -1,0 +1,22 @@
+import * as v from 'valibot'
+import { IntSchema, type Setting } from '../config/settings.ts'
+
+const text = (message: string) => v.pipe(v.string(message), v.minLength(1, message))
+
+/** Flags of one verb that are not node settings. */
+export const OPTIONS = {
+  json: { name: 'json', kind: 'boolean', description: 'print JSON for scripts', schema: v.boolean(), inFile: false },
+  'new-network': { name: 'new-network', kind: 'boolean', description: 'start a new network with a new random swarm key', schema: v.boolean(), inFile: false },
+  'swarm-key': { name: 'swarm-key', kind: 'string', value: 'FILE', description: "join an existing network: copy its swarm.key from FILE", schema: text('Expected a file path'), inFile: false },
+  type: { name: 'type', kind: 'string', value: 'TYPE', description: 'the event type, such as workspace.invited', schema: text('Expected an event type'), inFile: false },
+  payload: { name: 'payload', kind: 'string', value: 'JSON', description: "the payload as JSON ('-' reads it from standard input)", schema: text('Expected JSON'), inFile: false },
+  id: { name: 'id', kind: 'string', value: 'EVENT_ID', description: 'the event_id (a UUIDv7); re-publishing an id returns the first result', schema: text('Expected a UUIDv7'), inFile: false },
+  actor: { name: 'actor', kind: 'string', value: 'ACTOR', description: 'who caused the event (the authentication context)', schema: text('Expected a string'), inFile: false },
+  version: { name: 'version', kind: 'string', value: 'N', description: "the payload's schema version (default: the newest a local plugin declares, else 1)", schema: IntSchema, inFile: false },
+  'correlation-id': { name: 'correlation-id', kind: 'string', value: 'ID', description: 'correlates events of one flow', schema: text('Expected a string'), inFile: false },
+  'causation-id': { name: 'causation-id', kind: 'string', value: 'ID', description: 'the event that caused this one', schema: text('Expected a string'), inFile: false },
+  producer: { name: 'producer', kind: 'string', value: 'PEER_ID', description: 'only events of this producer', schema: text('Expected a peer id'), inFile: false },
+  after: { name: 'after', kind: 'string', value: 'CURSOR', description: 'only events after this cursor (the local arrival number)', schema: IntSchema, inFile: false },
+  limit: { name: 'limit', kind: 'string', value: 'N', description: 'at most N events (default 1000)', schema: IntSchema, inFile: false, default: 1000 },
+  car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }
+} satisfies Record<string, Setting>

@@ -1,0 +1,174 @@
+import { readFileSync, createWriteStream } from 'node:fs'
+import { CarWriter } from '@ipld/car'
+import { CID } from 'multiformats/cid'
+import { defineVerb } from '../verb.ts'
+import { SETTINGS } from '../../config/catalog.ts'
+import { OPTIONS } from '../options.ts'
+import { callNode } from '../client.ts'
+import { UsageError, DataDirError } from '../../errors.ts'
+import { assertDataDir } from '../../datadir/load.ts'
+import { dataPaths } from '../../datadir/layout.ts'
+import { readRunInfo } from '../../datadir/runInfo.ts'
+import { openDatabase, type SqlDatabase, type SqlValue } from '../../runtime/sqlite.ts'
+import { migrate } from '../../store/migrations.ts'
+import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
+import { rowToEnvelope, type EventRow } from '../../bus/eventsTable.ts'
+import { busRoot } from '../../bus/busRoot.ts'
+import { isDagPb, readDirectory } from '../../bus/tree.ts'
+import { storedStatus } from '../../node/status.ts'
+
+/** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
+export async function openNodeDatabase (dir: string): Promise<SqlDatabase> {
+  assertDataDir(dir)
+  const db = await openDatabase(dataPaths(dir).database)
+  try {
+    migrate(db)
+  } catch (err) {
+    db.close()
+    throw new DataDirError(`Cannot open ${dataPaths(dir).database}: ${(err as Error).message}`)
+  }
+  return db
+}
+
+export const publishVerb = defineVerb({
+  name: 'publish',
+  summary: 'publish one event through the running node; prints {event_id, seq, cid}',
+  usage: '[--data DIR] --type TYPE --payload JSON [--id EVENT_ID] [--actor ACTOR] [--version N]',
+  settings: [SETTINGS.data, OPTIONS.type, OPTIONS.payload, OPTIONS.id, OPTIONS.actor, OPTIONS.version, OPTIONS['correlation-id'], OPTIONS['causation-id']],
+  async run ({ values, out }) {
+    if (values.type == null) throw new UsageError('cairn publish needs --type TYPE (see cairn publish --help)')
+    if (values.payload == null) throw new UsageError('cairn publish needs --payload JSON (see cairn publish --help)')
+    const text = values.payload === '-' ? readFileSync(0, 'utf8') : values.payload as string
+    let payload: unknown
+    try {
+      payload = JSON.parse(text)
+    } catch (err) {
+      throw new UsageError(`Invalid --payload: not JSON: ${(err as Error).message}`)
+    }
+    const body = {
+      type: values.type,
+      payload,
+      event_id: values.id,
+      actor: values.actor,
+      version: values.version,
+      correlation_id: values['correlation-id'],
+      causation_id: values['causation-id']
+    }
+    const res = await callNode(values.data as string, 'POST', '/v1/events', body)
+    if (res.status !== 200) {
+      const issues: string[] = res.body?.issues ?? []
+      throw new UsageError(`${res.body?.error ?? `Cannot publish: HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
+    }
+    out(JSON.stringify(res.body))
+    return 0
+  }
+})
+
+export const eventsVerb = defineVerb({
+  name: 'events',
+  summary: "list the events this node holds, in arrival order (works while the node runs)",
+  usage: '[--data DIR] [--type TYPE] [--producer PEER_ID] [--after CURSOR] [--limit N] [--json]',
+  settings: [SETTINGS.data, OPTIONS.type, OPTIONS.producer, OPTIONS.after, OPTIONS.limit, OPTIONS.json],
+  details: 'With --json, one envelope per line, plus its local "cursor" and file "cid".',
+  async run ({ values, out }) {
+    const db = await openNodeDatabase(values.data as string)
+    try {
+      const where: string[] = []
+      const params: SqlValue[] = []
+      if (values.type != null) { where.push('type = ?'); params.push(values.type as string) }
+      if (values.producer != null) { where.push('producer = ?'); params.push(values.producer as string) }
+      if (values.after != null) { where.push('cursor > ?'); params.push(values.after as number) }
+      params.push(values.limit as number)
+      const rows = db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor LIMIT ?`, params)
+      for (const r of rows) {
+        if (values.json === true) out(JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }))
+        else out(`${String(r.cursor).padStart(6)}  ${r.occurred_at}  ${r.producer.slice(-8)}#${r.seq}  ${r.type} v${r.version}  ${r.event_id}  ${r.payload}`)
+      }
+    } finally {
+      db.close()
+    }
+    return 0
+  }
+})
+
+export const statusVerb = defineVerb({
+  name: 'status',
+  summary: "show the node's health: peers, producers with head, processed seq and lag, outbox, gaps, quarantine",
+  usage: '[--data DIR] [--json]',
+  settings: [SETTINGS.data, OPTIONS.json],
+  details: 'Against a running node it asks the node; against a stopped one it reads the database (no peers, no uptime).',
+  async run ({ values, out }) {
+    const dir = values.data as string
+    let status: Record<string, any>
+    if (readRunInfo(dir) != null) {
+      status = { running: true, ...(await callNode(dir, 'GET', '/status')).body }
+    } else {
+      const db = await openNodeDatabase(dir)
+      try {
+        const blocks = new SqliteBlockstore(await openBlockDatabase(dataPaths(dir).blocks))
+        status = { running: false, ...storedStatus(db), bus_root: (await busRoot(db, blocks)).toString() }
+        blocks.db.close()
+      } finally {
+        db.close()
+      }
+    }
+    if (values.json === true) {
+      out(JSON.stringify(status))
+      return 0
+    }
+    out(`node      ${status.peer_id ?? '(stopped)'}${status.running === true ? `  up ${status.uptime_s}s  version ${status.version}` : '  not running'}`)
+    if (status.running === true) out(`peers     ${status.peers.length}${status.peers.length > 0 ? '  ' + status.peers.join(', ') : ''}`)
+    out(`bus root  ${status.bus_root}`)
+    out(`events    ${status.events}`)
+    out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}`)
+    out('producers')
+    out('  producer                                              head   processed   lag')
+    for (const p of status.producers) {
+      out(`  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}`)
+    }
+    out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g: any) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
+    out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
+    return 0
+  }
+})
+
+export const exportVerb = defineVerb({
+  name: 'export',
+  summary: 'write the bus directory (every producer outbox this node holds) as a CAR file',
+  usage: '[--data DIR] --car FILE',
+  settings: [SETTINGS.data, OPTIONS.car],
+  details: 'The CAR has one root, the bus directory: <producer peer id>/<yyyy-mm-dd>/<hh>/<seq>-<event_id>.json. Any IPFS tool can read it (ipfs dag import, @ipld/car).',
+  async run ({ values, out }) {
+    if (values.car == null) throw new UsageError('cairn export needs --car FILE (see cairn export --help)')
+    const dir = values.data as string
+    const db = await openNodeDatabase(dir)
+    const blocks = new SqliteBlockstore(await openBlockDatabase(dataPaths(dir).blocks))
+    try {
+      const root = await busRoot(db, blocks)
+      const { writer, out: carOut } = CarWriter.create([root])
+      const file = createWriteStream(values.car as string)
+      const piped = (async () => { for await (const chunk of carOut) file.write(chunk) })()
+      let count = 0
+      const stack: CID[] = [root]
+      const seen = new Set<string>()
+      while (stack.length > 0) {
+        const cid = stack.pop()!
+        if (seen.has(cid.toString())) continue
+        seen.add(cid.toString())
+        const bytes = blocks.getSync(cid)
+        if (bytes == null) throw new DataDirError(`Cannot export: block ${cid.toString()} is missing from ${dataPaths(dir).blocks}; run cairn doctor`)
+        await writer.put({ cid, bytes })
+        count++
+        if (isDagPb(cid)) for (const e of readDirectory(bytes)) stack.push(e.cid)
+      }
+      await writer.close()
+      await piped
+      await new Promise<void>((resolve, reject) => file.end((e?: Error | null) => { if (e != null) reject(e); else resolve() }))
+      out(JSON.stringify({ root: root.toString(), blocks: count, car: values.car }))
+    } finally {
+      blocks.db.close()
+      db.close()
+    }
+    return 0
+  }
+})

@@ -1,0 +1,68 @@
+import { defineVerb } from '../verb.ts'
+import { RUN_SETTINGS, SETTINGS, type NodeConfig } from '../../config/catalog.ts'
+import { OPTIONS } from '../options.ts'
+import { initDataDir } from '../../datadir/init.ts'
+import { loadIdentity } from '../../datadir/load.ts'
+import { readRunInfo } from '../../datadir/runInfo.ts'
+import { CairnNode } from '../../node/node.ts'
+
+export const initVerb = defineVerb({
+  name: 'init',
+  summary: "create a node's data directory (identity, swarm.key, api.token, database, block store)",
+  usage: '--data DIR (--new-network | --swarm-key FILE)',
+  settings: [SETTINGS.data, OPTIONS['new-network'], OPTIONS['swarm-key']],
+  details: 'Prints the new peer id. On an existing data directory it changes nothing and says so.',
+  async run ({ values, out, err }) {
+    const dir = values.data as string
+    const r = await initDataDir(dir, { newNetwork: values['new-network'] === true, swarmKeyFile: values['swarm-key'] as string | undefined })
+    if (!r.created) {
+      err(`${dir} is already a cairn data directory; nothing changed`)
+      out(r.peerId)
+      return 0
+    }
+    out(r.peerId)
+    err(`created ${dir}; start the node with: cairn run --data ${dir}`)
+    return 0
+  }
+})
+
+export const runVerb = defineVerb({
+  name: 'run',
+  summary: 'start the node and keep it running until SIGINT or SIGTERM',
+  usage: '[--data DIR] [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--http HOST:PORT] [--plugins DIR]...',
+  settings: RUN_SETTINGS,
+  details: 'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json.',
+  async run ({ values, err }) {
+    const node = new CairnNode(values as unknown as NodeConfig)
+    await node.start()
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string): void => {
+        node.log.info(`received ${signal}, stopping`)
+        const force = setTimeout(() => { err('cairn: did not stop within 10 s; exiting'); process.exit(1) }, 10_000)
+        void node.stop().finally(() => { clearTimeout(force); resolve() })
+      }
+      process.once('SIGINT', () => { stop('SIGINT') })
+      process.once('SIGTERM', () => { stop('SIGTERM') })
+    })
+    return 0
+  }
+})
+
+export const idVerb = defineVerb({
+  name: 'id',
+  summary: "print the node's peer id; with --json also its addresses and HTTP endpoint while it runs",
+  usage: '[--data DIR] [--json]',
+  settings: [SETTINGS.data, OPTIONS.json],
+  async run ({ values, out }) {
+    const dir = values.data as string
+    const { peerId } = await loadIdentity(dir)
+    const info = readRunInfo(dir)
+    if (values.json === true) {
+      out(JSON.stringify(info == null ? { peer_id: peerId.toString() } : { peer_id: peerId.toString(), addrs: info.addrs, http: info.http }))
+    } else {
+      out(peerId.toString())
+      for (const a of info?.addrs ?? []) out(a)
+    }
+    return 0
+  }
+})

@@ -1,0 +1,70 @@
+import { Hono } from 'hono'
+import { bearerAuth } from 'hono/bearer-auth'
+import { bodyLimit } from 'hono/body-limit'
+import { HTTPException } from 'hono/http-exception'
+import type { PublishResult } from '../bus/publishRequest.ts'
+
+/** What the loopback endpoint needs from the node. */
+export interface HttpDeps {
+  token: string
+  maxBodySize: number
+  ready: () => { ready: boolean, reason?: string }
+  status: () => unknown
+  publish: (body: unknown) => Promise<PublishResult>
+  /** extra routes (metrics, stream) added by other parts of the node */
+  extend?: (app: Hono) => void
+}
+
+/** Maps an error's name to the HTTP status the endpoint answers with. */
+const STATUS_BY_ERROR: Record<string, 400 | 404 | 409 | 413 | 503> = {
+  ValidationError: 400,
+  TypeError: 400,
+  EventTooLargeError: 413,
+  NotStartedError: 503
+}
+
+/**
+ * Builds the loopback HTTP endpoint: open `/healthz`, `/readyz`, `/status`; `/v1/*` behind the bearer token.
+ *
+ * @returns a hono app; serve its `fetch`
+ */
+export function createHttpApp (deps: HttpDeps): Hono {
+  const app = new Hono()
+
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) return err.getResponse()
+    const status = STATUS_BY_ERROR[err.name] ?? 500
+    const body: Record<string, unknown> = { error: err.message }
+    if (Array.isArray((err as { issues?: unknown }).issues)) body.issues = (err as unknown as { issues: unknown }).issues
+    return c.json(body, status)
+  })
+  app.notFound((c) => c.json({ error: `No route ${c.req.method} ${c.req.path}` }, 404))
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  app.get('/readyz', (c) => {
+    const r = deps.ready()
+    return c.json({ status: r.ready ? 'ready' : 'not ready', reason: r.reason }, r.ready ? 200 : 503)
+  })
+  app.get('/status', (c) => c.json(deps.status() as object))
+
+  app.use('/v1/*', bearerAuth({
+    token: deps.token,
+    noAuthenticationHeader: { message: { error: 'Unauthorized: send Authorization: Bearer <the token in api.token>' } },
+    invalidAuthenticationHeader: { message: { error: 'Unauthorized: the Authorization header must be Bearer <token>' } },
+    invalidToken: { message: { error: 'Unauthorized: the token does not match api.token' } }
+  }))
+  app.post('/v1/events', bodyLimit({
+    maxSize: deps.maxBodySize,
+    onError: (c) => c.json({ error: `Payload too large: the body is over ${deps.maxBodySize} bytes` }, 413)
+  }), async (c) => {
+    let body: unknown
+    try {
+      body = JSON.parse(await c.req.text())
+    } catch (err) {
+      return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
+    }
+    return c.json(await deps.publish(body))
+  })
+  deps.extend?.(app)
+  return app
+}

@@ -1,0 +1,310 @@
+import { CID } from 'multiformats/cid'
+import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PeerId } from '@libp2p/interface'
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import type { NodeConfig } from '../config/catalog.ts'
+import { UsageError } from '../errors.ts'
+import { dataPaths } from '../datadir/layout.ts'
+import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
+import { lockDataDir } from '../datadir/lock.ts'
+import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
+import { networkId } from '../datadir/swarmKey.ts'
+import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
+import { serve, type HttpServer } from '../runtime/serve.ts'
+import { migrate } from '../store/migrations.ts'
+import { openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
+import { createIpfs, type CairnIpfs } from '../p2p/ipfs.ts'
+import { HeadExchange } from '../p2p/headExchange.ts'
+import { createHttpApp } from '../http/app.ts'
+import { HybridClock } from '../bus/hlc.ts'
+import { Outbox } from '../bus/outbox.ts'
+import { Syncer } from '../bus/sync.ts'
+import { busRoot } from '../bus/busRoot.ts'
+import { verifyHead } from '../bus/head.ts'
+import type { EventEnvelope } from '../bus/envelope.ts'
+import type { PublishResult } from '../bus/publishRequest.ts'
+import { createLogger, type Log } from '../log/logger.ts'
+import { storedStatus } from './status.ts'
+import { VERSION } from '../version.ts'
+
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1)$/
+
+/** @returns whether a host name or address is on the loopback interface */
+export function isLoopback (host: string): boolean {
+  return LOOPBACK.test(host)
+}
+
+/** Options that only tests and embedders set. */
+export interface NodeExtras {
+  log?: Log
+  /** hooks called after new events are in the events table (own and fetched) */
+  onEvents?: (events: EventEnvelope[]) => void
+}
+
+/** Typed node events, as libp2p names them. */
+export interface CairnNodeEvents {
+  'events:ingested': CustomEvent<EventEnvelope[]>
+}
+
+/**
+ * A cairn node: the data directory, SQLite, the embedded Helia node, the outbox, sync and the loopback endpoint.
+ * One lifecycle: `start()` then `stop()`, each safe to call twice.
+ */
+export class CairnNode extends EventTarget {
+  readonly config: NodeConfig
+  readonly log: Log
+  status: 'stopped' | 'starting' | 'started' | 'stopping' = 'stopped'
+  db!: SqlDatabase
+  blocks!: SqliteBlockstore
+  ipfs!: CairnIpfs
+  outbox!: Outbox
+  syncer!: Syncer
+  peerId!: PeerId
+  network!: string
+  http?: HttpServer
+  private readonly extras: NodeExtras
+  private release?: () => void
+  private exchange?: HeadExchange
+  private timers: Array<ReturnType<typeof setInterval>> = []
+  private startedAt = 0
+  private readonly clock = new HybridClock()
+
+  constructor (config: NodeConfig, extras: NodeExtras = {}) {
+    super()
+    this.config = config
+    this.extras = extras
+    this.log = extras.log ?? createLogger({ level: config['log-level'], format: config['log-format'] })
+  }
+
+  /** @returns the topic on which new heads are hinted */
+  get headsTopic (): string {
+    return `cairn/${this.network}/heads`
+  }
+
+  /**
+   * Starts the node.
+   *
+   * @throws UsageError for a non-loopback --http without --force-http; DataDirError, DataDirBusyError, AddressInUseError
+   */
+  async start (): Promise<void> {
+    if (this.status === 'started' || this.status === 'starting') return
+    this.status = 'starting'
+    const cfg = this.config
+    if (!isLoopback(cfg.http.host) && !cfg['force-http']) {
+      throw new UsageError(`Cannot listen on --http ${cfg.http.host}:${cfg.http.port}: the endpoint is loopback-only (127.0.0.1 or ::1); pass --force-http to bind another address on purpose`)
+    }
+    for (const a of [...cfg.listen, ...cfg.bootstrap]) {
+      try { multiaddr(a) } catch (err) { throw new UsageError(`Invalid multiaddr ${a}: ${(err as Error).message}`) }
+    }
+    assertDataDir(cfg.data)
+    const paths = dataPaths(cfg.data)
+    this.release = lockDataDir(cfg.data)
+    try {
+      const { privateKey, peerId } = await loadIdentity(cfg.data)
+      this.peerId = peerId
+      const swarmKey = loadSwarmKey(cfg.data)
+      const token = loadApiToken(cfg.data)
+      this.network = await networkId(swarmKey)
+      this.db = await openDatabase(paths.database)
+      migrate(this.db)
+      this.blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
+      this.ipfs = createIpfs({ privateKey, swarmKey, listen: cfg.listen, blockstore: this.blocks, datastorePath: paths.datastore, network: this.network })
+
+      const self = peerId.toString()
+      this.outbox = new Outbox({
+        db: this.db,
+        blocks: this.blocks,
+        producer: self,
+        privateKey,
+        clock: this.clock,
+        maxBatch: cfg['max-batch'],
+        maxEventSize: cfg['max-event-size'],
+        maxDepth: 64,
+        onCommit: (head, events) => {
+          this.announce(head)
+          this.ingested(events)
+        }
+      })
+      this.syncer = new Syncer({
+        db: this.db,
+        self,
+        clock: this.clock,
+        getBlock: async (cid, options) => await this.getBlock(cid, options),
+        providers: () => this.ipfs.libp2p.getPeers(),
+        limits: { maxEventSize: cfg['max-event-size'], maxDepth: 64, maxFilesPerWalk: 20_000 },
+        fetchTimeout: cfg['fetch-timeout'],
+        onIngested: (events) => { this.ingested(events) },
+        onReject: (reason, detail, ctx) => { this.log.warn(`rejected ${ctx.path ?? 'head'}: ${reason}: ${detail}`, { producer: ctx.producer, reason }) },
+        log: (level, msg, fields) => { this.log[level](msg, fields) }
+      })
+
+      await this.ipfs.start()
+      const libp2p = this.ipfs.libp2p
+      this.exchange = new HeadExchange({
+        libp2p,
+        heads: () => this.syncer.knownHeads(),
+        onHead: async (bytes, from) => { await this.offerHead(bytes, from) },
+        log: this.log
+      })
+      await this.exchange.start()
+      const pubsub = libp2p.services.pubsub
+      pubsub.topicValidators.set(this.headsTopic, async (_peer, msg) => {
+        try {
+          await verifyHead(msg.data)
+          return TopicValidatorResult.Accept
+        } catch {
+          return TopicValidatorResult.Reject
+        }
+      })
+      pubsub.subscribe(this.headsTopic)
+      pubsub.addEventListener('message', (evt) => {
+        const msg = evt.detail
+        if (msg.topic !== this.headsTopic) return
+        void this.offerHead(msg.data, msg.type === 'signed' ? msg.from : undefined)
+      })
+      libp2p.addEventListener('peer:discovery', (evt) => {
+        const id = evt.detail.id
+        if (libp2p.getConnections(id).length === 0) void libp2p.dial(id, { signal: AbortSignal.timeout(10_000) }).catch(() => {})
+      })
+
+      const app = createHttpApp({
+        token,
+        maxBodySize: cfg['max-body-size'],
+        ready: () => this.readiness(),
+        status: () => this.statusJson(),
+        publish: async (body) => await this.publish(body)
+      })
+      this.http = serve(app.fetch, cfg.http.host, cfg.http.port)
+
+      this.syncer.start()
+      this.dialBootstrap()
+      this.timers.push(setInterval(() => { this.dialBootstrap() }, 5000))
+      this.timers.push(setInterval(() => { void this.exchange?.pushAll() }, cfg['announce-interval']))
+      this.startedAt = Date.now()
+      writeRunInfo(cfg.data, {
+        peer_id: self,
+        pid: process.pid,
+        version: VERSION,
+        addrs: libp2p.getMultiaddrs().map(String),
+        http: `${cfg.http.host.includes(':') ? `[${cfg.http.host}]` : cfg.http.host}:${this.http.port}`,
+        started_at: new Date(this.startedAt).toISOString()
+      })
+      this.status = 'started'
+      this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${this.http.port}`, network: this.network })
+    } catch (err) {
+      await this.teardown()
+      throw err
+    }
+  }
+
+  /** Stops everything the node started: timers, HTTP, libp2p, databases, the lock. */
+  async stop (): Promise<void> {
+    if (this.status === 'stopped' || this.status === 'stopping') return
+    this.status = 'stopping'
+    await this.teardown()
+    this.log.info('node stopped')
+  }
+
+  private async teardown (): Promise<void> {
+    for (const t of this.timers) clearInterval(t)
+    this.timers = []
+    await this.http?.stop().catch(() => {})
+    this.http = undefined
+    await this.outbox?.flush().catch(() => {})
+    await this.syncer?.stop().catch(() => {})
+    await this.exchange?.stop().catch(() => {})
+    await this.ipfs?.stop().catch((err: Error) => { this.log.warn(`stopping libp2p: ${err.message}`) })
+    this.blocks?.db.close()
+    this.db?.close()
+    if (this.release != null) clearRunInfo(this.config.data)
+    this.release?.()
+    this.release = undefined
+    this.status = 'stopped'
+  }
+
+  /**
+   * Publishes an event from the local backend.
+   *
+   * @returns its event_id, seq and CID, once durable
+   */
+  async publish (body: unknown): Promise<PublishResult> {
+    return await this.outbox.publish(body)
+  }
+
+  /** Offers a head received from a peer; bad ones are logged and dropped. */
+  async offerHead (bytes: Uint8Array, from?: PeerId): Promise<void> {
+    try {
+      await this.syncer.offerHead(bytes, from)
+    } catch (err) {
+      this.log.debug(`head refused: ${(err as Error).message}`, { peer: from?.toString(), reason: (err as { reason?: string }).reason })
+    }
+  }
+
+  private announce (head: Uint8Array): void {
+    if (this.config['gossip-hints']) {
+      void this.ipfs.libp2p.services.pubsub.publish(this.headsTopic, head).catch((err: Error) => { this.log.debug(`gossip publish failed: ${err.message}`) })
+    }
+  }
+
+  private ingested (events: EventEnvelope[]): void {
+    this.extras.onEvents?.(events)
+    this.dispatchEvent(new CustomEvent('events:ingested', { detail: events }))
+  }
+
+  private async getBlock (cid: CID, options: { signal: AbortSignal, providers: PeerId[] }): Promise<Uint8Array> {
+    const local = this.blocks.getSync(cid)
+    if (local != null) return local
+    const parts: Uint8Array[] = []
+    for await (const p of this.ipfs.blockstore.get(cid, { signal: options.signal, providers: options.providers.map((p) => p.toCID()) })) parts.push(p)
+    if (parts.length === 1) return parts[0]
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+    let o = 0
+    for (const p of parts) { out.set(p, o); o += p.length }
+    return out
+  }
+
+  private dialBootstrap (): void {
+    const libp2p = this.ipfs.libp2p
+    for (const addr of this.config.bootstrap) {
+      const ma = multiaddr(addr)
+      const id = ma.getComponents().find((c) => c.name === 'p2p')?.value
+      if (id != null && libp2p.getConnections(peerIdFromString(id)).length > 0) continue
+      void libp2p.dial(ma, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
+        this.log.debug(`cannot reach bootstrap peer ${addr}: ${err.message}`)
+      })
+    }
+  }
+
+  private readiness (): { ready: boolean, reason?: string } {
+    if (this.status !== 'started') return { ready: false, reason: `node is ${this.status}` }
+    if (this.ipfs.libp2p.status !== 'started') return { ready: false, reason: 'libp2p is not started' }
+    try {
+      this.db.get('SELECT 1')
+    } catch (err) {
+      return { ready: false, reason: `database: ${(err as Error).message}` }
+    }
+    return { ready: true }
+  }
+
+  /** @returns the status document of `/status` and `cairn status --json` */
+  statusJson (): Record<string, unknown> {
+    const libp2p = this.ipfs.libp2p
+    const stored = storedStatus(this.db)
+    return {
+      peer_id: this.peerId.toString(),
+      version: VERSION,
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      listen: libp2p.getMultiaddrs().map(String),
+      peers: libp2p.getPeers().map(String),
+      network: this.network,
+      syncing: this.syncer.busy,
+      ...stored
+    }
+  }
+
+  /** @returns the CID of this node's bus directory */
+  async busRoot (): Promise<CID> {
+    return await busRoot(this.db, this.blocks)
+  }
+}

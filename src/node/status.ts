@@ -1,0 +1,56 @@
+import type { SqlDatabase } from '../runtime/sqlite.ts'
+
+/** One producer as this node sees it. */
+export interface ProducerStatus {
+  producer: string
+  head_seq: number
+  processed_seq: number
+  lag_events: number
+  /** how long ago the newest head not yet fully processed arrived (0 when caught up) */
+  lag_ms: number
+  head_received_at: string | null
+  last_error: string | null
+}
+
+/** The part of the status that the database alone tells (a stopped node has this much). */
+export interface StoredStatus {
+  producers: ProducerStatus[]
+  events: number
+  outbox: { files: number, oldest_seq: number | null, last_seq: number }
+  gaps: Array<{ producer: string, from_seq: number, to_seq: number, detected_at: string }>
+  quarantine: { count: number, by_reason: Record<string, number>, recent: Array<{ producer: string, path: string, reason: string, detail: string, detected_at: string }> }
+}
+
+/** @returns what the database says of producers, outbox, gaps and quarantine */
+export function storedStatus (db: SqlDatabase, now = Date.now()): StoredStatus {
+  const producers = db.all<{ producer: string, head_seq: number, processed_seq: number, head_received_at: number | null, last_error: string | null }>(
+    'SELECT producer, head_seq, processed_seq, head_received_at, last_error FROM producers ORDER BY producer')
+    .map((r) => {
+      const lag = Math.max(0, r.head_seq - r.processed_seq)
+      return {
+        producer: r.producer,
+        head_seq: r.head_seq,
+        processed_seq: r.processed_seq,
+        lag_events: lag,
+        lag_ms: lag > 0 && r.head_received_at != null ? Math.max(0, now - r.head_received_at) : 0,
+        head_received_at: r.head_received_at == null ? null : new Date(r.head_received_at).toISOString(),
+        last_error: r.last_error
+      }
+    })
+  const outbox = db.get<{ files: number, oldest: number | null, last: number | null }>('SELECT count(*) AS files, min(seq) AS oldest, max(seq) AS last FROM outbox')!
+  const byReason: Record<string, number> = {}
+  for (const r of db.all<{ reason: string, n: number }>('SELECT reason, count(*) AS n FROM quarantine GROUP BY reason')) byReason[r.reason] = r.n
+  return {
+    producers,
+    events: db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0,
+    outbox: { files: outbox.files, oldest_seq: outbox.oldest, last_seq: db.get<{ s: number | null }>("SELECT max(seq) AS s FROM outbox")?.s ?? 0 },
+    gaps: db.all<{ producer: string, from_seq: number, to_seq: number, detected_at: number }>('SELECT producer, from_seq, to_seq, detected_at FROM gaps ORDER BY producer, from_seq')
+      .map((g) => ({ ...g, detected_at: new Date(g.detected_at).toISOString() })),
+    quarantine: {
+      count: Object.values(byReason).reduce((a, b) => a + b, 0),
+      by_reason: byReason,
+      recent: db.all<{ producer: string, path: string, reason: string, detail: string, detected_at: number }>('SELECT producer, path, reason, detail, detected_at FROM quarantine ORDER BY id DESC LIMIT 20')
+        .map((q) => ({ ...q, detected_at: new Date(q.detected_at).toISOString() }))
+    }
+  }
+}
