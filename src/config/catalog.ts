@@ -25,7 +25,7 @@ export const SETTINGS = {
   'announce-interval': { name: 'announce-interval', kind: 'string', value: 'DURATION', description: 'how often to re-announce known heads to peers (default 5s)', schema: DurationSchema, default: '5s' },
   'gossip-hints': { name: 'gossip-hints', kind: 'string', value: 'BOOL', description: 'announce new heads over gossipsub at once (default true; false leaves only the head exchange with peers)', schema: BoolSchema, default: 'true' },
   'fetch-timeout': { name: 'fetch-timeout', kind: 'string', value: 'DURATION', description: 'how long to wait for one block from peers before trying again later (default 10s)', schema: DurationSchema, default: '10s' },
-  'max-event-size': { name: 'max-event-size', kind: 'string', value: 'SIZE', description: 'the largest event file accepted or published (default 256KiB)', schema: SizeSchema, default: '256KiB' },
+  'max-event-size': { name: 'max-event-size', kind: 'string', value: 'SIZE', description: 'the largest event file accepted or published (default 256KiB, at most 3MiB: one block)', schema: v.pipe(SizeSchema, v.maxValue(3 * 1024 * 1024, 'An event file is one block: at most 3MiB')), default: '256KiB' },
   'max-body-size': { name: 'max-body-size', kind: 'string', value: 'SIZE', description: 'the largest HTTP request body (default 1MiB)', schema: SizeSchema, default: '1MiB' },
   'max-batch': { name: 'max-batch', kind: 'string', value: 'N', description: 'the most events one group commit writes (default 5000)', schema: IntSchema, default: 5000 }
 } satisfies Record<string, Setting>

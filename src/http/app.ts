@@ -9,7 +9,7 @@ export interface HttpDeps {
   token: string
   maxBodySize: number
   ready: () => { ready: boolean, reason?: string }
-  status: () => unknown
+  status: () => Promise<unknown>
   publish: (body: unknown) => Promise<PublishResult>
   /** extra routes (metrics, stream) added by other parts of the node */
   extend?: (app: Hono) => void
@@ -45,7 +45,7 @@ export function createHttpApp (deps: HttpDeps): Hono {
     const r = deps.ready()
     return c.json({ status: r.ready ? 'ready' : 'not ready', reason: r.reason }, r.ready ? 200 : 503)
   })
-  app.get('/status', (c) => c.json(deps.status() as object))
+  app.get('/status', async (c) => c.json(await deps.status() as object))
 
   app.use('/v1/*', bearerAuth({
     token: deps.token,

@@ -172,7 +172,7 @@ export class CairnNode extends EventTarget {
         token,
         maxBodySize: cfg['max-body-size'],
         ready: () => this.readiness(),
-        status: () => this.statusJson(),
+        status: async () => await this.statusJson(),
         publish: async (body) => await this.publish(body)
       })
       this.http = serve(app.fetch, cfg.http.host, cfg.http.port)
@@ -288,10 +288,11 @@ export class CairnNode extends EventTarget {
   }
 
   /** @returns the status document of `/status` and `cairn status --json` */
-  statusJson (): Record<string, unknown> {
+  async statusJson (): Promise<Record<string, unknown>> {
     const libp2p = this.ipfs.libp2p
     const stored = storedStatus(this.db)
     return {
+      bus_root: (await this.busRoot()).toString(),
       peer_id: this.peerId.toString(),
       version: VERSION,
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),

@@ -1,0 +1,202 @@
+import { describe, expect, test } from 'bun:test'
+import { existsSync, statSync, writeFileSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { VERSION } from '../src/version.ts'
+import pkg from '../package.json'
+
+describe('the cairn binary', () => {
+  test('--version prints the version that package.json holds', async () => {
+    const r = await cairn(['--version'])
+    expect({ code: r.code, out: r.stdout.trim() }).toEqual({ code: 0, out: pkg.version })
+    expect(VERSION).toBe(pkg.version)
+  })
+
+  test('--help lists every verb and each verb has its own --help', async () => {
+    const r = await cairn(['--help'])
+    expect(r.code).toBe(0)
+    for (const verb of ['init', 'run', 'id', 'publish', 'events', 'status', 'export']) {
+      expect(r.stdout).toContain(`  ${verb}`)
+      const h = await cairn([verb, '--help'])
+      expect(h.code).toBe(0)
+      expect(h.stdout).toContain(`Usage: cairn ${verb}`)
+    }
+  })
+
+  test('an unknown verb or flag is an error that names it and points to --help', async () => {
+    const verb = await cairn(['frobnicate'])
+    expect(verb.code).toBe(2)
+    expect(verb.stderr).toContain('unknown verb "frobnicate"')
+    expect(verb.stderr).toContain('--help')
+    const flag = await cairn(['run', '--frob'])
+    expect(flag.code).toBe(1)
+    expect(flag.stderr).toContain('unknown flag --frob')
+    expect(flag.stderr).toContain('cairn run --help')
+  })
+
+  test('init creates identity, swarm.key and api.token with mode 0600, and changes nothing the second time', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    const first = await cairn(['init', '--data', dir, '--new-network'])
+    expect(first.code).toBe(0)
+    const peerId = first.stdout.trim()
+    expect(peerId).toMatch(/^12D3Koo/)
+    for (const f of ['identity.key', 'swarm.key', 'api.token']) expect(statSync(join(dir, f)).mode & 0o777).toBe(0o600)
+    for (const f of ['cairn.db', 'blocks.db', 'datastore']) expect(existsSync(join(dir, f))).toBe(true)
+    expect(readFileSync(join(dir, 'swarm.key'), 'utf8')).toMatch(/^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}$/)
+    const before = readdirSync(dir).map((f) => [f, statSync(join(dir, f)).mtimeMs])
+    const again = await cairn(['init', '--data', dir, '--new-network'])
+    expect(again.code).toBe(0)
+    expect(again.stdout.trim()).toBe(peerId)
+    expect(again.stderr).toContain('nothing changed')
+    expect(readdirSync(dir).map((f) => [f, statSync(join(dir, f)).mtimeMs])).toEqual(before)
+  })
+
+  test('init needs exactly one of --new-network and --swarm-key, and refuses a bad key file', async () => {
+    using tmp = tempDir()
+    const none = await cairn(['init', '--data', join(tmp.path, 'a')])
+    expect(none.code).toBe(1)
+    expect(none.stderr).toContain('--new-network')
+    writeFileSync(join(tmp.path, 'bad.key'), 'not a key')
+    const bad = await cairn(['init', '--data', join(tmp.path, 'b'), '--swarm-key', join(tmp.path, 'bad.key')])
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toContain('not a swarm key')
+    expect(existsSync(join(tmp.path, 'b'))).toBe(false)
+  })
+
+  test('run on a missing data directory says how to create one', async () => {
+    using tmp = tempDir()
+    const r = await cairn(['run', '--data', join(tmp.path, 'nope'), '--http', '127.0.0.1:0'])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('cairn init')
+  })
+
+  test('run refuses a non-loopback --http address and says how to force it', async () => {
+    using tmp = tempDir()
+    await cairn(['init', '--data', join(tmp.path, 'n'), '--new-network'])
+    const r = await cairn(['run', '--data', join(tmp.path, 'n'), '--http', '0.0.0.0:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('loopback-only')
+    expect(r.stderr).toContain('--force-http')
+  })
+
+  test('run refuses to start without a swarm key', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await cairn(['init', '--data', dir, '--new-network'])
+    const { rmSync } = await import('node:fs')
+    rmSync(join(dir, 'swarm.key'))
+    const r = await cairn(['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('without a swarm key')
+  })
+
+  test('a second run on a busy data directory fails at once with a clear message', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    const started = Date.now()
+    const r = await cairn(['run', '--data', node.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('already running')
+    expect(Date.now() - started).toBeLessThan(10_000)
+    expect(await node.stop()).toBe(0)
+  })
+
+  test('a busy HTTP port is a clear error', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await a.start()
+    const b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    const r = await cairn(['run', '--data', b.dir, '--http', a.http, '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('already in use')
+  })
+
+  test('settings come from the flag, then the environment, then config.json, then the default', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    const post = async (bytes: number): Promise<number> => (await fetch(`http://${node.http}/v1/events`, {
+      method: 'POST', headers: { authorization: `Bearer ${node.token}` }, body: JSON.stringify({ type: 'test.sized', payload: 'x'.repeat(bytes) })
+    })).status
+    // default 1MiB: a 2 KB body passes
+    await node.start()
+    expect(await post(2000)).toBe(200)
+    await node.stop()
+    // config.json wins over the default; its http port 1 loses to the harness's --http flag
+    writeFileSync(join(node.dir, 'config.json'), JSON.stringify({ http: '127.0.0.1:1', 'max-body-size': 1000 }))
+    await node.start()
+    expect(node.http).not.toBe('127.0.0.1:1')
+    expect(await post(2000)).toBe(413)
+    await node.stop()
+    // the environment wins over config.json
+    await node.start([], { CAIRN_MAX_BODY_SIZE: '4000' })
+    expect(await post(2000)).toBe(200)
+    await node.stop()
+    // the flag wins over the environment
+    await node.start(['--max-body-size', '1000'], { CAIRN_MAX_BODY_SIZE: '4000' })
+    expect(await post(2000)).toBe(413)
+    expect(await node.stop()).toBe(0)
+  })
+
+  test('a bad setting names the setting and where the value came from', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await cairn(['init', '--data', dir, '--new-network'])
+    const flag = await cairn(['run', '--data', dir, '--http', 'nonsense'])
+    expect(flag.stderr).toContain('Invalid setting http (from --http)')
+    const env = await cairn(['run', '--data', dir], { env: { CAIRN_HTTP: 'nonsense' } })
+    expect(env.stderr).toContain('Invalid setting http (from CAIRN_HTTP)')
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ 'announce-interval': 'soon' }))
+    const file = await cairn(['run', '--data', dir])
+    expect(file.stderr).toContain('Invalid setting announce-interval (from "announce-interval" in config.json)')
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ htttp: '127.0.0.1:0' }))
+    const unknown = await cairn(['run', '--data', dir])
+    expect(unknown.stderr).toContain('unknown setting "htttp"')
+    writeFileSync(join(dir, 'config.json'), '{ not json')
+    const broken = await cairn(['run', '--data', dir])
+    expect(broken.code).toBe(1)
+    expect(broken.stderr).toContain('config.json')
+  })
+
+  test('CAIRN_DATA stands for --data', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    const init = await cairn(['init', '--new-network'], { env: { CAIRN_DATA: dir } })
+    expect(init.code).toBe(0)
+    const id = await cairn(['id', '--json'], { env: { CAIRN_DATA: dir } })
+    expect(JSON.parse(id.stdout)).toEqual({ peer_id: init.stdout.trim() })
+  })
+
+  test('a running node answers /healthz, /readyz and /status, id --json shows its addresses, and SIGTERM stops it with exit 0', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    expect(await (await fetch(`http://${node.http}/healthz`)).json()).toEqual({ status: 'ok' })
+    const ready = await waitFor('readyz', async () => { const r = await fetch(`http://${node.http}/readyz`); return r.status === 200 ? r : undefined })
+    expect(ready.status).toBe(200)
+    const status = await node.status()
+    expect(status.peer_id).toBe(node.peerId)
+    expect(status.version).toBe(VERSION)
+    const id = JSON.parse((await cairn(['id', '--data', node.dir, '--json'])).stdout)
+    expect(id).toEqual({ peer_id: node.peerId, addrs: status.listen, http: node.http })
+    expect(await node.stop('SIGTERM')).toBe(0)
+    expect(JSON.parse((await cairn(['id', '--data', node.dir, '--json'])).stdout)).toEqual({ peer_id: node.peerId })
+  })
+
+  test('/v1 routes need the bearer token', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    const none = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: '{}' })
+    expect(none.status).toBe(401)
+    const wrong = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: '{}', headers: { authorization: 'Bearer nope' } })
+    expect(wrong.status).toBe(401)
+    const malformed = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: '{ nope', headers: { authorization: `Bearer ${node.token}` } })
+    expect(malformed.status).toBe(400)
+    const invalid = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: JSON.stringify({ type: 'Bad Type', payload: {} }), headers: { authorization: `Bearer ${node.token}` } })
+    expect(invalid.status).toBe(400)
+    expect((await invalid.json()).issues[0]).toStartWith('type:')
+    expect(await node.stop()).toBe(0)
+  })
+})

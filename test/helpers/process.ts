@@ -1,0 +1,149 @@
+import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import type { Subprocess } from 'bun'
+
+/** The repository root. */
+export const ROOT = resolve(import.meta.dir, '../..')
+/** The built binary; `npm test` builds it first. */
+export const BINARY = join(ROOT, 'dist', 'cairn')
+
+/** How to start cairn: the compiled binary, the source under Bun, or the source under Deno. */
+export type Runtime = 'binary' | 'bun' | 'deno'
+
+/** @returns the command line that runs cairn with `args` */
+export function cairnCommand (runtime: Runtime, args: string[]): string[] {
+  if (runtime === 'binary') {
+    if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run npm run build first (npm test does)`)
+    return [BINARY, ...args]
+  }
+  if (runtime === 'deno') return [join(ROOT, 'node_modules', '.bin', 'deno'), 'run', '-A', join(ROOT, 'mod.ts'), ...args]
+  return [process.execPath, join(ROOT, 'mod.ts'), ...args]
+}
+
+/** Runs cairn to completion. */
+export async function cairn (args: string[], options: { runtime?: Runtime, env?: Record<string, string>, cwd?: string, stdin?: string } = {}): Promise<{ code: number, stdout: string, stderr: string }> {
+  const proc = Bun.spawn(cairnCommand(options.runtime ?? 'binary', args), {
+    cwd: options.cwd ?? ROOT,
+    env: { ...process.env, CAIRN_DATA: '', ...options.env },
+    stdin: options.stdin != null ? new TextEncoder().encode(options.stdin) : 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe'
+  })
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  return { code, stdout, stderr }
+}
+
+/** A temporary directory removed at dispose. */
+export function tempDir (prefix = 'cairn-test-'): { path: string, [Symbol.dispose]: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix))
+  return { path, [Symbol.dispose]: () => { rmSync(path, { recursive: true, force: true }) } }
+}
+
+/**
+ * Polls `check` until it returns a value other than undefined/false, or the deadline passes.
+ *
+ * @throws Error with `what` when the deadline passes
+ */
+export async function waitFor<T> (what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const r = await check()
+      if (r !== undefined && r !== false) return r
+    } catch (err) {
+      last = err
+    }
+    await Bun.sleep(everyMs)
+  }
+  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last != null ? `: ${(last as Error).message}` : ''}`)
+}
+
+/** A running `cairn run` process on a fresh data directory. */
+export class NodeProcess {
+  readonly dir: string
+  readonly runtime: Runtime
+  proc?: Subprocess<'ignore', 'pipe', 'pipe'>
+  peerId = ''
+  http = ''
+  addrs: string[] = []
+  logs = ''
+
+  constructor (dir: string, runtime: Runtime = 'binary') {
+    this.dir = dir
+    this.runtime = runtime
+  }
+
+  /** Creates the data directory (a new network, or joining `network`'s swarm key). */
+  static async init (parent: string, name: string, options: { network?: NodeProcess, swarmKeyFile?: string, runtime?: Runtime } = {}): Promise<NodeProcess> {
+    const node = new NodeProcess(join(parent, name), options.runtime)
+    const keyFile = options.swarmKeyFile ?? (options.network != null ? join(options.network.dir, 'swarm.key') : undefined)
+    const r = await cairn(['init', '--data', node.dir, ...(keyFile != null ? ['--swarm-key', keyFile] : ['--new-network'])], { runtime: options.runtime })
+    if (r.code !== 0) throw new Error(`cairn init failed: ${r.stderr}`)
+    node.peerId = r.stdout.trim()
+    return node
+  }
+
+  /** Starts `cairn run` on loopback with free ports and waits until node.json names this process. */
+  async start (args: string[] = [], env: Record<string, string> = {}): Promise<this> {
+    const proc = Bun.spawn(cairnCommand(this.runtime, ['run', '--data', this.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--announce-interval', '1s', '--log-format', 'json', '--log-level', 'debug', ...args]), {
+      cwd: ROOT, env: { ...process.env, CAIRN_DATA: '', ...env }, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe'
+    })
+    this.proc = proc
+    void (async () => {
+      const dec = new TextDecoder()
+      const reader = proc.stderr.getReader()
+      for (;;) {
+        const { value, done } = await reader.read()
+        if (done) break
+        this.logs += dec.decode(value)
+      }
+    })()
+    await waitFor(`node ${this.dir} to start (logs: ${this.logs.slice(-2000)})`, () => {
+      if (proc.exitCode != null) throw new Error(`cairn run exited with ${proc.exitCode}: ${this.logs}`)
+      try {
+        const info = JSON.parse(readFileSync(join(this.dir, 'node.json'), 'utf8'))
+        if (info.pid !== proc.pid) return undefined
+        this.http = info.http
+        this.addrs = info.addrs
+        return true
+      } catch {
+        return undefined
+      }
+    }, 60_000)
+    return this
+  }
+
+  get token (): string {
+    return readFileSync(join(this.dir, 'api.token'), 'utf8').trim()
+  }
+
+  /** Publishes through the loopback endpoint. */
+  async publish (body: Record<string, unknown>): Promise<{ event_id: string, seq: number, cid: string }> {
+    const res = await fetch(`http://${this.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    if (res.status !== 200) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
+    return await res.json() as { event_id: string, seq: number, cid: string }
+  }
+
+  async status (): Promise<any> {
+    return await (await fetch(`http://${this.http}/status`)).json()
+  }
+
+  /** Sends a signal and waits for the exit code. */
+  async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number> {
+    const proc = this.proc
+    if (proc == null || proc.exitCode != null) return proc?.exitCode ?? 0
+    proc.kill(signal)
+    const code = await proc.exited
+    this.proc = undefined
+    return code
+  }
+
+  async [Symbol.asyncDispose] (): Promise<void> {
+    if (this.proc != null && this.proc.exitCode == null) {
+      this.proc.kill('SIGKILL')
+      await this.proc.exited
+    }
+  }
+}
