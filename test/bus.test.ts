@@ -1,0 +1,146 @@
+import { describe, expect, test } from 'bun:test'
+import { createReadStream } from 'node:fs'
+import { join } from 'node:path'
+import { CarReader } from '@ipld/car'
+import { exporter, recursive } from 'ipfs-unixfs-exporter'
+import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { eventCount, query } from './helpers/db.ts'
+
+/** Publishes `n` events with up to 32 under way at once. */
+async function publishMany (node: NodeProcess, n: number, make: (i: number) => Record<string, unknown>): Promise<Array<{ event_id: string, seq: number }>> {
+  const results = new Array<{ event_id: string, seq: number }>(n)
+  let next = 0
+  await Promise.all(Array.from({ length: 32 }, async () => {
+    while (next < n) {
+      const i = next++
+      results[i] = await node.publish(make(i))
+    }
+  }))
+  return results
+}
+
+const fingerprint = (dir: string, producer: string): Array<{ event_id: string, seq: number, payload: string }> =>
+  query(dir, 'SELECT event_id, seq, payload FROM events WHERE producer = ? ORDER BY seq', [producer])
+
+describe('the bus', () => {
+  test('three nodes hold exactly the 1,000 events A publishes, and B\'s events reach C', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await using c = await NodeProcess.init(tmp.path, 'c', { network: a })
+    await a.start()
+    await b.start(['--bootstrap', a.addrs[0]])
+    await c.start(['--bootstrap', a.addrs[0]])
+    const published = await publishMany(a, 1000, (i) => ({ type: 'test.counted', payload: { i } }))
+    expect(published.map((p) => p.seq).sort((x, y) => x - y)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1))
+    const expected = fingerprint(a.dir, a.peerId)
+    expect(expected.length).toBe(1000)
+    for (const n of [b, c]) {
+      await waitFor(`1000 events on ${n.dir}`, () => eventCount(n.dir) === 1000, 60_000)
+      expect(fingerprint(n.dir, a.peerId)).toEqual(expected)
+    }
+    const fromB = await publishMany(b, 10, (i) => ({ type: 'test.from-b', payload: { i } }))
+    await waitFor('b\'s events on c', () => fingerprint(c.dir, b.peerId).length === 10, 30_000)
+    expect(fingerprint(c.dir, b.peerId).map((e) => e.event_id).sort()).toEqual(fromB.map((e) => e.event_id).sort())
+  })
+
+  test('a node that was down catches up from a peer while the producer is offline', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await using c = await NodeProcess.init(tmp.path, 'c', { network: a })
+    await a.start()
+    await b.start(['--bootstrap', a.addrs[0]])
+    await publishMany(a, 500, (i) => ({ type: 'test.offline', payload: { i } }))
+    await waitFor('500 events on b', () => eventCount(b.dir) === 500, 60_000)
+    expect(await a.stop()).toBe(0)
+    await c.start(['--bootstrap', b.addrs[0]])
+    await waitFor('500 events on c', () => eventCount(c.dir) === 500, 60_000)
+    expect(fingerprint(c.dir, a.peerId)).toEqual(fingerprint(b.dir, a.peerId))
+  })
+
+  test('with gossip hints switched off nodes converge through the head exchange alone', async () => {
+    using tmp = tempDir()
+    const quiet = ['--gossip-hints', 'false']
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await a.start(quiet)
+    await b.start([...quiet, '--bootstrap', a.addrs[0]])
+    await publishMany(a, 50, (i) => ({ type: 'test.quiet', payload: { i } }))
+    await publishMany(b, 50, (i) => ({ type: 'test.quiet', payload: { i } }))
+    await waitFor('100 events on both', () => eventCount(a.dir) === 100 && eventCount(b.dir) === 100, 60_000)
+    expect(a.logs + b.logs).not.toContain('gossip publish')
+  })
+
+  test('re-publishing an event_id returns the first result and adds no second row anywhere', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await a.start()
+    await b.start(['--bootstrap', a.addrs[0]])
+    const id = '0190b2a4-0000-7000-8000-000000000001'
+    const first = await a.publish({ type: 'test.once', payload: { n: 1 }, event_id: id })
+    const again = await a.publish({ type: 'test.once', payload: { n: 2 }, event_id: id })
+    expect(again).toEqual(first)
+    const cli = await cairn(['publish', '--data', a.dir, '--type', 'test.once', '--payload', '{"n":3}', '--id', id])
+    expect(JSON.parse(cli.stdout)).toEqual(first)
+    // the duplicate published on another node answers with the original too
+    await waitFor('the event on b', () => eventCount(b.dir) === 1, 30_000)
+    expect(await b.publish({ type: 'test.once', payload: { n: 4 }, event_id: id })).toEqual(first)
+    const marker = await a.publish({ type: 'test.marker', payload: {} })
+    await waitFor('the marker on b', () => query(b.dir, 'SELECT 1 FROM events WHERE event_id = ?', [marker.event_id]).length === 1, 30_000)
+    for (const n of [a, b]) expect(query(n.dir, 'SELECT count(*) AS n FROM events WHERE event_id = ?', [id])).toEqual([{ n: 1 }])
+  })
+
+  test('a Deno node and a binary node exchange events both ways, one over 1,200 bytes', async () => {
+    using tmp = tempDir()
+    await using bin = await NodeProcess.init(tmp.path, 'bin')
+    await using deno = await NodeProcess.init(tmp.path, 'deno', { network: bin, runtime: 'deno' })
+    await bin.start()
+    await deno.start(['--bootstrap', bin.addrs[0]])
+    expect(await (await fetch(`http://${deno.http}/healthz`)).json()).toEqual({ status: 'ok' })
+    const large = 'x'.repeat(5000)
+    const fromBin = await bin.publish({ type: 'test.cross', payload: { large } })
+    const fromDeno = await deno.publish({ type: 'test.cross', payload: { large, from: 'deno' } })
+    await waitFor('both events on both nodes', () => eventCount(bin.dir) === 2 && eventCount(deno.dir) === 2, 60_000)
+    const ids = (dir: string) => query<{ event_id: string }>(dir, 'SELECT event_id FROM events ORDER BY event_id').map((r) => r.event_id)
+    expect(ids(bin.dir)).toEqual([fromBin.event_id, fromDeno.event_id].sort())
+    expect(ids(deno.dir)).toEqual(ids(bin.dir))
+    expect(JSON.parse(query<{ payload: string }>(bin.dir, 'SELECT payload FROM events WHERE event_id = ?', [fromDeno.event_id])[0].payload).large).toBe(large)
+  })
+
+  test('cairn export writes a CAR that standard IPFS libraries list as exactly the events cairn events shows', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await a.start()
+    await b.start(['--bootstrap', a.addrs[0]])
+    await publishMany(a, 30, (i) => ({ type: 'test.export', payload: { i } }))
+    await publishMany(b, 20, (i) => ({ type: 'test.export', payload: { i } }))
+    await waitFor('50 events on b', () => eventCount(b.dir) === 50, 30_000)
+    await waitFor('b to hold both trees', async () => (await b.status()).syncing === false)
+    const car = join(tmp.path, 'bus.car')
+    const r = await cairn(['export', '--data', b.dir, '--car', car])
+    expect(r.code).toBe(0)
+
+    const reader = await CarReader.fromIterable(createReadStream(car))
+    const [root] = await reader.getRoots()
+    const blockstore = { get: async function * (cid: any) { const b = await reader.get(cid); if (b == null) throw new Error(`missing ${cid}`); yield b.bytes } }
+    const files: Array<{ path: string, content: any }> = []
+    for await (const entry of recursive(root, blockstore as any)) {
+      const node = await exporter(entry.cid, blockstore as any)
+      if (node.type === 'file' || node.type === 'raw') {
+        const parts: Uint8Array[] = []
+        for await (const p of node.content()) parts.push(p as Uint8Array)
+        files.push({ path: entry.path, content: JSON.parse(Buffer.concat(parts).toString('utf8')) })
+      }
+    }
+    const listed = (await cairn(['events', '--data', b.dir, '--json', '--limit', '1000'])).stdout.trim().split('\n').map((l) => JSON.parse(l))
+    const fromCar = files.map((f) => ({ producer: f.path.split('/')[1], name: f.path.split('/').at(-1), event_id: f.content.event_id, seq: f.content.seq, payload: f.content.payload }))
+      .sort((x, y) => x.event_id.localeCompare(y.event_id))
+    const fromCli = listed.map((e) => ({ producer: e.producer, name: `${String(e.seq).padStart(12, '0')}-${e.event_id}.json`, event_id: e.event_id, seq: e.seq, payload: e.payload }))
+      .sort((x, y) => x.event_id.localeCompare(y.event_id))
+    expect(fromCar.length).toBe(50)
+    expect(fromCar).toEqual(fromCli)
+  })
+})
