@@ -14,6 +14,7 @@ import type { HybridClock } from './hlc.ts'
 import { filePlace } from './layout.ts'
 import { PublishRequestSchema, type PublishRequest, type PublishResult } from './publishRequest.ts'
 import { directoryBlock, fileBlock, type Block, type DirEntry } from './tree.ts'
+import { shardedDirectory } from './hamt.ts'
 
 /** Raised when an event is larger than the limit; the HTTP endpoint answers 413. */
 export class EventTooLargeError extends Error {
@@ -184,8 +185,9 @@ export class Outbox {
       const entries: DirEntry[] = db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ?', [bucket])
         .map((r) => ({ name: r.name, cid: CID.parse(r.cid), size: r.size }))
       for (const a of items) entries.push({ name: a.name, cid: a.block.cid, size: a.block.bytes.length })
-      const dir = await directoryBlock(entries)
-      newBlocks.push(dir)
+      // Hour buckets are HAMT-sharded: a reader fetches only the shards that changed.
+      const { root: dir, blocks: shards } = await shardedDirectory(entries)
+      newBlocks.push(...shards)
       dirUpdates.set(bucket, { name: bucket.slice(11), cid: dir.cid, size: dir.size })
       touchedDays.add(bucket.slice(0, 10))
     }

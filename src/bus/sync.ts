@@ -6,7 +6,8 @@ import { insertEvent } from './eventsTable.ts'
 import { InvalidHeadError, verifyHead, type Head } from './head.ts'
 import type { HybridClock } from './hlc.ts'
 import { isDayName, isHourName, parseFileName } from './layout.ts'
-import { readDirectory, type DirEntry } from './tree.ts'
+import type { DirEntry } from './tree.ts'
+import { readDirectoryNode, type DirectoryNode } from './hamt.ts'
 import { readEventFile, type FileLimits, type Rejection } from './validate.ts'
 
 /** Fetches a block, from the local store or from peers. */
@@ -46,7 +47,8 @@ export class Syncer {
   private readonly init: SyncerInit
   private readonly running = new Map<string, Promise<void>>()
   private readonly dirty = new Set<string>()
-  private readonly retry = new Map<string, { timer: ReturnType<typeof setTimeout>, attempt: number }>()
+  private readonly retry = new Map<string, ReturnType<typeof setTimeout>>()
+  private readonly failures = new Map<string, number>()
   private stopped = false
   private readonly providersOf = new Map<string, PeerId>()
 
@@ -65,7 +67,7 @@ export class Syncer {
   /** Stops scheduling work and waits for the walks under way. */
   async stop (): Promise<void> {
     this.stopped = true
-    for (const r of this.retry.values()) clearTimeout(r.timer)
+    for (const t of this.retry.values()) clearTimeout(t)
     this.retry.clear()
     await Promise.allSettled([...this.running.values()])
   }
@@ -115,7 +117,7 @@ export class Syncer {
     }
     const pending = this.retry.get(producer)
     if (pending != null) {
-      clearTimeout(pending.timer)
+      clearTimeout(pending)
       this.retry.delete(producer)
     }
     const run = this.walkLoop(producer).finally(() => this.running.delete(producer))
@@ -127,10 +129,11 @@ export class Syncer {
       this.dirty.delete(producer)
       try {
         await this.walk(producer)
-        this.retry.delete(producer)
+        this.failures.delete(producer)
       } catch (err) {
         if (this.stopped) return
-        const attempt = (this.retry.get(producer)?.attempt ?? 0) + 1
+        const attempt = (this.failures.get(producer) ?? 0) + 1
+        this.failures.set(producer, attempt)
         const delay = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6))
         this.init.db.run('UPDATE producers SET last_error = ? WHERE producer = ?', [(err as Error).message, producer])
         this.init.log?.('warn', `sync of ${producer} failed, retrying in ${delay} ms: ${(err as Error).message}`, { producer })
@@ -138,7 +141,7 @@ export class Syncer {
           this.retry.delete(producer)
           this.schedule(producer)
         }, delay)
-        this.retry.set(producer, { timer, attempt })
+        this.retry.set(producer, timer)
         return
       }
     } while (this.dirty.has(producer) && !this.stopped)
@@ -162,12 +165,25 @@ export class Syncer {
     const candidates: Candidate[] = []
     const rejected: Array<{ path: string, cid?: string, rejection: Rejection, seq?: number }> = []
 
-    const list = async (path: string, cid: CID): Promise<DirEntry[]> => {
+    const read = async (path: string, cid: CID): Promise<DirectoryNode> => {
       try {
-        return readDirectory(await this.fetch(cid, producer))
+        return readDirectoryNode(await this.fetch(cid, producer))
       } catch (err) {
         if ((err as Error).name === 'TypeError') throw new Error(`${producer}/${path} is not a directory: ${(err as Error).message}`)
         throw err
+      }
+    }
+
+    const list = async (path: string, cid: CID): Promise<DirEntry[]> => (await read(path, cid)).entries
+    // A HAMT bucket: descend only into shards whose CID changed since the last walk.
+    const listBucket = async (path: string, cid: CID, out: DirEntry[]): Promise<void> => {
+      const node = await read(path, cid)
+      out.push(...node.entries)
+      for (const shard of node.shards) {
+        const shardPath = `${path}#${shard.label}`
+        if (seen.get(shardPath) === shard.cid.toString()) continue
+        await listBucket(shardPath, shard.cid, out)
+        walked.set(shardPath, shard.cid.toString())
       }
     }
 
@@ -179,7 +195,9 @@ export class Syncer {
         const hourPath = `${day.name}/${hour.name}`
         if (!isHourName(hour.name)) { rejected.push({ path: hourPath, cid: hour.cid.toString(), rejection: { reason: 'name_mismatch', detail: `${hour.name} is not an hour bucket (00-23)` } }); continue }
         if (seen.get(hourPath) === hour.cid.toString()) continue
-        for (const file of await list(hourPath, hour.cid)) {
+        const files: DirEntry[] = []
+        await listBucket(hourPath, hour.cid, files)
+        for (const file of files) {
           const parsed = parseFileName(file.name)
           if (parsed == null) { rejected.push({ path: `${hourPath}/${file.name}`, cid: file.cid.toString(), rejection: { reason: 'name_mismatch', detail: `${file.name} does not follow <seq, 12 digits>-<event_id>.json` } }); continue }
           if (parsed.seq > row.processed_seq && parsed.seq <= row.head_seq) candidates.push({ ...parsed, cid: file.cid, path: `${hourPath}/${file.name}` })

@@ -40,19 +40,6 @@ export async function directoryBlock (entries: readonly DirEntry[]): Promise<Blo
   return { cid, bytes, size: bytes.length + entries.reduce((n, e) => n + e.size, 0) }
 }
 
-/**
- * Decodes a directory block.
- *
- * @throws TypeError when the block is not a plain UnixFS directory
- */
-export function readDirectory (bytes: Uint8Array): DirEntry[] {
-  const node = dagPb.decode(bytes)
-  if (node.Data == null) throw new TypeError('not a UnixFS directory: the node has no data')
-  const fs = UnixFS.unmarshal(node.Data)
-  if (fs.type !== 'directory') throw new TypeError(`not a UnixFS directory: it is a ${fs.type}`)
-  return node.Links.map((l) => ({ name: l.Name ?? '', cid: l.Hash, size: l.Tsize ?? 0 }))
-}
-
 /** @returns whether the CID is of a dag-pb node */
 export const isDagPb = (cid: CID): boolean => cid.code === dagPb.code
 /** @returns whether the CID is of a raw block */

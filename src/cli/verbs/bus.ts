@@ -14,7 +14,8 @@ import { migrate } from '../../store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
 import { rowToEnvelope, type EventRow } from '../../bus/eventsTable.ts'
 import { busRoot } from '../../bus/busRoot.ts'
-import { isDagPb, readDirectory } from '../../bus/tree.ts'
+import { isDagPb } from '../../bus/tree.ts'
+import { readDirectoryNode } from '../../bus/hamt.ts'
 import { storedStatus } from '../../node/status.ts'
 
 /** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
@@ -159,7 +160,11 @@ export const exportVerb = defineVerb({
         if (bytes == null) throw new DataDirError(`Cannot export: block ${cid.toString()} is missing from ${dataPaths(dir).blocks}; run cairn doctor`)
         await writer.put({ cid, bytes })
         count++
-        if (isDagPb(cid)) for (const e of readDirectory(bytes)) stack.push(e.cid)
+        if (isDagPb(cid)) {
+          const node = readDirectoryNode(bytes)
+          for (const e of node.entries) stack.push(e.cid)
+          for (const sh of node.shards) stack.push(sh.cid)
+        }
       }
       await writer.close()
       await piped

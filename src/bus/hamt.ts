@@ -1,0 +1,85 @@
+import * as dagPb from '@ipld/dag-pb'
+import { murmur3128 } from '@multiformats/murmur3'
+import { createHAMT, Bucket } from 'hamt-sharding'
+import { UnixFS } from 'ipfs-unixfs'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import type { Block, DirEntry } from './tree.ts'
+
+/** UnixFS's HAMT parameters, as kubo and the JS importer write them: fanout 256, murmur3-x64-64. */
+const FANOUT_BITS = 8
+const HASH_TYPE = 0x22n
+const PAD = 2
+
+async function hamtHash (bytes: Uint8Array): Promise<Uint8Array> {
+  return (await murmur3128.encode(bytes)).slice(0, 8).reverse()
+}
+
+/**
+ * Encodes a UnixFS HAMT-sharded directory. Only the shards on the path of a changed entry get new CIDs,
+ * so a reader that remembers shard CIDs walks only what changed: syncing one new file costs the same in a
+ * bucket of a thousand files as in one of a hundred thousand, and no block outgrows the bitswap limit.
+ *
+ * @returns the root shard (with the DAG's cumulative size) and every shard block
+ */
+export async function shardedDirectory (entries: readonly DirEntry[]): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
+  const bucket = createHAMT<DirEntry>({ hashFn: hamtHash, bits: FANOUT_BITS })
+  for (const e of entries) await bucket.put(e.name, e)
+  const blocks: Block[] = []
+  const root = await flush(bucket, blocks)
+  return { root, blocks }
+}
+
+async function flush (bucket: Bucket<DirEntry>, blocks: Block[]): Promise<Block & { size: number }> {
+  const children = bucket._children
+  const links: dagPb.PBLink[] = []
+  let size = 0
+  for (let i = 0; i < children.length; i++) {
+    const child = children.get(i)
+    if (child == null) continue
+    const prefix = i.toString(16).toUpperCase().padStart(PAD, '0')
+    if (child instanceof Bucket) {
+      const shard = await flush(child, blocks)
+      links.push({ Name: prefix, Hash: shard.cid, Tsize: shard.size })
+      size += shard.size
+    } else {
+      links.push({ Name: prefix + child.key, Hash: child.value.cid, Tsize: child.value.size })
+      size += child.value.size
+    }
+  }
+  const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(children.bitField().reverse()), fanout: BigInt(bucket.tableSize()), hashType: HASH_TYPE })
+  const bytes = dagPb.encode(dagPb.prepare({ Data: data.marshal(), Links: links }))
+  const cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
+  blocks.push({ cid, bytes })
+  return { cid, bytes, size: size + bytes.length }
+}
+
+/** What one directory node holds: entries, and for a HAMT shard, its sub-shards (by label). */
+export interface DirectoryNode {
+  entries: DirEntry[]
+  shards: Array<{ label: string, cid: CID }>
+}
+
+/**
+ * Decodes a UnixFS directory node, plain or HAMT shard.
+ *
+ * @throws TypeError when the block is neither
+ */
+export function readDirectoryNode (bytes: Uint8Array): DirectoryNode {
+  const node = dagPb.decode(bytes)
+  if (node.Data == null) throw new TypeError('not a UnixFS directory: the node has no data')
+  const fs = UnixFS.unmarshal(node.Data)
+  if (fs.type === 'directory') {
+    return { entries: node.Links.map((l) => ({ name: l.Name ?? '', cid: l.Hash, size: l.Tsize ?? 0 })), shards: [] }
+  }
+  if (fs.type !== 'hamt-sharded-directory') throw new TypeError(`not a UnixFS directory: it is a ${fs.type}`)
+  if (Number(fs.fanout) !== 256) throw new TypeError('unsupported HAMT: expected fanout 256')
+  const out: DirectoryNode = { entries: [], shards: [] }
+  for (const l of node.Links) {
+    const name = l.Name ?? ''
+    if (name.length < PAD || !/^[0-9A-F]{2}/.test(name)) throw new TypeError(`bad HAMT link name "${name}"`)
+    if (name.length === PAD) out.shards.push({ label: name, cid: l.Hash })
+    else out.entries.push({ name: name.slice(PAD), cid: l.Hash, size: l.Tsize ?? 0 })
+  }
+  return out
+}
