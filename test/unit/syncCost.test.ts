@@ -1,0 +1,69 @@
+import { describe, expect, test } from 'bun:test'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { CID } from 'multiformats/cid'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { migrate } from '../../src/store/migrations.ts'
+import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
+import { Outbox } from '../../src/bus/outbox.ts'
+import { Syncer } from '../../src/bus/sync.ts'
+import { HybridClock } from '../../src/bus/hlc.ts'
+
+/** A producer's outbox and a consumer's syncer in one process; the consumer's fetches are counted. */
+async function pair () {
+  const key = await generateKeyPair('Ed25519')
+  const producer = peerIdFromPrivateKey(key).toString()
+  const pdb = await openDatabase(':memory:')
+  migrate(pdb)
+  const pblocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+  const heads: Uint8Array[] = []
+  const outbox = new Outbox({ db: pdb, blocks: pblocks, producer, privateKey: key, clock: new HybridClock(), maxBatch: 5000, maxEventSize: 256 * 1024, maxDepth: 64, onCommit: (h) => heads.push(h) })
+  const cdb = await openDatabase(':memory:')
+  migrate(cdb)
+  const fetched = { blocks: 0, bytes: 0 }
+  const syncer = new Syncer({
+    db: cdb,
+    self: 'consumer',
+    clock: new HybridClock(),
+    getBlock: async (cid: CID) => {
+      const b = pblocks.getSync(cid)
+      if (b == null) throw new Error(`missing ${cid}`)
+      fetched.blocks++
+      fetched.bytes += b.length
+      return b
+    },
+    providers: () => [],
+    limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 1_000_000 },
+    fetchTimeout: 5000
+  })
+  const synced = async (): Promise<void> => {
+    await syncer.offerHead(heads.at(-1)!)
+    while (syncer.busy) await Bun.sleep(5)
+  }
+  return { outbox, cdb, fetched, synced }
+}
+
+async function costOfOneMore (existing: number): Promise<{ blocks: number, bytes: number }> {
+  const { outbox, cdb, fetched, synced } = await pair()
+  await Promise.all(Array.from({ length: existing }, async (_, i) => await outbox.publish({ type: 'test.fill', payload: { i } })))
+  await synced()
+  expect(cdb.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n).toBe(existing)
+  fetched.blocks = 0
+  fetched.bytes = 0
+  await outbox.publish({ type: 'test.one', payload: { last: true } })
+  await synced()
+  expect(cdb.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n).toBe(existing + 1)
+  return { ...fetched }
+}
+
+describe('sync cost', () => {
+  test('syncing one new event fetches the same few blocks whether the outbox holds 1,000 or 20,000 files', async () => {
+    const small = await costOfOneMore(1000)
+    const large = await costOfOneMore(20_000)
+    // root, day, the bucket's changed shards, the file: a handful of blocks either way
+    expect(small.blocks).toBeLessThanOrEqual(6)
+    expect(large.blocks).toBeLessThanOrEqual(6)
+    // 20x the files costs at most about twice the bytes (a deeper shard path), never 20x
+    expect(large.bytes).toBeLessThan(small.bytes * 3)
+  })
+})
