@@ -24,6 +24,8 @@ export interface SyncerInit {
   fetchTimeout: number
   /** whose heads are accepted; undefined accepts every holder of the swarm key */
   isMember?: (producer: string) => boolean
+  /** a further check of each envelope (producer policy, payload schema); a rejection quarantines the file */
+  checkEvent?: (envelope: EventEnvelope) => Rejection | undefined
   /** called after new rows were added to `events` */
   onIngested?: (events: EventEnvelope[]) => void
   onHead?: (head: Head) => void
@@ -219,8 +221,9 @@ export class Syncer {
     const accepted: Array<{ envelope: EventEnvelope, cid: string }> = []
     candidates.forEach((c, i) => {
       const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, this.init.limits)
-      if ('envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
-      else rejected.push({ path: c.path, cid: c.cid.toString(), rejection: r.rejection, seq: c.seq })
+      const rejection = 'envelope' in r ? this.init.checkEvent?.(r.envelope) : r.rejection
+      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
+      else if (rejection != null) rejected.push({ path: c.path, cid: c.cid.toString(), rejection, seq: c.seq })
     })
 
     // What was processed: the contiguous run of seqs found (accepted or quarantined) from processed+1.

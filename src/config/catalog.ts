@@ -27,6 +27,16 @@ export const SETTINGS = {
   'fetch-timeout': { name: 'fetch-timeout', kind: 'string', value: 'DURATION', description: 'how long to wait for one block from peers before trying again later (default 10s)', schema: DurationSchema, default: '10s' },
   'max-event-size': { name: 'max-event-size', kind: 'string', value: 'SIZE', description: 'the largest event file accepted or published (default 256KiB, at most 3MiB: one block)', schema: v.pipe(SizeSchema, v.maxValue(3 * 1024 * 1024, 'An event file is one block: at most 3MiB')), default: '256KiB' },
   'max-body-size': { name: 'max-body-size', kind: 'string', value: 'SIZE', description: 'the largest HTTP request body (default 1MiB)', schema: SizeSchema, default: '1MiB' },
+  'max-depth': { name: 'max-depth', kind: 'string', value: 'N', description: 'the deepest JSON nesting accepted in an event (default 64)', schema: IntSchema, default: 64 },
+  'max-files-per-walk': { name: 'max-files-per-walk', kind: 'string', value: 'N', description: 'the most event files fetched in one walk of a producer\'s tree (default 20000; the rest follow in the next walk)', schema: IntSchema, default: 20_000 },
+  'heads-per-second': { name: 'heads-per-second', kind: 'string', value: 'N', description: 'the most heads accepted from one peer per second (default 50)', schema: IntSchema, default: 50 },
+  members: { name: 'members', kind: 'string', value: 'FILE', description: 'a JSON file listing the peer ids whose heads are accepted ([{"peer_id", "name"?}] or ["12D3…"]); config.json may hold the list itself; default: every holder of the swarm key', schema: v.union([v.string(), v.array(v.unknown())]), default: undefined },
+  policy: { name: 'policy', kind: 'string', value: 'FILE', description: 'a JSON file mapping event types to the peer ids allowed to produce them ({"permission.revoked": ["12D3…"]}); config.json may hold the object itself', schema: v.union([v.string(), v.record(v.string(), v.array(v.string()))]), default: undefined },
+  'lag-alert': { name: 'lag-alert', kind: 'string', value: 'DURATION', description: 'status reads degraded when a producer\'s lag is over this (default 500ms)', schema: DurationSchema, default: '500ms' },
+  retention: { name: 'retention', kind: 'string', value: 'DURATION', description: 'prune own event files older than this once every member acknowledged them (default 48h)', schema: DurationSchema, default: '48h' },
+  'retention-max': { name: 'retention-max', kind: 'string', value: 'DURATION', description: 'prune own event files older than this even if a member has not acknowledged them (default 7d)', schema: DurationSchema, default: '7d' },
+  'housekeeping-interval': { name: 'housekeeping-interval', kind: 'string', value: 'DURATION', description: 'how often pruning and garbage collection run (default 10m)', schema: DurationSchema, default: '10m' },
+  'events-retention': { name: 'events-retention', kind: 'string', value: 'DURATION', description: 'delete rows of the events table older than this (default: keep forever)', schema: DurationSchema, default: undefined },
   'max-batch': { name: 'max-batch', kind: 'string', value: 'N', description: 'the most events one group commit writes (default 5000)', schema: IntSchema, default: 5000 }
 } satisfies Record<string, Setting>
 
@@ -34,7 +44,9 @@ export const SETTINGS = {
 export const RUN_SETTINGS: Setting[] = [
   SETTINGS.data, SETTINGS.listen, SETTINGS.bootstrap, SETTINGS.http, SETTINGS['force-http'], SETTINGS.plugins,
   SETTINGS['log-level'], SETTINGS['log-format'], SETTINGS['announce-interval'], SETTINGS['gossip-hints'],
-  SETTINGS['fetch-timeout'], SETTINGS['max-event-size'], SETTINGS['max-body-size'], SETTINGS['max-batch']
+  SETTINGS['fetch-timeout'], SETTINGS['max-event-size'], SETTINGS['max-body-size'], SETTINGS['max-batch'],
+  SETTINGS['max-depth'], SETTINGS['max-files-per-walk'], SETTINGS['heads-per-second'], SETTINGS.members, SETTINGS.policy,
+  SETTINGS['lag-alert'], SETTINGS.retention, SETTINGS['retention-max'], SETTINGS['housekeeping-interval'], SETTINGS['events-retention']
 ]
 
 /** The resolved settings of a running node. */
@@ -53,4 +65,14 @@ export interface NodeConfig {
   'max-event-size': number
   'max-body-size': number
   'max-batch': number
+  'max-depth': number
+  'max-files-per-walk': number
+  'heads-per-second': number
+  members?: string | unknown[]
+  policy?: string | Record<string, string[]>
+  'lag-alert': number
+  retention: number
+  'retention-max': number
+  'housekeeping-interval': number
+  'events-retention'?: number
 }

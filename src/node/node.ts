@@ -26,6 +26,9 @@ import type { EventEnvelope } from '../bus/envelope.ts'
 import type { PublishResult } from '../bus/publishRequest.ts'
 import { createLogger, type Log } from '../log/logger.ts'
 import { storedStatus } from './status.ts'
+import { loadAccessRules, type AccessRules } from './access.ts'
+import { Metrics } from '../metrics/metrics.ts'
+import { streamEvents } from '../http/stream.ts'
 import { VERSION } from '../version.ts'
 
 const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1)$/
@@ -69,6 +72,11 @@ export class CairnNode extends EventTarget {
   private timers: Array<ReturnType<typeof setInterval>> = []
   private startedAt = 0
   private readonly clock = new HybridClock()
+  readonly metrics = new Metrics()
+  access: AccessRules = { policy: new Map() }
+  private readonly headBudget = new Map<string, { second: number, count: number }>()
+  private readonly rejectLogged = new Map<string, number>()
+  private readonly waiters = new Set<() => void>()
 
   constructor (config: NodeConfig, extras: NodeExtras = {}) {
     super()
@@ -106,10 +114,11 @@ export class CairnNode extends EventTarget {
       const swarmKey = loadSwarmKey(cfg.data)
       const token = loadApiToken(cfg.data)
       this.network = await networkId(swarmKey)
+      this.access = loadAccessRules(cfg.members, cfg.policy, cfg.data)
       this.db = await openDatabase(paths.database)
       migrate(this.db)
       this.blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
-      this.ipfs = createIpfs({ privateKey, swarmKey, listen: cfg.listen, blockstore: this.blocks, datastorePath: paths.datastore, network: this.network })
+      this.ipfs = createIpfs({ privateKey, swarmKey, listen: cfg.listen, blockstore: this.blocks, datastorePath: paths.datastore, network: this.network, headsTopic: this.headsTopic })
 
       const self = peerId.toString()
       this.outbox = new Outbox({
@@ -120,8 +129,9 @@ export class CairnNode extends EventTarget {
         clock: this.clock,
         maxBatch: cfg['max-batch'],
         maxEventSize: cfg['max-event-size'],
-        maxDepth: 64,
+        maxDepth: cfg['max-depth'],
         onCommit: (head, events) => {
+          for (const e of events) this.metrics.published.inc({ type: e.type })
           this.announce(head)
           this.ingested(events)
         }
@@ -132,10 +142,17 @@ export class CairnNode extends EventTarget {
         clock: this.clock,
         getBlock: async (cid, options) => await this.getBlock(cid, options),
         providers: () => this.ipfs.libp2p.getPeers(),
-        limits: { maxEventSize: cfg['max-event-size'], maxDepth: 64, maxFilesPerWalk: 20_000 },
+        limits: { maxEventSize: cfg['max-event-size'], maxDepth: cfg['max-depth'], maxFilesPerWalk: cfg['max-files-per-walk'] },
         fetchTimeout: cfg['fetch-timeout'],
+        isMember: this.access.members == null ? undefined : (p) => this.access.members!.has(p),
+        checkEvent: (e) => {
+          const allowed = this.access.policy.get(e.type)
+          if (allowed != null && !allowed.has(e.producer)) return { reason: 'policy', detail: `${e.producer} may not produce ${e.type} (see the policy setting)` }
+          return undefined
+        },
         onIngested: (events) => { this.ingested(events) },
-        onReject: (reason, detail, ctx) => { this.log.warn(`rejected ${ctx.path ?? 'head'}: ${reason}: ${detail}`, { producer: ctx.producer, reason }) },
+        onHead: () => { this.metrics.headsReceived.inc({ result: 'new' }) },
+        onReject: (reason, detail, ctx) => { this.reject(reason, `${ctx.producer ?? ''}/${ctx.path ?? ''}: ${detail}`, ctx.producer ?? 'unknown') },
         log: (level, msg, fields) => { this.log[level](msg, fields) }
       })
 
@@ -173,14 +190,24 @@ export class CairnNode extends EventTarget {
         maxBodySize: cfg['max-body-size'],
         ready: () => this.readiness(),
         status: async () => await this.statusJson(),
-        publish: async (body) => await this.publish(body)
+        publish: async (body) => await this.publish(body),
+        extend: (app) => {
+          app.get('/metrics', async (c) => {
+            this.refreshMetrics()
+            return c.body(await this.metrics.text(), 200, { 'content-type': this.metrics.contentType })
+          })
+          app.get('/v1/stream', (c) => streamEvents(c, { db: this.db, wait: async (signal) => { await this.waitForEvents(signal) } }))
+        }
       })
       this.http = serve(app.fetch, cfg.http.host, cfg.http.port)
 
       this.syncer.start()
       this.dialBootstrap()
       this.timers.push(setInterval(() => { this.dialBootstrap() }, 5000))
-      this.timers.push(setInterval(() => { void this.exchange?.pushAll() }, cfg['announce-interval']))
+      this.timers.push(setInterval(() => {
+        this.metrics.headsAnnounced.inc({ via: 'exchange' })
+        void this.exchange?.pushAll()
+      }, cfg['announce-interval']))
       this.startedAt = Date.now()
       writeRunInfo(cfg.data, {
         peer_id: self,
@@ -191,7 +218,7 @@ export class CairnNode extends EventTarget {
         started_at: new Date(this.startedAt).toISOString()
       })
       this.status = 'started'
-      this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${this.http.port}`, network: this.network })
+      this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${this.http.port}`, network: this.network, headsTopic: this.headsTopic })
     } catch (err) {
       await this.teardown()
       throw err
@@ -232,22 +259,82 @@ export class CairnNode extends EventTarget {
     return await this.outbox.publish(body)
   }
 
-  /** Offers a head received from a peer; bad ones are logged and dropped. */
+  /** Offers a head received from a peer; bad ones are counted, logged once per peer and reason, and dropped. */
   async offerHead (bytes: Uint8Array, from?: PeerId): Promise<void> {
-    try {
-      await this.syncer.offerHead(bytes, from)
-    } catch (err) {
-      this.log.debug(`head refused: ${(err as Error).message}`, { peer: from?.toString(), reason: (err as { reason?: string }).reason })
+    const peer = from?.toString() ?? 'unknown'
+    if (from != null) {
+      const second = Math.floor(Date.now() / 1000)
+      const budget = this.headBudget.get(peer)
+      if (budget == null || budget.second !== second) this.headBudget.set(peer, { second, count: 1 })
+      else if (++budget.count > this.config['heads-per-second']) {
+        this.reject('rate_limited', `more than ${this.config['heads-per-second']} heads in one second`, peer)
+        return
+      }
     }
+    try {
+      const r = await this.syncer.offerHead(bytes, from)
+      if (r === 'old') this.metrics.headsReceived.inc({ result: 'old' })
+    } catch (err) {
+      const reason = (err as { reason?: string }).reason ?? 'bad_head'
+      this.metrics.headsReceived.inc({ result: 'rejected' })
+      this.reject(reason, (err as Error).message, peer)
+    }
+  }
+
+  /** Counts a rejection and logs it, once a minute per peer and reason. */
+  private reject (reason: string, detail: string, peer: string): void {
+    this.metrics.rejected.inc({ reason })
+    const key = `${peer} ${reason}`
+    const now = Date.now()
+    if ((this.rejectLogged.get(key) ?? 0) + 60_000 > now) return
+    this.rejectLogged.set(key, now)
+    this.log.warn(`rejected (${reason}): ${detail}`, { peer, reason })
+  }
+
+  /** Resolves when new events arrive, or after 15 s, or when `signal` aborts. */
+  private async waitForEvents (signal: AbortSignal): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.waiters.delete(done)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, 15_000)
+      this.waiters.add(done)
+      signal.addEventListener('abort', done)
+    })
+  }
+
+  private refreshMetrics (): void {
+    const stored = storedStatus(this.db)
+    this.metrics.peers.set(this.ipfs.libp2p.getPeers().length)
+    this.metrics.lagEvents.reset()
+    this.metrics.lagSeconds.reset()
+    for (const p of stored.producers) {
+      this.metrics.lagEvents.set({ producer: p.producer }, p.lag_events)
+      this.metrics.lagSeconds.set({ producer: p.producer }, p.lag_ms / 1000)
+    }
+    this.metrics.lagAlert.set(stored.producers.some((p) => p.lag_ms > this.config['lag-alert']) ? 1 : 0)
+    this.metrics.gaps.set(stored.gaps.length)
+    this.metrics.quarantined.set(stored.quarantine.count)
+    this.metrics.outboxFiles.set(stored.outbox.files)
   }
 
   private announce (head: Uint8Array): void {
     if (this.config['gossip-hints']) {
+      this.metrics.headsAnnounced.inc({ via: 'gossip' })
       void this.ipfs.libp2p.services.pubsub.publish(this.headsTopic, head).catch((err: Error) => { this.log.debug(`gossip publish failed: ${err.message}`) })
     }
   }
 
   private ingested (events: EventEnvelope[]): void {
+    const now = Date.now()
+    for (const e of events) {
+      this.metrics.ingested.inc({ type: e.type })
+      this.metrics.propagation.observe(Math.max(0, now - Date.parse(e.occurred_at)) / 1000)
+    }
+    for (const wake of [...this.waiters]) wake()
     this.extras.onEvents?.(events)
     this.dispatchEvent(new CustomEvent('events:ingested', { detail: events }))
   }
@@ -291,7 +378,15 @@ export class CairnNode extends EventTarget {
   async statusJson (): Promise<Record<string, unknown>> {
     const libp2p = this.ipfs.libp2p
     const stored = storedStatus(this.db)
+    const ready = this.readiness()
+    const reasons: string[] = []
+    if (!ready.ready) reasons.push(ready.reason ?? 'not ready')
+    const lagging = stored.producers.filter((p) => p.lag_ms > this.config['lag-alert'])
+    if (lagging.length > 0) reasons.push(`lag over ${this.config['lag-alert']} ms for ${lagging.map((p) => p.producer).join(', ')}`)
+    if (stored.gaps.length > 0) reasons.push(`${stored.gaps.length} gap(s): events no longer fetchable`)
     return {
+      verdict: !ready.ready ? 'failing' : reasons.length > 0 ? 'degraded' : 'healthy',
+      reasons,
       bus_root: (await this.busRoot()).toString(),
       peer_id: this.peerId.toString(),
       version: VERSION,

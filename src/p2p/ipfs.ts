@@ -7,6 +7,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
 import { gossipsub } from '@libp2p/gossipsub'
+import { createPeerScoreParams, createTopicScoreParams } from '@libp2p/gossipsub/score'
 import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Blockstore } from 'interface-blockstore'
@@ -32,6 +33,8 @@ export interface IpfsInit {
   datastorePath: string
   /** names the peer discovery topic */
   network: string
+  /** the heads topic: invalid hints on it are penalised in peer scoring */
+  headsTopic: string
 }
 
 /**
@@ -55,7 +58,15 @@ export function createIpfs (init: IpfsInit): CairnIpfs {
     peerDiscovery: [pubsubPeerDiscovery({ interval: 10_000, topics: [`cairn/${init.network}/peers`], listenOnly: false })],
     services: {
       identify: identify(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, fallbackToFloodsub: false, maxInboundDataLength: 1024 * 1024 })
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        fallbackToFloodsub: false,
+        maxInboundDataLength: 1024 * 1024,
+        scoreParams: createPeerScoreParams({
+          topics: { [init.headsTopic]: createTopicScoreParams({ topicWeight: 1, invalidMessageDeliveriesWeight: -100, invalidMessageDeliveriesDecay: 0.5 }) }
+        })
+      })
     }
   })
   return withBitswap(withP2p as unknown as HeliaWithLibp2p) as unknown as CairnIpfs

@@ -1,0 +1,36 @@
+import type { Context } from 'hono'
+import { streamSSE } from 'hono/streaming'
+import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
+import { rowToEnvelope, type EventRow } from '../bus/eventsTable.ts'
+
+export interface StreamDeps {
+  db: SqlDatabase
+  /** resolves when new events may be there (or on a heartbeat timeout) */
+  wait: (signal: AbortSignal) => Promise<void>
+}
+
+/**
+ * `GET /v1/stream`: Server-Sent Events, one per envelope in the events table, in arrival order.
+ * `id:` is the event's cursor; a reconnect with `Last-Event-ID` (or `?after=CURSOR`) resumes right after
+ * it, with no gap and no repeat, because the table, not memory, is the source. `?types=a,b` filters.
+ */
+export function streamEvents (c: Context, deps: StreamDeps): Response {
+  const types = (c.req.query('types') ?? '').split(',').map((t) => t.trim()).filter((t) => t !== '')
+  const from = c.req.header('last-event-id') ?? c.req.query('after') ?? '0'
+  let cursor = /^\d+$/.test(from) ? Number(from) : 0
+  return streamSSE(c, async (stream) => {
+    const abort = new AbortController()
+    stream.onAbort(() => { abort.abort() })
+    const typeFilter = types.length > 0 ? `AND type IN (${types.map(() => '?').join(',')})` : ''
+    while (!abort.signal.aborted) {
+      const rows = deps.db.all<EventRow>(`SELECT * FROM events WHERE cursor > ? ${typeFilter} ORDER BY cursor LIMIT 500`, [cursor, ...types] as SqlValue[])
+      for (const r of rows) {
+        await stream.writeSSE({ id: String(r.cursor), event: 'event', data: JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }) })
+        cursor = r.cursor
+      }
+      if (rows.length === 500) continue
+      await deps.wait(abort.signal)
+      if (!abort.signal.aborted) await stream.writeSSE({ event: 'heartbeat', data: String(cursor) }).catch(() => { abort.abort() })
+    }
+  })
+}
