@@ -36,6 +36,8 @@ export interface OutboxInit {
   maxDepth: number
   /** checks a payload against a local plugin's schema; returns the version to use and any issues */
   validate?: (type: string, version: number | undefined, payload: unknown) => { version: number, issues: string[] }
+  /** this node's acks for its heads; defaults to each producer's processed seq */
+  acks?: () => Record<string, number>
   /** called after each durable commit with the new signed head and the new events */
   onCommit?: (signedHead: Uint8Array, events: EventEnvelope[]) => void
   now?: () => Date
@@ -57,12 +59,18 @@ export class Outbox {
   private queue: Pending[] = []
   private committing: Promise<void> | undefined
   private readonly dirs = new Map<string, DirEntry>()
+  private tail: Promise<void> = Promise.resolve()
+  private lastHead: Uint8Array | undefined
+  private lastAcks = ''
 
   constructor (init: OutboxInit) {
     this.init = init
     for (const r of init.db.all<{ path: string, cid: string, size: number }>('SELECT path, cid, size FROM outbox_dirs')) {
       this.dirs.set(r.path, { name: r.path.split('/').at(-1) ?? '', cid: CID.parse(r.cid), size: r.size })
     }
+    const own = init.db.get<{ head_message: Uint8Array | null, acks: string }>('SELECT head_message, acks FROM producers WHERE producer = ?', [init.producer])
+    this.lastHead = own?.head_message ?? undefined
+    this.lastAcks = own?.acks ?? ''
   }
 
   /** @returns the last seq this node produced */
@@ -110,7 +118,7 @@ export class Outbox {
 
   private kick (): void {
     if (this.committing != null) return
-    this.committing = (async () => {
+    this.committing = this.serial(async () => {
       // Let every request that arrives in this tick join the batch.
       await Promise.resolve()
       while (this.queue.length > 0) {
@@ -123,7 +131,7 @@ export class Outbox {
           for (const p of batch) p.reject(wrapped)
         }
       }
-    })().finally(() => { this.committing = undefined })
+    }).finally(() => { this.committing = undefined })
   }
 
   private lookup (eventId: string | undefined): PublishResult | undefined {
@@ -175,62 +183,152 @@ export class Outbox {
       return
     }
 
-    // New directories: the touched hour buckets, their days, the root.
-    const newBlocks: Block[] = accepted.map((a) => a.block)
-    const dirUpdates = new Map<string, DirEntry>()
-    const touched = new Map<string, typeof accepted>()
-    for (const a of accepted) touched.set(a.bucket, [...(touched.get(a.bucket) ?? []), a])
-    const touchedDays = new Set<string>()
-    for (const [bucket, items] of touched) {
-      const entries: DirEntry[] = db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ?', [bucket])
-        .map((r) => ({ name: r.name, cid: CID.parse(r.cid), size: r.size }))
-      for (const a of items) entries.push({ name: a.name, cid: a.block.cid, size: a.block.bytes.length })
-      // Hour buckets are HAMT-sharded: a reader fetches only the shards that changed.
-      const { root: dir, blocks: shards } = await shardedDirectory(entries)
-      newBlocks.push(...shards)
-      dirUpdates.set(bucket, { name: bucket.slice(11), cid: dir.cid, size: dir.size })
-      touchedDays.add(bucket.slice(0, 10))
-    }
-    const dirs = new Map([...this.dirs, ...dirUpdates])
-    for (const day of touchedDays) {
-      const hours = [...dirs].filter(([path]) => path.startsWith(`${day}/`)).map(([, e]) => e)
-      const dir = await directoryBlock(hours)
-      newBlocks.push(dir)
-      dirUpdates.set(day, { name: day, cid: dir.cid, size: dir.size })
-      dirs.set(day, dirUpdates.get(day)!)
-    }
-    const days = [...dirs].filter(([path]) => path !== '' && !path.includes('/')).map(([, e]) => e)
-    const root = await directoryBlock(days)
-    newBlocks.push(root)
-    dirUpdates.set('', { name: '', cid: root.cid, size: root.size })
-
+    const additions = new Map<string, DirEntry[]>()
+    for (const a of accepted) additions.set(a.bucket, [...(additions.get(a.bucket) ?? []), { name: a.name, cid: a.block.cid, size: a.block.bytes.length }])
+    const tree = await this.buildTree(additions, new Map())
     // Blocks first, so that no head ever points at a block that is not on disk.
     blocks.db.transaction(() => {
-      for (const b of newBlocks) blocks.putSync(b.cid, b.bytes)
+      for (const a of accepted) blocks.putSync(a.block.cid, a.block.bytes)
+      for (const b of tree.blocks) blocks.putSync(b.cid, b.bytes)
     })
-    const head: Head = { producer, seq, root: root.cid.toString(), hlc: this.init.clock.tick(), acks: { ...currentAcks(db), [producer]: seq } }
-    const signed = await signHead(head, this.init.privateKey)
     const receivedAt = Date.now()
-    db.transaction(() => {
+    await this.writeHead(seq, tree, () => {
       for (const a of accepted) {
         db.run('INSERT INTO outbox (seq, event_id, bucket, name, cid, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
           [a.envelope.seq, a.envelope.event_id, a.bucket, a.name, a.block.cid.toString(), a.block.bytes.length, receivedAt])
         insertEvent(db, a.envelope, a.block.cid.toString(), receivedAt)
       }
-      for (const [path, e] of dirUpdates) {
-        db.run('INSERT INTO outbox_dirs (path, cid, size) VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET cid = excluded.cid, size = excluded.size', [path, e.cid.toString(), e.size])
+    })
+
+    for (const a of accepted) a.p.resolve(byId.get(a.envelope.event_id)!)
+    for (const d of duplicates) d.p.resolve(byId.get(d.id)!)
+    this.init.onCommit?.(this.lastHead!, accepted.map((a) => a.envelope))
+  }
+
+  /**
+   * Rebuilds the touched hour buckets (entries added, names removed), their days and the root.
+   * An emptied bucket, and an emptied day, go away.
+   */
+  private async buildTree (additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>): Promise<Tree> {
+    const { db } = this.init
+    const blocks: Block[] = []
+    const updates = new Map<string, DirEntry | null>()
+    const touchedDays = new Set<string>()
+    for (const bucket of new Set([...additions.keys(), ...removals.keys()])) {
+      const removed = removals.get(bucket) ?? new Set()
+      const entries: DirEntry[] = db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])
+        .filter((r) => !removed.has(r.name))
+        .map((r) => ({ name: r.name, cid: CID.parse(r.cid), size: r.size }))
+      entries.push(...(additions.get(bucket) ?? []))
+      touchedDays.add(bucket.slice(0, 10))
+      if (entries.length === 0) { updates.set(bucket, null); continue }
+      // Hour buckets are HAMT-sharded: a reader fetches only the shards that changed.
+      const { root, blocks: shards } = await shardedDirectory(entries)
+      blocks.push(...shards)
+      updates.set(bucket, { name: bucket.slice(11), cid: root.cid, size: root.size })
+    }
+    const dirs = new Map(this.dirs)
+    for (const [path, e] of updates) { if (e == null) dirs.delete(path); else dirs.set(path, e) }
+    for (const day of touchedDays) {
+      const hours = [...dirs].filter(([path]) => path.startsWith(`${day}/`)).map(([, e]) => e)
+      if (hours.length === 0) { updates.set(day, null); dirs.delete(day); continue }
+      const dir = await directoryBlock(hours)
+      blocks.push(dir)
+      updates.set(day, { name: day, cid: dir.cid, size: dir.size })
+      dirs.set(day, updates.get(day)!)
+    }
+    const days = [...dirs].filter(([path]) => path !== '' && !path.includes('/')).map(([, e]) => e)
+    const root = await directoryBlock(days)
+    blocks.push(root)
+    updates.set('', { name: '', cid: root.cid, size: root.size })
+    return { root: root.cid, blocks, updates }
+  }
+
+  /** Signs a head for `tree` and commits it with the outbox directories and `extra` writes, in one transaction. */
+  private async writeHead (seq: number, tree: Tree, extra: () => void): Promise<void> {
+    const { db, producer } = this.init
+    const head: Head = { producer, seq, root: tree.root.toString(), hlc: this.init.clock.tick(), acks: { ...this.acks(), [producer]: seq } }
+    const signed = await signHead(head, this.init.privateKey)
+    const now = Date.now()
+    db.transaction(() => {
+      extra()
+      for (const [path, e] of tree.updates) {
+        if (e == null) db.run('DELETE FROM outbox_dirs WHERE path = ?', [path])
+        else db.run('INSERT INTO outbox_dirs (path, cid, size) VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET cid = excluded.cid, size = excluded.size', [path, e.cid.toString(), e.size])
       }
       db.run(`INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks, synced_root, processed_seq)
               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
               ON CONFLICT (producer) DO UPDATE SET head_seq = excluded.head_seq, head_root = excluded.head_root, head_hlc = excluded.head_hlc,
                 head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks,
                 synced_root = excluded.synced_root, processed_seq = excluded.processed_seq`,
-      [producer, seq, head.root, head.hlc, signed, receivedAt, JSON.stringify(head.acks), head.root, seq])
+      [producer, seq, head.root, head.hlc, signed, now, JSON.stringify(head.acks), head.root, seq])
     })
-    for (const [path, e] of dirUpdates) this.dirs.set(path, e)
-
-    for (const a of accepted) a.p.resolve(byId.get(a.envelope.event_id)!)
-    for (const d of duplicates) d.p.resolve(byId.get(d.id)!)
-    this.init.onCommit?.(signed, accepted.map((a) => a.envelope))
+    for (const [path, e] of tree.updates) { if (e == null) this.dirs.delete(path); else this.dirs.set(path, e) }
+    this.lastHead = signed
+    this.lastAcks = JSON.stringify(head.acks)
   }
+
+  private acks (): Record<string, number> {
+    return this.init.acks?.() ?? currentAcks(this.init.db)
+  }
+
+  /**
+   * Re-signs the head when this node's acks moved since the last one (same seq and root, newer clock),
+   * so that producers learn what it has processed.
+   *
+   * @returns the new signed head, or undefined when nothing changed
+   */
+  async refreshHead (): Promise<Uint8Array | undefined> {
+    return await this.serial(async () => {
+      const seq = this.seq
+      if (JSON.stringify({ ...this.acks(), [this.init.producer]: seq }) === this.lastAcks) return undefined
+      const root = this.dirs.get('')
+      // A node that never published still heads an empty outbox, so that its acks reach the producers.
+      const tree = root != null ? { root: root.cid, blocks: [], updates: new Map() } : await this.buildTree(new Map(), new Map())
+      this.init.blocks.db.transaction(() => { for (const b of tree.blocks) this.init.blocks.putSync(b.cid, b.bytes) })
+      await this.writeHead(seq, tree, () => {})
+      return this.lastHead
+    })
+  }
+
+  /**
+   * Removes event files from the outbox and publishes the new root and head. The rows of `events` stay.
+   *
+   * @returns how many files were removed and the new signed head
+   */
+  async prune (seqs: readonly number[]): Promise<{ removed: number, head?: Uint8Array }> {
+    if (seqs.length === 0) return { removed: 0 }
+    return await this.serial(async () => {
+      const { db, blocks } = this.init
+      const removals = new Map<string, Set<string>>()
+      const rows: Array<{ seq: number, bucket: string, name: string }> = []
+      for (const seq of seqs) {
+        const r = db.get<{ seq: number, bucket: string, name: string }>('SELECT seq, bucket, name FROM outbox WHERE seq = ? AND pruned_at IS NULL', [seq])
+        if (r == null) continue
+        rows.push(r)
+        removals.set(r.bucket, (removals.get(r.bucket) ?? new Set()).add(r.name))
+      }
+      if (rows.length === 0) return { removed: 0 }
+      const tree = await this.buildTree(new Map(), removals)
+      blocks.db.transaction(() => { for (const b of tree.blocks) blocks.putSync(b.cid, b.bytes) })
+      await this.writeHead(this.seq, tree, () => {
+        for (const r of rows) db.run('UPDATE outbox SET pruned_at = ? WHERE seq = ?', [Date.now(), r.seq])
+      })
+      return { removed: rows.length, head: this.lastHead }
+    })
+  }
+
+  /** Runs `fn` after every commit or prune before it: they never interleave. */
+  private async serial<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn)
+    this.tail = run.then(() => {}, () => {})
+    return await run
+  }
+}
+
+interface Tree {
+  root: CID
+  blocks: Block[]
+  /** outbox_dirs changes: path → new entry, or null when it went away */
+  updates: Map<string, DirEntry | null>
 }

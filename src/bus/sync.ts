@@ -61,7 +61,7 @@ export class Syncer {
   /** Starts syncing every producer whose head is ahead of what was processed (after a restart). */
   start (): void {
     this.stopped = false
-    for (const r of this.init.db.all<{ producer: string }>('SELECT producer FROM producers WHERE producer != ? AND head_root IS NOT NULL AND (synced_root IS NULL OR synced_root != head_root)', [this.init.self])) {
+    for (const r of this.init.db.all<{ producer: string }>('SELECT producer FROM producers WHERE producer != ? AND head_root IS NOT NULL AND (synced_root IS NULL OR synced_root != head_root OR processed_seq < head_seq)', [this.init.self])) {
       this.schedule(r.producer)
     }
   }
@@ -160,7 +160,9 @@ export class Syncer {
     const { db } = this.init
     const row = db.get<{ head_seq: number, head_root: string, synced_root: string | null, processed_seq: number }>(
       'SELECT head_seq, head_root, synced_root, processed_seq FROM producers WHERE producer = ?', [producer])
-    if (row == null || row.head_root == null || row.head_root === row.synced_root) return
+    // The same root can come back (an outbox pruned empty has the empty directory's CID), so a seq
+    // ahead of the processed one always needs a walk: that is how gaps are found.
+    if (row == null || row.head_root == null || (row.head_root === row.synced_root && row.processed_seq >= row.head_seq)) return
     const root = CID.parse(row.head_root)
     const seen = new Map(db.all<{ path: string, cid: string }>('SELECT path, cid FROM remote_dirs WHERE producer = ?', [producer]).map((r) => [r.path, r.cid]))
     const walked = new Map<string, string>()

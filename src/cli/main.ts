@@ -6,10 +6,10 @@ import { VERSION } from '../version.ts'
 import { UsageError } from '../errors.ts'
 import type { Verb } from './verb.ts'
 import { idVerb, initVerb, runVerb } from './verbs/node.ts'
-import { eventsVerb, exportVerb, publishVerb, statusVerb } from './verbs/bus.ts'
+import { eventsVerb, exportVerb, gapsVerb, publishVerb, statusVerb } from './verbs/bus.ts'
 
 /** Every verb, in the order --help lists them. */
-export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, exportVerb]
+export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, gapsVerb, exportVerb]
 
 /** Errors whose message is all an operator needs: printed without a stack trace. */
 const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'TypeError'])

@@ -21,6 +21,7 @@ import { HybridClock } from '../bus/hlc.ts'
 import { Outbox } from '../bus/outbox.ts'
 import { Syncer } from '../bus/sync.ts'
 import { busRoot } from '../bus/busRoot.ts'
+import { Housekeeper } from '../bus/housekeeping.ts'
 import { verifyHead } from '../bus/head.ts'
 import type { EventEnvelope } from '../bus/envelope.ts'
 import type { PublishResult } from '../bus/publishRequest.ts'
@@ -63,6 +64,7 @@ export class CairnNode extends EventTarget {
   ipfs!: CairnIpfs
   outbox!: Outbox
   syncer!: Syncer
+  housekeeper!: Housekeeper
   peerId!: PeerId
   network!: string
   http?: HttpServer
@@ -156,6 +158,19 @@ export class CairnNode extends EventTarget {
         log: (level, msg, fields) => { this.log[level](msg, fields) }
       })
 
+      this.housekeeper = new Housekeeper({
+        db: this.db,
+        blocks: this.blocks,
+        outbox: this.outbox,
+        self,
+        retention: cfg.retention,
+        retentionMax: cfg['retention-max'],
+        eventsRetention: cfg['events-retention'],
+        members: () => this.access.members == null ? undefined : [...this.access.members.keys()],
+        processed: () => this.outbox.seq,
+        announce: (head) => { this.announce(head) }
+      })
+
       await this.ipfs.start()
       const libp2p = this.ipfs.libp2p
       this.exchange = new HeadExchange({
@@ -204,10 +219,8 @@ export class CairnNode extends EventTarget {
       this.syncer.start()
       this.dialBootstrap()
       this.timers.push(setInterval(() => { this.dialBootstrap() }, 5000))
-      this.timers.push(setInterval(() => {
-        this.metrics.headsAnnounced.inc({ via: 'exchange' })
-        void this.exchange?.pushAll()
-      }, cfg['announce-interval']))
+      this.timers.push(setInterval(() => { void this.reannounce() }, cfg['announce-interval']))
+      this.timers.push(setInterval(() => { void this.housekeeping() }, cfg['housekeeping-interval']))
       this.startedAt = Date.now()
       writeRunInfo(cfg.data, {
         peer_id: self,
@@ -279,6 +292,26 @@ export class CairnNode extends EventTarget {
       this.metrics.headsReceived.inc({ result: 'rejected' })
       this.reject(reason, (err as Error).message, peer)
     }
+  }
+
+  /** Re-signs the own head if the acks moved, then pushes every known head to every peer. */
+  private async reannounce (): Promise<void> {
+    try {
+      const head = await this.outbox.refreshHead()
+      if (head != null) this.announce(head)
+      this.metrics.headsAnnounced.inc({ via: 'exchange' })
+      await this.exchange?.pushAll()
+    } catch (err) {
+      this.log.warn(`re-announce failed: ${(err as Error).message}`)
+    }
+  }
+
+  /** Runs pruning and garbage collection once. */
+  async housekeeping (): Promise<void> {
+    const r = await this.housekeeper.run()
+    this.metrics.reclaimed.inc(r.reclaimed_bytes)
+    if (r.error != null) this.log.warn(`housekeeping failed: ${r.error}`)
+    else if (r.pruned_files > 0 || r.blocks_deleted > 0) this.log.info('housekeeping', { pruned_files: r.pruned_files, blocks_deleted: r.blocks_deleted, reclaimed_bytes: r.reclaimed_bytes })
   }
 
   /** Counts a rejection and logs it, once a minute per peer and reason. */
@@ -401,6 +434,6 @@ export class CairnNode extends EventTarget {
 
   /** @returns the CID of this node's bus directory */
   async busRoot (): Promise<CID> {
-    return await busRoot(this.db, this.blocks)
+    return await busRoot(this.db)
   }
 }

@@ -18,6 +18,7 @@ export interface StoredStatus {
   events: number
   outbox: { files: number, oldest_seq: number | null, last_seq: number }
   gaps: Array<{ producer: string, from_seq: number, to_seq: number, detected_at: string }>
+  housekeeping: { last: unknown, reclaimed_bytes: number }
   quarantine: { count: number, by_reason: Record<string, number>, recent: Array<{ producer: string, path: string, reason: string, detail: string, detected_at: string }> }
 }
 
@@ -37,13 +38,17 @@ export function storedStatus (db: SqlDatabase, now = Date.now()): StoredStatus {
         last_error: r.last_error
       }
     })
-  const outbox = db.get<{ files: number, oldest: number | null, last: number | null }>('SELECT count(*) AS files, min(seq) AS oldest, max(seq) AS last FROM outbox')!
+  const outbox = db.get<{ files: number, oldest: number | null, last: number | null }>('SELECT count(*) AS files, min(seq) AS oldest, max(seq) AS last FROM outbox WHERE pruned_at IS NULL')!
   const byReason: Record<string, number> = {}
   for (const r of db.all<{ reason: string, n: number }>('SELECT reason, count(*) AS n FROM quarantine GROUP BY reason')) byReason[r.reason] = r.n
   return {
     producers,
     events: db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0,
     outbox: { files: outbox.files, oldest_seq: outbox.oldest, last_seq: db.get<{ s: number | null }>("SELECT max(seq) AS s FROM outbox")?.s ?? 0 },
+    housekeeping: {
+      last: JSON.parse(db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'housekeeping'")?.value ?? 'null'),
+      reclaimed_bytes: Number(db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'reclaimed_bytes'")?.value ?? 0)
+    },
     gaps: db.all<{ producer: string, from_seq: number, to_seq: number, detected_at: number }>('SELECT producer, from_seq, to_seq, detected_at FROM gaps ORDER BY producer, from_seq')
       .map((g) => ({ ...g, detected_at: new Date(g.detected_at).toISOString() })),
     quarantine: {

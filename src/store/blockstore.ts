@@ -10,7 +10,8 @@ import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
  */
 export async function openBlockDatabase (path: string): Promise<SqlDatabase> {
   const db = await openDatabase(path)
-  db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA auto_vacuum = INCREMENTAL;
+  // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file.
+  db.exec(`PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;
     CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID`)
   return db
 }

@@ -46,7 +46,8 @@ export const MIGRATIONS: readonly string[] = [
      name TEXT NOT NULL,
      cid TEXT NOT NULL,
      size INTEGER NOT NULL,
-     created_at INTEGER NOT NULL
+     created_at INTEGER NOT NULL,
+     pruned_at INTEGER
    );
    CREATE INDEX outbox_bucket ON outbox (bucket, name);
    CREATE TABLE gaps (

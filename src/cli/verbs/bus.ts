@@ -106,9 +106,7 @@ export const statusVerb = defineVerb({
     } else {
       const db = await openNodeDatabase(dir)
       try {
-        const blocks = new SqliteBlockstore(await openBlockDatabase(dataPaths(dir).blocks))
-        status = { running: false, ...storedStatus(db), bus_root: (await busRoot(db, blocks)).toString() }
-        blocks.db.close()
+        status = { running: false, ...storedStatus(db), bus_root: (await busRoot(db)).toString() }
       } finally {
         db.close()
       }
@@ -117,6 +115,7 @@ export const statusVerb = defineVerb({
       out(JSON.stringify(status))
       return 0
     }
+    if (status.verdict != null) out(`verdict   ${status.verdict}${status.reasons.length > 0 ? ': ' + status.reasons.join('; ') : ''}`)
     out(`node      ${status.peer_id ?? '(stopped)'}${status.running === true ? `  up ${status.uptime_s}s  version ${status.version}` : '  not running'}`)
     if (status.running === true) out(`peers     ${status.peers.length}${status.peers.length > 0 ? '  ' + status.peers.join(', ') : ''}`)
     out(`bus root  ${status.bus_root}`)
@@ -127,6 +126,8 @@ export const statusVerb = defineVerb({
     for (const p of status.producers) {
       out(`  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}`)
     }
+    const hk = status.housekeeping?.last
+    out(`housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`)
     out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g: any) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
     return 0
@@ -172,6 +173,25 @@ export const exportVerb = defineVerb({
       out(JSON.stringify({ root: root.toString(), blocks: count, car: values.car }))
     } finally {
       blocks.db.close()
+      db.close()
+    }
+    return 0
+  }
+})
+
+export const gapsVerb = defineVerb({
+  name: 'gaps',
+  summary: 'list the gaps: ranges of a producer\'s seqs that were pruned before this node could fetch them',
+  usage: '[--data DIR] [--json]',
+  settings: [SETTINGS.data, OPTIONS.json],
+  async run ({ values, out }) {
+    const db = await openNodeDatabase(values.data as string)
+    try {
+      const gaps = storedStatus(db).gaps
+      if (values.json === true) out(JSON.stringify(gaps))
+      else if (gaps.length === 0) out('no gaps')
+      else for (const g of gaps) out(`${g.producer}  seq ${g.from_seq}..${g.to_seq}  (${g.to_seq - g.from_seq + 1} events, detected ${g.detected_at})`)
+    } finally {
       db.close()
     }
     return 0

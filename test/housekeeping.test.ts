@@ -1,0 +1,83 @@
+import { describe, expect, test } from 'bun:test'
+import { statSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { eventCount, query } from './helpers/db.ts'
+
+const fast = ['--retention', '5s', '--housekeeping-interval', '1s']
+
+function blockstoreBytes (dir: string): number {
+  return ['blocks.db', 'blocks.db-wal'].map((f) => join(dir, f)).filter(existsSync).reduce((n, f) => n + statSync(f).size, 0)
+}
+
+async function publishMany (node: NodeProcess, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 20) {
+    await Promise.all(Array.from({ length: Math.min(20, n - i) }, async (_, j) => await node.publish({ type: 'test.kept', payload: { i: i + j, pad: 'x'.repeat(2000) } })))
+  }
+}
+
+describe('housekeeping', () => {
+  test('prunes the producer\'s files once both nodes processed them, keeps every events row, and the blockstore shrinks', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await a.start([...fast, '--retention-max', '1h'])
+    await b.start([...fast, '--retention-max', '1h', '--bootstrap', a.addrs[0]])
+    await publishMany(a, 100)
+    await waitFor('100 events on b', () => eventCount(b.dir) === 100, 60_000)
+    const full = blockstoreBytes(a.dir)
+    await waitFor('outbox.files to reach 0 on a', async () => (await a.status()).outbox.files === 0, 60_000)
+    const status = await a.status()
+    expect(status.outbox.oldest_seq).toBeNull()
+    expect(status.housekeeping.reclaimed_bytes).toBeGreaterThan(100 * 2000)
+    expect(eventCount(a.dir)).toBe(100)
+    expect(eventCount(b.dir)).toBe(100)
+    // b drops the pruned files too once a's new head arrives
+    await waitFor('b to reclaim space', async () => (await b.status()).housekeeping.reclaimed_bytes > 100 * 2000, 60_000)
+    await waitFor('a\'s blockstore to shrink on disk', () => blockstoreBytes(a.dir) < full / 2, 30_000)
+    const events = (await cairn(['events', '--data', b.dir, '--json', '--limit', '1000'])).stdout.trim().split('\n')
+    expect(events.length).toBe(100)
+  })
+
+  test('a stopped member holds pruning back until --retention-max, then comes back and reports the exact gap', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await using c = await NodeProcess.init(tmp.path, 'c', { network: a })
+    const opts = [...fast, '--retention-max', '20s']
+    await a.start(opts)
+    await b.start([...opts, '--bootstrap', a.addrs[0]])
+    await c.start([...opts, '--bootstrap', a.addrs[0]])
+    await publishMany(a, 10)
+    await waitFor('10 events on c', () => eventCount(c.dir) === 10, 60_000)
+    // a has learnt c's acks before c goes away
+    await waitFor('a to know c', async () => (await a.status()).producers.some((p: any) => p.producer === c.peerId), 30_000)
+    await waitFor('the first 10 pruned', async () => (await a.status()).outbox.files === 0, 60_000)
+    expect(await c.stop()).toBe(0)
+    const stoppedAt = Date.now()
+    await publishMany(a, 40)
+    await waitFor('50 events on b', () => eventCount(b.dir) === 50, 60_000)
+    // past the retention window, c's stale acks still hold the 40 files
+    await waitFor('a housekeeping run held back by c', async () => {
+      const s = await a.status()
+      return s.housekeeping.last?.held_back_by?.includes(c.peerId) === true && s.outbox.files === 40
+    }, 30_000)
+    // past the hard maximum the files go
+    await waitFor('the 40 files pruned after retention-max', async () => (await a.status()).outbox.files === 0, 60_000)
+    expect(Date.now() - stoppedAt).toBeGreaterThan(15_000)
+    await c.start([...opts, '--bootstrap', a.addrs[0]])
+    await waitFor('c to record the gap', async () => (await c.status()).gaps.length > 0, 60_000).catch((err) => {
+      console.log(JSON.stringify(query(c.dir, 'SELECT producer, head_seq, processed_seq, synced_root, head_root, last_error FROM producers')), JSON.stringify(query(c.dir, 'SELECT * FROM gaps')), JSON.stringify(query(a.dir, 'SELECT * FROM gaps')))
+      throw err
+    })
+    expect((await c.status()).gaps.map((g: any) => ({ producer: g.producer, from_seq: g.from_seq, to_seq: g.to_seq }))).toEqual([{ producer: a.peerId, from_seq: 11, to_seq: 50 }])
+    expect((await c.status()).verdict).toBe('degraded')
+    expect((await fetch(`http://${c.http}/readyz`)).status).toBe(200)
+    const gaps = await cairn(['gaps', '--data', c.dir])
+    expect(gaps.stdout).toContain(`${a.peerId}  seq 11..50`)
+    // processing continues after the gap
+    const after = await a.publish({ type: 'test.after', payload: {} })
+    await waitFor('the next event on c', () => eventCount(c.dir) === 11, 30_000)
+    expect(after.seq).toBe(51)
+  })
+})
