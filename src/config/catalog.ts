@@ -14,7 +14,7 @@ const str = (message: string) => v.pipe(v.string(message), v.minLength(1, messag
 
 /** Every setting, by name. Verbs pick the ones they take. */
 export const SETTINGS = {
-  data: { name: 'data', kind: 'string', value: 'DIR', description: `the node's data directory (default ${DEFAULT_DATA_DIR})`, schema: str('Expected a directory path'), default: DEFAULT_DATA_DIR, inFile: false },
+  data: { name: 'data', kind: 'string', value: 'DIR', description: "the node's data directory (default ~/.cairn)", schema: str('Expected a directory path'), default: DEFAULT_DATA_DIR, inFile: false },
   listen: { name: 'listen', kind: 'string', multiple: true, value: 'MULTIADDR', description: `swarm address to listen on (default ${DEFAULT_LISTEN}; port 0 picks a free port)`, schema: StringListSchema, default: [DEFAULT_LISTEN] },
   bootstrap: { name: 'bootstrap', kind: 'string', multiple: true, value: 'MULTIADDR', description: 'a peer to connect to and keep connected, with /p2p/<peer id>', schema: StringListSchema, default: [] },
   http: { name: 'http', kind: 'string', value: 'HOST:PORT', description: `the loopback health/publish endpoint (default ${DEFAULT_HTTP}; port 0 picks a free port)`, schema: HostPortSchema, default: DEFAULT_HTTP },

@@ -1,0 +1,18 @@
+import { describe, expect, test } from 'bun:test'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { cairn, ROOT } from './helpers/process.ts'
+import { VERBS } from '../src/cli/main.ts'
+
+describe('docs/cli.md', () => {
+  test('holds the --help text of cairn and of every verb, exactly as the binary prints it', async () => {
+    const doc = readFileSync(join(ROOT, 'docs', 'cli.md'), 'utf8')
+    const top = await cairn(['--help'])
+    expect(doc).toContain('```\n' + top.stdout.trimEnd() + '\n```')
+    for (const verb of VERBS) {
+      const help = await cairn([verb.name, '--help'])
+      expect(help.code).toBe(0)
+      expect(doc).toContain('```\n' + help.stdout.trimEnd() + '\n```')
+    }
+  })
+})
