@@ -52,6 +52,7 @@ export class Syncer {
   private readonly retry = new Map<string, ReturnType<typeof setTimeout>>()
   private readonly failures = new Map<string, number>()
   private stopped = false
+  private abort = new AbortController()
   private readonly providersOf = new Map<string, PeerId>()
 
   constructor (init: SyncerInit) {
@@ -61,6 +62,7 @@ export class Syncer {
   /** Starts syncing every producer whose head is ahead of what was processed (after a restart). */
   start (): void {
     this.stopped = false
+    this.abort = new AbortController()
     for (const r of this.init.db.all<{ producer: string }>('SELECT producer FROM producers WHERE producer != ? AND head_root IS NOT NULL AND (synced_root IS NULL OR synced_root != head_root OR processed_seq < head_seq)', [this.init.self])) {
       this.schedule(r.producer)
     }
@@ -69,6 +71,7 @@ export class Syncer {
   /** Stops scheduling work and waits for the walks under way. */
   async stop (): Promise<void> {
     this.stopped = true
+    this.abort.abort()
     for (const t of this.retry.values()) clearTimeout(t)
     this.retry.clear()
     await Promise.allSettled([...this.running.values()])
@@ -153,7 +156,7 @@ export class Syncer {
     const from = this.providersOf.get(producer)
     const providers = this.init.providers()
     if (from != null && !providers.some((p) => p.equals(from))) providers.unshift(from)
-    return await this.init.getBlock(cid, { signal: AbortSignal.timeout(this.init.fetchTimeout), providers })
+    return await this.init.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(this.init.fetchTimeout), this.abort.signal]), providers })
   }
 
   private async walk (producer: string): Promise<void> {

@@ -1,0 +1,102 @@
+import { describe, expect, test } from 'bun:test'
+import { Database } from 'bun:sqlite'
+import { join } from 'node:path'
+import parsePrometheusTextFormat from 'parse-prometheus-text-format'
+import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { eventCount } from './helpers/db.ts'
+
+/** Reads SSE events from a stream until `count` data events arrived, then disconnects. */
+async function readStream (url: string, token: string, count: number, lastEventId?: string): Promise<Array<{ id: string, data: any }>> {
+  const ctrl = new AbortController()
+  const headers: Record<string, string> = { authorization: `Bearer ${token}` }
+  if (lastEventId != null) headers['last-event-id'] = lastEventId
+  const res = await fetch(url, { headers, signal: ctrl.signal })
+  expect(res.status).toBe(200)
+  const reader = res.body!.getReader()
+  const dec = new TextDecoder()
+  let buf = ''
+  const out: Array<{ id: string, data: any }> = []
+  const deadline = setTimeout(() => { ctrl.abort() }, 30_000)
+  try {
+    while (out.length < count) {
+      const { value, done } = await reader.read()
+      if (done) break
+      buf += dec.decode(value)
+      let i: number
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i)
+        buf = buf.slice(i + 2)
+        const fields = Object.fromEntries(block.split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]))
+        if (fields.event === 'event') out.push({ id: fields.id, data: JSON.parse(fields.data) })
+      }
+    }
+  } finally {
+    clearTimeout(deadline)
+    ctrl.abort()
+  }
+  return out
+}
+
+describe('operator and backend experience', () => {
+  test('/metrics parses as Prometheus text and has the cairn_ series', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await a.start()
+    await b.start(['--bootstrap', a.addrs[0]])
+    await a.publish({ type: 'test.metric', payload: {} })
+    await waitFor('the event on b', () => eventCount(b.dir) === 1, 30_000)
+    const text = await (await fetch(`http://${b.http}/metrics`)).text()
+    const families = parsePrometheusTextFormat(text) as Array<{ name: string, type: string }>
+    const names = new Set(families.map((f) => f.name))
+    for (const name of ['cairn_events_published_total', 'cairn_events_ingested_total', 'cairn_events_applied_total', 'cairn_propagation_seconds',
+      'cairn_apply_duration_seconds', 'cairn_producer_lag_events', 'cairn_producer_lag_seconds', 'cairn_lag_alert', 'cairn_peers',
+      'cairn_heads_received_total', 'cairn_heads_announced_total', 'cairn_rejected_total', 'cairn_dead_letters', 'cairn_gaps',
+      'cairn_outbox_files', 'cairn_reclaimed_bytes_total']) {
+      expect(names.has(name)).toBe(true)
+    }
+    expect(families.find((f) => f.name === 'cairn_propagation_seconds')?.type).toBe('HISTOGRAM')
+  })
+
+  test('the SSE stream resumes with Last-Event-ID: exactly the missed events arrive, once', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await a.start()
+    for (let i = 0; i < 3; i++) await a.publish({ type: 'test.stream', payload: { i } })
+    const url = `http://${a.http}/v1/stream`
+    const first = await readStream(url, a.token, 3)
+    expect(first.map((e) => e.data.payload.i)).toEqual([0, 1, 2])
+    // disconnected: publish more, of two types
+    for (let i = 3; i < 6; i++) await a.publish({ type: 'test.stream', payload: { i } })
+    await a.publish({ type: 'test.other', payload: { i: 99 } })
+    const resumed = await readStream(url, a.token, 4, first.at(-1)!.id)
+    expect(resumed.map((e) => e.data.payload.i)).toEqual([3, 4, 5, 99])
+    expect(new Set([...first, ...resumed].map((e) => e.data.event_id)).size).toBe(7)
+    const filtered = await readStream(`${url}?types=test.other`, a.token, 1)
+    expect(filtered.map((e) => e.data.type)).toEqual(['test.other'])
+    const unauthorised = await fetch(url)
+    expect(unauthorised.status).toBe(401)
+  })
+
+  test('status reads degraded when a producer\'s lag passes --lag-alert, and the metric shows it', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    const other = await NodeProcess.init(tmp.path, 'other')
+    // A head from a producer whose tree nobody can serve: the lag can only grow.
+    const db = new Database(join(a.dir, 'cairn.db'))
+    db.run(`INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_received_at, processed_seq) VALUES (?, 5, 'bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi', '0000000000001-0000', ?, 0)`, [other.peerId, Date.now() - 5000])
+    db.close()
+    await a.start(['--lag-alert', '1s'])
+    const status = await a.status()
+    expect(status.verdict).toBe('degraded')
+    expect(status.reasons.join(' ')).toContain('lag over 1000 ms')
+    const metrics = await (await fetch(`http://${a.http}/metrics`)).text()
+    expect(metrics).toContain('cairn_lag_alert 1')
+    const text = await cairn(['status', '--data', a.dir])
+    expect(text.stdout).toContain('verdict   degraded')
+    expect(text.stdout).toContain(other.peerId)
+    await a.stop()
+    await a.start(['--lag-alert', '1h'])
+    expect((await a.status()).verdict).toBe('healthy')
+  })
+})
