@@ -17,10 +17,19 @@ export function canonicalJson (value: unknown): string {
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`
 }
 
-/** @returns how deeply `value` nests objects and arrays (a scalar is 0) */
-export function jsonDepth (value: unknown): number {
-  if (value === null || typeof value !== 'object') return 0
+/**
+ * @returns how deeply `value` nests objects and arrays (a scalar is 0), counting at most to `limit + 1`.
+ * Iterative, so hostile input nested a hundred thousand levels deep cannot overflow the stack.
+ */
+export function jsonDepth (value: unknown, limit = Number.MAX_SAFE_INTEGER): number {
   let max = 0
-  for (const v of Object.values(value)) max = Math.max(max, jsonDepth(v))
-  return max + 1
+  const stack: Array<[unknown, number]> = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!
+    if (v === null || typeof v !== 'object') continue
+    if (d + 1 > max) max = d + 1
+    if (max > limit) return max
+    for (const child of Object.values(v)) stack.push([child, d + 1])
+  }
+  return max
 }

@@ -93,9 +93,9 @@ export class Outbox {
     const req = r.output
     const existing = this.lookup(req.event_id)
     if (existing != null) return existing
-    const depth = jsonDepth(req.payload)
+    const depth = jsonDepth(req.payload, this.init.maxDepth)
     if (depth > this.init.maxDepth) {
-      throw new ValidationError(`Cannot publish: payload nests ${depth} levels, over the limit of ${this.init.maxDepth}`, [`payload: nests ${depth} levels, over the limit of ${this.init.maxDepth}`])
+      throw new ValidationError(`Cannot publish: payload nests more than ${this.init.maxDepth} levels`, [`payload: nests more than ${this.init.maxDepth} levels`])
     }
     const checked = this.init.validate?.(req.type, req.version, req.payload) ?? { version: req.version ?? 1, issues: [] }
     if (checked.issues.length > 0) {

@@ -31,9 +31,9 @@ export function readEventFile (bytes: Uint8Array, expected: { producer: string, 
   } catch (err) {
     return { rejection: { reason: 'malformed_json', detail: (err as Error).message } }
   }
-  const depth = jsonDepth(json)
+  const depth = jsonDepth(json, limits.maxDepth)
   if (depth > limits.maxDepth) {
-    return { rejection: { reason: 'too_deep', detail: `JSON nests ${depth} levels, over the limit of ${limits.maxDepth}` } }
+    return { rejection: { reason: 'too_deep', detail: `JSON nests more than ${limits.maxDepth} levels` } }
   }
   const r = v.safeParse(EventEnvelopeSchema, json)
   if (!r.success) return { rejection: { reason: 'bad_envelope', detail: formatIssues(r.issues).join('; ') } }
