@@ -171,6 +171,7 @@ export class Syncer {
     const walked = new Map<string, string>()
     const candidates: Candidate[] = []
     const rejected: Array<{ path: string, cid?: string, rejection: Rejection, seq?: number }> = []
+    const oversized = new Set<number>()
 
     const read = async (path: string, cid: CID): Promise<DirectoryNode> => {
       try {
@@ -207,7 +208,14 @@ export class Syncer {
         for (const file of files) {
           const parsed = parseFileName(file.name)
           if (parsed == null) { rejected.push({ path: `${hourPath}/${file.name}`, cid: file.cid.toString(), rejection: { reason: 'name_mismatch', detail: `${file.name} does not follow <seq, 12 digits>-<event_id>.json` } }); continue }
-          if (parsed.seq > row.processed_seq && parsed.seq <= row.head_seq) candidates.push({ ...parsed, cid: file.cid, path: `${hourPath}/${file.name}` })
+          if (parsed.seq <= row.processed_seq || parsed.seq > row.head_seq) continue
+          if (file.size > this.init.limits.maxEventSize) {
+            // Refused from its link size, without fetching it; a file that lies about its size is caught after the fetch.
+            rejected.push({ path: `${hourPath}/${file.name}`, cid: file.cid.toString(), rejection: { reason: 'oversized', detail: `${file.size} bytes is over the limit of ${this.init.limits.maxEventSize}` }, seq: parsed.seq })
+            oversized.add(parsed.seq)
+            continue
+          }
+          candidates.push({ ...parsed, cid: file.cid, path: `${hourPath}/${file.name}` })
         }
         walked.set(hourPath, hour.cid.toString())
       }
@@ -234,7 +242,7 @@ export class Syncer {
     // What was processed: the contiguous run of seqs found (accepted or quarantined) from processed+1.
     // Seqs the tree no longer holds are gaps: recorded, then passed over.
     const complete = walked.size > 0 || candidates.length === 0
-    const found = new Set(candidates.map((c) => c.seq))
+    const found = new Set([...candidates.map((c) => c.seq), ...oversized])
     const top = complete && !this.dirty.has(producer) ? row.head_seq : (candidates.at(-1)?.seq ?? row.processed_seq)
     const gaps: Array<[number, number]> = []
     let start: number | undefined

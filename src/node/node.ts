@@ -294,6 +294,11 @@ export class CairnNode extends EventTarget {
     }
   }
 
+  /** Pushes every known head to every connected peer now. */
+  async announceAll (): Promise<void> {
+    await this.exchange?.pushAll()
+  }
+
   /** Re-signs the own head if the acks moved, then pushes every known head to every peer. */
   private async reannounce (): Promise<void> {
     try {

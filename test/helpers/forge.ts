@@ -1,0 +1,49 @@
+import { CairnNode } from '../../src/node/node.ts'
+import { RUN_SETTINGS, type NodeConfig } from '../../src/config/catalog.ts'
+import { resolveSettings } from '../../src/config/resolve.ts'
+import { loadIdentity } from '../../src/datadir/load.ts'
+import { signHead } from '../../src/bus/head.ts'
+import { canonicalJson } from '../../src/bus/canonical.ts'
+import { directoryBlock, fileBlock } from '../../src/bus/tree.ts'
+import { shardedDirectory } from '../../src/bus/hamt.ts'
+import { silentLog } from '../../src/log/logger.ts'
+
+/** Starts a node in this process (a member gone bad, for tests), with loopback defaults. */
+export async function inProcessNode (dir: string, flags: Record<string, unknown> = {}): Promise<CairnNode> {
+  const config = resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', ...flags }, {}, {}) as unknown as NodeConfig
+  const node = new CairnNode(config, { log: silentLog })
+  await node.start()
+  return node
+}
+
+/** One file of a forged outbox: its name in the hour bucket and its bytes (anything at all). */
+export interface ForgedFile {
+  name: string
+  content: unknown
+}
+
+/**
+ * Replaces a node's outbox, as its peers see it, with a tree of the given files, signed by the node's own
+ * key (so the head verifies: the node is a member writing lies into its own subtree), and pushes the head.
+ */
+export async function publishForgedTree (node: CairnNode, seq: number, files: ForgedFile[], hlcMs = Date.now()): Promise<Uint8Array> {
+  const { privateKey, peerId } = await loadIdentity(node.config.data)
+  const entries = []
+  for (const f of files) {
+    const bytes = f.content instanceof Uint8Array ? f.content : new TextEncoder().encode(typeof f.content === 'string' ? f.content : canonicalJson(f.content))
+    const block = await fileBlock(bytes)
+    node.blocks.putSync(block.cid, block.bytes)
+    entries.push({ name: f.name, cid: block.cid, size: bytes.length })
+  }
+  const now = new Date(hlcMs).toISOString()
+  const bucket = await shardedDirectory(entries)
+  for (const b of bucket.blocks) node.blocks.putSync(b.cid, b.bytes)
+  const day = await directoryBlock([{ name: now.slice(11, 13), cid: bucket.root.cid, size: bucket.root.size }])
+  node.blocks.putSync(day.cid, day.bytes)
+  const root = await directoryBlock([{ name: now.slice(0, 10), cid: day.cid, size: day.size }])
+  node.blocks.putSync(root.cid, root.bytes)
+  const head = await signHead({ producer: peerId.toString(), seq, root: root.cid.toString(), hlc: `${hlcMs}-ffff`, acks: {} }, privateKey)
+  node.db.run('INSERT INTO producers (producer, head_message) VALUES (?, ?) ON CONFLICT (producer) DO UPDATE SET head_message = excluded.head_message', [peerId.toString(), head])
+  await node.announceAll()
+  return head
+}
