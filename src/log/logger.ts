@@ -1,3 +1,6 @@
+import pino from 'pino'
+import pretty from 'pino-pretty'
+
 /** Log levels, lowest first. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 
@@ -10,39 +13,38 @@ export interface Log {
   child (fields: Record<string, unknown>): Log
 }
 
-const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 }
-
 export interface LoggerInit {
   level?: LogLevel
+  /** pretty on a terminal, JSON lines otherwise */
   format?: 'pretty' | 'json'
-  write?: (line: string) => void
+}
+
+function wrap (logger: pino.Logger): Log {
+  return {
+    debug: (m, f) => { logger.debug(f ?? {}, m) },
+    info: (m, f) => { logger.info(f ?? {}, m) },
+    warn: (m, f) => { logger.warn(f ?? {}, m) },
+    error: (m, f) => { logger.error(f ?? {}, m) },
+    child: (fields) => wrap(logger.child(fields))
+  }
 }
 
 /**
- * Creates a logger writing one line per entry to stderr: JSON (`{"time","level","msg",…fields}`)
- * or a readable `HH:MM:SS level msg key=value` form.
+ * Creates a pino logger writing to stderr, synchronously (so nothing is lost on exit): JSON lines
+ * (`{"level","time","msg",…fields}`) or one readable line per entry.
  */
-export function createLogger (init: LoggerInit = {}, bound: Record<string, unknown> = {}): Log {
-  const min = RANK[init.level ?? 'info']
+export function createLogger (init: LoggerInit = {}): Log {
   const format = init.format ?? (process.stderr.isTTY === true ? 'pretty' : 'json')
-  const write = init.write ?? ((line: string) => { process.stderr.write(line + '\n') })
-  const emit = (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
-    if (RANK[level] < min) return
-    const all = { ...bound, ...fields }
-    if (format === 'json') {
-      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }))
-    } else {
-      const kv = Object.entries(all).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ')
-      write(`${new Date().toISOString().slice(11, 19)} ${level.padEnd(5)} ${msg}${kv === '' ? '' : ' ' + kv}`)
-    }
+  const options: pino.LoggerOptions = {
+    level: init.level ?? 'info',
+    base: undefined,
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) }
   }
-  return {
-    debug: (m, f) => { emit('debug', m, f) },
-    info: (m, f) => { emit('info', m, f) },
-    warn: (m, f) => { emit('warn', m, f) },
-    error: (m, f) => { emit('error', m, f) },
-    child: (fields) => createLogger(init, { ...bound, ...fields })
-  }
+  const destination = format === 'json'
+    ? pino.destination({ dest: 2, sync: true })
+    : pretty({ destination: 2, sync: true, singleLine: true, translateTime: 'HH:MM:ss', ignore: 'pid,hostname', colorize: process.stderr.isTTY === true })
+  return wrap(pino(options, destination))
 }
 
 /** A logger that drops everything (tests, library use). */

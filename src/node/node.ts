@@ -231,7 +231,7 @@ export class CairnNode extends EventTarget {
         started_at: new Date(this.startedAt).toISOString()
       })
       this.status = 'started'
-      this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${this.http.port}`, network: this.network, headsTopic: this.headsTopic })
+      this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${this.http.port}`, network: this.network })
     } catch (err) {
       await this.teardown()
       throw err
