@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { Database } from 'bun:sqlite'
 import { join } from 'node:path'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
-import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, cairnCommand, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
 import { eventCount } from './helpers/db.ts'
 
 /** Reads SSE events from a stream until `count` data events arrived, then disconnects. */
@@ -76,6 +76,33 @@ describe('operator and backend experience', () => {
     expect(filtered.map((e) => e.data.type)).toEqual(['test.other'])
     const unauthorised = await fetch(url)
     expect(unauthorised.status).toBe(401)
+  })
+
+  test('cairn events --follow prints the events there are, then new ones as they arrive', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await a.start()
+    await a.publish({ type: 'test.follow', payload: { n: 1 } })
+    const proc = Bun.spawn(cairnCommand('binary', ['events', '--data', a.dir, '--json', '--follow']), { stdout: 'pipe', stderr: 'pipe' })
+    try {
+      const reader = proc.stdout.getReader()
+      const dec = new TextDecoder()
+      let text = ''
+      const lines = async (n: number): Promise<any[]> => {
+        while (text.split('\n').filter((l) => l !== '').length < n) {
+          const { value, done } = await reader.read()
+          if (done) break
+          text += dec.decode(value)
+        }
+        return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l))
+      }
+      expect((await lines(1)).map((e) => e.payload.n)).toEqual([1])
+      await a.publish({ type: 'test.follow', payload: { n: 2 } })
+      expect((await lines(2)).map((e) => e.payload.n)).toEqual([1, 2])
+    } finally {
+      proc.kill('SIGINT')
+      expect(await proc.exited).toBe(0)
+    }
   })
 
   test('status reads degraded when a producer\'s lag passes --lag-alert, and the metric shows it', async () => {

@@ -29,6 +29,8 @@ export interface SyncerInit {
   /** called after new rows were added to `events` */
   onIngested?: (events: EventEnvelope[]) => void
   onHead?: (head: Head) => void
+  /** catch-up progress of a walk with a large backlog, about once a second */
+  onProgress?: (p: { producer: string, done: number, total: number, rate: number, eta_s: number }) => void
   onReject?: (reason: string, detail: string, context: { producer?: string, peer?: string, path?: string }) => void
   log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
 }
@@ -230,7 +232,20 @@ export class Syncer {
     }
     candidates.sort((a, b) => a.seq - b.seq)
 
-    const files = await mapLimit(candidates, 64, async (c) => await this.fetch(c.cid, producer))
+    let done = 0
+    let reported = Date.now()
+    const started = reported
+    const files = await mapLimit(candidates, 64, async (c) => {
+      const bytes = await this.fetch(c.cid, producer)
+      done++
+      // A backlog of more than a few hundred events reports its progress.
+      if (candidates.length > 300 && (Date.now() - reported > 1000 || done === candidates.length)) {
+        reported = Date.now()
+        const rate = done / Math.max(0.001, (reported - started) / 1000)
+        this.init.onProgress?.({ producer, done, total: candidates.length, rate: Math.round(rate), eta_s: Math.round((candidates.length - done) / rate) })
+      }
+      return bytes
+    })
     const accepted: Array<{ envelope: EventEnvelope, cid: string }> = []
     candidates.forEach((c, i) => {
       const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, this.init.limits)

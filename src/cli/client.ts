@@ -22,3 +22,40 @@ export async function callNode (dir: string, method: string, path: string, body?
   try { parsed = JSON.parse(text) } catch {}
   return { status: res.status, body: parsed }
 }
+
+/**
+ * Reads a Server-Sent Events route of the running node and calls `onEvent` with each `event` message's
+ * data, until the node stops or the process is interrupted.
+ *
+ * @throws NotRunningError when no node runs on the data directory
+ */
+export async function followNode (dir: string, path: string, onEvent: (data: string) => void): Promise<void> {
+  const info = readRunInfo(dir)
+  if (info == null) throw new NotRunningError(`No node is running on ${dir}: --follow needs it; start it with cairn run --data ${dir}`)
+  const ctrl = new AbortController()
+  process.once('SIGINT', () => { ctrl.abort() })
+  process.once('SIGTERM', () => { ctrl.abort() })
+  try {
+    const res = await fetch(`http://${info.http}${path}`, { headers: { authorization: `Bearer ${loadApiToken(dir)}` }, signal: ctrl.signal })
+    if (res.status !== 200 || res.body == null) throw new NotRunningError(`Cannot follow: the node answered HTTP ${res.status}`)
+    const reader = res.body.getReader()
+    const decoder = new TextDecoder()
+    let buffer = ''
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) return
+      buffer += decoder.decode(value, { stream: true })
+      let end: number
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const message = buffer.slice(0, end)
+        buffer = buffer.slice(end + 2)
+        const lines = message.split('\n')
+        if (!lines.includes('event: event')) continue
+        onEvent(lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n'))
+      }
+    }
+  } catch (err) {
+    if ((err as Error).name === 'AbortError') return
+    throw err
+  }
+}

@@ -18,5 +18,6 @@ export const OPTIONS = {
   producer: { name: 'producer', kind: 'string', value: 'PEER_ID', description: 'only events of this producer', schema: text('Expected a peer id'), inFile: false },
   after: { name: 'after', kind: 'string', value: 'CURSOR', description: 'only events after this cursor (the local arrival number)', schema: IntSchema, inFile: false },
   limit: { name: 'limit', kind: 'string', value: 'N', description: 'at most N events (default 1000)', schema: IntSchema, inFile: false, default: 1000 },
+  follow: { name: 'follow', kind: 'boolean', description: 'keep printing new events as they arrive (needs the running node)', schema: v.boolean(), inFile: false },
   car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }
 } satisfies Record<string, Setting>

@@ -154,6 +154,7 @@ export class CairnNode extends EventTarget {
         },
         onIngested: (events) => { this.ingested(events) },
         onHead: () => { this.metrics.headsReceived.inc({ result: 'new' }) },
+        onProgress: (p) => { this.progress(p) },
         onReject: (reason, detail, ctx) => { this.reject(reason, `${ctx.producer ?? ''}/${ctx.path ?? ''}: ${detail}`, ctx.producer ?? 'unknown') },
         log: (level, msg, fields) => { this.log[level](msg, fields) }
       })
@@ -291,6 +292,17 @@ export class CairnNode extends EventTarget {
       const reason = (err as { reason?: string }).reason ?? 'bad_head'
       this.metrics.headsReceived.inc({ result: 'rejected' })
       this.reject(reason, (err as Error).message, peer)
+    }
+  }
+
+  /** Shows catch-up progress: a bar on a terminal, a log line otherwise. */
+  private progress (p: { producer: string, done: number, total: number, rate: number, eta_s: number }): void {
+    if (process.stderr.isTTY === true && this.config['log-format'] !== 'json') {
+      const width = 30
+      const filled = Math.round(width * p.done / p.total)
+      process.stderr.write(`\rcatching up ${p.producer.slice(-8)} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.done}/${p.total} ${p.rate}/s ETA ${p.eta_s}s${p.done === p.total ? '\n' : ''}`)
+    } else {
+      this.log.info('catching up', p)
     }
   }
 

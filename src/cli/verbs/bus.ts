@@ -4,7 +4,7 @@ import { CID } from 'multiformats/cid'
 import { defineVerb } from '../verb.ts'
 import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
-import { callNode } from '../client.ts'
+import { callNode, followNode } from '../client.ts'
 import { UsageError, DataDirError } from '../../errors.ts'
 import { assertDataDir } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
@@ -68,10 +68,16 @@ export const publishVerb = defineVerb({
 export const eventsVerb = defineVerb({
   name: 'events',
   summary: "list the events this node holds, in arrival order (works while the node runs)",
-  usage: '[--data DIR] [--type TYPE] [--producer PEER_ID] [--after CURSOR] [--limit N] [--json]',
-  settings: [SETTINGS.data, OPTIONS.type, OPTIONS.producer, OPTIONS.after, OPTIONS.limit, OPTIONS.json],
-  details: 'With --json, one envelope per line, plus its local "cursor" and file "cid".',
+  usage: '[--data DIR] [--type TYPE] [--producer PEER_ID] [--after CURSOR] [--limit N] [--json] [--follow]',
+  settings: [SETTINGS.data, OPTIONS.type, OPTIONS.producer, OPTIONS.after, OPTIONS.limit, OPTIONS.json, OPTIONS.follow],
+  details: 'With --json, one envelope per line, plus its local "cursor" and file "cid". With --follow it then streams new events from the running node (the same stream as GET /v1/stream) until interrupted.',
   async run ({ values, out }) {
+    const print = (r: EventRow): void => {
+      if (values.producer != null && r.producer !== values.producer) return
+      if (values.json === true) out(JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }))
+      else out(`${String(r.cursor).padStart(6)}  ${r.occurred_at}  ${r.producer.slice(-8)}#${r.seq}  ${r.type} v${r.version}  ${r.event_id}  ${r.payload}`)
+    }
+    let last = (values.after as number | undefined) ?? 0
     const db = await openNodeDatabase(values.data as string)
     try {
       const where: string[] = []
@@ -82,11 +88,19 @@ export const eventsVerb = defineVerb({
       params.push(values.limit as number)
       const rows = db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor LIMIT ?`, params)
       for (const r of rows) {
-        if (values.json === true) out(JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }))
-        else out(`${String(r.cursor).padStart(6)}  ${r.occurred_at}  ${r.producer.slice(-8)}#${r.seq}  ${r.type} v${r.version}  ${r.event_id}  ${r.payload}`)
+        print(r)
+        last = r.cursor
       }
     } finally {
       db.close()
+    }
+    if (values.follow === true) {
+      const query = new URLSearchParams({ after: String(last) })
+      if (values.type != null) query.set('types', values.type as string)
+      await followNode(values.data as string, `/v1/stream?${query.toString()}`, (data) => {
+        const e = JSON.parse(data) as EventRow & { payload: unknown }
+        print({ ...e, payload: JSON.stringify(e.payload) } as EventRow)
+      })
     }
     return 0
   }
