@@ -7,12 +7,13 @@ import { UsageError } from '../errors.ts'
 import type { Verb } from './verb.ts'
 import { idVerb, initVerb, runVerb } from './verbs/node.ts'
 import { eventsVerb, exportVerb, gapsVerb, publishVerb, statusVerb } from './verbs/bus.ts'
+import { deadVerb, pluginsVerb, replayVerb, schemaVerb, sqlVerb } from './verbs/plugins.ts'
 
 /** Every verb, in the order --help lists them. */
-export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, gapsVerb, exportVerb]
+export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, gapsVerb, exportVerb, pluginsVerb, schemaVerb, sqlVerb, deadVerb, replayVerb]
 
 /** Errors whose message is all an operator needs: printed without a stack trace. */
-const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'TypeError'])
+const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'TypeError', 'PluginLoadError'])
 
 /** @returns the top-level help text */
 export function mainHelp (): string {
@@ -83,7 +84,7 @@ export async function main (argv: string[], env: Record<string, string | undefin
       parsed = parseArgs({
         args: rest,
         options: Object.fromEntries(verb.settings.map((s) => [s.name, { type: s.kind, multiple: s.multiple === true }])),
-        allowPositionals: false,
+        allowPositionals: verb.positionals === true,
         strict: true
       })
     } catch (e) {

@@ -19,5 +19,7 @@ export const OPTIONS = {
   after: { name: 'after', kind: 'string', value: 'CURSOR', description: 'only events after this cursor (the local arrival number)', schema: IntSchema, inFile: false },
   limit: { name: 'limit', kind: 'string', value: 'N', description: 'at most N events (default 1000)', schema: IntSchema, inFile: false, default: 1000 },
   follow: { name: 'follow', kind: 'boolean', description: 'keep printing new events as they arrive (needs the running node)', schema: v.boolean(), inFile: false },
+  dead: { name: 'dead', kind: 'boolean', description: 'every dead letter', schema: v.boolean(), inFile: false },
+  since: { name: 'since', kind: 'string', value: 'TIME', description: 'only events received since TIME (ISO timestamp, or a duration back from now such as 24h)', schema: text('Expected a time'), inFile: false },
   car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }
 } satisfies Record<string, Setting>

@@ -18,6 +18,8 @@ export interface Verb {
   settings: Setting[]
   /** settings that come only from the command line, never from the environment or config.json */
   flagsOnly?: boolean
+  /** whether the verb takes positional arguments (see `usage`) */
+  positionals?: boolean
   details?: string
   run: (ctx: VerbContext) => Promise<number>
 }

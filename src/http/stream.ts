@@ -5,12 +5,14 @@ import { rowToEnvelope, type EventRow } from '../bus/eventsTable.ts'
 
 export interface StreamDeps {
   db: SqlDatabase
+  /** the highest cursor every plugin has processed: the stream shows applied events only */
+  watermark: () => number
   /** resolves when new events may be there (or on a heartbeat timeout) */
   wait: (signal: AbortSignal) => Promise<void>
 }
 
 /**
- * `GET /v1/stream`: Server-Sent Events, one per envelope in the events table, in arrival order.
+ * `GET /v1/stream`: Server-Sent Events, one per envelope in the events table once every plugin processed it, in arrival order.
  * `id:` is the event's cursor; a reconnect with `Last-Event-ID` (or `?after=CURSOR`) resumes right after
  * it, with no gap and no repeat, because the table, not memory, is the source. `?types=a,b` filters.
  */
@@ -23,7 +25,7 @@ export function streamEvents (c: Context, deps: StreamDeps): Response {
     stream.onAbort(() => { abort.abort() })
     const typeFilter = types.length > 0 ? `AND type IN (${types.map(() => '?').join(',')})` : ''
     while (!abort.signal.aborted) {
-      const rows = deps.db.all<EventRow>(`SELECT * FROM events WHERE cursor > ? ${typeFilter} ORDER BY cursor LIMIT 500`, [cursor, ...types] as SqlValue[])
+      const rows = deps.db.all<EventRow>(`SELECT * FROM events WHERE cursor > ? AND cursor <= ? ${typeFilter} ORDER BY cursor LIMIT 500`, [cursor, deps.watermark(), ...types] as SqlValue[])
       for (const r of rows) {
         await stream.writeSSE({ id: String(r.cursor), event: 'event', data: JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }) })
         cursor = r.cursor

@@ -22,6 +22,9 @@ import { Outbox } from '../bus/outbox.ts'
 import { Syncer } from '../bus/sync.ts'
 import { busRoot } from '../bus/busRoot.ts'
 import { Housekeeper } from '../bus/housekeeping.ts'
+import { loadPlugins } from '../plugins/load.ts'
+import { PluginHost } from '../plugins/host.ts'
+import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
 import { verifyHead } from '../bus/head.ts'
 import type { EventEnvelope } from '../bus/envelope.ts'
 import type { PublishResult } from '../bus/publishRequest.ts'
@@ -65,6 +68,7 @@ export class CairnNode extends EventTarget {
   outbox!: Outbox
   syncer!: Syncer
   housekeeper!: Housekeeper
+  plugins!: PluginHost
   peerId!: PeerId
   network!: string
   http?: HttpServer
@@ -120,6 +124,18 @@ export class CairnNode extends EventTarget {
       this.db = await openDatabase(paths.database)
       migrate(this.db)
       this.blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
+      this.plugins = new PluginHost({
+        db: this.db,
+        plugins: await loadPlugins(BUILTIN_PLUGINS, cfg.plugins),
+        log: this.log,
+        publish: async (r) => await this.publish(r),
+        onApplied: (plugin, event, ms) => {
+          this.metrics.applied.inc({ type: event.type, plugin })
+          this.metrics.applyDuration.observe({ plugin }, ms / 1000)
+        },
+        onProgress: () => { for (const wake of [...this.waiters]) wake() }
+      })
+      await this.plugins.start()
       this.ipfs = createIpfs({ privateKey, swarmKey, listen: cfg.listen, blockstore: this.blocks, datastorePath: paths.datastore, network: this.network, headsTopic: this.headsTopic })
 
       const self = peerId.toString()
@@ -132,6 +148,8 @@ export class CairnNode extends EventTarget {
         maxBatch: cfg['max-batch'],
         maxEventSize: cfg['max-event-size'],
         maxDepth: cfg['max-depth'],
+        validate: (type, version, payload) => this.plugins.validatePublish(type, version, payload),
+        acks: () => this.acks(),
         onCommit: (head, events) => {
           for (const e of events) this.metrics.published.inc({ type: e.type })
           this.announce(head)
@@ -168,7 +186,7 @@ export class CairnNode extends EventTarget {
         retentionMax: cfg['retention-max'],
         eventsRetention: cfg['events-retention'],
         members: () => this.access.members == null ? undefined : [...this.access.members.keys()],
-        processed: () => this.outbox.seq,
+        processed: () => this.acks()[self] ?? 0,
         announce: (head) => { this.announce(head) }
       })
 
@@ -212,7 +230,7 @@ export class CairnNode extends EventTarget {
             this.refreshMetrics()
             return c.body(await this.metrics.text(), 200, { 'content-type': this.metrics.contentType })
           })
-          app.get('/v1/stream', (c) => streamEvents(c, { db: this.db, wait: async (signal) => { await this.waitForEvents(signal) } }))
+          app.get('/v1/stream', (c) => streamEvents(c, { db: this.db, watermark: () => this.plugins.watermark(), wait: async (signal) => { await this.waitForEvents(signal) } }))
         }
       })
       this.http = serve(app.fetch, cfg.http.host, cfg.http.port)
@@ -222,6 +240,8 @@ export class CairnNode extends EventTarget {
       this.timers.push(setInterval(() => { this.dialBootstrap() }, 5000))
       this.timers.push(setInterval(() => { void this.reannounce() }, cfg['announce-interval']))
       this.timers.push(setInterval(() => { void this.housekeeping() }, cfg['housekeeping-interval']))
+      // Picks up replay requests written by cairn replay, and retries that came due.
+      this.timers.push(setInterval(() => { this.plugins.notify() }, 1000))
       this.startedAt = Date.now()
       writeRunInfo(cfg.data, {
         peer_id: self,
@@ -254,6 +274,7 @@ export class CairnNode extends EventTarget {
     this.http = undefined
     await this.outbox?.flush().catch(() => {})
     await this.syncer?.stop().catch(() => {})
+    await this.plugins?.stop().catch(() => {})
     await this.exchange?.stop().catch(() => {})
     await this.ipfs?.stop().catch((err: Error) => { this.log.warn(`stopping libp2p: ${err.message}`) })
     this.blocks?.db.close()
@@ -304,6 +325,20 @@ export class CairnNode extends EventTarget {
     } else {
       this.log.info('catching up', p)
     }
+  }
+
+  /**
+   * @returns for every producer, the highest seq up to which this node has processed everything,
+   * its plugins included: what its heads acknowledge
+   */
+  acks (): Record<string, number> {
+    const pending = new Map(this.db.all<{ producer: string, s: number }>("SELECT producer, min(seq) AS s FROM events WHERE state = 'pending' GROUP BY producer").map((r) => [r.producer, r.s]))
+    const acks: Record<string, number> = {}
+    for (const r of this.db.all<{ producer: string, processed_seq: number }>('SELECT producer, processed_seq FROM producers')) {
+      const p = pending.get(r.producer)
+      acks[r.producer] = p == null ? r.processed_seq : Math.min(r.processed_seq, p - 1)
+    }
+    return acks
   }
 
   /** Pushes every known head to every connected peer now. */
@@ -369,6 +404,8 @@ export class CairnNode extends EventTarget {
     this.metrics.gaps.set(stored.gaps.length)
     this.metrics.quarantined.set(stored.quarantine.count)
     this.metrics.outboxFiles.set(stored.outbox.files)
+    this.metrics.deadLetters.set(stored.plugins.dead_letters)
+    this.metrics.backlog.set(stored.plugins.backlog)
   }
 
   private announce (head: Uint8Array): void {
@@ -384,7 +421,7 @@ export class CairnNode extends EventTarget {
       this.metrics.ingested.inc({ type: e.type })
       this.metrics.propagation.observe(Math.max(0, now - Date.parse(e.occurred_at)) / 1000)
     }
-    for (const wake of [...this.waiters]) wake()
+    this.plugins.notify()
     this.extras.onEvents?.(events)
     this.dispatchEvent(new CustomEvent('events:ingested', { detail: events }))
   }
@@ -434,6 +471,7 @@ export class CairnNode extends EventTarget {
     const lagging = stored.producers.filter((p) => p.lag_ms > this.config['lag-alert'])
     if (lagging.length > 0) reasons.push(`lag over ${this.config['lag-alert']} ms for ${lagging.map((p) => p.producer).join(', ')}`)
     if (stored.gaps.length > 0) reasons.push(`${stored.gaps.length} gap(s): events no longer fetchable`)
+    if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
     return {
       verdict: !ready.ready ? 'failing' : reasons.length > 0 ? 'degraded' : 'healthy',
       reasons,

@@ -19,6 +19,8 @@ export interface StoredStatus {
   outbox: { files: number, oldest_seq: number | null, last_seq: number }
   gaps: Array<{ producer: string, from_seq: number, to_seq: number, detected_at: string }>
   housekeeping: { last: unknown, reclaimed_bytes: number }
+  /** backlog: events not yet processed by every plugin; held: events of a version no plugin knows */
+  plugins: { backlog: number, dead_letters: number, held: number }
   quarantine: { count: number, by_reason: Record<string, number>, recent: Array<{ producer: string, path: string, reason: string, detail: string, detected_at: string }> }
 }
 
@@ -45,6 +47,11 @@ export function storedStatus (db: SqlDatabase, now = Date.now()): StoredStatus {
     producers,
     events: db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0,
     outbox: { files: outbox.files, oldest_seq: outbox.oldest, last_seq: db.get<{ s: number | null }>("SELECT max(seq) AS s FROM outbox")?.s ?? 0 },
+    plugins: {
+      backlog: db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'pending'")?.n ?? 0,
+      dead_letters: db.get<{ n: number }>('SELECT count(*) AS n FROM dead_letters')?.n ?? 0,
+      held: db.get<{ n: number }>('SELECT count(*) AS n FROM plugin_held')?.n ?? 0
+    },
     housekeeping: {
       last: JSON.parse(db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'housekeeping'")?.value ?? 'null'),
       reclaimed_bytes: Number(db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'reclaimed_bytes'")?.value ?? 0)

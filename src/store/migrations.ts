@@ -75,7 +75,17 @@ export const MIGRATIONS: readonly string[] = [
      detected_at INTEGER NOT NULL,
      UNIQUE (producer, path)
    );
-   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 2: the plugin host's bookkeeping
+  `CREATE TABLE plugin_migrations (plugin TEXT NOT NULL, version INTEGER NOT NULL, applied_at INTEGER NOT NULL, PRIMARY KEY (plugin, version));
+   CREATE TABLE plugin_cursors (plugin TEXT PRIMARY KEY, cursor INTEGER NOT NULL);
+   CREATE TABLE plugin_applied (plugin TEXT NOT NULL, event_id TEXT NOT NULL, applied_at INTEGER NOT NULL, PRIMARY KEY (plugin, event_id));
+   CREATE TABLE plugin_failures (plugin TEXT NOT NULL, event_id TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT NOT NULL, next_at INTEGER NOT NULL, PRIMARY KEY (plugin, event_id));
+   CREATE TABLE dead_letters (plugin TEXT NOT NULL, event_id TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT NOT NULL, dead_at INTEGER NOT NULL, PRIMARY KEY (plugin, event_id));
+   CREATE TABLE plugin_held (plugin TEXT NOT NULL, event_id TEXT NOT NULL, version INTEGER NOT NULL, held_at INTEGER NOT NULL, PRIMARY KEY (plugin, event_id));
+   CREATE TABLE plugin_replay (plugin TEXT NOT NULL, event_id TEXT NOT NULL, requested_at INTEGER NOT NULL, PRIMARY KEY (plugin, event_id));
+   CREATE TABLE plugin_effects (plugin TEXT NOT NULL, event_id TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_at INTEGER NOT NULL, done_at INTEGER, PRIMARY KEY (plugin, event_id));
+   CREATE INDEX plugin_effects_due ON plugin_effects (done_at, next_at);`
 ]
 
 /**

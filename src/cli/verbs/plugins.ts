@@ -1,0 +1,130 @@
+import { defineVerb } from '../verb.ts'
+import { SETTINGS } from '../../config/catalog.ts'
+import { OPTIONS } from '../options.ts'
+import { UsageError } from '../../errors.ts'
+import { dataPaths } from '../../datadir/layout.ts'
+import { assertDataDir } from '../../datadir/load.ts'
+import { openDatabase } from '../../runtime/sqlite.ts'
+import { loadPlugins } from '../../plugins/load.ts'
+import { jsonSchemaOf, listDeadLetters, requestReplay, tablesOf } from '../../plugins/host.ts'
+import { parseDuration } from '../../config/duration.ts'
+import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
+import { openNodeDatabase } from './bus.ts'
+
+export const pluginsVerb = defineVerb({
+  name: 'plugins',
+  summary: 'list the loaded plugins: their event types and versions, and the tables they keep',
+  usage: '[--data DIR] [--plugins DIR]... [--json]',
+  settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json],
+  async run ({ values, out }) {
+    const loaded = await loadPlugins(BUILTIN_PLUGINS, values.plugins as string[])
+    const list = loaded.map(({ plugin, source }) => ({
+      name: plugin.name,
+      version: plugin.version,
+      source,
+      types: Object.fromEntries(Object.entries(plugin.handles).map(([t, h]) => [t, [...Object.keys(h.upcast ?? {}).map(Number), h.version].sort((a, b) => a - b)])),
+      tables: tablesOf(plugin)
+    }))
+    if (values.json === true) out(JSON.stringify(list))
+    else for (const p of list) out(`${p.name}${p.version != null ? ` ${p.version}` : ''}  (${p.source})\n  types:  ${Object.entries(p.types).map(([t, vs]) => `${t} v${vs.join(',')}`).join('  ')}\n  tables: ${p.tables.join(', ') || '-'}`)
+    return 0
+  }
+})
+
+export const schemaVerb = defineVerb({
+  name: 'schema',
+  summary: "print an event type's payload JSON Schema, from the plugin that declares it",
+  usage: 'TYPE [--version N] [--plugins DIR]...',
+  settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.version],
+  positionals: true,
+  async run ({ values, positionals, out }) {
+    const type = positionals[0]
+    if (type == null || positionals.length > 1) throw new UsageError('cairn schema needs one TYPE, such as cairn schema workspace.invited (see cairn schema --help)')
+    const loaded = await loadPlugins(BUILTIN_PLUGINS, values.plugins as string[])
+    out(JSON.stringify(jsonSchemaOf(loaded.map((l) => l.plugin), type, values.version as number | undefined), null, 2))
+    return 0
+  }
+})
+
+export const sqlVerb = defineVerb({
+  name: 'sql',
+  summary: "run a read-only SQL query against the node's database (writes are refused)",
+  usage: '[--data DIR] [--json] "SELECT …"',
+  settings: [SETTINGS.data, OPTIONS.json],
+  positionals: true,
+  details: 'The database is opened read-only, so INSERT, UPDATE, DELETE, CREATE and the like fail. With --json it prints an array of row objects; otherwise a tab-separated table with a header.',
+  async run ({ values, positionals, out }) {
+    const sql = positionals.join(' ').trim()
+    if (sql === '') throw new UsageError('cairn sql needs a query, such as cairn sql "SELECT type, count(*) FROM events GROUP BY type"')
+    assertDataDir(values.data as string)
+    const db = await openDatabase(dataPaths(values.data as string).database, { readonly: true })
+    try {
+      db.exec('PRAGMA query_only = ON')
+      let rows: Array<Record<string, unknown>>
+      try {
+        rows = db.all(sql)
+      } catch (err) {
+        const message = (err as Error).message
+        throw new UsageError(/readonly|read-only|query_only/i.test(message) ? `Refused: cairn sql is read-only (${message})` : `SQL error: ${message}`)
+      }
+      if (values.json === true) {
+        out(JSON.stringify(rows, (_k, v) => typeof v === 'bigint' ? Number(v) : v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v))
+      } else if (rows.length > 0) {
+        const cols = Object.keys(rows[0])
+        out(cols.join('\t'))
+        for (const r of rows) out(cols.map((c) => String(r[c] ?? '')).join('\t'))
+      }
+    } finally {
+      db.close()
+    }
+    return 0
+  }
+})
+
+export const deadVerb = defineVerb({
+  name: 'dead',
+  summary: 'list dead letters: events a plugin could not apply after every retry',
+  usage: '[--data DIR] [--json]',
+  settings: [SETTINGS.data, OPTIONS.json],
+  async run ({ values, out }) {
+    const db = await openNodeDatabase(values.data as string)
+    try {
+      const dead = listDeadLetters(db)
+      if (values.json === true) out(JSON.stringify(dead))
+      else if (dead.length === 0) out('no dead letters')
+      else for (const d of dead) out(`${d.event_id}  ${d.type}  ${d.producer.slice(-8)}#${d.seq}  plugin ${d.plugin}  ${d.attempts} attempt(s)  ${d.dead_at}  ${d.error}`)
+    } finally {
+      db.close()
+    }
+    return 0
+  }
+})
+
+export const replayVerb = defineVerb({
+  name: 'replay',
+  summary: 'run dead-lettered or held events through their plugins again (never applying one twice)',
+  usage: '[--data DIR] (EVENT_ID | --dead | --type TYPE [--since TIME])',
+  settings: [SETTINGS.data, OPTIONS.dead, OPTIONS.type, OPTIONS.since],
+  positionals: true,
+  details: 'The running node picks the request up within a second; a stopped node at its next start. TIME is an ISO timestamp or a duration back from now (24h).',
+  async run ({ values, positionals, out }) {
+    const eventId = positionals[0]
+    const modes = [eventId != null, values.dead === true, values.type != null].filter(Boolean).length
+    if (modes !== 1) throw new UsageError('cairn replay needs one of EVENT_ID, --dead or --type TYPE (see cairn replay --help)')
+    let since: number | undefined
+    if (values.since != null) {
+      const text = values.since as string
+      since = parseDuration(text) != null ? Date.now() - parseDuration(text)! : Date.parse(text)
+      if (Number.isNaN(since)) throw new UsageError(`Invalid --since ${text}: expected an ISO timestamp or a duration such as 24h`)
+    }
+    const db = await openNodeDatabase(values.data as string)
+    try {
+      if (eventId != null && db.get('SELECT 1 AS x FROM events WHERE event_id = ?', [eventId]) == null) throw new UsageError(`No event ${eventId} in this node's events table`)
+      const n = requestReplay(db, { eventId, dead: values.dead === true, type: values.type as string | undefined, since })
+      out(JSON.stringify({ queued: n }))
+    } finally {
+      db.close()
+    }
+    return 0
+  }
+})
