@@ -16,42 +16,82 @@ async function hamtHash (bytes: Uint8Array): Promise<Uint8Array> {
 }
 
 /**
- * Encodes a UnixFS HAMT-sharded directory. Only the shards on the path of a changed entry get new CIDs,
- * so a reader that remembers shard CIDs walks only what changed: syncing one new file costs the same in a
- * bucket of a thousand files as in one of a hundred thousand, and no block outgrows the bitswap limit.
- *
- * @returns the root shard (with the DAG's cumulative size) and every shard block
+ * A UnixFS HAMT-sharded directory kept in memory between commits. Only the shards on the path of a
+ * changed entry get new CIDs, so a reader that remembers shard CIDs walks only what changed: syncing one
+ * new file costs the same in a bucket of a thousand files as in one of a hundred thousand, and no block
+ * outgrows the bitswap limit. Encoded shards are cached, so a commit re-encodes only the changed path.
  */
-export async function shardedDirectory (entries: readonly DirEntry[]): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
-  const bucket = createHAMT<DirEntry>({ hashFn: hamtHash, bits: FANOUT_BITS })
-  for (const e of entries) await bucket.put(e.name, e)
-  const blocks: Block[] = []
-  const root = await flush(bucket, blocks)
-  return { root, blocks }
-}
+export class ShardedDirectory {
+  private readonly bucket = createHAMT<DirEntry>({ hashFn: hamtHash, bits: FANOUT_BITS })
+  private readonly cache = new WeakMap<Bucket<DirEntry>, Block & { size: number }>()
 
-async function flush (bucket: Bucket<DirEntry>, blocks: Block[]): Promise<Block & { size: number }> {
-  const children = bucket._children
-  const links: dagPb.PBLink[] = []
-  let size = 0
-  for (let i = 0; i < children.length; i++) {
-    const child = children.get(i)
-    if (child == null) continue
-    const prefix = i.toString(16).toUpperCase().padStart(PAD, '0')
-    if (child instanceof Bucket) {
-      const shard = await flush(child, blocks)
-      links.push({ Name: prefix, Hash: shard.cid, Tsize: shard.size })
-      size += shard.size
-    } else {
-      links.push({ Name: prefix + child.key, Hash: child.value.cid, Tsize: child.value.size })
-      size += child.value.size
+  /** Adds (or replaces) entries, invalidating the cached shards on their paths. */
+  async add (entries: readonly DirEntry[]): Promise<void> {
+    for (const e of entries) {
+      await this.bucket.put(e.name, e)
+      let b: Bucket<DirEntry> | undefined = (await this.bucket._findPlace(e.name)).bucket
+      while (b != null) { this.cache.delete(b); b = b._parent }
     }
   }
-  const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(children.bitField().reverse()), fanout: BigInt(bucket.tableSize()), hashType: HASH_TYPE })
-  const bytes = dagPb.encode(dagPb.prepare({ Data: data.marshal(), Links: links }))
-  const cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
-  blocks.push({ cid, bytes })
-  return { cid, bytes, size: size + bytes.length }
+
+  /** Removes entries; the shard structure may collapse, so every cached shard is dropped. */
+  async remove (names: Iterable<string>): Promise<void> {
+    for (const name of names) await this.bucket.del(name)
+    this.dropCache(this.bucket)
+  }
+
+  get size (): number {
+    return this.bucket.leafCount()
+  }
+
+  /** @returns the root shard (with the DAG's cumulative size) and the shard blocks that are new since the last flush */
+  async flush (): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
+    const blocks: Block[] = []
+    const root = await this.encode(this.bucket, blocks)
+    return { root, blocks }
+  }
+
+  private dropCache (bucket: Bucket<DirEntry>): void {
+    this.cache.delete(bucket)
+    for (let i = 0; i < bucket._children.length; i++) {
+      const child = bucket._children.get(i)
+      if (child instanceof Bucket) this.dropCache(child)
+    }
+  }
+
+  private async encode (bucket: Bucket<DirEntry>, blocks: Block[]): Promise<Block & { size: number }> {
+    const cached = this.cache.get(bucket)
+    if (cached != null) return cached
+    const children = bucket._children
+    const links: dagPb.PBLink[] = []
+    let size = 0
+    for (let i = 0; i < children.length; i++) {
+      const child = children.get(i)
+      if (child == null) continue
+      const prefix = i.toString(16).toUpperCase().padStart(PAD, '0')
+      if (child instanceof Bucket) {
+        const shard = await this.encode(child, blocks)
+        links.push({ Name: prefix, Hash: shard.cid, Tsize: shard.size })
+        size += shard.size
+      } else {
+        links.push({ Name: prefix + child.key, Hash: child.value.cid, Tsize: child.value.size })
+        size += child.value.size
+      }
+    }
+    const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(children.bitField().reverse()), fanout: BigInt(bucket.tableSize()), hashType: HASH_TYPE })
+    const bytes = dagPb.encode(dagPb.prepare({ Data: data.marshal(), Links: links }))
+    const block = { cid: CID.createV1(dagPb.code, await sha256.digest(bytes)), bytes, size: size + bytes.length }
+    blocks.push(block)
+    this.cache.set(bucket, block)
+    return block
+  }
+}
+
+/** Encodes a HAMT-sharded directory of `entries` in one go (see ShardedDirectory). */
+export async function shardedDirectory (entries: readonly DirEntry[]): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
+  const dir = new ShardedDirectory()
+  await dir.add(entries)
+  return await dir.flush()
 }
 
 /** What one directory node holds: entries, and for a HAMT shard, its sub-shards (by label). */

@@ -14,7 +14,7 @@ import type { HybridClock } from './hlc.ts'
 import { filePlace } from './layout.ts'
 import { PublishRequestSchema, type PublishRequest, type PublishResult } from './publishRequest.ts'
 import { directoryBlock, fileBlock, type Block, type DirEntry } from './tree.ts'
-import { shardedDirectory } from './hamt.ts'
+import { ShardedDirectory } from './hamt.ts'
 
 /** Raised when an event is larger than the limit; the HTTP endpoint answers 413. */
 export class EventTooLargeError extends Error {
@@ -60,6 +60,7 @@ export class Outbox {
   private committing: Promise<void> | undefined
   private readonly dirs = new Map<string, DirEntry>()
   private tail: Promise<void> = Promise.resolve()
+  private readonly buckets = new Map<string, ShardedDirectory>()
   private lastHead: Uint8Array | undefined
   private lastAcks = ''
 
@@ -127,11 +128,17 @@ export class Outbox {
           await this.commit(batch)
         } catch (err) {
           const e = err as Error
+          // The in-memory buckets may hold what was not written: reload them from the table.
+          this.buckets.clear()
           const wrapped = new Error(`Cannot publish: the commit failed, nothing of it was written: ${e.message}`)
           for (const p of batch) p.reject(wrapped)
         }
       }
-    }).finally(() => { this.committing = undefined })
+    }).finally(() => {
+      this.committing = undefined
+      // A publish that arrived after the loop saw an empty queue, but before this, would wait forever.
+      if (this.queue.length > 0) this.kick()
+    })
   }
 
   private lookup (eventId: string | undefined): PublishResult | undefined {
@@ -210,20 +217,17 @@ export class Outbox {
    * An emptied bucket, and an emptied day, go away.
    */
   private async buildTree (additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>): Promise<Tree> {
-    const { db } = this.init
     const blocks: Block[] = []
     const updates = new Map<string, DirEntry | null>()
     const touchedDays = new Set<string>()
     for (const bucket of new Set([...additions.keys(), ...removals.keys()])) {
-      const removed = removals.get(bucket) ?? new Set()
-      const entries: DirEntry[] = db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])
-        .filter((r) => !removed.has(r.name))
-        .map((r) => ({ name: r.name, cid: CID.parse(r.cid), size: r.size }))
-      entries.push(...(additions.get(bucket) ?? []))
+      const dir = await this.bucketDir(bucket)
+      await dir.remove(removals.get(bucket) ?? [])
+      await dir.add(additions.get(bucket) ?? [])
       touchedDays.add(bucket.slice(0, 10))
-      if (entries.length === 0) { updates.set(bucket, null); continue }
+      if (dir.size === 0) { updates.set(bucket, null); continue }
       // Hour buckets are HAMT-sharded: a reader fetches only the shards that changed.
-      const { root, blocks: shards } = await shardedDirectory(entries)
+      const { root, blocks: shards } = await dir.flush()
       blocks.push(...shards)
       updates.set(bucket, { name: bucket.slice(11), cid: root.cid, size: root.size })
     }
@@ -309,13 +313,35 @@ export class Outbox {
         removals.set(r.bucket, (removals.get(r.bucket) ?? new Set()).add(r.name))
       }
       if (rows.length === 0) return { removed: 0 }
-      const tree = await this.buildTree(new Map(), removals)
-      blocks.db.transaction(() => { for (const b of tree.blocks) blocks.putSync(b.cid, b.bytes) })
-      await this.writeHead(this.seq, tree, () => {
-        for (const r of rows) db.run('UPDATE outbox SET pruned_at = ? WHERE seq = ?', [Date.now(), r.seq])
-      })
+      try {
+        const tree = await this.buildTree(new Map(), removals)
+        blocks.db.transaction(() => { for (const b of tree.blocks) blocks.putSync(b.cid, b.bytes) })
+        await this.writeHead(this.seq, tree, () => {
+          for (const r of rows) db.run('UPDATE outbox SET pruned_at = ? WHERE seq = ?', [Date.now(), r.seq])
+        })
+      } catch (err) {
+        this.buckets.clear()
+        throw err
+      }
       return { removed: rows.length, head: this.lastHead }
     })
+  }
+
+  /**
+   * @returns the in-memory HAMT of an hour bucket, loaded from the outbox table on first use. The few most
+   * recently used stay cached: commits touch the current hour, so each re-encodes only the changed shards.
+   */
+  private async bucketDir (bucket: string): Promise<ShardedDirectory> {
+    let dir = this.buckets.get(bucket)
+    if (dir == null) {
+      dir = new ShardedDirectory()
+      await dir.add(this.init.db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])
+        .map((r) => ({ name: r.name, cid: CID.parse(r.cid), size: r.size })))
+    }
+    this.buckets.delete(bucket)
+    this.buckets.set(bucket, dir)
+    for (const old of [...this.buckets.keys()].slice(0, Math.max(0, this.buckets.size - 4))) this.buckets.delete(old)
+    return dir
   }
 
   /** Runs `fn` after every commit or prune before it: they never interleave. */
