@@ -8,10 +8,19 @@
  * @example
  * ```ts
  * import { definePlugin, v } from './mod.ts'
+ *
+ * export default definePlugin({
+ *   name: 'apply-counter',
+ *   handles: { 'workspace.invited': { version: 1, payload: v.unknown() } },
+ *   migrations: ['CREATE TABLE apply_counter (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)'],
+ *   apply (event, { db }) { db.run('INSERT INTO apply_counter (event_id, n) VALUES (?, 1)', [event.event_id]) }
+ * })
  * ```
  */
 import { main } from './src/cli/main.ts'
 
+export { definePlugin, v } from './src/plugins/mod.ts'
+export type { Plugin, PluginEvent, PluginDb, ApplyContext, EffectContext, TypeHandler } from './src/plugins/mod.ts'
 export type { EventEnvelope } from './src/bus/envelope.ts'
 export { EventEnvelopeSchema } from './src/bus/envelope.ts'
 export type { PublishRequest, PublishResult } from './src/bus/publishRequest.ts'
