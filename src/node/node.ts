@@ -4,7 +4,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId } from '@libp2p/interface'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { NodeConfig } from '../config/catalog.ts'
-import { UsageError } from '../errors.ts'
+import { DataDirError, UsageError } from '../errors.ts'
 import { dataPaths } from '../datadir/layout.ts'
 import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
 import { lockDataDir } from '../datadir/lock.ts'
@@ -121,9 +121,18 @@ export class CairnNode extends EventTarget {
       const token = loadApiToken(cfg.data)
       this.network = await networkId(swarmKey)
       this.access = loadAccessRules(cfg.members, cfg.policy, cfg.data)
-      this.db = await openDatabase(paths.database)
-      migrate(this.db)
-      this.blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
+      try {
+        this.db = await openDatabase(paths.database)
+        migrate(this.db)
+      } catch (err) {
+        throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}; the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)`)
+      }
+      try {
+        this.blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
+        this.blocks.db.get('SELECT count(*) FROM blocks')
+      } catch (err) {
+        throw new DataDirError(`Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`)
+      }
       this.plugins = new PluginHost({
         db: this.db,
         plugins: await loadPlugins(BUILTIN_PLUGINS, cfg.plugins),
