@@ -3,6 +3,8 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import { CID } from 'multiformats/cid'
 import { base64 } from 'multiformats/bases/base64'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { equals } from 'uint8arrays/equals'
 import { canonicalJson } from './canonical.ts'
 import { HlcSchema, PeerIdSchema } from './envelope.ts'
 import { formatIssues } from '../schema/issues.ts'
@@ -22,10 +24,15 @@ export const HeadSchema = v.strictObject({
 
 export type Head = v.InferOutput<typeof HeadSchema>
 
-/** A head with its producer's Ed25519 signature over the head's canonical JSON. */
+/**
+ * A head with its producer's Ed25519 signature over the head's canonical JSON. A hint may carry the
+ * commit's new blocks (`[cid, base64 bytes]`), so that a receiver needs no round trip to fetch them;
+ * each is checked against its CID, and only what the signed root reaches is ever read.
+ */
 export const SignedHeadSchema = v.strictObject({
   head: HeadSchema,
-  sig: v.pipe(v.string(), v.maxLength(200))
+  sig: v.pipe(v.string(), v.maxLength(200)),
+  blocks: v.optional(v.pipe(v.array(v.tuple([v.pipe(v.string(), v.maxLength(128)), v.string()])), v.maxLength(1024)))
 })
 
 export type SignedHead = v.InferOutput<typeof SignedHeadSchema>
@@ -49,6 +56,13 @@ export class InvalidHeadError extends Error {
   }
 }
 
+/** @returns a signed head message that also carries `blocks` (for a gossip hint) */
+export function withBlocks (signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID, bytes: Uint8Array }>): Uint8Array {
+  const message = JSON.parse(new TextDecoder().decode(signed)) as SignedHead
+  message.blocks = blocks.map((b) => [b.cid.toString(), base64.baseEncode(b.bytes)])
+  return encoder.encode(JSON.stringify(message))
+}
+
 /**
  * Parses a signed head from the wire and checks that the producer signed it.
  *
@@ -56,6 +70,16 @@ export class InvalidHeadError extends Error {
  * @throws InvalidHeadError with reason `malformed_head` or `bad_signature`
  */
 export async function verifyHead (bytes: Uint8Array, maxBytes = 256 * 1024): Promise<Head> {
+  return (await verifyHeadMessage(bytes, maxBytes)).head
+}
+
+/**
+ * Like verifyHead, and also returns the head re-encoded without blocks (to store and relay) and the blocks
+ * the message carried whose bytes match their CIDs.
+ *
+ * @throws InvalidHeadError with reason `malformed_head`, `bad_signature` or `bad_block`
+ */
+export async function verifyHeadMessage (bytes: Uint8Array, maxBytes = 256 * 1024): Promise<{ head: Head, signed: Uint8Array, blocks: Array<{ cid: CID, bytes: Uint8Array }> }> {
   if (bytes.length > maxBytes) throw new InvalidHeadError('oversized_head', `Cannot accept head: ${bytes.length} bytes is over the limit of ${maxBytes}`)
   let json: unknown
   try {
@@ -74,5 +98,21 @@ export async function verifyHead (bytes: Uint8Array, maxBytes = 256 * 1024): Pro
     ok = false
   }
   if (!ok) throw new InvalidHeadError('bad_signature', `Cannot accept head of ${head.producer}: the signature does not verify with the producer's key`)
-  return head
+  const blocks: Array<{ cid: CID, bytes: Uint8Array }> = []
+  for (const [text, data] of r.output.blocks ?? []) {
+    let cid: CID
+    let block: Uint8Array
+    try {
+      cid = CID.parse(text)
+      block = base64.baseDecode(data)
+    } catch {
+      throw new InvalidHeadError('bad_block', `Cannot accept head of ${head.producer}: a carried block is malformed`)
+    }
+    const digest = await sha256.digest(block)
+    if (cid.multihash.code !== sha256.code || !equals(digest.digest, cid.multihash.digest)) {
+      throw new InvalidHeadError('bad_block', `Cannot accept head of ${head.producer}: a carried block does not match its CID ${text}`)
+    }
+    blocks.push({ cid, bytes: block })
+  }
+  return { head, signed: r.output.blocks == null ? bytes : encoder.encode(canonicalJson({ head, sig })), blocks }
 }

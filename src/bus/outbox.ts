@@ -38,8 +38,8 @@ export interface OutboxInit {
   validate?: (type: string, version: number | undefined, payload: unknown) => { version: number, issues: string[] }
   /** this node's acks for its heads; defaults to each producer's processed seq */
   acks?: () => Record<string, number>
-  /** called after each durable commit with the new signed head and the new events */
-  onCommit?: (signedHead: Uint8Array, events: EventEnvelope[]) => void
+  /** called after each durable commit with the new signed head, the new events, and the commit's new blocks */
+  onCommit?: (signedHead: Uint8Array, events: EventEnvelope[], blocks: Block[]) => void
   now?: () => Date
 }
 
@@ -209,7 +209,7 @@ export class Outbox {
 
     for (const a of accepted) a.p.resolve(byId.get(a.envelope.event_id)!)
     for (const d of duplicates) d.p.resolve(byId.get(d.id)!)
-    this.init.onCommit?.(this.lastHead!, accepted.map((a) => a.envelope))
+    this.init.onCommit?.(this.lastHead!, accepted.map((a) => a.envelope), [...accepted.map((a) => a.block), ...tree.blocks])
   }
 
   /**

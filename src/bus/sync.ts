@@ -3,7 +3,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 import type { EventEnvelope } from './envelope.ts'
 import { insertEvent } from './eventsTable.ts'
-import { InvalidHeadError, verifyHead, type Head } from './head.ts'
+import { InvalidHeadError, verifyHeadMessage, type Head } from './head.ts'
 import type { HybridClock } from './hlc.ts'
 import { isDayName, isHourName, parseFileName } from './layout.ts'
 import type { DirEntry } from './tree.ts'
@@ -22,6 +22,8 @@ export interface SyncerInit {
   providers: () => PeerId[]
   limits: FileLimits & { maxFilesPerWalk: number }
   fetchTimeout: number
+  /** stores blocks a head message carried (already checked against their CIDs) */
+  storeBlocks?: (blocks: Array<{ cid: CID, bytes: Uint8Array }>) => void
   /** whose heads are accepted; undefined accepts every holder of the swarm key */
   isMember?: (producer: string) => boolean
   /** a further check of each envelope (producer policy, payload schema); a rejection quarantines the file */
@@ -91,7 +93,7 @@ export class Syncer {
    * @throws InvalidHeadError when it does not verify or is from a non-member
    */
   async offerHead (bytes: Uint8Array, from?: PeerId): Promise<'new' | 'old'> {
-    const head = await verifyHead(bytes)
+    const { head, signed, blocks } = await verifyHeadMessage(bytes)
     if (head.producer === this.init.self) return 'old'
     if (this.init.isMember != null && !this.init.isMember(head.producer)) {
       throw new InvalidHeadError('not_member', `Cannot accept head of ${head.producer}: it is not in the members list`)
@@ -103,7 +105,9 @@ export class Syncer {
     db.run(`INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks) VALUES (?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (producer) DO UPDATE SET head_seq = excluded.head_seq, head_root = excluded.head_root, head_hlc = excluded.head_hlc,
               head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks`,
-    [head.producer, head.seq, head.root, head.hlc, bytes, Date.now(), JSON.stringify(head.acks)])
+    [head.producer, head.seq, head.root, head.hlc, signed, Date.now(), JSON.stringify(head.acks)])
+    // Blocks carried by the hint spare the round trips; unreferenced ones are garbage-collected.
+    if (blocks.length > 0) this.init.storeBlocks?.(blocks)
     if (from != null) this.providersOf.set(head.producer, from)
     this.init.onHead?.(head)
     this.schedule(head.producer)

@@ -69,7 +69,8 @@ export function createIpfs (init: IpfsInit): CairnIpfs {
       })
     }
   })
-  return withBitswap(withP2p as unknown as HeliaWithLibp2p) as unknown as CairnIpfs
+  // Wants go out at once: a sync waits on each directory level in turn.
+  return withBitswap(withP2p as unknown as HeliaWithLibp2p, { sendWantlistDebounce: 1 }) as unknown as CairnIpfs
 }
 
 export type { Libp2p }
