@@ -3,21 +3,8 @@ import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
 import { CarReader } from '@ipld/car'
 import { exporter, recursive } from 'ipfs-unixfs-exporter'
-import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
 import { eventCount, query } from './helpers/db.ts'
-
-/** Publishes `n` events with up to 32 under way at once. */
-async function publishMany (node: NodeProcess, n: number, make: (i: number) => Record<string, unknown>): Promise<Array<{ event_id: string, seq: number }>> {
-  const results = new Array<{ event_id: string, seq: number }>(n)
-  let next = 0
-  await Promise.all(Array.from({ length: 32 }, async () => {
-    while (next < n) {
-      const i = next++
-      results[i] = await node.publish(make(i))
-    }
-  }))
-  return results
-}
 
 const fingerprint = (dir: string, producer: string): Array<{ event_id: string, seq: number, payload: string }> =>
   query(dir, 'SELECT event_id, seq, payload FROM events WHERE producer = ? ORDER BY seq', [producer])

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { statSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
 import { eventCount, query } from './helpers/db.ts'
 
 const fast = ['--retention', '5s', '--housekeeping-interval', '1s']
@@ -10,10 +10,8 @@ function blockstoreBytes (dir: string): number {
   return ['blocks.db', 'blocks.db-wal'].map((f) => join(dir, f)).filter(existsSync).reduce((n, f) => n + statSync(f).size, 0)
 }
 
-async function publishMany (node: NodeProcess, n: number): Promise<void> {
-  for (let i = 0; i < n; i += 20) {
-    await Promise.all(Array.from({ length: Math.min(20, n - i) }, async (_, j) => await node.publish({ type: 'test.kept', payload: { i: i + j, pad: 'x'.repeat(2000) } })))
-  }
+const publishPadded = async (node: NodeProcess, n: number): Promise<void> => {
+  await publishMany(node, n, (i) => ({ type: 'test.kept', payload: { i, pad: 'x'.repeat(2000) } }), 20)
 }
 
 describe('housekeeping', () => {
@@ -23,7 +21,7 @@ describe('housekeeping', () => {
     await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
     await a.start([...fast, '--retention-max', '1h'])
     await b.start([...fast, '--retention-max', '1h', '--bootstrap', a.addrs[0]])
-    await publishMany(a, 100)
+    await publishPadded(a, 100)
     await waitFor('100 events on b', () => eventCount(b.dir) === 100, 60_000)
     const full = blockstoreBytes(a.dir)
     await waitFor('outbox.files to reach 0 on a', async () => (await a.status()).outbox.files === 0, 60_000)
@@ -48,14 +46,14 @@ describe('housekeeping', () => {
     await a.start(opts)
     await b.start([...opts, '--bootstrap', a.addrs[0]])
     await c.start([...opts, '--bootstrap', a.addrs[0]])
-    await publishMany(a, 10)
+    await publishPadded(a, 10)
     await waitFor('10 events on c', () => eventCount(c.dir) === 10, 60_000)
     // a has learnt c's acks before c goes away
     await waitFor('a to know c', async () => (await a.status()).producers.some((p: any) => p.producer === c.peerId), 30_000)
     await waitFor('the first 10 pruned', async () => (await a.status()).outbox.files === 0, 60_000)
     expect(await c.stop()).toBe(0)
     const stoppedAt = Date.now()
-    await publishMany(a, 40)
+    await publishPadded(a, 40)
     await waitFor('50 events on b', () => eventCount(b.dir) === 50, 60_000)
     // past the retention window, c's stale acks still hold the 40 files
     await waitFor('a housekeeping run held back by c', async () => {

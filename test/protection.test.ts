@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { uuidv7 } from 'uuidv7'
-import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
 import { eventCount, query } from './helpers/db.ts'
 import { inProcessNode, publishForgedTree, type ForgedFile } from './helpers/forge.ts'
 import { fileName } from '../src/bus/layout.ts'
@@ -11,10 +11,6 @@ const envelope = (producer: string, seq: number, payload: unknown = { seq }) => 
   event_id: uuidv7(), type: 'test.forged', version: 1, producer, seq, hlc: `${Date.now()}-0000`, occurred_at: new Date().toISOString(), payload
 })
 const file = (e: { seq: number, event_id: string }, content: unknown = e): ForgedFile => ({ name: fileName(e.seq, e.event_id), content })
-
-async function publishMany (node: NodeProcess, n: number): Promise<void> {
-  for (let i = 0; i < n; i += 10) await Promise.all(Array.from({ length: Math.min(10, n - i) }, async (_, j) => await node.publish({ type: 'test.honest', payload: { i: i + j } })))
-}
 
 async function rejectedReasons (node: NodeProcess): Promise<Record<string, number>> {
   const text = await (await fetch(`http://${node.http}/metrics`)).text()
@@ -36,7 +32,7 @@ describe('protection against members and strangers who lie', () => {
     const m = await inProcessNode(liar.dir, { bootstrap: [a.addrs[0]], members: [a.peerId, b.peerId, liar.peerId] })
     const s = await inProcessNode(stranger.dir, { bootstrap: [a.addrs[0]] })
     try {
-      const honest = publishMany(b, 60)
+      const honest = publishMany(b, 60, (i) => ({ type: 'test.honest', payload: { i } }), 10)
 
       // A swarm-key holder outside the members list publishes: nobody stores it.
       await s.publish({ type: 'test.stranger', payload: {} })

@@ -147,3 +147,20 @@ export class NodeProcess {
     }
   }
 }
+
+/**
+ * Publishes `n` events through a node's endpoint with up to `concurrency` under way at once.
+ *
+ * @returns each publish's result, in the order of `make`'s index
+ */
+export async function publishMany (node: NodeProcess, n: number, make: (i: number) => Record<string, unknown>, concurrency = 32): Promise<Array<{ event_id: string, seq: number, cid: string }>> {
+  const results = new Array<{ event_id: string, seq: number, cid: string }>(n)
+  let next = 0
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, async () => {
+    while (next < n) {
+      const i = next++
+      results[i] = await node.publish(make(i))
+    }
+  }))
+  return results
+}
