@@ -29,5 +29,7 @@ export { VERSION } from './src/version.ts'
 
 if (import.meta.main) {
   const code = await main(process.argv.slice(2))
+  // Output to a pipe is written asynchronously: let it drain before exiting, or a large listing is cut short.
+  await Promise.all([process.stdout, process.stderr].map(async (s) => { await new Promise((resolve) => s.write('', resolve)) }))
   process.exit(code)
 }
