@@ -120,9 +120,10 @@ export class Outbox {
   private kick (): void {
     if (this.committing != null) return
     this.committing = this.serial(async () => {
-      // Let every request that arrives in this tick join the batch.
-      await Promise.resolve()
       while (this.queue.length > 0) {
+        // SQLite's writes block the event loop: yield a turn so that the requests that arrived meanwhile
+        // (sockets ready to read) are parsed and join this batch, instead of trickling into tiny commits.
+        await new Promise((resolve) => setImmediate(resolve))
         const batch = this.queue.splice(0, this.init.maxBatch)
         try {
           await this.commit(batch)

@@ -10,16 +10,14 @@ import type { DirEntry } from './tree.ts'
 import { readDirectoryNode, type DirectoryNode } from './hamt.ts'
 import { readEventFile, type FileLimits, type Rejection } from './validate.ts'
 
-/** Fetches a block, from the local store or from peers. */
-export type BlockGetter = (cid: CID, options: { signal: AbortSignal, providers: PeerId[] }) => Promise<Uint8Array>
+/** Fetches a block, from the local store or from the connected peers (bitswap asks them all). */
+export type BlockGetter = (cid: CID, options: { signal: AbortSignal }) => Promise<Uint8Array>
 
 export interface SyncerInit {
   db: SqlDatabase
   self: string
   clock: HybridClock
   getBlock: BlockGetter
-  /** the peers that may hold blocks (the connected ones) */
-  providers: () => PeerId[]
   limits: FileLimits & { maxFilesPerWalk: number }
   fetchTimeout: number
   /** stores blocks a head message carried (already checked against their CIDs) */
@@ -57,7 +55,6 @@ export class Syncer {
   private readonly failures = new Map<string, number>()
   private stopped = false
   private abort = new AbortController()
-  private readonly providersOf = new Map<string, PeerId>()
 
   constructor (init: SyncerInit) {
     this.init = init
@@ -108,7 +105,6 @@ export class Syncer {
     [head.producer, head.seq, head.root, head.hlc, signed, Date.now(), JSON.stringify(head.acks)])
     // Blocks carried by the hint spare the round trips; unreferenced ones are garbage-collected.
     if (blocks.length > 0) this.init.storeBlocks?.(blocks)
-    if (from != null) this.providersOf.set(head.producer, from)
     this.init.onHead?.(head)
     this.schedule(head.producer)
     return 'new'
@@ -158,11 +154,8 @@ export class Syncer {
     } while (this.dirty.has(producer) && !this.stopped)
   }
 
-  private async fetch (cid: CID, producer: string): Promise<Uint8Array> {
-    const from = this.providersOf.get(producer)
-    const providers = this.init.providers()
-    if (from != null && !providers.some((p) => p.equals(from))) providers.unshift(from)
-    return await this.init.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(this.init.fetchTimeout), this.abort.signal]), providers })
+  private async fetch (cid: CID): Promise<Uint8Array> {
+    return await this.init.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(this.init.fetchTimeout), this.abort.signal]) })
   }
 
   private async walk (producer: string): Promise<void> {
@@ -173,6 +166,7 @@ export class Syncer {
     // ahead of the processed one always needs a walk: that is how gaps are found.
     if (row == null || row.head_root == null || (row.head_root === row.synced_root && row.processed_seq >= row.head_seq)) return
     const root = CID.parse(row.head_root)
+    const t0 = performance.now()
     const seen = new Map(db.all<{ path: string, cid: string }>('SELECT path, cid FROM remote_dirs WHERE producer = ?', [producer]).map((r) => [r.path, r.cid]))
     const walked = new Map<string, string>()
     const candidates: Candidate[] = []
@@ -181,7 +175,7 @@ export class Syncer {
 
     const read = async (path: string, cid: CID): Promise<DirectoryNode> => {
       try {
-        return readDirectoryNode(await this.fetch(cid, producer))
+        return readDirectoryNode(await this.fetch(cid))
       } catch (err) {
         if ((err as Error).name === 'TypeError') throw new Error(`${producer}/${path} is not a directory: ${(err as Error).message}`)
         throw err
@@ -190,15 +184,15 @@ export class Syncer {
 
     const list = async (path: string, cid: CID): Promise<DirEntry[]> => (await read(path, cid)).entries
     // A HAMT bucket: descend only into shards whose CID changed since the last walk.
+    // Sibling shards are fetched in parallel: a large catch-up walks hundreds of them.
     const listBucket = async (path: string, cid: CID, out: DirEntry[]): Promise<void> => {
       const node = await read(path, cid)
       out.push(...node.entries)
-      for (const shard of node.shards) {
-        const shardPath = `${path}#${shard.label}`
-        if (seen.get(shardPath) === shard.cid.toString()) continue
-        await listBucket(shardPath, shard.cid, out)
-        walked.set(shardPath, shard.cid.toString())
-      }
+      const changed = node.shards.filter((shard) => seen.get(`${path}#${shard.label}`) !== shard.cid.toString())
+      await mapLimit(changed, 64, async (shard) => {
+        await listBucket(`${path}#${shard.label}`, shard.cid, out)
+        walked.set(`${path}#${shard.label}`, shard.cid.toString())
+      })
     }
 
     const days = await list('', root)
@@ -236,11 +230,12 @@ export class Syncer {
     }
     candidates.sort((a, b) => a.seq - b.seq)
 
+    const t1 = performance.now()
     let done = 0
     let reported = Date.now()
     const started = reported
-    const files = await mapLimit(candidates, 64, async (c) => {
-      const bytes = await this.fetch(c.cid, producer)
+    const files = await mapLimit(candidates, 512, async (c) => {
+      const bytes = await this.fetch(c.cid)
       done++
       // A backlog of more than a few hundred events reports its progress.
       if (candidates.length > 300 && (Date.now() - reported > 1000 || done === candidates.length)) {
@@ -250,6 +245,7 @@ export class Syncer {
       }
       return bytes
     })
+    const t2 = performance.now()
     const accepted: Array<{ envelope: EventEnvelope, cid: string }> = []
     candidates.forEach((c, i) => {
       const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, this.init.limits)
@@ -290,6 +286,7 @@ export class Syncer {
     })
     for (const r of rejected) this.init.onReject?.(r.rejection.reason, r.rejection.detail, { producer, path: r.path })
     for (const [from, to] of gaps) this.init.log?.('warn', `gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to })
+    this.init.log?.('debug', `walked ${producer}: ${walked.size} directories in ${(t1 - t0).toFixed(0)} ms, ${candidates.length} files in ${(t2 - t1).toFixed(0)} ms, checked and stored in ${(performance.now() - t2).toFixed(0)} ms`, { producer })
     if (added.length > 0) this.init.onIngested?.(added)
   }
 }

@@ -172,7 +172,6 @@ export class CairnNode extends EventTarget {
         self,
         clock: this.clock,
         getBlock: async (cid, options) => await this.getBlock(cid, options),
-        providers: () => this.ipfs.libp2p.getPeers(),
         limits: { maxEventSize: cfg['max-event-size'], maxDepth: cfg['max-depth'], maxFilesPerWalk: cfg['max-files-per-walk'] },
         fetchTimeout: cfg['fetch-timeout'],
         storeBlocks: (blocks) => { this.blocks.db.transaction(() => { for (const b of blocks) this.blocks.putSync(b.cid, b.bytes) }) },
@@ -438,11 +437,11 @@ export class CairnNode extends EventTarget {
     this.dispatchEvent(new CustomEvent('events:ingested', { detail: events }))
   }
 
-  private async getBlock (cid: CID, options: { signal: AbortSignal, providers: PeerId[] }): Promise<Uint8Array> {
+  private async getBlock (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
     const local = this.blocks.getSync(cid)
     if (local != null) return local
     const parts: Uint8Array[] = []
-    for await (const p of this.ipfs.blockstore.get(cid, { signal: options.signal, providers: options.providers.map((p) => p.toCID()) })) parts.push(p)
+    for await (const p of this.ipfs.blockstore.get(cid, { signal: options.signal })) parts.push(p)
     if (parts.length === 1) return parts[0]
     const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
     let o = 0

@@ -32,7 +32,6 @@ async function pair () {
       fetched.bytes += b.length
       return b
     },
-    providers: () => [],
     limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 1_000_000 },
     fetchTimeout: 5000
   })
