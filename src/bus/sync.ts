@@ -1,5 +1,4 @@
 import { CID } from 'multiformats/cid'
-import type { PeerId } from '@libp2p/interface'
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 import type { EventEnvelope } from './envelope.ts'
 import { insertEvent } from './eventsTable.ts'
@@ -89,7 +88,7 @@ export class Syncer {
    * @returns 'new' when it moved the producer's head forward, 'old' when it changed nothing
    * @throws InvalidHeadError when it does not verify or is from a non-member
    */
-  async offerHead (bytes: Uint8Array, from?: PeerId): Promise<'new' | 'old'> {
+  async offerHead (bytes: Uint8Array): Promise<'new' | 'old'> {
     const { head, signed, blocks } = await verifyHeadMessage(bytes)
     if (head.producer === this.init.self) return 'old'
     if (this.init.isMember != null && !this.init.isMember(head.producer)) {

@@ -318,7 +318,7 @@ export class CairnNode extends EventTarget {
       }
     }
     try {
-      const r = await this.syncer.offerHead(bytes, from)
+      const r = await this.syncer.offerHead(bytes)
       if (r === 'old') this.metrics.headsReceived.inc({ result: 'old' })
     } catch (err) {
       const reason = (err as { reason?: string }).reason ?? 'bad_head'
