@@ -103,19 +103,23 @@ class Sqlite implements SqlDatabase {
 
   transaction<T> (fn: () => T): T {
     const name = `sp${this.depth}`
-    this.native.exec(this.depth === 0 ? 'BEGIN IMMEDIATE' : `SAVEPOINT ${name}`)
+    const outermost = this.depth === 0
+    this.native.exec(outermost ? 'BEGIN IMMEDIATE' : `SAVEPOINT ${name}`)
     this.depth++
+    let result: T
     try {
-      const result = fn()
+      result = fn()
       if (result instanceof Promise) throw new TypeError('transaction() takes a synchronous function')
-      this.depth--
-      this.native.exec(this.depth === 0 ? 'COMMIT' : `RELEASE ${name}`)
-      return result
+      this.native.exec(outermost ? 'COMMIT' : `RELEASE ${name}`)
     } catch (err) {
-      this.depth--
-      this.native.exec(this.depth === 0 ? 'ROLLBACK' : `ROLLBACK TO ${name}; RELEASE ${name}`)
+      // SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): then the
+      // rollback here fails too, and the caller must see the original error, not "no such savepoint".
+      try { this.native.exec(outermost ? 'ROLLBACK' : `ROLLBACK TO ${name}; RELEASE ${name}`) } catch {}
       throw err
+    } finally {
+      this.depth--
     }
+    return result
   }
 
   close (): void {

@@ -1,0 +1,116 @@
+import { existsSync, statSync } from 'node:fs'
+import { CID } from 'multiformats/cid'
+import { defineVerb } from '../verb.ts'
+import { SETTINGS } from '../../config/catalog.ts'
+import { OPTIONS } from '../options.ts'
+import { dataPaths } from '../../datadir/layout.ts'
+import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../../datadir/load.ts'
+import { runningPid } from '../../datadir/lock.ts'
+import { openDatabase, type SqlDatabase } from '../../runtime/sqlite.ts'
+import { MIGRATIONS } from '../../store/migrations.ts'
+import { readDirectoryNode } from '../../bus/hamt.ts'
+import { isDagPb } from '../../bus/tree.ts'
+
+interface Check {
+  check: string
+  ok: boolean
+  detail: string
+  fix?: string
+}
+
+/** @returns the CIDs reachable from `root` that are missing from the block database (at most `limit`) */
+function missingUnder (blocks: SqlDatabase, root: string, limit = 20): string[] {
+  const missing: string[] = []
+  const stack = [CID.parse(root)]
+  const seen = new Set<string>()
+  while (stack.length > 0 && missing.length < limit) {
+    const cid = stack.pop()!
+    const key = cid.toString()
+    if (seen.has(key)) continue
+    seen.add(key)
+    const row = blocks.get<{ bytes: Uint8Array }>('SELECT bytes FROM blocks WHERE cid = ?', [key])
+    if (row == null) { missing.push(key); continue }
+    if (!isDagPb(cid)) continue
+    try {
+      const node = readDirectoryNode(row.bytes)
+      for (const e of node.entries) stack.push(e.cid)
+      for (const s of node.shards) stack.push(s.cid)
+    } catch {}
+  }
+  return missing
+}
+
+export const doctorVerb = defineVerb({
+  name: 'doctor',
+  summary: 'check a data directory (keys, databases, blocks of the outbox and of synced trees) and say what to do',
+  usage: '[--data DIR] [--json]',
+  settings: [SETTINGS.data, OPTIONS.json],
+  details: 'Exits 0 when everything is healthy, 1 otherwise. It only reads: run it while the node runs or after a crash.',
+  async run ({ values, out }) {
+    const dir = values.data as string
+    const paths = dataPaths(dir)
+    const checks: Check[] = []
+    const add = (check: string, fn: () => string | undefined | Promise<string | undefined>, fix?: string): Promise<void> => (async () => {
+      try {
+        const problem = await fn()
+        checks.push(problem == null ? { check, ok: true, detail: 'ok' } : { check, ok: false, detail: problem, fix })
+      } catch (err) {
+        checks.push({ check, ok: false, detail: (err as Error).message, fix })
+      }
+    })()
+    await add('data directory', () => { assertDataDir(dir); return undefined })
+    if (checks[0].ok) {
+      await add('identity.key', async () => { await loadIdentity(dir); return undefined }, 'restore identity.key from a backup; without it this node cannot sign as itself')
+      await add('swarm.key', () => { loadSwarmKey(dir); return undefined }, "copy the network's swarm.key from another member")
+      await add('api.token', () => { loadApiToken(dir); return undefined }, 'write a new random token of at least 16 characters to api.token (mode 0600) and give it to the local backend')
+      await add('file modes', () => {
+        const loose = [paths.identity, paths.apiToken, paths.swarmKey].filter((p) => existsSync(p) && (statSync(p).mode & 0o077) !== 0)
+        return loose.length === 0 ? undefined : `readable by others: ${loose.join(', ')}`
+      }, 'chmod 600 the files named')
+      let db: SqlDatabase | undefined
+      let blocks: SqlDatabase | undefined
+      await add('cairn.db', async () => {
+        db = await openDatabase(paths.database, { readonly: true })
+        const integrity = db.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
+        if (integrity !== 'ok') return `integrity check failed: ${integrity}`
+        const version = db.get<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')?.v ?? 0
+        if (version > MIGRATIONS.length) return `schema version ${version} is newer than this cairn knows (${MIGRATIONS.length})`
+        return undefined
+      }, 'restore cairn.db from a backup (sqlite3 .backup copies are consistent); a newer schema needs a newer cairn')
+      await add('blocks.db', async () => {
+        blocks = await openDatabase(paths.blocks, { readonly: true })
+        const integrity = blocks.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
+        return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
+      }, 'restore blocks.db from a backup, or move it away: peers\' events are fetched again, this node\'s unpruned files are lost')
+      if (db != null && blocks != null && checks.every((c) => c.ok || !['cairn.db', 'blocks.db'].includes(c.check))) {
+        const d = db
+        const b = blocks
+        await add('outbox blocks', () => {
+          const root = d.get<{ cid: string }>("SELECT cid FROM outbox_dirs WHERE path = ''")?.cid
+          if (root == null) return undefined
+          const missing = missingUnder(b, root)
+          return missing.length === 0 ? undefined : `the own outbox tree misses ${missing.length === 20 ? '20 or more' : missing.length} block(s), e.g. ${missing[0]}`
+        }, 'restore blocks.db from the same backup as cairn.db; peers that hold this outbox can serve it back')
+        await add('synced trees', () => {
+          const broken: string[] = []
+          for (const r of d.all<{ producer: string, synced_root: string }>('SELECT producer, synced_root FROM producers WHERE synced_root IS NOT NULL')) {
+            if (missingUnder(b, r.synced_root, 1).length > 0) broken.push(r.producer)
+          }
+          return broken.length === 0 ? undefined : `blocks missing under the synced trees of ${broken.join(', ')}`
+        }, 'harmless for this node\'s events table; it cannot serve those trees to others until the producers publish again')
+      }
+      db?.close()
+      blocks?.close()
+    }
+    const lock = existsSync(paths.lock) ? (runningPid(dir) != null ? `held by running pid ${runningPid(dir)}` : 'stale (left by a crash; the next run takes it over)') : 'free'
+    const healthy = checks.every((c) => c.ok)
+    if (values.json === true) {
+      out(JSON.stringify({ healthy, lock, checks }))
+    } else {
+      for (const c of checks) out(`${c.ok ? 'ok  ' : 'FAIL'}  ${c.check.padEnd(16)} ${c.detail}${c.fix != null && !c.ok ? `\n      → ${c.fix}` : ''}`)
+      out(`      run.lock         ${lock}`)
+      out(healthy ? 'healthy' : 'problems found: see the lines marked FAIL')
+    }
+    return healthy ? 0 : 1
+  }
+})
