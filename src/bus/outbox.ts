@@ -198,7 +198,7 @@ export class Outbox {
     blocks.db.transaction(() => {
       for (const a of accepted) blocks.putSync(a.block.cid, a.block.bytes)
       for (const b of tree.blocks) blocks.putSync(b.cid, b.bytes)
-    })
+    }, { durable: true })
     const receivedAt = Date.now()
     await this.writeHead(seq, tree, () => {
       for (const a of accepted) {
@@ -267,7 +267,7 @@ export class Outbox {
                 head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks,
                 synced_root = excluded.synced_root, processed_seq = excluded.processed_seq`,
       [producer, seq, head.root, head.hlc, signed, now, JSON.stringify(head.acks), head.root, seq])
-    })
+    }, { durable: true })
     for (const [path, e] of tree.updates) { if (e == null) this.dirs.delete(path); else this.dirs.set(path, e) }
     this.lastHead = signed
     this.lastAcks = JSON.stringify(head.acks)
@@ -290,7 +290,7 @@ export class Outbox {
       const root = this.dirs.get('')
       // A node that never published still heads an empty outbox, so that its acks reach the producers.
       const tree = root != null ? { root: root.cid, blocks: [], updates: new Map() } : await this.buildTree(new Map(), new Map())
-      this.init.blocks.db.transaction(() => { for (const b of tree.blocks) this.init.blocks.putSync(b.cid, b.bytes) })
+      this.init.blocks.db.transaction(() => { for (const b of tree.blocks) this.init.blocks.putSync(b.cid, b.bytes) }, { durable: true })
       await this.writeHead(seq, tree, () => {})
       return this.lastHead
     })
@@ -316,7 +316,7 @@ export class Outbox {
       if (rows.length === 0) return { removed: 0 }
       try {
         const tree = await this.buildTree(new Map(), removals)
-        blocks.db.transaction(() => { for (const b of tree.blocks) blocks.putSync(b.cid, b.bytes) })
+        blocks.db.transaction(() => { for (const b of tree.blocks) blocks.putSync(b.cid, b.bytes) }, { durable: true })
         await this.writeHead(this.seq, tree, () => {
           for (const r of rows) db.run('UPDATE outbox SET pruned_at = ? WHERE seq = ?', [Date.now(), r.seq])
         })

@@ -1,3 +1,4 @@
+import { HeadLimiter } from './headLimiter.ts'
 import { CID } from 'multiformats/cid'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -80,7 +81,7 @@ export class CairnNode extends EventTarget {
   private readonly clock = new HybridClock()
   readonly metrics = new Metrics()
   access: AccessRules = { policy: new Map() }
-  private readonly headBudget = new Map<string, { second: number, count: number }>()
+  private headLimiter?: HeadLimiter
   private readonly rejectLogged = new Map<string, number>()
   private readonly waiters = new Set<() => void>()
 
@@ -281,6 +282,7 @@ export class CairnNode extends EventTarget {
   private async teardown (): Promise<void> {
     for (const t of this.timers) clearInterval(t)
     this.timers = []
+    this.headLimiter?.stop()
     await this.http?.stop().catch(() => {})
     this.http = undefined
     await this.outbox?.flush().catch(() => {})
@@ -305,18 +307,22 @@ export class CairnNode extends EventTarget {
     return await this.outbox.publish(body)
   }
 
-  /** Offers a head received from a peer; bad ones are counted, logged once per peer and reason, and dropped. */
+  /**
+   * Offers a head received from a peer, through the per-peer rate limit; bad ones are counted, logged
+   * once per peer and reason, and dropped.
+   */
   async offerHead (bytes: Uint8Array, from?: PeerId): Promise<void> {
-    const peer = from?.toString() ?? 'unknown'
-    if (from != null) {
-      const second = Math.floor(Date.now() / 1000)
-      const budget = this.headBudget.get(peer)
-      if (budget == null || budget.second !== second) this.headBudget.set(peer, { second, count: 1 })
-      else if (++budget.count > this.config['heads-per-second']) {
-        this.reject('rate_limited', `more than ${this.config['heads-per-second']} heads in one second`, peer)
-        return
-      }
-    }
+    if (from == null) { await this.acceptHead(bytes, 'unknown'); return }
+    this.headLimiter ??= new HeadLimiter({
+      rate: this.config['heads-per-second'],
+      accept: async (b, peer) => { await this.acceptHead(b, peer) },
+      onCoalesced: () => { this.metrics.headsReceived.inc({ result: 'coalesced' }) },
+      onDropped: (peer, detail) => { this.reject('rate_limited', detail, peer) }
+    })
+    await this.headLimiter.offer(bytes, from.toString())
+  }
+
+  private async acceptHead (bytes: Uint8Array, peer: string): Promise<void> {
     try {
       const r = await this.syncer.offerHead(bytes)
       if (r === 'old') this.metrics.headsReceived.inc({ result: 'old' })

@@ -19,8 +19,13 @@ export interface SqlDatabase {
   get<T = Record<string, unknown>> (sql: string, params?: readonly SqlValue[]): T | undefined
   all<T = Record<string, unknown>> (sql: string, params?: readonly SqlValue[]): T[]
   exec (sql: string): void
-  /** Runs `fn` in one transaction (a savepoint when nested); rolls back if it throws. */
-  transaction<T> (fn: () => T): T
+  /**
+   * Runs `fn` in one transaction (a savepoint when nested); rolls back if it throws.
+   * The databases run with `synchronous = NORMAL` (WAL: a commit survives a crash of the process, and a
+   * power loss rolls back whole transactions only); `durable` syncs this commit to disk before it returns,
+   * for what is acknowledged to others: the outbox.
+   */
+  transaction<T> (fn: () => T, options?: { durable?: boolean }): T
   close (): void
 }
 
@@ -101,9 +106,11 @@ class Sqlite implements SqlDatabase {
     this.native.exec(sql)
   }
 
-  transaction<T> (fn: () => T): T {
+  transaction<T> (fn: () => T, options: { durable?: boolean } = {}): T {
     const name = `sp${this.depth}`
     const outermost = this.depth === 0
+    const durable = outermost && options.durable === true
+    if (durable) this.native.exec('PRAGMA synchronous = FULL')
     this.native.exec(outermost ? 'BEGIN IMMEDIATE' : `SAVEPOINT ${name}`)
     this.depth++
     let result: T
@@ -118,6 +125,7 @@ class Sqlite implements SqlDatabase {
       throw err
     } finally {
       this.depth--
+      if (durable) this.native.exec('PRAGMA synchronous = NORMAL')
     }
     return result
   }
