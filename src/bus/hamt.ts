@@ -36,8 +36,9 @@ export class ShardedDirectory {
 
   /** Removes entries; the shard structure may collapse, so every cached shard is dropped. */
   async remove (names: Iterable<string>): Promise<void> {
-    for (const name of names) await this.bucket.del(name)
-    this.dropCache(this.bucket)
+    let removed = false
+    for (const name of names) { await this.bucket.del(name); removed = true }
+    if (removed) this.dropCache(this.bucket)
   }
 
   get size (): number {
