@@ -132,6 +132,7 @@ export class Outbox {
           // The in-memory buckets may hold what was not written: reload them from the table.
           this.buckets.clear()
           const wrapped = new Error(`Cannot publish: the commit failed, nothing of it was written: ${e.message}`)
+          wrapped.name = 'CommitFailedError'
           for (const p of batch) p.reject(wrapped)
         }
       }

@@ -12,11 +12,21 @@ import { readEventFile, type FileLimits, type Rejection } from './validate.ts'
 /** Fetches a block, from the local store or from the connected peers (bitswap asks them all). */
 export type BlockGetter = (cid: CID, options: { signal: AbortSignal }) => Promise<Uint8Array>
 
+/**
+ * Fetches many blocks at once (a catch-up's event files), from the local store or in batches from a
+ * peer; @returns those it got, each already checked against its CID. What it misses goes to getBlock.
+ */
+export type BlocksGetter = (producer: string, cids: readonly CID[], options: { signal: AbortSignal, onBlocks: (n: number) => void }) => Promise<Map<string, Uint8Array>>
+
+/** Below this many files a walk fetches them one by one (they mostly came with the hint anyway). */
+const BULK_FROM = 64
+
 export interface SyncerInit {
   db: SqlDatabase
   self: string
   clock: HybridClock
   getBlock: BlockGetter
+  getBlocks?: BlocksGetter
   limits: FileLimits & { maxFilesPerWalk: number }
   fetchTimeout: number
   /** stores blocks a head message carried (already checked against their CIDs) */
@@ -153,6 +163,15 @@ export class Syncer {
     } while (this.dirty.has(producer) && !this.stopped)
   }
 
+  /** @returns the blocks of `cids` in order: in one batch where that pays, else one by one */
+  private async fetchMany (producer: string, cids: readonly CID[]): Promise<Uint8Array[]> {
+    let bulk = new Map<string, Uint8Array>()
+    if (this.init.getBlocks != null && cids.length >= 8) {
+      bulk = await this.init.getBlocks(producer, cids, { signal: this.abort.signal, onBlocks: () => {} }).catch(() => bulk)
+    }
+    return await mapLimit(cids, 64, async (cid) => bulk.get(cid.toString()) ?? await this.fetch(cid))
+  }
+
   private async fetch (cid: CID): Promise<Uint8Array> {
     return await this.init.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(this.init.fetchTimeout), this.abort.signal]) })
   }
@@ -182,16 +201,29 @@ export class Syncer {
     }
 
     const list = async (path: string, cid: CID): Promise<DirEntry[]> => (await read(path, cid)).entries
-    // A HAMT bucket: descend only into shards whose CID changed since the last walk.
-    // Sibling shards are fetched in parallel: a large catch-up walks hundreds of them.
+    // A HAMT bucket: descend only into shards whose CID changed since the last walk, one level at a
+    // time, each level's shards fetched together: a large catch-up walks hundreds of them.
     const listBucket = async (path: string, cid: CID, out: DirEntry[]): Promise<void> => {
-      const node = await read(path, cid)
-      out.push(...node.entries)
-      const changed = node.shards.filter((shard) => seen.get(`${path}#${shard.label}`) !== shard.cid.toString())
-      await mapLimit(changed, 64, async (shard) => {
-        await listBucket(`${path}#${shard.label}`, shard.cid, out)
-        walked.set(`${path}#${shard.label}`, shard.cid.toString())
-      })
+      let level = [{ path, cid }]
+      while (level.length > 0) {
+        const got = await this.fetchMany(producer, level.map((l) => l.cid))
+        const next: typeof level = []
+        for (const [i, l] of level.entries()) {
+          let node: DirectoryNode
+          try {
+            node = readDirectoryNode(got[i])
+          } catch (err) {
+            throw new Error(`${producer}/${l.path} is not a directory: ${(err as Error).message}`)
+          }
+          out.push(...node.entries)
+          for (const shard of node.shards) {
+            const p = `${l.path}#${shard.label}`
+            if (seen.get(p) !== shard.cid.toString()) next.push({ path: p, cid: shard.cid })
+          }
+          if (l.path !== path) walked.set(l.path, l.cid.toString())
+        }
+        level = next
+      }
     }
 
     const days = await list('', root)
@@ -220,73 +252,105 @@ export class Syncer {
       }
       walked.set(day.name, day.cid.toString())
     }
-    if (candidates.length > this.init.limits.maxFilesPerWalk) {
-      // Take the lowest seqs now and walk again for the rest: memory stays bounded on a long catch-up.
-      candidates.sort((a, b) => a.seq - b.seq)
-      candidates.length = this.init.limits.maxFilesPerWalk
-      walked.clear()
-      this.dirty.add(producer)
-    }
     candidates.sort((a, b) => a.seq - b.seq)
 
     const t1 = performance.now()
     let done = 0
     let reported = Date.now()
     const started = reported
-    const files = await mapLimit(candidates, 512, async (c) => {
-      const bytes = await this.fetch(c.cid)
-      done++
+    const progress = (n: number): void => {
+      done += n
       // A backlog of more than a few hundred events reports its progress.
       if (candidates.length > 300 && (Date.now() - reported > 1000 || done === candidates.length)) {
         reported = Date.now()
         const rate = done / Math.max(0.001, (reported - started) / 1000)
         this.init.onProgress?.({ producer, done, total: candidates.length, rate: Math.round(rate), eta_s: Math.round((candidates.length - done) / rate) })
       }
-      return bytes
-    })
-    const t2 = performance.now()
-    const accepted: Array<{ envelope: EventEnvelope, cid: string }> = []
-    candidates.forEach((c, i) => {
-      const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, this.init.limits)
-      const rejection = 'envelope' in r ? this.init.checkEvent?.(r.envelope) : r.rejection
-      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
-      else if (rejection != null) rejected.push({ path: c.path, cid: c.cid.toString(), rejection, seq: c.seq })
-    })
-
-    // What was processed: the contiguous run of seqs found (accepted or quarantined) from processed+1.
-    // Seqs the tree no longer holds are gaps: recorded, then passed over.
-    const complete = walked.size > 0 || candidates.length === 0
-    const found = new Set([...candidates.map((c) => c.seq), ...oversized])
-    const top = complete && !this.dirty.has(producer) ? row.head_seq : (candidates.at(-1)?.seq ?? row.processed_seq)
-    const gaps: Array<[number, number]> = []
-    let start: number | undefined
-    for (let s = row.processed_seq + 1; s <= top; s++) {
-      if (!found.has(s)) { start ??= s; continue }
-      if (start != null) { gaps.push([start, s - 1]); start = undefined }
     }
-    if (start != null) gaps.push([start, top])
+    const fetchFiles = async (chunk: Candidate[]): Promise<Uint8Array[]> => {
+      let bulk = new Map<string, Uint8Array>()
+      if (this.init.getBlocks != null && chunk.length >= BULK_FROM) {
+        try {
+          bulk = await this.init.getBlocks(producer, chunk.map((c) => c.cid), { signal: this.abort.signal, onBlocks: progress })
+        } catch (err) {
+          this.init.log?.('debug', `bulk fetch from ${producer} failed, falling back to bitswap: ${(err as Error).message}`, { producer })
+        }
+      }
+      return await mapLimit(chunk, 512, async (c) => {
+        const got = bulk.get(c.cid.toString())
+        if (got != null) return got
+        const bytes = await this.fetch(c.cid)
+        progress(1)
+        return bytes
+      })
+    }
 
-    const now = Date.now()
-    const added: EventEnvelope[] = []
-    db.transaction(() => {
-      for (const a of accepted) if (insertEvent(db, a.envelope, a.cid, now)) added.push(a.envelope)
-      for (const r of rejected) {
-        db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)',
-          [producer, r.path, r.cid ?? null, r.rejection.reason, r.rejection.detail, now])
+    // The directories are walked once; the files are fetched, checked and stored in chunks of at most
+    // max-files-per-walk, so memory stays bounded on a long catch-up, and the next chunk is on its way
+    // while one is stored. What was processed is the contiguous run of seqs found (accepted or
+    // quarantined) from processed+1; seqs the tree no longer holds are gaps: recorded, then passed over.
+    const found = new Set([...candidates.map((c) => c.seq), ...oversized])
+    const size = Math.max(1, this.init.limits.maxFilesPerWalk)
+    const chunks: Candidate[][] = []
+    for (let i = 0; i < candidates.length; i += size) chunks.push(candidates.slice(i, i + size))
+    if (chunks.length === 0) chunks.push([])
+    let prevTop = row.processed_seq
+    // A prefetch that fails while the chunk before it is stored must not become an unhandled rejection.
+    const prefetch = (chunk: Candidate[]): Promise<Uint8Array[]> => { const p = fetchFiles(chunk); p.catch(() => {}); return p }
+    let fetching = prefetch(chunks[0])
+    let fetchMs = 0
+    let storeMs = 0
+    for (let k = 0; k < chunks.length; k++) {
+      const chunk = chunks[k]
+      const f0 = performance.now()
+      const files = await fetching
+      fetchMs += performance.now() - f0
+      if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
+      const s0 = performance.now()
+      const last = k === chunks.length - 1
+      const top = last ? row.head_seq : chunk[chunk.length - 1].seq
+      const accepted: Array<{ envelope: EventEnvelope, cid: string }> = []
+      const chunkRejected = rejected.filter((r) => r.seq == null ? k === 0 : (r.seq > prevTop && (last || r.seq <= top)))
+      chunk.forEach((c, i) => {
+        const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, this.init.limits)
+        const rejection = 'envelope' in r ? this.init.checkEvent?.(r.envelope) : r.rejection
+        if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
+        else if (rejection != null) chunkRejected.push({ path: c.path, cid: c.cid.toString(), rejection, seq: c.seq })
+      })
+      const gaps: Array<[number, number]> = []
+      let start: number | undefined
+      for (let seq = prevTop + 1; seq <= top; seq++) {
+        if (!found.has(seq)) { start ??= seq; continue }
+        if (start != null) { gaps.push([start, seq - 1]); start = undefined }
       }
-      for (const [from, to] of gaps) {
-        db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at) VALUES (?, ?, ?, ?)', [producer, from, to, now])
-      }
-      for (const [path, cid] of walked) {
-        db.run('INSERT INTO remote_dirs (producer, path, cid) VALUES (?, ?, ?) ON CONFLICT (producer, path) DO UPDATE SET cid = excluded.cid', [producer, path, cid])
-      }
-      db.run('UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, last_error = NULL WHERE producer = ?',
-        [top, complete && !this.dirty.has(producer) ? 1 : 0, row.head_root, producer])
-    })
-    for (const r of rejected) this.init.onReject?.(r.rejection.reason, r.rejection.detail, { producer, path: r.path })
-    for (const [from, to] of gaps) this.init.log?.('warn', `gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to })
-    this.init.log?.('debug', `walked ${producer}: ${walked.size} directories in ${(t1 - t0).toFixed(0)} ms, ${candidates.length} files in ${(t2 - t1).toFixed(0)} ms, checked and stored in ${(performance.now() - t2).toFixed(0)} ms`, { producer })
-    if (added.length > 0) this.init.onIngested?.(added)
+      if (start != null) gaps.push([start, top])
+
+      const now = Date.now()
+      const added: EventEnvelope[] = []
+      db.transaction(() => {
+        for (const a of accepted) if (insertEvent(db, a.envelope, a.cid, now)) added.push(a.envelope)
+        for (const r of chunkRejected) {
+          db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)',
+            [producer, r.path, r.cid ?? null, r.rejection.reason, r.rejection.detail, now])
+        }
+        for (const [from, to] of gaps) {
+          db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at) VALUES (?, ?, ?, ?)', [producer, from, to, now])
+        }
+        if (last) {
+          for (const [path, cid] of walked) {
+            db.run('INSERT INTO remote_dirs (producer, path, cid) VALUES (?, ?, ?) ON CONFLICT (producer, path) DO UPDATE SET cid = excluded.cid', [producer, path, cid])
+          }
+        }
+        db.run('UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, last_error = NULL WHERE producer = ?',
+          [top, last ? 1 : 0, row.head_root, producer])
+      })
+      prevTop = top
+      for (const r of chunkRejected) this.init.onReject?.(r.rejection.reason, r.rejection.detail, { producer, path: r.path })
+      for (const [from, to] of gaps) this.init.log?.('warn', `gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to })
+      storeMs += performance.now() - s0
+      if (added.length > 0) this.init.onIngested?.(added)
+    }
+    this.init.log?.('debug', `walked ${producer}: ${walked.size} directories in ${(t1 - t0).toFixed(0)} ms, ${candidates.length} files in ${chunks.length} chunk(s), waited ${fetchMs.toFixed(0)} ms for them, checked and stored in ${storeMs.toFixed(0)} ms`, { producer })
   }
 }
 

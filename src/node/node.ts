@@ -17,6 +17,7 @@ import { migrate } from '../store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
 import { createIpfs, type CairnIpfs } from '../p2p/ipfs.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
+import { BlockExchange, MAX_BATCH } from '../p2p/blockExchange.ts'
 import { createHttpApp } from '../http/app.ts'
 import { HybridClock } from '../bus/hlc.ts'
 import { Outbox } from '../bus/outbox.ts'
@@ -82,6 +83,7 @@ export class CairnNode extends EventTarget {
   readonly metrics = new Metrics()
   access: AccessRules = { policy: new Map() }
   private headLimiter?: HeadLimiter
+  private blockExchange!: BlockExchange
   private readonly rejectLogged = new Map<string, number>()
   private readonly waiters = new Set<() => void>()
 
@@ -173,6 +175,7 @@ export class CairnNode extends EventTarget {
         self,
         clock: this.clock,
         getBlock: async (cid, options) => await this.getBlock(cid, options),
+        getBlocks: async (producer, cids, options) => await this.getBlocks(producer, cids, options),
         limits: { maxEventSize: cfg['max-event-size'], maxDepth: cfg['max-depth'], maxFilesPerWalk: cfg['max-files-per-walk'] },
         fetchTimeout: cfg['fetch-timeout'],
         storeBlocks: (blocks) => { this.blocks.db.transaction(() => { for (const b of blocks) this.blocks.putSync(b.cid, b.bytes) }) },
@@ -211,6 +214,8 @@ export class CairnNode extends EventTarget {
         log: this.log
       })
       await this.exchange.start()
+      this.blockExchange = new BlockExchange({ libp2p, get: (cid) => this.blocks.getSync(cid), log: this.log })
+      await this.blockExchange.start()
       const pubsub = libp2p.services.pubsub
       pubsub.topicValidators.set(this.headsTopic, async (_peer, msg) => {
         try {
@@ -289,6 +294,7 @@ export class CairnNode extends EventTarget {
     await this.syncer?.stop().catch(() => {})
     await this.plugins?.stop().catch(() => {})
     await this.exchange?.stop().catch(() => {})
+    await this.blockExchange?.stop().catch(() => {})
     await this.ipfs?.stop().catch((err: Error) => { this.log.warn(`stopping libp2p: ${err.message}`) })
     this.blocks?.db.close()
     this.db?.close()
@@ -441,6 +447,45 @@ export class CairnNode extends EventTarget {
     this.plugins.notify()
     this.extras.onEvents?.(events)
     this.dispatchEvent(new CustomEvent('events:ingested', { detail: events }))
+  }
+
+  /**
+   * Many blocks for a catch-up: local ones, then in batches over the blocks protocol, from the producer
+   * when it is connected (it holds its whole outbox), else from another peer that speaks it.
+   */
+  private async getBlocks (producer: string, cids: readonly CID[], options: { signal: AbortSignal, onBlocks: (n: number) => void }): Promise<Map<string, Uint8Array>> {
+    const out = new Map<string, Uint8Array>()
+    const missing: CID[] = []
+    for (const cid of cids) {
+      const local = this.blocks.getSync(cid)
+      if (local != null) out.set(cid.toString(), local)
+      else missing.push(cid)
+    }
+    options.onBlocks(out.size)
+    const libp2p = this.ipfs.libp2p
+    const others = libp2p.getPeers().filter((p) => p.toString() !== producer)
+    const first = others.length < libp2p.getPeers().length ? [peerIdFromString(producer)] : []
+    const peers: PeerId[] = []
+    for (const p of [...first, ...others]) if (await this.blockExchange.supports(p)) peers.push(p)
+    if (peers.length === 0) return out
+    const batches: CID[][] = []
+    for (let i = 0; i < missing.length; i += MAX_BATCH) batches.push(missing.slice(i, i + MAX_BATCH))
+    let next = 0
+    // A few batches in flight: some are answered while others' blocks are checked and stored.
+    await Promise.all([0, 1, 2, 3].map(async () => {
+      while (next < batches.length && !options.signal.aborted) {
+        const batch = batches[next++]
+        const signal = AbortSignal.any([options.signal, AbortSignal.timeout(this.config['fetch-timeout'] * 4)])
+        const got = await this.blockExchange.fetch(peers[0], batch, signal).catch((err: Error) => {
+          this.log.debug(`block batch from ${peers[0].toString()} failed: ${err.message}`)
+          return new Map<string, Uint8Array>()
+        })
+        this.blocks.db.transaction(() => { for (const cid of batch) { const b = got.get(cid.toString()); if (b != null) this.blocks.putSync(cid, b) } })
+        for (const [k, b] of got) out.set(k, b)
+        options.onBlocks(got.size)
+      }
+    }))
+    return out
   }
 
   private async getBlock (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {

@@ -197,13 +197,15 @@ describe('faults', () => {
       await a.start()
       const acked: string[] = []
       let error = ''
+      let status = 0
       for (let i = 0; i < 10_000 && error === ''; i++) {
         const res = await fetch(`http://${a.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: JSON.stringify({ type: 'test.fill', payload: { i, pad: 'x'.repeat(20_000) } }) })
         if (res.status === 200) acked.push((await res.json() as { event_id: string }).event_id)
-        else error = (await res.json() as { error: string }).error
+        else { status = res.status; error = (await res.json() as { error: string }).error }
       }
       expect(error).toMatch(/full|disk|space/i)
       expect(error).toContain('Cannot publish')
+      expect(status).toBe(503)
       await a.stop('SIGKILL')
       rmSync(join(a.dir, 'datastore'), { recursive: true, force: true })
       const ids = new Set(query<{ event_id: string }>(a.dir, 'SELECT event_id FROM events').map((r) => r.event_id))

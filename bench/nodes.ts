@@ -1,0 +1,226 @@
+/**
+ * The two systems under benchmark, behind one interface: a node process that publishes over loopback
+ * HTTP and reports every event it has applied, with the time the driver saw it.
+ * cairn runs as the compiled binary (`dist/cairn`) and reports through its live stream (`/v1/stream`);
+ * OrbitDB runs as `bench/orbitdb-node.ts` under Bun and reports on stdout.
+ */
+import { mkdirSync, readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import type { Subprocess } from 'bun'
+
+export const ROOT = resolve(import.meta.dir, '..')
+const BINARY = join(ROOT, 'dist', 'cairn')
+const BUN = process.execPath
+
+/** 100-byte payloads: an id the driver matches on, padded. */
+export function payload (id: string): { id: string, pad: string } {
+  return { id, pad: 'x'.repeat(Math.max(0, 100 - JSON.stringify({ id, pad: '' }).length)) }
+}
+
+/** Reads a process's peak resident set (VmHWM) in MiB, and its CPU seconds so far. */
+export function procStats (pid: number): { peakRssMiB: number, cpuSeconds: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+    const hwm = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return { peakRssMiB: hwm, cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100 }
+  } catch {
+    return { peakRssMiB: 0, cpuSeconds: 0 }
+  }
+}
+
+export abstract class BenchNode {
+  readonly dir: string
+  proc?: Subprocess<'ignore', 'pipe', 'pipe'>
+  http = ''
+  addrs: string[] = []
+  /** event id → when the driver saw it applied here (performance.now()) */
+  readonly applied = new Map<string, number>()
+  /** peak RSS over every incarnation of this node */
+  peakRssMiB = 0
+  stderr = ''
+  onApplied?: (id: string, at: number) => void
+
+  constructor (dir: string) {
+    this.dir = dir
+  }
+
+  abstract start (bootstrap: string[]): Promise<void>
+  abstract publish (id: string): Promise<void>
+
+  protected record (id: string): void {
+    if (this.applied.has(id)) return
+    const at = performance.now()
+    this.applied.set(id, at)
+    this.onApplied?.(id, at)
+  }
+
+  protected collectStderr (proc: Subprocess<'ignore', 'pipe', 'pipe'>): void {
+    void new Response(proc.stderr).text().then((t) => { this.stderr += t })
+  }
+
+  stats (): { peakRssMiB: number, cpuSeconds: number } {
+    const s = this.proc != null ? procStats(this.proc.pid) : { peakRssMiB: 0, cpuSeconds: 0 }
+    this.peakRssMiB = Math.max(this.peakRssMiB, s.peakRssMiB)
+    return s
+  }
+
+  async stop (): Promise<void> {
+    const proc = this.proc
+    if (proc == null) return
+    this.stats()
+    proc.kill('SIGTERM')
+    const timer = setTimeout(() => { proc.kill('SIGKILL') }, 10_000)
+    await proc.exited
+    clearTimeout(timer)
+    this.proc = undefined
+  }
+}
+
+async function post (url: string, body: unknown, token?: string): Promise<void> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token != null ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) })
+  if (res.status !== 200) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
+  await res.arrayBuffer()
+}
+
+export class CairnNode extends BenchNode {
+  private token = ''
+  private cursor = '0'
+  private streamAbort?: AbortController
+  /** more `cairn run` flags */
+  extraArgs: string[] = []
+  /** how to run cairn (default: the compiled binary); for profiling, e.g. [bun, '--cpu-prof-md', 'mod.ts'] */
+  command: string[] = [BINARY]
+
+  static async create (dir: string, swarmKey?: string): Promise<CairnNode> {
+    const r = Bun.spawnSync([BINARY, 'init', '--data', dir, ...(swarmKey != null ? ['--swarm-key', swarmKey] : ['--new-network'])], { stderr: 'pipe' })
+    if (r.exitCode !== 0) throw new Error(`cairn init: ${r.stderr.toString()}`)
+    return new CairnNode(dir)
+  }
+
+  get swarmKey (): string { return join(this.dir, 'swarm.key') }
+
+  async start (bootstrap: string[]): Promise<void> {
+    const proc = Bun.spawn([...this.command, 'run', '--data', this.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'warn', ...this.extraArgs, ...bootstrap.flatMap((b) => ['--bootstrap', b])], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+    this.proc = proc
+    this.collectStderr(proc)
+    const deadline = Date.now() + 60_000
+    for (;;) {
+      if (proc.exitCode != null) throw new Error(`cairn run exited: ${this.stderr}`)
+      if (Date.now() > deadline) throw new Error('cairn run did not start in 60 s')
+      try {
+        const info = JSON.parse(readFileSync(join(this.dir, 'node.json'), 'utf8'))
+        if (info.pid === proc.pid) { this.http = info.http; this.addrs = info.addrs; break }
+      } catch {}
+      await Bun.sleep(10)
+    }
+    this.token = readFileSync(join(this.dir, 'api.token'), 'utf8').trim()
+    await this.follow()
+  }
+
+  /** Follows `/v1/stream` from the last cursor seen, so a restart resumes with no gap and no repeat. */
+  private async follow (): Promise<void> {
+    const abort = new AbortController()
+    this.streamAbort = abort
+    const res = await fetch(`http://${this.http}/v1/stream`, { headers: { authorization: `Bearer ${this.token}`, 'last-event-id': this.cursor }, signal: abort.signal })
+    if (res.body == null) throw new Error('no stream body')
+    const reader = res.body.getReader()
+    void (async () => {
+      const dec = new TextDecoder()
+      let buf = ''
+      try {
+        for (;;) {
+          const { value, done } = await reader.read()
+          if (done) return
+          buf += dec.decode(value, { stream: true })
+          let end: number
+          while ((end = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, end)
+            buf = buf.slice(end + 2)
+            if (!block.includes('event: event')) continue
+            const id = /^id: ?(.*)$/m.exec(block)?.[1]
+            const data = /^data: ?(.*)$/m.exec(block)?.[1]
+            if (id != null) this.cursor = id
+            if (data != null) this.record((JSON.parse(data) as { payload: { id: string } }).payload.id)
+          }
+        }
+      } catch {}
+    })()
+  }
+
+  async publish (id: string): Promise<void> {
+    await post(`http://${this.http}/v1/events`, { type: 'bench.event', payload: payload(id) }, this.token)
+  }
+
+  override async stop (): Promise<void> {
+    this.streamAbort?.abort()
+    await super.stop()
+  }
+}
+
+export class OrbitNode extends BenchNode {
+  readonly swarmKey: string
+  address?: string
+
+  constructor (dir: string, swarmKey: string, address?: string) {
+    super(dir)
+    this.swarmKey = swarmKey
+    this.address = address
+  }
+
+  static create (dir: string, swarmKey?: string, address?: string): OrbitNode {
+    mkdirSync(dir, { recursive: true })
+    let key = swarmKey
+    if (key == null) {
+      key = join(dir, 'swarm.key')
+      const hex = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
+      Bun.write(key, `/key/swarm/psk/1.0.0/\n/base16/\n${hex}\n`)
+    }
+    return new OrbitNode(dir, key, address)
+  }
+
+  async start (bootstrap: string[]): Promise<void> {
+    const proc = Bun.spawn([BUN, join(ROOT, 'bench', 'orbitdb-node.ts'), '--dir', this.dir, '--swarm-key', this.swarmKey, ...(this.address != null ? ['--address', this.address] : []), ...bootstrap.flatMap((b) => ['--bootstrap', b])], { cwd: join(ROOT, 'bench'), stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+    this.proc = proc
+    this.collectStderr(proc)
+    const { promise: isReady, resolve: ready, reject: failed } = Promise.withResolvers<void>()
+    void (async () => {
+      const dec = new TextDecoder()
+      let buf = ''
+      const reader = proc.stdout.getReader()
+      for (;;) {
+        const { value, done } = await reader.read()
+        if (done) break
+        buf += dec.decode(value, { stream: true })
+        let end: number
+        while ((end = buf.indexOf('\n')) >= 0) {
+          const line = JSON.parse(buf.slice(0, end))
+          buf = buf.slice(end + 1)
+          if (line.applied != null) this.record(line.applied)
+          else if (line.ready != null) {
+            this.http = line.ready.http
+            this.addrs = line.ready.addrs
+            this.address = line.ready.address
+            ready()
+          }
+        }
+      }
+      failed(new Error(`orbitdb node exited: ${this.stderr}`))
+    })()
+    await isReady
+  }
+
+  async publish (id: string): Promise<void> {
+    await post(`http://${this.http}/v1/events`, { payload: payload(id) })
+  }
+}
+
+export type SystemName = 'cairn' | 'orbitdb'
+
+/** Creates node `name` of `system` in `parent`; later nodes join the first one's network (and OrbitDB database). */
+export async function createNode (system: SystemName, parent: string, name: string, first?: BenchNode): Promise<BenchNode> {
+  const dir = join(parent, name)
+  if (system === 'cairn') return await CairnNode.create(dir, first != null ? (first as CairnNode).swarmKey : undefined)
+  return OrbitNode.create(dir, first != null ? (first as OrbitNode).swarmKey : undefined, first != null ? (first as OrbitNode).address : undefined)
+}

@@ -1,0 +1,267 @@
+/**
+ * cairn side by side with OrbitDB 4, on 127.0.0.1, two processes per system, 100-byte payloads.
+ *
+ *   npm run bench                        # every workload, both systems
+ *   BENCH_ONLY=latency,catchup npm run bench
+ *   BENCH_SYSTEMS=cairn npm run bench    # skip OrbitDB
+ *
+ * OrbitDB is installed into bench/node_modules on first use (bench/package.json), never into cairn's own.
+ * Prints one table per workload (cairn, OrbitDB, ratio) and writes them to bench/results.md.
+ */
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir, cpus, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { createNode, procStats, ROOT, type BenchNode, type SystemName } from './nodes.ts'
+
+const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim())
+const SYSTEMS = (process.env.BENCH_SYSTEMS?.split(',') ?? ['cairn', 'orbitdb']) as SystemName[]
+const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 180_000)
+
+type Figure = number | string
+interface Row { figure: string, unit: string, better: 'lower' | 'higher', values: Partial<Record<SystemName, Figure>> }
+const tables: Array<{ title: string, rows: Row[] }> = []
+
+if (SYSTEMS.includes('orbitdb') && !existsSync(join(ROOT, 'bench/node_modules/@orbitdb/core'))) {
+  console.error('# installing OrbitDB into bench/node_modules (bench/package.json)')
+  const r = Bun.spawnSync(['npm', 'install', '--no-audit', '--no-fund'], { cwd: join(ROOT, 'bench'), stdout: 'inherit', stderr: 'inherit' })
+  if (r.exitCode !== 0) throw new Error('npm install in bench/ failed')
+}
+
+// ---------------------------------------------------------------- helpers
+
+const quantile = (xs: number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]
+}
+const round = (x: number, digits = 1): number => Number(x.toFixed(digits))
+const sleep = async (ms: number): Promise<void> => { await Bun.sleep(ms) }
+let seq = 0
+const newId = (): string => `e${process.pid}-${++seq}`
+
+/** Runs `fn` against a fresh set of nodes and always tears them down. */
+async function withNodes<T> (system: SystemName, count: number, fn: (nodes: BenchNode[]) => Promise<T>, topology: 'star' | 'chain' = 'star'): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), `cairn-bench-${system}-`))
+  const nodes: BenchNode[] = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const node = await createNode(system, dir, `n${i}`, nodes[0])
+      await node.start(i === 0 ? [] : [(topology === 'chain' ? nodes[i - 1] : nodes[0]).addrs[0]])
+      nodes.push(node)
+    }
+    return await fn(nodes)
+  } finally {
+    for (const n of nodes) await n.stop().catch(() => {})
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** Resolves when every id in `ids` is applied on `node`, or throws with how far it got. */
+async function allApplied (node: BenchNode, ids: string[], timeoutMs = TIMEOUT_MS): Promise<number> {
+  const deadline = performance.now() + timeoutMs
+  for (;;) {
+    let missing = 0
+    let last = 0
+    for (const id of ids) {
+      const at = node.applied.get(id)
+      if (at == null) missing++
+      else if (at > last) last = at
+    }
+    if (missing === 0) return last
+    if (performance.now() > deadline) throw new Error(`timed out: ${ids.length - missing} of ${ids.length} applied after ${timeoutMs / 1000} s`)
+    await sleep(5)
+  }
+}
+
+/** Publishes `ids` on `node` with at most `concurrency` in flight; @returns when the last was acknowledged */
+async function publishAll (node: BenchNode, ids: string[], concurrency: number): Promise<number> {
+  let next = 0
+  await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, async () => {
+    while (next < ids.length) await node.publish(ids[next++])
+  }))
+  return performance.now()
+}
+
+/** Publishes at a fixed rate (not waiting for acknowledgements); @returns the send time per id */
+async function publishAtRate (node: BenchNode, count: number, perSecond: number): Promise<Map<string, number>> {
+  const sent = new Map<string, number>()
+  const pending: Array<Promise<void>> = []
+  const start = performance.now()
+  for (let i = 0; i < count; i++) {
+    const due = start + i * 1000 / perSecond
+    const wait = due - performance.now()
+    if (wait > 1) await sleep(wait)
+    const id = newId()
+    sent.set(id, performance.now())
+    pending.push(node.publish(id))
+  }
+  await Promise.all(pending)
+  return sent
+}
+
+function latencies (sent: Map<string, number>, at: BenchNode[]): number[] {
+  return [...sent].map(([id, t0]) => Math.max(...at.map((n) => n.applied.get(id)!)) - t0)
+}
+
+/** Collects rows for one workload across systems: `measure` returns figure → value for one system. */
+async function workload (key: string, title: string, measure: (system: SystemName) => Promise<Array<[string, string, 'lower' | 'higher', Figure]>>): Promise<void> {
+  if (ONLY != null && !ONLY.includes(key)) return
+  const rows = new Map<string, Row>()
+  for (const system of SYSTEMS) {
+    console.error(`# ${title}: ${system}`)
+    let figures: Array<[string, string, 'lower' | 'higher', Figure]>
+    try {
+      figures = await measure(system)
+    } catch (err) {
+      console.error(`  ${system} failed: ${(err as Error).message}`)
+      figures = [['result', '', 'lower', `failed: ${(err as Error).message}`]]
+    }
+    for (const [figure, unit, better, value] of figures) {
+      const row = rows.get(figure) ?? { figure, unit, better, values: {} }
+      row.values[system] = value
+      rows.set(figure, row)
+      console.error(`  ${figure}: ${value} ${unit}`)
+    }
+  }
+  tables.push({ title, rows: [...rows.values()] })
+}
+
+const memoryFigures = (nodes: BenchNode[], names = ['A', 'B']): Array<[string, string, 'lower', Figure]> =>
+  nodes.map((n, i) => { n.stats(); return [`peak RSS ${names[i] ?? `node ${i}`}`, 'MiB', 'lower', round(n.peakRssMiB, 0)] })
+
+const latencyFigures = (label: string, ms: number[]): Array<[string, string, 'lower', Figure]> => [
+  [`${label} p50`, 'ms', 'lower', round(quantile(ms, 0.5))],
+  [`${label} p95`, 'ms', 'lower', round(quantile(ms, 0.95))],
+  [`${label} p99`, 'ms', 'lower', round(quantile(ms, 0.99))],
+  [`${label} max`, 'ms', 'lower', round(Math.max(...ms))]
+]
+
+// ---------------------------------------------------------------- workloads
+
+await workload('latency', '1. Latency: 200 events at 20/s, publish on A → applied on B', async (system) => await withNodes(system, 2, async ([a, b]) => {
+  const warm = Array.from({ length: 20 }, newId)
+  await publishAll(a, warm, 1)
+  await allApplied(b, warm)
+  const sent = await publishAtRate(a, 200, 20)
+  await allApplied(b, [...sent.keys()])
+  return [...latencyFigures('latency', latencies(sent, [b])), ...memoryFigures([a, b])]
+}))
+
+await workload('throughput', '2. Throughput: 5,000 events back to back (100 in flight)', async (system) => await withNodes(system, 2, async ([a, b]) => {
+  const ids = Array.from({ length: 5000 }, newId)
+  const t0 = performance.now()
+  const acked = await publishAll(a, ids, 100)
+  const replicated = await allApplied(b, ids)
+  return [
+    ['publish rate on A', 'events/s', 'higher', Math.round(ids.length / ((acked - t0) / 1000))],
+    ['replication rate (until B has all)', 'events/s', 'higher', Math.round(ids.length / ((replicated - t0) / 1000))],
+    ...memoryFigures([a, b])
+  ]
+}))
+
+async function catchUp (system: SystemName, n: number): Promise<Array<[string, string, 'lower' | 'higher', Figure]>> {
+  return await withNodes(system, 2, async ([a, b]) => {
+    const warm = Array.from({ length: 10 }, newId)
+    await publishAll(a, warm, 1)
+    await allApplied(b, warm)
+    await b.stop()
+    const ids = Array.from({ length: n }, newId)
+    await publishAll(a, ids, 100)
+    const t0 = performance.now()
+    await b.start([a.addrs[0]])
+    const started = performance.now()
+    const done = await allApplied(b, ids, Math.max(TIMEOUT_MS, n))
+    const label = n.toLocaleString('en')
+    return [
+      [`catch-up ${label}: time from restart`, 's', 'lower', round((done - t0) / 1000, 2)],
+      [`catch-up ${label}: rate from restart`, 'events/s', 'higher', Math.round(n / ((done - t0) / 1000))],
+      [`catch-up ${label}: rate once listening`, 'events/s', 'higher', Math.round(n / ((done - started) / 1000))],
+      ...memoryFigures([a, b]).map(([f, u, bt, v]) => [`${f} (${label})`, u, bt, v] as [string, string, 'lower', Figure])
+    ]
+  })
+}
+
+await workload('catchup', '3. Catch-up: B stops, A publishes, B restarts', async (system) => {
+  const figures = await catchUp(system, 5000)
+  if (system === 'cairn') figures.push(...await catchUp(system, 100_000))
+  return figures
+})
+
+await workload('load', '4. Latency under load: 5,000 events at 1,000/s', async (system) => await withNodes(system, 2, async ([a, b]) => {
+  const warm = Array.from({ length: 20 }, newId)
+  await publishAll(a, warm, 1)
+  await allApplied(b, warm)
+  const sent = await publishAtRate(a, 5000, 1000)
+  await allApplied(b, [...sent.keys()])
+  return [...latencyFigures('latency at 1,000/s', latencies(sent, [b])), ...memoryFigures([a, b])]
+}))
+
+await workload('scale', '5. Scale: 10 nodes in a chain of bootstraps, one publishing 100 events at 20/s', async (system) => await withNodes(system, 10, async (nodes) => {
+  const warm = Array.from({ length: 10 }, newId)
+  await publishAll(nodes[0], warm, 1)
+  for (const n of nodes) await allApplied(n, warm)
+  const cpu0 = nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
+  const t0 = performance.now()
+  const sent = await publishAtRate(nodes[0], 100, 20)
+  for (const n of nodes) await allApplied(n, [...sent.keys()])
+  const wall = (performance.now() - t0) / 1000
+  const cpu = nodes.map((n, i) => (procStats(n.proc!.pid).cpuSeconds - cpu0[i]) / wall * 100)
+  const rss = nodes.map((n) => { n.stats(); return n.peakRssMiB })
+  return [
+    ...latencyFigures('to the farthest node', latencies(sent, nodes)),
+    ['CPU of the publisher', '% of a core', 'lower', round(cpu[0])],
+    ['CPU per other node (median)', '% of a core', 'lower', round(quantile(cpu.slice(1), 0.5))],
+    ['peak RSS per node (max)', 'MiB', 'lower', round(Math.max(...rss), 0)]
+  ]
+}, 'chain'))
+
+await workload('dirsize', '6. Cost versus directory size: one new event when the outbox holds N', async (system) => await withNodes(system, 2, async ([a, b]) => {
+  const figures: Array<[string, string, 'lower' | 'higher', Figure]> = []
+  let have = 0
+  for (const n of [1000, 10_000, 100_000]) {
+    const label = n.toLocaleString('en')
+    if (system === 'orbitdb' && n > 10_000) { figures.push([`sync one new event at ${label}`, 'ms', 'lower', 'not run (filling takes too long)']); continue }
+    const fill = Array.from({ length: n - have }, newId)
+    await publishAll(a, fill, 100)
+    await allApplied(b, fill, Math.max(TIMEOUT_MS, n * 5))
+    have = n
+    await sleep(500)
+    const ms: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const id = newId()
+      const t0 = performance.now()
+      await a.publish(id)
+      ms.push(await allApplied(b, [id]) - t0)
+      have++
+      await sleep(100)
+    }
+    figures.push([`sync one new event at ${label} (median of 5)`, 'ms', 'lower', round(quantile(ms, 0.5))])
+  }
+  return [...figures, ...memoryFigures([a, b])]
+}))
+
+// ---------------------------------------------------------------- report
+
+const fmt = (v: Figure | undefined): string => v == null ? '–' : typeof v === 'number' ? v.toLocaleString('en') : v
+function ratio (r: Row): string {
+  const c = r.values.cairn
+  const o = r.values.orbitdb
+  if (typeof c !== 'number' || typeof o !== 'number' || c === 0 || o === 0) return '–'
+  const x = r.better === 'lower' ? o / c : c / o
+  return x >= 1 ? `cairn ${round(x, x >= 10 ? 0 : 1)}× better` : `OrbitDB ${round(1 / x, 1)}× better`
+}
+
+const version = Bun.spawnSync([join(ROOT, 'dist', 'cairn'), '--version']).stdout.toString().trim()
+const orbitVersion = existsSync(join(ROOT, 'bench/node_modules/@orbitdb/core/package.json')) ? (await Bun.file(join(ROOT, 'bench/node_modules/@orbitdb/core/package.json')).json()).version : 'not installed'
+const lines = [
+  `Run ${new Date().toISOString()} on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${round(totalmem() / 2 ** 30, 0)} GiB; ${version}; @orbitdb/core ${orbitVersion}; Bun ${Bun.version}.`,
+  ''
+]
+for (const t of tables) {
+  lines.push(`### ${t.title}`, '', '| figure | cairn | OrbitDB | ratio |', '|---|---:|---:|---|')
+  for (const r of t.rows) lines.push(`| ${r.figure}${r.unit !== '' ? ` (${r.unit})` : ''} | ${fmt(r.values.cairn)} | ${fmt(r.values.orbitdb)} | ${ratio(r)} |`)
+  lines.push('')
+}
+const report = lines.join('\n')
+console.log(report)
+writeFileSync(join(ROOT, 'bench', 'results.md'), report)
+process.exit(0)

@@ -1,0 +1,97 @@
+/**
+ * Soak: three cairn nodes (the compiled binary) on loopback, 200 events per second spread over all
+ * three publishers, for SOAK_MINUTES (default 30). Housekeeping prunes with a 5-minute retention, so the
+ * outbox turns over during the run. Every SOAK_SAMPLE_S seconds (default 60) it records each node's RSS,
+ * open file descriptors, outbox files, and the p95 latency to the farthest node of the events sent in
+ * that window. At the end every node must hold every event, exactly once.
+ *
+ *   npm run soak                       # 30 minutes
+ *   SOAK_MINUTES=2 SOAK_SAMPLE_S=10 npm run soak
+ *
+ * Writes the curve to bench/soak-results.md.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Database } from 'bun:sqlite'
+import { CairnNode, ROOT } from './nodes.ts'
+
+const MINUTES = Number(process.env.SOAK_MINUTES ?? 30)
+const SAMPLE_S = Number(process.env.SOAK_SAMPLE_S ?? 60)
+const RATE = Number(process.env.SOAK_RATE ?? 200)
+const PUBLISHERS = Number(process.env.SOAK_PUBLISHERS ?? 3)
+
+const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
+const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length
+const p95 = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? 0 : s[Math.ceil(0.95 * s.length) - 1] }
+
+const dir = mkdtempSync(join(tmpdir(), 'cairn-soak-'))
+const nodes: CairnNode[] = []
+try {
+  for (let i = 0; i < 3; i++) {
+    const n = await CairnNode.create(join(dir, `n${i}`), nodes[0]?.swarmKey)
+    n.extraArgs = ['--retention', '5m', '--retention-max', '1h', '--housekeeping-interval', '1m']
+    await n.start(i === 0 ? [] : [nodes[0].addrs[0]])
+    nodes.push(n)
+  }
+  const rows: string[] = []
+  const header = `| minute | RSS MiB (n0 / n1 / n2) | fds (n0 / n1 / n2) | outbox files (n0 / n1 / n2) | events sent | p95 latency to all three (ms) |`
+  console.log(header)
+  const sent = new Map<string, number>()
+  let windowIds: string[] = []
+  const samples: Array<{ t: number, rss: number[], fds: number[] }> = []
+  const start = performance.now()
+  const end = start + MINUTES * 60_000
+  let nextSample = start + SAMPLE_S * 1000
+  let i = 0
+  let failures = 0
+  const inflight = new Set<Promise<void>>()
+  while (performance.now() < end) {
+    const due = start + i * 1000 / RATE
+    const wait = due - performance.now()
+    if (wait > 1) await Bun.sleep(wait)
+    const id = `s${i}`
+    const node = nodes[i % PUBLISHERS]
+    sent.set(id, performance.now())
+    windowIds.push(id)
+    const p = node.publish(id).catch(() => { failures++ }).finally(() => { inflight.delete(p) })
+    inflight.add(p)
+    i++
+    if (performance.now() >= nextSample) {
+      nextSample += SAMPLE_S * 1000
+      const ids = windowIds
+      windowIds = []
+      // latency of the previous window, measured once the window's events had a second to land
+      await Bun.sleep(1000)
+      const lat = ids.map((id) => Math.max(...nodes.map((n) => n.applied.get(id) ?? Infinity)) - sent.get(id)!).filter(Number.isFinite)
+      const st = await Promise.all(nodes.map(async (n) => await (await fetch(`http://${n.http}/status`)).json() as { outbox: { files: number } }))
+      const sample = { t: (performance.now() - start) / 60_000, rss: nodes.map((n) => rssMiB(n.proc!.pid)), fds: nodes.map((n) => fds(n.proc!.pid)) }
+      samples.push(sample)
+      const row = `| ${sample.t.toFixed(1)} | ${sample.rss.map((r) => r.toFixed(0)).join(' / ')} | ${sample.fds.join(' / ')} | ${st.map((s) => s.outbox.files).join(' / ')} | ${i} | ${p95(lat).toFixed(1)} |`
+      rows.push(row)
+      console.log(row)
+    }
+  }
+  await Promise.all(inflight)
+  const deadline = Date.now() + 120_000
+  while (Date.now() < deadline && nodes.some((n) => n.applied.size < i)) await Bun.sleep(200)
+  const counts = nodes.map((n) => {
+    const db = new Database(join(n.dir, 'cairn.db'), { readonly: true })
+    const r = db.query('SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events').get() as { n: number, d: number }
+    db.close()
+    return r
+  })
+  const first = samples[0]
+  const last = samples.at(-1)
+  const summary = [
+    `Soak: 3 nodes, ${RATE} events/s for ${MINUTES} min, retention 5m, housekeeping every 1m; ${i} published, ${failures} publish failures.`,
+    `Rows per node: ${counts.map((c) => `${c.n} (${c.d} distinct)`).join(', ')}; every node applied every event: ${nodes.every((n) => n.applied.size === i)}.`,
+    first != null && last != null ? `RSS from the first to the last sample: ${first.rss.map((r, k) => `${r.toFixed(0)} → ${last.rss[k].toFixed(0)} MiB`).join(', ')}; fds: ${first.fds.map((f, k) => `${f} → ${last.fds[k]}`).join(', ')}.` : ''
+  ]
+  console.log(summary.join('\n'))
+  writeFileSync(join(ROOT, 'bench', 'soak-results.md'), [...summary, '', header, '|---|---|---|---|---|---|', ...rows, ''].join('\n'))
+} finally {
+  for (const n of nodes) await n.stop().catch(() => {})
+  rmSync(dir, { recursive: true, force: true })
+}
+process.exit(0)
