@@ -83,7 +83,7 @@ export class CairnNode extends EventTarget {
   readonly metrics = new Metrics()
   access: AccessRules = { policy: new Map() }
   private headLimiter?: HeadLimiter
-  private blockExchange!: BlockExchange
+  blockExchange!: BlockExchange
   private readonly rejectLogged = new Map<string, number>()
   private readonly waiters = new Set<() => void>()
 

@@ -32,6 +32,8 @@ export interface BlockExchangeInit {
 
 export class BlockExchange {
   private readonly init: BlockExchangeInit
+  /** blocks this node has served */
+  served = 0
 
   constructor (init: BlockExchangeInit) {
     this.init = init
@@ -98,7 +100,9 @@ export class BlockExchange {
       }
       // Write in slices, so a large answer does not sit in memory twice.
       for (let i = 0; i < cids.length; i += 64) {
-        await lp.writeV(cids.slice(i, i + 64).map((c) => this.init.get(c) ?? new Uint8Array(0)), { signal })
+        const blocks = cids.slice(i, i + 64).map((c) => this.init.get(c) ?? new Uint8Array(0))
+        this.served += blocks.filter((b) => b.length > 0).length
+        await lp.writeV(blocks, { signal })
       }
       await stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {})
     } catch (err) {
