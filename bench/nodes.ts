@@ -116,7 +116,8 @@ export class CairnNode extends BenchNode {
       await Bun.sleep(10)
     }
     this.token = readFileSync(join(this.dir, 'api.token'), 'utf8').trim()
-    await this.follow()
+    // Not awaited: the stream's headers come with its first event, and it resumes from the cursor anyway.
+    void this.follow().catch((err: Error) => { this.stderr += `stream: ${err.message}\n` })
   }
 
   /** Follows `/v1/stream` from the last cursor seen, so a restart resumes with no gap and no repeat. */

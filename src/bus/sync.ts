@@ -185,7 +185,9 @@ export class Syncer {
     if (row == null || row.head_root == null || (row.head_root === row.synced_root && row.processed_seq >= row.head_seq)) return
     const root = CID.parse(row.head_root)
     const t0 = performance.now()
-    const seen = new Map(db.all<{ path: string, cid: string }>('SELECT path, cid FROM remote_dirs WHERE producer = ?', [producer]).map((r) => [r.path, r.cid]))
+    // The CID each directory had at the last walk, looked up per directory visited: a producer with a
+    // large outbox has tens of thousands of shards, and loading them all made every walk slower.
+    const seen = { get: (path: string): string | undefined => db.get<{ cid: string }>('SELECT cid FROM remote_dirs WHERE producer = ? AND path = ?', [producer, path])?.cid }
     const walked = new Map<string, string>()
     const candidates: Candidate[] = []
     const rejected: Array<{ path: string, cid?: string, rejection: Rejection, seq?: number }> = []
