@@ -18,6 +18,7 @@
  * ```
  */
 import { main } from './src/cli/main.ts'
+import { stderr, stdout } from './src/runtime/stdio.ts'
 
 export { definePlugin, v } from './src/plugins/mod.ts'
 export type { Plugin, PluginEvent, PluginDb, ApplyContext, EffectContext, TypeHandler } from './src/plugins/mod.ts'
@@ -29,7 +30,7 @@ export { VERSION } from './src/version.ts'
 
 if (import.meta.main) {
   const code = await main(process.argv.slice(2))
-  // Output to a pipe is written asynchronously: let it drain before exiting, or a large listing is cut short.
-  await Promise.all([process.stdout, process.stderr].map(async (s) => { await new Promise((resolve) => s.write('', resolve)) }))
+  // Output to a pipe is written asynchronously: let all of it out before exiting, or a large listing is cut short.
+  await Promise.all([stdout.flush(), stderr.flush()])
   process.exit(code)
 }

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util'
+import { stderr, stdout } from '../runtime/stdio.ts'
 import { RUN_SETTINGS } from '../config/catalog.ts'
 import { readConfigFile, resolveSettings } from '../config/resolve.ts'
 import { envName } from '../config/settings.ts'
@@ -60,8 +61,8 @@ export function verbHelp (verb: Verb): string {
  * @returns the exit code
  */
 export async function main (argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
-  const out = (line: string): void => { process.stdout.write(line + '\n') }
-  const err = (line: string): void => { process.stderr.write(line + '\n') }
+  const out = (line: string): void => { stdout.line(line) }
+  const err = (line: string): void => { stderr.line(line) }
   const [first, ...rest] = argv
   if (first == null || first === '--help' || first === '-h' || first === 'help') {
     out(mainHelp())
