@@ -64,6 +64,8 @@ export class Syncer {
   private readonly failures = new Map<string, number>()
   private stopped = false
   private abort = new AbortController()
+  /** per producer, the walk under way: aborted when a newer head arrives while it has been stuck */
+  private readonly walks = new Map<string, { abort: AbortController, progress: number }>()
 
   constructor (init: SyncerInit) {
     this.init = init
@@ -105,6 +107,10 @@ export class Syncer {
       throw new InvalidHeadError('not_member', `Cannot accept head of ${head.producer}: it is not in the members list`)
     }
     const { db } = this.init
+    // Blocks carried by the hint spare the round trips; unreferenced ones are garbage-collected. They
+    // are kept even when the head is old (hints arrive out of order): a peer that walks to that head
+    // may ask this node for them.
+    if (blocks.length > 0) this.init.storeBlocks?.(blocks)
     const known = db.get<{ head_seq: number, head_hlc: string | null }>('SELECT head_seq, head_hlc FROM producers WHERE producer = ?', [head.producer])
     if (known != null && (head.seq < known.head_seq || (known.head_hlc != null && head.hlc <= known.head_hlc))) return 'old'
     this.init.clock.observe(head.hlc)
@@ -112,9 +118,11 @@ export class Syncer {
             ON CONFLICT (producer) DO UPDATE SET head_seq = excluded.head_seq, head_root = excluded.head_root, head_hlc = excluded.head_hlc,
               head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks`,
     [head.producer, head.seq, head.root, head.hlc, signed, Date.now(), JSON.stringify(head.acks)])
-    // Blocks carried by the hint spare the round trips; unreferenced ones are garbage-collected.
-    if (blocks.length > 0) this.init.storeBlocks?.(blocks)
     this.init.onHead?.(head)
+    // A walk that has waited over a second for a block of an older root (one that its relays may never
+    // have held) gives way to this head at once, instead of waiting out the fetch timeout.
+    const walk = this.walks.get(head.producer)
+    if (walk != null && performance.now() - walk.progress > 1000) walk.abort.abort(new Error('superseded by a newer head'))
     this.schedule(head.producer)
     return 'new'
   }
@@ -143,11 +151,15 @@ export class Syncer {
   private async walkLoop (producer: string): Promise<void> {
     do {
       this.dirty.delete(producer)
+      const walk = { abort: new AbortController(), progress: performance.now() }
+      this.walks.set(producer, walk)
       try {
         await this.walk(producer)
         this.failures.delete(producer)
       } catch (err) {
         if (this.stopped) return
+        // Superseded by a newer head: walk to that one now, this is no failure.
+        if (walk.abort.signal.aborted && this.dirty.has(producer)) continue
         const attempt = (this.failures.get(producer) ?? 0) + 1
         this.failures.set(producer, attempt)
         const delay = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6))
@@ -159,6 +171,8 @@ export class Syncer {
         }, delay)
         this.retry.set(producer, timer)
         return
+      } finally {
+        this.walks.delete(producer)
       }
     } while (this.dirty.has(producer) && !this.stopped)
   }
@@ -167,13 +181,25 @@ export class Syncer {
   private async fetchMany (producer: string, cids: readonly CID[]): Promise<Uint8Array[]> {
     let bulk = new Map<string, Uint8Array>()
     if (this.init.getBlocks != null && cids.length >= 8) {
-      bulk = await this.init.getBlocks(producer, cids, { signal: this.abort.signal, onBlocks: () => {} }).catch(() => bulk)
+      bulk = await this.init.getBlocks(producer, cids, { signal: this.walkSignal(producer), onBlocks: () => { this.progressed(producer) } }).catch(() => bulk)
     }
-    return await mapLimit(cids, 64, async (cid) => bulk.get(cid.toString()) ?? await this.fetch(cid))
+    return await mapLimit(cids, 64, async (cid) => bulk.get(cid.toString()) ?? await this.fetch(producer, cid))
   }
 
-  private async fetch (cid: CID): Promise<Uint8Array> {
-    return await this.init.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(this.init.fetchTimeout), this.abort.signal]) })
+  private async fetch (producer: string, cid: CID): Promise<Uint8Array> {
+    const bytes = await this.init.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(this.init.fetchTimeout), this.walkSignal(producer)]) })
+    this.progressed(producer)
+    return bytes
+  }
+
+  private walkSignal (producer: string): AbortSignal {
+    const walk = this.walks.get(producer)
+    return walk == null ? this.abort.signal : AbortSignal.any([this.abort.signal, walk.abort.signal])
+  }
+
+  private progressed (producer: string): void {
+    const walk = this.walks.get(producer)
+    if (walk != null) walk.progress = performance.now()
   }
 
   private async walk (producer: string): Promise<void> {
@@ -184,6 +210,7 @@ export class Syncer {
     // ahead of the processed one always needs a walk: that is how gaps are found.
     if (row == null || row.head_root == null || (row.head_root === row.synced_root && row.processed_seq >= row.head_seq)) return
     const root = CID.parse(row.head_root)
+    this.init.log?.('debug', `walking ${producer} to seq ${row.head_seq} (processed ${row.processed_seq})`, { producer })
     const t0 = performance.now()
     // The CID each directory had at the last walk, looked up per directory visited: a producer with a
     // large outbox has tens of thousands of shards, and loading them all made every walk slower.
@@ -195,7 +222,7 @@ export class Syncer {
 
     const read = async (path: string, cid: CID): Promise<DirectoryNode> => {
       try {
-        return readDirectoryNode(await this.fetch(cid))
+        return readDirectoryNode(await this.fetch(producer, cid))
       } catch (err) {
         if ((err as Error).name === 'TypeError') throw new Error(`${producer}/${path} is not a directory: ${(err as Error).message}`)
         throw err
@@ -273,7 +300,7 @@ export class Syncer {
       let bulk = new Map<string, Uint8Array>()
       if (this.init.getBlocks != null && chunk.length >= BULK_FROM) {
         try {
-          bulk = await this.init.getBlocks(producer, chunk.map((c) => c.cid), { signal: this.abort.signal, onBlocks: progress })
+          bulk = await this.init.getBlocks(producer, chunk.map((c) => c.cid), { signal: this.walkSignal(producer), onBlocks: (n) => { this.progressed(producer); progress(n) } })
         } catch (err) {
           this.init.log?.('debug', `bulk fetch from ${producer} failed, falling back to bitswap: ${(err as Error).message}`, { producer })
         }
@@ -281,7 +308,7 @@ export class Syncer {
       return await mapLimit(chunk, 512, async (c) => {
         const got = bulk.get(c.cid.toString())
         if (got != null) return got
-        const bytes = await this.fetch(c.cid)
+        const bytes = await this.fetch(producer, c.cid)
         progress(1)
         return bytes
       })

@@ -163,6 +163,7 @@ export class CairnNode extends EventTarget {
         validate: (type, version, payload) => this.plugins.validatePublish(type, version, payload),
         acks: () => this.acks(),
         onCommit: (head, events, blocks) => {
+          this.announceBlocks(blocks.map((b) => b.cid))
           for (const e of events) this.metrics.published.inc({ type: e.type })
           // A small commit travels whole in the hint: receivers need no bitswap round trip.
           const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
@@ -178,7 +179,10 @@ export class CairnNode extends EventTarget {
         getBlocks: async (producer, cids, options) => await this.getBlocks(producer, cids, options),
         limits: { maxEventSize: cfg['max-event-size'], maxDepth: cfg['max-depth'], maxFilesPerWalk: cfg['max-files-per-walk'] },
         fetchTimeout: cfg['fetch-timeout'],
-        storeBlocks: (blocks) => { this.blocks.db.transaction(() => { for (const b of blocks) this.blocks.putSync(b.cid, b.bytes) }) },
+        storeBlocks: (blocks) => {
+          this.blocks.db.transaction(() => { for (const b of blocks) this.blocks.putSync(b.cid, b.bytes) })
+          this.announceBlocks(blocks.map((b) => b.cid))
+        },
         isMember: this.access.members == null ? undefined : (p) => this.access.members!.has(p),
         checkEvent: (e) => {
           const allowed = this.access.policy.get(e.type)
@@ -481,11 +485,25 @@ export class CairnNode extends EventTarget {
           return new Map<string, Uint8Array>()
         })
         this.blocks.db.transaction(() => { for (const cid of batch) { const b = got.get(cid.toString()); if (b != null) this.blocks.putSync(cid, b) } })
+        this.announceBlocks(batch.filter((cid) => got.has(cid.toString())))
         for (const [k, b] of got) out.set(k, b)
         options.onBlocks(got.size)
       }
     }))
     return out
+  }
+
+  /**
+   * Tells bitswap about blocks written straight to the store (commits, hints, catch-up batches): a peer
+   * that asked for one before it was here gets it now, instead of waiting out its fetch timeout.
+   */
+  private announceBlocks (cids: readonly CID[]): void {
+    if (cids.length === 0 || this.ipfs == null) return
+    const brokers = (this.ipfs as unknown as { blockBrokers?: Array<{ announce?: (cid: CID) => Promise<void> }> }).blockBrokers ?? []
+    for (const broker of brokers) {
+      if (broker.announce == null) continue
+      for (const cid of cids) void broker.announce(cid).catch(() => {})
+    }
   }
 
   private async getBlock (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {

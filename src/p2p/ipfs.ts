@@ -64,7 +64,18 @@ export function createIpfs (init: IpfsInit): CairnIpfs {
         fallbackToFloodsub: false,
         maxInboundDataLength: 1024 * 1024,
         scoreParams: createPeerScoreParams({
-          topics: { [init.headsTopic]: createTopicScoreParams({ topicWeight: 1, invalidMessageDeliveriesWeight: -100, invalidMessageDeliveriesDecay: 0.5 }) }
+          topics: {
+            // Only invalid hints count against a peer. The mesh-delivery penalties (on by default) punish a
+            // peer that is not the first to deliver 20 messages per window: with several producers, or a
+            // quiet network, honest relays got graylisted and heads waited for the 5 s re-announce.
+            [init.headsTopic]: createTopicScoreParams({
+              topicWeight: 1,
+              invalidMessageDeliveriesWeight: -100,
+              invalidMessageDeliveriesDecay: 0.5,
+              meshMessageDeliveriesWeight: 0,
+              meshFailurePenaltyWeight: 0
+            })
+          }
         })
       })
     }
