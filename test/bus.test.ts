@@ -59,6 +59,23 @@ describe('the bus', () => {
     expect(a.logs + b.logs).not.toContain('gossip publish')
   })
 
+  test('three producers publishing at once reach each other by gossip alone, with the re-announce out of the way', async () => {
+    using tmp = tempDir()
+    // No re-announce during the test: every head must travel by gossip (or the exchange on connect),
+    // including through the middle node, and no walk may hang on a block its relay never held.
+    const noReannounce = ['--announce-interval', '1h']
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await using c = await NodeProcess.init(tmp.path, 'c', { network: a })
+    await a.start(noReannounce)
+    await b.start([...noReannounce, '--bootstrap', a.addrs[0]])
+    await c.start([...noReannounce, '--bootstrap', a.addrs[0]])
+    await waitFor('a connected to both', async () => (await a.status()).peers.length >= 2, 30_000)
+    await Promise.all([a, b, c].map(async (n, k) => { await publishMany(n, 200, (i) => ({ type: 'test.many', payload: { k, i } }), 4) }))
+    for (const n of [a, b, c]) await waitFor(`600 events on ${n.dir}`, () => eventCount(n.dir) === 600, 30_000)
+    for (const n of [a, b, c]) expect(query<{ last_error: string | null }>(n.dir, 'SELECT last_error FROM producers WHERE last_error IS NOT NULL')).toEqual([])
+  })
+
   test('re-publishing an event_id returns the first result and adds no second row anywhere', async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
