@@ -3,26 +3,16 @@ import { execFileSync } from 'node:child_process'
 import { copyFileSync, mkdirSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
-import { cairn, NodeProcess, publishMany, ROOT, tempDir, waitFor } from '../helpers/process.ts'
-import { eventCount, query } from '../helpers/db.ts'
+import { cairn, EXAMPLES, invite, NodeProcess, publishMany, tempDir, waitFor } from '../helpers/process.ts'
+import { appliedCounts, eventCount, query } from '../helpers/db.ts'
 import { inProcessNode } from '../helpers/forge.ts'
 
 /** Scale: CI-sized by default; FAULTS_SCALE=10 for the on-demand run (see RELIABILITY.md). */
 const SCALE = Number(process.env.FAULTS_SCALE ?? 1)
-const EXAMPLES = join(ROOT, 'examples')
-const invite = (i: number) => ({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: `u${i}@example.com`, role: 'member', invited_by: 'a@example.com' } })
 
 /** One line per scenario, collected into RELIABILITY.md. */
 function report (scenario: string, figures: Record<string, number | string>): void {
   console.log(`FAULT ${JSON.stringify({ scenario, ...figures })}`)
-}
-
-const counted = (dir: string): { rows: number, doubled: number } => {
-  try {
-    return query<{ rows: number, doubled: number }>(dir, 'SELECT count(*) AS rows, coalesce(sum(n > 1), 0) AS doubled FROM apply_counter')[0]
-  } catch {
-    return { rows: 0, doubled: 0 }
-  }
 }
 
 describe('faults', () => {
@@ -66,16 +56,16 @@ describe('faults', () => {
     const publishing = publishMany(a, n, invite, 8)
     let kills = 0
     for (let k = 1; k <= 3; k++) {
-      await waitFor(`b to apply ${k * n / 5}`, () => counted(b.dir).rows >= k * n / 5, 120_000, 20)
+      await waitFor(`b to apply ${k * n / 5}`, () => appliedCounts(b.dir).rows >= k * n / 5, 120_000, 20)
       await b.stop('SIGKILL')
       kills++
       await b.start(['--plugins', EXAMPLES, '--bootstrap', a.addrs[0]])
     }
     await publishing
-    await waitFor(`${n} applied on b`, () => counted(b.dir).rows === n, 120_000)
-    expect(counted(b.dir)).toEqual({ rows: n, doubled: 0 })
+    await waitFor(`${n} applied on b`, () => appliedCounts(b.dir).rows === n, 120_000)
+    expect(appliedCounts(b.dir)).toEqual({ rows: n, once: n, doubled: 0 })
     expect(eventCount(b.dir)).toBe(n)
-    report('consumer crash', { published: n, acknowledged: n, delivered: eventCount(b.dir), lost: n - eventCount(b.dir), doubly_applied: counted(b.dir).doubled, faults: `${kills} x SIGKILL of the consumer mid-ingest` })
+    report('consumer crash', { published: n, acknowledged: n, delivered: eventCount(b.dir), lost: n - eventCount(b.dir), doubly_applied: appliedCounts(b.dir).doubled, faults: `${kills} x SIGKILL of the consumer mid-ingest` })
   })
 
   test('restart loops while traffic flows lose nothing', async () => {
@@ -94,8 +84,8 @@ describe('faults', () => {
       published += 20
       await b.start(['--plugins', EXAMPLES, '--bootstrap', a.addrs[0]])
     }
-    await waitFor('everything on b', () => counted(b.dir).rows === published, 60_000)
-    expect(counted(b.dir)).toEqual({ rows: published, doubled: 0 })
+    await waitFor('everything on b', () => appliedCounts(b.dir).rows === published, 60_000)
+    expect(appliedCounts(b.dir)).toEqual({ rows: published, once: published, doubled: 0 })
     report('restart loop', { published, acknowledged: published, delivered: eventCount(b.dir), lost: published - eventCount(b.dir), doubly_applied: 0, faults: `${loops} clean stops and starts of the consumer while the producer publishes` })
   })
 
@@ -114,8 +104,8 @@ describe('faults', () => {
     await publishMany(b, 100 * SCALE, (i) => invite(5000 + i), 8)
     const total = 50 + 200 * SCALE
     await c.start(['--plugins', EXAMPLES, '--bootstrap', b.addrs[0]])
-    for (const n of [a, b, c]) await waitFor(`${total} on ${n.dir}`, () => counted(n.dir).rows === total, 60_000)
-    for (const n of [a, b, c]) expect(counted(n.dir)).toEqual({ rows: total, doubled: 0 })
+    for (const n of [a, b, c]) await waitFor(`${total} on ${n.dir}`, () => appliedCounts(n.dir).rows === total, 60_000)
+    for (const n of [a, b, c]) expect(appliedCounts(n.dir)).toEqual({ rows: total, once: total, doubled: 0 })
     report('partition and heal', { published: total, acknowledged: total, delivered: eventCount(c.dir), lost: total - eventCount(c.dir), doubly_applied: 0, faults: 'one of three nodes stopped while the other two publish, then healed through another peer' })
   })
 
@@ -207,6 +197,7 @@ describe('faults', () => {
       expect(error).toContain('Cannot publish')
       expect(status).toBe(503)
       await a.stop('SIGKILL')
+      // Frees a little room on the full filesystem, so that SQLite can open cairn.db (its WAL index) to be read.
       rmSync(join(a.dir, 'datastore'), { recursive: true, force: true })
       const ids = new Set(query<{ event_id: string }>(a.dir, 'SELECT event_id FROM events').map((r) => r.event_id))
       const lost = acked.filter((id) => !ids.has(id)).length

@@ -15,3 +15,18 @@ export function query<T = Record<string, unknown>> (dir: string, sql: string, pa
 export function eventCount (dir: string): number {
   return query<{ n: number }>(dir, 'SELECT count(*) AS n FROM events')[0].n
 }
+
+/**
+ * Reads the table of the apply-counter example plugin (examples/apply-counter.js), which adds 1 to an
+ * event's counter on every apply.
+ *
+ * @returns the events it applied, those applied exactly once, and those applied more than once
+ */
+export function appliedCounts (dir: string): { rows: number, once: number, doubled: number } {
+  try {
+    return query<{ rows: number, once: number, doubled: number }>(dir, 'SELECT count(*) AS rows, coalesce(sum(n = 1), 0) AS once, coalesce(sum(n > 1), 0) AS doubled FROM apply_counter')[0]
+  } catch {
+    // the plugin's table does not exist before its migration ran
+    return { rows: 0, once: 0, doubled: 0 }
+  }
+}

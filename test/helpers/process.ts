@@ -5,6 +5,12 @@ import type { Subprocess } from 'bun'
 
 /** The repository root. */
 export const ROOT = resolve(import.meta.dir, '../..')
+/** The example plugins (apply-counter among them), loaded with --plugins. */
+export const EXAMPLES = join(ROOT, 'examples')
+
+/** The i-th of a series of distinct workspace.invited publish bodies. */
+export const invite = (i: number): Record<string, unknown> => ({ type: 'workspace.invited', payload: { workspace_id: `w${i % 7}`, invitee: `user${i}@example.com`, role: 'member', invited_by: 'admin@example.com' } })
+
 /** The built binary; `npm test` builds it first. */
 export const BINARY = join(ROOT, 'dist', 'cairn')
 

@@ -1,19 +1,9 @@
 import { describe, expect, test } from 'bun:test'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { cairn, NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
-import { query } from '../helpers/db.ts'
+import { cairn, EXAMPLES, invite, NodeProcess, tempDir, waitFor } from '../helpers/process.ts'
+import { appliedCounts, query } from '../helpers/db.ts'
 
-const EXAMPLES = join(ROOT, 'examples')
-const invite = (i: number) => ({ type: 'workspace.invited', payload: { workspace_id: `w${i % 7}`, invitee: `user${i}@example.com`, role: 'member', invited_by: 'admin@example.com' } })
-
-const counted = (dir: string): { rows: number, ones: number } => {
-  try {
-    return query<{ rows: number, ones: number }>(dir, 'SELECT count(*) AS rows, coalesce(sum(n = 1), 0) AS ones FROM apply_counter')[0]
-  } catch {
-    return { rows: 0, ones: 0 }
-  }
-}
 
 describe('plugins in the binary', () => {
   test('the example plugin applies 2,000 events exactly once on both nodes, though the consumer is SIGKILLed mid-stream', async () => {
@@ -26,13 +16,13 @@ describe('plugins in the binary', () => {
     const publishing = Promise.all(Array.from({ length: 16 }, async () => {
       while (next < 2000) await a.publish(invite(next++))
     }))
-    await waitFor('b to apply some', () => counted(b.dir).rows > 100, 60_000)
+    await waitFor('b to apply some', () => appliedCounts(b.dir).rows > 100, 60_000)
     await b.stop('SIGKILL')
     await b.start(['--plugins', EXAMPLES, '--bootstrap', a.addrs[0]])
     await publishing
     for (const n of [a, b]) {
-      await waitFor(`2000 counted on ${n.dir}`, () => counted(n.dir).rows === 2000, 120_000)
-      expect(counted(n.dir)).toEqual({ rows: 2000, ones: 2000 })
+      await waitFor(`2000 counted on ${n.dir}`, () => appliedCounts(n.dir).rows === 2000, 120_000)
+      expect(appliedCounts(n.dir)).toEqual({ rows: 2000, once: 2000, doubled: 0 })
     }
     expect(query(b.dir, 'SELECT count(*) AS n FROM events')).toEqual([{ n: 2000 }])
   })

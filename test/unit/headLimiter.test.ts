@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { HeadLimiter } from '../../src/node/headLimiter.ts'
+import { waitFor } from '../helpers/process.ts'
 
 const head = (producer: string, seq: number): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { producer, seq }, sig: 'x' }))
 const seqOf = (b: Uint8Array): number => JSON.parse(new TextDecoder().decode(b)).head.seq
@@ -15,7 +16,7 @@ describe('HeadLimiter', () => {
     expect(coalesced).toBe(14)
     // an older head arriving late does not replace the newer one waiting
     await limiter.offer(head('P', 7), 'peer1')
-    await Bun.sleep(400)
+    await waitFor('the waiting head to get a token', () => accepted.length === 6, 2000, 10)
     expect(accepted).toEqual([1, 2, 3, 4, 5, 20])
     expect(dropped).toEqual([])
     // another peer has its own budget
