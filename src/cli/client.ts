@@ -1,4 +1,5 @@
 import { NotRunningError } from '../errors.ts'
+import { readSse } from '../http/sseReader.ts'
 import { loadApiToken } from '../datadir/load.ts'
 import { readRunInfo } from '../datadir/runInfo.ts'
 
@@ -38,22 +39,7 @@ export async function followNode (dir: string, path: string, onEvent: (data: str
   try {
     const res = await fetch(`http://${info.http}${path}`, { headers: { authorization: `Bearer ${loadApiToken(dir)}` }, signal: ctrl.signal })
     if (res.status !== 200 || res.body == null) throw new NotRunningError(`Cannot follow: the node answered HTTP ${res.status}`)
-    const reader = res.body.getReader()
-    const decoder = new TextDecoder()
-    let buffer = ''
-    for (;;) {
-      const { value, done } = await reader.read()
-      if (done) return
-      buffer += decoder.decode(value, { stream: true })
-      let end: number
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const message = buffer.slice(0, end)
-        buffer = buffer.slice(end + 2)
-        const lines = message.split('\n')
-        if (!lines.includes('event: event')) continue
-        onEvent(lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n'))
-      }
-    }
+    await readSse(res.body, (m) => { if (m.event === 'event') onEvent(m.data) })
   } catch (err) {
     if ((err as Error).name === 'AbortError') return
     throw err

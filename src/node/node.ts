@@ -466,12 +466,11 @@ export class CairnNode extends EventTarget {
       else missing.push(cid)
     }
     options.onBlocks(out.size)
-    const libp2p = this.ipfs.libp2p
-    const others = libp2p.getPeers().filter((p) => p.toString() !== producer)
-    const first = others.length < libp2p.getPeers().length ? [peerIdFromString(producer)] : []
-    const peers: PeerId[] = []
-    for (const p of [...first, ...others]) if (await this.blockExchange.supports(p)) peers.push(p)
-    if (peers.length === 0) return out
+    const connected = this.ipfs.libp2p.getPeers()
+    const candidates = [...connected.filter((p) => p.toString() === producer), ...connected.filter((p) => p.toString() !== producer)]
+    let peer: PeerId | undefined
+    for (const p of candidates) if (await this.blockExchange.supports(p)) { peer = p; break }
+    if (peer == null) return out
     const batches: CID[][] = []
     for (let i = 0; i < missing.length; i += MAX_BATCH) batches.push(missing.slice(i, i + MAX_BATCH))
     let next = 0
@@ -480,8 +479,8 @@ export class CairnNode extends EventTarget {
       while (next < batches.length && !options.signal.aborted) {
         const batch = batches[next++]
         const signal = AbortSignal.any([options.signal, AbortSignal.timeout(this.config['fetch-timeout'] * 4)])
-        const got = await this.blockExchange.fetch(peers[0], batch, signal).catch((err: Error) => {
-          this.log.debug(`block batch from ${peers[0].toString()} failed: ${err.message}`)
+        const got = await this.blockExchange.fetch(peer, batch, signal).catch((err: Error) => {
+          this.log.debug(`block batch from ${peer.toString()} failed: ${err.message}`)
           return new Map<string, Uint8Array>()
         })
         this.blocks.db.transaction(() => { for (const cid of batch) { const b = got.get(cid.toString()); if (b != null) this.blocks.putSync(cid, b) } })

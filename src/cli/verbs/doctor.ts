@@ -50,14 +50,14 @@ export const doctorVerb = defineVerb({
     const dir = values.data as string
     const paths = dataPaths(dir)
     const checks: Check[] = []
-    const add = (check: string, fn: () => string | undefined | Promise<string | undefined>, fix?: string): Promise<void> => (async () => {
+    const add = async (check: string, fn: () => string | undefined | Promise<string | undefined>, fix?: string): Promise<void> => {
       try {
         const problem = await fn()
         checks.push(problem == null ? { check, ok: true, detail: 'ok' } : { check, ok: false, detail: problem, fix })
       } catch (err) {
         checks.push({ check, ok: false, detail: (err as Error).message, fix })
       }
-    })()
+    }
     await add('data directory', () => { assertDataDir(dir); return undefined })
     if (checks[0].ok) {
       await add('identity.key', async () => { await loadIdentity(dir); return undefined }, 'restore identity.key from a backup; without it this node cannot sign as itself')
@@ -102,7 +102,9 @@ export const doctorVerb = defineVerb({
       db?.close()
       blocks?.close()
     }
-    const lock = existsSync(paths.lock) ? (runningPid(dir) != null ? `held by running pid ${runningPid(dir)}` : 'stale (left by a crash; the next run takes it over)') : 'free'
+    const locked = existsSync(paths.lock)
+    const pid = locked ? runningPid(dir) : undefined
+    const lock = !locked ? 'free' : pid != null ? `held by running pid ${pid}` : 'stale (left by a crash; the next run takes it over)'
     const healthy = checks.every((c) => c.ok)
     if (values.json === true) {
       out(JSON.stringify({ healthy, lock, checks }))
