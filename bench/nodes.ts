@@ -4,9 +4,10 @@
  * cairn runs as the compiled binary (`dist/cairn`) and reports through its live stream (`/v1/stream`);
  * OrbitDB runs as `bench/orbitdb-node.ts` under Bun and reports on stdout.
  */
-import { mkdirSync, readFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Subprocess } from 'bun'
+import { readSse } from '../src/http/sseReader.ts'
 
 export const ROOT = resolve(import.meta.dir, '..')
 const BINARY = join(ROOT, 'dist', 'cairn')
@@ -126,28 +127,11 @@ export class CairnNode extends BenchNode {
     this.streamAbort = abort
     const res = await fetch(`http://${this.http}/v1/stream`, { headers: { authorization: `Bearer ${this.token}`, 'last-event-id': this.cursor }, signal: abort.signal })
     if (res.body == null) throw new Error('no stream body')
-    const reader = res.body.getReader()
-    void (async () => {
-      const dec = new TextDecoder()
-      let buf = ''
-      try {
-        for (;;) {
-          const { value, done } = await reader.read()
-          if (done) return
-          buf += dec.decode(value, { stream: true })
-          let end: number
-          while ((end = buf.indexOf('\n\n')) >= 0) {
-            const block = buf.slice(0, end)
-            buf = buf.slice(end + 2)
-            if (!block.includes('event: event')) continue
-            const id = /^id: ?(.*)$/m.exec(block)?.[1]
-            const data = /^data: ?(.*)$/m.exec(block)?.[1]
-            if (id != null) this.cursor = id
-            if (data != null) this.record((JSON.parse(data) as { payload: { id: string } }).payload.id)
-          }
-        }
-      } catch {}
-    })()
+    void readSse(res.body, (m) => {
+      if (m.event !== 'event') return
+      if (m.id != null) this.cursor = m.id
+      this.record((JSON.parse(m.data) as { payload: { id: string } }).payload.id)
+    }).catch(() => {})
   }
 
   async publish (id: string): Promise<void> {
@@ -176,7 +160,7 @@ export class OrbitNode extends BenchNode {
     if (key == null) {
       key = join(dir, 'swarm.key')
       const hex = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
-      Bun.write(key, `/key/swarm/psk/1.0.0/\n/base16/\n${hex}\n`)
+      writeFileSync(key, `/key/swarm/psk/1.0.0/\n/base16/\n${hex}\n`)
     }
     return new OrbitNode(dir, key, address)
   }

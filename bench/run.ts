@@ -137,14 +137,22 @@ const latencyFigures = (label: string, ms: number[]): Array<[string, string, 'lo
 
 // ---------------------------------------------------------------- workloads
 
-await workload('latency', '1. Latency: 200 events at 20/s, publish on A → applied on B', async (system) => await withNodes(system, 2, async ([a, b]) => {
-  const warm = Array.from({ length: 20 }, newId)
-  await publishAll(a, warm, 1)
-  await allApplied(b, warm)
-  const sent = await publishAtRate(a, 200, 20)
+/** Warms the path (connections, JIT) with `n` events from `from` until every node in `to` has them. */
+async function warmUp (from: BenchNode, to: BenchNode[], n = 20): Promise<void> {
+  const ids = Array.from({ length: n }, newId)
+  await publishAll(from, ids, 1)
+  for (const node of to) await allApplied(node, ids)
+}
+
+/** Latency from publish on A to applied on B of `count` events sent at `perSecond`. */
+const latencyAt = (count: number, perSecond: number, label: string) => async (system: SystemName) => await withNodes(system, 2, async ([a, b]) => {
+  await warmUp(a, [b])
+  const sent = await publishAtRate(a, count, perSecond)
   await allApplied(b, [...sent.keys()])
-  return [...latencyFigures('latency', latencies(sent, [b])), ...memoryFigures([a, b])]
-}))
+  return [...latencyFigures(label, latencies(sent, [b])), ...memoryFigures([a, b])]
+})
+
+await workload('latency', '1. Latency: 200 events at 20/s, publish on A → applied on B', latencyAt(200, 20, 'latency'))
 
 await workload('throughput', '2. Throughput: 5,000 events back to back (100 in flight)', async (system) => await withNodes(system, 2, async ([a, b]) => {
   const ids = Array.from({ length: 5000 }, newId)
@@ -160,9 +168,7 @@ await workload('throughput', '2. Throughput: 5,000 events back to back (100 in f
 
 async function catchUp (system: SystemName, n: number): Promise<Array<[string, string, 'lower' | 'higher', Figure]>> {
   return await withNodes(system, 2, async ([a, b]) => {
-    const warm = Array.from({ length: 10 }, newId)
-    await publishAll(a, warm, 1)
-    await allApplied(b, warm)
+    await warmUp(a, [b], 10)
     await b.stop()
     const ids = Array.from({ length: n }, newId)
     await publishAll(a, ids, 100)
@@ -186,19 +192,10 @@ await workload('catchup', '3. Catch-up: B stops, A publishes, B restarts', async
   return figures
 })
 
-await workload('load', '4. Latency under load: 5,000 events at 1,000/s', async (system) => await withNodes(system, 2, async ([a, b]) => {
-  const warm = Array.from({ length: 20 }, newId)
-  await publishAll(a, warm, 1)
-  await allApplied(b, warm)
-  const sent = await publishAtRate(a, 5000, 1000)
-  await allApplied(b, [...sent.keys()])
-  return [...latencyFigures('latency at 1,000/s', latencies(sent, [b])), ...memoryFigures([a, b])]
-}))
+await workload('load', '4. Latency under load: 5,000 events at 1,000/s', latencyAt(5000, 1000, 'latency at 1,000/s'))
 
 await workload('scale', '5. Scale: 10 nodes in a chain of bootstraps, one publishing 100 events at 20/s', async (system) => await withNodes(system, 10, async (nodes) => {
-  const warm = Array.from({ length: 10 }, newId)
-  await publishAll(nodes[0], warm, 1)
-  for (const n of nodes) await allApplied(n, warm)
+  await warmUp(nodes[0], nodes, 10)
   const cpu0 = nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
   const t0 = performance.now()
   const sent = await publishAtRate(nodes[0], 100, 20)

@@ -39,6 +39,7 @@ try {
   console.log(header)
   const sent = new Map<string, number>()
   let windowIds: string[] = []
+  const sampling: Array<Promise<void>> = []
   const samples: Array<{ t: number, rss: number[], fds: number[] }> = []
   const start = performance.now()
   const end = start + MINUTES * 60_000
@@ -60,19 +61,23 @@ try {
     if (performance.now() >= nextSample) {
       nextSample += SAMPLE_S * 1000
       const ids = windowIds
+      const sampledAt = i
       windowIds = []
-      // latency of the previous window, measured once the window's events had a second to land
-      await Bun.sleep(1000)
-      const lat = ids.map((id) => Math.max(...nodes.map((n) => n.applied.get(id) ?? Infinity)) - sent.get(id)!).filter(Number.isFinite)
-      const st = await Promise.all(nodes.map(async (n) => await (await fetch(`http://${n.http}/status`)).json() as { outbox: { files: number } }))
-      const sample = { t: (performance.now() - start) / 60_000, rss: nodes.map((n) => rssMiB(n.proc!.pid)), fds: nodes.map((n) => fds(n.proc!.pid)) }
-      samples.push(sample)
-      const row = `| ${sample.t.toFixed(1)} | ${sample.rss.map((r) => r.toFixed(0)).join(' / ')} | ${sample.fds.join(' / ')} | ${st.map((s) => s.outbox.files).join(' / ')} | ${i} | ${p95(lat).toFixed(1)} |`
-      rows.push(row)
-      console.log(row)
+      // The window's latency is read a second later, off the publishing loop, so the rate never pauses.
+      sampling.push((async () => {
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+        const lat = ids.map((id) => Math.max(...nodes.map((n) => n.applied.get(id) ?? Infinity)) - sent.get(id)!).filter(Number.isFinite)
+        const st = await Promise.all(nodes.map(async (n) => await (await fetch(`http://${n.http}/status`)).json() as { outbox: { files: number } }))
+        const sample = { t: (performance.now() - start) / 60_000, rss: nodes.map((n) => rssMiB(n.proc!.pid)), fds: nodes.map((n) => fds(n.proc!.pid)) }
+        samples.push(sample)
+        const row = `| ${sample.t.toFixed(1)} | ${sample.rss.map((r) => r.toFixed(0)).join(' / ')} | ${sample.fds.join(' / ')} | ${st.map((s) => s.outbox.files).join(' / ')} | ${sampledAt} | ${p95(lat).toFixed(1)} |`
+        rows.push(row)
+        console.log(row)
+      })())
     }
   }
   await Promise.all(inflight)
+  await Promise.all(sampling)
   const deadline = Date.now() + 120_000
   while (Date.now() < deadline && nodes.some((n) => n.applied.size < i)) await Bun.sleep(200)
   const counts = nodes.map((n) => {
