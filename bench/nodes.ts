@@ -49,6 +49,8 @@ export abstract class BenchNode {
 
   abstract start (bootstrap: string[]): Promise<void>
   abstract publish (id: string): Promise<void>
+  /** publishes several events in one request, where the system has such a call */
+  publishBatch?: (ids: string[]) => Promise<void>
 
   protected record (id: string): void {
     if (this.applied.has(id)) return
@@ -136,6 +138,11 @@ export class CairnNode extends BenchNode {
 
   async publish (id: string): Promise<void> {
     await post(`http://${this.http}/v1/events`, { type: 'bench.event', payload: payload(id) }, this.token)
+  }
+
+  /** Publishes several events in one request: one commit (an array body). */
+  override publishBatch = async (ids: string[]): Promise<void> => {
+    await post(`http://${this.http}/v1/events`, ids.map((id) => ({ type: 'bench.event', payload: payload(id) })), this.token)
   }
 
   override async stop (): Promise<void> {

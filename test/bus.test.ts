@@ -96,6 +96,30 @@ describe('the bus', () => {
     for (const n of [a, b]) expect(query(n.dir, 'SELECT count(*) AS n FROM events WHERE event_id = ?', [id])).toEqual([{ n: 1 }])
   })
 
+  test('a batch (POST an array, or cairn publish --batch) commits whole, answers in order, and a bad event refuses all of it', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await a.start()
+    const id = '0190b2a4-0000-7000-8000-0000000000b1'
+    const lines = [{ type: 'test.batch', payload: { i: 1 } }, { type: 'test.batch', payload: { i: 2 }, event_id: id }, { type: 'test.batch', payload: { i: 3 }, event_id: id }]
+    const cli = await cairn(['publish', '--data', a.dir, '--batch', '-'], { stdin: lines.map((l) => JSON.stringify(l)).join('\n') + '\n' })
+    expect(cli.code).toBe(0)
+    const results = cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as { seq: number, event_id: string })
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 2])
+    expect(results[1].event_id).toBe(id)
+    const heads = query<{ head_seq: number }>(a.dir, 'SELECT head_seq FROM producers')
+    expect(heads).toEqual([{ head_seq: 2 }])
+
+    const bad = await cairn(['publish', '--data', a.dir, '--batch', '-'], { stdin: '{"type":"test.batch","payload":{}}\n{"type":"Not A Type","payload":{}}\n' })
+    expect(bad.code).not.toBe(0)
+    expect(bad.stderr).toContain('line 2')
+    expect(bad.stderr).toContain('nothing was published')
+    const res = await fetch(`http://${a.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: JSON.stringify([{ type: 'test.batch', payload: {} }, { type: 'Bad Type', payload: {} }]) })
+    expect(res.status).toBe(400)
+    expect(((await res.json()) as { issues: string[] }).issues[0]).toStartWith('[1].')
+    expect(eventCount(a.dir)).toBe(2)
+  })
+
   test('a Deno node and a binary node exchange events both ways, one over 1,200 bytes', async () => {
     using tmp = tempDir()
     await using bin = await NodeProcess.init(tmp.path, 'bin')

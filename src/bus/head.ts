@@ -89,7 +89,26 @@ export async function verifyHead (bytes: Uint8Array, maxBytes = 256 * 1024): Pro
  *
  * @throws InvalidHeadError with reason `malformed_head`, `bad_signature` or `bad_block`
  */
-export async function verifyHeadMessage (bytes: Uint8Array, maxBytes = 256 * 1024): Promise<{ head: Head, signed: Uint8Array, blocks: Array<{ cid: CID, bytes: Uint8Array }> }> {
+export async function verifyHeadMessage (bytes: Uint8Array, maxBytes = 256 * 1024): Promise<VerifiedHead> {
+  const known = verified.get(bytes)
+  if (known != null && bytes.length <= maxBytes) return await known
+  const result = checkHeadMessage(bytes, maxBytes)
+  verified.set(bytes, result)
+  result.catch(() => { verified.delete(bytes) })
+  return await result
+}
+
+/** A head message that verified: the head, the head re-encoded without blocks, and the carried blocks. */
+export interface VerifiedHead { head: Head, signed: Uint8Array, blocks: Array<{ cid: CID, bytes: Uint8Array }> }
+
+/**
+ * Verifications under way or done, per message buffer: a gossip hint is checked by the topic validator
+ * (before it is relayed) and again when it is applied; the second check reuses the first's result.
+ * Keyed by the buffer itself, so it goes away with the message.
+ */
+const verified = new WeakMap<Uint8Array, Promise<VerifiedHead>>()
+
+async function checkHeadMessage (bytes: Uint8Array, maxBytes: number): Promise<VerifiedHead> {
   if (bytes.length > maxBytes) throw new InvalidHeadError('oversized_head', `Cannot accept head: ${bytes.length} bytes is over the limit of ${maxBytes}`)
   let json: unknown
   try {

@@ -56,7 +56,8 @@ interface Pending {
  */
 export class Outbox {
   private readonly init: OutboxInit
-  private queue: Pending[] = []
+  /** groups of requests, each committed whole (a batch request is one group) */
+  private queue: Pending[][] = []
   private committing: Promise<void> | undefined
   private readonly dirs = new Map<string, DirEntry>()
   private tail: Promise<void> = Promise.resolve()
@@ -86,28 +87,74 @@ export class Outbox {
    * @throws ValidationError for a bad request or payload, EventTooLargeError for an event over the limit
    */
   async publish (input: unknown): Promise<PublishResult> {
+    const prepared = this.prepare(input, '')
+    if ('result' in prepared) return prepared.result
+    return (await this.enqueue([prepared.request]))[0]
+  }
+
+  /**
+   * Publishes several events in one commit: all of them, or none when one is invalid or the commit fails.
+   *
+   * @returns one result per input, in order, once durable (the original result for an event_id already published)
+   * @throws ValidationError naming the first bad event by its index, EventTooLargeError, or for more than max-batch events
+   */
+  async publishMany (inputs: readonly unknown[]): Promise<PublishResult[]> {
+    if (inputs.length === 0) throw new ValidationError('Cannot publish: the batch is empty', ['[]: expected at least one event'])
+    if (inputs.length > this.init.maxBatch) {
+      throw new EventTooLargeError(`Cannot publish ${inputs.length} events in one request: at most ${this.init.maxBatch} (the max-batch setting) commit together`)
+    }
+    const prepared = inputs.map((input, i) => this.prepare(input, `[${i}]`))
+    const requests = prepared.flatMap((p) => 'request' in p ? [p.request] : [])
+    const committed = requests.length > 0 ? await this.enqueue(requests) : []
+    let next = 0
+    return prepared.map((p) => 'result' in p ? p.result : committed[next++])
+  }
+
+  /**
+   * Checks one publish request. `at` names it in messages ('' alone, '[i]' in a batch).
+   *
+   * @returns the request to commit, or the result of an event_id already published
+   */
+  private prepare (input: unknown, at: string): { request: PublishRequest & { version: number } } | { result: PublishResult } {
+    const which = at === '' ? '' : ` event ${at}`
+    const prefix = (issues: string[]): string[] => at === '' ? issues : issues.map((i) => `${at}.${i}`)
     const r = v.safeParse(PublishRequestSchema, input)
     if (!r.success) {
-      const issues = formatIssues(r.issues)
-      throw new ValidationError(`Cannot publish: ${issues.join('; ')}`, issues)
+      const issues = prefix(formatIssues(r.issues))
+      throw new ValidationError(`Cannot publish${which}: ${issues.join('; ')}`, issues)
     }
     const req = r.output
     const existing = this.lookup(req.event_id)
-    if (existing != null) return existing
+    if (existing != null) return { result: existing }
     const depth = jsonDepth(req.payload, this.init.maxDepth)
     if (depth > this.init.maxDepth) {
-      throw new ValidationError(`Cannot publish: payload nests more than ${this.init.maxDepth} levels`, [`payload: nests more than ${this.init.maxDepth} levels`])
+      const issues = prefix([`payload: nests more than ${this.init.maxDepth} levels`])
+      throw new ValidationError(`Cannot publish${which}: payload nests more than ${this.init.maxDepth} levels`, issues)
     }
     const checked = this.init.validate?.(req.type, req.version, req.payload) ?? { version: req.version ?? 1, issues: [] }
     if (checked.issues.length > 0) {
-      throw new ValidationError(`Cannot publish ${req.type}: ${checked.issues.join('; ')}`, checked.issues)
+      const issues = prefix(checked.issues)
+      throw new ValidationError(`Cannot publish${which} ${req.type}: ${issues.join('; ')}`, issues)
     }
     const size = new TextEncoder().encode(canonicalJson(req.payload)).length
     if (size + 600 > this.init.maxEventSize) {
-      throw new EventTooLargeError(`Cannot publish ${req.type}: the event would be over ${this.init.maxEventSize} bytes (payload alone is ${size} bytes)`)
+      throw new EventTooLargeError(`Cannot publish${which} ${req.type}: the event would be over ${this.init.maxEventSize} bytes (payload alone is ${size} bytes)`)
     }
-    return await new Promise<PublishResult>((resolve, reject) => {
-      this.queue.push({ request: { ...req, version: checked.version }, resolve, reject })
+    return { request: { ...req, version: checked.version } }
+  }
+
+  /** Queues requests to be committed together; @returns their results once durable */
+  private async enqueue (requests: Array<PublishRequest & { version: number }>): Promise<PublishResult[]> {
+    return await new Promise<PublishResult[]>((resolve, reject) => {
+      const results = new Array<PublishResult>(requests.length)
+      let left = requests.length
+      let failed = false
+      const group = requests.map((request, i): Pending => ({
+        request,
+        resolve: (r) => { results[i] = r; if (--left === 0 && !failed) resolve(results) },
+        reject: (e) => { if (!failed) { failed = true; reject(e) } }
+      }))
+      this.queue.push(group)
       this.kick()
     })
   }
@@ -124,7 +171,7 @@ export class Outbox {
         // SQLite's writes block the event loop: yield a turn so that the requests that arrived meanwhile
         // (sockets ready to read) are parsed and join this batch, instead of trickling into tiny commits.
         await new Promise((resolve) => setImmediate(resolve))
-        const batch = this.queue.splice(0, this.init.maxBatch)
+        const batch = this.nextBatch()
         try {
           await this.commit(batch)
         } catch (err) {
@@ -141,6 +188,13 @@ export class Outbox {
       // A publish that arrived after the loop saw an empty queue, but before this, would wait forever.
       if (this.queue.length > 0) this.kick()
     })
+  }
+
+  /** @returns whole groups from the queue, up to max-batch events (at least one group) */
+  private nextBatch (): Pending[] {
+    const batch: Pending[] = []
+    while (this.queue.length > 0 && (batch.length === 0 || batch.length + this.queue[0].length <= this.init.maxBatch)) batch.push(...this.queue.shift()!)
+    return batch
   }
 
   private lookup (eventId: string | undefined): PublishResult | undefined {

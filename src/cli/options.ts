@@ -10,6 +10,7 @@ export const OPTIONS = {
   'swarm-key': { name: 'swarm-key', kind: 'string', value: 'FILE', description: "join an existing network: copy its swarm.key from FILE", schema: text('Expected a file path'), inFile: false },
   type: { name: 'type', kind: 'string', value: 'TYPE', description: 'the event type, such as workspace.invited', schema: text('Expected an event type'), inFile: false },
   payload: { name: 'payload', kind: 'string', value: 'JSON', description: "the payload as JSON ('-' reads it from standard input)", schema: text('Expected JSON'), inFile: false },
+  batch: { name: 'batch', kind: 'string', value: 'FILE', description: "publish the events in FILE, one JSON request per line ({type, payload, …}; '-' reads standard input), in batches of up to 1000 that each commit whole", schema: text('Expected a file path'), inFile: false },
   id: { name: 'id', kind: 'string', value: 'EVENT_ID', description: 'the event_id (a UUIDv7); re-publishing an id returns the first result', schema: text('Expected a UUIDv7'), inFile: false },
   actor: { name: 'actor', kind: 'string', value: 'ACTOR', description: 'who caused the event (the authentication context)', schema: text('Expected a string'), inFile: false },
   version: { name: 'version', kind: 'string', value: 'N', description: "the payload's schema version (default: the newest a local plugin declares, else 1)", schema: IntSchema, inFile: false },

@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import type { PublishResult } from '../bus/publishRequest.ts'
 
 /** What the loopback endpoint needs from the node. */
@@ -11,6 +12,8 @@ export interface HttpDeps {
   ready: () => { ready: boolean, reason?: string }
   status: () => Promise<unknown>
   publish: (body: unknown) => Promise<PublishResult>
+  /** publishes several events in one commit, all or none */
+  publishMany: (bodies: unknown[]) => Promise<PublishResult[]>
   /** extra routes (metrics, stream) added by other parts of the node */
   extend?: (app: Hono) => void
 }
@@ -48,8 +51,11 @@ export function createHttpApp (deps: HttpDeps): Hono {
   })
   app.get('/status', async (c) => c.json(await deps.status() as object))
 
+  // Compared as SHA-256 digests in constant time, as hono does by default, but synchronously with the
+  // runtime's native hash: the default's two async WebCrypto digests were 5 % of a publish.
+  const tokenDigest = createHash('sha256').update(deps.token).digest()
   app.use('/v1/*', bearerAuth({
-    token: deps.token,
+    verifyToken: (token) => timingSafeEqual(createHash('sha256').update(token).digest(), tokenDigest),
     noAuthenticationHeader: { message: { error: 'Unauthorized: send Authorization: Bearer <the token in api.token>' } },
     invalidAuthenticationHeader: { message: { error: 'Unauthorized: the Authorization header must be Bearer <token>' } },
     invalidToken: { message: { error: 'Unauthorized: the token does not match api.token' } }
@@ -64,7 +70,8 @@ export function createHttpApp (deps: HttpDeps): Hono {
     } catch (err) {
       return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
     }
-    return c.json(await deps.publish(body))
+    // An array publishes a batch: one commit, one result per event in order; all or none.
+    return c.json(Array.isArray(body) ? await deps.publishMany(body) : await deps.publish(body))
   })
   deps.extend?.(app)
   return app

@@ -7,8 +7,8 @@ export interface StreamDeps {
   db: SqlDatabase
   /** the highest cursor every plugin has processed: the stream shows applied events only */
   watermark: () => number
-  /** resolves when new events may be there (or on a heartbeat timeout) */
-  wait: (signal: AbortSignal) => Promise<void>
+  /** resolves true when new events may be there, false on a heartbeat timeout (or abort) */
+  wait: (signal: AbortSignal) => Promise<boolean>
 }
 
 /**
@@ -31,8 +31,9 @@ export function streamEvents (c: Context, deps: StreamDeps): Response {
         cursor = r.cursor
       }
       if (rows.length === 500) continue
-      await deps.wait(abort.signal)
-      if (!abort.signal.aborted) await stream.writeSSE({ event: 'heartbeat', data: String(cursor) }).catch(() => { abort.abort() })
+      // A heartbeat only when the stream was quiet: it keeps proxies and idle timers from closing it.
+      if (await deps.wait(abort.signal) || abort.signal.aborted) continue
+      await stream.writeSSE({ event: 'heartbeat', data: String(cursor) }).catch(() => { abort.abort() })
     }
   })
 }

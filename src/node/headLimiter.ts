@@ -4,15 +4,15 @@ const MAX_WAITING = 1024
 interface Bucket {
   tokens: number
   at: number
-  /** producer → the newest head waiting for a token */
-  waiting: Map<string, { bytes: Uint8Array, seq: number }>
+  /** producer → the newest head waiting for a token, and how to tell it whether it got one */
+  waiting: Map<string, { seq: number, admit: (ok: boolean) => void }>
   timer?: ReturnType<typeof setTimeout>
 }
 
 export interface HeadLimiterInit {
   /** heads per peer per second that are checked at once; also the burst */
   rate: number
-  /** checks and applies one head */
+  /** checks and applies one head (for offer()) */
   accept: (bytes: Uint8Array, peer: string) => Promise<void>
   /** a waiting head replaced by a newer one of the same producer: nothing is lost, the newer head covers it */
   onCoalesced?: () => void
@@ -34,29 +34,51 @@ export class HeadLimiter {
     this.init = init
   }
 
+  /** Admits a head, then checks and applies it (init.accept); one over the rate waits without holding up the caller. */
   async offer (bytes: Uint8Array, peer: string): Promise<void> {
+    const admitted = this.admit(bytes, peer)
+    if (admitted instanceof Promise) {
+      void admitted.then(async (ok) => { if (ok) await this.init.accept(bytes, peer) })
+      return
+    }
+    if (admitted) await this.init.accept(bytes, peer)
+  }
+
+  /**
+   * Takes a token for a head before its signature is checked (the gossip validator calls this).
+   *
+   * @returns true at once when a token is free; false at once for a head refused outright or older than
+   * the one waiting; else a promise: true when its token comes, false when a newer head of the same
+   * producer replaced it (or the limiter stopped)
+   */
+  admit (bytes: Uint8Array, peer: string): boolean | Promise<boolean> {
     const b = this.bucket(peer)
     if (b.waiting.size === 0 && b.tokens >= 1) {
       b.tokens--
-      await this.init.accept(bytes, peer)
-      return
+      return true
     }
     const claim = claimOf(bytes)
-    if (claim == null) { this.init.onDropped(peer, `an unreadable head over the rate of ${this.init.rate} per second`); return }
+    if (claim == null) { this.init.onDropped(peer, `an unreadable head over the rate of ${this.init.rate} per second`); return false }
     const prev = b.waiting.get(claim.producer)
     if (prev != null) {
       this.init.onCoalesced?.()
-      if (prev.seq > claim.seq) return
+      if (prev.seq > claim.seq) return false
+      prev.admit(false)
     } else if (b.waiting.size >= MAX_WAITING) {
       this.init.onDropped(peer, `more than ${MAX_WAITING} producers' heads waiting over the rate of ${this.init.rate} per second`)
-      return
+      return false
     }
-    b.waiting.set(claim.producer, { bytes, seq: claim.seq })
-    this.schedule(peer, b)
+    return new Promise<boolean>((resolve) => {
+      b.waiting.set(claim.producer, { seq: claim.seq, admit: resolve })
+      this.schedule(peer, b)
+    })
   }
 
   stop (): void {
-    for (const b of this.buckets.values()) clearTimeout(b.timer)
+    for (const b of this.buckets.values()) {
+      clearTimeout(b.timer)
+      for (const w of b.waiting.values()) w.admit(false)
+    }
     this.buckets.clear()
   }
 
@@ -83,7 +105,7 @@ export class HeadLimiter {
         if (b.tokens < 1) break
         b.tokens--
         b.waiting.delete(producer)
-        void this.init.accept(w.bytes, peer)
+        w.admit(true)
       }
       if (b.waiting.size > 0) this.schedule(peer, b)
     }, wait)

@@ -148,7 +148,7 @@ export class CairnNode extends EventTarget {
         onProgress: () => { for (const wake of [...this.waiters]) wake() }
       })
       await this.plugins.start()
-      this.ipfs = createIpfs({ privateKey, swarmKey, listen: cfg.listen, blockstore: this.blocks, datastorePath: paths.datastore, network: this.network, headsTopic: this.headsTopic })
+      this.ipfs = await createIpfs({ privateKey, swarmKey, listen: cfg.listen, blockstore: this.blocks, datastorePath: paths.datastore, network: this.network, headsTopic: this.headsTopic })
 
       const self = peerId.toString()
       this.outbox = new Outbox({
@@ -221,7 +221,10 @@ export class CairnNode extends EventTarget {
       this.blockExchange = new BlockExchange({ libp2p, get: (cid) => this.blocks.getSync(cid), log: this.log })
       await this.blockExchange.start()
       const pubsub = libp2p.services.pubsub
-      pubsub.topicValidators.set(this.headsTopic, async (_peer, msg) => {
+      // A hint's signature is checked here, before gossipsub relays it, once the sending peer's rate
+      // limit lets it through; the check's result is reused when the hint is applied.
+      pubsub.topicValidators.set(this.headsTopic, async (peer, msg) => {
+        if (!await this.limiter().admit(msg.data, peer.toString())) return TopicValidatorResult.Ignore
         try {
           await verifyHead(msg.data)
           return TopicValidatorResult.Accept
@@ -230,10 +233,11 @@ export class CairnNode extends EventTarget {
         }
       })
       pubsub.subscribe(this.headsTopic)
-      pubsub.addEventListener('message', (evt) => {
-        const msg = evt.detail
+      // Hints are unsigned gossip (the producer signs the head inside); the validator admitted this one.
+      pubsub.addEventListener('gossipsub:message', (evt) => {
+        const { msg, propagationSource } = evt.detail
         if (msg.topic !== this.headsTopic) return
-        void this.offerHead(msg.data, msg.type === 'signed' ? msg.from : undefined)
+        void this.acceptHead(msg.data, propagationSource.toString())
       })
       libp2p.addEventListener('peer:discovery', (evt) => {
         const id = evt.detail.id
@@ -246,12 +250,13 @@ export class CairnNode extends EventTarget {
         ready: () => this.readiness(),
         status: async () => await this.statusJson(),
         publish: async (body) => await this.publish(body),
+        publishMany: async (bodies) => await this.outbox.publishMany(bodies),
         extend: (app) => {
           app.get('/metrics', async (c) => {
             this.refreshMetrics()
             return c.body(await this.metrics.text(), 200, { 'content-type': this.metrics.contentType })
           })
-          app.get('/v1/stream', (c) => streamEvents(c, { db: this.db, watermark: () => this.plugins.watermark(), wait: async (signal) => { await this.waitForEvents(signal) } }))
+          app.get('/v1/stream', (c) => streamEvents(c, { db: this.db, watermark: () => this.plugins.watermark(), wait: async (signal) => await this.waitForEvents(signal) }))
         }
       })
       this.http = serve(app.fetch, cfg.http.host, cfg.http.port)
@@ -323,13 +328,17 @@ export class CairnNode extends EventTarget {
    */
   async offerHead (bytes: Uint8Array, from?: PeerId): Promise<void> {
     if (from == null) { await this.acceptHead(bytes, 'unknown'); return }
+    await this.limiter().offer(bytes, from.toString())
+  }
+
+  private limiter (): HeadLimiter {
     this.headLimiter ??= new HeadLimiter({
       rate: this.config['heads-per-second'],
       accept: async (b, peer) => { await this.acceptHead(b, peer) },
       onCoalesced: () => { this.metrics.headsReceived.inc({ result: 'coalesced' }) },
       onDropped: (peer, detail) => { this.reject('rate_limited', detail, peer) }
     })
-    await this.headLimiter.offer(bytes, from.toString())
+    return this.headLimiter
   }
 
   private async acceptHead (bytes: Uint8Array, peer: string): Promise<void> {
@@ -403,18 +412,20 @@ export class CairnNode extends EventTarget {
     this.log.warn(`rejected (${reason}): ${detail}`, { peer, reason })
   }
 
-  /** Resolves when new events arrive, or after 15 s, or when `signal` aborts. */
-  private async waitForEvents (signal: AbortSignal): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
+  /** Resolves true when new events arrive, false after 15 s or when `signal` aborts. */
+  private async waitForEvents (signal: AbortSignal): Promise<boolean> {
+    return await new Promise<boolean>((resolve) => {
+      const done = (woken: boolean): void => {
         clearTimeout(timer)
-        this.waiters.delete(done)
-        signal.removeEventListener('abort', done)
-        resolve()
+        this.waiters.delete(wake)
+        signal.removeEventListener('abort', quiet)
+        resolve(woken)
       }
-      const timer = setTimeout(done, 15_000)
-      this.waiters.add(done)
-      signal.addEventListener('abort', done)
+      const wake = (): void => { done(true) }
+      const quiet = (): void => { done(false) }
+      const timer = setTimeout(quiet, 15_000)
+      this.waiters.add(wake)
+      signal.addEventListener('abort', quiet)
     })
   }
 

@@ -2,7 +2,7 @@ import { createHeliaLight } from 'helia'
 import { withLibp2pLight, type HeliaWithLibp2p } from '@helia/libp2p'
 import { withBitswap } from '@helia/bitswap'
 import { tcp } from '@libp2p/tcp'
-import { noise, pureJsCrypto } from '@chainsafe/libp2p-noise'
+import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { preSharedKey } from '@libp2p/pnet'
@@ -13,6 +13,7 @@ import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Blockstore } from 'interface-blockstore'
 import { FsDatastore } from 'datastore-fs'
 import { runtimeName } from '../runtime/runtime.ts'
+import { wasmNoiseCrypto } from './noiseCrypto.ts'
 
 type GossipSub = ReturnType<ReturnType<typeof gossipsub>>
 
@@ -42,7 +43,7 @@ export interface IpfsInit {
  * the swarm-key protector, noise, yamux, identify, gossipsub and pubsub peer discovery.
  * No public bootstrap list, no delegated routing, no UPnP: nothing reaches out beyond the given peers.
  */
-export function createIpfs (init: IpfsInit): CairnIpfs {
+export async function createIpfs (init: IpfsInit): Promise<CairnIpfs> {
   const datastore = new FsDatastore(init.datastorePath)
   const helia = createHeliaLight({ blockstore: init.blockstore, datastore })
   const withP2p = withLibp2pLight(helia, {
@@ -50,8 +51,8 @@ export function createIpfs (init: IpfsInit): CairnIpfs {
     datastore,
     addresses: { listen: init.listen },
     transports: [tcp()],
-    // Bun's node:crypto lacks chacha20-poly1305: noise must use its pure-JS crypto there.
-    connectionEncrypters: [noise(runtimeName() === 'bun' ? { crypto: pureJsCrypto } : {})],
+    // Bun's node:crypto lacks chacha20-poly1305: noise's transport cipher runs in WebAssembly there.
+    connectionEncrypters: [noise(runtimeName() === 'bun' ? { crypto: await wasmNoiseCrypto() } : {})],
     streamMuxers: [yamux()],
     connectionProtector: preSharedKey({ psk: init.swarmKey }),
     connectionManager: { maxConnections: 300 },
@@ -60,6 +61,10 @@ export function createIpfs (init: IpfsInit): CairnIpfs {
       identify: identify(),
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,
+        // Every hint is a head its producer signed (checked by the topic validator): a gossipsub
+        // signature on top cost the publisher a signing and every receiver a check per hop. Unsigned
+        // messages are identified by the hash of their bytes, so a repeated hint is a duplicate.
+        globalSignaturePolicy: 'StrictNoSign',
         emitSelf: false,
         fallbackToFloodsub: false,
         maxInboundDataLength: 1024 * 1024,

@@ -56,7 +56,7 @@ export class PluginHost {
   private readonly db: SqlDatabase
   private readonly log: Log
   status: 'stopped' | 'started' = 'stopped'
-  private scheduled: ReturnType<typeof setTimeout> | undefined
+  private scheduled: { cancel: () => void } | undefined
   private running: Promise<void> | undefined
   private again = false
   private readonly abort = new AbortController()
@@ -88,7 +88,8 @@ export class PluginHost {
     if (this.status === 'stopped') return
     this.status = 'stopped'
     this.abort.abort()
-    if (this.scheduled != null) clearTimeout(this.scheduled)
+    this.scheduled?.cancel()
+    this.scheduled = undefined
     await this.running
   }
 
@@ -121,13 +122,21 @@ export class PluginHost {
     if (this.status !== 'started') return
     if (this.running != null) { this.again = true; return }
     if (this.scheduled != null) return
-    this.scheduled = setTimeout(() => {
+    const run = (): void => {
       this.scheduled = undefined
       this.running = this.round().finally(() => {
         this.running = undefined
         if (this.again) { this.again = false; this.notify() }
       })
-    }, delay)
+    }
+    // setTimeout(fn, 0) waits at least a millisecond, on every hop of an event: run next turn instead.
+    if (delay <= 0) {
+      const immediate = setImmediate(run)
+      this.scheduled = { cancel: () => { clearImmediate(immediate) } }
+    } else {
+      const timer = setTimeout(run, delay)
+      this.scheduled = { cancel: () => { clearTimeout(timer) } }
+    }
   }
 
   /** Processes until every plugin is blocked or done; resolves when the host is idle. */

@@ -58,16 +58,18 @@ describe('hostile input never throws past the boundary', () => {
     expect('rejection' in r && ['too_deep', 'malformed_json'].includes(r.rejection.reason)).toBe(true)
   })
 
-  test('POST /v1/events answers any body with 200, 400 or 413, never 500', async () => {
+  test('POST /v1/events answers any body (one event or a batch) with 200, 400 or 413, never 500', async () => {
     const db = await openDatabase(':memory:')
     migrate(db)
     const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
     const outbox = new Outbox({ db, blocks, producer, privateKey: key, clock: new HybridClock(), maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
-    const app = createHttpApp({ token: 'a-token-of-sixteen-chars', maxBodySize: 8192, ready: () => ({ ready: true }), status: async () => ({}), publish: async (b) => await outbox.publish(b) })
+    const app = createHttpApp({ token: 'a-token-of-sixteen-chars', maxBodySize: 8192, ready: () => ({ ready: true }), status: async () => ({}), publish: async (b) => await outbox.publish(b), publishMany: async (b) => await outbox.publishMany(b) })
+    const request = fc.record({ type: fc.oneof(fc.constantFrom('workspace.invited', 'a.b'), fc.string()), payload: near.value }, { requiredKeys: ['type'] })
     const bodies = fc.oneof(
       fc.string({ maxLength: 300 }),
       near.value.map((v) => JSON.stringify(v) ?? ''),
-      fc.record({ type: fc.oneof(fc.constantFrom('workspace.invited', 'a.b'), fc.string()), payload: near.value }, { requiredKeys: ['type'] }).map((v) => JSON.stringify(v)),
+      request.map((v) => JSON.stringify(v)),
+      fc.array(fc.oneof(request, near.value), { maxLength: 120 }).map((v) => JSON.stringify(v)),
       fc.constant('x'.repeat(9000))
     )
     await fc.assert(fc.asyncProperty(bodies, async (body) => {

@@ -25,6 +25,21 @@ describe('HeadLimiter', () => {
     limiter.stop()
   })
 
+  test('admit (the gossip validator) answers at once under the rate; over it, the newest head per producer waits for a token', async () => {
+    const limiter = new HeadLimiter({ rate: 2, accept: async () => {}, onDropped: () => {} })
+    expect(limiter.admit(head('P', 1), 'peer')).toBe(true)
+    expect(limiter.admit(head('P', 2), 'peer')).toBe(true)
+    const third = limiter.admit(head('P', 3), 'peer')
+    const fourth = limiter.admit(head('P', 4), 'peer')
+    expect(third).toBeInstanceOf(Promise)
+    expect(limiter.admit(head('P', 3), 'peer')).toBe(false)
+    expect(await third).toBe(false)
+    expect(await fourth).toBe(true)
+    const stopped = limiter.admit(head('Q', 1), 'peer')
+    limiter.stop()
+    expect(await stopped).toBe(false)
+  })
+
   test('an unreadable head over the rate is dropped and reported', async () => {
     const dropped: string[] = []
     const limiter = new HeadLimiter({ rate: 1, accept: async () => {}, onDropped: (peer, d) => { dropped.push(`${peer}: ${d}`) } })

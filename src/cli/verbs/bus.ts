@@ -34,9 +34,14 @@ export async function openNodeDatabase (dir: string): Promise<SqlDatabase> {
 export const publishVerb = defineVerb({
   name: 'publish',
   summary: 'publish one event through the running node; prints {event_id, seq, cid}',
-  usage: '[--data DIR] --type TYPE --payload JSON [--id EVENT_ID] [--actor ACTOR] [--version N]',
-  settings: [SETTINGS.data, OPTIONS.type, OPTIONS.payload, OPTIONS.id, OPTIONS.actor, OPTIONS.version, OPTIONS['correlation-id'], OPTIONS['causation-id']],
+  usage: '[--data DIR] --type TYPE --payload JSON [--id EVENT_ID] [--actor ACTOR] [--version N]  |  [--data DIR] --batch FILE',
+  settings: [SETTINGS.data, OPTIONS.type, OPTIONS.payload, OPTIONS.id, OPTIONS.actor, OPTIONS.version, OPTIONS['correlation-id'], OPTIONS['causation-id'], OPTIONS.batch],
+  details: 'With --batch, prints one {event_id, seq, cid} line per event, in order. A batch that the node refuses (a bad event, named by its line) stops there: the batches before it are published, nothing after it is.',
   async run ({ values, out }) {
+    if (values.batch != null) {
+      if (values.type != null || values.payload != null) throw new UsageError('cairn publish takes either --batch FILE or --type and --payload, not both')
+      return await publishBatches(values.data as string, values.batch as string, out)
+    }
     if (values.type == null) throw new UsageError('cairn publish needs --type TYPE (see cairn publish --help)')
     if (values.payload == null) throw new UsageError('cairn publish needs --payload JSON (see cairn publish --help)')
     const text = values.payload === '-' ? readFileSync(0, 'utf8') : values.payload as string
@@ -64,6 +69,41 @@ export const publishVerb = defineVerb({
     return 0
   }
 })
+
+/** Requests per batch from `cairn publish --batch` (below the default --max-batch of 5000). */
+const CLI_BATCH = 1000
+
+async function publishBatches (data: string, file: string, out: (line: string) => void): Promise<number> {
+  let text: string
+  try {
+    text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new UsageError(`Cannot read --batch ${file}: ${(err as Error).message}`)
+  }
+  const requests: Array<{ line: number, body: unknown }> = []
+  for (const [i, line] of text.split('\n').entries()) {
+    if (line.trim() === '') continue
+    try {
+      requests.push({ line: i + 1, body: JSON.parse(line) })
+    } catch (err) {
+      throw new UsageError(`Invalid --batch ${file}, line ${i + 1}: not JSON: ${(err as Error).message}; nothing was published`)
+    }
+  }
+  if (requests.length === 0) throw new UsageError(`--batch ${file} holds no events (one JSON request per line)`)
+  for (let from = 0; from < requests.length; from += CLI_BATCH) {
+    const chunk = requests.slice(from, from + CLI_BATCH)
+    const res = await callNode(data, 'POST', '/v1/events', chunk.map((r) => r.body))
+    if (res.status !== 200) {
+      // Name the line, not the index within the request.
+      const where = (s: string): string => s.replace(/\[(\d+)\]/g, (_m, i: string) => `line ${chunk[Number(i)]?.line ?? '?'}`)
+      const issues: string[] = (res.body?.issues ?? []).map(where)
+      const done = from === 0 ? 'nothing was published' : `lines before ${chunk[0].line} were published, nothing from there on`
+      throw new UsageError(`${where(res.body?.error ?? `Cannot publish: HTTP ${res.status}`)}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}\n(${done})`)
+    }
+    for (const r of res.body as unknown[]) out(JSON.stringify(r))
+  }
+  return 0
+}
 
 export const eventsVerb = defineVerb({
   name: 'events',
