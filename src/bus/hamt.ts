@@ -25,9 +25,13 @@ export class ShardedDirectory {
   private readonly bucket = createHAMT<DirEntry>({ hashFn: hamtHash, bits: FANOUT_BITS })
   private readonly cache = new WeakMap<Bucket<DirEntry>, Block & { size: number }>()
 
+  /** how many entries it holds (counted here: the library's leafCount() walks the whole tree) */
+  private count = 0
+
   /** Adds (or replaces) entries, invalidating the cached shards on their paths. */
   async add (entries: readonly DirEntry[]): Promise<void> {
     for (const e of entries) {
+      if (await this.bucket.get(e.name) === undefined) this.count++
       await this.bucket.put(e.name, e)
       let b: Bucket<DirEntry> | undefined = (await this.bucket._findPlace(e.name)).bucket
       while (b != null) { this.cache.delete(b); b = b._parent }
@@ -37,12 +41,17 @@ export class ShardedDirectory {
   /** Removes entries; the shard structure may collapse, so every cached shard is dropped. */
   async remove (names: Iterable<string>): Promise<void> {
     let removed = false
-    for (const name of names) { await this.bucket.del(name); removed = true }
+    for (const name of names) {
+      if (await this.bucket.get(name) === undefined) continue
+      await this.bucket.del(name)
+      this.count--
+      removed = true
+    }
     if (removed) this.dropCache(this.bucket)
   }
 
   get size (): number {
-    return this.bucket.leafCount()
+    return this.count
   }
 
   /** @returns the root shard (with the DAG's cumulative size) and the shard blocks that are new since the last flush */
