@@ -56,13 +56,15 @@ async function costOfOneMore (existing: number): Promise<{ blocks: number, bytes
 }
 
 describe('sync cost', () => {
-  test('syncing one new event fetches the same few blocks whether the outbox holds 1,000 or 20,000 files', async () => {
+  test('syncing one new event fetches a few small blocks whether the outbox holds 1,000 or 20,000 files', async () => {
     const small = await costOfOneMore(1000)
     const large = await costOfOneMore(20_000)
-    // root, day, the bucket's changed shards, the file: a handful of blocks either way
-    expect(small.blocks).toBeLessThanOrEqual(6)
-    expect(large.blocks).toBeLessThanOrEqual(6)
-    // 20x the files costs at most about twice the bytes (a deeper shard path), never 20x
-    expect(large.bytes).toBeLessThan(small.bytes * 3)
+    // root, day, the bucket's changed shards (one per level, 16 links each), the file: a handful of
+    // small blocks either way; 20x the files adds a shard level or two (the depth grows as log16)
+    expect(small.blocks).toBeLessThanOrEqual(7)
+    expect(large.blocks).toBeLessThanOrEqual(small.blocks + 2)
+    // ... and a few KiB in all, never 20x
+    expect(large.bytes).toBeLessThan(small.bytes * 2)
+    expect(large.bytes).toBeLessThan(8 * 1024)
   })
 })
