@@ -38,9 +38,12 @@ export class ShardedDirectory {
   /** Adds (or replaces) entries, invalidating the cached shards on their paths. */
   async add (entries: readonly DirEntry[]): Promise<void> {
     for (const e of entries) {
-      if (await this.bucket.get(e.name) === undefined) this.count++
-      await this.bucket.put(e.name, e)
-      let b: Bucket<DirEntry> | undefined = (await this.bucket._findPlace(e.name)).bucket
+      // What bucket.put() does, keeping its place: one walk down (one hash) tells whether the name was
+      // there and which shards to invalidate.
+      const place = await this.bucket._findNewBucketAndPos(e.name)
+      if (place.existingChild?.key !== e.name) this.count++
+      place.bucket._putAt(place, e.name, e)
+      let b: Bucket<DirEntry> | undefined = place.bucket
       while (b != null) { this.cache.delete(b); b = b._parent }
     }
   }
