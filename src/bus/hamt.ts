@@ -55,6 +55,8 @@ export class ShardedDirectory {
    */
   async remove (names: Iterable<string>): Promise<void> {
     const gone = new Set(names)
+    // Nothing to remove costs nothing (every commit passes its removals, usually none).
+    if (gone.size === 0) return
     const kept: DirEntry[] = []
     for (const leaf of this.bucket.eachLeafSeries()) if (!gone.has(leaf.key)) kept.push(leaf.value)
     if (kept.length === this.count) return
