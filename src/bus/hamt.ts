@@ -1,6 +1,5 @@
 import * as dagPb from '@ipld/dag-pb'
 import { murmur3128 } from '@multiformats/murmur3'
-import { createHAMT, Bucket } from 'hamt-sharding'
 import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
@@ -13,117 +12,254 @@ import type { Block, DirEntry } from './tree.ts'
  * is ~1 KiB instead of ~18 KiB, so a commit writes 5x fewer block bytes, a one-event hint shrinks from
  * ~13 KiB to ~3 KiB, and a large bucket costs a level or two more to walk (fetched a level at a time).
  */
-const FANOUT_BITS = 4
+const FANOUT = 16
 const HASH_TYPE = 0x22n
 /** hex digits of a shard label: those of fanout - 1 */
-const PAD = ((1 << FANOUT_BITS) - 1).toString(16).length
+const PAD = (FANOUT - 1).toString(16).length
+/** shards this many levels deep and deeper are dropped from memory after a flush (re-read when touched) */
+const KEEP_LEVELS = 3
 
-async function hamtHash (bytes: Uint8Array): Promise<Uint8Array> {
-  return (await murmur3128.encode(bytes)).slice(0, 8).reverse()
+/** A directory entry as a HAMT leaf. */
+type Leaf = DirEntry
+
+/** A block the directory reads back: undefined when the store does not hold it. */
+export type BlockReader = (cid: CID) => Uint8Array | undefined
+
+/** Raised when a shard the directory needs is not in the store, or is not one this code writes. */
+export class ShardUnreadableError extends Error {
+  static name = 'ShardUnreadableError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'ShardUnreadableError'
+  }
+}
+
+/** One shard: its slots when loaded (undefined: only its CID and size are known), its CID once encoded. */
+class Shard {
+  slots: Array<Leaf | Shard | undefined> | undefined
+  cid: CID | undefined
+  /** cumulative size (the shard's bytes and everything below), valid when not dirty */
+  size = 0
+  dirty = true
+
+  static empty (): Shard {
+    const s = new Shard()
+    s.slots = new Array(FANOUT)
+    return s
+  }
+
+  static stored (cid: CID, size: number): Shard {
+    const s = new Shard()
+    s.cid = cid
+    s.size = size
+    s.dirty = false
+    return s
+  }
 }
 
 /**
- * A UnixFS HAMT-sharded directory kept in memory between commits. Only the shards on the path of a
- * changed entry get new CIDs, so a reader that remembers shard CIDs walks only what changed: syncing one
- * new file costs the same in a bucket of a thousand files as in one of a hundred thousand, and no block
- * outgrows the bitswap limit. Encoded shards are cached, so a commit re-encodes only the changed path.
+ * The slot of `key` at `level`: the UnixFS HAMT rule (as hamt-sharding and kubo place entries) for
+ * fanout 16, four bits a level, high nibble first, from murmur3-x64-64 of the name; past 16 levels the
+ * hash of the name followed by the byte `level / 16`.
+ */
+function slotOf (key: Uint8Array, level: number, hashes: Uint8Array[]): number {
+  const k = level >> 4
+  // murmur3's encode is synchronous (the typing allows any hasher's Promise).
+  hashes[k] ??= murmur3128.encode(k === 0 ? key : Uint8Array.from([...key, k])) as Uint8Array
+  const byte = hashes[k][(level & 15) >> 1]
+  return (level & 1) === 0 ? byte >> 4 : byte & 15
+}
+
+const utf8 = new TextEncoder()
+
+/**
+ * A UnixFS HAMT-sharded directory (fanout 16) that a commit updates in place: only the shards on the
+ * path of a changed entry get new CIDs, so a reader that remembers shard CIDs walks only what changed:
+ * syncing one new file costs the same in a bucket of a thousand files as in one of a hundred thousand,
+ * and no block outgrows the bitswap limit.
+ *
+ * Its memory does not grow with the directory: given a `read` function (the blockstore), it starts from
+ * a stored root and loads the shards on the paths it changes; after a flush it keeps only the top
+ * levels. The shape is canonical: a sub-shard exists exactly where two or more names share its prefix,
+ * so the same entries give the same CIDs however they were added and removed, and the same CIDs as
+ * hamt-sharding builds for them.
  */
 export class ShardedDirectory {
-  private bucket = createHAMT<DirEntry>({ hashFn: hamtHash, bits: FANOUT_BITS })
-  private cache = new WeakMap<Bucket<DirEntry>, Block & { size: number }>()
-
-  /** how many entries it holds (counted here: the library's leafCount() walks the whole tree) */
-  private count = 0
-
-  /** Adds (or replaces) entries, invalidating the cached shards on their paths. */
-  async add (entries: readonly DirEntry[]): Promise<void> {
-    for (const e of entries) {
-      // What bucket.put() does, keeping its place: one walk down (one hash) tells whether the name was
-      // there and which shards to invalidate.
-      const place = await this.bucket._findNewBucketAndPos(e.name)
-      if (place.existingChild?.key !== e.name) this.count++
-      place.bucket._putAt(place, e.name, e)
-      let b: Bucket<DirEntry> | undefined = place.bucket
-      while (b != null) { this.cache.delete(b); b = b._parent }
-    }
-  }
+  private root: Shard
+  private readonly read: BlockReader | undefined
+  private count: number
 
   /**
-   * Removes entries by rebuilding the directory from what remains: hamt-sharding collapses a shard left
-   * with one entry by one level only, so a deleted-from HAMT can differ from (and have another CID than)
-   * the canonical one that any other writer would build from the same entries. Pruning is rare.
+   * @param options.root the stored root shard to start from (with `read`); omitted: an empty directory
+   * @param options.count how many entries the stored directory holds
+   * @param options.read reads shards back from the store; without it everything stays in memory
    */
-  async remove (names: Iterable<string>): Promise<void> {
-    const gone = new Set(names)
-    // Nothing to remove costs nothing (every commit passes its removals, usually none).
-    if (gone.size === 0) return
-    const kept: DirEntry[] = []
-    for (const leaf of this.bucket.eachLeafSeries()) if (!gone.has(leaf.key)) kept.push(leaf.value)
-    if (kept.length === this.count) return
-    this.bucket = createHAMT<DirEntry>({ hashFn: hamtHash, bits: FANOUT_BITS })
-    this.cache = new WeakMap()
-    this.count = 0
-    await this.add(kept)
+  constructor (options: { root?: { cid: CID, size: number }, count?: number, read?: BlockReader } = {}) {
+    this.read = options.read
+    this.root = options.root != null && options.read != null ? Shard.stored(options.root.cid, options.root.size) : Shard.empty()
+    this.count = options.root != null ? options.count ?? 0 : 0
   }
 
+  /** how many entries it holds */
   get size (): number {
     return this.count
   }
 
-  /** @returns the root shard (with the DAG's cumulative size) and the shard blocks that are new since the last flush */
-  async flush (): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
-    const blocks: Block[] = []
-    const root = await this.encode(this.bucket, blocks)
-    return { root, blocks }
-  }
-
-  private async encode (bucket: Bucket<DirEntry>, blocks: Block[]): Promise<Block & { size: number }> {
-    const cached = this.cache.get(bucket)
-    if (cached != null) return cached
-    const children = bucket._children
-    // compactArray() holds the children in index order, and the bit field says which indices they
-    // sit at: one pass, where children.get(i) for every slot cost a popcount each.
-    const bits = children.bitField()
-    const values = children.compactArray()
-    const links: dagPb.PBLink[] = []
-    let size = 0
-    let n = 0
-    for (let byte = 0; byte < bits.length; byte++) {
-      for (let bit = 0; bit < 8; bit++) {
-        if ((bits[byte] & (1 << bit)) === 0) continue
-        const child = values[n++]
-        const prefix = (byte * 8 + bit).toString(16).toUpperCase().padStart(PAD, '0')
-        if (child instanceof Bucket) {
-          const shard = await this.encode(child, blocks)
-          links.push({ Name: prefix, Hash: shard.cid, Tsize: shard.size })
-          size += shard.size
-        } else {
-          links.push({ Name: prefix + child.key, Hash: child.value.cid, Tsize: child.value.size })
-          size += child.value.size
+  /**
+   * Adds (or replaces) entries.
+   *
+   * @throws ShardUnreadableError when a shard on the way is not in the store
+   */
+  add (entries: readonly DirEntry[]): void {
+    for (const entry of entries) {
+      const key = utf8.encode(entry.name)
+      const hashes: Uint8Array[] = []
+      let shard = this.root
+      let level = 0
+      for (;;) {
+        shard.dirty = true
+        const slots = this.load(shard)
+        const i = slotOf(key, level, hashes)
+        const here = slots[i]
+        if (here === undefined || (!(here instanceof Shard) && here.name === entry.name)) {
+          if (here === undefined) this.count++
+          slots[i] = { name: entry.name, cid: entry.cid, size: entry.size }
+          break
         }
+        if (here instanceof Shard) {
+          shard = here
+        } else {
+          // Another name in this slot: both go one level down, into a new shard.
+          const sub = Shard.empty()
+          sub.slots![slotOf(utf8.encode(here.name), level + 1, [])] = here
+          slots[i] = sub
+          shard = sub
+        }
+        level++
       }
     }
-    const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(children.bitField().reverse()), fanout: BigInt(bucket.tableSize()), hashType: HASH_TYPE })
-    // The links are already in byte order (fixed-width uppercase hex prefixes sort by index), so no prepare().
+  }
+
+  /**
+   * Removes entries (names it does not hold are ignored). A shard left with a single entry gives it
+   * back to its parent, level after level, so that the shape stays canonical.
+   *
+   * @throws ShardUnreadableError when a shard on the way is not in the store
+   */
+  remove (names: Iterable<string>): void {
+    for (const name of names) {
+      const key = utf8.encode(name)
+      const hashes: Uint8Array[] = []
+      const path: Array<{ shard: Shard, slot: number }> = []
+      let shard = this.root
+      for (let level = 0; ; level++) {
+        const slots = this.load(shard)
+        const i = slotOf(key, level, hashes)
+        path.push({ shard, slot: i })
+        const here = slots[i]
+        if (here instanceof Shard) { shard = here; continue }
+        if (here === undefined || here.name !== name) { path.length = 0; break }
+        slots[i] = undefined
+        this.count--
+        break
+      }
+      for (const p of path) p.shard.dirty = true
+      for (let k = path.length - 1; k > 0; k--) {
+        const children = path[k].shard.slots!.filter((c) => c !== undefined)
+        if (children.length !== 1 || children[0] instanceof Shard) break
+        path[k - 1].shard.slots![path[k - 1].slot] = children[0]
+      }
+    }
+  }
+
+  /**
+   * Encodes the changed shards and, with a store to read them back from, drops the deep ones from memory.
+   *
+   * @returns the root shard (with the DAG's cumulative size) and the shard blocks that are new since the last flush
+   */
+  async flush (): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
+    const blocks: Block[] = []
+    const rootBytes = await this.encode(this.root, blocks)
+    if (this.read != null) this.trim(this.root, 0)
+    return { root: { cid: this.root.cid!, bytes: rootBytes ?? this.read?.(this.root.cid!) ?? new Uint8Array(), size: this.root.size }, blocks }
+  }
+
+  /** @returns the shard's slots, read from the store when not in memory */
+  private load (shard: Shard): Array<Leaf | Shard | undefined> {
+    if (shard.slots != null) return shard.slots
+    const bytes = this.read?.(shard.cid!)
+    if (bytes == null) throw new ShardUnreadableError(`HAMT shard ${shard.cid} is not in the block store`)
+    let node: DirectoryNode & { fanout: number }
+    try {
+      node = readDirectoryNode(bytes)
+    } catch (err) {
+      throw new ShardUnreadableError(`HAMT shard ${shard.cid} cannot be read: ${(err as Error).message}`)
+    }
+    if (node.fanout !== FANOUT) throw new ShardUnreadableError(`HAMT shard ${shard.cid} has fanout ${node.fanout}, not ${FANOUT}`)
+    const slots = new Array<Leaf | Shard | undefined>(FANOUT)
+    for (const s of node.shards) slots[parseInt(s.label, 16)] = Shard.stored(s.cid, s.size)
+    for (const e of node.entries) slots[parseInt(e.label, 16)] = { name: e.name, cid: e.cid, size: e.size }
+    shard.slots = slots
+    return slots
+  }
+
+  /** @returns the bytes of the shard when it was re-encoded (its new block is in `blocks`) */
+  private async encode (shard: Shard, blocks: Block[]): Promise<Uint8Array | undefined> {
+    if (!shard.dirty) return undefined
+    const links: dagPb.PBLink[] = []
+    let size = 0
+    let bitmap = 0
+    for (let i = 0; i < FANOUT; i++) {
+      const child = shard.slots![i]
+      if (child === undefined) continue
+      bitmap |= 1 << i
+      const label = i.toString(16).toUpperCase().padStart(PAD, '0')
+      if (child instanceof Shard) {
+        await this.encode(child, blocks)
+        links.push({ Name: label, Hash: child.cid!, Tsize: child.size })
+        size += child.size
+      } else {
+        links.push({ Name: label + child.name, Hash: child.cid, Tsize: child.size })
+        size += child.size
+      }
+    }
+    // The bit field as hamt-sharding writes it: big-endian, without leading zero bytes.
+    const field = [bitmap >> 8, bitmap & 0xff]
+    while (field.length > 0 && field[0] === 0) field.shift()
+    const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(field), fanout: BigInt(FANOUT), hashType: HASH_TYPE })
+    // The links are already in byte order (fixed-width uppercase hex labels sort by index), so no prepare().
     const bytes = dagPb.encode({ Data: data.marshal(), Links: links })
-    const block = { cid: CID.createV1(dagPb.code, await sha256.digest(bytes)), bytes, size: size + bytes.length }
-    blocks.push(block)
-    this.cache.set(bucket, block)
-    return block
+    const digest = sha256.digest(bytes)
+    shard.cid = CID.createV1(dagPb.code, digest instanceof Promise ? await digest : digest)
+    shard.size = size + bytes.length
+    shard.dirty = false
+    blocks.push({ cid: shard.cid, bytes })
+    return bytes
+  }
+
+  /** Drops the slots of clean shards `KEEP_LEVELS` deep and deeper: they are read back when touched. */
+  private trim (shard: Shard, level: number): void {
+    if (shard.slots == null) return
+    if (level >= KEEP_LEVELS && !shard.dirty) { shard.slots = undefined; return }
+    for (const child of shard.slots) if (child instanceof Shard) this.trim(child, level + 1)
   }
 }
 
 /** Encodes a HAMT-sharded directory of `entries` in one go (see ShardedDirectory). */
 export async function shardedDirectory (entries: readonly DirEntry[]): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
   const dir = new ShardedDirectory()
-  await dir.add(entries)
+  dir.add(entries)
   return await dir.flush()
 }
 
 /** What one directory node holds: entries, and for a HAMT shard, its sub-shards (by label). */
 export interface DirectoryNode {
-  entries: DirEntry[]
-  shards: Array<{ label: string, cid: CID }>
+  /** entries, each with the label of its slot in a HAMT shard ('' in a plain directory) */
+  entries: Array<DirEntry & { label: string }>
+  /** sub-shards of a HAMT shard, with the cumulative size their link gives */
+  shards: Array<{ label: string, cid: CID, size: number }>
+  /** a HAMT shard's fanout, 0 for a plain directory */
+  fanout: number
 }
 
 /**
@@ -136,7 +272,7 @@ export function readDirectoryNode (bytes: Uint8Array): DirectoryNode {
   if (node.Data == null) throw new TypeError('not a UnixFS directory: the node has no data')
   const fs = UnixFS.unmarshal(node.Data)
   if (fs.type === 'directory') {
-    return { entries: node.Links.map((l) => ({ name: l.Name ?? '', cid: l.Hash, size: l.Tsize ?? 0 })), shards: [] }
+    return { entries: node.Links.map((l) => ({ name: l.Name ?? '', cid: l.Hash, size: l.Tsize ?? 0, label: '' })), shards: [], fanout: 0 }
   }
   if (fs.type !== 'hamt-sharded-directory') throw new TypeError(`not a UnixFS directory: it is a ${fs.type}`)
   // Any power of two up to 1024 (cairn writes 16, earlier versions and other importers 256).
@@ -144,12 +280,12 @@ export function readDirectoryNode (bytes: Uint8Array): DirectoryNode {
   if (!Number.isInteger(fanout) || fanout < 2 || fanout > 1024 || (fanout & (fanout - 1)) !== 0) throw new TypeError(`unsupported HAMT: fanout ${fs.fanout} is not a power of two up to 1024`)
   const pad = (fanout - 1).toString(16).length
   const label = new RegExp(`^[0-9A-F]{${pad}}`)
-  const out: DirectoryNode = { entries: [], shards: [] }
+  const out: DirectoryNode = { entries: [], shards: [], fanout }
   for (const l of node.Links) {
     const name = l.Name ?? ''
     if (!label.test(name) || parseInt(name.slice(0, pad), 16) >= fanout) throw new TypeError(`bad HAMT link name "${name}"`)
-    if (name.length === pad) out.shards.push({ label: name, cid: l.Hash })
-    else out.entries.push({ name: name.slice(pad), cid: l.Hash, size: l.Tsize ?? 0 })
+    if (name.length === pad) out.shards.push({ label: name, cid: l.Hash, size: l.Tsize ?? 0 })
+    else out.entries.push({ name: name.slice(pad), cid: l.Hash, size: l.Tsize ?? 0, label: name.slice(0, pad) })
   }
   return out
 }

@@ -14,7 +14,7 @@ import type { HybridClock } from './hlc.ts'
 import { filePlace } from './layout.ts'
 import { PublishRequestSchema, type PublishRequest, type PublishResult } from './publishRequest.ts'
 import { directoryBlock, fileBlock, type Block, type DirEntry } from './tree.ts'
-import { ShardedDirectory } from './hamt.ts'
+import { ShardedDirectory, ShardUnreadableError } from './hamt.ts'
 
 /** Raised when an event is larger than the limit; the HTTP endpoint answers 413. */
 export class EventTooLargeError extends Error {
@@ -41,6 +41,7 @@ export interface OutboxInit {
   /** called after each durable commit with the new signed head, the new events, and the commit's new blocks */
   onCommit?: (signedHead: Uint8Array, events: EventEnvelope[], blocks: Block[]) => void
   now?: () => Date
+  log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string) => void
 }
 
 interface Pending {
@@ -277,9 +278,19 @@ export class Outbox {
     const updates = new Map<string, DirEntry | null>()
     const touchedDays = new Set<string>()
     for (const bucket of new Set([...additions.keys(), ...removals.keys()])) {
-      const dir = await this.bucketDir(bucket)
-      await dir.remove(removals.get(bucket) ?? [])
-      await dir.add(additions.get(bucket) ?? [])
+      let dir = this.bucketDir(bucket)
+      try {
+        dir.remove(removals.get(bucket) ?? [])
+        dir.add(additions.get(bucket) ?? [])
+      } catch (err) {
+        if (!(err instanceof ShardUnreadableError)) throw err
+        // The stored bucket cannot be read back (blocks restored from an older backup, or a bucket an
+        // older version wrote with another fanout): build it again from the outbox table.
+        this.init.log?.('warn', `rebuilding outbox bucket ${bucket} from the outbox table: ${err.message}`)
+        dir = this.bucketDir(bucket, true)
+        dir.remove(removals.get(bucket) ?? [])
+        dir.add(additions.get(bucket) ?? [])
+      }
       touchedDays.add(bucket.slice(0, 10))
       if (dir.size === 0) { updates.set(bucket, null); continue }
       // Hour buckets are HAMT-sharded: a reader fetches only the shards that changed.
@@ -384,15 +395,24 @@ export class Outbox {
   }
 
   /**
-   * @returns the in-memory HAMT of an hour bucket, loaded from the outbox table on first use. The few most
-   * recently used stay cached: commits touch the current hour, so each re-encodes only the changed shards.
+   * @returns the HAMT of an hour bucket, opened at its stored root on first use (its shards are read
+   * back from the block store as commits touch them); `rebuild` builds it from the outbox table instead.
+   * The few most recently used stay open: commits touch the current hour.
    */
-  private async bucketDir (bucket: string): Promise<ShardedDirectory> {
-    let dir = this.buckets.get(bucket)
+  private bucketDir (bucket: string, rebuild = false): ShardedDirectory {
+    let dir = rebuild ? undefined : this.buckets.get(bucket)
     if (dir == null) {
-      dir = new ShardedDirectory()
-      await dir.add(this.init.db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])
-        .map((r) => ({ name: r.name, cid: CID.parse(r.cid), size: r.size })))
+      const { db, blocks } = this.init
+      const read = (cid: CID): Uint8Array | undefined => blocks.getSync(cid)
+      const stored = this.dirs.get(bucket)
+      if (stored != null && !rebuild) {
+        const count = db.get<{ n: number }>('SELECT count(*) AS n FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])?.n ?? 0
+        dir = new ShardedDirectory({ root: stored, count, read })
+      } else {
+        dir = new ShardedDirectory({ read })
+        dir.add(db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])
+          .map((r) => ({ name: r.name, cid: CID.parse(r.cid), size: r.size })))
+      }
     }
     this.buckets.delete(bucket)
     this.buckets.set(bucket, dir)

@@ -162,6 +162,7 @@ export class CairnNode extends EventTarget {
         maxDepth: cfg['max-depth'],
         validate: (type, version, payload) => this.plugins.validatePublish(type, version, payload),
         acks: () => this.acks(),
+        log: (level, msg) => { this.log[level](msg) },
         onCommit: (head, events, blocks) => {
           this.announceBlocks(blocks.map((b) => b.cid))
           for (const e of events) this.metrics.published.inc({ type: e.type })

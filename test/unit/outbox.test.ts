@@ -6,8 +6,9 @@ import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { Outbox } from '../../src/bus/outbox.ts'
 import { HybridClock } from '../../src/bus/hlc.ts'
-import { ShardedDirectory, shardedDirectory } from '../../src/bus/hamt.ts'
+import { ShardedDirectory, ShardUnreadableError, shardedDirectory } from '../../src/bus/hamt.ts'
 import { fileBlock } from '../../src/bus/tree.ts'
+import type { CID } from 'multiformats/cid'
 
 async function outbox (onCommit?: () => void): Promise<Outbox> {
   const key = await generateKeyPair('Ed25519')
@@ -69,15 +70,59 @@ describe('the outbox', () => {
       const b = await fileBlock(new TextEncoder().encode(String(i)))
       return { name: `${String(i).padStart(12, '0')}-x.json`, cid: b.cid, size: b.bytes.length }
     }))
-    const dir = new ShardedDirectory()
-    for (let i = 0; i < entries.length; i += 500) {
-      await dir.add(entries.slice(i, i + 500))
-      expect((await dir.flush()).root.cid.toString()).toBe((await shardedDirectory(entries.slice(0, i + 500))).root.cid.toString())
-      expect(dir.size).toBe(i + 500)
+    // Root CIDs and sizes that the previous implementation (hamt-sharding's buckets) built for these entries:
+    // the shape and bytes must not change, or peers would see every bucket as new.
+    const golden: Array<[number, number, string, number]> = [
+      [0, 1, 'bafybeidhwl7lj373m4zrz4vdbke6zvbxtxy5hqqduefzdqtbcupyzpbaf4', 77],
+      [0, 2, 'bafybeicfeofg5ozirda3rupoqsyrxlknvwbeti6r53wmkqne3epbosjlem', 142],
+      [0, 17, 'bafybeiewx3srnoomu43sfh6wmjaiuyq74qnbfjlakwrwumerdmqw43cohq', 1414],
+      [5, 300, 'bafybeifbz6plirr6kgugzgahucccydujclb5v6weheiaiki2btpigkqnwe', 25808],
+      [1000, 3000, 'bafybeie2jqorutfs5cvivwt6nrf5z25xivuezrc5wtvjq76dekmw6cbz5m', 175525],
+      [0, 3000, 'bafybeickunpmra7dug7bwaxgd24svhws2pg7rrxursjanv3cpa4al26raa', 262081]
+    ]
+    for (const [from, to, cid, size] of golden) {
+      const { root } = await shardedDirectory(entries.slice(from, to))
+      expect([from, to, root.cid.toString(), root.size]).toEqual([from, to, cid, size])
     }
-    await dir.add(entries.slice(0, 10))
-    await dir.remove([...entries.slice(0, 1000).map((e) => e.name), 'not-there.json'])
-    expect(dir.size).toBe(2000)
-    expect((await dir.flush()).root.cid.toString()).toBe((await shardedDirectory(entries.slice(1000))).root.cid.toString())
+
+    // Kept in memory (no store), and backed by a store: deep shards are dropped after each flush and read back.
+    const store = new Map<string, Uint8Array>()
+    const read = (cid: CID): Uint8Array | undefined => store.get(cid.toString())
+    for (const dir of [new ShardedDirectory(), new ShardedDirectory({ read })]) {
+      for (let i = 0; i < entries.length; i += 500) {
+        dir.add(entries.slice(i, i + 500))
+        const { root, blocks } = await dir.flush()
+        for (const b of blocks) store.set(b.cid.toString(), b.bytes)
+        const scratch = (await shardedDirectory(entries.slice(0, i + 500))).root
+        expect([root.cid.toString(), root.size]).toEqual([scratch.cid.toString(), scratch.size])
+        expect(dir.size).toBe(i + 500)
+      }
+      dir.add(entries.slice(0, 10))
+      dir.remove([...entries.slice(0, 1000).map((e) => e.name), 'not-there.json'])
+      expect(dir.size).toBe(2000)
+      const { root, blocks } = await dir.flush()
+      for (const b of blocks) store.set(b.cid.toString(), b.bytes)
+      expect(root.cid.toString()).toBe(golden[4][2])
+      // Removing all but one entry, one at a time, collapses every level back into the root.
+      dir.remove(entries.slice(1000, 2999).map((e) => e.name))
+      expect((await dir.flush()).root.cid.toString()).toBe((await shardedDirectory(entries.slice(2999))).root.cid.toString())
+    }
+
+    // Reopened at a stored root: it reads what it needs and gets the same CIDs as one built from scratch.
+    const built = new ShardedDirectory({ read })
+    built.add(entries.slice(0, 2000))
+    const first = await built.flush()
+    for (const b of first.blocks) store.set(b.cid.toString(), b.bytes)
+    const reopened = new ShardedDirectory({ root: first.root, count: 2000, read })
+    reopened.add(entries.slice(2000))
+    reopened.remove(entries.slice(0, 1000).map((e) => e.name))
+    expect(reopened.size).toBe(2000)
+    const { root, blocks } = await reopened.flush()
+    expect(root.cid.toString()).toBe(golden[4][2])
+    // Only the changed shards are new blocks, and a shard missing from the store is named.
+    expect(blocks.length).toBeLessThan(first.blocks.length)
+    const lost = new ShardedDirectory({ root: first.root, count: 2000, read: () => undefined })
+    expect(() => { lost.add(entries.slice(2000, 2001)) }).toThrow(ShardUnreadableError)
+    expect(() => { lost.add(entries.slice(2000, 2001)) }).toThrow(`HAMT shard ${first.root.cid.toString()} is not in the block store`)
   })
 })
