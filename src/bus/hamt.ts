@@ -117,8 +117,8 @@ export class ShardedDirectory {
       let shard = this.root
       let level = 0
       for (;;) {
-        shard.dirty = true
         const slots = this.load(shard)
+        shard.dirty = true
         const i = slotOf(key, level, hashes)
         const here = slots[i]
         if (here === undefined || (!(here instanceof Shard) && here.name === entry.name)) {

@@ -1,0 +1,75 @@
+/**
+ * Where the CPU goes, per process and per thread, for the two paths that bound the targets: publishing
+ * one event per request, and a receiver catching up. Uses the built binary (`npm run build` first).
+ *
+ *   bun bench/cpu.ts publish            # N=10000 publishes, 100 in flight, to one node: CPU per event
+ *   bun bench/cpu.ts catchup            # N=20000 published while B is down; CPU of A and B while B catches up
+ *   BUN_OPTIONS="--cpu-prof-md --cpu-prof-dir=/tmp/prof" bun bench/cpu.ts catchup   # and a profile of each process
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CairnNode, procStats } from './nodes.ts'
+
+const mode = process.argv[2]
+const N = Number(process.env.N ?? (mode === 'publish' ? 10_000 : 20_000))
+if (mode !== 'publish' && mode !== 'catchup') {
+  console.error('usage: bun bench/cpu.ts publish|catchup   (N=count)')
+  process.exit(2)
+}
+
+/** CPU seconds of each thread of `pid`, by thread name, largest first */
+function threads (pid: number): string {
+  const byName = new Map<string, number>()
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8')
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    byName.set(name, (byName.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / 100)
+  }
+  return [...byName].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([n, s]) => `${n} ${s.toFixed(2)} s`).join(', ')
+}
+
+async function publishAll (node: CairnNode, prefix: string): Promise<number> {
+  let next = 0
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: 100 }, async () => { while (next < N) await node.publish(`${prefix}${next++}`) }))
+  return (performance.now() - t0) / 1000
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'cairn-bench-cpu-'))
+const nodes: CairnNode[] = []
+try {
+  const a = await CairnNode.create(join(dir, 'a'))
+  nodes.push(a)
+  await a.start([])
+  if (mode === 'publish') {
+    await a.publish('warm')
+    const cpu = procStats(a.proc!.pid).cpuSeconds
+    const s = await publishAll(a, 'p')
+    const used = procStats(a.proc!.pid).cpuSeconds - cpu
+    console.log(`published ${N} one per request (100 in flight): ${Math.round(N / s)} events/s, ${Math.round(used / N * 1e6)} µs of CPU per event on the node`)
+    console.log(`node threads since start: ${threads(a.proc!.pid)}`)
+  } else {
+    const b = await CairnNode.create(join(dir, 'b'), a.swarmKey)
+    nodes.push(b)
+    await b.start([a.addrs[0]])
+    await a.publish('warm')
+    while (!b.applied.has('warm')) await Bun.sleep(10)
+    await b.stop()
+    const s = await publishAll(a, 'c')
+    console.log(`published ${N} while B was down in ${s.toFixed(1)} s`)
+    const t0 = performance.now()
+    await b.start([a.addrs[0]])
+    const cpuA = procStats(a.proc!.pid).cpuSeconds
+    const cpuB = procStats(b.proc!.pid).cpuSeconds
+    while (b.applied.size < N + 1) await Bun.sleep(10)
+    const wall = (performance.now() - t0) / 1000
+    console.log(`B caught up in ${wall.toFixed(2)} s from its start (${Math.round(N / wall)} events/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`)
+    console.log(`B threads since start: ${threads(b.proc!.pid)}`)
+    console.log(`peak RSS: A ${Math.round(procStats(a.proc!.pid).peakRssMiB)} MiB, B ${Math.round(procStats(b.proc!.pid).peakRssMiB)} MiB`)
+  }
+} finally {
+  for (const n of nodes) await n.stop()
+  rmSync(dir, { recursive: true, force: true })
+}
