@@ -86,6 +86,8 @@ const utf8 = new TextEncoder()
  */
 export class ShardedDirectory {
   private root: Shard
+  /** the root shard's encoded bytes, once encoded or read */
+  private rootBytes: Uint8Array | undefined
   private readonly read: BlockReader | undefined
   private count: number
 
@@ -179,17 +181,23 @@ export class ShardedDirectory {
    */
   async flush (): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
     const blocks: Block[] = []
-    const rootBytes = await this.encode(this.root, blocks)
+    this.rootBytes = (await this.encode(this.root, blocks)) ?? this.rootBytes ?? this.stored(this.root.cid!)
     if (this.read != null) this.trim(this.root, 0)
-    return { root: { cid: this.root.cid!, bytes: rootBytes ?? this.read?.(this.root.cid!) ?? new Uint8Array(), size: this.root.size }, blocks }
+    return { root: { cid: this.root.cid!, bytes: this.rootBytes, size: this.root.size }, blocks }
+  }
+
+  /** @returns a shard's bytes from the store */
+  private stored (cid: CID): Uint8Array {
+    const bytes = this.read?.(cid)
+    if (bytes == null) throw new ShardUnreadableError(`HAMT shard ${cid} is not in the block store`)
+    return bytes
   }
 
   /** @returns the shard's slots, read from the store when not in memory */
   private load (shard: Shard): Array<Leaf | Shard | undefined> {
     if (shard.slots != null) return shard.slots
-    const bytes = this.read?.(shard.cid!)
-    if (bytes == null) throw new ShardUnreadableError(`HAMT shard ${shard.cid} is not in the block store`)
-    let node: DirectoryNode & { fanout: number }
+    const bytes = this.stored(shard.cid!)
+    let node: DirectoryNode
     try {
       node = readDirectoryNode(bytes)
     } catch (err) {
@@ -214,14 +222,9 @@ export class ShardedDirectory {
       if (child === undefined) continue
       bitmap |= 1 << i
       const label = i.toString(16).toUpperCase().padStart(PAD, '0')
-      if (child instanceof Shard) {
-        await this.encode(child, blocks)
-        links.push({ Name: label, Hash: child.cid!, Tsize: child.size })
-        size += child.size
-      } else {
-        links.push({ Name: label + child.name, Hash: child.cid, Tsize: child.size })
-        size += child.size
-      }
+      if (child instanceof Shard) await this.encode(child, blocks)
+      links.push(child instanceof Shard ? { Name: label, Hash: child.cid!, Tsize: child.size } : { Name: label + child.name, Hash: child.cid, Tsize: child.size })
+      size += child.size
     }
     // The bit field as hamt-sharding writes it: big-endian, without leading zero bytes.
     const field = [bitmap >> 8, bitmap & 0xff]
@@ -229,8 +232,7 @@ export class ShardedDirectory {
     const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(field), fanout: BigInt(FANOUT), hashType: HASH_TYPE })
     // The links are already in byte order (fixed-width uppercase hex labels sort by index), so no prepare().
     const bytes = dagPb.encode({ Data: data.marshal(), Links: links })
-    const digest = sha256.digest(bytes)
-    shard.cid = CID.createV1(dagPb.code, digest instanceof Promise ? await digest : digest)
+    shard.cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
     shard.size = size + bytes.length
     shard.dirty = false
     blocks.push({ cid: shard.cid, bytes })

@@ -278,18 +278,20 @@ export class Outbox {
     const updates = new Map<string, DirEntry | null>()
     const touchedDays = new Set<string>()
     for (const bucket of new Set([...additions.keys(), ...removals.keys()])) {
-      let dir = this.bucketDir(bucket)
-      try {
+      const change = (dir: ShardedDirectory): ShardedDirectory => {
         dir.remove(removals.get(bucket) ?? [])
         dir.add(additions.get(bucket) ?? [])
+        return dir
+      }
+      let dir: ShardedDirectory
+      try {
+        dir = change(this.bucketDir(bucket))
       } catch (err) {
         if (!(err instanceof ShardUnreadableError)) throw err
         // The stored bucket cannot be read back (blocks restored from an older backup, or a bucket an
         // older version wrote with another fanout): build it again from the outbox table.
         this.init.log?.('warn', `rebuilding outbox bucket ${bucket} from the outbox table: ${err.message}`)
-        dir = this.bucketDir(bucket, true)
-        dir.remove(removals.get(bucket) ?? [])
-        dir.add(additions.get(bucket) ?? [])
+        dir = change(this.bucketDir(bucket, true))
       }
       touchedDays.add(bucket.slice(0, 10))
       if (dir.size === 0) { updates.set(bucket, null); continue }
