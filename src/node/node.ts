@@ -1,6 +1,5 @@
 import { HeadLimiter } from './headLimiter.ts'
 import { CID } from 'multiformats/cid'
-import { base64 } from 'multiformats/bases/base64'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId } from '@libp2p/interface'
@@ -19,6 +18,7 @@ import { openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
 import { createIpfs, type CairnIpfs } from '../p2p/ipfs.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
 import { BlockExchange, MAX_BATCH } from '../p2p/blockExchange.ts'
+import { announceWanted, type AnnouncingBroker } from '../p2p/announce.ts'
 import { createHttpApp } from '../http/app.ts'
 import { HybridClock } from '../bus/hlc.ts'
 import { Outbox } from '../bus/outbox.ts'
@@ -61,15 +61,6 @@ export interface CairnNodeEvents {
  * A cairn node: the data directory, SQLite, the embedded Helia node, the outbox, sync and the loopback endpoint.
  * One lifecycle: `start()` then `stop()`, each safe to call twice.
  */
-/** What announceBlocks uses of a Helia block broker (bitswap's): announce, and the want lists when it has them. */
-interface BlockBrokerShape {
-  announce?: (cid: CID) => Promise<void>
-  bitswap?: {
-    getWantlist?: () => Array<{ cid: CID }>
-    getPeerWantlist?: (peer: PeerId) => Array<{ cid: CID }> | undefined
-  }
-}
-
 export class CairnNode extends EventTarget {
   readonly config: NodeConfig
   readonly log: Log
@@ -514,32 +505,11 @@ export class CairnNode extends EventTarget {
     return out
   }
 
-  /**
-   * Tells bitswap about blocks written straight to the store (commits, hints, catch-up batches): a peer
-   * that asked for one before it was here gets it now, instead of waiting out its fetch timeout.
-   * Only the blocks someone wants (this node or a connected peer) are announced: bitswap's notify costs
-   * two multihash encodings and a promise per block, and announcing every block of a catch-up was 15 %
-   * of a receiver's main thread while nobody wanted any of them.
-   */
+  /** Tells bitswap about blocks written straight to the store (commits, hints, catch-up batches) that someone wants. */
   private announceBlocks (cids: readonly CID[]): void {
     if (cids.length === 0 || this.ipfs == null) return
-    const brokers = (this.ipfs as unknown as { blockBrokers?: BlockBrokerShape[] }).blockBrokers ?? []
-    for (const broker of brokers) {
-      if (broker.announce == null) continue
-      const wanted = this.wantedBy(broker)
-      if (wanted?.size === 0) continue
-      for (const cid of cids) {
-        if (wanted == null || wanted.has(base64.baseEncode(cid.multihash.bytes))) void broker.announce(cid).catch(() => {})
-      }
-    }
-  }
-
-  /** @returns the multihashes (base64) wanted through `broker` by this node or a connected peer; undefined when it cannot tell */
-  private wantedBy (broker: BlockBrokerShape): Set<string> | undefined {
-    const bitswap = broker.bitswap
-    if (typeof bitswap?.getWantlist !== 'function' || typeof bitswap.getPeerWantlist !== 'function') return undefined
-    const wants = [...bitswap.getWantlist(), ...this.ipfs.libp2p.getPeers().flatMap((p) => bitswap.getPeerWantlist!(p) ?? [])]
-    return new Set(wants.map((w) => base64.baseEncode(w.cid.multihash.bytes)))
+    const brokers = (this.ipfs as unknown as { blockBrokers?: AnnouncingBroker[] }).blockBrokers ?? []
+    announceWanted(brokers, cids, this.ipfs.libp2p.getPeers())
   }
 
   private async getBlock (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
