@@ -4,6 +4,7 @@
  *
  *   bun bench/cpu.ts publish            # N=10000 publishes, 100 in flight, to one node: CPU per event
  *   bun bench/cpu.ts catchup            # N=20000 published while B is down; CPU of A and B while B catches up
+ *   BIN=/tmp/cairn-before bun bench/cpu.ts publish   # another build of cairn (copy dist/cairn away first), to compare
  *   BUN_OPTIONS="--cpu-prof-md --cpu-prof-dir=/tmp/prof" bun bench/cpu.ts catchup   # and a profile of each process
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -42,6 +43,7 @@ const nodes: CairnNode[] = []
 try {
   const a = await CairnNode.create(join(dir, 'a'))
   nodes.push(a)
+  if (process.env.BIN != null) a.command = [process.env.BIN]
   await a.start([])
   if (mode === 'publish') {
     await a.publish('warm')
@@ -53,6 +55,7 @@ try {
   } else {
     const b = await CairnNode.create(join(dir, 'b'), a.swarmKey)
     nodes.push(b)
+    if (process.env.BIN != null) b.command = [process.env.BIN]
     await b.start([a.addrs[0]])
     await a.publish('warm')
     while (!b.applied.has('warm')) await Bun.sleep(10)
