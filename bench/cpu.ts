@@ -5,6 +5,7 @@
  *   bun bench/cpu.ts publish            # N=10000 publishes, 100 in flight, to one node: CPU per event
  *   bun bench/cpu.ts catchup            # N=20000 published while B is down; CPU of A and B while B catches up
  *   BIN=/tmp/cairn-before bun bench/cpu.ts publish   # another build of cairn (copy dist/cairn away first), to compare
+ *   BATCH=100 bun bench/cpu.ts catchup  # publish in batches of 100 (4 requests in flight) instead of one event per request
  *   BUN_OPTIONS="--cpu-prof-md --cpu-prof-dir=/tmp/prof" bun bench/cpu.ts catchup   # and a profile of each process
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -31,10 +32,17 @@ function threads (pid: number): string {
   return [...byName].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([n, s]) => `${n} ${s.toFixed(2)} s`).join(', ')
 }
 
+/** Events per publish request: 1 (100 requests in flight), or BATCH (4 in flight) */
+const BATCH = Number(process.env.BATCH ?? 1)
+
 async function publishAll (node: CairnNode, prefix: string): Promise<number> {
   let next = 0
   const t0 = performance.now()
-  await Promise.all(Array.from({ length: 100 }, async () => { while (next < N) await node.publish(`${prefix}${next++}`) }))
+  const one = async (): Promise<void> => {
+    if (BATCH <= 1) { await node.publish(`${prefix}${next++}`); return }
+    await node.publishBatch(Array.from({ length: Math.min(BATCH, N - next) }, () => `${prefix}${next++}`))
+  }
+  await Promise.all(Array.from({ length: BATCH <= 1 ? 100 : 4 }, async () => { while (next < N) await one() }))
   return (performance.now() - t0) / 1000
 }
 
@@ -50,7 +58,7 @@ try {
     const cpu = procStats(a.proc!.pid).cpuSeconds
     const s = await publishAll(a, 'p')
     const used = procStats(a.proc!.pid).cpuSeconds - cpu
-    console.log(`published ${N} one per request (100 in flight): ${Math.round(N / s)} events/s, ${Math.round(used / N * 1e6)} µs of CPU per event on the node`)
+    console.log(`published ${N} ${BATCH <= 1 ? 'one per request (100 in flight)' : `in batches of ${BATCH} (4 in flight)`}: ${Math.round(N / s)} events/s, ${Math.round(used / N * 1e6)} µs of CPU per event on the node`)
     console.log(`node threads since start: ${threads(a.proc!.pid)}`)
   } else {
     const b = await CairnNode.create(join(dir, 'b'), a.swarmKey)
