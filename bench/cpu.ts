@@ -4,6 +4,7 @@
  *
  *   bun bench/cpu.ts publish            # N=10000 publishes, 100 in flight, to one node: CPU per event
  *   bun bench/cpu.ts catchup            # N=20000 published while B is down; CPU of A and B while B catches up
+ *   bun bench/cpu.ts replicate          # N=10000 published while B is up: rate until B has them, CPU of A and B
  *   BIN=/tmp/cairn-before bun bench/cpu.ts publish   # another build of cairn (copy dist/cairn away first), to compare
  *   BATCH=100 bun bench/cpu.ts catchup  # publish in batches of 100 (4 requests in flight) instead of one event per request
  *   BUN_OPTIONS="--cpu-prof-md --cpu-prof-dir=/tmp/prof" bun bench/cpu.ts catchup   # and a profile of each process
@@ -14,9 +15,9 @@ import { join } from 'node:path'
 import { CairnNode, procStats } from './nodes.ts'
 
 const mode = process.argv[2]
-const N = Number(process.env.N ?? (mode === 'publish' ? 10_000 : 20_000))
-if (mode !== 'publish' && mode !== 'catchup') {
-  console.error('usage: bun bench/cpu.ts publish|catchup   (N=count)')
+const N = Number(process.env.N ?? (mode === 'catchup' ? 20_000 : 10_000))
+if (mode !== 'publish' && mode !== 'catchup' && mode !== 'replicate') {
+  console.error('usage: bun bench/cpu.ts publish|catchup|replicate   (N=count)')
   process.exit(2)
 }
 
@@ -67,20 +68,37 @@ try {
     await b.start([a.addrs[0]])
     await a.publish('warm')
     while (!b.applied.has('warm')) await Bun.sleep(10)
-    await b.stop()
-    const s = await publishAll(a, 'c')
-    console.log(`published ${N} while B was down in ${s.toFixed(1)} s`)
-    const t0 = performance.now()
-    await b.start([a.addrs[0]])
-    const cpuA = procStats(a.proc!.pid).cpuSeconds
-    const cpuB = procStats(b.proc!.pid).cpuSeconds
-    while (b.applied.size < N + 1) await Bun.sleep(10)
-    const wall = (performance.now() - t0) / 1000
-    console.log(`B caught up in ${wall.toFixed(2)} s from its start (${Math.round(N / wall)} events/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`)
-    console.log(`B threads since start: ${threads(b.proc!.pid)}`)
-    console.log(`peak RSS: A ${Math.round(procStats(a.proc!.pid).peakRssMiB)} MiB, B ${Math.round(procStats(b.proc!.pid).peakRssMiB)} MiB`)
+    if (mode === 'replicate') {
+      const cpuA = procStats(a.proc!.pid).cpuSeconds
+      const cpuB = procStats(b.proc!.pid).cpuSeconds
+      const t0 = performance.now()
+      const s = await publishAll(a, 'r')
+      while (b.applied.size < N + 1) await Bun.sleep(5)
+      const wall = (performance.now() - t0) / 1000
+      console.log(`published ${N} in ${s.toFixed(2)} s (${Math.round(N / s)}/s); B had them all after ${wall.toFixed(2)} s (${Math.round(N / wall)}/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`)
+      console.log(`A threads since start: ${threads(a.proc!.pid)}`)
+      console.log(`B threads since start: ${threads(b.proc!.pid)}`)
+    } else {
+      await catchUp(a, b)
+    }
   }
 } finally {
   for (const n of nodes) await n.stop()
   rmSync(dir, { recursive: true, force: true })
+}
+
+/** B stops, A publishes N, B restarts: how long until B has them, and the CPU of both meanwhile. */
+async function catchUp (a: CairnNode, b: CairnNode): Promise<void> {
+  await b.stop()
+  const s = await publishAll(a, 'c')
+  console.log(`published ${N} while B was down in ${s.toFixed(1)} s`)
+  const t0 = performance.now()
+  await b.start([a.addrs[0]])
+  const cpuA = procStats(a.proc!.pid).cpuSeconds
+  const cpuB = procStats(b.proc!.pid).cpuSeconds
+  while (b.applied.size < N + 1) await Bun.sleep(10)
+  const wall = (performance.now() - t0) / 1000
+  console.log(`B caught up in ${wall.toFixed(2)} s from its start (${Math.round(N / wall)} events/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`)
+  console.log(`B threads since start: ${threads(b.proc!.pid)}`)
+  console.log(`peak RSS: A ${Math.round(procStats(a.proc!.pid).peakRssMiB)} MiB, B ${Math.round(procStats(b.proc!.pid).peakRssMiB)} MiB`)
 }

@@ -95,6 +95,8 @@ export class CairnNode extends BenchNode {
   extraArgs: string[] = []
   /** how to run cairn (default: the compiled binary); for profiling, e.g. [bun, '--cpu-prof-md', 'mod.ts'] */
   command: string[] = [BINARY]
+  /** more environment for the process (Bun.spawn does not see changes to process.env) */
+  env: Record<string, string> = {}
 
   static async create (dir: string, swarmKey?: string): Promise<CairnNode> {
     const r = Bun.spawnSync([BINARY, 'init', '--data', dir, ...(swarmKey != null ? ['--swarm-key', swarmKey] : ['--new-network'])], { stderr: 'pipe' })
@@ -105,7 +107,7 @@ export class CairnNode extends BenchNode {
   get swarmKey (): string { return join(this.dir, 'swarm.key') }
 
   async start (bootstrap: string[]): Promise<void> {
-    const proc = Bun.spawn([...this.command, 'run', '--data', this.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'warn', ...this.extraArgs, ...bootstrap.flatMap((b) => ['--bootstrap', b])], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+    const proc = Bun.spawn([...this.command, 'run', '--data', this.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'warn', ...this.extraArgs, ...bootstrap.flatMap((b) => ['--bootstrap', b])], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...this.env } })
     this.proc = proc
     this.collectStderr(proc)
     const deadline = Date.now() + 60_000
