@@ -15,6 +15,7 @@ import { filePlace } from './layout.ts'
 import { PublishRequestSchema, type PublishRequest, type PublishResult } from './publishRequest.ts'
 import { directoryBlock, fileBlock, type Block, type DirEntry } from './tree.ts'
 import { ShardedDirectory, ShardUnreadableError } from './hamt.ts'
+import { trace } from '../log/trace.ts'
 
 /** Raised when an event is larger than the limit; the HTTP endpoint answers 413. */
 export class EventTooLargeError extends Error {
@@ -208,6 +209,7 @@ export class Outbox {
     const { db, blocks, producer } = this.init
     const now = this.init.now?.() ?? new Date()
     let seq = this.seq
+    trace('commit.started', seq + 1)
     const accepted: Array<{ p: Pending, envelope: EventEnvelope, block: Block, bucket: string, name: string }> = []
     const byId = new Map<string, PublishResult>()
     const duplicates: Array<{ p: Pending, id: string }> = []
@@ -255,6 +257,7 @@ export class Outbox {
       for (const a of accepted) blocks.putSync(a.block.cid, a.block.bytes)
       for (const b of tree.blocks) blocks.putSync(b.cid, b.bytes)
     }, { durable: true })
+    trace('commit.blocks_durable', seq)
     const receivedAt = Date.now()
     await this.writeHead(seq, tree, () => {
       for (const a of accepted) {

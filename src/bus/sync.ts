@@ -8,6 +8,7 @@ import { isDayName, isHourName, parseFileName } from './layout.ts'
 import type { DirEntry } from './tree.ts'
 import { readDirectoryNode, type DirectoryNode } from './hamt.ts'
 import { readEventFile, type FileLimits, type Rejection } from './validate.ts'
+import { trace } from '../log/trace.ts'
 
 /** Fetches a block, from the local store or from the connected peers (bitswap asks them all). */
 export type BlockGetter = (cid: CID, options: { signal: AbortSignal }) => Promise<Uint8Array>
@@ -123,6 +124,7 @@ export class Syncer {
     // have held) gives way to this head at once, instead of waiting out the fetch timeout.
     const walk = this.walks.get(head.producer)
     if (walk != null && performance.now() - walk.progress > 1000) walk.abort.abort(new Error('superseded by a newer head'))
+    trace('head.accepted', head.seq)
     this.schedule(head.producer)
     return 'new'
   }

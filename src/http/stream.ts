@@ -2,6 +2,7 @@ import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
 import { rowToEnvelope, type EventRow } from '../bus/eventsTable.ts'
+import { trace } from '../log/trace.ts'
 
 export interface StreamDeps {
   db: SqlDatabase
@@ -29,6 +30,7 @@ export function streamEvents (c: Context, deps: StreamDeps): Response {
       for (const r of rows) {
         await stream.writeSSE({ id: String(r.cursor), event: 'event', data: JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }) })
         cursor = r.cursor
+        trace('stream.sent', r.seq)
       }
       if (rows.length === 500) continue
       // A heartbeat only when the stream was quiet: it keeps proxies and idle timers from closing it.

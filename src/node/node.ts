@@ -37,6 +37,7 @@ import { loadAccessRules, type AccessRules } from './access.ts'
 import { Metrics } from '../metrics/metrics.ts'
 import { streamEvents } from '../http/stream.ts'
 import { VERSION } from '../version.ts'
+import { trace } from '../log/trace.ts'
 
 const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1)$/
 
@@ -165,11 +166,13 @@ export class CairnNode extends EventTarget {
         acks: () => this.acks(),
         log: (level, msg) => { this.log[level](msg) },
         onCommit: (head, events, blocks) => {
+          trace('commit.head_durable', events.at(-1)?.seq)
           this.announceBlocks(blocks.map((b) => b.cid))
           for (const e of events) this.metrics.published.inc({ type: e.type })
           // A small commit travels whole in the hint: receivers need no bitswap round trip.
           const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
           this.announce(size <= 96 * 1024 && blocks.length <= 256 ? withBlocks(head, blocks) : head)
+          trace('commit.announced', events.at(-1)?.seq)
           this.ingested(events)
         }
       })
@@ -226,9 +229,11 @@ export class CairnNode extends EventTarget {
       // A hint's signature is checked here, before gossipsub relays it, once the sending peer's rate
       // limit lets it through; the check's result is reused when the hint is applied.
       pubsub.topicValidators.set(this.headsTopic, async (peer, msg) => {
+        trace('hint.validating')
         if (!await this.limiter().admit(msg.data, peer.toString())) return TopicValidatorResult.Ignore
         try {
-          await verifyHead(msg.data)
+          const head = await verifyHead(msg.data)
+          trace('hint.verified', head.seq)
           return TopicValidatorResult.Accept
         } catch {
           return TopicValidatorResult.Reject
@@ -321,6 +326,7 @@ export class CairnNode extends EventTarget {
    * @returns its event_id, seq and CID, once durable
    */
   async publish (body: unknown): Promise<PublishResult> {
+    trace('publish.received')
     return await this.outbox.publish(body)
   }
 
@@ -461,6 +467,7 @@ export class CairnNode extends EventTarget {
       this.metrics.ingested.inc({ type: e.type })
       this.metrics.propagation.observe(Math.max(0, now - Date.parse(e.occurred_at)) / 1000)
     }
+    trace('events.ingested', events.at(-1)?.seq)
     this.plugins.notify()
     this.extras.onEvents?.(events)
     this.dispatchEvent(new CustomEvent('events:ingested', { detail: events }))

@@ -7,6 +7,7 @@ import { formatIssues } from '../schema/issues.ts'
 import { silentLog, type Log } from '../log/logger.ts'
 import { PluginLoadError, type LoadedPlugin } from './load.ts'
 import type { Plugin, PluginEvent } from './types.ts'
+import { trace } from '../log/trace.ts'
 
 export interface PluginHostInit {
   db: SqlDatabase
@@ -145,12 +146,14 @@ export class PluginHost {
   }
 
   private async round (): Promise<void> {
+    trace('plugins.round')
     let retryAt = Infinity
     for (const { plugin } of this.init.plugins) {
       if (this.status !== 'started') return
       retryAt = Math.min(retryAt, this.replayQueue(plugin), this.process(plugin))
     }
     this.markDone()
+    trace('plugins.round_done')
     this.init.onProgress?.()
     await this.runEffects()
     const effectsDue = this.db.get<{ t: number | null }>('SELECT min(next_at) AS t FROM plugin_effects WHERE done_at IS NULL')?.t
