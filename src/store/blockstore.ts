@@ -13,12 +13,7 @@ export async function openBlockDatabase (path: string): Promise<SqlDatabase> {
   // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file.
   // A rowid table: blocks are up to 256 KiB, and a WITHOUT ROWID table keeps whole rows in its B-tree,
   // so every insert moved kilobytes around (it was most of a publish's CPU).
-  // Checkpoints every 10,000 pages (~40 MB of WAL) instead of SQLite's 1,000: a block's CID is random,
-  // so nearly every insert dirties its own page of the CID index, and the same pages come back commit
-  // after commit; a checkpoint writes each of them once however often it changed. Publishing into a
-  // bucket of 20,000 went from ~1,830 to ~2,300 events/s (bench/outbox.ts, five runs each).
   db.exec(`PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
-    PRAGMA wal_autocheckpoint = 10000;
     CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, bytes BLOB NOT NULL)`)
   const sql = db.get<{ sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'blocks'")?.sql ?? ''
   if (/WITHOUT ROWID/i.test(sql)) {
