@@ -9,43 +9,47 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CairnNode } from './nodes.ts'
+import { epochNow, startCairnChain, traceMarks, type CairnNode } from './nodes.ts'
+
+const COUNT = 10
+const WARM = 10
+const EVENTS = 100
+const LATE_MS = 2000
+const SHOWN = 6
+
 const dir = mkdtempSync(join(tmpdir(), 'cairn-bench-chain-'))
-const nodes: CairnNode[] = []
-const now = () => performance.timeOrigin + performance.now()
+let nodes: CairnNode[] = []
 try {
-  for (let i = 0; i < 10; i++) {
-    const n = await CairnNode.create(join(dir, `n${i}`), nodes[0]?.swarmKey)
-    n.env = { CAIRN_TRACE: '1' }
-    await n.start(i === 0 ? [] : [nodes[i - 1].addrs[0]])
-    nodes.push(n)
-  }
+  nodes = await startCairnChain(dir, COUNT, { env: { CAIRN_TRACE: '1' } })
+  for (let i = 0; i < WARM; i++) await nodes[0].publish(`w${i}`)
+  for (const n of nodes) while (n.applied.size < WARM) await Bun.sleep(20)
   const seen = nodes.map(() => new Map<string, number>())
-  nodes.forEach((n, i) => { n.onApplied = (id) => { seen[i].set(id, now()) } })
-  for (let i = 0; i < 10; i++) await nodes[0].publish(`w${i}`)
-  for (const m of seen) while (m.size < 10) await Bun.sleep(20)
+  nodes.forEach((n, k) => { n.onApplied = (id) => { seen[k].set(id, epochNow()) } })
   const sent: number[] = []
-  for (let i = 0; i < 100; i++) { sent.push(now()); void nodes[0].publish(`e${i}`); await Bun.sleep(50) }
-  for (const m of seen) while ([...m.keys()].filter((k) => k.startsWith('e')).length < 100) await Bun.sleep(20)
+  for (let i = 0; i < EVENTS; i++) {
+    sent.push(epochNow())
+    void nodes[0].publish(`e${i}`)
+    await Bun.sleep(50)
+  }
+  for (const m of seen) while (m.size < EVENTS) await Bun.sleep(20)
+  // stop() returns once a node's stderr, with its marks, is read whole
   for (const n of nodes) await n.stop()
-  await Bun.sleep(300)
-  const marks = nodes.map((n) => n.stderr.split('\n').filter((l) => l.startsWith('TRACE ')).map((l) => { const [, st, seq, at] = l.split(' '); return { st, seq: seq === '' ? undefined : Number(seq), at: Number(at) } }))
+
+  const marks = nodes.map((n) => traceMarks(n.stderr))
   let late = 0
-  for (let i = 0; i < 100; i++) {
-    const seq = 11 + i
-    const row = seen.map((m) => Math.round(m.get(`e${i}`)! - sent[i]))
-    if (Math.max(...row) < 2000) continue
-    late++
-    if (late > 6) continue
-    console.log(`seq ${seq}: applied per node (ms)`, row.join(' '))
-    for (let k = 1; k < 10; k++) {
-      const v = marks[k].find((m) => m.st === 'hint.verified' && m.seq === seq)
-      const h = marks[k].find((m) => m.st === 'head.accepted' && m.seq != null && m.seq >= seq)
-      console.log(`  node ${k}: hint.verified ${v == null ? '-' : Math.round(v.at - sent[i])}  first head.accepted covering it ${h == null ? '-' : `${Math.round(h.at - sent[i])} (seq ${h.seq})`}`)
+  for (let i = 0; i < EVENTS; i++) {
+    const seq = WARM + 1 + i
+    const applied = seen.map((m) => Math.round(m.get(`e${i}`)! - sent[i]))
+    if (Math.max(...applied) < LATE_MS) continue
+    if (++late > SHOWN) continue
+    console.log(`seq ${seq}: applied per node (ms) ${applied.join(' ')}`)
+    for (let k = 1; k < COUNT; k++) {
+      const hint = marks[k].find((m) => m.stage === 'hint.verified' && m.seq === seq)
+      const head = marks[k].find((m) => m.stage === 'head.accepted' && m.seq != null && m.seq >= seq)
+      console.log(`  node ${k}: hint verified ${hint == null ? '-' : Math.round(hint.at - sent[i])}, first head covering it accepted ${head == null ? '-' : `${Math.round(head.at - sent[i])} (seq ${head.seq})`}`)
     }
   }
-  console.log('late events', late)
-  for (let k = 0; k < 10; k++) console.log('node', k, 'stderr non-trace:', nodes[k].stderr.split('\n').filter((l) => l !== '' && !l.startsWith('TRACE')).slice(0, 3).join(' | ').slice(0, 400))
+  console.log(`${late} of ${EVENTS} events reached some node ${LATE_MS} ms or more after publishing`)
 } finally {
   for (const n of nodes) await n.stop()
   rmSync(dir, { recursive: true, force: true })

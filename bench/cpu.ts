@@ -12,7 +12,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CairnNode, procStats } from './nodes.ts'
+import { procStats, startCairnChain, type CairnNode } from './nodes.ts'
 
 const mode = process.argv[2]
 const N = Number(process.env.N ?? (mode === 'catchup' ? 20_000 : 10_000))
@@ -48,12 +48,10 @@ async function publishAll (node: CairnNode, prefix: string): Promise<number> {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'cairn-bench-cpu-'))
-const nodes: CairnNode[] = []
+let nodes: CairnNode[] = []
 try {
-  const a = await CairnNode.create(join(dir, 'a'))
-  nodes.push(a)
-  if (process.env.BIN != null) a.command = [process.env.BIN]
-  await a.start([])
+  nodes = await startCairnChain(dir, mode === 'publish' ? 1 : 2, { command: process.env.BIN != null ? [process.env.BIN] : undefined })
+  const [a, b] = nodes
   if (mode === 'publish') {
     await a.publish('warm')
     const cpu = procStats(a.proc!.pid).cpuSeconds
@@ -62,10 +60,6 @@ try {
     console.log(`published ${N} ${BATCH <= 1 ? 'one per request (100 in flight)' : `in batches of ${BATCH} (4 in flight)`}: ${Math.round(N / s)} events/s, ${Math.round(used / N * 1e6)} µs of CPU per event on the node`)
     console.log(`node threads since start: ${threads(a.proc!.pid)}`)
   } else {
-    const b = await CairnNode.create(join(dir, 'b'), a.swarmKey)
-    nodes.push(b)
-    if (process.env.BIN != null) b.command = [process.env.BIN]
-    await b.start([a.addrs[0]])
     await a.publish('warm')
     while (!b.applied.has('warm')) await Bun.sleep(10)
     if (mode === 'replicate') {

@@ -40,7 +40,9 @@ export abstract class BenchNode {
   readonly applied = new Map<string, number>()
   /** peak RSS over every incarnation of this node */
   peakRssMiB = 0
+  /** what the process wrote to stderr; whole once stop() has returned */
   stderr = ''
+  private stderrRead: Promise<void> = Promise.resolve()
   onApplied?: (id: string, at: number) => void
 
   constructor (dir: string) {
@@ -60,7 +62,7 @@ export abstract class BenchNode {
   }
 
   protected collectStderr (proc: Subprocess<'ignore', 'pipe', 'pipe'>): void {
-    void new Response(proc.stderr).text().then((t) => { this.stderr += t })
+    this.stderrRead = new Response(proc.stderr).text().then((t) => { this.stderr += t })
   }
 
   stats (): { peakRssMiB: number, cpuSeconds: number } {
@@ -77,6 +79,7 @@ export abstract class BenchNode {
     const timer = setTimeout(() => { proc.kill('SIGKILL') }, 10_000)
     await proc.exited
     clearTimeout(timer)
+    await this.stderrRead
     this.proc = undefined
   }
 }
@@ -218,3 +221,38 @@ export async function createNode (system: SystemName, parent: string, name: stri
   if (system === 'cairn') return await CairnNode.create(dir, first != null ? (first as CairnNode).swarmKey : undefined)
   return OrbitNode.create(dir, first != null ? (first as OrbitNode).swarmKey : undefined, first != null ? (first as OrbitNode).address : undefined)
 }
+
+/**
+ * Starts `count` cairn nodes of one network in `parent`, each bootstrapping to the one before (a chain;
+ * with two, simply B to A). Nodes already started are stopped again when one fails to start.
+ */
+export async function startCairnChain (parent: string, count: number, options: { command?: string[], env?: Record<string, string> } = {}): Promise<CairnNode[]> {
+  const nodes: CairnNode[] = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const node = await CairnNode.create(join(parent, `n${i}`), nodes[0]?.swarmKey)
+      if (options.command != null) node.command = options.command
+      if (options.env != null) node.env = options.env
+      nodes.push(node)
+      await node.start(i === 0 ? [] : [nodes[i - 1].addrs[0]])
+    }
+  } catch (err) {
+    for (const n of nodes) await n.stop()
+    throw err
+  }
+  return nodes
+}
+
+/** A stage mark that a node started with `CAIRN_TRACE=1` wrote (src/log/trace.ts). */
+export interface TraceMark { stage: string, seq: number | undefined, at: number }
+
+/** @returns the stage marks in a node's stderr, in order */
+export function traceMarks (stderr: string): TraceMark[] {
+  return stderr.split('\n').filter((l) => l.startsWith('TRACE ')).map((l) => {
+    const [, stage, seq, at] = l.split(' ')
+    return { stage, seq: seq === '' ? undefined : Number(seq), at: Number(at) }
+  })
+}
+
+/** @returns the wall clock in ms with sub-millisecond precision: the clock trace marks use */
+export const epochNow = (): number => performance.timeOrigin + performance.now()

@@ -9,56 +9,36 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CairnNode } from './nodes.ts'
+import { epochNow, startCairnChain, traceMarks, type CairnNode, type TraceMark } from './nodes.ts'
 
 const N = Number(process.env.N ?? 100)
 const WARM = 20
 
-interface Mark { stage: string, seq: number | undefined, at: number }
-
-/** @returns the TRACE lines of a node's stderr */
-function marks (stderr: string): Mark[] {
-  return stderr.split('\n').filter((l) => l.startsWith('TRACE ')).map((l) => {
-    const [, stage, seq, at] = l.split(' ')
-    return { stage, seq: seq === '' ? undefined : Number(seq), at: Number(at) }
-  })
-}
-
-const now = (): number => performance.timeOrigin + performance.now()
 const dir = mkdtempSync(join(tmpdir(), 'cairn-bench-trace-'))
-const nodes: CairnNode[] = []
+let nodes: CairnNode[] = []
 try {
-  const a = await CairnNode.create(join(dir, 'a'))
-  nodes.push(a)
-  if (process.env.BIN != null) a.command = [process.env.BIN]
-  a.env = { CAIRN_TRACE: '1' }
-  await a.start([])
-  const b = await CairnNode.create(join(dir, 'b'), a.swarmKey)
-  nodes.push(b)
-  b.command = a.command
-  b.env = a.env
-  await b.start([a.addrs[0]])
+  nodes = await startCairnChain(dir, 2, { command: process.env.BIN != null ? [process.env.BIN] : undefined, env: { CAIRN_TRACE: '1' } })
+  const [a, b] = nodes
   for (let i = 0; i < WARM; i++) { await a.publish(`warm${i}`); await Bun.sleep(50) }
   while (b.applied.size < WARM) await Bun.sleep(10)
   const sent: number[] = []
   const seen = new Map<string, number>()
-  b.onApplied = (id) => { seen.set(id, now()) }
+  b.onApplied = (id) => { seen.set(id, epochNow()) }
   for (let i = 0; i < N; i++) {
-    sent.push(now())
+    sent.push(epochNow())
     void a.publish(`e${i}`)
     await Bun.sleep(50)
   }
   while (seen.size < N) await Bun.sleep(10)
+  // stop() returns once a node's stderr, with its marks, is read whole
   for (const n of nodes) await n.stop()
-  // stderr is collected when each process's pipe closes
-  await Bun.sleep(200)
 
-  const onA = marks(a.stderr)
-  const onB = marks(b.stderr)
+  const onA = traceMarks(a.stderr)
+  const onB = traceMarks(b.stderr)
   /** the first mark of `stage` for `seq` (or with no seq, the first at or after `after`) */
-  const find = (list: Mark[], stage: string, seq: number, after: number | undefined): number | undefined =>
+  const find = (list: TraceMark[], stage: string, seq: number, after: number | undefined): number | undefined =>
     list.find((m) => m.stage === stage && (m.seq === seq || (m.seq == null && after != null && m.at >= after)))?.at
-  const stages: Array<[string, Mark[]]> = [
+  const stages: Array<[string, TraceMark[]]> = [
     ['publish.received', onA], ['commit.started', onA], ['commit.blocks_durable', onA], ['commit.head_durable', onA],
     ['commit.announced', onA], ['hint.validating', onB], ['hint.verified', onB], ['head.accepted', onB],
     ['events.ingested', onB], ['plugins.round', onB], ['plugins.round_done', onB], ['stream.sent', onB]
@@ -67,7 +47,7 @@ try {
   for (let i = 0; i < N; i++) {
     const seq = WARM + 1 + i
     let prev = { name: 'request sent', at: sent[i] as number | undefined }
-    for (const [stage, list] of [...stages, ['read from the stream', []] as [string, Mark[]]]) {
+    for (const [stage, list] of [...stages, ['read from the stream', []] as [string, TraceMark[]]]) {
       const at = stage === 'read from the stream' ? seen.get(`e${i}`) : find(list, stage, seq, prev.at)
       if (at != null && prev.at != null) {
         const key = `${prev.name} → ${stage}`
