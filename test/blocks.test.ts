@@ -8,6 +8,14 @@ import { tempDir, waitFor, cairn } from './helpers/process.ts'
 import { inProcessNode } from './helpers/forge.ts'
 import { silentLog } from '../src/log/logger.ts'
 import { eventCount } from './helpers/db.ts'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { openDatabase } from '../src/runtime/sqlite.ts'
+import { migrate } from '../src/store/migrations.ts'
+import { openBlockDatabase, SqliteBlockstore } from '../src/store/blockstore.ts'
+import { Outbox } from '../src/bus/outbox.ts'
+import { HybridClock } from '../src/bus/hlc.ts'
+import { withBlocks } from '../src/bus/head.ts'
 
 async function init (parent: string, name: string, swarmKey?: string): Promise<string> {
   const dir = join(parent, name)
@@ -51,4 +59,39 @@ describe('the blocks protocol', () => {
       await a.stop()
     }
   })
+
+  test('a walk waiting for a block ends as soon as a hint that arrives out of order brings it', async () => {
+    // A producer's outbox in this process: each commit's hint carries that commit's blocks.
+    const key = await generateKeyPair('Ed25519')
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const hints: Uint8Array[] = []
+    const outbox = new Outbox({
+      db,
+      blocks: new SqliteBlockstore(await openBlockDatabase(':memory:')),
+      producer: peerIdFromPrivateKey(key).toString(),
+      privateKey: key,
+      clock: new HybridClock(),
+      maxBatch: 100,
+      maxEventSize: 256 * 1024,
+      maxDepth: 64,
+      onCommit: (head, _events, blocks) => { hints.push(withBlocks(head, blocks)) }
+    })
+    await outbox.publish({ type: 'test.first', payload: {} })
+    await outbox.publish({ type: 'test.second', payload: {} })
+    using tmp = tempDir()
+    // No peer holds the first file, and a fetch would wait a minute for one.
+    const b = await inProcessNode(await init(tmp.path, 'b'), { 'fetch-timeout': '60s' })
+    try {
+      await b.offerHead(hints[1])
+      await Bun.sleep(300)
+      expect(eventCount(b.config.data)).toBe(0)
+      await b.offerHead(hints[0])
+      await waitFor('both events on b', () => eventCount(b.config.data) === 2, 5000)
+    } finally {
+      await b.stop()
+      db.close()
+    }
+  })
 })
+

@@ -88,6 +88,8 @@ export class CairnNode extends EventTarget {
   blockExchange!: BlockExchange
   private readonly rejectLogged = new Map<string, number>()
   private readonly waiters = new Set<() => void>()
+  /** per CID, the network fetches that a block stored by another path (a hint, a bulk batch) ends */
+  private readonly fetching = new Map<string, Set<() => void>>()
 
   constructor (config: NodeConfig, extras: NodeExtras = {}) {
     super()
@@ -512,9 +514,17 @@ export class CairnNode extends EventTarget {
     return out
   }
 
-  /** Tells bitswap about blocks written straight to the store (commits, hints, catch-up batches) that someone wants. */
+  /**
+   * Called for blocks written straight to the store (commits, hints, bulk batches): ends this node's
+   * own fetches of them, and tells bitswap about those that a peer wants. Bitswap alone would not end
+   * an own fetch: told of a block, it cancels the want but leaves its waiter waiting out the timeout.
+   */
   private announceBlocks (cids: readonly CID[]): void {
-    if (cids.length === 0 || this.ipfs == null) return
+    if (cids.length === 0) return
+    if (this.fetching.size > 0) {
+      for (const cid of cids) for (const wake of this.fetching.get(cid.toString()) ?? []) wake()
+    }
+    if (this.ipfs == null) return
     const brokers = (this.ipfs as unknown as { blockBrokers?: AnnouncingBroker[] }).blockBrokers ?? []
     announceWanted(brokers, cids, this.ipfs.libp2p.getPeers())
   }
@@ -522,13 +532,30 @@ export class CairnNode extends EventTarget {
   private async getBlock (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
     const local = this.blocks.getSync(cid)
     if (local != null) return local
-    const parts: Uint8Array[] = []
-    for await (const p of this.ipfs.blockstore.get(cid, { signal: options.signal })) parts.push(p)
-    if (parts.length === 1) return parts[0]
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-    let o = 0
-    for (const p of parts) { out.set(p, o); o += p.length }
-    return out
+    // The block may come by another path while bitswap looks for it: a hint that arrived out of order
+    // carries it, or a bulk batch. Its arrival ends the fetch.
+    const key = cid.toString()
+    const arrived = new AbortController()
+    const wake = (): void => { arrived.abort() }
+    const wakers = this.fetching.get(key) ?? new Set()
+    wakers.add(wake)
+    this.fetching.set(key, wakers)
+    try {
+      const parts: Uint8Array[] = []
+      for await (const p of this.ipfs.blockstore.get(cid, { signal: AbortSignal.any([options.signal, arrived.signal]) })) parts.push(p)
+      if (parts.length === 1) return parts[0]
+      const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+      let o = 0
+      for (const p of parts) { out.set(p, o); o += p.length }
+      return out
+    } catch (err) {
+      const stored = arrived.signal.aborted ? this.blocks.getSync(cid) : undefined
+      if (stored != null) return stored
+      throw err
+    } finally {
+      wakers.delete(wake)
+      if (wakers.size === 0) this.fetching.delete(key)
+    }
   }
 
   private dialBootstrap (): void {
