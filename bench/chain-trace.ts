@@ -5,6 +5,7 @@
  * accepted the first head that covers it (ms after the publish request).
  *
  *   bun bench/chain-trace.ts
+ *   DUMP=/tmp/chain bun bench/chain-trace.ts   # also writes node-<k>.log (its stderr) and sent.txt there
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -36,6 +37,12 @@ try {
   for (const n of nodes) await n.stop()
 
   const marks = nodes.map((n) => traceMarks(n.stderr))
+  const dump = process.env.DUMP
+  if (dump != null) {
+    // every node's stderr, and when each event was sent, for a closer look at one run
+    for (const [k, n] of nodes.entries()) await Bun.write(join(dump, `node-${k}.log`), n.stderr)
+    await Bun.write(join(dump, 'sent.txt'), sent.map((t, i) => `${WARM + 1 + i} ${t.toFixed(3)}`).join('\n') + '\n')
+  }
   let late = 0
   for (let i = 0; i < EVENTS; i++) {
     const seq = WARM + 1 + i
