@@ -4,6 +4,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as raw from 'multiformats/codecs/raw'
 import { BLOCKS_PROTOCOL, BlockExchange, MAX_BATCH } from '../src/p2p/blockExchange.ts'
+import { HEADS_PROTOCOL, HeadExchange } from '../src/p2p/headExchange.ts'
 import { tempDir, waitFor, cairn } from './helpers/process.ts'
 import { inProcessNode } from './helpers/forge.ts'
 import { silentLog } from '../src/log/logger.ts'
@@ -95,3 +96,36 @@ describe('the blocks protocol', () => {
   })
 })
 
+
+describe('the head exchange', () => {
+  test('the re-announce pushes a peer the heads only when they changed, an announce always', async () => {
+    using tmp = tempDir()
+    const a = await inProcessNode(await init(tmp.path, 'a'))
+    const b = await inProcessNode(await init(tmp.path, 'b', join(tmp.path, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    try {
+      // b counts what reaches it of the heads a pushes here (a's own exchange may push its real ones)
+      const received: string[] = []
+      await b.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
+      const onHead = async (bytes: Uint8Array): Promise<void> => { const h = new TextDecoder().decode(bytes); if (h.startsWith('head ')) received.push(h) }
+      await new HeadExchange({ libp2p: b.ipfs.libp2p, heads: () => [], onHead, log: silentLog }).start()
+      const heads = [new TextEncoder().encode('head 1'), new TextEncoder().encode('head 2')]
+      const pusher = new HeadExchange({ libp2p: a.ipfs.libp2p, heads: () => heads.map((h) => h.slice()), log: silentLog, onHead: async () => {} })
+      await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
+      const settled = async (n: number): Promise<void> => { await waitFor(`${n} heads on b`, () => received.length >= n, 5000); await Bun.sleep(200); expect(received).toHaveLength(n) }
+
+      await pusher.pushAll({ changed: true })
+      await settled(2)
+      await pusher.pushAll({ changed: true })
+      await settled(2)
+      heads[1] = new TextEncoder().encode('head 2, newer')
+      await pusher.pushAll({ changed: true })
+      await settled(4)
+      expect(received.slice(2)).toEqual(['head 1', 'head 2, newer'])
+      await pusher.pushAll()
+      await settled(6)
+    } finally {
+      await b.stop()
+      await a.stop()
+    }
+  })
+})

@@ -131,7 +131,7 @@ export class Syncer {
 
   /** @returns the signed heads this node knows, its own included, to relay to peers */
   knownHeads (): Uint8Array[] {
-    return this.init.db.all<{ head_message: Uint8Array }>('SELECT head_message FROM producers WHERE head_message IS NOT NULL').map((r) => r.head_message)
+    return this.init.db.all<{ head_message: Uint8Array }>('SELECT head_message FROM producers WHERE head_message IS NOT NULL ORDER BY producer').map((r) => r.head_message)
   }
 
   /** Walks `producer`'s tree soon; coalesces with a walk under way. */

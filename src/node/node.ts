@@ -398,7 +398,7 @@ export class CairnNode extends EventTarget {
       const head = await this.outbox.refreshHead()
       if (head != null) this.announce(head)
       this.metrics.headsAnnounced.inc({ via: 'exchange' })
-      await this.exchange?.pushAll()
+      await this.exchange?.pushAll({ changed: true })
     } catch (err) {
       this.log.warn(`re-announce failed: ${(err as Error).message}`)
     }

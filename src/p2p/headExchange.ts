@@ -1,4 +1,5 @@
 import { lpStream } from '@libp2p/utils'
+import { equals } from 'uint8arrays/equals'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Log } from '../log/logger.ts'
 
@@ -7,6 +8,8 @@ export const HEADS_PROTOCOL = '/cairn/heads/1.0.0'
 
 const MAX_HEADS_PER_PUSH = 10_000
 const MAX_HEAD_BYTES = 64 * 1024
+/** A peer gets the heads again after this long even when none changed since its last push. */
+const REPUSH_UNCHANGED_MS = 60_000
 
 export interface HeadExchangeInit {
   libp2p: Libp2p
@@ -20,11 +23,19 @@ export interface HeadExchangeInit {
 /**
  * Pushes every known head to a peer over a direct stream: when a peer connects, and on the re-announce
  * timer. It does not depend on gossipsub, so a node that was away catches up from whoever is online.
+ * On the timer a peer is skipped while none of the heads changed since its last push (up to a minute):
+ * with ten nodes, re-pushing the same heads to every peer every few seconds was half of an idle node's CPU.
  */
 export class HeadExchange {
   private readonly init: HeadExchangeInit
+  /** per peer, the heads it was last pushed, and when */
+  private readonly pushed = new Map<string, { heads: Uint8Array[], at: number }>()
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId, protocols: string[] }>): void => {
     if (evt.detail.protocols.includes(HEADS_PROTOCOL)) void this.push(evt.detail.peerId)
+  }
+
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    this.pushed.delete(evt.detail.toString())
   }
 
   constructor (init: HeadExchangeInit) {
@@ -34,31 +45,46 @@ export class HeadExchange {
   async start (): Promise<void> {
     await this.init.libp2p.handle(HEADS_PROTOCOL, (stream, connection) => { void this.receive(stream, connection) }, { maxInboundStreams: 8 })
     this.init.libp2p.addEventListener('peer:identify', this.onIdentify as EventListener)
+    this.init.libp2p.addEventListener('peer:disconnect', this.onDisconnect as EventListener)
   }
 
   async stop (): Promise<void> {
     this.init.libp2p.removeEventListener('peer:identify', this.onIdentify as EventListener)
+    this.init.libp2p.removeEventListener('peer:disconnect', this.onDisconnect as EventListener)
+    this.pushed.clear()
     await this.init.libp2p.unhandle(HEADS_PROTOCOL).catch(() => {})
   }
 
-  /** Pushes all known heads to every connected peer. */
-  async pushAll (): Promise<void> {
+  /**
+   * Pushes all known heads to every connected peer.
+   *
+   * @param options.changed only to peers whose last push was of other heads, or over a minute ago
+   */
+  async pushAll (options: { changed?: boolean } = {}): Promise<void> {
+    const heads = this.init.heads()
+    const now = Date.now()
     const peers = new Map(this.init.libp2p.getConnections().map((c) => [c.remotePeer.toString(), c.remotePeer]))
-    await Promise.allSettled([...peers.values()].map(async (p) => { await this.push(p) }))
+    await Promise.allSettled([...peers].map(async ([id, p]) => {
+      const last = this.pushed.get(id)
+      if (options.changed === true && last != null && now - last.at < REPUSH_UNCHANGED_MS && sameHeads(last.heads, heads)) return
+      await this.push(p, heads)
+    }))
   }
 
-  /** Pushes all known heads to one peer. */
-  async push (peer: PeerId): Promise<void> {
-    const heads = this.init.heads()
+  /** Pushes all known heads (or `heads`) to one peer. */
+  async push (peer: PeerId, heads = this.init.heads()): Promise<void> {
     if (heads.length === 0) return
+    const id = peer.toString()
     let stream: Stream | undefined
     try {
       stream = await this.init.libp2p.dialProtocol(peer, HEADS_PROTOCOL, { signal: AbortSignal.timeout(5000) })
       const lp = lpStream(stream, { maxDataLength: MAX_HEAD_BYTES })
       await lp.writeV([new TextEncoder().encode(String(heads.length)), ...heads], { signal: AbortSignal.timeout(5000) })
       await stream.close({ signal: AbortSignal.timeout(5000) })
+      this.pushed.set(id, { heads, at: Date.now() })
     } catch (err) {
-      this.init.log.debug(`cannot push heads to ${peer.toString()}: ${(err as Error).message}`, { peer: peer.toString() })
+      this.pushed.delete(id)
+      this.init.log.debug(`cannot push heads to ${id}: ${(err as Error).message}`, { peer: id })
       stream?.abort(err as Error)
     }
   }
@@ -80,4 +106,8 @@ export class HeadExchange {
       stream.abort(err as Error)
     }
   }
+}
+
+function sameHeads (a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean {
+  return a.length === b.length && a.every((h, i) => equals(h, b[i]))
 }

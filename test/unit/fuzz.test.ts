@@ -44,6 +44,19 @@ describe('hostile input never throws past the boundary', () => {
     }), { numRuns: 200 })
   })
 
+  test('a head that verified once is known again by its exact bytes only: any one byte changed is checked anew and refused', async () => {
+    const head = { producer, seq: 9, root: 'bafkreigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi', hlc: '1763822400000-0002', acks: {} }
+    const bytes = await signHead(head, key)
+    expect(await verifyHead(bytes)).toEqual(head)
+    expect(await verifyHead(bytes.slice())).toEqual(head)
+    const sigAt = new TextDecoder().decode(bytes).indexOf('"sig":"') + 7
+    await fc.assert(fc.asyncProperty(fc.integer({ min: 0, max: sigAt + 40 }), fc.integer({ min: 1, max: 255 }), async (at, delta) => {
+      const changed = bytes.slice()
+      changed[at] = (changed[at] + delta) % 256
+      await expect(verifyHead(changed)).rejects.toThrow()
+    }), { numRuns: 500 })
+  })
+
   test('readEventFile turns any bytes into an envelope or a rejection with a reason', () => {
     fc.assert(fc.property(fc.oneof(fc.uint8Array({ maxLength: 4096 }), near.value.map((v) => encoder.encode(JSON.stringify(v) ?? ''))), (bytes) => {
       const r = readEventFile(bytes, { producer, seq: 1, eventId: '0190b2a4-0000-7000-8000-000000000001' }, limits)
