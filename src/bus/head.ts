@@ -123,7 +123,7 @@ const verified = new WeakMap<Uint8Array, Promise<VerifiedHead>>()
  */
 const recentHeads = new Map<string, VerifiedHead>()
 const recentKey = new TextDecoder('latin1')
-const MAX_RECENT = 4096
+const MAX_RECENT = 1024
 const MAX_RECENT_BYTES = 4096
 
 async function checkHeadMessage (bytes: Uint8Array, maxBytes: number): Promise<VerifiedHead> {
