@@ -216,7 +216,13 @@ export class Syncer {
     const t0 = performance.now()
     // The CID each directory had at the last walk, looked up per directory visited: a producer with a
     // large outbox has tens of thousands of shards, and loading them all made every walk slower.
-    const seen = { get: (path: string): string | undefined => db.get<{ cid: string }>('SELECT cid FROM remote_dirs WHERE producer = ? AND path = ?', [producer, path])?.cid }
+    const seen = {
+      get: (path: string): string | undefined => db.get<{ cid: string }>('SELECT cid FROM remote_dirs WHERE producer = ? AND path = ?', [producer, path])?.cid,
+      /** one statement for a shard's children (up to its fanout) instead of one each */
+      many: (paths: readonly string[]): Map<string, string> => paths.length === 0
+        ? new Map()
+        : new Map(db.all<{ path: string, cid: string }>(`SELECT path, cid FROM remote_dirs WHERE producer = ? AND path IN (${paths.map(() => '?').join(',')})`, [producer, ...paths]).map((r) => [r.path, r.cid]))
+    }
     const walked = new Map<string, string>()
     const candidates: Candidate[] = []
     const rejected: Array<{ path: string, cid?: string, rejection: Rejection, seq?: number }> = []
@@ -247,10 +253,11 @@ export class Syncer {
             throw new Error(`${producer}/${l.path} is not a directory: ${(err as Error).message}`)
           }
           out.push(...node.entries)
-          for (const shard of node.shards) {
-            const p = `${l.path}#${shard.label}`
-            if (seen.get(p) !== shard.cid.toString()) next.push({ path: p, cid: shard.cid })
-          }
+          const paths = node.shards.map((shard) => `${l.path}#${shard.label}`)
+          const known = seen.many(paths)
+          node.shards.forEach((shard, j) => {
+            if (known.get(paths[j]) !== shard.cid.toString()) next.push({ path: paths[j], cid: shard.cid })
+          })
           if (l.path !== path) walked.set(l.path, l.cid.toString())
         }
         level = next
