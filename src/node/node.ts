@@ -90,6 +90,9 @@ export class CairnNode extends EventTarget {
   private readonly waiters = new Set<() => void>()
   /** per CID, the network fetches that a block stored by another path (a hint, a bulk batch) ends */
   private readonly fetching = new Map<string, Set<() => void>>()
+  /** the blocks the latest hints carried (up to 2 MiB), which the walks they start read next: spares reading them back */
+  private readonly hinted = new Map<string, Uint8Array>()
+  private hintedBytes = 0
 
   constructor (config: NodeConfig, extras: NodeExtras = {}) {
     super()
@@ -188,6 +191,7 @@ export class CairnNode extends EventTarget {
         fetchTimeout: cfg['fetch-timeout'],
         storeBlocks: (blocks) => {
           this.blocks.db.transaction(() => { for (const b of blocks) this.blocks.putSync(b.cid, b.bytes) })
+          this.remember(blocks)
           this.announceBlocks(blocks.map((b) => b.cid))
         },
         isMember: this.access.members == null ? undefined : (p) => this.access.members!.has(p),
@@ -514,6 +518,21 @@ export class CairnNode extends EventTarget {
     return out
   }
 
+  /** Keeps the blocks a hint carried for the walk that follows, dropping the oldest beyond 2 MiB. */
+  private remember (blocks: ReadonlyArray<{ cid: CID, bytes: Uint8Array }>): void {
+    for (const b of blocks) {
+      const key = b.cid.toString()
+      if (this.hinted.has(key)) continue
+      this.hinted.set(key, b.bytes)
+      this.hintedBytes += b.bytes.length
+    }
+    for (const [key, bytes] of this.hinted) {
+      if (this.hintedBytes <= 2 * 1024 * 1024) break
+      this.hinted.delete(key)
+      this.hintedBytes -= bytes.length
+    }
+  }
+
   /**
    * Called for blocks written straight to the store (commits, hints, bulk batches): ends this node's
    * own fetches of them, and tells bitswap about those that a peer wants. Bitswap alone would not end
@@ -530,7 +549,7 @@ export class CairnNode extends EventTarget {
   }
 
   private async getBlock (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
-    const local = this.blocks.getSync(cid)
+    const local = this.hinted.get(cid.toString()) ?? this.blocks.getSync(cid)
     if (local != null) return local
     // The block may come by another path while bitswap looks for it: a hint that arrived out of order
     // carries it, or a bulk batch. Its arrival ends the fetch.
