@@ -27,10 +27,11 @@ export function streamEvents (c: Context, deps: StreamDeps): Response {
     const typeFilter = types.length > 0 ? `AND type IN (${types.map(() => '?').join(',')})` : ''
     while (!abort.signal.aborted) {
       const rows = deps.db.all<EventRow>(`SELECT * FROM events WHERE cursor > ? AND cursor <= ? ${typeFilter} ORDER BY cursor LIMIT 500`, [cursor, deps.watermark(), ...types] as SqlValue[])
-      for (const r of rows) {
-        await stream.writeSSE({ id: String(r.cursor), event: 'event', data: JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }) })
-        cursor = r.cursor
-        trace('stream.sent', r.seq)
+      if (rows.length > 0) {
+        // One write for the whole batch (writeSSE's format: the JSON has no line breaks, so one data line each)
+        await stream.write(rows.map((r) => `event: event\ndata: ${JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid })}\nid: ${r.cursor}\n\n`).join(''))
+        cursor = rows[rows.length - 1].cursor
+        for (const r of rows) trace('stream.sent', r.seq)
       }
       if (rows.length === 500) continue
       // A heartbeat only when the stream was quiet: it keeps proxies and idle timers from closing it.
