@@ -214,8 +214,9 @@ export class Syncer {
     const root = CID.parse(row.head_root)
     this.init.log?.('debug', `walking ${producer} to seq ${row.head_seq} (processed ${row.processed_seq})`, { producer })
     const t0 = performance.now()
-    // The CID each directory had at the last walk, looked up per directory visited: a producer with a
-    // large outbox has tens of thousands of shards, and loading them all made every walk slower.
+    // The CID each directory had at the last walk, looked up per directory visited (a shard's children
+    // together): a producer with a large outbox has tens of thousands of shards, and loading them all
+    // made every walk slower.
     const seen = {
       get: (path: string): string | undefined => db.get<{ cid: string }>('SELECT cid FROM remote_dirs WHERE producer = ? AND path = ?', [producer, path])?.cid,
       /** one statement for a shard's children (up to its fanout) instead of one each */

@@ -90,7 +90,7 @@ export class CairnNode extends EventTarget {
   private readonly waiters = new Set<() => void>()
   /** per CID, the network fetches that a block stored by another path (a hint, a bulk batch) ends */
   private readonly fetching = new Map<string, Set<() => void>>()
-  /** the blocks the latest hints carried (up to 2 MiB), which the walks they start read next: spares reading them back */
+  /** the blocks the latest hints carried (up to 2 MiB): the walks they start read them next, from here */
   private readonly hinted = new Map<string, Uint8Array>()
   private hintedBytes = 0
 
@@ -549,11 +549,11 @@ export class CairnNode extends EventTarget {
   }
 
   private async getBlock (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
-    const local = this.hinted.get(cid.toString()) ?? this.blocks.getSync(cid)
+    const key = cid.toString()
+    const local = this.hinted.get(key) ?? this.blocks.getSync(cid)
     if (local != null) return local
     // The block may come by another path while bitswap looks for it: a hint that arrived out of order
     // carries it, or a bulk batch. Its arrival ends the fetch.
-    const key = cid.toString()
     const arrived = new AbortController()
     const wake = (): void => { arrived.abort() }
     const wakers = this.fetching.get(key) ?? new Set()
