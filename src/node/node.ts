@@ -14,7 +14,7 @@ import { networkId } from '../datadir/swarmKey.ts'
 import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
 import { serve, type HttpServer } from '../runtime/serve.ts'
 import { migrate } from '../store/migrations.ts'
-import { openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
+import { collect, openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
 import { createIpfs, type CairnIpfs } from '../p2p/ipfs.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
 import { BlockExchange, MAX_BATCH } from '../p2p/blockExchange.ts'
@@ -560,13 +560,7 @@ export class CairnNode extends EventTarget {
     wakers.add(wake)
     this.fetching.set(key, wakers)
     try {
-      const parts: Uint8Array[] = []
-      for await (const p of this.ipfs.blockstore.get(cid, { signal: AbortSignal.any([options.signal, arrived.signal]) })) parts.push(p)
-      if (parts.length === 1) return parts[0]
-      const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-      let o = 0
-      for (const p of parts) { out.set(p, o); o += p.length }
-      return out
+      return await collect(this.ipfs.blockstore.get(cid, { signal: AbortSignal.any([options.signal, arrived.signal]) }))
     } catch (err) {
       const stored = arrived.signal.aborted ? this.blocks.getSync(cid) : undefined
       if (stored != null) return stored

@@ -27,7 +27,8 @@ export async function openBlockDatabase (path: string): Promise<SqlDatabase> {
   return db
 }
 
-async function collect (bytes: InputPair['bytes']): Promise<Uint8Array> {
+/** @returns a block's bytes in one array, however they come (one array, or the parts of a stream) */
+export async function collect (bytes: InputPair['bytes']): Promise<Uint8Array> {
   if (bytes instanceof Uint8Array) return bytes
   const parts: Uint8Array[] = []
   for await (const b of bytes) parts.push(b)
