@@ -12,8 +12,9 @@ export interface AnnouncingBroker {
 }
 
 /**
- * Tells block brokers about blocks written straight to the store, so that a peer (or this node) that
- * asked for one before it was here gets it now instead of waiting out its fetch timeout. Only the
+ * Tells block brokers about blocks written straight to the store, so that a peer that asked for one
+ * before it was here gets it now instead of waiting out its fetch timeout; bitswap cancels this node's
+ * own want of one (the fetch waiting on it is woken by the caller, not by bitswap). Only the
  * blocks someone wants are announced: bitswap's notify costs two multihash encodings and a promise per
  * block, and announcing every block of a catch-up was 15 % of a receiver's main thread while nobody
  * wanted any of them. A broker whose want lists cannot be read hears of every block.
