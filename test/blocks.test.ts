@@ -17,6 +17,7 @@ import { openBlockDatabase, SqliteBlockstore } from '../src/store/blockstore.ts'
 import { Outbox } from '../src/bus/outbox.ts'
 import { HybridClock } from '../src/bus/hlc.ts'
 import { withBlocks } from '../src/bus/head.ts'
+import type { AnnouncingBroker } from '../src/p2p/announce.ts'
 
 async function init (parent: string, name: string, swarmKey?: string): Promise<string> {
   const dir = join(parent, name)
@@ -67,6 +68,7 @@ describe('the blocks protocol', () => {
     const db = await openDatabase(':memory:')
     migrate(db)
     const hints: Uint8Array[] = []
+    const files: CID[] = []
     const outbox = new Outbox({
       db,
       blocks: new SqliteBlockstore(await openBlockDatabase(':memory:')),
@@ -76,7 +78,8 @@ describe('the blocks protocol', () => {
       maxBatch: 100,
       maxEventSize: 256 * 1024,
       maxDepth: 64,
-      onCommit: (head, _events, blocks) => { hints.push(withBlocks(head, blocks)) }
+      // a commit's blocks: its event file first, then the directories
+      onCommit: (head, _events, blocks) => { hints.push(withBlocks(head, blocks)); files.push(blocks[0].cid) }
     })
     await outbox.publish({ type: 'test.first', payload: {} })
     await outbox.publish({ type: 'test.second', payload: {} })
@@ -85,7 +88,9 @@ describe('the blocks protocol', () => {
     const b = await inProcessNode(await init(tmp.path, 'b'), { 'fetch-timeout': '60s' })
     try {
       await b.offerHead(hints[1])
-      await Bun.sleep(300)
+      const brokers = (b.ipfs as unknown as { blockBrokers: AnnouncingBroker[] }).blockBrokers
+      const wants = (): string[] => brokers.flatMap((k) => k.bitswap?.getWantlist?.() ?? []).map((w) => w.cid.toString())
+      await waitFor('b to ask its peers for the first file', () => wants().includes(files[0].toString()), 5000)
       expect(eventCount(b.config.data)).toBe(0)
       await b.offerHead(hints[0])
       await waitFor('both events on b', () => eventCount(b.config.data) === 2, 5000)
@@ -95,7 +100,6 @@ describe('the blocks protocol', () => {
     }
   })
 })
-
 
 describe('the head exchange', () => {
   test('the re-announce pushes a peer the heads only when they changed, an announce always', async () => {
