@@ -22,9 +22,9 @@ import { stderr, stdout } from './src/runtime/stdio.ts'
 
 export { definePlugin, v } from './src/plugins/mod.ts'
 export type { Plugin, PluginEvent, PluginDb, ApplyContext, EffectContext, TypeHandler } from './src/plugins/mod.ts'
-export type { EventEnvelope } from './src/bus/envelope.ts'
-export { EventEnvelopeSchema } from './src/bus/envelope.ts'
-export type { PublishRequest, PublishResult } from './src/bus/publishRequest.ts'
+export type { EventEnvelope } from './src/model/envelope.ts'
+export { EventEnvelopeSchema } from './src/model/envelope.ts'
+export type { PublishRequest, PublishResult } from './src/model/publishRequest.ts'
 export { CairnNode } from './src/node/node.ts'
 export { VERSION } from './src/version.ts'
 

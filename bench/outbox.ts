@@ -13,8 +13,8 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { openDatabase } from '../src/runtime/sqlite.ts'
 import { migrate } from '../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../src/store/blockstore.ts'
-import { Outbox } from '../src/bus/outbox.ts'
-import { HybridClock } from '../src/bus/hlc.ts'
+import { Outbox } from '../src/publish/outbox.ts'
+import { HybridClock } from '../src/model/hlc.ts'
 import { payload } from './nodes.ts'
 
 const B = Number(process.env.B ?? 100)

@@ -14,9 +14,9 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { openDatabase } from '../src/runtime/sqlite.ts'
 import { migrate } from '../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../src/store/blockstore.ts'
-import { Outbox } from '../src/bus/outbox.ts'
-import { HybridClock } from '../src/bus/hlc.ts'
-import { withBlocks } from '../src/bus/head.ts'
+import { Outbox } from '../src/publish/outbox.ts'
+import { HybridClock } from '../src/model/hlc.ts'
+import { withBlocks } from '../src/model/head.ts'
 import type { AnnouncingBroker } from '../src/p2p/announce.ts'
 
 async function init (parent: string, name: string, swarmKey?: string): Promise<string> {

@@ -5,7 +5,7 @@ import { uuidv7 } from 'uuidv7'
 import { cairn, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
 import { eventCount, query } from './helpers/db.ts'
 import { inProcessNode, publishForgedTree, type ForgedFile } from './helpers/forge.ts'
-import { fileName } from '../src/bus/layout.ts'
+import { fileName } from '../src/model/layout.ts'
 
 const envelope = (producer: string, seq: number, payload: unknown = { seq }) => ({
   event_id: uuidv7(), type: 'test.forged', version: 1, producer, seq, hlc: `${Date.now()}-0000`, occurred_at: new Date().toISOString(), payload

@@ -2,7 +2,7 @@ import * as v from 'valibot'
 import { readFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError } from '../errors.ts'
-import { formatIssues } from '../schema/issues.ts'
+import { formatIssues } from '../model/issues.ts'
 import { envName, type Setting } from './settings.ts'
 
 /** The name of the optional settings file inside the data directory. */

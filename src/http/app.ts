@@ -3,7 +3,7 @@ import { bearerAuth } from 'hono/bearer-auth'
 import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
 import { createHash, timingSafeEqual } from 'node:crypto'
-import type { PublishResult } from '../bus/publishRequest.ts'
+import type { PublishResult } from '../model/publishRequest.ts'
 
 /** What the loopback endpoint needs from the node. */
 export interface HttpDeps {

@@ -1,7 +1,7 @@
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
-import { rowToEnvelope, type EventRow } from '../bus/eventsTable.ts'
+import { rowToEnvelope, type EventRow } from '../store/events.ts'
 import { trace } from '../log/trace.ts'
 
 export interface StreamDeps {

@@ -13,7 +13,7 @@ import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Blockstore } from 'interface-blockstore'
 import { FsDatastore } from 'datastore-fs'
 import { runtimeName } from '../runtime/runtime.ts'
-import { wasmNoiseCrypto } from './noiseCrypto.ts'
+import { wasmNoiseCrypto } from '../runtime/noiseCrypto.ts'
 
 type GossipSub = ReturnType<ReturnType<typeof gossipsub>>
 

@@ -2,8 +2,8 @@ import * as v from 'valibot'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { formatIssues } from '../schema/issues.ts'
-import { EventTypeSchema } from '../bus/envelope.ts'
+import { formatIssues } from '../model/issues.ts'
+import { EventTypeSchema } from '../model/envelope.ts'
 import { definePlugin, type Plugin } from './types.ts'
 
 /** Raised for a plugin that cannot be loaded; the message names the file and the problem. */

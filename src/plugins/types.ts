@@ -1,6 +1,6 @@
 import type * as v from 'valibot'
-import type { EventEnvelope } from '../bus/envelope.ts'
-import type { PublishRequest, PublishResult } from '../bus/publishRequest.ts'
+import type { EventEnvelope } from '../model/envelope.ts'
+import type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
 import type { Log } from '../log/logger.ts'
 
 /** A SQL value a plugin binds. */

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { HeadLimiter } from '../../src/node/headLimiter.ts'
+import { HeadLimiter } from '../../src/p2p/headLimiter.ts'
 import { waitFor } from '../helpers/process.ts'
 
 const head = (producer: string, seq: number): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { producer, seq }, sig: 'x' }))

@@ -5,9 +5,9 @@ import type { CID } from 'multiformats/cid'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
-import { Outbox } from '../../src/bus/outbox.ts'
-import { Syncer } from '../../src/bus/sync.ts'
-import { HybridClock } from '../../src/bus/hlc.ts'
+import { Outbox } from '../../src/publish/outbox.ts'
+import { Syncer } from '../../src/sync/syncer.ts'
+import { HybridClock } from '../../src/model/hlc.ts'
 
 /** A producer's outbox and a consumer's syncer in one process; the consumer's fetches are counted. */
 async function pair () {

@@ -8,7 +8,7 @@ import { resolveSettings } from '../../config/resolve.ts'
 import { initDataDir } from '../../datadir/init.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { CairnNode } from '../../node/node.ts'
-import type { EventEnvelope } from '../../bus/envelope.ts'
+import type { EventEnvelope } from '../../model/envelope.ts'
 import { createLogger } from '../../log/logger.ts'
 
 const NAMES = ['alpha', 'bravo', 'charlie']

@@ -8,8 +8,8 @@ import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../../d
 import { runningPid } from '../../datadir/lock.ts'
 import { openDatabase, type SqlDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
-import { readDirectoryNode } from '../../bus/hamt.ts'
-import { isDagPb } from '../../bus/tree.ts'
+import { readDirectoryNode } from '../../unixfs/hamt.ts'
+import { isDagPb } from '../../unixfs/tree.ts'
 
 interface Check {
   check: string

@@ -1,9 +1,9 @@
 import { CID } from 'multiformats/cid'
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
-import type { Outbox } from './outbox.ts'
-import { readDirectoryNode } from './hamt.ts'
-import { isDagPb } from './tree.ts'
+import type { Outbox } from '../publish/outbox.ts'
+import { readDirectoryNode } from '../unixfs/hamt.ts'
+import { isDagPb } from '../unixfs/tree.ts'
 
 /** What one housekeeping run did; the last one is kept in `meta` and shown in status. */
 export interface HousekeepingResult {

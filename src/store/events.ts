@@ -1,5 +1,5 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
-import type { EventEnvelope } from './envelope.ts'
+import type { EventEnvelope } from '../model/envelope.ts'
 
 /**
  * Records an accepted envelope in `events`, once per event_id.

@@ -17,7 +17,7 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { equals } from 'uint8arrays/equals'
 import { canonicalJson } from './canonical.ts'
 import { HlcSchema, PeerIdSchema } from './envelope.ts'
-import { formatIssues } from '../schema/issues.ts'
+import { formatIssues } from './issues.ts'
 
 const CidSchema = v.pipe(v.string(), v.maxLength(128), v.check((s) => {
   try { CID.parse(s); return true } catch { return false }

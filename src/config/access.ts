@@ -2,8 +2,8 @@ import * as v from 'valibot'
 import { readFileSync } from 'node:fs'
 import { isAbsolute, join } from 'node:path'
 import { ConfigError } from '../errors.ts'
-import { PeerIdSchema } from '../bus/envelope.ts'
-import { formatIssues } from '../schema/issues.ts'
+import { PeerIdSchema } from '../model/envelope.ts'
+import { formatIssues } from '../model/issues.ts'
 
 const MembersSchema = v.array(v.union([PeerIdSchema, v.strictObject({ peer_id: PeerIdSchema, name: v.optional(v.pipe(v.string(), v.maxLength(100))) })]))
 const PolicySchema = v.record(v.string(), v.array(PeerIdSchema))

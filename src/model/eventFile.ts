@@ -1,7 +1,7 @@
 import * as v from 'valibot'
 import { EventEnvelopeSchema, type EventEnvelope } from './envelope.ts'
 import { jsonDepth } from './canonical.ts'
-import { formatIssues } from '../schema/issues.ts'
+import { formatIssues } from './issues.ts'
 
 /** The limits an event file must keep. */
 export interface FileLimits {
