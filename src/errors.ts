@@ -1,3 +1,10 @@
+/**
+ * Every error class cairn throws on purpose, in one place (as js-libp2p keeps its own). Callers branch on
+ * `.name`, never on message text. Bad input from outside (flags, files, HTTP bodies, the network) is a
+ * ValidationError or one of its specific kinds; what JavaScript throws by itself (TypeError, RangeError)
+ * is a bug, and is reported as one (an HTTP 500 with the stack logged, a CLI crash report).
+ */
+
 /** An operator-facing error: its message is printed alone, without a stack trace. */
 export class UsageError extends Error {
   static name = 'UsageError'
@@ -45,11 +52,94 @@ export class ValidationError extends Error {
   }
 }
 
+/** An event is larger than the limit; the HTTP endpoint answers 413. */
+export class EventTooLargeError extends Error {
+  static name = 'EventTooLargeError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'EventTooLargeError'
+  }
+}
+
+/** A commit of the outbox failed; nothing of it was written, and the request may be retried. */
+export class CommitFailedError extends Error {
+  static name = 'CommitFailedError'
+  constructor (message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'CommitFailedError'
+  }
+}
+
+/** The node (or one of its services) is not started, so it cannot do what was asked. */
+export class NotStartedError extends Error {
+  static name = 'NotStartedError'
+  constructor (message = 'Not started') {
+    super(message)
+    this.name = 'NotStartedError'
+  }
+}
+
 /** The node is not running, so a verb that talks to it cannot. */
 export class NotRunningError extends Error {
   static name = 'NotRunningError'
   constructor (message: string) {
     super(message)
     this.name = 'NotRunningError'
+  }
+}
+
+/** The HTTP port is taken by another process. */
+export class AddressInUseError extends Error {
+  static name = 'AddressInUseError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'AddressInUseError'
+  }
+}
+
+/** A head that fails to parse or verify, or that is not acceptable; `reason` is the metric label. */
+export class InvalidHeadError extends Error {
+  static name = 'InvalidHeadError'
+  readonly reason: string
+  constructor (reason: string, message: string) {
+    super(message)
+    this.name = 'InvalidHeadError'
+    this.reason = reason
+  }
+}
+
+/** A block that should be a UnixFS directory (plain or HAMT shard) is not one this code reads. */
+export class MalformedDirectoryError extends Error {
+  static name = 'MalformedDirectoryError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'MalformedDirectoryError'
+  }
+}
+
+/** A shard an outbox bucket needs is not in the store, or is not one this code writes. */
+export class ShardUnreadableError extends Error {
+  static name = 'ShardUnreadableError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'ShardUnreadableError'
+  }
+}
+
+/** A plugin cannot be loaded or started; the message names the plugin, its file and the problem. */
+export class PluginLoadError extends Error {
+  static name = 'PluginLoadError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'PluginLoadError'
+  }
+}
+
+/** An event a plugin can never apply (payload fails its schema, no upcaster): dead-lettered, never retried. */
+export class PermanentError extends Error {
+  static name = 'PermanentError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'PermanentError'
   }
 }

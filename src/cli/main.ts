@@ -16,7 +16,7 @@ import { doctorVerb } from './verbs/doctor.ts'
 export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, gapsVerb, exportVerb, pluginsVerb, schemaVerb, sqlVerb, deadVerb, replayVerb, doctorVerb, demoVerb]
 
 /** Errors whose message is all an operator needs: printed without a stack trace. */
-const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'TypeError', 'PluginLoadError'])
+const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'PluginLoadError', 'InvalidHeadError'])
 
 /** @returns the top-level help text */
 export function mainHelp (): string {

@@ -1,6 +1,7 @@
 import { generateKey } from '@libp2p/pnet'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { toString as u8ToString } from 'uint8arrays/to-string'
+import { ValidationError } from '../errors.ts'
 
 const FORMAT = /^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n([0-9a-fA-F]{64})\s*$/
 
@@ -8,12 +9,12 @@ const FORMAT = /^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n([0-9a-fA-F]{64
  * Checks that `text` is a standard IPFS swarm key (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits).
  *
  * @returns the key in canonical form, as @libp2p/pnet reads it
- * @throws TypeError naming what is wrong
+ * @throws ValidationError naming what is wrong
  */
 export function parseSwarmKey (text: string, source = 'swarm.key'): Uint8Array {
   const m = FORMAT.exec(text)
   if (m == null) {
-    throw new TypeError(`Cannot read ${source}: not a swarm key; expected three lines: /key/swarm/psk/1.0.0/, /base16/, and 64 hex digits`)
+    throw new ValidationError(`Cannot read ${source}: not a swarm key; expected three lines: /key/swarm/psk/1.0.0/, /base16/, and 64 hex digits`)
   }
   return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${m[1].toLowerCase()}`)
 }

@@ -4,11 +4,13 @@ import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { PublishResult } from '../model/publishRequest.ts'
+import type { Log } from '../log/logger.ts'
 
 /** What the loopback endpoint needs from the node. */
 export interface HttpDeps {
   token: string
   maxBodySize: number
+  log: Log
   ready: () => { ready: boolean, reason?: string }
   status: () => Promise<unknown>
   publish: (body: unknown) => Promise<PublishResult>
@@ -21,7 +23,6 @@ export interface HttpDeps {
 /** Maps an error's name to the HTTP status the endpoint answers with. */
 const STATUS_BY_ERROR: Record<string, 400 | 404 | 409 | 413 | 503> = {
   ValidationError: 400,
-  TypeError: 400,
   EventTooLargeError: 413,
   NotStartedError: 503,
   CommitFailedError: 503
@@ -37,7 +38,12 @@ export function createHttpApp (deps: HttpDeps): Hono {
 
   app.onError((err, c) => {
     if (err instanceof HTTPException) return err.getResponse()
-    const status = STATUS_BY_ERROR[err.name] ?? 500
+    const status = STATUS_BY_ERROR[err.name]
+    if (status == null) {
+      // Anything not thrown on purpose is a bug: its stack goes to the log, not to the client.
+      deps.log.error(`${c.req.method} ${c.req.path} failed: ${err.stack ?? err.message}`, { route: c.req.path })
+      return c.json({ error: `Internal error: ${err.message}; the node's log has the details` }, 500)
+    }
     const body: Record<string, unknown> = { error: err.message }
     if (Array.isArray((err as { issues?: unknown }).issues)) body.issues = (err as unknown as { issues: unknown }).issues
     return c.json(body, status)

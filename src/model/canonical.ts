@@ -1,3 +1,4 @@
+import { ValidationError } from '../errors.ts'
 /**
  * Canonical JSON: object keys sorted, no insignificant white space, `undefined` members left out.
  * The same envelope always gives the same bytes, hence the same CID on every node.
@@ -9,7 +10,7 @@
  */
 export function canonicalJson (value: unknown): string {
   if (value === null || typeof value !== 'object') {
-    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError('Cannot encode a non-finite number as JSON')
+    if (typeof value === 'number' && !Number.isFinite(value)) throw new ValidationError('Cannot encode a non-finite number as JSON')
     return JSON.stringify(value) ?? 'null'
   }
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`

@@ -18,6 +18,7 @@ import { equals } from 'uint8arrays/equals'
 import { canonicalJson } from './canonical.ts'
 import { HlcSchema, PeerIdSchema } from './envelope.ts'
 import { formatIssues } from './issues.ts'
+import { InvalidHeadError } from '../errors.ts'
 
 const CidSchema = v.pipe(v.string(), v.maxLength(128), v.check((s) => {
   try { CID.parse(s); return true } catch { return false }
@@ -53,17 +54,6 @@ const encoder = new TextEncoder()
 export async function signHead (head: Head, key: PrivateKey): Promise<Uint8Array> {
   const sig = await key.sign(encoder.encode(canonicalJson(head)))
   return encoder.encode(canonicalJson({ head, sig: base64.baseEncode(sig) }))
-}
-
-/** Raised for a head that fails to parse or verify; `reason` is the metric label. */
-export class InvalidHeadError extends Error {
-  static name = 'InvalidHeadError'
-  readonly reason: string
-  constructor (reason: string, message: string) {
-    super(message)
-    this.name = 'InvalidHeadError'
-    this.reason = reason
-  }
 }
 
 /** @returns a signed head message that also carries `blocks` (for a gossip hint) */

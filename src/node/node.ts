@@ -260,6 +260,7 @@ export class CairnNode extends EventTarget {
       const app = createHttpApp({
         token,
         maxBodySize: cfg['max-body-size'],
+        log: this.log,
         ready: () => this.readiness(),
         status: async () => await this.statusJson(),
         publish: async (body) => await this.publish(body),

@@ -5,7 +5,8 @@ import { rowToEnvelope, type EventRow } from '../store/events.ts'
 import type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
 import { formatIssues } from '../model/issues.ts'
 import { silentLog, type Log } from '../log/logger.ts'
-import { PluginLoadError, type LoadedPlugin } from './load.ts'
+import type { LoadedPlugin } from './load.ts'
+import { PermanentError, PluginLoadError, ValidationError } from '../errors.ts'
 import type { Plugin, PluginEvent } from './types.ts'
 import { trace } from '../log/trace.ts'
 
@@ -36,15 +37,6 @@ export interface DeadLetter {
   attempts: number
   error: string
   dead_at: string
-}
-
-/** A payload that failed its schema, or a version no upcaster covers: deterministic, so never retried. */
-class PermanentError extends Error {
-  static name = 'PermanentError'
-  constructor (message: string) {
-    super(message)
-    this.name = 'PermanentError'
-  }
 }
 
 /**
@@ -370,13 +362,13 @@ export function tablesOf (plugin: Plugin): string[] {
 
 /**
  * @returns the JSON Schema of a type's payload, at `version` (default: the newest a plugin declares)
- * @throws TypeError when no plugin declares that type or version
+ * @throws ValidationError when no plugin declares that type or version
  */
 export function jsonSchemaOf (plugins: readonly Plugin[], type: string, version?: number): object {
   const handler = plugins.map((p) => p.handles[type]).find((h) => h != null)
-  if (handler == null) throw new TypeError(`No loaded plugin declares the event type ${type}`)
+  if (handler == null) throw new ValidationError(`No loaded plugin declares the event type ${type}`)
   const schema = version == null || version === handler.version ? handler.payload : handler.upcast?.[version]?.payload
-  if (schema == null) throw new TypeError(`No loaded plugin declares version ${version} of ${type} (known: ${[...Object.keys(handler.upcast ?? {}), handler.version].join(', ')})`)
+  if (schema == null) throw new ValidationError(`No loaded plugin declares version ${version} of ${type} (known: ${[...Object.keys(handler.upcast ?? {}), handler.version].join(', ')})`)
   return toJsonSchema(schema, { errorMode: 'ignore' })
 }
 

@@ -5,15 +5,7 @@ import { pathToFileURL } from 'node:url'
 import { formatIssues } from '../model/issues.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
 import { definePlugin, type Plugin } from './types.ts'
-
-/** Raised for a plugin that cannot be loaded; the message names the file and the problem. */
-export class PluginLoadError extends Error {
-  static name = 'PluginLoadError'
-  constructor (message: string) {
-    super(message)
-    this.name = 'PluginLoadError'
-  }
-}
+import { PluginLoadError } from '../errors.ts'
 
 const isSchema = (x: unknown): boolean => x != null && typeof x === 'object' && (x as { kind?: string }).kind === 'schema' && typeof (x as { '~run'?: unknown })['~run'] === 'function'
 const Schema = v.custom<v.GenericSchema>(isSchema, 'Expected a valibot schema (v.object(...), v.unknown(), ...)')

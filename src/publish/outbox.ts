@@ -14,17 +14,9 @@ import type { HybridClock } from '../model/hlc.ts'
 import { filePlace } from '../model/layout.ts'
 import { PublishRequestSchema, type PublishRequest, type PublishResult } from '../model/publishRequest.ts'
 import { directoryBlock, fileBlock, type Block, type DirEntry } from '../unixfs/tree.ts'
-import { ShardedDirectory, ShardUnreadableError } from '../unixfs/hamt.ts'
+import { ShardedDirectory } from '../unixfs/hamt.ts'
 import { trace } from '../log/trace.ts'
-
-/** Raised when an event is larger than the limit; the HTTP endpoint answers 413. */
-export class EventTooLargeError extends Error {
-  static name = 'EventTooLargeError'
-  constructor (message: string) {
-    super(message)
-    this.name = 'EventTooLargeError'
-  }
-}
+import { CommitFailedError, EventTooLargeError, ShardUnreadableError } from '../errors.ts'
 
 export interface OutboxInit {
   db: SqlDatabase
@@ -180,8 +172,7 @@ export class Outbox {
           const e = err as Error
           // The in-memory buckets may hold what was not written: reload them from the table.
           this.buckets.clear()
-          const wrapped = new Error(`Cannot publish: the commit failed, nothing of it was written: ${e.message}`)
-          wrapped.name = 'CommitFailedError'
+          const wrapped = new CommitFailedError(`Cannot publish: the commit failed, nothing of it was written: ${e.message}`, { cause: e })
           for (const p of batch) p.reject(wrapped)
         }
       }

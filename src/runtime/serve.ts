@@ -1,19 +1,11 @@
 import { runtimeName } from './runtime.ts'
+import { AddressInUseError } from '../errors.ts'
 
 /** A running HTTP server. */
 export interface HttpServer {
   readonly hostname: string
   readonly port: number
   stop (): Promise<void>
-}
-
-/** Raised when the HTTP port is taken by another process. */
-export class AddressInUseError extends Error {
-  static name = 'AddressInUseError'
-  constructor (message: string) {
-    super(message)
-    this.name = 'AddressInUseError'
-  }
 }
 
 interface BunLike {

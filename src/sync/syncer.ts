@@ -2,7 +2,8 @@ import { CID } from 'multiformats/cid'
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import { insertEvent } from '../store/events.ts'
-import { InvalidHeadError, verifyHeadMessage, type Head } from '../model/head.ts'
+import { verifyHeadMessage, type Head } from '../model/head.ts'
+import { InvalidHeadError } from '../errors.ts'
 import type { HybridClock } from '../model/hlc.ts'
 import { isDayName, isHourName, parseFileName } from '../model/layout.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
@@ -233,7 +234,7 @@ export class Syncer {
       try {
         return readDirectoryNode(await this.fetch(producer, cid))
       } catch (err) {
-        if ((err as Error).name === 'TypeError') throw new Error(`${producer}/${path} is not a directory: ${(err as Error).message}`)
+        if ((err as Error).name === 'MalformedDirectoryError') throw new Error(`${producer}/${path} is not a directory: ${(err as Error).message}`)
         throw err
       }
     }

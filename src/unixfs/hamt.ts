@@ -4,6 +4,7 @@ import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import type { Block, DirEntry } from './tree.ts'
+import { MalformedDirectoryError, ShardUnreadableError } from '../errors.ts'
 
 /**
  * UnixFS HAMT parameters: murmur3-x64-64 as every implementation hashes, and fanout 16 rather than the
@@ -24,15 +25,6 @@ type Leaf = DirEntry
 
 /** A block the directory reads back: undefined when the store does not hold it. */
 export type BlockReader = (cid: CID) => Uint8Array | undefined
-
-/** Raised when a shard the directory needs is not in the store, or is not one this code writes. */
-export class ShardUnreadableError extends Error {
-  static name = 'ShardUnreadableError'
-  constructor (message: string) {
-    super(message)
-    this.name = 'ShardUnreadableError'
-  }
-}
 
 /** One shard: its slots when loaded (undefined: only its CID and size are known), its CID once encoded. */
 class Shard {
@@ -267,25 +259,32 @@ export interface DirectoryNode {
 /**
  * Decodes a UnixFS directory node, plain or HAMT shard.
  *
- * @throws TypeError when the block is neither
+ * @throws MalformedDirectoryError when the block is neither
  */
 export function readDirectoryNode (bytes: Uint8Array): DirectoryNode {
-  const node = dagPb.decode(bytes)
-  if (node.Data == null) throw new TypeError('not a UnixFS directory: the node has no data')
-  const fs = UnixFS.unmarshal(node.Data)
+  let node: dagPb.PBNode
+  let fs: UnixFS
+  try {
+    node = dagPb.decode(bytes)
+    if (node.Data == null) throw new MalformedDirectoryError('not a UnixFS directory: the node has no data')
+    fs = UnixFS.unmarshal(node.Data)
+  } catch (err) {
+    if (err instanceof MalformedDirectoryError) throw err
+    throw new MalformedDirectoryError(`not a UnixFS directory: ${(err as Error).message}`)
+  }
   if (fs.type === 'directory') {
     return { entries: node.Links.map((l) => ({ name: l.Name ?? '', cid: l.Hash, size: l.Tsize ?? 0, label: '' })), shards: [], fanout: 0 }
   }
-  if (fs.type !== 'hamt-sharded-directory') throw new TypeError(`not a UnixFS directory: it is a ${fs.type}`)
+  if (fs.type !== 'hamt-sharded-directory') throw new MalformedDirectoryError(`not a UnixFS directory: it is a ${fs.type}`)
   // Any power of two up to 1024 (cairn writes 16, earlier versions and other importers 256).
   const fanout = Number(fs.fanout)
-  if (!Number.isInteger(fanout) || fanout < 2 || fanout > 1024 || (fanout & (fanout - 1)) !== 0) throw new TypeError(`unsupported HAMT: fanout ${fs.fanout} is not a power of two up to 1024`)
+  if (!Number.isInteger(fanout) || fanout < 2 || fanout > 1024 || (fanout & (fanout - 1)) !== 0) throw new MalformedDirectoryError(`unsupported HAMT: fanout ${fs.fanout} is not a power of two up to 1024`)
   const pad = (fanout - 1).toString(16).length
   const label = new RegExp(`^[0-9A-F]{${pad}}`)
   const out: DirectoryNode = { entries: [], shards: [], fanout }
   for (const l of node.Links) {
     const name = l.Name ?? ''
-    if (!label.test(name) || parseInt(name.slice(0, pad), 16) >= fanout) throw new TypeError(`bad HAMT link name "${name}"`)
+    if (!label.test(name) || parseInt(name.slice(0, pad), 16) >= fanout) throw new MalformedDirectoryError(`bad HAMT link name "${name}"`)
     if (name.length === pad) out.shards.push({ label: name, cid: l.Hash, size: l.Tsize ?? 0 })
     else out.entries.push({ name: name.slice(pad), cid: l.Hash, size: l.Tsize ?? 0, label: name.slice(0, pad) })
   }

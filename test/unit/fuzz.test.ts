@@ -5,6 +5,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { verifyHead, signHead } from '../../src/model/head.ts'
 import { readEventFile } from '../../src/model/eventFile.ts'
 import { createHttpApp } from '../../src/http/app.ts'
+import { silentLog } from '../../src/log/logger.ts'
 import { Outbox } from '../../src/publish/outbox.ts'
 import { HybridClock } from '../../src/model/hlc.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
@@ -76,7 +77,7 @@ describe('hostile input never throws past the boundary', () => {
     migrate(db)
     const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
     const outbox = new Outbox({ db, blocks, producer, privateKey: key, clock: new HybridClock(), maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
-    const app = createHttpApp({ token: 'a-token-of-sixteen-chars', maxBodySize: 8192, ready: () => ({ ready: true }), status: async () => ({}), publish: async (b) => await outbox.publish(b), publishMany: async (b) => await outbox.publishMany(b) })
+    const app = createHttpApp({ token: 'a-token-of-sixteen-chars', maxBodySize: 8192, log: silentLog, ready: () => ({ ready: true }), status: async () => ({}), publish: async (b) => await outbox.publish(b), publishMany: async (b) => await outbox.publishMany(b) })
     const request = fc.record({ type: fc.oneof(fc.constantFrom('workspace.invited', 'a.b'), fc.string()), payload: near.value }, { requiredKeys: ['type'] })
     const bodies = fc.oneof(
       fc.string({ maxLength: 300 }),
