@@ -8,7 +8,8 @@ import { ValidationError } from '../errors.ts'
 import { formatIssues } from '../model/issues.ts'
 import { canonicalJson, jsonDepth } from '../model/canonical.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
-import { currentAcks, insertEvent } from '../store/events.ts'
+import { insertEvent } from '../store/events.ts'
+import { ProducersTable } from '../store/producers.ts'
 import { signHead, type Head } from '../model/head.ts'
 import type { HybridClock } from '../model/hlc.ts'
 import { filePlace } from '../model/layout.ts'
@@ -336,7 +337,7 @@ export class Outbox {
   }
 
   private acks (): Record<string, number> {
-    return this.init.acks?.() ?? currentAcks(this.init.db)
+    return this.init.acks?.() ?? new ProducersTable(this.init.db).processed()
   }
 
   /**

@@ -1,18 +1,5 @@
-import type { SqlDatabase } from '../runtime/sqlite.ts'
+import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
-
-/**
- * Records an accepted envelope in `events`, once per event_id.
- *
- * @returns whether a row was added (false for a duplicate)
- */
-export function insertEvent (db: SqlDatabase, e: EventEnvelope, cid: string, receivedAt: number): boolean {
-  return db.run(
-    `INSERT OR IGNORE INTO events (event_id, producer, seq, type, version, hlc, occurred_at, actor, correlation_id, causation_id, payload, cid, received_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    [e.event_id, e.producer, e.seq, e.type, e.version, e.hlc, e.occurred_at, e.actor ?? null, e.correlation_id ?? null, e.causation_id ?? null, JSON.stringify(e.payload), cid, receivedAt]
-  ).changes > 0
-}
 
 /** A row of `events`. */
 export interface EventRow {
@@ -51,11 +38,89 @@ export function rowToEnvelope (r: EventRow): EventEnvelope {
   return e
 }
 
-/** @returns for every producer, the highest contiguous seq this node has processed */
-export function currentAcks (db: SqlDatabase): Record<string, number> {
-  const acks: Record<string, number> = {}
-  for (const r of db.all<{ producer: string, processed_seq: number }>('SELECT producer, processed_seq FROM producers')) {
-    acks[r.producer] = r.processed_seq
+/** Filters for reading `events` in cursor order. */
+export interface EventQuery {
+  /** only rows after this cursor */
+  after?: number
+  /** only rows up to this cursor */
+  upTo?: number
+  types?: readonly string[]
+  producer?: string
+  limit: number
+}
+
+/**
+ * The `events` table: every event this node holds, its own and fetched, once per event_id, in arrival
+ * order (`cursor`). `state` is 'pending' until every plugin has processed the row.
+ */
+export class EventsTable {
+  private readonly db: SqlDatabase
+
+  constructor (db: SqlDatabase) {
+    this.db = db
   }
-  return acks
+
+  /**
+   * Records an accepted envelope, once per event_id.
+   *
+   * @returns whether a row was added (false for a duplicate)
+   */
+  insert (e: EventEnvelope, cid: string, receivedAt: number): boolean {
+    return this.db.run(
+      `INSERT OR IGNORE INTO events (event_id, producer, seq, type, version, hlc, occurred_at, actor, correlation_id, causation_id, payload, cid, received_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [e.event_id, e.producer, e.seq, e.type, e.version, e.hlc, e.occurred_at, e.actor ?? null, e.correlation_id ?? null, e.causation_id ?? null, JSON.stringify(e.payload), cid, receivedAt]
+    ).changes > 0
+  }
+
+  /** @returns the row of an event, or undefined */
+  byId (eventId: string): EventRow | undefined {
+    return this.db.get<EventRow>('SELECT * FROM events WHERE event_id = ?', [eventId])
+  }
+
+  /** @returns rows in cursor order that match `q` */
+  list (q: EventQuery): EventRow[] {
+    const where: string[] = []
+    const params: SqlValue[] = []
+    if (q.after != null) { where.push('cursor > ?'); params.push(q.after) }
+    if (q.upTo != null) { where.push('cursor <= ?'); params.push(q.upTo) }
+    if (q.types != null && q.types.length > 0) { where.push(`type IN (${q.types.map(() => '?').join(',')})`); params.push(...q.types) }
+    if (q.producer != null) { where.push('producer = ?'); params.push(q.producer) }
+    return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor LIMIT ?`, [...params, q.limit])
+  }
+
+  /** @returns the highest cursor in the table (0 when empty) */
+  maxCursor (): number {
+    return this.db.get<{ c: number | null }>('SELECT max(cursor) AS c FROM events')?.c ?? 0
+  }
+
+  /** @returns how many rows the table holds */
+  count (): number {
+    return this.db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0
+  }
+
+  /** @returns how many rows some plugin has not processed yet */
+  pendingCount (): number {
+    return this.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'pending'")?.n ?? 0
+  }
+
+  /** @returns per producer, the lowest seq some plugin has not processed yet */
+  lowestPending (): Map<string, number> {
+    return new Map(this.db.all<{ producer: string, s: number }>("SELECT producer, min(seq) AS s FROM events WHERE state = 'pending' GROUP BY producer").map((r) => [r.producer, r.s]))
+  }
+
+  /** Marks the rows up to `cursor` as processed by every plugin. */
+  markDone (cursor: number): void {
+    this.db.run("UPDATE events SET state = 'done' WHERE state = 'pending' AND cursor <= ?", [cursor])
+  }
+}
+
+/**
+ * Records an accepted envelope in `events` of `db`, once per event_id (for tests of plugins that hold a
+ * bare database).
+ *
+ * @returns whether a row was added (false for a duplicate)
+ */
+export function insertEvent (db: SqlDatabase, e: EventEnvelope, cid: string, receivedAt: number): boolean {
+  return new EventsTable(db).insert(e, cid, receivedAt)
 }

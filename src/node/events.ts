@@ -1,0 +1,75 @@
+import { TypedEventEmitter } from 'main-event'
+import type { CID } from 'multiformats/cid'
+import type { EventEnvelope } from '../model/envelope.ts'
+import type { Head } from '../model/head.ts'
+import type { Block } from '../unixfs/tree.ts'
+
+/** A catch-up's progress, about once a second while a walk has a large backlog. */
+export interface SyncProgress {
+  producer: string
+  done: number
+  total: number
+  rate: number
+  eta_s: number
+}
+
+/** Why something from a peer (a head, a file) was refused; `reason` is the metric label. */
+export interface Rejected {
+  reason: string
+  detail: string
+  /** the peer it came from, or the producer it names */
+  peer: string
+}
+
+/**
+ * What happens inside a node, as libp2p names its events (`'noun:verb'`). Services dispatch them;
+ * the node turns them into metrics, logs and wake-ups, and tests wait on them instead of polling.
+ */
+export interface CairnEvents {
+  /** new rows in the events table, own and fetched, in the order they were added */
+  'events:ingested': CustomEvent<EventEnvelope[]>
+  /** this node committed events to its outbox; `blocks` are the commit's new blocks, `head` its signed head */
+  'outbox:committed': CustomEvent<{ head: Uint8Array, events: EventEnvelope[], blocks: Block[] }>
+  /** a head moved a producer's head forward */
+  'head:accepted': CustomEvent<Head>
+  /** a head, file or request from a peer was refused */
+  'peer:rejected': CustomEvent<Rejected>
+  /** blocks were written to the block store by another path than bitswap (a commit, a hint, a batch) */
+  'blocks:stored': CustomEvent<CID[]>
+  'sync:progress': CustomEvent<SyncProgress>
+  /** no walk is under way or due */
+  'sync:idle': CustomEvent<void>
+  /** a plugin applied an event; `ms` is how long apply took */
+  'plugin:applied': CustomEvent<{ plugin: string, event: EventEnvelope, ms: number }>
+  /** a processing round ended: the plugins' watermark may have moved */
+  'plugins:progress': CustomEvent<void>
+  /** every plugin has processed every row it can now */
+  'plugins:idle': CustomEvent<void>
+}
+
+/** The typed event bus that every service of a node shares. */
+export class CairnEventBus extends TypedEventEmitter<CairnEvents> {}
+
+/**
+ * Waits for `type` on `events`, or until `signal` aborts.
+ *
+ * @returns the event's detail
+ * @throws the signal's reason when it aborts first
+ */
+export async function waitFor<K extends keyof CairnEvents> (events: CairnEventBus, type: K, options: { signal?: AbortSignal, filter?: (e: CairnEvents[K]) => boolean } = {}): Promise<CairnEvents[K]['detail']> {
+  return await new Promise((resolve, reject) => {
+    const onEvent = (e: CairnEvents[K]): void => {
+      if (options.filter != null && !options.filter(e)) return
+      cleanup()
+      resolve(e.detail)
+    }
+    const onAbort = (): void => { cleanup(); reject(options.signal?.reason) }
+    const cleanup = (): void => {
+      events.removeEventListener(type, onEvent)
+      options.signal?.removeEventListener('abort', onAbort)
+    }
+    if (options.signal?.aborted === true) { reject(options.signal.reason); return }
+    events.addEventListener(type, onEvent)
+    options.signal?.addEventListener('abort', onAbort)
+  })
+}

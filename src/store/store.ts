@@ -1,0 +1,55 @@
+import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
+import { EventsTable } from './events.ts'
+import { migrate } from './migrations.ts'
+import { ProducersTable } from './producers.ts'
+
+/**
+ * cairn's database (`cairn.db`), one repository per table or concept. Every SQL statement cairn runs on it
+ * is in `src/store/`; services ask the tables questions by name.
+ */
+export class Store {
+  readonly db: SqlDatabase
+  readonly events: EventsTable
+  readonly producers: ProducersTable
+
+  constructor (db: SqlDatabase) {
+    this.db = db
+    this.events = new EventsTable(db)
+    this.producers = new ProducersTable(db)
+  }
+
+  /**
+   * Opens (creating and migrating if needed) the database at `path`.
+   *
+   * @throws Error when the file is not a database or is from a newer cairn
+   */
+  static async open (path: string): Promise<Store> {
+    const db = await openDatabase(path)
+    try {
+      migrate(db)
+    } catch (err) {
+      db.close()
+      throw err
+    }
+    return new Store(db)
+  }
+
+  /** Runs `fn` in one transaction; see SqlDatabase.transaction. */
+  transaction<T> (fn: () => T, options?: { durable?: boolean }): T {
+    return this.db.transaction(fn, options)
+  }
+
+  /** @returns undefined when the database answers, else why not */
+  check (): string | undefined {
+    try {
+      this.db.get('SELECT 1')
+      return undefined
+    } catch (err) {
+      return (err as Error).message
+    }
+  }
+
+  close (): void {
+    this.db.close()
+  }
+}
