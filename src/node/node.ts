@@ -38,6 +38,9 @@ import { Metrics } from '../metrics/metrics.ts'
 import { streamEvents } from '../http/stream.ts'
 import { VERSION } from '../version.ts'
 import { trace } from '../log/trace.ts'
+import { Store } from '../store/store.ts'
+import { CairnEventBus } from './events.ts'
+import type { Components } from './components.ts'
 
 const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1)$/
 
@@ -67,6 +70,9 @@ export class CairnNode extends EventTarget {
   readonly log: Log
   status: 'stopped' | 'starting' | 'started' | 'stopping' = 'stopped'
   db!: SqlDatabase
+  store!: Store
+  /** the typed events every service of this node dispatches */
+  readonly events = new CairnEventBus()
   blocks!: SqliteBlockstore
   ipfs!: CairnIpfs
   outbox!: Outbox
@@ -99,6 +105,11 @@ export class CairnNode extends EventTarget {
     this.config = config
     this.extras = extras
     this.log = extras.log ?? createLogger({ level: config['log-level'], format: config['log-format'] })
+  }
+
+  /** @returns what every service of this node is built from (once the databases are open) */
+  get components (): Components {
+    return { self: this.peerId.toString(), store: this.store, blocks: this.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
   }
 
   /** @returns the topic on which new heads are hinted */
@@ -134,6 +145,7 @@ export class CairnNode extends EventTarget {
       try {
         this.db = await openDatabase(paths.database)
         migrate(this.db)
+        this.store = new Store(this.db)
       } catch (err) {
         throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}; the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)`)
       }
