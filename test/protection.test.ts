@@ -72,7 +72,7 @@ describe('protection against members and strangers who lie', () => {
 
       // A replayed old head changes nothing.
       const before = query(a.dir, 'SELECT head_seq, head_root, processed_seq FROM producers WHERE producer = ?', [me])
-      m.db.run('UPDATE producers SET head_message = ? WHERE producer = ?', [oldHead, me])
+      m.store.db.run('UPDATE producers SET head_message = ? WHERE producer = ?', [oldHead, me])
       await m.announceAll()
       await waitFor('the replayed head to be seen as old', async () => /cairn_heads_received_total\{result="old"\} [1-9]/.test(await (await fetch(`http://${a.http}/metrics`)).text()), 30_000)
       expect(query(a.dir, 'SELECT head_seq, head_root, processed_seq FROM producers WHERE producer = ?', [me])).toEqual(before)

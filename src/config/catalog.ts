@@ -1,6 +1,7 @@
 import * as v from 'valibot'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { ConfigError } from '../errors.ts'
 import { BoolSchema, DurationSchema, HostPortSchema, IntSchema, SizeSchema, StringListSchema, type Setting } from './settings.ts'
 
 /** The default data directory: `$CAIRN_DATA`, else `~/.cairn`. */
@@ -49,30 +50,42 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS['lag-alert'], SETTINGS.retention, SETTINGS['retention-max'], SETTINGS['housekeeping-interval'], SETTINGS['events-retention']
 ]
 
-/** The resolved settings of a running node. */
-export interface NodeConfig {
-  data: string
-  listen: string[]
-  bootstrap: string[]
-  http: { host: string, port: number }
-  'force-http': boolean
-  plugins: string[]
-  'log-level': 'debug' | 'info' | 'warn' | 'error'
-  'log-format'?: 'pretty' | 'json'
-  'announce-interval': number
-  'gossip-hints': boolean
-  'fetch-timeout': number
-  'max-event-size': number
-  'max-body-size': number
-  'max-batch': number
-  'max-depth': number
-  'max-files-per-walk': number
-  'heads-per-second': number
-  members?: string | unknown[]
-  policy?: string | Record<string, string[]>
-  'lag-alert': number
-  retention: number
-  'retention-max': number
-  'housekeeping-interval': number
-  'events-retention'?: number
+type RunSettingName = 'data' | 'listen' | 'bootstrap' | 'http' | 'force-http' | 'plugins' | 'log-level' | 'log-format' | 'announce-interval' |
+  'gossip-hints' | 'fetch-timeout' | 'max-event-size' | 'max-body-size' | 'max-batch' | 'max-depth' | 'max-files-per-walk' | 'heads-per-second' |
+  'members' | 'policy' | 'lag-alert' | 'retention' | 'retention-max' | 'housekeeping-interval' | 'events-retention'
+
+/** `max-event-size` → `maxEventSize` */
+type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S
+
+/** Settings without a default are optional in a node's configuration. */
+type Optional = 'log-format' | 'members' | 'policy' | 'events-retention'
+
+/**
+ * The resolved settings of a running node, camelCase, each typed by its setting's schema (see SETTINGS):
+ * what `resolveSettings(RUN_SETTINGS, …)` returns, renamed by `toNodeConfig`.
+ */
+export type NodeConfig = {
+  [K in Exclude<RunSettingName, Optional> as CamelCase<K>]: v.InferOutput<(typeof SETTINGS)[K]['schema']>
+} & {
+  [K in Optional as CamelCase<K>]?: v.InferOutput<(typeof SETTINGS)[K]['schema']>
+}
+
+/** @returns the camelCase name of a setting */
+export function camelCase (name: string): string {
+  return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+}
+
+/**
+ * Renames settings resolved with `resolveSettings(RUN_SETTINGS, …)` to a node's configuration.
+ *
+ * @throws ConfigError when a setting the node needs is missing (only settings without a default may be)
+ */
+export function toNodeConfig (values: Record<string, unknown>): NodeConfig {
+  const out: Record<string, unknown> = {}
+  for (const s of RUN_SETTINGS) {
+    if (values[s.name] === undefined && s.default !== undefined) throw new ConfigError(`Missing setting ${s.name}: resolve the run settings first`)
+    if (values[s.name] !== undefined) out[camelCase(s.name)] = values[s.name]
+  }
+  // Each value passed the schema of its setting in resolveSettings: that is the type NodeConfig names.
+  return out as NodeConfig
 }

@@ -5,6 +5,8 @@ import { HTTPException } from 'hono/http-exception'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { PublishResult } from '../model/publishRequest.ts'
 import type { Log } from '../log/logger.ts'
+import type { Metrics } from '../metrics/metrics.ts'
+import { streamEvents, type StreamDeps } from './stream.ts'
 
 /** What the loopback endpoint needs from the node. */
 export interface HttpDeps {
@@ -16,8 +18,10 @@ export interface HttpDeps {
   publish: (body: unknown) => Promise<PublishResult>
   /** publishes several events in one commit, all or none */
   publishMany: (bodies: unknown[]) => Promise<PublishResult[]>
-  /** extra routes (metrics, stream) added by other parts of the node */
-  extend?: (app: Hono) => void
+  /** the metrics registry, its database-backed gauges refreshed (for `/metrics`) */
+  metrics?: () => Metrics
+  /** what `/v1/stream` reads */
+  stream?: StreamDeps
 }
 
 /** Maps an error's name to the HTTP status the endpoint answers with. */
@@ -29,7 +33,8 @@ const STATUS_BY_ERROR: Record<string, 400 | 404 | 409 | 413 | 503> = {
 }
 
 /**
- * Builds the loopback HTTP endpoint: open `/healthz`, `/readyz`, `/status`; `/v1/*` behind the bearer token.
+ * Builds the loopback HTTP endpoint: open `/healthz`, `/readyz`, `/status`, `/metrics`; `/v1/*` (publish, stream)
+ * behind the bearer token.
  *
  * @returns a hono app; serve its `fetch`
  */
@@ -79,6 +84,13 @@ export function createHttpApp (deps: HttpDeps): Hono {
     // An array publishes a batch: one commit, one result per event in order; all or none.
     return c.json(Array.isArray(body) ? await deps.publishMany(body) : await deps.publish(body))
   })
-  deps.extend?.(app)
+  const { metrics, stream } = deps
+  if (metrics != null) {
+    app.get('/metrics', async (c) => {
+      const m = metrics()
+      return c.body(await m.text(), 200, { 'content-type': m.contentType })
+    })
+  }
+  if (stream != null) app.get('/v1/stream', (c) => streamEvents(c, stream))
   return app
 }

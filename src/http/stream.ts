@@ -1,11 +1,10 @@
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
-import { rowToEnvelope, type EventRow } from '../store/events.ts'
+import { rowToEnvelope, type EventsTable } from '../store/events.ts'
 import { trace } from '../log/trace.ts'
 
 export interface StreamDeps {
-  db: SqlDatabase
+  events: EventsTable
   /** the highest cursor every plugin has processed: the stream shows applied events only */
   watermark: () => number
   /** resolves true when new events may be there, false on a heartbeat timeout (or abort) */
@@ -24,9 +23,8 @@ export function streamEvents (c: Context, deps: StreamDeps): Response {
   return streamSSE(c, async (stream) => {
     const abort = new AbortController()
     stream.onAbort(() => { abort.abort() })
-    const typeFilter = types.length > 0 ? `AND type IN (${types.map(() => '?').join(',')})` : ''
     while (!abort.signal.aborted) {
-      const rows = deps.db.all<EventRow>(`SELECT * FROM events WHERE cursor > ? AND cursor <= ? ${typeFilter} ORDER BY cursor LIMIT 500`, [cursor, deps.watermark(), ...types] as SqlValue[])
+      const rows = deps.events.list({ after: cursor, upTo: deps.watermark(), types, limit: 500 })
       if (rows.length > 0) {
         // One write for the whole batch (writeSSE's format: the JSON has no line breaks, so one data line each)
         await stream.write(rows.map((r) => `event: event\ndata: ${JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid })}\nid: ${r.cursor}\n\n`).join(''))

@@ -1,5 +1,6 @@
 import pino from 'pino'
 import pretty from 'pino-pretty'
+import { stderrIsTerminal } from '../runtime/stdio.ts'
 
 /** Log levels, lowest first. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
@@ -34,7 +35,7 @@ function wrap (logger: pino.Logger): Log {
  * (`{"level","time","msg",…fields}`) or one readable line per entry.
  */
 export function createLogger (init: LoggerInit = {}): Log {
-  const format = init.format ?? (process.stderr.isTTY === true ? 'pretty' : 'json')
+  const format = init.format ?? (stderrIsTerminal() ? 'pretty' : 'json')
   const options: pino.LoggerOptions = {
     level: init.level ?? 'info',
     base: undefined,
@@ -43,7 +44,7 @@ export function createLogger (init: LoggerInit = {}): Log {
   }
   const destination = format === 'json'
     ? pino.destination({ dest: 2, sync: true })
-    : pretty({ destination: 2, sync: true, singleLine: true, translateTime: 'HH:MM:ss', ignore: 'pid,hostname', colorize: process.stderr.isTTY === true })
+    : pretty({ destination: 2, sync: true, singleLine: true, translateTime: 'HH:MM:ss', ignore: 'pid,hostname', colorize: stderrIsTerminal() })
   return wrap(pino(options, destination))
 }
 

@@ -1,3 +1,5 @@
+import { stderr } from '../runtime/stdio.ts'
+
 /**
  * Stage timestamps for measuring where an event's latency goes, off unless `CAIRN_TRACE=1`.
  * Each call writes `TRACE <stage> <seq> <epoch ms, µs precision>` to stderr, so that the stages of
@@ -15,5 +17,5 @@ const enabled = process.env.CAIRN_TRACE === '1'
  * ```
  */
 export function trace (stage: string, seq?: number): void {
-  if (enabled) process.stderr.write(`TRACE ${stage} ${seq ?? ''} ${(performance.timeOrigin + performance.now()).toFixed(3)}\n`)
+  if (enabled) stderr.line(`TRACE ${stage} ${seq ?? ''} ${(performance.timeOrigin + performance.now()).toFixed(3)}`)
 }

@@ -1,5 +1,4 @@
 import { TypedEventEmitter } from 'main-event'
-import type { CID } from 'multiformats/cid'
 import type { EventEnvelope } from '../model/envelope.ts'
 import type { Head } from '../model/head.ts'
 import type { Block } from '../unixfs/tree.ts'
@@ -34,8 +33,6 @@ export interface CairnEvents {
   'head:accepted': CustomEvent<Head>
   /** a head, file or request from a peer was refused */
   'peer:rejected': CustomEvent<Rejected>
-  /** blocks were written to the block store by another path than bitswap (a commit, a hint, a batch) */
-  'blocks:stored': CustomEvent<CID[]>
   'sync:progress': CustomEvent<SyncProgress>
   /** no walk is under way or due */
   'sync:idle': CustomEvent<void>

@@ -1,4 +1,6 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
+import type { Metrics } from '../metrics/metrics.ts'
+import { VERSION } from '../version.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -65,4 +67,57 @@ export function storedStatus (db: SqlDatabase, now = Date.now()): StoredStatus {
         .map((q) => ({ ...q, detected_at: new Date(q.detected_at).toISOString() }))
     }
   }
+}
+
+/** What the status document needs from a running node. */
+export interface LiveStatus {
+  ready: { ready: boolean, reason?: string }
+  lagAlert: number
+  busRoot: string
+  peerId: string
+  network: string
+  startedAt: number
+  listen: string[]
+  peers: string[]
+  syncing: boolean
+}
+
+/** @returns the status document of `/status` and `cairn status --json`: the verdict with its reasons, then the details */
+export function statusDocument (live: LiveStatus, stored: StoredStatus): Record<string, unknown> {
+  const reasons: string[] = []
+  if (!live.ready.ready) reasons.push(live.ready.reason ?? 'not ready')
+  const lagging = stored.producers.filter((p) => p.lag_ms > live.lagAlert)
+  if (lagging.length > 0) reasons.push(`lag over ${live.lagAlert} ms for ${lagging.map((p) => p.producer).join(', ')}`)
+  if (stored.gaps.length > 0) reasons.push(`${stored.gaps.length} gap(s): events no longer fetchable`)
+  if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
+  return {
+    verdict: !live.ready.ready ? 'failing' : reasons.length > 0 ? 'degraded' : 'healthy',
+    reasons,
+    bus_root: live.busRoot,
+    peer_id: live.peerId,
+    version: VERSION,
+    uptime_s: Math.round((Date.now() - live.startedAt) / 1000),
+    listen: live.listen,
+    peers: live.peers,
+    network: live.network,
+    syncing: live.syncing,
+    ...stored
+  }
+}
+
+/** Sets the gauges that mirror the database and the swarm, just before a scrape. */
+export function refreshMetrics (metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number): void {
+  metrics.peers.set(peers)
+  metrics.lagEvents.reset()
+  metrics.lagSeconds.reset()
+  for (const p of stored.producers) {
+    metrics.lagEvents.set({ producer: p.producer }, p.lag_events)
+    metrics.lagSeconds.set({ producer: p.producer }, p.lag_ms / 1000)
+  }
+  metrics.lagAlert.set(stored.producers.some((p) => p.lag_ms > lagAlert) ? 1 : 0)
+  metrics.gaps.set(stored.gaps.length)
+  metrics.quarantined.set(stored.quarantine.count)
+  metrics.outboxFiles.set(stored.outbox.files)
+  metrics.deadLetters.set(stored.plugins.dead_letters)
+  metrics.backlog.set(stored.plugins.backlog)
 }

@@ -12,8 +12,7 @@ import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Blockstore } from 'interface-blockstore'
 import { FsDatastore } from 'datastore-fs'
-import { runtimeName } from '../runtime/runtime.ts'
-import { wasmNoiseCrypto } from '../runtime/noiseCrypto.ts'
+import { noiseOptions } from '../runtime/noiseCrypto.ts'
 
 type GossipSub = ReturnType<ReturnType<typeof gossipsub>>
 
@@ -51,8 +50,7 @@ export async function createIpfs (init: IpfsInit): Promise<CairnIpfs> {
     datastore,
     addresses: { listen: init.listen },
     transports: [tcp()],
-    // Bun's node:crypto lacks chacha20-poly1305: noise's transport cipher runs in WebAssembly there.
-    connectionEncrypters: [noise(runtimeName() === 'bun' ? { crypto: await wasmNoiseCrypto() } : {})],
+    connectionEncrypters: [noise(await noiseOptions())],
     streamMuxers: [yamux()],
     connectionProtector: preSharedKey({ psk: init.swarmKey }),
     connectionManager: { maxConnections: 300 },

@@ -1,5 +1,6 @@
 import { pureJsCrypto } from '@chainsafe/libp2p-noise'
 import sodium from 'libsodium-wrappers'
+import { runtimeName } from './runtime.ts'
 
 type NoiseCrypto = typeof pureJsCrypto
 
@@ -10,7 +11,7 @@ type NoiseCrypto = typeof pureJsCrypto
  * single cost of a receiving node (3× faster from 1 KiB up, 5× on 100-byte messages).
  * The wire format is the same ChaCha20-Poly1305 (IETF) either way.
  */
-export async function wasmNoiseCrypto (): Promise<NoiseCrypto> {
+async function wasmNoiseCrypto (): Promise<NoiseCrypto> {
   await sodium.ready
   return {
     ...pureJsCrypto,
@@ -22,4 +23,12 @@ export async function wasmNoiseCrypto (): Promise<NoiseCrypto> {
       return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(null, ciphertext.subarray(), ad, nonce, k)
     }
   }
+}
+
+/**
+ * @returns the options for libp2p's noise on this runtime: Bun's node:crypto lacks ChaCha20-Poly1305, so
+ * there the transport cipher runs in WebAssembly; elsewhere noise's defaults
+ */
+export async function noiseOptions (): Promise<{ crypto?: NoiseCrypto }> {
+  return runtimeName() === 'bun' ? { crypto: await wasmNoiseCrypto() } : {}
 }

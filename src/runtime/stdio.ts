@@ -30,8 +30,13 @@ export class LineWriter {
   }
 
   line (text: string): void {
+    this.write(text + '\n')
+  }
+
+  /** Writes `text` as it is (a terminal's progress bar redraws a line with a carriage return). */
+  write (text: string): void {
     const first = this.buffer === ''
-    this.buffer += text + '\n'
+    this.buffer += text
     if (first) {
       this.pending = this.pending.then(async () => {
         const chunk = this.buffer
@@ -49,3 +54,8 @@ export class LineWriter {
 
 export const stdout = new LineWriter(1)
 export const stderr = new LineWriter(2)
+
+/** @returns whether stderr is a terminal (a person watches it) */
+export function stderrIsTerminal (): boolean {
+  return process.stderr.isTTY === true
+}

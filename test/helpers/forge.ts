@@ -1,5 +1,6 @@
 import { CairnNode } from '../../src/node/node.ts'
-import { RUN_SETTINGS, type NodeConfig } from '../../src/config/catalog.ts'
+import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
+import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
 import { resolveSettings } from '../../src/config/resolve.ts'
 import { loadIdentity } from '../../src/datadir/load.ts'
 import { signHead } from '../../src/model/head.ts'
@@ -10,8 +11,8 @@ import { silentLog } from '../../src/log/logger.ts'
 
 /** Starts a node in this process (a member gone bad, for tests), with loopback defaults. */
 export async function inProcessNode (dir: string, flags: Record<string, unknown> = {}): Promise<CairnNode> {
-  const config = resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', ...flags }, {}, {}) as unknown as NodeConfig
-  const node = new CairnNode(config, { log: silentLog })
+  const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', ...flags }, {}, {}))
+  const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
   await node.start()
   return node
 }
@@ -43,7 +44,7 @@ export async function publishForgedTree (node: CairnNode, seq: number, files: Fo
   const root = await directoryBlock([{ name: now.slice(0, 10), cid: day.cid, size: day.size }])
   node.blocks.putSync(root.cid, root.bytes)
   const head = await signHead({ producer: peerId.toString(), seq, root: root.cid.toString(), hlc: `${hlcMs}-ffff`, acks: {} }, privateKey)
-  node.db.run('INSERT INTO producers (producer, head_message) VALUES (?, ?) ON CONFLICT (producer) DO UPDATE SET head_message = excluded.head_message', [peerId.toString(), head])
+  node.store.db.run('INSERT INTO producers (producer, head_message) VALUES (?, ?) ON CONFLICT (producer) DO UPDATE SET head_message = excluded.head_message', [peerId.toString(), head])
   await node.announceAll()
   return head
 }

@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { defineVerb } from '../verb.ts'
 import { DurationSchema } from '../../config/settings.ts'
-import { RUN_SETTINGS, type NodeConfig } from '../../config/catalog.ts'
+import { RUN_SETTINGS, toNodeConfig } from '../../config/catalog.ts'
+import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
 import { resolveSettings } from '../../config/resolve.ts'
 import { initDataDir } from '../../datadir/init.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { CairnNode } from '../../node/node.ts'
-import type { EventEnvelope } from '../../model/envelope.ts'
 import { createLogger } from '../../log/logger.ts'
 
 const NAMES = ['alpha', 'bravo', 'charlie']
@@ -40,15 +40,14 @@ export const demoVerb = defineVerb({
         await initDataDir(join(dir, NAMES[i]), i === 0 ? { newNetwork: true } : { swarmKeyFile: dataPaths(join(dir, NAMES[0])).swarmKey })
         const flags: Record<string, unknown> = { data: join(dir, NAMES[i]), listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1s' }
         if (i > 0) flags.bootstrap = [nodes[0].ipfs.libp2p.getMultiaddrs()[0].toString()]
-        const config = resolveSettings(RUN_SETTINGS, flags, {}, {}) as unknown as NodeConfig
-        const node = new CairnNode(config, { log: createLogger({ level: 'warn' }) })
+        const node = new CairnNode(toNodeConfig(resolveSettings(RUN_SETTINGS, flags, {}, {})), { log: createLogger({ level: 'warn' }), plugins: BUILTIN_PLUGINS })
         await node.start()
         nodes.push(node)
       }
       const nameOf = new Map(nodes.map((n, i) => [n.peerId.toString(), NAMES[i]]))
       nodes.forEach((node, i) => {
-        node.addEventListener('events:ingested', (evt) => {
-          for (const e of (evt as CustomEvent<EventEnvelope[]>).detail) {
+        node.events.addEventListener('events:ingested', (evt) => {
+          for (const e of evt.detail) {
             const from = nameOf.get(e.producer) ?? e.producer.slice(-8)
             const p = e.payload as Record<string, string>
             const who = p.invitee ?? p.subject
@@ -67,10 +66,10 @@ export const demoVerb = defineVerb({
         await new Promise((resolve) => setTimeout(resolve, gap))
       }
       const total = SCRIPT.length
-      await until(() => nodes.every((n) => n.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'done'")?.n === total), 30_000)
+      await until(() => nodes.every((n) => n.store.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'done'")?.n === total), 30_000)
       out('')
       out('the access table, the same on every node:')
-      const tables = nodes.map((n) => n.db.all<{ workspace_id: string, subject: string, permissions: string }>('SELECT workspace_id, subject, permissions FROM workspace_members ORDER BY workspace_id, subject'))
+      const tables = nodes.map((n) => n.store.db.all<{ workspace_id: string, subject: string, permissions: string }>('SELECT workspace_id, subject, permissions FROM workspace_members ORDER BY workspace_id, subject'))
       for (const r of tables[0]) out(`  ${r.workspace_id.padEnd(8)} ${r.subject.padEnd(18)} ${r.permissions}`)
       const same = tables.every((t) => JSON.stringify(t) === JSON.stringify(tables[0]))
       out(same ? `converged on all three nodes in ${((Date.now() - started) / 1000).toFixed(1)} s` : 'the nodes did NOT converge')

@@ -1,5 +1,8 @@
 import { defineVerb } from '../verb.ts'
-import { RUN_SETTINGS, SETTINGS, type NodeConfig } from '../../config/catalog.ts'
+import { RUN_SETTINGS, SETTINGS, toNodeConfig } from '../../config/catalog.ts'
+import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
+import { stderr, stderrIsTerminal } from '../../runtime/stdio.ts'
+import { progressRenderer } from '../progress.ts'
 import { OPTIONS } from '../options.ts'
 import { initDataDir } from '../../datadir/init.ts'
 import { loadIdentity } from '../../datadir/load.ts'
@@ -33,7 +36,10 @@ export const runVerb = defineVerb({
   settings: RUN_SETTINGS,
   details: 'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json.',
   async run ({ values, err }) {
-    const node = new CairnNode(values as unknown as NodeConfig)
+    const config = toNodeConfig(values)
+    const node = new CairnNode(config, { plugins: BUILTIN_PLUGINS })
+    const render = progressRenderer(node.log, stderrIsTerminal() && config.logFormat !== 'json' ? (text) => { stderr.write(text) } : undefined)
+    node.events.addEventListener('sync:progress', (evt) => { render(evt.detail) })
     await node.start()
     await new Promise<void>((resolve) => {
       const stop = (signal: string): void => {

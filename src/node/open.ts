@@ -1,0 +1,86 @@
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import { loadAccessRules, type AccessRules } from '../config/access.ts'
+import type { NodeConfig } from '../config/catalog.ts'
+import { dataPaths } from '../datadir/layout.ts'
+import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
+import { lockDataDir } from '../datadir/lock.ts'
+import { networkId } from '../datadir/swarmKey.ts'
+import { DataDirError, UsageError } from '../errors.ts'
+import { openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
+import { Store } from '../store/store.ts'
+
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1)$/
+
+/** @returns whether a host name or address is on the loopback interface */
+export function isLoopback (host: string): boolean {
+  return LOOPBACK.test(host)
+}
+
+/** What a node reads from its data directory before anything starts. */
+export interface OpenedDataDir {
+  privateKey: PrivateKey
+  peerId: PeerId
+  swarmKey: Uint8Array
+  token: string
+  network: string
+  /** where libp2p keeps its datastore */
+  datastorePath: string
+  access: AccessRules
+  store: Store
+  blocks: SqliteBlockstore
+  /** closes both databases and releases the data directory's lock */
+  close: () => void
+}
+
+/**
+ * Checks the settings a node cannot start without, locks the data directory and opens what is in it:
+ * identity, swarm key, API token, access rules, `cairn.db` and `blocks.db`.
+ *
+ * @throws UsageError for a non-loopback --http without --force-http or a bad multiaddr; ConfigError for bad
+ * access rules; DataDirError for a missing or damaged data directory; DataDirBusyError when another node holds it
+ */
+export async function openDataDir (config: NodeConfig): Promise<OpenedDataDir> {
+  if (!isLoopback(config.http.host) && !config.forceHttp) {
+    throw new UsageError(`Cannot listen on --http ${config.http.host}:${config.http.port}: the endpoint is loopback-only (127.0.0.1 or ::1); pass --force-http to bind another address on purpose`)
+  }
+  for (const a of [...config.listen, ...config.bootstrap]) {
+    try { multiaddr(a) } catch (err) { throw new UsageError(`Invalid multiaddr ${a}: ${(err as Error).message}`) }
+  }
+  assertDataDir(config.data)
+  const paths = dataPaths(config.data)
+  const release = lockDataDir(config.data)
+  let store: Store | undefined
+  try {
+    const { privateKey, peerId } = await loadIdentity(config.data)
+    const swarmKey = loadSwarmKey(config.data)
+    const token = loadApiToken(config.data)
+    const network = await networkId(swarmKey)
+    const access = loadAccessRules(config.members, config.policy, config.data)
+    try {
+      store = await Store.open(paths.database)
+    } catch (err) {
+      throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}; the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)`)
+    }
+    let blocks: SqliteBlockstore
+    try {
+      blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
+      blocks.stats()
+    } catch (err) {
+      throw new DataDirError(`Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`)
+    }
+    const opened = store
+    return {
+      privateKey, peerId, swarmKey, token, network, datastorePath: paths.datastore, access, store: opened, blocks,
+      close: () => {
+        blocks.db.close()
+        opened.close()
+        release()
+      }
+    }
+  } catch (err) {
+    store?.close()
+    release()
+    throw err
+  }
+}

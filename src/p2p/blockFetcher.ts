@@ -1,0 +1,145 @@
+import type { PeerId } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import type { Components } from '../node/components.ts'
+import { collect } from '../store/blockstore.ts'
+import { pooledMap } from '../util/pool.ts'
+import { announceWanted, type AnnouncingBroker } from './announce.ts'
+import { MAX_BATCH, type BlockExchange } from './blockExchange.ts'
+import type { CairnIpfs } from './ipfs.ts'
+
+/** Blocks a hint carried are kept in memory up to this many bytes, for the walk that follows. */
+const HINTED_BYTES = 2 * 1024 * 1024
+/** Bulk batches in flight at once: some are answered while others' blocks are checked and stored. */
+const BATCHES_IN_FLIGHT = 4
+
+export interface BlockFetcherInit {
+  ipfs: CairnIpfs
+  exchange: BlockExchange
+  /** how long one batch of the blocks protocol may take is four times this */
+  fetchTimeout: number
+}
+
+export type BlockFetcherComponents = Pick<Components, 'blocks' | 'log' | 'events'>
+
+/**
+ * Where sync gets blocks: the blocks the latest hints carried, the local store, batches over the blocks
+ * protocol, and bitswap. Every block written to the store by another path than bitswap goes through
+ * `stored()`, which ends this node's own fetches of it and tells bitswap of those a peer wants.
+ */
+export class BlockFetcher {
+  private readonly init: BlockFetcherInit
+  private readonly components: BlockFetcherComponents
+  /** per CID, the network fetches that a block stored by another path (a hint, a bulk batch) ends */
+  private readonly fetching = new Map<string, Set<() => void>>()
+  /** the blocks the latest hints carried: the walks they start read them next, from here */
+  private readonly hinted = new Map<string, Uint8Array>()
+  private hintedBytes = 0
+
+  constructor (init: BlockFetcherInit, components: BlockFetcherComponents) {
+    this.init = init
+    this.components = components
+  }
+
+  /**
+   * One block: from the hinted blocks, the store, or bitswap (which asks every connected peer).
+   *
+   * @throws the signal's reason when it aborts first
+   */
+  async get (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
+    const key = cid.toString()
+    const local = this.hinted.get(key) ?? this.components.blocks.getSync(cid)
+    if (local != null) return local
+    // The block may come by another path while bitswap looks for it: a hint that arrived out of order
+    // carries it, or a bulk batch. Its arrival ends the fetch.
+    const arrived = new AbortController()
+    const wake = (): void => { arrived.abort() }
+    const wakers = this.fetching.get(key) ?? new Set()
+    wakers.add(wake)
+    this.fetching.set(key, wakers)
+    try {
+      return await collect(this.init.ipfs.blockstore.get(cid, { signal: AbortSignal.any([options.signal, arrived.signal]) }))
+    } catch (err) {
+      const stored = arrived.signal.aborted ? this.components.blocks.getSync(cid) : undefined
+      if (stored != null) return stored
+      throw err
+    } finally {
+      wakers.delete(wake)
+      if (wakers.size === 0) this.fetching.delete(key)
+    }
+  }
+
+  /**
+   * Many blocks for a catch-up: local ones, then in batches over the blocks protocol, from the producer
+   * when it is connected (it holds its whole outbox), else from another peer that speaks it.
+   *
+   * @returns those it got, each checked against its CID; what it misses is left to `get`
+   */
+  async getMany (producer: string, cids: readonly CID[], options: { signal: AbortSignal, onBlocks: (n: number) => void }): Promise<Map<string, Uint8Array>> {
+    const { blocks, log } = this.components
+    const out = new Map<string, Uint8Array>()
+    const missing: CID[] = []
+    for (const cid of cids) {
+      const local = blocks.getSync(cid)
+      if (local != null) out.set(cid.toString(), local)
+      else missing.push(cid)
+    }
+    options.onBlocks(out.size)
+    const peer = await this.bulkPeer(producer)
+    if (peer == null) return out
+    const batches: CID[][] = []
+    for (let i = 0; i < missing.length; i += MAX_BATCH) batches.push(missing.slice(i, i + MAX_BATCH))
+    await pooledMap(batches, BATCHES_IN_FLIGHT, async (batch) => {
+      const signal = AbortSignal.any([options.signal, AbortSignal.timeout(this.init.fetchTimeout * 4)])
+      const got = await this.init.exchange.fetch(peer, batch, signal).catch((err: Error) => {
+        log.debug(`block batch from ${peer.toString()} failed: ${err.message}`)
+        return new Map<string, Uint8Array>()
+      })
+      blocks.db.transaction(() => { for (const cid of batch) { const b = got.get(cid.toString()); if (b != null) blocks.putSync(cid, b) } })
+      this.stored(batch.filter((cid) => got.has(cid.toString())))
+      for (const [k, b] of got) out.set(k, b)
+      options.onBlocks(got.size)
+    }, { signal: options.signal })
+    return out
+  }
+
+  /** Stores the blocks a head message carried (already checked against their CIDs) and keeps them at hand. */
+  putHinted (carried: ReadonlyArray<{ cid: CID, bytes: Uint8Array }>): void {
+    const { blocks } = this.components
+    blocks.db.transaction(() => { for (const b of carried) blocks.putSync(b.cid, b.bytes) })
+    for (const b of carried) {
+      const key = b.cid.toString()
+      if (this.hinted.has(key)) continue
+      this.hinted.set(key, b.bytes)
+      this.hintedBytes += b.bytes.length
+    }
+    for (const [key, bytes] of this.hinted) {
+      if (this.hintedBytes <= HINTED_BYTES) break
+      this.hinted.delete(key)
+      this.hintedBytes -= bytes.length
+    }
+    this.stored(carried.map((b) => b.cid))
+  }
+
+  /**
+   * Called for blocks written straight to the store (commits, hints, bulk batches): ends this node's
+   * own fetches of them, and tells bitswap about those that a peer wants. Bitswap alone would not end
+   * an own fetch: told of a block, it cancels the want but leaves its waiter waiting out the timeout.
+   */
+  stored (cids: readonly CID[]): void {
+    if (cids.length === 0) return
+    if (this.fetching.size > 0) {
+      for (const cid of cids) for (const wake of this.fetching.get(cid.toString()) ?? []) wake()
+    }
+    // Helia keeps its block brokers private; bitswap's is the one that can announce.
+    const brokers = (this.init.ipfs as unknown as { blockBrokers?: AnnouncingBroker[] }).blockBrokers ?? []
+    announceWanted(brokers, cids, this.init.ipfs.libp2p.getPeers())
+  }
+
+  /** @returns the peer to ask for batches: the producer when connected, else any peer that speaks the protocol */
+  private async bulkPeer (producer: string): Promise<PeerId | undefined> {
+    const connected = this.init.ipfs.libp2p.getPeers()
+    const candidates = [...connected.filter((p) => p.toString() === producer), ...connected.filter((p) => p.toString() !== producer)]
+    for (const p of candidates) if (await this.init.exchange.supports(p)) return p
+    return undefined
+  }
+}
