@@ -22,7 +22,7 @@ import { announceWanted, type AnnouncingBroker } from '../p2p/announce.ts'
 import { createHttpApp } from '../http/app.ts'
 import { HybridClock } from '../model/hlc.ts'
 import { Outbox } from '../publish/outbox.ts'
-import { Syncer } from '../sync/syncer.ts'
+import { syncer, type Syncer } from '../sync/syncer.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { Housekeeper } from '../housekeeping/housekeeper.ts'
 import { loadPlugins } from '../plugins/load.ts'
@@ -105,6 +105,9 @@ export class CairnNode extends EventTarget {
     this.config = config
     this.extras = extras
     this.log = extras.log ?? createLogger({ level: config['log-level'], format: config['log-format'] })
+    this.events.addEventListener('events:ingested', (e) => { this.ingested(e.detail) })
+    this.events.addEventListener('sync:progress', (e) => { this.progress(e.detail) })
+    this.events.addEventListener('peer:rejected', (e) => { this.reject(e.detail.reason, e.detail.detail, e.detail.peer) })
   }
 
   /** @returns what every service of this node is built from (once the databases are open) */
@@ -193,10 +196,7 @@ export class CairnNode extends EventTarget {
           this.ingested(events)
         }
       })
-      this.syncer = new Syncer({
-        db: this.db,
-        self,
-        clock: this.clock,
+      this.syncer = syncer({
         getBlock: async (cid, options) => await this.getBlock(cid, options),
         getBlocks: async (producer, cids, options) => await this.getBlocks(producer, cids, options),
         limits: { maxEventSize: cfg['max-event-size'], maxDepth: cfg['max-depth'], maxFilesPerWalk: cfg['max-files-per-walk'] },
@@ -211,13 +211,8 @@ export class CairnNode extends EventTarget {
           const allowed = this.access.policy.get(e.type)
           if (allowed != null && !allowed.has(e.producer)) return { reason: 'policy', detail: `${e.producer} may not produce ${e.type} (see the policy setting)` }
           return undefined
-        },
-        onIngested: (events) => { this.ingested(events) },
-        onHead: () => { this.metrics.headsReceived.inc({ result: 'new' }) },
-        onProgress: (p) => { this.progress(p) },
-        onReject: (reason, detail, ctx) => { this.reject(reason, `${ctx.producer ?? ''}/${ctx.path ?? ''}: ${detail}`, ctx.producer ?? 'unknown') },
-        log: (level, msg, fields) => { this.log[level](msg, fields) }
-      })
+        }
+      })(this.components)
 
       this.housekeeper = new Housekeeper({
         db: this.db,

@@ -6,8 +6,12 @@ import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { Outbox } from '../../src/publish/outbox.ts'
-import { Syncer } from '../../src/sync/syncer.ts'
+import { syncer as createSyncer } from '../../src/sync/syncer.ts'
 import { HybridClock } from '../../src/model/hlc.ts'
+import { Store } from '../../src/store/store.ts'
+import { CairnEventBus } from '../../src/node/events.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
+import { silentLog } from '../../src/log/logger.ts'
 
 /** A producer's outbox and a consumer's syncer in one process; the consumer's fetches are counted. */
 async function pair () {
@@ -21,10 +25,7 @@ async function pair () {
   const cdb = await openDatabase(':memory:')
   migrate(cdb)
   const fetched = { blocks: 0, bytes: 0 }
-  const syncer = new Syncer({
-    db: cdb,
-    self: 'consumer',
-    clock: new HybridClock(),
+  const syncer = createSyncer({
     getBlock: async (cid: CID) => {
       const b = pblocks.getSync(cid)
       if (b == null) throw new Error(`missing ${cid}`)
@@ -34,7 +35,7 @@ async function pair () {
     },
     limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 1_000_000 },
     fetchTimeout: 5000
-  })
+  })({ self: 'consumer', store: new Store(cdb), clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events: new CairnEventBus() })
   const synced = async (): Promise<void> => {
     await syncer.offerHead(heads.at(-1)!)
     while (syncer.busy) await Bun.sleep(5)
