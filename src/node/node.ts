@@ -27,7 +27,7 @@ import { Outbox } from '../publish/outbox.ts'
 import { serve, type HttpServer } from '../runtime/serve.ts'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
-import { Syncer } from '../sync/syncer.ts'
+import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { VERSION } from '../version.ts'
 import type { Components } from './components.ts'
@@ -154,10 +154,7 @@ export class CairnNode {
         onCommit: (head, events, blocks) => { this.events.safeDispatchEvent('outbox:committed', { detail: { head, events, blocks } }) }
       })
       const { access } = opened
-      const syncer = new Syncer({
-        db: opened.store.db,
-        self,
-        clock: this.clock,
+      const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
         limits: { maxEventSize: cfg.maxEventSize, maxDepth: cfg.maxDepth, maxFilesPerWalk: cfg.maxFilesPerWalk },
@@ -168,13 +165,8 @@ export class CairnNode {
           const allowed = access.policy.get(e.type)
           if (allowed != null && !allowed.has(e.producer)) return { reason: 'policy', detail: `${e.producer} may not produce ${e.type} (see the policy setting)` }
           return undefined
-        },
-        onIngested: (events) => { this.events.safeDispatchEvent('events:ingested', { detail: events }) },
-        onHead: () => { this.metrics.headsReceived.inc({ result: 'new' }) },
-        onProgress: (p) => { this.events.safeDispatchEvent('sync:progress', { detail: p }) },
-        onReject: (reason, detail, ctx) => { this.events.safeDispatchEvent('peer:rejected', { detail: { reason, detail: `${ctx.producer ?? ''}/${ctx.path ?? ''}: ${detail}`, peer: ctx.producer ?? 'unknown' } }) },
-        log: (level, msg, fields) => { this.log[level](msg, fields) }
-      })
+        }
+      })(components)
       const housekeeper = new Housekeeper({
         db: opened.store.db,
         blocks: opened.blocks,

@@ -99,6 +99,15 @@ export class ProducersTable {
     return [...out]
   }
 
+  /**
+   * Records that a walk processed `producer` up to `top` (never moving back) and clears its error; with
+   * `syncedRoot`, the walk of that root is complete.
+   */
+  advance (producer: string, top: number, syncedRoot?: string): void {
+    this.db.run('UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, last_error = NULL WHERE producer = ?',
+      [top, syncedRoot != null ? 1 : 0, syncedRoot ?? null, producer])
+  }
+
   /** Records why the last sync of a producer failed. */
   setError (producer: string, error: string | null): void {
     this.db.run('UPDATE producers SET last_error = ? WHERE producer = ?', [error, producer])

@@ -1,7 +1,10 @@
 import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
 import { EventsTable } from './events.ts'
+import { GapsTable } from './gaps.ts'
 import { migrate } from './migrations.ts'
 import { ProducersTable } from './producers.ts'
+import { QuarantineTable } from './quarantine.ts'
+import { RemoteDirsTable } from './remoteDirs.ts'
 
 /**
  * cairn's database (`cairn.db`), one repository per table or concept. Every SQL statement cairn runs on it
@@ -11,11 +14,17 @@ export class Store {
   readonly db: SqlDatabase
   readonly events: EventsTable
   readonly producers: ProducersTable
+  readonly remoteDirs: RemoteDirsTable
+  readonly gaps: GapsTable
+  readonly quarantine: QuarantineTable
 
   constructor (db: SqlDatabase) {
     this.db = db
     this.events = new EventsTable(db)
     this.producers = new ProducersTable(db)
+    this.remoteDirs = new RemoteDirsTable(db)
+    this.gaps = new GapsTable(db)
+    this.quarantine = new QuarantineTable(db)
   }
 
   /**

@@ -6,8 +6,12 @@ import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { Outbox } from '../../src/publish/outbox.ts'
-import { Syncer } from '../../src/sync/syncer.ts'
+import { syncer as createSyncer } from '../../src/sync/syncer.ts'
 import { HybridClock } from '../../src/model/hlc.ts'
+import { Store } from '../../src/store/store.ts'
+import { CairnEventBus, waitFor } from '../../src/node/events.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
+import { silentLog } from '../../src/log/logger.ts'
 
 /** A producer's outbox and a consumer's syncer in one process; the consumer's fetches are counted. */
 async function pair () {
@@ -21,10 +25,8 @@ async function pair () {
   const cdb = await openDatabase(':memory:')
   migrate(cdb)
   const fetched = { blocks: 0, bytes: 0 }
-  const syncer = new Syncer({
-    db: cdb,
-    self: 'consumer',
-    clock: new HybridClock(),
+  const events = new CairnEventBus()
+  const syncer = createSyncer({
     getBlock: async (cid: CID) => {
       const b = pblocks.getSync(cid)
       if (b == null) throw new Error(`missing ${cid}`)
@@ -34,12 +36,12 @@ async function pair () {
     },
     limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 1_000_000 },
     fetchTimeout: 5000
-  })
+  })({ self: 'consumer', store: new Store(cdb), clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
   const synced = async (): Promise<void> => {
     await syncer.offerHead(heads.at(-1)!)
     while (syncer.busy) await Bun.sleep(5)
   }
-  return { outbox, cdb, fetched, synced }
+  return { outbox, cdb, fetched, synced, syncer, events, heads }
 }
 
 async function costOfOneMore (existing: number): Promise<{ blocks: number, bytes: number }> {
@@ -66,5 +68,14 @@ describe('sync cost', () => {
     // ... and a few KiB in all, never 20x
     expect(large.bytes).toBeLessThan(small.bytes * 2)
     expect(large.bytes).toBeLessThan(8 * 1024)
+  })
+
+  test('the syncer dispatches sync:idle when its walks are done', async () => {
+    const { outbox, cdb, syncer, events, heads } = await pair()
+    await Promise.all(Array.from({ length: 3 }, async (_, i) => await outbox.publish({ type: 'test.fill', payload: { i } })))
+    const idle = waitFor(events, 'sync:idle')
+    expect(await syncer.offerHead(heads.at(-1)!)).toBe('new')
+    await idle
+    expect({ busy: syncer.busy, events: cdb.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n }).toEqual({ busy: false, events: 3 })
   })
 })

@@ -1,0 +1,65 @@
+import type { CID } from 'multiformats/cid'
+import type { Log } from '../log/logger.ts'
+import { pooledMap } from '../util/pool.ts'
+
+/** Fetches a block, from the local store or from the connected peers (bitswap asks them all). */
+export type BlockGetter = (cid: CID, options: { signal: AbortSignal }) => Promise<Uint8Array>
+
+/**
+ * Fetches many blocks at once (a catch-up's event files), from the local store or in batches from a
+ * peer; @returns those it got, each already checked against its CID. What it misses goes to getBlock.
+ */
+export type BlocksGetter = (producer: string, cids: readonly CID[], options: { signal: AbortSignal, onBlocks: (n: number) => void }) => Promise<Map<string, Uint8Array>>
+
+/** How one walk fetches the blocks of one producer's tree. */
+export interface WalkFetcher {
+  producer: string
+  getBlock: BlockGetter
+  getBlocks?: BlocksGetter
+  /** how long one block may take */
+  fetchTimeout: number
+  /** aborts when the syncer stops or a newer head supersedes the walk */
+  signal: AbortSignal
+  /** tells the scheduler the walk is not stuck */
+  progressed: () => void
+  log: Log
+}
+
+/** @returns the block of `cid`, within the fetch timeout */
+export async function fetchBlock (f: WalkFetcher, cid: CID): Promise<Uint8Array> {
+  const bytes = await f.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(f.fetchTimeout), f.signal]) })
+  f.progressed()
+  return bytes
+}
+
+/** How `fetchBlocks` spreads its work. */
+export interface FetchManyOptions {
+  /** from this many blocks on, ask getBlocks for them in one batch first */
+  bulkFrom: number
+  /** how many blocks the batch missed are fetched one by one at the same time */
+  concurrency: number
+  /** called with how many blocks arrived, in the batch or one by one */
+  onFetched?: (n: number) => void
+}
+
+/**
+ * @returns the blocks of `cids`, in order: in one batch where that pays, the ones it missed (or all,
+ * when the batch failed) one by one
+ */
+export async function fetchBlocks (f: WalkFetcher, cids: readonly CID[], options: FetchManyOptions): Promise<Uint8Array[]> {
+  let bulk = new Map<string, Uint8Array>()
+  if (f.getBlocks != null && cids.length >= options.bulkFrom) {
+    try {
+      bulk = await f.getBlocks(f.producer, cids, { signal: f.signal, onBlocks: (n) => { f.progressed(); options.onFetched?.(n) } })
+    } catch (err) {
+      f.log.debug(`bulk fetch from ${f.producer} failed, falling back to bitswap: ${(err as Error).message}`, { producer: f.producer })
+    }
+  }
+  return await pooledMap(cids, options.concurrency, async (cid) => {
+    const got = bulk.get(cid.toString())
+    if (got != null) return got
+    const bytes = await fetchBlock(f, cid)
+    options.onFetched?.(1)
+    return bytes
+  })
+}

@@ -1,0 +1,118 @@
+import type { Log } from '../log/logger.ts'
+import type { EventEnvelope } from '../model/envelope.ts'
+import { readEventFile, type FileLimits, type Rejection } from '../model/eventFile.ts'
+import type { CairnEventBus, SyncProgress } from '../node/events.ts'
+import type { Store } from '../store/store.ts'
+import { fetchBlocks, type WalkFetcher } from './fetch.ts'
+import type { Listing } from './listing.ts'
+import { chunksOf, gapsIn, refusedIn, type Candidate } from './plan.ts'
+
+/** Below this many files a walk fetches them one by one (they mostly came with the hint anyway). */
+const BULK_FROM = 64
+
+/** A backlog of more than this many files reports its progress. */
+const PROGRESS_FROM = 300
+
+/** What ingest needs besides the listing: where it writes and tells, and how it checks a file. */
+export interface IngestContext {
+  store: Store
+  events: CairnEventBus
+  log: Log
+  limits: FileLimits & { maxFilesPerWalk: number }
+  checkEvent?: (envelope: EventEnvelope) => Rejection | undefined
+}
+
+/** The producer's row as the walk read it. */
+export interface WalkTarget {
+  headSeq: number
+  headRoot: string
+  processedSeq: number
+}
+
+/** How long an ingest waited for files and took to check and store them. */
+export interface IngestStats {
+  chunks: number
+  fetchMs: number
+  storeMs: number
+}
+
+/**
+ * Fetches, checks and stores the files of `listing` in chunks of at most max-files-per-walk, the next
+ * chunk on its way while one is stored. Each chunk is one transaction: its events, its quarantined
+ * entries, its gaps, how far the producer was processed and, with the last chunk, the directories walked
+ * and the root synced. What was processed is the contiguous run of seqs found (accepted or quarantined)
+ * from processed+1; seqs the tree no longer holds are gaps: recorded, then passed over.
+ *
+ * @throws Error when a file cannot be fetched; the chunks before it stay stored
+ */
+export async function ingest (f: WalkFetcher, target: WalkTarget, listing: Listing, ctx: IngestContext): Promise<IngestStats> {
+  const { producer } = f
+  const { candidates, refused } = listing
+  const progress = progressReporter(candidates.length, (p) => { ctx.events.safeDispatchEvent('sync:progress', { detail: { producer, ...p } }) })
+  const found = new Set([...candidates.map((c) => c.seq), ...listing.oversized])
+  const chunks = chunksOf(candidates, ctx.limits.maxFilesPerWalk)
+  const fetchFiles = async (chunk: Candidate[]): Promise<Uint8Array[]> => await fetchBlocks(f, chunk.map((c) => c.cid), { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress })
+  // A prefetch that fails while the chunk before it is stored must not become an unhandled rejection.
+  const prefetch = (chunk: Candidate[]): Promise<Uint8Array[]> => { const p = fetchFiles(chunk); p.catch(() => {}); return p }
+  let fetching = prefetch(chunks[0])
+  let prevTop = target.processedSeq
+  let fetchMs = 0
+  let storeMs = 0
+  for (let k = 0; k < chunks.length; k++) {
+    const chunk = chunks[k]
+    const f0 = performance.now()
+    const files = await fetching
+    fetchMs += performance.now() - f0
+    if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
+    const s0 = performance.now()
+    const last = k === chunks.length - 1
+    const top = last ? target.headSeq : chunk[chunk.length - 1].seq
+    const accepted: Array<{ envelope: EventEnvelope, cid: string }> = []
+    const chunkRefused = refusedIn(refused, k, prevTop, top, last)
+    chunk.forEach((c, i) => {
+      const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits)
+      const rejection = 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection
+      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
+      else if (rejection != null) chunkRefused.push({ path: c.path, cid: c.cid.toString(), rejection, seq: c.seq })
+    })
+    const gaps = gapsIn(found, prevTop + 1, top)
+
+    const now = Date.now()
+    const added: EventEnvelope[] = []
+    ctx.store.transaction(() => {
+      for (const a of accepted) if (ctx.store.events.insert(a.envelope, a.cid, now)) added.push(a.envelope)
+      for (const r of chunkRefused) {
+        ctx.store.quarantine.add({ producer, path: r.path, cid: r.cid ?? null, reason: r.rejection.reason, detail: r.rejection.detail, detected_at: now })
+      }
+      for (const [from, to] of gaps) ctx.store.gaps.add(producer, from, to, now)
+      if (last) ctx.store.remoteDirs.putAll(producer, listing.walked)
+      ctx.store.producers.advance(producer, top, last ? target.headRoot : undefined)
+    })
+    prevTop = top
+    for (const r of chunkRefused) {
+      ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: r.rejection.reason, detail: `${producer}/${r.path}: ${r.rejection.detail}`, peer: producer } })
+    }
+    for (const [from, to] of gaps) ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to })
+    storeMs += performance.now() - s0
+    if (added.length > 0) ctx.events.safeDispatchEvent('events:ingested', { detail: added })
+  }
+  return { chunks: chunks.length, fetchMs, storeMs }
+}
+
+/**
+ * @returns a function to call with each number of files that arrived; for a backlog over
+ * PROGRESS_FROM files it reports the progress about once a second, and once at the end
+ */
+function progressReporter (total: number, report: (p: Omit<SyncProgress, 'producer'>) => void): (n: number) => void {
+  let done = 0
+  let reported = Date.now()
+  const started = reported
+  return (n) => {
+    done += n
+    if (total > PROGRESS_FROM && (Date.now() - reported > 1000 || done === total)) {
+      reported = Date.now()
+      const rate = done / Math.max(0.001, (reported - started) / 1000)
+      report({ done, total, rate: Math.round(rate), eta_s: Math.round((total - done) / rate) })
+    }
+  }
+}
