@@ -26,7 +26,7 @@ import { Syncer } from '../sync/syncer.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { Housekeeper } from '../housekeeping/housekeeper.ts'
 import { loadPlugins } from '../plugins/load.ts'
-import { PluginHost } from '../plugins/host.ts'
+import { pluginHost, type PluginHost } from '../plugins/host.ts'
 import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
 import { verifyHead, withBlocks } from '../model/head.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
@@ -155,17 +155,11 @@ export class CairnNode extends EventTarget {
       } catch (err) {
         throw new DataDirError(`Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`)
       }
-      this.plugins = new PluginHost({
-        db: this.db,
+      this.plugins = pluginHost({
         plugins: await loadPlugins(BUILTIN_PLUGINS, cfg.plugins),
-        log: this.log,
-        publish: async (r) => await this.publish(r),
-        onApplied: (plugin, event, ms) => {
-          this.metrics.applied.inc({ type: event.type, plugin })
-          this.metrics.applyDuration.observe({ plugin }, ms / 1000)
-        },
-        onProgress: () => { for (const wake of [...this.waiters]) wake() }
-      })
+        publish: async (r) => await this.publish(r)
+      })({ store: this.store, log: this.log, metrics: this.metrics, events: this.events })
+      this.events.addEventListener('plugins:progress', () => { for (const wake of [...this.waiters]) wake() })
       await this.plugins.start()
       this.ipfs = await createIpfs({ privateKey, swarmKey, listen: cfg.listen, blockstore: this.blocks, datastorePath: paths.datastore, network: this.network, headsTopic: this.headsTopic })
 

@@ -1,7 +1,15 @@
 import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
 import { EventsTable } from './events.ts'
 import { migrate } from './migrations.ts'
+import { PluginStateTable } from './pluginState.ts'
 import { ProducersTable } from './producers.ts'
+
+/** The handle a plugin's `apply` and `effect` get: run, get and all on the node's database. */
+export interface PluginDbHandle {
+  run: SqlDatabase['run']
+  get: SqlDatabase['get']
+  all: SqlDatabase['all']
+}
 
 /**
  * cairn's database (`cairn.db`), one repository per table or concept. Every SQL statement cairn runs on it
@@ -11,11 +19,13 @@ export class Store {
   readonly db: SqlDatabase
   readonly events: EventsTable
   readonly producers: ProducersTable
+  readonly pluginState: PluginStateTable
 
   constructor (db: SqlDatabase) {
     this.db = db
     this.events = new EventsTable(db)
     this.producers = new ProducersTable(db)
+    this.pluginState = new PluginStateTable(db)
   }
 
   /**
@@ -37,6 +47,14 @@ export class Store {
   /** Runs `fn` in one transaction; see SqlDatabase.transaction. */
   transaction<T> (fn: () => T, options?: { durable?: boolean }): T {
     return this.db.transaction(fn, options)
+  }
+
+  /**
+   * @returns the database as a plugin sees it: its own SQL on its own tables; inside `apply` every call is
+   * part of the transaction that records the event as applied
+   */
+  pluginDb (): PluginDbHandle {
+    return { run: (sql, params) => this.db.run(sql, params), get: (sql, params) => this.db.get(sql, params), all: (sql, params) => this.db.all(sql, params) }
   }
 
   /** @returns undefined when the database answers, else why not */
