@@ -20,7 +20,7 @@ import { HeadGossip, headsTopic } from '../p2p/gossip.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
 import { HeadLimiter } from '../p2p/headLimiter.ts'
 import { createIpfs, type CairnIpfs } from '../p2p/ipfs.ts'
-import { PluginHost } from '../plugins/host.ts'
+import { pluginHost, type PluginHost } from '../plugins/host.ts'
 import { loadPlugins } from '../plugins/load.ts'
 import type { Plugin } from '../plugins/types.ts'
 import { Outbox } from '../publish/outbox.ts'
@@ -121,17 +121,10 @@ export class CairnNode {
     const stopListening = [logRejections(components)]
     let ipfs: CairnIpfs | undefined
     try {
-      const plugins = new PluginHost({
-        db: opened.store.db,
+      const plugins = pluginHost({
         plugins: await loadPlugins(this.extras.plugins ?? [], cfg.plugins),
-        log: this.log,
-        publish: async (r) => await this.publish(r),
-        onApplied: (plugin, event, ms) => {
-          this.metrics.applied.inc({ type: event.type, plugin })
-          this.metrics.applyDuration.observe({ plugin }, ms / 1000)
-        },
-        onProgress: () => { this.events.safeDispatchEvent('plugins:progress', {}) }
-      })
+        publish: async (r) => await this.publish(r)
+      })(components)
       await plugins.start()
       ipfs = await createIpfs({ privateKey: opened.privateKey, swarmKey: opened.swarmKey, listen: cfg.listen, blockstore: opened.blocks, datastorePath: opened.datastorePath, network: opened.network, headsTopic: headsTopic(opened.network) })
       // Helia builds libp2p when it starts; nothing listens on it until the services below start.

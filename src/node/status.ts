@@ -1,6 +1,7 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
+import { PluginStateTable } from '../store/pluginState.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -51,8 +52,8 @@ export function storedStatus (db: SqlDatabase, now = Date.now()): StoredStatus {
     outbox: { files: outbox.files, oldest_seq: outbox.oldest, last_seq: db.get<{ s: number | null }>("SELECT max(seq) AS s FROM outbox")?.s ?? 0 },
     plugins: {
       backlog: db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'pending'")?.n ?? 0,
-      dead_letters: db.get<{ n: number }>('SELECT count(*) AS n FROM dead_letters')?.n ?? 0,
-      held: db.get<{ n: number }>('SELECT count(*) AS n FROM plugin_held')?.n ?? 0
+      dead_letters: new PluginStateTable(db).deadLetterCount(),
+      held: new PluginStateTable(db).heldCount()
     },
     housekeeping: {
       last: JSON.parse(db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'housekeeping'")?.value ?? 'null'),

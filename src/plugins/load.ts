@@ -6,6 +6,7 @@ import { formatIssues } from '../model/issues.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
 import { definePlugin, type Plugin } from './types.ts'
 import { PluginLoadError } from '../errors.ts'
+import { tablesOf } from './migrate.ts'
 
 const isSchema = (x: unknown): boolean => x != null && typeof x === 'object' && (x as { kind?: string }).kind === 'schema' && typeof (x as { '~run'?: unknown })['~run'] === 'function'
 const Schema = v.custom<v.GenericSchema>(isSchema, 'Expected a valibot schema (v.object(...), v.unknown(), ...)')
@@ -86,4 +87,26 @@ export async function loadPlugins (builtins: readonly Plugin[], dirs: readonly s
     seen.set(plugin.name, source)
   }
   return loaded
+}
+
+/** A loaded plugin as `cairn plugins` shows it. */
+export interface PluginInfo {
+  name: string
+  version?: string
+  source: string
+  /** per event type, the versions the plugin reads (upcast ones and the current) */
+  types: Record<string, number[]>
+  /** the tables its migrations create */
+  tables: string[]
+}
+
+/** @returns a loaded plugin's name, version, source, types with their versions, and tables */
+export function describePlugin ({ plugin, source }: LoadedPlugin): PluginInfo {
+  return {
+    name: plugin.name,
+    version: plugin.version,
+    source,
+    types: Object.fromEntries(Object.entries(plugin.handles).map(([t, h]) => [t, [...Object.keys(h.upcast ?? {}).map(Number), h.version].sort((a, b) => a - b)])),
+    tables: tablesOf(plugin)
+  }
 }

@@ -109,6 +109,11 @@ export class EventsTable {
     return new Map(this.db.all<{ producer: string, s: number }>("SELECT producer, min(seq) AS s FROM events WHERE state = 'pending' GROUP BY producer").map((r) => [r.producer, r.s]))
   }
 
+  /** @returns the rows queued for replay through `plugin` (`cairn replay`, or held events it now knows), in cursor order */
+  queuedForReplay (plugin: string): EventRow[] {
+    return this.db.all<EventRow>('SELECT e.* FROM plugin_replay r JOIN events e ON e.event_id = r.event_id WHERE r.plugin = ? ORDER BY e.cursor', [plugin])
+  }
+
   /** Marks the rows up to `cursor` as processed by every plugin. */
   markDone (cursor: number): void {
     this.db.run("UPDATE events SET state = 'done' WHERE state = 'pending' AND cursor <= ?", [cursor])

@@ -2,9 +2,17 @@ import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
 import { EventsTable } from './events.ts'
 import { GapsTable } from './gaps.ts'
 import { migrate } from './migrations.ts'
+import { PluginStateTable } from './pluginState.ts'
 import { ProducersTable } from './producers.ts'
 import { QuarantineTable } from './quarantine.ts'
 import { RemoteDirsTable } from './remoteDirs.ts'
+
+/** The handle a plugin's `apply` and `effect` get: run, get and all on the node's database. */
+export interface PluginDbHandle {
+  run: SqlDatabase['run']
+  get: SqlDatabase['get']
+  all: SqlDatabase['all']
+}
 
 /**
  * cairn's database (`cairn.db`), one repository per table or concept. Every SQL statement cairn runs on it
@@ -17,6 +25,7 @@ export class Store {
   readonly remoteDirs: RemoteDirsTable
   readonly gaps: GapsTable
   readonly quarantine: QuarantineTable
+  readonly pluginState: PluginStateTable
 
   constructor (db: SqlDatabase) {
     this.db = db
@@ -25,6 +34,7 @@ export class Store {
     this.remoteDirs = new RemoteDirsTable(db)
     this.gaps = new GapsTable(db)
     this.quarantine = new QuarantineTable(db)
+    this.pluginState = new PluginStateTable(db)
   }
 
   /**
@@ -46,6 +56,14 @@ export class Store {
   /** Runs `fn` in one transaction; see SqlDatabase.transaction. */
   transaction<T> (fn: () => T, options?: { durable?: boolean }): T {
     return this.db.transaction(fn, options)
+  }
+
+  /**
+   * @returns the database as a plugin sees it: its own SQL on its own tables; inside `apply` every call is
+   * part of the transaction that records the event as applied
+   */
+  pluginDb (): PluginDbHandle {
+    return { run: (sql, params) => this.db.run(sql, params), get: (sql, params) => this.db.get(sql, params), all: (sql, params) => this.db.all(sql, params) }
   }
 
   /** @returns undefined when the database answers, else why not */

@@ -6,7 +6,13 @@ import { uuidv7 } from 'uuidv7'
 import { openDatabase, type SqlDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { insertEvent } from '../../src/store/events.ts'
-import { PluginHost, listDeadLetters, requestReplay } from '../../src/plugins/host.ts'
+import { Store } from '../../src/store/store.ts'
+import type { DeadLetter } from '../../src/store/pluginState.ts'
+import { pluginHost, type PluginHost, type PluginHostComponents, type PluginHostInit } from '../../src/plugins/host.ts'
+import { requestReplay as replay } from '../../src/plugins/replay.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
+import { CairnEventBus } from '../../src/node/events.ts'
 import { loadPlugins, type LoadedPlugin } from '../../src/plugins/load.ts'
 import { definePlugin, v, type Plugin } from '../../src/plugins/mod.ts'
 import workspaceAccess from '../../plugins/workspace-access.ts'
@@ -36,8 +42,12 @@ const counter = definePlugin({
 
 const builtin = (...plugins: Plugin[]): LoadedPlugin[] => plugins.map((plugin) => ({ plugin, source: 'test' }))
 
-async function run (db: SqlDatabase, plugins: LoadedPlugin[], opts: Partial<ConstructorParameters<typeof PluginHost>[0]> = {}): Promise<PluginHost> {
-  const host = new PluginHost({ db, plugins, backoffMs: 5, maxAttempts: 3, ...opts })
+const components = (db: SqlDatabase): PluginHostComponents => ({ store: new Store(db), log: silentLog, metrics: new Metrics(), events: new CairnEventBus() })
+const listDeadLetters = (db: SqlDatabase): DeadLetter[] => new Store(db).pluginState.deadLetters()
+const requestReplay = (db: SqlDatabase, select: Parameters<typeof replay>[1]): number => replay(new Store(db), select)
+
+async function run (db: SqlDatabase, plugins: LoadedPlugin[], opts: Partial<PluginHostInit> = {}): Promise<PluginHost> {
+  const host = pluginHost({ plugins, backoffMs: 5, maxAttempts: 3, ...opts })(components(db))
   await host.start()
   await host.drain()
   return host
@@ -178,7 +188,7 @@ describe('loading plugins', () => {
   test('a failing migration stops start with the plugin, file and migration named', async () => {
     const db = await database()
     const bad = definePlugin({ name: 'bad-sql', handles: { 'a.b': { version: 1, payload: v.unknown() } }, migrations: ['CREATE TABLE ok (x)', 'CREATE TABLE nope ('], apply () {} })
-    const host = new PluginHost({ db, plugins: [{ plugin: bad, source: '/plugins/bad.js' }] })
+    const host = pluginHost({ plugins: [{ plugin: bad, source: '/plugins/bad.js' }] })(components(db))
     await expect(host.start()).rejects.toThrow('Cannot start plugin "bad-sql" from /plugins/bad.js: migration 2 failed')
   })
 })

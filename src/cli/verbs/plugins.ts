@@ -4,9 +4,11 @@ import { OPTIONS } from '../options.ts'
 import { UsageError } from '../../errors.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir } from '../../datadir/load.ts'
-import { openDatabase } from '../../runtime/sqlite.ts'
-import { loadPlugins } from '../../plugins/load.ts'
-import { jsonSchemaOf, listDeadLetters, requestReplay, tablesOf } from '../../plugins/host.ts'
+import { ReadOnlyDatabase } from '../../store/readOnly.ts'
+import { Store } from '../../store/store.ts'
+import { describePlugin, loadPlugins } from '../../plugins/load.ts'
+import { jsonSchemaOf } from '../../plugins/schemas.ts'
+import { requestReplay } from '../../plugins/replay.ts'
 import { parseDuration } from '../../config/duration.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
 import { openNodeDatabase } from './bus.ts'
@@ -18,13 +20,7 @@ export const pluginsVerb = defineVerb({
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json],
   async run ({ values, out }) {
     const loaded = await loadPlugins(BUILTIN_PLUGINS, values.plugins as string[])
-    const list = loaded.map(({ plugin, source }) => ({
-      name: plugin.name,
-      version: plugin.version,
-      source,
-      types: Object.fromEntries(Object.entries(plugin.handles).map(([t, h]) => [t, [...Object.keys(h.upcast ?? {}).map(Number), h.version].sort((a, b) => a - b)])),
-      tables: tablesOf(plugin)
-    }))
+    const list = loaded.map(describePlugin)
     if (values.json === true) out(JSON.stringify(list))
     else for (const p of list) out(`${p.name}${p.version != null ? ` ${p.version}` : ''}  (${p.source})\n  types:  ${Object.entries(p.types).map(([t, vs]) => `${t} v${vs.join(',')}`).join('  ')}\n  tables: ${p.tables.join(', ') || '-'}`)
     return 0
@@ -57,12 +53,11 @@ export const sqlVerb = defineVerb({
     const sql = positionals.join(' ').trim()
     if (sql === '') throw new UsageError('cairn sql needs a query, such as cairn sql "SELECT type, count(*) FROM events GROUP BY type"')
     assertDataDir(values.data as string)
-    const db = await openDatabase(dataPaths(values.data as string).database, { readonly: true })
+    const db = await ReadOnlyDatabase.open(dataPaths(values.data as string).database)
     try {
-      db.exec('PRAGMA query_only = ON')
       let rows: Array<Record<string, unknown>>
       try {
-        rows = db.all(sql)
+        rows = db.query(sql)
       } catch (err) {
         const message = (err as Error).message
         throw new UsageError(/readonly|read-only|query_only/i.test(message) ? `Refused: cairn sql is read-only (${message})` : `SQL error: ${message}`)
@@ -87,14 +82,14 @@ export const deadVerb = defineVerb({
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run ({ values, out }) {
-    const db = await openNodeDatabase(values.data as string)
+    const store = new Store(await openNodeDatabase(values.data as string))
     try {
-      const dead = listDeadLetters(db)
+      const dead = store.pluginState.deadLetters()
       if (values.json === true) out(JSON.stringify(dead))
       else if (dead.length === 0) out('no dead letters')
       else for (const d of dead) out(`${d.event_id}  ${d.type}  ${d.producer.slice(-8)}#${d.seq}  plugin ${d.plugin}  ${d.attempts} attempt(s)  ${d.dead_at}  ${d.error}`)
     } finally {
-      db.close()
+      store.close()
     }
     return 0
   }
@@ -117,13 +112,13 @@ export const replayVerb = defineVerb({
       since = parseDuration(text) != null ? Date.now() - parseDuration(text)! : Date.parse(text)
       if (Number.isNaN(since)) throw new UsageError(`Invalid --since ${text}: expected an ISO timestamp or a duration such as 24h`)
     }
-    const db = await openNodeDatabase(values.data as string)
+    const store = new Store(await openNodeDatabase(values.data as string))
     try {
-      if (eventId != null && db.get('SELECT 1 AS x FROM events WHERE event_id = ?', [eventId]) == null) throw new UsageError(`No event ${eventId} in this node's events table`)
-      const n = requestReplay(db, { eventId, dead: values.dead === true, type: values.type as string | undefined, since })
+      if (eventId != null && store.events.byId(eventId) == null) throw new UsageError(`No event ${eventId} in this node's events table`)
+      const n = requestReplay(store, { eventId, dead: values.dead === true, type: values.type as string | undefined, since })
       out(JSON.stringify({ queued: n }))
     } finally {
-      db.close()
+      store.close()
     }
     return 0
   }

@@ -1,0 +1,44 @@
+import { rowToEnvelope } from '../store/events.ts'
+import type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
+import { backoff } from '../util/backoff.ts'
+import type { RunContext } from './runner.ts'
+import { payloadOf } from './schemas.ts'
+import type { Plugin } from './types.ts'
+
+/** The longest wait between two attempts of an effect. */
+const MAX_EFFECT_DELAY = 60_000
+
+/**
+ * Runs the effects that are due, each at least once after its `apply` committed, retrying a failed one with
+ * backoff (never giving up: `event.event_id` is the effect's idempotency key).
+ */
+export async function runEffects (ctx: RunContext, plugins: readonly Plugin[], publish: ((request: PublishRequest) => Promise<PublishResult>) | undefined): Promise<void> {
+  const { store } = ctx
+  const state = store.pluginState
+  for (const d of state.dueEffects(ctx.now())) {
+    const plugin = plugins.find((p) => p.name === d.plugin)
+    const row = store.events.byId(d.event_id)
+    if (plugin?.effect == null || row == null) continue
+    const log = ctx.log.child({ plugin: plugin.name, event_id: row.event_id, producer: row.producer })
+    try {
+      const event = { ...rowToEnvelope(row), payload: payloadOf(plugin.handles[row.type], row) }
+      await plugin.effect(event, {
+        db: store.pluginDb(),
+        log,
+        signal: ctx.signal,
+        plugin: plugin.name,
+        publish: async (r) => { if (publish == null) throw new Error('this host cannot publish'); return await publish(r) }
+      })
+      state.effectDone(d.plugin, d.event_id, d.attempts + 1, ctx.now())
+    } catch (err) {
+      const delay = backoff(d.attempts + 1, { base: ctx.backoffMs, max: MAX_EFFECT_DELAY })
+      state.effectFailed(d.plugin, d.event_id, d.attempts + 1, (err as Error).message, ctx.now() + delay)
+      log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${(err as Error).message}`)
+    }
+  }
+}
+
+/** @returns when the next effect not done is due, or Infinity */
+export function nextEffectAt (ctx: RunContext): number {
+  return ctx.store.pluginState.nextEffectAt() ?? Infinity
+}

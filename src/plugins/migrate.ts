@@ -1,0 +1,36 @@
+import type { PluginStateTable } from '../store/pluginState.ts'
+import { PluginLoadError } from '../errors.ts'
+import type { LoadedPlugin } from './load.ts'
+import type { Plugin } from './types.ts'
+
+/**
+ * Prepares plugins to run: applies each one's migrations that have not run, each in its own transaction,
+ * gives it a cursor (a new plugin backfills from the first row), and queues for replay the events held for
+ * a version it now knows.
+ *
+ * @throws PluginLoadError naming the plugin, its file and the failing migration
+ */
+export function migratePlugins (state: PluginStateTable, plugins: readonly LoadedPlugin[]): void {
+  for (const { plugin, source } of plugins) {
+    const done = state.migrationVersion(plugin.name)
+    const migrations = plugin.migrations ?? []
+    for (let i = done; i < migrations.length; i++) {
+      try {
+        state.migrate(plugin.name, i + 1, migrations[i], Date.now())
+      } catch (err) {
+        throw new PluginLoadError(`Cannot start plugin "${plugin.name}" from ${source}: migration ${i + 1} failed: ${(err as Error).message}`)
+      }
+    }
+    state.ensureCursor(plugin.name)
+    for (const [type, handler] of Object.entries(plugin.handles)) state.requeueHeld(plugin.name, type, handler.version, Date.now())
+  }
+}
+
+/** @returns the table names a plugin's migrations create */
+export function tablesOf (plugin: Plugin): string[] {
+  const names = new Set<string>()
+  for (const sql of plugin.migrations ?? []) {
+    for (const m of sql.matchAll(/CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`[]?([A-Za-z_][A-Za-z0-9_]*)/gi)) names.add(m[1])
+  }
+  return [...names]
+}
