@@ -1,6 +1,8 @@
 import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
 import { EventsTable } from './events.ts'
+import { MetaTable } from './meta.ts'
 import { migrate } from './migrations.ts'
+import { OutboxTable } from './outbox.ts'
 import { ProducersTable } from './producers.ts'
 
 /**
@@ -11,11 +13,15 @@ export class Store {
   readonly db: SqlDatabase
   readonly events: EventsTable
   readonly producers: ProducersTable
+  readonly outbox: OutboxTable
+  readonly meta: MetaTable
 
   constructor (db: SqlDatabase) {
     this.db = db
     this.events = new EventsTable(db)
     this.producers = new ProducersTable(db)
+    this.outbox = new OutboxTable(db)
+    this.meta = new MetaTable(db)
   }
 
   /**
@@ -47,6 +53,16 @@ export class Store {
     } catch (err) {
       return (err as Error).message
     }
+  }
+
+  /** @returns SQLite's integrity check: 'ok', or what is damaged */
+  integrity (): string | undefined {
+    return this.db.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
+  }
+
+  /** @returns the schema version the database is at (0 before the first migration) */
+  schemaVersion (): number {
+    return this.db.get<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')?.v ?? 0
   }
 
   close (): void {
