@@ -21,10 +21,10 @@ import { BlockExchange, MAX_BATCH } from '../p2p/blockExchange.ts'
 import { announceWanted, type AnnouncingBroker } from '../p2p/announce.ts'
 import { createHttpApp } from '../http/app.ts'
 import { HybridClock } from '../model/hlc.ts'
-import { Outbox } from '../publish/outbox.ts'
+import { outbox, type Outbox } from '../publish/outbox.ts'
 import { Syncer } from '../sync/syncer.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
-import { Housekeeper } from '../housekeeping/housekeeper.ts'
+import { housekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
 import { loadPlugins } from '../plugins/load.ts'
 import { PluginHost } from '../plugins/host.ts'
 import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
@@ -170,29 +170,24 @@ export class CairnNode extends EventTarget {
       this.ipfs = await createIpfs({ privateKey, swarmKey, listen: cfg.listen, blockstore: this.blocks, datastorePath: paths.datastore, network: this.network, headsTopic: this.headsTopic })
 
       const self = peerId.toString()
-      this.outbox = new Outbox({
-        db: this.db,
-        blocks: this.blocks,
-        producer: self,
+      this.outbox = outbox({
         privateKey,
-        clock: this.clock,
         maxBatch: cfg['max-batch'],
         maxEventSize: cfg['max-event-size'],
         maxDepth: cfg['max-depth'],
         validate: (type, version, payload) => this.plugins.validatePublish(type, version, payload),
-        acks: () => this.acks(),
-        log: (level, msg) => { this.log[level](msg) },
-        onCommit: (head, events, blocks) => {
-          trace('commit.head_durable', events.at(-1)?.seq)
-          this.announceBlocks(blocks.map((b) => b.cid))
-          for (const e of events) this.metrics.published.inc({ type: e.type })
-          // A small commit travels whole in the hint: receivers need no bitswap round trip.
-          const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
-          this.announce(size <= 96 * 1024 && blocks.length <= 256 ? withBlocks(head, blocks) : head)
-          trace('commit.announced', events.at(-1)?.seq)
-          this.ingested(events)
-        }
+        acks: () => this.acks()
+      })(this.components)
+      this.events.addEventListener('outbox:committed', ({ detail: { head, events, blocks } }) => {
+        this.announceBlocks(blocks.map((b) => b.cid))
+        // A small commit travels whole in the hint: receivers need no bitswap round trip.
+        const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
+        this.announce(size <= 96 * 1024 && blocks.length <= 256 ? withBlocks(head, blocks) : head)
+        trace('commit.announced', events.at(-1)?.seq)
+        this.ingested(events)
       })
+      this.events.addEventListener('outbox:pruned', ({ detail: { head } }) => { this.announce(head) })
+      this.outbox.start()
       this.syncer = new Syncer({
         db: this.db,
         self,
@@ -219,18 +214,15 @@ export class CairnNode extends EventTarget {
         log: (level, msg, fields) => { this.log[level](msg, fields) }
       })
 
-      this.housekeeper = new Housekeeper({
-        db: this.db,
-        blocks: this.blocks,
+      this.housekeeper = housekeeper({
         outbox: this.outbox,
-        self,
         retention: cfg.retention,
         retentionMax: cfg['retention-max'],
         eventsRetention: cfg['events-retention'],
         members: () => this.access.members == null ? undefined : [...this.access.members.keys()],
-        processed: () => this.acks()[self] ?? 0,
-        announce: (head) => { this.announce(head) }
-      })
+        processed: () => this.acks()[self] ?? 0
+      })(this.components)
+      this.housekeeper.start()
 
       await this.ipfs.start()
       const libp2p = this.ipfs.libp2p
@@ -325,7 +317,8 @@ export class CairnNode extends EventTarget {
     this.headLimiter?.stop()
     await this.http?.stop().catch(() => {})
     this.http = undefined
-    await this.outbox?.flush().catch(() => {})
+    await this.housekeeper?.stop().catch(() => {})
+    await this.outbox?.stop().catch(() => {})
     await this.syncer?.stop().catch(() => {})
     await this.plugins?.stop().catch(() => {})
     await this.exchange?.stop().catch(() => {})
@@ -423,10 +416,7 @@ export class CairnNode extends EventTarget {
 
   /** Runs pruning and garbage collection once. */
   async housekeeping (): Promise<void> {
-    const r = await this.housekeeper.run()
-    this.metrics.reclaimed.inc(r.reclaimed_bytes)
-    if (r.error != null) this.log.warn(`housekeeping failed: ${r.error}`)
-    else if (r.pruned_files > 0 || r.blocks_deleted > 0) this.log.info('housekeeping', { pruned_files: r.pruned_files, blocks_deleted: r.blocks_deleted, reclaimed_bytes: r.reclaimed_bytes })
+    await this.housekeeper.run()
   }
 
   /** Counts a rejection and logs it, once a minute per peer and reason. */
@@ -635,6 +625,6 @@ export class CairnNode extends EventTarget {
 
   /** @returns the CID of this node's bus directory */
   async busRoot (): Promise<CID> {
-    return await busRoot(this.db)
+    return await busRoot(this.store.producers.syncedRoots())
   }
 }
