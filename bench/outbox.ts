@@ -13,7 +13,11 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { openDatabase } from '../src/runtime/sqlite.ts'
 import { migrate } from '../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../src/store/blockstore.ts'
-import { Outbox } from '../src/publish/outbox.ts'
+import { outbox as createOutbox } from '../src/publish/outbox.ts'
+import { Store } from '../src/store/store.ts'
+import { silentLog } from '../src/log/logger.ts'
+import { Metrics } from '../src/metrics/metrics.ts'
+import { CairnEventBus } from '../src/node/events.ts'
 import { HybridClock } from '../src/model/hlc.ts'
 import { payload } from './nodes.ts'
 
@@ -37,7 +41,9 @@ try {
       try { return transaction(fn, options) } finally { inTx[name] += performance.now() - t; if (name === 'blocks') inTx.blockCommits++ }
     }
   }
-  const outbox = new Outbox({ db, blocks, producer: peerIdFromPrivateKey(key).toString(), privateKey: key, clock: new HybridClock(), maxBatch: Math.max(5000, B), maxEventSize: 65536, maxDepth: 64 })
+  const outbox = createOutbox({ privateKey: key, maxBatch: Math.max(5000, B), maxEventSize: 65536, maxDepth: 64 })({
+    self: peerIdFromPrivateKey(key).toString(), store: new Store(db), blocks, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events: new CairnEventBus()
+  })
   for (let round = 1; round <= 2; round++) {
     written.blocks = 0
     written.bytes = 0

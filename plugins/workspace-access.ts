@@ -1,4 +1,4 @@
-import { definePlugin, v } from '../src/plugins/mod.ts'
+import { definePlugin, v, type PluginDb } from '../src/plugins/mod.ts'
 
 const Email = v.pipe(v.string(), v.trim(), v.toLowerCase(), v.email('Invalid email'))
 const WorkspaceId = v.pipe(v.string(), v.minLength(1, 'Expected a workspace id'), v.maxLength(200))
@@ -38,6 +38,11 @@ const UPSERT = `INSERT INTO workspace_access (workspace_id, subject, permission,
   WHERE excluded.order_key > workspace_access.order_key`
 
 const orderKey = (e: { hlc: string, producer: string, event_id: string }): string => `${e.hlc}|${e.producer}|${e.event_id}`
+
+/** @returns who has which permissions in which workspace, from the plugin's `workspace_members` view in `db` */
+export function workspaceMembers (db: PluginDb): Array<{ workspace_id: string, subject: string, permissions: string }> {
+  return db.all<{ workspace_id: string, subject: string, permissions: string }>('SELECT workspace_id, subject, permissions FROM workspace_members ORDER BY workspace_id, subject')
+}
 
 /** Keeps who has what access to which workspace, from invitations and revocations. */
 export default definePlugin({

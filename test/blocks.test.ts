@@ -10,12 +10,11 @@ import { inProcessNode } from './helpers/forge.ts'
 import { silentLog } from '../src/log/logger.ts'
 import { eventCount } from './helpers/db.ts'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { openDatabase } from '../src/runtime/sqlite.ts'
 import { migrate } from '../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../src/store/blockstore.ts'
-import { Outbox } from '../src/publish/outbox.ts'
-import { HybridClock } from '../src/model/hlc.ts'
+import { testOutbox } from './helpers/outbox.ts'
+import { CairnEventBus } from '../src/node/events.ts'
 import { withBlocks } from '../src/model/head.ts'
 import type { AnnouncingBroker } from '../src/p2p/announce.ts'
 
@@ -69,17 +68,17 @@ describe('the blocks protocol', () => {
     migrate(db)
     const hints: Uint8Array[] = []
     const files: CID[] = []
-    const outbox = new Outbox({
+    const events = new CairnEventBus()
+    // a commit's blocks: its event file first, then the directories
+    events.addEventListener('outbox:committed', ({ detail: { head, blocks } }) => { hints.push(withBlocks(head, blocks)); files.push(blocks[0].cid) })
+    const outbox = testOutbox({
       db,
       blocks: new SqliteBlockstore(await openBlockDatabase(':memory:')),
-      producer: peerIdFromPrivateKey(key).toString(),
       privateKey: key,
-      clock: new HybridClock(),
       maxBatch: 100,
       maxEventSize: 256 * 1024,
       maxDepth: 64,
-      // a commit's blocks: its event file first, then the directories
-      onCommit: (head, _events, blocks) => { hints.push(withBlocks(head, blocks)); files.push(blocks[0].cid) }
+      events
     })
     await outbox.publish({ type: 'test.first', payload: {} })
     await outbox.publish({ type: 'test.second', payload: {} })

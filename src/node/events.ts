@@ -29,6 +29,8 @@ export interface CairnEvents {
   'events:ingested': CustomEvent<EventEnvelope[]>
   /** this node committed events to its outbox; `blocks` are the commit's new blocks, `head` its signed head */
   'outbox:committed': CustomEvent<{ head: Uint8Array, events: EventEnvelope[], blocks: Block[] }>
+  /** this node pruned files from its outbox; `head` is the new signed head */
+  'outbox:pruned': CustomEvent<{ head: Uint8Array, removed: number }>
   /** a head moved a producer's head forward */
   'head:accepted': CustomEvent<Head>
   /** a head, file or request from a peer was refused */

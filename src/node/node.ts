@@ -5,7 +5,7 @@ import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
 import { NotStartedError } from '../errors.ts'
-import { Housekeeper } from '../housekeeping/housekeeper.ts'
+import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
 import { createHttpApp } from '../http/app.ts'
 import { createLogger, type Log } from '../log/logger.ts'
 import { trace } from '../log/trace.ts'
@@ -23,7 +23,7 @@ import { createIpfs, type CairnIpfs } from '../p2p/ipfs.ts'
 import { pluginHost, type PluginHost } from '../plugins/host.ts'
 import { loadPlugins } from '../plugins/load.ts'
 import type { Plugin } from '../plugins/types.ts'
-import { Outbox } from '../publish/outbox.ts'
+import { outbox as createOutbox, type Outbox } from '../publish/outbox.ts'
 import { serve, type HttpServer } from '../runtime/serve.ts'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
@@ -132,20 +132,14 @@ export class CairnNode {
       const libp2p = ipfs.libp2p
       const blockExchange = new BlockExchange({ libp2p, get: (cid) => opened.blocks.getSync(cid), log: this.log })
       const fetcher = new BlockFetcher({ ipfs, exchange: blockExchange, fetchTimeout: cfg.fetchTimeout }, components)
-      const outbox = new Outbox({
-        db: opened.store.db,
-        blocks: opened.blocks,
-        producer: self,
+      const outbox = createOutbox({
         privateKey: opened.privateKey,
-        clock: this.clock,
         maxBatch: cfg.maxBatch,
         maxEventSize: cfg.maxEventSize,
         maxDepth: cfg.maxDepth,
         validate: (type, version, payload) => plugins.validatePublish(type, version, payload),
-        acks: () => this.acks(),
-        log: (level, msg) => { this.log[level](msg) },
-        onCommit: (head, events, blocks) => { this.events.safeDispatchEvent('outbox:committed', { detail: { head, events, blocks } }) }
-      })
+        acks: () => this.acks()
+      })(components)
       const { access } = opened
       const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
@@ -160,18 +154,14 @@ export class CairnNode {
           return undefined
         }
       })(components)
-      const housekeeper = new Housekeeper({
-        db: opened.store.db,
-        blocks: opened.blocks,
+      const housekeeper = createHousekeeper({
         outbox,
-        self,
         retention: cfg.retention,
         retentionMax: cfg.retentionMax,
         eventsRetention: cfg.eventsRetention,
         members: () => access.members == null ? undefined : [...access.members.keys()],
-        processed: () => this.acks()[self] ?? 0,
-        announce: (head) => { gossip.publish(head) }
-      })
+        processed: () => this.acks()[self] ?? 0
+      })(components)
       const limiter = new HeadLimiter({
         rate: cfg.headsPerSecond,
         accept: async (bytes, peer) => { await this.acceptHead(bytes, peer) },
@@ -192,6 +182,8 @@ export class CairnNode {
       await headExchange.start()
       await blockExchange.start()
       gossip.start()
+      outbox.start()
+      housekeeper.start()
       const onDiscovery = (evt: CustomEvent<{ id: PeerId }>): void => {
         const id = evt.detail.id
         if (libp2p.getConnections(id).length === 0) void libp2p.dial(id, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => { this.log.debug(`cannot dial discovered peer ${id.toString()}: ${err.message}`) })
@@ -238,9 +230,7 @@ export class CairnNode {
   private wire (r: Running): void {
     const onCommit = (evt: CustomEvent<{ head: Uint8Array, events: EventEnvelope[], blocks: Array<{ cid: CID, bytes: Uint8Array }> }>): void => {
       const { head, events, blocks } = evt.detail
-      trace('commit.head_durable', events.at(-1)?.seq)
       r.fetcher.stored(blocks.map((b) => b.cid))
-      for (const e of events) this.metrics.published.inc({ type: e.type })
       const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
       r.gossip.publish(size <= HINT_MAX_BYTES && blocks.length <= HINT_MAX_BLOCKS ? withBlocks(head, blocks) : head)
       trace('commit.announced', events.at(-1)?.seq)
@@ -255,10 +245,13 @@ export class CairnNode {
       trace('events.ingested', evt.detail.at(-1)?.seq)
       r.plugins.notify()
     }
+    const onPruned = (evt: CustomEvent<{ head: Uint8Array }>): void => { r.gossip.publish(evt.detail.head) }
     this.events.addEventListener('outbox:committed', onCommit)
+    this.events.addEventListener('outbox:pruned', onPruned)
     this.events.addEventListener('events:ingested', onIngested)
     r.stopListening.push(() => {
       this.events.removeEventListener('outbox:committed', onCommit)
+      this.events.removeEventListener('outbox:pruned', onPruned)
       this.events.removeEventListener('events:ingested', onIngested)
     })
   }
@@ -298,7 +291,8 @@ export class CairnNode {
     for (const t of r.timers) clearInterval(t)
     r.limiter.stop()
     await step('the HTTP endpoint', async () => await r.http?.stop())
-    await step('the outbox', async () => { await r.outbox.flush() })
+    await step('the outbox', async () => { await r.outbox.stop() })
+    await step('housekeeping', async () => { await r.housekeeper.stop() })
     await step('sync', async () => { await r.syncer.stop() })
     await step('the plugins', async () => { await r.plugins.stop() })
     await step('gossip', () => { r.gossip.stop() })
@@ -376,10 +370,7 @@ export class CairnNode {
 
   /** Runs pruning and garbage collection once. */
   async housekeeping (): Promise<void> {
-    const r = await this.run.housekeeper.run()
-    this.metrics.reclaimed.inc(r.reclaimed_bytes)
-    if (r.error != null) this.log.warn(`housekeeping failed: ${r.error}`)
-    else if (r.pruned_files > 0 || r.blocks_deleted > 0) this.log.info('housekeeping', { pruned_files: r.pruned_files, blocks_deleted: r.blocks_deleted, reclaimed_bytes: r.reclaimed_bytes })
+    await this.run.housekeeper.run()
   }
 
   private dialBootstrap (): void {
@@ -421,6 +412,6 @@ export class CairnNode {
 
   /** @returns the CID of this node's bus directory */
   async busRoot (): Promise<CID> {
-    return await busRoot(this.run.opened.store.db)
+    return await busRoot(this.run.opened.store.producers.syncedRoots())
   }
 }

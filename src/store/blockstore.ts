@@ -101,6 +101,28 @@ export class SqliteBlockstore implements Blockstore {
     }
   }
 
+  /** @returns every block's CID and size */
+  sizes (): Array<{ cid: string, size: number }> {
+    return this.db.all<{ cid: string, size: number }>('SELECT cid, length(bytes) AS size FROM blocks')
+  }
+
+  /** Deletes blocks by CID, in one transaction. */
+  remove (cids: readonly string[]): void {
+    this.db.transaction(() => {
+      for (const cid of cids) this.db.run('DELETE FROM blocks WHERE cid = ?', [cid])
+    })
+  }
+
+  /** Gives the pages of deleted blocks back to the file system and empties the WAL. */
+  compact (): void {
+    this.db.exec('PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE)')
+  }
+
+  /** @returns SQLite's integrity check of the block database: 'ok', or what is damaged */
+  integrity (): string | undefined {
+    return this.db.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
+  }
+
   /** @returns the number of blocks and their total size */
   stats (): { blocks: number, bytes: number } {
     const r = this.db.get<{ n: number, b: number | null }>('SELECT count(*) AS n, sum(length(bytes)) AS b FROM blocks')

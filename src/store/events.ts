@@ -99,6 +99,20 @@ export class EventsTable {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0
   }
 
+  /** @returns how many rows every plugin has processed */
+  doneCount (): number {
+    return this.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'done'")?.n ?? 0
+  }
+
+  /**
+   * Deletes the rows received before `time` (ms) that every plugin has processed.
+   *
+   * @returns how many rows went
+   */
+  deleteProcessedBefore (time: number): number {
+    return this.db.run("DELETE FROM events WHERE received_at < ? AND state != 'pending'", [time]).changes
+  }
+
   /** @returns how many rows some plugin has not processed yet */
   pendingCount (): number {
     return this.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'pending'")?.n ?? 0

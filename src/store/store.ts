@@ -1,7 +1,9 @@
 import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
 import { EventsTable } from './events.ts'
 import { GapsTable } from './gaps.ts'
+import { MetaTable } from './meta.ts'
 import { migrate } from './migrations.ts'
+import { OutboxTable } from './outbox.ts'
 import { PluginStateTable } from './pluginState.ts'
 import { ProducersTable } from './producers.ts'
 import { QuarantineTable } from './quarantine.ts'
@@ -26,6 +28,8 @@ export class Store {
   readonly gaps: GapsTable
   readonly quarantine: QuarantineTable
   readonly pluginState: PluginStateTable
+  readonly outbox: OutboxTable
+  readonly meta: MetaTable
 
   constructor (db: SqlDatabase) {
     this.db = db
@@ -35,6 +39,8 @@ export class Store {
     this.gaps = new GapsTable(db)
     this.quarantine = new QuarantineTable(db)
     this.pluginState = new PluginStateTable(db)
+    this.outbox = new OutboxTable(db)
+    this.meta = new MetaTable(db)
   }
 
   /**
@@ -74,6 +80,16 @@ export class Store {
     } catch (err) {
       return (err as Error).message
     }
+  }
+
+  /** @returns SQLite's integrity check: 'ok', or what is damaged */
+  integrity (): string | undefined {
+    return this.db.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
+  }
+
+  /** @returns the schema version the database is at (0 before the first migration) */
+  schemaVersion (): number {
+    return this.db.get<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')?.v ?? 0
   }
 
   close (): void {

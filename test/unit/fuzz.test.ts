@@ -6,8 +6,7 @@ import { verifyHead, signHead } from '../../src/model/head.ts'
 import { readEventFile } from '../../src/model/eventFile.ts'
 import { createHttpApp } from '../../src/http/app.ts'
 import { silentLog } from '../../src/log/logger.ts'
-import { Outbox } from '../../src/publish/outbox.ts'
-import { HybridClock } from '../../src/model/hlc.ts'
+import { testOutbox } from '../helpers/outbox.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
@@ -76,7 +75,7 @@ describe('hostile input never throws past the boundary', () => {
     const db = await openDatabase(':memory:')
     migrate(db)
     const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-    const outbox = new Outbox({ db, blocks, producer, privateKey: key, clock: new HybridClock(), maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
+    const outbox = testOutbox({ db, blocks, privateKey: key, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
     const app = createHttpApp({ token: 'a-token-of-sixteen-chars', maxBodySize: 8192, log: silentLog, ready: () => ({ ready: true }), status: async () => ({}), publish: async (b) => await outbox.publish(b), publishMany: async (b) => await outbox.publishMany(b) })
     const request = fc.record({ type: fc.oneof(fc.constantFrom('workspace.invited', 'a.b'), fc.string()), payload: near.value }, { requiredKeys: ['type'] })
     const bodies = fc.oneof(

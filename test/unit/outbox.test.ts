@@ -1,11 +1,11 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
-import { Outbox } from '../../src/publish/outbox.ts'
-import { HybridClock } from '../../src/model/hlc.ts'
+import type { Outbox } from '../../src/publish/outbox.ts'
+import { testOutbox } from '../helpers/outbox.ts'
+import { CairnEventBus } from '../../src/node/events.ts'
 import { ShardedDirectory, readDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { ShardUnreadableError } from '../../src/errors.ts'
 import { fileBlock } from '../../src/unixfs/tree.ts'
@@ -16,7 +16,9 @@ async function outbox (onCommit?: () => void): Promise<Outbox> {
   const db = await openDatabase(':memory:')
   migrate(db)
   const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-  return new Outbox({ db, blocks, producer: peerIdFromPrivateKey(key).toString(), privateKey: key, clock: new HybridClock(), maxBatch: 100, maxEventSize: 4096, maxDepth: 16, onCommit })
+  const events = new CairnEventBus()
+  if (onCommit != null) events.addEventListener('outbox:committed', onCommit)
+  return testOutbox({ db, blocks, privateKey: key, maxBatch: 100, maxEventSize: 4096, maxDepth: 16, events })
 }
 
 describe('the outbox', () => {
@@ -71,7 +73,7 @@ describe('the outbox', () => {
     const db = await openDatabase(':memory:')
     migrate(db)
     const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-    const open = (): Outbox => new Outbox({ db, blocks, producer: peerIdFromPrivateKey(key).toString(), privateKey: key, clock: new HybridClock(), maxBatch: 1000, maxEventSize: 4096, maxDepth: 16, now: () => new Date('2026-11-23T10:15:00Z') })
+    const open = (): Outbox => testOutbox({ db, blocks, privateKey: key, maxBatch: 1000, maxEventSize: 4096, maxDepth: 16, now: () => new Date('2026-11-23T10:15:00Z') })
     const events = (from: number, n: number): unknown[] => Array.from({ length: n }, (_, i) => ({ type: 'test.restart', payload: { i: from + i } }))
     /** the bucket's root, checked against one built from scratch of the outbox table, and all its shards */
     const bucket = async (): Promise<string[]> => {

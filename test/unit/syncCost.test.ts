@@ -1,11 +1,10 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { CID } from 'multiformats/cid'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
-import { Outbox } from '../../src/publish/outbox.ts'
+import { testOutbox } from '../helpers/outbox.ts'
 import { syncer as createSyncer } from '../../src/sync/syncer.ts'
 import { HybridClock } from '../../src/model/hlc.ts'
 import { Store } from '../../src/store/store.ts'
@@ -16,12 +15,13 @@ import { silentLog } from '../../src/log/logger.ts'
 /** A producer's outbox and a consumer's syncer in one process; the consumer's fetches are counted. */
 async function pair () {
   const key = await generateKeyPair('Ed25519')
-  const producer = peerIdFromPrivateKey(key).toString()
   const pdb = await openDatabase(':memory:')
   migrate(pdb)
   const pblocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
   const heads: Uint8Array[] = []
-  const outbox = new Outbox({ db: pdb, blocks: pblocks, producer, privateKey: key, clock: new HybridClock(), maxBatch: 5000, maxEventSize: 256 * 1024, maxDepth: 64, onCommit: (h) => heads.push(h) })
+  const producerEvents = new CairnEventBus()
+  producerEvents.addEventListener('outbox:committed', (e) => { heads.push(e.detail.head) })
+  const outbox = testOutbox({ db: pdb, blocks: pblocks, privateKey: key, maxBatch: 5000, maxEventSize: 256 * 1024, maxDepth: 64, events: producerEvents })
   const cdb = await openDatabase(':memory:')
   migrate(cdb)
   const fetched = { blocks: 0, bytes: 0 }

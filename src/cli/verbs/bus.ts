@@ -1,6 +1,5 @@
 import { readFileSync, createWriteStream } from 'node:fs'
 import { CarWriter } from '@ipld/car'
-import { CID } from 'multiformats/cid'
 import { defineVerb } from '../verb.ts'
 import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
@@ -9,13 +8,13 @@ import { UsageError, DataDirError } from '../../errors.ts'
 import { assertDataDir } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
-import { openDatabase, type SqlDatabase, type SqlValue } from '../../runtime/sqlite.ts'
+import { openDatabase, type SqlDatabase } from '../../runtime/sqlite.ts'
 import { migrate } from '../../store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import { busRoot } from '../../unixfs/busRoot.ts'
-import { isDagPb } from '../../unixfs/tree.ts'
-import { readDirectoryNode } from '../../unixfs/hamt.ts'
+import { walkDag } from '../../unixfs/walk.ts'
+import { Store } from '../../store/store.ts'
 import { storedStatus } from '../../node/status.ts'
 
 /** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
@@ -29,6 +28,11 @@ export async function openNodeDatabase (dir: string): Promise<SqlDatabase> {
     throw new DataDirError(`Cannot open ${dataPaths(dir).database}: ${(err as Error).message}`)
   }
   return db
+}
+
+/** Opens a data directory's database as a Store for a CLI verb (see openNodeDatabase). */
+export async function openNodeStore (dir: string): Promise<Store> {
+  return new Store(await openNodeDatabase(dir))
 }
 
 export const publishVerb = defineVerb({
@@ -118,21 +122,20 @@ export const eventsVerb = defineVerb({
       else out(`${String(r.cursor).padStart(6)}  ${r.occurred_at}  ${r.producer.slice(-8)}#${r.seq}  ${r.type} v${r.version}  ${r.event_id}  ${r.payload}`)
     }
     let last = (values.after as number | undefined) ?? 0
-    const db = await openNodeDatabase(values.data as string)
+    const store = await openNodeStore(values.data as string)
     try {
-      const where: string[] = []
-      const params: SqlValue[] = []
-      if (values.type != null) { where.push('type = ?'); params.push(values.type as string) }
-      if (values.producer != null) { where.push('producer = ?'); params.push(values.producer as string) }
-      if (values.after != null) { where.push('cursor > ?'); params.push(values.after as number) }
-      params.push(values.limit as number)
-      const rows = db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor LIMIT ?`, params)
+      const rows = store.events.list({
+        types: values.type == null ? undefined : [values.type as string],
+        producer: values.producer as string | undefined,
+        after: values.after as number | undefined,
+        limit: values.limit as number
+      })
       for (const r of rows) {
         print(r)
         last = r.cursor
       }
     } finally {
-      db.close()
+      store.close()
     }
     if (values.follow === true) {
       const query = new URLSearchParams({ after: String(last) })
@@ -158,11 +161,11 @@ export const statusVerb = defineVerb({
     if (readRunInfo(dir) != null) {
       status = { running: true, ...(await callNode(dir, 'GET', '/status')).body }
     } else {
-      const db = await openNodeDatabase(dir)
+      const store = await openNodeStore(dir)
       try {
-        status = { running: false, ...storedStatus(db), bus_root: (await busRoot(db)).toString() }
+        status = { running: false, ...storedStatus(store.db), bus_root: (await busRoot(store.producers.syncedRoots())).toString() }
       } finally {
-        db.close()
+        store.close()
       }
     }
     if (values.json === true) {
@@ -197,29 +200,20 @@ export const exportVerb = defineVerb({
   async run ({ values, out }) {
     if (values.car == null) throw new UsageError('cairn export needs --car FILE (see cairn export --help)')
     const dir = values.data as string
-    const db = await openNodeDatabase(dir)
+    const store = await openNodeStore(dir)
     const blocks = new SqliteBlockstore(await openBlockDatabase(dataPaths(dir).blocks))
     try {
-      const root = await busRoot(db, blocks)
+      const root = await busRoot(store.producers.syncedRoots(), blocks)
       const { writer, out: carOut } = CarWriter.create([root])
       const file = createWriteStream(values.car as string)
       const piped = (async () => { for await (const chunk of carOut) file.write(chunk) })()
       let count = 0
-      const stack: CID[] = [root]
-      const seen = new Set<string>()
-      while (stack.length > 0) {
-        const cid = stack.pop()!
-        if (seen.has(cid.toString())) continue
-        seen.add(cid.toString())
-        const bytes = blocks.getSync(cid)
-        if (bytes == null) throw new DataDirError(`Cannot export: block ${cid.toString()} is missing from ${dataPaths(dir).blocks}; run cairn doctor`)
-        await writer.put({ cid, bytes })
+      for (const step of walkDag([root], (cid) => blocks.getSync(cid))) {
+        if (step.kind === 'missing') throw new DataDirError(`Cannot export: block ${step.cid.toString()} is missing from ${dataPaths(dir).blocks}; run cairn doctor`)
+        await writer.put({ cid: step.cid, bytes: step.bytes! })
         count++
-        if (isDagPb(cid)) {
-          const node = readDirectoryNode(bytes)
-          for (const e of node.entries) stack.push(e.cid)
-          for (const sh of node.shards) stack.push(sh.cid)
-        }
+        // A dag-pb block that is no directory stops the export, as a damaged tree must.
+        if (step.kind === 'file' && step.error != null) throw step.error
       }
       await writer.close()
       await piped
@@ -227,7 +221,7 @@ export const exportVerb = defineVerb({
       out(JSON.stringify({ root: root.toString(), blocks: count, car: values.car }))
     } finally {
       blocks.db.close()
-      db.close()
+      store.close()
     }
     return 0
   }

@@ -10,6 +10,7 @@ import { initDataDir } from '../../datadir/init.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { CairnNode } from '../../node/node.ts'
 import { createLogger } from '../../log/logger.ts'
+import { workspaceMembers } from '../../../plugins/workspace-access.ts'
 
 const NAMES = ['alpha', 'bravo', 'charlie']
 
@@ -66,10 +67,10 @@ export const demoVerb = defineVerb({
         await new Promise((resolve) => setTimeout(resolve, gap))
       }
       const total = SCRIPT.length
-      await until(() => nodes.every((n) => n.store.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'done'")?.n === total), 30_000)
+      await until(() => nodes.every((n) => n.store.events.doneCount() === total), 30_000)
       out('')
       out('the access table, the same on every node:')
-      const tables = nodes.map((n) => n.store.db.all<{ workspace_id: string, subject: string, permissions: string }>('SELECT workspace_id, subject, permissions FROM workspace_members ORDER BY workspace_id, subject'))
+      const tables = nodes.map((n) => workspaceMembers(n.store.db))
       for (const r of tables[0]) out(`  ${r.workspace_id.padEnd(8)} ${r.subject.padEnd(18)} ${r.permissions}`)
       const same = tables.every((t) => JSON.stringify(t) === JSON.stringify(tables[0]))
       out(same ? `converged on all three nodes in ${((Date.now() - started) / 1000).toFixed(1)} s` : 'the nodes did NOT converge')

@@ -6,10 +6,11 @@ import { OPTIONS } from '../options.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../../datadir/load.ts'
 import { runningPid } from '../../datadir/lock.ts'
-import { openDatabase, type SqlDatabase } from '../../runtime/sqlite.ts'
+import { openDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
-import { readDirectoryNode } from '../../unixfs/hamt.ts'
-import { isDagPb } from '../../unixfs/tree.ts'
+import { SqliteBlockstore } from '../../store/blockstore.ts'
+import { Store } from '../../store/store.ts'
+import { walkDag } from '../../unixfs/walk.ts'
 
 interface Check {
   check: string
@@ -19,23 +20,12 @@ interface Check {
 }
 
 /** @returns the CIDs reachable from `root` that are missing from the block database (at most `limit`) */
-function missingUnder (blocks: SqlDatabase, root: string, limit = 20): string[] {
+function missingUnder (blocks: SqliteBlockstore, root: string, limit = 20): string[] {
   const missing: string[] = []
-  const stack = [CID.parse(root)]
-  const seen = new Set<string>()
-  while (stack.length > 0 && missing.length < limit) {
-    const cid = stack.pop()!
-    const key = cid.toString()
-    if (seen.has(key)) continue
-    seen.add(key)
-    const row = blocks.get<{ bytes: Uint8Array }>('SELECT bytes FROM blocks WHERE cid = ?', [key])
-    if (row == null) { missing.push(key); continue }
-    if (!isDagPb(cid)) continue
-    try {
-      const node = readDirectoryNode(row.bytes)
-      for (const e of node.entries) stack.push(e.cid)
-      for (const s of node.shards) stack.push(s.cid)
-    } catch {}
+  for (const step of walkDag([CID.parse(root)], (cid) => blocks.getSync(cid))) {
+    if (step.kind !== 'missing') continue
+    missing.push(step.cid.toString())
+    if (missing.length >= limit) break
   }
   return missing
 }
@@ -67,40 +57,40 @@ export const doctorVerb = defineVerb({
         const loose = [paths.identity, paths.apiToken, paths.swarmKey].filter((p) => existsSync(p) && (statSync(p).mode & 0o077) !== 0)
         return loose.length === 0 ? undefined : `readable by others: ${loose.join(', ')}`
       }, 'chmod 600 the files named')
-      let db: SqlDatabase | undefined
-      let blocks: SqlDatabase | undefined
+      let db: Store | undefined
+      let blocks: SqliteBlockstore | undefined
       await add('cairn.db', async () => {
-        db = await openDatabase(paths.database, { readonly: true })
-        const integrity = db.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
+        db = new Store(await openDatabase(paths.database, { readonly: true }))
+        const integrity = db.integrity()
         if (integrity !== 'ok') return `integrity check failed: ${integrity}`
-        const version = db.get<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')?.v ?? 0
+        const version = db.schemaVersion()
         if (version > MIGRATIONS.length) return `schema version ${version} is newer than this cairn knows (${MIGRATIONS.length})`
         return undefined
       }, 'restore cairn.db from a backup (sqlite3 .backup copies are consistent); a newer schema needs a newer cairn')
       await add('blocks.db', async () => {
-        blocks = await openDatabase(paths.blocks, { readonly: true })
-        const integrity = blocks.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
+        blocks = new SqliteBlockstore(await openDatabase(paths.blocks, { readonly: true }))
+        const integrity = blocks.integrity()
         return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
       }, 'restore blocks.db from a backup, or move it away: peers\' events are fetched again, this node\'s unpruned files are lost')
       if (db != null && blocks != null && checks.every((c) => c.ok || !['cairn.db', 'blocks.db'].includes(c.check))) {
         const d = db
         const b = blocks
         await add('outbox blocks', () => {
-          const root = d.get<{ cid: string }>("SELECT cid FROM outbox_dirs WHERE path = ''")?.cid
+          const root = d.outbox.root()
           if (root == null) return undefined
           const missing = missingUnder(b, root)
           return missing.length === 0 ? undefined : `the own outbox tree misses ${missing.length === 20 ? '20 or more' : missing.length} block(s), e.g. ${missing[0]}`
         }, 'restore blocks.db from the same backup as cairn.db; peers that hold this outbox can serve it back')
         await add('synced trees', () => {
           const broken: string[] = []
-          for (const r of d.all<{ producer: string, synced_root: string }>('SELECT producer, synced_root FROM producers WHERE synced_root IS NOT NULL')) {
-            if (missingUnder(b, r.synced_root, 1).length > 0) broken.push(r.producer)
+          for (const r of d.producers.syncedRoots()) {
+            if (missingUnder(b, r.root, 1).length > 0) broken.push(r.producer)
           }
           return broken.length === 0 ? undefined : `blocks missing under the synced trees of ${broken.join(', ')}`
         }, 'harmless for this node\'s events table; it cannot serve those trees to others until the producers publish again')
       }
       db?.close()
-      blocks?.close()
+      blocks?.db.close()
     }
     const locked = existsSync(paths.lock)
     const pid = locked ? runningPid(dir) : undefined
