@@ -5,11 +5,11 @@ import { ConfigError } from '../errors.ts'
 import { BoolSchema, DurationSchema, HostPortSchema, IntSchema, SizeSchema, StringListSchema, type Setting } from './settings.ts'
 
 /** The default data directory: `$CAIRN_DATA`, else `~/.cairn`. */
-export const DEFAULT_DATA_DIR = join(homedir(), '.cairn')
+const DEFAULT_DATA_DIR = join(homedir(), '.cairn')
 /** The default swarm (libp2p TCP) listen address. */
-export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7401'
+const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7401'
 /** The default loopback HTTP endpoint. */
-export const DEFAULT_HTTP = '127.0.0.1:7400'
+const DEFAULT_HTTP = '127.0.0.1:7400'
 
 const str = (message: string) => v.pipe(v.string(message), v.minLength(1, message))
 
@@ -71,7 +71,7 @@ export type NodeConfig = {
 }
 
 /** @returns the camelCase name of a setting */
-export function camelCase (name: string): string {
+function camelCase (name: string): string {
   return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 }
 

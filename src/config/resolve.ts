@@ -6,7 +6,7 @@ import { formatIssues } from '../model/issues.ts'
 import { envName, type Setting } from './settings.ts'
 
 /** The name of the optional settings file inside the data directory. */
-export const CONFIG_FILE = 'config.json'
+const CONFIG_FILE = 'config.json'
 
 /**
  * Reads `config.json` from a data directory.

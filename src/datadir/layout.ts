@@ -15,5 +15,3 @@ export function dataPaths (dir: string) {
     runInfo: join(dir, 'node.json')
   }
 }
-
-export type DataPaths = ReturnType<typeof dataPaths>

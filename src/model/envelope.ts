@@ -36,6 +36,5 @@ export const EventEnvelopeSchema = v.strictObject({
   payload: v.unknown()
 })
 
-export type EventEnvelopeInput = v.InferInput<typeof EventEnvelopeSchema>
 /** An event envelope as it travels between nodes and as plugins receive it. */
 export type EventEnvelope = v.InferOutput<typeof EventEnvelopeSchema>

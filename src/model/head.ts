@@ -25,7 +25,7 @@ const CidSchema = v.pipe(v.string(), v.maxLength(128), v.check((s) => {
 }, 'Expected a CID'))
 
 /** A producer's head: its last seq, its outbox root, its clock and what it has processed from every other producer. */
-export const HeadSchema = v.strictObject({
+const HeadSchema = v.strictObject({
   producer: PeerIdSchema,
   seq: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)),
   root: CidSchema,
@@ -40,13 +40,13 @@ export type Head = v.InferOutput<typeof HeadSchema>
  * commit's new blocks (`[cid, base64 bytes]`), so that a receiver needs no round trip to fetch them;
  * each is checked against its CID, and only what the signed root reaches is ever read.
  */
-export const SignedHeadSchema = v.strictObject({
+const SignedHeadSchema = v.strictObject({
   head: HeadSchema,
   sig: v.pipe(v.string(), v.maxLength(200)),
   blocks: v.optional(v.pipe(v.array(v.tuple([v.pipe(v.string(), v.maxLength(128)), v.string()])), v.maxLength(1024)))
 })
 
-export type SignedHead = v.InferOutput<typeof SignedHeadSchema>
+type SignedHead = v.InferOutput<typeof SignedHeadSchema>
 
 const encoder = new TextEncoder()
 

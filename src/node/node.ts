@@ -266,7 +266,7 @@ export class CairnNode {
       publish: async (body) => await this.publish(body),
       publishMany: async (bodies) => await r.outbox.publishMany(bodies),
       metrics: () => {
-        refreshMetrics(this.metrics, storedStatus(r.opened.store.db), r.ipfs.libp2p.getPeers().length, this.config.lagAlert)
+        refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert)
         return this.metrics
       },
       stream: {
@@ -407,7 +407,7 @@ export class CairnNode {
       listen: libp2p.getMultiaddrs().map(String),
       peers: libp2p.getPeers().map(String),
       syncing: r.syncer.busy
-    }, storedStatus(r.opened.store.db))
+    }, storedStatus(r.opened.store))
   }
 
   /** @returns the CID of this node's bus directory */

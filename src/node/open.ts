@@ -13,7 +13,7 @@ import { Store } from '../store/store.ts'
 const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1)$/
 
 /** @returns whether a host name or address is on the loopback interface */
-export function isLoopback (host: string): boolean {
+function isLoopback (host: string): boolean {
   return LOOPBACK.test(host)
 }
 

@@ -1,7 +1,6 @@
-import type { SqlDatabase } from '../runtime/sqlite.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
-import { PluginStateTable } from '../store/pluginState.ts'
+import type { Store } from '../store/store.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -28,46 +27,46 @@ export interface StoredStatus {
 }
 
 /** @returns what the database says of producers, outbox, gaps and quarantine */
-export function storedStatus (db: SqlDatabase, now = Date.now()): StoredStatus {
-  const producers = db.all<{ producer: string, head_seq: number, processed_seq: number, head_received_at: number | null, last_error: string | null }>(
-    'SELECT producer, head_seq, processed_seq, head_received_at, last_error FROM producers ORDER BY producer')
-    .map((r) => {
-      const lag = Math.max(0, r.head_seq - r.processed_seq)
-      return {
-        producer: r.producer,
-        head_seq: r.head_seq,
-        processed_seq: r.processed_seq,
-        lag_events: lag,
-        lag_ms: lag > 0 && r.head_received_at != null ? Math.max(0, now - r.head_received_at) : 0,
-        head_received_at: r.head_received_at == null ? null : new Date(r.head_received_at).toISOString(),
-        last_error: r.last_error
-      }
-    })
-  const outbox = db.get<{ files: number, oldest: number | null, last: number | null }>('SELECT count(*) AS files, min(seq) AS oldest, max(seq) AS last FROM outbox WHERE pruned_at IS NULL')!
-  const byReason: Record<string, number> = {}
-  for (const r of db.all<{ reason: string, n: number }>('SELECT reason, count(*) AS n FROM quarantine GROUP BY reason')) byReason[r.reason] = r.n
+export function storedStatus (store: Store, now = Date.now()): StoredStatus {
+  const producers = store.producers.all().map((r) => {
+    const lag = Math.max(0, r.head_seq - r.processed_seq)
+    return {
+      producer: r.producer,
+      head_seq: r.head_seq,
+      processed_seq: r.processed_seq,
+      lag_events: lag,
+      lag_ms: lag > 0 && r.head_received_at != null ? Math.max(0, now - r.head_received_at) : 0,
+      head_received_at: r.head_received_at == null ? null : new Date(r.head_received_at).toISOString(),
+      last_error: r.last_error
+    }
+  })
+  const outbox = store.outbox.counts()
+  const byReason = store.quarantine.countsByReason()
   return {
     producers,
-    events: db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0,
-    outbox: { files: outbox.files, oldest_seq: outbox.oldest, last_seq: db.get<{ s: number | null }>("SELECT max(seq) AS s FROM outbox")?.s ?? 0 },
+    events: store.events.count(),
+    outbox: { files: outbox.files, oldest_seq: outbox.oldestSeq, last_seq: outbox.lastSeq },
     plugins: {
-      backlog: db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'pending'")?.n ?? 0,
-      dead_letters: new PluginStateTable(db).deadLetterCount(),
-      held: new PluginStateTable(db).heldCount()
+      backlog: store.events.pendingCount(),
+      dead_letters: store.pluginState.deadLetterCount(),
+      held: store.pluginState.heldCount()
     },
     housekeeping: {
-      last: JSON.parse(db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'housekeeping'")?.value ?? 'null'),
-      reclaimed_bytes: Number(db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'reclaimed_bytes'")?.value ?? 0)
+      last: JSON.parse(store.meta.get('housekeeping') ?? 'null'),
+      reclaimed_bytes: Number(store.meta.get('reclaimed_bytes') ?? 0)
     },
-    gaps: db.all<{ producer: string, from_seq: number, to_seq: number, detected_at: number }>('SELECT producer, from_seq, to_seq, detected_at FROM gaps ORDER BY producer, from_seq')
-      .map((g) => ({ ...g, detected_at: new Date(g.detected_at).toISOString() })),
+    gaps: recordedGaps(store),
     quarantine: {
       count: Object.values(byReason).reduce((a, b) => a + b, 0),
       by_reason: byReason,
-      recent: db.all<{ producer: string, path: string, reason: string, detail: string, detected_at: number }>('SELECT producer, path, reason, detail, detected_at FROM quarantine ORDER BY id DESC LIMIT 20')
-        .map((q) => ({ ...q, detected_at: new Date(q.detected_at).toISOString() }))
+      recent: store.quarantine.recent(20).map((q) => ({ ...q, detected_at: new Date(q.detected_at).toISOString() }))
     }
   }
+}
+
+/** @returns the recorded gaps, as status and `cairn gaps` show them */
+export function recordedGaps (store: Store): StoredStatus['gaps'] {
+  return store.gaps.list().map((g) => ({ ...g, detected_at: new Date(g.detected_at).toISOString() }))
 }
 
 /** What the status document needs from a running node. */

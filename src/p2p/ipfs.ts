@@ -9,7 +9,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import { gossipsub } from '@libp2p/gossipsub'
 import { createPeerScoreParams, createTopicScoreParams } from '@libp2p/gossipsub/score'
 import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { PrivateKey } from '@libp2p/interface'
 import type { Blockstore } from 'interface-blockstore'
 import { FsDatastore } from 'datastore-fs'
 import { noiseOptions } from '../runtime/noiseCrypto.ts'
@@ -86,5 +86,3 @@ export async function createIpfs (init: IpfsInit): Promise<CairnIpfs> {
   // Wants go out at once: a sync waits on each directory level in turn.
   return withBitswap(withP2p as unknown as HeliaWithLibp2p, { sendWantlistDebounce: 1 }) as unknown as CairnIpfs
 }
-
-export type { Libp2p }

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { formatIssues } from '../model/issues.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
-import { definePlugin, type Plugin } from './types.ts'
+import { definePlugin, type LoadedPlugin, type Plugin } from './types.ts'
 import { PluginLoadError } from '../errors.ts'
 import { tablesOf } from './migrate.ts'
 
@@ -13,7 +13,7 @@ const Schema = v.custom<v.GenericSchema>(isSchema, 'Expected a valibot schema (v
 const Fn = v.custom<(...args: any[]) => any>((x) => typeof x === 'function', 'Expected a function')
 
 /** The shape every loaded plugin must have. */
-export const PluginSchema = v.object({
+const PluginSchema = v.object({
   name: v.pipe(v.string('Expected a name'), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'Expected a lowercase name of letters, digits, dots, dashes or underscores')),
   version: v.optional(v.string('Expected a version string such as 1.0.0')),
   handles: v.pipe(v.record(EventTypeSchema, v.object({
@@ -27,7 +27,7 @@ export const PluginSchema = v.object({
 })
 
 /** What a plugin file's default export receives when it is a function: the SDK, so it needs no node_modules. */
-export const SDK = { v, definePlugin }
+const SDK = { v, definePlugin }
 
 /**
  * Checks a plugin's shape.
@@ -35,19 +35,13 @@ export const SDK = { v, definePlugin }
  * @param source the file (or `built-in`) for error messages
  * @throws PluginLoadError naming the source and the field
  */
-export function checkPlugin (candidate: unknown, source: string): Plugin {
+function checkPlugin (candidate: unknown, source: string): Plugin {
   const r = v.safeParse(PluginSchema, candidate)
   if (!r.success) {
     const name = (candidate as { name?: unknown } | null)?.name
     throw new PluginLoadError(`Cannot load plugin ${typeof name === 'string' ? `"${name}" ` : ''}from ${source}: ${formatIssues(r.issues).join('; ')}`)
   }
   return candidate as Plugin
-}
-
-/** A loaded plugin and where it came from. */
-export interface LoadedPlugin {
-  plugin: Plugin
-  source: string
 }
 
 /**

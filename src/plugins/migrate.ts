@@ -1,6 +1,6 @@
 import type { PluginStateTable } from '../store/pluginState.ts'
 import { PluginLoadError } from '../errors.ts'
-import type { LoadedPlugin } from './load.ts'
+import type { LoadedPlugin } from './types.ts'
 import type { Plugin } from './types.ts'
 
 /**

@@ -68,3 +68,9 @@ export interface Plugin {
 export function definePlugin<P extends Plugin> (plugin: P): P {
   return plugin
 }
+
+/** A loaded plugin and where it came from (a file, or 'built-in'). */
+export interface LoadedPlugin {
+  plugin: Plugin
+  source: string
+}

@@ -20,7 +20,7 @@ async function writeAll (fd: 1 | 2, text: string): Promise<void> {
  * wait until every byte has left the process: a large `cairn events --json` into a pipe must not be
  * cut short by the exit (process.stdout.write to a pipe is asynchronous and exit drops what is queued).
  */
-export class LineWriter {
+class LineWriter {
   private readonly fd: 1 | 2
   private buffer = ''
   private pending: Promise<void> = Promise.resolve()

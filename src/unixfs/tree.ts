@@ -42,5 +42,3 @@ export async function directoryBlock (entries: readonly DirEntry[]): Promise<Blo
 
 /** @returns whether the CID is of a dag-pb node */
 export const isDagPb = (cid: CID): boolean => cid.code === dagPb.code
-/** @returns whether the CID is of a raw block */
-export const isRaw = (cid: CID): boolean => cid.code === raw.code

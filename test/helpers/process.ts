@@ -12,7 +12,7 @@ export const EXAMPLES = join(ROOT, 'examples')
 export const invite = (i: number): Record<string, unknown> => ({ type: 'workspace.invited', payload: { workspace_id: `w${i % 7}`, invitee: `user${i}@example.com`, role: 'member', invited_by: 'admin@example.com' } })
 
 /** The built binary; `npm test` builds it first. */
-export const BINARY = join(ROOT, 'dist', 'cairn')
+const BINARY = join(ROOT, 'dist', 'cairn')
 
 /** How to start cairn: the compiled binary, the source under Bun, or the source under Deno. */
 export type Runtime = 'binary' | 'bun' | 'deno'

@@ -8,31 +8,21 @@ import { UsageError, DataDirError } from '../../errors.ts'
 import { assertDataDir } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
-import { openDatabase, type SqlDatabase } from '../../runtime/sqlite.ts'
-import { migrate } from '../../store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import { busRoot } from '../../unixfs/busRoot.ts'
 import { walkDag } from '../../unixfs/walk.ts'
 import { Store } from '../../store/store.ts'
-import { storedStatus } from '../../node/status.ts'
+import { recordedGaps, storedStatus } from '../../node/status.ts'
 
 /** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
-export async function openNodeDatabase (dir: string): Promise<SqlDatabase> {
+export async function openNodeStore (dir: string): Promise<Store> {
   assertDataDir(dir)
-  const db = await openDatabase(dataPaths(dir).database)
   try {
-    migrate(db)
+    return await Store.open(dataPaths(dir).database)
   } catch (err) {
-    db.close()
     throw new DataDirError(`Cannot open ${dataPaths(dir).database}: ${(err as Error).message}`)
   }
-  return db
-}
-
-/** Opens a data directory's database as a Store for a CLI verb (see openNodeDatabase). */
-export async function openNodeStore (dir: string): Promise<Store> {
-  return new Store(await openNodeDatabase(dir))
 }
 
 export const publishVerb = defineVerb({
@@ -163,7 +153,7 @@ export const statusVerb = defineVerb({
     } else {
       const store = await openNodeStore(dir)
       try {
-        status = { running: false, ...storedStatus(store.db), bus_root: (await busRoot(store.producers.syncedRoots())).toString() }
+        status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString() }
       } finally {
         store.close()
       }
@@ -233,14 +223,14 @@ export const gapsVerb = defineVerb({
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run ({ values, out }) {
-    const db = await openNodeDatabase(values.data as string)
+    const store = await openNodeStore(values.data as string)
     try {
-      const gaps = storedStatus(db).gaps
+      const gaps = recordedGaps(store)
       if (values.json === true) out(JSON.stringify(gaps))
       else if (gaps.length === 0) out('no gaps')
       else for (const g of gaps) out(`${g.producer}  seq ${g.from_seq}..${g.to_seq}  (${g.to_seq - g.from_seq + 1} events, detected ${g.detected_at})`)
     } finally {
-      db.close()
+      store.close()
     }
     return 0
   }

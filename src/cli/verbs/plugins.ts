@@ -5,13 +5,12 @@ import { UsageError } from '../../errors.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir } from '../../datadir/load.ts'
 import { ReadOnlyDatabase } from '../../store/readOnly.ts'
-import { Store } from '../../store/store.ts'
 import { describePlugin, loadPlugins } from '../../plugins/load.ts'
 import { jsonSchemaOf } from '../../plugins/schemas.ts'
 import { requestReplay } from '../../plugins/replay.ts'
 import { parseDuration } from '../../config/duration.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
-import { openNodeDatabase } from './bus.ts'
+import { openNodeStore } from './bus.ts'
 
 export const pluginsVerb = defineVerb({
   name: 'plugins',
@@ -82,7 +81,7 @@ export const deadVerb = defineVerb({
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run ({ values, out }) {
-    const store = new Store(await openNodeDatabase(values.data as string))
+    const store = await openNodeStore(values.data as string)
     try {
       const dead = store.pluginState.deadLetters()
       if (values.json === true) out(JSON.stringify(dead))
@@ -112,7 +111,7 @@ export const replayVerb = defineVerb({
       since = parseDuration(text) != null ? Date.now() - parseDuration(text)! : Date.parse(text)
       if (Number.isNaN(since)) throw new UsageError(`Invalid --since ${text}: expected an ISO timestamp or a duration such as 24h`)
     }
-    const store = new Store(await openNodeDatabase(values.data as string))
+    const store = await openNodeStore(values.data as string)
     try {
       if (eventId != null && store.events.byId(eventId) == null) throw new UsageError(`No event ${eventId} in this node's events table`)
       const n = requestReplay(store, { eventId, dead: values.dead === true, type: values.type as string | undefined, since })
