@@ -25,7 +25,11 @@ try {
   for (let i = 0; i < WARM; i++) await nodes[0].publish(`w${i}`)
   for (const n of nodes) while (n.applied.size < WARM) await Bun.sleep(20)
   const seen = nodes.map(() => new Map<string, number>())
-  nodes.forEach((n, k) => { n.onApplied = (id) => { seen[k].set(id, epochNow()) } })
+  nodes.forEach((n, k) => {
+    n.onApplied = (id) => {
+      seen[k].set(id, epochNow())
+    }
+  })
   const sent: number[] = []
   for (let i = 0; i < EVENTS; i++) {
     sent.push(epochNow())
@@ -53,7 +57,9 @@ try {
     for (let k = 1; k < COUNT; k++) {
       const hint = marks[k].find((m) => m.stage === 'hint.verified' && m.seq === seq)
       const head = marks[k].find((m) => m.stage === 'head.accepted' && m.seq != null && m.seq >= seq)
-      console.log(`  node ${k}: hint verified ${hint == null ? '-' : Math.round(hint.at - sent[i])}, first head covering it accepted ${head == null ? '-' : `${Math.round(head.at - sent[i])} (seq ${head.seq})`}`)
+      console.log(
+        `  node ${k}: hint verified ${hint == null ? '-' : Math.round(hint.at - sent[i])}, first head covering it accepted ${head == null ? '-' : `${Math.round(head.at - sent[i])} (seq ${head.seq})`}`
+      )
     }
   }
   console.log(`${late} of ${EVENTS} events reached some node ${LATE_MS} ms or more after publishing`)

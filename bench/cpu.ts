@@ -24,11 +24,15 @@ if (mode !== 'publish' && mode !== 'catchup' && mode !== 'replicate' && mode !==
 }
 
 /** CPU seconds of each thread of `pid`, by thread name (numbers in names folded; the main thread is "main") */
-function threadSeconds (pid: number): Map<string, number> {
+function threadSeconds(pid: number): Map<string, number> {
   const byName = new Map<string, number>()
   for (const t of readdirSync(`/proc/${pid}/task`)) {
     let stat: string
-    try { stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8') } catch { continue }
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8')
+    } catch {
+      continue
+    }
     const name = t === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+/g, '#')
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     byName.set(name, (byName.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / 100)
@@ -37,23 +41,37 @@ function threadSeconds (pid: number): Map<string, number> {
 }
 
 /** CPU seconds of each thread of `pid`, by thread name, largest first */
-function threads (pid: number): string {
-  return [...threadSeconds(pid)].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([n, s]) => `${n} ${s.toFixed(2)} s`).join(', ')
+function threads(pid: number): string {
+  return [...threadSeconds(pid)]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 6)
+    .map(([n, s]) => `${n} ${s.toFixed(2)} s`)
+    .join(', ')
 }
 
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]
+}
 
 /** Events per publish request: 1 (100 requests in flight), or BATCH (4 in flight) */
 const BATCH = Number(process.env.BATCH ?? 1)
 
-async function publishAll (node: CairnNode, prefix: string): Promise<number> {
+async function publishAll(node: CairnNode, prefix: string): Promise<number> {
   let next = 0
   const t0 = performance.now()
   const one = async (): Promise<void> => {
-    if (BATCH <= 1) { await node.publish(`${prefix}${next++}`); return }
+    if (BATCH <= 1) {
+      await node.publish(`${prefix}${next++}`)
+      return
+    }
     await node.publishBatch(Array.from({ length: Math.min(BATCH, N - next) }, () => `${prefix}${next++}`))
   }
-  await Promise.all(Array.from({ length: BATCH <= 1 ? 100 : 4 }, async () => { while (next < N) await one() }))
+  await Promise.all(
+    Array.from({ length: BATCH <= 1 ? 100 : 4 }, async () => {
+      while (next < N) await one()
+    })
+  )
   return (performance.now() - t0) / 1000
 }
 
@@ -69,7 +87,9 @@ try {
     const cpu = procStats(a.proc!.pid).cpuSeconds
     const s = await publishAll(a, 'p')
     const used = procStats(a.proc!.pid).cpuSeconds - cpu
-    console.log(`published ${N} ${BATCH <= 1 ? 'one per request (100 in flight)' : `in batches of ${BATCH} (4 in flight)`}: ${Math.round(N / s)} events/s, ${Math.round(used / N * 1e6)} µs of CPU per event on the node`)
+    console.log(
+      `published ${N} ${BATCH <= 1 ? 'one per request (100 in flight)' : `in batches of ${BATCH} (4 in flight)`}: ${Math.round(N / s)} events/s, ${Math.round((used / N) * 1e6)} µs of CPU per event on the node`
+    )
     console.log(`node threads since start: ${threads(a.proc!.pid)}`)
   } else {
     await a.publish('warm')
@@ -81,7 +101,9 @@ try {
       const s = await publishAll(a, 'r')
       while (b.applied.size < N + 1) await Bun.sleep(5)
       const wall = (performance.now() - t0) / 1000
-      console.log(`published ${N} in ${s.toFixed(2)} s (${Math.round(N / s)}/s); B had them all after ${wall.toFixed(2)} s (${Math.round(N / wall)}/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`)
+      console.log(
+        `published ${N} in ${s.toFixed(2)} s (${Math.round(N / s)}/s); B had them all after ${wall.toFixed(2)} s (${Math.round(N / wall)}/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`
+      )
       console.log(`A threads since start: ${threads(a.proc!.pid)}`)
       console.log(`B threads since start: ${threads(b.proc!.pid)}`)
     } else {
@@ -94,7 +116,7 @@ try {
 }
 
 /** B stops, A publishes N, B restarts: how long until B has them, and the CPU of both meanwhile. */
-async function catchUp (a: CairnNode, b: CairnNode): Promise<void> {
+async function catchUp(a: CairnNode, b: CairnNode): Promise<void> {
   await b.stop()
   const s = await publishAll(a, 'c')
   console.log(`published ${N} while B was down in ${s.toFixed(1)} s`)
@@ -104,13 +126,15 @@ async function catchUp (a: CairnNode, b: CairnNode): Promise<void> {
   const cpuB = procStats(b.proc!.pid).cpuSeconds
   while (b.applied.size < N + 1) await Bun.sleep(10)
   const wall = (performance.now() - t0) / 1000
-  console.log(`B caught up in ${wall.toFixed(2)} s from its start (${Math.round(N / wall)} events/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`)
+  console.log(
+    `B caught up in ${wall.toFixed(2)} s from its start (${Math.round(N / wall)} events/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`
+  )
   console.log(`B threads since start: ${threads(b.proc!.pid)}`)
   console.log(`peak RSS: A ${Math.round(procStats(a.proc!.pid).peakRssMiB)} MiB, B ${Math.round(procStats(b.proc!.pid).peakRssMiB)} MiB`)
 }
 
 /** Every node's CPU while idle, then per event while N events go from the first node at RATE per second. */
-async function steady (nodes: CairnNode[]): Promise<void> {
+async function steady(nodes: CairnNode[]): Promise<void> {
   const rate = Number(process.env.RATE ?? 20)
   const idleS = 10
   const cpu = (): number[] => nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
@@ -132,12 +156,18 @@ async function steady (nodes: CairnNode[]): Promise<void> {
   const t0 = performance.now()
   for (let i = 0; i < N; i++) {
     void nodes[0].publish(`s${i}`)
-    await Bun.sleep(Math.max(0, t0 + (i + 1) * 1000 / rate - performance.now()))
+    await Bun.sleep(Math.max(0, t0 + ((i + 1) * 1000) / rate - performance.now()))
   }
   for (const n of nodes) while (n.applied.size < N + 1) await Bun.sleep(20)
   const wall = (performance.now() - t0) / 1000
-  const perEvent = cpu().map((c, i) => ((c - c0[i]) - idle[i] * wall) / N * 1000)
-  const mainPerEvent = main().map((c, i) => (c - m0[i]) / N * 1000)
-  console.log(`${N} events at ${rate}/s, all nodes had them after ${wall.toFixed(1)} s; % of a core per node meanwhile: ${cpu().map((c, i) => ((c - c0[i]) / wall * 100).toFixed(1)).join(' ')}`)
-  console.log(`ms of CPU per event beyond idle, per node: ${perEvent.map((x) => x.toFixed(2)).join(' ')} (median ${median(perEvent).toFixed(2)}); of it on the main thread (idle included): median ${median(mainPerEvent).toFixed(2)}`)
+  const perEvent = cpu().map((c, i) => ((c - c0[i] - idle[i] * wall) / N) * 1000)
+  const mainPerEvent = main().map((c, i) => ((c - m0[i]) / N) * 1000)
+  console.log(
+    `${N} events at ${rate}/s, all nodes had them after ${wall.toFixed(1)} s; % of a core per node meanwhile: ${cpu()
+      .map((c, i) => (((c - c0[i]) / wall) * 100).toFixed(1))
+      .join(' ')}`
+  )
+  console.log(
+    `ms of CPU per event beyond idle, per node: ${perEvent.map((x) => x.toFixed(2)).join(' ')} (median ${median(perEvent).toFixed(2)}); of it on the main thread (idle included): median ${median(mainPerEvent).toFixed(2)}`
+  )
 }

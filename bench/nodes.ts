@@ -14,12 +14,12 @@ const BINARY = join(ROOT, 'dist', 'cairn')
 const BUN = process.execPath
 
 /** 100-byte payloads: an id the driver matches on, padded. */
-export function payload (id: string): { id: string, pad: string } {
+export function payload(id: string): { id: string; pad: string } {
   return { id, pad: 'x'.repeat(Math.max(0, 100 - JSON.stringify({ id, pad: '' }).length)) }
 }
 
 /** Reads a process's peak resident set (VmHWM) in MiB, and its CPU seconds so far. */
-export function procStats (pid: number): { peakRssMiB: number, cpuSeconds: number } {
+export function procStats(pid: number): { peakRssMiB: number; cpuSeconds: number } {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8')
     const hwm = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024
@@ -45,38 +45,42 @@ export abstract class BenchNode {
   private stderrRead: Promise<void> = Promise.resolve()
   onApplied?: (id: string, at: number) => void
 
-  constructor (dir: string) {
+  constructor(dir: string) {
     this.dir = dir
   }
 
-  abstract start (bootstrap: string[]): Promise<void>
-  abstract publish (id: string): Promise<void>
+  abstract start(bootstrap: string[]): Promise<void>
+  abstract publish(id: string): Promise<void>
   /** publishes several events in one request, where the system has such a call */
   publishBatch?: (ids: string[]) => Promise<void>
 
-  protected record (id: string): void {
+  protected record(id: string): void {
     if (this.applied.has(id)) return
     const at = performance.now()
     this.applied.set(id, at)
     this.onApplied?.(id, at)
   }
 
-  protected collectStderr (proc: Subprocess<'ignore', 'pipe', 'pipe'>): void {
-    this.stderrRead = new Response(proc.stderr).text().then((t) => { this.stderr += t })
+  protected collectStderr(proc: Subprocess<'ignore', 'pipe', 'pipe'>): void {
+    this.stderrRead = new Response(proc.stderr).text().then((t) => {
+      this.stderr += t
+    })
   }
 
-  stats (): { peakRssMiB: number, cpuSeconds: number } {
+  stats(): { peakRssMiB: number; cpuSeconds: number } {
     const s = this.proc != null ? procStats(this.proc.pid) : { peakRssMiB: 0, cpuSeconds: 0 }
     this.peakRssMiB = Math.max(this.peakRssMiB, s.peakRssMiB)
     return s
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     const proc = this.proc
     if (proc == null) return
     this.stats()
     proc.kill('SIGTERM')
-    const timer = setTimeout(() => { proc.kill('SIGKILL') }, 10_000)
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL')
+    }, 10_000)
     await proc.exited
     clearTimeout(timer)
     await this.stderrRead
@@ -84,7 +88,7 @@ export abstract class BenchNode {
   }
 }
 
-async function post (url: string, body: unknown, token?: string): Promise<void> {
+async function post(url: string, body: unknown, token?: string): Promise<void> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token != null ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) })
   if (res.status !== 200) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
   await res.arrayBuffer()
@@ -101,16 +105,36 @@ export class CairnNode extends BenchNode {
   /** more environment for the process (Bun.spawn does not see changes to process.env) */
   env: Record<string, string> = {}
 
-  static async create (dir: string, swarmKey?: string): Promise<CairnNode> {
+  static async create(dir: string, swarmKey?: string): Promise<CairnNode> {
     const r = Bun.spawnSync([BINARY, 'init', '--data', dir, ...(swarmKey != null ? ['--swarm-key', swarmKey] : ['--new-network'])], { stderr: 'pipe' })
     if (r.exitCode !== 0) throw new Error(`cairn init: ${r.stderr.toString()}`)
     return new CairnNode(dir)
   }
 
-  get swarmKey (): string { return join(this.dir, 'swarm.key') }
+  get swarmKey(): string {
+    return join(this.dir, 'swarm.key')
+  }
 
-  async start (bootstrap: string[]): Promise<void> {
-    const proc = Bun.spawn([...this.command, 'run', '--data', this.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'warn', ...this.extraArgs, ...bootstrap.flatMap((b) => ['--bootstrap', b])], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...this.env } })
+  async start(bootstrap: string[]): Promise<void> {
+    const proc = Bun.spawn(
+      [
+        ...this.command,
+        'run',
+        '--data',
+        this.dir,
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--http',
+        '127.0.0.1:0',
+        '--log-format',
+        'json',
+        '--log-level',
+        'warn',
+        ...this.extraArgs,
+        ...bootstrap.flatMap((b) => ['--bootstrap', b])
+      ],
+      { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...this.env } }
+    )
     this.proc = proc
     this.collectStderr(proc)
     const deadline = Date.now() + 60_000
@@ -119,17 +143,23 @@ export class CairnNode extends BenchNode {
       if (Date.now() > deadline) throw new Error('cairn run did not start in 60 s')
       try {
         const info = JSON.parse(readFileSync(join(this.dir, 'node.json'), 'utf8'))
-        if (info.pid === proc.pid) { this.http = info.http; this.addrs = info.addrs; break }
+        if (info.pid === proc.pid) {
+          this.http = info.http
+          this.addrs = info.addrs
+          break
+        }
       } catch {}
       await Bun.sleep(10)
     }
     this.token = readFileSync(join(this.dir, 'api.token'), 'utf8').trim()
     // Not awaited: the stream's headers come with its first event, and it resumes from the cursor anyway.
-    void this.follow().catch((err: Error) => { this.stderr += `stream: ${err.message}\n` })
+    void this.follow().catch((err: Error) => {
+      this.stderr += `stream: ${err.message}\n`
+    })
   }
 
   /** Follows `/v1/stream` from the last cursor seen, so a restart resumes with no gap and no repeat. */
-  private async follow (): Promise<void> {
+  private async follow(): Promise<void> {
     const abort = new AbortController()
     this.streamAbort = abort
     const res = await fetch(`http://${this.http}/v1/stream`, { headers: { authorization: `Bearer ${this.token}`, 'last-event-id': this.cursor }, signal: abort.signal })
@@ -141,16 +171,20 @@ export class CairnNode extends BenchNode {
     }).catch(() => {})
   }
 
-  async publish (id: string): Promise<void> {
+  async publish(id: string): Promise<void> {
     await post(`http://${this.http}/v1/events`, { type: 'bench.event', payload: payload(id) }, this.token)
   }
 
   /** Publishes several events in one request: one commit (an array body). */
   override publishBatch = async (ids: string[]): Promise<void> => {
-    await post(`http://${this.http}/v1/events`, ids.map((id) => ({ type: 'bench.event', payload: payload(id) })), this.token)
+    await post(
+      `http://${this.http}/v1/events`,
+      ids.map((id) => ({ type: 'bench.event', payload: payload(id) })),
+      this.token
+    )
   }
 
-  override async stop (): Promise<void> {
+  override async stop(): Promise<void> {
     this.streamAbort?.abort()
     await super.stop()
   }
@@ -160,13 +194,13 @@ export class OrbitNode extends BenchNode {
   readonly swarmKey: string
   address?: string
 
-  constructor (dir: string, swarmKey: string, address?: string) {
+  constructor(dir: string, swarmKey: string, address?: string) {
     super(dir)
     this.swarmKey = swarmKey
     this.address = address
   }
 
-  static create (dir: string, swarmKey?: string, address?: string): OrbitNode {
+  static create(dir: string, swarmKey?: string, address?: string): OrbitNode {
     mkdirSync(dir, { recursive: true })
     let key = swarmKey
     if (key == null) {
@@ -177,8 +211,20 @@ export class OrbitNode extends BenchNode {
     return new OrbitNode(dir, key, address)
   }
 
-  async start (bootstrap: string[]): Promise<void> {
-    const proc = Bun.spawn([BUN, join(ROOT, 'bench', 'orbitdb-node.ts'), '--dir', this.dir, '--swarm-key', this.swarmKey, ...(this.address != null ? ['--address', this.address] : []), ...bootstrap.flatMap((b) => ['--bootstrap', b])], { cwd: join(ROOT, 'bench'), stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+  async start(bootstrap: string[]): Promise<void> {
+    const proc = Bun.spawn(
+      [
+        BUN,
+        join(ROOT, 'bench', 'orbitdb-node.ts'),
+        '--dir',
+        this.dir,
+        '--swarm-key',
+        this.swarmKey,
+        ...(this.address != null ? ['--address', this.address] : []),
+        ...bootstrap.flatMap((b) => ['--bootstrap', b])
+      ],
+      { cwd: join(ROOT, 'bench'), stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' }
+    )
     this.proc = proc
     this.collectStderr(proc)
     const { promise: isReady, resolve: ready, reject: failed } = Promise.withResolvers<void>()
@@ -208,7 +254,7 @@ export class OrbitNode extends BenchNode {
     await isReady
   }
 
-  async publish (id: string): Promise<void> {
+  async publish(id: string): Promise<void> {
     await post(`http://${this.http}/v1/events`, { payload: payload(id) })
   }
 }
@@ -216,7 +262,7 @@ export class OrbitNode extends BenchNode {
 export type SystemName = 'cairn' | 'orbitdb'
 
 /** Creates node `name` of `system` in `parent`; later nodes join the first one's network (and OrbitDB database). */
-export async function createNode (system: SystemName, parent: string, name: string, first?: BenchNode): Promise<BenchNode> {
+export async function createNode(system: SystemName, parent: string, name: string, first?: BenchNode): Promise<BenchNode> {
   const dir = join(parent, name)
   if (system === 'cairn') return await CairnNode.create(dir, first != null ? (first as CairnNode).swarmKey : undefined)
   return OrbitNode.create(dir, first != null ? (first as OrbitNode).swarmKey : undefined, first != null ? (first as OrbitNode).address : undefined)
@@ -226,7 +272,7 @@ export async function createNode (system: SystemName, parent: string, name: stri
  * Starts `count` cairn nodes of one network in `parent`, each bootstrapping to the one before (a chain;
  * with two, simply B to A). Nodes already started are stopped again when one fails to start.
  */
-export async function startCairnChain (parent: string, count: number, options: { command?: string[], env?: Record<string, string> } = {}): Promise<CairnNode[]> {
+export async function startCairnChain(parent: string, count: number, options: { command?: string[]; env?: Record<string, string> } = {}): Promise<CairnNode[]> {
   const nodes: CairnNode[] = []
   try {
     for (let i = 0; i < count; i++) {
@@ -244,14 +290,21 @@ export async function startCairnChain (parent: string, count: number, options: {
 }
 
 /** A stage mark that a node started with `CAIRN_TRACE=1` wrote (src/log/trace.ts). */
-export interface TraceMark { stage: string, seq: number | undefined, at: number }
+export interface TraceMark {
+  stage: string
+  seq: number | undefined
+  at: number
+}
 
 /** @returns the stage marks in a node's stderr, in order */
-export function traceMarks (stderr: string): TraceMark[] {
-  return stderr.split('\n').filter((l) => l.startsWith('TRACE ')).map((l) => {
-    const [, stage, seq, at] = l.split(' ')
-    return { stage, seq: seq === '' ? undefined : Number(seq), at: Number(at) }
-  })
+export function traceMarks(stderr: string): TraceMark[] {
+  return stderr
+    .split('\n')
+    .filter((l) => l.startsWith('TRACE '))
+    .map((l) => {
+      const [, stage, seq, at] = l.split(' ')
+      return { stage, seq: seq === '' ? undefined : Number(seq), at: Number(at) }
+    })
 }
 
 /** @returns the wall clock in ms with sub-millisecond precision: the clock trace marks use */

@@ -29,7 +29,11 @@ import { FsBlockstore } from 'blockstore-fs'
 import { FsDatastore } from 'datastore-fs'
 
 const { values } = parseArgs({ options: { dir: { type: 'string' }, 'swarm-key': { type: 'string' }, bootstrap: { type: 'string', multiple: true }, address: { type: 'string' } } })
-const dir = values.dir ?? (() => { throw new Error('--dir is required') })()
+const dir =
+  values.dir ??
+  (() => {
+    throw new Error('--dir is required')
+  })()
 mkdirSync(join(dir, 'blocks'), { recursive: true })
 mkdirSync(join(dir, 'data'), { recursive: true })
 
@@ -41,7 +45,14 @@ const withP2p = withLibp2pLight(base, {
   transports: [tcp()],
   connectionEncrypters: [noise({ crypto: pureJsCrypto })],
   streamMuxers: [yamux()],
-  connectionProtector: preSharedKey({ psk: readFileSync(values['swarm-key'] ?? (() => { throw new Error('--swarm-key is required') })()) }),
+  connectionProtector: preSharedKey({
+    psk: readFileSync(
+      values['swarm-key'] ??
+        (() => {
+          throw new Error('--swarm-key is required')
+        })()
+    )
+  }),
   services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }) }
 })
 const ipfs: any = withBitswap(withP2p as any, { sendWantlistDebounce: 1 })
@@ -51,12 +62,14 @@ for (const addr of values.bootstrap ?? []) await ipfs.libp2p.dial(multiaddr(addr
 const orbitdb = await createOrbitDB({ ipfs, id: 'bench', directory: join(dir, 'orbitdb') })
 const db = await orbitdb.open(values.address ?? 'cairn-bench', { type: 'events', AccessController: IPFSAccessController({ write: ['*'] }) })
 
-const out = (line: unknown): void => { process.stdout.write(`${JSON.stringify(line)}\n`) }
+const out = (line: unknown): void => {
+  process.stdout.write(`${JSON.stringify(line)}\n`)
+}
 const seen = new Set<string>()
 for await (const e of db.log.iterator()) seen.add(e.hash)
 
 // Entries join one head at a time: walk back from each new head to every entry not seen before.
-async function joined (head: { hash: string }): Promise<void> {
+async function joined(head: { hash: string }): Promise<void> {
   const stack: string[] = [head.hash]
   while (stack.length > 0) {
     const hash = stack.pop()!
@@ -69,15 +82,23 @@ async function joined (head: { hash: string }): Promise<void> {
   }
 }
 let chain = Promise.resolve()
-db.events.on('update', (entry: { hash: string }) => { chain = chain.then(async () => { await joined(entry) }).catch((err) => { console.error(err) }) })
+db.events.on('update', (entry: { hash: string }) => {
+  chain = chain
+    .then(async () => {
+      await joined(entry)
+    })
+    .catch((err) => {
+      console.error(err)
+    })
+})
 
 const server = Bun.serve({
   hostname: '127.0.0.1',
   port: 0,
-  async fetch (req) {
+  async fetch(req) {
     const url = new URL(req.url)
     if (req.method === 'POST' && url.pathname === '/v1/events') {
-      const body = await req.json() as { payload: { id: string } }
+      const body = (await req.json()) as { payload: { id: string } }
       const hash = await db.add(body.payload)
       return Response.json({ event_id: body.payload.id, cid: hash })
     }
@@ -95,5 +116,9 @@ const stop = async (): Promise<void> => {
   await ipfs.stop()
   process.exit(0)
 }
-process.on('SIGTERM', () => { void stop() })
-process.on('SIGINT', () => { void stop() })
+process.on('SIGTERM', () => {
+  void stop()
+})
+process.on('SIGINT', () => {
+  void stop()
+})

@@ -31,18 +31,36 @@ try {
   const blocks = new SqliteBlockstore(await openBlockDatabase(join(dir, 'blocks.db')))
   const written = { blocks: 0, bytes: 0 }
   const put = blocks.putSync.bind(blocks)
-  blocks.putSync = (cid, bytes) => { written.blocks++; written.bytes += bytes.length; put(cid, bytes) }
+  blocks.putSync = (cid, bytes) => {
+    written.blocks++
+    written.bytes += bytes.length
+    put(cid, bytes)
+  }
   // Wall time inside each database's transactions (inserts, commit, WAL write, fsync, checkpoints).
   const inTx = { blocks: 0, node: 0, blockCommits: 0 }
-  for (const [name, database] of [['blocks', blocks.db], ['node', db]] as const) {
+  for (const [name, database] of [
+    ['blocks', blocks.db],
+    ['node', db]
+  ] as const) {
     const transaction = database.transaction.bind(database)
     database.transaction = (fn, options) => {
       const t = performance.now()
-      try { return transaction(fn, options) } finally { inTx[name] += performance.now() - t; if (name === 'blocks') inTx.blockCommits++ }
+      try {
+        return transaction(fn, options)
+      } finally {
+        inTx[name] += performance.now() - t
+        if (name === 'blocks') inTx.blockCommits++
+      }
     }
   }
   const outbox = createOutbox({ privateKey: key, maxBatch: Math.max(5000, B), maxEventSize: 65536, maxDepth: 64 })({
-    self: peerIdFromPrivateKey(key).toString(), store: new Store(db), blocks, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events: new CairnEventBus()
+    self: peerIdFromPrivateKey(key).toString(),
+    store: new Store(db),
+    blocks,
+    clock: new HybridClock(),
+    log: silentLog,
+    metrics: new Metrics(),
+    events: new CairnEventBus()
   })
   for (let round = 1; round <= 2; round++) {
     written.blocks = 0
@@ -53,7 +71,9 @@ try {
     for (let i = 0; i < N; i += B) await outbox.publishMany(Array.from({ length: Math.min(B, N - i) }, (_, k) => ({ type: 'bench.event', payload: payload(`r${round}-${i + k}`) })))
     const ms = performance.now() - t0
     const used = process.cpuUsage(cpu)
-    console.log(`round ${round} (bucket ${(round - 1) * N} → ${round * N}), batches of ${B}: ${Math.round(N / ms * 1000)} events/s, ${Math.round((used.user + used.system) / N)} µs CPU per event, ${written.blocks} blocks / ${(written.bytes / 1e6).toFixed(1)} MB written`)
+    console.log(
+      `round ${round} (bucket ${(round - 1) * N} → ${round * N}), batches of ${B}: ${Math.round((N / ms) * 1000)} events/s, ${Math.round((used.user + used.system) / N)} µs CPU per event, ${written.blocks} blocks / ${(written.bytes / 1e6).toFixed(1)} MB written`
+    )
     console.log(`  in transactions: blocks ${Math.round(inTx.blocks)} ms (${(inTx.blocks / inTx.blockCommits).toFixed(1)} ms a commit), node ${Math.round(inTx.node)} ms, of ${Math.round(ms)} ms`)
   }
   blocks.db.close()

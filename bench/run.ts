@@ -18,8 +18,13 @@ const SYSTEMS = (process.env.BENCH_SYSTEMS?.split(',') ?? ['cairn', 'orbitdb']) 
 const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 180_000)
 
 type Figure = number | string
-interface Row { figure: string, unit: string, better: 'lower' | 'higher', values: Partial<Record<SystemName, Figure>> }
-const tables: Array<{ title: string, rows: Row[] }> = []
+interface Row {
+  figure: string
+  unit: string
+  better: 'lower' | 'higher'
+  values: Partial<Record<SystemName, Figure>>
+}
+const tables: Array<{ title: string; rows: Row[] }> = []
 
 if (SYSTEMS.includes('orbitdb') && !existsSync(join(ROOT, 'bench/node_modules/@orbitdb/core'))) {
   console.error('# installing OrbitDB into bench/node_modules (bench/package.json)')
@@ -34,12 +39,14 @@ const quantile = (xs: number[], q: number): number => {
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]
 }
 const round = (x: number, digits = 1): number => Number(x.toFixed(digits))
-const sleep = async (ms: number): Promise<void> => { await Bun.sleep(ms) }
+const sleep = async (ms: number): Promise<void> => {
+  await Bun.sleep(ms)
+}
 let seq = 0
 const newId = (): string => `e${process.pid}-${++seq}`
 
 /** Runs `fn` against a fresh set of nodes and always tears them down. */
-async function withNodes<T> (system: SystemName, count: number, fn: (nodes: BenchNode[]) => Promise<T>, topology: 'star' | 'chain' = 'star'): Promise<T> {
+async function withNodes<T>(system: SystemName, count: number, fn: (nodes: BenchNode[]) => Promise<T>, topology: 'star' | 'chain' = 'star'): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), `cairn-bench-${system}-`))
   const nodes: BenchNode[] = []
   try {
@@ -56,7 +63,7 @@ async function withNodes<T> (system: SystemName, count: number, fn: (nodes: Benc
 }
 
 /** Resolves when every id in `ids` is applied on `node`, or throws with how far it got. */
-async function allApplied (node: BenchNode, ids: string[], timeoutMs = TIMEOUT_MS): Promise<number> {
+async function allApplied(node: BenchNode, ids: string[], timeoutMs = TIMEOUT_MS): Promise<number> {
   const deadline = performance.now() + timeoutMs
   for (;;) {
     let missing = 0
@@ -73,21 +80,23 @@ async function allApplied (node: BenchNode, ids: string[], timeoutMs = TIMEOUT_M
 }
 
 /** Publishes `ids` on `node` with at most `concurrency` in flight; @returns when the last was acknowledged */
-async function publishAll (node: BenchNode, ids: string[], concurrency: number): Promise<number> {
+async function publishAll(node: BenchNode, ids: string[], concurrency: number): Promise<number> {
   let next = 0
-  await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, async () => {
-    while (next < ids.length) await node.publish(ids[next++])
-  }))
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, ids.length) }, async () => {
+      while (next < ids.length) await node.publish(ids[next++])
+    })
+  )
   return performance.now()
 }
 
 /** Publishes at a fixed rate (not waiting for acknowledgements); @returns the send time per id */
-async function publishAtRate (node: BenchNode, count: number, perSecond: number): Promise<Map<string, number>> {
+async function publishAtRate(node: BenchNode, count: number, perSecond: number): Promise<Map<string, number>> {
   const sent = new Map<string, number>()
   const pending: Array<Promise<void>> = []
   const start = performance.now()
   for (let i = 0; i < count; i++) {
-    const due = start + i * 1000 / perSecond
+    const due = start + (i * 1000) / perSecond
     const wait = due - performance.now()
     if (wait > 1) await sleep(wait)
     const id = newId()
@@ -98,12 +107,12 @@ async function publishAtRate (node: BenchNode, count: number, perSecond: number)
   return sent
 }
 
-function latencies (sent: Map<string, number>, at: BenchNode[]): number[] {
+function latencies(sent: Map<string, number>, at: BenchNode[]): number[] {
   return [...sent].map(([id, t0]) => Math.max(...at.map((n) => n.applied.get(id)!)) - t0)
 }
 
 /** Collects rows for one workload across systems: `measure` returns figure → value for one system. */
-async function workload (key: string, title: string, measure: (system: SystemName) => Promise<Array<[string, string, 'lower' | 'higher', Figure]>>): Promise<void> {
+async function workload(key: string, title: string, measure: (system: SystemName) => Promise<Array<[string, string, 'lower' | 'higher', Figure]>>): Promise<void> {
   if (ONLY != null && !ONLY.includes(key)) return
   const rows = new Map<string, Row>()
   for (const system of SYSTEMS) {
@@ -126,7 +135,10 @@ async function workload (key: string, title: string, measure: (system: SystemNam
 }
 
 const memoryFigures = (nodes: BenchNode[], names = ['A', 'B']): Array<[string, string, 'lower', Figure]> =>
-  nodes.map((n, i) => { n.stats(); return [`peak RSS ${names[i] ?? `node ${i}`}`, 'MiB', 'lower', round(n.peakRssMiB, 0)] })
+  nodes.map((n, i) => {
+    n.stats()
+    return [`peak RSS ${names[i] ?? `node ${i}`}`, 'MiB', 'lower', round(n.peakRssMiB, 0)]
+  })
 
 const latencyFigures = (label: string, ms: number[]): Array<[string, string, 'lower', Figure]> => [
   [`${label} p50`, 'ms', 'lower', round(quantile(ms, 0.5))],
@@ -138,49 +150,59 @@ const latencyFigures = (label: string, ms: number[]): Array<[string, string, 'lo
 // ---------------------------------------------------------------- workloads
 
 /** Warms the path (connections, JIT) with `n` events from `from` until every node in `to` has them. */
-async function warmUp (from: BenchNode, to: BenchNode[], n = 20): Promise<void> {
+async function warmUp(from: BenchNode, to: BenchNode[], n = 20): Promise<void> {
   const ids = Array.from({ length: n }, newId)
   await publishAll(from, ids, 1)
   for (const node of to) await allApplied(node, ids)
 }
 
 /** Latency from publish on A to applied on B of `count` events sent at `perSecond`. */
-const latencyAt = (count: number, perSecond: number, label: string) => async (system: SystemName) => await withNodes(system, 2, async ([a, b]) => {
-  await warmUp(a, [b])
-  const sent = await publishAtRate(a, count, perSecond)
-  await allApplied(b, [...sent.keys()])
-  return [...latencyFigures(label, latencies(sent, [b])), ...memoryFigures([a, b])]
-})
+const latencyAt = (count: number, perSecond: number, label: string) => async (system: SystemName) =>
+  await withNodes(system, 2, async ([a, b]) => {
+    await warmUp(a, [b])
+    const sent = await publishAtRate(a, count, perSecond)
+    await allApplied(b, [...sent.keys()])
+    return [...latencyFigures(label, latencies(sent, [b])), ...memoryFigures([a, b])]
+  })
 
 await workload('latency', '1. Latency: 200 events at 20/s, publish on A → applied on B', latencyAt(200, 20, 'latency'))
 
-await workload('throughput', '2. Throughput: 5,000 events back to back (100 in flight), then 5,000 in batches', async (system) => await withNodes(system, 2, async ([a, b]) => {
-  const ids = Array.from({ length: 5000 }, newId)
-  const t0 = performance.now()
-  const acked = await publishAll(a, ids, 100)
-  const replicated = await allApplied(b, ids)
-  const figures: Array<[string, string, 'lower' | 'higher', Figure]> = [
-    ['publish rate on A', 'events/s', 'higher', Math.round(ids.length / ((acked - t0) / 1000))],
-    ['replication rate (until B has all)', 'events/s', 'higher', Math.round(ids.length / ((replicated - t0) / 1000))]
-  ]
-  // The same again in batch requests (an array body: one commit each), where the system has them.
-  if (a.publishBatch != null) {
-    const more = Array.from({ length: 5000 }, newId)
-    const batches = Array.from({ length: more.length / 100 }, (_, i) => more.slice(i * 100, i * 100 + 100))
-    let next = 0
-    const t1 = performance.now()
-    await Promise.all([0, 1, 2, 3].map(async () => { while (next < batches.length) await a.publishBatch!(batches[next++]) }))
-    const acked1 = performance.now()
-    const replicated1 = await allApplied(b, more)
-    figures.push(
-      ['publish rate on A, batches of 100 (4 in flight)', 'events/s', 'higher', Math.round(more.length / ((acked1 - t1) / 1000))],
-      ['replication rate, batches of 100', 'events/s', 'higher', Math.round(more.length / ((replicated1 - t1) / 1000))]
-    )
-  }
-  return [...figures, ...memoryFigures([a, b])]
-}))
+await workload(
+  'throughput',
+  '2. Throughput: 5,000 events back to back (100 in flight), then 5,000 in batches',
+  async (system) =>
+    await withNodes(system, 2, async ([a, b]) => {
+      const ids = Array.from({ length: 5000 }, newId)
+      const t0 = performance.now()
+      const acked = await publishAll(a, ids, 100)
+      const replicated = await allApplied(b, ids)
+      const figures: Array<[string, string, 'lower' | 'higher', Figure]> = [
+        ['publish rate on A', 'events/s', 'higher', Math.round(ids.length / ((acked - t0) / 1000))],
+        ['replication rate (until B has all)', 'events/s', 'higher', Math.round(ids.length / ((replicated - t0) / 1000))]
+      ]
+      // The same again in batch requests (an array body: one commit each), where the system has them.
+      if (a.publishBatch != null) {
+        const more = Array.from({ length: 5000 }, newId)
+        const batches = Array.from({ length: more.length / 100 }, (_, i) => more.slice(i * 100, i * 100 + 100))
+        let next = 0
+        const t1 = performance.now()
+        await Promise.all(
+          [0, 1, 2, 3].map(async () => {
+            while (next < batches.length) await a.publishBatch!(batches[next++])
+          })
+        )
+        const acked1 = performance.now()
+        const replicated1 = await allApplied(b, more)
+        figures.push(
+          ['publish rate on A, batches of 100 (4 in flight)', 'events/s', 'higher', Math.round(more.length / ((acked1 - t1) / 1000))],
+          ['replication rate, batches of 100', 'events/s', 'higher', Math.round(more.length / ((replicated1 - t1) / 1000))]
+        )
+      }
+      return [...figures, ...memoryFigures([a, b])]
+    })
+)
 
-async function catchUp (system: SystemName, n: number): Promise<Array<[string, string, 'lower' | 'higher', Figure]>> {
+async function catchUp(system: SystemName, n: number): Promise<Array<[string, string, 'lower' | 'higher', Figure]>> {
   return await withNodes(system, 2, async ([a, b]) => {
     await warmUp(a, [b], 10)
     await b.stop()
@@ -202,58 +224,79 @@ async function catchUp (system: SystemName, n: number): Promise<Array<[string, s
 
 await workload('catchup', '3. Catch-up: B stops, A publishes, B restarts', async (system) => {
   const figures = await catchUp(system, 5000)
-  if (system === 'cairn') figures.push(...await catchUp(system, 100_000))
+  if (system === 'cairn') figures.push(...(await catchUp(system, 100_000)))
   return figures
 })
 
 await workload('load', '4. Latency under load: 5,000 events at 1,000/s', latencyAt(5000, 1000, 'latency at 1,000/s'))
 
-await workload('scale', '5. Scale: 10 nodes in a chain of bootstraps, one publishing 100 events at 20/s', async (system) => await withNodes(system, 10, async (nodes) => {
-  await warmUp(nodes[0], nodes, 10)
-  const cpu0 = nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
-  const t0 = performance.now()
-  const sent = await publishAtRate(nodes[0], 100, 20)
-  for (const n of nodes) await allApplied(n, [...sent.keys()])
-  const wall = (performance.now() - t0) / 1000
-  const cpu = nodes.map((n, i) => (procStats(n.proc!.pid).cpuSeconds - cpu0[i]) / wall * 100)
-  const rss = nodes.map((n) => { n.stats(); return n.peakRssMiB })
-  return [
-    ...latencyFigures('to the farthest node', latencies(sent, nodes)),
-    ['CPU of the publisher', '% of a core', 'lower', round(cpu[0])],
-    ['CPU per other node (median)', '% of a core', 'lower', round(quantile(cpu.slice(1), 0.5))],
-    ['peak RSS per node (max)', 'MiB', 'lower', round(Math.max(...rss), 0)]
-  ]
-}, 'chain'))
+await workload(
+  'scale',
+  '5. Scale: 10 nodes in a chain of bootstraps, one publishing 100 events at 20/s',
+  async (system) =>
+    await withNodes(
+      system,
+      10,
+      async (nodes) => {
+        await warmUp(nodes[0], nodes, 10)
+        const cpu0 = nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
+        const t0 = performance.now()
+        const sent = await publishAtRate(nodes[0], 100, 20)
+        for (const n of nodes) await allApplied(n, [...sent.keys()])
+        const wall = (performance.now() - t0) / 1000
+        const cpu = nodes.map((n, i) => ((procStats(n.proc!.pid).cpuSeconds - cpu0[i]) / wall) * 100)
+        const rss = nodes.map((n) => {
+          n.stats()
+          return n.peakRssMiB
+        })
+        return [
+          ...latencyFigures('to the farthest node', latencies(sent, nodes)),
+          ['CPU of the publisher', '% of a core', 'lower', round(cpu[0])],
+          ['CPU per other node (median)', '% of a core', 'lower', round(quantile(cpu.slice(1), 0.5))],
+          ['peak RSS per node (max)', 'MiB', 'lower', round(Math.max(...rss), 0)]
+        ]
+      },
+      'chain'
+    )
+)
 
-await workload('dirsize', '6. Cost versus directory size: one new event when the outbox holds N', async (system) => await withNodes(system, 2, async ([a, b]) => {
-  const figures: Array<[string, string, 'lower' | 'higher', Figure]> = []
-  let have = 0
-  for (const n of [1000, 10_000, 100_000]) {
-    const label = n.toLocaleString('en')
-    if (system === 'orbitdb' && n > 10_000) { figures.push([`sync one new event at ${label} (median of 5)`, 'ms', 'lower', 'not run (filling takes too long)']); continue }
-    const fill = Array.from({ length: n - have }, newId)
-    await publishAll(a, fill, 100)
-    await allApplied(b, fill, Math.max(TIMEOUT_MS, n * 5))
-    have = n
-    await sleep(500)
-    const ms: number[] = []
-    for (let i = 0; i < 5; i++) {
-      const id = newId()
-      const t0 = performance.now()
-      await a.publish(id)
-      ms.push(await allApplied(b, [id]) - t0)
-      have++
-      await sleep(100)
-    }
-    figures.push([`sync one new event at ${label} (median of 5)`, 'ms', 'lower', round(quantile(ms, 0.5))])
-  }
-  return [...figures, ...memoryFigures([a, b])]
-}))
+await workload(
+  'dirsize',
+  '6. Cost versus directory size: one new event when the outbox holds N',
+  async (system) =>
+    await withNodes(system, 2, async ([a, b]) => {
+      const figures: Array<[string, string, 'lower' | 'higher', Figure]> = []
+      let have = 0
+      for (const n of [1000, 10_000, 100_000]) {
+        const label = n.toLocaleString('en')
+        if (system === 'orbitdb' && n > 10_000) {
+          figures.push([`sync one new event at ${label} (median of 5)`, 'ms', 'lower', 'not run (filling takes too long)'])
+          continue
+        }
+        const fill = Array.from({ length: n - have }, newId)
+        await publishAll(a, fill, 100)
+        await allApplied(b, fill, Math.max(TIMEOUT_MS, n * 5))
+        have = n
+        await sleep(500)
+        const ms: number[] = []
+        for (let i = 0; i < 5; i++) {
+          const id = newId()
+          const t0 = performance.now()
+          await a.publish(id)
+          ms.push((await allApplied(b, [id])) - t0)
+          have++
+          await sleep(100)
+        }
+        figures.push([`sync one new event at ${label} (median of 5)`, 'ms', 'lower', round(quantile(ms, 0.5))])
+      }
+      return [...figures, ...memoryFigures([a, b])]
+    })
+)
 
 // ---------------------------------------------------------------- report
 
-const fmt = (v: Figure | undefined): string => v == null ? '–' : typeof v === 'number' ? v.toLocaleString('en') : v
-function ratio (r: Row): string {
+const fmt = (v: Figure | undefined): string => (v == null ? '–' : typeof v === 'number' ? v.toLocaleString('en') : v)
+function ratio(r: Row): string {
   const c = r.values.cairn
   const o = r.values.orbitdb
   if (typeof c !== 'number' || typeof o !== 'number' || c === 0 || o === 0) return '–'
@@ -261,8 +304,12 @@ function ratio (r: Row): string {
   return x >= 1 ? `cairn ${round(x, x >= 10 ? 0 : 1)}× better` : `OrbitDB ${round(1 / x, 1)}× better`
 }
 
-const version = Bun.spawnSync([join(ROOT, 'dist', 'cairn'), '--version']).stdout.toString().trim()
-const orbitVersion = existsSync(join(ROOT, 'bench/node_modules/@orbitdb/core/package.json')) ? (await Bun.file(join(ROOT, 'bench/node_modules/@orbitdb/core/package.json')).json()).version : 'not installed'
+const version = Bun.spawnSync([join(ROOT, 'dist', 'cairn'), '--version'])
+  .stdout.toString()
+  .trim()
+const orbitVersion = existsSync(join(ROOT, 'bench/node_modules/@orbitdb/core/package.json'))
+  ? (await Bun.file(join(ROOT, 'bench/node_modules/@orbitdb/core/package.json')).json()).version
+  : 'not installed'
 const lines = [
   `Run ${new Date().toISOString()} on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${round(totalmem() / 2 ** 30, 0)} GiB; ${version}; @orbitdb/core ${orbitVersion}; Bun ${Bun.version}.`,
   ''

@@ -23,7 +23,10 @@ const PUBLISHERS = Number(process.env.SOAK_PUBLISHERS ?? 3)
 
 const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length
-const p95 = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? 0 : s[Math.ceil(0.95 * s.length) - 1] }
+const p95 = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length === 0 ? 0 : s[Math.ceil(0.95 * s.length) - 1]
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'cairn-soak-'))
 const nodes: CairnNode[] = []
@@ -40,7 +43,7 @@ try {
   const sent = new Map<string, number>()
   let windowIds: string[] = []
   const sampling: Array<Promise<void>> = []
-  const samples: Array<{ t: number, rss: number[], fds: number[] }> = []
+  const samples: Array<{ t: number; rss: number[]; fds: number[] }> = []
   const start = performance.now()
   const end = start + MINUTES * 60_000
   let nextSample = start + SAMPLE_S * 1000
@@ -48,14 +51,21 @@ try {
   let failures = 0
   const inflight = new Set<Promise<void>>()
   while (performance.now() < end) {
-    const due = start + i * 1000 / RATE
+    const due = start + (i * 1000) / RATE
     const wait = due - performance.now()
     if (wait > 1) await Bun.sleep(wait)
     const id = `s${i}`
     const node = nodes[i % PUBLISHERS]
     sent.set(id, performance.now())
     windowIds.push(id)
-    const p = node.publish(id).catch(() => { failures++ }).finally(() => { inflight.delete(p) })
+    const p = node
+      .publish(id)
+      .catch(() => {
+        failures++
+      })
+      .finally(() => {
+        inflight.delete(p)
+      })
     inflight.add(p)
     i++
     if (performance.now() >= nextSample) {
@@ -64,16 +74,18 @@ try {
       const sampledAt = i
       windowIds = []
       // The window's latency is read a second later, off the publishing loop, so the rate never pauses.
-      sampling.push((async () => {
-        await new Promise((resolve) => setTimeout(resolve, 1000))
-        const lat = ids.map((id) => Math.max(...nodes.map((n) => n.applied.get(id) ?? Infinity)) - sent.get(id)!).filter(Number.isFinite)
-        const st = await Promise.all(nodes.map(async (n) => await (await fetch(`http://${n.http}/status`)).json() as { outbox: { files: number } }))
-        const sample = { t: (performance.now() - start) / 60_000, rss: nodes.map((n) => rssMiB(n.proc!.pid)), fds: nodes.map((n) => fds(n.proc!.pid)) }
-        samples.push(sample)
-        const row = `| ${sample.t.toFixed(1)} | ${sample.rss.map((r) => r.toFixed(0)).join(' / ')} | ${sample.fds.join(' / ')} | ${st.map((s) => s.outbox.files).join(' / ')} | ${sampledAt} | ${p95(lat).toFixed(1)} |`
-        rows.push(row)
-        console.log(row)
-      })())
+      sampling.push(
+        (async () => {
+          await new Promise((resolve) => setTimeout(resolve, 1000))
+          const lat = ids.map((id) => Math.max(...nodes.map((n) => n.applied.get(id) ?? Infinity)) - sent.get(id)!).filter(Number.isFinite)
+          const st = await Promise.all(nodes.map(async (n) => (await (await fetch(`http://${n.http}/status`)).json()) as { outbox: { files: number } }))
+          const sample = { t: (performance.now() - start) / 60_000, rss: nodes.map((n) => rssMiB(n.proc!.pid)), fds: nodes.map((n) => fds(n.proc!.pid)) }
+          samples.push(sample)
+          const row = `| ${sample.t.toFixed(1)} | ${sample.rss.map((r) => r.toFixed(0)).join(' / ')} | ${sample.fds.join(' / ')} | ${st.map((s) => s.outbox.files).join(' / ')} | ${sampledAt} | ${p95(lat).toFixed(1)} |`
+          rows.push(row)
+          console.log(row)
+        })()
+      )
     }
   }
   await Promise.all(inflight)
@@ -82,7 +94,7 @@ try {
   while (Date.now() < deadline && nodes.some((n) => n.applied.size < i)) await Bun.sleep(200)
   const counts = nodes.map((n) => {
     const db = new Database(join(n.dir, 'cairn.db'), { readonly: true })
-    const r = db.query('SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events').get() as { n: number, d: number }
+    const r = db.query('SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events').get() as { n: number; d: number }
     db.close()
     return r
   })
@@ -91,7 +103,9 @@ try {
   const summary = [
     `Soak: 3 nodes, ${RATE} events/s for ${MINUTES} min, retention 5m, housekeeping every 1m; ${i} published, ${failures} publish failures.`,
     `Rows per node: ${counts.map((c) => `${c.n} (${c.d} distinct)`).join(', ')}; every node applied every event: ${nodes.every((n) => n.applied.size === i)}.`,
-    first != null && last != null ? `RSS from the first to the last sample: ${first.rss.map((r, k) => `${r.toFixed(0)} → ${last.rss[k].toFixed(0)} MiB`).join(', ')}; fds: ${first.fds.map((f, k) => `${f} → ${last.fds[k]}`).join(', ')}.` : ''
+    first != null && last != null
+      ? `RSS from the first to the last sample: ${first.rss.map((r, k) => `${r.toFixed(0)} → ${last.rss[k].toFixed(0)} MiB`).join(', ')}; fds: ${first.fds.map((f, k) => `${f} → ${last.fds[k]}`).join(', ')}.`
+      : ''
   ]
   console.log(summary.join('\n'))
   writeFileSync(join(ROOT, 'bench', 'soak-results.md'), [...summary, '', header, '|---|---|---|---|---|---|', ...rows, ''].join('\n'))

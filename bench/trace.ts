@@ -19,11 +19,16 @@ let nodes: CairnNode[] = []
 try {
   nodes = await startCairnChain(dir, 2, { command: process.env.BIN != null ? [process.env.BIN] : undefined, env: { CAIRN_TRACE: '1' } })
   const [a, b] = nodes
-  for (let i = 0; i < WARM; i++) { await a.publish(`warm${i}`); await Bun.sleep(50) }
+  for (let i = 0; i < WARM; i++) {
+    await a.publish(`warm${i}`)
+    await Bun.sleep(50)
+  }
   while (b.applied.size < WARM) await Bun.sleep(10)
   const sent: number[] = []
   const seen = new Map<string, number>()
-  b.onApplied = (id) => { seen.set(id, epochNow()) }
+  b.onApplied = (id) => {
+    seen.set(id, epochNow())
+  }
   for (let i = 0; i < N; i++) {
     sent.push(epochNow())
     void a.publish(`e${i}`)
@@ -39,9 +44,18 @@ try {
   const find = (list: TraceMark[], stage: string, seq: number, after: number | undefined): number | undefined =>
     list.find((m) => m.stage === stage && (m.seq === seq || (m.seq == null && after != null && m.at >= after)))?.at
   const stages: Array<[string, TraceMark[]]> = [
-    ['publish.received', onA], ['commit.started', onA], ['commit.blocks_durable', onA], ['commit.head_durable', onA],
-    ['commit.announced', onA], ['hint.validating', onB], ['hint.verified', onB], ['head.accepted', onB],
-    ['events.ingested', onB], ['plugins.round', onB], ['plugins.round_done', onB], ['stream.sent', onB]
+    ['publish.received', onA],
+    ['commit.started', onA],
+    ['commit.blocks_durable', onA],
+    ['commit.head_durable', onA],
+    ['commit.announced', onA],
+    ['hint.validating', onB],
+    ['hint.verified', onB],
+    ['head.accepted', onB],
+    ['events.ingested', onB],
+    ['plugins.round', onB],
+    ['plugins.round_done', onB],
+    ['stream.sent', onB]
   ]
   const gaps = new Map<string, number[]>()
   for (let i = 0; i < N; i++) {

@@ -37,11 +37,11 @@ const UPSERT = `INSERT INTO workspace_access (workspace_id, subject, permission,
     reason = excluded.reason, order_key = excluded.order_key, event_id = excluded.event_id, producer = excluded.producer, hlc = excluded.hlc
   WHERE excluded.order_key > workspace_access.order_key`
 
-const orderKey = (e: { hlc: string, producer: string, event_id: string }): string => `${e.hlc}|${e.producer}|${e.event_id}`
+const orderKey = (e: { hlc: string; producer: string; event_id: string }): string => `${e.hlc}|${e.producer}|${e.event_id}`
 
 /** @returns who has which permissions in which workspace, from the plugin's `workspace_members` view in `db` */
-export function workspaceMembers (db: PluginDb): Array<{ workspace_id: string, subject: string, permissions: string }> {
-  return db.all<{ workspace_id: string, subject: string, permissions: string }>('SELECT workspace_id, subject, permissions FROM workspace_members ORDER BY workspace_id, subject')
+export function workspaceMembers(db: PluginDb): Array<{ workspace_id: string; subject: string; permissions: string }> {
+  return db.all<{ workspace_id: string; subject: string; permissions: string }>('SELECT workspace_id, subject, permissions FROM workspace_members ORDER BY workspace_id, subject')
 }
 
 /** Keeps who has what access to which workspace, from invitations and revocations. */
@@ -73,7 +73,7 @@ export default definePlugin({
        FROM (SELECT * FROM workspace_access WHERE granted = 1 ORDER BY permission)
        GROUP BY workspace_id, subject;`
   ],
-  apply (event, { db }) {
+  apply(event, { db }) {
     const key = orderKey(event)
     if (event.type === 'workspace.invited') {
       const p = event.payload as v.InferOutput<typeof InvitedSchema>

@@ -8,7 +8,7 @@
 /** An operator-facing error: its message is printed alone, without a stack trace. */
 export class UsageError extends Error {
   static name = 'UsageError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'UsageError'
   }
@@ -17,7 +17,7 @@ export class UsageError extends Error {
 /** The data directory is missing, incomplete or damaged. */
 export class DataDirError extends Error {
   static name = 'DataDirError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'DataDirError'
   }
@@ -26,7 +26,7 @@ export class DataDirError extends Error {
 /** Another process is running a node on the same data directory. */
 export class DataDirBusyError extends Error {
   static name = 'DataDirBusyError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'DataDirBusyError'
   }
@@ -35,7 +35,7 @@ export class DataDirBusyError extends Error {
 /** A setting (flag, environment variable or config.json entry) has a bad value. */
 export class ConfigError extends Error {
   static name = 'ConfigError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'ConfigError'
   }
@@ -45,7 +45,7 @@ export class ConfigError extends Error {
 export class ValidationError extends Error {
   static name = 'ValidationError'
   readonly issues: string[]
-  constructor (message: string, issues: string[] = []) {
+  constructor(message: string, issues: string[] = []) {
     super(message)
     this.name = 'ValidationError'
     this.issues = issues
@@ -55,7 +55,7 @@ export class ValidationError extends Error {
 /** An event is larger than the limit; the HTTP endpoint answers 413. */
 export class EventTooLargeError extends Error {
   static name = 'EventTooLargeError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'EventTooLargeError'
   }
@@ -64,7 +64,7 @@ export class EventTooLargeError extends Error {
 /** A commit of the outbox failed; nothing of it was written, and the request may be retried. */
 export class CommitFailedError extends Error {
   static name = 'CommitFailedError'
-  constructor (message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.name = 'CommitFailedError'
   }
@@ -73,7 +73,7 @@ export class CommitFailedError extends Error {
 /** The node (or one of its services) is not started, so it cannot do what was asked. */
 export class NotStartedError extends Error {
   static name = 'NotStartedError'
-  constructor (message = 'Not started') {
+  constructor(message = 'Not started') {
     super(message)
     this.name = 'NotStartedError'
   }
@@ -82,7 +82,7 @@ export class NotStartedError extends Error {
 /** The node is not running, so a verb that talks to it cannot. */
 export class NotRunningError extends Error {
   static name = 'NotRunningError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'NotRunningError'
   }
@@ -91,7 +91,7 @@ export class NotRunningError extends Error {
 /** The HTTP port is taken by another process. */
 export class AddressInUseError extends Error {
   static name = 'AddressInUseError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'AddressInUseError'
   }
@@ -101,7 +101,7 @@ export class AddressInUseError extends Error {
 export class InvalidHeadError extends Error {
   static name = 'InvalidHeadError'
   readonly reason: string
-  constructor (reason: string, message: string) {
+  constructor(reason: string, message: string) {
     super(message)
     this.name = 'InvalidHeadError'
     this.reason = reason
@@ -111,7 +111,7 @@ export class InvalidHeadError extends Error {
 /** A block that should be a UnixFS directory (plain or HAMT shard) is not one this code reads. */
 export class MalformedDirectoryError extends Error {
   static name = 'MalformedDirectoryError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'MalformedDirectoryError'
   }
@@ -120,7 +120,7 @@ export class MalformedDirectoryError extends Error {
 /** A shard an outbox bucket needs is not in the store, or is not one this code writes. */
 export class ShardUnreadableError extends Error {
   static name = 'ShardUnreadableError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'ShardUnreadableError'
   }
@@ -129,7 +129,7 @@ export class ShardUnreadableError extends Error {
 /** A plugin cannot be loaded or started; the message names the plugin, its file and the problem. */
 export class PluginLoadError extends Error {
   static name = 'PluginLoadError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'PluginLoadError'
   }
@@ -138,7 +138,7 @@ export class PluginLoadError extends Error {
 /** An event a plugin can never apply (payload fails its schema, no upcaster): dead-lettered, never retried. */
 export class PermanentError extends Error {
   static name = 'PermanentError'
-  constructor (message: string) {
+  constructor(message: string) {
     super(message)
     this.name = 'PermanentError'
   }

@@ -18,7 +18,7 @@ import { CairnEventBus } from '../src/node/events.ts'
 import { withBlocks } from '../src/model/head.ts'
 import type { AnnouncingBroker } from '../src/p2p/announce.ts'
 
-async function init (parent: string, name: string, swarmKey?: string): Promise<string> {
+async function init(parent: string, name: string, swarmKey?: string): Promise<string> {
   const dir = join(parent, name)
   const r = await cairn(['init', '--data', dir, ...(swarmKey != null ? ['--swarm-key', swarmKey] : ['--new-network'])])
   if (r.code !== 0) throw new Error(r.stderr)
@@ -54,7 +54,13 @@ describe('the blocks protocol', () => {
       const cid = CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode('wanted')))
       await waitFor('a connected to the liar', () => a.ipfs.libp2p.getConnections(liar.peerId).length > 0, 10_000)
       await expect(asker.fetch(liar.peerId, [cid], AbortSignal.timeout(5000))).rejects.toThrow(/does not match/)
-      await expect(asker.fetch(liar.peerId, Array.from({ length: MAX_BATCH + 1 }, () => cid), AbortSignal.timeout(5000))).rejects.toThrow(RangeError)
+      await expect(
+        asker.fetch(
+          liar.peerId,
+          Array.from({ length: MAX_BATCH + 1 }, () => cid),
+          AbortSignal.timeout(5000)
+        )
+      ).rejects.toThrow(RangeError)
     } finally {
       await liar.stop()
       await a.stop()
@@ -70,7 +76,10 @@ describe('the blocks protocol', () => {
     const files: CID[] = []
     const events = new CairnEventBus()
     // a commit's blocks: its event file first, then the directories
-    events.addEventListener('outbox:committed', ({ detail: { head, blocks } }) => { hints.push(withBlocks(head, blocks)); files.push(blocks[0].cid) })
+    events.addEventListener('outbox:committed', ({ detail: { head, blocks } }) => {
+      hints.push(withBlocks(head, blocks))
+      files.push(blocks[0].cid)
+    })
     const outbox = testOutbox({
       db,
       blocks: new SqliteBlockstore(await openBlockDatabase(':memory:')),
@@ -109,12 +118,19 @@ describe('the head exchange', () => {
       // b counts what reaches it of the heads a pushes here (a's own exchange may push its real ones)
       const received: string[] = []
       await b.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
-      const onHead = async (bytes: Uint8Array): Promise<void> => { const h = new TextDecoder().decode(bytes); if (h.startsWith('head ')) received.push(h) }
+      const onHead = async (bytes: Uint8Array): Promise<void> => {
+        const h = new TextDecoder().decode(bytes)
+        if (h.startsWith('head ')) received.push(h)
+      }
       await new HeadExchange({ libp2p: b.ipfs.libp2p, heads: () => [], onHead, log: silentLog }).start()
       const heads = [new TextEncoder().encode('head 1'), new TextEncoder().encode('head 2')]
       const pusher = new HeadExchange({ libp2p: a.ipfs.libp2p, heads: () => heads.map((h) => h.slice()), log: silentLog, onHead: async () => {} })
       await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
-      const settled = async (n: number): Promise<void> => { await waitFor(`${n} heads on b`, () => received.length >= n, 5000); await Bun.sleep(200); expect(received).toHaveLength(n) }
+      const settled = async (n: number): Promise<void> => {
+        await waitFor(`${n} heads on b`, () => received.length >= n, 5000)
+        await Bun.sleep(200)
+        expect(received).toHaveLength(n)
+      }
 
       await pusher.pushAll({ changed: true })
       await settled(2)

@@ -6,11 +6,11 @@ import { exporter, recursive } from 'ipfs-unixfs-exporter'
 import { cairn, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
 import { eventCount, query } from './helpers/db.ts'
 
-const fingerprint = (dir: string, producer: string): Array<{ event_id: string, seq: number, payload: string }> =>
+const fingerprint = (dir: string, producer: string): Array<{ event_id: string; seq: number; payload: string }> =>
   query(dir, 'SELECT event_id, seq, payload FROM events WHERE producer = ? ORDER BY seq', [producer])
 
 describe('the bus', () => {
-  test('three nodes hold exactly the 1,000 events A publishes, and B\'s events reach C', async () => {
+  test("three nodes hold exactly the 1,000 events A publishes, and B's events reach C", async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
@@ -27,8 +27,12 @@ describe('the bus', () => {
       expect(fingerprint(n.dir, a.peerId)).toEqual(expected)
     }
     const fromB = await publishMany(b, 10, (i) => ({ type: 'test.from-b', payload: { i } }))
-    await waitFor('b\'s events on c', () => fingerprint(c.dir, b.peerId).length === 10, 30_000)
-    expect(fingerprint(c.dir, b.peerId).map((e) => e.event_id).sort()).toEqual(fromB.map((e) => e.event_id).sort())
+    await waitFor("b's events on c", () => fingerprint(c.dir, b.peerId).length === 10, 30_000)
+    expect(
+      fingerprint(c.dir, b.peerId)
+        .map((e) => e.event_id)
+        .sort()
+    ).toEqual(fromB.map((e) => e.event_id).sort())
   })
 
   test('a node that was down catches up from a peer while the producer is offline', async () => {
@@ -71,7 +75,11 @@ describe('the bus', () => {
     await b.start([...noReannounce, '--bootstrap', a.addrs[0]])
     await c.start([...noReannounce, '--bootstrap', a.addrs[0]])
     await waitFor('a connected to both', async () => (await a.status()).peers.length >= 2, 30_000)
-    await Promise.all([a, b, c].map(async (n, k) => { await publishMany(n, 200, (i) => ({ type: 'test.many', payload: { k, i } }), 4) }))
+    await Promise.all(
+      [a, b, c].map(async (n, k) => {
+        await publishMany(n, 200, (i) => ({ type: 'test.many', payload: { k, i } }), 4)
+      })
+    )
     for (const n of [a, b, c]) await waitFor(`600 events on ${n.dir}`, () => eventCount(n.dir) === 600, 30_000)
     for (const n of [a, b, c]) expect(query<{ last_error: string | null }>(n.dir, 'SELECT last_error FROM producers WHERE last_error IS NOT NULL')).toEqual([])
   })
@@ -101,10 +109,17 @@ describe('the bus', () => {
     await using a = await NodeProcess.init(tmp.path, 'a')
     await a.start()
     const id = '0190b2a4-0000-7000-8000-0000000000b1'
-    const lines = [{ type: 'test.batch', payload: { i: 1 } }, { type: 'test.batch', payload: { i: 2 }, event_id: id }, { type: 'test.batch', payload: { i: 3 }, event_id: id }]
+    const lines = [
+      { type: 'test.batch', payload: { i: 1 } },
+      { type: 'test.batch', payload: { i: 2 }, event_id: id },
+      { type: 'test.batch', payload: { i: 3 }, event_id: id }
+    ]
     const cli = await cairn(['publish', '--data', a.dir, '--batch', '-'], { stdin: lines.map((l) => JSON.stringify(l)).join('\n') + '\n' })
     expect(cli.code).toBe(0)
-    const results = cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as { seq: number, event_id: string })
+    const results = cli.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { seq: number; event_id: string })
     expect(results.map((r) => r.seq)).toEqual([1, 2, 2])
     expect(results[1].event_id).toBe(id)
     const heads = query<{ head_seq: number }>(a.dir, 'SELECT head_seq FROM producers')
@@ -114,7 +129,14 @@ describe('the bus', () => {
     expect(bad.code).not.toBe(0)
     expect(bad.stderr).toContain('line 2')
     expect(bad.stderr).toContain('nothing was published')
-    const res = await fetch(`http://${a.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: JSON.stringify([{ type: 'test.batch', payload: {} }, { type: 'Bad Type', payload: {} }]) })
+    const res = await fetch(`http://${a.http}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${a.token}` },
+      body: JSON.stringify([
+        { type: 'test.batch', payload: {} },
+        { type: 'Bad Type', payload: {} }
+      ])
+    })
     expect(res.status).toBe(400)
     expect(((await res.json()) as { issues: string[] }).issues[0]).toStartWith('[1].')
     expect(eventCount(a.dir)).toBe(2)
@@ -153,8 +175,14 @@ describe('the bus', () => {
 
     const reader = await CarReader.fromIterable(createReadStream(car))
     const [root] = await reader.getRoots()
-    const blockstore = { get: async function * (cid: any) { const b = await reader.get(cid); if (b == null) throw new Error(`missing ${cid}`); yield b.bytes } }
-    const files: Array<{ path: string, content: any }> = []
+    const blockstore = {
+      get: async function* (cid: any) {
+        const b = await reader.get(cid)
+        if (b == null) throw new Error(`missing ${cid}`)
+        yield b.bytes
+      }
+    }
+    const files: Array<{ path: string; content: any }> = []
     for await (const entry of recursive(root, blockstore as any)) {
       const node = await exporter(entry.cid, blockstore as any)
       if (node.type === 'file' || node.type === 'raw') {
@@ -163,10 +191,15 @@ describe('the bus', () => {
         files.push({ path: entry.path, content: JSON.parse(Buffer.concat(parts).toString('utf8')) })
       }
     }
-    const listed = (await cairn(['events', '--data', b.dir, '--json', '--limit', '1000'])).stdout.trim().split('\n').map((l) => JSON.parse(l))
-    const fromCar = files.map((f) => ({ producer: f.path.split('/')[1], name: f.path.split('/').at(-1), event_id: f.content.event_id, seq: f.content.seq, payload: f.content.payload }))
+    const listed = (await cairn(['events', '--data', b.dir, '--json', '--limit', '1000'])).stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+    const fromCar = files
+      .map((f) => ({ producer: f.path.split('/')[1], name: f.path.split('/').at(-1), event_id: f.content.event_id, seq: f.content.seq, payload: f.content.payload }))
       .sort((x, y) => x.event_id.localeCompare(y.event_id))
-    const fromCli = listed.map((e) => ({ producer: e.producer, name: `${String(e.seq).padStart(12, '0')}-${e.event_id}.json`, event_id: e.event_id, seq: e.seq, payload: e.payload }))
+    const fromCli = listed
+      .map((e) => ({ producer: e.producer, name: `${String(e.seq).padStart(12, '0')}-${e.event_id}.json`, event_id: e.event_id, seq: e.seq, payload: e.payload }))
       .sort((x, y) => x.event_id.localeCompare(y.event_id))
     expect(fromCar.length).toBe(50)
     expect(fromCar).toEqual(fromCli)

@@ -116,9 +116,14 @@ describe('the cairn binary', () => {
   test('settings come from the flag, then the environment, then config.json, then the default', async () => {
     using tmp = tempDir()
     await using node = await NodeProcess.init(tmp.path, 'n')
-    const post = async (bytes: number): Promise<number> => (await fetch(`http://${node.http}/v1/events`, {
-      method: 'POST', headers: { authorization: `Bearer ${node.token}` }, body: JSON.stringify({ type: 'test.sized', payload: 'x'.repeat(bytes) })
-    })).status
+    const post = async (bytes: number): Promise<number> =>
+      (
+        await fetch(`http://${node.http}/v1/events`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${node.token}` },
+          body: JSON.stringify({ type: 'test.sized', payload: 'x'.repeat(bytes) })
+        })
+      ).status
     // default 1MiB: a 2 KB body passes
     await node.start()
     expect(await post(2000)).toBe(200)
@@ -173,7 +178,10 @@ describe('the cairn binary', () => {
     await using node = await NodeProcess.init(tmp.path, 'n')
     await node.start()
     expect(await (await fetch(`http://${node.http}/healthz`)).json()).toEqual({ status: 'ok' })
-    const ready = await waitFor('readyz', async () => { const r = await fetch(`http://${node.http}/readyz`); return r.status === 200 ? r : undefined })
+    const ready = await waitFor('readyz', async () => {
+      const r = await fetch(`http://${node.http}/readyz`)
+      return r.status === 200 ? r : undefined
+    })
     expect(ready.status).toBe(200)
     const status = await node.status()
     expect(status.peer_id).toBe(node.peerId)

@@ -7,7 +7,11 @@ describe('cairn demo', () => {
     const r = await cairn(['demo', '--duration', '3s'])
     expect(r.code).toBe(0)
     expect(Date.now() - started).toBeLessThan(60_000)
-    for (const [to, from] of [['alpha', 'bravo'], ['bravo', 'alpha'], ['charlie', 'alpha']]) {
+    for (const [to, from] of [
+      ['alpha', 'bravo'],
+      ['bravo', 'alpha'],
+      ['charlie', 'alpha']
+    ]) {
       expect(r.stdout).toMatch(new RegExp(`${to} +← ${from}`))
     }
     expect(r.stdout).toContain('converged on all three nodes')

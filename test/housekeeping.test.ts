@@ -6,8 +6,11 @@ import { eventCount, query } from './helpers/db.ts'
 
 const fast = ['--retention', '5s', '--housekeeping-interval', '1s']
 
-function blockstoreBytes (dir: string): number {
-  return ['blocks.db', 'blocks.db-wal'].map((f) => join(dir, f)).filter(existsSync).reduce((n, f) => n + statSync(f).size, 0)
+function blockstoreBytes(dir: string): number {
+  return ['blocks.db', 'blocks.db-wal']
+    .map((f) => join(dir, f))
+    .filter(existsSync)
+    .reduce((n, f) => n + statSync(f).size, 0)
 }
 
 const publishPadded = async (node: NodeProcess, n: number): Promise<void> => {
@@ -15,7 +18,7 @@ const publishPadded = async (node: NodeProcess, n: number): Promise<void> => {
 }
 
 describe('housekeeping', () => {
-  test('prunes the producer\'s files once both nodes processed them, keeps every events row, and the blockstore shrinks', async () => {
+  test("prunes the producer's files once both nodes processed them, keeps every events row, and the blockstore shrinks", async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
@@ -32,7 +35,7 @@ describe('housekeeping', () => {
     expect(eventCount(b.dir)).toBe(100)
     // b drops the pruned files too once a's new head arrives
     await waitFor('b to reclaim space', async () => (await b.status()).housekeeping.reclaimed_bytes > 100 * 2000, 60_000)
-    await waitFor('a\'s blockstore to shrink on disk', () => blockstoreBytes(a.dir) < full / 2, 30_000)
+    await waitFor("a's blockstore to shrink on disk", () => blockstoreBytes(a.dir) < full / 2, 30_000)
     const events = (await cairn(['events', '--data', b.dir, '--json', '--limit', '1000'])).stdout.trim().split('\n')
     expect(events.length).toBe(100)
   })
@@ -58,16 +61,24 @@ describe('housekeeping', () => {
     await publishPadded(a, 40)
     await waitFor('50 events on b', () => eventCount(b.dir) === 50, 60_000)
     // past the retention window, c's stale acks still hold the 40 files
-    await waitFor('a housekeeping run held back by c', async () => {
-      const s = await a.status()
-      return s.housekeeping.last?.held_back_by?.includes(c.peerId) === true && s.outbox.files === 40
-    }, 30_000)
+    await waitFor(
+      'a housekeeping run held back by c',
+      async () => {
+        const s = await a.status()
+        return s.housekeeping.last?.held_back_by?.includes(c.peerId) === true && s.outbox.files === 40
+      },
+      30_000
+    )
     // past the hard maximum the files go
     await waitFor('the 40 files pruned after retention-max', async () => (await a.status()).outbox.files === 0, 60_000)
     expect(Date.now() - lastHeard).toBeGreaterThan(20_000)
     await c.start([...opts, '--bootstrap', a.addrs[0]])
     await waitFor('c to record the gap', async () => (await c.status()).gaps.length > 0, 60_000).catch((err) => {
-      console.log(JSON.stringify(query(c.dir, 'SELECT producer, head_seq, processed_seq, synced_root, head_root, last_error FROM producers')), JSON.stringify(query(c.dir, 'SELECT * FROM gaps')), JSON.stringify(query(a.dir, 'SELECT * FROM gaps')))
+      console.log(
+        JSON.stringify(query(c.dir, 'SELECT producer, head_seq, processed_seq, synced_root, head_root, last_error FROM producers')),
+        JSON.stringify(query(c.dir, 'SELECT * FROM gaps')),
+        JSON.stringify(query(a.dir, 'SELECT * FROM gaps'))
+      )
       throw err
     })
     expect((await c.status()).gaps.map((g: any) => ({ producer: g.producer, from_seq: g.from_seq, to_seq: g.to_seq }))).toEqual([{ producer: a.peerId, from_seq: 11, to_seq: 50 }])

@@ -37,10 +37,14 @@ describe('the swarm', () => {
     await b.start([...big, '--bootstrap', a.addrs[0]])
     const blob = Array.from({ length: 2_500_000 / 50 }, (_, i) => `${String(i).padStart(10, '0')}-${'abcdefghijklmnopqrstuvwxyz0123456789'.slice(0, 39)}`).join('')
     const r = await a.publish({ type: 'test.blob', payload: { blob } })
-    const rows = await waitFor('the blob on b', () => {
-      const found = query<{ payload: string }>(b.dir, 'SELECT payload FROM events WHERE event_id = ?', [r.event_id])
-      return found.length === 1 ? found : undefined
-    }, 60_000)
+    const rows = await waitFor(
+      'the blob on b',
+      () => {
+        const found = query<{ payload: string }>(b.dir, 'SELECT payload FROM events WHERE event_id = ?', [r.event_id])
+        return found.length === 1 ? found : undefined
+      },
+      60_000
+    )
     expect(JSON.parse(rows[0].payload).blob.length).toBe(blob.length)
     expect(JSON.parse(rows[0].payload).blob === blob).toBe(true)
   })

@@ -6,7 +6,7 @@ import { cairn, cairnCommand, NodeProcess, tempDir, waitFor } from './helpers/pr
 import { eventCount } from './helpers/db.ts'
 
 /** Reads SSE events from a stream until `count` data events arrived, then disconnects. */
-async function readStream (url: string, token: string, count: number, lastEventId?: string): Promise<Array<{ id: string, data: any }>> {
+async function readStream(url: string, token: string, count: number, lastEventId?: string): Promise<Array<{ id: string; data: any }>> {
   const ctrl = new AbortController()
   const headers: Record<string, string> = { authorization: `Bearer ${token}` }
   if (lastEventId != null) headers['last-event-id'] = lastEventId
@@ -15,8 +15,10 @@ async function readStream (url: string, token: string, count: number, lastEventI
   const reader = res.body!.getReader()
   const dec = new TextDecoder()
   let buf = ''
-  const out: Array<{ id: string, data: any }> = []
-  const deadline = setTimeout(() => { ctrl.abort() }, 30_000)
+  const out: Array<{ id: string; data: any }> = []
+  const deadline = setTimeout(() => {
+    ctrl.abort()
+  }, 30_000)
   try {
     while (out.length < count) {
       const { value, done } = await reader.read()
@@ -47,12 +49,26 @@ describe('operator and backend experience', () => {
     await a.publish({ type: 'test.metric', payload: {} })
     await waitFor('the event on b', () => eventCount(b.dir) === 1, 30_000)
     const text = await (await fetch(`http://${b.http}/metrics`)).text()
-    const families = parsePrometheusTextFormat(text) as Array<{ name: string, type: string }>
+    const families = parsePrometheusTextFormat(text) as Array<{ name: string; type: string }>
     const names = new Set(families.map((f) => f.name))
-    for (const name of ['cairn_events_published_total', 'cairn_events_ingested_total', 'cairn_events_applied_total', 'cairn_propagation_seconds',
-      'cairn_apply_duration_seconds', 'cairn_producer_lag_events', 'cairn_producer_lag_seconds', 'cairn_lag_alert', 'cairn_peers',
-      'cairn_heads_received_total', 'cairn_heads_announced_total', 'cairn_rejected_total', 'cairn_dead_letters', 'cairn_gaps',
-      'cairn_outbox_files', 'cairn_reclaimed_bytes_total']) {
+    for (const name of [
+      'cairn_events_published_total',
+      'cairn_events_ingested_total',
+      'cairn_events_applied_total',
+      'cairn_propagation_seconds',
+      'cairn_apply_duration_seconds',
+      'cairn_producer_lag_events',
+      'cairn_producer_lag_seconds',
+      'cairn_lag_alert',
+      'cairn_peers',
+      'cairn_heads_received_total',
+      'cairn_heads_announced_total',
+      'cairn_rejected_total',
+      'cairn_dead_letters',
+      'cairn_gaps',
+      'cairn_outbox_files',
+      'cairn_reclaimed_bytes_total'
+    ]) {
       expect(names.has(name)).toBe(true)
     }
     expect(families.find((f) => f.name === 'cairn_propagation_seconds')?.type).toBe('HISTOGRAM')
@@ -94,7 +110,10 @@ describe('operator and backend experience', () => {
           if (done) break
           text += dec.decode(value)
         }
-        return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l))
+        return text
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => JSON.parse(l))
       }
       expect((await lines(1)).map((e) => e.payload.n)).toEqual([1])
       await a.publish({ type: 'test.follow', payload: { n: 2 } })
@@ -105,13 +124,16 @@ describe('operator and backend experience', () => {
     }
   })
 
-  test('status reads degraded when a producer\'s lag passes --lag-alert, and the metric shows it', async () => {
+  test("status reads degraded when a producer's lag passes --lag-alert, and the metric shows it", async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     const other = await NodeProcess.init(tmp.path, 'other')
     // A head from a producer whose tree nobody can serve: the lag can only grow.
     const db = new Database(join(a.dir, 'cairn.db'))
-    db.run(`INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_received_at, processed_seq) VALUES (?, 5, 'bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi', '0000000000001-0000', ?, 0)`, [other.peerId, Date.now() - 5000])
+    db.run(
+      `INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_received_at, processed_seq) VALUES (?, 5, 'bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi', '0000000000001-0000', ?, 0)`,
+      [other.peerId, Date.now() - 5000]
+    )
     db.close()
     await a.start(['--lag-alert', '1s'])
     const status = await a.status()

@@ -8,11 +8,18 @@ import { inProcessNode, publishForgedTree, type ForgedFile } from './helpers/for
 import { fileName } from '../src/model/layout.ts'
 
 const envelope = (producer: string, seq: number, payload: unknown = { seq }) => ({
-  event_id: uuidv7(), type: 'test.forged', version: 1, producer, seq, hlc: `${Date.now()}-0000`, occurred_at: new Date().toISOString(), payload
+  event_id: uuidv7(),
+  type: 'test.forged',
+  version: 1,
+  producer,
+  seq,
+  hlc: `${Date.now()}-0000`,
+  occurred_at: new Date().toISOString(),
+  payload
 })
-const file = (e: { seq: number, event_id: string }, content: unknown = e): ForgedFile => ({ name: fileName(e.seq, e.event_id), content })
+const file = (e: { seq: number; event_id: string }, content: unknown = e): ForgedFile => ({ name: fileName(e.seq, e.event_id), content })
 
-async function rejectedReasons (node: NodeProcess): Promise<Record<string, number>> {
+async function rejectedReasons(node: NodeProcess): Promise<Record<string, number>> {
   const text = await (await fetch(`http://${node.http}/metrics`)).text()
   const out: Record<string, number> = {}
   for (const m of text.matchAll(/^cairn_rejected_total\{reason="([a-z_]+)"\} (\d+)/gm)) out[m[1]] = Number(m[2])
@@ -36,7 +43,7 @@ describe('protection against members and strangers who lie', () => {
 
       // A swarm-key holder outside the members list publishes: nobody stores it.
       await s.publish({ type: 'test.stranger', payload: {} })
-      await waitFor('the stranger\'s head to be refused', async () => ((await rejectedReasons(a)).not_member ?? 0) > 0, 30_000)
+      await waitFor("the stranger's head to be refused", async () => ((await rejectedReasons(a)).not_member ?? 0) > 0, 30_000)
 
       // A member writes lies into its own subtree.
       const me = m.peerId.toString()
@@ -52,7 +59,8 @@ describe('protection against members and strangers who lie', () => {
       const oldHead = await publishForgedTree(m, 2, [file(ok1), file(ok2)], Date.now() - 1000)
       await waitFor('the first honest events of the liar', () => query(a.dir, 'SELECT 1 FROM events WHERE producer = ?', [me]).length === 2, 30_000)
       await publishForgedTree(m, 9, [
-        file(ok1), file(ok2),
+        file(ok1),
+        file(ok2),
         file(wrongProducer),
         { name: fileName(4, wrongSeq.event_id), content: { ...wrongSeq, seq: 40 } },
         { name: fileName(5, truncated.event_id), content: JSON.stringify(truncated).slice(0, 40) },
@@ -61,7 +69,7 @@ describe('protection against members and strangers who lie', () => {
         file(deep, { ...deep, payload: JSON.parse('['.repeat(500) + ']'.repeat(500)) }),
         file(ok9)
       ])
-      await waitFor('the liar\'s honest seq 9', () => query(a.dir, 'SELECT 1 FROM events WHERE event_id = ?', [ok9.event_id]).length === 1, 30_000)
+      await waitFor("the liar's honest seq 9", () => query(a.dir, 'SELECT 1 FROM events WHERE event_id = ?', [ok9.event_id]).length === 1, 30_000)
       expect(query(a.dir, 'SELECT seq FROM events WHERE producer = ? ORDER BY seq', [me])).toEqual([{ seq: 1 }, { seq: 2 }, { seq: 9 }])
       expect(query(a.dir, 'SELECT count(*) AS n FROM events WHERE event_id = ?', [wrongProducer.event_id])).toEqual([{ n: 0 }])
       const reasons = await rejectedReasons(a)
@@ -97,7 +105,7 @@ describe('protection against members and strangers who lie', () => {
     await b.start(['--bootstrap', a.addrs[0]])
     const refused = await b.publish({ type: 'permission.revoked', payload: { workspace_id: 'w', subject: 'x@example.com', permission: 'read' } })
     const allowed = await b.publish({ type: 'test.other', payload: {} })
-    await waitFor('b\'s allowed event on a', () => query(a.dir, 'SELECT 1 FROM events WHERE event_id = ?', [allowed.event_id]).length === 1, 30_000)
+    await waitFor("b's allowed event on a", () => query(a.dir, 'SELECT 1 FROM events WHERE event_id = ?', [allowed.event_id]).length === 1, 30_000)
     expect(query(a.dir, 'SELECT count(*) AS n FROM events WHERE event_id = ?', [refused.event_id])).toEqual([{ n: 0 }])
     expect((await rejectedReasons(a)).policy).toBe(1)
   })

@@ -9,7 +9,7 @@ import { readRunInfo } from '../datadir/runInfo.ts'
  * @returns the HTTP status and parsed JSON body
  * @throws NotRunningError when no node runs on the data directory
  */
-export async function callNode (dir: string, method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> {
+export async function callNode(dir: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   const info = readRunInfo(dir)
   if (info == null) throw new NotRunningError(`No node is running on ${dir}: start it with cairn run --data ${dir}`)
   const res = await fetch(`http://${info.http}${path}`, {
@@ -20,7 +20,9 @@ export async function callNode (dir: string, method: string, path: string, body?
   })
   const text = await res.text()
   let parsed: unknown = text
-  try { parsed = JSON.parse(text) } catch {}
+  try {
+    parsed = JSON.parse(text)
+  } catch {}
   return { status: res.status, body: parsed }
 }
 
@@ -30,16 +32,22 @@ export async function callNode (dir: string, method: string, path: string, body?
  *
  * @throws NotRunningError when no node runs on the data directory
  */
-export async function followNode (dir: string, path: string, onEvent: (data: string) => void): Promise<void> {
+export async function followNode(dir: string, path: string, onEvent: (data: string) => void): Promise<void> {
   const info = readRunInfo(dir)
   if (info == null) throw new NotRunningError(`No node is running on ${dir}: --follow needs it; start it with cairn run --data ${dir}`)
   const ctrl = new AbortController()
-  process.once('SIGINT', () => { ctrl.abort() })
-  process.once('SIGTERM', () => { ctrl.abort() })
+  process.once('SIGINT', () => {
+    ctrl.abort()
+  })
+  process.once('SIGTERM', () => {
+    ctrl.abort()
+  })
   try {
     const res = await fetch(`http://${info.http}${path}`, { headers: { authorization: `Bearer ${loadApiToken(dir)}` }, signal: ctrl.signal })
     if (res.status !== 200 || res.body == null) throw new NotRunningError(`Cannot follow: the node answered HTTP ${res.status}`)
-    await readSse(res.body, (m) => { if (m.event === 'event') onEvent(m.data) })
+    await readSse(res.body, (m) => {
+      if (m.event === 'event') onEvent(m.data)
+    })
   } catch (err) {
     if ((err as Error).name === 'AbortError') return
     throw err

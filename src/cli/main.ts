@@ -19,7 +19,7 @@ export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb
 const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'PluginLoadError', 'InvalidHeadError'])
 
 /** @returns the top-level help text */
-export function mainHelp (): string {
+export function mainHelp(): string {
   const width = Math.max(...VERBS.map((v) => v.name.length))
   return [
     `cairn ${VERSION}: an event bus between independent nodes, built on IPFS`,
@@ -30,7 +30,7 @@ export function mainHelp (): string {
     ...VERBS.map((v) => `  ${v.name.padEnd(width)}  ${v.summary}`),
     '',
     'Flags:',
-    '  --help     show help (cairn <verb> --help for a verb\'s flags)',
+    "  --help     show help (cairn <verb> --help for a verb's flags)",
     '  --version  print the version',
     '',
     'Every verb takes --data DIR (or CAIRN_DATA); the default is ~/.cairn.'
@@ -38,7 +38,7 @@ export function mainHelp (): string {
 }
 
 /** @returns a verb's help text: usage, flags with their environment variables, details */
-export function verbHelp (verb: Verb): string {
+export function verbHelp(verb: Verb): string {
   const flag = (s: Verb['settings'][number]): string => `--${s.name}${s.kind === 'string' ? ` ${s.value ?? 'VALUE'}` : ''}`
   const width = Math.max(...verb.settings.map((s) => flag(s).length), 6)
   const runLike = verb.settings.some((s) => s.inFile !== false) || verb.settings.includes(RUN_SETTINGS[0])
@@ -49,7 +49,10 @@ export function verbHelp (verb: Verb): string {
     ...(verb.details != null ? ['', verb.details] : []),
     '',
     'Flags:',
-    ...verb.settings.map((s) => `  ${flag(s).padEnd(width)}  ${s.description}${s.multiple === true ? ' [repeatable]' : ''}${runLike && s.inFile !== false ? ` [${envName(s)}]` : s.name === 'data' ? ` [${envName(s)}]` : ''}`),
+    ...verb.settings.map(
+      (s) =>
+        `  ${flag(s).padEnd(width)}  ${s.description}${s.multiple === true ? ' [repeatable]' : ''}${runLike && s.inFile !== false ? ` [${envName(s)}]` : s.name === 'data' ? ` [${envName(s)}]` : ''}`
+    ),
     `  ${'--help'.padEnd(width)}  show this help`
   ].join('\n')
 }
@@ -60,9 +63,13 @@ export function verbHelp (verb: Verb): string {
  * @param argv the arguments after the program name
  * @returns the exit code
  */
-export async function main (argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
-  const out = (line: string): void => { stdout.line(line) }
-  const err = (line: string): void => { stderr.line(line) }
+export async function main(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+  const out = (line: string): void => {
+    stdout.line(line)
+  }
+  const err = (line: string): void => {
+    stderr.line(line)
+  }
   const [first, ...rest] = argv
   if (first == null || first === '--help' || first === '-h' || first === 'help') {
     out(mainHelp())
@@ -96,10 +103,22 @@ export async function main (argv: string[], env: Record<string, string | undefin
       throw new UsageError(`${what}; see cairn ${verb.name} --help`)
     }
     const flags = parsed.values as Record<string, unknown>
-    const [data] = Object.values(resolveSettings(verb.settings.filter((s) => s.name === 'data'), flags, env, {}))
+    const [data] = Object.values(
+      resolveSettings(
+        verb.settings.filter((s) => s.name === 'data'),
+        flags,
+        env,
+        {}
+      )
+    )
     const known = new Set(RUN_SETTINGS.map((s) => s.name))
     const file = typeof data === 'string' && verb.settings.some((s) => s.inFile !== false) ? readConfigFile(data, known) : {}
-    const values = resolveSettings(verb.settings, flags, Object.fromEntries(Object.entries(env).filter(([k]) => verb.settings.some((s) => (s.inFile !== false || s.name === 'data') && envName(s) === k))), file)
+    const values = resolveSettings(
+      verb.settings,
+      flags,
+      Object.fromEntries(Object.entries(env).filter(([k]) => verb.settings.some((s) => (s.inFile !== false || s.name === 'data') && envName(s) === k))),
+      file
+    )
     return await verb.run({ values, positionals: parsed.positionals, env, out, err })
   } catch (e) {
     const error = e as Error

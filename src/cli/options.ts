@@ -7,10 +7,17 @@ const text = (message: string) => v.pipe(v.string(message), v.minLength(1, messa
 export const OPTIONS = {
   json: { name: 'json', kind: 'boolean', description: 'print JSON for scripts', schema: v.boolean(), inFile: false },
   'new-network': { name: 'new-network', kind: 'boolean', description: 'start a new network with a new random swarm key', schema: v.boolean(), inFile: false },
-  'swarm-key': { name: 'swarm-key', kind: 'string', value: 'FILE', description: "join an existing network: copy its swarm.key from FILE", schema: text('Expected a file path'), inFile: false },
+  'swarm-key': { name: 'swarm-key', kind: 'string', value: 'FILE', description: 'join an existing network: copy its swarm.key from FILE', schema: text('Expected a file path'), inFile: false },
   type: { name: 'type', kind: 'string', value: 'TYPE', description: 'the event type, such as workspace.invited', schema: text('Expected an event type'), inFile: false },
   payload: { name: 'payload', kind: 'string', value: 'JSON', description: "the payload as JSON ('-' reads it from standard input)", schema: text('Expected JSON'), inFile: false },
-  batch: { name: 'batch', kind: 'string', value: 'FILE', description: "publish the events in FILE, one JSON request per line ({type, payload, …}; '-' reads standard input), in batches of up to 1000 that each commit whole", schema: text('Expected a file path'), inFile: false },
+  batch: {
+    name: 'batch',
+    kind: 'string',
+    value: 'FILE',
+    description: "publish the events in FILE, one JSON request per line ({type, payload, …}; '-' reads standard input), in batches of up to 1000 that each commit whole",
+    schema: text('Expected a file path'),
+    inFile: false
+  },
   id: { name: 'id', kind: 'string', value: 'EVENT_ID', description: 'the event_id (a UUIDv7); re-publishing an id returns the first result', schema: text('Expected a UUIDv7'), inFile: false },
   actor: { name: 'actor', kind: 'string', value: 'ACTOR', description: 'who caused the event (the authentication context)', schema: text('Expected a string'), inFile: false },
   version: { name: 'version', kind: 'string', value: 'N', description: "the payload's schema version (default: the newest a local plugin declares, else 1)", schema: IntSchema, inFile: false },
@@ -21,6 +28,13 @@ export const OPTIONS = {
   limit: { name: 'limit', kind: 'string', value: 'N', description: 'at most N events (default 1000)', schema: IntSchema, inFile: false, default: 1000 },
   follow: { name: 'follow', kind: 'boolean', description: 'keep printing new events as they arrive (needs the running node)', schema: v.boolean(), inFile: false },
   dead: { name: 'dead', kind: 'boolean', description: 'every dead letter', schema: v.boolean(), inFile: false },
-  since: { name: 'since', kind: 'string', value: 'TIME', description: 'only events received since TIME (ISO timestamp, or a duration back from now such as 24h)', schema: text('Expected a time'), inFile: false },
+  since: {
+    name: 'since',
+    kind: 'string',
+    value: 'TIME',
+    description: 'only events received since TIME (ISO timestamp, or a duration back from now such as 24h)',
+    schema: text('Expected a time'),
+    inFile: false
+  },
   car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }
 } satisfies Record<string, Setting>

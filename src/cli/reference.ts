@@ -1,7 +1,7 @@
 import { mainHelp, verbHelp, VERBS } from './main.ts'
 
 /** @returns docs/cli.md: the top-level help and every verb's --help, verbatim */
-export function cliReference (): string {
+export function cliReference(): string {
   return [
     '# cairn command-line reference',
     '',

@@ -25,6 +25,6 @@ export interface Verb {
 }
 
 /** Declares a verb; only returns its argument, so that types are checked. */
-export function defineVerb (verb: Verb): Verb {
+export function defineVerb(verb: Verb): Verb {
   return verb
 }

@@ -16,7 +16,7 @@ export interface AccessRules {
   policy: Map<string, Set<string>>
 }
 
-function fromFileOrValue (setting: string, value: unknown, dataDir: string): unknown {
+function fromFileOrValue(setting: string, value: unknown, dataDir: string): unknown {
   if (typeof value !== 'string') return value
   const path = isAbsolute(value) ? value : join(dataDir, value)
   try {
@@ -32,12 +32,12 @@ function fromFileOrValue (setting: string, value: unknown, dataDir: string): unk
  *
  * @throws ConfigError naming the setting and the bad entry
  */
-export function loadAccessRules (members: unknown, policy: unknown, dataDir: string): AccessRules {
+export function loadAccessRules(members: unknown, policy: unknown, dataDir: string): AccessRules {
   const rules: AccessRules = { policy: new Map() }
   if (members != null) {
     const r = v.safeParse(MembersSchema, fromFileOrValue('members', members, dataDir))
     if (!r.success) throw new ConfigError(`Invalid setting members: ${formatIssues(r.issues).join('; ')}`)
-    rules.members = new Map(r.output.map((m) => typeof m === 'string' ? [m, undefined] : [m.peer_id, m.name]))
+    rules.members = new Map(r.output.map((m) => (typeof m === 'string' ? [m, undefined] : [m.peer_id, m.name])))
   }
   if (policy != null) {
     const r = v.safeParse(PolicySchema, fromFileOrValue('policy', policy, dataDir))

@@ -16,43 +16,218 @@ const str = (message: string) => v.pipe(v.string(message), v.minLength(1, messag
 /** Every setting, by name. Verbs pick the ones they take. */
 export const SETTINGS = {
   data: { name: 'data', kind: 'string', value: 'DIR', description: "the node's data directory (default ~/.cairn)", schema: str('Expected a directory path'), default: DEFAULT_DATA_DIR, inFile: false },
-  listen: { name: 'listen', kind: 'string', multiple: true, value: 'MULTIADDR', description: `swarm address to listen on (default ${DEFAULT_LISTEN}; port 0 picks a free port)`, schema: StringListSchema, default: [DEFAULT_LISTEN] },
-  bootstrap: { name: 'bootstrap', kind: 'string', multiple: true, value: 'MULTIADDR', description: 'a peer to connect to and keep connected, with /p2p/<peer id>', schema: StringListSchema, default: [] },
-  http: { name: 'http', kind: 'string', value: 'HOST:PORT', description: `the loopback health/publish endpoint (default ${DEFAULT_HTTP}; port 0 picks a free port)`, schema: HostPortSchema, default: DEFAULT_HTTP },
-  'force-http': { name: 'force-http', kind: 'boolean', description: 'allow --http on a non-loopback address (anyone who can reach it can read status; /v1 still needs the token)', schema: BoolSchema, default: false },
+  listen: {
+    name: 'listen',
+    kind: 'string',
+    multiple: true,
+    value: 'MULTIADDR',
+    description: `swarm address to listen on (default ${DEFAULT_LISTEN}; port 0 picks a free port)`,
+    schema: StringListSchema,
+    default: [DEFAULT_LISTEN]
+  },
+  bootstrap: {
+    name: 'bootstrap',
+    kind: 'string',
+    multiple: true,
+    value: 'MULTIADDR',
+    description: 'a peer to connect to and keep connected, with /p2p/<peer id>',
+    schema: StringListSchema,
+    default: []
+  },
+  http: {
+    name: 'http',
+    kind: 'string',
+    value: 'HOST:PORT',
+    description: `the loopback health/publish endpoint (default ${DEFAULT_HTTP}; port 0 picks a free port)`,
+    schema: HostPortSchema,
+    default: DEFAULT_HTTP
+  },
+  'force-http': {
+    name: 'force-http',
+    kind: 'boolean',
+    description: 'allow --http on a non-loopback address (anyone who can reach it can read status; /v1 still needs the token)',
+    schema: BoolSchema,
+    default: false
+  },
   plugins: { name: 'plugins', kind: 'string', multiple: true, value: 'DIR', description: 'a directory of external plugin files (.js/.ts) to load', schema: StringListSchema, default: [] },
-  'log-level': { name: 'log-level', kind: 'string', value: 'LEVEL', description: 'debug, info, warn or error (default info)', schema: v.picklist(['debug', 'info', 'warn', 'error'], 'Expected debug, info, warn or error'), default: 'info' },
-  'log-format': { name: 'log-format', kind: 'string', value: 'FORMAT', description: 'pretty or json (default: pretty on a terminal, json otherwise)', schema: v.picklist(['pretty', 'json'], 'Expected pretty or json'), default: undefined },
-  'announce-interval': { name: 'announce-interval', kind: 'string', value: 'DURATION', description: 'how often to push peers the heads that changed since their last push, unchanged ones about once a minute (default 5s)', schema: DurationSchema, default: '5s' },
-  'gossip-hints': { name: 'gossip-hints', kind: 'string', value: 'BOOL', description: 'announce new heads over gossipsub at once (default true; false leaves only the head exchange with peers)', schema: BoolSchema, default: 'true' },
-  'fetch-timeout': { name: 'fetch-timeout', kind: 'string', value: 'DURATION', description: 'how long to wait for one block from peers before trying again later (default 10s)', schema: DurationSchema, default: '10s' },
-  'max-event-size': { name: 'max-event-size', kind: 'string', value: 'SIZE', description: 'the largest event file accepted or published (default 256KiB, at most 3MiB: one block)', schema: v.pipe(SizeSchema, v.maxValue(3 * 1024 * 1024, 'An event file is one block: at most 3MiB')), default: '256KiB' },
+  'log-level': {
+    name: 'log-level',
+    kind: 'string',
+    value: 'LEVEL',
+    description: 'debug, info, warn or error (default info)',
+    schema: v.picklist(['debug', 'info', 'warn', 'error'], 'Expected debug, info, warn or error'),
+    default: 'info'
+  },
+  'log-format': {
+    name: 'log-format',
+    kind: 'string',
+    value: 'FORMAT',
+    description: 'pretty or json (default: pretty on a terminal, json otherwise)',
+    schema: v.picklist(['pretty', 'json'], 'Expected pretty or json'),
+    default: undefined
+  },
+  'announce-interval': {
+    name: 'announce-interval',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'how often to push peers the heads that changed since their last push, unchanged ones about once a minute (default 5s)',
+    schema: DurationSchema,
+    default: '5s'
+  },
+  'gossip-hints': {
+    name: 'gossip-hints',
+    kind: 'string',
+    value: 'BOOL',
+    description: 'announce new heads over gossipsub at once (default true; false leaves only the head exchange with peers)',
+    schema: BoolSchema,
+    default: 'true'
+  },
+  'fetch-timeout': {
+    name: 'fetch-timeout',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'how long to wait for one block from peers before trying again later (default 10s)',
+    schema: DurationSchema,
+    default: '10s'
+  },
+  'max-event-size': {
+    name: 'max-event-size',
+    kind: 'string',
+    value: 'SIZE',
+    description: 'the largest event file accepted or published (default 256KiB, at most 3MiB: one block)',
+    schema: v.pipe(SizeSchema, v.maxValue(3 * 1024 * 1024, 'An event file is one block: at most 3MiB')),
+    default: '256KiB'
+  },
   'max-body-size': { name: 'max-body-size', kind: 'string', value: 'SIZE', description: 'the largest HTTP request body (default 1MiB)', schema: SizeSchema, default: '1MiB' },
   'max-depth': { name: 'max-depth', kind: 'string', value: 'N', description: 'the deepest JSON nesting accepted in an event (default 64)', schema: IntSchema, default: 64 },
-  'max-files-per-walk': { name: 'max-files-per-walk', kind: 'string', value: 'N', description: 'the most event files fetched and held in memory at once during a walk of a producer\'s tree (default 20000; a larger backlog goes in chunks of this size)', schema: IntSchema, default: 20_000 },
-  'heads-per-second': { name: 'heads-per-second', kind: 'string', value: 'N', description: 'heads checked per peer per second; more wait for their turn, only the newest per producer (default 200)', schema: IntSchema, default: 200 },
-  members: { name: 'members', kind: 'string', value: 'FILE', description: 'a JSON file listing the peer ids whose heads are accepted ([{"peer_id", "name"?}] or ["12D3…"]); config.json may hold the list itself; default: every holder of the swarm key', schema: v.union([v.string(), v.array(v.unknown())]), default: undefined },
-  policy: { name: 'policy', kind: 'string', value: 'FILE', description: 'a JSON file mapping event types to the peer ids allowed to produce them ({"permission.revoked": ["12D3…"]}); config.json may hold the object itself', schema: v.union([v.string(), v.record(v.string(), v.array(v.string()))]), default: undefined },
-  'lag-alert': { name: 'lag-alert', kind: 'string', value: 'DURATION', description: 'status reads degraded when a producer\'s lag is over this (default 500ms)', schema: DurationSchema, default: '500ms' },
-  retention: { name: 'retention', kind: 'string', value: 'DURATION', description: 'prune own event files older than this once every member acknowledged them (default 48h)', schema: DurationSchema, default: '48h' },
-  'retention-max': { name: 'retention-max', kind: 'string', value: 'DURATION', description: 'prune own event files older than this even if a member has not acknowledged them (default 7d)', schema: DurationSchema, default: '7d' },
-  'housekeeping-interval': { name: 'housekeeping-interval', kind: 'string', value: 'DURATION', description: 'how often pruning and garbage collection run (default 10m)', schema: DurationSchema, default: '10m' },
-  'events-retention': { name: 'events-retention', kind: 'string', value: 'DURATION', description: 'delete rows of the events table older than this (default: keep forever)', schema: DurationSchema, default: undefined },
+  'max-files-per-walk': {
+    name: 'max-files-per-walk',
+    kind: 'string',
+    value: 'N',
+    description: "the most event files fetched and held in memory at once during a walk of a producer's tree (default 20000; a larger backlog goes in chunks of this size)",
+    schema: IntSchema,
+    default: 20_000
+  },
+  'heads-per-second': {
+    name: 'heads-per-second',
+    kind: 'string',
+    value: 'N',
+    description: 'heads checked per peer per second; more wait for their turn, only the newest per producer (default 200)',
+    schema: IntSchema,
+    default: 200
+  },
+  members: {
+    name: 'members',
+    kind: 'string',
+    value: 'FILE',
+    description: 'a JSON file listing the peer ids whose heads are accepted ([{"peer_id", "name"?}] or ["12D3…"]); config.json may hold the list itself; default: every holder of the swarm key',
+    schema: v.union([v.string(), v.array(v.unknown())]),
+    default: undefined
+  },
+  policy: {
+    name: 'policy',
+    kind: 'string',
+    value: 'FILE',
+    description: 'a JSON file mapping event types to the peer ids allowed to produce them ({"permission.revoked": ["12D3…"]}); config.json may hold the object itself',
+    schema: v.union([v.string(), v.record(v.string(), v.array(v.string()))]),
+    default: undefined
+  },
+  'lag-alert': {
+    name: 'lag-alert',
+    kind: 'string',
+    value: 'DURATION',
+    description: "status reads degraded when a producer's lag is over this (default 500ms)",
+    schema: DurationSchema,
+    default: '500ms'
+  },
+  retention: {
+    name: 'retention',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'prune own event files older than this once every member acknowledged them (default 48h)',
+    schema: DurationSchema,
+    default: '48h'
+  },
+  'retention-max': {
+    name: 'retention-max',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'prune own event files older than this even if a member has not acknowledged them (default 7d)',
+    schema: DurationSchema,
+    default: '7d'
+  },
+  'housekeeping-interval': {
+    name: 'housekeeping-interval',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'how often pruning and garbage collection run (default 10m)',
+    schema: DurationSchema,
+    default: '10m'
+  },
+  'events-retention': {
+    name: 'events-retention',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'delete rows of the events table older than this (default: keep forever)',
+    schema: DurationSchema,
+    default: undefined
+  },
   'max-batch': { name: 'max-batch', kind: 'string', value: 'N', description: 'the most events one group commit writes (default 5000)', schema: IntSchema, default: 5000 }
 } satisfies Record<string, Setting>
 
 /** The settings `run` takes, which config.json may hold. */
 export const RUN_SETTINGS: Setting[] = [
-  SETTINGS.data, SETTINGS.listen, SETTINGS.bootstrap, SETTINGS.http, SETTINGS['force-http'], SETTINGS.plugins,
-  SETTINGS['log-level'], SETTINGS['log-format'], SETTINGS['announce-interval'], SETTINGS['gossip-hints'],
-  SETTINGS['fetch-timeout'], SETTINGS['max-event-size'], SETTINGS['max-body-size'], SETTINGS['max-batch'],
-  SETTINGS['max-depth'], SETTINGS['max-files-per-walk'], SETTINGS['heads-per-second'], SETTINGS.members, SETTINGS.policy,
-  SETTINGS['lag-alert'], SETTINGS.retention, SETTINGS['retention-max'], SETTINGS['housekeeping-interval'], SETTINGS['events-retention']
+  SETTINGS.data,
+  SETTINGS.listen,
+  SETTINGS.bootstrap,
+  SETTINGS.http,
+  SETTINGS['force-http'],
+  SETTINGS.plugins,
+  SETTINGS['log-level'],
+  SETTINGS['log-format'],
+  SETTINGS['announce-interval'],
+  SETTINGS['gossip-hints'],
+  SETTINGS['fetch-timeout'],
+  SETTINGS['max-event-size'],
+  SETTINGS['max-body-size'],
+  SETTINGS['max-batch'],
+  SETTINGS['max-depth'],
+  SETTINGS['max-files-per-walk'],
+  SETTINGS['heads-per-second'],
+  SETTINGS.members,
+  SETTINGS.policy,
+  SETTINGS['lag-alert'],
+  SETTINGS.retention,
+  SETTINGS['retention-max'],
+  SETTINGS['housekeeping-interval'],
+  SETTINGS['events-retention']
 ]
 
-type RunSettingName = 'data' | 'listen' | 'bootstrap' | 'http' | 'force-http' | 'plugins' | 'log-level' | 'log-format' | 'announce-interval' |
-  'gossip-hints' | 'fetch-timeout' | 'max-event-size' | 'max-body-size' | 'max-batch' | 'max-depth' | 'max-files-per-walk' | 'heads-per-second' |
-  'members' | 'policy' | 'lag-alert' | 'retention' | 'retention-max' | 'housekeeping-interval' | 'events-retention'
+type RunSettingName =
+  | 'data'
+  | 'listen'
+  | 'bootstrap'
+  | 'http'
+  | 'force-http'
+  | 'plugins'
+  | 'log-level'
+  | 'log-format'
+  | 'announce-interval'
+  | 'gossip-hints'
+  | 'fetch-timeout'
+  | 'max-event-size'
+  | 'max-body-size'
+  | 'max-batch'
+  | 'max-depth'
+  | 'max-files-per-walk'
+  | 'heads-per-second'
+  | 'members'
+  | 'policy'
+  | 'lag-alert'
+  | 'retention'
+  | 'retention-max'
+  | 'housekeeping-interval'
+  | 'events-retention'
 
 /** `max-event-size` → `maxEventSize` */
 type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S
@@ -71,7 +246,7 @@ export type NodeConfig = {
 }
 
 /** @returns the camelCase name of a setting */
-function camelCase (name: string): string {
+function camelCase(name: string): string {
   return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 }
 
@@ -80,7 +255,7 @@ function camelCase (name: string): string {
  *
  * @throws ConfigError when a setting the node needs is missing (only settings without a default may be)
  */
-export function toNodeConfig (values: Record<string, unknown>): NodeConfig {
+export function toNodeConfig(values: Record<string, unknown>): NodeConfig {
   const out: Record<string, unknown> = {}
   for (const s of RUN_SETTINGS) {
     if (values[s.name] === undefined && s.default !== undefined) throw new ConfigError(`Missing setting ${s.name}: resolve the run settings first`)

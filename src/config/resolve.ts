@@ -15,7 +15,7 @@ const CONFIG_FILE = 'config.json'
  * @returns its settings, or `{}` when there is no file
  * @throws ConfigError when the file is not JSON, not an object, or names an unknown setting
  */
-export function readConfigFile (dir: string, known: ReadonlySet<string>): Record<string, unknown> {
+export function readConfigFile(dir: string, known: ReadonlySet<string>): Record<string, unknown> {
   const path = join(dir, CONFIG_FILE)
   if (!existsSync(path)) return {}
   let parsed: unknown
@@ -42,7 +42,13 @@ export function readConfigFile (dir: string, known: ReadonlySet<string>): Record
  * @returns each setting's validated value, by name
  * @throws ConfigError naming the setting and where its bad value came from
  */
-export function resolveSettings (settings: readonly Setting[], flags: Record<string, unknown>, env: Record<string, string | undefined>, file: Record<string, unknown>, fileName = CONFIG_FILE): Record<string, unknown> {
+export function resolveSettings(
+  settings: readonly Setting[],
+  flags: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+  file: Record<string, unknown>,
+  fileName = CONFIG_FILE
+): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const s of settings) {
     let raw: unknown

@@ -33,7 +33,7 @@ export const HostPortSchema = v.pipe(
 /** A duration: `500ms`, `5s`, `10m`, `48h`, `7d`, or a number of milliseconds. */
 export const DurationSchema = v.pipe(
   v.union([v.string(), v.number()], 'Expected a duration such as 5s, 10m, 48h or 7d'),
-  v.transform((x) => typeof x === 'number' ? x : parseDuration(x) ?? NaN),
+  v.transform((x) => (typeof x === 'number' ? x : (parseDuration(x) ?? NaN))),
   v.number(),
   v.check((n) => Number.isFinite(n) && n >= 0, 'Expected a duration such as 5s, 10m, 48h or 7d')
 )
@@ -56,7 +56,7 @@ export const SizeSchema = v.pipe(
 /** A whole number, from a flag's text or JSON. */
 export const IntSchema = v.pipe(
   v.union([v.string(), v.number()], 'Expected a whole number'),
-  v.transform((x) => typeof x === 'number' ? x : /^\d+$/.test(x.trim()) ? Number(x) : NaN),
+  v.transform((x) => (typeof x === 'number' ? x : /^\d+$/.test(x.trim()) ? Number(x) : NaN)),
   v.number(),
   v.check((n) => Number.isSafeInteger(n) && n >= 0, 'Expected a whole number')
 )
@@ -70,10 +70,17 @@ export const BoolSchema = v.pipe(
 /** A list of strings; from the environment it is comma-separated. */
 export const StringListSchema = v.pipe(
   v.union([v.array(v.string()), v.string()], 'Expected a list of strings'),
-  v.transform((x) => typeof x === 'string' ? x.split(',').map((s) => s.trim()).filter((s) => s !== '') : x)
+  v.transform((x) =>
+    typeof x === 'string'
+      ? x
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '')
+      : x
+  )
 )
 
 /** @returns the environment variable that stands for a setting: `data` → `CAIRN_DATA` */
-export function envName (setting: Pick<Setting, 'name'>): string {
+export function envName(setting: Pick<Setting, 'name'>): string {
   return `CAIRN_${setting.name.toUpperCase().replaceAll('-', '_')}`
 }

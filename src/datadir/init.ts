@@ -29,7 +29,7 @@ export interface InitResult {
  * @returns the node's peer id, and whether anything was created
  * @throws UsageError when neither or both of newNetwork and swarmKeyFile are given, or the key file is bad
  */
-export async function initDataDir (dir: string, options: InitOptions): Promise<InitResult> {
+export async function initDataDir(dir: string, options: InitOptions): Promise<InitResult> {
   const p = dataPaths(dir)
   if (existsSync(p.identity)) {
     const { peerId } = await loadIdentity(dir)
@@ -70,7 +70,7 @@ export async function initDataDir (dir: string, options: InitOptions): Promise<I
   return { peerId: peerIdFromPrivateKey(key).toString(), created: true }
 }
 
-function writeSecret (path: string, bytes: Uint8Array): void {
+function writeSecret(path: string, bytes: Uint8Array): void {
   writeFileSync(path, bytes, { mode: 0o600 })
   chmodSync(path, 0o600)
 }

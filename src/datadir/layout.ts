@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 
 /** The files of a data directory. These names are a contract: operators back them up and scripts read them. */
-export function dataPaths (dir: string) {
+export function dataPaths(dir: string) {
   return {
     dir,
     identity: join(dir, 'identity.key'),

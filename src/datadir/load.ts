@@ -11,7 +11,7 @@ import { parseSwarmKey } from './swarmKey.ts'
  *
  * @throws DataDirError saying how to create one
  */
-export function assertDataDir (dir: string): void {
+export function assertDataDir(dir: string): void {
   const p = dataPaths(dir)
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new DataDirError(`No data directory at ${dir}: create one with cairn init --data ${dir} --new-network (or --swarm-key FILE to join a network)`)
@@ -26,7 +26,7 @@ export function assertDataDir (dir: string): void {
  *
  * @throws DataDirError when it is missing or damaged
  */
-export async function loadIdentity (dir: string): Promise<{ privateKey: PrivateKey, peerId: PeerId }> {
+export async function loadIdentity(dir: string): Promise<{ privateKey: PrivateKey; peerId: PeerId }> {
   assertDataDir(dir)
   const path = dataPaths(dir).identity
   try {
@@ -42,7 +42,7 @@ export async function loadIdentity (dir: string): Promise<{ privateKey: PrivateK
  *
  * @throws DataDirError when it is missing or not in the standard format
  */
-export function loadSwarmKey (dir: string): Uint8Array {
+export function loadSwarmKey(dir: string): Uint8Array {
   const path = dataPaths(dir).swarmKey
   if (!existsSync(path)) {
     throw new DataDirError(`Cannot start without a swarm key: ${path} is missing; copy the network's swarm.key there`)
@@ -59,7 +59,7 @@ export function loadSwarmKey (dir: string): Uint8Array {
  *
  * @throws DataDirError when it is missing or empty
  */
-export function loadApiToken (dir: string): string {
+export function loadApiToken(dir: string): string {
   const path = dataPaths(dir).apiToken
   const token = existsSync(path) ? readFileSync(path, 'utf8').trim() : ''
   if (token.length < 16) throw new DataDirError(`Cannot read ${path}: the API token is missing or too short; write a random string of at least 16 characters there`)

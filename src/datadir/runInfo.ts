@@ -13,14 +13,14 @@ export interface RunInfo {
 }
 
 /** Writes node.json atomically. */
-export function writeRunInfo (dir: string, info: RunInfo): void {
+export function writeRunInfo(dir: string, info: RunInfo): void {
   const path = dataPaths(dir).runInfo
   writeFileSync(path + '.tmp', JSON.stringify(info, null, 2) + '\n', { mode: 0o600 })
   renameSync(path + '.tmp', path)
 }
 
 /** @returns node.json when the node that wrote it still runs */
-export function readRunInfo (dir: string): RunInfo | undefined {
+export function readRunInfo(dir: string): RunInfo | undefined {
   try {
     const info = JSON.parse(readFileSync(dataPaths(dir).runInfo, 'utf8')) as RunInfo
     return runningPid(dir) === info.pid ? info : undefined
@@ -30,6 +30,6 @@ export function readRunInfo (dir: string): RunInfo | undefined {
 }
 
 /** Removes node.json. */
-export function clearRunInfo (dir: string): void {
+export function clearRunInfo(dir: string): void {
   rmSync(dataPaths(dir).runInfo, { force: true })
 }

@@ -8,7 +8,7 @@ import { walkDag } from '../unixfs/walk.ts'
  *
  * @returns how many blocks went and their size
  */
-export function collectGarbage (store: Store, blocks: SqliteBlockstore): { blocks: number, bytes: number } {
+export function collectGarbage(store: Store, blocks: SqliteBlockstore): { blocks: number; bytes: number } {
   // Only blocks present before marking may go: a block fetched or written meanwhile survives this run.
   const before = blocks.sizes()
   const roots = new Set<string>()
@@ -17,7 +17,12 @@ export function collectGarbage (store: Store, blocks: SqliteBlockstore): { block
   for (const r of store.producers.roots()) roots.add(r)
   const live = new Set<string>()
   // A missing block and a block that is no directory are leaves; event files need not be read.
-  for (const step of walkDag([...roots].map((c) => CID.parse(c)), (cid) => blocks.getSync(cid), { readFiles: false })) live.add(step.cid.toString())
+  for (const step of walkDag(
+    [...roots].map((c) => CID.parse(c)),
+    (cid) => blocks.getSync(cid),
+    { readFiles: false }
+  ))
+    live.add(step.cid.toString())
   const dead = before.filter((b) => !live.has(b.cid))
   blocks.remove(dead.map((b) => b.cid))
   if (dead.length > 0) blocks.compact()

@@ -37,7 +37,7 @@ export interface HousekeeperInit {
 export type HousekeeperComponents = Pick<Components, 'self' | 'store' | 'blocks' | 'log' | 'metrics'>
 
 /** @returns a factory of this node's housekeeper (see Housekeeper) */
-export function housekeeper (init: HousekeeperInit): (components: HousekeeperComponents) => Housekeeper {
+export function housekeeper(init: HousekeeperInit): (components: HousekeeperComponents) => Housekeeper {
   return (components) => new Housekeeper(components, init)
 }
 
@@ -51,17 +51,17 @@ export class Housekeeper {
   private readonly init: HousekeeperInit
   private running: Promise<HousekeepingResult> | undefined
 
-  constructor (components: HousekeeperComponents, init: HousekeeperInit) {
+  constructor(components: HousekeeperComponents, init: HousekeeperInit) {
     this.components = components
     this.init = init
   }
 
-  start (): void {
+  start(): void {
     this.status = 'started'
   }
 
   /** Waits for a run under way. */
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     if (this.status === 'stopped') return
     this.status = 'stopping'
     await this.running
@@ -69,12 +69,14 @@ export class Housekeeper {
   }
 
   /** Runs once; a call while a run is under way joins it. Records the result, counts and logs it. */
-  async run (): Promise<HousekeepingResult> {
-    this.running ??= this.runOnce().finally(() => { this.running = undefined })
+  async run(): Promise<HousekeepingResult> {
+    this.running ??= this.runOnce().finally(() => {
+      this.running = undefined
+    })
     return await this.running
   }
 
-  private async runOnce (): Promise<HousekeepingResult> {
+  private async runOnce(): Promise<HousekeepingResult> {
     const { self, store, blocks, log, metrics } = this.components
     const now = this.init.now?.() ?? Date.now()
     const started = Date.now()
@@ -96,7 +98,8 @@ export class Housekeeper {
     store.meta.add('reclaimed_bytes', result.reclaimed_bytes)
     metrics.reclaimed.inc(result.reclaimed_bytes)
     if (result.error != null) log.warn(`housekeeping failed: ${result.error}`)
-    else if (result.pruned_files > 0 || result.blocks_deleted > 0) log.info('housekeeping', { pruned_files: result.pruned_files, blocks_deleted: result.blocks_deleted, reclaimed_bytes: result.reclaimed_bytes })
+    else if (result.pruned_files > 0 || result.blocks_deleted > 0)
+      log.info('housekeeping', { pruned_files: result.pruned_files, blocks_deleted: result.blocks_deleted, reclaimed_bytes: result.reclaimed_bytes })
     return result
   }
 }

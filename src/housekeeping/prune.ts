@@ -20,11 +20,16 @@ export interface PruneRules {
  *
  * @returns the seqs that may go, and which members hold the others back
  */
-export function prunable (store: Store, rules: PruneRules, now: number): { seqs: number[], heldBackBy: string[] } {
+export function prunable(store: Store, rules: PruneRules, now: number): { seqs: number[]; heldBackBy: string[] } {
   const { self, retention, retentionMax } = rules
   const candidates = store.outbox.unprunedBefore(now - retention)
   if (candidates.length === 0) return { seqs: [], heldBackBy: [] }
-  const known = new Map(store.producers.all().filter((r) => r.producer !== self).map((r) => [r.producer, r]))
+  const known = new Map(
+    store.producers
+      .all()
+      .filter((r) => r.producer !== self)
+      .map((r) => [r.producer, r])
+  )
   const members = (rules.members() ?? [...known.keys()]).filter((m) => m !== self)
   let floor = Number.MAX_SAFE_INTEGER
   const acksOf = new Map<string, number>()
@@ -33,7 +38,9 @@ export function prunable (store: Store, rules: PruneRules, now: number): { seqs:
     // A member silent for longer than the hard maximum no longer holds pruning back.
     if (row?.head_received_at != null && now - row.head_received_at > retentionMax) continue
     let ack = 0
-    try { ack = Number((JSON.parse(row?.acks ?? '{}') as Record<string, number>)[self] ?? 0) } catch {}
+    try {
+      ack = Number((JSON.parse(row?.acks ?? '{}') as Record<string, number>)[self] ?? 0)
+    } catch {}
     acksOf.set(m, ack)
     floor = Math.min(floor, ack)
   }

@@ -13,7 +13,7 @@ export interface HttpDeps {
   token: string
   maxBodySize: number
   log: Log
-  ready: () => { ready: boolean, reason?: string }
+  ready: () => { ready: boolean; reason?: string }
   status: () => Promise<unknown>
   publish: (body: unknown) => Promise<PublishResult>
   /** publishes several events in one commit, all or none */
@@ -38,7 +38,7 @@ const STATUS_BY_ERROR: Record<string, 400 | 404 | 409 | 413 | 503> = {
  *
  * @returns a hono app; serve its `fetch`
  */
-export function createHttpApp (deps: HttpDeps): Hono {
+export function createHttpApp(deps: HttpDeps): Hono {
   const app = new Hono()
 
   app.onError((err, c) => {
@@ -60,30 +60,37 @@ export function createHttpApp (deps: HttpDeps): Hono {
     const r = deps.ready()
     return c.json({ status: r.ready ? 'ready' : 'not ready', reason: r.reason }, r.ready ? 200 : 503)
   })
-  app.get('/status', async (c) => c.json(await deps.status() as object))
+  app.get('/status', async (c) => c.json((await deps.status()) as object))
 
   // Compared as SHA-256 digests in constant time, as hono does by default, but synchronously with the
   // runtime's native hash: the default's two async WebCrypto digests were 5 % of a publish.
   const tokenDigest = createHash('sha256').update(deps.token).digest()
-  app.use('/v1/*', bearerAuth({
-    verifyToken: (token) => timingSafeEqual(createHash('sha256').update(token).digest(), tokenDigest),
-    noAuthenticationHeader: { message: { error: 'Unauthorized: send Authorization: Bearer <the token in api.token>' } },
-    invalidAuthenticationHeader: { message: { error: 'Unauthorized: the Authorization header must be Bearer <token>' } },
-    invalidToken: { message: { error: 'Unauthorized: the token does not match api.token' } }
-  }))
-  app.post('/v1/events', bodyLimit({
-    maxSize: deps.maxBodySize,
-    onError: (c) => c.json({ error: `Payload too large: the body is over ${deps.maxBodySize} bytes` }, 413)
-  }), async (c) => {
-    let body: unknown
-    try {
-      body = JSON.parse(await c.req.text())
-    } catch (err) {
-      return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
+  app.use(
+    '/v1/*',
+    bearerAuth({
+      verifyToken: (token) => timingSafeEqual(createHash('sha256').update(token).digest(), tokenDigest),
+      noAuthenticationHeader: { message: { error: 'Unauthorized: send Authorization: Bearer <the token in api.token>' } },
+      invalidAuthenticationHeader: { message: { error: 'Unauthorized: the Authorization header must be Bearer <token>' } },
+      invalidToken: { message: { error: 'Unauthorized: the token does not match api.token' } }
+    })
+  )
+  app.post(
+    '/v1/events',
+    bodyLimit({
+      maxSize: deps.maxBodySize,
+      onError: (c) => c.json({ error: `Payload too large: the body is over ${deps.maxBodySize} bytes` }, 413)
+    }),
+    async (c) => {
+      let body: unknown
+      try {
+        body = JSON.parse(await c.req.text())
+      } catch (err) {
+        return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
+      }
+      // An array publishes a batch: one commit, one result per event in order; all or none.
+      return c.json(Array.isArray(body) ? await deps.publishMany(body) : await deps.publish(body))
     }
-    // An array publishes a batch: one commit, one result per event in order; all or none.
-    return c.json(Array.isArray(body) ? await deps.publishMany(body) : await deps.publish(body))
-  })
+  )
   const { metrics, stream } = deps
   if (metrics != null) {
     app.get('/metrics', async (c) => {

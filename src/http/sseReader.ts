@@ -6,7 +6,7 @@ export interface SseMessage {
 }
 
 /** Reads a `text/event-stream` body to its end, calling `onMessage` for every message in order. */
-export async function readSse (body: ReadableStream<Uint8Array>, onMessage: (message: SseMessage) => void): Promise<void> {
+export async function readSse(body: ReadableStream<Uint8Array>, onMessage: (message: SseMessage) => void): Promise<void> {
   const reader = body.getReader()
   const decoder = new TextDecoder()
   let buffer = ''
@@ -18,8 +18,19 @@ export async function readSse (body: ReadableStream<Uint8Array>, onMessage: (mes
     while ((end = buffer.indexOf('\n\n')) >= 0) {
       const lines = buffer.slice(0, end).split('\n')
       buffer = buffer.slice(end + 2)
-      const field = (name: string): string | undefined => lines.find((l) => l.startsWith(`${name}:`))?.slice(name.length + 1).trimStart()
-      onMessage({ event: field('event'), id: field('id'), data: lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n') })
+      const field = (name: string): string | undefined =>
+        lines
+          .find((l) => l.startsWith(`${name}:`))
+          ?.slice(name.length + 1)
+          .trimStart()
+      onMessage({
+        event: field('event'),
+        id: field('id'),
+        data: lines
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).trimStart())
+          .join('\n')
+      })
     }
   }
 }

@@ -16,13 +16,18 @@ export interface StreamDeps {
  * `id:` is the event's cursor; a reconnect with `Last-Event-ID` (or `?after=CURSOR`) resumes right after
  * it, with no gap and no repeat, because the table, not memory, is the source. `?types=a,b` filters.
  */
-export function streamEvents (c: Context, deps: StreamDeps): Response {
-  const types = (c.req.query('types') ?? '').split(',').map((t) => t.trim()).filter((t) => t !== '')
+export function streamEvents(c: Context, deps: StreamDeps): Response {
+  const types = (c.req.query('types') ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '')
   const from = c.req.header('last-event-id') ?? c.req.query('after') ?? '0'
   let cursor = /^\d+$/.test(from) ? Number(from) : 0
   return streamSSE(c, async (stream) => {
     const abort = new AbortController()
-    stream.onAbort(() => { abort.abort() })
+    stream.onAbort(() => {
+      abort.abort()
+    })
     while (!abort.signal.aborted) {
       const rows = deps.events.list({ after: cursor, upTo: deps.watermark(), types, limit: 500 })
       if (rows.length > 0) {
@@ -33,8 +38,10 @@ export function streamEvents (c: Context, deps: StreamDeps): Response {
       }
       if (rows.length === 500) continue
       // A heartbeat only when the stream was quiet: it keeps proxies and idle timers from closing it.
-      if (await deps.wait(abort.signal) || abort.signal.aborted) continue
-      await stream.writeSSE({ event: 'heartbeat', data: String(cursor) }).catch(() => { abort.abort() })
+      if ((await deps.wait(abort.signal)) || abort.signal.aborted) continue
+      await stream.writeSSE({ event: 'heartbeat', data: String(cursor) }).catch(() => {
+        abort.abort()
+      })
     }
   })
 }

@@ -16,6 +16,6 @@ const enabled = process.env.CAIRN_TRACE === '1'
  * trace('commit.started', seq)
  * ```
  */
-export function trace (stage: string, seq?: number): void {
+export function trace(stage: string, seq?: number): void {
   if (enabled) stderr.line(`TRACE ${stage} ${seq ?? ''} ${(performance.timeOrigin + performance.now()).toFixed(3)}`)
 }

@@ -11,11 +11,16 @@ export class Metrics {
   readonly published = new Counter({ name: 'cairn_events_published_total', help: 'Events this node published', labelNames: ['type'], registers: [this.registry] })
   readonly ingested = new Counter({ name: 'cairn_events_ingested_total', help: 'Events added to the events table (own and fetched)', labelNames: ['type'], registers: [this.registry] })
   readonly applied = new Counter({ name: 'cairn_events_applied_total', help: 'Events a plugin applied', labelNames: ['type', 'plugin'], registers: [this.registry] })
-  readonly propagation = new Histogram({ name: 'cairn_propagation_seconds', help: 'From an event\'s occurred_at to its arrival in the events table', buckets: LATENCY_BUCKETS, registers: [this.registry] })
-  readonly applyDuration = new Histogram({ name: 'cairn_apply_duration_seconds', help: 'Time a plugin\'s apply took', labelNames: ['plugin'], buckets: LATENCY_BUCKETS, registers: [this.registry] })
-  readonly lagEvents = new Gauge({ name: 'cairn_producer_lag_events', help: 'Events a producer\'s head is ahead of what this node processed', labelNames: ['producer'], registers: [this.registry] })
+  readonly propagation = new Histogram({
+    name: 'cairn_propagation_seconds',
+    help: "From an event's occurred_at to its arrival in the events table",
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry]
+  })
+  readonly applyDuration = new Histogram({ name: 'cairn_apply_duration_seconds', help: "Time a plugin's apply took", labelNames: ['plugin'], buckets: LATENCY_BUCKETS, registers: [this.registry] })
+  readonly lagEvents = new Gauge({ name: 'cairn_producer_lag_events', help: "Events a producer's head is ahead of what this node processed", labelNames: ['producer'], registers: [this.registry] })
   readonly lagSeconds = new Gauge({ name: 'cairn_producer_lag_seconds', help: 'How long the newest unprocessed head of a producer has waited', labelNames: ['producer'], registers: [this.registry] })
-  readonly lagAlert = new Gauge({ name: 'cairn_lag_alert', help: '1 when some producer\'s lag is over --lag-alert', registers: [this.registry] })
+  readonly lagAlert = new Gauge({ name: 'cairn_lag_alert', help: "1 when some producer's lag is over --lag-alert", registers: [this.registry] })
   readonly peers = new Gauge({ name: 'cairn_peers', help: 'Connected peers', registers: [this.registry] })
   readonly headsReceived = new Counter({ name: 'cairn_heads_received_total', help: 'Heads received, by result', labelNames: ['result'], registers: [this.registry] })
   readonly headsAnnounced = new Counter({ name: 'cairn_heads_announced_total', help: 'Heads announced or re-announced to peers', labelNames: ['via'], registers: [this.registry] })
@@ -23,16 +28,16 @@ export class Metrics {
   readonly deadLetters = new Gauge({ name: 'cairn_dead_letters', help: 'Dead-lettered (plugin, event) pairs', registers: [this.registry] })
   readonly gaps = new Gauge({ name: 'cairn_gaps', help: 'Recorded gaps (seq ranges no longer fetchable)', registers: [this.registry] })
   readonly quarantined = new Gauge({ name: 'cairn_quarantined_files', help: 'Files in quarantine', registers: [this.registry] })
-  readonly outboxFiles = new Gauge({ name: 'cairn_outbox_files', help: 'Event files in this node\'s outbox', registers: [this.registry] })
+  readonly outboxFiles = new Gauge({ name: 'cairn_outbox_files', help: "Event files in this node's outbox", registers: [this.registry] })
   readonly reclaimed = new Counter({ name: 'cairn_reclaimed_bytes_total', help: 'Bytes of blocks garbage-collected', registers: [this.registry] })
   readonly backlog = new Gauge({ name: 'cairn_backlog_events', help: 'Events in the events table not yet processed by every plugin', registers: [this.registry] })
 
   /** @returns the exposition text (Prometheus text format 0.0.4) */
-  async text (): Promise<string> {
+  async text(): Promise<string> {
     return await this.registry.metrics()
   }
 
-  get contentType (): string {
+  get contentType(): string {
     return this.registry.contentType
   }
 }

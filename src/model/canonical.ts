@@ -8,13 +8,15 @@ import { ValidationError } from '../errors.ts'
  * canonicalJson({ b: 1, a: [true, null] }) // '{"a":[true,null],"b":1}'
  * ```
  */
-export function canonicalJson (value: unknown): string {
+export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'number' && !Number.isFinite(value)) throw new ValidationError('Cannot encode a non-finite number as JSON')
     return JSON.stringify(value) ?? 'null'
   }
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
-  const keys = Object.keys(value).filter((k) => (value as Record<string, unknown>)[k] !== undefined).sort()
+  const keys = Object.keys(value)
+    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+    .sort()
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`
 }
 
@@ -22,7 +24,7 @@ export function canonicalJson (value: unknown): string {
  * @returns how deeply `value` nests objects and arrays (a scalar is 0), counting at most to `limit + 1`.
  * Iterative, so hostile input nested a hundred thousand levels deep cannot overflow the stack.
  */
-export function jsonDepth (value: unknown, limit = Number.MAX_SAFE_INTEGER): number {
+export function jsonDepth(value: unknown, limit = Number.MAX_SAFE_INTEGER): number {
   let max = 0
   const stack: Array<[unknown, number]> = [[value, 0]]
   while (stack.length > 0) {

@@ -1,10 +1,7 @@
 import * as v from 'valibot'
 
 /** A UUIDv7 (RFC 9562): time-ordered, globally unique. */
-export const UuidV7Schema = v.pipe(
-  v.string(),
-  v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'Expected a lowercase UUIDv7')
-)
+export const UuidV7Schema = v.pipe(v.string(), v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'Expected a lowercase UUIDv7'))
 
 /** An event type: lowercase dotted words, such as `workspace.invited`. */
 export const EventTypeSchema = v.pipe(

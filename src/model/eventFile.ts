@@ -21,7 +21,7 @@ export interface Rejection {
  * @param expected what the file's place in the tree says it is
  * @returns the envelope, or why it is refused
  */
-export function readEventFile (bytes: Uint8Array, expected: { producer: string, seq: number, eventId: string }, limits: FileLimits): { envelope: EventEnvelope } | { rejection: Rejection } {
+export function readEventFile(bytes: Uint8Array, expected: { producer: string; seq: number; eventId: string }, limits: FileLimits): { envelope: EventEnvelope } | { rejection: Rejection } {
   if (bytes.length > limits.maxEventSize) {
     return { rejection: { reason: 'oversized', detail: `${bytes.length} bytes is over the limit of ${limits.maxEventSize}` } }
   }

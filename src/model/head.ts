@@ -20,9 +20,18 @@ import { HlcSchema, PeerIdSchema } from './envelope.ts'
 import { formatIssues } from './issues.ts'
 import { InvalidHeadError } from '../errors.ts'
 
-const CidSchema = v.pipe(v.string(), v.maxLength(128), v.check((s) => {
-  try { CID.parse(s); return true } catch { return false }
-}, 'Expected a CID'))
+const CidSchema = v.pipe(
+  v.string(),
+  v.maxLength(128),
+  v.check((s) => {
+    try {
+      CID.parse(s)
+      return true
+    } catch {
+      return false
+    }
+  }, 'Expected a CID')
+)
 
 /** A producer's head: its last seq, its outbox root, its clock and what it has processed from every other producer. */
 const HeadSchema = v.strictObject({
@@ -30,7 +39,10 @@ const HeadSchema = v.strictObject({
   seq: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)),
   root: CidSchema,
   hlc: HlcSchema,
-  acks: v.pipe(v.record(PeerIdSchema, v.pipe(v.number(), v.integer(), v.minValue(0))), v.check((r) => Object.keys(r).length <= 10_000, 'Too many acks'))
+  acks: v.pipe(
+    v.record(PeerIdSchema, v.pipe(v.number(), v.integer(), v.minValue(0))),
+    v.check((r) => Object.keys(r).length <= 10_000, 'Too many acks')
+  )
 })
 
 export type Head = v.InferOutput<typeof HeadSchema>
@@ -51,13 +63,13 @@ type SignedHead = v.InferOutput<typeof SignedHeadSchema>
 const encoder = new TextEncoder()
 
 /** @returns the head signed with the producer's key, encoded for the wire */
-export async function signHead (head: Head, key: PrivateKey): Promise<Uint8Array> {
+export async function signHead(head: Head, key: PrivateKey): Promise<Uint8Array> {
   const sig = await key.sign(encoder.encode(canonicalJson(head)))
   return encoder.encode(canonicalJson({ head, sig: base64.baseEncode(sig) }))
 }
 
 /** @returns a signed head message that also carries `blocks` (for a gossip hint) */
-export function withBlocks (signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID, bytes: Uint8Array }>): Uint8Array {
+export function withBlocks(signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Uint8Array {
   const message = JSON.parse(new TextDecoder().decode(signed)) as SignedHead
   message.blocks = blocks.map((b) => [b.cid.toString(), base64.baseEncode(b.bytes)])
   return encoder.encode(JSON.stringify(message))
@@ -69,7 +81,7 @@ export function withBlocks (signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID
  * @returns the verified head
  * @throws InvalidHeadError with reason `malformed_head` or `bad_signature`
  */
-export async function verifyHead (bytes: Uint8Array, maxBytes = 256 * 1024): Promise<Head> {
+export async function verifyHead(bytes: Uint8Array, maxBytes = 256 * 1024): Promise<Head> {
   return (await verifyHeadMessage(bytes, maxBytes)).head
 }
 
@@ -79,7 +91,7 @@ export async function verifyHead (bytes: Uint8Array, maxBytes = 256 * 1024): Pro
  *
  * @throws InvalidHeadError with reason `malformed_head`, `bad_signature` or `bad_block`
  */
-export async function verifyHeadMessage (bytes: Uint8Array, maxBytes = 256 * 1024): Promise<VerifiedHead> {
+export async function verifyHeadMessage(bytes: Uint8Array, maxBytes = 256 * 1024): Promise<VerifiedHead> {
   const known = verified.get(bytes)
   if (known != null && bytes.length <= maxBytes) return await known
   const key = bytes.length <= Math.min(MAX_RECENT_BYTES, maxBytes) ? recentKey.decode(bytes) : undefined
@@ -87,16 +99,25 @@ export async function verifyHeadMessage (bytes: Uint8Array, maxBytes = 256 * 102
   if (recent != null) return recent
   const result = checkHeadMessage(bytes, maxBytes)
   verified.set(bytes, result)
-  result.then((r) => {
-    if (key == null || r.blocks.length > 0) return
-    recentHeads.set(key, r)
-    if (recentHeads.size > MAX_RECENT) recentHeads.delete(recentHeads.keys().next().value!)
-  }, () => { verified.delete(bytes) })
+  result.then(
+    (r) => {
+      if (key == null || r.blocks.length > 0) return
+      recentHeads.set(key, r)
+      if (recentHeads.size > MAX_RECENT) recentHeads.delete(recentHeads.keys().next().value!)
+    },
+    () => {
+      verified.delete(bytes)
+    }
+  )
   return await result
 }
 
 /** A head message that verified: the head, the head re-encoded without blocks, and the carried blocks. */
-export interface VerifiedHead { head: Head, signed: Uint8Array, blocks: Array<{ cid: CID, bytes: Uint8Array }> }
+export interface VerifiedHead {
+  head: Head
+  signed: Uint8Array
+  blocks: Array<{ cid: CID; bytes: Uint8Array }>
+}
 
 /**
  * Verifications under way or done, per message buffer: a gossip hint is checked by the topic validator
@@ -116,7 +137,7 @@ const recentKey = new TextDecoder('latin1')
 const MAX_RECENT = 1024
 const MAX_RECENT_BYTES = 4096
 
-async function checkHeadMessage (bytes: Uint8Array, maxBytes: number): Promise<VerifiedHead> {
+async function checkHeadMessage(bytes: Uint8Array, maxBytes: number): Promise<VerifiedHead> {
   if (bytes.length > maxBytes) throw new InvalidHeadError('oversized_head', `Cannot accept head: ${bytes.length} bytes is over the limit of ${maxBytes}`)
   let json: unknown
   try {
@@ -130,12 +151,12 @@ async function checkHeadMessage (bytes: Uint8Array, maxBytes: number): Promise<V
   let ok = false
   try {
     const key = peerIdFromString(head.producer).publicKey
-    ok = key != null && await key.verify(encoder.encode(canonicalJson(head)), base64.baseDecode(sig))
+    ok = key != null && (await key.verify(encoder.encode(canonicalJson(head)), base64.baseDecode(sig)))
   } catch {
     ok = false
   }
   if (!ok) throw new InvalidHeadError('bad_signature', `Cannot accept head of ${head.producer}: the signature does not verify with the producer's key`)
-  const blocks: Array<{ cid: CID, bytes: Uint8Array }> = []
+  const blocks: Array<{ cid: CID; bytes: Uint8Array }> = []
   for (const [text, data] of r.output.blocks ?? []) {
     let cid: CID
     let block: Uint8Array

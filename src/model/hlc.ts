@@ -8,12 +8,12 @@ export class HybridClock {
   private counter = 0
   private readonly now: () => number
 
-  constructor (now: () => number = Date.now) {
+  constructor(now: () => number = Date.now) {
     this.now = now
   }
 
   /** @returns a new timestamp, later than every one issued or observed before */
-  tick (): string {
+  tick(): string {
     const wall = this.now()
     if (wall > this.ms) {
       this.ms = wall
@@ -25,7 +25,7 @@ export class HybridClock {
   }
 
   /** Moves the clock past a timestamp seen from another node (ignored when malformed). */
-  observe (hlc: string): void {
+  observe(hlc: string): void {
     const m = /^(\d{13})-([0-9a-f]{4})$/.exec(hlc)
     if (m == null) return
     const ms = Number(m[1])
@@ -38,7 +38,7 @@ export class HybridClock {
     }
   }
 
-  private bump (): void {
+  private bump(): void {
     this.counter++
     if (this.counter > 0xffff) {
       this.ms++
@@ -46,7 +46,7 @@ export class HybridClock {
     }
   }
 
-  private format (): string {
+  private format(): string {
     return `${String(this.ms).padStart(13, '0')}-${this.counter.toString(16).padStart(4, '0')}`
   }
 }

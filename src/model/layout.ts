@@ -10,18 +10,18 @@ const DAY = /^\d{4}-\d{2}-\d{2}$/
 const HOUR = /^([01]\d|2[0-3])$/
 
 /** @returns the UTC bucket and file name of an event committed at `at` */
-export function filePlace (seq: number, eventId: string, at: Date): FilePlace {
+export function filePlace(seq: number, eventId: string, at: Date): FilePlace {
   const iso = at.toISOString()
   return { day: iso.slice(0, 10), hour: iso.slice(11, 13), name: fileName(seq, eventId) }
 }
 
 /** @returns the file name of event `seq` */
-export function fileName (seq: number, eventId: string): string {
+export function fileName(seq: number, eventId: string): string {
   return `${String(seq).padStart(12, '0')}-${eventId}.json`
 }
 
 /** @returns seq and event_id from a file name, or undefined when it does not follow the layout */
-export function parseFileName (name: string): { seq: number, eventId: string } | undefined {
+export function parseFileName(name: string): { seq: number; eventId: string } | undefined {
   const m = NAME.exec(name)
   if (m == null) return undefined
   const seq = Number(m[1])

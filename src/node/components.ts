@@ -22,6 +22,6 @@ export interface Components {
 
 /** The one lifecycle of every service: `start()` then `stop()`, each safe to call twice. */
 export interface Startable {
-  start (): void | Promise<void>
-  stop (): void | Promise<void>
+  start(): void | Promise<void>
+  stop(): void | Promise<void>
 }

@@ -28,9 +28,9 @@ export interface CairnEvents {
   /** new rows in the events table, own and fetched, in the order they were added */
   'events:ingested': CustomEvent<EventEnvelope[]>
   /** this node committed events to its outbox; `blocks` are the commit's new blocks, `head` its signed head */
-  'outbox:committed': CustomEvent<{ head: Uint8Array, events: EventEnvelope[], blocks: Block[] }>
+  'outbox:committed': CustomEvent<{ head: Uint8Array; events: EventEnvelope[]; blocks: Block[] }>
   /** this node pruned files from its outbox; `head` is the new signed head */
-  'outbox:pruned': CustomEvent<{ head: Uint8Array, removed: number }>
+  'outbox:pruned': CustomEvent<{ head: Uint8Array; removed: number }>
   /** a head moved a producer's head forward */
   'head:accepted': CustomEvent<Head>
   /** a head, file or request from a peer was refused */
@@ -39,7 +39,7 @@ export interface CairnEvents {
   /** no walk is under way or due */
   'sync:idle': CustomEvent<void>
   /** a plugin applied an event; `ms` is how long apply took */
-  'plugin:applied': CustomEvent<{ plugin: string, event: EventEnvelope, ms: number }>
+  'plugin:applied': CustomEvent<{ plugin: string; event: EventEnvelope; ms: number }>
   /** a processing round ended: the plugins' watermark may have moved */
   'plugins:progress': CustomEvent<void>
   /** every plugin has processed every row it can now */
@@ -55,19 +55,29 @@ export class CairnEventBus extends TypedEventEmitter<CairnEvents> {}
  * @returns the event's detail
  * @throws the signal's reason when it aborts first
  */
-export async function waitFor<K extends keyof CairnEvents> (events: CairnEventBus, type: K, options: { signal?: AbortSignal, filter?: (e: CairnEvents[K]) => boolean } = {}): Promise<CairnEvents[K]['detail']> {
+export async function waitFor<K extends keyof CairnEvents>(
+  events: CairnEventBus,
+  type: K,
+  options: { signal?: AbortSignal; filter?: (e: CairnEvents[K]) => boolean } = {}
+): Promise<CairnEvents[K]['detail']> {
   return await new Promise((resolve, reject) => {
     const onEvent = (e: CairnEvents[K]): void => {
       if (options.filter != null && !options.filter(e)) return
       cleanup()
       resolve(e.detail)
     }
-    const onAbort = (): void => { cleanup(); reject(options.signal?.reason) }
+    const onAbort = (): void => {
+      cleanup()
+      reject(options.signal?.reason)
+    }
     const cleanup = (): void => {
       events.removeEventListener(type, onEvent)
       options.signal?.removeEventListener('abort', onAbort)
     }
-    if (options.signal?.aborted === true) { reject(options.signal.reason); return }
+    if (options.signal?.aborted === true) {
+      reject(options.signal.reason)
+      return
+    }
     events.addEventListener(type, onEvent)
     options.signal?.addEventListener('abort', onAbort)
   })

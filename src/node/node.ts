@@ -85,37 +85,56 @@ export class CairnNode {
   private readonly clock = new HybridClock()
   private running?: Running
 
-  constructor (config: NodeConfig, extras: NodeExtras = {}) {
+  constructor(config: NodeConfig, extras: NodeExtras = {}) {
     this.config = config
     this.extras = extras
     this.log = extras.log ?? createLogger({ level: config.logLevel, format: config.logFormat })
   }
 
-  private get run (): Running {
+  private get run(): Running {
     if (this.running == null) throw new NotStartedError(`The node is ${this.status}`)
     return this.running
   }
 
-  get peerId (): PeerId { return this.run.opened.peerId }
-  get network (): string { return this.run.opened.network }
-  get store (): Store { return this.run.opened.store }
-  get blocks (): SqliteBlockstore { return this.run.opened.blocks }
-  get ipfs (): CairnIpfs { return this.run.ipfs }
-  get plugins (): PluginHost { return this.run.plugins }
-  get blockExchange (): BlockExchange { return this.run.blockExchange }
+  get peerId(): PeerId {
+    return this.run.opened.peerId
+  }
+  get network(): string {
+    return this.run.opened.network
+  }
+  get store(): Store {
+    return this.run.opened.store
+  }
+  get blocks(): SqliteBlockstore {
+    return this.run.opened.blocks
+  }
+  get ipfs(): CairnIpfs {
+    return this.run.ipfs
+  }
+  get plugins(): PluginHost {
+    return this.run.plugins
+  }
+  get blockExchange(): BlockExchange {
+    return this.run.blockExchange
+  }
   /** the HTTP endpoint's address, once listening */
-  get http (): HttpServer | undefined { return this.running?.http }
+  get http(): HttpServer | undefined {
+    return this.running?.http
+  }
 
   /**
    * Starts the node.
    *
    * @throws UsageError for a non-loopback --http without --force-http; ConfigError, DataDirError, DataDirBusyError, AddressInUseError, PluginLoadError
    */
-  async start (): Promise<void> {
+  async start(): Promise<void> {
     if (this.status === 'started' || this.status === 'starting') return
     this.status = 'starting'
     const cfg = this.config
-    const opened = await openDataDir(cfg).catch((err) => { this.status = 'stopped'; throw err })
+    const opened = await openDataDir(cfg).catch((err) => {
+      this.status = 'stopped'
+      throw err
+    })
     const self = opened.peerId.toString()
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
     const stopListening = [logRejections(components)]
@@ -126,7 +145,15 @@ export class CairnNode {
         publish: async (r) => await this.publish(r)
       })(components)
       await plugins.start()
-      ipfs = await createIpfs({ privateKey: opened.privateKey, swarmKey: opened.swarmKey, listen: cfg.listen, blockstore: opened.blocks, datastorePath: opened.datastorePath, network: opened.network, headsTopic: headsTopic(opened.network) })
+      ipfs = await createIpfs({
+        privateKey: opened.privateKey,
+        swarmKey: opened.swarmKey,
+        listen: cfg.listen,
+        blockstore: opened.blocks,
+        datastorePath: opened.datastorePath,
+        network: opened.network,
+        headsTopic: headsTopic(opened.network)
+      })
       // Helia builds libp2p when it starts; nothing listens on it until the services below start.
       await ipfs.start()
       const libp2p = ipfs.libp2p
@@ -146,7 +173,9 @@ export class CairnNode {
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
         limits: { maxEventSize: cfg.maxEventSize, maxDepth: cfg.maxDepth, maxFilesPerWalk: cfg.maxFilesPerWalk },
         fetchTimeout: cfg.fetchTimeout,
-        storeBlocks: (blocks) => { fetcher.putHinted(blocks) },
+        storeBlocks: (blocks) => {
+          fetcher.putHinted(blocks)
+        },
         isMember: access.members == null ? undefined : (p) => access.members!.has(p),
         checkEvent: (e) => {
           const allowed = access.policy.get(e.type)
@@ -159,20 +188,39 @@ export class CairnNode {
         retention: cfg.retention,
         retentionMax: cfg.retentionMax,
         eventsRetention: cfg.eventsRetention,
-        members: () => access.members == null ? undefined : [...access.members.keys()],
+        members: () => (access.members == null ? undefined : [...access.members.keys()]),
         processed: () => this.acks()[self] ?? 0
       })(components)
       const limiter = new HeadLimiter({
         rate: cfg.headsPerSecond,
-        accept: async (bytes, peer) => { await this.acceptHead(bytes, peer) },
-        onCoalesced: () => { this.metrics.headsReceived.inc({ result: 'coalesced' }) },
-        onDropped: (peer, detail) => { this.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'rate_limited', detail, peer } }) }
+        accept: async (bytes, peer) => {
+          await this.acceptHead(bytes, peer)
+        },
+        onCoalesced: () => {
+          this.metrics.headsReceived.inc({ result: 'coalesced' })
+        },
+        onDropped: (peer, detail) => {
+          this.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'rate_limited', detail, peer } })
+        }
       })
-      const gossip = new HeadGossip({ ipfs, network: opened.network, limiter, publishHints: cfg.gossipHints, onHint: (bytes, peer) => { void this.acceptHead(bytes, peer) } }, components)
+      const gossip = new HeadGossip(
+        {
+          ipfs,
+          network: opened.network,
+          limiter,
+          publishHints: cfg.gossipHints,
+          onHint: (bytes, peer) => {
+            void this.acceptHead(bytes, peer)
+          }
+        },
+        components
+      )
       const headExchange = new HeadExchange({
         libp2p,
         heads: () => syncer.knownHeads(),
-        onHead: async (bytes, from) => { await limiter.offer(bytes, from.toString()) },
+        onHead: async (bytes, from) => {
+          await limiter.offer(bytes, from.toString())
+        },
         log: this.log
       })
       const running: Running = { opened, components, ipfs, plugins, outbox, syncer, housekeeper, fetcher, blockExchange, headExchange, limiter, gossip, timers: [], stopListening, startedAt: 0 }
@@ -186,19 +234,40 @@ export class CairnNode {
       housekeeper.start()
       const onDiscovery = (evt: CustomEvent<{ id: PeerId }>): void => {
         const id = evt.detail.id
-        if (libp2p.getConnections(id).length === 0) void libp2p.dial(id, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => { this.log.debug(`cannot dial discovered peer ${id.toString()}: ${err.message}`) })
+        if (libp2p.getConnections(id).length === 0)
+          void libp2p.dial(id, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
+            this.log.debug(`cannot dial discovered peer ${id.toString()}: ${err.message}`)
+          })
       }
       libp2p.addEventListener('peer:discovery', onDiscovery)
-      stopListening.push(() => { libp2p.removeEventListener('peer:discovery', onDiscovery) })
+      stopListening.push(() => {
+        libp2p.removeEventListener('peer:discovery', onDiscovery)
+      })
 
       running.http = serve(this.httpApp(running).fetch, cfg.http.host, cfg.http.port)
       syncer.start()
       this.dialBootstrap()
-      running.timers.push(setInterval(() => { this.dialBootstrap() }, 5000))
-      running.timers.push(setInterval(() => { void this.reannounce() }, cfg.announceInterval))
-      running.timers.push(setInterval(() => { void this.housekeeping() }, cfg.housekeepingInterval))
+      running.timers.push(
+        setInterval(() => {
+          this.dialBootstrap()
+        }, 5000)
+      )
+      running.timers.push(
+        setInterval(() => {
+          void this.reannounce()
+        }, cfg.announceInterval)
+      )
+      running.timers.push(
+        setInterval(() => {
+          void this.housekeeping()
+        }, cfg.housekeepingInterval)
+      )
       // Picks up replay requests written by cairn replay, and retries that came due.
-      running.timers.push(setInterval(() => { plugins.notify() }, 1000))
+      running.timers.push(
+        setInterval(() => {
+          plugins.notify()
+        }, 1000)
+      )
       running.startedAt = Date.now()
       const http = `${cfg.http.host.includes(':') ? `[${cfg.http.host}]` : cfg.http.host}:${running.http.port}`
       writeRunInfo(cfg.data, { peer_id: self, pid: process.pid, version: VERSION, addrs: libp2p.getMultiaddrs().map(String), http, started_at: new Date(running.startedAt).toISOString() })
@@ -207,7 +276,9 @@ export class CairnNode {
     } catch (err) {
       if (this.running == null) {
         for (const stop of stopListening) stop()
-        await ipfs?.stop().catch((e: Error) => { this.log.warn(`stopping libp2p after a failed start: ${e.message}`) })
+        await ipfs?.stop().catch((e: Error) => {
+          this.log.warn(`stopping libp2p after a failed start: ${e.message}`)
+        })
         opened.close()
       } else {
         await this.teardown()
@@ -218,7 +289,7 @@ export class CairnNode {
   }
 
   /** Stops everything the node started: timers, HTTP, services, libp2p, databases, the lock. */
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     if (this.status === 'stopped' || this.status === 'stopping') return
     this.status = 'stopping'
     await this.teardown()
@@ -227,8 +298,8 @@ export class CairnNode {
   }
 
   /** Connects the services' events: what a commit, an ingest and a plugin round lead to. */
-  private wire (r: Running): void {
-    const onCommit = (evt: CustomEvent<{ head: Uint8Array, events: EventEnvelope[], blocks: Array<{ cid: CID, bytes: Uint8Array }> }>): void => {
+  private wire(r: Running): void {
+    const onCommit = (evt: CustomEvent<{ head: Uint8Array; events: EventEnvelope[]; blocks: Array<{ cid: CID; bytes: Uint8Array }> }>): void => {
       const { head, events, blocks } = evt.detail
       r.fetcher.stored(blocks.map((b) => b.cid))
       const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
@@ -245,7 +316,9 @@ export class CairnNode {
       trace('events.ingested', evt.detail.at(-1)?.seq)
       r.plugins.notify()
     }
-    const onPruned = (evt: CustomEvent<{ head: Uint8Array }>): void => { r.gossip.publish(evt.detail.head) }
+    const onPruned = (evt: CustomEvent<{ head: Uint8Array }>): void => {
+      r.gossip.publish(evt.detail.head)
+    }
     this.events.addEventListener('outbox:committed', onCommit)
     this.events.addEventListener('outbox:pruned', onPruned)
     this.events.addEventListener('events:ingested', onIngested)
@@ -256,7 +329,7 @@ export class CairnNode {
     })
   }
 
-  private httpApp (r: Running): ReturnType<typeof createHttpApp> {
+  private httpApp(r: Running): ReturnType<typeof createHttpApp> {
     return createHttpApp({
       token: r.opened.token,
       maxBodySize: this.config.maxBodySize,
@@ -272,13 +345,17 @@ export class CairnNode {
       stream: {
         events: r.opened.store.events,
         watermark: () => r.plugins.watermark(),
-        wait: async (signal) => await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(STREAM_HEARTBEAT_MS)]) }).then(() => true, () => false)
+        wait: async (signal) =>
+          await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(STREAM_HEARTBEAT_MS)]) }).then(
+            () => true,
+            () => false
+          )
       }
     })
   }
 
   /** Stops what runs, in the reverse order of start; a part that fails to stop is logged and the rest still stops. */
-  private async teardown (): Promise<void> {
+  private async teardown(): Promise<void> {
     const r = this.running
     if (r == null) return
     const step = async (what: string, fn: () => unknown): Promise<void> => {
@@ -291,16 +368,34 @@ export class CairnNode {
     for (const t of r.timers) clearInterval(t)
     r.limiter.stop()
     await step('the HTTP endpoint', async () => await r.http?.stop())
-    await step('the outbox', async () => { await r.outbox.stop() })
-    await step('housekeeping', async () => { await r.housekeeper.stop() })
-    await step('sync', async () => { await r.syncer.stop() })
-    await step('the plugins', async () => { await r.plugins.stop() })
-    await step('gossip', () => { r.gossip.stop() })
-    await step('the head exchange', async () => { await r.headExchange.stop() })
-    await step('the block exchange', async () => { await r.blockExchange.stop() })
-    await step('libp2p', async () => { await r.ipfs.stop() })
+    await step('the outbox', async () => {
+      await r.outbox.stop()
+    })
+    await step('housekeeping', async () => {
+      await r.housekeeper.stop()
+    })
+    await step('sync', async () => {
+      await r.syncer.stop()
+    })
+    await step('the plugins', async () => {
+      await r.plugins.stop()
+    })
+    await step('gossip', () => {
+      r.gossip.stop()
+    })
+    await step('the head exchange', async () => {
+      await r.headExchange.stop()
+    })
+    await step('the block exchange', async () => {
+      await r.blockExchange.stop()
+    })
+    await step('libp2p', async () => {
+      await r.ipfs.stop()
+    })
     for (const stop of r.stopListening) stop()
-    await step('the databases', () => { r.opened.close() })
+    await step('the databases', () => {
+      r.opened.close()
+    })
     clearRunInfo(this.config.data)
     this.running = undefined
   }
@@ -311,7 +406,7 @@ export class CairnNode {
    * @returns its event_id, seq and CID, once durable
    * @throws ValidationError, EventTooLargeError, CommitFailedError; NotStartedError when the node is not started
    */
-  async publish (body: unknown): Promise<PublishResult> {
+  async publish(body: unknown): Promise<PublishResult> {
     trace('publish.received')
     return await this.run.outbox.publish(body)
   }
@@ -320,12 +415,15 @@ export class CairnNode {
    * Offers a head received from a peer, through the per-peer rate limit; bad ones are counted, logged
    * once per peer and reason, and dropped.
    */
-  async offerHead (bytes: Uint8Array, from?: PeerId): Promise<void> {
-    if (from == null) { await this.acceptHead(bytes, 'unknown'); return }
+  async offerHead(bytes: Uint8Array, from?: PeerId): Promise<void> {
+    if (from == null) {
+      await this.acceptHead(bytes, 'unknown')
+      return
+    }
     await this.run.limiter.offer(bytes, from.toString())
   }
 
-  private async acceptHead (bytes: Uint8Array, peer: string): Promise<void> {
+  private async acceptHead(bytes: Uint8Array, peer: string): Promise<void> {
     try {
       const r = await this.run.syncer.offerHead(bytes)
       if (r === 'old') this.metrics.headsReceived.inc({ result: 'old' })
@@ -339,7 +437,7 @@ export class CairnNode {
    * @returns for every producer, the highest seq up to which this node has processed everything,
    * its plugins included: what its heads acknowledge
    */
-  acks (): Record<string, number> {
+  acks(): Record<string, number> {
     const { store } = this.run.opened
     const pending = store.events.lowestPending()
     const acks = store.producers.processed()
@@ -351,12 +449,12 @@ export class CairnNode {
   }
 
   /** Pushes every known head to every connected peer now. */
-  async announceAll (): Promise<void> {
+  async announceAll(): Promise<void> {
     await this.run.headExchange.pushAll()
   }
 
   /** Re-signs the own head if the acks moved, then pushes the heads that changed to every peer. */
-  private async reannounce (): Promise<void> {
+  private async reannounce(): Promise<void> {
     const r = this.run
     try {
       const head = await r.outbox.refreshHead()
@@ -369,11 +467,11 @@ export class CairnNode {
   }
 
   /** Runs pruning and garbage collection once. */
-  async housekeeping (): Promise<void> {
+  async housekeeping(): Promise<void> {
     await this.run.housekeeper.run()
   }
 
-  private dialBootstrap (): void {
+  private dialBootstrap(): void {
     const libp2p = this.run.ipfs.libp2p
     for (const addr of this.config.bootstrap) {
       const ma = multiaddr(addr)
@@ -385,7 +483,7 @@ export class CairnNode {
     }
   }
 
-  private readiness (): { ready: boolean, reason?: string } {
+  private readiness(): { ready: boolean; reason?: string } {
     const r = this.running
     if (this.status !== 'started' || r == null) return { ready: false, reason: `node is ${this.status}` }
     if (r.ipfs.libp2p.status !== 'started') return { ready: false, reason: 'libp2p is not started' }
@@ -394,24 +492,27 @@ export class CairnNode {
   }
 
   /** @returns the status document of `/status` and `cairn status --json` */
-  async statusJson (): Promise<Record<string, unknown>> {
+  async statusJson(): Promise<Record<string, unknown>> {
     const r = this.run
     const libp2p = r.ipfs.libp2p
-    return statusDocument({
-      ready: this.readiness(),
-      lagAlert: this.config.lagAlert,
-      busRoot: (await this.busRoot()).toString(),
-      peerId: r.opened.peerId.toString(),
-      network: r.opened.network,
-      startedAt: r.startedAt,
-      listen: libp2p.getMultiaddrs().map(String),
-      peers: libp2p.getPeers().map(String),
-      syncing: r.syncer.busy
-    }, storedStatus(r.opened.store))
+    return statusDocument(
+      {
+        ready: this.readiness(),
+        lagAlert: this.config.lagAlert,
+        busRoot: (await this.busRoot()).toString(),
+        peerId: r.opened.peerId.toString(),
+        network: r.opened.network,
+        startedAt: r.startedAt,
+        listen: libp2p.getMultiaddrs().map(String),
+        peers: libp2p.getPeers().map(String),
+        syncing: r.syncer.busy
+      },
+      storedStatus(r.opened.store)
+    )
   }
 
   /** @returns the CID of this node's bus directory */
-  async busRoot (): Promise<CID> {
+  async busRoot(): Promise<CID> {
     return await busRoot(this.run.opened.store.producers.syncedRoots())
   }
 }

@@ -13,7 +13,7 @@ import { Store } from '../store/store.ts'
 const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1)$/
 
 /** @returns whether a host name or address is on the loopback interface */
-function isLoopback (host: string): boolean {
+function isLoopback(host: string): boolean {
   return LOOPBACK.test(host)
 }
 
@@ -40,12 +40,16 @@ export interface OpenedDataDir {
  * @throws UsageError for a non-loopback --http without --force-http or a bad multiaddr; ConfigError for bad
  * access rules; DataDirError for a missing or damaged data directory; DataDirBusyError when another node holds it
  */
-export async function openDataDir (config: NodeConfig): Promise<OpenedDataDir> {
+export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
   if (!isLoopback(config.http.host) && !config.forceHttp) {
     throw new UsageError(`Cannot listen on --http ${config.http.host}:${config.http.port}: the endpoint is loopback-only (127.0.0.1 or ::1); pass --force-http to bind another address on purpose`)
   }
   for (const a of [...config.listen, ...config.bootstrap]) {
-    try { multiaddr(a) } catch (err) { throw new UsageError(`Invalid multiaddr ${a}: ${(err as Error).message}`) }
+    try {
+      multiaddr(a)
+    } catch (err) {
+      throw new UsageError(`Invalid multiaddr ${a}: ${(err as Error).message}`)
+    }
   }
   assertDataDir(config.data)
   const paths = dataPaths(config.data)
@@ -67,11 +71,21 @@ export async function openDataDir (config: NodeConfig): Promise<OpenedDataDir> {
       blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
       blocks.stats()
     } catch (err) {
-      throw new DataDirError(`Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`)
+      throw new DataDirError(
+        `Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`
+      )
     }
     const opened = store
     return {
-      privateKey, peerId, swarmKey, token, network, datastorePath: paths.datastore, access, store: opened, blocks,
+      privateKey,
+      peerId,
+      swarmKey,
+      token,
+      network,
+      datastorePath: paths.datastore,
+      access,
+      store: opened,
+      blocks,
       close: () => {
         blocks.db.close()
         opened.close()

@@ -12,7 +12,7 @@ const MAX_REMEMBERED = 4096
  *
  * @returns a function that stops listening
  */
-export function logRejections (components: Pick<Components, 'events' | 'log' | 'metrics'>): () => void {
+export function logRejections(components: Pick<Components, 'events' | 'log' | 'metrics'>): () => void {
   const logged = new Map<string, number>()
   const onRejected = (evt: CustomEvent<Rejected>): void => {
     const { reason, detail, peer } = evt.detail
@@ -26,5 +26,7 @@ export function logRejections (components: Pick<Components, 'events' | 'log' | '
     components.log.warn(`rejected (${reason}): ${detail}`, { peer, reason })
   }
   components.events.addEventListener('peer:rejected', onRejected)
-  return () => { components.events.removeEventListener('peer:rejected', onRejected) }
+  return () => {
+    components.events.removeEventListener('peer:rejected', onRejected)
+  }
 }

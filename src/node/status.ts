@@ -18,16 +18,16 @@ export interface ProducerStatus {
 export interface StoredStatus {
   producers: ProducerStatus[]
   events: number
-  outbox: { files: number, oldest_seq: number | null, last_seq: number }
-  gaps: Array<{ producer: string, from_seq: number, to_seq: number, detected_at: string }>
-  housekeeping: { last: unknown, reclaimed_bytes: number }
+  outbox: { files: number; oldest_seq: number | null; last_seq: number }
+  gaps: Array<{ producer: string; from_seq: number; to_seq: number; detected_at: string }>
+  housekeeping: { last: unknown; reclaimed_bytes: number }
   /** backlog: events not yet processed by every plugin; held: events of a version no plugin knows */
-  plugins: { backlog: number, dead_letters: number, held: number }
-  quarantine: { count: number, by_reason: Record<string, number>, recent: Array<{ producer: string, path: string, reason: string, detail: string, detected_at: string }> }
+  plugins: { backlog: number; dead_letters: number; held: number }
+  quarantine: { count: number; by_reason: Record<string, number>; recent: Array<{ producer: string; path: string; reason: string; detail: string; detected_at: string }> }
 }
 
 /** @returns what the database says of producers, outbox, gaps and quarantine */
-export function storedStatus (store: Store, now = Date.now()): StoredStatus {
+export function storedStatus(store: Store, now = Date.now()): StoredStatus {
   const producers = store.producers.all().map((r) => {
     const lag = Math.max(0, r.head_seq - r.processed_seq)
     return {
@@ -65,13 +65,13 @@ export function storedStatus (store: Store, now = Date.now()): StoredStatus {
 }
 
 /** @returns the recorded gaps, as status and `cairn gaps` show them */
-export function recordedGaps (store: Store): StoredStatus['gaps'] {
+export function recordedGaps(store: Store): StoredStatus['gaps'] {
   return store.gaps.list().map((g) => ({ ...g, detected_at: new Date(g.detected_at).toISOString() }))
 }
 
 /** What the status document needs from a running node. */
 export interface LiveStatus {
-  ready: { ready: boolean, reason?: string }
+  ready: { ready: boolean; reason?: string }
   lagAlert: number
   busRoot: string
   peerId: string
@@ -83,7 +83,7 @@ export interface LiveStatus {
 }
 
 /** @returns the status document of `/status` and `cairn status --json`: the verdict with its reasons, then the details */
-export function statusDocument (live: LiveStatus, stored: StoredStatus): Record<string, unknown> {
+export function statusDocument(live: LiveStatus, stored: StoredStatus): Record<string, unknown> {
   const reasons: string[] = []
   if (!live.ready.ready) reasons.push(live.ready.reason ?? 'not ready')
   const lagging = stored.producers.filter((p) => p.lag_ms > live.lagAlert)
@@ -106,7 +106,7 @@ export function statusDocument (live: LiveStatus, stored: StoredStatus): Record<
 }
 
 /** Sets the gauges that mirror the database and the swarm, just before a scrape. */
-export function refreshMetrics (metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number): void {
+export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number): void {
   metrics.peers.set(peers)
   metrics.lagEvents.reset()
   metrics.lagSeconds.reset()

@@ -21,7 +21,7 @@ export interface AnnouncingBroker {
  *
  * @returns how many announcements were made
  */
-export function announceWanted (brokers: readonly AnnouncingBroker[], cids: readonly CID[], peers: readonly PeerId[]): number {
+export function announceWanted(brokers: readonly AnnouncingBroker[], cids: readonly CID[], peers: readonly PeerId[]): number {
   let made = 0
   if (cids.length === 0) return made
   for (const broker of brokers) {
@@ -38,7 +38,7 @@ export function announceWanted (brokers: readonly AnnouncingBroker[], cids: read
 }
 
 /** @returns the multihashes (base64) wanted through `broker` by this node or one of `peers`; undefined when it cannot tell */
-function wantedBy (broker: AnnouncingBroker, peers: readonly PeerId[]): Set<string> | undefined {
+function wantedBy(broker: AnnouncingBroker, peers: readonly PeerId[]): Set<string> | undefined {
   const bitswap = broker.bitswap
   const own = bitswap?.getWantlist
   const theirs = bitswap?.getPeerWantlist

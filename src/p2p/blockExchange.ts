@@ -35,20 +35,26 @@ export class BlockExchange {
   /** blocks this node has served */
   served = 0
 
-  constructor (init: BlockExchangeInit) {
+  constructor(init: BlockExchangeInit) {
     this.init = init
   }
 
-  async start (): Promise<void> {
-    await this.init.libp2p.handle(BLOCKS_PROTOCOL, (stream, connection) => { void this.serve(stream, connection) }, { maxInboundStreams: 4 })
+  async start(): Promise<void> {
+    await this.init.libp2p.handle(
+      BLOCKS_PROTOCOL,
+      (stream, connection) => {
+        void this.serve(stream, connection)
+      },
+      { maxInboundStreams: 4 }
+    )
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     await this.init.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
   }
 
   /** @returns whether `peer` is connected and speaks the protocol */
-  async supports (peer: PeerId): Promise<boolean> {
+  async supports(peer: PeerId): Promise<boolean> {
     if (this.init.libp2p.getConnections(peer).length === 0) return false
     try {
       return (await this.init.libp2p.peerStore.get(peer)).protocols.includes(BLOCKS_PROTOCOL)
@@ -62,7 +68,7 @@ export class BlockExchange {
    *
    * @returns the blocks it had, each checked against its CID
    */
-  async fetch (peer: PeerId, cids: readonly CID[], signal: AbortSignal): Promise<Map<string, Uint8Array>> {
+  async fetch(peer: PeerId, cids: readonly CID[], signal: AbortSignal): Promise<Map<string, Uint8Array>> {
     const found = new Map<string, Uint8Array>()
     if (cids.length === 0) return found
     if (cids.length > MAX_BATCH) throw new RangeError(`at most ${MAX_BATCH} CIDs per request`)
@@ -86,7 +92,7 @@ export class BlockExchange {
     return found
   }
 
-  private async serve (stream: Stream, connection: Connection): Promise<void> {
+  private async serve(stream: Stream, connection: Connection): Promise<void> {
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_BLOCK_BYTES })
       const signal = AbortSignal.timeout(60_000)

@@ -35,7 +35,7 @@ export class BlockFetcher {
   private readonly hinted = new Map<string, Uint8Array>()
   private hintedBytes = 0
 
-  constructor (init: BlockFetcherInit, components: BlockFetcherComponents) {
+  constructor(init: BlockFetcherInit, components: BlockFetcherComponents) {
     this.init = init
     this.components = components
   }
@@ -45,14 +45,16 @@ export class BlockFetcher {
    *
    * @throws the signal's reason when it aborts first
    */
-  async get (cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
+  async get(cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
     const key = cid.toString()
     const local = this.hinted.get(key) ?? this.components.blocks.getSync(cid)
     if (local != null) return local
     // The block may come by another path while bitswap looks for it: a hint that arrived out of order
     // carries it, or a bulk batch. Its arrival ends the fetch.
     const arrived = new AbortController()
-    const wake = (): void => { arrived.abort() }
+    const wake = (): void => {
+      arrived.abort()
+    }
     const wakers = this.fetching.get(key) ?? new Set()
     wakers.add(wake)
     this.fetching.set(key, wakers)
@@ -74,7 +76,7 @@ export class BlockFetcher {
    *
    * @returns those it got, each checked against its CID; what it misses is left to `get`
    */
-  async getMany (producer: string, cids: readonly CID[], options: { signal: AbortSignal, onBlocks: (n: number) => void }): Promise<Map<string, Uint8Array>> {
+  async getMany(producer: string, cids: readonly CID[], options: { signal: AbortSignal; onBlocks: (n: number) => void }): Promise<Map<string, Uint8Array>> {
     const { blocks, log } = this.components
     const out = new Map<string, Uint8Array>()
     const missing: CID[] = []
@@ -88,24 +90,36 @@ export class BlockFetcher {
     if (peer == null) return out
     const batches: CID[][] = []
     for (let i = 0; i < missing.length; i += MAX_BATCH) batches.push(missing.slice(i, i + MAX_BATCH))
-    await pooledMap(batches, BATCHES_IN_FLIGHT, async (batch) => {
-      const signal = AbortSignal.any([options.signal, AbortSignal.timeout(this.init.fetchTimeout * 4)])
-      const got = await this.init.exchange.fetch(peer, batch, signal).catch((err: Error) => {
-        log.debug(`block batch from ${peer.toString()} failed: ${err.message}`)
-        return new Map<string, Uint8Array>()
-      })
-      blocks.db.transaction(() => { for (const cid of batch) { const b = got.get(cid.toString()); if (b != null) blocks.putSync(cid, b) } })
-      this.stored(batch.filter((cid) => got.has(cid.toString())))
-      for (const [k, b] of got) out.set(k, b)
-      options.onBlocks(got.size)
-    }, { signal: options.signal })
+    await pooledMap(
+      batches,
+      BATCHES_IN_FLIGHT,
+      async (batch) => {
+        const signal = AbortSignal.any([options.signal, AbortSignal.timeout(this.init.fetchTimeout * 4)])
+        const got = await this.init.exchange.fetch(peer, batch, signal).catch((err: Error) => {
+          log.debug(`block batch from ${peer.toString()} failed: ${err.message}`)
+          return new Map<string, Uint8Array>()
+        })
+        blocks.db.transaction(() => {
+          for (const cid of batch) {
+            const b = got.get(cid.toString())
+            if (b != null) blocks.putSync(cid, b)
+          }
+        })
+        this.stored(batch.filter((cid) => got.has(cid.toString())))
+        for (const [k, b] of got) out.set(k, b)
+        options.onBlocks(got.size)
+      },
+      { signal: options.signal }
+    )
     return out
   }
 
   /** Stores the blocks a head message carried (already checked against their CIDs) and keeps them at hand. */
-  putHinted (carried: ReadonlyArray<{ cid: CID, bytes: Uint8Array }>): void {
+  putHinted(carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): void {
     const { blocks } = this.components
-    blocks.db.transaction(() => { for (const b of carried) blocks.putSync(b.cid, b.bytes) })
+    blocks.db.transaction(() => {
+      for (const b of carried) blocks.putSync(b.cid, b.bytes)
+    })
     for (const b of carried) {
       const key = b.cid.toString()
       if (this.hinted.has(key)) continue
@@ -125,7 +139,7 @@ export class BlockFetcher {
    * own fetches of them, and tells bitswap about those that a peer wants. Bitswap alone would not end
    * an own fetch: told of a block, it cancels the want but leaves its waiter waiting out the timeout.
    */
-  stored (cids: readonly CID[]): void {
+  stored(cids: readonly CID[]): void {
     if (cids.length === 0) return
     if (this.fetching.size > 0) {
       for (const cid of cids) for (const wake of this.fetching.get(cid.toString()) ?? []) wake()
@@ -136,7 +150,7 @@ export class BlockFetcher {
   }
 
   /** @returns the peer to ask for batches: the producer when connected, else any peer that speaks the protocol */
-  private async bulkPeer (producer: string): Promise<PeerId | undefined> {
+  private async bulkPeer(producer: string): Promise<PeerId | undefined> {
     const connected = this.init.ipfs.libp2p.getPeers()
     const candidates = [...connected.filter((p) => p.toString() === producer), ...connected.filter((p) => p.toString() !== producer)]
     for (const p of candidates) if (await this.init.exchange.supports(p)) return p

@@ -20,7 +20,7 @@ export interface HeadGossipInit {
 export type HeadGossipComponents = Pick<Components, 'log' | 'metrics'>
 
 /** @returns the gossipsub topic on which a network's new heads are hinted */
-export function headsTopic (network: string): string {
+export function headsTopic(network: string): string {
   return `cairn/${network}/heads`
 }
 
@@ -35,25 +35,25 @@ export class HeadGossip {
   private readonly components: HeadGossipComponents
   readonly topic: string
   private started = false
-  private readonly onMessage = (evt: CustomEvent<{ msg: { topic: string, data: Uint8Array }, propagationSource: { toString: () => string } }>): void => {
+  private readonly onMessage = (evt: CustomEvent<{ msg: { topic: string; data: Uint8Array }; propagationSource: { toString: () => string } }>): void => {
     const { msg, propagationSource } = evt.detail
     if (msg.topic !== this.topic) return
     this.init.onHint(msg.data, propagationSource.toString())
   }
 
-  constructor (init: HeadGossipInit, components: HeadGossipComponents) {
+  constructor(init: HeadGossipInit, components: HeadGossipComponents) {
     this.init = init
     this.components = components
     this.topic = headsTopic(init.network)
   }
 
-  start (): void {
+  start(): void {
     if (this.started) return
     this.started = true
     const pubsub = this.init.ipfs.libp2p.services.pubsub
     pubsub.topicValidators.set(this.topic, async (peer, msg) => {
       trace('hint.validating')
-      if (!await this.init.limiter.admit(msg.data, peer.toString())) return TopicValidatorResult.Ignore
+      if (!(await this.init.limiter.admit(msg.data, peer.toString()))) return TopicValidatorResult.Ignore
       try {
         const head = await verifyHead(msg.data)
         trace('hint.verified', head.seq)
@@ -66,7 +66,7 @@ export class HeadGossip {
     pubsub.addEventListener('gossipsub:message', this.onMessage as unknown as EventListener)
   }
 
-  stop (): void {
+  stop(): void {
     if (!this.started) return
     this.started = false
     const pubsub = this.init.ipfs.libp2p.services.pubsub
@@ -75,7 +75,7 @@ export class HeadGossip {
   }
 
   /** Hints a new signed head of this node's own to the network (when hints are on). */
-  publish (head: Uint8Array): void {
+  publish(head: Uint8Array): void {
     if (!this.init.publishHints) return
     this.components.metrics.headsAnnounced.inc({ via: 'gossip' })
     void this.init.ipfs.libp2p.services.pubsub.publish(this.topic, head).catch((err: Error) => {

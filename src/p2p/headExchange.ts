@@ -29,8 +29,8 @@ export interface HeadExchangeInit {
 export class HeadExchange {
   private readonly init: HeadExchangeInit
   /** per peer, the heads it was last pushed, and when */
-  private readonly pushed = new Map<string, { heads: Uint8Array[], at: number }>()
-  private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId, protocols: string[] }>): void => {
+  private readonly pushed = new Map<string, { heads: Uint8Array[]; at: number }>()
+  private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
     if (evt.detail.protocols.includes(HEADS_PROTOCOL)) void this.push(evt.detail.peerId)
   }
 
@@ -38,17 +38,23 @@ export class HeadExchange {
     this.pushed.delete(evt.detail.toString())
   }
 
-  constructor (init: HeadExchangeInit) {
+  constructor(init: HeadExchangeInit) {
     this.init = init
   }
 
-  async start (): Promise<void> {
-    await this.init.libp2p.handle(HEADS_PROTOCOL, (stream, connection) => { void this.receive(stream, connection) }, { maxInboundStreams: 8 })
+  async start(): Promise<void> {
+    await this.init.libp2p.handle(
+      HEADS_PROTOCOL,
+      (stream, connection) => {
+        void this.receive(stream, connection)
+      },
+      { maxInboundStreams: 8 }
+    )
     this.init.libp2p.addEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.addEventListener('peer:disconnect', this.onDisconnect as EventListener)
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     this.init.libp2p.removeEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.removeEventListener('peer:disconnect', this.onDisconnect as EventListener)
     this.pushed.clear()
@@ -60,19 +66,21 @@ export class HeadExchange {
    *
    * @param options.changed only to peers whose last push was of other heads, or over a minute ago
    */
-  async pushAll (options: { changed?: boolean } = {}): Promise<void> {
+  async pushAll(options: { changed?: boolean } = {}): Promise<void> {
     const heads = this.init.heads()
     const now = Date.now()
     const peers = new Map(this.init.libp2p.getConnections().map((c) => [c.remotePeer.toString(), c.remotePeer]))
-    await Promise.allSettled([...peers].map(async ([id, p]) => {
-      const last = this.pushed.get(id)
-      if (options.changed === true && last != null && now - last.at < REPUSH_UNCHANGED_MS && sameHeads(last.heads, heads)) return
-      await this.push(p, heads)
-    }))
+    await Promise.allSettled(
+      [...peers].map(async ([id, p]) => {
+        const last = this.pushed.get(id)
+        if (options.changed === true && last != null && now - last.at < REPUSH_UNCHANGED_MS && sameHeads(last.heads, heads)) return
+        await this.push(p, heads)
+      })
+    )
   }
 
   /** Pushes all known heads (or `heads`) to one peer. */
-  async push (peer: PeerId, heads = this.init.heads()): Promise<void> {
+  async push(peer: PeerId, heads = this.init.heads()): Promise<void> {
     if (heads.length === 0) return
     const id = peer.toString()
     let stream: Stream | undefined
@@ -89,7 +97,7 @@ export class HeadExchange {
     }
   }
 
-  private async receive (stream: Stream, connection: Connection): Promise<void> {
+  private async receive(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_HEAD_BYTES })
@@ -108,6 +116,6 @@ export class HeadExchange {
   }
 }
 
-function sameHeads (a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean {
+function sameHeads(a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean {
   return a.length === b.length && a.every((h, i) => equals(h, b[i]))
 }

@@ -5,7 +5,7 @@ interface Bucket {
   tokens: number
   at: number
   /** producer → the newest head waiting for a token, and how to tell it whether it got one */
-  waiting: Map<string, { seq: number, admit: (ok: boolean) => void }>
+  waiting: Map<string, { seq: number; admit: (ok: boolean) => void }>
   timer?: ReturnType<typeof setTimeout>
 }
 
@@ -30,15 +30,17 @@ export class HeadLimiter {
   private readonly init: HeadLimiterInit
   private readonly buckets = new Map<string, Bucket>()
 
-  constructor (init: HeadLimiterInit) {
+  constructor(init: HeadLimiterInit) {
     this.init = init
   }
 
   /** Admits a head, then checks and applies it (init.accept); one over the rate waits without holding up the caller. */
-  async offer (bytes: Uint8Array, peer: string): Promise<void> {
+  async offer(bytes: Uint8Array, peer: string): Promise<void> {
     const admitted = this.admit(bytes, peer)
     if (admitted instanceof Promise) {
-      void admitted.then(async (ok) => { if (ok) await this.init.accept(bytes, peer) })
+      void admitted.then(async (ok) => {
+        if (ok) await this.init.accept(bytes, peer)
+      })
       return
     }
     if (admitted) await this.init.accept(bytes, peer)
@@ -51,14 +53,17 @@ export class HeadLimiter {
    * the one waiting; else a promise: true when its token comes, false when a newer head of the same
    * producer replaced it (or the limiter stopped)
    */
-  admit (bytes: Uint8Array, peer: string): boolean | Promise<boolean> {
+  admit(bytes: Uint8Array, peer: string): boolean | Promise<boolean> {
     const b = this.bucket(peer)
     if (b.waiting.size === 0 && b.tokens >= 1) {
       b.tokens--
       return true
     }
     const claim = claimOf(bytes)
-    if (claim == null) { this.init.onDropped(peer, `an unreadable head over the rate of ${this.init.rate} per second`); return false }
+    if (claim == null) {
+      this.init.onDropped(peer, `an unreadable head over the rate of ${this.init.rate} per second`)
+      return false
+    }
     const prev = b.waiting.get(claim.producer)
     if (prev != null) {
       this.init.onCoalesced?.()
@@ -74,7 +79,7 @@ export class HeadLimiter {
     })
   }
 
-  stop (): void {
+  stop(): void {
     for (const b of this.buckets.values()) {
       clearTimeout(b.timer)
       for (const w of b.waiting.values()) w.admit(false)
@@ -82,7 +87,7 @@ export class HeadLimiter {
     this.buckets.clear()
   }
 
-  private bucket (peer: string): Bucket {
+  private bucket(peer: string): Bucket {
     const now = performance.now()
     let b = this.buckets.get(peer)
     if (b == null) {
@@ -90,14 +95,14 @@ export class HeadLimiter {
       this.buckets.set(peer, b)
       if (this.buckets.size > 10_000) this.forgetIdle()
     }
-    b.tokens = Math.min(this.init.rate, b.tokens + (now - b.at) * this.init.rate / 1000)
+    b.tokens = Math.min(this.init.rate, b.tokens + ((now - b.at) * this.init.rate) / 1000)
     b.at = now
     return b
   }
 
-  private schedule (peer: string, b: Bucket): void {
+  private schedule(peer: string, b: Bucket): void {
     if (b.timer != null) return
-    const wait = Math.max(1, Math.ceil((1 - b.tokens) * 1000 / this.init.rate))
+    const wait = Math.max(1, Math.ceil(((1 - b.tokens) * 1000) / this.init.rate))
     b.timer = setTimeout(() => {
       b.timer = undefined
       this.bucket(peer)
@@ -111,15 +116,15 @@ export class HeadLimiter {
     }, wait)
   }
 
-  private forgetIdle (): void {
+  private forgetIdle(): void {
     for (const [peer, b] of this.buckets) if (b.waiting.size === 0 && b.tokens >= this.init.rate) this.buckets.delete(peer)
   }
 }
 
 /** The producer and seq a head claims, read without checking it (that happens when it is accepted). */
-function claimOf (bytes: Uint8Array): { producer: string, seq: number } | undefined {
+function claimOf(bytes: Uint8Array): { producer: string; seq: number } | undefined {
   try {
-    const head = (JSON.parse(new TextDecoder().decode(bytes)) as { head?: { producer?: unknown, seq?: unknown } }).head
+    const head = (JSON.parse(new TextDecoder().decode(bytes)) as { head?: { producer?: unknown; seq?: unknown } }).head
     if (typeof head?.producer === 'string' && head.producer.length <= 128 && typeof head.seq === 'number') return { producer: head.producer, seq: head.seq }
   } catch {}
   return undefined

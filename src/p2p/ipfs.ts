@@ -42,7 +42,7 @@ export interface IpfsInit {
  * the swarm-key protector, noise, yamux, identify, gossipsub and pubsub peer discovery.
  * No public bootstrap list, no delegated routing, no UPnP: nothing reaches out beyond the given peers.
  */
-export async function createIpfs (init: IpfsInit): Promise<CairnIpfs> {
+export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
   const datastore = new FsDatastore(init.datastorePath)
   const helia = createHeliaLight({ blockstore: init.blockstore, datastore })
   const withP2p = withLibp2pLight(helia, {

@@ -12,7 +12,7 @@ const MAX_EFFECT_DELAY = 60_000
  * Runs the effects that are due, each at least once after its `apply` committed, retrying a failed one with
  * backoff (never giving up: `event.event_id` is the effect's idempotency key).
  */
-export async function runEffects (ctx: RunContext, plugins: readonly Plugin[], publish: ((request: PublishRequest) => Promise<PublishResult>) | undefined): Promise<void> {
+export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], publish: ((request: PublishRequest) => Promise<PublishResult>) | undefined): Promise<void> {
   const { store } = ctx
   const state = store.pluginState
   for (const d of state.dueEffects(ctx.now())) {
@@ -27,7 +27,10 @@ export async function runEffects (ctx: RunContext, plugins: readonly Plugin[], p
         log,
         signal: ctx.signal,
         plugin: plugin.name,
-        publish: async (r) => { if (publish == null) throw new Error('this host cannot publish'); return await publish(r) }
+        publish: async (r) => {
+          if (publish == null) throw new Error('this host cannot publish')
+          return await publish(r)
+        }
       })
       state.effectDone(d.plugin, d.event_id, d.attempts + 1, ctx.now())
     } catch (err) {
@@ -39,6 +42,6 @@ export async function runEffects (ctx: RunContext, plugins: readonly Plugin[], p
 }
 
 /** @returns when the next effect not done is due, or Infinity */
-export function nextEffectAt (ctx: RunContext): number {
+export function nextEffectAt(ctx: RunContext): number {
   return ctx.store.pluginState.nextEffectAt() ?? Infinity
 }

@@ -32,7 +32,7 @@ export type PluginHostComponents = Pick<Components, 'store' | 'log' | 'metrics' 
  * `metrics.applied` and `metrics.applyDuration`, and dispatches 'plugin:applied' per event applied,
  * 'plugins:progress' after each round and 'plugins:idle' when no round is under way or due
  */
-export function pluginHost (init: PluginHostInit): (components: PluginHostComponents) => PluginHost {
+export function pluginHost(init: PluginHostInit): (components: PluginHostComponents) => PluginHost {
   return (components) => new PluginHost(components, init)
 }
 
@@ -51,7 +51,7 @@ export class PluginHost implements Startable {
   private again = false
   private readonly abort = new AbortController()
 
-  constructor (components: PluginHostComponents, init: PluginHostInit) {
+  constructor(components: PluginHostComponents, init: PluginHostInit) {
     this.components = components
     this.init = init
     this.ctx = {
@@ -64,7 +64,7 @@ export class PluginHost implements Startable {
   }
 
   /** @returns the loaded plugins */
-  get plugins (): Plugin[] {
+  get plugins(): Plugin[] {
     return this.init.plugins.map((p) => p.plugin)
   }
 
@@ -73,7 +73,7 @@ export class PluginHost implements Startable {
    *
    * @throws PluginLoadError naming the plugin, its file and the failing migration
    */
-  async start (): Promise<void> {
+  async start(): Promise<void> {
     if (this.status === 'started') return
     migratePlugins(this.components.store.pluginState, this.init.plugins)
     this.status = 'started'
@@ -81,7 +81,7 @@ export class PluginHost implements Startable {
   }
 
   /** Stops processing; waits for a round under way. */
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     if (this.status === 'stopped') return
     this.status = 'stopped'
     this.abort.abort()
@@ -93,38 +93,52 @@ export class PluginHost implements Startable {
   }
 
   /** Schedules a processing round soon; calls coalesce. */
-  notify (delay = 0): void {
+  notify(delay = 0): void {
     if (this.status !== 'started') return
-    if (this.running != null) { this.again = true; return }
+    if (this.running != null) {
+      this.again = true
+      return
+    }
     if (this.scheduled != null) return
     const run = (): void => {
       this.scheduled = undefined
       this.running = this.round().finally(() => {
         this.running = undefined
-        if (this.again) { this.again = false; this.notify() }
+        if (this.again) {
+          this.again = false
+          this.notify()
+        }
         if (this.scheduled == null) this.idle()
       })
     }
     // setTimeout(fn, 0) waits at least a millisecond, on every hop of an event: run next turn instead.
     if (delay <= 0) {
       const immediate = setImmediate(run)
-      this.scheduled = { cancel: () => { clearImmediate(immediate) } }
+      this.scheduled = {
+        cancel: () => {
+          clearImmediate(immediate)
+        }
+      }
     } else {
       const timer = setTimeout(run, delay)
-      this.scheduled = { cancel: () => { clearTimeout(timer) } }
+      this.scheduled = {
+        cancel: () => {
+          clearTimeout(timer)
+        }
+      }
     }
   }
 
   /** Processes until every plugin is blocked or done; resolves when the host is idle. */
-  async drain (options: { signal?: AbortSignal } = {}): Promise<void> {
+  async drain(options: { signal?: AbortSignal } = {}): Promise<void> {
     while (this.running != null || this.scheduled != null) await (this.running ?? waitFor(this.components.events, 'plugins:idle', options))
   }
 
-  private idle (): void {
+  private idle(): void {
     this.components.events.safeDispatchEvent('plugins:idle', {})
   }
 
-  private async round (): Promise<void> {
+  private async round(): Promise<void> {
     trace('plugins.round')
     let retryAt = Infinity
     for (const { plugin } of this.init.plugins) {
@@ -140,7 +154,7 @@ export class PluginHost implements Startable {
   }
 
   /** @returns the highest cursor that every plugin has processed (applied, dead-lettered, held or skipped) */
-  watermark (): number {
+  watermark(): number {
     const { store } = this.components
     if (this.init.plugins.length === 0) return store.events.maxCursor()
     if (this.status !== 'started') return 0
@@ -152,22 +166,22 @@ export class PluginHost implements Startable {
    *
    * @returns the version to publish (given, or the newest declared, else 1) and `payload.…: message` issues
    */
-  validatePublish (type: string, version: number | undefined, payload: unknown): { version: number, issues: string[] } {
+  validatePublish(type: string, version: number | undefined, payload: unknown): { version: number; issues: string[] } {
     return validatePublish(this.plugins, type, version, payload)
   }
 
   /** @returns the loaded plugins with their types, versions, source and the tables their migrations create */
-  listPlugins (): PluginInfo[] {
+  listPlugins(): PluginInfo[] {
     return this.init.plugins.map(describePlugin)
   }
 
   /** @returns the events held because no plugin knows their version, by plugin */
-  held (): HeldEvent[] {
+  held(): HeldEvent[] {
     return this.components.store.pluginState.held()
   }
 
   /** @returns the payload's JSON Schema for a type, from the plugin that declares it */
-  jsonSchema (type: string, version?: number): object {
+  jsonSchema(type: string, version?: number): object {
     return jsonSchemaOf(this.plugins, type, version)
   }
 }

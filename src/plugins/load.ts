@@ -16,11 +16,17 @@ const Fn = v.custom<(...args: any[]) => any>((x) => typeof x === 'function', 'Ex
 const PluginSchema = v.object({
   name: v.pipe(v.string('Expected a name'), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'Expected a lowercase name of letters, digits, dots, dashes or underscores')),
   version: v.optional(v.string('Expected a version string such as 1.0.0')),
-  handles: v.pipe(v.record(EventTypeSchema, v.object({
-    version: v.pipe(v.number('Expected a version number'), v.integer(), v.minValue(1)),
-    payload: Schema,
-    upcast: v.optional(v.record(v.string(), v.object({ payload: Schema, to: Fn })))
-  })), v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type')),
+  handles: v.pipe(
+    v.record(
+      EventTypeSchema,
+      v.object({
+        version: v.pipe(v.number('Expected a version number'), v.integer(), v.minValue(1)),
+        payload: Schema,
+        upcast: v.optional(v.record(v.string(), v.object({ payload: Schema, to: Fn })))
+      })
+    ),
+    v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type')
+  ),
   migrations: v.optional(v.array(v.string('Expected SQL text'))),
   apply: Fn,
   effect: v.optional(Fn)
@@ -35,7 +41,7 @@ const SDK = { v, definePlugin }
  * @param source the file (or `built-in`) for error messages
  * @throws PluginLoadError naming the source and the field
  */
-function checkPlugin (candidate: unknown, source: string): Plugin {
+function checkPlugin(candidate: unknown, source: string): Plugin {
   const r = v.safeParse(PluginSchema, candidate)
   if (!r.success) {
     const name = (candidate as { name?: unknown } | null)?.name
@@ -49,12 +55,14 @@ function checkPlugin (candidate: unknown, source: string): Plugin {
  *
  * @throws PluginLoadError naming the file: unreadable, broken, wrong shape, or a duplicate name
  */
-export async function loadPlugins (builtins: readonly Plugin[], dirs: readonly string[]): Promise<LoadedPlugin[]> {
+export async function loadPlugins(builtins: readonly Plugin[], dirs: readonly string[]): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = builtins.map((p) => ({ plugin: checkPlugin(p, 'built-in'), source: 'built-in' }))
   for (const dir of dirs) {
     const abs = resolve(dir)
     if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new PluginLoadError(`Cannot load plugins from ${abs}: not a directory`)
-    for (const file of readdirSync(abs).filter((f) => /\.(js|mjs|ts)$/.test(f) && !f.endsWith('.d.ts')).sort()) {
+    for (const file of readdirSync(abs)
+      .filter((f) => /\.(js|mjs|ts)$/.test(f) && !f.endsWith('.d.ts'))
+      .sort()) {
       const path = join(abs, file)
       let mod: { default?: unknown }
       try {
@@ -95,7 +103,7 @@ export interface PluginInfo {
 }
 
 /** @returns a loaded plugin's name, version, source, types with their versions, and tables */
-export function describePlugin ({ plugin, source }: LoadedPlugin): PluginInfo {
+export function describePlugin({ plugin, source }: LoadedPlugin): PluginInfo {
   return {
     name: plugin.name,
     version: plugin.version,

@@ -10,7 +10,7 @@ import type { Plugin } from './types.ts'
  *
  * @throws PluginLoadError naming the plugin, its file and the failing migration
  */
-export function migratePlugins (state: PluginStateTable, plugins: readonly LoadedPlugin[]): void {
+export function migratePlugins(state: PluginStateTable, plugins: readonly LoadedPlugin[]): void {
   for (const { plugin, source } of plugins) {
     const done = state.migrationVersion(plugin.name)
     const migrations = plugin.migrations ?? []
@@ -27,7 +27,7 @@ export function migratePlugins (state: PluginStateTable, plugins: readonly Loade
 }
 
 /** @returns the table names a plugin's migrations create */
-export function tablesOf (plugin: Plugin): string[] {
+export function tablesOf(plugin: Plugin): string[] {
   const names = new Set<string>()
   for (const sql of plugin.migrations ?? []) {
     for (const m of sql.matchAll(/CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`[]?([A-Za-z_][A-Za-z0-9_]*)/gi)) names.add(m[1])

@@ -8,7 +8,7 @@ import type { Plugin } from './types.ts'
  *
  * @returns when to try again (a retry waiting), or Infinity
  */
-export function replayQueued (ctx: RunContext, plugin: Plugin): number {
+export function replayQueued(ctx: RunContext, plugin: Plugin): number {
   for (const row of ctx.store.events.queuedForReplay(plugin.name)) {
     const wait = applyOne(ctx, plugin, row, false)
     if (wait != null) return wait
@@ -24,6 +24,6 @@ export function replayQueued (ctx: RunContext, plugin: Plugin): number {
  *
  * @returns how many (plugin, event) pairs were queued
  */
-export function requestReplay (store: Store, select: ReplaySelect): number {
+export function requestReplay(store: Store, select: ReplaySelect): number {
   return store.pluginState.requestReplay(select, Date.now())
 }

@@ -23,7 +23,7 @@ const PAGE = 200
  *
  * @returns when to try again (a retry waiting), or Infinity
  */
-export function processPlugin (ctx: RunContext, plugin: Plugin): number {
+export function processPlugin(ctx: RunContext, plugin: Plugin): number {
   const { events, pluginState } = ctx.store
   const types = Object.keys(plugin.handles)
   for (;;) {
@@ -50,12 +50,17 @@ export function processPlugin (ctx: RunContext, plugin: Plugin): number {
  * @param advance whether this moves the plugin's cursor (false for replays)
  * @returns undefined when done with the row (applied, dead, held, skipped), or when to retry it
  */
-export function applyOne (ctx: RunContext, plugin: Plugin, row: EventRow, advance: boolean): number | undefined {
+export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance: boolean): number | undefined {
   const { store } = ctx
   const state = store.pluginState
-  const moveCursor = (): void => { if (advance) state.advanceCursor(plugin.name, row.cursor) }
+  const moveCursor = (): void => {
+    if (advance) state.advanceCursor(plugin.name, row.cursor)
+  }
   if (state.isApplied(plugin.name, row.event_id)) {
-    store.transaction(() => { moveCursor(); state.clearDeadLetter(plugin.name, row.event_id) })
+    store.transaction(() => {
+      moveCursor()
+      state.clearDeadLetter(plugin.name, row.event_id)
+    })
     return undefined
   }
   const handler = plugin.handles[row.type]

@@ -9,7 +9,7 @@ import type { Plugin, TypeHandler } from './types.ts'
  * @returns the payload of a row validated against the handler's schema, upcast from an older version if needed
  * @throws PermanentError when no upcaster exists or the payload is invalid: retrying cannot help
  */
-export function payloadOf (handler: TypeHandler, row: EventRow): unknown {
+export function payloadOf(handler: TypeHandler, row: EventRow): unknown {
   let payload: unknown = JSON.parse(row.payload)
   if (row.version < handler.version) {
     const up = handler.upcast?.[row.version]
@@ -28,7 +28,7 @@ export function payloadOf (handler: TypeHandler, row: EventRow): unknown {
  *
  * @returns the version to publish (given, or the newest declared, else 1) and `payload.…: message` issues
  */
-export function validatePublish (plugins: readonly Plugin[], type: string, version: number | undefined, payload: unknown): { version: number, issues: string[] } {
+export function validatePublish(plugins: readonly Plugin[], type: string, version: number | undefined, payload: unknown): { version: number; issues: string[] } {
   const handler = plugins.map((p) => p.handles[type]).find((h) => h != null)
   if (handler == null) return { version: version ?? 1, issues: [] }
   const chosen = version ?? handler.version
@@ -43,7 +43,7 @@ export function validatePublish (plugins: readonly Plugin[], type: string, versi
  * @returns the JSON Schema of a type's payload, at `version` (default: the newest a plugin declares)
  * @throws ValidationError when no plugin declares that type or version
  */
-export function jsonSchemaOf (plugins: readonly Plugin[], type: string, version?: number): object {
+export function jsonSchemaOf(plugins: readonly Plugin[], type: string, version?: number): object {
   const handler = plugins.map((p) => p.handles[type]).find((h) => h != null)
   if (handler == null) throw new ValidationError(`No loaded plugin declares the event type ${type}`)
   const schema = version == null || version === handler.version ? handler.payload : handler.upcast?.[version]?.payload

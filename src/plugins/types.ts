@@ -8,9 +8,9 @@ export type PluginSqlValue = string | number | bigint | null | Uint8Array | bool
 
 /** The database as a plugin sees it: inside `apply`, every call is part of the event's transaction. */
 export interface PluginDb {
-  run (sql: string, params?: readonly PluginSqlValue[]): { changes: number }
-  get<T = Record<string, unknown>> (sql: string, params?: readonly PluginSqlValue[]): T | undefined
-  all<T = Record<string, unknown>> (sql: string, params?: readonly PluginSqlValue[]): T[]
+  run(sql: string, params?: readonly PluginSqlValue[]): { changes: number }
+  get<T = Record<string, unknown>>(sql: string, params?: readonly PluginSqlValue[]): T | undefined
+  all<T = Record<string, unknown>>(sql: string, params?: readonly PluginSqlValue[]): T[]
 }
 
 /** An event as a plugin receives it: the envelope, with the payload validated (and upcast to the current version). */
@@ -36,7 +36,7 @@ export interface TypeHandler<S extends v.GenericSchema = v.GenericSchema> {
   version: number
   payload: S
   /** older versions: their payload schema and a function from that payload to the current one */
-  upcast?: Record<number, { payload: v.GenericSchema, to: (payload: any) => unknown }>
+  upcast?: Record<number, { payload: v.GenericSchema; to: (payload: any) => unknown }>
 }
 
 /** A cairn plugin. */
@@ -65,7 +65,7 @@ export interface Plugin {
  * })
  * ```
  */
-export function definePlugin<P extends Plugin> (plugin: P): P {
+export function definePlugin<P extends Plugin>(plugin: P): P {
   return plugin
 }
 

@@ -31,7 +31,7 @@ export interface OutboxInit {
 export type OutboxComponents = Pick<Components, 'self' | 'store' | 'blocks' | 'clock' | 'log' | 'metrics' | 'events'>
 
 /** @returns a factory of this node's outbox (see Outbox) */
-export function outbox (init: OutboxInit): (components: OutboxComponents) => Outbox {
+export function outbox(init: OutboxInit): (components: OutboxComponents) => Outbox {
   return (components) => new Outbox(components, init)
 }
 
@@ -53,13 +53,15 @@ export class Outbox {
   private lastHead: Uint8Array | undefined
   private lastAcks = ''
 
-  constructor (components: OutboxComponents, init: OutboxInit) {
+  constructor(components: OutboxComponents, init: OutboxInit) {
     this.components = components
     this.init = init
     this.tree = new OutboxTree(components.store.outbox, components.blocks, components.log)
     this.queue = new CommitQueue({
       maxBatch: init.maxBatch,
-      commit: async (batch) => { await this.commit(batch) },
+      commit: async (batch) => {
+        await this.commit(batch)
+      },
       failed: (batch, e) => {
         this.tree.reset()
         const wrapped = new CommitFailedError(`Cannot publish: the commit failed, nothing of it was written: ${e.message}`, { cause: e })
@@ -77,12 +79,12 @@ export class Outbox {
     this.lastAcks = own?.acks ?? ''
   }
 
-  start (): void {
+  start(): void {
     this.status = 'started'
   }
 
   /** Waits for the publishes already queued. */
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     if (this.status === 'stopped') return
     this.status = 'stopping'
     await this.flush()
@@ -90,7 +92,7 @@ export class Outbox {
   }
 
   /** @returns the last seq this node produced */
-  get seq (): number {
+  get seq(): number {
     return this.components.store.outbox.lastSeq()
   }
 
@@ -100,7 +102,7 @@ export class Outbox {
    * @returns its event_id, seq and file CID, once durable; the original result for an event_id already published
    * @throws ValidationError for a bad request or payload, EventTooLargeError for an event over the limit
    */
-  async publish (input: unknown): Promise<PublishResult> {
+  async publish(input: unknown): Promise<PublishResult> {
     const checked = checkRequest(input, '', this.checks)
     if ('result' in checked) return checked.result
     return (await this.queue.enqueue([checked.request]))[0]
@@ -112,40 +114,46 @@ export class Outbox {
    * @returns one result per input, in order, once durable (the original result for an event_id already published)
    * @throws ValidationError naming the first bad event by its index, EventTooLargeError, or for more than max-batch events
    */
-  async publishMany (inputs: readonly unknown[]): Promise<PublishResult[]> {
+  async publishMany(inputs: readonly unknown[]): Promise<PublishResult[]> {
     checkBatch(inputs, this.init.maxBatch)
     const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, this.checks))
-    const requests = checked.flatMap((c) => 'request' in c ? [c.request] : [])
+    const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
     const committed = requests.length > 0 ? await this.queue.enqueue(requests) : []
     let next = 0
-    return checked.map((c) => 'result' in c ? c.result : committed[next++])
+    return checked.map((c) => ('result' in c ? c.result : committed[next++]))
   }
 
   /** Waits until every queued publish is committed or failed. */
-  async flush (): Promise<void> {
+  async flush(): Promise<void> {
     await this.queue.flush()
   }
 
   /** @returns the result of an event_id already in the events table */
-  private published (eventId: string): PublishResult | undefined {
+  private published(eventId: string): PublishResult | undefined {
     const row = this.components.store.events.byId(eventId)
     return row == null ? undefined : { event_id: row.event_id, seq: row.seq, cid: row.cid }
   }
 
-  private async commit (batch: Request[]): Promise<void> {
+  private async commit(batch: Request[]): Promise<void> {
     const { self, store, clock } = this.components
     const now = this.init.now?.() ?? new Date()
     let seq = this.seq
     trace('commit.started', seq + 1)
-    const accepted: Array<{ p: Request, envelope: EventEnvelope, block: Block, bucket: string, name: string }> = []
+    const accepted: Array<{ p: Request; envelope: EventEnvelope; block: Block; bucket: string; name: string }> = []
     const byId = new Map<string, PublishResult>()
-    const duplicates: Array<{ p: Request, id: string }> = []
+    const duplicates: Array<{ p: Request; id: string }> = []
 
     for (const p of batch) {
       const id = p.request.event_id
       const earlier = id == null ? undefined : (byId.get(id) ?? this.published(id))
-      if (earlier != null) { p.resolve(earlier); continue }
-      if (id != null && byId.has(id)) { duplicates.push({ p, id }); continue }
+      if (earlier != null) {
+        p.resolve(earlier)
+        continue
+      }
+      if (id != null && byId.has(id)) {
+        duplicates.push({ p, id })
+        continue
+      }
       seq++
       const envelope: EventEnvelope = {
         event_id: id ?? uuidv7(),
@@ -201,28 +209,36 @@ export class Outbox {
   }
 
   /** Writes blocks in one durable transaction. */
-  private putBlocks (blocks: readonly Block[]): void {
+  private putBlocks(blocks: readonly Block[]): void {
     const store = this.components.blocks
-    store.db.transaction(() => { for (const b of blocks) store.putSync(b.cid, b.bytes) }, { durable: true })
+    store.db.transaction(
+      () => {
+        for (const b of blocks) store.putSync(b.cid, b.bytes)
+      },
+      { durable: true }
+    )
   }
 
   /** Signs a head for `tree` and commits it with the outbox directories and `extra` writes, in one transaction. */
-  private async writeHead (seq: number, tree: TreeChange, extra: () => void): Promise<void> {
+  private async writeHead(seq: number, tree: TreeChange, extra: () => void): Promise<void> {
     const { self, store, clock } = this.components
     const head: Head = { producer: self, seq, root: tree.root.toString(), hlc: clock.tick(), acks: { ...this.acks(), [self]: seq } }
     const signed = await signHead(head, this.init.privateKey)
     const now = Date.now()
-    store.transaction(() => {
-      extra()
-      for (const [path, e] of tree.updates) store.outbox.putDir(path, e == null ? undefined : { cid: e.cid.toString(), size: e.size })
-      store.producers.putHead({ producer: self, seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: now }, { root: head.root, processedSeq: seq })
-    }, { durable: true })
+    store.transaction(
+      () => {
+        extra()
+        for (const [path, e] of tree.updates) store.outbox.putDir(path, e == null ? undefined : { cid: e.cid.toString(), size: e.size })
+        store.producers.putHead({ producer: self, seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: now }, { root: head.root, processedSeq: seq })
+      },
+      { durable: true }
+    )
     this.tree.apply(tree)
     this.lastHead = signed
     this.lastAcks = JSON.stringify(head.acks)
   }
 
-  private acks (): Record<string, number> {
+  private acks(): Record<string, number> {
     return this.init.acks?.() ?? this.components.store.producers.processed()
   }
 
@@ -232,7 +248,7 @@ export class Outbox {
    *
    * @returns the new signed head, or undefined when nothing changed
    */
-  async refreshHead (): Promise<Uint8Array | undefined> {
+  async refreshHead(): Promise<Uint8Array | undefined> {
     return await this.queue.serial(async () => {
       const seq = this.seq
       if (JSON.stringify({ ...this.acks(), [this.components.self]: seq }) === this.lastAcks) return undefined
@@ -251,12 +267,12 @@ export class Outbox {
    *
    * @returns how many files were removed and the new signed head
    */
-  async prune (seqs: readonly number[]): Promise<{ removed: number, head?: Uint8Array }> {
+  async prune(seqs: readonly number[]): Promise<{ removed: number; head?: Uint8Array }> {
     if (seqs.length === 0) return { removed: 0 }
     const pruned = await this.queue.serial(async () => {
       const { store } = this.components
       const removals = new Map<string, Set<string>>()
-      const rows: Array<{ seq: number, bucket: string, name: string }> = []
+      const rows: Array<{ seq: number; bucket: string; name: string }> = []
       for (const seq of seqs) {
         const r = store.outbox.unpruned(seq)
         if (r == null) continue

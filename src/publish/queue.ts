@@ -26,39 +26,52 @@ export class CommitQueue<Req, Res> {
   private committing: Promise<void> | undefined
   private tail: Promise<void> = Promise.resolve()
 
-  constructor (init: CommitQueueInit<Req, Res>) {
+  constructor(init: CommitQueueInit<Req, Res>) {
     this.init = init
   }
 
   /** Queues requests to be committed together; @returns their results once durable */
-  async enqueue (requests: readonly Req[]): Promise<Res[]> {
+  async enqueue(requests: readonly Req[]): Promise<Res[]> {
     return await new Promise<Res[]>((resolve, reject) => {
       const results = new Array<Res>(requests.length)
       let left = requests.length
       let failed = false
-      const group = requests.map((request, i): Pending<Req, Res> => ({
-        request,
-        resolve: (r) => { results[i] = r; if (--left === 0 && !failed) resolve(results) },
-        reject: (e) => { if (!failed) { failed = true; reject(e) } }
-      }))
+      const group = requests.map(
+        (request, i): Pending<Req, Res> => ({
+          request,
+          resolve: (r) => {
+            results[i] = r
+            if (--left === 0 && !failed) resolve(results)
+          },
+          reject: (e) => {
+            if (!failed) {
+              failed = true
+              reject(e)
+            }
+          }
+        })
+      )
       this.queue.push(group)
       this.kick()
     })
   }
 
   /** Waits until every queued request is committed or failed. */
-  async flush (): Promise<void> {
+  async flush(): Promise<void> {
     while (this.committing != null) await this.committing
   }
 
   /** Runs `fn` after every commit or other serial run before it: they never interleave. */
-  async serial<T> (fn: () => Promise<T>): Promise<T> {
+  async serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.tail.then(fn)
-    this.tail = run.then(() => {}, () => {})
+    this.tail = run.then(
+      () => {},
+      () => {}
+    )
     return await run
   }
 
-  private kick (): void {
+  private kick(): void {
     if (this.committing != null) return
     this.committing = this.serial(async () => {
       while (this.queue.length > 0) {
@@ -80,7 +93,7 @@ export class CommitQueue<Req, Res> {
   }
 
   /** @returns whole groups from the queue, up to max-batch requests (at least one group) */
-  private nextBatch (): Array<Pending<Req, Res>> {
+  private nextBatch(): Array<Pending<Req, Res>> {
     const batch: Array<Pending<Req, Res>> = []
     while (this.queue.length > 0 && (batch.length === 0 || batch.length + this.queue[0].length <= this.init.maxBatch)) batch.push(...this.queue.shift()!)
     return batch

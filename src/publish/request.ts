@@ -5,7 +5,7 @@ import { formatIssues } from '../model/issues.ts'
 import { PublishRequestSchema, type PublishRequest, type PublishResult } from '../model/publishRequest.ts'
 
 /** Checks a payload against a local plugin's schema; returns the version to use and any issues. */
-export type PublishValidator = (type: string, version: number | undefined, payload: unknown) => { version: number, issues: string[] }
+export type PublishValidator = (type: string, version: number | undefined, payload: unknown) => { version: number; issues: string[] }
 
 /** A publish request that passed its checks, with the version it is published at. */
 export type CheckedRequest = PublishRequest & { version: number }
@@ -28,9 +28,9 @@ const ENVELOPE_ROOM = 600
  * @returns the request to commit, or the result of an event_id already published
  * @throws ValidationError for a bad request or payload, EventTooLargeError for a payload over the limit
  */
-export function checkRequest (input: unknown, at: string, checks: RequestChecks): { request: CheckedRequest } | { result: PublishResult } {
+export function checkRequest(input: unknown, at: string, checks: RequestChecks): { request: CheckedRequest } | { result: PublishResult } {
   const which = at === '' ? '' : ` event ${at}`
-  const prefix = (issues: string[]): string[] => at === '' ? issues : issues.map((i) => `${at}.${i}`)
+  const prefix = (issues: string[]): string[] => (at === '' ? issues : issues.map((i) => `${at}.${i}`))
   const r = v.safeParse(PublishRequestSchema, input)
   if (!r.success) {
     const issues = prefix(formatIssues(r.issues))
@@ -61,7 +61,7 @@ export function checkRequest (input: unknown, at: string, checks: RequestChecks)
  *
  * @throws ValidationError for an empty batch, EventTooLargeError for more than `maxBatch` events
  */
-export function checkBatch (inputs: readonly unknown[], maxBatch: number): void {
+export function checkBatch(inputs: readonly unknown[], maxBatch: number): void {
   if (inputs.length === 0) throw new ValidationError('Cannot publish: the batch is empty', ['[]: expected at least one event'])
   if (inputs.length > maxBatch) {
     throw new EventTooLargeError(`Cannot publish ${inputs.length} events in one request: at most ${maxBatch} (the max-batch setting) commit together`)

@@ -29,7 +29,7 @@ export class OutboxTree {
   private readonly dirs = new Map<string, DirEntry>()
   private readonly buckets = new Map<string, ShardedDirectory>()
 
-  constructor (outbox: OutboxTable, blocks: SqliteBlockstore, log: Log) {
+  constructor(outbox: OutboxTable, blocks: SqliteBlockstore, log: Log) {
     this.outbox = outbox
     this.blocks = blocks
     this.log = log
@@ -39,7 +39,7 @@ export class OutboxTree {
   }
 
   /** @returns the root directory, or undefined before the first head */
-  get root (): DirEntry | undefined {
+  get root(): DirEntry | undefined {
     return this.dirs.get('')
   }
 
@@ -47,7 +47,7 @@ export class OutboxTree {
    * Rebuilds the touched hour buckets (entries added, names removed), their days and the root.
    * An emptied bucket, and an emptied day, go away.
    */
-  async build (additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>): Promise<TreeChange> {
+  async build(additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>): Promise<TreeChange> {
     const blocks: Block[] = []
     const updates = new Map<string, DirEntry | null>()
     const touchedDays = new Set<string>()
@@ -68,17 +68,27 @@ export class OutboxTree {
         dir = change(this.bucketDir(bucket, true))
       }
       touchedDays.add(bucket.slice(0, 10))
-      if (dir.size === 0) { updates.set(bucket, null); continue }
+      if (dir.size === 0) {
+        updates.set(bucket, null)
+        continue
+      }
       // Hour buckets are HAMT-sharded: a reader fetches only the shards that changed.
       const { root, blocks: shards } = await dir.flush()
       blocks.push(...shards)
       updates.set(bucket, { name: bucket.slice(11), cid: root.cid, size: root.size })
     }
     const dirs = new Map(this.dirs)
-    for (const [path, e] of updates) { if (e == null) dirs.delete(path); else dirs.set(path, e) }
+    for (const [path, e] of updates) {
+      if (e == null) dirs.delete(path)
+      else dirs.set(path, e)
+    }
     for (const day of touchedDays) {
       const hours = [...dirs].filter(([path]) => path.startsWith(`${day}/`)).map(([, e]) => e)
-      if (hours.length === 0) { updates.set(day, null); dirs.delete(day); continue }
+      if (hours.length === 0) {
+        updates.set(day, null)
+        dirs.delete(day)
+        continue
+      }
       const dir = await directoryBlock(hours)
       blocks.push(dir)
       updates.set(day, { name: day, cid: dir.cid, size: dir.size })
@@ -92,12 +102,15 @@ export class OutboxTree {
   }
 
   /** Takes a change that is now durable as the tree. */
-  apply (change: TreeChange): void {
-    for (const [path, e] of change.updates) { if (e == null) this.dirs.delete(path); else this.dirs.set(path, e) }
+  apply(change: TreeChange): void {
+    for (const [path, e] of change.updates) {
+      if (e == null) this.dirs.delete(path)
+      else this.dirs.set(path, e)
+    }
   }
 
   /** Forgets the open buckets: they may hold what was not written. They are read back from the table. */
-  reset (): void {
+  reset(): void {
     this.buckets.clear()
   }
 
@@ -105,7 +118,7 @@ export class OutboxTree {
    * @returns the HAMT of an hour bucket, opened at its stored root on first use (its shards are read
    * back from the block store as commits touch them); `rebuild` builds it from the outbox table instead.
    */
-  private bucketDir (bucket: string, rebuild = false): ShardedDirectory {
+  private bucketDir(bucket: string, rebuild = false): ShardedDirectory {
     let dir = rebuild ? undefined : this.buckets.get(bucket)
     if (dir == null) {
       const read = (cid: CID): Uint8Array | undefined => this.blocks.getSync(cid)

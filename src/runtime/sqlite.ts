@@ -15,30 +15,30 @@ export interface RunResult {
  */
 export interface SqlDatabase {
   readonly path: string
-  run (sql: string, params?: readonly SqlValue[]): RunResult
-  get<T = Record<string, unknown>> (sql: string, params?: readonly SqlValue[]): T | undefined
-  all<T = Record<string, unknown>> (sql: string, params?: readonly SqlValue[]): T[]
-  exec (sql: string): void
+  run(sql: string, params?: readonly SqlValue[]): RunResult
+  get<T = Record<string, unknown>>(sql: string, params?: readonly SqlValue[]): T | undefined
+  all<T = Record<string, unknown>>(sql: string, params?: readonly SqlValue[]): T[]
+  exec(sql: string): void
   /**
    * Runs `fn` in one transaction (a savepoint when nested); rolls back if it throws.
    * The databases run with `synchronous = NORMAL` (WAL: a commit survives a crash of the process, and a
    * power loss rolls back whole transactions only); `durable` syncs this commit to disk before it returns,
    * for what is acknowledged to others: the outbox.
    */
-  transaction<T> (fn: () => T, options?: { durable?: boolean }): T
-  close (): void
+  transaction<T>(fn: () => T, options?: { durable?: boolean }): T
+  close(): void
 }
 
 interface NativeStatement {
-  run (...params: SqlValue[]): { changes: number | bigint, lastInsertRowid: number | bigint }
-  get (...params: SqlValue[]): unknown
-  all (...params: SqlValue[]): unknown[]
+  run(...params: SqlValue[]): { changes: number | bigint; lastInsertRowid: number | bigint }
+  get(...params: SqlValue[]): unknown
+  all(...params: SqlValue[]): unknown[]
 }
 
 interface NativeDatabase {
-  prepare (sql: string): NativeStatement
-  exec (sql: string): void
-  close (): void
+  prepare(sql: string): NativeStatement
+  exec(sql: string): void
+  close(): void
 }
 
 export interface OpenOptions {
@@ -57,7 +57,7 @@ export interface OpenOptions {
  * db.run('CREATE TABLE t (x)')
  * ```
  */
-export async function openDatabase (path: string, options: OpenOptions = {}): Promise<SqlDatabase> {
+export async function openDatabase(path: string, options: OpenOptions = {}): Promise<SqlDatabase> {
   let native: NativeDatabase
   if (runtimeName() === 'bun') {
     const { Database } = await import('bun:sqlite')
@@ -75,12 +75,12 @@ class Sqlite implements SqlDatabase {
   private readonly statements = new Map<string, NativeStatement>()
   private depth = 0
 
-  constructor (path: string, native: NativeDatabase) {
+  constructor(path: string, native: NativeDatabase) {
     this.path = path
     this.native = native
   }
 
-  private statement (sql: string): NativeStatement {
+  private statement(sql: string): NativeStatement {
     let stmt = this.statements.get(sql)
     if (stmt == null) {
       stmt = this.native.prepare(sql)
@@ -89,24 +89,24 @@ class Sqlite implements SqlDatabase {
     return stmt
   }
 
-  run (sql: string, params: readonly SqlValue[] = []): RunResult {
+  run(sql: string, params: readonly SqlValue[] = []): RunResult {
     const r = this.statement(sql).run(...params)
     return { changes: Number(r.changes), lastInsertRowid: r.lastInsertRowid }
   }
 
-  get<T> (sql: string, params: readonly SqlValue[] = []): T | undefined {
+  get<T>(sql: string, params: readonly SqlValue[] = []): T | undefined {
     return (this.statement(sql).get(...params) ?? undefined) as T | undefined
   }
 
-  all<T> (sql: string, params: readonly SqlValue[] = []): T[] {
+  all<T>(sql: string, params: readonly SqlValue[] = []): T[] {
     return this.statement(sql).all(...params) as T[]
   }
 
-  exec (sql: string): void {
+  exec(sql: string): void {
     this.native.exec(sql)
   }
 
-  transaction<T> (fn: () => T, options: { durable?: boolean } = {}): T {
+  transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
     const name = `sp${this.depth}`
     const outermost = this.depth === 0
     const durable = outermost && options.durable === true
@@ -121,7 +121,9 @@ class Sqlite implements SqlDatabase {
     } catch (err) {
       // SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): then the
       // rollback here fails too, and the caller must see the original error, not "no such savepoint".
-      try { this.native.exec(outermost ? 'ROLLBACK' : `ROLLBACK TO ${name}; RELEASE ${name}`) } catch {}
+      try {
+        this.native.exec(outermost ? 'ROLLBACK' : `ROLLBACK TO ${name}; RELEASE ${name}`)
+      } catch {}
       throw err
     } finally {
       this.depth--
@@ -130,7 +132,7 @@ class Sqlite implements SqlDatabase {
     return result
   }
 
-  close (): void {
+  close(): void {
     this.statements.clear()
     this.native.close()
   }

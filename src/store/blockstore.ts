@@ -8,7 +8,7 @@ import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
  * Opens (creating if needed) the SQLite file that holds IPFS blocks.
  * SQLite keeps the binary free of native addons and makes a group commit one fsync.
  */
-export async function openBlockDatabase (path: string): Promise<SqlDatabase> {
+export async function openBlockDatabase(path: string): Promise<SqlDatabase> {
   const db = await openDatabase(path)
   // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file.
   // A rowid table: blocks are up to 256 KiB, and a WITHOUT ROWID table keeps whole rows in its B-tree,
@@ -17,25 +17,31 @@ export async function openBlockDatabase (path: string): Promise<SqlDatabase> {
     CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, bytes BLOB NOT NULL)`)
   const sql = db.get<{ sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'blocks'")?.sql ?? ''
   if (/WITHOUT ROWID/i.test(sql)) {
-    db.transaction(() => {
-      db.exec(`CREATE TABLE blocks_rowid (cid TEXT PRIMARY KEY, bytes BLOB NOT NULL);
+    db.transaction(
+      () => {
+        db.exec(`CREATE TABLE blocks_rowid (cid TEXT PRIMARY KEY, bytes BLOB NOT NULL);
         INSERT INTO blocks_rowid (cid, bytes) SELECT cid, bytes FROM blocks;
         DROP TABLE blocks;
         ALTER TABLE blocks_rowid RENAME TO blocks`)
-    }, { durable: true })
+      },
+      { durable: true }
+    )
   }
   return db
 }
 
 /** @returns a block's bytes in one array, however they come (one array, or the parts of a stream) */
-export async function collect (bytes: InputPair['bytes']): Promise<Uint8Array> {
+export async function collect(bytes: InputPair['bytes']): Promise<Uint8Array> {
   if (bytes instanceof Uint8Array) return bytes
   const parts: Uint8Array[] = []
   for await (const b of bytes) parts.push(b)
   if (parts.length === 1) return parts[0]
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
   let o = 0
-  for (const p of parts) { out.set(p, o); o += p.length }
+  for (const p of parts) {
+    out.set(p, o)
+    o += p.length
+  }
   return out
 }
 
@@ -43,58 +49,63 @@ export async function collect (bytes: InputPair['bytes']): Promise<Uint8Array> {
 export class SqliteBlockstore implements Blockstore {
   readonly db: SqlDatabase
 
-  constructor (db: SqlDatabase) {
+  constructor(db: SqlDatabase) {
     this.db = db
   }
 
-  has (cid: CID): boolean {
+  has(cid: CID): boolean {
     return this.db.get('SELECT 1 AS x FROM blocks WHERE cid = ?', [cid.toString()]) != null
   }
 
-  async put (cid: CID, bytes: InputPair['bytes']): Promise<CID> {
+  async put(cid: CID, bytes: InputPair['bytes']): Promise<CID> {
     this.putSync(cid, await collect(bytes))
     return cid
   }
 
   /** Stores a block at once; inside a caller's transaction it commits with it. */
-  putSync (cid: CID, bytes: Uint8Array): void {
+  putSync(cid: CID, bytes: Uint8Array): void {
     this.db.run('INSERT OR IGNORE INTO blocks (cid, bytes) VALUES (?, ?)', [cid.toString(), bytes])
   }
 
-  async * putMany (source: Iterable<InputPair> | AsyncIterable<InputPair>): AsyncGenerator<CID> {
+  async *putMany(source: Iterable<InputPair> | AsyncIterable<InputPair>): AsyncGenerator<CID> {
     for await (const { cid, bytes } of source) {
       yield await this.put(cid, bytes)
     }
   }
 
   /** @returns the block's bytes, or undefined */
-  getSync (cid: CID): Uint8Array | undefined {
+  getSync(cid: CID): Uint8Array | undefined {
     return this.db.get<{ bytes: Uint8Array }>('SELECT bytes FROM blocks WHERE cid = ?', [cid.toString()])?.bytes
   }
 
-  * get (cid: CID, _options?: AbortOptions): Generator<Uint8Array> {
+  *get(cid: CID, _options?: AbortOptions): Generator<Uint8Array> {
     const bytes = this.getSync(cid)
     if (bytes == null) throw new NotFoundError(`Block ${cid.toString()} not found`)
     yield bytes
   }
 
-  * getMany (source: Iterable<CID> | AsyncIterable<CID>): Generator<Pair> {
+  *getMany(source: Iterable<CID> | AsyncIterable<CID>): Generator<Pair> {
     for (const cid of source as Iterable<CID>) {
       yield { cid, bytes: this.get(cid) }
     }
   }
 
-  * getAll (): Generator<Pair> {
-    for (const row of this.db.all<{ cid: string, bytes: Uint8Array }>('SELECT cid, bytes FROM blocks')) {
-      yield { cid: CID.parse(row.cid), bytes: (function * () { yield row.bytes })() }
+  *getAll(): Generator<Pair> {
+    for (const row of this.db.all<{ cid: string; bytes: Uint8Array }>('SELECT cid, bytes FROM blocks')) {
+      yield {
+        cid: CID.parse(row.cid),
+        bytes: (function* () {
+          yield row.bytes
+        })()
+      }
     }
   }
 
-  delete (cid: CID): void {
+  delete(cid: CID): void {
     this.db.run('DELETE FROM blocks WHERE cid = ?', [cid.toString()])
   }
 
-  async * deleteMany (source: Iterable<CID> | AsyncIterable<CID>): AsyncGenerator<CID> {
+  async *deleteMany(source: Iterable<CID> | AsyncIterable<CID>): AsyncGenerator<CID> {
     for await (const cid of source) {
       this.delete(cid)
       yield cid
@@ -102,30 +113,30 @@ export class SqliteBlockstore implements Blockstore {
   }
 
   /** @returns every block's CID and size */
-  sizes (): Array<{ cid: string, size: number }> {
-    return this.db.all<{ cid: string, size: number }>('SELECT cid, length(bytes) AS size FROM blocks')
+  sizes(): Array<{ cid: string; size: number }> {
+    return this.db.all<{ cid: string; size: number }>('SELECT cid, length(bytes) AS size FROM blocks')
   }
 
   /** Deletes blocks by CID, in one transaction. */
-  remove (cids: readonly string[]): void {
+  remove(cids: readonly string[]): void {
     this.db.transaction(() => {
       for (const cid of cids) this.db.run('DELETE FROM blocks WHERE cid = ?', [cid])
     })
   }
 
   /** Gives the pages of deleted blocks back to the file system and empties the WAL. */
-  compact (): void {
+  compact(): void {
     this.db.exec('PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE)')
   }
 
   /** @returns SQLite's integrity check of the block database: 'ok', or what is damaged */
-  integrity (): string | undefined {
+  integrity(): string | undefined {
     return this.db.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
   }
 
   /** @returns the number of blocks and their total size */
-  stats (): { blocks: number, bytes: number } {
-    const r = this.db.get<{ n: number, b: number | null }>('SELECT count(*) AS n, sum(length(bytes)) AS b FROM blocks')
+  stats(): { blocks: number; bytes: number } {
+    const r = this.db.get<{ n: number; b: number | null }>('SELECT count(*) AS n, sum(length(bytes)) AS b FROM blocks')
     return { blocks: r?.n ?? 0, bytes: r?.b ?? 0 }
   }
 }

@@ -21,7 +21,7 @@ export interface EventRow {
 }
 
 /** @returns the envelope a row of `events` holds */
-export function rowToEnvelope (r: EventRow): EventEnvelope {
+export function rowToEnvelope(r: EventRow): EventEnvelope {
   const e: EventEnvelope = {
     event_id: r.event_id,
     type: r.type,
@@ -56,7 +56,7 @@ export interface EventQuery {
 export class EventsTable {
   private readonly db: SqlDatabase
 
-  constructor (db: SqlDatabase) {
+  constructor(db: SqlDatabase) {
     this.db = db
   }
 
@@ -65,42 +65,56 @@ export class EventsTable {
    *
    * @returns whether a row was added (false for a duplicate)
    */
-  insert (e: EventEnvelope, cid: string, receivedAt: number): boolean {
-    return this.db.run(
-      `INSERT OR IGNORE INTO events (event_id, producer, seq, type, version, hlc, occurred_at, actor, correlation_id, causation_id, payload, cid, received_at)
+  insert(e: EventEnvelope, cid: string, receivedAt: number): boolean {
+    return (
+      this.db.run(
+        `INSERT OR IGNORE INTO events (event_id, producer, seq, type, version, hlc, occurred_at, actor, correlation_id, causation_id, payload, cid, received_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      [e.event_id, e.producer, e.seq, e.type, e.version, e.hlc, e.occurred_at, e.actor ?? null, e.correlation_id ?? null, e.causation_id ?? null, JSON.stringify(e.payload), cid, receivedAt]
-    ).changes > 0
+        [e.event_id, e.producer, e.seq, e.type, e.version, e.hlc, e.occurred_at, e.actor ?? null, e.correlation_id ?? null, e.causation_id ?? null, JSON.stringify(e.payload), cid, receivedAt]
+      ).changes > 0
+    )
   }
 
   /** @returns the row of an event, or undefined */
-  byId (eventId: string): EventRow | undefined {
+  byId(eventId: string): EventRow | undefined {
     return this.db.get<EventRow>('SELECT * FROM events WHERE event_id = ?', [eventId])
   }
 
   /** @returns rows in cursor order that match `q` */
-  list (q: EventQuery): EventRow[] {
+  list(q: EventQuery): EventRow[] {
     const where: string[] = []
     const params: SqlValue[] = []
-    if (q.after != null) { where.push('cursor > ?'); params.push(q.after) }
-    if (q.upTo != null) { where.push('cursor <= ?'); params.push(q.upTo) }
-    if (q.types != null && q.types.length > 0) { where.push(`type IN (${q.types.map(() => '?').join(',')})`); params.push(...q.types) }
-    if (q.producer != null) { where.push('producer = ?'); params.push(q.producer) }
+    if (q.after != null) {
+      where.push('cursor > ?')
+      params.push(q.after)
+    }
+    if (q.upTo != null) {
+      where.push('cursor <= ?')
+      params.push(q.upTo)
+    }
+    if (q.types != null && q.types.length > 0) {
+      where.push(`type IN (${q.types.map(() => '?').join(',')})`)
+      params.push(...q.types)
+    }
+    if (q.producer != null) {
+      where.push('producer = ?')
+      params.push(q.producer)
+    }
     return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor LIMIT ?`, [...params, q.limit])
   }
 
   /** @returns the highest cursor in the table (0 when empty) */
-  maxCursor (): number {
+  maxCursor(): number {
     return this.db.get<{ c: number | null }>('SELECT max(cursor) AS c FROM events')?.c ?? 0
   }
 
   /** @returns how many rows the table holds */
-  count (): number {
+  count(): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0
   }
 
   /** @returns how many rows every plugin has processed */
-  doneCount (): number {
+  doneCount(): number {
     return this.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'done'")?.n ?? 0
   }
 
@@ -109,27 +123,27 @@ export class EventsTable {
    *
    * @returns how many rows went
    */
-  deleteProcessedBefore (time: number): number {
+  deleteProcessedBefore(time: number): number {
     return this.db.run("DELETE FROM events WHERE received_at < ? AND state != 'pending'", [time]).changes
   }
 
   /** @returns how many rows some plugin has not processed yet */
-  pendingCount (): number {
+  pendingCount(): number {
     return this.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'pending'")?.n ?? 0
   }
 
   /** @returns per producer, the lowest seq some plugin has not processed yet */
-  lowestPending (): Map<string, number> {
-    return new Map(this.db.all<{ producer: string, s: number }>("SELECT producer, min(seq) AS s FROM events WHERE state = 'pending' GROUP BY producer").map((r) => [r.producer, r.s]))
+  lowestPending(): Map<string, number> {
+    return new Map(this.db.all<{ producer: string; s: number }>("SELECT producer, min(seq) AS s FROM events WHERE state = 'pending' GROUP BY producer").map((r) => [r.producer, r.s]))
   }
 
   /** @returns the rows queued for replay through `plugin` (`cairn replay`, or held events it now knows), in cursor order */
-  queuedForReplay (plugin: string): EventRow[] {
+  queuedForReplay(plugin: string): EventRow[] {
     return this.db.all<EventRow>('SELECT e.* FROM plugin_replay r JOIN events e ON e.event_id = r.event_id WHERE r.plugin = ? ORDER BY e.cursor', [plugin])
   }
 
   /** Marks the rows up to `cursor` as processed by every plugin. */
-  markDone (cursor: number): void {
+  markDone(cursor: number): void {
     this.db.run("UPDATE events SET state = 'done' WHERE state = 'pending' AND cursor <= ?", [cursor])
   }
 }
@@ -140,6 +154,6 @@ export class EventsTable {
  *
  * @returns whether a row was added (false for a duplicate)
  */
-export function insertEvent (db: SqlDatabase, e: EventEnvelope, cid: string, receivedAt: number): boolean {
+export function insertEvent(db: SqlDatabase, e: EventEnvelope, cid: string, receivedAt: number): boolean {
   return new EventsTable(db).insert(e, cid, receivedAt)
 }

@@ -12,17 +12,17 @@ export interface GapRow {
 export class GapsTable {
   private readonly db: SqlDatabase
 
-  constructor (db: SqlDatabase) {
+  constructor(db: SqlDatabase) {
     this.db = db
   }
 
   /** Records a gap; one that starts at the same seq is kept as first recorded. */
-  add (producer: string, fromSeq: number, toSeq: number, detectedAt: number): void {
+  add(producer: string, fromSeq: number, toSeq: number, detectedAt: number): void {
     this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at) VALUES (?, ?, ?, ?)', [producer, fromSeq, toSeq, detectedAt])
   }
 
   /** @returns every gap, ordered by producer and seq */
-  list (): GapRow[] {
+  list(): GapRow[] {
     return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at FROM gaps ORDER BY producer, from_seq')
   }
 }

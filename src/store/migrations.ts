@@ -95,7 +95,7 @@ export const MIGRATIONS: readonly string[] = [
  * @returns the schema version now in force
  * @throws Error when the database is newer than this build of cairn
  */
-export function migrate (db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations'): number {
+export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations'): number {
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000')
   db.exec(`CREATE TABLE IF NOT EXISTS ${table} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`)
   const current = db.get<{ v: number | null }>(`SELECT max(version) AS v FROM ${table}`)?.v ?? 0

@@ -26,64 +26,63 @@ export interface OutboxDir {
 export class OutboxTable {
   private readonly db: SqlDatabase
 
-  constructor (db: SqlDatabase) {
+  constructor(db: SqlDatabase) {
     this.db = db
   }
 
   /** @returns the last seq this node produced (0 before the first) */
-  lastSeq (): number {
+  lastSeq(): number {
     return this.db.get<{ s: number | null }>('SELECT max(seq) AS s FROM outbox')?.s ?? 0
   }
 
   /** Records a new event file. */
-  insert (f: OutboxFile): void {
-    this.db.run('INSERT INTO outbox (seq, event_id, bucket, name, cid, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      [f.seq, f.event_id, f.bucket, f.name, f.cid, f.size, f.created_at])
+  insert(f: OutboxFile): void {
+    this.db.run('INSERT INTO outbox (seq, event_id, bucket, name, cid, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [f.seq, f.event_id, f.bucket, f.name, f.cid, f.size, f.created_at])
   }
 
   /** @returns the unpruned files of an hour bucket */
-  bucketFiles (bucket: string): Array<{ name: string, cid: string, size: number }> {
-    return this.db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])
+  bucketFiles(bucket: string): Array<{ name: string; cid: string; size: number }> {
+    return this.db.all<{ name: string; cid: string; size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])
   }
 
   /** @returns how many unpruned files an hour bucket holds */
-  bucketCount (bucket: string): number {
+  bucketCount(bucket: string): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])?.n ?? 0
   }
 
   /** @returns where an unpruned file sits, or undefined when there is no such seq or it was pruned */
-  unpruned (seq: number): { seq: number, bucket: string, name: string } | undefined {
-    return this.db.get<{ seq: number, bucket: string, name: string }>('SELECT seq, bucket, name FROM outbox WHERE seq = ? AND pruned_at IS NULL', [seq])
+  unpruned(seq: number): { seq: number; bucket: string; name: string } | undefined {
+    return this.db.get<{ seq: number; bucket: string; name: string }>('SELECT seq, bucket, name FROM outbox WHERE seq = ? AND pruned_at IS NULL', [seq])
   }
 
   /** @returns the unpruned files created before `time` (ms), by seq */
-  unprunedBefore (time: number): Array<{ seq: number, created_at: number }> {
-    return this.db.all<{ seq: number, created_at: number }>('SELECT seq, created_at FROM outbox WHERE pruned_at IS NULL AND created_at < ? ORDER BY seq', [time])
+  unprunedBefore(time: number): Array<{ seq: number; created_at: number }> {
+    return this.db.all<{ seq: number; created_at: number }>('SELECT seq, created_at FROM outbox WHERE pruned_at IS NULL AND created_at < ? ORDER BY seq', [time])
   }
 
   /** Marks a file as pruned at `time` (ms): it left the tree, its row stays. */
-  markPruned (seq: number, time: number): void {
+  markPruned(seq: number, time: number): void {
     this.db.run('UPDATE outbox SET pruned_at = ? WHERE seq = ?', [time, seq])
   }
 
   /** @returns how many files the tree holds, the oldest of their seqs, and the last seq ever produced */
-  counts (): { files: number, oldestSeq: number | null, lastSeq: number } {
-    const r = this.db.get<{ files: number, oldest: number | null }>('SELECT count(*) AS files, min(seq) AS oldest FROM outbox WHERE pruned_at IS NULL')
+  counts(): { files: number; oldestSeq: number | null; lastSeq: number } {
+    const r = this.db.get<{ files: number; oldest: number | null }>('SELECT count(*) AS files, min(seq) AS oldest FROM outbox WHERE pruned_at IS NULL')
     return { files: r?.files ?? 0, oldestSeq: r?.oldest ?? null, lastSeq: this.lastSeq() }
   }
 
   /** @returns every directory of the own tree */
-  dirs (): OutboxDir[] {
+  dirs(): OutboxDir[] {
     return this.db.all<OutboxDir>('SELECT path, cid, size FROM outbox_dirs')
   }
 
   /** @returns the CID of the own tree's root, or undefined before the first head */
-  root (): string | undefined {
+  root(): string | undefined {
     return this.db.get<{ cid: string }>("SELECT cid FROM outbox_dirs WHERE path = ''")?.cid
   }
 
   /** Records a directory of the own tree, or removes it (`dir` undefined). */
-  putDir (path: string, dir: { cid: string, size: number } | undefined): void {
+  putDir(path: string, dir: { cid: string; size: number } | undefined): void {
     if (dir == null) this.db.run('DELETE FROM outbox_dirs WHERE path = ?', [path])
     else this.db.run('INSERT INTO outbox_dirs (path, cid, size) VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET cid = excluded.cid, size = excluded.size', [path, dir.cid, dir.size])
   }

@@ -44,17 +44,17 @@ export interface DueEffect {
 export class PluginStateTable {
   private readonly db: SqlDatabase
 
-  constructor (db: SqlDatabase) {
+  constructor(db: SqlDatabase) {
     this.db = db
   }
 
   /** @returns how many of a plugin's migrations have run */
-  migrationVersion (plugin: string): number {
+  migrationVersion(plugin: string): number {
     return this.db.get<{ v: number | null }>('SELECT max(version) AS v FROM plugin_migrations WHERE plugin = ?', [plugin])?.v ?? 0
   }
 
   /** Runs a plugin's migration number `version` and records it, in one transaction. */
-  migrate (plugin: string, version: number, sql: string, at: number): void {
+  migrate(plugin: string, version: number, sql: string, at: number): void {
     this.db.transaction(() => {
       this.db.exec(sql)
       this.db.run('INSERT INTO plugin_migrations (plugin, version, applied_at) VALUES (?, ?, ?)', [plugin, version, at])
@@ -62,39 +62,41 @@ export class PluginStateTable {
   }
 
   /** Gives a plugin a cursor at 0 if it has none, so that it backfills every row. */
-  ensureCursor (plugin: string): void {
+  ensureCursor(plugin: string): void {
     this.db.run('INSERT OR IGNORE INTO plugin_cursors (plugin, cursor) VALUES (?, 0)', [plugin])
   }
 
   /** Queues for replay the events of `type` held for a plugin whose version is at most `version`. */
-  requeueHeld (plugin: string, type: string, version: number, at: number): void {
-    this.db.run(`INSERT OR IGNORE INTO plugin_replay (plugin, event_id, requested_at)
+  requeueHeld(plugin: string, type: string, version: number, at: number): void {
+    this.db.run(
+      `INSERT OR IGNORE INTO plugin_replay (plugin, event_id, requested_at)
           SELECT h.plugin, h.event_id, ? FROM plugin_held h JOIN events e ON e.event_id = h.event_id WHERE h.plugin = ? AND e.type = ? AND e.version <= ?`,
-    [at, plugin, type, version])
+      [at, plugin, type, version]
+    )
   }
 
   /** @returns the cursor up to which a plugin has processed the events table */
-  cursor (plugin: string): number {
+  cursor(plugin: string): number {
     return this.db.get<{ cursor: number }>('SELECT cursor FROM plugin_cursors WHERE plugin = ?', [plugin])?.cursor ?? 0
   }
 
   /** Sets a plugin's cursor. */
-  setCursor (plugin: string, cursor: number): void {
+  setCursor(plugin: string, cursor: number): void {
     this.db.run('UPDATE plugin_cursors SET cursor = ? WHERE plugin = ?', [cursor, plugin])
   }
 
   /** Moves a plugin's cursor to `cursor` unless it is already past it. */
-  advanceCursor (plugin: string, cursor: number): void {
+  advanceCursor(plugin: string, cursor: number): void {
     this.db.run('UPDATE plugin_cursors SET cursor = max(cursor, ?) WHERE plugin = ?', [cursor, plugin])
   }
 
   /** @returns the lowest cursor of these plugins: every one of them has processed the rows up to it */
-  lowestCursor (plugins: readonly string[]): number {
+  lowestCursor(plugins: readonly string[]): number {
     return this.db.get<{ c: number | null }>('SELECT min(cursor) AS c FROM plugin_cursors WHERE plugin IN (' + plugins.map(() => '?').join(',') + ')', plugins)?.c ?? 0
   }
 
   /** @returns whether a plugin has applied an event */
-  isApplied (plugin: string, eventId: string): boolean {
+  isApplied(plugin: string, eventId: string): boolean {
     return this.db.get('SELECT 1 AS x FROM plugin_applied WHERE plugin = ? AND event_id = ?', [plugin, eventId]) != null
   }
 
@@ -102,7 +104,7 @@ export class PluginStateTable {
    * Records that a plugin applied an event: clears its failure, dead letter and hold, and queues its effect.
    * Call it inside the transaction of the plugin's writes.
    */
-  markApplied (plugin: string, eventId: string, at: number, withEffect: boolean): void {
+  markApplied(plugin: string, eventId: string, at: number, withEffect: boolean): void {
     this.db.run('INSERT INTO plugin_applied (plugin, event_id, applied_at) VALUES (?, ?, ?)', [plugin, eventId, at])
     this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND event_id = ?', [plugin, eventId])
     this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND event_id = ?', [plugin, eventId])
@@ -111,53 +113,59 @@ export class PluginStateTable {
   }
 
   /** Holds an event for a plugin until a version of it that knows the event's version is loaded. */
-  hold (plugin: string, eventId: string, version: number, at: number): void {
+  hold(plugin: string, eventId: string, version: number, at: number): void {
     this.db.run('INSERT OR IGNORE INTO plugin_held (plugin, event_id, version, held_at) VALUES (?, ?, ?, ?)', [plugin, eventId, version, at])
   }
 
   /** @returns the events held because no plugin knows their version, in cursor order */
-  held (): HeldEvent[] {
+  held(): HeldEvent[] {
     return this.db.all('SELECT h.plugin, h.event_id, e.type, h.version FROM plugin_held h JOIN events e ON e.event_id = h.event_id ORDER BY e.cursor')
   }
 
   /** @returns how many (plugin, event) pairs are held */
-  heldCount (): number {
+  heldCount(): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM plugin_held')?.n ?? 0
   }
 
   /** @returns a failed attempt's count and when the next may run, or undefined */
-  failure (plugin: string, eventId: string): { attempts: number, next_at: number } | undefined {
-    return this.db.get<{ attempts: number, next_at: number }>('SELECT attempts, next_at FROM plugin_failures WHERE plugin = ? AND event_id = ?', [plugin, eventId])
+  failure(plugin: string, eventId: string): { attempts: number; next_at: number } | undefined {
+    return this.db.get<{ attempts: number; next_at: number }>('SELECT attempts, next_at FROM plugin_failures WHERE plugin = ? AND event_id = ?', [plugin, eventId])
   }
 
   /** Records a failed attempt and when the next may run. */
-  recordFailure (plugin: string, eventId: string, attempts: number, error: string, nextAt: number): void {
-    this.db.run(`INSERT INTO plugin_failures (plugin, event_id, attempts, last_error, next_at) VALUES (?, ?, ?, ?, ?)
+  recordFailure(plugin: string, eventId: string, attempts: number, error: string, nextAt: number): void {
+    this.db.run(
+      `INSERT INTO plugin_failures (plugin, event_id, attempts, last_error, next_at) VALUES (?, ?, ?, ?, ?)
               ON CONFLICT (plugin, event_id) DO UPDATE SET attempts = excluded.attempts, last_error = excluded.last_error, next_at = excluded.next_at`,
-    [plugin, eventId, attempts, error, nextAt])
+      [plugin, eventId, attempts, error, nextAt]
+    )
   }
 
   /** Dead-letters an event for a plugin (replacing an older dead letter) and forgets its failures. */
-  deadLetter (plugin: string, eventId: string, attempts: number, error: string, at: number): void {
-    this.db.run(`INSERT INTO dead_letters (plugin, event_id, attempts, error, dead_at) VALUES (?, ?, ?, ?, ?)
+  deadLetter(plugin: string, eventId: string, attempts: number, error: string, at: number): void {
+    this.db.run(
+      `INSERT INTO dead_letters (plugin, event_id, attempts, error, dead_at) VALUES (?, ?, ?, ?, ?)
                   ON CONFLICT (plugin, event_id) DO UPDATE SET attempts = excluded.attempts, error = excluded.error, dead_at = excluded.dead_at`,
-    [plugin, eventId, attempts, error, at])
+      [plugin, eventId, attempts, error, at]
+    )
     this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND event_id = ?', [plugin, eventId])
   }
 
   /** Removes a dead letter. */
-  clearDeadLetter (plugin: string, eventId: string): void {
+  clearDeadLetter(plugin: string, eventId: string): void {
     this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND event_id = ?', [plugin, eventId])
   }
 
   /** @returns the dead letters, oldest first */
-  deadLetters (): DeadLetter[] {
-    return this.db.all<DeadLetter & { dead_at: number }>(`SELECT d.plugin, d.event_id, e.type, e.producer, e.seq, d.attempts, d.error, d.dead_at
-    FROM dead_letters d JOIN events e ON e.event_id = d.event_id ORDER BY d.dead_at`).map((d) => ({ ...d, dead_at: new Date(d.dead_at).toISOString() }))
+  deadLetters(): DeadLetter[] {
+    return this.db
+      .all<DeadLetter & { dead_at: number }>(`SELECT d.plugin, d.event_id, e.type, e.producer, e.seq, d.attempts, d.error, d.dead_at
+    FROM dead_letters d JOIN events e ON e.event_id = d.event_id ORDER BY d.dead_at`)
+      .map((d) => ({ ...d, dead_at: new Date(d.dead_at).toISOString() }))
   }
 
   /** @returns how many dead letters there are */
-  deadLetterCount (): number {
+  deadLetterCount(): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM dead_letters')?.n ?? 0
   }
 
@@ -167,21 +175,33 @@ export class PluginStateTable {
    *
    * @returns how many pairs were queued
    */
-  requestReplay (select: ReplaySelect, at: number): number {
-    let pairs: Array<{ plugin: string, event_id: string }>
+  requestReplay(select: ReplaySelect, at: number): number {
+    let pairs: Array<{ plugin: string; event_id: string }>
     if (select.dead === true) {
       pairs = this.db.all('SELECT plugin, event_id FROM dead_letters')
     } else {
       const where: string[] = []
       const params: Array<string | number> = []
-      if (select.eventId != null) { where.push('e.event_id = ?'); params.push(select.eventId) }
-      if (select.type != null) { where.push('e.type = ?'); params.push(select.type) }
-      if (select.since != null) { where.push('e.received_at >= ?'); params.push(select.since) }
-      pairs = this.db.all(`SELECT c.plugin, e.event_id FROM events e JOIN plugin_cursors c ON 1 = 1
+      if (select.eventId != null) {
+        where.push('e.event_id = ?')
+        params.push(select.eventId)
+      }
+      if (select.type != null) {
+        where.push('e.type = ?')
+        params.push(select.type)
+      }
+      if (select.since != null) {
+        where.push('e.received_at >= ?')
+        params.push(select.since)
+      }
+      pairs = this.db.all(
+        `SELECT c.plugin, e.event_id FROM events e JOIN plugin_cursors c ON 1 = 1
       WHERE ${where.length > 0 ? where.join(' AND ') : '1 = 1'}
         AND NOT EXISTS (SELECT 1 FROM plugin_applied a WHERE a.plugin = c.plugin AND a.event_id = e.event_id)
         AND (EXISTS (SELECT 1 FROM dead_letters d WHERE d.plugin = c.plugin AND d.event_id = e.event_id)
-          OR EXISTS (SELECT 1 FROM plugin_held h WHERE h.plugin = c.plugin AND h.event_id = e.event_id))`, params)
+          OR EXISTS (SELECT 1 FROM plugin_held h WHERE h.plugin = c.plugin AND h.event_id = e.event_id))`,
+        params
+      )
     }
     this.db.transaction(() => {
       for (const p of pairs) {
@@ -193,27 +213,27 @@ export class PluginStateTable {
   }
 
   /** Takes an event off a plugin's replay queue. */
-  unqueueReplay (plugin: string, eventId: string): void {
+  unqueueReplay(plugin: string, eventId: string): void {
     this.db.run('DELETE FROM plugin_replay WHERE plugin = ? AND event_id = ?', [plugin, eventId])
   }
 
   /** @returns up to 100 effects not done whose next attempt is due at `now`, soonest first */
-  dueEffects (now: number): DueEffect[] {
+  dueEffects(now: number): DueEffect[] {
     return this.db.all<DueEffect>('SELECT plugin, event_id, attempts FROM plugin_effects WHERE done_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT 100', [now])
   }
 
   /** @returns when the next effect not done is due, or undefined when none is waiting */
-  nextEffectAt (): number | undefined {
+  nextEffectAt(): number | undefined {
     return this.db.get<{ t: number | null }>('SELECT min(next_at) AS t FROM plugin_effects WHERE done_at IS NULL')?.t ?? undefined
   }
 
   /** Records that an effect ran, after `attempts` attempts. */
-  effectDone (plugin: string, eventId: string, attempts: number, at: number): void {
+  effectDone(plugin: string, eventId: string, attempts: number, at: number): void {
     this.db.run('UPDATE plugin_effects SET done_at = ?, attempts = ? WHERE plugin = ? AND event_id = ?', [at, attempts, plugin, eventId])
   }
 
   /** Records a failed attempt of an effect and when the next may run. */
-  effectFailed (plugin: string, eventId: string, attempts: number, error: string, nextAt: number): void {
+  effectFailed(plugin: string, eventId: string, attempts: number, error: string, nextAt: number): void {
     this.db.run('UPDATE plugin_effects SET attempts = ?, last_error = ?, next_at = ? WHERE plugin = ? AND event_id = ?', [attempts, error, nextAt, plugin, eventId])
   }
 }

@@ -33,17 +33,17 @@ export interface StoredHead {
 export class ProducersTable {
   private readonly db: SqlDatabase
 
-  constructor (db: SqlDatabase) {
+  constructor(db: SqlDatabase) {
     this.db = db
   }
 
   /** @returns a producer's row, or undefined */
-  get (producer: string): ProducerRow | undefined {
+  get(producer: string): ProducerRow | undefined {
     return this.db.get<ProducerRow>('SELECT * FROM producers WHERE producer = ?', [producer])
   }
 
   /** @returns every row, ordered by producer */
-  all (): ProducerRow[] {
+  all(): ProducerRow[] {
     return this.db.all<ProducerRow>('SELECT * FROM producers ORDER BY producer')
   }
 
@@ -51,48 +51,56 @@ export class ProducersTable {
    * Records a head as the producer's newest. With `synced`, this node also holds that root whole and has
    * processed up to `processedSeq` (its own outbox head).
    */
-  putHead (head: StoredHead, synced?: { root: string, processedSeq: number }): void {
+  putHead(head: StoredHead, synced?: { root: string; processedSeq: number }): void {
     if (synced == null) {
-      this.db.run(`INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks) VALUES (?, ?, ?, ?, ?, ?, ?)
+      this.db.run(
+        `INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks) VALUES (?, ?, ?, ?, ?, ?, ?)
               ON CONFLICT (producer) DO UPDATE SET head_seq = excluded.head_seq, head_root = excluded.head_root, head_hlc = excluded.head_hlc,
                 head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks`,
-      [head.producer, head.seq, head.root, head.hlc, head.signed, head.receivedAt, JSON.stringify(head.acks)])
+        [head.producer, head.seq, head.root, head.hlc, head.signed, head.receivedAt, JSON.stringify(head.acks)]
+      )
       return
     }
-    this.db.run(`INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks, synced_root, processed_seq)
+    this.db.run(
+      `INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks, synced_root, processed_seq)
               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
               ON CONFLICT (producer) DO UPDATE SET head_seq = excluded.head_seq, head_root = excluded.head_root, head_hlc = excluded.head_hlc,
                 head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks,
                 synced_root = excluded.synced_root, processed_seq = excluded.processed_seq`,
-    [head.producer, head.seq, head.root, head.hlc, head.signed, head.receivedAt, JSON.stringify(head.acks), synced.root, synced.processedSeq])
+      [head.producer, head.seq, head.root, head.hlc, head.signed, head.receivedAt, JSON.stringify(head.acks), synced.root, synced.processedSeq]
+    )
   }
 
   /** @returns the signed heads this node knows, its own included, ordered by producer */
-  signedHeads (): Uint8Array[] {
+  signedHeads(): Uint8Array[] {
     return this.db.all<{ head_message: Uint8Array }>('SELECT head_message FROM producers WHERE head_message IS NOT NULL ORDER BY producer').map((r) => r.head_message)
   }
 
   /** @returns the producers other than `self` whose head is ahead of what was walked or processed */
-  behind (self: string): string[] {
-    return this.db.all<{ producer: string }>('SELECT producer FROM producers WHERE producer != ? AND head_root IS NOT NULL AND (synced_root IS NULL OR synced_root != head_root OR processed_seq < head_seq)', [self]).map((r) => r.producer)
+  behind(self: string): string[] {
+    return this.db
+      .all<{ producer: string }>('SELECT producer FROM producers WHERE producer != ? AND head_root IS NOT NULL AND (synced_root IS NULL OR synced_root != head_root OR processed_seq < head_seq)', [
+        self
+      ])
+      .map((r) => r.producer)
   }
 
   /** @returns per producer, the highest contiguous seq this node has walked and ingested */
-  processed (): Record<string, number> {
+  processed(): Record<string, number> {
     const out: Record<string, number> = {}
-    for (const r of this.db.all<{ producer: string, processed_seq: number }>('SELECT producer, processed_seq FROM producers')) out[r.producer] = r.processed_seq
+    for (const r of this.db.all<{ producer: string; processed_seq: number }>('SELECT producer, processed_seq FROM producers')) out[r.producer] = r.processed_seq
     return out
   }
 
   /** @returns the roots this node holds whole, per producer, ordered by producer */
-  syncedRoots (): Array<{ producer: string, root: string }> {
-    return this.db.all<{ producer: string, root: string }>('SELECT producer, synced_root AS root FROM producers WHERE synced_root IS NOT NULL ORDER BY producer')
+  syncedRoots(): Array<{ producer: string; root: string }> {
+    return this.db.all<{ producer: string; root: string }>('SELECT producer, synced_root AS root FROM producers WHERE synced_root IS NOT NULL ORDER BY producer')
   }
 
   /** @returns every root a producer row points at (synced and head), for garbage collection */
-  roots (): string[] {
+  roots(): string[] {
     const out = new Set<string>()
-    for (const r of this.db.all<{ synced_root: string | null, head_root: string | null }>('SELECT synced_root, head_root FROM producers')) {
+    for (const r of this.db.all<{ synced_root: string | null; head_root: string | null }>('SELECT synced_root, head_root FROM producers')) {
       if (r.synced_root != null) out.add(r.synced_root)
       if (r.head_root != null) out.add(r.head_root)
     }
@@ -103,13 +111,17 @@ export class ProducersTable {
    * Records that a walk processed `producer` up to `top` (never moving back) and clears its error; with
    * `syncedRoot`, the walk of that root is complete.
    */
-  advance (producer: string, top: number, syncedRoot?: string): void {
-    this.db.run('UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, last_error = NULL WHERE producer = ?',
-      [top, syncedRoot != null ? 1 : 0, syncedRoot ?? null, producer])
+  advance(producer: string, top: number, syncedRoot?: string): void {
+    this.db.run('UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, last_error = NULL WHERE producer = ?', [
+      top,
+      syncedRoot != null ? 1 : 0,
+      syncedRoot ?? null,
+      producer
+    ])
   }
 
   /** Records why the last sync of a producer failed. */
-  setError (producer: string, error: string | null): void {
+  setError(producer: string, error: string | null): void {
     this.db.run('UPDATE producers SET last_error = ? WHERE producer = ?', [error, producer])
   }
 }

@@ -14,25 +14,24 @@ export interface QuarantineEntry {
 export class QuarantineTable {
   private readonly db: SqlDatabase
 
-  constructor (db: SqlDatabase) {
+  constructor(db: SqlDatabase) {
     this.db = db
   }
 
   /** Records a refused entry; one already recorded is left as it is. */
-  add (e: QuarantineEntry): void {
-    this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)',
-      [e.producer, e.path, e.cid, e.reason, e.detail, e.detected_at])
+  add(e: QuarantineEntry): void {
+    this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)', [e.producer, e.path, e.cid, e.reason, e.detail, e.detected_at])
   }
 
   /** @returns per reason, how many entries are quarantined */
-  countsByReason (): Record<string, number> {
+  countsByReason(): Record<string, number> {
     const out: Record<string, number> = {}
-    for (const r of this.db.all<{ reason: string, n: number }>('SELECT reason, count(*) AS n FROM quarantine GROUP BY reason')) out[r.reason] = r.n
+    for (const r of this.db.all<{ reason: string; n: number }>('SELECT reason, count(*) AS n FROM quarantine GROUP BY reason')) out[r.reason] = r.n
     return out
   }
 
   /** @returns the `limit` most recently quarantined entries, newest first */
-  recent (limit = 20): Array<Omit<QuarantineEntry, 'cid'>> {
+  recent(limit = 20): Array<Omit<QuarantineEntry, 'cid'>> {
     return this.db.all<Omit<QuarantineEntry, 'cid'>>('SELECT producer, path, reason, detail, detected_at FROM quarantine ORDER BY id DESC LIMIT ?', [limit])
   }
 }

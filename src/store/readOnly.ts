@@ -4,12 +4,12 @@ import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
 export class ReadOnlyDatabase {
   private readonly db: SqlDatabase
 
-  private constructor (db: SqlDatabase) {
+  private constructor(db: SqlDatabase) {
     this.db = db
   }
 
   /** Opens the database at `path` read-only, with `query_only` on as well. */
-  static async open (path: string): Promise<ReadOnlyDatabase> {
+  static async open(path: string): Promise<ReadOnlyDatabase> {
     const db = await openDatabase(path, { readonly: true })
     try {
       db.exec('PRAGMA query_only = ON')
@@ -24,11 +24,11 @@ export class ReadOnlyDatabase {
    * @returns the rows of the operator's `sql`
    * @throws Error from SQLite: a syntax error, or a write refused
    */
-  query (sql: string): Array<Record<string, unknown>> {
+  query(sql: string): Array<Record<string, unknown>> {
     return this.db.all(sql)
   }
 
-  close (): void {
+  close(): void {
     this.db.close()
   }
 }

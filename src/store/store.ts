@@ -31,7 +31,7 @@ export class Store {
   readonly outbox: OutboxTable
   readonly meta: MetaTable
 
-  constructor (db: SqlDatabase) {
+  constructor(db: SqlDatabase) {
     this.db = db
     this.events = new EventsTable(db)
     this.producers = new ProducersTable(db)
@@ -48,7 +48,7 @@ export class Store {
    *
    * @throws Error when the file is not a database or is from a newer cairn
    */
-  static async open (path: string): Promise<Store> {
+  static async open(path: string): Promise<Store> {
     const db = await openDatabase(path)
     try {
       migrate(db)
@@ -60,7 +60,7 @@ export class Store {
   }
 
   /** Runs `fn` in one transaction; see SqlDatabase.transaction. */
-  transaction<T> (fn: () => T, options?: { durable?: boolean }): T {
+  transaction<T>(fn: () => T, options?: { durable?: boolean }): T {
     return this.db.transaction(fn, options)
   }
 
@@ -68,12 +68,12 @@ export class Store {
    * @returns the database as a plugin sees it: its own SQL on its own tables; inside `apply` every call is
    * part of the transaction that records the event as applied
    */
-  pluginDb (): PluginDbHandle {
+  pluginDb(): PluginDbHandle {
     return { run: (sql, params) => this.db.run(sql, params), get: (sql, params) => this.db.get(sql, params), all: (sql, params) => this.db.all(sql, params) }
   }
 
   /** @returns undefined when the database answers, else why not */
-  check (): string | undefined {
+  check(): string | undefined {
     try {
       this.db.get('SELECT 1')
       return undefined
@@ -83,16 +83,16 @@ export class Store {
   }
 
   /** @returns SQLite's integrity check: 'ok', or what is damaged */
-  integrity (): string | undefined {
+  integrity(): string | undefined {
     return this.db.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
   }
 
   /** @returns the schema version the database is at (0 before the first migration) */
-  schemaVersion (): number {
+  schemaVersion(): number {
     return this.db.get<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')?.v ?? 0
   }
 
-  close (): void {
+  close(): void {
     this.db.close()
   }
 }

@@ -9,7 +9,7 @@ export type BlockGetter = (cid: CID, options: { signal: AbortSignal }) => Promis
  * Fetches many blocks at once (a catch-up's event files), from the local store or in batches from a
  * peer; @returns those it got, each already checked against its CID. What it misses goes to getBlock.
  */
-export type BlocksGetter = (producer: string, cids: readonly CID[], options: { signal: AbortSignal, onBlocks: (n: number) => void }) => Promise<Map<string, Uint8Array>>
+export type BlocksGetter = (producer: string, cids: readonly CID[], options: { signal: AbortSignal; onBlocks: (n: number) => void }) => Promise<Map<string, Uint8Array>>
 
 /** How one walk fetches the blocks of one producer's tree. */
 export interface WalkFetcher {
@@ -26,7 +26,7 @@ export interface WalkFetcher {
 }
 
 /** @returns the block of `cid`, within the fetch timeout */
-export async function fetchBlock (f: WalkFetcher, cid: CID): Promise<Uint8Array> {
+export async function fetchBlock(f: WalkFetcher, cid: CID): Promise<Uint8Array> {
   const bytes = await f.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(f.fetchTimeout), f.signal]) })
   f.progressed()
   return bytes
@@ -46,11 +46,17 @@ export interface FetchManyOptions {
  * @returns the blocks of `cids`, in order: in one batch where that pays, the ones it missed (or all,
  * when the batch failed) one by one
  */
-export async function fetchBlocks (f: WalkFetcher, cids: readonly CID[], options: FetchManyOptions): Promise<Uint8Array[]> {
+export async function fetchBlocks(f: WalkFetcher, cids: readonly CID[], options: FetchManyOptions): Promise<Uint8Array[]> {
   let bulk = new Map<string, Uint8Array>()
   if (f.getBlocks != null && cids.length >= options.bulkFrom) {
     try {
-      bulk = await f.getBlocks(f.producer, cids, { signal: f.signal, onBlocks: (n) => { f.progressed(); options.onFetched?.(n) } })
+      bulk = await f.getBlocks(f.producer, cids, {
+        signal: f.signal,
+        onBlocks: (n) => {
+          f.progressed()
+          options.onFetched?.(n)
+        }
+      })
     } catch (err) {
       f.log.debug(`bulk fetch from ${f.producer} failed, falling back to bitswap: ${(err as Error).message}`, { producer: f.producer })
     }

@@ -8,7 +8,7 @@ export interface HeadIntakeInit {
   /** whose heads are accepted; undefined accepts every holder of the swarm key */
   isMember?: (producer: string) => boolean
   /** stores blocks a head message carried (already checked against their CIDs) */
-  storeBlocks?: (blocks: Array<{ cid: CID, bytes: Uint8Array }>) => void
+  storeBlocks?: (blocks: Array<{ cid: CID; bytes: Uint8Array }>) => void
 }
 
 /** What head intake reads and writes. */
@@ -21,7 +21,7 @@ export type HeadIntakeComponents = Pick<Components, 'self' | 'store' | 'clock' |
  * @returns the head when it is news, undefined when it changed nothing
  * @throws InvalidHeadError when it does not verify or is from a non-member
  */
-export async function intakeHead (bytes: Uint8Array, init: HeadIntakeInit, components: HeadIntakeComponents): Promise<Head | undefined> {
+export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, components: HeadIntakeComponents): Promise<Head | undefined> {
   const { head, signed, blocks } = await verifyHeadMessage(bytes)
   if (head.producer === components.self) return undefined
   if (init.isMember != null && !init.isMember(head.producer)) {

@@ -45,15 +45,26 @@ export interface IngestStats {
  *
  * @throws Error when a file cannot be fetched; the chunks before it stay stored
  */
-export async function ingest (f: WalkFetcher, target: WalkTarget, listing: Listing, ctx: IngestContext): Promise<IngestStats> {
+export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listing, ctx: IngestContext): Promise<IngestStats> {
   const { producer } = f
   const { candidates, refused } = listing
-  const progress = progressReporter(candidates.length, (p) => { ctx.events.safeDispatchEvent('sync:progress', { detail: { producer, ...p } }) })
+  const progress = progressReporter(candidates.length, (p) => {
+    ctx.events.safeDispatchEvent('sync:progress', { detail: { producer, ...p } })
+  })
   const found = new Set([...candidates.map((c) => c.seq), ...listing.oversized])
   const chunks = chunksOf(candidates, ctx.limits.maxFilesPerWalk)
-  const fetchFiles = async (chunk: Candidate[]): Promise<Uint8Array[]> => await fetchBlocks(f, chunk.map((c) => c.cid), { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress })
+  const fetchFiles = async (chunk: Candidate[]): Promise<Uint8Array[]> =>
+    await fetchBlocks(
+      f,
+      chunk.map((c) => c.cid),
+      { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }
+    )
   // A prefetch that fails while the chunk before it is stored must not become an unhandled rejection.
-  const prefetch = (chunk: Candidate[]): Promise<Uint8Array[]> => { const p = fetchFiles(chunk); p.catch(() => {}); return p }
+  const prefetch = (chunk: Candidate[]): Promise<Uint8Array[]> => {
+    const p = fetchFiles(chunk)
+    p.catch(() => {})
+    return p
+  }
   let fetching = prefetch(chunks[0])
   let prevTop = target.processedSeq
   let fetchMs = 0
@@ -67,7 +78,7 @@ export async function ingest (f: WalkFetcher, target: WalkTarget, listing: Listi
     const s0 = performance.now()
     const last = k === chunks.length - 1
     const top = last ? target.headSeq : chunk[chunk.length - 1].seq
-    const accepted: Array<{ envelope: EventEnvelope, cid: string }> = []
+    const accepted: Array<{ envelope: EventEnvelope; cid: string }> = []
     const chunkRefused = refusedIn(refused, k, prevTop, top, last)
     chunk.forEach((c, i) => {
       const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits)
@@ -103,7 +114,7 @@ export async function ingest (f: WalkFetcher, target: WalkTarget, listing: Listi
  * @returns a function to call with each number of files that arrived; for a backlog over
  * PROGRESS_FROM files it reports the progress about once a second, and once at the end
  */
-function progressReporter (total: number, report: (p: Omit<SyncProgress, 'producer'>) => void): (n: number) => void {
+function progressReporter(total: number, report: (p: Omit<SyncProgress, 'producer'>) => void): (n: number) => void {
   let done = 0
   let reported = Date.now()
   const started = reported

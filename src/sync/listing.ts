@@ -22,18 +22,24 @@ export interface Listing {
  *
  * @throws Error when a directory cannot be fetched or is not a directory
  */
-export async function listChanges (f: WalkFetcher, root: CID, dirs: RemoteDirsTable, window: WalkWindow): Promise<Listing> {
+export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTable, window: WalkWindow): Promise<Listing> {
   const { producer } = f
   const out: Listing = { walked: new Map(), candidates: [], refused: [], oversized: new Set() }
   const days = await list(f, '', root)
   for (const day of days) {
     const badDay = refuseDay(day)
-    if (badDay != null) { out.refused.push(badDay); continue }
+    if (badDay != null) {
+      out.refused.push(badDay)
+      continue
+    }
     if (dirs.get(producer, day.name) === day.cid.toString()) continue
     for (const hour of await list(f, day.name, day.cid)) {
       const hourPath = `${day.name}/${hour.name}`
       const badHour = refuseHour(day.name, hour)
-      if (badHour != null) { out.refused.push(badHour); continue }
+      if (badHour != null) {
+        out.refused.push(badHour)
+        continue
+      }
       if (dirs.get(producer, hourPath) === hour.cid.toString()) continue
       const files = await listBucket(f, hourPath, hour.cid, dirs, out.walked)
       const plan = planFiles(hourPath, files, window)
@@ -48,7 +54,7 @@ export async function listChanges (f: WalkFetcher, root: CID, dirs: RemoteDirsTa
   return out
 }
 
-async function list (f: WalkFetcher, path: string, cid: CID): Promise<DirEntry[]> {
+async function list(f: WalkFetcher, path: string, cid: CID): Promise<DirEntry[]> {
   let node: DirectoryNode
   try {
     node = readDirectoryNode(await fetchBlock(f, cid))
@@ -64,11 +70,15 @@ async function list (f: WalkFetcher, path: string, cid: CID): Promise<DirEntry[]
  * time, each level's shards fetched together (a large catch-up walks hundreds of them). Records the
  * shards it walked in `walked`.
  */
-async function listBucket (f: WalkFetcher, path: string, cid: CID, dirs: RemoteDirsTable, walked: Map<string, string>): Promise<DirEntry[]> {
+async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDirsTable, walked: Map<string, string>): Promise<DirEntry[]> {
   const out: DirEntry[] = []
   let level = [{ path, cid }]
   while (level.length > 0) {
-    const got = await fetchBlocks(f, level.map((l) => l.cid), { bulkFrom: 8, concurrency: 64 })
+    const got = await fetchBlocks(
+      f,
+      level.map((l) => l.cid),
+      { bulkFrom: 8, concurrency: 64 }
+    )
     const next: typeof level = []
     for (const [i, l] of level.entries()) {
       let node: DirectoryNode

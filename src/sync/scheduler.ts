@@ -31,23 +31,23 @@ export class WalkScheduler {
   private readonly retry = new Map<string, ReturnType<typeof setTimeout>>()
   private readonly failures = new Map<string, number>()
   /** per producer, the walk under way and when it last made progress */
-  private readonly walks = new Map<string, { abort: AbortController, progress: number }>()
+  private readonly walks = new Map<string, { abort: AbortController; progress: number }>()
   private stopped = false
   private abort = new AbortController()
   private wasBusy = false
 
-  constructor (init: SchedulerInit) {
+  constructor(init: SchedulerInit) {
     this.init = init
   }
 
   /** Accepts work again after `stop()`. */
-  start (): void {
+  start(): void {
     this.stopped = false
     this.abort = new AbortController()
   }
 
   /** Stops scheduling work, aborts the walks under way and waits for them. */
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     this.stopped = true
     this.abort.abort()
     for (const t of this.retry.values()) clearTimeout(t)
@@ -57,12 +57,12 @@ export class WalkScheduler {
   }
 
   /** @returns whether a walk is under way or due */
-  get busy (): boolean {
+  get busy(): boolean {
     return this.running.size > 0 || this.dirty.size > 0 || this.retry.size > 0
   }
 
   /** Walks `producer`'s tree soon; coalesces with a walk under way. */
-  schedule (producer: string): void {
+  schedule(producer: string): void {
     if (this.stopped) return
     if (this.running.has(producer)) {
       this.dirty.add(producer)
@@ -86,12 +86,12 @@ export class WalkScheduler {
    * one that its relays may never have held), so that it gives way to a newer head instead of waiting
    * out the fetch timeout.
    */
-  supersede (producer: string): void {
+  supersede(producer: string): void {
     const walk = this.walks.get(producer)
     if (walk != null && performance.now() - walk.progress > STUCK_MS) walk.abort.abort(new Error('superseded by a newer head'))
   }
 
-  private async walkLoop (producer: string): Promise<void> {
+  private async walkLoop(producer: string): Promise<void> {
     do {
       this.dirty.delete(producer)
       const walk = { abort: new AbortController(), progress: performance.now() }
@@ -99,7 +99,9 @@ export class WalkScheduler {
       try {
         await this.init.walk(producer, {
           signal: AbortSignal.any([this.abort.signal, walk.abort.signal]),
-          progressed: () => { walk.progress = performance.now() }
+          progressed: () => {
+            walk.progress = performance.now()
+          }
         })
         this.failures.delete(producer)
       } catch (err) {
@@ -123,7 +125,7 @@ export class WalkScheduler {
   }
 
   /** Tells once when the scheduler goes from busy to idle. */
-  private idleCheck (): void {
+  private idleCheck(): void {
     if (!this.wasBusy || this.busy) return
     this.wasBusy = false
     this.init.onIdle()

@@ -36,7 +36,7 @@ export type SyncerComponents = Pick<Components, 'self' | 'store' | 'clock' | 'lo
  * await sync.offerHead(bytes)
  * ```
  */
-export function syncer (init: SyncerInit): (components: SyncerComponents) => Syncer {
+export function syncer(init: SyncerInit): (components: SyncerComponents) => Syncer {
   return (components) => new Syncer(init, components)
 }
 
@@ -51,21 +51,25 @@ export class Syncer {
   private readonly components: SyncerComponents
   private readonly scheduler: WalkScheduler
 
-  constructor (init: SyncerInit, components: SyncerComponents) {
+  constructor(init: SyncerInit, components: SyncerComponents) {
     this.init = init
     this.components = components
     this.scheduler = new WalkScheduler({
-      walk: async (producer, handle) => { await this.walk(producer, handle) },
+      walk: async (producer, handle) => {
+        await this.walk(producer, handle)
+      },
       onFailure: (producer, err, delay) => {
         components.store.producers.setError(producer, err.message)
         components.log.warn(`sync of ${producer} failed, retrying in ${delay} ms: ${err.message}`, { producer })
       },
-      onIdle: () => { components.events.safeDispatchEvent('sync:idle') }
+      onIdle: () => {
+        components.events.safeDispatchEvent('sync:idle')
+      }
     })
   }
 
   /** Starts syncing every producer whose head is ahead of what was processed (after a restart). */
-  start (): void {
+  start(): void {
     if (this.status === 'started') return
     this.status = 'started'
     this.scheduler.start()
@@ -73,13 +77,13 @@ export class Syncer {
   }
 
   /** Stops scheduling work and waits for the walks under way. */
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     this.status = 'stopped'
     await this.scheduler.stop()
   }
 
   /** @returns whether a walk is under way or due */
-  get busy (): boolean {
+  get busy(): boolean {
     return this.scheduler.busy
   }
 
@@ -90,7 +94,7 @@ export class Syncer {
    * @returns 'new' when it moved the producer's head forward, 'old' when it changed nothing
    * @throws InvalidHeadError when it does not verify or is from a non-member
    */
-  async offerHead (bytes: Uint8Array): Promise<'new' | 'old'> {
+  async offerHead(bytes: Uint8Array): Promise<'new' | 'old'> {
     const head = await intakeHead(bytes, this.init, this.components)
     if (head == null) return 'old'
     this.scheduler.supersede(head.producer)
@@ -100,16 +104,16 @@ export class Syncer {
   }
 
   /** @returns the signed heads this node knows, its own included, to relay to peers */
-  knownHeads (): Uint8Array[] {
+  knownHeads(): Uint8Array[] {
     return this.components.store.producers.signedHeads()
   }
 
   /** Walks `producer`'s tree soon; coalesces with a walk under way. */
-  schedule (producer: string): void {
+  schedule(producer: string): void {
     this.scheduler.schedule(producer)
   }
 
-  private async walk (producer: string, handle: WalkHandle): Promise<void> {
+  private async walk(producer: string, handle: WalkHandle): Promise<void> {
     const { store, log } = this.components
     const row = store.producers.get(producer)
     // The same root can come back (an outbox pruned empty has the empty directory's CID), so a seq
@@ -117,11 +121,26 @@ export class Syncer {
     if (row == null || row.head_root == null || (row.head_root === row.synced_root && row.processed_seq >= row.head_seq)) return
     const root = CID.parse(row.head_root)
     log.debug(`walking ${producer} to seq ${row.head_seq} (processed ${row.processed_seq})`, { producer })
-    const fetcher: WalkFetcher = { producer, getBlock: this.init.getBlock, getBlocks: this.init.getBlocks, fetchTimeout: this.init.fetchTimeout, signal: handle.signal, progressed: handle.progressed, log }
+    const fetcher: WalkFetcher = {
+      producer,
+      getBlock: this.init.getBlock,
+      getBlocks: this.init.getBlocks,
+      fetchTimeout: this.init.fetchTimeout,
+      signal: handle.signal,
+      progressed: handle.progressed,
+      log
+    }
     const t0 = performance.now()
     const listing = await listChanges(fetcher, root, store.remoteDirs, { processedSeq: row.processed_seq, headSeq: row.head_seq, maxEventSize: this.init.limits.maxEventSize })
     const t1 = performance.now()
-    const stats = await ingest(fetcher, { headSeq: row.head_seq, headRoot: row.head_root, processedSeq: row.processed_seq }, listing, { ...this.components, limits: this.init.limits, checkEvent: this.init.checkEvent })
-    log.debug(`walked ${producer}: ${listing.walked.size} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.candidates.length} files in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`, { producer })
+    const stats = await ingest(fetcher, { headSeq: row.head_seq, headRoot: row.head_root, processedSeq: row.processed_seq }, listing, {
+      ...this.components,
+      limits: this.init.limits,
+      checkEvent: this.init.checkEvent
+    })
+    log.debug(
+      `walked ${producer}: ${listing.walked.size} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.candidates.length} files in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`,
+      { producer }
+    )
   }
 }

@@ -10,7 +10,7 @@ import { directoryBlock } from './tree.ts'
  *
  * @returns the bus root CID
  */
-export async function busRoot (roots: ReadonlyArray<{ producer: string, root: string }>, blocks?: SqliteBlockstore): Promise<CID> {
+export async function busRoot(roots: ReadonlyArray<{ producer: string; root: string }>, blocks?: SqliteBlockstore): Promise<CID> {
   const dir = await directoryBlock(roots.map((r) => ({ name: r.producer, cid: CID.parse(r.root), size: 0 })))
   blocks?.putSync(dir.cid, dir.bytes)
   return dir.cid

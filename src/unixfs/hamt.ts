@@ -34,13 +34,13 @@ class Shard {
   size = 0
   dirty = true
 
-  static empty (): Shard {
+  static empty(): Shard {
     const s = new Shard()
     s.slots = new Array(FANOUT)
     return s
   }
 
-  static stored (cid: CID, size: number): Shard {
+  static stored(cid: CID, size: number): Shard {
     const s = new Shard()
     s.cid = cid
     s.size = size
@@ -54,7 +54,7 @@ class Shard {
  * fanout 16, four bits a level, high nibble first, from murmur3-x64-64 of the name; past 16 levels the
  * hash of the name followed by the byte `level / 16`.
  */
-function slotOf (key: Uint8Array, level: number, hashes: Uint8Array[]): number {
+function slotOf(key: Uint8Array, level: number, hashes: Uint8Array[]): number {
   const k = level >> 4
   // murmur3's encode is synchronous (the typing allows any hasher's Promise).
   hashes[k] ??= murmur3128.encode(k === 0 ? key : Uint8Array.from([...key, k])) as Uint8Array
@@ -88,14 +88,14 @@ export class ShardedDirectory {
    * @param options.count how many entries the stored directory holds
    * @param options.read reads shards back from the store; without it everything stays in memory
    */
-  constructor (options: { root?: { cid: CID, size: number }, count?: number, read?: BlockReader } = {}) {
+  constructor(options: { root?: { cid: CID; size: number }; count?: number; read?: BlockReader } = {}) {
     this.read = options.read
     this.root = options.root != null && options.read != null ? Shard.stored(options.root.cid, options.root.size) : Shard.empty()
-    this.count = options.root != null ? options.count ?? 0 : 0
+    this.count = options.root != null ? (options.count ?? 0) : 0
   }
 
   /** how many entries it holds */
-  get size (): number {
+  get size(): number {
     return this.count
   }
 
@@ -104,7 +104,7 @@ export class ShardedDirectory {
    *
    * @throws ShardUnreadableError when a shard on the way is not in the store
    */
-  add (entries: readonly DirEntry[]): void {
+  add(entries: readonly DirEntry[]): void {
     for (const entry of entries) {
       const key = utf8.encode(entry.name)
       const hashes: Uint8Array[] = []
@@ -140,19 +140,25 @@ export class ShardedDirectory {
    *
    * @throws ShardUnreadableError when a shard on the way is not in the store
    */
-  remove (names: Iterable<string>): void {
+  remove(names: Iterable<string>): void {
     for (const name of names) {
       const key = utf8.encode(name)
       const hashes: Uint8Array[] = []
-      const path: Array<{ shard: Shard, slot: number }> = []
+      const path: Array<{ shard: Shard; slot: number }> = []
       let shard = this.root
       for (let level = 0; ; level++) {
         const slots = this.load(shard)
         const i = slotOf(key, level, hashes)
         path.push({ shard, slot: i })
         const here = slots[i]
-        if (here instanceof Shard) { shard = here; continue }
-        if (here === undefined || here.name !== name) { path.length = 0; break }
+        if (here instanceof Shard) {
+          shard = here
+          continue
+        }
+        if (here === undefined || here.name !== name) {
+          path.length = 0
+          break
+        }
         slots[i] = undefined
         this.count--
         break
@@ -171,7 +177,7 @@ export class ShardedDirectory {
    *
    * @returns the root shard (with the DAG's cumulative size) and the shard blocks that are new since the last flush
    */
-  async flush (): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
+  async flush(): Promise<{ root: Block & { size: number }; blocks: Block[] }> {
     const blocks: Block[] = []
     this.rootBytes = (await this.encode(this.root, blocks)) ?? this.rootBytes ?? this.stored(this.root.cid!)
     if (this.read != null) this.trim(this.root, 0)
@@ -179,14 +185,14 @@ export class ShardedDirectory {
   }
 
   /** @returns a shard's bytes from the store */
-  private stored (cid: CID): Uint8Array {
+  private stored(cid: CID): Uint8Array {
     const bytes = this.read?.(cid)
     if (bytes == null) throw new ShardUnreadableError(`HAMT shard ${cid} is not in the block store`)
     return bytes
   }
 
   /** @returns the shard's slots, read from the store when not in memory */
-  private load (shard: Shard): Array<Leaf | Shard | undefined> {
+  private load(shard: Shard): Array<Leaf | Shard | undefined> {
     if (shard.slots != null) return shard.slots
     const bytes = this.stored(shard.cid!)
     let node: DirectoryNode
@@ -204,7 +210,7 @@ export class ShardedDirectory {
   }
 
   /** @returns the bytes of the shard when it was re-encoded (its new block is in `blocks`) */
-  private async encode (shard: Shard, blocks: Block[]): Promise<Uint8Array | undefined> {
+  private async encode(shard: Shard, blocks: Block[]): Promise<Uint8Array | undefined> {
     if (!shard.dirty) return undefined
     const links: dagPb.PBLink[] = []
     let size = 0
@@ -232,15 +238,18 @@ export class ShardedDirectory {
   }
 
   /** Drops the slots of clean shards `KEEP_LEVELS` deep and deeper: they are read back when touched. */
-  private trim (shard: Shard, level: number): void {
+  private trim(shard: Shard, level: number): void {
     if (shard.slots == null) return
-    if (level >= KEEP_LEVELS && !shard.dirty) { shard.slots = undefined; return }
+    if (level >= KEEP_LEVELS && !shard.dirty) {
+      shard.slots = undefined
+      return
+    }
     for (const child of shard.slots) if (child instanceof Shard) this.trim(child, level + 1)
   }
 }
 
 /** Encodes a HAMT-sharded directory of `entries` in one go (see ShardedDirectory). */
-export async function shardedDirectory (entries: readonly DirEntry[]): Promise<{ root: Block & { size: number }, blocks: Block[] }> {
+export async function shardedDirectory(entries: readonly DirEntry[]): Promise<{ root: Block & { size: number }; blocks: Block[] }> {
   const dir = new ShardedDirectory()
   dir.add(entries)
   return await dir.flush()
@@ -251,7 +260,7 @@ export interface DirectoryNode {
   /** entries, each with the label of its slot in a HAMT shard ('' in a plain directory) */
   entries: Array<DirEntry & { label: string }>
   /** sub-shards of a HAMT shard, with the cumulative size their link gives */
-  shards: Array<{ label: string, cid: CID, size: number }>
+  shards: Array<{ label: string; cid: CID; size: number }>
   /** a HAMT shard's fanout, 0 for a plain directory */
   fanout: number
 }
@@ -261,7 +270,7 @@ export interface DirectoryNode {
  *
  * @throws MalformedDirectoryError when the block is neither
  */
-export function readDirectoryNode (bytes: Uint8Array): DirectoryNode {
+export function readDirectoryNode(bytes: Uint8Array): DirectoryNode {
   let node: dagPb.PBNode
   let fs: UnixFS
   try {
@@ -278,7 +287,8 @@ export function readDirectoryNode (bytes: Uint8Array): DirectoryNode {
   if (fs.type !== 'hamt-sharded-directory') throw new MalformedDirectoryError(`not a UnixFS directory: it is a ${fs.type}`)
   // Any power of two up to 1024 (cairn writes 16, earlier versions and other importers 256).
   const fanout = Number(fs.fanout)
-  if (!Number.isInteger(fanout) || fanout < 2 || fanout > 1024 || (fanout & (fanout - 1)) !== 0) throw new MalformedDirectoryError(`unsupported HAMT: fanout ${fs.fanout} is not a power of two up to 1024`)
+  if (!Number.isInteger(fanout) || fanout < 2 || fanout > 1024 || (fanout & (fanout - 1)) !== 0)
+    throw new MalformedDirectoryError(`unsupported HAMT: fanout ${fs.fanout} is not a power of two up to 1024`)
   const pad = (fanout - 1).toString(16).length
   const label = new RegExp(`^[0-9A-F]{${pad}}`)
   const out: DirectoryNode = { entries: [], shards: [], fanout }

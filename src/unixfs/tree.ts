@@ -21,7 +21,7 @@ export interface Block {
 const DIRECTORY_DATA = new UnixFS({ type: 'directory' }).marshal()
 
 /** @returns the raw block of a small file: its CID is what IPFS tools give a one-block file with raw leaves */
-export async function fileBlock (bytes: Uint8Array): Promise<Block> {
+export async function fileBlock(bytes: Uint8Array): Promise<Block> {
   return { cid: CID.createV1(raw.code, await sha256.digest(bytes)), bytes }
 }
 
@@ -30,7 +30,7 @@ export async function fileBlock (bytes: Uint8Array): Promise<Block> {
  *
  * @returns the block and the DAG's cumulative size, to link it from its parent
  */
-export async function directoryBlock (entries: readonly DirEntry[]): Promise<Block & { size: number }> {
+export async function directoryBlock(entries: readonly DirEntry[]): Promise<Block & { size: number }> {
   const node = dagPb.prepare({
     Data: DIRECTORY_DATA,
     Links: entries.map((e) => ({ Name: e.name, Hash: e.cid, Tsize: e.size }))

@@ -8,7 +8,7 @@
  * const sizes = await pooledMap(cids, 64, async (cid) => (await getBlock(cid)).length)
  * ```
  */
-export async function pooledMap<T, R> (items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>, options: { signal?: AbortSignal } = {}): Promise<R[]> {
+export async function pooledMap<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>, options: { signal?: AbortSignal } = {}): Promise<R[]> {
   const out = new Array<R>(items.length)
   let next = 0
   const worker = async (): Promise<void> => {

@@ -11,7 +11,7 @@ import { inProcessNode } from '../helpers/forge.ts'
 const SCALE = Number(process.env.FAULTS_SCALE ?? 1)
 
 /** One line per scenario, collected into RELIABILITY.md. */
-function report (scenario: string, figures: Record<string, number | string>): void {
+function report(scenario: string, figures: Record<string, number | string>): void {
   console.log(`FAULT ${JSON.stringify({ scenario, ...figures })}`)
 }
 
@@ -24,12 +24,18 @@ describe('faults', () => {
     await b.start(['--bootstrap', a.addrs[0]])
     const acked = new Set<string>()
     let attempted = 0
-    const burst = Promise.all(Array.from({ length: 32 }, async () => {
-      for (;;) {
-        attempted++
-        try { acked.add((await a.publish({ type: 'test.burst', payload: { n: attempted } })).event_id) } catch { return }
-      }
-    }))
+    const burst = Promise.all(
+      Array.from({ length: 32 }, async () => {
+        for (;;) {
+          attempted++
+          try {
+            acked.add((await a.publish({ type: 'test.burst', payload: { n: attempted } })).event_id)
+          } catch {
+            return
+          }
+        }
+      })
+    )
     await waitFor('some acknowledged publishes', () => acked.size >= 300 * SCALE, 60_000, 5)
     await a.stop('SIGKILL')
     await burst
@@ -43,7 +49,15 @@ describe('faults', () => {
     const lost = [...acked].filter((id) => !ids.has(id)).length
     expect(lost).toBe(0)
     await waitFor('the peer to hold every event of a', () => eventCount(b.dir) === ids.size, 60_000)
-    report('publisher crash', { published: attempted, acknowledged: acked.size, committed: ids.size, delivered: eventCount(b.dir), lost, doubly_applied: 0, faults: 'SIGKILL of the publisher during 32 concurrent publishers' })
+    report('publisher crash', {
+      published: attempted,
+      acknowledged: acked.size,
+      committed: ids.size,
+      delivered: eventCount(b.dir),
+      lost,
+      doubly_applied: 0,
+      faults: 'SIGKILL of the publisher during 32 concurrent publishers'
+    })
   })
 
   test('consumer SIGKILLed again and again during an ingest ends with exactly N rows, each applied once', async () => {
@@ -56,7 +70,7 @@ describe('faults', () => {
     const publishing = publishMany(a, n, invite, 8)
     let kills = 0
     for (let k = 1; k <= 3; k++) {
-      await waitFor(`b to apply ${k * n / 5}`, () => appliedCounts(b.dir).rows >= k * n / 5, 120_000, 20)
+      await waitFor(`b to apply ${(k * n) / 5}`, () => appliedCounts(b.dir).rows >= (k * n) / 5, 120_000, 20)
       await b.stop('SIGKILL')
       kills++
       await b.start(['--plugins', EXAMPLES, '--bootstrap', a.addrs[0]])
@@ -65,7 +79,14 @@ describe('faults', () => {
     await waitFor(`${n} applied on b`, () => appliedCounts(b.dir).rows === n, 120_000)
     expect(appliedCounts(b.dir)).toEqual({ rows: n, once: n, doubled: 0 })
     expect(eventCount(b.dir)).toBe(n)
-    report('consumer crash', { published: n, acknowledged: n, delivered: eventCount(b.dir), lost: n - eventCount(b.dir), doubly_applied: appliedCounts(b.dir).doubled, faults: `${kills} x SIGKILL of the consumer mid-ingest` })
+    report('consumer crash', {
+      published: n,
+      acknowledged: n,
+      delivered: eventCount(b.dir),
+      lost: n - eventCount(b.dir),
+      doubly_applied: appliedCounts(b.dir).doubled,
+      faults: `${kills} x SIGKILL of the consumer mid-ingest`
+    })
   })
 
   test('restart loops while traffic flows lose nothing', async () => {
@@ -86,7 +107,14 @@ describe('faults', () => {
     }
     await waitFor('everything on b', () => appliedCounts(b.dir).rows === published, 60_000)
     expect(appliedCounts(b.dir)).toEqual({ rows: published, once: published, doubled: 0 })
-    report('restart loop', { published, acknowledged: published, delivered: eventCount(b.dir), lost: published - eventCount(b.dir), doubly_applied: 0, faults: `${loops} clean stops and starts of the consumer while the producer publishes` })
+    report('restart loop', {
+      published,
+      acknowledged: published,
+      delivered: eventCount(b.dir),
+      lost: published - eventCount(b.dir),
+      doubly_applied: 0,
+      faults: `${loops} clean stops and starts of the consumer while the producer publishes`
+    })
   })
 
   test('a partitioned node converges after healing, with no duplicates', async () => {
@@ -106,7 +134,14 @@ describe('faults', () => {
     await c.start(['--plugins', EXAMPLES, '--bootstrap', b.addrs[0]])
     for (const n of [a, b, c]) await waitFor(`${total} on ${n.dir}`, () => appliedCounts(n.dir).rows === total, 60_000)
     for (const n of [a, b, c]) expect(appliedCounts(n.dir)).toEqual({ rows: total, once: total, doubled: 0 })
-    report('partition and heal', { published: total, acknowledged: total, delivered: eventCount(c.dir), lost: total - eventCount(c.dir), doubly_applied: 0, faults: 'one of three nodes stopped while the other two publish, then healed through another peer' })
+    report('partition and heal', {
+      published: total,
+      acknowledged: total,
+      delivered: eventCount(c.dir),
+      lost: total - eventCount(c.dir),
+      doubly_applied: 0,
+      faults: 'one of three nodes stopped while the other two publish, then healed through another peer'
+    })
   })
 
   test('a stuck peer that never answers bitswap does not stall sync from the others', async () => {
@@ -126,7 +161,15 @@ describe('faults', () => {
       const started = Date.now()
       await publishMany(a, 100, (i) => ({ type: 'test.stuck', payload: { i } }), 8)
       await waitFor('100 events on b', () => eventCount(b.dir) === 100, 30_000)
-      report('slow or stuck peer', { published: 100, acknowledged: 100, delivered: eventCount(b.dir), lost: 100 - eventCount(b.dir), doubly_applied: 0, faults: 'a connected peer that accepts bitswap streams and never answers', seconds: ((Date.now() - started) / 1000).toFixed(1) })
+      report('slow or stuck peer', {
+        published: 100,
+        acknowledged: 100,
+        delivered: eventCount(b.dir),
+        lost: 100 - eventCount(b.dir),
+        doubly_applied: 0,
+        faults: 'a connected peer that accepts bitswap streams and never answers',
+        seconds: ((Date.now() - started) / 1000).toFixed(1)
+      })
     } finally {
       await stuck.stop()
     }
@@ -138,7 +181,7 @@ describe('faults', () => {
     await a.start()
     await publishMany(a, 20, (i) => ({ type: 'test.corrupt', payload: { i } }))
     await a.stop()
-    const run = (): Promise<{ code: number, stdout: string, stderr: string }> => cairn(['run', '--data', a.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    const run = (): Promise<{ code: number; stdout: string; stderr: string }> => cairn(['run', '--data', a.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
 
     // a missing block of the own outbox
     copyFileSync(join(a.dir, 'blocks.db'), join(tmp.path, 'blocks.bak'))
@@ -168,7 +211,11 @@ describe('faults', () => {
     expect(keys.stderr).toContain('identity.key')
     expect(keys.stderr).not.toContain('    at ')
     const doctor = await cairn(['doctor', '--data', a.dir, '--json'])
-    expect(JSON.parse(doctor.stdout).checks.filter((c: any) => !c.ok).map((c: any) => c.check)).toEqual(['identity.key', 'swarm.key', 'cairn.db'])
+    expect(
+      JSON.parse(doctor.stdout)
+        .checks.filter((c: any) => !c.ok)
+        .map((c: any) => c.check)
+    ).toEqual(['identity.key', 'swarm.key', 'cairn.db'])
     report('corrupt data directory', { published: 20, acknowledged: 20, delivered: 'n/a', lost: 0, doubly_applied: 0, faults: 'missing block; truncated cairn.db; garbage identity.key and swarm.key' })
   })
 
@@ -189,9 +236,16 @@ describe('faults', () => {
       let error = ''
       let status = 0
       for (let i = 0; i < 10_000 && error === ''; i++) {
-        const res = await fetch(`http://${a.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: JSON.stringify({ type: 'test.fill', payload: { i, pad: 'x'.repeat(20_000) } }) })
-        if (res.status === 200) acked.push((await res.json() as { event_id: string }).event_id)
-        else { status = res.status; error = (await res.json() as { error: string }).error }
+        const res = await fetch(`http://${a.http}/v1/events`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${a.token}` },
+          body: JSON.stringify({ type: 'test.fill', payload: { i, pad: 'x'.repeat(20_000) } })
+        })
+        if (res.status === 200) acked.push(((await res.json()) as { event_id: string }).event_id)
+        else {
+          status = res.status
+          error = ((await res.json()) as { error: string }).error
+        }
       }
       expect(error).toMatch(/full|disk|space/i)
       expect(error).toContain('Cannot publish')
@@ -204,7 +258,9 @@ describe('faults', () => {
       expect(lost).toBe(0)
       report('disk full', { published: acked.length + 1, acknowledged: acked.length, delivered: 'n/a', lost, doubly_applied: 0, faults: 'a 6 MiB tmpfs filled by publishing', error })
     } finally {
-      try { execFileSync('umount', ['-l', mnt], { stdio: 'ignore' }) } catch {}
+      try {
+        execFileSync('umount', ['-l', mnt], { stdio: 'ignore' })
+      } catch {}
     }
   })
 })

@@ -10,7 +10,7 @@ import { shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { silentLog } from '../../src/log/logger.ts'
 
 /** Starts a node in this process (a member gone bad, for tests), with loopback defaults. */
-export async function inProcessNode (dir: string, flags: Record<string, unknown> = {}): Promise<CairnNode> {
+export async function inProcessNode(dir: string, flags: Record<string, unknown> = {}): Promise<CairnNode> {
   const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', ...flags }, {}, {}))
   const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
   await node.start()
@@ -27,7 +27,7 @@ export interface ForgedFile {
  * Replaces a node's outbox, as its peers see it, with a tree of the given files, signed by the node's own
  * key (so the head verifies: the node is a member writing lies into its own subtree), and pushes the head.
  */
-export async function publishForgedTree (node: CairnNode, seq: number, files: ForgedFile[], hlcMs = Date.now()): Promise<Uint8Array> {
+export async function publishForgedTree(node: CairnNode, seq: number, files: ForgedFile[], hlcMs = Date.now()): Promise<Uint8Array> {
   const { privateKey, peerId } = await loadIdentity(node.config.data)
   const entries = []
   for (const f of files) {

@@ -10,7 +10,7 @@ import type { SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { Store } from '../../src/store/store.ts'
 
 /** An outbox over a bare database and block store, signing with `privateKey`; listen on `events` for its commits. */
-export function testOutbox (init: Omit<OutboxInit, 'privateKey'> & { db: SqlDatabase, blocks: SqliteBlockstore, privateKey: PrivateKey, events?: CairnEventBus }): Outbox {
+export function testOutbox(init: Omit<OutboxInit, 'privateKey'> & { db: SqlDatabase; blocks: SqliteBlockstore; privateKey: PrivateKey; events?: CairnEventBus }): Outbox {
   const { db, blocks, events, ...rest } = init
   return outbox(rest)({
     self: peerIdFromPrivateKey(init.privateKey).toString(),

@@ -9,7 +9,10 @@ export const ROOT = resolve(import.meta.dir, '../..')
 export const EXAMPLES = join(ROOT, 'examples')
 
 /** The i-th of a series of distinct workspace.invited publish bodies. */
-export const invite = (i: number): Record<string, unknown> => ({ type: 'workspace.invited', payload: { workspace_id: `w${i % 7}`, invitee: `user${i}@example.com`, role: 'member', invited_by: 'admin@example.com' } })
+export const invite = (i: number): Record<string, unknown> => ({
+  type: 'workspace.invited',
+  payload: { workspace_id: `w${i % 7}`, invitee: `user${i}@example.com`, role: 'member', invited_by: 'admin@example.com' }
+})
 
 /** The built binary; `npm test` builds it first. */
 const BINARY = join(ROOT, 'dist', 'cairn')
@@ -18,7 +21,7 @@ const BINARY = join(ROOT, 'dist', 'cairn')
 export type Runtime = 'binary' | 'bun' | 'deno'
 
 /** @returns the command line that runs cairn with `args` */
-export function cairnCommand (runtime: Runtime, args: string[]): string[] {
+export function cairnCommand(runtime: Runtime, args: string[]): string[] {
   if (runtime === 'binary') {
     if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run npm run build first (npm test does)`)
     return [BINARY, ...args]
@@ -28,7 +31,10 @@ export function cairnCommand (runtime: Runtime, args: string[]): string[] {
 }
 
 /** Runs cairn to completion. */
-export async function cairn (args: string[], options: { runtime?: Runtime, env?: Record<string, string>, cwd?: string, stdin?: string } = {}): Promise<{ code: number, stdout: string, stderr: string }> {
+export async function cairn(
+  args: string[],
+  options: { runtime?: Runtime; env?: Record<string, string>; cwd?: string; stdin?: string } = {}
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const proc = Bun.spawn(cairnCommand(options.runtime ?? 'binary', args), {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, CAIRN_DATA: '', ...options.env },
@@ -41,9 +47,14 @@ export async function cairn (args: string[], options: { runtime?: Runtime, env?:
 }
 
 /** A temporary directory removed at dispose. */
-export function tempDir (prefix = 'cairn-test-'): { path: string, [Symbol.dispose]: () => void } {
+export function tempDir(prefix = 'cairn-test-'): { path: string; [Symbol.dispose]: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix))
-  return { path, [Symbol.dispose]: () => { rmSync(path, { recursive: true, force: true }) } }
+  return {
+    path,
+    [Symbol.dispose]: () => {
+      rmSync(path, { recursive: true, force: true })
+    }
+  }
 }
 
 /**
@@ -51,7 +62,7 @@ export function tempDir (prefix = 'cairn-test-'): { path: string, [Symbol.dispos
  *
  * @throws Error with `what` when the deadline passes
  */
-export async function waitFor<T> (what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 50): Promise<T> {
+export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   while (Date.now() < deadline) {
@@ -76,13 +87,13 @@ export class NodeProcess {
   addrs: string[] = []
   logs = ''
 
-  constructor (dir: string, runtime: Runtime = 'binary') {
+  constructor(dir: string, runtime: Runtime = 'binary') {
     this.dir = dir
     this.runtime = runtime
   }
 
   /** Creates the data directory (a new network, or joining `network`'s swarm key). */
-  static async init (parent: string, name: string, options: { network?: NodeProcess, swarmKeyFile?: string, runtime?: Runtime } = {}): Promise<NodeProcess> {
+  static async init(parent: string, name: string, options: { network?: NodeProcess; swarmKeyFile?: string; runtime?: Runtime } = {}): Promise<NodeProcess> {
     const node = new NodeProcess(join(parent, name), options.runtime)
     const keyFile = options.swarmKeyFile ?? (options.network != null ? join(options.network.dir, 'swarm.key') : undefined)
     const r = await cairn(['init', '--data', node.dir, ...(keyFile != null ? ['--swarm-key', keyFile] : ['--new-network'])], { runtime: options.runtime })
@@ -92,10 +103,32 @@ export class NodeProcess {
   }
 
   /** Starts `cairn run` on loopback with free ports and waits until node.json names this process. */
-  async start (args: string[] = [], env: Record<string, string> = {}): Promise<this> {
-    const proc = Bun.spawn(cairnCommand(this.runtime, ['run', '--data', this.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--announce-interval', '1s', '--log-format', 'json', '--log-level', 'debug', ...args]), {
-      cwd: ROOT, env: { ...process.env, CAIRN_DATA: '', ...env }, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe'
-    })
+  async start(args: string[] = [], env: Record<string, string> = {}): Promise<this> {
+    const proc = Bun.spawn(
+      cairnCommand(this.runtime, [
+        'run',
+        '--data',
+        this.dir,
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--http',
+        '127.0.0.1:0',
+        '--announce-interval',
+        '1s',
+        '--log-format',
+        'json',
+        '--log-level',
+        'debug',
+        ...args
+      ]),
+      {
+        cwd: ROOT,
+        env: { ...process.env, CAIRN_DATA: '', ...env },
+        stdin: 'ignore',
+        stdout: 'pipe',
+        stderr: 'pipe'
+      }
+    )
     this.proc = proc
     void (async () => {
       const dec = new TextDecoder()
@@ -106,38 +139,42 @@ export class NodeProcess {
         this.logs += dec.decode(value)
       }
     })()
-    await waitFor(`node ${this.dir} to start (logs: ${this.logs.slice(-2000)})`, () => {
-      if (proc.exitCode != null) throw new Error(`cairn run exited with ${proc.exitCode}: ${this.logs}`)
-      try {
-        const info = JSON.parse(readFileSync(join(this.dir, 'node.json'), 'utf8'))
-        if (info.pid !== proc.pid) return undefined
-        this.http = info.http
-        this.addrs = info.addrs
-        return true
-      } catch {
-        return undefined
-      }
-    }, 60_000)
+    await waitFor(
+      `node ${this.dir} to start (logs: ${this.logs.slice(-2000)})`,
+      () => {
+        if (proc.exitCode != null) throw new Error(`cairn run exited with ${proc.exitCode}: ${this.logs}`)
+        try {
+          const info = JSON.parse(readFileSync(join(this.dir, 'node.json'), 'utf8'))
+          if (info.pid !== proc.pid) return undefined
+          this.http = info.http
+          this.addrs = info.addrs
+          return true
+        } catch {
+          return undefined
+        }
+      },
+      60_000
+    )
     return this
   }
 
-  get token (): string {
+  get token(): string {
     return readFileSync(join(this.dir, 'api.token'), 'utf8').trim()
   }
 
   /** Publishes through the loopback endpoint. */
-  async publish (body: Record<string, unknown>): Promise<{ event_id: string, seq: number, cid: string }> {
+  async publish(body: Record<string, unknown>): Promise<{ event_id: string; seq: number; cid: string }> {
     const res = await fetch(`http://${this.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
     if (res.status !== 200) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
-    return await res.json() as { event_id: string, seq: number, cid: string }
+    return (await res.json()) as { event_id: string; seq: number; cid: string }
   }
 
-  async status (): Promise<any> {
+  async status(): Promise<any> {
     return await (await fetch(`http://${this.http}/status`)).json()
   }
 
   /** Sends a signal and waits for the exit code. */
-  async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number> {
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number> {
     const proc = this.proc
     if (proc == null || proc.exitCode != null) return proc?.exitCode ?? 0
     proc.kill(signal)
@@ -146,7 +183,7 @@ export class NodeProcess {
     return code
   }
 
-  async [Symbol.asyncDispose] (): Promise<void> {
+  async [Symbol.asyncDispose](): Promise<void> {
     if (this.proc != null && this.proc.exitCode == null) {
       this.proc.kill('SIGKILL')
       await this.proc.exited
@@ -159,14 +196,16 @@ export class NodeProcess {
  *
  * @returns each publish's result, in the order of `make`'s index
  */
-export async function publishMany (node: NodeProcess, n: number, make: (i: number) => Record<string, unknown>, concurrency = 32): Promise<Array<{ event_id: string, seq: number, cid: string }>> {
-  const results = new Array<{ event_id: string, seq: number, cid: string }>(n)
+export async function publishMany(node: NodeProcess, n: number, make: (i: number) => Record<string, unknown>, concurrency = 32): Promise<Array<{ event_id: string; seq: number; cid: string }>> {
+  const results = new Array<{ event_id: string; seq: number; cid: string }>(n)
   let next = 0
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, async () => {
-    while (next < n) {
-      const i = next++
-      results[i] = await node.publish(make(i))
-    }
-  }))
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, n) }, async () => {
+      while (next < n) {
+        const i = next++
+        results[i] = await node.publish(make(i))
+      }
+    })
+  )
   return results
 }

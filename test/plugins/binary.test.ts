@@ -4,7 +4,6 @@ import { join } from 'node:path'
 import { cairn, EXAMPLES, invite, NodeProcess, tempDir, waitFor } from '../helpers/process.ts'
 import { appliedCounts, query } from '../helpers/db.ts'
 
-
 describe('plugins in the binary', () => {
   test('the example plugin applies 2,000 events exactly once on both nodes, though the consumer is SIGKILLed mid-stream', async () => {
     using tmp = tempDir()
@@ -13,9 +12,11 @@ describe('plugins in the binary', () => {
     await a.start(['--plugins', EXAMPLES])
     await b.start(['--plugins', EXAMPLES, '--bootstrap', a.addrs[0]])
     let next = 0
-    const publishing = Promise.all(Array.from({ length: 16 }, async () => {
-      while (next < 2000) await a.publish(invite(next++))
-    }))
+    const publishing = Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < 2000) await a.publish(invite(next++))
+      })
+    )
     await waitFor('b to apply some', () => appliedCounts(b.dir).rows > 100, 60_000)
     await b.stop('SIGKILL')
     await b.start(['--plugins', EXAMPLES, '--bootstrap', a.addrs[0]])
@@ -43,7 +44,11 @@ describe('plugins in the binary', () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     await a.start()
-    const res = await fetch(`http://${a.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: JSON.stringify({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: 'not-an-email', role: 'member', invited_by: 'a@example.com' } }) })
+    const res = await fetch(`http://${a.http}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${a.token}` },
+      body: JSON.stringify({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: 'not-an-email', role: 'member', invited_by: 'a@example.com' } })
+    })
     expect(res.status).toBe(400)
     expect((await res.json()).issues).toEqual(['payload.invitee: Invalid email'])
     const cli = await cairn(['publish', '--data', a.dir, '--type', 'workspace.invited', '--payload', '{"workspace_id":"w","invitee":"x","role":"member","invited_by":"a@example.com"}'])
@@ -65,7 +70,10 @@ describe('plugins in the binary', () => {
     await a.publish({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: 'bob@example.com', role: 'viewer', invited_by: 'boss@example.com' } })
     await waitFor('four events applied everywhere', () => [a, b].every((n) => query(n.dir, "SELECT count(*) AS n FROM events WHERE state = 'done'")[0].n === 4), 30_000)
     const table = (dir: string) => query(dir, 'SELECT workspace_id, subject, permissions FROM workspace_members ORDER BY subject')
-    expect(table(a.dir)).toEqual([{ workspace_id: 'w', subject: 'ann@example.com', permissions: 'member,read,write' }, { workspace_id: 'w', subject: 'bob@example.com', permissions: 'read' }])
+    expect(table(a.dir)).toEqual([
+      { workspace_id: 'w', subject: 'ann@example.com', permissions: 'member,read,write' },
+      { workspace_id: 'w', subject: 'bob@example.com', permissions: 'read' }
+    ])
     expect(table(b.dir)).toEqual(table(a.dir))
   })
 })

@@ -22,13 +22,27 @@ import { waitFor } from '../helpers/process.ts'
 const PRODUCERS = ['12D3KooWA1111111111111111111111111111111111111111111', '12D3KooWB2222222222222222222222222222222222222222222']
 let seq = 0
 
-function add (db: SqlDatabase, type: string, payload: unknown, opts: { version?: number, hlc?: string, producer?: string } = {}): string {
+function add(db: SqlDatabase, type: string, payload: unknown, opts: { version?: number; hlc?: string; producer?: string } = {}): string {
   const id = uuidv7()
-  insertEvent(db, { event_id: id, type, version: opts.version ?? 1, producer: opts.producer ?? PRODUCERS[0], seq: ++seq, hlc: opts.hlc ?? `${Date.now()}-${(seq % 65536).toString(16).padStart(4, '0')}`, occurred_at: new Date().toISOString(), payload }, 'bafy', Date.now())
+  insertEvent(
+    db,
+    {
+      event_id: id,
+      type,
+      version: opts.version ?? 1,
+      producer: opts.producer ?? PRODUCERS[0],
+      seq: ++seq,
+      hlc: opts.hlc ?? `${Date.now()}-${(seq % 65536).toString(16).padStart(4, '0')}`,
+      occurred_at: new Date().toISOString(),
+      payload
+    },
+    'bafy',
+    Date.now()
+  )
   return id
 }
 
-async function database (): Promise<SqlDatabase> {
+async function database(): Promise<SqlDatabase> {
   const db = await openDatabase(':memory:')
   migrate(db)
   return db
@@ -38,7 +52,9 @@ const counter = definePlugin({
   name: 'counter',
   handles: { 'test.count': { version: 1, payload: v.object({ n: v.number() }) } },
   migrations: ['CREATE TABLE counted (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)'],
-  apply (event, { db }) { db.run('INSERT INTO counted (event_id, n) VALUES (?, 1) ON CONFLICT (event_id) DO UPDATE SET n = n + 1', [event.event_id]) }
+  apply(event, { db }) {
+    db.run('INSERT INTO counted (event_id, n) VALUES (?, 1) ON CONFLICT (event_id) DO UPDATE SET n = n + 1', [event.event_id])
+  }
 })
 
 const builtin = (...plugins: Plugin[]): LoadedPlugin[] => plugins.map((plugin) => ({ plugin, source: 'test' }))
@@ -47,7 +63,7 @@ const components = (db: SqlDatabase): PluginHostComponents => ({ store: new Stor
 const listDeadLetters = (db: SqlDatabase): DeadLetter[] => new Store(db).pluginState.deadLetters()
 const requestReplay = (db: SqlDatabase, select: Parameters<typeof replay>[1]): number => replay(new Store(db), select)
 
-async function run (db: SqlDatabase, plugins: LoadedPlugin[], opts: Partial<PluginHostInit> = {}): Promise<PluginHost> {
+async function run(db: SqlDatabase, plugins: LoadedPlugin[], opts: Partial<PluginHostInit> = {}): Promise<PluginHost> {
   const host = pluginHost({ plugins, backoffMs: 5, maxAttempts: 3, ...opts })(components(db))
   await host.start()
   await host.drain()
@@ -86,7 +102,7 @@ describe('the plugin host', () => {
       name: 'flaky',
       handles: { 'test.count': { version: 1, payload: v.object({ n: v.number() }) } },
       migrations: ['CREATE TABLE flaky_rows (event_id TEXT PRIMARY KEY)'],
-      apply (event, { db }) {
+      apply(event, { db }) {
         db.run('INSERT INTO flaky_rows (event_id) VALUES (?)', [event.event_id])
         if (broken && (event.payload as { n: number }).n === 1) throw new Error('the backend is down')
       }
@@ -98,7 +114,9 @@ describe('the plugin host', () => {
     await waitFor('the dead letter', () => listDeadLetters(db).length === 1, 10_000)
     await host.drain()
     expect(db.all<{ event_id: string }>('SELECT event_id FROM flaky_rows ORDER BY event_id').map((r) => r.event_id)).toEqual([ok, after].sort())
-    expect(listDeadLetters(db).map((d) => ({ event_id: d.event_id, plugin: d.plugin, attempts: d.attempts, error: d.error }))).toEqual([{ event_id: bad, plugin: 'flaky', attempts: 3, error: 'the backend is down' }])
+    expect(listDeadLetters(db).map((d) => ({ event_id: d.event_id, plugin: d.plugin, attempts: d.attempts, error: d.error }))).toEqual([
+      { event_id: bad, plugin: 'flaky', attempts: 3, error: 'the backend is down' }
+    ])
     broken = false
     expect(requestReplay(db, { dead: true })).toBe(1)
     host.notify()
@@ -136,8 +154,10 @@ describe('the plugin host', () => {
   test('validatePublish names the field and picks the newest declared version', async () => {
     const db = await database()
     const host = await run(db, builtin(workspaceAccess))
-    expect(host.validatePublish('workspace.invited', undefined, { workspace_id: 'w', invitee: 'nope', role: 'member', invited_by: 'a@example.com' }))
-      .toEqual({ version: 1, issues: ['payload.invitee: Invalid email'] })
+    expect(host.validatePublish('workspace.invited', undefined, { workspace_id: 'w', invitee: 'nope', role: 'member', invited_by: 'a@example.com' })).toEqual({
+      version: 1,
+      issues: ['payload.invitee: Invalid email']
+    })
     expect(host.validatePublish('other.type', undefined, { anything: true })).toEqual({ version: 1, issues: [] })
     await host.stop()
   })
@@ -151,14 +171,21 @@ describe('the plugin host', () => {
       { type: 'permission.revoked', payload: { workspace_id: ws, subject: 'bob@example.com', permission: 'read' }, hlc: '1800000000002-0000', producer: PRODUCERS[0] }
     ]
     const tables: unknown[] = []
-    for (const order of [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]]) {
+    for (const order of [
+      [0, 1, 2, 3],
+      [3, 2, 1, 0],
+      [1, 3, 0, 2]
+    ]) {
       const db = await database()
       for (const i of order) add(db, events[i].type, events[i].payload, { hlc: events[i].hlc, producer: events[i].producer })
       await (await run(db, builtin(workspaceAccess))).stop()
       tables.push(db.all('SELECT workspace_id, subject, permissions FROM workspace_members ORDER BY subject'))
     }
     // ann's admin was revoked after the invitation; bob's read revocation is older than his invitation
-    expect(tables[0]).toEqual([{ workspace_id: ws, subject: 'ann@example.com', permissions: 'member,read,write' }, { workspace_id: ws, subject: 'bob@example.com', permissions: 'read' }])
+    expect(tables[0]).toEqual([
+      { workspace_id: ws, subject: 'ann@example.com', permissions: 'member,read,write' },
+      { workspace_id: ws, subject: 'bob@example.com', permissions: 'read' }
+    ])
     expect(tables[1]).toEqual(tables[0])
     expect(tables[2]).toEqual(tables[0])
   })
@@ -188,7 +215,7 @@ describe('loading plugins', () => {
 
   test('a failing migration stops start with the plugin, file and migration named', async () => {
     const db = await database()
-    const bad = definePlugin({ name: 'bad-sql', handles: { 'a.b': { version: 1, payload: v.unknown() } }, migrations: ['CREATE TABLE ok (x)', 'CREATE TABLE nope ('], apply () {} })
+    const bad = definePlugin({ name: 'bad-sql', handles: { 'a.b': { version: 1, payload: v.unknown() } }, migrations: ['CREATE TABLE ok (x)', 'CREATE TABLE nope ('], apply() {} })
     const host = pluginHost({ plugins: [{ plugin: bad, source: '/plugins/bad.js' }] })(components(db))
     await expect(host.start()).rejects.toThrow('Cannot start plugin "bad-sql" from /plugins/bad.js: migration 2 failed')
   })

@@ -10,11 +10,13 @@ const cidOf = async (text: string, codec = raw.code): Promise<CID> => CID.create
 const PEER = peerIdFromString('12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA')
 
 /** A bitswap-like broker: records what it was told, wants what the lists say */
-function broker (own: CID[], peers: Map<string, CID[]>): AnnouncingBroker & { told: string[] } {
+function broker(own: CID[], peers: Map<string, CID[]>): AnnouncingBroker & { told: string[] } {
   const told: string[] = []
   return {
     told,
-    announce: async (cid) => { told.push(cid.toString()) },
+    announce: async (cid) => {
+      told.push(cid.toString())
+    },
     bitswap: {
       getWantlist: () => own.map((cid) => ({ cid })),
       getPeerWantlist: (p: PeerId) => peers.get(p.toString())?.map((cid) => ({ cid }))
@@ -45,7 +47,11 @@ describe('announceWanted', () => {
 
   test('a broker whose want lists cannot be read hears of every block', async () => {
     const told: string[] = []
-    const plain: AnnouncingBroker = { announce: async (cid) => { told.push(cid.toString()) } }
+    const plain: AnnouncingBroker = {
+      announce: async (cid) => {
+        told.push(cid.toString())
+      }
+    }
     const cids = [await cidOf('a'), await cidOf('b')]
     expect(announceWanted([plain, {}], cids, [PEER])).toBe(2)
     expect(told).toEqual(cids.map(String))

@@ -19,29 +19,50 @@ const limits = { maxEventSize: 256 * 1024, maxDepth: 64 }
 
 /** JSON-ish values, with the fields of envelopes and heads mixed in so that parsers get past the first checks. */
 const near = fc.letrec((tie) => ({
-  value: fc.oneof({ depthSize: 'small' }, fc.jsonValue(), tie('object'), fc.constantFrom(producer, 'bafkreigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi', '0190b2a4-0000-7000-8000-000000000001', '1763822400000-0000', 1, -1, 1e308, '', null)),
-  object: fc.dictionary(fc.constantFrom('event_id', 'type', 'version', 'producer', 'seq', 'hlc', 'occurred_at', 'payload', 'actor', 'head', 'sig', 'root', 'acks', '__proto__', 'constructor'), tie('value'), { maxKeys: 10 })
+  value: fc.oneof(
+    { depthSize: 'small' },
+    fc.jsonValue(),
+    tie('object'),
+    fc.constantFrom(producer, 'bafkreigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi', '0190b2a4-0000-7000-8000-000000000001', '1763822400000-0000', 1, -1, 1e308, '', null)
+  ),
+  object: fc.dictionary(
+    fc.constantFrom('event_id', 'type', 'version', 'producer', 'seq', 'hlc', 'occurred_at', 'payload', 'actor', 'head', 'sig', 'root', 'acks', '__proto__', 'constructor'),
+    tie('value'),
+    { maxKeys: 10 }
+  )
 }))
 
 describe('hostile input never throws past the boundary', () => {
   test('verifyHead rejects any bytes with an InvalidHeadError, never anything else', async () => {
-    await fc.assert(fc.asyncProperty(fc.oneof(fc.uint8Array({ maxLength: 2048 }), near.value.map((v) => encoder.encode(JSON.stringify(v) ?? ''))), async (bytes) => {
-      try {
-        await verifyHead(bytes)
-      } catch (err) {
-        expect((err as Error).name).toBe('InvalidHeadError')
-      }
-    }), { numRuns: RUNS })
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 2048 }),
+          near.value.map((v) => encoder.encode(JSON.stringify(v) ?? ''))
+        ),
+        async (bytes) => {
+          try {
+            await verifyHead(bytes)
+          } catch (err) {
+            expect((err as Error).name).toBe('InvalidHeadError')
+          }
+        }
+      ),
+      { numRuns: RUNS }
+    )
   })
 
   test('a head signed by its producer verifies, and any change to it does not', async () => {
     const head = { producer, seq: 3, root: 'bafkreigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi', hlc: '1763822400000-0001', acks: { [producer]: 3 } }
     expect(await verifyHead(await signHead(head, key))).toEqual(head)
-    await fc.assert(fc.asyncProperty(fc.integer({ min: 4, max: 1000 }), async (seq) => {
-      const signed = JSON.parse(new TextDecoder().decode(await signHead(head, key)))
-      signed.head.seq = seq
-      await expect(verifyHead(encoder.encode(JSON.stringify(signed)))).rejects.toThrow('signature')
-    }), { numRuns: 200 })
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 4, max: 1000 }), async (seq) => {
+        const signed = JSON.parse(new TextDecoder().decode(await signHead(head, key)))
+        signed.head.seq = seq
+        await expect(verifyHead(encoder.encode(JSON.stringify(signed)))).rejects.toThrow('signature')
+      }),
+      { numRuns: 200 }
+    )
   })
 
   test('a head that verified once is known again by its exact bytes only: any one byte changed is checked anew and refused', async () => {
@@ -50,19 +71,31 @@ describe('hostile input never throws past the boundary', () => {
     expect(await verifyHead(bytes)).toEqual(head)
     expect(await verifyHead(bytes.slice())).toEqual(head)
     const sigAt = new TextDecoder().decode(bytes).indexOf('"sig":"') + 7
-    await fc.assert(fc.asyncProperty(fc.integer({ min: 0, max: sigAt + 40 }), fc.integer({ min: 1, max: 255 }), async (at, delta) => {
-      const changed = bytes.slice()
-      changed[at] = (changed[at] + delta) % 256
-      await expect(verifyHead(changed)).rejects.toThrow()
-    }), { numRuns: 500 })
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: sigAt + 40 }), fc.integer({ min: 1, max: 255 }), async (at, delta) => {
+        const changed = bytes.slice()
+        changed[at] = (changed[at] + delta) % 256
+        await expect(verifyHead(changed)).rejects.toThrow()
+      }),
+      { numRuns: 500 }
+    )
   })
 
   test('readEventFile turns any bytes into an envelope or a rejection with a reason', () => {
-    fc.assert(fc.property(fc.oneof(fc.uint8Array({ maxLength: 4096 }), near.value.map((v) => encoder.encode(JSON.stringify(v) ?? ''))), (bytes) => {
-      const r = readEventFile(bytes, { producer, seq: 1, eventId: '0190b2a4-0000-7000-8000-000000000001' }, limits)
-      if ('rejection' in r) expect(r.rejection.reason).toMatch(/^[a-z_]+$/)
-      else expect(r.envelope.producer).toBe(producer)
-    }), { numRuns: RUNS })
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 4096 }),
+          near.value.map((v) => encoder.encode(JSON.stringify(v) ?? ''))
+        ),
+        (bytes) => {
+          const r = readEventFile(bytes, { producer, seq: 1, eventId: '0190b2a4-0000-7000-8000-000000000001' }, limits)
+          if ('rejection' in r) expect(r.rejection.reason).toMatch(/^[a-z_]+$/)
+          else expect(r.envelope.producer).toBe(producer)
+        }
+      ),
+      { numRuns: RUNS }
+    )
   })
 
   test('deep nesting is rejected with too_deep, not a stack overflow', () => {
@@ -76,7 +109,15 @@ describe('hostile input never throws past the boundary', () => {
     migrate(db)
     const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
     const outbox = testOutbox({ db, blocks, privateKey: key, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
-    const app = createHttpApp({ token: 'a-token-of-sixteen-chars', maxBodySize: 8192, log: silentLog, ready: () => ({ ready: true }), status: async () => ({}), publish: async (b) => await outbox.publish(b), publishMany: async (b) => await outbox.publishMany(b) })
+    const app = createHttpApp({
+      token: 'a-token-of-sixteen-chars',
+      maxBodySize: 8192,
+      log: silentLog,
+      ready: () => ({ ready: true }),
+      status: async () => ({}),
+      publish: async (b) => await outbox.publish(b),
+      publishMany: async (b) => await outbox.publishMany(b)
+    })
     const request = fc.record({ type: fc.oneof(fc.constantFrom('workspace.invited', 'a.b'), fc.string()), payload: near.value }, { requiredKeys: ['type'] })
     const bodies = fc.oneof(
       fc.string({ maxLength: 300 }),
@@ -85,11 +126,14 @@ describe('hostile input never throws past the boundary', () => {
       fc.array(fc.oneof(request, near.value), { maxLength: 120 }).map((v) => JSON.stringify(v)),
       fc.constant('x'.repeat(9000))
     )
-    await fc.assert(fc.asyncProperty(bodies, async (body) => {
-      const res = await app.request('/v1/events', { method: 'POST', body, headers: { authorization: 'Bearer a-token-of-sixteen-chars', 'content-length': String(encoder.encode(body).length) } })
-      expect([200, 400, 413]).toContain(res.status)
-      const json = await res.json() as Record<string, unknown>
-      if (res.status !== 200) expect(typeof json.error).toBe('string')
-    }), { numRuns: RUNS })
+    await fc.assert(
+      fc.asyncProperty(bodies, async (body) => {
+        const res = await app.request('/v1/events', { method: 'POST', body, headers: { authorization: 'Bearer a-token-of-sixteen-chars', 'content-length': String(encoder.encode(body).length) } })
+        expect([200, 400, 413]).toContain(res.status)
+        const json = (await res.json()) as Record<string, unknown>
+        if (res.status !== 200) expect(typeof json.error).toBe('string')
+      }),
+      { numRuns: RUNS }
+    )
   })
 })

@@ -10,7 +10,18 @@ describe('HeadLimiter', () => {
     const accepted: number[] = []
     let coalesced = 0
     const dropped: string[] = []
-    const limiter = new HeadLimiter({ rate: 5, accept: async (b) => { accepted.push(seqOf(b)) }, onCoalesced: () => { coalesced++ }, onDropped: (_p, d) => { dropped.push(d) } })
+    const limiter = new HeadLimiter({
+      rate: 5,
+      accept: async (b) => {
+        accepted.push(seqOf(b))
+      },
+      onCoalesced: () => {
+        coalesced++
+      },
+      onDropped: (_p, d) => {
+        dropped.push(d)
+      }
+    })
     for (let seq = 1; seq <= 20; seq++) await limiter.offer(head('P', seq), 'peer1')
     expect(accepted).toEqual([1, 2, 3, 4, 5])
     expect(coalesced).toBe(14)
@@ -42,7 +53,13 @@ describe('HeadLimiter', () => {
 
   test('an unreadable head over the rate is dropped and reported', async () => {
     const dropped: string[] = []
-    const limiter = new HeadLimiter({ rate: 1, accept: async () => {}, onDropped: (peer, d) => { dropped.push(`${peer}: ${d}`) } })
+    const limiter = new HeadLimiter({
+      rate: 1,
+      accept: async () => {},
+      onDropped: (peer, d) => {
+        dropped.push(`${peer}: ${d}`)
+      }
+    })
     await limiter.offer(head('P', 1), 'p')
     await limiter.offer(new TextEncoder().encode('garbage'), 'p')
     expect(dropped).toEqual(['p: an unreadable head over the rate of 1 per second'])

@@ -11,7 +11,7 @@ import { ShardUnreadableError } from '../../src/errors.ts'
 import { fileBlock } from '../../src/unixfs/tree.ts'
 import { CID } from 'multiformats/cid'
 
-async function outbox (onCommit?: () => void): Promise<Outbox> {
+async function outbox(onCommit?: () => void): Promise<Outbox> {
   const key = await generateKeyPair('Ed25519')
   const db = await openDatabase(':memory:')
   migrate(db)
@@ -37,13 +37,20 @@ describe('the outbox', () => {
       o.publish({ type: 'test.group', payload: { dup: 1 }, event_id: id }),
       o.publish({ type: 'test.group', payload: { dup: 2 }, event_id: id })
     ])
-    expect(results.map((r) => r.seq).sort((a, b) => a - b).slice(0, 251)).toEqual(Array.from({ length: 251 }, (_, i) => i + 1))
+    expect(
+      results
+        .map((r) => r.seq)
+        .sort((a, b) => a - b)
+        .slice(0, 251)
+    ).toEqual(Array.from({ length: 251 }, (_, i) => i + 1))
     expect(results[250]).toEqual(results[251])
   })
 
   test('a batch is one commit, results in order; a bad event refuses the whole batch and names its index', async () => {
     let commits = 0
-    const o = await outbox(() => { commits++ })
+    const o = await outbox(() => {
+      commits++
+    })
     await o.publish({ type: 'test.batch', payload: { before: true } })
     const id = '0190b2a4-0000-7000-8000-00000000beef'
     const results = await o.publishMany([
@@ -59,9 +66,14 @@ describe('the outbox', () => {
     expect((await o.publishMany([{ type: 'test.batch', payload: {}, event_id: id }]))[0]).toEqual(results[1])
     expect(o.seq).toBe(4)
 
-    const bad = o.publishMany([{ type: 'test.batch', payload: { ok: 1 } }, { type: 'Not A Type', payload: {} }])
+    const bad = o.publishMany([
+      { type: 'test.batch', payload: { ok: 1 } },
+      { type: 'Not A Type', payload: {} }
+    ])
     await expect(bad).rejects.toThrow('event [1]')
-    await bad.catch((err: { issues: string[] }) => { expect(err.issues.every((i) => i.startsWith('[1].'))).toBe(true) })
+    await bad.catch((err: { issues: string[] }) => {
+      expect(err.issues.every((i) => i.startsWith('[1].'))).toBe(true)
+    })
     await expect(o.publishMany([])).rejects.toThrow('empty')
     await expect(o.publishMany(Array.from({ length: 101 }, (_, i) => ({ type: 'test.batch', payload: { i } })))).rejects.toThrow('at most 100')
     // Nothing of a refused batch was written.
@@ -78,7 +90,7 @@ describe('the outbox', () => {
     /** the bucket's root, checked against one built from scratch of the outbox table, and all its shards */
     const bucket = async (): Promise<string[]> => {
       const root = db.get<{ cid: string }>("SELECT cid FROM outbox_dirs WHERE path = '2026-11-23/10'")!.cid
-      const rows = db.all<{ name: string, cid: string, size: number }>('SELECT name, cid, size FROM outbox')
+      const rows = db.all<{ name: string; cid: string; size: number }>('SELECT name, cid, size FROM outbox')
       expect(root).toBe((await shardedDirectory(rows.map((r) => ({ name: r.name, cid: CID.parse(r.cid), size: r.size })))).root.cid.toString())
       const shards: string[] = []
       const walk = (cid: CID): void => {
@@ -105,10 +117,12 @@ describe('the outbox', () => {
   })
 
   test('an incrementally updated HAMT has the same CIDs and size as one built from scratch', async () => {
-    const entries = await Promise.all(Array.from({ length: 3000 }, async (_, i) => {
-      const b = await fileBlock(new TextEncoder().encode(String(i)))
-      return { name: `${String(i).padStart(12, '0')}-x.json`, cid: b.cid, size: b.bytes.length }
-    }))
+    const entries = await Promise.all(
+      Array.from({ length: 3000 }, async (_, i) => {
+        const b = await fileBlock(new TextEncoder().encode(String(i)))
+        return { name: `${String(i).padStart(12, '0')}-x.json`, cid: b.cid, size: b.bytes.length }
+      })
+    )
     // Root CIDs and sizes that the previous implementation (hamt-sharding's buckets) built for these entries:
     // the shape and bytes must not change, or peers would see every bucket as new.
     const golden: Array<[number, number, string, number]> = [
@@ -161,7 +175,11 @@ describe('the outbox', () => {
     // Only the changed shards are new blocks, and a shard missing from the store is named.
     expect(blocks.length).toBeLessThan(first.blocks.length)
     const lost = new ShardedDirectory({ root: first.root, count: 2000, read: () => undefined })
-    expect(() => { lost.add(entries.slice(2000, 2001)) }).toThrow(ShardUnreadableError)
-    expect(() => { lost.add(entries.slice(2000, 2001)) }).toThrow(`HAMT shard ${first.root.cid.toString()} is not in the block store`)
+    expect(() => {
+      lost.add(entries.slice(2000, 2001))
+    }).toThrow(ShardUnreadableError)
+    expect(() => {
+      lost.add(entries.slice(2000, 2001))
+    }).toThrow(`HAMT shard ${first.root.cid.toString()} is not in the block store`)
   })
 })

@@ -13,14 +13,16 @@ import { Metrics } from '../../src/metrics/metrics.ts'
 import { silentLog } from '../../src/log/logger.ts'
 
 /** A producer's outbox and a consumer's syncer in one process; the consumer's fetches are counted. */
-async function pair () {
+async function pair() {
   const key = await generateKeyPair('Ed25519')
   const pdb = await openDatabase(':memory:')
   migrate(pdb)
   const pblocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
   const heads: Uint8Array[] = []
   const producerEvents = new CairnEventBus()
-  producerEvents.addEventListener('outbox:committed', (e) => { heads.push(e.detail.head) })
+  producerEvents.addEventListener('outbox:committed', (e) => {
+    heads.push(e.detail.head)
+  })
   const outbox = testOutbox({ db: pdb, blocks: pblocks, privateKey: key, maxBatch: 5000, maxEventSize: 256 * 1024, maxDepth: 64, events: producerEvents })
   const cdb = await openDatabase(':memory:')
   migrate(cdb)
@@ -44,7 +46,7 @@ async function pair () {
   return { outbox, cdb, fetched, synced, syncer, events, heads }
 }
 
-async function costOfOneMore (existing: number): Promise<{ blocks: number, bytes: number }> {
+async function costOfOneMore(existing: number): Promise<{ blocks: number; bytes: number }> {
   const { outbox, cdb, fetched, synced } = await pair()
   await Promise.all(Array.from({ length: existing }, async (_, i) => await outbox.publish({ type: 'test.fill', payload: { i } })))
   await synced()

@@ -16,7 +16,7 @@ import { Store } from '../../store/store.ts'
 import { recordedGaps, storedStatus } from '../../node/status.ts'
 
 /** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
-export async function openNodeStore (dir: string): Promise<Store> {
+export async function openNodeStore(dir: string): Promise<Store> {
   assertDataDir(dir)
   try {
     return await Store.open(dataPaths(dir).database)
@@ -30,15 +30,16 @@ export const publishVerb = defineVerb({
   summary: 'publish one event through the running node; prints {event_id, seq, cid}',
   usage: '[--data DIR] --type TYPE --payload JSON [--id EVENT_ID] [--actor ACTOR] [--version N]  |  [--data DIR] --batch FILE',
   settings: [SETTINGS.data, OPTIONS.type, OPTIONS.payload, OPTIONS.id, OPTIONS.actor, OPTIONS.version, OPTIONS['correlation-id'], OPTIONS['causation-id'], OPTIONS.batch],
-  details: 'With --batch, prints one {event_id, seq, cid} line per event, in order. A batch that the node refuses (a bad event, named by its line) stops there: the batches before it are published, nothing after it is.',
-  async run ({ values, out }) {
+  details:
+    'With --batch, prints one {event_id, seq, cid} line per event, in order. A batch that the node refuses (a bad event, named by its line) stops there: the batches before it are published, nothing after it is.',
+  async run({ values, out }) {
     if (values.batch != null) {
       if (values.type != null || values.payload != null) throw new UsageError('cairn publish takes either --batch FILE or --type and --payload, not both')
       return await publishBatches(values.data as string, values.batch as string, out)
     }
     if (values.type == null) throw new UsageError('cairn publish needs --type TYPE (see cairn publish --help)')
     if (values.payload == null) throw new UsageError('cairn publish needs --payload JSON (see cairn publish --help)')
-    const text = values.payload === '-' ? readFileSync(0, 'utf8') : values.payload as string
+    const text = values.payload === '-' ? readFileSync(0, 'utf8') : (values.payload as string)
     let payload: unknown
     try {
       payload = JSON.parse(text)
@@ -67,14 +68,14 @@ export const publishVerb = defineVerb({
 /** Requests per batch from `cairn publish --batch` (below the default --max-batch of 5000). */
 const CLI_BATCH = 1000
 
-async function publishBatches (data: string, file: string, out: (line: string) => void): Promise<number> {
+async function publishBatches(data: string, file: string, out: (line: string) => void): Promise<number> {
   let text: string
   try {
     text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8')
   } catch (err) {
     throw new UsageError(`Cannot read --batch ${file}: ${(err as Error).message}`)
   }
-  const requests: Array<{ line: number, body: unknown }> = []
+  const requests: Array<{ line: number; body: unknown }> = []
   for (const [i, line] of text.split('\n').entries()) {
     if (line.trim() === '') continue
     try {
@@ -86,7 +87,12 @@ async function publishBatches (data: string, file: string, out: (line: string) =
   if (requests.length === 0) throw new UsageError(`--batch ${file} holds no events (one JSON request per line)`)
   for (let from = 0; from < requests.length; from += CLI_BATCH) {
     const chunk = requests.slice(from, from + CLI_BATCH)
-    const res = await callNode(data, 'POST', '/v1/events', chunk.map((r) => r.body))
+    const res = await callNode(
+      data,
+      'POST',
+      '/v1/events',
+      chunk.map((r) => r.body)
+    )
     if (res.status !== 200) {
       // Name the line, not the index within the request.
       const where = (s: string): string => s.replace(/\[(\d+)\]/g, (_m, i: string) => `line ${chunk[Number(i)]?.line ?? '?'}`)
@@ -101,11 +107,12 @@ async function publishBatches (data: string, file: string, out: (line: string) =
 
 export const eventsVerb = defineVerb({
   name: 'events',
-  summary: "list the events this node holds, in arrival order (works while the node runs)",
+  summary: 'list the events this node holds, in arrival order (works while the node runs)',
   usage: '[--data DIR] [--type TYPE] [--producer PEER_ID] [--after CURSOR] [--limit N] [--json] [--follow]',
   settings: [SETTINGS.data, OPTIONS.type, OPTIONS.producer, OPTIONS.after, OPTIONS.limit, OPTIONS.json, OPTIONS.follow],
-  details: 'With --json, one envelope per line, plus its local "cursor" and file "cid". With --follow it then streams new events from the running node (the same stream as GET /v1/stream) until interrupted.',
-  async run ({ values, out }) {
+  details:
+    'With --json, one envelope per line, plus its local "cursor" and file "cid". With --follow it then streams new events from the running node (the same stream as GET /v1/stream) until interrupted.',
+  async run({ values, out }) {
     const print = (r: EventRow): void => {
       if (values.producer != null && r.producer !== values.producer) return
       if (values.json === true) out(JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }))
@@ -145,7 +152,7 @@ export const statusVerb = defineVerb({
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   details: 'Against a running node it asks the node; against a stopped one it reads the database (no peers, no uptime).',
-  async run ({ values, out }) {
+  async run({ values, out }) {
     const dir = values.data as string
     let status: Record<string, any>
     if (readRunInfo(dir) != null) {
@@ -171,10 +178,14 @@ export const statusVerb = defineVerb({
     out('producers')
     out('  producer                                              head   processed   lag')
     for (const p of status.producers) {
-      out(`  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}`)
+      out(
+        `  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}`
+      )
     }
     const hk = status.housekeeping?.last
-    out(`housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`)
+    out(
+      `housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`
+    )
     out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g: any) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
     return 0
@@ -187,7 +198,7 @@ export const exportVerb = defineVerb({
   usage: '[--data DIR] --car FILE',
   settings: [SETTINGS.data, OPTIONS.car],
   details: 'The CAR has one root, the bus directory: <producer peer id>/<yyyy-mm-dd>/<hh>/<seq>-<event_id>.json. Any IPFS tool can read it (ipfs dag import, @ipld/car).',
-  async run ({ values, out }) {
+  async run({ values, out }) {
     if (values.car == null) throw new UsageError('cairn export needs --car FILE (see cairn export --help)')
     const dir = values.data as string
     const store = await openNodeStore(dir)
@@ -196,7 +207,9 @@ export const exportVerb = defineVerb({
       const root = await busRoot(store.producers.syncedRoots(), blocks)
       const { writer, out: carOut } = CarWriter.create([root])
       const file = createWriteStream(values.car as string)
-      const piped = (async () => { for await (const chunk of carOut) file.write(chunk) })()
+      const piped = (async () => {
+        for await (const chunk of carOut) file.write(chunk)
+      })()
       let count = 0
       for (const step of walkDag([root], (cid) => blocks.getSync(cid))) {
         if (step.kind === 'missing') throw new DataDirError(`Cannot export: block ${step.cid.toString()} is missing from ${dataPaths(dir).blocks}; run cairn doctor`)
@@ -207,7 +220,12 @@ export const exportVerb = defineVerb({
       }
       await writer.close()
       await piped
-      await new Promise<void>((resolve, reject) => file.end((e?: Error | null) => { if (e != null) reject(e); else resolve() }))
+      await new Promise<void>((resolve, reject) =>
+        file.end((e?: Error | null) => {
+          if (e != null) reject(e)
+          else resolve()
+        })
+      )
       out(JSON.stringify({ root: root.toString(), blocks: count, car: values.car }))
     } finally {
       blocks.db.close()
@@ -219,10 +237,10 @@ export const exportVerb = defineVerb({
 
 export const gapsVerb = defineVerb({
   name: 'gaps',
-  summary: 'list the gaps: ranges of a producer\'s seqs that were pruned before this node could fetch them',
+  summary: "list the gaps: ranges of a producer's seqs that were pruned before this node could fetch them",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
-  async run ({ values, out }) {
+  async run({ values, out }) {
     const store = await openNodeStore(values.data as string)
     try {
       const gaps = recordedGaps(store)

@@ -15,7 +15,7 @@ import { workspaceMembers } from '../../../plugins/workspace-access.ts'
 const NAMES = ['alpha', 'bravo', 'charlie']
 
 /** The sample story: invitations and revocations, published on different nodes. */
-const SCRIPT: Array<{ on: number, type: string, payload: Record<string, string> }> = [
+const SCRIPT: Array<{ on: number; type: string; payload: Record<string, string> }> = [
   { on: 0, type: 'workspace.invited', payload: { workspace_id: 'design', invitee: 'ann@example.com', role: 'admin', invited_by: 'boss@example.com' } },
   { on: 1, type: 'workspace.invited', payload: { workspace_id: 'design', invitee: 'bob@example.com', role: 'member', invited_by: 'ann@example.com' } },
   { on: 2, type: 'workspace.invited', payload: { workspace_id: 'ops', invitee: 'cid@example.com', role: 'viewer', invited_by: 'boss@example.com' } },
@@ -30,7 +30,7 @@ export const demoVerb = defineVerb({
   usage: '[--duration 30s]',
   settings: [{ name: 'duration', kind: 'string', value: 'DURATION', description: 'how long to spread the sample events over (default 30s)', schema: DurationSchema, default: '30s', inFile: false }],
   details: 'Needs no setup and leaves nothing behind: the nodes listen on 127.0.0.1 only and their directories are removed at the end.',
-  async run ({ values, out }) {
+  async run({ values, out }) {
     const duration = values.duration as number
     const dir = mkdtempSync(join(tmpdir(), 'cairn-demo-'))
     const nodes: CairnNode[] = []
@@ -53,9 +53,11 @@ export const demoVerb = defineVerb({
             const p = e.payload as Record<string, string>
             const who = p.invitee ?? p.subject
             const what = e.type === 'workspace.invited' ? `invites ${who} to ${p.workspace_id} as ${p.role}` : `revokes ${p.permission} of ${who} in ${p.workspace_id}`
-            out(from === NAMES[i]
-              ? `  ${NAMES[i].padEnd(7)} published  #${e.seq} ${what}`
-              : `  ${NAMES[i].padEnd(7)} ← ${from.padEnd(7)} #${e.seq} ${what}  (${Date.now() - Date.parse(e.occurred_at)} ms)`)
+            out(
+              from === NAMES[i]
+                ? `  ${NAMES[i].padEnd(7)} published  #${e.seq} ${what}`
+                : `  ${NAMES[i].padEnd(7)} ← ${from.padEnd(7)} #${e.seq} ${what}  (${Date.now() - Date.parse(e.occurred_at)} ms)`
+            )
           }
         })
       })
@@ -82,7 +84,7 @@ export const demoVerb = defineVerb({
   }
 })
 
-async function until (check: () => boolean, timeoutMs: number): Promise<void> {
+async function until(check: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`the demo timed out after ${timeoutMs} ms`)

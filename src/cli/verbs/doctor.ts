@@ -20,7 +20,7 @@ interface Check {
 }
 
 /** @returns the CIDs reachable from `root` that are missing from the block database (at most `limit`) */
-function missingUnder (blocks: SqliteBlockstore, root: string, limit = 20): string[] {
+function missingUnder(blocks: SqliteBlockstore, root: string, limit = 20): string[] {
   const missing: string[] = []
   for (const step of walkDag([CID.parse(root)], (cid) => blocks.getSync(cid))) {
     if (step.kind !== 'missing') continue
@@ -36,7 +36,7 @@ export const doctorVerb = defineVerb({
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   details: 'Exits 0 when everything is healthy, 1 otherwise. It only reads: run it while the node runs or after a crash.',
-  async run ({ values, out }) {
+  async run({ values, out }) {
     const dir = values.data as string
     const paths = dataPaths(dir)
     const checks: Check[] = []
@@ -48,46 +48,90 @@ export const doctorVerb = defineVerb({
         checks.push({ check, ok: false, detail: (err as Error).message, fix })
       }
     }
-    await add('data directory', () => { assertDataDir(dir); return undefined })
+    await add('data directory', () => {
+      assertDataDir(dir)
+      return undefined
+    })
     if (checks[0].ok) {
-      await add('identity.key', async () => { await loadIdentity(dir); return undefined }, 'restore identity.key from a backup; without it this node cannot sign as itself')
-      await add('swarm.key', () => { loadSwarmKey(dir); return undefined }, "copy the network's swarm.key from another member")
-      await add('api.token', () => { loadApiToken(dir); return undefined }, 'write a new random token of at least 16 characters to api.token (mode 0600) and give it to the local backend')
-      await add('file modes', () => {
-        const loose = [paths.identity, paths.apiToken, paths.swarmKey].filter((p) => existsSync(p) && (statSync(p).mode & 0o077) !== 0)
-        return loose.length === 0 ? undefined : `readable by others: ${loose.join(', ')}`
-      }, 'chmod 600 the files named')
+      await add(
+        'identity.key',
+        async () => {
+          await loadIdentity(dir)
+          return undefined
+        },
+        'restore identity.key from a backup; without it this node cannot sign as itself'
+      )
+      await add(
+        'swarm.key',
+        () => {
+          loadSwarmKey(dir)
+          return undefined
+        },
+        "copy the network's swarm.key from another member"
+      )
+      await add(
+        'api.token',
+        () => {
+          loadApiToken(dir)
+          return undefined
+        },
+        'write a new random token of at least 16 characters to api.token (mode 0600) and give it to the local backend'
+      )
+      await add(
+        'file modes',
+        () => {
+          const loose = [paths.identity, paths.apiToken, paths.swarmKey].filter((p) => existsSync(p) && (statSync(p).mode & 0o077) !== 0)
+          return loose.length === 0 ? undefined : `readable by others: ${loose.join(', ')}`
+        },
+        'chmod 600 the files named'
+      )
       let db: Store | undefined
       let blocks: SqliteBlockstore | undefined
-      await add('cairn.db', async () => {
-        db = new Store(await openDatabase(paths.database, { readonly: true }))
-        const integrity = db.integrity()
-        if (integrity !== 'ok') return `integrity check failed: ${integrity}`
-        const version = db.schemaVersion()
-        if (version > MIGRATIONS.length) return `schema version ${version} is newer than this cairn knows (${MIGRATIONS.length})`
-        return undefined
-      }, 'restore cairn.db from a backup (sqlite3 .backup copies are consistent); a newer schema needs a newer cairn')
-      await add('blocks.db', async () => {
-        blocks = new SqliteBlockstore(await openDatabase(paths.blocks, { readonly: true }))
-        const integrity = blocks.integrity()
-        return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
-      }, 'restore blocks.db from a backup, or move it away: peers\' events are fetched again, this node\'s unpruned files are lost')
+      await add(
+        'cairn.db',
+        async () => {
+          db = new Store(await openDatabase(paths.database, { readonly: true }))
+          const integrity = db.integrity()
+          if (integrity !== 'ok') return `integrity check failed: ${integrity}`
+          const version = db.schemaVersion()
+          if (version > MIGRATIONS.length) return `schema version ${version} is newer than this cairn knows (${MIGRATIONS.length})`
+          return undefined
+        },
+        'restore cairn.db from a backup (sqlite3 .backup copies are consistent); a newer schema needs a newer cairn'
+      )
+      await add(
+        'blocks.db',
+        async () => {
+          blocks = new SqliteBlockstore(await openDatabase(paths.blocks, { readonly: true }))
+          const integrity = blocks.integrity()
+          return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
+        },
+        "restore blocks.db from a backup, or move it away: peers' events are fetched again, this node's unpruned files are lost"
+      )
       if (db != null && blocks != null && checks.every((c) => c.ok || !['cairn.db', 'blocks.db'].includes(c.check))) {
         const d = db
         const b = blocks
-        await add('outbox blocks', () => {
-          const root = d.outbox.root()
-          if (root == null) return undefined
-          const missing = missingUnder(b, root)
-          return missing.length === 0 ? undefined : `the own outbox tree misses ${missing.length === 20 ? '20 or more' : missing.length} block(s), e.g. ${missing[0]}`
-        }, 'restore blocks.db from the same backup as cairn.db; peers that hold this outbox can serve it back')
-        await add('synced trees', () => {
-          const broken: string[] = []
-          for (const r of d.producers.syncedRoots()) {
-            if (missingUnder(b, r.root, 1).length > 0) broken.push(r.producer)
-          }
-          return broken.length === 0 ? undefined : `blocks missing under the synced trees of ${broken.join(', ')}`
-        }, 'harmless for this node\'s events table; it cannot serve those trees to others until the producers publish again')
+        await add(
+          'outbox blocks',
+          () => {
+            const root = d.outbox.root()
+            if (root == null) return undefined
+            const missing = missingUnder(b, root)
+            return missing.length === 0 ? undefined : `the own outbox tree misses ${missing.length === 20 ? '20 or more' : missing.length} block(s), e.g. ${missing[0]}`
+          },
+          'restore blocks.db from the same backup as cairn.db; peers that hold this outbox can serve it back'
+        )
+        await add(
+          'synced trees',
+          () => {
+            const broken: string[] = []
+            for (const r of d.producers.syncedRoots()) {
+              if (missingUnder(b, r.root, 1).length > 0) broken.push(r.producer)
+            }
+            return broken.length === 0 ? undefined : `blocks missing under the synced trees of ${broken.join(', ')}`
+          },
+          "harmless for this node's events table; it cannot serve those trees to others until the producers publish again"
+        )
       }
       db?.close()
       blocks?.db.close()

@@ -15,7 +15,7 @@ export const initVerb = defineVerb({
   usage: '--data DIR (--new-network | --swarm-key FILE)',
   settings: [SETTINGS.data, OPTIONS['new-network'], OPTIONS['swarm-key']],
   details: 'Prints the new peer id. On an existing data directory it changes nothing and says so.',
-  async run ({ values, out, err }) {
+  async run({ values, out, err }) {
     const dir = values.data as string
     const r = await initDataDir(dir, { newNetwork: values['new-network'] === true, swarmKeyFile: values['swarm-key'] as string | undefined })
     if (!r.created) {
@@ -34,21 +34,41 @@ export const runVerb = defineVerb({
   summary: 'start the node and keep it running until SIGINT or SIGTERM',
   usage: '[--data DIR] [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--http HOST:PORT] [--plugins DIR]...',
   settings: RUN_SETTINGS,
-  details: 'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json.',
-  async run ({ values, err }) {
+  details:
+    'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json.',
+  async run({ values, err }) {
     const config = toNodeConfig(values)
     const node = new CairnNode(config, { plugins: BUILTIN_PLUGINS })
-    const render = progressRenderer(node.log, stderrIsTerminal() && config.logFormat !== 'json' ? (text) => { stderr.write(text) } : undefined)
-    node.events.addEventListener('sync:progress', (evt) => { render(evt.detail) })
+    const render = progressRenderer(
+      node.log,
+      stderrIsTerminal() && config.logFormat !== 'json'
+        ? (text) => {
+            stderr.write(text)
+          }
+        : undefined
+    )
+    node.events.addEventListener('sync:progress', (evt) => {
+      render(evt.detail)
+    })
     await node.start()
     await new Promise<void>((resolve) => {
       const stop = (signal: string): void => {
         node.log.info(`received ${signal}, stopping`)
-        const force = setTimeout(() => { err('cairn: did not stop within 10 s; exiting'); process.exit(1) }, 10_000)
-        void node.stop().finally(() => { clearTimeout(force); resolve() })
+        const force = setTimeout(() => {
+          err('cairn: did not stop within 10 s; exiting')
+          process.exit(1)
+        }, 10_000)
+        void node.stop().finally(() => {
+          clearTimeout(force)
+          resolve()
+        })
       }
-      process.once('SIGINT', () => { stop('SIGINT') })
-      process.once('SIGTERM', () => { stop('SIGTERM') })
+      process.once('SIGINT', () => {
+        stop('SIGINT')
+      })
+      process.once('SIGTERM', () => {
+        stop('SIGTERM')
+      })
     })
     return 0
   }
@@ -59,7 +79,7 @@ export const idVerb = defineVerb({
   summary: "print the node's peer id; with --json also its addresses and HTTP endpoint while it runs",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
-  async run ({ values, out }) {
+  async run({ values, out }) {
     const dir = values.data as string
     const { peerId } = await loadIdentity(dir)
     const info = readRunInfo(dir)

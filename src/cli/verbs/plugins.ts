@@ -17,11 +17,17 @@ export const pluginsVerb = defineVerb({
   summary: 'list the loaded plugins: their event types and versions, and the tables they keep',
   usage: '[--data DIR] [--plugins DIR]... [--json]',
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json],
-  async run ({ values, out }) {
+  async run({ values, out }) {
     const loaded = await loadPlugins(BUILTIN_PLUGINS, values.plugins as string[])
     const list = loaded.map(describePlugin)
     if (values.json === true) out(JSON.stringify(list))
-    else for (const p of list) out(`${p.name}${p.version != null ? ` ${p.version}` : ''}  (${p.source})\n  types:  ${Object.entries(p.types).map(([t, vs]) => `${t} v${vs.join(',')}`).join('  ')}\n  tables: ${p.tables.join(', ') || '-'}`)
+    else
+      for (const p of list)
+        out(
+          `${p.name}${p.version != null ? ` ${p.version}` : ''}  (${p.source})\n  types:  ${Object.entries(p.types)
+            .map(([t, vs]) => `${t} v${vs.join(',')}`)
+            .join('  ')}\n  tables: ${p.tables.join(', ') || '-'}`
+        )
     return 0
   }
 })
@@ -32,11 +38,21 @@ export const schemaVerb = defineVerb({
   usage: 'TYPE [--version N] [--plugins DIR]...',
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.version],
   positionals: true,
-  async run ({ values, positionals, out }) {
+  async run({ values, positionals, out }) {
     const type = positionals[0]
     if (type == null || positionals.length > 1) throw new UsageError('cairn schema needs one TYPE, such as cairn schema workspace.invited (see cairn schema --help)')
     const loaded = await loadPlugins(BUILTIN_PLUGINS, values.plugins as string[])
-    out(JSON.stringify(jsonSchemaOf(loaded.map((l) => l.plugin), type, values.version as number | undefined), null, 2))
+    out(
+      JSON.stringify(
+        jsonSchemaOf(
+          loaded.map((l) => l.plugin),
+          type,
+          values.version as number | undefined
+        ),
+        null,
+        2
+      )
+    )
     return 0
   }
 })
@@ -48,7 +64,7 @@ export const sqlVerb = defineVerb({
   settings: [SETTINGS.data, OPTIONS.json],
   positionals: true,
   details: 'The database is opened read-only, so INSERT, UPDATE, DELETE, CREATE and the like fail. With --json it prints an array of row objects; otherwise a tab-separated table with a header.',
-  async run ({ values, positionals, out }) {
+  async run({ values, positionals, out }) {
     const sql = positionals.join(' ').trim()
     if (sql === '') throw new UsageError('cairn sql needs a query, such as cairn sql "SELECT type, count(*) FROM events GROUP BY type"')
     assertDataDir(values.data as string)
@@ -62,7 +78,7 @@ export const sqlVerb = defineVerb({
         throw new UsageError(/readonly|read-only|query_only/i.test(message) ? `Refused: cairn sql is read-only (${message})` : `SQL error: ${message}`)
       }
       if (values.json === true) {
-        out(JSON.stringify(rows, (_k, v) => typeof v === 'bigint' ? Number(v) : v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v))
+        out(JSON.stringify(rows, (_k, v) => (typeof v === 'bigint' ? Number(v) : v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v)))
       } else if (rows.length > 0) {
         const cols = Object.keys(rows[0])
         out(cols.join('\t'))
@@ -80,7 +96,7 @@ export const deadVerb = defineVerb({
   summary: 'list dead letters: events a plugin could not apply after every retry',
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
-  async run ({ values, out }) {
+  async run({ values, out }) {
     const store = await openNodeStore(values.data as string)
     try {
       const dead = store.pluginState.deadLetters()
@@ -101,7 +117,7 @@ export const replayVerb = defineVerb({
   settings: [SETTINGS.data, OPTIONS.dead, OPTIONS.type, OPTIONS.since],
   positionals: true,
   details: 'The running node picks the request up within a second; a stopped node at its next start. TIME is an ISO timestamp or a duration back from now (24h).',
-  async run ({ values, positionals, out }) {
+  async run({ values, positionals, out }) {
     const eventId = positionals[0]
     const modes = [eventId != null, values.dead === true, values.type != null].filter(Boolean).length
     if (modes !== 1) throw new UsageError('cairn replay needs one of EVENT_ID, --dead or --type TYPE (see cairn replay --help)')
