@@ -236,8 +236,7 @@ export class OrbitNode extends BenchNode {
         const { value, done } = await reader.read()
         if (done) break
         buf += dec.decode(value, { stream: true })
-        let end: number
-        while ((end = buf.indexOf('\n')) >= 0) {
+        for (let end = buf.indexOf('\n'); end >= 0; end = buf.indexOf('\n')) {
           const line = JSON.parse(buf.slice(0, end))
           buf = buf.slice(end + 1)
           if (line.applied != null) this.record(line.applied)

@@ -24,8 +24,7 @@ async function readStream(url: string, token: string, count: number, lastEventId
       const { value, done } = await reader.read()
       if (done) break
       buf += dec.decode(value)
-      let i: number
-      while ((i = buf.indexOf('\n\n')) >= 0) {
+      for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
         const block = buf.slice(0, i)
         buf = buf.slice(i + 2)
         const fields = Object.fromEntries(block.split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]))

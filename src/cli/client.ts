@@ -3,13 +3,19 @@ import { readSse } from '../http/sseReader.ts'
 import { loadApiToken } from '../datadir/load.ts'
 import { readRunInfo } from '../datadir/runInfo.ts'
 
+/** What the endpoint answers a failed request with. */
+export interface ErrorBody {
+  error?: string
+  issues?: string[]
+}
+
 /**
  * Calls the running node's loopback endpoint, found through node.json, with the token from api.token.
  *
- * @returns the HTTP status and parsed JSON body
+ * @returns the HTTP status and the parsed JSON body: `T` on success (the node's own answer for the route), an error body otherwise
  * @throws NotRunningError when no node runs on the data directory
  */
-export async function callNode(dir: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+export async function callNode<T = unknown>(dir: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T & ErrorBody }> {
   const info = readRunInfo(dir)
   if (info == null) throw new NotRunningError(`No node is running on ${dir}: start it with cairn run --data ${dir}`)
   const res = await fetch(`http://${info.http}${path}`, {
@@ -23,7 +29,8 @@ export async function callNode(dir: string, method: string, path: string, body?:
   try {
     parsed = JSON.parse(text)
   } catch {}
-  return { status: res.status, body: parsed }
+  // The node's loopback endpoint answers each route with the JSON its reference names.
+  return { status: res.status, body: parsed as T & ErrorBody }
 }
 
 /**

@@ -14,8 +14,7 @@ export async function readSse(body: ReadableStream<Uint8Array>, onMessage: (mess
     const { value, done } = await reader.read()
     if (done) return
     buffer += decoder.decode(value, { stream: true })
-    let end: number
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
+    for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
       const lines = buffer.slice(0, end).split('\n')
       buffer = buffer.slice(end + 2)
       const field = (name: string): string | undefined =>

@@ -34,7 +34,7 @@ import type { Components } from './components.ts'
 import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { logRejections } from './rejections.ts'
-import { refreshMetrics, statusDocument, storedStatus } from './status.ts'
+import { refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
 
 /** A commit this small travels whole in its gossip hint: receivers need no bitswap round trip. */
 const HINT_MAX_BYTES = 96 * 1024
@@ -492,7 +492,7 @@ export class CairnNode {
   }
 
   /** @returns the status document of `/status` and `cairn status --json` */
-  async statusJson(): Promise<Record<string, unknown>> {
+  async statusJson(): Promise<StatusDocument> {
     const r = this.run
     const libp2p = r.ipfs.libp2p
     return statusDocument(

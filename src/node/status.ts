@@ -1,5 +1,6 @@
 import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
+import type { HousekeepingResult } from '../housekeeping/housekeeper.ts'
 import type { Store } from '../store/store.ts'
 
 /** One producer as this node sees it. */
@@ -20,7 +21,7 @@ export interface StoredStatus {
   events: number
   outbox: { files: number; oldest_seq: number | null; last_seq: number }
   gaps: Array<{ producer: string; from_seq: number; to_seq: number; detected_at: string }>
-  housekeeping: { last: unknown; reclaimed_bytes: number }
+  housekeeping: { last: HousekeepingResult | null; reclaimed_bytes: number }
   /** backlog: events not yet processed by every plugin; held: events of a version no plugin knows */
   plugins: { backlog: number; dead_letters: number; held: number }
   quarantine: { count: number; by_reason: Record<string, number>; recent: Array<{ producer: string; path: string; reason: string; detail: string; detected_at: string }> }
@@ -82,8 +83,22 @@ export interface LiveStatus {
   syncing: boolean
 }
 
-/** @returns the status document of `/status` and `cairn status --json`: the verdict with its reasons, then the details */
-export function statusDocument(live: LiveStatus, stored: StoredStatus): Record<string, unknown> {
+/** The status document of `/status` and `cairn status --json`: the verdict with its reasons, then the details. */
+export type StatusDocument = StoredStatus & {
+  verdict: 'healthy' | 'degraded' | 'failing'
+  reasons: string[]
+  bus_root: string
+  peer_id: string
+  version: string
+  uptime_s: number
+  listen: string[]
+  peers: string[]
+  network: string
+  syncing: boolean
+}
+
+/** @returns the status document of a running node */
+export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDocument {
   const reasons: string[] = []
   if (!live.ready.ready) reasons.push(live.ready.reason ?? 'not ready')
   const lagging = stored.producers.filter((p) => p.lag_ms > live.lagAlert)

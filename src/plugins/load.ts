@@ -10,7 +10,7 @@ import { tablesOf } from './migrate.ts'
 
 const isSchema = (x: unknown): boolean => x != null && typeof x === 'object' && (x as { kind?: string }).kind === 'schema' && typeof (x as { '~run'?: unknown })['~run'] === 'function'
 const Schema = v.custom<v.GenericSchema>(isSchema, 'Expected a valibot schema (v.object(...), v.unknown(), ...)')
-const Fn = v.custom<(...args: any[]) => any>((x) => typeof x === 'function', 'Expected a function')
+const Fn = v.custom<(...args: never[]) => unknown>((x) => typeof x === 'function', 'Expected a function')
 
 /** The shape every loaded plugin must have. */
 const PluginSchema = v.object({

@@ -36,6 +36,7 @@ export interface TypeHandler<S extends v.GenericSchema = v.GenericSchema> {
   version: number
   payload: S
   /** older versions: their payload schema and a function from that payload to the current one */
+  // biome-ignore lint/suspicious/noExplicitAny: an upcaster takes its old schema's output, which this untyped record cannot name
   upcast?: Record<number, { payload: v.GenericSchema; to: (payload: any) => unknown }>
 }
 
@@ -48,7 +49,9 @@ export interface Plugin {
   handles: Record<string, TypeHandler>
   /** SQL run once each, in order, and recorded */
   migrations?: string[]
+  // biome-ignore lint/suspicious/noExplicitAny: the payload's type depends on the event's type, which one handler signature cannot name
   apply: (event: PluginEvent<any>, ctx: ApplyContext) => void
+  // biome-ignore lint/suspicious/noExplicitAny: as for apply
   effect?: (event: PluginEvent<any>, ctx: EffectContext) => Promise<void>
 }
 

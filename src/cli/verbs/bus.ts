@@ -13,7 +13,7 @@ import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import { busRoot } from '../../unixfs/busRoot.ts'
 import { walkDag } from '../../unixfs/walk.ts'
 import { Store } from '../../store/store.ts'
-import { recordedGaps, storedStatus } from '../../node/status.ts'
+import { recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
 
 /** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
 export async function openNodeStore(dir: string): Promise<Store> {
@@ -154,9 +154,9 @@ export const statusVerb = defineVerb({
   details: 'Against a running node it asks the node; against a stopped one it reads the database (no peers, no uptime).',
   async run({ values, out }) {
     const dir = values.data as string
-    let status: Record<string, any>
+    let status: StoredStatus & { running: boolean; bus_root: string } & Partial<StatusDocument>
     if (readRunInfo(dir) != null) {
-      status = { running: true, ...(await callNode(dir, 'GET', '/status')).body }
+      status = { running: true, ...(await callNode<StatusDocument>(dir, 'GET', '/status')).body }
     } else {
       const store = await openNodeStore(dir)
       try {
@@ -169,9 +169,10 @@ export const statusVerb = defineVerb({
       out(JSON.stringify(status))
       return 0
     }
-    if (status.verdict != null) out(`verdict   ${status.verdict}${status.reasons.length > 0 ? ': ' + status.reasons.join('; ') : ''}`)
+    if (status.verdict != null) out(`verdict   ${status.verdict}${(status.reasons ?? []).length > 0 ? ': ' + (status.reasons ?? []).join('; ') : ''}`)
     out(`node      ${status.peer_id ?? '(stopped)'}${status.running === true ? `  up ${status.uptime_s}s  version ${status.version}` : '  not running'}`)
-    if (status.running === true) out(`peers     ${status.peers.length}${status.peers.length > 0 ? '  ' + status.peers.join(', ') : ''}`)
+    const peers = status.peers ?? []
+    if (status.running) out(`peers     ${peers.length}${peers.length > 0 ? '  ' + peers.join(', ') : ''}`)
     out(`bus root  ${status.bus_root}`)
     out(`events    ${status.events}`)
     out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}`)
@@ -186,7 +187,7 @@ export const statusVerb = defineVerb({
     out(
       `housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`
     )
-    out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g: any) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
+    out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
     return 0
   }
