@@ -40,8 +40,9 @@ async function pair() {
     fetchTimeout: 5000
   })({ self: 'consumer', store: new Store(cdb), clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
   const synced = async (): Promise<void> => {
+    const idle = waitFor(events, 'sync:idle', { signal: AbortSignal.timeout(60_000) })
     await syncer.offerHead(heads.at(-1)!)
-    while (syncer.busy) await Bun.sleep(5)
+    await idle
   }
   return { outbox, cdb, fetched, synced, syncer, events, heads }
 }
