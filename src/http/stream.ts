@@ -29,7 +29,7 @@ export function streamEvents(c: Context, deps: StreamDeps): Response {
       abort.abort()
     })
     while (!abort.signal.aborted) {
-      const rows = deps.events.list({ after: cursor, upTo: deps.watermark(), types, limit: 500 })
+      const rows = deps.events.list({ after: cursor, upTo: deps.watermark(), types: types.length > 0 ? types : undefined, limit: 500 })
       if (rows.length > 0) {
         // One write for the whole batch (writeSSE's format: the JSON has no line breaks, so one data line each)
         await stream.write(rows.map((r) => `event: event\ndata: ${JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid })}\nid: ${r.cursor}\n\n`).join(''))

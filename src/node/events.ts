@@ -46,8 +46,44 @@ export interface CairnEvents {
   'plugins:idle': CustomEvent<void>
 }
 
-/** The typed event bus that every service of a node shares. */
-export class CairnEventBus extends TypedEventEmitter<CairnEvents> {}
+/**
+ * The typed event bus that every service of a node shares. A service dispatches in the middle of its own
+ * work (a commit, a walk), so a listener that throws must not unwind it: `listen` catches and reports.
+ */
+export class CairnEventBus extends TypedEventEmitter<CairnEvents> {
+  private readonly onListenerError: (err: Error, type: string) => void
+
+  /** @param onListenerError told of an error a listener added with `listen` threw (default: rethrown on a later turn) */
+  constructor(onListenerError?: (err: Error, type: string) => void) {
+    super()
+    this.onListenerError =
+      onListenerError ??
+      ((err) => {
+        queueMicrotask(() => {
+          throw err
+        })
+      })
+  }
+
+  /**
+   * Calls `fn` with the detail of every `type` event; an error it throws is reported, not passed to the dispatcher.
+   *
+   * @returns a function that stops listening
+   */
+  listen<K extends keyof CairnEvents>(type: K, fn: (detail: CairnEvents[K]['detail']) => void): () => void {
+    const listener = (evt: CairnEvents[K]): void => {
+      try {
+        fn(evt.detail)
+      } catch (err) {
+        this.onListenerError(err as Error, type)
+      }
+    }
+    this.addEventListener(type, listener)
+    return () => {
+      this.removeEventListener(type, listener)
+    }
+  }
+}
 
 /**
  * Waits for `type` on `events`, or until `signal` aborts.

@@ -10,7 +10,6 @@ import { createHttpApp } from '../http/app.ts'
 import { createLogger, type Log } from '../log/logger.ts'
 import { trace } from '../log/trace.ts'
 import { Metrics } from '../metrics/metrics.ts'
-import type { EventEnvelope } from '../model/envelope.ts'
 import { withBlocks } from '../model/head.ts'
 import { HybridClock } from '../model/hlc.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
@@ -33,6 +32,7 @@ import { VERSION } from '../version.ts'
 import type { Components } from './components.ts'
 import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
+import { progressRenderer } from './progress.ts'
 import { logRejections } from './rejections.ts'
 import { refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
 
@@ -47,6 +47,8 @@ export interface NodeExtras {
   log?: Log
   /** plugins compiled into the binary (the CLI passes the built-in ones); --plugins adds more from files */
   plugins?: readonly Plugin[]
+  /** writes to the operator's terminal: catch-up progress is then a bar there instead of log lines */
+  terminal?: (text: string) => void
 }
 
 /** Everything a started node runs; present exactly while the node is started (or starting). */
@@ -79,7 +81,7 @@ export class CairnNode {
   readonly log: Log
   readonly metrics = new Metrics()
   /** the typed events every service of this node dispatches */
-  readonly events = new CairnEventBus()
+  readonly events: CairnEventBus
   status: 'stopped' | 'starting' | 'started' | 'stopping' = 'stopped'
   private readonly extras: NodeExtras
   private readonly clock = new HybridClock()
@@ -89,6 +91,9 @@ export class CairnNode {
     this.config = config
     this.extras = extras
     this.log = extras.log ?? createLogger({ level: config.logLevel, format: config.logFormat })
+    this.events = new CairnEventBus((err, type) => {
+      this.log.error(`a listener of ${type} failed: ${err.stack ?? err.message}`)
+    })
   }
 
   private get run(): Running {
@@ -139,11 +144,13 @@ export class CairnNode {
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
     const stopListening = [logRejections(components)]
     let ipfs: CairnIpfs | undefined
+    let startedPlugins: PluginHost | undefined
     try {
       const plugins = pluginHost({
         plugins: await loadPlugins(this.extras.plugins ?? [], cfg.plugins),
         publish: async (r) => await this.publish(r)
       })(components)
+      startedPlugins = plugins
       await plugins.start()
       ipfs = await createIpfs({
         privateKey: opened.privateKey,
@@ -275,10 +282,15 @@ export class CairnNode {
       this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${running.http.port}`, network: opened.network })
     } catch (err) {
       if (this.running == null) {
-        for (const stop of stopListening) stop()
+        // Failed before every service existed: stop what did start, in reverse order.
+        await startedPlugins?.stop().catch((e: Error) => {
+          this.log.warn(`stopping the plugins after a failed start: ${e.message}`)
+        })
         await ipfs?.stop().catch((e: Error) => {
           this.log.warn(`stopping libp2p after a failed start: ${e.message}`)
         })
+        for (const stop of stopListening) stop()
+        clearRunInfo(cfg.data)
         opened.close()
       } else {
         await this.teardown()
@@ -297,36 +309,31 @@ export class CairnNode {
     this.log.info('node stopped')
   }
 
-  /** Connects the services' events: what a commit, an ingest and a plugin round lead to. */
+  /** Connects the services' events: what a commit, an ingest, a prune and a catch-up lead to. */
   private wire(r: Running): void {
-    const onCommit = (evt: CustomEvent<{ head: Uint8Array; events: EventEnvelope[]; blocks: Array<{ cid: CID; bytes: Uint8Array }> }>): void => {
-      const { head, events, blocks } = evt.detail
-      r.fetcher.stored(blocks.map((b) => b.cid))
-      const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
-      r.gossip.publish(size <= HINT_MAX_BYTES && blocks.length <= HINT_MAX_BLOCKS ? withBlocks(head, blocks) : head)
-      trace('commit.announced', events.at(-1)?.seq)
-      this.events.safeDispatchEvent('events:ingested', { detail: events })
-    }
-    const onIngested = (evt: CustomEvent<EventEnvelope[]>): void => {
-      const now = Date.now()
-      for (const e of evt.detail) {
-        this.metrics.ingested.inc({ type: e.type })
-        this.metrics.propagation.observe(Math.max(0, now - Date.parse(e.occurred_at)) / 1000)
-      }
-      trace('events.ingested', evt.detail.at(-1)?.seq)
-      r.plugins.notify()
-    }
-    const onPruned = (evt: CustomEvent<{ head: Uint8Array }>): void => {
-      r.gossip.publish(evt.detail.head)
-    }
-    this.events.addEventListener('outbox:committed', onCommit)
-    this.events.addEventListener('outbox:pruned', onPruned)
-    this.events.addEventListener('events:ingested', onIngested)
-    r.stopListening.push(() => {
-      this.events.removeEventListener('outbox:committed', onCommit)
-      this.events.removeEventListener('outbox:pruned', onPruned)
-      this.events.removeEventListener('events:ingested', onIngested)
-    })
+    const { events } = this
+    r.stopListening.push(
+      events.listen('outbox:committed', ({ head, events: committed, blocks }) => {
+        r.fetcher.stored(blocks.map((b) => b.cid))
+        const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
+        r.gossip.publish(size <= HINT_MAX_BYTES && blocks.length <= HINT_MAX_BLOCKS ? withBlocks(head, blocks) : head)
+        trace('commit.announced', committed.at(-1)?.seq)
+        events.safeDispatchEvent('events:ingested', { detail: committed })
+      }),
+      events.listen('events:ingested', (ingested) => {
+        const now = Date.now()
+        for (const e of ingested) {
+          this.metrics.ingested.inc({ type: e.type })
+          this.metrics.propagation.observe(Math.max(0, now - Date.parse(e.occurred_at)) / 1000)
+        }
+        trace('events.ingested', ingested.at(-1)?.seq)
+        r.plugins.notify()
+      }),
+      events.listen('outbox:pruned', ({ head }) => {
+        r.gossip.publish(head)
+      }),
+      events.listen('sync:progress', progressRenderer(this.log, this.extras.terminal))
+    )
   }
 
   private httpApp(r: Running): ReturnType<typeof createHttpApp> {
@@ -393,10 +400,11 @@ export class CairnNode {
       await r.ipfs.stop()
     })
     for (const stop of r.stopListening) stop()
+    // node.json goes before the lock: a node that takes the directory next writes its own.
+    clearRunInfo(this.config.data)
     await step('the databases', () => {
       r.opened.close()
     })
-    clearRunInfo(this.config.data)
     this.running = undefined
   }
 

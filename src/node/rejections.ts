@@ -1,5 +1,4 @@
 import type { Components } from './components.ts'
-import type { Rejected } from './events.ts'
 
 /** A peer's rejections of one reason are logged at most once in this long; every one is counted. */
 const LOG_EVERY_MS = 60_000
@@ -14,8 +13,7 @@ const MAX_REMEMBERED = 4096
  */
 export function logRejections(components: Pick<Components, 'events' | 'log' | 'metrics'>): () => void {
   const logged = new Map<string, number>()
-  const onRejected = (evt: CustomEvent<Rejected>): void => {
-    const { reason, detail, peer } = evt.detail
+  return components.events.listen('peer:rejected', ({ reason, detail, peer }) => {
     components.metrics.rejected.inc({ reason })
     const key = `${peer} ${reason}`
     const now = Date.now()
@@ -24,9 +22,5 @@ export function logRejections(components: Pick<Components, 'events' | 'log' | 'm
     logged.set(key, now)
     if (logged.size > MAX_REMEMBERED) logged.delete(logged.keys().next().value!)
     components.log.warn(`rejected (${reason}): ${detail}`, { peer, reason })
-  }
-  components.events.addEventListener('peer:rejected', onRejected)
-  return () => {
-    components.events.removeEventListener('peer:rejected', onRejected)
-  }
+  })
 }

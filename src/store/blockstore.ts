@@ -134,6 +134,15 @@ export class SqliteBlockstore implements Blockstore {
     return this.db.get<{ integrity_check: string }>('PRAGMA integrity_check')?.integrity_check
   }
 
+  /**
+   * Reads the table's index once, so that a damaged or foreign file fails at open, not mid-sync.
+   *
+   * @throws Error when the file is not a block database
+   */
+  check(): void {
+    this.db.get('SELECT count(*) FROM blocks')
+  }
+
   /** @returns the number of blocks and their total size */
   stats(): { blocks: number; bytes: number } {
     const r = this.db.get<{ n: number; b: number | null }>('SELECT count(*) AS n, sum(length(bytes)) AS b FROM blocks')

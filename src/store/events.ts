@@ -44,6 +44,7 @@ export interface EventQuery {
   after?: number
   /** only rows up to this cursor */
   upTo?: number
+  /** only rows of these types (none for an empty list); undefined: every type */
   types?: readonly string[]
   producer?: string
   limit: number
@@ -92,7 +93,8 @@ export class EventsTable {
       where.push('cursor <= ?')
       params.push(q.upTo)
     }
-    if (q.types != null && q.types.length > 0) {
+    if (q.types != null) {
+      if (q.types.length === 0) return []
       where.push(`type IN (${q.types.map(() => '?').join(',')})`)
       params.push(...q.types)
     }

@@ -2,7 +2,6 @@ import { defineVerb } from '../verb.ts'
 import { RUN_SETTINGS, SETTINGS, toNodeConfig } from '../../config/catalog.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
 import { stderr, stderrIsTerminal } from '../../runtime/stdio.ts'
-import { progressRenderer } from '../progress.ts'
 import { OPTIONS } from '../options.ts'
 import { initDataDir } from '../../datadir/init.ts'
 import { loadIdentity } from '../../datadir/load.ts'
@@ -38,18 +37,9 @@ export const runVerb = defineVerb({
     'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json.',
   async run({ values, err }) {
     const config = toNodeConfig(values)
-    const node = new CairnNode(config, { plugins: BUILTIN_PLUGINS })
-    const render = progressRenderer(
-      node.log,
-      stderrIsTerminal() && config.logFormat !== 'json'
-        ? (text) => {
-            stderr.write(text)
-          }
-        : undefined
-    )
-    node.events.addEventListener('sync:progress', (evt) => {
-      render(evt.detail)
-    })
+    // On a terminal a person watches, catch-up progress is a bar there; elsewhere log lines.
+    const terminal = stderrIsTerminal() && config.logFormat !== 'json' ? (text: string) => stderr.write(text) : undefined
+    const node = new CairnNode(config, { plugins: BUILTIN_PLUGINS, terminal })
     await node.start()
     await new Promise<void>((resolve) => {
       const stop = (signal: string): void => {

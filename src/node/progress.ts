@@ -1,11 +1,11 @@
 import type { Log } from '../log/logger.ts'
-import type { SyncProgress } from '../node/events.ts'
+import type { SyncProgress } from './events.ts'
 
 const WIDTH = 30
 
 /**
  * @returns a renderer of catch-up progress: a bar redrawn in place on a terminal, a log line otherwise
- * @param write writes raw text to the terminal (stderr); undefined when stderr is not one
+ * @param write writes raw text to the operator's terminal; undefined when no one watches one
  */
 export function progressRenderer(log: Log, write: ((text: string) => void) | undefined): (p: SyncProgress) => void {
   return (p) => {
