@@ -13,12 +13,11 @@ const base64 = {
     return new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
   }
 }
-import { sha256 } from 'multiformats/hashes/sha2'
-import { equals } from 'uint8arrays/equals'
 import { canonicalJson } from './canonical.ts'
 import { HlcSchema, PeerIdSchema } from './envelope.ts'
 import { formatIssues } from './issues.ts'
 import { InvalidHeadError } from '../errors.ts'
+import { matchesCid } from './blockCid.ts'
 
 const CidSchema = v.pipe(
   v.string(),
@@ -166,8 +165,7 @@ async function checkHeadMessage(bytes: Uint8Array, maxBytes: number): Promise<Ve
     } catch {
       throw new InvalidHeadError('bad_block', `Cannot accept head of ${head.producer}: a carried block is malformed`)
     }
-    const digest = await sha256.digest(block)
-    if (cid.multihash.code !== sha256.code || !equals(digest.digest, cid.multihash.digest)) {
+    if (!(await matchesCid(cid, block))) {
       throw new InvalidHeadError('bad_block', `Cannot accept head of ${head.producer}: a carried block does not match its CID ${text}`)
     }
     blocks.push({ cid, bytes: block })

@@ -1,6 +1,4 @@
 import type { PeerId } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
@@ -18,6 +16,7 @@ import { BlockFetcher } from '../p2p/blockFetcher.ts'
 import { HeadGossip, headsTopic } from '../p2p/gossip.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
 import { HeadLimiter } from '../p2p/headLimiter.ts'
+import { Dialer } from '../p2p/dialer.ts'
 import { createIpfs, type CairnIpfs } from '../p2p/ipfs.ts'
 import { pluginHost, type PluginHost } from '../plugins/host.ts'
 import { loadPlugins } from '../plugins/load.ts'
@@ -65,6 +64,7 @@ interface Running {
   headExchange: HeadExchange
   limiter: HeadLimiter
   gossip: HeadGossip
+  dialer: Dialer
   http?: HttpServer
   timers: Array<ReturnType<typeof setInterval>>
   stopListening: Array<() => void>
@@ -172,7 +172,7 @@ export class CairnNode {
         maxEventSize: cfg.maxEventSize,
         maxDepth: cfg.maxDepth,
         validate: (type, version, payload) => plugins.validatePublish(type, version, payload),
-        acks: () => this.acks()
+        acks: () => opened.store.acks()
       })(components)
       const { access } = opened
       const syncer = createSyncer({
@@ -196,12 +196,12 @@ export class CairnNode {
         retentionMax: cfg.retentionMax,
         eventsRetention: cfg.eventsRetention,
         members: () => (access.members == null ? undefined : [...access.members.keys()]),
-        processed: () => this.acks()[self] ?? 0
+        processed: () => opened.store.acks()[self] ?? 0
       })(components)
       const limiter = new HeadLimiter({
         rate: cfg.headsPerSecond,
         accept: async (bytes, peer) => {
-          await this.acceptHead(bytes, peer)
+          await syncer.acceptHead(bytes, peer)
         },
         onCoalesced: () => {
           this.metrics.headsReceived.inc({ result: 'coalesced' })
@@ -217,7 +217,7 @@ export class CairnNode {
           limiter,
           publishHints: cfg.gossipHints,
           onHint: (bytes, peer) => {
-            void this.acceptHead(bytes, peer)
+            void syncer.acceptHead(bytes, peer)
           }
         },
         components
@@ -230,7 +230,25 @@ export class CairnNode {
         },
         log: this.log
       })
-      const running: Running = { opened, components, ipfs, plugins, outbox, syncer, housekeeper, fetcher, blockExchange, headExchange, limiter, gossip, timers: [], stopListening, startedAt: 0 }
+      const dialer = new Dialer({ ipfs, bootstrap: cfg.bootstrap }, components)
+      const running: Running = {
+        opened,
+        components,
+        ipfs,
+        plugins,
+        outbox,
+        syncer,
+        housekeeper,
+        fetcher,
+        blockExchange,
+        headExchange,
+        limiter,
+        gossip,
+        dialer,
+        timers: [],
+        stopListening,
+        startedAt: 0
+      }
       this.running = running
       this.wire(running)
 
@@ -239,26 +257,9 @@ export class CairnNode {
       gossip.start()
       outbox.start()
       housekeeper.start()
-      const onDiscovery = (evt: CustomEvent<{ id: PeerId }>): void => {
-        const id = evt.detail.id
-        if (libp2p.getConnections(id).length === 0)
-          void libp2p.dial(id, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
-            this.log.debug(`cannot dial discovered peer ${id.toString()}: ${err.message}`)
-          })
-      }
-      libp2p.addEventListener('peer:discovery', onDiscovery)
-      stopListening.push(() => {
-        libp2p.removeEventListener('peer:discovery', onDiscovery)
-      })
-
       running.http = serve(this.httpApp(running).fetch, cfg.http.host, cfg.http.port)
       syncer.start()
-      this.dialBootstrap()
-      running.timers.push(
-        setInterval(() => {
-          this.dialBootstrap()
-        }, 5000)
-      )
+      dialer.start()
       running.timers.push(
         setInterval(() => {
           void this.reannounce()
@@ -373,6 +374,7 @@ export class CairnNode {
       }
     }
     for (const t of r.timers) clearInterval(t)
+    r.dialer.stop()
     r.limiter.stop()
     await step('the HTTP endpoint', async () => await r.http?.stop())
     await step('the outbox', async () => {
@@ -419,41 +421,10 @@ export class CairnNode {
     return await this.run.outbox.publish(body)
   }
 
-  /**
-   * Offers a head received from a peer, through the per-peer rate limit; bad ones are counted, logged
-   * once per peer and reason, and dropped.
-   */
-  async offerHead(bytes: Uint8Array, from?: PeerId): Promise<void> {
-    if (from == null) {
-      await this.acceptHead(bytes, 'unknown')
-      return
-    }
-    await this.run.limiter.offer(bytes, from.toString())
-  }
-
-  private async acceptHead(bytes: Uint8Array, peer: string): Promise<void> {
-    try {
-      const r = await this.run.syncer.offerHead(bytes)
-      if (r === 'old') this.metrics.headsReceived.inc({ result: 'old' })
-    } catch (err) {
-      this.metrics.headsReceived.inc({ result: 'rejected' })
-      this.events.safeDispatchEvent('peer:rejected', { detail: { reason: (err as { reason?: string }).reason ?? 'bad_head', detail: (err as Error).message, peer } })
-    }
-  }
-
-  /**
-   * @returns for every producer, the highest seq up to which this node has processed everything,
-   * its plugins included: what its heads acknowledge
-   */
-  acks(): Record<string, number> {
-    const { store } = this.run.opened
-    const pending = store.events.lowestPending()
-    const acks = store.producers.processed()
-    for (const [producer, seq] of Object.entries(acks)) {
-      const p = pending.get(producer)
-      if (p != null) acks[producer] = Math.min(seq, p - 1)
-    }
-    return acks
+  /** Offers a signed head as a peer would: through that peer's rate limit when `from` names it. */
+  async offerHead(bytes: Uint8Array, from?: string): Promise<void> {
+    if (from == null) await this.run.syncer.acceptHead(bytes, 'unknown')
+    else await this.run.limiter.offer(bytes, from)
   }
 
   /** Pushes every known head to every connected peer now. */
@@ -477,18 +448,6 @@ export class CairnNode {
   /** Runs pruning and garbage collection once. */
   async housekeeping(): Promise<void> {
     await this.run.housekeeper.run()
-  }
-
-  private dialBootstrap(): void {
-    const libp2p = this.run.ipfs.libp2p
-    for (const addr of this.config.bootstrap) {
-      const ma = multiaddr(addr)
-      const id = ma.getComponents().find((c) => c.name === 'p2p')?.value
-      if (id != null && libp2p.getConnections(peerIdFromString(id)).length > 0) continue
-      void libp2p.dial(ma, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
-        this.log.debug(`cannot reach bootstrap peer ${addr}: ${err.message}`)
-      })
-    }
   }
 
   private readiness(): { ready: boolean; reason?: string } {

@@ -1,9 +1,8 @@
 import { lpStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
-import { sha256 } from 'multiformats/hashes/sha2'
-import { equals } from 'uint8arrays/equals'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Log } from '../log/logger.ts'
+import { matchesCid } from '../model/blockCid.ts'
 
 /**
  * Many blocks per round trip, for catch-up. Bitswap moves one want and one block per message and,
@@ -50,7 +49,7 @@ export class BlockExchange {
   }
 
   async stop(): Promise<void> {
-    await this.init.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
+    await this.init.libp2p.unhandle(BLOCKS_PROTOCOL)
   }
 
   /** @returns whether `peer` is connected and speaks the protocol */
@@ -79,8 +78,7 @@ export class BlockExchange {
       for (const cid of cids) {
         const bytes = (await lp.read({ signal })).subarray()
         if (bytes.length === 0) continue
-        const digest = await sha256.digest(bytes)
-        if (cid.multihash.code !== sha256.code || !equals(digest.digest, cid.multihash.digest)) throw new Error(`${peer.toString()} sent a block that does not match ${cid.toString()}`)
+        if (!(await matchesCid(cid, bytes))) throw new Error(`${peer.toString()} sent a block that does not match ${cid.toString()}`)
         found.set(cid.toString(), bytes)
       }
       await stream.close({ signal }).catch(() => {})

@@ -58,7 +58,7 @@ export class HeadExchange {
     this.init.libp2p.removeEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.removeEventListener('peer:disconnect', this.onDisconnect as EventListener)
     this.pushed.clear()
-    await this.init.libp2p.unhandle(HEADS_PROTOCOL).catch(() => {})
+    await this.init.libp2p.unhandle(HEADS_PROTOCOL)
   }
 
   /**

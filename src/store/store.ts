@@ -59,6 +59,20 @@ export class Store {
     return new Store(db)
   }
 
+  /**
+   * @returns for every producer, the highest seq up to which this node has processed everything, its
+   * plugins included: what its heads acknowledge
+   */
+  acks(): Record<string, number> {
+    const pending = this.events.lowestPending()
+    const acks = this.producers.processed()
+    for (const [producer, seq] of Object.entries(acks)) {
+      const p = pending.get(producer)
+      if (p != null) acks[producer] = Math.min(seq, p - 1)
+    }
+    return acks
+  }
+
   /** Runs `fn` in one transaction; see SqlDatabase.transaction. */
   transaction<T>(fn: () => T, options?: { durable?: boolean }): T {
     return this.db.transaction(fn, options)

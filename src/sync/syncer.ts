@@ -103,6 +103,20 @@ export class Syncer {
     return 'new'
   }
 
+  /**
+   * Accepts a head from a peer (gossip, the head exchange, a relay): a head that changes nothing is
+   * counted as old; a bad one is counted and dispatched as 'peer:rejected', never thrown.
+   */
+  async acceptHead(bytes: Uint8Array, peer: string): Promise<void> {
+    const { metrics, events } = this.components
+    try {
+      if ((await this.offerHead(bytes)) === 'old') metrics.headsReceived.inc({ result: 'old' })
+    } catch (err) {
+      metrics.headsReceived.inc({ result: 'rejected' })
+      events.safeDispatchEvent('peer:rejected', { detail: { reason: (err as { reason?: string }).reason ?? 'bad_head', detail: (err as Error).message, peer } })
+    }
+  }
+
   /** @returns the signed heads this node knows, its own included, to relay to peers */
   knownHeads(): Uint8Array[] {
     return this.components.store.producers.signedHeads()
