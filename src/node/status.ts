@@ -19,11 +19,16 @@ export interface ProducerStatus {
 export interface StoredStatus {
   producers: ProducerStatus[]
   events: number
+  /** events kept whose event_id another producer's event already had (an event is (producer, event_id)) */
+  event_id_collisions: number
   outbox: { files: number; oldest_seq: number | null; last_seq: number }
   gaps: Array<{ producer: string; from_seq: number; to_seq: number; detected_at: string }>
   housekeeping: { last: HousekeepingResult | null; reclaimed_bytes: number }
-  /** backlog: events not yet processed by every plugin; held: events of a version no plugin knows */
-  plugins: { backlog: number; dead_letters: number; held: number }
+  /**
+   * backlog: events not yet processed by every plugin; retrying: (plugin, event) pairs waiting for a retry;
+   * held: events of a version no plugin knows
+   */
+  plugins: { backlog: number; retrying: number; dead_letters: number; held: number }
   quarantine: { count: number; by_reason: Record<string, number>; recent: Array<{ producer: string; path: string; reason: string; detail: string; detected_at: string }> }
 }
 
@@ -46,9 +51,11 @@ export function storedStatus(store: Store, now = Date.now()): StoredStatus {
   return {
     producers,
     events: store.events.count(),
+    event_id_collisions: store.events.collisions(),
     outbox: { files: outbox.files, oldest_seq: outbox.oldestSeq, last_seq: outbox.lastSeq },
     plugins: {
       backlog: store.events.pendingCount(),
+      retrying: store.pluginState.retryingCount(),
       dead_letters: store.pluginState.deadLetterCount(),
       held: store.pluginState.heldCount()
     },

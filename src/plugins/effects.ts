@@ -17,8 +17,14 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
   const state = store.pluginState
   for (const d of state.dueEffects(ctx.now())) {
     const plugin = plugins.find((p) => p.name === d.plugin)
-    const row = store.events.byId(d.event_id)
-    if (plugin?.effect == null || row == null) continue
+    const row = store.events.byId(d.event_id, d.producer)
+    if (row == null) {
+      // The event is gone: its effect can never run, and must not stay due.
+      state.effectDone(d.plugin, d, d.attempts, ctx.now())
+      ctx.log.warn(`effect of ${d.producer}/${d.event_id} dropped: the event is no longer in the events table`, { plugin: d.plugin })
+      continue
+    }
+    if (plugin?.effect == null) continue
     const log = ctx.log.child({ plugin: plugin.name, event_id: row.event_id, producer: row.producer })
     try {
       const event = { ...rowToEnvelope(row), payload: payloadOf(plugin.handles[row.type], row) }
@@ -32,10 +38,10 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
           return await publish(r)
         }
       })
-      state.effectDone(d.plugin, d.event_id, d.attempts + 1, ctx.now())
+      state.effectDone(d.plugin, d, d.attempts + 1, ctx.now())
     } catch (err) {
       const delay = backoff(d.attempts + 1, { base: ctx.backoffMs, max: MAX_EFFECT_DELAY })
-      state.effectFailed(d.plugin, d.event_id, d.attempts + 1, (err as Error).message, ctx.now() + delay)
+      state.effectFailed(d.plugin, d, d.attempts + 1, (err as Error).message, ctx.now() + delay)
       log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${(err as Error).message}`)
     }
   }

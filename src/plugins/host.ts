@@ -46,7 +46,7 @@ export class PluginHost implements Startable {
   private readonly components: PluginHostComponents
   private readonly init: PluginHostInit
   private readonly ctx: RunContext
-  private scheduled: { cancel: () => void } | undefined
+  private scheduled: { at: number; cancel: () => void } | undefined
   private running: Promise<void> | undefined
   private again = false
   private readonly abort = new AbortController()
@@ -92,29 +92,45 @@ export class PluginHost implements Startable {
     await this.running
   }
 
-  /** Schedules a processing round soon; calls coalesce. */
+  /**
+   * Schedules a processing round in `delay` ms (soon by default); calls coalesce, and an earlier request
+   * replaces a later one, so that a retry waiting never delays new events. A request while a round runs
+   * makes another round follow it; a later retry is scheduled by the round itself.
+   */
   notify(delay = 0): void {
     if (this.status !== 'started') return
     if (this.running != null) {
-      this.again = true
+      if (delay <= 0) this.again = true
       return
     }
-    if (this.scheduled != null) return
+    const at = Date.now() + Math.max(0, delay)
+    if (this.scheduled != null) {
+      if (this.scheduled.at <= at) return
+      this.scheduled.cancel()
+      this.scheduled = undefined
+    }
     const run = (): void => {
       this.scheduled = undefined
-      this.running = this.round().finally(() => {
-        this.running = undefined
-        if (this.again) {
-          this.again = false
-          this.notify()
-        }
-        if (this.scheduled == null) this.idle()
-      })
+      let retryAt = Infinity
+      this.running = this.round()
+        .then((r) => {
+          retryAt = r
+        })
+        .finally(() => {
+          this.running = undefined
+          if (this.again) {
+            this.again = false
+            this.notify()
+          }
+          if (retryAt !== Infinity) this.notify(Math.max(10, retryAt - this.ctx.now()))
+          if (this.scheduled == null) this.idle()
+        })
     }
     // setTimeout(fn, 0) waits at least a millisecond, on every hop of an event: run next turn instead.
     if (delay <= 0) {
       const immediate = setImmediate(run)
       this.scheduled = {
+        at,
         cancel: () => {
           clearImmediate(immediate)
         }
@@ -122,6 +138,7 @@ export class PluginHost implements Startable {
     } else {
       const timer = setTimeout(run, delay)
       this.scheduled = {
+        at,
         cancel: () => {
           clearTimeout(timer)
         }
@@ -138,27 +155,40 @@ export class PluginHost implements Startable {
     this.components.events.safeDispatchEvent('plugins:idle', {})
   }
 
-  private async round(): Promise<void> {
+  /** @returns when the next retry or effect is due (Infinity: none waits) */
+  private async round(): Promise<number> {
     trace('plugins.round')
     let retryAt = Infinity
     for (const { plugin } of this.init.plugins) {
-      if (this.status !== 'started') return
+      if (this.status !== 'started') return Infinity
       retryAt = Math.min(retryAt, replayQueued(this.ctx, plugin), processPlugin(this.ctx, plugin))
     }
-    this.components.store.events.markDone(this.watermark())
+    this.components.store.events.markDone(this.pluginsCursor())
     trace('plugins.round_done')
     this.components.events.safeDispatchEvent('plugins:progress', {})
     await runEffects(this.ctx, this.plugins, this.init.publish)
     retryAt = Math.min(retryAt, nextEffectAt(this.ctx))
-    if (retryAt !== Infinity && this.status === 'started') this.notify(Math.max(10, retryAt - this.ctx.now()))
+    return this.status === 'started' ? retryAt : Infinity
   }
 
-  /** @returns the highest cursor that every plugin has processed (applied, dead-lettered, held or skipped) */
+  /** @returns the highest cursor every plugin's forward walk has passed (rows waiting for a retry included) */
+  private pluginsCursor(): number {
+    const { store } = this.components
+    if (this.init.plugins.length === 0) return store.events.maxCursor()
+    return store.pluginState.lowestCursor(this.init.plugins.map((p) => p.plugin.name))
+  }
+
+  /**
+   * @returns the highest cursor up to which every row is finished by every plugin (applied, dead-lettered,
+   * held or skipped): a row waiting for a plugin's retry holds it back until it is applied or dead-lettered,
+   * so that /v1/stream, which resumes by cursor, never passes over a row it has not shown
+   */
   watermark(): number {
     const { store } = this.components
     if (this.init.plugins.length === 0) return store.events.maxCursor()
     if (this.status !== 'started') return 0
-    return store.pluginState.lowestCursor(this.init.plugins.map((p) => p.plugin.name))
+    const pending = store.events.lowestPendingCursor()
+    return Math.min(this.pluginsCursor(), pending == null ? Infinity : pending - 1)
   }
 
   /**

@@ -4,15 +4,16 @@ import { applyOne, type RunContext } from './runner.ts'
 import type { Plugin } from './types.ts'
 
 /**
- * Re-runs the events queued for replay through a plugin, in cursor order, without moving its cursor.
+ * Re-runs the events queued for replay through a plugin, in cursor order, without moving its cursor. One
+ * that fails again goes to the plugin's retry queue (see processPlugin), so it never holds up the others.
  *
- * @returns when to try again (a retry waiting), or Infinity
+ * @returns Infinity (retries are the retry queue's to schedule)
  */
 export function replayQueued(ctx: RunContext, plugin: Plugin): number {
   for (const row of ctx.store.events.queuedForReplay(plugin.name)) {
-    const wait = applyOne(ctx, plugin, row, false)
-    if (wait != null) return wait
-    ctx.store.pluginState.unqueueReplay(plugin.name, row.event_id)
+    if (ctx.signal.aborted) break
+    applyOne(ctx, plugin, row, false)
+    ctx.store.pluginState.unqueueReplay(plugin.name, row)
   }
   return Infinity
 }

@@ -15,64 +15,75 @@ export interface RunContext extends Pick<Components, 'store' | 'log' | 'metrics'
   now: () => number
 }
 
-/** How many rows a plugin reads from the events table at a time. */
+/** How many rows a plugin reads from the events table at a time, and retries at most per round. */
 const PAGE = 200
 
 /**
- * Walks one plugin forward from its cursor through the rows of the types it handles.
+ * Walks one plugin forward from its cursor through the rows of the types it handles, after retrying the
+ * events of its retry queue that are due. A failing event never stops the walk: it waits in the retry
+ * queue (`plugin_failures`, with its next_at) while the events after it are applied, and is retried when
+ * due, then dead-lettered when its attempts run out.
  *
- * @returns when to try again (a retry waiting), or Infinity
+ * @returns when the plugin's next retry is due, or Infinity when none waits
  */
 export function processPlugin(ctx: RunContext, plugin: Plugin): number {
   const { events, pluginState } = ctx.store
   const types = Object.keys(plugin.handles)
+  for (const row of events.dueRetries(plugin.name, ctx.now(), PAGE)) {
+    if (ctx.signal.aborted) break
+    applyOne(ctx, plugin, row, false)
+  }
   for (;;) {
+    if (ctx.signal.aborted) break
     const cursor = pluginState.cursor(plugin.name)
     const rows = events.list({ after: cursor, types, limit: PAGE })
     if (rows.length === 0) {
       // Rows of other types are passed too, so that the watermark can move past them.
       const top = events.maxCursor()
       if (top > cursor) pluginState.setCursor(plugin.name, top)
-      return Infinity
+      break
     }
-    for (const row of rows) {
-      const wait = applyOne(ctx, plugin, row, true)
-      if (wait != null) return wait
-    }
+    for (const row of rows) applyOne(ctx, plugin, row, true)
   }
+  return pluginState.nextRetryAt(plugin.name) ?? Infinity
 }
 
 /**
  * Applies one event for one plugin, at most once: the plugin's writes and the record that it applied the
- * event commit in one transaction. A failure is retried with backoff, then dead-lettered; a version newer
- * than the plugin knows is held, not dropped.
+ * event commit in one transaction. A failure puts the event in the plugin's retry queue with a backoff
+ * (or back there with a longer one), until its attempts run out and it is dead-lettered; a permanent
+ * failure is dead-lettered at once; a version newer than the plugin knows is held, not dropped.
  *
- * @param advance whether this moves the plugin's cursor (false for replays)
- * @returns undefined when done with the row (applied, dead, held, skipped), or when to retry it
+ * @param advance whether this moves the plugin's cursor (the forward walk; false for replays and retries)
+ * @returns whether the event now waits for a retry
  */
-export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance: boolean): number | undefined {
+export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance: boolean): boolean {
   const { store } = ctx
   const state = store.pluginState
   const moveCursor = (): void => {
     if (advance) state.advanceCursor(plugin.name, row.cursor)
   }
-  if (state.isApplied(plugin.name, row.event_id)) {
+  if (state.isApplied(plugin.name, row)) {
     store.transaction(() => {
       moveCursor()
-      state.clearDeadLetter(plugin.name, row.event_id)
+      state.clearDeadLetter(plugin.name, row)
     })
-    return undefined
+    return false
   }
   const handler = plugin.handles[row.type]
   if (row.version > handler.version) {
     store.transaction(() => {
-      state.hold(plugin.name, row.event_id, row.version, ctx.now())
+      state.hold(plugin.name, row, row.version, ctx.now())
       moveCursor()
     })
-    return undefined
+    return false
   }
-  const failure = state.failure(plugin.name, row.event_id)
-  if (failure != null && failure.next_at > ctx.now()) return failure.next_at
+  const failure = state.failure(plugin.name, row)
+  if (failure != null && failure.next_at > ctx.now()) {
+    // Already in the retry queue: it runs from there when due.
+    moveCursor()
+    return true
+  }
   const attempts = (failure?.attempts ?? 0) + 1
   const log = ctx.log.child({ plugin: plugin.name, event_id: row.event_id, producer: row.producer })
   let event: PluginEvent
@@ -81,7 +92,7 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
     event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
     store.transaction(() => {
       plugin.apply(event, { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name })
-      state.markApplied(plugin.name, row.event_id, ctx.now(), plugin.effect != null)
+      state.markApplied(plugin.name, row, ctx.now(), plugin.effect != null)
       moveCursor()
     })
   } catch (err) {
@@ -89,20 +100,23 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
     const permanent = (err as Error).name === 'PermanentError'
     if (permanent || attempts >= ctx.maxAttempts) {
       store.transaction(() => {
-        state.deadLetter(plugin.name, row.event_id, attempts, message, ctx.now())
+        state.deadLetter(plugin.name, row, attempts, message, ctx.now())
         moveCursor()
       })
       log.warn(`dead-lettered after ${attempts} attempt(s): ${message}`)
-      return undefined
+      return false
     }
     const nextAt = ctx.now() + backoff(attempts, { base: ctx.backoffMs, max: Infinity })
-    state.recordFailure(plugin.name, row.event_id, attempts, message, nextAt)
-    log.debug(`apply failed (attempt ${attempts}), retrying: ${message}`)
-    return nextAt
+    store.transaction(() => {
+      state.recordFailure(plugin.name, row, attempts, message, nextAt)
+      moveCursor()
+    })
+    log.debug(`apply failed (attempt ${attempts}), retrying later: ${message}`)
+    return true
   }
   const ms = performance.now() - started
   ctx.metrics.applied.inc({ type: event.type, plugin: plugin.name })
   ctx.metrics.applyDuration.observe({ plugin: plugin.name }, ms / 1000)
   ctx.events.safeDispatchEvent('plugin:applied', { detail: { plugin: plugin.name, event, ms } })
-  return undefined
+  return false
 }

@@ -128,9 +128,12 @@ export class Outbox {
     await this.queue.flush()
   }
 
-  /** @returns the result of an event_id already in the events table */
+  /**
+   * @returns the result of an event_id this node already published: its own outbox is the key, so that
+   * another producer's event with the same event_id is never taken for it
+   */
   private published(eventId: string): PublishResult | undefined {
-    const row = this.components.store.events.byId(eventId)
+    const row = this.components.store.outbox.byEventId(eventId)
     return row == null ? undefined : { event_id: row.event_id, seq: row.seq, cid: row.cid }
   }
 

@@ -50,9 +50,22 @@ export interface EventQuery {
   limit: number
 }
 
+/** What recording an envelope did. */
+export interface InsertOutcome {
+  /** whether a row was added (false: this producer's event_id is already there) */
+  added: boolean
+  /** another producer whose event has the same event_id, when the row added shares it */
+  collidesWith?: string
+}
+
+/** The meta key of how many events were added whose event_id another producer had used. */
+const COLLISIONS_KEY = 'event_id_collisions'
+
 /**
- * The `events` table: every event this node holds, its own and fetched, once per event_id, in arrival
- * order (`cursor`). `state` is 'pending' until every plugin has processed the row.
+ * The `events` table: every event this node holds, its own and fetched, once per (producer, event_id), in
+ * arrival order (`cursor`). An event_id is unique only within its producer: another producer's event with
+ * the same event_id is a different event, kept and counted (`collisions()`), never merged.
+ * `state` is 'pending' until every plugin has finished the row (applied, dead-lettered or held).
  */
 export class EventsTable {
   private readonly db: SqlDatabase
@@ -62,23 +75,52 @@ export class EventsTable {
   }
 
   /**
-   * Records an accepted envelope, once per event_id.
+   * Records an accepted envelope, once per (producer, event_id).
    *
    * @returns whether a row was added (false for a duplicate)
    */
   insert(e: EventEnvelope, cid: string, receivedAt: number): boolean {
-    return (
+    return this.add(e, cid, receivedAt).added
+  }
+
+  /**
+   * Records an accepted envelope, once per (producer, event_id), and counts it when another producer's
+   * event has the same event_id (call it inside the transaction that stores the event).
+   */
+  add(e: EventEnvelope, cid: string, receivedAt: number): InsertOutcome {
+    const added =
       this.db.run(
         `INSERT OR IGNORE INTO events (event_id, producer, seq, type, version, hlc, occurred_at, actor, correlation_id, causation_id, payload, cid, received_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         [e.event_id, e.producer, e.seq, e.type, e.version, e.hlc, e.occurred_at, e.actor ?? null, e.correlation_id ?? null, e.causation_id ?? null, JSON.stringify(e.payload), cid, receivedAt]
       ).changes > 0
+    if (!added) return { added }
+    const other = this.db.get<{ producer: string }>('SELECT producer FROM events WHERE event_id = ? AND producer != ? LIMIT 1', [e.event_id, e.producer])
+    if (other == null) return { added }
+    this.db.run(
+      "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+      [COLLISIONS_KEY]
     )
+    return { added, collidesWith: other.producer }
   }
 
-  /** @returns the row of an event, or undefined */
-  byId(eventId: string): EventRow | undefined {
-    return this.db.get<EventRow>('SELECT * FROM events WHERE event_id = ?', [eventId])
+  /** @returns how many events were added whose event_id another producer's event already had */
+  collisions(): number {
+    return Number(this.db.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', [COLLISIONS_KEY])?.value ?? 0)
+  }
+
+  /**
+   * @returns the row of an event: of `producer`'s event with this event_id, or, without a producer, of
+   * the one that arrived first
+   */
+  byId(eventId: string, producer?: string): EventRow | undefined {
+    if (producer != null) return this.db.get<EventRow>('SELECT * FROM events WHERE producer = ? AND event_id = ?', [producer, eventId])
+    return this.db.get<EventRow>('SELECT * FROM events WHERE event_id = ? ORDER BY cursor LIMIT 1', [eventId])
+  }
+
+  /** @returns the producers that have an event with this event_id, in arrival order */
+  producersOf(eventId: string): string[] {
+    return this.db.all<{ producer: string }>('SELECT producer FROM events WHERE event_id = ? ORDER BY cursor', [eventId]).map((r) => r.producer)
   }
 
   /** @returns rows in cursor order that match `q` */
@@ -141,17 +183,37 @@ export class EventsTable {
 
   /** @returns the rows queued for replay through `plugin` (`cairn replay`, or held events it now knows), in cursor order */
   queuedForReplay(plugin: string): EventRow[] {
-    return this.db.all<EventRow>('SELECT e.* FROM plugin_replay r JOIN events e ON e.event_id = r.event_id WHERE r.plugin = ? ORDER BY e.cursor', [plugin])
+    return this.db.all<EventRow>('SELECT e.* FROM plugin_replay r JOIN events e ON e.producer = r.producer AND e.event_id = r.event_id WHERE r.plugin = ? ORDER BY e.cursor', [plugin])
   }
 
-  /** Marks the rows up to `cursor` as processed by every plugin. */
+  /** @returns up to `limit` rows whose retry through `plugin` is due at `now`, in cursor order */
+  dueRetries(plugin: string, now: number, limit: number): EventRow[] {
+    return this.db.all<EventRow>(
+      'SELECT e.* FROM plugin_failures f JOIN events e ON e.producer = f.producer AND e.event_id = f.event_id WHERE f.plugin = ? AND f.next_at <= ? ORDER BY e.cursor LIMIT ?',
+      [plugin, now, limit]
+    )
+  }
+
+  /**
+   * Marks the rows up to `cursor` as processed by every plugin, but for those waiting for a retry of some
+   * plugin: each of them stays pending until it is applied or dead-lettered.
+   */
   markDone(cursor: number): void {
-    this.db.run("UPDATE events SET state = 'done' WHERE state = 'pending' AND cursor <= ?", [cursor])
+    this.db.run(
+      `UPDATE events SET state = 'done' WHERE state = 'pending' AND cursor <= ?
+         AND NOT EXISTS (SELECT 1 FROM plugin_failures f WHERE f.producer = events.producer AND f.event_id = events.event_id)`,
+      [cursor]
+    )
+  }
+
+  /** @returns the lowest cursor of a row some plugin has not finished, or undefined when there is none */
+  lowestPendingCursor(): number | undefined {
+    return this.db.get<{ c: number | null }>("SELECT min(cursor) AS c FROM events WHERE state = 'pending'")?.c ?? undefined
   }
 }
 
 /**
- * Records an accepted envelope in `events` of `db`, once per event_id (for tests of plugins that hold a
+ * Records an accepted envelope in `events` of `db`, once per (producer, event_id) (for tests of plugins that hold a
  * bare database).
  *
  * @returns whether a row was added (false for a duplicate)

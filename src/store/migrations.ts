@@ -1,5 +1,52 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 
+/** The columns after (plugin, event_id) of each plugin table that migration 3 re-keys. */
+const PLUGIN_TABLE_COLUMNS: Record<string, string> = {
+  plugin_applied: 'applied_at INTEGER NOT NULL',
+  plugin_failures: 'attempts INTEGER NOT NULL, last_error TEXT NOT NULL, next_at INTEGER NOT NULL',
+  dead_letters: 'attempts INTEGER NOT NULL, error TEXT NOT NULL, dead_at INTEGER NOT NULL',
+  plugin_held: 'version INTEGER NOT NULL, held_at INTEGER NOT NULL',
+  plugin_replay: 'requested_at INTEGER NOT NULL',
+  plugin_effects: 'attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_at INTEGER NOT NULL, done_at INTEGER'
+}
+
+/** @returns SQL that rebuilds a plugin table keyed by (plugin, producer, event_id), the producer from `events` */
+function rekey(table: string): string {
+  const columns = PLUGIN_TABLE_COLUMNS[table]
+  const names = columns
+    .split(',')
+    .map((c) => c.trim().split(' ')[0])
+    .map((c) => `t.${c}`)
+    .join(', ')
+  return `CREATE TABLE ${table}_v3 (plugin TEXT NOT NULL, producer TEXT NOT NULL, event_id TEXT NOT NULL, ${columns}, PRIMARY KEY (plugin, producer, event_id));
+   INSERT INTO ${table}_v3 SELECT t.plugin, coalesce((SELECT e.producer FROM events e WHERE e.event_id = t.event_id), ''), t.event_id, ${names} FROM ${table} t;
+   DROP TABLE ${table};
+   ALTER TABLE ${table}_v3 RENAME TO ${table};`
+}
+
+/**
+ * Applies the numbered migrations that the database has not seen, each in its own transaction,
+ * and records each in `schema_migrations`.
+ *
+ * @returns the schema version now in force
+ * @throws Error when the database is newer than this build of cairn
+ */
+export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations'): number {
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000')
+  db.exec(`CREATE TABLE IF NOT EXISTS ${table} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`)
+  const current = db.get<{ v: number | null }>(`SELECT max(version) AS v FROM ${table}`)?.v ?? 0
+  if (current > migrations.length) {
+    throw new Error(`Cannot open ${db.path}: its schema version ${current} is newer than this cairn knows (${migrations.length}); run a newer cairn`)
+  }
+  for (let i = current; i < migrations.length; i++) {
+    db.transaction(() => {
+      db.exec(migrations[i])
+      db.run(`INSERT INTO ${table} (version, applied_at) VALUES (?, ?)`, [i + 1, Date.now()])
+    })
+  }
+  return migrations.length
+}
+
 /**
  * cairn's own schema, in order. A migration is never edited once released: add a new one.
  * Plugins keep their own migrations (see src/plugins).
@@ -85,28 +132,41 @@ export const MIGRATIONS: readonly string[] = [
    CREATE TABLE plugin_held (plugin TEXT NOT NULL, event_id TEXT NOT NULL, version INTEGER NOT NULL, held_at INTEGER NOT NULL, PRIMARY KEY (plugin, event_id));
    CREATE TABLE plugin_replay (plugin TEXT NOT NULL, event_id TEXT NOT NULL, requested_at INTEGER NOT NULL, PRIMARY KEY (plugin, event_id));
    CREATE TABLE plugin_effects (plugin TEXT NOT NULL, event_id TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_at INTEGER NOT NULL, done_at INTEGER, PRIMARY KEY (plugin, event_id));
-   CREATE INDEX plugin_effects_due ON plugin_effects (done_at, next_at);`
+   CREATE INDEX plugin_effects_due ON plugin_effects (done_at, next_at);`,
+  // 3: an event is (producer, event_id). `events` is rebuilt with that key, keeping every row, its cursor
+  // and the AUTOINCREMENT high-water mark (so that no cursor is ever handed out twice). The plugin tables
+  // gain the producer, taken from the event's row; a row whose event is no longer in `events` keeps
+  // producer '' (recorded when event_ids were unique across producers, it matches any producer).
+  `CREATE TABLE events_v3 (
+     cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+     event_id TEXT NOT NULL,
+     producer TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     hlc TEXT NOT NULL,
+     occurred_at TEXT NOT NULL,
+     actor TEXT,
+     correlation_id TEXT,
+     causation_id TEXT,
+     payload TEXT NOT NULL,
+     cid TEXT NOT NULL,
+     received_at INTEGER NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending',
+     UNIQUE (producer, event_id)
+   );
+   INSERT INTO events_v3 SELECT cursor, event_id, producer, seq, type, version, hlc, occurred_at, actor, correlation_id, causation_id, payload, cid, received_at, state FROM events ORDER BY cursor;
+   DELETE FROM sqlite_sequence WHERE name = 'events_v3';
+   INSERT INTO sqlite_sequence (name, seq) SELECT 'events_v3', seq FROM sqlite_sequence WHERE name = 'events';
+   DROP TABLE events;
+   ALTER TABLE events_v3 RENAME TO events;
+   CREATE UNIQUE INDEX events_producer_seq ON events (producer, seq);
+   CREATE INDEX events_event_id ON events (event_id);
+   CREATE INDEX events_type ON events (type, cursor);
+   CREATE INDEX events_state ON events (state, cursor);
+   CREATE INDEX events_order ON events (hlc, producer, event_id);
+   ${['plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held', 'plugin_replay', 'plugin_effects'].map(rekey).join('\n')}
+   CREATE INDEX plugin_effects_due ON plugin_effects (done_at, next_at);
+   CREATE INDEX plugin_failures_due ON plugin_failures (plugin, next_at);
+   CREATE INDEX plugin_failures_event ON plugin_failures (producer, event_id);`
 ]
-
-/**
- * Applies the numbered migrations that the database has not seen, each in its own transaction,
- * and records each in `schema_migrations`.
- *
- * @returns the schema version now in force
- * @throws Error when the database is newer than this build of cairn
- */
-export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations'): number {
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000')
-  db.exec(`CREATE TABLE IF NOT EXISTS ${table} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`)
-  const current = db.get<{ v: number | null }>(`SELECT max(version) AS v FROM ${table}`)?.v ?? 0
-  if (current > migrations.length) {
-    throw new Error(`Cannot open ${db.path}: its schema version ${current} is newer than this cairn knows (${migrations.length}); run a newer cairn`)
-  }
-  for (let i = current; i < migrations.length; i++) {
-    db.transaction(() => {
-      db.exec(migrations[i])
-      db.run(`INSERT INTO ${table} (version, applied_at) VALUES (?, ?)`, [i + 1, Date.now()])
-    })
-  }
-  return migrations.length
-}

@@ -35,6 +35,11 @@ export class OutboxTable {
     return this.db.get<{ s: number | null }>('SELECT max(seq) AS s FROM outbox')?.s ?? 0
   }
 
+  /** @returns the file this node published with this event_id (pruned or not), or undefined */
+  byEventId(eventId: string): { event_id: string; seq: number; cid: string } | undefined {
+    return this.db.get<{ event_id: string; seq: number; cid: string }>('SELECT event_id, seq, cid FROM outbox WHERE event_id = ?', [eventId])
+  }
+
   /** Records a new event file. */
   insert(f: OutboxFile): void {
     this.db.run('INSERT INTO outbox (seq, event_id, bucket, name, cid, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [f.seq, f.event_id, f.bucket, f.name, f.cid, f.size, f.created_at])

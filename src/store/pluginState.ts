@@ -1,5 +1,11 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 
+/** An event's identity: its producer and its event_id (an event_id is unique only within its producer). */
+export interface EventKey {
+  producer: string
+  event_id: string
+}
+
 /** One dead letter: a (plugin, event) pair that failed every attempt or could never be applied. */
 export interface DeadLetter {
   plugin: string
@@ -16,6 +22,7 @@ export interface DeadLetter {
 export interface HeldEvent {
   plugin: string
   event_id: string
+  producer: string
   type: string
   version: number
 }
@@ -23,6 +30,8 @@ export interface HeldEvent {
 /** What `cairn replay` selects: one event, every dead letter, or a type (optionally received since a time). */
 export interface ReplaySelect {
   eventId?: string
+  /** with eventId: only this producer's event of that event_id (every producer's without it) */
+  producer?: string
   dead?: boolean
   type?: string
   /** received_at in ms */
@@ -32,14 +41,17 @@ export interface ReplaySelect {
 /** An effect whose (next) attempt is due. */
 export interface DueEffect {
   plugin: string
+  producer: string
   event_id: string
   attempts: number
 }
 
 /**
- * What the plugin host records per (plugin, event), in `plugin_migrations`, `plugin_cursors`,
+ * What the plugin host records per (plugin, event), the event named by (producer, event_id), in `plugin_migrations`, `plugin_cursors`,
  * `plugin_applied`, `plugin_failures`, `dead_letters`, `plugin_held`, `plugin_replay` and `plugin_effects`.
  * A plugin applies an event at most once: `plugin_applied` is written in the transaction of its writes.
+ * Rows of `plugin_applied` with producer '' date from before events were keyed by producer, when an
+ * event_id was unique across producers: they match that event_id of any producer.
  */
 export class PluginStateTable {
   private readonly db: SqlDatabase
@@ -69,8 +81,8 @@ export class PluginStateTable {
   /** Queues for replay the events of `type` held for a plugin whose version is at most `version`. */
   requeueHeld(plugin: string, type: string, version: number, at: number): void {
     this.db.run(
-      `INSERT OR IGNORE INTO plugin_replay (plugin, event_id, requested_at)
-          SELECT h.plugin, h.event_id, ? FROM plugin_held h JOIN events e ON e.event_id = h.event_id WHERE h.plugin = ? AND e.type = ? AND e.version <= ?`,
+      `INSERT OR IGNORE INTO plugin_replay (plugin, producer, event_id, requested_at)
+          SELECT h.plugin, h.producer, h.event_id, ? FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id WHERE h.plugin = ? AND e.type = ? AND e.version <= ?`,
       [at, plugin, type, version]
     )
   }
@@ -96,30 +108,31 @@ export class PluginStateTable {
   }
 
   /** @returns whether a plugin has applied an event */
-  isApplied(plugin: string, eventId: string): boolean {
-    return this.db.get('SELECT 1 AS x FROM plugin_applied WHERE plugin = ? AND event_id = ?', [plugin, eventId]) != null
+  isApplied(plugin: string, e: EventKey): boolean {
+    return this.db.get("SELECT 1 AS x FROM plugin_applied WHERE plugin = ? AND event_id = ? AND producer IN (?, '') LIMIT 1", [plugin, e.event_id, e.producer]) != null
   }
 
   /**
    * Records that a plugin applied an event: clears its failure, dead letter and hold, and queues its effect.
    * Call it inside the transaction of the plugin's writes.
    */
-  markApplied(plugin: string, eventId: string, at: number, withEffect: boolean): void {
-    this.db.run('INSERT INTO plugin_applied (plugin, event_id, applied_at) VALUES (?, ?, ?)', [plugin, eventId, at])
-    this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND event_id = ?', [plugin, eventId])
-    this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND event_id = ?', [plugin, eventId])
-    this.db.run('DELETE FROM plugin_held WHERE plugin = ? AND event_id = ?', [plugin, eventId])
-    if (withEffect) this.db.run('INSERT OR IGNORE INTO plugin_effects (plugin, event_id, next_at) VALUES (?, ?, ?)', [plugin, eventId, at])
+  markApplied(plugin: string, e: EventKey, at: number, withEffect: boolean): void {
+    const key = [plugin, e.producer, e.event_id]
+    this.db.run('INSERT INTO plugin_applied (plugin, producer, event_id, applied_at) VALUES (?, ?, ?, ?)', [...key, at])
+    this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND producer = ? AND event_id = ?', key)
+    this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND producer = ? AND event_id = ?', key)
+    this.db.run('DELETE FROM plugin_held WHERE plugin = ? AND producer = ? AND event_id = ?', key)
+    if (withEffect) this.db.run('INSERT OR IGNORE INTO plugin_effects (plugin, producer, event_id, next_at) VALUES (?, ?, ?, ?)', [...key, at])
   }
 
   /** Holds an event for a plugin until a version of it that knows the event's version is loaded. */
-  hold(plugin: string, eventId: string, version: number, at: number): void {
-    this.db.run('INSERT OR IGNORE INTO plugin_held (plugin, event_id, version, held_at) VALUES (?, ?, ?, ?)', [plugin, eventId, version, at])
+  hold(plugin: string, e: EventKey, version: number, at: number): void {
+    this.db.run('INSERT OR IGNORE INTO plugin_held (plugin, producer, event_id, version, held_at) VALUES (?, ?, ?, ?, ?)', [plugin, e.producer, e.event_id, version, at])
   }
 
   /** @returns the events held because no plugin knows their version, in cursor order */
   held(): HeldEvent[] {
-    return this.db.all('SELECT h.plugin, h.event_id, e.type, h.version FROM plugin_held h JOIN events e ON e.event_id = h.event_id ORDER BY e.cursor')
+    return this.db.all('SELECT h.plugin, h.event_id, h.producer, e.type, h.version FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id ORDER BY e.cursor')
   }
 
   /** @returns how many (plugin, event) pairs are held */
@@ -128,39 +141,49 @@ export class PluginStateTable {
   }
 
   /** @returns a failed attempt's count and when the next may run, or undefined */
-  failure(plugin: string, eventId: string): { attempts: number; next_at: number } | undefined {
-    return this.db.get<{ attempts: number; next_at: number }>('SELECT attempts, next_at FROM plugin_failures WHERE plugin = ? AND event_id = ?', [plugin, eventId])
+  failure(plugin: string, e: EventKey): { attempts: number; next_at: number } | undefined {
+    return this.db.get<{ attempts: number; next_at: number }>('SELECT attempts, next_at FROM plugin_failures WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
-  /** Records a failed attempt and when the next may run. */
-  recordFailure(plugin: string, eventId: string, attempts: number, error: string, nextAt: number): void {
+  /** Records a failed attempt and when the next may run: the event waits in the plugin's retry queue. */
+  recordFailure(plugin: string, e: EventKey, attempts: number, error: string, nextAt: number): void {
     this.db.run(
-      `INSERT INTO plugin_failures (plugin, event_id, attempts, last_error, next_at) VALUES (?, ?, ?, ?, ?)
-              ON CONFLICT (plugin, event_id) DO UPDATE SET attempts = excluded.attempts, last_error = excluded.last_error, next_at = excluded.next_at`,
-      [plugin, eventId, attempts, error, nextAt]
+      `INSERT INTO plugin_failures (plugin, producer, event_id, attempts, last_error, next_at) VALUES (?, ?, ?, ?, ?, ?)
+              ON CONFLICT (plugin, producer, event_id) DO UPDATE SET attempts = excluded.attempts, last_error = excluded.last_error, next_at = excluded.next_at`,
+      [plugin, e.producer, e.event_id, attempts, error, nextAt]
     )
+  }
+
+  /** @returns when a plugin's next retry is due, or undefined when none waits */
+  nextRetryAt(plugin: string): number | undefined {
+    return this.db.get<{ t: number | null }>('SELECT min(next_at) AS t FROM plugin_failures WHERE plugin = ?', [plugin])?.t ?? undefined
+  }
+
+  /** @returns how many (plugin, event) pairs wait for a retry */
+  retryingCount(): number {
+    return this.db.get<{ n: number }>('SELECT count(*) AS n FROM plugin_failures')?.n ?? 0
   }
 
   /** Dead-letters an event for a plugin (replacing an older dead letter) and forgets its failures. */
-  deadLetter(plugin: string, eventId: string, attempts: number, error: string, at: number): void {
+  deadLetter(plugin: string, e: EventKey, attempts: number, error: string, at: number): void {
     this.db.run(
-      `INSERT INTO dead_letters (plugin, event_id, attempts, error, dead_at) VALUES (?, ?, ?, ?, ?)
-                  ON CONFLICT (plugin, event_id) DO UPDATE SET attempts = excluded.attempts, error = excluded.error, dead_at = excluded.dead_at`,
-      [plugin, eventId, attempts, error, at]
+      `INSERT INTO dead_letters (plugin, producer, event_id, attempts, error, dead_at) VALUES (?, ?, ?, ?, ?, ?)
+                  ON CONFLICT (plugin, producer, event_id) DO UPDATE SET attempts = excluded.attempts, error = excluded.error, dead_at = excluded.dead_at`,
+      [plugin, e.producer, e.event_id, attempts, error, at]
     )
-    this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND event_id = ?', [plugin, eventId])
+    this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
   /** Removes a dead letter. */
-  clearDeadLetter(plugin: string, eventId: string): void {
-    this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND event_id = ?', [plugin, eventId])
+  clearDeadLetter(plugin: string, e: EventKey): void {
+    this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
   /** @returns the dead letters, oldest first */
   deadLetters(): DeadLetter[] {
     return this.db
       .all<DeadLetter & { dead_at: number }>(`SELECT d.plugin, d.event_id, e.type, e.producer, e.seq, d.attempts, d.error, d.dead_at
-    FROM dead_letters d JOIN events e ON e.event_id = d.event_id ORDER BY d.dead_at`)
+    FROM dead_letters d JOIN events e ON e.producer = d.producer AND e.event_id = d.event_id ORDER BY d.dead_at`)
       .map((d) => ({ ...d, dead_at: new Date(d.dead_at).toISOString() }))
   }
 
@@ -176,15 +199,19 @@ export class PluginStateTable {
    * @returns how many pairs were queued
    */
   requestReplay(select: ReplaySelect, at: number): number {
-    let pairs: Array<{ plugin: string; event_id: string }>
+    let pairs: Array<{ plugin: string; producer: string; event_id: string }>
     if (select.dead === true) {
-      pairs = this.db.all('SELECT plugin, event_id FROM dead_letters')
+      pairs = this.db.all('SELECT plugin, producer, event_id FROM dead_letters')
     } else {
       const where: string[] = []
       const params: Array<string | number> = []
       if (select.eventId != null) {
         where.push('e.event_id = ?')
         params.push(select.eventId)
+      }
+      if (select.producer != null) {
+        where.push('e.producer = ?')
+        params.push(select.producer)
       }
       if (select.type != null) {
         where.push('e.type = ?')
@@ -195,31 +222,31 @@ export class PluginStateTable {
         params.push(select.since)
       }
       pairs = this.db.all(
-        `SELECT c.plugin, e.event_id FROM events e JOIN plugin_cursors c ON 1 = 1
+        `SELECT c.plugin, e.producer, e.event_id FROM events e JOIN plugin_cursors c ON 1 = 1
       WHERE ${where.length > 0 ? where.join(' AND ') : '1 = 1'}
-        AND NOT EXISTS (SELECT 1 FROM plugin_applied a WHERE a.plugin = c.plugin AND a.event_id = e.event_id)
-        AND (EXISTS (SELECT 1 FROM dead_letters d WHERE d.plugin = c.plugin AND d.event_id = e.event_id)
-          OR EXISTS (SELECT 1 FROM plugin_held h WHERE h.plugin = c.plugin AND h.event_id = e.event_id))`,
+        AND NOT EXISTS (SELECT 1 FROM plugin_applied a WHERE a.plugin = c.plugin AND a.event_id = e.event_id AND a.producer IN (e.producer, ''))
+        AND (EXISTS (SELECT 1 FROM dead_letters d WHERE d.plugin = c.plugin AND d.producer = e.producer AND d.event_id = e.event_id)
+          OR EXISTS (SELECT 1 FROM plugin_held h WHERE h.plugin = c.plugin AND h.producer = e.producer AND h.event_id = e.event_id))`,
         params
       )
     }
     this.db.transaction(() => {
       for (const p of pairs) {
-        this.db.run('INSERT OR IGNORE INTO plugin_replay (plugin, event_id, requested_at) VALUES (?, ?, ?)', [p.plugin, p.event_id, at])
-        this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND event_id = ?', [p.plugin, p.event_id])
+        this.db.run('INSERT OR IGNORE INTO plugin_replay (plugin, producer, event_id, requested_at) VALUES (?, ?, ?, ?)', [p.plugin, p.producer, p.event_id, at])
+        this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND producer = ? AND event_id = ?', [p.plugin, p.producer, p.event_id])
       }
     })
     return pairs.length
   }
 
   /** Takes an event off a plugin's replay queue. */
-  unqueueReplay(plugin: string, eventId: string): void {
-    this.db.run('DELETE FROM plugin_replay WHERE plugin = ? AND event_id = ?', [plugin, eventId])
+  unqueueReplay(plugin: string, e: EventKey): void {
+    this.db.run('DELETE FROM plugin_replay WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
   /** @returns up to 100 effects not done whose next attempt is due at `now`, soonest first */
   dueEffects(now: number): DueEffect[] {
-    return this.db.all<DueEffect>('SELECT plugin, event_id, attempts FROM plugin_effects WHERE done_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT 100', [now])
+    return this.db.all<DueEffect>('SELECT plugin, producer, event_id, attempts FROM plugin_effects WHERE done_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT 100', [now])
   }
 
   /** @returns when the next effect not done is due, or undefined when none is waiting */
@@ -228,12 +255,12 @@ export class PluginStateTable {
   }
 
   /** Records that an effect ran, after `attempts` attempts. */
-  effectDone(plugin: string, eventId: string, attempts: number, at: number): void {
-    this.db.run('UPDATE plugin_effects SET done_at = ?, attempts = ? WHERE plugin = ? AND event_id = ?', [at, attempts, plugin, eventId])
+  effectDone(plugin: string, e: EventKey, attempts: number, at: number): void {
+    this.db.run('UPDATE plugin_effects SET done_at = ?, attempts = ? WHERE plugin = ? AND producer = ? AND event_id = ?', [at, attempts, plugin, e.producer, e.event_id])
   }
 
   /** Records a failed attempt of an effect and when the next may run. */
-  effectFailed(plugin: string, eventId: string, attempts: number, error: string, nextAt: number): void {
-    this.db.run('UPDATE plugin_effects SET attempts = ?, last_error = ?, next_at = ? WHERE plugin = ? AND event_id = ?', [attempts, error, nextAt, plugin, eventId])
+  effectFailed(plugin: string, e: EventKey, attempts: number, error: string, nextAt: number): void {
+    this.db.run('UPDATE plugin_effects SET attempts = ?, last_error = ?, next_at = ? WHERE plugin = ? AND producer = ? AND event_id = ?', [attempts, error, nextAt, plugin, e.producer, e.event_id])
   }
 }

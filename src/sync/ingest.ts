@@ -90,8 +90,14 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
 
     const now = Date.now()
     const added: EventEnvelope[] = []
+    const collisions: Array<{ envelope: EventEnvelope; other: string }> = []
     ctx.store.transaction(() => {
-      for (const a of accepted) if (ctx.store.events.insert(a.envelope, a.cid, now)) added.push(a.envelope)
+      for (const a of accepted) {
+        // An event is (producer, event_id): one sharing another producer's event_id is kept and counted.
+        const outcome = ctx.store.events.add(a.envelope, a.cid, now)
+        if (outcome.added) added.push(a.envelope)
+        if (outcome.collidesWith != null) collisions.push({ envelope: a.envelope, other: outcome.collidesWith })
+      }
       for (const r of chunkRefused) {
         ctx.store.quarantine.add({ producer, path: r.path, cid: r.cid ?? null, reason: r.rejection.reason, detail: r.rejection.detail, detected_at: now })
       }
@@ -102,6 +108,10 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     prevTop = top
     for (const r of chunkRefused) {
       ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: r.rejection.reason, detail: `${producer}/${r.path}: ${r.rejection.detail}`, peer: producer } })
+    }
+    for (const c of collisions) {
+      const detail = `${producer} seq ${c.envelope.seq} has event_id ${c.envelope.event_id}, as an event of ${c.other} does: both are kept`
+      ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'event_id_collision', detail, peer: producer } })
     }
     for (const [from, to] of gaps) ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to })
     storeMs += performance.now() - s0

@@ -94,6 +94,7 @@ export const sqlVerb = defineVerb({
 export const deadVerb = defineVerb({
   name: 'dead',
   summary: 'list dead letters: events a plugin could not apply after every retry',
+  details: 'Each line names the event by its event_id and its producer (the last 8 characters, and its seq; --json gives the whole peer id): replay one with cairn replay EVENT_ID --producer PEER_ID.',
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run({ values, out }) {
@@ -113,14 +114,17 @@ export const deadVerb = defineVerb({
 export const replayVerb = defineVerb({
   name: 'replay',
   summary: 'run dead-lettered or held events through their plugins again (never applying one twice)',
-  usage: '[--data DIR] (EVENT_ID | --dead | --type TYPE [--since TIME])',
-  settings: [SETTINGS.data, OPTIONS.dead, OPTIONS.type, OPTIONS.since],
+  usage: '[--data DIR] (EVENT_ID [--producer PEER_ID] | --dead | --type TYPE [--since TIME])',
+  settings: [SETTINGS.data, OPTIONS.dead, OPTIONS.type, OPTIONS.since, OPTIONS.producer],
   positionals: true,
-  details: 'The running node picks the request up within a second; a stopped node at its next start. TIME is an ISO timestamp or a duration back from now (24h).',
+  details:
+    "The running node picks the request up within a second; a stopped node at its next start. TIME is an ISO timestamp or a duration back from now (24h). An event is its producer's event_id: EVENT_ID alone names every producer's event with that id, --producer only that producer's (see cairn dead for the producers).",
   async run({ values, positionals, out }) {
     const eventId = positionals[0]
+    const producer = values.producer as string | undefined
     const modes = [eventId != null, values.dead === true, values.type != null].filter(Boolean).length
     if (modes !== 1) throw new UsageError('cairn replay needs one of EVENT_ID, --dead or --type TYPE (see cairn replay --help)')
+    if (producer != null && eventId == null) throw new UsageError('cairn replay --producer goes with an EVENT_ID (see cairn replay --help)')
     let since: number | undefined
     if (values.since != null) {
       const text = values.since as string
@@ -129,8 +133,10 @@ export const replayVerb = defineVerb({
     }
     const store = await openNodeStore(values.data as string)
     try {
-      if (eventId != null && store.events.byId(eventId) == null) throw new UsageError(`No event ${eventId} in this node's events table`)
-      const n = requestReplay(store, { eventId, dead: values.dead === true, type: values.type as string | undefined, since })
+      if (eventId != null && store.events.byId(eventId, producer) == null) {
+        throw new UsageError(`No event ${eventId}${producer != null ? ` of ${producer}` : ''} in this node's events table`)
+      }
+      const n = requestReplay(store, { eventId, producer, dead: values.dead === true, type: values.type as string | undefined, since })
       out(JSON.stringify({ queued: n }))
     } finally {
       store.close()
