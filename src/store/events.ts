@@ -97,10 +97,7 @@ export class EventsTable {
     if (!added) return { added }
     const other = this.db.get<{ producer: string }>('SELECT producer FROM events WHERE event_id = ? AND producer != ? LIMIT 1', [e.event_id, e.producer])
     if (other == null) return { added }
-    this.db.run(
-      "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
-      [COLLISIONS_KEY]
-    )
+    this.db.run("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)", [COLLISIONS_KEY])
     return { added, collidesWith: other.producer }
   }
 
@@ -116,11 +113,6 @@ export class EventsTable {
   byId(eventId: string, producer?: string): EventRow | undefined {
     if (producer != null) return this.db.get<EventRow>('SELECT * FROM events WHERE producer = ? AND event_id = ?', [producer, eventId])
     return this.db.get<EventRow>('SELECT * FROM events WHERE event_id = ? ORDER BY cursor LIMIT 1', [eventId])
-  }
-
-  /** @returns the producers that have an event with this event_id, in arrival order */
-  producersOf(eventId: string): string[] {
-    return this.db.all<{ producer: string }>('SELECT producer FROM events WHERE event_id = ? ORDER BY cursor', [eventId]).map((r) => r.producer)
   }
 
   /** @returns rows in cursor order that match `q` */

@@ -26,7 +26,16 @@ describe("a member cannot suppress another producer's event by taking its event_
       const me = x.peerId.toString()
       // The event_id Y is about to use (an outbox retrying a publish, a known id scheme, or one seen in flight).
       const stolen = uuidv7()
-      const forged = { event_id: stolen, type: 'workspace.invited', version: 1, producer: me, seq: 1, hlc: `${Date.now()}-0000`, occurred_at: new Date().toISOString(), payload: (invite(1) as { payload: unknown }).payload }
+      const forged = {
+        event_id: stolen,
+        type: 'workspace.invited',
+        version: 1,
+        producer: me,
+        seq: 1,
+        hlc: `${Date.now()}-0000`,
+        occurred_at: new Date().toISOString(),
+        payload: (invite(1) as { payload: unknown }).payload
+      }
       await publishForgedTree(x, 1, [{ name: fileName(1, stolen), content: forged }])
       for (const n of [a, y]) await waitFor(`X's event on ${n.peerId}`, () => query(n.dir, 'SELECT 1 FROM events WHERE producer = ? AND event_id = ?', [me, stolen]).length === 1, 30_000)
       // X's part is done: its event is first everywhere.
@@ -42,7 +51,11 @@ describe("a member cannot suppress another producer's event by taking its event_
       expect(await y.publish({ ...invite(2), event_id: stolen })).toEqual(own)
 
       for (const n of [a, y]) {
-        await waitFor(`Y's event applied on ${n.peerId}`, () => query(n.dir, "SELECT 1 FROM workspace_access WHERE producer = ? AND event_id = ? AND subject = 'user2@example.com'", [y.peerId, stolen]).length > 0, 30_000)
+        await waitFor(
+          `Y's event applied on ${n.peerId}`,
+          () => query(n.dir, "SELECT 1 FROM workspace_access WHERE producer = ? AND event_id = ? AND subject = 'user2@example.com'", [y.peerId, stolen]).length > 0,
+          30_000
+        )
         expect(query(n.dir, 'SELECT producer FROM events WHERE event_id = ? ORDER BY producer', [stolen]).map((r) => r.producer)).toEqual([me, y.peerId].sort())
       }
       // Both are applied by the built-in plugin, each once, under its own producer.

@@ -38,7 +38,11 @@ describe('a burst of poison events does not stall a plugin', () => {
       events: new CairnEventBus()
     })
     const add = (seq: number, poison: boolean): void => {
-      store.events.insert({ event_id: uuidv7(), type: 'test.item', version: 1, producer: PRODUCER, seq, hlc: `${clock}-0000`, occurred_at: new Date(clock).toISOString(), payload: { poison } }, 'bafy', clock)
+      store.events.insert(
+        { event_id: uuidv7(), type: 'test.item', version: 1, producer: PRODUCER, seq, hlc: `${clock}-0000`, occurred_at: new Date(clock).toISOString(), payload: { poison } },
+        'bafy',
+        clock
+      )
     }
     for (let i = 1; i <= 20; i++) add(i, true)
     for (let i = 21; i <= 120; i++) add(i, false)
@@ -60,7 +64,10 @@ describe('a burst of poison events does not stall a plugin', () => {
       for (let round = 0; round < MAX_ATTEMPTS && store.pluginState.deadLetterCount() < 20; round++) {
         clock += 3_600_000
         host.notify()
-        await waitFor(`retry round ${round + 1}`, () => db.all<{ attempts: number }>('SELECT attempts FROM plugin_failures').every((f) => f.attempts > round + 1) || store.pluginState.deadLetterCount() === 20)
+        await waitFor(
+          `retry round ${round + 1}`,
+          () => db.all<{ attempts: number }>('SELECT attempts FROM plugin_failures').every((f) => f.attempts > round + 1) || store.pluginState.deadLetterCount() === 20
+        )
       }
       await waitFor('20 dead letters', () => store.pluginState.deadLetterCount() === 20)
       expect(store.pluginState.deadLetters().map((d) => d.attempts)).toEqual(Array(20).fill(MAX_ATTEMPTS))
