@@ -84,7 +84,7 @@ describe('the bus', () => {
     for (const n of [a, b, c]) expect(query<{ last_error: string | null }>(n.dir, 'SELECT last_error FROM producers WHERE last_error IS NOT NULL')).toEqual([])
   })
 
-  test('re-publishing an event_id returns the first result and adds no second row anywhere', async () => {
+  test('re-publishing an event_id returns the first result and adds no second row of that producer anywhere', async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
@@ -96,12 +96,15 @@ describe('the bus', () => {
     expect(again).toEqual(first)
     const cli = await cairn(['publish', '--data', a.dir, '--type', 'test.once', '--payload', '{"n":3}', '--id', id])
     expect(JSON.parse(cli.stdout)).toEqual(first)
-    // the duplicate published on another node answers with the original too
+    // idempotency is per producer: the same event_id published on another node is that node's own event
     await waitFor('the event on b', () => eventCount(b.dir) === 1, 30_000)
-    expect(await b.publish({ type: 'test.once', payload: { n: 4 }, event_id: id })).toEqual(first)
-    const marker = await a.publish({ type: 'test.marker', payload: {} })
-    await waitFor('the marker on b', () => query(b.dir, 'SELECT 1 FROM events WHERE event_id = ?', [marker.event_id]).length === 1, 30_000)
-    for (const n of [a, b]) expect(query(n.dir, 'SELECT count(*) AS n FROM events WHERE event_id = ?', [id])).toEqual([{ n: 1 }])
+    const onB = await b.publish({ type: 'test.once', payload: { n: 4 }, event_id: id })
+    expect(onB.seq).toBe(1)
+    expect(onB.cid).not.toBe(first.cid)
+    expect(await b.publish({ type: 'test.once', payload: { n: 5 }, event_id: id })).toEqual(onB)
+    const marker = await b.publish({ type: 'test.marker', payload: {} })
+    await waitFor('the marker on a', () => query(a.dir, 'SELECT 1 FROM events WHERE event_id = ?', [marker.event_id]).length === 1, 30_000)
+    for (const n of [a, b]) expect(query(n.dir, 'SELECT count(*) AS n FROM events WHERE event_id = ?', [id])).toEqual([{ n: 2 }])
   })
 
   test('a batch (POST an array, or cairn publish --batch) commits whole, answers in order, and a bad event refuses all of it', async () => {
