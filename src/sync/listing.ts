@@ -62,7 +62,8 @@ async function list(f: WalkFetcher, path: string, cid: CID, budget: WalkBudget):
   try {
     node = readDirectoryNode(await fetchBlock(f, cid))
   } catch (err) {
-    if ((err as Error).name === 'MalformedDirectoryError') throw new Error(`${f.producer}/${path} is not a directory: ${(err as Error).message}`)
+    // A block is what its CID says for ever: a directory that does not decode is refused, not retried.
+    if ((err as Error).name === 'MalformedDirectoryError') throw new RefusedTreeError('malformed_directory', `${f.producer}/${path} is not a directory: ${(err as Error).message}`)
     throw err
   }
   if (node.fanout !== 0) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${path || '/'} is a HAMT shard where cairn writes a plain directory`)
@@ -92,7 +93,7 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
       try {
         node = readDirectoryNode(got[i])
       } catch (err) {
-        throw new Error(`${f.producer}/${l.path} is not a directory: ${(err as Error).message}`)
+        throw new RefusedTreeError('malformed_directory', `${f.producer}/${l.path} is not a directory: ${(err as Error).message}`)
       }
       fanout ??= node.fanout
       if (node.fanout !== fanout) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path} has fanout ${node.fanout} in a bucket of fanout ${fanout}`)
