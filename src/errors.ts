@@ -143,3 +143,17 @@ export class PermanentError extends Error {
     this.name = 'PermanentError'
   }
 }
+
+/**
+ * A producer's tree that a walk refuses as a whole (repeated or misplaced directories, duplicate seqs,
+ * more directories than its head's seq range justifies); `reason` is the metric label.
+ */
+export class RefusedTreeError extends Error {
+  static name = 'RefusedTreeError'
+  readonly reason: string
+  constructor(reason: string, message: string) {
+    super(message)
+    this.name = 'RefusedTreeError'
+    this.reason = reason
+  }
+}

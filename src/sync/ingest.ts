@@ -51,7 +51,8 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
   const progress = progressReporter(candidates.length, (p) => {
     ctx.events.safeDispatchEvent('sync:progress', { detail: { producer, ...p } })
   })
-  const found = new Set([...candidates.map((c) => c.seq), ...listing.oversized])
+  // The seqs found, ascending: gaps are computed from them, never by counting through the range.
+  const found = [...candidates.map((c) => c.seq), ...listing.oversized].sort((a, b) => a - b)
   const chunks = chunksOf(candidates, ctx.limits.maxFilesPerWalk)
   const fetchFiles = async (chunk: Candidate[]): Promise<Uint8Array[]> =>
     await fetchBlocks(

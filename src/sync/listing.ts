@@ -1,9 +1,10 @@
 import type { CID } from 'multiformats/cid'
 import type { RemoteDirsTable } from '../store/remoteDirs.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
-import { readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
+import { misplacedIn, readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
+import { RefusedTreeError } from '../errors.ts'
 import { fetchBlock, fetchBlocks, type WalkFetcher } from './fetch.ts'
-import { planFiles, refuseDay, refuseHour, type Candidate, type Refused, type WalkWindow } from './plan.ts'
+import { planFiles, refuseDay, refuseHour, type WalkBudget, type Candidate, type Refused, type WalkWindow } from './plan.ts'
 
 /** What a walk found in the directories that changed since the last one. */
 export interface Listing {
@@ -18,34 +19,34 @@ export interface Listing {
 
 /**
  * Lists the tree of `f.producer` under `root`, descending only into the directories whose CID changed
- * since the last walk (`dirs`), and plans which files in `window` to fetch.
+ * since the last walk (`dirs`), and plans which files in `window` to fetch. It reads no more than
+ * `budget` allows (see WalkBudget) and stops at the first bound exceeded.
  *
+ * @throws RefusedTreeError when the tree is not one an honest producer writes for this head
  * @throws Error when a directory cannot be fetched or is not a directory
  */
-export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTable, window: WalkWindow): Promise<Listing> {
+export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget): Promise<Listing> {
   const { producer } = f
   const out: Listing = { walked: new Map(), candidates: [], refused: [], oversized: new Set() }
-  const days = await list(f, '', root)
+  const days = await list(f, '', root, budget)
   for (const day of days) {
     const badDay = refuseDay(day)
     if (badDay != null) {
+      budget.refused(badDay.path)
       out.refused.push(badDay)
       continue
     }
     if (dirs.get(producer, day.name) === day.cid.toString()) continue
-    for (const hour of await list(f, day.name, day.cid)) {
+    for (const hour of await list(f, day.name, day.cid, budget)) {
       const hourPath = `${day.name}/${hour.name}`
       const badHour = refuseHour(day.name, hour)
       if (badHour != null) {
+        budget.refused(badHour.path)
         out.refused.push(badHour)
         continue
       }
       if (dirs.get(producer, hourPath) === hour.cid.toString()) continue
-      const files = await listBucket(f, hourPath, hour.cid, dirs, out.walked)
-      const plan = planFiles(hourPath, files, window)
-      out.candidates.push(...plan.candidates)
-      out.refused.push(...plan.refused)
-      for (const seq of plan.oversized) out.oversized.add(seq)
+      await listBucket(f, hourPath, hour.cid, dirs, window, budget, out)
       out.walked.set(hourPath, hour.cid.toString())
     }
     out.walked.set(day.name, day.cid.toString())
@@ -54,26 +55,33 @@ export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTab
   return out
 }
 
-async function list(f: WalkFetcher, path: string, cid: CID): Promise<DirEntry[]> {
+/** @returns the entries of a plain directory (the root or a day) */
+async function list(f: WalkFetcher, path: string, cid: CID, budget: WalkBudget): Promise<DirEntry[]> {
+  budget.enter(cid, path)
   let node: DirectoryNode
   try {
     node = readDirectoryNode(await fetchBlock(f, cid))
   } catch (err) {
-    if ((err as Error).name === 'MalformedDirectoryError') throw new Error(`${f.producer}/${path} is not a directory: ${(err as Error).message}`)
+    // A block is what its CID says for ever: a directory that does not decode is refused, not retried.
+    if ((err as Error).name === 'MalformedDirectoryError') throw new RefusedTreeError('malformed_directory', `${f.producer}/${path} is not a directory: ${(err as Error).message}`)
     throw err
   }
+  if (node.fanout !== 0) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${path || '/'} is a HAMT shard where cairn writes a plain directory`)
   return node.entries
 }
 
 /**
  * Lists a HAMT bucket: descends only into shards whose CID changed since the last walk, one level at a
- * time, each level's shards fetched together (a large catch-up walks hundreds of them). Records the
- * shards it walked in `walked`.
+ * time, each level's shards fetched together (a large catch-up walks hundreds of them), and plans its
+ * files shard by shard (the entries below the window are not kept). Every shard must sit where the
+ * HAMT rule puts it, with the fanout of the bucket's root. Records the shards it walked in `walked`.
  */
-async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDirsTable, walked: Map<string, string>): Promise<DirEntry[]> {
-  const out: DirEntry[] = []
-  let level = [{ path, cid }]
-  while (level.length > 0) {
+async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget, out: Listing): Promise<void> {
+  let level: Array<{ path: string; cid: CID; slots: number[] }> = [{ path, cid, slots: [] }]
+  let fanout: number | undefined
+  for (let depth = 0; level.length > 0; depth++) {
+    budget.depth(depth, level[0].path)
+    for (const l of level) budget.enter(l.cid, l.path)
     const got = await fetchBlocks(
       f,
       level.map((l) => l.cid),
@@ -85,17 +93,23 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
       try {
         node = readDirectoryNode(got[i])
       } catch (err) {
-        throw new Error(`${f.producer}/${l.path} is not a directory: ${(err as Error).message}`)
+        throw new RefusedTreeError('malformed_directory', `${f.producer}/${l.path} is not a directory: ${(err as Error).message}`)
       }
-      out.push(...node.entries)
+      fanout ??= node.fanout
+      if (node.fanout !== fanout) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path} has fanout ${node.fanout} in a bucket of fanout ${fanout}`)
+      const misplaced = misplacedIn(node, l.slots)
+      if (misplaced != null) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path}: ${misplaced}`)
+      const plan = planFiles(path, node.entries, window, budget)
+      out.candidates.push(...plan.candidates)
+      out.refused.push(...plan.refused)
+      for (const seq of plan.oversized) out.oversized.add(seq)
       const paths = node.shards.map((shard) => `${l.path}#${shard.label}`)
       const known = dirs.many(f.producer, paths)
       node.shards.forEach((shard, j) => {
-        if (known.get(paths[j]) !== shard.cid.toString()) next.push({ path: paths[j], cid: shard.cid })
+        if (known.get(paths[j]) !== shard.cid.toString()) next.push({ path: paths[j], cid: shard.cid, slots: [...l.slots, parseInt(shard.label, 16)] })
       })
-      if (l.path !== path) walked.set(l.path, l.cid.toString())
+      if (l.path !== path) out.walked.set(l.path, l.cid.toString())
     }
     level = next
   }
-  return out
 }

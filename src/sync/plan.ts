@@ -2,6 +2,7 @@ import type { CID } from 'multiformats/cid'
 import { isDayName, isHourName, parseFileName } from '../model/layout.ts'
 import type { Rejection } from '../model/eventFile.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
+import { RefusedTreeError } from '../errors.ts'
 
 /** An event file a walk fetches: its seq is above the processed one and at most the head's. */
 export interface Candidate {
@@ -39,13 +40,15 @@ export function refuseHour(dayName: string, hour: DirEntry): Refused | undefined
 }
 
 /**
- * Sorts the files of an hour bucket: those to fetch, those refused by name, and those refused as
- * oversized from their link size (without fetching them; a file that lies about its size is caught
- * after the fetch). Files outside the window are passed over.
+ * Sorts the files of an hour bucket (or of one of its shards): those to fetch, those refused by name,
+ * and those refused as oversized from their link size (without fetching them; a file that lies about its
+ * size is caught after the fetch). Files below the window are passed over; each seq in the window is
+ * registered with `budget`, which refuses the tree for a seq above the head or found twice.
  *
  * @returns candidates, refusals and oversized seqs, each in the order of `files`
+ * @throws RefusedTreeError from the budget
  */
-export function planFiles(hourPath: string, files: readonly DirEntry[], window: WalkWindow): { candidates: Candidate[]; refused: Refused[]; oversized: number[] } {
+export function planFiles(hourPath: string, files: readonly DirEntry[], window: WalkWindow, budget?: WalkBudget): { candidates: Candidate[]; refused: Refused[]; oversized: number[] } {
   const candidates: Candidate[] = []
   const refused: Refused[] = []
   const oversized: number[] = []
@@ -53,10 +56,13 @@ export function planFiles(hourPath: string, files: readonly DirEntry[], window: 
     const path = `${hourPath}/${file.name}`
     const parsed = parseFileName(file.name)
     if (parsed == null) {
+      budget?.refused(path)
       refused.push({ path, cid: file.cid.toString(), rejection: { reason: 'name_mismatch', detail: `${file.name} does not follow <seq, 12 digits>-<event_id>.json` } })
       continue
     }
-    if (parsed.seq <= window.processedSeq || parsed.seq > window.headSeq) continue
+    if (parsed.seq <= window.processedSeq) continue
+    budget?.seq(parsed.seq, path)
+    if (parsed.seq > window.headSeq) continue
     if (file.size > window.maxEventSize) {
       refused.push({ path, cid: file.cid.toString(), rejection: { reason: 'oversized', detail: `${file.size} bytes is over the limit of ${window.maxEventSize}` }, seq: parsed.seq })
       oversized.push(parsed.seq)
@@ -65,6 +71,91 @@ export function planFiles(hourPath: string, files: readonly DirEntry[], window: 
     candidates.push({ ...parsed, cid: file.cid, path })
   }
   return { candidates, refused, oversized }
+}
+
+/** Bad names (not a day, an hour or an event file) a walk records before it refuses the whole tree. */
+export const MAX_REFUSED_PER_WALK = 1000
+
+/** Levels of HAMT shards below a bucket's root beyond 2 × log16(head seq + 1). */
+export const DEPTH_SLACK = 6
+
+/**
+ * What one walk may read, from the head's seq range r = head seq − processed seq: the walk stops (and
+ * refuses the tree) as soon as a bound is exceeded, before it fetches the block that would exceed it.
+ *
+ * - every directory CID (root, day, hour, shard) is read at most once: a tree that links one directory
+ *   from two places is refused (an honest tree never does: a canonical HAMT gives each name one place);
+ * - HAMT shards at most `maxDepth` levels below a bucket's root: 2·⌈log16(head seq + 1)⌉ + DEPTH_SLACK.
+ *   A bucket of m names reaches depth d only when two names share d hash nibbles, which happens with
+ *   probability ≤ m²/2 · 16^−d, so an honest bucket (m ≤ head seq) goes deeper than this with
+ *   probability below 16^−6/2; an attacker needs ~16^d hashes to build a chain d deep;
+ * - directories read at most `maxDirs`: 1 + (r + 1)·(maxDepth + 2) + allowance. A new event changes
+ *   its day, its hour and the shards on its path; the allowance (max-files-per-walk, the operator's)
+ *   covers the one bucket a prune leaves partly emptied;
+ * - each seq in the window found once, none above the head: so at most r files are planned;
+ * - at most MAX_REFUSED_PER_WALK bad names recorded.
+ *
+ * Memory while listing is the candidates (≤ r) and the directories read (≤ maxDirs, each ≤ fanout links).
+ */
+export class WalkBudget {
+  readonly maxDirs: number
+  readonly maxDepth: number
+  /** directories read so far */
+  dirs = 0
+  private readonly seen = new Set<string>()
+  private readonly seqs = new Set<number>()
+  private bad = 0
+  private readonly window: WalkWindow
+
+  constructor(window: WalkWindow, allowance: number) {
+    this.window = window
+    const range = Math.max(0, window.headSeq - window.processedSeq)
+    this.maxDepth = 2 * Math.ceil(Math.log2(window.headSeq + 1) / 4) + DEPTH_SLACK
+    this.maxDirs = 1 + (range + 1) * (this.maxDepth + 2) + Math.max(0, allowance)
+  }
+
+  /**
+   * Accounts for a directory about to be read.
+   *
+   * @throws RefusedTreeError when its CID was read already in this walk, or the walk reads too many
+   */
+  enter(cid: CID, path: string): void {
+    const key = cid.toString()
+    if (this.seen.has(key)) throw new RefusedTreeError('repeated_directory', `${path || '/'} links directory ${key} a second time`)
+    if (this.dirs + 1 > this.maxDirs)
+      throw new RefusedTreeError('over_budget', `${path || '/'}: more than ${this.maxDirs} directories for seqs ${this.window.processedSeq + 1}..${this.window.headSeq}`)
+    this.seen.add(key)
+    this.dirs++
+  }
+
+  /**
+   * Accounts for a shard `depth` levels below its bucket's root.
+   *
+   * @throws RefusedTreeError when it is deeper than `maxDepth`
+   */
+  depth(depth: number, path: string): void {
+    if (depth > this.maxDepth) throw new RefusedTreeError('too_deep_tree', `${path}: a HAMT shard ${depth} levels deep, more than the ${this.maxDepth} head seq ${this.window.headSeq} justifies`)
+  }
+
+  /**
+   * Accounts for a file whose seq is above the processed one.
+   *
+   * @throws RefusedTreeError when the seq is above the head's or was found already
+   */
+  seq(seq: number, path: string): void {
+    if (seq > this.window.headSeq) throw new RefusedTreeError('seq_above_head', `${path}: seq ${seq} is above the head's ${this.window.headSeq}`)
+    if (this.seqs.has(seq)) throw new RefusedTreeError('duplicate_seq', `${path}: seq ${seq} is in the tree twice`)
+    this.seqs.add(seq)
+  }
+
+  /**
+   * Accounts for an entry refused by its name.
+   *
+   * @throws RefusedTreeError past MAX_REFUSED_PER_WALK of them
+   */
+  refused(path: string): void {
+    if (++this.bad > MAX_REFUSED_PER_WALK) throw new RefusedTreeError('too_many_refused', `${path}: more than ${MAX_REFUSED_PER_WALK} badly named entries`)
+  }
 }
 
 /**
@@ -89,22 +180,25 @@ export function refusedIn(refused: readonly Refused[], k: number, prevTop: numbe
 }
 
 /**
- * @returns the ranges of seqs in `from..to` that are not in `found` (accepted, quarantined or refused
- * as oversized): the seqs the tree no longer holds
+ * @returns the ranges of seqs in `from..to` that are not in `found` (sorted ascending: the seqs
+ * accepted, quarantined or refused as oversized), in time proportional to the seqs found in the range
+ * (a binary search to the first), however wide the range: a head's seq may be up to 2^53
  */
-export function gapsIn(found: ReadonlySet<number>, from: number, to: number): Array<[number, number]> {
+export function gapsIn(found: readonly number[], from: number, to: number): Array<[number, number]> {
   const gaps: Array<[number, number]> = []
-  let start: number | undefined
-  for (let seq = from; seq <= to; seq++) {
-    if (!found.has(seq)) {
-      start ??= seq
-      continue
-    }
-    if (start != null) {
-      gaps.push([start, seq - 1])
-      start = undefined
-    }
+  if (from > to) return gaps
+  let lo = 0
+  let hi = found.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (found[mid] < from) lo = mid + 1
+    else hi = mid
   }
-  if (start != null) gaps.push([start, to])
+  let next = from
+  for (let i = lo; i < found.length && found[i] <= to; i++) {
+    if (found[i] > next) gaps.push([next, found[i] - 1])
+    next = found[i] + 1
+  }
+  if (next <= to) gaps.push([next, to])
   return gaps
 }

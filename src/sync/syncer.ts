@@ -7,6 +7,8 @@ import type { BlockGetter, BlocksGetter, WalkFetcher } from './fetch.ts'
 import { intakeHead, type HeadIntakeInit } from './headIntake.ts'
 import { ingest } from './ingest.ts'
 import { listChanges } from './listing.ts'
+import { WalkBudget } from './plan.ts'
+import { RefusedTreeError } from '../errors.ts'
 import { WalkScheduler, type WalkHandle } from './scheduler.ts'
 
 export type { BlockGetter, BlocksGetter } from './fetch.ts'
@@ -50,6 +52,8 @@ export class Syncer {
   private readonly init: SyncerInit
   private readonly components: SyncerComponents
   private readonly scheduler: WalkScheduler
+  /** per producer, the root its last walk refused: not walked again until a newer head (one entry per producer) */
+  private readonly refusedRoots = new Map<string, string>()
 
   constructor(init: SyncerInit, components: SyncerComponents) {
     this.init = init
@@ -127,12 +131,25 @@ export class Syncer {
     this.scheduler.schedule(producer)
   }
 
+  /**
+   * Refuses a producer's tree: records why in its `last_error`, counts and logs it as 'peer:rejected',
+   * and does not walk that root again (a newer head is walked as usual). Other producers sync on.
+   */
+  private refuse(producer: string, root: string, err: RefusedTreeError, dirs: number): void {
+    const { store, log, events } = this.components
+    this.refusedRoots.set(producer, root)
+    store.producers.setError(producer, `tree ${root} refused (${err.reason}): ${err.message}`)
+    log.warn(`refused the tree of ${producer} at ${root} after ${dirs} directories: ${err.message}`, { producer, reason: err.reason })
+    events.safeDispatchEvent('peer:rejected', { detail: { reason: err.reason, detail: `${producer}: ${err.message}`, peer: producer } })
+  }
+
   private async walk(producer: string, handle: WalkHandle): Promise<void> {
     const { store, log } = this.components
     const row = store.producers.get(producer)
     // The same root can come back (an outbox pruned empty has the empty directory's CID), so a seq
     // ahead of the processed one always needs a walk: that is how gaps are found.
     if (row == null || row.head_root == null || (row.head_root === row.synced_root && row.processed_seq >= row.head_seq)) return
+    if (this.refusedRoots.get(producer) === row.head_root) return
     const root = CID.parse(row.head_root)
     log.debug(`walking ${producer} to seq ${row.head_seq} (processed ${row.processed_seq})`, { producer })
     const fetcher: WalkFetcher = {
@@ -145,7 +162,16 @@ export class Syncer {
       log
     }
     const t0 = performance.now()
-    const listing = await listChanges(fetcher, root, store.remoteDirs, { processedSeq: row.processed_seq, headSeq: row.head_seq, maxEventSize: this.init.limits.maxEventSize })
+    const window = { processedSeq: row.processed_seq, headSeq: row.head_seq, maxEventSize: this.init.limits.maxEventSize }
+    const budget = new WalkBudget(window, this.init.limits.maxFilesPerWalk)
+    let listing: Awaited<ReturnType<typeof listChanges>>
+    try {
+      listing = await listChanges(fetcher, root, store.remoteDirs, window, budget)
+    } catch (err) {
+      if (!(err instanceof RefusedTreeError)) throw err
+      this.refuse(producer, row.head_root, err, budget.dirs)
+      return
+    }
     const t1 = performance.now()
     const stats = await ingest(fetcher, { headSeq: row.head_seq, headRoot: row.head_root, processedSeq: row.processed_seq }, listing, {
       ...this.components,

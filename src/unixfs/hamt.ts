@@ -14,6 +14,8 @@ import { MalformedDirectoryError, ShardUnreadableError } from '../errors.ts'
  * ~13 KiB to ~3 KiB, and a large bucket costs a level or two more to walk (fetched a level at a time).
  */
 const FANOUT = 16
+/** the HAMT fanouts a directory may have: what cairn writes, and 256 as earlier versions wrote */
+export const ACCEPTED_FANOUTS: readonly number[] = [16, 256]
 const HASH_TYPE = 0x22n
 /** hex digits of a shard label: those of fanout - 1 */
 const PAD = (FANOUT - 1).toString(16).length
@@ -50,17 +52,24 @@ class Shard {
 }
 
 /**
- * The slot of `key` at `level`: the UnixFS HAMT rule (as hamt-sharding and kubo place entries) for
- * fanout 16, four bits a level, high nibble first, from murmur3-x64-64 of the name; past 16 levels the
- * hash of the name followed by the byte `level / 16`.
+ * The slot of `key` at `level` in a HAMT of fanout 2^`bits` (4 or 8): the UnixFS HAMT rule (as
+ * hamt-sharding and kubo place entries), `bits` bits a level, most significant first, from
+ * murmur3-x64-64 of the name (the first 8 bytes of murmur3-x64-128); once those 64 bits are used up, the
+ * hash of the name followed by the byte `level * bits / 64`.
  */
-function slotOf(key: Uint8Array, level: number, hashes: Uint8Array[]): number {
-  const k = level >> 4
+function slotAt(key: Uint8Array, level: number, bits: number, hashes: Uint8Array[]): number {
+  const offset = level * bits
+  const k = Math.floor(offset / 64)
   // murmur3's encode is synchronous (the typing allows any hasher's Promise).
   hashes[k] ??= murmur3128.encode(k === 0 ? key : Uint8Array.from([...key, k])) as Uint8Array
-  const byte = hashes[k][(level & 15) >> 1]
-  return (level & 1) === 0 ? byte >> 4 : byte & 15
+  const bit = offset % 64
+  const byte = hashes[k][bit >> 3]
+  if (bits === 8) return byte
+  return (bit & 7) === 0 ? byte >> 4 : byte & 15
 }
+
+/** The slot of `key` at `level` for cairn's fanout 16. */
+const slotOf = (key: Uint8Array, level: number, hashes: Uint8Array[]): number => slotAt(key, level, 4, hashes)
 
 const utf8 = new TextEncoder()
 
@@ -285,18 +294,45 @@ export function readDirectoryNode(bytes: Uint8Array): DirectoryNode {
     return { entries: node.Links.map((l) => ({ name: l.Name ?? '', cid: l.Hash, size: l.Tsize ?? 0, label: '' })), shards: [], fanout: 0 }
   }
   if (fs.type !== 'hamt-sharded-directory') throw new MalformedDirectoryError(`not a UnixFS directory: it is a ${fs.type}`)
-  // Any power of two up to 1024 (cairn writes 16, earlier versions and other importers 256).
+  // Only the fanouts cairn has written: 16 now, 256 before (as the importers' default).
   const fanout = Number(fs.fanout)
-  if (!Number.isInteger(fanout) || fanout < 2 || fanout > 1024 || (fanout & (fanout - 1)) !== 0)
-    throw new MalformedDirectoryError(`unsupported HAMT: fanout ${fs.fanout} is not a power of two up to 1024`)
+  if (!ACCEPTED_FANOUTS.includes(fanout)) throw new MalformedDirectoryError(`unsupported HAMT: fanout ${fs.fanout} is not one of ${ACCEPTED_FANOUTS.join(', ')}`)
   const pad = (fanout - 1).toString(16).length
   const label = new RegExp(`^[0-9A-F]{${pad}}`)
   const out: DirectoryNode = { entries: [], shards: [], fanout }
+  let previous = -1
   for (const l of node.Links) {
     const name = l.Name ?? ''
-    if (!label.test(name) || parseInt(name.slice(0, pad), 16) >= fanout) throw new MalformedDirectoryError(`bad HAMT link name "${name}"`)
+    const slot = parseInt(name.slice(0, pad), 16)
+    if (!label.test(name) || slot >= fanout) throw new MalformedDirectoryError(`bad HAMT link name "${name}"`)
+    // One link a slot, in slot order: a second link in a slot is no HAMT.
+    if (slot <= previous) throw new MalformedDirectoryError(`HAMT link "${name}" repeats or is out of slot order`)
+    previous = slot
     if (name.length === pad) out.shards.push({ label: name, cid: l.Hash, size: l.Tsize ?? 0 })
     else out.entries.push({ name: name.slice(pad), cid: l.Hash, size: l.Tsize ?? 0, label: name.slice(0, pad) })
   }
   return out
+}
+
+/**
+ * Checks that a HAMT shard is where the UnixFS HAMT rule puts it: every entry's name hashes to the
+ * slots of the path from the bucket's root shard (`slots`, empty for the root itself) and then to its
+ * own label; below the root, a shard holds a sub-shard or at least two entries (one entry alone goes
+ * to its parent, as every importer does). In such a tree each name has exactly one place, so a shard
+ * reused at another place, or an entry copied to another slot, is refused.
+ *
+ * @returns why the shard is not canonical, or undefined when it is
+ */
+export function misplacedIn(node: DirectoryNode, slots: readonly number[]): string | undefined {
+  const bits = Math.log2(node.fanout)
+  if (node.fanout === 0) return slots.length === 0 ? undefined : 'a plain directory sits inside a HAMT'
+  if (slots.length > 0 && node.shards.length === 0 && node.entries.length < 2) return `a shard below the root holds ${node.entries.length} entr${node.entries.length === 1 ? 'y' : 'ies'} and no shard`
+  const level = slots.length
+  for (const e of node.entries) {
+    const key = utf8.encode(e.name)
+    const hashes: Uint8Array[] = []
+    for (let i = 0; i < level; i++) if (slotAt(key, i, bits, hashes) !== slots[i]) return `"${e.name}" does not hash to the shard it sits in`
+    if (slotAt(key, level, bits, hashes) !== parseInt(e.label, 16)) return `"${e.name}" does not hash to slot ${e.label}`
+  }
+  return undefined
 }

@@ -35,13 +35,13 @@ describe('walk plan', () => {
   })
 
   test('gapsIn returns the ranges of seqs not found', () => {
-    expect(gapsIn(new Set([2, 3, 6]), 1, 8)).toEqual([
+    expect(gapsIn([2, 3, 6], 1, 8)).toEqual([
       [1, 1],
       [4, 5],
       [7, 8]
     ])
-    expect(gapsIn(new Set([1, 2]), 1, 2)).toEqual([])
-    expect(gapsIn(new Set(), 5, 4)).toEqual([])
+    expect(gapsIn([1, 2], 1, 2)).toEqual([])
+    expect(gapsIn([], 5, 4)).toEqual([])
   })
 
   test('chunksOf always yields one chunk, and refusedIn puts each refusal in the chunk of its seq', () => {

@@ -1,0 +1,116 @@
+import * as dagPb from '@ipld/dag-pb'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { UnixFS } from 'ipfs-unixfs'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { canonicalJson } from '../../src/model/canonical.ts'
+import { signHead } from '../../src/model/head.ts'
+import { fileName } from '../../src/model/layout.ts'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { migrate } from '../../src/store/migrations.ts'
+import { Store } from '../../src/store/store.ts'
+import { syncer as createSyncer, type Syncer } from '../../src/sync/syncer.ts'
+import { HybridClock } from '../../src/model/hlc.ts'
+import { CairnEventBus } from '../../src/node/events.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { directoryBlock, fileBlock, type DirEntry } from '../../src/unixfs/tree.ts'
+import { shardedDirectory } from '../../src/unixfs/hamt.ts'
+
+/** A producer forged in the test: its key, its peer id and the blocks it serves. */
+export interface Forger {
+  key: PrivateKey
+  id: string
+  blocks: Map<string, Uint8Array>
+  /** the last hlc it signed, so that each head is newer */
+  hlc: number
+}
+
+export async function forger(): Promise<Forger> {
+  const key = await generateKeyPair('Ed25519')
+  return { key, id: peerIdFromPrivateKey(key).toString(), blocks: new Map(), hlc: Date.now() }
+}
+
+export function put(p: Forger, block: { cid: CID; bytes: Uint8Array }): CID {
+  p.blocks.set(block.cid.toString(), block.bytes)
+  return block.cid
+}
+
+let counter = 0
+/** @returns a UUIDv7 that is unique in this process */
+export function uuid(): string {
+  const n = (counter++).toString(16).padStart(12, '0')
+  const r = Math.floor(Math.random() * 0xfff)
+    .toString(16)
+    .padStart(3, '0')
+  return `01900000-0000-7${r}-8000-${n}`
+}
+
+/** @returns a valid event file of `p` at `seq`, stored with p's blocks, as a directory entry */
+export async function eventFile(p: Forger, seq: number, eventId = uuid()): Promise<DirEntry> {
+  const envelope = { event_id: eventId, type: 'test.walk', version: 1, producer: p.id, seq, hlc: `${Date.now()}-0000`, occurred_at: new Date().toISOString(), payload: { seq } }
+  const bytes = new TextEncoder().encode(canonicalJson(envelope))
+  const block = await fileBlock(bytes)
+  put(p, block)
+  return { name: fileName(seq, eventId), cid: block.cid, size: bytes.length }
+}
+
+/** @returns the root of an outbox with one day and one hour, whose bucket root is `bucket` */
+export async function rootOver(p: Forger, bucket: { cid: CID; size: number }, day = '2026-01-01', hour = '12'): Promise<CID> {
+  const d = await directoryBlock([{ name: hour, cid: bucket.cid, size: bucket.size }])
+  put(p, d)
+  const root = await directoryBlock([{ name: day, cid: d.cid, size: d.size }])
+  return put(p, root)
+}
+
+/** @returns the root of an honest outbox (cairn's own HAMT writer) holding `files` in one hour bucket */
+export async function honestTree(p: Forger, files: readonly DirEntry[], hour = '12'): Promise<CID> {
+  const bucket = await shardedDirectory(files)
+  for (const b of bucket.blocks) put(p, b)
+  return await rootOver(p, { cid: bucket.root.cid, size: bucket.root.size }, '2026-01-01', hour)
+}
+
+/** @returns a HAMT shard block with the given links (labels included in the names), stored with p's blocks */
+export async function rawShard(p: Forger, links: dagPb.PBLink[], fanout = 16): Promise<{ cid: CID; size: number }> {
+  const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from([0xff, 0xff]), fanout: BigInt(fanout), hashType: 0x22n })
+  const bytes = dagPb.encode(dagPb.prepare({ Data: data.marshal(), Links: links }))
+  const cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
+  put(p, { cid, bytes })
+  return { cid, size: bytes.length + links.reduce((n, l) => n + (l.Tsize ?? 0), 0) }
+}
+
+/** @returns p's signed head for `seq` over `root` */
+export async function headOf(p: Forger, seq: number, root: CID): Promise<Uint8Array> {
+  p.hlc += 1
+  return await signHead({ producer: p.id, seq, root: root.toString(), hlc: `${p.hlc}-0000`, acks: {} }, p.key)
+}
+
+/** A victim's syncer over the blocks of `producers`, counting every block it asks for. */
+export async function victim(producers: readonly Forger[], options: { maxFilesPerWalk?: number } = {}): Promise<{ syncer: Syncer; store: Store; events: CairnEventBus; reads: { n: number } }> {
+  const db = await openDatabase(':memory:')
+  migrate(db)
+  const store = new Store(db)
+  const events = new CairnEventBus()
+  const reads = { n: 0 }
+  const syncer = createSyncer({
+    getBlock: async (cid: CID) => {
+      reads.n++
+      for (const p of producers) {
+        const b = p.blocks.get(cid.toString())
+        if (b != null) return b
+      }
+      throw new Error(`missing ${cid}`)
+    },
+    limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: options.maxFilesPerWalk ?? 20_000 },
+    fetchTimeout: 5000
+  })({ self: 'victim', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
+  syncer.start()
+  return { syncer, store, events, reads }
+}
+
+/** @returns the seqs of `producer` the victim stored, ascending */
+export function seqsOf(store: Store, producer: string): number[] {
+  return store.db.all<{ seq: number }>('SELECT seq FROM events WHERE producer = ? ORDER BY seq', [producer]).map((r) => r.seq)
+}
