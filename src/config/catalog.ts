@@ -120,8 +120,7 @@ export const SETTINGS = {
     name: 'max-producers',
     kind: 'string',
     value: 'N',
-    description:
-      'without a members list, the most producers whose heads this node tracks; heads of further producers are refused (counted as too_many_producers) (default 1000)',
+    description: 'without a members list, the most producers whose heads this node tracks; heads of further producers are refused (counted as too_many_producers) (default 1000)',
     schema: IntSchema,
     default: 1000
   },
