@@ -101,10 +101,13 @@ export class AddressInUseError extends Error {
 export class InvalidHeadError extends Error {
   static name = 'InvalidHeadError'
   readonly reason: string
-  constructor(reason: string, message: string) {
+  /** the producer the head names, once it parsed */
+  readonly producer?: string
+  constructor(reason: string, message: string, producer?: string) {
     super(message)
     this.name = 'InvalidHeadError'
     this.reason = reason
+    this.producer = producer
   }
 }
 

@@ -116,6 +116,14 @@ export const SETTINGS = {
     schema: IntSchema,
     default: 200
   },
+  'max-producers': {
+    name: 'max-producers',
+    kind: 'string',
+    value: 'N',
+    description: 'without a members list, the most producers whose heads this node tracks; heads of further producers are refused (counted as too_many_producers) (default 1000)',
+    schema: IntSchema,
+    default: 1000
+  },
   members: {
     name: 'members',
     kind: 'string',
@@ -194,6 +202,7 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS['max-depth'],
   SETTINGS['max-files-per-walk'],
   SETTINGS['heads-per-second'],
+  SETTINGS['max-producers'],
   SETTINGS.members,
   SETTINGS.policy,
   SETTINGS['lag-alert'],
@@ -221,6 +230,7 @@ type RunSettingName =
   | 'max-depth'
   | 'max-files-per-walk'
   | 'heads-per-second'
+  | 'max-producers'
   | 'members'
   | 'policy'
   | 'lag-alert'

@@ -25,6 +25,12 @@ export class Metrics {
   readonly headsReceived = new Counter({ name: 'cairn_heads_received_total', help: 'Heads received, by result', labelNames: ['result'], registers: [this.registry] })
   readonly headsAnnounced = new Counter({ name: 'cairn_heads_announced_total', help: 'Heads announced or re-announced to peers', labelNames: ['via'], registers: [this.registry] })
   readonly rejected = new Counter({ name: 'cairn_rejected_total', help: 'Heads, files and requests rejected, by reason', labelNames: ['reason'], registers: [this.registry] })
+  readonly rejectedByProducer = new Counter({
+    name: 'cairn_rejected_by_producer_total',
+    help: 'Rejections attributed to a member or tracked producer (the producer a signed tree names, else the peer that sent it), by reason',
+    labelNames: ['reason', 'producer'],
+    registers: [this.registry]
+  })
   readonly deadLetters = new Gauge({ name: 'cairn_dead_letters', help: 'Dead-lettered (plugin, event) pairs', registers: [this.registry] })
   readonly gaps = new Gauge({ name: 'cairn_gaps', help: 'Recorded gaps (seq ranges no longer fetchable)', registers: [this.registry] })
   readonly quarantined = new Gauge({ name: 'cairn_quarantined_files', help: 'Files in quarantine', registers: [this.registry] })

@@ -19,6 +19,16 @@ import { formatIssues } from './issues.ts'
 import { InvalidHeadError } from '../errors.ts'
 import { matchesCid } from './blockCid.ts'
 
+/**
+ * The one size limit of a head message (a signed head, with the blocks a hint carries): the gossip frame,
+ * the head exchange's read limit and the parse all use it, so a head one path accepts every path can carry.
+ */
+export const MAX_HEAD_BYTES = 256 * 1024
+/** A hint carries its commit's blocks only up to this many bytes in all (before base64)… */
+export const HINT_MAX_BYTES = 96 * 1024
+/** …and this many blocks; a message over either is not a hint an honest producer sends. */
+export const HINT_MAX_BLOCKS = 256
+
 const CidSchema = v.pipe(
   v.string(),
   v.maxLength(128),
@@ -54,7 +64,7 @@ export type Head = v.InferOutput<typeof HeadSchema>
 const SignedHeadSchema = v.strictObject({
   head: HeadSchema,
   sig: v.pipe(v.string(), v.maxLength(200)),
-  blocks: v.optional(v.pipe(v.array(v.tuple([v.pipe(v.string(), v.maxLength(128)), v.string()])), v.maxLength(1024)))
+  blocks: v.optional(v.array(v.tuple([v.pipe(v.string(), v.maxLength(128)), v.string()])))
 })
 
 type SignedHead = v.InferOutput<typeof SignedHeadSchema>
@@ -67,7 +77,18 @@ export async function signHead(head: Head, key: PrivateKey): Promise<Uint8Array>
   return encoder.encode(canonicalJson({ head, sig: base64.baseEncode(sig) }))
 }
 
-/** @returns a signed head message that also carries `blocks` (for a gossip hint) */
+/**
+ * @returns the gossip hint of a signed head: with `blocks` when they fit the hint's budget (HINT_MAX_BYTES,
+ * HINT_MAX_BLOCKS, and the whole message within MAX_HEAD_BYTES), else the signed head alone
+ */
+export function hintMessage(signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Uint8Array {
+  const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
+  if (blocks.length === 0 || blocks.length > HINT_MAX_BLOCKS || size > HINT_MAX_BYTES) return signed
+  const out = withBlocks(signed, blocks)
+  return out.length <= MAX_HEAD_BYTES ? out : signed
+}
+
+/** @returns a signed head message that also carries `blocks`, whatever their size (hintMessage keeps the budget) */
 export function withBlocks(signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Uint8Array {
   const message = JSON.parse(new TextDecoder().decode(signed)) as SignedHead
   message.blocks = blocks.map((b) => [b.cid.toString(), base64.baseEncode(b.bytes)])
@@ -80,7 +101,7 @@ export function withBlocks(signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID;
  * @returns the verified head
  * @throws InvalidHeadError with reason `malformed_head` or `bad_signature`
  */
-export async function verifyHead(bytes: Uint8Array, maxBytes = 256 * 1024): Promise<Head> {
+export async function verifyHead(bytes: Uint8Array, maxBytes = MAX_HEAD_BYTES): Promise<Head> {
   return (await verifyHeadMessage(bytes, maxBytes)).head
 }
 
@@ -88,9 +109,10 @@ export async function verifyHead(bytes: Uint8Array, maxBytes = 256 * 1024): Prom
  * Like verifyHead, and also returns the head re-encoded without blocks (to store and relay) and the blocks
  * the message carried whose bytes match their CIDs.
  *
- * @throws InvalidHeadError with reason `malformed_head`, `bad_signature` or `bad_block`
+ * @throws InvalidHeadError with reason `oversized_head`, `malformed_head`, `oversized_hint` (carried blocks over
+ * the hint's budget), `bad_signature` or `bad_block`
  */
-export async function verifyHeadMessage(bytes: Uint8Array, maxBytes = 256 * 1024): Promise<VerifiedHead> {
+export async function verifyHeadMessage(bytes: Uint8Array, maxBytes = MAX_HEAD_BYTES): Promise<VerifiedHead> {
   const known = verified.get(bytes)
   if (known != null && bytes.length <= maxBytes) return await known
   const key = bytes.length <= Math.min(MAX_RECENT_BYTES, maxBytes) ? recentKey.decode(bytes) : undefined
@@ -147,6 +169,15 @@ async function checkHeadMessage(bytes: Uint8Array, maxBytes: number): Promise<Ve
   const r = v.safeParse(SignedHeadSchema, json)
   if (!r.success) throw new InvalidHeadError('malformed_head', `Cannot read head: ${formatIssues(r.issues).join('; ')}`)
   const { head, sig } = r.output
+  const carried = r.output.blocks ?? []
+  // Checked before the signature and the hashes: an over-budget hint costs neither.
+  const carriedBytes = carried.reduce((n, [, data]) => n + Math.floor((data.length * 3) / 4), 0)
+  if (carried.length > HINT_MAX_BLOCKS || carriedBytes > HINT_MAX_BYTES) {
+    throw new InvalidHeadError(
+      'oversized_hint',
+      `Cannot accept hint of ${head.producer}: it carries ${carried.length} blocks of ${carriedBytes} bytes, over the limit of ${HINT_MAX_BLOCKS} blocks and ${HINT_MAX_BYTES} bytes`
+    )
+  }
   let ok = false
   try {
     const key = peerIdFromString(head.producer).publicKey
@@ -156,7 +187,7 @@ async function checkHeadMessage(bytes: Uint8Array, maxBytes: number): Promise<Ve
   }
   if (!ok) throw new InvalidHeadError('bad_signature', `Cannot accept head of ${head.producer}: the signature does not verify with the producer's key`)
   const blocks: Array<{ cid: CID; bytes: Uint8Array }> = []
-  for (const [text, data] of r.output.blocks ?? []) {
+  for (const [text, data] of carried) {
     let cid: CID
     let block: Uint8Array
     try {

@@ -18,6 +18,8 @@ export interface Rejected {
   detail: string
   /** the peer it came from, or the producer it names */
   peer: string
+  /** the producer whose head or file was rejected, when known */
+  producer?: string
 }
 
 /**

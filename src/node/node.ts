@@ -8,7 +8,7 @@ import { createHttpApp } from '../http/app.ts'
 import { createLogger, type Log } from '../log/logger.ts'
 import { trace } from '../log/trace.ts'
 import { Metrics } from '../metrics/metrics.ts'
-import { withBlocks } from '../model/head.ts'
+import { hintMessage } from '../model/head.ts'
 import { HybridClock } from '../model/hlc.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
 import { BlockExchange } from '../p2p/blockExchange.ts'
@@ -32,12 +32,9 @@ import type { Components } from './components.ts'
 import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
-import { logRejections } from './rejections.ts'
+import { logUnhandledRejections, RejectionLog } from './rejections.ts'
 import { refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
 
-/** A commit this small travels whole in its gossip hint: receivers need no bitswap round trip. */
-const HINT_MAX_BYTES = 96 * 1024
-const HINT_MAX_BLOCKS = 256
 /** The event stream sends a heartbeat after this long without events. */
 const STREAM_HEARTBEAT_MS = 15_000
 
@@ -65,6 +62,7 @@ interface Running {
   limiter: HeadLimiter
   gossip: HeadGossip
   dialer: Dialer
+  rejections: RejectionLog
   http?: HttpServer
   timers: Array<ReturnType<typeof setInterval>>
   stopListening: Array<() => void>
@@ -142,7 +140,9 @@ export class CairnNode {
     })
     const self = opened.peerId.toString()
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
-    const stopListening = [logRejections(components)]
+    const { access } = opened
+    const rejections = new RejectionLog({ isKnown: (p) => (access.members == null ? opened.store.producers.has(p) : access.members.has(p)) }, components)
+    const stopListening = [() => rejections.stop(), logUnhandledRejections(this.log)]
     let ipfs: CairnIpfs | undefined
     let startedPlugins: PluginHost | undefined
     try {
@@ -174,16 +174,19 @@ export class CairnNode {
         validate: (type, version, payload) => plugins.validatePublish(type, version, payload),
         acks: () => opened.store.acks()
       })(components)
-      const { access } = opened
       const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
         limits: { maxEventSize: cfg.maxEventSize, maxDepth: cfg.maxDepth, maxFilesPerWalk: cfg.maxFilesPerWalk },
         fetchTimeout: cfg.fetchTimeout,
-        storeBlocks: (blocks) => {
-          fetcher.putHinted(blocks)
+        keepBlocks: (blocks) => {
+          fetcher.keepHinted(blocks)
+        },
+        offerBlocks: (blocks) => {
+          fetcher.offerHinted(blocks)
         },
         isMember: access.members == null ? undefined : (p) => access.members!.has(p),
+        maxProducers: cfg.maxProducers,
         checkEvent: (e) => {
           const allowed = access.policy.get(e.type)
           if (allowed != null && !allowed.has(e.producer)) return { reason: 'policy', detail: `${e.producer} may not produce ${e.type} (see the policy setting)` }
@@ -216,6 +219,12 @@ export class CairnNode {
           network: opened.network,
           limiter,
           publishHints: cfg.gossipHints,
+          screen: ({ head, blocks }) => {
+            const judged = syncer.judge(head)
+            if (judged.verdict === 'new') return { relay: true }
+            if (judged.verdict === 'old' && blocks.length > 0) fetcher.offerHinted(blocks)
+            return judged.verdict === 'old' ? { relay: false } : { relay: false, reason: judged.reason, detail: judged.detail }
+          },
           onHint: (bytes, peer) => {
             void syncer.acceptHead(bytes, peer)
           }
@@ -227,6 +236,10 @@ export class CairnNode {
         heads: () => syncer.knownHeads(),
         onHead: async (bytes, from) => {
           await limiter.offer(bytes, from.toString())
+        },
+        onRejected: (peer, reason, detail) => {
+          this.metrics.headsReceived.inc({ result: 'rejected' })
+          this.events.safeDispatchEvent('peer:rejected', { detail: { reason, detail, peer } })
         },
         log: this.log
       })
@@ -245,6 +258,7 @@ export class CairnNode {
         limiter,
         gossip,
         dialer,
+        rejections,
         timers: [],
         stopListening,
         startedAt: 0
@@ -316,8 +330,7 @@ export class CairnNode {
     r.stopListening.push(
       events.listen('outbox:committed', ({ head, events: committed, blocks }) => {
         r.fetcher.stored(blocks.map((b) => b.cid))
-        const size = blocks.reduce((n, b) => n + b.bytes.length, 0)
-        r.gossip.publish(size <= HINT_MAX_BYTES && blocks.length <= HINT_MAX_BLOCKS ? withBlocks(head, blocks) : head)
+        r.gossip.publish(hintMessage(head, blocks))
         trace('commit.announced', committed.at(-1)?.seq)
         events.safeDispatchEvent('events:ingested', { detail: committed })
       }),
@@ -472,7 +485,8 @@ export class CairnNode {
         startedAt: r.startedAt,
         listen: libp2p.getMultiaddrs().map(String),
         peers: libp2p.getPeers().map(String),
-        syncing: r.syncer.busy
+        syncing: r.syncer.busy,
+        rejections: r.rejections.list()
       },
       storedStatus(r.opened.store)
     )

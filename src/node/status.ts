@@ -2,6 +2,7 @@ import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
 import type { HousekeepingResult } from '../housekeeping/housekeeper.ts'
 import type { Store } from '../store/store.ts'
+import type { RejectionSummary } from './rejections.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -88,6 +89,7 @@ export interface LiveStatus {
   listen: string[]
   peers: string[]
   syncing: boolean
+  rejections?: RejectionSummary[]
 }
 
 /** The status document of `/status` and `cairn status --json`: the verdict with its reasons, then the details. */
@@ -102,6 +104,8 @@ export type StatusDocument = StoredStatus & {
   peers: string[]
   network: string
   syncing: boolean
+  /** per member or tracked producer and reason, rejections since start (bounded; most recent first) */
+  rejections: RejectionSummary[]
 }
 
 /** @returns the status document of a running node */
@@ -123,6 +127,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     peers: live.peers,
     network: live.network,
     syncing: live.syncing,
+    rejections: live.rejections ?? [],
     ...stored
   }
 }

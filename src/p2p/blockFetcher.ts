@@ -7,7 +7,7 @@ import { announceWanted, type AnnouncingBroker } from './announce.ts'
 import { MAX_BATCH, type BlockExchange } from './blockExchange.ts'
 import type { CairnIpfs } from './ipfs.ts'
 
-/** Blocks a hint carried are kept in memory up to this many bytes, for the walk that follows. */
+/** Blocks hints carried are held in memory only, up to this many bytes, for the walk that follows. */
 const HINTED_BYTES = 2 * 1024 * 1024
 /** Bulk batches in flight at once: some are answered while others' blocks are checked and stored. */
 const BATCHES_IN_FLIGHT = 4
@@ -25,6 +25,8 @@ export type BlockFetcherComponents = Pick<Components, 'blocks' | 'log' | 'events
  * Where sync gets blocks: the blocks the latest hints carried, the local store, batches over the blocks
  * protocol, and bitswap. Every block written to the store by another path than bitswap goes through
  * `stored()`, which ends this node's own fetches of it and tells bitswap of those a peer wants.
+ * A hinted block is written to the store only when a walk reads it, that is when the root of a head
+ * that intake accepted reaches it: what a hint carries beyond that never touches the disk.
  */
 export class BlockFetcher {
   private readonly init: BlockFetcherInit
@@ -47,7 +49,9 @@ export class BlockFetcher {
    */
   async get(cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
     const key = cid.toString()
-    const local = this.hinted.get(key) ?? this.components.blocks.getSync(cid)
+    const hinted = this.takeHinted(cid)
+    if (hinted != null) return hinted
+    const local = this.components.blocks.getSync(cid)
     if (local != null) return local
     // The block may come by another path while bitswap looks for it: a hint that arrived out of order
     // carries it, or a bulk batch. Its arrival ends the fetch.
@@ -61,7 +65,7 @@ export class BlockFetcher {
     try {
       return await collect(this.init.ipfs.blockstore.get(cid, { signal: AbortSignal.any([options.signal, arrived.signal]) }))
     } catch (err) {
-      const stored = arrived.signal.aborted ? this.components.blocks.getSync(cid) : undefined
+      const stored = arrived.signal.aborted ? (this.takeHinted(cid) ?? this.components.blocks.getSync(cid)) : undefined
       if (stored != null) return stored
       throw err
     } finally {
@@ -81,7 +85,7 @@ export class BlockFetcher {
     const out = new Map<string, Uint8Array>()
     const missing: CID[] = []
     for (const cid of cids) {
-      const local = blocks.getSync(cid)
+      const local = this.takeHinted(cid) ?? blocks.getSync(cid)
       if (local != null) out.set(cid.toString(), local)
       else missing.push(cid)
     }
@@ -114,15 +118,14 @@ export class BlockFetcher {
     return out
   }
 
-  /** Stores the blocks a head message carried (already checked against their CIDs) and keeps them at hand. */
-  putHinted(carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): void {
-    const { blocks } = this.components
-    blocks.db.transaction(() => {
-      for (const b of carried) blocks.putSync(b.cid, b.bytes)
-    })
+  /**
+   * Holds the blocks a new head's message carried (already checked against their CIDs) in memory, the
+   * oldest forgotten beyond HINTED_BYTES, and ends the fetches waiting for them.
+   */
+  keepHinted(carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): void {
     for (const b of carried) {
       const key = b.cid.toString()
-      if (this.hinted.has(key)) continue
+      if (this.hinted.has(key) || b.bytes.length > HINTED_BYTES) continue
       this.hinted.set(key, b.bytes)
       this.hintedBytes += b.bytes.length
     }
@@ -131,7 +134,35 @@ export class BlockFetcher {
       this.hinted.delete(key)
       this.hintedBytes -= bytes.length
     }
-    this.stored(carried.map((b) => b.cid))
+    this.wake(carried.map((b) => b.cid))
+  }
+
+  /**
+   * Takes from the blocks an old head's message carried those a walk is waiting for (a hint that arrived
+   * out of order); the others are dropped, so replayed hints cannot crowd out the ones at hand.
+   */
+  offerHinted(carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): void {
+    if (this.fetching.size === 0) return
+    const wanted = carried.filter((b) => this.fetching.has(b.cid.toString()))
+    if (wanted.length > 0) this.keepHinted(wanted)
+  }
+
+  /** @returns a hinted block, now stored: a walk reached it from an accepted root */
+  private takeHinted(cid: CID): Uint8Array | undefined {
+    const key = cid.toString()
+    const bytes = this.hinted.get(key)
+    if (bytes == null) return undefined
+    this.hinted.delete(key)
+    this.hintedBytes -= bytes.length
+    this.components.blocks.putSync(cid, bytes)
+    this.stored([cid])
+    return bytes
+  }
+
+  /** Ends this node's own fetches of `cids` (they are at hand now); the fetch then looks again. */
+  private wake(cids: readonly CID[]): void {
+    if (this.fetching.size === 0) return
+    for (const cid of cids) for (const wake of this.fetching.get(cid.toString()) ?? []) wake()
   }
 
   /**
@@ -141,9 +172,7 @@ export class BlockFetcher {
    */
   stored(cids: readonly CID[]): void {
     if (cids.length === 0) return
-    if (this.fetching.size > 0) {
-      for (const cid of cids) for (const wake of this.fetching.get(cid.toString()) ?? []) wake()
-    }
+    this.wake(cids)
     // Helia keeps its block brokers private; bitswap's is the one that can announce.
     const brokers = (this.init.ipfs as unknown as { blockBrokers?: AnnouncingBroker[] }).blockBrokers ?? []
     announceWanted(brokers, cids, this.init.ipfs.libp2p.getPeers())

@@ -1,7 +1,7 @@
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { Components } from '../node/components.ts'
 import { trace } from '../log/trace.ts'
-import { verifyHead } from '../model/head.ts'
+import { verifyHeadMessage, type VerifiedHead } from '../model/head.ts'
 import type { HeadLimiter } from './headLimiter.ts'
 import type { CairnIpfs } from './ipfs.ts'
 
@@ -13,11 +13,16 @@ export interface HeadGossipInit {
   limiter: HeadLimiter
   /** whether this node publishes its own new heads as hints (it always receives them) */
   publishHints: boolean
+  /**
+   * judges a verified hint: relay it only when its head is news from a member this node tracks or may
+   * track; otherwise `reason` (for a refusal) or nothing (an old head)
+   */
+  screen: (message: VerifiedHead) => { relay: true } | { relay: false; reason?: string; detail?: string }
   /** receives each hint that the validator accepted, with the peer that sent it */
   onHint: (bytes: Uint8Array, peer: string) => void
 }
 
-export type HeadGossipComponents = Pick<Components, 'log' | 'metrics'>
+export type HeadGossipComponents = Pick<Components, 'log' | 'metrics' | 'events'>
 
 /** @returns the gossipsub topic on which a network's new heads are hinted */
 export function headsTopic(network: string): string {
@@ -27,8 +32,11 @@ export function headsTopic(network: string): string {
 /**
  * Hints of new heads over gossipsub. A hint is a head its producer signed (with, when small, the blocks of
  * its commit); gossip only says "there is something new", the producer's directory stays the source of
- * truth. A hint's signature is checked before gossipsub relays it, once the sending peer's rate limit lets
- * it through; the check's result is reused when the hint is applied.
+ * truth. Before gossipsub relays a hint, once the sending peer's rate limit lets it through, the validator
+ * checks its size and carried-block budget (Ignore when over), its signature and blocks (Reject when bad:
+ * the sender is penalised) and whether it is news (Ignore for an old head, a non-member's, or one producer
+ * too many): only a hint that moves a member's head forward travels on. The check's result is reused when
+ * the hint is applied.
  */
 export class HeadGossip {
   private readonly init: HeadGossipInit
@@ -53,14 +61,29 @@ export class HeadGossip {
     const pubsub = this.init.ipfs.libp2p.services.pubsub
     pubsub.topicValidators.set(this.topic, async (peer, msg) => {
       trace('hint.validating')
-      if (!(await this.init.limiter.admit(msg.data, peer.toString()))) return TopicValidatorResult.Ignore
+      const from = peer.toString()
+      if (!(await this.init.limiter.admit(msg.data, from))) return TopicValidatorResult.Ignore
+      const { metrics, events } = this.components
+      let message: VerifiedHead
       try {
-        const head = await verifyHead(msg.data)
-        trace('hint.verified', head.seq)
-        return TopicValidatorResult.Accept
-      } catch {
-        return TopicValidatorResult.Reject
+        message = await verifyHeadMessage(msg.data)
+      } catch (err) {
+        const reason = (err as { reason?: string }).reason ?? 'bad_head'
+        metrics.headsReceived.inc({ result: 'rejected' })
+        events.safeDispatchEvent('peer:rejected', { detail: { reason, detail: `gossip hint: ${(err as Error).message}`, peer: from } })
+        // Size and budget are not the producer's signature at fault: not relayed, and not penalised.
+        return reason === 'oversized_head' || reason === 'oversized_hint' ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject
       }
+      trace('hint.verified', message.head.seq)
+      const screened = this.init.screen(message)
+      if (screened.relay) return TopicValidatorResult.Accept
+      if (screened.reason == null) {
+        metrics.headsReceived.inc({ result: 'old' })
+      } else {
+        metrics.headsReceived.inc({ result: 'rejected' })
+        events.safeDispatchEvent('peer:rejected', { detail: { reason: screened.reason, detail: `gossip hint: ${screened.detail ?? ''}`, peer: from, producer: message.head.producer } })
+      }
+      return TopicValidatorResult.Ignore
     })
     pubsub.subscribe(this.topic)
     pubsub.addEventListener('gossipsub:message', this.onMessage as unknown as EventListener)
@@ -74,12 +97,16 @@ export class HeadGossip {
     pubsub.topicValidators.delete(this.topic)
   }
 
-  /** Hints a new signed head of this node's own to the network (when hints are on). */
+  /**
+   * Hints a new signed head of this node's own to the network (when hints are on). A hint gossipsub has
+   * seen already (an unchanged head) is not sent again (ipfs.ts sets ignoreDuplicatePublishError); a publish
+   * that fails is a log line, never thrown.
+   */
   publish(head: Uint8Array): void {
     if (!this.init.publishHints) return
     this.components.metrics.headsAnnounced.inc({ via: 'gossip' })
-    void this.init.ipfs.libp2p.services.pubsub.publish(this.topic, head).catch((err: Error) => {
-      this.components.log.debug(`gossip publish failed: ${err.message}`)
+    this.init.ipfs.libp2p.services.pubsub.publish(this.topic, head).catch((err: Error) => {
+      this.components.log.debug(`gossip publish failed: ${err.message}`, { reason: 'gossip_publish_failed' })
     })
   }
 }

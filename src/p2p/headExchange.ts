@@ -1,13 +1,24 @@
-import { lpStream } from '@libp2p/utils'
+import { byteStream, lpStream, type ByteStream } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Log } from '../log/logger.ts'
+import { MAX_HEAD_BYTES } from '../model/head.ts'
 
 /** The protocol on which peers push the signed heads they know to each other. */
 export const HEADS_PROTOCOL = '/cairn/heads/1.0.0'
 
+/** A receiver refuses a push that announces more heads than this (older nodes do too). */
 const MAX_HEADS_PER_PUSH = 10_000
-const MAX_HEAD_BYTES = 64 * 1024
+/** A sender splits its heads into pushes (one stream each) of at most this many heads… */
+const SPLIT_HEADS = 1000
+/** …and this many bytes (a single head may be larger, up to MAX_HEAD_BYTES). */
+const SPLIT_BYTES = 1024 * 1024
+/** What a receiver buffers of a push before reading it: a split push fits with room to spare. */
+const READ_BUFFER_BYTES = 4 * SPLIT_BYTES
+/** An oversized head is read past in pieces of this size, never held whole. */
+const SKIP_CHUNK = 64 * 1024
+/** How long one push may take to arrive. */
+const PUSH_TIMEOUT_MS = 10_000
 /** A peer gets the heads again after this long even when none changed since its last push. */
 const REPUSH_UNCHANGED_MS = 60_000
 
@@ -17,12 +28,16 @@ export interface HeadExchangeInit {
   heads: () => Uint8Array[]
   /** receives each pushed head */
   onHead: (bytes: Uint8Array, from: PeerId) => Promise<void>
+  /** a pushed item skipped (over MAX_HEAD_BYTES); the rest of the push is still read */
+  onRejected?: (peer: string, reason: string, detail: string) => void
   log: Log
 }
 
 /**
  * Pushes every known head to a peer over a direct stream: when a peer connects, and on the re-announce
- * timer. It does not depend on gossipsub, so a node that was away catches up from whoever is online.
+ * timer. The heads go in pushes of at most SPLIT_HEADS heads and SPLIT_BYTES, one stream each; a receiver
+ * reads each item up to MAX_HEAD_BYTES (the limit gossip and the parse use too) and skips, counted, an item
+ * over it, so one bad head never costs the others of its push. It does not depend on gossipsub, so a node that was away catches up from whoever is online.
  * On the timer a peer is skipped while none of the heads changed since its last push (up to a minute):
  * with ten nodes, re-pushing the same heads to every peer every few seconds was half of an idle node's CPU.
  */
@@ -79,41 +94,97 @@ export class HeadExchange {
     )
   }
 
-  /** Pushes all known heads (or `heads`) to one peer. */
+  /** Pushes all known heads (or `heads`) to one peer, split into pushes of bounded size, one after the other. */
   async push(peer: PeerId, heads = this.init.heads()): Promise<void> {
     if (heads.length === 0) return
+    const id = peer.toString()
+    for (const part of splitPushes(heads)) {
+      if (!(await this.pushPart(peer, part))) {
+        this.pushed.delete(id)
+        return
+      }
+    }
+    this.pushed.set(id, { heads, at: Date.now() })
+  }
+
+  /** @returns whether one push reached the peer */
+  private async pushPart(peer: PeerId, heads: readonly Uint8Array[]): Promise<boolean> {
     const id = peer.toString()
     let stream: Stream | undefined
     try {
       stream = await this.init.libp2p.dialProtocol(peer, HEADS_PROTOCOL, { signal: AbortSignal.timeout(5000) })
-      const lp = lpStream(stream, { maxDataLength: MAX_HEAD_BYTES })
+      const lp = lpStream(stream)
       await lp.writeV([new TextEncoder().encode(String(heads.length)), ...heads], { signal: AbortSignal.timeout(5000) })
       await stream.close({ signal: AbortSignal.timeout(5000) })
-      this.pushed.set(id, { heads, at: Date.now() })
+      return true
     } catch (err) {
-      this.pushed.delete(id)
-      this.init.log.debug(`cannot push heads to ${id}: ${(err as Error).message}`, { peer: id })
+      this.init.log.debug(`cannot push heads to ${id}: ${(err as Error).message}`, { peer: id, reason: 'head_push_failed' })
       stream?.abort(err as Error)
+      return false
     }
   }
 
   private async receive(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer
+    const peer = from.toString()
     try {
-      const lp = lpStream(stream, { maxDataLength: MAX_HEAD_BYTES })
-      const signal = AbortSignal.timeout(10_000)
-      const count = Number(new TextDecoder().decode((await lp.read({ signal })).subarray()))
+      const bytes = byteStream(stream, { maxBufferSize: READ_BUFFER_BYTES })
+      const signal = AbortSignal.timeout(PUSH_TIMEOUT_MS)
+      const first = await readItem(bytes, 32, signal)
+      const count = first == null ? Number.NaN : Number(new TextDecoder().decode(first))
       if (!Number.isInteger(count) || count < 0 || count > MAX_HEADS_PER_PUSH) throw new Error(`bad head count ${count}`)
       for (let i = 0; i < count; i++) {
-        const bytes = (await lp.read({ signal })).subarray()
-        await this.init.onHead(bytes, from)
+        const item = await readItem(bytes, MAX_HEAD_BYTES, signal)
+        if (item == null) {
+          this.init.onRejected?.(peer, 'oversized_head', `a pushed head is over the limit of ${MAX_HEAD_BYTES} bytes; skipped`)
+          continue
+        }
+        await this.init.onHead(item, from)
       }
       await stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {})
     } catch (err) {
-      this.init.log.debug(`bad head push from ${from.toString()}: ${(err as Error).message}`, { peer: from.toString() })
+      this.init.log.debug(`bad head push from ${peer}: ${(err as Error).message}`, { peer, reason: 'bad_head_push' })
       stream.abort(err as Error)
     }
   }
+}
+
+/** @returns `heads` in runs of at most SPLIT_HEADS heads and SPLIT_BYTES (a larger head alone), in order */
+function splitPushes(heads: readonly Uint8Array[]): Uint8Array[][] {
+  const parts: Uint8Array[][] = []
+  let part: Uint8Array[] = []
+  let size = 0
+  for (const h of heads) {
+    if (part.length > 0 && (part.length >= SPLIT_HEADS || size + h.length > SPLIT_BYTES)) {
+      parts.push(part)
+      part = []
+      size = 0
+    }
+    part.push(h)
+    size += h.length
+  }
+  if (part.length > 0) parts.push(part)
+  return parts
+}
+
+/**
+ * Reads one length-prefixed item (an unsigned varint, then the bytes).
+ *
+ * @returns its bytes, or undefined when it is over `max`: then it was read past in SKIP_CHUNK pieces
+ * @throws when the stream ends early, the prefix is over 8 bytes, or the signal aborts
+ */
+async function readItem(bytes: ByteStream<Stream>, max: number, signal: AbortSignal): Promise<Uint8Array | undefined> {
+  let length = 0
+  for (let i = 0; ; i++) {
+    if (i === 8) throw new Error('a length prefix over 8 bytes')
+    const byte = (await bytes.read({ bytes: 1, signal })).get(0)
+    length += (byte & 0x7f) * 2 ** (7 * i)
+    if ((byte & 0x80) === 0) break
+  }
+  if (length === 0) return new Uint8Array(0)
+  if (length <= max) return (await bytes.read({ bytes: length, signal })).subarray()
+  for (let left = length; left > 0; left -= SKIP_CHUNK) await bytes.read({ bytes: Math.min(left, SKIP_CHUNK), signal })
+  return undefined
 }
 
 function sameHeads(a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean {

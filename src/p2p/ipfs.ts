@@ -13,6 +13,13 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Blockstore } from 'interface-blockstore'
 import { FsDatastore } from 'datastore-fs'
 import { noiseOptions } from '../runtime/noiseCrypto.ts'
+import { MAX_HEAD_BYTES } from '../model/head.ts'
+
+/**
+ * A gossipsub frame holds a few head messages: gossipsub answers an IWANT with every message asked for in
+ * one frame. Each message is still held to MAX_HEAD_BYTES by the heads topic's validator.
+ */
+const GOSSIP_FRAME_BYTES = 4 * MAX_HEAD_BYTES
 
 type GossipSub = ReturnType<ReturnType<typeof gossipsub>>
 
@@ -65,7 +72,10 @@ export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
         globalSignaturePolicy: 'StrictNoSign',
         emitSelf: false,
         fallbackToFloodsub: false,
-        maxInboundDataLength: 1024 * 1024,
+        maxInboundDataLength: GOSSIP_FRAME_BYTES,
+        // Peer discovery re-publishes the same peer record on a timer and does not catch the rejection
+        // gossipsub throws for a message it has seen (PublishError.Duplicate): such a publish is a no-op.
+        ignoreDuplicatePublishError: true,
         scoreParams: createPeerScoreParams({
           topics: {
             // Only invalid hints count against a peer. The mesh-delivery penalties (on by default) punish a

@@ -42,6 +42,16 @@ export class ProducersTable {
     return this.db.get<ProducerRow>('SELECT * FROM producers WHERE producer = ?', [producer])
   }
 
+  /** @returns how many producers this node tracks (its own row included) */
+  count(): number {
+    return this.db.get<{ n: number }>('SELECT count(*) AS n FROM producers')?.n ?? 0
+  }
+
+  /** @returns whether this node tracks `producer` */
+  has(producer: string): boolean {
+    return this.db.get<{ one: number }>('SELECT 1 AS one FROM producers WHERE producer = ?', [producer]) != null
+  }
+
   /** @returns every row, ordered by producer */
   all(): ProducerRow[] {
     return this.db.all<ProducerRow>('SELECT * FROM producers ORDER BY producer')

@@ -3,38 +3,71 @@ import { verifyHeadMessage, type Head } from '../model/head.ts'
 import { InvalidHeadError } from '../errors.ts'
 import type { Components } from '../node/components.ts'
 
-/** Who may send heads, and where the blocks a head message carried go. */
+/** Who may send heads, how many producers are tracked, and where the blocks a head message carried go. */
 export interface HeadIntakeInit {
   /** whose heads are accepted; undefined accepts every holder of the swarm key */
   isMember?: (producer: string) => boolean
-  /** stores blocks a head message carried (already checked against their CIDs) */
-  storeBlocks?: (blocks: Array<{ cid: CID; bytes: Uint8Array }>) => void
+  /** without a members list, the most producers tracked; heads of further producers are refused */
+  maxProducers?: number
+  /**
+   * receives the blocks a new head's message carried (already checked against their CIDs), to hold in
+   * memory only: they are stored when the walk of that head's root reaches them, never before
+   */
+  keepBlocks?: (blocks: Array<{ cid: CID; bytes: Uint8Array }>) => void
+  /** receives the blocks an old head's message carried: only those a walk is waiting for may be used */
+  offerBlocks?: (blocks: Array<{ cid: CID; bytes: Uint8Array }>) => void
 }
 
 /** What head intake reads and writes. */
 export type HeadIntakeComponents = Pick<Components, 'self' | 'store' | 'clock' | 'metrics' | 'events'>
 
+/** What a verified head is to this node: news, nothing new, or refused (with the reason's metric label). */
+export type HeadVerdict = { verdict: 'new' } | { verdict: 'old' } | { verdict: 'refused'; reason: string; detail: string }
+
+/**
+ * Judges a verified head without changing anything: the gossip validator relays only what this returns
+ * 'new' for, and intake persists only that.
+ */
+export function judgeHead(head: Head, init: HeadIntakeInit, components: Pick<Components, 'self' | 'store'>): HeadVerdict {
+  if (head.producer === components.self) return { verdict: 'old' }
+  if (init.isMember != null && !init.isMember(head.producer)) {
+    return { verdict: 'refused', reason: 'not_member', detail: `Cannot accept head of ${head.producer}: it is not in the members list` }
+  }
+  const known = components.store.producers.get(head.producer)
+  if (known == null) {
+    if (init.isMember == null && init.maxProducers != null && components.store.producers.count() >= init.maxProducers) {
+      return {
+        verdict: 'refused',
+        reason: 'too_many_producers',
+        detail: `Cannot accept head of ${head.producer}: this node already tracks ${init.maxProducers} producers (--max-producers; a members list lifts the cap)`
+      }
+    }
+    return { verdict: 'new' }
+  }
+  if (head.seq < known.head_seq || (known.head_hlc != null && head.hlc <= known.head_hlc)) return { verdict: 'old' }
+  return { verdict: 'new' }
+}
+
 /**
  * Verifies a signed head and, when it moves its producer's head forward, persists it, counts it and
- * dispatches 'head:accepted'. Heads of this node itself are never news.
+ * dispatches 'head:accepted'. Heads of this node itself are never news. Blocks the message carried are
+ * never written here: a new head's go to memory for the walk (which stores those its root reaches), an
+ * old head's only to a walk already waiting for them.
  *
  * @returns the head when it is news, undefined when it changed nothing
- * @throws InvalidHeadError when it does not verify or is from a non-member
+ * @throws InvalidHeadError when it does not verify, is from a non-member, or from one producer too many
  */
 export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, components: HeadIntakeComponents): Promise<Head | undefined> {
   const { head, signed, blocks } = await verifyHeadMessage(bytes)
-  if (head.producer === components.self) return undefined
-  if (init.isMember != null && !init.isMember(head.producer)) {
-    throw new InvalidHeadError('not_member', `Cannot accept head of ${head.producer}: it is not in the members list`)
+  const judged = judgeHead(head, init, components)
+  if (judged.verdict === 'refused') throw new InvalidHeadError(judged.reason, judged.detail, head.producer)
+  if (judged.verdict === 'old') {
+    if (blocks.length > 0 && head.producer !== components.self) init.offerBlocks?.(blocks)
+    return undefined
   }
-  // Blocks carried by the hint spare the round trips; unreferenced ones are garbage-collected. They
-  // are kept even when the head is old (hints arrive out of order): a peer that walks to that head
-  // may ask this node for them.
-  if (blocks.length > 0) init.storeBlocks?.(blocks)
-  const known = components.store.producers.get(head.producer)
-  if (known != null && (head.seq < known.head_seq || (known.head_hlc != null && head.hlc <= known.head_hlc))) return undefined
   components.clock.observe(head.hlc)
   components.store.producers.putHead({ producer: head.producer, seq: head.seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: Date.now() })
+  if (blocks.length > 0) init.keepBlocks?.(blocks)
   components.metrics.headsReceived.inc({ result: 'new' })
   components.events.safeDispatchEvent('head:accepted', { detail: head })
   return head

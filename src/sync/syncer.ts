@@ -4,7 +4,8 @@ import type { FileLimits, Rejection } from '../model/eventFile.ts'
 import type { Components } from '../node/components.ts'
 import { trace } from '../log/trace.ts'
 import type { BlockGetter, BlocksGetter, WalkFetcher } from './fetch.ts'
-import { intakeHead, type HeadIntakeInit } from './headIntake.ts'
+import type { Head } from '../model/head.ts'
+import { intakeHead, judgeHead, type HeadIntakeInit, type HeadVerdict } from './headIntake.ts'
 import { ingest } from './ingest.ts'
 import { listChanges } from './listing.ts'
 import { WalkBudget } from './plan.ts'
@@ -117,8 +118,14 @@ export class Syncer {
       if ((await this.offerHead(bytes)) === 'old') metrics.headsReceived.inc({ result: 'old' })
     } catch (err) {
       metrics.headsReceived.inc({ result: 'rejected' })
-      events.safeDispatchEvent('peer:rejected', { detail: { reason: (err as { reason?: string }).reason ?? 'bad_head', detail: (err as Error).message, peer } })
+      const { reason, producer } = err as { reason?: string; producer?: string }
+      events.safeDispatchEvent('peer:rejected', { detail: { reason: reason ?? 'bad_head', detail: (err as Error).message, peer, producer } })
     }
+  }
+
+  /** @returns what a verified head would be to this node (news, old, refused), changing nothing */
+  judge(head: Head): HeadVerdict {
+    return judgeHead(head, this.init, this.components)
   }
 
   /** @returns the signed heads this node knows, its own included, to relay to peers */

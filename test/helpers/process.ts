@@ -77,6 +77,25 @@ export async function waitFor<T>(what: string, check: () => T | undefined | fals
   throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last != null ? `: ${(last as Error).message}` : ''}`)
 }
 
+/**
+ * @returns the lines of a node's stderr that are a crash or an unhandled rejection: anything outside the
+ * JSON log lines that looks like a runtime error dump (`error: `, `Unhandled`, a stack frame), and JSON
+ * lines with reason `unhandled_rejection`. One exception, until the plugin host handles it: the plugin
+ * round's unhandled SQLITE_FULL on a disk that a fault test filled on purpose.
+ */
+export function crashLines(logs: string): string[] {
+  return logs.split('\n').filter((line) => {
+    const t = line.trim()
+    if (t.startsWith('{')) {
+      try {
+        const entry = JSON.parse(t) as { reason?: unknown; msg?: unknown }
+        return entry.reason === 'unhandled_rejection' && !/disk is full/.test(String(entry.msg))
+      } catch {}
+    }
+    return /(^|\s)error: |Unhandled|^at (async )?\S|PublishError/.test(t)
+  })
+}
+
 /** A running `cairn run` process on a fresh data directory. */
 export class NodeProcess {
   readonly dir: string
@@ -173,14 +192,21 @@ export class NodeProcess {
     return await (await fetch(`http://${this.http}/status`)).json()
   }
 
-  /** Sends a signal and waits for the exit code. */
+  /** Sends a signal and waits for the exit code. @throws when the node's output holds a crash or an unhandled rejection */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number> {
     const proc = this.proc
     if (proc == null || proc.exitCode != null) return proc?.exitCode ?? 0
     proc.kill(signal)
     const code = await proc.exited
     this.proc = undefined
+    this.assertNoCrash()
     return code
+  }
+
+  /** @throws when the node's output so far holds a crash or an unhandled rejection (see crashLines) */
+  assertNoCrash(): void {
+    const bad = crashLines(this.logs)
+    if (bad.length > 0) throw new Error(`node ${this.dir} printed a crash or an unhandled rejection:\n${bad.slice(0, 20).join('\n')}`)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -188,6 +214,7 @@ export class NodeProcess {
       this.proc.kill('SIGKILL')
       await this.proc.exited
     }
+    this.assertNoCrash()
   }
 }
 

@@ -189,6 +189,9 @@ export const statusVerb = defineVerb({
     )
     out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
+    if ((status.rejections ?? []).length > 0) {
+      out(`rejections ${(status.rejections ?? []).map((r) => `${r.producer.slice(-8)} ${r.reason} x${r.count} (last ${r.last_at})`).join(', ')}`)
+    }
     return 0
   }
 })
