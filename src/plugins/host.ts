@@ -13,6 +13,9 @@ import { jsonSchemaOf, validatePublish } from './schemas.ts'
 import type { Plugin } from './types.ts'
 
 /** The plugins a host runs and how it retries. */
+
+/** How long after a failed processing round the next one starts. */
+const ROUND_RETRY_MS = 1000
 export interface PluginHostInit {
   plugins: readonly LoadedPlugin[]
   /** attempts before an event is dead-lettered for a plugin (default 5) */
@@ -113,9 +116,17 @@ export class PluginHost implements Startable {
       this.scheduled = undefined
       let retryAt = Infinity
       this.running = this.round()
-        .then((r) => {
-          retryAt = r
-        })
+        .then(
+          (r) => {
+            retryAt = r
+          },
+          (err: Error) => {
+            // A round that fails as a whole (the database is full or unreadable) wrote nothing it could not
+            // undo: each event's writes are one transaction. It is tried again, not given up.
+            this.components.log.error(`a plugin round failed, trying again in ${ROUND_RETRY_MS} ms: ${err.message}`, { reason: 'plugin_round_failed' })
+            retryAt = this.ctx.now() + ROUND_RETRY_MS
+          }
+        )
         .finally(() => {
           this.running = undefined
           if (this.again) {

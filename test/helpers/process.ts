@@ -89,7 +89,7 @@ export function crashLines(logs: string): string[] {
     if (t.startsWith('{')) {
       try {
         const entry = JSON.parse(t) as { reason?: unknown; msg?: unknown }
-        return entry.reason === 'unhandled_rejection' && !/disk is full/.test(String(entry.msg))
+        return entry.reason === 'unhandled_rejection'
       } catch {}
     }
     return /(^|\s)error: |Unhandled|^at (async )?\S|PublishError/.test(t)
