@@ -257,7 +257,7 @@ export class CairnNode {
       gossip.start()
       outbox.start()
       housekeeper.start()
-      running.http = serve(this.httpApp(running).fetch, cfg.http.host, cfg.http.port)
+      running.http = serve(this.httpApp(running).fetch, cfg.http.host, cfg.http.port, { idleTimeoutMs: cfg.httpIdleTimeout, maxConnections: cfg.httpMaxConnections })
       syncer.start()
       dialer.start()
       running.timers.push(
@@ -354,12 +354,18 @@ export class CairnNode {
         events: r.opened.store.events,
         watermark: () => r.plugins.watermark(),
         wait: async (signal) =>
-          await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(STREAM_HEARTBEAT_MS)]) }).then(
+          await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(this.heartbeatMs)]) }).then(
             () => true,
             () => false
           )
-      }
+      },
+      bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined })
     })
+  }
+
+  /** A stream's heartbeat comes well within the idle timeout, so that an open stream is never closed as idle. */
+  private get heartbeatMs(): number {
+    return Math.min(STREAM_HEARTBEAT_MS, Math.floor(this.config.httpIdleTimeout / 2))
   }
 
   /** Stops what runs, in the reverse order of start; a part that fails to stop is logged and the rest still stops. */

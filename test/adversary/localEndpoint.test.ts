@@ -1,0 +1,87 @@
+import { describe, expect, test } from 'bun:test'
+import { readFileSync } from 'node:fs'
+import { connect } from 'node:net'
+import { join } from 'node:path'
+import { initDataDir } from '../../src/datadir/init.ts'
+import { inProcessNode } from '../helpers/forge.ts'
+import { tempDir } from '../helpers/process.ts'
+import type { CairnNode } from '../../src/node/node.ts'
+
+async function withNode(flags: Record<string, unknown>, fn: (node: CairnNode, dir: string) => Promise<void>): Promise<void> {
+  using tmp = tempDir()
+  const dir = join(tmp.path, 'n')
+  await initDataDir(dir, { newNetwork: true })
+  const node = await inProcessNode(dir, flags)
+  try {
+    await fn(node, dir)
+  } finally {
+    await node.stop()
+  }
+}
+
+/** Sends one raw HTTP/1.1 request with the given Host header and returns the status code. */
+async function statusWithHost(port: number, path: string, host: string): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
+    })
+    let text = ''
+    socket.on('data', (d) => {
+      text += d.toString()
+    })
+    socket.on('error', reject)
+    socket.on('close', () => {
+      resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0))
+    })
+  })
+}
+
+describe('the loopback endpoint', () => {
+  test('a request naming another host (DNS rebinding) is refused on every route; loopback names are served', async () => {
+    await withNode({}, async (node) => {
+      const port = node.http!.port
+      for (const path of ['/status', '/metrics', '/healthz', '/v1/events']) {
+        expect(await statusWithHost(port, path, `evil.example:${port}`)).toBe(421)
+        expect(await statusWithHost(port, path, 'evil.example')).toBe(421)
+      }
+      for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `127.1.2.3:${port}`, 'localhost']) {
+        expect(await statusWithHost(port, '/status', host)).toBe(200)
+        expect(await statusWithHost(port, '/metrics', host)).toBe(200)
+      }
+      // The right name on another port is someone else's endpoint.
+      expect(await statusWithHost(port, '/status', `127.0.0.1:${port + 1}`)).toBe(421)
+    })
+  })
+
+  test('an event stream stays open past the idle timeout: its heartbeat comes sooner', async () => {
+    await withNode({ 'http-idle-timeout': '2s' }, async (node, dir) => {
+      const token = readFileSync(join(dir, 'api.token'), 'utf8').trim()
+      const res = await fetch(`http://127.0.0.1:${node.http!.port}/v1/stream`, { headers: { authorization: `Bearer ${token}` } })
+      expect(res.status).toBe(200)
+      const reader = res.body!.getReader()
+      let heartbeats = 0
+      let text = ''
+      // Three heartbeats at most a second apart span more than the 2 s idle timeout.
+      while (heartbeats < 4) {
+        const { value, done } = await reader.read()
+        if (done) break
+        text += new TextDecoder().decode(value)
+        heartbeats = text.split('event: heartbeat').length - 1
+      }
+      await reader.cancel()
+      expect(heartbeats).toBe(4)
+    })
+  })
+  test('a connection that sends nothing is closed after the idle timeout', async () => {
+    await withNode({ 'http-idle-timeout': '1s' }, async (node) => {
+      const closed = await new Promise<boolean>((resolve, reject) => {
+        const socket = connect(node.http!.port, '127.0.0.1')
+        socket.on('error', reject)
+        socket.on('close', () => {
+          resolve(true)
+        })
+      })
+      expect(closed).toBe(true)
+    })
+  })
+})
