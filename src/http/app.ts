@@ -55,7 +55,8 @@ const STATUS_BY_ERROR: Record<string, 400 | 404 | 409 | 413 | 503> = {
   ValidationError: 400,
   EventTooLargeError: 413,
   NotStartedError: 503,
-  CommitFailedError: 503
+  CommitFailedError: 503,
+  ClockSkewError: 503
 }
 
 /**

@@ -33,7 +33,7 @@ import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logRejections } from './rejections.ts'
-import { refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
+import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
 
 /** A commit this small travels whole in its gossip hint: receivers need no bitswap round trip. */
 const HINT_MAX_BYTES = 96 * 1024
@@ -48,6 +48,8 @@ export interface NodeExtras {
   plugins?: readonly Plugin[]
   /** writes to the operator's terminal: catch-up progress is then a bar there instead of log lines */
   terminal?: (text: string) => void
+  /** this node's wall clock (tests give one that is off) */
+  now?: () => number
 }
 
 /** Everything a started node runs; present exactly while the node is started (or starting). */
@@ -84,12 +86,13 @@ export class CairnNode {
   readonly events: CairnEventBus
   status: 'stopped' | 'starting' | 'started' | 'stopping' = 'stopped'
   private readonly extras: NodeExtras
-  private readonly clock = new HybridClock()
+  private readonly clock: HybridClock
   private running?: Running
 
   constructor(config: NodeConfig, extras: NodeExtras = {}) {
     this.config = config
     this.extras = extras
+    this.clock = new HybridClock(extras.now, { maxSkewMs: config.maxClockSkew })
     this.log = extras.log ?? createLogger({ level: config.logLevel, format: config.logFormat })
     this.events = new CairnEventBus((err, type) => {
       this.log.error(`a listener of ${type} failed: ${err.stack ?? err.message}`)
@@ -347,7 +350,7 @@ export class CairnNode {
       publish: async (body) => await this.publish(body),
       publishMany: async (bodies) => await r.outbox.publishMany(bodies),
       metrics: () => {
-        refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert)
+        refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
         return this.metrics
       },
       stream: {
@@ -478,10 +481,22 @@ export class CairnNode {
         startedAt: r.startedAt,
         listen: libp2p.getMultiaddrs().map(String),
         peers: libp2p.getPeers().map(String),
-        syncing: r.syncer.busy
+        syncing: r.syncer.busy,
+        clock: this.clockStatus()
       },
       storedStatus(r.opened.store)
     )
+  }
+
+  /** @returns this node's clock against others' */
+  clockStatus(): ClockStatus {
+    const { watch } = this.clock
+    return {
+      max_skew_ms: this.clock.maxSkewMs,
+      network_offset_ms: watch.networkTime()?.offset_ms ?? null,
+      publish_refused: watch.stampRefusal() ?? null,
+      producers_ahead: watch.producersAhead()
+    }
   }
 
   /** @returns the CID of this node's bus directory */

@@ -27,6 +27,10 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
   if (init.isMember != null && !init.isMember(head.producer)) {
     throw new InvalidHeadError('not_member', `Cannot accept head of ${head.producer}: it is not in the members list`)
   }
+  // The clock rule (model/hlc.ts hold): a head stamped too far ahead is not stored and does not move
+  // this node's clock; its producer re-announces it, and it is taken once this clock has caught up.
+  const held = components.clock.hold(head.producer, head.hlc)
+  if (held != null) throw new InvalidHeadError('clock_skew', `Cannot accept head ${head.seq} of ${held}`)
   // Blocks carried by the hint spare the round trips; unreferenced ones are garbage-collected. They
   // are kept even when the head is old (hints arrive out of order): a peer that walks to that head
   // may ask this node for them.
@@ -34,6 +38,7 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
   const known = components.store.producers.get(head.producer)
   if (known != null && (head.seq < known.head_seq || (known.head_hlc != null && head.hlc <= known.head_hlc))) return undefined
   components.clock.observe(head.hlc)
+  components.clock.watch.sample(head.producer, head.seq, Number(head.hlc.slice(0, 13)))
   components.store.producers.putHead({ producer: head.producer, seq: head.seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: Date.now() })
   components.metrics.headsReceived.inc({ result: 'new' })
   components.events.safeDispatchEvent('head:accepted', { detail: head })
