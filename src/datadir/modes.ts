@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, readdirSync } from 'node:fs'
+import { chmodSync, lstatSync, readdirSync, type Stats } from 'node:fs'
 import { join } from 'node:path'
 
 /** The most entries the mode check visits: the data directory holds a handful, the datastore a few more. */
@@ -15,9 +15,9 @@ export interface LooseMode {
 function entries(dir: string): Array<{ path: string; directory: boolean; mode: number }> {
   const out: Array<{ path: string; directory: boolean; mode: number }> = []
   const queue = [dir]
-  while (queue.length > 0 && out.length < MAX_ENTRIES) {
-    const path = queue.shift()!
-    let st
+  for (let next = 0; next < queue.length; next++) {
+    const path = queue[next]
+    let st: Stats
     try {
       st = lstatSync(path)
     } catch {
@@ -25,7 +25,7 @@ function entries(dir: string): Array<{ path: string; directory: boolean; mode: n
     }
     if (st.isSymbolicLink()) continue
     out.push({ path, directory: st.isDirectory(), mode: st.mode & 0o777 })
-    if (st.isDirectory()) for (const name of readdirSync(path)) queue.push(join(path, name))
+    if (st.isDirectory()) for (const name of readdirSync(path)) if (queue.length < MAX_ENTRIES) queue.push(join(path, name))
   }
   return out
 }
