@@ -10,6 +10,7 @@ import { trace } from '../log/trace.ts'
 import { Metrics } from '../metrics/metrics.ts'
 import { withBlocks } from '../model/head.ts'
 import { HybridClock } from '../model/hlc.ts'
+import { tightenModes } from '../datadir/modes.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
 import { BlockExchange } from '../p2p/blockExchange.ts'
 import { BlockFetcher } from '../p2p/blockFetcher.ts'
@@ -411,6 +412,10 @@ export class CairnNode {
       await r.ipfs.stop()
     })
     for (const stop of r.stopListening) stop()
+    // libp2p's datastore writes files with the process's umask while it runs (inside a 0700 directory).
+    await step('the file modes', () => {
+      tightenModes(this.config.data)
+    })
     // node.json goes before the lock: a node that takes the directory next writes its own.
     clearRunInfo(this.config.data)
     await step('the databases', () => {

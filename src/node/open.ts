@@ -57,6 +57,7 @@ export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
   const release = lockDataDir(config.data)
   let store: Store | undefined
   try {
+    tightenModes(config.data)
     const { privateKey, peerId } = await loadIdentity(config.data)
     const swarmKey = loadSwarmKey(config.data)
     const token = loadApiToken(config.data)
