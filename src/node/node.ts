@@ -356,6 +356,7 @@ export class CairnNode {
       },
       stream: {
         events: r.opened.store.events,
+        heartbeatMs: this.heartbeatMs,
         watermark: () => r.plugins.watermark(),
         wait: async (signal) =>
           await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(this.heartbeatMs)]) }).then(
