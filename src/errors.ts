@@ -160,3 +160,17 @@ export class RefusedTreeError extends Error {
     this.reason = reason
   }
 }
+
+/**
+ * A timestamp too far from this node's clock: an event of another producer stamped further ahead than
+ * --max-clock-skew (held until the clock catches up), or this node's own clock off from the network's
+ * (it refuses to publish; HTTP 503).
+ */
+export class ClockSkewError extends Error {
+  static name = 'ClockSkewError'
+  readonly reason = 'clock_skew'
+  constructor(message: string) {
+    super(message)
+    this.name = 'ClockSkewError'
+  }
+}

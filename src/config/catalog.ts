@@ -180,7 +180,32 @@ export const SETTINGS = {
     schema: DurationSchema,
     default: undefined
   },
-  'max-batch': { name: 'max-batch', kind: 'string', value: 'N', description: 'the most events one group commit writes (default 5000)', schema: IntSchema, default: 5000 }
+  'max-batch': { name: 'max-batch', kind: 'string', value: 'N', description: 'the most events one group commit writes (default 5000)', schema: IntSchema, default: 5000 },
+  'http-idle-timeout': {
+    name: 'http-idle-timeout',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'close an HTTP connection that sent or received nothing for this long (default 30s, 1s to 255s; event streams send a heartbeat every 15s, or more often when this is shorter)',
+    schema: v.pipe(DurationSchema, v.minValue(1000, 'Expected at least 1s'), v.maxValue(255_000, 'Expected at most 255s')),
+    default: '30s'
+  },
+  'http-max-connections': {
+    name: 'http-max-connections',
+    kind: 'string',
+    value: 'N',
+    description: 'the most HTTP requests served at once, event streams included; more are answered 503 (default 256)',
+    schema: IntSchema,
+    default: 256
+  },
+  'max-clock-skew': {
+    name: 'max-clock-skew',
+    kind: 'string',
+    value: 'DURATION',
+    description:
+      "how far ahead of this node's clock an event or head may be stamped (default 60s): later ones are held until the clock catches up, and this node refuses to publish while its own clock is further than this from the network's",
+    schema: v.pipe(DurationSchema, v.minValue(1000, 'Expected at least 1s')),
+    default: '60s'
+  }
 } satisfies Record<string, Setting>
 
 /** The settings `run` takes, which config.json may hold. */
@@ -209,7 +234,10 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS.retention,
   SETTINGS['retention-max'],
   SETTINGS['housekeeping-interval'],
-  SETTINGS['events-retention']
+  SETTINGS['events-retention'],
+  SETTINGS['http-idle-timeout'],
+  SETTINGS['http-max-connections'],
+  SETTINGS['max-clock-skew']
 ]
 
 type RunSettingName =
@@ -238,6 +266,9 @@ type RunSettingName =
   | 'retention-max'
   | 'housekeeping-interval'
   | 'events-retention'
+  | 'http-idle-timeout'
+  | 'http-max-connections'
+  | 'max-clock-skew'
 
 /** `max-event-size` → `maxEventSize` */
 type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S

@@ -9,6 +9,7 @@ import { openBlockDatabase } from '../store/blockstore.ts'
 import { dataPaths } from './layout.ts'
 import { loadIdentity } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
+import { tightenModes } from './modes.ts'
 
 export interface InitOptions {
   /** a new random swarm key, a new network */
@@ -24,7 +25,7 @@ export interface InitResult {
 
 /**
  * Creates a node's data directory: identity, swarm.key, api.token, database and block store.
- * An existing data directory is left as it is.
+ * An existing data directory keeps its files; its modes are tightened (the directory 0700, files 0600).
  *
  * @returns the node's peer id, and whether anything was created
  * @throws UsageError when neither or both of newNetwork and swarmKeyFile are given, or the key file is bad
@@ -33,6 +34,7 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
   const p = dataPaths(dir)
   if (existsSync(p.identity)) {
     const { peerId } = await loadIdentity(dir)
+    tightenModes(dir)
     return { peerId: peerId.toString(), created: false }
   }
   if ((options.newNetwork === true) === (options.swarmKeyFile != null)) {
@@ -67,6 +69,7 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
   blocks.close()
   mkdirSync(p.datastore, { recursive: true, mode: 0o700 })
   writeSecret(p.identity, privateKeyToProtobuf(key))
+  tightenModes(dir)
   return { peerId: peerIdFromPrivateKey(key).toString(), created: true }
 }
 

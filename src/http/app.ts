@@ -22,6 +22,32 @@ export interface HttpDeps {
   metrics?: () => Metrics
   /** what `/v1/stream` reads */
   stream?: StreamDeps
+  /**
+   * The port the endpoint listens on (once known) and, with --force-http, the address it was bound to on
+   * purpose: requests whose Host header names anything else are refused.
+   */
+  bound?: () => { port?: number; host?: string }
+}
+
+const LOOPBACK_HOST = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])$/i
+
+/**
+ * Whether a Host header names this endpoint: a loopback name or address (or the address bound with
+ * --force-http), with the listening port or none. A page the operator opens can resolve its own name to
+ * 127.0.0.1 (DNS rebinding), but its requests still carry that name, so they are refused.
+ *
+ * @returns true when the request may be served
+ */
+export function hostAllowed(header: string | undefined, bound: { port?: number; host?: string }): boolean {
+  if (header == null) return false
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(header.trim())
+  if (m == null) return false
+  const [, name, port] = m
+  if (port != null && bound.port != null && Number(port) !== bound.port) return false
+  if (LOOPBACK_HOST.test(name)) return true
+  if (bound.host == null) return false
+  const host = bound.host.includes(':') ? `[${bound.host}]` : bound.host
+  return name.toLowerCase() === host.toLowerCase()
 }
 
 /** Maps an error's name to the HTTP status the endpoint answers with. */
@@ -29,7 +55,8 @@ const STATUS_BY_ERROR: Record<string, 400 | 404 | 409 | 413 | 503> = {
   ValidationError: 400,
   EventTooLargeError: 413,
   NotStartedError: 503,
-  CommitFailedError: 503
+  CommitFailedError: 503,
+  ClockSkewError: 503
 }
 
 /**
@@ -54,6 +81,16 @@ export function createHttpApp(deps: HttpDeps): Hono {
     return c.json(body, status)
   })
   app.notFound((c) => c.json({ error: `No route ${c.req.method} ${c.req.path}` }, 404))
+  const { bound } = deps
+  if (bound != null) {
+    app.use('*', async (c, next) => {
+      const host = c.req.header('host')
+      if (!hostAllowed(host, bound())) {
+        return c.json({ error: `Misdirected request: Host ${host ?? '(none)'} is not this loopback endpoint; use 127.0.0.1, localhost or [::1] with its port` }, 421)
+      }
+      await next()
+    })
+  }
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/readyz', (c) => {

@@ -9,6 +9,8 @@ export interface StreamDeps {
   watermark: () => number
   /** resolves true when new events may be there, false on a heartbeat timeout (or abort) */
   wait: (signal: AbortSignal) => Promise<boolean>
+  /** a stream that wrote nothing for this long writes a heartbeat, however often `wait` woke it (default 15 s) */
+  heartbeatMs?: number
 }
 
 /**
@@ -28,17 +30,22 @@ export function streamEvents(c: Context, deps: StreamDeps): Response {
     stream.onAbort(() => {
       abort.abort()
     })
+    const heartbeatMs = deps.heartbeatMs ?? 15_000
+    let wrote = Date.now()
     while (!abort.signal.aborted) {
       const rows = deps.events.list({ after: cursor, upTo: deps.watermark(), types: types.length > 0 ? types : undefined, limit: 500 })
       if (rows.length > 0) {
         // One write for the whole batch (writeSSE's format: the JSON has no line breaks, so one data line each)
         await stream.write(rows.map((r) => `event: event\ndata: ${JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid })}\nid: ${r.cursor}\n\n`).join(''))
         cursor = rows[rows.length - 1].cursor
+        wrote = Date.now()
         for (const r of rows) trace('stream.sent', r.seq)
       }
       if (rows.length === 500) continue
-      // A heartbeat only when the stream was quiet: it keeps proxies and idle timers from closing it.
-      if ((await deps.wait(abort.signal)) || abort.signal.aborted) continue
+      // A heartbeat only when the stream was quiet for heartbeatMs: it keeps proxies and idle timers from
+      // closing it. Wake-ups without new rows (plugins report progress often) do not count as writes.
+      if (((await deps.wait(abort.signal)) && Date.now() - wrote < heartbeatMs) || abort.signal.aborted) continue
+      wrote = Date.now()
       await stream.writeSSE({ event: 'heartbeat', data: String(cursor) }).catch(() => {
         abort.abort()
       })

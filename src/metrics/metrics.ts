@@ -36,6 +36,13 @@ export class Metrics {
   readonly quarantined = new Gauge({ name: 'cairn_quarantined_files', help: 'Files in quarantine', registers: [this.registry] })
   readonly outboxFiles = new Gauge({ name: 'cairn_outbox_files', help: "Event files in this node's outbox", registers: [this.registry] })
   readonly reclaimed = new Counter({ name: 'cairn_reclaimed_bytes_total', help: 'Bytes of blocks garbage-collected', registers: [this.registry] })
+  readonly clockAhead = new Gauge({
+    name: 'cairn_producer_clock_ahead_seconds',
+    help: "How far ahead of this node's clock a producer's latest held head or event was stamped (producers held by --max-clock-skew, at most 256)",
+    labelNames: ['producer'],
+    registers: [this.registry]
+  })
+  readonly clockOffset = new Gauge({ name: 'cairn_clock_offset_seconds', help: "The network's time minus this node's clock, from the heads it watched move forward", registers: [this.registry] })
   readonly backlog = new Gauge({ name: 'cairn_backlog_events', help: 'Events in the events table not yet processed by every plugin', registers: [this.registry] })
 
   /** @returns the exposition text (Prometheus text format 0.0.4) */

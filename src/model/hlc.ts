@@ -1,3 +1,16 @@
+import { ClockWatch, formatMs } from './clockSkew.ts'
+
+/** The default --max-clock-skew: how far ahead of this node's clock a timestamp may be. */
+export const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000
+
+const HLC = /^(\d{13})-([0-9a-f]{4})$/
+
+/** @returns the wall-clock milliseconds of an HLC timestamp, or undefined when it is malformed */
+export function hlcMs(hlc: string): number | undefined {
+  const m = HLC.exec(hlc)
+  return m == null ? undefined : Number(m[1])
+}
+
 /**
  * A hybrid logical clock: wall-clock milliseconds plus a counter, so that timestamps stay close
  * to real time, never go backwards on a node, and order after every timestamp the node has seen.
@@ -7,9 +20,20 @@ export class HybridClock {
   private ms = 0
   private counter = 0
   private readonly now: () => number
+  /** how far ahead of `now` a timestamp from elsewhere may be before it is held */
+  readonly maxSkewMs: number
+  /** who is ahead, and where the network's time is, as seen from here */
+  readonly watch: ClockWatch
 
-  constructor(now: () => number = Date.now) {
+  constructor(now: () => number = Date.now, options: { maxSkewMs?: number } = {}) {
     this.now = now
+    this.maxSkewMs = options.maxSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS
+    this.watch = new ClockWatch(now, this.maxSkewMs)
+  }
+
+  /** @returns this node's wall clock, in milliseconds */
+  wall(): number {
+    return this.now()
   }
 
   /** @returns a new timestamp, later than every one issued or observed before */
@@ -24,14 +48,39 @@ export class HybridClock {
     return this.format()
   }
 
-  /** Moves the clock past a timestamp seen from another node (ignored when malformed). */
+  /**
+   * @returns how many milliseconds `hlc` is ahead of this node's wall clock when that is more than
+   * max-clock-skew (such a timestamp is held, never ordered), else undefined
+   */
+  tooFarAhead(hlc: string): number | undefined {
+    const ms = hlcMs(hlc)
+    if (ms == null) return undefined
+    const ahead = ms - this.now()
+    return ahead > this.maxSkewMs ? ahead : undefined
+  }
+
+  /**
+   * The clock rule: a timestamp of `producer` more than max-clock-skew ahead of this node's clock is
+   * held (its head not stored, its event not ingested) until this clock catches up, and recorded in
+   * `watch` for the operator.
+   *
+   * @returns a message saying how far ahead it is when it must be held, else undefined
+   */
+  hold(producer: string, hlc: string): string | undefined {
+    const ahead = this.tooFarAhead(hlc)
+    if (ahead == null) return undefined
+    this.watch.held(producer, ahead)
+    return `${producer} stamped ${hlc}, ${formatMs(ahead)} ahead of this node's clock (more than --max-clock-skew ${formatMs(this.maxSkewMs)}): held until this clock catches up`
+  }
+
+  /** Moves the clock past a timestamp seen from another node (ignored when malformed or too far ahead). */
   observe(hlc: string): void {
-    const m = /^(\d{13})-([0-9a-f]{4})$/.exec(hlc)
+    const m = HLC.exec(hlc)
     if (m == null) return
     const ms = Number(m[1])
     const counter = parseInt(m[2], 16)
     // A peer far in the future must not drag this clock with it.
-    if (ms > this.now() + 60_000) return
+    if (ms > this.now() + this.maxSkewMs) return
     if (ms > this.ms || (ms === this.ms && counter > this.counter)) {
       this.ms = ms
       this.counter = counter

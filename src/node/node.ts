@@ -10,6 +10,7 @@ import { trace } from '../log/trace.ts'
 import { Metrics } from '../metrics/metrics.ts'
 import { hintMessage } from '../model/head.ts'
 import { HybridClock } from '../model/hlc.ts'
+import { tightenModes } from '../datadir/modes.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
 import { BlockExchange } from '../p2p/blockExchange.ts'
 import { BlockFetcher } from '../p2p/blockFetcher.ts'
@@ -33,7 +34,7 @@ import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
-import { refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
+import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
 
 /** The event stream sends a heartbeat after this long without events. */
 const STREAM_HEARTBEAT_MS = 15_000
@@ -45,6 +46,8 @@ export interface NodeExtras {
   plugins?: readonly Plugin[]
   /** writes to the operator's terminal: catch-up progress is then a bar there instead of log lines */
   terminal?: (text: string) => void
+  /** this node's wall clock (tests give one that is off) */
+  now?: () => number
 }
 
 /** Everything a started node runs; present exactly while the node is started (or starting). */
@@ -82,12 +85,13 @@ export class CairnNode {
   readonly events: CairnEventBus
   status: 'stopped' | 'starting' | 'started' | 'stopping' = 'stopped'
   private readonly extras: NodeExtras
-  private readonly clock = new HybridClock()
+  private readonly clock: HybridClock
   private running?: Running
 
   constructor(config: NodeConfig, extras: NodeExtras = {}) {
     this.config = config
     this.extras = extras
+    this.clock = new HybridClock(extras.now, { maxSkewMs: config.maxClockSkew })
     this.log = extras.log ?? createLogger({ level: config.logLevel, format: config.logFormat })
     this.events = new CairnEventBus((err, type) => {
       this.log.error(`a listener of ${type} failed: ${err.stack ?? err.message}`)
@@ -271,7 +275,7 @@ export class CairnNode {
       gossip.start()
       outbox.start()
       housekeeper.start()
-      running.http = serve(this.httpApp(running).fetch, cfg.http.host, cfg.http.port)
+      running.http = serve(this.httpApp(running).fetch, cfg.http.host, cfg.http.port, { idleTimeoutMs: cfg.httpIdleTimeout, maxConnections: cfg.httpMaxConnections })
       syncer.start()
       dialer.start()
       running.timers.push(
@@ -360,19 +364,26 @@ export class CairnNode {
       publish: async (body) => await this.publish(body),
       publishMany: async (bodies) => await r.outbox.publishMany(bodies),
       metrics: () => {
-        refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert)
+        refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
         return this.metrics
       },
       stream: {
         events: r.opened.store.events,
+        heartbeatMs: this.heartbeatMs,
         watermark: () => r.plugins.watermark(),
         wait: async (signal) =>
-          await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(STREAM_HEARTBEAT_MS)]) }).then(
+          await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(this.heartbeatMs)]) }).then(
             () => true,
             () => false
           )
-      }
+      },
+      bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined })
     })
+  }
+
+  /** A stream's heartbeat comes well within the idle timeout, so that an open stream is never closed as idle. */
+  private get heartbeatMs(): number {
+    return Math.min(STREAM_HEARTBEAT_MS, Math.floor(this.config.httpIdleTimeout / 2))
   }
 
   /** Stops what runs, in the reverse order of start; a part that fails to stop is logged and the rest still stops. */
@@ -415,6 +426,10 @@ export class CairnNode {
       await r.ipfs.stop()
     })
     for (const stop of r.stopListening) stop()
+    // libp2p's datastore writes files with the process's umask while it runs (inside a 0700 directory).
+    await step('the file modes', () => {
+      tightenModes(this.config.data)
+    })
     // node.json goes before the lock: a node that takes the directory next writes its own.
     clearRunInfo(this.config.data)
     await step('the databases', () => {
@@ -486,10 +501,22 @@ export class CairnNode {
         listen: libp2p.getMultiaddrs().map(String),
         peers: libp2p.getPeers().map(String),
         syncing: r.syncer.busy,
-        rejections: r.rejections.list()
+        rejections: r.rejections.list(),
+        clock: this.clockStatus()
       },
       storedStatus(r.opened.store)
     )
+  }
+
+  /** @returns this node's clock against others' */
+  clockStatus(): ClockStatus {
+    const { watch } = this.clock
+    return {
+      max_skew_ms: this.clock.maxSkewMs,
+      network_offset_ms: watch.networkTime()?.offset_ms ?? null,
+      publish_refused: watch.stampRefusal() ?? null,
+      producers_ahead: watch.producersAhead()
+    }
   }
 
   /** @returns the CID of this node's bus directory */

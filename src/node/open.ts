@@ -5,6 +5,7 @@ import type { NodeConfig } from '../config/catalog.ts'
 import { dataPaths } from '../datadir/layout.ts'
 import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
 import { lockDataDir } from '../datadir/lock.ts'
+import { tightenModes } from '../datadir/modes.ts'
 import { networkId } from '../datadir/swarmKey.ts'
 import { DataDirError, UsageError } from '../errors.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
@@ -56,6 +57,7 @@ export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
   const release = lockDataDir(config.data)
   let store: Store | undefined
   try {
+    tightenModes(config.data)
     const { privateKey, peerId } = await loadIdentity(config.data)
     const swarmKey = loadSwarmKey(config.data)
     const token = loadApiToken(config.data)
@@ -75,6 +77,8 @@ export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
         `Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`
       )
     }
+    // After the databases opened, so that their -wal and -shm files exist and are tightened too.
+    tightenModes(config.data)
     const opened = store
     return {
       privateKey,

@@ -1,3 +1,4 @@
+import type { ProducerAhead } from '../model/clockSkew.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
 import type { HousekeepingResult } from '../housekeeping/housekeeper.ts'
@@ -90,6 +91,18 @@ export interface LiveStatus {
   peers: string[]
   syncing: boolean
   rejections?: RejectionSummary[]
+  clock: ClockStatus
+}
+
+/** This node's clock against others' (the clock rule, `--max-clock-skew`). */
+export interface ClockStatus {
+  max_skew_ms: number
+  /** the network's time minus this node's clock; null before a head moved forward while this node watched */
+  network_offset_ms: number | null
+  /** why this node refuses to publish, when its clock is off from the network's */
+  publish_refused: string | null
+  /** producers whose heads or events are held for being stamped ahead, furthest first */
+  producers_ahead: ProducerAhead[]
 }
 
 /** The status document of `/status` and `cairn status --json`: the verdict with its reasons, then the details. */
@@ -106,6 +119,7 @@ export type StatusDocument = StoredStatus & {
   syncing: boolean
   /** per member or tracked producer and reason, rejections since start (bounded; most recent first) */
   rejections: RejectionSummary[]
+  clock: ClockStatus
 }
 
 /** @returns the status document of a running node */
@@ -115,6 +129,8 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   const lagging = stored.producers.filter((p) => p.lag_ms > live.lagAlert)
   if (lagging.length > 0) reasons.push(`lag over ${live.lagAlert} ms for ${lagging.map((p) => p.producer).join(', ')}`)
   if (stored.gaps.length > 0) reasons.push(`${stored.gaps.length} gap(s): events no longer fetchable`)
+  if (live.clock.publish_refused != null) reasons.push(`publishing refused: ${live.clock.publish_refused}`)
+  if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
   if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
   return {
     verdict: !live.ready.ready ? 'failing' : reasons.length > 0 ? 'degraded' : 'healthy',
@@ -128,13 +144,19 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     network: live.network,
     syncing: live.syncing,
     rejections: live.rejections ?? [],
+    clock: live.clock,
     ...stored
   }
 }
 
 /** Sets the gauges that mirror the database and the swarm, just before a scrape. */
-export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number): void {
+export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number, clock?: ClockStatus): void {
   metrics.peers.set(peers)
+  if (clock != null) {
+    metrics.clockAhead.reset()
+    for (const p of clock.producers_ahead) metrics.clockAhead.set({ producer: p.producer }, p.ahead_ms / 1000)
+    metrics.clockOffset.set((clock.network_offset_ms ?? 0) / 1000)
+  }
   metrics.lagEvents.reset()
   metrics.lagSeconds.reset()
   for (const p of stored.producers) {

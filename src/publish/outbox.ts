@@ -1,7 +1,7 @@
 import { uuidv7 } from 'uuidv7'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Components } from '../node/components.ts'
-import { CommitFailedError, EventTooLargeError } from '../errors.ts'
+import { ClockSkewError, CommitFailedError, EventTooLargeError } from '../errors.ts'
 import { canonicalJson } from '../model/canonical.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import { signHead, type Head } from '../model/head.ts'
@@ -105,7 +105,19 @@ export class Outbox {
   async publish(input: unknown): Promise<PublishResult> {
     const checked = checkRequest(input, '', this.checks)
     if ('result' in checked) return checked.result
+    this.assertClock()
     return (await this.queue.enqueue([checked.request]))[0]
+  }
+
+  /**
+   * Refuses to stamp events from a clock the network disagrees with: ahead, they would be held by every
+   * receiver (and outrank later events were they not); behind, they would order before what they follow.
+   *
+   * @throws ClockSkewError (HTTP 503) while more than half of the producers watched put this clock further than --max-clock-skew off
+   */
+  private assertClock(): void {
+    const refusal = this.components.clock.watch.stampRefusal()
+    if (refusal != null) throw new ClockSkewError(`Cannot publish: ${refusal}`)
   }
 
   /**
@@ -118,6 +130,7 @@ export class Outbox {
     checkBatch(inputs, this.init.maxBatch)
     const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, this.checks))
     const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
+    if (requests.length > 0) this.assertClock()
     const committed = requests.length > 0 ? await this.queue.enqueue(requests) : []
     let next = 0
     return checked.map((c) => ('result' in c ? c.result : committed[next++]))

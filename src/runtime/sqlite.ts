@@ -26,10 +26,19 @@ export interface SqlDatabase {
    * for what is acknowledged to others: the outbox.
    */
   transaction<T>(fn: () => T, options?: { durable?: boolean }): T
+  /**
+   * Compiles `sql` without running it.
+   *
+   * @returns whether SQLite says the statement leaves the database unchanged (sqlite3_stmt_readonly), or
+   * undefined when the driver does not tell
+   * @throws Error from SQLite for a statement that does not compile
+   */
+  statementReadonly(sql: string): boolean | undefined
   close(): void
 }
 
 interface NativeStatement {
+  readonly?: boolean
   run(...params: SqlValue[]): { changes: number | bigint; lastInsertRowid: number | bigint }
   get(...params: SqlValue[]): unknown
   all(...params: SqlValue[]): unknown[]
@@ -104,6 +113,11 @@ class Sqlite implements SqlDatabase {
 
   exec(sql: string): void {
     this.native.exec(sql)
+  }
+
+  statementReadonly(sql: string): boolean | undefined {
+    const readonly = this.native.prepare(sql).readonly
+    return typeof readonly === 'boolean' ? readonly : undefined
   }
 
   transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {

@@ -3,6 +3,8 @@ import type { EventEnvelope } from '../model/envelope.ts'
 import { readEventFile, type FileLimits, type Rejection } from '../model/eventFile.ts'
 import type { CairnEventBus, SyncProgress } from '../node/events.ts'
 import type { Store } from '../store/store.ts'
+import type { HybridClock } from '../model/hlc.ts'
+import { ClockSkewError } from '../errors.ts'
 import { fetchBlocks, type WalkFetcher } from './fetch.ts'
 import type { Listing } from './listing.ts'
 import { chunksOf, gapsIn, refusedIn, type Candidate } from './plan.ts'
@@ -20,6 +22,8 @@ export interface IngestContext {
   log: Log
   limits: FileLimits & { maxFilesPerWalk: number }
   checkEvent?: (envelope: EventEnvelope) => Rejection | undefined
+  /** holds events stamped too far ahead (the clock rule, model/hlc.ts) */
+  clock?: HybridClock
 }
 
 /** The producer's row as the walk read it. */
@@ -77,12 +81,15 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     fetchMs += performance.now() - f0
     if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
     const s0 = performance.now()
-    const last = k === chunks.length - 1
-    const top = last ? target.headSeq : chunk[chunk.length - 1].seq
+    const read = chunk.map((c, i) => readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits))
+    const { at: heldAt, why: heldWhy } = clockHold(read, producer, ctx.clock)
+    const last = heldAt < 0 && k === chunks.length - 1
+    const top = heldAt >= 0 ? chunk[heldAt].seq - 1 : last ? target.headSeq : chunk[chunk.length - 1].seq
     const accepted: Array<{ envelope: EventEnvelope; cid: string }> = []
     const chunkRefused = refusedIn(refused, k, prevTop, top, last)
     chunk.forEach((c, i) => {
-      const r = readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits)
+      if (heldAt >= 0 && i >= heldAt) return
+      const r = read[i]
       const rejection = 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection
       if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
       else if (rejection != null) chunkRefused.push({ path: c.path, cid: c.cid.toString(), rejection, seq: c.seq })
@@ -117,8 +124,25 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     for (const [from, to] of gaps) ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to })
     storeMs += performance.now() - s0
     if (added.length > 0) ctx.events.safeDispatchEvent('events:ingested', { detail: added })
+    if (heldWhy != null) {
+      ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'clock_skew', detail: `seq ${chunk[heldAt].seq} of ${heldWhy}`, peer: producer } })
+      // Thrown after the events before it are stored: the walk is retried with backoff, and this event
+      // and those after it (the producer's seq order) are ingested once this node's clock has caught up.
+      throw new ClockSkewError(`Holding seq ${chunk[heldAt].seq} and later of ${heldWhy}`)
+    }
   }
   return { chunks: chunks.length, fetchMs, storeMs }
+}
+
+/** @returns the index of the first event stamped too far ahead, and why it is held; -1 when none is */
+function clockHold(read: ReturnType<typeof readEventFile>[], producer: string, clock: HybridClock | undefined): { at: number; why?: string } {
+  if (clock == null) return { at: -1 }
+  for (let i = 0; i < read.length; i++) {
+    const r = read[i]
+    const why = 'envelope' in r ? clock.hold(producer, r.envelope.hlc) : undefined
+    if (why != null) return { at: i, why }
+  }
+  return { at: -1 }
 }
 
 /**

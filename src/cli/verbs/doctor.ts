@@ -1,4 +1,5 @@
-import { existsSync, statSync } from 'node:fs'
+import { looseModes } from '../../datadir/modes.ts'
+import { existsSync } from 'node:fs'
 import { CID } from 'multiformats/cid'
 import { defineVerb } from '../verb.ts'
 import { SETTINGS } from '../../config/catalog.ts'
@@ -80,10 +81,10 @@ export const doctorVerb = defineVerb({
       await add(
         'file modes',
         () => {
-          const loose = [paths.identity, paths.apiToken, paths.swarmKey].filter((p) => existsSync(p) && (statSync(p).mode & 0o077) !== 0)
-          return loose.length === 0 ? undefined : `readable by others: ${loose.join(', ')}`
+          const loose = looseModes(dir)
+          return loose.length === 0 ? undefined : `open to others: ${loose.map((l) => `${l.path} is ${l.mode.toString(8).padStart(4, '0')}`).join(', ')}`
         },
-        'chmod 600 the files named'
+        'chmod 700 the directories and 600 the files named (cairn run and cairn init do it too)'
       )
       let db: Store | undefined
       let blocks: SqliteBlockstore | undefined

@@ -63,7 +63,8 @@ export const sqlVerb = defineVerb({
   usage: '[--data DIR] [--json] "SELECT …"',
   settings: [SETTINGS.data, OPTIONS.json],
   positionals: true,
-  details: 'The database is opened read-only, so INSERT, UPDATE, DELETE, CREATE and the like fail. With --json it prints an array of row objects; otherwise a tab-separated table with a header.',
+  details:
+    'The database is opened read-only, and only one read-only statement runs (SELECT, WITH, VALUES, EXPLAIN or PRAGMA): INSERT, UPDATE, DELETE, CREATE, VACUUM, ATTACH and the like are refused before anything runs. With --json it prints an array of row objects; otherwise a tab-separated table with a header.',
   async run({ values, positionals, out }) {
     const sql = positionals.join(' ').trim()
     if (sql === '') throw new UsageError('cairn sql needs a query, such as cairn sql "SELECT type, count(*) FROM events GROUP BY type"')
@@ -75,6 +76,7 @@ export const sqlVerb = defineVerb({
         rows = db.query(sql)
       } catch (err) {
         const message = (err as Error).message
+        if ((err as Error).name === 'ValidationError') throw new UsageError(message)
         throw new UsageError(/readonly|read-only|query_only/i.test(message) ? `Refused: cairn sql is read-only (${message})` : `SQL error: ${message}`)
       }
       if (values.json === true) {

@@ -1,0 +1,110 @@
+/** The most producers whose clock is followed; beyond it the one seen longest ago is forgotten. */
+const MAX_TRACKED = 256
+
+/** A sample of the network's time counts this long. */
+const SAMPLE_TTL_MS = 10 * 60_000
+
+/** A producer whose heads or events are stamped further ahead than max-clock-skew. */
+export interface ProducerAhead {
+  producer: string
+  /** how far ahead of this node's clock its latest held timestamp was */
+  ahead_ms: number
+  /** when this node last held one of its timestamps (ISO 8601) */
+  seen_at: string
+}
+
+/** This node's clock against the network's, from the heads it watched move forward. */
+export interface NetworkTime {
+  /** the median over producers of (their latest head's hlc − this node's clock when it arrived) */
+  offset_ms: number
+  /** how many producers' heads it is taken from */
+  producers: number
+}
+
+/**
+ * What the node knows about other clocks: the producers stamping ahead of this node's clock by more than
+ * max-clock-skew (held, reported), and the network's time learnt from heads that moved forward while
+ * this node watched (a head that was already old when it arrived says nothing about its producer's clock).
+ * Both tables are bounded by MAX_TRACKED, whoever sends.
+ */
+export class ClockWatch {
+  private readonly now: () => number
+  private readonly maxSkewMs: number
+  private readonly ahead = new Map<string, { aheadMs: number; seenAt: number }>()
+  /** per producer: the head seq last seen, and the offset of the latest head seen to move forward */
+  private readonly heads = new Map<string, { seq: number; offsetMs?: number; at: number }>()
+
+  constructor(now: () => number, maxSkewMs: number) {
+    this.now = now
+    this.maxSkewMs = maxSkewMs
+  }
+
+  /** Records that `producer` stamped something `aheadMs` ahead of this node's clock. */
+  held(producer: string, aheadMs: number): void {
+    this.ahead.delete(producer)
+    this.ahead.set(producer, { aheadMs, seenAt: this.now() })
+    bound(this.ahead)
+  }
+
+  /** @returns the producers held for their clock, furthest ahead first */
+  producersAhead(): ProducerAhead[] {
+    return [...this.ahead.entries()].map(([producer, a]) => ({ producer, ahead_ms: a.aheadMs, seen_at: new Date(a.seenAt).toISOString() })).sort((a, b) => b.ahead_ms - a.ahead_ms)
+  }
+
+  /**
+   * Takes a head that moved its producer forward as a sample of the network's time, but only when this
+   * node had already seen an earlier head of that producer: the move happened while it watched.
+   */
+  sample(producer: string, seq: number, hlcMs: number): void {
+    const now = this.now()
+    const prev = this.heads.get(producer)
+    this.heads.delete(producer)
+    const live = prev != null && seq > prev.seq
+    this.heads.set(producer, { seq: Math.max(seq, prev?.seq ?? 0), offsetMs: live ? hlcMs - now : prev?.offsetMs, at: live || prev == null ? now : prev.at })
+    bound(this.heads)
+  }
+
+  /** @returns the network's time against this node's clock, or undefined without a recent sample */
+  networkTime(): NetworkTime | undefined {
+    const offsets = this.offsets()
+    if (offsets.length === 0) return undefined
+    return { offset_ms: offsets[Math.floor((offsets.length - 1) / 2)], producers: offsets.length }
+  }
+
+  /**
+   * @returns why this node must not stamp events now: more than half of the producers it watched recently
+   * put its clock further than max-clock-skew from theirs; undefined when it may
+   */
+  stampRefusal(): string | undefined {
+    const offsets = this.offsets()
+    const behind = offsets.filter((o) => o > this.maxSkewMs).length
+    const ahead = offsets.filter((o) => o < -this.maxSkewMs).length
+    if (behind * 2 <= offsets.length && ahead * 2 <= offsets.length) return undefined
+    const median = offsets[Math.floor((offsets.length - 1) / 2)]
+    return `this node's clock is ${formatMs(Math.abs(median))} ${median < 0 ? 'ahead of' : 'behind'} the network's (the median of ${offsets.length} producer(s)' latest heads), more than --max-clock-skew ${formatMs(this.maxSkewMs)}; set the system clock right (NTP)`
+  }
+
+  private offsets(): number[] {
+    const since = this.now() - SAMPLE_TTL_MS
+    return [...this.heads.values()]
+      .filter((h) => h.offsetMs != null && h.at >= since)
+      .map((h) => h.offsetMs!)
+      .sort((a, b) => a - b)
+  }
+}
+
+/** Drops the entries seen longest ago (first inserted) beyond MAX_TRACKED. */
+function bound(map: Map<string, unknown>): void {
+  for (const key of map.keys()) {
+    if (map.size <= MAX_TRACKED) return
+    map.delete(key)
+  }
+}
+
+/** @returns a duration for a person: 90 s, 3.2 h, 365.0 d */
+export function formatMs(ms: number): string {
+  if (ms < 120_000) return `${Math.round(ms / 1000)} s`
+  if (ms < 2 * 3_600_000) return `${(ms / 60_000).toFixed(1)} min`
+  if (ms < 2 * 86_400_000) return `${(ms / 3_600_000).toFixed(1)} h`
+  return `${(ms / 86_400_000).toFixed(1)} d`
+}

@@ -1,0 +1,109 @@
+import { describe, expect, test } from 'bun:test'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { uuidv7 } from 'uuidv7'
+import { CairnNode } from '../../src/node/node.ts'
+import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
+import { resolveSettings } from '../../src/config/resolve.ts'
+import { initDataDir } from '../../src/datadir/init.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { fileName } from '../../src/model/layout.ts'
+import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
+import { publishForgedTree } from '../helpers/forge.ts'
+import { tempDir, waitFor } from '../helpers/process.ts'
+
+const YEAR_MS = 365 * 86_400_000
+
+/** Starts a node in this process whose wall clock is `offsetMs` off. */
+async function node(dir: string, flags: Record<string, unknown>, offsetMs = 0): Promise<CairnNode> {
+  const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', ...flags }, {}, {}))
+  const n = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS, now: () => Date.now() + offsetMs })
+  await n.start()
+  return n
+}
+
+async function dirs(parent: string): Promise<{ a: string; b: string }> {
+  const a = join(parent, 'a')
+  const b = join(parent, 'b')
+  await initDataDir(a, { newNetwork: true })
+  await initDataDir(b, { swarmKeyFile: join(a, 'swarm.key') })
+  return { a, b }
+}
+
+describe('the clock rule (--max-clock-skew)', () => {
+  test("a member's grant stamped a year ahead does not survive a later revocation on the victim", async () => {
+    using tmp = tempDir()
+    const { a, b } = await dirs(tmp.path)
+    const victim = await node(a, {})
+    const member = await node(b, { bootstrap: [victim.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    try {
+      const me = member.peerId.toString()
+      let held = false
+      victim.events.listen('peer:rejected', ({ reason }) => {
+        if (reason === 'clock_skew') held = true
+      })
+      const grant = {
+        event_id: uuidv7(),
+        type: 'workspace.invited',
+        version: 1,
+        producer: me,
+        seq: 1,
+        hlc: `${Date.now() + YEAR_MS}-0000`,
+        occurred_at: new Date().toISOString(),
+        payload: { workspace_id: 'w1', invitee: 'mallory@example.com', role: 'member', invited_by: 'mallory@example.com' }
+      }
+      await publishForgedTree(member, 1, [{ name: fileName(1, grant.event_id), content: grant }])
+      const ingested = (): boolean => victim.store.db.get('SELECT 1 AS x FROM events WHERE event_id = ?', [grant.event_id]) != null
+      await waitFor('the victim to take or hold the grant', () => held || ingested())
+
+      const revoked = await victim.publish({ type: 'permission.revoked', payload: { workspace_id: 'w1', subject: 'mallory@example.com', permission: 'member' } })
+      const access = (): { granted: number; event_id: string } | undefined =>
+        victim.store.db.get<{ granted: number; event_id: string }>("SELECT granted, event_id FROM workspace_access WHERE subject = 'mallory@example.com' AND permission = 'member'")
+      // Before the rule the grant's year-ahead key outranked the revocation and this never came.
+      await waitFor('the revocation to decide access', () => access()?.event_id === revoked.event_id, 20_000)
+      expect(access()?.granted).toBe(0)
+      expect(ingested()).toBe(false)
+      const status = await victim.statusJson()
+      expect(status.clock.producers_ahead.map((p) => p.producer)).toEqual([me])
+      expect(status.clock.producers_ahead[0].ahead_ms).toBeGreaterThan(YEAR_MS - 86_400_000)
+    } finally {
+      await member.stop()
+      await victim.stop()
+    }
+  })
+
+  test('a node whose clock is a year ahead is seen in status and refused to publish', async () => {
+    using tmp = tempDir()
+    const { a, b } = await dirs(tmp.path)
+    const honest = await node(a, { 'announce-interval': '1s' })
+    const ahead = await node(b, { bootstrap: [honest.ipfs.libp2p.getMultiaddrs()[0].toString()], 'announce-interval': '1s' }, YEAR_MS)
+    try {
+      // Two heads of the honest node, the second moving forward while the ahead node watches.
+      await honest.publish({ type: 'test.one', payload: {} })
+      await waitFor('the first head', () => (ahead.store.producers.get(honest.peerId.toString())?.head_seq ?? 0) >= 1)
+      await honest.publish({ type: 'test.two', payload: {} })
+      const refused = await waitFor('the ahead node to know its clock is off', async () => (await ahead.statusJson()).clock.publish_refused ?? undefined)
+      expect(refused).toContain('ahead of')
+      expect((await ahead.statusJson()).clock.network_offset_ms).toBeLessThan(-(YEAR_MS - 86_400_000))
+      expect(ahead.publish({ type: 'test.late', payload: {} })).rejects.toMatchObject({ name: 'ClockSkewError' })
+      const token = readFileSync(join(b, 'api.token'), 'utf8').trim()
+      const res = await fetch(`http://127.0.0.1:${ahead.http!.port}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}` },
+        body: JSON.stringify({ type: 'test.late', payload: {} })
+      })
+      expect(res.status).toBe(503)
+      // The honest node holds the ahead node's head and names it, with how far ahead it is.
+      const seen = await waitFor('the honest node to see the clock ahead', async () => {
+        const s = await honest.statusJson()
+        return s.clock.producers_ahead.find((p) => p.producer === ahead.peerId.toString())
+      })
+      expect(seen.ahead_ms).toBeGreaterThan(YEAR_MS - 86_400_000)
+      const metrics = await (await fetch(`http://127.0.0.1:${honest.http!.port}/metrics`)).text()
+      expect(metrics).toContain(`cairn_producer_clock_ahead_seconds{producer="${ahead.peerId.toString()}"}`)
+    } finally {
+      await ahead.stop()
+      await honest.stop()
+    }
+  })
+})
