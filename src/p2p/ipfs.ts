@@ -13,6 +13,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Blockstore } from 'interface-blockstore'
 import { FsDatastore } from 'datastore-fs'
 import { noiseOptions } from '../runtime/noiseCrypto.ts'
+import { boundPnetCipherMemory } from './pnetCipher.ts'
 import { MAX_HEAD_BYTES } from '../model/head.ts'
 
 /**
@@ -50,6 +51,7 @@ export interface IpfsInit {
  * No public bootstrap list, no delegated routing, no UPnP: nothing reaches out beyond the given peers.
  */
 export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
+  boundPnetCipherMemory()
   const datastore = new FsDatastore(init.datastorePath)
   const helia = createHeliaLight({ blockstore: init.blockstore, datastore })
   const withP2p = withLibp2pLight(helia, {
