@@ -44,6 +44,8 @@ export abstract class BenchNode {
   stderr = ''
   private stderrRead: Promise<void> = Promise.resolve()
   onApplied?: (id: string, at: number) => void
+  /** events reported applied more than once */
+  duplicates = 0
 
   constructor(dir: string) {
     this.dir = dir
@@ -55,7 +57,10 @@ export abstract class BenchNode {
   publishBatch?: (ids: string[]) => Promise<void>
 
   protected record(id: string): void {
-    if (this.applied.has(id)) return
+    if (this.applied.has(id)) {
+      this.duplicates++
+      return
+    }
     const at = performance.now()
     this.applied.set(id, at)
     this.onApplied?.(id, at)
