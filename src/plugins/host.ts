@@ -79,6 +79,7 @@ export class PluginHost implements Startable {
   async start(): Promise<void> {
     if (this.status === 'started') return
     migratePlugins(this.components.store.pluginState, this.init.plugins)
+    this.components.store.pluginState.forgetOrphanRetries()
     this.status = 'started'
     this.notify()
   }
@@ -174,7 +175,10 @@ export class PluginHost implements Startable {
       if (this.status !== 'started') return Infinity
       retryAt = Math.min(retryAt, replayQueued(this.ctx, plugin), processPlugin(this.ctx, plugin))
     }
-    this.components.store.events.markDone(this.pluginsCursor())
+    this.components.store.events.markDone(
+      this.pluginsCursor(),
+      this.plugins.map((p) => p.name)
+    )
     trace('plugins.round_done')
     this.components.events.safeDispatchEvent('plugins:progress', {})
     await runEffects(this.ctx, this.plugins, this.init.publish)

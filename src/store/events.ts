@@ -190,11 +190,13 @@ export class EventsTable {
    * Marks the rows up to `cursor` as processed by every plugin, but for those waiting for a retry of some
    * plugin: each of them stays pending until it is applied or dead-lettered.
    */
-  markDone(cursor: number): void {
+  markDone(cursor: number, plugins: readonly string[]): void {
+    // Only the loaded plugins' retries hold a row back: a plugin removed from --plugins no longer runs them.
     this.db.run(
       `UPDATE events SET state = 'done' WHERE state = 'pending' AND cursor <= ?
-         AND NOT EXISTS (SELECT 1 FROM plugin_failures f WHERE f.producer = events.producer AND f.event_id = events.event_id)`,
-      [cursor]
+         AND NOT EXISTS (SELECT 1 FROM plugin_failures f WHERE f.producer = events.producer AND f.event_id = events.event_id
+           AND f.plugin IN (${plugins.map(() => '?').join(',')}))`,
+      [cursor, ...plugins]
     )
   }
 

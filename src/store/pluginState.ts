@@ -50,8 +50,8 @@ export interface DueEffect {
  * What the plugin host records per (plugin, event), the event named by (producer, event_id), in `plugin_migrations`, `plugin_cursors`,
  * `plugin_applied`, `plugin_failures`, `dead_letters`, `plugin_held`, `plugin_replay` and `plugin_effects`.
  * A plugin applies an event at most once: `plugin_applied` is written in the transaction of its writes.
- * Rows of `plugin_applied` with producer '' date from before events were keyed by producer, when an
- * event_id was unique across producers: they match that event_id of any producer.
+ * Rows with producer '' date from before events were keyed by producer and name an event this node no
+ * longer holds: they match no event, so no producer's later event_id is ever taken for them.
  */
 export class PluginStateTable {
   private readonly db: SqlDatabase
@@ -109,7 +109,7 @@ export class PluginStateTable {
 
   /** @returns whether a plugin has applied an event */
   isApplied(plugin: string, e: EventKey): boolean {
-    return this.db.get("SELECT 1 AS x FROM plugin_applied WHERE plugin = ? AND event_id = ? AND producer IN (?, '') LIMIT 1", [plugin, e.event_id, e.producer]) != null
+    return this.db.get('SELECT 1 AS x FROM plugin_applied WHERE plugin = ? AND event_id = ? AND producer = ? LIMIT 1', [plugin, e.event_id, e.producer]) != null
   }
 
   /**
@@ -156,7 +156,20 @@ export class PluginStateTable {
 
   /** @returns when a plugin's next retry is due, or undefined when none waits */
   nextRetryAt(plugin: string): number | undefined {
-    return this.db.get<{ t: number | null }>('SELECT min(next_at) AS t FROM plugin_failures WHERE plugin = ?', [plugin])?.t ?? undefined
+    return (
+      this.db.get<{ t: number | null }>('SELECT min(f.next_at) AS t FROM plugin_failures f JOIN events e ON e.producer = f.producer AND e.event_id = f.event_id WHERE f.plugin = ?', [plugin])?.t ??
+      undefined
+    )
+  }
+
+  /**
+   * Forgets retries of events this node no longer holds (deleted by --events-retention, or named by rows from
+   * before events were keyed by producer): nothing can run them, and a due one would keep the host busy.
+   *
+   * @returns how many were forgotten
+   */
+  forgetOrphanRetries(): number {
+    return this.db.run('DELETE FROM plugin_failures WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.producer = plugin_failures.producer AND e.event_id = plugin_failures.event_id)').changes
   }
 
   /** @returns how many (plugin, event) pairs wait for a retry */
@@ -224,7 +237,7 @@ export class PluginStateTable {
       pairs = this.db.all(
         `SELECT c.plugin, e.producer, e.event_id FROM events e JOIN plugin_cursors c ON 1 = 1
       WHERE ${where.length > 0 ? where.join(' AND ') : '1 = 1'}
-        AND NOT EXISTS (SELECT 1 FROM plugin_applied a WHERE a.plugin = c.plugin AND a.event_id = e.event_id AND a.producer IN (e.producer, ''))
+        AND NOT EXISTS (SELECT 1 FROM plugin_applied a WHERE a.plugin = c.plugin AND a.event_id = e.event_id AND a.producer = e.producer)
         AND (EXISTS (SELECT 1 FROM dead_letters d WHERE d.plugin = c.plugin AND d.producer = e.producer AND d.event_id = e.event_id)
           OR EXISTS (SELECT 1 FROM plugin_held h WHERE h.plugin = c.plugin AND h.producer = e.producer AND h.event_id = e.event_id))`,
         params
