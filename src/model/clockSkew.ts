@@ -1,8 +1,11 @@
 /** The most producers whose clock is followed; beyond it the one seen longest ago is forgotten. */
 const MAX_TRACKED = 256
 
-/** A sample of the network's time counts this long. */
+/** A sample of the network's time counts this long; a producer held for its clock is shown this long. */
 const SAMPLE_TTL_MS = 10 * 60_000
+
+/** Producers that must agree that this node's clock is off before it refuses to stamp: one liar is not enough. */
+const MIN_AGREEING = 2
 
 /** A producer whose heads or events are stamped further ahead than max-clock-skew. */
 export interface ProducerAhead {
@@ -46,9 +49,18 @@ export class ClockWatch {
     bound(this.ahead)
   }
 
-  /** @returns the producers held for their clock, furthest ahead first */
+  /** Forgets that `producer` was held: its timestamp was taken once this clock caught up. */
+  released(producer: string): void {
+    this.ahead.delete(producer)
+  }
+
+  /** @returns the producers held for their clock in the last ten minutes, furthest ahead first */
   producersAhead(): ProducerAhead[] {
-    return [...this.ahead.entries()].map(([producer, a]) => ({ producer, ahead_ms: a.aheadMs, seen_at: new Date(a.seenAt).toISOString() })).sort((a, b) => b.ahead_ms - a.ahead_ms)
+    const since = this.now() - SAMPLE_TTL_MS
+    return [...this.ahead.entries()]
+      .filter(([, a]) => a.seenAt >= since)
+      .map(([producer, a]) => ({ producer, ahead_ms: a.aheadMs, seen_at: new Date(a.seenAt).toISOString() }))
+      .sort((a, b) => b.ahead_ms - a.ahead_ms)
   }
 
   /**
@@ -72,14 +84,15 @@ export class ClockWatch {
   }
 
   /**
-   * @returns why this node must not stamp events now: more than half of the producers it watched recently
-   * put its clock further than max-clock-skew from theirs; undefined when it may
+   * @returns why this node must not stamp events now: more than half of the producers it watched recently,
+   * and at least two, put its clock further than max-clock-skew from theirs; undefined when it may
    */
   stampRefusal(): string | undefined {
     const offsets = this.offsets()
     const behind = offsets.filter((o) => o > this.maxSkewMs).length
     const ahead = offsets.filter((o) => o < -this.maxSkewMs).length
-    if (behind * 2 <= offsets.length && ahead * 2 <= offsets.length) return undefined
+    const agree = (n: number): boolean => n >= MIN_AGREEING && n * 2 > offsets.length
+    if (!agree(behind) && !agree(ahead)) return undefined
     const median = offsets[Math.floor((offsets.length - 1) / 2)]
     return `this node's clock is ${formatMs(Math.abs(median))} ${median < 0 ? 'ahead of' : 'behind'} the network's (the median of ${offsets.length} producer(s)' latest heads), more than --max-clock-skew ${formatMs(this.maxSkewMs)}; set the system clock right (NTP)`
   }

@@ -73,14 +73,17 @@ export class HybridClock {
     return `${producer} stamped ${hlc}, ${formatMs(ahead)} ahead of this node's clock (more than --max-clock-skew ${formatMs(this.maxSkewMs)}): held until this clock catches up`
   }
 
-  /** Moves the clock past a timestamp seen from another node (ignored when malformed or too far ahead). */
+  /**
+   * Moves the clock past a timestamp seen from another node, but only one at most half of max-clock-skew
+   * ahead: a node whose clock runs ahead (by accident or on purpose) drags the others by that much at most,
+   * so what they then stamp stays within the skew of every node less than half of it behind.
+   */
   observe(hlc: string): void {
     const m = HLC.exec(hlc)
     if (m == null) return
     const ms = Number(m[1])
     const counter = parseInt(m[2], 16)
-    // A peer far in the future must not drag this clock with it.
-    if (ms > this.now() + this.maxSkewMs) return
+    if (ms > this.now() + this.maxSkewMs / 2) return
     if (ms > this.ms || (ms === this.ms && counter > this.counter)) {
       this.ms = ms
       this.counter = counter

@@ -224,6 +224,9 @@ export class CairnNode {
           limiter,
           publishHints: cfg.gossipHints,
           screen: ({ head, blocks }) => {
+            // A head stamped too far ahead is held wherever it arrives: relaying it would only make every node refuse it.
+            const ahead = this.clock.tooFarAhead(head.hlc)
+            if (ahead != null) return { relay: false, reason: 'clock_skew', detail: `${head.producer} stamped head ${head.seq} ${Math.round(ahead / 1000)} s ahead of this node's clock` }
             const judged = syncer.judge(head)
             if (judged.verdict === 'new') return { relay: true }
             if (judged.verdict === 'old' && blocks.length > 0) fetcher.offerHinted(blocks)

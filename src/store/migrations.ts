@@ -168,5 +168,7 @@ export const MIGRATIONS: readonly string[] = [
    ${['plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held', 'plugin_replay', 'plugin_effects'].map(rekey).join('\n')}
    CREATE INDEX plugin_effects_due ON plugin_effects (done_at, next_at);
    CREATE INDEX plugin_failures_due ON plugin_failures (plugin, next_at);
-   CREATE INDEX plugin_failures_event ON plugin_failures (producer, event_id);`
+   CREATE INDEX plugin_failures_event ON plugin_failures (producer, event_id);`,
+  // 4: the seq up to which the directories of a producer's tree were last walked whole (the walk's budget starts there)
+  'ALTER TABLE producers ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0'
 ]

@@ -12,6 +12,8 @@ export interface ProducerRow {
   acks: string
   synced_root: string | null
   processed_seq: number
+  /** the seq up to which the tree's directories were last walked whole (`remote_dirs` holds them) */
+  synced_seq: number
   last_error: string | null
 }
 
@@ -122,12 +124,10 @@ export class ProducersTable {
    * `syncedRoot`, the walk of that root is complete.
    */
   advance(producer: string, top: number, syncedRoot?: string): void {
-    this.db.run('UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, last_error = NULL WHERE producer = ?', [
-      top,
-      syncedRoot != null ? 1 : 0,
-      syncedRoot ?? null,
-      producer
-    ])
+    this.db.run(
+      'UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, synced_seq = CASE WHEN ? THEN ? ELSE synced_seq END, last_error = NULL WHERE producer = ?',
+      [top, syncedRoot != null ? 1 : 0, syncedRoot ?? null, syncedRoot != null ? 1 : 0, top, producer]
+    )
   }
 
   /** Records why the last sync of a producer failed. */

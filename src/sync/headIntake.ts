@@ -69,6 +69,7 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
   // this node's clock; its producer re-announces it, and it is taken once this clock has caught up.
   const held = components.clock.hold(head.producer, head.hlc)
   if (held != null) throw new InvalidHeadError('clock_skew', `Cannot accept head ${head.seq} of ${held}`, head.producer)
+  components.clock.watch.released(head.producer)
   components.clock.observe(head.hlc)
   components.clock.watch.sample(head.producer, head.seq, Number(head.hlc.slice(0, 13)))
   components.store.producers.putHead({ producer: head.producer, seq: head.seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: Date.now() })

@@ -23,6 +23,8 @@ export interface Refused {
 /** The seqs a walk looks for, and the largest file it fetches. */
 export interface WalkWindow {
   processedSeq: number
+  /** the seq at which the directories were last walked whole: a walk re-reads what changed since then */
+  syncedSeq?: number
   headSeq: number
   maxEventSize: number
 }
@@ -109,7 +111,8 @@ export class WalkBudget {
 
   constructor(window: WalkWindow, allowance: number) {
     this.window = window
-    const range = Math.max(0, window.headSeq - window.processedSeq)
+    // The directories changed since the last whole walk are read again, however far a chunked walk got since.
+    const range = Math.max(0, window.headSeq - Math.min(window.processedSeq, window.syncedSeq ?? window.processedSeq))
     this.maxDepth = 2 * Math.ceil(Math.log2(window.headSeq + 1) / 4) + DEPTH_SLACK
     this.maxDirs = 1 + (range + 1) * (this.maxDepth + 2) + Math.max(0, allowance)
   }

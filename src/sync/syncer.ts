@@ -169,7 +169,7 @@ export class Syncer {
       log
     }
     const t0 = performance.now()
-    const window = { processedSeq: row.processed_seq, headSeq: row.head_seq, maxEventSize: this.init.limits.maxEventSize }
+    const window = { processedSeq: row.processed_seq, syncedSeq: row.synced_seq, headSeq: row.head_seq, maxEventSize: this.init.limits.maxEventSize }
     const budget = new WalkBudget(window, this.init.limits.maxFilesPerWalk)
     let listing: Awaited<ReturnType<typeof listChanges>>
     try {

@@ -8,6 +8,7 @@ import { resolveSettings } from '../../src/config/resolve.ts'
 import { initDataDir } from '../../src/datadir/init.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { fileName } from '../../src/model/layout.ts'
+import { HybridClock } from '../../src/model/hlc.ts'
 import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
 import { publishForgedTree } from '../helpers/forge.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
@@ -22,12 +23,14 @@ async function node(dir: string, flags: Record<string, unknown>, offsetMs = 0): 
   return n
 }
 
-async function dirs(parent: string): Promise<{ a: string; b: string }> {
+async function dirs(parent: string): Promise<{ a: string; b: string; c: string }> {
   const a = join(parent, 'a')
   const b = join(parent, 'b')
+  const c = join(parent, 'c')
   await initDataDir(a, { newNetwork: true })
   await initDataDir(b, { swarmKeyFile: join(a, 'swarm.key') })
-  return { a, b }
+  await initDataDir(c, { swarmKeyFile: join(a, 'swarm.key') })
+  return { a, b, c }
 }
 
 describe('the clock rule (--max-clock-skew)', () => {
@@ -74,14 +77,18 @@ describe('the clock rule (--max-clock-skew)', () => {
 
   test('a node whose clock is a year ahead is seen in status and refused to publish', async () => {
     using tmp = tempDir()
-    const { a, b } = await dirs(tmp.path)
+    const { a, b, c } = await dirs(tmp.path)
     const honest = await node(a, { 'announce-interval': '1s' })
+    const other = await node(c, { bootstrap: [honest.ipfs.libp2p.getMultiaddrs()[0].toString()], 'announce-interval': '1s' })
     const ahead = await node(b, { bootstrap: [honest.ipfs.libp2p.getMultiaddrs()[0].toString()], 'announce-interval': '1s' }, YEAR_MS)
     try {
-      // Two heads of the honest node, the second moving forward while the ahead node watches.
-      await honest.publish({ type: 'test.one', payload: {} })
-      await waitFor('the first head', () => (ahead.store.producers.get(honest.peerId.toString())?.head_seq ?? 0) >= 1)
-      await honest.publish({ type: 'test.two', payload: {} })
+      // Two heads of each honest node, the second moving forward while the ahead node watches: two
+      // producers agree that its clock is off (one alone could be a liar).
+      for (const n of [honest, other]) {
+        await n.publish({ type: 'test.one', payload: {} })
+        await waitFor('the first head', () => (ahead.store.producers.get(n.peerId.toString())?.head_seq ?? 0) >= 1)
+        await n.publish({ type: 'test.two', payload: {} })
+      }
       const refused = await waitFor('the ahead node to know its clock is off', async () => (await ahead.statusJson()).clock.publish_refused ?? undefined)
       expect(refused).toContain('ahead of')
       expect((await ahead.statusJson()).clock.network_offset_ms).toBeLessThan(-(YEAR_MS - 86_400_000))
@@ -103,7 +110,40 @@ describe('the clock rule (--max-clock-skew)', () => {
       expect(metrics).toContain(`cairn_producer_clock_ahead_seconds{producer="${ahead.peerId.toString()}"}`)
     } finally {
       await ahead.stop()
+      await other.stop()
       await honest.stop()
     }
+  })
+})
+
+describe('a clock running ahead within the skew', () => {
+  test('drags the others by at most half of it, so a node slightly behind still takes what they stamp', () => {
+    const T = 1_800_000_000_000
+    const a = new HybridClock(() => T)
+    const b = new HybridClock(() => T - 50)
+    // A member 59.99 s ahead: within --max-clock-skew, so taken, but too far ahead to be followed.
+    const ahead = `${T + 59_990}-0000`
+    expect(a.hold('m', ahead)).toBeUndefined()
+    a.observe(ahead)
+    expect(b.hold('a', a.tick())).toBeUndefined()
+    // Half the skew ahead is followed, and what a stamps next is still within b's window.
+    a.observe(`${T + 30_000}-0000`)
+    const next = a.tick()
+    expect(next > `${T + 30_000}-0000`).toBe(true)
+    expect(b.hold('a', next)).toBeUndefined()
+  })
+})
+
+describe("the network's time", () => {
+  test('one producer alone cannot make a node refuse to publish; two agreeing can', () => {
+    const T = 1_800_000_000_000
+    const watch = new HybridClock(() => T).watch
+    const past = T - YEAR_MS
+    watch.sample('liar', 1, past)
+    watch.sample('liar', 2, past)
+    expect(watch.stampRefusal()).toBeUndefined()
+    watch.sample('second', 1, past)
+    watch.sample('second', 2, past)
+    expect(watch.stampRefusal()).toContain('ahead of')
   })
 })

@@ -18,9 +18,9 @@ async function storeWith(n: number): Promise<{ store: Store; ids: string[] }> {
   const store = new Store(db)
   const now = Date.now()
   const ids = Array.from({ length: n }, () => uuidv7())
-  ids.forEach((id, i) =>
+  for (const [i, id] of ids.entries()) {
     store.events.insert({ event_id: id, type: 'test.item', version: 1, producer: P, seq: i + 1, hlc: `${now}-0000`, occurred_at: new Date(now).toISOString(), payload: {} }, 'bafy', now)
-  )
+  }
   return { store, ids }
 }
 
