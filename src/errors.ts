@@ -169,8 +169,11 @@ export class RefusedTreeError extends Error {
 export class ClockSkewError extends Error {
   static name = 'ClockSkewError'
   readonly reason = 'clock_skew'
-  constructor(message: string) {
+  /** for a held event: how long until its timestamp is within the skew of this node's clock (ms) */
+  readonly retryInMs?: number
+  constructor(message: string, retryInMs?: number) {
     super(message)
     this.name = 'ClockSkewError'
+    this.retryInMs = retryInMs
   }
 }

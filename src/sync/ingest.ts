@@ -82,7 +82,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
     const s0 = performance.now()
     const read = chunk.map((c, i) => readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits))
-    const { at: heldAt, why: heldWhy } = clockHold(read, producer, ctx.clock)
+    const { at: heldAt, why: heldWhy, retryInMs } = clockHold(read, producer, ctx.clock)
     const last = heldAt < 0 && k === chunks.length - 1
     const top = heldAt >= 0 ? chunk[heldAt].seq - 1 : last ? target.headSeq : chunk[chunk.length - 1].seq
     const accepted: Array<{ envelope: EventEnvelope; cid: string }> = []
@@ -128,19 +128,19 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'clock_skew', detail: `seq ${chunk[heldAt].seq} of ${heldWhy}`, peer: producer } })
       // Thrown after the events before it are stored: the walk is retried with backoff, and this event
       // and those after it (the producer's seq order) are ingested once this node's clock has caught up.
-      throw new ClockSkewError(`Holding seq ${chunk[heldAt].seq} and later of ${heldWhy}`)
+      throw new ClockSkewError(`Holding seq ${chunk[heldAt].seq} and later of ${heldWhy}`, retryInMs)
     }
   }
   return { chunks: chunks.length, fetchMs, storeMs }
 }
 
 /** @returns the index of the first event stamped too far ahead, and why it is held; -1 when none is */
-function clockHold(read: ReturnType<typeof readEventFile>[], producer: string, clock: HybridClock | undefined): { at: number; why?: string } {
+function clockHold(read: ReturnType<typeof readEventFile>[], producer: string, clock: HybridClock | undefined): { at: number; why?: string; retryInMs?: number } {
   if (clock == null) return { at: -1 }
   for (let i = 0; i < read.length; i++) {
     const r = read[i]
     const why = 'envelope' in r ? clock.hold(producer, r.envelope.hlc) : undefined
-    if (why != null) return { at: i, why }
+    if (why != null && 'envelope' in r) return { at: i, why, retryInMs: (clock.tooFarAhead(r.envelope.hlc) ?? 0) - clock.maxSkewMs }
   }
   return { at: -1 }
 }

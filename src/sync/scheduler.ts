@@ -19,6 +19,8 @@ export interface SchedulerInit {
 
 /** A walk that has made no progress for this long gives way to a newer head at once. */
 const STUCK_MS = 1000
+/** A walk held for an event's clock is tried again at least this often (the skew may change, the clock may jump). */
+const HOLD_RECHECK_MS = 60 * 60_000
 
 /**
  * Runs at most one walk per producer at a time. A walk asked for while one is under way runs right
@@ -30,6 +32,8 @@ export class WalkScheduler {
   private readonly dirty = new Set<string>()
   private readonly retry = new Map<string, ReturnType<typeof setTimeout>>()
   private readonly failures = new Map<string, number>()
+  /** producers whose pending retry waits for a held event's clock (a subset of `retry`'s keys) */
+  private readonly holding = new Set<string>()
   /** per producer, the walk under way and when it last made progress */
   private readonly walks = new Map<string, { abort: AbortController; progress: number }>()
   private stopped = false
@@ -52,6 +56,7 @@ export class WalkScheduler {
     this.abort.abort()
     for (const t of this.retry.values()) clearTimeout(t)
     this.retry.clear()
+    this.holding.clear()
     await Promise.allSettled([...this.running.values()])
     this.idleCheck()
   }
@@ -69,6 +74,8 @@ export class WalkScheduler {
       return
     }
     const pending = this.retry.get(producer)
+    // A newer head does not hurry a walk held for its clock: the held event comes first in seq order.
+    if (pending != null && this.holding.has(producer)) return
     if (pending != null) {
       clearTimeout(pending)
       this.retry.delete(producer)
@@ -110,10 +117,16 @@ export class WalkScheduler {
         if (walk.abort.signal.aborted && this.dirty.has(producer)) continue
         const attempt = (this.failures.get(producer) ?? 0) + 1
         this.failures.set(producer, attempt)
-        const delay = backoff(attempt, { base: 1000, max: 30_000 })
+        // An event held for its clock is walked again when it comes within the skew (re-checked at least
+        // hourly), not on every backoff or new head: each walk would list and read the same files again.
+        const heldFor = (err as { retryInMs?: unknown }).retryInMs
+        const held = typeof heldFor === 'number' && heldFor > 0 ? Math.min(heldFor, HOLD_RECHECK_MS) : undefined
+        const delay = Math.max(backoff(attempt, { base: 1000, max: 30_000 }), held ?? 0)
+        if (held != null) this.holding.add(producer)
         this.init.onFailure(producer, err as Error, delay)
         const timer = setTimeout(() => {
           this.retry.delete(producer)
+          this.holding.delete(producer)
           this.schedule(producer)
         }, delay)
         this.retry.set(producer, timer)

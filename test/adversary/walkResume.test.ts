@@ -8,7 +8,10 @@ import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
 import { syncer as createSyncer } from '../../src/sync/syncer.ts'
-import { eventFile, forger, headOf, honestTree, seqsOf } from './walkForge.ts'
+import { canonicalJson } from '../../src/model/canonical.ts'
+import { fileName } from '../../src/model/layout.ts'
+import { fileBlock } from '../../src/unixfs/tree.ts'
+import { eventFile, forger, headOf, honestTree, seqsOf, victim } from './walkForge.ts'
 
 describe('a catch-up interrupted in its last chunk', () => {
   test('is walked again within its budget: the directories since the last whole walk count, not only the events left', async () => {
@@ -47,3 +50,46 @@ describe('a catch-up interrupted in its last chunk', () => {
     store.close()
   })
 })
+
+describe('a walk held for an event stamped ahead', () => {
+  test('is not hurried by newer heads: they neither list nor read the tree again until the event is due', async () => {
+    const p = await forger()
+    const year = 365 * 86_400_000
+    const files = [await eventFile(p, 1)]
+    const envelope = {
+      event_id: '01900000-0000-7000-8000-000000000a11',
+      type: 'test.walk',
+      version: 1,
+      producer: p.id,
+      seq: 2,
+      hlc: `${Date.now() + year}-0000`,
+      occurred_at: new Date().toISOString(),
+      payload: {}
+    }
+    const bytes = new TextEncoder().encode(canonicalJson(envelope))
+    const block = await fileBlock(bytes)
+    p.blocks.set(block.cid.toString(), block.bytes)
+    files.push({ name: fileName(2, envelope.event_id), cid: block.cid, size: bytes.length })
+    const v = await victim([p])
+    await v.syncer.offerHead(await headOf(p, 2, await honestTree(p, files)))
+    await waitUntil(() => v.store.producers.get(p.id)?.last_error?.includes('clock') === true)
+    expect(seqsOf(v.store, p.id)).toEqual([1])
+    const reads = v.reads.n
+    for (let seq = 3; seq <= 7; seq++) {
+      files.push(await eventFile(p, seq))
+      await v.syncer.offerHead(await headOf(p, seq, await honestTree(p, files)))
+    }
+    // Had a newer head started a walk, it would have read the new root at once.
+    expect(v.reads.n).toBe(reads)
+    await v.syncer.stop()
+    v.store.close()
+  })
+})
+
+async function waitUntil(check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 30_000
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out')
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
