@@ -7,7 +7,6 @@
  *
  *   bun bench/adversary.ts               # N=200 events per phase at RATE=20/s, FLOOD=200 hints of 190 KiB
  */
-import type * as dagPb from '@ipld/dag-pb'
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -17,11 +16,10 @@ import { initDataDir } from '../src/datadir/init.ts'
 import { loadIdentity } from '../src/datadir/load.ts'
 import { silentLog } from '../src/log/logger.ts'
 import { withBlocks } from '../src/model/head.ts'
-import { fileName } from '../src/model/layout.ts'
 import { CairnNode as InProcessNode } from '../src/node/node.ts'
 import { headsTopic } from '../src/p2p/gossip.ts'
 import { randomBlock } from '../test/adversary/helpers.ts'
-import { eventFile, type Forger, forger, headOf, honestTree, rawShard, rootOver, uuid } from '../test/adversary/walkForge.ts'
+import { directoryBomb, eventFile, type Forger, forger, headOf, honestTree } from '../test/adversary/walkForge.ts'
 import { CairnNode } from './nodes.ts'
 
 const N = Number(process.env.N ?? 200)
@@ -66,23 +64,6 @@ function serve(m: InProcessNode, p: Forger, head: Uint8Array): void {
   m.store.db.run('INSERT INTO producers (producer, head_message) VALUES (?, ?) ON CONFLICT (producer) DO UPDATE SET head_message = excluded.head_message', [p.id, head])
 }
 
-/** 16^levels entries from levels + 2 small blocks: every slot of each shard links the next one. */
-async function directoryBomb(p: Forger, levels: number): Promise<Uint8Array> {
-  const file = await eventFile(p, 1)
-  let below = await rawShard(
-    p,
-    Array.from({ length: 16 }, (_, i): dagPb.PBLink => ({ Name: i.toString(16).toUpperCase() + fileName(i + 1, uuid()), Hash: file.cid, Tsize: file.size }))
-  )
-  for (let l = 0; l < levels; l++) {
-    const shard = below
-    below = await rawShard(
-      p,
-      Array.from({ length: 16 }, (_, i): dagPb.PBLink => ({ Name: i.toString(16).toUpperCase(), Hash: shard.cid, Tsize: shard.size }))
-    )
-  }
-  return await headOf(p, 1_000_000, await rootOver(p, below))
-}
-
 const dir = mkdtempSync(join(tmpdir(), 'cairn-adversary-'))
 const a = await CairnNode.create(join(dir, 'a'))
 const b = await CairnNode.create(join(dir, 'b'), a.swarmKey)
@@ -103,7 +84,7 @@ try {
   const own: Forger = { key: self.privateKey, id: self.peerId.toString(), blocks: new Map(), hlc: Date.now() }
   const seqBomb = await headOf(own, 1e12, await honestTree(own, [await eventFile(own, 1)]))
   const bomber = await forger()
-  const dirBomb = await directoryBomb(bomber, 5)
+  const dirBomb = await headOf(bomber, 1_000_000, await directoryBomb(bomber, 5))
   serve(member, own, seqBomb)
   serve(member, bomber, dirBomb)
   const before = { a: blocksOnDisk(join(dir, 'a')), b: blocksOnDisk(join(dir, 'b')) }

@@ -1,10 +1,8 @@
 import { describe, expect, test } from 'bun:test'
-import type * as dagPb from '@ipld/dag-pb'
 import type { CID } from 'multiformats/cid'
 import { waitFor } from '../../src/node/events.ts'
-import { fileName } from '../../src/model/layout.ts'
 import { readDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
-import { eventFile, forger, headOf, honestTree, rawShard, rootOver, seqsOf, uuid, victim, type Forger } from './walkForge.ts'
+import { directoryBomb, eventFile, forger, headOf, honestTree, rawShard, rootOver, seqsOf, victim, type Forger } from './walkForge.ts'
 
 /** Offers heads to the victim and waits until its syncer is idle again. */
 async function offer(v: Awaited<ReturnType<typeof victim>>, ...heads: Uint8Array[]): Promise<void> {
@@ -18,26 +16,6 @@ async function honest(p: Forger, n: number): Promise<Uint8Array> {
   const files = []
   for (let seq = 1; seq <= n; seq++) files.push(await eventFile(p, seq))
   return await headOf(p, n, await honestTree(p, files))
-}
-
-/**
- * The issue's directory bomb: `levels` HAMT shards, each linking the next one from all 16 of its slots,
- * the last holding 16 file links: 16^levels entries from levels + 1 small blocks.
- */
-async function directoryBomb(p: Forger, levels: number): Promise<CID> {
-  const file = await eventFile(p, 1)
-  let below = await rawShard(
-    p,
-    Array.from({ length: 16 }, (_, i): dagPb.PBLink => ({ Name: i.toString(16).toUpperCase() + fileName(i + 1, uuid()), Hash: file.cid, Tsize: file.size }))
-  )
-  for (let l = 0; l < levels; l++) {
-    const shard = below
-    below = await rawShard(
-      p,
-      Array.from({ length: 16 }, (_, i): dagPb.PBLink => ({ Name: i.toString(16).toUpperCase(), Hash: shard.cid, Tsize: shard.size }))
-    )
-  }
-  return await rootOver(p, below)
 }
 
 describe('adversary: freeze the walk with one head', () => {

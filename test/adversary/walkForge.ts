@@ -114,3 +114,23 @@ export async function victim(producers: readonly Forger[], options: { maxFilesPe
 export function seqsOf(store: Store, producer: string): number[] {
   return store.db.all<{ seq: number }>('SELECT seq FROM events WHERE producer = ? ORDER BY seq', [producer]).map((r) => r.seq)
 }
+
+/**
+ * The issue's directory bomb: `levels` HAMT shards, each linking the next one from all 16 of its slots,
+ * the last holding 16 file links: 16^levels entries from levels + 1 small blocks.
+ */
+export async function directoryBomb(p: Forger, levels: number): Promise<CID> {
+  const file = await eventFile(p, 1)
+  let below = await rawShard(
+    p,
+    Array.from({ length: 16 }, (_, i): dagPb.PBLink => ({ Name: i.toString(16).toUpperCase() + fileName(i + 1, uuid()), Hash: file.cid, Tsize: file.size }))
+  )
+  for (let l = 0; l < levels; l++) {
+    const shard = below
+    below = await rawShard(
+      p,
+      Array.from({ length: 16 }, (_, i): dagPb.PBLink => ({ Name: i.toString(16).toUpperCase(), Hash: shard.cid, Tsize: shard.size }))
+    )
+  }
+  return await rootOver(p, below)
+}
