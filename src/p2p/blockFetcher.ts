@@ -36,6 +36,8 @@ export class BlockFetcher {
   /** the blocks the latest hints carried: the walks they start read them next, from here */
   private readonly hinted = new Map<string, Uint8Array>()
   private hintedBytes = 0
+  /** hinted blocks a walk took this turn: written together, in one transaction, before the walk goes on */
+  private taken: Array<{ cid: CID; bytes: Uint8Array }> = []
 
   constructor(init: BlockFetcherInit, components: BlockFetcherComponents) {
     this.init = init
@@ -147,16 +149,36 @@ export class BlockFetcher {
     if (wanted.length > 0) this.keepHinted(wanted)
   }
 
-  /** @returns a hinted block, now stored: a walk reached it from an accepted root */
+  /**
+   * @returns a hinted block, stored before the caller resumes: a walk reached it from an accepted root.
+   * The blocks taken in one turn are written in one transaction (a microtask runs before the walk's await does).
+   */
   private takeHinted(cid: CID): Uint8Array | undefined {
     const key = cid.toString()
     const bytes = this.hinted.get(key)
     if (bytes == null) return undefined
     this.hinted.delete(key)
     this.hintedBytes -= bytes.length
-    this.components.blocks.putSync(cid, bytes)
-    this.stored([cid])
+    if (this.taken.length === 0) queueMicrotask(() => this.storeTaken())
+    this.taken.push({ cid, bytes })
     return bytes
+  }
+
+  private storeTaken(): void {
+    const taken = this.taken
+    this.taken = []
+    const { blocks, log } = this.components
+    try {
+      blocks.db.transaction(() => {
+        for (const b of taken) blocks.putSync(b.cid, b.bytes)
+      })
+    } catch (err) {
+      // Nothing is lost for this node (the walk has the bytes, its events are stored); peers asking this
+      // node for these blocks are answered by others, as for any block it does not hold.
+      log.error(`cannot store ${taken.length} hinted block(s): ${(err as Error).message}`, { reason: 'block_store_failed' })
+      return
+    }
+    this.stored(taken.map((b) => b.cid))
   }
 
   /** Ends this node's own fetches of `cids` (they are at hand now); the fetch then looks again. */
