@@ -5,7 +5,7 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import * as raw from 'multiformats/codecs/raw'
 import { BLOCKS_PROTOCOL, BlockExchange, MAX_BATCH } from '../src/p2p/blockExchange.ts'
 import { HEADS_PROTOCOL, HeadExchange } from '../src/p2p/headExchange.ts'
-import { tempDir, waitFor, cairn } from './helpers/process.ts'
+import { initDir, tempDir, waitFor } from './helpers/process.ts'
 import { inProcessNode } from './helpers/forge.ts'
 import { silentLog } from '../src/log/logger.ts'
 import { eventCount } from './helpers/db.ts'
@@ -18,20 +18,13 @@ import { CairnEventBus } from '../src/node/events.ts'
 import { withBlocks } from '../src/model/head.ts'
 import type { AnnouncingBroker } from '../src/p2p/announce.ts'
 
-async function init(parent: string, name: string, swarmKey?: string): Promise<string> {
-  const dir = join(parent, name)
-  const r = await cairn(['init', '--data', dir, ...(swarmKey != null ? ['--swarm-key', swarmKey] : ['--new-network'])])
-  if (r.code !== 0) throw new Error(r.stderr)
-  return dir
-}
-
 describe('the blocks protocol', () => {
   test('a catch-up fetches its files in batches from the producer', async () => {
     using tmp = tempDir()
-    const a = await inProcessNode(await init(tmp.path, 'a'))
+    const a = await inProcessNode(await initDir(tmp.path, 'a'))
     try {
       await Promise.all(Array.from({ length: 300 }, async (_, i) => await a.publish({ type: 'test.bulk', payload: { i } })))
-      const b = await inProcessNode(await init(tmp.path, 'b', join(tmp.path, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+      const b = await inProcessNode(await initDir(tmp.path, 'b', join(tmp.path, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
       try {
         await waitFor('300 events on b', () => eventCount(b.config.data) === 300, 30_000)
         expect(a.blockExchange.served).toBeGreaterThanOrEqual(300)
@@ -45,8 +38,8 @@ describe('the blocks protocol', () => {
 
   test('a block that does not match its CID is refused, and a request is bounded', async () => {
     using tmp = tempDir()
-    const a = await inProcessNode(await init(tmp.path, 'a'))
-    const liar = await inProcessNode(await init(tmp.path, 'liar', join(tmp.path, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    const a = await inProcessNode(await initDir(tmp.path, 'a'))
+    const liar = await inProcessNode(await initDir(tmp.path, 'liar', join(tmp.path, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
     try {
       await liar.ipfs.libp2p.unhandle(BLOCKS_PROTOCOL)
       await new BlockExchange({ libp2p: liar.ipfs.libp2p, get: () => new TextEncoder().encode('not what you asked for'), log: silentLog }).start()
@@ -93,7 +86,7 @@ describe('the blocks protocol', () => {
     await outbox.publish({ type: 'test.second', payload: {} })
     using tmp = tempDir()
     // No peer holds the first file, and a fetch would wait a minute for one.
-    const b = await inProcessNode(await init(tmp.path, 'b'), { 'fetch-timeout': '60s' })
+    const b = await inProcessNode(await initDir(tmp.path, 'b'), { 'fetch-timeout': '60s' })
     try {
       await b.offerHead(hints[1])
       const brokers = (b.ipfs as unknown as { blockBrokers: AnnouncingBroker[] }).blockBrokers
@@ -112,8 +105,8 @@ describe('the blocks protocol', () => {
 describe('the head exchange', () => {
   test('the re-announce pushes a peer the heads only when they changed, an announce always', async () => {
     using tmp = tempDir()
-    const a = await inProcessNode(await init(tmp.path, 'a'))
-    const b = await inProcessNode(await init(tmp.path, 'b', join(tmp.path, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    const a = await inProcessNode(await initDir(tmp.path, 'a'))
+    const b = await inProcessNode(await initDir(tmp.path, 'b', join(tmp.path, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
     try {
       // b counts what reaches it of the heads a pushes here (a's own exchange may push its real ones)
       const received: string[] = []

@@ -3,8 +3,8 @@ import { join } from 'node:path'
 import { HEADS_PROTOCOL, HeadExchange } from '../../src/p2p/headExchange.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { inProcessNode } from '../helpers/forge.ts'
-import { tempDir, waitFor } from '../helpers/process.ts'
-import { fakePeerId, forgedHead, initDir, mintProducer, plantHeads } from './helpers.ts'
+import { initDir, tempDir, waitFor } from '../helpers/process.ts'
+import { fakePeerId, forgedHead, mintProducer, plantHeads } from './helpers.ts'
 
 describe('cutting off catch-up through the head exchange', () => {
   test('one 68 KiB head (many acks) in a push does not stop b from learning the other producers', async () => {

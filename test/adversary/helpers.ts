@@ -1,4 +1,3 @@
-import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as raw from 'multiformats/codecs/raw'
@@ -7,15 +6,6 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { signHead } from '../../src/model/head.ts'
 import type { CairnNode } from '../../src/node/node.ts'
-import { cairn } from '../helpers/process.ts'
-
-/** Creates a data directory: a new network, or one joining `swarmKey`. */
-export async function initDir(parent: string, name: string, swarmKey?: string): Promise<string> {
-  const dir = join(parent, name)
-  const r = await cairn(['init', '--data', dir, ...(swarmKey != null ? ['--swarm-key', swarmKey] : ['--new-network'])])
-  if (r.code !== 0) throw new Error(r.stderr)
-  return dir
-}
 
 /** A block of `size` random bytes, with its raw CID. */
 export async function randomBlock(size: number): Promise<{ cid: CID; bytes: Uint8Array }> {

@@ -5,8 +5,8 @@ import { headsTopic } from '../../src/p2p/gossip.ts'
 import type { CairnNode } from '../../src/node/node.ts'
 import { inProcessNode } from '../helpers/forge.ts'
 import { eventCount } from '../helpers/db.ts'
-import { tempDir, waitFor } from '../helpers/process.ts'
-import { initDir, randomBlock, storedBytes } from './helpers.ts'
+import { initDir, tempDir, waitFor } from '../helpers/process.ts'
+import { randomBlock, storedBytes } from './helpers.ts'
 
 /** The in-memory cache of hinted blocks (src/p2p/blockFetcher.ts): nothing a hint carries may be stored beyond it. */
 const HINTED_BYTES = 2 * 1024 * 1024

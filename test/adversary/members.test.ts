@@ -5,8 +5,7 @@ import type { CairnNode } from '../../src/node/node.ts'
 import { headsTopic } from '../../src/p2p/gossip.ts'
 import { eventCount } from '../helpers/db.ts'
 import { inProcessNode } from '../helpers/forge.ts'
-import { tempDir, waitFor } from '../helpers/process.ts'
-import { initDir } from './helpers.ts'
+import { initDir, tempDir, waitFor } from '../helpers/process.ts'
 
 /** @returns the producers of the hints a node's validator let through on `topic`, in order */
 function hintsFrom(node: CairnNode, topic: string): string[] {

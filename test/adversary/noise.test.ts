@@ -1,7 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { inProcessNode } from '../helpers/forge.ts'
-import { tempDir } from '../helpers/process.ts'
-import { initDir } from './helpers.ts'
+import { initDir, tempDir } from '../helpers/process.ts'
 
 describe('an idle node', () => {
   test('re-publishing an unchanged gossip message (as peer discovery does every 10 s) is a no-op, not an unhandled PublishError', async () => {

@@ -1,7 +1,5 @@
 import * as dagPb from '@ipld/dag-pb'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
@@ -18,6 +16,7 @@ import { Metrics } from '../../src/metrics/metrics.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { directoryBlock, fileBlock, type DirEntry } from '../../src/unixfs/tree.ts'
 import { shardedDirectory } from '../../src/unixfs/hamt.ts'
+import { mintProducer } from './helpers.ts'
 
 /** A producer forged in the test: its key, its peer id and the blocks it serves. */
 export interface Forger {
@@ -29,8 +28,7 @@ export interface Forger {
 }
 
 export async function forger(): Promise<Forger> {
-  const key = await generateKeyPair('Ed25519')
-  return { key, id: peerIdFromPrivateKey(key).toString(), blocks: new Map(), hlc: Date.now() }
+  return { ...(await mintProducer()), blocks: new Map(), hlc: Date.now() }
 }
 
 export function put(p: Forger, block: { cid: CID; bytes: Uint8Array }): CID {

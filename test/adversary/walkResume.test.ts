@@ -3,7 +3,8 @@ import type { CID } from 'multiformats/cid'
 import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { HybridClock } from '../../src/model/hlc.ts'
-import { CairnEventBus, waitFor } from '../../src/node/events.ts'
+import { CairnEventBus, waitFor as waitForEvent } from '../../src/node/events.ts'
+import { waitFor } from '../helpers/process.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
@@ -39,7 +40,7 @@ describe('a catch-up interrupted in its last chunk', () => {
       fetchTimeout: 5000
     })({ self: 'victim', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
     syncer.start()
-    const idle = waitFor(events, 'sync:idle', {
+    const idle = waitForEvent(events, 'sync:idle', {
       signal: AbortSignal.timeout(60_000),
       filter: () => seqsOf(store, p.id).length === 600 || store.producers.get(p.id)?.last_error?.includes('over_budget') === true
     })
@@ -72,7 +73,7 @@ describe('a walk held for an event stamped ahead', () => {
     files.push({ name: fileName(2, envelope.event_id), cid: block.cid, size: bytes.length })
     const v = await victim([p])
     await v.syncer.offerHead(await headOf(p, 2, await honestTree(p, files)))
-    await waitUntil(() => v.store.producers.get(p.id)?.last_error?.includes('clock') === true)
+    await waitFor('the walk to hold the event', () => v.store.producers.get(p.id)?.last_error?.includes('clock') === true)
     expect(seqsOf(v.store, p.id)).toEqual([1])
     const reads = v.reads.n
     for (let seq = 3; seq <= 7; seq++) {
@@ -85,11 +86,3 @@ describe('a walk held for an event stamped ahead', () => {
     v.store.close()
   })
 })
-
-async function waitUntil(check: () => boolean): Promise<void> {
-  const deadline = Date.now() + 30_000
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out')
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}

@@ -46,6 +46,14 @@ export async function cairn(
   return { code, stdout, stderr }
 }
 
+/** Creates a data directory with `cairn init`: a new network, or one joining `swarmKey` (a swarm.key file). */
+export async function initDir(parent: string, name: string, swarmKey?: string): Promise<string> {
+  const dir = join(parent, name)
+  const r = await cairn(['init', '--data', dir, ...(swarmKey != null ? ['--swarm-key', swarmKey] : ['--new-network'])])
+  if (r.code !== 0) throw new Error(r.stderr)
+  return dir
+}
+
 /** A temporary directory removed at dispose. */
 export function tempDir(prefix = 'cairn-test-'): { path: string; [Symbol.dispose]: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix))
