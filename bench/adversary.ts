@@ -10,29 +10,24 @@
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { RUN_SETTINGS, toNodeConfig } from '../src/config/catalog.ts'
-import { resolveSettings } from '../src/config/resolve.ts'
 import { initDataDir } from '../src/datadir/init.ts'
 import { loadIdentity } from '../src/datadir/load.ts'
-import { silentLog } from '../src/log/logger.ts'
 import { withBlocks } from '../src/model/head.ts'
-import { CairnNode as InProcessNode } from '../src/node/node.ts'
+import type { CairnNode as InProcessNode } from '../src/node/node.ts'
+import { inProcessNode } from '../test/helpers/forge.ts'
 import { headsTopic } from '../src/p2p/gossip.ts'
-import { randomBlock } from '../test/adversary/helpers.ts'
+import { plantHeads, randomBlock } from '../test/adversary/helpers.ts'
+import { CID } from 'multiformats/cid'
 import { directoryBomb, eventFile, type Forger, forger, headOf, honestTree } from '../test/adversary/walkForge.ts'
-import { CairnNode } from './nodes.ts'
+import { CairnNode, quantile } from './nodes.ts'
 
 const N = Number(process.env.N ?? 200)
 const RATE = Number(process.env.RATE ?? 20)
 const FLOOD = Number(process.env.FLOOD ?? 200)
 
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]
-}
 let counter = 0
 
-/** Publishes `count` events on A at `rate`; @returns send time per payload id once B has them all. */
+/** Publishes N events on A at RATE; @returns B's latency for each it applied within a minute, and how many it did not. */
 async function phase(a: CairnNode, b: CairnNode, name: string): Promise<{ latencies: number[]; lost: number }> {
   const sent = new Map<string, number>()
   const start = performance.now()
@@ -59,9 +54,9 @@ function blocksOnDisk(dir: string): number {
 /** Puts a forged producer's blocks where M serves them from, and its head where M's head exchange pushes it. */
 function serve(m: InProcessNode, p: Forger, head: Uint8Array): void {
   m.blocks.db.transaction(() => {
-    for (const [cid, bytes] of p.blocks) m.blocks.db.run('INSERT OR IGNORE INTO blocks (cid, bytes) VALUES (?, ?)', [cid, bytes])
+    for (const [cid, bytes] of p.blocks) m.blocks.putSync(CID.parse(cid), bytes)
   })
-  m.store.db.run('INSERT INTO producers (producer, head_message) VALUES (?, ?) ON CONFLICT (producer) DO UPDATE SET head_message = excluded.head_message', [p.id, head])
+  plantHeads(m, [{ producer: p.id, bytes: head }])
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'cairn-adversary-'))
@@ -74,9 +69,7 @@ try {
   const quiet = await phase(a, b, 'quiet')
 
   await initDataDir(join(dir, 'm'), { swarmKeyFile: a.swarmKey })
-  const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: join(dir, 'm'), listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', bootstrap: [a.addrs[0], b.addrs[0]] }, {}, {}))
-  m = new InProcessNode(config, { log: silentLog })
-  await m.start()
+  m = await inProcessNode(join(dir, 'm'), { bootstrap: [a.addrs[0], b.addrs[0]], 'announce-interval': '5s' })
   const member = m
   const self = await loadIdentity(join(dir, 'm'))
   // M's own identity signs the seq bomb (its head is then a valid member's head to replay in the flood);

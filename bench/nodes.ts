@@ -18,6 +18,12 @@ export function payload(id: string): { id: string; pad: string } {
   return { id, pad: 'x'.repeat(Math.max(0, 100 - JSON.stringify({ id, pad: '' }).length)) }
 }
 
+/** @returns the q-quantile of `xs` (nearest rank) */
+export function quantile(xs: readonly number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]
+}
+
 /** Reads a process's peak resident set (VmHWM) in MiB, and its CPU seconds so far. */
 export function procStats(pid: number): { peakRssMiB: number; cpuSeconds: number } {
   try {

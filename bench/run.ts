@@ -11,7 +11,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { createNode, procStats, ROOT, type BenchNode, type SystemName } from './nodes.ts'
+import { createNode, procStats, quantile, ROOT, type BenchNode, type SystemName } from './nodes.ts'
 
 const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim())
 const SYSTEMS = (process.env.BENCH_SYSTEMS?.split(',') ?? ['cairn', 'orbitdb']) as SystemName[]
@@ -34,10 +34,6 @@ if (SYSTEMS.includes('orbitdb') && !existsSync(join(ROOT, 'bench/node_modules/@o
 
 // ---------------------------------------------------------------- helpers
 
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]
-}
 const round = (x: number, digits = 1): number => Number(x.toFixed(digits))
 const sleep = async (ms: number): Promise<void> => {
   await Bun.sleep(ms)
