@@ -90,7 +90,7 @@ export interface LiveStatus {
   listen: string[]
   peers: string[]
   syncing: boolean
-  rejections?: RejectionSummary[]
+  rejections: RejectionSummary[]
   clock: ClockStatus
 }
 
@@ -143,20 +143,18 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     peers: live.peers,
     network: live.network,
     syncing: live.syncing,
-    rejections: live.rejections ?? [],
+    rejections: live.rejections,
     clock: live.clock,
     ...stored
   }
 }
 
 /** Sets the gauges that mirror the database and the swarm, just before a scrape. */
-export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number, clock?: ClockStatus): void {
+export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number, clock: ClockStatus): void {
   metrics.peers.set(peers)
-  if (clock != null) {
-    metrics.clockAhead.reset()
-    for (const p of clock.producers_ahead) metrics.clockAhead.set({ producer: p.producer }, p.ahead_ms / 1000)
-    metrics.clockOffset.set((clock.network_offset_ms ?? 0) / 1000)
-  }
+  metrics.clockAhead.reset()
+  for (const p of clock.producers_ahead) metrics.clockAhead.set({ producer: p.producer }, p.ahead_ms / 1000)
+  metrics.clockOffset.set((clock.network_offset_ms ?? 0) / 1000)
   metrics.lagEvents.reset()
   metrics.lagSeconds.reset()
   for (const p of stored.producers) {

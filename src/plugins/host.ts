@@ -12,10 +12,10 @@ import { nextEffectAt, runEffects } from './effects.ts'
 import { jsonSchemaOf, validatePublish } from './schemas.ts'
 import type { Plugin } from './types.ts'
 
-/** The plugins a host runs and how it retries. */
-
 /** How long after a failed processing round the next one starts. */
 const ROUND_RETRY_MS = 1000
+
+/** The plugins a host runs and how it retries. */
 export interface PluginHostInit {
   plugins: readonly LoadedPlugin[]
   /** attempts before an event is dead-lettered for a plugin (default 5) */

@@ -23,7 +23,7 @@ export interface IngestContext {
   limits: FileLimits & { maxFilesPerWalk: number }
   checkEvent?: (envelope: EventEnvelope) => Rejection | undefined
   /** holds events stamped too far ahead (the clock rule, model/hlc.ts) */
-  clock?: HybridClock
+  clock: HybridClock
 }
 
 /** The producer's row as the walk read it. */
@@ -135,8 +135,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
 }
 
 /** @returns the index of the first event stamped too far ahead, and why it is held; -1 when none is */
-function clockHold(read: ReturnType<typeof readEventFile>[], producer: string, clock: HybridClock | undefined): { at: number; why?: string; retryInMs?: number } {
-  if (clock == null) return { at: -1 }
+function clockHold(read: ReturnType<typeof readEventFile>[], producer: string, clock: HybridClock): { at: number; why?: string; retryInMs?: number } {
   for (let i = 0; i < read.length; i++) {
     const r = read[i]
     const why = 'envelope' in r ? clock.hold(producer, r.envelope.hlc) : undefined

@@ -183,8 +183,7 @@ export class Syncer {
     const stats = await ingest(fetcher, { headSeq: row.head_seq, headRoot: row.head_root, processedSeq: row.processed_seq }, listing, {
       ...this.components,
       limits: this.init.limits,
-      checkEvent: this.init.checkEvent,
-      clock: this.components.clock
+      checkEvent: this.init.checkEvent
     })
     log.debug(
       `walked ${producer}: ${listing.walked.size} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.candidates.length} files in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`,
