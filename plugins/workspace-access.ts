@@ -49,8 +49,14 @@ export default definePlugin({
   name: 'workspace-access',
   version: '1.0.0',
   handles: {
-    'workspace.invited': { version: 1, payload: InvitedSchema },
-    'permission.revoked': { version: 1, payload: RevokedSchema }
+    // Each row of workspace_access is decided by the newest event that touches its (workspace, subject,
+    // permission): those are the keys, so that housekeeping keeps exactly what a newcomer needs.
+    'workspace.invited': {
+      version: 1,
+      payload: InvitedSchema,
+      keys: (p: v.InferOutput<typeof InvitedSchema>) => ROLE_PERMISSIONS[p.role].map((permission) => [p.workspace_id, p.invitee, permission])
+    },
+    'permission.revoked': { version: 1, payload: RevokedSchema, keys: (p: v.InferOutput<typeof RevokedSchema>) => [[p.workspace_id, p.subject, p.permission]] }
   },
   migrations: [
     `CREATE TABLE workspace_access (

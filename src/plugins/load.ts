@@ -22,7 +22,8 @@ const PluginSchema = v.object({
       v.object({
         version: v.pipe(v.number('Expected a version number'), v.integer(), v.minValue(1)),
         payload: Schema,
-        upcast: v.optional(v.record(v.string(), v.object({ payload: Schema, to: Fn })))
+        upcast: v.optional(v.record(v.string(), v.object({ payload: Schema, to: Fn }))),
+        keys: v.optional(Fn)
       })
     ),
     v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type')

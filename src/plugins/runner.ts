@@ -2,7 +2,7 @@ import type { Components } from '../node/components.ts'
 import { rowToEnvelope, type EventRow } from '../store/events.ts'
 import { backoff } from '../util/backoff.ts'
 import { payloadOf } from './schemas.ts'
-import type { Plugin, PluginEvent } from './types.ts'
+import { MAX_KEYS_PER_EVENT, type Plugin, type PluginEvent, type TypeHandler } from './types.ts'
 
 /** What running plugins needs: the node's store, log, metrics and events, and the host's settings. */
 export interface RunContext extends Pick<Components, 'store' | 'log' | 'metrics' | 'events'> {
@@ -90,8 +90,10 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
   const started = performance.now()
   try {
     event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
+    const keys = stateKeysOf(handler, event.payload)
     store.transaction(() => {
       plugin.apply(event, { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name })
+      if (keys.length > 0) store.stateKeys.record(plugin.name, row.producer, row.seq, `${row.hlc}|${row.producer}|${row.event_id}`, keys)
       state.markApplied(plugin.name, row, ctx.now(), plugin.effect != null)
       moveCursor()
     })
@@ -119,4 +121,22 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
   ctx.metrics.applyDuration.observe({ plugin: plugin.name }, ms / 1000)
   ctx.events.safeDispatchEvent('plugin:applied', { detail: { plugin: plugin.name, event, ms } })
   return false
+}
+
+/**
+ * @returns the canonical JSON of each state key the handler declares for this payload (none without `keys`)
+ * @throws Error when `keys` throws, returns something else than strings and tuples, or more than MAX_KEYS_PER_EVENT
+ */
+export function stateKeysOf(handler: TypeHandler, payload: unknown): string[] {
+  if (handler.keys == null) return []
+  const keys = handler.keys(payload)
+  if (!Array.isArray(keys)) throw new Error(`keys() returned ${typeof keys}, expected an array of keys`)
+  if (keys.length > MAX_KEYS_PER_EVENT) throw new Error(`keys() returned ${keys.length} keys, more than the ${MAX_KEYS_PER_EVENT} one event may write`)
+  const out = new Set<string>()
+  for (const k of keys) {
+    const ok = typeof k === 'string' || (Array.isArray(k) && k.every((part) => typeof part === 'string' || typeof part === 'number'))
+    if (!ok) throw new Error(`keys() returned ${JSON.stringify(k)}, expected a string or an array of strings and numbers`)
+    out.add(JSON.stringify(k))
+  }
+  return [...out]
 }

@@ -31,6 +31,12 @@ export interface EffectContext extends ApplyContext {
   publish: (request: PublishRequest) => Promise<PublishResult>
 }
 
+/** A state key: a string, or a tuple of strings and numbers (compared by its JSON). */
+export type StateKey = string | ReadonlyArray<string | number>
+
+/** The most state keys one event may write; more is a plugin bug, and the event is not applied. */
+export const MAX_KEYS_PER_EVENT = 1000
+
 /** How a plugin handles one event type: its current version and payload schema, and how older versions upcast. */
 export interface TypeHandler<S extends v.GenericSchema = v.GenericSchema> {
   version: number
@@ -38,6 +44,13 @@ export interface TypeHandler<S extends v.GenericSchema = v.GenericSchema> {
   /** older versions: their payload schema and a function from that payload to the current one */
   // biome-ignore lint/suspicious/noExplicitAny: an upcaster takes its old schema's output, which this untyped record cannot name
   upcast?: Record<number, { payload: v.GenericSchema; to: (payload: any) => unknown }>
+  /**
+   * The state keys an event of this type writes (keyed compaction, docs/plugins.md): the newest event per key,
+   * in the order (hlc, producer, event_id), must alone decide that key's state. Housekeeping then prunes an
+   * event once every key it writes has a newer event; without `keys`, events of this type keep plain retention.
+   * It must be a pure function of the (validated, upcast) payload.
+   */
+  keys?(payload: v.InferOutput<S>): readonly StateKey[]
 }
 
 /** A cairn plugin. */

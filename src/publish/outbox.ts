@@ -236,9 +236,10 @@ export class Outbox {
   }
 
   /** Signs a head for `tree` and commits it with the outbox directories and `extra` writes, in one transaction. */
-  private async writeHead(seq: number, tree: TreeChange, extra: () => void): Promise<void> {
+  private async writeHead(seq: number, tree: TreeChange, extra: () => void, prunedPlain?: number): Promise<void> {
     const { self, store, clock } = this.components
-    const head: Head = { producer: self, seq, root: tree.root.toString(), hlc: clock.tick(), acks: { ...this.acks(), [self]: seq } }
+    const pruned_plain = Math.max(prunedPlain ?? 0, store.outbox.prunedPlainThrough())
+    const head: Head = { producer: self, seq, root: tree.root.toString(), hlc: clock.tick(), acks: { ...this.acks(), [self]: seq }, pruned_plain }
     const signed = await signHead(head, this.init.privateKey)
     const now = Date.now()
     store.transaction(
@@ -279,11 +280,12 @@ export class Outbox {
 
   /**
    * Removes event files from the outbox and publishes the new root and head, then dispatches
-   * 'outbox:pruned'. The rows of `events` stay.
+   * 'outbox:pruned'. The rows of `events` stay. The head's `pruned_plain` covers every seq removed that is
+   * not in `compacted` (those newer events superseded).
    *
    * @returns how many files were removed and the new signed head
    */
-  async prune(seqs: readonly number[]): Promise<{ removed: number; head?: Uint8Array }> {
+  async prune(seqs: readonly number[], compacted: ReadonlySet<number> = new Set()): Promise<{ removed: number; head?: Uint8Array }> {
     if (seqs.length === 0) return { removed: 0 }
     const pruned = await this.queue.serial(async () => {
       const { store } = this.components
@@ -299,9 +301,15 @@ export class Outbox {
       try {
         const tree = await this.tree.build(new Map(), removals)
         this.putBlocks(tree.blocks)
-        await this.writeHead(this.seq, tree, () => {
-          for (const r of rows) store.outbox.markPruned(r.seq, Date.now())
-        })
+        const plain = rows.filter((r) => !compacted.has(r.seq)).reduce((m, r) => Math.max(m, r.seq), 0)
+        await this.writeHead(
+          this.seq,
+          tree,
+          () => {
+            for (const r of rows) store.outbox.markPruned(r.seq, Date.now(), compacted.has(r.seq))
+          },
+          plain
+        )
       } catch (err) {
         this.tree.reset()
         throw err

@@ -170,5 +170,24 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX plugin_failures_due ON plugin_failures (plugin, next_at);
    CREATE INDEX plugin_failures_event ON plugin_failures (producer, event_id);`,
   // 4: the seq up to which the directories of a producer's tree were last walked whole (the walk's budget starts there)
-  'ALTER TABLE producers ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0'
+  'ALTER TABLE producers ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0',
+  // 5: keyed compaction. `state_keys`: the state keys each applied event writes, per plugin (the newest per key
+  // decides what may be compacted); `outbox.compacted`: a file pruned because newer events superseded it;
+  // `producers.pruned_plain`: the highest seq a producer's head says it pruned without that (NULL: unknown);
+  // `producers.joined_seq`: its head seq when this node first heard of it (below it is history, not a gap);
+  // `gaps.kind`: 'lost' (an alarm), 'compacted' (covered by newer events) or 'horizon' (before this node joined).
+  `CREATE TABLE state_keys (
+     plugin TEXT NOT NULL,
+     key TEXT NOT NULL,
+     producer TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     order_key TEXT NOT NULL,
+     PRIMARY KEY (producer, seq, plugin, key)
+   );
+   CREATE INDEX state_keys_newest ON state_keys (plugin, key, order_key);
+   ALTER TABLE outbox ADD COLUMN compacted INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE producers ADD COLUMN pruned_plain INTEGER;
+   ALTER TABLE producers ADD COLUMN joined_seq INTEGER;
+   UPDATE producers SET joined_seq = 0;
+   ALTER TABLE gaps ADD COLUMN kind TEXT NOT NULL DEFAULT 'lost';`
 ]

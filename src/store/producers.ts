@@ -15,6 +15,10 @@ export interface ProducerRow {
   /** the seq up to which the tree's directories were last walked whole (`remote_dirs` holds them) */
   synced_seq: number
   last_error: string | null
+  /** the highest seq the producer's head says it pruned without newer events superseding it; null: the head does not say */
+  pruned_plain: number | null
+  /** the producer's head seq when this node first heard of it: what was pruned up to it is history before this node joined */
+  joined_seq: number | null
 }
 
 /** A signed head as stored: the fields a walk and the head exchange need, and the signed bytes. */
@@ -26,6 +30,8 @@ export interface StoredHead {
   acks: Record<string, number>
   signed: Uint8Array
   receivedAt: number
+  /** the head's `pruned_plain`, when it has one */
+  prunedPlain?: number
 }
 
 /**
@@ -66,10 +72,11 @@ export class ProducersTable {
   putHead(head: StoredHead, synced?: { root: string; processedSeq: number }): void {
     if (synced == null) {
       this.db.run(
-        `INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks) VALUES (?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks, pruned_plain, joined_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
               ON CONFLICT (producer) DO UPDATE SET head_seq = excluded.head_seq, head_root = excluded.head_root, head_hlc = excluded.head_hlc,
-                head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks`,
-        [head.producer, head.seq, head.root, head.hlc, head.signed, head.receivedAt, JSON.stringify(head.acks)]
+                head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks,
+                pruned_plain = excluded.pruned_plain, joined_seq = coalesce(producers.joined_seq, excluded.joined_seq)`,
+        [head.producer, head.seq, head.root, head.hlc, head.signed, head.receivedAt, JSON.stringify(head.acks), head.prunedPlain ?? null, head.seq]
       )
       return
     }

@@ -8,6 +8,7 @@ import { PluginStateTable } from './pluginState.ts'
 import { ProducersTable } from './producers.ts'
 import { QuarantineTable } from './quarantine.ts'
 import { RemoteDirsTable } from './remoteDirs.ts'
+import { StateKeysTable } from './stateKeys.ts'
 
 /** The handle a plugin's `apply` and `effect` get: run, get and all on the node's database. */
 export interface PluginDbHandle {
@@ -30,6 +31,7 @@ export class Store {
   readonly pluginState: PluginStateTable
   readonly outbox: OutboxTable
   readonly meta: MetaTable
+  readonly stateKeys: StateKeysTable
 
   constructor(db: SqlDatabase) {
     this.db = db
@@ -41,6 +43,7 @@ export class Store {
     this.pluginState = new PluginStateTable(db)
     this.outbox = new OutboxTable(db)
     this.meta = new MetaTable(db)
+    this.stateKeys = new StateKeysTable(db)
   }
 
   /**

@@ -3,6 +3,7 @@ import { isDayName, isHourName, parseFileName } from '../model/layout.ts'
 import type { Rejection } from '../model/eventFile.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
 import { RefusedTreeError } from '../errors.ts'
+import type { GapKind } from '../store/gaps.ts'
 
 /** An event file a walk fetches: its seq is above the processed one and at most the head's. */
 export interface Candidate {
@@ -204,4 +205,25 @@ export function gapsIn(found: readonly number[], from: number, to: number): Arra
   }
   if (next <= to) gaps.push([next, to])
   return gaps
+}
+
+/**
+ * Splits a gap by what it is to this node: seqs up to `joinedSeq` (the producer's head when this node first
+ * heard of it) are `horizon`, history pruned before it joined; above that, seqs up to the head's
+ * `prunedPlain` may have gone by plain retention and are `lost` (an alarm), and the seqs above it can only
+ * have gone by compaction, superseded by newer events the tree still holds: `compacted`. A head that does not
+ * say (`prunedPlain` null) makes every such seq `lost`.
+ *
+ * @returns the parts of `from..to`, ascending, each with its kind
+ */
+export function classifyGap(from: number, to: number, joinedSeq: number, prunedPlain: number | null): Array<[number, number, GapKind]> {
+  const out: Array<[number, number, GapKind]> = []
+  const lostTo = prunedPlain ?? Number.MAX_SAFE_INTEGER
+  const parts: Array<[number, number, GapKind]> = [
+    [from, Math.min(to, joinedSeq), 'horizon'],
+    [Math.max(from, joinedSeq + 1), Math.min(to, lostTo), 'lost'],
+    [Math.max(from, joinedSeq + 1, lostTo + 1), to, 'compacted']
+  ]
+  for (const [a, b, kind] of parts) if (a <= b) out.push([a, b, kind])
+  return out
 }

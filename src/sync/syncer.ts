@@ -180,7 +180,7 @@ export class Syncer {
       return
     }
     const t1 = performance.now()
-    const stats = await ingest(fetcher, { headSeq: row.head_seq, headRoot: row.head_root, processedSeq: row.processed_seq }, listing, {
+    const stats = await ingest(fetcher, { headSeq: row.head_seq, headRoot: row.head_root, processedSeq: row.processed_seq, joinedSeq: row.joined_seq ?? 0, prunedPlain: row.pruned_plain }, listing, {
       ...this.components,
       limits: this.init.limits,
       checkEvent: this.init.checkEvent

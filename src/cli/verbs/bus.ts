@@ -13,6 +13,7 @@ import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import { busRoot } from '../../unixfs/busRoot.ts'
 import { walkDag } from '../../unixfs/walk.ts'
 import { Store } from '../../store/store.ts'
+import type { GapKind } from '../../store/gaps.ts'
 import { recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
 
 /** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
@@ -175,7 +176,7 @@ export const statusVerb = defineVerb({
     if (status.running) out(`peers     ${peers.length}${peers.length > 0 ? '  ' + peers.join(', ') : ''}`)
     out(`bus root  ${status.bus_root}`)
     out(`events    ${status.events}`)
-    out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}`)
+    out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}, ${status.outbox.compacted_files} compacted`)
     out('producers')
     out('  producer                                              head   processed   lag')
     for (const p of status.producers) {
@@ -188,6 +189,13 @@ export const statusVerb = defineVerb({
       `housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`
     )
     out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
+    for (const h of status.history ?? []) {
+      const parts = [
+        h.history_from_seq > 1 ? `history from seq ${h.history_from_seq} (earlier events were pruned before this node joined)` : '',
+        h.compacted_seqs > 0 ? `${h.compacted_seqs} seqs compacted (superseded by newer events)` : ''
+      ]
+      out(`history   ${h.producer.slice(-8)} ${parts.filter((p) => p !== '').join(', ')}`)
+    }
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
     if ((status.rejections ?? []).length > 0) {
       out(`rejections ${(status.rejections ?? []).map((r) => `${r.producer.slice(-8)} ${r.reason} x${r.count} (last ${r.last_at})`).join(', ')}`)
@@ -239,9 +247,16 @@ export const exportVerb = defineVerb({
   }
 })
 
+/** What `cairn gaps` says after a gap that is no alarm. */
+const GAP_NOTE: Record<GapKind, string> = {
+  lost: '',
+  compacted: '  compacted: superseded by newer events this node has',
+  horizon: '  history: pruned before this node joined'
+}
+
 export const gapsVerb = defineVerb({
   name: 'gaps',
-  summary: "list the gaps: ranges of a producer's seqs that were pruned before this node could fetch them",
+  summary: "list the gaps: ranges of a producer's seqs pruned before this node could fetch them, lost, compacted or before it joined",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run({ values, out }) {
@@ -250,7 +265,7 @@ export const gapsVerb = defineVerb({
       const gaps = recordedGaps(store)
       if (values.json === true) out(JSON.stringify(gaps))
       else if (gaps.length === 0) out('no gaps')
-      else for (const g of gaps) out(`${g.producer}  seq ${g.from_seq}..${g.to_seq}  (${g.to_seq - g.from_seq + 1} events, detected ${g.detected_at})`)
+      else for (const g of gaps) out(`${g.producer}  seq ${g.from_seq}..${g.to_seq}  (${g.to_seq - g.from_seq + 1} events, detected ${g.detected_at})${GAP_NOTE[g.kind]}`)
     } finally {
       store.close()
     }
