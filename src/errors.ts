@@ -98,6 +98,18 @@ export class AddressInUseError extends Error {
 }
 
 /** A head that fails to parse or verify, or that is not acceptable; `reason` is the metric label. */
+/** A plugin snapshot that cannot be used: it does not parse, its signature does not verify, or it is not what it claims. */
+export class InvalidSnapshotError extends Error {
+  static name = 'InvalidSnapshotError'
+  /** `malformed_snapshot`, `oversized_snapshot`, `bad_signature`, `wrong_producer` or `wrong_plugin` */
+  readonly reason: string
+  constructor(reason: string, message: string) {
+    super(message)
+    this.name = 'InvalidSnapshotError'
+    this.reason = reason
+  }
+}
+
 export class InvalidHeadError extends Error {
   static name = 'InvalidHeadError'
   readonly reason: string

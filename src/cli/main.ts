@@ -8,12 +8,29 @@ import { UsageError } from '../errors.ts'
 import type { Verb } from './verb.ts'
 import { idVerb, initVerb, runVerb } from './verbs/node.ts'
 import { eventsVerb, exportVerb, gapsVerb, publishVerb, statusVerb } from './verbs/bus.ts'
-import { deadVerb, pluginsVerb, replayVerb, schemaVerb, sqlVerb } from './verbs/plugins.ts'
+import { deadVerb, pluginsVerb, replayVerb, schemaVerb, snapshotVerb, sqlVerb } from './verbs/plugins.ts'
 import { demoVerb } from './verbs/demo.ts'
 import { doctorVerb } from './verbs/doctor.ts'
 
 /** Every verb, in the order --help lists them. */
-export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, gapsVerb, exportVerb, pluginsVerb, schemaVerb, sqlVerb, deadVerb, replayVerb, doctorVerb, demoVerb]
+export const VERBS: Verb[] = [
+  initVerb,
+  runVerb,
+  idVerb,
+  publishVerb,
+  eventsVerb,
+  statusVerb,
+  gapsVerb,
+  exportVerb,
+  pluginsVerb,
+  schemaVerb,
+  sqlVerb,
+  deadVerb,
+  replayVerb,
+  snapshotVerb,
+  doctorVerb,
+  demoVerb
+]
 
 /** Errors whose message is all an operator needs: printed without a stack trace. */
 const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'PluginLoadError', 'InvalidHeadError'])

@@ -36,5 +36,6 @@ export const OPTIONS = {
     schema: text('Expected a time'),
     inFile: false
   },
+  plugin: { name: 'plugin', kind: 'string', value: 'NAME', description: 'only this plugin', schema: text('Expected a plugin name'), inFile: false },
   car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }
 } satisfies Record<string, Setting>

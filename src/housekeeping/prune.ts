@@ -71,18 +71,24 @@ export function prunable(store: Store, rules: PruneRules, now: number): Prunable
     self,
     keyed.map((c) => c.seq)
   )
+  const acked = (c: { seq: number; created_at: number }): boolean => c.created_at < now - retentionMax || (c.seq <= floor && c.seq <= processed)
   const compacted = new Set<number>()
+  const keyedGo = new Set<number>()
   const buckets = new Set<string>()
   for (const c of keyed) {
     if (!superseded.has(c.seq)) continue
+    // A plugin without keys for the type also applied it: its state needs the event as plain retention does.
+    const unkeyed = store.stateKeys.unkeyed(self, c.seq)
+    if (unkeyed && !(c.seq <= floor && c.seq <= processed)) continue
     if (!buckets.has(c.bucket) && buckets.size >= COMPACT_BUCKETS_PER_RUN) continue
     buckets.add(c.bucket)
-    compacted.add(c.seq)
+    keyedGo.add(c.seq)
+    if (!unkeyed) compacted.add(c.seq)
   }
   const plain = candidates.filter((c) => !keyedSeqs.has(c.seq))
-  const plainGo = new Set(plain.filter((c) => c.created_at < now - retentionMax || (c.seq <= floor && c.seq <= processed)).map((c) => c.seq))
+  const plainGo = new Set(plain.filter(acked).map((c) => c.seq))
   const kept = plain.filter((c) => !plainGo.has(c.seq))
   const heldBackBy = kept.length === 0 ? [] : [...acksOf].filter(([, ack]) => ack < kept[0].seq).map(([m]) => m)
-  const seqs = candidates.filter((c) => compacted.has(c.seq) || plainGo.has(c.seq)).map((c) => c.seq)
+  const seqs = candidates.filter((c) => keyedGo.has(c.seq) || plainGo.has(c.seq)).map((c) => c.seq)
   return { seqs, compacted, heldBackBy }
 }

@@ -18,6 +18,8 @@ export interface HttpDeps {
   publish: (body: unknown) => Promise<PublishResult>
   /** publishes several events in one commit, all or none */
   publishMany: (bodies: unknown[]) => Promise<PublishResult[]>
+  /** writes signed snapshots of one plugin (or every plugin that takes part) into the outbox (for `POST /v1/snapshots`) */
+  snapshot?: (plugin?: string) => Promise<unknown>
   /** the metrics registry, its database-backed gauges refreshed (for `/metrics`) */
   metrics?: () => Metrics
   /** what `/v1/stream` reads */
@@ -128,6 +130,20 @@ export function createHttpApp(deps: HttpDeps): Hono {
       return c.json(Array.isArray(body) ? await deps.publishMany(body) : await deps.publish(body))
     }
   )
+  const { snapshot } = deps
+  if (snapshot != null) {
+    app.post('/v1/snapshots', async (c) => {
+      let body: unknown
+      try {
+        body = JSON.parse((await c.req.text()) || '{}')
+      } catch (err) {
+        return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
+      }
+      const plugin = (body as { plugin?: unknown } | null)?.plugin
+      if (plugin != null && typeof plugin !== 'string') return c.json({ error: 'Invalid body: plugin must be a plugin name' }, 400)
+      return c.json(await snapshot(plugin ?? undefined))
+    })
+  }
   const { metrics, stream } = deps
   if (metrics != null) {
     app.get('/metrics', async (c) => {

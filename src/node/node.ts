@@ -1,3 +1,4 @@
+import { Snapshots, type WrittenSnapshot } from '../plugins/snapshots.ts'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
@@ -34,7 +35,7 @@ import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
-import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
+import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus, type StoredStatus } from './status.ts'
 
 /** The event stream sends a heartbeat after this long without events. */
 const STREAM_HEARTBEAT_MS = 15_000
@@ -59,6 +60,7 @@ interface Running {
   outbox: Outbox
   syncer: Syncer
   housekeeper: Housekeeper
+  snapshots: Snapshots
   fetcher: BlockFetcher
   blockExchange: BlockExchange
   headExchange: HeadExchange
@@ -205,6 +207,17 @@ export class CairnNode {
         members: () => (access.members == null ? undefined : [...access.members.keys()]),
         processed: () => opened.store.acks()[self] ?? 0
       })(components)
+      const snapshots = new Snapshots(components, {
+        plugins: plugins.plugins,
+        privateKey: opened.privateKey,
+        put: async (plugin, bytes, vector) => await outbox.putSnapshot(plugin, bytes, vector),
+        getBlock: async (cid, options) => await fetcher.get(cid, options),
+        fetchTimeout: cfg.fetchTimeout,
+        trusted: () => (cfg.snapshotFrom === 'members' ? [...(access.members?.keys() ?? [])] : cfg.snapshotFrom.split(',').map((p) => p.trim())),
+        loaded: () => {
+          plugins.notify()
+        }
+      })
       const limiter = new HeadLimiter({
         rate: cfg.headsPerSecond,
         accept: async (bytes, peer) => {
@@ -259,6 +272,7 @@ export class CairnNode {
         outbox,
         syncer,
         housekeeper,
+        snapshots,
         fetcher,
         blockExchange,
         headExchange,
@@ -291,6 +305,15 @@ export class CairnNode {
           void this.housekeeping()
         }, cfg.housekeepingInterval)
       )
+      if (cfg.snapshotInterval != null) {
+        running.timers.push(
+          setInterval(() => {
+            void this.writeSnapshots().catch((err: Error) => {
+              this.log.warn(`scheduled snapshot not written: ${err.message}`, { reason: 'snapshot_failed' })
+            })
+          }, cfg.snapshotInterval)
+        )
+      }
       // Picks up replay requests written by cairn replay, and retries that came due.
       running.timers.push(
         setInterval(() => {
@@ -353,7 +376,11 @@ export class CairnNode {
       events.listen('outbox:pruned', ({ head }) => {
         r.gossip.publish(head)
       }),
-      events.listen('sync:progress', progressRenderer(this.log, this.extras.terminal))
+      events.listen('sync:progress', progressRenderer(this.log, this.extras.terminal)),
+      // Once a catch-up settles, plugins whose state misses pruned history look for a trusted snapshot.
+      events.listen('sync:idle', () => {
+        void r.snapshots.bootstrap()
+      })
     )
   }
 
@@ -366,8 +393,9 @@ export class CairnNode {
       status: async () => await this.statusJson(),
       publish: async (body) => await this.publish(body),
       publishMany: async (bodies) => await r.outbox.publishMany(bodies),
+      snapshot: async (plugin) => await r.snapshots.write(plugin),
       metrics: () => {
-        refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
+        refreshMetrics(this.metrics, this.storedStatus(r), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
         return this.metrics
       },
       stream: {
@@ -401,6 +429,7 @@ export class CairnNode {
       }
     }
     for (const t of r.timers) clearInterval(t)
+    r.snapshots.stop()
     r.dialer.stop()
     r.limiter.stop()
     await step('the HTTP endpoint', async () => await r.http?.stop())
@@ -476,6 +505,15 @@ export class CairnNode {
     }
   }
 
+  /**
+   * Writes a signed snapshot of one plugin's tables (or of every plugin that takes part) into this node's outbox.
+   *
+   * @throws ValidationError for an unknown or opted-out plugin, or one whose state is not whole here
+   */
+  async writeSnapshots(plugin?: string): Promise<WrittenSnapshot[]> {
+    return await this.run.snapshots.write(plugin)
+  }
+
   /** Runs pruning and garbage collection once. */
   async housekeeping(): Promise<void> {
     await this.run.housekeeper.run()
@@ -487,6 +525,12 @@ export class CairnNode {
     if (r.ipfs.libp2p.status !== 'started') return { ready: false, reason: 'libp2p is not started' }
     const problem = r.opened.store.check()
     return problem == null ? { ready: true } : { ready: false, reason: `database: ${problem}` }
+  }
+
+  /** @returns what the database says, with the lost gaps that loaded snapshots cover taken out of the alarms */
+  private storedStatus(r: Running): StoredStatus {
+    const stored = storedStatus(r.opened.store)
+    return { ...stored, gaps: r.snapshots.alarming(stored.gaps) }
   }
 
   /** @returns the status document of `/status` and `cairn status --json` */
@@ -505,9 +549,10 @@ export class CairnNode {
         peers: libp2p.getPeers().map(String),
         syncing: r.syncer.busy,
         rejections: r.rejections.list(),
-        clock: this.clockStatus()
+        clock: this.clockStatus(),
+        pluginStates: r.snapshots.states()
       },
-      storedStatus(r.opened.store)
+      this.storedStatus(r)
     )
   }
 

@@ -5,6 +5,7 @@ import type { HousekeepingResult } from '../housekeeping/housekeeper.ts'
 import type { Store } from '../store/store.ts'
 import type { GapKind } from '../store/gaps.ts'
 import type { RejectionSummary } from './rejections.ts'
+import type { PluginStateStatus } from '../plugins/snapshots.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -122,6 +123,8 @@ export interface LiveStatus {
   syncing: boolean
   rejections: RejectionSummary[]
   clock: ClockStatus
+  /** per plugin, where its state comes from (the full or compacted log, a snapshot, the retention horizon) */
+  pluginStates: PluginStateStatus[]
 }
 
 /** This node's clock against others' (the clock rule, `--max-clock-skew`). */
@@ -150,6 +153,7 @@ export type StatusDocument = StoredStatus & {
   /** per member or tracked producer and reason, rejections since start (bounded; most recent first) */
   rejections: RejectionSummary[]
   clock: ClockStatus
+  plugin_state: PluginStateStatus[]
 }
 
 /** @returns the status document of a running node */
@@ -161,6 +165,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (stored.gaps.length > 0) reasons.push(`${stored.gaps.length} gap(s): events no longer fetchable`)
   if (live.clock.publish_refused != null) reasons.push(`publishing refused: ${live.clock.publish_refused}`)
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
+  for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
   if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
   return {
     verdict: !live.ready.ready ? 'failing' : reasons.length > 0 ? 'degraded' : 'healthy',
@@ -175,6 +180,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     syncing: live.syncing,
     rejections: live.rejections,
     clock: live.clock,
+    plugin_state: live.pluginStates,
     ...stored
   }
 }

@@ -29,6 +29,7 @@ const PluginSchema = v.object({
     v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type')
   ),
   migrations: v.optional(v.array(v.string('Expected SQL text'))),
+  snapshot: v.optional(v.literal(false, 'Expected false (to opt out of snapshots) or nothing')),
   apply: Fn,
   effect: v.optional(Fn)
 })

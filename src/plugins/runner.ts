@@ -63,6 +63,15 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
   const moveCursor = (): void => {
     if (advance) state.advanceCursor(plugin.name, row.cursor)
   }
+  // The plugin's state came from a snapshot that already reflects this event: it is passed over, never applied.
+  const vector = store.snapshots.loaded(plugin.name)?.vector
+  if (vector != null && row.seq <= (vector[row.producer] ?? 0)) {
+    store.transaction(() => {
+      state.markApplied(plugin.name, row, ctx.now(), false)
+      moveCursor()
+    })
+    return false
+  }
   if (state.isApplied(plugin.name, row)) {
     store.transaction(() => {
       moveCursor()
@@ -93,7 +102,7 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
     const keys = stateKeysOf(handler, event.payload)
     store.transaction(() => {
       plugin.apply(event, { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name })
-      if (keys.length > 0) store.stateKeys.record(plugin.name, row.producer, row.seq, `${row.hlc}|${row.producer}|${row.event_id}`, keys)
+      store.stateKeys.record(plugin.name, row.producer, row.seq, `${row.hlc}|${row.producer}|${row.event_id}`, keys)
       state.markApplied(plugin.name, row, ctx.now(), plugin.effect != null)
       moveCursor()
     })
@@ -124,11 +133,12 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
 }
 
 /**
- * @returns the canonical JSON of each state key the handler declares for this payload (none without `keys`)
+ * @returns the canonical JSON of each state key the handler declares for this payload; without `keys`, the empty key
  * @throws Error when `keys` throws, returns something else than strings and tuples, or more than MAX_KEYS_PER_EVENT
  */
 export function stateKeysOf(handler: TypeHandler, payload: unknown): string[] {
-  if (handler.keys == null) return []
+  // The empty key says: this plugin keeps no keys for the type, so plain retention decides the event.
+  if (handler.keys == null) return ['']
   const keys = handler.keys(payload)
   if (!Array.isArray(keys)) throw new Error(`keys() returned ${typeof keys}, expected an array of keys`)
   if (keys.length > MAX_KEYS_PER_EVENT) throw new Error(`keys() returned ${keys.length} keys, more than the ${MAX_KEYS_PER_EVENT} one event may write`)

@@ -62,6 +62,11 @@ export interface Plugin {
   handles: Record<string, TypeHandler>
   /** SQL run once each, in order, and recorded */
   migrations?: string[]
+  /**
+   * `false` opts out of signed snapshots: its tables are never published, and on a node that joined late its
+   * state starts at the retention horizon (status says so)
+   */
+  snapshot?: false
   // biome-ignore lint/suspicious/noExplicitAny: the payload's type depends on the event's type, which one handler signature cannot name
   apply: (event: PluginEvent<any>, ctx: ApplyContext) => void
   // biome-ignore lint/suspicious/noExplicitAny: as for apply

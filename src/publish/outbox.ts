@@ -7,7 +7,9 @@ import type { EventEnvelope } from '../model/envelope.ts'
 import { signHead, type Head } from '../model/head.ts'
 import { filePlace } from '../model/layout.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
-import { fileBlock, type Block, type DirEntry } from '../unixfs/tree.ts'
+import { directoryBlock, fileBlock, type Block, type DirEntry } from '../unixfs/tree.ts'
+import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
+import { CID } from 'multiformats/cid'
 import { trace } from '../log/trace.ts'
 import { checkBatch, checkRequest, type CheckedRequest, type PublishValidator, type RequestChecks } from './request.ts'
 import { CommitQueue, type Pending } from './queue.ts'
@@ -276,6 +278,36 @@ export class Outbox {
       await this.writeHead(seq, tree, () => {})
       return this.lastHead
     })
+  }
+
+  /**
+   * Puts a plugin's signed snapshot into the outbox tree as `snapshots/<plugin>.json` (replacing the one
+   * before) and publishes the new root and head.
+   *
+   * @returns the snapshot file's CID and the new signed head
+   */
+  async putSnapshot(plugin: string, bytes: Uint8Array, vector: Record<string, number>): Promise<{ cid: string; head: Uint8Array }> {
+    const written = await this.queue.serial(async () => {
+      const { store } = this.components
+      const file = await fileBlock(bytes)
+      const files = [...store.snapshots.own().filter((s) => s.plugin !== plugin), { plugin, cid: file.cid.toString(), size: bytes.length }]
+        .sort((a, b) => (a.plugin < b.plugin ? -1 : 1))
+        .map((s) => ({ name: `${s.plugin}.json`, cid: CID.parse(s.cid), size: s.size }))
+      const dir = await directoryBlock(files)
+      try {
+        const tree = await this.tree.build(new Map(), new Map(), new Map([[SNAPSHOTS_DIR, { name: SNAPSHOTS_DIR, cid: dir.cid, size: dir.size }]]))
+        this.putBlocks([file, dir, ...tree.blocks])
+        await this.writeHead(this.seq, tree, () => {
+          store.snapshots.putOwn(plugin, file.cid.toString(), bytes.length, vector, Date.now())
+        })
+      } catch (err) {
+        this.tree.reset()
+        throw err
+      }
+      return { cid: file.cid.toString(), head: this.lastHead! }
+    })
+    this.components.events.safeDispatchEvent('outbox:pruned', { detail: { head: written.head, removed: 0 } })
+    return written
   }
 
   /**

@@ -176,6 +176,8 @@ export const MIGRATIONS: readonly string[] = [
   // `producers.pruned_plain`: the highest seq a producer's head says it pruned without that (NULL: unknown);
   // `producers.joined_seq`: its head seq when this node first heard of it (below it is history, not a gap);
   // `gaps.kind`: 'lost' (an alarm), 'compacted' (covered by newer events) or 'horizon' (before this node joined).
+  // Signed snapshots: `snapshots_out`, the one this node publishes per plugin; `snapshots_loaded`, the one a
+  // plugin's state was loaded from (its vector: events up to it are in the tables already).
   `CREATE TABLE state_keys (
      plugin TEXT NOT NULL,
      key TEXT NOT NULL,
@@ -189,5 +191,7 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE producers ADD COLUMN pruned_plain INTEGER;
    ALTER TABLE producers ADD COLUMN joined_seq INTEGER;
    UPDATE producers SET joined_seq = 0;
-   ALTER TABLE gaps ADD COLUMN kind TEXT NOT NULL DEFAULT 'lost';`
+   ALTER TABLE gaps ADD COLUMN kind TEXT NOT NULL DEFAULT 'lost';
+   CREATE TABLE snapshots_out (plugin TEXT PRIMARY KEY, cid TEXT NOT NULL, size INTEGER NOT NULL, vector TEXT NOT NULL, created_at INTEGER NOT NULL);
+   CREATE TABLE snapshots_loaded (plugin TEXT PRIMARY KEY, producer TEXT NOT NULL, vector TEXT NOT NULL, created_at TEXT NOT NULL, loaded_at INTEGER NOT NULL);`
 ]

@@ -12,7 +12,11 @@ export class StateKeysTable {
     this.db = db
   }
 
-  /** Records the keys one event writes for one plugin; recording them again changes nothing. */
+  /**
+   * Records the keys one event writes for one plugin; recording them again changes nothing. A plugin that
+   * declares no keys for the event's type records the empty key: the event is then pruned by plain
+   * retention (acknowledged by every member), because that plugin's state needs it.
+   */
   record(plugin: string, producer: string, seq: number, orderKey: string, keys: readonly string[]): void {
     for (const key of keys) this.db.run('INSERT OR IGNORE INTO state_keys (plugin, key, producer, seq, order_key) VALUES (?, ?, ?, ?, ?)', [plugin, key, producer, seq, orderKey])
   }
@@ -27,7 +31,7 @@ export class StateKeysTable {
       const r = this.db.get<{ keys: number; open: number }>(
         `SELECT count(*) AS keys,
                 sum(CASE WHEN EXISTS (SELECT 1 FROM state_keys n WHERE n.plugin = k.plugin AND n.key = k.key AND n.order_key > k.order_key) THEN 0 ELSE 1 END) AS open
-           FROM state_keys k WHERE k.producer = ? AND k.seq = ?`,
+           FROM state_keys k WHERE k.producer = ? AND k.seq = ? AND k.key != ''`,
         [producer, seq]
       )
       if (r != null && r.keys > 0 && r.open === 0) out.add(seq)
@@ -35,9 +39,14 @@ export class StateKeysTable {
     return out
   }
 
-  /** @returns whether an event of `producer` writes any key (so that compaction, not plain retention, decides it) */
+  /** @returns whether an event of `producer` writes any key (so that it is kept while it is the newest of one) */
   keyed(producer: string, seq: number): boolean {
-    return this.db.get('SELECT 1 FROM state_keys WHERE producer = ? AND seq = ? LIMIT 1', [producer, seq]) != null
+    return this.db.get("SELECT 1 FROM state_keys WHERE producer = ? AND seq = ? AND key != '' LIMIT 1", [producer, seq]) != null
+  }
+
+  /** @returns whether a plugin without keys for its type applied an event of `producer` (so that plain retention also decides it) */
+  unkeyed(producer: string, seq: number): boolean {
+    return this.db.get("SELECT 1 FROM state_keys WHERE producer = ? AND seq = ? AND key = '' LIMIT 1", [producer, seq]) != null
   }
 
   /**
@@ -48,12 +57,12 @@ export class StateKeysTable {
    */
   forgetSuperseded(self: string): number {
     const others = this.db.run(
-      `DELETE FROM state_keys WHERE producer != ? AND EXISTS (SELECT 1 FROM state_keys n WHERE n.plugin = state_keys.plugin AND n.key = state_keys.key AND n.order_key > state_keys.order_key)`,
+      `DELETE FROM state_keys WHERE producer != ? AND (key = '' OR EXISTS (SELECT 1 FROM state_keys n WHERE n.plugin = state_keys.plugin AND n.key = state_keys.key AND n.order_key > state_keys.order_key))`,
       [self]
     ).changes
     const own = this.db.run(
       `DELETE FROM state_keys WHERE producer = ? AND seq IN (SELECT seq FROM outbox WHERE pruned_at IS NOT NULL)
-         AND EXISTS (SELECT 1 FROM state_keys n WHERE n.plugin = state_keys.plugin AND n.key = state_keys.key AND n.order_key > state_keys.order_key)`,
+         AND (key = '' OR EXISTS (SELECT 1 FROM state_keys n WHERE n.plugin = state_keys.plugin AND n.key = state_keys.key AND n.order_key > state_keys.order_key))`,
       [self]
     ).changes
     return others + own

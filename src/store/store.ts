@@ -9,6 +9,7 @@ import { ProducersTable } from './producers.ts'
 import { QuarantineTable } from './quarantine.ts'
 import { RemoteDirsTable } from './remoteDirs.ts'
 import { StateKeysTable } from './stateKeys.ts'
+import { SnapshotsTable } from './snapshots.ts'
 
 /** The handle a plugin's `apply` and `effect` get: run, get and all on the node's database. */
 export interface PluginDbHandle {
@@ -32,6 +33,7 @@ export class Store {
   readonly outbox: OutboxTable
   readonly meta: MetaTable
   readonly stateKeys: StateKeysTable
+  readonly snapshots: SnapshotsTable
 
   constructor(db: SqlDatabase) {
     this.db = db
@@ -44,6 +46,7 @@ export class Store {
     this.outbox = new OutboxTable(db)
     this.meta = new MetaTable(db)
     this.stateKeys = new StateKeysTable(db)
+    this.snapshots = new SnapshotsTable(db)
   }
 
   /**

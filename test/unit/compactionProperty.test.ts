@@ -150,7 +150,7 @@ describe('keyed compaction', () => {
     )
     // The property is about pruned histories: most runs did prune.
     expect(pruned).toBeGreaterThan(500)
-  })
+  }, 120_000)
 
   test('a revocation is kept while it is the newest event of its key, however old; an invitation it fully supersedes goes', async () => {
     const p = PRODUCERS[0]

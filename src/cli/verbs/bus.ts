@@ -196,6 +196,7 @@ export const statusVerb = defineVerb({
       ]
       out(`history   ${h.producer.slice(-8)} ${parts.filter((p) => p !== '').join(', ')}`)
     }
+    for (const p of status.plugin_state ?? []) out(`plugin    ${p.plugin}: ${p.state}`)
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
     if ((status.rejections ?? []).length > 0) {
       out(`rejections ${(status.rejections ?? []).map((r) => `${r.producer.slice(-8)} ${r.reason} x${r.count} (last ${r.last_at})`).join(', ')}`)
