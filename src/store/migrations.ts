@@ -188,6 +188,7 @@ export const MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX state_keys_newest ON state_keys (plugin, key, order_key);
    ALTER TABLE outbox ADD COLUMN compacted INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX outbox_pruned_plain ON outbox (seq) WHERE pruned_at IS NOT NULL AND compacted = 0;
    ALTER TABLE producers ADD COLUMN pruned_plain INTEGER;
    ALTER TABLE producers ADD COLUMN joined_seq INTEGER;
    UPDATE producers SET joined_seq = 0;
