@@ -134,4 +134,30 @@ describe('bootstrapping from snapshots', () => {
     expect(store.snapshots.allLoaded()).toEqual([])
     expect(s.states()[0].state).toContain('waiting for a snapshot')
   })
+
+  test('a plugin that opted out is never written nor loaded; its state starts at the horizon, as status says', async () => {
+    const { store, blocks, publish } = await setup()
+    const b = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const optedOut = { ...counter, snapshot: false as const }
+    const s = new Snapshots(
+      { self: SELF, store, log: silentLog, metrics: new Metrics(), events: new CairnEventBus() },
+      {
+        plugins: [optedOut],
+        privateKey: await generateKeyPair('Ed25519'),
+        put: async () => {
+          throw new Error('not written')
+        },
+        getBlock: async (cid: CID) => blocks.get(cid.toString())!,
+        trusted: () => [b],
+        fetchTimeout: 1000,
+        loaded: () => {}
+      }
+    )
+    await s.bootstrap()
+    expect(store.snapshots.allLoaded()).toEqual([])
+    expect(s.states()[0].state).toEndWith('; opted out of snapshots')
+    expect(s.states()[0].state).toStartWith('state from the retention horizon')
+    await expect(s.write('counter')).rejects.toThrow('Cannot snapshot plugin counter: it opted out of snapshots (snapshot: false)')
+    expect(await s.write()).toEqual([])
+  })
 })
