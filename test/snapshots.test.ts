@@ -70,7 +70,8 @@ describe('signed snapshots', () => {
 
     // d trusts nobody (the default is the members list, and there is none): a's snapshot is ignored, and
     // its counter starts at the retention horizon, as status says.
-    await d.start([...opts, '--bootstrap', a.addrs[0]])
+    // It also writes snapshots every second: of the built-in plugin (whole, by compaction), not of the counter.
+    await d.start([...opts, '--bootstrap', a.addrs[0], '--snapshot-interval', '1s'])
     await waitFor('d to process a up to 9', () => processedUpTo(d, a.peerId, 9), 60_000)
     expect(counts(d.dir)).toBe(
       JSON.stringify([
@@ -83,6 +84,9 @@ describe('signed snapshots', () => {
     expect(sd.verdict).toBe('healthy')
     expect(sd.plugin_state.find((p: any) => p.plugin === 'workspace-counter').state).toContain('state from the retention horizon')
     expect(sd.plugin_state.find((p: any) => p.plugin === 'workspace-counter').state).toContain('no producer is trusted for snapshots')
+    await waitFor('d to write a scheduled snapshot', () => query(d.dir, 'SELECT plugin FROM snapshots_out').length > 0, 30_000)
+    expect(query(d.dir, 'SELECT plugin FROM snapshots_out')).toEqual([{ plugin: 'workspace-access' }])
+    await waitFor('d to log why the counter has none', () => d.logs.includes('snapshot not written: Cannot snapshot plugin workspace-counter: its state here misses'), 30_000)
   }, 240_000)
 
   test('a forged or tampered snapshot is refused with the reason', async () => {

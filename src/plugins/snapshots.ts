@@ -75,10 +75,11 @@ export class Snapshots {
   }
 
   /**
-   * Writes a snapshot of one plugin (or of every plugin that takes part) into this node's outbox tree.
+   * Writes a snapshot of one plugin (or of every plugin that takes part: those that cannot be written now are
+   * logged and passed over) into this node's outbox tree.
    *
-   * @throws ValidationError for an unknown or opted-out plugin, or one whose state is not whole here: events
-   * not processed yet, or gaps no snapshot covered
+   * @throws ValidationError for an unknown or opted-out plugin, or a named one whose state is not whole here:
+   * events not processed yet, or gaps no snapshot covered
    */
   async write(name?: string): Promise<WrittenSnapshot[]> {
     const { plugins } = this.init
@@ -91,12 +92,20 @@ export class Snapshots {
     } else chosen = plugins.filter(snapshotting)
     const out: WrittenSnapshot[] = []
     for (const plugin of chosen) {
-      const { snapshot } = this.capture(plugin)
-      const bytes = await signSnapshot(snapshot, this.init.privateKey)
-      if (bytes.length > MAX_SNAPSHOT_BYTES)
-        throw new ValidationError(
-          `Cannot snapshot plugin ${plugin.name}: its tables make ${bytes.length} bytes, over the ${MAX_SNAPSHOT_BYTES} a snapshot may hold (declare state keys for its types instead)`
-        )
+      let bytes: Uint8Array
+      let snapshot: Snapshot
+      try {
+        snapshot = this.capture(plugin).snapshot
+        bytes = await signSnapshot(snapshot, this.init.privateKey)
+        if (bytes.length > MAX_SNAPSHOT_BYTES)
+          throw new ValidationError(
+            `Cannot snapshot plugin ${plugin.name}: its tables make ${bytes.length} bytes, over the ${MAX_SNAPSHOT_BYTES} a snapshot may hold (declare state keys for its types instead)`
+          )
+      } catch (err) {
+        if (name != null || (err as Error).name !== 'ValidationError') throw err
+        this.components.log.warn(`snapshot not written: ${(err as Error).message}`, { plugin: plugin.name, reason: 'snapshot_not_written' })
+        continue
+      }
       const { cid } = await this.init.put(plugin.name, bytes, snapshot.vector)
       this.components.log.info(`wrote a snapshot of ${plugin.name}`, { plugin: plugin.name, cid, bytes: bytes.length, vector: snapshot.vector })
       out.push({ plugin: plugin.name, cid, vector: snapshot.vector, bytes: bytes.length })
