@@ -160,4 +160,19 @@ describe('bootstrapping from snapshots', () => {
     await expect(s.write('counter')).rejects.toThrow('Cannot snapshot plugin counter: it opted out of snapshots (snapshot: false)')
     expect(await s.write()).toEqual([])
   })
+
+  test('lost gaps (a node away past the retention) that a loaded snapshot covers are no alarm any more', async () => {
+    const { store, blocks, origin, publish } = await setup()
+    store.db.run("UPDATE gaps SET kind = 'lost'")
+    const b = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const s = service(store, blocks, [b])
+    const gaps = store.gaps.list('lost')
+    expect(s.alarming(gaps).map((g) => [g.from_seq, g.to_seq])).toEqual([[1, 5]])
+    await s.bootstrap()
+    expect(store.snapshots.loaded('counter')?.vector).toEqual({ [origin]: 5 })
+    expect(s.alarming(gaps)).toEqual([])
+    // a later loss beyond the snapshot's vector is an alarm again
+    store.gaps.add(origin, 7, 7, 0, 'lost')
+    expect(s.alarming(store.gaps.list('lost')).map((g) => [g.from_seq, g.to_seq])).toEqual([[7, 7]])
+  })
 })
