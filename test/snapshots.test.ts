@@ -57,9 +57,13 @@ describe('signed snapshots', () => {
     )
 
     // c trusts a: it loads a's snapshot (seqs 4 and 7, kept and in the snapshot, are not counted twice).
+    // Hard stops while it bootstraps: once the first kept events are in (before or during the load), and
+    // right after the load. What was loaded, and what was applied on top of it, commit whole or not at all.
+    await c.start([...opts, '--bootstrap', a.addrs[0], '--snapshot-from', a.peerId])
+    await waitFor('c to store the first kept events', () => query(c.dir, 'SELECT 1 FROM events').length > 0, 60_000)
+    await c.stop('SIGKILL')
     await c.start([...opts, '--bootstrap', a.addrs[0], '--snapshot-from', a.peerId])
     await waitFor('c to load the snapshot', () => query(c.dir, 'SELECT 1 FROM snapshots_loaded').length === 1, 60_000)
-    // A hard stop right after the load: what was loaded, and what was applied on top of it, commit whole or not at all.
     await c.stop('SIGKILL')
     await c.start([...opts, '--bootstrap', a.addrs[0], '--snapshot-from', a.peerId])
     await waitFor('c to process a up to 9', () => processedUpTo(c, a.peerId, 9), 60_000)
