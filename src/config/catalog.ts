@@ -104,7 +104,8 @@ export const SETTINGS = {
     name: 'max-files-per-walk',
     kind: 'string',
     value: 'N',
-    description: "the most event files fetched and held in memory at once during a walk of a producer's tree (default 20000; a larger backlog goes in chunks of this size)",
+    description:
+      "the most event files fetched and held in memory at once during a walk of a producer's tree (default 20000; a larger backlog goes in chunks of this size; one pass of a walk lists at most 5 times as many files and reads at most 50 times as many directories)",
     schema: IntSchema,
     default: 20_000
   },
