@@ -117,24 +117,37 @@ describe('the head exchange', () => {
       }
       await new HeadExchange({ libp2p: b.ipfs.libp2p, heads: () => [], onHead, log: silentLog }).start()
       const heads = [new TextEncoder().encode('head 1'), new TextEncoder().encode('head 2')]
-      const pusher = new HeadExchange({ libp2p: a.ipfs.libp2p, heads: () => heads.map((h) => h.slice()), log: silentLog, onHead: async () => {} })
-      await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
-      const settled = async (n: number): Promise<void> => {
-        await waitFor(`${n} heads on b`, () => received.length >= n, 5000)
-        await Bun.sleep(200)
-        expect(received).toHaveLength(n)
+      // Every push opens a stream, and pushAll returns once its streams are written: counting the dials
+      // of the pusher tells exactly what it sent, without waiting to see that nothing more arrives.
+      const libp2p = a.ipfs.libp2p
+      let dials = 0
+      const counting = new Proxy(libp2p, {
+        get: (target, key) => {
+          if (key === 'dialProtocol') {
+            return (...args: Parameters<typeof libp2p.dialProtocol>) => {
+              dials++
+              return target.dialProtocol(...args)
+            }
+          }
+          const value = Reflect.get(target, key)
+          return typeof value === 'function' ? value.bind(target) : value
+        }
+      })
+      const pusher = new HeadExchange({ libp2p: counting, heads: () => heads.map((h) => h.slice()), log: silentLog, onHead: async () => {} })
+      await waitFor('a connected to b', () => libp2p.getConnections(b.peerId).length > 0, 10_000)
+      const pushed = async (options: { changed?: boolean }, expected: { dials: number; heads: number }): Promise<void> => {
+        await pusher.pushAll(options)
+        expect(dials).toBe(expected.dials)
+        await waitFor(`${expected.heads} heads on b`, () => received.length >= expected.heads, 5000)
+        expect(received).toHaveLength(expected.heads)
       }
 
-      await pusher.pushAll({ changed: true })
-      await settled(2)
-      await pusher.pushAll({ changed: true })
-      await settled(2)
+      await pushed({ changed: true }, { dials: 1, heads: 2 })
+      await pushed({ changed: true }, { dials: 1, heads: 2 })
       heads[1] = new TextEncoder().encode('head 2, newer')
-      await pusher.pushAll({ changed: true })
-      await settled(4)
+      await pushed({ changed: true }, { dials: 2, heads: 4 })
       expect(received.slice(2)).toEqual(['head 1', 'head 2, newer'])
-      await pusher.pushAll()
-      await settled(6)
+      await pushed({}, { dials: 3, heads: 6 })
     } finally {
       await b.stop()
       await a.stop()
