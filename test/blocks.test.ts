@@ -17,6 +17,7 @@ import { testOutbox } from './helpers/outbox.ts'
 import { CairnEventBus } from '../src/node/events.ts'
 import { withBlocks } from '../src/model/head.ts'
 import type { AnnouncingBroker } from '../src/p2p/announce.ts'
+import { headsTopic } from '../src/p2p/gossip.ts'
 
 describe('the blocks protocol', () => {
   test('a catch-up fetches its files in batches from the producer', async () => {
@@ -149,6 +150,32 @@ describe('the head exchange', () => {
       expect(received.slice(2)).toEqual(['head 1', 'head 2, newer'])
       await pushed({}, { dials: 3, heads: 6 })
     } finally {
+      await b.stop()
+      await a.stop()
+    }
+  })
+})
+
+describe('gossip copies', () => {
+  test('a node counts every copy of a hint it receives, and the duplicates among them, in /metrics', async () => {
+    using tmp = tempDir()
+    const a = await inProcessNode(await initDir(tmp.path, 'a'))
+    const key = join(tmp.path, 'a', 'swarm.key')
+    const addr = a.ipfs.libp2p.getMultiaddrs()[0].toString()
+    const b = await inProcessNode(await initDir(tmp.path, 'b', key), { bootstrap: [addr] })
+    const c = await inProcessNode(await initDir(tmp.path, 'c', key), { bootstrap: [addr, b.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    try {
+      const topic = headsTopic(a.network)
+      await waitFor('c subscribed to the hints as a sees it', () => a.ipfs.libp2p.services.pubsub.getSubscribers(topic).some((p) => p.equals(c.peerId)), 30_000)
+      for (let i = 0; i < 3; i++) await a.publish({ type: 'test.gossip', payload: { i } })
+      const counted = async (name: string): Promise<number> => {
+        const line = (await c.metrics.registry.metrics()).split('\n').find((l) => l.startsWith(`${name}{topic="hints"}`))
+        return line == null ? 0 : Number(line.split(' ')[1])
+      }
+      await waitFor('three hints received by c', async () => (await counted('cairn_gossip_received_total')) >= 3, 30_000)
+      expect(await counted('cairn_gossip_duplicates_total')).toBeLessThan(await counted('cairn_gossip_received_total'))
+    } finally {
+      await c.stop()
       await b.stop()
       await a.stop()
     }

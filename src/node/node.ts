@@ -163,7 +163,11 @@ export class CairnNode {
         blockstore: opened.blocks,
         datastorePath: opened.datastorePath,
         network: opened.network,
-        headsTopic: headsTopic(opened.network)
+        headsTopic: headsTopic(opened.network),
+        onGossipReceived: (topic, what) => {
+          if (what === 'received') components.metrics.gossipReceived.inc({ topic })
+          else components.metrics.gossipDuplicates.inc({ topic })
+        }
       })
       // Helia builds libp2p when it starts; nothing listens on it until the services below start.
       await ipfs.start()
