@@ -91,8 +91,10 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
   try {
     event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
     store.transaction(() => {
-      plugin.apply(event, { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name })
-      state.markApplied(plugin.name, row, ctx.now(), plugin.effect != null)
+      const applyCtx = { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name }
+      if (handler.apply != null) handler.apply(event, applyCtx)
+      else plugin.apply?.(event, applyCtx)
+      state.markApplied(plugin.name, row, ctx.now(), (handler.effect ?? plugin.effect) != null)
       moveCursor()
     })
   } catch (err) {

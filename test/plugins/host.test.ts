@@ -15,7 +15,7 @@ import { Metrics } from '../../src/metrics/metrics.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
 import { loadPlugins } from '../../src/plugins/load.ts'
 import type { LoadedPlugin } from '../../src/plugins/types.ts'
-import { definePlugin, v, type Plugin } from '../../src/plugins/mod.ts'
+import { definePlugin, upcaster, v, type Plugin } from '../../src/plugins/mod.ts'
 import workspaceAccess from '../../plugins/workspace-access.ts'
 import { waitFor } from '../helpers/process.ts'
 
@@ -143,8 +143,18 @@ describe('the plugin host', () => {
     expect(db.all('SELECT plugin, event_id, version FROM plugin_held')).toEqual([{ plugin: 'counter', event_id: v2, version: 2 }])
     const v1 = add(db, 'test.count', { n: 1 }, { version: 1 })
     const upgraded = definePlugin({
-      ...counter,
-      handles: { 'test.count': { version: 2, payload: v.object({ count: v.number() }), upcast: { 1: { payload: v.object({ n: v.number() }), to: (p: { n: number }) => ({ count: p.n }) } } } }
+      name: counter.name,
+      migrations: counter.migrations,
+      handles: {
+        'test.count': {
+          version: 2,
+          payload: v.object({ count: v.number() }),
+          upcast: { 1: upcaster(v.object({ n: v.number() }), (p) => ({ count: p.n })) },
+          apply(event, { db }) {
+            db.run('INSERT INTO counted (event_id, n) VALUES (?, 1) ON CONFLICT (event_id) DO UPDATE SET n = n + 1', [event.event_id])
+          }
+        }
+      }
     })
     await (await run(db, builtin(upgraded))).stop()
     expect(db.all('SELECT event_id FROM counted ORDER BY event_id').map((r: any) => r.event_id)).toEqual([v1, v2].sort())
