@@ -5,7 +5,9 @@ import { pathToFileURL } from 'node:url'
 import { formatIssues } from '../model/issues.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
 import type { LoadedPlugin, Plugin } from './types.ts'
+import * as sdkModule from './mod.ts'
 import { SDK, type Sdk } from './mod.ts'
+import { provideModule } from '../runtime/sdkModule.ts'
 import { PluginLoadError } from '../errors.ts'
 import { tablesOf } from './migrate.ts'
 
@@ -64,7 +66,7 @@ function unknownKey(what: string): (issue: v.StrictObjectIssue) => string {
  * @param source the file (or `built-in`) for error messages
  * @throws PluginLoadError naming the source and the field
  */
-function checkPlugin(candidate: unknown, source: string): Plugin {
+export function checkPlugin(candidate: unknown, source: string): Plugin {
   const r = v.safeParse(PluginSchema, candidate)
   if (!r.success) {
     const name = (candidate as { name?: unknown } | null)?.name
@@ -95,6 +97,14 @@ function importErrorText(err: unknown): string {
   return lines.length > 0 ? lines.join('\n  ') : String(err)
 }
 
+let sdkProvided: Promise<void> | undefined
+
+/** Lets plugin files `import { definePlugin, v } from '@cairn/plugin'` without node_modules (once per process). */
+function provideSdk(): Promise<void> {
+  sdkProvided ??= provideModule('@cairn/plugin', { ...sdkModule })
+  return sdkProvided
+}
+
 /**
  * Loads the built-in plugins and every `.js`/`.ts` file in `dirs` (not `*.test.*`, `*.spec.*`, `*.d.ts` or
  * folders such as node_modules).
@@ -103,6 +113,7 @@ function importErrorText(err: unknown): string {
  */
 export async function loadPlugins(builtins: readonly Plugin[], dirs: readonly string[]): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = builtins.map((p) => ({ plugin: checkPlugin(p, 'built-in'), source: 'built-in' }))
+  if (dirs.length > 0) await provideSdk()
   for (const dir of dirs) {
     const abs = resolve(dir)
     if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new PluginLoadError(`Cannot load plugins from ${abs}: not a directory`)

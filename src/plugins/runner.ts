@@ -4,8 +4,15 @@ import { backoff } from '../util/backoff.ts'
 import { payloadOf } from './schemas.ts'
 import type { Plugin, PluginEvent } from './types.ts'
 
+/** The series running plugins updates (the node's Metrics has them; the test kit counts nothing). */
+export interface ApplyMetrics {
+  applied: { inc(labels: { type: string; plugin: string }): void }
+  applyDuration: { observe(labels: { plugin: string }, seconds: number): void }
+}
+
 /** What running plugins needs: the node's store, log, metrics and events, and the host's settings. */
-export interface RunContext extends Pick<Components, 'store' | 'log' | 'metrics' | 'events'> {
+export interface RunContext extends Pick<Components, 'store' | 'log' | 'events'> {
+  metrics: ApplyMetrics
   /** aborts when the host stops */
   signal: AbortSignal
   /** attempts before an event is dead-lettered for a plugin */
