@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
@@ -299,7 +300,15 @@ export class CairnNode {
       )
       running.startedAt = Date.now()
       const http = `${cfg.http.host.includes(':') ? `[${cfg.http.host}]` : cfg.http.host}:${running.http.port}`
-      writeRunInfo(cfg.data, { peer_id: self, pid: process.pid, version: VERSION, addrs: libp2p.getMultiaddrs().map(String), http, started_at: new Date(running.startedAt).toISOString() })
+      writeRunInfo(cfg.data, {
+        peer_id: self,
+        pid: process.pid,
+        version: VERSION,
+        addrs: libp2p.getMultiaddrs().map(String),
+        http,
+        started_at: new Date(running.startedAt).toISOString(),
+        plugins: cfg.plugins.map((d) => resolve(d))
+      })
       this.status = 'started'
       this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${running.http.port}`, network: opened.network })
     } catch (err) {

@@ -15,6 +15,9 @@ const isSchema = (x: unknown): boolean => x != null && typeof x === 'object' && 
 const Schema = v.custom<v.GenericSchema>(isSchema, 'Expected a valibot schema (v.object(...), v.unknown(), ...)')
 const Fn = v.custom<(...args: never[]) => unknown>((x) => typeof x === 'function', 'Expected a function')
 
+/** A plugin's name: it names its file, its log lines and its rows in cairn's tables. */
+export const PluginNameSchema = v.pipe(v.string('Expected a name'), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'Expected a lowercase name of letters, digits, dots, dashes or underscores'))
+
 /** The shape every loaded plugin must have: a key it does not know is refused, as a misspelling would be. */
 const HandlerSchema = v.strictObject(
   {
@@ -35,7 +38,7 @@ const HandlerSchema = v.strictObject(
 const PluginSchema = v.pipe(
   v.strictObject(
     {
-      name: v.pipe(v.string('Expected a name'), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'Expected a lowercase name of letters, digits, dots, dashes or underscores')),
+      name: PluginNameSchema,
       version: v.optional(v.string('Expected a version string such as 1.0.0')),
       handles: v.pipe(
         v.record(EventTypeSchema, HandlerSchema),
