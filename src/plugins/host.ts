@@ -3,7 +3,7 @@ import { waitFor } from '../node/events.ts'
 import type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
 import type { HeldEvent } from '../store/pluginState.ts'
 import { trace } from '../log/trace.ts'
-import { describePlugin, type PluginInfo } from './load.ts'
+import { describePlugin, versionDisagreements, type PluginInfo } from './load.ts'
 import type { LoadedPlugin } from './types.ts'
 import { migratePlugins } from './migrate.ts'
 import { processPlugin, type RunContext } from './runner.ts'
@@ -79,6 +79,7 @@ export class PluginHost implements Startable {
   async start(): Promise<void> {
     if (this.status === 'started') return
     migratePlugins(this.components.store.pluginState, this.init.plugins)
+    for (const line of versionDisagreements(this.init.plugins)) this.components.log.warn(line, { reason: 'plugin_versions_differ' })
     this.components.store.pluginState.forgetOrphanRetries()
     this.status = 'started'
     this.notify()

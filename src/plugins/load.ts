@@ -170,3 +170,23 @@ export function describePlugin({ plugin, source }: LoadedPlugin): PluginInfo {
     tables: tablesOf(plugin)
   }
 }
+
+/**
+ * @returns one line per event type whose handlers read different newest versions, naming which plugin
+ * holds the newer events: such events wait (held) for that plugin until a version of it that reads them
+ */
+export function versionDisagreements(plugins: readonly LoadedPlugin[]): string[] {
+  const byType = new Map<string, Array<{ name: string; version: number }>>()
+  for (const { plugin } of plugins) for (const [type, h] of Object.entries(plugin.handles)) byType.set(type, [...(byType.get(type) ?? []), { name: plugin.name, version: h.version }])
+  const lines: string[] = []
+  for (const [type, handlers] of byType) {
+    const newest = Math.max(...handlers.map((h) => h.version))
+    const behind = handlers.filter((h) => h.version < newest)
+    if (behind.length === 0) continue
+    const ahead = handlers.filter((h) => h.version === newest).map((h) => h.name)
+    lines.push(
+      `plugins disagree on ${type}: ${ahead.join(', ')} read(s) v${newest}, ${behind.map((h) => `${h.name} only up to v${h.version}`).join(', ')}; ${type} events newer than a plugin's version are held for it (cairn status shows them)`
+    )
+  }
+  return lines
+}

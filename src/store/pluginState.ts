@@ -27,6 +27,14 @@ export interface HeldEvent {
   version: number
 }
 
+/** How many events one plugin holds of one type and version. */
+export interface HeldGroup {
+  plugin: string
+  type: string
+  version: number
+  count: number
+}
+
 /** What `cairn replay` selects: one event, every dead letter, or a type (optionally received since a time). */
 export interface ReplaySelect {
   eventId?: string
@@ -135,6 +143,13 @@ export class PluginStateTable {
     return this.db.all('SELECT h.plugin, h.event_id, h.producer, e.type, h.version FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id ORDER BY e.cursor')
   }
 
+  /** @returns the held events counted by plugin, type and version: which plugin holds which events */
+  heldBy(): HeldGroup[] {
+    return this.db.all<HeldGroup>(
+      'SELECT h.plugin, e.type, h.version, count(*) AS count FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id GROUP BY h.plugin, e.type, h.version ORDER BY h.plugin, e.type, h.version LIMIT 100'
+    )
+  }
+
   /** @returns how many (plugin, event) pairs are held */
   heldCount(): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM plugin_held')?.n ?? 0
@@ -185,6 +200,8 @@ export class PluginStateTable {
       [plugin, e.producer, e.event_id, attempts, error, at]
     )
     this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
+    // A held event that a newer plugin version then could not apply is dead, no longer waiting for a version.
+    this.db.run('DELETE FROM plugin_held WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
   /** Removes a dead letter. */

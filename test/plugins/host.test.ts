@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { uuidv7 } from 'uuidv7'
@@ -13,7 +13,7 @@ import { requestReplay as replay } from '../../src/plugins/replay.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
-import { loadPlugins } from '../../src/plugins/load.ts'
+import { loadPlugins, versionDisagreements } from '../../src/plugins/load.ts'
 import type { LoadedPlugin } from '../../src/plugins/types.ts'
 import { definePlugin, upcaster, v, type Plugin } from '../../src/plugins/mod.ts'
 import workspaceAccess from '../../plugins/workspace-access.ts'
@@ -161,6 +161,24 @@ describe('the plugin host', () => {
     expect(db.all('SELECT * FROM plugin_held')).toEqual([])
   })
 
+  test('a held event that the newer version then cannot apply is dead-lettered and no longer counted as held', async () => {
+    const db = await database()
+    const bad = add(db, 'test.count', { count: 'seven' }, { version: 2 })
+    await (await run(db, builtin(counter))).stop()
+    const state = new Store(db).pluginState
+    expect({ held: state.heldCount(), by: state.heldBy() }).toEqual({ held: 1, by: [{ plugin: 'counter', type: 'test.count', version: 2, count: 1 }] })
+    const v2 = definePlugin({
+      name: 'counter',
+      migrations: counter.migrations,
+      handles: { 'test.count': { version: 2, payload: v.object({ count: v.number() }), apply() {} } }
+    })
+    expect(versionDisagreements(builtin(counter, { ...v2, name: 'counter2' }))).toEqual([
+      "plugins disagree on test.count: counter2 read(s) v2, counter only up to v1; test.count events newer than a plugin's version are held for it (cairn status shows them)"
+    ])
+    await (await run(db, builtin(v2))).stop()
+    expect({ held: state.heldCount(), dead: listDeadLetters(db).map((d) => d.event_id) }).toEqual({ held: 0, dead: [bad] })
+  })
+
   test('validatePublish names the field and picks the newest declared version', async () => {
     const db = await database()
     const host = await run(db, builtin(workspaceAccess))
@@ -208,9 +226,20 @@ describe('loading plugins', () => {
     return d
   }
 
-  test('loads the example plugin from a directory, with the SDK passed in', async () => {
+  test('loads the example plugins from a directory (the function form and an @cairn/plugin import), skipping their test', async () => {
     const loaded = await loadPlugins([], [resolve(import.meta.dir, '../../examples')])
-    expect(loaded.map((l) => [l.plugin.name, l.source.endsWith('apply-counter.js')])).toEqual([['apply-counter', true]])
+    expect(loaded.map((l) => [l.plugin.name, l.source.split('/').at(-1)])).toEqual([
+      ['apply-counter', 'apply-counter.js'],
+      ['document-sharing', 'document-sharing.ts']
+    ])
+  })
+
+  test('--plugins skips tests, specs, declarations and node_modules', async () => {
+    const plugin = "export default ({ v, definePlugin }) => definePlugin({ name: 'only', handles: { 'a.b': { version: 1, payload: v.unknown() } }, apply () {} })"
+    const d = dir({ 'only.js': plugin, 'only.test.ts': 'throw new Error("a test is not a plugin")', 'only.spec.js': 'throw new Error("nor a spec")', 'only.d.ts': 'export {}' })
+    mkdirSync(join(d, 'node_modules'))
+    writeFileSync(join(d, 'node_modules', 'x.js'), 'throw new Error("nor a dependency")')
+    expect((await loadPlugins([], [d])).map((l) => l.plugin.name)).toEqual(['only'])
   })
 
   test('a broken plugin file, a bad shape and a duplicate name each name the file', async () => {
