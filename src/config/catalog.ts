@@ -49,6 +49,17 @@ export const SETTINGS = {
     schema: BoolSchema,
     default: false
   },
+  'allow-unknown-types': {
+    name: 'allow-unknown-types',
+    kind: 'boolean',
+    description:
+      'publish event types (and versions) no local plugin reads, for networks where other nodes handle them; config.json may list the types instead (["document.shared"]). Without it such a publish is refused',
+    schema: v.union([
+      BoolSchema,
+      v.array(v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$/, 'Expected a dotted lowercase event type')), 'Expected true, false or a list of event types')
+    ]),
+    default: false
+  },
   plugins: { name: 'plugins', kind: 'string', multiple: true, value: 'DIR', description: 'a directory of external plugin files (.js/.ts) to load', schema: StringListSchema, default: [] },
   'log-level': {
     name: 'log-level',
@@ -216,6 +227,7 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS.http,
   SETTINGS['force-http'],
   SETTINGS.plugins,
+  SETTINGS['allow-unknown-types'],
   SETTINGS['log-level'],
   SETTINGS['log-format'],
   SETTINGS['announce-interval'],
@@ -247,6 +259,7 @@ type RunSettingName =
   | 'http'
   | 'force-http'
   | 'plugins'
+  | 'allow-unknown-types'
   | 'log-level'
   | 'log-format'
   | 'announce-interval'

@@ -153,7 +153,8 @@ export class CairnNode {
     try {
       const plugins = pluginHost({
         plugins: await loadPlugins(this.extras.plugins ?? [], cfg.plugins),
-        publish: async (r) => await this.publish(r)
+        publish: async (r) => await this.publish(r),
+        allowUnknownTypes: cfg.allowUnknownTypes
       })(components)
       startedPlugins = plugins
       await plugins.start()

@@ -9,7 +9,7 @@ import { migratePlugins } from './migrate.ts'
 import { processPlugin, type RunContext } from './runner.ts'
 import { replayQueued } from './replay.ts'
 import { nextEffectAt, runEffects } from './effects.ts'
-import { jsonSchemaOf, validatePublish } from './schemas.ts'
+import { jsonSchemaOf, validatePublish, type UnknownTypes } from './schemas.ts'
 import type { Plugin } from './types.ts'
 
 /** How long after a failed processing round the next one starts. */
@@ -25,6 +25,8 @@ export interface PluginHostInit {
   /** lets `effect` publish follow-up events */
   publish?: (request: PublishRequest) => Promise<PublishResult>
   now?: () => number
+  /** which types may be published though no local plugin reads them (default: none) */
+  allowUnknownTypes?: UnknownTypes
 }
 
 /** What the plugin host uses of the node. */
@@ -210,10 +212,10 @@ export class PluginHost implements Startable {
   /**
    * Checks a payload about to be published against the local plugin that declares its type.
    *
-   * @returns the version to publish (given, or the newest declared, else 1) and `payload.…: message` issues
+   * @returns the version to publish (given, else 1) and `type`, `version` or `payload.…: message` issues
    */
   validatePublish(type: string, version: number | undefined, payload: unknown): { version: number; issues: string[] } {
-    return validatePublish(this.plugins, type, version, payload)
+    return validatePublish(this.plugins, type, version, payload, this.init.allowUnknownTypes)
   }
 
   /** @returns the loaded plugins with their types, versions, source and the tables their migrations create */

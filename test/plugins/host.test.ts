@@ -179,15 +179,39 @@ describe('the plugin host', () => {
     expect({ held: state.heldCount(), dead: listDeadLetters(db).map((d) => d.event_id) }).toEqual({ held: 0, dead: [bad] })
   })
 
-  test('validatePublish names the field and picks the newest declared version', async () => {
+  test('validatePublish names the field, pins an omitted version to 1, and refuses types and versions no plugin reads', async () => {
     const db = await database()
-    const host = await run(db, builtin(workspaceAccess))
+    const v2 = definePlugin({
+      name: 'counter',
+      handles: { 'test.count': { version: 2, payload: v.strictObject({ count: v.number() }), upcast: { 1: upcaster(v.strictObject({ n: v.number() }), (p) => ({ count: p.n })) }, apply() {} } }
+    })
+    const host = await run(db, builtin(workspaceAccess, v2))
     expect(host.validatePublish('workspace.invited', undefined, { workspace_id: 'w', invitee: 'nope', role: 'member', invited_by: 'a@example.com' })).toEqual({
       version: 1,
       issues: ['payload.invitee: Invalid email']
     })
-    expect(host.validatePublish('other.type', undefined, { anything: true })).toEqual({ version: 1, issues: [] })
+    expect(host.validatePublish('test.count', undefined, { n: 1 })).toEqual({ version: 1, issues: [] })
+    expect(host.validatePublish('test.count', undefined, { count: 1 }).issues).toEqual([
+      'payload.n: Invalid key: Expected "n" but received undefined',
+      'payload.count: Invalid key: Expected never but received "count"'
+    ])
+    expect(host.validatePublish('test.count', 2, { count: 1, extra: true }).issues).toEqual(['payload.extra: Invalid key: Expected never but received "extra"'])
+    expect(host.validatePublish('test.count', 3, { count: 1 }).issues).toEqual(['version: no local plugin reads test.count v3 (known versions: 1, 2)'])
+    expect(host.validatePublish('other.type', undefined, { anything: true }).issues).toEqual([
+      'type: no local plugin handles other.type (known types: permission.revoked, test.count, workspace.invited); a node that should publish types only other nodes handle runs with --allow-unknown-types'
+    ])
     await host.stop()
+    for (const allow of [true, ['other.type']]) {
+      const open = pluginHost({ plugins: builtin(workspaceAccess), allowUnknownTypes: allow })(components(db))
+      expect(open.validatePublish('other.type', undefined, { anything: true })).toEqual({ version: 1, issues: [] })
+    }
+  })
+
+  test('apply reads tolerantly: a field a strict schema does not know (added by a newer plugin) is dropped, not dead-lettered', async () => {
+    const db = await database()
+    const id = add(db, 'workspace.invited', { workspace_id: 'w', invitee: 'ann@example.com', role: 'member', invited_by: 'b@example.com', note: 'added in a newer plugin' })
+    await (await run(db, builtin(workspaceAccess))).stop()
+    expect({ dead: listDeadLetters(db), rows: db.all('SELECT DISTINCT event_id FROM workspace_access') }).toEqual({ dead: [], rows: [{ event_id: id }] })
   })
 
   test('invitations and revocations converge to the same access table in any arrival order', async () => {
