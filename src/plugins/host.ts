@@ -8,6 +8,7 @@ import type { LoadedPlugin } from './types.ts'
 import { migratePlugins } from './migrate.ts'
 import { processPlugin, type RunContext } from './runner.ts'
 import { replayQueued } from './replay.ts'
+import { rebuildIfRequested } from './rebuild.ts'
 import { nextEffectAt, runEffects } from './effects.ts'
 import { jsonSchemaOf, validatePublish, type UnknownTypes } from './schemas.ts'
 import type { Plugin } from './types.ts'
@@ -176,6 +177,7 @@ export class PluginHost implements Startable {
     let retryAt = Infinity
     for (const { plugin } of this.init.plugins) {
       if (this.status !== 'started') return Infinity
+      rebuildIfRequested(this.ctx, plugin)
       retryAt = Math.min(retryAt, replayQueued(this.ctx, plugin), processPlugin(this.ctx, plugin))
     }
     this.components.store.events.markDone(

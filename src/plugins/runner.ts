@@ -20,6 +20,8 @@ export interface RunContext extends Pick<Components, 'store' | 'log' | 'events'>
   /** the first retry's delay; each further one doubles it */
   backoffMs: number
   now: () => number
+  /** set while a rebuild re-applies history: effects already ran for it, so none is queued */
+  rebuilding?: boolean
 }
 
 /** How many rows a plugin reads from the events table at a time, and retries at most per round. */
@@ -101,7 +103,7 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
       const applyCtx = { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name }
       if (handler.apply != null) handler.apply(event, applyCtx)
       else plugin.apply?.(event, applyCtx)
-      state.markApplied(plugin.name, row, ctx.now(), (handler.effect ?? plugin.effect) != null)
+      state.markApplied(plugin.name, row, ctx.now(), ctx.rebuilding !== true && (handler.effect ?? plugin.effect) != null)
       moveCursor()
     })
   } catch (err) {

@@ -81,6 +81,31 @@ export class PluginStateTable {
     })
   }
 
+  /**
+   * Forgets everything a plugin built, for a rebuild: drops its views and tables (as its migrations named
+   * them), its migration records, what it applied, its retries, dead letters, holds and queued replays, and
+   * puts its cursor back to 0. Effects still due stay due. Call it inside the rebuild's transaction.
+   */
+  reset(plugin: string, objects: { views: readonly string[]; tables: readonly string[] }): void {
+    const ident = (name: string): string => `"${name.replaceAll('"', '""')}"`
+    for (const view of objects.views) this.db.exec(`DROP VIEW IF EXISTS ${ident(view)}`)
+    for (const table of objects.tables) this.db.exec(`DROP TABLE IF EXISTS ${ident(table)}`)
+    for (const table of ['plugin_migrations', 'plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held', 'plugin_replay']) {
+      this.db.run(`DELETE FROM ${table} WHERE plugin = ?`, [plugin])
+    }
+    this.db.run('INSERT INTO plugin_cursors (plugin, cursor) VALUES (?, 0) ON CONFLICT (plugin) DO UPDATE SET cursor = 0', [plugin])
+  }
+
+  /** @returns whether a plugin has ever run on this database (it has a cursor) */
+  known(plugin: string): boolean {
+    return this.db.get('SELECT 1 AS x FROM plugin_cursors WHERE plugin = ?', [plugin]) != null
+  }
+
+  /** @returns the plugins that have run on this database */
+  knownPlugins(): string[] {
+    return this.db.all<{ plugin: string }>('SELECT plugin FROM plugin_cursors ORDER BY plugin').map((r) => r.plugin)
+  }
+
   /** Gives a plugin a cursor at 0 if it has none, so that it backfills every row. */
   ensureCursor(plugin: string): void {
     this.db.run('INSERT OR IGNORE INTO plugin_cursors (plugin, cursor) VALUES (?, 0)', [plugin])

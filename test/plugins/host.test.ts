@@ -10,6 +10,7 @@ import { Store } from '../../src/store/store.ts'
 import type { DeadLetter } from '../../src/store/pluginState.ts'
 import { pluginHost, type PluginHost, type PluginHostComponents, type PluginHostInit } from '../../src/plugins/host.ts'
 import { requestReplay as replay } from '../../src/plugins/replay.ts'
+import { rebuildRequested, requestRebuild } from '../../src/plugins/rebuild.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
@@ -212,6 +213,48 @@ describe('the plugin host', () => {
     const id = add(db, 'workspace.invited', { workspace_id: 'w', invitee: 'ann@example.com', role: 'member', invited_by: 'b@example.com', note: 'added in a newer plugin' })
     await (await run(db, builtin(workspaceAccess))).stop()
     expect({ dead: listDeadLetters(db), rows: db.all('SELECT DISTINCT event_id FROM workspace_access') }).toEqual({ dead: [], rows: [{ event_id: id }] })
+  })
+
+  test('a rebuild re-applies the whole history into fresh tables once, so a new column is backfilled', async () => {
+    const db = await database()
+    const Named = v.strictObject({ id: v.string(), name: v.string() })
+    const names = definePlugin({
+      name: 'names',
+      handles: { 'test.named': { version: 1, payload: Named, apply: (e, { db }) => void db.run('INSERT INTO names (id, name) VALUES (?, ?)', [e.payload.id, e.payload.name]) } },
+      migrations: ['CREATE TABLE names (id TEXT PRIMARY KEY, name TEXT NOT NULL); CREATE VIEW name_count AS SELECT count(*) AS n FROM names']
+    })
+    add(db, 'test.named', { id: 'a', name: 'Ann', note: 'published by a newer node' })
+    await (await run(db, builtin(names))).stop()
+    add(db, 'test.named', { id: 'b', name: 'Bob', note: 'second' })
+    const WithNote = v.strictObject({ ...Named.entries, note: v.optional(v.string()) })
+    const noted = definePlugin({
+      name: 'names',
+      handles: {
+        'test.named': {
+          version: 1,
+          payload: WithNote,
+          apply: (e, { db }) => void db.run('INSERT INTO names (id, name, note) VALUES (?, ?, ?)', [e.payload.id, e.payload.name, e.payload.note ?? null])
+        }
+      },
+      migrations: [...(names.migrations ?? []), 'ALTER TABLE names ADD COLUMN note TEXT']
+    })
+    const host = await run(db, builtin(noted))
+    expect(db.all('SELECT id, note FROM names ORDER BY id')).toEqual([
+      { id: 'a', note: null },
+      { id: 'b', note: 'second' }
+    ])
+    requestRebuild(new Store(db), 'names')
+    requestRebuild(new Store(db), 'names')
+    host.notify()
+    await host.drain()
+    expect(rebuildRequested(new Store(db), 'names')).toBe(false)
+    expect(db.all('SELECT id, note FROM names ORDER BY id')).toEqual([
+      { id: 'a', note: 'published by a newer node' },
+      { id: 'b', note: 'second' }
+    ])
+    expect(db.all("SELECT count(*) AS n, count(DISTINCT event_id) AS once FROM plugin_applied WHERE plugin = 'names'")).toEqual([{ n: 2, once: 2 }])
+    expect(db.all('SELECT n FROM name_count')).toEqual([{ n: 2 }])
+    await host.stop()
   })
 
   test('invitations and revocations converge to the same access table in any arrival order', async () => {

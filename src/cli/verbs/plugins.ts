@@ -8,6 +8,7 @@ import { ReadOnlyDatabase } from '../../store/readOnly.ts'
 import { describePlugin, loadPlugins } from '../../plugins/load.ts'
 import { jsonSchemaOf } from '../../plugins/schemas.ts'
 import { requestReplay } from '../../plugins/replay.ts'
+import { requestRebuild } from '../../plugins/rebuild.ts'
 import { parseDuration } from '../../config/duration.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
 import { openNodeStore } from './bus.ts'
@@ -26,7 +27,7 @@ function pluginDirs(values: Record<string, unknown>): string[] {
 export const pluginsVerb = defineVerb({
   name: 'plugins',
   summary: "list the loaded plugins (the running node's, or from --plugins), or write a new one: plugins new NAME --type TYPE",
-  usage: '[--data DIR] [--plugins DIR]... [--json] | new NAME --type TYPE [--dir DIR]',
+  usage: '[--data DIR] [--plugins DIR]... [--json] | new NAME --type TYPE [--dir DIR] | rebuild NAME [--data DIR]',
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json, OPTIONS.type, OPTIONS.dir],
   positionals: true,
   details:
@@ -34,7 +35,8 @@ export const pluginsVerb = defineVerb({
   async run({ values, positionals, out }) {
     const [sub, ...rest] = positionals
     if (sub === 'new') return scaffoldVerb(values, rest, out)
-    if (sub != null) throw new UsageError(`Unknown cairn plugins command ${sub}: expected new (see cairn plugins --help)`)
+    if (sub === 'rebuild') return await rebuildVerb(values, rest, out)
+    if (sub != null) throw new UsageError(`Unknown cairn plugins command ${sub}: expected new or rebuild (see cairn plugins --help)`)
     const loaded = await loadPlugins(BUILTIN_PLUGINS, pluginDirs(values))
     const list = loaded.map(describePlugin)
     if (values.json === true) out(JSON.stringify(list))
@@ -87,6 +89,24 @@ function scaffoldVerb(values: Record<string, unknown>, args: string[], out: (lin
   writeFileSync(pkgPath, `${JSON.stringify(mergePackageJson(existing, scaffold.packageJson), null, 2)}\n`)
   out(`${Object.keys(existing).length > 0 ? 'updated' : 'wrote'} ${pkgPath}`)
   out(`next: npm install (the @cairn/plugin tarball, bun, typescript), then bun test, npx tsc --noEmit, and cairn run --plugins ${dir}`)
+  return 0
+}
+
+/** `cairn plugins rebuild NAME`: asks the node to re-apply a plugin's retained history into fresh tables. */
+async function rebuildVerb(values: Record<string, unknown>, args: string[], out: (line: string) => void): Promise<number> {
+  const [name] = args
+  if (name == null || args.length > 1) throw new UsageError('cairn plugins rebuild needs one plugin NAME, such as cairn plugins rebuild workspace-access')
+  const store = await openNodeStore(values.data as string)
+  try {
+    if (!store.pluginState.known(name)) {
+      throw new UsageError(`No plugin ${name} has run on this node (known: ${store.pluginState.knownPlugins().join(', ') || 'none'}); start the node with it first`)
+    }
+    requestRebuild(store, name)
+  } finally {
+    store.close()
+  }
+  const running = readRunInfo(values.data as string) != null
+  out(JSON.stringify({ rebuild: name, when: running ? 'within a second, by the running node' : 'at the next start' }))
   return 0
 }
 
