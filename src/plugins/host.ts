@@ -65,7 +65,8 @@ export class PluginHost implements Startable {
       signal: this.abort.signal,
       maxAttempts: init.maxAttempts ?? 5,
       backoffMs: init.backoffMs ?? 200,
-      now: init.now ?? Date.now
+      now: init.now ?? Date.now,
+      heldLogged: new Set()
     }
   }
 

@@ -20,6 +20,8 @@ export interface RunContext extends Pick<Components, 'store' | 'log' | 'events'>
   /** the first retry's delay; each further one doubles it */
   backoffMs: number
   now: () => number
+  /** (plugin, type, version) triples whose holding was logged: each is logged once per process */
+  heldLogged?: Set<string>
   /** set while a rebuild re-applies history: effects already ran for it, so none is queued */
   rebuilding?: boolean
 }
@@ -85,6 +87,17 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
       state.hold(plugin.name, row, row.version, ctx.now())
       moveCursor()
     })
+    const key = `${plugin.name}\n${row.type}\n${row.version}`
+    if (ctx.heldLogged != null && ctx.heldLogged.size < 1000 && !ctx.heldLogged.has(key)) {
+      ctx.heldLogged.add(key)
+      ctx.log.warn(
+        `plugin ${plugin.name} reads ${row.type} up to v${handler.version}: v${row.version} events are held for it until a version of it that reads them is loaded (cairn status counts them)`,
+        {
+          plugin: plugin.name,
+          reason: 'plugin_event_held'
+        }
+      )
+    }
     return false
   }
   const failure = state.failure(plugin.name, row)

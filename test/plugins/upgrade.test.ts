@@ -79,7 +79,10 @@ describe('a rolling upgrade of three nodes', () => {
     await share(b, { payload: { document_id: 'd5', with: 'dee@example.com' } })
     await share(a, { payload: { document_id: 'd6', with: 'eve@example.com', note: 'v1 from an upgraded node' } })
     await everywhere('the v2 event')
-    for (const n of [b, c]) expect((await n.status()).plugins.held_by).toEqual([{ plugin: 'shares', type: 'document.shared', version: 2, count: 1 }])
+    for (const n of [b, c]) {
+      expect((await n.status()).plugins.held_by).toEqual([{ plugin: 'shares', type: 'document.shared', version: 2, count: 1 }])
+      expect(n.logs).toContain('"reason":"plugin_event_held"')
+    }
 
     // 3. b, then c, upgraded one at a time: the held event is applied at start.
     for (const i of [1, 2]) {
