@@ -515,7 +515,8 @@ export class CairnNode {
         peers: libp2p.getPeers().map(String),
         syncing: r.syncer.busy,
         rejections: r.rejections.list(),
-        clock: this.clockStatus()
+        clock: this.clockStatus(),
+        loadedPlugins: r.plugins.listPlugins().map(({ name, version, source, types }) => ({ name, version, source, types }))
       },
       storedStatus(r.opened.store)
     )

@@ -94,6 +94,16 @@ export interface LiveStatus {
   syncing: boolean
   rejections: RejectionSummary[]
   clock: ClockStatus
+  /** the plugins this node runs: name, version, file (or built-in), and per type the versions each reads */
+  loadedPlugins: LoadedPluginStatus[]
+}
+
+/** A plugin the running node loaded, as `cairn status` shows it. */
+export interface LoadedPluginStatus {
+  name: string
+  version?: string
+  source: string
+  types: Record<string, number[]>
 }
 
 /** This node's clock against others' (the clock rule, `--max-clock-skew`). */
@@ -122,6 +132,7 @@ export type StatusDocument = StoredStatus & {
   /** per member or tracked producer and reason, rejections since start (bounded; most recent first) */
   rejections: RejectionSummary[]
   clock: ClockStatus
+  loaded_plugins: LoadedPluginStatus[]
 }
 
 /** @returns the status document of a running node */
@@ -149,6 +160,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     syncing: live.syncing,
     rejections: live.rejections,
     clock: live.clock,
+    loaded_plugins: live.loadedPlugins,
     ...stored
   }
 }

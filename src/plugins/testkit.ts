@@ -29,6 +29,7 @@ import { migratePlugins } from './migrate.ts'
 import { processPlugin, type RunContext } from './runner.ts'
 import { replayQueued } from './replay.ts'
 import { runEffects } from './effects.ts'
+import { rebuildIfRequested, requestRebuild } from './rebuild.ts'
 import { SDK, type PluginFactory } from './mod.ts'
 import type { HandledSchemas, Plugin, PluginDb, PluginSqlValue } from './types.ts'
 
@@ -70,6 +71,7 @@ export interface TestPluginOptions {
 
 /** A plugin under test: its database, the events given to it, and what a node would report about them. */
 export interface PluginTest {
+  /** the plugin as loaded (after `upgrade`, the new release) */
   readonly plugin: Plugin
   /** the plugin's tables (and cairn's), as `ctx.db` sees them */
   readonly db: PluginDb
@@ -87,6 +89,13 @@ export interface PluginTest {
   redeliver(): Promise<number>
   /** queues events for replay (`cairn replay`: dead, held or never applied ones) and runs them; @returns how many were queued */
   replay(select?: ReplaySelect): Promise<number>
+  /**
+   * Replaces the plugin with a new release of it (same name), as a node restarted with the new file: its
+   * new migrations run, events held for a version it now reads are applied.
+   */
+  upgrade<H2 extends HandledSchemas>(next: Plugin<H2> | PluginFactory<H2>): Promise<void>
+  /** `cairn plugins rebuild`: re-applies every stored event into fresh tables; @returns how many were applied */
+  rebuild(): Promise<number>
   /** @returns the rows of a query on the plugin's tables */
   all<T = Record<string, unknown>>(sql: string, params?: readonly PluginSqlValue[]): T[]
   /** @returns the first row of a query, or undefined */
@@ -127,8 +136,8 @@ function peerIdFor(name: string): string {
  * @throws PluginLoadError when the plugin's shape or a migration is wrong, as a node would refuse it
  */
 export async function testPlugin<H extends HandledSchemas>(plugin: Plugin<H> | PluginFactory<H>, options: TestPluginOptions = {}): Promise<PluginTest> {
-  const candidate: unknown = typeof plugin === 'function' ? await plugin(SDK) : plugin
-  const loaded = checkPlugin(candidate, 'test')
+  const load = async <X extends HandledSchemas>(p: Plugin<X> | PluginFactory<X>): Promise<Plugin> => checkPlugin(typeof p === 'function' ? await p(SDK) : p, 'test')
+  let loaded = await load(plugin)
   const db = await openDatabase(':memory:')
   migrate(db)
   const store = new Store(db)
@@ -183,6 +192,7 @@ export async function testPlugin<H extends HandledSchemas>(plugin: Plugin<H> | P
     return lastHlc
   }
   const run = async (): Promise<void> => {
+    rebuildIfRequested(ctx, loaded)
     replayQueued(ctx, loaded)
     processPlugin(ctx, loaded)
     await runEffects(ctx, [loaded], publish)
@@ -211,7 +221,9 @@ export async function testPlugin<H extends HandledSchemas>(plugin: Plugin<H> | P
     db.close()
   }
   return {
-    plugin: loaded,
+    get plugin() {
+      return loaded
+    },
     db: store.pluginDb(),
     events,
     logs,
@@ -244,6 +256,19 @@ export async function testPlugin<H extends HandledSchemas>(plugin: Plugin<H> | P
       const n = store.pluginState.requestReplay(select, now)
       await run()
       return n
+    },
+    async upgrade(next) {
+      const release = await load(next)
+      if (release.name !== loaded.name) throw new PluginLoadError(`Cannot upgrade plugin "${loaded.name}" to "${release.name}": a release keeps the plugin's name`)
+      migratePlugins(store.pluginState, [{ plugin: release, source: 'test' }])
+      loaded = release
+      await run()
+    },
+    async rebuild() {
+      const before = applied
+      requestRebuild(store, loaded.name)
+      await run()
+      return applied - before
     },
     all: (sql, params) => db.all(sql, params),
     get: (sql, params) => db.get(sql, params),

@@ -301,6 +301,11 @@ describe('loading plugins', () => {
     ])
   })
 
+  test('a plugin file that does not build shows the compiler message with its file, line and column', async () => {
+    const d = dir({ 'syntax.ts': 'export default {\n  name: "x",\n  handles: { a: ( }\n}\n' })
+    await expect(loadPlugins([], [d])).rejects.toThrow(`Cannot load plugin from ${join(d, 'syntax.ts')}: ${join(d, 'syntax.ts')}:3:`)
+  })
+
   test('--plugins skips tests, specs, declarations and node_modules', async () => {
     const plugin = "export default ({ v, definePlugin }) => definePlugin({ name: 'only', handles: { 'a.b': { version: 1, payload: v.unknown() } }, apply () {} })"
     const d = dir({ 'only.js': plugin, 'only.test.ts': 'throw new Error("a test is not a plugin")', 'only.spec.js': 'throw new Error("nor a spec")', 'only.d.ts': 'export {}' })

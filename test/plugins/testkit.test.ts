@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { testPlugin } from '../../src/plugins/testkit.ts'
-import type { PluginFactory } from '../../src/plugins/mod.ts'
+import { definePlugin, upcaster, v, type PluginFactory } from '../../src/plugins/mod.ts'
 
 // The function form, as a file without node_modules writes it: the SDK comes in as the argument.
 const flaky: PluginFactory = ({ v, definePlugin, PermanentError }) => {
@@ -58,6 +58,47 @@ describe('testPlugin', () => {
     expect(await t.redeliver()).toBe(0)
     expect(await t.replay({ type: 'test.item' })).toBe(1)
     expect(t.all('SELECT count(*) AS n FROM items')).toEqual([{ n: 1 }])
+  })
+
+  test('upgrade applies held events through the new release, and rebuild backfills a new column', async () => {
+    const v1 = definePlugin({
+      name: 'notes',
+      handles: { 'test.note': { version: 1, payload: v.strictObject({ id: v.string() }), apply: (e, { db }) => void db.run('INSERT INTO notes (id) VALUES (?)', [e.payload.id]) } },
+      migrations: ['CREATE TABLE notes (id TEXT PRIMARY KEY)']
+    })
+    await using t = await testPlugin(v1)
+    await t.apply([
+      { type: 'test.note', payload: { id: 'a', text: 'from a newer node' } },
+      { type: 'test.note', version: 2, payload: { id: 'b', text: 'v2' } }
+    ])
+    expect({ rows: t.all('SELECT id FROM notes'), held: t.held().length, dead: t.deadLetters() }).toEqual({ rows: [{ id: 'a' }], held: 1, dead: [] })
+    const Text = v.strictObject({ id: v.string(), text: v.optional(v.string()) })
+    await t.upgrade(
+      definePlugin({
+        name: 'notes',
+        handles: {
+          'test.note': {
+            version: 2,
+            payload: Text,
+            upcast: { 1: upcaster(Text, (old) => old) },
+            apply: (e, { db }) => void db.run('INSERT INTO notes (id, text) VALUES (?, ?)', [e.payload.id, e.payload.text ?? null])
+          }
+        },
+        migrations: [...(v1.migrations ?? []), 'ALTER TABLE notes ADD COLUMN text TEXT']
+      })
+    )
+    expect({ rows: t.all('SELECT id, text FROM notes ORDER BY id'), held: t.held() }).toEqual({
+      rows: [
+        { id: 'a', text: null },
+        { id: 'b', text: 'v2' }
+      ],
+      held: []
+    })
+    expect(await t.rebuild()).toBe(2)
+    expect(t.all('SELECT id, text FROM notes ORDER BY id')).toEqual([
+      { id: 'a', text: 'from a newer node' },
+      { id: 'b', text: 'v2' }
+    ])
   })
 
   test('a plugin with an unknown key is refused as a node would refuse it', async () => {
