@@ -19,6 +19,8 @@ import type { LoadedPlugin } from '../../src/plugins/types.ts'
 import { definePlugin, upcaster, v, type Plugin } from '../../src/plugins/mod.ts'
 import workspaceAccess from '../../plugins/workspace-access.ts'
 import { waitFor } from '../helpers/process.ts'
+import { resolveSettings } from '../../src/config/resolve.ts'
+import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
 
 const PRODUCERS = ['12D3KooWA1111111111111111111111111111111111111111111', '12D3KooWB2222222222222222222222222222222222222222222']
 let seq = 0
@@ -206,6 +208,12 @@ describe('the plugin host', () => {
       const open = pluginHost({ plugins: builtin(workspaceAccess), allowUnknownTypes: allow })(components(db))
       expect(open.validatePublish('other.type', undefined, { anything: true })).toEqual({ version: 1, issues: [] })
     }
+  })
+
+  test('allow-unknown-types is a flag, or a list of types in config.json', () => {
+    const resolve = (file: Record<string, unknown>, flags: Record<string, unknown> = {}) => toNodeConfig(resolveSettings(RUN_SETTINGS, { data: '/tmp/x', ...flags }, {}, file)).allowUnknownTypes
+    expect([resolve({}), resolve({}, { 'allow-unknown-types': true }), resolve({ 'allow-unknown-types': ['document.shared'] })]).toEqual([false, true, ['document.shared']])
+    expect(() => resolve({ 'allow-unknown-types': ['Not A Type'] })).toThrow('Invalid setting allow-unknown-types (from "allow-unknown-types" in config.json)')
   })
 
   test('apply reads tolerantly: a field a strict schema does not know (added by a newer plugin) is dropped, not dead-lettered', async () => {
