@@ -34,11 +34,15 @@ export function scaffoldPlugin(name: string, type: string): Scaffold {
   if (!n.success) throw new ValidationError(`Invalid plugin name ${JSON.stringify(name)}: ${formatIssues(n.issues).join('; ')}`)
   const t = v.safeParse(EventTypeSchema, type)
   if (!t.success) throw new ValidationError(`Invalid event type ${JSON.stringify(type)}: ${formatIssues(t.issues).join('; ')}`)
-  const table = `${name.replace(/[^a-z0-9_]/g, '_')}_rows`
+  // An SQL name: the plugin's name with _ for . and -, and never starting with a digit.
+  const table = `${/^[0-9]/.test(name) ? 'p_' : ''}${name.replace(/[^a-z0-9_]/g, '_')}_rows`
   const plugin = `import { definePlugin, v } from '@cairn/plugin'
 
-/** \`${type}\` v1. Add optional fields freely; a required or changed one is a new version (docs/plugins.md). */
-export const Payload = v.object({
+/**
+ * \`${type}\` v1. Strict: publishing refuses fields it does not declare, while applying tolerates them.
+ * Add optional fields freely; a required or changed one is a new version (docs/plugins.md).
+ */
+export const Payload = v.strictObject({
   id: v.pipe(v.string(), v.minLength(1, 'Expected an id')),
   note: v.optional(v.string())
 })
