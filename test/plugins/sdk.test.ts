@@ -61,6 +61,17 @@ describe('the plugin SDK outside this repository', () => {
     expect(JSON.parse(listed.stdout).map((p: { name: string }) => p.name)).toEqual(['workspace-access', 'doc-share'])
   })
 
+  test('plugins new refuses a bad name or type and never overwrites; plugins rebuild names the plugins it knows', async () => {
+    using tmp = tempDir()
+    expect(await cairn(['plugins', 'new', 'Bad Name', '--type', 'a.b', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining('Invalid plugin name "Bad Name"') })
+    expect(await cairn(['plugins', 'new', 'ok', '--type', 'NoDots', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining('Invalid event type "NoDots"') })
+    expect(await cairn(['plugins', 'new', 'ok', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining('needs --type TYPE') })
+    expect((await cairn(['plugins', 'new', 'ok', '--type', 'a.b', '--dir', tmp.path])).code).toBe(0)
+    expect(await cairn(['plugins', 'new', 'ok', '--type', 'a.b', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining(`Refusing to overwrite ${join(tmp.path, 'ok.ts')}`) })
+    const node = await NodeProcess.init(tmp.path, 'n')
+    expect(await cairn(['plugins', 'rebuild', 'nope', '--data', node.dir])).toMatchObject({ code: 1, stderr: expect.stringContaining('No plugin nope has run on this node (known: none)') })
+  })
+
   test('tsc refuses a payload field the schema lacks and a misspelled key, naming each', async () => {
     using tmp = tempDir()
     await authorDir(tmp.path)

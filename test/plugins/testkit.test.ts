@@ -101,6 +101,27 @@ describe('testPlugin', () => {
     ])
   })
 
+  test("a type's own effect runs after apply, with the payload typed, and publishes through ctx.publish", async () => {
+    const relay = definePlugin({
+      name: 'relay',
+      handles: {
+        'test.ping': {
+          version: 1,
+          payload: v.strictObject({ n: v.number() }),
+          apply() {},
+          async effect(event, { publish }) {
+            await publish({ type: 'test.pong', payload: { n: event.payload.n + 1 }, causation_id: event.event_id })
+          }
+        }
+      }
+    })
+    await using t = await testPlugin(relay)
+    const [ping] = await t.apply({ type: 'test.ping', payload: { n: 1 } })
+    expect(t.published).toEqual([{ type: 'test.pong', payload: { n: 2 }, causation_id: ping.event_id }])
+    expect(await t.rebuild()).toBe(1)
+    expect(t.published).toHaveLength(1)
+  })
+
   test('a plugin with an unknown key is refused as a node would refuse it', async () => {
     await expect(
       testPlugin(({ v, definePlugin }) => definePlugin({ name: 'typo', handles: { 'a.b': { version: 1, payload: v.unknown(), apply() {} } }, migrations: [], apply() {} }))
