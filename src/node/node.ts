@@ -516,7 +516,7 @@ export class CairnNode {
         syncing: r.syncer.busy,
         rejections: r.rejections.list(),
         clock: this.clockStatus(),
-        loadedPlugins: r.plugins.listPlugins().map(({ name, version, source, types }) => ({ name, version, source, types }))
+        loadedPlugins: r.plugins.listPlugins()
       },
       storedStatus(r.opened.store)
     )

@@ -94,16 +94,19 @@ export interface LiveStatus {
   syncing: boolean
   rejections: RejectionSummary[]
   clock: ClockStatus
-  /** the plugins this node runs: name, version, file (or built-in), and per type the versions each reads */
+  /** the plugins this node runs: name, version, file (or built-in), per type the versions each reads, its tables */
   loadedPlugins: LoadedPluginStatus[]
 }
 
-/** A plugin the running node loaded, as `cairn status` shows it. */
+/** A plugin the running node loaded, as `cairn status` and `cairn plugins` show it. */
 export interface LoadedPluginStatus {
   name: string
   version?: string
   source: string
+  /** per event type, the versions the plugin reads */
   types: Record<string, number[]>
+  /** the tables its migrations create */
+  tables: string[]
 }
 
 /** This node's clock against others' (the clock rule, `--max-clock-skew`). */

@@ -5,7 +5,9 @@ import { UsageError } from '../../errors.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir } from '../../datadir/load.ts'
 import { ReadOnlyDatabase } from '../../store/readOnly.ts'
-import { describePlugin, loadPlugins } from '../../plugins/load.ts'
+import { describePlugin, loadPlugins, type PluginInfo } from '../../plugins/load.ts'
+import { callNode } from '../client.ts'
+import type { StatusDocument } from '../../node/status.ts'
 import { jsonSchemaOf } from '../../plugins/schemas.ts'
 import { requestReplay } from '../../plugins/replay.ts'
 import { requestRebuild } from '../../plugins/rebuild.ts'
@@ -24,6 +26,13 @@ function pluginDirs(values: Record<string, unknown>): string[] {
   return readRunInfo(values.data as string)?.plugins ?? []
 }
 
+/** @returns what the node running on the data directory loaded (from its status), unless --plugins names directories to read instead */
+async function runningNodePlugins(values: Record<string, unknown>): Promise<PluginInfo[] | undefined> {
+  if ((values.plugins as string[]).length > 0 || readRunInfo(values.data as string) == null) return undefined
+  const { status, body } = await callNode<StatusDocument>(values.data as string, 'GET', '/status')
+  return status === 200 ? body.loaded_plugins : undefined
+}
+
 export const pluginsVerb = defineVerb({
   name: 'plugins',
   summary: "list the loaded plugins (the running node's, or from --plugins), or write a new one: plugins new NAME --type TYPE",
@@ -31,14 +40,13 @@ export const pluginsVerb = defineVerb({
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json, OPTIONS.type, OPTIONS.dir],
   positionals: true,
   details:
-    'Without --plugins it lists what the node running on the data directory loaded (its --plugins directories), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks.',
+    'Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks.',
   async run({ values, positionals, out }) {
     const [sub, ...rest] = positionals
     if (sub === 'new') return scaffoldVerb(values, rest, out)
     if (sub === 'rebuild') return await rebuildVerb(values, rest, out)
     if (sub != null) throw new UsageError(`Unknown cairn plugins command ${sub}: expected new or rebuild (see cairn plugins --help)`)
-    const loaded = await loadPlugins(BUILTIN_PLUGINS, pluginDirs(values))
-    const list = loaded.map(describePlugin)
+    const list = (await runningNodePlugins(values)) ?? (await loadPlugins(BUILTIN_PLUGINS, pluginDirs(values))).map(describePlugin)
     if (values.json === true) out(JSON.stringify(list))
     else
       for (const p of list)
