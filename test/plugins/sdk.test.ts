@@ -61,6 +61,25 @@ describe('the plugin SDK outside this repository', () => {
     expect(JSON.parse(listed.stdout).map((p: { name: string }) => p.name)).toEqual(['workspace-access', 'doc-share'])
   })
 
+  test('the test kit from the tarball runs under Deno too', async () => {
+    using tmp = tempDir()
+    await authorDir(tmp.path)
+    await cairn(['plugins', 'new', 'dt', '--type', 'a.b', '--dir', tmp.path])
+    const test = `import { testPlugin } from '@cairn/plugin/test'
+import plugin from './dt.ts'
+Deno.test('dt applies once under Deno', async () => {
+  await using t = await testPlugin(plugin)
+  await t.apply([{ type: 'a.b', payload: { id: 'x' } }])
+  if (JSON.stringify(t.all('SELECT id FROM dt_rows')) !== '[{"id":"x"}]' || (await t.redeliver()) !== 0) throw new Error('not applied exactly once')
+})
+`
+    writeFileSync(join(tmp.path, 'dt.deno.ts'), test)
+    // --no-check: the directory's tsconfig.json is the scaffold's, for Bun; tsc checks the plugin above.
+    const r = await sh([join(BIN, 'deno'), 'test', '-A', '--no-check', 'dt.deno.ts'], tmp.path)
+    expect(r.out).toContain('1 passed')
+    expect(r.code).toBe(0)
+  })
+
   test('plugins new refuses a bad name or type and never overwrites; plugins rebuild names the plugins it knows', async () => {
     using tmp = tempDir()
     expect(await cairn(['plugins', 'new', 'Bad Name', '--type', 'a.b', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining('Invalid plugin name "Bad Name"') })
