@@ -210,9 +210,16 @@ describe('the plugin host', () => {
     }
   })
 
-  test('allow-unknown-types is a flag, or a list of types in config.json', () => {
-    const resolve = (file: Record<string, unknown>, flags: Record<string, unknown> = {}) => toNodeConfig(resolveSettings(RUN_SETTINGS, { data: '/tmp/x', ...flags }, {}, file)).allowUnknownTypes
-    expect([resolve({}), resolve({}, { 'allow-unknown-types': true }), resolve({ 'allow-unknown-types': ['document.shared'] })]).toEqual([false, true, ['document.shared']])
+  test('allow-unknown-types is a flag, or a list of types in config.json or the environment', () => {
+    const resolve = (file: Record<string, unknown>, flags: Record<string, unknown> = {}, env: Record<string, string> = {}) =>
+      toNodeConfig(resolveSettings(RUN_SETTINGS, { data: '/tmp/x', ...flags }, env, file)).allowUnknownTypes
+    expect([
+      resolve({}),
+      resolve({}, { 'allow-unknown-types': true }),
+      resolve({ 'allow-unknown-types': ['document.shared'] }),
+      resolve({}, {}, { CAIRN_ALLOW_UNKNOWN_TYPES: 'document.shared, a.b' }),
+      resolve({}, {}, { CAIRN_ALLOW_UNKNOWN_TYPES: 'false' })
+    ]).toEqual([false, true, ['document.shared'], ['document.shared', 'a.b'], false])
     expect(() => resolve({ 'allow-unknown-types': ['Not A Type'] })).toThrow('Invalid setting allow-unknown-types (from "allow-unknown-types" in config.json)')
   })
 
