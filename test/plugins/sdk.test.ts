@@ -51,6 +51,13 @@ describe('the plugin SDK outside this repository', () => {
     expect(tests.out).toContain(' 2 pass')
     expect(tests.code).toBe(0)
     expect(await sh([join(BIN, 'tsc'), '--noEmit', '-p', author], author)).toEqual({ code: 0, out: '' })
+    // The plugin alone under plain tsc: no Bun or Node types, every declaration file checked.
+    const plain = {
+      compilerOptions: { target: 'ES2022', lib: ['ES2022', 'DOM'], module: 'ESNext', moduleResolution: 'bundler', types: [], strict: true, noEmit: true, skipLibCheck: false },
+      files: ['doc-share.ts']
+    }
+    writeFileSync(join(author, 'tsconfig.plain.json'), JSON.stringify(plain))
+    expect(await sh([join(BIN, 'tsc'), '-p', join(author, 'tsconfig.plain.json')], author)).toEqual({ code: 0, out: '' })
 
     await using node = await NodeProcess.init(tmp.path, 'n')
     await node.start(['--plugins', author])
