@@ -6,16 +6,16 @@ import { definePlugin, upcaster, v } from '@cairn/plugin'
 const Email = v.pipe(v.string(), v.trim(), v.toLowerCase(), v.email('Expected an email'))
 
 /** `document.shared` v1: one person at a time. */
-const SharedV1 = v.object({ document_id: v.string(), with: Email })
+const SharedV1 = v.strictObject({ document_id: v.string(), with: Email })
 
 /** `document.shared` v2: several people, with a role. */
-const Shared = v.object({
+const Shared = v.strictObject({
   document_id: v.pipe(v.string(), v.minLength(1, 'Expected a document id')),
   shared_with: v.pipe(v.array(Email), v.minLength(1, 'Expected at least one person')),
   role: v.optional(v.picklist(['viewer', 'editor']), 'viewer')
 })
 
-const Unshared = v.object({ document_id: v.string(), with: Email })
+const Unshared = v.strictObject({ document_id: v.string(), with: Email })
 
 // One row per (document, person), decided by the newest event touching it in the order (hlc, producer,
 // event_id), so every node ends with the same table whatever order the events arrived in.
