@@ -36,5 +36,6 @@ export const OPTIONS = {
     schema: text('Expected a time'),
     inFile: false
   },
+  dir: { name: 'dir', kind: 'string', value: 'DIR', description: 'the directory to write into (default: the current one)', schema: text('Expected a directory'), inFile: false },
   car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }
 } satisfies Record<string, Setting>

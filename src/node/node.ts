@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
@@ -152,7 +153,8 @@ export class CairnNode {
     try {
       const plugins = pluginHost({
         plugins: await loadPlugins(this.extras.plugins ?? [], cfg.plugins),
-        publish: async (r) => await this.publish(r)
+        publish: async (r) => await this.publish(r),
+        allowUnknownTypes: cfg.allowUnknownTypes
       })(components)
       startedPlugins = plugins
       await plugins.start()
@@ -303,7 +305,15 @@ export class CairnNode {
       )
       running.startedAt = Date.now()
       const http = `${cfg.http.host.includes(':') ? `[${cfg.http.host}]` : cfg.http.host}:${running.http.port}`
-      writeRunInfo(cfg.data, { peer_id: self, pid: process.pid, version: VERSION, addrs: libp2p.getMultiaddrs().map(String), http, started_at: new Date(running.startedAt).toISOString() })
+      writeRunInfo(cfg.data, {
+        peer_id: self,
+        pid: process.pid,
+        version: VERSION,
+        addrs: libp2p.getMultiaddrs().map(String),
+        http,
+        started_at: new Date(running.startedAt).toISOString(),
+        plugins: cfg.plugins.map((d) => resolve(d))
+      })
       this.status = 'started'
       this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${running.http.port}`, network: opened.network })
     } catch (err) {
@@ -509,7 +519,8 @@ export class CairnNode {
         peers: libp2p.getPeers().map(String),
         syncing: r.syncer.busy,
         rejections: r.rejections.list(),
-        clock: this.clockStatus()
+        clock: this.clockStatus(),
+        loadedPlugins: r.plugins.listPlugins()
       },
       storedStatus(r.opened.store)
     )

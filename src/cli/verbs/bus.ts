@@ -187,6 +187,20 @@ export const statusVerb = defineVerb({
     out(
       `housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`
     )
+    const pl = status.plugins
+    if (status.loaded_plugins != null)
+      out(
+        `loaded    ${status.loaded_plugins
+          .map(
+            (p) =>
+              `${p.name}${p.version != null ? ` ${p.version}` : ''} (${Object.entries(p.types)
+                .map(([t, vs]) => `${t} v${vs.join(',')}`)
+                .join(', ')})`
+          )
+          .join('; ')}`
+      )
+    out(`plugins   backlog ${pl.backlog}, retrying ${pl.retrying}, dead letters ${pl.dead_letters}${pl.dead_letters > 0 ? ' (cairn dead)' : ''}, held ${pl.held}`)
+    for (const h of pl.held_by ?? []) out(`  held by ${h.plugin}: ${h.count} ${h.type} v${h.version}`)
     out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
     if ((status.rejections ?? []).length > 0) {
