@@ -36,5 +36,6 @@ export const OPTIONS = {
     schema: text('Expected a time'),
     inFile: false
   },
+  'no-open': { name: 'no-open', kind: 'boolean', description: 'only print the link; do not start a browser', schema: v.boolean(), inFile: false },
   car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }
 } satisfies Record<string, Setting>

@@ -48,6 +48,8 @@ export interface EventQuery {
   types?: readonly string[]
   producer?: string
   limit: number
+  /** the newest rows first (the `limit` newest), instead of cursor order */
+  newestFirst?: boolean
 }
 
 /** What recording an envelope did. */
@@ -136,7 +138,7 @@ export class EventsTable {
       where.push('producer = ?')
       params.push(q.producer)
     }
-    return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor LIMIT ?`, [...params, q.limit])
+    return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor${q.newestFirst === true ? ' DESC' : ''} LIMIT ?`, [...params, q.limit])
   }
 
   /** @returns the highest cursor in the table (0 when empty) */
