@@ -39,6 +39,31 @@ const RECENT_EVENTS = 100
 /** The console's pages load their scripts and styles from this endpoint only, and no other site may frame them. */
 const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
+/**
+ * @returns the event stream with a comment line first: a browser's EventSource reports itself open only once
+ * bytes arrive, and a quiet stream's first write is otherwise its heartbeat
+ */
+function opened(res: Response): Response {
+  const body = res.body
+  if (body == null) return res
+  const hello = new TextEncoder().encode(': connected\n\n')
+  const reader = body.getReader()
+  const piped = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(hello)
+    },
+    async pull(controller) {
+      const { value, done } = await reader.read()
+      if (done) controller.close()
+      else controller.enqueue(value)
+    },
+    async cancel(reason) {
+      await reader.cancel(reason)
+    }
+  })
+  return new Response(piped, { status: res.status, headers: res.headers })
+}
+
 const problem = (c: Context, status: 401 | 403 | 400 | 404, code: string, message: string): Response => c.json({ error: { code, message } }, status)
 
 /**
@@ -59,7 +84,8 @@ export function consoleApp(deps: ConsoleDeps): Hono {
     await next()
     c.header('content-security-policy', CSP)
     c.header('x-content-type-options', 'nosniff')
-    c.header('referrer-policy', 'no-referrer')
+    // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on its own form posts.
+    c.header('referrer-policy', 'same-origin')
     c.header('cache-control', 'no-store')
   })
 
@@ -146,7 +172,7 @@ export function consoleApp(deps: ConsoleDeps): Hono {
   app.get('/console/storage', async (c) => c.html(storagePage(await deps.status(), deps.storage())))
 
   app.get('/console/api/overview', async (c) => c.json({ status: await deps.status(), series: deps.series() }))
-  app.get('/console/api/stream', (c) => streamEvents(c, deps.stream))
+  app.get('/console/api/stream', (c) => opened(streamEvents(c, deps.stream)))
 
   app.post('/console/replay', bodyLimit({ maxSize: 4096, onError: (c) => problem(c, 400, 'too_large', 'A replay request is a small form') }), async (c) => {
     const form = await c.req.parseBody()
