@@ -25,7 +25,14 @@ export const OPTIONS = {
   'causation-id': { name: 'causation-id', kind: 'string', value: 'ID', description: 'the event that caused this one', schema: text('Expected a string'), inFile: false },
   producer: { name: 'producer', kind: 'string', value: 'PEER_ID', description: 'only events of this producer', schema: text('Expected a peer id'), inFile: false },
   after: { name: 'after', kind: 'string', value: 'CURSOR', description: 'only events after this cursor (the local arrival number)', schema: IntSchema, inFile: false },
-  limit: { name: 'limit', kind: 'string', value: 'N', description: 'at most N events (default 1000)', schema: IntSchema, inFile: false, default: 1000 },
+  limit: {
+    name: 'limit',
+    kind: 'string',
+    value: 'N',
+    description: 'at most N events (default 1000; with --json and no --limit, every event, read a page at a time)',
+    schema: IntSchema,
+    inFile: false
+  },
   follow: { name: 'follow', kind: 'boolean', description: 'keep printing new events as they arrive (needs the running node)', schema: v.boolean(), inFile: false },
   dead: { name: 'dead', kind: 'boolean', description: 'every dead letter', schema: v.boolean(), inFile: false },
   since: {
