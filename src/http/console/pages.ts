@@ -170,14 +170,6 @@ export function pluginsPage(v: PluginsView): Html {
     'Plugins',
     html`${v.notice != null ? html`<p class="notice" role="status">${v.notice}</p>` : ''}
 <p>Backlog: <strong id="backlog">${v.backlog}</strong> event(s) not yet processed by every plugin; ${v.retrying} waiting for a retry.</p>
-${v.plugins.map(
-  (p) => html`<section class="card wide" aria-label="Plugin ${p.name}"><h2>${p.name}${p.version != null ? html` <small>${p.version}</small>` : ''}</h2>
-<p class="muted">from ${p.source}; tables: ${p.tables.join(', ') || 'none'}</p>
-<ul>${Object.entries(p.types).map(
-    ([t, vs]) => html`<li><code>${t}</code> versions ${vs.join(', ')}<details><summary>JSON Schema of ${t}</summary><pre>${JSON.stringify(p.schemas[t], null, 2)}</pre></details></li>`
-  )}</ul></section>`
-)}
-${v.plugins.length === 0 ? html`<p>No plugin is loaded: events are stored and streamed only.</p>` : ''}
 <section aria-labelledby="dead-h" class="card wide"><h2 id="dead-h">Dead letters (${v.dead.length})</h2>
 ${
   v.dead.length === 0
@@ -197,7 +189,15 @@ ${
     ? html`<p>None.</p>`
     : html`<div class="scroll"><table><thead><tr><th scope="col">Event</th><th scope="col">Type</th><th scope="col">Producer</th><th scope="col">Plugin</th></tr></thead>
 <tbody>${v.held.map((h) => html`<tr><th scope="row"><code>${h.event_id}</code></th><td>${h.type} v${h.version}</td><td><code title="${h.producer}">${h.producer.slice(-8)}</code></td><td>${h.plugin}</td></tr>`)}</tbody></table></div>`
-}</section>`
+}</section>
+${v.plugins.map(
+  (p) => html`<section class="card" aria-label="Plugin ${p.name}"><h2>${p.name}${p.version != null ? html` <small>${p.version}</small>` : ''}</h2>
+<p class="muted">from ${p.source}; tables: ${p.tables.join(', ') || 'none'}</p>
+<ul>${Object.entries(p.types).map(
+    ([t, vs]) => html`<li><code>${t}</code> versions ${vs.join(', ')}<details><summary>JSON Schema of ${t}</summary><pre>${JSON.stringify(p.schemas[t], null, 2)}</pre></details></li>`
+  )}</ul></section>`
+)}
+${v.plugins.length === 0 ? html`<p>No plugin is loaded: events are stored and streamed only.</p>` : ''}`
   )
 }
 
