@@ -413,7 +413,24 @@ export class CairnNode {
         r.plugins.notify()
         return queued
       },
-      members: () => (r.opened.access.members == null ? null : [...r.opened.access.members.keys()]),
+      // Membership is the static setting here: the page lists it and offers no changes.
+      members: {
+        list: () => {
+          const setting = r.opened.access.members
+          const self = r.opened.peerId.toString()
+          const peers = new Set(r.ipfs.libp2p.getPeers().map(String))
+          return {
+            source: setting == null ? 'open' : 'setting',
+            self_is_owner: false,
+            members: [...(setting ?? new Map<string, string | undefined>())].map(([peer, name]) => ({
+              peer_id: peer,
+              name: name ?? null,
+              connected: peer === self ? undefined : peers.has(peer),
+              self: peer === self
+            }))
+          }
+        }
+      },
       storage: () => ({ blocks: blocks.count(), blocks_bytes: onDisk(paths.blocks), database_bytes: onDisk(paths.database) }),
       bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined })
     }

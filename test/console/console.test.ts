@@ -87,6 +87,24 @@ describe('the console in a real Chromium', () => {
     expect(text).toMatch(/baf[a-z0-9]{20,}/)
   })
 
+  test('every page fits a narrow window without sideways scrolling, and Tab reaches the skip link first', async () => {
+    const narrow = await context.newPage()
+    try {
+      await narrow.setViewportSize({ width: 390, height: 844 })
+      for (const path of ['/', '/console/producers', '/console/events', '/console/plugins', '/console/members', '/console/storage']) {
+        const res = await narrow.goto(`${base}${path}`)
+        expect(res?.status()).toBe(200)
+        const overflow = await narrow.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+        expect({ path, overflow }).toEqual({ path, overflow: 0 })
+        await narrow.keyboard.press('Tab')
+        expect(await narrow.evaluate(() => document.activeElement?.textContent)).toBe('Skip to content')
+        if (path === '/console/members') expect(await narrow.textContent('main')).toContain('Membership is the static setting')
+      }
+    } finally {
+      await narrow.close()
+    }
+  })
+
   test('a request without the session is refused', async () => {
     const fresh = await browser.newContext()
     try {

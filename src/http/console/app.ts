@@ -28,11 +28,42 @@ export interface ConsoleDeps {
   plugins: () => { list: PluginInfo[]; schema: (type: string, version: number) => object; dead: DeadLetter[]; held: HeldEvent[] }
   /** queues one producer's event for replay, as `cairn replay EVENT_ID --producer P` does; returns the pairs queued */
   replay: (eventId: string, producer: string) => number
-  /** the configured members list (null: none set) */
-  members: () => string[] | null
+  members: ConsoleMembers
   storage: () => StorageView
   bound: () => { port?: number; host?: string }
 }
+
+/** One member as the Members page shows it. */
+export interface MemberRow {
+  peer_id: string
+  name: string | null
+  role?: string
+  connected?: boolean
+  self?: boolean
+}
+
+/** The membership as the Members page shows it (the shape of `GET /v1/members` where membership changes exist). */
+export interface MembersView {
+  /** 'changes': owners' signed changes govern; 'setting': the static members setting; 'open': every holder of the swarm key */
+  source: 'changes' | 'setting' | 'open'
+  self_is_owner: boolean
+  members: MemberRow[]
+}
+
+/**
+ * What the Members page reads and, where membership changes exist, changes. Without `add` and `remove` the
+ * membership is the static setting and the page says so.
+ */
+export interface ConsoleMembers {
+  list: () => MembersView
+  /** adds a member or changes its role or name: `{peer_id, name?, role?}` (ValidationError, NotOwnerError) */
+  add?: (body: { peer_id: string; name?: string; role?: string }) => Promise<unknown>
+  /** removes a member (ValidationError, NotOwnerError) */
+  remove?: (peer: string) => Promise<unknown>
+}
+
+/** Errors a membership change answers with that the operator can act on: shown on the page. */
+const MEMBER_ERRORS = new Set(['ValidationError', 'NotOwnerError'])
 
 /** Rows the events page shows before its live tail. */
 const RECENT_EVENTS = 100
@@ -168,13 +199,54 @@ export function consoleApp(deps: ConsoleDeps): Hono {
       })
     )
   })
-  app.get('/console/members', async (c) => c.html(membersPage(deps.members(), (await deps.status()).peer_id)))
+  const members = (notice?: string, error?: string) => membersPage({ ...deps.members.list(), editable: deps.members.add != null && deps.members.remove != null, notice, error })
+  app.get('/console/members', (c) => {
+    const done = c.req.query('done')
+    return c.html(
+      members(
+        done === 'added'
+          ? 'Added: the change is published and reaches every node like an event.'
+          : done === 'removed'
+            ? 'Removed: the change is published and reaches every node like an event.'
+            : undefined
+      )
+    )
+  })
+  const change = async (c: Context, what: 'added' | 'removed', run: () => Promise<unknown>): Promise<Response> => {
+    try {
+      await run()
+    } catch (err) {
+      if (!MEMBER_ERRORS.has((err as Error).name)) throw err
+      return c.html(members(undefined, (err as Error).message), (err as Error).name === 'NotOwnerError' ? 403 : 400)
+    }
+    deps.log.info(`console membership change: ${what}`, { reason: 'console_members' })
+    return c.redirect(`/console/members?done=${what}`, 303)
+  }
+  const form = async (c: Context): Promise<Record<string, string>> => {
+    const body = await c.req.parseBody()
+    return Object.fromEntries(Object.entries(body).flatMap(([k, v]) => (typeof v === 'string' && v.trim() !== '' ? [[k, v.trim()]] : [])))
+  }
+  const small = bodyLimit({ maxSize: 4096, onError: (c) => problem(c, 400, 'too_large', 'A console form is at most 4096 bytes') })
+  app.post('/console/members', small, async (c) => {
+    const { add } = deps.members
+    if (add == null) return c.html(members(undefined, 'Membership is the static setting here: change the members list in config.json and restart.'), 400)
+    const f = await form(c)
+    if (f.peer_id == null) return c.html(members(undefined, 'Adding a member needs its peer id.'), 400)
+    return await change(c, 'added', async () => await add({ peer_id: f.peer_id, name: f.name, role: f.role }))
+  })
+  app.post('/console/members/remove', small, async (c) => {
+    const { remove } = deps.members
+    if (remove == null) return c.html(members(undefined, 'Membership is the static setting here: change the members list in config.json and restart.'), 400)
+    const f = await form(c)
+    if (f.peer_id == null) return c.html(members(undefined, 'Removing a member needs its peer id.'), 400)
+    return await change(c, 'removed', async () => await remove(f.peer_id))
+  })
   app.get('/console/storage', async (c) => c.html(storagePage(await deps.status(), deps.storage())))
 
   app.get('/console/api/overview', async (c) => c.json({ status: await deps.status(), series: deps.series() }))
   app.get('/console/api/stream', (c) => opened(streamEvents(c, deps.stream)))
 
-  app.post('/console/replay', bodyLimit({ maxSize: 4096, onError: (c) => problem(c, 400, 'too_large', 'A replay request is a small form') }), async (c) => {
+  app.post('/console/replay', small, async (c) => {
     const form = await c.req.parseBody()
     const eventId = typeof form.event_id === 'string' ? form.event_id : ''
     const producer = typeof form.producer === 'string' ? form.producer : ''

@@ -201,16 +201,50 @@ ${v.plugins.length === 0 ? html`<p>No plugin is loaded: events are stored and st
   )
 }
 
-/** @returns the members page: the configured members list (membership is the static `members` setting) */
-export function membersPage(members: string[] | null, self: string): Html {
+/** What the Members page shows. */
+export interface MembersPageView {
+  source: 'changes' | 'setting' | 'open'
+  self_is_owner: boolean
+  members: Array<{ peer_id: string; name: string | null; role?: string; connected?: boolean; self?: boolean }>
+  /** whether membership changes exist on this node (else the membership is the static setting) */
+  editable: boolean
+  notice?: string
+  error?: string
+}
+
+/** @returns the members page: the list, and for an owner the forms that add and remove members */
+export function membersPage(v: MembersPageView): Html {
+  const owner = v.editable && v.self_is_owner
   return layout(
     '/console/members',
     'Members',
-    html`<p class="notice">Membership is the static setting: the <code>members</code> list in config.json (or <code>--members</code>), read at start. Change it there and restart the node.</p>
+    html`${v.notice != null ? html`<p class="notice" role="status">${v.notice}</p>` : ''}${v.error != null ? html`<p class="notice bad" role="alert">${v.error}</p>` : ''}
 ${
-  members == null
+  !v.editable
+    ? html`<p class="notice">Membership is the static setting: the <code>members</code> list in config.json (or <code>--members</code>), read at start. Change it there and restart the node.</p>`
+    : v.source === 'changes'
+      ? html`<p>Membership follows the owners' signed changes.${owner ? ' This node is an owner: it can add and remove members.' : ' Only an owner can change it.'}</p>`
+      : html`<p>Membership is ${v.source === 'setting' ? 'the static members setting' : 'open to every holder of the swarm key'} until an owner publishes the first change.${owner ? ' This node is an owner: adding a member publishes that change.' : ''}</p>`
+}
+${
+  v.source === 'open' && v.members.length === 0
     ? html`<p>No members list is set: this node takes events from every producer in its private network (the swarm key is the boundary).</p>`
-    : html`<ul class="mono">${members.map((m) => html`<li><code>${m}</code>${m === self ? ' (this node)' : ''}</li>`)}</ul>`
+    : html`<div class="scroll"><table><thead><tr><th scope="col">Peer id</th><th scope="col">Name</th><th scope="col">Role</th><th scope="col">Connected</th>${owner ? html`<th scope="col"><span class="sr-only">Action</span></th>` : ''}</tr></thead>
+<tbody>${v.members.map(
+        (
+          m
+        ) => html`<tr><th scope="row"><code>${m.peer_id}</code>${m.self === true ? ' (this node)' : ''}</th><td>${m.name ?? ''}</td><td>${m.role ?? 'member'}</td><td>${m.connected == null ? '-' : m.connected ? 'yes' : 'no'}</td>
+${owner ? html`<td>${m.self === true ? '' : html`<form method="post" action="/console/members/remove"><input type="hidden" name="peer_id" value="${m.peer_id}"><button type="submit" aria-label="Remove ${m.peer_id}">Remove</button></form>`}</td>` : ''}</tr>`
+      )}</tbody></table></div>`
+}
+${
+  owner
+    ? html`<form method="post" action="/console/members" class="filters card wide" aria-label="Add a member">
+<label>Peer id <input name="peer_id" required size="52" autocomplete="off"></label>
+<label>Name <input name="name" autocomplete="off"></label>
+<label>Role <select name="role"><option value="member">member</option><option value="owner">owner</option></select></label>
+<button type="submit">Add member</button></form>`
+    : ''
 }`
   )
 }
