@@ -68,7 +68,7 @@ const MEMBER_ERRORS = new Set(['ValidationError', 'NotOwnerError'])
 /** Rows the events page shows before its live tail. */
 const RECENT_EVENTS = 100
 /** The console's pages load their scripts and styles from this endpoint only, and no other site may frame them. */
-const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 /**
  * @returns the event stream with a comment line first: a browser's EventSource reports itself open only once
