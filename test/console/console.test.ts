@@ -69,6 +69,10 @@ describe('the console in a real Chromium', () => {
     await page.waitForFunction((v) => document.getElementById('verdict')?.textContent === v, verdict)
     // The charts are drawn (uPlot's canvas) from the live series.
     await page.locator('#chart-rate canvas').first().waitFor()
+    // The numbers update without a reload: an event published on a is counted once b has it.
+    const before = Number(await page.locator('#events-count').textContent())
+    await a.publish({ type: 'workspace.invited', payload: { workspace_id: 'w1', invitee: 'live@example.com', role: 'member', invited_by: 'admin@example.com' } })
+    await page.waitForFunction((n) => Number(document.getElementById('events-count')?.textContent) > n, before, { timeout: 10_000 })
   })
 
   test('an event published on another node appears in the live tail within 2 s', async () => {
@@ -85,6 +89,27 @@ describe('the console in a real Chromium', () => {
     const text = (await item.textContent()) ?? ''
     expect(text).toMatch(new RegExp(`${a.peerId}/\\d{4}-\\d{2}-\\d{2}/\\d{2}/\\d{12}-${event_id}\\.json`))
     expect(text).toMatch(/baf[a-z0-9]{20,}/)
+  })
+
+  test('the tail filters by type and by producer, on the page and live', async () => {
+    await page.goto(`${base}/console/events?producer=${b.peerId}`)
+    await page.waitForFunction(() => document.getElementById('tail-state')?.dataset.live === 'true', undefined, { timeout: 5000 })
+    const fromA = await a.publish({ type: 'workspace.invited', payload: { workspace_id: 'w2', invitee: 'from-a@example.com', role: 'member', invited_by: 'admin@example.com' } })
+    const fromB = await b.publish({ type: 'workspace.invited', payload: { workspace_id: 'w2', invitee: 'from-b@example.com', role: 'member', invited_by: 'admin@example.com' } })
+    await page.waitForFunction((id) => document.getElementById('events')?.textContent?.includes(id) === true, fromB.event_id, { timeout: 10_000 })
+    await waitFor("a's event on b", () => query(b.dir, 'SELECT 1 FROM events WHERE event_id = ?', [fromA.event_id]).length === 1)
+    const shown = async (): Promise<string[]> => await page.locator('#events > li code.producer').evaluateAll((els) => els.map((e) => e.getAttribute('title') ?? ''))
+    expect([...new Set(await shown())]).toEqual([b.peerId])
+    await page.reload()
+    expect(await page.locator('#events').textContent()).not.toContain(fromA.event_id)
+    expect([...new Set(await shown())]).toEqual([b.peerId])
+
+    await page.goto(`${base}/console/events?type=permission.revoked`)
+    expect(await page.locator('#events > li').count()).toBe(0)
+    await page.waitForFunction(() => document.getElementById('tail-state')?.dataset.live === 'true', undefined, { timeout: 5000 })
+    const revoked = await a.publish({ type: 'permission.revoked', payload: { workspace_id: 'w2', subject: 'from-a@example.com', permission: 'write', reason: 'test' } })
+    await page.waitForFunction((id) => document.getElementById('events')?.textContent?.includes(id) === true, revoked.event_id, { timeout: 10_000 })
+    expect(await page.locator('#events > li .type').allTextContents()).toEqual(['permission.revoked v1'])
   })
 
   test('every page fits a narrow window without sideways scrolling, and Tab reaches the skip link first', async () => {
