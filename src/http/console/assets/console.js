@@ -136,14 +136,17 @@ function tail() {
   const source = new EventSource(`/console/api/stream?${query}`)
   const state = document.getElementById('tail-state')
   let seen = 0
-  source.addEventListener('event', (m) => {
+  // An event arrives as an 'event' message, or (the stream's later format) an unnamed one.
+  const onEvent = (m) => {
     const e = JSON.parse(m.data)
     if (producer !== '' && e.producer !== producer) return
     list.prepend(eventItem(e))
     while (list.children.length > MAX_TAIL) list.lastElementChild.remove()
     seen++
     state.textContent = `Live: ${seen} new event(s) since this page opened.`
-  })
+  }
+  source.addEventListener('event', onEvent)
+  source.addEventListener('message', onEvent)
   source.addEventListener('open', () => {
     state.dataset.live = 'true'
   })
