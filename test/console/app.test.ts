@@ -26,7 +26,7 @@ function app(members: ConsoleMembers) {
     storage: unused,
     bound: () => ({ port: 7400 })
   }
-  const a = consoleApp(deps)
+  const a = consoleApp(deps, (host) => host === HOST)
   const request = async (path: string, init: RequestInit & { headers?: Record<string, string> } = {}) => await a.request(`http://${HOST}${path}`, { ...init, headers: { host: HOST, ...init.headers } })
   return { request }
 }

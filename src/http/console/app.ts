@@ -7,7 +7,6 @@ import type { StatusDocument } from '../../node/status.ts'
 import type { PluginInfo } from '../../plugins/load.ts'
 import type { EventsTable } from '../../store/events.ts'
 import type { DeadLetter, HeldEvent } from '../../store/pluginState.ts'
-import { hostAllowed } from '../host.ts'
 import { streamEvents, type StreamDeps } from '../stream.ts'
 import { ASSETS } from './assets.ts'
 import { eventsPage, loginNeeded, membersPage, overviewPage, pluginsPage, producersPage, storagePage, type StorageView } from './pages.ts'
@@ -104,9 +103,10 @@ const problem = (c: Context, status: 401 | 403 | 400 | 404, code: string, messag
  * Every page and console API needs the session; every state-changing request also needs a Host naming
  * this endpoint and an Origin equal to it. Nothing here touches `/v1`, whose bearer token stays the only way in.
  *
+ * @param ownHost whether a Host header names this endpoint (the loopback endpoint's own check)
  * @returns a hono app to mount at `/`
  */
-export function consoleApp(deps: ConsoleDeps): Hono {
+export function consoleApp(deps: ConsoleDeps, ownHost: (host: string | undefined) => boolean): Hono {
   const app = new Hono()
   const cookieName = (): string => `cairn_console_${deps.bound().port ?? 0}`
   const tokenDigest = createHash('sha256').update(deps.token).digest()
@@ -152,7 +152,7 @@ export function consoleApp(deps: ConsoleDeps): Hono {
     const api = c.req.path.startsWith('/console/api/')
     if (c.req.method !== 'GET' && c.req.method !== 'HEAD') {
       const host = c.req.header('host')
-      if (!hostAllowed(host, deps.bound())) return problem(c, 403, 'foreign_host', `Refused: Host ${host ?? '(none)'} is not this loopback endpoint`)
+      if (!ownHost(host)) return problem(c, 403, 'foreign_host', `Refused: Host ${host ?? '(none)'} is not this loopback endpoint`)
       const origin = c.req.header('origin')
       if (origin !== `http://${host}`) {
         deps.log.warn(`console request refused: Origin ${origin ?? '(none)'} is not http://${host}`, { reason: 'console_cross_origin' })
