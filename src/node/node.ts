@@ -407,7 +407,12 @@ export class CairnNode {
       series: () => r.console.series.series(),
       events: store.events,
       stream: this.streamDeps(r),
-      plugins: () => ({ list: r.plugins.listPlugins(), schema: (type, version) => r.plugins.jsonSchema(type, version), dead: store.pluginState.deadLetters(), held: r.plugins.held() }),
+      plugins: () => ({
+        list: r.plugins.listPlugins().map((p) => ({ ...p, backlog: store.events.countAfter(store.pluginState.cursor(p.name)) })),
+        schema: (type, version) => r.plugins.jsonSchema(type, version),
+        dead: store.pluginState.deadLetters(),
+        held: r.plugins.held()
+      }),
       replay: (eventId, producer) => {
         const queued = requestReplay(store, { eventId, producer })
         r.plugins.notify()

@@ -151,6 +151,11 @@ export class EventsTable {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0
   }
 
+  /** @returns how many rows arrived after `cursor` (a plugin's backlog, from its cursor) */
+  countAfter(cursor: number): number {
+    return this.db.get<{ n: number }>('SELECT count(*) AS n FROM events WHERE cursor > ?', [cursor])?.n ?? 0
+  }
+
   /** @returns how many rows every plugin has processed */
   doneCount(): number {
     return this.db.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE state = 'done'")?.n ?? 0

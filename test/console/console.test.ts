@@ -190,6 +190,9 @@ describe('the console in a real Chromium', () => {
     // A second replay of the same event is a no-op: it was applied.
     await page.goto(`${base}/console/plugins`)
     expect(await page.getByRole('button', { name: `Replay ${event_id}` }).count()).toBe(0)
+    const card = page.locator('section[aria-label="Plugin flaky"]')
+    expect(await card.textContent()).toContain('Backlog: 0 event(s) after its cursor.')
+    expect(await card.textContent()).toContain('test.flaky versions 1')
     const again = await page.request.post(`${base}/console/replay`, { form: { event_id, producer: a.peerId }, headers: { origin: base }, maxRedirects: 0 })
     expect(again.headers().location).toBe('/console/plugins?queued=0')
     expect(query<{ n: number }>(b.dir, 'SELECT n FROM flaky_applied WHERE event_id = ?', [event_id])).toEqual([{ n: 1 }])

@@ -24,7 +24,8 @@ export interface ConsoleDeps {
   events: EventsTable
   /** the stream the live tail reads (rows every plugin has processed) */
   stream: StreamDeps
-  plugins: () => { list: PluginInfo[]; schema: (type: string, version: number) => object; dead: DeadLetter[]; held: HeldEvent[] }
+  /** the loaded plugins (each with its backlog: events after its cursor), schemas, dead letters and held events */
+  plugins: () => { list: Array<PluginInfo & { backlog: number }>; schema: (type: string, version: number) => object; dead: DeadLetter[]; held: HeldEvent[] }
   /** queues one producer's event for replay, as `cairn replay EVENT_ID --producer P` does; returns the pairs queued */
   replay: (eventId: string, producer: string) => number
   members: ConsoleMembers

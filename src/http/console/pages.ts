@@ -155,7 +155,7 @@ export function eventItem(r: EventRow): Html {
 
 /** What the plugins page shows. */
 export interface PluginsView {
-  plugins: Array<PluginInfo & { schemas: Record<string, object> }>
+  plugins: Array<PluginInfo & { backlog: number; schemas: Record<string, object> }>
   backlog: number
   retrying: number
   dead: DeadLetter[]
@@ -193,6 +193,7 @@ ${
 ${v.plugins.map(
   (p) => html`<section class="card" aria-label="Plugin ${p.name}"><h2>${p.name}${p.version != null ? html` <small>${p.version}</small>` : ''}</h2>
 <p class="muted">from ${p.source}; tables: ${p.tables.join(', ') || 'none'}</p>
+<p>Backlog: <strong>${p.backlog}</strong> event(s) after its cursor.</p>
 <ul>${Object.entries(p.types).map(
     ([t, vs]) => html`<li><code>${t}</code> versions ${vs.join(', ')}<details><summary>JSON Schema of ${t}</summary><pre>${JSON.stringify(p.schemas[t], null, 2)}</pre></details></li>`
   )}</ul></section>`
