@@ -55,6 +55,13 @@ describe('the console app', () => {
     expect({ status: first.status, location: first.headers.get('location') }).toEqual({ status: 303, location: '/' })
     expect(first.headers.get('set-cookie')).toMatch(/^cairn_console_7400=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Strict$/)
     expect((await request(path)).status).toBe(403)
+
+    // Logging out (a guarded POST) ends the session.
+    const cookie = (first.headers.get('set-cookie') ?? '').split(';')[0]
+    expect((await request('/console/logout', { method: 'POST', headers: { cookie } })).status).toBe(403)
+    const out = await request('/console/logout', { method: 'POST', headers: { cookie, origin: `http://${HOST}` } })
+    expect({ status: out.status, cookie: out.headers.get('set-cookie') }).toEqual({ status: 200, cookie: 'cairn_console_7400=; Max-Age=0; Path=/' })
+    expect((await request('/console/members', { headers: { cookie } })).status).toBe(401)
   })
 
   test('with the static setting, the Members page says so and refuses changes', async () => {
