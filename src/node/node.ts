@@ -407,11 +407,11 @@ export class CairnNode {
       series: () => r.console.series.series(),
       events: store.events,
       stream: this.streamDeps(r),
-      plugins: () => ({
+      plugins: (rows) => ({
         list: r.plugins.listPlugins().map((p) => ({ ...p, backlog: store.events.countAfter(store.pluginState.cursor(p.name)) })),
         schema: (type, version) => r.plugins.jsonSchema(type, version),
-        dead: store.pluginState.deadLetters(),
-        held: r.plugins.held()
+        dead: store.pluginState.deadLetters(rows),
+        held: store.pluginState.held(rows)
       }),
       replay: (eventId, producer) => {
         const queued = requestReplay(store, { eventId, producer })

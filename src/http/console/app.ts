@@ -24,8 +24,8 @@ export interface ConsoleDeps {
   events: EventsTable
   /** the stream the live tail reads (rows every plugin has processed) */
   stream: StreamDeps
-  /** the loaded plugins (each with its backlog: events after its cursor), schemas, dead letters and held events */
-  plugins: () => { list: Array<PluginInfo & { backlog: number }>; schema: (type: string, version: number) => object; dead: DeadLetter[]; held: HeldEvent[] }
+  /** the loaded plugins (each with its backlog: events after its cursor), schemas, and the first `rows` dead letters and held events */
+  plugins: (rows: number) => { list: Array<PluginInfo & { backlog: number }>; schema: (type: string, version: number) => object; dead: DeadLetter[]; held: HeldEvent[] }
   /** queues one producer's event for replay, as `cairn replay EVENT_ID --producer P` does; returns the pairs queued */
   replay: (eventId: string, producer: string) => number
   members: ConsoleMembers
@@ -64,6 +64,9 @@ export interface ConsoleMembers {
 
 /** Errors a membership change answers with that the operator can act on: shown on the page. */
 const MEMBER_ERRORS = new Set(['ValidationError', 'NotOwnerError'])
+
+/** Dead letters and held events a page lists at most (the CLI lists them all). */
+const MAX_ROWS = 500
 
 /** Rows the events page shows before its live tail. */
 const RECENT_EVENTS = 100
@@ -180,13 +183,13 @@ export function consoleApp(deps: ConsoleDeps, ownHost: (host: string | undefined
     return c.html(eventsPage(rows, { type, producer }, upTo))
   })
   app.get('/console/plugins', async (c) => {
-    const p = deps.plugins()
+    const p = deps.plugins(MAX_ROWS)
     const s = await deps.status()
-    const queued = c.req.query('queued')
+    const queued = /^\d{1,6}$/.test(c.req.query('queued') ?? '') ? Number(c.req.query('queued')) : undefined
     const notice =
       queued == null
         ? undefined
-        : Number(queued) > 0
+        : queued > 0
           ? `Replay queued for ${queued} (plugin, event) pair(s): the node runs them within a second.`
           : 'Nothing to replay: every plugin already applied that event.'
     return c.html(
@@ -195,7 +198,9 @@ export function consoleApp(deps: ConsoleDeps, ownHost: (host: string | undefined
         backlog: s.plugins.backlog,
         retrying: s.plugins.retrying,
         dead: p.dead,
+        deadTotal: s.plugins.dead_letters,
         held: p.held,
+        heldTotal: s.plugins.held,
         notice
       })
     )

@@ -158,8 +158,12 @@ export interface PluginsView {
   plugins: Array<PluginInfo & { backlog: number; schemas: Record<string, object> }>
   backlog: number
   retrying: number
+  /** the first dead letters, of `deadTotal` */
   dead: DeadLetter[]
+  deadTotal: number
+  /** the first held events, of `heldTotal` */
   held: HeldEvent[]
+  heldTotal: number
   notice?: string
 }
 
@@ -170,7 +174,8 @@ export function pluginsPage(v: PluginsView): Html {
     'Plugins',
     html`${v.notice != null ? html`<p class="notice" role="status">${v.notice}</p>` : ''}
 <p>Backlog: <strong id="backlog">${v.backlog}</strong> event(s) not yet processed by every plugin; ${v.retrying} waiting for a retry.</p>
-<section aria-labelledby="dead-h" class="card wide"><h2 id="dead-h">Dead letters (${v.dead.length})</h2>
+<section aria-labelledby="dead-h" class="card wide"><h2 id="dead-h">Dead letters (${v.deadTotal})</h2>
+${v.deadTotal > v.dead.length ? html`<p class="muted">The first ${v.dead.length} are listed; cairn dead lists them all, cairn replay --dead replays them all.</p>` : ''}
 ${
   v.dead.length === 0
     ? html`<p>None.</p>`
@@ -182,7 +187,8 @@ ${
 <td><form method="post" action="/console/replay"><input type="hidden" name="event_id" value="${d.event_id}"><input type="hidden" name="producer" value="${d.producer}"><button type="submit" aria-label="Replay ${d.event_id}">Replay</button></form></td></tr>`
       )}</tbody></table></div>`
 }</section>
-<section aria-labelledby="held-h" class="card wide"><h2 id="held-h">Held events (${v.held.length})</h2>
+<section aria-labelledby="held-h" class="card wide"><h2 id="held-h">Held events (${v.heldTotal})</h2>
+${v.heldTotal > v.held.length ? html`<p class="muted">The first ${v.held.length} are listed.</p>` : ''}
 <p class="muted">Events of a version no loaded plugin reads; they run once a plugin that knows the version is loaded.</p>
 ${
   v.held.length === 0
