@@ -51,6 +51,10 @@ describe('the console in a real Chromium', () => {
     expect(await page.title()).toBe('Overview · cairn')
     const cookie = (await context.cookies()).find((c) => c.name.startsWith('cairn_console_'))
     expect({ httpOnly: cookie?.httpOnly, sameSite: cookie?.sameSite }).toEqual({ httpOnly: true, sameSite: 'Strict' })
+    // The session opens the console only: /v1 still wants the bearer token.
+    const v1 = await context.request.post(`${base}/v1/events`, { data: { type: 'workspace.invited', payload: {} }, headers: { origin: base } })
+    expect(v1.status()).toBe(401)
+    expect((await context.request.get(`${base}/v1/stream`)).status()).toBe(401)
 
     const other = await browser.newContext()
     try {
