@@ -32,7 +32,8 @@ await using alpha = await NodeProcess.init(tmp.path, 'alpha')
 await using bravo = await NodeProcess.init(tmp.path, 'bravo', { network: alpha })
 await using charlie = await NodeProcess.init(tmp.path, 'charlie', { network: alpha })
 await alpha.start()
-await bravo.start(['--bootstrap', alpha.addrs[0], '--plugins', plugins, '--plugins', join(ROOT, 'examples')])
+// bravo prunes what everyone has after 20 s, so that the Storage page shows a housekeeping run.
+await bravo.start(['--bootstrap', alpha.addrs[0], '--plugins', plugins, '--plugins', join(ROOT, 'examples'), '--retention', '20s', '--housekeeping-interval', '15s'])
 await charlie.start(['--bootstrap', alpha.addrs[0]])
 await waitFor('bravo sees two peers', async () => (await bravo.status()).peers.length === 2, 60_000)
 
@@ -50,6 +51,7 @@ const traffic = (async () => {
 })()
 await traffic
 await waitFor('a dead letter on bravo', async () => (await bravo.status()).plugins.dead_letters > 0, 60_000)
+await waitFor('a housekeeping run on bravo that pruned files', async () => ((await bravo.status()).housekeeping.last?.pruned_files ?? 0) > 0, 60_000)
 
 const link = (await cairn(['console', '--data', bravo.dir, '--no-open'])).stdout.trim()
 const base = `http://${bravo.http}`
