@@ -139,10 +139,11 @@ export function createHttpApp(deps: HttpDeps): Hono {
     })
   }
   if (stream != null) app.get('/v1/stream', (c) => streamEvents(c, stream))
-  if (deps.console != null)
-    app.route(
-      '/',
-      consoleApp(deps.console, (host) => bound == null || hostAllowed(host, bound()))
-    )
+  if (deps.console != null) {
+    // The console calls this endpoint's own /v1 routes (the Members page: /v1/members) as the CLI does.
+    const api = async (path: string, init: RequestInit = {}): Promise<Response> =>
+      await app.request(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), host: 'localhost', authorization: `Bearer ${deps.token}` } })
+    app.route('/', consoleApp(deps.console, { ownHost: (host) => bound == null || hostAllowed(host, bound()), api }))
+  }
   return app
 }

@@ -418,22 +418,20 @@ export class CairnNode {
         r.plugins.notify()
         return queued
       },
-      // Membership is the static setting here: the page lists it and offers no changes.
-      members: {
-        list: () => {
-          const setting = r.opened.access.members
-          const self = r.opened.peerId.toString()
-          const peers = new Set(r.ipfs.libp2p.getPeers().map(String))
-          return {
-            source: setting == null ? 'open' : 'setting',
-            self_is_owner: false,
-            members: [...(setting ?? new Map<string, string | undefined>())].map(([peer, name]) => ({
-              peer_id: peer,
-              name: name ?? null,
-              connected: peer === self ? undefined : peers.has(peer),
-              self: peer === self
-            }))
-          }
+      // The static setting: the Members page shows it where the endpoint has no /v1/members.
+      members: () => {
+        const setting = r.opened.access.members
+        const self = r.opened.peerId.toString()
+        const peers = new Set(r.ipfs.libp2p.getPeers().map(String))
+        return {
+          source: setting == null ? 'open' : 'setting',
+          self_is_owner: false,
+          members: [...(setting ?? new Map<string, string | undefined>())].map(([peer, name]) => ({
+            peer_id: peer,
+            name: name ?? null,
+            connected: peer === self ? undefined : peers.has(peer),
+            self: peer === self
+          }))
         }
       },
       storage: () => ({ blocks: blocks.count(), blocks_bytes: onDisk(paths.blocks), database_bytes: onDisk(paths.database) }),

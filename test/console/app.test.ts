@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
-import { consoleApp, type ConsoleDeps, type ConsoleMembers } from '../../src/http/console/app.ts'
+import { Hono } from 'hono'
+import { consoleApp, type ConsoleDeps } from '../../src/http/console/app.ts'
 import { ConsoleSessions } from '../../src/http/console/sessions.ts'
 import { SeriesWindow } from '../../src/http/console/series.ts'
 import { silentLog } from '../../src/log/logger.ts'
@@ -10,8 +11,11 @@ const unused = (): never => {
   throw new Error('not used by this test')
 }
 
-/** @returns the console app over stub deps (only the members part and the sessions are real) */
-function app(members: ConsoleMembers) {
+/**
+ * @returns the console app over stub deps, mounted on an endpoint that has, with `v1`, its own routes (such
+ * as /v1/members); only the sessions and the members part are real
+ */
+function app(members: ConsoleDeps['members'], v1?: (endpoint: Hono) => void) {
   const deps: ConsoleDeps = {
     token: TOKEN,
     sessions: new ConsoleSessions(),
@@ -26,8 +30,11 @@ function app(members: ConsoleMembers) {
     storage: unused,
     bound: () => ({ port: 7400 })
   }
-  const a = consoleApp(deps, (host) => host === HOST)
-  const request = async (path: string, init: RequestInit & { headers?: Record<string, string> } = {}) => await a.request(`http://${HOST}${path}`, { ...init, headers: { host: HOST, ...init.headers } })
+  const endpoint = new Hono()
+  v1?.(endpoint)
+  endpoint.route('/', consoleApp(deps, { ownHost: (host) => host === HOST, api: async (path, init) => await endpoint.request(path, init) }))
+  const request = async (path: string, init: RequestInit & { headers?: Record<string, string> } = {}) =>
+    await endpoint.request(`http://${HOST}${path}`, { ...init, headers: { host: HOST, ...init.headers } })
   return { request }
 }
 
@@ -45,7 +52,7 @@ const FORM = 'application/x-www-form-urlencoded'
 
 describe('the console app', () => {
   test('only the API token mints a login link, and a link works once', async () => {
-    const { request } = app({ list: () => ({ source: 'open', self_is_owner: false, members: [] }) })
+    const { request } = app(() => ({ source: 'open', self_is_owner: false, members: [] }))
     expect((await request('/console/login-links', { method: 'POST' })).status).toBe(401)
     expect((await request('/console/login-links', { method: 'POST', headers: { authorization: 'Bearer wrong' } })).status).toBe(401)
     const { url } = (await (await request('/console/login-links', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { url: string }
@@ -64,8 +71,8 @@ describe('the console app', () => {
     expect((await request('/console/members', { headers: { cookie } })).status).toBe(401)
   })
 
-  test('with the static setting, the Members page says so and refuses changes', async () => {
-    const { request } = app({ list: () => ({ source: 'setting', self_is_owner: false, members: [{ peer_id: '12D3KooWA', name: 'alpha', self: true }] }) })
+  test('without /v1/members, the Members page shows the static setting, says so and refuses changes', async () => {
+    const { request } = app(() => ({ source: 'setting', self_is_owner: false, members: [{ peer_id: '12D3KooWA', name: 'alpha', self: true }] }))
     const cookie = await login(request)
     const page = await (await request('/console/members', { headers: { cookie } })).text()
     expect(page).toContain('Membership is the static setting')
@@ -75,24 +82,29 @@ describe('the console app', () => {
     expect(await res.text()).toContain('change the members list in config.json and restart')
   })
 
-  test('an owner adds and removes members from the Members page; a refusal is shown; foreign Origin, Host or no session are refused', async () => {
+  test('with /v1/members, an owner lists, adds and removes members through it; its refusal is shown; foreign Origin, Host or no session are refused', async () => {
     const calls: unknown[] = []
-    const { request } = app({
-      list: () => ({
-        source: 'changes',
-        self_is_owner: true,
-        members: [
-          { peer_id: '12D3KooWA', name: 'alpha', role: 'owner', self: true },
-          { peer_id: '12D3KooWC', name: null, role: 'member', connected: false }
-        ]
-      }),
-      add: async (body) => {
+    const { request } = app(unused, (endpoint) => {
+      endpoint.get('/v1/members', (c) =>
+        c.json({
+          source: 'changes',
+          self_is_owner: true,
+          members: [
+            { peer_id: '12D3KooWA', name: 'alpha', role: 'owner', self: true },
+            { peer_id: '12D3KooWC', name: null, role: 'member', connected: false }
+          ]
+        })
+      )
+      endpoint.post('/v1/members', async (c) => {
+        const body = await c.req.json()
         calls.push({ add: body })
-        if (body.peer_id === 'bad') throw Object.assign(new Error('Cannot change the membership: this node is not an owner'), { name: 'NotOwnerError' })
-      },
-      remove: async (peer) => {
-        calls.push({ remove: peer })
-      }
+        if (body.peer_id === 'bad') return c.json({ error: { code: 'not_owner', message: 'Cannot change the membership: this node is not an owner' } }, 403)
+        return c.json({ change: {} }, 201)
+      })
+      endpoint.delete('/v1/members/:peer', (c) => {
+        calls.push({ remove: c.req.param('peer') })
+        return c.json({ change: {} })
+      })
     })
     const cookie = await login(request)
     const page = await (await request('/console/members', { headers: { cookie } })).text()
@@ -115,7 +127,7 @@ describe('the console app', () => {
     expect((await post('/console/members', { peer_id: 'X' }, { host: 'evil.example:7400', origin: 'http://evil.example:7400' })).status).toBe(403)
     expect((await post('/console/members', { peer_id: 'X' }, { cookie: 'cairn_console_7400=forged' })).status).toBe(401)
     expect((await request('/console/members')).status).toBe(401)
-    expect(calls).toEqual([{ add: { peer_id: '12D3KooWB', name: 'bravo', role: 'member' } }, { remove: '12D3KooWC' }, { add: { peer_id: 'bad', name: undefined, role: undefined } }])
+    expect(calls).toEqual([{ add: { peer_id: '12D3KooWB', name: 'bravo', role: 'member' } }, { remove: '12D3KooWC' }, { add: { peer_id: 'bad' } }])
   })
 })
 

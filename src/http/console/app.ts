@@ -10,6 +10,8 @@ import type { DeadLetter, HeldEvent } from '../../store/pluginState.ts'
 import { streamEvents, type StreamDeps } from '../stream.ts'
 import { ASSETS } from './assets.ts'
 import { eventsPage, loginNeeded, membersPage, overviewPage, pluginsPage, producersPage, storagePage, type StorageView } from './pages.ts'
+import { MemberChangeRefused } from '../../errors.ts'
+import { type MembersView, membersThroughApi } from './members.ts'
 import type { Series } from './series.ts'
 import type { ConsoleSessions } from './sessions.ts'
 
@@ -28,42 +30,19 @@ export interface ConsoleDeps {
   plugins: (rows: number) => { list: Array<PluginInfo & { backlog: number }>; schema: (type: string, version: number) => object; dead: DeadLetter[]; held: HeldEvent[] }
   /** queues one producer's event for replay, as `cairn replay EVENT_ID --producer P` does; returns the pairs queued */
   replay: (eventId: string, producer: string) => number
-  members: ConsoleMembers
+  /** the static membership setting, shown where the node has no `/v1/members` routes */
+  members: () => MembersView
   storage: () => StorageView
   bound: () => { port?: number; host?: string }
 }
 
-/** One member as the Members page shows it. */
-export interface MemberRow {
-  peer_id: string
-  name: string | null
-  role?: string
-  connected?: boolean
-  self?: boolean
+/** What the console takes from the endpoint it is mounted on. */
+export interface ConsoleOptions {
+  /** whether a Host header names this endpoint (the endpoint's own check) */
+  ownHost: (host: string | undefined) => boolean
+  /** sends a request to the endpoint's own `/v1` routes in process, with the API token (the Members page uses `/v1/members` where it exists) */
+  api: (path: string, init?: RequestInit) => Promise<Response>
 }
-
-/** The membership as the Members page shows it (the shape of `GET /v1/members` where membership changes exist). */
-export interface MembersView {
-  /** 'changes': owners' signed changes govern; 'setting': the static members setting; 'open': every holder of the swarm key */
-  source: 'changes' | 'setting' | 'open'
-  self_is_owner: boolean
-  members: MemberRow[]
-}
-
-/**
- * What the Members page reads and, where membership changes exist, changes. Without `add` and `remove` the
- * membership is the static setting and the page says so.
- */
-export interface ConsoleMembers {
-  list: () => MembersView
-  /** adds a member or changes its role or name: `{peer_id, name?, role?}` (ValidationError, NotOwnerError) */
-  add?: (body: { peer_id: string; name?: string; role?: string }) => Promise<unknown>
-  /** removes a member (ValidationError, NotOwnerError) */
-  remove?: (peer: string) => Promise<unknown>
-}
-
-/** Errors a membership change answers with that the operator can act on: shown on the page. */
-const MEMBER_ERRORS = new Set(['ValidationError', 'NotOwnerError'])
 
 /** Dead letters and held events a page lists at most (the CLI lists them all). */
 const MAX_ROWS = 500
@@ -107,10 +86,11 @@ const problem = (c: Context, status: 401 | 403 | 400 | 404, code: string, messag
  * Every page and console API needs the session; every state-changing request also needs a Host naming
  * this endpoint and an Origin equal to it. Nothing here touches `/v1`, whose bearer token stays the only way in.
  *
- * @param ownHost whether a Host header names this endpoint (the loopback endpoint's own check)
+ * @param options the endpoint's Host check, and how to call its own `/v1` routes
  * @returns a hono app to mount at `/`
  */
-export function consoleApp(deps: ConsoleDeps, ownHost: (host: string | undefined) => boolean): Hono {
+export function consoleApp(deps: ConsoleDeps, options: ConsoleOptions): Hono {
+  const { ownHost } = options
   const app = new Hono()
   const cookieName = (): string => `cairn_console_${deps.bound().port ?? 0}`
   const tokenDigest = createHash('sha256').update(deps.token).digest()
@@ -205,11 +185,12 @@ export function consoleApp(deps: ConsoleDeps, ownHost: (host: string | undefined
       })
     )
   })
-  const members = (notice?: string, error?: string) => membersPage({ ...deps.members.list(), editable: deps.members.add != null && deps.members.remove != null, notice, error })
-  app.get('/console/members', (c) => {
+  const members = membersThroughApi(options.api, deps.members)
+  const membersPageOf = async (notice?: string, error?: string) => membersPage({ ...(await members.list()), notice, error })
+  app.get('/console/members', async (c) => {
     const done = c.req.query('done')
     return c.html(
-      members(
+      await membersPageOf(
         done === 'added'
           ? 'Added: the change is published and reaches every node like an event.'
           : done === 'removed'
@@ -218,12 +199,12 @@ export function consoleApp(deps: ConsoleDeps, ownHost: (host: string | undefined
       )
     )
   })
-  const change = async (c: Context, what: 'added' | 'removed', run: () => Promise<unknown>): Promise<Response> => {
+  const change = async (c: Context, what: 'added' | 'removed', run: () => Promise<void>): Promise<Response> => {
     try {
       await run()
     } catch (err) {
-      if (!MEMBER_ERRORS.has((err as Error).name)) throw err
-      return c.html(members(undefined, (err as Error).message), (err as Error).name === 'NotOwnerError' ? 403 : 400)
+      if (!(err instanceof MemberChangeRefused)) throw err
+      return c.html(await membersPageOf(undefined, err.message), err.status === 403 ? 403 : 400)
     }
     deps.log.info(`console membership change: ${what}`, { reason: 'console_members' })
     return c.redirect(`/console/members?done=${what}`, 303)
@@ -234,18 +215,18 @@ export function consoleApp(deps: ConsoleDeps, ownHost: (host: string | undefined
   }
   const small = bodyLimit({ maxSize: 4096, onError: (c) => problem(c, 400, 'too_large', 'A console form is at most 4096 bytes') })
   app.post('/console/members', small, async (c) => {
-    const { add } = deps.members
-    if (add == null) return c.html(members(undefined, 'Membership is the static setting here: change the members list in config.json and restart.'), 400)
     const f = await form(c)
-    if (f.peer_id == null) return c.html(members(undefined, 'Adding a member needs its peer id.'), 400)
-    return await change(c, 'added', async () => await add({ peer_id: f.peer_id, name: f.name, role: f.role }))
+    if (f.peer_id == null) return c.html(await membersPageOf(undefined, 'Adding a member needs its peer id.'), 400)
+    return await change(c, 'added', async () => {
+      await members.add({ peer_id: f.peer_id, name: f.name, role: f.role })
+    })
   })
   app.post('/console/members/remove', small, async (c) => {
-    const { remove } = deps.members
-    if (remove == null) return c.html(members(undefined, 'Membership is the static setting here: change the members list in config.json and restart.'), 400)
     const f = await form(c)
-    if (f.peer_id == null) return c.html(members(undefined, 'Removing a member needs its peer id.'), 400)
-    return await change(c, 'removed', async () => await remove(f.peer_id))
+    if (f.peer_id == null) return c.html(await membersPageOf(undefined, 'Removing a member needs its peer id.'), 400)
+    return await change(c, 'removed', async () => {
+      await members.remove(f.peer_id)
+    })
   })
   app.get('/console/storage', async (c) => c.html(storagePage(await deps.status(), deps.storage())))
 
