@@ -163,9 +163,11 @@ export class PluginStateTable {
     this.db.run('INSERT OR IGNORE INTO plugin_held (plugin, producer, event_id, version, held_at) VALUES (?, ?, ?, ?, ?)', [plugin, e.producer, e.event_id, version, at])
   }
 
-  /** @returns the events held because no plugin knows their version, in cursor order */
-  held(): HeldEvent[] {
-    return this.db.all('SELECT h.plugin, h.event_id, h.producer, e.type, h.version FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id ORDER BY e.cursor')
+  /** @returns the events held because no plugin knows their version, in cursor order (the first `limit`, all without) */
+  held(limit = -1): HeldEvent[] {
+    return this.db.all('SELECT h.plugin, h.event_id, h.producer, e.type, h.version FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id ORDER BY e.cursor LIMIT ?', [
+      limit
+    ])
   }
 
   /** @returns the held events counted by plugin, type and version: which plugin holds which events */
@@ -234,11 +236,14 @@ export class PluginStateTable {
     this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
-  /** @returns the dead letters, oldest first */
-  deadLetters(): DeadLetter[] {
+  /** @returns the dead letters, oldest first (the first `limit`, all without) */
+  deadLetters(limit = -1): DeadLetter[] {
     return this.db
-      .all<DeadLetter & { dead_at: number }>(`SELECT d.plugin, d.event_id, e.type, e.producer, e.seq, d.attempts, d.error, d.dead_at
-    FROM dead_letters d JOIN events e ON e.producer = d.producer AND e.event_id = d.event_id ORDER BY d.dead_at`)
+      .all<DeadLetter & { dead_at: number }>(
+        `SELECT d.plugin, d.event_id, e.type, e.producer, e.seq, d.attempts, d.error, d.dead_at
+    FROM dead_letters d JOIN events e ON e.producer = d.producer AND e.event_id = d.event_id ORDER BY d.dead_at LIMIT ?`,
+        [limit]
+      )
       .map((d) => ({ ...d, dead_at: new Date(d.dead_at).toISOString() }))
   }
 
