@@ -189,3 +189,14 @@ export class ClockSkewError extends Error {
     this.retryInMs = retryInMs
   }
 }
+
+/** A membership change the node's `/v1/members` refused (the console shows it): the HTTP status and the node's message. */
+export class MemberChangeRefused extends Error {
+  static name = 'MemberChangeRefused'
+  readonly status: number
+  constructor(status: number, message: string) {
+    super(message)
+    this.name = 'MemberChangeRefused'
+    this.status = status
+  }
+}

@@ -11,6 +11,7 @@ import { eventsVerb, exportVerb, gapsVerb, publishVerb, statusVerb } from './ver
 import { deadVerb, pluginsVerb, replayVerb, schemaVerb, snapshotVerb, sqlVerb } from './verbs/plugins.ts'
 import { demoVerb } from './verbs/demo.ts'
 import { doctorVerb } from './verbs/doctor.ts'
+import { consoleVerb } from './verbs/console.ts'
 
 /** Every verb, in the order --help lists them. */
 export const VERBS: Verb[] = [
@@ -20,6 +21,7 @@ export const VERBS: Verb[] = [
   publishVerb,
   eventsVerb,
   statusVerb,
+  consoleVerb,
   gapsVerb,
   exportVerb,
   pluginsVerb,

@@ -77,6 +77,11 @@ export class SnapshotsTable {
     )
   }
 
+  /** Forgets the snapshot a plugin's state was loaded from (its tables were rebuilt). */
+  forget(plugin: string): void {
+    this.db.run('DELETE FROM snapshots_loaded WHERE plugin = ?', [plugin])
+  }
+
   /** @returns the snapshot a plugin's state was loaded from, or undefined */
   loaded(plugin: string): LoadedSnapshot | undefined {
     const r = this.db.get<Omit<LoadedSnapshot, 'vector'> & { vector: string }>('SELECT plugin, producer, vector, created_at, loaded_at FROM snapshots_loaded WHERE plugin = ?', [plugin])
