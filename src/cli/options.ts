@@ -1,5 +1,6 @@
 import * as v from 'valibot'
 import { IntSchema, type Setting } from '../config/settings.ts'
+import { PeerIdSchema } from '../model/envelope.ts'
 
 const text = (message: string) => v.pipe(v.string(message), v.minLength(1, message))
 
@@ -8,6 +9,17 @@ export const OPTIONS = {
   json: { name: 'json', kind: 'boolean', description: 'print JSON for scripts', schema: v.boolean(), inFile: false },
   'new-network': { name: 'new-network', kind: 'boolean', description: 'start a new network with a new random swarm key', schema: v.boolean(), inFile: false },
   'swarm-key': { name: 'swarm-key', kind: 'string', value: 'FILE', description: 'join an existing network: copy its swarm.key from FILE', schema: text('Expected a file path'), inFile: false },
+  owner: {
+    name: 'owner',
+    kind: 'string',
+    multiple: true,
+    value: 'PEER_ID',
+    description: "an owner of the network this node joins (its peer id; with --new-network this node is the first owner): only owners' signed changes change the membership",
+    schema: v.array(PeerIdSchema),
+    inFile: false
+  },
+  name: { name: 'name', kind: 'string', value: 'NAME', description: "the member's display name", schema: text('Expected a name'), inFile: false },
+  role: { name: 'role', kind: 'string', value: 'ROLE', description: 'member (writes events) or owner (also changes the membership); default member', schema: v.picklist(['member', 'owner'], 'Expected member or owner'), inFile: false },
   type: { name: 'type', kind: 'string', value: 'TYPE', description: 'the event type, such as workspace.invited', schema: text('Expected an event type'), inFile: false },
   payload: { name: 'payload', kind: 'string', value: 'JSON', description: "the payload as JSON ('-' reads it from standard input)", schema: text('Expected JSON'), inFile: false },
   batch: {

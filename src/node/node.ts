@@ -3,6 +3,7 @@ import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
 import { NotStartedError } from '../errors.ts'
+import { Membership } from '../members/membership.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
 import { createHttpApp } from '../http/app.ts'
 import { createLogger, type Log } from '../log/logger.ts'
@@ -66,6 +67,7 @@ interface Running {
   gossip: HeadGossip
   dialer: Dialer
   rejections: RejectionLog
+  members: Membership
   http?: HttpServer
   timers: Array<ReturnType<typeof setInterval>>
   stopListening: Array<() => void>
@@ -121,6 +123,10 @@ export class CairnNode {
   get plugins(): PluginHost {
     return this.run.plugins
   }
+  /** who may write: the owners' changes, the members setting, or everyone */
+  get members(): Membership {
+    return this.run.members
+  }
   get blockExchange(): BlockExchange {
     return this.run.blockExchange
   }
@@ -145,7 +151,8 @@ export class CairnNode {
     const self = opened.peerId.toString()
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
     const { access } = opened
-    const rejections = new RejectionLog({ isKnown: (p) => (access.members == null ? opened.store.producers.has(p) : access.members.has(p)) }, components)
+    let membership: Membership | undefined
+    const rejections = new RejectionLog({ isKnown: (p) => membership?.isKnown(p) ?? opened.store.producers.has(p) }, components)
     const stopListening = [() => rejections.stop(), logUnhandledRejections(this.log)]
     let ipfs: CairnIpfs | undefined
     let startedPlugins: PluginHost | undefined
@@ -182,6 +189,19 @@ export class CairnNode {
         validate: (type, version, payload) => plugins.validatePublish(type, version, payload),
         acks: () => opened.store.acks()
       })(components)
+      const members = new Membership(
+        {
+          setting: access.members,
+          publish: async (r) => await outbox.publish(r, { reserved: true }),
+          connected: () => new Set(libp2p.getPeers().map(String))
+        },
+        components
+      )
+      membership = members
+      members.start()
+      stopListening.push(() => {
+        members.stop()
+      })
       const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
@@ -193,9 +213,13 @@ export class CairnNode {
         offerBlocks: (blocks) => {
           fetcher.offerHinted(blocks)
         },
-        isMember: access.members == null ? undefined : (p) => access.members!.has(p),
+        isMember: (p) => members.isMember(p),
+        removedAt: (p) => members.removedAt(p),
+        waitFor: (p, acks, processed) => members.waitFor(p, acks, processed),
         maxProducers: cfg.maxProducers,
         checkEvent: (e) => {
+          const refused = members.checkEvent(e)
+          if (refused != null) return refused
           const allowed = access.policy.get(e.type)
           if (allowed != null && !allowed.has(e.producer)) return { reason: 'policy', detail: `${e.producer} may not produce ${e.type} (see the policy setting)` }
           return undefined
@@ -206,7 +230,7 @@ export class CairnNode {
         retention: cfg.retention,
         retentionMax: cfg.retentionMax,
         eventsRetention: cfg.eventsRetention,
-        members: () => (access.members == null ? undefined : [...access.members.keys()]),
+        members: () => members.current(),
         processed: () => opened.store.acks()[self] ?? 0
       })(components)
       const limiter = new HeadLimiter({
@@ -270,6 +294,7 @@ export class CairnNode {
         gossip,
         dialer,
         rejections,
+        members,
         timers: [],
         stopListening,
         startedAt: 0
@@ -371,7 +396,7 @@ export class CairnNode {
       publish: async (body) => await this.publish(body),
       publishMany: async (bodies) => await r.outbox.publishMany(bodies),
       metrics: () => {
-        refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
+        refreshMetrics(this.metrics, r.members.withoutRefusedLag(storedStatus(r.opened.store)), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
         return this.metrics
       },
       stream: {
@@ -384,7 +409,12 @@ export class CairnNode {
             () => false
           )
       },
-      bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined })
+      bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined }),
+      members: {
+        list: () => r.members.document(),
+        add: async (body) => await r.members.add(body),
+        remove: async (peer) => await r.members.remove(peer)
+      }
     })
   }
 
@@ -509,9 +539,10 @@ export class CairnNode {
         peers: libp2p.getPeers().map(String),
         syncing: r.syncer.busy,
         rejections: r.rejections.list(),
-        clock: this.clockStatus()
+        clock: this.clockStatus(),
+        members: r.members.document()
       },
-      storedStatus(r.opened.store)
+      r.members.withoutRefusedLag(storedStatus(r.opened.store))
     )
   }
 

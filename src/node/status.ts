@@ -4,6 +4,7 @@ import { VERSION } from '../version.ts'
 import type { HousekeepingResult } from '../housekeeping/housekeeper.ts'
 import type { Store } from '../store/store.ts'
 import type { RejectionSummary } from './rejections.ts'
+import type { MembersDocument } from '../members/membership.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -92,6 +93,7 @@ export interface LiveStatus {
   syncing: boolean
   rejections: RejectionSummary[]
   clock: ClockStatus
+  members: MembersDocument
 }
 
 /** This node's clock against others' (the clock rule, `--max-clock-skew`). */
@@ -120,6 +122,8 @@ export type StatusDocument = StoredStatus & {
   /** per member or tracked producer and reason, rejections since start (bounded; most recent first) */
   rejections: RejectionSummary[]
   clock: ClockStatus
+  /** who may write: owners, members, removed members (see cairn members list) */
+  members: MembersDocument
 }
 
 /** @returns the status document of a running node */
@@ -145,6 +149,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     syncing: live.syncing,
     rejections: live.rejections,
     clock: live.clock,
+    members: live.members,
     ...stored
   }
 }

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { formatIssues } from '../model/issues.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
+import { isReservedType, RESERVED_PREFIX } from '../model/members.ts'
 import { definePlugin, type LoadedPlugin, type Plugin } from './types.ts'
 import { PluginLoadError } from '../errors.ts'
 import { tablesOf } from './migrate.ts'
@@ -25,7 +26,8 @@ const PluginSchema = v.object({
         upcast: v.optional(v.record(v.string(), v.object({ payload: Schema, to: Fn })))
       })
     ),
-    v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type')
+    v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type'),
+    v.check((h) => !Object.keys(h).some(isReservedType), `Expected no event type in cairn's reserved namespace ${RESERVED_PREFIX}* (cairn's own membership changes)`)
   ),
   migrations: v.optional(v.array(v.string('Expected SQL text'))),
   apply: Fn,

@@ -139,6 +139,12 @@ export class EventsTable {
     return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor LIMIT ?`, [...params, q.limit])
   }
 
+  /** @returns up to `limit` rows of one type produced by any of `producers`, in cursor order */
+  ofTypeBy(type: string, producers: readonly string[], limit: number): EventRow[] {
+    if (producers.length === 0) return []
+    return this.db.all<EventRow>(`SELECT * FROM events WHERE type = ? AND producer IN (${producers.map(() => '?').join(',')}) ORDER BY cursor LIMIT ?`, [type, ...producers, limit])
+  }
+
   /** @returns the highest cursor in the table (0 when empty) */
   maxCursor(): number {
     return this.db.get<{ c: number | null }>('SELECT max(cursor) AS c FROM events')?.c ?? 0

@@ -173,6 +173,11 @@ export const statusVerb = defineVerb({
     out(`node      ${status.peer_id ?? '(stopped)'}${status.running === true ? `  up ${status.uptime_s}s  version ${status.version}` : '  not running'}`)
     const peers = status.peers ?? []
     if (status.running) out(`peers     ${peers.length}${peers.length > 0 ? '  ' + peers.join(', ') : ''}`)
+    const members = status.members
+    if (members != null) {
+      const who = members.members.map((m) => `${m.name ?? m.peer_id.slice(-8)} (${m.role}${m.self ? ', self' : m.connected ? '' : ', not connected'})`)
+      out(`members   ${members.source === 'open' ? 'open: every holder of the swarm key may write' : `${who.join(', ')}${members.removed.length > 0 ? `; removed ${members.removed.map((r) => `${r.peer_id.slice(-8)} after seq ${r.last_seq}`).join(', ')}` : ''}`}`)
+    }
     out(`bus root  ${status.bus_root}`)
     out(`events    ${status.events}`)
     out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}`)
