@@ -76,7 +76,9 @@ export class Syncer {
       },
       onFailure: (producer, err, delay) => {
         components.store.producers.setError(producer, err.message)
-        components.log.warn(`sync of ${producer} failed, retrying in ${delay} ms: ${err.message}`, { producer })
+        // Waiting for an owner's events is the membership's ordering at work, not a failure.
+        if (err instanceof WaitingForOwnerError) components.log.info(`sync of ${producer} waits: ${err.message}`, { producer, reason: 'waiting_for_owner' })
+        else components.log.warn(`sync of ${producer} failed, retrying in ${delay} ms: ${err.message}`, { producer })
       },
       onIdle: () => {
         components.events.safeDispatchEvent('sync:idle')
