@@ -48,7 +48,7 @@ async function startMesh(nodes: NodeProcess[]): Promise<void> {
 }
 
 describe('membership as signed changes', () => {
-  test('four nodes, none restarted: A adds B and C, D is refused from the start, A removes C while B is offline, and no node takes C\'s later events', async () => {
+  test("four nodes, none restarted: A adds B and C, D is refused from the start, A removes C while B is offline, and no node takes C's later events", async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     const owners = [a.peerId]
@@ -117,7 +117,7 @@ describe('membership as signed changes', () => {
     for (const n of all) expect(await n.stop()).toBe(0)
   }, 240_000)
 
-  test('a member that is no owner cannot change the membership, nor publish a change itself; two owners\' conflicting changes at the same time end the same on every node', async () => {
+  test("a member that is no owner cannot change the membership, nor publish a change itself; two owners' conflicting changes at the same time end the same on every node", async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     const owners = [a.peerId]
@@ -137,7 +137,10 @@ describe('membership as signed changes', () => {
     await waitFor('every node to hold the three changes', () => all.every((n) => changes(n) === 3))
 
     const refused = await cairn(['members', 'remove', x, '--data', m.dir])
-    expect({ code: refused.code, stderr: refused.stderr }).toEqual({ code: 1, stderr: `cairn members: Cannot change the membership: this node (${m.peerId}) is not an owner; ask an owner (cairn members list shows them)\n` })
+    expect({ code: refused.code, stderr: refused.stderr }).toEqual({
+      code: 1,
+      stderr: `cairn members: Cannot change the membership: this node (${m.peerId}) is not an owner; ask an owner (cairn members list shows them)\n`
+    })
     const headers = { authorization: `Bearer ${m.token}`, 'content-type': 'application/json' }
     const viaHttp = await fetch(`http://${m.http}/v1/members`, { method: 'POST', headers, body: JSON.stringify({ peer_id: x, role: 'owner' }) })
     expect(viaHttp.status).toBe(403)
@@ -153,13 +156,12 @@ describe('membership as signed changes', () => {
     expect({ code: bad.code, stderr: bad.stderr }).toEqual({ code: 1, stderr: 'cairn members: Cannot change the membership: payload.peer_id: Expected a libp2p peer id\n' })
 
     // The two owners at the same time: a makes x an owner, o removes it.
-    const [promote, remove] = await Promise.all([
-      cairn(['members', 'add', x, '--role', 'owner', '--name', 'x2', '--data', a.dir]),
-      cairn(['members', 'remove', x, '--data', o.dir])
-    ])
+    const [promote, remove] = await Promise.all([cairn(['members', 'add', x, '--role', 'owner', '--name', 'x2', '--data', a.dir]), cairn(['members', 'remove', x, '--data', o.dir])])
     expect([promote.code, remove.code, promote.stderr, remove.stderr]).toEqual([0, 0, '', ''])
     await waitFor('every node to hold both conflicting changes', () => all.every((n) => changes(n) === 5))
-    const lists = await Promise.all(all.map(async (n) => ({ ...(await listed(n)), self_is_owner: undefined, members: (await listed(n)).members.map((e) => ({ ...e, connected: undefined, self: undefined })) })))
+    const lists = await Promise.all(
+      all.map(async (n) => ({ ...(await listed(n)), self_is_owner: undefined, members: (await listed(n)).members.map((e) => ({ ...e, connected: undefined, self: undefined })) }))
+    )
     expect(lists[1]).toEqual(lists[0])
     expect(lists[2]).toEqual(lists[0])
     for (const n of all) expect(await n.stop()).toBe(0)
@@ -174,7 +176,9 @@ describe('membership as signed changes', () => {
     await using c = await NodeProcess.init(tmp.path, 'c', { network: a, owners })
     for (const [i, n] of [a, b, c].entries()) await n.start([...fast, ...[a, b].slice(0, i).flatMap((p) => ['--bootstrap', p.addrs[0]])])
     for (const p of [b, c]) expect((await cairn(['members', 'add', p.peerId, '--data', a.dir])).code).toBe(0)
-    await waitFor("a to know c's acks of both changes", () => query<{ acks: string }>(a.dir, 'SELECT acks FROM producers WHERE producer = ?', [c.peerId]).some((r) => JSON.parse(r.acks)[a.peerId] >= 2))
+    await waitFor("a to know c's acks of both changes", () =>
+      query<{ acks: string }>(a.dir, 'SELECT acks FROM producers WHERE producer = ?', [c.peerId]).some((r) => JSON.parse(r.acks)[a.peerId] >= 2)
+    )
     c.proc!.kill('SIGSTOP')
     for (let i = 0; i < 5; i++) await a.publish({ type: 'test.a', payload: { i } })
     await waitFor('a housekeeping run held back by c', async () => {

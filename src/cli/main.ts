@@ -14,10 +14,38 @@ import { doctorVerb } from './verbs/doctor.ts'
 import { membersVerb } from './verbs/members.ts'
 
 /** Every verb, in the order --help lists them. */
-export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, membersVerb, gapsVerb, exportVerb, pluginsVerb, schemaVerb, sqlVerb, deadVerb, replayVerb, doctorVerb, demoVerb]
+export const VERBS: Verb[] = [
+  initVerb,
+  runVerb,
+  idVerb,
+  publishVerb,
+  eventsVerb,
+  statusVerb,
+  membersVerb,
+  gapsVerb,
+  exportVerb,
+  pluginsVerb,
+  schemaVerb,
+  sqlVerb,
+  deadVerb,
+  replayVerb,
+  doctorVerb,
+  demoVerb
+]
 
 /** Errors whose message is all an operator needs: printed without a stack trace. */
-const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'PluginLoadError', 'InvalidHeadError', 'NotOwnerError'])
+const EXPECTED = new Set([
+  'UsageError',
+  'ConfigError',
+  'DataDirError',
+  'DataDirBusyError',
+  'NotRunningError',
+  'ValidationError',
+  'AddressInUseError',
+  'PluginLoadError',
+  'InvalidHeadError',
+  'NotOwnerError'
+])
 
 /** @returns the top-level help text */
 export function mainHelp(): string {

@@ -14,12 +14,19 @@ export const OPTIONS = {
     kind: 'string',
     multiple: true,
     value: 'PEER_ID',
-    description: "an owner of the network this node joins (its peer id; with --new-network this node is the first owner): only owners' signed changes change the membership",
+    description: "a founding owner of the network this node joins (cairn members list shows founders with added by 'founder'); only owners' signed changes change the membership",
     schema: v.array(PeerIdSchema),
     inFile: false
   },
   name: { name: 'name', kind: 'string', value: 'NAME', description: "the member's display name", schema: text('Expected a name'), inFile: false },
-  role: { name: 'role', kind: 'string', value: 'ROLE', description: 'member (writes events) or owner (also changes the membership); default member', schema: v.picklist(['member', 'owner'], 'Expected member or owner'), inFile: false },
+  role: {
+    name: 'role',
+    kind: 'string',
+    value: 'ROLE',
+    description: 'member (writes events) or owner (also changes the membership); default member',
+    schema: v.picklist(['member', 'owner'], 'Expected member or owner'),
+    inFile: false
+  },
   type: { name: 'type', kind: 'string', value: 'TYPE', description: 'the event type, such as workspace.invited', schema: text('Expected an event type'), inFile: false },
   payload: { name: 'payload', kind: 'string', value: 'JSON', description: "the payload as JSON ('-' reads it from standard input)", schema: text('Expected JSON'), inFile: false },
   batch: {

@@ -22,20 +22,16 @@ const MAX_CHANGE_BODY = 4096
  */
 export function mountMembers(app: Hono, deps: MembersDeps): void {
   app.get('/v1/members', (c) => c.json(deps.list() as object))
-  app.post(
-    '/v1/members',
-    bodyLimit({ maxSize: MAX_CHANGE_BODY, onError: (c) => c.json({ error: `Payload too large: a membership change is at most ${MAX_CHANGE_BODY} bytes` }, 413) }),
-    async (c) => {
-      let body: unknown
-      try {
-        body = JSON.parse(await c.req.text())
-      } catch (err) {
-        return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
-      }
-      const { change, result } = await deps.add(body)
-      return c.json({ change, ...result }, 201)
+  app.post('/v1/members', bodyLimit({ maxSize: MAX_CHANGE_BODY, onError: (c) => c.json({ error: `Payload too large: a membership change is at most ${MAX_CHANGE_BODY} bytes` }, 413) }), async (c) => {
+    let body: unknown
+    try {
+      body = JSON.parse(await c.req.text())
+    } catch (err) {
+      return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
     }
-  )
+    const { change, result } = await deps.add(body)
+    return c.json({ change, ...result }, 201)
+  })
   app.delete('/v1/members/:peer_id', async (c) => {
     const { change, result } = await deps.remove(c.req.param('peer_id'))
     return c.json({ change, ...result })

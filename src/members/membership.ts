@@ -218,11 +218,6 @@ export class Membership {
     return { ...stored, producers }
   }
 
-  /** @returns the owners whose events come first */
-  owners(): string[] {
-    return [...this.everOwners]
-  }
-
   /** @returns the membership as `cairn members list` shows it */
   document(): MembersDocument {
     const connected = this.init.connected?.() ?? new Set<string>()

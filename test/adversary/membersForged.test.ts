@@ -22,12 +22,26 @@ describe('forged membership changes', () => {
     try {
       await na.members.add({ peer_id: mId, name: 'm' })
       const x = fakePeerId(7)
-      const forged = { event_id: uuidv7(), type: 'cairn.members', version: 1, producer: mId, seq: 1, hlc: `${Date.now()}-0000`, occurred_at: new Date().toISOString(), payload: { op: 'add', peer_id: x, role: 'owner' } }
+      const forged = {
+        event_id: uuidv7(),
+        type: 'cairn.members',
+        version: 1,
+        producer: mId,
+        seq: 1,
+        hlc: `${Date.now()}-0000`,
+        occurred_at: new Date().toISOString(),
+        payload: { op: 'add', peer_id: x, role: 'owner' }
+      }
       await publishForgedTree(nm, 1, [{ name: fileName(1, forged.event_id), content: forged }])
       await waitFor('a to refuse the forged change', async () => (await na.metrics.rejected.get()).values.some((s) => s.labels.reason === 'not_owner' && s.value >= 1))
       expect(query(a, 'SELECT producer, reason FROM quarantine')).toEqual([{ producer: mId, reason: 'not_owner' }])
       expect(query(a, 'SELECT count(*) AS n FROM events WHERE producer = ?', [mId])).toEqual([{ n: 0 }])
-      expect(na.members.document().members.map((e) => e.peer_id).sort()).toEqual([na.peerId.toString(), mId].sort())
+      expect(
+        na.members
+          .document()
+          .members.map((e) => e.peer_id)
+          .sort()
+      ).toEqual([na.peerId.toString(), mId].sort())
       expect(na.members.isMember(x)).toBe(false)
     } finally {
       await nm.stop()

@@ -176,7 +176,9 @@ export const statusVerb = defineVerb({
     const members = status.members
     if (members != null) {
       const who = members.members.map((m) => `${m.name ?? m.peer_id.slice(-8)} (${m.role}${m.self ? ', self' : m.connected ? '' : ', not connected'})`)
-      out(`members   ${members.source === 'open' ? 'open: every holder of the swarm key may write' : `${who.join(', ')}${members.removed.length > 0 ? `; removed ${members.removed.map((r) => `${r.peer_id.slice(-8)} after seq ${r.last_seq}`).join(', ')}` : ''}`}`)
+      out(
+        `members   ${members.source === 'open' ? 'open: every holder of the swarm key may write' : `${who.join(', ')}${members.removed.length > 0 ? `; removed ${members.removed.map((r) => `${r.peer_id.slice(-8)} after seq ${r.last_seq}`).join(', ')}` : ''}`}`
+      )
     }
     out(`bus root  ${status.bus_root}`)
     out(`events    ${status.events}`)

@@ -38,7 +38,9 @@ export const membersVerb = defineVerb({
         out(JSON.stringify(doc))
         return 0
       }
-      out(`membership from ${doc.source === 'changes' ? "owners' changes" : doc.source === 'setting' ? 'the members setting' : 'nowhere: every holder of the swarm key may write'}${doc.self_is_owner ? ' (this node is an owner)' : ''}`)
+      out(
+        `membership from ${doc.source === 'changes' ? "owners' changes" : doc.source === 'setting' ? 'the members setting' : 'nowhere: every holder of the swarm key may write'}${doc.self_is_owner ? ' (this node is an owner)' : ''}`
+      )
       out('  peer id                                               role    name                  added by   added at                  connected')
       for (const m of doc.members) {
         out(

@@ -14,13 +14,17 @@ export const initVerb = defineVerb({
   usage: '--data DIR (--new-network | --swarm-key FILE [--owner PEER_ID]...)',
   settings: [SETTINGS.data, OPTIONS['new-network'], OPTIONS['swarm-key'], OPTIONS.owner],
   details:
-    "Prints the new peer id. With --new-network this node is the network's first owner; a node that joins names the owners with --owner (repeatable; the peer ids cairn members list shows with role owner and no added_by), so that it applies their membership changes. On an existing data directory it changes nothing and says so, except that --owner records owners in a directory that has none yet.",
+    "Prints the new peer id. With --new-network this node is the network's first owner; a node that joins names the network's founding owners with --owner (repeat it for each; cairn members list shows them with added by 'founder'), so that it applies the owners' membership changes. Every node must be given the same founders. On an existing data directory it changes nothing and says so, except that --owner records owners in a directory that has none yet.",
   async run({ values, out, err }) {
     const dir = values.data as string
     const owners = (values.owner as string[] | undefined) ?? []
     const r = await initDataDir(dir, { newNetwork: values['new-network'] === true, swarmKeyFile: values['swarm-key'] as string | undefined, owners })
     if (!r.created) {
-      err(r.ownersRecorded === true ? `${dir} is already a cairn data directory; recorded the owners ${r.owners.join(', ')} (restart the node to apply)` : `${dir} is already a cairn data directory; nothing changed`)
+      err(
+        r.ownersRecorded === true
+          ? `${dir} is already a cairn data directory; recorded the owners ${r.owners.join(', ')} (restart the node to apply)`
+          : `${dir} is already a cairn data directory; nothing changed`
+      )
       out(r.peerId)
       return 0
     }
