@@ -194,3 +194,34 @@ describe('membership as signed changes', () => {
     for (const n of [a, b, c]) expect(await n.stop()).toBe(0)
   }, 240_000)
 })
+
+describe('cairn init and the owners', () => {
+  test('--new-network records this node as the owner, --owner records the founders a joining node is given, once', async () => {
+    using tmp = tempDir()
+    const a = await NodeProcess.init(tmp.path, 'a')
+    const owners = (dir: string): unknown => query<{ value: string }>(dir, "SELECT value FROM meta WHERE key = 'owners'").map((r) => JSON.parse(r.value))
+    expect(owners(a.dir)).toEqual([[a.peerId]])
+    const bad = await cairn(['init', '--data', `${tmp.path}/x`, '--new-network', '--owner', 'alice'])
+    expect({ code: bad.code, stderr: bad.stderr.split(':').slice(0, 2).join(':') }).toEqual({ code: 1, stderr: 'cairn init: Invalid --owner alice' })
+    const b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    expect(owners(b.dir)).toEqual([])
+    const recorded = await cairn(['init', '--data', b.dir, '--owner', a.peerId])
+    expect({ code: recorded.code, stdout: recorded.stdout, stderr: recorded.stderr }).toEqual({
+      code: 0,
+      stdout: `${b.peerId}\n`,
+      stderr: `${b.dir} is already a cairn data directory; recorded the owners ${a.peerId} (restart the node to apply)\n`
+    })
+    expect(owners(b.dir)).toEqual([[a.peerId]])
+    const again = await cairn(['init', '--data', b.dir, '--owner', b.peerId])
+    expect({ code: again.code, stderr: again.stderr }).toEqual({
+      code: 1,
+      stderr: `cairn init: ${b.dir} already records the owners ${a.peerId}; owners change only through owners' signed changes (cairn members add PEER_ID --role owner)\n`
+    })
+    const usage = await cairn(['members', 'promote', a.peerId, '--data', a.dir])
+    expect({ code: usage.code, stderr: usage.stderr }).toEqual({
+      code: 1,
+      stderr:
+        'cairn members: cairn members needs add, remove or list (not "promote"); usage: cairn members add PEER_ID [--name NAME] [--role member|owner]  |  remove PEER_ID  |  list [--json]   [--data DIR]\n'
+    })
+  })
+})

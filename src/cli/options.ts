@@ -1,6 +1,5 @@
 import * as v from 'valibot'
 import { IntSchema, type Setting } from '../config/settings.ts'
-import { PeerIdSchema } from '../model/envelope.ts'
 
 const text = (message: string) => v.pipe(v.string(message), v.minLength(1, message))
 
@@ -15,7 +14,7 @@ export const OPTIONS = {
     multiple: true,
     value: 'PEER_ID',
     description: "a founding owner of the network this node joins (cairn members list shows founders with added by 'founder'); only owners' signed changes change the membership",
-    schema: v.array(PeerIdSchema),
+    schema: v.array(v.string()),
     inFile: false
   },
   name: { name: 'name', kind: 'string', value: 'NAME', description: "the member's display name", schema: text('Expected a name'), inFile: false },

@@ -41,8 +41,8 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
   for (const o of options.owners ?? []) {
     try {
       peerIdFromString(o)
-    } catch (err) {
-      throw new UsageError(`Invalid --owner ${o}: not a peer id: ${(err as Error).message}`)
+    } catch {
+      throw new UsageError(`Invalid --owner ${o}: expected a peer id such as 12D3KooW… (cairn id --data DIR prints a node's)`)
     }
   }
   if (existsSync(p.identity)) {

@@ -41,6 +41,8 @@ export interface MembershipInit {
   publish: (request: { type: string; payload: unknown }) => Promise<PublishResult>
   /** the peers this node is connected to */
   connected?: () => Set<string>
+  /** told after a change ingested altered the membership (a re-admitted member's events can be walked again) */
+  onChange?: () => void
 }
 
 /**
@@ -109,6 +111,7 @@ export class Membership {
     }
     const after = this.summary()
     if (after !== before) log.info(`membership: ${after}`, { members: this.state.members.size, removed: this.state.removed.size, source: this.source })
+    if (ingested.length > 0) this.init.onChange?.()
   }
 
   private summary(): string {

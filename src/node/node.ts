@@ -193,7 +193,11 @@ export class CairnNode {
         {
           setting: access.members,
           publish: async (r) => await outbox.publish(r, { reserved: true }),
-          connected: () => new Set(libp2p.getPeers().map(String))
+          connected: () => new Set(libp2p.getPeers().map(String)),
+          onChange: () => {
+            // Walks that membership stopped (a re-admitted member) or capped can go on now.
+            for (const p of opened.store.producers.behind(self)) this.running?.syncer.schedule(p)
+          }
         },
         components
       )
