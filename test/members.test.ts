@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { query } from './helpers/db.ts'
 import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
 
@@ -97,7 +98,8 @@ describe('membership as signed changes', () => {
     const removal = await cairn(['members', 'remove', c.peerId, '--data', a.dir])
     expect(removal.code).toBe(0)
     expect(JSON.parse(removal.stdout).change).toEqual({ op: 'remove', peer_id: c.peerId, last_seq: 3 })
-    await waitFor('c and d to apply the removal', () => changes(c) === 3 && changes(d) === 3)
+    // C's head then acknowledges the removal (its plugins have processed it): what makes B take it first.
+    await waitFor('c and d to apply the removal', async () => changes(c) === 3 && changes(d) === 3 && (await c.status()).plugins.backlog === 0)
     const beforeLater = await Promise.all([a, d].map(rejections))
     for (let i = 3; i < 5; i++) await c.publish({ type: 'test.c', payload: { n: i } })
     for (const [i, n] of [a, d].entries()) {
@@ -224,4 +226,33 @@ describe('cairn init and the owners', () => {
         'cairn members: cairn members needs add, remove or list (not "promote"); usage: cairn members add PEER_ID [--name NAME] [--role member|owner]  |  remove PEER_ID  |  list [--json]   [--data DIR]\n'
     })
   })
+})
+
+describe('the join file', () => {
+  test('carries the swarm key, the founders and the peers: a node joined with it connects and is added live', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await a.start()
+    const file = `${tmp.path}/join.json`
+    const written = await cairn(['members', 'join-file', file, '--data', a.dir])
+    expect(written.code).toBe(0)
+    expect(statSync(file).mode & 0o777).toBe(0o600)
+    expect(JSON.parse(written.stdout)).toEqual({ file, owners: [a.peerId], bootstrap: a.addrs })
+    expect((await cairn(['members', 'join-file', file, '--data', a.dir])).stderr).toStartWith(`cairn members: Cannot write ${file}: EEXIST`)
+    await using e = new NodeProcess(`${tmp.path}/e`)
+    const init = await cairn(['init', '--data', e.dir, '--join', file])
+    expect(init.code).toBe(0)
+    e.peerId = init.stdout.trim()
+    expect(JSON.parse(readFileSync(`${e.dir}/config.json`, 'utf8'))).toEqual({ bootstrap: a.addrs })
+    await e.start()
+    await waitFor('e to connect to a from the join file', async () => (await e.status()).peers.includes(a.peerId))
+    expect((await cairn(['members', 'add', e.peerId, '--name', 'e', '--data', a.dir])).code).toBe(0)
+    await waitFor('e to apply its own addition', async () => (await listed(e)).members.some((m) => m.peer_id === e.peerId && m.name === 'e'))
+    const r = await e.publish({ type: 'test.e', payload: {} })
+    await waitFor("e's event on a", () => seqsOf(a, e.peerId).includes(r.seq))
+    writeFileSync(`${tmp.path}/bad.json`, JSON.stringify({ cairn_join: 1, swarm_key: 'nope', owners: [] }))
+    const bad = await cairn(['init', '--data', `${tmp.path}/f`, '--join', `${tmp.path}/bad.json`])
+    expect({ code: bad.code, stderr: bad.stderr }).toEqual({ code: 1, stderr: `cairn init: Cannot read --join ${tmp.path}/bad.json: owners: Expected at least one owner\n` })
+    for (const n of [e, a]) expect(await n.stop()).toBe(0)
+  }, 120_000)
 })

@@ -7,6 +7,14 @@ const text = (message: string) => v.pipe(v.string(message), v.minLength(1, messa
 export const OPTIONS = {
   json: { name: 'json', kind: 'boolean', description: 'print JSON for scripts', schema: v.boolean(), inFile: false },
   'new-network': { name: 'new-network', kind: 'boolean', description: 'start a new network with a new random swarm key', schema: v.boolean(), inFile: false },
+  join: {
+    name: 'join',
+    kind: 'string',
+    value: 'FILE',
+    description: 'join an existing network from a join file (cairn members join-file on a member writes it): its swarm key, founding owners and peers to connect to',
+    schema: text('Expected a file path'),
+    inFile: false
+  },
   'swarm-key': { name: 'swarm-key', kind: 'string', value: 'FILE', description: 'join an existing network: copy its swarm.key from FILE', schema: text('Expected a file path'), inFile: false },
   owner: {
     name: 'owner',

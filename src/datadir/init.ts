@@ -9,6 +9,7 @@ import { openBlockDatabase } from '../store/blockstore.ts'
 import { dataPaths } from './layout.ts'
 import { loadIdentity } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
+import { readJoinFile } from './joinFile.ts'
 import { tightenModes } from './modes.ts'
 
 export interface InitOptions {
@@ -18,6 +19,8 @@ export interface InitOptions {
   swarmKeyFile?: string
   /** the network's owners (peer ids); with newNetwork the new node is the first one */
   owners?: readonly string[]
+  /** the path of a join file (swarm key, owners, peers to connect to: see joinFile.ts) */
+  joinFile?: string
 }
 
 export interface InitResult {
@@ -65,11 +68,14 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
       store.close()
     }
   }
-  if ((options.newNetwork === true) === (options.swarmKeyFile != null)) {
-    throw new UsageError('cairn init needs exactly one of --new-network (start a new network) or --swarm-key FILE (join an existing one)')
+  if ([options.newNetwork === true, options.swarmKeyFile != null, options.joinFile != null].filter(Boolean).length !== 1) {
+    throw new UsageError('cairn init needs exactly one of --new-network (start a new network), --swarm-key FILE or --join FILE (join an existing one)')
   }
   let swarmKey: Uint8Array
-  if (options.swarmKeyFile != null) {
+  const join = options.joinFile != null ? readJoinFile(options.joinFile) : undefined
+  if (join != null) {
+    swarmKey = join.swarmKey
+  } else if (options.swarmKeyFile != null) {
     let text: string
     try {
       text = readFileSync(options.swarmKeyFile, 'utf8')
@@ -90,7 +96,9 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
   // The swarm key and database go first: identity.key marks a complete directory.
   writeSecret(p.swarmKey, swarmKey)
   writeSecret(p.apiToken, new TextEncoder().encode(randomBytes(32).toString('base64url') + '\n'))
-  const owners = [...new Set([...(options.newNetwork === true ? [peerIdFromPrivateKey(key).toString()] : []), ...(options.owners ?? [])])]
+  const owners = [...new Set([...(options.newNetwork === true ? [peerIdFromPrivateKey(key).toString()] : []), ...(join?.owners ?? []), ...(options.owners ?? [])])]
+  // The peers a join file names to connect to go to config.json, unless the operator wrote one already.
+  if (join != null && join.bootstrap.length > 0 && !existsSync(p.config)) writeFileSync(p.config, JSON.stringify({ bootstrap: join.bootstrap }, null, 2) + '\n', { mode: 0o600 })
   const store = await Store.open(p.database)
   if (owners.length > 0) store.meta.put(OWNERS_KEY, JSON.stringify(owners))
   store.close()

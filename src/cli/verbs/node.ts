@@ -11,14 +11,14 @@ import { CairnNode } from '../../node/node.ts'
 export const initVerb = defineVerb({
   name: 'init',
   summary: "create a node's data directory (identity, swarm.key, api.token, database, block store)",
-  usage: '--data DIR (--new-network | --swarm-key FILE [--owner PEER_ID]...)',
-  settings: [SETTINGS.data, OPTIONS['new-network'], OPTIONS['swarm-key'], OPTIONS.owner],
+  usage: '--data DIR (--new-network | --swarm-key FILE [--owner PEER_ID]... | --join FILE)',
+  settings: [SETTINGS.data, OPTIONS['new-network'], OPTIONS['swarm-key'], OPTIONS.owner, OPTIONS.join],
   details:
-    "Prints the new peer id. With --new-network this node is the network's first owner; a node that joins names the network's founding owners with --owner (repeat it for each; cairn members list shows them with added by 'founder'), so that it applies the owners' membership changes. Every node must be given the same founders. On an existing data directory it changes nothing and says so, except that --owner records owners in a directory that has none yet.",
+    "Prints the new peer id. With --new-network this node is the network's first owner; a node that joins names the network's founding owners with --owner (repeat it for each; cairn members list shows them with added by 'founder'), so that it applies the owners' membership changes. Every node must be given the same founders. --join FILE takes the swarm key, the founders and the peers to connect to (written to config.json unless one exists) from a join file that cairn members join-file FILE writes on a member. On an existing data directory it changes nothing and says so, except that --owner records owners in a directory that has none yet.",
   async run({ values, out, err }) {
     const dir = values.data as string
     const owners = (values.owner as string[] | undefined) ?? []
-    const r = await initDataDir(dir, { newNetwork: values['new-network'] === true, swarmKeyFile: values['swarm-key'] as string | undefined, owners })
+    const r = await initDataDir(dir, { newNetwork: values['new-network'] === true, swarmKeyFile: values['swarm-key'] as string | undefined, owners, joinFile: values.join as string | undefined })
     if (!r.created) {
       err(
         r.ownersRecorded === true
