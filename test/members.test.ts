@@ -155,7 +155,7 @@ describe('membership as signed changes', () => {
       }
     })
     const bad = await cairn(['members', 'add', 'not-a-peer', '--data', a.dir])
-    expect({ code: bad.code, stderr: bad.stderr }).toEqual({ code: 1, stderr: 'cairn members: Cannot change the membership: payload.peer_id: Expected a libp2p peer id\n' })
+    expect({ code: bad.code, stderr: bad.stderr }).toEqual({ code: 1, stderr: 'cairn members: Cannot add a member: peer_id: Expected a libp2p peer id\n' })
 
     // The two owners at the same time: a makes x an owner, o removes it.
     const [promote, remove] = await Promise.all([cairn(['members', 'add', x, '--role', 'owner', '--name', 'x2', '--data', a.dir]), cairn(['members', 'remove', x, '--data', o.dir])])

@@ -1,7 +1,9 @@
+import * as v from 'valibot'
 import { NotOwnerError, ValidationError } from '../errors.ts'
+import { formatIssues } from '../model/issues.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import type { Rejection } from '../model/eventFile.ts'
-import { type ChangeEvent, foldMembers, MEMBERS_TYPE, OWNERS_KEY, type MemberEntry, type MembershipState, parseChange, type RemovedEntry } from '../model/members.ts'
+import { AddMemberSchema, type ChangeEvent, foldMembers, MEMBERS_TYPE, OWNERS_KEY, type MemberEntry, type MembershipState, parseChange, type RemovedEntry } from '../model/members.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
 import type { Components } from '../node/components.ts'
 
@@ -251,9 +253,13 @@ export class Membership {
    * @throws NotOwnerError when this node is not an owner; ValidationError for a bad peer id, role or name
    */
   async add(request: unknown): Promise<{ change: unknown; result: PublishResult }> {
-    const body = request as { peer_id?: unknown; name?: unknown; role?: unknown } | null
-    const payload = { op: 'add', peer_id: body?.peer_id, role: body?.role ?? 'member', ...(body?.name != null ? { name: body.name } : {}) }
-    return await this.change(payload)
+    const r = v.safeParse(AddMemberSchema, request)
+    if (!r.success) {
+      const issues = formatIssues(r.issues)
+      throw new ValidationError(`Cannot add a member: ${issues.join('; ')}`, issues)
+    }
+    const { peer_id, role, name } = r.output
+    return await this.change({ op: 'add', peer_id, role, ...(name != null ? { name } : {}) })
   }
 
   /**
@@ -282,8 +288,9 @@ export class Membership {
     const parsed = parseChange(payload)
     if ('issues' in parsed) throw new ValidationError(`Cannot change the membership: ${parsed.issues.join('; ')}`, parsed.issues)
     const { change } = parsed
-    if (change.op === 'remove' && this.isOwner(change.peer_id) && [...this.state.members.values()].filter((m) => m.role === 'owner').length === 1) {
-      throw new ValidationError(`Cannot remove ${change.peer_id}: it is the last owner; add another owner first`, [`peer_id: the last owner`])
+    const lastOwner = this.isOwner(change.peer_id) && [...this.state.members.values()].filter((m) => m.role === 'owner').length === 1
+    if (lastOwner && (change.op === 'remove' || change.role !== 'owner')) {
+      throw new ValidationError(`Cannot ${change.op === 'remove' ? 'remove' : 'demote'} ${change.peer_id}: it is the last owner; add another owner first`, ['peer_id: the last owner'])
     }
     const result = await this.init.publish({ type: MEMBERS_TYPE, payload: change })
     // The own change is ingested with the commit; the fold has run by the time the caller is answered.

@@ -22,6 +22,9 @@ export const RoleSchema = v.picklist(['member', 'owner'], 'Expected role member 
 /** A member's display name. */
 export const MemberNameSchema = v.pipe(v.string('Expected a name'), v.minLength(1, 'Expected a non-empty name'), v.maxLength(100, 'Expected a name of at most 100 characters'))
 
+/** The body of `POST /v1/members`: whom to add (or whose role or name to change). */
+export const AddMemberSchema = v.strictObject({ peer_id: PeerIdSchema, role: v.optional(RoleSchema, 'member'), name: v.optional(MemberNameSchema) }, 'Expected only the fields peer_id, role and name')
+
 /** The payload of a `cairn.members` event. */
 export const MembersChangeSchema = v.variant(
   'op',
@@ -101,7 +104,8 @@ export function parseChange(payload: unknown): { change: MembersChange } | { iss
  * Folds membership changes into the membership, deterministically: the changes are applied in
  * (hlc, producer, event_id) order, so every node that holds the same changes computes the same members,
  * whatever order they arrived in. A change takes effect only when its producer is an owner at that point of
- * the order; a removal that would leave no owner does not take effect; an add of a removed peer re-admits it.
+ * the order; a change that would leave no owner (removing or demoting the last one) does not take effect;
+ * an add of a removed peer re-admits it.
  *
  * @param founders the owners every node was told of at init (`cairn init --new-network` or `--owner`)
  * @param changes every `cairn.members` event of a producer who is or was an owner, in any order
@@ -132,14 +136,19 @@ export function foldMembers(founders: readonly string[], changes: readonly Chang
       continue
     }
     const { change } = parsed
+    const owners = [...members.values()].filter((m) => m.role === 'owner').length
+    const lastOwner = members.get(change.peer_id)?.role === 'owner' && owners === 1
+    if (change.op === 'add' && lastOwner && change.role !== 'owner') {
+      refuse(c, 'last_owner', `making ${change.peer_id} a member would leave the network without an owner`)
+      continue
+    }
     if (change.op === 'add') {
       members.set(change.peer_id, { peer_id: change.peer_id, role: change.role, name: change.name, added_by: c.producer, added_at: c.occurred_at })
       removed.delete(change.peer_id)
       applied++
       continue
     }
-    const target = members.get(change.peer_id)
-    if (target?.role === 'owner' && [...members.values()].filter((m) => m.role === 'owner').length === 1) {
+    if (lastOwner) {
       refuse(c, 'last_owner', `removing ${change.peer_id} would leave the network without an owner`)
       continue
     }

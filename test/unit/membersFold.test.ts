@@ -60,17 +60,18 @@ describe('foldMembers', () => {
     expect(s.refused.map((r) => r.reason)).toEqual(['not_owner', 'not_owner', 'invalid_members_change'])
   })
 
-  test('the last owner cannot be removed; a removed peer added again is a member again', () => {
+  test('the last owner cannot be removed or demoted; a removed peer added again is a member again', () => {
     const s = foldMembers(
       [A],
       [
         change(A, 10, { op: 'remove', peer_id: A, last_seq: 5 }),
+        change(A, 15, { op: 'add', peer_id: A, role: 'member' }),
         change(A, 20, { op: 'add', peer_id: B, role: 'member' }),
         change(A, 30, { op: 'remove', peer_id: B, last_seq: 2 }),
         change(A, 40, { op: 'add', peer_id: B, role: 'member' })
       ]
     )
-    expect(s.refused.map((r) => r.reason)).toEqual(['last_owner'])
+    expect(s.refused.map((r) => r.reason)).toEqual(['last_owner', 'last_owner'])
     expect([...s.members.keys()].sort()).toEqual([A, B].sort())
     expect(s.removed.size).toBe(0)
   })
