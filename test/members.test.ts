@@ -256,3 +256,34 @@ describe('the join file', () => {
     for (const n of [e, a]) expect(await n.stop()).toBe(0)
   }, 120_000)
 })
+
+describe('cairn rekey', () => {
+  test('rotates the swarm key of stopped nodes, keeping the old key and every event; a running node is refused', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
+    await a.start()
+    const busy = await cairn(['rekey', '--data', a.dir, '--new'])
+    expect({ code: busy.code, stderr: busy.stderr }).toEqual({
+      code: 1,
+      stderr: `cairn rekey: Cannot run: a node (pid ${a.proc!.pid}) is already running on ${a.dir}; stop it first, or use another --data directory\n`
+    })
+    await a.publish({ type: 'test.a', payload: {} })
+    expect(await a.stop()).toBe(0)
+    const oldKey = readFileSync(`${a.dir}/swarm.key`, 'utf8')
+    const first = await cairn(['rekey', '--data', a.dir, '--new'])
+    expect(first.code).toBe(0)
+    const { network_before, network_after } = JSON.parse(first.stdout)
+    expect(network_before).not.toBe(network_after)
+    expect(readFileSync(`${a.dir}/swarm.key.previous`, 'utf8')).toBe(oldKey)
+    expect(statSync(`${a.dir}/swarm.key`).mode & 0o777).toBe(0o600)
+    const second = await cairn(['rekey', '--data', b.dir, '--swarm-key', `${a.dir}/swarm.key`])
+    expect(JSON.parse(second.stdout)).toEqual({ network_before, network_after })
+    const same = await cairn(['rekey', '--data', b.dir, '--swarm-key', `${a.dir}/swarm.key`])
+    expect({ code: same.code, stderr: same.stderr }).toEqual({ code: 1, stderr: `cairn rekey: ${a.dir}/swarm.key is the key ${b.dir} already has; nothing changed\n` })
+    await a.start()
+    await b.start(['--bootstrap', a.addrs[0]])
+    await waitFor("a's event on b, over the new key", () => seqsOf(b, a.peerId).length === 1)
+    for (const n of [b, a]) expect(await n.stop()).toBe(0)
+  }, 120_000)
+})

@@ -6,7 +6,7 @@ import { envName } from '../config/settings.ts'
 import { VERSION } from '../version.ts'
 import { UsageError } from '../errors.ts'
 import type { Verb } from './verb.ts'
-import { idVerb, initVerb, runVerb } from './verbs/node.ts'
+import { idVerb, initVerb, rekeyVerb, runVerb } from './verbs/node.ts'
 import { eventsVerb, exportVerb, gapsVerb, publishVerb, statusVerb } from './verbs/bus.ts'
 import { deadVerb, pluginsVerb, replayVerb, schemaVerb, sqlVerb } from './verbs/plugins.ts'
 import { demoVerb } from './verbs/demo.ts'
@@ -22,6 +22,7 @@ export const VERBS: Verb[] = [
   eventsVerb,
   statusVerb,
   membersVerb,
+  rekeyVerb,
   gapsVerb,
   exportVerb,
   pluginsVerb,

@@ -1,9 +1,11 @@
+import * as v from 'valibot'
 import { defineVerb } from '../verb.ts'
 import { RUN_SETTINGS, SETTINGS, toNodeConfig } from '../../config/catalog.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
 import { stderr, stderrIsTerminal } from '../../runtime/stdio.ts'
 import { OPTIONS } from '../options.ts'
 import { initDataDir } from '../../datadir/init.ts'
+import { rekeyDataDir } from '../../datadir/rekey.ts'
 import { loadIdentity } from '../../datadir/load.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { CairnNode } from '../../node/node.ts'
@@ -30,6 +32,24 @@ export const initVerb = defineVerb({
     }
     out(r.peerId)
     err(`created ${dir}; start the node with: cairn run --data ${dir}`)
+    return 0
+  }
+})
+
+export const rekeyVerb = defineVerb({
+  name: 'rekey',
+  summary: "replace a stopped node's swarm key, to rotate the network's key (keeps the old one as swarm.key.previous)",
+  usage: '--data DIR (--new | --swarm-key FILE)',
+  settings: [
+    SETTINGS.data,
+    { name: 'new', kind: 'boolean', description: 'make a new random swarm key (on the first node of a rotation)', schema: v.boolean(), inFile: false },
+    { ...OPTIONS['swarm-key'], description: 'switch to the swarm key in FILE (the new key the first node made)' }
+  ],
+  details:
+    'Rotating the key shuts out whoever holds only the old one (a removed member, a leaked key). On the first node, stopped: cairn rekey --new, then copy its new swarm.key (or a cairn members join-file) to every remaining member over a secure channel; on each of them, stopped: cairn rekey --swarm-key FILE, then start it. Nodes that switched connect to each other; the others rejoin once they switch. Events, outboxes and identities are kept. Prints the network id (a hash of the key) before and after.',
+  async run({ values, out }) {
+    const r = await rekeyDataDir(values.data as string, { newKey: values.new === true, keyFile: values['swarm-key'] as string | undefined })
+    out(JSON.stringify({ network_before: r.before, network_after: r.after }))
     return 0
   }
 })
