@@ -169,7 +169,7 @@ describe('membership as signed changes', () => {
     for (const n of all) expect(await n.stop()).toBe(0)
   }, 240_000)
 
-  test('a removed member no longer holds pruning back', async () => {
+  test('a removed member no longer holds pruning back; membership changes are never pruned, so a node that joins later learns them', async () => {
     using tmp = tempDir()
     const fast = ['--retention', '3s', '--housekeeping-interval', '1s', '--retention-max', '1h']
     await using a = await NodeProcess.init(tmp.path, 'a')
@@ -188,12 +188,22 @@ describe('membership as signed changes', () => {
       return s.housekeeping.last?.held_back_by?.includes(c.peerId) === true && s.outbox.files >= 5
     })
     expect((await cairn(['members', 'remove', c.peerId, '--data', a.dir])).code).toBe(0)
-    await waitFor('a to prune every file once b has them', async () => {
+    await waitFor('a to prune every file but its three changes once b has them', async () => {
       const s = await a.status()
-      return s.outbox.files === 0 && s.housekeeping.last?.held_back_by?.length === 0
+      return s.outbox.files === 3 && s.housekeeping.last?.held_back_by?.length === 0
     })
+    expect(query(a.dir, 'SELECT seq FROM outbox WHERE pruned_at IS NULL ORDER BY seq')).toEqual(
+      query(a.dir, "SELECT seq FROM events WHERE producer = ? AND type = 'cairn.members' ORDER BY seq", [a.peerId])
+    )
     c.proc!.kill('SIGCONT')
-    for (const n of [a, b, c]) expect(await n.stop()).toBe(0)
+    await using late = await NodeProcess.init(tmp.path, 'late', { network: a, owners })
+    await late.start(['--bootstrap', a.addrs[0]])
+    await waitFor('the late node to learn every change', async () => {
+      const l = await listed(late)
+      return l.source === 'changes' && l.removed.some((r) => r.peer_id === c.peerId)
+    })
+    expect((await listed(late)).members.map((m) => m.peer_id).sort()).toEqual([a.peerId, b.peerId].sort())
+    for (const n of [late, a, b, c]) expect(await n.stop()).toBe(0)
   }, 240_000)
 })
 

@@ -16,13 +16,15 @@ export interface PruneRules {
 
 /**
  * Finds the own files past the retention window that every member's acks cover (and this node's plugins
- * processed), or that passed the hard maximum age.
+ * processed), or that passed the hard maximum age. Membership changes (`cairn.*` events) are never pruned.
  *
  * @returns the seqs that may go, and which members hold the others back
  */
 export function prunable(store: Store, rules: PruneRules, now: number): { seqs: number[]; heldBackBy: string[] } {
   const { self, retention, retentionMax } = rules
-  const candidates = store.outbox.unprunedBefore(now - retention)
+  // Membership changes stay in the outbox for good: a node that joins later must find every one.
+  const reserved = new Set(store.events.reservedSeqs(self))
+  const candidates = store.outbox.unprunedBefore(now - retention).filter((c) => !reserved.has(c.seq))
   if (candidates.length === 0) return { seqs: [], heldBackBy: [] }
   const known = new Map(
     store.producers

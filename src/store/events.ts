@@ -166,7 +166,13 @@ export class EventsTable {
    * @returns how many rows went
    */
   deleteProcessedBefore(time: number): number {
-    return this.db.run("DELETE FROM events WHERE received_at < ? AND state != 'pending'", [time]).changes
+    // cairn's own events (membership changes) are the state every node folds: they are never deleted.
+    return this.db.run("DELETE FROM events WHERE received_at < ? AND state != 'pending' AND type NOT LIKE 'cairn.%'", [time]).changes
+  }
+
+  /** @returns the seqs of `producer`'s events in cairn's reserved namespace (membership changes), ascending */
+  reservedSeqs(producer: string): number[] {
+    return this.db.all<{ seq: number }>("SELECT seq FROM events WHERE producer = ? AND type LIKE 'cairn.%' ORDER BY seq", [producer]).map((r) => r.seq)
   }
 
   /** @returns how many rows some plugin has not processed yet */
