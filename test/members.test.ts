@@ -233,7 +233,7 @@ describe('cairn init and the owners', () => {
     expect({ code: usage.code, stderr: usage.stderr }).toEqual({
       code: 1,
       stderr:
-        'cairn members: cairn members needs add, remove or list (not "promote"); usage: cairn members add PEER_ID [--name NAME] [--role member|owner]  |  remove PEER_ID  |  list [--json]   [--data DIR]\n'
+        'cairn members: cairn members needs add, remove, list or join-file (not "promote"); usage: cairn members add PEER_ID [--name NAME] [--role member|owner]  |  remove PEER_ID  |  list [--json]  |  join-file FILE   [--data DIR]\n'
     })
   })
 })
