@@ -1,0 +1,53 @@
+import { describe, expect, test } from 'bun:test'
+import { join } from 'node:path'
+import { loadIdentity } from '../src/datadir/load.ts'
+import { query } from './helpers/db.ts'
+import { inProcessNode } from './helpers/forge.ts'
+import { cairn, initDir, tempDir, waitFor } from './helpers/process.ts'
+
+/** @returns the seqs of `producer`'s own (not membership) events a data directory holds */
+function seqsOf(dir: string, producer: string): number[] {
+  return query<{ seq: number }>(dir, "SELECT seq FROM events WHERE producer = ? AND type NOT LIKE 'cairn.%' ORDER BY seq", [producer]).map((r) => r.seq)
+}
+
+describe("the order of a removal and the removed member's events", () => {
+  test("a node that gets the removed member's later head before the removal applies the removal first", async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const aId = (await loadIdentity(a)).peerId.toString()
+    const c = await initDir(tmp.path, 'c', join(a, 'swarm.key'))
+    const b = join(tmp.path, 'b')
+    expect((await cairn(['init', '--data', b, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+    const na = await inProcessNode(a)
+    const addrA = na.ipfs.libp2p.getMultiaddrs()[0].toString()
+    const nc = await inProcessNode(c, { bootstrap: [addrA] })
+    let nb = await inProcessNode(b, { bootstrap: [addrA] })
+    const cId = nc.peerId.toString()
+    try {
+      await na.members.add({ peer_id: nb.peerId.toString() })
+      await na.members.add({ peer_id: cId })
+      for (let i = 0; i < 3; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      await waitFor("c's events on b, c a member there", () => seqsOf(b, cId).length === 3 && nb.members.isMember(cId) === true)
+      await nb.stop()
+
+      // While b is away: a removes c, c sees the removal and writes on.
+      const removal = await na.members.remove(cId)
+      expect(removal.change).toEqual({ op: 'remove', peer_id: cId, last_seq: 3 })
+      await waitFor('c to acknowledge the removal', () => (nc.store.acks()[aId] ?? 0) >= removal.result.seq)
+      for (let i = 3; i < 5; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      const laterHead = nc.store.producers.get(cId)!.head_message!
+
+      // b comes back with no peer, is handed c's later head first, and only then reaches c (which has a's head too).
+      nb = await inProcessNode(b, {})
+      await nb.offerHead(laterHead)
+      await nb.ipfs.libp2p.dial(nc.ipfs.libp2p.getMultiaddrs()[0])
+      await waitFor('b to apply the removal and finish with c', async () => nb.members.removedAt(cId) != null && !(await nb.statusJson()).syncing)
+      expect(seqsOf(b, cId)).toEqual([1, 2, 3])
+      expect(query(b, 'SELECT count(*) AS n FROM quarantine WHERE producer = ?', [cId])).toEqual([{ n: 0 }])
+    } finally {
+      await nb.stop()
+      await nc.stop()
+      await na.stop()
+    }
+  }, 120_000)
+})
