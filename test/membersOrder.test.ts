@@ -18,16 +18,18 @@ describe("the order of a removal and the removed member's events", () => {
     const c = await initDir(tmp.path, 'c', join(a, 'swarm.key'))
     const b = join(tmp.path, 'b')
     expect((await cairn(['init', '--data', b, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
-    const na = await inProcessNode(a)
+    // Heads re-announced every second, as in production every 5 s: a hint lost while meshes form is not waited out.
+    const quick = { 'announce-interval': '1s' }
+    const na = await inProcessNode(a, quick)
     const addrA = na.ipfs.libp2p.getMultiaddrs()[0].toString()
-    const nc = await inProcessNode(c, { bootstrap: [addrA] })
-    let nb = await inProcessNode(b, { bootstrap: [addrA] })
+    const nc = await inProcessNode(c, { ...quick, bootstrap: [addrA] })
+    let nb = await inProcessNode(b, { ...quick, bootstrap: [addrA] })
     const cId = nc.peerId.toString()
     try {
       await na.members.add({ peer_id: nb.peerId.toString() })
       await na.members.add({ peer_id: cId })
       for (let i = 0; i < 3; i++) await nc.publish({ type: 'test.c', payload: { i } })
-      await waitFor("c's events on b, c a member there", () => seqsOf(b, cId).length === 3 && nb.members.isMember(cId) === true)
+      await waitFor("c's events on a and b, c a member there", () => seqsOf(a, cId).length === 3 && seqsOf(b, cId).length === 3 && nb.members.isMember(cId) === true)
       await nb.stop()
 
       // While b is away: a removes c, c sees the removal and writes on.
@@ -38,7 +40,7 @@ describe("the order of a removal and the removed member's events", () => {
       const laterHead = nc.store.producers.get(cId)!.head_message!
 
       // b comes back with no peer, is handed c's later head first, and only then reaches c (which has a's head too).
-      nb = await inProcessNode(b, {})
+      nb = await inProcessNode(b, quick)
       await nb.offerHead(laterHead)
       await nb.ipfs.libp2p.dial(nc.ipfs.libp2p.getMultiaddrs()[0])
       await waitFor('b to apply the removal and finish with c', async () => nb.members.removedAt(cId) != null && !(await nb.statusJson()).syncing)
