@@ -52,4 +52,39 @@ describe("the order of a removal and the removed member's events", () => {
       await na.stop()
     }
   }, 120_000)
+
+  test("a node that joins after the removal takes the removed member's events up to the recorded seq, none after", async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const aId = (await loadIdentity(a)).peerId.toString()
+    const c = await initDir(tmp.path, 'c', join(a, 'swarm.key'))
+    const late = join(tmp.path, 'late')
+    expect((await cairn(['init', '--data', late, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+    const quick = { 'announce-interval': '1s' }
+    const na = await inProcessNode(a, quick)
+    const addrA = na.ipfs.libp2p.getMultiaddrs()[0].toString()
+    const nc = await inProcessNode(c, { ...quick, bootstrap: [addrA] })
+    const cId = nc.peerId.toString()
+    let nl: Awaited<ReturnType<typeof inProcessNode>> | undefined
+    try {
+      await na.members.add({ peer_id: cId })
+      for (let i = 0; i < 3; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      await waitFor("c's events on a", () => seqsOf(a, cId).length === 3)
+      expect((await na.members.remove(cId)).change).toEqual({ op: 'remove', peer_id: cId, last_seq: 3 })
+      for (let i = 3; i < 5; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      // The late node hears of both from c (which holds a's head too) and from a, in whatever order.
+      nl = await inProcessNode(late, { ...quick, bootstrap: [nc.ipfs.libp2p.getMultiaddrs()[0].toString(), addrA] })
+      const node = nl
+      await waitFor(
+        'the late node to apply the removal and take c up to seq 3',
+        async () => node.members.removedAt(cId) != null && seqsOf(late, cId).length === 3 && !(await node.statusJson()).syncing
+      )
+      expect(seqsOf(late, cId)).toEqual([1, 2, 3])
+      expect((await node.statusJson()).producers.find((p) => p.producer === cId)?.lag_events).toBe(0)
+    } finally {
+      await nl?.stop()
+      await nc.stop()
+      await na.stop()
+    }
+  }, 120_000)
 })
