@@ -117,6 +117,19 @@ describe('membership as signed changes', () => {
       expect({ members: l.members.map((m) => m.peer_id).sort(), removed: l.removed.map((r) => [r.peer_id, r.last_seq]) }).toEqual({ members: [a.peerId, b.peerId].sort(), removed: [[c.peerId, 3]] })
     }
     for (const n of all) expect(await n.stop()).toBe(0)
+    // A stopped node's status reads the membership from its database.
+    const stopped = JSON.parse((await cairn(['status', '--json', '--data', d.dir])).stdout)
+    expect({
+      running: stopped.running,
+      source: stopped.members.source,
+      members: stopped.members.members.map((m: { peer_id: string }) => m.peer_id).sort(),
+      removed: stopped.members.removed.length
+    }).toEqual({
+      running: false,
+      source: 'changes',
+      members: [a.peerId, b.peerId].sort(),
+      removed: 1
+    })
   }, 240_000)
 
   test("a member that is no owner cannot change the membership, nor publish a change itself; two owners' conflicting changes at the same time end the same on every node", async () => {

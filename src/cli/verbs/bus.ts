@@ -1,11 +1,16 @@
 import { readFileSync, createWriteStream } from 'node:fs'
 import { CarWriter } from '@ipld/car'
 import { defineVerb } from '../verb.ts'
-import { SETTINGS } from '../../config/catalog.ts'
+import { RUN_SETTINGS, SETTINGS } from '../../config/catalog.ts'
+import { loadAccessRules } from '../../config/access.ts'
+import { readConfigFile } from '../../config/resolve.ts'
+import { silentLog } from '../../log/logger.ts'
+import { Membership, type MembersDocument } from '../../members/membership.ts'
+import { CairnEventBus } from '../../node/events.ts'
 import { OPTIONS } from '../options.ts'
 import { callNode, followNode } from '../client.ts'
-import { UsageError, DataDirError } from '../../errors.ts'
-import { assertDataDir } from '../../datadir/load.ts'
+import { UsageError, DataDirError, NotRunningError } from '../../errors.ts'
+import { assertDataDir, loadIdentity } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
@@ -160,7 +165,7 @@ export const statusVerb = defineVerb({
     } else {
       const store = await openNodeStore(dir)
       try {
-        status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString() }
+        status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString(), members: await storedMembers(dir, store) }
       } finally {
         store.close()
       }
@@ -202,6 +207,29 @@ export const statusVerb = defineVerb({
     return 0
   }
 })
+
+/** @returns the membership a stopped node's database and config.json hold (nobody is connected) */
+async function storedMembers(dir: string, store: Store): Promise<MembersDocument> {
+  const self = (await loadIdentity(dir)).peerId.toString()
+  let setting: Map<string, string | undefined> | undefined
+  try {
+    setting = loadAccessRules(readConfigFile(dir, new Set(RUN_SETTINGS.map((s) => s.name))).members, undefined, dir).members
+  } catch {
+    // a bad config.json is cairn run's to report; the status shows what the changes say
+  }
+  const members = new Membership(
+    {
+      setting,
+      publish: async () => {
+        throw new NotRunningError(`No node is running on ${dir}`)
+      }
+    },
+    { self, store, events: new CairnEventBus(), log: silentLog }
+  )
+  members.start()
+  members.stop()
+  return members.document()
+}
 
 export const exportVerb = defineVerb({
   name: 'export',
