@@ -153,7 +153,7 @@ export const eventsVerb = defineVerb({
 
 export const statusVerb = defineVerb({
   name: 'status',
-  summary: "show the node's health: peers, producers with head, processed seq and lag, outbox, gaps, quarantine",
+  summary: "show the node's health: peers, members, producers with head, processed seq and lag, outbox, gaps, quarantine",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   details: 'Against a running node it asks the node; against a stopped one it reads the database (no peers, no uptime).',
