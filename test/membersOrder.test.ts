@@ -87,4 +87,32 @@ describe("the order of a removal and the removed member's events", () => {
       await na.stop()
     }
   }, 120_000)
+
+  test('a removed member added again is a member again: the events it wrote meanwhile are taken at once', async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const aId = (await loadIdentity(a)).peerId.toString()
+    const c = join(tmp.path, 'c')
+    expect((await cairn(['init', '--data', c, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+    const na = await inProcessNode(a)
+    const nc = await inProcessNode(c, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    const cId = nc.peerId.toString()
+    try {
+      await na.members.add({ peer_id: cId })
+      await nc.publish({ type: 'test.c', payload: { i: 0 } })
+      await waitFor("c's event on a", () => seqsOf(a, cId).length === 1)
+      await na.members.remove(cId)
+      await waitFor('c to know it was removed', () => nc.members.removedAt(cId) != null)
+      const refused = async (): Promise<number> => (await na.metrics.rejectedByProducer.get()).values.find((v) => v.labels.producer === cId && v.labels.reason === 'not_member')?.value ?? 0
+      for (let i = 1; i < 3; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      await waitFor("a to refuse c's later head", async () => (await refused()) > 0)
+      await na.members.add({ peer_id: cId })
+      // Heads are re-announced only hourly here: what brings c's head back is the push on the membership change.
+      await waitFor("c's events written while removed, on a", () => seqsOf(a, cId).length === 3)
+      expect(seqsOf(a, cId)).toEqual([1, 2, 3])
+    } finally {
+      await nc.stop()
+      await na.stop()
+    }
+  }, 120_000)
 })

@@ -195,8 +195,14 @@ export class CairnNode {
           publish: async (r) => await outbox.publish(r, { reserved: true }),
           connected: () => new Set(libp2p.getPeers().map(String)),
           onChange: () => {
-            // Walks that membership stopped (a re-admitted member) or capped can go on now.
-            for (const p of opened.store.producers.behind(self)) this.running?.syncer.schedule(p)
+            const r = this.running
+            if (r == null) return
+            // Walks that membership stopped (a re-admitted member) or capped can go on now, and peers get
+            // every head again at once: those that refused a head while it was not a member's take it now.
+            for (const p of opened.store.producers.behind(self)) r.syncer.schedule(p)
+            r.headExchange.pushAll().catch((err: Error) => {
+              this.log.warn(`pushing the heads after a membership change failed: ${err.message}`)
+            })
           }
         },
         components
