@@ -147,7 +147,7 @@ export class CairnNode extends BenchNode {
         ...this.extraArgs,
         ...bootstrap.flatMap((b) => ['--bootstrap', b])
       ],
-      { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...this.env } }
+      { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, CAIRN_ALLOW_UNKNOWN_TYPES: 'true', ...this.env } }
     )
     this.proc = proc
     this.collectStderr(proc)

@@ -12,6 +12,7 @@ import { deadVerb, pluginsVerb, replayVerb, schemaVerb, sqlVerb } from './verbs/
 import { demoVerb } from './verbs/demo.ts'
 import { doctorVerb } from './verbs/doctor.ts'
 import { membersVerb } from './verbs/members.ts'
+import { consoleVerb } from './verbs/console.ts'
 
 /** Every verb, in the order --help lists them. */
 export const VERBS: Verb[] = [
@@ -23,6 +24,7 @@ export const VERBS: Verb[] = [
   statusVerb,
   membersVerb,
   rekeyVerb,
+  consoleVerb,
   gapsVerb,
   exportVerb,
   pluginsVerb,

@@ -8,6 +8,7 @@ import type { Log } from '../log/logger.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { mountMembers, type MembersDeps } from './members.ts'
 import { streamEvents, type StreamDeps } from './stream.ts'
+import { consoleApp, type ConsoleDeps } from './console/app.ts'
 
 /** What the loopback endpoint needs from the node. */
 export interface HttpDeps {
@@ -30,6 +31,8 @@ export interface HttpDeps {
   bound?: () => { port?: number; host?: string }
   /** `/v1/members`: list, add and remove members */
   members?: MembersDeps
+  /** the browser console at `/` (see consoleApp); absent, `/` is not served */
+  console?: ConsoleDeps
 }
 
 const LOOPBACK_HOST = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])$/i
@@ -141,5 +144,11 @@ export function createHttpApp(deps: HttpDeps): Hono {
   }
   if (stream != null) app.get('/v1/stream', (c) => streamEvents(c, stream))
   if (deps.members != null) mountMembers(app, deps.members)
+  if (deps.console != null) {
+    // The console calls this endpoint's own /v1 routes (the Members page: /v1/members) as the CLI does.
+    const api = async (path: string, init: RequestInit = {}): Promise<Response> =>
+      await app.request(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), host: 'localhost', authorization: `Bearer ${deps.token}` } })
+    app.route('/', consoleApp(deps.console, { ownHost: (host) => bound == null || hostAllowed(host, bound()), api }))
+  }
   return app
 }

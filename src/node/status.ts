@@ -1,3 +1,4 @@
+import type { HeldGroup } from '../store/pluginState.ts'
 import type { ProducerAhead } from '../model/clockSkew.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
@@ -29,9 +30,9 @@ export interface StoredStatus {
   housekeeping: { last: HousekeepingResult | null; reclaimed_bytes: number }
   /**
    * backlog: events not yet processed by every plugin; retrying: (plugin, event) pairs waiting for a retry;
-   * held: events of a version no plugin knows
+   * held: events of a version no plugin knows; held_by: which plugin holds which (type, version), and how many
    */
-  plugins: { backlog: number; retrying: number; dead_letters: number; held: number }
+  plugins: { backlog: number; retrying: number; dead_letters: number; held: number; held_by: HeldGroup[] }
   quarantine: { count: number; by_reason: Record<string, number>; recent: Array<{ producer: string; path: string; reason: string; detail: string; detected_at: string }> }
 }
 
@@ -60,7 +61,8 @@ export function storedStatus(store: Store, now = Date.now()): StoredStatus {
       backlog: store.events.pendingCount(),
       retrying: store.pluginState.retryingCount(),
       dead_letters: store.pluginState.deadLetterCount(),
-      held: store.pluginState.heldCount()
+      held: store.pluginState.heldCount(),
+      held_by: store.pluginState.heldBy()
     },
     housekeeping: {
       last: JSON.parse(store.meta.get('housekeeping') ?? 'null'),
@@ -94,6 +96,19 @@ export interface LiveStatus {
   rejections: RejectionSummary[]
   clock: ClockStatus
   members: MembersDocument
+  /** the plugins this node runs: name, version, file (or built-in), per type the versions each reads, its tables */
+  loadedPlugins: LoadedPluginStatus[]
+}
+
+/** A plugin the running node loaded, as `cairn status` and `cairn plugins` show it. */
+export interface LoadedPluginStatus {
+  name: string
+  version?: string
+  source: string
+  /** per event type, the versions the plugin reads */
+  types: Record<string, number[]>
+  /** the tables its migrations create */
+  tables: string[]
 }
 
 /** This node's clock against others' (the clock rule, `--max-clock-skew`). */
@@ -124,6 +139,7 @@ export type StatusDocument = StoredStatus & {
   clock: ClockStatus
   /** who may write: owners, members, removed members (see cairn members list) */
   members: MembersDocument
+  loaded_plugins: LoadedPluginStatus[]
 }
 
 /** @returns the status document of a running node */
@@ -139,6 +155,8 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   const removed = live.members.removed.find((r) => r.peer_id === live.peerId)
   if (removed != null) reasons.push(`this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}`)
   else if (live.members.source === 'changes' && !live.members.members.some((m) => m.self)) reasons.push('this node is not a member: other nodes refuse its events')
+  for (const h of stored.plugins.held_by)
+    reasons.push(`plugin ${h.plugin} holds ${h.count} ${h.type} v${h.version} event(s): it reads older versions only; load a version of it that reads v${h.version}`)
   return {
     verdict: !live.ready.ready ? 'failing' : reasons.length > 0 ? 'degraded' : 'healthy',
     reasons,
@@ -153,6 +171,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     rejections: live.rejections,
     clock: live.clock,
     members: live.members,
+    loaded_plugins: live.loadedPlugins,
     ...stored
   }
 }
