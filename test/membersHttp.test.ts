@@ -50,7 +50,26 @@ describe('/v1/members', () => {
       })
       const removed = await call('DELETE', `/v1/members/${x}`)
       expect({ status: removed.status, change: removed.body.change }).toEqual({ status: 200, change: { op: 'remove', peer_id: x, last_seq: 0 } })
-      expect((await node.statusJson()).members.removed.map((r) => [r.peer_id, r.last_seq, r.removed_by])).toEqual([[x, 0, self]])
+      expect((await node.statusJson()).members.removed.map((r) => [r.peer_id, r.name, r.last_seq, r.removed_by])).toEqual([[x, 'x', 0, self]])
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
+
+  test('with the static members setting and no change yet, the list is the setting and says so', async () => {
+    using tmp = tempDir()
+    const x = fakePeerId(3)
+    const node = await inProcessNode(await initDir(tmp.path, 'a'), { members: [{ peer_id: x, name: 'x' }] })
+    try {
+      const doc = node.members.document()
+      expect({ source: doc.source, members: doc.members.map((m) => [m.peer_id, m.role, m.name]) }).toEqual({
+        source: 'setting',
+        members: [
+          [node.peerId.toString(), 'owner', null],
+          [x, 'member', 'x']
+        ]
+      })
+      expect([node.members.isMember(x), node.members.isMember(fakePeerId(4))]).toEqual([true, false])
     } finally {
       await node.stop()
     }

@@ -32,7 +32,7 @@ export interface MembersDocument {
   /** whether this node may change the membership */
   self_is_owner: boolean
   members: MemberView[]
-  removed: Array<RemovedEntry & { name: string | null }>
+  removed: Array<Omit<RemovedEntry, 'name'> & { name: string | null }>
 }
 
 /** What the membership needs besides the store. */
@@ -243,7 +243,7 @@ export class Membership {
       }
     }
     members.sort((a, b) => (a.role === b.role ? a.peer_id.localeCompare(b.peer_id) : a.role === 'owner' ? -1 : 1))
-    const removed = [...this.state.removed.values()].map((r) => ({ ...r, name: null }))
+    const removed = [...this.state.removed.values()].map((r) => ({ ...r, name: r.name ?? this.init.setting?.get(r.peer_id) ?? null }))
     return { source: this.source, self_is_owner: this.isOwner(self), members, removed }
   }
 

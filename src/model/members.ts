@@ -64,6 +64,8 @@ export interface MemberEntry {
 /** A removed member: its events up to `last_seq` are valid, later ones are refused. */
 export interface RemovedEntry {
   peer_id: string
+  /** its name while it was a member */
+  name?: string
   last_seq: number
   removed_by: string
   removed_at: string
@@ -152,9 +154,16 @@ export function foldMembers(founders: readonly string[], changes: readonly Chang
       refuse(c, 'last_owner', `removing ${change.peer_id} would leave the network without an owner`)
       continue
     }
+    const name = members.get(change.peer_id)?.name ?? removed.get(change.peer_id)?.name
     members.delete(change.peer_id)
     // Two removals of one peer: the later in the order records the seq, as it saw the most.
-    removed.set(change.peer_id, { peer_id: change.peer_id, last_seq: Math.max(change.last_seq, removed.get(change.peer_id)?.last_seq ?? 0), removed_by: c.producer, removed_at: c.occurred_at })
+    removed.set(change.peer_id, {
+      peer_id: change.peer_id,
+      ...(name != null ? { name } : {}),
+      last_seq: Math.max(change.last_seq, removed.get(change.peer_id)?.last_seq ?? 0),
+      removed_by: c.producer,
+      removed_at: c.occurred_at
+    })
     applied++
   }
   return { members, removed, refused, applied }
