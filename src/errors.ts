@@ -190,6 +190,24 @@ export class ClockSkewError extends Error {
   }
 }
 
+/** A membership change asked of a node that is not an owner; the HTTP endpoint answers 403. */
+export class NotOwnerError extends Error {
+  static name = 'NotOwnerError'
+  constructor(message: string) {
+    super(message)
+    this.name = 'NotOwnerError'
+  }
+}
+
+/** A producer's walk waits until this node has processed the owners' events that producer had seen. */
+export class WaitingForOwnerError extends Error {
+  static name = 'WaitingForOwnerError'
+  constructor(message: string) {
+    super(message)
+    this.name = 'WaitingForOwnerError'
+  }
+}
+
 /** A membership change the node's `/v1/members` refused (the console shows it): the HTTP status and the node's message. */
 export class MemberChangeRefused extends Error {
   static name = 'MemberChangeRefused'

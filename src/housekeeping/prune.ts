@@ -37,11 +37,13 @@ export interface Prunable {
  * the acks and however old: the newest event of a key is kept for as long as the key exists, and a member
  * that lags gets the newer one instead. Any other file (a type no plugin declares keys for) keeps plain
  * retention: it goes once every member's acks cover it and this node's plugins processed it, or once it
- * passed the hard maximum age.
+ * passed the hard maximum age. Membership changes (`cairn.*` events) are never pruned.
  */
 export function prunable(store: Store, rules: PruneRules, now: number): Prunable {
   const { self, retention, retentionMax } = rules
-  const candidates = store.outbox.unprunedBefore(now - retention)
+  // Membership changes stay in the outbox for good: a node that joins later must find every one.
+  const reserved = new Set(store.events.reservedSeqs(self))
+  const candidates = store.outbox.unprunedBefore(now - retention).filter((c) => !reserved.has(c.seq))
   if (candidates.length === 0) return { seqs: [], compacted: new Set(), heldBackBy: [] }
   const known = new Map(
     store.producers

@@ -6,6 +6,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { PublishResult } from '../model/publishRequest.ts'
 import type { Log } from '../log/logger.ts'
 import type { Metrics } from '../metrics/metrics.ts'
+import { mountMembers, type MembersDeps } from './members.ts'
 import { streamEvents, type StreamDeps } from './stream.ts'
 import { consoleApp, type ConsoleDeps } from './console/app.ts'
 
@@ -30,6 +31,8 @@ export interface HttpDeps {
    * purpose: requests whose Host header names anything else are refused.
    */
   bound?: () => { port?: number; host?: string }
+  /** `/v1/members`: list, add and remove members */
+  members?: MembersDeps
   /** the browser console at `/` (see consoleApp); absent, `/` is not served */
   console?: ConsoleDeps
 }
@@ -56,8 +59,9 @@ export function hostAllowed(header: string | undefined, bound: { port?: number; 
 }
 
 /** Maps an error's name to the HTTP status the endpoint answers with. */
-const STATUS_BY_ERROR: Record<string, 400 | 404 | 409 | 413 | 503> = {
+const STATUS_BY_ERROR: Record<string, 400 | 403 | 404 | 409 | 413 | 503> = {
   ValidationError: 400,
+  NotOwnerError: 403,
   EventTooLargeError: 413,
   NotStartedError: 503,
   CommitFailedError: 503,
@@ -155,6 +159,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
     })
   }
   if (stream != null) app.get('/v1/stream', (c) => streamEvents(c, stream))
+  if (deps.members != null) mountMembers(app, deps.members)
   if (deps.console != null) {
     // The console calls this endpoint's own /v1 routes (the Members page: /v1/members) as the CLI does.
     const api = async (path: string, init: RequestInit = {}): Promise<Response> =>

@@ -5,6 +5,7 @@ import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
 import { NotStartedError } from '../errors.ts'
+import { Membership } from '../members/membership.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
 import { statSync } from 'node:fs'
 import { createHttpApp } from '../http/app.ts'
@@ -79,6 +80,7 @@ interface Running {
   gossip: HeadGossip
   dialer: Dialer
   rejections: RejectionLog
+  members: Membership
   /** the browser console's login links and sessions, and its charts' readings */
   console: { sessions: ConsoleSessions; series: SeriesWindow }
   http?: HttpServer
@@ -136,6 +138,10 @@ export class CairnNode {
   get plugins(): PluginHost {
     return this.run.plugins
   }
+  /** who may write: the owners' changes, the members setting, or everyone */
+  get members(): Membership {
+    return this.run.members
+  }
   get blockExchange(): BlockExchange {
     return this.run.blockExchange
   }
@@ -160,7 +166,8 @@ export class CairnNode {
     const self = opened.peerId.toString()
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
     const { access } = opened
-    const rejections = new RejectionLog({ isKnown: (p) => (access.members == null ? opened.store.producers.has(p) : access.members.has(p)) }, components)
+    let membership: Membership | undefined
+    const rejections = new RejectionLog({ isKnown: (p) => membership?.isKnown(p) ?? opened.store.producers.has(p) }, components)
     const stopListening = [() => rejections.stop(), logUnhandledRejections(this.log)]
     let ipfs: CairnIpfs | undefined
     let startedPlugins: PluginHost | undefined
@@ -198,6 +205,29 @@ export class CairnNode {
         validate: (type, version, payload) => plugins.validatePublish(type, version, payload),
         acks: () => opened.store.acks()
       })(components)
+      const members = new Membership(
+        {
+          setting: access.members,
+          publish: async (r) => await outbox.publish(r, { reserved: true }),
+          connected: () => new Set(libp2p.getPeers().map(String)),
+          onChange: () => {
+            const r = this.running
+            if (r == null) return
+            // Walks that membership stopped (a re-admitted member) or capped can go on now, and peers get
+            // every head again at once: those that refused a head while it was not a member's take it now.
+            for (const p of opened.store.producers.behind(self)) r.syncer.schedule(p)
+            r.headExchange.pushAll().catch((err: Error) => {
+              this.log.warn(`pushing the heads after a membership change failed: ${err.message}`)
+            })
+          }
+        },
+        components
+      )
+      membership = members
+      members.start()
+      stopListening.push(() => {
+        members.stop()
+      })
       const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
@@ -209,9 +239,13 @@ export class CairnNode {
         offerBlocks: (blocks) => {
           fetcher.offerHinted(blocks)
         },
-        isMember: access.members == null ? undefined : (p) => access.members!.has(p),
+        isMember: (p) => members.isMember(p),
+        removedAt: (p) => members.removedAt(p),
+        waitFor: (p, acks, processed) => members.waitFor(p, acks, processed),
         maxProducers: cfg.maxProducers,
         checkEvent: (e) => {
+          const refused = members.checkEvent(e)
+          if (refused != null) return refused
           const allowed = access.policy.get(e.type)
           if (allowed != null && !allowed.has(e.producer)) return { reason: 'policy', detail: `${e.producer} may not produce ${e.type} (see the policy setting)` }
           return undefined
@@ -222,7 +256,7 @@ export class CairnNode {
         retention: cfg.retention,
         retentionMax: cfg.retentionMax,
         eventsRetention: cfg.eventsRetention,
-        members: () => (access.members == null ? undefined : [...access.members.keys()]),
+        members: () => members.current(),
         processed: () => opened.store.acks()[self] ?? 0
       })(components)
       const snapshots = new Snapshots(components, {
@@ -231,7 +265,7 @@ export class CairnNode {
         put: async (plugin, bytes, vector) => await outbox.putSnapshot(plugin, bytes, vector),
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         fetchTimeout: cfg.fetchTimeout,
-        trusted: () => (cfg.snapshotFrom === 'members' ? [...(access.members?.keys() ?? [])] : cfg.snapshotFrom.split(',').map((p) => p.trim())),
+        trusted: () => (cfg.snapshotFrom === 'members' ? (members.current() ?? []) : cfg.snapshotFrom.split(',').map((p) => p.trim())),
         loaded: () => {
           plugins.notify()
         }
@@ -298,6 +332,7 @@ export class CairnNode {
         gossip,
         dialer,
         rejections,
+        members,
         console: { sessions: new ConsoleSessions(), series: new SeriesWindow() },
         timers: [],
         stopListening,
@@ -432,7 +467,12 @@ export class CairnNode {
       },
       stream: this.streamDeps(r),
       bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined }),
-      console: this.consoleDeps(r)
+      console: this.consoleDeps(r),
+      members: {
+        list: () => r.members.document(),
+        add: async (body) => await r.members.add(body),
+        remove: async (peer) => await r.members.remove(peer)
+      }
     })
   }
 
@@ -623,7 +663,7 @@ export class CairnNode {
 
   /** @returns what the database says, with the lost gaps that loaded snapshots cover taken out of the alarms */
   private storedStatus(r: Running): StoredStatus {
-    const stored = storedStatus(r.opened.store)
+    const stored = r.members.withoutRefusedLag(storedStatus(r.opened.store))
     return { ...stored, gaps: r.snapshots.alarming(stored.gaps) }
   }
 
@@ -645,6 +685,7 @@ export class CairnNode {
         rejections: r.rejections.list(),
         clock: this.clockStatus(),
         pluginStates: r.snapshots.states(),
+        members: r.members.document(),
         loadedPlugins: r.plugins.listPlugins()
       },
       this.storedStatus(r)

@@ -7,6 +7,7 @@ import type { Store } from '../store/store.ts'
 import type { GapKind } from '../store/gaps.ts'
 import type { RejectionSummary } from './rejections.ts'
 import type { PluginStateStatus } from '../plugins/snapshots.ts'
+import type { MembersDocument } from '../members/membership.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -127,6 +128,7 @@ export interface LiveStatus {
   clock: ClockStatus
   /** per plugin, where its state comes from (the full or compacted log, a snapshot, the retention horizon) */
   pluginStates: PluginStateStatus[]
+  members: MembersDocument
   /** the plugins this node runs: name, version, file (or built-in), per type the versions each reads, its tables */
   loadedPlugins: LoadedPluginStatus[]
 }
@@ -169,6 +171,8 @@ export type StatusDocument = StoredStatus & {
   rejections: RejectionSummary[]
   clock: ClockStatus
   plugin_state: PluginStateStatus[]
+  /** who may write: owners, members, removed members (see cairn members list) */
+  members: MembersDocument
   loaded_plugins: LoadedPluginStatus[]
 }
 
@@ -183,6 +187,9 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
   for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
   if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
+  const removed = live.members.removed.find((r) => r.peer_id === live.peerId)
+  if (removed != null) reasons.push(`this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}`)
+  else if (live.members.source === 'changes' && !live.members.members.some((m) => m.self)) reasons.push('this node is not a member: other nodes refuse its events')
   for (const h of stored.plugins.held_by)
     reasons.push(`plugin ${h.plugin} holds ${h.count} ${h.type} v${h.version} event(s): it reads older versions only; load a version of it that reads v${h.version}`)
   return {
@@ -199,6 +206,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     rejections: live.rejections,
     clock: live.clock,
     plugin_state: live.pluginStates,
+    members: live.members,
     loaded_plugins: live.loadedPlugins,
     ...stored
   }

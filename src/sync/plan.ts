@@ -105,7 +105,8 @@ export const DEPTH_SLACK = 6
  *   probability below 16^−6/2; an attacker needs ~16^d hashes to build a chain d deep;
  * - directories read at most `maxDirs`: 1 + (r + 1)·(maxDepth + 2) + allowance, and never more than
  *   DIRS_PER_FILE × allowance. A new event changes its day, its hour and the shards on its path; the
- *   allowance (max-files-per-walk, the operator's) covers the one bucket a prune leaves partly emptied;
+ *   allowance (max-files-per-walk, the operator's) covers the buckets a prune leaves partly emptied (one,
+ *   and those keeping membership changes);
  * - no seq above the head (each seq found once: SeqWindow);
  * - at most MAX_REFUSED_PER_WALK bad names recorded.
  *

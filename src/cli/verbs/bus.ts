@@ -1,11 +1,16 @@
 import { readFileSync, createWriteStream } from 'node:fs'
 import { CarWriter } from '@ipld/car'
 import { defineVerb } from '../verb.ts'
-import { SETTINGS } from '../../config/catalog.ts'
+import { RUN_SETTINGS, SETTINGS } from '../../config/catalog.ts'
+import { loadAccessRules } from '../../config/access.ts'
+import { readConfigFile } from '../../config/resolve.ts'
+import { silentLog } from '../../log/logger.ts'
+import { Membership, type MembersDocument } from '../../members/membership.ts'
+import { CairnEventBus } from '../../node/events.ts'
 import { OPTIONS } from '../options.ts'
 import { callNode, followNode } from '../client.ts'
-import { UsageError, DataDirError } from '../../errors.ts'
-import { assertDataDir } from '../../datadir/load.ts'
+import { UsageError, DataDirError, NotRunningError } from '../../errors.ts'
+import { assertDataDir, loadIdentity } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
@@ -168,7 +173,7 @@ export const eventsVerb = defineVerb({
 
 export const statusVerb = defineVerb({
   name: 'status',
-  summary: "show the node's health: peers, producers with head, processed seq and lag, outbox, gaps, quarantine",
+  summary: "show the node's health: peers, members, producers with head, processed seq and lag, outbox, gaps, quarantine",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   details: 'Against a running node it asks the node; against a stopped one it reads the database (no peers, no uptime).',
@@ -180,7 +185,7 @@ export const statusVerb = defineVerb({
     } else {
       const store = await openNodeStore(dir)
       try {
-        status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString() }
+        status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString(), members: await storedMembers(dir, store) }
       } finally {
         store.close()
       }
@@ -193,6 +198,13 @@ export const statusVerb = defineVerb({
     out(`node      ${status.peer_id ?? '(stopped)'}${status.running === true ? `  up ${status.uptime_s}s  version ${status.version}` : '  not running'}`)
     const peers = status.peers ?? []
     if (status.running) out(`peers     ${peers.length}${peers.length > 0 ? '  ' + peers.join(', ') : ''}`)
+    const members = status.members
+    if (members != null) {
+      const who = members.members.map((m) => `${m.name ?? m.peer_id.slice(-8)} (${m.role}${m.self ? ', self' : m.connected ? '' : ', not connected'})`)
+      out(
+        `members   ${members.source === 'open' ? 'open: every holder of the swarm key may write' : `${who.join(', ')}${members.removed.length > 0 ? `; removed ${members.removed.map((r) => `${r.peer_id.slice(-8)} after seq ${r.last_seq}`).join(', ')}` : ''}`}`
+      )
+    }
     out(`bus root  ${status.bus_root}`)
     out(`events    ${status.events}`)
     out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}, ${status.outbox.compacted_files} compacted`)
@@ -237,6 +249,29 @@ export const statusVerb = defineVerb({
     return 0
   }
 })
+
+/** @returns the membership a stopped node's database and config.json hold (nobody is connected) */
+async function storedMembers(dir: string, store: Store): Promise<MembersDocument> {
+  const self = (await loadIdentity(dir)).peerId.toString()
+  let setting: Map<string, string | undefined> | undefined
+  try {
+    setting = loadAccessRules(readConfigFile(dir, new Set(RUN_SETTINGS.map((s) => s.name))).members, undefined, dir).members
+  } catch {
+    // a bad config.json is cairn run's to report; the status shows what the changes say
+  }
+  const members = new Membership(
+    {
+      setting,
+      publish: async () => {
+        throw new NotRunningError(`No node is running on ${dir}`)
+      }
+    },
+    { self, store, events: new CairnEventBus(), log: silentLog }
+  )
+  members.start()
+  members.stop()
+  return members.document()
+}
 
 export const exportVerb = defineVerb({
   name: 'export',
