@@ -15,9 +15,9 @@ export interface PruneRules {
 }
 
 /**
- * The most hour buckets one run compacts files out of. A compaction leaves buckets partly emptied, and a
- * reader's walk re-reads every directory that changed (within the walk budget's allowance,
- * max-files-per-walk, default 20,000 directories): a run stays far inside it.
+ * The most hour buckets one run compacts files out of, so that one run's tree change stays small. A
+ * reader's walk re-reads every directory a compaction changed; the head counts the files compacted
+ * (`compacted`), and each widens the reader's walk budget by its path, however many runs it missed.
  */
 export const COMPACT_BUCKETS_PER_RUN = 256
 

@@ -56,7 +56,12 @@ const HeadSchema = v.strictObject({
    * the highest seq this producer pruned without newer events superseding it (plain retention), 0 when none:
    * a reader's gap above it was compacted (covered by newer events), not lost
    */
-  pruned_plain: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)))
+  pruned_plain: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER))),
+  /**
+   * how many files this producer has compacted out of its tree so far (never decreasing): each changed the
+   * directories on its path, so a reader's walk may read that many paths more than its new events justify
+   */
+  compacted: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)))
 })
 
 export type Head = v.InferOutput<typeof HeadSchema>

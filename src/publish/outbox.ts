@@ -54,6 +54,8 @@ export class Outbox {
   private readonly checks: RequestChecks
   private lastHead: Uint8Array | undefined
   private lastAcks = ''
+  /** files compacted out of the tree so far, as the heads say (read from the outbox table once) */
+  private compactedFiles: number | undefined
 
   constructor(components: OutboxComponents, init: OutboxInit) {
     this.components = components
@@ -239,10 +241,12 @@ export class Outbox {
   }
 
   /** Signs a head for `tree` and commits it with the outbox directories and `extra` writes, in one transaction. */
-  private async writeHead(seq: number, tree: TreeChange, extra: () => void, prunedPlain?: number): Promise<void> {
+  private async writeHead(seq: number, tree: TreeChange, extra: () => void, prunedPlain?: number, newlyCompacted = 0): Promise<void> {
     const { self, store, clock } = this.components
     const pruned_plain = Math.max(prunedPlain ?? 0, store.outbox.prunedPlainThrough())
-    const head: Head = { producer: self, seq, root: tree.root.toString(), hlc: clock.tick(), acks: { ...this.acks(), [self]: seq }, pruned_plain }
+    this.compactedFiles ??= store.outbox.compactedCount()
+    const compacted = this.compactedFiles + newlyCompacted
+    const head: Head = { producer: self, seq, root: tree.root.toString(), hlc: clock.tick(), acks: { ...this.acks(), [self]: seq }, pruned_plain, compacted }
     const signed = await signHead(head, this.init.privateKey)
     const now = Date.now()
     store.transaction(
@@ -254,6 +258,7 @@ export class Outbox {
       { durable: true }
     )
     this.tree.apply(tree)
+    this.compactedFiles = compacted
     this.lastHead = signed
     this.lastAcks = JSON.stringify(head.acks)
   }
@@ -341,7 +346,8 @@ export class Outbox {
           () => {
             for (const r of rows) store.outbox.markPruned(r.seq, Date.now(), compacted.has(r.seq))
           },
-          plain
+          plain,
+          rows.filter((r) => compacted.has(r.seq)).length
         )
       } catch (err) {
         this.tree.reset()

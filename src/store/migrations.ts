@@ -194,5 +194,9 @@ export const MIGRATIONS: readonly string[] = [
    UPDATE producers SET joined_seq = 0;
    ALTER TABLE gaps ADD COLUMN kind TEXT NOT NULL DEFAULT 'lost';
    CREATE TABLE snapshots_out (plugin TEXT PRIMARY KEY, cid TEXT NOT NULL, size INTEGER NOT NULL, vector TEXT NOT NULL, created_at INTEGER NOT NULL);
-   CREATE TABLE snapshots_loaded (plugin TEXT PRIMARY KEY, producer TEXT NOT NULL, vector TEXT NOT NULL, created_at TEXT NOT NULL, loaded_at INTEGER NOT NULL);`
+   CREATE TABLE snapshots_loaded (plugin TEXT PRIMARY KEY, producer TEXT NOT NULL, vector TEXT NOT NULL, created_at TEXT NOT NULL, loaded_at INTEGER NOT NULL);`,
+  // 6: how many files a producer's head says it compacted out of its tree so far (NULL: it does not say), and
+  // that count at the last whole walk: the files compacted since widen the next walk's directory budget
+  `ALTER TABLE producers ADD COLUMN head_compacted INTEGER;
+   ALTER TABLE producers ADD COLUMN synced_compacted INTEGER NOT NULL DEFAULT 0;`
 ]

@@ -80,7 +80,17 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
   components.clock.watch.released(head.producer)
   components.clock.observe(head.hlc)
   components.clock.watch.sample(head.producer, head.seq, Number(head.hlc.slice(0, 13)))
-  components.store.producers.putHead({ producer: head.producer, seq: head.seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: Date.now(), prunedPlain: head.pruned_plain })
+  components.store.producers.putHead({
+    producer: head.producer,
+    seq: head.seq,
+    root: head.root,
+    hlc: head.hlc,
+    acks: head.acks,
+    signed,
+    receivedAt: Date.now(),
+    prunedPlain: head.pruned_plain,
+    compacted: head.compacted
+  })
   if (blocks.length > 0) init.keepBlocks?.(blocks)
   components.metrics.headsReceived.inc({ result: 'new' })
   components.events.safeDispatchEvent('head:accepted', { detail: head })

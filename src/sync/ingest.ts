@@ -34,6 +34,8 @@ export interface WalkTarget {
   joinedSeq: number
   /** the head's `pruned_plain` (null: it does not say) */
   prunedPlain: number | null
+  /** the head's count of files compacted so far (0: it does not say): recorded with a whole walk */
+  compacted: number
 }
 
 /** How long an ingest waited for files and took to check and store them. */
@@ -114,7 +116,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       }
       for (const [from, to, kind] of gaps) ctx.store.gaps.add(producer, from, to, now, kind)
       if (last && listing.complete) ctx.store.remoteDirs.putAll(producer, listing.walked)
-      ctx.store.producers.advance(producer, top, last && listing.complete ? target.headRoot : undefined)
+      ctx.store.producers.advance(producer, top, last && listing.complete ? { root: target.headRoot, compacted: target.compacted } : undefined)
     })
     prevTop = top
     for (const r of chunkRefused) {

@@ -27,6 +27,8 @@ export interface WalkWindow {
   /** the seq at which the directories were last walked whole: a walk re-reads what changed since then */
   syncedSeq?: number
   headSeq: number
+  /** files the producer's head says it compacted out of its tree since the last whole walk */
+  compactedSince?: number
   maxEventSize: number
 }
 
@@ -103,10 +105,11 @@ export const DEPTH_SLACK = 6
  *   A bucket of m names reaches depth d only when two names share d hash nibbles, which happens with
  *   probability ≤ m²/2 · 16^−d, so an honest bucket (m ≤ head seq) goes deeper than this with
  *   probability below 16^−6/2; an attacker needs ~16^d hashes to build a chain d deep;
- * - directories read at most `maxDirs`: 1 + (r + 1)·(maxDepth + 2) + allowance, and never more than
- *   DIRS_PER_FILE × allowance. A new event changes its day, its hour and the shards on its path; the
- *   allowance (max-files-per-walk, the operator's) covers the buckets a prune leaves partly emptied (one,
- *   and those keeping membership changes);
+ * - directories read at most `maxDirs`: 1 + (r + 1 + c)·(maxDepth + 2) + allowance, and never more than
+ *   DIRS_PER_FILE × allowance. A new event changes its day, its hour and the shards on its path, and so
+ *   does each of the c files the producer's signed head says it compacted out since the last whole walk;
+ *   the allowance (max-files-per-walk, the operator's) covers the buckets a plain prune leaves partly
+ *   emptied (one, and those keeping membership changes);
  * - no seq above the head (each seq found once: SeqWindow);
  * - at most MAX_REFUSED_PER_WALK bad names recorded.
  *
@@ -127,7 +130,8 @@ export class WalkBudget {
     // The directories changed since the last whole walk are read again, however far a chunked walk got since.
     const range = Math.max(0, window.headSeq - Math.min(window.processedSeq, window.syncedSeq ?? window.processedSeq))
     this.maxDepth = 2 * Math.ceil(Math.log2(window.headSeq + 1) / 4) + DEPTH_SLACK
-    this.maxDirs = Math.min(1 + (range + 1) * (this.maxDepth + 2) + Math.max(0, allowance), DIRS_PER_FILE * Math.max(1, allowance))
+    const paths = range + 1 + (window.compactedSince ?? 0)
+    this.maxDirs = Math.min(1 + paths * (this.maxDepth + 2) + Math.max(0, allowance), DIRS_PER_FILE * Math.max(1, allowance))
   }
 
   /**

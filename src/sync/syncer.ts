@@ -202,7 +202,13 @@ export class Syncer {
       log
     }
     const t0 = performance.now()
-    const window = { processedSeq: row.processed_seq, syncedSeq: row.synced_seq, headSeq: row.head_seq, maxEventSize: this.init.limits.maxEventSize }
+    const window = {
+      processedSeq: row.processed_seq,
+      syncedSeq: row.synced_seq,
+      headSeq: row.head_seq,
+      compactedSince: Math.max(0, (row.head_compacted ?? 0) - row.synced_compacted),
+      maxEventSize: this.init.limits.maxEventSize
+    }
     const budget = new WalkBudget(window, this.init.limits.maxFilesPerWalk)
     let listing: Awaited<ReturnType<typeof listChanges>>
     try {
@@ -214,11 +220,16 @@ export class Syncer {
     }
     const t1 = performance.now()
     if (cap < listing.top) listing = capListing(listing, cap)
-    const stats = await ingest(fetcher, { headRoot: row.head_root, processedSeq: row.processed_seq, joinedSeq: row.joined_seq ?? 0, prunedPlain: row.pruned_plain }, listing, {
-      ...this.components,
-      limits: this.init.limits,
-      checkEvent: this.init.checkEvent
-    })
+    const stats = await ingest(
+      fetcher,
+      { headRoot: row.head_root, processedSeq: row.processed_seq, joinedSeq: row.joined_seq ?? 0, prunedPlain: row.pruned_plain, compacted: row.head_compacted ?? 0 },
+      listing,
+      {
+        ...this.components,
+        limits: this.init.limits,
+        checkEvent: this.init.checkEvent
+      }
+    )
     // A pass that kept only the lowest seqs: the next goes on from its top, right after this one.
     if (!listing.complete) this.scheduler.schedule(producer)
     log.debug(
