@@ -208,6 +208,7 @@ export class Snapshots {
     const trusted = this.init.trusted().filter((p) => p !== self)
     if (trusted.length === 0) return 'no producer is trusted for snapshots (--snapshot-from)'
     const found: Snapshot[] = []
+    const unchecked: string[] = []
     for (const producer of trusted) {
       let snapshot: Snapshot | undefined
       try {
@@ -222,10 +223,30 @@ export class Snapshots {
         log.warn((err as Error).message, { plugin: plugin.name, producer, reason })
         continue
       }
-      if (snapshot != null) found.push(snapshot)
+      if (snapshot == null) continue
+      // Events up to the vector are passed over for ever once loaded: a vector beyond a producer's head
+      // would silence that producer here, so it must stay within the heads this node has.
+      const headSeq = (p: string): number | undefined => (p === self ? store.outbox.lastSeq() : store.producers.get(p)?.head_seq)
+      const beyond = Object.entries(snapshot.vector).find(([p, seq]) => seq > (headSeq(p) ?? 0))
+      if (beyond == null) {
+        found.push(snapshot)
+        continue
+      }
+      const [p, seq] = beyond
+      const head = headSeq(p)
+      if (head == null) {
+        unchecked.push(`the snapshot of ${producer} names ${p}, and this node has no head of ${p} yet`)
+        continue
+      }
+      const detail = `Cannot use the snapshot of ${plugin.name} from ${producer}: its vector claims seq ${seq} of ${p}, beyond that producer's head (seq ${head})`
+      this.components.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'snapshot_ahead', detail, peer: producer } })
+      log.warn(detail, { plugin: plugin.name, producer, reason: 'snapshot_ahead' })
     }
     const covering = found.filter((s) => missing.every((g) => (s.vector[g.producer] ?? 0) >= g.to_seq))
-    if (covering.length === 0) return found.length === 0 ? `no trusted producer (${trusted.join(', ')}) publishes a snapshot of it yet` : 'no trusted snapshot covers the missing history yet'
+    if (covering.length === 0) {
+      if (unchecked.length > 0) return `cannot check yet: ${unchecked.join('; ')}`
+      return found.length === 0 ? `no trusted producer (${trusted.join(', ')}) publishes a snapshot of it yet` : 'no trusted snapshot covers the missing history yet'
+    }
     // Snapshots of the same vector must say the same; where two disagree, neither is used.
     const byVector = new Map<string, Snapshot[]>()
     for (const s of covering) {

@@ -27,7 +27,7 @@ const counter = definePlugin({
 const SELF = '12D3KooWA1111111111111111111111111111111111111111111'
 
 /** A node that joined after `origin`'s seqs 1..5 were pruned, and producers whose trees publish snapshots. */
-async function setup(): Promise<{ store: Store; blocks: Map<string, Uint8Array>; origin: string; publish: (key: PrivateKey, rows: Array<[string, number]>) => Promise<string> }> {
+async function setup(): Promise<{ store: Store; blocks: Map<string, Uint8Array>; origin: string; publish: (key: PrivateKey, rows: Array<[string, number]>, vector?: Record<string, number>) => Promise<string> }> {
   const db = await openDatabase(':memory:')
   migrate(db)
   const store = new Store(db)
@@ -37,14 +37,14 @@ async function setup(): Promise<{ store: Store; blocks: Map<string, Uint8Array>;
   store.producers.putHead({ producer: origin, seq: 8, root: 'bafkqaaa', hlc: '1800000000000-0000', acks: {}, signed: new Uint8Array(), receivedAt: 0 })
   store.gaps.add(origin, 1, 5, 0, 'horizon')
   // Each producer's tree holds only its snapshots directory: enough for the bootstrap, which never walks days.
-  const publish = async (key: PrivateKey, rows: Array<[string, number]>): Promise<string> => {
+  const publish = async (key: PrivateKey, rows: Array<[string, number]>, vector?: Record<string, number>): Promise<string> => {
     const producer = peerIdFromPrivateKey(key).toString()
     const snapshot: Snapshot = {
       format: 'cairn.snapshot/1',
       plugin: 'counter',
       producer,
       created_at: new Date(0).toISOString(),
-      vector: { [origin]: 5 },
+      vector: vector ?? { [origin]: 5 },
       tables: { counted: { columns: ['w', 'n'], rows } }
     }
     const file = await fileBlock(await signSnapshot(snapshot, key))
@@ -174,5 +174,45 @@ describe('bootstrapping from snapshots', () => {
     // a later loss beyond the snapshot's vector is an alarm again
     store.gaps.add(origin, 7, 7, 0, 'lost')
     expect(s.alarming(store.gaps.list('lost')).map((g) => [g.from_seq, g.to_seq])).toEqual([[7, 7]])
+  })
+
+  test('a trusted snapshot whose vector claims seqs beyond the heads this node has is refused, not loaded: it would pass over those producers\' events for ever', async () => {
+    const { store, blocks, origin, publish } = await setup()
+    const liar = await publish(await generateKeyPair('Ed25519'), [['w1', 5]], { [origin]: 1_000_000_000 })
+    const rejected: string[] = []
+    const events = new CairnEventBus()
+    events.addEventListener('peer:rejected', (e) => rejected.push(`${e.detail.reason} ${e.detail.peer}`))
+    const s = new Snapshots(
+      { self: SELF, store, log: silentLog, metrics: new Metrics(), events },
+      {
+        plugins: [counter],
+        privateKey: undefined as unknown as PrivateKey,
+        put: async () => {
+          throw new Error('not written here')
+        },
+        getBlock: async (cid: CID) => blocks.get(cid.toString())!,
+        trusted: () => [liar],
+        fetchTimeout: 1000,
+        loaded: () => {}
+      }
+    )
+    await s.bootstrap()
+    expect(store.snapshots.allLoaded()).toEqual([])
+    expect(store.db.all('SELECT * FROM counted')).toEqual([])
+    expect(rejected).toEqual([`snapshot_ahead ${liar}`])
+    expect(s.states()[0].state).toContain('waiting for a snapshot')
+  })
+
+  test('a snapshot naming a producer whose head this node does not have yet waits; it is loaded once the head is known', async () => {
+    const { store, blocks, origin, publish } = await setup()
+    const stranger = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+    const b = await publish(await generateKeyPair('Ed25519'), [['w1', 5]], { [origin]: 5, [stranger]: 3 })
+    const s = service(store, blocks, [b])
+    await s.bootstrap()
+    expect(store.snapshots.allLoaded()).toEqual([])
+    expect(s.states()[0].state).toContain(`no head of ${stranger} yet`)
+    store.producers.putHead({ producer: stranger, seq: 3, root: 'bafkqaaa', hlc: '1800000000000-0000', acks: {}, signed: new Uint8Array(), receivedAt: 0 })
+    await s.bootstrap()
+    expect(store.snapshots.loaded('counter')?.vector).toEqual({ [origin]: 5, [stranger]: 3 })
   })
 })
