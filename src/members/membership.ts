@@ -3,7 +3,7 @@ import { NotOwnerError, ValidationError } from '../errors.ts'
 import { formatIssues } from '../model/issues.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import type { Rejection } from '../model/eventFile.ts'
-import { AddMemberSchema, type ChangeEvent, foldMembers, MEMBERS_TYPE, OWNERS_KEY, type MemberEntry, type MembershipState, parseChange, type RemovedEntry } from '../model/members.ts'
+import { AddMemberSchema, type ChangeEvent, foldMembers, isReservedType, MEMBERS_TYPE, RESERVED_PREFIX, OWNERS_KEY, type MemberEntry, type MembershipState, parseChange, type RemovedEntry } from '../model/members.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
 import type { Components } from '../node/components.ts'
 
@@ -181,6 +181,11 @@ export class Membership {
       return { reason: 'not_member', detail: `${e.producer} was removed by ${removed.removed_by} at ${removed.removed_at}: its events after seq ${removed.last_seq} are refused` }
     }
     if (removed == null && this.isMember(e.producer) === false) return { reason: 'not_member', detail: `${e.producer} is not a member` }
+    // cairn.members is the only type of the reserved namespace; another one is no backend's and no plugin's
+    // (publish refuses it) and would outlive every retention, which keeps cairn.* events for ever.
+    if (isReservedType(e.type) && e.type !== MEMBERS_TYPE) {
+      return { reason: 'reserved_type', detail: `${e.producer} wrote an event of type ${e.type}: the ${RESERVED_PREFIX} namespace is cairn's own, and only ${MEMBERS_TYPE} is in it` }
+    }
     // Changes are read only from owners (past or present): one from anyone else is a forgery, refused
     // before it is stored. With no founding owner known, changes are kept for when one is.
     if (e.type === MEMBERS_TYPE && this.founders.length > 0 && !this.everOwners.has(e.producer)) {

@@ -49,6 +49,35 @@ describe('forged membership changes', () => {
     }
   }, 120_000)
 
+  test("an event of another type in cairn's reserved namespace is refused where it arrives: it would be kept for ever, past every retention", async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const m = await initDir(tmp.path, 'm', join(a, 'swarm.key'))
+    const mId = (await loadIdentity(m)).peerId.toString()
+    const na = await inProcessNode(a)
+    const nm = await inProcessNode(m, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    try {
+      await na.members.add({ peer_id: mId, name: 'm' })
+      const squatted = {
+        event_id: uuidv7(),
+        type: 'cairn.junk',
+        version: 1,
+        producer: mId,
+        seq: 1,
+        hlc: `${Date.now()}-0000`,
+        occurred_at: new Date().toISOString(),
+        payload: { filler: 'x' }
+      }
+      await publishForgedTree(nm, 1, [{ name: fileName(1, squatted.event_id), content: squatted }])
+      await waitFor('a to refuse the reserved type', async () => (await na.metrics.rejected.get()).values.some((s) => s.labels.reason === 'reserved_type' && s.value >= 1))
+      expect(query(a, 'SELECT producer, reason FROM quarantine')).toEqual([{ producer: mId, reason: 'reserved_type' }])
+      expect(query(a, "SELECT count(*) AS n FROM events WHERE type LIKE 'cairn.%' AND producer = ?", [mId])).toEqual([{ n: 0 }])
+    } finally {
+      await nm.stop()
+      await na.stop()
+    }
+  }, 120_000)
+
   test('no plugin may declare a type in the cairn. namespace', async () => {
     const plugin = definePlugin({ name: 'squatter', handles: { 'cairn.members': { version: 1, payload: v.unknown() } }, apply() {} })
     await expect(loadPlugins([plugin], [])).rejects.toThrow(
