@@ -175,6 +175,7 @@ export function consoleApp(deps: ConsoleDeps, options: ConsoleOptions): Hono {
     return c.html(
       pluginsPage({
         plugins: p.list.map((info) => ({ ...info, schemas: Object.fromEntries(Object.entries(info.types).map(([t, vs]) => [t, p.schema(t, Math.max(...vs))])) })),
+        states: s.plugin_state,
         backlog: s.plugins.backlog,
         retrying: s.plugins.retrying,
         dead: p.dead,

@@ -3,6 +3,7 @@ import type { HtmlEscapedString } from 'hono/utils/html'
 import { filePlace } from '../../model/layout.ts'
 import type { StatusDocument } from '../../node/status.ts'
 import type { PluginInfo } from '../../plugins/load.ts'
+import type { PluginStateStatus } from '../../plugins/snapshots.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import type { DeadLetter, HeldEvent } from '../../store/pluginState.ts'
 
@@ -105,16 +106,22 @@ export function producersPage(s: StatusDocument): Html {
       .filter((g) => g.producer === p)
       .map((g) => `${g.from_seq}..${g.to_seq}`)
       .join(', ')
+  // Pruned before this node joined (horizon) or superseded (compacted): information, not an alarm.
+  const historyOf = (p: string): string => {
+    const h = s.history.find((x) => x.producer === p)
+    if (h == null) return 'seq 1'
+    return [h.history_from_seq > 1 ? `history from seq ${h.history_from_seq}` : 'seq 1', ...(h.compacted_seqs > 0 ? [`${h.compacted_seqs} seqs compacted`] : [])].join('; ')
+  }
   return layout(
     '/console/producers',
     'Producers',
     html`<div class="scroll"><table>
-<caption>Every producer this node tracks. Lag is how far its head is ahead of what this node processed.</caption>
+<caption>Every producer this node tracks. Lag is how far its head is ahead of what this node processed. Kept from: this node's own oldest file kept; for others, where their history starts here (pruned before this node joined) and how many seqs compaction removed (superseded by newer events).</caption>
 <thead><tr><th scope="col">Producer</th><th scope="col" class="num">Head</th><th scope="col" class="num">Processed</th><th scope="col" class="num">Lag (events)</th><th scope="col" class="num">Lag (time)</th><th scope="col">Gaps</th><th scope="col">Kept from</th><th scope="col">Last error</th></tr></thead>
 <tbody>${s.producers.map(
       (p) => html`<tr${p.producer === s.peer_id ? html` class="self"` : ''}><th scope="row"><code>${p.producer}</code>${p.producer === s.peer_id ? ' (this node)' : ''}</th>
 <td class="num">${p.head_seq}</td><td class="num">${p.processed_seq}</td><td class="num">${p.lag_events}</td><td class="num">${p.lag_ms > 0 ? `${(p.lag_ms / 1000).toFixed(1)} s` : '-'}</td>
-<td>${gapsOf(p.producer) || 'none'}</td><td>${p.producer === s.peer_id ? (s.outbox.oldest_seq == null ? 'nothing kept' : `seq ${s.outbox.oldest_seq}`) : '-'}</td><td>${p.last_error ?? ''}</td></tr>`
+<td>${gapsOf(p.producer) || 'none'}</td><td>${p.producer === s.peer_id ? (s.outbox.oldest_seq == null ? 'nothing kept' : `seq ${s.outbox.oldest_seq}`) : historyOf(p.producer)}</td><td>${p.last_error ?? ''}</td></tr>`
     )}</tbody>
 </table></div>
 ${s.producers.length === 0 ? html`<p>No producer yet: publish an event or connect a peer.</p>` : ''}`
@@ -156,6 +163,8 @@ export function eventItem(r: EventRow): Html {
 /** What the plugins page shows. */
 export interface PluginsView {
   plugins: Array<PluginInfo & { backlog: number; schemas: Record<string, object> }>
+  /** per plugin, where its state comes from (status's plugin_state) */
+  states: PluginStateStatus[]
   backlog: number
   retrying: number
   /** the first dead letters, of `deadTotal` */
@@ -169,6 +178,11 @@ export interface PluginsView {
 
 /** @returns the plugins page: each plugin with its types and schemas, the backlog, dead letters with Replay, held events */
 export function pluginsPage(v: PluginsView): Html {
+  const stateOf = (name: string): Html | string => {
+    const st = v.states.find((x) => x.plugin === name)
+    if (st == null) return ''
+    return html`<p${st.disagreement != null ? html` class="bad"` : ''}>State: ${st.state}</p>`
+  }
   return layout(
     '/console/plugins',
     'Plugins',
@@ -200,6 +214,7 @@ ${v.plugins.map(
   (p) => html`<section class="card" aria-label="Plugin ${p.name}"><h2>${p.name}${p.version != null ? html` <small>${p.version}</small>` : ''}</h2>
 <p class="muted">from ${p.source}; tables: ${p.tables.join(', ') || 'none'}</p>
 <p>Backlog: <strong>${p.backlog}</strong> event(s) after its cursor.</p>
+${stateOf(p.name)}
 <ul>${Object.entries(p.types).map(
     ([t, vs]) => html`<li><code>${t}</code> versions ${vs.join(', ')}<details><summary>JSON Schema of ${t}</summary><pre>${JSON.stringify(p.schemas[t], null, 2)}</pre></details></li>`
   )}</ul></section>`
