@@ -27,7 +27,7 @@ class RebuildAbortedError extends Error {
 
 /**
  * Rebuilds a plugin if asked: in ONE transaction, drops its tables and views, runs its migrations again on
- * fresh tables, forgets what it applied, and re-applies every retained event of its types from the first
+ * fresh tables, forgets what it applied and the state keys it recorded, and re-applies every retained event of its types from the first
  * row, so readers see the old tables until the new ones replace them all at once, and a crash half-way
  * leaves the old ones (and the request) as they were. Each event is applied exactly once into the new
  * tables; effects are not run again.
@@ -53,6 +53,8 @@ export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | un
       // Fresh tables no longer hold a loaded snapshot's state: every retained event is applied, and a plugin
       // that misses pruned history looks for a snapshot again (plugins/snapshots.ts).
       store.snapshots.forget(plugin.name)
+      // The keys are recorded again as the plugin declares them now: a plugin that fixed wrong keys is compacted by the new ones.
+      store.stateKeys.forgetPlugin(plugin.name)
       migrateOne(store.pluginState, plugin, 'rebuild')
       store.meta.delete(requestKey(plugin.name))
       processPlugin({ ...ctx, metrics: count, rebuilding: true }, plugin)

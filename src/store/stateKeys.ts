@@ -39,6 +39,15 @@ export class StateKeysTable {
     return out
   }
 
+  /**
+   * Forgets the keys a plugin recorded for the events still held (its rebuild records them again, as the
+   * plugin declares them now). Keys of events no longer held stay: they cannot be recorded again, and an
+   * own event kept as the newest of a key must stay keyed, or plain retention would prune it.
+   */
+  forgetPlugin(plugin: string): void {
+    this.db.run('DELETE FROM state_keys WHERE plugin = ? AND EXISTS (SELECT 1 FROM events e WHERE e.producer = state_keys.producer AND e.seq = state_keys.seq)', [plugin])
+  }
+
   /** @returns whether an event of `producer` writes any key (so that it is kept while it is the newest of one) */
   keyed(producer: string, seq: number): boolean {
     return this.db.get("SELECT 1 FROM state_keys WHERE producer = ? AND seq = ? AND key != '' LIMIT 1", [producer, seq]) != null

@@ -230,6 +230,28 @@ describe('the plugin host', () => {
     expect({ dead: listDeadLetters(db), rows: db.all('SELECT DISTINCT event_id FROM workspace_access') }).toEqual({ dead: [], rows: [{ event_id: id }] })
   })
 
+  test('a rebuild records the state keys the plugin declares now: events of keys it no longer declares are compacted as its new keys say', async () => {
+    const db = await database()
+    const Set_ = v.strictObject({ id: v.string(), value: v.string() })
+    const upsert = (e: { payload: { id: string; value: string } }, { db }: { db: SqlDatabase }) =>
+      void db.run('INSERT INTO vals (id, value) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET value = excluded.value', [e.payload.id, e.payload.value])
+    const migrations = ['CREATE TABLE vals (id TEXT PRIMARY KEY, value TEXT NOT NULL)']
+    // v1 keys too fine (each value its own key): nothing is ever superseded
+    const fine = definePlugin({ name: 'vals', handles: { 'test.set': { version: 1, payload: Set_, apply: upsert, keys: (p) => [[p.id, p.value]] } }, migrations })
+    add(db, 'test.set', { id: 'x', value: 'one' })
+    const first = seq
+    add(db, 'test.set', { id: 'x', value: 'two' })
+    await (await run(db, builtin(fine))).stop()
+    const store = new Store(db)
+    expect([...store.stateKeys.superseded(PRODUCERS[0], [first])]).toEqual([])
+    // v2 fixes the keys; a rebuild re-applies everything under them
+    const right = definePlugin({ name: 'vals', handles: { 'test.set': { version: 1, payload: Set_, apply: upsert, keys: (p) => [[p.id]] } }, migrations })
+    requestRebuild(store, 'vals')
+    await (await run(db, builtin(right))).stop()
+    expect(rebuildRequested(store, 'vals')).toBe(false)
+    expect([...store.stateKeys.superseded(PRODUCERS[0], [first])]).toEqual([first])
+  })
+
   test('a rebuild re-applies the whole history into fresh tables once, so a new column is backfilled', async () => {
     const db = await database()
     const Named = v.strictObject({ id: v.string(), name: v.string() })
