@@ -70,6 +70,8 @@ describe('/v1/members', () => {
         ]
       })
       expect([node.members.isMember(x), node.members.isMember(fakePeerId(4))]).toEqual([true, false])
+      // the list shows x as a member: removing it must say why a change cannot, not that it is no member
+      await expect(node.members.remove(x)).rejects.toThrow(`Cannot remove ${x}: it is a member by the static members setting`)
     } finally {
       await node.stop()
     }

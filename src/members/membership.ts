@@ -273,6 +273,12 @@ export class Membership {
    * @throws NotOwnerError when this node is not an owner; ValidationError for a bad peer id or one that is not a member
    */
   async remove(peer: string): Promise<{ change: unknown; result: PublishResult }> {
+    if (this.state.applied === 0 && this.init.setting?.has(peer) === true && !this.state.members.has(peer)) {
+      throw new ValidationError(
+        `Cannot remove ${peer}: it is a member by the static members setting, which owners' changes do not edit. Remove it from the setting on every node and restart them; or, to switch to owners' changes, first cairn members add each member to keep: once a change is made the setting no longer counts, and ${peer} is no member any more`,
+        [`peer_id: ${peer} is a member by the static members setting`]
+      )
+    }
     if (typeof peer === 'string' && !this.state.members.has(peer)) {
       throw new ValidationError(`Cannot remove ${peer}: it is not a member (see cairn members list)`, [`peer_id: ${peer} is not a member`])
     }

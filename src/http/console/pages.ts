@@ -246,7 +246,7 @@ ${
     ? html`<p class="notice">Membership is the static setting: the <code>members</code> list in config.json (or <code>--members</code>), read at start. Change it there and restart the node.</p>`
     : v.source === 'changes'
       ? html`<p>Membership follows the owners' signed changes.${owner ? ' This node is an owner: it can add and remove members.' : ' Only an owner can change it.'}</p>`
-      : html`<p>Membership is ${v.source === 'setting' ? 'the static members setting' : 'open to every holder of the swarm key'} until an owner publishes the first change.${owner ? ' This node is an owner: adding a member publishes that change.' : ''}</p>`
+      : html`<p>Membership is ${v.source === 'setting' ? 'the static members setting' : 'open to every holder of the swarm key'} until an owner publishes the first change.${owner ? ` This node is an owner: adding a member publishes that change.${v.source === 'setting' ? ' From then on the setting no longer counts: add each member of it that you keep, or its heads are refused.' : ''}` : ''}</p>`
 }
 ${
   v.source === 'open' && v.members.length === 0
