@@ -215,4 +215,28 @@ describe('bootstrapping from snapshots', () => {
     await s.bootstrap()
     expect(store.snapshots.loaded('counter')?.vector).toEqual({ [origin]: 5, [stranger]: 3 })
   })
+
+  test('a plugin with dead letters or held events is not snapshotted: its vector would claim events its tables lack, and a loader would pass them over for ever', async () => {
+    const { store, blocks, origin } = await setup()
+    store.db.run('DELETE FROM gaps')
+    const s = new Snapshots(
+      { self: SELF, store, log: silentLog, metrics: new Metrics(), events: new CairnEventBus() },
+      {
+        plugins: [counter],
+        privateKey: await generateKeyPair('Ed25519'),
+        put: async () => ({ cid: 'bafkqaaa' }),
+        getBlock: async (cid: CID) => blocks.get(cid.toString())!,
+        trusted: () => [],
+        fetchTimeout: 1000,
+        loaded: () => {}
+      }
+    )
+    store.pluginState.deadLetter('counter', { producer: origin, event_id: 'e-dead' }, 5, 'boom', 0)
+    await expect(s.write('counter')).rejects.toThrow('Cannot snapshot plugin counter: 1 event(s) it has not applied (dead letters or held events)')
+    store.pluginState.clearDeadLetter('counter', { producer: origin, event_id: 'e-dead' })
+    store.pluginState.hold('counter', { producer: origin, event_id: 'e-held' }, 2, 0)
+    await expect(s.write('counter')).rejects.toThrow('Cannot snapshot plugin counter: 1 event(s) it has not applied (dead letters or held events)')
+    store.db.run('DELETE FROM plugin_held')
+    expect((await s.write('counter')).map((w) => w.plugin)).toEqual(['counter'])
+  })
 })
