@@ -35,12 +35,12 @@ async function runningNodePlugins(values: Record<string, unknown>): Promise<Plug
 
 export const pluginsVerb = defineVerb({
   name: 'plugins',
-  summary: "list the loaded plugins (the running node's, or from --plugins), or write a new one: plugins new NAME --type TYPE",
+  summary: "list the loaded plugins (the running node's, or from --plugins), write a new one (plugins new NAME --type TYPE), or rebuild one's tables (plugins rebuild NAME)",
   usage: '[--data DIR] [--plugins DIR]... [--json] | new NAME --type TYPE [--dir DIR] | rebuild NAME [--data DIR]',
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json, OPTIONS.type, OPTIONS.dir],
   positionals: true,
   details:
-    'Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks.',
+    "Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks. plugins rebuild NAME re-applies every retained event of the plugin's types into fresh tables in one transaction (a backfill after a new column, or after the plugin changed its state keys): the running node does it within a second, a stopped one at its next start; it forgets a snapshot the plugin's state was loaded from.",
   async run({ values, positionals, out }) {
     const [sub, ...rest] = positionals
     if (sub === 'new') return scaffoldVerb(values, rest, out)
