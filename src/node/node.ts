@@ -1,4 +1,4 @@
-import { Snapshots, type WrittenSnapshot } from '../plugins/snapshots.ts'
+import { Snapshots, trustedForSnapshots, type WrittenSnapshot } from '../plugins/snapshots.ts'
 import { resolve } from 'node:path'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -265,7 +265,7 @@ export class CairnNode {
         put: async (plugin, bytes, vector) => await outbox.putSnapshot(plugin, bytes, vector),
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         fetchTimeout: cfg.fetchTimeout,
-        trusted: () => (cfg.snapshotFrom === 'members' ? (members.current() ?? []) : cfg.snapshotFrom.split(',').map((p) => p.trim())),
+        trusted: () => trustedForSnapshots(cfg.snapshotFrom, members),
         loaded: () => {
           plugins.notify()
         }

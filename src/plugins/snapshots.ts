@@ -46,6 +46,20 @@ export interface PluginStateStatus {
   disagreement?: string
 }
 
+/**
+ * @param setting `--snapshot-from`: `members`, or comma-separated peer ids
+ * @param membership who may write now (a removed member and a non-member are refused while there is a list)
+ * @returns the producers whose snapshots this node loads: the current members, or the named peers that the
+ * members list does not refuse (a snapshot replaces a plugin's tables: the owners' removal outranks the setting)
+ */
+export function trustedForSnapshots(setting: string, membership: { current: () => string[] | undefined; isMember: (peer: string) => boolean | undefined }): string[] {
+  if (setting === 'members') return membership.current() ?? []
+  return setting
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '' && membership.isMember(p) !== false)
+}
+
 /** @returns whether every type of the plugin declares state keys (compaction alone keeps its state whole) */
 export const fullyKeyed = (plugin: Plugin): boolean => Object.values(plugin.handles).every((h) => h.keys != null)
 

@@ -7,7 +7,7 @@ import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
 import { migratePlugins } from '../../src/plugins/migrate.ts'
-import { Snapshots } from '../../src/plugins/snapshots.ts'
+import { Snapshots, trustedForSnapshots } from '../../src/plugins/snapshots.ts'
 import { definePlugin, v } from '../../src/plugins/mod.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
@@ -238,5 +238,22 @@ describe('bootstrapping from snapshots', () => {
     await expect(s.write('counter')).rejects.toThrow('Cannot snapshot plugin counter: 1 event(s) it has not applied (dead letters or held events)')
     store.db.run('DELETE FROM plugin_held')
     expect((await s.write('counter')).map((w) => w.plugin)).toEqual(['counter'])
+  })
+})
+
+describe('whom snapshots are loaded from', () => {
+  const A = '12D3KooWA1111111111111111111111111111111111111111111'
+  const B = '12D3KooWB2222222222222222222222222222222222222222222'
+  const R = '12D3KooWR3333333333333333333333333333333333333333333'
+  const membership = { current: () => [A, B], isMember: (p: string) => p === A || p === B }
+
+  test('members: the current members; none without a list', () => {
+    expect(trustedForSnapshots('members', membership)).toEqual([A, B])
+    expect(trustedForSnapshots('members', { current: () => undefined, isMember: () => undefined })).toEqual([])
+  })
+
+  test('named peers, except one the members list refuses (a removed member, a non-member): its snapshot would replace a plugin\'s tables', () => {
+    expect(trustedForSnapshots(`${A}, ${R}`, membership)).toEqual([A])
+    expect(trustedForSnapshots(`${A},${R}`, { current: () => undefined, isMember: () => undefined })).toEqual([A, R])
   })
 })
