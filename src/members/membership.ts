@@ -3,7 +3,19 @@ import { NotOwnerError, ValidationError } from '../errors.ts'
 import { formatIssues } from '../model/issues.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import type { Rejection } from '../model/eventFile.ts'
-import { AddMemberSchema, type ChangeEvent, foldMembers, isReservedType, MEMBERS_TYPE, RESERVED_PREFIX, OWNERS_KEY, type MemberEntry, type MembershipState, parseChange, type RemovedEntry } from '../model/members.ts'
+import {
+  AddMemberSchema,
+  type ChangeEvent,
+  foldMembers,
+  isReservedType,
+  MEMBERS_TYPE,
+  RESERVED_PREFIX,
+  OWNERS_KEY,
+  type MemberEntry,
+  type MembershipState,
+  parseChange,
+  type RemovedEntry
+} from '../model/members.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
 import type { Components } from '../node/components.ts'
 

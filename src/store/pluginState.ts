@@ -188,9 +188,7 @@ export class PluginStateTable {
 
   /** @returns how many events a plugin has neither applied nor waits to retry: its dead letters and held events */
   unappliedCount(plugin: string): number {
-    return (
-      this.db.get<{ n: number }>('SELECT (SELECT count(*) FROM dead_letters WHERE plugin = ?) + (SELECT count(*) FROM plugin_held WHERE plugin = ?) AS n', [plugin, plugin])?.n ?? 0
-    )
+    return this.db.get<{ n: number }>('SELECT (SELECT count(*) FROM dead_letters WHERE plugin = ?) + (SELECT count(*) FROM plugin_held WHERE plugin = ?) AS n', [plugin, plugin])?.n ?? 0
   }
 
   /** @returns how many (plugin, event) pairs are held */

@@ -6,7 +6,7 @@ const SELF = '12D3KooWSe1f111111111111111111111111111111111111111'
 const LATE = '12D3KooWLate11111111111111111111111111111111111111'
 
 describe('console pages show what status says of pruned history', () => {
-  test('the Producers page shows where another producer\'s history starts here and how much compaction removed', () => {
+  test("the Producers page shows where another producer's history starts here and how much compaction removed", () => {
     const s = {
       peer_id: SELF,
       producers: [{ producer: LATE, head_seq: 40, processed_seq: 40, lag_events: 0, lag_ms: 0, last_error: null }],
@@ -19,11 +19,17 @@ describe('console pages show what status says of pruned history', () => {
     expect(page).toContain('4 seqs compacted')
   })
 
-  test('the Plugins page shows where each plugin\'s state comes from, and a disagreement of snapshots', () => {
+  test("the Plugins page shows where each plugin's state comes from, and a disagreement of snapshots", () => {
     const page = String(
       pluginsPage({
         plugins: [{ name: 'counter', source: 'built-in', types: { 'test.counted': [1] }, tables: ['counted'], backlog: 0, schemas: {} }],
-        states: [{ plugin: 'counter', state: 'state from the retention horizon; waiting for a snapshot: snapshots disagree: b and c disagree at {}', disagreement: 'snapshots disagree: b and c disagree at {}' }],
+        states: [
+          {
+            plugin: 'counter',
+            state: 'state from the retention horizon; waiting for a snapshot: snapshots disagree: b and c disagree at {}',
+            disagreement: 'snapshots disagree: b and c disagree at {}'
+          }
+        ],
         backlog: 0,
         retrying: 0,
         dead: [],

@@ -15,7 +15,7 @@ import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
 import { loadPlugins, versionDisagreements } from '../../src/plugins/load.ts'
-import type { LoadedPlugin } from '../../src/plugins/types.ts'
+import type { ApplyContext, LoadedPlugin } from '../../src/plugins/types.ts'
 import { definePlugin, upcaster, v, type Plugin } from '../../src/plugins/mod.ts'
 import workspaceAccess from '../../plugins/workspace-access.ts'
 import { waitFor } from '../helpers/process.ts'
@@ -233,7 +233,7 @@ describe('the plugin host', () => {
   test('a rebuild records the state keys the plugin declares now: events of keys it no longer declares are compacted as its new keys say', async () => {
     const db = await database()
     const Set_ = v.strictObject({ id: v.string(), value: v.string() })
-    const upsert = (e: { payload: { id: string; value: string } }, { db }: { db: SqlDatabase }) =>
+    const upsert = (e: { payload: { id: string; value: string } }, { db }: ApplyContext) =>
       void db.run('INSERT INTO vals (id, value) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET value = excluded.value', [e.payload.id, e.payload.value])
     const migrations = ['CREATE TABLE vals (id TEXT PRIMARY KEY, value TEXT NOT NULL)']
     // v1 keys too fine (each value its own key): nothing is ever superseded

@@ -27,7 +27,12 @@ const counter = definePlugin({
 const SELF = '12D3KooWA1111111111111111111111111111111111111111111'
 
 /** A node that joined after `origin`'s seqs 1..5 were pruned, and producers whose trees publish snapshots. */
-async function setup(): Promise<{ store: Store; blocks: Map<string, Uint8Array>; origin: string; publish: (key: PrivateKey, rows: Array<[string, number]>, vector?: Record<string, number>) => Promise<string> }> {
+async function setup(): Promise<{
+  store: Store
+  blocks: Map<string, Uint8Array>
+  origin: string
+  publish: (key: PrivateKey, rows: Array<[string, number]>, vector?: Record<string, number>) => Promise<string>
+}> {
   const db = await openDatabase(':memory:')
   migrate(db)
   const store = new Store(db)
@@ -176,7 +181,7 @@ describe('bootstrapping from snapshots', () => {
     expect(s.alarming(store.gaps.list('lost')).map((g) => [g.from_seq, g.to_seq])).toEqual([[7, 7]])
   })
 
-  test('a trusted snapshot whose vector claims seqs beyond the heads this node has is refused, not loaded: it would pass over those producers\' events for ever', async () => {
+  test("a trusted snapshot whose vector claims seqs beyond the heads this node has is refused, not loaded: it would pass over those producers' events for ever", async () => {
     const { store, blocks, origin, publish } = await setup()
     const liar = await publish(await generateKeyPair('Ed25519'), [['w1', 5]], { [origin]: 1_000_000_000 })
     const rejected: string[] = []
@@ -252,7 +257,7 @@ describe('whom snapshots are loaded from', () => {
     expect(trustedForSnapshots('members', { current: () => undefined, isMember: () => undefined })).toEqual([])
   })
 
-  test('named peers, except one the members list refuses (a removed member, a non-member): its snapshot would replace a plugin\'s tables', () => {
+  test("named peers, except one the members list refuses (a removed member, a non-member): its snapshot would replace a plugin's tables", () => {
     expect(trustedForSnapshots(`${A}, ${R}`, membership)).toEqual([A])
     expect(trustedForSnapshots(`${A},${R}`, { current: () => undefined, isMember: () => undefined })).toEqual([A, R])
   })
