@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { pluginsPage, producersPage } from '../../src/http/console/pages.ts'
+import { membersPage, pluginsPage, producersPage } from '../../src/http/console/pages.ts'
 import type { StatusDocument } from '../../src/node/status.ts'
 
 const SELF = '12D3KooWSe1f111111111111111111111111111111111111111'
@@ -40,5 +40,19 @@ describe('console pages show what status says of pruned history', () => {
     )
     expect(page).toContain('state from the retention horizon; waiting for a snapshot')
     expect(page).toContain('class="bad"')
+  })
+
+  test('the Members page lists the removed members and the seq up to which their events stay valid, as cairn members list does', () => {
+    const page = String(
+      membersPage({
+        source: 'changes',
+        self_is_owner: true,
+        editable: true,
+        members: [{ peer_id: SELF, name: null, role: 'owner', self: true }],
+        removed: [{ peer_id: LATE, name: 'late', last_seq: 12, removed_by: SELF, removed_at: '2026-11-29T03:00:00.000Z' }]
+      })
+    )
+    expect(page).toContain('Removed (1)')
+    expect(page).toContain(`<code>${LATE}</code></th><td>late</td><td class="num">12</td>`)
   })
 })

@@ -15,6 +15,8 @@ export interface MembersView {
   source: 'changes' | 'setting' | 'open'
   self_is_owner: boolean
   members: MemberRow[]
+  /** removed members (GET /v1/members lists them) */
+  removed?: Array<{ peer_id: string; name: string | null; last_seq: number; removed_by: string; removed_at: string }>
 }
 
 /** What the Members page reads and changes (see membersThroughApi). */

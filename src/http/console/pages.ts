@@ -228,6 +228,8 @@ export interface MembersPageView {
   source: 'changes' | 'setting' | 'open'
   self_is_owner: boolean
   members: Array<{ peer_id: string; name: string | null; role?: string; connected?: boolean; self?: boolean }>
+  /** removed members: their events up to last_seq stay valid, later ones are refused */
+  removed?: Array<{ peer_id: string; name: string | null; last_seq: number; removed_by: string; removed_at: string }>
   /** whether membership changes exist on this node (else the membership is the static setting) */
   editable: boolean
   notice?: string
@@ -258,6 +260,17 @@ ${
         ) => html`<tr><th scope="row"><code>${m.peer_id}</code>${m.self === true ? ' (this node)' : ''}</th><td>${m.name ?? ''}</td><td>${m.role ?? 'member'}</td><td>${m.self === true || m.connected == null ? '-' : m.connected ? 'yes' : 'no'}</td>
 ${owner ? html`<td>${m.self === true ? '' : html`<form method="post" action="/console/members/remove"><input type="hidden" name="peer_id" value="${m.peer_id}"><button type="submit" aria-label="Remove ${m.peer_id}">Remove</button></form>`}</td>` : ''}</tr>`
       )}</tbody></table></div>`
+}
+${
+  v.removed != null && v.removed.length > 0
+    ? html`<section class="card wide" aria-labelledby="removed-h"><h2 id="removed-h">Removed (${v.removed.length})</h2>
+<p class="muted">Their events up to the seq an owner recorded stay valid; later ones are refused on every node.${owner ? ' Adding one again re-admits it.' : ''}</p>
+<div class="scroll"><table><thead><tr><th scope="col">Peer id</th><th scope="col">Name</th><th scope="col" class="num">Valid up to seq</th><th scope="col">Removed by</th><th scope="col">At</th></tr></thead>
+<tbody>${v.removed.map(
+        (r) =>
+          html`<tr><th scope="row"><code>${r.peer_id}</code></th><td>${r.name ?? ''}</td><td class="num">${r.last_seq}</td><td><code title="${r.removed_by}">${r.removed_by.slice(-8)}</code></td><td>${r.removed_at}</td></tr>`
+      )}</tbody></table></div></section>`
+    : ''
 }
 ${
   owner
