@@ -71,6 +71,12 @@ describe('signed snapshots', () => {
     const sc = await c.status()
     expect({ verdict: sc.verdict, reasons: sc.reasons, gaps: sc.gaps }).toEqual({ verdict: 'healthy', reasons: [], gaps: [] })
     expect(sc.plugin_state.find((p: any) => p.plugin === 'workspace-counter').state).toBe(`state from snapshot of ${a.peerId} at {"${a.peerId}":7}`)
+    // A rebuild forgets the snapshot (fresh tables hold only the kept events): c loads it again and counts
+    // as before, each event once.
+    const before = counts(c.dir)
+    expect((await cairn(['plugins', 'rebuild', 'workspace-counter', '--data', c.dir])).code).toBe(0)
+    await waitFor('c to rebuild the counter', () => c.logs.includes('rebuilt plugin workspace-counter'), 30_000)
+    await waitFor('c to load the snapshot again after the rebuild', () => query(c.dir, 'SELECT 1 FROM snapshots_loaded').length === 1 && counts(c.dir) === before, 20_000)
 
     // d trusts nobody (the default is the members list, and there is none): a's snapshot is ignored, and
     // its counter starts at the retention horizon, as status says.
