@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { membersPage, pluginsPage, producersPage } from '../../src/http/console/pages.ts'
+import { membersPage, pluginsPage, producersPage, storagePage } from '../../src/http/console/pages.ts'
 import type { StatusDocument } from '../../src/node/status.ts'
 
 const SELF = '12D3KooWSe1f111111111111111111111111111111111111111'
@@ -54,5 +54,21 @@ describe('console pages show what status says of pruned history', () => {
     )
     expect(page).toContain('Removed (1)')
     expect(page).toContain(`<code>${LATE}</code></th><td>late</td><td class="num">12</td>`)
+  })
+
+  test('the Storage page says how many files compaction took out, in all and in the last run', () => {
+    const s = {
+      outbox: { files: 3, oldest_seq: 4, last_seq: 9, compacted_files: 5 },
+      events: 9,
+      housekeeping: {
+        last: { at: '2026-11-29T03:00:00.000Z', duration_ms: 3, pruned_files: 4, compacted_files: 3, held_back_by: [], blocks_deleted: 8, reclaimed_bytes: 4096, events_deleted: 0 },
+        reclaimed_bytes: 4096
+      },
+      quarantine: { count: 0, by_reason: {} },
+      gaps: []
+    } as unknown as StatusDocument
+    const page = String(storagePage(s, { blocks: 10, blocks_bytes: 1, database_bytes: 1 } as never))
+    expect(page).toContain('5 file(s), superseded by newer events')
+    expect(page).toContain('4 (3 compacted)')
   })
 })

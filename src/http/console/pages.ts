@@ -300,14 +300,14 @@ export function storagePage(s: StatusDocument, st: StorageView): Html {
     '/console/storage',
     'Storage',
     html`<section class="card" aria-labelledby="outbox-h"><h2 id="outbox-h">Outbox</h2><dl class="facts">
-<dt>Files</dt><dd>${s.outbox.files}</dd><dt>Oldest seq kept</dt><dd>${s.outbox.oldest_seq ?? '-'}</dd><dt>Last seq</dt><dd>${s.outbox.last_seq}</dd></dl></section>
+<dt>Files</dt><dd>${s.outbox.files}</dd><dt>Oldest seq kept</dt><dd>${s.outbox.oldest_seq ?? '-'}</dd><dt>Last seq</dt><dd>${s.outbox.last_seq}</dd><dt>Compacted out</dt><dd>${s.outbox.compacted_files} file(s), superseded by newer events</dd></dl></section>
 <section class="card" aria-labelledby="blocks-h"><h2 id="blocks-h">Blocks and database</h2><dl class="facts">
 <dt>Blocks</dt><dd>${st.blocks}</dd><dt>blocks.db</dt><dd>${bytes(st.blocks_bytes)}</dd><dt>Events table</dt><dd>${s.events} event(s)</dd><dt>cairn.db</dt><dd>${bytes(st.database_bytes)}</dd></dl></section>
 <section class="card" aria-labelledby="hk-h"><h2 id="hk-h">Housekeeping</h2>
 ${
   hk == null
     ? html`<p>Not run yet.</p>`
-    : html`<dl class="facts"><dt>Last run</dt><dd><time>${hk.at}</time></dd><dt>Files pruned</dt><dd>${hk.pruned_files}</dd><dt>Blocks deleted</dt><dd>${hk.blocks_deleted}</dd><dt>Reclaimed</dt><dd>${bytes(hk.reclaimed_bytes)}</dd>
+    : html`<dl class="facts"><dt>Last run</dt><dd><time>${hk.at}</time></dd><dt>Files pruned</dt><dd>${hk.pruned_files}${hk.compacted_files > 0 ? ` (${hk.compacted_files} compacted)` : ''}</dd>${hk.events_deleted > 0 ? html`<dt>Event rows deleted</dt><dd>${hk.events_deleted}</dd>` : ''}<dt>Blocks deleted</dt><dd>${hk.blocks_deleted}</dd><dt>Reclaimed</dt><dd>${bytes(hk.reclaimed_bytes)}</dd>
 <dt>Held back by</dt><dd>${hk.held_back_by.length === 0 ? 'nobody' : hk.held_back_by.join(', ')}</dd>${hk.error != null ? html`<dt>Error</dt><dd class="bad">${hk.error}</dd>` : ''}</dl>`
 }
 <p>Reclaimed since the data directory was created: <strong>${bytes(s.housekeeping.reclaimed_bytes)}</strong>.</p></section>
