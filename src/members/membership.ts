@@ -55,7 +55,7 @@ export interface MembershipInit {
   publish: (request: { type: string; payload: unknown }) => Promise<PublishResult>
   /** the peers this node is connected to */
   connected?: () => Set<string>
-  /** told after a change ingested altered the membership (a re-admitted member's events can be walked again) */
+  /** told after a change ingested altered who may write (a re-admitted member's events can be walked again) */
   onChange?: () => void
 }
 
@@ -115,6 +115,7 @@ export class Membership {
       owners = next
     }
     const before = this.summary()
+    const accessBefore = this.access()
     this.everOwners = owners
     this.state = state
     const fresh = new Set(ingested.map((e) => e.event_id))
@@ -125,7 +126,16 @@ export class Membership {
     }
     const after = this.summary()
     if (after !== before) log.info(`membership: ${after}`, { members: this.state.members.size, removed: this.state.removed.size, source: this.source })
-    if (ingested.length > 0) this.init.onChange?.()
+    // Only a change of who may write (or up to which seq) re-schedules walks and pushes every head: a
+    // change that alters nothing (a repeat, a refused one) must not make every node push to every peer.
+    if (ingested.length > 0 && this.access() !== accessBefore) this.init.onChange?.()
+  }
+
+  /** @returns who may write and up to which seq: the members with their roles, and the removed with their last valid seq */
+  private access(): string {
+    const members = [...this.state.members.values()].map((m) => `${m.peer_id}:${m.role}`).sort()
+    const removed = [...this.state.removed.values()].map((r) => `${r.peer_id}:${r.last_seq}`).sort()
+    return `${members.join(',')}|${removed.join(',')}`
   }
 
   private summary(): string {
