@@ -22,6 +22,11 @@ const SnapshotSchema = v.strictObject({
   plugin: v.pipe(v.string(), v.maxLength(64)),
   producer: PeerIdSchema,
   created_at: v.pipe(v.string(), v.isoTimestamp()),
+  /**
+   * how many of the plugin's migrations made its tables (its schema version): a node running another
+   * version of the plugin (other tables or columns) does not load it. Absent in snapshots that predate it.
+   */
+  migrations: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000))),
   /** per producer, the seq up to which every event is reflected in the tables */
   vector: v.pipe(
     v.record(PeerIdSchema, v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER))),

@@ -153,6 +153,7 @@ export class Snapshots {
       plugin: plugin.name,
       producer: self,
       created_at: new Date().toISOString(),
+      migrations: (plugin.migrations ?? []).length,
       vector,
       tables: store.snapshots.dump(tablesOf(plugin))
     }
@@ -246,6 +247,13 @@ export class Snapshots {
         continue
       }
       if (snapshot == null) continue
+      // Tables made by other migrations (another version of the plugin) would leave columns or tables that
+      // this version fills unfilled for every event the vector passes over.
+      const migrations = (plugin.migrations ?? []).length
+      if (snapshot.migrations != null && snapshot.migrations !== migrations) {
+        unchecked.push(`the snapshot of ${producer} was made by a version of ${plugin.name} with ${snapshot.migrations} migration(s); this node runs ${migrations}`)
+        continue
+      }
       // Events up to the vector are passed over for ever once loaded: a vector beyond a producer's head
       // would silence that producer here, so it must stay within the heads this node has.
       const headSeq = (p: string): number | undefined => (p === self ? store.outbox.lastSeq() : store.producers.get(p)?.head_seq)
@@ -266,7 +274,7 @@ export class Snapshots {
     }
     const covering = found.filter((s) => missing.every((g) => (s.vector[g.producer] ?? 0) >= g.to_seq))
     if (covering.length === 0) {
-      if (unchecked.length > 0) return `cannot check yet: ${unchecked.join('; ')}`
+      if (unchecked.length > 0) return `cannot use one yet: ${unchecked.join('; ')}`
       return found.length === 0 ? `no trusted producer (${trusted.join(', ')}) publishes a snapshot of it yet` : 'no trusted snapshot covers the missing history yet'
     }
     // Snapshots of the same vector must say the same; where two disagree, neither is used.

@@ -221,6 +221,59 @@ describe('bootstrapping from snapshots', () => {
     expect(store.snapshots.loaded('counter')?.vector).toEqual({ [origin]: 5, [stranger]: 3 })
   })
 
+  test('a snapshot made by another version of the plugin (other migrations: other tables or columns) is not loaded, and says why; the same version is', async () => {
+    const { store, blocks, origin } = await setup()
+    const key = await generateKeyPair('Ed25519')
+    const producer = peerIdFromPrivateKey(key).toString()
+    const put = async (migrations: number, seq: number): Promise<void> => {
+      const snapshot: Snapshot = {
+        format: 'cairn.snapshot/1',
+        plugin: 'counter',
+        producer,
+        created_at: new Date(0).toISOString(),
+        migrations,
+        vector: { [origin]: 5 },
+        tables: { counted: { columns: ['w', 'n'], rows: [['w1', 5]] } }
+      }
+      const file = await fileBlock(await signSnapshot(snapshot, key))
+      const dir = await directoryBlock([{ name: 'counter.json', cid: file.cid, size: file.bytes.length }])
+      const root = await directoryBlock([{ name: SNAPSHOTS_DIR, cid: dir.cid, size: dir.size }])
+      for (const b of [file, dir, root]) blocks.set(b.cid.toString(), b.bytes)
+      store.producers.putHead({ producer, seq, root: root.cid.toString(), hlc: `180000000000${seq}-0000`, acks: {}, signed: new Uint8Array(), receivedAt: 0 })
+    }
+    await put(2, 1)
+    const s = service(store, blocks, [producer])
+    await s.bootstrap()
+    expect(store.snapshots.allLoaded()).toEqual([])
+    expect(s.states()[0].state).toContain(`the snapshot of ${producer} was made by a version of counter with 2 migration(s); this node runs 1`)
+    await put(1, 2)
+    await s.bootstrap()
+    expect(store.snapshots.loaded('counter')?.producer).toBe(producer)
+  })
+
+  test('a written snapshot records how many migrations made its tables', async () => {
+    const { store, blocks } = await setup()
+    store.db.run('DELETE FROM gaps')
+    let written: Uint8Array | undefined
+    const s = new Snapshots(
+      { self: SELF, store, log: silentLog, metrics: new Metrics(), events: new CairnEventBus() },
+      {
+        plugins: [counter],
+        privateKey: await generateKeyPair('Ed25519'),
+        put: async (_plugin, bytes) => {
+          written = bytes
+          return { cid: 'bafkqaaa' }
+        },
+        getBlock: async (cid: CID) => blocks.get(cid.toString())!,
+        trusted: () => [],
+        fetchTimeout: 1000,
+        loaded: () => {}
+      }
+    )
+    await s.write('counter')
+    expect(JSON.parse(new TextDecoder().decode(written)).snapshot.migrations).toBe(1)
+  })
+
   test('a plugin with dead letters or held events is not snapshotted: its vector would claim events its tables lack, and a loader would pass them over for ever', async () => {
     const { store, blocks, origin } = await setup()
     store.db.run('DELETE FROM gaps')
