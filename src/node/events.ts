@@ -42,6 +42,8 @@ export interface CairnEvents {
   'sync:idle': CustomEvent<void>
   /** a plugin applied an event; `ms` is how long apply took */
   'plugin:applied': CustomEvent<{ plugin: string; event: EventEnvelope; ms: number }>
+  /** a plugin's tables were rebuilt from the retained events (a snapshot it was loaded from is forgotten) */
+  'plugin:rebuilt': CustomEvent<{ plugin: string; applied: number }>
   /** a processing round ended: the plugins' watermark may have moved */
   'plugins:progress': CustomEvent<void>
   /** every plugin has processed every row it can now */

@@ -447,6 +447,11 @@ export class CairnNode {
       // Once a catch-up settles, plugins whose state misses pruned history look for a trusted snapshot.
       events.listen('sync:idle', () => {
         void r.snapshots.bootstrap()
+      }),
+      // A rebuild forgets the snapshot a plugin's state came from: it looks for one again at once, not at
+      // the next walk (which a quiet network may not have for a long time).
+      events.listen('plugin:rebuilt', () => {
+        void r.snapshots.bootstrap()
       })
     )
   }

@@ -178,7 +178,8 @@ export class PluginHost implements Startable {
     let retryAt = Infinity
     for (const { plugin } of this.init.plugins) {
       if (this.status !== 'started') return Infinity
-      rebuildIfRequested(this.ctx, plugin)
+      const rebuilt = rebuildIfRequested(this.ctx, plugin)
+      if (rebuilt != null) this.components.events.safeDispatchEvent('plugin:rebuilt', { detail: { plugin: plugin.name, applied: rebuilt } })
       retryAt = Math.min(retryAt, replayQueued(this.ctx, plugin), processPlugin(this.ctx, plugin))
     }
     this.components.store.events.markDone(
