@@ -23,7 +23,8 @@ async function pair() {
   producerEvents.addEventListener('outbox:committed', (e) => {
     heads.push(e.detail.head)
   })
-  const outbox = testOutbox({ db: pdb, blocks: pblocks, privateKey: key, maxBatch: 5000, maxEventSize: 256 * 1024, maxDepth: 64, events: producerEvents })
+  // Every file in one hour bucket: a run that crosses an hour would put the last event in a new bucket and day.
+  const outbox = testOutbox({ db: pdb, blocks: pblocks, privateKey: key, maxBatch: 5000, maxEventSize: 256 * 1024, maxDepth: 64, events: producerEvents, now: () => new Date('2026-11-23T10:15:00Z') })
   const cdb = await openDatabase(':memory:')
   migrate(cdb)
   const fetched = { blocks: 0, bytes: 0 }
