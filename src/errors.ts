@@ -101,7 +101,7 @@ export class AddressInUseError extends Error {
 /** A plugin snapshot that cannot be used: it does not parse, its signature does not verify, or it is not what it claims. */
 export class InvalidSnapshotError extends Error {
   static name = 'InvalidSnapshotError'
-  /** `malformed_snapshot`, `oversized_snapshot`, `bad_signature`, `wrong_producer`, `wrong_plugin` or `snapshot_ahead` */
+  /** `malformed_snapshot`, `oversized_snapshot`, `bad_signature`, `wrong_producer` or `wrong_plugin` */
   readonly reason: string
   constructor(reason: string, message: string) {
     super(message)

@@ -255,7 +255,8 @@ export class Snapshots {
         continue
       }
       // Events up to the vector are passed over for ever once loaded: a vector beyond a producer's head
-      // would silence that producer here, so it must stay within the heads this node has.
+      // would silence that producer here, so it must stay within the heads this node has. Past them, it
+      // waits: the writer may just have a newer head (signed by that producer) that has not reached this node.
       const headSeq = (p: string): number | undefined => (p === self ? store.outbox.lastSeq() : store.producers.get(p)?.head_seq)
       const beyond = Object.entries(snapshot.vector).find(([p, seq]) => seq > (headSeq(p) ?? 0))
       if (beyond == null) {
@@ -264,13 +265,9 @@ export class Snapshots {
       }
       const [p, seq] = beyond
       const head = headSeq(p)
-      if (head == null) {
-        unchecked.push(`the snapshot of ${producer} names ${p}, and this node has no head of ${p} yet`)
-        continue
-      }
-      const detail = `Cannot use the snapshot of ${plugin.name} from ${producer}: its vector claims seq ${seq} of ${p}, beyond that producer's head (seq ${head})`
-      this.components.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'snapshot_ahead', detail, peer: producer } })
-      log.warn(detail, { plugin: plugin.name, producer, reason: 'snapshot_ahead' })
+      const why = `the snapshot of ${producer} claims seq ${seq} of ${p}, ${head == null ? `and this node has no head of ${p} yet` : `beyond that producer's head here (seq ${head})`}`
+      log.info(`not loading a snapshot of ${plugin.name} yet: ${why}`, { plugin: plugin.name, producer, reason: 'snapshot_ahead' })
+      unchecked.push(why)
     }
     const covering = found.filter((s) => missing.every((g) => (s.vector[g.producer] ?? 0) >= g.to_seq))
     if (covering.length === 0) {
