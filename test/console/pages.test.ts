@@ -71,4 +71,21 @@ describe('console pages show what status says of pruned history', () => {
     expect(page).toContain('5 file(s), superseded by newer events')
     expect(page).toContain('4 (3 compacted)')
   })
+
+  test('under the static members setting, an owner sees no Remove button for a member of the setting (a change cannot remove one)', () => {
+    const page = String(
+      membersPage({
+        source: 'setting',
+        self_is_owner: true,
+        editable: true,
+        members: [
+          { peer_id: SELF, name: null, role: 'owner', self: true },
+          { peer_id: LATE, name: 'late', role: 'member' }
+        ]
+      })
+    )
+    expect(page).toContain(LATE)
+    expect(page).not.toContain(`aria-label="Remove ${LATE}"`)
+    expect(page).toContain('From then on the setting no longer counts')
+  })
 })

@@ -258,7 +258,7 @@ ${
         (
           m
         ) => html`<tr><th scope="row"><code>${m.peer_id}</code>${m.self === true ? ' (this node)' : ''}</th><td>${m.name ?? ''}</td><td>${m.role ?? 'member'}</td><td>${m.self === true || m.connected == null ? '-' : m.connected ? 'yes' : 'no'}</td>
-${owner ? html`<td>${m.self === true ? '' : html`<form method="post" action="/console/members/remove"><input type="hidden" name="peer_id" value="${m.peer_id}"><button type="submit" aria-label="Remove ${m.peer_id}">Remove</button></form>`}</td>` : ''}</tr>`
+${owner ? html`<td>${m.self === true || (v.source === 'setting' && m.role !== 'owner') ? '' : html`<form method="post" action="/console/members/remove"><input type="hidden" name="peer_id" value="${m.peer_id}"><button type="submit" aria-label="Remove ${m.peer_id}">Remove</button></form>`}</td>` : ''}</tr>`
       )}</tbody></table></div>`
 }
 ${
