@@ -5,7 +5,7 @@ import type { StatusDocument } from '../../src/node/status.ts'
 const SELF = '12D3KooWSe1f111111111111111111111111111111111111111'
 const LATE = '12D3KooWLate11111111111111111111111111111111111111'
 
-describe('console pages show what status says of pruned history', () => {
+describe('console pages show what status and the members list say', () => {
   test("the Producers page shows where another producer's history starts here and how much compaction removed", () => {
     const s = {
       peer_id: SELF,
