@@ -2,9 +2,9 @@ import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
-import { NotStartedError } from '../errors.ts'
+import { NotFoundError, NotStartedError } from '../errors.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
-import { createHttpApp } from '../http/app.ts'
+import { createHttpApp, type SchemaInfo } from '../http/app.ts'
 import { createLogger, type Log } from '../log/logger.ts'
 import { trace } from '../log/trace.ts'
 import { Metrics } from '../metrics/metrics.ts'
@@ -35,9 +35,6 @@ import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
 import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
-
-/** The event stream sends a heartbeat after this long without events. */
-const STREAM_HEARTBEAT_MS = 15_000
 
 /** Options that the CLI, tests and embedders set. */
 export interface NodeExtras {
@@ -361,11 +358,22 @@ export class CairnNode {
     return createHttpApp({
       token: r.opened.token,
       maxBodySize: this.config.maxBodySize,
+      maxBatch: this.config.maxBatch,
+      maxEventSize: this.config.maxEventSize,
+      maxDepth: this.config.maxDepth,
       log: this.log,
       ready: () => this.readiness(),
       status: async () => await this.statusJson(),
-      publish: async (body) => await this.publish(body),
-      publishMany: async (bodies) => await r.outbox.publishMany(bodies),
+      publish: async (body, key) => await this.publish(body, key),
+      publishMany: async (bodies, key) => await r.outbox.publishMany(bodies, key),
+      schemas: () => r.plugins.listPlugins().flatMap((p) => Object.entries(p.types).map(([type, versions]) => this.schemaInfo(r, type, p.name, versions))),
+      schema: (type, version) => {
+        const p = r.plugins.listPlugins().find((p) => p.types[type] != null)
+        if (p == null) throw new NotFoundError(`No schema for ${type}: no loaded plugin declares it (GET /v1/schemas lists the types)`)
+        const versions = p.types[type]
+        if (version != null && !versions.includes(version)) throw new NotFoundError(`No schema for ${type} v${version}: ${p.name} declares versions ${versions.join(', ')}`)
+        return this.schemaInfo(r, type, p.name, versions, version)
+      },
       metrics: () => {
         refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
         return this.metrics
@@ -374,8 +382,8 @@ export class CairnNode {
         events: r.opened.store.events,
         heartbeatMs: this.heartbeatMs,
         watermark: () => r.plugins.watermark(),
-        wait: async (signal) =>
-          await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(this.heartbeatMs)]) }).then(
+        wait: async (signal, ms) =>
+          await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(ms)]) }).then(
             () => true,
             () => false
           )
@@ -386,7 +394,13 @@ export class CairnNode {
 
   /** A stream's heartbeat comes well within the idle timeout, so that an open stream is never closed as idle. */
   private get heartbeatMs(): number {
-    return Math.min(STREAM_HEARTBEAT_MS, Math.floor(this.config.httpIdleTimeout / 2))
+    return Math.min(this.config.streamHeartbeat, Math.floor(this.config.httpIdleTimeout / 2))
+  }
+
+  /** @returns a type's payload schema at `version` (default: the newest), as GET /v1/schemas shows it */
+  private schemaInfo(r: Running, type: string, plugin: string, versions: number[], version?: number): SchemaInfo {
+    const newest = Math.max(...versions)
+    return { type, plugin, version: version ?? newest, versions, schema: r.plugins.jsonSchema(type, version ?? newest) as Record<string, unknown> }
   }
 
   /** Stops what runs, in the reverse order of start; a part that fails to stop is logged and the rest still stops. */
@@ -447,9 +461,9 @@ export class CairnNode {
    * @returns its event_id, seq and CID, once durable
    * @throws ValidationError, EventTooLargeError, CommitFailedError; NotStartedError when the node is not started
    */
-  async publish(body: unknown): Promise<PublishResult> {
+  async publish(body: unknown, key?: string): Promise<PublishResult> {
     trace('publish.received')
-    return await this.run.outbox.publish(body)
+    return await this.run.outbox.publish(body, key)
   }
 
   /** Offers a signed head as a peer would: through that peer's rate limit when `from` names it. */

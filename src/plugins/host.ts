@@ -10,6 +10,7 @@ import { processPlugin, type RunContext } from './runner.ts'
 import { replayQueued } from './replay.ts'
 import { nextEffectAt, runEffects } from './effects.ts'
 import { jsonSchemaOf, validatePublish } from './schemas.ts'
+import type { Issue } from '../model/issues.ts'
 import type { Plugin } from './types.ts'
 
 /** How long after a failed processing round the next one starts. */
@@ -211,7 +212,7 @@ export class PluginHost implements Startable {
    *
    * @returns the version to publish (given, or the newest declared, else 1) and `payload.…: message` issues
    */
-  validatePublish(type: string, version: number | undefined, payload: unknown): { version: number; issues: string[] } {
+  validatePublish(type: string, version: number | undefined, payload: unknown): { version: number; issues: Issue[] } {
     return validatePublish(this.plugins, type, version, payload)
   }
 

@@ -1,7 +1,7 @@
 import * as v from 'valibot'
 import { toJsonSchema } from '@valibot/to-json-schema'
 import type { EventRow } from '../store/events.ts'
-import { formatIssues } from '../model/issues.ts'
+import { formatIssues, type Issue, toIssues } from '../model/issues.ts'
 import { PermanentError, ValidationError } from '../errors.ts'
 import type { Plugin, TypeHandler } from './types.ts'
 
@@ -26,17 +26,17 @@ export function payloadOf(handler: TypeHandler, row: EventRow): unknown {
 /**
  * Checks a payload about to be published against the plugin that declares its type.
  *
- * @returns the version to publish (given, or the newest declared, else 1) and `payload.…: message` issues
+ * @returns the version to publish (given, or the newest declared, else 1) and the issues, paths under `payload`
  */
-export function validatePublish(plugins: readonly Plugin[], type: string, version: number | undefined, payload: unknown): { version: number; issues: string[] } {
+export function validatePublish(plugins: readonly Plugin[], type: string, version: number | undefined, payload: unknown): { version: number; issues: Issue[] } {
   const handler = plugins.map((p) => p.handles[type]).find((h) => h != null)
   if (handler == null) return { version: version ?? 1, issues: [] }
   const chosen = version ?? handler.version
   if (chosen > handler.version) return { version: chosen, issues: [] }
   const schema = chosen === handler.version ? handler.payload : handler.upcast?.[chosen]?.payload
-  if (schema == null) return { version: chosen, issues: [`version: no local plugin reads ${type} v${chosen}`] }
+  if (schema == null) return { version: chosen, issues: [{ path: 'version', message: `no local plugin reads ${type} v${chosen}`, code: 'unknown_version' }] }
   const r = v.safeParse(schema, payload)
-  return { version: chosen, issues: r.success ? [] : formatIssues(r.issues, 'payload') }
+  return { version: chosen, issues: r.success ? [] : toIssues(r.issues, 'payload') }
 }
 
 /**

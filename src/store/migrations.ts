@@ -170,5 +170,11 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX plugin_failures_due ON plugin_failures (plugin, next_at);
    CREATE INDEX plugin_failures_event ON plugin_failures (producer, event_id);`,
   // 4: the seq up to which the directories of a producer's tree were last walked whole (the walk's budget starts there)
-  'ALTER TABLE producers ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0'
+  'ALTER TABLE producers ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0',
+  // (issue 23) the cursor space: a random id for this database's event cursors, so a consumer can tell a reset;
+  // the idempotency key a publish came with (its event_id when it came with a UUIDv7 one) and a hash of its request
+  `INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor_space', lower(hex(randomblob(16))));
+   ALTER TABLE outbox ADD COLUMN idempotency_key TEXT;
+   ALTER TABLE outbox ADD COLUMN request_hash TEXT;
+   CREATE UNIQUE INDEX outbox_idempotency_key ON outbox (idempotency_key) WHERE idempotency_key IS NOT NULL;`
 ]

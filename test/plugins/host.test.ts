@@ -156,7 +156,7 @@ describe('the plugin host', () => {
     const host = await run(db, builtin(workspaceAccess))
     expect(host.validatePublish('workspace.invited', undefined, { workspace_id: 'w', invitee: 'nope', role: 'member', invited_by: 'a@example.com' })).toEqual({
       version: 1,
-      issues: ['payload.invitee: Invalid email']
+      issues: [{ path: 'payload.invitee', message: 'Invalid email', code: 'email' }]
     })
     expect(host.validatePublish('other.type', undefined, { anything: true })).toEqual({ version: 1, issues: [] })
     await host.stop()

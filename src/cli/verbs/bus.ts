@@ -5,6 +5,7 @@ import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
 import { callNode, followNode } from '../client.ts'
 import { UsageError, DataDirError } from '../../errors.ts'
+import { issueLine } from '../../model/issues.ts'
 import { assertDataDir } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
@@ -56,9 +57,9 @@ export const publishVerb = defineVerb({
       causation_id: values['causation-id']
     }
     const res = await callNode(values.data as string, 'POST', '/v1/events', body)
-    if (res.status !== 200) {
-      const issues: string[] = res.body?.issues ?? []
-      throw new UsageError(`${res.body?.error ?? `Cannot publish: HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
+    if (res.status !== 200 && res.status !== 201) {
+      const issues = (res.body?.error?.issues ?? []).map(issueLine)
+      throw new UsageError(`${res.body?.error?.message ?? `Cannot publish: HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
     }
     out(JSON.stringify(res.body))
     return 0
@@ -93,12 +94,12 @@ async function publishBatches(data: string, file: string, out: (line: string) =>
       '/v1/events',
       chunk.map((r) => r.body)
     )
-    if (res.status !== 200) {
+    if (res.status !== 200 && res.status !== 201) {
       // Name the line, not the index within the request.
       const where = (s: string): string => s.replace(/\[(\d+)\]/g, (_m, i: string) => `line ${chunk[Number(i)]?.line ?? '?'}`)
-      const issues: string[] = (res.body?.issues ?? []).map(where)
+      const issues = (res.body?.error?.issues ?? []).map((i) => where(issueLine(i)))
       const done = from === 0 ? 'nothing was published' : `lines before ${chunk[0].line} were published, nothing from there on`
-      throw new UsageError(`${where(res.body?.error ?? `Cannot publish: HTTP ${res.status}`)}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}\n(${done})`)
+      throw new UsageError(`${where(res.body?.error?.message ?? `Cannot publish: HTTP ${res.status}`)}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}\n(${done})`)
     }
     for (const r of res.body as unknown[]) out(JSON.stringify(r))
   }
