@@ -7,7 +7,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Subprocess } from 'bun'
-import { readSse } from '../src/http/sseReader.ts'
+import { readSse } from '../src/client/sse.ts'
 
 export const ROOT = resolve(import.meta.dir, '..')
 const BINARY = join(ROOT, 'dist', 'cairn')
@@ -101,7 +101,7 @@ export abstract class BenchNode {
 
 async function post(url: string, body: unknown, token?: string): Promise<void> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token != null ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) })
-  if (res.status !== 200) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
+  if (res.status !== 201) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
   await res.arrayBuffer()
 }
 
@@ -175,11 +175,14 @@ export class CairnNode extends BenchNode {
     this.streamAbort = abort
     const res = await fetch(`http://${this.http}/v1/stream`, { headers: { authorization: `Bearer ${this.token}`, 'last-event-id': this.cursor }, signal: abort.signal })
     if (res.body == null) throw new Error('no stream body')
-    void readSse(res.body, (m) => {
-      if (m.event !== 'event') return
-      if (m.id != null) this.cursor = m.id
-      this.record((JSON.parse(m.data) as { payload: { id: string } }).payload.id)
-    }).catch(() => {})
+    const body = res.body
+    void (async () => {
+      for await (const m of readSse(body)) {
+        if (m.event != null) continue
+        if (m.id != null) this.cursor = m.id
+        this.record((JSON.parse(m.data) as { payload: { id: string } }).payload.id)
+      }
+    })().catch(() => {})
   }
 
   async publish(id: string): Promise<void> {

@@ -134,14 +134,14 @@ describe('the bus', () => {
     expect(bad.stderr).toContain('nothing was published')
     const res = await fetch(`http://${a.http}/v1/events`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${a.token}` },
+      headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
       body: JSON.stringify([
         { type: 'test.batch', payload: {} },
         { type: 'Bad Type', payload: {} }
       ])
     })
     expect(res.status).toBe(400)
-    expect(((await res.json()) as { issues: string[] }).issues[0]).toStartWith('[1].')
+    expect(((await res.json()) as { error: { issues: Array<{ path: string }> } }).error.issues[0].path).toStartWith('[1].')
     expect(eventCount(a.dir)).toBe(2)
   })
 

@@ -179,8 +179,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
     },
     bodyLimit({
       maxSize: deps.maxBodySize,
-      onError: () =>
-        errorResponse(413, 'too_large', `Payload too large: the body is over ${deps.maxBodySize} bytes (max-body-size); split the batch`, { extra: { limits } })
+      onError: () => errorResponse(413, 'too_large', `Payload too large: the body is over ${deps.maxBodySize} bytes (max-body-size); split the batch`, { extra: { limits } })
     }),
     async (c) => {
       const key = idempotencyKey(c)

@@ -1,4 +1,4 @@
-import * as v from 'valibot'
+import type * as v from 'valibot'
 import { toJsonSchema } from '@valibot/to-json-schema'
 import { PublishRequestSchema, PublishResultSchema } from '../model/publishRequest.ts'
 import { VERSION } from '../version.ts'
@@ -47,7 +47,7 @@ export function openApiDocument(): Json {
         'The HTTP API of a cairn node for the backend beside it (docs/api.md). Every error answer is `{ error: { code, message, issues } }`. Any route answers 405 (with Allow) to a method it does not take and 421 to a Host header that is not this loopback endpoint.'
     },
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'The token in the data directory\'s api.token' } },
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: "The token in the data directory's api.token" } },
       schemas: {
         Error: json(ErrorSchema),
         PublishRequest: json(PublishRequestSchema),
@@ -60,24 +60,44 @@ export function openApiDocument(): Json {
       }
     },
     paths: {
-      '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'The process serves requests', content: jsonContent({ type: 'object', properties: { status: { const: 'ok' } }, required: ['status'] }) } } } },
+      '/healthz': {
+        get: {
+          summary: 'Liveness',
+          responses: { '200': { description: 'The process serves requests', content: jsonContent({ type: 'object', properties: { status: { const: 'ok' } }, required: ['status'] }) } }
+        }
+      },
       '/readyz': {
         get: {
           summary: 'Readiness',
           responses: {
             '200': { description: 'Ready', content: jsonContent({ type: 'object', properties: { status: { const: 'ready' } }, required: ['status'] }) },
-            '503': { description: 'Not ready, with the reason', content: jsonContent({ type: 'object', properties: { status: { const: 'not ready' }, reason: { type: 'string' } }, required: ['status'] }) }
+            '503': {
+              description: 'Not ready, with the reason',
+              content: jsonContent({ type: 'object', properties: { status: { const: 'not ready' }, reason: { type: 'string' } }, required: ['status'] })
+            }
           }
         }
       },
-      '/status': { get: { summary: 'The status document (open, for monitoring)', responses: { '200': { description: 'As cairn status --json, without `running`', content: jsonContent({ type: 'object' }) } } } },
+      '/status': {
+        get: { summary: 'The status document (open, for monitoring)', responses: { '200': { description: 'As cairn status --json, without `running`', content: jsonContent({ type: 'object' }) } } }
+      },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
       '/v1/openapi.json': { get: { summary: 'This document (open)', responses: { '200': { description: 'OpenAPI 3.1', content: jsonContent({ type: 'object' }) } } } },
       '/v1/limits': {
-        get: { ...secured, summary: "The endpoint's limits", parameters: queryParameters(NoQuerySchema), responses: { '200': { description: 'The limits', content: jsonContent(ref('Limits')) }, ...QUERY_ERRORS, ...AUTH_ERRORS } }
+        get: {
+          ...secured,
+          summary: "The endpoint's limits",
+          parameters: queryParameters(NoQuerySchema),
+          responses: { '200': { description: 'The limits', content: jsonContent(ref('Limits')) }, ...QUERY_ERRORS, ...AUTH_ERRORS }
+        }
       },
       '/v1/status': {
-        get: { ...secured, summary: 'The status document, as cairn status --json', parameters: queryParameters(NoQuerySchema), responses: { '200': { description: 'Status', content: jsonContent(ref('Status')) }, ...QUERY_ERRORS, ...AUTH_ERRORS } }
+        get: {
+          ...secured,
+          summary: 'The status document, as cairn status --json',
+          parameters: queryParameters(NoQuerySchema),
+          responses: { '200': { description: 'Status', content: jsonContent(ref('Status')) }, ...QUERY_ERRORS, ...AUTH_ERRORS }
+        }
       },
       '/v1/events': {
         post: {
@@ -88,8 +108,7 @@ export function openApiDocument(): Json {
               name: 'Idempotency-Key',
               in: 'header',
               required: false,
-              description:
-                'The idempotency key of a single event without `event_id`; for a batch, event i without `event_id` gets the key `KEY#i`. Keys are kept as long as the data directory.',
+              description: 'The idempotency key of a single event without `event_id`; for a batch, event i without `event_id` gets the key `KEY#i`. Keys are kept as long as the data directory.',
               schema: { type: 'string', minLength: 1, maxLength: 256 }
             }
           ],

@@ -5,7 +5,12 @@ import { CursorParamSchema, CursorSpaceSchema, TypesParamSchema } from './query.
 /** The one shape of every error answer. */
 export const ErrorSchema = v.object({
   error: v.object({
-    code: v.pipe(v.string(), v.description('Machine-readable: invalid_request, unauthorized, not_found, method_not_allowed, unsupported_media_type, too_large, idempotency_key_reused, cursor_beyond_end, cursor_space_mismatch, …')),
+    code: v.pipe(
+      v.string(),
+      v.description(
+        'Machine-readable: invalid_request, unauthorized, not_found, method_not_allowed, unsupported_media_type, too_large, idempotency_key_reused, cursor_beyond_end, cursor_space_mismatch, …'
+      )
+    ),
     message: v.pipe(v.string(), v.description('What failed, then the detail after a colon')),
     issues: v.array(v.object({ path: v.string(), message: v.string(), code: v.string() })),
     event_id: v.optional(v.pipe(v.string(), v.description('For idempotency_key_reused: the event first published under the key'))),

@@ -88,7 +88,7 @@ export function streamEvents(request: Request, deps: StreamDeps): Response {
   let wrote = Date.now()
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
-      controller.enqueue(encoder.encode(`retry: ${STREAM_RETRY_MS}\n\nevent: ready\ndata: ${JSON.stringify({ cursor_space: space, after: from, heartbeat_ms: deps.heartbeatMs })}\n\n`))
+      controller.enqueue(encoder.encode(`retry: ${STREAM_RETRY_MS}\nevent: ready\ndata: ${JSON.stringify({ cursor_space: space, after: from, heartbeat_ms: deps.heartbeatMs })}\n\n`))
     },
     async pull(controller) {
       // Each pull writes one chunk: rows, the caught-up marker, or a heartbeat after a quiet wait.

@@ -275,7 +275,7 @@ export class CairnNode {
       gossip.start()
       outbox.start()
       housekeeper.start()
-      running.http = serve(this.httpApp(running).fetch, cfg.http.host, cfg.http.port, { idleTimeoutMs: cfg.httpIdleTimeout, maxConnections: cfg.httpMaxConnections })
+      running.http = this.serveHttp(running)
       syncer.start()
       dialer.start()
       running.timers.push(
@@ -390,6 +390,30 @@ export class CairnNode {
       },
       bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined })
     })
+  }
+
+  /**
+   * Serves the loopback endpoint. With port 0 it listens on the port it had last time (kept in meta), so
+   * that clients find it again after a restart; only when that port is taken does it take another free one.
+   */
+  private serveHttp(r: Running): HttpServer {
+    const cfg = this.config
+    const limits = { idleTimeoutMs: cfg.httpIdleTimeout, maxConnections: cfg.httpMaxConnections }
+    const { meta } = r.opened.store
+    const fetch = this.httpApp(r).fetch
+    const last = Number(meta.get('http_port') ?? 0)
+    let server: HttpServer | undefined
+    if (cfg.http.port === 0 && last > 0) {
+      try {
+        server = serve(fetch, cfg.http.host, last, limits)
+      } catch (err) {
+        if ((err as Error).name !== 'AddressInUseError') throw err
+        this.log.warn(`the HTTP port of the last run, ${last}, is taken: listening on another one, and clients must read it from node.json`, { reason: 'http_port_taken' })
+      }
+    }
+    server ??= serve(fetch, cfg.http.host, cfg.http.port, limits)
+    if (cfg.http.port === 0) meta.put('http_port', String(server.port))
+    return server
   }
 
   /** A stream's heartbeat comes well within the idle timeout, so that an open stream is never closed as idle. */

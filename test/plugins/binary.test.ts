@@ -46,11 +46,11 @@ describe('plugins in the binary', () => {
     await a.start()
     const res = await fetch(`http://${a.http}/v1/events`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${a.token}` },
+      headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
       body: JSON.stringify({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: 'not-an-email', role: 'member', invited_by: 'a@example.com' } })
     })
     expect(res.status).toBe(400)
-    expect((await res.json()).issues).toEqual(['payload.invitee: Invalid email'])
+    expect((await res.json()).error.issues).toEqual([{ path: 'payload.invitee', message: 'Invalid email', code: 'email' }])
     const cli = await cairn(['publish', '--data', a.dir, '--type', 'workspace.invited', '--payload', '{"workspace_id":"w","invitee":"x","role":"member","invited_by":"a@example.com"}'])
     expect(cli.code).toBe(1)
     expect(cli.stderr).toContain('payload.invitee: Invalid email')

@@ -138,7 +138,11 @@ describe('hostile input never throws past the boundary', () => {
     )
     await fc.assert(
       fc.asyncProperty(bodies, async (body) => {
-        const res = await app.request('/v1/events', { method: 'POST', body, headers: { authorization: 'Bearer a-token-of-sixteen-chars', 'content-type': 'application/json', 'content-length': String(encoder.encode(body).length) } })
+        const res = await app.request('/v1/events', {
+          method: 'POST',
+          body,
+          headers: { authorization: 'Bearer a-token-of-sixteen-chars', 'content-type': 'application/json', 'content-length': String(encoder.encode(body).length) }
+        })
         expect([200, 201, 400, 409, 413]).toContain(res.status)
         const json = (await res.json()) as { error?: { code: unknown; message: unknown; issues: unknown } }
         if (res.status >= 400) expect([typeof json.error?.code, typeof json.error?.message, Array.isArray(json.error?.issues)]).toEqual(['string', 'string', true])
