@@ -1,0 +1,148 @@
+import { describe, expect, test } from 'bun:test'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Subprocess } from 'bun'
+import { CairnApiError, CairnClient } from '../../src/client/mod.ts'
+import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
+import { query } from '../helpers/db.ts'
+
+/** Bundles the client for Node (no Bun API may survive in it) and returns the file. */
+async function bundleForNode(dir: string): Promise<string> {
+  const out = await Bun.build({ entrypoints: [join(ROOT, 'src/client/mod.ts')], target: 'node', format: 'esm', outdir: dir, naming: 'cairn-client.mjs' })
+  if (!out.success) throw new Error(out.logs.join('\n'))
+  return join(dir, 'cairn-client.mjs')
+}
+
+/**
+ * The consumer of docs/api.md: one line per event, appended with the cursor it resumes from, so that a
+ * SIGKILL at any point loses nothing and repeats nothing.
+ */
+const CONSUMER = (client: string): string => `
+import { appendFileSync, existsSync, readFileSync } from 'node:fs'
+import { CairnClient } from ${JSON.stringify(client)}
+
+const [dataDir, file] = process.argv.slice(2)
+const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\\n').filter((l) => l !== '') : []
+const last = lines.length > 0 ? JSON.parse(lines.at(-1)) : { cursor: 0 }
+const cairn = new CairnClient({ dataDir })
+for await (const item of cairn.subscribe({ types: ['test.consume'], after: last.cursor, cursorSpace: last.cursor_space })) {
+  if (item.kind !== 'event') continue
+  // The work and the cursor are one line, written at once: done together or not at all.
+  appendFileSync(file, JSON.stringify({ i: item.event.payload.i, cursor: item.cursor, cursor_space: item.cursorSpace }) + '\\n')
+}
+`
+
+const lines = (file: string): Array<{ i: number; cursor: number }> =>
+  existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l))
+    : []
+
+describe('the typed client', () => {
+  test('a consumer on the client survives SIGKILL of itself and of the node: 1,000 events, 0 repeats, 0 missing', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    const client = await bundleForNode(tmp.path)
+    const script = join(tmp.path, 'consumer.mjs')
+    writeFileSync(script, CONSUMER(client))
+    const out = join(tmp.path, 'handled.jsonl')
+    let consumer: Subprocess | undefined
+    const startConsumer = (): void => {
+      consumer = Bun.spawn(['node', script, node.dir, out], { stdout: 'inherit', stderr: 'inherit' })
+    }
+    const producer = new CairnClient({ dataDir: node.dir, attempts: 200, maxDelayMs: 500 })
+    const batch = async (b: number): Promise<unknown> =>
+      await producer.publishBatch(
+        Array.from({ length: 100 }, (_, k) => ({ type: 'test.consume', payload: { i: b * 100 + k } })),
+        { idempotencyKey: `batch-${b}` }
+      )
+    try {
+      startConsumer()
+      for (let b = 0; b < 3; b++) await batch(b)
+      await waitFor('the consumer to handle 200 events', () => lines(out).length >= 200, 60_000)
+      consumer!.kill('SIGKILL')
+      await consumer!.exited
+      for (let b = 3; b < 6; b++) await batch(b)
+      startConsumer()
+      await waitFor('the consumer to handle 500 events', () => lines(out).length >= 500, 60_000)
+      // The node dies with a batch in flight: the producer retries it with the same key once it is back,
+      // at the same address (chosen with port 0 the first time).
+      const address = node.http
+      const inFlight = batch(6)
+      await node.stop('SIGKILL')
+      await node.start()
+      expect(node.http).toBe(address)
+      await inFlight
+      await batch(7)
+      await waitFor('the consumer to handle 700 events', () => lines(out).length >= 700, 60_000)
+      consumer!.kill('SIGKILL')
+      await consumer!.exited
+      await node.stop('SIGKILL')
+      await node.start()
+      startConsumer()
+      for (let b = 8; b < 10; b++) await batch(b)
+      await waitFor('the consumer to handle 1000 events', () => lines(out).length >= 1000, 120_000)
+    } finally {
+      consumer?.kill('SIGKILL')
+    }
+    const handled = lines(out).map((l) => l.i)
+    const counts = new Map<number, number>()
+    for (const i of handled) counts.set(i, (counts.get(i) ?? 0) + 1)
+    const repeats = [...counts.values()].filter((n) => n > 1).length
+    const missing = Array.from({ length: 1000 }, (_, i) => i).filter((i) => !counts.has(i)).length
+    expect({ handled: handled.length, repeats, missing }).toEqual({ handled: 1000, repeats: 0, missing: 0 })
+    // Published once each, however often the producer retried.
+    expect(query<{ n: number }>(node.dir, "SELECT count(*) AS n FROM events WHERE type = 'test.consume'")).toEqual([{ n: 1000 }])
+  }, 300_000)
+
+  test('publish errors are typed with issues; a reused key is a 409 naming the first event; publishBatch splits by bytes and keeps the order', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start(['--max-body-size', '64KiB'])
+    const cairn = new CairnClient({ dataDir: node.dir })
+    const bad = await cairn.publish({ type: 'Not A Type', payload: {} }).catch((e: unknown) => e)
+    expect(bad).toBeInstanceOf(CairnApiError)
+    expect(bad).toMatchObject({ status: 400, code: 'invalid_request', issues: [{ path: 'type', code: 'regex' }] })
+    const first = await cairn.publish({ type: 'test.key', payload: { n: 1 }, event_id: 'order-123' })
+    expect(await cairn.publish({ type: 'test.key', payload: { n: 1 }, event_id: 'order-123' })).toEqual({ ...first, replayed: true })
+    expect(await cairn.publish({ type: 'test.key', payload: { n: 2 }, event_id: 'order-123' }).catch((e: unknown) => e)).toMatchObject({
+      status: 409,
+      code: 'idempotency_key_reused',
+      eventId: first.event_id
+    })
+    // 300 events of about 1 KiB are over 64 KiB: several requests, in order, each event once.
+    const events = Array.from({ length: 300 }, (_, i) => ({ type: 'test.split', payload: { i, pad: 'x'.repeat(1000) } }))
+    const results = await cairn.publishBatch(events, { idempotencyKey: 'split' })
+    expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 300 }, (_, i) => first.seq + 1 + i))
+    expect((await cairn.publishBatch(events, { idempotencyKey: 'split' })).every((r) => r.replayed)).toBe(true)
+    expect(query<{ n: number }>(node.dir, "SELECT count(*) AS n FROM events WHERE type = 'test.split'")).toEqual([{ n: 300 }])
+  }, 120_000)
+
+  test('the client runs under Deno as it is: publish, then subscribe until the event arrives', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    const script = join(tmp.path, 'deno.ts')
+    writeFileSync(
+      script,
+      `import { CairnClient } from ${JSON.stringify(join(ROOT, 'src/client/mod.ts'))}
+const cairn = new CairnClient({ dataDir: Deno.args[0] })
+const r = await cairn.publish({ type: 'test.deno', payload: { from: 'deno' } })
+const seen = []
+for await (const item of cairn.subscribe({ types: ['test.deno'] })) {
+  if (item.kind !== 'event') continue
+  seen.push(item.event.event_id)
+  if (item.event.event_id === r.event_id) break
+}
+console.log(JSON.stringify(seen))
+`
+    )
+    const proc = Bun.spawn([join(ROOT, 'node_modules', '.bin', 'deno'), 'run', '-A', script, node.dir], { stdout: 'pipe', stderr: 'pipe' })
+    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+    expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' })
+    expect(JSON.parse(stdout)).toHaveLength(1)
+  }, 120_000)
+})
