@@ -75,7 +75,7 @@ export function hostAllowed(header: string | undefined, bound: { port?: number; 
 }
 
 /** Every route and its methods: anything else on these paths is 405 with an Allow header. */
-const ROUTES: Record<string, string[]> = {
+export const ROUTES: Record<string, string[]> = {
   '/healthz': ['GET'],
   '/readyz': ['GET'],
   '/status': ['GET'],
