@@ -120,13 +120,13 @@ describe('the cairn binary', () => {
       (
         await fetch(`http://${node.http}/v1/events`, {
           method: 'POST',
-          headers: { authorization: `Bearer ${node.token}` },
+          headers: { authorization: `Bearer ${node.token}`, 'content-type': 'application/json' },
           body: JSON.stringify({ type: 'test.sized', payload: 'x'.repeat(bytes) })
         })
       ).status
     // default 1MiB: a 2 KB body passes
     await node.start()
-    expect(await post(2000)).toBe(200)
+    expect(await post(2000)).toBe(201)
     await node.stop()
     // config.json wins over the default; its http port 1 loses to the harness's --http flag
     writeFileSync(join(node.dir, 'config.json'), JSON.stringify({ http: '127.0.0.1:1', 'max-body-size': 1000 }))
@@ -136,7 +136,7 @@ describe('the cairn binary', () => {
     await node.stop()
     // the environment wins over config.json
     await node.start([], { CAIRN_MAX_BODY_SIZE: '4000' })
-    expect(await post(2000)).toBe(200)
+    expect(await post(2000)).toBe(201)
     await node.stop()
     // the flag wins over the environment
     await node.start(['--max-body-size', '1000'], { CAIRN_MAX_BODY_SIZE: '4000' })

@@ -203,7 +203,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
     assertCursor(events, after, q.cursor_space)
     const limit = Number(q.limit ?? 100)
     if (limit > MAX_PAGE) throw new ValidationError(`Bad query: limit ${limit} is over ${MAX_PAGE}`, [{ path: 'limit', message: `is over ${MAX_PAGE}`, code: 'max_value' }])
-    const rows = events.list({ after, upTo: watermark(), types: q.types, producer: q.producer, limit: limit + 1 })
+    const rows = events.list({ after, upTo: watermark(), types: q.type, producer: q.producer, limit: limit + 1 })
     const page = rows.slice(0, limit)
     return c.json({ cursor_space: events.cursorSpace(), events: page.map(eventJson), next_after: page.at(-1)?.cursor ?? after, has_more: rows.length > limit })
   })

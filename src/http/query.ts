@@ -1,7 +1,7 @@
 import * as v from 'valibot'
 import { ValidationError } from '../errors.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
-import { toIssues } from '../model/issues.ts'
+import { issueLine, toIssues } from '../model/issues.ts'
 
 /** A cursor as a query parameter: a whole number, 0 (the start) or one an event carried as `id`/`cursor`. */
 export const CursorParamSchema = v.pipe(
@@ -47,7 +47,7 @@ export function readQuery<S extends v.GenericSchema<Record<string, string>, Reco
       : toIssues(r.issues).map((i) => (i.code === 'unknown_field' ? { path: i.path, message: `is not a parameter of this route (known: ${known.join(', ')})`, code: 'unknown_parameter' } : i)))
   ]
   if (issues.length > 0 || !r.success) {
-    throw new ValidationError(`Bad query: ${issues.map((i) => `${i.path} ${i.message}`).join('; ')}`, issues)
+    throw new ValidationError(`Bad query: ${issues.map(issueLine).join('; ')}`, issues)
   }
   return r.output
 }

@@ -44,7 +44,7 @@ export const MAX_PAGE = 1000
 /** The query parameters of `GET /v1/events`. */
 export const EventsQuerySchema = v.strictObject({
   after: v.optional(CursorParamSchema),
-  types: v.optional(v.pipe(TypesParamSchema, v.description('Only these event types, comma-separated'))),
+  type: v.optional(v.pipe(TypesParamSchema, v.description('Only this event type, or these, comma-separated (`a.b,c.d`)'))),
   producer: v.optional(PeerIdSchema),
   limit: v.optional(v.pipe(v.string(), v.regex(/^([1-9]\d{0,3})$/, `Expected a page size from 1 to ${MAX_PAGE}`), v.description(`Events per page, 1 to ${MAX_PAGE} (default 100)`))),
   cursor_space: v.optional(CursorSpaceSchema)

@@ -72,7 +72,7 @@ describe('/v1/openapi.json', () => {
         { path: '/v1/events', method: 'POST', status: 413, headers: { ...auth, ...json }, body: JSON.stringify({ type: 'test.big', payload: 'x'.repeat(5000) }) },
         { path: '/v1/events', method: 'POST', status: 415, headers: { ...auth, 'content-type': 'text/plain' }, body: JSON.stringify(invite(5)) },
         { path: '/v1/events', method: 'POST', status: 503, headers: { ...auth, ...json }, body: JSON.stringify(invite(6)), unavailable: true },
-        { path: '/v1/events', method: 'GET', status: 200, url: `/v1/events?types=workspace.invited&producer=${node.peerId}&after=0&limit=1`, headers: auth },
+        { path: '/v1/events', method: 'GET', status: 200, url: `/v1/events?type=workspace.invited&producer=${node.peerId}&after=0&limit=1`, headers: auth },
         { path: '/v1/events', method: 'GET', status: 400, url: '/v1/events?limit=0', headers: auth },
         { path: '/v1/events', method: 'GET', status: 401 },
         { path: '/v1/events', method: 'GET', status: 409, url: '/v1/events?after=1000', headers: auth },
