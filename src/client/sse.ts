@@ -31,18 +31,20 @@ export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator
   let id: string | undefined
   let retry: number | undefined
   try {
-    for (;;) {
-      const { value, done } = await reader.read()
-      if (done) return
-      buffer += decoder.decode(value, { stream: true })
+    for (let done = false; !done; ) {
+      const chunk = await reader.read()
+      done = chunk.done
+      buffer += done ? '' : decoder.decode(chunk.value, { stream: true })
       let start = 0
+      const eol = /\r\n|\r|\n/g
       for (;;) {
-        const end = buffer.slice(start).search(/\r\n|\r|\n/)
-        if (end < 0) break
-        const line = buffer.slice(start, start + end)
-        // A CR at the very end may be the first half of a CRLF: wait for the next chunk.
-        if (buffer[start + end] === '\r' && start + end + 1 === buffer.length) break
-        start += end + (buffer.startsWith('\r\n', start + end) ? 2 : 1)
+        eol.lastIndex = start
+        const m = eol.exec(buffer)
+        if (m == null) break
+        // A CR at the very end may be the first half of a CRLF: wait for the next chunk, unless there is none.
+        if (!done && m[0] === '\r' && m.index + 1 === buffer.length) break
+        const line = buffer.slice(start, m.index)
+        start = m.index + m[0].length
         if (line === '') {
           if (data.length > 0) yield { event, id, data: data.join('\n'), retry }
           data = []
