@@ -150,6 +150,11 @@ describe('the bus', () => {
     expect(res.status).toBe(400)
     expect(((await res.json()) as { error: { issues: Array<{ path: string }> } }).error.issues[0].path).toStartWith('[1].')
     expect(eventCount(a.dir)).toBe(2)
+    // 1,000 events of 1.2 KB are over the 1 MiB body limit: cairn publish --batch splits them by bytes.
+    const big = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ type: 'test.big', payload: { i, pad: 'x'.repeat(1200) } })).join('\n')
+    const split = await cairn(['publish', '--data', a.dir, '--batch', '-'], { stdin: big })
+    expect([split.code, split.stdout.trim().split('\n').length]).toEqual([0, 1000])
+    expect(eventCount(a.dir)).toBe(1002)
   })
 
   test('a Deno node and a binary node exchange events both ways, one over 1,200 bytes', async () => {
