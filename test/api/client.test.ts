@@ -2,7 +2,10 @@ import { describe, expect, test } from 'bun:test'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
-import { CairnApiError, CairnClient } from '../../src/client/mod.ts'
+import type * as v from 'valibot'
+import { CairnApiError, CairnClient, type CairnEvent, type Limits, type PublishInput, type PublishResult } from '../../src/client/mod.ts'
+import type { EventSchema, LimitsSchema } from '../../src/http/schemas.ts'
+import type { PublishRequestSchema, PublishResultSchema } from '../../src/model/publishRequest.ts'
 import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
 import { query } from '../helpers/db.ts'
 
@@ -145,4 +148,19 @@ console.log(JSON.stringify(seen))
     expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' })
     expect(JSON.parse(stdout)).toHaveLength(1)
   }, 120_000)
+})
+
+/** True when two types are the same (each assignable to the other, optional fields included). */
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
+
+describe("the client's types", () => {
+  test('are the types of the schemas the node validates and documents with', () => {
+    const checks: [
+      Same<PublishResult, v.InferOutput<typeof PublishResultSchema>>,
+      Same<Limits, v.InferOutput<typeof LimitsSchema>>,
+      Same<Omit<PublishInput, 'event_id'>, Omit<v.InferInput<typeof PublishRequestSchema>, 'event_id'>>,
+      Same<Omit<CairnEvent, 'payload'>, Omit<v.InferOutput<typeof EventSchema>, 'payload'>>
+    ] = [true, true, true, true]
+    expect(checks).toEqual([true, true, true, true])
+  })
 })
