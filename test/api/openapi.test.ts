@@ -7,6 +7,7 @@ import { initDataDir } from '../../src/datadir/init.ts'
 import { CommitFailedError } from '../../src/errors.ts'
 import { createHttpApp, ROUTES } from '../../src/http/app.ts'
 import { silentLog } from '../../src/log/logger.ts'
+import type { Metrics } from '../../src/metrics/metrics.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { EventsTable } from '../../src/store/events.ts'
 import { migrate } from '../../src/store/migrations.ts'
@@ -108,12 +109,21 @@ describe('/v1/openapi.json', () => {
           throw new CommitFailedError('Cannot publish: the commit failed, nothing of it was written: disk I/O error')
         },
         publishMany: async () => [],
+        metrics: () => ({ text: async () => '', contentType: 'text/plain' }) as unknown as Metrics,
         stream: { events: new EventsTable(db), watermark: () => 0, wait: async () => false, heartbeatMs: 1000 },
         schemas: () => [],
         schema: () => {
           throw new TypeError('unused')
         }
       })
+
+      // ROUTES (what 405 and this test go by) holds every route the app serves.
+      const registered = unavailable.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`)
+      expect([...new Set(registered)].sort()).toEqual(
+        Object.entries(ROUTES)
+          .flatMap(([p, methods]) => methods.map((m) => `${m} ${p}`))
+          .sort()
+      )
 
       const ajv = new Ajv2020({ strict: false, validateFormats: false })
       ajv.addSchema(doc, 'doc')
