@@ -39,6 +39,15 @@ export interface CairnEvent<P = unknown> {
   cid: string
 }
 
+/** A page of `GET /v1/events`. */
+export interface EventsPage<P = unknown> {
+  cursor_space: string
+  events: Array<CairnEvent<P>>
+  /** pass as `after` for the next page */
+  next_after: number
+  has_more: boolean
+}
+
 /** The node's limits (`GET /v1/limits`). */
 export interface Limits {
   max_body_bytes: number
@@ -246,6 +255,22 @@ export class CairnClient {
     }
     await send()
     return results
+  }
+
+  /**
+   * Reads a page of the events every plugin on the node has processed, in cursor order.
+   *
+   * @returns the page; `next_after` is the `after` of the next one
+   * @throws CairnApiError for a bad filter or a cursor the node cannot resume from
+   */
+  async events<P = unknown>(query: { after?: number; types?: readonly string[]; producer?: string; limit?: number; cursorSpace?: string } = {}, options: CallOptions = {}): Promise<EventsPage<P>> {
+    const q = new URLSearchParams()
+    if (query.after != null) q.set('after', String(query.after))
+    if (query.types != null) q.set('type', query.types.join(','))
+    if (query.producer != null) q.set('producer', query.producer)
+    if (query.limit != null) q.set('limit', String(query.limit))
+    if (query.cursorSpace != null) q.set('cursor_space', query.cursorSpace)
+    return (await (await this.request('GET', `/v1/events?${q.toString()}`, undefined, {}, options)).json()) as EventsPage<P>
   }
 
   /**

@@ -3,8 +3,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
 import type * as v from 'valibot'
-import { CairnApiError, CairnClient, type CairnEvent, type Limits, type PublishInput, type PublishResult } from '../../src/client/mod.ts'
-import type { EventSchema, LimitsSchema } from '../../src/http/schemas.ts'
+import { CairnApiError, CairnClient, type CairnEvent, type EventsPage, type Limits, type PublishInput, type PublishResult } from '../../src/client/mod.ts'
+import type { EventSchema, EventsPageSchema, LimitsSchema } from '../../src/http/schemas.ts'
 import type { PublishRequestSchema, PublishResultSchema } from '../../src/model/publishRequest.ts'
 import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
 import { query } from '../helpers/db.ts'
@@ -122,6 +122,12 @@ describe('the typed client', () => {
     expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 300 }, (_, i) => first.seq + 1 + i))
     expect((await cairn.publishBatch(events, { idempotencyKey: 'split' })).every((r) => r.replayed)).toBe(true)
     expect(query<{ n: number }>(node.dir, "SELECT count(*) AS n FROM events WHERE type = 'test.split'")).toEqual([{ n: 300 }])
+    // Paged back in order, once processed.
+    await waitFor('the split events processed', async () => (await cairn.events({ types: ['test.split'], limit: 1000 })).events.length === 300)
+    const page = await cairn.events<{ i: number }>({ types: ['test.split'], limit: 5 })
+    expect([page.events.map((e) => e.payload.i), page.has_more]).toEqual([[0, 1, 2, 3, 4], true])
+    const next = await cairn.events<{ i: number }>({ types: ['test.split'], after: page.next_after, limit: 5 })
+    expect(next.events.map((e) => e.payload.i)).toEqual([5, 6, 7, 8, 9])
   }, 120_000)
 
   test('the client runs under Deno as it is: publish, then subscribe until the event arrives', async () => {
@@ -159,8 +165,9 @@ describe("the client's types", () => {
       Same<PublishResult, v.InferOutput<typeof PublishResultSchema>>,
       Same<Limits, v.InferOutput<typeof LimitsSchema>>,
       Same<Omit<PublishInput, 'event_id'>, Omit<v.InferInput<typeof PublishRequestSchema>, 'event_id'>>,
-      Same<Omit<CairnEvent, 'payload'>, Omit<v.InferOutput<typeof EventSchema>, 'payload'>>
-    ] = [true, true, true, true]
-    expect(checks).toEqual([true, true, true, true])
+      Same<Omit<CairnEvent, 'payload'>, Omit<v.InferOutput<typeof EventSchema>, 'payload'>>,
+      Same<Omit<EventsPage, 'events'>, Omit<v.InferOutput<typeof EventsPageSchema>, 'events'>>
+    ] = [true, true, true, true, true]
+    expect(checks).toEqual([true, true, true, true, true])
   })
 })
