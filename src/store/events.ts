@@ -149,7 +149,8 @@ export class EventsTable {
    * keep it, so a cursor above it was never this database's
    */
   highWater(): number {
-    return this.db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?.seq ?? 0
+    const handedOut = this.db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?.seq ?? 0
+    return Math.max(handedOut, this.maxCursor())
   }
 
   /**
