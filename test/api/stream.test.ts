@@ -141,6 +141,11 @@ describe('GET /v1/stream', () => {
       expect(await refused('/v1/stream?types=Not+A+Type')).toEqual([400, 'invalid_request', ['types.0 regex']])
       expect(await refused('/v1/stream?after=4')).toEqual([409, 'cursor_beyond_end', []])
       expect(await refused(`/v1/stream?after=1&cursor_space=${'0'.repeat(32)}`)).toEqual([409, 'cursor_space_mismatch', []])
+      // Rows deleted by retention leave the cursors handed out valid: resuming after the last one waits for the next event.
+      expect(node.store.events.deleteProcessedBefore(Date.now() + 1)).toBe(3)
+      const afterRetention = await fetch(`${base}/v1/stream?after=3`, { headers: auth })
+      expect(events(await messages(afterRetention, untilCaughtUp))).toEqual([])
+      expect(await refused('/v1/events?after=4')).toEqual([409, 'cursor_beyond_end', []])
     })
   }, 60_000)
 })
