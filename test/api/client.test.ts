@@ -9,33 +9,10 @@ import type { PublishRequestSchema, PublishResultSchema } from '../../src/model/
 import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
 import { query } from '../helpers/db.ts'
 
-/** Bundles the client for Node (no Bun API may survive in it) and returns the file. */
-async function bundleForNode(dir: string): Promise<string> {
-  const out = await Bun.build({ entrypoints: [join(ROOT, 'src/client/mod.ts')], target: 'node', format: 'esm', outdir: dir, naming: 'cairn-client.mjs' })
-  if (!out.success) throw new Error(out.logs.join('\n'))
-  return join(dir, 'cairn-client.mjs')
-}
+/** The consumer of docs/api.md, run under Node with the client the package exports (dist/client.mjs). */
+const CONSUMER = join(ROOT, 'examples', 'consumer.mjs')
 
-/**
- * The consumer of docs/api.md: one line per event, appended with the cursor it resumes from, so that a
- * SIGKILL at any point loses nothing and repeats nothing.
- */
-const CONSUMER = (client: string): string => `
-import { appendFileSync, existsSync, readFileSync } from 'node:fs'
-import { CairnClient } from ${JSON.stringify(client)}
-
-const [dataDir, file] = process.argv.slice(2)
-const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\\n').filter((l) => l !== '') : []
-const last = lines.length > 0 ? JSON.parse(lines.at(-1)) : { cursor: 0 }
-const cairn = new CairnClient({ dataDir })
-for await (const item of cairn.subscribe({ types: ['test.consume'], after: last.cursor, cursorSpace: last.cursor_space })) {
-  if (item.kind !== 'event') continue
-  // The work and the cursor are one line, written at once: done together or not at all.
-  appendFileSync(file, JSON.stringify({ i: item.event.payload.i, cursor: item.cursor, cursor_space: item.cursorSpace }) + '\\n')
-}
-`
-
-const lines = (file: string): Array<{ i: number; cursor: number }> =>
+const lines = (file: string): Array<{ event_id: string; cursor: number }> =>
   existsSync(file)
     ? readFileSync(file, 'utf8')
         .split('\n')
@@ -48,13 +25,11 @@ describe('the typed client', () => {
     using tmp = tempDir()
     await using node = await NodeProcess.init(tmp.path, 'n')
     await node.start()
-    const client = await bundleForNode(tmp.path)
-    const script = join(tmp.path, 'consumer.mjs')
-    writeFileSync(script, CONSUMER(client))
+    if (!existsSync(join(ROOT, 'dist', 'client.mjs'))) throw new Error('dist/client.mjs is missing: run npm run build first (npm test does)')
     const out = join(tmp.path, 'handled.jsonl')
     let consumer: Subprocess | undefined
     const startConsumer = (): void => {
-      consumer = Bun.spawn(['node', script, node.dir, out], { stdout: 'inherit', stderr: 'inherit' })
+      consumer = Bun.spawn(['node', CONSUMER, node.dir, out, 'test.consume'], { stdout: 'inherit', stderr: 'ignore' })
     }
     const producer = new CairnClient({ dataDir: node.dir, attempts: 200, maxDelayMs: 500 })
     const batch = async (b: number): Promise<unknown> =>
@@ -91,11 +66,12 @@ describe('the typed client', () => {
     } finally {
       consumer?.kill('SIGKILL')
     }
-    const handled = lines(out).map((l) => l.i)
-    const counts = new Map<number, number>()
-    for (const i of handled) counts.set(i, (counts.get(i) ?? 0) + 1)
+    const handled = lines(out).map((l) => l.event_id)
+    const counts = new Map<string, number>()
+    for (const id of handled) counts.set(id, (counts.get(id) ?? 0) + 1)
     const repeats = [...counts.values()].filter((n) => n > 1).length
-    const missing = Array.from({ length: 1000 }, (_, i) => i).filter((i) => !counts.has(i)).length
+    const published = query<{ event_id: string }>(node.dir, "SELECT event_id FROM events WHERE type = 'test.consume'").map((r) => r.event_id)
+    const missing = published.filter((id) => !counts.has(id)).length
     expect({ handled: handled.length, repeats, missing }).toEqual({ handled: 1000, repeats: 0, missing: 0 })
     // Published once each, however often the producer retried.
     expect(query<{ n: number }>(node.dir, "SELECT count(*) AS n FROM events WHERE type = 'test.consume'")).toEqual([{ n: 1000 }])
