@@ -10,7 +10,7 @@ import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
 import { query } from '../helpers/db.ts'
 
 /** The consumer of docs/api.md, run under Node with the client the package exports (dist/client.mjs). */
-const CONSUMER = join(ROOT, 'examples', 'consumer.mjs')
+const CONSUMER = join(ROOT, 'examples', 'backend', 'consumer.mjs')
 
 const lines = (file: string): Array<{ event_id: string; cursor: number }> =>
   existsSync(file)

@@ -1,4 +1,4 @@
-// A consumer that survives restarts of itself and of the node (docs/api.md): node examples/consumer.mjs DATA_DIR FILE [TYPE]
+// A consumer that survives restarts of itself and of the node (docs/api.md): node examples/backend/consumer.mjs DATA_DIR FILE [TYPE]
 import { appendFileSync, existsSync, readFileSync } from 'node:fs'
 import { CairnClient } from 'cairn/client'
 
