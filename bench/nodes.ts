@@ -58,6 +58,9 @@ export abstract class BenchNode {
   }
 
   abstract start(bootstrap: string[]): Promise<void>
+
+  /** the gossip hints received so far, where the system counts them */
+  gossipHints?: () => Promise<{ received: number; duplicates: number }>
   abstract publish(id: string): Promise<void>
   /** publishes several events in one request, where the system has such a call */
   publishBatch?: (ids: string[]) => Promise<void>
@@ -144,7 +147,7 @@ export class CairnNode extends BenchNode {
         ...this.extraArgs,
         ...bootstrap.flatMap((b) => ['--bootstrap', b])
       ],
-      { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...this.env } }
+      { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, CAIRN_ALLOW_UNKNOWN_TYPES: 'true', ...this.env } }
     )
     this.proc = proc
     this.collectStderr(proc)
@@ -187,6 +190,13 @@ export class CairnNode extends BenchNode {
 
   async publish(id: string): Promise<void> {
     await post(`http://${this.http}/v1/events`, { type: 'bench.event', payload: payload(id) }, this.token)
+  }
+
+  /** @returns the gossip hints this node has received so far, every copy, and the duplicates among them */
+  override gossipHints = async (): Promise<{ received: number; duplicates: number }> => {
+    const text = await (await fetch(`http://${this.http}/metrics`)).text()
+    const read = (name: string): number => Number(new RegExp(`^${name}\\{topic="hints"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0)
+    return { received: read('cairn_gossip_received_total'), duplicates: read('cairn_gossip_duplicates_total') }
   }
 
   /** Publishes several events in one request: one commit (an array body). */

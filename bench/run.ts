@@ -152,16 +152,45 @@ async function warmUp(from: BenchNode, to: BenchNode[], n = 20): Promise<void> {
   for (const node of to) await allApplied(node, ids)
 }
 
-/** Latency from publish on A to applied on B of `count` events sent at `perSecond`. */
-const latencyAt = (count: number, perSecond: number, label: string) => async (system: SystemName) =>
-  await withNodes(system, 2, async ([a, b]) => {
-    await warmUp(a, [b])
-    const sent = await publishAtRate(a, count, perSecond)
-    await allApplied(b, [...sent.keys()])
-    return [...latencyFigures(label, latencies(sent, [b])), ...memoryFigures([a, b])]
-  })
+/** CPU seconds of each node so far. */
+const cpuOf = (nodes: BenchNode[]): number[] => nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
 
-await workload('latency', '1. Latency: 200 events at 20/s, publish on A → applied on B', latencyAt(200, 20, 'latency'))
+/** Idle CPU of each node in % of a core, over `ms` in which nothing is published. */
+async function idleCpu(nodes: BenchNode[], ms: number): Promise<number[]> {
+  const c0 = cpuOf(nodes)
+  const t0 = performance.now()
+  await sleep(ms)
+  const wall = (performance.now() - t0) / 1000
+  return cpuOf(nodes).map((c, i) => ((c - c0[i]) / wall) * 100)
+}
+
+/**
+ * Latency from publish on A to applied on B of `count` events sent at `perSecond`; with `cpu`, also each
+ * node's idle CPU (over 10 s after the warm-up) and its CPU per event with the idle share subtracted.
+ */
+const latencyAt =
+  (count: number, perSecond: number, label: string, cpu = false) =>
+  async (system: SystemName) =>
+    await withNodes(system, 2, async ([a, b]) => {
+      await warmUp(a, [b])
+      const idle = cpu ? await idleCpu([a, b], 10_000) : []
+      const c0 = cpuOf([a, b])
+      const t0 = performance.now()
+      const sent = await publishAtRate(a, count, perSecond)
+      await allApplied(b, [...sent.keys()])
+      const wall = (performance.now() - t0) / 1000
+      const perEvent = cpuOf([a, b]).map((c, i) => ((c - c0[i] - (idle[i] / 100) * wall) / count) * 1000)
+      const cpuFigures: Array<[string, string, 'lower', Figure]> = cpu
+        ? [
+            ['CPU per event, publisher A (idle subtracted)', 'ms', 'lower', round(perEvent[0], 2)],
+            ['CPU per event, receiver B (idle subtracted)', 'ms', 'lower', round(perEvent[1], 2)],
+            ['idle CPU A / B', '% of a core', 'lower', `${round(idle[0], 2)} / ${round(idle[1], 2)}`]
+          ]
+        : []
+      return [...latencyFigures(label, latencies(sent, [b])), ...cpuFigures, ...memoryFigures([a, b])]
+    })
+
+await workload('latency', '1. Latency: 200 events at 20/s, publish on A → applied on B', latencyAt(200, 20, 'latency', true))
 
 await workload(
   'throughput',
@@ -236,10 +265,21 @@ await workload(
       async (nodes) => {
         await warmUp(nodes[0], nodes, 10)
         const cpu0 = nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
+        const hints0 = await Promise.all(nodes.map(async (n) => await n.gossipHints?.()))
         const t0 = performance.now()
         const sent = await publishAtRate(nodes[0], 100, 20)
         for (const n of nodes) await allApplied(n, [...sent.keys()])
         const wall = (performance.now() - t0) / 1000
+        // Copies of each hint a node received by gossip: every copy over the distinct ones.
+        const copies: number[] = []
+        for (const [i, n] of nodes.entries()) {
+          const h = await n.gossipHints?.()
+          const h0 = hints0[i]
+          if (h == null || h0 == null || i === 0) continue
+          const received = h.received - h0.received
+          const distinct = received - (h.duplicates - h0.duplicates)
+          if (distinct > 0) copies.push(received / distinct)
+        }
         const cpu = nodes.map((n, i) => ((procStats(n.proc!.pid).cpuSeconds - cpu0[i]) / wall) * 100)
         const rss = nodes.map((n) => {
           n.stats()
@@ -249,6 +289,12 @@ await workload(
           ...latencyFigures('to the farthest node', latencies(sent, nodes)),
           ['CPU of the publisher', '% of a core', 'lower', round(cpu[0])],
           ['CPU per other node (median)', '% of a core', 'lower', round(quantile(cpu.slice(1), 0.5))],
+          ...(copies.length > 0
+            ? ([
+                ['gossip copies per hint received, median of the other nodes', 'copies', 'lower', round(quantile(copies, 0.5), 2)],
+                ['gossip copies per hint received, the most of any node', 'copies', 'lower', round(Math.max(...copies), 2)]
+              ] as Array<[string, string, 'lower', Figure]>)
+            : []),
           ['peak RSS per node (max)', 'MiB', 'lower', round(Math.max(...rss), 0)]
         ]
       },

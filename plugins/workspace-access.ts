@@ -21,7 +21,7 @@ export const RevokedSchema = v.strictObject({
 })
 
 /** What each role grants. A revocation takes away one permission. */
-export const ROLE_PERMISSIONS: Record<string, string[]> = {
+export const ROLE_PERMISSIONS: Record<v.InferOutput<typeof InvitedSchema>['role'], string[]> = {
   viewer: ['read'],
   member: ['read', 'write', 'member'],
   admin: ['read', 'write', 'member', 'admin'],
@@ -48,10 +48,6 @@ export function workspaceMembers(db: PluginDb): Array<{ workspace_id: string; su
 export default definePlugin({
   name: 'workspace-access',
   version: '1.0.0',
-  handles: {
-    'workspace.invited': { version: 1, payload: InvitedSchema },
-    'permission.revoked': { version: 1, payload: RevokedSchema }
-  },
   migrations: [
     `CREATE TABLE workspace_access (
        workspace_id TEXT NOT NULL,
@@ -73,16 +69,24 @@ export default definePlugin({
        FROM (SELECT * FROM workspace_access WHERE granted = 1 ORDER BY permission)
        GROUP BY workspace_id, subject;`
   ],
-  apply(event, { db }) {
-    const key = orderKey(event)
-    if (event.type === 'workspace.invited') {
-      const p = event.payload as v.InferOutput<typeof InvitedSchema>
-      for (const permission of ROLE_PERMISSIONS[p.role]) {
-        db.run(UPSERT, [p.workspace_id, p.invitee, permission, 1, p.role, p.invited_by, p.expires_at ?? null, null, key, event.event_id, event.producer, event.hlc])
+  handles: {
+    'workspace.invited': {
+      version: 1,
+      payload: InvitedSchema,
+      apply(event, { db }) {
+        const p = event.payload
+        for (const permission of ROLE_PERMISSIONS[p.role]) {
+          db.run(UPSERT, [p.workspace_id, p.invitee, permission, 1, p.role, p.invited_by, p.expires_at ?? null, null, orderKey(event), event.event_id, event.producer, event.hlc])
+        }
       }
-    } else {
-      const p = event.payload as v.InferOutput<typeof RevokedSchema>
-      db.run(UPSERT, [p.workspace_id, p.subject, p.permission, 0, null, null, null, p.reason ?? null, key, event.event_id, event.producer, event.hlc])
+    },
+    'permission.revoked': {
+      version: 1,
+      payload: RevokedSchema,
+      apply(event, { db }) {
+        const p = event.payload
+        db.run(UPSERT, [p.workspace_id, p.subject, p.permission, 0, null, null, null, p.reason ?? null, orderKey(event), event.event_id, event.producer, event.hlc])
+      }
     }
   }
 })

@@ -217,3 +217,14 @@ export class NotFoundError extends Error {
     this.name = 'NotFoundError'
   }
 }
+
+/** A membership change the node's `/v1/members` refused (the console shows it): the HTTP status and the node's message. */
+export class MemberChangeRefused extends Error {
+  static name = 'MemberChangeRefused'
+  readonly status: number
+  constructor(status: number, message: string) {
+    super(message)
+    this.name = 'MemberChangeRefused'
+    this.status = status
+  }
+}

@@ -17,6 +17,7 @@ import { testOutbox } from './helpers/outbox.ts'
 import { CairnEventBus } from '../src/node/events.ts'
 import { withBlocks } from '../src/model/head.ts'
 import type { AnnouncingBroker } from '../src/p2p/announce.ts'
+import { headsTopic } from '../src/p2p/gossip.ts'
 
 describe('the blocks protocol', () => {
   test('a catch-up fetches its files in batches from the producer', async () => {
@@ -117,25 +118,64 @@ describe('the head exchange', () => {
       }
       await new HeadExchange({ libp2p: b.ipfs.libp2p, heads: () => [], onHead, log: silentLog }).start()
       const heads = [new TextEncoder().encode('head 1'), new TextEncoder().encode('head 2')]
-      const pusher = new HeadExchange({ libp2p: a.ipfs.libp2p, heads: () => heads.map((h) => h.slice()), log: silentLog, onHead: async () => {} })
-      await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
-      const settled = async (n: number): Promise<void> => {
-        await waitFor(`${n} heads on b`, () => received.length >= n, 5000)
-        await Bun.sleep(200)
-        expect(received).toHaveLength(n)
+      // Every push opens a stream, and pushAll returns once its streams are written: counting the dials
+      // of the pusher tells exactly what it sent, without waiting to see that nothing more arrives.
+      const libp2p = a.ipfs.libp2p
+      let dials = 0
+      const counting = new Proxy(libp2p, {
+        get: (target, key) => {
+          if (key === 'dialProtocol') {
+            return (...args: Parameters<typeof libp2p.dialProtocol>) => {
+              dials++
+              return target.dialProtocol(...args)
+            }
+          }
+          const value = Reflect.get(target, key)
+          return typeof value === 'function' ? value.bind(target) : value
+        }
+      })
+      const pusher = new HeadExchange({ libp2p: counting, heads: () => heads.map((h) => h.slice()), log: silentLog, onHead: async () => {} })
+      await waitFor('a connected to b', () => libp2p.getConnections(b.peerId).length > 0, 10_000)
+      const pushed = async (options: { changed?: boolean }, expected: { dials: number; heads: number }): Promise<void> => {
+        await pusher.pushAll(options)
+        expect(dials).toBe(expected.dials)
+        await waitFor(`${expected.heads} heads on b`, () => received.length >= expected.heads, 5000)
+        expect(received).toHaveLength(expected.heads)
       }
 
-      await pusher.pushAll({ changed: true })
-      await settled(2)
-      await pusher.pushAll({ changed: true })
-      await settled(2)
+      await pushed({ changed: true }, { dials: 1, heads: 2 })
+      await pushed({ changed: true }, { dials: 1, heads: 2 })
       heads[1] = new TextEncoder().encode('head 2, newer')
-      await pusher.pushAll({ changed: true })
-      await settled(4)
+      await pushed({ changed: true }, { dials: 2, heads: 4 })
       expect(received.slice(2)).toEqual(['head 1', 'head 2, newer'])
-      await pusher.pushAll()
-      await settled(6)
+      await pushed({}, { dials: 3, heads: 6 })
     } finally {
+      await b.stop()
+      await a.stop()
+    }
+  })
+})
+
+describe('gossip copies', () => {
+  test('a node counts every copy of a hint it receives, and the duplicates among them, in /metrics', async () => {
+    using tmp = tempDir()
+    const a = await inProcessNode(await initDir(tmp.path, 'a'))
+    const key = join(tmp.path, 'a', 'swarm.key')
+    const addr = a.ipfs.libp2p.getMultiaddrs()[0].toString()
+    const b = await inProcessNode(await initDir(tmp.path, 'b', key), { bootstrap: [addr] })
+    const c = await inProcessNode(await initDir(tmp.path, 'c', key), { bootstrap: [addr, b.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    try {
+      const topic = headsTopic(a.network)
+      await waitFor('c subscribed to the hints as a sees it', () => a.ipfs.libp2p.services.pubsub.getSubscribers(topic).some((p) => p.equals(c.peerId)), 30_000)
+      for (let i = 0; i < 3; i++) await a.publish({ type: 'test.gossip', payload: { i } })
+      const counted = async (name: string): Promise<number> => {
+        const line = (await c.metrics.registry.metrics()).split('\n').find((l) => l.startsWith(`${name}{topic="hints"}`))
+        return line == null ? 0 : Number(line.split(' ')[1])
+      }
+      await waitFor('three hints received by c', async () => (await counted('cairn_gossip_received_total')) >= 3, 30_000)
+      expect(await counted('cairn_gossip_duplicates_total')).toBeLessThan(await counted('cairn_gossip_received_total'))
+    } finally {
+      await c.stop()
       await b.stop()
       await a.stop()
     }

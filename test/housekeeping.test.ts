@@ -1,7 +1,9 @@
 import { describe, expect, test } from 'bun:test'
 import { statSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { cairn, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
+import { CID } from 'multiformats/cid'
+import { cairn, initDir, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
+import { inProcessNode } from './helpers/forge.ts'
 import { eventCount, query } from './helpers/db.ts'
 
 const fast = ['--retention', '5s', '--housekeeping-interval', '1s']
@@ -91,4 +93,27 @@ describe('housekeeping', () => {
     await waitFor('the next event on c', () => eventCount(c.dir) === 11, 30_000)
     expect(after.seq).toBe(51)
   })
+})
+
+describe('the bus root status reports', () => {
+  test('is stored when status reports it and survives garbage collection as the current one', async () => {
+    using tmp = tempDir()
+    const dir = await initDir(tmp.path, 'a')
+    const node = await inProcessNode(dir)
+    try {
+      for (let i = 0; i < 3; i++) await node.publish({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: `u${i}@example.com`, role: 'member', invited_by: 'admin@example.com' } })
+      const reported = CID.parse((await node.statusJson()).bus_root)
+      expect(node.blocks.has(reported)).toBe(true)
+      await node.housekeeping()
+      expect(node.blocks.has(reported)).toBe(true)
+      // A commit moves it: housekeeping keeps the current one, and the old one may go.
+      await node.publish({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: 'late@example.com', role: 'member', invited_by: 'admin@example.com' } })
+      const next = await node.busRoot()
+      node.blocks.delete(next)
+      await node.housekeeping()
+      expect({ current: node.blocks.has(next), old: node.blocks.has(reported) }).toEqual({ current: true, old: false })
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
 })

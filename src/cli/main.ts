@@ -11,9 +11,27 @@ import { eventsVerb, exportVerb, gapsVerb, publishVerb, statusVerb } from './ver
 import { deadVerb, pluginsVerb, replayVerb, schemaVerb, sqlVerb } from './verbs/plugins.ts'
 import { demoVerb } from './verbs/demo.ts'
 import { doctorVerb } from './verbs/doctor.ts'
+import { consoleVerb } from './verbs/console.ts'
 
 /** Every verb, in the order --help lists them. */
-export const VERBS: Verb[] = [initVerb, runVerb, idVerb, publishVerb, eventsVerb, statusVerb, gapsVerb, exportVerb, pluginsVerb, schemaVerb, sqlVerb, deadVerb, replayVerb, doctorVerb, demoVerb]
+export const VERBS: Verb[] = [
+  initVerb,
+  runVerb,
+  idVerb,
+  publishVerb,
+  eventsVerb,
+  statusVerb,
+  consoleVerb,
+  gapsVerb,
+  exportVerb,
+  pluginsVerb,
+  schemaVerb,
+  sqlVerb,
+  deadVerb,
+  replayVerb,
+  doctorVerb,
+  demoVerb
+]
 
 /** Errors whose message is all an operator needs: printed without a stack trace. */
 const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'PluginLoadError', 'InvalidHeadError'])

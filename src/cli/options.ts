@@ -32,7 +32,14 @@ export const OPTIONS = {
   'causation-id': { name: 'causation-id', kind: 'string', value: 'ID', description: 'the event that caused this one', schema: text('Expected a string'), inFile: false },
   producer: { name: 'producer', kind: 'string', value: 'PEER_ID', description: 'only events of this producer', schema: text('Expected a peer id'), inFile: false },
   after: { name: 'after', kind: 'string', value: 'CURSOR', description: 'only events after this cursor (the local arrival number)', schema: IntSchema, inFile: false },
-  limit: { name: 'limit', kind: 'string', value: 'N', description: 'at most N events (default 1000)', schema: IntSchema, inFile: false, default: 1000 },
+  limit: {
+    name: 'limit',
+    kind: 'string',
+    value: 'N',
+    description: 'at most N events (default 1000; with --json and no --limit, every event, read a page at a time)',
+    schema: IntSchema,
+    inFile: false
+  },
   follow: { name: 'follow', kind: 'boolean', description: 'keep printing new events as they arrive (needs the running node)', schema: v.boolean(), inFile: false },
   dead: { name: 'dead', kind: 'boolean', description: 'every dead letter', schema: v.boolean(), inFile: false },
   since: {
@@ -43,5 +50,7 @@ export const OPTIONS = {
     schema: text('Expected a time'),
     inFile: false
   },
+  dir: { name: 'dir', kind: 'string', value: 'DIR', description: 'the directory to write into (default: the current one)', schema: text('Expected a directory'), inFile: false },
+  'no-open': { name: 'no-open', kind: 'boolean', description: 'only print the link; do not start a browser', schema: v.boolean(), inFile: false },
   car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }
 } satisfies Record<string, Setting>

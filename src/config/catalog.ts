@@ -11,6 +11,8 @@ const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/7401'
 /** The default loopback HTTP endpoint. */
 const DEFAULT_HTTP = '127.0.0.1:7400'
 
+const TypeNameSchema = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$/, 'Expected a dotted lowercase event type'))
+
 const str = (message: string) => v.pipe(v.string(message), v.minLength(1, message))
 
 /** Every setting, by name. Verbs pick the ones they take. */
@@ -47,6 +49,26 @@ export const SETTINGS = {
     kind: 'boolean',
     description: 'allow --http on a non-loopback address (anyone who can reach it can read status; /v1 still needs the token)',
     schema: BoolSchema,
+    default: false
+  },
+  'allow-unknown-types': {
+    name: 'allow-unknown-types',
+    kind: 'boolean',
+    description:
+      'publish event types (and versions) no local plugin reads, for networks where other nodes handle them; config.json (or the environment, comma-separated) may list the types instead (["document.shared"]). Without it such a publish is refused',
+    schema: v.union(
+      [
+        BoolSchema,
+        v.array(TypeNameSchema),
+        // CAIRN_ALLOW_UNKNOWN_TYPES=document.shared,document.unshared
+        v.pipe(
+          v.string(),
+          v.transform((x) => x.split(',').map((t) => t.trim())),
+          v.array(TypeNameSchema)
+        )
+      ],
+      'Expected true, false or a list of event types'
+    ),
     default: false
   },
   plugins: { name: 'plugins', kind: 'string', multiple: true, value: 'DIR', description: 'a directory of external plugin files (.js/.ts) to load', schema: StringListSchema, default: [] },
@@ -104,7 +126,8 @@ export const SETTINGS = {
     name: 'max-files-per-walk',
     kind: 'string',
     value: 'N',
-    description: "the most event files fetched and held in memory at once during a walk of a producer's tree (default 20000; a larger backlog goes in chunks of this size)",
+    description:
+      "the most event files fetched and held in memory at once during a walk of a producer's tree (default 20000; a larger backlog goes in chunks of this size; one pass of a walk lists at most 5 times as many files and reads at most 50 times as many directories)",
     schema: IntSchema,
     default: 20_000
   },
@@ -224,6 +247,7 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS.http,
   SETTINGS['force-http'],
   SETTINGS.plugins,
+  SETTINGS['allow-unknown-types'],
   SETTINGS['log-level'],
   SETTINGS['log-format'],
   SETTINGS['announce-interval'],
@@ -256,6 +280,7 @@ type RunSettingName =
   | 'http'
   | 'force-http'
   | 'plugins'
+  | 'allow-unknown-types'
   | 'log-level'
   | 'log-format'
   | 'announce-interval'

@@ -10,6 +10,8 @@ export interface RunInfo {
   addrs: string[]
   http: string
   started_at: string
+  /** the plugin directories the node loaded (absolute), so that `cairn plugins` and `cairn schema` see what it runs */
+  plugins?: string[]
 }
 
 /** Writes node.json atomically. */

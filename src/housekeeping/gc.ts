@@ -4,17 +4,19 @@ import type { Store } from '../store/store.ts'
 import { walkDag } from '../unixfs/walk.ts'
 
 /**
- * Deletes the blocks that no root reaches: the own outbox root and every producer's synced and head roots.
+ * Deletes the blocks that no root reaches: the own outbox root, every producer's synced and head roots, and
+ * the blocks in `keep` (the bus root).
  *
  * @returns how many blocks went and their size
  */
-export function collectGarbage(store: Store, blocks: SqliteBlockstore): { blocks: number; bytes: number } {
+export function collectGarbage(store: Store, blocks: SqliteBlockstore, keep: readonly CID[] = []): { blocks: number; bytes: number } {
   // Only blocks present before marking may go: a block fetched or written meanwhile survives this run.
   const before = blocks.sizes()
   const roots = new Set<string>()
   const own = store.outbox.root()
   if (own != null) roots.add(own)
   for (const r of store.producers.roots()) roots.add(r)
+  for (const k of keep) roots.add(k.toString())
   const live = new Set<string>()
   // A missing block and a block that is no directory are leaves; event files need not be read.
   for (const step of walkDag(

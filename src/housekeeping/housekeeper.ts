@@ -1,5 +1,6 @@
 import type { Components } from '../node/components.ts'
 import type { Outbox } from '../publish/outbox.ts'
+import { busRoot } from '../unixfs/busRoot.ts'
 import { collectGarbage } from './gc.ts'
 import { prunable } from './prune.ts'
 
@@ -86,7 +87,10 @@ export class Housekeeper {
       result.held_back_by = heldBackBy
       const pruned = await this.init.outbox.prune(seqs)
       result.pruned_files = pruned.removed
-      const gc = collectGarbage(store, blocks)
+      // The bus root that status reports is served to any IPFS client: it survives collection (rebuilt and
+      // stored here, so it is the current one).
+      const bus = await busRoot(store.producers.syncedRoots(), blocks)
+      const gc = collectGarbage(store, blocks, [bus])
       result.blocks_deleted = gc.blocks
       result.reclaimed_bytes = gc.bytes
       if (this.init.eventsRetention != null) result.events_deleted = store.events.deleteProcessedBefore(now - this.init.eventsRetention)

@@ -14,6 +14,7 @@ import { openApiDocument } from './openapi.ts'
 import { MAX_TYPES, readQuery } from './query.ts'
 import { EventsQuerySchema, MAX_PAGE, NoQuerySchema, SchemaQuerySchema, type LimitsSchema, type SchemaInfoSchema } from './schemas.ts'
 import { assertCursor, eventJson, STREAM_RETRY_MS, streamEvents, type StreamDeps } from './stream.ts'
+import { consoleApp, type ConsoleDeps } from './console/app.ts'
 
 /** The limits `GET /v1/limits` reports (and 413 answers carry). */
 export type Limits = v.InferOutput<typeof LimitsSchema>
@@ -51,6 +52,8 @@ export interface HttpDeps {
    * purpose: requests whose Host header names anything else are refused.
    */
   bound?: () => { port?: number; host?: string }
+  /** the browser console at `/` (see consoleApp); absent, `/` is not served */
+  console?: ConsoleDeps
 }
 
 const LOOPBACK_HOST = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])$/i
@@ -231,6 +234,12 @@ export function createHttpApp(deps: HttpDeps): Hono {
       const m = metrics()
       return c.body(await m.text(), 200, { 'content-type': m.contentType })
     })
+  }
+  if (deps.console != null) {
+    // The console calls this endpoint's own /v1 routes (the Members page: /v1/members) as the CLI does.
+    const api = async (path: string, init: RequestInit = {}): Promise<Response> =>
+      await app.request(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), host: 'localhost', authorization: `Bearer ${deps.token}` } })
+    app.route('/', consoleApp(deps.console, { ownHost: (host) => bound == null || hostAllowed(host, bound()), api }))
   }
   for (const [path, methods] of Object.entries(ROUTES)) {
     app.all(path, (c) => errorResponse(405, 'method_not_allowed', `Method ${c.req.method} is not allowed on ${c.req.path}: use ${methods.join(' or ')}`, { headers: { allow: methods.join(', ') } }))

@@ -23,6 +23,18 @@ export class Metrics {
   readonly lagAlert = new Gauge({ name: 'cairn_lag_alert', help: "1 when some producer's lag is over --lag-alert", registers: [this.registry] })
   readonly peers = new Gauge({ name: 'cairn_peers', help: 'Connected peers', registers: [this.registry] })
   readonly headsReceived = new Counter({ name: 'cairn_heads_received_total', help: 'Heads received, by result', labelNames: ['result'], registers: [this.registry] })
+  readonly gossipReceived = new Counter({
+    name: 'cairn_gossip_received_total',
+    help: 'Gossip messages received, every copy, by topic (hints, peers)',
+    labelNames: ['topic'],
+    registers: [this.registry]
+  })
+  readonly gossipDuplicates = new Counter({
+    name: 'cairn_gossip_duplicates_total',
+    help: 'Gossip messages received that were copies of one already seen, by topic: copies per message = received / (received - duplicates)',
+    labelNames: ['topic'],
+    registers: [this.registry]
+  })
   readonly headsAnnounced = new Counter({ name: 'cairn_heads_announced_total', help: 'Heads announced or re-announced to peers', labelNames: ['via'], registers: [this.registry] })
   readonly rejected = new Counter({ name: 'cairn_rejected_total', help: 'Heads, files and requests rejected, by reason', labelNames: ['reason'], registers: [this.registry] })
   readonly rejectedByProducer = new Counter({

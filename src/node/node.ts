@@ -1,10 +1,18 @@
+import { resolve } from 'node:path'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
 import { NotFoundError, NotStartedError } from '../errors.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
+import { statSync } from 'node:fs'
 import { createHttpApp, type SchemaInfo } from '../http/app.ts'
+import type { StreamDeps } from '../http/stream.ts'
+import type { ConsoleDeps } from '../http/console/app.ts'
+import { SeriesWindow } from '../http/console/series.ts'
+import { ConsoleSessions } from '../http/console/sessions.ts'
+import { dataPaths } from '../datadir/layout.ts'
+import { requestReplay } from '../plugins/replay.ts'
 import { createLogger, type Log } from '../log/logger.ts'
 import { trace } from '../log/trace.ts'
 import { Metrics } from '../metrics/metrics.ts'
@@ -36,6 +44,9 @@ import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
 import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
 
+/** The console's charts take a reading this often. */
+const CONSOLE_SAMPLE_MS = 2000
+
 /** Options that the CLI, tests and embedders set. */
 export interface NodeExtras {
   log?: Log
@@ -63,6 +74,8 @@ interface Running {
   gossip: HeadGossip
   dialer: Dialer
   rejections: RejectionLog
+  /** the browser console's login links and sessions, and its charts' readings */
+  console: { sessions: ConsoleSessions; series: SeriesWindow }
   http?: HttpServer
   timers: Array<ReturnType<typeof setInterval>>
   stopListening: Array<() => void>
@@ -149,7 +162,8 @@ export class CairnNode {
     try {
       const plugins = pluginHost({
         plugins: await loadPlugins(this.extras.plugins ?? [], cfg.plugins),
-        publish: async (r) => await this.publish(r)
+        publish: async (r) => await this.publish(r),
+        allowUnknownTypes: cfg.allowUnknownTypes
       })(components)
       startedPlugins = plugins
       await plugins.start()
@@ -160,7 +174,11 @@ export class CairnNode {
         blockstore: opened.blocks,
         datastorePath: opened.datastorePath,
         network: opened.network,
-        headsTopic: headsTopic(opened.network)
+        headsTopic: headsTopic(opened.network),
+        onGossipReceived: (topic, what) => {
+          if (what === 'received') components.metrics.gossipReceived.inc({ topic })
+          else components.metrics.gossipDuplicates.inc({ topic })
+        }
       })
       // Helia builds libp2p when it starts; nothing listens on it until the services below start.
       await ipfs.start()
@@ -263,6 +281,7 @@ export class CairnNode {
         gossip,
         dialer,
         rejections,
+        console: { sessions: new ConsoleSessions(), series: new SeriesWindow() },
         timers: [],
         stopListening,
         startedAt: 0
@@ -288,6 +307,11 @@ export class CairnNode {
           void this.housekeeping()
         }, cfg.housekeepingInterval)
       )
+      running.timers.push(
+        setInterval(() => {
+          this.consoleReading(running)
+        }, CONSOLE_SAMPLE_MS)
+      )
       // Picks up replay requests written by cairn replay, and retries that came due.
       running.timers.push(
         setInterval(() => {
@@ -296,7 +320,15 @@ export class CairnNode {
       )
       running.startedAt = Date.now()
       const http = `${cfg.http.host.includes(':') ? `[${cfg.http.host}]` : cfg.http.host}:${running.http.port}`
-      writeRunInfo(cfg.data, { peer_id: self, pid: process.pid, version: VERSION, addrs: libp2p.getMultiaddrs().map(String), http, started_at: new Date(running.startedAt).toISOString() })
+      writeRunInfo(cfg.data, {
+        peer_id: self,
+        pid: process.pid,
+        version: VERSION,
+        addrs: libp2p.getMultiaddrs().map(String),
+        http,
+        started_at: new Date(running.startedAt).toISOString(),
+        plugins: cfg.plugins.map((d) => resolve(d))
+      })
       this.status = 'started'
       this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${running.http.port}`, network: opened.network })
     } catch (err) {
@@ -378,18 +410,80 @@ export class CairnNode {
         refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
         return this.metrics
       },
-      stream: {
-        events: r.opened.store.events,
-        heartbeatMs: this.heartbeatMs,
-        watermark: () => r.plugins.watermark(),
-        wait: async (signal, ms) =>
-          await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(ms)]) }).then(
-            () => true,
-            () => false
-          )
-      },
-      bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined })
+      stream: this.streamDeps(r),
+      bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined }),
+      console: this.consoleDeps(r)
     })
+  }
+
+  /** What the browser console reads and does: the status, the charts, the tables, replay. */
+  private consoleDeps(r: Running): ConsoleDeps {
+    const { store, blocks } = r.opened
+    const paths = dataPaths(this.config.data)
+    const onDisk = (file: string): number => [file, `${file}-wal`].reduce((n, f) => n + (statSync(f, { throwIfNoEntry: false })?.size ?? 0), 0)
+    return {
+      token: r.opened.token,
+      sessions: r.console.sessions,
+      log: this.log,
+      status: async () => await this.statusJson(),
+      series: () => r.console.series.series(),
+      events: store.events,
+      stream: this.streamDeps(r),
+      plugins: (rows) => ({
+        list: r.plugins.listPlugins().map((p) => ({ ...p, backlog: store.events.countAfter(store.pluginState.cursor(p.name)) })),
+        schema: (type, version) => r.plugins.jsonSchema(type, version),
+        dead: store.pluginState.deadLetters(rows),
+        held: store.pluginState.held(rows)
+      }),
+      replay: (eventId, producer) => {
+        const queued = requestReplay(store, { eventId, producer })
+        r.plugins.notify()
+        return queued
+      },
+      // The static setting: the Members page shows it where the endpoint has no /v1/members.
+      members: () => {
+        const setting = r.opened.access.members
+        const self = r.opened.peerId.toString()
+        const peers = new Set(r.ipfs.libp2p.getPeers().map(String))
+        return {
+          source: setting == null ? 'open' : 'setting',
+          self_is_owner: false,
+          members: [...(setting ?? new Map<string, string | undefined>())].map(([peer, name]) => ({
+            peer_id: peer,
+            name: name ?? null,
+            connected: peer === self ? undefined : peers.has(peer),
+            self: peer === self
+          }))
+        }
+      },
+      storage: () => ({ blocks: blocks.count(), blocks_bytes: onDisk(paths.blocks), database_bytes: onDisk(paths.database) }),
+      bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined })
+    }
+  }
+
+  /** Records one reading for the console's charts: what was published, ingested and applied, and the lag. */
+  private consoleReading(r: Running): void {
+    const { store } = r.opened
+    r.console.series.add(Date.now(), {
+      published: store.outbox.counts().lastSeq,
+      ingested: store.events.maxCursor(),
+      applied: r.plugins.watermark(),
+      lag: store.producers.all().map((p) => ({ producer: p.producer, lag_events: Math.max(0, p.head_seq - p.processed_seq) }))
+    })
+  }
+
+  /** What an event stream (`/v1/stream`, the console's live tail) reads. */
+  private streamDeps(r: Running): StreamDeps {
+    return {
+      events: r.opened.store.events,
+      heartbeatMs: this.heartbeatMs,
+      watermark: () => r.plugins.watermark(),
+      wait: async (signal, ms) =>
+        await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(ms)]) }).then(
+          () => true,
+          () => false
+        )
+    }
   }
 
   /**
@@ -543,7 +637,8 @@ export class CairnNode {
         peers: libp2p.getPeers().map(String),
         syncing: r.syncer.busy,
         rejections: r.rejections.list(),
-        clock: this.clockStatus()
+        clock: this.clockStatus(),
+        loadedPlugins: r.plugins.listPlugins()
       },
       storedStatus(r.opened.store)
     )
@@ -560,8 +655,13 @@ export class CairnNode {
     }
   }
 
-  /** @returns the CID of this node's bus directory */
+  /**
+   * Builds and stores the bus directory, so that any IPFS client can fetch the CID status reports (housekeeping
+   * keeps the current one).
+   *
+   * @returns the CID of this node's bus directory
+   */
   async busRoot(): Promise<CID> {
-    return await busRoot(this.run.opened.store.producers.syncedRoots())
+    return await busRoot(this.run.opened.store.producers.syncedRoots(), this.run.opened.blocks)
   }
 }

@@ -1,3 +1,4 @@
+import type { HeldGroup } from '../store/pluginState.ts'
 import type { ProducerAhead } from '../model/clockSkew.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
@@ -28,9 +29,9 @@ export interface StoredStatus {
   housekeeping: { last: HousekeepingResult | null; reclaimed_bytes: number }
   /**
    * backlog: events not yet processed by every plugin; retrying: (plugin, event) pairs waiting for a retry;
-   * held: events of a version no plugin knows
+   * held: events of a version no plugin knows; held_by: which plugin holds which (type, version), and how many
    */
-  plugins: { backlog: number; retrying: number; dead_letters: number; held: number }
+  plugins: { backlog: number; retrying: number; dead_letters: number; held: number; held_by: HeldGroup[] }
   quarantine: { count: number; by_reason: Record<string, number>; recent: Array<{ producer: string; path: string; reason: string; detail: string; detected_at: string }> }
 }
 
@@ -59,7 +60,8 @@ export function storedStatus(store: Store, now = Date.now()): StoredStatus {
       backlog: store.events.pendingCount(),
       retrying: store.pluginState.retryingCount(),
       dead_letters: store.pluginState.deadLetterCount(),
-      held: store.pluginState.heldCount()
+      held: store.pluginState.heldCount(),
+      held_by: store.pluginState.heldBy()
     },
     housekeeping: {
       last: JSON.parse(store.meta.get('housekeeping') ?? 'null'),
@@ -92,6 +94,19 @@ export interface LiveStatus {
   syncing: boolean
   rejections: RejectionSummary[]
   clock: ClockStatus
+  /** the plugins this node runs: name, version, file (or built-in), per type the versions each reads, its tables */
+  loadedPlugins: LoadedPluginStatus[]
+}
+
+/** A plugin the running node loaded, as `cairn status` and `cairn plugins` show it. */
+export interface LoadedPluginStatus {
+  name: string
+  version?: string
+  source: string
+  /** per event type, the versions the plugin reads */
+  types: Record<string, number[]>
+  /** the tables its migrations create */
+  tables: string[]
 }
 
 /** This node's clock against others' (the clock rule, `--max-clock-skew`). */
@@ -120,6 +135,7 @@ export type StatusDocument = StoredStatus & {
   /** per member or tracked producer and reason, rejections since start (bounded; most recent first) */
   rejections: RejectionSummary[]
   clock: ClockStatus
+  loaded_plugins: LoadedPluginStatus[]
 }
 
 /** @returns the status document of a running node */
@@ -132,6 +148,8 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (live.clock.publish_refused != null) reasons.push(`publishing refused: ${live.clock.publish_refused}`)
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
   if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
+  for (const h of stored.plugins.held_by)
+    reasons.push(`plugin ${h.plugin} holds ${h.count} ${h.type} v${h.version} event(s): it reads older versions only; load a version of it that reads v${h.version}`)
   return {
     verdict: !live.ready.ready ? 'failing' : reasons.length > 0 ? 'degraded' : 'healthy',
     reasons,
@@ -145,6 +163,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     syncing: live.syncing,
     rejections: live.rejections,
     clock: live.clock,
+    loaded_plugins: live.loadedPlugins,
     ...stored
   }
 }

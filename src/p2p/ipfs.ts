@@ -15,6 +15,7 @@ import { FsDatastore } from 'datastore-fs'
 import { noiseOptions } from '../runtime/noiseCrypto.ts'
 import { boundPnetCipherMemory } from './pnetCipher.ts'
 import { MAX_HEAD_BYTES } from '../model/head.ts'
+import { gossipCounts, type GossipReceived } from './gossipCounts.ts'
 
 /**
  * A gossipsub frame holds a few head messages: gossipsub answers an IWANT with every message asked for in
@@ -43,6 +44,8 @@ export interface IpfsInit {
   network: string
   /** the heads topic: invalid hints on it are penalised in peer scoring */
   headsTopic: string
+  /** told of every gossip message received, by topic ('hints' or 'peers'), and of every duplicate */
+  onGossipReceived?: GossipReceived
 }
 
 /**
@@ -53,6 +56,7 @@ export interface IpfsInit {
 export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
   boundPnetCipherMemory()
   const datastore = new FsDatastore(init.datastorePath)
+  const peersTopic = `cairn/${init.network}/peers`
   const helia = createHeliaLight({ blockstore: init.blockstore, datastore })
   const withP2p = withLibp2pLight(helia, {
     privateKey: init.privateKey,
@@ -63,7 +67,7 @@ export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
     streamMuxers: [yamux()],
     connectionProtector: preSharedKey({ psk: init.swarmKey }),
     connectionManager: { maxConnections: 300 },
-    peerDiscovery: [pubsubPeerDiscovery({ interval: 10_000, topics: [`cairn/${init.network}/peers`], listenOnly: false })],
+    peerDiscovery: [pubsubPeerDiscovery({ interval: 10_000, topics: [peersTopic], listenOnly: false })],
     services: {
       identify: identify(),
       pubsub: gossipsub({
@@ -78,6 +82,13 @@ export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
         // Peer discovery re-publishes the same peer record on a timer and does not catch the rejection
         // gossipsub throws for a message it has seen (PublishError.Duplicate): such a publish is a no-op.
         ignoreDuplicatePublishError: true,
+        ...(init.onGossipReceived != null && {
+          metricsRegister: gossipCounts(init.onGossipReceived),
+          metricsTopicStrToLabel: new Map([
+            [init.headsTopic, 'hints'],
+            [peersTopic, 'peers']
+          ])
+        }),
         scoreParams: createPeerScoreParams({
           topics: {
             // Only invalid hints count against a peer. The mesh-delivery penalties (on by default) punish a

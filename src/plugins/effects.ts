@@ -24,20 +24,23 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       ctx.log.warn(`effect of ${d.producer}/${d.event_id} dropped: the event is no longer in the events table`, { plugin: d.plugin })
       continue
     }
-    if (plugin?.effect == null) continue
+    const handler = plugin?.handles[row.type]
+    if (plugin == null || handler == null || (handler.effect ?? plugin.effect) == null) continue
     const log = ctx.log.child({ plugin: plugin.name, event_id: row.event_id, producer: row.producer })
     try {
-      const event = { ...rowToEnvelope(row), payload: payloadOf(plugin.handles[row.type], row) }
-      await plugin.effect(event, {
+      const event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
+      const effectCtx = {
         db: store.pluginDb(),
         log,
         signal: ctx.signal,
         plugin: plugin.name,
-        publish: async (r) => {
+        publish: async (r: PublishRequest) => {
           if (publish == null) throw new Error('this host cannot publish')
           return await publish(r)
         }
-      })
+      }
+      if (handler.effect != null) await handler.effect(event, effectCtx)
+      else await plugin.effect?.(event, effectCtx)
       state.effectDone(d.plugin, d, d.attempts + 1, ctx.now())
     } catch (err) {
       const delay = backoff(d.attempts + 1, { base: ctx.backoffMs, max: MAX_EFFECT_DELAY })

@@ -3,13 +3,14 @@ import { waitFor } from '../node/events.ts'
 import type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
 import type { HeldEvent } from '../store/pluginState.ts'
 import { trace } from '../log/trace.ts'
-import { describePlugin, type PluginInfo } from './load.ts'
+import { describePlugin, versionDisagreements, type PluginInfo } from './load.ts'
 import type { LoadedPlugin } from './types.ts'
 import { migratePlugins } from './migrate.ts'
 import { processPlugin, type RunContext } from './runner.ts'
 import { replayQueued } from './replay.ts'
+import { rebuildIfRequested } from './rebuild.ts'
 import { nextEffectAt, runEffects } from './effects.ts'
-import { jsonSchemaOf, validatePublish } from './schemas.ts'
+import { jsonSchemaOf, validatePublish, type UnknownTypes } from './schemas.ts'
 import type { Issue } from '../model/issues.ts'
 import type { Plugin } from './types.ts'
 
@@ -26,6 +27,8 @@ export interface PluginHostInit {
   /** lets `effect` publish follow-up events */
   publish?: (request: PublishRequest) => Promise<PublishResult>
   now?: () => number
+  /** which types may be published though no local plugin reads them (default: none) */
+  allowUnknownTypes?: UnknownTypes
 }
 
 /** What the plugin host uses of the node. */
@@ -63,7 +66,8 @@ export class PluginHost implements Startable {
       signal: this.abort.signal,
       maxAttempts: init.maxAttempts ?? 5,
       backoffMs: init.backoffMs ?? 200,
-      now: init.now ?? Date.now
+      now: init.now ?? Date.now,
+      heldLogged: new Set()
     }
   }
 
@@ -80,6 +84,7 @@ export class PluginHost implements Startable {
   async start(): Promise<void> {
     if (this.status === 'started') return
     migratePlugins(this.components.store.pluginState, this.init.plugins)
+    for (const line of versionDisagreements(this.init.plugins)) this.components.log.warn(line, { reason: 'plugin_versions_differ' })
     this.components.store.pluginState.forgetOrphanRetries()
     this.status = 'started'
     this.notify()
@@ -174,6 +179,7 @@ export class PluginHost implements Startable {
     let retryAt = Infinity
     for (const { plugin } of this.init.plugins) {
       if (this.status !== 'started') return Infinity
+      rebuildIfRequested(this.ctx, plugin)
       retryAt = Math.min(retryAt, replayQueued(this.ctx, plugin), processPlugin(this.ctx, plugin))
     }
     this.components.store.events.markDone(
@@ -210,10 +216,10 @@ export class PluginHost implements Startable {
   /**
    * Checks a payload about to be published against the local plugin that declares its type.
    *
-   * @returns the version to publish (given, or the newest declared, else 1) and `payload.…: message` issues
+   * @returns the version to publish (given, else 1) and `type`, `version` or `payload.…: message` issues
    */
   validatePublish(type: string, version: number | undefined, payload: unknown): { version: number; issues: Issue[] } {
-    return validatePublish(this.plugins, type, version, payload)
+    return validatePublish(this.plugins, type, version, payload, this.init.allowUnknownTypes)
   }
 
   /** @returns the loaded plugins with their types, versions, source and the tables their migrations create */

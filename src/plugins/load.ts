@@ -4,7 +4,10 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { formatIssues } from '../model/issues.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
-import { definePlugin, type LoadedPlugin, type Plugin } from './types.ts'
+import type { LoadedPlugin, Plugin } from './types.ts'
+import * as sdkModule from './mod.ts'
+import { SDK, type Sdk } from './mod.ts'
+import { provideModule } from '../runtime/sdkModule.ts'
 import { PluginLoadError } from '../errors.ts'
 import { tablesOf } from './migrate.ts'
 
@@ -12,28 +15,53 @@ const isSchema = (x: unknown): boolean => x != null && typeof x === 'object' && 
 const Schema = v.custom<v.GenericSchema>(isSchema, 'Expected a valibot schema (v.object(...), v.unknown(), ...)')
 const Fn = v.custom<(...args: never[]) => unknown>((x) => typeof x === 'function', 'Expected a function')
 
-/** The shape every loaded plugin must have. */
-const PluginSchema = v.object({
-  name: v.pipe(v.string('Expected a name'), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'Expected a lowercase name of letters, digits, dots, dashes or underscores')),
-  version: v.optional(v.string('Expected a version string such as 1.0.0')),
-  handles: v.pipe(
-    v.record(
-      EventTypeSchema,
-      v.object({
-        version: v.pipe(v.number('Expected a version number'), v.integer(), v.minValue(1)),
-        payload: Schema,
-        upcast: v.optional(v.record(v.string(), v.object({ payload: Schema, to: Fn })))
-      })
-    ),
-    v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type')
-  ),
-  migrations: v.optional(v.array(v.string('Expected SQL text'))),
-  apply: Fn,
-  effect: v.optional(Fn)
-})
+/** A plugin's name: it names its file, its log lines and its rows in cairn's tables. */
+export const PluginNameSchema = v.pipe(v.string('Expected a name'), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'Expected a lowercase name of letters, digits, dots, dashes or underscores'))
 
-/** What a plugin file's default export receives when it is a function: the SDK, so it needs no node_modules. */
-const SDK = { v, definePlugin }
+/** The shape every loaded plugin must have: a key it does not know is refused, as a misspelling would be. */
+const HandlerSchema = v.strictObject(
+  {
+    version: v.pipe(v.number('Expected a version number'), v.integer(), v.minValue(1)),
+    payload: Schema,
+    upcast: v.optional(
+      v.record(
+        v.pipe(v.string(), v.regex(/^[1-9][0-9]*$/, 'Expected an older version number as the key')),
+        v.strictObject({ payload: Schema, to: Fn }, unknownKey('upcast')),
+        'Expected { [oldVersion]: upcaster(oldSchema, (old) => current) }'
+      )
+    ),
+    apply: v.optional(Fn),
+    effect: v.optional(Fn)
+  },
+  unknownKey('handler')
+)
+const PluginSchema = v.pipe(
+  v.strictObject(
+    {
+      name: PluginNameSchema,
+      version: v.optional(v.string('Expected a version string such as 1.0.0')),
+      handles: v.pipe(
+        v.record(EventTypeSchema, HandlerSchema),
+        v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type')
+      ),
+      migrations: v.optional(v.array(v.string('Expected SQL text'))),
+      apply: v.optional(Fn),
+      effect: v.optional(Fn)
+    },
+    unknownKey('plugin')
+  ),
+  v.forward(
+    v.check((p) => p.apply != null || Object.values(p.handles).every((h) => h.apply != null), "Expected an apply function for every handled type, or the plugin's own apply"),
+    ['handles']
+  ),
+  v.check((p) => Object.values(p.handles).every((h) => Object.keys(h.upcast ?? {}).every((old) => Number(old) < h.version)), "Expected every upcast version to be older than the handler's version")
+)
+
+/** @returns the message for a key the object does not have, such as a misspelled `verison` */
+function unknownKey(what: string): (issue: v.StrictObjectIssue) => string {
+  return (issue) =>
+    issue.expected === 'never' ? `Unknown ${what} key ${JSON.stringify(issue.input)}` : issue.expected === 'Object' ? `Expected a ${what} object` : `Expected the ${what} key ${issue.expected}`
+}
 
 /**
  * Checks a plugin's shape.
@@ -41,7 +69,7 @@ const SDK = { v, definePlugin }
  * @param source the file (or `built-in`) for error messages
  * @throws PluginLoadError naming the source and the field
  */
-function checkPlugin(candidate: unknown, source: string): Plugin {
+export function checkPlugin(candidate: unknown, source: string): Plugin {
   const r = v.safeParse(PluginSchema, candidate)
   if (!r.success) {
     const name = (candidate as { name?: unknown } | null)?.name
@@ -50,31 +78,61 @@ function checkPlugin(candidate: unknown, source: string): Plugin {
   return candidate as Plugin
 }
 
+/** @returns whether a file in a plugin directory is a plugin: a module, but not a test, a spec or a declaration */
+function isPluginFile(file: string): boolean {
+  return /\.(js|mjs|ts|mts)$/.test(file) && !/\.d\.m?ts$/.test(file) && !/\.(test|spec)\.[cm]?[jt]s$/.test(file)
+}
+
+/** A compiler message as the runtime reports a module that does not build: where, and the line's text. */
+interface BuildMessage {
+  message: string
+  position?: { file: string; line: number; column: number; lineText?: string } | null
+}
+
+const isBuildMessage = (x: unknown): x is BuildMessage => x instanceof Object && typeof (x as { message?: unknown }).message === 'string'
+
+/** @returns an import failure as text: each compiler message with its file, line and column, and the line itself */
+function importErrorText(err: unknown): string {
+  const errors: unknown[] = err instanceof Object && Array.isArray((err as { errors?: unknown }).errors) ? (err as { errors: unknown[] }).errors : [err]
+  const lines = errors
+    .filter(isBuildMessage)
+    .map(({ message, position: at }) => (at == null ? message : `${at.file}:${at.line}:${at.column}: ${message}${at.lineText != null ? `\n    ${at.lineText.trim()}` : ''}`))
+  return lines.length > 0 ? lines.join('\n  ') : String(err)
+}
+
+let sdkProvided: Promise<void> | undefined
+
+/** Lets plugin files `import { definePlugin, v } from '@cairn/plugin'` without node_modules (once per process). */
+function provideSdk(): Promise<void> {
+  sdkProvided ??= provideModule('@cairn/plugin', { ...sdkModule })
+  return sdkProvided
+}
+
 /**
- * Loads the built-in plugins and every `.js`/`.ts` file in `dirs`.
+ * Loads the built-in plugins and every `.js`/`.ts` file in `dirs` (not `*.test.*`, `*.spec.*`, `*.d.ts` or
+ * folders such as node_modules).
  *
  * @throws PluginLoadError naming the file: unreadable, broken, wrong shape, or a duplicate name
  */
 export async function loadPlugins(builtins: readonly Plugin[], dirs: readonly string[]): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = builtins.map((p) => ({ plugin: checkPlugin(p, 'built-in'), source: 'built-in' }))
+  if (dirs.length > 0) await provideSdk()
   for (const dir of dirs) {
     const abs = resolve(dir)
     if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new PluginLoadError(`Cannot load plugins from ${abs}: not a directory`)
-    for (const file of readdirSync(abs)
-      .filter((f) => /\.(js|mjs|ts)$/.test(f) && !f.endsWith('.d.ts'))
-      .sort()) {
+    for (const file of readdirSync(abs).filter(isPluginFile).sort()) {
       const path = join(abs, file)
       let mod: { default?: unknown }
       try {
         mod = await import(pathToFileURL(path).href)
       } catch (err) {
-        throw new PluginLoadError(`Cannot load plugin from ${path}: ${(err as Error).message}`)
+        throw new PluginLoadError(`Cannot load plugin from ${path}: ${importErrorText(err)}`)
       }
       let candidate = mod.default
       if (candidate == null) throw new PluginLoadError(`Cannot load plugin from ${path}: it has no default export (export default definePlugin({...}) or ({ v, definePlugin }) => ...)`)
       if (typeof candidate === 'function') {
         try {
-          candidate = await (candidate as (sdk: typeof SDK) => unknown)(SDK)
+          candidate = await (candidate as (sdk: Sdk) => unknown)(SDK)
         } catch (err) {
           throw new PluginLoadError(`Cannot load plugin from ${path}: its factory threw: ${(err as Error).message}`)
         }
@@ -111,4 +169,24 @@ export function describePlugin({ plugin, source }: LoadedPlugin): PluginInfo {
     types: Object.fromEntries(Object.entries(plugin.handles).map(([t, h]) => [t, [...Object.keys(h.upcast ?? {}).map(Number), h.version].sort((a, b) => a - b)])),
     tables: tablesOf(plugin)
   }
+}
+
+/**
+ * @returns one line per event type whose handlers read different newest versions, naming which plugin
+ * holds the newer events: such events wait (held) for that plugin until a version of it that reads them
+ */
+export function versionDisagreements(plugins: readonly LoadedPlugin[]): string[] {
+  const byType = new Map<string, Array<{ name: string; version: number }>>()
+  for (const { plugin } of plugins) for (const [type, h] of Object.entries(plugin.handles)) byType.set(type, [...(byType.get(type) ?? []), { name: plugin.name, version: h.version }])
+  const lines: string[] = []
+  for (const [type, handlers] of byType) {
+    const newest = Math.max(...handlers.map((h) => h.version))
+    const behind = handlers.filter((h) => h.version < newest)
+    if (behind.length === 0) continue
+    const ahead = handlers.filter((h) => h.version === newest).map((h) => h.name)
+    lines.push(
+      `plugins disagree on ${type}: ${ahead.join(', ')} read(s) v${newest}, ${behind.map((h) => `${h.name} only up to v${h.version}`).join(', ')}; ${type} events newer than a plugin's version are held for it (cairn status shows them)`
+    )
+  }
+  return lines
 }

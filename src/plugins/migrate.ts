@@ -12,18 +12,36 @@ import type { Plugin } from './types.ts'
  */
 export function migratePlugins(state: PluginStateTable, plugins: readonly LoadedPlugin[]): void {
   for (const { plugin, source } of plugins) {
-    const done = state.migrationVersion(plugin.name)
-    const migrations = plugin.migrations ?? []
-    for (let i = done; i < migrations.length; i++) {
-      try {
-        state.migrate(plugin.name, i + 1, migrations[i], Date.now())
-      } catch (err) {
-        throw new PluginLoadError(`Cannot start plugin "${plugin.name}" from ${source}: migration ${i + 1} failed: ${(err as Error).message}`)
-      }
-    }
+    migrateOne(state, plugin, source)
     state.ensureCursor(plugin.name)
     for (const [type, handler] of Object.entries(plugin.handles)) state.requeueHeld(plugin.name, type, handler.version, Date.now())
   }
+}
+
+/**
+ * Runs a plugin's migrations that have not run, each in its own transaction (a savepoint inside another).
+ *
+ * @throws PluginLoadError naming the plugin, its file and the failing migration
+ */
+export function migrateOne(state: PluginStateTable, plugin: Plugin, source: string): void {
+  const done = state.migrationVersion(plugin.name)
+  const migrations = plugin.migrations ?? []
+  for (let i = done; i < migrations.length; i++) {
+    try {
+      state.migrate(plugin.name, i + 1, migrations[i], Date.now())
+    } catch (err) {
+      throw new PluginLoadError(`Cannot start plugin "${plugin.name}" from ${source}: migration ${i + 1} failed: ${(err as Error).message}`)
+    }
+  }
+}
+
+/** @returns the views a plugin's migrations create */
+export function viewsOf(plugin: Plugin): string[] {
+  const names = new Set<string>()
+  for (const sql of plugin.migrations ?? []) {
+    for (const m of sql.matchAll(/CREATE\s+(?:TEMP(?:ORARY)?\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?["`[]?([A-Za-z_][A-Za-z0-9_]*)/gi)) names.add(m[1])
+  }
+  return [...names]
 }
 
 /** @returns the table names a plugin's migrations create */

@@ -4,8 +4,15 @@ import { backoff } from '../util/backoff.ts'
 import { payloadOf } from './schemas.ts'
 import type { Plugin, PluginEvent } from './types.ts'
 
+/** The series running plugins updates (the node's Metrics has them; the test kit counts nothing). */
+export interface ApplyMetrics {
+  applied: { inc(labels: { type: string; plugin: string }): void }
+  applyDuration: { observe(labels: { plugin: string }, seconds: number): void }
+}
+
 /** What running plugins needs: the node's store, log, metrics and events, and the host's settings. */
-export interface RunContext extends Pick<Components, 'store' | 'log' | 'metrics' | 'events'> {
+export interface RunContext extends Pick<Components, 'store' | 'log' | 'events'> {
+  metrics: ApplyMetrics
   /** aborts when the host stops */
   signal: AbortSignal
   /** attempts before an event is dead-lettered for a plugin */
@@ -13,6 +20,10 @@ export interface RunContext extends Pick<Components, 'store' | 'log' | 'metrics'
   /** the first retry's delay; each further one doubles it */
   backoffMs: number
   now: () => number
+  /** (plugin, type, version) triples whose holding was logged: each is logged once per process */
+  heldLogged?: Set<string>
+  /** set while a rebuild re-applies history: effects already ran for it, so none is queued */
+  rebuilding?: boolean
 }
 
 /** How many rows a plugin reads from the events table at a time, and retries at most per round. */
@@ -76,6 +87,17 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
       state.hold(plugin.name, row, row.version, ctx.now())
       moveCursor()
     })
+    const key = `${plugin.name}\n${row.type}\n${row.version}`
+    if (ctx.heldLogged != null && ctx.heldLogged.size < 1000 && !ctx.heldLogged.has(key)) {
+      ctx.heldLogged.add(key)
+      ctx.log.warn(
+        `plugin ${plugin.name} reads ${row.type} up to v${handler.version}: v${row.version} events are held for it until a version of it that reads them is loaded (cairn status counts them)`,
+        {
+          plugin: plugin.name,
+          reason: 'plugin_event_held'
+        }
+      )
+    }
     return false
   }
   const failure = state.failure(plugin.name, row)
@@ -91,8 +113,10 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
   try {
     event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
     store.transaction(() => {
-      plugin.apply(event, { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name })
-      state.markApplied(plugin.name, row, ctx.now(), plugin.effect != null)
+      const applyCtx = { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name }
+      if (handler.apply != null) handler.apply(event, applyCtx)
+      else plugin.apply?.(event, applyCtx)
+      state.markApplied(plugin.name, row, ctx.now(), ctx.rebuilding !== true && (handler.effect ?? plugin.effect) != null)
       moveCursor()
     })
   } catch (err) {

@@ -6,7 +6,30 @@ import { PermanentError, ValidationError } from '../errors.ts'
 import type { Plugin, TypeHandler } from './types.ts'
 
 /**
- * @returns the payload of a row validated against the handler's schema, upcast from an older version if needed
+ * Validates a payload as a reader that tolerates what it does not know: fields a strict schema does not
+ * declare (added by a newer plugin within the same version) are dropped, not refused, so that adding an
+ * optional field needs no lockstep upgrade. Everything the schema declares is checked as written.
+ *
+ * @returns the parse result of `schema` on `payload` without its unknown keys
+ */
+export function readTolerantly(schema: v.GenericSchema, payload: unknown): v.SafeParseResult<v.GenericSchema> {
+  const first = v.safeParse(schema, payload)
+  if (first.success) return first
+  const unknown = first.issues.filter((i) => i.type === 'strict_object' && i.expected === 'never' && (i.path?.length ?? 0) > 0)
+  if (unknown.length === 0) return first
+  const copy: unknown = structuredClone(payload)
+  for (const issue of unknown) {
+    const path = (issue.path ?? []).map((item) => item.key)
+    let at: unknown = copy
+    for (const key of path.slice(0, -1)) at = at instanceof Object ? (at as Record<PropertyKey, unknown>)[key as PropertyKey] : undefined
+    if (at instanceof Object) delete (at as Record<PropertyKey, unknown>)[path.at(-1) as PropertyKey]
+  }
+  return v.safeParse(schema, copy)
+}
+
+/**
+ * @returns the payload of a row validated against the handler's schema (tolerating fields it does not
+ * know), upcast from an older version if needed
  * @throws PermanentError when no upcaster exists or the payload is invalid: retrying cannot help
  */
 export function payloadOf(handler: TypeHandler, row: EventRow): unknown {
@@ -14,27 +37,59 @@ export function payloadOf(handler: TypeHandler, row: EventRow): unknown {
   if (row.version < handler.version) {
     const up = handler.upcast?.[row.version]
     if (up == null) throw new PermanentError(`no upcaster from version ${row.version} to ${handler.version} of ${row.type}`)
-    const old = v.safeParse(up.payload, payload)
+    const old = readTolerantly(up.payload, payload)
     if (!old.success) throw new PermanentError(`payload of ${row.type} v${row.version} is invalid: ${formatIssues(old.issues, 'payload').join('; ')}`)
     payload = up.to(old.output)
   }
-  const r = v.safeParse(handler.payload, payload)
+  const r = readTolerantly(handler.payload, payload)
   if (!r.success) throw new PermanentError(`payload of ${row.type} v${handler.version} is invalid: ${formatIssues(r.issues, 'payload').join('; ')}`)
   return r.output
 }
 
+/** Which types a node publishes though no local plugin reads them: all (true), none (false) or these. */
+export type UnknownTypes = boolean | readonly string[]
+
 /**
- * Checks a payload about to be published against the plugin that declares its type.
+ * Checks a payload about to be published, strictly, against the plugin that declares its type. A publish
+ * without a version is version 1 of its type, always: a new version is never picked for a client that did
+ * not ask for it. A type or version no local plugin reads is refused unless `allowUnknown` lets it through.
  *
- * @returns the version to publish (given, or the newest declared, else 1) and the issues, paths under `payload`
+ * @returns the version to publish and the issues, paths under `payload` (none when it may be published)
  */
-export function validatePublish(plugins: readonly Plugin[], type: string, version: number | undefined, payload: unknown): { version: number; issues: Issue[] } {
-  const handler = plugins.map((p) => p.handles[type]).find((h) => h != null)
-  if (handler == null) return { version: version ?? 1, issues: [] }
-  const chosen = version ?? handler.version
-  if (chosen > handler.version) return { version: chosen, issues: [] }
-  const schema = chosen === handler.version ? handler.payload : handler.upcast?.[chosen]?.payload
-  if (schema == null) return { version: chosen, issues: [{ path: 'version', message: `no local plugin reads ${type} v${chosen}`, code: 'unknown_version' }] }
+export function validatePublish(plugins: readonly Plugin[], type: string, version: number | undefined, payload: unknown, allowUnknown: UnknownTypes = false): { version: number; issues: Issue[] } {
+  const chosen = version ?? 1
+  const allowed = allowUnknown === true || (Array.isArray(allowUnknown) && allowUnknown.includes(type))
+  const handlers = plugins.map((p) => p.handles[type]).filter((h) => h != null)
+  if (handlers.length === 0) {
+    if (allowed) return { version: chosen, issues: [] }
+    const known = [...new Set(plugins.flatMap((p) => Object.keys(p.handles)))].sort()
+    return {
+      version: chosen,
+      issues: [
+        {
+          path: 'type',
+          message: `no local plugin handles ${type} (known types: ${known.join(', ')}); a node that should publish types only other nodes handle runs with --allow-unknown-types`,
+          code: 'unknown_type'
+        }
+      ]
+    }
+  }
+  const readable = [...new Set(handlers.flatMap((h) => [h.version, ...Object.keys(h.upcast ?? {}).map(Number)]))].sort((a, b) => a - b)
+  // The plugin that reads the chosen version natively decides, else one that upcasts from it.
+  const schema = handlers.find((h) => h.version === chosen)?.payload ?? handlers.map((h) => h.upcast?.[chosen]?.payload).find((s) => s != null)
+  if (schema == null) {
+    if (allowed) return { version: chosen, issues: [] }
+    return {
+      version: chosen,
+      issues: [
+        {
+          path: 'version',
+          message: `no local plugin reads ${type} v${chosen} (known versions: ${readable.join(', ')})${version == null ? '; a publish without a version is v1: pass the version' : ''}`,
+          code: 'unknown_version'
+        }
+      ]
+    }
+  }
   const r = v.safeParse(schema, payload)
   return { version: chosen, issues: r.success ? [] : toIssues(r.issues, 'payload') }
 }

@@ -117,6 +117,11 @@ export class SqliteBlockstore implements Blockstore {
     return this.db.all<{ cid: string; size: number }>('SELECT cid, length(bytes) AS size FROM blocks')
   }
 
+  /** @returns how many blocks are stored */
+  count(): number {
+    return this.db.get<{ n: number }>('SELECT count(*) AS n FROM blocks')?.n ?? 0
+  }
+
   /** Deletes blocks by CID, in one transaction. */
   remove(cids: readonly string[]): void {
     this.db.transaction(() => {

@@ -48,6 +48,8 @@ export interface EventQuery {
   types?: readonly string[]
   producer?: string
   limit: number
+  /** the newest rows first (the `limit` newest), instead of cursor order */
+  newestFirst?: boolean
 }
 
 /** What recording an envelope did. */
@@ -136,7 +138,7 @@ export class EventsTable {
       where.push('producer = ?')
       params.push(q.producer)
     }
-    return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor LIMIT ?`, [...params, q.limit])
+    return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor${q.newestFirst === true ? ' DESC' : ''} LIMIT ?`, [...params, q.limit])
   }
 
   /** @returns the highest cursor in the table (0 when empty) */
@@ -166,6 +168,11 @@ export class EventsTable {
   /** @returns how many rows the table holds */
   count(): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0
+  }
+
+  /** @returns how many rows arrived after `cursor` (a plugin's backlog, from its cursor) */
+  countAfter(cursor: number): number {
+    return this.db.get<{ n: number }>('SELECT count(*) AS n FROM events WHERE cursor > ?', [cursor])?.n ?? 0
   }
 
   /** @returns how many rows every plugin has processed */

@@ -18,6 +18,11 @@ export class MetaTable {
     this.db.run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value])
   }
 
+  /** Removes a value. */
+  delete(key: string): void {
+    this.db.run('DELETE FROM meta WHERE key = ?', [key])
+  }
+
   /** Adds `n` to an integer value (absent counts as 0). */
   add(key: string, n: number): void {
     this.db.run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value', [key, String(n)])

@@ -27,6 +27,14 @@ export interface HeldEvent {
   version: number
 }
 
+/** How many events one plugin holds of one type and version. */
+export interface HeldGroup {
+  plugin: string
+  type: string
+  version: number
+  count: number
+}
+
 /** What `cairn replay` selects: one event, every dead letter, or a type (optionally received since a time). */
 export interface ReplaySelect {
   eventId?: string
@@ -71,6 +79,31 @@ export class PluginStateTable {
       this.db.exec(sql)
       this.db.run('INSERT INTO plugin_migrations (plugin, version, applied_at) VALUES (?, ?, ?)', [plugin, version, at])
     })
+  }
+
+  /**
+   * Forgets everything a plugin built, for a rebuild: drops its views and tables (as its migrations named
+   * them), its migration records, what it applied, its retries, dead letters, holds and queued replays, and
+   * puts its cursor back to 0. Effects still due stay due. Call it inside the rebuild's transaction.
+   */
+  reset(plugin: string, objects: { views: readonly string[]; tables: readonly string[] }): void {
+    const ident = (name: string): string => `"${name.replaceAll('"', '""')}"`
+    for (const view of objects.views) this.db.exec(`DROP VIEW IF EXISTS ${ident(view)}`)
+    for (const table of objects.tables) this.db.exec(`DROP TABLE IF EXISTS ${ident(table)}`)
+    for (const table of ['plugin_migrations', 'plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held', 'plugin_replay']) {
+      this.db.run(`DELETE FROM ${table} WHERE plugin = ?`, [plugin])
+    }
+    this.db.run('INSERT INTO plugin_cursors (plugin, cursor) VALUES (?, 0) ON CONFLICT (plugin) DO UPDATE SET cursor = 0', [plugin])
+  }
+
+  /** @returns whether a plugin has ever run on this database (it has a cursor) */
+  known(plugin: string): boolean {
+    return this.db.get('SELECT 1 AS x FROM plugin_cursors WHERE plugin = ?', [plugin]) != null
+  }
+
+  /** @returns the plugins that have run on this database */
+  knownPlugins(): string[] {
+    return this.db.all<{ plugin: string }>('SELECT plugin FROM plugin_cursors ORDER BY plugin').map((r) => r.plugin)
   }
 
   /** Gives a plugin a cursor at 0 if it has none, so that it backfills every row. */
@@ -130,9 +163,18 @@ export class PluginStateTable {
     this.db.run('INSERT OR IGNORE INTO plugin_held (plugin, producer, event_id, version, held_at) VALUES (?, ?, ?, ?, ?)', [plugin, e.producer, e.event_id, version, at])
   }
 
-  /** @returns the events held because no plugin knows their version, in cursor order */
-  held(): HeldEvent[] {
-    return this.db.all('SELECT h.plugin, h.event_id, h.producer, e.type, h.version FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id ORDER BY e.cursor')
+  /** @returns the events held because no plugin knows their version, in cursor order (the first `limit`, all without) */
+  held(limit = -1): HeldEvent[] {
+    return this.db.all('SELECT h.plugin, h.event_id, h.producer, e.type, h.version FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id ORDER BY e.cursor LIMIT ?', [
+      limit
+    ])
+  }
+
+  /** @returns the held events counted by plugin, type and version: which plugin holds which events */
+  heldBy(): HeldGroup[] {
+    return this.db.all<HeldGroup>(
+      'SELECT h.plugin, e.type, h.version, count(*) AS count FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id GROUP BY h.plugin, e.type, h.version ORDER BY h.plugin, e.type, h.version LIMIT 100'
+    )
   }
 
   /** @returns how many (plugin, event) pairs are held */
@@ -185,6 +227,8 @@ export class PluginStateTable {
       [plugin, e.producer, e.event_id, attempts, error, at]
     )
     this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
+    // A held event that a newer plugin version then could not apply is dead, no longer waiting for a version.
+    this.db.run('DELETE FROM plugin_held WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
   /** Removes a dead letter. */
@@ -192,11 +236,14 @@ export class PluginStateTable {
     this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
-  /** @returns the dead letters, oldest first */
-  deadLetters(): DeadLetter[] {
+  /** @returns the dead letters, oldest first (the first `limit`, all without) */
+  deadLetters(limit = -1): DeadLetter[] {
     return this.db
-      .all<DeadLetter & { dead_at: number }>(`SELECT d.plugin, d.event_id, e.type, e.producer, e.seq, d.attempts, d.error, d.dead_at
-    FROM dead_letters d JOIN events e ON e.producer = d.producer AND e.event_id = d.event_id ORDER BY d.dead_at`)
+      .all<DeadLetter & { dead_at: number }>(
+        `SELECT d.plugin, d.event_id, e.type, e.producer, e.seq, d.attempts, d.error, d.dead_at
+    FROM dead_letters d JOIN events e ON e.producer = d.producer AND e.event_id = d.event_id ORDER BY d.dead_at LIMIT ?`,
+        [limit]
+      )
       .map((d) => ({ ...d, dead_at: new Date(d.dead_at).toISOString() }))
   }
 

@@ -28,7 +28,6 @@ export interface IngestContext {
 
 /** The producer's row as the walk read it. */
 export interface WalkTarget {
-  headSeq: number
   headRoot: string
   processedSeq: number
 }
@@ -43,8 +42,8 @@ export interface IngestStats {
 /**
  * Fetches, checks and stores the files of `listing` in chunks of at most max-files-per-walk, the next
  * chunk on its way while one is stored. Each chunk is one transaction: its events, its quarantined
- * entries, its gaps, how far the producer was processed and, with the last chunk, the directories walked
- * and the root synced. What was processed is the contiguous run of seqs found (accepted or quarantined)
+ * entries, its gaps, how far the producer was processed and, with the last chunk of a complete listing,
+ * the directories walked and the root synced (a listing of one pass ends at its `top`). What was processed is the contiguous run of seqs found (accepted or quarantined)
  * from processed+1; seqs the tree no longer holds are gaps: recorded, then passed over.
  *
  * @throws Error when a file cannot be fetched; the chunks before it stay stored
@@ -84,7 +83,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     const read = chunk.map((c, i) => readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits))
     const { at: heldAt, why: heldWhy, retryInMs } = clockHold(read, producer, ctx.clock)
     const last = heldAt < 0 && k === chunks.length - 1
-    const top = heldAt >= 0 ? chunk[heldAt].seq - 1 : last ? target.headSeq : chunk[chunk.length - 1].seq
+    const top = heldAt >= 0 ? chunk[heldAt].seq - 1 : last ? listing.top : chunk[chunk.length - 1].seq
     const accepted: Array<{ envelope: EventEnvelope; cid: string }> = []
     const chunkRefused = refusedIn(refused, k, prevTop, top, last)
     chunk.forEach((c, i) => {
@@ -110,8 +109,8 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
         ctx.store.quarantine.add({ producer, path: r.path, cid: r.cid ?? null, reason: r.rejection.reason, detail: r.rejection.detail, detected_at: now })
       }
       for (const [from, to] of gaps) ctx.store.gaps.add(producer, from, to, now)
-      if (last) ctx.store.remoteDirs.putAll(producer, listing.walked)
-      ctx.store.producers.advance(producer, top, last ? target.headRoot : undefined)
+      if (last && listing.complete) ctx.store.remoteDirs.putAll(producer, listing.walked)
+      ctx.store.producers.advance(producer, top, last && listing.complete ? target.headRoot : undefined)
     })
     prevTop = top
     for (const r of chunkRefused) {

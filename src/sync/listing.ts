@@ -4,30 +4,36 @@ import type { DirEntry } from '../unixfs/tree.ts'
 import { misplacedIn, readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
 import { RefusedTreeError } from '../errors.ts'
 import { fetchBlock, fetchBlocks, type WalkFetcher } from './fetch.ts'
-import { planFiles, refuseDay, refuseHour, type WalkBudget, type Candidate, type Refused, type WalkWindow } from './plan.ts'
+import { planFiles, refuseDay, refuseHour, SeqWindow, type WalkBudget, type Candidate, type Refused, type WalkWindow } from './plan.ts'
 
 /** What a walk found in the directories that changed since the last one. */
 export interface Listing {
   /** per directory walked (day, hour, shard below an hour), its CID: recorded once the walk completes */
   walked: Map<string, string>
-  /** the files to fetch, in seq order */
+  /** the files to fetch, in seq order, up to `top` */
   candidates: Candidate[]
   refused: Refused[]
   /** seqs refused as oversized: found, though not fetched */
   oversized: Set<number>
+  /** the highest seq this pass covers (see SeqWindow) */
+  top: number
+  /** whether it covers everything up to the head: only then are the directories walked recorded */
+  complete: boolean
 }
 
 /**
  * Lists the tree of `f.producer` under `root`, descending only into the directories whose CID changed
- * since the last walk (`dirs`), and plans which files in `window` to fetch. It reads no more than
- * `budget` allows (see WalkBudget) and stops at the first bound exceeded.
+ * since the last walk (`dirs`), and plans which files in `window` to fetch: the `keep` lowest seqs above
+ * the processed one (one pass; see SeqWindow). It reads no more than `budget` allows (see WalkBudget)
+ * and stops at the first bound exceeded.
  *
  * @throws RefusedTreeError when the tree is not one an honest producer writes for this head
  * @throws Error when a directory cannot be fetched or is not a directory
  */
-export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget): Promise<Listing> {
+export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget, keep: number): Promise<Listing> {
   const { producer } = f
-  const out: Listing = { walked: new Map(), candidates: [], refused: [], oversized: new Set() }
+  const found = new SeqWindow(keep)
+  const out: Listing = { walked: new Map(), candidates: [], refused: [], oversized: new Set(), top: window.headSeq, complete: true }
   const days = await list(f, '', root, budget)
   for (const day of days) {
     const badDay = refuseDay(day)
@@ -46,12 +52,18 @@ export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTab
         continue
       }
       if (dirs.get(producer, hourPath) === hour.cid.toString()) continue
-      await listBucket(f, hourPath, hour.cid, dirs, window, budget, out)
+      await listBucket(f, hourPath, hour.cid, dirs, window, budget, out, found)
       out.walked.set(hourPath, hour.cid.toString())
     }
     out.walked.set(day.name, day.cid.toString())
   }
-  out.candidates.sort((a, b) => a.seq - b.seq)
+  const pass = found.finish(window.headSeq)
+  out.candidates = pass.candidates
+  out.refused.push(...pass.oversized)
+  for (const r of pass.oversized) if (r.seq != null) out.oversized.add(r.seq)
+  out.top = pass.top
+  out.complete = pass.complete
+  if (!out.complete) out.walked.clear()
   return out
 }
 
@@ -74,9 +86,10 @@ async function list(f: WalkFetcher, path: string, cid: CID, budget: WalkBudget):
  * Lists a HAMT bucket: descends only into shards whose CID changed since the last walk, one level at a
  * time, each level's shards fetched together (a large catch-up walks hundreds of them), and plans its
  * files shard by shard (the entries below the window are not kept). Every shard must sit where the
- * HAMT rule puts it, with the fanout of the bucket's root. Records the shards it walked in `walked`.
+ * HAMT rule puts it, with the fanout of the bucket's root. Records the shards it walked in `walked`;
+ * keeps the seqs it found in `found`.
  */
-async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget, out: Listing): Promise<void> {
+async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget, out: Listing, found: SeqWindow): Promise<void> {
   let level: Array<{ path: string; cid: CID; slots: number[] }> = [{ path, cid, slots: [] }]
   let fanout: number | undefined
   for (let depth = 0; level.length > 0; depth++) {
@@ -100,9 +113,8 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
       const misplaced = misplacedIn(node, l.slots)
       if (misplaced != null) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path}: ${misplaced}`)
       const plan = planFiles(path, node.entries, window, budget)
-      out.candidates.push(...plan.candidates)
-      out.refused.push(...plan.refused)
-      for (const seq of plan.oversized) out.oversized.add(seq)
+      found.add(plan)
+      for (const r of plan.refused) if (r.seq == null) out.refused.push(r)
       const paths = node.shards.map((shard) => `${l.path}#${shard.label}`)
       const known = dirs.many(f.producer, paths)
       node.shards.forEach((shard, j) => {

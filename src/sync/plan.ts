@@ -78,6 +78,17 @@ export function planFiles(hourPath: string, files: readonly DirEntry[], window: 
 /** Bad names (not a day, an hour or an event file) a walk records before it refuses the whole tree. */
 export const MAX_REFUSED_PER_WALK = 1000
 
+/**
+ * The most directories one walk reads, per file it may hold (max-files-per-walk): a bound the operator
+ * sets, whatever a head claims (each directory costs a few hundred bytes while the walk lists). An
+ * honest bucket of m files has about 0.4·m shards (fanout 16), so the default (20,000 × 50 directories)
+ * covers about 2.5 million events of one producer since its last whole walk.
+ */
+export const DIRS_PER_FILE = 50
+
+/** One pass of a walk keeps at most this many times max-files-per-walk seqs (see SeqWindow). */
+export const WINDOW_CHUNKS = 5
+
 /** Levels of HAMT shards below a bucket's root beyond 2 × log16(head seq + 1). */
 export const DEPTH_SLACK = 6
 
@@ -91,13 +102,14 @@ export const DEPTH_SLACK = 6
  *   A bucket of m names reaches depth d only when two names share d hash nibbles, which happens with
  *   probability ≤ m²/2 · 16^−d, so an honest bucket (m ≤ head seq) goes deeper than this with
  *   probability below 16^−6/2; an attacker needs ~16^d hashes to build a chain d deep;
- * - directories read at most `maxDirs`: 1 + (r + 1)·(maxDepth + 2) + allowance. A new event changes
- *   its day, its hour and the shards on its path; the allowance (max-files-per-walk, the operator's)
- *   covers the one bucket a prune leaves partly emptied;
- * - each seq in the window found once, none above the head: so at most r files are planned;
+ * - directories read at most `maxDirs`: 1 + (r + 1)·(maxDepth + 2) + allowance, and never more than
+ *   DIRS_PER_FILE × allowance. A new event changes its day, its hour and the shards on its path; the
+ *   allowance (max-files-per-walk, the operator's) covers the one bucket a prune leaves partly emptied;
+ * - no seq above the head (each seq found once: SeqWindow);
  * - at most MAX_REFUSED_PER_WALK bad names recorded.
  *
- * Memory while listing is the candidates (≤ r) and the directories read (≤ maxDirs, each ≤ fanout links).
+ * Memory while listing is the seqs a pass keeps (SeqWindow: ≤ 2 × WINDOW_CHUNKS × allowance) and the
+ * directories read (≤ maxDirs, each ≤ fanout links): bounds the operator sets, not the head.
  */
 export class WalkBudget {
   readonly maxDirs: number
@@ -105,7 +117,6 @@ export class WalkBudget {
   /** directories read so far */
   dirs = 0
   private readonly seen = new Set<string>()
-  private readonly seqs = new Set<number>()
   private bad = 0
   private readonly window: WalkWindow
 
@@ -114,7 +125,7 @@ export class WalkBudget {
     // The directories changed since the last whole walk are read again, however far a chunked walk got since.
     const range = Math.max(0, window.headSeq - Math.min(window.processedSeq, window.syncedSeq ?? window.processedSeq))
     this.maxDepth = 2 * Math.ceil(Math.log2(window.headSeq + 1) / 4) + DEPTH_SLACK
-    this.maxDirs = 1 + (range + 1) * (this.maxDepth + 2) + Math.max(0, allowance)
+    this.maxDirs = Math.min(1 + (range + 1) * (this.maxDepth + 2) + Math.max(0, allowance), DIRS_PER_FILE * Math.max(1, allowance))
   }
 
   /**
@@ -126,7 +137,10 @@ export class WalkBudget {
     const key = cid.toString()
     if (this.seen.has(key)) throw new RefusedTreeError('repeated_directory', `${path || '/'} links directory ${key} a second time`)
     if (this.dirs + 1 > this.maxDirs)
-      throw new RefusedTreeError('over_budget', `${path || '/'}: more than ${this.maxDirs} directories for seqs ${this.window.processedSeq + 1}..${this.window.headSeq}`)
+      throw new RefusedTreeError(
+        'over_budget',
+        `${path || '/'}: more than ${this.maxDirs} directories for seqs ${this.window.processedSeq + 1}..${this.window.headSeq} (at most ${DIRS_PER_FILE} per --max-files-per-walk)`
+      )
     this.seen.add(key)
     this.dirs++
   }
@@ -143,12 +157,10 @@ export class WalkBudget {
   /**
    * Accounts for a file whose seq is above the processed one.
    *
-   * @throws RefusedTreeError when the seq is above the head's or was found already
+   * @throws RefusedTreeError when the seq is above the head's
    */
   seq(seq: number, path: string): void {
     if (seq > this.window.headSeq) throw new RefusedTreeError('seq_above_head', `${path}: seq ${seq} is above the head's ${this.window.headSeq}`)
-    if (this.seqs.has(seq)) throw new RefusedTreeError('duplicate_seq', `${path}: seq ${seq} is in the tree twice`)
-    this.seqs.add(seq)
   }
 
   /**
@@ -158,6 +170,83 @@ export class WalkBudget {
    */
   refused(path: string): void {
     if (++this.bad > MAX_REFUSED_PER_WALK) throw new RefusedTreeError('too_many_refused', `${path}: more than ${MAX_REFUSED_PER_WALK} badly named entries`)
+  }
+}
+
+/** A seq a pass found: a file to fetch, or one refused as oversized from its link size. */
+type Found = { seq: number; candidate: Candidate; refused?: undefined } | { seq: number; candidate?: undefined; refused: Refused }
+
+/** What one pass of a walk covers. */
+export interface Pass {
+  /** the files to fetch, in seq order */
+  candidates: Candidate[]
+  /** the files refused as oversized, in seq order */
+  oversized: Refused[]
+  /** the highest seq this pass covers: seqs up to it not found are gaps */
+  top: number
+  /** whether the pass covers everything up to the head; if not, another pass follows from `top` */
+  complete: boolean
+}
+
+/**
+ * The seqs one pass of a walk keeps: the `size` lowest found above the processed one, in memory that
+ * `size` bounds (never more than 2 × size entries), however many files the tree holds or its head
+ * claims. A pass that found more covers seqs up to the highest it kept, and the next pass goes on from
+ * there: passes follow the seqs that exist, so a wide, sparse range costs one pass, not one per size.
+ * A seq found twice refuses the tree; a duplicate above what a pass keeps is refused by the pass that
+ * keeps it (the cut only moves down, so both copies fall on the same side of it).
+ */
+export class SeqWindow {
+  private items: Found[] = []
+  private readonly seqs = new Set<number>()
+  /** seqs above this are not kept (Infinity until the window first overflows) */
+  private cut = Number.POSITIVE_INFINITY
+  private readonly size: number
+
+  constructor(size: number) {
+    this.size = Math.max(1, size)
+  }
+
+  /**
+   * Keeps what `planFiles` found in one directory.
+   *
+   * @throws RefusedTreeError when a seq was found already
+   */
+  add(plan: { candidates: readonly Candidate[]; refused: readonly Refused[] }): void {
+    for (const c of plan.candidates) this.keep({ seq: c.seq, candidate: c }, c.path)
+    for (const r of plan.refused) if (r.seq != null) this.keep({ seq: r.seq, refused: r }, r.path)
+  }
+
+  /** @returns what this pass covers, up to `headSeq` at most */
+  finish(headSeq: number): Pass {
+    this.items.sort((a, b) => a.seq - b.seq)
+    if (this.items.length > this.size) this.trim()
+    const top = Number.isFinite(this.cut) ? Math.min(this.cut, headSeq) : headSeq
+    const candidates: Candidate[] = []
+    const oversized: Refused[] = []
+    for (const f of this.items) {
+      if (f.candidate != null) candidates.push(f.candidate)
+      else oversized.push(f.refused)
+    }
+    return { candidates, oversized, top, complete: top >= headSeq }
+  }
+
+  private keep(found: Found, path: string): void {
+    if (found.seq > this.cut) return
+    if (this.seqs.has(found.seq)) throw new RefusedTreeError('duplicate_seq', `${path}: seq ${found.seq} is in the tree twice`)
+    this.seqs.add(found.seq)
+    this.items.push(found)
+    if (this.items.length >= 2 * this.size) {
+      this.items.sort((a, b) => a.seq - b.seq)
+      this.trim()
+    }
+  }
+
+  /** Drops all but the `size` lowest seqs (items sorted) and lowers the cut to the highest kept. */
+  private trim(): void {
+    for (let i = this.size; i < this.items.length; i++) this.seqs.delete(this.items[i].seq)
+    this.items.length = this.size
+    this.cut = this.items[this.size - 1].seq
   }
 }
 

@@ -8,7 +8,7 @@ import type { Head } from '../model/head.ts'
 import { intakeHead, judgeHead, type HeadIntakeInit, type HeadVerdict } from './headIntake.ts'
 import { ingest } from './ingest.ts'
 import { listChanges } from './listing.ts'
-import { WalkBudget } from './plan.ts'
+import { WalkBudget, WINDOW_CHUNKS } from './plan.ts'
 import { RefusedTreeError } from '../errors.ts'
 import { WalkScheduler, type WalkHandle } from './scheduler.ts'
 
@@ -173,20 +173,22 @@ export class Syncer {
     const budget = new WalkBudget(window, this.init.limits.maxFilesPerWalk)
     let listing: Awaited<ReturnType<typeof listChanges>>
     try {
-      listing = await listChanges(fetcher, root, store.remoteDirs, window, budget)
+      listing = await listChanges(fetcher, root, store.remoteDirs, window, budget, this.init.limits.maxFilesPerWalk * WINDOW_CHUNKS)
     } catch (err) {
       if (!(err instanceof RefusedTreeError)) throw err
       this.refuse(producer, row.head_root, err, budget.dirs)
       return
     }
     const t1 = performance.now()
-    const stats = await ingest(fetcher, { headSeq: row.head_seq, headRoot: row.head_root, processedSeq: row.processed_seq }, listing, {
+    const stats = await ingest(fetcher, { headRoot: row.head_root, processedSeq: row.processed_seq }, listing, {
       ...this.components,
       limits: this.init.limits,
       checkEvent: this.init.checkEvent
     })
+    // A pass that kept only the lowest seqs: the next goes on from its top, right after this one.
+    if (!listing.complete) this.scheduler.schedule(producer)
     log.debug(
-      `walked ${producer}: ${listing.walked.size} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.candidates.length} files in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`,
+      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.candidates.length} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`,
       { producer }
     )
   }

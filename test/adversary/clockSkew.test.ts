@@ -17,7 +17,9 @@ const YEAR_MS = 365 * 86_400_000
 
 /** Starts a node in this process whose wall clock is `offsetMs` off. */
 async function node(dir: string, flags: Record<string, unknown>, offsetMs = 0): Promise<CairnNode> {
-  const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', ...flags }, {}, {}))
+  const config = toNodeConfig(
+    resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', 'allow-unknown-types': true, ...flags }, {}, {})
+  )
   const n = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS, now: () => Date.now() + offsetMs })
   await n.start()
   return n

@@ -11,7 +11,9 @@ import { silentLog } from '../../src/log/logger.ts'
 
 /** Starts a node in this process (a member gone bad, for tests), with loopback defaults. */
 export async function inProcessNode(dir: string, flags: Record<string, unknown> = {}): Promise<CairnNode> {
-  const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', ...flags }, {}, {}))
+  const config = toNodeConfig(
+    resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', 'allow-unknown-types': true, ...flags }, {}, {})
+  )
   const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
   await node.start()
   return node

@@ -8,6 +8,12 @@ export const ROOT = resolve(import.meta.dir, '../..')
 /** The example plugins (apply-counter among them), loaded with --plugins. */
 export const EXAMPLES = join(ROOT, 'examples')
 
+/**
+ * The tests publish test.* types that no local plugin handles, as a node does in a network whose handlers
+ * live on other nodes (the refusal of unknown types is tested by unsetting this).
+ */
+export const TEST_ENV = { CAIRN_ALLOW_UNKNOWN_TYPES: 'true' }
+
 /** The i-th of a series of distinct workspace.invited publish bodies. */
 export const invite = (i: number): Record<string, unknown> => ({
   type: 'workspace.invited',
@@ -37,7 +43,7 @@ export async function cairn(
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const proc = Bun.spawn(cairnCommand(options.runtime ?? 'binary', args), {
     cwd: options.cwd ?? ROOT,
-    env: { ...process.env, CAIRN_DATA: '', ...options.env },
+    env: { ...process.env, CAIRN_DATA: '', ...TEST_ENV, ...options.env },
     stdin: options.stdin != null ? new TextEncoder().encode(options.stdin) : 'ignore',
     stdout: 'pipe',
     stderr: 'pipe'
@@ -150,7 +156,7 @@ export class NodeProcess {
       ]),
       {
         cwd: ROOT,
-        env: { ...process.env, CAIRN_DATA: '', ...env },
+        env: { ...process.env, CAIRN_DATA: '', ...TEST_ENV, ...env },
         stdin: 'ignore',
         stdout: 'pipe',
         stderr: 'pipe'

@@ -56,6 +56,24 @@ describe('plugins in the binary', () => {
     expect(cli.stderr).toContain('payload.invitee: Invalid email')
   })
 
+  test('publishing a type no local plugin handles answers 400 listing the known types, unless --allow-unknown-types', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await a.start([], { CAIRN_ALLOW_UNKNOWN_TYPES: 'false' })
+    const post = (body: unknown) => fetch(`http://${a.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: JSON.stringify(body) })
+    const res = await post({ type: 'document.sharedd', payload: {} })
+    expect(res.status).toBe(400)
+    expect((await res.json()).issues).toEqual([
+      'type: no local plugin handles document.sharedd (known types: permission.revoked, workspace.invited); a node that should publish types only other nodes handle runs with --allow-unknown-types'
+    ])
+    const version = await post({ type: 'workspace.invited', version: 2, payload: {} })
+    expect(version.status).toBe(400)
+    expect((await version.json()).issues).toEqual(['version: no local plugin reads workspace.invited v2 (known versions: 1)'])
+    await a.stop()
+    await a.start(['--allow-unknown-types'], { CAIRN_ALLOW_UNKNOWN_TYPES: 'false' })
+    expect((await post({ type: 'document.sharedd', payload: {} })).status).toBe(200)
+  })
+
   test('invitations and revocations published on different nodes converge to one access table everywhere', async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')

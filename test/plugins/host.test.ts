@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { uuidv7 } from 'uuidv7'
@@ -10,14 +10,17 @@ import { Store } from '../../src/store/store.ts'
 import type { DeadLetter } from '../../src/store/pluginState.ts'
 import { pluginHost, type PluginHost, type PluginHostComponents, type PluginHostInit } from '../../src/plugins/host.ts'
 import { requestReplay as replay } from '../../src/plugins/replay.ts'
+import { rebuildRequested, requestRebuild } from '../../src/plugins/rebuild.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
-import { loadPlugins } from '../../src/plugins/load.ts'
+import { loadPlugins, versionDisagreements } from '../../src/plugins/load.ts'
 import type { LoadedPlugin } from '../../src/plugins/types.ts'
-import { definePlugin, v, type Plugin } from '../../src/plugins/mod.ts'
+import { definePlugin, upcaster, v, type Plugin } from '../../src/plugins/mod.ts'
 import workspaceAccess from '../../plugins/workspace-access.ts'
 import { waitFor } from '../helpers/process.ts'
+import { resolveSettings } from '../../src/config/resolve.ts'
+import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
 
 const PRODUCERS = ['12D3KooWA1111111111111111111111111111111111111111111', '12D3KooWB2222222222222222222222222222222222222222222']
 let seq = 0
@@ -143,22 +146,134 @@ describe('the plugin host', () => {
     expect(db.all('SELECT plugin, event_id, version FROM plugin_held')).toEqual([{ plugin: 'counter', event_id: v2, version: 2 }])
     const v1 = add(db, 'test.count', { n: 1 }, { version: 1 })
     const upgraded = definePlugin({
-      ...counter,
-      handles: { 'test.count': { version: 2, payload: v.object({ count: v.number() }), upcast: { 1: { payload: v.object({ n: v.number() }), to: (p: { n: number }) => ({ count: p.n }) } } } }
+      name: counter.name,
+      migrations: counter.migrations,
+      handles: {
+        'test.count': {
+          version: 2,
+          payload: v.object({ count: v.number() }),
+          upcast: { 1: upcaster(v.object({ n: v.number() }), (p) => ({ count: p.n })) },
+          apply(event, { db }) {
+            db.run('INSERT INTO counted (event_id, n) VALUES (?, 1) ON CONFLICT (event_id) DO UPDATE SET n = n + 1', [event.event_id])
+          }
+        }
+      }
     })
     await (await run(db, builtin(upgraded))).stop()
     expect(db.all('SELECT event_id FROM counted ORDER BY event_id').map((r: any) => r.event_id)).toEqual([v1, v2].sort())
     expect(db.all('SELECT * FROM plugin_held')).toEqual([])
   })
 
-  test('validatePublish names the field and picks the newest declared version', async () => {
+  test('a held event that the newer version then cannot apply is dead-lettered and no longer counted as held', async () => {
     const db = await database()
-    const host = await run(db, builtin(workspaceAccess))
+    const bad = add(db, 'test.count', { count: 'seven' }, { version: 2 })
+    await (await run(db, builtin(counter))).stop()
+    const state = new Store(db).pluginState
+    expect({ held: state.heldCount(), by: state.heldBy() }).toEqual({ held: 1, by: [{ plugin: 'counter', type: 'test.count', version: 2, count: 1 }] })
+    const v2 = definePlugin({
+      name: 'counter',
+      migrations: counter.migrations,
+      handles: { 'test.count': { version: 2, payload: v.object({ count: v.number() }), apply() {} } }
+    })
+    expect(versionDisagreements(builtin(counter, { ...v2, name: 'counter2' }))).toEqual([
+      "plugins disagree on test.count: counter2 read(s) v2, counter only up to v1; test.count events newer than a plugin's version are held for it (cairn status shows them)"
+    ])
+    await (await run(db, builtin(v2))).stop()
+    expect({ held: state.heldCount(), dead: listDeadLetters(db).map((d) => d.event_id) }).toEqual({ held: 0, dead: [bad] })
+  })
+
+  test('validatePublish names the field, pins an omitted version to 1, and refuses types and versions no plugin reads', async () => {
+    const db = await database()
+    const v2 = definePlugin({
+      name: 'counter',
+      handles: { 'test.count': { version: 2, payload: v.strictObject({ count: v.number() }), upcast: { 1: upcaster(v.strictObject({ n: v.number() }), (p) => ({ count: p.n })) }, apply() {} } }
+    })
+    const host = await run(db, builtin(workspaceAccess, v2))
     expect(host.validatePublish('workspace.invited', undefined, { workspace_id: 'w', invitee: 'nope', role: 'member', invited_by: 'a@example.com' })).toEqual({
       version: 1,
       issues: [{ path: 'payload.invitee', message: 'Invalid email', code: 'email' }]
     })
-    expect(host.validatePublish('other.type', undefined, { anything: true })).toEqual({ version: 1, issues: [] })
+    expect(host.validatePublish('test.count', undefined, { n: 1 })).toEqual({ version: 1, issues: [] })
+    expect(host.validatePublish('test.count', undefined, { count: 1 }).issues).toEqual([
+      { path: 'payload.n', message: 'is required', code: 'required' },
+      { path: 'payload.count', message: 'is not a known field', code: 'unknown_field' }
+    ])
+    expect(host.validatePublish('test.count', 2, { count: 1, extra: true }).issues).toEqual([{ path: 'payload.extra', message: 'is not a known field', code: 'unknown_field' }])
+    expect(host.validatePublish('test.count', 3, { count: 1 }).issues).toEqual([{ path: 'version', message: 'no local plugin reads test.count v3 (known versions: 1, 2)', code: 'unknown_version' }])
+    expect(host.validatePublish('other.type', undefined, { anything: true }).issues).toEqual([
+      {
+        path: 'type',
+        message:
+          'no local plugin handles other.type (known types: permission.revoked, test.count, workspace.invited); a node that should publish types only other nodes handle runs with --allow-unknown-types',
+        code: 'unknown_type'
+      }
+    ])
+    await host.stop()
+    for (const allow of [true, ['other.type']]) {
+      const open = pluginHost({ plugins: builtin(workspaceAccess), allowUnknownTypes: allow })(components(db))
+      expect(open.validatePublish('other.type', undefined, { anything: true })).toEqual({ version: 1, issues: [] })
+    }
+  })
+
+  test('allow-unknown-types is a flag, or a list of types in config.json or the environment', () => {
+    const resolve = (file: Record<string, unknown>, flags: Record<string, unknown> = {}, env: Record<string, string> = {}) =>
+      toNodeConfig(resolveSettings(RUN_SETTINGS, { data: '/tmp/x', ...flags }, env, file)).allowUnknownTypes
+    expect([
+      resolve({}),
+      resolve({}, { 'allow-unknown-types': true }),
+      resolve({ 'allow-unknown-types': ['document.shared'] }),
+      resolve({}, {}, { CAIRN_ALLOW_UNKNOWN_TYPES: 'document.shared, a.b' }),
+      resolve({}, {}, { CAIRN_ALLOW_UNKNOWN_TYPES: 'false' })
+    ]).toEqual([false, true, ['document.shared'], ['document.shared', 'a.b'], false])
+    expect(() => resolve({ 'allow-unknown-types': ['Not A Type'] })).toThrow('Invalid setting allow-unknown-types (from "allow-unknown-types" in config.json)')
+  })
+
+  test('apply reads tolerantly: a field a strict schema does not know (added by a newer plugin) is dropped, not dead-lettered', async () => {
+    const db = await database()
+    const id = add(db, 'workspace.invited', { workspace_id: 'w', invitee: 'ann@example.com', role: 'member', invited_by: 'b@example.com', note: 'added in a newer plugin' })
+    await (await run(db, builtin(workspaceAccess))).stop()
+    expect({ dead: listDeadLetters(db), rows: db.all('SELECT DISTINCT event_id FROM workspace_access') }).toEqual({ dead: [], rows: [{ event_id: id }] })
+  })
+
+  test('a rebuild re-applies the whole history into fresh tables once, so a new column is backfilled', async () => {
+    const db = await database()
+    const Named = v.strictObject({ id: v.string(), name: v.string() })
+    const names = definePlugin({
+      name: 'names',
+      handles: { 'test.named': { version: 1, payload: Named, apply: (e, { db }) => void db.run('INSERT INTO names (id, name) VALUES (?, ?)', [e.payload.id, e.payload.name]) } },
+      migrations: ['CREATE TABLE names (id TEXT PRIMARY KEY, name TEXT NOT NULL); CREATE VIEW name_count AS SELECT count(*) AS n FROM names']
+    })
+    add(db, 'test.named', { id: 'a', name: 'Ann', note: 'published by a newer node' })
+    await (await run(db, builtin(names))).stop()
+    add(db, 'test.named', { id: 'b', name: 'Bob', note: 'second' })
+    const WithNote = v.strictObject({ ...Named.entries, note: v.optional(v.string()) })
+    const noted = definePlugin({
+      name: 'names',
+      handles: {
+        'test.named': {
+          version: 1,
+          payload: WithNote,
+          apply: (e, { db }) => void db.run('INSERT INTO names (id, name, note) VALUES (?, ?, ?)', [e.payload.id, e.payload.name, e.payload.note ?? null])
+        }
+      },
+      migrations: [...(names.migrations ?? []), 'ALTER TABLE names ADD COLUMN note TEXT']
+    })
+    const host = await run(db, builtin(noted))
+    expect(db.all('SELECT id, note FROM names ORDER BY id')).toEqual([
+      { id: 'a', note: null },
+      { id: 'b', note: 'second' }
+    ])
+    requestRebuild(new Store(db), 'names')
+    requestRebuild(new Store(db), 'names')
+    host.notify()
+    await host.drain()
+    expect(rebuildRequested(new Store(db), 'names')).toBe(false)
+    expect(db.all('SELECT id, note FROM names ORDER BY id')).toEqual([
+      { id: 'a', note: 'published by a newer node' },
+      { id: 'b', note: 'second' }
+    ])
+    expect(db.all("SELECT count(*) AS n, count(DISTINCT event_id) AS once FROM plugin_applied WHERE plugin = 'names'")).toEqual([{ n: 2, once: 2 }])
+    expect(db.all('SELECT n FROM name_count')).toEqual([{ n: 2 }])
     await host.stop()
   })
 
@@ -198,9 +313,25 @@ describe('loading plugins', () => {
     return d
   }
 
-  test('loads the example plugin from a directory, with the SDK passed in', async () => {
+  test('loads the example plugins from a directory (the function form and an @cairn/plugin import), skipping their test', async () => {
     const loaded = await loadPlugins([], [resolve(import.meta.dir, '../../examples')])
-    expect(loaded.map((l) => [l.plugin.name, l.source.endsWith('apply-counter.js')])).toEqual([['apply-counter', true]])
+    expect(loaded.map((l) => [l.plugin.name, l.source.split('/').at(-1)])).toEqual([
+      ['apply-counter', 'apply-counter.js'],
+      ['document-sharing', 'document-sharing.ts']
+    ])
+  })
+
+  test('a plugin file that does not build shows the compiler message with its file, line and column', async () => {
+    const d = dir({ 'syntax.ts': 'export default {\n  name: "x",\n  handles: { a: ( }\n}\n' })
+    await expect(loadPlugins([], [d])).rejects.toThrow(`Cannot load plugin from ${join(d, 'syntax.ts')}: ${join(d, 'syntax.ts')}:3:`)
+  })
+
+  test('--plugins skips tests, specs, declarations and node_modules', async () => {
+    const plugin = "export default ({ v, definePlugin }) => definePlugin({ name: 'only', handles: { 'a.b': { version: 1, payload: v.unknown() } }, apply () {} })"
+    const d = dir({ 'only.js': plugin, 'only.test.ts': 'throw new Error("a test is not a plugin")', 'only.spec.js': 'throw new Error("nor a spec")', 'only.d.ts': 'export {}' })
+    mkdirSync(join(d, 'node_modules'))
+    writeFileSync(join(d, 'node_modules', 'x.js'), 'throw new Error("nor a dependency")')
+    expect((await loadPlugins([], [d])).map((l) => l.plugin.name)).toEqual(['only'])
   })
 
   test('a broken plugin file, a bad shape and a duplicate name each name the file', async () => {

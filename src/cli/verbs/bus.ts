@@ -128,6 +128,11 @@ async function publishBatches(data: string, file: string, out: (line: string) =>
   return 0
 }
 
+/** Events `cairn events` lists without --limit (and without --json, which then lists them all). */
+const DEFAULT_EVENTS_LIMIT = 1000
+/** Rows read at a time when `cairn events --json` lists every event. */
+const EVENTS_PAGE = 1000
+
 export const eventsVerb = defineVerb({
   name: 'events',
   summary: 'list the events this node holds, in arrival order (works while the node runs)',
@@ -135,24 +140,38 @@ export const eventsVerb = defineVerb({
   settings: [SETTINGS.data, OPTIONS.type, OPTIONS.producer, OPTIONS.after, OPTIONS.limit, OPTIONS.json, OPTIONS.follow],
   details:
     'With --json, one envelope per line, plus its local "cursor" and file "cid". With --follow it then streams new events from the running node (the same stream as GET /v1/stream) until interrupted.',
-  async run({ values, out }) {
+  async run({ values, out, err }) {
     const print = (r: EventRow): void => {
       if (values.producer != null && r.producer !== values.producer) return
       if (values.json === true) out(JSON.stringify({ ...rowToEnvelope(r), cursor: r.cursor, cid: r.cid }))
       else out(`${String(r.cursor).padStart(6)}  ${r.occurred_at}  ${r.producer.slice(-8)}#${r.seq}  ${r.type} v${r.version}  ${r.event_id}  ${r.payload}`)
     }
     let last = (values.after as number | undefined) ?? 0
+    const limit = values.limit as number | undefined
+    // With --json and no --limit a script gets every event; otherwise the listing stops at the limit and says so
+    // (with --follow the stream goes on from there, so nothing is cut).
+    const everything = limit == null && values.json === true
+    const pageSize = everything ? EVENTS_PAGE : (limit ?? DEFAULT_EVENTS_LIMIT)
     const store = await openNodeStore(values.data as string)
     try {
-      const rows = store.events.list({
-        types: values.type == null ? undefined : [values.type as string],
-        producer: values.producer as string | undefined,
-        after: values.after as number | undefined,
-        limit: values.limit as number
-      })
-      for (const r of rows) {
-        print(r)
-        last = r.cursor
+      for (;;) {
+        const rows = store.events.list({
+          types: values.type == null ? undefined : [values.type as string],
+          producer: values.producer as string | undefined,
+          after: last,
+          limit: pageSize + 1
+        })
+        for (const r of rows.slice(0, pageSize)) {
+          print(r)
+          last = r.cursor
+        }
+        if (rows.length <= pageSize) break
+        if (!everything && values.follow !== true) {
+          err(
+            `cairn events: stopped at ${pageSize} events (${limit == null ? 'the default ' : ''}--limit); more follow. Continue with --after ${last}, raise --limit, or use --json without --limit for every event.`
+          )
+          break
+        }
       }
     } finally {
       store.close()
@@ -210,6 +229,20 @@ export const statusVerb = defineVerb({
     out(
       `housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`
     )
+    const pl = status.plugins
+    if (status.loaded_plugins != null)
+      out(
+        `loaded    ${status.loaded_plugins
+          .map(
+            (p) =>
+              `${p.name}${p.version != null ? ` ${p.version}` : ''} (${Object.entries(p.types)
+                .map(([t, vs]) => `${t} v${vs.join(',')}`)
+                .join(', ')})`
+          )
+          .join('; ')}`
+      )
+    out(`plugins   backlog ${pl.backlog}, retrying ${pl.retrying}, dead letters ${pl.dead_letters}${pl.dead_letters > 0 ? ' (cairn dead)' : ''}, held ${pl.held}`)
+    for (const h of pl.held_by ?? []) out(`  held by ${h.plugin}: ${h.count} ${h.type} v${h.version}`)
     out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
     if ((status.rejections ?? []).length > 0) {

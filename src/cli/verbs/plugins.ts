@@ -5,21 +5,48 @@ import { UsageError } from '../../errors.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir } from '../../datadir/load.ts'
 import { ReadOnlyDatabase } from '../../store/readOnly.ts'
-import { describePlugin, loadPlugins } from '../../plugins/load.ts'
+import { describePlugin, loadPlugins, type PluginInfo } from '../../plugins/load.ts'
+import { callNode } from '../client.ts'
+import type { StatusDocument } from '../../node/status.ts'
 import { jsonSchemaOf } from '../../plugins/schemas.ts'
 import { requestReplay } from '../../plugins/replay.ts'
+import { requestRebuild } from '../../plugins/rebuild.ts'
 import { parseDuration } from '../../config/duration.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
 import { openNodeStore } from './bus.ts'
+import { readRunInfo } from '../../datadir/runInfo.ts'
+import { mergePackageJson, scaffoldPlugin, type PackageJson, type Scaffold } from '../../plugins/scaffold.ts'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+
+/** @returns the plugin directories to read: the ones given, else the ones the node running on the data directory loaded */
+function pluginDirs(values: Record<string, unknown>): string[] {
+  const given = values.plugins as string[]
+  if (given.length > 0) return given
+  return readRunInfo(values.data as string)?.plugins ?? []
+}
+
+/** @returns what the node running on the data directory loaded (from its status), unless --plugins names directories to read instead */
+async function runningNodePlugins(values: Record<string, unknown>): Promise<PluginInfo[] | undefined> {
+  if ((values.plugins as string[]).length > 0 || readRunInfo(values.data as string) == null) return undefined
+  const { status, body } = await callNode<StatusDocument>(values.data as string, 'GET', '/status')
+  return status === 200 ? body.loaded_plugins : undefined
+}
 
 export const pluginsVerb = defineVerb({
   name: 'plugins',
-  summary: 'list the loaded plugins: their event types and versions, and the tables they keep',
-  usage: '[--data DIR] [--plugins DIR]... [--json]',
-  settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json],
-  async run({ values, out }) {
-    const loaded = await loadPlugins(BUILTIN_PLUGINS, values.plugins as string[])
-    const list = loaded.map(describePlugin)
+  summary: "list the loaded plugins (the running node's, or from --plugins), or write a new one: plugins new NAME --type TYPE",
+  usage: '[--data DIR] [--plugins DIR]... [--json] | new NAME --type TYPE [--dir DIR] | rebuild NAME [--data DIR]',
+  settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json, OPTIONS.type, OPTIONS.dir],
+  positionals: true,
+  details:
+    'Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks.',
+  async run({ values, positionals, out }) {
+    const [sub, ...rest] = positionals
+    if (sub === 'new') return scaffoldVerb(values, rest, out)
+    if (sub === 'rebuild') return await rebuildVerb(values, rest, out)
+    if (sub != null) throw new UsageError(`Unknown cairn plugins command ${sub}: expected new or rebuild (see cairn plugins --help)`)
+    const list = (await runningNodePlugins(values)) ?? (await loadPlugins(BUILTIN_PLUGINS, pluginDirs(values))).map(describePlugin)
     if (values.json === true) out(JSON.stringify(list))
     else
       for (const p of list)
@@ -32,16 +59,75 @@ export const pluginsVerb = defineVerb({
   }
 })
 
+/** `cairn plugins new NAME --type TYPE [--dir DIR]`: writes a plugin, its test and their settings. */
+function scaffoldVerb(values: Record<string, unknown>, args: string[], out: (line: string) => void): number {
+  const [name] = args
+  if (name == null || args.length > 1) throw new UsageError('cairn plugins new needs one NAME, such as cairn plugins new document-sharing --type document.shared')
+  const type = values.type as string | undefined
+  if (type == null) throw new UsageError(`cairn plugins new needs --type TYPE, the event type the plugin handles, such as --type document.shared`)
+  let scaffold: Scaffold
+  try {
+    scaffold = scaffoldPlugin(name, type)
+  } catch (err) {
+    if ((err as Error).name === 'ValidationError') throw new UsageError((err as Error).message)
+    throw err
+  }
+  const dir = resolve((values.dir as string | undefined) ?? '.')
+  const taken = [`${name}.ts`, `${name}.test.ts`].filter((f) => existsSync(join(dir, f)))
+  if (taken.length > 0) throw new UsageError(`Refusing to overwrite ${taken.map((f) => join(dir, f)).join(' and ')}: choose another NAME or --dir`)
+  mkdirSync(dir, { recursive: true })
+  for (const [file, text] of Object.entries(scaffold.files)) {
+    const path = join(dir, file)
+    if (existsSync(path)) {
+      out(`kept ${path}`)
+      continue
+    }
+    writeFileSync(path, text)
+    out(`wrote ${path}`)
+  }
+  const pkgPath = join(dir, 'package.json')
+  let existing: PackageJson = {}
+  if (existsSync(pkgPath)) {
+    try {
+      existing = JSON.parse(readFileSync(pkgPath, 'utf8')) as PackageJson
+    } catch (err) {
+      throw new UsageError(`Cannot read ${pkgPath}: ${(err as Error).message}`)
+    }
+  }
+  writeFileSync(pkgPath, `${JSON.stringify(mergePackageJson(existing, scaffold.packageJson), null, 2)}\n`)
+  out(`${Object.keys(existing).length > 0 ? 'updated' : 'wrote'} ${pkgPath}`)
+  out(`next: npm install (the @cairn/plugin tarball, bun, typescript), then bun test, npx tsc --noEmit, and cairn run --plugins ${dir}`)
+  return 0
+}
+
+/** `cairn plugins rebuild NAME`: asks the node to re-apply a plugin's retained history into fresh tables. */
+async function rebuildVerb(values: Record<string, unknown>, args: string[], out: (line: string) => void): Promise<number> {
+  const [name] = args
+  if (name == null || args.length > 1) throw new UsageError('cairn plugins rebuild needs one plugin NAME, such as cairn plugins rebuild workspace-access')
+  const store = await openNodeStore(values.data as string)
+  try {
+    if (!store.pluginState.known(name)) {
+      throw new UsageError(`No plugin ${name} has run on this node (known: ${store.pluginState.knownPlugins().join(', ') || 'none'}); start the node with it first`)
+    }
+    requestRebuild(store, name)
+  } finally {
+    store.close()
+  }
+  const running = readRunInfo(values.data as string) != null
+  out(JSON.stringify({ rebuild: name, when: running ? 'within a second, by the running node' : 'at the next start' }))
+  return 0
+}
+
 export const schemaVerb = defineVerb({
   name: 'schema',
-  summary: "print an event type's payload JSON Schema, from the plugin that declares it",
-  usage: 'TYPE [--version N] [--plugins DIR]...',
+  summary: "print an event type's payload JSON Schema, from the plugin that declares it (the running node's, or from --plugins)",
+  usage: 'TYPE [--data DIR] [--version N] [--plugins DIR]...',
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.version],
   positionals: true,
   async run({ values, positionals, out }) {
     const type = positionals[0]
     if (type == null || positionals.length > 1) throw new UsageError('cairn schema needs one TYPE, such as cairn schema workspace.invited (see cairn schema --help)')
-    const loaded = await loadPlugins(BUILTIN_PLUGINS, values.plugins as string[])
+    const loaded = await loadPlugins(BUILTIN_PLUGINS, pluginDirs(values))
     out(
       JSON.stringify(
         jsonSchemaOf(

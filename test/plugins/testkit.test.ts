@@ -1,0 +1,132 @@
+import { describe, expect, test } from 'bun:test'
+import { testPlugin } from '../../src/plugins/testkit.ts'
+import { definePlugin, upcaster, v, type PluginFactory } from '../../src/plugins/mod.ts'
+
+// The function form, as a file without node_modules writes it: the SDK comes in as the argument.
+const flaky: PluginFactory = ({ v, definePlugin, PermanentError }) => {
+  let failuresLeft = 2
+  return definePlugin({
+    name: 'flaky',
+    handles: {
+      'test.item': {
+        version: 2,
+        payload: v.object({ id: v.string() }),
+        apply(event, { db, log }) {
+          if (event.payload.id === 'never') throw new PermanentError('never applies')
+          if (event.payload.id === 'flaky' && failuresLeft-- > 0) throw new Error('not yet')
+          log.info('applied', { id: event.payload.id })
+          db.run('INSERT INTO items (producer, event_id, id) VALUES (?, ?, ?)', [event.producer, event.event_id, event.payload.id])
+        }
+      }
+    },
+    migrations: ['CREATE TABLE items (producer TEXT, event_id TEXT, id TEXT, PRIMARY KEY (producer, event_id))']
+  })
+}
+
+describe('testPlugin', () => {
+  test('retries wait on the kit clock, a permanent error is dead-lettered at once, and logs are kept', async () => {
+    await using t = await testPlugin(flaky, { backoffMs: 1000 })
+    await t.apply([
+      { type: 'test.item', payload: { id: 'a' } },
+      { type: 'test.item', payload: { id: 'flaky' } },
+      { type: 'test.item', payload: { id: 'never' } }
+    ])
+    expect({ items: t.all('SELECT id FROM items ORDER BY id'), retrying: t.retrying(), dead: t.deadLetters().map((d) => [d.error, d.attempts]) }).toEqual({
+      items: [{ id: 'a' }],
+      retrying: 1,
+      dead: [['never applies', 1]]
+    })
+    await t.clock.advance(999)
+    expect(t.retrying()).toBe(1)
+    await t.clock.advance(1)
+    expect(t.retrying()).toBe(1)
+    await t.clock.advance(2000)
+    expect({ items: t.all('SELECT id FROM items ORDER BY id'), retrying: t.retrying(), applied: t.appliedCount() }).toEqual({ items: [{ id: 'a' }, { id: 'flaky' }], retrying: 0, applied: 2 })
+    expect(t.logs.filter((l) => l.msg === 'applied').map((l) => [l.fields.plugin, l.fields.id])).toEqual([
+      ['flaky', 'a'],
+      ['flaky', 'flaky']
+    ])
+  })
+
+  test('an event of a newer version is held; redelivery and replay never apply one twice', async () => {
+    await using t = await testPlugin(flaky)
+    const [held] = await t.apply([
+      { type: 'test.item', version: 3, payload: { id: 'v3' } },
+      { type: 'test.item', payload: { id: 'b' }, producer: 'bob' }
+    ])
+    expect(t.held()).toEqual([{ plugin: 'flaky', event_id: held.event_id, producer: held.producer, type: 'test.item', version: 3 }])
+    expect(await t.redeliver()).toBe(0)
+    expect(await t.replay({ type: 'test.item' })).toBe(1)
+    expect(t.all('SELECT count(*) AS n FROM items')).toEqual([{ n: 1 }])
+  })
+
+  test('upgrade applies held events through the new release, and rebuild backfills a new column', async () => {
+    const v1 = definePlugin({
+      name: 'notes',
+      handles: { 'test.note': { version: 1, payload: v.strictObject({ id: v.string() }), apply: (e, { db }) => void db.run('INSERT INTO notes (id) VALUES (?)', [e.payload.id]) } },
+      migrations: ['CREATE TABLE notes (id TEXT PRIMARY KEY)']
+    })
+    await using t = await testPlugin(v1)
+    await t.apply([
+      { type: 'test.note', payload: { id: 'a', text: 'from a newer node' } },
+      { type: 'test.note', version: 2, payload: { id: 'b', text: 'v2' } }
+    ])
+    expect({ rows: t.all('SELECT id FROM notes'), held: t.held().length, dead: t.deadLetters() }).toEqual({ rows: [{ id: 'a' }], held: 1, dead: [] })
+    const Text = v.strictObject({ id: v.string(), text: v.optional(v.string()) })
+    await t.upgrade(
+      definePlugin({
+        name: 'notes',
+        handles: {
+          'test.note': {
+            version: 2,
+            payload: Text,
+            upcast: { 1: upcaster(Text, (old) => old) },
+            apply: (e, { db }) => void db.run('INSERT INTO notes (id, text) VALUES (?, ?)', [e.payload.id, e.payload.text ?? null])
+          }
+        },
+        migrations: [...(v1.migrations ?? []), 'ALTER TABLE notes ADD COLUMN text TEXT']
+      })
+    )
+    expect({ rows: t.all('SELECT id, text FROM notes ORDER BY id'), held: t.held() }).toEqual({
+      rows: [
+        { id: 'a', text: null },
+        { id: 'b', text: 'v2' }
+      ],
+      held: []
+    })
+    expect(await t.rebuild()).toBe(2)
+    expect(t.all('SELECT id, text FROM notes ORDER BY id')).toEqual([
+      { id: 'a', text: 'from a newer node' },
+      { id: 'b', text: 'v2' }
+    ])
+  })
+
+  test("a type's own effect runs after apply, with the payload typed, and publishes through ctx.publish", async () => {
+    const relay = definePlugin({
+      name: 'relay',
+      handles: {
+        'test.ping': {
+          version: 1,
+          payload: v.strictObject({ n: v.number() }),
+          apply() {},
+          async effect(event, { publish }) {
+            await publish({ type: 'test.pong', payload: { n: event.payload.n + 1 }, causation_id: event.event_id })
+          }
+        }
+      }
+    })
+    await using t = await testPlugin(relay)
+    const [ping] = await t.apply({ type: 'test.ping', payload: { n: 1 } })
+    expect(t.published).toEqual([{ type: 'test.pong', payload: { n: 2 }, causation_id: ping.event_id }])
+    expect(await t.rebuild()).toBe(1)
+    expect(t.published).toHaveLength(1)
+  })
+
+  test('a plugin with an unknown key is refused as a node would refuse it', async () => {
+    await expect(
+      testPlugin(({ v, definePlugin }) => definePlugin({ name: 'typo', handles: { 'a.b': { version: 1, payload: v.unknown(), apply() {} } }, migrations: [], apply() {} }))
+    ).resolves.toBeDefined()
+    const typo = { name: 'typo', handles: { 'a.b': { verison: 1, payload: {}, apply() {} } } }
+    await expect(testPlugin(typo as never)).rejects.toThrow('handles.a.b.verison: Unknown handler key "verison"')
+  })
+})
