@@ -32,7 +32,7 @@ export function joinPath(prefix: string, path: string): string {
 /**
  * Turns valibot issues into structured ones without validator jargon: a missing field is `required`, a field
  * a strict object does not know is `unknown_field`, a wrong JSON type is `invalid_type`; other checks keep
- * their name as the code and their message.
+ * their name as the code and their message, and so does any issue whose schema set its own message.
  *
  * @param issues the issues of a failed `safeParse`
  * @param prefix a path to put before each issue's own path
@@ -41,6 +41,8 @@ export function joinPath(prefix: string, path: string): string {
 export function toIssues(issues: readonly v.BaseIssue<unknown>[], prefix = ''): Issue[] {
   return issues.map((issue) => {
     const path = joinPath(prefix, v.getDotPath(issue) ?? '')
+    // A message the schema's author wrote is kept; only valibot's own jargon is rewritten.
+    if (!/^Invalid (key|type): /.test(issue.message)) return { path, message: issue.message, code: issue.kind === 'schema' ? 'invalid_type' : issue.type }
     if (issue.kind === 'schema' && issue.type === 'strict_object' && issue.expected === 'never') {
       return { path, message: 'is not a known field', code: 'unknown_field' }
     }
