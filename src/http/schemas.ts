@@ -62,7 +62,7 @@ export const EventsPageSchema = v.object({
 export const SchemaInfoSchema = v.object({
   type: EventTypeSchema,
   plugin: v.string(),
-  version: v.pipe(v.number(), v.description('The newest version the plugin declares (a publish without version gets it)')),
+  version: v.pipe(v.number(), v.description('The version this schema describes: the newest the plugin declares, unless ?version= asked for another (a publish without a version is v1)')),
   versions: v.array(v.number()),
   schema: v.pipe(v.record(v.string(), v.unknown()), v.description("The payload's JSON Schema at `version`"))
 })
