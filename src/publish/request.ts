@@ -39,10 +39,15 @@ export interface RequestChecks {
 /** Room left in an event for its envelope's fields, beyond the payload. */
 const ENVELOPE_ROOM = 600
 
-/** @returns the hash that tells two requests under one idempotency key apart: everything but the key itself */
+/**
+ * @returns the hash that tells two requests under one idempotency key apart: everything but the key itself,
+ * an omitted version being version 1 (what it is published as)
+ */
 function requestHash(req: PublishRequest): string {
   const { event_id: _key, ...rest } = req
-  return createHash('sha256').update(canonicalJson(rest)).digest('base64url')
+  return createHash('sha256')
+    .update(canonicalJson({ ...rest, version: rest.version ?? 1 }))
+    .digest('base64url')
 }
 
 /**

@@ -45,6 +45,8 @@ describe('the outbox', () => {
     expect(retry).toEqual({ ...first, replayed: true })
     expect(first.replayed).toBe(false)
     expect(results[252]).toMatchObject({ status: 'rejected', reason: { name: 'IdempotencyConflictError', eventId: first.event_id } })
+    // An omitted version is version 1: the same request.
+    expect(await o.publish({ type: 'test.group', payload: { dup: 1 }, version: 1, event_id: 'order-123' })).toEqual({ ...first, replayed: true })
     // A key that is a UUIDv7 is the event's id.
     const id = '0190b2a4-0000-7000-8000-00000000abcd'
     expect((await o.publish({ type: 'test.group', payload: {}, event_id: id })).event_id).toBe(id)
