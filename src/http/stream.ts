@@ -91,8 +91,15 @@ export function streamEvents(request: Request, deps: StreamDeps): Response {
       controller.enqueue(encoder.encode(`retry: ${STREAM_RETRY_MS}\nevent: ready\ndata: ${JSON.stringify({ cursor_space: space, after: from, heartbeat_ms: deps.heartbeatMs })}\n\n`))
     },
     async pull(controller) {
-      // Each pull writes one chunk: rows, the caught-up marker, or a heartbeat after a quiet wait.
+      // Each pull writes one chunk: rows, the caught-up marker, or a heartbeat after a quiet wait; or, once
+      // the client is gone, ends the body (a pull that wrote nothing would be called again at once).
+      const end = (): void => {
+        try {
+          controller.close()
+        } catch {}
+      }
       for (;;) {
+        if (abort.signal.aborted) return end()
         const rows = deps.events.list({ after: cursor, upTo: deps.watermark(), types, limit: PAGE })
         let text = rows.map((r) => `id: ${r.cursor}\ndata: ${JSON.stringify(eventJson(r))}\n\n`).join('')
         if (rows.length > 0) {
@@ -108,11 +115,10 @@ export function streamEvents(request: Request, deps: StreamDeps): Response {
           controller.enqueue(encoder.encode(text))
           return
         }
-        if (abort.signal.aborted) return
         // Wake-ups without new rows (plugins report progress often) do not count as writes.
         const quiet = deps.heartbeatMs - (Date.now() - wrote)
         if (quiet <= 0 || !(await deps.wait(abort.signal, quiet))) {
-          if (abort.signal.aborted) return
+          if (abort.signal.aborted) return end()
           wrote = Date.now()
           controller.enqueue(encoder.encode(': heartbeat\n\n'))
           return
