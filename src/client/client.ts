@@ -287,6 +287,8 @@ export class CairnClient {
     let cursorSpace = options.cursorSpace
     let failures = 0
     let retryMs: number | undefined
+    // Until a `ready` event names the heartbeat: the node's default 15 s, three times, and a second.
+    let quietMs = 46_000
     for (;;) {
       options.signal?.throwIfAborted()
       // The first reconnection waits what the server asked for (retry:), the next ones back off.
@@ -294,38 +296,73 @@ export class CairnClient {
       const query = new URLSearchParams({ after: String(after) })
       if (options.types != null) query.set('types', options.types.join(','))
       if (cursorSpace != null) query.set('cursor_space', cursorSpace)
+      // A connection that brings no byte for three heartbeats (a node that hangs, a half-open socket) is
+      // dropped and made again; the time the consumer spends on an item does not count.
+      const connection = new AbortController()
+      const signal = options.signal == null ? connection.signal : AbortSignal.any([options.signal, connection.signal])
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const watch = (): void => {
+        clearTimeout(timer)
+        timer = setTimeout(() => {
+          connection.abort(new CairnUnavailableError(`The event stream was silent for ${quietMs} ms: reconnecting`))
+        }, quietMs)
+      }
+      const pause = (): void => {
+        clearTimeout(timer)
+      }
       let res: Response
       try {
+        watch()
         const ep = await this.endpoint()
-        res = await fetch(`${ep.baseUrl}/v1/stream?${query.toString()}`, { headers: { authorization: `Bearer ${ep.token}`, accept: 'text/event-stream' }, signal: options.signal })
+        res = await fetch(`${ep.baseUrl}/v1/stream?${query.toString()}`, { headers: { authorization: `Bearer ${ep.token}`, accept: 'text/event-stream' }, signal })
       } catch (err) {
+        pause()
         if (options.signal?.aborted === true) throw err
         failures++
         retryMs = undefined
         continue
       }
       if (!res.ok) {
+        pause()
         const error = await apiError(res)
         if (res.status < 500) throw error
         failures++
         continue
       }
+      const body = res.body!.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            watch()
+            controller.enqueue(chunk)
+          }
+        })
+      )
       try {
-        for await (const m of readSse(res.body!)) {
+        for await (const m of readSse(body)) {
           retryMs = m.retry
           if (m.event === 'ready') {
-            cursorSpace = (JSON.parse(m.data) as { cursor_space: string }).cursor_space
+            const ready = JSON.parse(m.data) as { cursor_space: string; heartbeat_ms?: number }
+            cursorSpace = ready.cursor_space
+            if (ready.heartbeat_ms != null) quietMs = 3 * ready.heartbeat_ms + 1000
             failures = 0
+            watch()
           } else if (m.event === 'caught-up') {
+            pause()
             yield { kind: 'caught-up', cursor: (JSON.parse(m.data) as { cursor: number }).cursor, cursorSpace: cursorSpace! }
+            watch()
           } else if (m.event == null) {
             const event = JSON.parse(m.data) as CairnEvent<P>
             after = event.cursor
+            pause()
             yield { kind: 'event', event, cursor: event.cursor, cursorSpace: cursorSpace! }
+            watch()
           }
         }
       } catch (err) {
         if (options.signal?.aborted === true) throw err
+      } finally {
+        pause()
+        connection.abort()
       }
       // The stream ended or broke (the node stopped): reconnect after the last event yielded.
       failures++

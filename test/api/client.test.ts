@@ -132,6 +132,44 @@ console.log(JSON.stringify(seen))
   }, 120_000)
 })
 
+describe('subscribe against a node that goes silent', () => {
+  test('a connection that brings nothing for three heartbeats is dropped and made again, resuming after the last event', async () => {
+    const afters: string[] = []
+    // A node that sends its ready event and one event, then hangs without closing the connection.
+    using server = Bun.serve({
+      hostname: '127.0.0.1',
+      port: 0,
+      fetch: (req) => {
+        afters.push(new URL(req.url).searchParams.get('after') ?? '')
+        const cursor = afters.length
+        const event = { event_id: `e${cursor}`, type: 'test.hang', version: 1, producer: 'p', seq: cursor, hlc: '0', occurred_at: '', payload: {}, cursor, cid: 'c' }
+        const text = `retry: 10\nevent: ready\ndata: {"cursor_space":"${'a'.repeat(32)}","after":0,"heartbeat_ms":100}\n\nid: ${cursor}\ndata: ${JSON.stringify(event)}\n\n`
+        return new Response(
+          new ReadableStream({
+            start(controller) {
+              controller.enqueue(new TextEncoder().encode(text))
+            }
+          }),
+          { headers: { 'content-type': 'text/event-stream' } }
+        )
+      }
+    })
+    const cairn = new CairnClient({ baseUrl: `http://127.0.0.1:${server.port}`, token: 't' })
+    const stop = new AbortController()
+    const seen: number[] = []
+    const consuming = (async () => {
+      for await (const item of cairn.subscribe({ signal: stop.signal })) {
+        if (item.kind === 'event') seen.push(item.cursor)
+        if (seen.length === 3) stop.abort()
+      }
+    })().catch((err: Error) => {
+      if (err.name !== 'AbortError') throw err
+    })
+    await consuming
+    expect({ seen, afters }).toEqual({ seen: [1, 2, 3], afters: ['0', '1', '2'] })
+  }, 30_000)
+})
+
 /** True when two types are the same (each assignable to the other, optional fields included). */
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
 
