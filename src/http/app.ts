@@ -165,7 +165,12 @@ export function createHttpApp(deps: HttpDeps): Hono {
     bearerAuth({
       verifyToken: (token) => timingSafeEqual(createHash('sha256').update(token).digest(), tokenDigest),
       noAuthenticationHeader: { message: errorBody('unauthorized', 'Unauthorized: send Authorization: Bearer <the token in api.token>') },
-      invalidAuthenticationHeader: { message: errorBody('unauthorized', 'Unauthorized: the Authorization header must be Bearer <token>') },
+      // A malformed header is a bad request (400, RFC 6750), not a wrong token.
+      invalidAuthenticationHeader: {
+        message: errorBody('invalid_request', 'Bad Authorization header: it must be Bearer <the token in api.token>', [
+          { path: 'Authorization', message: 'must be Bearer <token>', code: 'invalid_header' }
+        ])
+      },
       invalidToken: { message: errorBody('unauthorized', 'Unauthorized: the token does not match api.token') }
     })
   )
