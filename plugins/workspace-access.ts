@@ -69,10 +69,13 @@ export default definePlugin({
        FROM (SELECT * FROM workspace_access WHERE granted = 1 ORDER BY permission)
        GROUP BY workspace_id, subject;`
   ],
+  // Each row of workspace_access is decided by the newest event that touches its (workspace, subject,
+  // permission): those are the keys, so that housekeeping keeps exactly what a newcomer needs.
   handles: {
     'workspace.invited': {
       version: 1,
       payload: InvitedSchema,
+      keys: (p) => ROLE_PERMISSIONS[p.role].map((permission) => [p.workspace_id, p.invitee, permission]),
       apply(event, { db }) {
         const p = event.payload
         for (const permission of ROLE_PERMISSIONS[p.role]) {
@@ -83,6 +86,7 @@ export default definePlugin({
     'permission.revoked': {
       version: 1,
       payload: RevokedSchema,
+      keys: (p) => [[p.workspace_id, p.subject, p.permission]],
       apply(event, { db }) {
         const p = event.payload
         db.run(UPSERT, [p.workspace_id, p.subject, p.permission, 0, null, null, null, p.reason ?? null, orderKey(event), event.event_id, event.producer, event.hlc])

@@ -99,6 +99,18 @@ export class AddressInUseError extends Error {
 }
 
 /** A head that fails to parse or verify, or that is not acceptable; `reason` is the metric label. */
+/** A plugin snapshot that cannot be used: it does not parse, its signature does not verify, or it is not what it claims. */
+export class InvalidSnapshotError extends Error {
+  static name = 'InvalidSnapshotError'
+  /** `malformed_snapshot`, `oversized_snapshot`, `bad_signature`, `wrong_producer` or `wrong_plugin` */
+  readonly reason: string
+  constructor(reason: string, message: string) {
+    super(message)
+    this.name = 'InvalidSnapshotError'
+    this.reason = reason
+  }
+}
+
 export class InvalidHeadError extends Error {
   static name = 'InvalidHeadError'
   readonly reason: string
@@ -215,6 +227,24 @@ export class NotFoundError extends Error {
   constructor(message: string) {
     super(message)
     this.name = 'NotFoundError'
+  }
+}
+
+/** A membership change asked of a node that is not an owner; the HTTP endpoint answers 403. */
+export class NotOwnerError extends Error {
+  static name = 'NotOwnerError'
+  constructor(message: string) {
+    super(message)
+    this.name = 'NotOwnerError'
+  }
+}
+
+/** A producer's walk waits until this node has processed the owners' events that producer had seen. */
+export class WaitingForOwnerError extends Error {
+  static name = 'WaitingForOwnerError'
+  constructor(message: string) {
+    super(message)
+    this.name = 'WaitingForOwnerError'
   }
 }
 

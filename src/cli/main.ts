@@ -6,11 +6,12 @@ import { envName } from '../config/settings.ts'
 import { VERSION } from '../version.ts'
 import { UsageError } from '../errors.ts'
 import type { Verb } from './verb.ts'
-import { idVerb, initVerb, runVerb } from './verbs/node.ts'
+import { idVerb, initVerb, rekeyVerb, runVerb } from './verbs/node.ts'
 import { eventsVerb, exportVerb, gapsVerb, publishVerb, statusVerb } from './verbs/bus.ts'
-import { deadVerb, pluginsVerb, replayVerb, schemaVerb, sqlVerb } from './verbs/plugins.ts'
+import { deadVerb, pluginsVerb, replayVerb, schemaVerb, snapshotVerb, sqlVerb } from './verbs/plugins.ts'
 import { demoVerb } from './verbs/demo.ts'
 import { doctorVerb } from './verbs/doctor.ts'
+import { membersVerb } from './verbs/members.ts'
 import { consoleVerb } from './verbs/console.ts'
 
 /** Every verb, in the order --help lists them. */
@@ -21,6 +22,8 @@ export const VERBS: Verb[] = [
   publishVerb,
   eventsVerb,
   statusVerb,
+  membersVerb,
+  rekeyVerb,
   consoleVerb,
   gapsVerb,
   exportVerb,
@@ -29,12 +32,24 @@ export const VERBS: Verb[] = [
   sqlVerb,
   deadVerb,
   replayVerb,
+  snapshotVerb,
   doctorVerb,
   demoVerb
 ]
 
 /** Errors whose message is all an operator needs: printed without a stack trace. */
-const EXPECTED = new Set(['UsageError', 'ConfigError', 'DataDirError', 'DataDirBusyError', 'NotRunningError', 'ValidationError', 'AddressInUseError', 'PluginLoadError', 'InvalidHeadError'])
+const EXPECTED = new Set([
+  'UsageError',
+  'ConfigError',
+  'DataDirError',
+  'DataDirBusyError',
+  'NotRunningError',
+  'ValidationError',
+  'AddressInUseError',
+  'PluginLoadError',
+  'InvalidHeadError',
+  'NotOwnerError'
+])
 
 /** @returns the top-level help text */
 export function mainHelp(): string {

@@ -7,7 +7,33 @@ const text = (message: string) => v.pipe(v.string(message), v.minLength(1, messa
 export const OPTIONS = {
   json: { name: 'json', kind: 'boolean', description: 'print JSON for scripts', schema: v.boolean(), inFile: false },
   'new-network': { name: 'new-network', kind: 'boolean', description: 'start a new network with a new random swarm key', schema: v.boolean(), inFile: false },
+  join: {
+    name: 'join',
+    kind: 'string',
+    value: 'FILE',
+    description: 'join an existing network from a join file (cairn members join-file on a member writes it): its swarm key, founding owners and peers to connect to',
+    schema: text('Expected a file path'),
+    inFile: false
+  },
   'swarm-key': { name: 'swarm-key', kind: 'string', value: 'FILE', description: 'join an existing network: copy its swarm.key from FILE', schema: text('Expected a file path'), inFile: false },
+  owner: {
+    name: 'owner',
+    kind: 'string',
+    multiple: true,
+    value: 'PEER_ID',
+    description: "a founding owner of the network this node joins (cairn members list shows founders with added by 'founder'); only owners' signed changes change the membership",
+    schema: v.array(v.string()),
+    inFile: false
+  },
+  name: { name: 'name', kind: 'string', value: 'NAME', description: "the member's display name", schema: text('Expected a name'), inFile: false },
+  role: {
+    name: 'role',
+    kind: 'string',
+    value: 'ROLE',
+    description: 'member (writes events) or owner (also changes the membership); default member',
+    schema: v.picklist(['member', 'owner'], 'Expected member or owner'),
+    inFile: false
+  },
   type: { name: 'type', kind: 'string', value: 'TYPE', description: 'the event type, such as workspace.invited', schema: text('Expected an event type'), inFile: false },
   payload: { name: 'payload', kind: 'string', value: 'JSON', description: "the payload as JSON ('-' reads it from standard input)", schema: text('Expected JSON'), inFile: false },
   batch: {
@@ -50,6 +76,7 @@ export const OPTIONS = {
     schema: text('Expected a time'),
     inFile: false
   },
+  plugin: { name: 'plugin', kind: 'string', value: 'NAME', description: 'only this plugin', schema: text('Expected a plugin name'), inFile: false },
   dir: { name: 'dir', kind: 'string', value: 'DIR', description: 'the directory to write into (default: the current one)', schema: text('Expected a directory'), inFile: false },
   'no-open': { name: 'no-open', kind: 'boolean', description: 'only print the link; do not start a browser', schema: v.boolean(), inFile: false },
   car: { name: 'car', kind: 'string', value: 'FILE', description: 'the CAR file to write', schema: text('Expected a file path'), inFile: false }

@@ -203,6 +203,25 @@ export const SETTINGS = {
     schema: DurationSchema,
     default: undefined
   },
+  'snapshot-interval': {
+    name: 'snapshot-interval',
+    kind: 'string',
+    value: 'DURATION',
+    description: "write a signed snapshot of every plugin's tables into the outbox this often (default: off; cairn snapshot writes one on demand)",
+    schema: DurationSchema,
+    default: undefined
+  },
+  'snapshot-from': {
+    name: 'snapshot-from',
+    kind: 'string',
+    value: 'PEERS',
+    description: "whose snapshots a plugin's state may be loaded from when history is missing: 'members' (the members list; nobody without one) or comma-separated peer ids (default members)",
+    schema: v.pipe(
+      v.string(),
+      v.check((s) => s === 'members' || s.split(',').every((p) => /^(12D3Koo|Qm)[1-9A-HJ-NP-Za-km-z]{40,60}$/.test(p.trim())), "Expected 'members' or comma-separated peer ids")
+    ),
+    default: 'members'
+  },
   'max-batch': { name: 'max-batch', kind: 'string', value: 'N', description: 'the most events one group commit writes (default 5000)', schema: IntSchema, default: 5000 },
   'http-idle-timeout': {
     name: 'http-idle-timeout',
@@ -267,6 +286,8 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS['retention-max'],
   SETTINGS['housekeeping-interval'],
   SETTINGS['events-retention'],
+  SETTINGS['snapshot-interval'],
+  SETTINGS['snapshot-from'],
   SETTINGS['http-idle-timeout'],
   SETTINGS['stream-heartbeat'],
   SETTINGS['http-max-connections'],
@@ -300,6 +321,8 @@ type RunSettingName =
   | 'retention-max'
   | 'housekeeping-interval'
   | 'events-retention'
+  | 'snapshot-interval'
+  | 'snapshot-from'
   | 'http-idle-timeout'
   | 'stream-heartbeat'
   | 'http-max-connections'
@@ -309,7 +332,7 @@ type RunSettingName =
 type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S
 
 /** Settings without a default are optional in a node's configuration. */
-type Optional = 'log-format' | 'members' | 'policy' | 'events-retention'
+type Optional = 'log-format' | 'members' | 'policy' | 'events-retention' | 'snapshot-interval'
 
 /**
  * The resolved settings of a running node, camelCase, each typed by its setting's schema (see SETTINGS):

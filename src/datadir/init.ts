@@ -1,14 +1,15 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { UsageError } from '../errors.ts'
-import { openDatabase } from '../runtime/sqlite.ts'
-import { migrate } from '../store/migrations.ts'
+import { OWNERS_KEY } from '../model/members.ts'
+import { Store } from '../store/store.ts'
 import { openBlockDatabase } from '../store/blockstore.ts'
 import { dataPaths } from './layout.ts'
 import { loadIdentity } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
+import { readJoinFile } from './joinFile.ts'
 import { tightenModes } from './modes.ts'
 
 export interface InitOptions {
@@ -16,11 +17,19 @@ export interface InitOptions {
   newNetwork?: boolean
   /** the path of an existing network's swarm.key */
   swarmKeyFile?: string
+  /** the network's owners (peer ids); with newNetwork the new node is the first one */
+  owners?: readonly string[]
+  /** the path of a join file (swarm key, owners, peers to connect to: see joinFile.ts) */
+  joinFile?: string
 }
 
 export interface InitResult {
   peerId: string
   created: boolean
+  /** the founding owners recorded (none: the node knows no owner, so it never applies membership changes) */
+  owners: string[]
+  /** whether owners were recorded in an existing data directory that had none */
+  ownersRecorded?: boolean
 }
 
 /**
@@ -32,16 +41,41 @@ export interface InitResult {
  */
 export async function initDataDir(dir: string, options: InitOptions): Promise<InitResult> {
   const p = dataPaths(dir)
+  for (const o of options.owners ?? []) {
+    try {
+      peerIdFromString(o)
+    } catch {
+      throw new UsageError(`Invalid --owner ${o}: expected a peer id such as 12D3KooW… (cairn id --data DIR prints a node's)`)
+    }
+  }
   if (existsSync(p.identity)) {
     const { peerId } = await loadIdentity(dir)
     tightenModes(dir)
-    return { peerId: peerId.toString(), created: false }
+    // Owners may be recorded once in a directory that has none (a node of a network that starts using the
+    // membership changes); after that they change only through owners' signed changes.
+    const store = await Store.open(p.database)
+    try {
+      const recorded = readOwners(store)
+      const wanted = [...new Set(options.owners ?? [])]
+      if (wanted.length === 0 || sameSet(recorded, wanted)) return { peerId: peerId.toString(), created: false, owners: recorded }
+      if (recorded.length > 0) {
+        throw new UsageError(`${dir} already records the owners ${recorded.join(', ')}; owners change only through owners' signed changes (cairn members add PEER_ID --role owner)`)
+      }
+      store.meta.put(OWNERS_KEY, JSON.stringify(wanted))
+      tightenModes(dir)
+      return { peerId: peerId.toString(), created: false, owners: wanted, ownersRecorded: true }
+    } finally {
+      store.close()
+    }
   }
-  if ((options.newNetwork === true) === (options.swarmKeyFile != null)) {
-    throw new UsageError('cairn init needs exactly one of --new-network (start a new network) or --swarm-key FILE (join an existing one)')
+  if ([options.newNetwork === true, options.swarmKeyFile != null, options.joinFile != null].filter(Boolean).length !== 1) {
+    throw new UsageError('cairn init needs exactly one of --new-network (start a new network), --swarm-key FILE or --join FILE (join an existing one)')
   }
   let swarmKey: Uint8Array
-  if (options.swarmKeyFile != null) {
+  const join = options.joinFile != null ? readJoinFile(options.joinFile) : undefined
+  if (join != null) {
+    swarmKey = join.swarmKey
+  } else if (options.swarmKeyFile != null) {
     let text: string
     try {
       text = readFileSync(options.swarmKeyFile, 'utf8')
@@ -56,21 +90,33 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
   } else {
     swarmKey = newSwarmKey()
   }
+  const key = await generateKeyPair('Ed25519')
 
   mkdirSync(dir, { recursive: true, mode: 0o700 })
-  const key = await generateKeyPair('Ed25519')
   // The swarm key and database go first: identity.key marks a complete directory.
   writeSecret(p.swarmKey, swarmKey)
   writeSecret(p.apiToken, new TextEncoder().encode(randomBytes(32).toString('base64url') + '\n'))
-  const db = await openDatabase(p.database)
-  migrate(db)
-  db.close()
+  const owners = [...new Set([...(options.newNetwork === true ? [peerIdFromPrivateKey(key).toString()] : []), ...(join?.owners ?? []), ...(options.owners ?? [])])]
+  // The peers a join file names to connect to go to config.json, unless the operator wrote one already.
+  if (join != null && join.bootstrap.length > 0 && !existsSync(p.config)) writeFileSync(p.config, JSON.stringify({ bootstrap: join.bootstrap }, null, 2) + '\n', { mode: 0o600 })
+  const store = await Store.open(p.database)
+  if (owners.length > 0) store.meta.put(OWNERS_KEY, JSON.stringify(owners))
+  store.close()
   const blocks = await openBlockDatabase(p.blocks)
   blocks.close()
   mkdirSync(p.datastore, { recursive: true, mode: 0o700 })
   writeSecret(p.identity, privateKeyToProtobuf(key))
   tightenModes(dir)
-  return { peerId: peerIdFromPrivateKey(key).toString(), created: true }
+  return { peerId: peerIdFromPrivateKey(key).toString(), created: true, owners }
+}
+
+function readOwners(store: Store): string[] {
+  const text = store.meta.get(OWNERS_KEY)
+  return text == null ? [] : (JSON.parse(text) as string[])
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x))
 }
 
 function writeSecret(path: string, bytes: Uint8Array): void {

@@ -6,6 +6,8 @@ export function dataPaths(dir: string) {
     dir,
     identity: join(dir, 'identity.key'),
     swarmKey: join(dir, 'swarm.key'),
+    /** the key `cairn rekey` replaced, kept to go back if a rotation is abandoned */
+    previousSwarmKey: join(dir, 'swarm.key.previous'),
     apiToken: join(dir, 'api.token'),
     database: join(dir, 'cairn.db'),
     blocks: join(dir, 'blocks.db'),

@@ -9,6 +9,8 @@ export interface HousekeepingResult {
   at: string
   duration_ms: number
   pruned_files: number
+  /** of pruned_files, those that went because newer events superseded every state key they write */
+  compacted_files: number
   /** members whose acks held pruning back */
   held_back_by: string[]
   blocks_deleted: number
@@ -81,12 +83,27 @@ export class Housekeeper {
     const { self, store, blocks, log, metrics } = this.components
     const now = this.init.now?.() ?? Date.now()
     const started = Date.now()
-    const result: HousekeepingResult = { at: new Date(now).toISOString(), duration_ms: 0, pruned_files: 0, held_back_by: [], blocks_deleted: 0, reclaimed_bytes: 0, events_deleted: 0 }
+    const result: HousekeepingResult = {
+      at: new Date(now).toISOString(),
+      duration_ms: 0,
+      pruned_files: 0,
+      compacted_files: 0,
+      held_back_by: [],
+      blocks_deleted: 0,
+      reclaimed_bytes: 0,
+      events_deleted: 0
+    }
     try {
-      const { seqs, heldBackBy } = prunable(store, { self, retention: this.init.retention, retentionMax: this.init.retentionMax, members: this.init.members, processed: this.init.processed }, now)
+      const { seqs, compacted, heldBackBy } = prunable(
+        store,
+        { self, retention: this.init.retention, retentionMax: this.init.retentionMax, members: this.init.members, processed: this.init.processed },
+        now
+      )
       result.held_back_by = heldBackBy
-      const pruned = await this.init.outbox.prune(seqs)
+      const pruned = await this.init.outbox.prune(seqs, compacted)
       result.pruned_files = pruned.removed
+      result.compacted_files = pruned.removed === 0 ? 0 : compacted.size
+      store.stateKeys.forgetSuperseded(self)
       // The bus root that status reports is served to any IPFS client: it survives collection (rebuilt and
       // stored here, so it is the current one).
       const bus = await busRoot(store.producers.syncedRoots(), blocks)
@@ -101,9 +118,10 @@ export class Housekeeper {
     store.meta.put('housekeeping', JSON.stringify(result))
     store.meta.add('reclaimed_bytes', result.reclaimed_bytes)
     metrics.reclaimed.inc(result.reclaimed_bytes)
+    metrics.compacted.inc(result.compacted_files)
     if (result.error != null) log.warn(`housekeeping failed: ${result.error}`)
     else if (result.pruned_files > 0 || result.blocks_deleted > 0)
-      log.info('housekeeping', { pruned_files: result.pruned_files, blocks_deleted: result.blocks_deleted, reclaimed_bytes: result.reclaimed_bytes })
+      log.info('housekeeping', { pruned_files: result.pruned_files, compacted_files: result.compacted_files, blocks_deleted: result.blocks_deleted, reclaimed_bytes: result.reclaimed_bytes })
     return result
   }
 }

@@ -15,15 +15,36 @@ export interface PruneRules {
 }
 
 /**
- * Finds the own files past the retention window that every member's acks cover (and this node's plugins
- * processed), or that passed the hard maximum age.
- *
- * @returns the seqs that may go, and which members hold the others back
+ * The most hour buckets one run compacts files out of, so that one run's tree change stays small. A
+ * reader's walk re-reads every directory a compaction changed; the head counts the files compacted
+ * (`compacted`), and each widens the reader's walk budget by its path, however many runs it missed.
  */
-export function prunable(store: Store, rules: PruneRules, now: number): { seqs: number[]; heldBackBy: string[] } {
+export const COMPACT_BUCKETS_PER_RUN = 256
+
+/** Which own files a housekeeping run may prune, and why the others stay. */
+export interface Prunable {
+  /** every seq that may go */
+  seqs: number[]
+  /** those of `seqs` that go because newer events superseded every key they write (compaction) */
+  compacted: Set<number>
+  /** members whose acks hold back plain files */
+  heldBackBy: string[]
+}
+
+/**
+ * Finds the own files past the retention window that may go. A file whose event writes state keys (keyed
+ * compaction, docs/plugins.md) goes once every key it writes has a newer event, from any producer, whatever
+ * the acks and however old: the newest event of a key is kept for as long as the key exists, and a member
+ * that lags gets the newer one instead. Any other file (a type no plugin declares keys for) keeps plain
+ * retention: it goes once every member's acks cover it and this node's plugins processed it, or once it
+ * passed the hard maximum age. Membership changes (`cairn.*` events) are never pruned.
+ */
+export function prunable(store: Store, rules: PruneRules, now: number): Prunable {
   const { self, retention, retentionMax } = rules
-  const candidates = store.outbox.unprunedBefore(now - retention)
-  if (candidates.length === 0) return { seqs: [], heldBackBy: [] }
+  // Membership changes stay in the outbox for good: a node that joins later must find every one.
+  const reserved = new Set(store.events.reservedSeqs(self))
+  const candidates = store.outbox.unprunedBefore(now - retention).filter((c) => !reserved.has(c.seq))
+  if (candidates.length === 0) return { seqs: [], compacted: new Set(), heldBackBy: [] }
   const known = new Map(
     store.producers
       .all()
@@ -45,8 +66,31 @@ export function prunable(store: Store, rules: PruneRules, now: number): { seqs: 
     floor = Math.min(floor, ack)
   }
   const processed = rules.processed()
-  const seqs = candidates.filter((c) => c.created_at < now - retentionMax || (c.seq <= floor && c.seq <= processed)).map((c) => c.seq)
-  const kept = candidates.filter((c) => !seqs.includes(c.seq))
+  // Keys are recorded when this node's plugins apply the event: an own event not processed yet is judged as plain.
+  const keyed = candidates.filter((c) => c.seq <= processed && store.stateKeys.keyed(self, c.seq))
+  const keyedSeqs = new Set(keyed.map((c) => c.seq))
+  const superseded = store.stateKeys.superseded(
+    self,
+    keyed.map((c) => c.seq)
+  )
+  const acked = (c: { seq: number; created_at: number }): boolean => c.created_at < now - retentionMax || (c.seq <= floor && c.seq <= processed)
+  const compacted = new Set<number>()
+  const keyedGo = new Set<number>()
+  const buckets = new Set<string>()
+  for (const c of keyed) {
+    if (!superseded.has(c.seq)) continue
+    // A plugin without keys for the type also applied it: its state needs the event as plain retention does.
+    const unkeyed = store.stateKeys.unkeyed(self, c.seq)
+    if (unkeyed && !(c.seq <= floor && c.seq <= processed)) continue
+    if (!buckets.has(c.bucket) && buckets.size >= COMPACT_BUCKETS_PER_RUN) continue
+    buckets.add(c.bucket)
+    keyedGo.add(c.seq)
+    if (!unkeyed) compacted.add(c.seq)
+  }
+  const plain = candidates.filter((c) => !keyedSeqs.has(c.seq))
+  const plainGo = new Set(plain.filter(acked).map((c) => c.seq))
+  const kept = plain.filter((c) => !plainGo.has(c.seq))
   const heldBackBy = kept.length === 0 ? [] : [...acksOf].filter(([, ack]) => ack < kept[0].seq).map(([m]) => m)
-  return { seqs, heldBackBy }
+  const seqs = candidates.filter((c) => keyedGo.has(c.seq) || plainGo.has(c.seq)).map((c) => c.seq)
+  return { seqs, compacted, heldBackBy }
 }

@@ -1,19 +1,20 @@
-import { Hono, type Context } from 'hono'
+import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
 import * as v from 'valibot'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { ValidationError } from '../errors.ts'
-import { toIssues } from '../model/issues.ts'
+import { issueLine, toIssues } from '../model/issues.ts'
 import { IdempotencyKeySchema, MAX_IDEMPOTENCY_KEY, type PublishResult } from '../model/publishRequest.ts'
 import type { Log } from '../log/logger.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { errorBody, errorResponse, STATUS_BY_ERROR } from './errors.ts'
 import { openApiDocument } from './openapi.ts'
 import { MAX_TYPES, readQuery } from './query.ts'
-import { EventsQuerySchema, MAX_PAGE, NoQuerySchema, SchemaQuerySchema, type LimitsSchema, type SchemaInfoSchema } from './schemas.ts'
+import { EventsQuerySchema, MAX_PAGE, NoQuerySchema, SchemaQuerySchema, SnapshotRequestSchema, type LimitsSchema, type SchemaInfoSchema } from './schemas.ts'
 import { assertCursor, eventJson, STREAM_RETRY_MS, streamEvents, type StreamDeps } from './stream.ts'
+import { mountMembers, type MembersDeps } from './members.ts'
 import { consoleApp, type ConsoleDeps } from './console/app.ts'
 
 /** The limits `GET /v1/limits` reports (and 413 answers carry). */
@@ -36,6 +37,8 @@ export interface HttpDeps {
   publish: (body: unknown, key?: string) => Promise<PublishResult>
   /** publishes several events in one commit, all or none */
   publishMany: (bodies: unknown[], key?: string) => Promise<PublishResult[]>
+  /** writes signed snapshots of one plugin (or every plugin that takes part) into the outbox (for `POST /v1/snapshots`) */
+  snapshot?: (plugin?: string) => Promise<unknown>
   /** the metrics registry, its database-backed gauges refreshed (for `/metrics`) */
   metrics?: () => Metrics
   /** what `/v1/stream` and `GET /v1/events` read */
@@ -52,6 +55,8 @@ export interface HttpDeps {
    * purpose: requests whose Host header names anything else are refused.
    */
   bound?: () => { port?: number; host?: string }
+  /** `/v1/members`: list, add and remove members */
+  members?: MembersDeps
   /** the browser console at `/` (see consoleApp); absent, `/` is not served */
   console?: ConsoleDeps
 }
@@ -89,7 +94,21 @@ export const ROUTES: Record<string, string[]> = {
   '/v1/events': ['GET', 'POST'],
   '/v1/stream': ['GET'],
   '/v1/schemas': ['GET'],
-  '/v1/schemas/:type': ['GET']
+  '/v1/schemas/:type': ['GET'],
+  '/v1/snapshots': ['POST'],
+  '/v1/members': ['GET', 'POST'],
+  '/v1/members/:peer_id': ['DELETE']
+}
+
+/** Refuses, with 415, a request body that is not declared as JSON (an empty body needs no type). */
+const jsonBody: MiddlewareHandler = async (c, next) => {
+  const type = c.req.header('content-type') ?? ''
+  if (!/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type) && !(type === '' && c.req.header('content-length') === '0')) {
+    return errorResponse(415, 'unsupported_media_type', `Unsupported media type ${type === '' ? '(none)' : type}: send the body as JSON with Content-Type: application/json`, {
+      headers: { 'accept-post': 'application/json' }
+    })
+  }
+  await next()
 }
 
 /** @returns the request's Idempotency-Key header, checked */
@@ -176,15 +195,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   )
   app.post(
     '/v1/events',
-    async (c, next) => {
-      const type = c.req.header('content-type') ?? ''
-      if (!/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type)) {
-        return errorResponse(415, 'unsupported_media_type', `Unsupported media type ${type === '' ? '(none)' : type}: send the events as JSON with Content-Type: application/json`, {
-          headers: { 'accept-post': 'application/json' }
-        })
-      }
-      await next()
-    },
+    jsonBody,
     bodyLimit({
       maxSize: deps.maxBodySize,
       onError: () => errorResponse(413, 'too_large', `Payload too large: the body is over ${deps.maxBodySize} bytes (max-body-size); split the batch`, { extra: { limits } })
@@ -232,6 +243,23 @@ export function createHttpApp(deps: HttpDeps): Hono {
     const q = readQuery(c.req.url, SchemaQuerySchema, ['version'])
     return c.json(deps.schema(c.req.param('type'), q.version == null ? undefined : Number(q.version)))
   })
+
+  const { snapshot } = deps
+  if (snapshot != null) {
+    app.post('/v1/snapshots', jsonBody, bodyLimit({ maxSize: 4096, onError: () => errorResponse(413, 'too_large', 'Payload too large: a snapshot request is at most 4096 bytes') }), async (c) => {
+      const text = await c.req.text()
+      let body: unknown
+      try {
+        body = JSON.parse(text === '' ? '{}' : text)
+      } catch (err) {
+        return errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`)
+      }
+      const r = v.safeParse(SnapshotRequestSchema, body)
+      if (!r.success) throw new ValidationError(`Cannot write snapshots: ${toIssues(r.issues).map(issueLine).join('; ')}`, toIssues(r.issues))
+      return c.json(await snapshot(r.output.plugin))
+    })
+  }
+  if (deps.members != null) mountMembers(app, deps.members)
 
   const { metrics } = deps
   if (metrics != null) {

@@ -13,6 +13,7 @@ export function errorResponse(status: number, code: string, message: string, opt
 /** Maps an error's name to the HTTP status and error code the endpoint answers with. */
 export const STATUS_BY_ERROR: Record<string, { status: number; code: string }> = {
   ValidationError: { status: 400, code: 'invalid_request' },
+  NotOwnerError: { status: 403, code: 'not_owner' },
   NotFoundError: { status: 404, code: 'not_found' },
   IdempotencyConflictError: { status: 409, code: 'idempotency_key_reused' },
   StaleCursorError: { status: 409, code: 'stale_cursor' },

@@ -2,7 +2,7 @@ import type * as v from 'valibot'
 import { toJsonSchema } from '@valibot/to-json-schema'
 import { PublishRequestSchema, PublishResultSchema } from '../model/publishRequest.ts'
 import { VERSION } from '../version.ts'
-import { ErrorSchema, EventSchema, EventsPageSchema, EventsQuerySchema, LimitsSchema, NoQuerySchema, SchemaInfoSchema, SchemaQuerySchema, StatusSchema } from './schemas.ts'
+import { ErrorSchema, EventSchema, EventsPageSchema, EventsQuerySchema, LimitsSchema, NoQuerySchema, SchemaInfoSchema, SchemaQuerySchema, SnapshotRequestSchema, StatusSchema } from './schemas.ts'
 import { StreamQuerySchema } from './stream.ts'
 
 type Json = Record<string, unknown>
@@ -56,7 +56,14 @@ export function openApiDocument(): Json {
         EventsPage: json(EventsPageSchema),
         Limits: json(LimitsSchema),
         SchemaInfo: json(SchemaInfoSchema),
-        Status: json(StatusSchema)
+        Status: json(StatusSchema),
+        SnapshotRequest: json(SnapshotRequestSchema),
+        MemberChange: {
+          type: 'object',
+          description: 'The signed membership change published (a cairn.members event) and its publish result',
+          properties: { change: { type: 'object' }, event_id: { type: 'string' }, seq: { type: 'integer' }, cid: { type: 'string' }, replayed: { type: 'boolean' } },
+          required: ['change', 'event_id', 'seq', 'cid']
+        }
       }
     },
     paths: {
@@ -167,6 +174,55 @@ export function openApiDocument(): Json {
             '200': { description: 'The schemas', content: jsonContent({ type: 'object', properties: { schemas: { type: 'array', items: ref('SchemaInfo') } }, required: ['schemas'] }) },
             ...QUERY_ERRORS,
             ...AUTH_ERRORS
+          }
+        }
+      },
+      '/v1/snapshots': {
+        post: {
+          ...secured,
+          summary: 'Write signed snapshots of one plugin, or of every plugin that takes part, into the outbox (as cairn snapshot does)',
+          requestBody: { required: false, content: jsonContent(ref('SnapshotRequest')) },
+          responses: {
+            '200': { description: 'The snapshots written', content: jsonContent({}) },
+            '400': error('Malformed JSON or a bad request'),
+            ...AUTH_ERRORS,
+            '413': error('The body is over 4096 bytes'),
+            '415': error('A body not declared as JSON')
+          }
+        }
+      },
+      '/v1/members': {
+        get: {
+          ...secured,
+          summary: 'The membership, as cairn members list --json prints it',
+          responses: { '200': { description: 'The members', content: jsonContent({ type: 'object' }) }, ...AUTH_ERRORS }
+        },
+        post: {
+          ...secured,
+          summary: 'Add a member or change its role or name (an owner only): `{peer_id, role?, name?}`',
+          requestBody: {
+            required: true,
+            content: jsonContent({ type: 'object', properties: { peer_id: { type: 'string' }, role: { enum: ['member', 'owner'] }, name: { type: 'string' } }, required: ['peer_id'] })
+          },
+          responses: {
+            '201': { description: 'The change, signed and published', content: jsonContent(ref('MemberChange')) },
+            '400': error('Malformed JSON or a bad peer id, role or name'),
+            ...AUTH_ERRORS,
+            '403': error('This node is not an owner (`not_owner`)'),
+            '413': error('The body is over 4096 bytes')
+          }
+        }
+      },
+      '/v1/members/{peer_id}': {
+        delete: {
+          ...secured,
+          summary: 'Remove a member (an owner only)',
+          parameters: [{ name: 'peer_id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            '200': { description: 'The change, signed and published', content: jsonContent(ref('MemberChange')) },
+            '400': error('Not a member, or the last owner'),
+            ...AUTH_ERRORS,
+            '403': error('This node is not an owner (`not_owner`)')
           }
         }
       },

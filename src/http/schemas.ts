@@ -83,3 +83,8 @@ export const StatusSchema = v.looseObject({
   verdict: v.string(),
   events: v.number()
 })
+
+/** The body of `POST /v1/snapshots`: one plugin, or every plugin that takes part. */
+export const SnapshotRequestSchema = v.strictObject({
+  plugin: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(128), v.description('The plugin to snapshot; absent: every plugin that takes part')))
+})

@@ -44,7 +44,14 @@ export class Metrics {
     registers: [this.registry]
   })
   readonly deadLetters = new Gauge({ name: 'cairn_dead_letters', help: 'Dead-lettered (plugin, event) pairs', registers: [this.registry] })
-  readonly gaps = new Gauge({ name: 'cairn_gaps', help: 'Recorded gaps (seq ranges no longer fetchable)', registers: [this.registry] })
+  readonly gaps = new Gauge({ name: 'cairn_gaps', help: 'Lost gaps: seq ranges pruned before this node got them that neither compaction nor its join covers (an alarm)', registers: [this.registry] })
+  readonly gapsCovered = new Gauge({
+    name: 'cairn_gaps_covered',
+    help: "Seq ranges missing from producers' trees that are no alarm, by kind: compacted (superseded by newer events) or horizon (pruned before this node joined)",
+    labelNames: ['kind'],
+    registers: [this.registry]
+  })
+  readonly compacted = new Counter({ name: 'cairn_compacted_files_total', help: 'Own event files pruned because newer events superseded every state key they write', registers: [this.registry] })
   readonly quarantined = new Gauge({ name: 'cairn_quarantined_files', help: 'Files in quarantine', registers: [this.registry] })
   readonly outboxFiles = new Gauge({ name: 'cairn_outbox_files', help: "Event files in this node's outbox", registers: [this.registry] })
   readonly reclaimed = new Counter({ name: 'cairn_reclaimed_bytes_total', help: 'Bytes of blocks garbage-collected', registers: [this.registry] })

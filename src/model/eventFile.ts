@@ -11,7 +11,7 @@ export interface FileLimits {
 
 /** Why a file was refused: `reason` is the metric label, `detail` the readable explanation. */
 export interface Rejection {
-  reason: 'oversized' | 'malformed_json' | 'too_deep' | 'bad_envelope' | 'wrong_producer' | 'name_mismatch' | 'policy' | 'bad_payload'
+  reason: 'oversized' | 'malformed_json' | 'too_deep' | 'bad_envelope' | 'wrong_producer' | 'name_mismatch' | 'policy' | 'bad_payload' | 'not_member' | 'not_owner'
   detail: string
 }
 

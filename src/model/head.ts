@@ -51,7 +51,17 @@ const HeadSchema = v.strictObject({
   acks: v.pipe(
     v.record(PeerIdSchema, v.pipe(v.number(), v.integer(), v.minValue(0))),
     v.check((r) => Object.keys(r).length <= 10_000, 'Too many acks')
-  )
+  ),
+  /**
+   * the highest seq this producer pruned without newer events superseding it (plain retention), 0 when none:
+   * a reader's gap above it was compacted (covered by newer events), not lost
+   */
+  pruned_plain: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER))),
+  /**
+   * how many files this producer has compacted out of its tree so far (never decreasing): each changed the
+   * directories on its path, so a reader's walk may read that many paths more than its new events justify
+   */
+  compacted: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)))
 })
 
 export type Head = v.InferOutput<typeof HeadSchema>

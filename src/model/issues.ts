@@ -41,15 +41,12 @@ export function joinPath(prefix: string, path: string): string {
 export function toIssues(issues: readonly v.BaseIssue<unknown>[], prefix = ''): Issue[] {
   return issues.map((issue) => {
     const path = joinPath(prefix, v.getDotPath(issue) ?? '')
+    const unknown = issue.kind === 'schema' && issue.type.endsWith('object') && issue.expected === 'never'
+    const missing = !unknown && issue.kind === 'schema' && issue.received === 'undefined' && issue.path?.at(-1)?.type === 'object'
+    const code = unknown ? 'unknown_field' : missing ? 'required' : issue.kind === 'schema' ? 'invalid_type' : issue.type
     // A message the schema's author wrote is kept; only valibot's own jargon is rewritten.
-    if (!/^Invalid (key|type): /.test(issue.message)) return { path, message: issue.message, code: issue.kind === 'schema' ? 'invalid_type' : issue.type }
-    if (issue.kind === 'schema' && issue.type === 'strict_object' && issue.expected === 'never') {
-      return { path, message: 'is not a known field', code: 'unknown_field' }
-    }
-    if (issue.kind === 'schema' && issue.received === 'undefined' && issue.path?.at(-1)?.type === 'object') {
-      return { path, message: 'is required', code: 'required' }
-    }
-    if (issue.kind === 'schema') return { path, message: `expected ${issue.expected ?? issue.type}, received ${issue.received}`, code: 'invalid_type' }
-    return { path, message: issue.message, code: issue.type }
+    if (!/^Invalid (key|type): /.test(issue.message)) return { path, message: issue.message, code }
+    const message = unknown ? 'is not a known field' : missing ? 'is required' : issue.kind === 'schema' ? `expected ${issue.expected ?? issue.type}, received ${issue.received}` : issue.message
+    return { path, message, code }
   })
 }

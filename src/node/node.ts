@@ -1,9 +1,11 @@
+import { Snapshots, type WrittenSnapshot } from '../plugins/snapshots.ts'
 import { resolve } from 'node:path'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
 import { NotFoundError, NotStartedError } from '../errors.ts'
+import { Membership } from '../members/membership.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
 import { statSync } from 'node:fs'
 import { createHttpApp, type SchemaInfo } from '../http/app.ts'
@@ -42,7 +44,7 @@ import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
-import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus } from './status.ts'
+import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus, type StoredStatus } from './status.ts'
 
 /** The console's charts take a reading this often. */
 const CONSOLE_SAMPLE_MS = 2000
@@ -67,6 +69,7 @@ interface Running {
   outbox: Outbox
   syncer: Syncer
   housekeeper: Housekeeper
+  snapshots: Snapshots
   fetcher: BlockFetcher
   blockExchange: BlockExchange
   headExchange: HeadExchange
@@ -74,6 +77,7 @@ interface Running {
   gossip: HeadGossip
   dialer: Dialer
   rejections: RejectionLog
+  members: Membership
   /** the browser console's login links and sessions, and its charts' readings */
   console: { sessions: ConsoleSessions; series: SeriesWindow }
   http?: HttpServer
@@ -131,6 +135,10 @@ export class CairnNode {
   get plugins(): PluginHost {
     return this.run.plugins
   }
+  /** who may write: the owners' changes, the members setting, or everyone */
+  get members(): Membership {
+    return this.run.members
+  }
   get blockExchange(): BlockExchange {
     return this.run.blockExchange
   }
@@ -155,7 +163,8 @@ export class CairnNode {
     const self = opened.peerId.toString()
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
     const { access } = opened
-    const rejections = new RejectionLog({ isKnown: (p) => (access.members == null ? opened.store.producers.has(p) : access.members.has(p)) }, components)
+    let membership: Membership | undefined
+    const rejections = new RejectionLog({ isKnown: (p) => membership?.isKnown(p) ?? opened.store.producers.has(p) }, components)
     const stopListening = [() => rejections.stop(), logUnhandledRejections(this.log)]
     let ipfs: CairnIpfs | undefined
     let startedPlugins: PluginHost | undefined
@@ -193,6 +202,29 @@ export class CairnNode {
         validate: (type, version, payload) => plugins.validatePublish(type, version, payload),
         acks: () => opened.store.acks()
       })(components)
+      const members = new Membership(
+        {
+          setting: access.members,
+          publish: async (r) => await outbox.publish(r, { reserved: true }),
+          connected: () => new Set(libp2p.getPeers().map(String)),
+          onChange: () => {
+            const r = this.running
+            if (r == null) return
+            // Walks that membership stopped (a re-admitted member) or capped can go on now, and peers get
+            // every head again at once: those that refused a head while it was not a member's take it now.
+            for (const p of opened.store.producers.behind(self)) r.syncer.schedule(p)
+            r.headExchange.pushAll().catch((err: Error) => {
+              this.log.warn(`pushing the heads after a membership change failed: ${err.message}`)
+            })
+          }
+        },
+        components
+      )
+      membership = members
+      members.start()
+      stopListening.push(() => {
+        members.stop()
+      })
       const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
@@ -204,9 +236,13 @@ export class CairnNode {
         offerBlocks: (blocks) => {
           fetcher.offerHinted(blocks)
         },
-        isMember: access.members == null ? undefined : (p) => access.members!.has(p),
+        isMember: (p) => members.isMember(p),
+        removedAt: (p) => members.removedAt(p),
+        waitFor: (p, acks, processed) => members.waitFor(p, acks, processed),
         maxProducers: cfg.maxProducers,
         checkEvent: (e) => {
+          const refused = members.checkEvent(e)
+          if (refused != null) return refused
           const allowed = access.policy.get(e.type)
           if (allowed != null && !allowed.has(e.producer)) return { reason: 'policy', detail: `${e.producer} may not produce ${e.type} (see the policy setting)` }
           return undefined
@@ -217,9 +253,20 @@ export class CairnNode {
         retention: cfg.retention,
         retentionMax: cfg.retentionMax,
         eventsRetention: cfg.eventsRetention,
-        members: () => (access.members == null ? undefined : [...access.members.keys()]),
+        members: () => members.current(),
         processed: () => opened.store.acks()[self] ?? 0
       })(components)
+      const snapshots = new Snapshots(components, {
+        plugins: plugins.plugins,
+        privateKey: opened.privateKey,
+        put: async (plugin, bytes, vector) => await outbox.putSnapshot(plugin, bytes, vector),
+        getBlock: async (cid, options) => await fetcher.get(cid, options),
+        fetchTimeout: cfg.fetchTimeout,
+        trusted: () => (cfg.snapshotFrom === 'members' ? (members.current() ?? []) : cfg.snapshotFrom.split(',').map((p) => p.trim())),
+        loaded: () => {
+          plugins.notify()
+        }
+      })
       const limiter = new HeadLimiter({
         rate: cfg.headsPerSecond,
         accept: async (bytes, peer) => {
@@ -274,6 +321,7 @@ export class CairnNode {
         outbox,
         syncer,
         housekeeper,
+        snapshots,
         fetcher,
         blockExchange,
         headExchange,
@@ -281,6 +329,7 @@ export class CairnNode {
         gossip,
         dialer,
         rejections,
+        members,
         console: { sessions: new ConsoleSessions(), series: new SeriesWindow() },
         timers: [],
         stopListening,
@@ -307,6 +356,15 @@ export class CairnNode {
           void this.housekeeping()
         }, cfg.housekeepingInterval)
       )
+      if (cfg.snapshotInterval != null) {
+        running.timers.push(
+          setInterval(() => {
+            void this.writeSnapshots().catch((err: Error) => {
+              this.log.warn(`scheduled snapshot not written: ${err.message}`, { reason: 'snapshot_failed' })
+            })
+          }, cfg.snapshotInterval)
+        )
+      }
       running.timers.push(
         setInterval(() => {
           this.consoleReading(running)
@@ -382,7 +440,11 @@ export class CairnNode {
       events.listen('outbox:pruned', ({ head }) => {
         r.gossip.publish(head)
       }),
-      events.listen('sync:progress', progressRenderer(this.log, this.extras.terminal))
+      events.listen('sync:progress', progressRenderer(this.log, this.extras.terminal)),
+      // Once a catch-up settles, plugins whose state misses pruned history look for a trusted snapshot.
+      events.listen('sync:idle', () => {
+        void r.snapshots.bootstrap()
+      })
     )
   }
 
@@ -406,13 +468,19 @@ export class CairnNode {
         if (version != null && !versions.includes(version)) throw new NotFoundError(`No schema for ${type} v${version}: ${p.name} declares versions ${versions.join(', ')}`)
         return this.schemaInfo(r, type, p.name, versions, version)
       },
+      snapshot: async (plugin) => await r.snapshots.write(plugin),
       metrics: () => {
-        refreshMetrics(this.metrics, storedStatus(r.opened.store), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
+        refreshMetrics(this.metrics, this.storedStatus(r), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
         return this.metrics
       },
       stream: this.streamDeps(r),
       bound: () => ({ port: r.http?.port, host: this.config.forceHttp ? this.config.http.host : undefined }),
-      console: this.consoleDeps(r)
+      console: this.consoleDeps(r),
+      members: {
+        list: () => r.members.document(),
+        add: async (body) => await r.members.add(body),
+        remove: async (peer) => await r.members.remove(peer)
+      }
     })
   }
 
@@ -533,6 +601,7 @@ export class CairnNode {
       }
     }
     for (const t of r.timers) clearInterval(t)
+    r.snapshots.stop()
     r.dialer.stop()
     r.limiter.stop()
     await step('the HTTP endpoint', async () => await r.http?.stop())
@@ -581,7 +650,7 @@ export class CairnNode {
    */
   async publish(body: unknown, key?: string): Promise<PublishResult> {
     trace('publish.received')
-    return await this.run.outbox.publish(body, key)
+    return await this.run.outbox.publish(body, { key })
   }
 
   /** Offers a signed head as a peer would: through that peer's rate limit when `from` names it. */
@@ -608,6 +677,15 @@ export class CairnNode {
     }
   }
 
+  /**
+   * Writes a signed snapshot of one plugin's tables (or of every plugin that takes part) into this node's outbox.
+   *
+   * @throws ValidationError for an unknown or opted-out plugin, or one whose state is not whole here
+   */
+  async writeSnapshots(plugin?: string): Promise<WrittenSnapshot[]> {
+    return await this.run.snapshots.write(plugin)
+  }
+
   /** Runs pruning and garbage collection once. */
   async housekeeping(): Promise<void> {
     await this.run.housekeeper.run()
@@ -619,6 +697,12 @@ export class CairnNode {
     if (r.ipfs.libp2p.status !== 'started') return { ready: false, reason: 'libp2p is not started' }
     const problem = r.opened.store.check()
     return problem == null ? { ready: true } : { ready: false, reason: `database: ${problem}` }
+  }
+
+  /** @returns what the database says, with the lost gaps that loaded snapshots cover taken out of the alarms */
+  private storedStatus(r: Running): StoredStatus {
+    const stored = r.members.withoutRefusedLag(storedStatus(r.opened.store))
+    return { ...stored, gaps: r.snapshots.alarming(stored.gaps) }
   }
 
   /** @returns the status document of `/status` and `cairn status --json` */
@@ -638,9 +722,11 @@ export class CairnNode {
         syncing: r.syncer.busy,
         rejections: r.rejections.list(),
         clock: this.clockStatus(),
+        pluginStates: r.snapshots.states(),
+        members: r.members.document(),
         loadedPlugins: r.plugins.listPlugins()
       },
-      storedStatus(r.opened.store)
+      this.storedStatus(r)
     )
   }
 

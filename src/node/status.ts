@@ -4,7 +4,10 @@ import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
 import type { HousekeepingResult } from '../housekeeping/housekeeper.ts'
 import type { Store } from '../store/store.ts'
+import type { GapKind } from '../store/gaps.ts'
 import type { RejectionSummary } from './rejections.ts'
+import type { PluginStateStatus } from '../plugins/snapshots.ts'
+import type { MembersDocument } from '../members/membership.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -18,14 +21,29 @@ export interface ProducerStatus {
   last_error: string | null
 }
 
+/** A recorded gap as status and `cairn gaps` show it. */
+export interface GapStatus {
+  producer: string
+  from_seq: number
+  to_seq: number
+  detected_at: string
+  kind: GapKind
+}
+
 /** The part of the status that the database alone tells (a stopped node has this much). */
 export interface StoredStatus {
   producers: ProducerStatus[]
   events: number
   /** events kept whose event_id another producer's event already had (an event is (producer, event_id)) */
   event_id_collisions: number
-  outbox: { files: number; oldest_seq: number | null; last_seq: number }
-  gaps: Array<{ producer: string; from_seq: number; to_seq: number; detected_at: string }>
+  outbox: { files: number; oldest_seq: number | null; last_seq: number; compacted_files: number }
+  /** lost gaps: events this node should have had that are gone and that nothing covers (an alarm) */
+  gaps: GapStatus[]
+  /**
+   * information, not alarms: per producer whose history starts after seq 1, where it starts (what was pruned
+   * before this node first heard of it), and the seqs its compaction removed as superseded
+   */
+  history: Array<{ producer: string; history_from_seq: number; compacted_seqs: number }>
   housekeeping: { last: HousekeepingResult | null; reclaimed_bytes: number }
   /**
    * backlog: events not yet processed by every plugin; retrying: (plugin, event) pairs waiting for a retry;
@@ -55,7 +73,7 @@ export function storedStatus(store: Store, now = Date.now()): StoredStatus {
     producers,
     events: store.events.count(),
     event_id_collisions: store.events.collisions(),
-    outbox: { files: outbox.files, oldest_seq: outbox.oldestSeq, last_seq: outbox.lastSeq },
+    outbox: { files: outbox.files, oldest_seq: outbox.oldestSeq, last_seq: outbox.lastSeq, compacted_files: store.outbox.compactedCount() },
     plugins: {
       backlog: store.events.pendingCount(),
       retrying: store.pluginState.retryingCount(),
@@ -67,7 +85,8 @@ export function storedStatus(store: Store, now = Date.now()): StoredStatus {
       last: JSON.parse(store.meta.get('housekeeping') ?? 'null'),
       reclaimed_bytes: Number(store.meta.get('reclaimed_bytes') ?? 0)
     },
-    gaps: recordedGaps(store),
+    gaps: recordedGaps(store, 'lost'),
+    history: historyOf(store),
     quarantine: {
       count: Object.values(byReason).reduce((a, b) => a + b, 0),
       by_reason: byReason,
@@ -76,9 +95,22 @@ export function storedStatus(store: Store, now = Date.now()): StoredStatus {
   }
 }
 
-/** @returns the recorded gaps, as status and `cairn gaps` show them */
-export function recordedGaps(store: Store): StoredStatus['gaps'] {
-  return store.gaps.list().map((g) => ({ ...g, detected_at: new Date(g.detected_at).toISOString() }))
+/** @returns the recorded gaps (of one kind, when given), as status and `cairn gaps` show them */
+export function recordedGaps(store: Store, kind?: GapKind): GapStatus[] {
+  return store.gaps.list(kind).map((g) => ({ ...g, detected_at: new Date(g.detected_at).toISOString() }))
+}
+
+/** @returns per producer with covered gaps, where its history starts here and how many seqs compaction removed */
+export function historyOf(store: Store): StoredStatus['history'] {
+  const out = new Map<string, StoredStatus['history'][number]>()
+  for (const g of store.gaps.list()) {
+    if (g.kind === 'lost') continue
+    const h = out.get(g.producer) ?? { producer: g.producer, history_from_seq: 1, compacted_seqs: 0 }
+    if (g.kind === 'horizon') h.history_from_seq = Math.max(h.history_from_seq, g.to_seq + 1)
+    else h.compacted_seqs += g.to_seq - g.from_seq + 1
+    out.set(g.producer, h)
+  }
+  return [...out.values()]
 }
 
 /** What the status document needs from a running node. */
@@ -94,6 +126,9 @@ export interface LiveStatus {
   syncing: boolean
   rejections: RejectionSummary[]
   clock: ClockStatus
+  /** per plugin, where its state comes from (the full or compacted log, a snapshot, the retention horizon) */
+  pluginStates: PluginStateStatus[]
+  members: MembersDocument
   /** the plugins this node runs: name, version, file (or built-in), per type the versions each reads, its tables */
   loadedPlugins: LoadedPluginStatus[]
 }
@@ -135,6 +170,9 @@ export type StatusDocument = StoredStatus & {
   /** per member or tracked producer and reason, rejections since start (bounded; most recent first) */
   rejections: RejectionSummary[]
   clock: ClockStatus
+  plugin_state: PluginStateStatus[]
+  /** who may write: owners, members, removed members (see cairn members list) */
+  members: MembersDocument
   loaded_plugins: LoadedPluginStatus[]
 }
 
@@ -147,7 +185,11 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (stored.gaps.length > 0) reasons.push(`${stored.gaps.length} gap(s): events no longer fetchable`)
   if (live.clock.publish_refused != null) reasons.push(`publishing refused: ${live.clock.publish_refused}`)
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
+  for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
   if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
+  const removed = live.members.removed.find((r) => r.peer_id === live.peerId)
+  if (removed != null) reasons.push(`this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}`)
+  else if (live.members.source === 'changes' && !live.members.members.some((m) => m.self)) reasons.push('this node is not a member: other nodes refuse its events')
   for (const h of stored.plugins.held_by)
     reasons.push(`plugin ${h.plugin} holds ${h.count} ${h.type} v${h.version} event(s): it reads older versions only; load a version of it that reads v${h.version}`)
   return {
@@ -163,6 +205,8 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     syncing: live.syncing,
     rejections: live.rejections,
     clock: live.clock,
+    plugin_state: live.pluginStates,
+    members: live.members,
     loaded_plugins: live.loadedPlugins,
     ...stored
   }
@@ -182,6 +226,11 @@ export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: nu
   }
   metrics.lagAlert.set(stored.producers.some((p) => p.lag_ms > lagAlert) ? 1 : 0)
   metrics.gaps.set(stored.gaps.length)
+  metrics.gapsCovered.set({ kind: 'horizon' }, stored.history.filter((h) => h.history_from_seq > 1).length)
+  metrics.gapsCovered.set(
+    { kind: 'compacted' },
+    stored.history.reduce((n, h) => n + h.compacted_seqs, 0)
+  )
   metrics.quarantined.set(stored.quarantine.count)
   metrics.outboxFiles.set(stored.outbox.files)
   metrics.deadLetters.set(stored.plugins.dead_letters)

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { formatIssues } from '../model/issues.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
+import { isReservedType, RESERVED_PREFIX } from '../model/members.ts'
 import type { LoadedPlugin, Plugin } from './types.ts'
 import * as sdkModule from './mod.ts'
 import { SDK, type Sdk } from './mod.ts'
@@ -31,7 +32,8 @@ const HandlerSchema = v.strictObject(
       )
     ),
     apply: v.optional(Fn),
-    effect: v.optional(Fn)
+    effect: v.optional(Fn),
+    keys: v.optional(Fn)
   },
   unknownKey('handler')
 )
@@ -42,9 +44,11 @@ const PluginSchema = v.pipe(
       version: v.optional(v.string('Expected a version string such as 1.0.0')),
       handles: v.pipe(
         v.record(EventTypeSchema, HandlerSchema),
-        v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type')
+        v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type'),
+        v.check((h) => !Object.keys(h).some(isReservedType), `Expected no event type in cairn's reserved namespace ${RESERVED_PREFIX}* (cairn's own membership changes)`)
       ),
       migrations: v.optional(v.array(v.string('Expected SQL text'))),
+      snapshot: v.optional(v.literal(false, 'Expected false (to opt out of snapshots) or nothing')),
       apply: v.optional(Fn),
       effect: v.optional(Fn)
     },

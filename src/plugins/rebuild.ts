@@ -50,6 +50,9 @@ export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | un
   try {
     store.transaction(() => {
       store.pluginState.reset(plugin.name, { views: viewsOf(plugin), tables: tablesOf(plugin) })
+      // Fresh tables no longer hold a loaded snapshot's state: every retained event is applied, and a plugin
+      // that misses pruned history looks for a snapshot again (plugins/snapshots.ts).
+      store.snapshots.forget(plugin.name)
       migrateOne(store.pluginState, plugin, 'rebuild')
       store.meta.delete(requestKey(plugin.name))
       processPlugin({ ...ctx, metrics: count, rebuilding: true }, plugin)

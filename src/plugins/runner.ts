@@ -2,7 +2,7 @@ import type { Components } from '../node/components.ts'
 import { rowToEnvelope, type EventRow } from '../store/events.ts'
 import { backoff } from '../util/backoff.ts'
 import { payloadOf } from './schemas.ts'
-import type { Plugin, PluginEvent } from './types.ts'
+import { MAX_KEYS_PER_EVENT, type Plugin, type PluginEvent, type TypeHandler } from './types.ts'
 
 /** The series running plugins updates (the node's Metrics has them; the test kit counts nothing). */
 export interface ApplyMetrics {
@@ -74,6 +74,15 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
   const moveCursor = (): void => {
     if (advance) state.advanceCursor(plugin.name, row.cursor)
   }
+  // The plugin's state came from a snapshot that already reflects this event: it is passed over, never applied.
+  const vector = store.snapshots.loaded(plugin.name)?.vector
+  if (vector != null && row.seq <= (vector[row.producer] ?? 0)) {
+    store.transaction(() => {
+      state.markApplied(plugin.name, row, ctx.now(), false)
+      moveCursor()
+    })
+    return false
+  }
   if (state.isApplied(plugin.name, row)) {
     store.transaction(() => {
       moveCursor()
@@ -112,10 +121,12 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
   const started = performance.now()
   try {
     event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
+    const keys = stateKeysOf(handler, event.payload)
     store.transaction(() => {
       const applyCtx = { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name }
       if (handler.apply != null) handler.apply(event, applyCtx)
       else plugin.apply?.(event, applyCtx)
+      store.stateKeys.record(plugin.name, row.producer, row.seq, `${row.hlc}|${row.producer}|${row.event_id}`, keys)
       state.markApplied(plugin.name, row, ctx.now(), ctx.rebuilding !== true && (handler.effect ?? plugin.effect) != null)
       moveCursor()
     })
@@ -143,4 +154,23 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
   ctx.metrics.applyDuration.observe({ plugin: plugin.name }, ms / 1000)
   ctx.events.safeDispatchEvent('plugin:applied', { detail: { plugin: plugin.name, event, ms } })
   return false
+}
+
+/**
+ * @returns the canonical JSON of each state key the handler declares for this payload; without `keys`, the empty key
+ * @throws Error when `keys` throws, returns something else than strings and tuples, or more than MAX_KEYS_PER_EVENT
+ */
+export function stateKeysOf(handler: TypeHandler, payload: unknown): string[] {
+  // The empty key says: this plugin keeps no keys for the type, so plain retention decides the event.
+  if (handler.keys == null) return ['']
+  const keys = handler.keys(payload)
+  if (!Array.isArray(keys)) throw new Error(`keys() returned ${typeof keys}, expected an array of keys`)
+  if (keys.length > MAX_KEYS_PER_EVENT) throw new Error(`keys() returned ${keys.length} keys, more than the ${MAX_KEYS_PER_EVENT} one event may write`)
+  const out = new Set<string>()
+  for (const k of keys) {
+    const ok = typeof k === 'string' || (Array.isArray(k) && k.every((part) => typeof part === 'string' || typeof part === 'number'))
+    if (!ok) throw new Error(`keys() returned ${JSON.stringify(k)}, expected a string or an array of strings and numbers`)
+    out.add(JSON.stringify(k))
+  }
+  return [...out]
 }

@@ -41,6 +41,12 @@ export interface EffectContext extends ApplyContext {
   publish: (request: PublishRequest) => Promise<PublishResult>
 }
 
+/** A state key: a string, or a tuple of strings and numbers (compared by its JSON). */
+export type StateKey = string | ReadonlyArray<string | number>
+
+/** The most state keys one event may write; more is a plugin bug, and the event is not applied. */
+export const MAX_KEYS_PER_EVENT = 1000
+
 /** Reads an older version of a type: its payload schema, and a function from that payload to the current version's input. */
 export interface Upcaster<O extends v.GenericSchema = v.GenericSchema, I = unknown> {
   payload: O
@@ -61,6 +67,13 @@ export interface TypeHandler<S extends v.GenericSchema = v.GenericSchema, T exte
   apply?(event: PluginEvent<v.InferOutput<S>, T>, ctx: ApplyContext): void
   /** runs after apply committed, at least once (optional) */
   effect?(event: PluginEvent<v.InferOutput<S>, T>, ctx: EffectContext): Promise<void>
+  /**
+   * The state keys an event of this type writes (keyed compaction, docs/plugins.md): the newest event per key,
+   * in the order (hlc, producer, event_id), must alone decide that key's state. Housekeeping then prunes an
+   * event once every key it writes has a newer event; without `keys`, events of this type keep plain retention.
+   * It must be a pure function of the (validated, upcast) payload.
+   */
+  keys?(payload: v.InferOutput<S>): readonly StateKey[]
 }
 
 /** The payload schema of each handled type, by type. */
@@ -78,6 +91,11 @@ export interface Plugin<H extends HandledSchemas = HandledSchemas> {
   handles: { [K in keyof H & string]: TypeHandler<H[K], K> }
   /** SQL run once each, in order, and recorded */
   migrations?: string[]
+  /**
+   * `false` opts out of signed snapshots: its tables are never published, and on a node that joined late its
+   * state starts at the retention horizon (status says so)
+   */
+  snapshot?: false
   /** applies an event of any handled type that has no `apply` of its own */
   apply?(event: EventOf<H>, ctx: ApplyContext): void
   /** runs after apply committed, for types without an `effect` of their own */

@@ -6,7 +6,9 @@ import type { EventEnvelope } from '../model/envelope.ts'
 import { signHead, type Head } from '../model/head.ts'
 import { filePlace } from '../model/layout.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
-import { fileBlock, type Block, type DirEntry } from '../unixfs/tree.ts'
+import { directoryBlock, fileBlock, type Block, type DirEntry } from '../unixfs/tree.ts'
+import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
+import { CID } from 'multiformats/cid'
 import { trace } from '../log/trace.ts'
 import { batchKey, checkBatch, checkRequest, replayOf, type CheckedRequest, type PublishedUnderKey, type PublishValidator, type RequestChecks } from './request.ts'
 import { CommitQueue, type Pending } from './queue.ts'
@@ -51,6 +53,8 @@ export class Outbox {
   private readonly checks: RequestChecks
   private lastHead: Uint8Array | undefined
   private lastAcks = ''
+  /** files compacted out of the tree so far, as the heads say (read from the outbox table once) */
+  private compactedFiles: number | undefined
 
   constructor(components: OutboxComponents, init: OutboxInit) {
     this.components = components
@@ -98,12 +102,14 @@ export class Outbox {
   /**
    * Publishes one event. Its idempotency key is its `event_id`, or `key` (an Idempotency-Key header).
    *
+   * @param options.key the request's Idempotency-Key, for a request without an event_id of its own
+   * @param options.reserved lets cairn's own changes (`cairn.members`) through; a backend's request may not use the namespace
    * @returns its event_id, seq and file CID, once durable; the first result, flagged `replayed`, for a key already published
    * @throws ValidationError for a bad request or payload, EventTooLargeError for an event over the limit,
    * IdempotencyConflictError for a key already used with a different request
    */
-  async publish(input: unknown, key?: string): Promise<PublishResult> {
-    const checked = checkRequest(input, '', this.checks, key)
+  async publish(input: unknown, options: { key?: string; reserved?: boolean } = {}): Promise<PublishResult> {
+    const checked = checkRequest(input, '', options.reserved === true ? { ...this.checks, reserved: true } : this.checks, options.key)
     if ('result' in checked) return checked.result
     this.assertClock()
     return (await this.queue.enqueue([checked.request]))[0]
@@ -266,9 +272,12 @@ export class Outbox {
   }
 
   /** Signs a head for `tree` and commits it with the outbox directories and `extra` writes, in one transaction. */
-  private async writeHead(seq: number, tree: TreeChange, extra: () => void): Promise<void> {
+  private async writeHead(seq: number, tree: TreeChange, extra: () => void, prunedPlain?: number, newlyCompacted = 0): Promise<void> {
     const { self, store, clock } = this.components
-    const head: Head = { producer: self, seq, root: tree.root.toString(), hlc: clock.tick(), acks: { ...this.acks(), [self]: seq } }
+    const pruned_plain = Math.max(prunedPlain ?? 0, store.outbox.prunedPlainThrough())
+    this.compactedFiles ??= store.outbox.compactedCount()
+    const compacted = this.compactedFiles + newlyCompacted
+    const head: Head = { producer: self, seq, root: tree.root.toString(), hlc: clock.tick(), acks: { ...this.acks(), [self]: seq }, pruned_plain, compacted }
     const signed = await signHead(head, this.init.privateKey)
     const now = Date.now()
     store.transaction(
@@ -280,6 +289,7 @@ export class Outbox {
       { durable: true }
     )
     this.tree.apply(tree)
+    this.compactedFiles = compacted
     this.lastHead = signed
     this.lastAcks = JSON.stringify(head.acks)
   }
@@ -308,12 +318,43 @@ export class Outbox {
   }
 
   /**
+   * Puts a plugin's signed snapshot into the outbox tree as `snapshots/<plugin>.json` (replacing the one
+   * before) and publishes the new root and head.
+   *
+   * @returns the snapshot file's CID and the new signed head
+   */
+  async putSnapshot(plugin: string, bytes: Uint8Array, vector: Record<string, number>): Promise<{ cid: string; head: Uint8Array }> {
+    const written = await this.queue.serial(async () => {
+      const { store } = this.components
+      const file = await fileBlock(bytes)
+      const files = [...store.snapshots.own().filter((s) => s.plugin !== plugin), { plugin, cid: file.cid.toString(), size: bytes.length }]
+        .sort((a, b) => (a.plugin < b.plugin ? -1 : 1))
+        .map((s) => ({ name: `${s.plugin}.json`, cid: CID.parse(s.cid), size: s.size }))
+      const dir = await directoryBlock(files)
+      try {
+        const tree = await this.tree.build(new Map(), new Map(), new Map([[SNAPSHOTS_DIR, { name: SNAPSHOTS_DIR, cid: dir.cid, size: dir.size }]]))
+        this.putBlocks([file, dir, ...tree.blocks])
+        await this.writeHead(this.seq, tree, () => {
+          store.snapshots.putOwn(plugin, file.cid.toString(), bytes.length, vector, Date.now())
+        })
+      } catch (err) {
+        this.tree.reset()
+        throw err
+      }
+      return { cid: file.cid.toString(), head: this.lastHead! }
+    })
+    this.components.events.safeDispatchEvent('outbox:pruned', { detail: { head: written.head, removed: 0 } })
+    return written
+  }
+
+  /**
    * Removes event files from the outbox and publishes the new root and head, then dispatches
-   * 'outbox:pruned'. The rows of `events` stay.
+   * 'outbox:pruned'. The rows of `events` stay. The head's `pruned_plain` covers every seq removed that is
+   * not in `compacted` (those newer events superseded).
    *
    * @returns how many files were removed and the new signed head
    */
-  async prune(seqs: readonly number[]): Promise<{ removed: number; head?: Uint8Array }> {
+  async prune(seqs: readonly number[], compacted: ReadonlySet<number> = new Set()): Promise<{ removed: number; head?: Uint8Array }> {
     if (seqs.length === 0) return { removed: 0 }
     const pruned = await this.queue.serial(async () => {
       const { store } = this.components
@@ -329,9 +370,16 @@ export class Outbox {
       try {
         const tree = await this.tree.build(new Map(), removals)
         this.putBlocks(tree.blocks)
-        await this.writeHead(this.seq, tree, () => {
-          for (const r of rows) store.outbox.markPruned(r.seq, Date.now())
-        })
+        const plain = rows.filter((r) => !compacted.has(r.seq)).reduce((m, r) => Math.max(m, r.seq), 0)
+        await this.writeHead(
+          this.seq,
+          tree,
+          () => {
+            for (const r of rows) store.outbox.markPruned(r.seq, Date.now(), compacted.has(r.seq))
+          },
+          plain,
+          rows.filter((r) => compacted.has(r.seq)).length
+        )
       } catch (err) {
         this.tree.reset()
         throw err

@@ -6,6 +6,7 @@ import { canonicalJson, jsonDepth } from '../model/canonical.ts'
 import { UuidV7Schema } from '../model/envelope.ts'
 import { type Issue, issueLine, joinPath, toIssues } from '../model/issues.ts'
 import { IdempotencyKeySchema, PublishRequestSchema, type PublishRequest, type PublishResult } from '../model/publishRequest.ts'
+import { isReservedType, RESERVED_PREFIX } from '../model/members.ts'
 
 /** Checks a payload against a local plugin's schema; returns the version to use and any issues. */
 export type PublishValidator = (type: string, version: number | undefined, payload: unknown) => { version: number; issues: Issue[] }
@@ -34,6 +35,8 @@ export interface RequestChecks {
   validate?: PublishValidator
   /** @returns the event this node already published under an idempotency key */
   published: (key: string) => PublishedUnderKey | undefined
+  /** whether the request may use cairn's reserved namespace (only cairn's own changes do) */
+  reserved?: boolean
 }
 
 /** Room left in an event for its envelope's fields, beyond the payload. */
@@ -85,6 +88,10 @@ export function checkRequest(input: unknown, at: string, checks: RequestChecks, 
   if (headerKey != null && req.event_id != null && headerKey !== req.event_id && at === '') {
     fail([{ path: 'event_id', message: 'differs from the Idempotency-Key header; send one of them, or the same key in both', code: 'idempotency_key_mismatch' }])
   }
+  if (isReservedType(req.type) && checks.reserved !== true) {
+    const issues = [{ path: joinPath(at, 'type'), message: `${RESERVED_PREFIX}* is reserved for cairn itself (membership changes are made with cairn members or /v1/members)`, code: 'reserved_type' }]
+    throw new ValidationError(`Cannot publish${which} ${req.type}: the ${RESERVED_PREFIX} namespace is reserved`, issues)
+  }
   const depth = jsonDepth(req.payload, checks.maxDepth)
   if (depth > checks.maxDepth) fail([{ path: joinPath(at, 'payload'), message: `nests more than ${checks.maxDepth} levels`, code: 'too_deep' }])
   const key = req.event_id ?? headerKey
@@ -93,7 +100,9 @@ export function checkRequest(input: unknown, at: string, checks: RequestChecks, 
     const replay = replayOf(key, hash, checks.published(key), at)
     if (replay != null) return { result: replay }
   }
-  const checked = checks.validate?.(req.type, req.version, req.payload) ?? { version: req.version ?? 1, issues: [] }
+  // cairn's own events are checked by their service (the membership), not by plugins, which may not declare them.
+  const own = checks.reserved === true && isReservedType(req.type)
+  const checked = (own ? undefined : checks.validate?.(req.type, req.version, req.payload)) ?? { version: req.version ?? 1, issues: [] }
   if (checked.issues.length > 0) fail(checked.issues.map((i) => ({ ...i, path: joinPath(at, i.path) })))
   const size = new TextEncoder().encode(canonicalJson(req.payload)).length
   if (size + ENVELOPE_ROOM > checks.maxEventSize) {

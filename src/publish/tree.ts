@@ -45,11 +45,12 @@ export class OutboxTree {
 
   /**
    * Rebuilds the touched hour buckets (entries added, names removed), their days and the root.
-   * An emptied bucket, and an emptied day, go away.
+   * An emptied bucket, and an emptied day, go away. `rootEntries` sets other entries of the root (the
+   * `snapshots` directory), already built.
    */
-  async build(additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>): Promise<TreeChange> {
+  async build(additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>, rootEntries: ReadonlyMap<string, DirEntry> = new Map()): Promise<TreeChange> {
     const blocks: Block[] = []
-    const updates = new Map<string, DirEntry | null>()
+    const updates = new Map<string, DirEntry | null>(rootEntries)
     const touchedDays = new Set<string>()
     for (const bucket of new Set([...additions.keys(), ...removals.keys()])) {
       const change = (dir: ShardedDirectory): ShardedDirectory => {

@@ -141,6 +141,12 @@ export class EventsTable {
     return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor${q.newestFirst === true ? ' DESC' : ''} LIMIT ?`, [...params, q.limit])
   }
 
+  /** @returns up to `limit` rows of one type produced by any of `producers`, in cursor order */
+  ofTypeBy(type: string, producers: readonly string[], limit: number): EventRow[] {
+    if (producers.length === 0) return []
+    return this.db.all<EventRow>(`SELECT * FROM events WHERE type = ? AND producer IN (${producers.map(() => '?').join(',')}) ORDER BY cursor LIMIT ?`, [type, ...producers, limit])
+  }
+
   /** @returns the highest cursor in the table (0 when empty) */
   maxCursor(): number {
     return this.db.get<{ c: number | null }>('SELECT max(cursor) AS c FROM events')?.c ?? 0
@@ -186,7 +192,13 @@ export class EventsTable {
    * @returns how many rows went
    */
   deleteProcessedBefore(time: number): number {
-    return this.db.run("DELETE FROM events WHERE received_at < ? AND state != 'pending'", [time]).changes
+    // cairn's own events (membership changes) are the state every node folds: they are never deleted.
+    return this.db.run("DELETE FROM events WHERE received_at < ? AND state != 'pending' AND type NOT LIKE 'cairn.%'", [time]).changes
+  }
+
+  /** @returns the seqs of `producer`'s events in cairn's reserved namespace (membership changes), ascending */
+  reservedSeqs(producer: string): number[] {
+    return this.db.all<{ seq: number }>("SELECT seq FROM events WHERE producer = ? AND type LIKE 'cairn.%' ORDER BY seq", [producer]).map((r) => r.seq)
   }
 
   /** @returns how many rows some plugin has not processed yet */

@@ -1,11 +1,19 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 
+/**
+ * What a gap is to this node: `lost` (events it should have had are gone and nothing covers them: an
+ * alarm), `compacted` (its producer pruned them as superseded by newer events, which this node has) or
+ * `horizon` (pruned before this node first heard of the producer: where its history starts).
+ */
+export type GapKind = 'lost' | 'compacted' | 'horizon'
+
 /** A recorded gap: seqs `from_seq..to_seq` of a producer that its tree no longer held when walked. */
 export interface GapRow {
   producer: string
   from_seq: number
   to_seq: number
   detected_at: number
+  kind: GapKind
 }
 
 /** The `gaps` table: ranges of a producer's seqs that were pruned before this node could fetch them. */
@@ -17,12 +25,13 @@ export class GapsTable {
   }
 
   /** Records a gap; one that starts at the same seq is kept as first recorded. */
-  add(producer: string, fromSeq: number, toSeq: number, detectedAt: number): void {
-    this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at) VALUES (?, ?, ?, ?)', [producer, fromSeq, toSeq, detectedAt])
+  add(producer: string, fromSeq: number, toSeq: number, detectedAt: number, kind: GapKind = 'lost'): void {
+    this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, fromSeq, toSeq, detectedAt, kind])
   }
 
-  /** @returns every gap, ordered by producer and seq */
-  list(): GapRow[] {
-    return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at FROM gaps ORDER BY producer, from_seq')
+  /** @returns every gap (of one kind, when given), ordered by producer and seq */
+  list(kind?: GapKind): GapRow[] {
+    if (kind != null) return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind FROM gaps WHERE kind = ? ORDER BY producer, from_seq', [kind])
+    return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind FROM gaps ORDER BY producer, from_seq')
   }
 }

@@ -171,7 +171,35 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX plugin_failures_event ON plugin_failures (producer, event_id);`,
   // 4: the seq up to which the directories of a producer's tree were last walked whole (the walk's budget starts there)
   'ALTER TABLE producers ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0',
-  // (issue 23) the cursor space: a random id for this database's event cursors, so a consumer can tell a reset;
+  // 5: keyed compaction. `state_keys`: the state keys each applied event writes, per plugin (the newest per key
+  // decides what may be compacted); `outbox.compacted`: a file pruned because newer events superseded it;
+  // `producers.pruned_plain`: the highest seq a producer's head says it pruned without that (NULL: unknown);
+  // `producers.joined_seq`: its head seq when this node first heard of it (below it is history, not a gap);
+  // `gaps.kind`: 'lost' (an alarm), 'compacted' (covered by newer events) or 'horizon' (before this node joined).
+  // Signed snapshots: `snapshots_out`, the one this node publishes per plugin; `snapshots_loaded`, the one a
+  // plugin's state was loaded from (its vector: events up to it are in the tables already).
+  `CREATE TABLE state_keys (
+     plugin TEXT NOT NULL,
+     key TEXT NOT NULL,
+     producer TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     order_key TEXT NOT NULL,
+     PRIMARY KEY (producer, seq, plugin, key)
+   );
+   CREATE INDEX state_keys_newest ON state_keys (plugin, key, order_key);
+   ALTER TABLE outbox ADD COLUMN compacted INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX outbox_pruned_plain ON outbox (seq) WHERE pruned_at IS NOT NULL AND compacted = 0;
+   ALTER TABLE producers ADD COLUMN pruned_plain INTEGER;
+   ALTER TABLE producers ADD COLUMN joined_seq INTEGER;
+   UPDATE producers SET joined_seq = 0;
+   ALTER TABLE gaps ADD COLUMN kind TEXT NOT NULL DEFAULT 'lost';
+   CREATE TABLE snapshots_out (plugin TEXT PRIMARY KEY, cid TEXT NOT NULL, size INTEGER NOT NULL, vector TEXT NOT NULL, created_at INTEGER NOT NULL);
+   CREATE TABLE snapshots_loaded (plugin TEXT PRIMARY KEY, producer TEXT NOT NULL, vector TEXT NOT NULL, created_at TEXT NOT NULL, loaded_at INTEGER NOT NULL);`,
+  // 6: how many files a producer's head says it compacted out of its tree so far (NULL: it does not say), and
+  // that count at the last whole walk: the files compacted since widen the next walk's directory budget
+  `ALTER TABLE producers ADD COLUMN head_compacted INTEGER;
+   ALTER TABLE producers ADD COLUMN synced_compacted INTEGER NOT NULL DEFAULT 0;`,
+  // 7: (issue 23) the cursor space: a random id for this database's event cursors, so a consumer can tell a reset;
   // the idempotency key a publish came with (its event_id when it came with a UUIDv7 one) and a hash of its request
   `INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor_space', lower(hex(randomblob(16))));
    ALTER TABLE outbox ADD COLUMN idempotency_key TEXT;

@@ -81,13 +81,23 @@ export class OutboxTable {
   }
 
   /** @returns the unpruned files created before `time` (ms), by seq */
-  unprunedBefore(time: number): Array<{ seq: number; created_at: number }> {
-    return this.db.all<{ seq: number; created_at: number }>('SELECT seq, created_at FROM outbox WHERE pruned_at IS NULL AND created_at < ? ORDER BY seq', [time])
+  unprunedBefore(time: number): Array<{ seq: number; created_at: number; bucket: string }> {
+    return this.db.all<{ seq: number; created_at: number; bucket: string }>('SELECT seq, created_at, bucket FROM outbox WHERE pruned_at IS NULL AND created_at < ? ORDER BY seq', [time])
   }
 
-  /** Marks a file as pruned at `time` (ms): it left the tree, its row stays. */
-  markPruned(seq: number, time: number): void {
-    this.db.run('UPDATE outbox SET pruned_at = ? WHERE seq = ?', [time, seq])
+  /** Marks a file as pruned at `time` (ms): it left the tree, its row stays; `compacted` when newer events superseded it. */
+  markPruned(seq: number, time: number, compacted = false): void {
+    this.db.run('UPDATE outbox SET pruned_at = ?, compacted = ? WHERE seq = ?', [time, compacted ? 1 : 0, seq])
+  }
+
+  /** @returns the highest seq pruned without being superseded (plain retention), 0 when none was: what heads say as `pruned_plain` */
+  prunedPlainThrough(): number {
+    return this.db.get<{ s: number | null }>('SELECT max(seq) AS s FROM outbox WHERE pruned_at IS NOT NULL AND compacted = 0')?.s ?? 0
+  }
+
+  /** @returns how many files were pruned as superseded (compacted) */
+  compactedCount(): number {
+    return this.db.get<{ n: number }>('SELECT count(*) AS n FROM outbox WHERE pruned_at IS NOT NULL AND compacted = 1')?.n ?? 0
   }
 
   /** @returns how many files the tree holds, the oldest of their seqs, and the last seq ever produced */

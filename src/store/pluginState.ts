@@ -130,6 +130,15 @@ export class PluginStateTable {
     this.db.run('UPDATE plugin_cursors SET cursor = ? WHERE plugin = ?', [cursor, plugin])
   }
 
+  /**
+   * Forgets which events a plugin applied and rewinds its cursor, so that it walks the table again (its
+   * state was just replaced by a snapshot's; the events the snapshot reflects are passed over).
+   */
+  rewind(plugin: string): void {
+    this.db.run('DELETE FROM plugin_applied WHERE plugin = ?', [plugin])
+    this.db.run('UPDATE plugin_cursors SET cursor = 0 WHERE plugin = ?', [plugin])
+  }
+
   /** Moves a plugin's cursor to `cursor` unless it is already past it. */
   advanceCursor(plugin: string, cursor: number): void {
     this.db.run('UPDATE plugin_cursors SET cursor = max(cursor, ?) WHERE plugin = ?', [cursor, plugin])

@@ -15,6 +15,14 @@ export interface ProducerRow {
   /** the seq up to which the tree's directories were last walked whole (`remote_dirs` holds them) */
   synced_seq: number
   last_error: string | null
+  /** the highest seq the producer's head says it pruned without newer events superseding it; null: the head does not say */
+  pruned_plain: number | null
+  /** the producer's head seq when this node first heard of it: what was pruned up to it is history before this node joined */
+  joined_seq: number | null
+  /** the head's count of files compacted out of the tree so far; null: the head does not say */
+  head_compacted: number | null
+  /** `head_compacted` of the head whose tree was last walked whole */
+  synced_compacted: number
 }
 
 /** A signed head as stored: the fields a walk and the head exchange need, and the signed bytes. */
@@ -26,6 +34,10 @@ export interface StoredHead {
   acks: Record<string, number>
   signed: Uint8Array
   receivedAt: number
+  /** the head's `pruned_plain`, when it has one */
+  prunedPlain?: number
+  /** the head's `compacted`, when it has one */
+  compacted?: number
 }
 
 /**
@@ -66,10 +78,11 @@ export class ProducersTable {
   putHead(head: StoredHead, synced?: { root: string; processedSeq: number }): void {
     if (synced == null) {
       this.db.run(
-        `INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks) VALUES (?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks, pruned_plain, joined_seq, head_compacted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
               ON CONFLICT (producer) DO UPDATE SET head_seq = excluded.head_seq, head_root = excluded.head_root, head_hlc = excluded.head_hlc,
-                head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks`,
-        [head.producer, head.seq, head.root, head.hlc, head.signed, head.receivedAt, JSON.stringify(head.acks)]
+                head_message = excluded.head_message, head_received_at = excluded.head_received_at, acks = excluded.acks,
+                pruned_plain = excluded.pruned_plain, joined_seq = coalesce(producers.joined_seq, excluded.joined_seq), head_compacted = excluded.head_compacted`,
+        [head.producer, head.seq, head.root, head.hlc, head.signed, head.receivedAt, JSON.stringify(head.acks), head.prunedPlain ?? null, head.seq, head.compacted ?? null]
       )
       return
     }
@@ -121,12 +134,14 @@ export class ProducersTable {
 
   /**
    * Records that a walk processed `producer` up to `top` (never moving back) and clears its error; with
-   * `syncedRoot`, the walk of that root is complete.
+   * `synced`, the walk of that root (whose head said it had compacted `compacted` files) is complete.
    */
-  advance(producer: string, top: number, syncedRoot?: string): void {
+  advance(producer: string, top: number, synced?: { root: string; compacted: number }): void {
+    const whole = synced != null ? 1 : 0
     this.db.run(
-      'UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END, synced_seq = CASE WHEN ? THEN ? ELSE synced_seq END, last_error = NULL WHERE producer = ?',
-      [top, syncedRoot != null ? 1 : 0, syncedRoot ?? null, syncedRoot != null ? 1 : 0, top, producer]
+      `UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END,
+         synced_seq = CASE WHEN ? THEN ? ELSE synced_seq END, synced_compacted = CASE WHEN ? THEN ? ELSE synced_compacted END, last_error = NULL WHERE producer = ?`,
+      [top, whole, synced?.root ?? null, whole, top, whole, synced?.compacted ?? 0, producer]
     )
   }
 

@@ -8,6 +8,8 @@ import { PluginStateTable } from './pluginState.ts'
 import { ProducersTable } from './producers.ts'
 import { QuarantineTable } from './quarantine.ts'
 import { RemoteDirsTable } from './remoteDirs.ts'
+import { StateKeysTable } from './stateKeys.ts'
+import { SnapshotsTable } from './snapshots.ts'
 
 /** The handle a plugin's `apply` and `effect` get: run, get and all on the node's database. */
 export interface PluginDbHandle {
@@ -30,6 +32,8 @@ export class Store {
   readonly pluginState: PluginStateTable
   readonly outbox: OutboxTable
   readonly meta: MetaTable
+  readonly stateKeys: StateKeysTable
+  readonly snapshots: SnapshotsTable
 
   constructor(db: SqlDatabase) {
     this.db = db
@@ -41,6 +45,8 @@ export class Store {
     this.pluginState = new PluginStateTable(db)
     this.outbox = new OutboxTable(db)
     this.meta = new MetaTable(db)
+    this.stateKeys = new StateKeysTable(db)
+    this.snapshots = new SnapshotsTable(db)
   }
 
   /**

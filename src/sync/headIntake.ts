@@ -5,8 +5,10 @@ import type { Components } from '../node/components.ts'
 
 /** Who may send heads, how many producers are tracked, and where the blocks a head message carried go. */
 export interface HeadIntakeInit {
-  /** whose heads are accepted; undefined accepts every holder of the swarm key */
-  isMember?: (producer: string) => boolean
+  /** whose heads are accepted; undefined (or a function answering undefined: no list) accepts every holder of the swarm key */
+  isMember?: (producer: string) => boolean | undefined
+  /** for a removed member, the last seq of its that is valid: its heads are taken only while events up to it are missing */
+  removedAt?: (producer: string) => { last_seq: number; removed_by: string } | undefined
   /** without a members list, the most producers tracked; heads of further producers are refused */
   maxProducers?: number
   /**
@@ -30,12 +32,18 @@ export type HeadVerdict = { verdict: 'new' } | { verdict: 'old' } | { verdict: '
  */
 export function judgeHead(head: Head, init: HeadIntakeInit, components: Pick<Components, 'self' | 'store'>): HeadVerdict {
   if (head.producer === components.self) return { verdict: 'old' }
-  if (init.isMember != null && !init.isMember(head.producer)) {
+  const removed = init.removedAt?.(head.producer)
+  const member = removed == null ? init.isMember?.(head.producer) : true
+  if (member === false) {
     return { verdict: 'refused', reason: 'not_member', detail: `Cannot accept head of ${head.producer}: it is not in the members list` }
   }
   const known = components.store.producers.get(head.producer)
+  // A removed member's head is taken only while this node still misses some of its valid events (seq <= last_seq).
+  if (removed != null && (known?.processed_seq ?? 0) >= removed.last_seq) {
+    return { verdict: 'refused', reason: 'not_member', detail: `Cannot accept head of ${head.producer}: ${removed.removed_by} removed it; its events after seq ${removed.last_seq} are refused` }
+  }
   if (known == null) {
-    if (init.isMember == null && init.maxProducers != null && components.store.producers.count() >= init.maxProducers) {
+    if (member == null && init.maxProducers != null && components.store.producers.count() >= init.maxProducers) {
       return {
         verdict: 'refused',
         reason: 'too_many_producers',
@@ -72,7 +80,17 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
   components.clock.watch.released(head.producer)
   components.clock.observe(head.hlc)
   components.clock.watch.sample(head.producer, head.seq, Number(head.hlc.slice(0, 13)))
-  components.store.producers.putHead({ producer: head.producer, seq: head.seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: Date.now() })
+  components.store.producers.putHead({
+    producer: head.producer,
+    seq: head.seq,
+    root: head.root,
+    hlc: head.hlc,
+    acks: head.acks,
+    signed,
+    receivedAt: Date.now(),
+    prunedPlain: head.pruned_plain,
+    compacted: head.compacted
+  })
   if (blocks.length > 0) init.keepBlocks?.(blocks)
   components.metrics.headsReceived.inc({ result: 'new' })
   components.events.safeDispatchEvent('head:accepted', { detail: head })

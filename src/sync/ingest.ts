@@ -7,7 +7,7 @@ import type { HybridClock } from '../model/hlc.ts'
 import { ClockSkewError } from '../errors.ts'
 import { fetchBlocks, type WalkFetcher } from './fetch.ts'
 import type { Listing } from './listing.ts'
-import { chunksOf, gapsIn, refusedIn, type Candidate } from './plan.ts'
+import { chunksOf, classifyGap, gapsIn, refusedIn, type Candidate } from './plan.ts'
 
 /** Below this many files a walk fetches them one by one (they mostly came with the hint anyway). */
 const BULK_FROM = 64
@@ -30,6 +30,12 @@ export interface IngestContext {
 export interface WalkTarget {
   headRoot: string
   processedSeq: number
+  /** the producer's head seq when this node first heard of it */
+  joinedSeq: number
+  /** the head's `pruned_plain` (null: it does not say) */
+  prunedPlain: number | null
+  /** the head's count of files compacted so far (0: it does not say): recorded with a whole walk */
+  compacted: number
 }
 
 /** How long an ingest waited for files and took to check and store them. */
@@ -93,7 +99,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
       else if (rejection != null) chunkRefused.push({ path: c.path, cid: c.cid.toString(), rejection, seq: c.seq })
     })
-    const gaps = gapsIn(found, prevTop + 1, top)
+    const gaps = gapsIn(found, prevTop + 1, top).flatMap(([from, to]) => classifyGap(from, to, target.joinedSeq, target.prunedPlain))
 
     const now = Date.now()
     const added: EventEnvelope[] = []
@@ -108,9 +114,9 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       for (const r of chunkRefused) {
         ctx.store.quarantine.add({ producer, path: r.path, cid: r.cid ?? null, reason: r.rejection.reason, detail: r.rejection.detail, detected_at: now })
       }
-      for (const [from, to] of gaps) ctx.store.gaps.add(producer, from, to, now)
+      for (const [from, to, kind] of gaps) ctx.store.gaps.add(producer, from, to, now, kind)
       if (last && listing.complete) ctx.store.remoteDirs.putAll(producer, listing.walked)
-      ctx.store.producers.advance(producer, top, last && listing.complete ? target.headRoot : undefined)
+      ctx.store.producers.advance(producer, top, last && listing.complete ? { root: target.headRoot, compacted: target.compacted } : undefined)
     })
     prevTop = top
     for (const r of chunkRefused) {
@@ -120,7 +126,12 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       const detail = `${producer} seq ${c.envelope.seq} has event_id ${c.envelope.event_id}, as an event of ${c.other} does: both are kept`
       ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'event_id_collision', detail, peer: producer } })
     }
-    for (const [from, to] of gaps) ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to })
+    for (const [from, to, kind] of gaps) {
+      if (kind === 'lost') ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to, reason: 'gap_lost' })
+      else if (kind === 'horizon')
+        ctx.log.info(`history of ${producer} starts after seq ${to}: earlier events were pruned before this node joined`, { producer, from_seq: from, to_seq: to, reason: 'history_horizon' })
+      else ctx.log.debug(`seq ${from}..${to} of ${producer} compacted: newer events superseded them`, { producer, from_seq: from, to_seq: to, reason: 'gap_compacted' })
+    }
     storeMs += performance.now() - s0
     if (added.length > 0) ctx.events.safeDispatchEvent('events:ingested', { detail: added })
     if (heldWhy != null) {

@@ -3,6 +3,7 @@ import type { RemoteDirsTable } from '../store/remoteDirs.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
 import { misplacedIn, readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
 import { RefusedTreeError } from '../errors.ts'
+import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
 import { fetchBlock, fetchBlocks, type WalkFetcher } from './fetch.ts'
 import { planFiles, refuseDay, refuseHour, SeqWindow, type WalkBudget, type Candidate, type Refused, type WalkWindow } from './plan.ts'
 
@@ -36,6 +37,8 @@ export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTab
   const out: Listing = { walked: new Map(), candidates: [], refused: [], oversized: new Set(), top: window.headSeq, complete: true }
   const days = await list(f, '', root, budget)
   for (const day of days) {
+    // A producer's snapshots are read only when a plugin needs one (plugins/snapshots.ts), never walked.
+    if (day.name === SNAPSHOTS_DIR) continue
     const badDay = refuseDay(day)
     if (badDay != null) {
       budget.refused(badDay.path)

@@ -3,6 +3,7 @@ import { isDayName, isHourName, parseFileName } from '../model/layout.ts'
 import type { Rejection } from '../model/eventFile.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
 import { RefusedTreeError } from '../errors.ts'
+import type { GapKind } from '../store/gaps.ts'
 
 /** An event file a walk fetches: its seq is above the processed one and at most the head's. */
 export interface Candidate {
@@ -26,6 +27,8 @@ export interface WalkWindow {
   /** the seq at which the directories were last walked whole: a walk re-reads what changed since then */
   syncedSeq?: number
   headSeq: number
+  /** files the producer's head says it compacted out of its tree since the last whole walk */
+  compactedSince?: number
   maxEventSize: number
 }
 
@@ -102,9 +105,11 @@ export const DEPTH_SLACK = 6
  *   A bucket of m names reaches depth d only when two names share d hash nibbles, which happens with
  *   probability ≤ m²/2 · 16^−d, so an honest bucket (m ≤ head seq) goes deeper than this with
  *   probability below 16^−6/2; an attacker needs ~16^d hashes to build a chain d deep;
- * - directories read at most `maxDirs`: 1 + (r + 1)·(maxDepth + 2) + allowance, and never more than
- *   DIRS_PER_FILE × allowance. A new event changes its day, its hour and the shards on its path; the
- *   allowance (max-files-per-walk, the operator's) covers the one bucket a prune leaves partly emptied;
+ * - directories read at most `maxDirs`: 1 + (r + 1 + c)·(maxDepth + 2) + allowance, and never more than
+ *   DIRS_PER_FILE × allowance. A new event changes its day, its hour and the shards on its path, and so
+ *   does each of the c files the producer's signed head says it compacted out since the last whole walk;
+ *   the allowance (max-files-per-walk, the operator's) covers the buckets a plain prune leaves partly
+ *   emptied (one, and those keeping membership changes);
  * - no seq above the head (each seq found once: SeqWindow);
  * - at most MAX_REFUSED_PER_WALK bad names recorded.
  *
@@ -125,7 +130,8 @@ export class WalkBudget {
     // The directories changed since the last whole walk are read again, however far a chunked walk got since.
     const range = Math.max(0, window.headSeq - Math.min(window.processedSeq, window.syncedSeq ?? window.processedSeq))
     this.maxDepth = 2 * Math.ceil(Math.log2(window.headSeq + 1) / 4) + DEPTH_SLACK
-    this.maxDirs = Math.min(1 + (range + 1) * (this.maxDepth + 2) + Math.max(0, allowance), DIRS_PER_FILE * Math.max(1, allowance))
+    const paths = range + 1 + (window.compactedSince ?? 0)
+    this.maxDirs = Math.min(1 + paths * (this.maxDepth + 2) + Math.max(0, allowance), DIRS_PER_FILE * Math.max(1, allowance))
   }
 
   /**
@@ -293,4 +299,25 @@ export function gapsIn(found: readonly number[], from: number, to: number): Arra
   }
   if (next <= to) gaps.push([next, to])
   return gaps
+}
+
+/**
+ * Splits a gap by what it is to this node: seqs up to `joinedSeq` (the producer's head when this node first
+ * heard of it) are `horizon`, history pruned before it joined; above that, seqs up to the head's
+ * `prunedPlain` may have gone by plain retention and are `lost` (an alarm), and the seqs above it can only
+ * have gone by compaction, superseded by newer events the tree still holds: `compacted`. A head that does not
+ * say (`prunedPlain` null) makes every such seq `lost`.
+ *
+ * @returns the parts of `from..to`, ascending, each with its kind
+ */
+export function classifyGap(from: number, to: number, joinedSeq: number, prunedPlain: number | null): Array<[number, number, GapKind]> {
+  const out: Array<[number, number, GapKind]> = []
+  const lostTo = prunedPlain ?? Number.MAX_SAFE_INTEGER
+  const parts: Array<[number, number, GapKind]> = [
+    [from, Math.min(to, joinedSeq), 'horizon'],
+    [Math.max(from, joinedSeq + 1), Math.min(to, lostTo), 'lost'],
+    [Math.max(from, joinedSeq + 1, lostTo + 1), to, 'compacted']
+  ]
+  for (const [a, b, kind] of parts) if (a <= b) out.push([a, b, kind])
+  return out
 }

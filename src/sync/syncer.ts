@@ -9,7 +9,7 @@ import { intakeHead, judgeHead, type HeadIntakeInit, type HeadVerdict } from './
 import { ingest } from './ingest.ts'
 import { listChanges } from './listing.ts'
 import { WalkBudget, WINDOW_CHUNKS } from './plan.ts'
-import { RefusedTreeError } from '../errors.ts'
+import { RefusedTreeError, WaitingForOwnerError } from '../errors.ts'
 import { WalkScheduler, type WalkHandle } from './scheduler.ts'
 
 export type { BlockGetter, BlocksGetter } from './fetch.ts'
@@ -23,6 +23,11 @@ export interface SyncerInit extends HeadIntakeInit {
   fetchTimeout: number
   /** a further check of each envelope (producer policy, payload schema); a rejection quarantines the file */
   checkEvent?: (envelope: EventEnvelope) => Rejection | undefined
+  /**
+   * before a producer's events are taken: the owner whose events up to `seq` must be processed first
+   * (the membership changes the producer had seen, from its head's acks), or undefined
+   */
+  waitFor?: (producer: string, acks: Record<string, number>, processed: Record<string, number>) => { owner: string; seq: number } | undefined
 }
 
 /** What the syncer uses of the node. */
@@ -55,17 +60,25 @@ export class Syncer {
   private readonly scheduler: WalkScheduler
   /** per producer, the root its last walk refused: not walked again until a newer head (one entry per producer) */
   private readonly refusedRoots = new Map<string, string>()
+  /** producers whose walk waits for an owner's events (one entry per producer): walked again when an owner's walk ends */
+  private readonly waiting = new Map<string, string>()
 
   constructor(init: SyncerInit, components: SyncerComponents) {
     this.init = init
     this.components = components
     this.scheduler = new WalkScheduler({
       walk: async (producer, handle) => {
-        await this.walk(producer, handle)
+        try {
+          await this.walk(producer, handle)
+        } finally {
+          this.wakeWaiting(producer)
+        }
       },
       onFailure: (producer, err, delay) => {
         components.store.producers.setError(producer, err.message)
-        components.log.warn(`sync of ${producer} failed, retrying in ${delay} ms: ${err.message}`, { producer })
+        // Waiting for an owner's events is the membership's ordering at work, not a failure.
+        if (err instanceof WaitingForOwnerError) components.log.info(`sync of ${producer} waits: ${err.message}`, { producer, reason: 'waiting_for_owner' })
+        else components.log.warn(`sync of ${producer} failed, retrying in ${delay} ms: ${err.message}`, { producer })
       },
       onIdle: () => {
         components.events.safeDispatchEvent('sync:idle')
@@ -150,6 +163,15 @@ export class Syncer {
     events.safeDispatchEvent('peer:rejected', { detail: { reason: err.reason, detail: `${producer}: ${err.message}`, peer: producer } })
   }
 
+  /** Walks again the producers that waited for `owner`'s events, now that a walk of it ended. */
+  private wakeWaiting(owner: string): void {
+    for (const [producer, on] of this.waiting) {
+      if (on !== owner) continue
+      this.waiting.delete(producer)
+      this.scheduler.schedule(producer)
+    }
+  }
+
   private async walk(producer: string, handle: WalkHandle): Promise<void> {
     const { store, log } = this.components
     const row = store.producers.get(producer)
@@ -157,6 +179,17 @@ export class Syncer {
     // ahead of the processed one always needs a walk: that is how gaps are found.
     if (row == null || row.head_root == null || (row.head_root === row.synced_root && row.processed_seq >= row.head_seq)) return
     if (this.refusedRoots.get(producer) === row.head_root) return
+    // A removed member is walked only up to its last valid seq; a producer that is no member, not at all.
+    const removed = this.init.removedAt?.(producer)
+    if (removed != null && row.processed_seq >= removed.last_seq) return
+    if (removed == null && this.init.isMember?.(producer) === false) return
+    const cap = removed == null ? row.head_seq : Math.min(row.head_seq, removed.last_seq)
+    const wait = this.init.waitFor?.(producer, parseAcks(row.acks), store.producers.processed())
+    if (wait != null) {
+      this.waiting.set(producer, wait.owner)
+      this.scheduler.schedule(wait.owner)
+      throw new WaitingForOwnerError(`Waiting for the events of owner ${wait.owner} up to seq ${wait.seq}, which ${producer} had seen: membership changes come first`)
+    }
     const root = CID.parse(row.head_root)
     log.debug(`walking ${producer} to seq ${row.head_seq} (processed ${row.processed_seq})`, { producer })
     const fetcher: WalkFetcher = {
@@ -169,7 +202,13 @@ export class Syncer {
       log
     }
     const t0 = performance.now()
-    const window = { processedSeq: row.processed_seq, syncedSeq: row.synced_seq, headSeq: row.head_seq, maxEventSize: this.init.limits.maxEventSize }
+    const window = {
+      processedSeq: row.processed_seq,
+      syncedSeq: row.synced_seq,
+      headSeq: row.head_seq,
+      compactedSince: Math.max(0, (row.head_compacted ?? 0) - row.synced_compacted),
+      maxEventSize: this.init.limits.maxEventSize
+    }
     const budget = new WalkBudget(window, this.init.limits.maxFilesPerWalk)
     let listing: Awaited<ReturnType<typeof listChanges>>
     try {
@@ -180,16 +219,47 @@ export class Syncer {
       return
     }
     const t1 = performance.now()
-    const stats = await ingest(fetcher, { headRoot: row.head_root, processedSeq: row.processed_seq }, listing, {
-      ...this.components,
-      limits: this.init.limits,
-      checkEvent: this.init.checkEvent
-    })
+    if (cap < listing.top) listing = capListing(listing, cap)
+    const stats = await ingest(
+      fetcher,
+      { headRoot: row.head_root, processedSeq: row.processed_seq, joinedSeq: row.joined_seq ?? 0, prunedPlain: row.pruned_plain, compacted: row.head_compacted ?? 0 },
+      listing,
+      {
+        ...this.components,
+        limits: this.init.limits,
+        checkEvent: this.init.checkEvent
+      }
+    )
     // A pass that kept only the lowest seqs: the next goes on from its top, right after this one.
     if (!listing.complete) this.scheduler.schedule(producer)
     log.debug(
       `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.candidates.length} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`,
       { producer }
     )
+  }
+}
+
+/** @returns a head's acks as stored (JSON), or none when they do not parse */
+function parseAcks(text: string): Record<string, number> {
+  try {
+    const acks = JSON.parse(text) as unknown
+    return acks != null && typeof acks === 'object' ? (acks as Record<string, number>) : {}
+  } catch {
+    return {}
+  }
+}
+
+/**
+ * @returns the listing without what lies above `cap` (a removed member's events after its last valid seq):
+ * a pass that ends at `cap`, short of the head, so its directories are not recorded as walked
+ */
+function capListing(listing: Awaited<ReturnType<typeof listChanges>>, cap: number): Awaited<ReturnType<typeof listChanges>> {
+  return {
+    walked: new Map(),
+    candidates: listing.candidates.filter((c) => c.seq <= cap),
+    refused: listing.refused.filter((r) => r.seq == null || r.seq <= cap),
+    oversized: new Set([...listing.oversized].filter((seq) => seq <= cap)),
+    top: cap,
+    complete: false
   }
 }

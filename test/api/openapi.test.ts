@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { Validator } from '@seriousme/openapi-schema-validator'
 import Ajv2020 from 'ajv/dist/2020'
 import { initDataDir } from '../../src/datadir/init.ts'
-import { CommitFailedError } from '../../src/errors.ts'
+import { CommitFailedError, NotOwnerError } from '../../src/errors.ts'
 import { createHttpApp, ROUTES } from '../../src/http/app.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import type { Metrics } from '../../src/metrics/metrics.ts'
@@ -13,6 +13,7 @@ import { EventsTable } from '../../src/store/events.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { inProcessNode } from '../helpers/forge.ts'
 import { invite, tempDir } from '../helpers/process.ts'
+import { fakePeerId } from '../adversary/helpers.ts'
 
 /** One request that answers a documented status of a documented operation. */
 interface Case {
@@ -87,7 +88,23 @@ describe('/v1/openapi.json', () => {
         { path: '/v1/schemas/{type}', method: 'GET', status: 200, url: '/v1/schemas/workspace.invited?version=1', headers: auth },
         { path: '/v1/schemas/{type}', method: 'GET', status: 400, url: '/v1/schemas/workspace.invited?version=x', headers: auth },
         { path: '/v1/schemas/{type}', method: 'GET', status: 401, url: '/v1/schemas/workspace.invited' },
-        { path: '/v1/schemas/{type}', method: 'GET', status: 404, url: '/v1/schemas/no.such', headers: auth }
+        { path: '/v1/schemas/{type}', method: 'GET', status: 404, url: '/v1/schemas/no.such', headers: auth },
+        { path: '/v1/snapshots', method: 'POST', status: 200, headers: { ...auth, ...json }, body: '{}' },
+        { path: '/v1/snapshots', method: 'POST', status: 400, headers: { ...auth, ...json }, body: '{"plugin":5}' },
+        { path: '/v1/snapshots', method: 'POST', status: 401, headers: json, body: '{}' },
+        { path: '/v1/snapshots', method: 'POST', status: 413, headers: { ...auth, ...json }, body: JSON.stringify({ plugin: 'x'.repeat(5000) }) },
+        { path: '/v1/snapshots', method: 'POST', status: 415, headers: { ...auth, 'content-type': 'text/plain' }, body: '{}' },
+        { path: '/v1/members', method: 'GET', status: 200, headers: auth },
+        { path: '/v1/members', method: 'GET', status: 401 },
+        { path: '/v1/members', method: 'POST', status: 201, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(1) }) },
+        { path: '/v1/members', method: 'POST', status: 400, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(1), boss: true }) },
+        { path: '/v1/members', method: 'POST', status: 401, headers: json, body: '{}' },
+        { path: '/v1/members', method: 'POST', status: 403, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(2) }), unavailable: true },
+        { path: '/v1/members', method: 'POST', status: 413, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: 'x'.repeat(5000) }) },
+        { path: '/v1/members/{peer_id}', method: 'DELETE', status: 200, url: `/v1/members/${fakePeerId(1)}`, headers: auth },
+        { path: '/v1/members/{peer_id}', method: 'DELETE', status: 400, url: `/v1/members/${fakePeerId(3)}`, headers: auth },
+        { path: '/v1/members/{peer_id}', method: 'DELETE', status: 401, url: `/v1/members/${fakePeerId(3)}` },
+        { path: '/v1/members/{peer_id}', method: 'DELETE', status: 403, url: `/v1/members/${fakePeerId(3)}`, headers: auth, unavailable: true }
       ]
       // Each documented status has its request, and each request a documented status.
       const statuses = Object.entries(doc.paths).flatMap(([p, ops]) => Object.entries(ops).flatMap(([m, op]) => Object.keys(op.responses).map((s) => `${m.toUpperCase()} ${p} ${s}`)))
@@ -110,6 +127,16 @@ describe('/v1/openapi.json', () => {
         },
         publishMany: async () => [],
         metrics: () => ({ text: async () => '', contentType: 'text/plain' }) as unknown as Metrics,
+        snapshot: async () => ({}),
+        members: {
+          list: () => ({}),
+          add: async () => {
+            throw new NotOwnerError('Cannot change the membership: this node is not an owner; ask an owner')
+          },
+          remove: async () => {
+            throw new NotOwnerError('Cannot change the membership: this node is not an owner; ask an owner')
+          }
+        },
         stream: { events: new EventsTable(db), watermark: () => 0, wait: async () => false, heartbeatMs: 1000 },
         schemas: () => [],
         schema: () => {
@@ -148,7 +175,7 @@ describe('/v1/openapi.json', () => {
 
       // Any other method on a route is 405, naming the ones it takes.
       for (const [p, methods] of Object.entries(ROUTES)) {
-        const res = await fetch(`${base}${p.replace(':type', 'workspace.invited')}`, { method: 'DELETE', headers: auth })
+        const res = await fetch(`${base}${p.replace(':type', 'workspace.invited').replace(':peer_id', fakePeerId(1))}`, { method: 'PATCH', headers: auth })
         expect([p, res.status, res.headers.get('allow'), ((await res.json()) as { error: { code: string } }).error.code]).toEqual([p, 405, methods.join(', '), 'method_not_allowed'])
       }
     } finally {

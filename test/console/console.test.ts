@@ -127,7 +127,7 @@ describe('the console in a real Chromium', () => {
         expect({ path, overflow }).toEqual({ path, overflow: 0 })
         await narrow.keyboard.press('Tab')
         expect(await narrow.evaluate(() => document.activeElement?.textContent)).toBe('Skip to content')
-        if (path === '/console/members') expect(await narrow.textContent('main')).toContain('Membership is the static setting')
+        if (path === '/console/members') expect(await narrow.textContent('main')).toContain('until an owner publishes the first change')
       }
     } finally {
       await narrow.close()

@@ -125,11 +125,12 @@ export class NodeProcess {
     this.runtime = runtime
   }
 
-  /** Creates the data directory (a new network, or joining `network`'s swarm key). */
-  static async init(parent: string, name: string, options: { network?: NodeProcess; swarmKeyFile?: string; runtime?: Runtime } = {}): Promise<NodeProcess> {
+  /** Creates the data directory (a new network, or joining `network`'s swarm key, with the network's `owners`). */
+  static async init(parent: string, name: string, options: { network?: NodeProcess; swarmKeyFile?: string; runtime?: Runtime; owners?: string[] } = {}): Promise<NodeProcess> {
     const node = new NodeProcess(join(parent, name), options.runtime)
     const keyFile = options.swarmKeyFile ?? (options.network != null ? join(options.network.dir, 'swarm.key') : undefined)
-    const r = await cairn(['init', '--data', node.dir, ...(keyFile != null ? ['--swarm-key', keyFile] : ['--new-network'])], { runtime: options.runtime })
+    const owners = (options.owners ?? []).flatMap((o) => ['--owner', o])
+    const r = await cairn(['init', '--data', node.dir, ...(keyFile != null ? ['--swarm-key', keyFile] : ['--new-network']), ...owners], { runtime: options.runtime })
     if (r.code !== 0) throw new Error(`cairn init failed: ${r.stderr}`)
     node.peerId = r.stdout.trim()
     return node

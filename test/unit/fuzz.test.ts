@@ -120,7 +120,7 @@ describe('hostile input never throws past the boundary', () => {
       log: silentLog,
       ready: () => ({ ready: true }),
       status: async () => ({}),
-      publish: async (b, k) => await outbox.publish(b, k),
+      publish: async (b, k) => await outbox.publish(b, { key: k }),
       publishMany: async (b, k) => await outbox.publishMany(b, k),
       stream: { events: new EventsTable(db), watermark: () => 0, wait: async () => false, heartbeatMs: 1000 },
       schemas: () => [],

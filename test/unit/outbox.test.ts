@@ -12,6 +12,7 @@ import { ShardedDirectory, readDirectoryNode, shardedDirectory } from '../../src
 import { ShardUnreadableError } from '../../src/errors.ts'
 import { fileBlock } from '../../src/unixfs/tree.ts'
 import { CID } from 'multiformats/cid'
+import { verifyHeadMessage } from '../../src/model/head.ts'
 
 async function outbox(onCommit?: () => void): Promise<Outbox> {
   const key = await generateKeyPair('Ed25519')
@@ -197,5 +198,23 @@ describe('the outbox', () => {
     expect(() => {
       lost.add(entries.slice(2000, 2001))
     }).toThrow(`HAMT shard ${first.root.cid.toString()} is not in the block store`)
+  })
+})
+
+describe('compaction in the head', () => {
+  test('each head counts the files compacted out of the tree so far, across a restart, and plain prunes do not count', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const open = () => testOutbox({ db, blocks, privateKey: key, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
+    const o = open()
+    for (let i = 0; i < 5; i++) await o.publish({ type: 'test.compact', payload: { i } })
+    const compactedIn = async (head: Uint8Array | undefined): Promise<number | undefined> => (await verifyHeadMessage(head!)).head.compacted
+    expect(await compactedIn((await o.prune([1, 2], new Set([1]))).head)).toBe(1)
+    expect(await compactedIn((await o.prune([3, 4], new Set([3, 4]))).head)).toBe(3)
+    const again = open()
+    await again.publish({ type: 'test.compact', payload: { i: 5 } })
+    expect(await compactedIn((await again.prune([5], new Set())).head)).toBe(3)
   })
 })

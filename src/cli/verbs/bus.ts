@@ -1,12 +1,17 @@
 import { readFileSync, createWriteStream } from 'node:fs'
 import { CarWriter } from '@ipld/car'
 import { defineVerb } from '../verb.ts'
-import { SETTINGS } from '../../config/catalog.ts'
+import { RUN_SETTINGS, SETTINGS } from '../../config/catalog.ts'
+import { loadAccessRules } from '../../config/access.ts'
+import { readConfigFile } from '../../config/resolve.ts'
+import { silentLog } from '../../log/logger.ts'
+import { Membership, type MembersDocument } from '../../members/membership.ts'
+import { CairnEventBus } from '../../node/events.ts'
 import { OPTIONS } from '../options.ts'
 import { callNode, followNode } from '../client.ts'
-import { UsageError, DataDirError } from '../../errors.ts'
+import { UsageError, DataDirError, NotRunningError } from '../../errors.ts'
 import { issueLine } from '../../model/issues.ts'
-import { assertDataDir } from '../../datadir/load.ts'
+import { assertDataDir, loadIdentity } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
@@ -14,6 +19,7 @@ import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import { busRoot } from '../../unixfs/busRoot.ts'
 import { walkDag } from '../../unixfs/walk.ts'
 import { Store } from '../../store/store.ts'
+import type { GapKind } from '../../store/gaps.ts'
 import { recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
 
 /** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
@@ -190,7 +196,7 @@ export const eventsVerb = defineVerb({
 
 export const statusVerb = defineVerb({
   name: 'status',
-  summary: "show the node's health: peers, producers with head, processed seq and lag, outbox, gaps, quarantine",
+  summary: "show the node's health: peers, members, producers with head, processed seq and lag, outbox, gaps, quarantine",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   details: 'Against a running node it asks the node; against a stopped one it reads the database (no peers, no uptime).',
@@ -202,7 +208,7 @@ export const statusVerb = defineVerb({
     } else {
       const store = await openNodeStore(dir)
       try {
-        status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString() }
+        status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString(), members: await storedMembers(dir, store) }
       } finally {
         store.close()
       }
@@ -215,9 +221,16 @@ export const statusVerb = defineVerb({
     out(`node      ${status.peer_id ?? '(stopped)'}${status.running === true ? `  up ${status.uptime_s}s  version ${status.version}` : '  not running'}`)
     const peers = status.peers ?? []
     if (status.running) out(`peers     ${peers.length}${peers.length > 0 ? '  ' + peers.join(', ') : ''}`)
+    const members = status.members
+    if (members != null) {
+      const who = members.members.map((m) => `${m.name ?? m.peer_id.slice(-8)} (${m.role}${m.self ? ', self' : m.connected ? '' : ', not connected'})`)
+      out(
+        `members   ${members.source === 'open' ? 'open: every holder of the swarm key may write' : `${who.join(', ')}${members.removed.length > 0 ? `; removed ${members.removed.map((r) => `${r.peer_id.slice(-8)} after seq ${r.last_seq}`).join(', ')}` : ''}`}`
+      )
+    }
     out(`bus root  ${status.bus_root}`)
     out(`events    ${status.events}`)
-    out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}`)
+    out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}, ${status.outbox.compacted_files} compacted`)
     out('producers')
     out('  producer                                              head   processed   lag')
     for (const p of status.producers) {
@@ -244,6 +257,14 @@ export const statusVerb = defineVerb({
     out(`plugins   backlog ${pl.backlog}, retrying ${pl.retrying}, dead letters ${pl.dead_letters}${pl.dead_letters > 0 ? ' (cairn dead)' : ''}, held ${pl.held}`)
     for (const h of pl.held_by ?? []) out(`  held by ${h.plugin}: ${h.count} ${h.type} v${h.version}`)
     out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
+    for (const h of status.history ?? []) {
+      const parts = [
+        h.history_from_seq > 1 ? `history from seq ${h.history_from_seq} (earlier events were pruned before this node joined)` : '',
+        h.compacted_seqs > 0 ? `${h.compacted_seqs} seqs compacted (superseded by newer events)` : ''
+      ]
+      out(`history   ${h.producer.slice(-8)} ${parts.filter((p) => p !== '').join(', ')}`)
+    }
+    for (const p of status.plugin_state ?? []) out(`plugin    ${p.plugin}: ${p.state}`)
     out(`quarantine ${status.quarantine.count}${status.quarantine.count > 0 ? '  ' + JSON.stringify(status.quarantine.by_reason) : ''}`)
     if ((status.rejections ?? []).length > 0) {
       out(`rejections ${(status.rejections ?? []).map((r) => `${r.producer.slice(-8)} ${r.reason} x${r.count} (last ${r.last_at})`).join(', ')}`)
@@ -251,6 +272,29 @@ export const statusVerb = defineVerb({
     return 0
   }
 })
+
+/** @returns the membership a stopped node's database and config.json hold (nobody is connected) */
+async function storedMembers(dir: string, store: Store): Promise<MembersDocument> {
+  const self = (await loadIdentity(dir)).peerId.toString()
+  let setting: Map<string, string | undefined> | undefined
+  try {
+    setting = loadAccessRules(readConfigFile(dir, new Set(RUN_SETTINGS.map((s) => s.name))).members, undefined, dir).members
+  } catch {
+    // a bad config.json is cairn run's to report; the status shows what the changes say
+  }
+  const members = new Membership(
+    {
+      setting,
+      publish: async () => {
+        throw new NotRunningError(`No node is running on ${dir}`)
+      }
+    },
+    { self, store, events: new CairnEventBus(), log: silentLog }
+  )
+  members.start()
+  members.stop()
+  return members.document()
+}
 
 export const exportVerb = defineVerb({
   name: 'export',
@@ -295,9 +339,16 @@ export const exportVerb = defineVerb({
   }
 })
 
+/** What `cairn gaps` says after a gap that is no alarm. */
+const GAP_NOTE: Record<GapKind, string> = {
+  lost: '',
+  compacted: '  compacted: superseded by newer events this node has',
+  horizon: '  history: pruned before this node joined'
+}
+
 export const gapsVerb = defineVerb({
   name: 'gaps',
-  summary: "list the gaps: ranges of a producer's seqs that were pruned before this node could fetch them",
+  summary: "list the gaps: ranges of a producer's seqs pruned before this node could fetch them, lost, compacted or before it joined",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run({ values, out }) {
@@ -306,7 +357,7 @@ export const gapsVerb = defineVerb({
       const gaps = recordedGaps(store)
       if (values.json === true) out(JSON.stringify(gaps))
       else if (gaps.length === 0) out('no gaps')
-      else for (const g of gaps) out(`${g.producer}  seq ${g.from_seq}..${g.to_seq}  (${g.to_seq - g.from_seq + 1} events, detected ${g.detected_at})`)
+      else for (const g of gaps) out(`${g.producer}  seq ${g.from_seq}..${g.to_seq}  (${g.to_seq - g.from_seq + 1} events, detected ${g.detected_at})${GAP_NOTE[g.kind]}`)
     } finally {
       store.close()
     }

@@ -1,9 +1,11 @@
+import * as v from 'valibot'
 import { defineVerb } from '../verb.ts'
 import { RUN_SETTINGS, SETTINGS, toNodeConfig } from '../../config/catalog.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
 import { stderr, stderrIsTerminal } from '../../runtime/stdio.ts'
 import { OPTIONS } from '../options.ts'
 import { initDataDir } from '../../datadir/init.ts'
+import { rekeyDataDir } from '../../datadir/rekey.ts'
 import { loadIdentity } from '../../datadir/load.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { CairnNode } from '../../node/node.ts'
@@ -11,19 +13,43 @@ import { CairnNode } from '../../node/node.ts'
 export const initVerb = defineVerb({
   name: 'init',
   summary: "create a node's data directory (identity, swarm.key, api.token, database, block store)",
-  usage: '--data DIR (--new-network | --swarm-key FILE)',
-  settings: [SETTINGS.data, OPTIONS['new-network'], OPTIONS['swarm-key']],
-  details: 'Prints the new peer id. On an existing data directory it changes nothing and says so.',
+  usage: '--data DIR (--new-network | --swarm-key FILE [--owner PEER_ID]... | --join FILE)',
+  settings: [SETTINGS.data, OPTIONS['new-network'], OPTIONS['swarm-key'], OPTIONS.owner, OPTIONS.join],
+  details:
+    "Prints the new peer id. With --new-network this node is the network's first owner; a node that joins names the network's founding owners with --owner (repeat it for each; cairn members list shows them with added by 'founder'), so that it applies the owners' membership changes. Every node must be given the same founders. --join FILE takes the swarm key, the founders and the peers to connect to (written to config.json unless one exists) from a join file that cairn members join-file FILE writes on a member. On an existing data directory it changes nothing and says so, except that --owner records owners in a directory that has none yet.",
   async run({ values, out, err }) {
     const dir = values.data as string
-    const r = await initDataDir(dir, { newNetwork: values['new-network'] === true, swarmKeyFile: values['swarm-key'] as string | undefined })
+    const owners = (values.owner as string[] | undefined) ?? []
+    const r = await initDataDir(dir, { newNetwork: values['new-network'] === true, swarmKeyFile: values['swarm-key'] as string | undefined, owners, joinFile: values.join as string | undefined })
     if (!r.created) {
-      err(`${dir} is already a cairn data directory; nothing changed`)
+      err(
+        r.ownersRecorded === true
+          ? `${dir} is already a cairn data directory; recorded the owners ${r.owners.join(', ')} (restart the node to apply)`
+          : `${dir} is already a cairn data directory; nothing changed`
+      )
       out(r.peerId)
       return 0
     }
     out(r.peerId)
     err(`created ${dir}; start the node with: cairn run --data ${dir}`)
+    return 0
+  }
+})
+
+export const rekeyVerb = defineVerb({
+  name: 'rekey',
+  summary: "replace a stopped node's swarm key, to rotate the network's key (keeps the old one as swarm.key.previous)",
+  usage: '--data DIR (--new | --swarm-key FILE)',
+  settings: [
+    SETTINGS.data,
+    { name: 'new', kind: 'boolean', description: 'make a new random swarm key (on the first node of a rotation)', schema: v.boolean(), inFile: false },
+    { ...OPTIONS['swarm-key'], description: 'switch to the swarm key in FILE (the new key the first node made)' }
+  ],
+  details:
+    'Rotating the key shuts out whoever holds only the old one (a removed member, a leaked key). On the first node, stopped: cairn rekey --new, then copy its new swarm.key (or a cairn members join-file) to every remaining member over a secure channel; on each of them, stopped: cairn rekey --swarm-key FILE, then start it. Nodes that switched connect to each other; the others rejoin once they switch. Events, outboxes and identities are kept. Prints the network id (a hash of the key) before and after.',
+  async run({ values, out }) {
+    const r = await rekeyDataDir(values.data as string, { newKey: values.new === true, keyFile: values['swarm-key'] as string | undefined })
+    out(JSON.stringify({ network_before: r.before, network_after: r.after }))
     return 0
   }
 })

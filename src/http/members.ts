@@ -1,0 +1,44 @@
+import type { Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import type { PublishResult } from '../model/publishRequest.ts'
+import { errorResponse } from './errors.ts'
+
+/** What the members routes need from the node (src/members/membership.ts). */
+export interface MembersDeps {
+  /** the membership as `cairn members list --json` prints it */
+  list: () => unknown
+  /** adds a member or changes its role or name; the body is `{peer_id, name?, role?}` */
+  add: (body: unknown) => Promise<{ change: unknown; result: PublishResult }>
+  /** removes a member */
+  remove: (peer: string) => Promise<{ change: unknown; result: PublishResult }>
+}
+
+/** A change request is a peer id, a role and a name: a few hundred bytes. */
+const MAX_CHANGE_BODY = 4096
+
+/**
+ * Mounts `/v1/members` on the loopback endpoint (behind its bearer token): `GET` lists the members,
+ * `POST` adds one (201 with the signed change), `DELETE /v1/members/:peer_id` removes one. A node that is
+ * not an owner answers 403 (NotOwnerError), a bad body 400 (ValidationError).
+ */
+export function mountMembers(app: Hono, deps: MembersDeps): void {
+  app.get('/v1/members', (c) => c.json(deps.list() as object))
+  app.post(
+    '/v1/members',
+    bodyLimit({ maxSize: MAX_CHANGE_BODY, onError: () => errorResponse(413, 'too_large', `Payload too large: a membership change is at most ${MAX_CHANGE_BODY} bytes`) }),
+    async (c) => {
+      let body: unknown
+      try {
+        body = JSON.parse(await c.req.text())
+      } catch (err) {
+        return errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`)
+      }
+      const { change, result } = await deps.add(body)
+      return c.json({ change, ...result }, 201)
+    }
+  )
+  app.delete('/v1/members/:peer_id', async (c) => {
+    const { change, result } = await deps.remove(c.req.param('peer_id'))
+    return c.json({ change, ...result })
+  })
+}

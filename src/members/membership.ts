@@ -1,0 +1,311 @@
+import * as v from 'valibot'
+import { NotOwnerError, ValidationError } from '../errors.ts'
+import { issueLine, toIssues } from '../model/issues.ts'
+import type { EventEnvelope } from '../model/envelope.ts'
+import type { Rejection } from '../model/eventFile.ts'
+import { AddMemberSchema, type ChangeEvent, foldMembers, MEMBERS_TYPE, OWNERS_KEY, type MemberEntry, type MembershipState, parseChange, type RemovedEntry } from '../model/members.ts'
+import type { PublishResult } from '../model/publishRequest.ts'
+import type { Components } from '../node/components.ts'
+
+/**
+ * The most membership changes the fold reads. Only changes of producers who are or were owners are read
+ * (owners are trusted to change the membership), so this bounds what a misbehaving owner costs, not a member.
+ */
+const MAX_CHANGES = 100_000
+
+/** One member as `cairn members list` and `GET /v1/members` show it. */
+export interface MemberView {
+  peer_id: string
+  name: string | null
+  role: 'member' | 'owner'
+  /** the owner whose change added it; null for a founding owner */
+  added_by: string | null
+  added_at: string | null
+  connected: boolean
+  self: boolean
+}
+
+/** What `cairn members list --json`, `GET /v1/members` and the status document say of the membership. */
+export interface MembersDocument {
+  /** 'changes': owners' signed changes govern; 'setting': the static members setting; 'open': every holder of the swarm key */
+  source: 'changes' | 'setting' | 'open'
+  /** whether this node may change the membership */
+  self_is_owner: boolean
+  members: MemberView[]
+  removed: Array<Omit<RemovedEntry, 'name'> & { name: string | null }>
+}
+
+/** What the membership needs besides the store. */
+export interface MembershipInit {
+  /** the static `members` setting (peer id → name), when set */
+  setting?: Map<string, string | undefined>
+  /** publishes a reserved event (a change) from this node */
+  publish: (request: { type: string; payload: unknown }) => Promise<PublishResult>
+  /** the peers this node is connected to */
+  connected?: () => Set<string>
+  /** told after a change ingested altered the membership (a re-admitted member's events can be walked again) */
+  onChange?: () => void
+}
+
+/**
+ * Who may write, from the owners' signed `cairn.members` changes (see model/members.ts for the fold),
+ * falling back to the static `members` setting, then to every holder of the swarm key, while the network
+ * has never used the changes. Recomputed whenever a change is ingested.
+ */
+export class Membership {
+  private readonly init: MembershipInit
+  private readonly components: Pick<Components, 'self' | 'store' | 'events' | 'log'>
+  private founders: string[] = []
+  /** founders and every peer a change made an owner: the only producers whose changes the fold reads */
+  private everOwners = new Set<string>()
+  private state: MembershipState = { members: new Map(), removed: new Map(), refused: [], applied: 0 }
+  /** changes already counted as refused, so that a refold does not count them again (bounded by MAX_CHANGES) */
+  private readonly counted = new Set<string>()
+  private stopListening?: () => void
+
+  constructor(init: MembershipInit, components: Pick<Components, 'self' | 'store' | 'events' | 'log'>) {
+    this.init = init
+    this.components = components
+  }
+
+  /** Reads the founding owners and the changes held, and follows the changes ingested from now on. */
+  start(): void {
+    if (this.stopListening != null) return
+    this.founders = readOwners(this.components.store.meta.get(OWNERS_KEY))
+    this.refresh()
+    for (const r of this.state.refused) this.counted.add(r.event_id)
+    this.stopListening = this.components.events.listen('events:ingested', (events) => {
+      if (events.some((e) => e.type === MEMBERS_TYPE)) this.refresh(events)
+    })
+  }
+
+  stop(): void {
+    this.stopListening?.()
+    this.stopListening = undefined
+  }
+
+  /** Recomputes the membership from the changes held; counts and logs the newly ingested ones it refused. */
+  private refresh(ingested: readonly EventEnvelope[] = []): void {
+    const { store, log, events } = this.components
+    // Owners can be made by changes of other owners: read until the set of (ever) owners stops growing.
+    let owners = new Set(this.founders)
+    let state = foldMembers(this.founders, [])
+    for (let round = 0; round <= MAX_CHANGES; round++) {
+      const rows = store.events.ofTypeBy(MEMBERS_TYPE, [...owners], MAX_CHANGES)
+      const changes: ChangeEvent[] = rows.map((r) => ({ event_id: r.event_id, producer: r.producer, seq: r.seq, hlc: r.hlc, occurred_at: r.occurred_at, payload: JSON.parse(r.payload) }))
+      state = foldMembers(this.founders, changes)
+      const next = new Set(owners)
+      for (const c of changes) {
+        const p = parseChange(c.payload)
+        if ('change' in p && p.change.op === 'add' && p.change.role === 'owner') next.add(p.change.peer_id)
+      }
+      if (next.size === owners.size) break
+      owners = next
+    }
+    const before = this.summary()
+    this.everOwners = owners
+    this.state = state
+    const fresh = new Set(ingested.map((e) => e.event_id))
+    for (const r of state.refused) {
+      if (this.counted.has(r.event_id) || !fresh.has(r.event_id)) continue
+      this.counted.add(r.event_id)
+      events.safeDispatchEvent('peer:rejected', { detail: { reason: r.reason, detail: `membership change ${r.event_id} (seq ${r.seq}): ${r.detail}`, peer: r.producer, producer: r.producer } })
+    }
+    const after = this.summary()
+    if (after !== before) log.info(`membership: ${after}`, { members: this.state.members.size, removed: this.state.removed.size, source: this.source })
+    if (ingested.length > 0) this.init.onChange?.()
+  }
+
+  private summary(): string {
+    const owners = [...this.state.members.values()].filter((m) => m.role === 'owner').length
+    return `${this.state.members.size - owners} members, ${owners} owners, ${this.state.removed.size} removed (${this.source})`
+  }
+
+  /** where the membership comes from now */
+  get source(): MembersDocument['source'] {
+    if (this.state.applied > 0) return 'changes'
+    return this.init.setting != null ? 'setting' : 'open'
+  }
+
+  /** @returns whether `peer` is an owner now */
+  isOwner(peer: string): boolean {
+    return this.state.members.get(peer)?.role === 'owner'
+  }
+
+  /**
+   * @returns whether heads of `producer` are accepted: an owner's always; once any change took effect,
+   * only members'; before that, those in the members setting, or everyone without one; undefined when
+   * there is no list at all (every holder of the swarm key may write)
+   */
+  isMember(producer: string): boolean | undefined {
+    if (this.isOwner(producer)) return true
+    if (this.state.applied > 0) return this.state.members.has(producer)
+    if (this.init.setting != null) return this.init.setting.has(producer)
+    return undefined
+  }
+
+  /**
+   * @returns whether `producer` gets its own rejection series and status line: a member or a removed member
+   * (bounded by the owners' changes); undefined when there is no list
+   */
+  isKnown(producer: string): boolean | undefined {
+    const member = this.isMember(producer)
+    return member == null ? undefined : member || this.state.removed.has(producer)
+  }
+
+  /** @returns for a removed member, its last valid seq (its later events are refused); undefined otherwise */
+  removedAt(producer: string): RemovedEntry | undefined {
+    return this.state.members.has(producer) ? undefined : this.state.removed.get(producer)
+  }
+
+  /**
+   * @returns the members whose acknowledgements pruning waits for; undefined when every producer this node
+   * knows counts (no list)
+   */
+  current(): string[] | undefined {
+    if (this.state.applied > 0) return [...this.state.members.keys()]
+    if (this.init.setting != null) return [...new Set([...this.init.setting.keys(), ...this.state.members.keys()])]
+    return undefined
+  }
+
+  /**
+   * Checks an event of another producer before it is stored: a removed member's event after its last
+   * valid seq, a non-member's event (once the membership is known), and a change from a producer that
+   * never was an owner are refused.
+   *
+   * @returns the rejection, or undefined to accept it
+   */
+  checkEvent(e: EventEnvelope): Rejection | undefined {
+    const removed = this.removedAt(e.producer)
+    if (removed != null && e.seq > removed.last_seq) {
+      return { reason: 'not_member', detail: `${e.producer} was removed by ${removed.removed_by} at ${removed.removed_at}: its events after seq ${removed.last_seq} are refused` }
+    }
+    if (removed == null && this.isMember(e.producer) === false) return { reason: 'not_member', detail: `${e.producer} is not a member` }
+    // Changes are read only from owners (past or present): one from anyone else is a forgery, refused
+    // before it is stored. With no founding owner known, changes are kept for when one is.
+    if (e.type === MEMBERS_TYPE && this.founders.length > 0 && !this.everOwners.has(e.producer)) {
+      return { reason: 'not_owner', detail: `${e.producer} changed the membership but is not an owner` }
+    }
+    return undefined
+  }
+
+  /**
+   * A member's events come after the membership changes it had seen: before this node takes events of
+   * a producer that is not an owner, it must have processed each owner's events up to the seq that
+   * producer's head acknowledges, so that a removal it saw is applied before anything it wrote after.
+   *
+   * @param acks the acks of the producer's head
+   * @param processed per producer, the seq this node processed
+   * @returns the owner and seq to wait for, or undefined when nothing is missing
+   */
+  waitFor(producer: string, acks: Record<string, number>, processed: Record<string, number>): { owner: string; seq: number } | undefined {
+    if (this.founders.length === 0 || this.isOwner(producer)) return undefined
+    for (const owner of this.everOwners) {
+      if (owner === this.components.self || owner === producer) continue
+      // A removed owner's events after its last valid seq are never taken: waiting for them would be forever.
+      const need = Math.min(Number(acks[owner] ?? 0), this.removedAt(owner)?.last_seq ?? Number.MAX_SAFE_INTEGER)
+      if (Number.isSafeInteger(need) && need > (processed[owner] ?? 0)) return { owner, seq: need }
+    }
+    return undefined
+  }
+
+  /**
+   * @returns the stored status with no lag counted for what this node refuses on purpose: a removed
+   * member's events after its last valid seq, a non-member's events
+   */
+  withoutRefusedLag<T extends { producers: Array<{ producer: string; head_seq: number; processed_seq: number; lag_events: number; lag_ms: number }> }>(stored: T): T {
+    const producers = stored.producers.map((p) => {
+      const removed = this.removedAt(p.producer)
+      const top = removed != null ? Math.min(p.head_seq, removed.last_seq) : this.isMember(p.producer) === false ? p.processed_seq : p.head_seq
+      const lag = Math.max(0, top - p.processed_seq)
+      return lag === p.lag_events ? p : { ...p, lag_events: lag, lag_ms: lag === 0 ? 0 : p.lag_ms }
+    })
+    return { ...stored, producers }
+  }
+
+  /** @returns the membership as `cairn members list` shows it */
+  document(): MembersDocument {
+    const connected = this.init.connected?.() ?? new Set<string>()
+    const self = this.components.self
+    const view = (m: MemberEntry): MemberView => ({
+      peer_id: m.peer_id,
+      name: m.name ?? this.init.setting?.get(m.peer_id) ?? null,
+      role: m.role,
+      added_by: m.added_by,
+      added_at: m.added_at,
+      connected: connected.has(m.peer_id),
+      self: m.peer_id === self
+    })
+    const members = [...this.state.members.values()].map(view)
+    if (this.state.applied === 0 && this.init.setting != null) {
+      for (const [peer, name] of this.init.setting) {
+        if (!this.state.members.has(peer)) members.push(view({ peer_id: peer, role: 'member', name, added_by: null, added_at: null }))
+      }
+    }
+    members.sort((a, b) => (a.role === b.role ? a.peer_id.localeCompare(b.peer_id) : a.role === 'owner' ? -1 : 1))
+    const removed = [...this.state.removed.values()].map((r) => ({ ...r, name: r.name ?? this.init.setting?.get(r.peer_id) ?? null }))
+    return { source: this.source, self_is_owner: this.isOwner(self), members, removed }
+  }
+
+  /**
+   * Adds a member (or changes its role or name), as a change signed by this node.
+   *
+   * @throws NotOwnerError when this node is not an owner; ValidationError for a bad peer id, role or name
+   */
+  async add(request: unknown): Promise<{ change: unknown; result: PublishResult }> {
+    const r = v.safeParse(AddMemberSchema, request)
+    if (!r.success) {
+      const issues = toIssues(r.issues)
+      throw new ValidationError(`Cannot add a member: ${issues.map(issueLine).join('; ')}`, issues)
+    }
+    const { peer_id, role, name } = r.output
+    return await this.change({ op: 'add', peer_id, role, ...(name != null ? { name } : {}) })
+  }
+
+  /**
+   * Removes a member, recording its last seq this node has seen: its events up to it stay valid.
+   *
+   * @throws NotOwnerError when this node is not an owner; ValidationError for a bad peer id or one that is not a member
+   */
+  async remove(peer: string): Promise<{ change: unknown; result: PublishResult }> {
+    if (typeof peer === 'string' && !this.state.members.has(peer)) {
+      throw new ValidationError(`Cannot remove ${peer}: it is not a member (see cairn members list)`, [{ path: 'peer_id', message: `${peer} is not a member`, code: 'not_a_member' }])
+    }
+    const self = this.components.self
+    const lastSeq = peer === self ? this.components.store.outbox.lastSeq() : (this.components.store.producers.get(peer)?.head_seq ?? 0)
+    return await this.change({ op: 'remove', peer_id: peer, last_seq: lastSeq })
+  }
+
+  private async change(payload: Record<string, unknown>): Promise<{ change: unknown; result: PublishResult }> {
+    const self = this.components.self
+    if (!this.isOwner(self)) {
+      throw new NotOwnerError(
+        this.founders.length === 0
+          ? `Cannot change the membership: this node knows no owner (create the network with cairn init --new-network, or join it with --owner PEER_ID)`
+          : `Cannot change the membership: this node (${self}) is not an owner; ask an owner (cairn members list shows them)`
+      )
+    }
+    const parsed = parseChange(payload)
+    if ('issues' in parsed) {
+      const issues = parsed.issues.map((line) => ({ path: '', message: line, code: 'invalid_change' }))
+      throw new ValidationError(`Cannot change the membership: ${parsed.issues.join('; ')}`, issues)
+    }
+    const { change } = parsed
+    const lastOwner = this.isOwner(change.peer_id) && [...this.state.members.values()].filter((m) => m.role === 'owner').length === 1
+    if (lastOwner && (change.op === 'remove' || change.role !== 'owner')) {
+      throw new ValidationError(`Cannot ${change.op === 'remove' ? 'remove' : 'demote'} ${change.peer_id}: it is the last owner; add another owner first`, [
+        { path: 'peer_id', message: 'is the last owner', code: 'last_owner' }
+      ])
+    }
+    const result = await this.init.publish({ type: MEMBERS_TYPE, payload: change })
+    // The own change is ingested with the commit; the fold has run by the time the caller is answered.
+    return { change, result }
+  }
+}
+
+/** @returns the founding owners stored at init, or none */
+function readOwners(text: string | undefined): string[] {
+  if (text == null) return []
+  const parsed = JSON.parse(text) as unknown
+  return Array.isArray(parsed) ? parsed.filter((x): x is string => typeof x === 'string') : []
+}

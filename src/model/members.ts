@@ -1,0 +1,170 @@
+import * as v from 'valibot'
+import { PeerIdSchema } from './envelope.ts'
+import { formatIssues } from './issues.ts'
+
+/** The event type of a membership change: signed by an owner, carried by the bus like any other event. */
+export const MEMBERS_TYPE = 'cairn.members'
+
+/** Event types under this prefix are cairn's own: no plugin may declare them and no backend may publish them. */
+export const RESERVED_PREFIX = 'cairn.'
+
+/** @returns whether an event type is in cairn's reserved namespace */
+export function isReservedType(type: string): boolean {
+  return type.startsWith(RESERVED_PREFIX)
+}
+
+/** The `meta` key holding the founding owners a node was told of at init (a JSON array of peer ids). */
+export const OWNERS_KEY = 'owners'
+
+/** What a member may do: an owner also changes the membership. */
+export const RoleSchema = v.picklist(['member', 'owner'], 'Expected role member or owner')
+
+/** A member's display name. */
+export const MemberNameSchema = v.pipe(v.string('Expected a name'), v.minLength(1, 'Expected a non-empty name'), v.maxLength(100, 'Expected a name of at most 100 characters'))
+
+/** The body of `POST /v1/members`: whom to add (or whose role or name to change). */
+export const AddMemberSchema = v.strictObject({ peer_id: PeerIdSchema, role: v.optional(RoleSchema, 'member'), name: v.optional(MemberNameSchema) }, 'Expected only the fields peer_id, role and name')
+
+/** The payload of a `cairn.members` event. */
+export const MembersChangeSchema = v.variant(
+  'op',
+  [
+    v.strictObject({ op: v.literal('add'), peer_id: PeerIdSchema, role: RoleSchema, name: v.optional(MemberNameSchema) }),
+    v.strictObject({
+      op: v.literal('remove'),
+      peer_id: PeerIdSchema,
+      /** the removed member's last seq the owner had seen: its events up to it stay valid, later ones are refused */
+      last_seq: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER))
+    })
+  ],
+  'Expected op add or remove'
+)
+
+export type MembersChange = v.InferOutput<typeof MembersChangeSchema>
+
+/** A `cairn.members` event as the fold reads it. */
+export interface ChangeEvent {
+  event_id: string
+  producer: string
+  seq: number
+  hlc: string
+  occurred_at: string
+  payload: unknown
+}
+
+/** A current member. `added_by` is null for an owner this node was told of at init (a founding owner). */
+export interface MemberEntry {
+  peer_id: string
+  role: 'member' | 'owner'
+  name?: string
+  added_by: string | null
+  added_at: string | null
+}
+
+/** A removed member: its events up to `last_seq` are valid, later ones are refused. */
+export interface RemovedEntry {
+  peer_id: string
+  /** its name while it was a member */
+  name?: string
+  last_seq: number
+  removed_by: string
+  removed_at: string
+}
+
+/** A change the fold did not apply, and why. */
+export interface RefusedChange {
+  event_id: string
+  producer: string
+  seq: number
+  reason: 'not_owner' | 'invalid_members_change' | 'last_owner'
+  detail: string
+}
+
+/** The membership after every change, in the order the fold applied them. */
+export interface MembershipState {
+  members: Map<string, MemberEntry>
+  removed: Map<string, RemovedEntry>
+  refused: RefusedChange[]
+  /** how many changes took effect: 0 means the network never used the membership changes */
+  applied: number
+}
+
+/** @returns whether change `a` orders before `b`: by (hlc, producer, event_id), the same on every node */
+function before(a: ChangeEvent, b: ChangeEvent): number {
+  if (a.hlc !== b.hlc) return a.hlc < b.hlc ? -1 : 1
+  if (a.producer !== b.producer) return a.producer < b.producer ? -1 : 1
+  return a.event_id < b.event_id ? -1 : a.event_id > b.event_id ? 1 : 0
+}
+
+/** @returns a change's payload checked, or the issues that make it invalid */
+export function parseChange(payload: unknown): { change: MembersChange } | { issues: string[] } {
+  const r = v.safeParse(MembersChangeSchema, payload)
+  return r.success ? { change: r.output } : { issues: formatIssues(r.issues, 'payload') }
+}
+
+/**
+ * Folds membership changes into the membership, deterministically: the changes are applied in
+ * (hlc, producer, event_id) order, so every node that holds the same changes computes the same members,
+ * whatever order they arrived in. A change takes effect only when its producer is an owner at that point of
+ * the order; a change that would leave no owner (removing or demoting the last one) does not take effect;
+ * an add of a removed peer re-admits it.
+ *
+ * @param founders the owners every node was told of at init (`cairn init --new-network` or `--owner`)
+ * @param changes every `cairn.members` event of a producer who is or was an owner, in any order
+ * @returns the members, the removed peers with their last valid seq, and the changes refused
+ * @example
+ * ```ts
+ * const state = foldMembers([owner], changes)
+ * state.members.has(peer) // whether peer's heads are accepted
+ * ```
+ */
+export function foldMembers(founders: readonly string[], changes: readonly ChangeEvent[]): MembershipState {
+  const members = new Map<string, MemberEntry>()
+  for (const o of founders) members.set(o, { peer_id: o, role: 'owner', added_by: null, added_at: null })
+  const removed = new Map<string, RemovedEntry>()
+  const refused: RefusedChange[] = []
+  let applied = 0
+  const refuse = (c: ChangeEvent, reason: RefusedChange['reason'], detail: string): void => {
+    refused.push({ event_id: c.event_id, producer: c.producer, seq: c.seq, reason, detail })
+  }
+  for (const c of [...changes].sort(before)) {
+    const parsed = parseChange(c.payload)
+    if ('issues' in parsed) {
+      refuse(c, 'invalid_members_change', parsed.issues.join('; '))
+      continue
+    }
+    if (members.get(c.producer)?.role !== 'owner') {
+      refuse(c, 'not_owner', `${c.producer} is not an owner at ${c.hlc}`)
+      continue
+    }
+    const { change } = parsed
+    const owners = [...members.values()].filter((m) => m.role === 'owner').length
+    const lastOwner = members.get(change.peer_id)?.role === 'owner' && owners === 1
+    if (change.op === 'add' && lastOwner && change.role !== 'owner') {
+      refuse(c, 'last_owner', `making ${change.peer_id} a member would leave the network without an owner`)
+      continue
+    }
+    if (change.op === 'add') {
+      members.set(change.peer_id, { peer_id: change.peer_id, role: change.role, name: change.name, added_by: c.producer, added_at: c.occurred_at })
+      removed.delete(change.peer_id)
+      applied++
+      continue
+    }
+    if (lastOwner) {
+      refuse(c, 'last_owner', `removing ${change.peer_id} would leave the network without an owner`)
+      continue
+    }
+    const name = members.get(change.peer_id)?.name ?? removed.get(change.peer_id)?.name
+    members.delete(change.peer_id)
+    // Two removals of one peer: the later in the order records the seq, as it saw the most.
+    removed.set(change.peer_id, {
+      peer_id: change.peer_id,
+      ...(name != null ? { name } : {}),
+      last_seq: Math.max(change.last_seq, removed.get(change.peer_id)?.last_seq ?? 0),
+      removed_by: c.producer,
+      removed_at: c.occurred_at
+    })
+    applied++
+  }
+  return { members, removed, refused, applied }
+}

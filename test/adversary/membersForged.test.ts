@@ -1,0 +1,58 @@
+import { describe, expect, test } from 'bun:test'
+import { join } from 'node:path'
+import { uuidv7 } from 'uuidv7'
+import { loadIdentity } from '../../src/datadir/load.ts'
+import { fileName } from '../../src/model/layout.ts'
+import { loadPlugins } from '../../src/plugins/load.ts'
+import { definePlugin } from '../../src/plugins/types.ts'
+import * as v from 'valibot'
+import { query } from '../helpers/db.ts'
+import { inProcessNode, publishForgedTree } from '../helpers/forge.ts'
+import { initDir, tempDir, waitFor } from '../helpers/process.ts'
+import { fakePeerId } from './helpers.ts'
+
+describe('forged membership changes', () => {
+  test("a member's own cairn.members change is refused where it arrives, quarantined and counted, and changes nothing", async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const m = await initDir(tmp.path, 'm', join(a, 'swarm.key'))
+    const mId = (await loadIdentity(m)).peerId.toString()
+    const na = await inProcessNode(a)
+    const nm = await inProcessNode(m, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    try {
+      await na.members.add({ peer_id: mId, name: 'm' })
+      const x = fakePeerId(7)
+      const forged = {
+        event_id: uuidv7(),
+        type: 'cairn.members',
+        version: 1,
+        producer: mId,
+        seq: 1,
+        hlc: `${Date.now()}-0000`,
+        occurred_at: new Date().toISOString(),
+        payload: { op: 'add', peer_id: x, role: 'owner' }
+      }
+      await publishForgedTree(nm, 1, [{ name: fileName(1, forged.event_id), content: forged }])
+      await waitFor('a to refuse the forged change', async () => (await na.metrics.rejected.get()).values.some((s) => s.labels.reason === 'not_owner' && s.value >= 1))
+      expect(query(a, 'SELECT producer, reason FROM quarantine')).toEqual([{ producer: mId, reason: 'not_owner' }])
+      expect(query(a, 'SELECT count(*) AS n FROM events WHERE producer = ?', [mId])).toEqual([{ n: 0 }])
+      expect(
+        na.members
+          .document()
+          .members.map((e) => e.peer_id)
+          .sort()
+      ).toEqual([na.peerId.toString(), mId].sort())
+      expect(na.members.isMember(x)).toBe(false)
+    } finally {
+      await nm.stop()
+      await na.stop()
+    }
+  }, 120_000)
+
+  test('no plugin may declare a type in the cairn. namespace', async () => {
+    const plugin = definePlugin({ name: 'squatter', handles: { 'cairn.members': { version: 1, payload: v.unknown() } }, apply() {} })
+    await expect(loadPlugins([plugin], [])).rejects.toThrow(
+      'Cannot load plugin "squatter" from built-in: handles: Expected no event type in cairn\'s reserved namespace cairn.* (cairn\'s own membership changes)'
+    )
+  })
+})

@@ -1,0 +1,101 @@
+import { describe, expect, test } from 'bun:test'
+import { inProcessNode } from './helpers/forge.ts'
+import { initDir, tempDir } from './helpers/process.ts'
+import { fakePeerId } from './adversary/helpers.ts'
+
+describe('/v1/members', () => {
+  test('lists, adds (201) and removes members on an owner, and names every bad request', async () => {
+    using tmp = tempDir()
+    const node = await inProcessNode(await initDir(tmp.path, 'a'))
+    try {
+      const self = node.peerId.toString()
+      const base = `http://127.0.0.1:${node.http!.port}`
+      const call = async (method: string, path: string, body?: unknown, token = node.config.data): Promise<{ status: number; body: any }> => {
+        const res = await fetch(`${base}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${token === node.config.data ? (await Bun.file(`${node.config.data}/api.token`).text()).trim() : token}`, 'content-type': 'application/json' },
+          body: body === undefined ? undefined : JSON.stringify(body)
+        })
+        return { status: res.status, body: await res.json() }
+      }
+      const x = fakePeerId(1)
+      expect(await call('GET', '/v1/members')).toEqual({
+        status: 200,
+        body: { source: 'open', self_is_owner: true, members: [{ peer_id: self, name: null, role: 'owner', added_by: null, added_at: null, connected: false, self: true }], removed: [] }
+      })
+      expect((await call('GET', '/v1/members', undefined, 'wrong')).status).toBe(401)
+      expect(await call('POST', '/v1/members', { peer_id: x, boss: true })).toEqual({
+        status: 400,
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: 'Cannot add a member: boss: Expected only the fields peer_id, role and name',
+            issues: [{ path: 'boss', message: 'Expected only the fields peer_id, role and name', code: 'unknown_field' }]
+          }
+        }
+      })
+      expect(await call('POST', '/v1/members', { peer_id: x, role: 'boss' })).toEqual({
+        status: 400,
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: 'Cannot add a member: role: Expected role member or owner',
+            issues: [{ path: 'role', message: 'Expected role member or owner', code: 'invalid_type' }]
+          }
+        }
+      })
+      const added = await call('POST', '/v1/members', { peer_id: x, name: 'x' })
+      expect({ status: added.status, change: added.body.change, seq: added.body.seq }).toEqual({ status: 201, change: { op: 'add', peer_id: x, role: 'member', name: 'x' }, seq: 1 })
+      const listed = await call('GET', '/v1/members')
+      expect(listed.body.source).toBe('changes')
+      expect(listed.body.members.map((m: { peer_id: string; added_by: string | null }) => [m.peer_id, m.added_by])).toEqual([
+        [self, null],
+        [x, self]
+      ])
+      expect(await call('DELETE', `/v1/members/${fakePeerId(2)}`)).toEqual({
+        status: 400,
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: `Cannot remove ${fakePeerId(2)}: it is not a member (see cairn members list)`,
+            issues: [{ path: 'peer_id', message: `${fakePeerId(2)} is not a member`, code: 'not_a_member' }]
+          }
+        }
+      })
+      expect(await call('DELETE', `/v1/members/${self}`)).toEqual({
+        status: 400,
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: `Cannot remove ${self}: it is the last owner; add another owner first`,
+            issues: [{ path: 'peer_id', message: 'is the last owner', code: 'last_owner' }]
+          }
+        }
+      })
+      const removed = await call('DELETE', `/v1/members/${x}`)
+      expect({ status: removed.status, change: removed.body.change }).toEqual({ status: 200, change: { op: 'remove', peer_id: x, last_seq: 0 } })
+      expect((await node.statusJson()).members.removed.map((r) => [r.peer_id, r.name, r.last_seq, r.removed_by])).toEqual([[x, 'x', 0, self]])
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
+
+  test('with the static members setting and no change yet, the list is the setting and says so', async () => {
+    using tmp = tempDir()
+    const x = fakePeerId(3)
+    const node = await inProcessNode(await initDir(tmp.path, 'a'), { members: [{ peer_id: x, name: 'x' }] })
+    try {
+      const doc = node.members.document()
+      expect({ source: doc.source, members: doc.members.map((m) => [m.peer_id, m.role, m.name]) }).toEqual({
+        source: 'setting',
+        members: [
+          [node.peerId.toString(), 'owner', null],
+          [x, 'member', 'x']
+        ]
+      })
+      expect([node.members.isMember(x), node.members.isMember(fakePeerId(4))]).toEqual([true, false])
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
+})

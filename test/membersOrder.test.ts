@@ -1,0 +1,118 @@
+import { describe, expect, test } from 'bun:test'
+import { join } from 'node:path'
+import { loadIdentity } from '../src/datadir/load.ts'
+import { query } from './helpers/db.ts'
+import { inProcessNode } from './helpers/forge.ts'
+import { cairn, initDir, tempDir, waitFor } from './helpers/process.ts'
+
+/** @returns the seqs of `producer`'s own (not membership) events a data directory holds */
+function seqsOf(dir: string, producer: string): number[] {
+  return query<{ seq: number }>(dir, "SELECT seq FROM events WHERE producer = ? AND type NOT LIKE 'cairn.%' ORDER BY seq", [producer]).map((r) => r.seq)
+}
+
+describe("the order of a removal and the removed member's events", () => {
+  test("a node that gets the removed member's later head before the removal applies the removal first", async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const aId = (await loadIdentity(a)).peerId.toString()
+    const c = await initDir(tmp.path, 'c', join(a, 'swarm.key'))
+    const b = join(tmp.path, 'b')
+    expect((await cairn(['init', '--data', b, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+    // Heads re-announced every second, as in production every 5 s: a hint lost while meshes form is not waited out.
+    const quick = { 'announce-interval': '1s' }
+    const na = await inProcessNode(a, quick)
+    const addrA = na.ipfs.libp2p.getMultiaddrs()[0].toString()
+    const nc = await inProcessNode(c, { ...quick, bootstrap: [addrA] })
+    let nb = await inProcessNode(b, { ...quick, bootstrap: [addrA] })
+    const cId = nc.peerId.toString()
+    try {
+      await na.members.add({ peer_id: nb.peerId.toString() })
+      await na.members.add({ peer_id: cId })
+      for (let i = 0; i < 3; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      await waitFor("c's events on a and b, c a member there", () => seqsOf(a, cId).length === 3 && seqsOf(b, cId).length === 3 && nb.members.isMember(cId) === true)
+      await nb.stop()
+
+      // While b is away: a removes c, c sees the removal and writes on.
+      const removal = await na.members.remove(cId)
+      expect(removal.change).toEqual({ op: 'remove', peer_id: cId, last_seq: 3 })
+      await waitFor('c to acknowledge the removal', () => (nc.store.acks()[aId] ?? 0) >= removal.result.seq)
+      for (let i = 3; i < 5; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      const laterHead = nc.store.producers.get(cId)!.head_message!
+
+      // b comes back with no peer, is handed c's later head first, and only then reaches c (which has a's head too).
+      nb = await inProcessNode(b, quick)
+      await nb.offerHead(laterHead)
+      await nb.ipfs.libp2p.dial(nc.ipfs.libp2p.getMultiaddrs()[0])
+      await waitFor('b to apply the removal and finish with c', async () => nb.members.removedAt(cId) != null && !(await nb.statusJson()).syncing)
+      expect(seqsOf(b, cId)).toEqual([1, 2, 3])
+      expect(query(b, 'SELECT count(*) AS n FROM quarantine WHERE producer = ?', [cId])).toEqual([{ n: 0 }])
+    } finally {
+      await nb.stop()
+      await nc.stop()
+      await na.stop()
+    }
+  }, 120_000)
+
+  test("a node that joins after the removal takes the removed member's events up to the recorded seq, none after", async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const aId = (await loadIdentity(a)).peerId.toString()
+    const c = await initDir(tmp.path, 'c', join(a, 'swarm.key'))
+    const late = join(tmp.path, 'late')
+    expect((await cairn(['init', '--data', late, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+    const quick = { 'announce-interval': '1s' }
+    const na = await inProcessNode(a, quick)
+    const addrA = na.ipfs.libp2p.getMultiaddrs()[0].toString()
+    const nc = await inProcessNode(c, { ...quick, bootstrap: [addrA] })
+    const cId = nc.peerId.toString()
+    let nl: Awaited<ReturnType<typeof inProcessNode>> | undefined
+    try {
+      await na.members.add({ peer_id: cId })
+      for (let i = 0; i < 3; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      await waitFor("c's events on a", () => seqsOf(a, cId).length === 3)
+      expect((await na.members.remove(cId)).change).toEqual({ op: 'remove', peer_id: cId, last_seq: 3 })
+      for (let i = 3; i < 5; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      // The late node hears of both from c (which holds a's head too) and from a, in whatever order.
+      nl = await inProcessNode(late, { ...quick, bootstrap: [nc.ipfs.libp2p.getMultiaddrs()[0].toString(), addrA] })
+      const node = nl
+      await waitFor(
+        'the late node to apply the removal and take c up to seq 3',
+        async () => node.members.removedAt(cId) != null && seqsOf(late, cId).length === 3 && !(await node.statusJson()).syncing
+      )
+      expect(seqsOf(late, cId)).toEqual([1, 2, 3])
+      expect((await node.statusJson()).producers.find((p) => p.producer === cId)?.lag_events).toBe(0)
+    } finally {
+      await nl?.stop()
+      await nc.stop()
+      await na.stop()
+    }
+  }, 120_000)
+
+  test('a removed member added again is a member again: the events it wrote meanwhile are taken at once', async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const aId = (await loadIdentity(a)).peerId.toString()
+    const c = join(tmp.path, 'c')
+    expect((await cairn(['init', '--data', c, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+    const na = await inProcessNode(a)
+    const nc = await inProcessNode(c, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    const cId = nc.peerId.toString()
+    try {
+      await na.members.add({ peer_id: cId })
+      await nc.publish({ type: 'test.c', payload: { i: 0 } })
+      await waitFor("c's event on a", () => seqsOf(a, cId).length === 1)
+      await na.members.remove(cId)
+      await waitFor('c to know it was removed', () => nc.members.removedAt(cId) != null)
+      const refused = async (): Promise<number> => (await na.metrics.rejectedByProducer.get()).values.find((v) => v.labels.producer === cId && v.labels.reason === 'not_member')?.value ?? 0
+      for (let i = 1; i < 3; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      await waitFor("a to refuse c's later head", async () => (await refused()) > 0)
+      await na.members.add({ peer_id: cId })
+      // Heads are re-announced only hourly here: what brings c's head back is the push on the membership change.
+      await waitFor("c's events written while removed, on a", () => seqsOf(a, cId).length === 3)
+      expect(seqsOf(a, cId)).toEqual([1, 2, 3])
+    } finally {
+      await nc.stop()
+      await na.stop()
+    }
+  }, 120_000)
+})

@@ -1,0 +1,78 @@
+import { describe, expect, test } from 'bun:test'
+import { type ChangeEvent, foldMembers } from '../../src/model/members.ts'
+import { fakePeerId } from '../adversary/helpers.ts'
+
+const [A, B, C, D, E] = [1, 2, 3, 4, 5].map(fakePeerId)
+
+let n = 0
+/** A change by `producer` stamped at `ms`. */
+function change(producer: string, ms: number, payload: unknown): ChangeEvent {
+  n++
+  return { event_id: `0190${String(n).padStart(4, '0')}-0000-7000-8000-000000000000`, producer, seq: n, hlc: `${String(ms).padStart(13, '0')}-0000`, occurred_at: new Date(ms).toISOString(), payload }
+}
+
+/** @returns the members and removed peers, comparable with toEqual */
+function view(changes: ChangeEvent[]): unknown {
+  const s = foldMembers([A], changes)
+  return { members: [...s.members.entries()].sort(), removed: [...s.removed.entries()].sort(), applied: s.applied }
+}
+
+/** @returns every order of `xs` */
+function permutations<T>(xs: T[]): T[][] {
+  if (xs.length <= 1) return [xs]
+  return xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p]))
+}
+
+describe('foldMembers', () => {
+  test('gives the same members whatever order the changes arrive in, conflicting ones included', () => {
+    const changes = [
+      change(A, 10, { op: 'add', peer_id: B, role: 'owner' }),
+      change(A, 20, { op: 'add', peer_id: C, role: 'member', name: 'c' }),
+      // B and A at the same time: A removes C, B makes C an owner, and B removes A while A removes B
+      change(B, 30, { op: 'add', peer_id: C, role: 'owner' }),
+      change(A, 30, { op: 'remove', peer_id: C, last_seq: 7 }),
+      change(A, 40, { op: 'remove', peer_id: B, last_seq: 3 }),
+      change(B, 40, { op: 'add', peer_id: D, role: 'member' })
+    ]
+    const results = permutations(changes).map(view)
+    for (const r of results) expect(r).toEqual(results[0])
+    // At equal hlc the producer decides (A's id sorts first): A's removal of C, then B's add of C as owner;
+    // A's removal of B, then B's add of D, which B no longer may make.
+    expect(A < B).toBe(true)
+    const s = foldMembers([A], changes)
+    expect([...s.members.keys()].sort()).toEqual([A, C].sort())
+    expect(s.removed.get(B)?.last_seq).toBe(3)
+  })
+
+  test("a member's change, a change after the producer's removal and an invalid one do not take effect", () => {
+    const s = foldMembers(
+      [A],
+      [
+        change(A, 10, { op: 'add', peer_id: B, role: 'member' }),
+        change(B, 20, { op: 'add', peer_id: E, role: 'owner' }),
+        change(A, 30, { op: 'add', peer_id: C, role: 'owner' }),
+        change(A, 40, { op: 'remove', peer_id: C, last_seq: 0 }),
+        change(C, 50, { op: 'add', peer_id: D, role: 'member' }),
+        change(A, 60, { op: 'promote', peer_id: D })
+      ]
+    )
+    expect([...s.members.keys()].sort()).toEqual([A, B].sort())
+    expect(s.refused.map((r) => r.reason)).toEqual(['not_owner', 'not_owner', 'invalid_members_change'])
+  })
+
+  test('the last owner cannot be removed or demoted; a removed peer added again is a member again', () => {
+    const s = foldMembers(
+      [A],
+      [
+        change(A, 10, { op: 'remove', peer_id: A, last_seq: 5 }),
+        change(A, 15, { op: 'add', peer_id: A, role: 'member' }),
+        change(A, 20, { op: 'add', peer_id: B, role: 'member' }),
+        change(A, 30, { op: 'remove', peer_id: B, last_seq: 2 }),
+        change(A, 40, { op: 'add', peer_id: B, role: 'member' })
+      ]
+    )
+    expect(s.refused.map((r) => r.reason)).toEqual(['last_owner', 'last_owner'])
+    expect([...s.members.keys()].sort()).toEqual([A, B].sort())
+    expect(s.removed.size).toBe(0)
+  })
+})

@@ -1,0 +1,178 @@
+import { describe, expect, test } from 'bun:test'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { migrate } from '../../src/store/migrations.ts'
+import { Store } from '../../src/store/store.ts'
+import { migratePlugins } from '../../src/plugins/migrate.ts'
+import { Snapshots } from '../../src/plugins/snapshots.ts'
+import { definePlugin, v } from '../../src/plugins/mod.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
+import { CairnEventBus } from '../../src/node/events.ts'
+import { signSnapshot, SNAPSHOTS_DIR, type Snapshot } from '../../src/model/snapshot.ts'
+import { directoryBlock, fileBlock } from '../../src/unixfs/tree.ts'
+
+const counter = definePlugin({
+  name: 'counter',
+  handles: { 'test.counted': { version: 1, payload: v.object({ w: v.string() }) } },
+  migrations: ['CREATE TABLE counted (w TEXT PRIMARY KEY, n INTEGER NOT NULL)'],
+  apply(event, { db }) {
+    db.run('INSERT INTO counted (w, n) VALUES (?, 1) ON CONFLICT (w) DO UPDATE SET n = n + 1', [event.payload.w])
+  }
+})
+
+const SELF = '12D3KooWA1111111111111111111111111111111111111111111'
+
+/** A node that joined after `origin`'s seqs 1..5 were pruned, and producers whose trees publish snapshots. */
+async function setup(): Promise<{ store: Store; blocks: Map<string, Uint8Array>; origin: string; publish: (key: PrivateKey, rows: Array<[string, number]>) => Promise<string> }> {
+  const db = await openDatabase(':memory:')
+  migrate(db)
+  const store = new Store(db)
+  migratePlugins(store.pluginState, [{ plugin: counter, source: 'test' }])
+  const origin = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const blocks = new Map<string, Uint8Array>()
+  store.producers.putHead({ producer: origin, seq: 8, root: 'bafkqaaa', hlc: '1800000000000-0000', acks: {}, signed: new Uint8Array(), receivedAt: 0 })
+  store.gaps.add(origin, 1, 5, 0, 'horizon')
+  // Each producer's tree holds only its snapshots directory: enough for the bootstrap, which never walks days.
+  const publish = async (key: PrivateKey, rows: Array<[string, number]>): Promise<string> => {
+    const producer = peerIdFromPrivateKey(key).toString()
+    const snapshot: Snapshot = {
+      format: 'cairn.snapshot/1',
+      plugin: 'counter',
+      producer,
+      created_at: new Date(0).toISOString(),
+      vector: { [origin]: 5 },
+      tables: { counted: { columns: ['w', 'n'], rows } }
+    }
+    const file = await fileBlock(await signSnapshot(snapshot, key))
+    const dir = await directoryBlock([{ name: 'counter.json', cid: file.cid, size: file.bytes.length }])
+    const root = await directoryBlock([{ name: SNAPSHOTS_DIR, cid: dir.cid, size: dir.size }])
+    for (const b of [file, dir, root]) blocks.set(b.cid.toString(), b.bytes)
+    store.producers.putHead({ producer, seq: 0, root: root.cid.toString(), hlc: '1800000000000-0000', acks: {}, signed: new Uint8Array(), receivedAt: 0 })
+    return producer
+  }
+  return { store, blocks, origin, publish }
+}
+
+function service(store: Store, blocks: Map<string, Uint8Array>, trusted: string[]): Snapshots {
+  return new Snapshots(
+    { self: SELF, store, log: silentLog, metrics: new Metrics(), events: new CairnEventBus() },
+    {
+      plugins: [counter],
+      privateKey: undefined as unknown as PrivateKey,
+      put: async () => {
+        throw new Error('not written here')
+      },
+      getBlock: async (cid: CID) => {
+        const b = blocks.get(cid.toString())
+        if (b == null) throw new Error(`no block ${cid}`)
+        return b
+      },
+      trusted: () => trusted,
+      fetchTimeout: 1000,
+      loaded: () => {}
+    }
+  )
+}
+
+describe('bootstrapping from snapshots', () => {
+  test('two trusted producers whose snapshots of the same vector disagree: the node says so and loads neither', async () => {
+    const { store, blocks, publish } = await setup()
+    const b = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const c = await publish(await generateKeyPair('Ed25519'), [['w1', 6]])
+    const s = service(store, blocks, [b, c])
+    await s.bootstrap()
+    expect(store.snapshots.allLoaded()).toEqual([])
+    expect(store.db.all('SELECT * FROM counted')).toEqual([])
+    const state = s.states()[0]
+    expect(state.disagreement).toContain(`${b} and ${c} disagree at`)
+    expect(state.state).toContain('waiting for a snapshot: snapshots disagree')
+  })
+
+  test('two trusted producers that agree: the snapshot is loaded, and a producer outside the trusted list is never asked', async () => {
+    const { store, blocks, origin, publish } = await setup()
+    const b = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const c = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const untrusted = await publish(await generateKeyPair('Ed25519'), [['w1', 99]])
+    const s = service(store, blocks, [b, c])
+    await s.bootstrap()
+    expect(store.db.all('SELECT w, n FROM counted')).toEqual([{ w: 'w1', n: 5 }])
+    expect(store.snapshots.loaded('counter')?.vector).toEqual({ [origin]: 5 })
+    expect([b, c]).toContain(store.snapshots.loaded('counter')!.producer)
+    expect(store.snapshots.loaded('counter')!.producer).not.toBe(untrusted)
+    expect(s.states()[0]).toEqual({ plugin: 'counter', state: `state from snapshot of ${store.snapshots.loaded('counter')!.producer} at {"${origin}":5}` })
+  })
+
+  test('a load that fails half way leaves the plugin as it was', async () => {
+    const { store, blocks, publish } = await setup()
+    store.db.run("INSERT INTO counted (w, n) VALUES ('before', 1)")
+    // a snapshot naming a column the table does not have: the insert fails inside the load's transaction
+    const key = await generateKeyPair('Ed25519')
+    const b = await publish(key, [['w1', 5]])
+    const root = store.producers.get(b)!.head_root!
+    const origin = store.producers.all().find((p) => p.producer !== b)!.producer
+    const snapshot: Snapshot = {
+      format: 'cairn.snapshot/1',
+      plugin: 'counter',
+      producer: b,
+      created_at: new Date(0).toISOString(),
+      vector: { [origin]: 5 },
+      tables: { counted: { columns: ['w', 'nope'], rows: [['w1', 5]] } }
+    }
+    const file = await fileBlock(await signSnapshot(snapshot, key))
+    const dir = await directoryBlock([{ name: 'counter.json', cid: file.cid, size: file.bytes.length }])
+    const newRoot = await directoryBlock([{ name: SNAPSHOTS_DIR, cid: dir.cid, size: dir.size }])
+    for (const x of [file, dir, newRoot]) blocks.set(x.cid.toString(), x.bytes)
+    expect(newRoot.cid.toString()).not.toBe(root)
+    store.producers.putHead({ producer: b, seq: 1, root: newRoot.cid.toString(), hlc: '1800000000001-0000', acks: {}, signed: new Uint8Array(), receivedAt: 0 })
+    const s = service(store, blocks, [b])
+    await s.bootstrap()
+    expect(store.db.all('SELECT w, n FROM counted')).toEqual([{ w: 'before', n: 1 }])
+    expect(store.snapshots.allLoaded()).toEqual([])
+    expect(s.states()[0].state).toContain('waiting for a snapshot')
+  })
+
+  test('a plugin that opted out is never written nor loaded; its state starts at the horizon, as status says', async () => {
+    const { store, blocks, publish } = await setup()
+    const b = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const optedOut = { ...counter, snapshot: false as const }
+    const s = new Snapshots(
+      { self: SELF, store, log: silentLog, metrics: new Metrics(), events: new CairnEventBus() },
+      {
+        plugins: [optedOut],
+        privateKey: await generateKeyPair('Ed25519'),
+        put: async () => {
+          throw new Error('not written')
+        },
+        getBlock: async (cid: CID) => blocks.get(cid.toString())!,
+        trusted: () => [b],
+        fetchTimeout: 1000,
+        loaded: () => {}
+      }
+    )
+    await s.bootstrap()
+    expect(store.snapshots.allLoaded()).toEqual([])
+    expect(s.states()[0].state).toEndWith('; opted out of snapshots')
+    expect(s.states()[0].state).toStartWith('state from the retention horizon')
+    await expect(s.write('counter')).rejects.toThrow('Cannot snapshot plugin counter: it opted out of snapshots (snapshot: false)')
+    expect(await s.write()).toEqual([])
+  })
+
+  test('lost gaps (a node away past the retention) that a loaded snapshot covers are no alarm any more', async () => {
+    const { store, blocks, origin, publish } = await setup()
+    store.db.run("UPDATE gaps SET kind = 'lost'")
+    const b = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const s = service(store, blocks, [b])
+    const gaps = store.gaps.list('lost')
+    expect(s.alarming(gaps).map((g) => [g.from_seq, g.to_seq])).toEqual([[1, 5]])
+    await s.bootstrap()
+    expect(store.snapshots.loaded('counter')?.vector).toEqual({ [origin]: 5 })
+    expect(s.alarming(gaps)).toEqual([])
+    // a later loss beyond the snapshot's vector is an alarm again
+    store.gaps.add(origin, 7, 7, 0, 'lost')
+    expect(s.alarming(store.gaps.list('lost')).map((g) => [g.from_seq, g.to_seq])).toEqual([[7, 7]])
+  })
+})
