@@ -10,7 +10,8 @@ import type { Subprocess } from 'bun'
 import { readSse } from '../src/client/sse.ts'
 
 export const ROOT = resolve(import.meta.dir, '..')
-const BINARY = join(ROOT, 'dist', 'cairn')
+/** the cairn binary the bench runs: BIN=path for another build (copy dist/cairn away first), to compare */
+const BINARY = process.env.BIN ?? join(ROOT, 'dist', 'cairn')
 const BUN = process.execPath
 
 /** 100-byte payloads: an id the driver matches on, padded. */
