@@ -333,3 +333,30 @@ export function traceMarks(stderr: string): TraceMark[] {
 
 /** @returns the wall clock in ms with sub-millisecond precision: the clock trace marks use */
 export const epochNow = (): number => performance.timeOrigin + performance.now()
+
+/** A lone cairn node (a fresh network, no peers) for the benches that time one node's endpoint. */
+export interface LoneNode {
+  http: string
+  token: string
+  stop(): Promise<void>
+}
+
+/** Initialises `data` as a new network and runs the binary on it with its HTTP endpoint on a free port. */
+export async function startLoneNode(data: string): Promise<LoneNode> {
+  const init = Bun.spawnSync([BINARY, 'init', '--data', data, '--new-network'])
+  if (init.exitCode !== 0) throw new Error(init.stderr.toString())
+  const proc = Bun.spawn([BINARY, 'run', '--data', data, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'], { stdout: 'ignore', stderr: 'ignore' })
+  const stop = async (): Promise<void> => {
+    proc.kill('SIGTERM')
+    await proc.exited
+  }
+  for (let i = 0; i < 600; i++) {
+    try {
+      const info = JSON.parse(readFileSync(join(data, 'node.json'), 'utf8')) as { pid: number; http: string }
+      if (info.pid === proc.pid) return { http: info.http, token: readFileSync(join(data, 'api.token'), 'utf8').trim(), stop }
+    } catch {}
+    await Bun.sleep(100)
+  }
+  await stop()
+  throw new Error('the node did not start in 60 s')
+}

@@ -5,9 +5,10 @@
  *
  * Usage: bun build.ts && bun bench/stream-connect.ts   (N=20)
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { startLoneNode } from './nodes.ts'
 
 const ROOT = resolve(import.meta.dir, '..')
 const N = Number(process.env.N ?? 20)
@@ -24,20 +25,9 @@ typeof Deno !== 'undefined' ? Deno.exit(0) : process.exit(0)
 const script = join(dir, 'connect.mjs')
 writeFileSync(script, SCRIPT)
 
-const init = Bun.spawnSync([join(ROOT, 'dist/cairn'), 'init', '--data', data, '--new-network'])
-if (init.exitCode !== 0) throw new Error(init.stderr.toString())
-const node = Bun.spawn([join(ROOT, 'dist/cairn'), 'run', '--data', data, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'], { stdout: 'ignore', stderr: 'ignore' })
+const node = await startLoneNode(data)
 try {
-  let http = ''
-  for (let i = 0; i < 600 && http === ''; i++) {
-    try {
-      const info = JSON.parse(readFileSync(join(data, 'node.json'), 'utf8')) as { pid: number; http: string }
-      if (info.pid === node.pid) http = info.http
-    } catch {}
-    if (http === '') await Bun.sleep(100)
-  }
-  if (http === '') throw new Error('the node did not start')
-  const token = readFileSync(join(data, 'api.token'), 'utf8').trim()
+  const { http, token } = node
   const runtimes: Record<string, string[]> = { node: ['node', script], bun: [process.execPath, script], deno: [join(ROOT, 'node_modules/.bin/deno'), 'run', '-A', script] }
   for (const [name, cmd] of Object.entries(runtimes)) {
     const times: number[] = []
@@ -51,7 +41,6 @@ try {
     console.log(`${name.padEnd(5)} fetch('/v1/stream') resolved: median ${times[Math.floor(N / 2)].toFixed(1)} ms, max ${times[N - 1].toFixed(1)} ms (N=${N})`)
   }
 } finally {
-  node.kill('SIGTERM')
-  await node.exited
+  await node.stop()
   rmSync(dir, { recursive: true, force: true })
 }

@@ -5,9 +5,10 @@
  *
  * Usage: bun build.ts && bun bench/stream-hold.ts   (MINUTES=10)
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { startLoneNode } from './nodes.ts'
 
 const ROOT = resolve(import.meta.dir, '..')
 const MINUTES = Number(process.env.MINUTES ?? 10)
@@ -44,25 +45,13 @@ setTimeout(() => {
 }, Number(ms))
 `
 )
-const init = Bun.spawnSync([join(ROOT, 'dist/cairn'), 'init', '--data', data, '--new-network'])
-if (init.exitCode !== 0) throw new Error(init.stderr.toString())
-const node = Bun.spawn([join(ROOT, 'dist/cairn'), 'run', '--data', data, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'], { stdout: 'ignore', stderr: 'ignore' })
+const node = await startLoneNode(data)
 try {
-  let http = ''
-  for (let i = 0; i < 600 && http === ''; i++) {
-    try {
-      const info = JSON.parse(readFileSync(join(data, 'node.json'), 'utf8')) as { pid: number; http: string }
-      if (info.pid === node.pid) http = info.http
-    } catch {}
-    if (http === '') await Bun.sleep(100)
-  }
-  if (http === '') throw new Error('the node did not start')
-  const token = readFileSync(join(data, 'api.token'), 'utf8').trim()
+  const { http, token } = node
   const hold = Bun.spawn(['node', script, `http://${http}/v1/stream`, token, String(MINUTES * 60_000)], { stdout: 'pipe', stderr: 'inherit' })
   const out = (await new Response(hold.stdout).text()).trim()
   console.log(`held /v1/stream for ${MINUTES} min on a quiet node (Node ${Bun.spawnSync(['node', '--version']).stdout.toString().trim()}): ${out}`)
 } finally {
-  node.kill('SIGTERM')
-  await node.exited
+  await node.stop()
   rmSync(dir, { recursive: true, force: true })
 }
