@@ -60,6 +60,13 @@ module.exports = {
       to: { path: '^plugins/' }
     },
     {
+      name: 'client-is-self-contained',
+      severity: 'error',
+      comment: 'src/client is the typed client backends import (Node 20+, Bun, Deno): it uses fetch, web streams and node:fs only, and nothing else of src/ or of node_modules.',
+      from: { path: '^src/client/' },
+      to: { pathNot: ['^src/client/', '^(node:)?(fs/promises|path)$'] }
+    },
+    {
       name: 'src-not-to-test-or-bench',
       severity: 'error',
       comment: 'Shipped code never imports tests, test helpers or benchmarks.',

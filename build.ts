@@ -2,6 +2,9 @@
  * Builds the single-file binary `dist/cairn` with `bun build --compile`. The built-in plugins are
  * imported statically, so they are embedded; the binary needs no node_modules and no Bun installed.
  *
+ * It also bundles the typed client (`src/client/mod.ts`) as `dist/client.mjs` for Node 20+, the
+ * `default` condition of the package's `./client` export (Bun and Deno import the TypeScript as it is).
+ *
  * Usage: bun build.ts [--outfile PATH] [--target bun-linux-x64]
  */
 import { parseArgs } from 'node:util'
@@ -19,3 +22,9 @@ if (code !== 0) {
   process.exit(code)
 }
 console.log(`built ${values.outfile}`)
+const client = await Bun.build({ entrypoints: ['src/client/mod.ts'], target: 'node', format: 'esm', outdir: 'dist', naming: 'client.mjs' })
+if (!client.success) {
+  console.error(`build.ts: bundling the client failed: ${client.logs.join('\n')}`)
+  process.exit(1)
+}
+console.log('built dist/client.mjs')

@@ -7,10 +7,11 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Subprocess } from 'bun'
-import { readSse } from '../src/http/sseReader.ts'
+import { readSse } from '../src/client/sse.ts'
 
 export const ROOT = resolve(import.meta.dir, '..')
-const BINARY = join(ROOT, 'dist', 'cairn')
+/** the cairn binary the bench runs: BIN=path for another build (copy dist/cairn away first), to compare */
+const BINARY = process.env.BIN ?? join(ROOT, 'dist', 'cairn')
 const BUN = process.execPath
 
 /** 100-byte payloads: an id the driver matches on, padded. */
@@ -104,7 +105,7 @@ export abstract class BenchNode {
 
 async function post(url: string, body: unknown, token?: string): Promise<void> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token != null ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) })
-  if (res.status !== 200) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
+  if (res.status !== 201) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
   await res.arrayBuffer()
 }
 
@@ -178,11 +179,14 @@ export class CairnNode extends BenchNode {
     this.streamAbort = abort
     const res = await fetch(`http://${this.http}/v1/stream`, { headers: { authorization: `Bearer ${this.token}`, 'last-event-id': this.cursor }, signal: abort.signal })
     if (res.body == null) throw new Error('no stream body')
-    void readSse(res.body, (m) => {
-      if (m.event !== 'event') return
-      if (m.id != null) this.cursor = m.id
-      this.record((JSON.parse(m.data) as { payload: { id: string } }).payload.id)
-    }).catch(() => {})
+    const body = res.body
+    void (async () => {
+      for await (const m of readSse(body)) {
+        if (m.event != null) continue
+        if (m.id != null) this.cursor = m.id
+        this.record((JSON.parse(m.data) as { payload: { id: string } }).payload.id)
+      }
+    })().catch(() => {})
   }
 
   async publish(id: string): Promise<void> {
@@ -329,3 +333,30 @@ export function traceMarks(stderr: string): TraceMark[] {
 
 /** @returns the wall clock in ms with sub-millisecond precision: the clock trace marks use */
 export const epochNow = (): number => performance.timeOrigin + performance.now()
+
+/** A lone cairn node (a fresh network, no peers) for the benches that time one node's endpoint. */
+export interface LoneNode {
+  http: string
+  token: string
+  stop(): Promise<void>
+}
+
+/** Initialises `data` as a new network and runs the binary on it with its HTTP endpoint on a free port. */
+export async function startLoneNode(data: string): Promise<LoneNode> {
+  const init = Bun.spawnSync([BINARY, 'init', '--data', data, '--new-network'])
+  if (init.exitCode !== 0) throw new Error(init.stderr.toString())
+  const proc = Bun.spawn([BINARY, 'run', '--data', data, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'], { stdout: 'ignore', stderr: 'ignore' })
+  const stop = async (): Promise<void> => {
+    proc.kill('SIGTERM')
+    await proc.exited
+  }
+  for (let i = 0; i < 600; i++) {
+    try {
+      const info = JSON.parse(readFileSync(join(data, 'node.json'), 'utf8')) as { pid: number; http: string }
+      if (info.pid === proc.pid) return { http: info.http, token: readFileSync(join(data, 'api.token'), 'utf8').trim(), stop }
+    } catch {}
+    await Bun.sleep(100)
+  }
+  await stop()
+  throw new Error('the node did not start in 60 s')
+}

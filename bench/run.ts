@@ -4,6 +4,7 @@
  *   npm run bench                        # every workload, both systems
  *   BENCH_ONLY=latency,catchup npm run bench
  *   BENCH_SYSTEMS=cairn npm run bench    # skip OrbitDB
+ *   BIN=/tmp/cairn-other bun bench/run.ts   # another build of cairn (copy dist/cairn away first), to compare
  *
  * OrbitDB is installed into bench/node_modules on first use (bench/package.json), never into cairn's own.
  * Prints one table per workload (cairn, OrbitDB, ratio) and writes them to bench/results.md.
@@ -42,13 +43,20 @@ let seq = 0
 const newId = (): string => `e${process.pid}-${++seq}`
 
 /** Runs `fn` against a fresh set of nodes and always tears them down. */
-async function withNodes<T>(system: SystemName, count: number, fn: (nodes: BenchNode[]) => Promise<T>, topology: 'star' | 'chain' = 'star'): Promise<T> {
+/**
+ * How nodes find each other: 'star' all bootstrap to the first, 'chain' each to the one before it,
+ * 'mesh' each to the (up to) three before it, so that gossip has several paths to every node.
+ */
+type Topology = 'star' | 'chain' | 'mesh'
+
+async function withNodes<T>(system: SystemName, count: number, fn: (nodes: BenchNode[]) => Promise<T>, topology: Topology = 'star'): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), `cairn-bench-${system}-`))
   const nodes: BenchNode[] = []
   try {
     for (let i = 0; i < count; i++) {
       const node = await createNode(system, dir, `n${i}`, nodes[0])
-      await node.start(i === 0 ? [] : [(topology === 'chain' ? nodes[i - 1] : nodes[0]).addrs[0]])
+      const peers = topology === 'chain' ? nodes.slice(-1) : topology === 'mesh' ? nodes.slice(-3) : nodes.slice(0, 1)
+      await node.start(peers.map((p) => p.addrs[0]))
       nodes.push(node)
     }
     return await fn(nodes)
@@ -255,10 +263,10 @@ await workload('catchup', '3. Catch-up: B stops, A publishes, B restarts', async
 
 await workload('load', '4. Latency under load: 5,000 events at 1,000/s', latencyAt(5000, 1000, 'latency at 1,000/s'))
 
-await workload(
-  'scale',
-  '5. Scale: 10 nodes in a chain of bootstraps, one publishing 100 events at 20/s',
-  async (system) =>
+/** Ten nodes in `topology`, one publishing 100 events at 20/s: latency to the farthest, CPU, gossip copies. */
+const spread =
+  (topology: Topology) =>
+  async (system: SystemName): Promise<Array<[string, string, 'lower' | 'higher', Figure]>> =>
     await withNodes(
       system,
       10,
@@ -298,9 +306,10 @@ await workload(
           ['peak RSS per node (max)', 'MiB', 'lower', round(Math.max(...rss), 0)]
         ]
       },
-      'chain'
+      topology
     )
-)
+
+await workload('scale', '5. Scale: 10 nodes in a chain of bootstraps, one publishing 100 events at 20/s', spread('chain'))
 
 await workload(
   'dirsize',
@@ -334,6 +343,8 @@ await workload(
       return [...figures, ...memoryFigures([a, b])]
     })
 )
+
+await workload('mesh', '7. Mesh: 10 nodes, each bootstrapped to the three before it, one publishing 100 events at 20/s', spread('mesh'))
 
 // ---------------------------------------------------------------- report
 

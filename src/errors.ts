@@ -4,6 +4,7 @@
  * ValidationError or one of its specific kinds; what JavaScript throws by itself (TypeError, RangeError)
  * is a bug, and is reported as one (an HTTP 500 with the stack logged, a CLI crash report).
  */
+import type { Issue } from './model/issues.ts'
 
 /** An operator-facing error: its message is printed alone, without a stack trace. */
 export class UsageError extends Error {
@@ -41,11 +42,11 @@ export class ConfigError extends Error {
   }
 }
 
-/** Input that failed validation; `issues` lists `path: message` lines. */
+/** Input that failed validation; `issues` says where and what, each with a machine-readable code. */
 export class ValidationError extends Error {
   static name = 'ValidationError'
-  readonly issues: string[]
-  constructor(message: string, issues: string[] = []) {
+  readonly issues: Issue[]
+  constructor(message: string, issues: Issue[] = []) {
     super(message)
     this.name = 'ValidationError'
     this.issues = issues
@@ -187,6 +188,45 @@ export class ClockSkewError extends Error {
     super(message)
     this.name = 'ClockSkewError'
     this.retryInMs = retryInMs
+  }
+}
+
+/**
+ * An idempotency key (Idempotency-Key or event_id) reused for a different request: the first event stands
+ * and the new request is refused (HTTP 409); `eventId` names the first event.
+ */
+export class IdempotencyConflictError extends Error {
+  static name = 'IdempotencyConflictError'
+  readonly eventId: string
+  readonly issues: Issue[]
+  constructor(message: string, eventId: string, issues: Issue[] = []) {
+    super(message)
+    this.name = 'IdempotencyConflictError'
+    this.eventId = eventId
+    this.issues = issues
+  }
+}
+
+/**
+ * A well-formed cursor this node cannot resume from (HTTP 409): beyond the last cursor it ever handed out,
+ * or of another cursor space (the database was reset or belongs to another node). `reason` is the error code.
+ */
+export class StaleCursorError extends Error {
+  static name = 'StaleCursorError'
+  readonly reason: 'cursor_beyond_end' | 'cursor_space_mismatch'
+  constructor(reason: 'cursor_beyond_end' | 'cursor_space_mismatch', message: string) {
+    super(message)
+    this.name = 'StaleCursorError'
+    this.reason = reason
+  }
+}
+
+/** Something asked for by name (an event type's schema) is not there (HTTP 404). */
+export class NotFoundError extends Error {
+  static name = 'NotFoundError'
+  constructor(message: string) {
+    super(message)
+    this.name = 'NotFoundError'
   }
 }
 

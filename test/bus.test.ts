@@ -84,7 +84,7 @@ describe('the bus', () => {
     for (const n of [a, b, c]) expect(query<{ last_error: string | null }>(n.dir, 'SELECT last_error FROM producers WHERE last_error IS NOT NULL')).toEqual([])
   })
 
-  test('re-publishing an event_id returns the first result and adds no second row of that producer anywhere', async () => {
+  test('re-publishing an event_id returns the first result flagged as a replay, refuses it with another request, and adds no second row of that producer anywhere', async () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     await using b = await NodeProcess.init(tmp.path, 'b', { network: a })
@@ -92,16 +92,19 @@ describe('the bus', () => {
     await b.start(['--bootstrap', a.addrs[0]])
     const id = '0190b2a4-0000-7000-8000-000000000001'
     const first = await a.publish({ type: 'test.once', payload: { n: 1 }, event_id: id })
-    const again = await a.publish({ type: 'test.once', payload: { n: 2 }, event_id: id })
-    expect(again).toEqual(first)
-    const cli = await cairn(['publish', '--data', a.dir, '--type', 'test.once', '--payload', '{"n":3}', '--id', id])
-    expect(JSON.parse(cli.stdout)).toEqual(first)
+    const again = await a.publish({ type: 'test.once', payload: { n: 1 }, event_id: id })
+    expect(again).toEqual({ ...first, replayed: true })
+    await expect(a.publish({ type: 'test.once', payload: { n: 2 }, event_id: id })).rejects.toThrow('409')
+    const cli = await cairn(['publish', '--data', a.dir, '--type', 'test.once', '--payload', '{"n":1}', '--id', id])
+    expect(JSON.parse(cli.stdout)).toEqual({ ...first, replayed: true })
+    const other = await cairn(['publish', '--data', a.dir, '--type', 'test.once', '--payload', '{"n":3}', '--id', id])
+    expect([other.code, other.stderr]).toEqual([1, expect.stringContaining(`was used for event ${id}`)])
     // idempotency is per producer: the same event_id published on another node is that node's own event
     await waitFor('the event on b', () => eventCount(b.dir) === 1, 30_000)
     const onB = await b.publish({ type: 'test.once', payload: { n: 4 }, event_id: id })
     expect(onB.seq).toBe(1)
     expect(onB.cid).not.toBe(first.cid)
-    expect(await b.publish({ type: 'test.once', payload: { n: 5 }, event_id: id })).toEqual(onB)
+    expect(await b.publish({ type: 'test.once', payload: { n: 4 }, event_id: id })).toEqual({ ...onB, replayed: true })
     const marker = await b.publish({ type: 'test.marker', payload: {} })
     await waitFor('the marker on a', () => query(a.dir, 'SELECT 1 FROM events WHERE event_id = ?', [marker.event_id]).length === 1, 30_000)
     for (const n of [a, b]) expect(query(n.dir, 'SELECT count(*) AS n FROM events WHERE event_id = ?', [id])).toEqual([{ n: 2 }])
@@ -114,8 +117,7 @@ describe('the bus', () => {
     const id = '0190b2a4-0000-7000-8000-0000000000b1'
     const lines = [
       { type: 'test.batch', payload: { i: 1 } },
-      { type: 'test.batch', payload: { i: 2 }, event_id: id },
-      { type: 'test.batch', payload: { i: 3 }, event_id: id }
+      { type: 'test.batch', payload: { i: 2 }, event_id: id }
     ]
     const cli = await cairn(['publish', '--data', a.dir, '--batch', '-'], { stdin: lines.map((l) => JSON.stringify(l)).join('\n') + '\n' })
     expect(cli.code).toBe(0)
@@ -123,8 +125,13 @@ describe('the bus', () => {
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as { seq: number; event_id: string })
-    expect(results.map((r) => r.seq)).toEqual([1, 2, 2])
+    expect(results.map((r) => r.seq)).toEqual([1, 2])
     expect(results[1].event_id).toBe(id)
+    // A key twice in one batch is refused, naming the line.
+    const twice = await cairn(['publish', '--data', a.dir, '--batch', '-'], {
+      stdin: [...lines, { type: 'test.batch', payload: { i: 3 }, event_id: id }].map((l) => JSON.stringify(l)).join('\n') + '\n'
+    })
+    expect([twice.code, twice.stderr]).toEqual([1, expect.stringContaining('line 3.event_id: repeats the idempotency key of line 2')])
     const heads = query<{ head_seq: number }>(a.dir, 'SELECT head_seq FROM producers')
     expect(heads).toEqual([{ head_seq: 2 }])
 
@@ -134,15 +141,20 @@ describe('the bus', () => {
     expect(bad.stderr).toContain('nothing was published')
     const res = await fetch(`http://${a.http}/v1/events`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${a.token}` },
+      headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
       body: JSON.stringify([
         { type: 'test.batch', payload: {} },
         { type: 'Bad Type', payload: {} }
       ])
     })
     expect(res.status).toBe(400)
-    expect(((await res.json()) as { issues: string[] }).issues[0]).toStartWith('[1].')
+    expect(((await res.json()) as { error: { issues: Array<{ path: string }> } }).error.issues[0].path).toStartWith('[1].')
     expect(eventCount(a.dir)).toBe(2)
+    // 1,000 events of 1.2 KB are over the 1 MiB body limit: cairn publish --batch splits them by bytes.
+    const big = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ type: 'test.big', payload: { i, pad: 'x'.repeat(1200) } })).join('\n')
+    const split = await cairn(['publish', '--data', a.dir, '--batch', '-'], { stdin: big })
+    expect([split.code, split.stdout.trim().split('\n').length]).toEqual([0, 1000])
+    expect(eventCount(a.dir)).toBe(1002)
   })
 
   test('a Deno node and a binary node exchange events both ways, one over 1,200 bytes', async () => {

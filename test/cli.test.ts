@@ -120,13 +120,13 @@ describe('the cairn binary', () => {
       (
         await fetch(`http://${node.http}/v1/events`, {
           method: 'POST',
-          headers: { authorization: `Bearer ${node.token}` },
+          headers: { authorization: `Bearer ${node.token}`, 'content-type': 'application/json' },
           body: JSON.stringify({ type: 'test.sized', payload: 'x'.repeat(bytes) })
         })
       ).status
     // default 1MiB: a 2 KB body passes
     await node.start()
-    expect(await post(2000)).toBe(200)
+    expect(await post(2000)).toBe(201)
     await node.stop()
     // config.json wins over the default; its http port 1 loses to the harness's --http flag
     writeFileSync(join(node.dir, 'config.json'), JSON.stringify({ http: '127.0.0.1:1', 'max-body-size': 1000 }))
@@ -136,7 +136,7 @@ describe('the cairn binary', () => {
     await node.stop()
     // the environment wins over config.json
     await node.start([], { CAIRN_MAX_BODY_SIZE: '4000' })
-    expect(await post(2000)).toBe(200)
+    expect(await post(2000)).toBe(201)
     await node.stop()
     // the flag wins over the environment
     await node.start(['--max-body-size', '1000'], { CAIRN_MAX_BODY_SIZE: '4000' })
@@ -200,11 +200,12 @@ describe('the cairn binary', () => {
     expect(none.status).toBe(401)
     const wrong = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: '{}', headers: { authorization: 'Bearer nope' } })
     expect(wrong.status).toBe(401)
-    const malformed = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: '{ nope', headers: { authorization: `Bearer ${node.token}` } })
+    const json = { authorization: `Bearer ${node.token}`, 'content-type': 'application/json' }
+    const malformed = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: '{ nope', headers: json })
     expect(malformed.status).toBe(400)
-    const invalid = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: JSON.stringify({ type: 'Bad Type', payload: {} }), headers: { authorization: `Bearer ${node.token}` } })
+    const invalid = await fetch(`http://${node.http}/v1/events`, { method: 'POST', body: JSON.stringify({ type: 'Bad Type', payload: {} }), headers: json })
     expect(invalid.status).toBe(400)
-    expect((await invalid.json()).issues[0]).toStartWith('type:')
+    expect((await invalid.json()).error.issues[0].path).toBe('type')
     expect(await node.stop()).toBe(0)
   })
 })

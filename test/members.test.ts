@@ -163,8 +163,11 @@ describe('membership as signed changes', () => {
     expect({ status: raw.status, body: await raw.json() }).toEqual({
       status: 400,
       body: {
-        error: 'Cannot publish cairn.members: the cairn. namespace is reserved',
-        issues: ['type: cairn.* is reserved for cairn itself (membership changes are made with cairn members or /v1/members)']
+        error: {
+          code: 'invalid_request',
+          message: 'Cannot publish cairn.members: the cairn. namespace is reserved',
+          issues: [{ path: 'type', message: 'cairn.* is reserved for cairn itself (membership changes are made with cairn members or /v1/members)', code: 'reserved_type' }]
+        }
       }
     })
     const bad = await cairn(['members', 'add', 'not-a-peer', '--data', a.dir])

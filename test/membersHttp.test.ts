@@ -26,11 +26,23 @@ describe('/v1/members', () => {
       expect((await call('GET', '/v1/members', undefined, 'wrong')).status).toBe(401)
       expect(await call('POST', '/v1/members', { peer_id: x, boss: true })).toEqual({
         status: 400,
-        body: { error: 'Cannot add a member: boss: Expected only the fields peer_id, role and name', issues: ['boss: Expected only the fields peer_id, role and name'] }
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: 'Cannot add a member: boss: Expected only the fields peer_id, role and name',
+            issues: [{ path: 'boss', message: 'Expected only the fields peer_id, role and name', code: 'unknown_field' }]
+          }
+        }
       })
       expect(await call('POST', '/v1/members', { peer_id: x, role: 'boss' })).toEqual({
         status: 400,
-        body: { error: 'Cannot add a member: role: Expected role member or owner', issues: ['role: Expected role member or owner'] }
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: 'Cannot add a member: role: Expected role member or owner',
+            issues: [{ path: 'role', message: 'Expected role member or owner', code: 'invalid_type' }]
+          }
+        }
       })
       const added = await call('POST', '/v1/members', { peer_id: x, name: 'x' })
       expect({ status: added.status, change: added.body.change, seq: added.body.seq }).toEqual({ status: 201, change: { op: 'add', peer_id: x, role: 'member', name: 'x' }, seq: 1 })
@@ -42,11 +54,23 @@ describe('/v1/members', () => {
       ])
       expect(await call('DELETE', `/v1/members/${fakePeerId(2)}`)).toEqual({
         status: 400,
-        body: { error: `Cannot remove ${fakePeerId(2)}: it is not a member (see cairn members list)`, issues: [`peer_id: ${fakePeerId(2)} is not a member`] }
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: `Cannot remove ${fakePeerId(2)}: it is not a member (see cairn members list)`,
+            issues: [{ path: 'peer_id', message: `${fakePeerId(2)} is not a member`, code: 'not_a_member' }]
+          }
+        }
       })
       expect(await call('DELETE', `/v1/members/${self}`)).toEqual({
         status: 400,
-        body: { error: `Cannot remove ${self}: it is the last owner; add another owner first`, issues: ['peer_id: the last owner'] }
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: `Cannot remove ${self}: it is the last owner; add another owner first`,
+            issues: [{ path: 'peer_id', message: 'is the last owner', code: 'last_owner' }]
+          }
+        }
       })
       const removed = await call('DELETE', `/v1/members/${x}`)
       expect({ status: removed.status, change: removed.body.change }).toEqual({ status: 200, change: { op: 'remove', peer_id: x, last_seq: 0 } })

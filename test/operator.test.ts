@@ -28,7 +28,7 @@ async function readStream(url: string, token: string, count: number, lastEventId
         const block = buf.slice(0, i)
         buf = buf.slice(i + 2)
         const fields = Object.fromEntries(block.split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]))
-        if (fields.event === 'event') out.push({ id: fields.id, data: JSON.parse(fields.data) })
+        if (fields.event == null && fields.data != null) out.push({ id: fields.id, data: JSON.parse(fields.data) })
       }
     }
   } finally {

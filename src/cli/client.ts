@@ -1,12 +1,12 @@
 import { NotRunningError } from '../errors.ts'
-import { readSse } from '../http/sseReader.ts'
+import type { Issue } from '../model/issues.ts'
+import { readSse } from '../client/sse.ts'
 import { loadApiToken } from '../datadir/load.ts'
 import { readRunInfo } from '../datadir/runInfo.ts'
 
 /** What the endpoint answers a failed request with. */
 export interface ErrorBody {
-  error?: string
-  issues?: string[]
+  error?: { code: string; message: string; issues: Issue[] }
 }
 
 /**
@@ -52,9 +52,7 @@ export async function followNode(dir: string, path: string, onEvent: (data: stri
   try {
     const res = await fetch(`http://${info.http}${path}`, { headers: { authorization: `Bearer ${loadApiToken(dir)}` }, signal: ctrl.signal })
     if (res.status !== 200 || res.body == null) throw new NotRunningError(`Cannot follow: the node answered HTTP ${res.status}`)
-    await readSse(res.body, (m) => {
-      if (m.event === 'event') onEvent(m.data)
-    })
+    for await (const m of readSse(res.body)) if (m.event == null) onEvent(m.data)
   } catch (err) {
     if ((err as Error).name === 'AbortError') return
     throw err

@@ -44,7 +44,14 @@ export const OPTIONS = {
     schema: text('Expected a file path'),
     inFile: false
   },
-  id: { name: 'id', kind: 'string', value: 'EVENT_ID', description: 'the event_id (a UUIDv7); re-publishing an id returns the first result', schema: text('Expected a UUIDv7'), inFile: false },
+  id: {
+    name: 'id',
+    kind: 'string',
+    value: 'KEY',
+    description: 'the idempotency key (up to 256 characters; a UUIDv7 is also the event_id); re-publishing a key with the same request returns the first result, with another request is refused',
+    schema: text('Expected an idempotency key'),
+    inFile: false
+  },
   actor: { name: 'actor', kind: 'string', value: 'ACTOR', description: 'who caused the event (the authentication context)', schema: text('Expected a string'), inFile: false },
   version: { name: 'version', kind: 'string', value: 'N', description: "the payload's schema version (default: the newest a local plugin declares, else 1)", schema: IntSchema, inFile: false },
   'correlation-id': { name: 'correlation-id', kind: 'string', value: 'ID', description: 'correlates events of one flow', schema: text('Expected a string'), inFile: false },

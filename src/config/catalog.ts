@@ -231,6 +231,14 @@ export const SETTINGS = {
     schema: v.pipe(DurationSchema, v.minValue(1000, 'Expected at least 1s'), v.maxValue(255_000, 'Expected at most 255s')),
     default: '30s'
   },
+  'stream-heartbeat': {
+    name: 'stream-heartbeat',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'a quiet /v1/stream writes a comment line this often, so that no idle timer on the way closes it (default 15s; at most half of http-idle-timeout is used)',
+    schema: v.pipe(DurationSchema, v.minValue(100, 'Expected at least 100ms'), v.maxValue(3_600_000, 'Expected at most 1h')),
+    default: '15s'
+  },
   'http-max-connections': {
     name: 'http-max-connections',
     kind: 'string',
@@ -281,6 +289,7 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS['snapshot-interval'],
   SETTINGS['snapshot-from'],
   SETTINGS['http-idle-timeout'],
+  SETTINGS['stream-heartbeat'],
   SETTINGS['http-max-connections'],
   SETTINGS['max-clock-skew']
 ]
@@ -315,6 +324,7 @@ type RunSettingName =
   | 'snapshot-interval'
   | 'snapshot-from'
   | 'http-idle-timeout'
+  | 'stream-heartbeat'
   | 'http-max-connections'
   | 'max-clock-skew'
 

@@ -1,31 +1,55 @@
-import { Hono } from 'hono'
+import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
+import * as v from 'valibot'
 import { createHash, timingSafeEqual } from 'node:crypto'
-import type { PublishResult } from '../model/publishRequest.ts'
+import { ValidationError } from '../errors.ts'
+import { issueLine, toIssues } from '../model/issues.ts'
+import { IdempotencyKeySchema, MAX_IDEMPOTENCY_KEY, type PublishResult } from '../model/publishRequest.ts'
 import type { Log } from '../log/logger.ts'
 import type { Metrics } from '../metrics/metrics.ts'
+import { errorBody, errorResponse, STATUS_BY_ERROR } from './errors.ts'
+import { openApiDocument } from './openapi.ts'
+import { MAX_TYPES, readQuery } from './query.ts'
+import { EventsQuerySchema, MAX_PAGE, NoQuerySchema, SchemaQuerySchema, SnapshotRequestSchema, type LimitsSchema, type SchemaInfoSchema } from './schemas.ts'
+import { assertCursor, eventJson, STREAM_RETRY_MS, streamEvents, type StreamDeps } from './stream.ts'
 import { mountMembers, type MembersDeps } from './members.ts'
-import { streamEvents, type StreamDeps } from './stream.ts'
 import { consoleApp, type ConsoleDeps } from './console/app.ts'
+
+/** The limits `GET /v1/limits` reports (and 413 answers carry). */
+export type Limits = v.InferOutput<typeof LimitsSchema>
+
+/** A type's payload schema, as `GET /v1/schemas` lists it. */
+export type SchemaInfo = v.InferOutput<typeof SchemaInfoSchema>
 
 /** What the loopback endpoint needs from the node. */
 export interface HttpDeps {
   token: string
   maxBodySize: number
+  maxBatch: number
+  maxEventSize: number
+  maxDepth: number
   log: Log
   ready: () => { ready: boolean; reason?: string }
   status: () => Promise<unknown>
-  publish: (body: unknown) => Promise<PublishResult>
+  /** publishes one event; `key` is the request's Idempotency-Key */
+  publish: (body: unknown, key?: string) => Promise<PublishResult>
   /** publishes several events in one commit, all or none */
-  publishMany: (bodies: unknown[]) => Promise<PublishResult[]>
+  publishMany: (bodies: unknown[], key?: string) => Promise<PublishResult[]>
   /** writes signed snapshots of one plugin (or every plugin that takes part) into the outbox (for `POST /v1/snapshots`) */
   snapshot?: (plugin?: string) => Promise<unknown>
   /** the metrics registry, its database-backed gauges refreshed (for `/metrics`) */
   metrics?: () => Metrics
-  /** what `/v1/stream` reads */
-  stream?: StreamDeps
+  /** what `/v1/stream` and `GET /v1/events` read */
+  stream: StreamDeps
+  /** the payload schemas of the loaded plugins' types, at their newest versions */
+  schemas: () => SchemaInfo[]
+  /**
+   * @returns a type's payload schema at `version` (default the newest)
+   * @throws NotFoundError when no loaded plugin declares that type or version
+   */
+  schema: (type: string, version?: number) => SchemaInfo
   /**
    * The port the endpoint listens on (once known) and, with --force-http, the address it was bound to on
    * purpose: requests whose Host header names anything else are refused.
@@ -58,44 +82,86 @@ export function hostAllowed(header: string | undefined, bound: { port?: number; 
   return name.toLowerCase() === host.toLowerCase()
 }
 
-/** Maps an error's name to the HTTP status the endpoint answers with. */
-const STATUS_BY_ERROR: Record<string, 400 | 403 | 404 | 409 | 413 | 503> = {
-  ValidationError: 400,
-  NotOwnerError: 403,
-  EventTooLargeError: 413,
-  NotStartedError: 503,
-  CommitFailedError: 503,
-  ClockSkewError: 503
+/** Every route and its methods: anything else on these paths is 405 with an Allow header. */
+export const ROUTES: Record<string, string[]> = {
+  '/healthz': ['GET'],
+  '/readyz': ['GET'],
+  '/status': ['GET'],
+  '/metrics': ['GET'],
+  '/v1/openapi.json': ['GET'],
+  '/v1/limits': ['GET'],
+  '/v1/status': ['GET'],
+  '/v1/events': ['GET', 'POST'],
+  '/v1/stream': ['GET'],
+  '/v1/schemas': ['GET'],
+  '/v1/schemas/:type': ['GET'],
+  '/v1/snapshots': ['POST'],
+  '/v1/members': ['GET', 'POST'],
+  '/v1/members/:peer_id': ['DELETE']
+}
+
+/** Refuses, with 415, a request body that is not declared as JSON (an empty body needs no type). */
+const jsonBody: MiddlewareHandler = async (c, next) => {
+  const type = c.req.header('content-type') ?? ''
+  if (!/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type) && !(type === '' && c.req.header('content-length') === '0')) {
+    return errorResponse(415, 'unsupported_media_type', `Unsupported media type ${type === '' ? '(none)' : type}: send the body as JSON with Content-Type: application/json`, {
+      headers: { 'accept-post': 'application/json' }
+    })
+  }
+  await next()
+}
+
+/** @returns the request's Idempotency-Key header, checked */
+function idempotencyKey(c: Context): string | undefined {
+  const key = c.req.header('idempotency-key')
+  if (key == null) return undefined
+  const r = v.safeParse(IdempotencyKeySchema, key)
+  if (!r.success) throw new ValidationError(`Bad Idempotency-Key header: ${r.issues[0].message}`, toIssues(r.issues, 'Idempotency-Key'))
+  return r.output
 }
 
 /**
- * Builds the loopback HTTP endpoint: open `/healthz`, `/readyz`, `/status`, `/metrics`; `/v1/*` (publish, stream)
- * behind the bearer token.
+ * Builds the loopback HTTP endpoint: open `/healthz`, `/readyz`, `/status`, `/metrics` and
+ * `/v1/openapi.json`; the rest of `/v1/*` (publish, stream, events, schemas, status, limits) behind the
+ * bearer token. Every error answer has one shape, `{ error: { code, message, issues } }`.
  *
  * @returns a hono app; serve its `fetch`
  */
 export function createHttpApp(deps: HttpDeps): Hono {
   const app = new Hono()
+  const limits: Limits = {
+    max_body_bytes: deps.maxBodySize,
+    max_batch: deps.maxBatch,
+    max_event_bytes: deps.maxEventSize,
+    max_depth: deps.maxDepth,
+    max_idempotency_key: MAX_IDEMPOTENCY_KEY,
+    max_page: MAX_PAGE,
+    max_types: MAX_TYPES,
+    stream_heartbeat_ms: deps.stream.heartbeatMs,
+    stream_retry_ms: STREAM_RETRY_MS
+  }
 
   app.onError((err, c) => {
     if (err instanceof HTTPException) return err.getResponse()
-    const status = STATUS_BY_ERROR[err.name]
-    if (status == null) {
+    const mapped = STATUS_BY_ERROR[err.name]
+    if (mapped == null) {
       // Anything not thrown on purpose is a bug: its stack goes to the log, not to the client.
       deps.log.error(`${c.req.method} ${c.req.path} failed: ${err.stack ?? err.message}`, { route: c.req.path })
-      return c.json({ error: `Internal error: ${err.message}; the node's log has the details` }, 500)
+      return errorResponse(500, 'internal', `Internal error: ${err.message}; the node's log has the details`)
     }
-    const body: Record<string, unknown> = { error: err.message }
-    if (Array.isArray((err as { issues?: unknown }).issues)) body.issues = (err as unknown as { issues: unknown }).issues
-    return c.json(body, status)
+    const e = err as Error & { issues?: []; reason?: string; eventId?: string }
+    const extra: Record<string, unknown> = {}
+    if (e.name === 'EventTooLargeError') extra.limits = limits
+    if (e.eventId != null) extra.event_id = e.eventId
+    return errorResponse(mapped.status, e.name === 'StaleCursorError' && e.reason != null ? e.reason : mapped.code, err.message, { issues: e.issues ?? [], extra })
   })
-  app.notFound((c) => c.json({ error: `No route ${c.req.method} ${c.req.path}` }, 404))
+  app.notFound((c) => errorResponse(404, 'not_found', `No route ${c.req.method} ${c.req.path}: the routes are listed in /v1/openapi.json`))
   const { bound } = deps
   if (bound != null) {
     app.use('*', async (c, next) => {
       const host = c.req.header('host')
       if (!hostAllowed(host, bound())) {
-        return c.json({ error: `Misdirected request: Host ${host ?? '(none)'} is not this loopback endpoint; use 127.0.0.1, localhost or [::1] with its port` }, 421)
+        return errorResponse(421, 'misdirected_request', `Misdirected request: Host ${host ?? '(none)'} is not this loopback endpoint; use 127.0.0.1, localhost or [::1] with its port`)
       }
       await next()
     })
@@ -107,6 +173,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
     return c.json({ status: r.ready ? 'ready' : 'not ready', reason: r.reason }, r.ready ? 200 : 503)
   })
   app.get('/status', async (c) => c.json((await deps.status()) as object))
+  const document = openApiDocument()
+  app.get('/v1/openapi.json', (c) => c.json(document))
 
   // Compared as SHA-256 digests in constant time, as hono does by default, but synchronously with the
   // runtime's native hash: the default's two async WebCrypto digests were 5 % of a publish.
@@ -115,56 +183,99 @@ export function createHttpApp(deps: HttpDeps): Hono {
     '/v1/*',
     bearerAuth({
       verifyToken: (token) => timingSafeEqual(createHash('sha256').update(token).digest(), tokenDigest),
-      noAuthenticationHeader: { message: { error: 'Unauthorized: send Authorization: Bearer <the token in api.token>' } },
-      invalidAuthenticationHeader: { message: { error: 'Unauthorized: the Authorization header must be Bearer <token>' } },
-      invalidToken: { message: { error: 'Unauthorized: the token does not match api.token' } }
+      noAuthenticationHeader: { message: errorBody('unauthorized', 'Unauthorized: send Authorization: Bearer <the token in api.token>') },
+      // A malformed header is a bad request (400, RFC 6750), not a wrong token.
+      invalidAuthenticationHeader: {
+        message: errorBody('invalid_request', 'Bad Authorization header: it must be Bearer <the token in api.token>', [
+          { path: 'Authorization', message: 'must be Bearer <token>', code: 'invalid_header' }
+        ])
+      },
+      invalidToken: { message: errorBody('unauthorized', 'Unauthorized: the token does not match api.token') }
     })
   )
   app.post(
     '/v1/events',
+    jsonBody,
     bodyLimit({
       maxSize: deps.maxBodySize,
-      onError: (c) => c.json({ error: `Payload too large: the body is over ${deps.maxBodySize} bytes` }, 413)
+      onError: () => errorResponse(413, 'too_large', `Payload too large: the body is over ${deps.maxBodySize} bytes (max-body-size); split the batch`, { extra: { limits } })
     }),
     async (c) => {
+      const key = idempotencyKey(c)
       let body: unknown
       try {
         body = JSON.parse(await c.req.text())
       } catch (err) {
-        return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
+        return errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`)
       }
       // An array publishes a batch: one commit, one result per event in order; all or none.
-      return c.json(Array.isArray(body) ? await deps.publishMany(body) : await deps.publish(body))
+      const results = Array.isArray(body) ? await deps.publishMany(body, key) : [await deps.publish(body, key)]
+      const replayed = results.every((r) => r.replayed)
+      if (replayed) c.header('idempotent-replayed', 'true')
+      return c.json(Array.isArray(body) ? results : results[0], replayed ? 200 : 201)
     }
   )
+  app.get('/v1/events', (c) => {
+    const q = readQuery(c.req.url, EventsQuerySchema, Object.keys(EventsQuerySchema.entries))
+    const { events, watermark } = deps.stream
+    const after = Number(q.after ?? 0)
+    assertCursor(events, after, q.cursor_space)
+    const limit = Number(q.limit ?? 100)
+    if (limit > MAX_PAGE) throw new ValidationError(`Bad query: limit ${limit} is over ${MAX_PAGE}`, [{ path: 'limit', message: `is over ${MAX_PAGE}`, code: 'max_value' }])
+    const rows = events.list({ after, upTo: watermark(), types: q.type, producer: q.producer, limit: limit + 1 })
+    const page = rows.slice(0, limit)
+    return c.json({ cursor_space: events.cursorSpace(), events: page.map(eventJson), next_after: page.at(-1)?.cursor ?? after, has_more: rows.length > limit })
+  })
+  app.get('/v1/stream', (c) => streamEvents(c.req.raw, deps.stream))
+  app.get('/v1/limits', (c) => {
+    readQuery(c.req.url, NoQuerySchema, [])
+    return c.json(limits)
+  })
+  app.get('/v1/status', async (c) => {
+    readQuery(c.req.url, NoQuerySchema, [])
+    return c.json({ running: true, ...((await deps.status()) as object) })
+  })
+  app.get('/v1/schemas', (c) => {
+    readQuery(c.req.url, NoQuerySchema, [])
+    return c.json({ schemas: deps.schemas() })
+  })
+  app.get('/v1/schemas/:type', (c) => {
+    const q = readQuery(c.req.url, SchemaQuerySchema, ['version'])
+    return c.json(deps.schema(c.req.param('type'), q.version == null ? undefined : Number(q.version)))
+  })
+
   const { snapshot } = deps
   if (snapshot != null) {
-    app.post('/v1/snapshots', async (c) => {
+    app.post('/v1/snapshots', jsonBody, bodyLimit({ maxSize: 4096, onError: () => errorResponse(413, 'too_large', 'Payload too large: a snapshot request is at most 4096 bytes') }), async (c) => {
+      const text = await c.req.text()
       let body: unknown
       try {
-        body = JSON.parse((await c.req.text()) || '{}')
+        body = JSON.parse(text === '' ? '{}' : text)
       } catch (err) {
-        return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
+        return errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`)
       }
-      const plugin = (body as { plugin?: unknown } | null)?.plugin
-      if (plugin != null && typeof plugin !== 'string') return c.json({ error: 'Invalid body: plugin must be a plugin name' }, 400)
-      return c.json(await snapshot(plugin ?? undefined))
+      const r = v.safeParse(SnapshotRequestSchema, body)
+      if (!r.success) throw new ValidationError(`Cannot write snapshots: ${toIssues(r.issues).map(issueLine).join('; ')}`, toIssues(r.issues))
+      return c.json(await snapshot(r.output.plugin))
     })
   }
-  const { metrics, stream } = deps
+  if (deps.members != null) mountMembers(app, deps.members)
+
+  const { metrics } = deps
   if (metrics != null) {
     app.get('/metrics', async (c) => {
       const m = metrics()
       return c.body(await m.text(), 200, { 'content-type': m.contentType })
     })
   }
-  if (stream != null) app.get('/v1/stream', (c) => streamEvents(c, stream))
-  if (deps.members != null) mountMembers(app, deps.members)
   if (deps.console != null) {
     // The console calls this endpoint's own /v1 routes (the Members page: /v1/members) as the CLI does.
     const api = async (path: string, init: RequestInit = {}): Promise<Response> =>
       await app.request(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), host: 'localhost', authorization: `Bearer ${deps.token}` } })
     app.route('/', consoleApp(deps.console, { ownHost: (host) => bound == null || hostAllowed(host, bound()), api }))
+  }
+  for (const [path, methods] of Object.entries(ROUTES)) {
+    app.all(path, (c) => errorResponse(405, 'method_not_allowed', `Method ${c.req.method} is not allowed on ${c.req.path}: use ${methods.join(' or ')}`, { headers: { allow: methods.join(', ') } }))
   }
   return app
 }

@@ -1,6 +1,7 @@
 import type { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { PublishResult } from '../model/publishRequest.ts'
+import { errorResponse } from './errors.ts'
 
 /** What the members routes need from the node (src/members/membership.ts). */
 export interface MembersDeps {
@@ -22,16 +23,20 @@ const MAX_CHANGE_BODY = 4096
  */
 export function mountMembers(app: Hono, deps: MembersDeps): void {
   app.get('/v1/members', (c) => c.json(deps.list() as object))
-  app.post('/v1/members', bodyLimit({ maxSize: MAX_CHANGE_BODY, onError: (c) => c.json({ error: `Payload too large: a membership change is at most ${MAX_CHANGE_BODY} bytes` }, 413) }), async (c) => {
-    let body: unknown
-    try {
-      body = JSON.parse(await c.req.text())
-    } catch (err) {
-      return c.json({ error: `Malformed JSON: ${(err as Error).message}` }, 400)
+  app.post(
+    '/v1/members',
+    bodyLimit({ maxSize: MAX_CHANGE_BODY, onError: () => errorResponse(413, 'too_large', `Payload too large: a membership change is at most ${MAX_CHANGE_BODY} bytes`) }),
+    async (c) => {
+      let body: unknown
+      try {
+        body = JSON.parse(await c.req.text())
+      } catch (err) {
+        return errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`)
+      }
+      const { change, result } = await deps.add(body)
+      return c.json({ change, ...result }, 201)
     }
-    const { change, result } = await deps.add(body)
-    return c.json({ change, ...result }, 201)
-  })
+  )
   app.delete('/v1/members/:peer_id', async (c) => {
     const { change, result } = await deps.remove(c.req.param('peer_id'))
     return c.json({ change, ...result })

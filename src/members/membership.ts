@@ -1,6 +1,6 @@
 import * as v from 'valibot'
 import { NotOwnerError, ValidationError } from '../errors.ts'
-import { formatIssues } from '../model/issues.ts'
+import { issueLine, toIssues } from '../model/issues.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import type { Rejection } from '../model/eventFile.ts'
 import {
@@ -282,8 +282,8 @@ export class Membership {
   async add(request: unknown): Promise<{ change: unknown; result: PublishResult }> {
     const r = v.safeParse(AddMemberSchema, request)
     if (!r.success) {
-      const issues = formatIssues(r.issues)
-      throw new ValidationError(`Cannot add a member: ${issues.join('; ')}`, issues)
+      const issues = toIssues(r.issues)
+      throw new ValidationError(`Cannot add a member: ${issues.map(issueLine).join('; ')}`, issues)
     }
     const { peer_id, role, name } = r.output
     return await this.change({ op: 'add', peer_id, role, ...(name != null ? { name } : {}) })
@@ -302,7 +302,7 @@ export class Membership {
       )
     }
     if (typeof peer === 'string' && !this.state.members.has(peer)) {
-      throw new ValidationError(`Cannot remove ${peer}: it is not a member (see cairn members list)`, [`peer_id: ${peer} is not a member`])
+      throw new ValidationError(`Cannot remove ${peer}: it is not a member (see cairn members list)`, [{ path: 'peer_id', message: `${peer} is not a member`, code: 'not_a_member' }])
     }
     const self = this.components.self
     const lastSeq = peer === self ? this.components.store.outbox.lastSeq() : (this.components.store.producers.get(peer)?.head_seq ?? 0)
@@ -319,11 +319,16 @@ export class Membership {
       )
     }
     const parsed = parseChange(payload)
-    if ('issues' in parsed) throw new ValidationError(`Cannot change the membership: ${parsed.issues.join('; ')}`, parsed.issues)
+    if ('issues' in parsed) {
+      const issues = parsed.issues.map((line) => ({ path: '', message: line, code: 'invalid_change' }))
+      throw new ValidationError(`Cannot change the membership: ${parsed.issues.join('; ')}`, issues)
+    }
     const { change } = parsed
     const lastOwner = this.isOwner(change.peer_id) && [...this.state.members.values()].filter((m) => m.role === 'owner').length === 1
     if (lastOwner && (change.op === 'remove' || change.role !== 'owner')) {
-      throw new ValidationError(`Cannot ${change.op === 'remove' ? 'remove' : 'demote'} ${change.peer_id}: it is the last owner; add another owner first`, ['peer_id: the last owner'])
+      throw new ValidationError(`Cannot ${change.op === 'remove' ? 'remove' : 'demote'} ${change.peer_id}: it is the last owner; add another owner first`, [
+        { path: 'peer_id', message: 'is the last owner', code: 'last_owner' }
+      ])
     }
     const result = await this.init.publish({ type: MEMBERS_TYPE, payload: change })
     // The own change is ingested with the commit; the fold has run by the time the caller is answered.

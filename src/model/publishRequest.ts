@@ -1,12 +1,30 @@
 import * as v from 'valibot'
 import { EventTypeSchema, UuidV7Schema } from './envelope.ts'
 
-/** The body of `POST /v1/events` and what `cairn publish` sends. */
+/** The longest idempotency key accepted (an `Idempotency-Key` header or an `event_id`), in characters. */
+export const MAX_IDEMPOTENCY_KEY = 256
+
+/**
+ * An idempotency key chosen by the client: any printable text (no control characters) of 1 to 256
+ * characters, such as `order-123`. A UUIDv7 is also taken as the event's id.
+ */
+export const IdempotencyKeySchema = v.pipe(
+  v.string(),
+  v.minLength(1, 'Expected an idempotency key of at least 1 character'),
+  v.maxLength(MAX_IDEMPOTENCY_KEY, `Expected an idempotency key of at most ${MAX_IDEMPOTENCY_KEY} characters`),
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what the check refuses
+  v.regex(/^[^\u0000-\u001f\u007f]*$/, 'Expected an idempotency key without control characters'),
+  v.description(
+    'The idempotency key: a retry with the same key and the same request returns the first result (200, `replayed: true`) instead of publishing again; the same key with a different request is 409. A lowercase UUIDv7 is also used as the event id.'
+  )
+)
+
+/** The body of `POST /v1/events` (one element of a batch) and what `cairn publish` sends. */
 export const PublishRequestSchema = v.strictObject({
   type: EventTypeSchema,
-  payload: v.unknown(),
+  payload: v.pipe(v.unknown(), v.description('The event payload: any JSON value the plugins of its type accept.')),
   version: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_000_000))),
-  event_id: v.optional(UuidV7Schema),
+  event_id: v.optional(IdempotencyKeySchema),
   actor: v.optional(v.pipe(v.string(), v.maxLength(512))),
   correlation_id: v.optional(v.pipe(v.string(), v.maxLength(256))),
   causation_id: v.optional(v.pipe(v.string(), v.maxLength(256)))
@@ -15,8 +33,12 @@ export const PublishRequestSchema = v.strictObject({
 export type PublishRequest = v.InferOutput<typeof PublishRequestSchema>
 
 /** What a publish returns once it is durable. */
-export interface PublishResult {
-  event_id: string
-  seq: number
-  cid: string
-}
+export const PublishResultSchema = v.object({
+  event_id: UuidV7Schema,
+  seq: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  cid: v.string(),
+  replayed: v.pipe(v.boolean(), v.description('true when an earlier request with the same idempotency key published this event; nothing new was published'))
+})
+
+/** What a publish returns once it is durable. */
+export type PublishResult = v.InferOutput<typeof PublishResultSchema>

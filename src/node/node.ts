@@ -4,11 +4,11 @@ import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
-import { NotStartedError } from '../errors.ts'
+import { NotFoundError, NotStartedError } from '../errors.ts'
 import { Membership } from '../members/membership.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
 import { statSync } from 'node:fs'
-import { createHttpApp } from '../http/app.ts'
+import { createHttpApp, type SchemaInfo } from '../http/app.ts'
 import type { StreamDeps } from '../http/stream.ts'
 import type { ConsoleDeps } from '../http/console/app.ts'
 import { SeriesWindow } from '../http/console/series.ts'
@@ -48,9 +48,6 @@ import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, 
 
 /** The console's charts take a reading this often. */
 const CONSOLE_SAMPLE_MS = 2000
-
-/** The event stream sends a heartbeat after this long without events. */
-const STREAM_HEARTBEAT_MS = 15_000
 
 /** Options that the CLI, tests and embedders set. */
 export interface NodeExtras {
@@ -346,7 +343,7 @@ export class CairnNode {
       gossip.start()
       outbox.start()
       housekeeper.start()
-      running.http = serve(this.httpApp(running).fetch, cfg.http.host, cfg.http.port, { idleTimeoutMs: cfg.httpIdleTimeout, maxConnections: cfg.httpMaxConnections })
+      running.http = this.serveHttp(running)
       syncer.start()
       dialer.start()
       running.timers.push(
@@ -460,11 +457,22 @@ export class CairnNode {
     return createHttpApp({
       token: r.opened.token,
       maxBodySize: this.config.maxBodySize,
+      maxBatch: this.config.maxBatch,
+      maxEventSize: this.config.maxEventSize,
+      maxDepth: this.config.maxDepth,
       log: this.log,
       ready: () => this.readiness(),
       status: async () => await this.statusJson(),
-      publish: async (body) => await this.publish(body),
-      publishMany: async (bodies) => await r.outbox.publishMany(bodies),
+      publish: async (body, key) => await this.publish(body, key),
+      publishMany: async (bodies, key) => await r.outbox.publishMany(bodies, key),
+      schemas: () => r.plugins.listPlugins().flatMap((p) => Object.entries(p.types).map(([type, versions]) => this.schemaInfo(r, type, p.name, versions))),
+      schema: (type, version) => {
+        const p = r.plugins.listPlugins().find((p) => p.types[type] != null)
+        if (p == null) throw new NotFoundError(`No schema for ${type}: no loaded plugin declares it (GET /v1/schemas lists the types)`)
+        const versions = p.types[type]
+        if (version != null && !versions.includes(version)) throw new NotFoundError(`No schema for ${type} v${version}: ${p.name} declares versions ${versions.join(', ')}`)
+        return this.schemaInfo(r, type, p.name, versions, version)
+      },
       snapshot: async (plugin) => await r.snapshots.write(plugin),
       metrics: () => {
         refreshMetrics(this.metrics, this.storedStatus(r), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
@@ -543,17 +551,47 @@ export class CairnNode {
       events: r.opened.store.events,
       heartbeatMs: this.heartbeatMs,
       watermark: () => r.plugins.watermark(),
-      wait: async (signal) =>
-        await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(this.heartbeatMs)]) }).then(
+      wait: async (signal, ms) =>
+        await waitFor(this.events, 'plugins:progress', { signal: AbortSignal.any([signal, AbortSignal.timeout(ms)]) }).then(
           () => true,
           () => false
         )
     }
   }
 
+  /**
+   * Serves the loopback endpoint. With port 0 it listens on the port it had last time (kept in meta), so
+   * that clients find it again after a restart; only when that port is taken does it take another free one.
+   */
+  private serveHttp(r: Running): HttpServer {
+    const cfg = this.config
+    const limits = { idleTimeoutMs: cfg.httpIdleTimeout, maxConnections: cfg.httpMaxConnections }
+    const { meta } = r.opened.store
+    const fetch = this.httpApp(r).fetch
+    const last = Number(meta.get('http_port') ?? 0)
+    let server: HttpServer | undefined
+    if (cfg.http.port === 0 && last > 0) {
+      try {
+        server = serve(fetch, cfg.http.host, last, limits)
+      } catch (err) {
+        if ((err as Error).name !== 'AddressInUseError') throw err
+        this.log.warn(`the HTTP port of the last run, ${last}, is taken: listening on another one, and clients must read it from node.json`, { reason: 'http_port_taken' })
+      }
+    }
+    server ??= serve(fetch, cfg.http.host, cfg.http.port, limits)
+    if (cfg.http.port === 0) meta.put('http_port', String(server.port))
+    return server
+  }
+
   /** A stream's heartbeat comes well within the idle timeout, so that an open stream is never closed as idle. */
   private get heartbeatMs(): number {
-    return Math.min(STREAM_HEARTBEAT_MS, Math.floor(this.config.httpIdleTimeout / 2))
+    return Math.min(this.config.streamHeartbeat, Math.floor(this.config.httpIdleTimeout / 2))
+  }
+
+  /** @returns a type's payload schema at `version` (default: the newest), as GET /v1/schemas shows it */
+  private schemaInfo(r: Running, type: string, plugin: string, versions: number[], version?: number): SchemaInfo {
+    const newest = Math.max(...versions)
+    return { type, plugin, version: version ?? newest, versions, schema: r.plugins.jsonSchema(type, version ?? newest) as Record<string, unknown> }
   }
 
   /** Stops what runs, in the reverse order of start; a part that fails to stop is logged and the rest still stops. */
@@ -615,9 +653,9 @@ export class CairnNode {
    * @returns its event_id, seq and CID, once durable
    * @throws ValidationError, EventTooLargeError, CommitFailedError; NotStartedError when the node is not started
    */
-  async publish(body: unknown): Promise<PublishResult> {
+  async publish(body: unknown, key?: string): Promise<PublishResult> {
     trace('publish.received')
-    return await this.run.outbox.publish(body)
+    return await this.run.outbox.publish(body, { key })
   }
 
   /** Offers a signed head as a peer would: through that peer's rate limit when `from` names it. */

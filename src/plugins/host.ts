@@ -11,6 +11,7 @@ import { replayQueued } from './replay.ts'
 import { rebuildIfRequested } from './rebuild.ts'
 import { nextEffectAt, runEffects } from './effects.ts'
 import { jsonSchemaOf, validatePublish, type UnknownTypes } from './schemas.ts'
+import type { Issue } from '../model/issues.ts'
 import type { Plugin } from './types.ts'
 
 /** How long after a failed processing round the next one starts. */
@@ -218,7 +219,7 @@ export class PluginHost implements Startable {
    *
    * @returns the version to publish (given, else 1) and `type`, `version` or `payload.…: message` issues
    */
-  validatePublish(type: string, version: number | undefined, payload: unknown): { version: number; issues: string[] } {
+  validatePublish(type: string, version: number | undefined, payload: unknown): { version: number; issues: Issue[] } {
     return validatePublish(this.plugins, type, version, payload, this.init.allowUnknownTypes)
   }
 

@@ -1,7 +1,7 @@
 import * as v from 'valibot'
 import { toJsonSchema } from '@valibot/to-json-schema'
 import type { EventRow } from '../store/events.ts'
-import { formatIssues } from '../model/issues.ts'
+import { formatIssues, type Issue, toIssues } from '../model/issues.ts'
 import { PermanentError, ValidationError } from '../errors.ts'
 import type { Plugin, TypeHandler } from './types.ts'
 
@@ -54,9 +54,9 @@ export type UnknownTypes = boolean | readonly string[]
  * without a version is version 1 of its type, always: a new version is never picked for a client that did
  * not ask for it. A type or version no local plugin reads is refused unless `allowUnknown` lets it through.
  *
- * @returns the version to publish and `payload.…: message` issues (none when it may be published)
+ * @returns the version to publish and the issues, paths under `payload` (none when it may be published)
  */
-export function validatePublish(plugins: readonly Plugin[], type: string, version: number | undefined, payload: unknown, allowUnknown: UnknownTypes = false): { version: number; issues: string[] } {
+export function validatePublish(plugins: readonly Plugin[], type: string, version: number | undefined, payload: unknown, allowUnknown: UnknownTypes = false): { version: number; issues: Issue[] } {
   const chosen = version ?? 1
   const allowed = allowUnknown === true || (Array.isArray(allowUnknown) && allowUnknown.includes(type))
   const handlers = plugins.map((p) => p.handles[type]).filter((h) => h != null)
@@ -65,7 +65,13 @@ export function validatePublish(plugins: readonly Plugin[], type: string, versio
     const known = [...new Set(plugins.flatMap((p) => Object.keys(p.handles)))].sort()
     return {
       version: chosen,
-      issues: [`type: no local plugin handles ${type} (known types: ${known.join(', ')}); a node that should publish types only other nodes handle runs with --allow-unknown-types`]
+      issues: [
+        {
+          path: 'type',
+          message: `no local plugin handles ${type} (known types: ${known.join(', ')}); a node that should publish types only other nodes handle runs with --allow-unknown-types`,
+          code: 'unknown_type'
+        }
+      ]
     }
   }
   const readable = [...new Set(handlers.flatMap((h) => [h.version, ...Object.keys(h.upcast ?? {}).map(Number)]))].sort((a, b) => a - b)
@@ -75,11 +81,17 @@ export function validatePublish(plugins: readonly Plugin[], type: string, versio
     if (allowed) return { version: chosen, issues: [] }
     return {
       version: chosen,
-      issues: [`version: no local plugin reads ${type} v${chosen} (known versions: ${readable.join(', ')})${version == null ? '; a publish without a version is v1: pass the version' : ''}`]
+      issues: [
+        {
+          path: 'version',
+          message: `no local plugin reads ${type} v${chosen} (known versions: ${readable.join(', ')})${version == null ? '; a publish without a version is v1: pass the version' : ''}`,
+          code: 'unknown_version'
+        }
+      ]
     }
   }
   const r = v.safeParse(schema, payload)
-  return { version: chosen, issues: r.success ? [] : formatIssues(r.issues, 'payload') }
+  return { version: chosen, issues: r.success ? [] : toIssues(r.issues, 'payload') }
 }
 
 /**

@@ -183,7 +183,7 @@ export async function testPlugin<H extends HandledSchemas>(plugin: Plugin<H> | P
     options.publish ??
     (async (request: PublishRequest): Promise<PublishResult> => {
       published.push(request)
-      return { event_id: request.event_id ?? uuidv7(), seq: published.length, cid: `test-published-${published.length}` }
+      return { event_id: request.event_id ?? uuidv7(), seq: published.length, cid: `test-published-${published.length}`, replayed: false }
     })
   function nextHlc(): string {
     const ms = String(now).padStart(13, '0')

@@ -1,4 +1,3 @@
-import { uuidv7 } from 'uuidv7'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Components } from '../node/components.ts'
 import { ClockSkewError, CommitFailedError, EventTooLargeError } from '../errors.ts'
@@ -11,7 +10,7 @@ import { directoryBlock, fileBlock, type Block, type DirEntry } from '../unixfs/
 import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
 import { CID } from 'multiformats/cid'
 import { trace } from '../log/trace.ts'
-import { checkBatch, checkRequest, type CheckedRequest, type PublishValidator, type RequestChecks } from './request.ts'
+import { batchKey, checkBatch, checkRequest, replayOf, type CheckedRequest, type PublishedUnderKey, type PublishValidator, type RequestChecks } from './request.ts'
 import { CommitQueue, type Pending } from './queue.ts'
 import { OutboxTree, type TreeChange } from './tree.ts'
 
@@ -76,7 +75,7 @@ export class Outbox {
       maxEventSize: init.maxEventSize,
       maxDepth: init.maxDepth,
       validate: init.validate,
-      published: (eventId) => this.published(eventId)
+      published: (key) => this.published(key)
     }
     const own = components.store.producers.get(components.self)
     this.lastHead = own?.head_message ?? undefined
@@ -101,14 +100,16 @@ export class Outbox {
   }
 
   /**
-   * Publishes one event.
+   * Publishes one event. Its idempotency key is its `event_id`, or `key` (an Idempotency-Key header).
    *
+   * @param options.key the request's Idempotency-Key, for a request without an event_id of its own
    * @param options.reserved lets cairn's own changes (`cairn.members`) through; a backend's request may not use the namespace
-   * @returns its event_id, seq and file CID, once durable; the original result for an event_id already published
-   * @throws ValidationError for a bad request or payload, EventTooLargeError for an event over the limit
+   * @returns its event_id, seq and file CID, once durable; the first result, flagged `replayed`, for a key already published
+   * @throws ValidationError for a bad request or payload, EventTooLargeError for an event over the limit,
+   * IdempotencyConflictError for a key already used with a different request
    */
-  async publish(input: unknown, options: { reserved?: boolean } = {}): Promise<PublishResult> {
-    const checked = checkRequest(input, '', options.reserved === true ? { ...this.checks, reserved: true } : this.checks)
+  async publish(input: unknown, options: { key?: string; reserved?: boolean } = {}): Promise<PublishResult> {
+    const checked = checkRequest(input, '', options.reserved === true ? { ...this.checks, reserved: true } : this.checks, options.key)
     if ('result' in checked) return checked.result
     this.assertClock()
     return (await this.queue.enqueue([checked.request]))[0]
@@ -128,12 +129,15 @@ export class Outbox {
   /**
    * Publishes several events in one commit: all of them, or none when one is invalid or the commit fails.
    *
-   * @returns one result per input, in order, once durable (the original result for an event_id already published)
-   * @throws ValidationError naming the first bad event by its index, EventTooLargeError, or for more than max-batch events
+   * An event without an `event_id` of its own has the key `KEY#i` under a request key `key`.
+   *
+   * @returns one result per input, in order, once durable (the first result, flagged `replayed`, for a key already published)
+   * @throws ValidationError naming the first bad event by its index or a key repeated in the batch, EventTooLargeError,
+   * or for more than max-batch events; IdempotencyConflictError for a key already used with a different request
    */
-  async publishMany(inputs: readonly unknown[]): Promise<PublishResult[]> {
+  async publishMany(inputs: readonly unknown[], key?: string): Promise<PublishResult[]> {
     checkBatch(inputs, this.init.maxBatch)
-    const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, this.checks))
+    const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, this.checks, key == null ? undefined : batchKey(key, i)))
     const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
     if (requests.length > 0) this.assertClock()
     const committed = requests.length > 0 ? await this.queue.enqueue(requests) : []
@@ -147,12 +151,12 @@ export class Outbox {
   }
 
   /**
-   * @returns the result of an event_id this node already published: its own outbox is the key, so that
-   * another producer's event with the same event_id is never taken for it
+   * @returns the event this node published under an idempotency key: its own outbox is where keys are
+   * kept (for as long as the data directory), so another producer's event is never taken for it
    */
-  private published(eventId: string): PublishResult | undefined {
-    const row = this.components.store.outbox.byEventId(eventId)
-    return row == null ? undefined : { event_id: row.event_id, seq: row.seq, cid: row.cid }
+  private published(key: string): PublishedUnderKey | undefined {
+    const row = this.components.store.outbox.byIdempotencyKey(key)
+    return row == null ? undefined : { result: { event_id: row.event_id, seq: row.seq, cid: row.cid }, hash: row.request_hash ?? undefined }
   }
 
   private async commit(batch: Request[]): Promise<void> {
@@ -161,23 +165,31 @@ export class Outbox {
     let seq = this.seq
     trace('commit.started', seq + 1)
     const accepted: Array<{ p: Request; envelope: EventEnvelope; block: Block; bucket: string; name: string }> = []
-    const byId = new Map<string, PublishResult>()
-    const duplicates: Array<{ p: Request; id: string }> = []
+    // Requests under one key in the same commit (concurrent retries): the first is published, the others replay it.
+    const byKey = new Map<string, PublishedUnderKey>()
+    const duplicates: Array<{ p: Request; key: string }> = []
 
     for (const p of batch) {
-      const id = p.request.event_id
-      const earlier = id == null ? undefined : (byId.get(id) ?? this.published(id))
-      if (earlier != null) {
-        p.resolve(earlier)
-        continue
-      }
-      if (id != null && byId.has(id)) {
-        duplicates.push({ p, id })
-        continue
+      const key = p.request.key
+      if (key != null) {
+        try {
+          const earlier = replayOf(key, p.request.hash, this.published(key), '')
+          if (earlier != null) {
+            p.resolve(earlier)
+            continue
+          }
+        } catch (err) {
+          p.reject(err as Error)
+          continue
+        }
+        if (byKey.has(key)) {
+          duplicates.push({ p, key })
+          continue
+        }
       }
       seq++
       const envelope: EventEnvelope = {
-        event_id: id ?? uuidv7(),
+        event_id: p.request.event_id,
         type: p.request.type,
         version: p.request.version,
         producer: self,
@@ -198,10 +210,19 @@ export class Outbox {
       const block = await fileBlock(bytes)
       const place = filePlace(seq, envelope.event_id, now)
       accepted.push({ p, envelope, block, bucket: `${place.day}/${place.hour}`, name: place.name })
-      byId.set(envelope.event_id, { event_id: envelope.event_id, seq, cid: block.cid.toString() })
+      if (key != null) byKey.set(key, { result: { event_id: envelope.event_id, seq, cid: block.cid.toString() }, hash: p.request.hash })
+    }
+    const settleDuplicates = (): void => {
+      for (const d of duplicates) {
+        try {
+          d.p.resolve(replayOf(d.key, d.p.request.hash, byKey.get(d.key) ?? this.published(d.key), '')!)
+        } catch (err) {
+          d.p.reject(err as Error)
+        }
+      }
     }
     if (accepted.length === 0) {
-      for (const d of duplicates) d.p.resolve(byId.get(d.id)!)
+      settleDuplicates()
       return
     }
 
@@ -216,14 +237,24 @@ export class Outbox {
     await this.writeHead(seq, tree, () => {
       for (const a of accepted) {
         const cid = a.block.cid.toString()
-        store.outbox.insert({ seq: a.envelope.seq, event_id: a.envelope.event_id, bucket: a.bucket, name: a.name, cid, size: a.block.bytes.length, created_at: receivedAt })
+        store.outbox.insert({
+          seq: a.envelope.seq,
+          event_id: a.envelope.event_id,
+          bucket: a.bucket,
+          name: a.name,
+          cid,
+          size: a.block.bytes.length,
+          created_at: receivedAt,
+          idempotency_key: a.p.request.key ?? null,
+          request_hash: a.p.request.hash
+        })
         store.events.insert(a.envelope, cid, receivedAt)
       }
     })
     trace('commit.head_durable', seq)
 
-    for (const a of accepted) a.p.resolve(byId.get(a.envelope.event_id)!)
-    for (const d of duplicates) d.p.resolve(byId.get(d.id)!)
+    for (const a of accepted) a.p.resolve({ event_id: a.envelope.event_id, seq: a.envelope.seq, cid: a.block.cid.toString(), replayed: false })
+    settleDuplicates()
     const events = accepted.map((a) => a.envelope)
     for (const e of events) this.components.metrics.published.inc({ type: e.type })
     this.components.events.safeDispatchEvent('outbox:committed', { detail: { head: this.lastHead!, events, blocks: [...accepted.map((a) => a.block), ...tree.blocks] } })

@@ -1,23 +1,40 @@
+import { createHash } from 'node:crypto'
 import * as v from 'valibot'
-import { EventTooLargeError, ValidationError } from '../errors.ts'
+import { uuidv7 } from 'uuidv7'
+import { EventTooLargeError, IdempotencyConflictError, ValidationError } from '../errors.ts'
 import { canonicalJson, jsonDepth } from '../model/canonical.ts'
-import { formatIssues } from '../model/issues.ts'
+import { UuidV7Schema } from '../model/envelope.ts'
+import { type Issue, issueLine, joinPath, toIssues } from '../model/issues.ts'
+import { IdempotencyKeySchema, PublishRequestSchema, type PublishRequest, type PublishResult } from '../model/publishRequest.ts'
 import { isReservedType, RESERVED_PREFIX } from '../model/members.ts'
-import { PublishRequestSchema, type PublishRequest, type PublishResult } from '../model/publishRequest.ts'
 
 /** Checks a payload against a local plugin's schema; returns the version to use and any issues. */
-export type PublishValidator = (type: string, version: number | undefined, payload: unknown) => { version: number; issues: string[] }
+export type PublishValidator = (type: string, version: number | undefined, payload: unknown) => { version: number; issues: Issue[] }
 
-/** A publish request that passed its checks, with the version it is published at. */
-export type CheckedRequest = PublishRequest & { version: number }
+/** A publish request that passed its checks: the version it is published at, its event id, key and request hash. */
+export type CheckedRequest = Omit<PublishRequest, 'event_id'> & {
+  version: number
+  event_id: string
+  /** the idempotency key (absent: none given, the request is never deduplicated) */
+  key?: string
+  /** identifies the request for its key: the same key with another hash is a conflict */
+  hash: string
+}
+
+/** An event published earlier under an idempotency key. */
+export interface PublishedUnderKey {
+  result: Omit<PublishResult, 'replayed'>
+  /** the hash of the request that published it (absent for events published before hashes were kept) */
+  hash?: string
+}
 
 /** What a request is checked against. */
 export interface RequestChecks {
   maxEventSize: number
   maxDepth: number
   validate?: PublishValidator
-  /** @returns the result of an event_id already published */
-  published: (eventId: string) => PublishResult | undefined
+  /** @returns the event this node already published under an idempotency key */
+  published: (key: string) => PublishedUnderKey | undefined
   /** whether the request may use cairn's reserved namespace (only cairn's own changes do) */
   reserved?: boolean
 }
@@ -26,53 +43,99 @@ export interface RequestChecks {
 const ENVELOPE_ROOM = 600
 
 /**
- * Checks one publish request. `at` names it in messages ('' alone, '[i]' in a batch).
- *
- * @returns the request to commit, or the result of an event_id already published
- * @throws ValidationError for a bad request or payload, EventTooLargeError for a payload over the limit
+ * @returns the hash that tells two requests under one idempotency key apart: everything but the key itself,
+ * an omitted version being version 1 (what it is published as)
  */
-export function checkRequest(input: unknown, at: string, checks: RequestChecks): { request: CheckedRequest } | { result: PublishResult } {
-  const which = at === '' ? '' : ` event ${at}`
-  const prefix = (issues: string[]): string[] => (at === '' ? issues : issues.map((i) => `${at}.${i}`))
-  const r = v.safeParse(PublishRequestSchema, input)
-  if (!r.success) {
-    const issues = prefix(formatIssues(r.issues))
-    throw new ValidationError(`Cannot publish${which}: ${issues.join('; ')}`, issues)
+function requestHash(req: PublishRequest): string {
+  const { event_id: _key, ...rest } = req
+  return createHash('sha256')
+    .update(canonicalJson({ ...rest, version: rest.version ?? 1 }))
+    .digest('base64url')
+}
+
+/**
+ * @returns the result of an event published earlier under `key` (flagged a replay), or undefined
+ * @throws IdempotencyConflictError when that event was published from a different request
+ */
+export function replayOf(key: string, hash: string, earlier: PublishedUnderKey | undefined, at: string): PublishResult | undefined {
+  if (earlier == null) return undefined
+  if (earlier.hash != null && earlier.hash !== hash) {
+    throw new IdempotencyConflictError(
+      `Cannot publish${at === '' ? '' : ` event ${at}`}: the idempotency key ${JSON.stringify(key)} was used for event ${earlier.result.event_id} (seq ${earlier.result.seq}) with a different request; use a new key for a new event`,
+      earlier.result.event_id,
+      [{ path: joinPath(at, 'event_id'), message: `was already used for event ${earlier.result.event_id} with a different request`, code: 'idempotency_key_reused' }]
+    )
   }
-  const req = r.output
+  return { ...earlier.result, replayed: true }
+}
+
+/**
+ * Checks one publish request. `at` names it in messages ('' alone, '[i]' in a batch); `headerKey` is the
+ * request's Idempotency-Key, for a request without an event_id of its own.
+ *
+ * @returns the request to commit, or the result of the event already published under its idempotency key
+ * @throws ValidationError for a bad request or payload, EventTooLargeError for a payload over the limit,
+ * IdempotencyConflictError for a key already used with a different request
+ */
+export function checkRequest(input: unknown, at: string, checks: RequestChecks, headerKey?: string): { request: CheckedRequest } | { result: PublishResult } {
+  const which = at === '' ? '' : ` event ${at}`
+  const fail = (issues: Issue[], what = issues.map(issueLine).join('; ')): never => {
+    throw new ValidationError(`Cannot publish${which}: ${what}`, issues)
+  }
+  const r = v.safeParse(PublishRequestSchema, input)
+  if (!r.success) fail(toIssues(r.issues, at))
+  const req = (r as v.SafeParseResult<typeof PublishRequestSchema> & { success: true }).output
+  if (headerKey != null && req.event_id != null && headerKey !== req.event_id && at === '') {
+    fail([{ path: 'event_id', message: 'differs from the Idempotency-Key header; send one of them, or the same key in both', code: 'idempotency_key_mismatch' }])
+  }
   if (isReservedType(req.type) && checks.reserved !== true) {
-    const issues = prefix([`type: ${RESERVED_PREFIX}* is reserved for cairn itself (membership changes are made with cairn members or /v1/members)`])
+    const issues = [{ path: joinPath(at, 'type'), message: `${RESERVED_PREFIX}* is reserved for cairn itself (membership changes are made with cairn members or /v1/members)`, code: 'reserved_type' }]
     throw new ValidationError(`Cannot publish${which} ${req.type}: the ${RESERVED_PREFIX} namespace is reserved`, issues)
   }
-  const existing = req.event_id == null ? undefined : checks.published(req.event_id)
-  if (existing != null) return { result: existing }
   const depth = jsonDepth(req.payload, checks.maxDepth)
-  if (depth > checks.maxDepth) {
-    const issues = prefix([`payload: nests more than ${checks.maxDepth} levels`])
-    throw new ValidationError(`Cannot publish${which}: payload nests more than ${checks.maxDepth} levels`, issues)
+  if (depth > checks.maxDepth) fail([{ path: joinPath(at, 'payload'), message: `nests more than ${checks.maxDepth} levels`, code: 'too_deep' }])
+  const key = req.event_id ?? headerKey
+  const hash = requestHash(req)
+  if (key != null) {
+    const replay = replayOf(key, hash, checks.published(key), at)
+    if (replay != null) return { result: replay }
   }
   // cairn's own events are checked by their service (the membership), not by plugins, which may not declare them.
   const own = checks.reserved === true && isReservedType(req.type)
   const checked = (own ? undefined : checks.validate?.(req.type, req.version, req.payload)) ?? { version: req.version ?? 1, issues: [] }
-  if (checked.issues.length > 0) {
-    const issues = prefix(checked.issues)
-    throw new ValidationError(`Cannot publish${which} ${req.type}: ${issues.join('; ')}`, issues)
-  }
+  if (checked.issues.length > 0) fail(checked.issues.map((i) => ({ ...i, path: joinPath(at, i.path) })))
   const size = new TextEncoder().encode(canonicalJson(req.payload)).length
   if (size + ENVELOPE_ROOM > checks.maxEventSize) {
     throw new EventTooLargeError(`Cannot publish${which} ${req.type}: the event would be over ${checks.maxEventSize} bytes (payload alone is ${size} bytes)`)
   }
-  return { request: { ...req, version: checked.version } }
+  // A key that is a UUIDv7 is the event's id (cairn publish --id); any other key gets a new one.
+  const eventId = key != null && v.is(UuidV7Schema, key) ? key : uuidv7()
+  return { request: { ...req, version: checked.version, event_id: eventId, key, hash } }
 }
 
 /**
- * Checks the size of a batch request.
+ * Checks the size of a batch request and that no idempotency key repeats in it.
  *
- * @throws ValidationError for an empty batch, EventTooLargeError for more than `maxBatch` events
+ * @throws ValidationError for an empty batch or a repeated key, EventTooLargeError for more than `maxBatch` events
  */
 export function checkBatch(inputs: readonly unknown[], maxBatch: number): void {
-  if (inputs.length === 0) throw new ValidationError('Cannot publish: the batch is empty', ['[]: expected at least one event'])
+  if (inputs.length === 0) throw new ValidationError('Cannot publish: the batch is empty', [{ path: '', message: 'expected at least one event', code: 'empty_batch' }])
   if (inputs.length > maxBatch) {
     throw new EventTooLargeError(`Cannot publish ${inputs.length} events in one request: at most ${maxBatch} (the max-batch setting) commit together`)
   }
+  const seen = new Map<string, number>()
+  const issues: Issue[] = []
+  for (const [i, input] of inputs.entries()) {
+    const key = (input as { event_id?: unknown } | null)?.event_id
+    if (typeof key !== 'string' || !v.is(IdempotencyKeySchema, key)) continue
+    const first = seen.get(key)
+    if (first != null) issues.push({ path: `[${i}].event_id`, message: `repeats the idempotency key of [${first}]`, code: 'duplicate_key' })
+    else seen.set(key, i)
+  }
+  if (issues.length > 0) throw new ValidationError(`Cannot publish: ${issues.map(issueLine).join('; ')}; a batch publishes each key once`, issues)
+}
+
+/** @returns the idempotency key of a batch's i-th event under the request's Idempotency-Key header */
+export function batchKey(headerKey: string, i: number): string {
+  return `${headerKey}#${i}`
 }

@@ -35,7 +35,10 @@ const DEFAULT_LIMITS: ServeLimits = { idleTimeoutMs: 30_000, maxConnections: 256
 
 /** @returns the 503 a request over the cap gets */
 function overCapacity(limit: number): Response {
-  return Response.json({ error: `Too many connections: the endpoint serves at most ${limit} requests at once (--http-max-connections)` }, { status: 503, headers: { connection: 'close' } })
+  return Response.json(
+    { error: { code: 'too_many_connections', message: `Too many connections: the endpoint serves at most ${limit} requests at once (--http-max-connections)`, issues: [] } },
+    { status: 503, headers: { connection: 'close', 'retry-after': '1' } }
+  )
 }
 
 /**

@@ -152,6 +152,25 @@ export class EventsTable {
     return this.db.get<{ c: number | null }>('SELECT max(cursor) AS c FROM events')?.c ?? 0
   }
 
+  /**
+   * @returns the highest cursor ever handed out (0 before the first event): rows deleted by retention
+   * keep it, so a cursor above it was never this database's
+   */
+  highWater(): number {
+    const handedOut = this.db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?.seq ?? 0
+    return Math.max(handedOut, this.maxCursor())
+  }
+
+  /**
+   * @returns the id of this database's cursor space: made once with the events table, so a consumer that
+   * kept a cursor can tell a reset (or another node) from a quiet stream
+   */
+  cursorSpace(): string {
+    const v = this.db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'cursor_space'")?.value
+    if (v == null) throw new TypeError('meta.cursor_space is missing: the migration that makes it did not run')
+    return v
+  }
+
   /** @returns how many rows the table holds */
   count(): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0

@@ -198,5 +198,11 @@ export const MIGRATIONS: readonly string[] = [
   // 6: how many files a producer's head says it compacted out of its tree so far (NULL: it does not say), and
   // that count at the last whole walk: the files compacted since widen the next walk's directory budget
   `ALTER TABLE producers ADD COLUMN head_compacted INTEGER;
-   ALTER TABLE producers ADD COLUMN synced_compacted INTEGER NOT NULL DEFAULT 0;`
+   ALTER TABLE producers ADD COLUMN synced_compacted INTEGER NOT NULL DEFAULT 0;`,
+  // 7: (issue 23) the cursor space: a random id for this database's event cursors, so a consumer can tell a reset;
+  // the idempotency key a publish came with (its event_id when it came with a UUIDv7 one) and a hash of its request
+  `INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor_space', lower(hex(randomblob(16))));
+   ALTER TABLE outbox ADD COLUMN idempotency_key TEXT;
+   ALTER TABLE outbox ADD COLUMN request_hash TEXT;
+   CREATE UNIQUE INDEX outbox_idempotency_key ON outbox (idempotency_key) WHERE idempotency_key IS NOT NULL;`
 ]

@@ -10,6 +10,10 @@ export interface OutboxFile {
   cid: string
   size: number
   created_at: number
+  /** the idempotency key it was published under (null: none) */
+  idempotency_key?: string | null
+  /** the hash of the request that published it */
+  request_hash?: string | null
 }
 
 /** A row of `outbox_dirs`: one directory of the own outbox tree ('' is the root). */
@@ -35,14 +39,30 @@ export class OutboxTable {
     return this.db.get<{ s: number | null }>('SELECT max(seq) AS s FROM outbox')?.s ?? 0
   }
 
-  /** @returns the file this node published with this event_id (pruned or not), or undefined */
-  byEventId(eventId: string): { event_id: string; seq: number; cid: string } | undefined {
-    return this.db.get<{ event_id: string; seq: number; cid: string }>('SELECT event_id, seq, cid FROM outbox WHERE event_id = ?', [eventId])
+  /**
+   * @returns the file this node published under an idempotency key (pruned or not): by the key it was
+   * published with, or, for a key that is an event_id, the event published with that id before keys were kept
+   */
+  byIdempotencyKey(key: string): { event_id: string; seq: number; cid: string; request_hash: string | null } | undefined {
+    return (
+      this.db.get<{ event_id: string; seq: number; cid: string; request_hash: string | null }>('SELECT event_id, seq, cid, request_hash FROM outbox WHERE idempotency_key = ?', [key]) ??
+      this.db.get<{ event_id: string; seq: number; cid: string; request_hash: string | null }>('SELECT event_id, seq, cid, request_hash FROM outbox WHERE event_id = ?', [key])
+    )
   }
 
   /** Records a new event file. */
   insert(f: OutboxFile): void {
-    this.db.run('INSERT INTO outbox (seq, event_id, bucket, name, cid, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [f.seq, f.event_id, f.bucket, f.name, f.cid, f.size, f.created_at])
+    this.db.run('INSERT INTO outbox (seq, event_id, bucket, name, cid, size, created_at, idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
+      f.seq,
+      f.event_id,
+      f.bucket,
+      f.name,
+      f.cid,
+      f.size,
+      f.created_at,
+      f.idempotency_key ?? null,
+      f.request_hash ?? null
+    ])
   }
 
   /** @returns the unpruned files of an hour bucket */

@@ -98,7 +98,7 @@ describe('the clock rule (--max-clock-skew)', () => {
       const token = readFileSync(join(b, 'api.token'), 'utf8').trim()
       const res = await fetch(`http://127.0.0.1:${ahead.http!.port}/v1/events`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${token}` },
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
         body: JSON.stringify({ type: 'test.late', payload: {} })
       })
       expect(res.status).toBe(503)

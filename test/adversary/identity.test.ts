@@ -48,7 +48,7 @@ describe("a member cannot suppress another producer's event by taking its event_
       const xRow = query<{ cid: string }>(y.dir, 'SELECT cid FROM events WHERE producer = ? AND event_id = ?', [me, stolen])[0]
       expect(own.cid).not.toBe(xRow.cid)
       // Publishing it again is idempotent within Y: the same seq and cid.
-      expect(await y.publish({ ...invite(2), event_id: stolen })).toEqual(own)
+      expect(await y.publish({ ...invite(2), event_id: stolen })).toEqual({ ...own, replayed: true })
 
       for (const n of [a, y]) {
         await waitFor(

@@ -64,7 +64,7 @@ describe('the loopback endpoint', () => {
         let heartbeats = 0
         let first: number | undefined
         socket.on('data', (d) => {
-          heartbeats += d.toString().split('event: heartbeat').length - 1
+          heartbeats += d.toString().split(': heartbeat').length - 1
           if (heartbeats === 0) return
           first ??= Date.now()
           // Open for twice the idle timeout since the first heartbeat, with heartbeats all along.

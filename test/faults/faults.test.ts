@@ -238,13 +238,13 @@ describe('faults', () => {
       for (let i = 0; i < 10_000 && error === ''; i++) {
         const res = await fetch(`http://${a.http}/v1/events`, {
           method: 'POST',
-          headers: { authorization: `Bearer ${a.token}` },
+          headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
           body: JSON.stringify({ type: 'test.fill', payload: { i, pad: 'x'.repeat(20_000) } })
         })
-        if (res.status === 200) acked.push(((await res.json()) as { event_id: string }).event_id)
+        if (res.status === 201) acked.push(((await res.json()) as { event_id: string }).event_id)
         else {
           status = res.status
-          error = ((await res.json()) as { error: string }).error
+          error = ((await res.json()) as { error: { message: string } }).error.message
         }
       }
       expect(error).toMatch(/full|disk|space/i)

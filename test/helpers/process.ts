@@ -197,10 +197,10 @@ export class NodeProcess {
   }
 
   /** Publishes through the loopback endpoint. */
-  async publish(body: Record<string, unknown>): Promise<{ event_id: string; seq: number; cid: string }> {
+  async publish(body: Record<string, unknown>): Promise<{ event_id: string; seq: number; cid: string; replayed: boolean }> {
     const res = await fetch(`http://${this.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
-    if (res.status !== 200) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
-    return (await res.json()) as { event_id: string; seq: number; cid: string }
+    if (res.status !== 201 && res.status !== 200) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
+    return (await res.json()) as { event_id: string; seq: number; cid: string; replayed: boolean }
   }
 
   async status(): Promise<any> {

@@ -46,11 +46,11 @@ describe('plugins in the binary', () => {
     await a.start()
     const res = await fetch(`http://${a.http}/v1/events`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${a.token}` },
+      headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
       body: JSON.stringify({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: 'not-an-email', role: 'member', invited_by: 'a@example.com' } })
     })
     expect(res.status).toBe(400)
-    expect((await res.json()).issues).toEqual(['payload.invitee: Invalid email'])
+    expect((await res.json()).error.issues).toEqual([{ path: 'payload.invitee', message: 'Invalid email', code: 'email' }])
     const cli = await cairn(['publish', '--data', a.dir, '--type', 'workspace.invited', '--payload', '{"workspace_id":"w","invitee":"x","role":"member","invited_by":"a@example.com"}'])
     expect(cli.code).toBe(1)
     expect(cli.stderr).toContain('payload.invitee: Invalid email')
@@ -60,18 +60,24 @@ describe('plugins in the binary', () => {
     using tmp = tempDir()
     await using a = await NodeProcess.init(tmp.path, 'a')
     await a.start([], { CAIRN_ALLOW_UNKNOWN_TYPES: 'false' })
-    const post = (body: unknown) => fetch(`http://${a.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: JSON.stringify(body) })
+    const post = (body: unknown) =>
+      fetch(`http://${a.http}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
     const res = await post({ type: 'document.sharedd', payload: {} })
     expect(res.status).toBe(400)
-    expect((await res.json()).issues).toEqual([
-      'type: no local plugin handles document.sharedd (known types: permission.revoked, workspace.invited); a node that should publish types only other nodes handle runs with --allow-unknown-types'
+    expect((await res.json()).error.issues).toEqual([
+      {
+        path: 'type',
+        message:
+          'no local plugin handles document.sharedd (known types: permission.revoked, workspace.invited); a node that should publish types only other nodes handle runs with --allow-unknown-types',
+        code: 'unknown_type'
+      }
     ])
     const version = await post({ type: 'workspace.invited', version: 2, payload: {} })
     expect(version.status).toBe(400)
-    expect((await version.json()).issues).toEqual(['version: no local plugin reads workspace.invited v2 (known versions: 1)'])
+    expect((await version.json()).error.issues).toEqual([{ path: 'version', message: 'no local plugin reads workspace.invited v2 (known versions: 1)', code: 'unknown_version' }])
     await a.stop()
     await a.start(['--allow-unknown-types'], { CAIRN_ALLOW_UNKNOWN_TYPES: 'false' })
-    expect((await post({ type: 'document.sharedd', payload: {} })).status).toBe(200)
+    expect((await post({ type: 'document.sharedd', payload: {} })).status).toBe(201)
   })
 
   test('invitations and revocations published on different nodes converge to one access table everywhere', async () => {

@@ -191,17 +191,22 @@ describe('the plugin host', () => {
     const host = await run(db, builtin(workspaceAccess, v2))
     expect(host.validatePublish('workspace.invited', undefined, { workspace_id: 'w', invitee: 'nope', role: 'member', invited_by: 'a@example.com' })).toEqual({
       version: 1,
-      issues: ['payload.invitee: Invalid email']
+      issues: [{ path: 'payload.invitee', message: 'Invalid email', code: 'email' }]
     })
     expect(host.validatePublish('test.count', undefined, { n: 1 })).toEqual({ version: 1, issues: [] })
     expect(host.validatePublish('test.count', undefined, { count: 1 }).issues).toEqual([
-      'payload.n: Invalid key: Expected "n" but received undefined',
-      'payload.count: Invalid key: Expected never but received "count"'
+      { path: 'payload.n', message: 'is required', code: 'required' },
+      { path: 'payload.count', message: 'is not a known field', code: 'unknown_field' }
     ])
-    expect(host.validatePublish('test.count', 2, { count: 1, extra: true }).issues).toEqual(['payload.extra: Invalid key: Expected never but received "extra"'])
-    expect(host.validatePublish('test.count', 3, { count: 1 }).issues).toEqual(['version: no local plugin reads test.count v3 (known versions: 1, 2)'])
+    expect(host.validatePublish('test.count', 2, { count: 1, extra: true }).issues).toEqual([{ path: 'payload.extra', message: 'is not a known field', code: 'unknown_field' }])
+    expect(host.validatePublish('test.count', 3, { count: 1 }).issues).toEqual([{ path: 'version', message: 'no local plugin reads test.count v3 (known versions: 1, 2)', code: 'unknown_version' }])
     expect(host.validatePublish('other.type', undefined, { anything: true }).issues).toEqual([
-      'type: no local plugin handles other.type (known types: permission.revoked, test.count, workspace.invited); a node that should publish types only other nodes handle runs with --allow-unknown-types'
+      {
+        path: 'type',
+        message:
+          'no local plugin handles other.type (known types: permission.revoked, test.count, workspace.invited); a node that should publish types only other nodes handle runs with --allow-unknown-types',
+        code: 'unknown_type'
+      }
     ])
     await host.stop()
     for (const allow of [true, ['other.type']]) {

@@ -66,7 +66,7 @@ describe('a rolling upgrade of three nodes', () => {
     await share(a, { payload: { document_id: 'd3', with: 'ann@example.com', note: 'from a' } })
     const refused = await fetch(`http://${b.http}/v1/events`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${b.token}` },
+      headers: { authorization: `Bearer ${b.token}`, 'content-type': 'application/json' },
       body: JSON.stringify({ type: 'document.shared', payload: { document_id: 'x', with: 'y', note: 'b does not know note yet' } })
     })
     expect(refused.status).toBe(400)

@@ -5,6 +5,8 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { verifyHead, signHead } from '../../src/model/head.ts'
 import { readEventFile } from '../../src/model/eventFile.ts'
 import { createHttpApp } from '../../src/http/app.ts'
+import { NotFoundError } from '../../src/errors.ts'
+import { EventsTable } from '../../src/store/events.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { testOutbox } from '../helpers/outbox.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
@@ -104,7 +106,7 @@ describe('hostile input never throws past the boundary', () => {
     expect('rejection' in r && ['too_deep', 'malformed_json'].includes(r.rejection.reason)).toBe(true)
   })
 
-  test('POST /v1/events answers any body (one event or a batch) with 200, 400 or 413, never 500', async () => {
+  test('POST /v1/events answers any body (one event or a batch) with 201, 200, 400, 409 or 413 in the one error shape, never 500', async () => {
     const db = await openDatabase(':memory:')
     migrate(db)
     const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
@@ -112,11 +114,19 @@ describe('hostile input never throws past the boundary', () => {
     const app = createHttpApp({
       token: 'a-token-of-sixteen-chars',
       maxBodySize: 8192,
+      maxBatch: 100,
+      maxEventSize: 4096,
+      maxDepth: 16,
       log: silentLog,
       ready: () => ({ ready: true }),
       status: async () => ({}),
-      publish: async (b) => await outbox.publish(b),
-      publishMany: async (b) => await outbox.publishMany(b)
+      publish: async (b, k) => await outbox.publish(b, { key: k }),
+      publishMany: async (b, k) => await outbox.publishMany(b, k),
+      stream: { events: new EventsTable(db), watermark: () => 0, wait: async () => false, heartbeatMs: 1000 },
+      schemas: () => [],
+      schema: (type) => {
+        throw new NotFoundError(`no ${type}`)
+      }
     })
     const request = fc.record({ type: fc.oneof(fc.constantFrom('workspace.invited', 'a.b'), fc.string()), payload: near.value }, { requiredKeys: ['type'] })
     const bodies = fc.oneof(
@@ -128,10 +138,14 @@ describe('hostile input never throws past the boundary', () => {
     )
     await fc.assert(
       fc.asyncProperty(bodies, async (body) => {
-        const res = await app.request('/v1/events', { method: 'POST', body, headers: { authorization: 'Bearer a-token-of-sixteen-chars', 'content-length': String(encoder.encode(body).length) } })
-        expect([200, 400, 413]).toContain(res.status)
-        const json = (await res.json()) as Record<string, unknown>
-        if (res.status !== 200) expect(typeof json.error).toBe('string')
+        const res = await app.request('/v1/events', {
+          method: 'POST',
+          body,
+          headers: { authorization: 'Bearer a-token-of-sixteen-chars', 'content-type': 'application/json', 'content-length': String(encoder.encode(body).length) }
+        })
+        expect([200, 201, 400, 409, 413]).toContain(res.status)
+        const json = (await res.json()) as { error?: { code: unknown; message: unknown; issues: unknown } }
+        if (res.status >= 400) expect([typeof json.error?.code, typeof json.error?.message, Array.isArray(json.error?.issues)]).toEqual(['string', 'string', true])
       }),
       { numRuns: RUNS }
     )

@@ -4,6 +4,8 @@ import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import type { Outbox } from '../../src/publish/outbox.ts'
+import type { PublishResult } from '../../src/model/publishRequest.ts'
+import type { Issue } from '../../src/model/issues.ts'
 import { testOutbox } from '../helpers/outbox.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
 import { ShardedDirectory, readDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
@@ -30,55 +32,69 @@ describe('the outbox', () => {
     expect(seqs).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
   })
 
-  test('concurrent publishes are group-committed with no holes in seq, and duplicates return the first result', async () => {
+  test('concurrent publishes are group-committed with no holes in seq; a retried key replays its first result, the same key with another request is refused', async () => {
     const o = await outbox()
-    const id = '0190b2a4-0000-7000-8000-00000000abcd'
-    const results = await Promise.all([
+    const results = await Promise.allSettled([
       ...Array.from({ length: 250 }, async (_, i) => await o.publish({ type: 'test.group', payload: { i } })),
-      o.publish({ type: 'test.group', payload: { dup: 1 }, event_id: id }),
-      o.publish({ type: 'test.group', payload: { dup: 2 }, event_id: id })
+      o.publish({ type: 'test.group', payload: { dup: 1 }, event_id: 'order-123' }),
+      o.publish({ type: 'test.group', payload: { dup: 1 }, event_id: 'order-123' }),
+      o.publish({ type: 'test.group', payload: { dup: 2 }, event_id: 'order-123' })
     ])
-    expect(
-      results
-        .map((r) => r.seq)
-        .sort((a, b) => a - b)
-        .slice(0, 251)
-    ).toEqual(Array.from({ length: 251 }, (_, i) => i + 1))
-    expect(results[250]).toEqual(results[251])
+    const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
+    expect(ok.map((r) => r.seq).sort((a, b) => a - b)).toEqual([...Array.from({ length: 251 }, (_, i) => i + 1), 251].sort((a, b) => a - b))
+    const [first, retry] = [results[250], results[251]].map((r) => (r as PromiseFulfilledResult<PublishResult>).value)
+    expect(retry).toEqual({ ...first, replayed: true })
+    expect(first.replayed).toBe(false)
+    expect(results[252]).toMatchObject({ status: 'rejected', reason: { name: 'IdempotencyConflictError', eventId: first.event_id } })
+    // An omitted version is version 1: the same request.
+    expect(await o.publish({ type: 'test.group', payload: { dup: 1 }, version: 1, event_id: 'order-123' })).toEqual({ ...first, replayed: true })
+    // A key that is a UUIDv7 is the event's id.
+    const id = '0190b2a4-0000-7000-8000-00000000abcd'
+    expect((await o.publish({ type: 'test.group', payload: {}, event_id: id })).event_id).toBe(id)
   })
 
-  test('a batch is one commit, results in order; a bad event refuses the whole batch and names its index', async () => {
+  test('a batch is one commit, results in order; a bad event or a repeated key refuses the whole batch and names its index', async () => {
     let commits = 0
     const o = await outbox(() => {
       commits++
     })
     await o.publish({ type: 'test.batch', payload: { before: true } })
-    const id = '0190b2a4-0000-7000-8000-00000000beef'
     const results = await o.publishMany([
       { type: 'test.batch', payload: { i: 0 } },
-      { type: 'test.batch', payload: { i: 1 }, event_id: id },
-      { type: 'test.batch', payload: { i: 2 } },
-      { type: 'test.batch', payload: { again: true }, event_id: id }
+      { type: 'test.batch', payload: { i: 1 }, event_id: 'line-1' },
+      { type: 'test.batch', payload: { i: 2 } }
     ])
-    expect(results.map((r) => r.seq)).toEqual([2, 3, 4, 3])
-    expect(results[3]).toEqual(results[1])
+    expect(results.map((r) => [r.seq, r.replayed])).toEqual([
+      [2, false],
+      [3, false],
+      [4, false]
+    ])
     expect(commits).toBe(2)
-    // Published again, the batch's event_id returns the first result and adds nothing.
-    expect((await o.publishMany([{ type: 'test.batch', payload: {}, event_id: id }]))[0]).toEqual(results[1])
-    expect(o.seq).toBe(4)
+    // Published again, the batch's key returns the first result, flagged, and adds nothing.
+    expect((await o.publishMany([{ type: 'test.batch', payload: { i: 1 }, event_id: 'line-1' }]))[0]).toEqual({ ...results[1], replayed: true })
+    await expect(o.publishMany([{ type: 'test.batch', payload: { i: 9 }, event_id: 'line-1' }])).rejects.toThrow(`was used for event ${results[1].event_id}`)
+    // Under a request key, event i has the key KEY#i.
+    const keyed = await o.publishMany([{ type: 'test.batch', payload: { k: 0 } }], 'req-7')
+    expect((await o.publishMany([{ type: 'test.batch', payload: { k: 0 } }], 'req-7'))[0]).toEqual({ ...keyed[0], replayed: true })
+    expect(o.seq).toBe(5)
 
+    const repeated = o.publishMany([
+      { type: 'test.batch', payload: { a: 1 }, event_id: 'same' },
+      { type: 'test.batch', payload: { a: 2 }, event_id: 'same' }
+    ])
+    await expect(repeated).rejects.toThrow('[1].event_id: repeats the idempotency key of [0]')
     const bad = o.publishMany([
       { type: 'test.batch', payload: { ok: 1 } },
       { type: 'Not A Type', payload: {} }
     ])
     await expect(bad).rejects.toThrow('event [1]')
-    await bad.catch((err: { issues: string[] }) => {
-      expect(err.issues.every((i) => i.startsWith('[1].'))).toBe(true)
+    await bad.catch((err: { issues: Issue[] }) => {
+      expect(err.issues.map((i) => [i.path, i.code])).toEqual([['[1].type', 'regex']])
     })
     await expect(o.publishMany([])).rejects.toThrow('empty')
     await expect(o.publishMany(Array.from({ length: 101 }, (_, i) => ({ type: 'test.batch', payload: { i } })))).rejects.toThrow('at most 100')
     // Nothing of a refused batch was written.
-    expect(o.seq).toBe(4)
+    expect(o.seq).toBe(5)
   })
 
   test('a restarted outbox goes on from its stored shards, and rebuilds a bucket whose shards are gone', async () => {

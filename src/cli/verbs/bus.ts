@@ -10,6 +10,7 @@ import { CairnEventBus } from '../../node/events.ts'
 import { OPTIONS } from '../options.ts'
 import { callNode, followNode } from '../client.ts'
 import { UsageError, DataDirError, NotRunningError } from '../../errors.ts'
+import { issueLine } from '../../model/issues.ts'
 import { assertDataDir, loadIdentity } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
@@ -62,9 +63,9 @@ export const publishVerb = defineVerb({
       causation_id: values['causation-id']
     }
     const res = await callNode(values.data as string, 'POST', '/v1/events', body)
-    if (res.status !== 200) {
-      const issues: string[] = res.body?.issues ?? []
-      throw new UsageError(`${res.body?.error ?? `Cannot publish: HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
+    if (res.status !== 200 && res.status !== 201) {
+      const issues = (res.body?.error?.issues ?? []).map(issueLine)
+      throw new UsageError(`${res.body?.error?.message ?? `Cannot publish: HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
     }
     out(JSON.stringify(res.body))
     return 0
@@ -91,20 +92,42 @@ async function publishBatches(data: string, file: string, out: (line: string) =>
     }
   }
   if (requests.length === 0) throw new UsageError(`--batch ${file} holds no events (one JSON request per line)`)
-  for (let from = 0; from < requests.length; from += CLI_BATCH) {
-    const chunk = requests.slice(from, from + CLI_BATCH)
+  // A key twice in the file would be a replay or a conflict in a later request: refused before any is sent.
+  const firstLine = new Map<unknown, number>()
+  for (const r of requests) {
+    const key = (r.body as { event_id?: unknown } | null)?.event_id
+    if (typeof key !== 'string') continue
+    const first = firstLine.get(key)
+    if (first != null) throw new UsageError(`Invalid --batch ${file}: line ${r.line}.event_id: repeats the idempotency key of line ${first}; nothing was published`)
+    firstLine.set(key, r.line)
+  }
+  // Requests within the node's limits by count and by bytes (1,000 events of 1 KiB are over 1 MiB).
+  const limits = (await callNode<{ max_batch: number; max_body_bytes: number }>(data, 'GET', '/v1/limits')).body
+  const chunks: Array<typeof requests> = [[]]
+  let bytes = 2
+  for (const r of requests) {
+    const size = new TextEncoder().encode(JSON.stringify(r.body)).length + 1
+    const last = chunks[chunks.length - 1]
+    if (last.length > 0 && (last.length >= Math.min(CLI_BATCH, limits.max_batch) || bytes + size > limits.max_body_bytes)) {
+      chunks.push([])
+      bytes = 2
+    }
+    chunks[chunks.length - 1].push(r)
+    bytes += size
+  }
+  for (const [n, chunk] of chunks.entries()) {
     const res = await callNode(
       data,
       'POST',
       '/v1/events',
       chunk.map((r) => r.body)
     )
-    if (res.status !== 200) {
+    if (res.status !== 200 && res.status !== 201) {
       // Name the line, not the index within the request.
       const where = (s: string): string => s.replace(/\[(\d+)\]/g, (_m, i: string) => `line ${chunk[Number(i)]?.line ?? '?'}`)
-      const issues: string[] = (res.body?.issues ?? []).map(where)
-      const done = from === 0 ? 'nothing was published' : `lines before ${chunk[0].line} were published, nothing from there on`
-      throw new UsageError(`${where(res.body?.error ?? `Cannot publish: HTTP ${res.status}`)}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}\n(${done})`)
+      const issues = (res.body?.error?.issues ?? []).map((i) => where(issueLine(i)))
+      const done = n === 0 ? 'nothing was published' : `lines before ${chunk[0].line} were published, nothing from there on`
+      throw new UsageError(`${where(res.body?.error?.message ?? `Cannot publish: HTTP ${res.status}`)}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}\n(${done})`)
     }
     for (const r of res.body as unknown[]) out(JSON.stringify(r))
   }

@@ -1,7 +1,8 @@
 import { defineVerb } from '../verb.ts'
 import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
-import { callNode } from '../client.ts'
+import { callNode, type ErrorBody } from '../client.ts'
+import { issueLine } from '../../model/issues.ts'
 import { UsageError } from '../../errors.ts'
 import type { MembersDocument } from '../../members/membership.ts'
 import { readFileSync } from 'node:fs'
@@ -14,10 +15,10 @@ import { openNodeStore } from './bus.ts'
 const USAGE = 'add PEER_ID [--name NAME] [--role member|owner]  |  remove PEER_ID  |  list [--json]  |  join-file FILE   [--data DIR]'
 
 /** @returns the HTTP answer's body, or a UsageError with the node's message */
-function answer<T>(res: { status: number; body: T & { error?: string; issues?: string[] } }, ok: number[]): T {
+function answer<T>(res: { status: number; body: T & ErrorBody }, ok: number[]): T {
   if (!ok.includes(res.status)) {
-    const issues = res.body?.issues ?? []
-    throw new UsageError(`${res.body?.error ?? `the node answered HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
+    const issues = (res.body?.error?.issues ?? []).map(issueLine)
+    throw new UsageError(`${res.body?.error?.message ?? `the node answered HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
   }
   return res.body
 }

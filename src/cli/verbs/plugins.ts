@@ -242,7 +242,7 @@ export const snapshotVerb = defineVerb({
     'Needs the running node: the snapshot goes into its outbox tree as snapshots/<plugin>.json, signed with its key, with the per-producer seqs its tables reflect. Without --plugin, every plugin that did not opt out (snapshot: false). Nodes load it when they miss history and trust this node (--snapshot-from).',
   async run({ values, out }) {
     const res = await callNode(values.data as string, 'POST', '/v1/snapshots', { plugin: values.plugin })
-    if (res.status !== 200) throw new UsageError(res.body?.error ?? `Cannot write the snapshot: HTTP ${res.status}`)
+    if (res.status !== 200) throw new UsageError(res.body?.error?.message ?? `Cannot write the snapshot: HTTP ${res.status}`)
     out(JSON.stringify(res.body))
     return 0
   }

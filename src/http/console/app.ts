@@ -232,7 +232,7 @@ export function consoleApp(deps: ConsoleDeps, options: ConsoleOptions): Hono {
   app.get('/console/storage', async (c) => c.html(storagePage(await deps.status(), deps.storage())))
 
   app.get('/console/api/overview', async (c) => c.json({ status: await deps.status(), series: deps.series() }))
-  app.get('/console/api/stream', (c) => opened(streamEvents(c, deps.stream)))
+  app.get('/console/api/stream', (c) => opened(streamEvents(c.req.raw, deps.stream)))
 
   app.post('/console/replay', small, async (c) => {
     const form = await c.req.parseBody()

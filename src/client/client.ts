@@ -1,0 +1,371 @@
+import { CairnApiError, CairnUnavailableError, type ApiIssue } from './errors.ts'
+import { discover, type Endpoint } from './discover.ts'
+import { readSse } from './sse.ts'
+
+/** One event to publish: `event_id` is its idempotency key (any text up to 256 characters). */
+export interface PublishInput {
+  type: string
+  payload: unknown
+  version?: number
+  event_id?: string
+  actor?: string
+  correlation_id?: string
+  causation_id?: string
+}
+
+/** What the node answers a publish with, once the event is durable. */
+export interface PublishResult {
+  event_id: string
+  seq: number
+  cid: string
+  /** true when an earlier request with the same key published it: nothing new was published */
+  replayed: boolean
+}
+
+/** An event as the node shows it: the envelope plus its local cursor and file CID. */
+export interface CairnEvent<P = unknown> {
+  event_id: string
+  type: string
+  version: number
+  producer: string
+  seq: number
+  hlc: string
+  occurred_at: string
+  actor?: string
+  correlation_id?: string
+  causation_id?: string
+  payload: P
+  cursor: number
+  cid: string
+}
+
+/** A page of `GET /v1/events`. */
+export interface EventsPage<P = unknown> {
+  cursor_space: string
+  events: Array<CairnEvent<P>>
+  /** pass as `after` for the next page */
+  next_after: number
+  has_more: boolean
+}
+
+/** The node's limits (`GET /v1/limits`). */
+export interface Limits {
+  max_body_bytes: number
+  max_batch: number
+  max_event_bytes: number
+  max_depth: number
+  max_idempotency_key: number
+  max_page: number
+  max_types: number
+  stream_heartbeat_ms: number
+  stream_retry_ms: number
+}
+
+/** What `subscribe` yields: an event (with the cursor to store), or the signal that the backlog is delivered. */
+export type StreamItem<P = unknown> = { kind: 'event'; event: CairnEvent<P>; cursor: number; cursorSpace: string } | { kind: 'caught-up'; cursor: number; cursorSpace: string }
+
+/** How a client finds the node and retries. */
+export interface ClientOptions {
+  /** the node's data directory: the endpoint and token are read from its node.json and api.token (again after each failure) */
+  dataDir?: string
+  /** the endpoint, when not found through a data directory */
+  baseUrl?: string
+  token?: string
+  /** attempts of one publish request on network errors and 5xx, the first included (default 8) */
+  attempts?: number
+  /** the first retry's delay; each further one doubles it, up to maxDelayMs (default 100 ms) */
+  minDelayMs?: number
+  /** the longest delay between attempts and between stream reconnections (default 5 s) */
+  maxDelayMs?: number
+  /** a request that gets no answer for this long is retried (default 30 s) */
+  timeoutMs?: number
+}
+
+/** Options of one call. */
+export interface CallOptions {
+  signal?: AbortSignal
+}
+
+/** How a subscription starts. */
+export interface SubscribeOptions extends CallOptions {
+  /** only these event types */
+  types?: readonly string[]
+  /** resume after this cursor (the last one handled); default 0, the start */
+  after?: number
+  /** the cursor space `after` belongs to: the node refuses to resume in another one (its database was reset) */
+  cursorSpace?: string
+}
+
+interface ErrorBody {
+  error?: { code?: string; message?: string; issues?: ApiIssue[]; event_id?: string }
+}
+
+/** @returns a delay with full jitter, so that many clients do not reconnect in step */
+function backoff(attempt: number, min: number, max: number): number {
+  return Math.random() * Math.min(max, min * 2 ** attempt)
+}
+
+/** Resolves after `ms`, or rejects when `signal` aborts. */
+async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted()
+  await new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      reject(signal?.reason)
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+/** @returns the error a refused request stands for */
+async function apiError(res: Response): Promise<CairnApiError> {
+  const text = await res.text()
+  let body: ErrorBody = {}
+  try {
+    body = JSON.parse(text) as ErrorBody
+  } catch {}
+  const e = body.error
+  return new CairnApiError(res.status, e?.code ?? `http_${res.status}`, e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`, e?.issues ?? [], e?.event_id)
+}
+
+/** A client-side key: random, so that its retries are recognised and nothing else is. */
+function newKey(): string {
+  return `client-${crypto.randomUUID()}`
+}
+
+/**
+ * A typed client of a cairn node's loopback API, for backends on Node 20+, Bun and Deno (only `fetch`,
+ * web streams and node:fs for discovery). Publishes are retried on network errors and 5xx with the same
+ * idempotency key, so a retry never publishes twice; `subscribe` follows the stream across restarts of
+ * the node and of the consumer.
+ *
+ * @example
+ * ```ts
+ * const cairn = new CairnClient({ dataDir: '/var/lib/cairn' })
+ * await cairn.publish({ type: 'order.placed', payload: { id: 123 }, event_id: 'order-123' })
+ * for await (const item of cairn.subscribe({ types: ['order.placed'], after: 0 })) {
+ *   if (item.kind === 'event') console.log(item.cursor, item.event.payload)
+ * }
+ * ```
+ */
+export class CairnClient {
+  private readonly options: Required<Pick<ClientOptions, 'attempts' | 'minDelayMs' | 'maxDelayMs' | 'timeoutMs'>> & ClientOptions
+  private limitsCache?: Limits
+
+  constructor(options: ClientOptions) {
+    if (options.dataDir == null && (options.baseUrl == null || options.token == null)) {
+      throw new TypeError('CairnClient needs dataDir, or baseUrl and token')
+    }
+    this.options = { attempts: 8, minDelayMs: 100, maxDelayMs: 5000, timeoutMs: 30_000, ...options }
+  }
+
+  /** @returns the endpoint: given, or read from the data directory now (a restarted node may have written a new one) */
+  async endpoint(): Promise<Endpoint> {
+    const { baseUrl, token, dataDir } = this.options
+    if (baseUrl != null && token != null) return { baseUrl: baseUrl.replace(/\/$/, ''), token }
+    return await discover(dataDir!)
+  }
+
+  /**
+   * Sends one request, retried on network errors, 5xx and a node not found, with backoff, up to `attempts`.
+   *
+   * @returns the response of a 2xx
+   * @throws CairnApiError for a 4xx (or the last 5xx); CairnUnavailableError when every attempt failed to reach the node
+   */
+  private async request(method: string, path: string, body: unknown, headers: Record<string, string>, options: CallOptions = {}): Promise<Response> {
+    const { attempts, minDelayMs, maxDelayMs, timeoutMs } = this.options
+    let last: Error = new CairnUnavailableError('no attempt made')
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (attempt > 0) await sleep(backoff(attempt, minDelayMs, maxDelayMs), options.signal)
+      options.signal?.throwIfAborted()
+      let res: Response
+      try {
+        const ep = await this.endpoint()
+        res = await fetch(`${ep.baseUrl}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${ep.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: options.signal == null ? AbortSignal.timeout(timeoutMs) : AbortSignal.any([options.signal, AbortSignal.timeout(timeoutMs)])
+        })
+      } catch (err) {
+        if (options.signal?.aborted === true) throw err
+        last = err instanceof CairnUnavailableError ? err : new CairnUnavailableError(`Cannot reach the node: ${(err as Error).message}`, { cause: err })
+        continue
+      }
+      if (res.ok) return res
+      const error = await apiError(res)
+      if (res.status < 500) throw error
+      last = error
+    }
+    throw last
+  }
+
+  /** @returns the node's limits (asked once, then remembered) */
+  async limits(options: CallOptions = {}): Promise<Limits> {
+    this.limitsCache ??= (await (await this.request('GET', '/v1/limits', undefined, {}, options)).json()) as Limits
+    return this.limitsCache
+  }
+
+  /**
+   * Publishes one event, retried with the same idempotency key until the node answers: `event_id` when
+   * given, else `options.idempotencyKey`, else a random key of this call.
+   *
+   * @returns the result once durable (`replayed` when the key was published before)
+   * @throws CairnApiError with `issues` when the node refuses it (409 `idempotency_key_reused` for a key used with another event)
+   */
+  async publish(event: PublishInput, options: CallOptions & { idempotencyKey?: string } = {}): Promise<PublishResult> {
+    const key = event.event_id ?? options.idempotencyKey ?? newKey()
+    const res = await this.request('POST', '/v1/events', { ...event, event_id: key }, {}, options)
+    return (await res.json()) as PublishResult
+  }
+
+  /**
+   * Publishes events in as few requests as the node's limits allow (by count and by bytes), each request
+   * one commit. An event without `event_id` gets the key `KEY#i` (i its index in `events`), KEY being
+   * `options.idempotencyKey` or a random key of this call, so a retried call with the same key publishes
+   * nothing twice.
+   *
+   * @returns one result per event, in order
+   * @throws CairnApiError for a refused request: the requests before it are published, none after it
+   */
+  async publishBatch(events: readonly PublishInput[], options: CallOptions & { idempotencyKey?: string } = {}): Promise<PublishResult[]> {
+    const limits = await this.limits(options)
+    const key = options.idempotencyKey ?? newKey()
+    const bodies = events.map((e, i) => ({ ...e, event_id: e.event_id ?? `${key}#${i}` }))
+    const results: PublishResult[] = []
+    let chunk: unknown[] = []
+    let bytes = 2
+    const send = async (): Promise<void> => {
+      if (chunk.length === 0) return
+      const res = await this.request('POST', '/v1/events', chunk, {}, options)
+      results.push(...((await res.json()) as PublishResult[]))
+      chunk = []
+      bytes = 2
+    }
+    const encoder = new TextEncoder()
+    for (const body of bodies) {
+      const size = encoder.encode(JSON.stringify(body)).length + 1
+      if (chunk.length >= limits.max_batch || (chunk.length > 0 && bytes + size > limits.max_body_bytes)) await send()
+      chunk.push(body)
+      bytes += size
+    }
+    await send()
+    return results
+  }
+
+  /**
+   * Reads a page of the events every plugin on the node has processed, in cursor order.
+   *
+   * @returns the page; `next_after` is the `after` of the next one
+   * @throws CairnApiError for a bad filter or a cursor the node cannot resume from
+   */
+  async events<P = unknown>(query: { after?: number; types?: readonly string[]; producer?: string; limit?: number; cursorSpace?: string } = {}, options: CallOptions = {}): Promise<EventsPage<P>> {
+    const q = new URLSearchParams()
+    if (query.after != null) q.set('after', String(query.after))
+    if (query.types != null) q.set('type', query.types.join(','))
+    if (query.producer != null) q.set('producer', query.producer)
+    if (query.limit != null) q.set('limit', String(query.limit))
+    if (query.cursorSpace != null) q.set('cursor_space', query.cursorSpace)
+    return (await (await this.request('GET', `/v1/events?${q.toString()}`, undefined, {}, options)).json()) as EventsPage<P>
+  }
+
+  /**
+   * Follows the node's event stream from `after`, reconnecting with backoff when the connection breaks or
+   * the node restarts, and resuming after the last event yielded: no gap, no repeat. Store `cursor` and
+   * `cursorSpace` with what you do for each event, and pass them back as `after` and `cursorSpace`.
+   *
+   * @returns an async iterator of events and `caught-up` signals (one per connection, once its backlog is delivered)
+   * @throws CairnApiError when the node refuses the subscription (a bad type, a cursor it cannot resume from)
+   */
+  async *subscribe<P = unknown>(options: SubscribeOptions = {}): AsyncGenerator<StreamItem<P>> {
+    const { minDelayMs, maxDelayMs } = this.options
+    let after = options.after ?? 0
+    let cursorSpace = options.cursorSpace
+    let failures = 0
+    let retryMs: number | undefined
+    // Until a `ready` event names the heartbeat: the node's default 15 s, three times, and a second.
+    let quietMs = 46_000
+    for (;;) {
+      options.signal?.throwIfAborted()
+      // The first reconnection waits what the server asked for (retry:), the next ones back off.
+      if (failures > 0) await sleep(failures === 1 && retryMs != null ? retryMs : backoff(failures, minDelayMs, maxDelayMs), options.signal)
+      const query = new URLSearchParams({ after: String(after) })
+      if (options.types != null) query.set('types', options.types.join(','))
+      if (cursorSpace != null) query.set('cursor_space', cursorSpace)
+      // A connection that brings no byte for three heartbeats (a node that hangs, a half-open socket) is
+      // dropped and made again; the time the consumer spends on an item does not count.
+      const connection = new AbortController()
+      const signal = options.signal == null ? connection.signal : AbortSignal.any([options.signal, connection.signal])
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const watch = (): void => {
+        clearTimeout(timer)
+        timer = setTimeout(() => {
+          connection.abort(new CairnUnavailableError(`The event stream was silent for ${quietMs} ms: reconnecting`))
+        }, quietMs)
+      }
+      const pause = (): void => {
+        clearTimeout(timer)
+      }
+      let res: Response
+      try {
+        watch()
+        const ep = await this.endpoint()
+        res = await fetch(`${ep.baseUrl}/v1/stream?${query.toString()}`, { headers: { authorization: `Bearer ${ep.token}`, accept: 'text/event-stream' }, signal })
+      } catch (err) {
+        pause()
+        if (options.signal?.aborted === true) throw err
+        failures++
+        retryMs = undefined
+        continue
+      }
+      if (!res.ok) {
+        pause()
+        const error = await apiError(res)
+        if (res.status < 500) throw error
+        failures++
+        continue
+      }
+      const body = res.body!.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            watch()
+            controller.enqueue(chunk)
+          }
+        })
+      )
+      try {
+        for await (const m of readSse(body)) {
+          retryMs = m.retry
+          if (m.event === 'ready') {
+            const ready = JSON.parse(m.data) as { cursor_space: string; heartbeat_ms?: number }
+            cursorSpace = ready.cursor_space
+            if (ready.heartbeat_ms != null) quietMs = 3 * ready.heartbeat_ms + 1000
+            failures = 0
+            watch()
+          } else if (m.event === 'caught-up') {
+            pause()
+            yield { kind: 'caught-up', cursor: (JSON.parse(m.data) as { cursor: number }).cursor, cursorSpace: cursorSpace! }
+            watch()
+          } else if (m.event == null) {
+            const event = JSON.parse(m.data) as CairnEvent<P>
+            after = event.cursor
+            pause()
+            yield { kind: 'event', event, cursor: event.cursor, cursorSpace: cursorSpace! }
+            watch()
+          }
+        }
+      } catch (err) {
+        if (options.signal?.aborted === true) throw err
+      } finally {
+        pause()
+        connection.abort()
+      }
+      // The stream ended or broke (the node stopped): reconnect after the last event yielded.
+      failures++
+    }
+  }
+}

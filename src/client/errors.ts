@@ -1,0 +1,36 @@
+/** One problem with a request, as the node names it. */
+export interface ApiIssue {
+  path: string
+  message: string
+  code: string
+}
+
+/**
+ * The node refused a request: `status` is the HTTP status, `code` the error code (`invalid_request`,
+ * `idempotency_key_reused`, `cursor_beyond_end`, …), `issues` each problem with its path. Branch on `code`.
+ */
+export class CairnApiError extends Error {
+  static name = 'CairnApiError'
+  readonly status: number
+  readonly code: string
+  readonly issues: ApiIssue[]
+  /** for `idempotency_key_reused`: the event first published under the key */
+  readonly eventId?: string
+  constructor(status: number, code: string, message: string, issues: ApiIssue[] = [], eventId?: string) {
+    super(message)
+    this.name = 'CairnApiError'
+    this.status = status
+    this.code = code
+    this.issues = issues
+    this.eventId = eventId
+  }
+}
+
+/** The node could not be reached (not running, restarting, or the connection broke) after every retry. */
+export class CairnUnavailableError extends Error {
+  static name = 'CairnUnavailableError'
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'CairnUnavailableError'
+  }
+}

@@ -1,0 +1,187 @@
+import { describe, expect, test } from 'bun:test'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Subprocess } from 'bun'
+import type * as v from 'valibot'
+import { CairnApiError, CairnClient, type CairnEvent, type EventsPage, type Limits, type PublishInput, type PublishResult } from '../../src/client/mod.ts'
+import type { EventSchema, EventsPageSchema, LimitsSchema } from '../../src/http/schemas.ts'
+import type { PublishRequestSchema, PublishResultSchema } from '../../src/model/publishRequest.ts'
+import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
+import { query } from '../helpers/db.ts'
+
+/** The consumer of docs/api.md, run under Node with the client the package exports (dist/client.mjs). */
+const CONSUMER = join(ROOT, 'examples', 'backend', 'consumer.mjs')
+
+const lines = (file: string): Array<{ event_id: string; cursor: number }> =>
+  existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l))
+    : []
+
+describe('the typed client', () => {
+  test('a consumer on the client survives SIGKILL of itself and of the node: 1,000 events, 0 repeats, 0 missing', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    if (!existsSync(join(ROOT, 'dist', 'client.mjs'))) throw new Error('dist/client.mjs is missing: run npm run build first (npm test does)')
+    const out = join(tmp.path, 'handled.jsonl')
+    let consumer: Subprocess | undefined
+    const startConsumer = (): void => {
+      consumer = Bun.spawn(['node', CONSUMER, node.dir, out, 'test.consume'], { stdout: 'inherit', stderr: 'ignore' })
+    }
+    const producer = new CairnClient({ dataDir: node.dir, attempts: 200, maxDelayMs: 500 })
+    const batch = async (b: number): Promise<unknown> =>
+      await producer.publishBatch(
+        Array.from({ length: 100 }, (_, k) => ({ type: 'test.consume', payload: { i: b * 100 + k } })),
+        { idempotencyKey: `batch-${b}` }
+      )
+    try {
+      startConsumer()
+      for (let b = 0; b < 3; b++) await batch(b)
+      await waitFor('the consumer to handle 200 events', () => lines(out).length >= 200, 60_000)
+      consumer!.kill('SIGKILL')
+      await consumer!.exited
+      for (let b = 3; b < 6; b++) await batch(b)
+      startConsumer()
+      await waitFor('the consumer to handle 500 events', () => lines(out).length >= 500, 60_000)
+      // The node dies with a batch in flight: the producer retries it with the same key once it is back,
+      // at the same address (chosen with port 0 the first time).
+      const address = node.http
+      const inFlight = batch(6)
+      await node.stop('SIGKILL')
+      await node.start()
+      expect(node.http).toBe(address)
+      await inFlight
+      await batch(7)
+      await waitFor('the consumer to handle 700 events', () => lines(out).length >= 700, 60_000)
+      consumer!.kill('SIGKILL')
+      await consumer!.exited
+      await node.stop('SIGKILL')
+      await node.start()
+      startConsumer()
+      for (let b = 8; b < 10; b++) await batch(b)
+      await waitFor('the consumer to handle 1000 events', () => lines(out).length >= 1000, 120_000)
+    } finally {
+      consumer?.kill('SIGKILL')
+    }
+    const handled = lines(out).map((l) => l.event_id)
+    const counts = new Map<string, number>()
+    for (const id of handled) counts.set(id, (counts.get(id) ?? 0) + 1)
+    const repeats = [...counts.values()].filter((n) => n > 1).length
+    const published = query<{ event_id: string }>(node.dir, "SELECT event_id FROM events WHERE type = 'test.consume'").map((r) => r.event_id)
+    const missing = published.filter((id) => !counts.has(id)).length
+    expect({ handled: handled.length, repeats, missing }).toEqual({ handled: 1000, repeats: 0, missing: 0 })
+    // Published once each, however often the producer retried.
+    expect(query<{ n: number }>(node.dir, "SELECT count(*) AS n FROM events WHERE type = 'test.consume'")).toEqual([{ n: 1000 }])
+  }, 300_000)
+
+  test('publish errors are typed with issues; a reused key is a 409 naming the first event; publishBatch splits by bytes and keeps the order', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start(['--max-body-size', '64KiB'])
+    const cairn = new CairnClient({ dataDir: node.dir })
+    const bad = await cairn.publish({ type: 'Not A Type', payload: {} }).catch((e: unknown) => e)
+    expect(bad).toBeInstanceOf(CairnApiError)
+    expect(bad).toMatchObject({ status: 400, code: 'invalid_request', issues: [{ path: 'type', code: 'regex' }] })
+    const first = await cairn.publish({ type: 'test.key', payload: { n: 1 }, event_id: 'order-123' })
+    expect(await cairn.publish({ type: 'test.key', payload: { n: 1 }, event_id: 'order-123' })).toEqual({ ...first, replayed: true })
+    expect(await cairn.publish({ type: 'test.key', payload: { n: 2 }, event_id: 'order-123' }).catch((e: unknown) => e)).toMatchObject({
+      status: 409,
+      code: 'idempotency_key_reused',
+      eventId: first.event_id
+    })
+    // 300 events of about 1 KiB are over 64 KiB: several requests, in order, each event once.
+    const events = Array.from({ length: 300 }, (_, i) => ({ type: 'test.split', payload: { i, pad: 'x'.repeat(1000) } }))
+    const results = await cairn.publishBatch(events, { idempotencyKey: 'split' })
+    expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 300 }, (_, i) => first.seq + 1 + i))
+    expect((await cairn.publishBatch(events, { idempotencyKey: 'split' })).every((r) => r.replayed)).toBe(true)
+    expect(query<{ n: number }>(node.dir, "SELECT count(*) AS n FROM events WHERE type = 'test.split'")).toEqual([{ n: 300 }])
+    // Paged back in order, once processed.
+    await waitFor('the split events processed', async () => (await cairn.events({ types: ['test.split'], limit: 1000 })).events.length === 300)
+    const page = await cairn.events<{ i: number }>({ types: ['test.split'], limit: 5 })
+    expect([page.events.map((e) => e.payload.i), page.has_more]).toEqual([[0, 1, 2, 3, 4], true])
+    const next = await cairn.events<{ i: number }>({ types: ['test.split'], after: page.next_after, limit: 5 })
+    expect(next.events.map((e) => e.payload.i)).toEqual([5, 6, 7, 8, 9])
+  }, 120_000)
+
+  test('the client runs under Deno as it is: publish, then subscribe until the event arrives', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    const script = join(tmp.path, 'deno.ts')
+    writeFileSync(
+      script,
+      `import { CairnClient } from ${JSON.stringify(join(ROOT, 'src/client/mod.ts'))}
+const cairn = new CairnClient({ dataDir: Deno.args[0] })
+const r = await cairn.publish({ type: 'test.deno', payload: { from: 'deno' } })
+const seen = []
+for await (const item of cairn.subscribe({ types: ['test.deno'] })) {
+  if (item.kind !== 'event') continue
+  seen.push(item.event.event_id)
+  if (item.event.event_id === r.event_id) break
+}
+console.log(JSON.stringify(seen))
+`
+    )
+    const proc = Bun.spawn([join(ROOT, 'node_modules', '.bin', 'deno'), 'run', '-A', script, node.dir], { stdout: 'pipe', stderr: 'pipe' })
+    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+    expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' })
+    expect(JSON.parse(stdout)).toHaveLength(1)
+  }, 120_000)
+})
+
+describe('subscribe against a node that goes silent', () => {
+  test('a connection that brings nothing for three heartbeats is dropped and made again, resuming after the last event', async () => {
+    const afters: string[] = []
+    // A node that sends its ready event and one event, then hangs without closing the connection.
+    using server = Bun.serve({
+      hostname: '127.0.0.1',
+      port: 0,
+      fetch: (req) => {
+        afters.push(new URL(req.url).searchParams.get('after') ?? '')
+        const cursor = afters.length
+        const event = { event_id: `e${cursor}`, type: 'test.hang', version: 1, producer: 'p', seq: cursor, hlc: '0', occurred_at: '', payload: {}, cursor, cid: 'c' }
+        const text = `retry: 10\nevent: ready\ndata: {"cursor_space":"${'a'.repeat(32)}","after":0,"heartbeat_ms":100}\n\nid: ${cursor}\ndata: ${JSON.stringify(event)}\n\n`
+        return new Response(
+          new ReadableStream({
+            start(controller) {
+              controller.enqueue(new TextEncoder().encode(text))
+            }
+          }),
+          { headers: { 'content-type': 'text/event-stream' } }
+        )
+      }
+    })
+    const cairn = new CairnClient({ baseUrl: `http://127.0.0.1:${server.port}`, token: 't' })
+    const stop = new AbortController()
+    const seen: number[] = []
+    const consuming = (async () => {
+      for await (const item of cairn.subscribe({ signal: stop.signal })) {
+        if (item.kind === 'event') seen.push(item.cursor)
+        if (seen.length === 3) stop.abort()
+      }
+    })().catch((err: Error) => {
+      if (err.name !== 'AbortError') throw err
+    })
+    await consuming
+    expect({ seen, afters }).toEqual({ seen: [1, 2, 3], afters: ['0', '1', '2'] })
+  }, 30_000)
+})
+
+/** True when two types are the same (each assignable to the other, optional fields included). */
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
+
+describe("the client's types", () => {
+  test('are the types of the schemas the node validates and documents with', () => {
+    const checks: [
+      Same<PublishResult, v.InferOutput<typeof PublishResultSchema>>,
+      Same<Limits, v.InferOutput<typeof LimitsSchema>>,
+      Same<Omit<PublishInput, 'event_id'>, Omit<v.InferInput<typeof PublishRequestSchema>, 'event_id'>>,
+      Same<Omit<CairnEvent, 'payload'>, Omit<v.InferOutput<typeof EventSchema>, 'payload'>>,
+      Same<Omit<EventsPage, 'events'>, Omit<v.InferOutput<typeof EventsPageSchema>, 'events'>>
+    ] = [true, true, true, true, true]
+    expect(checks).toEqual([true, true, true, true, true])
+  })
+})
