@@ -298,7 +298,7 @@ export class Membership {
     if (this.state.applied === 0 && this.init.setting?.has(peer) === true && !this.state.members.has(peer)) {
       throw new ValidationError(
         `Cannot remove ${peer}: it is a member by the static members setting, which owners' changes do not edit. Remove it from the setting on every node and restart them; or, to switch to owners' changes, first cairn members add each member to keep: once a change is made the setting no longer counts, and ${peer} is no member any more`,
-        [`peer_id: ${peer} is a member by the static members setting`]
+        [{ path: 'peer_id', message: `${peer} is a member by the static members setting`, code: 'static_member' }]
       )
     }
     if (typeof peer === 'string' && !this.state.members.has(peer)) {
