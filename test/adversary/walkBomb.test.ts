@@ -11,10 +11,13 @@ async function offer(v: Awaited<ReturnType<typeof victim>>, ...heads: Uint8Array
   await idle
 }
 
-/** An honest producer's head over events 1..n. */
+/**
+ * An honest producer's head over events 1..n. Each seq keeps its event_id from one head to the next (as an
+ * honest outbox does), so the bucket's shards, and the reads the test counts, are the same on every run.
+ */
 async function honest(p: Forger, n: number): Promise<Uint8Array> {
   const files = []
-  for (let seq = 1; seq <= n; seq++) files.push(await eventFile(p, seq))
+  for (let seq = 1; seq <= n; seq++) files.push(await eventFile(p, seq, `0190a000-0000-7000-8000-${seq.toString(16).padStart(12, '0')}`))
   return await headOf(p, n, await honestTree(p, files))
 }
 
