@@ -47,6 +47,13 @@ export const Payload = v.strictObject({
   note: v.optional(v.string())
 })
 
+/**
+ * One row per event: every event is state of its own, so the type declares no \`keys\` and its events follow
+ * plain retention; a node that joins after they were pruned starts from a trusted snapshot (--snapshot-from)
+ * or at the retention horizon. Where rows are state per key (the newest event wins), declare
+ * \`keys: (payload) => [...]\` beside \`apply\`, and housekeeping keeps the newest event of every key for
+ * late joiners (docs/plugins.md, Compaction).
+ */
 export default definePlugin({
   name: '${name}',
   version: '0.1.0',
