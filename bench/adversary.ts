@@ -95,14 +95,19 @@ try {
   const attacked = await phase(a, b, 'attacked')
   await attack
   // The attack landed: B recorded the seq bomb's gap and refused the directory bomb (or the bench says it did not).
-  const status = async (): Promise<{ gaps: Array<{ producer: string; to_seq: number }>; producers: Array<{ producer: string; last_error: string | null }> }> =>
-    (await (await fetch(`http://${b.http}/status`)).json()) as never
+  const status = async (): Promise<{
+    gaps: Array<{ producer: string; to_seq: number }>
+    history: Array<{ producer: string; history_from_seq: number; compacted_seqs: number }>
+    producers: Array<{ producer: string; last_error: string | null }>
+  }> => (await (await fetch(`http://${b.http}/status`)).json()) as never
   const deadline = performance.now() + 30_000
   let landed = { seq: false, dir: false }
   while (performance.now() < deadline) {
     const s = await status()
     landed = {
-      seq: s.gaps.some((g) => g.producer === own.id && g.to_seq === 1e12),
+      // One gap row 2..1e12, whatever its kind: lost (status gaps), or covered (status history) when the
+      // head says its producer prunes plainly only below it, or when B first heard of M at that head.
+      seq: s.gaps.some((g) => g.producer === own.id && g.to_seq === 1e12) || s.history.some((h) => h.producer === own.id && (h.compacted_seqs === 1e12 - 1 || h.history_from_seq === 1e12 + 1)),
       dir: s.producers.some((p) => p.producer === bomber.id && (p.last_error ?? '').includes('repeated_directory'))
     }
     if (landed.seq && landed.dir) break
