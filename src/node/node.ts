@@ -370,9 +370,14 @@ export class CairnNode {
           this.consoleReading(running)
         }, CONSOLE_SAMPLE_MS)
       )
-      // Picks up replay requests written by cairn replay, and retries that came due.
+      // Picks up what another process asked of the plugins in the database (cairn replay, cairn plugins
+      // rebuild): a round runs only when some other connection committed. Retries schedule their own rounds.
+      let dataVersion = opened.store.dataVersion()
       running.timers.push(
         setInterval(() => {
+          const now = opened.store.dataVersion()
+          if (now === dataVersion) return
+          dataVersion = now
           plugins.notify()
         }, 1000)
       )

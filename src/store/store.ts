@@ -79,6 +79,14 @@ export class Store {
     return acks
   }
 
+  /**
+   * @returns SQLite's data_version for this connection: it changes when another connection (a CLI process:
+   * `cairn replay`, `cairn plugins rebuild`) committed to the database, never for this connection's own writes
+   */
+  dataVersion(): number {
+    return this.db.get<{ data_version: number }>('PRAGMA data_version')?.data_version ?? 0
+  }
+
   /** Runs `fn` in one transaction; see SqlDatabase.transaction. */
   transaction<T>(fn: () => T, options?: { durable?: boolean }): T {
     return this.db.transaction(fn, options)
