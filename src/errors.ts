@@ -98,7 +98,6 @@ export class AddressInUseError extends Error {
   }
 }
 
-/** A head that fails to parse or verify, or that is not acceptable; `reason` is the metric label. */
 /** A plugin snapshot that cannot be used: it does not parse, its signature does not verify, or it is not what it claims. */
 export class InvalidSnapshotError extends Error {
   static name = 'InvalidSnapshotError'
@@ -111,6 +110,7 @@ export class InvalidSnapshotError extends Error {
   }
 }
 
+/** A head that fails to parse or verify, or that is not acceptable; `reason` is the metric label. */
 export class InvalidHeadError extends Error {
   static name = 'InvalidHeadError'
   readonly reason: string

@@ -11,16 +11,28 @@ import { inProcessNode, publishForgedTree } from '../helpers/forge.ts'
 import { initDir, tempDir, waitFor } from '../helpers/process.ts'
 import { fakePeerId } from './helpers.ts'
 
+/** Owner a (its node na) and member m (its node nm, bootstrapped to a), m added by a. */
+async function ownerAndMember(parent: string): Promise<{ a: string; mId: string; na: Awaited<ReturnType<typeof inProcessNode>>; nm: Awaited<ReturnType<typeof inProcessNode>> }> {
+  const a = await initDir(parent, 'a')
+  const m = await initDir(parent, 'm', join(a, 'swarm.key'))
+  const mId = (await loadIdentity(m)).peerId.toString()
+  const na = await inProcessNode(a)
+  const nm = await inProcessNode(m, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+  try {
+    await na.members.add({ peer_id: mId, name: 'm' })
+  } catch (err) {
+    await nm.stop()
+    await na.stop()
+    throw err
+  }
+  return { a, mId, na, nm }
+}
+
 describe('forged membership changes', () => {
   test("a member's own cairn.members change is refused where it arrives, quarantined and counted, and changes nothing", async () => {
     using tmp = tempDir()
-    const a = await initDir(tmp.path, 'a')
-    const m = await initDir(tmp.path, 'm', join(a, 'swarm.key'))
-    const mId = (await loadIdentity(m)).peerId.toString()
-    const na = await inProcessNode(a)
-    const nm = await inProcessNode(m, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    const { a, mId, na, nm } = await ownerAndMember(tmp.path)
     try {
-      await na.members.add({ peer_id: mId, name: 'm' })
       const x = fakePeerId(7)
       const forged = {
         event_id: uuidv7(),
@@ -51,13 +63,8 @@ describe('forged membership changes', () => {
 
   test("an event of another type in cairn's reserved namespace is refused where it arrives: it would be kept for ever, past every retention", async () => {
     using tmp = tempDir()
-    const a = await initDir(tmp.path, 'a')
-    const m = await initDir(tmp.path, 'm', join(a, 'swarm.key'))
-    const mId = (await loadIdentity(m)).peerId.toString()
-    const na = await inProcessNode(a)
-    const nm = await inProcessNode(m, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    const { a, mId, na, nm } = await ownerAndMember(tmp.path)
     try {
-      await na.members.add({ peer_id: mId, name: 'm' })
       const squatted = {
         event_id: uuidv7(),
         type: 'cairn.junk',
