@@ -187,7 +187,7 @@ const latencyAt =
       const sent = await publishAtRate(a, count, perSecond)
       await allApplied(b, [...sent.keys()])
       const wall = (performance.now() - t0) / 1000
-      const perEvent = cpuOf([a, b]).map((c, i) => ((c - c0[i] - (idle[i] / 100) * wall) / count) * 1000)
+      const perEvent = cpu ? cpuOf([a, b]).map((c, i) => ((c - c0[i] - (idle[i] / 100) * wall) / count) * 1000) : []
       const cpuFigures: Array<[string, string, 'lower', Figure]> = cpu
         ? [
             ['CPU per event, publisher A (idle subtracted)', 'ms', 'lower', round(perEvent[0], 2)],
