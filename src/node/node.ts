@@ -184,6 +184,9 @@ export class CairnNode {
         datastorePath: opened.datastorePath,
         network: opened.network,
         headsTopic: headsTopic(opened.network),
+        onDatastoreError: (err) => {
+          this.log.warn(`cannot write a peer record to the datastore: ${err.message}`, { reason: 'datastore_write_failed' })
+        },
         onGossipReceived: (topic, what) => {
           if (what === 'received') components.metrics.gossipReceived.inc({ topic })
           else components.metrics.gossipDuplicates.inc({ topic })
