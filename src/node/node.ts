@@ -293,7 +293,7 @@ export class CairnNode {
             const ahead = this.clock.tooFarAhead(head.hlc)
             if (ahead != null) return { relay: false, reason: 'clock_skew', detail: `${head.producer} stamped head ${head.seq} ${Math.round(ahead / 1000)} s ahead of this node's clock` }
             const judged = syncer.judge(head)
-            if (judged.verdict === 'new') return { relay: true }
+            if (judged.verdict === 'new' || judged.verdict === 'late') return { relay: true }
             if (judged.verdict === 'old' && blocks.length > 0) fetcher.offerHinted(blocks)
             return judged.verdict === 'old' ? { relay: false } : { relay: false, reason: judged.reason, detail: judged.detail }
           },
