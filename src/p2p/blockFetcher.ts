@@ -201,7 +201,12 @@ export class BlockFetcher {
     this.wake(cids)
     // Helia keeps its block brokers private; bitswap's is the one that can announce.
     const brokers = (this.init.ipfs as unknown as { blockBrokers?: AnnouncingBroker[] }).blockBrokers ?? []
-    announceWanted(brokers, cids, this.init.ipfs.libp2p.getPeers())
+    // The connections' peers as they are: getPeers() parses every peer id again (it was half of this call).
+    announceWanted(
+      brokers,
+      cids,
+      this.init.ipfs.libp2p.getConnections().map((c) => c.remotePeer)
+    )
   }
 
   /** @returns the peer to ask for batches: the producer when connected, else any peer that speaks the protocol */
