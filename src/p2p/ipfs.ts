@@ -15,6 +15,7 @@ import { FsDatastore } from 'datastore-fs'
 import { noiseOptions } from '../runtime/noiseCrypto.ts'
 import { boundPnetCipherMemory } from './pnetCipher.ts'
 import { PeerRecordCache } from './peerRecords.ts'
+import { lazyYamuxWindowUpdates } from './yamuxWindow.ts'
 
 /** How long a changed peer record may wait in memory (PeerRecordCache). */
 const PEER_RECORDS_FLUSH_MS = 30_000
@@ -63,6 +64,7 @@ export interface IpfsInit {
  */
 export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
   boundPnetCipherMemory()
+  lazyYamuxWindowUpdates()
   const datastore = new PeerRecordCache(new FsDatastore(init.datastorePath), {
     flushMs: PEER_RECORDS_FLUSH_MS,
     maxEntries: PEER_RECORDS_MAX,
