@@ -49,6 +49,7 @@ try {
   let nextSample = start + SAMPLE_S * 1000
   let i = 0
   let failures = 0
+  const failureReasons: string[] = []
   const inflight = new Set<Promise<void>>()
   while (performance.now() < end) {
     const due = start + (i * 1000) / RATE
@@ -60,8 +61,9 @@ try {
     windowIds.push(id)
     const p = node
       .publish(id)
-      .catch(() => {
+      .catch((err: Error) => {
         failures++
+        if (failureReasons.length < 5) failureReasons.push(`${id} on n${(i - 1) % PUBLISHERS}: ${err.message}`)
       })
       .finally(() => {
         inflight.delete(p)
@@ -101,7 +103,7 @@ try {
   const first = samples[0]
   const last = samples.at(-1)
   const summary = [
-    `Soak: 3 nodes, ${RATE} events/s for ${MINUTES} min, retention 5m, housekeeping every 1m; ${i} published, ${failures} publish failures.`,
+    `Soak: 3 nodes, ${RATE} events/s for ${MINUTES} min, retention 5m, housekeeping every 1m; ${i} published, ${failures} publish failures${failureReasons.length > 0 ? ` (${failureReasons.join('; ')})` : ''}.`,
     `Rows per node: ${counts.map((c) => `${c.n} (${c.d} distinct)`).join(', ')}; every node applied every event: ${nodes.every((n) => n.applied.size === i)}.`,
     first != null && last != null
       ? `RSS from the first to the last sample: ${first.rss.map((r, k) => `${r.toFixed(0)} → ${last.rss[k].toFixed(0)} MiB`).join(', ')}; fds: ${first.fds.map((f, k) => `${f} → ${last.fds[k]}`).join(', ')}.`
