@@ -13,7 +13,7 @@ import { trace } from '../log/trace.ts'
 import { batchKey, checkBatch, checkRequest, replayOf, type CheckedRequest, type PublishedUnderKey, type PublishValidator, type RequestChecks } from './request.ts'
 import { CommitQueue, type Pending } from './queue.ts'
 import { OutboxTree, type TreeChange } from './tree.ts'
-import { markBlocksDurable } from './recover.ts'
+import { blocksDurableThrough, markBlocksDurable } from './recover.ts'
 
 /**
  * How long the blocks of a commit may wait for blocks.db's sync. A commit's own durable transaction is
@@ -87,6 +87,8 @@ export class Outbox {
       validate: init.validate,
       published: (key) => this.published(key)
     }
+    // Without a record, every block was written by a version that synced each commit (or by none yet).
+    if (blocksDurableThrough(components.store) == null) markBlocksDurable(components.store, this.seq)
     const own = components.store.producers.get(components.self)
     this.lastHead = own?.head_message ?? undefined
     this.lastAcks = own?.acks ?? ''

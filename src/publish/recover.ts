@@ -127,9 +127,18 @@ export async function checkOutboxBlocks(store: Store, blocks: SqliteBlockstore, 
   for (const day of new Set([...buckets.keys()].map((b) => b.slice(0, 10)))) {
     const stored = dirs.get(day)
     if (stored == null) lose({ what: `day ${day}`, cid: '' }, 'outbox_dirs has no row for it')
-    else await plain(day, stored.cid, entries((p) => p.startsWith(`${day}/`)))
+    else
+      await plain(
+        day,
+        stored.cid,
+        entries((p) => p.startsWith(`${day}/`))
+      )
   }
-  await plain('', root.cid, entries((p) => !p.includes('/')))
+  await plain(
+    '',
+    root.cid,
+    entries((p) => !p.includes('/'))
+  )
   return result
 }
 

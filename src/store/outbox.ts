@@ -72,10 +72,9 @@ export class OutboxTable {
 
   /** @returns the unpruned files after `seq`, by seq */
   unprunedAfter(seq: number): Array<{ seq: number; bucket: string; name: string; cid: string; size: number }> {
-    return this.db.all<{ seq: number; bucket: string; name: string; cid: string; size: number }>(
-      'SELECT seq, bucket, name, cid, size FROM outbox WHERE seq > ? AND pruned_at IS NULL ORDER BY seq',
-      [seq]
-    )
+    return this.db.all<{ seq: number; bucket: string; name: string; cid: string; size: number }>('SELECT seq, bucket, name, cid, size FROM outbox WHERE seq > ? AND pruned_at IS NULL ORDER BY seq', [
+      seq
+    ])
   }
 
   /** @returns how many unpruned files an hour bucket holds */

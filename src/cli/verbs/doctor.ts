@@ -133,7 +133,9 @@ export const doctorVerb = defineVerb({
             if (repair.lost.length > 0) return `${problem}; cannot be rebuilt from cairn.db: ${repair.lost.map((l) => `${l.what}: ${l.reason}`).join('; ')}`
             const rebuilt = new Map(repair.rebuilt.map((x) => [x.cid.toString(), x.bytes]))
             if (repair.rebuilt.length > 0 && missingUnder(b, root, 1, rebuilt).length === 0) {
-              return { fine: `${repair.rebuilt.length} block(s) of the commits after seq ${repair.durableThrough} were lost before blocks.db synced them (a power cut); cairn run rebuilds them from cairn.db when it starts` }
+              return {
+                fine: `${repair.rebuilt.length} block(s) of the commits after seq ${repair.durableThrough} were lost before blocks.db synced them (a power cut); cairn run rebuilds them from cairn.db when it starts`
+              }
             }
             return `${problem}, not only of the commits after seq ${repair.durableThrough} that a start rebuilds from cairn.db`
           },
@@ -143,7 +145,8 @@ export const doctorVerb = defineVerb({
           'synced trees',
           () => {
             const broken: string[] = []
-            for (const r of d.producers.syncedRoots()) {
+            // The own tree is the check above's.
+            for (const r of d.producers.syncedRoots().filter((r) => r.producer !== self)) {
               if (missingUnder(b, r.root, 1).length > 0) broken.push(r.producer)
             }
             return broken.length === 0 ? undefined : `blocks missing under the synced trees of ${broken.join(', ')}`
