@@ -309,8 +309,8 @@ export class Outbox {
   syncBlocks(): void {
     clearTimeout(this.syncTimer)
     this.syncTimer = undefined
-    const seq = this.seq
     try {
+      const seq = this.seq
       this.components.blocks.sync()
       markBlocksDurable(this.components.store, seq)
     } catch (err) {
