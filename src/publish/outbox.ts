@@ -49,7 +49,8 @@ type Request = Pending<CheckedRequest, PublishResult>
 /**
  * This node's outbox: the only subtree it writes. Publishes are group-committed: every request that
  * arrives while one commit is being written goes into the next one, which makes one new root and one head.
- * A publish resolves only after its file, the new directories and the head are durable. Each commit
+ * A publish resolves only after its file and the new directories are written and the head, with the rows
+ * they are rebuilt from after a power cut (recover.ts), is durable: one fsync per commit. Each commit
  * dispatches 'outbox:committed'; a prune that changes the tree dispatches 'outbox:pruned'.
  */
 export class Outbox {
