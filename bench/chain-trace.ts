@@ -1,10 +1,12 @@
 /**
  * Where the scale workload's late events wait: ten nodes of the built binary in a chain of bootstraps,
- * all with `CAIRN_TRACE=1`, 100 events at 20/s from the first. For the first few events that reach
- * some node 2 s or more after publishing, prints when each node applied it, verified its hint, and
- * accepted the first head that covers it (ms after the publish request).
+ * all with `CAIRN_TRACE=1`, EVENTS=100 events at RATE=20/s from the first. Prints each node's median and
+ * p95 latency, and for the first few events that reach some node LATE_MS=2000 ms or more after
+ * publishing, when each node applied it, verified its hint, and accepted the first head that covers
+ * it (ms after the publish request).
  *
  *   bun bench/chain-trace.ts
+ *   EVENTS=500 RATE=100 LATE_MS=200 bun bench/chain-trace.ts
  *   DUMP=/tmp/chain bun bench/chain-trace.ts   # also writes node-<k>.log (its stderr) and sent.txt there
  */
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -14,8 +16,9 @@ import { epochNow, startCairnChain, traceMarks, type CairnNode } from './nodes.t
 
 const COUNT = 10
 const WARM = 10
-const EVENTS = 100
-const LATE_MS = 2000
+const EVENTS = Number(process.env.EVENTS ?? 100)
+const RATE = Number(process.env.RATE ?? 20)
+const LATE_MS = Number(process.env.LATE_MS ?? 2000)
 const SHOWN = 6
 
 const dir = mkdtempSync(join(tmpdir(), 'cairn-bench-chain-'))
@@ -31,10 +34,12 @@ try {
     }
   })
   const sent: number[] = []
+  const start = epochNow()
   for (let i = 0; i < EVENTS; i++) {
+    const wait = start + (i * 1000) / RATE - epochNow()
+    if (wait > 1) await Bun.sleep(wait)
     sent.push(epochNow())
     void nodes[0].publish(`e${i}`)
-    await Bun.sleep(50)
   }
   for (const m of seen) while (m.size < EVENTS) await Bun.sleep(20)
   // stop() returns once a node's stderr, with its marks, is read whole
@@ -46,6 +51,11 @@ try {
     // every node's stderr, and when each event was sent, for a closer look at one run
     for (const [k, n] of nodes.entries()) await Bun.write(join(dump, `node-${k}.log`), n.stderr)
     await Bun.write(join(dump, 'sent.txt'), sent.map((t, i) => `${WARM + 1 + i} ${t.toFixed(3)}`).join('\n') + '\n')
+  }
+  const quantile = (xs: number[], q: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]
+  for (const [k, m] of seen.entries()) {
+    const ms = sent.map((t, i) => m.get(`e${i}`)! - t)
+    console.log(`node ${k}: p50 ${quantile(ms, 0.5).toFixed(1)} ms, p95 ${quantile(ms, 0.95).toFixed(1)} ms`)
   }
   let late = 0
   for (let i = 0; i < EVENTS; i++) {

@@ -192,6 +192,9 @@ export class CairnNode {
         datastorePath: opened.datastorePath,
         network: opened.network,
         headsTopic: headsTopic(opened.network),
+        onDatastoreError: (err) => {
+          this.log.warn(`cannot write a peer record to the datastore: ${err.message}`, { reason: 'datastore_write_failed' })
+        },
         onGossipReceived: (topic, what) => {
           if (what === 'received') components.metrics.gossipReceived.inc({ topic })
           else components.metrics.gossipDuplicates.inc({ topic })
@@ -298,7 +301,7 @@ export class CairnNode {
             const ahead = this.clock.tooFarAhead(head.hlc)
             if (ahead != null) return { relay: false, reason: 'clock_skew', detail: `${head.producer} stamped head ${head.seq} ${Math.round(ahead / 1000)} s ahead of this node's clock` }
             const judged = syncer.judge(head)
-            if (judged.verdict === 'new') return { relay: true }
+            if (judged.verdict === 'new' || judged.verdict === 'late') return { relay: true }
             if (judged.verdict === 'old' && blocks.length > 0) fetcher.offerHinted(blocks)
             return judged.verdict === 'old' ? { relay: false } : { relay: false, reason: judged.reason, detail: judged.detail }
           },

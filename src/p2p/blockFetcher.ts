@@ -2,6 +2,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { Components } from '../node/components.ts'
 import { collect } from '../store/blockstore.ts'
+import { trace } from '../log/trace.ts'
 import { pooledMap } from '../util/pool.ts'
 import { announceWanted, type AnnouncingBroker } from './announce.ts'
 import { MAX_BATCH, type BlockExchange } from './blockExchange.ts'
@@ -57,6 +58,7 @@ export class BlockFetcher {
     if (local != null) return local
     // The block may come by another path while bitswap looks for it: a hint that arrived out of order
     // carries it, or a bulk batch. Its arrival ends the fetch.
+    trace('walk.fetch_network')
     const arrived = new AbortController()
     const wake = (): void => {
       arrived.abort()
@@ -92,6 +94,8 @@ export class BlockFetcher {
       else missing.push(cid)
     }
     options.onBlocks(out.size)
+    if (missing.length === 0) return out
+    trace('walk.fetch_bulk', missing.length)
     const peer = await this.bulkPeer(producer)
     if (peer == null) return out
     const batches: CID[][] = []
@@ -197,7 +201,12 @@ export class BlockFetcher {
     this.wake(cids)
     // Helia keeps its block brokers private; bitswap's is the one that can announce.
     const brokers = (this.init.ipfs as unknown as { blockBrokers?: AnnouncingBroker[] }).blockBrokers ?? []
-    announceWanted(brokers, cids, this.init.ipfs.libp2p.getPeers())
+    // The connections' peers as they are: getPeers() parses every peer id again (it was half of this call).
+    announceWanted(
+      brokers,
+      cids,
+      this.init.ipfs.libp2p.getConnections().map((c) => c.remotePeer)
+    )
   }
 
   /** @returns the peer to ask for batches: the producer when connected, else any peer that speaks the protocol */

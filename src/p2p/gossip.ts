@@ -35,8 +35,8 @@ export function headsTopic(network: string): string {
  * truth. Before gossipsub relays a hint, once the sending peer's rate limit lets it through, the validator
  * checks its size and carried-block budget (Ignore when over), its signature and blocks (Reject when bad:
  * the sender is penalised) and whether it is news (Ignore for an old head, a non-member's, or one producer
- * too many): only a hint that moves a member's head forward travels on. The check's result is reused when
- * the hint is applied.
+ * too many): only a hint that moves a member's head forward, or one that came out of order but is still
+ * ahead of what this node processed, travels on. The check's result is reused when the hint is applied.
  */
 export class HeadGossip {
   private readonly init: HeadGossipInit

@@ -12,8 +12,8 @@ export interface HeadIntakeInit {
   /** without a members list, the most producers tracked; heads of further producers are refused */
   maxProducers?: number
   /**
-   * receives the blocks a new head's message carried (already checked against their CIDs), to hold in
-   * memory only: they are stored when the walk of that head's root reaches them, never before
+   * receives the blocks a new or late head's message carried (already checked against their CIDs), to
+   * hold in memory only: they are stored when a walk of an accepted root reaches them, never before
    */
   keepBlocks?: (blocks: Array<{ cid: CID; bytes: Uint8Array }>) => void
   /** receives the blocks an old head's message carried: only those a walk is waiting for may be used */
@@ -23,12 +23,17 @@ export interface HeadIntakeInit {
 /** What head intake reads and writes. */
 export type HeadIntakeComponents = Pick<Components, 'self' | 'store' | 'clock' | 'metrics' | 'events'>
 
-/** What a verified head is to this node: news, nothing new, or refused (with the reason's metric label). */
-export type HeadVerdict = { verdict: 'new' } | { verdict: 'old' } | { verdict: 'refused'; reason: string; detail: string }
+/**
+ * What a verified head is to this node: news; late (older than the head it has, newer than what it
+ * processed: the walk to come still needs the files of its commit); nothing new; or refused (with the
+ * reason's metric label).
+ */
+export type HeadVerdict = { verdict: 'new' } | { verdict: 'late' } | { verdict: 'old' } | { verdict: 'refused'; reason: string; detail: string }
 
 /**
- * Judges a verified head without changing anything: the gossip validator relays only what this returns
- * 'new' for, and intake persists only that.
+ * Judges a verified head without changing anything: the gossip validator relays what this returns 'new'
+ * or 'late' for (hints of one producer can arrive out of order, and a late one carries blocks that the
+ * nodes after this one need as much as this one does), and intake persists only 'new' heads.
  */
 export function judgeHead(head: Head, init: HeadIntakeInit, components: Pick<Components, 'self' | 'store'>): HeadVerdict {
   if (head.producer === components.self) return { verdict: 'old' }
@@ -52,15 +57,17 @@ export function judgeHead(head: Head, init: HeadIntakeInit, components: Pick<Com
     }
     return { verdict: 'new' }
   }
-  if (head.seq < known.head_seq || (known.head_hlc != null && head.hlc <= known.head_hlc)) return { verdict: 'old' }
+  if (head.seq < known.head_seq || (known.head_hlc != null && head.hlc <= known.head_hlc)) {
+    return head.seq < known.head_seq && head.seq > known.processed_seq ? { verdict: 'late' } : { verdict: 'old' }
+  }
   return { verdict: 'new' }
 }
 
 /**
  * Verifies a signed head and, when it moves its producer's head forward, persists it, counts it and
  * dispatches 'head:accepted'. Heads of this node itself are never news. Blocks the message carried are
- * never written here: a new head's go to memory for the walk (which stores those its root reaches), an
- * old head's only to a walk already waiting for them.
+ * never written here: a new or late head's go to memory for the walk (which stores those its root
+ * reaches), an old head's only to a walk already waiting for them.
  *
  * @returns the head when it is news, undefined when it changed nothing
  * @throws InvalidHeadError when it does not verify, is from a non-member, or from one producer too many
@@ -69,6 +76,11 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
   const { head, signed, blocks } = await verifyHeadMessage(bytes)
   const judged = judgeHead(head, init, components)
   if (judged.verdict === 'refused') throw new InvalidHeadError(judged.reason, judged.detail, head.producer)
+  if (judged.verdict === 'late') {
+    // The newer head is stored already; the walk to it reads this commit's files, and gets them from here.
+    if (blocks.length > 0) init.keepBlocks?.(blocks)
+    return undefined
+  }
   if (judged.verdict === 'old') {
     if (blocks.length > 0 && head.producer !== components.self) init.offerBlocks?.(blocks)
     return undefined

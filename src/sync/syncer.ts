@@ -192,6 +192,7 @@ export class Syncer {
     }
     const root = CID.parse(row.head_root)
     log.debug(`walking ${producer} to seq ${row.head_seq} (processed ${row.processed_seq})`, { producer })
+    trace('walk.started', row.head_seq)
     const fetcher: WalkFetcher = {
       producer,
       getBlock: this.init.getBlock,
