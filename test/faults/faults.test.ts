@@ -114,6 +114,33 @@ describe('faults', () => {
     })
   })
 
+  test('a lost block of the last commits that cairn.db cannot rebuild stops the start with one line naming it, and cairn doctor says the same', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    await a.start()
+    await publishMany(a, 20, (i) => ({ type: 'test.unrebuildable', payload: { i } }))
+    await a.stop('SIGKILL')
+    const last = query<{ seq: number; cid: string }>(a.dir, 'SELECT seq, cid FROM outbox ORDER BY seq DESC LIMIT 1')[0]
+    for (const f of ['blocks.db-wal', 'blocks.db-shm']) rmSync(join(a.dir, f), { force: true })
+    // The last file lost with the WAL (it is, unless the once-a-second sync ran between the last commit and the kill: then as if it had not) ...
+    const blocksDb = new Database(join(a.dir, 'blocks.db'))
+    blocksDb.run('DELETE FROM blocks WHERE cid = ?', [last.cid])
+    blocksDb.close()
+    // ... and its events row gone, as events-retention could have done.
+    const db = new Database(join(a.dir, 'cairn.db'))
+    db.run('DELETE FROM events WHERE seq = ?', [last.seq])
+    db.run("UPDATE meta SET value = min(CAST(value AS INTEGER), ?) WHERE key = 'outbox_blocks_durable_through'", [last.seq - 1])
+    db.close()
+    const run = await cairn(['run', '--data', a.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toContain(`Cannot start: the own outbox tree of head seq ${last.seq} misses`)
+    expect(run.stderr).toContain(`file of seq ${last.seq} (${last.cid}): its events row is gone`)
+    expect(run.stderr).not.toContain('    at ')
+    const doctor = await cairn(['doctor', '--data', a.dir])
+    expect(doctor.stdout).toContain('FAIL  outbox blocks')
+    expect(doctor.stdout).toContain(`cannot be rebuilt from cairn.db: file of seq ${last.seq}: its events row is gone`)
+  })
+
   test('consumer SIGKILLed again and again during an ingest ends with exactly N rows, each applied once', async () => {
     const n = 1000 * SCALE
     using tmp = tempDir()
