@@ -40,13 +40,14 @@ try {
 
   const onA = traceMarks(a.stderr)
   const onB = traceMarks(b.stderr)
-  /** the first mark of `stage` for `seq` (or with no seq, the first at or after `after`) */
+  /** the first mark of `stage` (or of one of `a|b`) for `seq` (or with no seq, the first at or after `after`) */
   const find = (list: TraceMark[], stage: string, seq: number, after: number | undefined): number | undefined =>
-    list.find((m) => m.stage === stage && (m.seq === seq || (m.seq == null && after != null && m.at >= after)))?.at
+    list.find((m) => stage.split('|').includes(m.stage) && (m.seq === seq || (m.seq == null && after != null && m.at >= after)))?.at
   const stages: Array<[string, TraceMark[]]> = [
     ['publish.received', onA],
     ['commit.started', onA],
-    ['commit.blocks_durable', onA],
+    // commit.blocks_durable in builds that synced blocks.db on every commit
+    ['commit.blocks_written|commit.blocks_durable', onA],
     ['commit.head_durable', onA],
     ['commit.announced', onA],
     ['hint.validating', onB],

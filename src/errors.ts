@@ -142,6 +142,20 @@ export class ShardUnreadableError extends Error {
   }
 }
 
+/**
+ * The own outbox tree that the head points at misses blocks that cannot be rebuilt from cairn.db; the node
+ * refuses to start rather than serve or announce that head. `lost` names each block and why.
+ */
+export class OutboxBlocksLostError extends Error {
+  static name = 'OutboxBlocksLostError'
+  readonly lost: ReadonlyArray<{ what: string; cid: string; reason: string }>
+  constructor(message: string, lost: ReadonlyArray<{ what: string; cid: string; reason: string }>) {
+    super(message)
+    this.name = 'OutboxBlocksLostError'
+    this.lost = lost
+  }
+}
+
 /** A plugin cannot be loaded or started; the message names the plugin, its file and the problem. */
 export class PluginLoadError extends Error {
   static name = 'PluginLoadError'

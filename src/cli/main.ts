@@ -43,6 +43,7 @@ const EXPECTED = new Set([
   'ConfigError',
   'DataDirError',
   'DataDirBusyError',
+  'OutboxBlocksLostError',
   'NotRunningError',
   'ValidationError',
   'AddressInUseError',

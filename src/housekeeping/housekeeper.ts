@@ -110,7 +110,12 @@ export class Housekeeper {
       const gc = collectGarbage(store, blocks, [bus])
       result.blocks_deleted = gc.blocks
       result.reclaimed_bytes = gc.bytes
-      if (this.init.eventsRetention != null) result.events_deleted = store.events.deleteProcessedBefore(now - this.init.eventsRetention)
+      if (this.init.eventsRetention != null) {
+        // The start rebuilds lost blocks of the last commits from their events rows: blocks.db is synced
+        // before any row can go, so no row is needed for a block that a power cut may still take.
+        this.init.outbox.syncBlocks()
+        result.events_deleted = store.events.deleteProcessedBefore(now - this.init.eventsRetention)
+      }
     } catch (err) {
       result.error = (err as Error).message
     }

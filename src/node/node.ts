@@ -161,6 +161,14 @@ export class CairnNode {
       throw err
     })
     const self = opened.peerId.toString()
+    if (opened.recovered.rebuilt > 0) {
+      this.log.warn(
+        `rebuilt ${opened.recovered.rebuilt} block(s) of the own outbox tree that the commits after seq ${opened.recovered.after} had written (lost by a power cut or a crash of the machine) from cairn.db`,
+        {
+          reason: 'outbox_blocks_rebuilt'
+        }
+      )
+    }
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
     const { access } = opened
     let membership: Membership | undefined

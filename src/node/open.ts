@@ -10,6 +10,7 @@ import { networkId } from '../datadir/swarmKey.ts'
 import { DataDirError, UsageError } from '../errors.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
 import { Store } from '../store/store.ts'
+import { recoverOutboxBlocks } from '../publish/recover.ts'
 
 const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|::1)$/
 
@@ -30,16 +31,20 @@ export interface OpenedDataDir {
   access: AccessRules
   store: Store
   blocks: SqliteBlockstore
+  /** the blocks of the own tree that the start rebuilt from cairn.db (lost by a power cut), and after which seq */
+  recovered: { rebuilt: number; after: number }
   /** closes both databases and releases the data directory's lock */
   close: () => void
 }
 
 /**
  * Checks the settings a node cannot start without, locks the data directory and opens what is in it:
- * identity, swarm key, API token, access rules, `cairn.db` and `blocks.db`.
+ * identity, swarm key, API token, access rules, `cairn.db` and `blocks.db`; then makes sure blocks.db holds
+ * the blocks of the own head's tree that the last commits wrote, rebuilding them from cairn.db if needed.
  *
  * @throws UsageError for a non-loopback --http without --force-http or a bad multiaddr; ConfigError for bad
- * access rules; DataDirError for a missing or damaged data directory; DataDirBusyError when another node holds it
+ * access rules; DataDirError for a missing or damaged data directory; DataDirBusyError when another node holds it;
+ * OutboxBlocksLostError when blocks of the own tree are missing and cannot be rebuilt
  */
 export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
   if (!isLoopback(config.http.host) && !config.forceHttp) {
@@ -68,7 +73,7 @@ export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
     } catch (err) {
       throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}; the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)`)
     }
-    let blocks: SqliteBlockstore
+    let blocks: SqliteBlockstore | undefined
     try {
       blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
       blocks.check()
@@ -77,9 +82,14 @@ export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
         `Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`
       )
     }
+    const recovered = await recoverOutboxBlocks(store, blocks, peerId.toString()).catch((err: unknown) => {
+      blocks?.db.close()
+      throw err
+    })
     // After the databases opened, so that their -wal and -shm files exist and are tightened too.
     tightenModes(config.data)
     const opened = store
+    const openedBlocks = blocks
     return {
       privateKey,
       peerId,
@@ -89,9 +99,10 @@ export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
       datastorePath: paths.datastore,
       access,
       store: opened,
-      blocks,
+      blocks: openedBlocks,
+      recovered,
       close: () => {
-        blocks.db.close()
+        openedBlocks.db.close()
         opened.close()
         release()
       }

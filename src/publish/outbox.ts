@@ -13,6 +13,14 @@ import { trace } from '../log/trace.ts'
 import { batchKey, checkBatch, checkRequest, replayOf, type CheckedRequest, type PublishedUnderKey, type PublishValidator, type RequestChecks } from './request.ts'
 import { CommitQueue, type Pending } from './queue.ts'
 import { OutboxTree, type TreeChange } from './tree.ts'
+import { blocksDurableThrough, markBlocksDurable } from './recover.ts'
+
+/**
+ * How long the blocks of a commit may wait for blocks.db's sync. A commit's own durable transaction is
+ * cairn.db's; what a power cut takes of blocks.db before this sync is rebuilt from cairn.db at the next
+ * start (recover.ts), so the interval bounds only that rebuild, never what survives.
+ */
+const BLOCKS_SYNC_MS = 1000
 
 /** How this node publishes. */
 export interface OutboxInit {
@@ -41,7 +49,8 @@ type Request = Pending<CheckedRequest, PublishResult>
 /**
  * This node's outbox: the only subtree it writes. Publishes are group-committed: every request that
  * arrives while one commit is being written goes into the next one, which makes one new root and one head.
- * A publish resolves only after its file, the new directories and the head are durable. Each commit
+ * A publish resolves only after its file and the new directories are written and the head, with the rows
+ * they are rebuilt from after a power cut (recover.ts), is durable: one fsync per commit. Each commit
  * dispatches 'outbox:committed'; a prune that changes the tree dispatches 'outbox:pruned'.
  */
 export class Outbox {
@@ -55,6 +64,8 @@ export class Outbox {
   private lastAcks = ''
   /** files compacted out of the tree so far, as the heads say (read from the outbox table once) */
   private compactedFiles: number | undefined
+  /** the pending sync of blocks.db, while commits wrote blocks that it has not synced */
+  private syncTimer: ReturnType<typeof setTimeout> | undefined
 
   constructor(components: OutboxComponents, init: OutboxInit) {
     this.components = components
@@ -77,6 +88,8 @@ export class Outbox {
       validate: init.validate,
       published: (key) => this.published(key)
     }
+    // Without a record, every block was written by a version that synced each commit (or by none yet).
+    if (blocksDurableThrough(components.store) == null) markBlocksDurable(components.store, this.seq)
     const own = components.store.producers.get(components.self)
     this.lastHead = own?.head_message ?? undefined
     this.lastAcks = own?.acks ?? ''
@@ -91,6 +104,8 @@ export class Outbox {
     if (this.status === 'stopped') return
     this.status = 'stopping'
     await this.flush()
+    // A clean stop leaves nothing for the next start to check.
+    this.syncBlocks()
     this.status = 'stopped'
   }
 
@@ -229,9 +244,11 @@ export class Outbox {
     const additions = new Map<string, DirEntry[]>()
     for (const a of accepted) additions.set(a.bucket, [...(additions.get(a.bucket) ?? []), { name: a.name, cid: a.block.cid, size: a.block.bytes.length }])
     const tree = await this.tree.build(additions, new Map())
-    // Blocks first, so that no head ever points at a block that is not on disk.
-    this.putBlocks([...accepted.map((a) => a.block), ...tree.blocks])
-    trace('commit.blocks_durable', seq)
+    // Blocks first, without a sync of their own: a power cut may take them with the head surviving, and
+    // the next start rebuilds them from cairn.db (recover.ts) before it serves or announces the head.
+    // Only the names added here got new shards, which is what that check reads; a rebuilt bucket did not.
+    this.putBlocks([...accepted.map((a) => a.block), ...tree.blocks], tree.rebuilt === true)
+    trace('commit.blocks_written', seq)
     const receivedAt = Date.now()
     // The head, the outbox rows and the events rows commit in one durable transaction.
     await this.writeHead(seq, tree, () => {
@@ -252,6 +269,7 @@ export class Outbox {
       }
     })
     trace('commit.head_durable', seq)
+    this.scheduleSync()
 
     for (const a of accepted) a.p.resolve({ event_id: a.envelope.event_id, seq: a.envelope.seq, cid: a.block.cid.toString(), replayed: false })
     settleDuplicates()
@@ -260,15 +278,46 @@ export class Outbox {
     this.components.events.safeDispatchEvent('outbox:committed', { detail: { head: this.lastHead!, events, blocks: [...accepted.map((a) => a.block), ...tree.blocks] } })
   }
 
-  /** Writes blocks in one durable transaction. */
-  private putBlocks(blocks: readonly Block[]): void {
+  /**
+   * Writes blocks in one transaction; `durable` syncs it, and with it every block written before, so that
+   * every commit so far counts as durable.
+   */
+  private putBlocks(blocks: readonly Block[], durable: boolean): void {
+    if (blocks.length === 0) return
     const store = this.components.blocks
     store.db.transaction(
       () => {
         for (const b of blocks) store.putSync(b.cid, b.bytes)
       },
-      { durable: true }
+      { durable }
     )
+    if (durable) markBlocksDurable(this.components.store, this.seq)
+  }
+
+  private scheduleSync(): void {
+    if (this.syncTimer != null) return
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined
+      this.syncBlocks()
+    }, BLOCKS_SYNC_MS)
+    this.syncTimer.unref?.()
+  }
+
+  /**
+   * Syncs blocks.db and records every commit so far as durable, so that the next start checks only the
+   * commits after. Synchronous: no commit's blocks can be written between the sync and the record.
+   */
+  syncBlocks(): void {
+    clearTimeout(this.syncTimer)
+    this.syncTimer = undefined
+    try {
+      const seq = this.seq
+      this.components.blocks.sync()
+      markBlocksDurable(this.components.store, seq)
+    } catch (err) {
+      // Nothing is at risk: the commits stay recorded as unsynced (the next commit tries again), and the next start checks them.
+      this.components.log.warn(`cannot sync blocks.db: ${(err as Error).message}`, { reason: 'blocks_sync_failed' })
+    }
   }
 
   /** Signs a head for `tree` and commits it with the outbox directories and `extra` writes, in one transaction. */
@@ -311,7 +360,7 @@ export class Outbox {
       const root = this.tree.root
       // A node that never published still heads an empty outbox, so that its acks reach the producers.
       const tree = root != null ? { root: root.cid, blocks: [], updates: new Map() } : await this.tree.build(new Map(), new Map())
-      this.putBlocks(tree.blocks)
+      this.putBlocks(tree.blocks, true)
       await this.writeHead(seq, tree, () => {})
       return this.lastHead
     })
@@ -333,7 +382,8 @@ export class Outbox {
       const dir = await directoryBlock(files)
       try {
         const tree = await this.tree.build(new Map(), new Map(), new Map([[SNAPSHOTS_DIR, { name: SNAPSHOTS_DIR, cid: dir.cid, size: dir.size }]]))
-        this.putBlocks([file, dir, ...tree.blocks])
+        // A snapshot file cannot be rebuilt from cairn.db: synced before the head that points at it.
+        this.putBlocks([file, dir, ...tree.blocks], true)
         await this.writeHead(this.seq, tree, () => {
           store.snapshots.putOwn(plugin, file.cid.toString(), bytes.length, vector, Date.now())
         })
@@ -369,7 +419,8 @@ export class Outbox {
       if (rows.length === 0) return { removed: 0 }
       try {
         const tree = await this.tree.build(new Map(), removals)
-        this.putBlocks(tree.blocks)
+        // A removal changes shards the startup check does not read: synced before the head.
+        this.putBlocks(tree.blocks, true)
         const plain = rows.filter((r) => !compacted.has(r.seq)).reduce((m, r) => Math.max(m, r.seq), 0)
         await this.writeHead(
           this.seq,

@@ -12,6 +12,8 @@ export interface TreeChange {
   blocks: Block[]
   /** outbox_dirs changes: path → new entry, or null when it went away */
   updates: Map<string, DirEntry | null>
+  /** whether a bucket was built again from the outbox table: its shards are new off the paths of the names changed */
+  rebuilt?: boolean
 }
 
 /** How many hour buckets stay open: commits touch the current hour. */
@@ -50,6 +52,7 @@ export class OutboxTree {
    */
   async build(additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>, rootEntries: ReadonlyMap<string, DirEntry> = new Map()): Promise<TreeChange> {
     const blocks: Block[] = []
+    let rebuilt = false
     const updates = new Map<string, DirEntry | null>(rootEntries)
     const touchedDays = new Set<string>()
     for (const bucket of new Set([...additions.keys(), ...removals.keys()])) {
@@ -67,6 +70,7 @@ export class OutboxTree {
         // older version wrote with another fanout): build it again from the outbox table.
         this.log.warn(`rebuilding outbox bucket ${bucket} from the outbox table: ${err.message}`)
         dir = change(this.bucketDir(bucket, true))
+        rebuilt = true
       }
       touchedDays.add(bucket.slice(0, 10))
       if (dir.size === 0) {
@@ -99,7 +103,7 @@ export class OutboxTree {
     const root = await directoryBlock(days)
     blocks.push(root)
     updates.set('', { name: '', cid: root.cid, size: root.size })
-    return { root: root.cid, blocks, updates }
+    return { root: root.cid, blocks, updates, rebuilt }
   }
 
   /** Takes a change that is now durable as the tree. */

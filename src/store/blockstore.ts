@@ -129,6 +129,24 @@ export class SqliteBlockstore implements Blockstore {
     })
   }
 
+  /**
+   * Makes every block written so far durable, whether its transaction was durable or not (WAL frames
+   * reach the disk in order, so one sync covers all earlier transactions). A passive checkpoint syncs the
+   * WAL before it copies it into the database file (synchronous = NORMAL); when a reader in another
+   * process keeps it from copying everything, a durable write syncs the WAL instead.
+   */
+  sync(): void {
+    const r = this.db.get<{ log: number; checkpointed: number }>('PRAGMA wal_checkpoint(PASSIVE)')
+    if (r == null || r.checkpointed === r.log) return
+    this.db.transaction(
+      () => {
+        const v = this.db.get<{ user_version: number }>('PRAGMA user_version')?.user_version ?? 0
+        this.db.exec(`PRAGMA user_version = ${(v + 1) % 0x7fffffff}`)
+      },
+      { durable: true }
+    )
+  }
+
   /** Gives the pages of deleted blocks back to the file system and empties the WAL. */
   compact(): void {
     this.db.exec('PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE)')

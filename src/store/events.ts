@@ -117,6 +117,11 @@ export class EventsTable {
     return this.db.get<EventRow>('SELECT * FROM events WHERE event_id = ? ORDER BY cursor LIMIT 1', [eventId])
   }
 
+  /** @returns `producer`'s rows after `seq`, by seq */
+  ofProducerAfter(producer: string, seq: number): EventRow[] {
+    return this.db.all<EventRow>('SELECT * FROM events WHERE producer = ? AND seq > ? ORDER BY seq', [producer, seq])
+  }
+
   /** @returns rows in cursor order that match `q` */
   list(q: EventQuery): EventRow[] {
     const where: string[] = []

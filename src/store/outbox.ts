@@ -70,6 +70,13 @@ export class OutboxTable {
     return this.db.all<{ name: string; cid: string; size: number }>('SELECT name, cid, size FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])
   }
 
+  /** @returns the unpruned files after `seq`, by seq */
+  unprunedAfter(seq: number): Array<{ seq: number; bucket: string; name: string; cid: string; size: number }> {
+    return this.db.all<{ seq: number; bucket: string; name: string; cid: string; size: number }>('SELECT seq, bucket, name, cid, size FROM outbox WHERE seq > ? AND pruned_at IS NULL ORDER BY seq', [
+      seq
+    ])
+  }
+
   /** @returns how many unpruned files an hour bucket holds */
   bucketCount(bucket: string): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])?.n ?? 0

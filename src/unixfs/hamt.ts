@@ -144,6 +144,26 @@ export class ShardedDirectory {
   }
 
   /**
+   * Looks an entry up, reading the shards on its path (and only those) from the store.
+   *
+   * @returns the entry, or undefined when the directory does not hold the name
+   * @throws ShardUnreadableError when a shard on the way is not in the store
+   */
+  get(name: string): DirEntry | undefined {
+    const key = utf8.encode(name)
+    const hashes: Uint8Array[] = []
+    let shard = this.root
+    for (let level = 0; ; level++) {
+      const here = this.load(shard)[slotOf(key, level, hashes)]
+      if (here instanceof Shard) {
+        shard = here
+        continue
+      }
+      return here !== undefined && here.name === name ? here : undefined
+    }
+  }
+
+  /**
    * Removes entries (names it does not hold are ignored). A shard left with a single entry gives it
    * back to its parent, level after level, so that the shape stays canonical.
    *

@@ -12,6 +12,7 @@ import { MIGRATIONS } from '../../store/migrations.ts'
 import { SqliteBlockstore } from '../../store/blockstore.ts'
 import { Store } from '../../store/store.ts'
 import { walkDag } from '../../unixfs/walk.ts'
+import { checkOutboxBlocks } from '../../publish/recover.ts'
 
 interface Check {
   check: string
@@ -20,10 +21,13 @@ interface Check {
   fix?: string
 }
 
-/** @returns the CIDs reachable from `root` that are missing from the block database (at most `limit`) */
-function missingUnder(blocks: SqliteBlockstore, root: string, limit = 20): string[] {
+/**
+ * @returns the CIDs reachable from `root` that are missing from the block database (at most `limit`),
+ * with `extra` blocks counted as held
+ */
+function missingUnder(blocks: SqliteBlockstore, root: string, limit = 20, extra: ReadonlyMap<string, Uint8Array> = new Map()): string[] {
   const missing: string[] = []
-  for (const step of walkDag([CID.parse(root)], (cid) => blocks.getSync(cid))) {
+  for (const step of walkDag([CID.parse(root)], (cid) => blocks.getSync(cid) ?? extra.get(cid.toString()))) {
     if (step.kind !== 'missing') continue
     missing.push(step.cid.toString())
     if (missing.length >= limit) break
@@ -41,10 +45,12 @@ export const doctorVerb = defineVerb({
     const dir = values.data as string
     const paths = dataPaths(dir)
     const checks: Check[] = []
-    const add = async (check: string, fn: () => string | undefined | Promise<string | undefined>, fix?: string): Promise<void> => {
+    type Outcome = string | undefined | { fine: string }
+    const add = async (check: string, fn: () => Outcome | Promise<Outcome>, fix?: string): Promise<void> => {
       try {
         const problem = await fn()
-        checks.push(problem == null ? { check, ok: true, detail: 'ok' } : { check, ok: false, detail: problem, fix })
+        if (typeof problem === 'object') checks.push({ check, ok: true, detail: problem.fine })
+        else checks.push(problem == null ? { check, ok: true, detail: 'ok' } : { check, ok: false, detail: problem, fix })
       } catch (err) {
         checks.push({ check, ok: false, detail: (err as Error).message, fix })
       }
@@ -54,10 +60,11 @@ export const doctorVerb = defineVerb({
       return undefined
     })
     if (checks[0].ok) {
+      let self: string | undefined
       await add(
         'identity.key',
         async () => {
-          await loadIdentity(dir)
+          self = (await loadIdentity(dir)).peerId.toString()
           return undefined
         },
         'restore identity.key from a backup; without it this node cannot sign as itself'
@@ -114,19 +121,32 @@ export const doctorVerb = defineVerb({
         const b = blocks
         await add(
           'outbox blocks',
-          () => {
+          async () => {
             const root = d.outbox.root()
             if (root == null) return undefined
             const missing = missingUnder(b, root)
-            return missing.length === 0 ? undefined : `the own outbox tree misses ${missing.length === 20 ? '20 or more' : missing.length} block(s), e.g. ${missing[0]}`
+            if (missing.length === 0) return undefined
+            const problem = `the own outbox tree misses ${missing.length === 20 ? '20 or more' : missing.length} block(s), e.g. ${missing[0]}`
+            if (self == null) return problem
+            // What the next start rebuilds from cairn.db: the blocks of the commits that blocks.db had not synced.
+            const repair = await checkOutboxBlocks(d, b, self)
+            if (repair.lost.length > 0) return `${problem}; cannot be rebuilt from cairn.db: ${repair.lost.map((l) => `${l.what}: ${l.reason}`).join('; ')}`
+            const rebuilt = new Map(repair.rebuilt.map((x) => [x.cid.toString(), x.bytes]))
+            if (repair.rebuilt.length > 0 && missingUnder(b, root, 1, rebuilt).length === 0) {
+              return {
+                fine: `${repair.rebuilt.length} block(s) of the commits after seq ${repair.durableThrough} were lost before blocks.db synced them (a power cut); cairn run rebuilds them from cairn.db when it starts`
+              }
+            }
+            return `${problem}, not only of the commits after seq ${repair.durableThrough} that a start rebuilds from cairn.db`
           },
-          'restore blocks.db from the same backup as cairn.db; peers that hold this outbox can serve it back'
+          'restore blocks.db and cairn.db from the same backup; peers that hold this outbox can serve it back'
         )
         await add(
           'synced trees',
           () => {
             const broken: string[] = []
-            for (const r of d.producers.syncedRoots()) {
+            // The own tree is the check above's.
+            for (const r of d.producers.syncedRoots().filter((r) => r.producer !== self)) {
               if (missingUnder(b, r.root, 1).length > 0) broken.push(r.producer)
             }
             return broken.length === 0 ? undefined : `blocks missing under the synced trees of ${broken.join(', ')}`
