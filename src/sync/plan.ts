@@ -92,6 +92,13 @@ export const DIRS_PER_FILE = 50
 /** One pass of a walk keeps at most this many times max-files-per-walk seqs (see SeqWindow). */
 export const WINDOW_CHUNKS = 5
 
+/**
+ * The most event files one ingest transaction fetches, parses and stores (the next chunk is fetched
+ * meanwhile, so two are in memory): one batch of the blocks protocol. A catch-up's memory follows this
+ * constant, not its length; larger chunks saved no CPU per event.
+ */
+export const INGEST_CHUNK = 1024
+
 /** Levels of HAMT shards below a bucket's root beyond 2 × log16(head seq + 1). */
 export const DEPTH_SLACK = 6
 
