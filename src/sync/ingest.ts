@@ -1,3 +1,4 @@
+import { CID } from 'multiformats/cid'
 import type { Log } from '../log/logger.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import { readEventFile, type FileLimits, type Rejection } from '../model/eventFile.ts'
@@ -14,6 +15,12 @@ const BULK_FROM = 64
 
 /** A backlog of more than this many files reports its progress. */
 const PROGRESS_FROM = 300
+
+/**
+ * @returns a candidate's CID, decoded from a copy of its bytes: decoding takes views of the bytes, and a
+ * view gives a typed array an ArrayBuffer of its own (JavaScriptCore), which the pass would hold per file
+ */
+const cidOf = (c: Candidate): CID => CID.decode(c.cid.slice())
 
 /** What ingest needs besides the listing: where it writes and tells, and how it checks a file. */
 export interface IngestContext {
@@ -67,7 +74,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
   const fetchFiles = async (chunk: Candidate[]): Promise<Uint8Array[]> =>
     await fetchBlocks(
       f,
-      chunk.map((c) => c.cid),
+      chunk.map(cidOf),
       { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }
     )
   // A prefetch that fails while the chunk before it is stored must not become an unhandled rejection.
@@ -87,6 +94,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     fetchMs += performance.now() - f0
     if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
     const s0 = performance.now()
+    const cids = chunk.map((c) => cidOf(c).toString())
     const read = chunk.map((c, i) => readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits))
     const { at: heldAt, why: heldWhy, retryInMs } = clockHold(read, producer, ctx.clock)
     const last = heldAt < 0 && k === chunks.length - 1
@@ -97,8 +105,8 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       if (heldAt >= 0 && i >= heldAt) return
       const r = read[i]
       const rejection = 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection
-      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
-      else if (rejection != null) chunkRefused.push({ path: c.path, cid: c.cid.toString(), rejection, seq: c.seq })
+      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: cids[i] })
+      else if (rejection != null) chunkRefused.push({ path: c.path, cid: cids[i], rejection, seq: c.seq })
     })
     const gaps = gapsIn(found, prevTop + 1, top).flatMap(([from, to]) => classifyGap(from, to, target.joinedSeq, target.prunedPlain))
 

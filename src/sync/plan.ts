@@ -5,11 +5,16 @@ import type { DirEntry } from '../unixfs/tree.ts'
 import { RefusedTreeError } from '../errors.ts'
 import type { GapKind } from '../store/gaps.ts'
 
-/** An event file a walk fetches: its seq is above the processed one and at most the head's. */
+/**
+ * An event file a walk fetches: its seq is above the processed one and at most the head's. A pass holds
+ * up to 5 × max-files-per-walk of them, so it keeps the CID's bytes, copied: a CID object decoded from a
+ * directory block is six cells that hold the whole block (and, once printed, a map caching its string).
+ */
 export interface Candidate {
   seq: number
   eventId: string
-  cid: CID
+  /** the file's CID, binary */
+  cid: Uint8Array
   path: string
 }
 
@@ -73,7 +78,7 @@ export function planFiles(hourPath: string, files: readonly DirEntry[], window: 
       oversized.push(parsed.seq)
       continue
     }
-    candidates.push({ ...parsed, cid: file.cid, path })
+    candidates.push({ seq: parsed.seq, eventId: parsed.eventId, cid: file.cid.bytes.slice(), path })
   }
   return { candidates, refused, oversized }
 }

@@ -45,7 +45,7 @@ describe('walk plan', () => {
   })
 
   test('chunksOf always yields one chunk, and refusedIn puts each refusal in the chunk of its seq', () => {
-    const c = (seq: number): Candidate => ({ seq, eventId: `e${seq}`, cid, path: `p${seq}` })
+    const c = (seq: number): Candidate => ({ seq, eventId: `e${seq}`, cid: cid.bytes, path: `p${seq}` })
     expect(chunksOf([], 10)).toEqual([[]])
     expect(chunksOf([c(1), c(2), c(3)], 2).map((k) => k.map((x) => x.seq))).toEqual([[1, 2], [3]])
     const refused: Refused[] = [
