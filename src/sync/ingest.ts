@@ -71,14 +71,12 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
   // The seqs found, ascending: gaps are computed from them, never by counting through the range.
   const found = [...candidates.map((c) => c.seq), ...listing.oversized].sort((a, b) => a - b)
   const chunks = chunksOf(candidates, Math.min(ctx.limits.maxFilesPerWalk, INGEST_CHUNK))
-  const fetchFiles = async (chunk: Candidate[]): Promise<Uint8Array[]> =>
-    await fetchBlocks(
-      f,
-      chunk.map(cidOf),
-      { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }
-    )
+  const fetchFiles = async (chunk: Candidate[]): Promise<{ cids: CID[]; files: Uint8Array[] }> => {
+    const cids = chunk.map(cidOf)
+    return { cids, files: await fetchBlocks(f, cids, { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }) }
+  }
   // A prefetch that fails while the chunk before it is stored must not become an unhandled rejection.
-  const prefetch = (chunk: Candidate[]): Promise<Uint8Array[]> => {
+  const prefetch = (chunk: Candidate[]): Promise<{ cids: CID[]; files: Uint8Array[] }> => {
     const p = fetchFiles(chunk)
     p.catch(() => {})
     return p
@@ -90,11 +88,10 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
   for (let k = 0; k < chunks.length; k++) {
     const chunk = chunks[k]
     const f0 = performance.now()
-    const files = await fetching
+    const { cids, files } = await fetching
     fetchMs += performance.now() - f0
     if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
     const s0 = performance.now()
-    const cids = chunk.map((c) => cidOf(c).toString())
     const read = chunk.map((c, i) => readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits))
     const { at: heldAt, why: heldWhy, retryInMs } = clockHold(read, producer, ctx.clock)
     const last = heldAt < 0 && k === chunks.length - 1
@@ -105,8 +102,8 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       if (heldAt >= 0 && i >= heldAt) return
       const r = read[i]
       const rejection = 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection
-      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: cids[i] })
-      else if (rejection != null) chunkRefused.push({ path: c.path, cid: cids[i], rejection, seq: c.seq })
+      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: cids[i].toString() })
+      else if (rejection != null) chunkRefused.push({ path: c.path, cid: cids[i].toString(), rejection, seq: c.seq })
     })
     const gaps = gapsIn(found, prevTop + 1, top).flatMap(([from, to]) => classifyGap(from, to, target.joinedSeq, target.prunedPlain))
 
