@@ -127,7 +127,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'N',
     description:
-      "bounds a walk of a producer's tree (default 20000): one pass lists at most 5 times this many event files and reads at most 50 times this many directories; a larger backlog takes more passes. The files are fetched and stored in chunks of 1024, or of this many when it is lower",
+      "bounds a walk of a producer's tree (default 20000): one pass lists at most 5 times this many event files and reads at most 50 times this many directories; a larger backlog takes more passes. The files are fetched and stored in chunks of at most 2048 files and 8 MiB, or of this many files when it is lower",
     schema: IntSchema,
     default: 20_000
   },

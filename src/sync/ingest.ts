@@ -8,7 +8,7 @@ import type { HybridClock } from '../model/hlc.ts'
 import { ClockSkewError } from '../errors.ts'
 import { fetchBlocks, type WalkFetcher } from './fetch.ts'
 import type { Listing } from './listing.ts'
-import { chunksOf, classifyGap, gapsIn, INGEST_CHUNK, refusedIn, type Candidate } from './plan.ts'
+import { chunksOf, classifyGap, gapsIn, INGEST_CHUNK, INGEST_CHUNK_BYTES, refusedIn, type Candidate } from './plan.ts'
 
 /** Below this many files a walk fetches them one by one (they mostly came with the hint anyway). */
 const BULK_FROM = 64
@@ -53,9 +53,9 @@ export interface IngestStats {
 }
 
 /**
- * Fetches, checks and stores the files of `listing` in chunks of at most INGEST_CHUNK (or
- * max-files-per-walk when it is lower), the next chunk on its way while one is stored: at most two
- * chunks of files are in memory, however long the backlog. Each chunk is one transaction: its events, its quarantined
+ * Fetches, checks and stores the files of `listing` in chunks of at most INGEST_CHUNK files (or
+ * max-files-per-walk when it is lower) and INGEST_CHUNK_BYTES, the next chunk on its way while one is
+ * stored: at most two chunks of files are in memory, however long the backlog. Each chunk is one transaction: its events, its quarantined
  * entries, its gaps, how far the producer was processed and, with the last chunk of a complete listing,
  * the directories walked and the root synced (a listing of one pass ends at its `top`). What was processed is the contiguous run of seqs found (accepted or quarantined)
  * from processed+1; seqs the tree no longer holds are gaps: recorded, then passed over.
@@ -70,7 +70,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
   })
   // The seqs found, ascending: gaps are computed from them, never by counting through the range.
   const found = [...candidates.map((c) => c.seq), ...listing.oversized].sort((a, b) => a - b)
-  const chunks = chunksOf(candidates, Math.min(ctx.limits.maxFilesPerWalk, INGEST_CHUNK))
+  const chunks = chunksOf(candidates, Math.min(ctx.limits.maxFilesPerWalk, INGEST_CHUNK), INGEST_CHUNK_BYTES)
   const fetchFiles = async (chunk: Candidate[]): Promise<{ cids: CID[]; files: Uint8Array[] }> => {
     const cids = chunk.map(cidOf)
     return { cids, files: await fetchBlocks(f, cids, { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }) }
