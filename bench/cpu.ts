@@ -4,8 +4,8 @@
  * built binary (`npm run build` first).
  *
  *   bun bench/cpu.ts publish            # N=10000 publishes, 100 in flight, to one node: CPU per event
- *   bun bench/cpu.ts catchup            # N=20000 published while B is down; CPU of A and B while B catches up
- *   bun bench/cpu.ts replicate          # N=10000 published while B is up: rate until B has them, CPU of A and B
+ *   bun bench/cpu.ts catchup            # N=20000 published while B is down; CPU of A and B while B catches up, peak RSS of both
+ *   bun bench/cpu.ts replicate          # N=10000 published while B is up: rate until B has them, CPU and peak RSS of A and B
  *   bun bench/cpu.ts steady             # NODES=10 in a chain: CPU of each idle (three windows of 10 s), then per event while N=200 go at RATE=20/s
  *   BIN=/tmp/cairn-before bun bench/cpu.ts publish   # another build of cairn (copy dist/cairn away first), to compare
  *   BATCH=100 bun bench/cpu.ts catchup  # publish in batches of 100 (4 requests in flight) instead of one event per request
@@ -106,6 +106,7 @@ try {
       )
       console.log(`A threads since start: ${threads(a.proc!.pid)}`)
       console.log(`B threads since start: ${threads(b.proc!.pid)}`)
+      console.log(`peak RSS: A ${Math.round(procStats(a.proc!.pid).peakRssMiB)} MiB, B ${Math.round(procStats(b.proc!.pid).peakRssMiB)} MiB`)
     } else {
       await catchUp(a, b)
     }

@@ -127,7 +127,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'N',
     description:
-      "the most event files fetched and held in memory at once during a walk of a producer's tree (default 20000; a larger backlog goes in chunks of this size; one pass of a walk lists at most 5 times as many files and reads at most 50 times as many directories)",
+      "bounds a walk of a producer's tree (default 20000): one pass lists at most 5 times this many event files and reads at most 50 times this many directories; a larger backlog takes more passes. The files are fetched and stored in chunks of at most 2048 files and 8 MiB, or of this many files when it is lower",
     schema: IntSchema,
     default: 20_000
   },

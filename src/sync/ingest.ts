@@ -1,3 +1,4 @@
+import { CID } from 'multiformats/cid'
 import type { Log } from '../log/logger.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import { readEventFile, type FileLimits, type Rejection } from '../model/eventFile.ts'
@@ -7,13 +8,19 @@ import type { HybridClock } from '../model/hlc.ts'
 import { ClockSkewError } from '../errors.ts'
 import { fetchBlocks, type WalkFetcher } from './fetch.ts'
 import type { Listing } from './listing.ts'
-import { chunksOf, classifyGap, gapsIn, refusedIn, type Candidate } from './plan.ts'
+import { chunksOf, classifyGap, gapsIn, INGEST_CHUNK, INGEST_CHUNK_BYTES, refusedIn, type Candidate } from './plan.ts'
 
 /** Below this many files a walk fetches them one by one (they mostly came with the hint anyway). */
 const BULK_FROM = 64
 
 /** A backlog of more than this many files reports its progress. */
 const PROGRESS_FROM = 300
+
+/**
+ * @returns a candidate's CID, decoded from a copy of its bytes: decoding takes views of the bytes, and a
+ * view gives a typed array an ArrayBuffer of its own (JavaScriptCore), which the pass would hold per file
+ */
+const cidOf = (c: Candidate): CID => CID.decode(c.cid.slice())
 
 /** What ingest needs besides the listing: where it writes and tells, and how it checks a file. */
 export interface IngestContext {
@@ -46,8 +53,9 @@ export interface IngestStats {
 }
 
 /**
- * Fetches, checks and stores the files of `listing` in chunks of at most max-files-per-walk, the next
- * chunk on its way while one is stored. Each chunk is one transaction: its events, its quarantined
+ * Fetches, checks and stores the files of `listing` in chunks of at most INGEST_CHUNK files (or
+ * max-files-per-walk when it is lower) and INGEST_CHUNK_BYTES, the next chunk on its way while one is
+ * stored: at most two chunks of files are in memory, however long the backlog. Each chunk is one transaction: its events, its quarantined
  * entries, its gaps, how far the producer was processed and, with the last chunk of a complete listing,
  * the directories walked and the root synced (a listing of one pass ends at its `top`). What was processed is the contiguous run of seqs found (accepted or quarantined)
  * from processed+1; seqs the tree no longer holds are gaps: recorded, then passed over.
@@ -62,15 +70,13 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
   })
   // The seqs found, ascending: gaps are computed from them, never by counting through the range.
   const found = [...candidates.map((c) => c.seq), ...listing.oversized].sort((a, b) => a - b)
-  const chunks = chunksOf(candidates, ctx.limits.maxFilesPerWalk)
-  const fetchFiles = async (chunk: Candidate[]): Promise<Uint8Array[]> =>
-    await fetchBlocks(
-      f,
-      chunk.map((c) => c.cid),
-      { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }
-    )
+  const chunks = chunksOf(candidates, Math.min(ctx.limits.maxFilesPerWalk, INGEST_CHUNK), INGEST_CHUNK_BYTES)
+  const fetchFiles = async (chunk: Candidate[]): Promise<{ cids: CID[]; files: Uint8Array[] }> => {
+    const cids = chunk.map(cidOf)
+    return { cids, files: await fetchBlocks(f, cids, { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }) }
+  }
   // A prefetch that fails while the chunk before it is stored must not become an unhandled rejection.
-  const prefetch = (chunk: Candidate[]): Promise<Uint8Array[]> => {
+  const prefetch = (chunk: Candidate[]): Promise<{ cids: CID[]; files: Uint8Array[] }> => {
     const p = fetchFiles(chunk)
     p.catch(() => {})
     return p
@@ -82,7 +88,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
   for (let k = 0; k < chunks.length; k++) {
     const chunk = chunks[k]
     const f0 = performance.now()
-    const files = await fetching
+    const { cids, files } = await fetching
     fetchMs += performance.now() - f0
     if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
     const s0 = performance.now()
@@ -96,8 +102,8 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       if (heldAt >= 0 && i >= heldAt) return
       const r = read[i]
       const rejection = 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection
-      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: c.cid.toString() })
-      else if (rejection != null) chunkRefused.push({ path: c.path, cid: c.cid.toString(), rejection, seq: c.seq })
+      if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: cids[i].toString() })
+      else if (rejection != null) chunkRefused.push({ path: c.path, cid: cids[i].toString(), rejection, seq: c.seq })
     })
     const gaps = gapsIn(found, prevTop + 1, top).flatMap(([from, to]) => classifyGap(from, to, target.joinedSeq, target.prunedPlain))
 

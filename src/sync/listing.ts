@@ -7,6 +7,9 @@ import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
 import { fetchBlock, fetchBlocks, type WalkFetcher } from './fetch.ts'
 import { planFiles, refuseDay, refuseHour, SeqWindow, type WalkBudget, type Candidate, type Refused, type WalkWindow } from './plan.ts'
 
+/** Shards of one level fetched and read at once: four batches of the blocks protocol. */
+const LIST_SLICE = 4096
+
 /** What a walk found in the directories that changed since the last one. */
 export interface Listing {
   /** per directory walked (day, hour, shard below an hour), its CID: recorded once the walk completes */
@@ -87,7 +90,8 @@ async function list(f: WalkFetcher, path: string, cid: CID, budget: WalkBudget):
 
 /**
  * Lists a HAMT bucket: descends only into shards whose CID changed since the last walk, one level at a
- * time, each level's shards fetched together (a large catch-up walks hundreds of them), and plans its
+ * time, each level's shards fetched together, up to LIST_SLICE at once (a large catch-up walks tens of
+ * thousands), and plans its
  * files shard by shard (the entries below the window are not kept). Every shard must sit where the
  * HAMT rule puts it, with the fanout of the bucket's root. Records the shards it walked in `walked`;
  * keeps the seqs it found in `found`.
@@ -97,33 +101,37 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
   let fanout: number | undefined
   for (let depth = 0; level.length > 0; depth++) {
     budget.depth(depth, level[0].path)
-    for (const l of level) budget.enter(l.cid, l.path)
-    const got = await fetchBlocks(
-      f,
-      level.map((l) => l.cid),
-      { bulkFrom: 8, concurrency: 64 }
-    )
     const next: typeof level = []
-    for (const [i, l] of level.entries()) {
-      let node: DirectoryNode
-      try {
-        node = readDirectoryNode(got[i])
-      } catch (err) {
-        throw new RefusedTreeError('malformed_directory', `${f.producer}/${l.path} is not a directory: ${(err as Error).message}`)
+    // A level of a large bucket is tens of thousands of shards: fetched and read a slice at a time.
+    for (let from = 0; from < level.length; from += LIST_SLICE) {
+      const slice = level.slice(from, from + LIST_SLICE)
+      for (const l of slice) budget.enter(l.cid, l.path)
+      const got = await fetchBlocks(
+        f,
+        slice.map((l) => l.cid),
+        { bulkFrom: 8, concurrency: 64 }
+      )
+      for (const [i, l] of slice.entries()) {
+        let node: DirectoryNode
+        try {
+          node = readDirectoryNode(got[i])
+        } catch (err) {
+          throw new RefusedTreeError('malformed_directory', `${f.producer}/${l.path} is not a directory: ${(err as Error).message}`)
+        }
+        fanout ??= node.fanout
+        if (node.fanout !== fanout) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path} has fanout ${node.fanout} in a bucket of fanout ${fanout}`)
+        const misplaced = misplacedIn(node, l.slots)
+        if (misplaced != null) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path}: ${misplaced}`)
+        const plan = planFiles(path, node.entries, window, budget)
+        found.add(plan)
+        for (const r of plan.refused) if (r.seq == null) out.refused.push(r)
+        const paths = node.shards.map((shard) => `${l.path}#${shard.label}`)
+        const known = dirs.many(f.producer, paths)
+        node.shards.forEach((shard, j) => {
+          if (known.get(paths[j]) !== shard.cid.toString()) next.push({ path: paths[j], cid: shard.cid, slots: [...l.slots, parseInt(shard.label, 16)] })
+        })
+        if (l.path !== path) out.walked.set(l.path, l.cid.toString())
       }
-      fanout ??= node.fanout
-      if (node.fanout !== fanout) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path} has fanout ${node.fanout} in a bucket of fanout ${fanout}`)
-      const misplaced = misplacedIn(node, l.slots)
-      if (misplaced != null) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path}: ${misplaced}`)
-      const plan = planFiles(path, node.entries, window, budget)
-      found.add(plan)
-      for (const r of plan.refused) if (r.seq == null) out.refused.push(r)
-      const paths = node.shards.map((shard) => `${l.path}#${shard.label}`)
-      const known = dirs.many(f.producer, paths)
-      node.shards.forEach((shard, j) => {
-        if (known.get(paths[j]) !== shard.cid.toString()) next.push({ path: paths[j], cid: shard.cid, slots: [...l.slots, parseInt(shard.label, 16)] })
-      })
-      if (l.path !== path) out.walked.set(l.path, l.cid.toString())
     }
     level = next
   }

@@ -5,12 +5,19 @@ import type { DirEntry } from '../unixfs/tree.ts'
 import { RefusedTreeError } from '../errors.ts'
 import type { GapKind } from '../store/gaps.ts'
 
-/** An event file a walk fetches: its seq is above the processed one and at most the head's. */
+/**
+ * An event file a walk fetches: its seq is above the processed one and at most the head's. A pass holds
+ * up to 5 × max-files-per-walk of them, so it keeps the CID's bytes, copied: a CID object decoded from a
+ * directory block is six cells that hold the whole block (and, once printed, a map caching its string).
+ */
 export interface Candidate {
   seq: number
   eventId: string
-  cid: CID
+  /** the file's CID, binary */
+  cid: Uint8Array
   path: string
+  /** the file's size as its directory link gives it (at most max-event-size) */
+  size: number
 }
 
 /** An entry of a producer's tree that a walk refused; `seq` when it is an event file. */
@@ -73,7 +80,7 @@ export function planFiles(hourPath: string, files: readonly DirEntry[], window: 
       oversized.push(parsed.seq)
       continue
     }
-    candidates.push({ ...parsed, cid: file.cid, path })
+    candidates.push({ seq: parsed.seq, eventId: parsed.eventId, cid: file.cid.bytes.slice(), path, size: file.size })
   }
   return { candidates, refused, oversized }
 }
@@ -91,6 +98,16 @@ export const DIRS_PER_FILE = 50
 
 /** One pass of a walk keeps at most this many times max-files-per-walk seqs (see SeqWindow). */
 export const WINDOW_CHUNKS = 5
+
+/**
+ * The most event files one ingest transaction fetches, parses and stores (the next chunk is fetched
+ * meanwhile, so two are in memory): two batches of the blocks protocol. A catch-up's memory follows
+ * this constant and INGEST_CHUNK_BYTES, not its length.
+ */
+export const INGEST_CHUNK = 2048
+
+/** …and the most bytes of event files in a chunk, by the sizes their links give (large events). */
+export const INGEST_CHUNK_BYTES = 8 * 1024 * 1024
 
 /** Levels of HAMT shards below a bucket's root beyond 2 × log16(head seq + 1). */
 export const DEPTH_SLACK = 6
@@ -257,14 +274,26 @@ export class SeqWindow {
 }
 
 /**
- * Splits the sorted candidates into chunks of at most `size`, so that memory stays bounded on a long
- * catch-up; there is always one chunk (empty when there is nothing to fetch), the one that records gaps
- * and completes the walk.
+ * Splits the sorted candidates into chunks of at most `size` files and, past the first file of a chunk,
+ * at most `maxBytes` of the sizes their links give, so that memory stays bounded on a long catch-up;
+ * there is always one chunk (empty when there is nothing to fetch), the one that records gaps and
+ * completes the walk.
  */
-export function chunksOf(candidates: readonly Candidate[], size: number): Candidate[][] {
+export function chunksOf(candidates: readonly Candidate[], size: number, maxBytes = Number.POSITIVE_INFINITY): Candidate[][] {
   const n = Math.max(1, size)
   const chunks: Candidate[][] = []
-  for (let i = 0; i < candidates.length; i += n) chunks.push(candidates.slice(i, i + n))
+  let chunk: Candidate[] = []
+  let bytes = 0
+  for (const c of candidates) {
+    if (chunk.length === n || (chunk.length > 0 && bytes + c.size > maxBytes)) {
+      chunks.push(chunk)
+      chunk = []
+      bytes = 0
+    }
+    chunk.push(c)
+    bytes += c.size
+  }
+  if (chunk.length > 0) chunks.push(chunk)
   if (chunks.length === 0) chunks.push([])
   return chunks
 }

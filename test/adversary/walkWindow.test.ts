@@ -12,7 +12,7 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import * as raw from 'multiformats/codecs/raw'
 
 const cid = CID.create(1, raw.code, await sha256.digest(new Uint8Array([1])))
-const candidate = (seq: number): Candidate => ({ seq, eventId: `e${seq}`, cid, path: `p${seq}` })
+const candidate = (seq: number): Candidate => ({ seq, eventId: `e${seq}`, cid: cid.bytes, path: `p${seq}`, size: 100 })
 
 describe('a walk holds a bounded window of seqs', () => {
   test('SeqWindow keeps the lowest seqs in at most twice its size, and still refuses a seq found twice', () => {

@@ -45,9 +45,12 @@ describe('walk plan', () => {
   })
 
   test('chunksOf always yields one chunk, and refusedIn puts each refusal in the chunk of its seq', () => {
-    const c = (seq: number): Candidate => ({ seq, eventId: `e${seq}`, cid, path: `p${seq}` })
+    const c = (seq: number): Candidate => ({ seq, eventId: `e${seq}`, cid: cid.bytes, path: `p${seq}`, size: 100 })
     expect(chunksOf([], 10)).toEqual([[]])
     expect(chunksOf([c(1), c(2), c(3)], 2).map((k) => k.map((x) => x.seq))).toEqual([[1, 2], [3]])
+    // 250 bytes a chunk: two files of 100, then one of 300 alone (a file over the budget still goes, alone)
+    const sized = [c(1), c(2), { ...c(3), size: 300 }, c(4), c(5), c(6)]
+    expect(chunksOf(sized, 10, 250).map((k) => k.map((x) => x.seq))).toEqual([[1, 2], [3], [4, 5], [6]])
     const refused: Refused[] = [
       { path: 'x', rejection: { reason: 'name_mismatch', detail: '' } },
       { path: 'a', seq: 2, rejection: { reason: 'oversized', detail: '' } },
