@@ -107,7 +107,8 @@ export class Housekeeper {
       // The bus root that status reports is served to any IPFS client: it survives collection (rebuilt and
       // stored here, so it is the current one).
       const bus = await busRoot(store.producers.syncedRoots(), blocks)
-      const gc = collectGarbage(store, blocks, [bus])
+      // Between the outbox's writes: the blocks of one under way are not reachable from its head yet.
+      const gc = await this.init.outbox.exclusive(() => collectGarbage(store, blocks, [bus]))
       result.blocks_deleted = gc.blocks
       result.reclaimed_bytes = gc.bytes
       if (this.init.eventsRetention != null) {

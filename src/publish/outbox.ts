@@ -109,6 +109,14 @@ export class Outbox {
     this.status = 'stopped'
   }
 
+  /**
+   * Runs `fn` between the outbox's writes (commits, prunes, snapshots, head refreshes), never during one:
+   * a write stores its blocks before its head, so until it ends they are reachable from no stored root.
+   */
+  async exclusive<T>(fn: () => T): Promise<T> {
+    return await this.queue.serial(async () => fn())
+  }
+
   /** @returns the last seq this node produced */
   get seq(): number {
     return this.components.store.outbox.lastSeq()
