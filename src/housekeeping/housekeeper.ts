@@ -114,7 +114,7 @@ export class Housekeeper {
       if (this.init.eventsRetention != null) {
         // The start rebuilds lost blocks of the last commits from their events rows: blocks.db is synced
         // before any row can go, so no row is needed for a block that a power cut may still take.
-        this.init.outbox.syncBlocks()
+        if (!this.init.outbox.syncBlocks()) throw new Error('cannot sync blocks.db, so the rows of events that a start may rebuild its last blocks from stay')
         result.events_deleted = store.events.deleteProcessedBefore(now - this.init.eventsRetention)
       }
     } catch (err) {

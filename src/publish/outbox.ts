@@ -314,17 +314,21 @@ export class Outbox {
   /**
    * Syncs blocks.db and records every commit so far as durable, so that the next start checks only the
    * commits after. Synchronous: no commit's blocks can be written between the sync and the record.
+   *
+   * @returns whether blocks.db was synced (a failure is logged, and the commits stay recorded as unsynced)
    */
-  syncBlocks(): void {
+  syncBlocks(): boolean {
     clearTimeout(this.syncTimer)
     this.syncTimer = undefined
     try {
       const seq = this.seq
       this.components.blocks.sync()
       markBlocksDurable(this.components.store, seq)
+      return true
     } catch (err) {
       // Nothing is at risk: the commits stay recorded as unsynced (the next commit tries again), and the next start checks them.
       this.components.log.warn(`cannot sync blocks.db: ${(err as Error).message}`, { reason: 'blocks_sync_failed' })
+      return false
     }
   }
 

@@ -43,4 +43,31 @@ describe('housekeeping', () => {
     const missing = [...walkDag([CID.parse(store.outbox.root()!)], (cid) => blocks.getSync(cid))].filter((s) => s.kind === 'missing')
     expect(missing).toEqual([])
   })
+
+  test('rows of events stay while blocks.db cannot be synced: a start may still rebuild the last commits from them', async () => {
+    const privateKey = await generateKeyPair('Ed25519')
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
+    const store = new Store(db)
+    const at = Date.now() + 60_000
+    const hk = housekeeper({ outbox, retention: 3_600_000, retentionMax: 7_200_000, eventsRetention: 1000, members: () => undefined, processed: () => 0, now: () => at })({
+      self: peerIdFromPrivateKey(privateKey).toString(),
+      store,
+      blocks,
+      log: silentLog,
+      metrics: new Metrics()
+    })
+    await outbox.publish({ type: 'test.first', payload: {} })
+    db.run("UPDATE events SET state = 'done'")
+    blocks.sync = () => {
+      throw new Error('EIO')
+    }
+    const result = await hk.run()
+    expect(result.error).toContain('cannot sync blocks.db')
+    expect(result.events_deleted).toBe(0)
+    expect(db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n).toBe(1)
+    await outbox.stop()
+  })
 })
