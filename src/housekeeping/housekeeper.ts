@@ -107,13 +107,14 @@ export class Housekeeper {
       // The bus root that status reports is served to any IPFS client: it survives collection (rebuilt and
       // stored here, so it is the current one).
       const bus = await busRoot(store.producers.syncedRoots(), blocks)
-      const gc = collectGarbage(store, blocks, [bus])
+      // Between the outbox's writes: the blocks of one under way are not reachable from its head yet.
+      const gc = await this.init.outbox.exclusive(() => collectGarbage(store, blocks, [bus]))
       result.blocks_deleted = gc.blocks
       result.reclaimed_bytes = gc.bytes
       if (this.init.eventsRetention != null) {
         // The start rebuilds lost blocks of the last commits from their events rows: blocks.db is synced
         // before any row can go, so no row is needed for a block that a power cut may still take.
-        this.init.outbox.syncBlocks()
+        if (!this.init.outbox.syncBlocks()) throw new Error('cannot sync blocks.db, so the rows of events that a start may rebuild its last blocks from stay')
         result.events_deleted = store.events.deleteProcessedBefore(now - this.init.eventsRetention)
       }
     } catch (err) {

@@ -37,6 +37,7 @@ import { serve, type HttpServer } from '../runtime/serve.ts'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
 import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
+import { LateRelays } from '../sync/lateRelays.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { VERSION } from '../version.ts'
 import type { Components } from './components.ts'
@@ -290,6 +291,7 @@ export class CairnNode {
           this.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'rate_limited', detail, peer } })
         }
       })
+      const lateRelays = new LateRelays()
       const gossip = new HeadGossip(
         {
           ipfs,
@@ -301,9 +303,10 @@ export class CairnNode {
             const ahead = this.clock.tooFarAhead(head.hlc)
             if (ahead != null) return { relay: false, reason: 'clock_skew', detail: `${head.producer} stamped head ${head.seq} ${Math.round(ahead / 1000)} s ahead of this node's clock` }
             const judged = syncer.judge(head)
-            if (judged.verdict === 'new' || judged.verdict === 'late') return { relay: true }
-            if (judged.verdict === 'old' && blocks.length > 0) fetcher.offerHinted(blocks)
-            return judged.verdict === 'old' ? { relay: false } : { relay: false, reason: judged.reason, detail: judged.detail }
+            if (judged.verdict === 'new' || (judged.verdict === 'late' && lateRelays.first(head.producer, head.seq))) return { relay: true }
+            // A late head relayed before is one more copy with other blocks: only a waiting walk may use them.
+            if (judged.verdict !== 'refused' && blocks.length > 0) fetcher.offerHinted(blocks)
+            return judged.verdict === 'refused' ? { relay: false, reason: judged.reason, detail: judged.detail } : { relay: false }
           },
           onHint: (bytes, peer) => {
             void syncer.acceptHead(bytes, peer)

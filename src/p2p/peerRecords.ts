@@ -30,7 +30,8 @@ export class PeerRecordCache extends BaseDatastore {
   private readonly records = new Map<string, Uint8Array>()
   private readonly changed = new Set<string>()
   private timer: ReturnType<typeof setTimeout> | undefined
-  private flushing: Promise<void> = Promise.resolve()
+  /** every disk write and delete of a peer record, one after the other, in the order they were asked for */
+  private disking: Promise<void> = Promise.resolve()
 
   constructor(disk: Datastore, init: PeerRecordCacheInit) {
     super()
@@ -61,9 +62,13 @@ export class PeerRecordCache extends BaseDatastore {
 
   override async delete(key: Key, options?: AbortOptions): Promise<void> {
     const k = key.toString()
+    if (!k.startsWith(PEERS_PREFIX)) return await this.disk.delete(key, options)
     this.records.delete(k)
     this.changed.delete(k)
-    await this.disk.delete(key, options)
+    // After any write of the record already under way, so that the write cannot land after the delete.
+    await this.serial(async () => {
+      await this.disk.delete(key, options)
+    })
   }
 
   override async *query(q: Query, options?: AbortOptions): AsyncGenerator<Pair> {
@@ -78,7 +83,7 @@ export class PeerRecordCache extends BaseDatastore {
 
   /** Writes every changed record to disk; a write that fails stays changed for the next flush. */
   async flush(): Promise<void> {
-    this.flushing = this.flushing.then(async () => {
+    await this.serial(async () => {
       const keys = [...this.changed]
       this.changed.clear()
       for (const k of keys) {
@@ -87,7 +92,6 @@ export class PeerRecordCache extends BaseDatastore {
         await this.write(k, bytes)
       }
     })
-    await this.flushing
   }
 
   start(): void {}
@@ -118,8 +122,15 @@ export class PeerRecordCache extends BaseDatastore {
     while (this.records.size > this.init.maxEntries) {
       const [oldest, old] = this.records.entries().next().value!
       this.records.delete(oldest)
-      if (this.changed.delete(oldest)) void this.write(oldest, old)
+      if (this.changed.delete(oldest)) void this.serial(async () => await this.write(oldest, old))
     }
+  }
+
+  /** Runs `fn` after every disk operation asked for before it; its failure does not stop the ones after. */
+  private async serial(fn: () => Promise<void>): Promise<void> {
+    const run = this.disking.then(fn)
+    this.disking = run.catch(() => {})
+    await run
   }
 
   private async write(k: string, bytes: Uint8Array): Promise<void> {

@@ -14,9 +14,10 @@ let installed = false
  * rust-yamux do. @chainsafe/libp2p-yamux sends one after every data frame it receives: for a gossip hint,
  * a bitswap message or a head push, an encrypted frame back through noise, the private-network cipher
  * and the socket, for every message. Updates that carry a flag (the first frames of a stream) and those
- * of a paused stream go out as before. A sender's credit is the unused part of the window, so it never
- * falls below half the window and no sender waits for one. The frames on the wire keep their format.
- * Safe to call more than once.
+ * of a paused stream go out as before. After each data frame, the window this end still offers is over
+ * half the full one: a sender with less than half a window in flight never waits for an update, and one
+ * with more waits for the update that the first half triggered, as with go-yamux. The frames on the wire
+ * keep their format, so a peer with an unpatched yamux only sees fewer updates. Safe to call more than once.
  */
 export function lazyYamuxWindowUpdates(): void {
   if (installed) return

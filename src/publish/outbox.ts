@@ -109,6 +109,14 @@ export class Outbox {
     this.status = 'stopped'
   }
 
+  /**
+   * Runs `fn` between the outbox's writes (commits, prunes, snapshots, head refreshes), never during one:
+   * a write stores its blocks before its head, so until it ends they are reachable from no stored root.
+   */
+  async exclusive<T>(fn: () => T): Promise<T> {
+    return await this.queue.serial(async () => fn())
+  }
+
   /** @returns the last seq this node produced */
   get seq(): number {
     return this.components.store.outbox.lastSeq()
@@ -306,17 +314,21 @@ export class Outbox {
   /**
    * Syncs blocks.db and records every commit so far as durable, so that the next start checks only the
    * commits after. Synchronous: no commit's blocks can be written between the sync and the record.
+   *
+   * @returns whether blocks.db was synced (a failure is logged, and the commits stay recorded as unsynced)
    */
-  syncBlocks(): void {
+  syncBlocks(): boolean {
     clearTimeout(this.syncTimer)
     this.syncTimer = undefined
     try {
       const seq = this.seq
       this.components.blocks.sync()
       markBlocksDurable(this.components.store, seq)
+      return true
     } catch (err) {
       // Nothing is at risk: the commits stay recorded as unsynced (the next commit tries again), and the next start checks them.
       this.components.log.warn(`cannot sync blocks.db: ${(err as Error).message}`, { reason: 'blocks_sync_failed' })
+      return false
     }
   }
 

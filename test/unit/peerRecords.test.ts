@@ -17,6 +17,22 @@ function disk(): { store: Datastore; puts: string[]; failing: { on: boolean } } 
   return { store, puts, failing }
 }
 
+/** A datastore whose writes of `key` start (`started`) and then wait until `release` is called */
+function slowDisk(key: string): { store: Datastore; started: Promise<void>; release: () => void } {
+  const store = new MemoryDatastore()
+  const started = Promise.withResolvers<void>()
+  const gate = Promise.withResolvers<void>()
+  const put = store.put.bind(store)
+  store.put = async (k, val, options) => {
+    if (k.toString() === key) {
+      started.resolve()
+      await gate.promise
+    }
+    return await put(k, val, options)
+  }
+  return { store, started: started.promise, release: gate.resolve }
+}
+
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s)
 const text = (b: Uint8Array): string => new TextDecoder().decode(b)
 
@@ -83,5 +99,36 @@ describe('PeerRecordCache', () => {
     expect(await cache.has(key)).toBe(false)
     await cache.stop()
     expect(d.puts).toEqual([])
+  })
+
+  test('a delete while the record is being written leaves it deleted on disk', async () => {
+    const d = slowDisk('/peers/a')
+    const cache = new PeerRecordCache(d.store, { flushMs: 60_000, maxEntries: 10, onError: () => {} })
+    const key = new Key('/peers/a')
+    await cache.put(key, bytes('1'))
+    const flushed = cache.flush()
+    await d.started
+    const deleted = cache.delete(key)
+    d.release()
+    await Promise.all([flushed, deleted])
+    expect(await d.store.has(key)).toBe(false)
+    expect(await cache.has(key)).toBe(false)
+    await cache.stop()
+  })
+
+  test('stop waits for the write of a changed record pushed out of memory', async () => {
+    const d = slowDisk('/peers/a')
+    const cache = new PeerRecordCache(d.store, { flushMs: 60_000, maxEntries: 1, onError: () => {} })
+    await cache.put(new Key('/peers/a'), bytes('1'))
+    await cache.put(new Key('/peers/b'), bytes('2'))
+    await d.started
+    // Whether the pushed-out record is on disk at the moment stop resolves.
+    const stopped = cache.stop().then(async () => await d.store.has(new Key('/peers/a')))
+    // One turn of the event loop, so that a stop that does not wait for the write resolves before it ends.
+    await new Promise((resolve) => setImmediate(resolve))
+    d.release()
+    expect(await stopped).toBe(true)
+    expect(text(await d.store.get(new Key('/peers/a')))).toBe('1')
+    expect(text(await d.store.get(new Key('/peers/b')))).toBe('2')
   })
 })

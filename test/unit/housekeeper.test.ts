@@ -1,0 +1,73 @@
+import { describe, expect, test } from 'bun:test'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { CID } from 'multiformats/cid'
+import { housekeeper } from '../../src/housekeeping/housekeeper.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
+import { migrate } from '../../src/store/migrations.ts'
+import { Store } from '../../src/store/store.ts'
+import { walkDag } from '../../src/unixfs/walk.ts'
+import { testOutbox } from '../helpers/outbox.ts'
+
+describe('housekeeping', () => {
+  test('a collection while a commit is under way keeps the blocks the commit wrote before its head', async () => {
+    const privateKey = await generateKeyPair('Ed25519')
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
+    const store = new Store(db)
+    const hk = housekeeper({ outbox, retention: 3_600_000, retentionMax: 7_200_000, members: () => undefined, processed: () => 0 })({
+      self: peerIdFromPrivateKey(privateKey).toString(),
+      store,
+      blocks,
+      log: silentLog,
+      metrics: new Metrics()
+    })
+    await outbox.publish({ type: 'test.first', payload: {} })
+    // The commit below holds between its blocks and its head (where it awaits the head's signature) long
+    // enough for a housekeeping run started then to reach its collection.
+    const o = outbox as unknown as { writeHead: (...a: unknown[]) => Promise<void> }
+    const writeHead = o.writeHead.bind(outbox)
+    let run: Promise<unknown> | undefined
+    o.writeHead = async (...a) => {
+      run = hk.run()
+      for (let i = 0; i < 50; i++) await new Promise((resolve) => setImmediate(resolve))
+      return await writeHead(...a)
+    }
+    await outbox.publish({ type: 'test.second', payload: {} })
+    expect(await run).not.toHaveProperty('error')
+    const missing = [...walkDag([CID.parse(store.outbox.root()!)], (cid) => blocks.getSync(cid))].filter((s) => s.kind === 'missing')
+    expect(missing).toEqual([])
+  })
+
+  test('rows of events stay while blocks.db cannot be synced: a start may still rebuild the last commits from them', async () => {
+    const privateKey = await generateKeyPair('Ed25519')
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
+    const store = new Store(db)
+    const at = Date.now() + 60_000
+    const hk = housekeeper({ outbox, retention: 3_600_000, retentionMax: 7_200_000, eventsRetention: 1000, members: () => undefined, processed: () => 0, now: () => at })({
+      self: peerIdFromPrivateKey(privateKey).toString(),
+      store,
+      blocks,
+      log: silentLog,
+      metrics: new Metrics()
+    })
+    await outbox.publish({ type: 'test.first', payload: {} })
+    db.run("UPDATE events SET state = 'done'")
+    blocks.sync = () => {
+      throw new Error('EIO')
+    }
+    const result = await hk.run()
+    expect(result.error).toContain('cannot sync blocks.db')
+    expect(result.events_deleted).toBe(0)
+    expect(db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n).toBe(1)
+    await outbox.stop()
+  })
+})
