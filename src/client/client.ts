@@ -66,9 +66,7 @@ export interface Limits {
 }
 
 /** What `publishStream` yields for each event, in order: its result once durable, or why the node refused it. */
-export type PublishStreamItem =
-  | { index: number; event: PublishInput; result: PublishResult; error?: undefined }
-  | { index: number; event: PublishInput; result?: undefined; error: CairnApiError }
+export type PublishStreamItem = { index: number; event: PublishInput; result: PublishResult; error?: undefined } | { index: number; event: PublishInput; result?: undefined; error: CairnApiError }
 
 /** What `subscribe` yields: an event (with the cursor to store), or the signal that the backlog is delivered. */
 export type StreamItem<P = unknown> = { kind: 'event'; event: CairnEvent<P>; cursor: number; cursorSpace: string } | { kind: 'caught-up'; cursor: number; cursorSpace: string }
@@ -322,7 +320,14 @@ export class CairnClient {
       const body = new ReadableStream<Uint8Array>({
         pull: async (c) => {
           if (resend > 0) {
-            c.enqueue(encoder.encode(pending.slice(sent, sent + resend).map((p) => p.line).join('')))
+            c.enqueue(
+              encoder.encode(
+                pending
+                  .slice(sent, sent + resend)
+                  .map((p) => p.line)
+                  .join('')
+              )
+            )
             sent += resend
             resend = 0
             return

@@ -239,7 +239,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       })
     }
     if (c.req.header('idempotency-key') != null) {
-      throw new ValidationError('Bad Idempotency-Key header: a streaming publish takes its keys per line, as each line\'s event_id', [
+      throw new ValidationError("Bad Idempotency-Key header: a streaming publish takes its keys per line, as each line's event_id", [
         { path: 'Idempotency-Key', message: 'is not taken by a streaming publish; give each line an event_id', code: 'invalid_header' }
       ])
     }

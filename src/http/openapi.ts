@@ -2,7 +2,19 @@ import type * as v from 'valibot'
 import { toJsonSchema } from '@valibot/to-json-schema'
 import { PublishRequestSchema, PublishResultSchema } from '../model/publishRequest.ts'
 import { VERSION } from '../version.ts'
-import { ErrorSchema, PublishStreamAckSchema, EventSchema, EventsPageSchema, EventsQuerySchema, LimitsSchema, NoQuerySchema, SchemaInfoSchema, SchemaQuerySchema, SnapshotRequestSchema, StatusSchema } from './schemas.ts'
+import {
+  ErrorSchema,
+  PublishStreamAckSchema,
+  EventSchema,
+  EventsPageSchema,
+  EventsQuerySchema,
+  LimitsSchema,
+  NoQuerySchema,
+  SchemaInfoSchema,
+  SchemaQuerySchema,
+  SnapshotRequestSchema,
+  StatusSchema
+} from './schemas.ts'
 import { StreamQuerySchema } from './stream.ts'
 
 type Json = Record<string, unknown>

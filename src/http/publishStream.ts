@@ -62,7 +62,13 @@ function refusal(line: number, status: number, code: string, message: string, ex
  *
  * @returns the streamed response (200, application/x-ndjson)
  */
-export function publishStream(body: ReadableStream<Uint8Array> | null, publish: (input: unknown) => Promise<PublishResult>, limits: PublishStreamLimits, log: Log, reported: Record<string, unknown>): Response {
+export function publishStream(
+  body: ReadableStream<Uint8Array> | null,
+  publish: (input: unknown) => Promise<PublishResult>,
+  limits: PublishStreamLimits,
+  log: Log,
+  reported: Record<string, unknown>
+): Response {
   const window: Entry[] = []
   let windowBytes = 0
   let readDone = body == null

@@ -46,7 +46,10 @@ export const LimitsSchema = v.object({
   stream_heartbeat_ms: v.pipe(v.number(), v.description('A quiet stream writes a comment this often (stream-heartbeat)')),
   stream_retry_ms: v.pipe(v.number(), v.description("The stream's `retry:` field")),
   publish_stream_line_bytes: v.pipe(v.number(), v.description('The longest line of a streaming publish (POST /v1/events/stream): max_event_bytes and room for the request fields')),
-  publish_stream_window: v.pipe(v.number(), v.description('The most lines of a streaming publish in flight before the client takes their acknowledgements (max-batch; also at most max_body_bytes of them)'))
+  publish_stream_window: v.pipe(
+    v.number(),
+    v.description('The most lines of a streaming publish in flight before the client takes their acknowledgements (max-batch; also at most max_body_bytes of them)')
+  )
 })
 
 /** An event as the stream and `GET /v1/events` show it. */
