@@ -1,5 +1,17 @@
 import { ValidationError } from '../errors.ts'
 /**
+ * A value already encoded as canonical JSON, taken by `canonicalJson` as it is: a payload is encoded once
+ * per publish, then placed into the request hash and the envelope without being walked again.
+ */
+export class CanonicalText {
+  readonly text: string
+  /** @param text canonicalJson's output for the value it stands for */
+  constructor(text: string) {
+    this.text = text
+  }
+}
+
+/**
  * Canonical JSON: object keys sorted, no insignificant white space, `undefined` members left out.
  * The same envelope always gives the same bytes, hence the same CID on every node.
  *
@@ -9,6 +21,7 @@ import { ValidationError } from '../errors.ts'
  * ```
  */
 export function canonicalJson(value: unknown): string {
+  if (value instanceof CanonicalText) return value.text
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'number' && !Number.isFinite(value)) throw new ValidationError('Cannot encode a non-finite number as JSON')
     return JSON.stringify(value) ?? 'null'

@@ -46,6 +46,8 @@ export function outbox(init: OutboxInit): (components: OutboxComponents) => Outb
 
 type Request = Pending<CheckedRequest, PublishResult>
 
+const utf8 = new TextEncoder()
+
 /**
  * This node's outbox: the only subtree it writes. Publishes are group-committed: every request that
  * arrives while one commit is being written goes into the next one, which makes one new root and one head.
@@ -216,7 +218,8 @@ export class Outbox {
         causation_id: p.request.causation_id,
         payload: p.request.payload
       }
-      const bytes = new TextEncoder().encode(canonicalJson(envelope))
+      // The payload was encoded once, as canonical JSON, when the request was checked.
+      const bytes = utf8.encode(canonicalJson({ ...envelope, payload: p.request.payloadJson }))
       if (bytes.length > this.init.maxEventSize) {
         seq--
         p.reject(new EventTooLargeError(`Cannot publish ${envelope.type}: the event is ${bytes.length} bytes, over the limit of ${this.init.maxEventSize}`))
@@ -242,7 +245,12 @@ export class Outbox {
     }
 
     const additions = new Map<string, DirEntry[]>()
-    for (const a of accepted) additions.set(a.bucket, [...(additions.get(a.bucket) ?? []), { name: a.name, cid: a.block.cid, size: a.block.bytes.length }])
+    for (const a of accepted) {
+      const entry = { name: a.name, cid: a.block.cid, size: a.block.bytes.length }
+      const list = additions.get(a.bucket)
+      if (list == null) additions.set(a.bucket, [entry])
+      else list.push(entry)
+    }
     const tree = await this.tree.build(additions, new Map())
     // Blocks first, without a sync of their own: a power cut may take them with the head surviving, and
     // the next start rebuilds them from cairn.db (recover.ts) before it serves or announces the head.
