@@ -273,7 +273,7 @@ export class Outbox {
           idempotency_key: a.p.request.key ?? null,
           request_hash: a.p.request.hash
         })
-        store.events.insert(a.envelope, cid, receivedAt)
+        store.events.insert(a.envelope, cid, receivedAt, { freshId: a.envelope.event_id !== a.p.request.key })
       }
     })
     trace('commit.head_durable', seq)
