@@ -6,7 +6,7 @@ import type { EventEnvelope } from '../model/envelope.ts'
 import { signHead, type Head } from '../model/head.ts'
 import { filePlace } from '../model/layout.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
-import { directoryBlock, fileBlock, type Block, type DirEntry } from '../unixfs/tree.ts'
+import { directoryBlock, fileBlock, fileBlockSync, type Block, type DirEntry } from '../unixfs/tree.ts'
 import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
 import { CID } from 'multiformats/cid'
 import { trace } from '../log/trace.ts'
@@ -225,7 +225,7 @@ export class Outbox {
         p.reject(new EventTooLargeError(`Cannot publish ${envelope.type}: the event is ${bytes.length} bytes, over the limit of ${this.init.maxEventSize}`))
         continue
       }
-      const block = await fileBlock(bytes)
+      const block = fileBlockSync(bytes)
       const place = filePlace(seq, envelope.event_id, now)
       accepted.push({ p, envelope, block, bucket: `${place.day}/${place.hour}`, name: place.name })
       if (key != null) byKey.set(key, { result: { event_id: envelope.event_id, seq, cid: block.cid.toString() }, hash: p.request.hash })

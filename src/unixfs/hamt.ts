@@ -2,8 +2,7 @@ import * as dagPb from '@ipld/dag-pb'
 import { murmur3128 } from '@multiformats/murmur3'
 import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
-import { sha256 } from 'multiformats/hashes/sha2'
-import type { Block, DirEntry } from './tree.ts'
+import { sha256Digest, type Block, type DirEntry } from './tree.ts'
 import { MalformedDirectoryError, ShardUnreadableError } from '../errors.ts'
 
 /**
@@ -208,7 +207,7 @@ export class ShardedDirectory {
    */
   async flush(): Promise<{ root: Block & { size: number }; blocks: Block[] }> {
     const blocks: Block[] = []
-    this.rootBytes = (await this.encode(this.root, blocks)) ?? this.rootBytes ?? this.stored(this.root.cid!)
+    this.rootBytes = this.encode(this.root, blocks) ?? this.rootBytes ?? this.stored(this.root.cid!)
     if (this.read != null) this.trim(this.root, 0)
     return { root: { cid: this.root.cid!, bytes: this.rootBytes, size: this.root.size }, blocks }
   }
@@ -239,7 +238,7 @@ export class ShardedDirectory {
   }
 
   /** @returns the bytes of the shard when it was re-encoded (its new block is in `blocks`) */
-  private async encode(shard: Shard, blocks: Block[]): Promise<Uint8Array | undefined> {
+  private encode(shard: Shard, blocks: Block[]): Uint8Array | undefined {
     if (!shard.dirty) return undefined
     const links: ShardLink[] = []
     let size = 0
@@ -248,12 +247,12 @@ export class ShardedDirectory {
       const child = shard.slots![i]
       if (child === undefined) continue
       bitmap |= 1 << i
-      if (child instanceof Shard) await this.encode(child, blocks)
+      if (child instanceof Shard) this.encode(child, blocks)
       links.push(child instanceof Shard ? { name: LABELS[i], hash: child.cid!.bytes, size: child.size } : { name: LABELS[i] + child.name, hash: child.cid.bytes, size: child.size })
       size += child.size
     }
     const bytes = encodeShard(links, shardData(bitmap))
-    shard.cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
+    shard.cid = CID.createV1(dagPb.code, sha256Digest(bytes))
     shard.size = size + bytes.length
     shard.dirty = false
     blocks.push({ cid: shard.cid, bytes })
