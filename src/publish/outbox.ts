@@ -282,7 +282,9 @@ export class Outbox {
     for (const a of accepted) a.p.resolve({ event_id: a.envelope.event_id, seq: a.envelope.seq, cid: a.block.cid.toString(), replayed: false })
     settleDuplicates()
     const events = accepted.map((a) => a.envelope)
-    for (const e of events) this.components.metrics.published.inc({ type: e.type })
+    const byType = new Map<string, number>()
+    for (const e of events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1)
+    for (const [type, n] of byType) this.components.metrics.published.inc({ type }, n)
     this.components.events.safeDispatchEvent('outbox:committed', { detail: { head: this.lastHead!, events, blocks: [...accepted.map((a) => a.block), ...tree.blocks] } })
   }
 

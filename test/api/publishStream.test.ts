@@ -193,6 +193,23 @@ describe('POST /v1/events/stream', () => {
     })
   }, 120_000)
 
+  test('a stream that sends nothing and takes nothing for --http-idle-timeout is ended; one that is busy for longer is not', async () => {
+    await withNode({ 'http-idle-timeout': '1s' }, async (_node, base, token) => {
+      const s = new Stream(base, token)
+      s.write(event(1))
+      expect((await s.ack())?.line).toBe(1)
+      // Lines keep coming for longer than the idle timeout: each acknowledgement is progress.
+      const started = Date.now()
+      let n = 1
+      while (Date.now() - started < 2500) {
+        s.write(event(++n))
+        expect((await s.ack())?.line).toBe(n)
+      }
+      // Then silence: the node ends the response (the client's body is still open).
+      expect(await s.ack()).toBeUndefined()
+    })
+  }, 60_000)
+
   test('refuses a body that is not NDJSON and an Idempotency-Key header; POST /v1/events names the stream for NDJSON', async () => {
     await withNode({}, async (_node, base, token) => {
       const auth = { authorization: `Bearer ${token}` }
