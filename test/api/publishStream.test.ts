@@ -2,13 +2,13 @@ import { describe, expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { initDataDir } from '../../src/datadir/init.ts'
-import { CairnClient, type PublishInput } from '../../src/client/mod.ts'
+import { CairnClient, type PublishInput, type PublishStreamItem } from '../../src/client/mod.ts'
 import { publishStream } from '../../src/http/publishStream.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import type { CairnNode } from '../../src/node/node.ts'
 import { inProcessNode } from '../helpers/forge.ts'
 import { query } from '../helpers/db.ts'
-import { ROOT, tempDir, waitFor } from '../helpers/process.ts'
+import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
 
 interface Ack {
   line: number
@@ -240,6 +240,33 @@ describe('POST /v1/events/stream', () => {
       expect(again.filter((x) => x.result?.replayed === true).map((x) => x.result!.seq)).toEqual(items.filter((x) => x.result != null).map((x) => x.result!.seq))
     })
   }, 60_000)
+
+  test('the client sends what was not acknowledged again after the node is killed mid-stream: every event once', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    // A window of 50: the client is at most 50 events ahead of the acknowledgements it has yielded.
+    await node.start(['--max-batch', '50'])
+    const client = new CairnClient({ dataDir: node.dir, attempts: 200, maxDelayMs: 300 })
+    const total = 3000
+    function* events(): Generator<PublishInput> {
+      for (let i = 0; i < total; i++) yield { type: 'test.restart', payload: { i } }
+    }
+    const items: PublishStreamItem[] = []
+    for await (const item of client.publishStream(events(), { idempotencyKey: 'restart' })) {
+      items.push(item)
+      // Killed with at most 550 events sent: the rest can only go over a new connection to the new process.
+      if (items.length === 500) {
+        await node.stop('SIGKILL')
+        await node.start(['--max-batch', '50'])
+      }
+    }
+    expect(items.map((x) => x.index)).toEqual(items.map((_, i) => i))
+    expect(items.filter((x) => x.error != null).map((x) => x.error!.message)).toEqual([])
+    const seqs = items.map((x) => x.result!.seq)
+    expect(new Set(seqs).size).toBe(total)
+    const [row] = query<{ n: number; keys: number }>(node.dir, 'SELECT count(*) AS n, count(DISTINCT idempotency_key) AS keys FROM outbox')
+    expect(row).toEqual({ n: total, keys: total })
+  }, 120_000)
 
   test('the plain-fetch example of docs/api.md runs under Node and Bun', async () => {
     await withNode({}, async (_node, _base, _token, dir) => {
