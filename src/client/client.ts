@@ -295,7 +295,7 @@ export class CairnClient {
    */
   async *publishStream(events: Iterable<PublishInput> | AsyncIterable<PublishInput>, options: CallOptions & { idempotencyKey?: string } = {}): AsyncGenerator<PublishStreamItem> {
     const limits = await this.limits(options)
-    const window = Math.max(1, limits.publish_stream_window)
+    const window = Math.max(1, Number.isSafeInteger(limits.publish_stream_window) ? limits.publish_stream_window : limits.max_batch)
     const key = options.idempotencyKey ?? newKey()
     const source: Iterator<PublishInput> | AsyncIterator<PublishInput> =
       Symbol.asyncIterator in events ? (events as AsyncIterable<PublishInput>)[Symbol.asyncIterator]() : (events as Iterable<PublishInput>)[Symbol.iterator]()

@@ -373,6 +373,9 @@ export interface DirectoryNode {
   fanout: number
 }
 
+/** A HAMT link's label, by its width (1 hex digit for fanout 16, 2 for 256) */
+const LABEL_PATTERNS: Record<number, RegExp> = { 1: /^[0-9A-F]{1}/, 2: /^[0-9A-F]{2}/ }
+
 /**
  * Decodes a UnixFS directory node, plain or HAMT shard.
  *
@@ -397,7 +400,7 @@ export function readDirectoryNode(bytes: Uint8Array): DirectoryNode {
   const fanout = Number(fs.fanout)
   if (!ACCEPTED_FANOUTS.includes(fanout)) throw new MalformedDirectoryError(`unsupported HAMT: fanout ${fs.fanout} is not one of ${ACCEPTED_FANOUTS.join(', ')}`)
   const pad = (fanout - 1).toString(16).length
-  const label = new RegExp(`^[0-9A-F]{${pad}}`)
+  const label = LABEL_PATTERNS[pad]
   const out: DirectoryNode = { entries: [], shards: [], fanout }
   let previous = -1
   for (const l of node.Links) {
