@@ -9,6 +9,7 @@
  *   bun bench/cpu.ts steady             # NODES=10 in a chain: CPU of each idle (three windows of 10 s), then per event while N=200 go at RATE=20/s
  *   BIN=/tmp/cairn-before bun bench/cpu.ts publish   # another build of cairn (copy dist/cairn away first), to compare
  *   BATCH=100 bun bench/cpu.ts catchup  # publish in batches of 100 (4 requests in flight) instead of one event per request
+ *   STREAM=1 bun bench/cpu.ts publish   # publish over one streaming request (POST /v1/events/stream) instead
  *   BUN_OPTIONS="--cpu-prof-md --cpu-prof-dir=/tmp/prof" bun bench/cpu.ts catchup   # and a profile of each process
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -56,10 +57,16 @@ const median = (xs: number[]): number => {
 
 /** Events per publish request: 1 (100 requests in flight), or BATCH (4 in flight) */
 const BATCH = Number(process.env.BATCH ?? 1)
+/** STREAM=1: every event over one streaming publish, acknowledged per line */
+const STREAM = process.env.STREAM === '1'
 
 async function publishAll(node: CairnNode, prefix: string): Promise<number> {
   let next = 0
   const t0 = performance.now()
+  if (STREAM) {
+    await node.publishStream(Array.from({ length: N }, (_, i) => `${prefix}${i}`))
+    return (performance.now() - t0) / 1000
+  }
   const one = async (): Promise<void> => {
     if (BATCH <= 1) {
       await node.publish(`${prefix}${next++}`)
@@ -88,7 +95,7 @@ try {
     const s = await publishAll(a, 'p')
     const used = procStats(a.proc!.pid).cpuSeconds - cpu
     console.log(
-      `published ${N} ${BATCH <= 1 ? 'one per request (100 in flight)' : `in batches of ${BATCH} (4 in flight)`}: ${Math.round(N / s)} events/s, ${Math.round((used / N) * 1e6)} µs of CPU per event on the node`
+      `published ${N} ${STREAM ? 'over one stream' : BATCH <= 1 ? 'one per request (100 in flight)' : `in batches of ${BATCH} (4 in flight)`}: ${Math.round(N / s)} events/s, ${Math.round((used / N) * 1e6)} µs of CPU per event on the node`
     )
     console.log(`node threads since start: ${threads(a.proc!.pid)}`)
   } else {

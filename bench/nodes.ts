@@ -65,6 +65,8 @@ export abstract class BenchNode {
   abstract publish(id: string): Promise<void>
   /** publishes several events in one request, where the system has such a call */
   publishBatch?: (ids: string[]) => Promise<void>
+  /** publishes events over one streaming request, each acknowledged once durable, where the system has one */
+  publishStream?: (ids: string[]) => Promise<void>
 
   protected record(id: string): void {
     if (this.applied.has(id)) {
@@ -207,6 +209,45 @@ export class CairnNode extends BenchNode {
       ids.map((id) => ({ type: 'bench.event', payload: payload(id) })),
       this.token
     )
+  }
+
+  /** Publishes events over one streaming publish (NDJSON in, one acknowledgement per line out), reading acks as it sends. */
+  override publishStream = async (ids: string[]): Promise<void> => {
+    const encoder = new TextEncoder()
+    let next = 0
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (next === ids.length) {
+          c.close()
+          return
+        }
+        // a few hundred lines a chunk, as a backend writing to a socket would
+        const end = Math.min(ids.length, next + 256)
+        let text = ''
+        for (; next < end; next++) text += `${JSON.stringify({ type: 'bench.event', payload: payload(ids[next]) })}\n`
+        c.enqueue(encoder.encode(text))
+      }
+    })
+    const res = await fetch(`http://${this.http}/v1/events/stream`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-ndjson', authorization: `Bearer ${this.token}` },
+      body,
+      duplex: 'half'
+    } as RequestInit)
+    if (res.status !== 200) throw new Error(`publish stream failed: ${res.status} ${await res.text()}`)
+    const decoder = new TextDecoder()
+    let acks = 0
+    let rest = ''
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      rest += decoder.decode(chunk, { stream: true })
+      const lines = rest.split('\n')
+      rest = lines.pop()!
+      for (const line of lines) {
+        if (line.includes('"error"')) throw new Error(`publish stream: ${line}`)
+        acks++
+      }
+    }
+    if (acks !== ids.length) throw new Error(`publish stream: ${acks} acknowledgements for ${ids.length} events`)
   }
 
   override async stop(): Promise<void> {

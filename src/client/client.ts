@@ -59,7 +59,14 @@ export interface Limits {
   max_types: number
   stream_heartbeat_ms: number
   stream_retry_ms: number
+  /** the longest line of a streaming publish */
+  publish_stream_line_bytes: number
+  /** the most lines of a streaming publish in flight before their acknowledgements are taken */
+  publish_stream_window: number
 }
+
+/** What `publishStream` yields for each event, in order: its result once durable, or why the node refused it. */
+export type PublishStreamItem = { index: number; event: PublishInput; result: PublishResult; error?: undefined } | { index: number; event: PublishInput; result?: undefined; error: CairnApiError }
 
 /** What `subscribe` yields: an event (with the cursor to store), or the signal that the backlog is delivered. */
 export type StreamItem<P = unknown> = { kind: 'event'; event: CairnEvent<P>; cursor: number; cursorSpace: string } | { kind: 'caught-up'; cursor: number; cursorSpace: string }
@@ -97,7 +104,7 @@ export interface SubscribeOptions extends CallOptions {
 }
 
 interface ErrorBody {
-  error?: { code?: string; message?: string; issues?: ApiIssue[]; event_id?: string }
+  error?: { code?: string; message?: string; issues?: ApiIssue[]; event_id?: string; status?: number }
 }
 
 /** @returns a delay with full jitter, so that many clients do not reconnect in step */
@@ -130,6 +137,23 @@ async function apiError(res: Response): Promise<CairnApiError> {
   } catch {}
   const e = body.error
   return new CairnApiError(res.status, e?.code ?? `http_${res.status}`, e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`, e?.issues ?? [], e?.event_id)
+}
+
+/** @returns the lines of an NDJSON body as they arrive (blank ones skipped) */
+async function* ndjsonLines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder()
+  let rest = ''
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    rest += decoder.decode(chunk, { stream: true })
+    let nl = rest.indexOf('\n')
+    while (nl !== -1) {
+      const line = rest.slice(0, nl).trim()
+      rest = rest.slice(nl + 1)
+      if (line !== '') yield line
+      nl = rest.indexOf('\n')
+    }
+  }
+  if (rest.trim() !== '') yield rest.trim()
 }
 
 /** A client-side key: random, so that its retries are recognised and nothing else is. */
@@ -255,6 +279,140 @@ export class CairnClient {
     }
     await send()
     return results
+  }
+
+  /**
+   * Publishes a stream of events over one long request (`POST /v1/events/stream`), each line committed
+   * with whatever else arrives meanwhile, and yields one item per event, in order, once it is durable (or
+   * refused: `error`, the stream going on). At most `publish_stream_window` events are read from `events`
+   * ahead of their acknowledgements. An event without `event_id` gets the key `KEY#i` (i its index),
+   * KEY being `options.idempotencyKey` or a random key of this call; when the connection breaks, the
+   * events not yet acknowledged are sent again under the same keys on a new one (with backoff, up to
+   * `attempts` in a row without progress), so none is published twice.
+   *
+   * @returns an async iterator of `{ index, event, result }` or `{ index, event, error }`
+   * @throws CairnApiError when the node refuses the stream itself; CairnUnavailableError when it cannot be reached
+   */
+  async *publishStream(events: Iterable<PublishInput> | AsyncIterable<PublishInput>, options: CallOptions & { idempotencyKey?: string } = {}): AsyncGenerator<PublishStreamItem> {
+    const limits = await this.limits(options)
+    const window = Math.max(1, Number.isSafeInteger(limits.publish_stream_window) ? limits.publish_stream_window : limits.max_batch)
+    const key = options.idempotencyKey ?? newKey()
+    const source: Iterator<PublishInput> | AsyncIterator<PublishInput> =
+      Symbol.asyncIterator in events ? (events as AsyncIterable<PublishInput>)[Symbol.asyncIterator]() : (events as Iterable<PublishInput>)[Symbol.iterator]()
+    /** events sent (or to send again) and not yet acknowledged, oldest first */
+    const pending: Array<{ index: number; event: PublishInput; line: string }> = []
+    let next = 0
+    let sourceDone = false
+    let sourceError: unknown
+    let room: (() => void) | undefined
+    const encoder = new TextEncoder()
+    const { attempts, minDelayMs, maxDelayMs } = this.options
+    let failures = 0
+    let last: Error = new CairnUnavailableError('no attempt made')
+    while (!sourceDone || pending.length > 0) {
+      if (failures >= attempts) throw last
+      if (failures > 0) await sleep(backoff(failures, minDelayMs, maxDelayMs), options.signal)
+      options.signal?.throwIfAborted()
+      // This connection sends the events still unacknowledged first, then new ones while there is room.
+      let resend = pending.length
+      let sent = 0
+      let closed = false
+      const body = new ReadableStream<Uint8Array>({
+        pull: async (c) => {
+          if (resend > 0) {
+            c.enqueue(
+              encoder.encode(
+                pending
+                  .slice(sent, sent + resend)
+                  .map((p) => p.line)
+                  .join('')
+              )
+            )
+            sent += resend
+            resend = 0
+            return
+          }
+          while (pending.length >= window && !closed) await new Promise<void>((resolve) => (room = resolve))
+          if (closed) return
+          if (sourceDone) {
+            c.close()
+            return
+          }
+          let r: IteratorResult<PublishInput>
+          try {
+            r = await source.next()
+          } catch (err) {
+            sourceError = err
+            sourceDone = true
+            c.error(err)
+            return
+          }
+          if (r.done === true) {
+            sourceDone = true
+            c.close()
+            return
+          }
+          const event = r.value
+          const index = next++
+          const line = `${JSON.stringify({ ...event, event_id: event.event_id ?? `${key}#${index}` })}\n`
+          pending.push({ index, event, line })
+          sent++
+          c.enqueue(encoder.encode(line))
+        },
+        cancel: () => {
+          closed = true
+          room?.()
+        }
+      })
+      let res: Response
+      try {
+        const ep = await this.endpoint()
+        res = await fetch(`${ep.baseUrl}/v1/events/stream`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${ep.token}`, 'content-type': 'application/x-ndjson' },
+          body,
+          // A streamed request body needs half duplex in Node's fetch (and is the only mode of Bun's and Deno's).
+          duplex: 'half',
+          signal: options.signal
+        } as RequestInit)
+      } catch (err) {
+        if (options.signal?.aborted === true || sourceError != null) throw sourceError ?? err
+        last = err instanceof CairnUnavailableError ? err : new CairnUnavailableError(`Cannot reach the node: ${(err as Error).message}`, { cause: err })
+        failures++
+        continue
+      }
+      if (!res.ok) {
+        const error = await apiError(res)
+        if (res.status < 500) throw error
+        last = error
+        failures++
+        continue
+      }
+      try {
+        for await (const text of ndjsonLines(res.body!)) {
+          const ack = JSON.parse(text) as PublishResult & ErrorBody & { line?: number }
+          const p = pending.shift()
+          if (p == null) continue
+          failures = 0
+          room?.()
+          room = undefined
+          if (ack.error != null) {
+            const e = ack.error
+            yield { index: p.index, event: p.event, error: new CairnApiError(e.status ?? 400, e.code ?? 'invalid_request', e.message ?? 'refused', e.issues ?? [], e.event_id) }
+          } else {
+            yield { index: p.index, event: p.event, result: { event_id: ack.event_id, seq: ack.seq, cid: ack.cid, replayed: ack.replayed } }
+          }
+        }
+      } catch (err) {
+        if (options.signal?.aborted === true || sourceError != null) throw sourceError ?? err
+        last = new CairnUnavailableError(`The publish stream broke: ${(err as Error).message}`, { cause: err })
+      } finally {
+        closed = true
+        room?.()
+      }
+      if (sourceError != null) throw sourceError
+      if (pending.length > 0 || !sourceDone) failures++
+    }
   }
 
   /**

@@ -13,6 +13,7 @@ export {
   type Limits,
   type PublishInput,
   type PublishResult,
+  type PublishStreamItem,
   type StreamItem,
   type SubscribeOptions
 } from './client.ts'

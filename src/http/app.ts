@@ -16,6 +16,7 @@ import { EventsQuerySchema, MAX_PAGE, NoQuerySchema, SchemaQuerySchema, Snapshot
 import { assertCursor, eventJson, STREAM_RETRY_MS, streamEvents, type StreamDeps } from './stream.ts'
 import { mountMembers, type MembersDeps } from './members.ts'
 import { consoleApp, type ConsoleDeps } from './console/app.ts'
+import { publishStream, STREAM_LINE_ROOM, type PublishStreamLimits } from './publishStream.ts'
 
 /** The limits `GET /v1/limits` reports (and 413 answers carry). */
 export type Limits = v.InferOutput<typeof LimitsSchema>
@@ -30,6 +31,8 @@ export interface HttpDeps {
   maxBatch: number
   maxEventSize: number
   maxDepth: number
+  /** a streaming publish ends after this long with nothing read or acknowledged (--http-idle-timeout) */
+  idleTimeoutMs?: number
   log: Log
   ready: () => { ready: boolean; reason?: string }
   status: () => Promise<unknown>
@@ -92,6 +95,7 @@ export const ROUTES: Record<string, string[]> = {
   '/v1/limits': ['GET'],
   '/v1/status': ['GET'],
   '/v1/events': ['GET', 'POST'],
+  '/v1/events/stream': ['POST'],
   '/v1/stream': ['GET'],
   '/v1/schemas': ['GET'],
   '/v1/schemas/:type': ['GET'],
@@ -100,11 +104,14 @@ export const ROUTES: Record<string, string[]> = {
   '/v1/members/:peer_id': ['DELETE']
 }
 
+const NDJSON = /^application\/x-ndjson\s*(;|$)/i
+
 /** Refuses, with 415, a request body that is not declared as JSON (an empty body needs no type). */
 const jsonBody: MiddlewareHandler = async (c, next) => {
   const type = c.req.header('content-type') ?? ''
   if (!/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type) && !(type === '' && c.req.header('content-length') === '0')) {
-    return errorResponse(415, 'unsupported_media_type', `Unsupported media type ${type === '' ? '(none)' : type}: send the body as JSON with Content-Type: application/json`, {
+    const hint = NDJSON.test(type) && c.req.path === '/v1/events' ? '; NDJSON (one event per line) goes to POST /v1/events/stream' : ''
+    return errorResponse(415, 'unsupported_media_type', `Unsupported media type ${type === '' ? '(none)' : type}: send the body as JSON with Content-Type: application/json${hint}`, {
       headers: { 'accept-post': 'application/json' }
     })
   }
@@ -138,7 +145,15 @@ export function createHttpApp(deps: HttpDeps): Hono {
     max_page: MAX_PAGE,
     max_types: MAX_TYPES,
     stream_heartbeat_ms: deps.stream.heartbeatMs,
-    stream_retry_ms: STREAM_RETRY_MS
+    stream_retry_ms: STREAM_RETRY_MS,
+    publish_stream_line_bytes: deps.maxEventSize + STREAM_LINE_ROOM,
+    publish_stream_window: deps.maxBatch
+  }
+  const streamLimits: PublishStreamLimits = {
+    maxLineBytes: limits.publish_stream_line_bytes,
+    windowLines: limits.publish_stream_window,
+    windowBytes: Math.max(deps.maxBodySize, limits.publish_stream_line_bytes),
+    idleTimeoutMs: deps.idleTimeoutMs ?? 30_000
   }
 
   app.onError((err, c) => {
@@ -215,6 +230,21 @@ export function createHttpApp(deps: HttpDeps): Hono {
       return c.json(Array.isArray(body) ? results : results[0], replayed ? 200 : 201)
     }
   )
+  // A streaming publish: NDJSON in, one acknowledgement per line out, each once its event is durable.
+  app.post('/v1/events/stream', (c) => {
+    const type = c.req.header('content-type') ?? ''
+    if (!NDJSON.test(type)) {
+      return errorResponse(415, 'unsupported_media_type', `Unsupported media type ${type === '' ? '(none)' : type}: send one publish request per line with Content-Type: application/x-ndjson`, {
+        headers: { 'accept-post': 'application/x-ndjson' }
+      })
+    }
+    if (c.req.header('idempotency-key') != null) {
+      throw new ValidationError("Bad Idempotency-Key header: a streaming publish takes its keys per line, as each line's event_id", [
+        { path: 'Idempotency-Key', message: 'is not taken by a streaming publish; give each line an event_id', code: 'invalid_header' }
+      ])
+    }
+    return publishStream(c.req.raw.body, async (input) => await deps.publish(input), streamLimits, deps.log, limits)
+  })
   app.get('/v1/events', (c) => {
     const q = readQuery(c.req.url, EventsQuerySchema, Object.keys(EventsQuerySchema.entries))
     const { events, watermark } = deps.stream

@@ -2,7 +2,19 @@ import type * as v from 'valibot'
 import { toJsonSchema } from '@valibot/to-json-schema'
 import { PublishRequestSchema, PublishResultSchema } from '../model/publishRequest.ts'
 import { VERSION } from '../version.ts'
-import { ErrorSchema, EventSchema, EventsPageSchema, EventsQuerySchema, LimitsSchema, NoQuerySchema, SchemaInfoSchema, SchemaQuerySchema, SnapshotRequestSchema, StatusSchema } from './schemas.ts'
+import {
+  ErrorSchema,
+  PublishStreamAckSchema,
+  EventSchema,
+  EventsPageSchema,
+  EventsQuerySchema,
+  LimitsSchema,
+  NoQuerySchema,
+  SchemaInfoSchema,
+  SchemaQuerySchema,
+  SnapshotRequestSchema,
+  StatusSchema
+} from './schemas.ts'
 import { StreamQuerySchema } from './stream.ts'
 
 type Json = Record<string, unknown>
@@ -52,6 +64,7 @@ export function openApiDocument(): Json {
         Error: json(ErrorSchema),
         PublishRequest: json(PublishRequestSchema),
         PublishResult: json(PublishResultSchema),
+        PublishStreamAck: json(PublishStreamAckSchema),
         Event: json(EventSchema),
         EventsPage: json(EventsPageSchema),
         Limits: json(LimitsSchema),
@@ -104,6 +117,27 @@ export function openApiDocument(): Json {
           summary: 'The status document, as cairn status --json',
           parameters: queryParameters(NoQuerySchema),
           responses: { '200': { description: 'Status', content: jsonContent(ref('Status')) }, ...QUERY_ERRORS, ...AUTH_ERRORS }
+        }
+      },
+      '/v1/events/stream': {
+        post: {
+          ...secured,
+          summary: 'Publish a stream of events: NDJSON in (one publish request per line), NDJSON out (one acknowledgement per line, in order, each once its event is durable)',
+          description:
+            'Each non-blank line is what `POST /v1/events` takes as one event; its idempotency key is its `event_id`. Each acknowledgement line is `{ line, event_id, seq, cid, replayed }` (the PublishResult and the line number), or `{ line, error: { code, message, issues, status } }` for a line refused (the status `POST /v1/events` would answer); the stream goes on after a refused line. A line over `publish_stream_line_bytes` is refused once that long and the rest of it skipped; at most `publish_stream_window` lines (and `max_body_bytes` of them) are read before their acknowledgements are taken. Lines read while a commit is written join the next commit.',
+          requestBody: {
+            required: true,
+            content: { 'application/x-ndjson': { schema: { type: 'string', description: 'One PublishRequest (JSON) per line' } } }
+          },
+          responses: {
+            '200': {
+              description: 'The acknowledgements, one line per request line, as each is durable or refused',
+              content: { 'application/x-ndjson': { schema: { type: 'string', description: 'One PublishStreamAck (JSON) per line' } } }
+            },
+            '400': error('An Idempotency-Key header (a streaming publish takes its keys per line, as event_id)'),
+            ...AUTH_ERRORS,
+            '415': error('The body is not declared as NDJSON (Content-Type: application/x-ndjson)')
+          }
         }
       },
       '/v1/events': {

@@ -1,3 +1,4 @@
+import { PublishResultSchema } from '../model/publishRequest.ts'
 import * as v from 'valibot'
 import { EventEnvelopeSchema, EventTypeSchema, PeerIdSchema } from '../model/envelope.ts'
 import { CursorParamSchema, CursorSpaceSchema, TypesParamSchema } from './query.ts'
@@ -18,6 +19,21 @@ export const ErrorSchema = v.object({
   })
 })
 
+/** One acknowledgement line of a streaming publish (`POST /v1/events/stream`): the line's result, or its refusal. */
+export const PublishStreamAckSchema = v.union([
+  v.object({
+    line: v.pipe(v.number(), v.integer(), v.minValue(1), v.description('The request line acknowledged, counting from 1 (blank lines count, and get no acknowledgement)')),
+    ...PublishResultSchema.entries
+  }),
+  v.object({
+    line: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    error: v.object({
+      ...ErrorSchema.entries.error.entries,
+      status: v.pipe(v.number(), v.integer(), v.description('The status POST /v1/events would answer this line with'))
+    })
+  })
+])
+
 /** The endpoint's limits, as `GET /v1/limits` answers them. */
 export const LimitsSchema = v.object({
   max_body_bytes: v.pipe(v.number(), v.description('The largest request body (max-body-size)')),
@@ -28,7 +44,12 @@ export const LimitsSchema = v.object({
   max_page: v.pipe(v.number(), v.description('The most events GET /v1/events returns at once')),
   max_types: v.pipe(v.number(), v.description('The most types one `types` filter names')),
   stream_heartbeat_ms: v.pipe(v.number(), v.description('A quiet stream writes a comment this often (stream-heartbeat)')),
-  stream_retry_ms: v.pipe(v.number(), v.description("The stream's `retry:` field"))
+  stream_retry_ms: v.pipe(v.number(), v.description("The stream's `retry:` field")),
+  publish_stream_line_bytes: v.pipe(v.number(), v.description('The longest line of a streaming publish (POST /v1/events/stream): max_event_bytes and room for the request fields')),
+  publish_stream_window: v.pipe(
+    v.number(),
+    v.description('The most lines of a streaming publish in flight before the client takes their acknowledgements (max-batch; also at most max_body_bytes of them)')
+  )
 })
 
 /** An event as the stream and `GET /v1/events` show it. */

@@ -1,5 +1,17 @@
 import { ValidationError } from '../errors.ts'
 /**
+ * A value already encoded as canonical JSON, taken by `canonicalJson` as it is: a payload is encoded once
+ * per publish, then placed into the request hash and the envelope without being walked again.
+ */
+export class CanonicalText {
+  readonly text: string
+  /** @param text canonicalJson's output for the value it stands for */
+  constructor(text: string) {
+    this.text = text
+  }
+}
+
+/**
  * Canonical JSON: object keys sorted, no insignificant white space, `undefined` members left out.
  * The same envelope always gives the same bytes, hence the same CID on every node.
  *
@@ -9,15 +21,27 @@ import { ValidationError } from '../errors.ts'
  * ```
  */
 export function canonicalJson(value: unknown): string {
+  if (value instanceof CanonicalText) return value.text
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'number' && !Number.isFinite(value)) throw new ValidationError('Cannot encode a non-finite number as JSON')
     return JSON.stringify(value) ?? 'null'
   }
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
-  const keys = Object.keys(value)
-    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
-    .sort()
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`
+  if (Array.isArray(value)) {
+    let out = '['
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? '' : ',') + canonicalJson(value[i])
+    return `${out}]`
+  }
+  const record = value as Record<string, unknown>
+  const keys = Object.keys(record).sort()
+  let out = '{'
+  let first = true
+  for (const k of keys) {
+    const member = record[k]
+    if (member === undefined) continue
+    out += `${first ? '' : ','}${JSON.stringify(k)}:${canonicalJson(member)}`
+    first = false
+  }
+  return `${out}}`
 }
 
 /**

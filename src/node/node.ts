@@ -479,6 +479,7 @@ export class CairnNode {
       maxBatch: this.config.maxBatch,
       maxEventSize: this.config.maxEventSize,
       maxDepth: this.config.maxDepth,
+      idleTimeoutMs: this.config.httpIdleTimeout,
       log: this.log,
       ready: () => this.readiness(),
       status: async () => await this.statusJson(),

@@ -6,7 +6,7 @@ import type { EventEnvelope } from '../model/envelope.ts'
 import { signHead, type Head } from '../model/head.ts'
 import { filePlace } from '../model/layout.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
-import { directoryBlock, fileBlock, type Block, type DirEntry } from '../unixfs/tree.ts'
+import { directoryBlock, fileBlock, fileBlockSync, type Block, type DirEntry } from '../unixfs/tree.ts'
 import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
 import { CID } from 'multiformats/cid'
 import { trace } from '../log/trace.ts'
@@ -45,6 +45,8 @@ export function outbox(init: OutboxInit): (components: OutboxComponents) => Outb
 }
 
 type Request = Pending<CheckedRequest, PublishResult>
+
+const utf8 = new TextEncoder()
 
 /**
  * This node's outbox: the only subtree it writes. Publishes are group-committed: every request that
@@ -224,13 +226,14 @@ export class Outbox {
         causation_id: p.request.causation_id,
         payload: p.request.payload
       }
-      const bytes = new TextEncoder().encode(canonicalJson(envelope))
+      // The payload was encoded once, as canonical JSON, when the request was checked.
+      const bytes = utf8.encode(canonicalJson({ ...envelope, payload: p.request.payloadJson }))
       if (bytes.length > this.init.maxEventSize) {
         seq--
         p.reject(new EventTooLargeError(`Cannot publish ${envelope.type}: the event is ${bytes.length} bytes, over the limit of ${this.init.maxEventSize}`))
         continue
       }
-      const block = await fileBlock(bytes)
+      const block = fileBlockSync(bytes)
       const place = filePlace(seq, envelope.event_id, now)
       accepted.push({ p, envelope, block, bucket: `${place.day}/${place.hour}`, name: place.name })
       if (key != null) byKey.set(key, { result: { event_id: envelope.event_id, seq, cid: block.cid.toString() }, hash: p.request.hash })
@@ -250,7 +253,12 @@ export class Outbox {
     }
 
     const additions = new Map<string, DirEntry[]>()
-    for (const a of accepted) additions.set(a.bucket, [...(additions.get(a.bucket) ?? []), { name: a.name, cid: a.block.cid, size: a.block.bytes.length }])
+    for (const a of accepted) {
+      const entry = { name: a.name, cid: a.block.cid, size: a.block.bytes.length }
+      const list = additions.get(a.bucket)
+      if (list == null) additions.set(a.bucket, [entry])
+      else list.push(entry)
+    }
     const tree = await this.tree.build(additions, new Map())
     // Blocks first, without a sync of their own: a power cut may take them with the head surviving, and
     // the next start rebuilds them from cairn.db (recover.ts) before it serves or announces the head.
@@ -273,7 +281,7 @@ export class Outbox {
           idempotency_key: a.p.request.key ?? null,
           request_hash: a.p.request.hash
         })
-        store.events.insert(a.envelope, cid, receivedAt)
+        store.events.insert(a.envelope, cid, receivedAt, { freshId: a.envelope.event_id !== a.p.request.key })
       }
     })
     trace('commit.head_durable', seq)
@@ -282,7 +290,9 @@ export class Outbox {
     for (const a of accepted) a.p.resolve({ event_id: a.envelope.event_id, seq: a.envelope.seq, cid: a.block.cid.toString(), replayed: false })
     settleDuplicates()
     const events = accepted.map((a) => a.envelope)
-    for (const e of events) this.components.metrics.published.inc({ type: e.type })
+    const byType = new Map<string, number>()
+    for (const e of events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1)
+    for (const [type, n] of byType) this.components.metrics.published.inc({ type }, n)
     this.components.events.safeDispatchEvent('outbox:committed', { detail: { head: this.lastHead!, events, blocks: [...accepted.map((a) => a.block), ...tree.blocks] } })
   }
 

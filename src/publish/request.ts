@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import * as v from 'valibot'
 import { uuidv7 } from 'uuidv7'
 import { EventTooLargeError, IdempotencyConflictError, ValidationError } from '../errors.ts'
-import { canonicalJson, jsonDepth } from '../model/canonical.ts'
+import { CanonicalText, canonicalJson, jsonDepth } from '../model/canonical.ts'
 import { UuidV7Schema } from '../model/envelope.ts'
 import { type Issue, issueLine, joinPath, toIssues } from '../model/issues.ts'
 import { IdempotencyKeySchema, PublishRequestSchema, type PublishRequest, type PublishResult } from '../model/publishRequest.ts'
@@ -15,6 +15,8 @@ export type PublishValidator = (type: string, version: number | undefined, paylo
 export type CheckedRequest = Omit<PublishRequest, 'event_id'> & {
   version: number
   event_id: string
+  /** the payload as canonical JSON (encoded once, for the hash, the size check and the event file) */
+  payloadJson: CanonicalText
   /** the idempotency key (absent: none given, the request is never deduplicated) */
   key?: string
   /** identifies the request for its key: the same key with another hash is a conflict */
@@ -46,12 +48,14 @@ const ENVELOPE_ROOM = 600
  * @returns the hash that tells two requests under one idempotency key apart: everything but the key itself,
  * an omitted version being version 1 (what it is published as)
  */
-function requestHash(req: PublishRequest): string {
+function requestHash(req: PublishRequest, payload: CanonicalText): string {
   const { event_id: _key, ...rest } = req
   return createHash('sha256')
-    .update(canonicalJson({ ...rest, version: rest.version ?? 1 }))
+    .update(canonicalJson({ ...rest, payload, version: rest.version ?? 1 }))
     .digest('base64url')
 }
+
+const utf8 = new TextEncoder()
 
 /**
  * @returns the result of an event published earlier under `key` (flagged a replay), or undefined
@@ -95,7 +99,8 @@ export function checkRequest(input: unknown, at: string, checks: RequestChecks, 
   const depth = jsonDepth(req.payload, checks.maxDepth)
   if (depth > checks.maxDepth) fail([{ path: joinPath(at, 'payload'), message: `nests more than ${checks.maxDepth} levels`, code: 'too_deep' }])
   const key = req.event_id ?? headerKey
-  const hash = requestHash(req)
+  const payloadJson = new CanonicalText(canonicalJson(req.payload))
+  const hash = requestHash(req, payloadJson)
   if (key != null) {
     const replay = replayOf(key, hash, checks.published(key), at)
     if (replay != null) return { result: replay }
@@ -104,13 +109,13 @@ export function checkRequest(input: unknown, at: string, checks: RequestChecks, 
   const own = checks.reserved === true && isReservedType(req.type)
   const checked = (own ? undefined : checks.validate?.(req.type, req.version, req.payload)) ?? { version: req.version ?? 1, issues: [] }
   if (checked.issues.length > 0) fail(checked.issues.map((i) => ({ ...i, path: joinPath(at, i.path) })))
-  const size = new TextEncoder().encode(canonicalJson(req.payload)).length
+  const size = utf8.encode(payloadJson.text).length
   if (size + ENVELOPE_ROOM > checks.maxEventSize) {
     throw new EventTooLargeError(`Cannot publish${which} ${req.type}: the event would be over ${checks.maxEventSize} bytes (payload alone is ${size} bytes)`)
   }
   // A key that is a UUIDv7 is the event's id (cairn publish --id); any other key gets a new one.
   const eventId = key != null && v.is(UuidV7Schema, key) ? key : uuidv7()
-  return { request: { ...req, version: checked.version, event_id: eventId, key, hash } }
+  return { request: { ...req, version: checked.version, event_id: eventId, key, hash, payloadJson } }
 }
 
 /**

@@ -65,7 +65,10 @@ export function serve(fetch: Handler, hostname: string, port: number, limits: Se
           const res = await fetch(r)
           // Bun's idle timer runs on through a streamed body however often it writes: an event stream, which
           // sends at least a heartbeat, is exempt (and still counted against the cap until it ends).
-          if (res.headers.get('content-type')?.startsWith('text/event-stream') === true) s.timeout(r, 0)
+          // A streaming publish (application/x-ndjson) is exempt too: it keeps its own idle timeout, reset by every
+          // line read and every acknowledgement taken.
+          const type = res.headers.get('content-type')
+          if (type?.startsWith('text/event-stream') === true || type?.startsWith('application/x-ndjson') === true) s.timeout(r, 0)
           return res
         }
       })

@@ -81,22 +81,24 @@ export class EventsTable {
    *
    * @returns whether a row was added (false for a duplicate)
    */
-  insert(e: EventEnvelope, cid: string, receivedAt: number): boolean {
-    return this.add(e, cid, receivedAt).added
+  insert(e: EventEnvelope, cid: string, receivedAt: number, options: { freshId?: boolean } = {}): boolean {
+    return this.add(e, cid, receivedAt, options).added
   }
 
   /**
    * Records an accepted envelope, once per (producer, event_id), and counts it when another producer's
    * event has the same event_id (call it inside the transaction that stores the event).
    */
-  add(e: EventEnvelope, cid: string, receivedAt: number): InsertOutcome {
+  add(e: EventEnvelope, cid: string, receivedAt: number, options: { freshId?: boolean } = {}): InsertOutcome {
     const added =
       this.db.run(
         `INSERT OR IGNORE INTO events (event_id, producer, seq, type, version, hlc, occurred_at, actor, correlation_id, causation_id, payload, cid, received_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         [e.event_id, e.producer, e.seq, e.type, e.version, e.hlc, e.occurred_at, e.actor ?? null, e.correlation_id ?? null, e.causation_id ?? null, JSON.stringify(e.payload), cid, receivedAt]
       ).changes > 0
-    if (!added) return { added }
+    // An id this node has just minted (a new UUIDv7) has no earlier holder: a producer that copies it later is
+    // counted when its event is added.
+    if (!added || options.freshId === true) return { added }
     const other = this.db.get<{ producer: string }>('SELECT producer FROM events WHERE event_id = ? AND producer != ? LIMIT 1', [e.event_id, e.producer])
     if (other == null) return { added }
     this.db.run("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)", [COLLISIONS_KEY])

@@ -2,8 +2,7 @@ import * as dagPb from '@ipld/dag-pb'
 import { murmur3128 } from '@multiformats/murmur3'
 import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
-import { sha256 } from 'multiformats/hashes/sha2'
-import type { Block, DirEntry } from './tree.ts'
+import { sha256Digest, type Block, type DirEntry } from './tree.ts'
 import { MalformedDirectoryError, ShardUnreadableError } from '../errors.ts'
 
 /**
@@ -208,7 +207,7 @@ export class ShardedDirectory {
    */
   async flush(): Promise<{ root: Block & { size: number }; blocks: Block[] }> {
     const blocks: Block[] = []
-    this.rootBytes = (await this.encode(this.root, blocks)) ?? this.rootBytes ?? this.stored(this.root.cid!)
+    this.rootBytes = this.encode(this.root, blocks) ?? this.rootBytes ?? this.stored(this.root.cid!)
     if (this.read != null) this.trim(this.root, 0)
     return { root: { cid: this.root.cid!, bytes: this.rootBytes, size: this.root.size }, blocks }
   }
@@ -239,27 +238,21 @@ export class ShardedDirectory {
   }
 
   /** @returns the bytes of the shard when it was re-encoded (its new block is in `blocks`) */
-  private async encode(shard: Shard, blocks: Block[]): Promise<Uint8Array | undefined> {
+  private encode(shard: Shard, blocks: Block[]): Uint8Array | undefined {
     if (!shard.dirty) return undefined
-    const links: dagPb.PBLink[] = []
+    const links: ShardLink[] = []
     let size = 0
     let bitmap = 0
     for (let i = 0; i < FANOUT; i++) {
       const child = shard.slots![i]
       if (child === undefined) continue
       bitmap |= 1 << i
-      const label = i.toString(16).toUpperCase().padStart(PAD, '0')
-      if (child instanceof Shard) await this.encode(child, blocks)
-      links.push(child instanceof Shard ? { Name: label, Hash: child.cid!, Tsize: child.size } : { Name: label + child.name, Hash: child.cid, Tsize: child.size })
+      if (child instanceof Shard) this.encode(child, blocks)
+      links.push(child instanceof Shard ? { name: LABELS[i], hash: child.cid!.bytes, size: child.size } : { name: LABELS[i] + child.name, hash: child.cid.bytes, size: child.size })
       size += child.size
     }
-    // The bit field as hamt-sharding writes it: big-endian, without leading zero bytes.
-    const field = [bitmap >> 8, bitmap & 0xff]
-    while (field.length > 0 && field[0] === 0) field.shift()
-    const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(field), fanout: BigInt(FANOUT), hashType: HASH_TYPE })
-    // The links are already in byte order (fixed-width uppercase hex labels sort by index), so no prepare().
-    const bytes = dagPb.encode({ Data: data.marshal(), Links: links })
-    shard.cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
+    const bytes = encodeShard(links, shardData(bitmap))
+    shard.cid = CID.createV1(dagPb.code, sha256Digest(bytes))
     shard.size = size + bytes.length
     shard.dirty = false
     blocks.push({ cid: shard.cid, bytes })
@@ -275,6 +268,92 @@ export class ShardedDirectory {
     }
     for (const child of shard.slots) if (child instanceof Shard) this.trim(child, level + 1)
   }
+}
+
+/** The link labels of a shard's slots: fixed-width uppercase hex, so that they sort in slot order. */
+const LABELS: readonly string[] = Array.from({ length: FANOUT }, (_, i) => i.toString(16).toUpperCase().padStart(PAD, '0'))
+
+/** One link of a shard as it is encoded: the label (and entry name), the child's CID bytes and cumulative size. */
+interface ShardLink {
+  name: string
+  hash: Uint8Array
+  size: number
+}
+
+/** The UnixFS data of a shard, by its bitmap (at most 2^FANOUT of them, each a few bytes). */
+const SHARD_DATA = new Map<number, Uint8Array>()
+
+/** @returns the UnixFS data of a HAMT shard with this bitmap, as hamt-sharding writes it */
+function shardData(bitmap: number): Uint8Array {
+  let data = SHARD_DATA.get(bitmap)
+  if (data == null) {
+    // The bit field as hamt-sharding writes it: big-endian, without leading zero bytes.
+    const field = [bitmap >> 8, bitmap & 0xff]
+    while (field.length > 0 && field[0] === 0) field.shift()
+    data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(field), fanout: BigInt(FANOUT), hashType: HASH_TYPE }).marshal()
+    SHARD_DATA.set(bitmap, data)
+  }
+  return data
+}
+
+/** @returns how many bytes the protobuf varint of `n` takes */
+function varintLength(n: number): number {
+  let len = 1
+  while (n >= 0x80) {
+    n = Math.floor(n / 128)
+    len++
+  }
+  return len
+}
+
+/** Writes the protobuf varint of `n` at `at`; @returns the offset after it */
+function writeVarint(out: Uint8Array, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n % 128) | 0x80
+    n = Math.floor(n / 128)
+  }
+  out[at++] = n
+  return at
+}
+
+/**
+ * Encodes a shard as dag-pb: its links (already in byte order: the fixed-width labels sort by slot), then
+ * its data, the byte layout `@ipld/dag-pb`'s encode gives (field 2 Links each with Hash 1, Name 2, Tsize
+ * 3; then field 1 Data), without its generic checks: the links are built here and are valid by construction.
+ */
+function encodeShard(links: readonly ShardLink[], data: Uint8Array): Uint8Array {
+  const names: Uint8Array[] = new Array(links.length)
+  const linkLengths: number[] = new Array(links.length)
+  let total = 1 + varintLength(data.length) + data.length
+  for (let i = 0; i < links.length; i++) {
+    const l = links[i]
+    const name = utf8.encode(l.name)
+    names[i] = name
+    const len = 1 + varintLength(l.hash.length) + l.hash.length + 1 + varintLength(name.length) + name.length + 1 + varintLength(l.size)
+    linkLengths[i] = len
+    total += 1 + varintLength(len) + len
+  }
+  const out = new Uint8Array(total)
+  let at = 0
+  for (let i = 0; i < links.length; i++) {
+    const l = links[i]
+    out[at++] = 0x12
+    at = writeVarint(out, at, linkLengths[i])
+    out[at++] = 0x0a
+    at = writeVarint(out, at, l.hash.length)
+    out.set(l.hash, at)
+    at += l.hash.length
+    out[at++] = 0x12
+    at = writeVarint(out, at, names[i].length)
+    out.set(names[i], at)
+    at += names[i].length
+    out[at++] = 0x18
+    at = writeVarint(out, at, l.size)
+  }
+  out[at++] = 0x0a
+  at = writeVarint(out, at, data.length)
+  out.set(data, at)
+  return out
 }
 
 /** Encodes a HAMT-sharded directory of `entries` in one go (see ShardedDirectory). */
@@ -293,6 +372,9 @@ export interface DirectoryNode {
   /** a HAMT shard's fanout, 0 for a plain directory */
   fanout: number
 }
+
+/** A HAMT link's label, by its width (1 hex digit for fanout 16, 2 for 256) */
+const LABEL_PATTERNS: Record<number, RegExp> = { 1: /^[0-9A-F]{1}/, 2: /^[0-9A-F]{2}/ }
 
 /**
  * Decodes a UnixFS directory node, plain or HAMT shard.
@@ -318,7 +400,7 @@ export function readDirectoryNode(bytes: Uint8Array): DirectoryNode {
   const fanout = Number(fs.fanout)
   if (!ACCEPTED_FANOUTS.includes(fanout)) throw new MalformedDirectoryError(`unsupported HAMT: fanout ${fs.fanout} is not one of ${ACCEPTED_FANOUTS.join(', ')}`)
   const pad = (fanout - 1).toString(16).length
-  const label = new RegExp(`^[0-9A-F]{${pad}}`)
+  const label = LABEL_PATTERNS[pad]
   const out: DirectoryNode = { entries: [], shards: [], fanout }
   let previous = -1
   for (const l of node.Links) {

@@ -3,6 +3,8 @@ import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
+import * as Digest from 'multiformats/hashes/digest'
+import { createHash } from 'node:crypto'
 
 /** One entry of a UnixFS directory. */
 export interface DirEntry {
@@ -20,9 +22,19 @@ export interface Block {
 
 const DIRECTORY_DATA = new UnixFS({ type: 'directory' }).marshal()
 
+/** @returns the sha2-256 multihash of `bytes`, computed at once (multiformats' hasher copies the digest twice on the way) */
+export function sha256Digest(bytes: Uint8Array): Digest.Digest<typeof sha256.code, number> {
+  return Digest.create(sha256.code, createHash('sha256').update(bytes).digest())
+}
+
 /** @returns the raw block of a small file: its CID is what IPFS tools give a one-block file with raw leaves */
+export function fileBlockSync(bytes: Uint8Array): Block {
+  return { cid: CID.createV1(raw.code, sha256Digest(bytes)), bytes }
+}
+
+/** @returns the raw block of a small file (see fileBlockSync) */
 export async function fileBlock(bytes: Uint8Array): Promise<Block> {
-  return { cid: CID.createV1(raw.code, await sha256.digest(bytes)), bytes }
+  return fileBlockSync(bytes)
 }
 
 /**
@@ -36,7 +48,7 @@ export async function directoryBlock(entries: readonly DirEntry[]): Promise<Bloc
     Links: entries.map((e) => ({ Name: e.name, Hash: e.cid, Tsize: e.size }))
   })
   const bytes = dagPb.encode(node)
-  const cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
+  const cid = CID.createV1(dagPb.code, sha256Digest(bytes))
   return { cid, bytes, size: bytes.length + entries.reduce((n, e) => n + e.size, 0) }
 }
 

@@ -1,3 +1,4 @@
+import * as dagPb from '@ipld/dag-pb'
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
@@ -154,6 +155,10 @@ describe('the outbox', () => {
       const { root } = await shardedDirectory(entries.slice(from, to))
       expect([from, to, root.cid.toString(), root.size]).toEqual([from, to, cid, size])
     }
+
+    // Shards are encoded by hand: each is the bytes @ipld/dag-pb gives for the same node (names beyond ASCII too).
+    const wide = await shardedDirectory([...entries.slice(0, 600), { name: 'ünïcødé-名前.json', cid: entries[0].cid, size: 300_000 }])
+    for (const b of [...wide.blocks, wide.root]) expect(dagPb.encode(dagPb.decode(b.bytes))).toEqual(b.bytes)
 
     // Kept in memory (no store), and backed by a store: deep shards are dropped after each flush and read back.
     const store = new Map<string, Uint8Array>()
