@@ -16,8 +16,7 @@ import { withBlocks } from '../src/model/head.ts'
 import type { CairnNode as InProcessNode } from '../src/node/node.ts'
 import { inProcessNode } from '../test/helpers/forge.ts'
 import { headsTopic } from '../src/p2p/gossip.ts'
-import { plantHeads, randomBlock } from '../test/adversary/helpers.ts'
-import { CID } from 'multiformats/cid'
+import { plantBlocks, plantHeads, randomBlock } from '../test/adversary/helpers.ts'
 import { directoryBomb, eventFile, type Forger, forger, headOf, honestTree } from '../test/adversary/walkForge.ts'
 import { CairnNode, quantile } from './nodes.ts'
 
@@ -53,9 +52,8 @@ function blocksOnDisk(dir: string): number {
 
 /** Puts a forged producer's blocks where M serves them from, and its head where M's head exchange pushes it. */
 function serve(m: InProcessNode, p: Forger, head: Uint8Array): void {
-  m.blocks.db.transaction(() => {
-    for (const [cid, bytes] of p.blocks) m.blocks.putSync(CID.parse(cid), bytes)
-  })
+  // Through the test helper, whose multiformats is cairn's own: bench/node_modules (OrbitDB's) has another copy.
+  plantBlocks(m, p.blocks)
   plantHeads(m, [{ producer: p.id, bytes: head }])
 }
 

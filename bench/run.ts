@@ -175,7 +175,7 @@ async function idleCpu(nodes: BenchNode[], ms: number): Promise<number[]> {
 /**
  * Latency from publish on A to applied on B of `count` events sent at `perSecond`; with `cpu`, also each
  * node's idle CPU (over the 10 s after the warm-up, and settled, 20-30 s after it) and its CPU per event
- * with the settled idle share subtracted (the smaller one: the figure errs high, not low).
+ * with the smaller of the two idle shares subtracted (the figure errs high, not low).
  */
 const latencyAt =
   (count: number, perSecond: number, label: string, cpu = false) =>
@@ -191,7 +191,7 @@ const latencyAt =
       const sent = await publishAtRate(a, count, perSecond)
       await allApplied(b, [...sent.keys()])
       const wall = (performance.now() - t0) / 1000
-      const perEvent = cpu ? cpuOf([a, b]).map((c, i) => ((c - c0[i] - (settled[i] / 100) * wall) / count) * 1000) : []
+      const perEvent = cpu ? cpuOf([a, b]).map((c, i) => ((c - c0[i] - (Math.min(idle[i], settled[i]) / 100) * wall) / count) * 1000) : []
       const cpuFigures: Array<[string, string, 'lower', Figure]> = cpu
         ? [
             ['CPU per event, publisher A (idle subtracted)', 'ms', 'lower', round(perEvent[0], 2)],

@@ -68,6 +68,8 @@ export class Outbox {
   private compactedFiles: number | undefined
   /** the pending sync of blocks.db, while commits wrote blocks that it has not synced */
   private syncTimer: ReturnType<typeof setTimeout> | undefined
+  /** set by stop(): no sync is scheduled after it */
+  private stopped = false
 
   constructor(components: OutboxComponents, init: OutboxInit) {
     this.components = components
@@ -99,6 +101,7 @@ export class Outbox {
 
   start(): void {
     this.status = 'started'
+    this.stopped = false
   }
 
   /** Waits for the publishes already queued. */
@@ -108,6 +111,7 @@ export class Outbox {
     await this.flush()
     // A clean stop leaves nothing for the next start to check.
     this.syncBlocks()
+    this.stopped = true
     this.status = 'stopped'
   }
 
@@ -313,7 +317,8 @@ export class Outbox {
   }
 
   private scheduleSync(): void {
-    if (this.syncTimer != null) return
+    // After stop() the databases close: what a late commit wrote, the next start checks.
+    if (this.syncTimer != null || this.stopped) return
     this.syncTimer = setTimeout(() => {
       this.syncTimer = undefined
       this.syncBlocks()

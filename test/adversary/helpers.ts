@@ -46,6 +46,13 @@ export function plantHeads(node: CairnNode, heads: Array<{ producer: string; byt
   }
 }
 
+/** Stores blocks, by CID text, in a node's blocks.db in one transaction (as if it had fetched them). */
+export function plantBlocks(node: CairnNode, blocks: Iterable<[string, Uint8Array]>): void {
+  node.blocks.db.transaction(() => {
+    for (const [cid, bytes] of blocks) node.blocks.putSync(CID.parse(cid), bytes)
+  })
+}
+
 /** @returns the bytes of every block in a node's blocks.db */
 export function storedBytes(node: CairnNode): number {
   return node.blocks.db.get<{ n: number }>('SELECT coalesce(sum(length(bytes)), 0) AS n FROM blocks')?.n ?? 0
