@@ -107,7 +107,7 @@ export abstract class BenchNode {
 
 async function post(url: string, body: unknown, token?: string): Promise<void> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token != null ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) })
-  if (res.status !== 201) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
+  if (!res.ok) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
   await res.arrayBuffer()
 }
 
