@@ -3,6 +3,7 @@ import { equals } from 'uint8arrays/equals'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Log } from '../log/logger.ts'
 import { MAX_HEAD_BYTES } from '../model/head.ts'
+import { runsOf } from '../util/runs.ts'
 
 /** The protocol on which peers push the signed heads they know to each other. */
 export const HEADS_PROTOCOL = '/cairn/heads/1.0.0'
@@ -151,20 +152,7 @@ export class HeadExchange {
 
 /** @returns `heads` in runs of at most SPLIT_HEADS heads and SPLIT_BYTES (a larger head alone), in order */
 function splitPushes(heads: readonly Uint8Array[]): Uint8Array[][] {
-  const parts: Uint8Array[][] = []
-  let part: Uint8Array[] = []
-  let size = 0
-  for (const h of heads) {
-    if (part.length > 0 && (part.length >= SPLIT_HEADS || size + h.length > SPLIT_BYTES)) {
-      parts.push(part)
-      part = []
-      size = 0
-    }
-    part.push(h)
-    size += h.length
-  }
-  if (part.length > 0) parts.push(part)
-  return parts
+  return runsOf(heads, SPLIT_HEADS, SPLIT_BYTES, (h) => h.length)
 }
 
 /**

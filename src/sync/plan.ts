@@ -4,6 +4,7 @@ import type { Rejection } from '../model/eventFile.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
 import { RefusedTreeError } from '../errors.ts'
 import type { GapKind } from '../store/gaps.ts'
+import { runsOf } from '../util/runs.ts'
 
 /**
  * An event file a walk fetches: its seq is above the processed one and at most the head's. A pass holds
@@ -280,22 +281,8 @@ export class SeqWindow {
  * completes the walk.
  */
 export function chunksOf(candidates: readonly Candidate[], size: number, maxBytes = Number.POSITIVE_INFINITY): Candidate[][] {
-  const n = Math.max(1, size)
-  const chunks: Candidate[][] = []
-  let chunk: Candidate[] = []
-  let bytes = 0
-  for (const c of candidates) {
-    if (chunk.length === n || (chunk.length > 0 && bytes + c.size > maxBytes)) {
-      chunks.push(chunk)
-      chunk = []
-      bytes = 0
-    }
-    chunk.push(c)
-    bytes += c.size
-  }
-  if (chunk.length > 0) chunks.push(chunk)
-  if (chunks.length === 0) chunks.push([])
-  return chunks
+  const chunks = runsOf(candidates, Math.max(1, size), maxBytes, (c) => c.size)
+  return chunks.length > 0 ? chunks : [[]]
 }
 
 /**
