@@ -1,12 +1,9 @@
 import { describe, expect, test } from 'bun:test'
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { initDataDir } from '../../src/datadir/init.ts'
 import { CairnClient, type PublishInput, type PublishStreamItem } from '../../src/client/mod.ts'
 import { publishStream } from '../../src/http/publishStream.ts'
 import { silentLog } from '../../src/log/logger.ts'
-import type { CairnNode } from '../../src/node/node.ts'
-import { inProcessNode } from '../helpers/forge.ts'
+import { withApiNode } from '../helpers/forge.ts'
 import { query } from '../helpers/db.ts'
 import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
 
@@ -75,23 +72,11 @@ class Stream {
 
 const event = (i: number, extra: Record<string, unknown> = {}): string => `${JSON.stringify({ type: 'test.streamed', payload: { i }, event_id: `s-${i}`, ...extra })}\n`
 
-async function withNode(flags: Record<string, unknown>, fn: (node: CairnNode, base: string, token: string, dir: string) => Promise<void>): Promise<void> {
-  using tmp = tempDir()
-  const dir = join(tmp.path, 'n')
-  await initDataDir(dir, { newNetwork: true })
-  const node = await inProcessNode(dir, flags)
-  try {
-    await fn(node, `http://127.0.0.1:${node.http!.port}`, readFileSync(join(dir, 'api.token'), 'utf8').trim(), dir)
-  } finally {
-    await node.stop()
-  }
-}
-
 const outboxRow = (dir: string, eventId: string): { seq: number } | undefined => query<{ seq: number }>(dir, 'SELECT seq FROM outbox WHERE event_id = ?', [eventId])[0]
 
 describe('POST /v1/events/stream', () => {
   test('acknowledges each line in order, each only once its event is committed', async () => {
-    await withNode({}, async (_node, base, token, dir) => {
+    await withApiNode({}, async (_node, base, token, dir) => {
       const s = new Stream(base, token)
       for (let i = 1; i <= 300; i++) s.write(event(i))
       s.end()
@@ -115,7 +100,7 @@ describe('POST /v1/events/stream', () => {
   }, 60_000)
 
   test('answers a bad line with its error and goes on; a repeated key replays; a reused key is refused', async () => {
-    await withNode({}, async (_node, base, token) => {
+    await withApiNode({}, async (_node, base, token) => {
       const s = new Stream(base, token)
       s.write(event(1))
       s.write('{"type": "test.streamed", "payload": \n')
@@ -146,7 +131,7 @@ describe('POST /v1/events/stream', () => {
   }, 60_000)
 
   test('refuses an over-long line as soon as it is too long, skips the rest of it, and goes on', async () => {
-    await withNode({ 'max-event-size': '4KiB' }, async (_node, base, token) => {
+    await withApiNode({ 'max-event-size': '4KiB' }, async (_node, base, token) => {
       const limits = (await (await fetch(`${base}/v1/limits`, { headers: { authorization: `Bearer ${token}` } })).json()) as { publish_stream_line_bytes: number }
       expect(limits.publish_stream_line_bytes).toBe(4096 + 4096)
       const s = new Stream(base, token)
@@ -166,7 +151,7 @@ describe('POST /v1/events/stream', () => {
   }, 60_000)
 
   test('a client that disconnects mid-stream loses nothing acknowledged and leaves no half-done event', async () => {
-    await withNode({}, async (_node, base, token, dir) => {
+    await withApiNode({}, async (_node, base, token, dir) => {
       const s = new Stream(base, token)
       for (let i = 1; i <= 2000; i++) s.write(event(i))
       const acked: Ack[] = []
@@ -194,7 +179,7 @@ describe('POST /v1/events/stream', () => {
   }, 120_000)
 
   test('a stream that sends nothing and takes nothing for --http-idle-timeout is ended; one that is busy for longer is not', async () => {
-    await withNode({ 'http-idle-timeout': '1s' }, async (_node, base, token) => {
+    await withApiNode({ 'http-idle-timeout': '1s' }, async (_node, base, token) => {
       const s = new Stream(base, token)
       s.write(event(1))
       expect((await s.ack())?.line).toBe(1)
@@ -211,7 +196,7 @@ describe('POST /v1/events/stream', () => {
   }, 60_000)
 
   test('refuses a body that is not NDJSON and an Idempotency-Key header; POST /v1/events names the stream for NDJSON', async () => {
-    await withNode({}, async (_node, base, token) => {
+    await withApiNode({}, async (_node, base, token) => {
       const auth = { authorization: `Bearer ${token}` }
       const json = await fetch(`${base}/v1/events/stream`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: event(1) })
       expect([json.status, ((await json.json()) as Ack).error?.code]).toEqual([415, 'unsupported_media_type'])
@@ -224,7 +209,7 @@ describe('POST /v1/events/stream', () => {
   }, 60_000)
 
   test('the client publishes an async iterable and yields each result or refusal in order', async () => {
-    await withNode({}, async (_node, base, token) => {
+    await withApiNode({}, async (_node, base, token) => {
       const client = new CairnClient({ baseUrl: base, token })
       async function* events(): AsyncGenerator<PublishInput> {
         for (let i = 0; i < 500; i++) yield i === 7 ? { type: 'Bad', payload: i } : { type: 'test.client', payload: { i } }
@@ -269,7 +254,7 @@ describe('POST /v1/events/stream', () => {
   }, 120_000)
 
   test('the plain-fetch example of docs/api.md runs under Node and Bun', async () => {
-    await withNode({}, async (_node, _base, _token, dir) => {
+    await withApiNode({}, async (_node, _base, _token, dir) => {
       for (const [runtime, type] of [
         ['node', 'test.node'],
         [process.execPath, 'test.bun']

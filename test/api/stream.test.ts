@@ -1,24 +1,10 @@
 import { describe, expect, test } from 'bun:test'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { EventSource } from 'eventsource'
-import { initDataDir } from '../../src/datadir/init.ts'
 import { readSse, type SseMessage } from '../../src/client/sse.ts'
-import type { CairnNode } from '../../src/node/node.ts'
-import { inProcessNode } from '../helpers/forge.ts'
-import { ROOT, tempDir, waitFor } from '../helpers/process.ts'
-
-async function withNode(flags: Record<string, unknown>, fn: (node: CairnNode, base: string, token: string, dir: string) => Promise<void>): Promise<void> {
-  using tmp = tempDir()
-  const dir = join(tmp.path, 'n')
-  await initDataDir(dir, { newNetwork: true })
-  const node = await inProcessNode(dir, flags)
-  try {
-    await fn(node, `http://127.0.0.1:${node.http!.port}`, readFileSync(join(dir, 'api.token'), 'utf8').trim(), dir)
-  } finally {
-    await node.stop()
-  }
-}
+import { withApiNode } from '../helpers/forge.ts'
+import { ROOT, waitFor } from '../helpers/process.ts'
 
 /** Reads a stream's messages until `until` holds, then closes it. */
 async function messages(res: Response, until: (seen: SseMessage[]) => boolean): Promise<SseMessage[]> {
@@ -47,7 +33,7 @@ typeof Deno !== 'undefined' ? Deno.exit(0) : process.exit(0)
 
 describe('GET /v1/stream', () => {
   test('on an idle node the response resolves at once in Node, Bun and Deno, with retry:, ready, caught-up and then heartbeats', async () => {
-    await withNode({ 'stream-heartbeat': '300ms' }, async (_node, base, token, dir) => {
+    await withApiNode({ 'stream-heartbeat': '300ms' }, async (_node, base, token, dir) => {
       const script = join(dir, 'fetch-stream.mjs')
       writeFileSync(script, FETCH_SCRIPT)
       const url = `${base}/v1/stream`
@@ -70,7 +56,7 @@ describe('GET /v1/stream', () => {
   }, 120_000)
 
   test('an EventSource gets onopen, every event in onmessage with its cursor as lastEventId, and the caught-up event', async () => {
-    await withNode({}, async (node, base, token) => {
+    await withApiNode({}, async (node, base, token) => {
       await node.publish({ type: 'test.es', payload: { n: 1 } })
       // The stream shows events once every plugin processed them; GET /v1/events shows the same.
       await waitFor(
@@ -101,7 +87,7 @@ describe('GET /v1/stream', () => {
   }, 60_000)
 
   test('a quiet stream is kept open by comment heartbeats every stream-heartbeat', async () => {
-    await withNode({ 'stream-heartbeat': '200ms' }, async (_node, base, token) => {
+    await withApiNode({ 'stream-heartbeat': '200ms' }, async (_node, base, token) => {
       const res = await fetch(`${base}/v1/stream`, { headers: { authorization: `Bearer ${token}` } })
       const reader = res.body!.getReader()
       let text = ''
@@ -113,7 +99,7 @@ describe('GET /v1/stream', () => {
   }, 60_000)
 
   test('resumes after Last-Event-ID or ?after= with no gap or repeat; refuses malformed, unknown and stale cursors, naming the cursor space', async () => {
-    await withNode({}, async (node, base, token) => {
+    await withApiNode({}, async (node, base, token) => {
       for (let n = 1; n <= 3; n++) await node.publish({ type: n === 2 ? 'test.other' : 'test.resume', payload: { n } })
       const auth = { authorization: `Bearer ${token}` }
       await waitFor('the events processed', async () => ((await (await fetch(`${base}/v1/events`, { headers: auth })).json()) as { events: unknown[] }).events.length === 3)

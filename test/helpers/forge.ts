@@ -1,3 +1,7 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { initDataDir } from '../../src/datadir/init.ts'
+import { tempDir } from './process.ts'
 import { CairnNode } from '../../src/node/node.ts'
 import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
 import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
@@ -17,6 +21,22 @@ export async function inProcessNode(dir: string, flags: Record<string, unknown> 
   const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
   await node.start()
   return node
+}
+
+/**
+ * Runs `fn` against a fresh in-process node of its own network, with the base URL and token of its
+ * loopback API, and stops it and removes its directory after.
+ */
+export async function withApiNode(flags: Record<string, unknown>, fn: (node: CairnNode, base: string, token: string, dir: string) => Promise<void>): Promise<void> {
+  using tmp = tempDir()
+  const dir = join(tmp.path, 'n')
+  await initDataDir(dir, { newNetwork: true })
+  const node = await inProcessNode(dir, flags)
+  try {
+    await fn(node, `http://127.0.0.1:${node.http!.port}`, readFileSync(join(dir, 'api.token'), 'utf8').trim(), dir)
+  } finally {
+    await node.stop()
+  }
 }
 
 /** One file of a forged outbox: its name in the hour bucket and its bytes (anything at all). */

@@ -12,21 +12,27 @@ import { Store } from '../../src/store/store.ts'
 import { walkDag } from '../../src/unixfs/walk.ts'
 import { testOutbox } from '../helpers/outbox.ts'
 
+/** An outbox and its housekeeper over in-memory databases; `options` adds to the housekeeper's settings. */
+async function setup(options: { eventsRetention?: number; now?: () => number } = {}) {
+  const privateKey = await generateKeyPair('Ed25519')
+  const db = await openDatabase(':memory:')
+  migrate(db)
+  const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+  const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
+  const store = new Store(db)
+  const hk = housekeeper({ outbox, retention: 3_600_000, retentionMax: 7_200_000, members: () => undefined, processed: () => 0, ...options })({
+    self: peerIdFromPrivateKey(privateKey).toString(),
+    store,
+    blocks,
+    log: silentLog,
+    metrics: new Metrics()
+  })
+  return { db, blocks, outbox, store, hk }
+}
+
 describe('housekeeping', () => {
   test('a collection while a commit is under way keeps the blocks the commit wrote before its head', async () => {
-    const privateKey = await generateKeyPair('Ed25519')
-    const db = await openDatabase(':memory:')
-    migrate(db)
-    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-    const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
-    const store = new Store(db)
-    const hk = housekeeper({ outbox, retention: 3_600_000, retentionMax: 7_200_000, members: () => undefined, processed: () => 0 })({
-      self: peerIdFromPrivateKey(privateKey).toString(),
-      store,
-      blocks,
-      log: silentLog,
-      metrics: new Metrics()
-    })
+    const { blocks, outbox, store, hk } = await setup()
     await outbox.publish({ type: 'test.first', payload: {} })
     // The commit below holds between its blocks and its head (where it awaits the head's signature) long
     // enough for a housekeeping run started then to reach its collection.
@@ -45,20 +51,8 @@ describe('housekeeping', () => {
   })
 
   test('rows of events stay while blocks.db cannot be synced: a start may still rebuild the last commits from them', async () => {
-    const privateKey = await generateKeyPair('Ed25519')
-    const db = await openDatabase(':memory:')
-    migrate(db)
-    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-    const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
-    const store = new Store(db)
     const at = Date.now() + 60_000
-    const hk = housekeeper({ outbox, retention: 3_600_000, retentionMax: 7_200_000, eventsRetention: 1000, members: () => undefined, processed: () => 0, now: () => at })({
-      self: peerIdFromPrivateKey(privateKey).toString(),
-      store,
-      blocks,
-      log: silentLog,
-      metrics: new Metrics()
-    })
+    const { db, blocks, outbox, hk } = await setup({ eventsRetention: 1000, now: () => at })
     await outbox.publish({ type: 'test.first', payload: {} })
     db.run("UPDATE events SET state = 'done'")
     blocks.sync = () => {
