@@ -14,6 +14,8 @@ import { CID } from 'multiformats/cid'
 import { exporter, recursive } from 'ipfs-unixfs-exporter'
 import { invite, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
 import { query } from './helpers/db.ts'
+import { Database } from 'bun:sqlite'
+import { walkDag } from '../src/unixfs/walk.ts'
 
 /** A plain Helia node in the network's swarm (TCP, the swarm key, noise, yamux, bitswap), built from the libraries alone. */
 async function plainHelia(swarmKeyFile: string): Promise<HeliaWithLibp2p<{ identify: Identify }>> {
@@ -44,6 +46,36 @@ async function readBus(helia: HeliaWithLibp2p<{ identify: Identify }>, root: CID
   return files
 }
 
+/** @returns the blocks under `root` that the node's blocks.db lacks (it may be running: WAL lets both in) */
+function missingOnDisk(dir: string, root: CID): string[] {
+  const db = new Database(join(dir, 'blocks.db'), { readonly: true })
+  try {
+    const get = db.query<{ bytes: Uint8Array }, [string]>('SELECT bytes FROM blocks WHERE cid = ?')
+    return [...walkDag([root], (cid) => get.get(cid.toString())?.bytes)].filter((s) => s.kind === 'missing').map((s) => s.cid.toString())
+  } finally {
+    db.close()
+  }
+}
+
+/**
+ * Reads the bus through `helia`; when that fails, the error says which of the two sides is at fault: the
+ * blocks the node's store lacks, and what the plain node knows of its connection to the node.
+ */
+async function readBusOrExplain(helia: HeliaWithLibp2p<{ identify: Identify }>, node: NodeProcess, root: CID): ReturnType<typeof readBus> {
+  try {
+    return await readBus(helia, root, AbortSignal.timeout(20_000))
+  } catch (err) {
+    const conns = helia.libp2p.getConnections().map((c) => `${c.remotePeer.toString()} ${c.status} streams=${c.streams.map((s) => s.protocol).join(',')}`)
+    const protocols = await helia.libp2p.peerStore.get(helia.libp2p.getConnections()[0]?.remotePeer ?? helia.libp2p.peerId).then(
+      (p) => p.protocols.join(','),
+      () => 'no peer record'
+    )
+    throw new Error(
+      `reading bus root ${root} from ${node.peerId} failed (${(err as Error).message}); blocks missing on its disk: [${missingOnDisk(node.dir, root).join(' ')}]; plain node's connections: [${conns.join('; ')}]; protocols it knows of the peer: ${protocols}`
+    )
+  }
+}
+
 describe('the bus root a node reports', () => {
   test('a plain Helia node lists it and reads every event file under it, and again once it changed', async () => {
     using tmp = tempDir()
@@ -59,7 +91,7 @@ describe('the bus root a node reports', () => {
       await helia.libp2p.dial(multiaddr(b.addrs[0]))
       const check = async (): Promise<void> => {
         const status = await b.status()
-        const files = await readBus(helia, CID.parse(status.bus_root), AbortSignal.timeout(20_000))
+        const files = await readBusOrExplain(helia, b, CID.parse(status.bus_root))
         const rows = query<{ producer: string; event_id: string; seq: number }>(b.dir, 'SELECT producer, event_id, seq FROM events ORDER BY producer, seq')
         expect([...new Set([...files.keys()].map((p) => p.split('/')[0]))].sort()).toEqual([a.peerId, b.peerId].sort())
         expect(
