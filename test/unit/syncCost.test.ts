@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
@@ -11,6 +11,7 @@ import { Store } from '../../src/store/store.ts'
 import { CairnEventBus, waitFor } from '../../src/node/events.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { silentLog } from '../../src/log/logger.ts'
+import { walkDag } from '../../src/unixfs/walk.ts'
 
 /** A producer's outbox and a consumer's syncer in one process; the consumer's fetches are counted. */
 async function pair() {
@@ -45,30 +46,43 @@ async function pair() {
     await syncer.offerHead(heads.at(-1)!)
     await idle
   }
-  return { outbox, cdb, fetched, synced, syncer, events, heads }
+  /** @returns how many blocks lead from the outbox root to `file`, both included: what a commit of it alone changed */
+  const pathLength = (file: string): number => {
+    const parent = new Map<string, string>()
+    for (const step of walkDag([CID.parse(new Store(pdb).outbox.root()!)], (cid) => pblocks.getSync(cid), { readFiles: false }))
+      if (step.kind === 'directory') for (const c of [...step.node.entries, ...step.node.shards]) parent.set(c.cid.toString(), step.cid.toString())
+    let n = 1
+    for (let at = parent.get(file); at != null; at = parent.get(at)) n++
+    return n
+  }
+  return { outbox, cdb, fetched, synced, syncer, events, heads, pathLength }
 }
 
-async function costOfOneMore(existing: number): Promise<{ blocks: number; bytes: number }> {
-  const { outbox, cdb, fetched, synced } = await pair()
+/** @returns what syncing one more event fetched, and the length of the path from the root to its file */
+async function costOfOneMore(existing: number): Promise<{ blocks: number; bytes: number; path: number }> {
+  const { outbox, cdb, fetched, synced, pathLength } = await pair()
   await Promise.all(Array.from({ length: existing }, async (_, i) => await outbox.publish({ type: 'test.fill', payload: { i } })))
   await synced()
   expect(cdb.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n).toBe(existing)
   fetched.blocks = 0
   fetched.bytes = 0
-  await outbox.publish({ type: 'test.one', payload: { last: true } })
+  const { cid } = await outbox.publish({ type: 'test.one', payload: { last: true } })
   await synced()
   expect(cdb.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n).toBe(existing + 1)
-  return { ...fetched }
+  return { ...fetched, path: pathLength(cid) }
 }
 
 describe('sync cost', () => {
   test('syncing one new event fetches a few small blocks whether the outbox holds 1,000 or 20,000 files', async () => {
     const small = await costOfOneMore(1000)
     const large = await costOfOneMore(20_000)
-    // root, day, the bucket's changed shards (one per level, 16 links each), the file: a handful of
-    // small blocks either way; 20x the files adds a shard level or two (the depth grows as log16)
-    expect(small.blocks).toBeLessThanOrEqual(7)
-    expect(large.blocks).toBeLessThanOrEqual(small.blocks + 2)
+    // Only the blocks the commit changed: root, day, the bucket's shards on the new file's path (one per
+    // level, 16 links each) and the file. Names are placed by hash, so the path's depth varies by a level
+    // from run to run; it grows as log16 of the files, never with their number.
+    expect(small.blocks).toBeLessThanOrEqual(small.path)
+    expect(large.blocks).toBeLessThanOrEqual(large.path)
+    expect(small.path).toBeLessThanOrEqual(8)
+    expect(large.path).toBeLessThanOrEqual(small.path + 3)
     // ... and a few KiB in all, never 20x
     expect(large.bytes).toBeLessThan(small.bytes * 2)
     expect(large.bytes).toBeLessThan(8 * 1024)
