@@ -64,7 +64,22 @@ export class SqliteBlockstore implements Blockstore {
 
   /** Stores a block at once; inside a caller's transaction it commits with it. */
   putSync(cid: CID, bytes: Uint8Array): void {
-    this.db.run('INSERT OR IGNORE INTO blocks (cid, bytes) VALUES (?, ?)', [cid.toString(), bytes])
+    const key = cid.toString()
+    this.db.run('INSERT OR IGNORE INTO blocks (cid, bytes) VALUES (?, ?)', [key, bytes])
+    for (const t of this.trackers) t.add(key)
+  }
+
+  private readonly trackers = new Set<PutTracker>()
+
+  /**
+   * Records the CID of every block put from now on, stored before or not, until `stop()`: what a garbage
+   * collection under way must not delete, however its marking saw the block. At most `limit` CIDs are
+   * kept; past them the record says only that it is `full`.
+   */
+  track(limit: number): PutTracker {
+    const tracker = new PutTracker(limit, (t) => this.trackers.delete(t))
+    this.trackers.add(tracker)
+    return tracker
   }
 
   async *putMany(source: Iterable<InputPair> | AsyncIterable<InputPair>): AsyncGenerator<CID> {
@@ -115,6 +130,15 @@ export class SqliteBlockstore implements Blockstore {
   /** @returns every block's CID and size */
   sizes(): Array<{ cid: string; size: number }> {
     return this.db.all<{ cid: string; size: number }>('SELECT cid, length(bytes) AS size FROM blocks')
+  }
+
+  /**
+   * One page of every block's CID and size, in storage order: pass the last page's `next` to get the
+   * one after it, until `next` is undefined.
+   */
+  sizesPage(after: number, limit: number): { rows: Array<{ cid: string; size: number }>; next?: number } {
+    const rows = this.db.all<{ r: number; cid: string; size: number }>('SELECT rowid AS r, cid, length(bytes) AS size FROM blocks WHERE rowid > ? ORDER BY rowid LIMIT ?', [after, limit])
+    return { rows: rows.map((r) => ({ cid: r.cid, size: r.size })), next: rows.length < limit ? undefined : rows[rows.length - 1].r }
   }
 
   /** @returns how many blocks are stored */
@@ -170,5 +194,33 @@ export class SqliteBlockstore implements Blockstore {
   stats(): { blocks: number; bytes: number } {
     const r = this.db.get<{ n: number; b: number | null }>('SELECT count(*) AS n, sum(length(bytes)) AS b FROM blocks')
     return { blocks: r?.n ?? 0, bytes: r?.b ?? 0 }
+  }
+}
+
+/** The CIDs of the blocks put since `SqliteBlockstore.track`, up to a limit. */
+export class PutTracker {
+  private readonly puts = new Set<string>()
+  private readonly limit: number
+  private readonly onStop: (t: PutTracker) => void
+  /** more than `limit` blocks were put: the record is incomplete */
+  full = false
+
+  constructor(limit: number, onStop: (t: PutTracker) => void) {
+    this.limit = limit
+    this.onStop = onStop
+  }
+
+  add(cid: string): void {
+    if (this.puts.size < this.limit) this.puts.add(cid)
+    else if (!this.puts.has(cid)) this.full = true
+  }
+
+  has(cid: string): boolean {
+    return this.puts.has(cid)
+  }
+
+  /** Ends the recording. */
+  stop(): void {
+    this.onStop(this)
   }
 }
