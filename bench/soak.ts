@@ -88,7 +88,9 @@ try {
         (async () => {
           await new Promise((resolve) => setTimeout(resolve, 1000))
           const lat = ids.map((id) => Math.max(...nodes.map((n) => n.applied.get(id) ?? Infinity)) - sent.get(id)!).filter(Number.isFinite)
-          const st = await Promise.all(nodes.map(async (n) => (await (await fetch(`http://${n.http}/status`)).json()) as { outbox: { files: number }; housekeeping: { last: { duration_ms: number } | null } }))
+          const st = await Promise.all(
+            nodes.map(async (n) => (await (await fetch(`http://${n.http}/status`)).json()) as { outbox: { files: number }; housekeeping: { last: { duration_ms: number } | null } })
+          )
           const sample = { t: (performance.now() - start) / 60_000, rss: nodes.map((n) => rssMiB(n.proc!.pid)), fds: nodes.map((n) => fds(n.proc!.pid)) }
           samples.push(sample)
           const row = `| ${sample.t.toFixed(1)} | ${sample.rss.map((r) => r.toFixed(0)).join(' / ')} | ${sample.fds.join(' / ')} | ${st.map((s) => s.outbox.files).join(' / ')} | ${sampledAt} | ${p95(lat).toFixed(1)} | ${st.map((s) => s.housekeeping.last?.duration_ms ?? '-').join(' / ')} |`
