@@ -9,6 +9,12 @@ export const GC_SLICE_MS = 4
 /** Rows of the block list read at a stretch. */
 const LIST_PAGE = 2000
 
+/** Blocks deleted in one transaction. */
+const DELETE_PAGE = 1000
+
+/** File pages given back at a stretch. */
+const VACUUM_PAGES = 256
+
 /**
  * Rounds of marking from the roots that changed while the previous round ran, outside the outbox's writes;
  * what changes after the last one is marked inside them, with the sweep.
@@ -16,12 +22,12 @@ const LIST_PAGE = 2000
 const REMARK_ROUNDS = 4
 
 /**
- * The most blocks put during one collection that it records; a run that sees more deletes nothing (the
+ * The most blocks put during one collection that it records; a run that sees more stops deleting (the
  * next one collects), so the record never outgrows this however fast blocks arrive.
  */
 export const GC_MAX_PUTS = 500_000
 
-/** Where a collection runs its sweep: between the outbox's writes, so that no commit is under way. */
+/** Runs `fn` between the outbox's writes, so that no commit is under way. */
 export type Exclusive = <T>(fn: () => T) => Promise<T>
 
 /** Lets the event loop run (timers, I/O, other tasks) before the collection goes on. */
@@ -29,11 +35,11 @@ const breathe = async (): Promise<void> => await new Promise((resolve) => setImm
 
 /**
  * Deletes the blocks that no root reaches: the own outbox root, every producer's synced and head roots, and
- * the blocks in `keep` (the bus root). It works in slices of GC_SLICE_MS between which the node goes on
- * (publishing, syncing, serving), so roots change and blocks are put while it marks: a root that was not
- * marked yet is marked in a later round, the last of them inside `exclusive` together with the sweep, and
- * a block put (written, fetched, or written again after it was dead) from the start of the run to the sweep
- * stays. Only blocks present when the run started may go.
+ * the blocks in `keep` (the bus root). It works in stretches of GC_SLICE_MS between which the node goes on
+ * (publishing, syncing, serving), so roots move and blocks are put while it runs. Only blocks present when
+ * the run started may go, and of those none that is put again (written, fetched) before its delete, nor
+ * any that a root reaches at its delete: a root not marked yet is marked before (once inside `exclusive`,
+ * for the commit under way when the run began). A block that was live when marked stays until the next run.
  *
  * @returns how many blocks went and their size
  */
@@ -82,19 +88,43 @@ export async function collectGarbage(
       if (from.length === 0) break
       for (const _ of walk(from)) await pace()
     }
-    // Between the outbox's writes, in one stretch: the blocks of a commit under way are not reachable from
-    // its head yet, and nothing may take up a block between this last marking and the delete.
+    // What may go; marking only grows `live`, so what goes is among these.
+    const candidates: Array<{ cid: string; size: number }> = []
+    for (let k = 0; k < before.length; k++) {
+      if (!live.has(before[k].cid)) candidates.push(before[k])
+      if (k % 256 === 0) await pace()
+    }
+    before.length = 0
+    // Between the outbox's writes: the blocks of a commit under way (begun before the run, so not recorded
+    // as put) are not reachable from its head yet. Once past this section, every commit began after the run
+    // did and every block it writes is recorded.
     const dead = await options.exclusive(() => {
       drain(walk(unmarked()))
-      if (tracked.full) return undefined
-      const d = before.filter((b) => !live.has(b.cid) && !tracked.has(b.cid))
-      blocks.remove(d.map((b) => b.cid))
-      return d
+      return candidates.filter((b) => !live.has(b.cid))
     })
+    // Deleted a page at a time; before each, in the same stretch, the roots that moved are marked and what
+    // was put is left, so nothing can take up a block between the check and the delete.
+    let deleted = 0
+    let bytes = 0
+    for (let at = 0; at < dead.length; at += DELETE_PAGE) {
+      drain(walk(unmarked()))
+      if (tracked.full) throw new Error(`more than ${maxPuts} blocks were put while garbage was collected, so this run deleted ${deleted} of ${dead.length}`)
+      const page = dead.slice(at, at + DELETE_PAGE).filter((b) => !live.has(b.cid) && !tracked.has(b.cid))
+      blocks.remove(page.map((b) => b.cid))
+      deleted += page.length
+      bytes += page.reduce((n, b) => n + b.size, 0)
+      await pace()
+    }
     tracked.stop()
-    if (dead == null) throw new Error(`more than ${maxPuts} blocks were put while garbage was collected, so this run deleted none`)
-    if (dead.length > 0) blocks.compact()
-    return { blocks: dead.length, bytes: dead.reduce((n, b) => n + b.size, 0) }
+    if (deleted > 0) {
+      // Free pages go back a few at a time; the loop ends however many pages other writes free meanwhile.
+      for (let free = blocks.freePages(), rounds = Math.ceil(free / VACUUM_PAGES) + 1; free > 0 && rounds > 0; rounds--) {
+        free = blocks.vacuumSome(VACUUM_PAGES)
+        await pace()
+      }
+      blocks.truncateWal()
+    }
+    return { blocks: deleted, bytes }
   } finally {
     tracked.stop()
   }

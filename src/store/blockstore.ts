@@ -171,9 +171,24 @@ export class SqliteBlockstore implements Blockstore {
     )
   }
 
-  /** Gives the pages of deleted blocks back to the file system and empties the WAL. */
-  compact(): void {
-    this.db.exec('PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE)')
+  /**
+   * Gives up to `pages` free pages (those of deleted blocks) back to the file system.
+   *
+   * @returns how many free pages are left
+   */
+  vacuumSome(pages: number): number {
+    this.db.exec(`PRAGMA incremental_vacuum(${Math.max(1, Math.floor(pages))})`)
+    return this.freePages()
+  }
+
+  /** @returns how many pages of the file are free (left by deleted blocks) */
+  freePages(): number {
+    return this.db.get<{ freelist_count: number }>('PRAGMA freelist_count')?.freelist_count ?? 0
+  }
+
+  /** Copies the WAL into the database file and truncates it. */
+  truncateWal(): void {
+    this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
   }
 
   /** @returns SQLite's integrity check of the block database: 'ok', or what is damaged */
