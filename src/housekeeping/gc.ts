@@ -46,25 +46,36 @@ const breathe = async (): Promise<void> => await new Promise((resolve) => setImm
 export async function collectGarbage(
   store: Store,
   blocks: SqliteBlockstore,
-  options: { keep?: readonly CID[]; exclusive: Exclusive; sliceMs?: number; maxPuts?: number }
+  options: {
+    keep?: readonly CID[]
+    exclusive: Exclusive
+    /** true once the node stops: the run ends at its next pause, with what it deleted so far */
+    stopping?: () => boolean
+    sliceMs?: number
+    maxPuts?: number
+  }
 ): Promise<{ blocks: number; bytes: number }> {
   const sliceMs = options.sliceMs ?? GC_SLICE_MS
   const maxPuts = options.maxPuts ?? GC_MAX_PUTS
   const keep = (options.keep ?? []).map((k) => k.toString())
   const tracked = blocks.track(maxPuts)
+  let deleted = 0
+  let bytes = 0
+  let sliceStart = performance.now()
+  /** Lets the node go on once a stretch is over. @returns whether the node is stopping (the run ends) */
+  const pause = async (): Promise<boolean> => {
+    if (performance.now() - sliceStart < sliceMs) return false
+    await breathe()
+    sliceStart = performance.now()
+    return options.stopping?.() === true
+  }
   try {
-    let sliceStart = performance.now()
-    const pace = async (): Promise<void> => {
-      if (performance.now() - sliceStart < sliceMs) return
-      await breathe()
-      sliceStart = performance.now()
-    }
     const before: Array<{ cid: string; size: number }> = []
     for (let after: number | undefined = 0; after != null; ) {
       const page = blocks.sizesPage(after, LIST_PAGE)
       for (const r of page.rows) before.push(r)
       after = page.next
-      await pace()
+      if (await pause()) return { blocks: 0, bytes: 0 }
     }
     const roots = (): string[] => {
       const all = new Set<string>(keep)
@@ -86,13 +97,13 @@ export async function collectGarbage(
     for (let round = 0; round <= REMARK_ROUNDS; round++) {
       const from = unmarked()
       if (from.length === 0) break
-      for (const _ of walk(from)) await pace()
+      for (const _ of walk(from)) if (await pause()) return { blocks: 0, bytes: 0 }
     }
     // What may go; marking only grows `live`, so what goes is among these.
     const candidates: Array<{ cid: string; size: number }> = []
     for (let k = 0; k < before.length; k++) {
       if (!live.has(before[k].cid)) candidates.push(before[k])
-      if (k % 256 === 0) await pace()
+      if (k % 256 === 0 && (await pause())) return { blocks: 0, bytes: 0 }
     }
     before.length = 0
     // Between the outbox's writes: the blocks of a commit under way (begun before the run, so not recorded
@@ -104,8 +115,6 @@ export async function collectGarbage(
     })
     // Deleted a page at a time; before each, in the same stretch, the roots that moved are marked and what
     // was put is left, so nothing can take up a block between the check and the delete.
-    let deleted = 0
-    let bytes = 0
     for (let at = 0; at < dead.length; at += DELETE_PAGE) {
       drain(walk(unmarked()))
       if (tracked.full) throw new Error(`more than ${maxPuts} blocks were put while garbage was collected, so this run deleted ${deleted} of ${dead.length}`)
@@ -113,14 +122,14 @@ export async function collectGarbage(
       blocks.remove(page.map((b) => b.cid))
       deleted += page.length
       bytes += page.reduce((n, b) => n + b.size, 0)
-      await pace()
+      if (await pause()) return { blocks: deleted, bytes }
     }
     tracked.stop()
     if (deleted > 0) {
       // Free pages go back a few at a time; the loop ends however many pages other writes free meanwhile.
       for (let free = blocks.freePages(), rounds = Math.ceil(free / VACUUM_PAGES) + 1; free > 0 && rounds > 0; rounds--) {
         free = blocks.vacuumSome(VACUUM_PAGES)
-        await pace()
+        if (await pause()) return { blocks: deleted, bytes }
       }
       blocks.truncateWal()
     }

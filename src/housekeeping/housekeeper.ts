@@ -119,7 +119,11 @@ export class Housekeeper {
       const bus = await busRoot(store.producers.syncedRoots(), blocks)
       lap('bus')
       // Its sweep runs between the outbox's writes: the blocks of one under way are not reachable from its head yet.
-      const gc = await collectGarbage(store, blocks, { keep: [bus], exclusive: (fn) => this.init.outbox.exclusive(fn) })
+      const gc = await collectGarbage(store, blocks, {
+        keep: [bus],
+        exclusive: (fn) => this.init.outbox.exclusive(fn),
+        stopping: () => this.status === 'stopping'
+      })
       result.blocks_deleted = gc.blocks
       result.reclaimed_bytes = gc.bytes
       lap('gc')

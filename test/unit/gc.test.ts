@@ -122,6 +122,26 @@ describe('garbage collection', () => {
     expect((await run).blocks).toBe(11)
   })
 
+  test('ends at its next pause once the node stops, deleting nothing it had not yet', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 3000)
+    const dead = await tree(blocks, 'x', 2)
+    point(a[0].cid.toString())
+    let stopping = false
+    let reads = 0
+    const read = blocks.getSync.bind(blocks)
+    blocks.getSync = (cid) => {
+      reads++
+      return read(cid)
+    }
+    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, stopping: () => stopping })
+    await new Promise((resolve) => setImmediate(resolve))
+    stopping = true
+    expect(await run).toEqual({ blocks: 0, bytes: 0 })
+    expect(reads).toBeLessThan(10)
+    expect(present(blocks, dead)).toEqual([true, true, true])
+  })
+
   test('deletes nothing when more blocks were put while it ran than it can record', async () => {
     const { blocks, store, point } = await setup()
     const a = await tree(blocks, 'a', 2)
