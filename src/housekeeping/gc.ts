@@ -6,6 +6,13 @@ import { walkDag } from '../unixfs/walk.ts'
 /** How long (ms) a collection works at a stretch before it lets the event loop run (delivery, publishes). */
 export const GC_SLICE_MS = 4
 
+/**
+ * After each stretch the collection rests this many times as long as it worked, so that it takes at most a
+ * quarter of a core: three nodes collecting at once on two cores leave room for delivery. A run has the
+ * whole housekeeping interval; it takes seconds.
+ */
+export const GC_REST_RATIO = 3
+
 /** Rows of the block list read at a stretch. */
 const LIST_PAGE = 2000
 
@@ -30,12 +37,16 @@ export const GC_MAX_PUTS = 500_000
 /** Runs `fn` between the outbox's writes, so that no commit is under way. */
 export type Exclusive = <T>(fn: () => T) => Promise<T>
 
-/** Lets the event loop run (timers, I/O, other tasks) before the collection goes on. */
-const breathe = async (): Promise<void> => await new Promise((resolve) => setImmediate(resolve))
+/** Lets the event loop run (timers, I/O, other tasks) for `ms` (at least once round) before the collection goes on. */
+const rest = async (ms: number): Promise<void> =>
+  await new Promise((resolve) => {
+    if (ms < 1) setImmediate(resolve)
+    else setTimeout(resolve, ms)
+  })
 
 /**
  * Deletes the blocks that no root reaches: the own outbox root, every producer's synced and head roots, and
- * the blocks in `keep` (the bus root). It works in stretches of GC_SLICE_MS between which the node goes on
+ * the blocks in `keep` (the bus root). It works in stretches of GC_SLICE_MS, resting GC_REST_RATIO times as long after each, while the node goes on
  * (publishing, syncing, serving), so roots move and blocks are put while it runs. Only blocks present when
  * the run started may go, and of those none that is put again (written, fetched) before its delete, nor
  * any that a root reaches at its delete: a root not marked yet is marked before (once inside `exclusive`,
@@ -52,10 +63,12 @@ export async function collectGarbage(
     /** true once the node stops: the run ends at its next pause, with what it deleted so far */
     stopping?: () => boolean
     sliceMs?: number
+    restRatio?: number
     maxPuts?: number
   }
 ): Promise<{ blocks: number; bytes: number }> {
   const sliceMs = options.sliceMs ?? GC_SLICE_MS
+  const restRatio = options.restRatio ?? GC_REST_RATIO
   const maxPuts = options.maxPuts ?? GC_MAX_PUTS
   const keep = (options.keep ?? []).map((k) => k.toString())
   const tracked = blocks.track(maxPuts)
@@ -65,7 +78,7 @@ export async function collectGarbage(
   /** Lets the node go on once a stretch is over. @returns whether the node is stopping (the run ends) */
   const pause = async (): Promise<boolean> => {
     if (performance.now() - sliceStart < sliceMs) return false
-    await breathe()
+    await rest((performance.now() - sliceStart) * restRatio)
     sliceStart = performance.now()
     return options.stopping?.() === true
   }

@@ -67,7 +67,7 @@ describe('garbage collection', () => {
     point(a[0].cid.toString())
     // The head moves to b (stored before the run, unreached when it started) once marking is under way.
     onFirstRead(blocks, () => point(b[0].cid.toString()))
-    const r = await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0 })
+    const r = await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0 })
     expect(present(blocks, b)).toEqual([true, true, true, true])
     expect(present(blocks, dead)).toEqual([false, false, false])
     // a was marked before the head moved: it goes in the next run
@@ -87,7 +87,7 @@ describe('garbage collection', () => {
     onFirstRead(blocks, () => {
       for (const blk of [...again, ...fresh]) blocks.putSync(blk.cid, blk.bytes)
     })
-    await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0 })
+    await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0 })
     expect(present(blocks, again)).toEqual([true, true, true])
     expect(present(blocks, fresh)).toEqual([true, true, true])
     expect(present(blocks, dead)).toEqual([false, false, false])
@@ -113,7 +113,7 @@ describe('garbage collection', () => {
     await tree(blocks, 'x', 10)
     point(a[0].cid.toString())
     let done = false
-    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0 }).then((r) => {
+    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0 }).then((r) => {
       done = true
       return r
     })
@@ -134,7 +134,7 @@ describe('garbage collection', () => {
       reads++
       return read(cid)
     }
-    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, stopping: () => stopping })
+    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0, stopping: () => stopping })
     await new Promise((resolve) => setImmediate(resolve))
     stopping = true
     expect(await run).toEqual({ blocks: 0, bytes: 0 })
@@ -150,7 +150,7 @@ describe('garbage collection', () => {
     onFirstRead(blocks, () => {
       void tree(blocks, 'z', 2)
     })
-    expect(collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, maxPuts: 2 })).rejects.toThrow('more than 2 blocks were put')
+    expect(collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0, maxPuts: 2 })).rejects.toThrow('more than 2 blocks were put')
     await new Promise((resolve) => setTimeout(resolve, 0))
     expect(present(blocks, dead)).toEqual([true, true, true])
   })
