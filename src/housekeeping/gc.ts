@@ -23,6 +23,12 @@ const DELETE_PAGE = 1000
 const VACUUM_PAGES = 256
 
 /**
+ * The share of the file's pages that may stay free after a run: the blocks written until the next run reuse
+ * them, where giving them back would move as many pages and grow the file again.
+ */
+export const VACUUM_KEEP_FREE = 0.25
+
+/**
  * Rounds of marking from the roots that changed while the previous round ran, outside the outbox's writes;
  * what changes after the last one is marked inside them, with the sweep.
  */
@@ -139,9 +145,11 @@ export async function collectGarbage(
     }
     tracked.stop()
     if (deleted > 0) {
-      // Free pages go back a few at a time; the loop ends however many pages other writes free meanwhile.
-      for (let free = blocks.freePages(), rounds = Math.ceil(free / VACUUM_PAGES) + 1; free > 0 && rounds > 0; rounds--) {
-        free = blocks.vacuumSome(VACUUM_PAGES)
+      // Free pages beyond a share of the file go back a few at a time (the rest are reused by the blocks that
+      // come next, which would grow the file again); the loop ends however many pages other writes free meanwhile.
+      const keepFree = Math.floor(blocks.pages() * VACUUM_KEEP_FREE)
+      for (let free = blocks.freePages(), rounds = Math.ceil(free / VACUUM_PAGES) + 1; free > keepFree && rounds > 0; rounds--) {
+        free = blocks.vacuumSome(Math.min(VACUUM_PAGES, free - keepFree))
         if (await pause()) return { blocks: deleted, bytes }
       }
       blocks.truncateWal()

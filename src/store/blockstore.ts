@@ -186,6 +186,11 @@ export class SqliteBlockstore implements Blockstore {
     return this.db.get<{ freelist_count: number }>('PRAGMA freelist_count')?.freelist_count ?? 0
   }
 
+  /** @returns how many pages the file has, free ones included */
+  pages(): number {
+    return this.db.get<{ page_count: number }>('PRAGMA page_count')?.page_count ?? 0
+  }
+
   /** Copies the WAL into the database file and truncates it. */
   truncateWal(): void {
     this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)')

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { collectGarbage, type Exclusive } from '../../src/housekeeping/gc.ts'
+import { collectGarbage, type Exclusive, VACUUM_KEEP_FREE } from '../../src/housekeeping/gc.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { migrate } from '../../src/store/migrations.ts'
@@ -57,6 +57,18 @@ describe('garbage collection', () => {
     expect(present(blocks, dead)).toEqual([false, false, false, false])
     expect(r.blocks).toBe(4)
     expect(r.bytes).toBe(dead.reduce((n, b) => n + b.bytes.length, 0))
+  })
+
+  test('gives the file pages of the dead back beyond a quarter of the file, which later blocks reuse', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 200)
+    await tree(blocks, 'x', 3000)
+    point(a[0].cid.toString())
+    const full = blocks.pages()
+    await collectGarbage(store, blocks, { exclusive: now() })
+    expect(blocks.pages()).toBeLessThan(full / 2)
+    expect(blocks.freePages()).toBeGreaterThan(0)
+    expect(blocks.freePages()).toBeLessThanOrEqual(Math.floor(full * VACUUM_KEEP_FREE))
   })
 
   test('a root that moves while it marks keeps all it reaches, blocks stored before the run included', async () => {
