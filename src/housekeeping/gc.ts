@@ -90,8 +90,10 @@ export async function collectGarbage(
   }
   try {
     const before: Array<{ cid: string; size: number }> = []
+    // Blocks stored from now on are not listed (nor deleted): the listing ends however fast they come.
+    const through = blocks.lastPosition()
     for (let after: number | undefined = 0; after != null; ) {
-      const page = blocks.sizesPage(after, LIST_PAGE)
+      const page = blocks.sizesPage(after, LIST_PAGE, through)
       for (const r of page.rows) before.push(r)
       after = page.next
       if (await pause()) return { blocks: 0, bytes: 0 }
@@ -135,6 +137,8 @@ export async function collectGarbage(
     // Deleted a page at a time; before each, in the same stretch, the roots that moved are marked and what
     // was put is left, so nothing can take up a block between the check and the delete.
     for (let at = 0; at < dead.length; at += DELETE_PAGE) {
+      // A root that moved far (a catch-up) is marked in stretches first; the last of it with the delete.
+      for (const _ of walk(unmarked())) if (await pause()) return { blocks: deleted, bytes }
       drain(walk(unmarked()))
       if (tracked.full) throw new Error(`more than ${maxPuts} blocks were put while garbage was collected, so this run deleted ${deleted} of ${dead.length}`)
       const page = dead.slice(at, at + DELETE_PAGE).filter((b) => !live.has(b.cid) && !tracked.has(b.cid))

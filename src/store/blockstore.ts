@@ -133,12 +133,21 @@ export class SqliteBlockstore implements Blockstore {
   }
 
   /**
-   * One page of every block's CID and size, in storage order: pass the last page's `next` to get the
-   * one after it, until `next` is undefined.
+   * One page of every block's CID and size, in storage order, up to position `through`: pass the last
+   * page's `next` to get the one after it, until `next` is undefined.
    */
-  sizesPage(after: number, limit: number): { rows: Array<{ cid: string; size: number }>; next?: number } {
-    const rows = this.db.all<{ r: number; cid: string; size: number }>('SELECT rowid AS r, cid, length(bytes) AS size FROM blocks WHERE rowid > ? ORDER BY rowid LIMIT ?', [after, limit])
+  sizesPage(after: number, limit: number, through: number): { rows: Array<{ cid: string; size: number }>; next?: number } {
+    const rows = this.db.all<{ r: number; cid: string; size: number }>('SELECT rowid AS r, cid, length(bytes) AS size FROM blocks WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?', [
+      after,
+      through,
+      limit
+    ])
     return { rows: rows.map((r) => ({ cid: r.cid, size: r.size })), next: rows.length < limit ? undefined : rows[rows.length - 1].r }
+  }
+
+  /** @returns the highest storage position so far: pass it as `through` to sizesPage to list no block stored later */
+  lastPosition(): number {
+    return this.db.get<{ r: number | null }>('SELECT max(rowid) AS r FROM blocks')?.r ?? 0
   }
 
   /** @returns how many blocks are stored */
