@@ -64,7 +64,22 @@ export class SqliteBlockstore implements Blockstore {
 
   /** Stores a block at once; inside a caller's transaction it commits with it. */
   putSync(cid: CID, bytes: Uint8Array): void {
-    this.db.run('INSERT OR IGNORE INTO blocks (cid, bytes) VALUES (?, ?)', [cid.toString(), bytes])
+    const key = cid.toString()
+    this.db.run('INSERT OR IGNORE INTO blocks (cid, bytes) VALUES (?, ?)', [key, bytes])
+    for (const t of this.trackers) t.add(key)
+  }
+
+  private readonly trackers = new Set<PutTracker>()
+
+  /**
+   * Records the CID of every block put from now on, stored before or not, until `stop()`: what a garbage
+   * collection under way must not delete, however its marking saw the block. At most `limit` CIDs are
+   * kept; past them the record says only that it is `full`.
+   */
+  track(limit: number): PutTracker {
+    const tracker = new PutTracker(limit, (t) => this.trackers.delete(t))
+    this.trackers.add(tracker)
+    return tracker
   }
 
   async *putMany(source: Iterable<InputPair> | AsyncIterable<InputPair>): AsyncGenerator<CID> {
@@ -117,6 +132,24 @@ export class SqliteBlockstore implements Blockstore {
     return this.db.all<{ cid: string; size: number }>('SELECT cid, length(bytes) AS size FROM blocks')
   }
 
+  /**
+   * One page of every block's CID and size, in storage order, up to position `through`: pass the last
+   * page's `next` to get the one after it, until `next` is undefined.
+   */
+  sizesPage(after: number, limit: number, through: number): { rows: Array<{ cid: string; size: number }>; next?: number } {
+    const rows = this.db.all<{ r: number; cid: string; size: number }>('SELECT rowid AS r, cid, length(bytes) AS size FROM blocks WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?', [
+      after,
+      through,
+      limit
+    ])
+    return { rows: rows.map((r) => ({ cid: r.cid, size: r.size })), next: rows.length < limit ? undefined : rows[rows.length - 1].r }
+  }
+
+  /** @returns the highest storage position so far: pass it as `through` to sizesPage to list no block stored later */
+  lastPosition(): number {
+    return this.db.get<{ r: number | null }>('SELECT max(rowid) AS r FROM blocks')?.r ?? 0
+  }
+
   /** @returns how many blocks are stored */
   count(): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM blocks')?.n ?? 0
@@ -147,9 +180,29 @@ export class SqliteBlockstore implements Blockstore {
     )
   }
 
-  /** Gives the pages of deleted blocks back to the file system and empties the WAL. */
-  compact(): void {
-    this.db.exec('PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE)')
+  /**
+   * Gives up to `pages` free pages (those of deleted blocks) back to the file system.
+   *
+   * @returns how many free pages are left
+   */
+  vacuumSome(pages: number): number {
+    this.db.exec(`PRAGMA incremental_vacuum(${Math.max(1, Math.floor(pages))})`)
+    return this.freePages()
+  }
+
+  /** @returns how many pages of the file are free (left by deleted blocks) */
+  freePages(): number {
+    return this.db.get<{ freelist_count: number }>('PRAGMA freelist_count')?.freelist_count ?? 0
+  }
+
+  /** @returns how many pages the file has, free ones included */
+  pages(): number {
+    return this.db.get<{ page_count: number }>('PRAGMA page_count')?.page_count ?? 0
+  }
+
+  /** Copies the WAL into the database file and truncates it. */
+  truncateWal(): void {
+    this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
   }
 
   /** @returns SQLite's integrity check of the block database: 'ok', or what is damaged */
@@ -170,5 +223,33 @@ export class SqliteBlockstore implements Blockstore {
   stats(): { blocks: number; bytes: number } {
     const r = this.db.get<{ n: number; b: number | null }>('SELECT count(*) AS n, sum(length(bytes)) AS b FROM blocks')
     return { blocks: r?.n ?? 0, bytes: r?.b ?? 0 }
+  }
+}
+
+/** The CIDs of the blocks put since `SqliteBlockstore.track`, up to a limit. */
+export class PutTracker {
+  private readonly puts = new Set<string>()
+  private readonly limit: number
+  private readonly onStop: (t: PutTracker) => void
+  /** more than `limit` blocks were put: the record is incomplete */
+  full = false
+
+  constructor(limit: number, onStop: (t: PutTracker) => void) {
+    this.limit = limit
+    this.onStop = onStop
+  }
+
+  add(cid: string): void {
+    if (this.puts.size < this.limit) this.puts.add(cid)
+    else if (!this.puts.has(cid)) this.full = true
+  }
+
+  has(cid: string): boolean {
+    return this.puts.has(cid)
+  }
+
+  /** Ends the recording. */
+  stop(): void {
+    this.onStop(this)
   }
 }

@@ -17,11 +17,13 @@ export type WalkStep =
 /**
  * Walks UnixFS trees depth first from `roots`, reading blocks with `read`, and yields each CID once:
  * directories (plain and HAMT shards), the other blocks, and the blocks that are missing. Stop early by
- * leaving the loop. With `readFiles: false`, raw blocks are yielded unread (and never as missing).
+ * leaving the loop. With `readFiles: false`, raw blocks are yielded unread (and never as missing). With
+ * `seen`, the CIDs (as strings) in it are skipped with all below them, and each CID walked is added to it
+ * before its step is yielded, so that walks that share one `seen` visit each block once between them.
  */
-export function* walkDag(roots: Iterable<CID>, read: BlockReader, options: { readFiles?: boolean } = {}): Generator<WalkStep> {
+export function* walkDag(roots: Iterable<CID>, read: BlockReader, options: { readFiles?: boolean; seen?: Set<string> } = {}): Generator<WalkStep> {
   const stack = [...roots]
-  const seen = new Set<string>()
+  const seen = options.seen ?? new Set<string>()
   while (stack.length > 0) {
     const cid = stack.pop()!
     const key = cid.toString()

@@ -1,0 +1,169 @@
+import { describe, expect, test } from 'bun:test'
+import { collectGarbage, type Exclusive, VACUUM_KEEP_FREE } from '../../src/housekeeping/gc.ts'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
+import { migrate } from '../../src/store/migrations.ts'
+import { Store } from '../../src/store/store.ts'
+import { type Block, directoryBlock, fileBlockSync } from '../../src/unixfs/tree.ts'
+
+const now = (): Exclusive => async (fn) => fn()
+
+/** A store whose only root is producer `p`'s head root, and a block store. */
+async function setup() {
+  const db = await openDatabase(':memory:')
+  migrate(db)
+  const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+  const store = new Store(db)
+  let seq = 0
+  const point = (root: string): void => {
+    seq++
+    store.producers.putHead({ producer: 'p', seq, root, hlc: `${seq}`, acks: {}, signed: new Uint8Array([seq]), receivedAt: Date.now() })
+  }
+  return { blocks, store, point }
+}
+
+/** Stores a directory of `n` files named after `tag` (or only builds it), @returns its blocks, the root first */
+async function tree(blocks: SqliteBlockstore, tag: string, n: number, store = true): Promise<Block[]> {
+  const files = Array.from({ length: n }, (_, i) => fileBlockSync(new TextEncoder().encode(`${tag}-${i}`)))
+  const dir = await directoryBlock(files.map((f, i) => ({ name: `${tag}${i}`, cid: f.cid, size: f.bytes.length })))
+  const all = [dir, ...files]
+  if (store) for (const b of all) blocks.putSync(b.cid, b.bytes)
+  return all
+}
+
+const present = (blocks: SqliteBlockstore, bs: Block[]): boolean[] => bs.map((b) => blocks.has(b.cid))
+
+/** Calls `fn` once, at the collection's first block read (while it marks). */
+function onFirstRead(blocks: SqliteBlockstore, fn: () => void): void {
+  const read = blocks.getSync.bind(blocks)
+  let done = false
+  blocks.getSync = (cid) => {
+    if (!done) {
+      done = true
+      fn()
+    }
+    return read(cid)
+  }
+}
+
+describe('garbage collection', () => {
+  test('deletes what no root reaches and keeps what one does', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 3)
+    const dead = await tree(blocks, 'x', 3)
+    point(a[0].cid.toString())
+    const r = await collectGarbage(store, blocks, { exclusive: now() })
+    expect(present(blocks, a)).toEqual([true, true, true, true])
+    expect(present(blocks, dead)).toEqual([false, false, false, false])
+    expect(r.blocks).toBe(4)
+    expect(r.bytes).toBe(dead.reduce((n, b) => n + b.bytes.length, 0))
+  })
+
+  test('gives the file pages of the dead back beyond a quarter of the file, which later blocks reuse', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 200)
+    await tree(blocks, 'x', 3000)
+    point(a[0].cid.toString())
+    const full = blocks.pages()
+    await collectGarbage(store, blocks, { exclusive: now() })
+    expect(blocks.pages()).toBeLessThan(full / 2)
+    expect(blocks.freePages()).toBeGreaterThan(0)
+    expect(blocks.freePages()).toBeLessThanOrEqual(Math.floor(full * VACUUM_KEEP_FREE))
+  })
+
+  test('a root that moves while it marks keeps all it reaches, blocks stored before the run included', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 3)
+    const b = await tree(blocks, 'b', 3)
+    const dead = await tree(blocks, 'x', 2)
+    point(a[0].cid.toString())
+    // The head moves to b (stored before the run, unreached when it started) once marking is under way.
+    onFirstRead(blocks, () => point(b[0].cid.toString()))
+    const r = await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0 })
+    expect(present(blocks, b)).toEqual([true, true, true, true])
+    expect(present(blocks, dead)).toEqual([false, false, false])
+    // a was marked before the head moved: it goes in the next run
+    expect(present(blocks, a)).toEqual([true, true, true, true])
+    expect(r.blocks).toBe(3)
+    expect((await collectGarbage(store, blocks, { exclusive: now() })).blocks).toBe(4)
+  })
+
+  test('a block put while it runs stays, also when it was stored and unreached before', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 2)
+    const again = await tree(blocks, 'y', 2)
+    const dead = await tree(blocks, 'x', 2)
+    const fresh = await tree(blocks, 'z', 2, false)
+    point(a[0].cid.toString())
+    // A commit under way writes y's blocks again (they exist: the insert is a no-op) and z's for the first time.
+    onFirstRead(blocks, () => {
+      for (const blk of [...again, ...fresh]) blocks.putSync(blk.cid, blk.bytes)
+    })
+    await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0 })
+    expect(present(blocks, again)).toEqual([true, true, true])
+    expect(present(blocks, fresh)).toEqual([true, true, true])
+    expect(present(blocks, dead)).toEqual([false, false, false])
+  })
+
+  test('the sweep marks the roots that moved until its exclusive section began', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 2)
+    const b = await tree(blocks, 'b', 2)
+    point(a[0].cid.toString())
+    // As a commit that ends just before the section: its blocks were written before the run, its head after marking.
+    const exclusive: Exclusive = async (fn) => {
+      point(b[0].cid.toString())
+      return fn()
+    }
+    await collectGarbage(store, blocks, { exclusive })
+    expect(present(blocks, b)).toEqual([true, true, true])
+  })
+
+  test('lets the event loop run while it lists and marks', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 3000)
+    await tree(blocks, 'x', 10)
+    point(a[0].cid.toString())
+    let done = false
+    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0 }).then((r) => {
+      done = true
+      return r
+    })
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(done).toBe(false)
+    expect((await run).blocks).toBe(11)
+  })
+
+  test('ends at its next pause once the node stops, deleting nothing it had not yet', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 3000)
+    const dead = await tree(blocks, 'x', 2)
+    point(a[0].cid.toString())
+    let stopping = false
+    let reads = 0
+    const read = blocks.getSync.bind(blocks)
+    blocks.getSync = (cid) => {
+      reads++
+      return read(cid)
+    }
+    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0, stopping: () => stopping })
+    await new Promise((resolve) => setImmediate(resolve))
+    stopping = true
+    expect(await run).toEqual({ blocks: 0, bytes: 0 })
+    expect(reads).toBeLessThan(10)
+    expect(present(blocks, dead)).toEqual([true, true, true])
+  })
+
+  test('deletes nothing when more blocks were put while it ran than it can record', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 2)
+    const dead = await tree(blocks, 'x', 2)
+    point(a[0].cid.toString())
+    onFirstRead(blocks, () => {
+      void tree(blocks, 'z', 2)
+    })
+    expect(collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0, maxPuts: 2 })).rejects.toThrow('more than 2 blocks were put')
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    expect(present(blocks, dead)).toEqual([true, true, true])
+  })
+})
