@@ -107,14 +107,31 @@ export async function collectGarbage(
     }
     // Every CID walked, with all below it: a walk skips what an earlier walk marked.
     const live = new Set<string>()
-    const walk = (from: string[]): Generator<unknown> =>
-      walkDag(
+    // Directories a walk reached but did not have (a sync fetching them): what they link is marked once they
+    // arrive, since a sync puts what it fetches but not the blocks under it that it already holds.
+    const missing = new Set<string>()
+    function* walk(from: string[]): Generator<unknown> {
+      // A block that is no directory is a leaf; event files need not be read.
+      for (const step of walkDag(
         from.map((c) => CID.parse(c)),
         (cid) => blocks.getSync(cid),
-        // A missing block and a block that is no directory are leaves; event files need not be read.
         { readFiles: false, seen: live }
-      )
-    const unmarked = (): string[] => roots().filter((r) => !live.has(r))
+      )) {
+        if (step.kind === 'missing') missing.add(step.cid.toString())
+        yield step
+      }
+    }
+    /** @returns the roots not marked yet, and the missing directories that have arrived (unmarked again) */
+    const unmarked = (): string[] => {
+      const from = roots().filter((r) => !live.has(r))
+      for (const m of missing) {
+        if (!blocks.has(CID.parse(m))) continue
+        missing.delete(m)
+        live.delete(m)
+        from.push(m)
+      }
+      return from
+    }
     for (let round = 0; round <= REMARK_ROUNDS; round++) {
       const from = unmarked()
       if (from.length === 0) break

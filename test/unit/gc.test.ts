@@ -105,6 +105,32 @@ describe('garbage collection', () => {
     expect(present(blocks, dead)).toEqual([false, false, false])
   })
 
+  test('a directory missing when marked that arrives while it runs keeps the stored blocks it links', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 2)
+    // b's files are stored (from an older tree, unreached) but its directory is not: the head points at it
+    // while a sync fetches it. It arrives mid-run; the sync reads the files it already has and puts none.
+    const b = await tree(blocks, 'b', 2, false)
+    for (const f of b.slice(1)) blocks.putSync(f.cid, f.bytes)
+    point(b[0].cid.toString())
+    const read = blocks.getSync.bind(blocks)
+    let missed = false
+    blocks.getSync = (cid) => {
+      const bytes = read(cid)
+      if (bytes == null && cid.equals(b[0].cid) && !missed) {
+        missed = true
+        setImmediate(() => {
+          blocks.putSync(b[0].cid, b[0].bytes)
+        })
+      }
+      return bytes
+    }
+    await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0 })
+    expect(missed).toBe(true)
+    expect(present(blocks, b)).toEqual([true, true, true])
+    expect(present(blocks, a)).toEqual([false, false, false])
+  })
+
   test('the sweep marks the roots that moved until its exclusive section began', async () => {
     const { blocks, store, point } = await setup()
     const a = await tree(blocks, 'a', 2)
