@@ -1,12 +1,13 @@
 /**
  * Soak: three cairn nodes (the compiled binary) on loopback, 200 events per second spread over all
- * three publishers, for SOAK_MINUTES (default 30). Housekeeping prunes with a 5-minute retention, so the
+ * three publishers, for SOAK_MINUTES (default 30). Housekeeping prunes with a 5-minute retention (SOAK_RETENTION), so the
  * outbox turns over during the run. Every SOAK_SAMPLE_S seconds (default 60) it records each node's RSS,
  * open file descriptors, outbox files, and the p95 latency to the farthest node of the events sent in
  * that window. At the end every node must hold every event, exactly once.
  *
  *   npm run soak                       # 30 minutes
  *   SOAK_MINUTES=2 SOAK_SAMPLE_S=10 npm run soak
+ *   SOAK_MINUTES=10 SOAK_RETENTION=1m npm run soak   # the outbox turns over after a minute
  *
  * Writes the curve to bench/soak-results.md.
  */
@@ -20,8 +21,15 @@ const MINUTES = Number(process.env.SOAK_MINUTES ?? 30)
 const SAMPLE_S = Number(process.env.SOAK_SAMPLE_S ?? 60)
 const RATE = Number(process.env.SOAK_RATE ?? 200)
 const PUBLISHERS = Number(process.env.SOAK_PUBLISHERS ?? 3)
+/** the nodes' --retention: a shorter one brings the outbox's steady state (and memory's) within minutes */
+const RETENTION = process.env.SOAK_RETENTION ?? '5m'
 
 const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
+/** user + system CPU seconds of a process so far (/proc/PID/stat, clock ticks of 1/100 s) */
+const cpuS = (pid: number): number => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
+}
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length
 const p95 = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
@@ -33,7 +41,7 @@ const nodes: CairnNode[] = []
 try {
   for (let i = 0; i < 3; i++) {
     const n = await CairnNode.create(join(dir, `n${i}`), nodes[0]?.swarmKey)
-    n.extraArgs = ['--retention', '5m', '--retention-max', '1h', '--housekeeping-interval', '1m']
+    n.extraArgs = ['--retention', RETENTION, '--retention-max', '1h', '--housekeeping-interval', '1m']
     await n.start(i === 0 ? [] : [nodes[0].addrs[0]])
     nodes.push(n)
   }
@@ -100,14 +108,25 @@ try {
     db.close()
     return r
   })
+  const cpu = nodes.map((n) => cpuS(n.proc!.pid))
   const first = samples[0]
   const last = samples.at(-1)
   const summary = [
-    `Soak: 3 nodes, ${RATE} events/s for ${MINUTES} min, retention 5m, housekeeping every 1m; ${i} published, ${failures} publish failures${failureReasons.length > 0 ? ` (${failureReasons.join('; ')})` : ''}.`,
+    `Soak: 3 nodes, ${RATE} events/s for ${MINUTES} min, retention ${RETENTION}, housekeeping every 1m; ${i} published, ${failures} publish failures${failureReasons.length > 0 ? ` (${failureReasons.join('; ')})` : ''}.`,
     `Rows per node: ${counts.map((c) => `${c.n} (${c.d} distinct)`).join(', ')}; every node applied every event: ${nodes.every((n) => n.applied.size === i)}.`,
     first != null && last != null
       ? `RSS from the first to the last sample: ${first.rss.map((r, k) => `${r.toFixed(0)} → ${last.rss[k].toFixed(0)} MiB`).join(', ')}; fds: ${first.fds.map((f, k) => `${f} → ${last.fds[k]}`).join(', ')}.`
-      : ''
+      : '',
+    `RSS after the first two minutes, median / max per node: ${nodes
+      .map((_, k) => {
+        const xs = samples
+          .filter((x) => x.t >= 2)
+          .map((x) => x.rss[k])
+          .sort((a, b) => a - b)
+        return xs.length === 0 ? '-' : `${xs[Math.floor(xs.length / 2)].toFixed(0)} / ${xs.at(-1)!.toFixed(0)} MiB`
+      })
+      .join(', ')}.`,
+    `CPU per node over the run: ${cpu.map((c) => `${c.toFixed(0)} s`).join(', ')} (${cpu.map((c) => ((1e6 * c) / i).toFixed(0)).join(' / ')} µs per event published on the network).`
   ]
   console.log(summary.join('\n'))
   writeFileSync(join(ROOT, 'bench', 'soak-results.md'), [...summary, '', header, '|---|---|---|---|---|---|', ...rows, ''].join('\n'))
