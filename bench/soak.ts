@@ -11,6 +11,7 @@
  *   SOAK_MINUTES=5 SOAK_SAMPLE_S=20 SOAK_RETENTION=1m npm run soak   # pruning from minute 1
  *   BIN=/tmp/cairn-before SOAK_MINUTES=5 npm run soak                # another build (bench/nodes.ts)
  *   SOAK_PROF=/tmp/prof npm run soak                                  # CPU profile of the first node
+ *   SOAK_MINUTES=10 SOAK_RETENTION=1m npm run soak                    # memory's steady state within minutes
  *
  * Writes the curve to bench/soak-results.md.
  */
@@ -24,10 +25,16 @@ const MINUTES = Number(process.env.SOAK_MINUTES ?? 30)
 const SAMPLE_S = Number(process.env.SOAK_SAMPLE_S ?? 60)
 const RATE = Number(process.env.SOAK_RATE ?? 200)
 const PUBLISHERS = Number(process.env.SOAK_PUBLISHERS ?? 3)
+/** the nodes' --retention: a shorter one brings the outbox's steady state (and memory's) within minutes */
 const RETENTION = process.env.SOAK_RETENTION ?? '5m'
 const HOUSEKEEPING = process.env.SOAK_HOUSEKEEPING ?? '1m'
 
 const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
+/** user + system CPU seconds of a process so far (/proc/PID/stat, clock ticks of 1/100 s) */
+const cpuS = (pid: number): number => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
+}
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length
 const p95 = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
@@ -110,6 +117,7 @@ try {
     db.close()
     return r
   })
+  const cpu = nodes.map((n) => cpuS(n.proc!.pid))
   const first = samples[0]
   const last = samples.at(-1)
   const summary = [
@@ -117,7 +125,17 @@ try {
     `Rows per node: ${counts.map((c) => `${c.n} (${c.d} distinct)`).join(', ')}; every node applied every event: ${nodes.every((n) => n.applied.size === i)}.`,
     first != null && last != null
       ? `RSS from the first to the last sample: ${first.rss.map((r, k) => `${r.toFixed(0)} → ${last.rss[k].toFixed(0)} MiB`).join(', ')}; fds: ${first.fds.map((f, k) => `${f} → ${last.fds[k]}`).join(', ')}.`
-      : ''
+      : '',
+    `RSS after the first two minutes, median / max per node: ${nodes
+      .map((_, k) => {
+        const xs = samples
+          .filter((x) => x.t >= 2)
+          .map((x) => x.rss[k])
+          .sort((a, b) => a - b)
+        return xs.length === 0 ? '-' : `${xs[Math.floor(xs.length / 2)].toFixed(0)} / ${xs.at(-1)!.toFixed(0)} MiB`
+      })
+      .join(', ')}.`,
+    `CPU per node over the run: ${cpu.map((c) => `${c.toFixed(0)} s`).join(', ')} (${cpu.map((c) => ((1e6 * c) / i).toFixed(0)).join(' / ')} µs per event published on the network).`
   ]
   console.log(summary.join('\n'))
   writeFileSync(join(ROOT, 'bench', 'soak-results.md'), [...summary, '', header, '|---|---|---|---|---|---|---|', ...rows, ''].join('\n'))

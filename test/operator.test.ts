@@ -71,6 +71,8 @@ describe('operator and backend experience', () => {
       expect(names.has(name)).toBe(true)
     }
     expect(families.find((f) => f.name === 'cairn_propagation_seconds')?.type).toBe('HISTOGRAM')
+    // gossipsub keeps its messages (a's hint, its peer records) in cairn's cache, bounded by bytes.
+    await waitFor("messages in a's gossip cache", async () => Number(/^cairn_gossip_cache_bytes (\S+)$/m.exec(await (await fetch(`http://${a.http}/metrics`)).text())?.[1] ?? 0) > 0)
   })
 
   test('the SSE stream resumes with Last-Event-ID: exactly the missed events arrive, once', async () => {

@@ -195,6 +195,22 @@ export const SETTINGS = {
     schema: DurationSchema,
     default: '10m'
   },
+  'memory-target': {
+    name: 'memory-target',
+    kind: 'string',
+    value: 'SIZE',
+    description: "run a full garbage collection when the resident set is over this size, at most once per memory-target-interval (default: off, the engine paces its collections by the machine's RAM)",
+    schema: v.pipe(SizeSchema, v.minValue(32 * 1024 * 1024, 'Expected at least 32MiB')),
+    default: undefined
+  },
+  'memory-target-interval': {
+    name: 'memory-target-interval',
+    kind: 'string',
+    value: 'DURATION',
+    description: 'the least time between two collections memory-target runs (default 5s; each costs tens to hundreds of ms of CPU)',
+    schema: v.pipe(DurationSchema, v.minValue(1000, 'Expected at least 1s')),
+    default: '5s'
+  },
   'events-retention': {
     name: 'events-retention',
     kind: 'string',
@@ -286,6 +302,8 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS['retention-max'],
   SETTINGS['housekeeping-interval'],
   SETTINGS['events-retention'],
+  SETTINGS['memory-target'],
+  SETTINGS['memory-target-interval'],
   SETTINGS['snapshot-interval'],
   SETTINGS['snapshot-from'],
   SETTINGS['http-idle-timeout'],
@@ -321,6 +339,8 @@ type RunSettingName =
   | 'retention-max'
   | 'housekeeping-interval'
   | 'events-retention'
+  | 'memory-target'
+  | 'memory-target-interval'
   | 'snapshot-interval'
   | 'snapshot-from'
   | 'http-idle-timeout'
@@ -332,7 +352,7 @@ type RunSettingName =
 type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S
 
 /** Settings without a default are optional in a node's configuration. */
-type Optional = 'log-format' | 'members' | 'policy' | 'events-retention' | 'snapshot-interval'
+type Optional = 'log-format' | 'members' | 'policy' | 'events-retention' | 'memory-target' | 'snapshot-interval'
 
 /**
  * The resolved settings of a running node, camelCase, each typed by its setting's schema (see SETTINGS):

@@ -62,6 +62,21 @@ export class Metrics {
     registers: [this.registry]
   })
   readonly clockOffset = new Gauge({ name: 'cairn_clock_offset_seconds', help: "The network's time minus this node's clock, from the heads it watched move forward", registers: [this.registry] })
+  readonly gossipCacheBytes = new Gauge({
+    name: 'cairn_gossip_cache_bytes',
+    help: "Bytes in gossipsub's message cache (the last heartbeats' messages, for peers' IWANTs), at most 16 MiB",
+    registers: [this.registry]
+  })
+  readonly memoryCollections = new Counter({
+    name: 'cairn_memory_target_collections_total',
+    help: 'Full garbage collections run because the resident set was over --memory-target',
+    registers: [this.registry]
+  })
+  readonly memoryCollectSeconds = new Counter({
+    name: 'cairn_memory_target_collect_seconds_total',
+    help: 'Time spent in the collections --memory-target ran',
+    registers: [this.registry]
+  })
   readonly backlog = new Gauge({ name: 'cairn_backlog_events', help: 'Events in the events table not yet processed by every plugin', registers: [this.registry] })
 
   /** @returns the exposition text (Prometheus text format 0.0.4) */

@@ -28,12 +28,14 @@ import { HeadGossip, headsTopic } from '../p2p/gossip.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
 import { HeadLimiter } from '../p2p/headLimiter.ts'
 import { Dialer } from '../p2p/dialer.ts'
-import { createIpfs, type CairnIpfs } from '../p2p/ipfs.ts'
+import { createIpfs, gossipMessageCache, type CairnIpfs } from '../p2p/ipfs.ts'
+import type { BoundedMessageCache } from '../p2p/messageCache.ts'
 import { pluginHost, type PluginHost } from '../plugins/host.ts'
 import { loadPlugins } from '../plugins/load.ts'
 import type { Plugin } from '../plugins/types.ts'
 import { outbox as createOutbox, type Outbox } from '../publish/outbox.ts'
 import { serve, type HttpServer } from '../runtime/serve.ts'
+import { MEMORY_CHECK_MS, MemoryTarget, processMemoryProbe } from '../runtime/memoryTarget.ts'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
 import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
@@ -82,6 +84,8 @@ interface Running {
   /** the browser console's login links and sessions, and its charts' readings */
   console: { sessions: ConsoleSessions; series: SeriesWindow }
   http?: HttpServer
+  /** gossipsub's message cache, for its size in /metrics */
+  messageCache: BoundedMessageCache
   timers: Array<ReturnType<typeof setInterval>>
   stopListening: Array<() => void>
   startedAt: number
@@ -185,7 +189,9 @@ export class CairnNode {
       })(components)
       startedPlugins = plugins
       await plugins.start()
+      const messageCache = gossipMessageCache()
       ipfs = await createIpfs({
+        messageCache,
         privateKey: opened.privateKey,
         swarmKey: opened.swarmKey,
         listen: cfg.listen,
@@ -328,6 +334,7 @@ export class CairnNode {
       })
       const dialer = new Dialer({ ipfs, bootstrap: cfg.bootstrap }, components)
       const running: Running = {
+        messageCache,
         opened,
         components,
         ipfs,
@@ -384,6 +391,22 @@ export class CairnNode {
           this.consoleReading(running)
         }, CONSOLE_SAMPLE_MS)
       )
+      if (cfg.memoryTarget != null) {
+        const probe = processMemoryProbe()
+        if (probe == null) {
+          this.log.warn('memory-target is ignored: this runtime cannot run a collection on demand (Deno needs --v8-flags=--expose-gc)', { reason: 'memory_target_unsupported' })
+        } else {
+          const target = new MemoryTarget(cfg.memoryTarget, cfg.memoryTargetInterval, probe)
+          running.timers.push(
+            setInterval(() => {
+              const ms = target.collectMs
+              if (!target.check()) return
+              this.metrics.memoryCollections.inc()
+              this.metrics.memoryCollectSeconds.inc((target.collectMs - ms) / 1000)
+            }, MEMORY_CHECK_MS)
+          )
+        }
+      }
       // Picks up what another process asked of the plugins in the database (cairn replay, cairn plugins
       // rebuild): a round runs only when some other connection committed. Retries schedule their own rounds.
       let dataVersion = opened.store.dataVersion()
@@ -496,6 +519,7 @@ export class CairnNode {
       snapshot: async (plugin) => await r.snapshots.write(plugin),
       metrics: () => {
         refreshMetrics(this.metrics, this.storedStatus(r), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
+        this.metrics.gossipCacheBytes.set(r.messageCache.bytes)
         return this.metrics
       },
       stream: this.streamDeps(r),

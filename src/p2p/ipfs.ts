@@ -23,6 +23,7 @@ const PEER_RECORDS_FLUSH_MS = 30_000
 const PEER_RECORDS_MAX = 1024
 import { MAX_HEAD_BYTES } from '../model/head.ts'
 import { gossipCounts, type GossipReceived } from './gossipCounts.ts'
+import { BoundedMessageCache, messageIdToString } from './messageCache.ts'
 
 /**
  * A gossipsub frame holds a few head messages: gossipsub answers an IWANT with every message asked for in
@@ -31,6 +32,8 @@ import { gossipCounts, type GossipReceived } from './gossipCounts.ts'
 const GOSSIP_FRAME_BYTES = 4 * MAX_HEAD_BYTES
 
 type GossipSub = ReturnType<ReturnType<typeof gossipsub>>
+/** the type gossipsub's `messageCache` option names (its class is not exported; BoundedMessageCache has its members) */
+type GossipsubMessageCache = NonNullable<Parameters<typeof gossipsub>[0]>['messageCache']
 
 /** The libp2p services cairn runs. */
 export interface CairnServices extends Record<string, unknown> {
@@ -55,6 +58,17 @@ export interface IpfsInit {
   onDatastoreError: (err: Error) => void
   /** told of every gossip message received, by topic ('hints' or 'peers'), and of every duplicate */
   onGossipReceived?: GossipReceived
+  /** gossipsub's message cache (one bounded by bytes by default) */
+  messageCache?: BoundedMessageCache
+}
+
+/** gossipsub's defaults: messages are kept for 5 heartbeats, IHAVE gossip names those of the last 3 */
+const MCACHE_LENGTH = 5
+const MCACHE_GOSSIP = 3
+
+/** @returns a message cache for createIpfs, bounded by GOSSIP_CACHE_BYTES */
+export function gossipMessageCache(): BoundedMessageCache {
+  return new BoundedMessageCache(MCACHE_GOSSIP, MCACHE_LENGTH, messageIdToString)
 }
 
 /**
@@ -102,6 +116,12 @@ export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
         // at a hint's size (a few KiB) the peers forward their copies before it arrives. Measured: copies
         // per hint unchanged (4.3-4.6 in the ten-node mesh), farthest node p50 10x lower without it.
         idontwantMinDataSize: Number.MAX_SAFE_INTEGER,
+        // gossipsub keeps every message for mcacheLength heartbeats whatever its size; this cache also holds
+        // them to GOSSIP_CACHE_BYTES. Both must turn message ids into the same strings.
+        mcacheLength: MCACHE_LENGTH,
+        mcacheGossip: MCACHE_GOSSIP,
+        msgIdToStrFn: messageIdToString,
+        messageCache: (init.messageCache ?? gossipMessageCache()) as unknown as GossipsubMessageCache,
         ...(init.onGossipReceived != null && {
           metricsRegister: gossipCounts(init.onGossipReceived),
           metricsTopicStrToLabel: new Map([
