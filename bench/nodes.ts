@@ -105,8 +105,12 @@ export abstract class BenchNode {
   }
 }
 
-async function post(url: string, body: unknown, token?: string): Promise<void> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token != null ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) })
+async function post(url: string, body: unknown, token?: string, headers: Record<string, string> = {}): Promise<void> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token != null ? { authorization: `Bearer ${token}` } : {}), ...headers },
+    body: JSON.stringify(body)
+  })
   if (!res.ok) throw new Error(`publish failed: ${res.status} ${await res.text()}`)
   await res.arrayBuffer()
 }
@@ -193,6 +197,24 @@ export class CairnNode extends BenchNode {
 
   async publish(id: string): Promise<void> {
     await post(`http://${this.http}/v1/events`, { type: 'bench.event', payload: payload(id) }, this.token)
+  }
+
+  /**
+   * Publishes as docs/api.md tells a backend to: with an Idempotency-Key, retrying a request whose connection
+   * broke (a keep-alive connection the server closed as it was reused) with the same key, up to `attempts`.
+   *
+   * @returns how many retries it took
+   */
+  async publishRetrying(id: string, attempts = 3): Promise<number> {
+    for (let retry = 0; ; retry++) {
+      try {
+        await post(`http://${this.http}/v1/events`, { type: 'bench.event', payload: payload(id) }, this.token, { 'idempotency-key': id })
+        return retry
+      } catch (err) {
+        // An HTTP error answers the same again; only a broken request is retried.
+        if (retry + 1 >= attempts || (err as Error).message.startsWith('publish failed:')) throw err
+      }
+    }
   }
 
   /** @returns the gossip hints this node has received so far, every copy, and the duplicates among them */

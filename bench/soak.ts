@@ -64,6 +64,8 @@ try {
   let nextSample = start + SAMPLE_S * 1000
   let i = 0
   let failures = 0
+  /** requests whose connection broke and that were sent again with their Idempotency-Key */
+  let retries = 0
   const failureReasons: string[] = []
   const inflight = new Set<Promise<void>>()
   while (performance.now() < end) {
@@ -75,7 +77,10 @@ try {
     sent.set(id, performance.now())
     windowIds.push(id)
     const p = node
-      .publish(id)
+      .publishRetrying(id)
+      .then((n) => {
+        retries += n
+      })
       .catch((err: Error) => {
         failures++
         if (failureReasons.length < 5) failureReasons.push(`${id} on n${(i - 1) % PUBLISHERS}: ${err.message}`)
@@ -121,7 +126,7 @@ try {
   const first = samples[0]
   const last = samples.at(-1)
   const summary = [
-    `Soak: 3 nodes, ${RATE} events/s for ${MINUTES} min, retention ${RETENTION}, housekeeping every ${HOUSEKEEPING}; ${i} published, ${failures} publish failures${failureReasons.length > 0 ? ` (${failureReasons.join('; ')})` : ''}.`,
+    `Soak: 3 nodes, ${RATE} events/s for ${MINUTES} min, retention ${RETENTION}, housekeeping every ${HOUSEKEEPING}; ${i} published, ${failures} publish failures${failureReasons.length > 0 ? ` (${failureReasons.join('; ')})` : ''}, ${retries} requests retried after a broken connection.`,
     `Rows per node: ${counts.map((c) => `${c.n} (${c.d} distinct)`).join(', ')}; every node applied every event: ${nodes.every((n) => n.applied.size === i)}.`,
     first != null && last != null
       ? `RSS from the first to the last sample: ${first.rss.map((r, k) => `${r.toFixed(0)} → ${last.rss[k].toFixed(0)} MiB`).join(', ')}; fds: ${first.fds.map((f, k) => `${f} → ${last.fds[k]}`).join(', ')}.`
