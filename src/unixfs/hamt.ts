@@ -458,8 +458,7 @@ function readVarint(bytes: Uint8Array, end: number): number {
 }
 
 /** @returns whether `bytes[at..at+36)` is a CIDv1 of a raw or dag-pb block with a sha2-256 multihash */
-const isSha256Cid = (bytes: Uint8Array, at: number): boolean =>
-  bytes[at] === 0x01 && (bytes[at + 1] === 0x55 || bytes[at + 1] === 0x70) && bytes[at + 2] === 0x12 && bytes[at + 3] === 0x20
+const isSha256Cid = (bytes: Uint8Array, at: number): boolean => bytes[at] === 0x01 && (bytes[at + 1] === 0x55 || bytes[at + 1] === 0x70) && bytes[at + 2] === 0x12 && bytes[at + 3] === 0x20
 
 const names = new TextDecoder()
 
