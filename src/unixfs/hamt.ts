@@ -116,6 +116,8 @@ export class ShardedDirectory {
   private readonly keep: number
   /** where the next eviction starts among the subtrees `KEEP_LEVELS` deep, so that it goes round them all */
   private cursor = 0
+  /** how many shards `KEEP_LEVELS` deep and deeper are decoded (counted as they are read, made and dropped) */
+  private deep = 0
 
   /**
    * @param options.root the stored root shard to start from (with `read`); omitted: an empty directory
@@ -147,7 +149,7 @@ export class ShardedDirectory {
       let shard = this.root
       let level = 0
       for (;;) {
-        const slots = this.load(shard)
+        const slots = this.load(shard, level)
         shard.dirty = true
         const i = slotOf(key, level, hashes)
         const here = slots[i]
@@ -161,6 +163,7 @@ export class ShardedDirectory {
         } else {
           // Another name in this slot: both go one level down, into a new shard.
           const sub = Shard.empty()
+          if (level + 1 >= KEEP_LEVELS) this.deep++
           sub.slots![slotOf(here.key, level + 1, [])] = here
           slots[i] = sub
           shard = sub
@@ -181,7 +184,7 @@ export class ShardedDirectory {
     const hashes: Uint8Array[] = []
     let shard = this.root
     for (let level = 0; ; level++) {
-      const here = this.load(shard)[slotOf(key, level, hashes)]
+      const here = this.load(shard, level)[slotOf(key, level, hashes)]
       if (here instanceof Shard) {
         shard = here
         continue
@@ -203,7 +206,7 @@ export class ShardedDirectory {
       const path: Array<{ shard: Shard; slot: number }> = []
       let shard = this.root
       for (let level = 0; ; level++) {
-        const slots = this.load(shard)
+        const slots = this.load(shard, level)
         const i = slotOf(key, level, hashes)
         path.push({ shard, slot: i })
         const here = slots[i]
@@ -224,6 +227,7 @@ export class ShardedDirectory {
         const children = path[k].shard.slots!.filter((c) => c !== undefined)
         if (children.length !== 1 || children[0] instanceof Shard) break
         path[k - 1].shard.slots![path[k - 1].slot] = children[0]
+        if (k >= KEEP_LEVELS) this.deep--
       }
     }
   }
@@ -233,9 +237,9 @@ export class ShardedDirectory {
     if (this.read != null) this.trim(0)
   }
 
-  /** how many shards `KEEP_LEVELS` deep and deeper are decoded in memory */
+  /** how many shards `KEEP_LEVELS` deep and deeper are decoded in memory, counted shard by shard */
   get deepShards(): number {
-    return this.deepSubtrees().total
+    return this.deepRoots().reduce((n, root) => n + ShardedDirectory.decoded(root), 0)
   }
 
   /**
@@ -259,8 +263,9 @@ export class ShardedDirectory {
   }
 
   /** @returns the shard's slots, read from the store when not in memory */
-  private load(shard: Shard): Array<Leaf | Shard | undefined> {
+  private load(shard: Shard, level: number): Array<Leaf | Shard | undefined> {
     if (shard.slots != null) return shard.slots
+    if (level >= KEEP_LEVELS) this.deep++
     const bytes = this.stored(shard.cid!)
     const read = readOwnShard(bytes)
     if (read != null) {
@@ -303,29 +308,26 @@ export class ShardedDirectory {
     return bytes
   }
 
-  /** @returns the decoded shards `KEEP_LEVELS` deep in tree order, how many decoded shards each subtree holds, and their total */
-  private deepSubtrees(): { roots: Shard[]; counts: number[]; total: number } {
+  /** @returns the decoded shards `KEEP_LEVELS` deep, in tree order */
+  private deepRoots(): Shard[] {
     const roots: Shard[] = []
-    const counts: number[] = []
-    let total = 0
-    const decoded = (shard: Shard): number => {
-      let n = 1
-      for (const child of shard.slots!) if (child instanceof Shard && child.slots != null) n += decoded(child)
-      return n
-    }
     const visit = (shard: Shard, level: number): void => {
       if (shard.slots == null) return
       if (level === KEEP_LEVELS) {
-        const n = decoded(shard)
         roots.push(shard)
-        counts.push(n)
-        total += n
         return
       }
       for (const child of shard.slots) if (child instanceof Shard) visit(child, level + 1)
     }
     visit(this.root, 0)
-    return { roots, counts, total }
+    return roots
+  }
+
+  /** @returns how many shards are decoded in the subtree of `shard` (itself included) */
+  private static decoded(shard: Shard): number {
+    let n = 1
+    for (const child of shard.slots!) if (child instanceof Shard && child.slots != null) n += ShardedDirectory.decoded(child)
+    return n
   }
 
   /**
@@ -333,16 +335,15 @@ export class ShardedDirectory {
    * last eviction stopped, until a quarter of the budget is free: they are read back when touched.
    */
   private trim(budget: number): void {
-    const { roots, counts, total } = this.deepSubtrees()
-    if (total <= budget) return
+    if (this.deep <= budget) return
+    const roots = this.deepRoots()
     const target = Math.floor((budget * 3) / 4)
-    let left = total
     let k = 0
-    for (; k < roots.length && left > target; k++) {
-      const i = (this.cursor + k) % roots.length
-      if (roots[i].dirty) continue
-      roots[i].slots = undefined
-      left -= counts[i]
+    for (; k < roots.length && this.deep > target; k++) {
+      const root = roots[(this.cursor + k) % roots.length]
+      if (root.dirty) continue
+      this.deep -= ShardedDirectory.decoded(root)
+      root.slots = undefined
     }
     // The subtrees dropped leave the list: the next one not dropped then sits where this round started
     // (or first, when the round wrapped).
@@ -425,13 +426,12 @@ function encodeShard(links: readonly ShardLink[], data: Uint8Array): Uint8Array 
     at = writeVarint(out, at, linkLengths[i])
     out[at++] = 0x0a
     at = writeVarint(out, at, l.hash.length)
-    out.set(l.hash, at)
-    at += l.hash.length
+    // Byte by byte: for a few dozen bytes this is faster than TypedArray.set.
+    for (let k = 0; k < l.hash.length; k++) out[at++] = l.hash[k]
     out[at++] = 0x12
     at = writeVarint(out, at, 1 + l.name.length)
     out[at++] = LABEL_BYTES[l.slot]
-    out.set(l.name, at)
-    at += l.name.length
+    for (let k = 0; k < l.name.length; k++) out[at++] = l.name[k]
     out[at++] = 0x18
     at = writeVarint(out, at, l.size)
   }
