@@ -27,6 +27,11 @@ const KEEP_LEVELS = 3
  * past it, a flush drops whole subtrees until a quarter of the budget is free (re-read when touched).
  */
 export const KEEP_SHARDS = 2048
+/**
+ * The most bytes of encoding those shards may have together, by default: names are up to a few hundred
+ * bytes long, so the count alone would not bound their memory.
+ */
+export const KEEP_BYTES = 2 * 1024 * 1024
 
 /**
  * A directory entry as a HAMT leaf: its name's UTF-8 bytes (hashed and encoded as they are) and its CID's
@@ -55,6 +60,8 @@ class Shard {
   cid: CID | undefined
   /** cumulative size (the shard's bytes and everything below), valid when not dirty */
   size = 0
+  /** the length of its encoding, once read or encoded */
+  bytes = 0
   dirty = true
 
   static empty(): Shard {
@@ -114,20 +121,26 @@ export class ShardedDirectory {
   private count: number
   /** how many shards `KEEP_LEVELS` deep and deeper stay decoded after a flush */
   private readonly keep: number
+  /** how many bytes of encoding those shards may have together */
+  private readonly keepBytes: number
   /** where the next eviction starts among the subtrees `KEEP_LEVELS` deep, so that it goes round them all */
   private cursor = 0
   /** how many shards `KEEP_LEVELS` deep and deeper are decoded (counted as they are read, made and dropped) */
   private deep = 0
+  /** the bytes of their encodings */
+  private deepBytes = 0
 
   /**
    * @param options.root the stored root shard to start from (with `read`); omitted: an empty directory
    * @param options.count how many entries the stored directory holds
    * @param options.read reads shards back from the store; without it everything stays in memory
    * @param options.keep with `read`: how many shards `KEEP_LEVELS` deep and deeper stay decoded after a flush (default KEEP_SHARDS)
+   * @param options.keepBytes with `read`: how many bytes of encoding those shards may have together (default KEEP_BYTES)
    */
-  constructor(options: { root?: { cid: CID; size: number }; count?: number; read?: BlockReader; keep?: number } = {}) {
+  constructor(options: { root?: { cid: CID; size: number }; count?: number; read?: BlockReader; keep?: number; keepBytes?: number } = {}) {
     this.read = options.read
     this.keep = options.keep ?? KEEP_SHARDS
+    this.keepBytes = options.keepBytes ?? KEEP_BYTES
     this.root = options.root != null && options.read != null ? Shard.stored(options.root.cid, options.root.size) : Shard.empty()
     this.count = options.root != null ? (options.count ?? 0) : 0
   }
@@ -227,19 +240,27 @@ export class ShardedDirectory {
         const children = path[k].shard.slots!.filter((c) => c !== undefined)
         if (children.length !== 1 || children[0] instanceof Shard) break
         path[k - 1].shard.slots![path[k - 1].slot] = children[0]
-        if (k >= KEEP_LEVELS) this.deep--
+        if (k >= KEEP_LEVELS) {
+          this.deep--
+          this.deepBytes -= path[k].shard.bytes
+        }
       }
     }
   }
 
   /** With a store to read them back from, drops every clean shard `KEEP_LEVELS` deep and deeper from memory. */
   release(): void {
-    if (this.read != null) this.trim(0)
+    if (this.read != null) this.trim(0, 0)
   }
 
   /** how many shards `KEEP_LEVELS` deep and deeper are decoded in memory, counted shard by shard */
   get deepShards(): number {
-    return this.deepRoots().reduce((n, root) => n + ShardedDirectory.decoded(root), 0)
+    return this.deepRoots().reduce((n, root) => n + ShardedDirectory.decoded(root).shards, 0)
+  }
+
+  /** the bytes of encoding of the shards `KEEP_LEVELS` deep and deeper decoded in memory, counted shard by shard */
+  get deepShardBytes(): number {
+    return this.deepRoots().reduce((n, root) => n + ShardedDirectory.decoded(root).bytes, 0)
   }
 
   /**
@@ -250,8 +271,8 @@ export class ShardedDirectory {
    */
   async flush(): Promise<{ root: Block & { size: number }; blocks: Block[] }> {
     const blocks: Block[] = []
-    this.rootBytes = this.encode(this.root, blocks) ?? this.rootBytes ?? this.stored(this.root.cid!)
-    if (this.read != null) this.trim(this.keep)
+    this.rootBytes = this.encode(this.root, blocks, 0) ?? this.rootBytes ?? this.stored(this.root.cid!)
+    if (this.read != null) this.trim(this.keep, this.keepBytes)
     return { root: { cid: this.root.cid!, bytes: this.rootBytes, size: this.root.size }, blocks }
   }
 
@@ -265,13 +286,19 @@ export class ShardedDirectory {
   /** @returns the shard's slots, read from the store when not in memory */
   private load(shard: Shard, level: number): Array<Leaf | Shard | undefined> {
     if (shard.slots != null) return shard.slots
-    if (level >= KEEP_LEVELS) this.deep++
     const bytes = this.stored(shard.cid!)
-    const read = readOwnShard(bytes)
-    if (read != null) {
-      shard.slots = read
-      return read
+    const read = readOwnShard(bytes) ?? this.readShard(shard, bytes)
+    shard.slots = read
+    shard.bytes = bytes.length
+    if (level >= KEEP_LEVELS) {
+      this.deep++
+      this.deepBytes += bytes.length
     }
+    return read
+  }
+
+  /** @returns the slots of a shard decoded in full (a shard not as cairn writes them, or not a shard) */
+  private readShard(shard: Shard, bytes: Uint8Array): Array<Leaf | Shard | undefined> {
     let node: DirectoryNode
     try {
       node = readDirectoryNode(bytes)
@@ -282,12 +309,11 @@ export class ShardedDirectory {
     const slots = new Array<Leaf | Shard | undefined>(FANOUT)
     for (const s of node.shards) slots[parseInt(s.label, 16)] = Shard.stored(s.cid, s.size)
     for (const e of node.entries) slots[parseInt(e.label, 16)] = new Leaf(e.name, utf8.encode(e.name), e.cid.bytes, e.size)
-    shard.slots = slots
     return slots
   }
 
   /** @returns the bytes of the shard when it was re-encoded (its new block is in `blocks`) */
-  private encode(shard: Shard, blocks: Block[]): Uint8Array | undefined {
+  private encode(shard: Shard, blocks: Block[], level: number): Uint8Array | undefined {
     if (!shard.dirty) return undefined
     const links: ShardLink[] = []
     let size = 0
@@ -296,13 +322,15 @@ export class ShardedDirectory {
       const child = shard.slots![i]
       if (child === undefined) continue
       bitmap |= 1 << i
-      if (child instanceof Shard) this.encode(child, blocks)
+      if (child instanceof Shard) this.encode(child, blocks, level + 1)
       links.push(child instanceof Shard ? { slot: i, name: NO_NAME, hash: child.cid!.bytes, size: child.size } : { slot: i, name: child.key, hash: child.hash, size: child.size })
       size += child.size
     }
     const bytes = encodeShard(links, shardData(bitmap))
     shard.cid = CID.createV1(dagPb.code, sha256Digest(bytes))
     shard.size = size + bytes.length
+    if (level >= KEEP_LEVELS) this.deepBytes += bytes.length - shard.bytes
+    shard.bytes = bytes.length
     shard.dirty = false
     blocks.push({ cid: shard.cid, bytes })
     return bytes
@@ -323,26 +351,34 @@ export class ShardedDirectory {
     return roots
   }
 
-  /** @returns how many shards are decoded in the subtree of `shard` (itself included) */
-  private static decoded(shard: Shard): number {
-    let n = 1
-    for (const child of shard.slots!) if (child instanceof Shard && child.slots != null) n += ShardedDirectory.decoded(child)
-    return n
+  /** @returns how many shards are decoded in the subtree of `shard` (itself included) and their bytes of encoding */
+  private static decoded(shard: Shard): { shards: number; bytes: number } {
+    const sum = { shards: 1, bytes: shard.bytes }
+    for (const child of shard.slots!) {
+      if (!(child instanceof Shard) || child.slots == null) continue
+      const below = ShardedDirectory.decoded(child)
+      sum.shards += below.shards
+      sum.bytes += below.bytes
+    }
+    return sum
   }
 
   /**
    * Over the budget, drops the slots of clean subtrees `KEEP_LEVELS` deep, going round them from where the
    * last eviction stopped, until a quarter of the budget is free: they are read back when touched.
    */
-  private trim(budget: number): void {
-    if (this.deep <= budget) return
+  private trim(budget: number, budgetBytes: number): void {
+    if (this.deep <= budget && this.deepBytes <= budgetBytes) return
     const roots = this.deepRoots()
     const target = Math.floor((budget * 3) / 4)
+    const targetBytes = Math.floor((budgetBytes * 3) / 4)
     let k = 0
-    for (; k < roots.length && this.deep > target; k++) {
+    for (; k < roots.length && (this.deep > target || this.deepBytes > targetBytes); k++) {
       const root = roots[(this.cursor + k) % roots.length]
       if (root.dirty) continue
-      this.deep -= ShardedDirectory.decoded(root)
+      const dropped = ShardedDirectory.decoded(root)
+      this.deep -= dropped.shards
+      this.deepBytes -= dropped.bytes
       root.slots = undefined
     }
     // The subtrees dropped leave the list: the next one not dropped then sits where this round started

@@ -9,7 +9,7 @@ import type { PublishResult } from '../../src/model/publishRequest.ts'
 import type { Issue } from '../../src/model/issues.ts'
 import { testOutbox } from '../helpers/outbox.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
-import { KEEP_SHARDS, ShardedDirectory, readDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
+import { KEEP_BYTES, KEEP_SHARDS, ShardedDirectory, readDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { ShardUnreadableError } from '../../src/errors.ts'
 import { fileBlock } from '../../src/unixfs/tree.ts'
 import { CID } from 'multiformats/cid'
@@ -164,18 +164,22 @@ describe('the outbox', () => {
     // none, some with a small one) are dropped after each flush and read back.
     const store = new Map<string, Uint8Array>()
     const read = (cid: CID): Uint8Array | undefined => store.get(cid.toString())
-    for (const [dir, keep] of [
-      [new ShardedDirectory(), Infinity],
-      [new ShardedDirectory({ read }), KEEP_SHARDS],
-      [new ShardedDirectory({ read, keep: 0 }), 0],
-      [new ShardedDirectory({ read, keep: 8 }), 8]
+    type Counted = { deep: number; deepBytes: number }
+    const counted = (dir: ShardedDirectory): number[] => [(dir as unknown as Counted).deep, (dir as unknown as Counted).deepBytes]
+    for (const [dir, keep, keepBytes] of [
+      [new ShardedDirectory(), Infinity, Infinity],
+      [new ShardedDirectory({ read }), KEEP_SHARDS, KEEP_BYTES],
+      [new ShardedDirectory({ read, keep: 0 }), 0, KEEP_BYTES],
+      [new ShardedDirectory({ read, keep: 8 }), 8, KEEP_BYTES],
+      [new ShardedDirectory({ read, keepBytes: 3000 }), KEEP_SHARDS, 3000]
     ] as const) {
       for (let i = 0; i < entries.length; i += 500) {
         dir.add(entries.slice(i, i + 500))
         const { root, blocks } = await dir.flush()
         expect(dir.deepShards).toBeLessThanOrEqual(keep)
-        // The count the budget is kept by, kept as shards are read, made and dropped, is the real one.
-        if (keep !== Infinity) expect((dir as unknown as { deep: number }).deep).toBe(dir.deepShards)
+        expect(dir.deepShardBytes).toBeLessThanOrEqual(keepBytes)
+        // The counts the budget is kept by, kept as shards are read, made and dropped, are the real ones.
+        if (keep !== Infinity) expect(counted(dir)).toEqual([dir.deepShards, dir.deepShardBytes])
         for (const b of blocks) store.set(b.cid.toString(), b.bytes)
         const scratch = (await shardedDirectory(entries.slice(0, i + 500))).root
         expect([root.cid.toString(), root.size]).toEqual([scratch.cid.toString(), scratch.size])
@@ -187,11 +191,11 @@ describe('the outbox', () => {
       const { root, blocks } = await dir.flush()
       for (const b of blocks) store.set(b.cid.toString(), b.bytes)
       expect(root.cid.toString()).toBe(golden[4][2])
-      if (keep !== Infinity) expect((dir as unknown as { deep: number }).deep).toBe(dir.deepShards)
+      if (keep !== Infinity) expect(counted(dir)).toEqual([dir.deepShards, dir.deepShardBytes])
       // Removing all but one entry, one at a time, collapses every level back into the root.
       dir.remove(entries.slice(1000, 2999).map((e) => e.name))
       expect((await dir.flush()).root.cid.toString()).toBe((await shardedDirectory(entries.slice(2999))).root.cid.toString())
-      if (keep !== Infinity) expect([(dir as unknown as { deep: number }).deep, dir.deepShards]).toEqual([0, 0])
+      if (keep !== Infinity) expect([...counted(dir), dir.deepShards]).toEqual([0, 0, 0])
     }
 
     // Reopened at a stored root: it reads what it needs and gets the same CIDs as one built from scratch.
