@@ -136,6 +136,8 @@ export class OutboxTree {
       }
     }
     this.buckets.delete(bucket)
+    // Only the bucket in use keeps a budget of deep shards (KEEP_SHARDS): the others keep their top levels.
+    for (const other of this.buckets.values()) other.release()
     this.buckets.set(bucket, dir)
     for (const old of [...this.buckets.keys()].slice(0, Math.max(0, this.buckets.size - OPEN_BUCKETS))) this.buckets.delete(old)
     return dir

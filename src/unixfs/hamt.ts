@@ -18,11 +18,38 @@ export const ACCEPTED_FANOUTS: readonly number[] = [16, 256]
 const HASH_TYPE = 0x22n
 /** hex digits of a shard label: those of fanout - 1 */
 const PAD = (FANOUT - 1).toString(16).length
-/** shards this many levels deep and deeper are dropped from memory after a flush (re-read when touched) */
+/** shards above this level always stay in memory (at most 1 + 16 + 256); deeper ones within a budget */
 const KEEP_LEVELS = 3
+/**
+ * How many shards `KEEP_LEVELS` deep and deeper a directory backed by a store keeps decoded after a flush,
+ * by default, so that the next commits do not read back and decode the shards they touch. A shard holds
+ * at most `FANOUT` entries of bounded names, so this bounds the memory whatever the directory's size;
+ * past it, a flush drops whole subtrees until a quarter of the budget is free (re-read when touched).
+ */
+export const KEEP_SHARDS = 2048
+/**
+ * The most bytes of encoding those shards may have together, by default: names are up to a few hundred
+ * bytes long, so the count alone would not bound their memory.
+ */
+export const KEEP_BYTES = 2 * 1024 * 1024
 
-/** A directory entry as a HAMT leaf. */
-type Leaf = DirEntry
+/**
+ * A directory entry as a HAMT leaf: its name's UTF-8 bytes (hashed and encoded as they are) and its CID's
+ * bytes; a CID object is made only when the entry is looked up, so that a shard in memory holds none.
+ */
+class Leaf {
+  readonly name: string
+  readonly key: Uint8Array
+  readonly hash: Uint8Array
+  readonly size: number
+
+  constructor(name: string, key: Uint8Array, hash: Uint8Array, size: number) {
+    this.name = name
+    this.key = key
+    this.hash = hash
+    this.size = size
+  }
+}
 
 /** A block the directory reads back: undefined when the store does not hold it. */
 export type BlockReader = (cid: CID) => Uint8Array | undefined
@@ -33,6 +60,8 @@ class Shard {
   cid: CID | undefined
   /** cumulative size (the shard's bytes and everything below), valid when not dirty */
   size = 0
+  /** the length of its encoding, once read or encoded */
+  bytes = 0
   dirty = true
 
   static empty(): Shard {
@@ -90,14 +119,28 @@ export class ShardedDirectory {
   private rootBytes: Uint8Array | undefined
   private readonly read: BlockReader | undefined
   private count: number
+  /** how many shards `KEEP_LEVELS` deep and deeper stay decoded after a flush */
+  private readonly keep: number
+  /** how many bytes of encoding those shards may have together */
+  private readonly keepBytes: number
+  /** where the next eviction starts among the subtrees `KEEP_LEVELS` deep, so that it goes round them all */
+  private cursor = 0
+  /** how many shards `KEEP_LEVELS` deep and deeper are decoded (counted as they are read, made and dropped) */
+  private deep = 0
+  /** the bytes of their encodings */
+  private deepBytes = 0
 
   /**
    * @param options.root the stored root shard to start from (with `read`); omitted: an empty directory
    * @param options.count how many entries the stored directory holds
    * @param options.read reads shards back from the store; without it everything stays in memory
+   * @param options.keep with `read`: how many shards `KEEP_LEVELS` deep and deeper stay decoded after a flush (default KEEP_SHARDS)
+   * @param options.keepBytes with `read`: how many bytes of encoding those shards may have together (default KEEP_BYTES)
    */
-  constructor(options: { root?: { cid: CID; size: number }; count?: number; read?: BlockReader } = {}) {
+  constructor(options: { root?: { cid: CID; size: number }; count?: number; read?: BlockReader; keep?: number; keepBytes?: number } = {}) {
     this.read = options.read
+    this.keep = options.keep ?? KEEP_SHARDS
+    this.keepBytes = options.keepBytes ?? KEEP_BYTES
     this.root = options.root != null && options.read != null ? Shard.stored(options.root.cid, options.root.size) : Shard.empty()
     this.count = options.root != null ? (options.count ?? 0) : 0
   }
@@ -119,13 +162,13 @@ export class ShardedDirectory {
       let shard = this.root
       let level = 0
       for (;;) {
-        const slots = this.load(shard)
+        const slots = this.load(shard, level)
         shard.dirty = true
         const i = slotOf(key, level, hashes)
         const here = slots[i]
         if (here === undefined || (!(here instanceof Shard) && here.name === entry.name)) {
           if (here === undefined) this.count++
-          slots[i] = { name: entry.name, cid: entry.cid, size: entry.size }
+          slots[i] = new Leaf(entry.name, key, entry.cid.bytes, entry.size)
           break
         }
         if (here instanceof Shard) {
@@ -133,7 +176,8 @@ export class ShardedDirectory {
         } else {
           // Another name in this slot: both go one level down, into a new shard.
           const sub = Shard.empty()
-          sub.slots![slotOf(utf8.encode(here.name), level + 1, [])] = here
+          if (level + 1 >= KEEP_LEVELS) this.deep++
+          sub.slots![slotOf(here.key, level + 1, [])] = here
           slots[i] = sub
           shard = sub
         }
@@ -153,12 +197,12 @@ export class ShardedDirectory {
     const hashes: Uint8Array[] = []
     let shard = this.root
     for (let level = 0; ; level++) {
-      const here = this.load(shard)[slotOf(key, level, hashes)]
+      const here = this.load(shard, level)[slotOf(key, level, hashes)]
       if (here instanceof Shard) {
         shard = here
         continue
       }
-      return here !== undefined && here.name === name ? here : undefined
+      return here !== undefined && here.name === name ? { name: here.name, cid: CID.decode(here.hash), size: here.size } : undefined
     }
   }
 
@@ -175,7 +219,7 @@ export class ShardedDirectory {
       const path: Array<{ shard: Shard; slot: number }> = []
       let shard = this.root
       for (let level = 0; ; level++) {
-        const slots = this.load(shard)
+        const slots = this.load(shard, level)
         const i = slotOf(key, level, hashes)
         path.push({ shard, slot: i })
         const here = slots[i]
@@ -196,19 +240,39 @@ export class ShardedDirectory {
         const children = path[k].shard.slots!.filter((c) => c !== undefined)
         if (children.length !== 1 || children[0] instanceof Shard) break
         path[k - 1].shard.slots![path[k - 1].slot] = children[0]
+        if (k >= KEEP_LEVELS) {
+          this.deep--
+          this.deepBytes -= path[k].shard.bytes
+        }
       }
     }
   }
 
+  /** With a store to read them back from, drops every clean shard `KEEP_LEVELS` deep and deeper from memory. */
+  release(): void {
+    if (this.read != null) this.trim(0, 0)
+  }
+
+  /** how many shards `KEEP_LEVELS` deep and deeper are decoded in memory, counted shard by shard */
+  get deepShards(): number {
+    return this.deepRoots().reduce((n, root) => n + ShardedDirectory.decoded(root).shards, 0)
+  }
+
+  /** the bytes of encoding of the shards `KEEP_LEVELS` deep and deeper decoded in memory, counted shard by shard */
+  get deepShardBytes(): number {
+    return this.deepRoots().reduce((n, root) => n + ShardedDirectory.decoded(root).bytes, 0)
+  }
+
   /**
-   * Encodes the changed shards and, with a store to read them back from, drops the deep ones from memory.
+   * Encodes the changed shards and, with a store to read them back from, drops deep ones from memory
+   * beyond the budget.
    *
    * @returns the root shard (with the DAG's cumulative size) and the shard blocks that are new since the last flush
    */
   async flush(): Promise<{ root: Block & { size: number }; blocks: Block[] }> {
     const blocks: Block[] = []
-    this.rootBytes = this.encode(this.root, blocks) ?? this.rootBytes ?? this.stored(this.root.cid!)
-    if (this.read != null) this.trim(this.root, 0)
+    this.rootBytes = this.encode(this.root, blocks, 0) ?? this.rootBytes ?? this.stored(this.root.cid!)
+    if (this.read != null) this.trim(this.keep, this.keepBytes)
     return { root: { cid: this.root.cid!, bytes: this.rootBytes, size: this.root.size }, blocks }
   }
 
@@ -220,9 +284,21 @@ export class ShardedDirectory {
   }
 
   /** @returns the shard's slots, read from the store when not in memory */
-  private load(shard: Shard): Array<Leaf | Shard | undefined> {
+  private load(shard: Shard, level: number): Array<Leaf | Shard | undefined> {
     if (shard.slots != null) return shard.slots
     const bytes = this.stored(shard.cid!)
+    const read = readOwnShard(bytes) ?? this.readShard(shard, bytes)
+    shard.slots = read
+    shard.bytes = bytes.length
+    if (level >= KEEP_LEVELS) {
+      this.deep++
+      this.deepBytes += bytes.length
+    }
+    return read
+  }
+
+  /** @returns the slots of a shard decoded in full (a shard not as cairn writes them, or not a shard) */
+  private readShard(shard: Shard, bytes: Uint8Array): Array<Leaf | Shard | undefined> {
     let node: DirectoryNode
     try {
       node = readDirectoryNode(bytes)
@@ -232,13 +308,12 @@ export class ShardedDirectory {
     if (node.fanout !== FANOUT) throw new ShardUnreadableError(`HAMT shard ${shard.cid} has fanout ${node.fanout}, not ${FANOUT}`)
     const slots = new Array<Leaf | Shard | undefined>(FANOUT)
     for (const s of node.shards) slots[parseInt(s.label, 16)] = Shard.stored(s.cid, s.size)
-    for (const e of node.entries) slots[parseInt(e.label, 16)] = { name: e.name, cid: e.cid, size: e.size }
-    shard.slots = slots
+    for (const e of node.entries) slots[parseInt(e.label, 16)] = new Leaf(e.name, utf8.encode(e.name), e.cid.bytes, e.size)
     return slots
   }
 
   /** @returns the bytes of the shard when it was re-encoded (its new block is in `blocks`) */
-  private encode(shard: Shard, blocks: Block[]): Uint8Array | undefined {
+  private encode(shard: Shard, blocks: Block[], level: number): Uint8Array | undefined {
     if (!shard.dirty) return undefined
     const links: ShardLink[] = []
     let size = 0
@@ -247,38 +322,86 @@ export class ShardedDirectory {
       const child = shard.slots![i]
       if (child === undefined) continue
       bitmap |= 1 << i
-      if (child instanceof Shard) this.encode(child, blocks)
-      links.push(child instanceof Shard ? { name: LABELS[i], hash: child.cid!.bytes, size: child.size } : { name: LABELS[i] + child.name, hash: child.cid.bytes, size: child.size })
+      if (child instanceof Shard) this.encode(child, blocks, level + 1)
+      links.push(child instanceof Shard ? { slot: i, name: NO_NAME, hash: child.cid!.bytes, size: child.size } : { slot: i, name: child.key, hash: child.hash, size: child.size })
       size += child.size
     }
     const bytes = encodeShard(links, shardData(bitmap))
     shard.cid = CID.createV1(dagPb.code, sha256Digest(bytes))
     shard.size = size + bytes.length
+    if (level >= KEEP_LEVELS) this.deepBytes += bytes.length - shard.bytes
+    shard.bytes = bytes.length
     shard.dirty = false
     blocks.push({ cid: shard.cid, bytes })
     return bytes
   }
 
-  /** Drops the slots of clean shards `KEEP_LEVELS` deep and deeper: they are read back when touched. */
-  private trim(shard: Shard, level: number): void {
-    if (shard.slots == null) return
-    if (level >= KEEP_LEVELS && !shard.dirty) {
-      shard.slots = undefined
-      return
+  /** @returns the decoded shards `KEEP_LEVELS` deep, in tree order */
+  private deepRoots(): Shard[] {
+    const roots: Shard[] = []
+    const visit = (shard: Shard, level: number): void => {
+      if (shard.slots == null) return
+      if (level === KEEP_LEVELS) {
+        roots.push(shard)
+        return
+      }
+      for (const child of shard.slots) if (child instanceof Shard) visit(child, level + 1)
     }
-    for (const child of shard.slots) if (child instanceof Shard) this.trim(child, level + 1)
+    visit(this.root, 0)
+    return roots
+  }
+
+  /** @returns how many shards are decoded in the subtree of `shard` (itself included) and their bytes of encoding */
+  private static decoded(shard: Shard): { shards: number; bytes: number } {
+    const sum = { shards: 1, bytes: shard.bytes }
+    for (const child of shard.slots!) {
+      if (!(child instanceof Shard) || child.slots == null) continue
+      const below = ShardedDirectory.decoded(child)
+      sum.shards += below.shards
+      sum.bytes += below.bytes
+    }
+    return sum
+  }
+
+  /**
+   * Over the budget, drops the slots of clean subtrees `KEEP_LEVELS` deep, going round them from where the
+   * last eviction stopped, until a quarter of the budget is free: they are read back when touched.
+   */
+  private trim(budget: number, budgetBytes: number): void {
+    if (this.deep <= budget && this.deepBytes <= budgetBytes) return
+    const roots = this.deepRoots()
+    const target = Math.floor((budget * 3) / 4)
+    const targetBytes = Math.floor((budgetBytes * 3) / 4)
+    let k = 0
+    for (; k < roots.length && (this.deep > target || this.deepBytes > targetBytes); k++) {
+      const root = roots[(this.cursor + k) % roots.length]
+      if (root.dirty) continue
+      const dropped = ShardedDirectory.decoded(root)
+      this.deep -= dropped.shards
+      this.deepBytes -= dropped.bytes
+      root.slots = undefined
+    }
+    // The subtrees dropped leave the list: the next one not dropped then sits where this round started
+    // (or first, when the round wrapped).
+    this.cursor = this.cursor + k > roots.length ? 0 : this.cursor
   }
 }
 
 /** The link labels of a shard's slots: fixed-width uppercase hex, so that they sort in slot order. */
 const LABELS: readonly string[] = Array.from({ length: FANOUT }, (_, i) => i.toString(16).toUpperCase().padStart(PAD, '0'))
 
-/** One link of a shard as it is encoded: the label (and entry name), the child's CID bytes and cumulative size. */
+/** One link of a shard as it is encoded: its slot (the label) and the entry's name, the child's CID bytes and cumulative size. */
 interface ShardLink {
-  name: string
+  slot: number
+  /** the UTF-8 name after the label; empty for a sub-shard */
+  name: Uint8Array
   hash: Uint8Array
   size: number
 }
+
+const NO_NAME = new Uint8Array(0)
+/** the UTF-8 byte of each slot's label (one hex digit) */
+const LABEL_BYTES: readonly number[] = LABELS.map((l) => l.charCodeAt(0))
 
 /** The UnixFS data of a shard, by its bitmap (at most 2^FANOUT of them, each a few bytes). */
 const SHARD_DATA = new Map<number, Uint8Array>()
@@ -322,14 +445,12 @@ function writeVarint(out: Uint8Array, at: number, n: number): number {
  * 3; then field 1 Data), without its generic checks: the links are built here and are valid by construction.
  */
 function encodeShard(links: readonly ShardLink[], data: Uint8Array): Uint8Array {
-  const names: Uint8Array[] = new Array(links.length)
   const linkLengths: number[] = new Array(links.length)
   let total = 1 + varintLength(data.length) + data.length
   for (let i = 0; i < links.length; i++) {
     const l = links[i]
-    const name = utf8.encode(l.name)
-    names[i] = name
-    const len = 1 + varintLength(l.hash.length) + l.hash.length + 1 + varintLength(name.length) + name.length + 1 + varintLength(l.size)
+    const nameLength = 1 + l.name.length
+    const len = 1 + varintLength(l.hash.length) + l.hash.length + 1 + varintLength(nameLength) + nameLength + 1 + varintLength(l.size)
     linkLengths[i] = len
     total += 1 + varintLength(len) + len
   }
@@ -341,12 +462,12 @@ function encodeShard(links: readonly ShardLink[], data: Uint8Array): Uint8Array 
     at = writeVarint(out, at, linkLengths[i])
     out[at++] = 0x0a
     at = writeVarint(out, at, l.hash.length)
-    out.set(l.hash, at)
-    at += l.hash.length
+    // Byte by byte: for a few dozen bytes this is faster than TypedArray.set.
+    for (let k = 0; k < l.hash.length; k++) out[at++] = l.hash[k]
     out[at++] = 0x12
-    at = writeVarint(out, at, names[i].length)
-    out.set(names[i], at)
-    at += names[i].length
+    at = writeVarint(out, at, 1 + l.name.length)
+    out[at++] = LABEL_BYTES[l.slot]
+    for (let k = 0; k < l.name.length; k++) out[at++] = l.name[k]
     out[at++] = 0x18
     at = writeVarint(out, at, l.size)
   }
@@ -354,6 +475,76 @@ function encodeShard(links: readonly ShardLink[], data: Uint8Array): Uint8Array 
   at = writeVarint(out, at, data.length)
   out.set(data, at)
   return out
+}
+
+/** where readVarint reads next */
+let cursor = 0
+
+/** @returns the minimal protobuf varint at `cursor` (which it advances) below 2^49, or -1 for anything else */
+function readVarint(bytes: Uint8Array, end: number): number {
+  let n = 0
+  let scale = 1
+  for (let k = 0; k < 7 && cursor < end; k++) {
+    const b = bytes[cursor++]
+    n += (b & 0x7f) * scale
+    if (b < 0x80) return k > 0 && b === 0 ? -1 : n
+    scale *= 128
+  }
+  return -1
+}
+
+/** @returns whether `bytes[at..at+36)` is a CIDv1 of a raw or dag-pb block with a sha2-256 multihash */
+const isSha256Cid = (bytes: Uint8Array, at: number): boolean => bytes[at] === 0x01 && (bytes[at + 1] === 0x55 || bytes[at + 1] === 0x70) && bytes[at + 2] === 0x12 && bytes[at + 3] === 0x20
+
+const names = new TextDecoder()
+
+/**
+ * Reads a shard exactly as `encodeShard` writes it (fanout 16, ASCII names, CIDv1 sha2-256 links, the
+ * shard data its bitmap gives), without the generic decoders: the slots it gives are those the full
+ * decode gives for the same bytes.
+ *
+ * @returns the shard's slots, or undefined for any other bytes (then decoded in full, with its errors)
+ */
+function readOwnShard(bytes: Uint8Array): Array<Leaf | Shard | undefined> | undefined {
+  const slots = new Array<Leaf | Shard | undefined>(FANOUT)
+  const end = bytes.length
+  let bitmap = 0
+  let previous = -1
+  cursor = 0
+  while (cursor < end && bytes[cursor] === 0x12) {
+    cursor++
+    const length = readVarint(bytes, end)
+    const linkEnd = cursor + length
+    if (length < 0 || linkEnd > end || bytes[cursor] !== 0x0a || bytes[cursor + 1] !== 36 || !isSha256Cid(bytes, cursor + 2)) return undefined
+    const hash = bytes.subarray(cursor + 2, cursor + 38)
+    cursor += 38
+    if (bytes[cursor++] !== 0x12) return undefined
+    const nameLength = readVarint(bytes, linkEnd)
+    const nameStart = cursor
+    const nameEnd = cursor + nameLength
+    if (nameLength < 1 || nameEnd > linkEnd) return undefined
+    const label = bytes[nameStart]
+    const slot = label >= 0x30 && label <= 0x39 ? label - 0x30 : label >= 0x41 && label <= 0x46 ? label - 0x37 : -1
+    if (slot <= previous) return undefined
+    for (let k = nameStart + 1; k < nameEnd; k++) if (bytes[k] >= 0x80) return undefined
+    cursor = nameEnd
+    if (bytes[cursor++] !== 0x18) return undefined
+    const size = readVarint(bytes, linkEnd)
+    if (size < 0 || cursor !== linkEnd) return undefined
+    previous = slot
+    bitmap |= 1 << slot
+    if (nameLength === 1) slots[slot] = Shard.stored(CID.decode(hash), size)
+    else {
+      const key = bytes.subarray(nameStart + 1, nameEnd)
+      slots[slot] = new Leaf(names.decode(key), key, hash, size)
+    }
+  }
+  if (bytes[cursor++] !== 0x0a) return undefined
+  const dataLength = readVarint(bytes, end)
+  const data = shardData(bitmap)
+  if (dataLength !== data.length || cursor + dataLength !== end) return undefined
+  for (let k = 0; k < dataLength; k++) if (bytes[cursor + k] !== data[k]) return undefined
+  return slots
 }
 
 /** Encodes a HAMT-sharded directory of `entries` in one go (see ShardedDirectory). */

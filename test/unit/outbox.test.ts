@@ -9,7 +9,7 @@ import type { PublishResult } from '../../src/model/publishRequest.ts'
 import type { Issue } from '../../src/model/issues.ts'
 import { testOutbox } from '../helpers/outbox.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
-import { ShardedDirectory, readDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
+import { KEEP_BYTES, KEEP_SHARDS, ShardedDirectory, readDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { ShardUnreadableError } from '../../src/errors.ts'
 import { fileBlock } from '../../src/unixfs/tree.ts'
 import { CID } from 'multiformats/cid'
@@ -160,13 +160,26 @@ describe('the outbox', () => {
     const wide = await shardedDirectory([...entries.slice(0, 600), { name: 'ünïcødé-名前.json', cid: entries[0].cid, size: 300_000 }])
     for (const b of [...wide.blocks, wide.root]) expect(dagPb.encode(dagPb.decode(b.bytes))).toEqual(b.bytes)
 
-    // Kept in memory (no store), and backed by a store: deep shards are dropped after each flush and read back.
+    // Kept in memory (no store), and backed by a store: deep shards beyond the budget (all of them with
+    // none, some with a small one) are dropped after each flush and read back.
     const store = new Map<string, Uint8Array>()
     const read = (cid: CID): Uint8Array | undefined => store.get(cid.toString())
-    for (const dir of [new ShardedDirectory(), new ShardedDirectory({ read })]) {
+    type Counted = { deep: number; deepBytes: number }
+    const counted = (dir: ShardedDirectory): number[] => [(dir as unknown as Counted).deep, (dir as unknown as Counted).deepBytes]
+    for (const [dir, keep, keepBytes] of [
+      [new ShardedDirectory(), Infinity, Infinity],
+      [new ShardedDirectory({ read }), KEEP_SHARDS, KEEP_BYTES],
+      [new ShardedDirectory({ read, keep: 0 }), 0, KEEP_BYTES],
+      [new ShardedDirectory({ read, keep: 8 }), 8, KEEP_BYTES],
+      [new ShardedDirectory({ read, keepBytes: 3000 }), KEEP_SHARDS, 3000]
+    ] as const) {
       for (let i = 0; i < entries.length; i += 500) {
         dir.add(entries.slice(i, i + 500))
         const { root, blocks } = await dir.flush()
+        expect(dir.deepShards).toBeLessThanOrEqual(keep)
+        expect(dir.deepShardBytes).toBeLessThanOrEqual(keepBytes)
+        // The counts the budget is kept by, kept as shards are read, made and dropped, are the real ones.
+        if (keep !== Infinity) expect(counted(dir)).toEqual([dir.deepShards, dir.deepShardBytes])
         for (const b of blocks) store.set(b.cid.toString(), b.bytes)
         const scratch = (await shardedDirectory(entries.slice(0, i + 500))).root
         expect([root.cid.toString(), root.size]).toEqual([scratch.cid.toString(), scratch.size])
@@ -178,9 +191,11 @@ describe('the outbox', () => {
       const { root, blocks } = await dir.flush()
       for (const b of blocks) store.set(b.cid.toString(), b.bytes)
       expect(root.cid.toString()).toBe(golden[4][2])
+      if (keep !== Infinity) expect(counted(dir)).toEqual([dir.deepShards, dir.deepShardBytes])
       // Removing all but one entry, one at a time, collapses every level back into the root.
       dir.remove(entries.slice(1000, 2999).map((e) => e.name))
       expect((await dir.flush()).root.cid.toString()).toBe((await shardedDirectory(entries.slice(2999))).root.cid.toString())
+      if (keep !== Infinity) expect([...counted(dir), dir.deepShards]).toEqual([0, 0, 0])
     }
 
     // Reopened at a stored root: it reads what it needs and gets the same CIDs as one built from scratch.
@@ -194,6 +209,21 @@ describe('the outbox', () => {
     expect(reopened.size).toBe(2000)
     const { root, blocks } = await reopened.flush()
     expect(root.cid.toString()).toBe(golden[4][2])
+    // Shards read back the quick way (ASCII names) and the full way (others) give the same directory.
+    const unicode = { name: 'ünïcødé-名前.json', cid: entries[0].cid, size: 300_000 }
+    const mixed = new ShardedDirectory({ read, keep: 0 })
+    mixed.add([...entries.slice(0, 1500), unicode])
+    const before = await mixed.flush()
+    for (const b of before.blocks) store.set(b.cid.toString(), b.bytes)
+    const mixedAgain = new ShardedDirectory({ root: before.root, count: 1501, read, keep: 0 })
+    expect(mixedAgain.get(unicode.name)?.cid.toString()).toBe(unicode.cid.toString())
+    expect(mixedAgain.get(entries[7].name)?.cid.toString()).toBe(entries[7].cid.toString())
+    mixedAgain.add(entries.slice(1500, 2000))
+    mixedAgain.remove([entries[3].name])
+    const after = (await mixedAgain.flush()).root
+    const fromScratch = (await shardedDirectory([...entries.slice(0, 3), ...entries.slice(4, 2000), unicode])).root
+    expect([after.cid.toString(), after.size]).toEqual([fromScratch.cid.toString(), fromScratch.size])
+
     // Only the changed shards are new blocks, and a shard missing from the store is named.
     expect(blocks.length).toBeLessThan(first.blocks.length)
     const lost = new ShardedDirectory({ root: first.root, count: 2000, read: () => undefined })
