@@ -77,7 +77,16 @@ export async function collectGarbage(
   const restRatio = options.restRatio ?? GC_REST_RATIO
   const maxPuts = options.maxPuts ?? GC_MAX_PUTS
   const keep = (options.keep ?? []).map((k) => k.toString())
-  const tracked = blocks.track(maxPuts)
+  // Directories a walk reached but did not have (a sync fetching them): what they link is marked once they
+  // arrive, since a sync puts what it fetches but not the blocks under it that it already holds. A block
+  // missing when walked can only arrive by a put during the run, so the puts tell which did: a look-up per
+  // missing directory at every stretch would cost as much as the links of the directories stored (a member
+  // controls those).
+  const missing = new Set<string>()
+  const arrived = new Set<string>()
+  const tracked = blocks.track(maxPuts, (cid) => {
+    if (missing.has(cid)) arrived.add(cid)
+  })
   let deleted = 0
   let bytes = 0
   let sliceStart = performance.now()
@@ -107,9 +116,6 @@ export async function collectGarbage(
     }
     // Every CID walked, with all below it: a walk skips what an earlier walk marked.
     const live = new Set<string>()
-    // Directories a walk reached but did not have (a sync fetching them): what they link is marked once they
-    // arrive, since a sync puts what it fetches but not the blocks under it that it already holds.
-    const missing = new Set<string>()
     function* walk(from: string[]): Generator<unknown> {
       // A block that is no directory is a leaf; event files need not be read.
       for (const step of walkDag(
@@ -124,12 +130,12 @@ export async function collectGarbage(
     /** @returns the roots not marked yet, and the missing directories that have arrived (unmarked again) */
     const unmarked = (): string[] => {
       const from = roots().filter((r) => !live.has(r))
-      for (const m of missing) {
-        if (!blocks.has(CID.parse(m))) continue
+      for (const m of arrived) {
         missing.delete(m)
         live.delete(m)
         from.push(m)
       }
+      arrived.clear()
       return from
     }
     for (let round = 0; round <= REMARK_ROUNDS; round++) {

@@ -74,10 +74,10 @@ export class SqliteBlockstore implements Blockstore {
   /**
    * Records the CID of every block put from now on, stored before or not, until `stop()`: what a garbage
    * collection under way must not delete, however its marking saw the block. At most `limit` CIDs are
-   * kept; past them the record says only that it is `full`.
+   * kept; past them the record says only that it is `full`. `onPut` is told of every put, recorded or not.
    */
-  track(limit: number): PutTracker {
-    const tracker = new PutTracker(limit, (t) => this.trackers.delete(t))
+  track(limit: number, onPut?: (cid: string) => void): PutTracker {
+    const tracker = new PutTracker(limit, (t) => this.trackers.delete(t), onPut)
     this.trackers.add(tracker)
     return tracker
   }
@@ -231,15 +231,18 @@ export class PutTracker {
   private readonly puts = new Set<string>()
   private readonly limit: number
   private readonly onStop: (t: PutTracker) => void
+  private readonly onPut: ((cid: string) => void) | undefined
   /** more than `limit` blocks were put: the record is incomplete */
   full = false
 
-  constructor(limit: number, onStop: (t: PutTracker) => void) {
+  constructor(limit: number, onStop: (t: PutTracker) => void, onPut?: (cid: string) => void) {
     this.limit = limit
     this.onStop = onStop
+    this.onPut = onPut
   }
 
   add(cid: string): void {
+    this.onPut?.(cid)
     if (this.puts.size < this.limit) this.puts.add(cid)
     else if (!this.puts.has(cid)) this.full = true
   }

@@ -131,6 +131,28 @@ describe('garbage collection', () => {
     expect(present(blocks, a)).toEqual([false, false, false])
   })
 
+  test('checks for the arrival of missing directories without a look-up per missing directory per stretch', async () => {
+    const { blocks, store, point } = await setup()
+    // A member's root that links thousands of directories this node does not hold (a refused tree: the
+    // sync fetched only its root), and enough dead blocks for several delete pages.
+    const absent = await Promise.all(Array.from({ length: 3000 }, async (_, i) => await directoryBlock([{ name: `f${i}`, cid: fileBlockSync(new TextEncoder().encode(`m-${i}`)).cid, size: 1 }])))
+    const root = await directoryBlock(absent.map((d, i) => ({ name: `d${i}`, cid: d.cid, size: d.size })))
+    blocks.putSync(root.cid, root.bytes)
+    point(root.cid.toString())
+    const dead = await tree(blocks, 'x', 5000)
+    let lookups = 0
+    const has = blocks.has.bind(blocks)
+    blocks.has = (cid) => {
+      lookups++
+      return has(cid)
+    }
+    const r = await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0 })
+    expect(r.blocks).toBe(dead.length)
+    expect(blocks.has(root.cid)).toBe(true)
+    // One look-up per missing directory per stretch was 3,000 x (2 per delete page + 2): ~42,000 in one run.
+    expect(lookups).toBeLessThan(3000)
+  })
+
   test('the sweep marks the roots that moved until its exclusive section began', async () => {
     const { blocks, store, point } = await setup()
     const a = await tree(blocks, 'a', 2)
