@@ -150,6 +150,9 @@ export async function collectGarbage(
       if (k % 256 === 0 && (await pause())) return { blocks: 0, bytes: 0 }
     }
     before.length = 0
+    // What moved while the candidates were gone through (a catch-up's whole tree, maybe) is marked in
+    // stretches here, so that the exclusive section marks only what moves from now on.
+    for (const _ of walk(unmarked())) if (await pause()) return { blocks: 0, bytes: 0 }
     // Between the outbox's writes: the blocks of a commit under way (begun before the run, so not recorded
     // as put) are not reachable from its head yet. Once past this section, every commit began after the run
     // did and every block it writes is recorded.

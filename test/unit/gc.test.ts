@@ -153,6 +153,40 @@ describe('garbage collection', () => {
     expect(lookups).toBeLessThan(3000)
   })
 
+  test('marks a root that moved far while it listed the candidates in stretches, not inside the exclusive section', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 1)
+    await tree(blocks, 'x', 30_000)
+    // A catch-up's tree: 300 directories, stored while the run goes through its candidates.
+    const dirs = await Promise.all(Array.from({ length: 300 }, async (_, i) => await tree(blocks, `c${i}-`, 1)))
+    const far = await directoryBlock(dirs.map((d, i) => ({ name: `d${i}`, cid: d[0].cid, size: 1 })))
+    blocks.putSync(far.cid, far.bytes)
+    point(a[0].cid.toString())
+    let pauses = 0
+    // Well past the listing (16 pages) and marking (a few steps), within the candidates (118 stretches).
+    const stopping = (): boolean => {
+      if (++pauses === 60) point(far.cid.toString())
+      return false
+    }
+    let reads = 0
+    const read = blocks.getSync.bind(blocks)
+    blocks.getSync = (cid) => {
+      reads++
+      return read(cid)
+    }
+    let inside = 0
+    const exclusive: Exclusive = async (fn) => {
+      const before = reads
+      const r = fn()
+      inside = reads - before
+      return r
+    }
+    await collectGarbage(store, blocks, { exclusive, stopping, sliceMs: 0, restRatio: 0 })
+    expect(pauses).toBeGreaterThan(60)
+    expect(dirs.every((d) => blocks.has(d[0].cid) && blocks.has(d[1].cid))).toBe(true)
+    expect(inside).toBeLessThan(10)
+  })
+
   test('the sweep marks the roots that moved until its exclusive section began', async () => {
     const { blocks, store, point } = await setup()
     const a = await tree(blocks, 'a', 2)
