@@ -51,8 +51,8 @@ const rest = async (ms: number): Promise<void> =>
   })
 
 /**
- * Deletes the blocks that no root reaches: the own outbox root, every producer's synced and head roots, and
- * the blocks in `keep` (the bus root). It works in stretches of GC_SLICE_MS, resting GC_REST_RATIO times as long after each, while the node goes on
+ * Deletes the blocks that no root reaches: the own outbox root, every producer's synced and head roots, the
+ * roots of the syncs under way (`walking`), and the blocks in `keep` (the bus root). It works in stretches of GC_SLICE_MS, resting GC_REST_RATIO times as long after each, while the node goes on
  * (publishing, syncing, serving), so roots move and blocks are put while it runs. Only blocks present when
  * the run started may go, and of those none that is put again (written, fetched) before its delete, nor
  * any that a root reaches at its delete: a root not marked yet is marked before (once inside `exclusive`,
@@ -65,6 +65,8 @@ export async function collectGarbage(
   blocks: SqliteBlockstore,
   options: {
     keep?: readonly CID[]
+    /** more roots, asked again as they move: those of the syncs under way, which record them as synced once done */
+    walking?: () => Iterable<string>
     exclusive: Exclusive
     /** true once the node stops: the run ends at its next pause, with what it deleted so far */
     stopping?: () => boolean
@@ -112,6 +114,7 @@ export async function collectGarbage(
       const own = store.outbox.root()
       if (own != null) all.add(own)
       for (const r of store.producers.roots()) all.add(r)
+      for (const r of options.walking?.() ?? []) all.add(r)
       return [...all]
     }
     // Every CID walked, with all below it: a walk skips what an earlier walk marked.

@@ -31,6 +31,8 @@ export interface HousekeeperInit {
   eventsRetention?: number
   /** the members whose acks count; undefined means every producer this node knows */
   members: () => string[] | undefined
+  /** the roots of the syncs under way (Syncer.walkingRoots): garbage collection keeps what they reach */
+  walking?: () => string[]
   /** the highest own seq that this node's plugins have processed */
   processed: () => number
   now?: () => number
@@ -122,6 +124,7 @@ export class Housekeeper {
       const gc = await collectGarbage(store, blocks, {
         keep: [bus],
         exclusive: (fn) => this.init.outbox.exclusive(fn),
+        walking: this.init.walking,
         stopping: () => this.status === 'stopping'
       })
       result.blocks_deleted = gc.blocks

@@ -272,6 +272,7 @@ export class CairnNode {
         retentionMax: cfg.retentionMax,
         eventsRetention: cfg.eventsRetention,
         members: () => members.current(),
+        walking: () => syncer.walkingRoots(),
         processed: () => opened.store.acks()[self] ?? 0
       })(components)
       const snapshots = new Snapshots(components, {

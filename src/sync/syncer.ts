@@ -62,6 +62,8 @@ export class Syncer {
   private readonly refusedRoots = new Map<string, string>()
   /** producers whose walk waits for an owner's events (one entry per producer): walked again when an owner's walk ends */
   private readonly waiting = new Map<string, string>()
+  /** per producer, the root its walk under way reads (one entry per producer), until the walk ends */
+  private readonly walking = new Map<string, string>()
 
   constructor(init: SyncerInit, components: SyncerComponents) {
     this.init = init
@@ -71,6 +73,7 @@ export class Syncer {
         try {
           await this.walk(producer, handle)
         } finally {
+          this.walking.delete(producer)
           this.wakeWaiting(producer)
         }
       },
@@ -98,6 +101,15 @@ export class Syncer {
   async stop(): Promise<void> {
     this.status = 'stopped'
     await this.scheduler.stop()
+  }
+
+  /**
+   * @returns the roots of the walks under way: a walk reads blocks it holds (put before, or stored and read
+   * without a put) and records its root as synced once done, though a newer head may have replaced that
+   * root as the producer's head meanwhile, so garbage collection keeps what these reach
+   */
+  walkingRoots(): string[] {
+    return [...this.walking.values()]
   }
 
   /** @returns whether a walk is under way or due */
@@ -191,6 +203,7 @@ export class Syncer {
       throw new WaitingForOwnerError(`Waiting for the events of owner ${wait.owner} up to seq ${wait.seq}, which ${producer} had seen: membership changes come first`)
     }
     const root = CID.parse(row.head_root)
+    this.walking.set(producer, row.head_root)
     log.debug(`walking ${producer} to seq ${row.head_seq} (processed ${row.processed_seq})`, { producer })
     trace('walk.started', row.head_seq)
     const fetcher: WalkFetcher = {

@@ -5,6 +5,14 @@ import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
 import { type Block, directoryBlock, fileBlockSync } from '../../src/unixfs/tree.ts'
+import type { CID } from 'multiformats/cid'
+import { silentLog } from '../../src/log/logger.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
+import { HybridClock } from '../../src/model/hlc.ts'
+import { CairnEventBus, waitFor as waitForEvent } from '../../src/node/events.ts'
+import { syncer as createSyncer } from '../../src/sync/syncer.ts'
+import { waitFor } from '../helpers/process.ts'
+import { eventFile, forger, headOf, honestTree } from '../adversary/walkForge.ts'
 
 const now = (): Exclusive => async (fn) => fn()
 
@@ -187,6 +195,20 @@ describe('garbage collection', () => {
     expect(inside).toBeLessThan(10)
   })
 
+  test('keeps what the root of a sync under way reaches, after the head moved past that root', async () => {
+    const { blocks, store, point } = await setup()
+    // A walk of b began before the run (its blocks were put then); a newer head c (not fetched yet) replaced
+    // b as the head, and the walk will record b as synced once done.
+    const b = await tree(blocks, 'b', 2)
+    const c = await tree(blocks, 'c', 2, false)
+    const dead = await tree(blocks, 'x', 2)
+    point(c[0].cid.toString())
+    const r = await collectGarbage(store, blocks, { exclusive: now(), walking: () => [b[0].cid.toString()] })
+    expect(present(blocks, b)).toEqual([true, true, true])
+    expect(present(blocks, dead)).toEqual([false, false, false])
+    expect(r.blocks).toBe(3)
+  })
+
   test('the sweep marks the roots that moved until its exclusive section began', async () => {
     const { blocks, store, point } = await setup()
     const a = await tree(blocks, 'a', 2)
@@ -247,5 +269,51 @@ describe('garbage collection', () => {
     expect(collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0, maxPuts: 2 })).rejects.toThrow('more than 2 blocks were put')
     await new Promise((resolve) => setTimeout(resolve, 0))
     expect(present(blocks, dead)).toEqual([true, true, true])
+  })
+})
+
+describe('the roots of the syncs under way', () => {
+  test('are the roots being walked, kept after a newer head replaced them, until the walk ends', async () => {
+    const p = await forger()
+    const files = [await eventFile(p, 1)]
+    const first = await honestTree(p, files)
+    files.push(await eventFile(p, 2))
+    const second = await honestTree(p, files)
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const store = new Store(db)
+    const events = new CairnEventBus()
+    // The first walk's event file comes once released: the walk is under way until then.
+    let release = (): void => {}
+    const released = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let held = false
+    const syncer = createSyncer({
+      getBlock: async (cid: CID) => {
+        if (cid.equals(files[0].cid) && !held) {
+          held = true
+          await released
+        }
+        const b = p.blocks.get(cid.toString())
+        if (b == null) throw new Error(`missing ${cid}`)
+        return b
+      },
+      limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 100 },
+      fetchTimeout: 60_000
+    })({ self: 'victim', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
+    syncer.start()
+    await syncer.offerHead(await headOf(p, 1, first))
+    await waitFor('the first walk to fetch its event file', () => held)
+    expect(syncer.walkingRoots()).toEqual([first.toString()])
+    await syncer.offerHead(await headOf(p, 2, second))
+    expect(store.producers.get(p.id)?.head_root).toBe(second.toString())
+    expect(syncer.walkingRoots()).toEqual([first.toString()])
+    const idle = waitForEvent(events, 'sync:idle', { signal: AbortSignal.timeout(60_000), filter: () => store.producers.get(p.id)?.synced_root === second.toString() })
+    release()
+    await idle
+    expect(syncer.walkingRoots()).toEqual([])
+    await syncer.stop()
+    store.close()
   })
 })
