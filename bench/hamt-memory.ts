@@ -6,11 +6,13 @@
  *   bun bench/hamt-memory.ts 20000 2048
  */
 import { heapStats } from 'bun:jsc'
-import type { CID } from 'multiformats/cid'
 import { uuidv7 } from 'uuidv7'
 import { fileName } from '../src/model/layout.ts'
 import { ShardedDirectory } from '../src/unixfs/hamt.ts'
-import { fileBlockSync } from '../src/unixfs/tree.ts'
+import { type Block, fileBlockSync } from '../src/unixfs/tree.ts'
+
+/** the CID class of the project's multiformats (bench/node_modules holds OrbitDB's own copy) */
+type CID = Block['cid']
 
 const N = Number(process.argv[2] ?? 20_000)
 const KEEP = Number(process.argv[3] ?? 2048)

@@ -71,23 +71,27 @@ export class CommitQueue<Req, Res> {
     return await run
   }
 
+  /**
+   * Commits one batch in its turn of `serial`, then queues the next behind whatever `serial` work came
+   * meanwhile: a prune or a garbage collection waits for the commit under way, never for the publishers to
+   * pause.
+   */
   private kick(): void {
     if (this.committing != null) return
     this.committing = this.serial(async () => {
-      while (this.queue.length > 0) {
-        // SQLite's writes block the event loop: yield a turn so that the requests that arrived meanwhile
-        // (sockets ready to read) are parsed and join this batch, instead of trickling into tiny commits.
-        await new Promise((resolve) => setImmediate(resolve))
-        const batch = this.nextBatch()
-        try {
-          await this.init.commit(batch)
-        } catch (err) {
-          this.init.failed(batch, err as Error)
-        }
+      if (this.queue.length === 0) return
+      // SQLite's writes block the event loop: yield a turn so that the requests that arrived meanwhile
+      // (sockets ready to read) are parsed and join this batch, instead of trickling into tiny commits.
+      await new Promise((resolve) => setImmediate(resolve))
+      const batch = this.nextBatch()
+      try {
+        await this.init.commit(batch)
+      } catch (err) {
+        this.init.failed(batch, err as Error)
       }
     }).finally(() => {
       this.committing = undefined
-      // A request that arrived after the loop saw an empty queue, but before this, would wait forever.
+      // The next batch: requests that arrived during this one (or after, but before this ran).
       if (this.queue.length > 0) this.kick()
     })
   }
