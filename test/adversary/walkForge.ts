@@ -85,8 +85,15 @@ export async function headOf(p: Forger, seq: number, root: CID): Promise<Uint8Ar
   return await signHead({ producer: p.id, seq, root: root.toString(), hlc: `${p.hlc}-0000`, acks: {} }, p.key)
 }
 
-/** A victim's syncer over the blocks of `producers`, counting every block it asks for. */
-export async function victim(producers: readonly Forger[], options: { maxFilesPerWalk?: number } = {}): Promise<{ syncer: Syncer; store: Store; events: CairnEventBus; reads: { n: number } }> {
+/**
+ * A victim's syncer over the blocks of `producers`, counting every block it asks for.
+ *
+ * @param options.before runs before each block is served: it may hold the fetch (await) or fail it (throw)
+ */
+export async function victim(
+  producers: readonly Forger[],
+  options: { maxFilesPerWalk?: number; before?: (cid: CID) => void | Promise<void> } = {}
+): Promise<{ syncer: Syncer; store: Store; events: CairnEventBus; reads: { n: number } }> {
   const db = await openDatabase(':memory:')
   migrate(db)
   const store = new Store(db)
@@ -95,6 +102,7 @@ export async function victim(producers: readonly Forger[], options: { maxFilesPe
   const syncer = createSyncer({
     getBlock: async (cid: CID) => {
       reads.n++
+      await options.before?.(cid)
       for (const p of producers) {
         const b = p.blocks.get(cid.toString())
         if (b != null) return b

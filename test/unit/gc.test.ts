@@ -5,14 +5,9 @@ import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
 import { type Block, directoryBlock, fileBlockSync } from '../../src/unixfs/tree.ts'
-import type { CID } from 'multiformats/cid'
-import { silentLog } from '../../src/log/logger.ts'
-import { Metrics } from '../../src/metrics/metrics.ts'
-import { HybridClock } from '../../src/model/hlc.ts'
-import { CairnEventBus, waitFor as waitForEvent } from '../../src/node/events.ts'
-import { syncer as createSyncer } from '../../src/sync/syncer.ts'
+import { waitFor as waitForEvent } from '../../src/node/events.ts'
 import { waitFor } from '../helpers/process.ts'
-import { eventFile, forger, headOf, honestTree } from '../adversary/walkForge.ts'
+import { eventFile, forger, headOf, honestTree, victim } from '../adversary/walkForge.ts'
 
 const now = (): Exclusive => async (fn) => fn()
 
@@ -266,8 +261,7 @@ describe('garbage collection', () => {
     onFirstRead(blocks, () => {
       void tree(blocks, 'z', 2)
     })
-    expect(collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0, maxPuts: 2 })).rejects.toThrow('more than 2 blocks were put')
-    await new Promise((resolve) => setTimeout(resolve, 0))
+    await expect(collectGarbage(store, blocks, { exclusive: now(), sliceMs: 0, restRatio: 0, maxPuts: 2 })).rejects.toThrow('more than 2 blocks were put')
     expect(present(blocks, dead)).toEqual([true, true, true])
   })
 })
@@ -279,30 +273,21 @@ describe('the roots of the syncs under way', () => {
     const first = await honestTree(p, files)
     files.push(await eventFile(p, 2))
     const second = await honestTree(p, files)
-    const db = await openDatabase(':memory:')
-    migrate(db)
-    const store = new Store(db)
-    const events = new CairnEventBus()
     // The first walk's event file comes once released: the walk is under way until then.
     let release = (): void => {}
     const released = new Promise<void>((resolve) => {
       release = resolve
     })
     let held = false
-    const syncer = createSyncer({
-      getBlock: async (cid: CID) => {
+    const { syncer, store, events } = await victim([p], {
+      maxFilesPerWalk: 100,
+      before: async (cid) => {
         if (cid.equals(files[0].cid) && !held) {
           held = true
           await released
         }
-        const b = p.blocks.get(cid.toString())
-        if (b == null) throw new Error(`missing ${cid}`)
-        return b
-      },
-      limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 100 },
-      fetchTimeout: 60_000
-    })({ self: 'victim', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
-    syncer.start()
+      }
+    })
     await syncer.offerHead(await headOf(p, 1, first))
     await waitFor('the first walk to fetch its event file', () => held)
     expect(syncer.walkingRoots()).toEqual([first.toString()])
