@@ -400,10 +400,10 @@ export class CairnNode {
           const target = new MemoryTarget(cfg.memoryTarget, cfg.memoryTargetInterval, probe)
           running.timers.push(
             setInterval(() => {
-              const ms = target.collectMs
-              if (!target.check()) return
+              const ms = target.check()
+              if (ms === undefined) return
               this.metrics.memoryCollections.inc()
-              this.metrics.memoryCollectSeconds.inc((target.collectMs - ms) / 1000)
+              this.metrics.memoryCollectSeconds.inc(ms / 1000)
             }, MEMORY_CHECK_MS)
           )
         }

@@ -33,10 +33,6 @@ export function processMemoryProbe(): MemoryProbe | undefined {
  * the cost when the live set itself is over the target.
  */
 export class MemoryTarget {
-  /** collections run so far */
-  collections = 0
-  /** milliseconds spent in them */
-  collectMs = 0
   private last = -Infinity
 
   constructor(
@@ -46,14 +42,12 @@ export class MemoryTarget {
     private readonly now: () => number = () => performance.now()
   ) {}
 
-  /** @returns true when it collected */
-  check(): boolean {
+  /** @returns the milliseconds of the collection it ran, or undefined when it ran none */
+  check(): number | undefined {
     const t = this.now()
-    if (t - this.last < this.minIntervalMs || this.probe.rss() <= this.target) return false
+    if (t - this.last < this.minIntervalMs || this.probe.rss() <= this.target) return undefined
     this.probe.collect()
     this.last = this.now()
-    this.collections++
-    this.collectMs += this.last - t
-    return true
+    return this.last - t
   }
 }
