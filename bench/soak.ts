@@ -19,7 +19,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
-import { CairnNode, ROOT } from './nodes.ts'
+import { CairnNode, procStats, ROOT } from './nodes.ts'
 
 const MINUTES = Number(process.env.SOAK_MINUTES ?? 30)
 const SAMPLE_S = Number(process.env.SOAK_SAMPLE_S ?? 60)
@@ -30,11 +30,6 @@ const RETENTION = process.env.SOAK_RETENTION ?? '5m'
 const HOUSEKEEPING = process.env.SOAK_HOUSEKEEPING ?? '1m'
 
 const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
-/** user + system CPU seconds of a process so far (/proc/PID/stat, clock ticks of 1/100 s) */
-const cpuS = (pid: number): number => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return (Number(f[11]) + Number(f[12])) / 100
-}
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length
 const p95 = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
@@ -122,7 +117,7 @@ try {
     db.close()
     return r
   })
-  const cpu = nodes.map((n) => cpuS(n.proc!.pid))
+  const cpu = nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
   const first = samples[0]
   const last = samples.at(-1)
   const summary = [
