@@ -4,6 +4,9 @@ import type { Blockstore, InputPair, Pair } from 'interface-blockstore'
 import type { AbortOptions } from '@libp2p/interface'
 import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
 
+/** How long a write waits for another connection's write to finish. */
+const BUSY_TIMEOUT_MS = 5000
+
 /**
  * Opens (creating if needed) the SQLite file that holds IPFS blocks.
  * SQLite keeps the binary free of native addons and makes a group commit one fsync.
@@ -13,7 +16,7 @@ export async function openBlockDatabase(path: string): Promise<SqlDatabase> {
   // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file.
   // A rowid table: blocks are up to 256 KiB, and a WITHOUT ROWID table keeps whole rows in its B-tree,
   // so every insert moved kilobytes around (it was most of a publish's CPU).
-  db.exec(`PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
+  db.exec(`PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS};
     CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, bytes BLOB NOT NULL)`)
   const sql = db.get<{ sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'blocks'")?.sql ?? ''
   if (/WITHOUT ROWID/i.test(sql)) {
@@ -200,9 +203,30 @@ export class SqliteBlockstore implements Blockstore {
     return this.db.get<{ page_count: number }>('PRAGMA page_count')?.page_count ?? 0
   }
 
-  /** Copies the WAL into the database file and truncates it. */
+  /**
+   * Copies the WAL into the database file and truncates it, as far as no reader holds an older snapshot:
+   * it never waits for one (a CLI verb reading in another process would otherwise hold the node for the
+   * whole busy timeout); what stays is copied by a later checkpoint.
+   */
   truncateWal(): void {
-    this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
+    this.db.exec('PRAGMA busy_timeout = 0')
+    try {
+      this.db.get('PRAGMA wal_checkpoint(TRUNCATE)')
+    } finally {
+      this.db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
+    }
+  }
+
+  /**
+   * Reads from one snapshot of blocks.db until `end()`: what another process deletes meanwhile (the node's
+   * garbage collection) stays visible to this connection. Only for a connection of a reader of its own (a
+   * CLI verb): while it is held, the writer cannot truncate the WAL.
+   */
+  readSnapshot(): { end(): void } {
+    this.db.exec('BEGIN')
+    // A deferred transaction takes its snapshot at its first read.
+    this.db.get('SELECT 1 AS x FROM blocks LIMIT 1')
+    return { end: () => this.db.exec('COMMIT') }
   }
 
   /** @returns SQLite's integrity check of the block database: 'ok', or what is damaged */

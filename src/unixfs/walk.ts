@@ -1,4 +1,5 @@
 import type { CID } from 'multiformats/cid'
+import type { SqliteBlockstore } from '../store/blockstore.ts'
 import { readDirectoryNode, type BlockReader, type DirectoryNode } from './hamt.ts'
 import { isDagPb } from './tree.ts'
 
@@ -52,5 +53,32 @@ export function* walkDag(roots: Iterable<CID>, read: BlockReader, options: { rea
     yield { kind: 'directory', cid, bytes, node }
     for (const e of node.entries) stack.push(e.cid)
     for (const s of node.shards) stack.push(s.cid)
+  }
+}
+
+/**
+ * Reads trees of blocks.db from another process than the node's (a CLI verb), the node perhaps running:
+ * `use` gets the roots that `roots()` reads, and reads blocks in one snapshot of `blocks` taken after
+ * them, so the node's garbage collection deletes nothing under them meanwhile. Blocks are stored before
+ * any root names them, so with roots that have not moved a missing block is damage. When `use` found a
+ * block missing (`whole` says no) and the roots have moved since they were read, the node collected them in
+ * between: `use` runs again on the new roots, at most `attempts` times in all.
+ *
+ * @returns what the last run of `use` returned
+ */
+export async function readTrees<R, T>(blocks: SqliteBlockstore, roots: () => R, use: (roots: R) => T | Promise<T>, whole: (result: T) => boolean, attempts = 3): Promise<T> {
+  let read = roots()
+  for (let attempt = 1; ; attempt++) {
+    const snapshot = blocks.readSnapshot()
+    let result: T
+    try {
+      result = await use(read)
+    } finally {
+      snapshot.end()
+    }
+    if (whole(result) || attempt >= attempts) return result
+    const now = roots()
+    if (JSON.stringify(now) === JSON.stringify(read)) return result
+    read = now
   }
 }

@@ -1,4 +1,6 @@
-import { readFileSync, createWriteStream } from 'node:fs'
+import { readFileSync } from 'node:fs'
+import { open as openFile } from 'node:fs/promises'
+import type { CID } from 'multiformats/cid'
 import { CarWriter } from '@ipld/car'
 import { defineVerb } from '../verb.ts'
 import { RUN_SETTINGS, SETTINGS } from '../../config/catalog.ts'
@@ -16,8 +18,8 @@ import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
-import { busRoot } from '../../unixfs/busRoot.ts'
-import { walkDag } from '../../unixfs/walk.ts'
+import { busDirectory, busRoot } from '../../unixfs/busRoot.ts'
+import { readTrees, walkDag } from '../../unixfs/walk.ts'
 import { Store } from '../../store/store.ts'
 import type { GapKind } from '../../store/gaps.ts'
 import { recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
@@ -296,41 +298,92 @@ async function storedMembers(dir: string, store: Store): Promise<MembersDocument
   return members.document()
 }
 
+/** Where a CAR goes: one per attempt of writeBusCar. */
+export interface CarSink {
+  write(chunk: Uint8Array): Promise<void>
+  close(): Promise<void>
+}
+
+/**
+ * Writes the bus directory of `store`'s synced roots and every block under it as one CAR into `open()`,
+ * reading blocks.db in one snapshot (see readTrees): the node may be running and collecting garbage. A
+ * run that finds a block missing because the node collected it starts over, into a new `open()`.
+ *
+ * @returns the root and how many blocks the CAR has, or the block that is missing
+ * @throws Error when a dag-pb block under the root is no directory (a damaged tree)
+ */
+export async function writeBusCar(store: Store, blocks: SqliteBlockstore, open: () => Promise<CarSink>): Promise<{ root: CID; blocks: number } | { missing: CID }> {
+  return await readTrees(
+    blocks,
+    () => store.producers.syncedRoots(),
+    async (roots) => {
+      // The directory is built here, not stored: this process does not write to the node's blocks.db.
+      const dir = await busDirectory(roots)
+      const sink = await open()
+      try {
+        const { writer, out } = CarWriter.create([dir.cid])
+        const piped = (async () => {
+          for await (const chunk of out) await sink.write(chunk)
+        })()
+        // The writer waits for each chunk to be taken: a sink that fails must end that wait.
+        const taken = (put: Promise<void>): Promise<void> => Promise.race([put, piped])
+        let count = 0
+        let missing: CID | undefined
+        for (const step of walkDag([dir.cid], (cid) => (cid.equals(dir.cid) ? dir.bytes : blocks.getSync(cid)))) {
+          if (step.kind === 'missing') {
+            missing = step.cid
+            break
+          }
+          // A dag-pb block that is no directory stops the export, as a damaged tree must.
+          if (step.kind === 'file' && step.error != null) throw step.error
+          await taken(writer.put({ cid: step.cid, bytes: step.bytes! }))
+          count++
+        }
+        await taken(writer.close())
+        await piped
+        return missing != null ? { missing } : { root: dir.cid, blocks: count }
+      } finally {
+        await sink.close()
+      }
+    },
+    (r) => !('missing' in r)
+  )
+}
+
+/** A CarSink that (over)writes the file at `path`. */
+async function fileSink(path: string): Promise<CarSink> {
+  const file = await openFile(path, 'w')
+  return {
+    write: async (chunk) => {
+      for (let at = 0; at < chunk.length; ) at += (await file.write(chunk, at)).bytesWritten
+    },
+    close: () => file.close()
+  }
+}
+
 export const exportVerb = defineVerb({
   name: 'export',
   summary: 'write the bus directory (every producer outbox this node holds) as a CAR file',
   usage: '[--data DIR] --car FILE',
   settings: [SETTINGS.data, OPTIONS.car],
-  details: 'The CAR has one root, the bus directory: <producer peer id>/<yyyy-mm-dd>/<hh>/<seq>-<event_id>.json. Any IPFS tool can read it (ipfs dag import, @ipld/car).',
+  details:
+    'The CAR has one root, the bus directory: <producer peer id>/<yyyy-mm-dd>/<hh>/<seq>-<event_id>.json. Any IPFS tool can read it (ipfs dag import, @ipld/car). The node may be running: the export reads one snapshot of blocks.db.',
   async run({ values, out }) {
     if (values.car == null) throw new UsageError('cairn export needs --car FILE (see cairn export --help)')
     const dir = values.data as string
+    const car = values.car as string
     const store = await openNodeStore(dir)
     const blocks = new SqliteBlockstore(await openBlockDatabase(dataPaths(dir).blocks))
     try {
-      const root = await busRoot(store.producers.syncedRoots(), blocks)
-      const { writer, out: carOut } = CarWriter.create([root])
-      const file = createWriteStream(values.car as string)
-      const piped = (async () => {
-        for await (const chunk of carOut) file.write(chunk)
-      })()
-      let count = 0
-      for (const step of walkDag([root], (cid) => blocks.getSync(cid))) {
-        if (step.kind === 'missing') throw new DataDirError(`Cannot export: block ${step.cid.toString()} is missing from ${dataPaths(dir).blocks}; run cairn doctor`)
-        await writer.put({ cid: step.cid, bytes: step.bytes! })
-        count++
-        // A dag-pb block that is no directory stops the export, as a damaged tree must.
-        if (step.kind === 'file' && step.error != null) throw step.error
-      }
-      await writer.close()
-      await piped
-      await new Promise<void>((resolve, reject) =>
-        file.end((e?: Error | null) => {
-          if (e != null) reject(e)
-          else resolve()
-        })
-      )
-      out(JSON.stringify({ root: root.toString(), blocks: count, car: values.car }))
+      const written = await writeBusCar(store, blocks, async () => {
+        try {
+          return await fileSink(car)
+        } catch (err) {
+          throw new UsageError(`Cannot write ${car}: ${(err as Error).message}`)
+        }
+      })
+      if ('missing' in written) throw new DataDirError(`Cannot export: block ${written.missing.toString()} is missing from ${dataPaths(dir).blocks}; run cairn doctor`)
+      out(JSON.stringify({ root: written.root.toString(), blocks: written.blocks, car }))
     } finally {
       blocks.db.close()
       store.close()

@@ -11,7 +11,7 @@ import { openDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
 import { SqliteBlockstore } from '../../store/blockstore.ts'
 import { Store } from '../../store/store.ts'
-import { walkDag } from '../../unixfs/walk.ts'
+import { readTrees, walkDag } from '../../unixfs/walk.ts'
 import { checkOutboxBlocks } from '../../publish/recover.ts'
 
 interface Check {
@@ -122,10 +122,14 @@ export const doctorVerb = defineVerb({
         await add(
           'outbox blocks',
           async () => {
-            const root = d.outbox.root()
-            if (root == null) return undefined
-            const missing = missingUnder(b, root)
-            if (missing.length === 0) return undefined
+            // The node may be running: its collection may move the root on between the reads (see readTrees).
+            const { root, missing } = await readTrees(
+              b,
+              () => d.outbox.root(),
+              (root) => ({ root, missing: root == null ? [] : missingUnder(b, root) }),
+              (r) => r.missing.length === 0
+            )
+            if (root == null || missing.length === 0) return undefined
             const problem = `the own outbox tree misses ${missing.length === 20 ? '20 or more' : missing.length} block(s), e.g. ${missing[0]}`
             if (self == null) return problem
             // What the next start rebuilds from cairn.db: the blocks of the commits that blocks.db had not synced.
@@ -143,12 +147,14 @@ export const doctorVerb = defineVerb({
         )
         await add(
           'synced trees',
-          () => {
-            const broken: string[] = []
-            // The own tree is the check above's.
-            for (const r of d.producers.syncedRoots().filter((r) => r.producer !== self)) {
-              if (missingUnder(b, r.root, 1).length > 0) broken.push(r.producer)
-            }
+          async () => {
+            const broken = await readTrees(
+              b,
+              // The own tree is the check above's.
+              () => d.producers.syncedRoots().filter((r) => r.producer !== self),
+              (roots) => roots.filter((r) => missingUnder(b, r.root, 1).length > 0).map((r) => r.producer),
+              (broken) => broken.length === 0
+            )
             return broken.length === 0 ? undefined : `blocks missing under the synced trees of ${broken.join(', ')}`
           },
           "harmless for this node's events table; it cannot serve those trees to others until the producers publish again"
