@@ -3,7 +3,8 @@ import { chmodSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node
 import { join } from 'node:path'
 import { initDataDir } from '../../src/datadir/init.ts'
 import { inProcessNode } from '../helpers/forge.ts'
-import { cairn, tempDir } from '../helpers/process.ts'
+import { looseModes } from '../../src/datadir/modes.ts'
+import { cairn, NodeProcess, tempDir } from '../helpers/process.ts'
 
 /** @returns each entry of `dir` (and `dir`) with its permission bits in octal */
 function modes(dir: string): Record<string, string> {
@@ -43,5 +44,19 @@ describe('the data directory at rest', () => {
     } finally {
       await node.stop()
     }
+  })
+
+  test('a node killed with SIGKILL leaves no file that others may read, whatever the umask it was started with', async () => {
+    using tmp = tempDir()
+    await using a = await NodeProcess.init(tmp.path, 'a')
+    const umask = process.umask(0o022)
+    try {
+      await a.start()
+    } finally {
+      process.umask(umask)
+    }
+    await a.publish({ type: 'test.modes', payload: {} })
+    await a.stop('SIGKILL')
+    expect(looseModes(a.dir)).toEqual([])
   })
 })

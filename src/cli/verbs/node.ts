@@ -63,6 +63,9 @@ export const runVerb = defineVerb({
     'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json.',
   async run({ values, err }) {
     const config = toNodeConfig(values)
+    // What the node and libp2p create while they run (datastore files, SQLite's -wal and -shm) is the
+    // owner's alone from the start, not only once a stop or the next start tightens it (a SIGKILL skips both).
+    process.umask(0o077)
     // On a terminal a person watches, catch-up progress is a bar there; elsewhere log lines.
     const terminal = stderrIsTerminal() && config.logFormat !== 'json' ? (text: string) => stderr.write(text) : undefined
     const node = new CairnNode(config, { plugins: BUILTIN_PLUGINS, terminal })
