@@ -104,12 +104,15 @@ try {
     if (mode === 'replicate') {
       const cpuA = procStats(a.proc!.pid).cpuSeconds
       const cpuB = procStats(b.proc!.pid).cpuSeconds
+      // the bench's own CPU (its HTTP client and the stream it reads): it shares the two cores with A and B
+      const cpuClient = process.cpuUsage()
       const t0 = performance.now()
       const s = await publishAll(a, 'r')
       while (b.applied.size < N + 1) await Bun.sleep(5)
       const wall = (performance.now() - t0) / 1000
+      const client = process.cpuUsage(cpuClient)
       console.log(
-        `published ${N} in ${s.toFixed(2)} s (${Math.round(N / s)}/s); B had them all after ${wall.toFixed(2)} s (${Math.round(N / wall)}/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s`
+        `published ${N} in ${s.toFixed(2)} s (${Math.round(N / s)}/s); B had them all after ${wall.toFixed(2)} s (${Math.round(N / wall)}/s); CPU meanwhile: A ${(procStats(a.proc!.pid).cpuSeconds - cpuA).toFixed(2)} s, B ${(procStats(b.proc!.pid).cpuSeconds - cpuB).toFixed(2)} s, the bench's client ${((client.user + client.system) / 1e6).toFixed(2)} s`
       )
       console.log(`A threads since start: ${threads(a.proc!.pid)}`)
       console.log(`B threads since start: ${threads(b.proc!.pid)}`)

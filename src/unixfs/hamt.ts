@@ -2,6 +2,8 @@ import * as dagPb from '@ipld/dag-pb'
 import { murmur3128 } from '@multiformats/murmur3'
 import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
+import { Digest } from 'multiformats/hashes/digest'
+import { sha256 } from 'multiformats/hashes/sha2'
 import { sha256Digest, type Block, type DirEntry } from './tree.ts'
 import { MalformedDirectoryError, ShardUnreadableError } from '../errors.ts'
 
@@ -301,7 +303,7 @@ export class ShardedDirectory {
   private readShard(shard: Shard, bytes: Uint8Array): Array<Leaf | Shard | undefined> {
     let node: DirectoryNode
     try {
-      node = readDirectoryNode(bytes)
+      node = decodeDirectoryNode(bytes)
     } catch (err) {
       throw new ShardUnreadableError(`HAMT shard ${shard.cid} cannot be read: ${(err as Error).message}`)
     }
@@ -499,14 +501,21 @@ const isSha256Cid = (bytes: Uint8Array, at: number): boolean => bytes[at] === 0x
 const names = new TextDecoder()
 
 /**
- * Reads a shard exactly as `encodeShard` writes it (fanout 16, ASCII names, CIDv1 sha2-256 links, the
- * shard data its bitmap gives), without the generic decoders: the slots it gives are those the full
- * decode gives for the same bytes.
- *
- * @returns the shard's slots, or undefined for any other bytes (then decoded in full, with its errors)
+ * @returns the CID of a link whose hash `readOwnLinks` checked (a CIDv1 of a raw or dag-pb block with a
+ * sha2-256 multihash, 36 bytes): the object `CID.decode` gives, without its generic parse and copies
  */
-function readOwnShard(bytes: Uint8Array): Array<Leaf | Shard | undefined> | undefined {
-  const slots = new Array<Leaf | Shard | undefined>(FANOUT)
+const cidOfLink = (hash: Uint8Array): CID => new CID(1, hash[1], new Digest(sha256.code, 32, hash.subarray(4), hash.subarray(2)), hash)
+
+/**
+ * Reads the links of a shard laid out exactly as `encodeShard` writes it (fanout 16, ASCII names, CIDv1
+ * sha2-256 links, the shard data its bitmap gives), without the generic decoders, calling `link` for each
+ * in slot order with its slot, its CID's bytes, its name's bytes after the label (undefined for a
+ * sub-shard) and its cumulative size: what the full decode gives for the same bytes.
+ *
+ * @returns whether the bytes have that layout; when not, the links already passed to `link` are to be
+ * dropped and the bytes decoded in full (with the full decode's errors and checks)
+ */
+function readOwnLinks(bytes: Uint8Array, link: (slot: number, hash: Uint8Array, key: Uint8Array | undefined, size: number) => void): boolean {
   const end = bytes.length
   let bitmap = 0
   let previous = -1
@@ -515,36 +524,60 @@ function readOwnShard(bytes: Uint8Array): Array<Leaf | Shard | undefined> | unde
     cursor++
     const length = readVarint(bytes, end)
     const linkEnd = cursor + length
-    if (length < 0 || linkEnd > end || bytes[cursor] !== 0x0a || bytes[cursor + 1] !== 36 || !isSha256Cid(bytes, cursor + 2)) return undefined
+    if (length < 0 || linkEnd > end || bytes[cursor] !== 0x0a || bytes[cursor + 1] !== 36 || !isSha256Cid(bytes, cursor + 2)) return false
     const hash = bytes.subarray(cursor + 2, cursor + 38)
     cursor += 38
-    if (bytes[cursor++] !== 0x12) return undefined
+    if (bytes[cursor++] !== 0x12) return false
     const nameLength = readVarint(bytes, linkEnd)
     const nameStart = cursor
     const nameEnd = cursor + nameLength
-    if (nameLength < 1 || nameEnd > linkEnd) return undefined
+    if (nameLength < 1 || nameEnd > linkEnd) return false
     const label = bytes[nameStart]
     const slot = label >= 0x30 && label <= 0x39 ? label - 0x30 : label >= 0x41 && label <= 0x46 ? label - 0x37 : -1
-    if (slot <= previous) return undefined
-    for (let k = nameStart + 1; k < nameEnd; k++) if (bytes[k] >= 0x80) return undefined
+    if (slot <= previous) return false
+    for (let k = nameStart + 1; k < nameEnd; k++) if (bytes[k] >= 0x80) return false
     cursor = nameEnd
-    if (bytes[cursor++] !== 0x18) return undefined
+    if (bytes[cursor++] !== 0x18) return false
     const size = readVarint(bytes, linkEnd)
-    if (size < 0 || cursor !== linkEnd) return undefined
+    if (size < 0 || cursor !== linkEnd) return false
     previous = slot
     bitmap |= 1 << slot
-    if (nameLength === 1) slots[slot] = Shard.stored(CID.decode(hash), size)
-    else {
-      const key = bytes.subarray(nameStart + 1, nameEnd)
-      slots[slot] = new Leaf(names.decode(key), key, hash, size)
-    }
+    link(slot, hash, nameLength === 1 ? undefined : bytes.subarray(nameStart + 1, nameEnd), size)
   }
-  if (bytes[cursor++] !== 0x0a) return undefined
+  if (bytes[cursor++] !== 0x0a) return false
   const dataLength = readVarint(bytes, end)
   const data = shardData(bitmap)
-  if (dataLength !== data.length || cursor + dataLength !== end) return undefined
-  for (let k = 0; k < dataLength; k++) if (bytes[cursor + k] !== data[k]) return undefined
-  return slots
+  if (dataLength !== data.length || cursor + dataLength !== end) return false
+  for (let k = 0; k < dataLength; k++) if (bytes[cursor + k] !== data[k]) return false
+  return true
+}
+
+/**
+ * Reads a shard as cairn writes it (see readOwnLinks) into the slots of a directory being written.
+ *
+ * @returns the shard's slots, or undefined for any other bytes (then decoded in full, with its errors)
+ */
+function readOwnShard(bytes: Uint8Array): Array<Leaf | Shard | undefined> | undefined {
+  const slots = new Array<Leaf | Shard | undefined>(FANOUT)
+  const own = readOwnLinks(bytes, (slot, hash, key, size) => {
+    slots[slot] = key === undefined ? Shard.stored(cidOfLink(hash), size) : new Leaf(names.decode(key), key, hash, size)
+  })
+  return own ? slots : undefined
+}
+
+/**
+ * Reads a directory node that is a shard as cairn writes it (see readOwnLinks), as the full decode
+ * (`decodeDirectoryNode`) reads it.
+ *
+ * @returns the node, or undefined for any other bytes
+ */
+export function readOwnDirectoryNode(bytes: Uint8Array): DirectoryNode | undefined {
+  const node: DirectoryNode = { entries: [], shards: [], fanout: FANOUT }
+  const own = readOwnLinks(bytes, (slot, hash, key, size) => {
+    if (key === undefined) node.shards.push({ label: LABELS[slot], cid: cidOfLink(hash), size })
+    else node.entries.push({ name: names.decode(key), cid: cidOfLink(hash), size, label: LABELS[slot] })
+  })
+  return own ? node : undefined
 }
 
 /** Encodes a HAMT-sharded directory of `entries` in one go (see ShardedDirectory). */
@@ -568,11 +601,22 @@ export interface DirectoryNode {
 const LABEL_PATTERNS: Record<number, RegExp> = { 1: /^[0-9A-F]{1}/, 2: /^[0-9A-F]{2}/ }
 
 /**
- * Decodes a UnixFS directory node, plain or HAMT shard.
+ * Reads a UnixFS directory node, plain or HAMT shard: a shard as cairn writes it without the generic
+ * decoders (readOwnDirectoryNode), anything else through them (decodeDirectoryNode), with the same result
+ * for the same bytes.
  *
  * @throws MalformedDirectoryError when the block is neither
  */
 export function readDirectoryNode(bytes: Uint8Array): DirectoryNode {
+  return readOwnDirectoryNode(bytes) ?? decodeDirectoryNode(bytes)
+}
+
+/**
+ * Decodes a UnixFS directory node, plain or HAMT shard, with the generic decoders (dag-pb, UnixFS).
+ *
+ * @throws MalformedDirectoryError when the block is neither
+ */
+export function decodeDirectoryNode(bytes: Uint8Array): DirectoryNode {
   let node: dagPb.PBNode
   let fs: UnixFS
   try {

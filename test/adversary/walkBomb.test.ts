@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import type { CID } from 'multiformats/cid'
 import { waitFor } from '../../src/node/events.ts'
-import { readDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
+import { readDirectoryNode, readOwnDirectoryNode, shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { directoryBomb, eventFile, forger, headOf, honestTree, rawShard, rootOver, seqsOf, victim, type Forger } from './walkForge.ts'
 
 /** Offers heads to the victim and waits until its syncer is idle again. */
@@ -83,6 +83,18 @@ describe('adversary: freeze the walk with one head', () => {
           const label = readDirectoryNode((await shardedDirectory([a])).root.bytes).entries[0].label
           const wrong = ((parseInt(label, 16) + 1) % 16).toString(16).toUpperCase()
           return { root: await rootOver(p, await rawShard(p, [{ Name: wrong + a.name, Hash: a.cid, Tsize: a.size }])), seq: 1 }
+        }
+      ],
+      [
+        'non_canonical_hamt',
+        async (p) => {
+          // the same, in exactly the layout cairn writes: read without the generic decoders, refused the same
+          const a = await eventFile(p, 1)
+          const label = readDirectoryNode((await shardedDirectory([a])).root.bytes).entries[0].label
+          const wrong = ((parseInt(label, 16) + 1) % 16).toString(16).toUpperCase()
+          const shard = await rawShard(p, [{ Name: wrong + a.name, Hash: a.cid, Tsize: a.size }], 16, 'links')
+          expect(readOwnDirectoryNode(p.blocks.get(shard.cid.toString())!)?.entries.map((e) => e.label)).toEqual([wrong])
+          return { root: await rootOver(p, shard), seq: 1 }
         }
       ],
       [

@@ -70,9 +70,15 @@ export async function honestTree(p: Forger, files: readonly DirEntry[], hour = '
   return await rootOver(p, { cid: bucket.root.cid, size: bucket.root.size }, '2026-01-01', hour)
 }
 
-/** @returns a HAMT shard block with the given links (labels included in the names), stored with p's blocks */
-export async function rawShard(p: Forger, links: dagPb.PBLink[], fanout = 16): Promise<{ cid: CID; size: number }> {
-  const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from([0xff, 0xff]), fanout: BigInt(fanout), hashType: 0x22n })
+/**
+ * @returns a HAMT shard block with the given links (labels included in the names), stored with p's blocks.
+ * Its bitmap says every slot is taken (`full`: the generic decoders read it), or, for fanout 16, which are
+ * (`links`: the layout cairn writes, read without them).
+ */
+export async function rawShard(p: Forger, links: dagPb.PBLink[], fanout = 16, bitmap: 'full' | 'links' = 'full'): Promise<{ cid: CID; size: number }> {
+  const bits = bitmap === 'full' ? 0xffff : links.reduce((b, l) => b | (1 << parseInt((l.Name ?? '').slice(0, 1), 16)), 0)
+  const field = bits > 0xff ? [bits >> 8, bits & 0xff] : bits > 0 ? [bits] : []
+  const data = new UnixFS({ type: 'hamt-sharded-directory', data: Uint8Array.from(field), fanout: BigInt(fanout), hashType: 0x22n })
   const bytes = dagPb.encode(dagPb.prepare({ Data: data.marshal(), Links: links }))
   const cid = CID.createV1(dagPb.code, await sha256.digest(bytes))
   put(p, { cid, bytes })

@@ -22,7 +22,14 @@ async function offer(v: Awaited<ReturnType<typeof victim>>, head: Uint8Array): P
 const bound = (newEvents: number, total: number): number => 4 * (newEvents + 1) * (Math.ceil(Math.log2(total + 1) / 4) + 3)
 
 /** A crafted bucket: what a hostile member may put under one hour. */
-type Craft = { kind: 'shared'; levels: number } | { kind: 'misplaced' } | { kind: 'duplicate'; n: number } | { kind: 'chain'; depth: number } | { kind: 'fanout'; fanout: number }
+type Craft =
+  | { kind: 'shared'; levels: number }
+  | { kind: 'misplaced'; bitmap: Bitmap }
+  | { kind: 'duplicate'; n: number }
+  | { kind: 'chain'; depth: number; bitmap: Bitmap }
+  | { kind: 'fanout'; fanout: number }
+/** the shards' bitmap: every slot (read by the generic decoders), or the links' (cairn's layout, read without them) */
+type Bitmap = 'full' | 'links'
 
 async function crafted(p: Forger, c: Craft): Promise<CID> {
   const file = await eventFile(p, 1)
@@ -45,7 +52,7 @@ async function crafted(p: Forger, c: Craft): Promise<CID> {
     case 'misplaced': {
       // every file in slot 0, whatever its name hashes to (a few may belong there: at least one will not)
       const files = await Promise.all([1, 2, 3, 4].map(async (s) => await eventFile(p, s)))
-      return await rootOver(p, await rawShard(p, [link('0', files[0]), ...files.slice(1).map((f, i) => link((i + 1).toString(16).toUpperCase(), f))]))
+      return await rootOver(p, await rawShard(p, [link('0', files[0]), ...files.slice(1).map((f, i) => link((i + 1).toString(16).toUpperCase(), f))], 16, c.bitmap))
     }
     case 'duplicate': {
       const files: DirEntry[] = []
@@ -55,8 +62,8 @@ async function crafted(p: Forger, c: Craft): Promise<CID> {
     }
     case 'chain': {
       // a chain of single-shard shards ending in one file: non-canonical below the root
-      let below = await rawShard(p, [link('0', file)])
-      for (let l = 0; l < c.depth; l++) below = await rawShard(p, [link('0', below)])
+      let below = await rawShard(p, [link('0', file)], 16, c.bitmap)
+      for (let l = 0; l < c.depth; l++) below = await rawShard(p, [link('0', below)], 16, c.bitmap)
       return await rootOver(p, below)
     }
     case 'fanout':
@@ -66,9 +73,9 @@ async function crafted(p: Forger, c: Craft): Promise<CID> {
 
 const craft: fc.Arbitrary<Craft> = fc.oneof(
   fc.record({ kind: fc.constant('shared' as const), levels: fc.integer({ min: 1, max: 6 }) }),
-  fc.record({ kind: fc.constant('misplaced' as const) }),
+  fc.record({ kind: fc.constant('misplaced' as const), bitmap: fc.constantFrom<Bitmap>('full', 'links') }),
   fc.record({ kind: fc.constant('duplicate' as const), n: fc.integer({ min: 1, max: 40 }) }),
-  fc.record({ kind: fc.constant('chain' as const), depth: fc.integer({ min: 1, max: 40 }) }),
+  fc.record({ kind: fc.constant('chain' as const), depth: fc.integer({ min: 1, max: 40 }), bitmap: fc.constantFrom<Bitmap>('full', 'links') }),
   fc.record({ kind: fc.constant('fanout' as const), fanout: fc.constantFrom(2, 4, 32, 64, 128, 512, 1024) })
 )
 
