@@ -1,4 +1,5 @@
 import { CID } from 'multiformats/cid'
+import { base32 } from 'multiformats/bases/base32'
 import { NotFoundError } from 'interface-store'
 import type { Blockstore, InputPair, Pair } from 'interface-blockstore'
 import type { AbortOptions } from '@libp2p/interface'
@@ -25,6 +26,19 @@ export function blockKey(cid: Uint8Array): number {
   let k = 0
   for (let i = Math.max(0, cid.length - 6); i < cid.length; i++) k = k * 256 + cid[i]
   return k - 2 ** 47
+}
+
+/**
+ * @returns the text of a CID's bytes, as `CID.toString` gives it (base32 for CIDv1) without a CID object:
+ * the garbage collection lists every block
+ */
+function cidString(bytes: Uint8Array): string {
+  return bytes[0] === 1 ? base32.encode(bytes) : CID.decode(bytes).toString()
+}
+
+/** @returns the bytes of a CID's text (`cidString`'s inverse) */
+function cidBytes(text: string): Uint8Array {
+  return text.startsWith('b') ? base32.decode(text) : CID.parse(text).bytes
 }
 
 /**
@@ -122,8 +136,11 @@ export class SqliteBlockstore implements Blockstore {
   /** the table's key where a CID is looked up, and its parameters */
   private readonly where: string
   private readonly params: (cid: CID) => SqlValue[]
-  /** the CID of a row's `cid` column */
+  /** the CID of a row's `cid` column, and its string */
   private readonly rowCid: (v: Uint8Array | string) => CID
+  private readonly rowString: (v: Uint8Array | string) => string
+  /** the parameters of a look-up by a CID's string */
+  private readonly stringParams: (cid: string) => SqlValue[]
   private readonly legacy: boolean
 
   constructor(db: SqlDatabase) {
@@ -133,10 +150,17 @@ export class SqliteBlockstore implements Blockstore {
       this.where = 'cid = ?'
       this.params = (cid) => [cid.toString()]
       this.rowCid = (v) => CID.parse(v as string)
+      this.rowString = (v) => v as string
+      this.stringParams = (cid) => [cid]
     } else {
       this.where = 'k = ? AND cid = ?'
       this.params = (cid) => [blockKey(cid.bytes), cid.bytes]
       this.rowCid = (v) => CID.decode(v as Uint8Array)
+      this.rowString = (v) => cidString(v as Uint8Array)
+      this.stringParams = (cid) => {
+        const bytes = cidBytes(cid)
+        return [blockKey(bytes), bytes]
+      }
     }
   }
 
@@ -237,7 +261,7 @@ export class SqliteBlockstore implements Blockstore {
 
   /** @returns every block's CID and size */
   sizes(): Array<{ cid: string; size: number }> {
-    return this.db.all<{ cid: Uint8Array | string; size: number }>('SELECT cid, length(bytes) AS size FROM blocks').map((r) => ({ cid: this.rowCid(r.cid).toString(), size: r.size }))
+    return this.db.all<{ cid: Uint8Array | string; size: number }>('SELECT cid, length(bytes) AS size FROM blocks').map((r) => ({ cid: this.rowString(r.cid), size: r.size }))
   }
 
   /**
@@ -250,7 +274,7 @@ export class SqliteBlockstore implements Blockstore {
       through,
       limit
     ])
-    return { rows: rows.map((r) => ({ cid: this.rowCid(r.cid).toString(), size: r.size })), next: rows.length < limit ? undefined : rows[rows.length - 1].r }
+    return { rows: rows.map((r) => ({ cid: this.rowString(r.cid), size: r.size })), next: rows.length < limit ? undefined : rows[rows.length - 1].r }
   }
 
   /** @returns the highest storage position so far: pass it as `through` to sizesPage to list no block stored later */
@@ -266,11 +290,11 @@ export class SqliteBlockstore implements Blockstore {
   /**
    * Deletes blocks by CID, in one transaction.
    *
-   * @throws Error when a string is no CID
+   * @throws Error when a string is no CID's text
    */
   remove(cids: readonly string[]): void {
     this.db.transaction(() => {
-      for (const cid of cids) this.db.run(`DELETE FROM blocks WHERE ${this.where}`, this.params(CID.parse(cid)))
+      for (const cid of cids) this.db.run(`DELETE FROM blocks WHERE ${this.where}`, this.stringParams(cid))
     })
   }
 
