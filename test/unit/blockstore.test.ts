@@ -124,11 +124,11 @@ describe('the block store', () => {
     blocks.db.close()
   })
 
-  test('the listing names blocks by their CIDs\' strings, version 0 included, and removes by them', async () => {
+  test("the listing names blocks by their CIDs' strings, version 0 included, and removes by them", async () => {
     const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
     const [file, dir] = await someBlocks(1)
     const v0 = dir.cid.toV0()
-    for (const [cid, bytes] of [[file.cid, file.bytes], [dir.cid, dir.bytes], [v0, dir.bytes]] as const) blocks.putSync(cid, bytes)
+    blocks.putAll([file, dir, { cid: v0, bytes: dir.bytes }])
     const listed = blocks.sizes().map((r) => r.cid)
     expect(listed).toEqual([file.cid.toString(), dir.cid.toString(), v0.toString()])
     expect(v0.toString()).toStartWith('Qm')
