@@ -3,6 +3,7 @@ import { base32 } from 'multiformats/bases/base32'
 import { NotFoundError } from 'interface-store'
 import type { Blockstore, InputPair, Pair } from 'interface-blockstore'
 import type { AbortOptions } from '@libp2p/interface'
+import { DataDirError } from '../errors.ts'
 import { openDatabase, type SqlDatabase, type SqlValue } from '../runtime/sqlite.ts'
 
 /**
@@ -46,7 +47,8 @@ function cidBytes(text: string): Uint8Array {
  * earlier cairn (blocks keyed by their CID's string) in one durable transaction.
  * SQLite keeps the binary free of native addons and makes a group commit one fsync.
  *
- * @throws Error when the file is no SQLite database, or an older one holds a key that is no CID
+ * @throws Error when the file is no SQLite database
+ * @throws DataDirError when an older file cannot be converted (a key that is no CID, a full disk): it is left as it was
  */
 export async function openBlockDatabase(path: string): Promise<SqlDatabase> {
   const db = await openDatabase(path)
@@ -80,28 +82,40 @@ function blockFormat(db: SqlDatabase): 'none' | 'current' | 'text' | 'text-witho
 function convert(db: SqlDatabase, format: 'text' | 'text-without-rowid'): void {
   // Paged in storage order (by the key where there is no rowid), so that a large file never sits in memory.
   const order = format === 'text' ? 'rowid' : 'cid'
-  db.transaction(
-    () => {
-      if (blockFormat(db) === 'current') return
-      db.exec(`DROP TABLE IF EXISTS blocks_new; ${table('blocks_new')}`)
-      for (let after: SqlValue = format === 'text' ? 0 : ''; ; ) {
-        const rows: Array<{ o: SqlValue; cid: string; bytes: Uint8Array }> = db.all(`SELECT ${order} AS o, cid, bytes FROM blocks WHERE ${order} > ? ORDER BY ${order} LIMIT ?`, [after, CONVERT_PAGE])
-        for (const r of rows) {
-          let cid: CID
-          try {
-            cid = CID.parse(r.cid)
-          } catch (err) {
-            throw new Error(`Cannot convert ${db.path}: a block is stored under "${r.cid.slice(0, 80)}", which is no CID (${(err as Error).message})`)
+  try {
+    db.transaction(
+      () => {
+        if (blockFormat(db) === 'current') return
+        db.exec(`DROP TABLE IF EXISTS blocks_new; ${table('blocks_new')}`)
+        for (let after: SqlValue = format === 'text' ? 0 : ''; ; ) {
+          const rows: Array<{ o: SqlValue; cid: string; bytes: Uint8Array }> = db.all(`SELECT ${order} AS o, cid, bytes FROM blocks WHERE ${order} > ? ORDER BY ${order} LIMIT ?`, [
+            after,
+            CONVERT_PAGE
+          ])
+          for (const r of rows) {
+            let cid: CID
+            try {
+              cid = CID.parse(r.cid)
+            } catch (err) {
+              throw new DataDirError(
+                `Cannot convert ${db.path}: a block is stored under "${r.cid.slice(0, 80)}", which is no CID (${(err as Error).message}); the file is left as it was: restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`
+              )
+            }
+            db.run('INSERT INTO blocks_new (k, cid, bytes) VALUES (?, ?, ?)', [blockKey(cid.bytes), cid.bytes, r.bytes])
           }
-          db.run('INSERT INTO blocks_new (k, cid, bytes) VALUES (?, ?, ?)', [blockKey(cid.bytes), cid.bytes, r.bytes])
+          if (rows.length < CONVERT_PAGE) break
+          after = rows[rows.length - 1].o
         }
-        if (rows.length < CONVERT_PAGE) break
-        after = rows[rows.length - 1].o
-      }
-      db.exec(`DROP TABLE blocks; ALTER TABLE blocks_new RENAME TO blocks; ${INDEX}`)
-    },
-    { durable: true }
-  )
+        db.exec(`DROP TABLE blocks; ALTER TABLE blocks_new RENAME TO blocks; ${INDEX}`)
+      },
+      { durable: true }
+    )
+  } catch (err) {
+    if ((err as Error).name === 'DataDirError') throw err
+    throw new DataDirError(
+      `Cannot convert ${db.path} to this cairn's format: ${(err as Error).message}; the file is left as it was: give it room for a second copy of its blocks (when the disk is full) and start again`
+    )
+  }
   db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
 }
 
