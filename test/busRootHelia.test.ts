@@ -14,7 +14,8 @@ import { CID } from 'multiformats/cid'
 import { exporter, recursive } from 'ipfs-unixfs-exporter'
 import { invite, NodeProcess, publishMany, tempDir, waitFor } from './helpers/process.ts'
 import { query } from './helpers/db.ts'
-import { Database } from 'bun:sqlite'
+import { openDatabase } from '../src/runtime/sqlite.ts'
+import { SqliteBlockstore } from '../src/store/blockstore.ts'
 import { walkDag } from '../src/unixfs/walk.ts'
 
 /** A plain Helia node in the network's swarm (TCP, the swarm key, noise, yamux, bitswap), built from the libraries alone. */
@@ -47,13 +48,12 @@ async function readBus(helia: HeliaWithLibp2p<{ identify: Identify }>, root: CID
 }
 
 /** @returns the blocks under `root` that the node's blocks.db lacks (it may be running: WAL lets both in) */
-function missingOnDisk(dir: string, root: CID): string[] {
-  const db = new Database(join(dir, 'blocks.db'), { readonly: true })
+async function missingOnDisk(dir: string, root: CID): Promise<string[]> {
+  const blocks = new SqliteBlockstore(await openDatabase(join(dir, 'blocks.db'), { readonly: true }))
   try {
-    const get = db.query<{ bytes: Uint8Array }, [string]>('SELECT bytes FROM blocks WHERE cid = ?')
-    return [...walkDag([root], (cid) => get.get(cid.toString())?.bytes)].filter((s) => s.kind === 'missing').map((s) => s.cid.toString())
+    return [...walkDag([root], (cid) => blocks.getSync(cid))].filter((s) => s.kind === 'missing').map((s) => s.cid.toString())
   } finally {
-    db.close()
+    blocks.db.close()
   }
 }
 
@@ -71,7 +71,7 @@ async function readBusOrExplain(helia: HeliaWithLibp2p<{ identify: Identify }>, 
       () => 'no peer record'
     )
     throw new Error(
-      `reading bus root ${root} from ${node.peerId} failed (${(err as Error).message}); blocks missing on its disk: [${missingOnDisk(node.dir, root).join(' ')}]; plain node's connections: [${conns.join('; ')}]; protocols it knows of the peer: ${protocols}`
+      `reading bus root ${root} from ${node.peerId} failed (${(err as Error).message}); blocks missing on its disk: [${(await missingOnDisk(node.dir, root)).join(' ')}]; plain node's connections: [${conns.join('; ')}]; protocols it knows of the peer: ${protocols}`
     )
   }
 }

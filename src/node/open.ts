@@ -78,6 +78,7 @@ export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
       blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
       blocks.check()
     } catch (err) {
+      if ((err as Error).name === 'DataDirError') throw err
       throw new DataDirError(
         `Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`
       )

@@ -109,12 +109,12 @@ export class BlockFetcher {
           log.debug(`block batch from ${peer.toString()} failed: ${err.message}`)
           return new Map<string, Uint8Array>()
         })
-        blocks.db.transaction(() => {
-          for (const cid of batch) {
+        blocks.putAll(
+          batch.flatMap((cid) => {
             const b = got.get(cid.toString())
-            if (b != null) blocks.putSync(cid, b)
-          }
-        })
+            return b == null ? [] : [{ cid, bytes: b }]
+          })
+        )
         this.stored(batch.filter((cid) => got.has(cid.toString())))
         for (const [k, b] of got) out.set(k, b)
         options.onBlocks(got.size)
@@ -173,9 +173,7 @@ export class BlockFetcher {
     this.taken = []
     const { blocks, log } = this.components
     try {
-      blocks.db.transaction(() => {
-        for (const b of taken) blocks.putSync(b.cid, b.bytes)
-      })
+      blocks.putAll(taken)
     } catch (err) {
       // Nothing is lost for this node (the walk has the bytes, its events are stored); peers asking this
       // node for these blocks are answered by others, as for any block it does not hold.

@@ -306,13 +306,7 @@ export class Outbox {
    */
   private putBlocks(blocks: readonly Block[], durable: boolean): void {
     if (blocks.length === 0) return
-    const store = this.components.blocks
-    store.db.transaction(
-      () => {
-        for (const b of blocks) store.putSync(b.cid, b.bytes)
-      },
-      { durable }
-    )
+    this.components.blocks.putAll(blocks, { durable })
     if (durable) markBlocksDurable(this.components.store, this.seq)
   }
 

@@ -156,12 +156,7 @@ export async function recoverOutboxBlocks(store: Store, blocks: SqliteBlockstore
   const check = await checkOutboxBlocks(store, blocks, self)
   if (check.lost.length > 0) throw lostError(check)
   if (check.rebuilt.length > 0) {
-    blocks.db.transaction(
-      () => {
-        for (const b of check.rebuilt) blocks.putSync(b.cid, b.bytes)
-      },
-      { durable: true }
-    )
+    blocks.putAll(check.rebuilt, { durable: true })
     const again = await checkOutboxBlocks(store, blocks, self)
     if (again.missing.length > 0) throw lostError({ ...again, lost: again.missing.map((m) => ({ ...m, reason: 'still missing after the rebuild' })) })
   }

@@ -1,36 +1,125 @@
 import { CID } from 'multiformats/cid'
+import { base32 } from 'multiformats/bases/base32'
 import { NotFoundError } from 'interface-store'
 import type { Blockstore, InputPair, Pair } from 'interface-blockstore'
 import type { AbortOptions } from '@libp2p/interface'
-import { openDatabase, type SqlDatabase } from '../runtime/sqlite.ts'
+import { DataDirError } from '../errors.ts'
+import { openDatabase, type SqlDatabase, type SqlValue } from '../runtime/sqlite.ts'
 
 /** How long a write waits for another connection's write to finish. */
 const BUSY_TIMEOUT_MS = 5000
 
 /**
- * Opens (creating if needed) the SQLite file that holds IPFS blocks.
+ * blocks.db's table. A rowid table, so blocks are stored in the order they come (the garbage collection
+ * lists them by that position) and an insert appends its bytes instead of moving other blocks about. A
+ * block is found by `k`, 48 bits of its CID's end (its digest's, for a hashed CID): not unique, the
+ * CID's bytes decide. Inserts land at random places of any index on a hash, and each dirties a page of
+ * it; an index of 6-byte integers has a third of the pages of one of the CID's 59-character strings.
+ */
+const table = (name: string): string => `CREATE TABLE ${name} (k INTEGER NOT NULL, cid BLOB NOT NULL, bytes BLOB NOT NULL)`
+const INDEX = 'CREATE INDEX blocks_k ON blocks (k)'
+
+/** Rows copied at a time when an older blocks.db is converted. */
+const CONVERT_PAGE = 1000
+
+/**
+ * @returns the look-up key of a CID's bytes: their last 6 bytes (of the digest, for any hashed CID) as a
+ * signed 48-bit integer, which SQLite stores in 6 bytes
+ */
+export function blockKey(cid: Uint8Array): number {
+  let k = 0
+  for (let i = Math.max(0, cid.length - 6); i < cid.length; i++) k = k * 256 + cid[i]
+  return k - 2 ** 47
+}
+
+/**
+ * @returns the text of a CID's bytes, as `CID.toString` gives it (base32 for CIDv1) without a CID object:
+ * the garbage collection lists every block
+ */
+function cidString(bytes: Uint8Array): string {
+  return bytes[0] === 1 ? base32.encode(bytes) : CID.decode(bytes).toString()
+}
+
+/** @returns the bytes of a CID's text (`cidString`'s inverse) */
+function cidBytes(text: string): Uint8Array {
+  return text.startsWith('b') ? base32.decode(text) : CID.parse(text).bytes
+}
+
+/**
+ * Opens (creating if needed) the SQLite file that holds IPFS blocks, converting a file written by an
+ * earlier cairn (blocks keyed by their CID's string) in one durable transaction.
  * SQLite keeps the binary free of native addons and makes a group commit one fsync.
+ *
+ * @throws Error when the file is no SQLite database
+ * @throws DataDirError when an older file cannot be converted (a key that is no CID, a full disk): it is left as it was
  */
 export async function openBlockDatabase(path: string): Promise<SqlDatabase> {
   const db = await openDatabase(path)
   // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file.
-  // A rowid table: blocks are up to 256 KiB, and a WITHOUT ROWID table keeps whole rows in its B-tree,
-  // so every insert moved kilobytes around (it was most of a publish's CPU).
-  db.exec(`PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS};
-    CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, bytes BLOB NOT NULL)`)
+  db.exec(`PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
+  const format = blockFormat(db)
+  if (format === 'none') {
+    db.transaction(() => {
+      if (blockFormat(db) === 'none') db.exec(`${table('blocks')}; ${INDEX}`)
+    })
+  } else if (format !== 'current') {
+    convert(db, format)
+  }
+  return db
+}
+
+/** What blocks.db's table is: none yet, this cairn's, or an earlier one keyed by the CID's string (with or without a rowid). */
+function blockFormat(db: SqlDatabase): 'none' | 'current' | 'text' | 'text-without-rowid' {
+  const columns = db.all<{ name: string }>('PRAGMA table_info(blocks)').map((c) => c.name)
+  if (columns.length === 0) return 'none'
+  if (columns.includes('k')) return 'current'
   const sql = db.get<{ sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'blocks'")?.sql ?? ''
-  if (/WITHOUT ROWID/i.test(sql)) {
+  return /WITHOUT ROWID/i.test(sql) ? 'text-without-rowid' : 'text'
+}
+
+/**
+ * Rewrites a table keyed by the CID's string into this cairn's, in one durable transaction (a crash
+ * leaves the old table whole, and the next start converts it again); the old table's pages stay free
+ * for the blocks that come next.
+ */
+function convert(db: SqlDatabase, format: 'text' | 'text-without-rowid'): void {
+  // Paged in storage order (by the key where there is no rowid), so that a large file never sits in memory.
+  const order = format === 'text' ? 'rowid' : 'cid'
+  try {
     db.transaction(
       () => {
-        db.exec(`CREATE TABLE blocks_rowid (cid TEXT PRIMARY KEY, bytes BLOB NOT NULL);
-        INSERT INTO blocks_rowid (cid, bytes) SELECT cid, bytes FROM blocks;
-        DROP TABLE blocks;
-        ALTER TABLE blocks_rowid RENAME TO blocks`)
+        if (blockFormat(db) === 'current') return
+        db.exec(`DROP TABLE IF EXISTS blocks_new; ${table('blocks_new')}`)
+        for (let after: SqlValue = format === 'text' ? 0 : ''; ; ) {
+          const rows: Array<{ o: SqlValue; cid: string; bytes: Uint8Array }> = db.all(`SELECT ${order} AS o, cid, bytes FROM blocks WHERE ${order} > ? ORDER BY ${order} LIMIT ?`, [
+            after,
+            CONVERT_PAGE
+          ])
+          for (const r of rows) {
+            let cid: CID
+            try {
+              cid = CID.parse(r.cid)
+            } catch (err) {
+              throw new DataDirError(
+                `Cannot convert ${db.path}: a block is stored under "${r.cid.slice(0, 80)}", which is no CID (${(err as Error).message}); the file is left as it was: restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`
+              )
+            }
+            db.run('INSERT INTO blocks_new (k, cid, bytes) VALUES (?, ?, ?)', [blockKey(cid.bytes), cid.bytes, r.bytes])
+          }
+          if (rows.length < CONVERT_PAGE) break
+          after = rows[rows.length - 1].o
+        }
+        db.exec(`DROP TABLE blocks; ALTER TABLE blocks_new RENAME TO blocks; ${INDEX}`)
       },
       { durable: true }
     )
+  } catch (err) {
+    if ((err as Error).name === 'DataDirError') throw err
+    throw new DataDirError(
+      `Cannot convert ${db.path} to this cairn's format: ${(err as Error).message}; the file is left as it was: give it room for a second copy of its blocks (when the disk is full) and start again`
+    )
   }
-  return db
+  db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
 }
 
 /** @returns a block's bytes in one array, however they come (one array, or the parts of a stream) */
@@ -48,16 +137,52 @@ export async function collect(bytes: InputPair['bytes']): Promise<Uint8Array> {
   return out
 }
 
-/** A Blockstore (interface-blockstore) over one SQLite table. */
+/** A block to store: its CID and bytes. */
+export interface StoredBlock {
+  cid: CID
+  bytes: Uint8Array
+}
+
+/**
+ * A Blockstore (interface-blockstore) over one SQLite table. A file an earlier cairn wrote (blocks keyed by
+ * their CID's string) that `openBlockDatabase` has not converted yet, opened read-only by another process
+ * (`cairn doctor`), is read as it is; writing to it throws.
+ */
 export class SqliteBlockstore implements Blockstore {
   readonly db: SqlDatabase
+  /** the table's key where a CID is looked up, and its parameters */
+  private readonly where: string
+  private readonly params: (cid: CID) => SqlValue[]
+  /** the CID of a row's `cid` column, and its string */
+  private readonly rowCid: (v: Uint8Array | string) => CID
+  private readonly rowString: (v: Uint8Array | string) => string
+  /** the parameters of a look-up by a CID's string */
+  private readonly stringParams: (cid: string) => SqlValue[]
+  private readonly legacy: boolean
 
   constructor(db: SqlDatabase) {
     this.db = db
+    this.legacy = blockFormat(db).startsWith('text')
+    if (this.legacy) {
+      this.where = 'cid = ?'
+      this.params = (cid) => [cid.toString()]
+      this.rowCid = (v) => CID.parse(v as string)
+      this.rowString = (v) => v as string
+      this.stringParams = (cid) => [cid]
+    } else {
+      this.where = 'k = ? AND cid = ?'
+      this.params = (cid) => [blockKey(cid.bytes), cid.bytes]
+      this.rowCid = (v) => CID.decode(v as Uint8Array)
+      this.rowString = (v) => cidString(v as Uint8Array)
+      this.stringParams = (cid) => {
+        const bytes = cidBytes(cid)
+        return [blockKey(bytes), bytes]
+      }
+    }
   }
 
   has(cid: CID): boolean {
-    return this.db.get('SELECT 1 AS x FROM blocks WHERE cid = ?', [cid.toString()]) != null
+    return this.db.get(`SELECT 1 AS x FROM blocks WHERE ${this.where}`, this.params(cid)) != null
   }
 
   async put(cid: CID, bytes: InputPair['bytes']): Promise<CID> {
@@ -67,9 +192,30 @@ export class SqliteBlockstore implements Blockstore {
 
   /** Stores a block at once; inside a caller's transaction it commits with it. */
   putSync(cid: CID, bytes: Uint8Array): void {
-    const key = cid.toString()
-    this.db.run('INSERT OR IGNORE INTO blocks (cid, bytes) VALUES (?, ?)', [key, bytes])
-    for (const t of this.trackers) t.add(key)
+    this.putAll([{ cid, bytes }])
+  }
+
+  /**
+   * Stores blocks in one transaction (a savepoint of a caller's); `durable` syncs it, and with it every
+   * block written before.
+   *
+   * @throws Error when the file is in an earlier cairn's format (opened without `openBlockDatabase`)
+   */
+  putAll(blocks: Iterable<StoredBlock>, options: { durable?: boolean } = {}): void {
+    if (this.legacy) throw new Error(`Cannot write to ${this.db.path}: it is in an earlier cairn's format; start cairn on this data directory once to convert it`)
+    this.db.transaction(() => {
+      for (const { cid, bytes } of blocks) {
+        const key = cid.bytes
+        const k = blockKey(key)
+        // Two statements, not INSERT … WHERE NOT EXISTS: the look-up and the insert are atomic in the
+        // transaction, and the pair costs less than SQLite's plan for the one.
+        if (this.db.get('SELECT 1 AS x FROM blocks WHERE k = ? AND cid = ?', [k, key]) == null) this.db.run('INSERT INTO blocks (k, cid, bytes) VALUES (?, ?, ?)', [k, key, bytes])
+        if (this.trackers.size > 0) {
+          const s = cid.toString()
+          for (const t of this.trackers) t.add(s)
+        }
+      }
+    }, options)
   }
 
   private readonly trackers = new Set<PutTracker>()
@@ -93,7 +239,7 @@ export class SqliteBlockstore implements Blockstore {
 
   /** @returns the block's bytes, or undefined */
   getSync(cid: CID): Uint8Array | undefined {
-    return this.db.get<{ bytes: Uint8Array }>('SELECT bytes FROM blocks WHERE cid = ?', [cid.toString()])?.bytes
+    return this.db.get<{ bytes: Uint8Array }>(`SELECT bytes FROM blocks WHERE ${this.where}`, this.params(cid))?.bytes
   }
 
   *get(cid: CID, _options?: AbortOptions): Generator<Uint8Array> {
@@ -109,9 +255,9 @@ export class SqliteBlockstore implements Blockstore {
   }
 
   *getAll(): Generator<Pair> {
-    for (const row of this.db.all<{ cid: string; bytes: Uint8Array }>('SELECT cid, bytes FROM blocks')) {
+    for (const row of this.db.all<{ cid: Uint8Array | string; bytes: Uint8Array }>('SELECT cid, bytes FROM blocks')) {
       yield {
-        cid: CID.parse(row.cid),
+        cid: this.rowCid(row.cid),
         bytes: (function* () {
           yield row.bytes
         })()
@@ -120,7 +266,7 @@ export class SqliteBlockstore implements Blockstore {
   }
 
   delete(cid: CID): void {
-    this.db.run('DELETE FROM blocks WHERE cid = ?', [cid.toString()])
+    this.remove([cid.toString()])
   }
 
   async *deleteMany(source: Iterable<CID> | AsyncIterable<CID>): AsyncGenerator<CID> {
@@ -132,7 +278,7 @@ export class SqliteBlockstore implements Blockstore {
 
   /** @returns every block's CID and size */
   sizes(): Array<{ cid: string; size: number }> {
-    return this.db.all<{ cid: string; size: number }>('SELECT cid, length(bytes) AS size FROM blocks')
+    return this.db.all<{ cid: Uint8Array | string; size: number }>('SELECT cid, length(bytes) AS size FROM blocks').map((r) => ({ cid: this.rowString(r.cid), size: r.size }))
   }
 
   /**
@@ -140,12 +286,12 @@ export class SqliteBlockstore implements Blockstore {
    * page's `next` to get the one after it, until `next` is undefined.
    */
   sizesPage(after: number, limit: number, through: number): { rows: Array<{ cid: string; size: number }>; next?: number } {
-    const rows = this.db.all<{ r: number; cid: string; size: number }>('SELECT rowid AS r, cid, length(bytes) AS size FROM blocks WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?', [
+    const rows = this.db.all<{ r: number; cid: Uint8Array | string; size: number }>('SELECT rowid AS r, cid, length(bytes) AS size FROM blocks WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?', [
       after,
       through,
       limit
     ])
-    return { rows: rows.map((r) => ({ cid: r.cid, size: r.size })), next: rows.length < limit ? undefined : rows[rows.length - 1].r }
+    return { rows: rows.map((r) => ({ cid: this.rowString(r.cid), size: r.size })), next: rows.length < limit ? undefined : rows[rows.length - 1].r }
   }
 
   /** @returns the highest storage position so far: pass it as `through` to sizesPage to list no block stored later */
@@ -158,10 +304,14 @@ export class SqliteBlockstore implements Blockstore {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM blocks')?.n ?? 0
   }
 
-  /** Deletes blocks by CID, in one transaction. */
+  /**
+   * Deletes blocks by CID, in one transaction.
+   *
+   * @throws Error when a string is no CID's text
+   */
   remove(cids: readonly string[]): void {
     this.db.transaction(() => {
-      for (const cid of cids) this.db.run('DELETE FROM blocks WHERE cid = ?', [cid])
+      for (const cid of cids) this.db.run(`DELETE FROM blocks WHERE ${this.where}`, this.stringParams(cid))
     })
   }
 

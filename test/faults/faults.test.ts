@@ -6,6 +6,18 @@ import { Database } from 'bun:sqlite'
 import { cairn, EXAMPLES, invite, NodeProcess, publishMany, tempDir, waitFor } from '../helpers/process.ts'
 import { appliedCounts, eventCount, query } from '../helpers/db.ts'
 import { inProcessNode } from '../helpers/forge.ts'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { SqliteBlockstore } from '../../src/store/blockstore.ts'
+
+/** Deletes blocks from a stopped node's blocks.db, as a lost WAL or a damaged disk would. */
+async function deleteBlocks(dir: string, cids: string[] | ((blocks: SqliteBlockstore) => string[])): Promise<void> {
+  const blocks = new SqliteBlockstore(await openDatabase(join(dir, 'blocks.db')))
+  try {
+    blocks.remove(typeof cids === 'function' ? cids(blocks) : cids)
+  } finally {
+    blocks.db.close()
+  }
+}
 
 /** Scale: CI-sized by default; FAULTS_SCALE=10 for the on-demand run (see RELIABILITY.md). */
 const SCALE = Number(process.env.FAULTS_SCALE ?? 1)
@@ -91,9 +103,7 @@ describe('faults', () => {
     if (durableThrough() >= lastSeq) {
       // The kill came right after the once-a-second sync, which left no tail: lose the last commit's file
       // as the WAL would have taken it a moment later, so that the rebuild is always what is tested.
-      const blocksDb = new Database(join(a.dir, 'blocks.db'))
-      blocksDb.run('DELETE FROM blocks WHERE cid = ?', [last.cid])
-      blocksDb.close()
+      await deleteBlocks(a.dir, [last.cid])
       const db = new Database(join(a.dir, 'cairn.db'))
       db.run("UPDATE meta SET value = min(CAST(value AS INTEGER), ?) WHERE key = 'outbox_blocks_durable_through'", [lastSeq - 1])
       db.close()
@@ -135,9 +145,7 @@ describe('faults', () => {
     const last = query<{ seq: number; cid: string }>(a.dir, 'SELECT seq, cid FROM outbox ORDER BY seq DESC LIMIT 1')[0]
     for (const f of ['blocks.db-wal', 'blocks.db-shm']) rmSync(join(a.dir, f), { force: true })
     // The last file lost with the WAL (it is, unless the once-a-second sync ran between the last commit and the kill: then as if it had not) ...
-    const blocksDb = new Database(join(a.dir, 'blocks.db'))
-    blocksDb.run('DELETE FROM blocks WHERE cid = ?', [last.cid])
-    blocksDb.close()
+    await deleteBlocks(a.dir, [last.cid])
     // ... and its events row gone, as events-retention could have done.
     const db = new Database(join(a.dir, 'cairn.db'))
     db.run('DELETE FROM events WHERE seq = ?', [last.seq])
@@ -278,9 +286,7 @@ describe('faults', () => {
 
     // a missing block of the own outbox
     copyFileSync(join(a.dir, 'blocks.db'), join(tmp.path, 'blocks.bak'))
-    const db = new Database(join(a.dir, 'blocks.db'))
-    db.run("DELETE FROM blocks WHERE cid = (SELECT cid FROM blocks WHERE cid LIKE 'bafkrei%' LIMIT 1)")
-    db.close()
+    await deleteBlocks(a.dir, (blocks) => [blocks.sizes().find((b) => b.cid.startsWith('bafkrei'))!.cid])
     const missing = await cairn(['doctor', '--data', a.dir])
     expect(missing.code).toBe(1)
     expect(missing.stdout).toContain('FAIL  outbox blocks')
