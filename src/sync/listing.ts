@@ -5,7 +5,8 @@ import { misplacedIn, readDirectoryNode, type DirectoryNode } from '../unixfs/ha
 import { RefusedTreeError } from '../errors.ts'
 import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
 import { fetchBlock, fetchBlocks, type WalkFetcher } from './fetch.ts'
-import { planFiles, refuseDay, refuseHour, SeqWindow, type WalkBudget, type Candidate, type Refused, type WalkWindow } from './plan.ts'
+import { planFiles, refuseDay, refuseHour, SeqWindow, type WalkBudget, type Refused, type WalkWindow } from './plan.ts'
+import { PlannedFiles } from './plannedFiles.ts'
 
 /** Shards of one level fetched and read at once: four batches of the blocks protocol. */
 const LIST_SLICE = 4096
@@ -14,11 +15,10 @@ const LIST_SLICE = 4096
 export interface Listing {
   /** per directory walked (day, hour, shard below an hour), its CID: recorded once the walk completes */
   walked: Map<string, string>
-  /** the files to fetch, in seq order, up to `top` */
-  candidates: Candidate[]
+  /** the files to fetch and those refused as oversized by their link size, in seq order, up to `top` */
+  files: PlannedFiles
+  /** entries refused by their name (no seq) */
   refused: Refused[]
-  /** seqs refused as oversized: found, though not fetched */
-  oversized: Set<number>
   /** the highest seq this pass covers (see SeqWindow) */
   top: number
   /** whether it covers everything up to the head: only then are the directories walked recorded */
@@ -36,8 +36,8 @@ export interface Listing {
  */
 export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget, keep: number): Promise<Listing> {
   const { producer } = f
-  const found = new SeqWindow(keep)
-  const out: Listing = { walked: new Map(), candidates: [], refused: [], oversized: new Set(), top: window.headSeq, complete: true }
+  const found = new SeqWindow(keep, window.maxEventSize)
+  const out: Listing = { walked: new Map(), files: new PlannedFiles(window.maxEventSize), refused: [], top: window.headSeq, complete: true }
   const days = await list(f, '', root, budget)
   for (const day of days) {
     // A producer's snapshots are read only when a plugin needs one (plugins/snapshots.ts), never walked.
@@ -64,9 +64,7 @@ export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTab
     out.walked.set(day.name, day.cid.toString())
   }
   const pass = found.finish(window.headSeq)
-  out.candidates = pass.candidates
-  out.refused.push(...pass.oversized)
-  for (const r of pass.oversized) if (r.seq != null) out.oversized.add(r.seq)
+  out.files = pass.files
   out.top = pass.top
   out.complete = pass.complete
   if (!out.complete) out.walked.clear()
@@ -122,9 +120,7 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
         if (node.fanout !== fanout) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path} has fanout ${node.fanout} in a bucket of fanout ${fanout}`)
         const misplaced = misplacedIn(node, l.slots)
         if (misplaced != null) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path}: ${misplaced}`)
-        const plan = planFiles(path, node.entries, window, budget)
-        found.add(plan)
-        for (const r of plan.refused) if (r.seq == null) out.refused.push(r)
+        for (const r of planFiles(path, node.entries, window, found, budget)) out.refused.push(r)
         const paths = node.shards.map((shard) => `${l.path}#${shard.label}`)
         const known = dirs.many(f.producer, paths)
         node.shards.forEach((shard, j) => {

@@ -247,7 +247,7 @@ export class Syncer {
     // A pass that kept only the lowest seqs: the next goes on from its top, right after this one.
     if (!listing.complete) this.scheduler.schedule(producer)
     log.debug(
-      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.candidates.length} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`,
+      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.files.toFetch()} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`,
       { producer }
     )
   }
@@ -265,15 +265,10 @@ function parseAcks(text: string): Record<string, number> {
 
 /**
  * @returns the listing without what lies above `cap` (a removed member's events after its last valid seq):
- * a pass that ends at `cap`, short of the head, so its directories are not recorded as walked
+ * a pass that ends at `cap`, short of the head, so its directories are not recorded as walked; its files
+ * are cut in place
  */
 function capListing(listing: Awaited<ReturnType<typeof listChanges>>, cap: number): Awaited<ReturnType<typeof listChanges>> {
-  return {
-    walked: new Map(),
-    candidates: listing.candidates.filter((c) => c.seq <= cap),
-    refused: listing.refused.filter((r) => r.seq == null || r.seq <= cap),
-    oversized: new Set([...listing.oversized].filter((seq) => seq <= cap)),
-    top: cap,
-    complete: false
-  }
+  listing.files.keepUpTo(cap)
+  return { walked: new Map(), files: listing.files, refused: listing.refused, top: cap, complete: false }
 }
