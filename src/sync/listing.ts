@@ -1,4 +1,5 @@
-import { CID } from 'multiformats/cid'
+import type { CID } from 'multiformats/cid'
+import { cidFromBytes, cidString } from '../util/cidString.ts'
 import type { RemoteDirsTable } from '../store/remoteDirs.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
 import { misplacedIn, readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
@@ -97,6 +98,7 @@ async function list(f: WalkFetcher, path: string, cid: CID, budget: WalkBudget):
 async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget, out: Listing, found: SeqWindow): Promise<void> {
   // A level's shards keep their CIDs as copied bytes: a CID decoded from its parent block holds the whole
   // block (and, once printed, its string), and the deepest level of a large bucket is tens of thousands.
+  // CIDs are printed flat (cidString), never as multiformats' ropes of ~60 cells.
   let level: Array<{ path: string; cid: Uint8Array; slots: number[] }> = [{ path, cid: cid.bytes.slice(), slots: [] }]
   let fanout: number | undefined
   for (let depth = 0; level.length > 0; depth++) {
@@ -105,7 +107,7 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
     // A level of a large bucket is tens of thousands of shards: fetched and read a slice at a time.
     for (let from = 0; from < level.length; from += LIST_SLICE) {
       const slice = level.slice(from, from + LIST_SLICE)
-      const cids = slice.map((l) => CID.decode(l.cid))
+      const cids = slice.map((l) => cidFromBytes(l.cid))
       for (const [i, l] of slice.entries()) budget.enter(cids[i], l.path)
       const got = await fetchBlocks(f, cids, { bulkFrom: 8, concurrency: 64 })
       for (const [i, l] of slice.entries()) {
@@ -123,7 +125,7 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
         const paths = node.shards.map((shard) => `${l.path}#${shard.label}`)
         const known = dirs.many(f.producer, paths)
         node.shards.forEach((shard, j) => {
-          if (known.get(paths[j]) !== shard.cid.toString()) next.push({ path: paths[j], cid: shard.cid.bytes.slice(), slots: [...l.slots, parseInt(shard.label, 16)] })
+          if (known.get(paths[j]) !== cidString(shard.cid)) next.push({ path: paths[j], cid: shard.cid.bytes.slice(), slots: [...l.slots, parseInt(shard.label, 16)] })
         })
         if (l.path !== path) out.walked.set(l.path, cids[i].toString())
       }

@@ -1,5 +1,6 @@
-import { CID } from 'multiformats/cid'
+import type { CID } from 'multiformats/cid'
 import { fileName } from '../model/layout.ts'
+import { cidFromBytes } from '../util/cidString.ts'
 import type { Rejection } from '../model/eventFile.ts'
 
 /** An entry of a producer's tree that a walk refused; `seq` when it is an event file. */
@@ -97,11 +98,12 @@ export class PlannedFiles {
   }
 
   /**
-   * @returns row `i`'s CID, decoded from a copy of its bytes: decoding takes views of the bytes, and a
-   * view gives a typed array an ArrayBuffer of its own (JavaScriptCore), which would keep the arena
+   * @returns row `i`'s CID, its string cached flat (cidFromBytes), decoded from a copy of its bytes:
+   * decoding takes views of the bytes, and a view gives a typed array an ArrayBuffer of its own
+   * (JavaScriptCore), which would keep the arena
    */
   cid(i: number): CID {
-    return CID.decode(this.arena.slice(i === 0 ? 0 : this.cidEnds[i - 1], this.cidEnds[i]))
+    return cidFromBytes(this.arena.slice(i === 0 ? 0 : this.cidEnds[i - 1], this.cidEnds[i]))
   }
 
   /** @returns row `i`'s path in the producer's tree */
