@@ -39,6 +39,7 @@ import { MEMORY_CHECK_MS, MemoryTarget, processMemoryProbe } from '../runtime/me
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
 import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
+import { COLLECT_EVERY_BLOCKS } from '../sync/fetch.ts'
 import { LateRelays } from '../sync/lateRelays.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { VERSION } from '../version.ts'
@@ -248,6 +249,7 @@ export class CairnNode {
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
         limits: { maxEventSize: cfg.maxEventSize, maxDepth: cfg.maxDepth, maxFilesPerWalk: cfg.maxFilesPerWalk },
         fetchTimeout: cfg.fetchTimeout,
+        collectGarbage: collectOnDemand(),
         keepBlocks: (blocks) => {
           fetcher.keepHinted(blocks)
         },
@@ -800,4 +802,10 @@ export class CairnNode {
   async busRoot(): Promise<CID> {
     return await busRoot(this.run.opened.store.producers.syncedRoots(), this.run.opened.blocks)
   }
+}
+
+/** @returns a walk's collection every COLLECT_EVERY_BLOCKS blocks, where the runtime can collect on demand */
+function collectOnDemand(): { every: number; collect: () => void } | undefined {
+  const probe = processMemoryProbe()
+  return probe == null ? undefined : { every: COLLECT_EVERY_BLOCKS, collect: probe.collect }
 }

@@ -23,6 +23,40 @@ export interface WalkFetcher {
   /** tells the scheduler the walk is not stuck */
   progressed: () => void
   log: Log
+  /** counts the blocks the walk reads in batches, and collects the heap's garbage as they add up */
+  collector?: CollectEvery
+}
+
+/**
+ * Blocks one walk reads in batches (directories and event files) between two full collections of the
+ * heap, where the runtime can collect on demand. A catch-up's garbage follows the blocks it decodes, and
+ * JavaScriptCore, pacing its collections by the machine's RAM, lets that garbage grow to hundreds of MiB;
+ * a collection costs tens of ms at a node's live heap. A walk of fewer blocks never collects.
+ */
+export const COLLECT_EVERY_BLOCKS = 16_384
+
+/** Runs `collect` when the blocks counted pass another multiple of `every` (once per batch counted). */
+export class CollectEvery {
+  /** collections run, and the milliseconds they took */
+  collections = 0
+  ms = 0
+  private count = 0
+
+  constructor(
+    private readonly every: number,
+    private readonly collect: () => void
+  ) {}
+
+  /** Counts `n` blocks about to be read; collects first (once) when the count passes another multiple of `every`. */
+  add(n: number): void {
+    const before = Math.floor(this.count / this.every)
+    this.count += n
+    if (Math.floor(this.count / this.every) === before) return
+    const t0 = performance.now()
+    this.collect()
+    this.ms += performance.now() - t0
+    this.collections++
+  }
 }
 
 /** @returns the block of `cid`, within the fetch timeout */
@@ -44,9 +78,11 @@ export interface FetchManyOptions {
 
 /**
  * @returns the blocks of `cids`, in order: in one batch where that pays, the ones it missed (or all,
- * when the batch failed) one by one
+ * when the batch failed) one by one; counted by the walk's collector first, while what the walk read
+ * before is garbage
  */
 export async function fetchBlocks(f: WalkFetcher, cids: readonly CID[], options: FetchManyOptions): Promise<Uint8Array[]> {
+  f.collector?.add(cids.length)
   let bulk = new Map<string, Uint8Array>()
   if (f.getBlocks != null && cids.length >= options.bulkFrom) {
     try {

@@ -1,4 +1,4 @@
-import { CID } from 'multiformats/cid'
+import type { CID } from 'multiformats/cid'
 import type { Log } from '../log/logger.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import { readEventFile, type FileLimits, type Rejection } from '../model/eventFile.ts'
@@ -8,19 +8,13 @@ import type { HybridClock } from '../model/hlc.ts'
 import { ClockSkewError } from '../errors.ts'
 import { fetchBlocks, type WalkFetcher } from './fetch.ts'
 import type { Listing } from './listing.ts'
-import { chunksOf, classifyGap, gapsIn, INGEST_CHUNK, INGEST_CHUNK_BYTES, refusedIn, type Candidate } from './plan.ts'
+import { chunksOf, classifyGap, gapsIn, INGEST_CHUNK, INGEST_CHUNK_BYTES, type Refused } from './plan.ts'
 
 /** Below this many files a walk fetches them one by one (they mostly came with the hint anyway). */
 const BULK_FROM = 64
 
 /** A backlog of more than this many files reports its progress. */
 const PROGRESS_FROM = 300
-
-/**
- * @returns a candidate's CID, decoded from a copy of its bytes: decoding takes views of the bytes, and a
- * view gives a typed array an ArrayBuffer of its own (JavaScriptCore), which the pass would hold per file
- */
-const cidOf = (c: Candidate): CID => CID.decode(c.cid.slice())
 
 /** What ingest needs besides the listing: where it writes and tells, and how it checks a file. */
 export interface IngestContext {
@@ -64,19 +58,23 @@ export interface IngestStats {
  */
 export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listing, ctx: IngestContext): Promise<IngestStats> {
   const { producer } = f
-  const { candidates, refused } = listing
-  const progress = progressReporter(candidates.length, (p) => {
+  const planned = listing.files
+  const progress = progressReporter(planned.toFetch(), (p) => {
     ctx.events.safeDispatchEvent('sync:progress', { detail: { producer, ...p } })
   })
-  // The seqs found, ascending: gaps are computed from them, never by counting through the range.
-  const found = [...candidates.map((c) => c.seq), ...listing.oversized].sort((a, b) => a - b)
-  const chunks = chunksOf(candidates, Math.min(ctx.limits.maxFilesPerWalk, INGEST_CHUNK), INGEST_CHUNK_BYTES)
-  const fetchFiles = async (chunk: Candidate[]): Promise<{ cids: CID[]; files: Uint8Array[] }> => {
-    const cids = chunk.map(cidOf)
-    return { cids, files: await fetchBlocks(f, cids, { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }) }
+  // The seqs found (fetched or refused as oversized), ascending: gaps are computed from them, never by
+  // counting through the range.
+  const found = planned.seqList()
+  const chunks = chunksOf(planned, Math.min(ctx.limits.maxFilesPerWalk, INGEST_CHUNK), INGEST_CHUNK_BYTES)
+  type Fetched = { rows: number[]; cids: CID[]; files: Uint8Array[] }
+  const fetchFiles = async ([first, end]: [number, number]): Promise<Fetched> => {
+    const rows: number[] = []
+    for (let i = first; i < end; i++) if (!planned.oversized(i)) rows.push(i)
+    const cids = rows.map((i) => planned.cid(i))
+    return { rows, cids, files: await fetchBlocks(f, cids, { bulkFrom: BULK_FROM, concurrency: 512, onFetched: progress }) }
   }
   // A prefetch that fails while the chunk before it is stored must not become an unhandled rejection.
-  const prefetch = (chunk: Candidate[]): Promise<{ cids: CID[]; files: Uint8Array[] }> => {
+  const prefetch = (chunk: [number, number]): Promise<Fetched> => {
     const p = fetchFiles(chunk)
     p.catch(() => {})
     return p
@@ -86,24 +84,28 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
   let fetchMs = 0
   let storeMs = 0
   for (let k = 0; k < chunks.length; k++) {
-    const chunk = chunks[k]
+    const [first, end] = chunks[k]
     const f0 = performance.now()
-    const { cids, files } = await fetching
+    const { rows, cids, files } = await fetching
     fetchMs += performance.now() - f0
     if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
     const s0 = performance.now()
-    const read = chunk.map((c, i) => readEventFile(files[i], { producer, seq: c.seq, eventId: c.eventId }, ctx.limits))
+    const read = rows.map((row, i) => readEventFile(files[i], { producer, seq: planned.seq(row), eventId: planned.eventId(row) }, ctx.limits))
     const { at: heldAt, why: heldWhy, retryInMs } = clockHold(read, producer, ctx.clock)
     const last = heldAt < 0 && k === chunks.length - 1
-    const top = heldAt >= 0 ? chunk[heldAt].seq - 1 : last ? listing.top : chunk[chunk.length - 1].seq
+    const top = heldAt >= 0 ? planned.seq(rows[heldAt]) - 1 : last ? listing.top : planned.seq(rows[rows.length - 1])
     const accepted: Array<{ envelope: EventEnvelope; cid: string }> = []
-    const chunkRefused = refusedIn(refused, k, prevTop, top, last)
-    chunk.forEach((c, i) => {
+    // Refusals by name go with the first chunk; files refused as oversized with the chunk whose seqs hold them.
+    const chunkRefused: Refused[] = k === 0 ? [...listing.refused] : []
+    for (let i = first; i < end; i++) {
+      if (planned.oversized(i) && planned.seq(i) > prevTop && (last || planned.seq(i) <= top)) chunkRefused.push(planned.refusal(i))
+    }
+    rows.forEach((row, i) => {
       if (heldAt >= 0 && i >= heldAt) return
       const r = read[i]
       const rejection = 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection
       if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: cids[i].toString() })
-      else if (rejection != null) chunkRefused.push({ path: c.path, cid: cids[i].toString(), rejection, seq: c.seq })
+      else if (rejection != null) chunkRefused.push({ path: planned.path(row), cid: cids[i].toString(), rejection, seq: planned.seq(row) })
     })
     const gaps = gapsIn(found, prevTop + 1, top).flatMap(([from, to]) => classifyGap(from, to, target.joinedSeq, target.prunedPlain))
 
@@ -141,10 +143,10 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     storeMs += performance.now() - s0
     if (added.length > 0) ctx.events.safeDispatchEvent('events:ingested', { detail: added })
     if (heldWhy != null) {
-      ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'clock_skew', detail: `seq ${chunk[heldAt].seq} of ${heldWhy}`, peer: producer } })
+      ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'clock_skew', detail: `seq ${planned.seq(rows[heldAt])} of ${heldWhy}`, peer: producer } })
       // Thrown after the events before it are stored: the walk is retried with backoff, and this event
       // and those after it (the producer's seq order) are ingested once this node's clock has caught up.
-      throw new ClockSkewError(`Holding seq ${chunk[heldAt].seq} and later of ${heldWhy}`, retryInMs)
+      throw new ClockSkewError(`Holding seq ${planned.seq(rows[heldAt])} and later of ${heldWhy}`, retryInMs)
     }
   }
   return { chunks: chunks.length, fetchMs, storeMs }

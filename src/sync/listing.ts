@@ -1,11 +1,13 @@
 import type { CID } from 'multiformats/cid'
+import { cidFromBytes, cidString } from '../util/cidString.ts'
 import type { RemoteDirsTable } from '../store/remoteDirs.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
 import { misplacedIn, readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
 import { RefusedTreeError } from '../errors.ts'
 import { SNAPSHOTS_DIR } from '../model/snapshot.ts'
 import { fetchBlock, fetchBlocks, type WalkFetcher } from './fetch.ts'
-import { planFiles, refuseDay, refuseHour, SeqWindow, type WalkBudget, type Candidate, type Refused, type WalkWindow } from './plan.ts'
+import { planFiles, refuseDay, refuseHour, SeqWindow, type WalkBudget, type Refused, type WalkWindow } from './plan.ts'
+import { PlannedFiles } from './plannedFiles.ts'
 
 /** Shards of one level fetched and read at once: four batches of the blocks protocol. */
 const LIST_SLICE = 4096
@@ -14,11 +16,10 @@ const LIST_SLICE = 4096
 export interface Listing {
   /** per directory walked (day, hour, shard below an hour), its CID: recorded once the walk completes */
   walked: Map<string, string>
-  /** the files to fetch, in seq order, up to `top` */
-  candidates: Candidate[]
+  /** the files to fetch and those refused as oversized by their link size, in seq order, up to `top` */
+  files: PlannedFiles
+  /** entries refused by their name (no seq) */
   refused: Refused[]
-  /** seqs refused as oversized: found, though not fetched */
-  oversized: Set<number>
   /** the highest seq this pass covers (see SeqWindow) */
   top: number
   /** whether it covers everything up to the head: only then are the directories walked recorded */
@@ -36,8 +37,8 @@ export interface Listing {
  */
 export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget, keep: number): Promise<Listing> {
   const { producer } = f
-  const found = new SeqWindow(keep)
-  const out: Listing = { walked: new Map(), candidates: [], refused: [], oversized: new Set(), top: window.headSeq, complete: true }
+  const found = new SeqWindow(keep, window.maxEventSize)
+  const out: Listing = { walked: new Map(), files: new PlannedFiles(window.maxEventSize), refused: [], top: window.headSeq, complete: true }
   const days = await list(f, '', root, budget)
   for (const day of days) {
     // A producer's snapshots are read only when a plugin needs one (plugins/snapshots.ts), never walked.
@@ -64,9 +65,7 @@ export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTab
     out.walked.set(day.name, day.cid.toString())
   }
   const pass = found.finish(window.headSeq)
-  out.candidates = pass.candidates
-  out.refused.push(...pass.oversized)
-  for (const r of pass.oversized) if (r.seq != null) out.oversized.add(r.seq)
+  out.files = pass.files
   out.top = pass.top
   out.complete = pass.complete
   if (!out.complete) out.walked.clear()
@@ -97,7 +96,10 @@ async function list(f: WalkFetcher, path: string, cid: CID, budget: WalkBudget):
  * keeps the seqs it found in `found`.
  */
 async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDirsTable, window: WalkWindow, budget: WalkBudget, out: Listing, found: SeqWindow): Promise<void> {
-  let level: Array<{ path: string; cid: CID; slots: number[] }> = [{ path, cid, slots: [] }]
+  // A level's shards keep their CIDs as copied bytes: a CID decoded from its parent block holds the whole
+  // block (and, once printed, its string), and the deepest level of a large bucket is tens of thousands.
+  // CIDs are printed flat (cidString), never as multiformats' ropes of ~60 cells.
+  let level: Array<{ path: string; cid: Uint8Array; slots: number[] }> = [{ path, cid: cid.bytes.slice(), slots: [] }]
   let fanout: number | undefined
   for (let depth = 0; level.length > 0; depth++) {
     budget.depth(depth, level[0].path)
@@ -105,12 +107,9 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
     // A level of a large bucket is tens of thousands of shards: fetched and read a slice at a time.
     for (let from = 0; from < level.length; from += LIST_SLICE) {
       const slice = level.slice(from, from + LIST_SLICE)
-      for (const l of slice) budget.enter(l.cid, l.path)
-      const got = await fetchBlocks(
-        f,
-        slice.map((l) => l.cid),
-        { bulkFrom: 8, concurrency: 64 }
-      )
+      const cids = slice.map((l) => cidFromBytes(l.cid))
+      for (const [i, l] of slice.entries()) budget.enter(cids[i], l.path)
+      const got = await fetchBlocks(f, cids, { bulkFrom: 8, concurrency: 64 })
       for (const [i, l] of slice.entries()) {
         let node: DirectoryNode
         try {
@@ -122,15 +121,13 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
         if (node.fanout !== fanout) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path} has fanout ${node.fanout} in a bucket of fanout ${fanout}`)
         const misplaced = misplacedIn(node, l.slots)
         if (misplaced != null) throw new RefusedTreeError('non_canonical_hamt', `${f.producer}/${l.path}: ${misplaced}`)
-        const plan = planFiles(path, node.entries, window, budget)
-        found.add(plan)
-        for (const r of plan.refused) if (r.seq == null) out.refused.push(r)
+        for (const r of planFiles(path, node.entries, window, found, budget)) out.refused.push(r)
         const paths = node.shards.map((shard) => `${l.path}#${shard.label}`)
         const known = dirs.many(f.producer, paths)
         node.shards.forEach((shard, j) => {
-          if (known.get(paths[j]) !== shard.cid.toString()) next.push({ path: paths[j], cid: shard.cid, slots: [...l.slots, parseInt(shard.label, 16)] })
+          if (known.get(paths[j]) !== cidString(shard.cid)) next.push({ path: paths[j], cid: shard.cid.bytes.slice(), slots: [...l.slots, parseInt(shard.label, 16)] })
         })
-        if (l.path !== path) out.walked.set(l.path, l.cid.toString())
+        if (l.path !== path) out.walked.set(l.path, cids[i].toString())
       }
     }
     level = next

@@ -1,33 +1,11 @@
 import type { CID } from 'multiformats/cid'
 import { isDayName, isHourName, parseFileName } from '../model/layout.ts'
-import type { Rejection } from '../model/eventFile.ts'
 import type { DirEntry } from '../unixfs/tree.ts'
 import { RefusedTreeError } from '../errors.ts'
 import type { GapKind } from '../store/gaps.ts'
-import { runsOf } from '../util/runs.ts'
+import { PlannedFiles, type Refused } from './plannedFiles.ts'
 
-/**
- * An event file a walk fetches: its seq is above the processed one and at most the head's. A pass holds
- * up to 5 × max-files-per-walk of them, so it keeps the CID's bytes, copied: a CID object decoded from a
- * directory block is six cells that hold the whole block (and, once printed, a map caching its string).
- */
-export interface Candidate {
-  seq: number
-  eventId: string
-  /** the file's CID, binary */
-  cid: Uint8Array
-  path: string
-  /** the file's size as its directory link gives it (at most max-event-size) */
-  size: number
-}
-
-/** An entry of a producer's tree that a walk refused; `seq` when it is an event file. */
-export interface Refused {
-  path: string
-  cid?: string
-  rejection: Rejection
-  seq?: number
-}
+export type { Refused } from './plannedFiles.ts'
 
 /** The seqs a walk looks for, and the largest file it fetches. */
 export interface WalkWindow {
@@ -53,37 +31,30 @@ export function refuseHour(dayName: string, hour: DirEntry): Refused | undefined
 }
 
 /**
- * Sorts the files of an hour bucket (or of one of its shards): those to fetch, those refused by name,
- * and those refused as oversized from their link size (without fetching them; a file that lies about its
- * size is caught after the fetch). Files below the window are passed over; each seq in the window is
- * registered with `budget`, which refuses the tree for a seq above the head or found twice.
+ * Sorts the files of an hour bucket (or of one of its shards): those to fetch and those refused as
+ * oversized from their link size (without fetching them; a file that lies about its size is caught after
+ * the fetch) go to `found`, those refused by name are returned. Files below the window are passed over;
+ * each seq in the window is registered with `budget`, which refuses the tree for a seq above the head.
  *
- * @returns candidates, refusals and oversized seqs, each in the order of `files`
- * @throws RefusedTreeError from the budget
+ * @returns the files refused by their name, in the order of `files`
+ * @throws RefusedTreeError from the budget, or from `found` for a seq found twice
  */
-export function planFiles(hourPath: string, files: readonly DirEntry[], window: WalkWindow, budget?: WalkBudget): { candidates: Candidate[]; refused: Refused[]; oversized: number[] } {
-  const candidates: Candidate[] = []
+export function planFiles(hourPath: string, files: readonly DirEntry[], window: WalkWindow, found: SeqWindow, budget?: WalkBudget): Refused[] {
   const refused: Refused[] = []
-  const oversized: number[] = []
   for (const file of files) {
-    const path = `${hourPath}/${file.name}`
     const parsed = parseFileName(file.name)
     if (parsed == null) {
+      const path = `${hourPath}/${file.name}`
       budget?.refused(path)
       refused.push({ path, cid: file.cid.toString(), rejection: { reason: 'name_mismatch', detail: `${file.name} does not follow <seq, 12 digits>-<event_id>.json` } })
       continue
     }
     if (parsed.seq <= window.processedSeq) continue
-    budget?.seq(parsed.seq, path)
+    budget?.seq(parsed.seq, `${hourPath}/${file.name}`)
     if (parsed.seq > window.headSeq) continue
-    if (file.size > window.maxEventSize) {
-      refused.push({ path, cid: file.cid.toString(), rejection: { reason: 'oversized', detail: `${file.size} bytes is over the limit of ${window.maxEventSize}` }, seq: parsed.seq })
-      oversized.push(parsed.seq)
-      continue
-    }
-    candidates.push({ seq: parsed.seq, eventId: parsed.eventId, cid: file.cid.bytes.slice(), path, size: file.size })
+    found.keep(hourPath, parsed.seq, parsed.eventId, file.cid.bytes, file.size, file.size > window.maxEventSize)
   }
-  return { candidates, refused, oversized }
+  return refused
 }
 
 /** Bad names (not a day, an hour or an event file) a walk records before it refuses the whole tree. */
@@ -197,15 +168,10 @@ export class WalkBudget {
   }
 }
 
-/** A seq a pass found: a file to fetch, or one refused as oversized from its link size. */
-type Found = { seq: number; candidate: Candidate; refused?: undefined } | { seq: number; candidate?: undefined; refused: Refused }
-
 /** What one pass of a walk covers. */
 export interface Pass {
-  /** the files to fetch, in seq order */
-  candidates: Candidate[]
-  /** the files refused as oversized, in seq order */
-  oversized: Refused[]
+  /** the files to fetch and those refused as oversized, in seq order */
+  files: PlannedFiles
   /** the highest seq this pass covers: seqs up to it not found are gaps */
   top: number
   /** whether the pass covers everything up to the head; if not, another pass follows from `top` */
@@ -214,83 +180,93 @@ export interface Pass {
 
 /**
  * The seqs one pass of a walk keeps: the `size` lowest found above the processed one, in memory that
- * `size` bounds (never more than 2 × size entries), however many files the tree holds or its head
- * claims. A pass that found more covers seqs up to the highest it kept, and the next pass goes on from
- * there: passes follow the seqs that exist, so a wide, sparse range costs one pass, not one per size.
- * A seq found twice refuses the tree; a duplicate above what a pass keeps is refused by the pass that
- * keeps it (the cut only moves down, so both copies fall on the same side of it).
+ * `size` bounds (never more than 2 × size rows of PlannedFiles), however many files the tree holds or its
+ * head claims. A pass that found more covers seqs up to the highest it kept, and the next pass goes on
+ * from there: passes follow the seqs that exist, so a wide, sparse range costs one pass, not one per size.
+ * A seq found twice refuses the tree, when the rows are next sorted (at 2 × size rows, or when the pass
+ * finishes); a duplicate above what a pass keeps is refused by the pass that keeps it (the cut only moves
+ * down, so both copies fall on the same side of it).
  */
 export class SeqWindow {
-  private items: Found[] = []
-  private readonly seqs = new Set<number>()
+  private files: PlannedFiles
   /** seqs above this are not kept (Infinity until the window first overflows) */
   private cut = Number.POSITIVE_INFINITY
   private readonly size: number
 
-  constructor(size: number) {
+  /** @param maxEventSize the limit an oversized file's refusal names */
+  constructor(size: number, maxEventSize = Number.POSITIVE_INFINITY) {
     this.size = Math.max(1, size)
+    this.files = new PlannedFiles(maxEventSize)
+  }
+
+  /** rows held now (at most 2 × size) */
+  get held(): number {
+    return this.files.length
   }
 
   /**
-   * Keeps what `planFiles` found in one directory.
+   * Keeps a file `planFiles` found in the bucket at `dir`: one to fetch, or one refused as `oversized`.
    *
-   * @throws RefusedTreeError when a seq was found already
+   * @throws RefusedTreeError when a seq was found twice
    */
-  add(plan: { candidates: readonly Candidate[]; refused: readonly Refused[] }): void {
-    for (const c of plan.candidates) this.keep({ seq: c.seq, candidate: c }, c.path)
-    for (const r of plan.refused) if (r.seq != null) this.keep({ seq: r.seq, refused: r }, r.path)
+  keep(dir: string, seq: number, eventId: string, cid: Uint8Array, size: number, oversized: boolean): void {
+    if (seq > this.cut) return
+    this.files.push(dir, seq, eventId, cid, size, oversized)
+    if (this.files.length >= 2 * this.size) this.trim()
   }
 
-  /** @returns what this pass covers, up to `headSeq` at most */
+  /**
+   * @returns what this pass covers, up to `headSeq` at most
+   * @throws RefusedTreeError when a seq was found twice
+   */
   finish(headSeq: number): Pass {
-    this.items.sort((a, b) => a.seq - b.seq)
-    if (this.items.length > this.size) this.trim()
+    this.trim()
     const top = Number.isFinite(this.cut) ? Math.min(this.cut, headSeq) : headSeq
-    const candidates: Candidate[] = []
-    const oversized: Refused[] = []
-    for (const f of this.items) {
-      if (f.candidate != null) candidates.push(f.candidate)
-      else oversized.push(f.refused)
-    }
-    return { candidates, oversized, top, complete: top >= headSeq }
+    return { files: this.files, top, complete: top >= headSeq }
   }
 
-  private keep(found: Found, path: string): void {
-    if (found.seq > this.cut) return
-    if (this.seqs.has(found.seq)) throw new RefusedTreeError('duplicate_seq', `${path}: seq ${found.seq} is in the tree twice`)
-    this.seqs.add(found.seq)
-    this.items.push(found)
-    if (this.items.length >= 2 * this.size) {
-      this.items.sort((a, b) => a.seq - b.seq)
-      this.trim()
-    }
-  }
-
-  /** Drops all but the `size` lowest seqs (items sorted) and lowers the cut to the highest kept. */
+  /** Sorts the rows by seq, refuses a seq found twice, keeps the `size` lowest and lowers the cut to the highest kept. */
   private trim(): void {
-    for (let i = this.size; i < this.items.length; i++) this.seqs.delete(this.items[i].seq)
-    this.items.length = this.size
-    this.cut = this.items[this.size - 1].seq
+    const files = this.files
+    const order = files.order()
+    for (let k = 1; k < order.length; k++) {
+      if (files.seq(order[k]) === files.seq(order[k - 1])) throw new RefusedTreeError('duplicate_seq', `${files.path(order[k])}: seq ${files.seq(order[k])} is in the tree twice`)
+    }
+    const n = Math.min(this.size, order.length)
+    if (order.length > this.size) this.cut = files.seq(order[n - 1])
+    this.files = files.select(order, n)
   }
 }
 
 /**
- * Splits the sorted candidates into chunks of at most `size` files and, past the first file of a chunk,
- * at most `maxBytes` of the sizes their links give, so that memory stays bounded on a long catch-up;
- * there is always one chunk (empty when there is nothing to fetch), the one that records gaps and
- * completes the walk.
+ * Splits the sorted rows of `files` into chunks, each a range of rows `[from, to)`: at most `size` files to
+ * fetch and, past the first of them, at most `maxBytes` of the sizes their links give, so that memory stays
+ * bounded on a long catch-up. A chunk ends at its last file to fetch, so the oversized rows between two
+ * chunks go with the later one, and the last chunk takes the rest; there is always one chunk (of no file
+ * to fetch when there is none), the one that records gaps and completes the walk.
  */
-export function chunksOf(candidates: readonly Candidate[], size: number, maxBytes = Number.POSITIVE_INFINITY): Candidate[][] {
-  const chunks = runsOf(candidates, Math.max(1, size), maxBytes, (c) => c.size)
-  return chunks.length > 0 ? chunks : [[]]
-}
-
-/**
- * @returns the refusals chunk `k` (covering seqs `prevTop+1..top`) records: refusals without a seq go
- * with the first chunk, the others with the chunk whose range holds their seq (the last takes the rest)
- */
-export function refusedIn(refused: readonly Refused[], k: number, prevTop: number, top: number, last: boolean): Refused[] {
-  return refused.filter((r) => (r.seq == null ? k === 0 : r.seq > prevTop && (last || r.seq <= top)))
+export function chunksOf(files: PlannedFiles, size: number, maxBytes = Number.POSITIVE_INFINITY): Array<[number, number]> {
+  const chunks: Array<[number, number]> = []
+  const most = Math.max(1, size)
+  let from = 0
+  let to = 0
+  let count = 0
+  let bytes = 0
+  for (let i = 0; i < files.length; i++) {
+    if (files.oversized(i)) continue
+    const s = files.size(i)
+    if (count > 0 && (count >= most || bytes + s > maxBytes)) {
+      chunks.push([from, to])
+      from = to
+      count = 0
+      bytes = 0
+    }
+    count++
+    bytes += s
+    to = i + 1
+  }
+  chunks.push([from, files.length])
+  return chunks
 }
 
 /**
@@ -298,7 +274,7 @@ export function refusedIn(refused: readonly Refused[], k: number, prevTop: numbe
  * accepted, quarantined or refused as oversized), in time proportional to the seqs found in the range
  * (a binary search to the first), however wide the range: a head's seq may be up to 2^53
  */
-export function gapsIn(found: readonly number[], from: number, to: number): Array<[number, number]> {
+export function gapsIn(found: ArrayLike<number>, from: number, to: number): Array<[number, number]> {
   const gaps: Array<[number, number]> = []
   if (from > to) return gaps
   let lo = 0

@@ -3,7 +3,7 @@ import type { EventEnvelope } from '../model/envelope.ts'
 import type { FileLimits, Rejection } from '../model/eventFile.ts'
 import type { Components } from '../node/components.ts'
 import { trace } from '../log/trace.ts'
-import type { BlockGetter, BlocksGetter, WalkFetcher } from './fetch.ts'
+import { CollectEvery, type BlockGetter, type BlocksGetter, type WalkFetcher } from './fetch.ts'
 import type { Head } from '../model/head.ts'
 import { intakeHead, judgeHead, type HeadIntakeInit, type HeadVerdict } from './headIntake.ts'
 import { ingest } from './ingest.ts'
@@ -28,6 +28,8 @@ export interface SyncerInit extends HeadIntakeInit {
    * (the membership changes the producer had seen, from its head's acks), or undefined
    */
   waitFor?: (producer: string, acks: Record<string, number>, processed: Record<string, number>) => { owner: string; seq: number } | undefined
+  /** a full collection of the heap, run once per `every` blocks a walk reads (COLLECT_EVERY_BLOCKS); none without it */
+  collectGarbage?: { every: number; collect: () => void }
 }
 
 /** What the syncer uses of the node. */
@@ -213,7 +215,8 @@ export class Syncer {
       fetchTimeout: this.init.fetchTimeout,
       signal: handle.signal,
       progressed: handle.progressed,
-      log
+      log,
+      collector: this.init.collectGarbage == null ? undefined : new CollectEvery(this.init.collectGarbage.every, this.init.collectGarbage.collect)
     }
     const t0 = performance.now()
     const window = {
@@ -247,7 +250,7 @@ export class Syncer {
     // A pass that kept only the lowest seqs: the next goes on from its top, right after this one.
     if (!listing.complete) this.scheduler.schedule(producer)
     log.debug(
-      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.candidates.length} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms`,
+      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.files.toFetch()} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms, ${fetcher.collector?.collections ?? 0} collection(s) of the heap in ${(fetcher.collector?.ms ?? 0).toFixed(0)} ms`,
       { producer }
     )
   }
@@ -265,15 +268,10 @@ function parseAcks(text: string): Record<string, number> {
 
 /**
  * @returns the listing without what lies above `cap` (a removed member's events after its last valid seq):
- * a pass that ends at `cap`, short of the head, so its directories are not recorded as walked
+ * a pass that ends at `cap`, short of the head, so its directories are not recorded as walked; its files
+ * are cut in place
  */
 function capListing(listing: Awaited<ReturnType<typeof listChanges>>, cap: number): Awaited<ReturnType<typeof listChanges>> {
-  return {
-    walked: new Map(),
-    candidates: listing.candidates.filter((c) => c.seq <= cap),
-    refused: listing.refused.filter((r) => r.seq == null || r.seq <= cap),
-    oversized: new Set([...listing.oversized].filter((seq) => seq <= cap)),
-    top: cap,
-    complete: false
-  }
+  listing.files.keepUpTo(cap)
+  return { walked: new Map(), files: listing.files, refused: listing.refused, top: cap, complete: false }
 }

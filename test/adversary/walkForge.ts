@@ -98,7 +98,7 @@ export async function headOf(p: Forger, seq: number, root: CID): Promise<Uint8Ar
  */
 export async function victim(
   producers: readonly Forger[],
-  options: { maxFilesPerWalk?: number; before?: (cid: CID) => void | Promise<void> } = {}
+  options: { maxFilesPerWalk?: number; before?: (cid: CID) => void | Promise<void>; collectGarbage?: { every: number; collect: () => void } } = {}
 ): Promise<{ syncer: Syncer; store: Store; events: CairnEventBus; reads: { n: number } }> {
   const db = await openDatabase(':memory:')
   migrate(db)
@@ -116,7 +116,8 @@ export async function victim(
       throw new Error(`missing ${cid}`)
     },
     limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: options.maxFilesPerWalk ?? 20_000 },
-    fetchTimeout: 5000
+    fetchTimeout: 5000,
+    collectGarbage: options.collectGarbage
   })({ self: 'victim', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
   syncer.start()
   return { syncer, store, events, reads }

@@ -1,10 +1,11 @@
 import { describe, expect, test } from 'bun:test'
+import { heapStats } from 'bun:jsc'
 import { waitFor } from '../../src/node/events.ts'
 import { RemoteDirsTable } from '../../src/store/remoteDirs.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { listChanges } from '../../src/sync/listing.ts'
-import { SeqWindow, WalkBudget, type Candidate } from '../../src/sync/plan.ts'
+import { SeqWindow, WalkBudget } from '../../src/sync/plan.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { eventFile, forger, headOf, honestTree, seqsOf, victim } from './walkForge.ts'
 import { CID } from 'multiformats/cid'
@@ -12,7 +13,11 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import * as raw from 'multiformats/codecs/raw'
 
 const cid = CID.create(1, raw.code, await sha256.digest(new Uint8Array([1])))
-const candidate = (seq: number): Candidate => ({ seq, eventId: `e${seq}`, cid: cid.bytes, path: `p${seq}`, size: 100 })
+const ID = '01890a5d-ac96-774b-bcce-b302099a8057'
+const keep = (w: SeqWindow, seqs: number[], oversized = false) => {
+  for (const seq of seqs) w.keep('2024-01-01/00', seq, ID, cid.bytes, 100, oversized)
+}
+const rowSeqs = (files: { length: number; seq(i: number): number }) => Array.from({ length: files.length }, (_, i) => files.seq(i))
 
 describe('a walk holds a bounded window of seqs', () => {
   test('SeqWindow keeps the lowest seqs in at most twice its size, and still refuses a seq found twice', () => {
@@ -21,20 +26,49 @@ describe('a walk holds a bounded window of seqs', () => {
     // 1,000 seqs in a shuffled order, offered one directory of 7 at a time
     const seqs = Array.from({ length: 1000 }, (_, i) => ((i * 389) % 1000) + 1)
     for (let i = 0; i < seqs.length; i += 7) {
-      w.add({ candidates: seqs.slice(i, i + 7).map(candidate), refused: [] })
-      most = Math.max(most, (w as unknown as { items: unknown[] }).items.length)
+      keep(w, seqs.slice(i, i + 7))
+      most = Math.max(most, w.held)
     }
     const pass = w.finish(5000)
-    expect({ seqs: pass.candidates.map((c) => c.seq), top: pass.top, complete: pass.complete }).toEqual({ seqs: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], top: 10, complete: false })
+    expect({ seqs: rowSeqs(pass.files), top: pass.top, complete: pass.complete }).toEqual({ seqs: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], top: 10, complete: false })
     expect(most).toBeLessThan(20)
 
     const dup = new SeqWindow(3)
-    dup.add({ candidates: [5, 6, 7, 8, 9, 10].map(candidate), refused: [] })
-    expect(() => dup.add({ candidates: [candidate(7)], refused: [] })).toThrow('seq 7 is in the tree twice')
+    keep(dup, [5, 6, 7, 8, 9])
+    expect(() => keep(dup, [7])).toThrow('seq 7 is in the tree twice')
     const all = new SeqWindow(10)
-    all.add({ candidates: [3, 1, 2].map(candidate), refused: [{ path: 'x', seq: 4, rejection: { reason: 'oversized', detail: '' } }] })
+    keep(all, [3, 1, 2])
+    keep(all, [4], true)
     const p = all.finish(9)
-    expect({ seqs: p.candidates.map((c) => c.seq), oversized: p.oversized.map((r) => r.seq), top: p.top, complete: p.complete }).toEqual({ seqs: [1, 2, 3], oversized: [4], top: 9, complete: true })
+    expect({ seqs: rowSeqs(p.files), oversized: rowSeqs(p.files).filter((_, i) => p.files.oversized(i)), top: p.top, complete: p.complete }).toEqual({
+      seqs: [1, 2, 3, 4],
+      oversized: [4],
+      top: 9,
+      complete: true
+    })
+  })
+
+  test('a pass holds its planned files in a few typed arrays, not in objects per file', () => {
+    const n = 50_000
+    Bun.gc(true)
+    const before = heapStats().objectCount
+    const w = new SeqWindow(n, 1000)
+    // in a shuffled order, as a HAMT gives them; every tenth refused as oversized
+    for (let i = 0; i < n; i++) {
+      const seq = ((i * 7919) % n) + 1
+      w.keep('2024-01-01/00', seq, ID, cid.bytes, seq % 10 === 0 ? 5000 : 100, seq % 10 === 0)
+    }
+    const pass = w.finish(n)
+    Bun.gc(true)
+    const held = heapStats().objectCount - before
+    expect({ rows: pass.files.length, first: pass.files.path(0), tenth: pass.files.refusal(9).seq, last: pass.files.seq(n - 1), cid: pass.files.cid(n - 1).toString() }).toEqual({
+      rows: n,
+      first: `2024-01-01/00/000000000001-${ID}.json`,
+      tenth: 10,
+      last: n,
+      cid: cid.toString()
+    })
+    expect(held).toBeLessThan(1000)
   })
 
   test('one listing of a 600-file tree keeps only the 50 lowest seqs and says where the next pass starts', async () => {
@@ -54,7 +88,7 @@ describe('a walk holds a bounded window of seqs', () => {
       log: silentLog
     }
     const listing = await listChanges(fetcher, root, new RemoteDirsTable(db), window, new WalkBudget(window, 10), 50)
-    expect({ n: listing.candidates.length, first: listing.candidates[0].seq, top: listing.top, complete: listing.complete, walked: listing.walked.size }).toEqual({
+    expect({ n: listing.files.length, first: listing.files.seq(0), top: listing.top, complete: listing.complete, walked: listing.walked.size }).toEqual({
       n: 50,
       first: 1,
       top: 50,

@@ -2,7 +2,8 @@ import { describe, expect, test } from 'bun:test'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as raw from 'multiformats/codecs/raw'
-import { chunksOf, gapsIn, planFiles, refusedIn, refuseDay, refuseHour, type Candidate, type Refused } from '../../src/sync/plan.ts'
+import { chunksOf, gapsIn, planFiles, refuseDay, refuseHour, SeqWindow } from '../../src/sync/plan.ts'
+import { PlannedFiles } from '../../src/sync/plannedFiles.ts'
 
 const cid = CID.create(1, raw.code, await sha256.digest(new Uint8Array([1])))
 const file = (name: string, size = 100) => ({ name, cid, size })
@@ -10,18 +11,22 @@ const ID = '01890a5d-ac96-774b-bcce-b302099a8057'
 
 describe('walk plan', () => {
   test('planFiles keeps the files in the window, refuses bad names and oversized files by link size', () => {
-    const plan = planFiles(
+    const found = new SeqWindow(10, 1000)
+    const refused = planFiles(
       '2024-01-01/00',
       [file(`000000000001-${ID}.json`), file(`000000000002-${ID}.json`), file(`000000000003-${ID}.json`, 5000), file('notes.txt'), file(`000000000009-${ID}.json`)],
-      { processedSeq: 1, headSeq: 4, maxEventSize: 1000 }
+      { processedSeq: 1, headSeq: 4, maxEventSize: 1000 },
+      found
     )
-    expect({ seqs: plan.candidates.map((c) => c.seq), refused: plan.refused.map((r) => [r.path, r.rejection.reason, r.seq]), oversized: plan.oversized }).toEqual({
-      seqs: [2],
-      refused: [
-        [`2024-01-01/00/000000000003-${ID}.json`, 'oversized', 3],
-        ['2024-01-01/00/notes.txt', 'name_mismatch', undefined]
+    const { files } = found.finish(4)
+    const rows = Array.from({ length: files.length }, (_, i) => [files.seq(i), files.oversized(i), files.path(i), files.eventId(i), files.cid(i).toString()])
+    expect({ rows, refused: refused.map((r) => [r.path, r.rejection.reason, r.seq]), oversized: files.refusal(1) }).toEqual({
+      rows: [
+        [2, false, `2024-01-01/00/000000000002-${ID}.json`, ID, cid.toString()],
+        [3, true, `2024-01-01/00/000000000003-${ID}.json`, ID, cid.toString()]
       ],
-      oversized: [3]
+      refused: [['2024-01-01/00/notes.txt', 'name_mismatch', undefined]],
+      oversized: { path: `2024-01-01/00/000000000003-${ID}.json`, cid: cid.toString(), rejection: { reason: 'oversized', detail: '5000 bytes is over the limit of 1000' }, seq: 3 }
     })
   })
 
@@ -44,19 +49,44 @@ describe('walk plan', () => {
     expect(gapsIn([], 5, 4)).toEqual([])
   })
 
-  test('chunksOf always yields one chunk, and refusedIn puts each refusal in the chunk of its seq', () => {
-    const c = (seq: number): Candidate => ({ seq, eventId: `e${seq}`, cid: cid.bytes, path: `p${seq}`, size: 100 })
-    expect(chunksOf([], 10)).toEqual([[]])
-    expect(chunksOf([c(1), c(2), c(3)], 2).map((k) => k.map((x) => x.seq))).toEqual([[1, 2], [3]])
+  test('chunksOf always yields one chunk, and puts each oversized row in the chunk of its seq', () => {
+    const table = (rows: Array<[number, number] | [number, number, 'oversized']>): PlannedFiles => {
+      const t = new PlannedFiles(1000)
+      for (const [seq, size, over] of rows) t.push('2024-01-01/00', seq, ID, cid.bytes, size, over != null)
+      return t
+    }
+    const seqsOf = (t: PlannedFiles, chunks: Array<[number, number]>) => chunks.map(([from, to]) => Array.from({ length: to - from }, (_, i) => t.seq(from + i)))
+    expect(chunksOf(table([]), 10)).toEqual([[0, 0]])
+    const three = table([
+      [1, 100],
+      [2, 100],
+      [3, 100]
+    ])
+    expect(seqsOf(three, chunksOf(three, 2))).toEqual([[1, 2], [3]])
     // 250 bytes a chunk: two files of 100, then one of 300 alone (a file over the budget still goes, alone)
-    const sized = [c(1), c(2), { ...c(3), size: 300 }, c(4), c(5), c(6)]
-    expect(chunksOf(sized, 10, 250).map((k) => k.map((x) => x.seq))).toEqual([[1, 2], [3], [4, 5], [6]])
-    const refused: Refused[] = [
-      { path: 'x', rejection: { reason: 'name_mismatch', detail: '' } },
-      { path: 'a', seq: 2, rejection: { reason: 'oversized', detail: '' } },
-      { path: 'b', seq: 9, rejection: { reason: 'oversized', detail: '' } }
-    ]
-    expect(refusedIn(refused, 0, 0, 3, false).map((r) => r.path)).toEqual(['x', 'a'])
-    expect(refusedIn(refused, 1, 3, 5, true).map((r) => r.path)).toEqual(['b'])
+    const sized = table([
+      [1, 100],
+      [2, 100],
+      [3, 300],
+      [4, 100],
+      [5, 100],
+      [6, 100]
+    ])
+    expect(seqsOf(sized, chunksOf(sized, 10, 250))).toEqual([[1, 2], [3], [4, 5], [6]])
+    // oversized rows count for neither bound: each goes with the chunk after the last file before it
+    const mixed = table([
+      [1, 5000, 'oversized'],
+      [2, 100],
+      [3, 100],
+      [4, 5000, 'oversized'],
+      [5, 100],
+      [6, 5000, 'oversized']
+    ])
+    expect(seqsOf(mixed, chunksOf(mixed, 2, 250))).toEqual([
+      [1, 2, 3],
+      [4, 5, 6]
+    ])
+    const onlyOversized = table([[7, 5000, 'oversized']])
+    expect(seqsOf(onlyOversized, chunksOf(onlyOversized, 2))).toEqual([[7]])
   })
 })

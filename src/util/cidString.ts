@@ -1,0 +1,42 @@
+import { CID } from 'multiformats/cid'
+
+/** The char codes of RFC 4648 base32, lowercase: the multibase of a CIDv1's string ('b'). */
+const BASE32 = Array.from('abcdefghijklmnopqrstuvwxyz234567', (c) => c.charCodeAt(0))
+
+/**
+ * @returns the string of a CID, as `cid.toString()` gives it, built as one flat string: multiformats
+ * builds it by concatenation, and in JavaScriptCore that string is a rope of ~60 cells (~2 KiB) until
+ * something reads it whole, for every CID a catch-up prints (each shard, each event file)
+ */
+export function cidString(cid: CID): string {
+  return cid.version === 0 ? cid.toString() : base32String(cid.bytes)
+}
+
+/**
+ * @returns the CID of `bytes`, its string (as cidString gives it) already cached on it, so that every
+ * `toString()` of it (block store keys, maps of a fetch, rows) returns that flat string
+ * @throws Error when the bytes are not a CID
+ */
+export function cidFromBytes(bytes: Uint8Array): CID {
+  // A CIDv1 starts with its version, 1; anything else (a CIDv0 is a bare multihash) is decoded as it is.
+  return bytes[0] === 1 ? CID.parse(base32String(bytes)) : CID.decode(bytes)
+}
+
+/** @returns 'b' and the base32 of `bytes`, unpadded, as one flat string */
+function base32String(bytes: Uint8Array): string {
+  const codes = new Uint16Array(1 + Math.ceil((bytes.length * 8) / 5))
+  codes[0] = 98
+  let k = 1
+  let buffer = 0
+  let bits = 0
+  for (let i = 0; i < bytes.length; i++) {
+    buffer = ((buffer << 8) | bytes[i]) & 0xfff
+    bits += 8
+    while (bits >= 5) {
+      bits -= 5
+      codes[k++] = BASE32[(buffer >> bits) & 31]
+    }
+  }
+  if (bits > 0) codes[k++] = BASE32[(buffer << (5 - bits)) & 31]
+  return String.fromCharCode.apply(null, codes as unknown as number[])
+}
