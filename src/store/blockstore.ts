@@ -4,6 +4,7 @@ import { NotFoundError } from 'interface-store'
 import type { Blockstore, InputPair, Pair } from 'interface-blockstore'
 import type { AbortOptions } from '@libp2p/interface'
 import { DataDirError } from '../errors.ts'
+import { cidStringOfBytes } from '../util/cidString.ts'
 import { openDatabase, type SqlDatabase, type SqlValue } from '../runtime/sqlite.ts'
 
 /** How long a write waits for another connection's write to finish. */
@@ -32,15 +33,7 @@ export function blockKey(cid: Uint8Array): number {
   return k - 2 ** 47
 }
 
-/**
- * @returns the text of a CID's bytes, as `CID.toString` gives it (base32 for CIDv1) without a CID object:
- * the garbage collection lists every block
- */
-function cidString(bytes: Uint8Array): string {
-  return bytes[0] === 1 ? base32.encode(bytes) : CID.decode(bytes).toString()
-}
-
-/** @returns the bytes of a CID's text (`cidString`'s inverse) */
+/** @returns the bytes of a CID's text (`cidStringOfBytes`'s inverse) */
 function cidBytes(text: string): Uint8Array {
   return text.startsWith('b') ? base32.decode(text) : CID.parse(text).bytes
 }
@@ -173,7 +166,7 @@ export class SqliteBlockstore implements Blockstore {
       this.where = 'k = ? AND cid = ?'
       this.params = (cid) => [blockKey(cid.bytes), cid.bytes]
       this.rowCid = (v) => CID.decode(v as Uint8Array)
-      this.rowString = (v) => cidString(v as Uint8Array)
+      this.rowString = (v) => cidStringOfBytes(v as Uint8Array)
       this.stringParams = (cid) => {
         const bytes = cidBytes(cid)
         return [blockKey(bytes), bytes]

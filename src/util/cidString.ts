@@ -12,6 +12,11 @@ export function cidString(cid: CID): string {
   return cid.version === 0 ? cid.toString() : base32String(cid.bytes)
 }
 
+/** @returns the string of the CID whose bytes these are (see cidString), without a CID object for a CIDv1 */
+export function cidStringOfBytes(bytes: Uint8Array): string {
+  return bytes[0] === 1 ? base32String(bytes) : CID.decode(bytes).toString()
+}
+
 /**
  * @returns the CID of `bytes`, its string (as cidString gives it) already cached on it, so that every
  * `toString()` of it (block store keys, maps of a fetch, rows) returns that flat string
