@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { uuidv7 } from 'uuidv7'
 import { openDatabase, type SqlDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
-import { insertEvent } from '../../src/store/events.ts'
+import { insertEvent, type EventRow, type EventsTable } from '../../src/store/events.ts'
 import { Store } from '../../src/store/store.ts'
 import { pluginHost, type PluginHost } from '../../src/plugins/host.ts'
 import { requestReplay } from '../../src/plugins/replay.ts'
@@ -10,6 +10,8 @@ import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
 import { definePlugin, v, type Plugin } from '../../src/plugins/mod.ts'
+import { streamEvents } from '../../src/http/stream.ts'
+import { readSse, type SseMessage } from '../../src/client/sse.ts'
 import { waitFor } from '../helpers/process.ts'
 
 const PRODUCER = '12D3KooWA1111111111111111111111111111111111111111111'
@@ -108,5 +110,67 @@ describe('what the plugin host keeps in memory between rounds', () => {
     await host.drain()
     expect(host.watermark()).toBe(top)
     await host.stop()
+  })
+})
+
+describe('GET /v1/stream reads the table only when the watermark moved', () => {
+  test('a wake-up without a new watermark reads nothing; a new one delivers the row', async () => {
+    const rows: EventRow[] = []
+    const row = (cursor: number): EventRow => ({
+      cursor,
+      event_id: `e${cursor}`,
+      producer: PRODUCER,
+      seq: cursor,
+      type: 'test.count',
+      version: 1,
+      hlc: '0',
+      occurred_at: '2026-01-01T00:00:00.000Z',
+      actor: null,
+      correlation_id: null,
+      causation_id: null,
+      payload: '{}',
+      cid: 'bafy',
+      received_at: 0,
+      state: 'done'
+    })
+    rows.push(row(1), row(2))
+    let mark = 2
+    let reads = 0
+    const events = {
+      cursorSpace: () => 'space',
+      highWater: () => rows.length,
+      list: (q: { after?: number; upTo?: number; limit: number }) => {
+        reads++
+        return rows.filter((r) => r.cursor > (q.after ?? 0) && r.cursor <= (q.upTo ?? Infinity)).slice(0, q.limit)
+      }
+    } as unknown as EventsTable
+    const waiters: Array<(woke: boolean) => void> = []
+    const res = streamEvents(new Request('http://127.0.0.1/v1/stream'), {
+      events,
+      watermark: () => mark,
+      wait: async () => await new Promise<boolean>((resolve) => waiters.push(resolve)),
+      heartbeatMs: 60_000
+    })
+    const seen: SseMessage[] = []
+    const messages = readSse(res.body!)
+    const next = async (): Promise<SseMessage> => {
+      const m = (await messages.next()).value as SseMessage
+      seen.push(m)
+      return m
+    }
+    while ((await next()).event !== 'caught-up');
+    expect(reads).toBe(1)
+    const reading = next()
+    await waitFor('the stream waiting', () => waiters.length === 1, 5_000, 1)
+    waiters[0](true)
+    await waitFor('the stream waiting again', () => waiters.length === 2, 5_000, 1)
+    expect(reads).toBe(1)
+    rows.push(row(3))
+    mark = 3
+    waiters[1](true)
+    expect((await reading).id).toBe('3')
+    expect(reads).toBe(2)
+    expect(seen.filter((m) => m.event == null).map((m) => m.id)).toEqual(['1', '2', '3'])
+    await messages.return(undefined)
   })
 })
