@@ -208,9 +208,37 @@ export class PluginHost implements Startable {
     const requests = this.requestsAsked || writes.requests !== this.requestsSeen
     this.requestsAsked = false
     this.requestsSeen = writes.requests
-    // One transaction for the round's writes (each event's apply is a savepoint in it, so a plugin's writes,
-    // its applied mark and its cursor still commit or roll back together): one commit per round.
-    let retryAt = store.transaction(() => {
+    let retryAt: number
+    try {
+      retryAt = this.roundWrites(requests)
+    } catch (err) {
+      // Forgotten before anything else runs: what the round kept may have been rolled back.
+      this.forget()
+      throw err
+    }
+    trace('plugins.round_done')
+    this.components.events.safeDispatchEvent('plugins:progress', {})
+    const known = this.nextEffect
+    if (known == null || known.effects !== writes.effects || known.at <= this.ctx.now()) {
+      await runEffects(this.ctx, this.plugins, this.init.publish)
+      const effects = writes.effects
+      this.nextEffect = { at: nextEffectAt(this.ctx), effects }
+    }
+    retryAt = Math.min(retryAt, this.nextEffect?.at ?? Infinity)
+    return this.status === 'started' ? retryAt : Infinity
+  }
+
+  /**
+   * The round's reads and writes of the database, in one transaction: each event's apply is a savepoint in
+   * it, so a plugin's writes, its applied mark and its cursor still commit or roll back together.
+   *
+   * @param requests whether to read the rebuild requests and replay queues
+   * @returns when the next retry is due (Infinity: none waits)
+   */
+  private roundWrites(requests: boolean): number {
+    const { store } = this.components
+    const writes = store.pluginState.writes
+    return store.transaction(() => {
       let at = Infinity
       for (const { plugin } of this.init.plugins) {
         if (this.status !== 'started') return Infinity
@@ -229,16 +257,6 @@ export class PluginHost implements Startable {
       if (this.init.plugins.length > 0) this.mark = { value: this.markOf(low), progress: writes.progress }
       return at
     })
-    trace('plugins.round_done')
-    this.components.events.safeDispatchEvent('plugins:progress', {})
-    const known = this.nextEffect
-    if (known == null || known.effects !== writes.effects || known.at <= this.ctx.now()) {
-      await runEffects(this.ctx, this.plugins, this.init.publish)
-      const effects = writes.effects
-      this.nextEffect = { at: nextEffectAt(this.ctx), effects }
-    }
-    retryAt = Math.min(retryAt, this.nextEffect?.at ?? Infinity)
-    return this.status === 'started' ? retryAt : Infinity
   }
 
   /** @returns the highest cursor every plugin's forward walk has passed (rows waiting for a retry included) */
