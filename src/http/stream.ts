@@ -84,6 +84,9 @@ export function streamEvents(request: Request, deps: StreamDeps): Response {
   const encoder = new TextEncoder()
   const abort = new AbortController()
   let cursor = from
+  // The watermark up to which every row after `cursor` has been read: rows added later have higher cursors
+  // than any handed out, so until the watermark moves there is nothing more to read.
+  let readUpTo: number | undefined
   let caughtUp = false
   let wrote = Date.now()
   const body = new ReadableStream<Uint8Array>({
@@ -100,7 +103,9 @@ export function streamEvents(request: Request, deps: StreamDeps): Response {
       }
       for (;;) {
         if (abort.signal.aborted) return end()
-        const rows = deps.events.list({ after: cursor, upTo: deps.watermark(), types, limit: PAGE })
+        const upTo = deps.watermark()
+        const rows = upTo === readUpTo ? [] : deps.events.list({ after: cursor, upTo, types, limit: PAGE })
+        readUpTo = rows.length < PAGE ? upTo : undefined
         let text = rows.map((r) => `id: ${r.cursor}\ndata: ${JSON.stringify(eventJson(r))}\n\n`).join('')
         if (rows.length > 0) {
           cursor = rows[rows.length - 1].cursor

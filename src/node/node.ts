@@ -418,7 +418,7 @@ export class CairnNode {
           const now = opened.store.dataVersion()
           if (now === dataVersion) return
           dataVersion = now
-          plugins.notify()
+          plugins.changedElsewhere()
         }, 1000)
       )
       running.startedAt = Date.now()

@@ -57,6 +57,14 @@ export class PluginHost implements Startable {
   private running: Promise<void> | undefined
   private again = false
   private readonly abort = new AbortController()
+  /** whether the next round reads the rebuild requests and replay queues: at start, and after a request was made */
+  private requestsAsked = true
+  /** `PluginWrites.requests` when the requests were last read */
+  private requestsSeen = -1
+  /** the watermark and `PluginWrites.progress` when it was read: it holds until a cursor or a row's state is written */
+  private mark: { value: number; progress: number } | undefined
+  /** when the next effect is due as last read, and `PluginWrites.effects` then */
+  private nextEffect: { at: number; effects: number } | undefined
 
   constructor(components: PluginHostComponents, init: PluginHostInit) {
     this.components = components
@@ -67,7 +75,8 @@ export class PluginHost implements Startable {
       maxAttempts: init.maxAttempts ?? 5,
       backoffMs: init.backoffMs ?? 200,
       now: init.now ?? Date.now,
-      heldLogged: new Set()
+      heldLogged: new Set(),
+      nextRetry: new Map()
     }
   }
 
@@ -128,9 +137,10 @@ export class PluginHost implements Startable {
             retryAt = r
           },
           (err: Error) => {
-            // A round that fails as a whole (the database is full or unreadable) wrote nothing it could not
-            // undo: each event's writes are one transaction. It is tried again, not given up.
+            // A round that fails as a whole (the database is full or unreadable) wrote nothing: its writes are
+            // one transaction. It is tried again, not given up.
             this.components.log.error(`a plugin round failed, trying again in ${ROUND_RETRY_MS} ms: ${err.message}`, { reason: 'plugin_round_failed' })
+            this.forget()
             retryAt = this.ctx.now() + ROUND_RETRY_MS
           }
         )
@@ -173,25 +183,80 @@ export class PluginHost implements Startable {
     this.components.events.safeDispatchEvent('plugins:idle', {})
   }
 
+  /**
+   * Tells the host that another connection (a CLI process: `cairn replay`, `cairn plugins rebuild`) committed
+   * to the database: the next round, which this schedules, reads the rebuild requests and replay queues.
+   */
+  changedElsewhere(): void {
+    this.requestsAsked = true
+    this.notify()
+  }
+
+  /** Forgets every answer kept in memory (after a round that failed: what it read may have been rolled back). */
+  private forget(): void {
+    this.requestsAsked = true
+    this.mark = undefined
+    this.nextEffect = undefined
+    this.ctx.nextRetry?.clear()
+  }
+
   /** @returns when the next retry or effect is due (Infinity: none waits) */
   private async round(): Promise<number> {
     trace('plugins.round')
-    let retryAt = Infinity
-    for (const { plugin } of this.init.plugins) {
-      if (this.status !== 'started') return Infinity
-      const rebuilt = rebuildIfRequested(this.ctx, plugin)
-      if (rebuilt != null) this.components.events.safeDispatchEvent('plugin:rebuilt', { detail: { plugin: plugin.name, applied: rebuilt } })
-      retryAt = Math.min(retryAt, replayQueued(this.ctx, plugin), processPlugin(this.ctx, plugin))
+    const { store } = this.components
+    const writes = store.pluginState.writes
+    const requests = this.requestsAsked || writes.requests !== this.requestsSeen
+    this.requestsAsked = false
+    this.requestsSeen = writes.requests
+    let retryAt: number
+    try {
+      retryAt = this.roundWrites(requests)
+    } catch (err) {
+      // Forgotten before anything else runs: what the round kept may have been rolled back.
+      this.forget()
+      throw err
     }
-    this.components.store.events.markDone(
-      this.pluginsCursor(),
-      this.plugins.map((p) => p.name)
-    )
     trace('plugins.round_done')
     this.components.events.safeDispatchEvent('plugins:progress', {})
-    await runEffects(this.ctx, this.plugins, this.init.publish)
-    retryAt = Math.min(retryAt, nextEffectAt(this.ctx))
+    const known = this.nextEffect
+    if (known == null || known.effects !== writes.effects || known.at <= this.ctx.now()) {
+      await runEffects(this.ctx, this.plugins, this.init.publish)
+      const effects = writes.effects
+      this.nextEffect = { at: nextEffectAt(this.ctx), effects }
+    }
+    retryAt = Math.min(retryAt, this.nextEffect?.at ?? Infinity)
     return this.status === 'started' ? retryAt : Infinity
+  }
+
+  /**
+   * The round's reads and writes of the database, in one transaction: each event's apply is a savepoint in
+   * it, so a plugin's writes, its applied mark and its cursor still commit or roll back together.
+   *
+   * @param requests whether to read the rebuild requests and replay queues
+   * @returns when the next retry is due (Infinity: none waits)
+   */
+  private roundWrites(requests: boolean): number {
+    const { store } = this.components
+    const writes = store.pluginState.writes
+    return store.transaction(() => {
+      let at = Infinity
+      for (const { plugin } of this.init.plugins) {
+        if (this.status !== 'started') return Infinity
+        if (requests) {
+          const rebuilt = rebuildIfRequested(this.ctx, plugin)
+          if (rebuilt != null) this.components.events.safeDispatchEvent('plugin:rebuilt', { detail: { plugin: plugin.name, applied: rebuilt } })
+          at = Math.min(at, replayQueued(this.ctx, plugin))
+        }
+        at = Math.min(at, processPlugin(this.ctx, plugin))
+      }
+      const low = this.pluginsCursor()
+      store.events.markDone(
+        low,
+        this.plugins.map((p) => p.name)
+      )
+      if (this.init.plugins.length > 0) this.mark = { value: this.markOf(low), progress: writes.progress }
+      return at
+    })
   }
 
   /** @returns the highest cursor every plugin's forward walk has passed (rows waiting for a retry included) */
@@ -199,6 +264,12 @@ export class PluginHost implements Startable {
     const { store } = this.components
     if (this.init.plugins.length === 0) return store.events.maxCursor()
     return store.pluginState.lowestCursor(this.init.plugins.map((p) => p.plugin.name))
+  }
+
+  /** @returns the watermark, given the plugins' lowest cursor */
+  private markOf(low: number): number {
+    const pending = this.components.store.events.lowestPendingCursor()
+    return Math.min(low, pending == null ? Infinity : pending - 1)
   }
 
   /**
@@ -210,8 +281,10 @@ export class PluginHost implements Startable {
     const { store } = this.components
     if (this.init.plugins.length === 0) return store.events.maxCursor()
     if (this.status !== 'started') return 0
-    const pending = store.events.lowestPendingCursor()
-    return Math.min(this.pluginsCursor(), pending == null ? Infinity : pending - 1)
+    // Rows added later have higher cursors than any handed out: only a cursor or a row's state moves it.
+    const progress = store.pluginState.writes.progress
+    if (this.mark?.progress !== progress) this.mark = { value: this.markOf(this.pluginsCursor()), progress }
+    return this.mark.value
   }
 
   /**

@@ -9,6 +9,8 @@ const requestKey = (plugin: string): string => `plugin_rebuild:${plugin}`
 /** Asks for a plugin's rebuild: the running node does it at its next round (within a second), a stopped one when it starts. */
 export function requestRebuild(store: Store, plugin: string): void {
   store.meta.put(requestKey(plugin), new Date().toISOString())
+  // A host on this connection checks for requests only after one was made here or elsewhere (PluginHost).
+  store.pluginState.writes.requests++
 }
 
 /** @returns whether a plugin's rebuild was asked for and has not run yet */

@@ -24,6 +24,12 @@ export interface RunContext extends Pick<Components, 'store' | 'log' | 'events'>
   heldLogged?: Set<string>
   /** set while a rebuild re-applies history: effects already ran for it, so none is queued */
   rebuilding?: boolean
+  /**
+   * per plugin, when its next retry is due as last read and the count of retries recorded then
+   * (`PluginWrites.failures`): while no retry was recorded since and that time is ahead, none is due
+   * and the retry queue is not read (the host keeps it between rounds)
+   */
+  nextRetry?: Map<string, { at: number; failures: number }>
 }
 
 /** How many rows a plugin reads from the events table at a time, and retries at most per round. */
@@ -40,23 +46,29 @@ const PAGE = 200
 export function processPlugin(ctx: RunContext, plugin: Plugin): number {
   const { events, pluginState } = ctx.store
   const types = Object.keys(plugin.handles)
-  for (const row of events.dueRetries(plugin.name, ctx.now(), PAGE)) {
-    if (ctx.signal.aborted) break
-    applyOne(ctx, plugin, row, false)
+  const known = ctx.nextRetry?.get(plugin.name)
+  const noneDue = known != null && known.failures === pluginState.writes.failures && known.at > ctx.now()
+  if (!noneDue) {
+    for (const row of events.dueRetries(plugin.name, ctx.now(), PAGE)) {
+      if (ctx.signal.aborted) break
+      applyOne(ctx, plugin, row, false)
+    }
   }
   for (;;) {
     if (ctx.signal.aborted) break
-    const cursor = pluginState.cursor(plugin.name)
-    const rows = events.list({ after: cursor, types, limit: PAGE })
-    if (rows.length === 0) {
+    const rows = events.list({ after: pluginState.cursor(plugin.name), types, limit: PAGE })
+    for (const row of rows) applyOne(ctx, plugin, row, true)
+    if (rows.length < PAGE) {
       // Rows of other types are passed too, so that the watermark can move past them.
-      const top = events.maxCursor()
-      if (top > cursor) pluginState.setCursor(plugin.name, top)
+      if (!ctx.signal.aborted) pluginState.advanceToTop(plugin.name)
       break
     }
-    for (const row of rows) applyOne(ctx, plugin, row, true)
   }
-  return pluginState.nextRetryAt(plugin.name) ?? Infinity
+  if (noneDue && known.failures === pluginState.writes.failures) return known.at
+  const failures = pluginState.writes.failures
+  const at = pluginState.nextRetryAt(plugin.name) ?? Infinity
+  ctx.nextRetry?.set(plugin.name, { at, failures })
+  return at
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
+import { pluginWrites } from './pluginState.ts'
 
 /** A row of `events`. */
 export interface EventRow {
@@ -243,6 +244,7 @@ export class EventsTable {
            AND f.plugin IN (${plugins.map(() => '?').join(',')}))`,
       [cursor, ...plugins]
     )
+    pluginWrites(this.db).progress++
   }
 
   /** @returns the lowest cursor of a row some plugin has not finished, or undefined when there is none */

@@ -55,6 +55,36 @@ export interface DueEffect {
 }
 
 /**
+ * Counters, per database connection, of the writes after which an answer about plugin state that the host
+ * keeps in memory must be asked again. Each counts every write that can make its answer lower (sooner); writes
+ * that only raise it (a retry or effect that went, a replay done) leave it, so a kept answer is never later
+ * than the table's but may be sooner, and is asked again once that time has passed. A rolled-back write has
+ * counted too: the answer is asked again for nothing.
+ */
+export interface PluginWrites {
+  /** plugin cursors and `events.state`: what the stream's watermark is made of */
+  progress: number
+  /** retries recorded (`plugin_failures` rows added or moved) */
+  failures: number
+  /** effects queued or moved */
+  effects: number
+  /** rebuilds and replays asked for (`plugin_replay` rows, the rebuild request in `meta`) */
+  requests: number
+}
+
+const writesByDb = new WeakMap<SqlDatabase, PluginWrites>()
+
+/** @returns the write counters of this connection, shared by every table object made on it */
+export function pluginWrites(db: SqlDatabase): PluginWrites {
+  let w = writesByDb.get(db)
+  if (w == null) {
+    w = { progress: 0, failures: 0, effects: 0, requests: 0 }
+    writesByDb.set(db, w)
+  }
+  return w
+}
+
+/**
  * What the plugin host records per (plugin, event), the event named by (producer, event_id), in `plugin_migrations`, `plugin_cursors`,
  * `plugin_applied`, `plugin_failures`, `dead_letters`, `plugin_held`, `plugin_replay` and `plugin_effects`.
  * A plugin applies an event at most once: `plugin_applied` is written in the transaction of its writes.
@@ -63,9 +93,12 @@ export interface DueEffect {
  */
 export class PluginStateTable {
   private readonly db: SqlDatabase
+  /** what was written on this connection since an answer was kept (see PluginWrites) */
+  readonly writes: PluginWrites
 
   constructor(db: SqlDatabase) {
     this.db = db
+    this.writes = pluginWrites(db)
   }
 
   /** @returns how many of a plugin's migrations have run */
@@ -94,6 +127,7 @@ export class PluginStateTable {
       this.db.run(`DELETE FROM ${table} WHERE plugin = ?`, [plugin])
     }
     this.db.run('INSERT INTO plugin_cursors (plugin, cursor) VALUES (?, 0) ON CONFLICT (plugin) DO UPDATE SET cursor = 0', [plugin])
+    this.writes.progress++
   }
 
   /** @returns whether a plugin has ever run on this database (it has a cursor) */
@@ -109,6 +143,7 @@ export class PluginStateTable {
   /** Gives a plugin a cursor at 0 if it has none, so that it backfills every row. */
   ensureCursor(plugin: string): void {
     this.db.run('INSERT OR IGNORE INTO plugin_cursors (plugin, cursor) VALUES (?, 0)', [plugin])
+    this.writes.progress++
   }
 
   /** Queues for replay the events of `type` held for a plugin whose version is at most `version`. */
@@ -118,6 +153,7 @@ export class PluginStateTable {
           SELECT h.plugin, h.producer, h.event_id, ? FROM plugin_held h JOIN events e ON e.producer = h.producer AND e.event_id = h.event_id WHERE h.plugin = ? AND e.type = ? AND e.version <= ?`,
       [at, plugin, type, version]
     )
+    this.writes.requests++
   }
 
   /** @returns the cursor up to which a plugin has processed the events table */
@@ -128,6 +164,13 @@ export class PluginStateTable {
   /** Sets a plugin's cursor. */
   setCursor(plugin: string, cursor: number): void {
     this.db.run('UPDATE plugin_cursors SET cursor = ? WHERE plugin = ?', [cursor, plugin])
+    this.writes.progress++
+  }
+
+  /** Moves a plugin's cursor to the highest cursor of the events table unless it is already there: past rows of types it does not read. */
+  advanceToTop(plugin: string): void {
+    this.db.run('UPDATE plugin_cursors SET cursor = (SELECT max(cursor) FROM events) WHERE plugin = ? AND cursor < (SELECT max(cursor) FROM events)', [plugin])
+    this.writes.progress++
   }
 
   /**
@@ -137,11 +180,13 @@ export class PluginStateTable {
   rewind(plugin: string): void {
     this.db.run('DELETE FROM plugin_applied WHERE plugin = ?', [plugin])
     this.db.run('UPDATE plugin_cursors SET cursor = 0 WHERE plugin = ?', [plugin])
+    this.writes.progress++
   }
 
   /** Moves a plugin's cursor to `cursor` unless it is already past it. */
   advanceCursor(plugin: string, cursor: number): void {
     this.db.run('UPDATE plugin_cursors SET cursor = max(cursor, ?) WHERE plugin = ?', [cursor, plugin])
+    this.writes.progress++
   }
 
   /** @returns the lowest cursor of these plugins: every one of them has processed the rows up to it */
@@ -164,7 +209,10 @@ export class PluginStateTable {
     this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND producer = ? AND event_id = ?', key)
     this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND producer = ? AND event_id = ?', key)
     this.db.run('DELETE FROM plugin_held WHERE plugin = ? AND producer = ? AND event_id = ?', key)
-    if (withEffect) this.db.run('INSERT OR IGNORE INTO plugin_effects (plugin, producer, event_id, next_at) VALUES (?, ?, ?, ?)', [...key, at])
+    if (withEffect) {
+      this.db.run('INSERT OR IGNORE INTO plugin_effects (plugin, producer, event_id, next_at) VALUES (?, ?, ?, ?)', [...key, at])
+      this.writes.effects++
+    }
   }
 
   /** Holds an event for a plugin until a version of it that knows the event's version is loaded. */
@@ -208,6 +256,7 @@ export class PluginStateTable {
               ON CONFLICT (plugin, producer, event_id) DO UPDATE SET attempts = excluded.attempts, last_error = excluded.last_error, next_at = excluded.next_at`,
       [plugin, e.producer, e.event_id, attempts, error, nextAt]
     )
+    this.writes.failures++
   }
 
   /** @returns when a plugin's next retry is due, or undefined when none waits */
@@ -310,6 +359,7 @@ export class PluginStateTable {
         this.db.run('DELETE FROM plugin_failures WHERE plugin = ? AND producer = ? AND event_id = ?', [p.plugin, p.producer, p.event_id])
       }
     })
+    this.writes.requests++
     return pairs.length
   }
 
@@ -331,10 +381,12 @@ export class PluginStateTable {
   /** Records that an effect ran, after `attempts` attempts. */
   effectDone(plugin: string, e: EventKey, attempts: number, at: number): void {
     this.db.run('UPDATE plugin_effects SET done_at = ?, attempts = ? WHERE plugin = ? AND producer = ? AND event_id = ?', [at, attempts, plugin, e.producer, e.event_id])
+    this.writes.effects++
   }
 
   /** Records a failed attempt of an effect and when the next may run. */
   effectFailed(plugin: string, e: EventKey, attempts: number, error: string, nextAt: number): void {
     this.db.run('UPDATE plugin_effects SET attempts = ?, last_error = ?, next_at = ? WHERE plugin = ? AND producer = ? AND event_id = ?', [attempts, error, nextAt, plugin, e.producer, e.event_id])
+    this.writes.effects++
   }
 }
