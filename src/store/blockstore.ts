@@ -144,18 +144,26 @@ export interface StoredBlock {
 export class SqliteBlockstore implements Blockstore {
   readonly db: SqlDatabase
   /** the table's key where a CID is looked up, and its parameters */
-  private readonly where: string
-  private readonly params: (cid: CID) => SqlValue[]
+  private where!: string
+  private params!: (cid: CID) => SqlValue[]
   /** the CID of a row's `cid` column, and its string */
-  private readonly rowCid: (v: Uint8Array | string) => CID
-  private readonly rowString: (v: Uint8Array | string) => string
+  private rowCid!: (v: Uint8Array | string) => CID
+  private rowString!: (v: Uint8Array | string) => string
   /** the parameters of a look-up by a CID's string */
-  private readonly stringParams: (cid: string) => SqlValue[]
-  private readonly legacy: boolean
+  private stringParams!: (cid: string) => SqlValue[]
+  private legacy = false
 
   constructor(db: SqlDatabase) {
     this.db = db
-    this.legacy = blockFormat(db).startsWith('text')
+    this.readFormat()
+  }
+
+  /**
+   * Reads the table in the format the file has now: a reader of an unconverted file (`cairn doctor`) may
+   * see a node convert it while it runs.
+   */
+  private readFormat(): void {
+    this.legacy = blockFormat(this.db).startsWith('text')
     if (this.legacy) {
       this.where = 'cid = ?'
       this.params = (cid) => [cid.toString()]
@@ -369,6 +377,8 @@ export class SqliteBlockstore implements Blockstore {
     this.db.exec('BEGIN')
     // A deferred transaction takes its snapshot at its first read.
     this.db.get('SELECT 1 AS x FROM blocks LIMIT 1')
+    // A node may have converted the file since this connection opened it: the snapshot's format is read.
+    this.readFormat()
     return { end: () => this.db.exec('COMMIT') }
   }
 

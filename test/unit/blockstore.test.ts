@@ -88,6 +88,26 @@ describe('the block store', () => {
     }
   })
 
+  test('a reader that opened an unconverted file reads it in its new format once a node converted it (cairn doctor beside a first start)', async () => {
+    using tmp = tempDir()
+    const path = join(tmp.path, 'blocks.db')
+    const old = await someBlocks(30)
+    await legacyFile(path, old)
+    const reader = new SqliteBlockstore(await openDatabase(path, { readonly: true }))
+    try {
+      // The node's first start converts the file while the reader (doctor) checks its integrity.
+      ;(await openBlockDatabase(path)).close()
+      const snapshot = reader.readSnapshot()
+      try {
+        expect(old.filter((b) => reader.getSync(b.cid) == null).map((b) => b.cid.toString())).toEqual([])
+      } finally {
+        snapshot.end()
+      }
+    } finally {
+      reader.db.close()
+    }
+  })
+
   test('a file whose conversion fails is left as it was, with an error naming the bad key', async () => {
     using tmp = tempDir()
     const path = join(tmp.path, 'blocks.db')
