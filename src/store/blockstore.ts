@@ -48,8 +48,9 @@ function cidBytes(text: string): Uint8Array {
  */
 export async function openBlockDatabase(path: string): Promise<SqlDatabase> {
   const db = await openDatabase(path)
-  // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file.
-  db.exec(`PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
+  // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file;
+  // it waits for another connection's write, so the busy timeout comes first.
+  db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL`)
   const format = blockFormat(db)
   if (format === 'none') {
     db.transaction(() => {
@@ -59,6 +60,24 @@ export async function openBlockDatabase(path: string): Promise<SqlDatabase> {
     convert(db, format)
   }
   return db
+}
+
+/**
+ * Opens blocks.db only to read it, from another process than the node's (a CLI verb), the node perhaps
+ * running: nothing is written (no conversion of a file in an earlier format, read as it is: see
+ * SqliteBlockstore), and nothing waits for the node's writes.
+ *
+ * @throws Error when the file is missing or no SQLite database
+ */
+export async function openBlockReader(path: string): Promise<SqliteBlockstore> {
+  const db = await openDatabase(path, { readonly: true })
+  try {
+    db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
+    return new SqliteBlockstore(db)
+  } catch (err) {
+    db.close()
+    throw err
+  }
 }
 
 /** What blocks.db's table is: none yet, this cairn's, or an earlier one keyed by the CID's string (with or without a rowid). */
@@ -138,8 +157,8 @@ export interface StoredBlock {
 
 /**
  * A Blockstore (interface-blockstore) over one SQLite table. A file an earlier cairn wrote (blocks keyed by
- * their CID's string) that `openBlockDatabase` has not converted yet, opened read-only by another process
- * (`cairn doctor`), is read as it is; writing to it throws.
+ * their CID's string) that `openBlockDatabase` has not converted yet, opened by another process with
+ * `openBlockReader` (`cairn doctor`, `cairn export`), is read as it is; writing to it throws.
  */
 export class SqliteBlockstore implements Blockstore {
   readonly db: SqlDatabase
