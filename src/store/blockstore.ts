@@ -93,6 +93,14 @@ const keyed = (db: SqlDatabase): boolean => db.get<{ application_id: number }>('
  * are of no form cairn writes (see blockKey): few or none, found in one pass over the table.
  */
 function rekey(db: SqlDatabase): void {
+  try {
+    rekeyRows(db)
+  } catch (err) {
+    throw new DataDirError(`Cannot key the blocks of ${db.path} again: ${(err as Error).message}; the file is left as it was: free some disk space (when it is full) and start again`)
+  }
+}
+
+function rekeyRows(db: SqlDatabase): void {
   db.transaction(
     () => {
       if (keyed(db)) return
