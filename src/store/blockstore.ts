@@ -185,7 +185,7 @@ function convert(db: SqlDatabase, format: 'text' | 'text-without-rowid'): void {
   } catch (err) {
     if ((err as Error).name === 'DataDirError') throw err
     throw new DataDirError(
-      `Cannot convert ${db.path} to this cairn's format: ${(err as Error).message}; the file is left as it was: give it room for a second copy of its blocks (when the disk is full) and start again`
+      `Cannot convert ${db.path} to this cairn's format: ${(err as Error).message}; the file is left as it was: give it room for two more copies of its blocks (when the disk is full) and start again`
     )
   }
   db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
