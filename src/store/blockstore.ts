@@ -1,5 +1,6 @@
 import { CID } from 'multiformats/cid'
 import { base32 } from 'multiformats/bases/base32'
+import { createHash } from 'node:crypto'
 import { NotFoundError } from 'interface-store'
 import type { Blockstore, InputPair, Pair } from 'interface-blockstore'
 import type { AbortOptions } from '@libp2p/interface'
@@ -24,13 +25,33 @@ const INDEX = 'CREATE INDEX blocks_k ON blocks (k)'
 const CONVERT_PAGE = 1000
 
 /**
- * @returns the look-up key of a CID's bytes: their last 6 bytes (of the digest, for any hashed CID) as a
- * signed 48-bit integer, which SQLite stores in 6 bytes
+ * @returns whether a CID's bytes are of a form cairn writes: a CIDv0, or a CIDv1 of a raw or dag-pb block,
+ * with a sha2-256 multihash. At most three CIDs of these forms share a digest.
+ */
+const isOwnForm = (cid: Uint8Array): boolean =>
+  (cid.length === 36 && cid[0] === 0x01 && (cid[1] === 0x55 || cid[1] === 0x70) && cid[2] === 0x12 && cid[3] === 0x20) || (cid.length === 34 && cid[0] === 0x12 && cid[1] === 0x20)
+
+/** @returns the last 6 bytes of `bytes` as a signed 48-bit integer, which SQLite stores in 6 bytes */
+function tailKey(bytes: Uint8Array): number {
+  let k = 0
+  for (let i = Math.max(0, bytes.length - 6); i < bytes.length; i++) k = k * 256 + bytes[i]
+  return k - 2 ** 47
+}
+
+/**
+ * blocks.db's application_id once its keys are blockKey's: a file whose keys were all the CID's last bytes
+ * (a build of one day) has another, and its other CIDs are keyed again at the first start.
+ */
+const KEYED = 0x63726b32
+
+/**
+ * @returns the look-up key of a CID's bytes: the end of its digest for the forms cairn writes (isOwnForm),
+ * the end of a SHA-256 of its bytes for any other. A CID's codec and multihash length are the linker's
+ * choice and a hash check accepts any codec, so keyed by the digest alone one block could be stored under
+ * as many CIDs as a member links, all on one key (every look-up of it would read them all).
  */
 export function blockKey(cid: Uint8Array): number {
-  let k = 0
-  for (let i = Math.max(0, cid.length - 6); i < cid.length; i++) k = k * 256 + cid[i]
-  return k - 2 ** 47
+  return tailKey(isOwnForm(cid) ? cid : createHash('sha256').update(cid).digest())
 }
 
 /** @returns the bytes of a CID's text (`cidStringOfBytes`'s inverse) */
@@ -48,17 +69,72 @@ function cidBytes(text: string): Uint8Array {
  */
 export async function openBlockDatabase(path: string): Promise<SqlDatabase> {
   const db = await openDatabase(path)
-  // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file.
-  db.exec(`PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
+  // auto_vacuum must be set before the first table (and before WAL) for garbage collection to shrink the file;
+  // it waits for another connection's write, so the busy timeout comes first.
+  db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL`)
   const format = blockFormat(db)
   if (format === 'none') {
     db.transaction(() => {
-      if (blockFormat(db) === 'none') db.exec(`${table('blocks')}; ${INDEX}`)
+      if (blockFormat(db) === 'none') db.exec(`${table('blocks')}; ${INDEX}; PRAGMA application_id = ${KEYED}`)
     })
   } else if (format !== 'current') {
     convert(db, format)
+  } else if (!keyed(db)) {
+    rekey(db)
   }
   return db
+}
+
+/** @returns whether the file's keys are blockKey's (see KEYED) */
+const keyed = (db: SqlDatabase): boolean => db.get<{ application_id: number }>('PRAGMA application_id')?.application_id === KEYED
+
+/**
+ * Keys again, in one durable transaction, the blocks of a file keyed by the CID's last bytes whose CIDs
+ * are of no form cairn writes (see blockKey): few or none, found in one pass over the table.
+ */
+function rekey(db: SqlDatabase): void {
+  try {
+    rekeyRows(db)
+  } catch (err) {
+    throw new DataDirError(`Cannot key the blocks of ${db.path} again: ${(err as Error).message}; the file is left as it was: free some disk space (when it is full) and start again`)
+  }
+}
+
+function rekeyRows(db: SqlDatabase): void {
+  db.transaction(
+    () => {
+      if (keyed(db)) return
+      for (let after = 0; ; ) {
+        const rows = db.all<{ r: number; cid: Uint8Array }>(
+          "SELECT rowid AS r, cid FROM blocks WHERE rowid > ? AND NOT ((length(cid) = 36 AND substr(cid, 1, 4) IN (x'01551220', x'01701220')) OR (length(cid) = 34 AND substr(cid, 1, 2) = x'1220')) ORDER BY rowid LIMIT ?",
+          [after, CONVERT_PAGE]
+        )
+        for (const r of rows) db.run('UPDATE blocks SET k = ? WHERE rowid = ?', [blockKey(r.cid), r.r])
+        if (rows.length < CONVERT_PAGE) break
+        after = rows[rows.length - 1].r
+      }
+      db.exec(`PRAGMA application_id = ${KEYED}`)
+    },
+    { durable: true }
+  )
+}
+
+/**
+ * Opens blocks.db only to read it, from another process than the node's (a CLI verb), the node perhaps
+ * running: nothing is written (no conversion of a file in an earlier format, read as it is: see
+ * SqliteBlockstore), and nothing waits for the node's writes.
+ *
+ * @throws Error when the file is missing or no SQLite database
+ */
+export async function openBlockReader(path: string): Promise<SqliteBlockstore> {
+  const db = await openDatabase(path, { readonly: true })
+  try {
+    db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
+    return new SqliteBlockstore(db)
+  } catch (err) {
+    db.close()
+    throw err
+  }
 }
 
 /** What blocks.db's table is: none yet, this cairn's, or an earlier one keyed by the CID's string (with or without a rowid). */
@@ -102,14 +178,14 @@ function convert(db: SqlDatabase, format: 'text' | 'text-without-rowid'): void {
           if (rows.length < CONVERT_PAGE) break
           after = rows[rows.length - 1].o
         }
-        db.exec(`DROP TABLE blocks; ALTER TABLE blocks_new RENAME TO blocks; ${INDEX}`)
+        db.exec(`DROP TABLE blocks; ALTER TABLE blocks_new RENAME TO blocks; ${INDEX}; PRAGMA application_id = ${KEYED}`)
       },
       { durable: true }
     )
   } catch (err) {
     if ((err as Error).name === 'DataDirError') throw err
     throw new DataDirError(
-      `Cannot convert ${db.path} to this cairn's format: ${(err as Error).message}; the file is left as it was: give it room for a second copy of its blocks (when the disk is full) and start again`
+      `Cannot convert ${db.path} to this cairn's format: ${(err as Error).message}; the file is left as it was: give it room for two more copies of its blocks (when the disk is full) and start again`
     )
   }
   db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
@@ -138,24 +214,34 @@ export interface StoredBlock {
 
 /**
  * A Blockstore (interface-blockstore) over one SQLite table. A file an earlier cairn wrote (blocks keyed by
- * their CID's string) that `openBlockDatabase` has not converted yet, opened read-only by another process
- * (`cairn doctor`), is read as it is; writing to it throws.
+ * their CID's string) that `openBlockDatabase` has not converted yet, opened by another process with
+ * `openBlockReader` (`cairn doctor`, `cairn export`), is read as it is; writing to it throws.
  */
 export class SqliteBlockstore implements Blockstore {
   readonly db: SqlDatabase
   /** the table's key where a CID is looked up, and its parameters */
-  private readonly where: string
-  private readonly params: (cid: CID) => SqlValue[]
+  private where!: string
+  private params!: (cid: CID) => SqlValue[]
   /** the CID of a row's `cid` column, and its string */
-  private readonly rowCid: (v: Uint8Array | string) => CID
-  private readonly rowString: (v: Uint8Array | string) => string
+  private rowCid!: (v: Uint8Array | string) => CID
+  private rowString!: (v: Uint8Array | string) => string
   /** the parameters of a look-up by a CID's string */
-  private readonly stringParams: (cid: string) => SqlValue[]
-  private readonly legacy: boolean
+  private stringParams!: (cid: string) => SqlValue[]
+  private legacy = false
+  /** the key of a CID's bytes in this file: blockKey, or the CID's last bytes in a file not keyed again yet (read by a CLI verb) */
+  private key: (cid: Uint8Array) => number = blockKey
 
   constructor(db: SqlDatabase) {
     this.db = db
-    this.legacy = blockFormat(db).startsWith('text')
+    this.readFormat()
+  }
+
+  /**
+   * Reads the table in the format the file has now: a reader of an unconverted file (`cairn doctor`) may
+   * see a node convert it while it runs.
+   */
+  private readFormat(): void {
+    this.legacy = blockFormat(this.db).startsWith('text')
     if (this.legacy) {
       this.where = 'cid = ?'
       this.params = (cid) => [cid.toString()]
@@ -163,13 +249,15 @@ export class SqliteBlockstore implements Blockstore {
       this.rowString = (v) => v as string
       this.stringParams = (cid) => [cid]
     } else {
+      const key = keyed(this.db) ? blockKey : tailKey
+      this.key = key
       this.where = 'k = ? AND cid = ?'
-      this.params = (cid) => [blockKey(cid.bytes), cid.bytes]
+      this.params = (cid) => [key(cid.bytes), cid.bytes]
       this.rowCid = (v) => CID.decode(v as Uint8Array)
       this.rowString = (v) => cidStringOfBytes(v as Uint8Array)
       this.stringParams = (cid) => {
         const bytes = cidBytes(cid)
-        return [blockKey(bytes), bytes]
+        return [key(bytes), bytes]
       }
     }
   }
@@ -199,7 +287,7 @@ export class SqliteBlockstore implements Blockstore {
     this.db.transaction(() => {
       for (const { cid, bytes } of blocks) {
         const key = cid.bytes
-        const k = blockKey(key)
+        const k = this.key(key)
         // Two statements, not INSERT … WHERE NOT EXISTS: the look-up and the insert are atomic in the
         // transaction, and the pair costs less than SQLite's plan for the one.
         if (this.db.get('SELECT 1 AS x FROM blocks WHERE k = ? AND cid = ?', [k, key]) == null) this.db.run('INSERT INTO blocks (k, cid, bytes) VALUES (?, ?, ?)', [k, key, bytes])
@@ -369,6 +457,8 @@ export class SqliteBlockstore implements Blockstore {
     this.db.exec('BEGIN')
     // A deferred transaction takes its snapshot at its first read.
     this.db.get('SELECT 1 AS x FROM blocks LIMIT 1')
+    // A node may have converted the file since this connection opened it: the snapshot's format is read.
+    this.readFormat()
     return { end: () => this.db.exec('COMMIT') }
   }
 

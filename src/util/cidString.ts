@@ -27,6 +27,9 @@ export function cidFromBytes(bytes: Uint8Array): CID {
   return bytes[0] === 1 ? CID.parse(base32String(bytes)) : CID.decode(bytes)
 }
 
+/** The most char codes passed to one String.fromCharCode.apply (JavaScriptCore refuses some hundreds of thousands). */
+const APPLY_CODES = 8192
+
 /** @returns 'b' and the base32 of `bytes`, unpadded, as one flat string */
 function base32String(bytes: Uint8Array): string {
   const codes = new Uint16Array(1 + Math.ceil((bytes.length * 8) / 5))
@@ -43,5 +46,9 @@ function base32String(bytes: Uint8Array): string {
     }
   }
   if (bits > 0) codes[k++] = BASE32[(buffer << (5 - bits)) & 31]
-  return String.fromCharCode.apply(null, codes as unknown as number[])
+  if (codes.length <= APPLY_CODES) return String.fromCharCode.apply(null, codes as unknown as number[])
+  // A CID's length is a member's choice (an identity CID holds its block): apply takes a bounded number of arguments.
+  let out = ''
+  for (let at = 0; at < codes.length; at += APPLY_CODES) out += String.fromCharCode.apply(null, codes.subarray(at, at + APPLY_CODES) as unknown as number[])
+  return out
 }

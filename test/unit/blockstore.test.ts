@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -88,6 +89,26 @@ describe('the block store', () => {
     }
   })
 
+  test('a reader that opened an unconverted file reads it in its new format once a node converted it (cairn doctor beside a first start)', async () => {
+    using tmp = tempDir()
+    const path = join(tmp.path, 'blocks.db')
+    const old = await someBlocks(30)
+    await legacyFile(path, old)
+    const reader = new SqliteBlockstore(await openDatabase(path, { readonly: true }))
+    try {
+      // The node's first start converts the file while the reader (doctor) checks its integrity.
+      ;(await openBlockDatabase(path)).close()
+      const snapshot = reader.readSnapshot()
+      try {
+        expect(old.filter((b) => reader.getSync(b.cid) == null).map((b) => b.cid.toString())).toEqual([])
+      } finally {
+        snapshot.end()
+      }
+    } finally {
+      reader.db.close()
+    }
+  })
+
   test('a file whose conversion fails is left as it was, with an error naming the bad key', async () => {
     using tmp = tempDir()
     const path = join(tmp.path, 'blocks.db')
@@ -125,6 +146,54 @@ describe('the block store', () => {
     expect([blocks.has(a), blocks.getSync(b)]).toEqual([false, new Uint8Array([2])])
     expect([...blocks.getAll()].map((p) => p.cid.toString()).sort()).toEqual([b.toString(), short.toString()].sort())
     blocks.db.close()
+  })
+
+  test('a member cannot make many blocks share one key: one block under many codecs (what a hash check accepts) gets a key each', async () => {
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    try {
+      const bytes = new TextEncoder().encode('{"x":1}')
+      const digest = Digest.create(0x12, new Uint8Array(createHash('sha256').update(bytes).digest()))
+      // A walk fetches and stores the block of any link whose sha2-256 digest matches; the codec is the linker's choice.
+      const cids = [CID.createV0(digest), ...Array.from({ length: 2000 }, (_, i) => CID.createV1(i === 0 ? 0x55 : i === 1 ? 0x70 : 0x300000 + i, digest))]
+      blocks.putAll(cids.map((cid) => ({ cid, bytes })))
+      const most = blocks.db.get<{ n: number }>('SELECT max(n) AS n FROM (SELECT count(*) AS n FROM blocks GROUP BY k)')?.n
+      // cairn's own forms (CIDv0, CIDv1 raw and dag-pb) share the digest's key; each other CID has one of its own.
+      expect({ rows: blocks.count(), most, found: cids.every((c) => blocks.has(c)) }).toEqual({ rows: cids.length, most: 3, found: true })
+      blocks.remove(cids.slice(3).map((c) => c.toString()))
+      expect(blocks.count()).toBe(3)
+    } finally {
+      blocks.db.close()
+    }
+  })
+
+  test("a file keyed by the CIDs' last bytes alone is read by a CLI verb as it is and keyed again at the node's next start", async () => {
+    using tmp = tempDir()
+    const path = join(tmp.path, 'blocks.db')
+    const own = fileBlockSync(new TextEncoder().encode('{"own":1}'))
+    const foreign = CID.createV1(0x71, own.cid.multihash)
+    // As the build of one day wrote it: every key the CID's last 6 bytes, and no application_id.
+    const before = await openDatabase(path)
+    before.exec(`PRAGMA journal_mode = WAL; CREATE TABLE blocks (k INTEGER NOT NULL, cid BLOB NOT NULL, bytes BLOB NOT NULL); CREATE INDEX blocks_k ON blocks (k)`)
+    const tail = (c: CID): number => Number.parseInt(Buffer.from(c.bytes.subarray(-6)).toString('hex'), 16) - 2 ** 47
+    for (const c of [own.cid, foreign]) before.run('INSERT INTO blocks (k, cid, bytes) VALUES (?, ?, ?)', [tail(c), c.bytes, own.bytes])
+    before.close()
+    const reader = new SqliteBlockstore(await openDatabase(path, { readonly: true }))
+    try {
+      expect([reader.has(own.cid), reader.has(foreign)]).toEqual([true, true])
+      const node = new SqliteBlockstore(await openBlockDatabase(path))
+      try {
+        expect([node.has(own.cid), node.has(foreign), node.db.get<{ k: number }>('SELECT k FROM blocks WHERE cid = ?', [foreign.bytes])?.k]).toEqual([true, true, blockKey(foreign.bytes)])
+        node.remove([foreign.toString()])
+        expect(node.count()).toBe(1)
+      } finally {
+        node.db.close()
+      }
+      const snapshot = reader.readSnapshot()
+      expect([reader.has(own.cid), reader.has(foreign)]).toEqual([true, false])
+      snapshot.end()
+    } finally {
+      reader.db.close()
+    }
   })
 
   test("the listing names blocks by their CIDs' strings, version 0 included, and removes by them", async () => {

@@ -3,6 +3,7 @@ import { heapStats } from 'bun:jsc'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as raw from 'multiformats/codecs/raw'
+import { identity } from 'multiformats/hashes/identity'
 import { cidFromBytes, cidString } from '../../src/util/cidString.ts'
 
 const digests = await Promise.all(Array.from({ length: 2000 }, (_, i) => sha256.digest(new Uint8Array([i & 255, i >> 8]))))
@@ -26,6 +27,11 @@ describe('CIDs printed as flat strings', () => {
     expect(v1.every((c) => cidFromBytes(c.bytes.slice()).toString() === c.toString() && cidFromBytes(c.bytes.slice()).equals(c))).toBe(true)
     expect([cidString(v0), cidFromBytes(v0.bytes.slice()).toString()]).toEqual([v0.toString(), v0.toString()])
     expect(() => cidFromBytes(new Uint8Array([1, 0x55, 0x12, 40, 1]))).toThrow()
+  })
+
+  test("a CID of a megabyte (an identity CID a member linked) gives multiformats' string, not a RangeError", () => {
+    const long = CID.createV1(raw.code, identity.digest(new Uint8Array(1024 * 1024).fill(7)))
+    expect([cidString(long) === long.toString(), cidFromBytes(long.bytes.slice()).equals(long)]).toEqual([true, true])
   })
 
   test('each string is one cell, not a rope of one per character', () => {

@@ -16,7 +16,7 @@ import { issueLine } from '../../model/issues.ts'
 import { assertDataDir, loadIdentity } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
-import { openBlockDatabase, SqliteBlockstore } from '../../store/blockstore.ts'
+import { openBlockReader, type SqliteBlockstore } from '../../store/blockstore.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import { busDirectory, busRoot } from '../../unixfs/busRoot.ts'
 import { readTrees, walkDag } from '../../unixfs/walk.ts'
@@ -373,7 +373,14 @@ export const exportVerb = defineVerb({
     const dir = values.data as string
     const car = values.car as string
     const store = await openNodeStore(dir)
-    const blocks = new SqliteBlockstore(await openBlockDatabase(dataPaths(dir).blocks))
+    let blocks: SqliteBlockstore
+    try {
+      // Read only: the node may be running (writing, or converting the file at its first start).
+      blocks = await openBlockReader(dataPaths(dir).blocks)
+    } catch (err) {
+      store.close()
+      throw new DataDirError(`Cannot open ${dataPaths(dir).blocks}: ${(err as Error).message}; run cairn doctor`)
+    }
     try {
       const written = await writeBusCar(store, blocks, async () => {
         try {

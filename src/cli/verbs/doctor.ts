@@ -9,7 +9,7 @@ import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../../d
 import { runningPid } from '../../datadir/lock.ts'
 import { openDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
-import { SqliteBlockstore } from '../../store/blockstore.ts'
+import { openBlockReader, type SqliteBlockstore } from '../../store/blockstore.ts'
 import { Store } from '../../store/store.ts'
 import { readTrees, walkDag } from '../../unixfs/walk.ts'
 import { checkOutboxBlocks } from '../../publish/recover.ts'
@@ -110,7 +110,7 @@ export const doctorVerb = defineVerb({
       await add(
         'blocks.db',
         async () => {
-          blocks = new SqliteBlockstore(await openDatabase(paths.blocks, { readonly: true }))
+          blocks = await openBlockReader(paths.blocks)
           const integrity = blocks.integrity()
           return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
         },
