@@ -65,6 +65,12 @@ export class PluginHost implements Startable {
   private mark: { value: number; progress: number } | undefined
   /** when the next effect is due as last read, and `PluginWrites.effects` then */
   private nextEffect: { at: number; effects: number } | undefined
+  /**
+   * whether the next round runs in one transaction; after a round that failed, the next gives each event a
+   * transaction of its own, so that an apply that makes SQLite roll back the whole transaction (ON CONFLICT
+   * ROLLBACK, RAISE(ROLLBACK)) costs that event an attempt instead of failing every round for ever
+   */
+  private wholeRound = true
 
   constructor(components: PluginHostComponents, init: PluginHostInit) {
     this.components = components
@@ -194,6 +200,7 @@ export class PluginHost implements Startable {
 
   /** Forgets every answer kept in memory (after a round that failed: what it read may have been rolled back). */
   private forget(): void {
+    this.wholeRound = false
     this.requestsAsked = true
     this.mark = undefined
     this.nextEffect = undefined
@@ -230,7 +237,8 @@ export class PluginHost implements Startable {
 
   /**
    * The round's reads and writes of the database, in one transaction: each event's apply is a savepoint in
-   * it, so a plugin's writes, its applied mark and its cursor still commit or roll back together.
+   * it, so a plugin's writes, its applied mark and its cursor still commit or roll back together. After a
+   * round that failed, one round runs without it: each event's apply is then a transaction of its own.
    *
    * @param requests whether to read the rebuild requests and replay queues
    * @returns when the next retry is due (Infinity: none waits)
@@ -238,7 +246,9 @@ export class PluginHost implements Startable {
   private roundWrites(requests: boolean): number {
     const { store } = this.components
     const writes = store.pluginState.writes
-    return store.transaction(() => {
+    const whole = this.wholeRound
+    this.wholeRound = true
+    const body = (): number => {
       let at = Infinity
       for (const { plugin } of this.init.plugins) {
         if (this.status !== 'started') return Infinity
@@ -256,7 +266,8 @@ export class PluginHost implements Startable {
       )
       if (this.init.plugins.length > 0) this.mark = { value: this.markOf(low), progress: writes.progress }
       return at
-    })
+    }
+    return whole ? store.transaction(body) : body()
   }
 
   /** @returns the highest cursor every plugin's forward walk has passed (rows waiting for a retry included) */
