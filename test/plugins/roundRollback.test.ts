@@ -62,3 +62,65 @@ describe('an apply whose statement makes SQLite roll back the whole transaction 
     expect(store.events.lowestPendingCursor()).toBeUndefined()
   }, 30_000)
 })
+
+describe('a round over a long backlog', () => {
+  test("leaves cairn.db's write lock to another process (cairn replay, cairn plugins rebuild) within its busy timeout", async () => {
+    const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join, resolve } = await import('node:path')
+    const dir = mkdtempSync(join(tmpdir(), 'cairn-round-lock-'))
+    const path = join(dir, 'cairn.db')
+    const started = join(dir, 'started')
+    const db = await openDatabase(path)
+    migrate(db)
+    // 3,000 events that take a millisecond each stand in for a catch-up of a large backlog: about 3 s of applying.
+    db.transaction(() => {
+      for (let i = 0; i < 3000; i++) add(db, i)
+    })
+    const root = resolve(import.meta.dir, '../..')
+    // The other process waits for the first apply, then writes with a 1 s busy timeout (the CLI's is 5 s).
+    const other = Bun.spawn(
+      [
+        process.execPath,
+        '-e',
+        `const { existsSync } = require('node:fs')
+         const { openDatabase } = await import(${JSON.stringify(`${root}/src/runtime/sqlite.ts`)})
+         const { Store } = await import(${JSON.stringify(`${root}/src/store/store.ts`)})
+         while (!existsSync(${JSON.stringify(started)})) await Bun.sleep(5)
+         const db = await openDatabase(${JSON.stringify(path)})
+         db.exec('PRAGMA busy_timeout = 1000')
+         try { new Store(db).meta.put('probe', 'written'); console.log('written') } catch (err) { console.log(err.message) }
+         db.close()`
+      ],
+      { stdout: 'pipe', stderr: 'inherit' }
+    )
+    let first = true
+    const plugin = definePlugin({
+      name: 'slow',
+      handles: { 'test.count': { version: 1, payload: v.object({ n: v.number() }) } },
+      apply() {
+        if (first) {
+          first = false
+          writeFileSync(started, '')
+        }
+        const until = performance.now() + 1
+        while (performance.now() < until);
+      }
+    })
+    const store = new Store(db)
+    const host = pluginHost({ plugins: [{ plugin, source: 'test' }] })({ store, log: silentLog, metrics: new Metrics(), events: new CairnEventBus() })
+    try {
+      await host.start()
+      await host.drain()
+      const said = (await new Response(other.stdout).text()).trim()
+      expect(said).toBe('written')
+      expect(store.pluginState.unappliedCount('slow')).toBe(0)
+      expect(db.get('SELECT count(*) AS n FROM plugin_applied')).toEqual({ n: 3000 })
+    } finally {
+      other.kill()
+      await host.stop()
+      db.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
+})
