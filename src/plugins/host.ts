@@ -17,6 +17,13 @@ import type { Plugin } from './types.ts'
 /** How long after a failed processing round the next one starts. */
 const ROUND_RETRY_MS = 1000
 
+/**
+ * How long each plugin applies events in one round (one transaction) at most: the rest of a backlog goes in
+ * the next rounds, at least 10 ms apart, so that another process's write (cairn replay, cairn plugins rebuild,
+ * with a 5 s busy timeout) gets cairn.db's write lock, and the event loop runs, during a long catch-up.
+ */
+const ROUND_BUDGET_MS = 100
+
 /** The plugins a host runs and how it retries. */
 export interface PluginHostInit {
   plugins: readonly LoadedPlugin[]
@@ -82,7 +89,8 @@ export class PluginHost implements Startable {
       backoffMs: init.backoffMs ?? 200,
       now: init.now ?? Date.now,
       heldLogged: new Set(),
-      nextRetry: new Map()
+      nextRetry: new Map(),
+      budgetMs: ROUND_BUDGET_MS
     }
   }
 
