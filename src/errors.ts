@@ -165,6 +165,19 @@ export class PluginLoadError extends Error {
   }
 }
 
+/**
+ * SQLite rolled back the whole transaction by itself (a statement with ON CONFLICT ROLLBACK or RAISE(ROLLBACK),
+ * a full disk) while a savepoint inside it ran: nothing more may be written until the outermost transaction
+ * unwinds, or it would commit on its own, outside the transaction it belonged to.
+ */
+export class TransactionRolledBackError extends Error {
+  static name = 'TransactionRolledBackError'
+  constructor(cause: string) {
+    super(`SQLite rolled back the whole transaction: ${cause}`)
+    this.name = 'TransactionRolledBackError'
+  }
+}
+
 /** An event a plugin can never apply (payload fails its schema, no upcaster): dead-lettered, never retried. */
 export class PermanentError extends Error {
   static name = 'PermanentError'

@@ -17,6 +17,13 @@ import type { Plugin } from './types.ts'
 /** How long after a failed processing round the next one starts. */
 const ROUND_RETRY_MS = 1000
 
+/**
+ * How long each plugin applies events in one round (one transaction) at most: the rest of a backlog goes in
+ * the next rounds, at least 10 ms apart, so that another process's write (cairn replay, cairn plugins rebuild,
+ * with a 5 s busy timeout) gets cairn.db's write lock, and the event loop runs, during a long catch-up.
+ */
+const ROUND_BUDGET_MS = 100
+
 /** The plugins a host runs and how it retries. */
 export interface PluginHostInit {
   plugins: readonly LoadedPlugin[]
@@ -65,6 +72,12 @@ export class PluginHost implements Startable {
   private mark: { value: number; progress: number } | undefined
   /** when the next effect is due as last read, and `PluginWrites.effects` then */
   private nextEffect: { at: number; effects: number } | undefined
+  /**
+   * whether the next round runs in one transaction; after a round that failed, the next gives each event a
+   * transaction of its own, so that an apply that makes SQLite roll back the whole transaction (ON CONFLICT
+   * ROLLBACK, RAISE(ROLLBACK)) costs that event an attempt instead of failing every round for ever
+   */
+  private wholeRound = true
 
   constructor(components: PluginHostComponents, init: PluginHostInit) {
     this.components = components
@@ -76,7 +89,8 @@ export class PluginHost implements Startable {
       backoffMs: init.backoffMs ?? 200,
       now: init.now ?? Date.now,
       heldLogged: new Set(),
-      nextRetry: new Map()
+      nextRetry: new Map(),
+      budgetMs: ROUND_BUDGET_MS
     }
   }
 
@@ -194,6 +208,7 @@ export class PluginHost implements Startable {
 
   /** Forgets every answer kept in memory (after a round that failed: what it read may have been rolled back). */
   private forget(): void {
+    this.wholeRound = false
     this.requestsAsked = true
     this.mark = undefined
     this.nextEffect = undefined
@@ -230,7 +245,8 @@ export class PluginHost implements Startable {
 
   /**
    * The round's reads and writes of the database, in one transaction: each event's apply is a savepoint in
-   * it, so a plugin's writes, its applied mark and its cursor still commit or roll back together.
+   * it, so a plugin's writes, its applied mark and its cursor still commit or roll back together. After a
+   * round that failed, one round runs without it: each event's apply is then a transaction of its own.
    *
    * @param requests whether to read the rebuild requests and replay queues
    * @returns when the next retry is due (Infinity: none waits)
@@ -238,7 +254,9 @@ export class PluginHost implements Startable {
   private roundWrites(requests: boolean): number {
     const { store } = this.components
     const writes = store.pluginState.writes
-    return store.transaction(() => {
+    const whole = this.wholeRound
+    this.wholeRound = true
+    const body = (): number => {
       let at = Infinity
       for (const { plugin } of this.init.plugins) {
         if (this.status !== 'started') return Infinity
@@ -256,7 +274,8 @@ export class PluginHost implements Startable {
       )
       if (this.init.plugins.length > 0) this.mark = { value: this.markOf(low), progress: writes.progress }
       return at
-    })
+    }
+    return whole ? store.transaction(body) : body()
   }
 
   /** @returns the highest cursor every plugin's forward walk has passed (rows waiting for a retry included) */

@@ -59,7 +59,7 @@ export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | un
       store.stateKeys.forgetPlugin(plugin.name)
       migrateOne(store.pluginState, plugin, 'rebuild')
       store.meta.delete(requestKey(plugin.name))
-      processPlugin({ ...ctx, metrics: count, rebuilding: true }, plugin)
+      processPlugin({ ...ctx, metrics: count, rebuilding: true, budgetMs: undefined }, plugin)
       if (ctx.signal.aborted) throw new RebuildAbortedError()
     })
   } catch (err) {

@@ -30,6 +30,12 @@ export interface RunContext extends Pick<Components, 'store' | 'log' | 'events'>
    * and the retry queue is not read (the host keeps it between rounds)
    */
   nextRetry?: Map<string, { at: number; failures: number }>
+  /**
+   * how long (ms) one plugin may apply events in one call of processPlugin before it stops and reports more
+   * work as due at once (unbounded without it): the host's round is one transaction, holding cairn.db's write
+   * lock, so a long backlog is taken in rounds of bounded length with the lock free between them
+   */
+  budgetMs?: number
 }
 
 /** How many rows a plugin reads from the events table at a time, and retries at most per round. */
@@ -46,29 +52,41 @@ const PAGE = 200
 export function processPlugin(ctx: RunContext, plugin: Plugin): number {
   const { events, pluginState } = ctx.store
   const types = Object.keys(plugin.handles)
+  const until = ctx.budgetMs == null ? Infinity : performance.now() + ctx.budgetMs
+  let cut = false
+  const spent = (): boolean => {
+    cut ||= performance.now() >= until
+    return cut
+  }
   const known = ctx.nextRetry?.get(plugin.name)
   const noneDue = known != null && known.failures === pluginState.writes.failures && known.at > ctx.now()
   if (!noneDue) {
     for (const row of events.dueRetries(plugin.name, ctx.now(), PAGE)) {
-      if (ctx.signal.aborted) break
+      if (ctx.signal.aborted || spent()) break
       applyOne(ctx, plugin, row, false)
     }
   }
   for (;;) {
-    if (ctx.signal.aborted) break
+    if (ctx.signal.aborted || cut) break
     const rows = events.list({ after: pluginState.cursor(plugin.name), types, limit: PAGE })
-    for (const row of rows) applyOne(ctx, plugin, row, true)
+    for (const row of rows) {
+      if (spent()) break
+      applyOne(ctx, plugin, row, true)
+    }
+    if (cut) break
     if (rows.length < PAGE) {
       // Rows of other types are passed too, so that the watermark can move past them.
       if (!ctx.signal.aborted) pluginState.advanceToTop(plugin.name)
       break
     }
   }
-  if (noneDue && known.failures === pluginState.writes.failures) return known.at
+  // Cut short by the budget: the rest is due at once, in the next round.
+  const due = (at: number): number => (cut ? Math.min(at, ctx.now()) : at)
+  if (noneDue && known.failures === pluginState.writes.failures) return due(known.at)
   const failures = pluginState.writes.failures
   const at = pluginState.nextRetryAt(plugin.name) ?? Infinity
   ctx.nextRetry?.set(plugin.name, { at, failures })
-  return at
+  return due(at)
 }
 
 /**

@@ -1,4 +1,5 @@
 import { runtimeName } from './runtime.ts'
+import { TransactionRolledBackError } from '../errors.ts'
 
 /** A value SQLite can bind as a parameter. */
 export type SqlValue = string | number | bigint | null | Uint8Array | boolean
@@ -45,6 +46,10 @@ interface NativeStatement {
 }
 
 interface NativeDatabase {
+  /** bun:sqlite: whether a transaction is open */
+  readonly inTransaction?: boolean
+  /** node:sqlite: whether a transaction is open */
+  readonly isTransaction?: boolean
   prepare(sql: string): NativeStatement
   exec(sql: string): void
   close(): void
@@ -83,6 +88,8 @@ class Sqlite implements SqlDatabase {
   private readonly native: NativeDatabase
   private readonly statements = new Map<string, NativeStatement>()
   private depth = 0
+  /** why SQLite rolled back the outermost transaction by itself while a savepoint in it ran, until it unwinds */
+  private lost: string | undefined
 
   constructor(path: string, native: NativeDatabase) {
     this.path = path
@@ -99,6 +106,7 @@ class Sqlite implements SqlDatabase {
   }
 
   run(sql: string, params: readonly SqlValue[] = []): RunResult {
+    if (this.depth > 0) this.stillOpen()
     const r = this.statement(sql).run(...params)
     return { changes: Number(r.changes), lastInsertRowid: r.lastInsertRowid }
   }
@@ -120,9 +128,25 @@ class Sqlite implements SqlDatabase {
     return typeof readonly === 'boolean' ? readonly : undefined
   }
 
+  /**
+   * Inside transaction(): the transaction SQLite may have rolled back by itself must still be open, or a write
+   * (or a savepoint, which then begins a transaction of its own) would commit alone.
+   *
+   * @throws TransactionRolledBackError when it is not
+   */
+  private stillOpen(): void {
+    if (this.lost == null) {
+      const open = this.native.inTransaction ?? this.native.isTransaction
+      if (open !== false) return
+      this.lost = 'a statement ended it'
+    }
+    throw new TransactionRolledBackError(this.lost)
+  }
+
   transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
     const name = `sp${this.depth}`
     const outermost = this.depth === 0
+    if (!outermost) this.stillOpen()
     const durable = outermost && options.durable === true
     if (durable) this.native.exec('PRAGMA synchronous = FULL')
     this.native.exec(outermost ? 'BEGIN IMMEDIATE' : `SAVEPOINT ${name}`)
@@ -137,10 +161,14 @@ class Sqlite implements SqlDatabase {
       // rollback here fails too, and the caller must see the original error, not "no such savepoint".
       try {
         this.native.exec(outermost ? 'ROLLBACK' : `ROLLBACK TO ${name}; RELEASE ${name}`)
-      } catch {}
+      } catch {
+        // Inside a transaction, the savepoint is gone only when SQLite rolled the whole transaction back.
+        if (!outermost) this.lost ??= (err as Error).message
+      }
       throw err
     } finally {
       this.depth--
+      if (this.depth === 0) this.lost = undefined
       if (durable) this.native.exec('PRAGMA synchronous = NORMAL')
     }
     return result
