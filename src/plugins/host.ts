@@ -19,10 +19,18 @@ const ROUND_RETRY_MS = 1000
 
 /**
  * How long each plugin applies events in one round (one transaction) at most: the rest of a backlog goes in
- * the next rounds, at least 10 ms apart, so that another process's write (cairn replay, cairn plugins rebuild,
- * with a 5 s busy timeout) gets cairn.db's write lock, and the event loop runs, during a long catch-up.
+ * the next rounds, so that another process's write (cairn replay, cairn plugins rebuild, with a 5 s busy
+ * timeout) gets cairn.db's write lock, and the event loop runs, during a long catch-up.
  */
 const ROUND_BUDGET_MS = 100
+/** The pause after a round that held its transaction for the budget or longer… */
+const ROUND_GAP_MS = 10
+/**
+ * …and after every HANDOFF_EVERY such rounds in a row, a pause longer than the longest sleep of SQLite's busy
+ * handler between two tries (100 ms): a writer in another process waiting on the lock tries within it.
+ */
+const HANDOFF_MS = 110
+const HANDOFF_EVERY = 4
 
 /** The plugins a host runs and how it retries. */
 export interface PluginHostInit {
@@ -63,6 +71,10 @@ export class PluginHost implements Startable {
   private scheduled: { at: number; cancel: () => void } | undefined
   private running: Promise<void> | undefined
   private again = false
+  /** rounds in a row that held their transaction for ROUND_BUDGET_MS or longer */
+  private longRounds = 0
+  /** how long to wait before the next round (see ROUND_GAP_MS, HANDOFF_MS) */
+  private pause = 0
   private readonly abort = new AbortController()
   /** whether the next round reads the rebuild requests and replay queues: at start, and after a request was made */
   private requestsAsked = true
@@ -160,11 +172,13 @@ export class PluginHost implements Startable {
         )
         .finally(() => {
           this.running = undefined
+          const pause = this.pause
+          this.pause = 0
           if (this.again) {
             this.again = false
-            this.notify()
+            this.notify(pause)
           }
-          if (retryAt !== Infinity) this.notify(Math.max(10, retryAt - this.ctx.now()))
+          if (retryAt !== Infinity) this.notify(Math.max(10, pause, retryAt - this.ctx.now()))
           if (this.scheduled == null) this.idle()
         })
     }
@@ -225,7 +239,10 @@ export class PluginHost implements Startable {
     this.requestsSeen = writes.requests
     let retryAt: number
     try {
+      const started = performance.now()
       retryAt = this.roundWrites(requests)
+      this.longRounds = performance.now() - started >= ROUND_BUDGET_MS ? this.longRounds + 1 : 0
+      this.pause = this.longRounds === 0 ? 0 : this.longRounds % HANDOFF_EVERY === 0 ? HANDOFF_MS : ROUND_GAP_MS
     } catch (err) {
       // Forgotten before anything else runs: what the round kept may have been rolled back.
       this.forget()

@@ -73,12 +73,12 @@ describe('a round over a long backlog', () => {
     const started = join(dir, 'started')
     const db = await openDatabase(path)
     migrate(db)
-    // 3,000 events that take a millisecond each stand in for a catch-up of a large backlog: about 3 s of applying.
+    // 6,000 events that take a millisecond each stand in for a catch-up of a large backlog: about 6 s of applying.
     db.transaction(() => {
-      for (let i = 0; i < 3000; i++) add(db, i)
+      for (let i = 0; i < 6000; i++) add(db, i)
     })
     const root = resolve(import.meta.dir, '../..')
-    // The other process waits for the first apply, then writes with a 1 s busy timeout (the CLI's is 5 s).
+    // The other process waits for the first apply, then writes with a 2 s busy timeout (the CLI's is 5 s).
     const other = Bun.spawn(
       [
         process.execPath,
@@ -88,7 +88,7 @@ describe('a round over a long backlog', () => {
          const { Store } = await import(${JSON.stringify(`${root}/src/store/store.ts`)})
          while (!existsSync(${JSON.stringify(started)})) await Bun.sleep(5)
          const db = await openDatabase(${JSON.stringify(path)})
-         db.exec('PRAGMA busy_timeout = 1000')
+         db.exec('PRAGMA busy_timeout = 2000')
          try { new Store(db).meta.put('probe', 'written'); console.log('written') } catch (err) { console.log(err.message) }
          db.close()`
       ],
@@ -115,7 +115,7 @@ describe('a round over a long backlog', () => {
       const said = (await new Response(other.stdout).text()).trim()
       expect(said).toBe('written')
       expect(store.pluginState.unappliedCount('slow')).toBe(0)
-      expect(db.get('SELECT count(*) AS n FROM plugin_applied')).toEqual({ n: 3000 })
+      expect(db.get('SELECT count(*) AS n FROM plugin_applied')).toEqual({ n: 6000 })
     } finally {
       other.kill()
       await host.stop()
