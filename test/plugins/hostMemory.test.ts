@@ -1,8 +1,7 @@
 import { describe, expect, test } from 'bun:test'
-import { uuidv7 } from 'uuidv7'
-import { openDatabase, type SqlDatabase } from '../../src/runtime/sqlite.ts'
-import { migrate } from '../../src/store/migrations.ts'
-import { insertEvent, type EventRow, type EventsTable } from '../../src/store/events.ts'
+import { addCount, COUNT_PRODUCER, memoryDatabase } from '../helpers/events.ts'
+import type { SqlDatabase } from '../../src/runtime/sqlite.ts'
+import type { EventRow, EventsTable } from '../../src/store/events.ts'
 import { Store } from '../../src/store/store.ts'
 import { pluginHost, type PluginHost } from '../../src/plugins/host.ts'
 import { requestReplay } from '../../src/plugins/replay.ts'
@@ -14,36 +13,6 @@ import { streamEvents } from '../../src/http/stream.ts'
 import { readSse, type SseMessage } from '../../src/client/sse.ts'
 import { waitFor } from '../helpers/process.ts'
 
-const PRODUCER = '12D3KooWA1111111111111111111111111111111111111111111'
-let seq = 0
-
-function add(db: SqlDatabase, n: number): string {
-  const id = uuidv7()
-  seq++
-  insertEvent(
-    db,
-    {
-      event_id: id,
-      type: 'test.count',
-      version: 1,
-      producer: PRODUCER,
-      seq,
-      hlc: `${Date.now()}-${(seq % 65536).toString(16).padStart(4, '0')}`,
-      occurred_at: new Date().toISOString(),
-      payload: { n }
-    },
-    'bafy',
-    Date.now()
-  )
-  return id
-}
-
-async function database(): Promise<SqlDatabase> {
-  const db = await openDatabase(':memory:')
-  migrate(db)
-  return db
-}
-
 async function run(db: SqlDatabase, plugin: Plugin): Promise<PluginHost> {
   const host = pluginHost({ plugins: [{ plugin, source: 'test' }], backoffMs: 5, maxAttempts: 3 })({ store: new Store(db), log: silentLog, metrics: new Metrics(), events: new CairnEventBus() })
   await host.start()
@@ -53,7 +22,7 @@ async function run(db: SqlDatabase, plugin: Plugin): Promise<PluginHost> {
 
 describe('what the plugin host keeps in memory between rounds', () => {
   test('an effect queued after a round that found none due still runs', async () => {
-    const db = await database()
+    const db = await memoryDatabase()
     const ran: number[] = []
     const plugin = definePlugin({
       name: 'notifier',
@@ -63,10 +32,10 @@ describe('what the plugin host keeps in memory between rounds', () => {
         ran.push((event.payload as { n: number }).n)
       }
     })
-    add(db, 1)
+    addCount(db, 1)
     const host = await run(db, plugin)
     expect(ran).toEqual([1])
-    add(db, 2)
+    addCount(db, 2)
     host.notify()
     await waitFor('the second effect', () => ran.length === 2, 10_000)
     await host.stop()
@@ -74,7 +43,7 @@ describe('what the plugin host keeps in memory between rounds', () => {
   })
 
   test('a replayed event that fails again is retried and dead-lettered again, though no retry was due before the replay', async () => {
-    const db = await database()
+    const db = await memoryDatabase()
     const plugin = definePlugin({
       name: 'broken',
       handles: { 'test.count': { version: 1, payload: v.object({ n: v.number() }) } },
@@ -82,7 +51,7 @@ describe('what the plugin host keeps in memory between rounds', () => {
         throw new Error('the backend is down')
       }
     })
-    add(db, 1)
+    addCount(db, 1)
     const store = new Store(db)
     const host = await run(db, plugin)
     await waitFor('the dead letter', () => store.pluginState.deadLetterCount() === 1 && store.pluginState.retryingCount() === 0, 10_000)
@@ -97,9 +66,9 @@ describe('what the plugin host keeps in memory between rounds', () => {
   })
 
   test('the watermark falls at once when a cursor is rewound outside a round, as loading a snapshot does', async () => {
-    const db = await database()
+    const db = await memoryDatabase()
     const plugin = definePlugin({ name: 'counter', handles: { 'test.count': { version: 1, payload: v.object({ n: v.number() }) } }, apply() {} })
-    for (let n = 0; n < 3; n++) add(db, n)
+    for (let n = 0; n < 3; n++) addCount(db, n)
     const host = await run(db, plugin)
     const store = new Store(db)
     const top = store.events.maxCursor()
@@ -119,7 +88,7 @@ describe('GET /v1/stream reads the table only when the watermark moved', () => {
     const row = (cursor: number): EventRow => ({
       cursor,
       event_id: `e${cursor}`,
-      producer: PRODUCER,
+      producer: COUNT_PRODUCER,
       seq: cursor,
       type: 'test.count',
       version: 1,

@@ -1,36 +1,13 @@
 import { describe, expect, test } from 'bun:test'
-import { uuidv7 } from 'uuidv7'
-import { openDatabase, type SqlDatabase } from '../../src/runtime/sqlite.ts'
+import { addCount } from '../helpers/events.ts'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
-import { insertEvent } from '../../src/store/events.ts'
 import { Store } from '../../src/store/store.ts'
 import { pluginHost } from '../../src/plugins/host.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
 import { definePlugin, v } from '../../src/plugins/mod.ts'
-
-const PRODUCER = '12D3KooWA1111111111111111111111111111111111111111111'
-let seq = 0
-
-function add(db: SqlDatabase, n: number): void {
-  seq++
-  insertEvent(
-    db,
-    {
-      event_id: uuidv7(),
-      type: 'test.count',
-      version: 1,
-      producer: PRODUCER,
-      seq,
-      hlc: `${Date.now()}-${(seq % 65536).toString(16).padStart(4, '0')}`,
-      occurred_at: new Date().toISOString(),
-      payload: { n }
-    },
-    'bafy',
-    Date.now()
-  )
-}
 
 describe('an apply whose statement makes SQLite roll back the whole transaction (ON CONFLICT ROLLBACK, RAISE(ROLLBACK))', () => {
   test('costs only its own event: the events applied before it in the round are kept, every other event is applied once', async () => {
@@ -46,7 +23,7 @@ describe('an apply whose statement makes SQLite roll back the whole transaction 
       }
     })
     // The fourth event repeats n = 2: its insert rolls back whatever transaction it runs in.
-    for (const n of [1, 2, 3, 2, 5]) add(db, n)
+    for (const n of [1, 2, 3, 2, 5]) addCount(db, n)
     const host = pluginHost({ plugins: [{ plugin, source: 'test' }], backoffMs: 5, maxAttempts: 3 })({ store, log: silentLog, metrics: new Metrics(), events: new CairnEventBus() })
     await host.start()
     await host.drain()
@@ -75,7 +52,7 @@ describe('a round over a long backlog', () => {
     migrate(db)
     // 6,000 events that take a millisecond each stand in for a catch-up of a large backlog: about 6 s of applying.
     db.transaction(() => {
-      for (let i = 0; i < 6000; i++) add(db, i)
+      for (let i = 0; i < 6000; i++) addCount(db, i)
     })
     const root = resolve(import.meta.dir, '../..')
     // The other process waits for the first apply, then writes with a 2 s busy timeout (the CLI's is 5 s).
