@@ -13,6 +13,13 @@ export const GC_SLICE_MS = 4
  */
 export const GC_REST_RATIO = 3
 
+/**
+ * The longest rest after a stretch. A stretch that looked long (the process was stopped by SIGSTOP or
+ * starved by a busy machine in the middle of it) would otherwise rest a multiple of that pause: a node
+ * stopped for 5 s mid-stretch rested 15 s, and its stop waited for the rest.
+ */
+export const GC_MAX_REST_MS = 100
+
 /** Rows of the block list read at a stretch. */
 const LIST_PAGE = 2000
 
@@ -95,7 +102,7 @@ export async function collectGarbage(
   /** Lets the node go on once a stretch is over. @returns whether the node is stopping (the run ends) */
   const pause = async (): Promise<boolean> => {
     if (performance.now() - sliceStart < sliceMs) return false
-    await rest((performance.now() - sliceStart) * restRatio)
+    await rest(Math.min((performance.now() - sliceStart) * restRatio, GC_MAX_REST_MS))
     sliceStart = performance.now()
     return options.stopping?.() === true
   }

@@ -55,6 +55,8 @@ export class Housekeeper {
   private readonly components: HousekeeperComponents
   private readonly init: HousekeeperInit
   private running: Promise<HousekeepingResult> | undefined
+  /** the part of the run under way (what a stop waits on), undefined between runs */
+  phase?: string
 
   constructor(components: HousekeeperComponents, init: HousekeeperInit) {
     this.components = components
@@ -98,11 +100,13 @@ export class Housekeeper {
     // Each phase's milliseconds, for the log line: which part of a run takes the time.
     const phases: Record<string, number> = {}
     let mark = started
-    const lap = (name: string): void => {
+    const lap = (name: string, next?: string): void => {
       const t = Date.now()
       phases[`${name}_ms`] = t - mark
       mark = t
+      this.phase = next
     }
+    this.phase = 'select'
     try {
       const { seqs, compacted, heldBackBy } = prunable(
         store,
@@ -110,26 +114,31 @@ export class Housekeeper {
         now
       )
       result.held_back_by = heldBackBy
-      lap('select')
+      lap('select', 'prune')
       const pruned = await this.init.outbox.prune(seqs, compacted)
       result.pruned_files = pruned.removed
       result.compacted_files = pruned.removed === 0 ? 0 : compacted.size
       store.stateKeys.forgetSuperseded(self)
-      lap('prune')
+      lap('prune', 'bus')
       // The bus root that status reports is served to any IPFS client: it survives collection (rebuilt and
       // stored here, so it is the current one).
       const bus = await busRoot(store.producers.syncedRoots(), blocks)
-      lap('bus')
+      lap('bus', 'gc')
       // Its sweep runs between the outbox's writes: the blocks of one under way are not reachable from its head yet.
       const gc = await collectGarbage(store, blocks, {
         keep: [bus],
-        exclusive: (fn) => this.init.outbox.exclusive(fn),
+        exclusive: async (fn) => {
+          this.phase = 'gc, waiting for the outbox'
+          const r = await this.init.outbox.exclusive(fn)
+          this.phase = 'gc'
+          return r
+        },
         walking: this.init.walking,
         stopping: () => this.status === 'stopping'
       })
       result.blocks_deleted = gc.blocks
       result.reclaimed_bytes = gc.bytes
-      lap('gc')
+      lap('gc', 'events')
       if (this.init.eventsRetention != null) {
         // The start rebuilds lost blocks of the last commits from their events rows: blocks.db is synced
         // before any row can go, so no row is needed for a block that a power cut may still take.
@@ -139,6 +148,8 @@ export class Housekeeper {
       }
     } catch (err) {
       result.error = (err as Error).message
+    } finally {
+      this.phase = undefined
     }
     result.duration_ms = Date.now() - started
     store.meta.put('housekeeping', JSON.stringify(result))

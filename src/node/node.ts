@@ -104,6 +104,8 @@ export class CairnNode {
   /** the typed events every service of this node dispatches */
   readonly events: CairnEventBus
   status: 'stopped' | 'starting' | 'started' | 'stopping' = 'stopped'
+  /** while the node stops: the part it is stopping now */
+  private stopStep?: string
   private readonly extras: NodeExtras
   private readonly clock: HybridClock
   private running?: Running
@@ -116,6 +118,12 @@ export class CairnNode {
     this.events = new CairnEventBus((err, type) => {
       this.log.error(`a listener of ${type} failed: ${err.stack ?? err.message}`)
     })
+  }
+
+  /** While the node stops, what it waits on: the part it is stopping, and where that part's work is. */
+  get stoppingStep(): string | undefined {
+    const phase = this.stopStep === 'housekeeping' ? this.running?.housekeeper.phase : undefined
+    return phase == null ? this.stopStep : `${this.stopStep} (a run, in its ${phase} phase)`
   }
 
   private get run(): Running {
@@ -646,6 +654,7 @@ export class CairnNode {
     const r = this.running
     if (r == null) return
     const step = async (what: string, fn: () => unknown): Promise<void> => {
+      this.stopStep = what
       try {
         await fn()
       } catch (err) {
@@ -692,6 +701,7 @@ export class CairnNode {
       r.opened.close()
     })
     this.running = undefined
+    this.stopStep = undefined
   }
 
   /**

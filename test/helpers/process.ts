@@ -119,6 +119,8 @@ export class NodeProcess {
   http = ''
   addrs: string[] = []
   logs = ''
+  /** resolves once the running process's stderr has been read to its end into `logs` */
+  private logsRead: Promise<void> = Promise.resolve()
 
   constructor(dir: string, runtime: Runtime = 'binary') {
     this.dir = dir
@@ -164,13 +166,13 @@ export class NodeProcess {
       }
     )
     this.proc = proc
-    void (async () => {
+    this.logsRead = (async () => {
       const dec = new TextDecoder()
       const reader = proc.stderr.getReader()
       for (;;) {
         const { value, done } = await reader.read()
         if (done) break
-        this.logs += dec.decode(value)
+        this.logs += dec.decode(value, { stream: true })
       }
     })()
     await waitFor(
@@ -213,6 +215,7 @@ export class NodeProcess {
     if (proc == null || proc.exitCode != null) return proc?.exitCode ?? 0
     proc.kill(signal)
     const code = await proc.exited
+    await this.logsRead
     this.proc = undefined
     this.assertNoCrash()
     return code
@@ -229,6 +232,7 @@ export class NodeProcess {
       this.proc.kill('SIGKILL')
       await this.proc.exited
     }
+    await this.logsRead
     this.assertNoCrash()
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { collectGarbage, type Exclusive, VACUUM_KEEP_FREE } from '../../src/housekeeping/gc.ts'
+import { collectGarbage, type Exclusive, GC_MAX_REST_MS, VACUUM_KEEP_FREE } from '../../src/housekeeping/gc.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { migrate } from '../../src/store/migrations.ts'
@@ -251,6 +251,24 @@ describe('garbage collection', () => {
     expect(await run).toEqual({ blocks: 0, bytes: 0 })
     expect(reads).toBeLessThan(10)
     expect(present(blocks, dead)).toEqual([true, true, true])
+  })
+
+  test('rests at most GC_MAX_REST_MS after a stretch that looked long (the process was stopped in the middle of it)', async () => {
+    const { blocks, store, point } = await setup()
+    const a = await tree(blocks, 'a', 3)
+    await tree(blocks, 'x', 2)
+    point(a[0].cid.toString())
+    // A stretch of 20 ms (as a SIGSTOP mid-stretch looks), resting a million times as long if uncapped.
+    onFirstRead(blocks, () => {
+      for (const until = performance.now() + 20; performance.now() < until; );
+    })
+    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 10, restRatio: 1e6 })
+    const bound = 50 * GC_MAX_REST_MS
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`still resting after ${bound} ms`)), bound)
+    })
+    expect((await Promise.race([run, late]).finally(() => clearTimeout(timer))).blocks).toBe(3)
   })
 
   test('deletes nothing when more blocks were put while it ran than it can record', async () => {

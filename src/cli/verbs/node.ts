@@ -61,7 +61,7 @@ export const runVerb = defineVerb({
   settings: RUN_SETTINGS,
   details:
     'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json.',
-  async run({ values, err }) {
+  async run({ values }) {
     const config = toNodeConfig(values)
     // What the node and libp2p create while they run (datastore files, SQLite's -wal and -shm) is the
     // owner's alone from the start, not only once a stop or the next start tightens it (a SIGKILL skips both).
@@ -74,7 +74,8 @@ export const runVerb = defineVerb({
       const stop = (signal: string): void => {
         node.log.info(`received ${signal}, stopping`)
         const force = setTimeout(() => {
-          err('cairn: did not stop within 10 s; exiting')
+          // The logger writes synchronously: an exit right after it loses nothing (stderr.line would).
+          node.log.error(`did not stop within 10 s (still stopping ${node.stoppingStep ?? 'the node'}); exiting`, { reason: 'stop_timeout', step: node.stoppingStep })
           process.exit(1)
         }, 10_000)
         void node.stop().finally(() => {
