@@ -15,6 +15,14 @@ import { tablesOf } from './migrate.ts'
 const isSchema = (x: unknown): boolean => x != null && typeof x === 'object' && (x as { kind?: string }).kind === 'schema' && typeof (x as { '~run'?: unknown })['~run'] === 'function'
 const Schema = v.custom<v.GenericSchema>(isSchema, 'Expected a valibot schema (v.object(...), v.unknown(), ...)')
 const Fn = v.custom<(...args: never[]) => unknown>((x) => typeof x === 'function', 'Expected a function')
+/** apply, keys and upcasters run inside the event's transaction: an async one would write (or throw) after it ended. */
+const SyncFn = v.pipe(
+  Fn,
+  v.check(
+    (f) => !['AsyncFunction', 'AsyncGeneratorFunction'].includes(f.constructor?.name),
+    'Expected a synchronous function: it runs inside the transaction that applies the event, and what an async one does after its first await is outside it (put async work in effect)'
+  )
+)
 
 /** A plugin's name: it names its file, its log lines and its rows in cairn's tables. */
 export const PluginNameSchema = v.pipe(v.string('Expected a name'), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'Expected a lowercase name of letters, digits, dots, dashes or underscores'))
@@ -27,13 +35,13 @@ const HandlerSchema = v.strictObject(
     upcast: v.optional(
       v.record(
         v.pipe(v.string(), v.regex(/^[1-9][0-9]*$/, 'Expected an older version number as the key')),
-        v.strictObject({ payload: Schema, to: Fn }, unknownKey('upcast')),
+        v.strictObject({ payload: Schema, to: SyncFn }, unknownKey('upcast')),
         'Expected { [oldVersion]: upcaster(oldSchema, (old) => current) }'
       )
     ),
-    apply: v.optional(Fn),
+    apply: v.optional(SyncFn),
     effect: v.optional(Fn),
-    keys: v.optional(Fn)
+    keys: v.optional(SyncFn)
   },
   unknownKey('handler')
 )
@@ -49,7 +57,7 @@ const PluginSchema = v.pipe(
       ),
       migrations: v.optional(v.array(v.string('Expected SQL text'))),
       snapshot: v.optional(v.literal(false, 'Expected false (to opt out of snapshots) or nothing')),
-      apply: v.optional(Fn),
+      apply: v.optional(SyncFn),
       effect: v.optional(Fn)
     },
     unknownKey('plugin')

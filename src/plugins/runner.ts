@@ -1,5 +1,6 @@
 import type { Components } from '../node/components.ts'
 import { rowToEnvelope, type EventRow } from '../store/events.ts'
+import { PermanentError } from '../errors.ts'
 import { backoff } from '../util/backoff.ts'
 import { payloadOf } from './schemas.ts'
 import { MAX_KEYS_PER_EVENT, type Plugin, type PluginEvent, type TypeHandler } from './types.ts'
@@ -153,9 +154,21 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
     event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
     const keys = stateKeysOf(handler, event.payload)
     store.transaction(() => {
-      const applyCtx = { db: store.pluginDb(), log, signal: ctx.signal, plugin: plugin.name }
-      if (handler.apply != null) handler.apply(event, applyCtx)
-      else plugin.apply?.(event, applyCtx)
+      const scope = { open: true }
+      const applyCtx = { db: store.pluginDb(scope), log, signal: ctx.signal, plugin: plugin.name }
+      let returned: unknown
+      try {
+        returned = handler.apply != null ? handler.apply(event, applyCtx) : plugin.apply?.(event, applyCtx)
+      } finally {
+        scope.open = false
+      }
+      if (isThenable(returned)) {
+        // Whatever it does after its first await is outside this transaction: its writes would not be undone
+        // with it, nor counted once. It is refused for good (the load refuses an async function already;
+        // this is a plain function returning a Promise), and its own failure is not left unhandled.
+        returned.then(undefined, () => {})
+        throw new PermanentError('apply returned a Promise: apply must be synchronous (it runs inside the transaction that applies the event); put async work in effect')
+      }
       store.stateKeys.record(plugin.name, row.producer, row.seq, `${row.hlc}|${row.producer}|${row.event_id}`, keys)
       state.markApplied(plugin.name, row, ctx.now(), ctx.rebuilding !== true && (handler.effect ?? plugin.effect) != null)
       moveCursor()
@@ -203,4 +216,8 @@ export function stateKeysOf(handler: TypeHandler, payload: unknown): string[] {
     out.add(JSON.stringify(k))
   }
   return [...out]
+}
+
+function isThenable(x: unknown): x is PromiseLike<unknown> {
+  return x != null && (typeof x === 'object' || typeof x === 'function') && typeof (x as { then?: unknown }).then === 'function'
 }

@@ -96,8 +96,17 @@ export class Store {
    * @returns the database as a plugin sees it: its own SQL on its own tables; inside `apply` every call is
    * part of the transaction that records the event as applied
    */
-  pluginDb(): PluginDbHandle {
-    return { run: (sql, params) => this.db.run(sql, params), get: (sql, params) => this.db.get(sql, params), all: (sql, params) => this.db.all(sql, params) }
+  /**
+   * @param scope while given, the handle works only as long as `scope.open`: apply's handle closes when apply
+   * returns, so that a write a plugin makes later (after an await) is refused instead of landing outside the
+   * event's transaction
+   */
+  pluginDb(scope?: { readonly open: boolean }): PluginDbHandle {
+    const db = (): SqlDatabase => {
+      if (scope != null && !scope.open) throw new Error('ctx.db was used after apply returned (apply must be synchronous; it runs inside the transaction that applies the event)')
+      return this.db
+    }
+    return { run: (sql, params) => db().run(sql, params), get: (sql, params) => db().get(sql, params), all: (sql, params) => db().all(sql, params) }
   }
 
   /** @returns undefined when the database answers, else why not */

@@ -139,6 +139,36 @@ describe('the plugin host', () => {
     expect(listDeadLetters(db)[0].error).toContain('payload.n')
   })
 
+  test('an apply that returns a Promise is dead-lettered at once, keeps none of its writes, and cannot write after it returned', async () => {
+    const db = await database()
+    const id = add(db, 'test.count', { n: 1 })
+    let later: Promise<string> | undefined
+    const promising = definePlugin({
+      name: 'promising',
+      handles: { 'test.count': { version: 1, payload: v.object({ n: v.number() }) } },
+      migrations: ['CREATE TABLE promised (event_id TEXT PRIMARY KEY)'],
+      // A plain function returning a Promise, as a transpiled async function may be: the load cannot tell.
+      apply(event, { db }) {
+        db.run('INSERT INTO promised (event_id) VALUES (?)', [event.event_id])
+        later = Promise.resolve().then(() => {
+          try {
+            db.run('INSERT INTO promised (event_id) VALUES (?)', ['after'])
+            return 'written'
+          } catch (err) {
+            return (err as Error).message
+          }
+        })
+        return later as unknown as undefined
+      }
+    })
+    await (await run(db, builtin(promising))).stop()
+    expect(await later).toBe('ctx.db was used after apply returned (apply must be synchronous; it runs inside the transaction that applies the event)')
+    expect(db.all('SELECT event_id FROM promised')).toEqual([])
+    expect(listDeadLetters(db).map((d) => ({ event_id: d.event_id, attempts: d.attempts, error: d.error }))).toEqual([
+      { event_id: id, attempts: 1, error: 'apply returned a Promise: apply must be synchronous (it runs inside the transaction that applies the event); put async work in effect' }
+    ])
+  })
+
   test('events of a newer version are held, then applied through an upcaster once a plugin knows them', async () => {
     const db = await database()
     const v2 = add(db, 'test.count', { count: 7 }, { version: 2 })
@@ -363,7 +393,16 @@ describe('loading plugins', () => {
     await expect(loadPlugins([], [shape])).rejects.toThrow(/shape\.js: .*handles/)
     const dup = dir({ 'a.js': "export default ({ v, definePlugin }) => definePlugin({ name: 'workspace-access', handles: { 'a.b': { version: 1, payload: v.unknown() } }, apply () {} })" })
     await expect(loadPlugins([workspaceAccess], [dup])).rejects.toThrow(/a\.js: built-in already loaded/)
-    for (const d2 of [d, shape, dup]) rmSync(d2, { recursive: true })
+    const sync = 'Expected a synchronous function: it runs inside the transaction that applies the event, and what an async one does after its first await is outside it (put async work in effect)'
+    const async = dir({
+      'async.js': "export default ({ v, definePlugin }) => definePlugin({ name: 'async', handles: { 'a.b': { version: 1, payload: v.unknown(), async apply () {} } } })"
+    })
+    await expect(loadPlugins([], [async])).rejects.toThrow(`Cannot load plugin "async" from ${join(async, 'async.js')}: handles.a.b.apply: ${sync}`)
+    const asyncKeys = dir({
+      'keys.js': "export default ({ v, definePlugin }) => definePlugin({ name: 'keys', handles: { 'a.b': { version: 1, payload: v.unknown(), keys: async () => [] } }, apply () {} })"
+    })
+    await expect(loadPlugins([], [asyncKeys])).rejects.toThrow(`Cannot load plugin "keys" from ${join(asyncKeys, 'keys.js')}: handles.a.b.keys: ${sync}`)
+    for (const d2 of [d, shape, dup, async, asyncKeys]) rmSync(d2, { recursive: true })
   })
 
   test('a failing migration stops start with the plugin, file and migration named', async () => {
