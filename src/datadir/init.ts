@@ -7,7 +7,7 @@ import { OWNERS_KEY } from '../model/members.ts'
 import { Store } from '../store/store.ts'
 import { openBlockDatabase } from '../store/blockstore.ts'
 import { dataPaths } from './layout.ts'
-import { loadIdentity } from './load.ts'
+import { loadIdentity, openDataDirStore } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
 import { readJoinFile } from './joinFile.ts'
 import { tightenModes } from './modes.ts'
@@ -53,7 +53,7 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
     tightenModes(dir)
     // Owners may be recorded once in a directory that has none (a node of a network that starts using the
     // membership changes); after that they change only through owners' signed changes.
-    const store = await Store.open(p.database)
+    const store = await openDataDirStore(dir)
     try {
       const recorded = readOwners(store)
       const wanted = [...new Set(options.owners ?? [])]

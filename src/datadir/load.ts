@@ -3,7 +3,10 @@ import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { DataDirError } from '../errors.ts'
+import { SchemaBehindError } from '../store/migrations.ts'
+import { Store } from '../store/store.ts'
 import { dataPaths } from './layout.ts'
+import { runningPid } from './lock.ts'
 import { parseSwarmKey } from './swarmKey.ts'
 
 /**
@@ -64,4 +67,25 @@ export function loadApiToken(dir: string): string {
   const token = existsSync(path) ? readFileSync(path, 'utf8').trim() : ''
   if (token.length < 16) throw new DataDirError(`Cannot read ${path}: the API token is missing or too short; write a random string of at least 16 characters there`)
   return token
+}
+
+/**
+ * Opens a data directory's database beside whatever else uses it (a running node: SQLite's WAL lets both in).
+ * A stopped node's database is migrated, as its next start would; a running node's is not, since the node
+ * running on it would find tables under it that it does not know.
+ *
+ * @throws DataDirError naming the file; when a running node is an older cairn, saying which binary to use
+ */
+export async function openDataDirStore(dir: string): Promise<Store> {
+  const path = dataPaths(dir).database
+  const pid = runningPid(dir)
+  try {
+    return await Store.open(path, { migrate: pid == null })
+  } catch (err) {
+    if (err instanceof SchemaBehindError)
+      throw new DataDirError(
+        `Cannot open ${path}: ${err.message}, and the node running on ${dir} (pid ${pid}) is an older cairn: run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
+      )
+    throw new DataDirError(`Cannot open ${path}: ${(err as Error).message}`)
+  }
 }

@@ -24,20 +24,34 @@ function rekey(table: string): string {
    ALTER TABLE ${table}_v3 RENAME TO ${table};`
 }
 
+/** The database's schema is older than this build's, and migrating it was not allowed. */
+export class SchemaBehindError extends Error {
+  readonly current: number
+  readonly latest: number
+  constructor(current: number, latest: number) {
+    super(`its schema version ${current} is older than this cairn's (${latest})`)
+    this.name = 'SchemaBehindError'
+    this.current = current
+    this.latest = latest
+  }
+}
+
 /**
  * Applies the numbered migrations that the database has not seen, each in its own transaction,
  * and records each in `schema_migrations`.
  *
+ * @param options.apply false: migrate nothing, and throw SchemaBehindError when the database is older
  * @returns the schema version now in force
  * @throws Error when the database is newer than this build of cairn
  */
-export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations'): number {
+export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations', options: { apply?: boolean } = {}): number {
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000')
   db.exec(`CREATE TABLE IF NOT EXISTS ${table} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`)
   const current = db.get<{ v: number | null }>(`SELECT max(version) AS v FROM ${table}`)?.v ?? 0
   if (current > migrations.length) {
     throw new Error(`Cannot open ${db.path}: its schema version ${current} is newer than this cairn knows (${migrations.length}); run a newer cairn`)
   }
+  if (options.apply === false && current < migrations.length) throw new SchemaBehindError(current, migrations.length)
   for (let i = current; i < migrations.length; i++) {
     db.transaction(() => {
       db.exec(migrations[i])

@@ -54,10 +54,11 @@ export class Store {
    *
    * @throws Error when the file is not a database or is from a newer cairn
    */
-  static async open(path: string): Promise<Store> {
+  /** @param options.migrate false: throw SchemaBehindError rather than migrate an older database */
+  static async open(path: string, options: { migrate?: boolean } = {}): Promise<Store> {
     const db = await openDatabase(path)
     try {
-      migrate(db)
+      migrate(db, undefined, undefined, { apply: options.migrate })
     } catch (err) {
       db.close()
       throw err

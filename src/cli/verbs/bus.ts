@@ -13,25 +13,21 @@ import { OPTIONS } from '../options.ts'
 import { callNode, followNode } from '../client.ts'
 import { UsageError, DataDirError, NotRunningError } from '../../errors.ts'
 import { issueLine } from '../../model/issues.ts'
-import { assertDataDir, loadIdentity } from '../../datadir/load.ts'
+import { assertDataDir, loadIdentity, openDataDirStore } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { openBlockReader, type SqliteBlockstore } from '../../store/blockstore.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import { busDirectory, busRoot } from '../../unixfs/busRoot.ts'
 import { readTrees, walkDag } from '../../unixfs/walk.ts'
-import { Store } from '../../store/store.ts'
+import type { Store } from '../../store/store.ts'
 import type { GapKind } from '../../store/gaps.ts'
 import { recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
 
-/** Opens a data directory's database for a CLI verb (the node may be running: SQLite's WAL lets both in). */
+/** Opens a data directory's database for a CLI verb (see openDataDirStore). */
 export async function openNodeStore(dir: string): Promise<Store> {
   assertDataDir(dir)
-  try {
-    return await Store.open(dataPaths(dir).database)
-  } catch (err) {
-    throw new DataDirError(`Cannot open ${dataPaths(dir).database}: ${(err as Error).message}`)
-  }
+  return await openDataDirStore(dir)
 }
 
 export const publishVerb = defineVerb({
