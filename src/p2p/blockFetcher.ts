@@ -253,11 +253,6 @@ export class WalkBlocks {
     this.store = store
   }
 
-  /** @returns how many blocks wait to be stored */
-  get size(): number {
-    return this.blocks.length
-  }
-
   add(cid: CID, bytes: Uint8Array): void {
     if (this.ended) {
       this.store([{ cid, bytes }])

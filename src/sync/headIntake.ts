@@ -85,10 +85,11 @@ export function judgeHead(
 
 /**
  * Verifies a signed head and, when it moves its producer's head forward, persists it, counts it and
- * dispatches 'head:accepted'. `seen` may give the producer's row as the gossip validator read it to judge
- * this message: used while no write to `producers` came since; the membership is always asked again. Heads of this node itself are never news. Blocks the message carried are
+ * dispatches 'head:accepted'. Heads of this node itself are never news. Blocks the message carried are
  * never written here: a new or late head's go to memory for the walk (which stores those its root
- * reaches), an old head's only to a walk already waiting for them.
+ * reaches), an old head's only to a walk already waiting for them. `seen` may give the producer's row as
+ * the gossip validator read it to judge this very message: it is used while no write to `producers` came
+ * since, and the membership is asked again in any case.
  *
  * @returns the head when it is news, undefined when it changed nothing
  * @throws InvalidHeadError when it does not verify, is from a non-member, or from one producer too many
