@@ -255,6 +255,7 @@ export class CairnNode {
       const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
+        blockBatch: () => fetcher.batch(),
         limits: { maxEventSize: cfg.maxEventSize, maxDepth: cfg.maxDepth, maxFilesPerWalk: cfg.maxFilesPerWalk },
         fetchTimeout: cfg.fetchTimeout,
         collectGarbage: collectOnDemand(),
@@ -315,11 +316,12 @@ export class CairnNode {
           network: opened.network,
           limiter,
           publishHints: cfg.gossipHints,
-          screen: ({ head, blocks }) => {
+          screen: (message) => {
+            const { head, blocks } = message
             // A head stamped too far ahead is held wherever it arrives: relaying it would only make every node refuse it.
             const ahead = this.clock.tooFarAhead(head.hlc)
             if (ahead != null) return { relay: false, reason: 'clock_skew', detail: `${head.producer} stamped head ${head.seq} ${Math.round(ahead / 1000)} s ahead of this node's clock` }
-            const judged = syncer.judge(head)
+            const judged = syncer.judge(message)
             if (judged.verdict === 'new' || (judged.verdict === 'late' && lateRelays.first(head.producer, head.seq))) return { relay: true }
             // A late head relayed before is one more copy with other blocks: only a waiting walk may use them.
             if (judged.verdict !== 'refused' && blocks.length > 0) fetcher.offerHinted(blocks)

@@ -1,7 +1,7 @@
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { Components } from '../node/components.ts'
-import { collect } from '../store/blockstore.ts'
+import { collect, type StoredBlock } from '../store/blockstore.ts'
 import { trace } from '../log/trace.ts'
 import { pooledMap } from '../util/pool.ts'
 import { announceWanted, type AnnouncingBroker } from './announce.ts'
@@ -12,6 +12,10 @@ import type { CairnIpfs } from './ipfs.ts'
 const HINTED_BYTES = 2 * 1024 * 1024
 /** Bulk batches in flight at once: some are answered while others' blocks are checked and stored. */
 const BATCHES_IN_FLIGHT = 4
+/** A walk's blocks taken from memory are stored at the latest once they are this many, in one transaction. */
+export const WALK_BATCH_BLOCKS = 256
+/** …or before they would pass this many bytes (a transaction holds more only for one larger block alone). */
+export const WALK_BATCH_BYTES = 1024 * 1024
 
 export interface BlockFetcherInit {
   ipfs: CairnIpfs
@@ -46,13 +50,25 @@ export class BlockFetcher {
   }
 
   /**
-   * One block: from the hinted blocks, the store, or bitswap (which asks every connected peer).
+   * @returns a batch for one walk's blocks taken from memory: stored together, in transactions of at most
+   * WALK_BATCH_BLOCKS blocks and WALK_BATCH_BYTES (or one larger block), each told to `stored()`
+   */
+  batch(): WalkBlocks {
+    return new WalkBlocks((blocks) => {
+      this.components.blocks.putAll(blocks)
+      this.stored(blocks.map((b) => b.cid))
+    })
+  }
+
+  /**
+   * One block: from the hinted blocks, the store, or bitswap (which asks every connected peer). A hinted
+   * block goes to `batch` to be stored with the walk's others, or without one is stored before the caller resumes.
    *
    * @throws the signal's reason when it aborts first
    */
-  async get(cid: CID, options: { signal: AbortSignal }): Promise<Uint8Array> {
+  async get(cid: CID, options: { signal: AbortSignal; batch?: Pick<WalkBlocks, 'add'> }): Promise<Uint8Array> {
     const key = cid.toString()
-    const hinted = this.takeHinted(cid)
+    const hinted = this.takeHinted(cid, options.batch)
     if (hinted != null) return hinted
     const local = this.components.blocks.getSync(cid)
     if (local != null) return local
@@ -69,7 +85,7 @@ export class BlockFetcher {
     try {
       return await collect(this.init.ipfs.blockstore.get(cid, { signal: AbortSignal.any([options.signal, arrived.signal]) }))
     } catch (err) {
-      const stored = arrived.signal.aborted ? (this.takeHinted(cid) ?? this.components.blocks.getSync(cid)) : undefined
+      const stored = arrived.signal.aborted ? (this.takeHinted(cid, options.batch) ?? this.components.blocks.getSync(cid)) : undefined
       if (stored != null) return stored
       throw err
     } finally {
@@ -84,12 +100,12 @@ export class BlockFetcher {
    *
    * @returns those it got, each checked against its CID; what it misses is left to `get`
    */
-  async getMany(producer: string, cids: readonly CID[], options: { signal: AbortSignal; onBlocks: (n: number) => void }): Promise<Map<string, Uint8Array>> {
+  async getMany(producer: string, cids: readonly CID[], options: { signal: AbortSignal; onBlocks: (n: number) => void; batch?: Pick<WalkBlocks, 'add'> }): Promise<Map<string, Uint8Array>> {
     const { blocks, log } = this.components
     const out = new Map<string, Uint8Array>()
     const missing: CID[] = []
     for (const cid of cids) {
-      const local = this.takeHinted(cid) ?? blocks.getSync(cid)
+      const local = this.takeHinted(cid, options.batch) ?? blocks.getSync(cid)
       if (local != null) out.set(cid.toString(), local)
       else missing.push(cid)
     }
@@ -154,15 +170,20 @@ export class BlockFetcher {
   }
 
   /**
-   * @returns a hinted block, stored before the caller resumes: a walk reached it from an accepted root.
-   * The blocks taken in one turn are written in one transaction (a microtask runs before the walk's await does).
+   * @returns a hinted block, which a walk reached from an accepted root: added to the walk's `batch`, or
+   * without one stored before the caller resumes (the blocks taken in one turn in one transaction: a
+   * microtask runs before the caller's await does)
    */
-  private takeHinted(cid: CID): Uint8Array | undefined {
+  private takeHinted(cid: CID, batch: Pick<WalkBlocks, 'add'> | undefined): Uint8Array | undefined {
     const key = cid.toString()
     const bytes = this.hinted.get(key)
     if (bytes == null) return undefined
     this.hinted.delete(key)
     this.hintedBytes -= bytes.length
+    if (batch != null) {
+      batch.add(cid, bytes)
+      return bytes
+    }
     if (this.taken.length === 0) queueMicrotask(() => this.storeTaken())
     this.taken.push({ cid, bytes })
     return bytes
@@ -213,5 +234,52 @@ export class BlockFetcher {
     const candidates = [...connected.filter((p) => p.toString() === producer), ...connected.filter((p) => p.toString() !== producer)]
     for (const p of candidates) if (await this.init.exchange.supports(p)) return p
     return undefined
+  }
+}
+
+/**
+ * One walk's blocks taken from memory, stored together (see BlockBatch in sync/fetch.ts): at once when
+ * they reach WALK_BATCH_BLOCKS, before they would pass WALK_BATCH_BYTES, and when the walk flushes them
+ * before it records what depends on them. A store that fails is remembered: every later flush throws it.
+ */
+export class WalkBlocks {
+  private blocks: StoredBlock[] = []
+  private bytes = 0
+  private failed: Error | undefined
+  private ended = false
+  private readonly store: (blocks: StoredBlock[]) => void
+
+  constructor(store: (blocks: StoredBlock[]) => void) {
+    this.store = store
+  }
+
+  add(cid: CID, bytes: Uint8Array): void {
+    if (this.ended) {
+      this.store([{ cid, bytes }])
+      return
+    }
+    if (this.blocks.length > 0 && this.bytes + bytes.length > WALK_BATCH_BYTES) this.flush()
+    this.blocks.push({ cid, bytes })
+    this.bytes += bytes.length
+    if (this.blocks.length >= WALK_BATCH_BLOCKS) this.flush()
+  }
+
+  flush(): void {
+    if (this.failed != null) throw this.failed
+    if (this.blocks.length === 0) return
+    const blocks = this.blocks
+    this.blocks = []
+    this.bytes = 0
+    try {
+      this.store(blocks)
+    } catch (err) {
+      this.failed = new Error(`Cannot store ${blocks.length} block(s) the walk took: ${(err as Error).message}`)
+      throw this.failed
+    }
+  }
+
+  end(): void {
+    this.ended = true
+    this.flush()
   }
 }

@@ -46,6 +46,11 @@ export interface StoredHead {
  */
 export class ProducersTable {
   private readonly db: SqlDatabase
+  /**
+   * Writes to the table through this object so far (every row it changes goes through it): a row read
+   * while this count stays the same is still the row (see sync/headIntake.ts producerRow).
+   */
+  writes = 0
 
   constructor(db: SqlDatabase) {
     this.db = db
@@ -76,6 +81,7 @@ export class ProducersTable {
    * processed up to `processedSeq` (its own outbox head).
    */
   putHead(head: StoredHead, synced?: { root: string; processedSeq: number }): void {
+    this.writes++
     if (synced == null) {
       this.db.run(
         `INSERT INTO producers (producer, head_seq, head_root, head_hlc, head_message, head_received_at, acks, pruned_plain, joined_seq, head_compacted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -137,6 +143,7 @@ export class ProducersTable {
    * `synced`, the walk of that root (whose head said it had compacted `compacted` files) is complete.
    */
   advance(producer: string, top: number, synced?: { root: string; compacted: number }): void {
+    this.writes++
     const whole = synced != null ? 1 : 0
     this.db.run(
       `UPDATE producers SET processed_seq = max(processed_seq, ?), synced_root = CASE WHEN ? THEN ? ELSE synced_root END,
@@ -147,6 +154,7 @@ export class ProducersTable {
 
   /** Records why the last sync of a producer failed. */
   setError(producer: string, error: string | null): void {
+    this.writes++
     this.db.run('UPDATE producers SET last_error = ? WHERE producer = ?', [error, producer])
   }
 }

@@ -2,14 +2,33 @@ import type { CID } from 'multiformats/cid'
 import type { Log } from '../log/logger.ts'
 import { pooledMap } from '../util/pool.ts'
 
-/** Fetches a block, from the local store or from the connected peers (bitswap asks them all). */
-export type BlockGetter = (cid: CID, options: { signal: AbortSignal }) => Promise<Uint8Array>
+/**
+ * The blocks one walk took from memory (those hints carried), to store together: at once when they pass
+ * a bound of count and bytes, and by `flush` before the walk records anything that depends on them.
+ */
+export interface BlockBatch {
+  add(cid: CID, bytes: Uint8Array): void
+  /**
+   * Stores the blocks added since the last store, in one transaction.
+   *
+   * @throws Error when this store, or one before it of this batch, failed: nothing may be recorded that depends on them
+   */
+  flush(): void
+  /** Flushes, and from then on stores each block added at once (a fetch still under way when the walk ended). */
+  end(): void
+}
+
+/**
+ * Fetches a block, from the local store or from the connected peers (bitswap asks them all). With a
+ * `batch`, a block taken from memory goes to it to be stored; without one, it is stored at once.
+ */
+export type BlockGetter = (cid: CID, options: { signal: AbortSignal; batch?: BlockBatch }) => Promise<Uint8Array>
 
 /**
  * Fetches many blocks at once (a catch-up's event files), from the local store or in batches from a
  * peer; @returns those it got, each already checked against its CID. What it misses goes to getBlock.
  */
-export type BlocksGetter = (producer: string, cids: readonly CID[], options: { signal: AbortSignal; onBlocks: (n: number) => void }) => Promise<Map<string, Uint8Array>>
+export type BlocksGetter = (producer: string, cids: readonly CID[], options: { signal: AbortSignal; onBlocks: (n: number) => void; batch?: BlockBatch }) => Promise<Map<string, Uint8Array>>
 
 /** How one walk fetches the blocks of one producer's tree. */
 export interface WalkFetcher {
@@ -25,6 +44,8 @@ export interface WalkFetcher {
   log: Log
   /** counts the blocks the walk reads in batches, and collects the heap's garbage as they add up */
   collector?: CollectEvery
+  /** where the blocks the walk takes from memory wait to be stored; flushed before the walk records anything */
+  batch?: BlockBatch
 }
 
 /**
@@ -61,7 +82,7 @@ export class CollectEvery {
 
 /** @returns the block of `cid`, within the fetch timeout */
 export async function fetchBlock(f: WalkFetcher, cid: CID): Promise<Uint8Array> {
-  const bytes = await f.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(f.fetchTimeout), f.signal]) })
+  const bytes = await f.getBlock(cid, { signal: AbortSignal.any([AbortSignal.timeout(f.fetchTimeout), f.signal]), batch: f.batch })
   f.progressed()
   return bytes
 }
@@ -88,6 +109,7 @@ export async function fetchBlocks(f: WalkFetcher, cids: readonly CID[], options:
     try {
       bulk = await f.getBlocks(f.producer, cids, {
         signal: f.signal,
+        batch: f.batch,
         onBlocks: (n) => {
           f.progressed()
           options.onFetched?.(n)

@@ -1,7 +1,9 @@
 import type { CID } from 'multiformats/cid'
-import { verifyHeadMessage, type Head } from '../model/head.ts'
+import { verifyHeadMessage, type Head, type VerifiedHead } from '../model/head.ts'
 import { InvalidHeadError } from '../errors.ts'
 import type { Components } from '../node/components.ts'
+import type { ProducerRow } from '../store/producers.ts'
+import type { Store } from '../store/store.ts'
 
 /** Who may send heads, how many producers are tracked, and where the blocks a head message carried go. */
 export interface HeadIntakeInit {
@@ -30,19 +32,37 @@ export type HeadIntakeComponents = Pick<Components, 'self' | 'store' | 'clock' |
  */
 export type HeadVerdict = { verdict: 'new' } | { verdict: 'late' } | { verdict: 'old' } | { verdict: 'refused'; reason: string; detail: string }
 
+/** A producer's row as read to judge a head, and `producers.writes` when it was read. */
+export interface SeenRow {
+  row: ProducerRow | undefined
+  writes: number
+}
+
+/** @returns `seen` while no write to `producers` came after it (it is still the row), else the row read now */
+export function producerRow(store: Pick<Store, 'producers'>, producer: string, seen?: SeenRow): SeenRow {
+  const writes = store.producers.writes
+  if (seen != null && seen.writes === writes) return seen
+  return { row: store.producers.get(producer), writes }
+}
+
 /**
  * Judges a verified head without changing anything: the gossip validator relays what this returns 'new'
  * or 'late' for (hints of one producer can arrive out of order, and a late one carries blocks that the
  * nodes after this one need as much as this one does), and intake persists only 'new' heads.
  */
-export function judgeHead(head: Head, init: HeadIntakeInit, components: Pick<Components, 'self' | 'store'>): HeadVerdict {
+export function judgeHead(
+  head: Head,
+  init: HeadIntakeInit,
+  components: Pick<Components, 'self' | 'store'>,
+  row: (producer: string) => ProducerRow | undefined = (p) => components.store.producers.get(p)
+): HeadVerdict {
   if (head.producer === components.self) return { verdict: 'old' }
   const removed = init.removedAt?.(head.producer)
   const member = removed == null ? init.isMember?.(head.producer) : true
   if (member === false) {
     return { verdict: 'refused', reason: 'not_member', detail: `Cannot accept head of ${head.producer}: it is not in the members list` }
   }
-  const known = components.store.producers.get(head.producer)
+  const known = row(head.producer)
   // A removed member's head is taken only while this node still misses some of its valid events (seq <= last_seq).
   if (removed != null && (known?.processed_seq ?? 0) >= removed.last_seq) {
     return { verdict: 'refused', reason: 'not_member', detail: `Cannot accept head of ${head.producer}: ${removed.removed_by} removed it; its events after seq ${removed.last_seq} are refused` }
@@ -67,14 +87,17 @@ export function judgeHead(head: Head, init: HeadIntakeInit, components: Pick<Com
  * Verifies a signed head and, when it moves its producer's head forward, persists it, counts it and
  * dispatches 'head:accepted'. Heads of this node itself are never news. Blocks the message carried are
  * never written here: a new or late head's go to memory for the walk (which stores those its root
- * reaches), an old head's only to a walk already waiting for them.
+ * reaches), an old head's only to a walk already waiting for them. `seen` may give the producer's row as
+ * the gossip validator read it to judge this very message: it is used while no write to `producers` came
+ * since, and the membership is asked again in any case.
  *
  * @returns the head when it is news, undefined when it changed nothing
  * @throws InvalidHeadError when it does not verify, is from a non-member, or from one producer too many
  */
-export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, components: HeadIntakeComponents): Promise<Head | undefined> {
-  const { head, signed, blocks } = await verifyHeadMessage(bytes)
-  const judged = judgeHead(head, init, components)
+export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, components: HeadIntakeComponents, seen?: (message: VerifiedHead) => SeenRow | undefined): Promise<Head | undefined> {
+  const message = await verifyHeadMessage(bytes)
+  const { head, signed, blocks } = message
+  const judged = judgeHead(head, init, components, (p) => producerRow(components.store, p, seen?.(message)).row)
   if (judged.verdict === 'refused') throw new InvalidHeadError(judged.reason, judged.detail, head.producer)
   if (judged.verdict === 'late') {
     // The newer head is stored already; the walk to it reads this commit's files, and gets them from here.

@@ -112,6 +112,9 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     const now = Date.now()
     const added: EventEnvelope[] = []
     const collisions: Array<{ envelope: EventEnvelope; other: string }> = []
+    // The blocks the walk took from memory (its directories, these files) are stored before the rows
+    // that depend on them; a store that fails throws here, and nothing is recorded.
+    f.batch?.flush()
     ctx.store.transaction(() => {
       for (const a of accepted) {
         // An event is (producer, event_id): one sharing another producer's event_id is kept and counted.

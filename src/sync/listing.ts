@@ -40,6 +40,10 @@ export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTab
   const found = new SeqWindow(keep, window.maxEventSize)
   const out: Listing = { walked: new Map(), files: new PlannedFiles(window.maxEventSize), refused: [], top: window.headSeq, complete: true }
   const days = await list(f, '', root, budget)
+  const knownDays = dirs.many(
+    producer,
+    days.map((d) => d.name)
+  )
   for (const day of days) {
     // A producer's snapshots are read only when a plugin needs one (plugins/snapshots.ts), never walked.
     if (day.name === SNAPSHOTS_DIR) continue
@@ -49,8 +53,13 @@ export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTab
       out.refused.push(badDay)
       continue
     }
-    if (dirs.get(producer, day.name) === day.cid.toString()) continue
-    for (const hour of await list(f, day.name, day.cid, budget)) {
+    if (knownDays.get(day.name) === day.cid.toString()) continue
+    const hours = await list(f, day.name, day.cid, budget)
+    const knownHours = dirs.many(
+      producer,
+      hours.map((h) => `${day.name}/${h.name}`)
+    )
+    for (const hour of hours) {
       const hourPath = `${day.name}/${hour.name}`
       const badHour = refuseHour(day.name, hour)
       if (badHour != null) {
@@ -58,7 +67,7 @@ export async function listChanges(f: WalkFetcher, root: CID, dirs: RemoteDirsTab
         out.refused.push(badHour)
         continue
       }
-      if (dirs.get(producer, hourPath) === hour.cid.toString()) continue
+      if (knownHours.get(hourPath) === hour.cid.toString()) continue
       await listBucket(f, hourPath, hour.cid, dirs, window, budget, out, found)
       out.walked.set(hourPath, hour.cid.toString())
     }

@@ -3,21 +3,27 @@ import type { EventEnvelope } from '../model/envelope.ts'
 import type { FileLimits, Rejection } from '../model/eventFile.ts'
 import type { Components } from '../node/components.ts'
 import { trace } from '../log/trace.ts'
-import { CollectEvery, type BlockGetter, type BlocksGetter, type WalkFetcher } from './fetch.ts'
-import type { Head } from '../model/head.ts'
-import { intakeHead, judgeHead, type HeadIntakeInit, type HeadVerdict } from './headIntake.ts'
+import { CollectEvery, type BlockBatch, type BlockGetter, type BlocksGetter, type WalkFetcher } from './fetch.ts'
+import type { VerifiedHead } from '../model/head.ts'
+import type { ProducerRow } from '../store/producers.ts'
+import { intakeHead, judgeHead, producerRow, type HeadIntakeInit, type HeadVerdict, type SeenRow } from './headIntake.ts'
 import { ingest } from './ingest.ts'
 import { listChanges } from './listing.ts'
 import { WalkBudget, WINDOW_CHUNKS } from './plan.ts'
 import { RefusedTreeError, WaitingForOwnerError } from '../errors.ts'
 import { WalkScheduler, type WalkHandle } from './scheduler.ts'
 
-export type { BlockGetter, BlocksGetter } from './fetch.ts'
+export type { BlockBatch, BlockGetter, BlocksGetter } from './fetch.ts'
 
 /** How the syncer fetches and checks what producers publish. */
 export interface SyncerInit extends HeadIntakeInit {
   getBlock: BlockGetter
   getBlocks?: BlocksGetter
+  /**
+   * a batch for one walk's blocks taken from memory, stored together: flushed before the walk records
+   * anything and when it ends; without it each is stored as it is taken
+   */
+  blockBatch?: () => BlockBatch
   limits: FileLimits & { maxFilesPerWalk: number }
   /** how long one block may take, in ms */
   fetchTimeout: number
@@ -66,6 +72,8 @@ export class Syncer {
   private readonly waiting = new Map<string, string>()
   /** per producer, the root its walk under way reads (one entry per producer), until the walk ends */
   private readonly walking = new Map<string, string>()
+  /** per verified message `judge` saw (the gossip validator's), the producer's row it read: intake reads it again only after a write */
+  private readonly judgedRows = new WeakMap<VerifiedHead, SeenRow>()
 
   constructor(init: SyncerInit, components: SyncerComponents) {
     this.init = init
@@ -127,7 +135,7 @@ export class Syncer {
    * @throws InvalidHeadError when it does not verify or is from a non-member
    */
   async offerHead(bytes: Uint8Array): Promise<'new' | 'old'> {
-    const head = await intakeHead(bytes, this.init, this.components)
+    const head = await intakeHead(bytes, this.init, this.components, (message) => this.judgedRows.get(message))
     if (head == null) return 'old'
     this.scheduler.supersede(head.producer)
     trace('head.accepted', head.seq)
@@ -150,9 +158,18 @@ export class Syncer {
     }
   }
 
-  /** @returns what a verified head would be to this node (news, old, refused), changing nothing */
-  judge(head: Head): HeadVerdict {
-    return judgeHead(head, this.init, this.components)
+  /**
+   * @returns what a verified head would be to this node (news, old, refused), changing nothing; the
+   * producer's row it read is kept for the intake of the same message
+   */
+  judge(message: VerifiedHead): HeadVerdict {
+    let seen: SeenRow | undefined
+    const verdict = judgeHead(message.head, this.init, this.components, (p) => {
+      seen = producerRow(this.components.store, p)
+      return seen.row
+    })
+    if (seen != null) this.judgedRows.set(message, seen)
+    return verdict
   }
 
   /** @returns the signed heads this node knows, its own included, to relay to peers */
@@ -204,7 +221,6 @@ export class Syncer {
       this.scheduler.schedule(wait.owner)
       throw new WaitingForOwnerError(`Waiting for the events of owner ${wait.owner} up to seq ${wait.seq}, which ${producer} had seen: membership changes come first`)
     }
-    const root = CID.parse(row.head_root)
     this.walking.set(producer, row.head_root)
     log.debug(`walking ${producer} to seq ${row.head_seq} (processed ${row.processed_seq})`, { producer })
     trace('walk.started', row.head_seq)
@@ -216,8 +232,27 @@ export class Syncer {
       signal: handle.signal,
       progressed: handle.progressed,
       log,
-      collector: this.init.collectGarbage == null ? undefined : new CollectEvery(this.init.collectGarbage.every, this.init.collectGarbage.collect)
+      collector: this.init.collectGarbage == null ? undefined : new CollectEvery(this.init.collectGarbage.every, this.init.collectGarbage.collect),
+      batch: this.init.blockBatch?.()
     }
+    try {
+      await this.walkWith(fetcher, { ...row, head_root: row.head_root }, cap)
+    } finally {
+      // What a walk that stopped short (refused, failed, aborted) took still goes to the store, and so
+      // does what a fetch still under way takes after it.
+      try {
+        fetcher.batch?.end()
+      } catch (err) {
+        log.error(`${(err as Error).message}`, { producer, reason: 'block_store_failed' })
+      }
+    }
+  }
+
+  /** Lists and ingests what changed in `row`'s tree, up to `cap`. */
+  private async walkWith(fetcher: WalkFetcher, row: ProducerRow & { head_root: string }, cap: number): Promise<void> {
+    const { store, log } = this.components
+    const { producer } = fetcher
+    const root = CID.parse(row.head_root)
     const t0 = performance.now()
     const window = {
       processedSeq: row.processed_seq,

@@ -1,0 +1,158 @@
+import { describe, expect, test } from 'bun:test'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { CID } from 'multiformats/cid'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { migrate } from '../../src/store/migrations.ts'
+import { openBlockDatabase, SqliteBlockstore, type StoredBlock } from '../../src/store/blockstore.ts'
+import { Store } from '../../src/store/store.ts'
+import { syncer as createSyncer } from '../../src/sync/syncer.ts'
+import { HybridClock } from '../../src/model/hlc.ts'
+import { CairnEventBus, waitFor } from '../../src/node/events.ts'
+import { Metrics } from '../../src/metrics/metrics.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES } from '../../src/p2p/blockFetcher.ts'
+import type { CairnIpfs } from '../../src/p2p/ipfs.ts'
+import type { BlockExchange } from '../../src/p2p/blockExchange.ts'
+import { testOutbox } from '../helpers/outbox.ts'
+import { withBlocks } from '../../src/model/head.ts'
+import { randomBlock } from '../adversary/helpers.ts'
+import { waitFor as until } from '../helpers/process.ts'
+
+/** A fetcher over `blocks` with no network: every block a walk reads must come from the hints or the store. */
+function offlineFetcher(blocks: SqliteBlockstore): BlockFetcher {
+  const ipfs = {
+    blockstore: {
+      get: () => {
+        throw new Error('no network in this test')
+      }
+    },
+    libp2p: { getConnections: () => [], getPeers: () => [] }
+  } as unknown as CairnIpfs
+  return new BlockFetcher({ ipfs, exchange: {} as BlockExchange, fetchTimeout: 5000 }, { blocks, log: silentLog, events: new CairnEventBus() })
+}
+
+/** @returns the sizes of the transactions `blocks.putAll` runs from now on (in blocks and bytes), and what it was asked to store */
+function countPuts(blocks: SqliteBlockstore): { calls: Array<{ n: number; bytes: number }>; cids: Set<string> } {
+  const seen = { calls: [] as Array<{ n: number; bytes: number }>, cids: new Set<string>() }
+  const putAll = blocks.putAll.bind(blocks)
+  blocks.putAll = (list, options) => {
+    const arr = [...list]
+    seen.calls.push({ n: arr.length, bytes: arr.reduce((s, b) => s + b.bytes.length, 0) })
+    for (const b of arr) seen.cids.add(b.cid.toString())
+    putAll(arr, options)
+  }
+  return seen
+}
+
+/** A producer's outbox whose commits' hints go to a consumer's fetcher, and the consumer's syncer reading through it. */
+async function hintedPair() {
+  const key = await generateKeyPair('Ed25519')
+  const pdb = await openDatabase(':memory:')
+  migrate(pdb)
+  const pevents = new CairnEventBus()
+  const commits: Array<{ head: Uint8Array; blocks: StoredBlock[] }> = []
+  pevents.addEventListener('outbox:committed', ({ detail }) => {
+    commits.push({ head: withBlocks(detail.head, detail.blocks), blocks: detail.blocks })
+  })
+  const outbox = testOutbox({ db: pdb, blocks: new SqliteBlockstore(await openBlockDatabase(':memory:')), privateKey: key, maxBatch: 100, maxEventSize: 256 * 1024, maxDepth: 64, events: pevents })
+  const cdb = await openDatabase(':memory:')
+  migrate(cdb)
+  const store = new Store(cdb)
+  const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+  const fetcher = offlineFetcher(blocks)
+  const events = new CairnEventBus()
+  const syncer = createSyncer({
+    getBlock: async (cid, options) => await fetcher.get(cid, options),
+    blockBatch: () => fetcher.batch(),
+    keepBlocks: (b) => {
+      fetcher.keepHinted(b)
+    },
+    limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 10_000 },
+    fetchTimeout: 5000
+  })({ self: 'consumer', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
+  return { outbox, commits, store, blocks, syncer, events }
+}
+
+describe('the blocks a walk takes from the hints', () => {
+  test('are stored in one transaction per walk, each before the rows that depend on it, and every put is tracked', async () => {
+    const { outbox, commits, store, blocks, syncer, events } = await hintedPair()
+    const tracker = blocks.track(10_000)
+    const puts = countPuts(blocks)
+    // When an event's row goes in, its file and the directories above it are stored already.
+    const missingAtInsert: string[] = []
+    const add = store.events.add.bind(store.events)
+    store.events.add = (envelope, cid, now) => {
+      if (!blocks.has(CID.parse(cid))) missingAtInsert.push(cid)
+      return add(envelope, cid, now)
+    }
+    for (let i = 0; i < 3; i++) {
+      await outbox.publish({ type: 'test.hinted', payload: { i } })
+      const { head } = commits[i]
+      const idle = waitFor(events, 'sync:idle', { signal: AbortSignal.timeout(10_000) })
+      await syncer.offerHead(head)
+      await idle
+    }
+    await syncer.stop()
+    expect(eventRows(store)).toBe(3)
+    expect(missingAtInsert).toEqual([])
+    // One transaction per walk, holding every block the walk took (the commit's file and its directories).
+    expect(puts.calls.map((c) => c.n)).toEqual(commits.map((c) => c.blocks.length))
+    expect(Math.min(...puts.calls.map((c) => c.n))).toBeGreaterThan(1)
+    for (const c of commits) for (const b of c.blocks) expect(tracker.has(b.cid.toString())).toBe(true)
+    tracker.stop()
+  })
+
+  test('a store that fails records nothing that depends on it, and the walk fails', async () => {
+    const { outbox, commits, store, blocks, syncer } = await hintedPair()
+    blocks.putAll = () => {
+      throw new Error('disk full')
+    }
+    await outbox.publish({ type: 'test.hinted', payload: {} })
+    await syncer.offerHead(commits[0].head)
+    const producer = producerOf(store)
+    await until('the walk to fail', () => store.producers.get(producer)?.last_error != null, 10_000)
+    await syncer.stop()
+    const row = store.producers.get(producer)!
+    expect(row.last_error).toContain('disk full')
+    expect(row.processed_seq).toBe(0)
+    expect(eventRows(store)).toBe(0)
+  })
+
+  test('a walk stores at most WALK_BATCH_BLOCKS blocks and WALK_BATCH_BYTES in one transaction', async () => {
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const fetcher = offlineFetcher(blocks)
+    const puts = countPuts(blocks)
+    const signal = AbortSignal.timeout(10_000)
+    // Many small blocks: transactions of the count bound.
+    const small = await Promise.all(Array.from({ length: WALK_BATCH_BLOCKS * 2 + 10 }, async () => await randomBlock(64)))
+    fetcher.keepHinted(small)
+    const batch = fetcher.batch()
+    for (const b of small) await fetcher.get(b.cid, { signal, batch })
+    batch.flush()
+    expect(puts.calls.map((c) => c.n)).toEqual([WALK_BATCH_BLOCKS, WALK_BATCH_BLOCKS, 10])
+    // Larger blocks (2 MiB in all, what the hinted blocks hold at most): transactions under the byte bound, a larger block alone.
+    puts.calls.length = 0
+    const large = await Promise.all([300, 300, 300, 1100, 40].map(async (k) => await randomBlock(k * 1024)))
+    fetcher.keepHinted(large)
+    for (const b of large) await fetcher.get(b.cid, { signal, batch })
+    batch.end()
+    expect(puts.calls.map((c) => c.n)).toEqual([3, 1, 1])
+    for (const c of puts.calls) if (c.n > 1) expect(c.bytes).toBeLessThanOrEqual(WALK_BATCH_BYTES)
+    // Once the walk ended, a block a fetch still under way takes is stored at once.
+    const late = await randomBlock(64)
+    fetcher.keepHinted([late])
+    await fetcher.get(late.cid, { signal, batch })
+    expect(blocks.has(late.cid)).toBe(true)
+    for (const b of [...small, ...large, late]) expect(blocks.has(b.cid)).toBe(true)
+  })
+})
+
+/** @returns how many rows `events` holds */
+function eventRows(store: Store): number {
+  return store.db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n ?? 0
+}
+
+/** @returns the one producer row of another node in `store` */
+function producerOf(store: Store): string {
+  return store.db.get<{ producer: string }>("SELECT producer FROM producers WHERE producer != 'consumer' LIMIT 1")?.producer ?? ''
+}
