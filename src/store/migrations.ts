@@ -218,5 +218,11 @@ export const MIGRATIONS: readonly string[] = [
   `INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor_space', lower(hex(randomblob(16))));
    ALTER TABLE outbox ADD COLUMN idempotency_key TEXT;
    ALTER TABLE outbox ADD COLUMN request_hash TEXT;
-   CREATE UNIQUE INDEX outbox_idempotency_key ON outbox (idempotency_key) WHERE idempotency_key IS NOT NULL;`
+   CREATE UNIQUE INDEX outbox_idempotency_key ON outbox (idempotency_key) WHERE idempotency_key IS NOT NULL;`,
+  // 8: (issue 24) fewer index writes per event: `events_order` served no query (the order by (hlc, producer,
+  // event_id) is taken in memory), and only the rows some plugin has not finished are looked up by state, so
+  // the index of every row's state becomes one of the pending rows alone (a row leaves it when it is done)
+  `DROP INDEX IF EXISTS events_order;
+   DROP INDEX IF EXISTS events_state;
+   CREATE INDEX events_pending ON events (cursor) WHERE state = 'pending';`
 ]
