@@ -56,7 +56,8 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
     if (wanted.length === 0) {
       // Nothing to write: the database is only read (neither migrated nor refused when a node of an older
       // cairn runs on it), so that an init run again by a deploy script after a new binary is installed passes.
-      const reader = new Store(await openDatabase(p.database, { readonly: true }))
+      // A writable connection, though: a read-only one leaves -wal and -shm files behind it.
+      const reader = new Store(await openDatabase(p.database))
       try {
         return { peerId: peerId.toString(), created: false, owners: readOwners(reader) }
       } finally {
