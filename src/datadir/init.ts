@@ -5,6 +5,7 @@ import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { UsageError } from '../errors.ts'
 import { OWNERS_KEY } from '../model/members.ts'
 import { Store } from '../store/store.ts'
+import { openDatabase } from '../runtime/sqlite.ts'
 import { openBlockDatabase } from '../store/blockstore.ts'
 import { dataPaths } from './layout.ts'
 import { loadIdentity, openDataDirStore } from './load.ts'
@@ -51,13 +52,24 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
   if (existsSync(p.identity)) {
     const { peerId } = await loadIdentity(dir)
     tightenModes(dir)
+    const wanted = [...new Set(options.owners ?? [])]
+    if (wanted.length === 0) {
+      // Nothing to write: the database is only read (neither migrated nor refused when a node of an older
+      // cairn runs on it), so that an init run again by a deploy script after a new binary is installed passes.
+      // A writable connection, though: a read-only one leaves -wal and -shm files behind it.
+      const reader = new Store(await openDatabase(p.database))
+      try {
+        return { peerId: peerId.toString(), created: false, owners: readOwners(reader) }
+      } finally {
+        reader.close()
+      }
+    }
     // Owners may be recorded once in a directory that has none (a node of a network that starts using the
     // membership changes); after that they change only through owners' signed changes.
     const store = await openDataDirStore(dir)
     try {
       const recorded = readOwners(store)
-      const wanted = [...new Set(options.owners ?? [])]
-      if (wanted.length === 0 || sameSet(recorded, wanted)) return { peerId: peerId.toString(), created: false, owners: recorded }
+      if (sameSet(recorded, wanted)) return { peerId: peerId.toString(), created: false, owners: recorded }
       if (recorded.length > 0) {
         throw new UsageError(`${dir} already records the owners ${recorded.join(', ')}; owners change only through owners' signed changes (cairn members add PEER_ID --role owner)`)
       }

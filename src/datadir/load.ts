@@ -7,6 +7,7 @@ import { SchemaBehindError } from '../store/migrations.ts'
 import { Store } from '../store/store.ts'
 import { dataPaths } from './layout.ts'
 import { runningPid } from './lock.ts'
+import { readRunInfo } from './runInfo.ts'
 import { parseSwarmKey } from './swarmKey.ts'
 
 /**
@@ -82,10 +83,17 @@ export async function openDataDirStore(dir: string): Promise<Store> {
   try {
     return await Store.open(path, { migrate: pid == null })
   } catch (err) {
-    if (err instanceof SchemaBehindError)
+    if (err instanceof SchemaBehindError) {
+      // node.json is written once the start is over (the database migrated): without it the node is still starting.
+      const info = readRunInfo(dir)
+      if (info == null || info.pid !== pid)
+        throw new DataDirError(
+          `Cannot open ${path}: ${err.message}, and the node on ${dir} (pid ${pid}) is starting, which migrates it (or is an older cairn): run this command again once the node has started`
+        )
       throw new DataDirError(
-        `Cannot open ${path}: ${err.message}, and the node running on ${dir} (pid ${pid}) is an older cairn: run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
+        `Cannot open ${path}: ${err.message}, and the node running on ${dir} (pid ${pid}) is an older cairn (${info.version}): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
       )
+    }
     throw new DataDirError(`Cannot open ${path}: ${(err as Error).message}`)
   }
 }

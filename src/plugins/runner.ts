@@ -2,7 +2,7 @@ import type { Components } from '../node/components.ts'
 import { rowToEnvelope, type EventRow } from '../store/events.ts'
 import { PermanentError } from '../errors.ts'
 import { backoff } from '../util/backoff.ts'
-import { payloadOf } from './schemas.ts'
+import { isThenable, payloadOf } from './schemas.ts'
 import { MAX_KEYS_PER_EVENT, type Plugin, type PluginEvent, type TypeHandler } from './types.ts'
 
 /** The series running plugins updates (the node's Metrics has them; the test kit counts nothing). */
@@ -154,13 +154,15 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
     event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
     const keys = stateKeysOf(handler, event.payload)
     store.transaction(() => {
-      const scope = { open: true }
+      const scope = store.applying
       const applyCtx = { db: store.pluginDb(scope), log, signal: ctx.signal, plugin: plugin.name }
+      const wasOpen = scope.open
+      scope.open = true
       let returned: unknown
       try {
         returned = handler.apply != null ? handler.apply(event, applyCtx) : plugin.apply?.(event, applyCtx)
       } finally {
-        scope.open = false
+        scope.open = wasOpen
       }
       if (isThenable(returned)) {
         // Whatever it does after its first await is outside this transaction: its writes would not be undone
@@ -206,7 +208,11 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
 export function stateKeysOf(handler: TypeHandler, payload: unknown): string[] {
   // The empty key says: this plugin keeps no keys for the type, so plain retention decides the event.
   if (handler.keys == null) return ['']
-  const keys = handler.keys(payload)
+  const keys: unknown = handler.keys(payload)
+  if (isThenable(keys)) {
+    keys.then(undefined, () => {})
+    throw new PermanentError('keys() returned a Promise: keys must be synchronous (a pure function of the payload)')
+  }
   if (!Array.isArray(keys)) throw new Error(`keys() returned ${typeof keys}, expected an array of keys`)
   if (keys.length > MAX_KEYS_PER_EVENT) throw new Error(`keys() returned ${keys.length} keys, more than the ${MAX_KEYS_PER_EVENT} one event may write`)
   const out = new Set<string>()
@@ -216,8 +222,4 @@ export function stateKeysOf(handler: TypeHandler, payload: unknown): string[] {
     out.add(JSON.stringify(k))
   }
   return [...out]
-}
-
-function isThenable(x: unknown): x is PromiseLike<unknown> {
-  return x != null && (typeof x === 'object' || typeof x === 'function') && typeof (x as { then?: unknown }).then === 'function'
 }

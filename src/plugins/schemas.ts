@@ -40,10 +40,19 @@ export function payloadOf(handler: TypeHandler, row: EventRow): unknown {
     const old = readTolerantly(up.payload, payload)
     if (!old.success) throw new PermanentError(`payload of ${row.type} v${row.version} is invalid: ${formatIssues(old.issues, 'payload').join('; ')}`)
     payload = up.to(old.output)
+    if (isThenable(payload)) {
+      payload.then(undefined, () => {})
+      throw new PermanentError(`the upcaster of ${row.type} v${row.version} returned a Promise: upcasters must be synchronous`)
+    }
   }
   const r = readTolerantly(handler.payload, payload)
   if (!r.success) throw new PermanentError(`payload of ${row.type} v${handler.version} is invalid: ${formatIssues(r.issues, 'payload').join('; ')}`)
   return r.output
+}
+
+/** @returns whether `x` is a Promise or another thenable (what a plain function wrapping an async one returns) */
+export function isThenable(x: unknown): x is PromiseLike<unknown> {
+  return x != null && (typeof x === 'object' || typeof x === 'function') && typeof (x as { then?: unknown }).then === 'function'
 }
 
 /** Which types a node publishes though no local plugin reads them: all (true), none (false) or these. */

@@ -54,6 +54,8 @@ export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATI
   if (options.apply === false && current < migrations.length) throw new SchemaBehindError(current, migrations.length)
   for (let i = current; i < migrations.length; i++) {
     db.transaction(() => {
+      // Read again under the write lock: another process (a node starting, a CLI verb) may have applied it since.
+      if (db.get<{ done: number }>(`SELECT 1 AS done FROM ${table} WHERE version = ?`, [i + 1]) != null) return
       db.exec(migrations[i])
       db.run(`INSERT INTO ${table} (version, applied_at) VALUES (?, ?)`, [i + 1, Date.now()])
     })

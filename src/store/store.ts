@@ -52,9 +52,9 @@ export class Store {
   /**
    * Opens (creating and migrating if needed) the database at `path`.
    *
+   * @param options.migrate false: throw SchemaBehindError rather than migrate an older database
    * @throws Error when the file is not a database or is from a newer cairn
    */
-  /** @param options.migrate false: throw SchemaBehindError rather than migrate an older database */
   static async open(path: string, options: { migrate?: boolean } = {}): Promise<Store> {
     const db = await openDatabase(path)
     try {
@@ -94,13 +94,18 @@ export class Store {
   }
 
   /**
+   * Open while a plugin's `apply` runs on this store (set by the runner around each call). Every handle given
+   * to an apply works while any apply runs, so a handle a plugin keeps from an earlier event (in a helper
+   * object) writes inside the current event's transaction; once no apply runs (after an await) it is refused.
+   */
+  readonly applying: { open: boolean } = { open: false }
+
+  /**
+   * @param scope while given, the handle works only as long as `scope.open`: apply's handle (scope
+   * `applying`) is refused outside an apply, so that a write a plugin makes later (after an await) is refused
+   * instead of landing outside the event's transaction
    * @returns the database as a plugin sees it: its own SQL on its own tables; inside `apply` every call is
    * part of the transaction that records the event as applied
-   */
-  /**
-   * @param scope while given, the handle works only as long as `scope.open`: apply's handle closes when apply
-   * returns, so that a write a plugin makes later (after an await) is refused instead of landing outside the
-   * event's transaction
    */
   pluginDb(scope?: { readonly open: boolean }): PluginDbHandle {
     const db = (): SqlDatabase => {

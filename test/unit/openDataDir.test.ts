@@ -1,7 +1,10 @@
 import { describe, expect, test } from 'bun:test'
 import { rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { initDataDir } from '../../src/datadir/init.ts'
 import { openDataDirStore } from '../../src/datadir/load.ts'
 import { dataPaths } from '../../src/datadir/layout.ts'
+import { writeRunInfo } from '../../src/datadir/runInfo.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../../src/store/migrations.ts'
 import { tempDir } from '../helpers/process.ts'
@@ -26,13 +29,34 @@ describe("a CLI verb opening a data directory's database", () => {
     older.close()
     // A live process holds the lock: this test's own, as a running node's would.
     writeFileSync(p.lock, `${process.pid}\n`)
+    // Before its start is over (no node.json yet) the node may be this cairn, migrating the database.
     await expect(openDataDirStore(dir)).rejects.toThrow(
-      `Cannot open ${p.database}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and the node running on ${dir} (pid ${process.pid}) is an older cairn: run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
+      `Cannot open ${p.database}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and the node on ${dir} (pid ${process.pid}) is starting, which migrates it (or is an older cairn): run this command again once the node has started`
+    )
+    writeRunInfo(dir, { peer_id: 'p', pid: process.pid, version: '0.0.1-older', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() })
+    await expect(openDataDirStore(dir)).rejects.toThrow(
+      `Cannot open ${p.database}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and the node running on ${dir} (pid ${process.pid}) is an older cairn (0.0.1-older): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
     )
     expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
     rmSync(p.lock)
     const store = await openDataDirStore(dir)
     expect(store.schemaVersion()).toBe(MIGRATIONS.length)
     store.close()
+  })
+
+  test("cairn init run again on a running node's older database changes nothing and passes; with --owner it says which cairn to use", async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    const first = await initDataDir(dir, { newNetwork: true })
+    // The schema of an older cairn: the last migration not recorded.
+    const db = await openDatabase(dataPaths(dir).database)
+    db.run('DELETE FROM schema_migrations WHERE version = ?', [MIGRATIONS.length])
+    db.close()
+    writeFileSync(dataPaths(dir).lock, `${process.pid}\n`)
+    writeRunInfo(dir, { peer_id: first.peerId, pid: process.pid, version: '0.0.1-older', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() })
+    expect(await initDataDir(dir, { newNetwork: true })).toEqual({ peerId: first.peerId, created: false, owners: [first.peerId] })
+    expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
+    await expect(initDataDir(dir, { newNetwork: true, owners: ['12D3KooWA1111111111111111111111111111111111111111111'] })).rejects.toThrow('is an older cairn (0.0.1-older)')
+    expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
   })
 })
