@@ -7,18 +7,22 @@ import { walkDag } from '../unixfs/walk.ts'
 export const GC_SLICE_MS = 4
 
 /**
- * After each stretch the collection rests this many times as long as it worked, so that it takes at most a
- * quarter of a core: three nodes collecting at once on two cores leave room for delivery. A run has the
- * whole housekeeping interval; it takes seconds.
+ * After each stretch the collection rests this many times the CPU time the process used in it, so that it
+ * takes at most a quarter of a core: three nodes collecting at once on two cores leave room for delivery. A
+ * run has the whole housekeeping interval; it takes seconds. CPU time, not wall time: a stretch that a
+ * SIGSTOP or a starved machine made long in wall time used no more CPU (a node stopped for 5 s
+ * mid-stretch rested 15 s by its wall time, and its stop waited for the rest).
  */
 export const GC_REST_RATIO = 3
 
-/**
- * The longest rest after a stretch. A stretch that looked long (the process was stopped by SIGSTOP or
- * starved by a busy machine in the middle of it) would otherwise rest a multiple of that pause: a node
- * stopped for 5 s mid-stretch rested 15 s, and its stop waited for the rest.
- */
-export const GC_MAX_REST_MS = 100
+/** The longest rest after a stretch, so that a stop never waits long for one. */
+export const GC_MAX_REST_MS = 1000
+
+/** @returns the CPU time (ms) this process has used */
+const processCpuMs = (): number => {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1000
+}
 
 /** Rows of the block list read at a stretch. */
 const LIST_PAGE = 2000
@@ -59,7 +63,7 @@ const rest = async (ms: number): Promise<void> =>
 
 /**
  * Deletes the blocks that no root reaches: the own outbox root, every producer's synced and head roots, the
- * roots of the syncs under way (`walking`), and the blocks in `keep` (the bus root). It works in stretches of GC_SLICE_MS, resting GC_REST_RATIO times as long after each, while the node goes on
+ * roots of the syncs under way (`walking`), and the blocks in `keep` (the bus root). It works in stretches of GC_SLICE_MS, resting GC_REST_RATIO times the CPU time of each, while the node goes on
  * (publishing, syncing, serving), so roots move and blocks are put while it runs. Only blocks present when
  * the run started may go, and of those none that is put again (written, fetched) before its delete, nor
  * any that a root reaches at its delete: a root not marked yet is marked before (once inside `exclusive`,
@@ -79,6 +83,8 @@ export async function collectGarbage(
     stopping?: () => boolean
     sliceMs?: number
     restRatio?: number
+    /** the process's CPU time in ms (process.cpuUsage by default) */
+    cpuMs?: () => number
     maxPuts?: number
   }
 ): Promise<{ blocks: number; bytes: number }> {
@@ -98,12 +104,15 @@ export async function collectGarbage(
   })
   let deleted = 0
   let bytes = 0
+  const cpuMs = options.cpuMs ?? processCpuMs
   let sliceStart = performance.now()
+  let sliceCpu = cpuMs()
   /** Lets the node go on once a stretch is over. @returns whether the node is stopping (the run ends) */
   const pause = async (): Promise<boolean> => {
     if (performance.now() - sliceStart < sliceMs) return false
-    await rest(Math.min((performance.now() - sliceStart) * restRatio, GC_MAX_REST_MS))
+    await rest(Math.min(Math.max(0, cpuMs() - sliceCpu) * restRatio, GC_MAX_REST_MS))
     sliceStart = performance.now()
+    sliceCpu = cpuMs()
     return options.stopping?.() === true
   }
   try {

@@ -253,22 +253,52 @@ describe('garbage collection', () => {
     expect(present(blocks, dead)).toEqual([true, true, true])
   })
 
-  test('rests at most GC_MAX_REST_MS after a stretch that looked long (the process was stopped in the middle of it)', async () => {
+  test('rests three times the CPU time of a stretch, not its wall time (a SIGSTOP mid-stretch), and never over GC_MAX_REST_MS', async () => {
     const { blocks, store, point } = await setup()
     const a = await tree(blocks, 'a', 3)
     await tree(blocks, 'x', 2)
     point(a[0].cid.toString())
-    // A stretch of 20 ms (as a SIGSTOP mid-stretch looks), resting a million times as long if uncapped.
-    onFirstRead(blocks, () => {
-      for (const until = performance.now() + 20; performance.now() < until; );
-    })
-    const run = collectGarbage(store, blocks, { exclusive: now(), sliceMs: 10, restRatio: 1e6 })
-    const bound = 50 * GC_MAX_REST_MS
-    let timer: ReturnType<typeof setTimeout> | undefined
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`still resting after ${bound} ms`)), bound)
-    })
-    expect((await Promise.race([run, late]).finally(() => clearTimeout(timer))).blocks).toBe(3)
+    const elapsed = async (stall: () => void, cpuMs: () => number): Promise<number> => {
+      onFirstRead(blocks, stall)
+      const started = performance.now()
+      await collectGarbage(store, blocks, { exclusive: now(), sliceMs: 10, cpuMs })
+      return performance.now() - started
+    }
+    // A second of wall time and 2 ms of CPU in one stretch (as a process stopped in the middle of it): a rest
+    // by wall time would be 3 s.
+    const stopped = new Int32Array(new SharedArrayBuffer(4))
+    let cpu = 0
+    expect(
+      await elapsed(
+        () => {
+          Atomics.wait(stopped, 0, 0, 1000)
+          cpu += 2
+        },
+        () => cpu
+      )
+    ).toBeLessThan(2500)
+    // 200 ms of CPU in one stretch (however short in wall time): it rests three times that, a quarter of a core.
+    await tree(blocks, 'z', 2)
+    expect(
+      await elapsed(
+        () => {
+          Atomics.wait(stopped, 0, 0, 15)
+          cpu += 200
+        },
+        () => cpu
+      )
+    ).toBeGreaterThanOrEqual(600)
+    // Ten seconds of CPU in one stretch: a rest of 30 s without the bound.
+    await tree(blocks, 'y', 2)
+    expect(
+      await elapsed(
+        () => {
+          Atomics.wait(stopped, 0, 0, 15)
+          cpu += 10_000
+        },
+        () => cpu
+      )
+    ).toBeLessThan(GC_MAX_REST_MS + 2500)
   })
 
   test('deletes nothing when more blocks were put while it ran than it can record', async () => {
