@@ -43,6 +43,8 @@ export class BlockFetcher {
   private hintedBytes = 0
   /** hinted blocks a walk took this turn: written together, in one transaction, before the walk goes on */
   private taken: Array<{ cid: CID; bytes: Uint8Array }> = []
+  /** the batches of the walks under way (one per walk, until it ends) */
+  private readonly walks = new Set<WalkBlocks>()
 
   constructor(init: BlockFetcherInit, components: BlockFetcherComponents) {
     this.init = init
@@ -54,10 +56,31 @@ export class BlockFetcher {
    * WALK_BATCH_BLOCKS blocks and WALK_BATCH_BYTES (or one larger block), each told to `stored()`
    */
   batch(): WalkBlocks {
-    return new WalkBlocks((blocks) => {
-      this.components.blocks.putAll(blocks)
-      this.stored(blocks.map((b) => b.cid))
-    })
+    const walk = new WalkBlocks(
+      (blocks) => {
+        this.components.blocks.putAll(blocks)
+        this.stored(blocks.map((b) => b.cid))
+      },
+      () => this.walks.delete(walk)
+    )
+    this.walks.add(walk)
+    return walk
+  }
+
+  /**
+   * Stores the blocks the walks under way hold in memory. Garbage collection calls it before it marks what
+   * it is about to delete: a walk reads stored blocks below directories it may hold here only, and what
+   * only those directories lead to would otherwise look unreachable. A batch whose store fails fails its
+   * walk at the walk's next flush, before anything is recorded.
+   */
+  flushWalks(): void {
+    for (const walk of this.walks) {
+      try {
+        walk.flush()
+      } catch (err) {
+        this.components.log.debug(`cannot store the blocks a walk holds: ${(err as Error).message}`, { reason: 'block_store_failed' })
+      }
+    }
   }
 
   /**
@@ -248,9 +271,11 @@ export class WalkBlocks {
   private failed: Error | undefined
   private ended = false
   private readonly store: (blocks: StoredBlock[]) => void
+  private readonly onEnd: (() => void) | undefined
 
-  constructor(store: (blocks: StoredBlock[]) => void) {
+  constructor(store: (blocks: StoredBlock[]) => void, onEnd?: () => void) {
     this.store = store
+    this.onEnd = onEnd
   }
 
   add(cid: CID, bytes: Uint8Array): void {
@@ -280,6 +305,7 @@ export class WalkBlocks {
 
   end(): void {
     this.ended = true
+    this.onEnd?.()
     this.flush()
   }
 }
