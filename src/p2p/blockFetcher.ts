@@ -16,6 +16,11 @@ const BATCHES_IN_FLIGHT = 4
 export const WALK_BATCH_BLOCKS = 256
 /** …or before they would pass this many bytes (a transaction holds more only for one larger block alone). */
 export const WALK_BATCH_BYTES = 1024 * 1024
+/**
+ * The bytes all walks together hold unstored at most: a walk that would pass it stores what it holds.
+ * One walk runs per producer, so without it the bound would be WALK_BATCH_BYTES times the producers tracked.
+ */
+export const WALK_PENDING_BYTES = 4 * 1024 * 1024
 
 export interface BlockFetcherInit {
   ipfs: CairnIpfs
@@ -45,6 +50,8 @@ export class BlockFetcher {
   private taken: Array<{ cid: CID; bytes: Uint8Array }> = []
   /** the batches of the walks under way (one per walk, until it ends) */
   private readonly walks = new Set<WalkBlocks>()
+  /** the bytes they hold unstored, together */
+  private readonly pending = { bytes: 0 }
 
   constructor(init: BlockFetcherInit, components: BlockFetcherComponents) {
     this.init = init
@@ -61,7 +68,8 @@ export class BlockFetcher {
         this.components.blocks.putAll(blocks)
         this.stored(blocks.map((b) => b.cid))
       },
-      () => this.walks.delete(walk)
+      () => this.walks.delete(walk),
+      this.pending
     )
     this.walks.add(walk)
     return walk
@@ -263,7 +271,8 @@ export class BlockFetcher {
 /**
  * One walk's blocks taken from memory, stored together (see BlockBatch in sync/fetch.ts): at once when
  * they reach WALK_BATCH_BLOCKS, before they would pass WALK_BATCH_BYTES, and when the walk flushes them
- * before it records what depends on them. A store that fails is remembered: every later flush throws it.
+ * before it records what depends on them, or when the walks of `pending` would together hold more than
+ * WALK_PENDING_BYTES. A store that fails is remembered: every later flush throws it.
  */
 export class WalkBlocks {
   private blocks: StoredBlock[] = []
@@ -272,10 +281,13 @@ export class WalkBlocks {
   private ended = false
   private readonly store: (blocks: StoredBlock[]) => void
   private readonly onEnd: (() => void) | undefined
+  /** what all the batches sharing it hold unstored */
+  private readonly pending: { bytes: number }
 
-  constructor(store: (blocks: StoredBlock[]) => void, onEnd?: () => void) {
+  constructor(store: (blocks: StoredBlock[]) => void, onEnd?: () => void, pending: { bytes: number } = { bytes: 0 }) {
     this.store = store
     this.onEnd = onEnd
+    this.pending = pending
   }
 
   add(cid: CID, bytes: Uint8Array): void {
@@ -286,15 +298,22 @@ export class WalkBlocks {
     if (this.blocks.length > 0 && this.bytes + bytes.length > WALK_BATCH_BYTES) this.flush()
     this.blocks.push({ cid, bytes })
     this.bytes += bytes.length
-    if (this.blocks.length >= WALK_BATCH_BLOCKS) this.flush()
+    this.pending.bytes += bytes.length
+    // Storing this batch takes the total back to at most what it was before this block.
+    if (this.blocks.length >= WALK_BATCH_BLOCKS || this.pending.bytes > WALK_PENDING_BYTES) this.flush()
   }
 
   flush(): void {
-    if (this.failed != null) throw this.failed
-    if (this.blocks.length === 0) return
+    if (this.blocks.length === 0) {
+      if (this.failed != null) throw this.failed
+      return
+    }
     const blocks = this.blocks
     this.blocks = []
+    this.pending.bytes -= this.bytes
     this.bytes = 0
+    // After a failed store the walk records nothing: what it took since is dropped, not held.
+    if (this.failed != null) throw this.failed
     try {
       this.store(blocks)
     } catch (err) {

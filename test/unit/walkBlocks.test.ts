@@ -10,7 +10,7 @@ import { HybridClock } from '../../src/model/hlc.ts'
 import { CairnEventBus, waitFor } from '../../src/node/events.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { silentLog } from '../../src/log/logger.ts'
-import { BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES } from '../../src/p2p/blockFetcher.ts'
+import { BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES, WALK_PENDING_BYTES } from '../../src/p2p/blockFetcher.ts'
 import type { CairnIpfs } from '../../src/p2p/ipfs.ts'
 import type { BlockExchange } from '../../src/p2p/blockExchange.ts'
 import { testOutbox } from '../helpers/outbox.ts'
@@ -144,6 +144,63 @@ describe('the blocks a walk takes from the hints', () => {
     await fetcher.get(late.cid, { signal, batch })
     expect(blocks.has(late.cid)).toBe(true)
     for (const b of [...small, ...large, late]) expect(blocks.has(b.cid)).toBe(true)
+  })
+
+  test('the walks under way hold at most WALK_PENDING_BYTES unstored together, however many producers walk', async () => {
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const fetcher = offlineFetcher(blocks)
+    const puts = countPuts(blocks)
+    const signal = AbortSignal.timeout(10_000)
+    // One walk per producer, each taking a hint's worth of blocks and then waiting (a block nobody sends).
+    const walks = 12
+    let taken = 0
+    let most = 0
+    const batches = Array.from({ length: walks }, () => fetcher.batch())
+    for (const batch of batches) {
+      const hint = await Promise.all(Array.from({ length: 15 }, async () => await randomBlock(64 * 1024)))
+      fetcher.keepHinted(hint)
+      for (const b of hint) {
+        await fetcher.get(b.cid, { signal, batch })
+        taken += b.bytes.length
+        most = Math.max(most, taken - puts.calls.reduce((n, c) => n + c.bytes, 0))
+      }
+    }
+    expect(taken).toBeGreaterThan(2 * WALK_PENDING_BYTES)
+    expect(most).toBeLessThanOrEqual(WALK_PENDING_BYTES)
+    for (const batch of batches) batch.end()
+    expect(puts.calls.reduce((n, c) => n + c.bytes, 0)).toBe(taken)
+  })
+
+  test('walks whose store failed hold nothing they take after, and count nothing against the others', async () => {
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const fetcher = offlineFetcher(blocks)
+    const signal = AbortSignal.timeout(10_000)
+    const putAll = blocks.putAll.bind(blocks)
+    blocks.putAll = () => {
+      throw new Error('disk full')
+    }
+    // A disk full for a while: walks fail, each going on taking blocks until it stops.
+    for (let w = 0; w < 5; w++) {
+      const failing = fetcher.batch()
+      for (let i = 0; i < 11; i++) {
+        const b = await randomBlock(200 * 1024)
+        fetcher.keepHinted([b])
+        await fetcher.get(b.cid, { signal, batch: failing }).catch(() => {})
+      }
+      expect(() => failing.end()).toThrow('disk full')
+    }
+    blocks.putAll = putAll
+    // A walk after them holds its blocks up to its own bound: nothing of the failed ones is counted.
+    const puts = countPuts(blocks)
+    const other = fetcher.batch()
+    for (let i = 0; i < 4; i++) {
+      const b = await randomBlock(200 * 1024)
+      fetcher.keepHinted([b])
+      await fetcher.get(b.cid, { signal, batch: other })
+    }
+    expect(puts.calls).toEqual([])
+    other.end()
+    expect(puts.calls.map((c) => c.n)).toEqual([4])
   })
 })
 
