@@ -1,5 +1,5 @@
 import type { PeerId } from '@libp2p/interface'
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
 import type { Components } from '../node/components.ts'
 import { collect, type StoredBlock } from '../store/blockstore.ts'
 import { trace } from '../log/trace.ts'
@@ -50,8 +50,8 @@ export class BlockFetcher {
   private taken: Array<{ cid: CID; bytes: Uint8Array }> = []
   /** the batches of the walks under way (one per walk, until it ends) */
   private readonly walks = new Set<WalkBlocks>()
-  /** the bytes they hold unstored, together */
-  private readonly pending = { bytes: 0 }
+  /** what they hold unstored, together */
+  private readonly pending: WalkPending = { bytes: 0, holders: new Map() }
 
   constructor(init: BlockFetcherInit, components: BlockFetcherComponents) {
     this.init = init
@@ -101,7 +101,7 @@ export class BlockFetcher {
     const key = cid.toString()
     const hinted = this.takeHinted(cid, options.batch)
     if (hinted != null) return hinted
-    const local = this.components.blocks.getSync(cid)
+    const local = this.components.blocks.getSync(cid) ?? this.heldByWalk(key)
     if (local != null) return local
     // The block may come by another path while bitswap looks for it: a hint that arrived out of order
     // carries it, or a bulk batch. Its arrival ends the fetch.
@@ -136,7 +136,7 @@ export class BlockFetcher {
     const out = new Map<string, Uint8Array>()
     const missing: CID[] = []
     for (const cid of cids) {
-      const local = this.takeHinted(cid, options.batch) ?? blocks.getSync(cid)
+      const local = this.takeHinted(cid, options.batch) ?? blocks.getSync(cid) ?? this.heldByWalk(cid.toString())
       if (local != null) out.set(cid.toString(), local)
       else missing.push(cid)
     }
@@ -235,6 +235,21 @@ export class BlockFetcher {
     this.stored(taken.map((b) => b.cid))
   }
 
+  /**
+   * @returns a block another walk took from the hints and holds unstored (two trees can share a block, and
+   * a member can make its tree reach another's), stored now; undefined when no walk holds it
+   */
+  private heldByWalk(key: string): Uint8Array | undefined {
+    const walk = this.pending.holders.get(key)
+    if (walk == null) return undefined
+    try {
+      walk.flush()
+    } catch {
+      return undefined
+    }
+    return this.components.blocks.getSync(CID.parse(key))
+  }
+
   /** Ends this node's own fetches of `cids` (they are at hand now); the fetch then looks again. */
   private wake(cids: readonly CID[]): void {
     if (this.fetching.size === 0) return
@@ -268,6 +283,12 @@ export class BlockFetcher {
   }
 }
 
+/** What the walks of one fetcher hold unstored together: their bytes, and which walk holds each block. */
+export interface WalkPending {
+  bytes: number
+  holders: Map<string, WalkBlocks>
+}
+
 /**
  * One walk's blocks taken from memory, stored together (see BlockBatch in sync/fetch.ts): at once when
  * they reach WALK_BATCH_BLOCKS, before they would pass WALK_BATCH_BYTES, and when the walk flushes them
@@ -282,9 +303,9 @@ export class WalkBlocks {
   private readonly store: (blocks: StoredBlock[]) => void
   private readonly onEnd: (() => void) | undefined
   /** what all the batches sharing it hold unstored */
-  private readonly pending: { bytes: number }
+  private readonly pending: WalkPending
 
-  constructor(store: (blocks: StoredBlock[]) => void, onEnd?: () => void, pending: { bytes: number } = { bytes: 0 }) {
+  constructor(store: (blocks: StoredBlock[]) => void, onEnd?: () => void, pending: WalkPending = { bytes: 0, holders: new Map() }) {
     this.store = store
     this.onEnd = onEnd
     this.pending = pending
@@ -297,6 +318,7 @@ export class WalkBlocks {
     }
     if (this.blocks.length > 0 && this.bytes + bytes.length > WALK_BATCH_BYTES) this.flush()
     this.blocks.push({ cid, bytes })
+    this.pending.holders.set(cid.toString(), this)
     this.bytes += bytes.length
     this.pending.bytes += bytes.length
     // Storing this batch takes the total back to at most what it was before this block.
@@ -310,6 +332,10 @@ export class WalkBlocks {
     }
     const blocks = this.blocks
     this.blocks = []
+    for (const b of blocks) {
+      const key = b.cid.toString()
+      if (this.pending.holders.get(key) === this) this.pending.holders.delete(key)
+    }
     this.pending.bytes -= this.bytes
     this.bytes = 0
     // After a failed store the walk records nothing: what it took since is dropped, not held.

@@ -171,6 +171,26 @@ describe('the blocks a walk takes from the hints', () => {
     expect(puts.calls.reduce((n, c) => n + c.bytes, 0)).toBe(taken)
   })
 
+  test('a block one walk holds unstored is at hand for another walk that needs it, at once', async () => {
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    // No peer has anything: a block that is not at hand fails at once.
+    const fetcher = offlineFetcher(blocks)
+    const signal = AbortSignal.timeout(10_000)
+    const shared = await randomBlock(64)
+    fetcher.keepHinted([shared])
+    const first = fetcher.batch()
+    const second = fetcher.batch()
+    // Two trees share a block (or a member's tree reaches another's): the first walk takes it from the hints.
+    await fetcher.get(shared.cid, { signal, batch: first })
+    expect(blocks.has(shared.cid)).toBe(false)
+    expect(await fetcher.get(shared.cid, { signal, batch: second })).toEqual(shared.bytes)
+    const many = await fetcher.getMany('p', [shared.cid], { signal, onBlocks: () => {}, batch: second })
+    expect(many.get(shared.cid.toString())).toEqual(shared.bytes)
+    expect(blocks.has(shared.cid)).toBe(true)
+    first.end()
+    second.end()
+  })
+
   test('walks whose store failed hold nothing they take after, and count nothing against the others', async () => {
     const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
     const fetcher = offlineFetcher(blocks)
