@@ -21,6 +21,8 @@ export const WALK_BATCH_BYTES = 1024 * 1024
  * One walk runs per producer, so without it the bound would be WALK_BATCH_BYTES times the producers tracked.
  */
 export const WALK_PENDING_BYTES = 4 * 1024 * 1024
+/** …and at most this many blocks (tiny blocks are counted by number, not by their few bytes). */
+export const WALK_PENDING_BLOCKS = 4 * WALK_BATCH_BLOCKS
 
 export interface BlockFetcherInit {
   ipfs: CairnIpfs
@@ -51,7 +53,7 @@ export class BlockFetcher {
   /** the batches of the walks under way (one per walk, until it ends) */
   private readonly walks = new Set<WalkBlocks>()
   /** what they hold unstored, together */
-  private readonly pending: WalkPending = { bytes: 0, holders: new Map() }
+  private readonly pending: WalkPending = { bytes: 0, blocks: 0, holders: new Map() }
 
   constructor(init: BlockFetcherInit, components: BlockFetcherComponents) {
     this.init = init
@@ -286,6 +288,7 @@ export class BlockFetcher {
 /** What the walks of one fetcher hold unstored together: their bytes, and which walk holds each block. */
 export interface WalkPending {
   bytes: number
+  blocks: number
   holders: Map<string, WalkBlocks>
 }
 
@@ -293,7 +296,7 @@ export interface WalkPending {
  * One walk's blocks taken from memory, stored together (see BlockBatch in sync/fetch.ts): at once when
  * they reach WALK_BATCH_BLOCKS, before they would pass WALK_BATCH_BYTES, and when the walk flushes them
  * before it records what depends on them, or when the walks of `pending` would together hold more than
- * WALK_PENDING_BYTES. A store that fails is remembered: every later flush throws it.
+ * WALK_PENDING_BYTES or WALK_PENDING_BLOCKS. A store that fails is remembered: every later flush throws it.
  */
 export class WalkBlocks {
   private blocks: StoredBlock[] = []
@@ -305,7 +308,7 @@ export class WalkBlocks {
   /** what all the batches sharing it hold unstored */
   private readonly pending: WalkPending
 
-  constructor(store: (blocks: StoredBlock[]) => void, onEnd?: () => void, pending: WalkPending = { bytes: 0, holders: new Map() }) {
+  constructor(store: (blocks: StoredBlock[]) => void, onEnd?: () => void, pending: WalkPending = { bytes: 0, blocks: 0, holders: new Map() }) {
     this.store = store
     this.onEnd = onEnd
     this.pending = pending
@@ -321,8 +324,9 @@ export class WalkBlocks {
     this.pending.holders.set(cid.toString(), this)
     this.bytes += bytes.length
     this.pending.bytes += bytes.length
-    // Storing this batch takes the total back to at most what it was before this block.
-    if (this.blocks.length >= WALK_BATCH_BLOCKS || this.pending.bytes > WALK_PENDING_BYTES) this.flush()
+    this.pending.blocks++
+    // Storing this batch takes the totals back to at most what they were before this block.
+    if (this.blocks.length >= WALK_BATCH_BLOCKS || this.pending.bytes > WALK_PENDING_BYTES || this.pending.blocks > WALK_PENDING_BLOCKS) this.flush()
   }
 
   flush(): void {
@@ -337,6 +341,7 @@ export class WalkBlocks {
       if (this.pending.holders.get(key) === this) this.pending.holders.delete(key)
     }
     this.pending.bytes -= this.bytes
+    this.pending.blocks -= blocks.length
     this.bytes = 0
     // After a failed store the walk records nothing: what it took since is dropped, not held.
     if (this.failed != null) throw this.failed

@@ -10,7 +10,7 @@ import { HybridClock } from '../../src/model/hlc.ts'
 import { CairnEventBus, waitFor } from '../../src/node/events.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { silentLog } from '../../src/log/logger.ts'
-import { BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES, WALK_PENDING_BYTES } from '../../src/p2p/blockFetcher.ts'
+import { BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES, WALK_PENDING_BLOCKS, WALK_PENDING_BYTES } from '../../src/p2p/blockFetcher.ts'
 import type { CairnIpfs } from '../../src/p2p/ipfs.ts'
 import type { BlockExchange } from '../../src/p2p/blockExchange.ts'
 import { testOutbox } from '../helpers/outbox.ts'
@@ -169,6 +169,24 @@ describe('the blocks a walk takes from the hints', () => {
     expect(most).toBeLessThanOrEqual(WALK_PENDING_BYTES)
     for (const batch of batches) batch.end()
     expect(puts.calls.reduce((n, c) => n + c.bytes, 0)).toBe(taken)
+
+    // Tiny blocks: the number held is bounded too.
+    puts.calls.length = 0
+    let count = 0
+    let mostBlocks = 0
+    const tiny = Array.from({ length: walks }, () => fetcher.batch())
+    for (const batch of tiny) {
+      const hint = await Promise.all(Array.from({ length: WALK_BATCH_BLOCKS - 1 }, async () => await randomBlock(8)))
+      fetcher.keepHinted(hint)
+      for (const b of hint) {
+        await fetcher.get(b.cid, { signal, batch })
+        count++
+        mostBlocks = Math.max(mostBlocks, count - puts.calls.reduce((n, c) => n + c.n, 0))
+      }
+    }
+    expect(mostBlocks).toBeLessThanOrEqual(WALK_PENDING_BLOCKS)
+    for (const batch of tiny) batch.end()
+    expect(puts.calls.reduce((n, c) => n + c.n, 0)).toBe(count)
   })
 
   test('a block one walk holds unstored is at hand for another walk that needs it, at once', async () => {
