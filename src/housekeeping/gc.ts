@@ -78,6 +78,11 @@ export async function collectGarbage(
     keep?: readonly CID[]
     /** more roots, asked again as they move: those of the syncs under way, which record them as synced once done */
     walking?: () => Iterable<string>
+    /**
+     * stores the blocks that the syncs under way hold in memory (BlockFetcher.flushWalks): a sync reads
+     * stored blocks below directories it holds there only, so they are stored before a delete is decided
+     */
+    flushWalks?: () => void
     exclusive: Exclusive
     /** true once the node stops: the run ends at its next pause, with what it deleted so far */
     stopping?: () => boolean
@@ -184,6 +189,9 @@ export async function collectGarbage(
     for (let at = 0; at < dead.length; at += DELETE_PAGE) {
       // A root that moved far (a catch-up) is marked in stretches first; the last of it with the delete.
       for (const _ of walk(unmarked())) if (await pause()) return { blocks: deleted, bytes }
+      // In the same stretch as the delete: what a sync holds in memory is stored (its puts tracked, its
+      // directories marked), so a stored block it reached through them is live.
+      options.flushWalks?.()
       drain(walk(unmarked()))
       if (tracked.full) throw new Error(`more than ${maxPuts} blocks were put while garbage was collected, so this run deleted ${deleted} of ${dead.length}`)
       const page = dead.slice(at, at + DELETE_PAGE).filter((b) => !live.has(b.cid) && !tracked.has(b.cid))

@@ -33,6 +33,8 @@ export interface HousekeeperInit {
   members: () => string[] | undefined
   /** the roots of the syncs under way (Syncer.walkingRoots): garbage collection keeps what they reach */
   walking?: () => string[]
+  /** stores the blocks the syncs under way hold in memory (BlockFetcher.flushWalks), before garbage collection deletes */
+  flushWalks?: () => void
   /** the highest own seq that this node's plugins have processed */
   processed: () => number
   now?: () => number
@@ -134,6 +136,7 @@ export class Housekeeper {
           return r
         },
         walking: this.init.walking,
+        flushWalks: this.init.flushWalks,
         stopping: () => this.status === 'stopping'
       })
       result.blocks_deleted = gc.blocks

@@ -284,6 +284,9 @@ export class CairnNode {
         eventsRetention: cfg.eventsRetention,
         members: () => members.current(),
         walking: () => syncer.walkingRoots(),
+        flushWalks: () => {
+          fetcher.flushWalks()
+        },
         processed: () => opened.store.acks()[self] ?? 0
       })(components)
       const snapshots = new Snapshots(components, {

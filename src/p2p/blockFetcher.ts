@@ -1,5 +1,5 @@
 import type { PeerId } from '@libp2p/interface'
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
 import type { Components } from '../node/components.ts'
 import { collect, type StoredBlock } from '../store/blockstore.ts'
 import { trace } from '../log/trace.ts'
@@ -16,6 +16,13 @@ const BATCHES_IN_FLIGHT = 4
 export const WALK_BATCH_BLOCKS = 256
 /** …or before they would pass this many bytes (a transaction holds more only for one larger block alone). */
 export const WALK_BATCH_BYTES = 1024 * 1024
+/**
+ * The bytes all walks together hold unstored at most: a walk that would pass it stores what it holds.
+ * One walk runs per producer, so without it the bound would be WALK_BATCH_BYTES times the producers tracked.
+ */
+export const WALK_PENDING_BYTES = 4 * 1024 * 1024
+/** …and at most this many blocks (tiny blocks are counted by number, not by their few bytes). */
+export const WALK_PENDING_BLOCKS = 4 * WALK_BATCH_BLOCKS
 
 export interface BlockFetcherInit {
   ipfs: CairnIpfs
@@ -43,6 +50,10 @@ export class BlockFetcher {
   private hintedBytes = 0
   /** hinted blocks a walk took this turn: written together, in one transaction, before the walk goes on */
   private taken: Array<{ cid: CID; bytes: Uint8Array }> = []
+  /** the batches of the walks under way (one per walk, until it ends) */
+  private readonly walks = new Set<WalkBlocks>()
+  /** what they hold unstored, together */
+  private readonly pending: WalkPending = { bytes: 0, blocks: 0, holders: new Map() }
 
   constructor(init: BlockFetcherInit, components: BlockFetcherComponents) {
     this.init = init
@@ -54,10 +65,32 @@ export class BlockFetcher {
    * WALK_BATCH_BLOCKS blocks and WALK_BATCH_BYTES (or one larger block), each told to `stored()`
    */
   batch(): WalkBlocks {
-    return new WalkBlocks((blocks) => {
-      this.components.blocks.putAll(blocks)
-      this.stored(blocks.map((b) => b.cid))
-    })
+    const walk = new WalkBlocks(
+      (blocks) => {
+        this.components.blocks.putAll(blocks)
+        this.stored(blocks.map((b) => b.cid))
+      },
+      () => this.walks.delete(walk),
+      this.pending
+    )
+    this.walks.add(walk)
+    return walk
+  }
+
+  /**
+   * Stores the blocks the walks under way hold in memory. Garbage collection calls it before it marks what
+   * it is about to delete: a walk reads stored blocks below directories it may hold here only, and what
+   * only those directories lead to would otherwise look unreachable. A batch whose store fails fails its
+   * walk at the walk's next flush, before anything is recorded.
+   */
+  flushWalks(): void {
+    for (const walk of this.walks) {
+      try {
+        walk.flush()
+      } catch (err) {
+        this.components.log.debug(`cannot store the blocks a walk holds: ${(err as Error).message}`, { reason: 'block_store_failed' })
+      }
+    }
   }
 
   /**
@@ -70,7 +103,7 @@ export class BlockFetcher {
     const key = cid.toString()
     const hinted = this.takeHinted(cid, options.batch)
     if (hinted != null) return hinted
-    const local = this.components.blocks.getSync(cid)
+    const local = this.components.blocks.getSync(cid) ?? this.heldByWalk(key)
     if (local != null) return local
     // The block may come by another path while bitswap looks for it: a hint that arrived out of order
     // carries it, or a bulk batch. Its arrival ends the fetch.
@@ -105,7 +138,7 @@ export class BlockFetcher {
     const out = new Map<string, Uint8Array>()
     const missing: CID[] = []
     for (const cid of cids) {
-      const local = this.takeHinted(cid, options.batch) ?? blocks.getSync(cid)
+      const local = this.takeHinted(cid, options.batch) ?? blocks.getSync(cid) ?? this.heldByWalk(cid.toString())
       if (local != null) out.set(cid.toString(), local)
       else missing.push(cid)
     }
@@ -204,6 +237,21 @@ export class BlockFetcher {
     this.stored(taken.map((b) => b.cid))
   }
 
+  /**
+   * @returns a block another walk took from the hints and holds unstored (two trees can share a block, and
+   * a member can make its tree reach another's), stored now; undefined when no walk holds it
+   */
+  private heldByWalk(key: string): Uint8Array | undefined {
+    const walk = this.pending.holders.get(key)
+    if (walk == null) return undefined
+    try {
+      walk.flush()
+    } catch {
+      return undefined
+    }
+    return this.components.blocks.getSync(CID.parse(key))
+  }
+
   /** Ends this node's own fetches of `cids` (they are at hand now); the fetch then looks again. */
   private wake(cids: readonly CID[]): void {
     if (this.fetching.size === 0) return
@@ -237,10 +285,18 @@ export class BlockFetcher {
   }
 }
 
+/** What the walks of one fetcher hold unstored together: their bytes, and which walk holds each block. */
+export interface WalkPending {
+  bytes: number
+  blocks: number
+  holders: Map<string, WalkBlocks>
+}
+
 /**
  * One walk's blocks taken from memory, stored together (see BlockBatch in sync/fetch.ts): at once when
  * they reach WALK_BATCH_BLOCKS, before they would pass WALK_BATCH_BYTES, and when the walk flushes them
- * before it records what depends on them. A store that fails is remembered: every later flush throws it.
+ * before it records what depends on them, or when the walks of `pending` would together hold more than
+ * WALK_PENDING_BYTES or WALK_PENDING_BLOCKS. A store that fails is remembered: every later flush throws it.
  */
 export class WalkBlocks {
   private blocks: StoredBlock[] = []
@@ -248,9 +304,14 @@ export class WalkBlocks {
   private failed: Error | undefined
   private ended = false
   private readonly store: (blocks: StoredBlock[]) => void
+  private readonly onEnd: (() => void) | undefined
+  /** what all the batches sharing it hold unstored */
+  private readonly pending: WalkPending
 
-  constructor(store: (blocks: StoredBlock[]) => void) {
+  constructor(store: (blocks: StoredBlock[]) => void, onEnd?: () => void, pending: WalkPending = { bytes: 0, blocks: 0, holders: new Map() }) {
     this.store = store
+    this.onEnd = onEnd
+    this.pending = pending
   }
 
   add(cid: CID, bytes: Uint8Array): void {
@@ -260,16 +321,30 @@ export class WalkBlocks {
     }
     if (this.blocks.length > 0 && this.bytes + bytes.length > WALK_BATCH_BYTES) this.flush()
     this.blocks.push({ cid, bytes })
+    this.pending.holders.set(cid.toString(), this)
     this.bytes += bytes.length
-    if (this.blocks.length >= WALK_BATCH_BLOCKS) this.flush()
+    this.pending.bytes += bytes.length
+    this.pending.blocks++
+    // Storing this batch takes the totals back to at most what they were before this block.
+    if (this.blocks.length >= WALK_BATCH_BLOCKS || this.pending.bytes > WALK_PENDING_BYTES || this.pending.blocks > WALK_PENDING_BLOCKS) this.flush()
   }
 
   flush(): void {
-    if (this.failed != null) throw this.failed
-    if (this.blocks.length === 0) return
+    if (this.blocks.length === 0) {
+      if (this.failed != null) throw this.failed
+      return
+    }
     const blocks = this.blocks
     this.blocks = []
+    for (const b of blocks) {
+      const key = b.cid.toString()
+      if (this.pending.holders.get(key) === this) this.pending.holders.delete(key)
+    }
+    this.pending.bytes -= this.bytes
+    this.pending.blocks -= blocks.length
     this.bytes = 0
+    // After a failed store the walk records nothing: what it took since is dropped, not held.
+    if (this.failed != null) throw this.failed
     try {
       this.store(blocks)
     } catch (err) {
@@ -280,6 +355,7 @@ export class WalkBlocks {
 
   end(): void {
     this.ended = true
+    this.onEnd?.()
     this.flush()
   }
 }

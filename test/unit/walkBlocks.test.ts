@@ -10,7 +10,7 @@ import { HybridClock } from '../../src/model/hlc.ts'
 import { CairnEventBus, waitFor } from '../../src/node/events.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { silentLog } from '../../src/log/logger.ts'
-import { BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES } from '../../src/p2p/blockFetcher.ts'
+import { BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES, WALK_PENDING_BLOCKS, WALK_PENDING_BYTES } from '../../src/p2p/blockFetcher.ts'
 import type { CairnIpfs } from '../../src/p2p/ipfs.ts'
 import type { BlockExchange } from '../../src/p2p/blockExchange.ts'
 import { testOutbox } from '../helpers/outbox.ts'
@@ -144,6 +144,101 @@ describe('the blocks a walk takes from the hints', () => {
     await fetcher.get(late.cid, { signal, batch })
     expect(blocks.has(late.cid)).toBe(true)
     for (const b of [...small, ...large, late]) expect(blocks.has(b.cid)).toBe(true)
+  })
+
+  test('the walks under way hold at most WALK_PENDING_BYTES unstored together, however many producers walk', async () => {
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const fetcher = offlineFetcher(blocks)
+    const puts = countPuts(blocks)
+    const signal = AbortSignal.timeout(10_000)
+    // One walk per producer, each taking a hint's worth of blocks and then waiting (a block nobody sends).
+    const walks = 12
+    let taken = 0
+    let most = 0
+    const batches = Array.from({ length: walks }, () => fetcher.batch())
+    for (const batch of batches) {
+      const hint = await Promise.all(Array.from({ length: 15 }, async () => await randomBlock(64 * 1024)))
+      fetcher.keepHinted(hint)
+      for (const b of hint) {
+        await fetcher.get(b.cid, { signal, batch })
+        taken += b.bytes.length
+        most = Math.max(most, taken - puts.calls.reduce((n, c) => n + c.bytes, 0))
+      }
+    }
+    expect(taken).toBeGreaterThan(2 * WALK_PENDING_BYTES)
+    expect(most).toBeLessThanOrEqual(WALK_PENDING_BYTES)
+    for (const batch of batches) batch.end()
+    expect(puts.calls.reduce((n, c) => n + c.bytes, 0)).toBe(taken)
+
+    // Tiny blocks: the number held is bounded too.
+    puts.calls.length = 0
+    let count = 0
+    let mostBlocks = 0
+    const tiny = Array.from({ length: walks }, () => fetcher.batch())
+    for (const batch of tiny) {
+      const hint = await Promise.all(Array.from({ length: WALK_BATCH_BLOCKS - 1 }, async () => await randomBlock(8)))
+      fetcher.keepHinted(hint)
+      for (const b of hint) {
+        await fetcher.get(b.cid, { signal, batch })
+        count++
+        mostBlocks = Math.max(mostBlocks, count - puts.calls.reduce((n, c) => n + c.n, 0))
+      }
+    }
+    expect(mostBlocks).toBeLessThanOrEqual(WALK_PENDING_BLOCKS)
+    for (const batch of tiny) batch.end()
+    expect(puts.calls.reduce((n, c) => n + c.n, 0)).toBe(count)
+  })
+
+  test('a block one walk holds unstored is at hand for another walk that needs it, at once', async () => {
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    // No peer has anything: a block that is not at hand fails at once.
+    const fetcher = offlineFetcher(blocks)
+    const signal = AbortSignal.timeout(10_000)
+    const shared = await randomBlock(64)
+    fetcher.keepHinted([shared])
+    const first = fetcher.batch()
+    const second = fetcher.batch()
+    // Two trees share a block (or a member's tree reaches another's): the first walk takes it from the hints.
+    await fetcher.get(shared.cid, { signal, batch: first })
+    expect(blocks.has(shared.cid)).toBe(false)
+    expect(await fetcher.get(shared.cid, { signal, batch: second })).toEqual(shared.bytes)
+    const many = await fetcher.getMany('p', [shared.cid], { signal, onBlocks: () => {}, batch: second })
+    expect(many.get(shared.cid.toString())).toEqual(shared.bytes)
+    expect(blocks.has(shared.cid)).toBe(true)
+    first.end()
+    second.end()
+  })
+
+  test('walks whose store failed hold nothing they take after, and count nothing against the others', async () => {
+    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const fetcher = offlineFetcher(blocks)
+    const signal = AbortSignal.timeout(10_000)
+    const putAll = blocks.putAll.bind(blocks)
+    blocks.putAll = () => {
+      throw new Error('disk full')
+    }
+    // A disk full for a while: walks fail, each going on taking blocks until it stops.
+    for (let w = 0; w < 5; w++) {
+      const failing = fetcher.batch()
+      for (let i = 0; i < 11; i++) {
+        const b = await randomBlock(200 * 1024)
+        fetcher.keepHinted([b])
+        await fetcher.get(b.cid, { signal, batch: failing }).catch(() => {})
+      }
+      expect(() => failing.end()).toThrow('disk full')
+    }
+    blocks.putAll = putAll
+    // A walk after them holds its blocks up to its own bound: nothing of the failed ones is counted.
+    const puts = countPuts(blocks)
+    const other = fetcher.batch()
+    for (let i = 0; i < 4; i++) {
+      const b = await randomBlock(200 * 1024)
+      fetcher.keepHinted([b])
+      await fetcher.get(b.cid, { signal, batch: other })
+    }
+    expect(puts.calls).toEqual([])
+    other.end()
+    expect(puts.calls.map((c) => c.n)).toEqual([4])
   })
 })
 
