@@ -217,7 +217,9 @@ export class EventsTable {
 
   /** @returns per producer, the lowest seq some plugin has not processed yet */
   lowestPending(): Map<string, number> {
-    return new Map(this.db.all<{ producer: string; s: number }>("SELECT producer, min(seq) AS s FROM events INDEXED BY events_pending WHERE state = 'pending' GROUP BY producer").map((r) => [r.producer, r.s]))
+    return new Map(
+      this.db.all<{ producer: string; s: number }>("SELECT producer, min(seq) AS s FROM events INDEXED BY events_pending WHERE state = 'pending' GROUP BY producer").map((r) => [r.producer, r.s])
+    )
   }
 
   /** @returns the rows queued for replay through `plugin` (`cairn replay`, or held events it now knows), in cursor order */

@@ -12,7 +12,21 @@ describe("the events table's indexes (migration 8)", () => {
     migrate(db, MIGRATIONS.slice(0, 7))
     for (let i = 1; i <= 40; i++) {
       const producer = P[i % 2]
-      insertEvent(db, { event_id: `00000000-0000-7000-8000-${String(i).padStart(12, '0')}`, type: 't.x', version: 1, producer, seq: Math.ceil(i / 2), hlc: `${i}`, occurred_at: new Date(0).toISOString(), payload: {} }, 'bafy', 0)
+      insertEvent(
+        db,
+        {
+          event_id: `00000000-0000-7000-8000-${String(i).padStart(12, '0')}`,
+          type: 't.x',
+          version: 1,
+          producer,
+          seq: Math.ceil(i / 2),
+          hlc: `${i}`,
+          occurred_at: new Date(0).toISOString(),
+          payload: {}
+        },
+        'bafy',
+        0
+      )
     }
     const store = new Store(db)
     // Done up to cursor 30 on schema 7, then migrated.
@@ -25,7 +39,11 @@ describe("the events table's indexes (migration 8)", () => {
     store.events.markDone(35, [])
     expect({ pending: store.events.pendingCount(), done: store.events.doneCount(), lowest: store.events.lowestPendingCursor() }).toEqual({ pending: 5, done: 35, lowest: 36 })
     // However many rows are done, what plugins wait on is read from the pending rows only.
-    const plan = (sql: string): string => db.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`).map((r) => r.detail).join(' | ')
+    const plan = (sql: string): string =>
+      db
+        .all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`)
+        .map((r) => r.detail)
+        .join(' | ')
     expect(plan("SELECT min(cursor) FROM events WHERE state = 'pending'")).toContain('events_pending')
     expect(plan("SELECT producer, min(seq) FROM events INDEXED BY events_pending WHERE state = 'pending' GROUP BY producer")).toContain('events_pending')
     expect(plan("UPDATE events SET state = 'done' WHERE state = 'pending' AND cursor <= 5")).toContain('events_pending')
