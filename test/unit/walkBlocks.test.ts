@@ -1,34 +1,23 @@
 import { describe, expect, test } from 'bun:test'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { CID } from 'multiformats/cid'
-import { openDatabase } from '../../src/runtime/sqlite.ts'
-import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore, type StoredBlock } from '../../src/store/blockstore.ts'
-import { Store } from '../../src/store/store.ts'
-import { syncer as createSyncer } from '../../src/sync/syncer.ts'
-import { HybridClock } from '../../src/model/hlc.ts'
-import { CairnEventBus, waitFor } from '../../src/node/events.ts'
-import { Metrics } from '../../src/metrics/metrics.ts'
-import { silentLog } from '../../src/log/logger.ts'
-import { BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES, WALK_PENDING_BLOCKS, WALK_PENDING_BYTES } from '../../src/p2p/blockFetcher.ts'
-import type { CairnIpfs } from '../../src/p2p/ipfs.ts'
-import type { BlockExchange } from '../../src/p2p/blockExchange.ts'
-import { testOutbox } from '../helpers/outbox.ts'
+import type { Store } from '../../src/store/store.ts'
+import { waitFor } from '../../src/node/events.ts'
+import { type BlockFetcher, WALK_BATCH_BLOCKS, WALK_BATCH_BYTES, WALK_PENDING_BLOCKS, WALK_PENDING_BYTES } from '../../src/p2p/blockFetcher.ts'
+import { fetcherOver, hintedConsumer, hintedProducer } from '../helpers/hinted.ts'
 import { withBlocks } from '../../src/model/head.ts'
 import { randomBlock } from '../adversary/helpers.ts'
 import { waitFor as until } from '../helpers/process.ts'
 
 /** A fetcher over `blocks` with no network: every block a walk reads must come from the hints or the store. */
 function offlineFetcher(blocks: SqliteBlockstore): BlockFetcher {
-  const ipfs = {
-    blockstore: {
-      get: () => {
-        throw new Error('no network in this test')
-      }
+  return fetcherOver(
+    blocks,
+    () => {
+      throw new Error('no network in this test')
     },
-    libp2p: { getConnections: () => [], getPeers: () => [] }
-  } as unknown as CairnIpfs
-  return new BlockFetcher({ ipfs, exchange: {} as BlockExchange, fetchTimeout: 5000 }, { blocks, log: silentLog, events: new CairnEventBus() })
+    5000
+  )
 }
 
 /** @returns the sizes of the transactions `blocks.putAll` runs from now on (in blocks and bytes), and what it was asked to store */
@@ -44,34 +33,13 @@ function countPuts(blocks: SqliteBlockstore): { calls: Array<{ n: number; bytes:
   return seen
 }
 
-/** A producer's outbox whose commits' hints go to a consumer's fetcher, and the consumer's syncer reading through it. */
+/** A producer's outbox, and a consumer's syncer reading through a fetcher with no network. */
 async function hintedPair() {
-  const key = await generateKeyPair('Ed25519')
-  const pdb = await openDatabase(':memory:')
-  migrate(pdb)
-  const pevents = new CairnEventBus()
-  const commits: Array<{ head: Uint8Array; blocks: StoredBlock[] }> = []
-  pevents.addEventListener('outbox:committed', ({ detail }) => {
-    commits.push({ head: withBlocks(detail.head, detail.blocks), blocks: detail.blocks })
-  })
-  const outbox = testOutbox({ db: pdb, blocks: new SqliteBlockstore(await openBlockDatabase(':memory:')), privateKey: key, maxBatch: 100, maxEventSize: 256 * 1024, maxDepth: 64, events: pevents })
-  const cdb = await openDatabase(':memory:')
-  migrate(cdb)
-  const store = new Store(cdb)
-  const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-  const fetcher = offlineFetcher(blocks)
-  const events = new CairnEventBus()
-  const syncer = createSyncer({
-    getBlock: async (cid, options) => await fetcher.get(cid, options),
-    blockBatch: () => fetcher.batch(),
-    keepBlocks: (b) => {
-      fetcher.keepHinted(b)
-    },
-    limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 10_000 },
-    fetchTimeout: 5000
-  })({ self: 'consumer', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
-  return { outbox, commits, store, blocks, syncer, events }
+  return { ...(await hintedProducer()), ...(await hintedConsumer(offlineFetcher, 5000)) }
 }
+
+/** @returns commit `c`'s hint: its signed head carrying the blocks it wrote */
+const hintOf = (c: { head: Uint8Array; blocks: StoredBlock[] }): Uint8Array => withBlocks(c.head, c.blocks)
 
 describe('the blocks a walk takes from the hints', () => {
   test('are stored in one transaction per walk, each before the rows that depend on it, and every put is tracked', async () => {
@@ -87,7 +55,7 @@ describe('the blocks a walk takes from the hints', () => {
     }
     for (let i = 0; i < 3; i++) {
       await outbox.publish({ type: 'test.hinted', payload: { i } })
-      const { head } = commits[i]
+      const head = hintOf(commits[i])
       const idle = waitFor(events, 'sync:idle', { signal: AbortSignal.timeout(10_000) })
       await syncer.offerHead(head)
       await idle
@@ -108,7 +76,7 @@ describe('the blocks a walk takes from the hints', () => {
       throw new Error('disk full')
     }
     await outbox.publish({ type: 'test.hinted', payload: {} })
-    await syncer.offerHead(commits[0].head)
+    await syncer.offerHead(hintOf(commits[0]))
     const producer = producerOf(store)
     await until('the walk to fail', () => store.producers.get(producer)?.last_error != null, 10_000)
     await syncer.stop()
