@@ -1,8 +1,7 @@
 import type { Components } from '../node/components.ts'
 import { rowToEnvelope, type EventRow } from '../store/events.ts'
-import { PermanentError } from '../errors.ts'
 import { backoff } from '../util/backoff.ts'
-import { isThenable, payloadOf } from './schemas.ts'
+import { payloadOf, refuseThenable } from './schemas.ts'
 import { MAX_KEYS_PER_EVENT, type Plugin, type PluginEvent, type TypeHandler } from './types.ts'
 
 /** The series running plugins updates (the node's Metrics has them; the test kit counts nothing). */
@@ -154,23 +153,19 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
     event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
     const keys = stateKeysOf(handler, event.payload)
     store.transaction(() => {
-      const scope = store.applying
-      const applyCtx = { db: store.pluginDb(scope), log, signal: ctx.signal, plugin: plugin.name }
-      const wasOpen = scope.open
-      scope.open = true
+      const applyCtx = { db: store.pluginDb({ duringApply: true }), log, signal: ctx.signal, plugin: plugin.name }
+      const wasApplying = store.applying
+      store.applying = true
       let returned: unknown
       try {
         returned = handler.apply != null ? handler.apply(event, applyCtx) : plugin.apply?.(event, applyCtx)
       } finally {
-        scope.open = wasOpen
+        store.applying = wasApplying
       }
-      if (isThenable(returned)) {
-        // Whatever it does after its first await is outside this transaction: its writes would not be undone
-        // with it, nor counted once. It is refused for good (the load refuses an async function already;
-        // this is a plain function returning a Promise), and its own failure is not left unhandled.
-        returned.then(undefined, () => {})
-        throw new PermanentError('apply returned a Promise: apply must be synchronous (it runs inside the transaction that applies the event); put async work in effect')
-      }
+      // Whatever it does after its first await is outside this transaction: its writes would not be undone
+      // with it, nor counted once. It is refused for good (the load refuses an async function already;
+      // this is a plain function returning a Promise).
+      refuseThenable(returned, 'apply returned a Promise: apply must be synchronous (it runs inside the transaction that applies the event); put async work in effect')
       store.stateKeys.record(plugin.name, row.producer, row.seq, `${row.hlc}|${row.producer}|${row.event_id}`, keys)
       state.markApplied(plugin.name, row, ctx.now(), ctx.rebuilding !== true && (handler.effect ?? plugin.effect) != null)
       moveCursor()
@@ -209,10 +204,7 @@ export function stateKeysOf(handler: TypeHandler, payload: unknown): string[] {
   // The empty key says: this plugin keeps no keys for the type, so plain retention decides the event.
   if (handler.keys == null) return ['']
   const keys: unknown = handler.keys(payload)
-  if (isThenable(keys)) {
-    keys.then(undefined, () => {})
-    throw new PermanentError('keys() returned a Promise: keys must be synchronous (a pure function of the payload)')
-  }
+  refuseThenable(keys, 'keys() returned a Promise: keys must be synchronous (a pure function of the payload)')
   if (!Array.isArray(keys)) throw new Error(`keys() returned ${typeof keys}, expected an array of keys`)
   if (keys.length > MAX_KEYS_PER_EVENT) throw new Error(`keys() returned ${keys.length} keys, more than the ${MAX_KEYS_PER_EVENT} one event may write`)
   const out = new Set<string>()

@@ -40,19 +40,23 @@ export function payloadOf(handler: TypeHandler, row: EventRow): unknown {
     const old = readTolerantly(up.payload, payload)
     if (!old.success) throw new PermanentError(`payload of ${row.type} v${row.version} is invalid: ${formatIssues(old.issues, 'payload').join('; ')}`)
     payload = up.to(old.output)
-    if (isThenable(payload)) {
-      payload.then(undefined, () => {})
-      throw new PermanentError(`the upcaster of ${row.type} v${row.version} returned a Promise: upcasters must be synchronous`)
-    }
+    refuseThenable(payload, `the upcaster of ${row.type} v${row.version} returned a Promise: upcasters must be synchronous`)
   }
   const r = readTolerantly(handler.payload, payload)
   if (!r.success) throw new PermanentError(`payload of ${row.type} v${handler.version} is invalid: ${formatIssues(r.issues, 'payload').join('; ')}`)
   return r.output
 }
 
-/** @returns whether `x` is a Promise or another thenable (what a plain function wrapping an async one returns) */
-export function isThenable(x: unknown): x is PromiseLike<unknown> {
-  return x != null && (typeof x === 'object' || typeof x === 'function') && typeof (x as { then?: unknown }).then === 'function'
+/**
+ * Refuses what a plugin's synchronous function (apply, keys, an upcaster) returned when it is a Promise or
+ * another thenable (what a plain function wrapping an async one returns): its failure is not left unhandled.
+ *
+ * @throws PermanentError with `message` when `x` is thenable
+ */
+export function refuseThenable(x: unknown, message: string): void {
+  if (x == null || (typeof x !== 'object' && typeof x !== 'function') || typeof (x as { then?: unknown }).then !== 'function') return
+  ;(x as PromiseLike<unknown>).then(undefined, () => {})
+  throw new PermanentError(message)
 }
 
 /** Which types a node publishes though no local plugin reads them: all (true), none (false) or these. */

@@ -94,22 +94,21 @@ export class Store {
   }
 
   /**
-   * Open while a plugin's `apply` runs on this store (set by the runner around each call). Every handle given
-   * to an apply works while any apply runs, so a handle a plugin keeps from an earlier event (in a helper
-   * object) writes inside the current event's transaction; once no apply runs (after an await) it is refused.
+   * Whether a plugin's `apply` runs on this store (set by the runner around each call). Every handle given to
+   * an apply works while any apply runs, so a handle a plugin keeps from an earlier event (in a helper object)
+   * writes inside the current event's transaction; once no apply runs (after an await) it is refused.
    */
-  readonly applying: { open: boolean } = { open: false }
+  applying = false
 
   /**
-   * @param scope while given, the handle works only as long as `scope.open`: apply's handle (scope
-   * `applying`) is refused outside an apply, so that a write a plugin makes later (after an await) is refused
-   * instead of landing outside the event's transaction
+   * @param options.duringApply the handle works only while an apply runs (`applying`), so that a write a plugin
+   * makes later (after an await) is refused instead of landing outside the event's transaction
    * @returns the database as a plugin sees it: its own SQL on its own tables; inside `apply` every call is
    * part of the transaction that records the event as applied
    */
-  pluginDb(scope?: { readonly open: boolean }): PluginDbHandle {
+  pluginDb(options: { duringApply?: boolean } = {}): PluginDbHandle {
     const db = (): SqlDatabase => {
-      if (scope != null && !scope.open) throw new Error('ctx.db was used after apply returned (apply must be synchronous; it runs inside the transaction that applies the event)')
+      if (options.duringApply === true && !this.applying) throw new Error('ctx.db was used after apply returned (apply must be synchronous; it runs inside the transaction that applies the event)')
       return this.db
     }
     return { run: (sql, params) => db().run(sql, params), get: (sql, params) => db().get(sql, params), all: (sql, params) => db().all(sql, params) }
