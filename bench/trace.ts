@@ -53,6 +53,8 @@ try {
     ['hint.validating', onB],
     ['hint.verified', onB],
     ['head.accepted', onB],
+    ['walk.started', onB],
+    ['walk.listed', onB],
     ['events.ingested', onB],
     ['plugins.round', onB],
     ['plugins.round_done', onB],

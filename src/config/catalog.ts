@@ -139,6 +139,15 @@ export const SETTINGS = {
     schema: IntSchema,
     default: 200
   },
+  'hints-per-second': {
+    name: 'hints-per-second',
+    kind: 'string',
+    value: 'N',
+    description:
+      "the most hints of its own commits this node gossips per second (default 100); a commit within the interval is hinted by the next hint, which carries its blocks too. Keep it under the peers' heads-per-second: heads over that rate reach them without their blocks",
+    schema: v.pipe(IntSchema, v.minValue(1, 'Expected at least 1')),
+    default: 100
+  },
   'max-producers': {
     name: 'max-producers',
     kind: 'string',
@@ -294,6 +303,7 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS['max-depth'],
   SETTINGS['max-files-per-walk'],
   SETTINGS['heads-per-second'],
+  SETTINGS['hints-per-second'],
   SETTINGS['max-producers'],
   SETTINGS.members,
   SETTINGS.policy,
@@ -331,6 +341,7 @@ type RunSettingName =
   | 'max-depth'
   | 'max-files-per-walk'
   | 'heads-per-second'
+  | 'hints-per-second'
   | 'max-producers'
   | 'members'
   | 'policy'

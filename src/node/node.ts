@@ -18,7 +18,6 @@ import { requestReplay } from '../plugins/replay.ts'
 import { createLogger, type Log } from '../log/logger.ts'
 import { trace } from '../log/trace.ts'
 import { Metrics } from '../metrics/metrics.ts'
-import { hintMessage } from '../model/head.ts'
 import { HybridClock } from '../model/hlc.ts'
 import { tightenModes } from '../datadir/modes.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
@@ -319,6 +318,7 @@ export class CairnNode {
           network: opened.network,
           limiter,
           publishHints: cfg.gossipHints,
+          hintsPerSecond: cfg.hintsPerSecond,
           screen: (message) => {
             const { head, blocks } = message
             // A head stamped too far ahead is held wherever it arrives: relaying it would only make every node refuse it.
@@ -482,7 +482,7 @@ export class CairnNode {
     r.stopListening.push(
       events.listen('outbox:committed', ({ head, events: committed, blocks }) => {
         r.fetcher.stored(blocks.map((b) => b.cid))
-        r.gossip.publish(hintMessage(head, blocks))
+        r.gossip.publish(head, blocks)
         trace('commit.announced', committed.at(-1)?.seq)
         events.safeDispatchEvent('events:ingested', { detail: committed })
       }),

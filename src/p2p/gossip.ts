@@ -1,7 +1,9 @@
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { Components } from '../node/components.ts'
 import { trace } from '../log/trace.ts'
-import { verifyHeadMessage, type VerifiedHead } from '../model/head.ts'
+import { hintMessage, verifyHeadMessage, type VerifiedHead } from '../model/head.ts'
+import type { CID } from 'multiformats/cid'
+import { HintPacer } from './hintPacer.ts'
 import type { HeadLimiter } from './headLimiter.ts'
 import type { CairnIpfs } from './ipfs.ts'
 
@@ -13,6 +15,8 @@ export interface HeadGossipInit {
   limiter: HeadLimiter
   /** whether this node publishes its own new heads as hints (it always receives them) */
   publishHints: boolean
+  /** the most hints of its own this node sends per second (HintPacer) */
+  hintsPerSecond: number
   /**
    * judges a verified hint: relay it only when its head is news from a member this node tracks or may
    * track; otherwise `reason` (for a refusal) or nothing (an old head)
@@ -43,6 +47,7 @@ export class HeadGossip {
   private readonly components: HeadGossipComponents
   readonly topic: string
   private started = false
+  private readonly pacer: HintPacer
   private readonly onMessage = (evt: CustomEvent<{ msg: { topic: string; data: Uint8Array }; propagationSource: { toString: () => string } }>): void => {
     const { msg, propagationSource } = evt.detail
     if (msg.topic !== this.topic) return
@@ -53,6 +58,15 @@ export class HeadGossip {
     this.init = init
     this.components = components
     this.topic = headsTopic(init.network)
+    this.pacer = new HintPacer({
+      perSecond: init.hintsPerSecond,
+      send: (signed, blocks) => {
+        this.components.metrics.headsAnnounced.inc({ via: 'gossip' })
+        this.init.ipfs.libp2p.services.pubsub.publish(this.topic, hintMessage(signed, blocks)).catch((err: Error) => {
+          this.components.log.debug(`gossip publish failed: ${err.message}`, { reason: 'gossip_publish_failed' })
+        })
+      }
+    })
   }
 
   start(): void {
@@ -91,6 +105,8 @@ export class HeadGossip {
 
   stop(): void {
     if (!this.started) return
+    // The last commit's hint goes out before the topic is left.
+    this.pacer.flush()
     this.started = false
     const pubsub = this.init.ipfs.libp2p.services.pubsub
     pubsub.removeEventListener('gossipsub:message', this.onMessage as unknown as EventListener)
@@ -98,15 +114,13 @@ export class HeadGossip {
   }
 
   /**
-   * Hints a new signed head of this node's own to the network (when hints are on). A hint gossipsub has
-   * seen already (an unchanged head) is not sent again (ipfs.ts sets ignoreDuplicatePublishError); a publish
-   * that fails is a log line, never thrown.
+   * Hints a new signed head of this node's own to the network (when hints are on), with `blocks`, the new
+   * blocks of its commit, paced to `hintsPerSecond` (HintPacer). A hint gossipsub has seen already (an
+   * unchanged head) is not sent again (ipfs.ts sets ignoreDuplicatePublishError); a publish that fails is a
+   * log line, never thrown.
    */
-  publish(head: Uint8Array): void {
+  publish(signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }> = []): void {
     if (!this.init.publishHints) return
-    this.components.metrics.headsAnnounced.inc({ via: 'gossip' })
-    this.init.ipfs.libp2p.services.pubsub.publish(this.topic, head).catch((err: Error) => {
-      this.components.log.debug(`gossip publish failed: ${err.message}`, { reason: 'gossip_publish_failed' })
-    })
+    this.pacer.push(signed, blocks)
   }
 }

@@ -271,6 +271,7 @@ export class Syncer {
       return
     }
     const t1 = performance.now()
+    trace('walk.listed')
     if (cap < listing.top) listing = capListing(listing, cap)
     const stats = await ingest(
       fetcher,
