@@ -4,9 +4,11 @@
  * the time to A's answer, to A's own stream and to B's stream (p50 / p95 / p99), each process's CPU, and
  * how often each traced stage ran on each node: commits and hints on A; hints checked, heads accepted,
  * walks and the walks' block fetches over the network (`walk.fetch_network`, `walk.fetch_bulk`) on B.
+ * The marks are lines on stderr, a dozen per event: they cost each node CPU and some latency; `TRACE=0`
+ * runs without them (and without the counts), as `npm run bench` does.
  *
  *   bun bench/load.ts                        # N=5000 RATE=1000
- *   BIN=/tmp/cairn-other N=2000 bun bench/load.ts
+ *   BIN=/tmp/cairn-other N=2000 TRACE=0 bun bench/load.ts
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -19,7 +21,7 @@ const RATE = Number(process.env.RATE ?? 1000)
 const dir = mkdtempSync(join(tmpdir(), 'cairn-bench-load-'))
 let nodes: CairnNode[] = []
 try {
-  nodes = await startCairnChain(dir, 2, { command: process.env.BIN != null ? [process.env.BIN] : undefined, env: { CAIRN_TRACE: '1' } })
+  nodes = await startCairnChain(dir, 2, { command: process.env.BIN != null ? [process.env.BIN] : undefined, env: { CAIRN_TRACE: process.env.TRACE ?? '1' } })
   const [a, b] = nodes
   for (let i = 0; i < 20; i++) await a.publish(`warm${i}`)
   while (b.applied.size < 20) await Bun.sleep(10)
@@ -53,13 +55,15 @@ try {
   )
   // stop() returns once a node's stderr, with its marks, is read whole
   for (const n of nodes) await n.stop()
-  for (const [name, n] of [
-    ['A', a],
-    ['B', b]
-  ] as const) {
-    const counts = new Map<string, number>()
-    for (const m of traceMarks(n.stderr)) counts.set(m.stage, (counts.get(m.stage) ?? 0) + 1)
-    console.log(`  stages on ${name}: ${[...counts].map(([s, c]) => `${s} ${c}`).join(', ')}`)
+  if (process.env.TRACE !== '0') {
+    for (const [name, n] of [
+      ['A', a],
+      ['B', b]
+    ] as const) {
+      const counts = new Map<string, number>()
+      for (const m of traceMarks(n.stderr)) counts.set(m.stage, (counts.get(m.stage) ?? 0) + 1)
+      console.log(`  stages on ${name}: ${[...counts].map(([s, c]) => `${s} ${c}`).join(', ')}`)
+    }
   }
 } finally {
   for (const n of nodes) await n.stop()
