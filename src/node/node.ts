@@ -482,7 +482,7 @@ export class CairnNode {
     r.stopListening.push(
       events.listen('outbox:committed', ({ head, events: committed, blocks }) => {
         r.fetcher.stored(blocks.map((b) => b.cid))
-        r.gossip.publish(head, blocks)
+        r.gossip.publish(head, blocks, committed.length)
         trace('commit.announced', committed.at(-1)?.seq)
         events.safeDispatchEvent('events:ingested', { detail: committed })
       }),

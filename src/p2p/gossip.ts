@@ -3,7 +3,7 @@ import type { Components } from '../node/components.ts'
 import { trace } from '../log/trace.ts'
 import { hintMessage, verifyHeadMessage, type VerifiedHead } from '../model/head.ts'
 import type { CID } from 'multiformats/cid'
-import { HintPacer } from './hintPacer.ts'
+import { HINT_EVENTS, HINT_HOLD_MS, HintPacer } from './hintPacer.ts'
 import type { HeadLimiter } from './headLimiter.ts'
 import type { CairnIpfs } from './ipfs.ts'
 
@@ -60,6 +60,8 @@ export class HeadGossip {
     this.topic = headsTopic(init.network)
     this.pacer = new HintPacer({
       perSecond: init.hintsPerSecond,
+      holdMs: HINT_HOLD_MS,
+      events: HINT_EVENTS,
       send: (signed, blocks) => {
         this.components.metrics.headsAnnounced.inc({ via: 'gossip' })
         this.init.ipfs.libp2p.services.pubsub.publish(this.topic, hintMessage(signed, blocks)).catch((err: Error) => {
@@ -115,12 +117,12 @@ export class HeadGossip {
 
   /**
    * Hints a new signed head of this node's own to the network (when hints are on), with `blocks`, the new
-   * blocks of its commit, paced to `hintsPerSecond` (HintPacer). A hint gossipsub has seen already (an
-   * unchanged head) is not sent again (ipfs.ts sets ignoreDuplicatePublishError); a publish that fails is a
-   * log line, never thrown.
+   * blocks of its commit, and `events`, how many events the commit added, paced by HintPacer. A hint
+   * gossipsub has seen already (an unchanged head) is not sent again (ipfs.ts sets
+   * ignoreDuplicatePublishError); a publish that fails is a log line, never thrown.
    */
-  publish(signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }> = []): void {
+  publish(signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }> = [], events = 0): void {
     if (!this.init.publishHints) return
-    this.pacer.push(signed, blocks)
+    this.pacer.push(signed, blocks, events)
   }
 }

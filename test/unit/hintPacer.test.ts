@@ -17,60 +17,89 @@ async function block(size: number): Promise<Block> {
 
 const head = (seq: number): Uint8Array => new TextEncoder().encode(`head ${seq}`)
 const text = (b: Uint8Array): string => new TextDecoder().decode(b)
+const cids = (blocks: Block[]): string[] => blocks.map((b) => b.cid.toString())
 
-function pacer(perSecond: number): { pacer: HintPacer; sent: Array<{ head: string; blocks: Block[] }> } {
+/** A pacer on a clock the test sets (its timers are real: a due time in the clock's past fires at once). */
+function pacer(init: { perSecond: number; holdMs: number; events?: number }): { p: HintPacer; sent: Array<{ head: string; blocks: Block[] }>; clock: { now: number } } {
   const sent: Array<{ head: string; blocks: Block[] }> = []
-  return {
-    sent,
-    pacer: new HintPacer({
-      perSecond,
-      send: (signed, blocks) => {
-        sent.push({ head: text(signed), blocks })
-      }
-    })
-  }
+  const clock = { now: 0 }
+  const p = new HintPacer({
+    events: 4,
+    ...init,
+    now: () => clock.now,
+    send: (signed, blocks) => {
+      sent.push({ head: text(signed), blocks })
+    }
+  })
+  return { p, sent, clock }
 }
 
 describe('HintPacer', () => {
-  test('a head after a quiet interval goes at once; heads within the interval wait, and one hint carries the newest and the blocks of every commit since, newest first', async () => {
-    const { pacer: p, sent } = pacer(20)
+  test('a commit after the hold time goes at once; sooner ones wait out the hold, and one hint carries the newest head and the blocks of every commit since, newest first', async () => {
+    const { p, sent, clock } = pacer({ perSecond: 100, holdMs: 40 })
     const [b1, b2, b3, b4] = await Promise.all([block(100), block(200), block(300), block(400)])
-    p.push(head(1), [b1])
+    p.push(head(1), [b1], 1)
     expect(sent).toEqual([{ head: 'head 1', blocks: [b1] }])
-    p.push(head(2), [b2])
-    p.push(head(3), [b3, b2])
-    p.push(head(4), [b4])
+    clock.now = 5
+    p.push(head(2), [b2], 1)
+    clock.now = 6
+    p.push(head(3), [b3, b2], 1)
+    clock.now = 7
+    p.push(head(4), [b4], 1)
+    // three events: fewer than four, so they wait for the hold time
     expect(sent.length).toBe(1)
+    clock.now = 40
     await waitFor('the held hint', () => sent.length === 2, 2000, 5)
     expect(sent[1].head).toBe('head 4')
     // newest commit first, a block two commits share once
-    expect(sent[1].blocks.map((b) => b.cid.toString())).toEqual([b4, b3, b2].map((b) => b.cid.toString()))
+    expect(cids(sent[1].blocks)).toEqual(cids([b4, b3, b2]))
+    clock.now = 80
+    p.push(head(5), [], 1)
+    expect(sent.map((s) => s.head)).toEqual(['head 1', 'head 4', 'head 5'])
+  })
+
+  test('a held hint covering enough events goes once 1/perSecond has passed since the last, without waiting out the hold', async () => {
+    const { p, sent, clock } = pacer({ perSecond: 100, holdMs: 60_000 })
+    p.push(head(1), [], 1)
+    clock.now = 3
+    p.push(head(2), [], 2)
+    clock.now = 4
+    p.push(head(3), [], 2)
+    expect(sent.length).toBe(1)
+    clock.now = 10
+    await waitFor('the hint of four events', () => sent.length === 2, 2000, 5)
+    expect(sent[1].head).toBe('head 3')
+    // a commit of many events, the interval passed: at once
+    clock.now = 30
+    p.push(head(4), [], 100)
+    expect(sent.map((s) => s.head)).toEqual(['head 1', 'head 3', 'head 4'])
+    p.flush()
   })
 
   test('commits past the hint budget are left out, oldest first; a newest commit over it alone goes without blocks', async () => {
-    const { pacer: p, sent } = pacer(1)
+    const { p, sent } = pacer({ perSecond: 1, holdMs: 60_000 })
     const big = Math.floor(HINT_MAX_BYTES * 0.6)
     const [first, older, newer, huge] = await Promise.all([block(10), block(big), block(big), block(HINT_MAX_BYTES + 1)])
-    p.push(head(1), [first])
-    p.push(head(2), [older])
-    p.push(head(3), [newer])
+    p.push(head(1), [first], 1)
+    p.push(head(2), [older], 1)
+    p.push(head(3), [newer], 1)
     p.flush()
     expect(sent.map((s) => [s.head, s.blocks.length])).toEqual([
       ['head 1', 1],
       ['head 3', 1]
     ])
     expect(sent[1].blocks[0].cid.equals(newer.cid)).toBe(true)
-    p.push(head(4), [huge])
+    p.push(head(4), [huge], 1)
     p.flush()
     expect(sent[2]).toEqual({ head: 'head 4', blocks: [] })
   })
 
-  test('flush sends a held hint at once and nothing when none is held', async () => {
-    const { pacer: p, sent } = pacer(1)
+  test('flush sends a held hint at once and nothing when none is held', () => {
+    const { p, sent } = pacer({ perSecond: 1, holdMs: 60_000 })
     p.flush()
     expect(sent).toEqual([])
-    p.push(head(1), [])
-    p.push(head(2), [])
+    p.push(head(1), [], 1)
+    p.push(head(2), [], 0)
     expect(sent.length).toBe(1)
     p.flush()
     p.flush()
