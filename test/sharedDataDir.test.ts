@@ -1,7 +1,50 @@
 import { describe, expect, test } from 'bun:test'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { cairn, NodeProcess, tempDir } from './helpers/process.ts'
+import { Database } from 'bun:sqlite'
+import { cairn, cairnCommand, NodeProcess, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
+import { MIGRATIONS } from '../src/store/migrations.ts'
+
+const LATEST = MIGRATIONS.length
+
+/**
+ * Takes a data directory's cairn.db back to the schema before the last migration, then begins that migration
+ * in this process and holds it: a migration step as slow as the test wants, whose write lock another process meets.
+ *
+ * @returns a function that finishes the migration (commits it)
+ */
+function holdLastMigration(dir: string): { finish: () => void; [Symbol.dispose]: () => void } {
+  const db = new Database(join(dir, 'cairn.db'))
+  // Migration 8 made events_pending; without it and its record the file is at version 7, as an older cairn left it.
+  db.exec(`DROP INDEX events_pending; DELETE FROM schema_migrations WHERE version = ${LATEST}`)
+  db.exec('BEGIN IMMEDIATE')
+  db.exec(MIGRATIONS[LATEST - 1])
+  let open = true
+  return {
+    finish: () => {
+      db.run('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [LATEST, Date.now()])
+      db.exec('COMMIT')
+      open = false
+    },
+    [Symbol.dispose]: () => {
+      if (open) db.exec('ROLLBACK')
+      db.close()
+    }
+  }
+}
+
+/** @returns the schema versions recorded in a data directory's cairn.db */
+function versions(dir: string): number[] {
+  const db = new Database(join(dir, 'cairn.db'), { readonly: true })
+  try {
+    return db
+      .query<{ version: number }, []>('SELECT version FROM schema_migrations ORDER BY version')
+      .all()
+      .map((r) => r.version)
+  } finally {
+    db.close()
+  }
+}
 
 describe('the CLI and the node sharing a data directory', () => {
   test('a lock left by a crashed node whose pid another live process has now does not block cairn run, and doctor calls it stale', async () => {
@@ -57,5 +100,71 @@ describe('the CLI and the node sharing a data directory', () => {
     const doctor = await cairn(['doctor', '--data', node.dir, '--json'])
     expect(JSON.parse(doctor.stdout).lock).toBe(`held by running pid ${node.proc!.pid}`)
     expect(await node.stop()).toBe(0)
+  })
+
+  test('a node starting while another process runs a migration step longer than the busy timeout waits for it, saying so, then starts', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    using migration = holdLastMigration(node.dir)
+    const starting = node.start()
+    await waitFor(
+      'the node to say that it waits for the migration',
+      () => {
+        if (node.proc?.exitCode != null) throw new Error(`cairn run exited: ${node.logs}`)
+        return node.logs.includes('migration_wait')
+      },
+      60_000
+    )
+    const line = JSON.parse(node.logs.split('\n').find((l) => l.includes('migration_wait')) ?? '')
+    expect(line.msg).toBe(
+      `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way): waiting up to 900 s for it to finish`
+    )
+    migration.finish()
+    await starting
+    expect(versions(node.dir)).toEqual(MIGRATIONS.map((_, i) => i + 1))
+    expect(await node.stop()).toBe(0)
+  })
+
+  test('a CLI verb on a stopped node meeting another process migrating the database waits for it on stderr, then runs', async () => {
+    using tmp = tempDir()
+    const node = await NodeProcess.init(tmp.path, 'n')
+    using migration = holdLastMigration(node.dir)
+    const proc = Bun.spawn(cairnCommand('binary', ['events', '--data', node.dir, '--json']), {
+      env: { ...process.env, CAIRN_DATA: '', ...TEST_ENV },
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe'
+    })
+    try {
+      let stderr = ''
+      const reading = (async () => {
+        const decoder = new TextDecoder()
+        const reader = proc.stderr.getReader()
+        for (;;) {
+          const { value, done } = await reader.read()
+          if (done) break
+          stderr += decoder.decode(value, { stream: true })
+        }
+      })()
+      await waitFor(
+        'the verb to say that it waits for the migration',
+        () => {
+          if (proc.exitCode != null) throw new Error(`cairn events exited: ${stderr}`)
+          return stderr.includes('a migration under way')
+        },
+        60_000
+      )
+      expect(stderr).toBe(
+        `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way): waiting up to 900 s for it to finish\n`
+      )
+      migration.finish()
+      expect(await proc.exited).toBe(0)
+      await reading
+      expect(await new Response(proc.stdout).text()).toBe('')
+      expect(versions(node.dir)).toEqual(MIGRATIONS.map((_, i) => i + 1))
+    } finally {
+      proc.kill()
+      await proc.exited
+    }
   })
 })
