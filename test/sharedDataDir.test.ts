@@ -1,9 +1,11 @@
 import { describe, expect, test } from 'bun:test'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
 import { cairn, cairnCommand, NodeProcess, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
-import { MIGRATIONS } from '../src/store/migrations.ts'
+import { writeRunInfo } from '../src/datadir/runInfo.ts'
+import { openDatabase } from '../src/runtime/sqlite.ts'
+import { MIGRATIONS, migrate } from '../src/store/migrations.ts'
 
 const LATEST = MIGRATIONS.length
 
@@ -76,7 +78,7 @@ describe('the CLI and the node sharing a data directory', () => {
     const node = await NodeProcess.init(tmp.path, 'n')
     const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
     try {
-      writeFileSync(join(node.dir, 'run.lock'), `${other.pid}\n`)
+      writeFileSync(join(node.dir, 'run.lock'), `${other.pid}\n`, { mode: 0o600 })
       const r = await cairn(['run', '--data', node.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
       expect({ code: r.code, stderr: r.stderr }).toEqual({
         code: 1,
@@ -166,5 +168,76 @@ describe('the CLI and the node sharing a data directory', () => {
       proc.kill()
       await proc.exited
     }
+  })
+
+  test('cairn doctor on a cairn.db of an older schema says so on a line of its own, with what to do, and skips the checks that need the new one', async () => {
+    using tmp = tempDir()
+    const node = await NodeProcess.init(tmp.path, 'n')
+    const path = join(node.dir, 'cairn.db')
+    // The database as an older cairn left it: its first five migrations.
+    rmSync(path)
+    const older = await openDatabase(path)
+    migrate(older, MIGRATIONS.slice(0, 5))
+    older.close()
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600)
+    const skipped = (check: string) => ({
+      check,
+      ok: false,
+      skipped: true,
+      detail: `not checked: cairn.db's schema is at version 5, older than this cairn's (${LATEST})`,
+      fix: "run cairn doctor again once cairn.db is at this cairn's schema (see cairn.db schema)"
+    })
+    const expected = (fix: string, lock: string) => ({
+      code: 1,
+      report: {
+        healthy: false,
+        lock,
+        checks: [
+          ...['data directory', 'identity.key', 'swarm.key', 'api.token', 'file modes', 'cairn.db'].map((check) => ({ check, ok: true, detail: 'ok' })),
+          { check: 'cairn.db schema', ok: false, detail: `version 5 is older than this cairn's (${LATEST}): the database is not migrated to this cairn yet`, fix },
+          { check: 'blocks.db', ok: true, detail: 'ok' },
+          skipped('outbox blocks'),
+          skipped('synced trees')
+        ]
+      }
+    })
+    const doctor = async () => {
+      const r = await cairn(['doctor', '--data', node.dir, '--json'])
+      return { code: r.code, report: JSON.parse(r.stdout) }
+    }
+    expect(await doctor()).toEqual(
+      expected(
+        `start the node with this cairn once (cairn run --data ${node.dir} migrates the database at start), or run a command of this cairn that opens it (cairn events --data ${node.dir}); then run cairn doctor again`,
+        'free'
+      )
+    )
+    const text = await cairn(['doctor', '--data', node.dir])
+    expect(text.code).toBe(1)
+    expect(text.stdout).toContain(
+      `FAIL  cairn.db schema  version 5 is older than this cairn's (${LATEST}): the database is not migrated to this cairn yet\n      → start the node with this cairn once`
+    )
+    expect(text.stdout).toContain(`skip  outbox blocks    not checked: cairn.db's schema is at version 5, older than this cairn's (${LATEST})\n`)
+    // A node of an older cairn runs on it (an older cairn's run.lock names the pid alone).
+    const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
+    try {
+      writeFileSync(join(node.dir, 'run.lock'), `${other.pid}\n`, { mode: 0o600 })
+      writeRunInfo(node.dir, { peer_id: node.peerId, pid: other.pid, version: '0.0.9', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() })
+      expect(await doctor()).toEqual(
+        expected(
+          `the node running on ${node.dir} (pid ${other.pid}) is an older cairn (0.0.9): restart it with this cairn (its start migrates the database), or run that cairn's own doctor`,
+          `held by running pid ${other.pid}`
+        )
+      )
+    } finally {
+      other.kill()
+      await other.exited
+    }
+    // Once a command of this cairn migrated the stopped node's database, doctor finds it healthy.
+    expect((await cairn(['events', '--data', node.dir])).code).toBe(0)
+    const after = await doctor()
+    expect({ code: after.code, schema: after.report.checks.find((c: { check: string }) => c.check === 'cairn.db schema') }).toEqual({
+      code: 0,
+      schema: { check: 'cairn.db schema', ok: true, detail: `version ${LATEST}` }
+    })
   })
 })
