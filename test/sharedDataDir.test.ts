@@ -56,16 +56,19 @@ describe('the CLI and the node sharing a data directory', () => {
     const crashed = node.proc!.pid
     expect(await node.stop('SIGKILL')).not.toBe(0)
     const lock = join(node.dir, 'run.lock')
-    // The pid is reused: an unrelated live process has it now. The lock file stays as the node wrote it, but for the pid.
+    // The pid is reused: an unrelated live process has it now. The files stay as the node wrote them, but for the pid.
     const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
     try {
-      const written = readFileSync(lock, 'utf8')
-      expect(written).toContain(String(crashed))
-      writeFileSync(lock, written.startsWith('{') ? `${JSON.stringify({ ...JSON.parse(written), pid: other.pid })}\n` : `${other.pid}\n`)
+      expect(readFileSync(lock, 'utf8')).toBe(String(crashed))
+      const recorded = JSON.parse(readFileSync(`${lock}.start`, 'utf8'))
+      expect(recorded.pid).toBe(crashed)
+      writeFileSync(lock, String(other.pid))
+      writeFileSync(`${lock}.start`, JSON.stringify({ ...recorded, pid: other.pid }))
       const doctor = await cairn(['doctor', '--data', node.dir, '--json'])
       expect(JSON.parse(doctor.stdout).lock).toBe('stale (left by a crash; the next run takes it over)')
       await node.start()
-      expect(JSON.parse(readFileSync(lock, 'utf8')).pid).toBe(node.proc!.pid)
+      expect(readFileSync(lock, 'utf8')).toBe(String(node.proc!.pid))
+      expect(JSON.parse(readFileSync(`${lock}.start`, 'utf8')).pid).toBe(node.proc!.pid)
       expect(await node.stop()).toBe(0)
     } finally {
       other.kill()

@@ -1,16 +1,6 @@
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { DataDirBusyError } from '../errors.ts'
 import { dataPaths } from './layout.ts'
-
-/**
- * What `run.lock` holds: the pid of the process that wrote it and when that process started, so that another
- * process given the same pid after a crash is not taken for the writer. `start` is null where the platform
- * does not tell (no /proc): then, as for a lock file of an older cairn (the pid alone), the pid decides.
- */
-interface LockRecord {
-  pid: number
-  start: string | null
-}
 
 function alive(pid: number): boolean {
   try {
@@ -31,8 +21,9 @@ function bootId(): string | undefined {
 }
 
 /**
- * @returns when process `pid` started, as `<clock ticks since boot>@<boot id>` (field 22 of /proc/PID/stat),
- * or undefined where /proc does not tell (another platform, no such process, or one that /proc hides)
+ * @returns when process `pid` started, as `<clock ticks since boot>@<boot id>` (field 22 of /proc/PID/stat:
+ * counted from boot, so a change of the wall clock does not move it), or undefined where /proc does not
+ * tell (another platform, no such process, or one that /proc hides)
  */
 export function processStart(pid: number): string | undefined {
   let stat: string
@@ -42,43 +33,44 @@ export function processStart(pid: number): string | undefined {
     return undefined
   }
   // Field 2 is the command name in parentheses, which may itself hold spaces and parentheses: count from the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const ticks = fields[22 - 3]
+  const ticks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[22 - 3]
   if (ticks == null || !/^\d+$/.test(ticks)) return undefined
   return `${ticks}@${bootId() ?? ''}`
 }
 
-/** @returns the lock file's record: `{"pid", "start"}`, or a bare pid (written by an older cairn) */
-function readLock(path: string): LockRecord | undefined {
-  let text: string
+/** The start time of the lock's writer, in a file of its own: `run.lock` keeps the pid alone, as every cairn reads it. */
+const startPath = (dir: string): string => `${dataPaths(dir).lock}.start`
+
+/** @returns the start time recorded for `pid` beside the lock, if any (one recorded for another pid is not its) */
+function recordedStart(dir: string, pid: number): string | undefined {
   try {
-    text = readFileSync(path, 'utf8').trim()
-  } catch {
-    return undefined
-  }
-  if (/^\d+$/.test(text)) return { pid: Number(text), start: null }
-  try {
-    const record = JSON.parse(text) as Partial<LockRecord>
-    if (!Number.isSafeInteger(record.pid) || (record.pid as number) <= 0) return undefined
-    return { pid: record.pid as number, start: typeof record.start === 'string' ? record.start : null }
+    const record = JSON.parse(readFileSync(startPath(dir), 'utf8')) as { pid?: unknown; start?: unknown }
+    return record.pid === pid && typeof record.start === 'string' ? record.start : undefined
   } catch {
     return undefined
   }
 }
 
-/** @returns whether the process that wrote `record` still runs: the same pid, started at the same time */
-function holds(record: LockRecord): boolean {
-  if (record.start != null) {
-    const now = processStart(record.pid)
-    if (now != null) return now === record.start
-  }
-  return alive(record.pid)
-}
-
-/** @returns the pid of the process running a node on `dir`, if any */
+/**
+ * @returns the pid of the process running a node on `dir`, if any: the pid in `run.lock`, when a process
+ * with that pid lives and, where its start time was recorded (`run.lock.start`, Linux), started then. A lock
+ * a crashed node left is so stale even once an unrelated process has its pid; without a recorded start
+ * (another platform, a lock an older cairn wrote) a live process with the pid holds it.
+ */
 export function runningPid(dir: string): number | undefined {
-  const record = readLock(dataPaths(dir).lock)
-  return record != null && holds(record) ? record.pid : undefined
+  let pid: number
+  try {
+    const text = readFileSync(dataPaths(dir).lock, 'utf8').trim()
+    if (!/^\d+$/.test(text)) return undefined
+    pid = Number(text)
+  } catch {
+    return undefined
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || !alive(pid)) return undefined
+  const recorded = recordedStart(dir, pid)
+  if (recorded == null) return pid
+  const now = processStart(pid)
+  return now == null || now === recorded ? pid : undefined
 }
 
 /**
@@ -90,14 +82,21 @@ export function runningPid(dir: string): number | undefined {
  */
 export function lockDataDir(dir: string): () => void {
   const path = dataPaths(dir).lock
-  const record: LockRecord = { pid: process.pid, start: processStart(process.pid) ?? null }
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600)
-      writeSync(fd, `${JSON.stringify(record)}\n`)
+      writeSync(fd, String(process.pid))
       closeSync(fd)
+      const start = processStart(process.pid)
+      try {
+        if (start != null) writeFileSync(startPath(dir), `${JSON.stringify({ pid: process.pid, start })}\n`, { mode: 0o600 })
+      } catch {
+        // Without it the lock is read as an older cairn's: held while a process with this pid lives.
+      }
       return () => {
-        if (runningPid(dir) === process.pid) rmSync(path, { force: true })
+        if (runningPid(dir) !== process.pid) return
+        rmSync(startPath(dir), { force: true })
+        rmSync(path, { force: true })
       }
     } catch (err) {
       if ((err as { code?: string }).code !== 'EEXIST') throw err
@@ -105,6 +104,7 @@ export function lockDataDir(dir: string): () => void {
       if (pid != null && pid !== process.pid) {
         throw new DataDirBusyError(`Cannot run: a node (pid ${pid}) is already running on ${dir}; stop it first, or use another --data directory`)
       }
+      rmSync(startPath(dir), { force: true })
       rmSync(path, { force: true })
     }
   }

@@ -1,25 +1,30 @@
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { dataPaths } from '../../src/datadir/layout.ts'
 import { lockDataDir, processStart, runningPid } from '../../src/datadir/lock.ts'
 import { tempDir } from '../helpers/process.ts'
 
 describe('run.lock', () => {
-  test('names the process that wrote it by pid and start time; released, it is gone', () => {
+  test('holds the pid alone, as every cairn reads it, with the start time beside it; released, both are gone', () => {
     using tmp = tempDir()
+    const lock = dataPaths(tmp.path).lock
     const release = lockDataDir(tmp.path)
-    const record = JSON.parse(readFileSync(dataPaths(tmp.path).lock, 'utf8'))
+    expect(readFileSync(lock, 'utf8')).toBe(String(process.pid))
+    const record = JSON.parse(readFileSync(`${lock}.start`, 'utf8'))
     expect(record).toEqual({ pid: process.pid, start: processStart(process.pid) })
     expect(record.start).toMatch(/^\d+@[0-9a-f-]+$/)
     expect(runningPid(tmp.path)).toBe(process.pid)
     expect(() => lockDataDir(tmp.path)).not.toThrow()
     release()
     expect(runningPid(tmp.path)).toBeUndefined()
+    expect(existsSync(lock)).toBe(false)
+    expect(existsSync(`${lock}.start`)).toBe(false)
   })
 
   test('the start time is read after the command name, whatever spaces and parentheses the name holds', async () => {
     using tmp = tempDir()
+    const lock = dataPaths(tmp.path).lock
     const odd = join(tmp.path, 'sl) 1 2 (eep')
     copyFileSync('/bin/sleep', odd)
     chmodSync(odd, 0o755)
@@ -28,15 +33,17 @@ describe('run.lock', () => {
       const stat = readFileSync(`/proc/${proc.pid}/stat`, 'utf8')
       expect(stat).toContain('(sl) 1 2 (eep)')
       expect(processStart(proc.pid)?.split('@')[0]).toBe(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
-      // A lock that names this process with its own start time is held; with another start time it is not.
-      writeFileSync(dataPaths(tmp.path).lock, JSON.stringify({ pid: proc.pid, start: processStart(proc.pid) }))
+      writeFileSync(lock, `${proc.pid}\n`)
+      // A lock whose recorded start is this process's is held; with another start time it is not.
+      writeFileSync(`${lock}.start`, JSON.stringify({ pid: proc.pid, start: processStart(proc.pid) }))
       expect(runningPid(tmp.path)).toBe(proc.pid)
-      writeFileSync(dataPaths(tmp.path).lock, JSON.stringify({ pid: proc.pid, start: `1@${processStart(proc.pid)?.split('@')[1]}` }))
+      writeFileSync(`${lock}.start`, JSON.stringify({ pid: proc.pid, start: `1@${processStart(proc.pid)?.split('@')[1]}` }))
       expect(runningPid(tmp.path)).toBeUndefined()
-      // Where the writer could not tell its start time (no /proc), or an older cairn wrote the pid alone, the pid decides.
-      writeFileSync(dataPaths(tmp.path).lock, JSON.stringify({ pid: proc.pid, start: null }))
+      // A start recorded for another pid (left by a crashed node before an older cairn took the lock) is not this one's:
+      // without a start of its own, as with no start file at all, the pid decides.
+      writeFileSync(`${lock}.start`, JSON.stringify({ pid: proc.pid + 1, start: '1@x' }))
       expect(runningPid(tmp.path)).toBe(proc.pid)
-      writeFileSync(dataPaths(tmp.path).lock, `${proc.pid}\n`)
+      writeFileSync(`${lock}.start`, 'not json')
       expect(runningPid(tmp.path)).toBe(proc.pid)
     } finally {
       proc.kill()
