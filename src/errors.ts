@@ -24,6 +24,17 @@ export class DataDirError extends Error {
   }
 }
 
+/** Another process held the write lock of a database whose schema was behind (a migration under way) for longer than an open waits. */
+export class MigrationWaitError extends Error {
+  static name = 'MigrationWaitError'
+  constructor(current: number, latest: number, waitedMs: number) {
+    super(
+      `another process held its write lock for ${Math.round(waitedMs / 1000)} s while its schema stayed at version ${current} of ${latest} (a migration under way, by a node starting or a cairn command on the same data directory, or a stuck writer): let that process finish, or stop it, then run this again`
+    )
+    this.name = 'MigrationWaitError'
+  }
+}
+
 /** Another process is running a node on the same data directory. */
 export class DataDirBusyError extends Error {
   static name = 'DataDirBusyError'

@@ -1,9 +1,9 @@
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, statSync, writeSync } from 'node:fs'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { DataDirError } from '../errors.ts'
-import { SchemaBehindError } from '../store/migrations.ts'
+import { MIGRATION_WAIT_MS, SchemaBehindError } from '../store/migrations.ts'
 import { Store } from '../store/store.ts'
 import { dataPaths } from './layout.ts'
 import { runningPid } from './lock.ts'
@@ -70,30 +70,65 @@ export function loadApiToken(dir: string): string {
   return token
 }
 
+/** How often a verb looks whether a starting node has migrated the database. */
+const STARTING_POLL_MS = 200
+
+/** Writes a line to stderr at once: a wait for another process's migration blocks this thread (SQLite's busy wait). */
+function toStderr(line: string): void {
+  writeSync(2, `${line}\n`)
+}
+
 /**
  * Opens a data directory's database beside whatever else uses it (a running node: SQLite's WAL lets both in).
  * A stopped node's database is migrated, as its next start would; a running node's is not, since the node
- * running on it would find tables under it that it does not know.
+ * running on it would find tables under it that it does not know. A migration under way (a node starting with
+ * a newer cairn, another verb migrating) is waited for, up to `options.waitMs`, saying so once.
  *
- * @throws DataDirError naming the file; when a running node is an older cairn, saying which binary to use
+ * @param options.onWait where the line saying that it waits goes (default: stderr)
+ * @param options.waitMs how long to wait in all for another process's migration (default MIGRATION_WAIT_MS)
+ * @throws DataDirError naming the file; when a running node is an older cairn, saying which binary to use; when
+ * the wait for a migration ran out, naming what it waited for
  */
-export async function openDataDirStore(dir: string): Promise<Store> {
+export async function openDataDirStore(dir: string, options: { onWait?: (line: string) => void; waitMs?: number } = {}): Promise<Store> {
   const path = dataPaths(dir).database
-  const pid = runningPid(dir)
-  try {
-    return await Store.open(path, { migrate: pid == null })
-  } catch (err) {
-    if (err instanceof SchemaBehindError) {
-      // node.json is written once the start is over (the database migrated): without it the node is still starting.
-      const info = readRunInfo(dir)
-      if (info == null || info.pid !== pid)
-        throw new DataDirError(
-          `Cannot open ${path}: ${err.message}, and the node on ${dir} (pid ${pid}) is starting, which migrates it (or is an older cairn): run this command again once the node has started`
-        )
-      throw new DataDirError(
-        `Cannot open ${path}: ${err.message}, and the node running on ${dir} (pid ${pid}) is an older cairn (${info.version}): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
-      )
+  const onWait = options.onWait ?? toStderr
+  const waitMs = options.waitMs ?? MIGRATION_WAIT_MS
+  const since = Date.now()
+  let told = false
+  for (;;) {
+    const pid = runningPid(dir)
+    try {
+      return await Store.open(path, {
+        migrate: pid == null,
+        migrationWaitMs: Math.max(1, since + waitMs - Date.now()),
+        onMigrationWait: (line) => {
+          if (!told) onWait(line)
+          told = true
+        }
+      })
+    } catch (err) {
+      if (err instanceof SchemaBehindError && pid != null) {
+        // node.json is written once the start is over (the database migrated): without it the node is still starting.
+        const info = readRunInfo(dir)
+        if (info != null && info.pid === pid) {
+          throw new DataDirError(
+            `Cannot open ${path}: ${err.message}, and the node running on ${dir} (pid ${pid}) is an older cairn (${info.version}): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
+          )
+        }
+        const waited = Date.now() - since
+        if (waited >= waitMs) {
+          throw new DataDirError(
+            `Cannot open ${path}: ${err.message}, and the node on ${dir} (pid ${pid}) was still starting after ${Math.round(waited / 1000)} s without migrating it (an older cairn, or a migration that takes longer): run this command again once the node has started`
+          )
+        }
+        if (!told) {
+          onWait(`${path} is at schema version ${err.current} of ${err.latest} and the node on ${dir} (pid ${pid}) is starting, which migrates it: waiting up to ${Math.round(waitMs / 1000)} s for it`)
+          told = true
+        }
+        await new Promise((resolve) => setTimeout(resolve, STARTING_POLL_MS))
+        continue
+      }
+      throw new DataDirError(`Cannot open ${path}: ${(err as Error).message}`)
     }
-    throw new DataDirError(`Cannot open ${path}: ${(err as Error).message}`)
   }
 }

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { DataDirBusyError } from '../errors.ts'
 import { dataPaths } from './layout.ts'
 
@@ -11,18 +11,71 @@ function alive(pid: number): boolean {
   }
 }
 
-/** @returns the pid of the process running a node on `dir`, if any */
-export function runningPid(dir: string): number | undefined {
+/** @returns the boot this machine is in (Linux), so that a start time of an earlier boot never matches */
+function bootId(): string | undefined {
   try {
-    const pid = Number(readFileSync(dataPaths(dir).lock, 'utf8').trim())
-    return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
   } catch {
     return undefined
   }
 }
 
 /**
- * Takes the data directory for this process. A lock left by a process that died is taken over.
+ * @returns when process `pid` started, as `<clock ticks since boot>@<boot id>` (field 22 of /proc/PID/stat:
+ * counted from boot, so a change of the wall clock does not move it), or undefined where /proc does not
+ * tell (another platform, no such process, or one that /proc hides)
+ */
+export function processStart(pid: number): string | undefined {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return undefined
+  }
+  // Field 2 is the command name in parentheses, which may itself hold spaces and parentheses: count from the last ')'.
+  const ticks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[22 - 3]
+  if (ticks == null || !/^\d+$/.test(ticks)) return undefined
+  return `${ticks}@${bootId() ?? ''}`
+}
+
+/** The start time of the lock's writer, in a file of its own: `run.lock` keeps the pid alone, as every cairn reads it. */
+const startPath = (dir: string): string => `${dataPaths(dir).lock}.start`
+
+/** @returns the start time recorded for `pid` beside the lock, if any (one recorded for another pid is not its) */
+function recordedStart(dir: string, pid: number): string | undefined {
+  try {
+    const record = JSON.parse(readFileSync(startPath(dir), 'utf8')) as { pid?: unknown; start?: unknown }
+    return record.pid === pid && typeof record.start === 'string' ? record.start : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * @returns the pid of the process running a node on `dir`, if any: the pid in `run.lock`, when a process
+ * with that pid lives and, where its start time was recorded (`run.lock.start`, Linux), started then. A lock
+ * a crashed node left is so stale even once an unrelated process has its pid; without a recorded start
+ * (another platform, a lock an older cairn wrote) a live process with the pid holds it.
+ */
+export function runningPid(dir: string): number | undefined {
+  let pid: number
+  try {
+    const text = readFileSync(dataPaths(dir).lock, 'utf8').trim()
+    if (!/^\d+$/.test(text)) return undefined
+    pid = Number(text)
+  } catch {
+    return undefined
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || !alive(pid)) return undefined
+  const recorded = recordedStart(dir, pid)
+  if (recorded == null) return pid
+  const now = processStart(pid)
+  return now == null || now === recorded ? pid : undefined
+}
+
+/**
+ * Takes the data directory for this process. A lock left by a process that died is taken over, also when
+ * another process has its pid now.
  *
  * @returns a function that releases it
  * @throws DataDirBusyError when a live process holds it
@@ -34,8 +87,16 @@ export function lockDataDir(dir: string): () => void {
       const fd = openSync(path, 'wx', 0o600)
       writeSync(fd, String(process.pid))
       closeSync(fd)
+      const start = processStart(process.pid)
+      try {
+        if (start != null) writeFileSync(startPath(dir), `${JSON.stringify({ pid: process.pid, start })}\n`, { mode: 0o600 })
+      } catch {
+        // Without it the lock is read as an older cairn's: held while a process with this pid lives.
+      }
       return () => {
-        if (runningPid(dir) === process.pid) rmSync(path, { force: true })
+        if (runningPid(dir) !== process.pid) return
+        rmSync(startPath(dir), { force: true })
+        rmSync(path, { force: true })
       }
     } catch (err) {
       if ((err as { code?: string }).code !== 'EEXIST') throw err
@@ -43,6 +104,7 @@ export function lockDataDir(dir: string): () => void {
       if (pid != null && pid !== process.pid) {
         throw new DataDirBusyError(`Cannot run: a node (pid ${pid}) is already running on ${dir}; stop it first, or use another --data directory`)
       }
+      rmSync(startPath(dir), { force: true })
       rmSync(path, { force: true })
     }
   }

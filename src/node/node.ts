@@ -169,7 +169,7 @@ export class CairnNode {
     if (this.status === 'started' || this.status === 'starting') return
     this.status = 'starting'
     const cfg = this.config
-    const opened = await openDataDir(cfg).catch((err) => {
+    const opened = await openDataDir(cfg, { onMigrationWait: (line) => this.log.warn(line, { reason: 'migration_wait' }) }).catch((err) => {
       this.status = 'stopped'
       throw err
     })

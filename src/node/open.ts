@@ -43,10 +43,11 @@ export interface OpenedDataDir {
  * the blocks of the own head's tree that the last commits wrote, rebuilding them from cairn.db if needed.
  *
  * @throws UsageError for a non-loopback --http without --force-http or a bad multiaddr; ConfigError for bad
- * access rules; DataDirError for a missing or damaged data directory; DataDirBusyError when another node holds it;
+ * access rules; DataDirError for a missing or damaged data directory, or when another process's migration of cairn.db
+ * outlasted the wait (options.onMigrationWait is told when the wait begins); DataDirBusyError when another node holds it;
  * OutboxBlocksLostError when blocks of the own tree are missing and cannot be rebuilt
  */
-export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
+export async function openDataDir(config: NodeConfig, options: { onMigrationWait?: (line: string) => void } = {}): Promise<OpenedDataDir> {
   if (!isLoopback(config.http.host) && !config.forceHttp) {
     throw new UsageError(`Cannot listen on --http ${config.http.host}:${config.http.port}: the endpoint is loopback-only (127.0.0.1 or ::1); pass --force-http to bind another address on purpose`)
   }
@@ -69,8 +70,9 @@ export async function openDataDir(config: NodeConfig): Promise<OpenedDataDir> {
     const network = await networkId(swarmKey)
     const access = loadAccessRules(config.members, config.policy, config.data)
     try {
-      store = await Store.open(paths.database)
+      store = await Store.open(paths.database, { onMigrationWait: options.onMigrationWait })
     } catch (err) {
+      if ((err as Error).name === 'MigrationWaitError') throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}`)
       throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}; the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)`)
     }
     let blocks: SqliteBlockstore | undefined

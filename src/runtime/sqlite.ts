@@ -59,6 +59,13 @@ export interface OpenOptions {
   readonly?: boolean
 }
 
+/** @returns whether `err` is SQLite's SQLITE_BUSY: another connection held the lock past the busy timeout */
+export function isBusy(err: unknown): boolean {
+  const e = err as { code?: unknown; errcode?: unknown }
+  // bun:sqlite names the (extended) code; node:sqlite gives its number, whose low byte is the primary code (5).
+  return (typeof e?.code === 'string' && e.code.startsWith('SQLITE_BUSY')) || (typeof e?.errcode === 'number' && (e.errcode & 0xff) === 5)
+}
+
 /**
  * Opens a SQLite database with the runtime's built-in driver.
  *

@@ -1,4 +1,5 @@
-import type { SqlDatabase } from '../runtime/sqlite.ts'
+import { MigrationWaitError } from '../errors.ts'
+import { isBusy, type SqlDatabase } from '../runtime/sqlite.ts'
 
 /** The columns after (plugin, event_id) of each plugin table that migration 3 re-keys. */
 const PLUGIN_TABLE_COLUMNS: Record<string, string> = {
@@ -36,29 +37,75 @@ export class SchemaBehindError extends Error {
   }
 }
 
+/** How long SQLite waits for another connection's write lock before a statement fails with SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5000
+
+/**
+ * How long an open waits in all for another process's migration of the same database: a node starting with a
+ * new binary, or a CLI verb migrating a stopped node's database (a step that rebuilds `events` takes minutes
+ * on a large one).
+ */
+export const MIGRATION_WAIT_MS = 15 * 60_000
+
+export interface MigrateOptions {
+  /** false: migrate nothing, and throw SchemaBehindError when the database is older */
+  apply?: boolean
+  /** the most time to wait in all while another process holds the write lock of a database still behind (default MIGRATION_WAIT_MS) */
+  waitMs?: number
+  /** told once, with a line to show the operator, when this process starts waiting for another one's migration */
+  onWait?: (line: string) => void
+}
+
 /**
  * Applies the numbered migrations that the database has not seen, each in its own transaction,
- * and records each in `schema_migrations`.
+ * and records each in `schema_migrations`. While another process holds the write lock of the database and
+ * its schema is still behind (a migration under way), it waits for that process, up to `options.waitMs`.
  *
- * @param options.apply false: migrate nothing, and throw SchemaBehindError when the database is older
  * @returns the schema version now in force
- * @throws Error when the database is newer than this build of cairn
+ * @throws Error when the database is newer than this build of cairn; SchemaBehindError (`apply: false`);
+ * MigrationWaitError when another process still held the write lock after `waitMs`
  */
-export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations', options: { apply?: boolean } = {}): number {
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000')
+export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATIONS, table = 'schema_migrations', options: MigrateOptions = {}): number {
+  db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
   db.exec(`CREATE TABLE IF NOT EXISTS ${table} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`)
-  const current = db.get<{ v: number | null }>(`SELECT max(version) AS v FROM ${table}`)?.v ?? 0
+  const version = (): number => db.get<{ v: number | null }>(`SELECT max(version) AS v FROM ${table}`)?.v ?? 0
+  const current = version()
   if (current > migrations.length) {
     throw new Error(`Cannot open ${db.path}: its schema version ${current} is newer than this cairn knows (${migrations.length}); run a newer cairn`)
   }
   if (options.apply === false && current < migrations.length) throw new SchemaBehindError(current, migrations.length)
-  for (let i = current; i < migrations.length; i++) {
-    db.transaction(() => {
-      // Read again under the write lock: another process (a node starting, a CLI verb) may have applied it since.
-      if (db.get<{ done: number }>(`SELECT 1 AS done FROM ${table} WHERE version = ?`, [i + 1]) != null) return
-      db.exec(migrations[i])
-      db.run(`INSERT INTO ${table} (version, applied_at) VALUES (?, ?)`, [i + 1, Date.now()])
-    })
+  const waitMs = options.waitMs ?? MIGRATION_WAIT_MS
+  /** when the first attempt that found the write lock taken began */
+  let waitingSince: number | undefined
+  try {
+    for (let i = current; i < migrations.length; i++) {
+      for (;;) {
+        const began = Date.now()
+        const left = waitingSince == null ? waitMs : waitingSince + waitMs - began
+        db.exec(`PRAGMA busy_timeout = ${Math.max(1, Math.min(BUSY_TIMEOUT_MS, left))}`)
+        try {
+          db.transaction(() => {
+            // Read again under the write lock: another process (a node starting, a CLI verb) may have applied it since.
+            if (db.get<{ done: number }>(`SELECT 1 AS done FROM ${table} WHERE version = ?`, [i + 1]) != null) return
+            db.exec(migrations[i])
+            db.run(`INSERT INTO ${table} (version, applied_at) VALUES (?, ?)`, [i + 1, Date.now()])
+          })
+          break
+        } catch (err) {
+          if (!isBusy(err)) throw err
+          const at = version()
+          if (waitingSince == null) {
+            waitingSince = began
+            options.onWait?.(
+              `${db.path} is at schema version ${at} of ${migrations.length} and another process holds its write lock (a migration under way): waiting up to ${Math.round(waitMs / 1000)} s for it to finish`
+            )
+          }
+          if (Date.now() - waitingSince >= waitMs) throw new MigrationWaitError(at, migrations.length, Date.now() - waitingSince)
+        }
+      }
+    }
+  } finally {
+    db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
   }
   return migrations.length
 }

@@ -53,12 +53,14 @@ export class Store {
    * Opens (creating and migrating if needed) the database at `path`.
    *
    * @param options.migrate false: throw SchemaBehindError rather than migrate an older database
-   * @throws Error when the file is not a database or is from a newer cairn
+   * @param options.onMigrationWait told when another process's migration holds the database and this open waits for it
+   * @param options.migrationWaitMs how long to wait for it in all (default MIGRATION_WAIT_MS)
+   * @throws Error when the file is not a database or is from a newer cairn; MigrationWaitError when the wait ran out
    */
-  static async open(path: string, options: { migrate?: boolean } = {}): Promise<Store> {
+  static async open(path: string, options: { migrate?: boolean; onMigrationWait?: (line: string) => void; migrationWaitMs?: number } = {}): Promise<Store> {
     const db = await openDatabase(path)
     try {
-      migrate(db, undefined, undefined, { apply: options.migrate })
+      migrate(db, undefined, undefined, { apply: options.migrate, onWait: options.onMigrationWait, waitMs: options.migrationWaitMs })
     } catch (err) {
       db.close()
       throw err

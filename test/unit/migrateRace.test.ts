@@ -40,4 +40,37 @@ describe('migrations of one database by two processes at once', () => {
       b.close()
     }
   })
+
+  test('a migration that waits longer than its limit for another process holding the write lock says what it waited for', async () => {
+    using tmp = tempDir()
+    const path = join(tmp.path, 'cairn.db')
+    const other = await openDatabase(path)
+    migrate(other, MIGRATIONS.slice(0, -1))
+    const waiter = await openDatabase(path)
+    try {
+      // The other process is in the middle of the last migration, for longer than this one waits.
+      other.exec('BEGIN IMMEDIATE')
+      other.exec(MIGRATIONS[MIGRATIONS.length - 1])
+      const said: string[] = []
+      let thrown: Error | undefined
+      try {
+        migrate(waiter, MIGRATIONS, undefined, { waitMs: 200, onWait: (line) => said.push(line) })
+      } catch (err) {
+        thrown = err as Error
+      }
+      expect({ name: thrown?.name, message: thrown?.message.replace(/for \d+ s/, 'for N s'), said }).toEqual({
+        name: 'MigrationWaitError',
+        message: `another process held its write lock for N s while its schema stayed at version ${MIGRATIONS.length - 1} of ${MIGRATIONS.length} (a migration under way, by a node starting or a cairn command on the same data directory, or a stuck writer): let that process finish, or stop it, then run this again`,
+        said: [`${path} is at schema version ${MIGRATIONS.length - 1} of ${MIGRATIONS.length} and another process holds its write lock (a migration under way): waiting up to 0 s for it to finish`]
+      })
+      // Once the other process finished, the same call finds nothing to do; the busy timeout is back at 5 s.
+      other.run('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [MIGRATIONS.length, Date.now()])
+      other.exec('COMMIT')
+      expect(migrate(waiter)).toBe(MIGRATIONS.length)
+      expect(waiter.get<{ timeout: number }>('PRAGMA busy_timeout')?.timeout).toBe(5000)
+    } finally {
+      other.close()
+      waiter.close()
+    }
+  })
 })

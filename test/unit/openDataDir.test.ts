@@ -7,7 +7,7 @@ import { dataPaths } from '../../src/datadir/layout.ts'
 import { writeRunInfo } from '../../src/datadir/runInfo.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../../src/store/migrations.ts'
-import { tempDir } from '../helpers/process.ts'
+import { tempDir, waitFor } from '../helpers/process.ts'
 
 /** @returns the schema version recorded in the data directory's cairn.db */
 async function schemaOf(dir: string): Promise<number> {
@@ -29,10 +29,14 @@ describe("a CLI verb opening a data directory's database", () => {
     older.close()
     // A live process holds the lock: this test's own, as a running node's would.
     writeFileSync(p.lock, `${process.pid}\n`)
-    // Before its start is over (no node.json yet) the node may be this cairn, migrating the database.
-    await expect(openDataDirStore(dir)).rejects.toThrow(
-      `Cannot open ${p.database}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and the node on ${dir} (pid ${process.pid}) is starting, which migrates it (or is an older cairn): run this command again once the node has started`
+    // Before its start is over (no node.json yet) the node may be this cairn, migrating the database: it is waited for.
+    const said: string[] = []
+    await expect(openDataDirStore(dir, { waitMs: 300, onWait: (line) => said.push(line) })).rejects.toThrow(
+      `Cannot open ${p.database}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and the node on ${dir} (pid ${process.pid}) was still starting after 0 s without migrating it (an older cairn, or a migration that takes longer): run this command again once the node has started`
     )
+    expect(said).toEqual([
+      `${p.database} is at schema version ${MIGRATIONS.length - 1} of ${MIGRATIONS.length} and the node on ${dir} (pid ${process.pid}) is starting, which migrates it: waiting up to 0 s for it`
+    ])
     writeRunInfo(dir, { peer_id: 'p', pid: process.pid, version: '0.0.1-older', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() })
     await expect(openDataDirStore(dir)).rejects.toThrow(
       `Cannot open ${p.database}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and the node running on ${dir} (pid ${process.pid}) is an older cairn (0.0.1-older): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
@@ -42,6 +46,29 @@ describe("a CLI verb opening a data directory's database", () => {
     const store = await openDataDirStore(dir)
     expect(store.schemaVersion()).toBe(MIGRATIONS.length)
     store.close()
+  })
+
+  test('waits for a starting node to migrate the database, then opens it without migrating anything itself', async () => {
+    using tmp = tempDir()
+    const dir = tmp.path
+    const p = dataPaths(dir)
+    const older = await openDatabase(p.database)
+    migrate(older, MIGRATIONS.slice(0, -1))
+    // This test's process holds the lock, as a node that is starting (no node.json yet).
+    writeFileSync(p.lock, `${process.pid}\n`)
+    const said: string[] = []
+    const opening = openDataDirStore(dir, { onWait: (line) => said.push(line) })
+    await waitFor('the verb to say that it waits', () => said.length > 0)
+    expect(said).toEqual([
+      `${p.database} is at schema version ${MIGRATIONS.length - 1} of ${MIGRATIONS.length} and the node on ${dir} (pid ${process.pid}) is starting, which migrates it: waiting up to 900 s for it`
+    ])
+    // The node's start migrates it.
+    migrate(older)
+    older.close()
+    const store = await opening
+    expect(store.schemaVersion()).toBe(MIGRATIONS.length)
+    store.close()
+    expect(said).toHaveLength(1)
   })
 
   test("cairn init run again on a running node's older database changes nothing and passes; with --owner it says which cairn to use", async () => {

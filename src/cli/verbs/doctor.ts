@@ -7,6 +7,8 @@ import { OPTIONS } from '../options.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../../datadir/load.ts'
 import { runningPid } from '../../datadir/lock.ts'
+import { readRunInfo } from '../../datadir/runInfo.ts'
+import { VERSION } from '../../version.ts'
 import { openDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
 import { openBlockReader, type SqliteBlockstore } from '../../store/blockstore.ts'
@@ -19,6 +21,18 @@ interface Check {
   ok: boolean
   detail: string
   fix?: string
+  /** the check could not run (it needs what an earlier check found wrong): `detail` says why */
+  skipped?: true
+}
+
+/** @returns what to do about a cairn.db whose schema is behind this binary's, from who runs on `dir` */
+function migrateFix(dir: string): string {
+  const pid = runningPid(dir)
+  if (pid == null)
+    return `start the node with this cairn once (cairn run --data ${dir} migrates the database at start), or run a command of this cairn that opens it (cairn events --data ${dir}); then run cairn doctor again`
+  const info = readRunInfo(dir)
+  if (info == null || info.pid !== pid) return `the node on ${dir} (pid ${pid}) is starting, which migrates it: run cairn doctor again once it has started`
+  return `the node running on ${dir} (pid ${pid}) is an older cairn (${info.version}): restart it with this cairn (its start migrates the database), or run that cairn's own doctor`
 }
 
 /**
@@ -46,13 +60,14 @@ export const doctorVerb = defineVerb({
     const paths = dataPaths(dir)
     const checks: Check[] = []
     type Outcome = string | undefined | { fine: string }
-    const add = async (check: string, fn: () => Outcome | Promise<Outcome>, fix?: string): Promise<void> => {
+    const add = async (check: string, fn: () => Outcome | Promise<Outcome>, fix?: string | (() => string)): Promise<void> => {
+      const fixFor = (): string | undefined => (typeof fix === 'function' ? fix() : fix)
       try {
         const problem = await fn()
         if (typeof problem === 'object') checks.push({ check, ok: true, detail: problem.fine })
-        else checks.push(problem == null ? { check, ok: true, detail: 'ok' } : { check, ok: false, detail: problem, fix })
+        else checks.push(problem == null ? { check, ok: true, detail: 'ok' } : { check, ok: false, detail: problem, fix: fixFor() })
       } catch (err) {
-        checks.push({ check, ok: false, detail: (err as Error).message, fix })
+        checks.push({ check, ok: false, detail: (err as Error).message, fix: fixFor() })
       }
     }
     await add('data directory', () => {
@@ -100,13 +115,32 @@ export const doctorVerb = defineVerb({
         async () => {
           db = new Store(await openDatabase(paths.database, { readonly: true }))
           const integrity = db.integrity()
-          if (integrity !== 'ok') return `integrity check failed: ${integrity}`
-          const version = db.schemaVersion()
-          if (version > MIGRATIONS.length) return `schema version ${version} is newer than this cairn knows (${MIGRATIONS.length})`
-          return undefined
+          return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
         },
-        'restore cairn.db from a backup (sqlite3 .backup copies are consistent); a newer schema needs a newer cairn'
+        'restore cairn.db from a backup (sqlite3 .backup copies are consistent)'
       )
+      // The checks below read cairn.db's tables as this cairn's schema has them: on another version they would
+      // fail on a missing column or, worse, pass on the wrong one.
+      let schemaProblem: string | undefined
+      if (db != null && checks.at(-1)?.ok === true) {
+        const d = db
+        let newer = false
+        await add(
+          'cairn.db schema',
+          () => {
+            const version = d.schemaVersion()
+            if (version === MIGRATIONS.length) return { fine: `version ${version}` }
+            newer = version > MIGRATIONS.length
+            schemaProblem = `cairn.db's schema is at version ${version}, ${newer ? 'newer' : 'older'} than this cairn's (${MIGRATIONS.length})`
+            return newer
+              ? `version ${version} is newer than this cairn knows (${MIGRATIONS.length}): a newer cairn wrote it`
+              : `version ${version} is older than this cairn's (${MIGRATIONS.length}): the database is not migrated to this cairn yet`
+          },
+          () =>
+            schemaProblem == null ? 'restore cairn.db from a backup (sqlite3 .backup copies are consistent)' : newer ? `run a newer cairn (this is ${VERSION}): the one the node runs` : migrateFix(dir)
+        )
+        schemaProblem ??= checks.at(-1)?.ok === true ? undefined : 'cairn.db has no schema version this cairn can read'
+      }
       await add(
         'blocks.db',
         async () => {
@@ -116,7 +150,12 @@ export const doctorVerb = defineVerb({
         },
         "restore blocks.db from a backup, or move it away: peers' events are fetched again, this node's unpruned files are lost"
       )
-      if (db != null && blocks != null && checks.every((c) => c.ok || !['cairn.db', 'blocks.db'].includes(c.check))) {
+      const treeChecks = ['outbox blocks', 'synced trees']
+      if (schemaProblem != null) {
+        for (const check of treeChecks) {
+          checks.push({ check, ok: false, skipped: true, detail: `not checked: ${schemaProblem}`, fix: "run cairn doctor again once cairn.db is at this cairn's schema (see cairn.db schema)" })
+        }
+      } else if (db != null && blocks != null && checks.every((c) => c.ok || !['cairn.db', 'blocks.db', 'cairn.db schema'].includes(c.check))) {
         const d = db
         const b = blocks
         await add(
@@ -170,7 +209,7 @@ export const doctorVerb = defineVerb({
     if (values.json === true) {
       out(JSON.stringify({ healthy, lock, checks }))
     } else {
-      for (const c of checks) out(`${c.ok ? 'ok  ' : 'FAIL'}  ${c.check.padEnd(16)} ${c.detail}${c.fix != null && !c.ok ? `\n      → ${c.fix}` : ''}`)
+      for (const c of checks) out(`${c.ok ? 'ok  ' : c.skipped ? 'skip' : 'FAIL'}  ${c.check.padEnd(16)} ${c.detail}${c.fix != null && !c.ok ? `\n      → ${c.fix}` : ''}`)
       out(`      run.lock         ${lock}`)
       out(healthy ? 'healthy' : 'problems found: see the lines marked FAIL')
     }

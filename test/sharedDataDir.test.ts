@@ -1,0 +1,246 @@
+import { describe, expect, test } from 'bun:test'
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Database } from 'bun:sqlite'
+import { cairn, cairnCommand, NodeProcess, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
+import { writeRunInfo } from '../src/datadir/runInfo.ts'
+import { openDatabase } from '../src/runtime/sqlite.ts'
+import { MIGRATIONS, migrate } from '../src/store/migrations.ts'
+
+const LATEST = MIGRATIONS.length
+
+/**
+ * Takes a data directory's cairn.db back to the schema before the last migration, then begins that migration
+ * in this process and holds it: a migration step as slow as the test wants, whose write lock another process meets.
+ *
+ * @returns a function that finishes the migration (commits it)
+ */
+function holdLastMigration(dir: string): { finish: () => void; [Symbol.dispose]: () => void } {
+  const db = new Database(join(dir, 'cairn.db'))
+  // Migration 8 made events_pending; without it and its record the file is at version 7, as an older cairn left it.
+  db.exec(`DROP INDEX events_pending; DELETE FROM schema_migrations WHERE version = ${LATEST}`)
+  db.exec('BEGIN IMMEDIATE')
+  db.exec(MIGRATIONS[LATEST - 1])
+  let open = true
+  return {
+    finish: () => {
+      db.run('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [LATEST, Date.now()])
+      db.exec('COMMIT')
+      open = false
+    },
+    [Symbol.dispose]: () => {
+      if (open) db.exec('ROLLBACK')
+      db.close()
+    }
+  }
+}
+
+/** @returns the schema versions recorded in a data directory's cairn.db */
+function versions(dir: string): number[] {
+  const db = new Database(join(dir, 'cairn.db'), { readonly: true })
+  try {
+    return db
+      .query<{ version: number }, []>('SELECT version FROM schema_migrations ORDER BY version')
+      .all()
+      .map((r) => r.version)
+  } finally {
+    db.close()
+  }
+}
+
+describe('the CLI and the node sharing a data directory', () => {
+  test('a lock left by a crashed node whose pid another live process has now does not block cairn run, and doctor calls it stale', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    const crashed = node.proc!.pid
+    expect(await node.stop('SIGKILL')).not.toBe(0)
+    const lock = join(node.dir, 'run.lock')
+    // The pid is reused: an unrelated live process has it now. The files stay as the node wrote them, but for the pid.
+    const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
+    try {
+      expect(readFileSync(lock, 'utf8')).toBe(String(crashed))
+      const recorded = JSON.parse(readFileSync(`${lock}.start`, 'utf8'))
+      expect(recorded.pid).toBe(crashed)
+      writeFileSync(lock, String(other.pid))
+      writeFileSync(`${lock}.start`, JSON.stringify({ ...recorded, pid: other.pid }))
+      const doctor = await cairn(['doctor', '--data', node.dir, '--json'])
+      expect(JSON.parse(doctor.stdout).lock).toBe('stale (left by a crash; the next run takes it over)')
+      await node.start()
+      expect(readFileSync(lock, 'utf8')).toBe(String(node.proc!.pid))
+      expect(JSON.parse(readFileSync(`${lock}.start`, 'utf8')).pid).toBe(node.proc!.pid)
+      expect(await node.stop()).toBe(0)
+    } finally {
+      other.kill()
+      await other.exited
+    }
+  })
+
+  test('a lock file of an older cairn (the pid alone) naming a live process still blocks cairn run', async () => {
+    using tmp = tempDir()
+    const node = await NodeProcess.init(tmp.path, 'n')
+    const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
+    try {
+      writeFileSync(join(node.dir, 'run.lock'), `${other.pid}\n`, { mode: 0o600 })
+      const r = await cairn(['run', '--data', node.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+      expect({ code: r.code, stderr: r.stderr }).toEqual({
+        code: 1,
+        stderr: `cairn run: Cannot run: a node (pid ${other.pid}) is already running on ${node.dir}; stop it first, or use another --data directory\n`
+      })
+    } finally {
+      other.kill()
+      await other.exited
+    }
+  })
+
+  test('a running node still blocks a second cairn run, naming its pid', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    const r = await cairn(['run', '--data', node.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect({ code: r.code, stderr: r.stderr }).toEqual({
+      code: 1,
+      stderr: `cairn run: Cannot run: a node (pid ${node.proc!.pid}) is already running on ${node.dir}; stop it first, or use another --data directory\n`
+    })
+    const doctor = await cairn(['doctor', '--data', node.dir, '--json'])
+    expect(JSON.parse(doctor.stdout).lock).toBe(`held by running pid ${node.proc!.pid}`)
+    expect(await node.stop()).toBe(0)
+  })
+
+  test('a node starting while another process runs a migration step longer than the busy timeout waits for it, saying so, then starts', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    using migration = holdLastMigration(node.dir)
+    const starting = node.start()
+    await waitFor(
+      'the node to say that it waits for the migration',
+      () => {
+        if (node.proc?.exitCode != null) throw new Error(`cairn run exited: ${node.logs}`)
+        return node.logs.includes('migration_wait')
+      },
+      60_000
+    )
+    const line = JSON.parse(node.logs.split('\n').find((l) => l.includes('migration_wait')) ?? '')
+    expect(line.msg).toBe(
+      `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way): waiting up to 900 s for it to finish`
+    )
+    migration.finish()
+    await starting
+    expect(versions(node.dir)).toEqual(MIGRATIONS.map((_, i) => i + 1))
+    expect(await node.stop()).toBe(0)
+  })
+
+  test('a CLI verb on a stopped node meeting another process migrating the database waits for it on stderr, then runs', async () => {
+    using tmp = tempDir()
+    const node = await NodeProcess.init(tmp.path, 'n')
+    using migration = holdLastMigration(node.dir)
+    const proc = Bun.spawn(cairnCommand('binary', ['events', '--data', node.dir, '--json']), {
+      env: { ...process.env, CAIRN_DATA: '', ...TEST_ENV },
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe'
+    })
+    try {
+      let stderr = ''
+      const reading = (async () => {
+        const decoder = new TextDecoder()
+        const reader = proc.stderr.getReader()
+        for (;;) {
+          const { value, done } = await reader.read()
+          if (done) break
+          stderr += decoder.decode(value, { stream: true })
+        }
+      })()
+      await waitFor(
+        'the verb to say that it waits for the migration',
+        () => {
+          if (proc.exitCode != null) throw new Error(`cairn events exited: ${stderr}`)
+          return stderr.includes('a migration under way')
+        },
+        60_000
+      )
+      expect(stderr).toBe(
+        `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way): waiting up to 900 s for it to finish\n`
+      )
+      migration.finish()
+      expect(await proc.exited).toBe(0)
+      await reading
+      expect(await new Response(proc.stdout).text()).toBe('')
+      expect(versions(node.dir)).toEqual(MIGRATIONS.map((_, i) => i + 1))
+    } finally {
+      proc.kill()
+      await proc.exited
+    }
+  })
+
+  test('cairn doctor on a cairn.db of an older schema says so on a line of its own, with what to do, and skips the checks that need the new one', async () => {
+    using tmp = tempDir()
+    const node = await NodeProcess.init(tmp.path, 'n')
+    const path = join(node.dir, 'cairn.db')
+    // The database as an older cairn left it: its first five migrations.
+    rmSync(path)
+    const older = await openDatabase(path)
+    migrate(older, MIGRATIONS.slice(0, 5))
+    older.close()
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600)
+    const skipped = (check: string) => ({
+      check,
+      ok: false,
+      skipped: true,
+      detail: `not checked: cairn.db's schema is at version 5, older than this cairn's (${LATEST})`,
+      fix: "run cairn doctor again once cairn.db is at this cairn's schema (see cairn.db schema)"
+    })
+    const expected = (fix: string, lock: string) => ({
+      code: 1,
+      report: {
+        healthy: false,
+        lock,
+        checks: [
+          ...['data directory', 'identity.key', 'swarm.key', 'api.token', 'file modes', 'cairn.db'].map((check) => ({ check, ok: true, detail: 'ok' })),
+          { check: 'cairn.db schema', ok: false, detail: `version 5 is older than this cairn's (${LATEST}): the database is not migrated to this cairn yet`, fix },
+          { check: 'blocks.db', ok: true, detail: 'ok' },
+          skipped('outbox blocks'),
+          skipped('synced trees')
+        ]
+      }
+    })
+    const doctor = async () => {
+      const r = await cairn(['doctor', '--data', node.dir, '--json'])
+      return { code: r.code, report: JSON.parse(r.stdout) }
+    }
+    expect(await doctor()).toEqual(
+      expected(
+        `start the node with this cairn once (cairn run --data ${node.dir} migrates the database at start), or run a command of this cairn that opens it (cairn events --data ${node.dir}); then run cairn doctor again`,
+        'free'
+      )
+    )
+    const text = await cairn(['doctor', '--data', node.dir])
+    expect(text.code).toBe(1)
+    expect(text.stdout).toContain(
+      `FAIL  cairn.db schema  version 5 is older than this cairn's (${LATEST}): the database is not migrated to this cairn yet\n      → start the node with this cairn once`
+    )
+    expect(text.stdout).toContain(`skip  outbox blocks    not checked: cairn.db's schema is at version 5, older than this cairn's (${LATEST})\n`)
+    // A node of an older cairn runs on it (an older cairn's run.lock names the pid alone).
+    const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
+    try {
+      writeFileSync(join(node.dir, 'run.lock'), `${other.pid}\n`, { mode: 0o600 })
+      writeRunInfo(node.dir, { peer_id: node.peerId, pid: other.pid, version: '0.0.9', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() })
+      expect(await doctor()).toEqual(
+        expected(
+          `the node running on ${node.dir} (pid ${other.pid}) is an older cairn (0.0.9): restart it with this cairn (its start migrates the database), or run that cairn's own doctor`,
+          `held by running pid ${other.pid}`
+        )
+      )
+    } finally {
+      other.kill()
+      await other.exited
+    }
+    // Once a command of this cairn migrated the stopped node's database, doctor finds it healthy.
+    expect((await cairn(['events', '--data', node.dir])).code).toBe(0)
+    const after = await doctor()
+    expect({ code: after.code, schema: after.report.checks.find((c: { check: string }) => c.check === 'cairn.db schema') }).toEqual({
+      code: 0,
+      schema: { check: 'cairn.db schema', ok: true, detail: `version ${LATEST}` }
+    })
+  })
+})

@@ -1,0 +1,54 @@
+import { describe, expect, test } from 'bun:test'
+import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { dataPaths } from '../../src/datadir/layout.ts'
+import { lockDataDir, processStart, runningPid } from '../../src/datadir/lock.ts'
+import { tempDir } from '../helpers/process.ts'
+
+describe('run.lock', () => {
+  test('holds the pid alone, as every cairn reads it, with the start time beside it; released, both are gone', () => {
+    using tmp = tempDir()
+    const lock = dataPaths(tmp.path).lock
+    const release = lockDataDir(tmp.path)
+    expect(readFileSync(lock, 'utf8')).toBe(String(process.pid))
+    const record = JSON.parse(readFileSync(`${lock}.start`, 'utf8'))
+    expect(record).toEqual({ pid: process.pid, start: processStart(process.pid) })
+    expect(record.start).toMatch(/^\d+@[0-9a-f-]+$/)
+    expect(runningPid(tmp.path)).toBe(process.pid)
+    expect(() => lockDataDir(tmp.path)).not.toThrow()
+    release()
+    expect(runningPid(tmp.path)).toBeUndefined()
+    expect(existsSync(lock)).toBe(false)
+    expect(existsSync(`${lock}.start`)).toBe(false)
+  })
+
+  test('the start time is read after the command name, whatever spaces and parentheses the name holds', async () => {
+    using tmp = tempDir()
+    const lock = dataPaths(tmp.path).lock
+    const odd = join(tmp.path, 'sl) 1 2 (eep')
+    copyFileSync('/bin/sleep', odd)
+    chmodSync(odd, 0o755)
+    const proc = Bun.spawn([odd, '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
+    try {
+      const stat = readFileSync(`/proc/${proc.pid}/stat`, 'utf8')
+      expect(stat).toContain('(sl) 1 2 (eep)')
+      expect(processStart(proc.pid)?.split('@')[0]).toBe(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+      writeFileSync(lock, `${proc.pid}\n`)
+      // A lock whose recorded start is this process's is held; with another start time it is not.
+      writeFileSync(`${lock}.start`, JSON.stringify({ pid: proc.pid, start: processStart(proc.pid) }))
+      expect(runningPid(tmp.path)).toBe(proc.pid)
+      writeFileSync(`${lock}.start`, JSON.stringify({ pid: proc.pid, start: `1@${processStart(proc.pid)?.split('@')[1]}` }))
+      expect(runningPid(tmp.path)).toBeUndefined()
+      // A start recorded for another pid (left by a crashed node before an older cairn took the lock) is not this one's:
+      // without a start of its own, as with no start file at all, the pid decides.
+      writeFileSync(`${lock}.start`, JSON.stringify({ pid: proc.pid + 1, start: '1@x' }))
+      expect(runningPid(tmp.path)).toBe(proc.pid)
+      writeFileSync(`${lock}.start`, 'not json')
+      expect(runningPid(tmp.path)).toBe(proc.pid)
+    } finally {
+      proc.kill()
+      await proc.exited
+    }
+    expect(runningPid(tmp.path)).toBeUndefined()
+  })
+})
