@@ -52,7 +52,7 @@ describe('run.lock', () => {
     expect(runningPid(tmp.path)).toBeUndefined()
   })
 
-  test('a start recorded before run.lock was written is an earlier lock\'s: an older cairn that took the lock over as the same pid (a container\'s pid 1) holds it while it lives', async () => {
+  test("a start recorded before run.lock was written is an earlier lock's: an older cairn that took the lock over as the same pid (a container's pid 1) holds it while it lives", async () => {
     using tmp = tempDir()
     const lock = dataPaths(tmp.path).lock
     const proc = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
