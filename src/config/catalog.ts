@@ -144,7 +144,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'N',
     description:
-      "the most hints of its own commits this node gossips per second (default 100). A commit 40 ms or more after the last hint is hinted at once; one sooner waits until the commits waiting cover 4 events or 40 ms have passed, and one hint covers them all and carries their blocks. Keep it under the peers' heads-per-second: heads over that rate reach them without their blocks",
+      "the most hints of its own commits this node gossips per second (default 100). A commit 40 ms (or 1/N s, when longer) or more after the last hint is hinted at once; one sooner waits until the commits waiting cover 4 events (then it goes 1/N s after the last hint) or that time has passed, and one hint covers them all and carries the blocks of the newest that fit a hint. Keep it under the peers' heads-per-second: heads over that rate reach them without their blocks",
     schema: v.pipe(IntSchema, v.minValue(1, 'Expected at least 1')),
     default: 100
   },

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { DataDirBusyError } from '../errors.ts'
 import { dataPaths } from './layout.ts'
 
@@ -41,10 +41,18 @@ export function processStart(pid: number): string | undefined {
 /** The start time of the lock's writer, in a file of its own: `run.lock` keeps the pid alone, as every cairn reads it. */
 const startPath = (dir: string): string => `${dataPaths(dir).lock}.start`
 
-/** @returns the start time recorded for `pid` beside the lock, if any (one recorded for another pid is not its) */
+/**
+ * @returns the start time recorded for `pid` beside the lock, if any: one recorded for another pid is not its,
+ * nor one older than `run.lock` itself. The writer records it right after it writes the lock, so an older record
+ * was left by an earlier lock (a crashed node, then an older cairn that knows no run.lock.start took the lock
+ * over and left it); in a container every node runs as the same pid, so that record names the new holder's pid
+ * with another start, and would make a live node's lock look stale.
+ */
 function recordedStart(dir: string, pid: number): string | undefined {
   try {
-    const record = JSON.parse(readFileSync(startPath(dir), 'utf8')) as { pid?: unknown; start?: unknown }
+    const path = startPath(dir)
+    if (statSync(path).mtimeMs < statSync(dataPaths(dir).lock).mtimeMs) return undefined
+    const record = JSON.parse(readFileSync(path, 'utf8')) as { pid?: unknown; start?: unknown }
     return record.pid === pid && typeof record.start === 'string' ? record.start : undefined
   } catch {
     return undefined

@@ -119,10 +119,12 @@ export class HeadGossip {
    * Hints a new signed head of this node's own to the network (when hints are on), with `blocks`, the new
    * blocks of its commit, and `events`, how many events the commit added, paced by HintPacer. A hint
    * gossipsub has seen already (an unchanged head) is not sent again (ipfs.ts sets
-   * ignoreDuplicatePublishError); a publish that fails is a log line, never thrown.
+   * ignoreDuplicatePublishError); a publish that fails is a log line, never thrown. Outside start() and stop()
+   * nothing is sent or held: a head re-signed after stop (a refresh or a snapshot that was under way) would
+   * otherwise be hinted, or held on a timer, while libp2p stops.
    */
   publish(signed: Uint8Array, blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }> = [], events = 0): void {
-    if (!this.init.publishHints) return
+    if (!this.init.publishHints || !this.started) return
     this.pacer.push(signed, blocks, events)
   }
 }

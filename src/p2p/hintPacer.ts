@@ -1,5 +1,6 @@
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
 import { HINT_MAX_BLOCKS, HINT_MAX_BYTES } from '../model/head.ts'
+import { walkDag } from '../unixfs/walk.ts'
 
 interface Block {
   cid: CID
@@ -33,11 +34,12 @@ export interface HintPacerInit {
  * heads per peer at a bounded rate (`heads-per-second`): over it they keep only the newest head of each
  * producer, the events covered but the skipped hints' blocks lost, so each walk fetched them over the network.
  *
- * A commit after `holdMs` without a hint is hinted at once: a lone event waits for nothing. Within `holdMs`
- * of the last hint a commit is held, and replaced by newer ones; the held hint goes once it covers `events`
- * events (but never sooner than 1/`perSecond` after the last) or when `holdMs` have passed since the last.
- * It carries the blocks of every commit since the last hint, newest first, whole commits only, within the
- * hint's budget.
+ * A commit `holdMs` (or 1/`perSecond`, when longer) after the last hint is hinted at once: a lone event waits
+ * for nothing. Sooner, a commit is held, and replaced by newer ones; the held hint goes once it covers `events`
+ * events (but never sooner than 1/`perSecond` after the last) or when that time has passed since the last.
+ * It carries the blocks of every commit since the last hint that its head's root still reaches (a directory
+ * an older commit wrote and a newer one replaced is of no use to a walk of this head), newest commit first,
+ * whole commits only, within the hint's budget.
  */
 export class HintPacer {
   private readonly init: HintPacerInit
@@ -102,10 +104,14 @@ export class HintPacer {
     if (held == null) return
     this.held = undefined
     const blocks: Block[] = []
+    const live = reachable(held.signed, held.commits)
     const seen = new Set<string>()
     let bytes = 0
     for (let i = held.commits.length - 1; i >= 0; i--) {
-      const fresh = held.commits[i].filter((b) => !seen.has(b.cid.toString()))
+      const fresh = held.commits[i].filter((b) => {
+        const key = b.cid.toString()
+        return !seen.has(key) && (live == null || live.has(key))
+      })
       const size = fresh.reduce((n, b) => n + b.bytes.length, 0)
       if (bytes + size > HINT_MAX_BYTES || blocks.length + fresh.length > HINT_MAX_BLOCKS) break
       for (const b of fresh) {
@@ -125,4 +131,28 @@ export class HintPacer {
   private now(): number {
     return this.init.now?.() ?? performance.now()
   }
+}
+
+const utf8 = new TextDecoder()
+
+/**
+ * @returns the CIDs of the blocks of `commits` that the root of the signed head reaches through blocks of
+ * `commits` alone, or undefined when that root is not one of them (a head a prune re-signed): then which are
+ * of use is unknown, and all are
+ */
+function reachable(signed: Uint8Array, commits: readonly Block[][]): Set<string> | undefined {
+  let root: CID
+  try {
+    root = CID.parse((JSON.parse(utf8.decode(signed)) as { head: { root: string } }).head.root)
+  } catch {
+    return undefined
+  }
+  const held = new Map<string, Uint8Array>()
+  for (const commit of commits) for (const b of commit) held.set(b.cid.toString(), b.bytes)
+  if (!held.has(root.toString())) return undefined
+  const live = new Set<string>()
+  for (const step of walkDag([root], (cid) => held.get(cid.toString()))) {
+    if (step.kind !== 'missing') live.add(step.cid.toString())
+  }
+  return live
 }

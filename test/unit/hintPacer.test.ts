@@ -3,6 +3,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { HINT_MAX_BYTES } from '../../src/model/head.ts'
 import { HintPacer } from '../../src/p2p/hintPacer.ts'
+import { directoryBlock, fileBlock } from '../../src/unixfs/tree.ts'
 import { waitFor } from '../helpers/process.ts'
 
 interface Block {
@@ -104,5 +105,24 @@ describe('HintPacer', () => {
     p.flush()
     p.flush()
     expect(sent.map((s) => s.head)).toEqual(['head 1', 'head 2'])
+  })
+
+  test("a held hint leaves out the directories of its older commits that the newest commit replaced: only what its head's root reaches", async () => {
+    const { p, sent } = pacer({ perSecond: 1, holdMs: 60_000 })
+    const signed = (root: CID): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { root: root.toString() }, sig: 'x' }))
+    const entry = (name: string, b: Block): { name: string; cid: CID; size: number } => ({ name, cid: b.cid, size: b.bytes.length })
+    const files = await Promise.all([1, 2, 3].map(async (i) => await fileBlock(new TextEncoder().encode(`event ${i}`))))
+    const roots = [
+      await directoryBlock([entry('1', files[0])]),
+      await directoryBlock([entry('1', files[0]), entry('2', files[1])]),
+      await directoryBlock([entry('1', files[0]), entry('2', files[1]), entry('3', files[2])])
+    ]
+    p.push(signed(roots[0].cid), [files[0], roots[0]], 1)
+    p.push(signed(roots[1].cid), [files[1], roots[1]], 1)
+    p.push(signed(roots[2].cid), [files[2], roots[2]], 1)
+    p.flush()
+    expect(sent.length).toBe(2)
+    // the second commit's event file is still under the newest root; its root directory is not
+    expect(cids(sent[1].blocks)).toEqual(cids([files[2], roots[2], files[1]]))
   })
 })

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { dataPaths } from '../../src/datadir/layout.ts'
 import { lockDataDir, processStart, runningPid } from '../../src/datadir/lock.ts'
@@ -50,5 +50,30 @@ describe('run.lock', () => {
       await proc.exited
     }
     expect(runningPid(tmp.path)).toBeUndefined()
+  })
+
+  test("a start recorded before run.lock was written is an earlier lock's: an older cairn that took the lock over as the same pid (a container's pid 1) holds it while it lives", async () => {
+    using tmp = tempDir()
+    const lock = dataPaths(tmp.path).lock
+    const proc = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
+    try {
+      const boot = processStart(proc.pid)?.split('@')[1]
+      // A node with this pid crashed and left its start; an older cairn with the same pid took the lock over
+      // (it removes run.lock alone) and runs now.
+      writeFileSync(`${lock}.start`, `${JSON.stringify({ pid: proc.pid, start: `1@${boot}` })}\n`)
+      const earlier = new Date(Date.now() - 3_600_000)
+      utimesSync(`${lock}.start`, earlier, earlier)
+      writeFileSync(lock, String(proc.pid))
+      expect(runningPid(tmp.path)).toBe(proc.pid)
+      expect(() => lockDataDir(tmp.path)).toThrow(`a node (pid ${proc.pid}) is already running`)
+      expect(readFileSync(lock, 'utf8')).toBe(String(proc.pid))
+      // The same record written after the lock is that lock's: the process with the pid now started later, so the lock is stale.
+      const later = new Date(Date.now() + 60_000)
+      utimesSync(`${lock}.start`, later, later)
+      expect(runningPid(tmp.path)).toBeUndefined()
+    } finally {
+      proc.kill()
+      await proc.exited
+    }
   })
 })
