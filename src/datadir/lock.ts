@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { DataDirBusyError } from '../errors.ts'
 import { dataPaths } from './layout.ts'
 
@@ -81,37 +81,101 @@ export function runningPid(dir: string): number | undefined {
   return now == null || now === recorded ? pid : undefined
 }
 
+/** What a lock file was when it was judged stale: taking it over removes that very file, never a newer one. */
+export interface JudgedLock {
+  ino: bigint
+  mtimeNs: bigint
+  text: string
+}
+
+/** @returns the lock file at `path` as it is now, or undefined when there is none */
+export function judgeLock(path: string): JudgedLock | undefined {
+  try {
+    const st = statSync(path, { bigint: true })
+    return { ino: st.ino, mtimeNs: st.mtimeNs, text: readFileSync(path, 'utf8') }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Removes the lock file at `path` if it is still `judged`: it is renamed aside first (one process wins the
+ * rename), and when what was renamed is another file (a process that took the lock over meanwhile), it is
+ * put back. Two processes that both judged one stale lock so never both take it.
+ *
+ * @returns whether the judged file was removed (or was gone already)
+ */
+export function removeStaleLock(path: string, judged: JudgedLock): boolean {
+  const aside = `${path}.stale.${process.pid}`
+  try {
+    renameSync(path, aside)
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') return true
+    throw err
+  }
+  const moved = judgeLock(aside)
+  if (moved != null && moved.ino === judged.ino && moved.mtimeNs === judged.mtimeNs && moved.text === judged.text) {
+    rmSync(aside, { force: true })
+    return true
+  }
+  try {
+    linkSync(aside, path)
+  } catch {
+    // A third process's lock is in place already: it holds the directory, and this one is not it.
+  }
+  rmSync(aside, { force: true })
+  return false
+}
+
+/** Places a lock file holding this process's pid at `path`, whole, or throws EEXIST when one is there. */
+function createLock(path: string): void {
+  // Written aside, then linked into place: a reader never sees a lock without its pid.
+  const tmp = `${path}.${process.pid}.tmp`
+  writeFileSync(tmp, String(process.pid), { mode: 0o600 })
+  try {
+    linkSync(tmp, path)
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    if (code === 'EEXIST' || (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV')) throw err
+    // A file system without hard links: create in place (a reader may see the file empty for an instant).
+    const fd = openSync(path, 'wx', 0o600)
+    writeSync(fd, String(process.pid))
+    closeSync(fd)
+  } finally {
+    rmSync(tmp, { force: true })
+  }
+}
+
 /**
  * Takes the data directory for this process. A lock left by a process that died is taken over, also when
- * another process has its pid now.
+ * another process has its pid now; of several processes taking one stale lock over at once, one gets it.
  *
  * @returns a function that releases it
  * @throws DataDirBusyError when a live process holds it
  */
 export function lockDataDir(dir: string): () => void {
   const path = dataPaths(dir).lock
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      const fd = openSync(path, 'wx', 0o600)
-      writeSync(fd, String(process.pid))
-      closeSync(fd)
-      const start = processStart(process.pid)
-      try {
-        if (start != null) writeFileSync(startPath(dir), `${JSON.stringify({ pid: process.pid, start })}\n`, { mode: 0o600 })
-      } catch {
-        // Without it the lock is read as an older cairn's: held while a process with this pid lives.
-      }
-      return () => {
-        if (runningPid(dir) !== process.pid) return
-        rmSync(startPath(dir), { force: true })
-        rmSync(path, { force: true })
-      }
+      createLock(path)
     } catch (err) {
       if ((err as { code?: string }).code !== 'EEXIST') throw err
+      const judged = judgeLock(path)
       const pid = runningPid(dir)
       if (pid != null && pid !== process.pid) {
         throw new DataDirBusyError(`Cannot run: a node (pid ${pid}) is already running on ${dir}; stop it first, or use another --data directory`)
       }
+      if (judged != null && removeStaleLock(path, judged)) rmSync(startPath(dir), { force: true })
+      continue
+    }
+    const start = processStart(process.pid)
+    try {
+      if (start != null) writeFileSync(startPath(dir), `${JSON.stringify({ pid: process.pid, start })}\n`, { mode: 0o600 })
+    } catch {
+      // Without it the lock is read as an older cairn's: held while a process with this pid lives.
+    }
+    return () => {
+      if (runningPid(dir) !== process.pid) return
       rmSync(startPath(dir), { force: true })
       rmSync(path, { force: true })
     }

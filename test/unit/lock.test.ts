@@ -1,9 +1,9 @@
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, copyFileSync, existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { dataPaths } from '../../src/datadir/layout.ts'
-import { lockDataDir, processStart, runningPid } from '../../src/datadir/lock.ts'
-import { tempDir } from '../helpers/process.ts'
+import { judgeLock, lockDataDir, processStart, removeStaleLock, runningPid } from '../../src/datadir/lock.ts'
+import { tempDir, waitFor } from '../helpers/process.ts'
 
 describe('run.lock', () => {
   test('holds the pid alone, as every cairn reads it, with the start time beside it; released, both are gone', () => {
@@ -74,6 +74,64 @@ describe('run.lock', () => {
     } finally {
       proc.kill()
       await proc.exited
+    }
+  })
+
+  test('a stale lock is taken over only as the very file judged stale: one another process put in place meanwhile stays', () => {
+    using tmp = tempDir()
+    const lock = dataPaths(tmp.path).lock
+    writeFileSync(lock, '999999999')
+    const judged = judgeLock(lock)!
+    // Another process took the stale lock over first: removed it and placed its own.
+    rmSync(lock)
+    writeFileSync(lock, String(process.pid))
+    expect(removeStaleLock(lock, judged)).toBe(false)
+    expect(readFileSync(lock, 'utf8')).toBe(String(process.pid))
+    // Judged as it is now, it goes.
+    expect(removeStaleLock(lock, judgeLock(lock)!)).toBe(true)
+    expect(existsSync(lock)).toBe(false)
+    // Gone already (another process removed it): nothing to do.
+    expect(removeStaleLock(lock, judged)).toBe(true)
+    expect(readdirSync(tmp.path)).toEqual([])
+  })
+
+  test('of several processes taking one stale lock over at once, exactly one gets it, and no file is left aside', async () => {
+    using tmp = tempDir()
+    const lock = dataPaths(tmp.path).lock
+    const dead = Bun.spawn(['true'])
+    await dead.exited
+    writeFileSync(lock, String(dead.pid))
+    const script = join(tmp.path, 'take.ts')
+    writeFileSync(
+      script,
+      `import { lockDataDir } from ${JSON.stringify(join(import.meta.dir, '../../src/datadir/lock.ts'))}
+try { lockDataDir(${JSON.stringify(tmp.path)}); console.log('got') } catch (err) { console.log('busy') }
+for await (const _ of Bun.stdin.stream()) {}
+`
+    )
+    const procs = Array.from({ length: 6 }, () => Bun.spawn([process.execPath, script], { stdin: 'pipe', stdout: 'pipe', stderr: 'ignore' }))
+    const lines: string[] = []
+    const firstLine = async (stream: ReadableStream<Uint8Array>): Promise<void> => {
+      const reader = stream.getReader()
+      let text = ''
+      while (!text.includes('\n')) {
+        const { value, done } = await reader.read()
+        if (done) break
+        text += new TextDecoder().decode(value)
+      }
+      lines.push(text.trim())
+    }
+    for (const p of procs) void firstLine(p.stdout)
+    try {
+      // Each has tried once it answers; the one that got the lock holds it until its stdin ends.
+      await waitFor('every process to answer', () => lines.length === procs.length, 20_000, 10)
+      for (const p of procs) p.stdin.end()
+      await Promise.all(procs.map(async (p) => await p.exited))
+      expect(lines.filter((l) => l === 'got').length).toBe(1)
+      expect(lines.filter((l) => l === 'busy').length).toBe(procs.length - 1)
+      expect(readdirSync(tmp.path).filter((f) => f.includes('.stale.') || f.endsWith('.tmp'))).toEqual([])
+    } finally {
+      for (const p of procs) p.kill()
     }
   })
 })
