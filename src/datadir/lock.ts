@@ -121,7 +121,8 @@ export function removeStaleLock(path: string, judged: JudgedLock): boolean {
   try {
     linkSync(aside, path)
   } catch {
-    // A third process's lock is in place already: it holds the directory, and this one is not it.
+    // A third process placed its lock in the instant the file was aside: it holds the directory now, and
+    // the process whose file was moved runs on without one (three starts at once on one stale lock).
   }
   rmSync(aside, { force: true })
   return false
