@@ -1,4 +1,4 @@
-import { closeSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { DataDirBusyError } from '../errors.ts'
 import { dataPaths } from './layout.ts'
 
@@ -120,9 +120,15 @@ export function removeStaleLock(path: string, judged: JudgedLock): boolean {
   }
   try {
     linkSync(aside, path)
-  } catch {
-    // A third process placed its lock in the instant the file was aside: it holds the directory now, and
-    // the process whose file was moved runs on without one (three starts at once on one stale lock).
+  } catch (err) {
+    // EEXIST: a third process placed its lock in the instant the file was aside: it holds the directory now,
+    // and the process whose file was moved runs on without one (three starts at once on one stale lock).
+    // Any other error: a file system without hard links, where the file goes back by rename, unless a third
+    // process's lock is there.
+    if ((err as { code?: string }).code !== 'EEXIST' && !existsSync(path)) {
+      renameSync(aside, path)
+      return false
+    }
   }
   rmSync(aside, { force: true })
   return false
@@ -136,9 +142,9 @@ function createLock(path: string): void {
   try {
     linkSync(tmp, path)
   } catch (err) {
-    const code = (err as { code?: string }).code
-    if (code === 'EEXIST' || (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV')) throw err
-    // A file system without hard links: create in place (a reader may see the file empty for an instant).
+    if ((err as { code?: string }).code === 'EEXIST') throw err
+    // A file system without hard links (EPERM, ENOTSUP, ENOSYS on FUSE, ...): create in place (a reader may
+    // see the file empty for an instant). An error that is not about links fails here again, naming run.lock.
     const fd = openSync(path, 'wx', 0o600)
     writeSync(fd, String(process.pid))
     closeSync(fd)

@@ -135,3 +135,53 @@ for await (const _ of Bun.stdin.stream()) {}
     }
   })
 })
+
+/**
+ * Runs `body` in a bun process of its own whose node:fs has `mocks` (source of an object literal's members,
+ * which may use `real`, the unmocked module), with lock.ts's exports and `dir` in scope; @returns what it printed, parsed.
+ */
+function inProcessWithFs(dir: string, mocks: string, body: string, env: Record<string, string> = {}): unknown {
+  using scripts = tempDir()
+  const script = join(scripts.path, 'script.ts')
+  writeFileSync(
+    script,
+    `import { mock } from 'bun:test'
+import * as fs from 'node:fs'
+const real = { ...fs }
+const dir = ${JSON.stringify(dir)}
+const lock = ${JSON.stringify(dataPaths(dir).lock)}
+mock.module('node:fs', () => ({ ...real, ${mocks} }))
+const { judgeLock, lockDataDir, processStart, removeStaleLock, runningPid } = await import(${JSON.stringify(join(import.meta.dir, '../../src/datadir/lock.ts'))})
+${body}
+`
+  )
+  const proc = Bun.spawnSync([process.execPath, script], { env: { ...process.env, ...env }, stdout: 'pipe', stderr: 'pipe' })
+  if (proc.exitCode !== 0) throw new Error(`script failed: ${proc.stderr.toString()}`)
+  return JSON.parse(proc.stdout.toString())
+}
+
+describe('run.lock on a file system without hard links', () => {
+  for (const code of ['EPERM', 'ENOSYS']) {
+    test(`(link fails with ${code}) is created in place, and a live lock moved aside by a process that judged an earlier one stale goes back`, () => {
+      using tmp = tempDir()
+      const out = inProcessWithFs(
+        tmp.path,
+        `linkSync: () => { throw Object.assign(new Error('${code}: link'), { code: '${code}' }) }`,
+        `const release = lockDataDir(dir)
+const held = real.readFileSync(lock, 'utf8')
+release()
+real.writeFileSync(lock, '999999999')
+const judged = judgeLock(lock)
+// Another process took that stale lock over first and holds it.
+real.rmSync(lock)
+real.writeFileSync(lock, String(process.pid))
+const removed = removeStaleLock(lock, judged)
+console.log(JSON.stringify({ held, removed, now: real.existsSync(lock) ? real.readFileSync(lock, 'utf8') : null, files: real.readdirSync(dir).sort() }))`
+      ) as { held: string; removed: boolean; now: string | null; files: string[] }
+      expect(out.held).toMatch(/^\d+$/)
+      expect(out.removed).toBe(false)
+      expect(out.now).toBe(out.held)
+      expect(out.files).toEqual(['run.lock'])
+    })
+  }
+})
