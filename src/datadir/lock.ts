@@ -134,6 +134,19 @@ export function removeStaleLock(path: string, judged: JudgedLock): boolean {
   return false
 }
 
+/**
+ * Removes the start record of the stale lock that held pid `stalePid`, and only that one: once the lock is gone,
+ * another process may have taken the directory and recorded its own start, which must stay.
+ */
+function removeStaleStart(dir: string, stalePid: string): void {
+  try {
+    const record = JSON.parse(readFileSync(startPath(dir), 'utf8')) as { pid?: unknown }
+    if (String(record.pid) === stalePid) rmSync(startPath(dir), { force: true })
+  } catch {
+    // None, or one being written (it is read as no record until it is whole).
+  }
+}
+
 /** Places a lock file holding this process's pid at `path`, whole, or throws EEXIST when one is there. */
 function createLock(path: string): void {
   // Written aside, then linked into place: a reader never sees a lock without its pid.
@@ -172,7 +185,7 @@ export function lockDataDir(dir: string): () => void {
       if (pid != null && pid !== process.pid) {
         throw new DataDirBusyError(`Cannot run: a node (pid ${pid}) is already running on ${dir}; stop it first, or use another --data directory`)
       }
-      if (judged != null && removeStaleLock(path, judged)) rmSync(startPath(dir), { force: true })
+      if (judged != null && removeStaleLock(path, judged)) removeStaleStart(dir, judged.text.trim())
       continue
     }
     const start = processStart(process.pid)

@@ -185,3 +185,37 @@ console.log(JSON.stringify({ held, removed, now: real.existsSync(lock) ? real.re
     })
   }
 })
+
+describe('run.lock taken over', () => {
+  test('the start record of a process that took the directory in the meantime stays', async () => {
+    using tmp = tempDir()
+    const lock = dataPaths(tmp.path).lock
+    const dead = Bun.spawn(['true'])
+    await dead.exited
+    writeFileSync(lock, String(dead.pid))
+    writeFileSync(`${lock}.start`, JSON.stringify({ pid: dead.pid, start: '1@x' }))
+    // This test's process plays the one that takes the stale lock over between the other's look and its rename:
+    // the lock is gone when the other renames, and in place with its start record right after.
+    const out = inProcessWithFs(
+      tmp.path,
+      `renameSync: (from, to) => {
+  if (from !== lock || real.existsSync(lock + '.taken')) return real.renameSync(from, to)
+  real.writeFileSync(lock + '.taken', '')
+  real.rmSync(lock)
+  try {
+    return real.renameSync(from, to)
+  } finally {
+    real.writeFileSync(lock, String(process.ppid))
+    real.writeFileSync(lock + '.start', JSON.stringify({ pid: process.ppid, start: taker }))
+  }
+}`,
+      `let taker = processStart(process.ppid)
+let error = ''
+try { lockDataDir(dir) } catch (err) { error = err.message }
+console.log(JSON.stringify({ error, start: real.existsSync(lock + '.start') ? JSON.parse(real.readFileSync(lock + '.start', 'utf8')) : null }))`
+    ) as { error: string; start: unknown }
+    expect(out.error).toContain(`a node (pid ${process.pid}) is already running`)
+    expect(out.start).toEqual({ pid: process.pid, start: processStart(process.pid) })
+    expect(runningPid(tmp.path)).toBe(process.pid)
+  })
+})
