@@ -1,5 +1,5 @@
 import { closeSync, existsSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
-import { DataDirBusyError } from '../errors.ts'
+import { DataDirBusyError, DataDirError } from '../errors.ts'
 import { dataPaths } from './layout.ts'
 
 function alive(pid: number): boolean {
@@ -171,7 +171,8 @@ function createLock(path: string): void {
  * another process has its pid now; of several processes taking one stale lock over at once, one gets it.
  *
  * @returns a function that releases it
- * @throws DataDirBusyError when a live process holds it
+ * @throws DataDirBusyError when a live process holds it; DataDirError when the lock cannot be written (a read-only
+ * or full file system, a directory this user may not write)
  */
 export function lockDataDir(dir: string): () => void {
   const path = dataPaths(dir).lock
@@ -179,7 +180,7 @@ export function lockDataDir(dir: string): () => void {
     try {
       createLock(path)
     } catch (err) {
-      if ((err as { code?: string }).code !== 'EEXIST') throw err
+      if ((err as { code?: string }).code !== 'EEXIST') throw new DataDirError(`Cannot run: cannot create ${path}: ${(err as Error).message}`)
       const judged = judgeLock(path)
       const pid = runningPid(dir)
       if (pid != null && pid !== process.pid) {

@@ -219,3 +219,17 @@ console.log(JSON.stringify({ error, start: real.existsSync(lock + '.start') ? JS
     expect(runningPid(tmp.path)).toBe(process.pid)
   })
 })
+
+test('a lock that cannot be written (a read-only data directory) fails with an error naming run.lock and why, not a crash', () => {
+  using tmp = tempDir()
+  const out = inProcessWithFs(
+    tmp.path,
+    `writeFileSync: (path, ...rest) => {
+  if (String(path).startsWith(lock)) throw Object.assign(new Error(\`EROFS: read-only file system, open '\${path}'\`), { code: 'EROFS' })
+  return real.writeFileSync(path, ...rest)
+}`,
+    `try { lockDataDir(dir); console.log(JSON.stringify({})) } catch (err) { console.log(JSON.stringify({ name: err.name, message: err.message })) }`
+  ) as { name?: string; message?: string }
+  expect(out.name).toBe('DataDirError')
+  expect(out.message).toStartWith(`Cannot run: cannot create ${dataPaths(tmp.path).lock}: EROFS: read-only file system`)
+})
