@@ -167,6 +167,12 @@ function createLock(path: string): void {
 }
 
 /**
+ * How long an empty lock is one being written: where there are no hard links the lock is created, then its pid
+ * written (an older cairn does the same everywhere). An empty lock older than this was left by a crash in between.
+ */
+const WRITING_MS = 5_000
+
+/**
  * Takes the data directory for this process. A lock left by a process that died is taken over, also when
  * another process has its pid now; of several processes taking one stale lock over at once, one gets it.
  *
@@ -182,6 +188,9 @@ export function lockDataDir(dir: string): () => void {
     } catch (err) {
       if ((err as { code?: string }).code !== 'EEXIST') throw new DataDirError(`Cannot run: cannot create ${path}: ${(err as Error).message}`)
       const judged = judgeLock(path)
+      if (judged != null && judged.text.trim() === '' && Math.abs(Date.now() - Number(judged.mtimeNs / 1_000_000n)) < WRITING_MS) {
+        throw new DataDirBusyError(`Cannot run: another cairn is taking ${dir} (${path} has no pid yet); try again in a few seconds, or use another --data directory`)
+      }
       const pid = runningPid(dir)
       if (pid != null && pid !== process.pid) {
         throw new DataDirBusyError(`Cannot run: a node (pid ${pid}) is already running on ${dir}; stop it first, or use another --data directory`)

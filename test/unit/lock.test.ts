@@ -233,3 +233,17 @@ test('a lock that cannot be written (a read-only data directory) fails with an e
   expect(out.name).toBe('DataDirError')
   expect(out.message).toStartWith(`Cannot run: cannot create ${dataPaths(tmp.path).lock}: EROFS: read-only file system`)
 })
+
+test('an empty lock is one being written (no hard links, or an older cairn): taken over only once it is old', () => {
+  using tmp = tempDir()
+  const lock = dataPaths(tmp.path).lock
+  writeFileSync(lock, '')
+  expect(() => lockDataDir(tmp.path)).toThrow(`Cannot run: another cairn is taking ${tmp.path} (${lock} has no pid yet)`)
+  expect(readFileSync(lock, 'utf8')).toBe('')
+  // Left by a crash between creating it and writing the pid.
+  const earlier = new Date(Date.now() - 60_000)
+  utimesSync(lock, earlier, earlier)
+  const release = lockDataDir(tmp.path)
+  expect(readFileSync(lock, 'utf8')).toBe(String(process.pid))
+  release()
+})
