@@ -237,10 +237,25 @@ describe('the CLI and the node sharing a data directory', () => {
     }
     // Once a command of this cairn migrated the stopped node's database, doctor finds it healthy.
     expect((await cairn(['events', '--data', node.dir])).code).toBe(0)
-    const after = await doctor()
-    expect({ code: after.code, schema: after.report.checks.find((c: { check: string }) => c.check === 'cairn.db schema') }).toEqual({
-      code: 0,
-      schema: { check: 'cairn.db schema', ok: true, detail: `version ${LATEST}` }
+    const schemaOf = async () => {
+      const r = await doctor()
+      return { code: r.code, schema: r.report.checks.find((c: { check: string }) => c.check === 'cairn.db schema') }
+    }
+    expect(await schemaOf()).toEqual({ code: 0, schema: { check: 'cairn.db schema', ok: true, detail: `version ${LATEST}` } })
+    // A newer cairn wrote it: with no node running, doctor says no cairn migrates back, not to ask "the node".
+    const newer = await openDatabase(path)
+    newer.run('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [LATEST + 1, Date.now()])
+    newer.close()
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600)
+    const version = (await cairn(['--version'])).stdout.trim().split(' ').at(-1)
+    expect(await schemaOf()).toEqual({
+      code: 1,
+      schema: {
+        check: 'cairn.db schema',
+        ok: false,
+        detail: `version ${LATEST + 1} is newer than this cairn knows (${LATEST}): a newer cairn wrote it`,
+        fix: `use the newer cairn that wrote it (this is ${version}): no cairn migrates a database back; to run this one, restore cairn.db from a backup taken before that upgrade`
+      }
     })
   })
 })

@@ -35,6 +35,14 @@ function migrateFix(dir: string): string {
   return `the node running on ${dir} (pid ${pid}) is an older cairn (${info.version}): restart it with this cairn (its start migrates the database), or run that cairn's own doctor`
 }
 
+/** @returns what to do about a cairn.db a newer cairn wrote: this cairn cannot read it, and no cairn migrates back */
+function newerFix(dir: string): string {
+  const pid = runningPid(dir)
+  const info = pid == null ? undefined : readRunInfo(dir)
+  if (pid != null && info != null && info.pid === pid) return `the node running on ${dir} (pid ${pid}) is cairn ${info.version}: use that cairn's own doctor (this is ${VERSION})`
+  return `use the newer cairn that wrote it (this is ${VERSION}): no cairn migrates a database back; to run this one, restore cairn.db from a backup taken before that upgrade`
+}
+
 /**
  * @returns the CIDs reachable from `root` that are missing from the block database (at most `limit`),
  * with `extra` blocks counted as held
@@ -136,8 +144,7 @@ export const doctorVerb = defineVerb({
               ? `version ${version} is newer than this cairn knows (${MIGRATIONS.length}): a newer cairn wrote it`
               : `version ${version} is older than this cairn's (${MIGRATIONS.length}): the database is not migrated to this cairn yet`
           },
-          () =>
-            schemaProblem == null ? 'restore cairn.db from a backup (sqlite3 .backup copies are consistent)' : newer ? `run a newer cairn (this is ${VERSION}): the one the node runs` : migrateFix(dir)
+          () => (schemaProblem == null ? 'restore cairn.db from a backup (sqlite3 .backup copies are consistent)' : newer ? newerFix(dir) : migrateFix(dir))
         )
         schemaProblem ??= checks.at(-1)?.ok === true ? undefined : 'cairn.db has no schema version this cairn can read'
       }
