@@ -122,7 +122,7 @@ describe('the CLI and the node sharing a data directory', () => {
     )
     const line = JSON.parse(node.logs.split('\n').find((l) => l.includes('migration_wait')) ?? '')
     expect(line.msg).toBe(
-      `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way): waiting up to 900 s for it to finish`
+      `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way, or another long write): waiting up to 900 s for it to finish`
     )
     migration.finish()
     await starting
@@ -160,7 +160,7 @@ describe('the CLI and the node sharing a data directory', () => {
         60_000
       )
       expect(stderr).toBe(
-        `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way): waiting up to 900 s for it to finish\n`
+        `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way, or another long write): waiting up to 900 s for it to finish\n`
       )
       migration.finish()
       expect(await proc.exited).toBe(0)

@@ -97,7 +97,7 @@ export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATI
           if (waitingSince == null) {
             waitingSince = began
             options.onWait?.(
-              `${db.path} is at schema version ${at} of ${migrations.length} and another process holds its write lock (a migration under way): waiting up to ${Math.round(waitMs / 1000)} s for it to finish`
+              `${db.path} is at schema version ${at} of ${migrations.length} and another process holds its write lock (a migration under way, or another long write): waiting up to ${Math.round(waitMs / 1000)} s for it to finish`
             )
           }
           if (Date.now() - waitingSince >= waitMs) throw new MigrationWaitError(at, migrations.length, Date.now() - waitingSince)

@@ -61,7 +61,9 @@ describe('migrations of one database by two processes at once', () => {
       expect({ name: thrown?.name, message: thrown?.message.replace(/for \d+ s/, 'for N s'), said }).toEqual({
         name: 'MigrationWaitError',
         message: `another process held its write lock for N s while its schema stayed at version ${MIGRATIONS.length - 1} of ${MIGRATIONS.length} (a migration under way, by a node starting or a cairn command on the same data directory, or a stuck writer): let that process finish, or stop it, then run this again`,
-        said: [`${path} is at schema version ${MIGRATIONS.length - 1} of ${MIGRATIONS.length} and another process holds its write lock (a migration under way): waiting up to 0 s for it to finish`]
+        said: [
+          `${path} is at schema version ${MIGRATIONS.length - 1} of ${MIGRATIONS.length} and another process holds its write lock (a migration under way, or another long write): waiting up to 0 s for it to finish`
+        ]
       })
       // Once the other process finished, the same call finds nothing to do; the busy timeout is back at 5 s.
       other.run('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)', [MIGRATIONS.length, Date.now()])
