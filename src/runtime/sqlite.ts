@@ -59,6 +59,9 @@ export interface OpenOptions {
   readonly?: boolean
 }
 
+/** How long a statement waits for another connection's write lock before it fails with SQLITE_BUSY. */
+export const BUSY_TIMEOUT_MS = 5000
+
 /** @returns whether `err` is SQLite's SQLITE_BUSY: another connection held the lock past the busy timeout */
 export function isBusy(err: unknown): boolean {
   const e = err as { code?: unknown; errcode?: unknown }

@@ -6,10 +6,7 @@ import type { Blockstore, InputPair, Pair } from 'interface-blockstore'
 import type { AbortOptions } from '@libp2p/interface'
 import { DataDirError } from '../errors.ts'
 import { cidStringOfBytes } from '../util/cidString.ts'
-import { openDatabase, type SqlDatabase, type SqlValue } from '../runtime/sqlite.ts'
-
-/** How long a write waits for another connection's write to finish. */
-const BUSY_TIMEOUT_MS = 5000
+import { BUSY_TIMEOUT_MS, openDatabase, type SqlDatabase, type SqlValue } from '../runtime/sqlite.ts'
 
 /**
  * blocks.db's table. A rowid table, so blocks are stored in the order they come (the garbage collection

@@ -1,5 +1,5 @@
 import { MigrationWaitError } from '../errors.ts'
-import { isBusy, type SqlDatabase } from '../runtime/sqlite.ts'
+import { BUSY_TIMEOUT_MS, isBusy, type SqlDatabase } from '../runtime/sqlite.ts'
 
 /** The columns after (plugin, event_id) of each plugin table that migration 3 re-keys. */
 const PLUGIN_TABLE_COLUMNS: Record<string, string> = {
@@ -36,9 +36,6 @@ export class SchemaBehindError extends Error {
     this.latest = latest
   }
 }
-
-/** How long SQLite waits for another connection's write lock before a statement fails with SQLITE_BUSY. */
-const BUSY_TIMEOUT_MS = 5000
 
 /**
  * How long an open waits in all for another process's migration of the same database: a node starting with a
