@@ -44,6 +44,8 @@ export interface HintPacerInit {
 export class HintPacer {
   private readonly init: HintPacerInit
   private readonly intervalMs: number
+  /** how long after the last hint a commit goes at once, and the longest a held hint waits */
+  private readonly quietMs: number
   private lastSent = Number.NEGATIVE_INFINITY
   /** the newest head held back, and the blocks of the commits since the last hint (oldest first) */
   private held?: { signed: Uint8Array; commits: Block[][]; bytes: number; blocks: number; events: number }
@@ -52,6 +54,7 @@ export class HintPacer {
   constructor(init: HintPacerInit) {
     this.init = init
     this.intervalMs = 1000 / init.perSecond
+    this.quietMs = Math.max(init.holdMs, this.intervalMs)
   }
 
   /**
@@ -60,7 +63,7 @@ export class HintPacer {
    */
   push(signed: Uint8Array, blocks: readonly Block[], events: number): void {
     const now = this.now()
-    if (this.held == null && now - this.lastSent >= Math.max(this.init.holdMs, this.intervalMs)) {
+    if (this.held == null && now - this.lastSent >= this.quietMs) {
       this.sendNow(signed, [...blocks], now)
       return
     }
@@ -77,7 +80,7 @@ export class HintPacer {
       held.blocks -= oldest.length
     }
     this.held = held
-    const due = held.events >= this.init.events ? this.lastSent + this.intervalMs : this.lastSent + Math.max(this.init.holdMs, this.intervalMs)
+    const due = held.events >= this.init.events ? this.lastSent + this.intervalMs : this.lastSent + this.quietMs
     if (due <= now) {
       this.flush()
       return
