@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
-import { cairn, cairnCommand, NodeProcess, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, cairnCommand, liveStranger, NodeProcess, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
 import { openDatabase } from '../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../src/store/migrations.ts'
@@ -57,40 +57,30 @@ describe('the CLI and the node sharing a data directory', () => {
     expect(await node.stop('SIGKILL')).not.toBe(0)
     const lock = join(node.dir, 'run.lock')
     // The pid is reused: an unrelated live process has it now. The files stay as the node wrote them, but for the pid.
-    const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
-    try {
-      expect(readFileSync(lock, 'utf8')).toBe(String(crashed))
-      const recorded = JSON.parse(readFileSync(`${lock}.start`, 'utf8'))
-      expect(recorded.pid).toBe(crashed)
-      writeFileSync(lock, String(other.pid))
-      writeFileSync(`${lock}.start`, JSON.stringify({ ...recorded, pid: other.pid }))
-      const doctor = await cairn(['doctor', '--data', node.dir, '--json'])
-      expect(JSON.parse(doctor.stdout).lock).toBe('stale (left by a crash; the next run takes it over)')
-      await node.start()
-      expect(readFileSync(lock, 'utf8')).toBe(String(node.proc!.pid))
-      expect(JSON.parse(readFileSync(`${lock}.start`, 'utf8')).pid).toBe(node.proc!.pid)
-      expect(await node.stop()).toBe(0)
-    } finally {
-      other.kill()
-      await other.exited
-    }
+    await using other = liveStranger()
+    expect(readFileSync(lock, 'utf8')).toBe(String(crashed))
+    const recorded = JSON.parse(readFileSync(`${lock}.start`, 'utf8'))
+    expect(recorded.pid).toBe(crashed)
+    writeFileSync(lock, String(other.pid))
+    writeFileSync(`${lock}.start`, JSON.stringify({ ...recorded, pid: other.pid }))
+    const doctor = await cairn(['doctor', '--data', node.dir, '--json'])
+    expect(JSON.parse(doctor.stdout).lock).toBe('stale (left by a crash; the next run takes it over)')
+    await node.start()
+    expect(readFileSync(lock, 'utf8')).toBe(String(node.proc!.pid))
+    expect(JSON.parse(readFileSync(`${lock}.start`, 'utf8')).pid).toBe(node.proc!.pid)
+    expect(await node.stop()).toBe(0)
   })
 
   test('a lock file of an older cairn (the pid alone) naming a live process still blocks cairn run', async () => {
     using tmp = tempDir()
     const node = await NodeProcess.init(tmp.path, 'n')
-    const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
-    try {
-      writeFileSync(join(node.dir, 'run.lock'), `${other.pid}\n`, { mode: 0o600 })
-      const r = await cairn(['run', '--data', node.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
-      expect({ code: r.code, stderr: r.stderr }).toEqual({
-        code: 1,
-        stderr: `cairn run: Cannot run: a node (pid ${other.pid}) is already running on ${node.dir}; stop it first, or use another --data directory\n`
-      })
-    } finally {
-      other.kill()
-      await other.exited
-    }
+    await using other = liveStranger()
+    writeFileSync(join(node.dir, 'run.lock'), `${other.pid}\n`, { mode: 0o600 })
+    const r = await cairn(['run', '--data', node.dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect({ code: r.code, stderr: r.stderr }).toEqual({
+      code: 1,
+      stderr: `cairn run: Cannot run: a node (pid ${other.pid}) is already running on ${node.dir}; stop it first, or use another --data directory\n`
+    })
   })
 
   test('a running node still blocks a second cairn run, naming its pid', async () => {
@@ -221,8 +211,8 @@ describe('the CLI and the node sharing a data directory', () => {
     )
     expect(text.stdout).toContain(`skip  outbox blocks    not checked: cairn.db's schema is at version 5, older than this cairn's (${LATEST})\n`)
     // A node of an older cairn runs on it (an older cairn's run.lock names the pid alone).
-    const other = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
-    try {
+    {
+      await using other = liveStranger()
       writeFileSync(join(node.dir, 'run.lock'), `${other.pid}\n`, { mode: 0o600 })
       writeRunInfo(node.dir, { peer_id: node.peerId, pid: other.pid, version: '0.0.9', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() })
       expect(await doctor()).toEqual(
@@ -231,9 +221,6 @@ describe('the CLI and the node sharing a data directory', () => {
           `held by running pid ${other.pid}`
         )
       )
-    } finally {
-      other.kill()
-      await other.exited
     }
     // Once a command of this cairn migrated the stopped node's database, doctor finds it healthy.
     expect((await cairn(['events', '--data', node.dir])).code).toBe(0)

@@ -71,6 +71,25 @@ export function tempDir(prefix = 'cairn-test-'): { path: string; [Symbol.dispose
   }
 }
 
+/** A live process unrelated to cairn (a `sleep`), for a lock naming a pid that lives; killed when disposed. */
+export function liveStranger(): { pid: number; [Symbol.asyncDispose]: () => Promise<void> } {
+  const proc = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
+  return {
+    pid: proc.pid,
+    [Symbol.asyncDispose]: async () => {
+      proc.kill()
+      await proc.exited
+    }
+  }
+}
+
+/** @returns the pid of a process that has exited, for a lock a crashed node left */
+export async function deadPid(): Promise<number> {
+  const dead = Bun.spawn(['true'])
+  await dead.exited
+  return dead.pid
+}
+
 /**
  * Polls `check` until it returns a value other than undefined/false, or the deadline passes.
  *

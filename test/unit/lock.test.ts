@@ -3,7 +3,7 @@ import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, rmSync,
 import { join } from 'node:path'
 import { dataPaths } from '../../src/datadir/layout.ts'
 import { judgeLock, lockDataDir, processStart, removeStaleLock, runningPid } from '../../src/datadir/lock.ts'
-import { tempDir, waitFor } from '../helpers/process.ts'
+import { deadPid, liveStranger, tempDir, waitFor } from '../helpers/process.ts'
 
 describe('run.lock', () => {
   test('holds the pid alone, as every cairn reads it, with the start time beside it; released, both are gone', () => {
@@ -55,26 +55,21 @@ describe('run.lock', () => {
   test("a start recorded before run.lock was written is an earlier lock's: an older cairn that took the lock over as the same pid (a container's pid 1) holds it while it lives", async () => {
     using tmp = tempDir()
     const lock = dataPaths(tmp.path).lock
-    const proc = Bun.spawn(['sleep', '600'], { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' })
-    try {
-      const boot = processStart(proc.pid)?.split('@')[1]
-      // A node with this pid crashed and left its start; an older cairn with the same pid took the lock over
-      // (it removes run.lock alone) and runs now.
-      writeFileSync(`${lock}.start`, `${JSON.stringify({ pid: proc.pid, start: `1@${boot}` })}\n`)
-      const earlier = new Date(Date.now() - 3_600_000)
-      utimesSync(`${lock}.start`, earlier, earlier)
-      writeFileSync(lock, String(proc.pid))
-      expect(runningPid(tmp.path)).toBe(proc.pid)
-      expect(() => lockDataDir(tmp.path)).toThrow(`a node (pid ${proc.pid}) is already running`)
-      expect(readFileSync(lock, 'utf8')).toBe(String(proc.pid))
-      // The same record written after the lock is that lock's: the process with the pid now started later, so the lock is stale.
-      const later = new Date(Date.now() + 60_000)
-      utimesSync(`${lock}.start`, later, later)
-      expect(runningPid(tmp.path)).toBeUndefined()
-    } finally {
-      proc.kill()
-      await proc.exited
-    }
+    await using proc = liveStranger()
+    const boot = processStart(proc.pid)?.split('@')[1]
+    // A node with this pid crashed and left its start; an older cairn with the same pid took the lock over
+    // (it removes run.lock alone) and runs now.
+    writeFileSync(`${lock}.start`, `${JSON.stringify({ pid: proc.pid, start: `1@${boot}` })}\n`)
+    const earlier = new Date(Date.now() - 3_600_000)
+    utimesSync(`${lock}.start`, earlier, earlier)
+    writeFileSync(lock, String(proc.pid))
+    expect(runningPid(tmp.path)).toBe(proc.pid)
+    expect(() => lockDataDir(tmp.path)).toThrow(`a node (pid ${proc.pid}) is already running`)
+    expect(readFileSync(lock, 'utf8')).toBe(String(proc.pid))
+    // The same record written after the lock is that lock's: the process with the pid now started later, so the lock is stale.
+    const later = new Date(Date.now() + 60_000)
+    utimesSync(`${lock}.start`, later, later)
+    expect(runningPid(tmp.path)).toBeUndefined()
   })
 
   test('a stale lock is taken over only as the very file judged stale: one another process put in place meanwhile stays', () => {
@@ -98,9 +93,8 @@ describe('run.lock', () => {
   test('of several processes taking one stale lock over at once, exactly one gets it, and no file is left aside', async () => {
     using tmp = tempDir()
     const lock = dataPaths(tmp.path).lock
-    const dead = Bun.spawn(['true'])
-    await dead.exited
-    writeFileSync(lock, String(dead.pid))
+    const dead = await deadPid()
+    writeFileSync(lock, String(dead))
     const script = join(tmp.path, 'take.ts')
     writeFileSync(
       script,
@@ -190,10 +184,9 @@ describe('run.lock taken over', () => {
   test('the start record of a process that took the directory in the meantime stays', async () => {
     using tmp = tempDir()
     const lock = dataPaths(tmp.path).lock
-    const dead = Bun.spawn(['true'])
-    await dead.exited
-    writeFileSync(lock, String(dead.pid))
-    writeFileSync(`${lock}.start`, JSON.stringify({ pid: dead.pid, start: '1@x' }))
+    const dead = await deadPid()
+    writeFileSync(lock, String(dead))
+    writeFileSync(`${lock}.start`, JSON.stringify({ pid: dead, start: '1@x' }))
     // This test's process plays the one that takes the stale lock over between the other's look and its rename:
     // the lock is gone when the other renames, and in place with its start record right after.
     const out = inProcessWithFs(
