@@ -13,7 +13,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { procStats, quantile, startCairnChain, traceMarks, type CairnNode } from './nodes.ts'
+import { procStats, publishAtRate, quantile, startCairnChain, traceMarks, type CairnNode } from './nodes.ts'
 
 const N = Number(process.env.N ?? 5000)
 const RATE = Number(process.env.RATE ?? 1000)
@@ -25,20 +25,11 @@ try {
   const [a, b] = nodes
   for (let i = 0; i < 20; i++) await a.publish(`warm${i}`)
   while (b.applied.size < 20) await Bun.sleep(10)
-  const sent = new Map<string, number>()
   const answered = new Map<string, number>()
-  const pending: Array<Promise<void>> = []
   const cpu = [procStats(a.proc!.pid).cpuSeconds, procStats(b.proc!.pid).cpuSeconds]
   const driver = process.cpuUsage()
   const start = performance.now()
-  for (let i = 0; i < N; i++) {
-    const wait = start + (i * 1000) / RATE - performance.now()
-    if (wait > 1) await Bun.sleep(wait)
-    const id = `e${i}`
-    sent.set(id, performance.now())
-    pending.push(a.publish(id).then(() => void answered.set(id, performance.now())))
-  }
-  await Promise.all(pending)
+  const sent = await publishAtRate(a, N, RATE, { id: (i) => `e${i}`, answered })
   while ([...sent.keys()].some((id) => !b.applied.has(id))) await Bun.sleep(10)
   const wall = (performance.now() - start) / 1000
   const used = process.cpuUsage(driver)

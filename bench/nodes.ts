@@ -19,6 +19,27 @@ export function payload(id: string): { id: string; pad: string } {
   return { id, pad: 'x'.repeat(Math.max(0, 100 - JSON.stringify({ id, pad: '' }).length)) }
 }
 
+/**
+ * Publishes `count` events on `node` at `perSecond`, one per request, not waiting for each answer (the load
+ * workloads); `id` names the i-th event, `answered` records when each answer came.
+ *
+ * @returns the send time per id, once every request is answered
+ */
+export async function publishAtRate(node: BenchNode, count: number, perSecond: number, options: { id: (i: number) => string; answered?: Map<string, number> }): Promise<Map<string, number>> {
+  const sent = new Map<string, number>()
+  const pending: Array<Promise<void>> = []
+  const start = performance.now()
+  for (let i = 0; i < count; i++) {
+    const wait = start + (i * 1000) / perSecond - performance.now()
+    if (wait > 1) await Bun.sleep(wait)
+    const id = options.id(i)
+    sent.set(id, performance.now())
+    pending.push(node.publish(id).then(() => void options.answered?.set(id, performance.now())))
+  }
+  await Promise.all(pending)
+  return sent
+}
+
 /** @returns the q-quantile of `xs` (nearest rank) */
 export function quantile(xs: readonly number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b)

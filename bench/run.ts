@@ -12,7 +12,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { createNode, procStats, quantile, ROOT, type BenchNode, type SystemName } from './nodes.ts'
+import { createNode, procStats, publishAtRate, quantile, ROOT, type BenchNode, type SystemName } from './nodes.ts'
 
 const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim())
 const SYSTEMS = (process.env.BENCH_SYSTEMS?.split(',') ?? ['cairn', 'orbitdb']) as SystemName[]
@@ -94,23 +94,6 @@ async function publishAll(node: BenchNode, ids: string[], concurrency: number): 
   return performance.now()
 }
 
-/** Publishes at a fixed rate (not waiting for acknowledgements); @returns the send time per id */
-async function publishAtRate(node: BenchNode, count: number, perSecond: number): Promise<Map<string, number>> {
-  const sent = new Map<string, number>()
-  const pending: Array<Promise<void>> = []
-  const start = performance.now()
-  for (let i = 0; i < count; i++) {
-    const due = start + (i * 1000) / perSecond
-    const wait = due - performance.now()
-    if (wait > 1) await sleep(wait)
-    const id = newId()
-    sent.set(id, performance.now())
-    pending.push(node.publish(id))
-  }
-  await Promise.all(pending)
-  return sent
-}
-
 function latencies(sent: Map<string, number>, at: BenchNode[]): number[] {
   return [...sent].map(([id, t0]) => Math.max(...at.map((n) => n.applied.get(id)!)) - t0)
 }
@@ -188,7 +171,7 @@ const latencyAt =
       const settled = cpu ? await idleCpu([a, b], 10_000) : []
       const c0 = cpuOf([a, b])
       const t0 = performance.now()
-      const sent = await publishAtRate(a, count, perSecond)
+      const sent = await publishAtRate(a, count, perSecond, { id: newId })
       await allApplied(b, [...sent.keys()])
       const wall = (performance.now() - t0) / 1000
       const perEvent = cpu ? cpuOf([a, b]).map((c, i) => ((c - c0[i] - (Math.min(idle[i], settled[i]) / 100) * wall) / count) * 1000) : []
@@ -292,7 +275,7 @@ const spread =
         const cpu0 = nodes.map((n) => procStats(n.proc!.pid).cpuSeconds)
         const hints0 = await Promise.all(nodes.map(async (n) => await n.gossipHints?.()))
         const t0 = performance.now()
-        const sent = await publishAtRate(nodes[0], count, rate)
+        const sent = await publishAtRate(nodes[0], count, rate, { id: newId })
         for (const n of nodes) await allApplied(n, [...sent.keys()])
         const wall = (performance.now() - t0) / 1000
         // Copies of each hint a node received by gossip: every copy over the distinct ones.
