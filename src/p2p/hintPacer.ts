@@ -1,6 +1,7 @@
 import { CID } from 'multiformats/cid'
 import { HINT_MAX_BLOCKS, HINT_MAX_BYTES } from '../model/head.ts'
-import { walkDag } from '../unixfs/walk.ts'
+import { readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
+import { isDagPb } from '../unixfs/tree.ts'
 
 interface Block {
   cid: CID
@@ -107,18 +108,18 @@ export class HintPacer {
     if (held == null) return
     this.held = undefined
     const blocks: Block[] = []
-    const live = reachable(held.signed, held.commits)
-    const seen = new Set<string>()
+    const index = new BlockIndex(held.commits)
+    // A single commit's blocks are all new parts of its own tree, as an unpaced hint sends them.
+    const live = held.commits.length > 1 ? reachable(held.signed, index) : undefined
+    const seen = new Set<Block>()
     let bytes = 0
     for (let i = held.commits.length - 1; i >= 0; i--) {
-      const fresh = held.commits[i].filter((b) => {
-        const key = b.cid.toString()
-        return !seen.has(key) && (live == null || live.has(key))
-      })
+      // Each CID's first held block stands for it: a block two commits share is sent once.
+      const fresh = held.commits[i].map((b) => index.get(b.cid.bytes)!).filter((b) => !seen.has(b) && (live == null || live.has(b)))
       const size = fresh.reduce((n, b) => n + b.bytes.length, 0)
       if (bytes + size > HINT_MAX_BYTES || blocks.length + fresh.length > HINT_MAX_BLOCKS) break
       for (const b of fresh) {
-        seen.add(b.cid.toString())
+        seen.add(b)
         blocks.push(b)
       }
       bytes += size
@@ -139,23 +140,72 @@ export class HintPacer {
 const utf8 = new TextDecoder()
 
 /**
- * @returns the CIDs of the blocks of `commits` that the root of the signed head reaches through blocks of
- * `commits` alone, or undefined when that root is not one of them (a head a prune re-signed): then which are
+ * The held blocks by their CID's bytes, the first of each CID standing for it. A link is looked up by the
+ * last bytes of its CID (a digest's tail) and compared whole only on a hit: the links a walk meets that
+ * lead out of the held blocks (the rest of a large bucket) cost no string and no hash.
+ */
+class BlockIndex {
+  private readonly byTail = new Map<number, Block[]>()
+
+  constructor(commits: readonly Block[][]) {
+    for (const commit of commits) for (const b of commit) if (this.get(b.cid.bytes) == null) this.add(b)
+  }
+
+  get(cid: Uint8Array): Block | undefined {
+    return this.byTail.get(tail(cid))?.find((b) => sameBytes(b.cid.bytes, cid))
+  }
+
+  private add(b: Block): void {
+    const key = tail(b.cid.bytes)
+    const list = this.byTail.get(key)
+    if (list == null) this.byTail.set(key, [b])
+    else list.push(b)
+  }
+}
+
+/** @returns the last six bytes of a CID as a number (the end of its digest) */
+function tail(cid: Uint8Array): number {
+  let k = 0
+  for (let i = Math.max(0, cid.length - 6); i < cid.length; i++) k = k * 256 + cid[i]
+  return k
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/**
+ * @returns the held blocks (as `index` gives them) that the root of the signed head reaches through held
+ * blocks alone, or undefined when that root is not one of them (a head a prune re-signed): then which are
  * of use is unknown, and all are
  */
-function reachable(signed: Uint8Array, commits: readonly Block[][]): Set<string> | undefined {
-  let root: CID
+function reachable(signed: Uint8Array, index: BlockIndex): Set<Block> | undefined {
+  let root: Block | undefined
   try {
-    root = CID.parse((JSON.parse(utf8.decode(signed)) as { head: { root: string } }).head.root)
+    root = index.get(CID.parse((JSON.parse(utf8.decode(signed)) as { head: { root: string } }).head.root).bytes)
   } catch {
     return undefined
   }
-  const held = new Map<string, Uint8Array>()
-  for (const commit of commits) for (const b of commit) held.set(b.cid.toString(), b.bytes)
-  if (!held.has(root.toString())) return undefined
-  const live = new Set<string>()
-  for (const step of walkDag([root], (cid) => held.get(cid.toString()))) {
-    if (step.kind !== 'missing') live.add(step.cid.toString())
+  if (root == null) return undefined
+  const live = new Set<Block>([root])
+  const stack = [root]
+  while (stack.length > 0) {
+    const b = stack.pop()!
+    if (!isDagPb(b.cid)) continue
+    let node: DirectoryNode
+    try {
+      node = readDirectoryNode(b.bytes)
+    } catch {
+      continue
+    }
+    for (const link of [...node.entries, ...node.shards]) {
+      const next = index.get(link.cid.bytes)
+      if (next == null || live.has(next)) continue
+      live.add(next)
+      stack.push(next)
+    }
   }
   return live
 }
