@@ -3,6 +3,7 @@ import type { Outbox } from '../publish/outbox.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { collectGarbage } from './gc.ts'
 import { prunable } from './prune.ts'
+import { forgetGoneDirs, type CheckedDays } from './remoteDirs.ts'
 
 /** What one housekeeping run did; the last one is kept in `meta` and shown in status. */
 export interface HousekeepingResult {
@@ -16,6 +17,8 @@ export interface HousekeepingResult {
   blocks_deleted: number
   reclaimed_bytes: number
   events_deleted: number
+  /** rows of `remote_dirs` forgotten: of the days and hours other producers pruned */
+  remote_dirs_deleted: number
   error?: string
 }
 
@@ -59,6 +62,8 @@ export class Housekeeper {
   private running: Promise<HousekeepingResult> | undefined
   /** the part of the run under way (what a stop waits on), undefined between runs */
   phase?: string
+  /** what the last runs found in other producers' trees (see forgetGoneDirs) */
+  private readonly checkedDays: CheckedDays = new Map()
 
   constructor(components: HousekeeperComponents, init: HousekeeperInit) {
     this.components = components
@@ -97,7 +102,8 @@ export class Housekeeper {
       held_back_by: [],
       blocks_deleted: 0,
       reclaimed_bytes: 0,
-      events_deleted: 0
+      events_deleted: 0,
+      remote_dirs_deleted: 0
     }
     // Each phase's milliseconds, for the log line: which part of a run takes the time.
     const phases: Record<string, number> = {}
@@ -125,7 +131,9 @@ export class Housekeeper {
       // The bus root that status reports is served to any IPFS client: it survives collection (rebuilt and
       // stored here, so it is the current one).
       const bus = await busRoot(store.producers.syncedRoots(), blocks)
-      lap('bus', 'gc')
+      lap('bus', 'dirs')
+      result.remote_dirs_deleted = forgetGoneDirs(store, (cid) => blocks.getSync(cid), this.checkedDays)
+      lap('dirs', 'gc')
       // Its sweep runs between the outbox's writes: the blocks of one under way are not reachable from its head yet.
       const gc = await collectGarbage(store, blocks, {
         keep: [bus],
@@ -160,11 +168,12 @@ export class Housekeeper {
     metrics.reclaimed.inc(result.reclaimed_bytes)
     metrics.compacted.inc(result.compacted_files)
     if (result.error != null) log.warn(`housekeeping failed: ${result.error}`)
-    else if (result.pruned_files > 0 || result.blocks_deleted > 0)
+    else if (result.pruned_files > 0 || result.blocks_deleted > 0 || result.remote_dirs_deleted > 0)
       log.info('housekeeping', {
         pruned_files: result.pruned_files,
         compacted_files: result.compacted_files,
         blocks_deleted: result.blocks_deleted,
+        remote_dirs_deleted: result.remote_dirs_deleted,
         reclaimed_bytes: result.reclaimed_bytes,
         duration_ms: result.duration_ms,
         ...phases

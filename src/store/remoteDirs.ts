@@ -4,6 +4,15 @@ import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
 const PER_STATEMENT = 32
 
 /**
+ * A day's path is its name (yyyy-mm-dd), an hour's `day/hh`, a shard's `day/hh#X#Y…`. In byte order
+ * every path of day `d` lies in [d, d + '0') ('/' < '0'), every path of hour `d/hh` in [d/hh, d/hh + '$')
+ * ('#' < '$'), and the next day or hour comes after that bound.
+ */
+const DAY_LENGTH = 10
+const DAY_END = '0'
+const HOUR_END = '$'
+
+/**
  * The `remote_dirs` table: per producer, the CID each directory of its tree (day, hour, HAMT shard) had
  * at the last complete walk. A walk descends only into directories whose CID changed since.
  */
@@ -38,4 +47,49 @@ export class RemoteDirsTable {
       this.db.run(`INSERT INTO remote_dirs (producer, path, cid) VALUES ${some.map(() => '(?, ?, ?)').join(', ')} ON CONFLICT (producer, path) DO UPDATE SET cid = excluded.cid`, params)
     }
   }
+
+  /**
+   * @returns the days `producer` has rows of, in order, at most `limit`: one look-up of the primary key per
+   * day, whatever the rows below them
+   */
+  days(producer: string, limit: number): string[] {
+    const out: string[] = []
+    let from = ''
+    while (out.length < limit) {
+      const row = this.db.get<{ path: string }>('SELECT path FROM remote_dirs WHERE producer = ? AND path >= ? ORDER BY path LIMIT 1', [producer, from])
+      if (row == null) break
+      const day = row.path.slice(0, DAY_LENGTH)
+      out.push(day)
+      // Past every path of this day; past this row in any case, so the loop always moves on.
+      from = maxString(day + DAY_END, `${row.path}\u0001`)
+    }
+    return out
+  }
+
+  /** @returns the hours of `day` that `producer` has rows of (the `hh` of `day/hh`), in order, at most `limit` */
+  hours(producer: string, day: string, limit: number): string[] {
+    const out: string[] = []
+    let from = `${day}/`
+    while (out.length < limit) {
+      const row = this.db.get<{ path: string }>('SELECT path FROM remote_dirs WHERE producer = ? AND path >= ? AND path < ? ORDER BY path LIMIT 1', [producer, from, day + DAY_END])
+      if (row == null) break
+      const hour = row.path.slice(DAY_LENGTH + 1, DAY_LENGTH + 3)
+      out.push(hour)
+      from = maxString(`${day}/${hour}${HOUR_END}`, `${row.path}\u0001`)
+    }
+    return out
+  }
+
+  /** Forgets a day of `producer` with everything below it. @returns the rows deleted */
+  forgetDay(producer: string, day: string): number {
+    return this.db.run('DELETE FROM remote_dirs WHERE producer = ? AND path >= ? AND path < ?', [producer, day, day + DAY_END]).changes
+  }
+
+  /** Forgets an hour (`hh`) of `day` of `producer` with its shards. @returns the rows deleted */
+  forgetHour(producer: string, day: string, hour: string): number {
+    const path = `${day}/${hour}`
+    return this.db.run('DELETE FROM remote_dirs WHERE producer = ? AND path >= ? AND path < ?', [producer, path, path + HOUR_END]).changes
+  }
 }
+
+const maxString = (a: string, b: string): string => (a > b ? a : b)

@@ -11,6 +11,7 @@ import { CairnEventBus, waitFor } from '../../src/node/events.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { testOutbox } from '../helpers/outbox.ts'
+import { forgetGoneDirs, type CheckedDays } from '../../src/housekeeping/remoteDirs.ts'
 
 /** @returns `db` with the statements on `remote_dirs` recorded, each with its parameters */
 function counting(db: SqlDatabase): { db: SqlDatabase; statements: Array<{ sql: string; params: unknown[] }> } {
@@ -107,5 +108,108 @@ describe('remote_dirs on a walk', () => {
     expect(known.size).toBe(70)
     for (const [i, p] of paths.entries()) expect(known.get(p)).toBe(`${i < 40 ? 'new' : 'old'} ${p}`)
     expect(remoteDirs.many('p', []).size).toBe(0)
+  })
+
+  test('days, hours and their forgetting find the rows of one producer by the ranges of the primary key', async () => {
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const { remoteDirs } = new Store(db)
+    const rows = ['2026-11-20', '2026-11-20/08', '2026-11-20/08#A', '2026-11-20/08#A#3', '2026-11-20/09', '2026-11-20/23#F', '2026-11-21', '2026-11-21/00']
+    remoteDirs.putAll('p', [...rows.map((r) => [r, `cid ${r}`] as const)])
+    remoteDirs.putAll('q', [
+      ['2026-11-19', 'q'],
+      ['2026-11-20/08', 'q']
+    ])
+    expect(remoteDirs.days('p', 100)).toEqual(['2026-11-20', '2026-11-21'])
+    expect(remoteDirs.days('p', 1)).toEqual(['2026-11-20'])
+    expect(remoteDirs.days('q', 100)).toEqual(['2026-11-19', '2026-11-20'])
+    expect(remoteDirs.days('none', 100)).toEqual([])
+    expect(remoteDirs.hours('p', '2026-11-20', 24)).toEqual(['08', '09', '23'])
+    expect(remoteDirs.hours('p', '2026-11-21', 24)).toEqual(['00'])
+    expect(remoteDirs.forgetHour('p', '2026-11-20', '08')).toBe(3)
+    expect(remoteDirs.hours('p', '2026-11-20', 24)).toEqual(['09', '23'])
+    expect(remoteDirs.forgetDay('p', '2026-11-20')).toBe(3)
+    const left = db.all<{ producer: string; path: string }>('SELECT producer, path FROM remote_dirs ORDER BY producer, path')
+    expect(left).toEqual([
+      { producer: 'p', path: '2026-11-21' },
+      { producer: 'p', path: '2026-11-21/00' },
+      { producer: 'q', path: '2026-11-19' },
+      { producer: 'q', path: '2026-11-20/08' }
+    ])
+  })
+
+  test('housekeeping forgets the recorded directories of the days and hours a producer pruned, and walks go on', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const pdb = await openDatabase(':memory:')
+    migrate(pdb)
+    const pblocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+    const heads: Uint8Array[] = []
+    const pevents = new CairnEventBus()
+    pevents.addEventListener('outbox:committed', (e) => {
+      heads.push(e.detail.head)
+    })
+    let now = new Date('2026-11-20T10:15:00Z')
+    const outbox = testOutbox({ db: pdb, blocks: pblocks, privateKey: key, maxBatch: 100, maxEventSize: 256 * 1024, maxDepth: 64, events: pevents, now: () => now })
+    // Three days of three hours each, two events an hour: seqs 1-6 on the 20th, 7-12 on the 21st, 13-18 on the 22nd.
+    for (const day of ['20', '21', '22']) {
+      for (const hour of ['08', '09', '10']) {
+        now = new Date(`2026-11-${day}T${hour}:15:00Z`)
+        await outbox.publish({ type: 'test.day', payload: { day, hour, n: 1 } })
+        await outbox.publish({ type: 'test.day', payload: { day, hour, n: 2 } })
+      }
+    }
+    const raw = await openDatabase(':memory:')
+    migrate(raw)
+    const { db, statements } = counting(raw)
+    const store = new Store(db)
+    const events = new CairnEventBus()
+    const syncer = createSyncer({
+      getBlock: async (cid: CID) => pblocks.getSync(cid) ?? (await Promise.reject(new Error(`missing ${cid.toString()}`))),
+      limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 10_000 },
+      fetchTimeout: 5000
+    })({ self: 'consumer', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
+    syncer.start()
+    const synced = async (head: Uint8Array): Promise<void> => {
+      const idle = waitFor(events, 'sync:idle', { signal: AbortSignal.timeout(30_000) })
+      await syncer.offerHead(head)
+      await idle
+    }
+    const paths = (): string[] => raw.all<{ path: string }>('SELECT path FROM remote_dirs ORDER BY path').map((r) => r.path)
+    const read = (cid: CID): Uint8Array | undefined => pblocks.getSync(cid)
+    const checked: CheckedDays = new Map()
+    try {
+      await synced(heads.at(-1)!)
+      const walked = paths()
+      expect(walked.filter((p) => p.startsWith('2026-11-20')).length).toBeGreaterThanOrEqual(4)
+      // Nothing pruned yet: nothing to forget.
+      expect(forgetGoneDirs(store, read, checked)).toBe(0)
+      expect(paths()).toEqual(walked)
+
+      // The producer prunes its whole first day and the first hour of the second.
+      const pruned = await outbox.prune([1, 2, 3, 4, 5, 6, 7, 8])
+      expect(pruned.removed).toBe(8)
+      await synced(pruned.head!)
+      const deleted = forgetGoneDirs(store, read, checked)
+      const after = paths()
+      expect(after.some((p) => p.startsWith('2026-11-20'))).toBe(false)
+      expect(after.some((p) => p.startsWith('2026-11-21/08'))).toBe(false)
+      expect(after).toEqual(walked.filter((p) => !p.startsWith('2026-11-20') && !p.startsWith('2026-11-21/08')))
+      expect(deleted).toBe(walked.length - after.length)
+
+      // A later run looks at the recorded days, and into none whose directory did not change.
+      const before = statements.length
+      expect(forgetGoneDirs(store, read, checked)).toBe(0)
+      const lookups = statements.slice(before).filter((st) => st.sql.startsWith('SELECT'))
+      expect(lookups.length).toBe(3)
+
+      // Walks go on: a new event arrives, and the directories it changed are recorded again.
+      now = new Date('2026-11-22T10:45:00Z')
+      await outbox.publish({ type: 'test.day', payload: { last: true } })
+      await synced(heads.at(-1)!)
+      expect(raw.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE type = 'test.day'")?.n).toBe(19)
+      expect(forgetGoneDirs(store, read, checked)).toBe(0)
+    } finally {
+      await syncer.stop()
+    }
   })
 })
