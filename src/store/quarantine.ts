@@ -10,6 +10,13 @@ export interface QuarantineEntry {
   detected_at: number
 }
 
+/**
+ * The most entries kept per producer, the newest: a member that writes refused files without end (each
+ * new path a row) must not grow the table, nor the status that counts it, without end. Every refusal is
+ * counted in `cairn_rejected_total` whether its row is kept or not.
+ */
+export const QUARANTINE_KEEP = 1000
+
 /** The `quarantine` table: what a walk refused (bad names, oversized or invalid files, policy), once per producer and path. */
 export class QuarantineTable {
   private readonly db: SqlDatabase
@@ -21,6 +28,15 @@ export class QuarantineTable {
   /** Records a refused entry; one already recorded is left as it is. */
   add(e: QuarantineEntry): void {
     this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)', [e.producer, e.path, e.cid, e.reason, e.detail, e.detected_at])
+  }
+
+  /**
+   * Deletes `producer`'s entries beyond the newest `keep` (after adding some).
+   *
+   * @returns how many went
+   */
+  trim(producer: string, keep = QUARANTINE_KEEP): number {
+    return this.db.run('DELETE FROM quarantine WHERE producer = ? AND id < (SELECT id FROM quarantine WHERE producer = ? ORDER BY id DESC LIMIT 1 OFFSET ?)', [producer, producer, keep - 1]).changes
   }
 
   /** @returns per reason, how many entries are quarantined */

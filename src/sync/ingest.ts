@@ -125,6 +125,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       for (const r of chunkRefused) {
         ctx.store.quarantine.add({ producer, path: r.path, cid: r.cid ?? null, reason: r.rejection.reason, detail: r.rejection.detail, detected_at: now })
       }
+      if (chunkRefused.length > 0) ctx.store.quarantine.trim(producer)
       for (const [from, to, kind] of gaps) ctx.store.gaps.add(producer, from, to, now, kind)
       if (last && listing.complete) ctx.store.remoteDirs.putAll(producer, listing.walked)
       ctx.store.producers.advance(producer, top, last && listing.complete ? { root: target.headRoot, compacted: target.compacted } : undefined)
