@@ -42,17 +42,18 @@ export interface WalkFetcher {
   /** tells the scheduler the walk is not stuck */
   progressed: () => void
   log: Log
-  /** counts the blocks the walk reads in batches, and collects the heap's garbage as they add up */
+  /** counts the blocks the walks read in batches, and collects the heap's garbage as they add up (one for all walks) */
   collector?: CollectEvery
   /** where the blocks the walk takes from memory wait to be stored; flushed before the walk records anything */
   batch?: BlockBatch
 }
 
 /**
- * Blocks one walk reads in batches (directories and event files) between two full collections of the
- * heap, where the runtime can collect on demand. A catch-up's garbage follows the blocks it decodes, and
+ * Blocks the walks read in batches (directories and event files), counted across walks, between two full
+ * collections of the heap, where the runtime can collect on demand. Sync's garbage follows the blocks it
+ * decodes, in one long catch-up or in the many short walks that follow a busy producer, and
  * JavaScriptCore, pacing its collections by the machine's RAM, lets that garbage grow to hundreds of MiB;
- * a collection costs tens of ms at a node's live heap. A walk of fewer blocks never collects.
+ * a collection costs tens of ms at a node's live heap. A node syncing fewer blocks never collects.
  */
 export const COLLECT_EVERY_BLOCKS = 16_384
 

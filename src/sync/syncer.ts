@@ -74,10 +74,16 @@ export class Syncer {
   private readonly walking = new Map<string, string>()
   /** per verified message `judge` saw (the gossip validator's), the producer's row it read: intake reads it again only after a write */
   private readonly judgedRows = new WeakMap<VerifiedHead, SeenRow>()
+  /**
+   * Counts the blocks every walk reads, and collects the heap's garbage as they add up: a catch-up is one
+   * long walk, but a producer publishing fast is followed by many short ones, whose garbage adds up the same.
+   */
+  private readonly collector: CollectEvery | undefined
 
   constructor(init: SyncerInit, components: SyncerComponents) {
     this.init = init
     this.components = components
+    this.collector = init.collectGarbage == null ? undefined : new CollectEvery(init.collectGarbage.every, init.collectGarbage.collect)
     this.scheduler = new WalkScheduler({
       walk: async (producer, handle) => {
         try {
@@ -232,7 +238,7 @@ export class Syncer {
       signal: handle.signal,
       progressed: handle.progressed,
       log,
-      collector: this.init.collectGarbage == null ? undefined : new CollectEvery(this.init.collectGarbage.every, this.init.collectGarbage.collect),
+      collector: this.collector,
       batch: this.init.blockBatch?.()
     }
     try {
@@ -254,6 +260,8 @@ export class Syncer {
     const { producer } = fetcher
     const root = CID.parse(row.head_root)
     const t0 = performance.now()
+    // The collector counts every walk's blocks: this walk's share of its collections, for the log line.
+    const collectedBefore = { n: fetcher.collector?.collections ?? 0, ms: fetcher.collector?.ms ?? 0 }
     const window = {
       processedSeq: row.processed_seq,
       syncedSeq: row.synced_seq,
@@ -286,7 +294,7 @@ export class Syncer {
     // A pass that kept only the lowest seqs: the next goes on from its top, right after this one.
     if (!listing.complete) this.scheduler.schedule(producer)
     log.debug(
-      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.files.toFetch()} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms, ${fetcher.collector?.collections ?? 0} collection(s) of the heap in ${(fetcher.collector?.ms ?? 0).toFixed(0)} ms`,
+      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.files.toFetch()} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms, ${(fetcher.collector?.collections ?? 0) - collectedBefore.n} collection(s) of the heap in ${((fetcher.collector?.ms ?? 0) - collectedBefore.ms).toFixed(0)} ms`,
       { producer }
     )
   }

@@ -63,4 +63,28 @@ describe('a catch-up holds a bounded number of files at once', () => {
     expect({ small, large: collections.n >= 2, stored: seqsOf(v.store, p.id).length }).toEqual({ small: 0, large: true, stored: 1100 })
     await v.syncer.stop()
   })
+
+  test('many small walks, one after the other, collect the heap as their blocks add up together', async () => {
+    const p = await forger()
+    const files = []
+    for (let seq = 1; seq <= 200; seq++) files.push(await eventFile(p, seq))
+    const collections = { n: 0 }
+    const v = await victim([p], {
+      collectGarbage: {
+        every: 100,
+        collect: () => {
+          collections.n++
+        }
+      }
+    })
+    // Twenty walks of ten files each: none reads 100 blocks, together they read more than 200.
+    for (let top = 10; top <= 200; top += 10) {
+      const idle = waitFor(v.events, 'sync:idle', { signal: AbortSignal.timeout(60_000), filter: () => v.store.producers.get(p.id)?.processed_seq === top })
+      await v.syncer.offerHead(await headOf(p, top, await honestTree(p, files.slice(0, top))))
+      await idle
+    }
+    expect(seqsOf(v.store, p.id).length).toBe(200)
+    expect(collections.n).toBeGreaterThanOrEqual(2)
+    await v.syncer.stop()
+  })
 })
