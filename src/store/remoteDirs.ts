@@ -49,12 +49,12 @@ export class RemoteDirsTable {
   }
 
   /**
-   * @returns the days `producer` has rows of, in order, at most `limit`: one look-up of the primary key per
-   * day, whatever the rows below them
+   * @returns the days `producer` has rows of, in order, after the day `after` (from the first, without it),
+   * at most `limit`: one look-up of the primary key per day, whatever the rows below them
    */
-  days(producer: string, limit: number): string[] {
+  days(producer: string, limit: number, after?: string): string[] {
     const out: string[] = []
-    let from = ''
+    let from = after == null ? '' : after + DAY_END
     while (out.length < limit) {
       const row = this.db.get<{ path: string }>('SELECT path FROM remote_dirs WHERE producer = ? AND path >= ? ORDER BY path LIMIT 1', [producer, from])
       if (row == null) break
