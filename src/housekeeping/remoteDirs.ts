@@ -7,8 +7,6 @@ import { stretches, type StretchOptions } from './stretches.ts'
 
 /** Days of one producer looked at in one transaction, between two pauses: a few milliseconds at most. */
 const DAYS_PER_STEP = 16
-/** An hour bucket is named 00-23. */
-const MAX_HOURS = 24
 
 /**
  * Per producer, the CID of each day directory of its synced tree when it was last looked at: a day whose
@@ -27,8 +25,8 @@ export type CheckedDays = Map<string, Map<string, string>>
  * not known). It works in steps of DAYS_PER_STEP days, each one transaction that compares the rows with
  * the synced tree as it is then (a walk that ended since the last step moved it, and recorded its rows),
  * and lets the node go on between them (`options`, as garbage collection does); indexed look-ups only: one
- * per recorded day, and one per recorded hour of each day whose directory changed since the last run
- * (`checked`, kept between runs).
+ * per recorded day, and for each day whose directory changed since the last run (`checked`, kept between
+ * runs) one per run of hours it no longer has.
  *
  * @returns the rows deleted
  */
@@ -66,7 +64,7 @@ export async function forgetGoneDirs(store: Store, read: (cid: CID) => Uint8Arra
           const hours = directoryEntries(read, cid)
           if (hours == null) continue
           const liveHours = new Set(hours.filter((h) => isHourName(h.name)).map((h) => h.name))
-          for (const hour of store.remoteDirs.hours(producer, day, MAX_HOURS)) if (!liveHours.has(hour)) deleted += store.remoteDirs.forgetHour(producer, day, hour)
+          deleted += store.remoteDirs.forgetHoursBut(producer, day, liveHours)
           now.set(day, cid)
         }
         return some

@@ -160,11 +160,15 @@ describe('remote_dirs on a walk', () => {
     expect(remoteDirs.days('p', 1)).toEqual(['2026-11-20'])
     expect(remoteDirs.days('q', 100)).toEqual(['2026-11-19', '2026-11-20'])
     expect(remoteDirs.days('none', 100)).toEqual([])
-    expect(remoteDirs.hours('p', '2026-11-20', 24)).toEqual(['08', '09', '23'])
-    expect(remoteDirs.hours('p', '2026-11-21', 24)).toEqual(['00'])
-    expect(remoteDirs.forgetHour('p', '2026-11-20', '08')).toBe(3)
-    expect(remoteDirs.hours('p', '2026-11-20', 24)).toEqual(['09', '23'])
-    expect(remoteDirs.forgetDay('p', '2026-11-20')).toBe(3)
+    expect(remoteDirs.days('p', 100, '2026-11-20')).toEqual(['2026-11-21'])
+    expect(remoteDirs.days('p', 100, '2026-11-21')).toEqual([])
+    const all = new Set(Array.from({ length: 24 }, (_, h) => String(h).padStart(2, '0')))
+    expect(remoteDirs.forgetHoursBut('p', '2026-11-20', all)).toBe(0)
+    const hours = (): string[] => db.all<{ path: string }>("SELECT path FROM remote_dirs WHERE producer = 'p' AND path LIKE '2026-11-20/%' ORDER BY path").map((r) => r.path)
+    // 08 with its shards goes, 09 stays, and 23's shard goes though the hour itself has no row.
+    expect(remoteDirs.forgetHoursBut('p', '2026-11-20', new Set(['09']))).toBe(4)
+    expect(hours()).toEqual(['2026-11-20/09'])
+    expect(remoteDirs.forgetDay('p', '2026-11-20')).toBe(2)
     const left = db.all<{ producer: string; path: string }>('SELECT producer, path FROM remote_dirs ORDER BY producer, path')
     expect(left).toEqual([
       { producer: 'p', path: '2026-11-21' },
@@ -315,5 +319,27 @@ describe('remote_dirs on a walk', () => {
     expect(await forgetGoneDirs(store, read, checked)).toBe(3)
     expect(store.remoteDirs.days('p', 10_000)).toEqual(days.slice(0, -1))
     expect(checked.get('p')?.size).toBe(4099)
+  })
+  test('a changed day that keeps all its hours costs no statement on its hours; one that lost some, one per run of them', async () => {
+    const raw = await openDatabase(':memory:')
+    migrate(raw)
+    const { db, statements } = counting(raw)
+    const store = new Store(db)
+    const empty = await directoryBlock([])
+    const hourNames = Array.from({ length: 24 }, (_, h) => String(h).padStart(2, '0'))
+    const full = await directoryBlock(hourNames.map((name) => ({ name, cid: empty.cid, size: 4 })))
+    // Hours 03-05 and 20 pruned.
+    const pruned = await directoryBlock(hourNames.filter((h) => !['03', '04', '05', '20'].includes(h)).map((name) => ({ name, cid: empty.cid, size: 4 })))
+    const root = await directoryBlock([
+      { name: '2026-11-20', cid: full.cid, size: 100 },
+      { name: '2026-11-21', cid: pruned.cid, size: 100 }
+    ])
+    const blocks = new Map([empty, full, pruned, root].map((b) => [b.cid.toString(), b.bytes]))
+    raw.run('INSERT INTO producers (producer, synced_root) VALUES (?, ?)', ['p', root.cid.toString()])
+    for (const day of ['2026-11-20', '2026-11-21']) store.remoteDirs.putAll('p', [[day, 'old'], ...hourNames.flatMap((h) => [[`${day}/${h}`, 'h'] as const, [`${day}/${h}#1`, 's'] as const])])
+    statements.length = 0
+    expect(await forgetGoneDirs(store, (cid) => blocks.get(cid.toString()), new Map())).toBe(8)
+    // the days (two and the end), then the second day's two runs of hours
+    expect(statements.map((st) => st.sql.split(' ')[0])).toEqual(['SELECT', 'SELECT', 'SELECT', 'DELETE', 'DELETE'])
   })
 })
