@@ -18,8 +18,8 @@ export type CheckedDays = Map<string, Map<string, string>>
  * Forgets the rows of `remote_dirs` (the directories a walk recorded, so that the next walks descend only
  * into what changed) of the days and hours that each producer's synced tree no longer holds: its producer
  * pruned them. Without it the table keeps a row for every directory a producer ever had, about one for
- * every three events, for as long as the data directory. Only directories gone from the synced tree go:
- * a walk reads a directory with no row again whole, which a large one would not fit in the walk's budget.
+ * every three events, for as long as the data directory. Only directories gone from the synced tree go: a
+ * walk reads a directory with no row again whole, beyond what its budget counts on for a large one.
  *
  * A producer whose synced root or day directory is not in `read` is left as it is (what its tree holds is
  * not known). It works in steps of DAYS_PER_STEP days, each one transaction that compares the rows with
