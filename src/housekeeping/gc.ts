@@ -2,27 +2,9 @@ import { CID } from 'multiformats/cid'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
 import { walkDag } from '../unixfs/walk.ts'
+import { stretches } from './stretches.ts'
 
-/** How long (ms) a collection works at a stretch before it lets the event loop run (delivery, publishes). */
-export const GC_SLICE_MS = 4
-
-/**
- * After each stretch the collection rests this many times the CPU time the process used in it, so that it
- * takes at most a quarter of a core: three nodes collecting at once on two cores leave room for delivery. A
- * run has the whole housekeeping interval; it takes seconds. CPU time, not wall time: a stretch that a
- * SIGSTOP or a starved machine made long in wall time used no more CPU (a node stopped for 5 s
- * mid-stretch rested 15 s by its wall time, and its stop waited for the rest).
- */
-export const GC_REST_RATIO = 3
-
-/** The longest rest after a stretch, so that a stop never waits long for one. */
-export const GC_MAX_REST_MS = 1000
-
-/** @returns the CPU time (ms) this process has used */
-const processCpuMs = (): number => {
-  const u = process.cpuUsage()
-  return (u.user + u.system) / 1000
-}
+export { GC_MAX_REST_MS } from './stretches.ts'
 
 /** Rows of the block list read at a stretch. */
 const LIST_PAGE = 2000
@@ -53,13 +35,6 @@ export const GC_MAX_PUTS = 500_000
 
 /** Runs `fn` between the outbox's writes, so that no commit is under way. */
 export type Exclusive = <T>(fn: () => T) => Promise<T>
-
-/** Lets the event loop run (timers, I/O, other tasks) for `ms` (at least once round) before the collection goes on. */
-const rest = async (ms: number): Promise<void> =>
-  await new Promise((resolve) => {
-    if (ms < 1) setImmediate(resolve)
-    else setTimeout(resolve, ms)
-  })
 
 /**
  * Deletes the blocks that no root reaches: the own outbox root, every producer's synced and head roots, the
@@ -93,8 +68,6 @@ export async function collectGarbage(
     maxPuts?: number
   }
 ): Promise<{ blocks: number; bytes: number }> {
-  const sliceMs = options.sliceMs ?? GC_SLICE_MS
-  const restRatio = options.restRatio ?? GC_REST_RATIO
   const maxPuts = options.maxPuts ?? GC_MAX_PUTS
   const keep = (options.keep ?? []).map((k) => k.toString())
   // Directories a walk reached but did not have (a sync fetching them): what they link is marked once they
@@ -109,17 +82,8 @@ export async function collectGarbage(
   })
   let deleted = 0
   let bytes = 0
-  const cpuMs = options.cpuMs ?? processCpuMs
-  let sliceStart = performance.now()
-  let sliceCpu = cpuMs()
   /** Lets the node go on once a stretch is over. @returns whether the node is stopping (the run ends) */
-  const pause = async (): Promise<boolean> => {
-    if (performance.now() - sliceStart < sliceMs) return false
-    await rest(Math.min(Math.max(0, cpuMs() - sliceCpu) * restRatio, GC_MAX_REST_MS))
-    sliceStart = performance.now()
-    sliceCpu = cpuMs()
-    return options.stopping?.() === true
-  }
+  const pause = stretches(options)
   try {
     const before: Array<{ cid: string; size: number }> = []
     // Blocks stored from now on are not listed (nor deleted): the listing ends however fast they come.

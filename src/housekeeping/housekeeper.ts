@@ -132,7 +132,7 @@ export class Housekeeper {
       // stored here, so it is the current one).
       const bus = await busRoot(store.producers.syncedRoots(), blocks)
       lap('bus', 'dirs')
-      result.remote_dirs_deleted = forgetGoneDirs(store, (cid) => blocks.getSync(cid), this.checkedDays)
+      result.remote_dirs_deleted = await forgetGoneDirs(store, (cid) => blocks.getSync(cid), this.checkedDays, { stopping: () => this.status === 'stopping' })
       lap('dirs', 'gc')
       // Its sweep runs between the outbox's writes: the blocks of one under way are not reachable from its head yet.
       const gc = await collectGarbage(store, blocks, {

@@ -5,8 +5,8 @@ const PER_STATEMENT = 32
 
 /**
  * A day's path is its name (yyyy-mm-dd), an hour's `day/hh`, a shard's `day/hh#X#Y…`. In byte order
- * every path of day `d` lies in [d, d + '0') ('/' < '0'), every path of hour `d/hh` in [d/hh, d/hh + '$')
- * ('#' < '$'), and the next day or hour comes after that bound.
+ * every path of day `d` lies in [d, d + '0') ('/' < '0'), every path of hours `d/aa` to `d/bb` in
+ * [d/aa, d/bb + '$') ('#' < '$'), and the next day or hour comes after that bound.
  */
 const DAY_LENGTH = 10
 const DAY_END = '0'
@@ -49,12 +49,12 @@ export class RemoteDirsTable {
   }
 
   /**
-   * @returns the days `producer` has rows of, in order, at most `limit`: one look-up of the primary key per
-   * day, whatever the rows below them
+   * @returns the days `producer` has rows of, in order, after the day `after` (from the first, without it),
+   * at most `limit`: one look-up of the primary key per day, whatever the rows below them
    */
-  days(producer: string, limit: number): string[] {
+  days(producer: string, limit: number, after?: string): string[] {
     const out: string[] = []
-    let from = ''
+    let from = after == null ? '' : after + DAY_END
     while (out.length < limit) {
       const row = this.db.get<{ path: string }>('SELECT path FROM remote_dirs WHERE producer = ? AND path >= ? ORDER BY path LIMIT 1', [producer, from])
       if (row == null) break
@@ -66,30 +66,31 @@ export class RemoteDirsTable {
     return out
   }
 
-  /** @returns the hours of `day` that `producer` has rows of (the `hh` of `day/hh`), in order, at most `limit` */
-  hours(producer: string, day: string, limit: number): string[] {
-    const out: string[] = []
-    let from = `${day}/`
-    while (out.length < limit) {
-      const row = this.db.get<{ path: string }>('SELECT path FROM remote_dirs WHERE producer = ? AND path >= ? AND path < ? ORDER BY path LIMIT 1', [producer, from, day + DAY_END])
-      if (row == null) break
-      const hour = row.path.slice(DAY_LENGTH + 1, DAY_LENGTH + 3)
-      out.push(hour)
-      from = maxString(`${day}/${hour}${HOUR_END}`, `${row.path}\u0001`)
-    }
-    return out
-  }
-
   /** Forgets a day of `producer` with everything below it. @returns the rows deleted */
   forgetDay(producer: string, day: string): number {
     return this.db.run('DELETE FROM remote_dirs WHERE producer = ? AND path >= ? AND path < ?', [producer, day, day + DAY_END]).changes
   }
 
-  /** Forgets an hour (`hh`) of `day` of `producer` with its shards. @returns the rows deleted */
-  forgetHour(producer: string, day: string, hour: string): number {
-    const path = `${day}/${hour}`
-    return this.db.run('DELETE FROM remote_dirs WHERE producer = ? AND path >= ? AND path < ?', [producer, path, path + HOUR_END]).changes
+  /**
+   * Forgets the hours of `day` of `producer` that `kept` (hour names, `hh`) does not hold, each with its
+   * shards: one statement per run of consecutive hours (00-23) forgotten, none for a day that keeps all 24.
+   *
+   * @returns the rows deleted
+   */
+  forgetHoursBut(producer: string, day: string, kept: ReadonlySet<string>): number {
+    let deleted = 0
+    for (let from = 0; from < HOURS; from++) {
+      if (kept.has(hourName(from))) continue
+      let to = from
+      while (to + 1 < HOURS && !kept.has(hourName(to + 1))) to++
+      deleted += this.db.run('DELETE FROM remote_dirs WHERE producer = ? AND path >= ? AND path < ?', [producer, `${day}/${hourName(from)}`, `${day}/${hourName(to)}${HOUR_END}`]).changes
+      from = to
+    }
+    return deleted
   }
 }
 
+/** An hour bucket is named 00-23. */
+const HOURS = 24
+const hourName = (hour: number): string => String(hour).padStart(2, '0')
 const maxString = (a: string, b: string): string => (a > b ? a : b)

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { CID } from 'multiformats/cid'
+import { identity } from 'multiformats/hashes/identity'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { HINT_MAX_BYTES } from '../../src/model/head.ts'
 import { HintPacer } from '../../src/p2p/hintPacer.ts'
@@ -124,5 +125,29 @@ describe('HintPacer', () => {
     expect(sent.length).toBe(2)
     // the second commit's event file is still under the newest root; its root directory is not
     expect(cids(sent[1].blocks)).toEqual(cids([files[2], roots[2], files[1]]))
+  })
+  test("a held hint's walk takes CIDs shorter than the index's key and dag-pb blocks that are no directory, sends a block that commits share once, and everything when the root is not held", async () => {
+    const { p, sent } = pacer({ perSecond: 1, holdMs: 60_000, events: 1000 })
+    const signed = (root: CID): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { root: root.toString() }, sig: 'x' }))
+    const entry = (name: string, b: Block): { name: string; cid: CID; size: number } => ({ name, cid: b.cid, size: b.bytes.length })
+    // identity CIDs of 5 and 4 bytes, and a dag-pb block that does not decode
+    const short = { cid: CID.createV1(0x55, identity.digest(new Uint8Array([1]))), bytes: new Uint8Array([1]) }
+    const shorter = { cid: CID.createV1(0x55, identity.digest(new Uint8Array([]))), bytes: new Uint8Array([]) }
+    const junkBytes = new Uint8Array([1, 2, 3, 4])
+    const junk = { cid: CID.createV1(0x70, await sha256.digest(junkBytes)), bytes: junkBytes }
+    const file = await fileBlock(new TextEncoder().encode('event'))
+    const unreached = await block(10)
+    const r1 = await directoryBlock([entry('f', file), entry('s', short), entry('j', junk)])
+    const r2 = await directoryBlock([entry('f', file), entry('s', short), entry('t', shorter), entry('j', junk)])
+    p.push(head(0), [], 0)
+    p.push(signed(r1.cid), [file, short, junk, r1, unreached], 1)
+    p.push(signed(r2.cid), [shorter, file, r2, junk], 1)
+    p.flush()
+    expect(cids(sent[1].blocks)).toEqual(cids([shorter, file, r2, junk, short]))
+    // A root that is none of the held blocks (a head a prune re-signed): all of them, each once.
+    p.push(signed(r1.cid), [file, short], 1)
+    p.push(signed(r2.cid), [shorter, file], 1)
+    p.flush()
+    expect(cids(sent[2].blocks)).toEqual(cids([shorter, file, short]))
   })
 })

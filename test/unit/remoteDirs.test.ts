@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { CID } from 'multiformats/cid'
+import { directoryBlock } from '../../src/unixfs/tree.ts'
 import { openDatabase, type SqlDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
@@ -41,6 +42,41 @@ function kinds(statements: ReadonlyArray<{ sql: string; params: unknown[] }>): R
     out[kind] = (out[kind] ?? 0) + 1
   }
   return out
+}
+
+/** Day `i` after 2000-01-01 as yyyy-mm-dd. */
+const dayName = (i: number): string => new Date(Date.UTC(2000, 0, 1 + i)).toISOString().slice(0, 10)
+
+/**
+ * Trees of other producers held in memory: `tree(days)` stores a root listing `days` (each with one hour,
+ * `08`, of one empty directory) and @returns the root's CID as a string.
+ */
+async function trees(): Promise<{ read: (cid: CID) => Uint8Array | undefined; tree: (days: readonly string[]) => Promise<string> }> {
+  const blocks = new Map<string, Uint8Array>()
+  const put = (b: { cid: CID; bytes: Uint8Array }): void => {
+    blocks.set(b.cid.toString(), b.bytes)
+  }
+  const empty = await directoryBlock([])
+  const day = await directoryBlock([{ name: '08', cid: empty.cid, size: 4 }])
+  put(empty)
+  put(day)
+  return {
+    read: (cid) => blocks.get(cid.toString()),
+    tree: async (days) => {
+      const root = await directoryBlock(days.map((name) => ({ name, cid: day.cid, size: 10 })))
+      put(root)
+      return root.cid.toString()
+    }
+  }
+}
+
+/** Records, for `producer`, `root` as its synced root and the rows of a walk of `days` (a day, its hour, a shard). */
+function walked(store: Store, db: SqlDatabase, producer: string, root: string, days: readonly string[]): void {
+  db.run('INSERT INTO producers (producer, synced_root) VALUES (?, ?) ON CONFLICT (producer) DO UPDATE SET synced_root = excluded.synced_root', [producer, root])
+  store.remoteDirs.putAll(
+    producer,
+    days.flatMap((d) => [[d, 'day'] as const, [`${d}/08`, 'hour'] as const, [`${d}/08#3`, 'shard'] as const])
+  )
 }
 
 describe('remote_dirs on a walk', () => {
@@ -124,11 +160,15 @@ describe('remote_dirs on a walk', () => {
     expect(remoteDirs.days('p', 1)).toEqual(['2026-11-20'])
     expect(remoteDirs.days('q', 100)).toEqual(['2026-11-19', '2026-11-20'])
     expect(remoteDirs.days('none', 100)).toEqual([])
-    expect(remoteDirs.hours('p', '2026-11-20', 24)).toEqual(['08', '09', '23'])
-    expect(remoteDirs.hours('p', '2026-11-21', 24)).toEqual(['00'])
-    expect(remoteDirs.forgetHour('p', '2026-11-20', '08')).toBe(3)
-    expect(remoteDirs.hours('p', '2026-11-20', 24)).toEqual(['09', '23'])
-    expect(remoteDirs.forgetDay('p', '2026-11-20')).toBe(3)
+    expect(remoteDirs.days('p', 100, '2026-11-20')).toEqual(['2026-11-21'])
+    expect(remoteDirs.days('p', 100, '2026-11-21')).toEqual([])
+    const all = new Set(Array.from({ length: 24 }, (_, h) => String(h).padStart(2, '0')))
+    expect(remoteDirs.forgetHoursBut('p', '2026-11-20', all)).toBe(0)
+    const hours = (): string[] => db.all<{ path: string }>("SELECT path FROM remote_dirs WHERE producer = 'p' AND path LIKE '2026-11-20/%' ORDER BY path").map((r) => r.path)
+    // 08 with its shards goes, 09 stays, and 23's shard goes though the hour itself has no row.
+    expect(remoteDirs.forgetHoursBut('p', '2026-11-20', new Set(['09']))).toBe(4)
+    expect(hours()).toEqual(['2026-11-20/09'])
+    expect(remoteDirs.forgetDay('p', '2026-11-20')).toBe(2)
     const left = db.all<{ producer: string; path: string }>('SELECT producer, path FROM remote_dirs ORDER BY producer, path')
     expect(left).toEqual([
       { producer: 'p', path: '2026-11-21' },
@@ -182,14 +222,14 @@ describe('remote_dirs on a walk', () => {
       const walked = paths()
       expect(walked.filter((p) => p.startsWith('2026-11-20')).length).toBeGreaterThanOrEqual(4)
       // Nothing pruned yet: nothing to forget.
-      expect(forgetGoneDirs(store, read, checked)).toBe(0)
+      expect(await forgetGoneDirs(store, read, checked)).toBe(0)
       expect(paths()).toEqual(walked)
 
       // The producer prunes its whole first day and the first hour of the second.
       const pruned = await outbox.prune([1, 2, 3, 4, 5, 6, 7, 8])
       expect(pruned.removed).toBe(8)
       await synced(pruned.head!)
-      const deleted = forgetGoneDirs(store, read, checked)
+      const deleted = await forgetGoneDirs(store, read, checked)
       const after = paths()
       expect(after.some((p) => p.startsWith('2026-11-20'))).toBe(false)
       expect(after.some((p) => p.startsWith('2026-11-21/08'))).toBe(false)
@@ -198,7 +238,7 @@ describe('remote_dirs on a walk', () => {
 
       // A later run looks at the recorded days, and into none whose directory did not change.
       const before = statements.length
-      expect(forgetGoneDirs(store, read, checked)).toBe(0)
+      expect(await forgetGoneDirs(store, read, checked)).toBe(0)
       const lookups = statements.slice(before).filter((st) => st.sql.startsWith('SELECT'))
       expect(lookups.length).toBe(3)
 
@@ -207,9 +247,99 @@ describe('remote_dirs on a walk', () => {
       await outbox.publish({ type: 'test.day', payload: { last: true } })
       await synced(heads.at(-1)!)
       expect(raw.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE type = 'test.day'")?.n).toBe(19)
-      expect(forgetGoneDirs(store, read, checked)).toBe(0)
+      expect(await forgetGoneDirs(store, read, checked)).toBe(0)
     } finally {
       await syncer.stop()
     }
+  })
+  test('forgetting works in steps and lets the node go on between them; a stop ends it at the next pause', async () => {
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const store = new Store(db)
+    const { read, tree } = await trees()
+    const days = [0, 1, 2].map(dayName)
+    // Each of three producers pruned its first two days.
+    for (const p of ['p1', 'p2', 'p3']) walked(store, db, p, await tree(days.slice(2)), days)
+    let ranBetween: boolean | undefined
+    let other = false
+    setImmediate(() => {
+      other = true
+    })
+    const deleted = await forgetGoneDirs(store, read, new Map(), {
+      sliceMs: 0,
+      restRatio: 0,
+      stopping: () => {
+        ranBetween ??= other
+        return true
+      }
+    })
+    // The task queued before ran at the first pause, and the stop came there: one producer's step only.
+    expect(ranBetween).toBe(true)
+    expect(deleted).toBe(6)
+    expect(db.all<{ producer: string; n: number }>('SELECT producer, count(*) AS n FROM remote_dirs GROUP BY producer ORDER BY producer')).toEqual([
+      { producer: 'p1', n: 3 },
+      { producer: 'p2', n: 9 },
+      { producer: 'p3', n: 9 }
+    ])
+  })
+
+  test('each step compares the rows with the synced tree as it is then: a day a walk recorded meanwhile stays', async () => {
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const store = new Store(db)
+    const { read, tree } = await trees()
+    const days = Array.from({ length: 40 }, (_, i) => dayName(i))
+    // The producer pruned its first day; a walk of its next tree, with a new last day, ends during the run.
+    walked(store, db, 'p', await tree(days.slice(1, 39)), days.slice(0, 39))
+    const next = await tree(days.slice(1))
+    let pauses = 0
+    const deleted = await forgetGoneDirs(store, read, new Map(), {
+      sliceMs: 0,
+      restRatio: 0,
+      stopping: () => {
+        if (++pauses === 1) walked(store, db, 'p', next, days.slice(39))
+        return false
+      }
+    })
+    expect(pauses).toBeGreaterThan(1)
+    expect(deleted).toBe(3)
+    const left = db.all<{ path: string }>("SELECT path FROM remote_dirs WHERE path NOT LIKE '%/%' ORDER BY path").map((r) => r.path)
+    expect(left).toEqual(days.slice(1))
+  })
+
+  test('a producer with thousands of recorded days has every gone one forgotten, the last included', async () => {
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const store = new Store(db)
+    const { read, tree } = await trees()
+    // More days than the run looked at before (4,096), the last one pruned.
+    const days = Array.from({ length: 4100 }, (_, i) => dayName(i))
+    walked(store, db, 'p', await tree(days.slice(0, -1)), days)
+    const checked: CheckedDays = new Map()
+    expect(await forgetGoneDirs(store, read, checked)).toBe(3)
+    expect(store.remoteDirs.days('p', 10_000)).toEqual(days.slice(0, -1))
+    expect(checked.get('p')?.size).toBe(4099)
+  })
+  test('a changed day that keeps all its hours costs no statement on its hours; one that lost some, one per run of them', async () => {
+    const raw = await openDatabase(':memory:')
+    migrate(raw)
+    const { db, statements } = counting(raw)
+    const store = new Store(db)
+    const empty = await directoryBlock([])
+    const hourNames = Array.from({ length: 24 }, (_, h) => String(h).padStart(2, '0'))
+    const full = await directoryBlock(hourNames.map((name) => ({ name, cid: empty.cid, size: 4 })))
+    // Hours 03-05 and 20 pruned.
+    const pruned = await directoryBlock(hourNames.filter((h) => !['03', '04', '05', '20'].includes(h)).map((name) => ({ name, cid: empty.cid, size: 4 })))
+    const root = await directoryBlock([
+      { name: '2026-11-20', cid: full.cid, size: 100 },
+      { name: '2026-11-21', cid: pruned.cid, size: 100 }
+    ])
+    const blocks = new Map([empty, full, pruned, root].map((b) => [b.cid.toString(), b.bytes]))
+    raw.run('INSERT INTO producers (producer, synced_root) VALUES (?, ?)', ['p', root.cid.toString()])
+    for (const day of ['2026-11-20', '2026-11-21']) store.remoteDirs.putAll('p', [[day, 'old'], ...hourNames.flatMap((h) => [[`${day}/${h}`, 'h'] as const, [`${day}/${h}#1`, 's'] as const])])
+    statements.length = 0
+    expect(await forgetGoneDirs(store, (cid) => blocks.get(cid.toString()), new Map())).toBe(8)
+    // the days (two and the end), then the second day's two runs of hours
+    expect(statements.map((st) => st.sql.split(' ')[0])).toEqual(['SELECT', 'SELECT', 'SELECT', 'DELETE', 'DELETE'])
   })
 })
