@@ -10,6 +10,7 @@
  *   BIN=/tmp/cairn-before bun bench/cpu.ts publish   # another build of cairn (copy dist/cairn away first), to compare
  *   BATCH=100 bun bench/cpu.ts catchup  # publish in batches of 100 (4 requests in flight) instead of one event per request
  *   STREAM=1 bun bench/cpu.ts publish   # publish over one streaming request (POST /v1/events/stream) instead
+ *   IN_FLIGHT=16 BATCH=100 bun bench/cpu.ts publish   # requests in flight at once (default 100, or 4 with BATCH)
  *   BUN_OPTIONS="--cpu-prof-md --cpu-prof-dir=/tmp/prof" bun bench/cpu.ts catchup   # and a profile of each process
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -57,6 +58,8 @@ const median = (xs: number[]): number => {
 
 /** Events per publish request: 1 (100 requests in flight), or BATCH (4 in flight) */
 const BATCH = Number(process.env.BATCH ?? 1)
+/** Requests in flight at once (IN_FLIGHT=16 BATCH=100: more events a commit can take) */
+const IN_FLIGHT = Number(process.env.IN_FLIGHT ?? (BATCH <= 1 ? 100 : 4))
 /** STREAM=1: every event over one streaming publish, acknowledged per line */
 const STREAM = process.env.STREAM === '1'
 
@@ -75,7 +78,7 @@ async function publishAll(node: CairnNode, prefix: string): Promise<number> {
     await node.publishBatch(Array.from({ length: Math.min(BATCH, N - next) }, () => `${prefix}${next++}`))
   }
   await Promise.all(
-    Array.from({ length: BATCH <= 1 ? 100 : 4 }, async () => {
+    Array.from({ length: IN_FLIGHT }, async () => {
       while (next < N) await one()
     })
   )
@@ -95,7 +98,7 @@ try {
     const s = await publishAll(a, 'p')
     const used = procStats(a.proc!.pid).cpuSeconds - cpu
     console.log(
-      `published ${N} ${STREAM ? 'over one stream' : BATCH <= 1 ? 'one per request (100 in flight)' : `in batches of ${BATCH} (4 in flight)`}: ${Math.round(N / s)} events/s, ${Math.round((used / N) * 1e6)} µs of CPU per event on the node`
+      `published ${N} ${STREAM ? 'over one stream' : BATCH <= 1 ? `one per request (${IN_FLIGHT} in flight)` : `in batches of ${BATCH} (${IN_FLIGHT} in flight)`}: ${Math.round(N / s)} events/s, ${Math.round((used / N) * 1e6)} µs of CPU per event on the node`
     )
     console.log(`node threads since start: ${threads(a.proc!.pid)}`)
   } else {
