@@ -12,8 +12,10 @@ export interface QuarantineEntry {
 
 /**
  * The most entries kept per producer, the newest: a member that writes refused files without end (each
- * new path a row) must not grow the table, nor the status that counts it, without end. Every refusal is
- * counted in `cairn_rejected_total` whether its row is kept or not.
+ * new path a row) must not grow the table, nor the status that counts it, without end. Its newest entry of
+ * each reason is kept besides (the reasons are a closed set: `Rejection['reason']`), so a flood of one
+ * reason (junk names) does not wipe the evidence of another (a forged membership change, `not_owner`).
+ * Every refusal is counted in `cairn_rejected_total` whether its row is kept or not.
  */
 export const QUARANTINE_KEEP = 1000
 
@@ -31,12 +33,18 @@ export class QuarantineTable {
   }
 
   /**
-   * Deletes `producer`'s entries beyond the newest `keep` (after adding some).
+   * Deletes `producer`'s entries beyond the newest `keep` (after adding some), except its newest of each
+   * reason: at most `keep` + one per reason stay.
    *
    * @returns how many went
    */
   trim(producer: string, keep = QUARANTINE_KEEP): number {
-    return this.db.run('DELETE FROM quarantine WHERE producer = ? AND id < (SELECT id FROM quarantine WHERE producer = ? ORDER BY id DESC LIMIT 1 OFFSET ?)', [producer, producer, keep - 1]).changes
+    return this.db.run(
+      `DELETE FROM quarantine WHERE producer = ?
+         AND id < (SELECT id FROM quarantine WHERE producer = ? ORDER BY id DESC LIMIT 1 OFFSET ?)
+         AND id NOT IN (SELECT max(id) FROM quarantine WHERE producer = ? GROUP BY reason)`,
+      [producer, producer, keep - 1, producer]
+    ).changes
   }
 
   /** @returns per reason, how many entries are quarantined */
