@@ -19,6 +19,22 @@ export interface QuarantineEntry {
  */
 export const QUARANTINE_KEEP = 1000
 
+/**
+ * The most characters of an entry's path, detail and CID kept: a member chooses its names (up to a
+ * block's 2 MiB), its CIDs and what a refused file holds, and the bound on rows bounds the table only
+ * with one on their size. An honest path or CID is about 60 characters.
+ */
+export const QUARANTINE_TEXT = 512
+
+/** @returns `s` cut to QUARANTINE_TEXT characters (never between the two halves of a surrogate pair), saying how much went */
+function cut(s: string): string {
+  if (s.length <= QUARANTINE_TEXT) return s
+  let end = QUARANTINE_TEXT
+  const last = s.charCodeAt(end - 1)
+  if (last >= 0xd800 && last <= 0xdbff) end--
+  return `${s.slice(0, end)}… (${s.length - end} more characters)`
+}
+
 /** The `quarantine` table: what a walk refused (bad names, oversized or invalid files, policy), once per producer and path. */
 export class QuarantineTable {
   private readonly db: SqlDatabase
@@ -27,9 +43,14 @@ export class QuarantineTable {
     this.db = db
   }
 
-  /** Records a refused entry; one already recorded is left as it is. */
+  /**
+   * Records a refused entry, its path and detail cut to QUARANTINE_TEXT characters and its CID left out
+   * when longer (an identity CID's digest is its block, as long as a member likes; a cut CID names nothing);
+   * one already recorded is left as it is.
+   */
   add(e: QuarantineEntry): void {
-    this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)', [e.producer, e.path, e.cid, e.reason, e.detail, e.detected_at])
+    const cid = e.cid != null && e.cid.length <= QUARANTINE_TEXT ? e.cid : null
+    this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)', [e.producer, cut(e.path), cid, e.reason, cut(e.detail), e.detected_at])
   }
 
   /**

@@ -41,4 +41,36 @@ describe('the quarantine table', () => {
     expect(quarantine.countsByReason()).toEqual({ not_owner: 1, reserved_type: 1, name_mismatch: 10 })
     expect(quarantine.trim('m', 10)).toBe(0)
   })
+
+  test("an entry's path, detail and CID are kept within a bound, however long the name or CID a member chose", async () => {
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const { quarantine } = new Store(db)
+    // A name as long as a directory block allows (2 MiB), which the detail repeats, and a CID of a megabyte.
+    const name = `${'x'.repeat(1024 * 1024 - 1)}\u{1F600}`
+    quarantine.add({
+      producer: 'm',
+      path: `2026-11-29/10/${name}`,
+      cid: `b${'a'.repeat(1024 * 1024)}`,
+      reason: 'name_mismatch',
+      detail: `${name} does not follow <seq, 12 digits>-<event_id>.json`,
+      detected_at: 1
+    })
+    quarantine.add({
+      producer: 'm',
+      path: '2026-11-29/10/short',
+      cid: 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku',
+      reason: 'name_mismatch',
+      detail: 'short does not follow <seq, 12 digits>-<event_id>.json',
+      detected_at: 2
+    })
+    const rows = db.all<{ path: string; detail: string; cid: string | null }>('SELECT path, detail, cid FROM quarantine ORDER BY id')
+    expect(rows.length).toBe(2)
+    expect(rows[0].path.length).toBeLessThanOrEqual(1024)
+    expect(rows[0].detail.length).toBeLessThanOrEqual(1024)
+    expect(rows[0].path.startsWith('2026-11-29/10/xxx')).toBe(true)
+    expect(rows[0].detail).toMatch(/… \(\d+ more characters\)$/)
+    expect(rows[0].cid).toBeNull()
+    expect(rows[1]).toEqual({ path: '2026-11-29/10/short', detail: 'short does not follow <seq, 12 digits>-<event_id>.json', cid: 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku' })
+  })
 })
