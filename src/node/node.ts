@@ -819,7 +819,7 @@ export class CairnNode {
   }
 }
 
-/** @returns a walk's collection every COLLECT_EVERY_BLOCKS blocks, where the runtime can collect on demand */
+/** @returns sync's collection every COLLECT_EVERY_BLOCKS blocks its walks read, where the runtime can collect on demand */
 function collectOnDemand(): { every: number; collect: () => void } | undefined {
   const probe = processMemoryProbe()
   return probe == null ? undefined : { every: COLLECT_EVERY_BLOCKS, collect: probe.collect }

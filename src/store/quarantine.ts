@@ -12,10 +12,28 @@ export interface QuarantineEntry {
 
 /**
  * The most entries kept per producer, the newest: a member that writes refused files without end (each
- * new path a row) must not grow the table, nor the status that counts it, without end. Every refusal is
- * counted in `cairn_rejected_total` whether its row is kept or not.
+ * new path a row) must not grow the table, nor the status that counts it, without end. Its newest entry of
+ * each reason is kept besides (the reasons are a closed set: `Rejection['reason']`), so a flood of one
+ * reason (junk names) does not wipe the evidence of another (a forged membership change, `not_owner`).
+ * Every refusal is counted in `cairn_rejected_total` whether its row is kept or not.
  */
 export const QUARANTINE_KEEP = 1000
+
+/**
+ * The most characters of an entry's path, detail and CID kept: a member chooses its names (up to a
+ * block's 2 MiB), its CIDs and what a refused file holds, and the bound on rows bounds the table only
+ * with one on their size. An honest path or CID is about 60 characters.
+ */
+export const QUARANTINE_TEXT = 512
+
+/** @returns `s` cut to QUARANTINE_TEXT characters (never between the two halves of a surrogate pair), saying how much went */
+function cut(s: string): string {
+  if (s.length <= QUARANTINE_TEXT) return s
+  let end = QUARANTINE_TEXT
+  const last = s.charCodeAt(end - 1)
+  if (last >= 0xd800 && last <= 0xdbff) end--
+  return `${s.slice(0, end)}… (${s.length - end} more characters)`
+}
 
 /** The `quarantine` table: what a walk refused (bad names, oversized or invalid files, policy), once per producer and path. */
 export class QuarantineTable {
@@ -25,18 +43,29 @@ export class QuarantineTable {
     this.db = db
   }
 
-  /** Records a refused entry; one already recorded is left as it is. */
+  /**
+   * Records a refused entry, its path and detail cut to QUARANTINE_TEXT characters and its CID left out
+   * when longer (an identity CID's digest is its block, as long as a member likes; a cut CID names nothing);
+   * one already recorded is left as it is.
+   */
   add(e: QuarantineEntry): void {
-    this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)', [e.producer, e.path, e.cid, e.reason, e.detail, e.detected_at])
+    const cid = e.cid != null && e.cid.length <= QUARANTINE_TEXT ? e.cid : null
+    this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)', [e.producer, cut(e.path), cid, e.reason, cut(e.detail), e.detected_at])
   }
 
   /**
-   * Deletes `producer`'s entries beyond the newest `keep` (after adding some).
+   * Deletes `producer`'s entries beyond the newest `keep` (after adding some), except its newest of each
+   * reason: at most `keep` + one per reason stay.
    *
    * @returns how many went
    */
   trim(producer: string, keep = QUARANTINE_KEEP): number {
-    return this.db.run('DELETE FROM quarantine WHERE producer = ? AND id < (SELECT id FROM quarantine WHERE producer = ? ORDER BY id DESC LIMIT 1 OFFSET ?)', [producer, producer, keep - 1]).changes
+    return this.db.run(
+      `DELETE FROM quarantine WHERE producer = ?
+         AND id < (SELECT id FROM quarantine WHERE producer = ? ORDER BY id DESC LIMIT 1 OFFSET ?)
+         AND id NOT IN (SELECT max(id) FROM quarantine WHERE producer = ? GROUP BY reason)`,
+      [producer, producer, keep - 1, producer]
+    ).changes
   }
 
   /** @returns per reason, how many entries are quarantined */

@@ -42,8 +42,8 @@ export interface WalkFetcher {
   /** tells the scheduler the walk is not stuck */
   progressed: () => void
   log: Log
-  /** counts the blocks the walks read in batches, and collects the heap's garbage as they add up (one for all walks) */
-  collector?: CollectEvery
+  /** counts the blocks the walk reads in batches into the syncer's count, which collects the heap's garbage as they add up */
+  collector?: CollectShare
   /** where the blocks the walk takes from memory wait to be stored; flushed before the walk records anything */
   batch?: BlockBatch
 }
@@ -69,15 +69,43 @@ export class CollectEvery {
     private readonly collect: () => void
   ) {}
 
-  /** Counts `n` blocks about to be read; collects first (once) when the count passes another multiple of `every`. */
-  add(n: number): void {
+  /**
+   * Counts `n` blocks about to be read; collects first (once) when the count passes another multiple of `every`.
+   *
+   * @returns the milliseconds of the collection it ran, or undefined when it ran none
+   */
+  add(n: number): number | undefined {
     const before = Math.floor(this.count / this.every)
     this.count += n
-    if (Math.floor(this.count / this.every) === before) return
+    if (Math.floor(this.count / this.every) === before) return undefined
     const t0 = performance.now()
     this.collect()
-    this.ms += performance.now() - t0
+    const ms = performance.now() - t0
+    this.ms += ms
     this.collections++
+    return ms
+  }
+
+  /** @returns a counter for one walk: its blocks go to this count, the collections they set off are its own */
+  share(): CollectShare {
+    return new CollectShare(this)
+  }
+}
+
+/** One walk's share of a CollectEvery that counts the blocks of all walks (several run at once). */
+export class CollectShare {
+  /** collections this walk's blocks set off, and the milliseconds they took */
+  collections = 0
+  ms = 0
+
+  constructor(private readonly of: CollectEvery) {}
+
+  /** Counts `n` blocks about to be read, as CollectEvery.add does. */
+  add(n: number): void {
+    const ms = this.of.add(n)
+    if (ms == null) return
+    this.collections++
+    this.ms += ms
   }
 }
 
@@ -100,7 +128,7 @@ export interface FetchManyOptions {
 
 /**
  * @returns the blocks of `cids`, in order: in one batch where that pays, the ones it missed (or all,
- * when the batch failed) one by one; counted by the walk's collector first, while what the walk read
+ * when the batch failed) one by one; counted by the walk's collector first, while what the walks read
  * before is garbage
  */
 export async function fetchBlocks(f: WalkFetcher, cids: readonly CID[], options: FetchManyOptions): Promise<Uint8Array[]> {

@@ -34,7 +34,7 @@ export interface SyncerInit extends HeadIntakeInit {
    * (the membership changes the producer had seen, from its head's acks), or undefined
    */
   waitFor?: (producer: string, acks: Record<string, number>, processed: Record<string, number>) => { owner: string; seq: number } | undefined
-  /** a full collection of the heap, run once per `every` blocks a walk reads (COLLECT_EVERY_BLOCKS); none without it */
+  /** a full collection of the heap, run once per `every` blocks the walks read together (COLLECT_EVERY_BLOCKS); none without it */
   collectGarbage?: { every: number; collect: () => void }
 }
 
@@ -238,7 +238,7 @@ export class Syncer {
       signal: handle.signal,
       progressed: handle.progressed,
       log,
-      collector: this.collector,
+      collector: this.collector?.share(),
       batch: this.init.blockBatch?.()
     }
     try {
@@ -260,8 +260,6 @@ export class Syncer {
     const { producer } = fetcher
     const root = CID.parse(row.head_root)
     const t0 = performance.now()
-    // The collector counts every walk's blocks: this walk's share of its collections, for the log line.
-    const collectedBefore = { n: fetcher.collector?.collections ?? 0, ms: fetcher.collector?.ms ?? 0 }
     const window = {
       processedSeq: row.processed_seq,
       syncedSeq: row.synced_seq,
@@ -294,7 +292,7 @@ export class Syncer {
     // A pass that kept only the lowest seqs: the next goes on from its top, right after this one.
     if (!listing.complete) this.scheduler.schedule(producer)
     log.debug(
-      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.files.toFetch()} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms, ${(fetcher.collector?.collections ?? 0) - collectedBefore.n} collection(s) of the heap in ${((fetcher.collector?.ms ?? 0) - collectedBefore.ms).toFixed(0)} ms`,
+      `walked ${producer}: ${budget.dirs} directories in ${(t1 - t0).toFixed(0)} ms, ${listing.files.toFetch()} files to seq ${listing.top} in ${stats.chunks} chunk(s), waited ${stats.fetchMs.toFixed(0)} ms for them, checked and stored in ${stats.storeMs.toFixed(0)} ms, ${fetcher.collector?.collections ?? 0} collection(s) of the heap in ${(fetcher.collector?.ms ?? 0).toFixed(0)} ms`,
       { producer }
     )
   }

@@ -10,6 +10,8 @@ import { query } from '../helpers/db.ts'
 import { inProcessNode, publishForgedTree } from '../helpers/forge.ts'
 import { initDir, tempDir, waitFor } from '../helpers/process.ts'
 import { fakePeerId } from './helpers.ts'
+import { MAX_REFUSED_PER_WALK } from '../../src/sync/plan.ts'
+import { QUARANTINE_KEEP } from '../../src/store/quarantine.ts'
 
 /** Owner a (its node na) and member m (its node nm, bootstrapped to a), m added by a. */
 async function ownerAndMember(parent: string): Promise<{ a: string; mId: string; na: Awaited<ReturnType<typeof inProcessNode>>; nm: Awaited<ReturnType<typeof inProcessNode>> }> {
@@ -60,6 +62,44 @@ describe('forged membership changes', () => {
       await na.stop()
     }
   }, 120_000)
+
+  test("a member's forged change stays in quarantine however many refused files it writes after it", async () => {
+    using tmp = tempDir()
+    const { a, mId, na, nm } = await ownerAndMember(tmp.path)
+    try {
+      const refused = async (reason: string): Promise<number> => (await na.metrics.rejected.get()).values.find((s) => s.labels.reason === reason)?.value ?? 0
+      const perBucket = Math.floor(MAX_REFUSED_PER_WALK * 0.9)
+      const rounds = Math.ceil((QUARANTINE_KEEP * 1.5) / perBucket)
+      const hourOf = (r: number): number => Date.now() - (rounds + 1 - r) * 3_600_000
+      const forged = {
+        event_id: uuidv7(),
+        type: 'cairn.members',
+        version: 1,
+        producer: mId,
+        seq: 1,
+        hlc: `${hourOf(0)}-0000`,
+        occurred_at: new Date(hourOf(0)).toISOString(),
+        payload: { op: 'add', peer_id: mId, role: 'owner' }
+      }
+      await publishForgedTree(nm, 1, [{ name: fileName(1, forged.event_id), content: forged }], hourOf(0))
+      await waitFor('a to refuse the forged change', async () => (await refused('not_owner')) >= 1)
+      // Then names that are no event file's, each a new path, in a new hour bucket each round: more than the
+      // quarantine keeps of one producer.
+      for (let r = 1; r <= rounds; r++) {
+        const files = Array.from({ length: perBucket }, (_, i) => ({ name: `junk-${r}-${String(i).padStart(5, '0')}.txt`, content: `junk ${r} ${i}` }))
+        await publishForgedTree(nm, r + 1, files, hourOf(r))
+        await waitFor(`round ${r}'s refusals counted on a`, async () => (await refused('name_mismatch')) >= r * perBucket, 60_000)
+      }
+      expect(query(a, 'SELECT reason, count(*) AS n FROM quarantine WHERE producer = ? GROUP BY reason ORDER BY reason', [mId])).toEqual([
+        { reason: 'name_mismatch', n: QUARANTINE_KEEP },
+        { reason: 'not_owner', n: 1 }
+      ])
+      expect(na.members.isOwner(mId)).toBe(false)
+    } finally {
+      await nm.stop()
+      await na.stop()
+    }
+  }, 180_000)
 
   test("an event of another type in cairn's reserved namespace is refused where it arrives: it would be kept for ever, past every retention", async () => {
     using tmp = tempDir()

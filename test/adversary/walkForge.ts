@@ -13,7 +13,7 @@ import { syncer as createSyncer, type Syncer } from '../../src/sync/syncer.ts'
 import { HybridClock } from '../../src/model/hlc.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
-import { silentLog } from '../../src/log/logger.ts'
+import { type Log, silentLog } from '../../src/log/logger.ts'
 import { directoryBlock, fileBlock, type DirEntry } from '../../src/unixfs/tree.ts'
 import { shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { mintProducer } from './helpers.ts'
@@ -98,7 +98,7 @@ export async function headOf(p: Forger, seq: number, root: CID): Promise<Uint8Ar
  */
 export async function victim(
   producers: readonly Forger[],
-  options: { maxFilesPerWalk?: number; before?: (cid: CID) => void | Promise<void>; collectGarbage?: { every: number; collect: () => void } } = {}
+  options: { maxFilesPerWalk?: number; before?: (cid: CID) => void | Promise<void>; collectGarbage?: { every: number; collect: () => void }; log?: Log } = {}
 ): Promise<{ syncer: Syncer; store: Store; events: CairnEventBus; reads: { n: number } }> {
   const db = await openDatabase(':memory:')
   migrate(db)
@@ -118,7 +118,7 @@ export async function victim(
     limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: options.maxFilesPerWalk ?? 20_000 },
     fetchTimeout: 5000,
     collectGarbage: options.collectGarbage
-  })({ self: 'victim', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
+  })({ self: 'victim', store, clock: new HybridClock(), log: options.log ?? silentLog, metrics: new Metrics(), events })
   syncer.start()
   return { syncer, store, events, reads }
 }

@@ -2,6 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { waitFor } from '../../src/node/events.ts'
 import { INGEST_CHUNK } from '../../src/sync/plan.ts'
 import { CollectEvery } from '../../src/sync/fetch.ts'
+import type { Log } from '../../src/log/logger.ts'
 import { eventFile, forger, headOf, honestTree, seqsOf, victim } from '../adversary/walkForge.ts'
 
 describe('a catch-up holds a bounded number of files at once', () => {
@@ -38,7 +39,7 @@ describe('a catch-up holds a bounded number of files at once', () => {
     expect({ seen, collections: c.collections }).toEqual({ seen: [0, 0, 1, 2, 2, 3], collections: 3 })
   })
 
-  test('a walk collects the heap as the blocks it reads add up, and a small walk never does', async () => {
+  test('a walk collects the heap as the blocks it reads add up, and a small walk alone never does', async () => {
     const p = await forger()
     const files = []
     for (let seq = 1; seq <= 1100; seq++) files.push(await eventFile(p, seq))
@@ -85,6 +86,64 @@ describe('a catch-up holds a bounded number of files at once', () => {
     }
     expect(seqsOf(v.store, p.id).length).toBe(200)
     expect(collections.n).toBeGreaterThanOrEqual(2)
+    await v.syncer.stop()
+  })
+
+  test("walks under way at once each report the collections their own blocks set off, not each other's", async () => {
+    const p = await forger()
+    const q = await forger()
+    const pFiles = []
+    for (let seq = 1; seq <= 5; seq++) pFiles.push(await eventFile(p, seq))
+    const qFiles = []
+    for (let seq = 1; seq <= 150; seq++) qFiles.push(await eventFile(q, seq))
+    const pRoot = await honestTree(p, pFiles)
+    const qRoot = await honestTree(q, qFiles)
+    const lines: string[] = []
+    const log: Log = {
+      debug(message) {
+        lines.push(message)
+      },
+      info() {},
+      warn() {},
+      error() {},
+      child: () => log
+    }
+    const collections = { n: 0 }
+    let qStored = (): void => {}
+    const qDone = new Promise<void>((resolve) => {
+      qStored = resolve
+    })
+    // p's walk starts first and waits on its root while q's walk reads its 150 files and their bucket's
+    // shards (past 100 blocks: at least one collection); p's blocks are counted after q's.
+    const v = await victim([p, q], {
+      log,
+      before: async (cid) => {
+        if (cid.equals(pRoot)) await qDone
+      },
+      collectGarbage: {
+        every: 100,
+        collect: () => {
+          collections.n++
+        }
+      }
+    })
+    v.events.addEventListener('events:ingested', () => {
+      if (v.store.producers.get(q.id)?.processed_seq === 150) qStored()
+    })
+    const idle = waitFor(v.events, 'sync:idle', {
+      signal: AbortSignal.timeout(60_000),
+      filter: () => v.store.producers.get(p.id)?.processed_seq === 5 && v.store.producers.get(q.id)?.processed_seq === 150
+    })
+    await v.syncer.offerHead(await headOf(p, 5, pRoot))
+    await v.syncer.offerHead(await headOf(q, 150, qRoot))
+    await idle
+    const reported = (producer: string): number[] =>
+      lines.flatMap((l) => {
+        const m = new RegExp(`^walked ${producer}: .* (\\d+) collection\\(s\\) of the heap`).exec(l)
+        return m == null ? [] : [Number(m[1])]
+      })
+    const [pShare, qShare] = [reported(p.id), reported(q.id)]
+    expect({ walks: [pShare.length, qShare.length], qCollected: qShare[0] >= 1, shares: pShare[0] + qShare[0] }).toEqual({ walks: [1, 1], qCollected: true, shares: collections.n })
     await v.syncer.stop()
   })
 })
