@@ -768,8 +768,7 @@ export class CairnNode {
 
   /** @returns what the database says, with the lost gaps that loaded snapshots cover taken out of the alarms */
   private storedStatus(r: Running): StoredStatus {
-    const stored = r.members.withoutRefusedLag(storedStatus(r.opened.store))
-    return { ...stored, gaps: r.snapshots.alarming(stored.gaps) }
+    return r.members.withoutRefusedLag(storedStatus(r.opened.store, Date.now(), (producer) => r.snapshots.coveredThrough(producer)))
   }
 
   /** @returns the status document of `/status` and `cairn status --json` */

@@ -19,7 +19,12 @@ export interface ProducerStatus {
   lag_ms: number
   head_received_at: string | null
   last_error: string | null
+  /** its lost gaps (an alarm; status lists the first STATUS_GAPS_PER_PRODUCER of them, `cairn gaps` all) */
+  lost_gaps: number
 }
+
+/** Lost gaps of one producer that status lists: a member skipping every other seq has one per event. */
+export const STATUS_GAPS_PER_PRODUCER = 20
 
 /** A recorded gap as status and `cairn gaps` show it. */
 export interface GapStatus {
@@ -37,8 +42,13 @@ export interface StoredStatus {
   /** events kept whose event_id another producer's event already had (an event is (producer, event_id)) */
   event_id_collisions: number
   outbox: { files: number; oldest_seq: number | null; last_seq: number; compacted_files: number }
-  /** lost gaps: events this node should have had that are gone and that nothing covers (an alarm) */
+  /**
+   * lost gaps: events this node should have had that are gone and that nothing covers (an alarm): the first
+   * STATUS_GAPS_PER_PRODUCER of each producer (its `lost_gaps` counts them all)
+   */
   gaps: GapStatus[]
+  /** lost gaps of every producer */
+  gaps_total: number
   /**
    * information, not alarms: per producer whose history starts after seq 1, where it starts (what was pruned
    * before this node first heard of it), and the seqs its compaction removed as superseded
@@ -53,10 +63,18 @@ export interface StoredStatus {
   quarantine: { count: number; by_reason: Record<string, number>; recent: Array<{ producer: string; path: string; reason: string; detail: string; detected_at: string }> }
 }
 
-/** @returns what the database says of producers, outbox, gaps and quarantine */
-export function storedStatus(store: Store, now = Date.now()): StoredStatus {
+/**
+ * @returns what the database says of producers, outbox, gaps and quarantine; `coveredThrough(producer)` is
+ * the seq up to which loaded snapshots cover that producer's lost gaps (they are no alarm then; 0 without)
+ */
+export function storedStatus(store: Store, now = Date.now(), coveredThrough: (producer: string) => number = () => 0): StoredStatus {
+  const gaps: GapStatus[] = []
+  let gapsTotal = 0
   const producers = store.producers.all().map((r) => {
     const lag = Math.max(0, r.head_seq - r.processed_seq)
+    const lost = store.gaps.lostAfter(r.producer, coveredThrough(r.producer), STATUS_GAPS_PER_PRODUCER)
+    gapsTotal += lost.count
+    for (const g of lost.first) gaps.push({ ...g, detected_at: new Date(g.detected_at).toISOString() })
     return {
       producer: r.producer,
       head_seq: r.head_seq,
@@ -64,7 +82,8 @@ export function storedStatus(store: Store, now = Date.now()): StoredStatus {
       lag_events: lag,
       lag_ms: lag > 0 && r.head_received_at != null ? Math.max(0, now - r.head_received_at) : 0,
       head_received_at: r.head_received_at == null ? null : new Date(r.head_received_at).toISOString(),
-      last_error: r.last_error
+      last_error: r.last_error,
+      lost_gaps: lost.count
     }
   })
   const outbox = store.outbox.counts()
@@ -85,7 +104,8 @@ export function storedStatus(store: Store, now = Date.now()): StoredStatus {
       last: JSON.parse(store.meta.get('housekeeping') ?? 'null'),
       reclaimed_bytes: Number(store.meta.get('reclaimed_bytes') ?? 0)
     },
-    gaps: recordedGaps(store, 'lost'),
+    gaps,
+    gaps_total: gapsTotal,
     history: historyOf(store),
     quarantine: {
       count: Object.values(byReason).reduce((a, b) => a + b, 0),
@@ -102,15 +122,7 @@ export function recordedGaps(store: Store, kind?: GapKind): GapStatus[] {
 
 /** @returns per producer with covered gaps, where its history starts here and how many seqs compaction removed */
 export function historyOf(store: Store): StoredStatus['history'] {
-  const out = new Map<string, StoredStatus['history'][number]>()
-  for (const g of store.gaps.list()) {
-    if (g.kind === 'lost') continue
-    const h = out.get(g.producer) ?? { producer: g.producer, history_from_seq: 1, compacted_seqs: 0 }
-    if (g.kind === 'horizon') h.history_from_seq = Math.max(h.history_from_seq, g.to_seq + 1)
-    else h.compacted_seqs += g.to_seq - g.from_seq + 1
-    out.set(g.producer, h)
-  }
-  return [...out.values()]
+  return store.gaps.covered().map((c) => ({ producer: c.producer, history_from_seq: c.horizon + 1, compacted_seqs: c.compacted }))
 }
 
 /** What the status document needs from a running node. */
@@ -182,7 +194,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (!live.ready.ready) reasons.push(live.ready.reason ?? 'not ready')
   const lagging = stored.producers.filter((p) => p.lag_ms > live.lagAlert)
   if (lagging.length > 0) reasons.push(`lag over ${live.lagAlert} ms for ${lagging.map((p) => p.producer).join(', ')}`)
-  if (stored.gaps.length > 0) reasons.push(`${stored.gaps.length} gap(s): events no longer fetchable`)
+  if (stored.gaps_total > 0) reasons.push(`${stored.gaps_total} gap(s): events no longer fetchable`)
   if (live.clock.publish_refused != null) reasons.push(`publishing refused: ${live.clock.publish_refused}`)
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
   for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
@@ -225,7 +237,7 @@ export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: nu
     metrics.lagSeconds.set({ producer: p.producer }, p.lag_ms / 1000)
   }
   metrics.lagAlert.set(stored.producers.some((p) => p.lag_ms > lagAlert) ? 1 : 0)
-  metrics.gaps.set(stored.gaps.length)
+  metrics.gaps.set(stored.gaps_total)
   metrics.gapsCovered.set({ kind: 'horizon' }, stored.history.filter((h) => h.history_from_seq > 1).length)
   metrics.gapsCovered.set(
     { kind: 'compacted' },

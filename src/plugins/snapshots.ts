@@ -169,14 +169,21 @@ export class Snapshots {
   }
 
   /**
+   * @returns the seq up to which the loaded snapshots cover `producer`'s lost gaps for every plugin that
+   * needs full history (a gap ending at or before it is no alarm; see `alarming`), 0 when none does
+   */
+  coveredThrough(producer: string): number {
+    const needers = this.init.plugins.filter((p) => !fullyKeyed(p))
+    if (needers.length === 0) return 0
+    return Math.min(...needers.map((p) => this.components.store.snapshots.loaded(p.name)?.vector[producer] ?? 0))
+  }
+
+  /**
    * @returns the lost gaps that stay an alarm: all of them, unless every plugin whose state needs the
    * history (one with types without keys) loaded a snapshot that covers the gap
    */
   alarming<G extends { producer: string; to_seq: number }>(gaps: readonly G[]): G[] {
-    const needers = this.init.plugins.filter((p) => !fullyKeyed(p))
-    if (needers.length === 0) return [...gaps]
-    const vectors = needers.map((p) => this.components.store.snapshots.loaded(p.name)?.vector ?? {})
-    return gaps.filter((g) => !vectors.every((v) => (v[g.producer] ?? 0) >= g.to_seq))
+    return gaps.filter((g) => g.to_seq > this.coveredThrough(g.producer))
   }
 
   /** @returns per plugin, where its state comes from, for status */

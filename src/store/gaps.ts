@@ -29,6 +29,34 @@ export class GapsTable {
     this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, fromSeq, toSeq, detectedAt, kind])
   }
 
+  /**
+   * @returns `producer`'s lost gaps that end after seq `after` (a loaded snapshot covers those up to it): how
+   * many, and the first `limit` of them by seq. Indexed by producer: a member that skips every other seq
+   * has a gap per event, and status must not read them all.
+   */
+  lostAfter(producer: string, after: number, limit: number): { count: number; first: GapRow[] } {
+    const count = this.db.get<{ n: number }>("SELECT count(*) AS n FROM gaps WHERE producer = ? AND kind = 'lost' AND to_seq > ?", [producer, after])?.n ?? 0
+    if (count === 0) return { count, first: [] }
+    const first = this.db.all<GapRow>("SELECT producer, from_seq, to_seq, detected_at, kind FROM gaps WHERE producer = ? AND kind = 'lost' AND to_seq > ? ORDER BY from_seq LIMIT ?", [
+      producer,
+      after,
+      limit
+    ])
+    return { count, first }
+  }
+
+  /**
+   * @returns per producer with gaps of the harmless kinds, the last seq before its history starts here (the
+   * highest `horizon` gap's end, 0 without one) and how many seqs compaction removed
+   */
+  covered(): Array<{ producer: string; horizon: number; compacted: number }> {
+    return this.db.all<{ producer: string; horizon: number; compacted: number }>(
+      `SELECT producer, coalesce(max(CASE WHEN kind = 'horizon' THEN to_seq END), 0) AS horizon,
+              coalesce(sum(CASE WHEN kind = 'compacted' THEN to_seq - from_seq + 1 END), 0) AS compacted
+         FROM gaps WHERE kind != 'lost' GROUP BY producer ORDER BY producer`
+    )
+  }
+
   /** @returns every gap (of one kind, when given), ordered by producer and seq */
   list(kind?: GapKind): GapRow[] {
     if (kind != null) return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind FROM gaps WHERE kind = ? ORDER BY producer, from_seq', [kind])

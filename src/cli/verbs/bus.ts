@@ -254,7 +254,10 @@ export const statusVerb = defineVerb({
       )
     out(`plugins   backlog ${pl.backlog}, retrying ${pl.retrying}, dead letters ${pl.dead_letters}${pl.dead_letters > 0 ? ' (cairn dead)' : ''}, held ${pl.held}`)
     for (const h of pl.held_by ?? []) out(`  held by ${h.plugin}: ${h.count} ${h.type} v${h.version}`)
-    out(`gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}`)
+    const moreGaps = (status.gaps_total ?? status.gaps.length) - status.gaps.length
+    out(
+      `gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}${moreGaps > 0 ? ` and ${moreGaps} more (cairn gaps lists them)` : ''}`
+    )
     for (const h of status.history ?? []) {
       const parts = [
         h.history_from_seq > 1 ? `history from seq ${h.history_from_seq} (earlier events were pruned before this node joined)` : '',

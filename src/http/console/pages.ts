@@ -1,7 +1,7 @@
 import { html } from 'hono/html'
 import type { HtmlEscapedString } from 'hono/utils/html'
 import { filePlace } from '../../model/layout.ts'
-import type { StatusDocument } from '../../node/status.ts'
+import type { ProducerStatus, StatusDocument } from '../../node/status.ts'
 import type { PluginInfo } from '../../plugins/load.ts'
 import type { PluginStateStatus } from '../../plugins/snapshots.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
@@ -101,11 +101,11 @@ export function overviewPage(s: StatusDocument): Html {
 
 /** @returns the producers table: head, processed seq, lag, last error, gaps and the own retention horizon */
 export function producersPage(s: StatusDocument): Html {
-  const gapsOf = (p: string): string =>
-    s.gaps
-      .filter((g) => g.producer === p)
-      .map((g) => `${g.from_seq}..${g.to_seq}`)
-      .join(', ')
+  const gapsOf = (p: ProducerStatus): string => {
+    const shown = s.gaps.filter((g) => g.producer === p.producer)
+    const more = (p.lost_gaps ?? shown.length) - shown.length
+    return [...shown.map((g) => `${g.from_seq}..${g.to_seq}`), ...(more > 0 ? [`and ${more} more`] : [])].join(', ')
+  }
   // Pruned before this node joined (horizon) or superseded (compacted): information, not an alarm.
   const historyOf = (p: string): string => {
     const h = s.history.find((x) => x.producer === p)
@@ -121,7 +121,7 @@ export function producersPage(s: StatusDocument): Html {
 <tbody>${s.producers.map(
       (p) => html`<tr${p.producer === s.peer_id ? html` class="self"` : ''}><th scope="row"><code>${p.producer}</code>${p.producer === s.peer_id ? ' (this node)' : ''}</th>
 <td class="num">${p.head_seq}</td><td class="num">${p.processed_seq}</td><td class="num">${p.lag_events}</td><td class="num">${p.lag_ms > 0 ? `${(p.lag_ms / 1000).toFixed(1)} s` : '-'}</td>
-<td>${gapsOf(p.producer) || 'none'}</td><td>${p.producer === s.peer_id ? (s.outbox.oldest_seq == null ? 'nothing kept' : `seq ${s.outbox.oldest_seq}`) : historyOf(p.producer)}</td><td>${p.last_error ?? ''}</td></tr>`
+<td>${gapsOf(p) || 'none'}</td><td>${p.producer === s.peer_id ? (s.outbox.oldest_seq == null ? 'nothing kept' : `seq ${s.outbox.oldest_seq}`) : historyOf(p.producer)}</td><td>${p.last_error ?? ''}</td></tr>`
     )}</tbody>
 </table></div>
 ${s.producers.length === 0 ? html`<p>No producer yet: publish an event or connect a peer.</p>` : ''}`
@@ -319,6 +319,6 @@ ${
             .join(', ')})`
         : ''
     }</dd>
-<dt>Gaps</dt><dd>${s.gaps.length === 0 ? 'none' : s.gaps.map((g) => `${g.producer.slice(-8)} ${g.from_seq}..${g.to_seq}`).join(', ')}</dd></dl></section>`
+<dt>Gaps</dt><dd>${s.gaps.length === 0 ? 'none' : `${s.gaps.map((g) => `${g.producer.slice(-8)} ${g.from_seq}..${g.to_seq}`).join(', ')}${(s.gaps_total ?? s.gaps.length) > s.gaps.length ? ` and ${(s.gaps_total ?? s.gaps.length) - s.gaps.length} more` : ''}`}</dd></dl></section>`
   )
 }
