@@ -169,13 +169,15 @@ export class Snapshots {
   }
 
   /**
-   * @returns the seq up to which the loaded snapshots cover `producer`'s lost gaps for every plugin that
-   * needs full history (a gap ending at or before it is no alarm; see `alarming`), 0 when none does
+   * @returns per producer, the seq up to which the loaded snapshots cover its lost gaps for every plugin that
+   * needs full history (a gap ending at or before it is no alarm), 0 when none does. Each needer's loaded
+   * vector (an entry per producer) is read once here, so one status call reads it once, not per producer.
    */
-  coveredThrough(producer: string): number {
+  coverage(): (producer: string) => number {
     const needers = this.init.plugins.filter((p) => !fullyKeyed(p))
-    if (needers.length === 0) return 0
-    return Math.min(...needers.map((p) => this.components.store.snapshots.loaded(p.name)?.vector[producer] ?? 0))
+    if (needers.length === 0) return () => 0
+    const vectors = needers.map((p) => this.components.store.snapshots.loaded(p.name)?.vector ?? {})
+    return (producer) => Math.min(...vectors.map((v) => v[producer] ?? 0))
   }
 
   /**
@@ -183,7 +185,8 @@ export class Snapshots {
    * history (one with types without keys) loaded a snapshot that covers the gap
    */
   alarming<G extends { producer: string; to_seq: number }>(gaps: readonly G[]): G[] {
-    return gaps.filter((g) => g.to_seq > this.coveredThrough(g.producer))
+    const covered = this.coverage()
+    return gaps.filter((g) => g.to_seq > covered(g.producer))
   }
 
   /** @returns per plugin, where its state comes from, for status */
