@@ -143,7 +143,7 @@ export class Snapshots {
     const missing = this.uncovered(plugin)
     if (missing.length > 0) {
       throw new ValidationError(
-        `Cannot snapshot plugin ${plugin.name}: its state here misses ${missing.map((g) => `${g.producer} seq ${g.from_seq}..${g.to_seq}`).join(', ')} (pruned before this node had them, and no snapshot covered them)`
+        `Cannot snapshot plugin ${plugin.name}: its state here misses ${missing.map((g) => `${g.producer} seq ${g.from_seq}..${g.to_seq}${g.gaps > 1 ? ` (${g.gaps} gaps)` : ''}`).join(', ')} (pruned before this node had them, and no snapshot covered them)`
       )
     }
     const vector = Object.fromEntries(Object.entries(store.producers.processed()).filter(([, seq]) => seq > 0))
@@ -160,12 +160,14 @@ export class Snapshots {
     return { snapshot }
   }
 
-  /** @returns the gaps (horizon or lost) that the plugin's state misses: none for a fully keyed plugin, or those above its loaded snapshot's vector */
-  private uncovered(plugin: Plugin): Array<{ producer: string; from_seq: number; to_seq: number }> {
+  /**
+   * @returns per producer, the gaps (horizon or lost) that the plugin's state misses: none for a fully keyed
+   * plugin, or those above its loaded snapshot's vector (their lowest seq, highest seq and count)
+   */
+  private uncovered(plugin: Plugin): Array<{ producer: string; from_seq: number; to_seq: number; gaps: number }> {
     if (fullyKeyed(plugin)) return []
     const { store } = this.components
-    const vector = store.snapshots.loaded(plugin.name)?.vector ?? {}
-    return store.gaps.list().filter((g) => g.kind !== 'compacted' && g.to_seq > (vector[g.producer] ?? 0))
+    return store.gaps.missedPast(store.snapshots.loaded(plugin.name)?.vector ?? {})
   }
 
   /**

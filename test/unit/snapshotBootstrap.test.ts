@@ -210,6 +210,24 @@ describe('bootstrapping from snapshots', () => {
     expect(reads).toBe(2)
   })
 
+  test('a plugin missing history names each producer once, however many gaps it has: the status line and the snapshot refusal stay short', async () => {
+    const { store, blocks, origin } = await setup()
+    // A member that skips every other seq after the horizon 1..5: a lost gap per event.
+    store.transaction(() => {
+      for (let seq = 7; seq <= 10_000; seq += 2) store.gaps.add(origin, seq, seq, 0, 'lost')
+    })
+    const s = service(store, blocks, [])
+    const state = s.states()[0].state
+    expect(state).toStartWith(`state from the retention horizon (history before ${origin} seq 10000 is not in it)`)
+    expect(state.length).toBeLessThan(400)
+    const refusal = await s.write('counter').then(
+      () => '',
+      (err: Error) => err.message
+    )
+    expect(refusal).toContain(`its state here misses ${origin} seq 1..9999 (4998 gaps)`)
+    expect(refusal.length).toBeLessThan(400)
+  })
+
   test("a trusted snapshot whose vector claims seqs beyond the heads this node has is not loaded (it would pass over those producers' events for ever) and not counted against its writer: it waits", async () => {
     const { store, blocks, origin, publish } = await setup()
     const liar = await publish(await generateKeyPair('Ed25519'), [['w1', 5]], { [origin]: 1_000_000_000 })
