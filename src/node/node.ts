@@ -768,7 +768,7 @@ export class CairnNode {
 
   /** @returns what the database says, with the lost gaps that loaded snapshots cover taken out of the alarms */
   private storedStatus(r: Running): StoredStatus {
-    return r.members.withoutRefusedLag(storedStatus(r.opened.store, Date.now(), (producer) => r.snapshots.coveredThrough(producer)))
+    return r.members.withoutRefusedLag(storedStatus(r.opened.store, Date.now(), r.snapshots.coverage()))
   }
 
   /** @returns the status document of `/status` and `cairn status --json` */

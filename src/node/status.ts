@@ -65,7 +65,8 @@ export interface StoredStatus {
 
 /**
  * @returns what the database says of producers, outbox, gaps and quarantine; `coveredThrough(producer)` is
- * the seq up to which loaded snapshots cover that producer's lost gaps (they are no alarm then; 0 without)
+ * the seq up to which loaded snapshots cover that producer's lost gaps (they are no alarm then; 0 without):
+ * Snapshots.coverage(), which reads the loaded vectors once
  */
 export function storedStatus(store: Store, now = Date.now(), coveredThrough: (producer: string) => number = () => 0): StoredStatus {
   const gaps: GapStatus[] = []

@@ -143,7 +143,7 @@ export class Snapshots {
     const missing = this.uncovered(plugin)
     if (missing.length > 0) {
       throw new ValidationError(
-        `Cannot snapshot plugin ${plugin.name}: its state here misses ${missing.map((g) => `${g.producer} seq ${g.from_seq}..${g.to_seq}`).join(', ')} (pruned before this node had them, and no snapshot covered them)`
+        `Cannot snapshot plugin ${plugin.name}: its state here misses ${missing.map((g) => `${g.producer} seq ${g.from_seq}..${g.to_seq}${g.gaps > 1 ? ` (${g.gaps} gaps)` : ''}`).join(', ')} (pruned before this node had them, and no snapshot covered them)`
       )
     }
     const vector = Object.fromEntries(Object.entries(store.producers.processed()).filter(([, seq]) => seq > 0))
@@ -160,22 +160,26 @@ export class Snapshots {
     return { snapshot }
   }
 
-  /** @returns the gaps (horizon or lost) that the plugin's state misses: none for a fully keyed plugin, or those above its loaded snapshot's vector */
-  private uncovered(plugin: Plugin): Array<{ producer: string; from_seq: number; to_seq: number }> {
+  /**
+   * @returns per producer, the gaps (horizon or lost) that the plugin's state misses: none for a fully keyed
+   * plugin, or those above its loaded snapshot's vector (their lowest seq, highest seq and count)
+   */
+  private uncovered(plugin: Plugin): Array<{ producer: string; from_seq: number; to_seq: number; gaps: number }> {
     if (fullyKeyed(plugin)) return []
     const { store } = this.components
-    const vector = store.snapshots.loaded(plugin.name)?.vector ?? {}
-    return store.gaps.list().filter((g) => g.kind !== 'compacted' && g.to_seq > (vector[g.producer] ?? 0))
+    return store.gaps.missedPast(store.snapshots.loaded(plugin.name)?.vector ?? {})
   }
 
   /**
-   * @returns the seq up to which the loaded snapshots cover `producer`'s lost gaps for every plugin that
-   * needs full history (a gap ending at or before it is no alarm; see `alarming`), 0 when none does
+   * @returns per producer, the seq up to which the loaded snapshots cover its lost gaps for every plugin that
+   * needs full history (a gap ending at or before it is no alarm), 0 when none does. Each needer's loaded
+   * vector (an entry per producer) is read once here, so one status call reads it once, not per producer.
    */
-  coveredThrough(producer: string): number {
+  coverage(): (producer: string) => number {
     const needers = this.init.plugins.filter((p) => !fullyKeyed(p))
-    if (needers.length === 0) return 0
-    return Math.min(...needers.map((p) => this.components.store.snapshots.loaded(p.name)?.vector[producer] ?? 0))
+    if (needers.length === 0) return () => 0
+    const vectors = needers.map((p) => this.components.store.snapshots.loaded(p.name)?.vector ?? {})
+    return (producer) => Math.min(...vectors.map((v) => v[producer] ?? 0))
   }
 
   /**
@@ -183,7 +187,8 @@ export class Snapshots {
    * history (one with types without keys) loaded a snapshot that covers the gap
    */
   alarming<G extends { producer: string; to_seq: number }>(gaps: readonly G[]): G[] {
-    return gaps.filter((g) => g.to_seq > this.coveredThrough(g.producer))
+    const covered = this.coverage()
+    return gaps.filter((g) => g.to_seq > covered(g.producer))
   }
 
   /** @returns per plugin, where its state comes from, for status */

@@ -57,6 +57,24 @@ export class GapsTable {
     )
   }
 
+  /**
+   * @returns per producer, its gaps that a plugin's state misses (horizon and lost) past `vector[producer]`
+   * (what a loaded snapshot covers; 0 for a producer it does not name): the lowest seq, the highest and how
+   * many gaps, ordered by producer. Summed by SQL: a member that skips every other seq has a gap per event.
+   */
+  missedPast(vector: Record<string, number>): Array<{ producer: string; from_seq: number; to_seq: number; gaps: number }> {
+    return this.db.all<{ producer: string; from_seq: number; to_seq: number; gaps: number }>(
+      // Materialized, the vector gets an automatic index on key; joined to json_each directly, SQLite scans
+      // the whole vector for every gap (gaps x producers).
+      `WITH v AS MATERIALIZED (SELECT key, value FROM json_each(?))
+       SELECT g.producer, min(g.from_seq) AS from_seq, max(g.to_seq) AS to_seq, count(*) AS gaps
+         FROM gaps g LEFT JOIN v ON v.key = g.producer
+        WHERE g.kind != 'compacted' AND g.to_seq > coalesce(v.value, 0)
+        GROUP BY g.producer ORDER BY g.producer`,
+      [JSON.stringify(vector)]
+    )
+  }
+
   /** @returns every gap (of one kind, when given), ordered by producer and seq */
   list(kind?: GapKind): GapRow[] {
     if (kind != null) return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind FROM gaps WHERE kind = ? ORDER BY producer, from_seq', [kind])

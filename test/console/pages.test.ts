@@ -19,6 +19,25 @@ describe('console pages show what status and the members list say', () => {
     expect(page).toContain('4 seqs compacted')
   })
 
+  test("the Producers page lists a producer's first lost gaps and counts the rest", () => {
+    const gaps = Array.from({ length: 20 }, (_, i) => ({ producer: LATE, from_seq: 2 + 2 * i, to_seq: 2 + 2 * i, detected_at: '', kind: 'lost' }))
+    const s = {
+      peer_id: SELF,
+      producers: [
+        { producer: LATE, head_seq: 10_000, processed_seq: 10_000, lag_events: 0, lag_ms: 0, last_error: null, lost_gaps: 5000 },
+        { producer: SELF, head_seq: 3, processed_seq: 3, lag_events: 0, lag_ms: 0, last_error: null, lost_gaps: 0 }
+      ],
+      gaps,
+      gaps_total: 5000,
+      history: [],
+      outbox: { oldest_seq: null }
+    } as unknown as StatusDocument
+    const page = String(producersPage(s))
+    expect(page).toContain('<td>2..2, 4..4, ')
+    expect(page).toContain('40..40, and 4980 more</td>')
+    expect(page).toContain('<td>none</td>')
+  })
+
   test("the Plugins page shows where each plugin's state comes from, and a disagreement of snapshots", () => {
     const page = String(
       pluginsPage({

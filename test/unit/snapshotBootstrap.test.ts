@@ -14,6 +14,7 @@ import { Metrics } from '../../src/metrics/metrics.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
 import { signSnapshot, SNAPSHOTS_DIR, type Snapshot } from '../../src/model/snapshot.ts'
 import { directoryBlock, fileBlock } from '../../src/unixfs/tree.ts'
+import { storedStatus } from '../../src/node/status.ts'
 
 const counter = definePlugin({
   name: 'counter',
@@ -179,6 +180,52 @@ describe('bootstrapping from snapshots', () => {
     // a later loss beyond the snapshot's vector is an alarm again
     store.gaps.add(origin, 7, 7, 0, 'lost')
     expect(s.alarming(store.gaps.list('lost')).map((g) => [g.from_seq, g.to_seq])).toEqual([[7, 7]])
+  })
+
+  test("the loaded snapshots' coverage is read once per status call, not once per producer or gap", async () => {
+    const { store, blocks, origin, publish } = await setup()
+    store.db.run("UPDATE gaps SET kind = 'lost'")
+    const b = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const s = service(store, blocks, [b])
+    await s.bootstrap()
+    // Many producers, each with lost gaps: the loaded vector (one entry per producer) is parsed once, not per producer.
+    store.transaction(() => {
+      for (let i = 0; i < 200; i++) {
+        store.db.run('INSERT INTO producers (producer) VALUES (?)', [`p${i}`])
+        store.gaps.add(`p${i}`, 3, 3, 0, 'lost')
+      }
+    })
+    const loaded = store.snapshots.loaded.bind(store.snapshots)
+    let reads = 0
+    store.snapshots.loaded = (plugin) => {
+      reads++
+      return loaded(plugin)
+    }
+    expect(s.alarming(store.gaps.list('lost'))).toHaveLength(200)
+    expect(reads).toBe(1)
+    const covered = s.coverage()
+    const stored = storedStatus(store, Date.now(), covered)
+    expect(stored.gaps_total).toBe(200)
+    expect(covered(origin)).toBe(5)
+    expect(reads).toBe(2)
+  })
+
+  test('a plugin missing history names each producer once, however many gaps it has: the status line and the snapshot refusal stay short', async () => {
+    const { store, blocks, origin } = await setup()
+    // A member that skips every other seq after the horizon 1..5: a lost gap per event.
+    store.transaction(() => {
+      for (let seq = 7; seq <= 10_000; seq += 2) store.gaps.add(origin, seq, seq, 0, 'lost')
+    })
+    const s = service(store, blocks, [])
+    const state = s.states()[0].state
+    expect(state).toStartWith(`state from the retention horizon (history before ${origin} seq 10000 is not in it)`)
+    expect(state.length).toBeLessThan(400)
+    const refusal = await s.write('counter').then(
+      () => '',
+      (err: Error) => err.message
+    )
+    expect(refusal).toContain(`its state here misses ${origin} seq 1..9999 (4998 gaps)`)
+    expect(refusal.length).toBeLessThan(400)
   })
 
   test("a trusted snapshot whose vector claims seqs beyond the heads this node has is not loaded (it would pass over those producers' events for ever) and not counted against its writer: it waits", async () => {
