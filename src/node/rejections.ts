@@ -1,4 +1,5 @@
 import type { Log } from '../log/logger.ts'
+import { clip } from '../util/clip.ts'
 import type { Components } from './components.ts'
 
 /** A peer's rejections of one reason are logged at most once in this long; every one is counted. */
@@ -70,7 +71,8 @@ export class RejectionLog {
     this.logged.delete(key)
     this.logged.set(key, now)
     if (this.logged.size > MAX_REMEMBERED) this.logged.delete(this.logged.keys().next().value!)
-    log.warn(`rejected (${reason}): ${detail}`, producer == null ? { peer, reason } : { peer, reason, producer })
+    // The detail may quote what the peer sent (a name up to a block's size): a log line keeps its start.
+    log.warn(`rejected (${reason}): ${clip(detail)}`, producer == null ? { peer, reason } : { peer, reason, producer })
   }
 }
 

@@ -1,4 +1,5 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
+import { clip } from '../util/clip.ts'
 
 /** A row of `producers`: what this node knows of one producer's head and how far it processed it. */
 export interface ProducerRow {
@@ -152,9 +153,9 @@ export class ProducersTable {
     )
   }
 
-  /** Records why the last sync of a producer failed. */
+  /** Records why the last sync of a producer failed (cut to CLIP_TEXT characters: it may quote the producer's names). */
   setError(producer: string, error: string | null): void {
     this.writes++
-    this.db.run('UPDATE producers SET last_error = ? WHERE producer = ?', [error, producer])
+    this.db.run('UPDATE producers SET last_error = ? WHERE producer = ?', [error == null ? null : clip(error), producer])
   }
 }

@@ -1,4 +1,5 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
+import { CLIP_TEXT, clip } from '../util/clip.ts'
 
 /** A file or directory of a producer's tree that was refused, and why. */
 export interface QuarantineEntry {
@@ -19,21 +20,10 @@ export interface QuarantineEntry {
  */
 export const QUARANTINE_KEEP = 1000
 
-/**
- * The most characters of an entry's path, detail and CID kept: a member chooses its names (up to a
- * block's 2 MiB), its CIDs and what a refused file holds, and the bound on rows bounds the table only
- * with one on their size. An honest path or CID is about 60 characters.
- */
-export const QUARANTINE_TEXT = 512
+/** The most characters of an entry's path, detail and CID kept (see CLIP_TEXT). */
+export const QUARANTINE_TEXT = CLIP_TEXT
 
-/** @returns `s` cut to QUARANTINE_TEXT characters (never between the two halves of a surrogate pair), saying how much went */
-function cut(s: string): string {
-  if (s.length <= QUARANTINE_TEXT) return s
-  let end = QUARANTINE_TEXT
-  const last = s.charCodeAt(end - 1)
-  if (last >= 0xd800 && last <= 0xdbff) end--
-  return `${s.slice(0, end)}… (${s.length - end} more characters)`
-}
+const cut = (s: string): string => clip(s, QUARANTINE_TEXT)
 
 /** The `quarantine` table: what a walk refused (bad names, oversized or invalid files, policy), once per producer and path. */
 export class QuarantineTable {
