@@ -1,4 +1,6 @@
 import { CID } from 'multiformats/cid'
+import { equals } from 'uint8arrays/equals'
+import { tailKey } from '../store/blockstore.ts'
 import { HINT_MAX_BLOCKS, HINT_MAX_BYTES } from '../model/head.ts'
 import { readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
 import { isDagPb } from '../unixfs/tree.ts'
@@ -152,28 +154,15 @@ class BlockIndex {
   }
 
   get(cid: Uint8Array): Block | undefined {
-    return this.byTail.get(tail(cid))?.find((b) => sameBytes(b.cid.bytes, cid))
+    return this.byTail.get(tailKey(cid))?.find((b) => equals(b.cid.bytes, cid))
   }
 
   private add(b: Block): void {
-    const key = tail(b.cid.bytes)
+    const key = tailKey(b.cid.bytes)
     const list = this.byTail.get(key)
     if (list == null) this.byTail.set(key, [b])
     else list.push(b)
   }
-}
-
-/** @returns the last six bytes of a CID as a number (the end of its digest) */
-function tail(cid: Uint8Array): number {
-  let k = 0
-  for (let i = Math.max(0, cid.length - 6); i < cid.length; i++) k = k * 256 + cid[i]
-  return k
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }
 
 /**

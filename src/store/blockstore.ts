@@ -29,7 +29,7 @@ const isOwnForm = (cid: Uint8Array): boolean =>
   (cid.length === 36 && cid[0] === 0x01 && (cid[1] === 0x55 || cid[1] === 0x70) && cid[2] === 0x12 && cid[3] === 0x20) || (cid.length === 34 && cid[0] === 0x12 && cid[1] === 0x20)
 
 /** @returns the last 6 bytes of `bytes` as a signed 48-bit integer, which SQLite stores in 6 bytes */
-function tailKey(bytes: Uint8Array): number {
+export function tailKey(bytes: Uint8Array): number {
   let k = 0
   for (let i = Math.max(0, bytes.length - 6); i < bytes.length; i++) k = k * 256 + bytes[i]
   return k - 2 ** 47
