@@ -4,8 +4,6 @@ import type { Store } from '../store/store.ts'
 import { walkDag } from '../unixfs/walk.ts'
 import { stretches } from './stretches.ts'
 
-export { GC_MAX_REST_MS } from './stretches.ts'
-
 /** Rows of the block list read at a stretch. */
 const LIST_PAGE = 2000
 

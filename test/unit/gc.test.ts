@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
-import { collectGarbage, type Exclusive, GC_MAX_REST_MS, VACUUM_KEEP_FREE } from '../../src/housekeeping/gc.ts'
+import { collectGarbage, type Exclusive, VACUUM_KEEP_FREE } from '../../src/housekeeping/gc.ts'
+import { GC_MAX_REST_MS } from '../../src/housekeeping/stretches.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { migrate } from '../../src/store/migrations.ts'
