@@ -20,11 +20,6 @@ export interface QuarantineEntry {
  */
 export const QUARANTINE_KEEP = 1000
 
-/** The most characters of an entry's path, detail and CID kept (see CLIP_TEXT). */
-export const QUARANTINE_TEXT = CLIP_TEXT
-
-const cut = (s: string): string => clip(s, QUARANTINE_TEXT)
-
 /** The `quarantine` table: what a walk refused (bad names, oversized or invalid files, policy), once per producer and path. */
 export class QuarantineTable {
   private readonly db: SqlDatabase
@@ -34,13 +29,20 @@ export class QuarantineTable {
   }
 
   /**
-   * Records a refused entry, its path and detail cut to QUARANTINE_TEXT characters and its CID left out
+   * Records a refused entry, its path and detail cut to CLIP_TEXT characters and its CID left out
    * when longer (an identity CID's digest is its block, as long as a member likes; a cut CID names nothing);
    * one already recorded is left as it is.
    */
   add(e: QuarantineEntry): void {
-    const cid = e.cid != null && e.cid.length <= QUARANTINE_TEXT ? e.cid : null
-    this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)', [e.producer, cut(e.path), cid, e.reason, cut(e.detail), e.detected_at])
+    const cid = e.cid != null && e.cid.length <= CLIP_TEXT ? e.cid : null
+    this.db.run('INSERT OR IGNORE INTO quarantine (producer, path, cid, reason, detail, detected_at) VALUES (?, ?, ?, ?, ?, ?)', [
+      e.producer,
+      clip(e.path),
+      cid,
+      e.reason,
+      clip(e.detail),
+      e.detected_at
+    ])
   }
 
   /**
