@@ -182,15 +182,6 @@ export class Snapshots {
     return (producer) => Math.min(...vectors.map((v) => v[producer] ?? 0))
   }
 
-  /**
-   * @returns the lost gaps that stay an alarm: all of them, unless every plugin whose state needs the
-   * history (one with types without keys) loaded a snapshot that covers the gap
-   */
-  alarming<G extends { producer: string; to_seq: number }>(gaps: readonly G[]): G[] {
-    const covered = this.coverage()
-    return gaps.filter((g) => g.to_seq > covered(g.producer))
-  }
-
   /** @returns per plugin, where its state comes from, for status */
   states(): PluginStateStatus[] {
     const { store } = this.components
