@@ -7,7 +7,7 @@ import { loadPlugins } from '../../src/plugins/load.ts'
 import { definePlugin } from '../../src/plugins/types.ts'
 import * as v from 'valibot'
 import { query } from '../helpers/db.ts'
-import { inProcessNode, publishForgedTree } from '../helpers/forge.ts'
+import { inProcessNode, publishForgedTree, publishRefusedRounds } from '../helpers/forge.ts'
 import { initDir, tempDir, waitFor } from '../helpers/process.ts'
 import { fakePeerId } from './helpers.ts'
 import { MAX_REFUSED_PER_WALK } from '../../src/sync/plan.ts'
@@ -30,22 +30,18 @@ async function ownerAndMember(parent: string): Promise<{ a: string; mId: string;
   return { a, mId, na, nm }
 }
 
+/** An event `producer` writes into its own tree as seq 1 at `atMs`: the envelope as an outbox would write it. */
+function ownEvent(producer: string, type: string, payload: unknown, atMs = Date.now()): { event_id: string; [field: string]: unknown } {
+  return { event_id: uuidv7(), type, version: 1, producer, seq: 1, hlc: `${atMs}-0000`, occurred_at: new Date(atMs).toISOString(), payload }
+}
+
 describe('forged membership changes', () => {
   test("a member's own cairn.members change is refused where it arrives, quarantined and counted, and changes nothing", async () => {
     using tmp = tempDir()
     const { a, mId, na, nm } = await ownerAndMember(tmp.path)
     try {
       const x = fakePeerId(7)
-      const forged = {
-        event_id: uuidv7(),
-        type: 'cairn.members',
-        version: 1,
-        producer: mId,
-        seq: 1,
-        hlc: `${Date.now()}-0000`,
-        occurred_at: new Date().toISOString(),
-        payload: { op: 'add', peer_id: x, role: 'owner' }
-      }
+      const forged = ownEvent(mId, 'cairn.members', { op: 'add', peer_id: x, role: 'owner' })
       await publishForgedTree(nm, 1, [{ name: fileName(1, forged.event_id), content: forged }])
       await waitFor('a to refuse the forged change', async () => (await na.metrics.rejected.get()).values.some((s) => s.labels.reason === 'not_owner' && s.value >= 1))
       expect(query(a, 'SELECT producer, reason FROM quarantine')).toEqual([{ producer: mId, reason: 'not_owner' }])
@@ -71,25 +67,12 @@ describe('forged membership changes', () => {
       const perBucket = Math.floor(MAX_REFUSED_PER_WALK * 0.9)
       const rounds = Math.ceil((QUARANTINE_KEEP * 1.5) / perBucket)
       const hourOf = (r: number): number => Date.now() - (rounds + 1 - r) * 3_600_000
-      const forged = {
-        event_id: uuidv7(),
-        type: 'cairn.members',
-        version: 1,
-        producer: mId,
-        seq: 1,
-        hlc: `${hourOf(0)}-0000`,
-        occurred_at: new Date(hourOf(0)).toISOString(),
-        payload: { op: 'add', peer_id: mId, role: 'owner' }
-      }
+      const forged = ownEvent(mId, 'cairn.members', { op: 'add', peer_id: mId, role: 'owner' }, hourOf(0))
       await publishForgedTree(nm, 1, [{ name: fileName(1, forged.event_id), content: forged }], hourOf(0))
       await waitFor('a to refuse the forged change', async () => (await refused('not_owner')) >= 1)
       // Then names that are no event file's, each a new path, in a new hour bucket each round: more than the
       // quarantine keeps of one producer.
-      for (let r = 1; r <= rounds; r++) {
-        const files = Array.from({ length: perBucket }, (_, i) => ({ name: `junk-${r}-${String(i).padStart(5, '0')}.txt`, content: `junk ${r} ${i}` }))
-        await publishForgedTree(nm, r + 1, files, hourOf(r))
-        await waitFor(`round ${r}'s refusals counted on a`, async () => (await refused('name_mismatch')) >= r * perBucket, 60_000)
-      }
+      await publishRefusedRounds(nm, { rounds, perBucket, firstSeq: 2, hourOf: (k) => hourOf(k + 1), counted: async () => await refused('name_mismatch') })
       expect(query(a, 'SELECT reason, count(*) AS n FROM quarantine WHERE producer = ? GROUP BY reason ORDER BY reason', [mId])).toEqual([
         { reason: 'name_mismatch', n: QUARANTINE_KEEP },
         { reason: 'not_owner', n: 1 }
@@ -105,16 +88,7 @@ describe('forged membership changes', () => {
     using tmp = tempDir()
     const { a, mId, na, nm } = await ownerAndMember(tmp.path)
     try {
-      const squatted = {
-        event_id: uuidv7(),
-        type: 'cairn.junk',
-        version: 1,
-        producer: mId,
-        seq: 1,
-        hlc: `${Date.now()}-0000`,
-        occurred_at: new Date().toISOString(),
-        payload: { filler: 'x' }
-      }
+      const squatted = ownEvent(mId, 'cairn.junk', { filler: 'x' })
       await publishForgedTree(nm, 1, [{ name: fileName(1, squatted.event_id), content: squatted }])
       await waitFor('a to refuse the reserved type', async () => (await na.metrics.rejected.get()).values.some((s) => s.labels.reason === 'reserved_type' && s.value >= 1))
       expect(query(a, 'SELECT producer, reason FROM quarantine')).toEqual([{ producer: mId, reason: 'reserved_type' }])

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
-import { NodeProcess, tempDir, waitFor } from '../helpers/process.ts'
+import { NodeProcess, tempDir } from '../helpers/process.ts'
 import { query } from '../helpers/db.ts'
-import { inProcessNode, publishForgedTree } from '../helpers/forge.ts'
+import { inProcessNode, publishRefusedRounds } from '../helpers/forge.ts'
 import { MAX_REFUSED_PER_WALK } from '../../src/sync/plan.ts'
 import { QUARANTINE_KEEP } from '../../src/store/quarantine.ts'
 
@@ -23,11 +23,7 @@ describe('a member writing refused files without end', () => {
       // tree for, in a new hour bucket each time (the walk then lists only that bucket).
       const perBucket = Math.floor(MAX_REFUSED_PER_WALK * 0.9)
       const rounds = Math.ceil((QUARANTINE_KEEP * 1.5) / perBucket)
-      for (let r = 0; r < rounds; r++) {
-        const files = Array.from({ length: perBucket }, (_, i) => ({ name: `junk-${r}-${String(i).padStart(5, '0')}.txt`, content: `junk ${r} ${i}` }))
-        await publishForgedTree(x, r + 1, files, Date.now() - (rounds - r) * 3_600_000)
-        await waitFor(`round ${r + 1}'s refusals counted on A`, async () => (await refusedNames(a)) >= (r + 1) * perBucket, 60_000)
-      }
+      await publishRefusedRounds(x, { rounds, perBucket, firstSeq: 1, hourOf: (k) => Date.now() - (rounds - k) * 3_600_000, counted: async () => await refusedNames(a) })
       expect(await refusedNames(a)).toBe(rounds * perBucket)
       const kept = query<{ path: string }>(a.dir, 'SELECT path FROM quarantine WHERE producer = ? ORDER BY id', [me])
       expect(kept.length).toBe(QUARANTINE_KEEP)

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { initDataDir } from '../../src/datadir/init.ts'
-import { tempDir } from './process.ts'
+import { tempDir, waitFor } from './process.ts'
 import { CairnNode } from '../../src/node/node.ts'
 import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
 import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
@@ -69,4 +69,22 @@ export async function publishForgedTree(node: CairnNode, seq: number, files: For
   node.store.db.run('INSERT INTO producers (producer, head_message) VALUES (?, ?) ON CONFLICT (producer) DO UPDATE SET head_message = excluded.head_message', [peerId.toString(), head])
   await node.announceAll()
   return head
+}
+
+/**
+ * Publishes from `node` `rounds` trees of `perBucket` names that are no event file's (`junk-<k>-<i>.txt`,
+ * each a new path), round k (from 0) as seq `firstSeq + k` in the hour bucket of `hourOf(k)` (a new one
+ * each round, so a walk lists only that bucket), each once `counted()` says the receiving side has counted
+ * (k + 1) × perBucket refusals.
+ */
+export async function publishRefusedRounds(
+  node: CairnNode,
+  options: { rounds: number; perBucket: number; firstSeq: number; hourOf: (k: number) => number; counted: () => Promise<number> }
+): Promise<void> {
+  const { rounds, perBucket, firstSeq, hourOf, counted } = options
+  for (let k = 0; k < rounds; k++) {
+    const files = Array.from({ length: perBucket }, (_, i) => ({ name: `junk-${k}-${String(i).padStart(5, '0')}.txt`, content: `junk ${k} ${i}` }))
+    await publishForgedTree(node, firstSeq + k, files, hourOf(k))
+    await waitFor(`round ${k + 1}'s refusals counted`, async () => (await counted()) >= (k + 1) * perBucket, 60_000)
+  }
 }

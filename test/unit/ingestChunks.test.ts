@@ -3,14 +3,35 @@ import { waitFor } from '../../src/node/events.ts'
 import { INGEST_CHUNK } from '../../src/sync/plan.ts'
 import { CollectEvery } from '../../src/sync/fetch.ts'
 import type { Log } from '../../src/log/logger.ts'
-import { eventFile, forger, headOf, honestTree, seqsOf, victim } from '../adversary/walkForge.ts'
+import { eventFile, forger, headOf, honestTree, seqsOf, victim, type Forger } from '../adversary/walkForge.ts'
+import type { DirEntry } from '../../src/unixfs/tree.ts'
+
+/** @returns `count` event files of `p`, seqs 1 to `count` */
+async function filesOf(p: Forger, count: number): Promise<DirEntry[]> {
+  const files: DirEntry[] = []
+  for (let seq = 1; seq <= count; seq++) files.push(await eventFile(p, seq))
+  return files
+}
+
+/** A collection of the heap that only counts itself, once per `every` blocks the walks read. */
+function countedCollections(every: number): { collections: { n: number }; collectGarbage: { every: number; collect: () => void } } {
+  const collections = { n: 0 }
+  return {
+    collections,
+    collectGarbage: {
+      every,
+      collect: () => {
+        collections.n++
+      }
+    }
+  }
+}
 
 describe('a catch-up holds a bounded number of files at once', () => {
   test('a backlog of twice INGEST_CHUNK and more is stored in chunks of at most INGEST_CHUNK, whatever max-files-per-walk allows', async () => {
     const p = await forger()
     const n = 2 * INGEST_CHUNK + 52
-    const files = []
-    for (let seq = 1; seq <= n; seq++) files.push(await eventFile(p, seq))
+    const files = await filesOf(p, n)
     // max-files-per-walk 20,000 (the default) would allow the whole backlog in one chunk
     const v = await victim([p], { maxFilesPerWalk: 20_000 })
     const chunks: number[] = []
@@ -41,17 +62,9 @@ describe('a catch-up holds a bounded number of files at once', () => {
 
   test('a walk collects the heap as the blocks it reads add up, and a small walk alone never does', async () => {
     const p = await forger()
-    const files = []
-    for (let seq = 1; seq <= 1100; seq++) files.push(await eventFile(p, seq))
-    const collections = { n: 0 }
-    const v = await victim([p], {
-      collectGarbage: {
-        every: 100,
-        collect: () => {
-          collections.n++
-        }
-      }
-    })
+    const files = await filesOf(p, 1100)
+    const { collections, collectGarbage } = countedCollections(100)
+    const v = await victim([p], { collectGarbage })
     const caughtUp = (seq: number) => waitFor(v.events, 'sync:idle', { signal: AbortSignal.timeout(60_000), filter: () => v.store.producers.get(p.id)?.processed_seq === seq })
     let idle = caughtUp(20)
     await v.syncer.offerHead(await headOf(p, 20, await honestTree(p, files.slice(0, 20))))
@@ -67,17 +80,9 @@ describe('a catch-up holds a bounded number of files at once', () => {
 
   test('many small walks, one after the other, collect the heap as their blocks add up together', async () => {
     const p = await forger()
-    const files = []
-    for (let seq = 1; seq <= 200; seq++) files.push(await eventFile(p, seq))
-    const collections = { n: 0 }
-    const v = await victim([p], {
-      collectGarbage: {
-        every: 100,
-        collect: () => {
-          collections.n++
-        }
-      }
-    })
+    const files = await filesOf(p, 200)
+    const { collections, collectGarbage } = countedCollections(100)
+    const v = await victim([p], { collectGarbage })
     // Twenty walks of ten files each: none reads 100 blocks, together they read more than 200.
     for (let top = 10; top <= 200; top += 10) {
       const idle = waitFor(v.events, 'sync:idle', { signal: AbortSignal.timeout(60_000), filter: () => v.store.producers.get(p.id)?.processed_seq === top })
@@ -92,12 +97,8 @@ describe('a catch-up holds a bounded number of files at once', () => {
   test("walks under way at once each report the collections their own blocks set off, not each other's", async () => {
     const p = await forger()
     const q = await forger()
-    const pFiles = []
-    for (let seq = 1; seq <= 5; seq++) pFiles.push(await eventFile(p, seq))
-    const qFiles = []
-    for (let seq = 1; seq <= 150; seq++) qFiles.push(await eventFile(q, seq))
-    const pRoot = await honestTree(p, pFiles)
-    const qRoot = await honestTree(q, qFiles)
+    const pRoot = await honestTree(p, await filesOf(p, 5))
+    const qRoot = await honestTree(q, await filesOf(q, 150))
     const lines: string[] = []
     const log: Log = {
       debug(message) {
@@ -108,7 +109,7 @@ describe('a catch-up holds a bounded number of files at once', () => {
       error() {},
       child: () => log
     }
-    const collections = { n: 0 }
+    const { collections, collectGarbage } = countedCollections(100)
     let qStored = (): void => {}
     const qDone = new Promise<void>((resolve) => {
       qStored = resolve
@@ -120,12 +121,7 @@ describe('a catch-up holds a bounded number of files at once', () => {
       before: async (cid) => {
         if (cid.equals(pRoot)) await qDone
       },
-      collectGarbage: {
-        every: 100,
-        collect: () => {
-          collections.n++
-        }
-      }
+      collectGarbage
     })
     v.events.addEventListener('events:ingested', () => {
       if (v.store.producers.get(q.id)?.processed_seq === 150) qStored()

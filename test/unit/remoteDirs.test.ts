@@ -6,7 +6,8 @@ import { openDatabase, type SqlDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { Store } from '../../src/store/store.ts'
-import { syncer as createSyncer } from '../../src/sync/syncer.ts'
+import { syncer as createSyncer, type Syncer } from '../../src/sync/syncer.ts'
+import type { Outbox } from '../../src/publish/outbox.ts'
 import { HybridClock } from '../../src/model/hlc.ts'
 import { CairnEventBus, waitFor } from '../../src/node/events.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
@@ -79,41 +80,65 @@ function walked(store: Store, db: SqlDatabase, producer: string, root: string, d
   )
 }
 
+/**
+ * A producer's outbox on a clock the test sets, after `perHour` events in each of the hours 08, 09 and 10 of
+ * 2026-11-20, -21 and -22 (seqs in that order), and every head it committed.
+ */
+async function producerOverThreeDays(perHour: number): Promise<{ outbox: Outbox; blocks: SqliteBlockstore; heads: Uint8Array[]; setNow: (d: Date) => void }> {
+  const key = await generateKeyPair('Ed25519')
+  const pdb = await openDatabase(':memory:')
+  migrate(pdb)
+  const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
+  const heads: Uint8Array[] = []
+  const pevents = new CairnEventBus()
+  pevents.addEventListener('outbox:committed', (e) => {
+    heads.push(e.detail.head)
+  })
+  let now = new Date('2026-11-20T10:15:00Z')
+  const outbox = testOutbox({ db: pdb, blocks, privateKey: key, maxBatch: 100, maxEventSize: 256 * 1024, maxDepth: 64, events: pevents, now: () => now })
+  for (const day of ['20', '21', '22']) {
+    for (const hour of ['08', '09', '10']) {
+      now = new Date(`2026-11-${day}T${hour}:15:00Z`)
+      for (let n = 1; n <= perHour; n++) await outbox.publish({ type: 'test.day', payload: { day, hour, n } })
+    }
+  }
+  return {
+    outbox,
+    blocks,
+    heads,
+    setNow: (d) => {
+      now = d
+    }
+  }
+}
+
+/** A consumer's syncer over `db`, fetching from the producer's `blocks`; `synced(head)` returns once it walked to it. */
+function consumer(db: SqlDatabase, blocks: SqliteBlockstore): { store: Store; syncer: Syncer; synced: (head: Uint8Array) => Promise<void> } {
+  const store = new Store(db)
+  const events = new CairnEventBus()
+  const syncer = createSyncer({
+    getBlock: async (cid: CID) => blocks.getSync(cid) ?? (await Promise.reject(new Error(`missing ${cid.toString()}`))),
+    limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 10_000 },
+    fetchTimeout: 5000
+  })({ self: 'consumer', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
+  syncer.start()
+  const synced = async (head: Uint8Array): Promise<void> => {
+    const idle = waitFor(events, 'sync:idle', { signal: AbortSignal.timeout(30_000) })
+    await syncer.offerHead(head)
+    await idle
+  }
+  return { store, syncer, synced }
+}
+
 describe('remote_dirs on a walk', () => {
   test('a walk looks up the days, and a changed day its hours, in one statement each, and records what it walked in one', async () => {
-    const key = await generateKeyPair('Ed25519')
-    const pdb = await openDatabase(':memory:')
-    migrate(pdb)
-    const pblocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-    const heads: Uint8Array[] = []
-    const pevents = new CairnEventBus()
-    pevents.addEventListener('outbox:committed', (e) => {
-      heads.push(e.detail.head)
-    })
-    let now = new Date('2026-11-20T10:15:00Z')
-    const outbox = testOutbox({ db: pdb, blocks: pblocks, privateKey: key, maxBatch: 100, maxEventSize: 256 * 1024, maxDepth: 64, events: pevents, now: () => now })
     // Three days of three hours each.
-    for (const day of ['20', '21', '22']) {
-      for (const hour of ['08', '09', '10']) {
-        now = new Date(`2026-11-${day}T${hour}:15:00Z`)
-        await outbox.publish({ type: 'test.day', payload: { day, hour } })
-      }
-    }
+    const { outbox, blocks, heads } = await producerOverThreeDays(1)
     const raw = await openDatabase(':memory:')
     migrate(raw)
     const { db, statements } = counting(raw)
-    const events = new CairnEventBus()
-    const syncer = createSyncer({
-      getBlock: async (cid: CID) => pblocks.getSync(cid) ?? (await Promise.reject(new Error(`missing ${cid.toString()}`))),
-      limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 10_000 },
-      fetchTimeout: 5000
-    })({ self: 'consumer', store: new Store(db), clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
-    syncer.start()
-    const synced = async (): Promise<void> => {
-      const idle = waitFor(events, 'sync:idle', { signal: AbortSignal.timeout(30_000) })
-      await syncer.offerHead(heads.at(-1)!)
-      await idle
-    }
+    const { syncer, synced: syncedTo } = consumer(db, blocks)
+    const synced = async (): Promise<void> => await syncedTo(heads.at(-1)!)
     try {
       await synced()
       expect(raw.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n).toBe(9)
@@ -179,41 +204,12 @@ describe('remote_dirs on a walk', () => {
   })
 
   test('housekeeping forgets the recorded directories of the days and hours a producer pruned, and walks go on', async () => {
-    const key = await generateKeyPair('Ed25519')
-    const pdb = await openDatabase(':memory:')
-    migrate(pdb)
-    const pblocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-    const heads: Uint8Array[] = []
-    const pevents = new CairnEventBus()
-    pevents.addEventListener('outbox:committed', (e) => {
-      heads.push(e.detail.head)
-    })
-    let now = new Date('2026-11-20T10:15:00Z')
-    const outbox = testOutbox({ db: pdb, blocks: pblocks, privateKey: key, maxBatch: 100, maxEventSize: 256 * 1024, maxDepth: 64, events: pevents, now: () => now })
     // Three days of three hours each, two events an hour: seqs 1-6 on the 20th, 7-12 on the 21st, 13-18 on the 22nd.
-    for (const day of ['20', '21', '22']) {
-      for (const hour of ['08', '09', '10']) {
-        now = new Date(`2026-11-${day}T${hour}:15:00Z`)
-        await outbox.publish({ type: 'test.day', payload: { day, hour, n: 1 } })
-        await outbox.publish({ type: 'test.day', payload: { day, hour, n: 2 } })
-      }
-    }
+    const { outbox, blocks: pblocks, heads, setNow } = await producerOverThreeDays(2)
     const raw = await openDatabase(':memory:')
     migrate(raw)
     const { db, statements } = counting(raw)
-    const store = new Store(db)
-    const events = new CairnEventBus()
-    const syncer = createSyncer({
-      getBlock: async (cid: CID) => pblocks.getSync(cid) ?? (await Promise.reject(new Error(`missing ${cid.toString()}`))),
-      limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: 10_000 },
-      fetchTimeout: 5000
-    })({ self: 'consumer', store, clock: new HybridClock(), log: silentLog, metrics: new Metrics(), events })
-    syncer.start()
-    const synced = async (head: Uint8Array): Promise<void> => {
-      const idle = waitFor(events, 'sync:idle', { signal: AbortSignal.timeout(30_000) })
-      await syncer.offerHead(head)
-      await idle
-    }
+    const { store, syncer, synced } = consumer(db, pblocks)
     const paths = (): string[] => raw.all<{ path: string }>('SELECT path FROM remote_dirs ORDER BY path').map((r) => r.path)
     const read = (cid: CID): Uint8Array | undefined => pblocks.getSync(cid)
     const checked: CheckedDays = new Map()
@@ -243,7 +239,7 @@ describe('remote_dirs on a walk', () => {
       expect(lookups.length).toBe(3)
 
       // Walks go on: a new event arrives, and the directories it changed are recorded again.
-      now = new Date('2026-11-22T10:45:00Z')
+      setNow(new Date('2026-11-22T10:45:00Z'))
       await outbox.publish({ type: 'test.day', payload: { last: true } })
       await synced(heads.at(-1)!)
       expect(raw.get<{ n: number }>("SELECT count(*) AS n FROM events WHERE type = 'test.day'")?.n).toBe(19)
