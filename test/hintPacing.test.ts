@@ -35,4 +35,40 @@ describe('hint pacing (hints-per-second)', () => {
       await a.stop()
     }
   }, 120_000)
+
+  test("hints of several busy producers relayed by one peer (a hub) pass at each producer's rate: the receiver coalesces none", async () => {
+    using tmp = tempDir()
+    const hub = await inProcessNode(await initDir(tmp.path, 'hub'))
+    const key = join(tmp.path, 'hub', 'swarm.key')
+    const via = { bootstrap: [hub.ipfs.libp2p.getMultiaddrs()[0].toString()] }
+    const producers = [
+      await inProcessNode(await initDir(tmp.path, 'p1', key), { ...via, 'hints-per-second': 5 }),
+      await inProcessNode(await initDir(tmp.path, 'p2', key), { ...via, 'hints-per-second': 5 })
+    ]
+    // b hears both producers only through the hub: 10 hints a second from one peer, over its 6 (and its burst of 6
+    // after 1.5 s), yet 5 per producer.
+    const b = await inProcessNode(await initDir(tmp.path, 'b', key), { ...via, 'heads-per-second': 6 })
+    try {
+      for (const p of producers) await p.publish({ type: 'test.first', payload: {} })
+      await waitFor('the first events on b', () => eventCount(b.config.data) === 2, 30_000)
+      for (const p of producers) expect(b.ipfs.libp2p.getConnections(p.ipfs.libp2p.peerId).length).toBe(0)
+      // Each producer commits one event after another for 4 s: its pacer hints 5 times a second.
+      const until = Date.now() + 4_000
+      const counts = await Promise.all(
+        producers.map(async (p) => {
+          let n = 0
+          while (Date.now() < until) await p.publish({ type: 'test.burst', payload: { n: n++ } })
+          return n
+        })
+      )
+      const total = 2 + counts[0] + counts[1]
+      await waitFor('every event on b', () => eventCount(b.config.data) === total, 60_000)
+      expect(await counter(b, 'headsReceived', { result: 'coalesced' })).toBe(0)
+      for (const p of producers) expect(b.ipfs.libp2p.getConnections(p.ipfs.libp2p.peerId).length).toBe(0)
+    } finally {
+      await b.stop()
+      for (const p of producers) await p.stop()
+      await hub.stop()
+    }
+  }, 120_000)
 })

@@ -135,7 +135,8 @@ export const SETTINGS = {
     name: 'heads-per-second',
     kind: 'string',
     value: 'N',
-    description: 'heads checked per peer per second; more wait for their turn, only the newest per producer (default 200)',
+    description:
+      'heads checked per second from each peer for each producer, and from each peer of heads that prove no news (forged, replayed, of strangers); more wait for their turn, only the newest per producer (default 200)',
     schema: IntSchema,
     default: 200
   },

@@ -301,9 +301,7 @@ export class CairnNode {
       })
       const limiter = new HeadLimiter({
         rate: cfg.headsPerSecond,
-        accept: async (bytes, peer) => {
-          await syncer.acceptHead(bytes, peer)
-        },
+        accept: async (bytes, peer) => await syncer.acceptHead(bytes, peer),
         onCoalesced: () => {
           this.metrics.headsReceived.inc({ result: 'coalesced' })
         },

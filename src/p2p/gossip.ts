@@ -11,7 +11,7 @@ export interface HeadGossipInit {
   ipfs: CairnIpfs
   /** the network id: names the topic */
   network: string
-  /** admits a hint before its signature is checked, per sending peer */
+  /** admits a hint before its signature is checked, per sending peer and producer, and is told which proved news */
   limiter: HeadLimiter
   /** whether this node publishes its own new heads as hints (it always receives them) */
   publishHints: boolean
@@ -92,6 +92,8 @@ export class HeadGossip {
       }
       trace('hint.verified', message.head.seq)
       const screened = this.init.screen(message)
+      // A head that is news gives back the credit it took from the sending peer's budget.
+      this.init.limiter.useful(msg.data, from, screened.relay ? message.head.producer : undefined)
       if (screened.relay) return TopicValidatorResult.Accept
       if (screened.reason == null) {
         metrics.headsReceived.inc({ result: 'old' })

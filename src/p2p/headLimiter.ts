@@ -1,19 +1,31 @@
 /** Heads a peer may have waiting for a token, one per producer. */
 const MAX_WAITING = 1024
+/** Producers a peer's budget tracks at once; those with a full bucket (idle for a second) are forgotten first. */
+const MAX_PRODUCERS = 4096
 
-interface Bucket {
+interface Tokens {
   tokens: number
   at: number
+}
+
+interface Budget {
+  /**
+   * heads this peer may have checked before they are known to be news: each head admitted takes one, and
+   * one that proved news (useful()) gives it back, so this bounds the checks of heads that are not
+   */
+  credit: Tokens
+  /** per producer a head claims: how many of its heads this peer may have checked */
+  producers: Map<string, Tokens>
   /** producer → the newest head waiting for a token, and how to tell it whether it got one */
   waiting: Map<string, { seq: number; admit: (ok: boolean) => void }>
   timer?: ReturnType<typeof setTimeout>
 }
 
 export interface HeadLimiterInit {
-  /** heads per peer per second that are checked at once; also the burst */
+  /** heads checked per second per sending peer and producer, and per sending peer of heads that prove no news; also the bursts */
   rate: number
-  /** checks and applies one head (for offer()) */
-  accept: (bytes: Uint8Array, peer: string) => Promise<void>
+  /** checks and applies one head (for offer()): the producer whose head it was, when it was news */
+  accept: (bytes: Uint8Array, peer: string) => Promise<string | undefined>
   /** a waiting head replaced by a newer one of the same producer: nothing is lost, the newer head covers it */
   onCoalesced?: () => void
   /** a head refused outright: unreadable while over the rate, or too many producers waiting */
@@ -21,14 +33,25 @@ export interface HeadLimiterInit {
 }
 
 /**
- * Rate-limits heads per sending peer with a token bucket, without delaying honest traffic by much:
- * a head over the rate waits for the next token instead of being dropped, and only the newest waiting
- * head per producer is kept, because a head covers everything before it. A flooding peer so costs at
- * most `rate` signature checks per second, while a busy producer's events are late by at most 1/rate s.
+ * Rate-limits the heads each peer sends, before their signatures are checked, without delaying honest
+ * traffic by much. Two budgets, both token buckets of `rate` per second:
+ *
+ * - per (peer, producer the head claims): a busy producer's heads relayed by one peer pass at up to `rate`,
+ *   whatever other producers that peer relays (a hub in a star of busy producers relays them all), and a
+ *   member flooding signed heads of its own costs at most `rate` checks per second per peer;
+ * - per peer, a credit for heads not yet known to be news: each admitted head takes one, and gets it back
+ *   once it proves news (a valid head that moved its claimed producer forward, useful()). Heads that do not
+ *   (forged, replayed, of strangers) so cost at most `rate` checks per second per peer, however many
+ *   producers they claim.
+ *
+ * A head over either budget waits for the next token instead of being dropped, and only the newest waiting
+ * head per producer is kept, because a head covers everything before it.
  */
 export class HeadLimiter {
   private readonly init: HeadLimiterInit
-  private readonly buckets = new Map<string, Bucket>()
+  private readonly budgets = new Map<string, Budget>()
+  /** the producer each admitted head claimed, until useful() settles it: a head gives its credit back once */
+  private readonly claims = new WeakMap<Uint8Array, string>()
 
   constructor(init: HeadLimiterInit) {
     this.init = init
@@ -39,27 +62,30 @@ export class HeadLimiter {
     const admitted = this.admit(bytes, peer)
     if (admitted instanceof Promise) {
       void admitted.then(async (ok) => {
-        if (ok) await this.init.accept(bytes, peer)
+        if (ok) this.useful(bytes, peer, await this.init.accept(bytes, peer))
       })
       return
     }
-    if (admitted) await this.init.accept(bytes, peer)
+    if (admitted) this.useful(bytes, peer, await this.init.accept(bytes, peer))
   }
 
   /**
-   * Takes a token for a head before its signature is checked (the gossip validator calls this).
+   * Takes tokens for a head before its signature is checked (the gossip validator calls this, and useful()
+   * once the head proved news).
    *
-   * @returns true at once when a token is free; false at once for a head refused outright or older than
-   * the one waiting; else a promise: true when its token comes, false when a newer head of the same
+   * @returns true at once when its tokens are free; false at once for a head refused outright or older than
+   * the one waiting; else a promise: true when its tokens come, false when a newer head of the same
    * producer replaced it (or the limiter stopped)
    */
   admit(bytes: Uint8Array, peer: string): boolean | Promise<boolean> {
-    const b = this.bucket(peer)
-    if (b.waiting.size === 0 && b.tokens >= 1) {
-      b.tokens--
+    const b = this.budget(peer)
+    const claim = claimOf(bytes)
+    const producer = claim?.producer ?? ''
+    // A head whose producer has one waiting waits too, so that the waiting one is never passed over by a newer.
+    if (!b.waiting.has(producer) && this.take(b, producer)) {
+      this.claims.set(bytes, producer)
       return true
     }
-    const claim = claimOf(bytes)
     if (claim == null) {
       this.init.onDropped(peer, `an unreadable head over the rate of ${this.init.rate} per second`)
       return false
@@ -74,41 +100,90 @@ export class HeadLimiter {
       return false
     }
     return new Promise<boolean>((resolve) => {
-      b.waiting.set(claim.producer, { seq: claim.seq, admit: resolve })
+      b.waiting.set(claim.producer, {
+        seq: claim.seq,
+        admit: (ok) => {
+          if (ok) this.claims.set(bytes, producer)
+          resolve(ok)
+        }
+      })
       this.schedule(peer, b)
     })
   }
 
+  /**
+   * Gives back the credit an admitted head took, when it proved news: `producer` is the producer of its
+   * verified head that moved forward (undefined: it was not news), and must be the one the head claimed.
+   */
+  useful(bytes: Uint8Array, peer: string, producer: string | undefined): void {
+    const claimed = this.claims.get(bytes)
+    if (claimed == null) return
+    this.claims.delete(bytes)
+    if (producer == null || producer !== claimed) return
+    const b = this.budgets.get(peer)
+    if (b != null) b.credit.tokens = Math.min(this.init.rate, b.credit.tokens + 1)
+  }
+
   stop(): void {
-    for (const b of this.buckets.values()) {
+    for (const b of this.budgets.values()) {
       clearTimeout(b.timer)
       for (const w of b.waiting.values()) w.admit(false)
     }
-    this.buckets.clear()
+    this.budgets.clear()
   }
 
-  private bucket(peer: string): Bucket {
+  /** Takes a credit and a token of `producer` when both are free. */
+  private take(b: Budget, producer: string): boolean {
     const now = performance.now()
-    let b = this.buckets.get(peer)
-    if (b == null) {
-      b = { tokens: this.init.rate, at: now, waiting: new Map() }
-      this.buckets.set(peer, b)
-      if (this.buckets.size > 10_000) this.forgetIdle()
+    this.refill(b.credit, now)
+    if (b.credit.tokens < 1) return false
+    let p = b.producers.get(producer)
+    if (p == null) {
+      if (b.producers.size >= MAX_PRODUCERS) this.forgetFull(b, now)
+      if (b.producers.size >= MAX_PRODUCERS) return false
+      p = { tokens: this.init.rate, at: now }
+      b.producers.set(producer, p)
     }
-    b.tokens = Math.min(this.init.rate, b.tokens + ((now - b.at) * this.init.rate) / 1000)
-    b.at = now
+    this.refill(p, now)
+    if (p.tokens < 1) return false
+    p.tokens--
+    b.credit.tokens--
+    return true
+  }
+
+  private refill(t: Tokens, now: number): void {
+    t.tokens = Math.min(this.init.rate, t.tokens + ((now - t.at) * this.init.rate) / 1000)
+    t.at = now
+  }
+
+  /** Forgets the producers whose bucket is full again: a full bucket is what a new one starts with. */
+  private forgetFull(b: Budget, now: number): void {
+    for (const [producer, t] of b.producers) {
+      this.refill(t, now)
+      if (t.tokens >= this.init.rate && !b.waiting.has(producer)) b.producers.delete(producer)
+    }
+  }
+
+  private budget(peer: string): Budget {
+    let b = this.budgets.get(peer)
+    if (b == null) {
+      b = { credit: { tokens: this.init.rate, at: performance.now() }, producers: new Map(), waiting: new Map() }
+      this.budgets.set(peer, b)
+      if (this.budgets.size > 10_000) this.forgetIdle()
+    }
     return b
   }
 
-  private schedule(peer: string, b: Bucket): void {
+  private schedule(peer: string, b: Budget): void {
     if (b.timer != null) return
-    const wait = Math.max(1, Math.ceil(((1 - b.tokens) * 1000) / this.init.rate))
+    const wait = Math.max(1, Math.ceil(1000 / this.init.rate))
     b.timer = setTimeout(() => {
       b.timer = undefined
-      this.bucket(peer)
       for (const [producer, w] of b.waiting) {
-        if (b.tokens < 1) break
-        b.tokens--
+        if (!this.take(b, producer)) {
+          if (b.credit.tokens < 1) break
+          continue
+        }
         b.waiting.delete(producer)
         w.admit(true)
       }
@@ -117,12 +192,43 @@ export class HeadLimiter {
   }
 
   private forgetIdle(): void {
-    for (const [peer, b] of this.buckets) if (b.waiting.size === 0 && b.tokens >= this.init.rate) this.buckets.delete(peer)
+    const now = performance.now()
+    for (const [peer, b] of this.budgets) {
+      if (b.waiting.size > 0) continue
+      this.refill(b.credit, now)
+      if (b.credit.tokens < this.init.rate) continue
+      this.forgetFull(b, now)
+      if (b.producers.size === 0) this.budgets.delete(peer)
+    }
   }
 }
 
-/** The producer and seq a head claims, read without checking it (that happens when it is accepted). */
-function claimOf(bytes: Uint8Array): { producer: string; seq: number } | undefined {
+const PRODUCER = Buffer.from('"producer":"')
+const SEQ = Buffer.from('"seq":')
+const QUOTE = 0x22
+
+/**
+ * The producer and seq a head claims, read without checking it (that happens when it is accepted). A head
+ * cairn signed is canonical JSON whose first `"producer":"` is the head's producer (the keys before it are
+ * acks, whose keys are peer ids, compacted and hlc) and whose next `"seq":` is its seq, so those two are
+ * found in the bytes without parsing; anything else is parsed whole. A claim is only a claim: useful() gives
+ * credit back only for the producer the signature proved.
+ */
+export function claimOf(bytes: Uint8Array): { producer: string; seq: number } | undefined {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const at = buf.indexOf(PRODUCER)
+  if (at >= 0) {
+    const start = at + PRODUCER.length
+    const end = buf.indexOf(QUOTE, start)
+    const s = end > start && end - start <= 128 ? buf.indexOf(SEQ, end) : -1
+    if (s >= 0) {
+      let seq = 0
+      let i = s + SEQ.length
+      const first = i
+      for (; i < buf.length && i - first < 16 && buf[i] >= 0x30 && buf[i] <= 0x39; i++) seq = seq * 10 + (buf[i] - 0x30)
+      if (i > first) return { producer: buf.toString('latin1', start, end), seq }
+    }
+  }
   try {
     const head = (JSON.parse(new TextDecoder().decode(bytes)) as { head?: { producer?: unknown; seq?: unknown } }).head
     if (typeof head?.producer === 'string' && head.producer.length <= 128 && typeof head.seq === 'number') return { producer: head.producer, seq: head.seq }

@@ -34,7 +34,7 @@ export interface HintPacerInit {
 /**
  * Paces a node's own hints. Every hint costs every node of the network a whole round (its transport, the
  * signature and hashes, a walk, the plugins, the stream) whatever the events it covers, and receivers check
- * heads per peer at a bounded rate (`heads-per-second`): over it they keep only the newest head of each
+ * each producer's heads per peer at a bounded rate (`heads-per-second`): over it they keep only the newest head of each
  * producer, the events covered but the skipped hints' blocks lost, so each walk fetched them over the network.
  *
  * A commit `holdMs` (or 1/`perSecond`, when longer) after the last hint is hinted at once: a lone event waits

@@ -4,7 +4,7 @@ import type { FileLimits, Rejection } from '../model/eventFile.ts'
 import type { Components } from '../node/components.ts'
 import { trace } from '../log/trace.ts'
 import { CollectEvery, type BlockBatch, type BlockGetter, type BlocksGetter, type WalkFetcher } from './fetch.ts'
-import type { VerifiedHead } from '../model/head.ts'
+import type { Head, VerifiedHead } from '../model/head.ts'
 import type { ProducerRow } from '../store/producers.ts'
 import { intakeHead, judgeHead, producerRow, type HeadIntakeInit, type HeadVerdict, type SeenRow } from './headIntake.ts'
 import { ingest } from './ingest.ts'
@@ -141,26 +141,36 @@ export class Syncer {
    * @throws InvalidHeadError when it does not verify or is from a non-member
    */
   async offerHead(bytes: Uint8Array): Promise<'new' | 'old'> {
+    return (await this.intake(bytes)) == null ? 'old' : 'new'
+  }
+
+  /** @returns the head when it moved its producer's head forward (and is walked), else undefined */
+  private async intake(bytes: Uint8Array): Promise<Head | undefined> {
     const head = await intakeHead(bytes, this.init, this.components, (message) => this.judgedRows.get(message))
-    if (head == null) return 'old'
+    if (head == null) return undefined
     this.scheduler.supersede(head.producer)
     trace('head.accepted', head.seq)
     this.scheduler.schedule(head.producer)
-    return 'new'
+    return head
   }
 
   /**
    * Accepts a head from a peer (gossip, the head exchange, a relay): a head that changes nothing is
    * counted as old; a bad one is counted and dispatched as 'peer:rejected', never thrown.
+   *
+   * @returns the producer of the head when it was news (the head limiter gives the peer's credit back)
    */
-  async acceptHead(bytes: Uint8Array, peer: string): Promise<void> {
+  async acceptHead(bytes: Uint8Array, peer: string): Promise<string | undefined> {
     const { metrics, events } = this.components
     try {
-      if ((await this.offerHead(bytes)) === 'old') metrics.headsReceived.inc({ result: 'old' })
+      const head = await this.intake(bytes)
+      if (head == null) metrics.headsReceived.inc({ result: 'old' })
+      return head?.producer
     } catch (err) {
       metrics.headsReceived.inc({ result: 'rejected' })
       const { reason, producer } = err as { reason?: string; producer?: string }
       events.safeDispatchEvent('peer:rejected', { detail: { reason: reason ?? 'bad_head', detail: (err as Error).message, peer, producer } })
+      return undefined
     }
   }
 

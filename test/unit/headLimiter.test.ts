@@ -1,5 +1,8 @@
 import { describe, expect, test } from 'bun:test'
-import { HeadLimiter } from '../../src/p2p/headLimiter.ts'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { claimOf, HeadLimiter } from '../../src/p2p/headLimiter.ts'
+import { signHead } from '../../src/model/head.ts'
 import { waitFor } from '../helpers/process.ts'
 
 const head = (producer: string, seq: number): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { producer, seq }, sig: 'x' }))
@@ -14,6 +17,7 @@ describe('HeadLimiter', () => {
       rate: 5,
       accept: async (b) => {
         accepted.push(seqOf(b))
+        return undefined
       },
       onCoalesced: () => {
         coalesced++
@@ -37,7 +41,7 @@ describe('HeadLimiter', () => {
   })
 
   test('admit (the gossip validator) answers at once under the rate; over it, the newest head per producer waits for a token', async () => {
-    const limiter = new HeadLimiter({ rate: 2, accept: async () => {}, onDropped: () => {} })
+    const limiter = new HeadLimiter({ rate: 2, accept: async () => undefined, onDropped: () => {} })
     expect(limiter.admit(head('P', 1), 'peer')).toBe(true)
     expect(limiter.admit(head('P', 2), 'peer')).toBe(true)
     const third = limiter.admit(head('P', 3), 'peer')
@@ -55,7 +59,7 @@ describe('HeadLimiter', () => {
     const dropped: string[] = []
     const limiter = new HeadLimiter({
       rate: 1,
-      accept: async () => {},
+      accept: async () => undefined,
       onDropped: (peer, d) => {
         dropped.push(`${peer}: ${d}`)
       }
@@ -64,5 +68,97 @@ describe('HeadLimiter', () => {
     await limiter.offer(new TextEncoder().encode('garbage'), 'p')
     expect(dropped).toEqual(['p: an unreadable head over the rate of 1 per second'])
     limiter.stop()
+  })
+
+  test('a peer relaying several busy producers passes each at the rate, as long as their heads are news', async () => {
+    const checked: string[] = []
+    let coalesced = 0
+    const limiter = new HeadLimiter({
+      rate: 5,
+      // every head is news, from the producer it claims
+      accept: async (b) => {
+        const producer = JSON.parse(new TextDecoder().decode(b)).head.producer as string
+        checked.push(producer)
+        return producer
+      },
+      onCoalesced: () => {
+        coalesced++
+      },
+      onDropped: () => {}
+    })
+    // A hub relays four producers, each at its own rate: 20 heads at once, 5 per producer.
+    for (let seq = 1; seq <= 5; seq++) for (const p of ['P1', 'P2', 'P3', 'P4']) await limiter.offer(head(p, seq), 'hub')
+    expect(checked.length).toBe(20)
+    expect(coalesced).toBe(0)
+    // One producer over its rate still waits, the newest of its heads kept.
+    await limiter.offer(head('P1', 6), 'hub')
+    await limiter.offer(head('P1', 7), 'hub')
+    expect(checked.length).toBe(20)
+    expect(coalesced).toBe(1)
+    await waitFor('the newest waiting head of P1', () => checked.length === 21, 2000, 10)
+    limiter.stop()
+  })
+
+  test('heads that are no news cost at most the rate of checks per peer, however many producers they claim', async () => {
+    let checks = 0
+    const dropped: string[] = []
+    const limiter = new HeadLimiter({
+      rate: 5,
+      accept: async () => {
+        checks++
+        return undefined
+      },
+      onDropped: (_p, d) => {
+        dropped.push(d)
+      }
+    })
+    for (let i = 0; i < 50; i++) await limiter.offer(head(`forged${i}`, 1), 'attacker')
+    expect(checks).toBe(5)
+    // The rest wait, one per producer, and pass at the peer's rate: no faster, and another peer is not held up.
+    let news = 0
+    const other = new HeadLimiter({
+      rate: 5,
+      accept: async (b) => {
+        news++
+        return JSON.parse(new TextDecoder().decode(b)).head.producer as string
+      },
+      onDropped: () => {}
+    })
+    await other.offer(head('P', 1), 'honest')
+    expect(news).toBe(1)
+    await waitFor('a waiting forged head to get a credit', () => checks === 6, 2000, 10)
+    expect(dropped).toEqual([])
+    limiter.stop()
+    other.stop()
+  })
+
+  test('a head gives its credit back only for the producer its signature proved, and only once', async () => {
+    const limiter = new HeadLimiter({ rate: 2, accept: async () => undefined, onDropped: () => {} })
+    const a = head('P', 1)
+    const b = head('Q', 1)
+    expect(limiter.admit(a, 'peer')).toBe(true)
+    expect(limiter.admit(b, 'peer')).toBe(true)
+    // a claimed P, but the head that verified was R's: no credit back
+    limiter.useful(a, 'peer', 'R')
+    expect(limiter.admit(head('S', 1), 'peer')).toBeInstanceOf(Promise)
+    // b was Q's: its credit comes back once, however often it is reported
+    limiter.useful(b, 'peer', 'Q')
+    limiter.useful(b, 'peer', 'Q')
+    expect(limiter.admit(head('T', 1), 'peer')).toBe(true)
+    expect(limiter.admit(head('U', 1), 'peer')).toBeInstanceOf(Promise)
+    limiter.stop()
+  })
+
+  test('claimOf reads producer and seq from the bytes of a signed head, acks and blocks around them', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const producer = peerIdFromPrivateKey(key).toString()
+    const acks: Record<string, number> = { [producer]: 7 }
+    for (let i = 0; i < 50; i++) acks[peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()] = i
+    const signed = await signHead({ producer, seq: 7, root: 'bafyroot', hlc: '2026-11-29T20:00:00.000Z-0000', acks, pruned_plain: 0, compacted: 0 }, key)
+    expect(claimOf(signed)).toEqual({ producer, seq: 7 })
+    // a message the fast path cannot read is parsed whole
+    const reordered = new TextEncoder().encode(JSON.stringify({ sig: 'x', head: { seq: 3, producer: 'P' } }))
+    expect(claimOf(reordered)).toEqual({ producer: 'P', seq: 3 })
+    expect(claimOf(new TextEncoder().encode('garbage'))).toBeUndefined()
   })
 })
