@@ -108,7 +108,7 @@ async function listBucket(f: WalkFetcher, path: string, cid: CID, dirs: RemoteDi
   // A level's shards keep their CIDs as copied bytes: a CID decoded from its parent block holds the whole
   // block (and, once printed, its string), and the deepest level of a large bucket is tens of thousands.
   // CIDs are printed flat (cidString), never as multiformats' ropes of ~60 cells.
-  let level: Array<{ path: string; cid: Uint8Array; slots: number[] }> = [{ path, cid: cid.bytes.slice(), slots: [] }]
+  let level: Array<{ path: string; cid: Uint8Array<ArrayBuffer>; slots: number[] }> = [{ path, cid: cid.bytes.slice(), slots: [] }]
   let fanout: number | undefined
   for (let depth = 0; level.length > 0; depth++) {
     budget.depth(depth, level[0].path)

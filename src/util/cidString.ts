@@ -19,12 +19,15 @@ export function cidStringOfBytes(bytes: Uint8Array): string {
 
 /**
  * @returns the CID of `bytes`, its string (as cidString gives it) already cached on it, so that every
- * `toString()` of it (block store keys, maps of a fetch, rows) returns that flat string
+ * `toString()` of it (block store keys, maps of a fetch, rows) returns that flat string. The CID keeps
+ * `bytes` as its own: pass bytes nothing else changes (a copy).
  * @throws Error when the bytes are not a CID
  */
-export function cidFromBytes(bytes: Uint8Array): CID {
+export function cidFromBytes(bytes: Uint8Array<ArrayBuffer>): CID {
   // A CIDv1 starts with its version, 1; anything else (a CIDv0 is a bare multihash) is decoded as it is.
-  return bytes[0] === 1 ? CID.parse(base32String(bytes)) : CID.decode(bytes)
+  // parse() is how multiformats caches a CID's string; given these bytes as the string's decoding, it does
+  // not decode the base32 back.
+  return bytes[0] === 1 ? CID.parse(base32String(bytes), { decode: () => bytes }) : CID.decode(bytes)
 }
 
 /** The most char codes passed to one String.fromCharCode.apply (JavaScriptCore refuses some hundreds of thousands). */
