@@ -328,9 +328,7 @@ export class CairnNode {
             if (judged.verdict !== 'refused' && blocks.length > 0) fetcher.offerHinted(blocks)
             return judged.verdict === 'refused' ? { relay: false, reason: judged.reason, detail: judged.detail } : { relay: false }
           },
-          onHint: (bytes, peer) => {
-            void syncer.acceptHead(bytes, peer)
-          }
+          onHint: async (bytes, peer) => await syncer.acceptHead(bytes, peer)
         },
         components
       )
