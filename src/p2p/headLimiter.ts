@@ -52,6 +52,8 @@ export class HeadLimiter {
   private readonly budgets = new Map<string, Budget>()
   /** the producer each admitted head claimed, until useful() settles it: a head gives its credit back once */
   private readonly claims = new WeakMap<Uint8Array, string>()
+  /** after stop() nothing is admitted: gossip and the head exchange still deliver heads while the node stops */
+  private stopped = false
 
   constructor(init: HeadLimiterInit) {
     this.init = init
@@ -75,9 +77,10 @@ export class HeadLimiter {
    *
    * @returns true at once when its tokens are free; false at once for a head refused outright or older than
    * the one waiting; else a promise: true when its tokens come, false when a newer head of the same
-   * producer replaced it (or the limiter stopped)
+   * producer replaced it (or the limiter stopped); false at once after stop()
    */
   admit(bytes: Uint8Array, peer: string): boolean | Promise<boolean> {
+    if (this.stopped) return false
     const b = this.budget(peer)
     const claim = claimOf(bytes)
     const producer = claim?.producer ?? ''
@@ -125,6 +128,7 @@ export class HeadLimiter {
   }
 
   stop(): void {
+    this.stopped = true
     for (const b of this.budgets.values()) {
       clearTimeout(b.timer)
       for (const w of b.waiting.values()) w.admit(false)

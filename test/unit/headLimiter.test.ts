@@ -149,6 +149,25 @@ describe('HeadLimiter', () => {
     limiter.stop()
   })
 
+  test('after stop nothing is admitted, checked or held on a timer (gossip and the head exchange stop after the limiter)', async () => {
+    let checks = 0
+    const limiter = new HeadLimiter({
+      rate: 1,
+      accept: async () => {
+        checks++
+        return undefined
+      },
+      onDropped: () => {}
+    })
+    await limiter.offer(head('P', 1), 'peer')
+    expect(checks).toBe(1)
+    limiter.stop()
+    expect(limiter.admit(head('Q', 1), 'peer')).toBe(false)
+    expect(limiter.admit(head('Q', 1), 'other')).toBe(false)
+    await limiter.offer(head('R', 1), 'other')
+    expect(checks).toBe(1)
+  })
+
   test('claimOf reads producer and seq from the bytes of a signed head, acks and blocks around them', async () => {
     const key = await generateKeyPair('Ed25519')
     const producer = peerIdFromPrivateKey(key).toString()
