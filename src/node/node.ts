@@ -39,7 +39,7 @@ import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
 import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
 import { COLLECT_EVERY_BLOCKS } from '../sync/fetch.ts'
-import { LateRelays } from '../sync/lateRelays.ts'
+import { HeadRelays } from '../sync/headRelays.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { VERSION } from '../version.ts'
 import type { Components } from './components.ts'
@@ -309,7 +309,7 @@ export class CairnNode {
           this.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'rate_limited', detail, peer } })
         }
       })
-      const lateRelays = new LateRelays()
+      const relays = new HeadRelays()
       const gossip = new HeadGossip(
         {
           ipfs,
@@ -323,14 +323,12 @@ export class CairnNode {
             const ahead = this.clock.tooFarAhead(head.hlc)
             if (ahead != null) return { relay: false, reason: 'clock_skew', detail: `${head.producer} stamped head ${head.seq} ${Math.round(ahead / 1000)} s ahead of this node's clock` }
             const judged = syncer.judge(message)
-            if (judged.verdict === 'new' || (judged.verdict === 'late' && lateRelays.first(head.producer, head.seq))) return { relay: true }
-            // A late head relayed before is one more copy with other blocks: only a waiting walk may use them.
+            if ((judged.verdict === 'new' || judged.verdict === 'late') && relays.first(head.producer, head.seq, head.hlc)) return { relay: true }
+            // A head relayed before is one more copy with other blocks: only a waiting walk may use them.
             if (judged.verdict !== 'refused' && blocks.length > 0) fetcher.offerHinted(blocks)
             return judged.verdict === 'refused' ? { relay: false, reason: judged.reason, detail: judged.detail } : { relay: false }
           },
-          onHint: (bytes, peer) => {
-            void syncer.acceptHead(bytes, peer)
-          }
+          onHint: async (bytes, peer) => await syncer.acceptHead(bytes, peer)
         },
         components
       )

@@ -11,7 +11,7 @@ export interface HeadGossipInit {
   ipfs: CairnIpfs
   /** the network id: names the topic */
   network: string
-  /** admits a hint before its signature is checked, per sending peer and producer, and is told which proved news */
+  /** admits a hint before its signature is checked, per sending peer and producer, and is told which moved its producer forward */
   limiter: HeadLimiter
   /** whether this node publishes its own new heads as hints (it always receives them) */
   publishHints: boolean
@@ -22,8 +22,11 @@ export interface HeadGossipInit {
    * track; otherwise `reason` (for a refusal) or nothing (an old head)
    */
   screen: (message: VerifiedHead) => { relay: true } | { relay: false; reason?: string; detail?: string }
-  /** receives each hint that the validator accepted, with the peer that sent it */
-  onHint: (bytes: Uint8Array, peer: string) => void
+  /**
+   * applies each hint that the validator accepted, with the peer that sent it (never throws): its producer
+   * when the head moved that producer forward, which gives the peer's credit back (HeadLimiter.useful)
+   */
+  onHint: (bytes: Uint8Array, peer: string) => Promise<string | undefined>
 }
 
 export type HeadGossipComponents = Pick<Components, 'log' | 'metrics' | 'events'>
@@ -51,7 +54,12 @@ export class HeadGossip {
   private readonly onMessage = (evt: CustomEvent<{ msg: { topic: string; data: Uint8Array }; propagationSource: { toString: () => string } }>): void => {
     const { msg, propagationSource } = evt.detail
     if (msg.topic !== this.topic) return
-    this.init.onHint(msg.data, propagationSource.toString())
+    const from = propagationSource.toString()
+    // Only the copy that moved its producer forward gives the credit back: copies of one new head validated
+    // at once were all news to the validator, which writes nothing.
+    void this.init.onHint(msg.data, from).then((producer) => {
+      this.init.limiter.useful(msg.data, from, producer)
+    })
   }
 
   constructor(init: HeadGossipInit, components: HeadGossipComponents) {
@@ -92,9 +100,9 @@ export class HeadGossip {
       }
       trace('hint.verified', message.head.seq)
       const screened = this.init.screen(message)
-      // A head that is news gives back the credit it took from the sending peer's budget.
-      this.init.limiter.useful(msg.data, from, screened.relay ? message.head.producer : undefined)
+      // A hint relayed gives its credit back once applied, if it moved its producer forward (onMessage).
       if (screened.relay) return TopicValidatorResult.Accept
+      this.init.limiter.useful(msg.data, from, undefined)
       if (screened.reason == null) {
         metrics.headsReceived.inc({ result: 'old' })
       } else {

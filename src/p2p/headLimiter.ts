@@ -52,6 +52,8 @@ export class HeadLimiter {
   private readonly budgets = new Map<string, Budget>()
   /** the producer each admitted head claimed, until useful() settles it: a head gives its credit back once */
   private readonly claims = new WeakMap<Uint8Array, string>()
+  /** after stop() nothing is admitted: gossip and the head exchange still deliver heads while the node stops */
+  private stopped = false
 
   constructor(init: HeadLimiterInit) {
     this.init = init
@@ -75,9 +77,10 @@ export class HeadLimiter {
    *
    * @returns true at once when its tokens are free; false at once for a head refused outright or older than
    * the one waiting; else a promise: true when its tokens come, false when a newer head of the same
-   * producer replaced it (or the limiter stopped)
+   * producer replaced it (or the limiter stopped); false at once after stop()
    */
   admit(bytes: Uint8Array, peer: string): boolean | Promise<boolean> {
+    if (this.stopped) return false
     const b = this.budget(peer)
     const claim = claimOf(bytes)
     const producer = claim?.producer ?? ''
@@ -125,6 +128,7 @@ export class HeadLimiter {
   }
 
   stop(): void {
+    this.stopped = true
     for (const b of this.budgets.values()) {
       clearTimeout(b.timer)
       for (const w of b.waiting.values()) w.admit(false)
@@ -203,6 +207,12 @@ export class HeadLimiter {
   }
 }
 
+/**
+ * The largest message whose claim is parsed whole when the canonical bytes do not give it: every message is
+ * read for its claim before it takes a token, and a parse of hostile JSON (deep nesting) costs about 10 ms a
+ * 256 KiB, while one of this size costs about what a signature check does.
+ */
+export const CLAIM_PARSE_BYTES = 4096
 const PRODUCER = Buffer.from('"producer":"')
 const SEQ = Buffer.from('"seq":')
 const QUOTE = 0x22
@@ -211,7 +221,8 @@ const QUOTE = 0x22
  * The producer and seq a head claims, read without checking it (that happens when it is accepted). A head
  * cairn signed is canonical JSON whose first `"producer":"` is the head's producer (the keys before it are
  * acks, whose keys are peer ids, compacted and hlc) and whose next `"seq":` is its seq, so those two are
- * found in the bytes without parsing; anything else is parsed whole. A claim is only a claim: useful() gives
+ * found in the bytes without parsing; anything else is parsed whole up to CLAIM_PARSE_BYTES, and claims nothing
+ * when larger (it shares its peer's budget of unreadable heads). A claim is only a claim: useful() gives
  * credit back only for the producer the signature proved.
  */
 export function claimOf(bytes: Uint8Array): { producer: string; seq: number } | undefined {
@@ -229,6 +240,7 @@ export function claimOf(bytes: Uint8Array): { producer: string; seq: number } | 
       if (i > first) return { producer: buf.toString('latin1', start, end), seq }
     }
   }
+  if (bytes.length > CLAIM_PARSE_BYTES) return undefined
   try {
     const head = (JSON.parse(new TextDecoder().decode(bytes)) as { head?: { producer?: unknown; seq?: unknown } }).head
     if (typeof head?.producer === 'string' && head.producer.length <= 128 && typeof head.seq === 'number') return { producer: head.producer, seq: head.seq }

@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { verifyHeadMessage, withBlocks } from '../../src/model/head.ts'
 import { headsTopic } from '../../src/p2p/gossip.ts'
-import { LateRelays } from '../../src/sync/lateRelays.ts'
+import { HeadRelays } from '../../src/sync/headRelays.ts'
 import { inProcessNode } from '../helpers/forge.ts'
 import { initDir, tempDir } from '../helpers/process.ts'
 import { forgedHead, mintProducer, randomBlock } from './helpers.ts'
@@ -34,13 +34,33 @@ describe('late hints (older than the stored head, ahead of the processed one)', 
     }
   })
 
+  test('copies of one new head validated at once are relayed once, not once per copy with other carried blocks', async () => {
+    using tmp = tempDir()
+    const v = await inProcessNode(await initDir(tmp.path, 'v'), { 'heads-per-second': 100_000 })
+    try {
+      const p = await mintProducer()
+      const signed = await forgedHead(p, 1)
+      const topic = headsTopic(v.network)
+      const validate = v.ipfs.libp2p.services.pubsub.topicValidators.get(topic)!
+      const copies = await Promise.all([1, 2, 3, 4, 5].map(async () => withBlocks(signed, [await randomBlock(1024)])))
+      // gossipsub validates the messages of a frame concurrently: the head is stored only once one is applied
+      const results = await Promise.all(copies.map(async (data) => await validate(v.peerId, { type: 'unsigned', topic, data })))
+      expect(results.filter((r) => r === TopicValidatorResult.Accept).length).toBe(1)
+      expect(results.filter((r) => r === TopicValidatorResult.Ignore).length).toBe(4)
+    } finally {
+      await v.stop()
+    }
+  })
+
   test('remembers at most its bound, the oldest forgotten first', () => {
-    const relays = new LateRelays(2)
-    expect(relays.first('p', 1)).toBe(true)
-    expect(relays.first('p', 2)).toBe(true)
-    expect(relays.first('p', 1)).toBe(false)
-    expect(relays.first('q', 1)).toBe(true)
-    expect(relays.first('p', 1)).toBe(true)
-    expect(relays.first('q', 1)).toBe(false)
+    const relays = new HeadRelays(2)
+    expect(relays.first('p', 1, 'a')).toBe(true)
+    expect(relays.first('p', 2, 'a')).toBe(true)
+    expect(relays.first('p', 1, 'a')).toBe(false)
+    expect(relays.first('q', 1, 'a')).toBe(true)
+    expect(relays.first('p', 1, 'a')).toBe(true)
+    expect(relays.first('q', 1, 'a')).toBe(false)
+    // the same seq signed again with a later clock is another head
+    expect(relays.first('q', 1, 'b')).toBe(true)
   })
 })

@@ -1,8 +1,11 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { claimOf, HeadLimiter } from '../../src/p2p/headLimiter.ts'
-import { signHead } from '../../src/model/head.ts'
+import { CLAIM_PARSE_BYTES, claimOf, HeadLimiter } from '../../src/p2p/headLimiter.ts'
+import { hintMessage, signHead } from '../../src/model/head.ts'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
 import { waitFor } from '../helpers/process.ts'
 
 const head = (producer: string, seq: number): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { producer, seq }, sig: 'x' }))
@@ -149,6 +152,25 @@ describe('HeadLimiter', () => {
     limiter.stop()
   })
 
+  test('after stop nothing is admitted, checked or held on a timer (gossip and the head exchange stop after the limiter)', async () => {
+    let checks = 0
+    const limiter = new HeadLimiter({
+      rate: 1,
+      accept: async () => {
+        checks++
+        return undefined
+      },
+      onDropped: () => {}
+    })
+    await limiter.offer(head('P', 1), 'peer')
+    expect(checks).toBe(1)
+    limiter.stop()
+    expect(limiter.admit(head('Q', 1), 'peer')).toBe(false)
+    expect(limiter.admit(head('Q', 1), 'other')).toBe(false)
+    await limiter.offer(head('R', 1), 'other')
+    expect(checks).toBe(1)
+  })
+
   test('claimOf reads producer and seq from the bytes of a signed head, acks and blocks around them', async () => {
     const key = await generateKeyPair('Ed25519')
     const producer = peerIdFromPrivateKey(key).toString()
@@ -156,9 +178,16 @@ describe('HeadLimiter', () => {
     for (let i = 0; i < 50; i++) acks[peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()] = i
     const signed = await signHead({ producer, seq: 7, root: 'bafyroot', hlc: '2026-11-29T20:00:00.000Z-0000', acks, pruned_plain: 0, compacted: 0 }, key)
     expect(claimOf(signed)).toEqual({ producer, seq: 7 })
+    // a hint carrying its commit's blocks: they follow the head
+    const block = new TextEncoder().encode('"producer":"X","seq":1')
+    const cid = CID.createV1(raw.code, await sha256.digest(block))
+    expect(claimOf(hintMessage(signed, [{ cid, bytes: block }]))).toEqual({ producer, seq: 7 })
     // a message the fast path cannot read is parsed whole
     const reordered = new TextEncoder().encode(JSON.stringify({ sig: 'x', head: { seq: 3, producer: 'P' } }))
     expect(claimOf(reordered)).toEqual({ producer: 'P', seq: 3 })
     expect(claimOf(new TextEncoder().encode('garbage'))).toBeUndefined()
+    // every message is read for its claim before it takes a token: a large one the bytes do not give is not parsed
+    const padded = new TextEncoder().encode(JSON.stringify({ sig: 'x'.repeat(CLAIM_PARSE_BYTES), head: { seq: 3, producer: 'P' } }))
+    expect(claimOf(padded)).toBeUndefined()
   })
 })
