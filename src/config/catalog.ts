@@ -136,7 +136,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'N',
     description:
-      'heads checked per second from each peer for each producer, and from each peer of heads that prove no news (forged, replayed, of strangers); more wait for their turn, only the newest per producer (default 200)',
+      'heads checked per second from each peer for each producer, and from each peer of heads that prove no news (forged, replayed, of strangers); four times it from each peer in all; more wait for their turn, only the newest per producer (default 200)',
     schema: IntSchema,
     default: 200
   },

@@ -2,6 +2,13 @@
 const MAX_WAITING = 1024
 /** Producers a peer's budget tracks at once; those with a full bucket (idle for a second) are forgotten first. */
 const MAX_PRODUCERS = 4096
+/**
+ * How many producers' worth of heads (`rate` each) one peer may have checked a second in all, news or not:
+ * a hub relaying four producers at their full hint pace (`hints-per-second`, 100, each at hundreds of events
+ * a second), or dozens at tens of events a second, passes; a peer minting producers (no members list)
+ * costs at most this many times `rate` checks, walks included.
+ */
+export const PEER_FACTOR = 4
 
 interface Tokens {
   tokens: number
@@ -14,6 +21,8 @@ interface Budget {
    * one that proved news (useful()) gives it back, so this bounds the checks of heads that are not
    */
   credit: Tokens
+  /** every head this peer may have checked, at PEER_FACTOR × rate: the cap on news from many producers */
+  total: Tokens
   /** per producer a head claims: how many of its heads this peer may have checked */
   producers: Map<string, Tokens>
   /** producer → the newest head waiting for a token, and how to tell it whether it got one */
@@ -22,7 +31,7 @@ interface Budget {
 }
 
 export interface HeadLimiterInit {
-  /** heads checked per second per sending peer and producer, and per sending peer of heads that prove no news; also the bursts */
+  /** heads checked per second per sending peer and producer, and per sending peer of heads that prove no news (PEER_FACTOR times it of all heads); also the bursts */
   rate: number
   /** checks and applies one head (for offer()): the producer whose head it was, when it was news */
   accept: (bytes: Uint8Array, peer: string) => Promise<string | undefined>
@@ -34,7 +43,7 @@ export interface HeadLimiterInit {
 
 /**
  * Rate-limits the heads each peer sends, before their signatures are checked, without delaying honest
- * traffic by much. Two budgets, both token buckets of `rate` per second:
+ * traffic by much. Three budgets, token buckets of `rate` per second but the last:
  *
  * - per (peer, producer the head claims): a busy producer's heads relayed by one peer pass at up to `rate`,
  *   whatever other producers that peer relays (a hub in a star of busy producers relays them all), and a
@@ -42,9 +51,11 @@ export interface HeadLimiterInit {
  * - per peer, a credit for heads not yet known to be news: each admitted head takes one, and gets it back
  *   once it proves news (a valid head that moved its claimed producer forward, useful()). Heads that do not
  *   (forged, replayed, of strangers) so cost at most `rate` checks per second per peer, however many
- *   producers they claim.
+ *   producers they claim;
+ * - per peer, every head, at PEER_FACTOR × `rate`: news of producers minted for the purpose (without a
+ *   members list anyone with the swarm key makes as many as `max-producers` allows) costs at most that.
  *
- * A head over either budget waits for the next token instead of being dropped, and only the newest waiting
+ * A head over any budget waits for the next token instead of being dropped, and only the newest waiting
  * head per producer is kept, because a head covers everything before it.
  */
 export class HeadLimiter {
@@ -136,11 +147,13 @@ export class HeadLimiter {
     this.budgets.clear()
   }
 
-  /** Takes a credit and a token of `producer` when both are free. */
+  /** Takes a credit, a token of the peer's total and one of `producer` when all three are free. */
   private take(b: Budget, producer: string): boolean {
     const now = performance.now()
     this.refill(b.credit, now)
     if (b.credit.tokens < 1) return false
+    this.refill(b.total, now, PEER_FACTOR)
+    if (b.total.tokens < 1) return false
     let p = b.producers.get(producer)
     if (p == null) {
       if (b.producers.size >= MAX_PRODUCERS) this.forgetFull(b, now)
@@ -152,11 +165,13 @@ export class HeadLimiter {
     if (p.tokens < 1) return false
     p.tokens--
     b.credit.tokens--
+    b.total.tokens--
     return true
   }
 
-  private refill(t: Tokens, now: number): void {
-    t.tokens = Math.min(this.init.rate, t.tokens + ((now - t.at) * this.init.rate) / 1000)
+  private refill(t: Tokens, now: number, factor = 1): void {
+    const rate = this.init.rate * factor
+    t.tokens = Math.min(rate, t.tokens + ((now - t.at) * rate) / 1000)
     t.at = now
   }
 
@@ -171,7 +186,8 @@ export class HeadLimiter {
   private budget(peer: string): Budget {
     let b = this.budgets.get(peer)
     if (b == null) {
-      b = { credit: { tokens: this.init.rate, at: performance.now() }, producers: new Map(), waiting: new Map() }
+      const now = performance.now()
+      b = { credit: { tokens: this.init.rate, at: now }, total: { tokens: PEER_FACTOR * this.init.rate, at: now }, producers: new Map(), waiting: new Map() }
       this.budgets.set(peer, b)
       if (this.budgets.size > 10_000) this.forgetIdle()
     }
@@ -185,7 +201,7 @@ export class HeadLimiter {
       b.timer = undefined
       for (const [producer, w] of b.waiting) {
         if (!this.take(b, producer)) {
-          if (b.credit.tokens < 1) break
+          if (b.credit.tokens < 1 || b.total.tokens < 1) break
           continue
         }
         b.waiting.delete(producer)
@@ -200,7 +216,8 @@ export class HeadLimiter {
     for (const [peer, b] of this.budgets) {
       if (b.waiting.size > 0) continue
       this.refill(b.credit, now)
-      if (b.credit.tokens < this.init.rate) continue
+      this.refill(b.total, now, PEER_FACTOR)
+      if (b.credit.tokens < this.init.rate || b.total.tokens < PEER_FACTOR * this.init.rate) continue
       this.forgetFull(b, now)
       if (b.producers.size === 0) this.budgets.delete(peer)
     }

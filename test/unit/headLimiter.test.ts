@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { CLAIM_PARSE_BYTES, claimOf, HeadLimiter } from '../../src/p2p/headLimiter.ts'
+import { CLAIM_PARSE_BYTES, claimOf, HeadLimiter, PEER_FACTOR } from '../../src/p2p/headLimiter.ts'
 import { hintMessage, signHead } from '../../src/model/head.ts'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -189,5 +189,23 @@ describe('HeadLimiter', () => {
     // every message is read for its claim before it takes a token: a large one the bytes do not give is not parsed
     const padded = new TextEncoder().encode(JSON.stringify({ sig: 'x'.repeat(CLAIM_PARSE_BYTES), head: { seq: 3, producer: 'P' } }))
     expect(claimOf(padded)).toBeUndefined()
+  })
+
+  test('news of many producers from one peer (producers minted without a members list) passes at most PEER_FACTOR times the rate', async () => {
+    let checks = 0
+    const limiter = new HeadLimiter({
+      rate: 5,
+      // every head is news: each minted producer's first head moves it forward
+      accept: async (b) => {
+        checks++
+        return JSON.parse(new TextDecoder().decode(b)).head.producer as string
+      },
+      onDropped: () => {}
+    })
+    for (let i = 0; i < 50; i++) await limiter.offer(head(`minted${i}`, 1), 'minter')
+    expect(checks).toBe(PEER_FACTOR * 5)
+    // the rest wait, one per producer, and pass as the peer's total refills
+    await waitFor('a waiting head of a minted producer', () => checks > PEER_FACTOR * 5, 2000, 10)
+    limiter.stop()
   })
 })
