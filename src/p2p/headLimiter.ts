@@ -9,6 +9,13 @@ const MAX_PRODUCERS = 4096
  * costs at most this many times `rate` checks, walks included.
  */
 export const PEER_FACTOR = 4
+/**
+ * A head takes a credit per this many bytes (at least one, at most `rate`): checking a head costs its parse
+ * and its carried blocks' hashes as well as a signature, and a hostile 256 KiB one (deep nesting) costs a
+ * parse of ~10 ms, so the credit for heads that prove no news bounds their bytes too. An honest hint is a few
+ * KiB (at most ~130 with its blocks) and gets its credit back once it is news.
+ */
+export const CREDIT_BYTES = 16 * 1024
 
 interface Tokens {
   tokens: number
@@ -26,7 +33,7 @@ interface Budget {
   /** per producer a head claims: how many of its heads this peer may have checked */
   producers: Map<string, Tokens>
   /** producer → the newest head waiting for a token, and how to tell it whether it got one */
-  waiting: Map<string, { seq: number; admit: (ok: boolean) => void }>
+  waiting: Map<string, { seq: number; weight: number; admit: (ok: boolean) => void }>
   timer?: ReturnType<typeof setTimeout>
 }
 
@@ -48,7 +55,7 @@ export interface HeadLimiterInit {
  * - per (peer, producer the head claims): a busy producer's heads relayed by one peer pass at up to `rate`,
  *   whatever other producers that peer relays (a hub in a star of busy producers relays them all), and a
  *   member flooding signed heads of its own costs at most `rate` checks per second per peer;
- * - per peer, a credit for heads not yet known to be news: each admitted head takes one, and gets it back
+ * - per peer, a credit for heads not yet known to be news: each admitted head takes one (one per CREDIT_BYTES), and gets it back
  *   once it proves news (a valid head that moved its claimed producer forward, useful()). Heads that do not
  *   (forged, replayed, of strangers) so cost at most `rate` checks per second per peer, however many
  *   producers they claim;
@@ -62,7 +69,7 @@ export class HeadLimiter {
   private readonly init: HeadLimiterInit
   private readonly budgets = new Map<string, Budget>()
   /** the producer each admitted head claimed, until useful() settles it: a head gives its credit back once */
-  private readonly claims = new WeakMap<Uint8Array, string>()
+  private readonly claims = new WeakMap<Uint8Array, { producer: string; weight: number }>()
   /** after stop() nothing is admitted: gossip and the head exchange still deliver heads while the node stops */
   private stopped = false
 
@@ -95,9 +102,10 @@ export class HeadLimiter {
     const b = this.budget(peer)
     const claim = claimOf(bytes)
     const producer = claim?.producer ?? ''
+    const weight = Math.min(this.init.rate, Math.max(1, Math.ceil(bytes.length / CREDIT_BYTES)))
     // A head whose producer has one waiting waits too, so that the waiting one is never passed over by a newer.
-    if (!b.waiting.has(producer) && this.take(b, producer)) {
-      this.claims.set(bytes, producer)
+    if (!b.waiting.has(producer) && this.take(b, producer, weight)) {
+      this.claims.set(bytes, { producer, weight })
       return true
     }
     if (claim == null) {
@@ -116,8 +124,9 @@ export class HeadLimiter {
     return new Promise<boolean>((resolve) => {
       b.waiting.set(claim.producer, {
         seq: claim.seq,
+        weight,
         admit: (ok) => {
-          if (ok) this.claims.set(bytes, producer)
+          if (ok) this.claims.set(bytes, { producer, weight })
           resolve(ok)
         }
       })
@@ -133,9 +142,9 @@ export class HeadLimiter {
     const claimed = this.claims.get(bytes)
     if (claimed == null) return
     this.claims.delete(bytes)
-    if (producer == null || producer !== claimed) return
+    if (producer == null || producer !== claimed.producer) return
     const b = this.budgets.get(peer)
-    if (b != null) b.credit.tokens = Math.min(this.init.rate, b.credit.tokens + 1)
+    if (b != null) b.credit.tokens = Math.min(this.init.rate, b.credit.tokens + claimed.weight)
   }
 
   stop(): void {
@@ -147,11 +156,11 @@ export class HeadLimiter {
     this.budgets.clear()
   }
 
-  /** Takes a credit, a token of the peer's total and one of `producer` when all three are free. */
-  private take(b: Budget, producer: string): boolean {
+  /** Takes `weight` credits, a token of the peer's total and one of `producer` when all are free. */
+  private take(b: Budget, producer: string, weight: number): boolean {
     const now = performance.now()
     this.refill(b.credit, now)
-    if (b.credit.tokens < 1) return false
+    if (b.credit.tokens < weight) return false
     this.refill(b.total, now, PEER_FACTOR)
     if (b.total.tokens < 1) return false
     let p = b.producers.get(producer)
@@ -164,7 +173,7 @@ export class HeadLimiter {
     this.refill(p, now)
     if (p.tokens < 1) return false
     p.tokens--
-    b.credit.tokens--
+    b.credit.tokens -= weight
     b.total.tokens--
     return true
   }
@@ -200,7 +209,7 @@ export class HeadLimiter {
     b.timer = setTimeout(() => {
       b.timer = undefined
       for (const [producer, w] of b.waiting) {
-        if (!this.take(b, producer)) {
+        if (!this.take(b, producer, w.weight)) {
           if (b.credit.tokens < 1 || b.total.tokens < 1) break
           continue
         }

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { CLAIM_PARSE_BYTES, claimOf, HeadLimiter, PEER_FACTOR } from '../../src/p2p/headLimiter.ts'
+import { CLAIM_PARSE_BYTES, claimOf, CREDIT_BYTES, HeadLimiter, PEER_FACTOR } from '../../src/p2p/headLimiter.ts'
 import { hintMessage, signHead } from '../../src/model/head.ts'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -206,6 +206,27 @@ describe('HeadLimiter', () => {
     expect(checks).toBe(PEER_FACTOR * 5)
     // the rest wait, one per producer, and pass as the peer's total refills
     await waitFor('a waiting head of a minted producer', () => checks > PEER_FACTOR * 5, 2000, 10)
+    limiter.stop()
+  })
+
+  test('large heads that prove no news take a credit per CREDIT_BYTES: their bytes are bounded too', async () => {
+    let checks = 0
+    const limiter = new HeadLimiter({
+      rate: 20,
+      accept: async () => {
+        checks++
+        return undefined
+      },
+      onDropped: () => {}
+    })
+    // 256 KiB each (a hostile parse costs ~10 ms): 16 credits of the 20 a second
+    const big = (producer: string): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { producer, seq: 1 }, pad: 'x'.repeat(256 * 1024) }))
+    expect(Math.ceil(big('P').length / CREDIT_BYTES)).toBe(17)
+    for (let i = 0; i < 10; i++) await limiter.offer(big(`P${i}`), 'attacker')
+    expect(checks).toBe(1)
+    // small heads of the same peer still pass, a credit each
+    for (let i = 0; i < 3; i++) await limiter.offer(head(`Q${i}`, 1), 'attacker')
+    expect(checks).toBe(4)
     limiter.stop()
   })
 })
