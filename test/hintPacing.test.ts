@@ -42,18 +42,19 @@ describe('hint pacing (hints-per-second)', () => {
     const key = join(tmp.path, 'hub', 'swarm.key')
     const via = { bootstrap: [hub.ipfs.libp2p.getMultiaddrs()[0].toString()] }
     const producers = [
-      await inProcessNode(await initDir(tmp.path, 'p1', key), { ...via, 'hints-per-second': 5 }),
-      await inProcessNode(await initDir(tmp.path, 'p2', key), { ...via, 'hints-per-second': 5 })
+      await inProcessNode(await initDir(tmp.path, 'p1', key), { ...via, 'hints-per-second': 10 }),
+      await inProcessNode(await initDir(tmp.path, 'p2', key), { ...via, 'hints-per-second': 10 })
     ]
-    // b hears both producers only through the hub: 10 hints a second from one peer, over its 6 (and its burst of 6
-    // after 1.5 s), yet 5 per producer.
-    const b = await inProcessNode(await initDir(tmp.path, 'b', key), { ...via, 'heads-per-second': 6 })
+    // b hears both producers only through the hub: 20 hints a second from one peer, over its 15 (and its burst of
+    // 15 after 3 s), yet 10 per producer. (Each hint holds a credit of b's 15 until it is applied: a limit far
+    // below the default 200 makes that window small on a loaded machine, hence not less than this.)
+    const b = await inProcessNode(await initDir(tmp.path, 'b', key), { ...via, 'heads-per-second': 15 })
     try {
       for (const p of producers) await p.publish({ type: 'test.first', payload: {} })
       await waitFor('the first events on b', () => eventCount(b.config.data) === 2, 30_000)
       for (const p of producers) expect(b.ipfs.libp2p.getConnections(p.ipfs.libp2p.peerId).length).toBe(0)
-      // Each producer commits one event after another for 4 s: its pacer hints 5 times a second.
-      const until = Date.now() + 4_000
+      // Each producer commits one event after another for 6 s: its pacer hints 10 times a second.
+      const until = Date.now() + 6_000
       const counts = await Promise.all(
         producers.map(async (p) => {
           let n = 0
