@@ -2,6 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
+import type { Subprocess } from 'bun'
 import { cairn, cairnCommand, liveStranger, NodeProcess, ROOT, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
 import { lockHolder } from '../src/datadir/lock.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
@@ -56,7 +57,7 @@ const UNSHARE = Bun.spawnSync(['unshare', '-p', '-f', '--mount-proc', 'true'], {
  * `cairn run` on `dir` as pid 1 of a PID namespace of its own, as in a container; killing it (SIGKILL to unshare,
  * which passes it on) is a crash of the node.
  */
-function runInNamespace(dir: string): { proc: ReturnType<typeof Bun.spawn>; stderr: () => string; [Symbol.asyncDispose]: () => Promise<void> } {
+function runInNamespace(dir: string): { proc: Subprocess<'ignore', 'ignore', 'pipe'>; stderr: () => string; [Symbol.asyncDispose]: () => Promise<void> } {
   const proc = Bun.spawn(
     ['unshare', '-p', '-f', '--mount-proc', '--kill-child', ...cairnCommand('binary', ['run', '--data', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--log-format', 'json'])],
     { cwd: ROOT, env: { ...process.env, CAIRN_DATA: '', ...TEST_ENV }, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' }
@@ -64,7 +65,12 @@ function runInNamespace(dir: string): { proc: ReturnType<typeof Bun.spawn>; stde
   let stderr = ''
   void (async () => {
     const decoder = new TextDecoder()
-    for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) stderr += decoder.decode(chunk, { stream: true })
+    const reader = proc.stderr.getReader()
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) break
+      stderr += decoder.decode(value, { stream: true })
+    }
   })()
   return {
     proc,
@@ -77,7 +83,7 @@ function runInNamespace(dir: string): { proc: ReturnType<typeof Bun.spawn>; stde
 }
 
 /** Waits until the node in a namespace has written node.json (pid 1 there) after `since`, and its endpoint answers. */
-async function started(dir: string, node: { proc: ReturnType<typeof Bun.spawn>; stderr: () => string }, since: string): Promise<{ http: string; started_at: string }> {
+async function started(dir: string, node: { proc: Subprocess<'ignore', 'ignore', 'pipe'>; stderr: () => string }, since: string): Promise<{ http: string; started_at: string }> {
   return await waitFor(
     `the node in its namespace to start on ${dir}`,
     async () => {
@@ -125,7 +131,10 @@ describe('nodes in PID namespaces of their own (containers) sharing one data dir
     await using third = runInNamespace(node.dir)
     const thirdInfo = await started(node.dir, third, firstInfo.started_at)
     // What the first node published before it was killed, the next one serves.
-    const types = async () => ((await (await fetch(`http://${thirdInfo.http}/v1/events?limit=10`, { headers: { authorization: `Bearer ${node.token}` } })).json()) as { events: Array<{ type: string }> }).events.map((e) => e.type)
+    const types = async () =>
+      ((await (await fetch(`http://${thirdInfo.http}/v1/events?limit=10`, { headers: { authorization: `Bearer ${node.token}` } })).json()) as { events: Array<{ type: string }> }).events.map(
+        (e) => e.type
+      )
     expect(await waitFor('the event to be served', async () => ((await types()).length > 0 ? await types() : undefined))).toEqual(['test.lock'])
   })
 })

@@ -1,29 +1,19 @@
-import { chmodSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DataDirBusyError, DataDirError } from '../errors.ts'
-import { isBusy, openDatabaseSync, type SqlDatabase } from '../runtime/sqlite.ts'
+import { probeFileLock, takeFileLock } from '../store/fileLock.ts'
 import { dataPaths } from './layout.ts'
 
 /*
- * A data directory is held by the process that holds `instance.lock`: a SQLite file it keeps in an exclusive
- * transaction for its whole life. SQLite's unix VFS locks with fcntl, which the kernel releases when the process
- * ends, however it ends, and which holds across PID namespaces (containers sharing a volume) and, where the file
- * system locks for all its clients (NFSv4), across hosts. `run.lock` (the pid) and `run.lock.start` (when that
- * process started) are written beside it for people and for older cairns, which lock with them alone.
- *
- * instance.lock is never removed or replaced: a new file would be a new inode, which another process could lock
- * while the holder still holds the old one. Nor is it ever opened but through SQLite: closing any descriptor of
- * a file drops every fcntl lock the process holds on it, and only SQLite knows which of its own to keep open.
+ * A data directory is held by the process that holds the file lock on `instance.lock` (store/fileLock.ts), which
+ * the kernel frees when that process ends, however it ends, whatever its pid or PID namespace. `run.lock` (the pid)
+ * and `run.lock.start` (when that process started) are written beside it for people and for older cairns, which
+ * lock with them alone. instance.lock is never removed or replaced: a new file would be a new inode, which another
+ * process could lock while the holder still holds the old one.
  */
 
 /** How long a start waits for instance.lock: a probe (runningPid) holds a shared lock on it for an instant. */
 const TAKE_WAIT_MS = 2_000
-
-/**
- * The connections holding instance.lock in this process: referenced here so that no garbage collection closes
- * one (a collected bun:sqlite database is closed, which would free the lock) before its release.
- */
-const holding = new Set<SqlDatabase>()
 
 /** @returns whether process `pid` lives: exists, and (where /proc tells) is no zombie, which holds no file nor lock */
 function alive(pid: number): boolean {
@@ -122,35 +112,6 @@ function olderCairnPid(dir: string): number | undefined {
   return pid != null && pid !== process.pid && wroteLock(dir, pid) ? pid : undefined
 }
 
-/**
- * @returns whether a process holds instance.lock: `held`, `free`, or `unknown` when the file cannot be read
- * (another user's, an I/O error). A missing file is free: no node of this version has run on the directory
- * since, and nothing is created to ask (the directory may be read-only, or no data directory at all).
- */
-function probeInstanceLock(dir: string): 'held' | 'free' | 'unknown' {
-  const path = dataPaths(dir).instance
-  if (!existsSync(path)) return 'free'
-  let db: SqlDatabase
-  try {
-    db = openDatabaseSync(path, { readonly: true })
-  } catch {
-    return 'unknown'
-  }
-  try {
-    // Prepared statements, not exec: node:sqlite tells SQLITE_BUSY (errcode) only for those.
-    db.run('PRAGMA busy_timeout = 0')
-    // Reading takes a shared lock, which the holder's exclusive one refuses at once.
-    db.run('BEGIN')
-    db.get('SELECT count(*) FROM sqlite_master')
-    db.run('ROLLBACK')
-    return 'free'
-  } catch (err) {
-    return isBusy(err) ? 'held' : 'unknown'
-  } finally {
-    db.close()
-  }
-}
-
 /** Who holds a data directory. */
 export interface LockHolder {
   /**
@@ -177,7 +138,7 @@ function instanceHolder(dir: string): LockHolder {
  * another process has its pid (in a container: every node's pid 1).
  */
 export function lockHolder(dir: string): LockHolder | undefined {
-  if (probeInstanceLock(dir) === 'held') return instanceHolder(dir)
+  if (probeFileLock(dataPaths(dir).instance) === 'held') return instanceHolder(dir)
   const older = olderCairnPid(dir)
   return older == null ? undefined : { pid: older, here: true }
 }
@@ -200,29 +161,17 @@ function busyError(dir: string, holder: LockHolder): DataDirBusyError {
 }
 
 /**
- * Takes instance.lock: opens it (created at the first start) and begins an exclusive transaction that stays open.
+ * Takes instance.lock (created at the first start).
  *
+ * @returns a function that frees it
  * @throws DataDirBusyError when another process holds it; DataDirError when it cannot be opened or locked
  */
-function takeInstanceLock(dir: string): SqlDatabase {
+function takeInstanceLock(dir: string): () => void {
   const path = dataPaths(dir).instance
-  let db: SqlDatabase
-  try {
-    db = openDatabaseSync(path)
-  } catch (err) {
-    throw new DataDirError(`Cannot run: cannot open ${path}: ${(err as Error).message}`)
-  }
-  try {
-    // Prepared statements, not exec: node:sqlite tells SQLITE_BUSY (errcode) only for those.
-    db.run(`PRAGMA busy_timeout = ${TAKE_WAIT_MS}`)
-    // Nothing is written to it, so no journal file either (MEMORY: bun:sqlite refuses OFF).
-    db.run('PRAGMA journal_mode = MEMORY')
-    db.run('PRAGMA locking_mode = EXCLUSIVE')
-    db.run('BEGIN EXCLUSIVE')
-  } catch (err) {
-    db.close()
-    if (isBusy(err)) throw busyError(dir, instanceHolder(dir))
-    throw new DataDirError(`Cannot run: cannot lock ${path}: ${(err as Error).message}`)
+  const taken = takeFileLock(path, TAKE_WAIT_MS)
+  if (typeof taken !== 'function') {
+    if (taken.busy) throw busyError(dir, instanceHolder(dir))
+    throw new DataDirError(`Cannot run: cannot lock ${path}: ${taken.error.message}`)
   }
   try {
     // SQLite creates it with the umask's mode; like every file of the directory it is the user's alone.
@@ -230,8 +179,7 @@ function takeInstanceLock(dir: string): SqlDatabase {
   } catch {
     // Another user's file (doctor says so); the lock holds all the same.
   }
-  holding.add(db)
-  return db
+  return taken
 }
 
 /**
@@ -259,11 +207,7 @@ function removeLeftovers(dir: string): void {
  */
 export function lockDataDir(dir: string): () => void {
   const path = dataPaths(dir).lock
-  const instance = takeInstanceLock(dir)
-  const free = (): void => {
-    holding.delete(instance)
-    instance.close()
-  }
+  const free = takeInstanceLock(dir)
   try {
     // No cairn of this version writes run.lock without instance.lock: a live writer is an older cairn's node.
     const older = olderCairnPid(dir)

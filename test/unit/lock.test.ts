@@ -81,7 +81,11 @@ describe('the data directory lock', () => {
     expect(() => lockDataDir(tmp.path)).toThrow(`Cannot run: a node (pid ${process.pid}) is already running on ${tmp.path}; stop it first, or use another --data directory`)
     {
       await using other = new Taker(tmp.path, tmp.path)
-      expect(await other.answer).toEqual({ got: false, name: 'DataDirBusyError', message: `Cannot run: a node (pid ${process.pid}) is already running on ${tmp.path}; stop it first, or use another --data directory` })
+      expect(await other.answer).toEqual({
+        got: false,
+        name: 'DataDirBusyError',
+        message: `Cannot run: a node (pid ${process.pid}) is already running on ${tmp.path}; stop it first, or use another --data directory`
+      })
     }
     release()
     release()
@@ -135,7 +139,7 @@ describe('the data directory lock', () => {
     release()
   })
 
-  test('a stale run.lock naming a live process (its pid reused, or this very process: a container\'s pid 1) with another start, or an empty one, is replaced; leftovers of older takeovers go', async () => {
+  test("a stale run.lock naming a live process (its pid reused, or this very process: a container's pid 1) with another start, or an empty one, is replaced; leftovers of older takeovers go", async () => {
     using tmp = tempDir()
     const paths = dataPaths(tmp.path)
     await using stranger = liveStranger()
@@ -230,7 +234,11 @@ describe('the data directory lock', () => {
       expect(winners.length).toBe(1)
       const winner = winners[0].proc.pid
       expect(answers.filter((a) => !a.got)).toEqual(
-        Array.from({ length: 2 }, () => ({ got: false, name: 'DataDirBusyError', message: `Cannot run: a node (pid ${winner}) is already running on ${tmp.path}; stop it first, or use another --data directory` }))
+        Array.from({ length: 2 }, () => ({
+          got: false,
+          name: 'DataDirBusyError',
+          message: `Cannot run: a node (pid ${winner}) is already running on ${tmp.path}; stop it first, or use another --data directory`
+        }))
       )
       expect(lockHolder(tmp.path)).toEqual({ pid: winner, here: true })
       expect(await Promise.all(takers.map(async (t) => await t.end()))).toEqual([0, 0, 0])
