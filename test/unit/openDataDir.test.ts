@@ -1,9 +1,9 @@
 import { describe, expect, test } from 'bun:test'
-import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { initDataDir } from '../../src/datadir/init.ts'
 import { openDataDirStore } from '../../src/datadir/load.ts'
 import { dataPaths } from '../../src/datadir/layout.ts'
+import { lockDataDir } from '../../src/datadir/lock.ts'
 import { writeRunInfo } from '../../src/datadir/runInfo.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../../src/store/migrations.ts'
@@ -27,8 +27,8 @@ describe("a CLI verb opening a data directory's database", () => {
     const older = await openDatabase(p.database)
     migrate(older, MIGRATIONS.slice(0, -1))
     older.close()
-    // A live process holds the lock: this test's own, as a running node's would.
-    writeFileSync(p.lock, `${process.pid}\n`)
+    // This test's process takes the directory, as a running node does.
+    using node = { [Symbol.dispose]: lockDataDir(dir) }
     // Before its start is over (no node.json yet) the node may be this cairn, migrating the database: it is waited for.
     const said: string[] = []
     await expect(openDataDirStore(dir, { waitMs: 300, onWait: (line) => said.push(line) })).rejects.toThrow(
@@ -42,7 +42,8 @@ describe("a CLI verb opening a data directory's database", () => {
       `Cannot open ${p.database}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and the node running on ${dir} (pid ${process.pid}) is an older cairn (0.0.1-older): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
     )
     expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
-    rmSync(p.lock)
+    // The node stops.
+    node[Symbol.dispose]()
     const store = await openDataDirStore(dir)
     expect(store.schemaVersion()).toBe(MIGRATIONS.length)
     store.close()
@@ -54,8 +55,8 @@ describe("a CLI verb opening a data directory's database", () => {
     const p = dataPaths(dir)
     const older = await openDatabase(p.database)
     migrate(older, MIGRATIONS.slice(0, -1))
-    // This test's process holds the lock, as a node that is starting (no node.json yet).
-    writeFileSync(p.lock, `${process.pid}\n`)
+    // This test's process takes the directory, as a node that is starting (no node.json yet).
+    using _node = { [Symbol.dispose]: lockDataDir(dir) }
     const said: string[] = []
     const opening = openDataDirStore(dir, { onWait: (line) => said.push(line) })
     await waitFor('the verb to say that it waits', () => said.length > 0)
@@ -79,7 +80,7 @@ describe("a CLI verb opening a data directory's database", () => {
     const db = await openDatabase(dataPaths(dir).database)
     db.run('DELETE FROM schema_migrations WHERE version = ?', [MIGRATIONS.length])
     db.close()
-    writeFileSync(dataPaths(dir).lock, `${process.pid}\n`)
+    using _node = { [Symbol.dispose]: lockDataDir(dir) }
     writeRunInfo(dir, { peer_id: first.peerId, pid: process.pid, version: '0.0.1-older', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() })
     expect(await initDataDir(dir, { newNetwork: true })).toEqual({ peerId: first.peerId, created: false, owners: [first.peerId] })
     expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
