@@ -1,12 +1,14 @@
 import { describe, expect, test } from 'bun:test'
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { initDataDir } from '../../src/datadir/init.ts'
 import { openDataDirStore } from '../../src/datadir/load.ts'
 import { dataPaths } from '../../src/datadir/layout.ts'
-import { lockDataDir } from '../../src/datadir/lock.ts'
+import { lockDataDir, lockHolder } from '../../src/datadir/lock.ts'
 import { writeRunInfo } from '../../src/datadir/runInfo.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../../src/store/migrations.ts'
+import { inProcessNode } from '../helpers/forge.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
 
 /** @returns the schema version recorded in the data directory's cairn.db */
@@ -86,5 +88,30 @@ describe("a CLI verb opening a data directory's database", () => {
     expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
     await expect(initDataDir(dir, { newNetwork: true, owners: ['12D3KooWA1111111111111111111111111111111111111111111'] })).rejects.toThrow('is an older cairn (0.0.1-older)')
     expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
+  })
+})
+
+describe("a node's hold on its data directory", () => {
+  test('a start that fails after taking the directory (a damaged cairn.db) frees it, and so does a stop; a second node is refused while one runs', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    await initDataDir(dir, { newNetwork: true })
+    const database = readFileSync(dataPaths(dir).database)
+    writeFileSync(dataPaths(dir).database, 'not a database, but long enough to be read as a damaged one '.repeat(100))
+    for (const f of ['-wal', '-shm']) rmSync(`${dataPaths(dir).database}${f}`, { force: true })
+    await expect(inProcessNode(dir)).rejects.toThrow(`Cannot open ${dataPaths(dir).database}`)
+    expect(lockHolder(dir)).toBeUndefined()
+    expect(readdirSync(dir).filter((f) => f.startsWith('run.lock'))).toEqual([])
+    writeFileSync(dataPaths(dir).database, database)
+    const node = await inProcessNode(dir)
+    try {
+      expect(lockHolder(dir)).toEqual({ pid: process.pid, here: true })
+      await expect(inProcessNode(dir)).rejects.toThrow(`Cannot run: a node (pid ${process.pid}) is already running on ${dir}`)
+      expect(lockHolder(dir)).toEqual({ pid: process.pid, here: true })
+    } finally {
+      await node.stop()
+    }
+    expect(lockHolder(dir)).toBeUndefined()
+    expect(readdirSync(dir).filter((f) => f.endsWith('.lock') || f.startsWith('run.lock'))).toEqual(['instance.lock'])
   })
 })
