@@ -187,11 +187,15 @@ function takeInstanceLock(dir: string): () => void {
  * and `run.lock.PID.tmp` of processes that no longer run.
  */
 function removeLeftovers(dir: string): void {
-  for (const name of readdirSync(dir)) {
-    const pid = /^run\.lock\.(?:stale\.(\d+)|(\d+)\.tmp)$/.exec(name)
-    if (pid == null) continue
-    const n = Number(pid[1] ?? pid[2])
-    if (n === process.pid || !alive(n)) rmSync(join(dir, name), { force: true })
+  try {
+    for (const name of readdirSync(dir)) {
+      const pid = /^run\.lock\.(?:stale\.(\d+)|(\d+)\.tmp)$/.exec(name)
+      if (pid == null) continue
+      const n = Number(pid[1] ?? pid[2])
+      if (n === process.pid || !alive(n)) rmSync(join(dir, name), { force: true })
+    }
+  } catch {
+    // Leftovers mislead no one: run.lock alone names the holder.
   }
 }
 
