@@ -2,7 +2,9 @@ import { describe, expect, test } from 'bun:test'
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
-import { cairn, cairnCommand, liveStranger, NodeProcess, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
+import type { Subprocess } from 'bun'
+import { cairn, cairnCommand, liveStranger, NodeProcess, ROOT, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
+import { lockHolder } from '../src/datadir/lock.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
 import { openDatabase } from '../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../src/store/migrations.ts'
@@ -47,6 +49,95 @@ function versions(dir: string): number[] {
     db.close()
   }
 }
+
+/** Whether this machine can start a process in a PID namespace of its own (root, util-linux's unshare): as a container does. */
+const UNSHARE = Bun.spawnSync(['unshare', '-p', '-f', '--mount-proc', 'true'], { stdout: 'ignore', stderr: 'ignore' }).exitCode === 0
+
+/**
+ * `cairn run` on `dir` as pid 1 of a PID namespace of its own, as in a container; killing it (SIGKILL to unshare,
+ * which passes it on) is a crash of the node.
+ */
+function runInNamespace(dir: string): { proc: Subprocess<'ignore', 'ignore', 'pipe'>; stderr: () => string; [Symbol.asyncDispose]: () => Promise<void> } {
+  const proc = Bun.spawn(
+    ['unshare', '-p', '-f', '--mount-proc', '--kill-child', ...cairnCommand('binary', ['run', '--data', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--log-format', 'json'])],
+    { cwd: ROOT, env: { ...process.env, CAIRN_DATA: '', ...TEST_ENV }, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' }
+  )
+  let stderr = ''
+  void (async () => {
+    const decoder = new TextDecoder()
+    const reader = proc.stderr.getReader()
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) break
+      stderr += decoder.decode(value, { stream: true })
+    }
+  })()
+  return {
+    proc,
+    stderr: () => stderr,
+    [Symbol.asyncDispose]: async () => {
+      proc.kill('SIGKILL')
+      await proc.exited
+    }
+  }
+}
+
+/** Waits until the node in a namespace has written node.json (pid 1 there) after `since`, and its endpoint answers. */
+async function started(dir: string, node: { proc: Subprocess<'ignore', 'ignore', 'pipe'>; stderr: () => string }, since: string): Promise<{ http: string; started_at: string }> {
+  return await waitFor(
+    `the node in its namespace to start on ${dir}`,
+    async () => {
+      if (node.proc.exitCode != null) throw new Error(`cairn run exited with ${node.proc.exitCode}: ${node.stderr()}`)
+      const info = JSON.parse(readFileSync(join(dir, 'node.json'), 'utf8')) as { pid: number; http: string; started_at: string }
+      if (info.pid !== 1 || info.started_at === since) return undefined
+      return (await fetch(`http://${info.http}/status`)).ok ? info : undefined
+    },
+    60_000
+  )
+}
+
+describe('nodes in PID namespaces of their own (containers) sharing one data directory', () => {
+  test.skipIf(!UNSHARE)('the second refuses to start while the first runs and serves on; once the first is killed, the next starts', async () => {
+    using tmp = tempDir()
+    const node = await NodeProcess.init(tmp.path, 'n')
+    await using first = runInNamespace(node.dir)
+    const firstInfo = await started(node.dir, first, '')
+    expect(readFileSync(join(node.dir, 'run.lock'), 'utf8')).toBe('1')
+    {
+      await using second = runInNamespace(node.dir)
+      // Bounded, so that a second node that started (the bug) fails the test here and is killed.
+      await waitFor('the second node to exit', () => second.proc.exitCode != null, 60_000)
+      expect(second.proc.exitCode).toBe(1)
+      await waitFor('the refusal on stderr', () => second.stderr().includes('\n'))
+      expect(second.stderr()).toBe(
+        `cairn run: Cannot run: a node is already running on ${node.dir} as pid 1 of another container or host sharing the directory; stop it first, or use another --data directory\n`
+      )
+    }
+    expect(first.proc.exitCode).toBeNull()
+    const published = await fetch(`http://${firstInfo.http}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${node.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'test.lock', payload: { n: 1 } })
+    })
+    expect(published.status).toBe(201)
+    expect(lockHolder(node.dir)).toEqual({ pid: 1, here: false })
+    const doctor = await cairn(['doctor', '--data', node.dir, '--json'])
+    expect(JSON.parse(doctor.stdout).lock).toBe('held by a node in another container or on another host sharing the directory (pid 1 there)')
+    // A crash: run.lock, run.lock.start and node.json stay, naming pid 1 as the next node will be.
+    first.proc.kill('SIGKILL')
+    await first.proc.exited
+    await waitFor('the kernel to free the lock of the killed node', () => lockHolder(node.dir) == null)
+    expect(readFileSync(join(node.dir, 'run.lock'), 'utf8')).toBe('1')
+    await using third = runInNamespace(node.dir)
+    const thirdInfo = await started(node.dir, third, firstInfo.started_at)
+    // What the first node published before it was killed, the next one serves.
+    const types = async () =>
+      ((await (await fetch(`http://${thirdInfo.http}/v1/events?limit=10`, { headers: { authorization: `Bearer ${node.token}` } })).json()) as { events: Array<{ type: string }> }).events.map(
+        (e) => e.type
+      )
+    expect(await waitFor('the event to be served', async () => ((await types()).length > 0 ? await types() : undefined))).toEqual(['test.lock'])
+  })
+})
 
 describe('the CLI and the node sharing a data directory', () => {
   test('a lock left by a crashed node whose pid another live process has now does not block cairn run, and doctor calls it stale', async () => {

@@ -13,6 +13,12 @@ export function dataPaths(dir: string) {
     blocks: join(dir, 'blocks.db'),
     datastore: join(dir, 'datastore'),
     config: join(dir, 'config.json'),
+    /**
+     * the kernel's lock on the directory: held by the running node (a SQLite file, locked exclusively), freed
+     * when its process ends however it ends; created once and never removed or replaced
+     */
+    instance: join(dir, 'instance.lock'),
+    /** the running node's pid, for people and for older cairns (which lock the directory with it alone) */
     lock: join(dir, 'run.lock'),
     runInfo: join(dir, 'node.json')
   }

@@ -6,7 +6,7 @@ import { DataDirError } from '../errors.ts'
 import { MIGRATION_WAIT_MS, SchemaBehindError } from '../store/migrations.ts'
 import { Store } from '../store/store.ts'
 import { dataPaths } from './layout.ts'
-import { runningPid } from './lock.ts'
+import { lockHolder } from './lock.ts'
 import { readRunInfo } from './runInfo.ts'
 import { parseSwarmKey } from './swarmKey.ts'
 
@@ -96,10 +96,12 @@ export async function openDataDirStore(dir: string, options: { onWait?: (line: s
   const since = Date.now()
   let told = false
   for (;;) {
-    const pid = runningPid(dir)
+    // A node whose run.lock names no pid (starting or stopping this instant) runs all the same.
+    const holder = lockHolder(dir)
+    const pid = holder?.pid ?? 'unknown'
     try {
       return await Store.open(path, {
-        migrate: pid == null,
+        migrate: holder == null,
         migrationWaitMs: Math.max(1, since + waitMs - Date.now()),
         onMigrationWait: (line) => {
           if (!told) onWait(line)
@@ -107,7 +109,7 @@ export async function openDataDirStore(dir: string, options: { onWait?: (line: s
         }
       })
     } catch (err) {
-      if (err instanceof SchemaBehindError && pid != null) {
+      if (err instanceof SchemaBehindError && holder != null) {
         // node.json is written once the start is over (the database migrated): without it the node is still starting.
         const info = readRunInfo(dir)
         if (info != null && info.pid === pid) {

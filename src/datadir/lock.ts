@@ -1,13 +1,32 @@
-import { closeSync, existsSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { DataDirBusyError, DataDirError } from '../errors.ts'
+import { probeFileLock, takeFileLock } from '../store/fileLock.ts'
 import { dataPaths } from './layout.ts'
 
+/*
+ * A data directory is held by the process that holds the file lock on `instance.lock` (store/fileLock.ts), which
+ * the kernel frees when that process ends, however it ends, whatever its pid or PID namespace. `run.lock` (the pid)
+ * and `run.lock.start` (when that process started) are written beside it for people and for older cairns, which
+ * lock with them alone. instance.lock is never removed or replaced: a new file would be a new inode, which another
+ * process could lock while the holder still holds the old one.
+ */
+
+/** How long a start waits for instance.lock: a probe (runningPid) holds a shared lock on it for an instant. */
+const TAKE_WAIT_MS = 2_000
+
+/** @returns whether process `pid` lives: exists, and (where /proc tells) is no zombie, which holds no file nor lock */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (err) {
-    return (err as { code?: string }).code === 'EPERM'
+    if ((err as { code?: string }).code !== 'EPERM') return false
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return true
   }
 }
 
@@ -59,156 +78,176 @@ function recordedStart(dir: string, pid: number): string | undefined {
   }
 }
 
-/**
- * @returns the pid of the process running a node on `dir`, if any: the pid in `run.lock`, when a process
- * with that pid lives and, where its start time was recorded (`run.lock.start`, Linux), started then. A lock
- * a crashed node left is so stale even once an unrelated process has its pid; without a recorded start
- * (another platform, a lock an older cairn wrote) a live process with the pid holds it.
- */
-export function runningPid(dir: string): number | undefined {
-  let pid: number
+/** @returns the pid `run.lock` names, or undefined when there is none or it names none */
+function lockPid(dir: string): number | undefined {
   try {
     const text = readFileSync(dataPaths(dir).lock, 'utf8').trim()
-    if (!/^\d+$/.test(text)) return undefined
-    pid = Number(text)
+    const pid = Number(text)
+    return /^\d+$/.test(text) && Number.isSafeInteger(pid) && pid > 0 ? pid : undefined
   } catch {
     return undefined
   }
-  if (!Number.isSafeInteger(pid) || pid <= 0 || !alive(pid)) return undefined
+}
+
+/**
+ * @returns whether `pid` is, in this PID namespace on this host, the process that wrote the lock: it lives and,
+ * where its start time was recorded (Linux), started then. A holder in another container or on another host
+ * has another pid here (in a container every node is pid 1), or none.
+ */
+function wroteLock(dir: string, pid: number): boolean {
+  if (!alive(pid)) return false
   const recorded = recordedStart(dir, pid)
-  if (recorded == null) return pid
+  if (recorded == null) return true
   const now = processStart(pid)
-  return now == null || now === recorded ? pid : undefined
-}
-
-/** What a lock file was when it was judged stale: taking it over removes that very file, never a newer one. */
-export interface JudgedLock {
-  ino: bigint
-  mtimeNs: bigint
-  text: string
-}
-
-/** @returns the lock file at `path` as it is now, or undefined when there is none */
-export function judgeLock(path: string): JudgedLock | undefined {
-  try {
-    const st = statSync(path, { bigint: true })
-    return { ino: st.ino, mtimeNs: st.mtimeNs, text: readFileSync(path, 'utf8') }
-  } catch {
-    return undefined
-  }
+  return now == null || now === recorded
 }
 
 /**
- * Removes the lock file at `path` if it is still `judged`: it is renamed aside first (one process wins the
- * rename), and when what was renamed is another file (a process that took the lock over meanwhile), it is
- * put back. Two processes that both judged one stale lock so never both take it.
- *
- * @returns whether the judged file was removed (or was gone already)
+ * @returns the pid of a process of an older cairn holding `dir` by `run.lock` alone, if any: a live process with
+ * the pid it names, other than this one, that started when `run.lock.start` says (where recorded). A cairn of
+ * this version holds instance.lock too, so that once instance.lock is free a lock it left is stale.
  */
-export function removeStaleLock(path: string, judged: JudgedLock): boolean {
-  const aside = `${path}.stale.${process.pid}`
-  try {
-    renameSync(path, aside)
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return true
-    throw err
+function olderCairnPid(dir: string): number | undefined {
+  const pid = lockPid(dir)
+  return pid != null && pid !== process.pid && wroteLock(dir, pid) ? pid : undefined
+}
+
+/** Who holds a data directory. */
+export interface LockHolder {
+  /**
+   * the pid in `run.lock`, as the holder sees it; undefined when run.lock names none (the holder is between
+   * taking instance.lock and writing run.lock, or between removing it and stopping; or it was removed by hand)
+   */
+  pid: number | undefined
+  /**
+   * whether that pid is the holder in this PID namespace on this host; false for a node in another container
+   * or on another host sharing the directory (its pid means nothing here)
+   */
+  here: boolean
+}
+
+/** @returns the holder of instance.lock, as run.lock names it */
+function instanceHolder(dir: string): LockHolder {
+  const pid = lockPid(dir)
+  return { pid, here: pid != null && wroteLock(dir, pid) }
+}
+
+/**
+ * @returns who runs a node on `dir`, or undefined when nobody does: the holder of instance.lock, else a live
+ * process of an older cairn holding run.lock alone. A run.lock a crashed node left is so stale, also once
+ * another process has its pid (in a container: every node's pid 1).
+ */
+export function lockHolder(dir: string): LockHolder | undefined {
+  if (probeFileLock(dataPaths(dir).instance) === 'held') return instanceHolder(dir)
+  const older = olderCairnPid(dir)
+  return older == null ? undefined : { pid: older, here: true }
+}
+
+/**
+ * @returns the pid of the node running on `dir`, as `run.lock` names it, if any node runs (see lockHolder)
+ */
+export function runningPid(dir: string): number | undefined {
+  return lockHolder(dir)?.pid
+}
+
+/** @returns the error saying that `holder` runs a node on `dir` */
+function busyError(dir: string, holder: LockHolder): DataDirBusyError {
+  const what = 'stop it first, or use another --data directory'
+  if (holder.pid == null) return new DataDirBusyError(`Cannot run: a node is already running on ${dir} (it holds ${dataPaths(dir).instance}; its run.lock names no pid); ${what}`)
+  if (!holder.here) {
+    return new DataDirBusyError(`Cannot run: a node is already running on ${dir} as pid ${holder.pid} of another container or host sharing the directory; ${what}`)
   }
-  const moved = judgeLock(aside)
-  if (moved != null && moved.ino === judged.ino && moved.mtimeNs === judged.mtimeNs && moved.text === judged.text) {
-    rmSync(aside, { force: true })
-    return true
+  return new DataDirBusyError(`Cannot run: a node (pid ${holder.pid}) is already running on ${dir}; ${what}`)
+}
+
+/**
+ * Takes instance.lock (created at the first start).
+ *
+ * @returns a function that frees it
+ * @throws DataDirBusyError when another process holds it; DataDirError when it cannot be opened or locked
+ */
+function takeInstanceLock(dir: string): () => void {
+  const path = dataPaths(dir).instance
+  const taken = takeFileLock(path, TAKE_WAIT_MS)
+  if (typeof taken !== 'function') {
+    if (taken.busy) throw busyError(dir, instanceHolder(dir))
+    throw new DataDirError(`Cannot run: cannot lock ${path}: ${taken.error.message}`)
   }
   try {
-    linkSync(aside, path)
-  } catch (err) {
-    // EEXIST: a third process placed its lock in the instant the file was aside: it holds the directory now,
-    // and the process whose file was moved runs on without one (three starts at once on one stale lock).
-    // Any other error: a file system without hard links, where the file goes back by rename, unless a third
-    // process's lock is there.
-    if ((err as { code?: string }).code !== 'EEXIST' && !existsSync(path)) {
-      renameSync(aside, path)
-      return false
+    // SQLite creates it with the umask's mode; like every file of the directory it is the user's alone.
+    if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600)
+  } catch {
+    // Another user's file (doctor says so); the lock holds all the same.
+  }
+  return taken
+}
+
+/**
+ * Removes what an older cairn's takeover of a stale run.lock left when it crashed in the middle: `run.lock.stale.PID`
+ * and `run.lock.PID.tmp` of processes that no longer run.
+ */
+function removeLeftovers(dir: string): void {
+  try {
+    for (const name of readdirSync(dir)) {
+      const pid = /^run\.lock\.(?:stale\.(\d+)|(\d+)\.tmp)$/.exec(name)
+      if (pid == null) continue
+      const n = Number(pid[1] ?? pid[2])
+      if (n === process.pid || !alive(n)) rmSync(join(dir, name), { force: true })
     }
-  }
-  rmSync(aside, { force: true })
-  return false
-}
-
-/**
- * Removes the start record of the stale lock that held pid `stalePid`, and only that one: once the lock is gone,
- * another process may have taken the directory and recorded its own start, which must stay.
- */
-function removeStaleStart(dir: string, stalePid: string): void {
-  try {
-    const record = JSON.parse(readFileSync(startPath(dir), 'utf8')) as { pid?: unknown }
-    if (String(record.pid) === stalePid) rmSync(startPath(dir), { force: true })
   } catch {
-    // None, or one being written (it is read as no record until it is whole).
-  }
-}
-
-/** Places a lock file holding this process's pid at `path`, whole, or throws EEXIST when one is there. */
-function createLock(path: string): void {
-  // Written aside, then linked into place: a reader never sees a lock without its pid.
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, String(process.pid), { mode: 0o600 })
-  try {
-    linkSync(tmp, path)
-  } catch (err) {
-    if ((err as { code?: string }).code === 'EEXIST') throw err
-    // A file system without hard links (EPERM, ENOTSUP, ENOSYS on FUSE, ...): create in place (a reader may
-    // see the file empty for an instant). An error that is not about links fails here again, naming run.lock.
-    const fd = openSync(path, 'wx', 0o600)
-    writeSync(fd, String(process.pid))
-    closeSync(fd)
-  } finally {
-    rmSync(tmp, { force: true })
+    // Leftovers mislead no one: run.lock alone names the holder.
   }
 }
 
 /**
- * How long an empty lock is one being written: where there are no hard links the lock is created, then its pid
- * written (an older cairn does the same everywhere). An empty lock older than this was left by a crash in between.
- */
-const WRITING_MS = 5_000
-
-/**
- * Takes the data directory for this process. A lock left by a process that died is taken over, also when
- * another process has its pid now; of several processes taking one stale lock over at once, one gets it.
+ * Takes the data directory for this process: instance.lock first, then run.lock and run.lock.start, which it
+ * (over)writes. A node that died, however it died, left instance.lock free; of several processes starting at
+ * once, one gets it.
  *
- * @returns a function that releases it
- * @throws DataDirBusyError when a live process holds it; DataDirError when the lock cannot be written (a read-only
- * or full file system, a directory this user may not write)
+ * @returns a function that releases it (removes run.lock and run.lock.start, then frees instance.lock); calling it twice does nothing
+ * @throws DataDirBusyError when a live process holds it (a node of this version, wherever it runs, or of an older
+ * cairn on this host); DataDirError when the lock cannot be taken or written (a read-only or full file system, a
+ * directory this user may not write, a file system without locks)
  */
 export function lockDataDir(dir: string): () => void {
   const path = dataPaths(dir).lock
-  for (let attempt = 0; attempt < 3; attempt++) {
+  const free = takeInstanceLock(dir)
+  try {
+    // No cairn of this version writes run.lock without instance.lock: a live writer is an older cairn's node.
+    const older = olderCairnPid(dir)
+    if (older != null) throw busyError(dir, { pid: older, here: true })
+    // Written aside, then renamed into place: a reader never sees a lock without its pid.
+    const tmp = `${path}.${process.pid}.tmp`
     try {
-      createLock(path)
+      writeFileSync(tmp, String(process.pid), { mode: 0o600 })
+      renameSync(tmp, path)
     } catch (err) {
-      if ((err as { code?: string }).code !== 'EEXIST') throw new DataDirError(`Cannot run: cannot create ${path}: ${(err as Error).message}`)
-      const judged = judgeLock(path)
-      if (judged != null && judged.text.trim() === '' && Math.abs(Date.now() - Number(judged.mtimeNs / 1_000_000n)) < WRITING_MS) {
-        throw new DataDirBusyError(`Cannot run: another cairn is taking ${dir} (${path} has no pid yet); try again in a few seconds, or use another --data directory`)
-      }
-      const pid = runningPid(dir)
-      if (pid != null && pid !== process.pid) {
-        throw new DataDirBusyError(`Cannot run: a node (pid ${pid}) is already running on ${dir}; stop it first, or use another --data directory`)
-      }
-      if (judged != null && removeStaleLock(path, judged)) removeStaleStart(dir, judged.text.trim())
-      continue
+      rmSync(tmp, { force: true })
+      throw new DataDirError(`Cannot run: cannot create ${path}: ${(err as Error).message}`)
     }
     const start = processStart(process.pid)
     try {
       if (start != null) writeFileSync(startPath(dir), `${JSON.stringify({ pid: process.pid, start })}\n`, { mode: 0o600 })
+      else rmSync(startPath(dir), { force: true })
     } catch {
-      // Without it the lock is read as an older cairn's: held while a process with this pid lives.
+      // Without it the lock is read as held while a process with this pid lives: by an older cairn only when instance.lock is free.
     }
-    return () => {
-      if (runningPid(dir) !== process.pid) return
-      rmSync(startPath(dir), { force: true })
-      rmSync(path, { force: true })
+    removeLeftovers(dir)
+  } catch (err) {
+    free()
+    throw err
+  }
+  let released = false
+  return () => {
+    if (released) return
+    released = true
+    try {
+      if (lockPid(dir) === process.pid) {
+        rmSync(startPath(dir), { force: true })
+        rmSync(path, { force: true })
+      }
+    } finally {
+      free()
     }
   }
-  throw new DataDirBusyError(`Cannot run: could not take ${path}`)
 }

@@ -105,14 +105,21 @@ export async function openDataDir(config: NodeConfig, options: { onMigrationWait
       blocks: openedBlocks,
       recovered,
       close: () => {
-        openedBlocks.db.close()
-        opened.close()
-        release()
+        // The lock goes whatever the databases' close throws: a node that failed to stop still frees the directory.
+        try {
+          openedBlocks.db.close()
+          opened.close()
+        } finally {
+          release()
+        }
       }
     }
   } catch (err) {
-    store?.close()
-    release()
+    try {
+      store?.close()
+    } finally {
+      release()
+    }
     throw err
   }
 }

@@ -40,6 +40,8 @@ export interface SqlDatabase {
 
 interface NativeStatement {
   readonly?: boolean
+  /** bun:sqlite: frees the statement */
+  finalize?: () => void
   run(...params: SqlValue[]): { changes: number | bigint; lastInsertRowid: number | bigint }
   get(...params: SqlValue[]): unknown
   all(...params: SqlValue[]): unknown[]
@@ -82,12 +84,29 @@ export function isBusy(err: unknown): boolean {
  * ```
  */
 export async function openDatabase(path: string, options: OpenOptions = {}): Promise<SqlDatabase> {
+  return openDatabaseSync(path, options)
+}
+
+/**
+ * Opens a SQLite database with the runtime's built-in driver, for the callers that cannot wait (the data
+ * directory's lock, asked by synchronous code).
+ *
+ * @param path a file path, or `:memory:`
+ * @returns the database
+ * @throws Error when the file cannot be opened or is not a database
+ * @example
+ * ```ts
+ * const db = openDatabaseSync(':memory:')
+ * db.run('CREATE TABLE t (x)')
+ * ```
+ */
+export function openDatabaseSync(path: string, options: OpenOptions = {}): SqlDatabase {
   let native: NativeDatabase
   if (runtimeName() === 'bun') {
-    const { Database } = await import('bun:sqlite')
+    const { Database } = process.getBuiltinModule('bun:sqlite') as typeof import('bun:sqlite')
     native = new Database(path, options.readonly === true ? { readonly: true } : { create: true }) as unknown as NativeDatabase
   } else {
-    const { DatabaseSync } = await import('node:sqlite')
+    const { DatabaseSync } = process.getBuiltinModule('node:sqlite')
     native = new DatabaseSync(path, { readOnly: options.readonly === true }) as unknown as NativeDatabase
   }
   return new Sqlite(path, native)
@@ -185,6 +204,9 @@ class Sqlite implements SqlDatabase {
   }
 
   close(): void {
+    // Finalized first where the driver can (bun:sqlite): a database with statements left open stays open
+    // (sqlite3_close_v2) until they are collected, and so do its file's locks.
+    for (const stmt of this.statements.values()) stmt.finalize?.()
     this.statements.clear()
     this.native.close()
   }

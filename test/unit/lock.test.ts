@@ -1,25 +1,174 @@
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Subprocess } from 'bun'
 import { dataPaths } from '../../src/datadir/layout.ts'
-import { judgeLock, lockDataDir, processStart, removeStaleLock, runningPid } from '../../src/datadir/lock.ts'
-import { deadPid, liveStranger, tempDir, waitFor } from '../helpers/process.ts'
+import { lockDataDir, lockHolder, processStart, runningPid } from '../../src/datadir/lock.ts'
+import { deadPid, liveStranger, ROOT, tempDir } from '../helpers/process.ts'
 
-describe('run.lock', () => {
-  test('holds the pid alone, as every cairn reads it, with the start time beside it; released, both are gone', () => {
+const LOCK_TS = join(import.meta.dir, '../../src/datadir/lock.ts')
+
+/**
+ * A process of its own that takes `dir` (`lockDataDir`), prints what happened as a JSON line, and once its stdin
+ * ends releases it (unless `drop`: then it dropped the release function at once and collected the heap, and
+ * exits holding it) and exits.
+ */
+class Taker {
+  readonly proc: Subprocess<'pipe', 'pipe', 'ignore'>
+  /** what it printed: `{ got: true }` or `{ got: false, name, message }` */
+  readonly answer: Promise<{ got: boolean; name?: string; message?: string }>
+
+  constructor(scripts: string, dir: string, options: { command?: string[]; drop?: boolean } = {}) {
+    const script = join(scripts, `take-${Math.random().toString(36).slice(2)}.ts`)
+    writeFileSync(
+      script,
+      `import { lockDataDir } from ${JSON.stringify(LOCK_TS)}
+let answer
+let release = () => {}
+try {
+  ${options.drop === true ? '' : 'release = '}lockDataDir(${JSON.stringify(dir)})
+  answer = { got: true }
+} catch (err) {
+  answer = { got: false, name: err.name, message: err.message }
+}
+if (typeof Bun !== 'undefined') Bun.gc(true)
+console.log(JSON.stringify(answer))
+for await (const _ of process.stdin) {}
+release()
+`
+    )
+    const proc = Bun.spawn([...(options.command ?? [process.execPath]), script], { cwd: ROOT, stdin: 'pipe', stdout: 'pipe', stderr: 'ignore' })
+    this.proc = proc
+    this.answer = (async () => {
+      const reader = proc.stdout.getReader()
+      let text = ''
+      while (!text.includes('\n')) {
+        const { value, done } = await reader.read()
+        if (done) throw new Error(`the taker exited with ${await proc.exited} before it answered`)
+        text += new TextDecoder().decode(value)
+      }
+      reader.releaseLock()
+      return JSON.parse(text.slice(0, text.indexOf('\n')))
+    })()
+  }
+
+  /** Ends its stdin (it releases what it took and exits) and waits for its exit. */
+  async end(): Promise<number> {
+    this.proc.stdin.end()
+    return await this.proc.exited
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.proc.kill('SIGKILL')
+    await this.proc.exited
+  }
+}
+
+describe('the data directory lock', () => {
+  test('run.lock holds the pid alone, as every cairn reads it, with the start time beside it; released, both are gone and instance.lock stays', async () => {
     using tmp = tempDir()
-    const lock = dataPaths(tmp.path).lock
+    const paths = dataPaths(tmp.path)
     const release = lockDataDir(tmp.path)
-    expect(readFileSync(lock, 'utf8')).toBe(String(process.pid))
-    const record = JSON.parse(readFileSync(`${lock}.start`, 'utf8'))
+    expect(readFileSync(paths.lock, 'utf8')).toBe(String(process.pid))
+    const record = JSON.parse(readFileSync(`${paths.lock}.start`, 'utf8'))
     expect(record).toEqual({ pid: process.pid, start: processStart(process.pid) })
     expect(record.start).toMatch(/^\d+@[0-9a-f-]+$/)
-    expect(runningPid(tmp.path)).toBe(process.pid)
-    expect(() => lockDataDir(tmp.path)).not.toThrow()
+    expect(readdirSync(tmp.path).sort()).toEqual(['instance.lock', 'run.lock', 'run.lock.start'])
+    expect(statSync(paths.instance).mode & 0o777).toBe(0o600)
+    // Asked from this process as often as anyone likes (each probe opens and closes the file), the lock holds.
+    for (let i = 0; i < 3; i++) expect(lockHolder(tmp.path)).toEqual({ pid: process.pid, here: true })
+    // SQLite refuses a second holder in this process too.
+    expect(() => lockDataDir(tmp.path)).toThrow(`Cannot run: a node (pid ${process.pid}) is already running on ${tmp.path}; stop it first, or use another --data directory`)
+    {
+      await using other = new Taker(tmp.path, tmp.path)
+      expect(await other.answer).toEqual({
+        got: false,
+        name: 'DataDirBusyError',
+        message: `Cannot run: a node (pid ${process.pid}) is already running on ${tmp.path}; stop it first, or use another --data directory`
+      })
+    }
+    release()
     release()
     expect(runningPid(tmp.path)).toBeUndefined()
-    expect(existsSync(lock)).toBe(false)
-    expect(existsSync(`${lock}.start`)).toBe(false)
+    expect(readdirSync(tmp.path).filter((f) => !f.startsWith('take-'))).toEqual(['instance.lock'])
+    const again = lockDataDir(tmp.path)
+    again()
+  })
+
+  test("a node's lock is seen by runningPid and refused to lockDataDir in other processes (Bun and Deno) while it lives, after the holder dropped its release function", async () => {
+    using tmp = tempDir()
+    await using holder = new Taker(tmp.path, tmp.path, { drop: true })
+    expect(await holder.answer).toEqual({ got: true })
+    expect(runningPid(tmp.path)).toBe(holder.proc.pid)
+    expect(lockHolder(tmp.path)).toEqual({ pid: holder.proc.pid, here: true })
+    const busy = `Cannot run: a node (pid ${holder.proc.pid}) is already running on ${tmp.path}; stop it first, or use another --data directory`
+    expect(() => lockDataDir(tmp.path)).toThrow(busy)
+    {
+      await using deno = new Taker(tmp.path, tmp.path, { command: [join(ROOT, 'node_modules', '.bin', 'deno'), 'run', '-A'] })
+      expect(await deno.answer).toEqual({ got: false, name: 'DataDirBusyError', message: busy })
+    }
+    // run.lock naming a live process that is not the holder: what a node in another container sees (there the holder is pid 1, as it is).
+    await using stranger = liveStranger()
+    const record = readFileSync(`${dataPaths(tmp.path).lock}.start`, 'utf8')
+    writeFileSync(dataPaths(tmp.path).lock, String(stranger.pid))
+    writeFileSync(`${dataPaths(tmp.path).lock}.start`, record.replace(String(holder.proc.pid), String(stranger.pid)))
+    expect(lockHolder(tmp.path)).toEqual({ pid: stranger.pid, here: false })
+    expect(() => lockDataDir(tmp.path)).toThrow(
+      `Cannot run: a node is already running on ${tmp.path} as pid ${stranger.pid} of another container or host sharing the directory; stop it first, or use another --data directory`
+    )
+    // run.lock removed by hand: the directory is held all the same.
+    rmSync(dataPaths(tmp.path).lock)
+    expect(lockHolder(tmp.path)).toEqual({ pid: undefined, here: false })
+    expect(() => lockDataDir(tmp.path)).toThrow(`Cannot run: a node is already running on ${tmp.path} (it holds ${dataPaths(tmp.path).instance}; its run.lock names no pid)`)
+    expect(await holder.end()).toBe(0)
+    expect(lockHolder(tmp.path)).toBeUndefined()
+  })
+
+  test('a holder killed with SIGKILL leaves its files, but the kernel freed its lock: the next start takes the directory', async () => {
+    using tmp = tempDir()
+    const paths = dataPaths(tmp.path)
+    const holder = new Taker(tmp.path, tmp.path)
+    expect(await holder.answer).toEqual({ got: true })
+    holder.proc.kill('SIGKILL')
+    await holder.proc.exited
+    expect(readFileSync(paths.lock, 'utf8')).toBe(String(holder.proc.pid))
+    expect(runningPid(tmp.path)).toBeUndefined()
+    const release = lockDataDir(tmp.path)
+    expect(readFileSync(paths.lock, 'utf8')).toBe(String(process.pid))
+    expect(JSON.parse(readFileSync(`${paths.lock}.start`, 'utf8')).pid).toBe(process.pid)
+    release()
+  })
+
+  test("a stale run.lock naming a live process (its pid reused, or this very process: a container's pid 1) with another start, or an empty one, is replaced; leftovers of older takeovers go", async () => {
+    using tmp = tempDir()
+    const paths = dataPaths(tmp.path)
+    await using stranger = liveStranger()
+    const boot = processStart(stranger.pid)?.split('@')[1]
+    const dead = await deadPid()
+    for (const [pid, start] of [
+      [String(stranger.pid), JSON.stringify({ pid: stranger.pid, start: `1@${boot}` })],
+      [String(process.pid), JSON.stringify({ pid: process.pid, start: `1@${boot}` })],
+      [String(process.pid), null],
+      ['', null]
+    ] as const) {
+      writeFileSync(paths.lock, pid)
+      if (start != null) writeFileSync(`${paths.lock}.start`, start)
+      writeFileSync(`${paths.lock}.stale.${dead}`, '1')
+      writeFileSync(`${paths.lock}.${dead}.tmp`, '1')
+      writeFileSync(`${paths.lock}.stale.${stranger.pid}`, '1')
+      expect(runningPid(tmp.path)).toBeUndefined()
+      const release = lockDataDir(tmp.path)
+      expect(readFileSync(paths.lock, 'utf8')).toBe(String(process.pid))
+      expect(readdirSync(tmp.path).sort()).toEqual(['instance.lock', 'run.lock', 'run.lock.stale.' + stranger.pid, 'run.lock.start'])
+      release()
+    }
+  })
+
+  test('runningPid on a directory no node of this version ran on creates nothing in it', () => {
+    using tmp = tempDir()
+    expect(runningPid(tmp.path)).toBeUndefined()
+    expect(lockHolder(join(tmp.path, 'missing'))).toBeUndefined()
+    expect(readdirSync(tmp.path)).toEqual([])
   })
 
   test('the start time is read after the command name, whatever spaces and parentheses the name holds', async () => {
@@ -72,67 +221,37 @@ describe('run.lock', () => {
     expect(runningPid(tmp.path)).toBeUndefined()
   })
 
-  test('a stale lock is taken over only as the very file judged stale: one another process put in place meanwhile stays', () => {
+  test('of three processes starting at once on a stale lock, exactly one gets the directory and the others say who has it', async () => {
     using tmp = tempDir()
-    const lock = dataPaths(tmp.path).lock
-    writeFileSync(lock, '999999999')
-    const judged = judgeLock(lock)!
-    // Another process took the stale lock over first: removed it and placed its own.
-    rmSync(lock)
-    writeFileSync(lock, String(process.pid))
-    expect(removeStaleLock(lock, judged)).toBe(false)
-    expect(readFileSync(lock, 'utf8')).toBe(String(process.pid))
-    // Judged as it is now, it goes.
-    expect(removeStaleLock(lock, judgeLock(lock)!)).toBe(true)
-    expect(existsSync(lock)).toBe(false)
-    // Gone already (another process removed it): nothing to do.
-    expect(removeStaleLock(lock, judged)).toBe(true)
-    expect(readdirSync(tmp.path)).toEqual([])
-  })
-
-  test('of several processes taking one stale lock over at once, exactly one gets it, and no file is left aside', async () => {
-    using tmp = tempDir()
-    const lock = dataPaths(tmp.path).lock
+    const paths = dataPaths(tmp.path)
     const dead = await deadPid()
-    writeFileSync(lock, String(dead))
-    const script = join(tmp.path, 'take.ts')
-    writeFileSync(
-      script,
-      `import { lockDataDir } from ${JSON.stringify(join(import.meta.dir, '../../src/datadir/lock.ts'))}
-try { lockDataDir(${JSON.stringify(tmp.path)}); console.log('got') } catch (err) { console.log('busy') }
-for await (const _ of Bun.stdin.stream()) {}
-`
-    )
-    const procs = Array.from({ length: 6 }, () => Bun.spawn([process.execPath, script], { stdin: 'pipe', stdout: 'pipe', stderr: 'ignore' }))
-    const lines: string[] = []
-    const firstLine = async (stream: ReadableStream<Uint8Array>): Promise<void> => {
-      const reader = stream.getReader()
-      let text = ''
-      while (!text.includes('\n')) {
-        const { value, done } = await reader.read()
-        if (done) break
-        text += new TextDecoder().decode(value)
-      }
-      lines.push(text.trim())
-    }
-    for (const p of procs) void firstLine(p.stdout)
+    writeFileSync(paths.lock, String(dead))
+    writeFileSync(`${paths.lock}.start`, JSON.stringify({ pid: dead, start: '1@x' }))
+    const takers = Array.from({ length: 3 }, () => new Taker(tmp.path, tmp.path))
     try {
-      // Each has tried once it answers; the one that got the lock holds it until its stdin ends.
-      await waitFor('every process to answer', () => lines.length === procs.length, 20_000, 10)
-      for (const p of procs) p.stdin.end()
-      await Promise.all(procs.map(async (p) => await p.exited))
-      expect(lines.filter((l) => l === 'got').length).toBe(1)
-      expect(lines.filter((l) => l === 'busy').length).toBe(procs.length - 1)
-      expect(readdirSync(tmp.path).filter((f) => f.includes('.stale.') || f.endsWith('.tmp'))).toEqual([])
+      const answers = await Promise.all(takers.map(async (t) => await t.answer))
+      const winners = takers.filter((_, i) => answers[i].got)
+      expect(winners.length).toBe(1)
+      const winner = winners[0].proc.pid
+      expect(answers.filter((a) => !a.got)).toEqual(
+        Array.from({ length: 2 }, () => ({
+          got: false,
+          name: 'DataDirBusyError',
+          message: `Cannot run: a node (pid ${winner}) is already running on ${tmp.path}; stop it first, or use another --data directory`
+        }))
+      )
+      expect(lockHolder(tmp.path)).toEqual({ pid: winner, here: true })
+      expect(await Promise.all(takers.map(async (t) => await t.end()))).toEqual([0, 0, 0])
+      expect(readdirSync(tmp.path).filter((f) => !f.startsWith('take-'))).toEqual(['instance.lock'])
     } finally {
-      for (const p of procs) p.kill()
+      for (const t of takers) await t[Symbol.asyncDispose]()
     }
   })
 })
 
 /**
  * Runs `body` in a bun process of its own whose node:fs has `mocks` (source of an object literal's members,
- * which may use `real`, the unmocked module), with lock.ts's exports and `dir` in scope; @returns what it printed, parsed.
+ * which may use `real`, the unmocked module), with lockDataDir, lockHolder and `dir` in scope; @returns what it printed, parsed.
  */
 function inProcessWithFs(dir: string, mocks: string, body: string, env: Record<string, string> = {}): unknown {
   using scripts = tempDir()
@@ -145,7 +264,7 @@ const real = { ...fs }
 const dir = ${JSON.stringify(dir)}
 const lock = ${JSON.stringify(dataPaths(dir).lock)}
 mock.module('node:fs', () => ({ ...real, ${mocks} }))
-const { judgeLock, lockDataDir, processStart, removeStaleLock, runningPid } = await import(${JSON.stringify(join(import.meta.dir, '../../src/datadir/lock.ts'))})
+const { lockDataDir, lockHolder } = await import(${JSON.stringify(LOCK_TS)})
 ${body}
 `
   )
@@ -154,66 +273,7 @@ ${body}
   return JSON.parse(proc.stdout.toString())
 }
 
-describe('run.lock on a file system without hard links', () => {
-  for (const code of ['EPERM', 'ENOSYS']) {
-    test(`(link fails with ${code}) is created in place, and a live lock moved aside by a process that judged an earlier one stale goes back`, () => {
-      using tmp = tempDir()
-      const out = inProcessWithFs(
-        tmp.path,
-        `linkSync: () => { throw Object.assign(new Error('${code}: link'), { code: '${code}' }) }`,
-        `const release = lockDataDir(dir)
-const held = real.readFileSync(lock, 'utf8')
-release()
-real.writeFileSync(lock, '999999999')
-const judged = judgeLock(lock)
-// Another process took that stale lock over first and holds it.
-real.rmSync(lock)
-real.writeFileSync(lock, String(process.pid))
-const removed = removeStaleLock(lock, judged)
-console.log(JSON.stringify({ held, removed, now: real.existsSync(lock) ? real.readFileSync(lock, 'utf8') : null, files: real.readdirSync(dir).sort() }))`
-      ) as { held: string; removed: boolean; now: string | null; files: string[] }
-      expect(out.held).toMatch(/^\d+$/)
-      expect(out.removed).toBe(false)
-      expect(out.now).toBe(out.held)
-      expect(out.files).toEqual(['run.lock'])
-    })
-  }
-})
-
-describe('run.lock taken over', () => {
-  test('the start record of a process that took the directory in the meantime stays', async () => {
-    using tmp = tempDir()
-    const lock = dataPaths(tmp.path).lock
-    const dead = await deadPid()
-    writeFileSync(lock, String(dead))
-    writeFileSync(`${lock}.start`, JSON.stringify({ pid: dead, start: '1@x' }))
-    // This test's process plays the one that takes the stale lock over between the other's look and its rename:
-    // the lock is gone when the other renames, and in place with its start record right after.
-    const out = inProcessWithFs(
-      tmp.path,
-      `renameSync: (from, to) => {
-  if (from !== lock || real.existsSync(lock + '.taken')) return real.renameSync(from, to)
-  real.writeFileSync(lock + '.taken', '')
-  real.rmSync(lock)
-  try {
-    return real.renameSync(from, to)
-  } finally {
-    real.writeFileSync(lock, String(process.ppid))
-    real.writeFileSync(lock + '.start', JSON.stringify({ pid: process.ppid, start: taker }))
-  }
-}`,
-      `let taker = processStart(process.ppid)
-let error = ''
-try { lockDataDir(dir) } catch (err) { error = err.message }
-console.log(JSON.stringify({ error, start: real.existsSync(lock + '.start') ? JSON.parse(real.readFileSync(lock + '.start', 'utf8')) : null }))`
-    ) as { error: string; start: unknown }
-    expect(out.error).toContain(`a node (pid ${process.pid}) is already running`)
-    expect(out.start).toEqual({ pid: process.pid, start: processStart(process.pid) })
-    expect(runningPid(tmp.path)).toBe(process.pid)
-  })
-})
-
-test('a lock that cannot be written (a read-only data directory) fails with an error naming run.lock and why, not a crash', () => {
+test('a lock that cannot be written (a read-only data directory) fails with an error naming run.lock and why, not a crash, and frees instance.lock', () => {
   using tmp = tempDir()
   const out = inProcessWithFs(
     tmp.path,
@@ -221,22 +281,9 @@ test('a lock that cannot be written (a read-only data directory) fails with an e
   if (String(path).startsWith(lock)) throw Object.assign(new Error(\`EROFS: read-only file system, open '\${path}'\`), { code: 'EROFS' })
   return real.writeFileSync(path, ...rest)
 }`,
-    `try { lockDataDir(dir); console.log(JSON.stringify({})) } catch (err) { console.log(JSON.stringify({ name: err.name, message: err.message })) }`
-  ) as { name?: string; message?: string }
+    `try { lockDataDir(dir); console.log(JSON.stringify({})) } catch (err) { console.log(JSON.stringify({ name: err.name, message: err.message, holder: lockHolder(dir) ?? null })) }`
+  ) as { name?: string; message?: string; holder?: unknown }
   expect(out.name).toBe('DataDirError')
+  expect(out.holder).toBeNull()
   expect(out.message).toStartWith(`Cannot run: cannot create ${dataPaths(tmp.path).lock}: EROFS: read-only file system`)
-})
-
-test('an empty lock is one being written (no hard links, or an older cairn): taken over only once it is old', () => {
-  using tmp = tempDir()
-  const lock = dataPaths(tmp.path).lock
-  writeFileSync(lock, '')
-  expect(() => lockDataDir(tmp.path)).toThrow(`Cannot run: another cairn is taking ${tmp.path} (${lock} has no pid yet)`)
-  expect(readFileSync(lock, 'utf8')).toBe('')
-  // Left by a crash between creating it and writing the pid.
-  const earlier = new Date(Date.now() - 60_000)
-  utimesSync(lock, earlier, earlier)
-  const release = lockDataDir(tmp.path)
-  expect(readFileSync(lock, 'utf8')).toBe(String(process.pid))
-  release()
 })

@@ -1,12 +1,14 @@
 import { describe, expect, test } from 'bun:test'
-import { rmSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { initDataDir } from '../../src/datadir/init.ts'
 import { openDataDirStore } from '../../src/datadir/load.ts'
 import { dataPaths } from '../../src/datadir/layout.ts'
+import { lockDataDir, lockHolder } from '../../src/datadir/lock.ts'
 import { writeRunInfo } from '../../src/datadir/runInfo.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../../src/store/migrations.ts'
+import { inProcessNode } from '../helpers/forge.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
 
 /** @returns the schema version recorded in the data directory's cairn.db */
@@ -27,8 +29,8 @@ describe("a CLI verb opening a data directory's database", () => {
     const older = await openDatabase(p.database)
     migrate(older, MIGRATIONS.slice(0, -1))
     older.close()
-    // A live process holds the lock: this test's own, as a running node's would.
-    writeFileSync(p.lock, `${process.pid}\n`)
+    // This test's process takes the directory, as a running node does.
+    using node = { [Symbol.dispose]: lockDataDir(dir) }
     // Before its start is over (no node.json yet) the node may be this cairn, migrating the database: it is waited for.
     const said: string[] = []
     await expect(openDataDirStore(dir, { waitMs: 300, onWait: (line) => said.push(line) })).rejects.toThrow(
@@ -42,7 +44,8 @@ describe("a CLI verb opening a data directory's database", () => {
       `Cannot open ${p.database}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and the node running on ${dir} (pid ${process.pid}) is an older cairn (0.0.1-older): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
     )
     expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
-    rmSync(p.lock)
+    // The node stops.
+    node[Symbol.dispose]()
     const store = await openDataDirStore(dir)
     expect(store.schemaVersion()).toBe(MIGRATIONS.length)
     store.close()
@@ -54,8 +57,8 @@ describe("a CLI verb opening a data directory's database", () => {
     const p = dataPaths(dir)
     const older = await openDatabase(p.database)
     migrate(older, MIGRATIONS.slice(0, -1))
-    // This test's process holds the lock, as a node that is starting (no node.json yet).
-    writeFileSync(p.lock, `${process.pid}\n`)
+    // This test's process takes the directory, as a node that is starting (no node.json yet).
+    using _node = { [Symbol.dispose]: lockDataDir(dir) }
     const said: string[] = []
     const opening = openDataDirStore(dir, { onWait: (line) => said.push(line) })
     await waitFor('the verb to say that it waits', () => said.length > 0)
@@ -79,11 +82,36 @@ describe("a CLI verb opening a data directory's database", () => {
     const db = await openDatabase(dataPaths(dir).database)
     db.run('DELETE FROM schema_migrations WHERE version = ?', [MIGRATIONS.length])
     db.close()
-    writeFileSync(dataPaths(dir).lock, `${process.pid}\n`)
+    using _node = { [Symbol.dispose]: lockDataDir(dir) }
     writeRunInfo(dir, { peer_id: first.peerId, pid: process.pid, version: '0.0.1-older', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() })
     expect(await initDataDir(dir, { newNetwork: true })).toEqual({ peerId: first.peerId, created: false, owners: [first.peerId] })
     expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
     await expect(initDataDir(dir, { newNetwork: true, owners: ['12D3KooWA1111111111111111111111111111111111111111111'] })).rejects.toThrow('is an older cairn (0.0.1-older)')
     expect(await schemaOf(dir)).toBe(MIGRATIONS.length - 1)
+  })
+})
+
+describe("a node's hold on its data directory", () => {
+  test('a start that fails after taking the directory (a damaged cairn.db) frees it, and so does a stop; a second node is refused while one runs', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    await initDataDir(dir, { newNetwork: true })
+    const database = readFileSync(dataPaths(dir).database)
+    writeFileSync(dataPaths(dir).database, 'not a database, but long enough to be read as a damaged one '.repeat(100))
+    for (const f of ['-wal', '-shm']) rmSync(`${dataPaths(dir).database}${f}`, { force: true })
+    await expect(inProcessNode(dir)).rejects.toThrow(`Cannot open ${dataPaths(dir).database}`)
+    expect(lockHolder(dir)).toBeUndefined()
+    expect(readdirSync(dir).filter((f) => f.startsWith('run.lock'))).toEqual([])
+    writeFileSync(dataPaths(dir).database, database)
+    const node = await inProcessNode(dir)
+    try {
+      expect(lockHolder(dir)).toEqual({ pid: process.pid, here: true })
+      await expect(inProcessNode(dir)).rejects.toThrow(`Cannot run: a node (pid ${process.pid}) is already running on ${dir}`)
+      expect(lockHolder(dir)).toEqual({ pid: process.pid, here: true })
+    } finally {
+      await node.stop()
+    }
+    expect(lockHolder(dir)).toBeUndefined()
+    expect(readdirSync(dir).filter((f) => f.endsWith('.lock') || f.startsWith('run.lock'))).toEqual(['instance.lock'])
   })
 })

@@ -6,7 +6,7 @@ import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../../datadir/load.ts'
-import { runningPid } from '../../datadir/lock.ts'
+import { lockHolder, runningPid } from '../../datadir/lock.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { VERSION } from '../../version.ts'
 import { openDatabase } from '../../runtime/sqlite.ts'
@@ -41,6 +41,14 @@ function newerFix(dir: string): string {
   const info = pid == null ? undefined : readRunInfo(dir)
   if (pid != null && info != null && info.pid === pid) return `the node running on ${dir} (pid ${pid}) is cairn ${info.version}: use that cairn's own doctor (this is ${VERSION})`
   return `use the newer cairn that wrote it (this is ${VERSION}): no cairn migrates a database back; to run this one, restore cairn.db from a backup taken before that upgrade`
+}
+
+/** @returns whether a node holds the data directory (instance.lock, or an older cairn's run.lock), in words */
+function lockState(dir: string): string {
+  const holder = lockHolder(dir)
+  if (holder == null) return existsSync(dataPaths(dir).lock) ? 'stale (left by a crash; the next run takes it over)' : 'free'
+  if (holder.pid == null) return 'held by a running node (its run.lock names no pid: it is starting or stopping)'
+  return holder.here ? `held by running pid ${holder.pid}` : `held by a node in another container or on another host sharing the directory (pid ${holder.pid} there)`
 }
 
 /**
@@ -209,15 +217,13 @@ export const doctorVerb = defineVerb({
       db?.close()
       blocks?.db.close()
     }
-    const locked = existsSync(paths.lock)
-    const pid = locked ? runningPid(dir) : undefined
-    const lock = !locked ? 'free' : pid != null ? `held by running pid ${pid}` : 'stale (left by a crash; the next run takes it over)'
+    const lock = lockState(dir)
     const healthy = checks.every((c) => c.ok)
     if (values.json === true) {
       out(JSON.stringify({ healthy, lock, checks }))
     } else {
       for (const c of checks) out(`${c.ok ? 'ok  ' : c.skipped ? 'skip' : 'FAIL'}  ${c.check.padEnd(16)} ${c.detail}${c.fix != null && !c.ok ? `\n      → ${c.fix}` : ''}`)
-      out(`      run.lock         ${lock}`)
+      out(`      lock             ${lock}`)
       out(healthy ? 'healthy' : 'problems found: see the lines marked FAIL')
     }
     return healthy ? 0 : 1
