@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
 import type { Subprocess } from 'bun'
 import { cairn, cairnCommand, liveStranger, NodeProcess, ROOT, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
-import { lockHolder } from '../src/datadir/lock.ts'
+import { lockDataDir, lockHolder } from '../src/datadir/lock.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
 import { openDatabase } from '../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../src/store/migrations.ts'
@@ -50,8 +50,17 @@ function versions(dir: string): number[] {
   }
 }
 
-/** Whether this machine can start a process in a PID namespace of its own (root, util-linux's unshare): as a container does. */
-const UNSHARE = Bun.spawnSync(['unshare', '-p', '-f', '--mount-proc', 'true'], { stdout: 'ignore', stderr: 'ignore' }).exitCode === 0
+/**
+ * Whether this machine can start a process in a PID namespace of its own (root, util-linux's unshare): as a
+ * container does. Without unshare (macOS, a minimal image) spawnSync throws, which is a no as well.
+ */
+const UNSHARE = (() => {
+  try {
+    return Bun.spawnSync(['unshare', '-p', '-f', '--mount-proc', 'true'], { stdout: 'ignore', stderr: 'ignore' }).exitCode === 0
+  } catch {
+    return false
+  }
+})()
 
 /**
  * `cairn run` on `dir` as pid 1 of a PID namespace of its own, as in a container; killing it (SIGKILL to unshare,
@@ -96,7 +105,7 @@ async function started(dir: string, node: { proc: Subprocess<'ignore', 'ignore',
   )
 }
 
-describe('nodes in PID namespaces of their own (containers) sharing one data directory', () => {
+describe(`nodes in PID namespaces of their own (containers) sharing one data directory${UNSHARE ? '' : " (skipped: needs root and util-linux's unshare -p)"}`, () => {
   test.skipIf(!UNSHARE)('the second refuses to start while the first runs and serves on; once the first is killed, the next starts', async () => {
     using tmp = tempDir()
     const node = await NodeProcess.init(tmp.path, 'n')
@@ -160,6 +169,37 @@ describe('the CLI and the node sharing a data directory', () => {
     expect(readFileSync(lock, 'utf8')).toBe(String(node.proc!.pid))
     expect(JSON.parse(readFileSync(`${lock}.start`, 'utf8')).pid).toBe(node.proc!.pid)
     expect(await node.stop()).toBe(0)
+  })
+
+  test('a verb asking the node says in one line that the node runs in another container or host (its loopback is not this one), or that it does not answer', async () => {
+    using tmp = tempDir()
+    const node = await NodeProcess.init(tmp.path, 'n')
+    // This process holds the directory, as the node elsewhere does; run.lock names that node's pid there: here a
+    // live process that started at another time than the one recorded.
+    using _held = { [Symbol.dispose]: lockDataDir(node.dir) }
+    await using other = liveStranger()
+    const lock = join(node.dir, 'run.lock')
+    const own = readFileSync(`${lock}.start`, 'utf8')
+    writeFileSync(lock, String(other.pid))
+    writeFileSync(`${lock}.start`, JSON.stringify({ pid: other.pid, start: `1@${JSON.parse(own).start.split('@')[1]}` }))
+    const info = { peer_id: node.peerId, version: '0.0.1', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() }
+    writeRunInfo(node.dir, { ...info, pid: other.pid })
+    const elsewhere = await cairn(['status', '--data', node.dir])
+    expect(elsewhere.code).toBe(1)
+    expect(elsewhere.stderr).toStartWith(
+      `cairn status: The node on ${node.dir} runs in another container or on another host sharing the directory (pid ${other.pid} there): its endpoint 127.0.0.1:1 does not answer here (`
+    )
+    expect(elsewhere.stderr).toEndWith('); run this command where the node runs\n')
+    expect(elsewhere.stderr.split('\n').length).toBe(2)
+    // The holder here, not answering (stopping, hung).
+    writeFileSync(lock, String(process.pid))
+    writeFileSync(`${lock}.start`, own)
+    writeRunInfo(node.dir, { ...info, pid: process.pid })
+    const hung = await cairn(['status', '--data', node.dir])
+    expect(hung.code).toBe(1)
+    expect(hung.stderr).toStartWith(`cairn status: The node on ${node.dir} (pid ${process.pid}) does not answer at 127.0.0.1:1 (`)
+    expect(hung.stderr).toEndWith(`): it may be stopping or hung; cairn doctor --data ${node.dir} says whether it runs\n`)
+    expect(hung.stderr.split('\n').length).toBe(2)
   })
 
   test('a lock file of an older cairn (the pid alone) naming a live process still blocks cairn run', async () => {

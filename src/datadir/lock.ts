@@ -1,4 +1,4 @@
-import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { accessSync, chmodSync, constants, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DataDirBusyError, DataDirError } from '../errors.ts'
 import { probeFileLock, takeFileLock } from '../store/fileLock.ts'
@@ -161,6 +161,20 @@ function busyError(dir: string, holder: LockHolder): DataDirBusyError {
 }
 
 /**
+ * @returns why `path` cannot be written, as the system says it (a read-only file system, another user's
+ * file), for SQLite's errors that do not say ("unable to open database file"); empty when it can be
+ */
+function whyNotWritable(path: string): string {
+  try {
+    // access(2) opens nothing: no descriptor of instance.lock is closed behind SQLite's back.
+    accessSync(path, constants.W_OK)
+    return ''
+  } catch (err) {
+    return ` (${(err as Error).message})`
+  }
+}
+
+/**
  * Takes instance.lock (created at the first start).
  *
  * @returns a function that frees it
@@ -171,7 +185,7 @@ function takeInstanceLock(dir: string): () => void {
   const taken = takeFileLock(path, TAKE_WAIT_MS)
   if (typeof taken !== 'function') {
     if (taken.busy) throw busyError(dir, instanceHolder(dir))
-    throw new DataDirError(`Cannot run: cannot lock ${path}: ${taken.error.message}`)
+    throw new DataDirError(`Cannot run: cannot lock ${path}: ${taken.error.message}${whyNotWritable(existsSync(path) ? path : dir)}`)
   }
   try {
     // SQLite creates it with the umask's mode; like every file of the directory it is the user's alone.
@@ -222,7 +236,11 @@ export function lockDataDir(dir: string): () => void {
       writeFileSync(tmp, String(process.pid), { mode: 0o600 })
       renameSync(tmp, path)
     } catch (err) {
-      rmSync(tmp, { force: true })
+      try {
+        rmSync(tmp, { force: true })
+      } catch {
+        // Not written either (a read-only file system): the error to tell is the write's.
+      }
       throw new DataDirError(`Cannot run: cannot create ${path}: ${(err as Error).message}`)
     }
     const start = processStart(process.pid)

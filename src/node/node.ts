@@ -108,6 +108,8 @@ export class CairnNode {
   private readonly extras: NodeExtras
   private readonly clock: HybridClock
   private running?: Running
+  /** while the node starts: that start, which a stop waits for */
+  private starting?: Promise<void>
 
   constructor(config: NodeConfig, extras: NodeExtras = {}) {
     this.config = config
@@ -168,6 +170,15 @@ export class CairnNode {
   async start(): Promise<void> {
     if (this.status === 'started' || this.status === 'starting') return
     this.status = 'starting'
+    this.starting = this.startOnce()
+    try {
+      await this.starting
+    } finally {
+      this.starting = undefined
+    }
+  }
+
+  private async startOnce(): Promise<void> {
     const cfg = this.config
     const opened = await openDataDir(cfg, { onMigrationWait: (line) => this.log.warn(line, { reason: 'migration_wait' }) }).catch((err) => {
       this.status = 'stopped'
@@ -465,6 +476,8 @@ export class CairnNode {
 
   /** Stops everything the node started: timers, HTTP, services, libp2p, databases, the lock. */
   async stop(): Promise<void> {
+    // A stop asked during the start waits for it: the start holds the data directory and builds what the stop tears down.
+    await this.starting?.catch(() => {})
     if (this.status === 'stopped' || this.status === 'stopping') return
     this.status = 'stopping'
     await this.teardown()

@@ -45,6 +45,13 @@ export function takeFileLock(path: string, waitMs: number): (() => void) | FileL
     db.close()
     return isBusy(err) ? { busy: true } : { busy: false, error: err as Error }
   }
+  // A file SQLite could open only read-only (a read-only file system or file, another user's) takes BEGIN
+  // EXCLUSIVE as a read transaction: a shared lock, which another such process shares and a probe does not see.
+  // Held is what a probe of this process sees (SQLite keeps its descriptor open while this connection locks).
+  if (probeFileLock(path) !== 'held') {
+    db.close()
+    return { busy: false, error: new Error('it opens read-only, and a read-only file holds no exclusive lock') }
+  }
   holding.add(db)
   return () => {
     if (!holding.delete(db)) return

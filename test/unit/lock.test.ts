@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, copyFileSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
 import { dataPaths } from '../../src/datadir/layout.ts'
@@ -286,4 +286,72 @@ test('a lock that cannot be written (a read-only data directory) fails with an e
   expect(out.name).toBe('DataDirError')
   expect(out.holder).toBeNull()
   expect(out.message).toStartWith(`Cannot run: cannot create ${dataPaths(tmp.path).lock}: EROFS: read-only file system`)
+})
+
+/**
+ * Runs, as a process of its own, lockDataDir(dir) (released at once if taken) then lockHolder(dir), with `target`
+ * (the directory, or a file in it) read-only: bind-mounted so in a mount namespace of its own, as a read-only
+ * volume is. @returns what it saw, and the files of `dir` after; undefined when this machine cannot (no root, no unshare)
+ */
+function withReadOnly(target: string, dir: string): { error: string | null; holder: unknown; files: string[] } | undefined {
+  using scripts = tempDir()
+  const script = join(scripts.path, 'ro.ts')
+  writeFileSync(
+    script,
+    `import { readdirSync } from 'node:fs'
+import { lockDataDir, lockHolder } from ${JSON.stringify(LOCK_TS)}
+const dir = ${JSON.stringify(dir)}
+let error = null
+try {
+  lockDataDir(dir)()
+} catch (err) {
+  error = err.message
+}
+console.log(JSON.stringify({ error, holder: lockHolder(dir) ?? null, files: readdirSync(dir).sort() }))
+`
+  )
+  let proc: { exitCode: number | null; stdout: Buffer; stderr: Buffer }
+  try {
+    proc = Bun.spawnSync(['unshare', '-m', 'sh', '-c', 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" || exit 99; exec "$2" "$3"', 'sh', target, process.execPath, script], {
+      stdout: 'pipe',
+      stderr: 'pipe'
+    })
+  } catch {
+    return undefined
+  }
+  if (proc.exitCode === 99 || (proc.exitCode !== 0 && proc.stderr.toString().includes('unshare'))) return undefined
+  if (proc.exitCode !== 0) throw new Error(`script failed: ${proc.stderr.toString()}`)
+  return JSON.parse(proc.stdout.toString())
+}
+
+/** Whether this machine can make a directory read-only in a mount namespace of its own (root, util-linux's unshare). */
+const MOUNT = (() => {
+  using tmp = tempDir()
+  return withReadOnly(tmp.path, tmp.path) != null
+})()
+
+describe(`a read-only data directory or instance.lock${MOUNT ? '' : " (skipped: needs root and util-linux's unshare -m)"}`, () => {
+  test.skipIf(!MOUNT)('a start fails naming instance.lock and the read-only file system, holding nothing and writing nothing; asking who holds it creates nothing', () => {
+    using tmp = tempDir()
+    const fresh = join(tmp.path, 'fresh')
+    const used = join(tmp.path, 'used')
+    mkdirSync(fresh)
+    mkdirSync(used)
+    lockDataDir(used)()
+    const instance = dataPaths(used).instance
+    expect(withReadOnly(fresh, fresh)).toEqual({
+      error: `Cannot run: cannot lock ${dataPaths(fresh).instance}: unable to open database file (EROFS: read-only file system, access '${fresh}')`,
+      holder: null,
+      files: []
+    })
+    // SQLite opens a file it cannot write read-only, where BEGIN EXCLUSIVE is a read transaction: a shared lock
+    // that a second such process shares. So with instance.lock read-only, even in a writable directory, no start runs.
+    const readOnly = {
+      error: `Cannot run: cannot lock ${instance}: it opens read-only, and a read-only file holds no exclusive lock (EROFS: read-only file system, access '${instance}')`,
+      holder: null,
+      files: ['instance.lock']
+    }
+    expect(withReadOnly(used, used)).toEqual(readOnly)
+    expect(withReadOnly(instance, used)).toEqual(readOnly)
+  })
 })

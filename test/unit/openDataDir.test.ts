@@ -9,6 +9,11 @@ import { writeRunInfo } from '../../src/datadir/runInfo.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../../src/store/migrations.ts'
 import { inProcessNode } from '../helpers/forge.ts'
+import { CairnNode } from '../../src/node/node.ts'
+import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
+import { resolveSettings } from '../../src/config/resolve.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
 
 /** @returns the schema version recorded in the data directory's cairn.db */
@@ -113,5 +118,28 @@ describe("a node's hold on its data directory", () => {
     }
     expect(lockHolder(dir)).toBeUndefined()
     expect(readdirSync(dir).filter((f) => f.endsWith('.lock') || f.startsWith('run.lock'))).toEqual(['instance.lock'])
+  })
+
+  test('a stop asked while the node is still starting stops it once the start is over and frees the directory', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    await initDataDir(dir, { newNetwork: true })
+    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h' }, {}, {}))
+    const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
+    const starting = node.start()
+    const stopping = node.stop()
+    try {
+      await starting
+      await stopping
+      expect(node.status).toBe('stopped')
+    } finally {
+      await node.stop()
+    }
+    expect(lockHolder(dir)).toBeUndefined()
+    expect(readdirSync(dir).filter((f) => f.startsWith('run.lock') || f === 'node.json')).toEqual([])
+    // The directory is free for the next start in this process.
+    const again = await inProcessNode(dir)
+    await again.stop()
+    expect(lockHolder(dir)).toBeUndefined()
   })
 })
