@@ -168,7 +168,9 @@ export class CairnNode {
    * @throws UsageError for a non-loopback --http without --force-http; ConfigError, DataDirError, DataDirBusyError, AddressInUseError, PluginLoadError
    */
   async start(): Promise<void> {
-    if (this.status === 'started' || this.status === 'starting') return
+    // A start asked during a start waits for that one (and fails as it fails).
+    if (this.status === 'starting') return await this.starting
+    if (this.status === 'started') return
     this.status = 'starting'
     this.starting = this.startOnce()
     try {

@@ -142,4 +142,20 @@ describe("a node's hold on its data directory", () => {
     await again.stop()
     expect(lockHolder(dir)).toBeUndefined()
   })
+
+  test('a start asked while the node is starting returns once it has started', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    await initDataDir(dir, { newNetwork: true })
+    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h' }, {}, {}))
+    const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
+    const first = node.start()
+    try {
+      await node.start()
+      expect(node.status).toBe('started')
+      await first
+    } finally {
+      await node.stop()
+    }
+  })
 })
