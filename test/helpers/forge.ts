@@ -13,12 +13,17 @@ import { directoryBlock, fileBlock } from '../../src/unixfs/tree.ts'
 import { shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { silentLog } from '../../src/log/logger.ts'
 
-/** Starts a node in this process (a member gone bad, for tests), with loopback defaults. */
-export async function inProcessNode(dir: string, flags: Record<string, unknown> = {}): Promise<CairnNode> {
+/** @returns a node of this process on `dir`, not started, with loopback defaults */
+export function newInProcessNode(dir: string, flags: Record<string, unknown> = {}): CairnNode {
   const config = toNodeConfig(
     resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', 'allow-unknown-types': true, ...flags }, {}, {})
   )
-  const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
+  return new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
+}
+
+/** Starts a node in this process (a member gone bad, for tests), with loopback defaults. */
+export async function inProcessNode(dir: string, flags: Record<string, unknown> = {}): Promise<CairnNode> {
+  const node = newInProcessNode(dir, flags)
   await node.start()
   return node
 }

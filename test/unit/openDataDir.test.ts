@@ -8,12 +8,7 @@ import { lockDataDir, lockHolder } from '../../src/datadir/lock.ts'
 import { writeRunInfo } from '../../src/datadir/runInfo.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../../src/store/migrations.ts'
-import { inProcessNode } from '../helpers/forge.ts'
-import { CairnNode } from '../../src/node/node.ts'
-import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
-import { resolveSettings } from '../../src/config/resolve.ts'
-import { silentLog } from '../../src/log/logger.ts'
-import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
+import { inProcessNode, newInProcessNode } from '../helpers/forge.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
 
 /** @returns the schema version recorded in the data directory's cairn.db */
@@ -124,8 +119,7 @@ describe("a node's hold on its data directory", () => {
     using tmp = tempDir()
     const dir = join(tmp.path, 'node')
     await initDataDir(dir, { newNetwork: true })
-    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h' }, {}, {}))
-    const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
+    const node = newInProcessNode(dir)
     const starting = node.start()
     const stopping = node.stop()
     try {
@@ -147,8 +141,7 @@ describe("a node's hold on its data directory", () => {
     using tmp = tempDir()
     const dir = join(tmp.path, 'node')
     await initDataDir(dir, { newNetwork: true })
-    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h' }, {}, {}))
-    const node = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
+    const node = newInProcessNode(dir)
     const first = node.start()
     try {
       await node.start()
