@@ -3,7 +3,7 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
 import type { Subprocess } from 'bun'
-import { cairn, cairnCommand, liveStranger, NodeProcess, ROOT, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, cairnCommand, collectText, liveStranger, NodeProcess, ROOT, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
 import { lockDataDir, lockHolder } from '../src/datadir/lock.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
 import { openDatabase } from '../src/runtime/sqlite.ts'
@@ -71,19 +71,10 @@ function runInNamespace(dir: string): { proc: Subprocess<'ignore', 'ignore', 'pi
     ['unshare', '-p', '-f', '--mount-proc', '--kill-child', ...cairnCommand('binary', ['run', '--data', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--log-format', 'json'])],
     { cwd: ROOT, env: { ...process.env, CAIRN_DATA: '', ...TEST_ENV }, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' }
   )
-  let stderr = ''
-  void (async () => {
-    const decoder = new TextDecoder()
-    const reader = proc.stderr.getReader()
-    for (;;) {
-      const { value, done } = await reader.read()
-      if (done) break
-      stderr += decoder.decode(value, { stream: true })
-    }
-  })()
+  const stderr = collectText(proc.stderr)
   return {
     proc,
-    stderr: () => stderr,
+    stderr: stderr.text,
     [Symbol.asyncDispose]: async () => {
       proc.kill('SIGKILL')
       await proc.exited
@@ -262,30 +253,21 @@ describe('the CLI and the node sharing a data directory', () => {
       stderr: 'pipe'
     })
     try {
-      let stderr = ''
-      const reading = (async () => {
-        const decoder = new TextDecoder()
-        const reader = proc.stderr.getReader()
-        for (;;) {
-          const { value, done } = await reader.read()
-          if (done) break
-          stderr += decoder.decode(value, { stream: true })
-        }
-      })()
+      const stderr = collectText(proc.stderr)
       await waitFor(
         'the verb to say that it waits for the migration',
         () => {
-          if (proc.exitCode != null) throw new Error(`cairn events exited: ${stderr}`)
-          return stderr.includes('a migration under way')
+          if (proc.exitCode != null) throw new Error(`cairn events exited: ${stderr.text()}`)
+          return stderr.text().includes('a migration under way')
         },
         60_000
       )
-      expect(stderr).toBe(
+      expect(stderr.text()).toBe(
         `${join(node.dir, 'cairn.db')} is at schema version ${LATEST - 1} of ${LATEST} and another process holds its write lock (a migration under way, or another long write): waiting up to 900 s for it to finish\n`
       )
       migration.finish()
       expect(await proc.exited).toBe(0)
-      await reading
+      await stderr.done
       expect(await new Response(proc.stdout).text()).toBe('')
       expect(versions(node.dir)).toEqual(MIGRATIONS.map((_, i) => i + 1))
     } finally {

@@ -91,6 +91,25 @@ export async function deadPid(): Promise<number> {
 }
 
 /**
+ * Reads `stream` as text to its end, in the background.
+ *
+ * @returns the text read so far, and `done`, which settles once the stream ended
+ */
+export function collectText(stream: ReadableStream<Uint8Array>): { text: () => string; done: Promise<void> } {
+  let text = ''
+  const done = (async () => {
+    const decoder = new TextDecoder()
+    const reader = stream.getReader()
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) break
+      text += decoder.decode(value, { stream: true })
+    }
+  })()
+  return { text: () => text, done }
+}
+
+/**
  * Polls `check` until it returns a value other than undefined/false, or the deadline passes.
  *
  * @throws Error with `what` when the deadline passes
