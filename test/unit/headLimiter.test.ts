@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { CLAIM_PARSE_BYTES, claimOf, CREDIT_BYTES, HeadLimiter, PEER_FACTOR } from '../../src/p2p/headLimiter.ts'
+import { CLAIM_PARSE_BYTES, claimOf, CREDIT_BYTES, HeadLimiter, PEER_FACTOR, type HeadLimiterInit } from '../../src/p2p/headLimiter.ts'
 import { hintMessage, signHead } from '../../src/model/head.ts'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -10,6 +10,20 @@ import { waitFor } from '../helpers/process.ts'
 
 const head = (producer: string, seq: number): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { producer, seq }, sig: 'x' }))
 const seqOf = (b: Uint8Array): number => JSON.parse(new TextDecoder().decode(b)).head.seq
+const producerOf = (b: Uint8Array): string => JSON.parse(new TextDecoder().decode(b)).head.producer
+
+/**
+ * A limiter that records the producer of each head it has checked; with `news`, every head moved the producer
+ * it claims forward (its credit comes back), else none did.
+ */
+function checking(rate: number, news: boolean, init: Partial<HeadLimiterInit> = {}): { limiter: HeadLimiter; checked: string[] } {
+  const checked: string[] = []
+  const accept = async (b: Uint8Array): Promise<string | undefined> => {
+    checked.push(producerOf(b))
+    return news ? producerOf(b) : undefined
+  }
+  return { limiter: new HeadLimiter({ rate, accept, onDropped: () => {}, ...init }), checked }
+}
 
 describe('HeadLimiter', () => {
   test('heads over the rate wait for a token, and only the newest per producer is kept', async () => {
@@ -74,20 +88,12 @@ describe('HeadLimiter', () => {
   })
 
   test('a peer relaying several busy producers passes each at the rate, as long as their heads are news', async () => {
-    const checked: string[] = []
     let coalesced = 0
-    const limiter = new HeadLimiter({
-      rate: 5,
-      // every head is news, from the producer it claims
-      accept: async (b) => {
-        const producer = JSON.parse(new TextDecoder().decode(b)).head.producer as string
-        checked.push(producer)
-        return producer
-      },
+    // every head is news, from the producer it claims
+    const { limiter, checked } = checking(5, true, {
       onCoalesced: () => {
         coalesced++
-      },
-      onDropped: () => {}
+      }
     })
     // A hub relays four producers, each at its own rate: 20 heads at once, 5 per producer.
     for (let seq = 1; seq <= 5; seq++) for (const p of ['P1', 'P2', 'P3', 'P4']) await limiter.offer(head(p, seq), 'hub')
@@ -103,33 +109,19 @@ describe('HeadLimiter', () => {
   })
 
   test('heads that are no news cost at most the rate of checks per peer, however many producers they claim', async () => {
-    let checks = 0
     const dropped: string[] = []
-    const limiter = new HeadLimiter({
-      rate: 5,
-      accept: async () => {
-        checks++
-        return undefined
-      },
+    const { limiter, checked } = checking(5, false, {
       onDropped: (_p, d) => {
         dropped.push(d)
       }
     })
     for (let i = 0; i < 50; i++) await limiter.offer(head(`forged${i}`, 1), 'attacker')
-    expect(checks).toBe(5)
+    expect(checked.length).toBe(5)
     // The rest wait, one per producer, and pass at the peer's rate: no faster, and another peer is not held up.
-    let news = 0
-    const other = new HeadLimiter({
-      rate: 5,
-      accept: async (b) => {
-        news++
-        return JSON.parse(new TextDecoder().decode(b)).head.producer as string
-      },
-      onDropped: () => {}
-    })
+    const { limiter: other, checked: news } = checking(5, true)
     await other.offer(head('P', 1), 'honest')
-    expect(news).toBe(1)
-    await waitFor('a waiting forged head to get a credit', () => checks === 6, 2000, 10)
+    expect(news.length).toBe(1)
+    await waitFor('a waiting forged head to get a credit', () => checked.length === 6, 2000, 10)
     expect(dropped).toEqual([])
     limiter.stop()
     other.stop()
@@ -153,22 +145,14 @@ describe('HeadLimiter', () => {
   })
 
   test('after stop nothing is admitted, checked or held on a timer (gossip and the head exchange stop after the limiter)', async () => {
-    let checks = 0
-    const limiter = new HeadLimiter({
-      rate: 1,
-      accept: async () => {
-        checks++
-        return undefined
-      },
-      onDropped: () => {}
-    })
+    const { limiter, checked } = checking(1, false)
     await limiter.offer(head('P', 1), 'peer')
-    expect(checks).toBe(1)
+    expect(checked.length).toBe(1)
     limiter.stop()
     expect(limiter.admit(head('Q', 1), 'peer')).toBe(false)
     expect(limiter.admit(head('Q', 1), 'other')).toBe(false)
     await limiter.offer(head('R', 1), 'other')
-    expect(checks).toBe(1)
+    expect(checked.length).toBe(1)
   })
 
   test('claimOf reads producer and seq from the bytes of a signed head, acks and blocks around them', async () => {
@@ -192,41 +176,25 @@ describe('HeadLimiter', () => {
   })
 
   test('news of many producers from one peer (producers minted without a members list) passes at most PEER_FACTOR times the rate', async () => {
-    let checks = 0
-    const limiter = new HeadLimiter({
-      rate: 5,
-      // every head is news: each minted producer's first head moves it forward
-      accept: async (b) => {
-        checks++
-        return JSON.parse(new TextDecoder().decode(b)).head.producer as string
-      },
-      onDropped: () => {}
-    })
+    // every head is news: each minted producer's first head moves it forward
+    const { limiter, checked } = checking(5, true)
     for (let i = 0; i < 50; i++) await limiter.offer(head(`minted${i}`, 1), 'minter')
-    expect(checks).toBe(PEER_FACTOR * 5)
+    expect(checked.length).toBe(PEER_FACTOR * 5)
     // the rest wait, one per producer, and pass as the peer's total refills
-    await waitFor('a waiting head of a minted producer', () => checks > PEER_FACTOR * 5, 2000, 10)
+    await waitFor('a waiting head of a minted producer', () => checked.length > PEER_FACTOR * 5, 2000, 10)
     limiter.stop()
   })
 
   test('large heads that prove no news take a credit per CREDIT_BYTES: their bytes are bounded too', async () => {
-    let checks = 0
-    const limiter = new HeadLimiter({
-      rate: 20,
-      accept: async () => {
-        checks++
-        return undefined
-      },
-      onDropped: () => {}
-    })
-    // 256 KiB each (a hostile parse costs ~10 ms): 16 credits of the 20 a second
+    const { limiter, checked } = checking(20, false)
+    // over 256 KiB each (a hostile parse costs ~10 ms): 17 credits of the 20 a second
     const big = (producer: string): Uint8Array => new TextEncoder().encode(JSON.stringify({ head: { producer, seq: 1 }, pad: 'x'.repeat(256 * 1024) }))
     expect(Math.ceil(big('P').length / CREDIT_BYTES)).toBe(17)
     for (let i = 0; i < 10; i++) await limiter.offer(big(`P${i}`), 'attacker')
-    expect(checks).toBe(1)
+    expect(checked.length).toBe(1)
     // small heads of the same peer still pass, a credit each
     for (let i = 0; i < 3; i++) await limiter.offer(head(`Q${i}`, 1), 'attacker')
-    expect(checks).toBe(4)
+    expect(checked.length).toBe(4)
     limiter.stop()
   })
 })
