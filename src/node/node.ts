@@ -34,7 +34,7 @@ import { loadPlugins } from '../plugins/load.ts'
 import type { Plugin } from '../plugins/types.ts'
 import { outbox as createOutbox, type Outbox } from '../publish/outbox.ts'
 import { serve, type HttpServer } from '../runtime/serve.ts'
-import { MEMORY_CHECK_MS, MemoryTarget, processMemoryProbe } from '../runtime/memoryTarget.ts'
+import { MEMORY_CHECK_MS, MemoryTarget, memoryLimit, memoryLimitWarning, processMemoryProbe } from '../runtime/memoryTarget.ts'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
 import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
@@ -455,7 +455,16 @@ export class CairnNode {
         plugins: cfg.plugins.map((d) => resolve(d))
       })
       this.status = 'started'
-      this.log.info('node started', { peer_id: self, addrs: libp2p.getMultiaddrs().map(String), http: `${cfg.http.host}:${running.http.port}`, network: opened.network })
+      const limit = memoryLimit()
+      this.log.info('node started', {
+        peer_id: self,
+        addrs: libp2p.getMultiaddrs().map(String),
+        http: `${cfg.http.host}:${running.http.port}`,
+        network: opened.network,
+        ...(limit == null ? {} : { memory_limit_bytes: limit })
+      })
+      const low = memoryLimitWarning(limit)
+      if (low != null) this.log.warn(low, { reason: 'memory_limit_low', memory_limit_bytes: limit })
     } catch (err) {
       if (this.running == null) {
         // Failed before every service existed: stop what did start, in reverse order.

@@ -1,3 +1,4 @@
+import { totalmem } from 'node:os'
 import { runtimeName } from './runtime.ts'
 
 /** How often the resident set is compared with the target. */
@@ -50,4 +51,35 @@ export class MemoryTarget {
     this.last = this.now()
     return this.last - t
   }
+}
+
+/**
+ * A container or cgroup memory limit below which a node can be killed by a burst or a catch-up: the engine
+ * sizes its heap by the limit, and at 128 MiB a node catching up on 100,000 events was killed, at 144 MiB it
+ * got through (BENCHMARKS.md, "Memory limits").
+ */
+export const LOW_MEMORY_LIMIT = 160 * 1024 * 1024
+/** The limit from which a node runs at about its unlimited speed (the same measurements). */
+export const ROOMY_MEMORY_LIMIT = 256 * 1024 * 1024
+
+/**
+ * @returns the memory limit of the process's container or cgroup in bytes, or undefined when it has none or
+ * the runtime cannot tell (the runtimes report the machine's RAM when no limit applies)
+ */
+export function memoryLimit(): number | undefined {
+  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory
+  let limit: number | undefined
+  try {
+    limit = typeof constrained === 'function' ? constrained.call(process) : undefined
+  } catch {
+    return undefined
+  }
+  return limit != null && limit > 0 && limit < totalmem() ? limit : undefined
+}
+
+/** @returns the warning a node logs at start under a memory `limit` (bytes) too small for it, else undefined */
+export function memoryLimitWarning(limit: number | undefined): string | undefined {
+  if (limit == null || limit >= LOW_MEMORY_LIMIT) return undefined
+  const mib = (n: number): string => `${Math.round(n / (1024 * 1024))} MiB`
+  return `the memory limit of this node's container or cgroup is ${mib(limit)}: below ${mib(LOW_MEMORY_LIMIT)} a burst of publishes or a catch-up can get the node killed, and below ${mib(ROOMY_MEMORY_LIMIT)} it runs slower (docs/operations.md, "Memory and CPU")`
 }
