@@ -1,0 +1,218 @@
+import { describe, expect, test } from 'bun:test'
+import { existsSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { uuidv7 } from 'uuidv7'
+import { initDataDir } from '../../src/datadir/init.ts'
+import { CairnNode } from '../../src/node/node.ts'
+import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
+import { resolveSettings } from '../../src/config/resolve.ts'
+import { Store } from '../../src/store/store.ts'
+import type { Log } from '../../src/log/logger.ts'
+import { definePlugin, v } from '../../src/plugins/mod.ts'
+import { rebuildRequested, requestRebuild } from '../../src/plugins/rebuild.ts'
+import { tempDir, waitFor } from '../helpers/process.ts'
+
+/** Events of the rebuilt plugin's type in the history: enough that its rebuild takes a good part of a second or more. */
+const HISTORY = 20_000
+const PRODUCER = '12D3KooWA1111111111111111111111111111111111111111111'
+
+/** What the plugins under test record outside their tables: the generation their apply writes, and each effect run. */
+class World {
+  gen = 1
+  readonly effects = new Map<string, number>()
+  readonly logs: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = []
+
+  log(fields: Record<string, unknown> = {}): Log {
+    const line =
+      (level: string) =>
+      (msg: string, more: Record<string, unknown> = {}): void => {
+        this.logs.push({ level, msg, fields: { ...fields, ...more } })
+      }
+    return { debug: () => {}, info: line('info'), warn: line('warn'), error: line('error'), child: (more) => this.log({ ...fields, ...more }) }
+  }
+
+  plugins() {
+    const items = definePlugin({
+      name: 'items',
+      handles: { 'test.item': { version: 1, payload: v.object({ i: v.number() }) } },
+      // A seed row and a trigger: the swap copies the rows and must neither keep the seed twice nor fire the trigger again.
+      migrations: [
+        `CREATE TABLE items (event_id TEXT PRIMARY KEY, i INTEGER NOT NULL, gen INTEGER NOT NULL);
+         CREATE TABLE item_total (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+         INSERT INTO item_total (id, n) VALUES (1, 0);
+         CREATE TRIGGER item_counted AFTER INSERT ON items BEGIN UPDATE item_total SET n = n + 1; END;
+         CREATE VIEW item_gens AS SELECT gen, count(*) AS n FROM items GROUP BY gen`
+      ],
+      apply: (event, { db }) => {
+        // A second apply of an event fails on the primary key: the test would see it retried or dead-lettered.
+        db.run('INSERT INTO items (event_id, i, gen) VALUES (?, ?, ?)', [event.event_id, event.payload.i, this.gen])
+      },
+      effect: async (event) => {
+        this.effects.set(event.event_id, (this.effects.get(event.event_id) ?? 0) + 1)
+      }
+    })
+    const pings = definePlugin({
+      name: 'pings',
+      handles: { 'test.ping': { version: 1, payload: v.object({ n: v.number() }) } },
+      migrations: ['CREATE TABLE pings (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)'],
+      apply: (event, { db }) => void db.run('INSERT INTO pings (event_id, n) VALUES (?, ?)', [event.event_id, event.payload.n])
+    })
+    return [items, pings]
+  }
+
+  node(dir: string): CairnNode {
+    const config = toNodeConfig(
+      resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', 'allow-unknown-types': true }, {}, {})
+    )
+    return new CairnNode(config, { log: this.log(), plugins: this.plugins() })
+  }
+}
+
+/** A data directory whose events table holds HISTORY `test.item` events of another producer. */
+async function history(parent: string): Promise<string> {
+  const dir = join(parent, 'n')
+  await initDataDir(dir, { newNetwork: true })
+  const store = await Store.open(join(dir, 'cairn.db'))
+  try {
+    store.transaction(() => {
+      for (let i = 1; i <= HISTORY; i++) {
+        store.events.insert(
+          { event_id: uuidv7(), type: 'test.item', version: 1, producer: PRODUCER, seq: i, hlc: `${1_800_000_000_000 + i}-0000`, occurred_at: new Date().toISOString(), payload: { i } },
+          'bafyitem',
+          Date.now()
+        )
+      }
+    })
+  } finally {
+    store.close()
+  }
+  return dir
+}
+
+const gens = (store: Store): Array<{ gen: number; n: number }> => store.db.all('SELECT gen, n FROM item_gens ORDER BY gen')
+const once = (store: Store): { n: number; once: number } | undefined => store.db.get("SELECT count(*) AS n, count(DISTINCT event_id) AS once FROM plugin_applied WHERE plugin = 'items'")
+
+/** Resolves with the event's detail the first time the node dispatches it for plugin `items`. */
+function next(node: CairnNode, type: 'plugin:rebuilding' | 'plugin:rebuilt'): { promise: Promise<void>; fired: () => boolean } {
+  let fired = false
+  const promise = new Promise<void>((resolve) => {
+    const listener = (e: Event): void => {
+      if ((e as CustomEvent<{ plugin: string }>).detail.plugin !== 'items') return
+      fired = true
+      node.events.removeEventListener(type, listener)
+      resolve()
+    }
+    node.events.addEventListener(type, listener)
+  })
+  return { promise, fired: () => fired }
+}
+
+describe('a rebuild beside the running node', () => {
+  test('the node publishes and applies other plugins while it runs; readers see the old tables whole until the swap; every event lands once, effects once', async () => {
+    using tmp = tempDir()
+    const dir = await history(tmp.path)
+    const world = new World()
+    const node = world.node(dir)
+    await node.start()
+    try {
+      await node.plugins.drain()
+      expect(gens(node.store)).toEqual([{ gen: 1, n: HISTORY }])
+      await waitFor('the effects of the history', () => world.effects.size === HISTORY, 60_000)
+
+      world.gen = 2
+      const started = next(node, 'plugin:rebuilding')
+      const rebuilt = next(node, 'plugin:rebuilt')
+      requestRebuild(node.store, 'items')
+      node.plugins.changedElsewhere()
+      await Promise.race([started.promise, rebuilt.promise])
+      expect({ rebuilt: rebuilt.fired(), shadow: existsSync(join(dir, 'rebuild-items.db')) }).toEqual({ rebuilt: false, shadow: true })
+
+      // (a) a publish is answered, and applied by another plugin, while the rebuild runs
+      const ping = await node.publish({ type: 'test.ping', payload: { n: 1 } })
+      const item = await node.publish({ type: 'test.item', payload: { i: HISTORY + 1 } })
+      await waitFor('the ping applied by pings', () => node.store.db.get('SELECT 1 AS x FROM pings WHERE event_id = ?', [ping.event_id]) != null)
+      await waitFor('the new item applied to the old tables', () => node.store.db.get('SELECT 1 AS x FROM items WHERE event_id = ?', [item.event_id]) != null)
+      // (b) the plugin's tables are the old ones, whole, with the live event applied to them
+      const during = { rebuilt: rebuilt.fired(), gens: gens(node.store), total: node.store.db.get('SELECT n FROM item_total') }
+      expect(during).toEqual({ rebuilt: false, gens: [{ gen: 1, n: HISTORY }, { gen: 2, n: 1 }], total: { n: HISTORY + 1 } })
+      await waitFor('the live item’s effect', () => world.effects.get(item.event_id) === 1)
+
+      await rebuilt.promise
+      await node.plugins.drain()
+      expect(rebuildRequested(node.store, 'items')).toBe(false)
+      expect(existsSync(join(dir, 'rebuild-items.db'))).toBe(false)
+      expect(gens(node.store)).toEqual([{ gen: 2, n: HISTORY + 1 }])
+      // the seed row once, counted by the trigger once per event
+      expect(node.store.db.all('SELECT id, n FROM item_total')).toEqual([{ id: 1, n: HISTORY + 1 }])
+      expect(once(node.store)).toEqual({ n: HISTORY + 1, once: HISTORY + 1 })
+      expect(node.store.db.get("SELECT (SELECT count(*) FROM plugin_failures WHERE plugin = 'items') + (SELECT count(*) FROM dead_letters WHERE plugin = 'items') AS n")).toEqual({ n: 0 })
+      // events published after the swap are applied to the new tables, with their effect
+      const after = await node.publish({ type: 'test.item', payload: { i: HISTORY + 2 } })
+      await waitFor('the item after the rebuild’s effect', () => world.effects.get(after.event_id) === 1)
+      expect(node.store.db.get('SELECT gen FROM items WHERE event_id = ?', [after.event_id])).toEqual({ gen: 2 })
+      expect(once(node.store)).toEqual({ n: HISTORY + 2, once: HISTORY + 2 })
+      // no effect ran again
+      expect({ size: world.effects.size, most: Math.max(...world.effects.values()) }).toEqual({ size: HISTORY + 2, most: 1 })
+      const done = world.logs.find((l) => l.fields.reason === 'plugin_rebuilt')
+      console.log(done?.msg)
+      expect(done?.fields).toMatchObject({ plugin: 'items', applied: HISTORY + 1, swap_ms: expect.any(Number) })
+      expect(world.logs.some((l) => l.fields.reason === 'plugin_rebuild_started')).toBe(true)
+    } finally {
+      await node.stop()
+    }
+  }, 180_000)
+
+  test('a stop half-way leaves the old tables, the request and no shadow; the next start (past a crash’s leftover shadow) completes it', async () => {
+    using tmp = tempDir()
+    const dir = await history(tmp.path)
+    const world = new World()
+    const first = world.node(dir)
+    await first.start()
+    try {
+      await first.plugins.drain()
+      world.gen = 2
+      const started = next(first, 'plugin:rebuilding')
+      const rebuilt = next(first, 'plugin:rebuilt')
+      requestRebuild(first.store, 'items')
+      first.plugins.changedElsewhere()
+      await Promise.race([started.promise, rebuilt.promise])
+      expect(rebuilt.fired()).toBe(false)
+    } finally {
+      await first.stop()
+    }
+    const store = await Store.open(join(dir, 'cairn.db'))
+    try {
+      expect({
+        request: rebuildRequested(store, 'items'),
+        shadow: existsSync(join(dir, 'rebuild-items.db')),
+        gens: gens(store),
+        applied: once(store)
+      }).toEqual({ request: true, shadow: false, gens: [{ gen: 1, n: HISTORY }], applied: { n: HISTORY, once: HISTORY } })
+    } finally {
+      store.close()
+    }
+    expect(world.logs.some((l) => l.fields.reason === 'plugin_rebuild_abandoned')).toBe(true)
+    expect(world.logs.some((l) => l.fields.reason === 'plugin_rebuilt')).toBe(false)
+
+    // A crash would have left a shadow behind: the start removes it and the rebuild runs from the start.
+    writeFileSync(join(dir, 'rebuild-items.db'), 'left by a crash')
+    world.gen = 3
+    const second = world.node(dir)
+    const rebuilt = next(second, 'plugin:rebuilt')
+    await second.start()
+    try {
+      await rebuilt.promise
+      await second.plugins.drain()
+      expect({ request: rebuildRequested(second.store, 'items'), shadow: existsSync(join(dir, 'rebuild-items.db')), gens: gens(second.store), applied: once(second.store) }).toEqual({
+        request: false,
+        shadow: false,
+        gens: [{ gen: 3, n: HISTORY }],
+        applied: { n: HISTORY, once: HISTORY }
+      })
+      await waitFor('every effect of the history', () => world.effects.size === HISTORY, 60_000)
+      expect(Math.max(...world.effects.values())).toBe(1)
+    } finally {
+      await second.stop()
+    }
+  }, 180_000)
+})
