@@ -225,14 +225,15 @@ function swap(ctx: RunContext, plugin: Plugin, path: string, counted: { applied:
       statements.deferForeignKeys()
       const copied = statements.shadowTables()
       const tables = [...new Set([...tablesOf(plugin), ...copied])]
-      store.pluginState.reset(plugin.name, { views: viewsOf(plugin), tables })
+      statements.dropPlugin(plugin.name, { views: viewsOf(plugin), tables })
       store.snapshots.forget(plugin.name)
-      store.stateKeys.forgetPlugin(plugin.name)
       migrateOne(store.pluginState, plugin, 'rebuild')
       const triggers = statements.dropTriggers(copied)
       for (const table of copied) statements.copyTable(table)
       statements.createTriggers(triggers)
       statements.copyState(plugin.name)
+      // What the host keeps in memory of the plugin's cursor and retries is asked again.
+      store.pluginState.writes.progress++
       store.pluginState.writes.failures++
       store.meta.delete(requestKey(plugin.name))
       // The events committed since the shadow's last slice; effects were queued by the old tables' walk…

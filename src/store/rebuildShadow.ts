@@ -10,8 +10,8 @@ import { Store } from './store.ts'
  */
 const STATE_TABLES = ['plugin_migrations', 'plugin_cursors', 'plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held', 'state_keys', 'snapshots_loaded']
 
-/** The per-(plugin, event) tables whose rows a swap replaces with the shadow's. */
-const PER_EVENT = ['plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held']
+/** The per-(plugin, event) tables whose rows a swap replaces with the shadow's (few: those that wait for something). */
+const WAITING = ['plugin_failures', 'dead_letters', 'plugin_held']
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/
 const ident = (name: string): string => `"${name.replaceAll('"', '""')}"`
@@ -187,16 +187,41 @@ export class RebuildSwap {
   }
 
   /**
-   * Replaces a plugin's applied marks, retries, dead letters, holds and cursor in cairn.db with the shadow's, and
-   * adds the state keys the shadow recorded (those of the events still held were forgotten in the same transaction).
+   * Drops a plugin's views and tables in cairn.db (as its migrations and its shadow name them) and forgets its
+   * migrations and queued replays, for its migrations to run again.
+   */
+  dropPlugin(plugin: string, objects: { views: readonly string[]; tables: readonly string[] }): void {
+    for (const view of objects.views) this.db.exec(`DROP VIEW IF EXISTS main.${ident(view)}`)
+    for (const table of objects.tables) this.db.exec(`DROP TABLE IF EXISTS main.${ident(table)}`)
+    this.db.run('DELETE FROM main.plugin_migrations WHERE plugin = ?', [plugin])
+    this.db.run('DELETE FROM main.plugin_replay WHERE plugin = ?', [plugin])
+  }
+
+  /**
+   * Makes a plugin's applied marks, retries, dead letters, holds, cursor and state keys in cairn.db the shadow's.
+   * The marks and keys of the old tables are mostly the new ones: only the difference is written (an applied
+   * mark's time is then the first application's), so the swap writes little beyond the plugin's own tables.
+   * State keys of events no longer held stay, as ever (stateKeys.forgetPlugin).
    *
    * @returns the cursor the plugin's walk reached in the shadow
    */
   copyState(plugin: string): number {
-    for (const table of PER_EVENT) {
+    this.db.run(
+      `DELETE FROM main.plugin_applied WHERE plugin = ?
+         AND NOT EXISTS (SELECT 1 FROM ${SHADOW}.plugin_applied n WHERE n.plugin = plugin_applied.plugin AND n.producer = plugin_applied.producer AND n.event_id = plugin_applied.event_id)`,
+      [plugin]
+    )
+    this.db.run(`INSERT OR IGNORE INTO main.plugin_applied SELECT * FROM ${SHADOW}.plugin_applied WHERE plugin = ?`, [plugin])
+    for (const table of WAITING) {
       this.db.run(`DELETE FROM main.${table} WHERE plugin = ?`, [plugin])
       this.db.run(`INSERT INTO main.${table} SELECT * FROM ${SHADOW}.${table} WHERE plugin = ?`, [plugin])
     }
+    this.db.run(
+      `DELETE FROM main.state_keys WHERE plugin = ?
+         AND EXISTS (SELECT 1 FROM main.events e WHERE e.producer = state_keys.producer AND e.seq = state_keys.seq)
+         AND NOT EXISTS (SELECT 1 FROM ${SHADOW}.state_keys n WHERE n.producer = state_keys.producer AND n.seq = state_keys.seq AND n.plugin = state_keys.plugin AND n.key = state_keys.key)`,
+      [plugin]
+    )
     this.db.run(`INSERT OR IGNORE INTO main.state_keys SELECT * FROM ${SHADOW}.state_keys WHERE plugin = ?`, [plugin])
     const cursor = this.db.get<{ cursor: number }>(`SELECT cursor FROM ${SHADOW}.plugin_cursors WHERE plugin = ?`, [plugin])?.cursor ?? 0
     this.db.run('UPDATE main.plugin_cursors SET cursor = ? WHERE plugin = ?', [cursor, plugin])
