@@ -217,9 +217,10 @@ export class RebuildSwap {
       this.db.run(`INSERT INTO main.${table} SELECT * FROM ${SHADOW}.${table} WHERE plugin = ?`, [plugin])
     }
     this.db.run(
+      // Most rows are in the shadow too: that is asked first, and the events table only for the others.
       `DELETE FROM main.state_keys WHERE plugin = ?
-         AND EXISTS (SELECT 1 FROM main.events e WHERE e.producer = state_keys.producer AND e.seq = state_keys.seq)
-         AND NOT EXISTS (SELECT 1 FROM ${SHADOW}.state_keys n WHERE n.producer = state_keys.producer AND n.seq = state_keys.seq AND n.plugin = state_keys.plugin AND n.key = state_keys.key)`,
+         AND NOT EXISTS (SELECT 1 FROM ${SHADOW}.state_keys n WHERE n.producer = state_keys.producer AND n.seq = state_keys.seq AND n.plugin = state_keys.plugin AND n.key = state_keys.key)
+         AND EXISTS (SELECT 1 FROM main.events e WHERE e.producer = state_keys.producer AND e.seq = state_keys.seq)`,
       [plugin]
     )
     this.db.run(`INSERT OR IGNORE INTO main.state_keys SELECT * FROM ${SHADOW}.state_keys WHERE plugin = ?`, [plugin])
