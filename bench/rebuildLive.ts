@@ -32,7 +32,11 @@ try {
   store.transaction(() => {
     for (let i = 1; i <= N; i++) {
       const payload = { workspace_id: `w${i % 100}`, invitee: `u${i}@example.com`, role: 'member', invited_by: 'a@example.com' }
-      store.events.insert({ event_id: uuidv7(), type: 'workspace.invited', version: 1, producer, seq: i, hlc: `${1_800_000_000_000 + i}-0000`, occurred_at: new Date().toISOString(), payload }, 'bafy', Date.now())
+      store.events.insert(
+        { event_id: uuidv7(), type: 'workspace.invited', version: 1, producer, seq: i, hlc: `${1_800_000_000_000 + i}-0000`, occurred_at: new Date().toISOString(), payload },
+        'bafy',
+        Date.now()
+      )
     }
   })
   store.close()

@@ -178,7 +178,15 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
         const outcome: RebuildOutcome = { applied: counted.applied, appliedInSwap: counted.applied - inShadow, swapMs, totalMs: performance.now() - started, slices }
         ctx.log.info(
           `rebuilt plugin ${plugin.name}: re-applied ${outcome.applied} event(s) into fresh tables in ${Math.round(outcome.totalMs)} ms (${slices} slice(s) beside the running node); the swap held cairn.db for ${Math.round(swapMs)} ms`,
-          { plugin: plugin.name, reason: 'plugin_rebuilt', applied: outcome.applied, applied_in_swap: outcome.appliedInSwap, swap_ms: Math.round(swapMs), total_ms: Math.round(outcome.totalMs), slices }
+          {
+            plugin: plugin.name,
+            reason: 'plugin_rebuilt',
+            applied: outcome.applied,
+            applied_in_swap: outcome.appliedInSwap,
+            swap_ms: Math.round(swapMs),
+            total_ms: Math.round(outcome.totalMs),
+            slices
+          }
         )
         return outcome
       } catch (err) {

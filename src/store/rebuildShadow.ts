@@ -80,10 +80,9 @@ export class RebuildShadow {
       db.run('ATTACH ? AS live', [readOnlyUri(live.db.path)])
       db.transaction(() => {
         for (const table of STATE_TABLES) {
-          const objects = db.all<{ type: string; sql: string }>(
-            "SELECT type, sql FROM live.sqlite_master WHERE tbl_name = ? AND type IN ('table', 'index') AND sql IS NOT NULL ORDER BY type DESC",
-            [table]
-          )
+          const objects = db.all<{ type: string; sql: string }>("SELECT type, sql FROM live.sqlite_master WHERE tbl_name = ? AND type IN ('table', 'index') AND sql IS NOT NULL ORDER BY type DESC", [
+            table
+          ])
           for (const o of objects) db.exec(o.sql)
         }
         db.run('INSERT INTO plugin_cursors (plugin, cursor) VALUES (?, 0)', [plugin])
@@ -178,11 +177,10 @@ export class RebuildSwap {
     this.db.exec(`INSERT INTO main.${ident(table)} (${columns}) SELECT ${columns} FROM ${SHADOW}.${ident(table)}`)
     const sequences = this.db.get(`SELECT 1 AS x FROM ${SHADOW}.sqlite_master WHERE name = 'sqlite_sequence'`) != null
     if (sequences) {
-      this.db.run(`UPDATE main.sqlite_sequence SET seq = (SELECT s.seq FROM ${SHADOW}.sqlite_sequence s WHERE s.name = ?) WHERE name = ? AND EXISTS (SELECT 1 FROM ${SHADOW}.sqlite_sequence s WHERE s.name = ?)`, [
-        table,
-        table,
-        table
-      ])
+      this.db.run(
+        `UPDATE main.sqlite_sequence SET seq = (SELECT s.seq FROM ${SHADOW}.sqlite_sequence s WHERE s.name = ?) WHERE name = ? AND EXISTS (SELECT 1 FROM ${SHADOW}.sqlite_sequence s WHERE s.name = ?)`,
+        [table, table, table]
+      )
     }
   }
 

@@ -61,9 +61,7 @@ class World {
   }
 
   node(dir: string): CairnNode {
-    const config = toNodeConfig(
-      resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', 'allow-unknown-types': true }, {}, {})
-    )
+    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', 'allow-unknown-types': true }, {}, {}))
     return new CairnNode(config, { log: this.log(), plugins: this.plugins() })
   }
 }
@@ -134,7 +132,14 @@ describe('a rebuild beside the running node', () => {
       await waitFor('the new item applied to the old tables', () => node.store.db.get('SELECT 1 AS x FROM items WHERE event_id = ?', [item.event_id]) != null)
       // (b) the plugin's tables are the old ones, whole, with the live event applied to them
       const during = { rebuilt: rebuilt.fired(), gens: gens(node.store), total: node.store.db.get('SELECT n FROM item_total') }
-      expect(during).toEqual({ rebuilt: false, gens: [{ gen: 1, n: HISTORY }, { gen: 2, n: 1 }], total: { n: HISTORY + 1 } })
+      expect(during).toEqual({
+        rebuilt: false,
+        gens: [
+          { gen: 1, n: HISTORY },
+          { gen: 2, n: 1 }
+        ],
+        total: { n: HISTORY + 1 }
+      })
       await waitFor('the live item’s effect', () => world.effects.get(item.event_id) === 1)
 
       await rebuilt.promise
@@ -154,7 +159,6 @@ describe('a rebuild beside the running node', () => {
       // no effect ran again
       expect({ size: world.effects.size, most: Math.max(...world.effects.values()) }).toEqual({ size: HISTORY + 2, most: 1 })
       const done = world.logs.find((l) => l.fields.reason === 'plugin_rebuilt')
-      console.log(done?.msg)
       expect(done?.fields).toMatchObject({ plugin: 'items', applied: HISTORY + 1, swap_ms: expect.any(Number) })
       expect(world.logs.some((l) => l.fields.reason === 'plugin_rebuild_started')).toBe(true)
     } finally {
