@@ -1,4 +1,4 @@
-import { readdirSync, rmSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { BUSY_TIMEOUT_MS, openDatabaseSync, type SqlDatabase } from '../runtime/sqlite.ts'
 import { Store } from './store.ts'
@@ -73,6 +73,9 @@ export class RebuildShadow {
   static create(live: Store, plugin: string): RebuildShadow {
     const path = shadowPath(live.db.path, plugin)
     removeShadow(path)
+    // Like every file of the data directory, it is the user's alone (0600): it holds a copy of the plugin's rows.
+    // SQLite would create it with the umask's mode; it opens the empty file as an empty database.
+    closeSync(openSync(path, 'wx', 0o600))
     const db = openDatabaseSync(path, { uri: true })
     try {
       // A crash leaves the shadow to be removed at the next start: it needs no durability, only savepoints.
