@@ -175,6 +175,8 @@ export class PluginHost implements Startable {
       })
       .finally(() => {
         this.rebuilds.delete(plugin.name)
+        // The replays that waited for it are read at the next round.
+        this.requestsAsked = true
         if (this.status === 'started') this.notify()
         else if (this.running == null && this.scheduled == null && this.rebuilds.size === 0) this.idle()
       })
@@ -327,7 +329,9 @@ export class PluginHost implements Startable {
             const rebuilt = rebuildIfRequested(this.ctx, plugin)
             if (rebuilt != null) this.components.events.safeDispatchEvent('plugin:rebuilt', { detail: { plugin: plugin.name, applied: rebuilt } })
           }
-          at = Math.min(at, replayQueued(this.ctx, plugin))
+          // A replay waits for the rebuild's swap, which replaces the plugin's dead letters and holds with the
+          // shadow's: applied to the old tables now, it would be undone by it. It runs on the new tables after.
+          if (!this.rebuilds.has(plugin.name)) at = Math.min(at, replayQueued(this.ctx, plugin))
         }
         at = Math.min(at, processPlugin(this.ctx, plugin))
       }

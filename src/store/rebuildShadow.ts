@@ -189,13 +189,13 @@ export class RebuildSwap {
 
   /**
    * Drops a plugin's views and tables in cairn.db (as its migrations and its shadow name them) and forgets its
-   * migrations and queued replays, for its migrations to run again.
+   * migrations, for its migrations to run again. Its queued replays stay: asked during the rebuild, they run on
+   * the new tables (an event the new tables applied is not applied again).
    */
   dropPlugin(plugin: string, objects: { views: readonly string[]; tables: readonly string[] }): void {
     for (const view of objects.views) this.db.exec(`DROP VIEW IF EXISTS main.${ident(view)}`)
     for (const table of objects.tables) this.db.exec(`DROP TABLE IF EXISTS main.${ident(table)}`)
     this.db.run('DELETE FROM main.plugin_migrations WHERE plugin = ?', [plugin])
-    this.db.run('DELETE FROM main.plugin_replay WHERE plugin = ?', [plugin])
   }
 
   /**
