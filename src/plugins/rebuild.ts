@@ -127,8 +127,9 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
  *    views, runs its migrations again, copies the shadow's rows into them (triggers dropped for the copy and
  *    created again), replaces the plugin's applied marks, retries, dead letters, holds, cursor and state keys
  *    with the shadow's, forgets its loaded snapshot and the request, applies the events that came since the last
- *    slice (no effects: the old tables' walk queued them) and queues the effects of events the old tables' walk
- *    had not reached. Its length grows with the plugin's tables and marks, not with a slice's work.
+ *    slice (no effects: the old tables' walk queued them) and queues the effects of the events since the rebuild
+ *    began that the old tables had not applied (not reached, or failed on). Its length grows with the plugin's
+ *    tables and marks, not with a slice's work.
  *
  * A stop (ctx.signal) abandons it: the shadow is removed, the old tables and the request stay, and the next
  * start rebuilds. An error (the disk is full, a migration fails) removes the shadow, leaves the old tables and
@@ -141,6 +142,8 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
   const { store } = ctx
   const started = performance.now()
   const counted = { applied: 0 }
+  // The events past it come during the rebuild: the effects of those the old tables do not apply are the swap's to queue.
+  const from = store.pluginState.cursor(plugin.name)
   let shadow: RebuildShadow | undefined
   try {
     shadow = RebuildShadow.create(store, plugin.name)
@@ -172,7 +175,7 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
       try {
         const inShadow = counted.applied
         const swapStarted = performance.now()
-        swap(ctx, plugin, shadow.path, counted)
+        swap(ctx, plugin, shadow.path, from, counted)
         const swapMs = performance.now() - swapStarted
         onSwapped()
         const outcome: RebuildOutcome = { applied: counted.applied, appliedInSwap: counted.applied - inShadow, swapMs, totalMs: performance.now() - started, slices }
@@ -220,10 +223,9 @@ function abandoned(ctx: RunContext, plugin: Plugin): undefined {
 }
 
 /** The swap of rebuildBeside, on cairn.db's connection: see there. */
-function swap(ctx: RunContext, plugin: Plugin, path: string, counted: { applied: number }): void {
+function swap(ctx: RunContext, plugin: Plugin, path: string, from: number, counted: { applied: number }): void {
   const { store } = ctx
   const statements = new RebuildSwap(store.db)
-  const live = store.pluginState.cursor(plugin.name)
   const effectTypes = Object.entries(plugin.handles)
     .filter(([, handler]) => (handler.effect ?? plugin.effect) != null)
     .map(([type]) => type)
@@ -231,6 +233,7 @@ function swap(ctx: RunContext, plugin: Plugin, path: string, counted: { applied:
   try {
     store.transaction(() => {
       statements.deferForeignKeys()
+      statements.rememberApplied(plugin.name, from, effectTypes)
       const copied = statements.shadowTables()
       const tables = [...new Set([...tablesOf(plugin), ...copied])]
       statements.dropPlugin(plugin.name, { views: viewsOf(plugin), tables })
@@ -244,10 +247,11 @@ function swap(ctx: RunContext, plugin: Plugin, path: string, counted: { applied:
       store.pluginState.writes.progress++
       store.pluginState.writes.failures++
       store.meta.delete(requestKey(plugin.name))
-      // The events committed since the shadow's last slice; effects were queued by the old tables' walk…
+      // The events committed since the shadow's last slice (no effects queued: the old tables' walk queued them)…
       processPlugin({ ...ctx, metrics: counting(ctx.metrics, counted), rebuilding: true, budgetMs: undefined, nextRetry: undefined }, plugin)
-      // …up to its cursor: past it, none was.
-      if (statements.queueEffects(plugin.name, live, effectTypes, ctx.now()) > 0) store.pluginState.writes.effects++
+      // …for those it applied: the events since the rebuild began that it had not applied (not reached, or failed
+      // on) have their effects queued now.
+      if (statements.queueEffects(plugin.name, from, effectTypes, ctx.now()) > 0) store.pluginState.writes.effects++
     })
   } finally {
     statements.detach()

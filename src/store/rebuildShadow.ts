@@ -231,18 +231,39 @@ export class RebuildSwap {
   }
 
   /**
-   * Queues the effects of the events of `types` past `cursor` that the plugin now has applied: the old tables'
-   * walk never reached them, so no effect of theirs was queued, and the rebuild queued none.
+   * Remembers which events of `types` past `cursor` the plugin has applied in cairn.db before the swap replaces its
+   * marks: their effects were queued by the old tables' walk (queueEffects passes them over).
+   */
+  rememberApplied(plugin: string, cursor: number, types: readonly string[]): void {
+    this.db.exec('CREATE TEMP TABLE IF NOT EXISTS rebuild_applied_before (producer TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (producer, event_id)) WITHOUT ROWID')
+    this.db.run('DELETE FROM temp.rebuild_applied_before')
+    if (types.length === 0) return
+    this.db.run(
+      `INSERT OR IGNORE INTO temp.rebuild_applied_before (producer, event_id)
+         SELECT e.producer, e.event_id FROM main.events e JOIN main.plugin_applied a ON a.plugin = ? AND a.producer = e.producer AND a.event_id = e.event_id
+          WHERE e.type IN (${types.map(() => '?').join(', ')}) AND e.cursor > ?`,
+      [plugin, ...types, cursor]
+    )
+  }
+
+  /**
+   * Queues the effects of the events of `types` past `cursor` that the plugin now has applied and had not before
+   * the swap (rememberApplied): events that came during the rebuild which the old tables' walk had not reached, or
+   * could not apply (the old tables lacked what the plugin writes now), so no effect of theirs was queued, and the
+   * rebuild queues none.
    *
    * @returns how many were queued
    */
   queueEffects(plugin: string, cursor: number, types: readonly string[], at: number): number {
     if (types.length === 0) return 0
-    return this.db.run(
+    const queued = this.db.run(
       `INSERT OR IGNORE INTO main.plugin_effects (plugin, producer, event_id, next_at)
          SELECT a.plugin, a.producer, a.event_id, ? FROM main.events e JOIN main.plugin_applied a ON a.plugin = ? AND a.producer = e.producer AND a.event_id = e.event_id
-          WHERE e.type IN (${types.map(() => '?').join(', ')}) AND e.cursor > ?`,
+          WHERE e.type IN (${types.map(() => '?').join(', ')}) AND e.cursor > ?
+            AND NOT EXISTS (SELECT 1 FROM temp.rebuild_applied_before b WHERE b.producer = e.producer AND b.event_id = e.event_id)`,
       [at, plugin, ...types, cursor]
     ).changes
+    this.db.run('DELETE FROM temp.rebuild_applied_before')
+    return queued
   }
 }

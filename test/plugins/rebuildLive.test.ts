@@ -262,4 +262,38 @@ describe('a rebuild beside the running node', () => {
       await node.stop()
     }
   }, 180_000)
+  test('an event the old tables fail on while the rebuild runs (the reason for it: they lack what the plugin now writes) is applied by the new tables with its effect, once', async () => {
+    using tmp = tempDir()
+    const dir = await history(tmp.path)
+    const world = new World()
+    const node = world.node(dir)
+    await node.start()
+    try {
+      await node.plugins.drain()
+      await waitFor('the effects of the history', () => world.effects.size === HISTORY, 60_000)
+
+      world.gen = 2
+      const started = next(node, 'plugin:rebuilding')
+      const rebuilt = next(node, 'plugin:rebuilt')
+      requestRebuild(node.store, 'items')
+      node.plugins.changedElsewhere()
+      await started.promise
+      // The old tables refuse what the plugin writes now; the shadow's tables take it.
+      node.store.db.exec("CREATE TRIGGER main.old_items_refuse BEFORE INSERT ON items BEGIN SELECT RAISE(ABORT, 'the old tables lack a column'); END")
+      const item = await node.publish({ type: 'test.item', payload: { i: HISTORY + 1 } })
+      await waitFor('the old tables’ walk failed on the new item', () => node.store.db.get("SELECT 1 AS x FROM plugin_failures WHERE plugin = 'items' AND event_id = ?", [item.event_id]) != null)
+      expect(rebuilt.fired()).toBe(false)
+      await rebuilt.promise
+      await node.plugins.drain()
+      expect({
+        item: node.store.db.get('SELECT gen FROM items WHERE event_id = ?', [item.event_id]),
+        effect: node.store.db.get("SELECT count(*) AS n FROM plugin_effects WHERE plugin = 'items' AND event_id = ?", [item.event_id]),
+        applied: once(node.store)
+      }).toEqual({ item: { gen: 2 }, effect: { n: 1 }, applied: { n: HISTORY + 1, once: HISTORY + 1 } })
+      await waitFor('the new item’s effect', () => world.effects.get(item.event_id) === 1)
+      expect({ size: world.effects.size, most: Math.max(...world.effects.values()) }).toEqual({ size: HISTORY + 1, most: 1 })
+    } finally {
+      await node.stop()
+    }
+  }, 180_000)
 })
