@@ -168,14 +168,17 @@ export class RebuildSwap {
 
   /**
    * Replaces the rows of a plugin table in cairn.db (as its migrations left them: seed rows) with the shadow's,
-   * and its AUTOINCREMENT counter with the shadow's.
+   * each with its rowid (a table without an INTEGER PRIMARY KEY knows its rows by it, gaps of deleted rows
+   * included), and its AUTOINCREMENT counter with the shadow's.
    */
   copyTable(table: string): void {
     if (!IDENT.test(table)) throw new TypeError(`not a table name: ${table}`)
-    const columns = this.db
-      .all<{ name: string }>(`SELECT name FROM pragma_table_info(?, '${SHADOW}') ORDER BY cid`, [table])
-      .map((c) => ident(c.name))
-      .join(', ')
+    const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?, '${SHADOW}') ORDER BY cid`, [table]).map((c) => c.name)
+    const kind = this.db.get<{ type: string; wr: number }>('SELECT type, wr FROM pragma_table_list WHERE schema = ? AND name = ?', [SHADOW, table])
+    // The rowid by a name no column took (an ordinary table's only: WITHOUT ROWID and virtual tables have none of their own).
+    const lower = new Set(names.map((n) => n.toLowerCase()))
+    const rowid = kind?.type === 'table' && kind.wr === 0 ? ['rowid', '_rowid_', 'oid'].find((n) => !lower.has(n)) : undefined
+    const columns = [...(rowid == null ? [] : [rowid]), ...names.map(ident)].join(', ')
     this.db.exec(`DELETE FROM main.${ident(table)}`)
     this.db.exec(`INSERT INTO main.${ident(table)} (${columns}) SELECT ${columns} FROM ${SHADOW}.${ident(table)}`)
     const sequences = this.db.get(`SELECT 1 AS x FROM ${SHADOW}.sqlite_master WHERE name = 'sqlite_sequence'`) != null

@@ -61,7 +61,18 @@ class World {
       migrations: ['CREATE TABLE pings (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)'],
       apply: (event, { db }) => void db.run('INSERT INTO pings (event_id, n) VALUES (?, ?)', [event.event_id, event.payload.n])
     })
-    return [items, pings]
+    const notes = definePlugin({
+      name: 'notes',
+      handles: { 'test.note': { version: 1, payload: v.object({ body: v.string() }) } },
+      // No INTEGER PRIMARY KEY: rows are known by their rowid, which a deleted row leaves a gap in.
+      migrations: ['CREATE TABLE notes (body TEXT NOT NULL)'],
+      apply: (event, { db }) => {
+        const drop = /^drop:(.*)$/.exec(event.payload.body)
+        if (drop != null) db.run('DELETE FROM notes WHERE body = ?', [drop[1]])
+        else db.run('INSERT INTO notes (body) VALUES (?)', [event.payload.body])
+      }
+    })
+    return [items, pings, notes]
   }
 
   node(dir: string): CairnNode {
@@ -95,11 +106,11 @@ const gens = (store: Store): Array<{ gen: number; n: number }> => store.db.all('
 const once = (store: Store): { n: number; once: number } | undefined => store.db.get("SELECT count(*) AS n, count(DISTINCT event_id) AS once FROM plugin_applied WHERE plugin = 'items'")
 
 /** Resolves with the event's detail the first time the node dispatches it for plugin `items`. */
-function next(node: CairnNode, type: 'plugin:rebuilding' | 'plugin:rebuilt'): { promise: Promise<void>; fired: () => boolean } {
+function next(node: CairnNode, type: 'plugin:rebuilding' | 'plugin:rebuilt', plugin = 'items'): { promise: Promise<void>; fired: () => boolean } {
   let fired = false
   const promise = new Promise<void>((resolve) => {
     const listener = (e: Event): void => {
-      if ((e as CustomEvent<{ plugin: string }>).detail.plugin !== 'items') return
+      if ((e as CustomEvent<{ plugin: string }>).detail.plugin !== plugin) return
       fired = true
       node.events.removeEventListener(type, listener)
       resolve()
@@ -296,4 +307,33 @@ describe('a rebuild beside the running node', () => {
       await node.stop()
     }
   }, 180_000)
+  test('rows keep their rowids through the swap (a table without an INTEGER PRIMARY KEY, with a row deleted)', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await initDataDir(dir, { newNetwork: true })
+    const world = new World()
+    const node = world.node(dir)
+    await node.start()
+    try {
+      for (const body of ['a', 'b', 'c', 'drop:b']) await node.publish({ type: 'test.note', payload: { body } })
+      await node.plugins.drain()
+      const notes = (): unknown[] => node.store.db.all('SELECT rowid AS id, body FROM notes ORDER BY rowid')
+      expect(notes()).toEqual([
+        { id: 1, body: 'a' },
+        { id: 3, body: 'c' }
+      ])
+      const rebuilt = next(node, 'plugin:rebuilt', 'notes')
+      requestRebuild(node.store, 'notes')
+      node.plugins.changedElsewhere()
+      await rebuilt.promise
+      await node.plugins.drain()
+      expect(world.logs.find((l) => l.fields.reason === 'plugin_rebuilt')?.fields).toMatchObject({ plugin: 'notes', applied: 4 })
+      expect(notes()).toEqual([
+        { id: 1, body: 'a' },
+        { id: 3, body: 'c' }
+      ])
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
 })
