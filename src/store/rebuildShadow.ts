@@ -141,8 +141,9 @@ export class RebuildSwap {
 
   /** @returns the tables the plugin's migrations created in the shadow (its bookkeeping excluded) */
   shadowTables(): string[] {
+    // A virtual table's own tables (FTS5's docs_data, docs_idx, …: type 'shadow') are its to fill: it is copied through itself.
     return this.db
-      .all<{ name: string }>(`SELECT name FROM ${SHADOW}.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name`)
+      .all<{ name: string }>(`SELECT name FROM pragma_table_list WHERE schema = ? AND type IN ('table', 'virtual') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name`, [SHADOW])
       .map((r) => r.name)
       .filter((name) => !STATE_TABLES.includes(name))
   }
@@ -175,9 +176,9 @@ export class RebuildSwap {
     if (!IDENT.test(table)) throw new TypeError(`not a table name: ${table}`)
     const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?, '${SHADOW}') ORDER BY cid`, [table]).map((c) => c.name)
     const kind = this.db.get<{ type: string; wr: number }>('SELECT type, wr FROM pragma_table_list WHERE schema = ? AND name = ?', [SHADOW, table])
-    // The rowid by a name no column took (an ordinary table's only: WITHOUT ROWID and virtual tables have none of their own).
+    // The rowid by a name no column took (a WITHOUT ROWID table has none; a virtual one, such as FTS5, takes it).
     const lower = new Set(names.map((n) => n.toLowerCase()))
-    const rowid = kind?.type === 'table' && kind.wr === 0 ? ['rowid', '_rowid_', 'oid'].find((n) => !lower.has(n)) : undefined
+    const rowid = (kind?.type === 'table' && kind.wr === 0) || kind?.type === 'virtual' ? ['rowid', '_rowid_', 'oid'].find((n) => !lower.has(n)) : undefined
     const columns = [...(rowid == null ? [] : [rowid]), ...names.map(ident)].join(', ')
     this.db.exec(`DELETE FROM main.${ident(table)}`)
     this.db.exec(`INSERT INTO main.${ident(table)} (${columns}) SELECT ${columns} FROM ${SHADOW}.${ident(table)}`)

@@ -72,7 +72,14 @@ class World {
         else db.run('INSERT INTO notes (body) VALUES (?)', [event.payload.body])
       }
     })
-    return [items, pings, notes]
+    const docs = definePlugin({
+      name: 'docs',
+      handles: { 'test.doc': { version: 1, payload: v.object({ body: v.string() }) } },
+      // A virtual table: FTS5 fills its own tables (docs_data, docs_idx, …), which nothing else may write.
+      migrations: ['CREATE VIRTUAL TABLE docs USING fts5(body)'],
+      apply: (event, { db }) => void db.run('INSERT INTO docs (body) VALUES (?)', [event.payload.body])
+    })
+    return [items, pings, notes, docs]
   }
 
   node(dir: string): CairnNode {
@@ -332,6 +339,33 @@ describe('a rebuild beside the running node', () => {
         { id: 1, body: 'a' },
         { id: 3, body: 'c' }
       ])
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
+  test('a plugin with a full-text (FTS5) table is rebuilt: the swap copies it through the virtual table, whose own tables follow', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await initDataDir(dir, { newNetwork: true })
+    const world = new World()
+    const node = world.node(dir)
+    await node.start()
+    try {
+      for (const body of ['red fox', 'blue whale', 'red panda']) await node.publish({ type: 'test.doc', payload: { body } })
+      await node.plugins.drain()
+      const red = (): unknown[] => node.store.db.all("SELECT rowid AS id, body FROM docs WHERE docs MATCH 'red' ORDER BY rowid")
+      const before = red()
+      expect(before).toHaveLength(2)
+      const rebuilt = next(node, 'plugin:rebuilt', 'docs')
+      requestRebuild(node.store, 'docs')
+      node.plugins.changedElsewhere()
+      await waitFor('the rebuild to end', () => world.logs.some((l) => l.fields.plugin === 'docs' && (l.fields.reason === 'plugin_rebuilt' || l.fields.reason === 'plugin_rebuild_failed')))
+      expect(world.logs.filter((l) => l.fields.reason === 'plugin_rebuild_failed').map((l) => l.msg)).toEqual([])
+      await rebuilt.promise
+      await node.plugins.drain()
+      expect(red()).toEqual(before)
+      // FTS5's own check of its index against its content
+      node.store.db.run("INSERT INTO docs (docs) VALUES ('integrity-check')")
     } finally {
       await node.stop()
     }
