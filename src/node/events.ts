@@ -42,6 +42,8 @@ export interface CairnEvents {
   'sync:idle': CustomEvent<void>
   /** a plugin applied an event; `ms` is how long apply took */
   'plugin:applied': CustomEvent<{ plugin: string; event: EventEnvelope; ms: number }>
+  /** a plugin's rebuild began beside the running node (in its shadow file; its tables stay as they are until the swap) */
+  'plugin:rebuilding': CustomEvent<{ plugin: string }>
   /** a plugin's tables were rebuilt from the retained events (a snapshot it was loaded from is forgotten) */
   'plugin:rebuilt': CustomEvent<{ plugin: string; applied: number }>
   /** a processing round ended: the plugins' watermark may have moved */

@@ -8,7 +8,8 @@ import type { LoadedPlugin } from './types.ts'
 import { migratePlugins } from './migrate.ts'
 import { processPlugin, type RunContext } from './runner.ts'
 import { replayQueued } from './replay.ts'
-import { rebuildIfRequested } from './rebuild.ts'
+import { rebuildBeside, rebuildIfRequested, rebuildRequested } from './rebuild.ts'
+import { removeLeftoverShadows } from '../store/rebuildShadow.ts'
 import { nextEffectAt, runEffects } from './effects.ts'
 import { jsonSchemaOf, validatePublish, type UnknownTypes } from './schemas.ts'
 import type { Issue } from '../model/issues.ts'
@@ -90,6 +91,8 @@ export class PluginHost implements Startable {
    * ROLLBACK, RAISE(ROLLBACK)) costs that event an attempt instead of failing every round for ever
    */
   private wholeRound = true
+  /** the rebuilds under way beside the rounds (cairn.db on disk), by plugin */
+  private readonly rebuilds = new Map<string, Promise<void>>()
 
   constructor(components: PluginHostComponents, init: PluginHostInit) {
     this.components = components
@@ -118,6 +121,10 @@ export class PluginHost implements Startable {
    */
   async start(): Promise<void> {
     if (this.status === 'started') return
+    if (this.onDisk) {
+      const left = removeLeftoverShadows(this.components.store.db.path)
+      if (left.length > 0) this.components.log.info(`removed what rebuilds cut short left: ${left.join(', ')} (they run again)`, { reason: 'plugin_rebuild_leftover' })
+    }
     migratePlugins(this.components.store.pluginState, this.init.plugins)
     for (const line of versionDisagreements(this.init.plugins)) this.components.log.warn(line, { reason: 'plugin_versions_differ' })
     this.components.store.pluginState.forgetOrphanRetries()
@@ -133,8 +140,47 @@ export class PluginHost implements Startable {
     const cancelled = this.scheduled != null
     this.scheduled?.cancel()
     this.scheduled = undefined
-    if (cancelled && this.running == null) this.idle()
+    if (cancelled && this.running == null && this.rebuilds.size === 0) this.idle()
     await this.running
+    await Promise.all(this.rebuilds.values())
+  }
+
+  /** whether cairn.db is a file (a second connection can open it): a rebuild then runs beside the rounds */
+  private get onDisk(): boolean {
+    const path = this.components.store.db.path
+    return path !== '' && path !== ':memory:' && !path.startsWith('file::memory:')
+  }
+
+  /**
+   * Starts a plugin's rebuild beside the rounds if one was asked for and none is under way: it runs on its own
+   * connection, in slices between which the event loop runs (rebuildBeside), and its swap commits between rounds.
+   */
+  private startRebuild(plugin: Plugin): void {
+    if (this.rebuilds.has(plugin.name) || !rebuildRequested(this.components.store, plugin.name)) return
+    const task = (async (): Promise<void> => {
+      // Out of the round's transaction first: the swap attaches the shadow, which SQLite refuses in a transaction.
+      await new Promise((resolve) => {
+        setImmediate(resolve)
+      })
+      const outcome = await rebuildBeside(this.ctx, plugin, () => {
+        // The plugin's state was replaced: what was kept of it is asked again.
+        this.ctx.nextRetry?.delete(plugin.name)
+        this.mark = undefined
+        this.nextEffect = undefined
+      })
+      if (outcome != null) this.components.events.safeDispatchEvent('plugin:rebuilt', { detail: { plugin: plugin.name, applied: outcome.applied } })
+    })()
+      .catch((err: Error) => {
+        this.components.log.error(`rebuild of plugin ${plugin.name} failed: ${err.message}`, { plugin: plugin.name, reason: 'plugin_rebuild_failed' })
+      })
+      .finally(() => {
+        this.rebuilds.delete(plugin.name)
+        // The replays that waited for it are read at the next round.
+        this.requestsAsked = true
+        if (this.status === 'started') this.notify()
+        else if (this.running == null && this.scheduled == null && this.rebuilds.size === 0) this.idle()
+      })
+    this.rebuilds.set(plugin.name, task)
   }
 
   /**
@@ -179,7 +225,7 @@ export class PluginHost implements Startable {
             this.notify(pause)
           }
           if (retryAt !== Infinity) this.notify(Math.max(10, pause, retryAt - this.ctx.now()))
-          if (this.scheduled == null) this.idle()
+          if (this.scheduled == null && this.rebuilds.size === 0) this.idle()
         })
     }
     // setTimeout(fn, 0) waits at least a millisecond, on every hop of an event: run next turn instead.
@@ -204,7 +250,7 @@ export class PluginHost implements Startable {
 
   /** Processes until every plugin is blocked or done; resolves when the host is idle. */
   async drain(options: { signal?: AbortSignal } = {}): Promise<void> {
-    while (this.running != null || this.scheduled != null) await (this.running ?? waitFor(this.components.events, 'plugins:idle', options))
+    while (this.running != null || this.scheduled != null || this.rebuilds.size > 0) await (this.running ?? waitFor(this.components.events, 'plugins:idle', options))
   }
 
   private idle(): void {
@@ -278,9 +324,14 @@ export class PluginHost implements Startable {
       for (const { plugin } of this.init.plugins) {
         if (this.status !== 'started') return Infinity
         if (requests) {
-          const rebuilt = rebuildIfRequested(this.ctx, plugin)
-          if (rebuilt != null) this.components.events.safeDispatchEvent('plugin:rebuilt', { detail: { plugin: plugin.name, applied: rebuilt } })
-          at = Math.min(at, replayQueued(this.ctx, plugin))
+          if (this.onDisk) this.startRebuild(plugin)
+          else {
+            const rebuilt = rebuildIfRequested(this.ctx, plugin)
+            if (rebuilt != null) this.components.events.safeDispatchEvent('plugin:rebuilt', { detail: { plugin: plugin.name, applied: rebuilt } })
+          }
+          // A replay waits for the rebuild's swap, which replaces the plugin's dead letters and holds with the
+          // shadow's: applied to the old tables now, it would be undone by it. It runs on the new tables after.
+          if (!this.rebuilds.has(plugin.name)) at = Math.min(at, replayQueued(this.ctx, plugin))
         }
         at = Math.min(at, processPlugin(this.ctx, plugin))
       }

@@ -1,6 +1,8 @@
 import type { Store } from '../store/store.ts'
+import { RebuildShadow, RebuildSwap } from '../store/rebuildShadow.ts'
+import { isBusy } from '../runtime/sqlite.ts'
 import { migrateOne, tablesOf, viewsOf } from './migrate.ts'
-import { processPlugin, type RunContext } from './runner.ts'
+import { processPlugin, type ApplyMetrics, type RunContext } from './runner.ts'
 import type { Plugin } from './types.ts'
 
 /** The meta key under which `cairn plugins rebuild NAME` asks for a plugin's rebuild. */
@@ -27,8 +29,21 @@ class RebuildAbortedError extends Error {
   }
 }
 
+/** @returns metrics that count the events applied into `counted.applied`, and pass everything on to `metrics` */
+function counting(metrics: ApplyMetrics, counted: { applied: number }): ApplyMetrics {
+  return {
+    ...metrics,
+    applied: {
+      inc: (labels: { type: string; plugin: string }) => {
+        counted.applied++
+        metrics.applied.inc(labels)
+      }
+    }
+  }
+}
+
 /**
- * Rebuilds a plugin if asked: in ONE transaction, drops its tables and views, runs its migrations again on
+ * Rebuilds a plugin if asked, for a database of one connection (the test kit's in-memory one): in ONE transaction, drops its tables and views, runs its migrations again on
  * fresh tables, forgets what it applied and the state keys it recorded, and re-applies every retained event of its types from the first
  * row, so readers see the old tables until the new ones replace them all at once, and a crash half-way
  * leaves the old ones (and the request) as they were. Each event is applied exactly once into the new
@@ -39,16 +54,8 @@ class RebuildAbortedError extends Error {
 export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | undefined {
   const { store } = ctx
   if (!rebuildRequested(store, plugin.name)) return undefined
-  let applied = 0
-  const count = {
-    ...ctx.metrics,
-    applied: {
-      inc: (labels: { type: string; plugin: string }) => {
-        applied++
-        ctx.metrics.applied.inc(labels)
-      }
-    }
-  }
+  const counted = { applied: 0 }
+  const count = counting(ctx.metrics, counted)
   try {
     store.transaction(() => {
       store.pluginState.reset(plugin.name, { views: viewsOf(plugin), tables: tablesOf(plugin) })
@@ -69,6 +76,184 @@ export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | un
     ctx.log.error(`rebuild of plugin ${plugin.name} failed, its tables are unchanged: ${(err as Error).message}`, { plugin: plugin.name, reason: 'plugin_rebuild_failed' })
     return undefined
   }
-  ctx.log.info(`rebuilt plugin ${plugin.name}: re-applied ${applied} event(s) into fresh tables`, { plugin: plugin.name, reason: 'plugin_rebuilt' })
-  return applied
+  ctx.log.info(`rebuilt plugin ${plugin.name}: re-applied ${counted.applied} event(s) into fresh tables`, { plugin: plugin.name, reason: 'plugin_rebuilt' })
+  return counted.applied
+}
+
+/** How long one slice of a rebuild applies events in its shadow before it gives the event loop back. */
+const SLICE_MS = 20
+/** How long a rebuild waits before it tries its swap again when another process held cairn.db's write lock. */
+const BUSY_RETRY_MS = 1000
+
+/** What a rebuild on a second connection reports when it ends. */
+export interface RebuildOutcome {
+  /** events applied into the new tables: in the shadow, and in the swap */
+  applied: number
+  /** of them, those applied in the swap (the events that came after the shadow's last slice) */
+  appliedInSwap: number
+  /** how long the swap's transaction held cairn.db's write lock */
+  swapMs: number
+  /** how long the rebuild took from its start */
+  totalMs: number
+  /** the slices the shadow was built in */
+  slices: number
+}
+
+const yieldToLoop = (): Promise<void> =>
+  new Promise((resolve) => {
+    setImmediate(resolve)
+  })
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    function done(): void {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+
+/**
+ * Rebuilds a plugin asked for (`requestRebuild`) while the node goes on serving, for a database on disk:
+ *
+ * 1. In a shadow file beside cairn.db (`rebuild-<plugin>.db`, on a second connection with cairn.db attached
+ *    read-only), runs the plugin's migrations and re-applies every retained event of its types with the runner,
+ *    in slices of SLICE_MS (each one transaction of the shadow, reading one snapshot of cairn.db), giving the
+ *    event loop back between them. cairn.db's write lock is never taken: the node's rounds apply new events to the
+ *    old tables meanwhile, with their effects, and readers see the old tables whole.
+ * 2. Once a slice has walked to the last row, swaps in ONE transaction of cairn.db: drops the plugin's tables and
+ *    views, runs its migrations again, copies the shadow's rows into them (triggers dropped for the copy and
+ *    created again), replaces the plugin's applied marks, retries, dead letters, holds, cursor and state keys
+ *    with the shadow's, forgets its loaded snapshot and the request, applies the events that came since the last
+ *    slice (no effects: the old tables' walk queued them) and queues the effects of the events since the rebuild
+ *    began that the old tables had not applied (not reached, or failed on). Its length grows with the plugin's
+ *    tables and marks, not with a slice's work.
+ *
+ * A stop (ctx.signal) abandons it: the shadow is removed, the old tables and the request stay, and the next
+ * start rebuilds. An error (the disk is full, a migration fails) removes the shadow, leaves the old tables and
+ * drops the request (asked again it would fail again), logged as `plugin_rebuild_failed`.
+ *
+ * @param onSwapped called right after the swap committed, before anything else runs on the event loop
+ * @returns what it did, or undefined when it was abandoned or failed
+ */
+export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: () => void): Promise<RebuildOutcome | undefined> {
+  const { store } = ctx
+  const started = performance.now()
+  const counted = { applied: 0 }
+  // The events past it come during the rebuild: the effects of those the old tables do not apply are the swap's to queue.
+  const from = store.pluginState.cursor(plugin.name)
+  let shadow: RebuildShadow | undefined
+  try {
+    shadow = RebuildShadow.create(store, plugin.name)
+    const shadowStore = shadow.store
+    // Its own run context: the shadow's store, no effects, no kept retry answers of the host's.
+    const shadowCtx: RunContext = { ...ctx, store: shadowStore, metrics: counting(ctx.metrics, counted), rebuilding: true, budgetMs: SLICE_MS, nextRetry: undefined }
+    migrateOne(shadowStore.pluginState, plugin, 'rebuild')
+    ctx.log.info(`rebuilding plugin ${plugin.name} in ${shadow.path}: its tables stay as they are until the rebuilt ones replace them at once`, {
+      plugin: plugin.name,
+      reason: 'plugin_rebuild_started',
+      events_cursor: store.events.maxCursor()
+    })
+    ctx.events.safeDispatchEvent('plugin:rebuilding', { detail: { plugin: plugin.name } })
+    let slices = 0
+    for (;;) {
+      // Walk the shadow to the last row, a slice at a time.
+      for (;;) {
+        if (ctx.signal.aborted) return abandoned(ctx, plugin)
+        const s = shadow
+        const top = shadowStore.transaction(() => {
+          processPlugin(shadowCtx, plugin)
+          return s.atTop(plugin.name)
+        })
+        slices++
+        if (top) break
+        await yieldToLoop()
+      }
+      if (ctx.signal.aborted) return abandoned(ctx, plugin)
+      try {
+        const inShadow = counted.applied
+        const swapStarted = performance.now()
+        swap(ctx, plugin, shadow.path, from, counted)
+        const swapMs = performance.now() - swapStarted
+        onSwapped()
+        const outcome: RebuildOutcome = { applied: counted.applied, appliedInSwap: counted.applied - inShadow, swapMs, totalMs: performance.now() - started, slices }
+        ctx.log.info(
+          `rebuilt plugin ${plugin.name}: re-applied ${outcome.applied} event(s) into fresh tables in ${Math.round(outcome.totalMs)} ms (${slices} slice(s) beside the running node); the swap held cairn.db for ${Math.round(swapMs)} ms`,
+          {
+            plugin: plugin.name,
+            reason: 'plugin_rebuilt',
+            applied: outcome.applied,
+            applied_in_swap: outcome.appliedInSwap,
+            swap_ms: Math.round(swapMs),
+            total_ms: Math.round(outcome.totalMs),
+            slices
+          }
+        )
+        return outcome
+      } catch (err) {
+        // Another process (cairn replay) held cairn.db's write lock past the busy timeout: the walk goes on
+        // (events came meanwhile) and the swap is tried again.
+        if (!isBusy(err)) throw err
+        ctx.log.warn(`the swap of plugin ${plugin.name}'s rebuild waited for cairn.db's write lock in vain; trying again in ${BUSY_RETRY_MS} ms`, {
+          plugin: plugin.name,
+          reason: 'plugin_rebuild_busy'
+        })
+        await sleep(BUSY_RETRY_MS, ctx.signal)
+      }
+    }
+  } catch (err) {
+    if (ctx.signal.aborted) return abandoned(ctx, plugin)
+    // Asked again, it would fail again: the request is dropped, and the old tables are as they were.
+    store.meta.delete(requestKey(plugin.name))
+    ctx.log.error(`rebuild of plugin ${plugin.name} failed, its tables are unchanged: ${(err as Error).message}`, { plugin: plugin.name, reason: 'plugin_rebuild_failed' })
+    return undefined
+  } finally {
+    shadow?.remove()
+  }
+}
+
+function abandoned(ctx: RunContext, plugin: Plugin): undefined {
+  ctx.log.info(`the rebuild of plugin ${plugin.name} stopped with the node; its tables are unchanged and it runs again at the next start`, {
+    plugin: plugin.name,
+    reason: 'plugin_rebuild_abandoned'
+  })
+  return undefined
+}
+
+/** The swap of rebuildBeside, on cairn.db's connection: see there. */
+function swap(ctx: RunContext, plugin: Plugin, path: string, from: number, counted: { applied: number }): void {
+  const { store } = ctx
+  const statements = new RebuildSwap(store.db)
+  const effectTypes = Object.entries(plugin.handles)
+    .filter(([, handler]) => (handler.effect ?? plugin.effect) != null)
+    .map(([type]) => type)
+  statements.attach(path)
+  try {
+    store.transaction(() => {
+      statements.deferForeignKeys()
+      statements.rememberApplied(plugin.name, from, effectTypes)
+      const copied = statements.shadowTables()
+      const tables = [...new Set([...tablesOf(plugin), ...copied])]
+      statements.dropPlugin(plugin.name, { views: viewsOf(plugin), tables })
+      store.snapshots.forget(plugin.name)
+      migrateOne(store.pluginState, plugin, 'rebuild')
+      const triggers = statements.dropTriggers(copied)
+      for (const table of copied) statements.copyTable(table)
+      statements.createTriggers(triggers)
+      statements.copyState(plugin.name)
+      // What the host keeps in memory of the plugin's cursor and retries is asked again.
+      store.pluginState.writes.progress++
+      store.pluginState.writes.failures++
+      store.meta.delete(requestKey(plugin.name))
+      // The events committed since the shadow's last slice (no effects queued: the old tables' walk queued them)…
+      processPlugin({ ...ctx, metrics: counting(ctx.metrics, counted), rebuilding: true, budgetMs: undefined, nextRetry: undefined }, plugin)
+      // …for those it applied: the events since the rebuild began that it had not applied (not reached, or failed
+      // on) have their effects queued now.
+      if (statements.queueEffects(plugin.name, from, effectTypes, ctx.now()) > 0) store.pluginState.writes.effects++
+    })
+  } finally {
+    statements.detach()
+  }
 }

@@ -94,7 +94,11 @@ export interface PluginTest {
    * new migrations run, events held for a version it now reads are applied.
    */
   upgrade<H2 extends HandledSchemas>(next: Plugin<H2> | PluginFactory<H2>): Promise<void>
-  /** `cairn plugins rebuild`: re-applies every stored event into fresh tables; @returns how many were applied */
+  /**
+   * `cairn plugins rebuild`: re-applies every stored event into fresh tables; @returns how many were applied. The
+   * kit's database is in memory, which a second connection cannot open: it rebuilds in one transaction, where a
+   * node builds the new tables in a shadow file beside it and swaps them in (the tables come out the same).
+   */
   rebuild(): Promise<number>
   /** @returns the rows of a query on the plugin's tables */
   all<T = Record<string, unknown>>(sql: string, params?: readonly PluginSqlValue[]): T[]

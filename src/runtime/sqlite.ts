@@ -59,6 +59,11 @@ interface NativeDatabase {
 
 export interface OpenOptions {
   readonly?: boolean
+  /**
+   * whether `file:` URIs are understood, in the path and in ATTACH (bun:sqlite opens without SQLITE_OPEN_URI
+   * unless asked; node:sqlite always understands them): a rebuild attaches cairn.db read-only as `file:…?mode=ro`
+   */
+  uri?: boolean
 }
 
 /** How long a statement waits for another connection's write lock before it fails with SQLITE_BUSY. */
@@ -103,8 +108,11 @@ export async function openDatabase(path: string, options: OpenOptions = {}): Pro
 export function openDatabaseSync(path: string, options: OpenOptions = {}): SqlDatabase {
   let native: NativeDatabase
   if (runtimeName() === 'bun') {
-    const { Database } = process.getBuiltinModule('bun:sqlite') as typeof import('bun:sqlite')
-    native = new Database(path, options.readonly === true ? { readonly: true } : { create: true }) as unknown as NativeDatabase
+    const { Database, constants } = process.getBuiltinModule('bun:sqlite') as typeof import('bun:sqlite')
+    const flags = options.readonly === true ? constants.SQLITE_OPEN_READONLY : constants.SQLITE_OPEN_READWRITE | constants.SQLITE_OPEN_CREATE
+    native = (options.uri === true
+      ? new Database(path, flags | constants.SQLITE_OPEN_URI)
+      : new Database(path, options.readonly === true ? { readonly: true } : { create: true })) as unknown as NativeDatabase
   } else {
     const { DatabaseSync } = process.getBuiltinModule('node:sqlite')
     native = new DatabaseSync(path, { readOnly: options.readonly === true }) as unknown as NativeDatabase
