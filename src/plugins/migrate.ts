@@ -48,7 +48,7 @@ export function viewsOf(plugin: Plugin): string[] {
 export function tablesOf(plugin: Plugin): string[] {
   const names = new Set<string>()
   for (const sql of plugin.migrations ?? []) {
-    for (const m of sql.matchAll(/CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`[]?([A-Za-z_][A-Za-z0-9_]*)/gi)) names.add(m[1])
+    for (const m of sql.matchAll(/CREATE\s+(?:VIRTUAL\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`[]?([A-Za-z_][A-Za-z0-9_]*)/gi)) names.add(m[1])
   }
   return [...names]
 }

@@ -122,6 +122,23 @@ describe('testPlugin', () => {
     expect(t.published).toHaveLength(1)
   })
 
+  test('a plugin with a full-text (FTS5) table is rebuilt and listed with it: its migrations name it with CREATE VIRTUAL TABLE', async () => {
+    const docs = definePlugin({
+      name: 'docs',
+      handles: { 'test.doc': { version: 1, payload: v.object({ body: v.string() }) } },
+      migrations: ['CREATE VIRTUAL TABLE docs USING fts5(body)'],
+      apply: (event, { db }) => void db.run('INSERT INTO docs (body) VALUES (?)', [event.payload.body])
+    })
+    await using t = await testPlugin(docs)
+    await t.apply([
+      { type: 'test.doc', payload: { body: 'red fox' } },
+      { type: 'test.doc', payload: { body: 'blue whale' } }
+    ])
+    expect(await t.rebuild()).toBe(2)
+    expect(t.all("SELECT body FROM docs WHERE docs MATCH 'fox'")).toEqual([{ body: 'red fox' }])
+    expect(t.get<{ n: number }>('SELECT count(*) AS n FROM docs')?.n).toBe(2)
+  })
+
   test('a plugin with an unknown key is refused as a node would refuse it', async () => {
     await expect(
       testPlugin(({ v, definePlugin }) => definePlugin({ name: 'typo', handles: { 'a.b': { version: 1, payload: v.unknown(), apply() {} } }, migrations: [], apply() {} }))

@@ -6,7 +6,7 @@ import type { CID } from 'multiformats/cid'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
-import { migratePlugins } from '../../src/plugins/migrate.ts'
+import { migratePlugins, tablesOf } from '../../src/plugins/migrate.ts'
 import { Snapshots, trustedForSnapshots } from '../../src/plugins/snapshots.ts'
 import { definePlugin, v } from '../../src/plugins/mod.ts'
 import { silentLog } from '../../src/log/logger.ts'
@@ -360,5 +360,36 @@ describe('whom snapshots are loaded from', () => {
   test("named peers, except one the members list refuses (a removed member, a non-member): its snapshot would replace a plugin's tables", () => {
     expect(trustedForSnapshots(`${A}, ${R}`, membership)).toEqual([A])
     expect(trustedForSnapshots(`${A},${R}`, { current: () => undefined, isMember: () => undefined })).toEqual([A, R])
+  })
+})
+
+describe('a snapshot of a plugin with virtual tables', () => {
+  test('holds the FTS5 and R*Tree tables its migrations create, and loads into ones whose indexes answer', async () => {
+    const docs = definePlugin({
+      name: 'docs',
+      handles: { 'test.doc': { version: 1, payload: v.object({ body: v.string() }) } },
+      migrations: ['CREATE VIRTUAL TABLE docs USING fts5(body)', 'CREATE VIRTUAL TABLE spans USING rtree(id, lo, hi)'],
+      apply: (event, { db }) => void db.run('INSERT INTO docs (body) VALUES (?)', [event.payload.body])
+    })
+    const open = async (): Promise<Store> => {
+      const db = await openDatabase(':memory:')
+      migrate(db)
+      const store = new Store(db)
+      migratePlugins(store.pluginState, [{ plugin: docs, source: 'test' }])
+      return store
+    }
+    const from = await open()
+    from.pluginDb().run('INSERT INTO docs (body) VALUES (?), (?)', ['red fox', 'blue whale'])
+    from.pluginDb().run('INSERT INTO spans (id, lo, hi) VALUES (1, 0, 10), (2, 20, 30)')
+    const tables = from.snapshots.dump(tablesOf(docs))
+    expect(Object.keys(tables).sort()).toEqual(['docs', 'spans'])
+    const to = await open()
+    to.transaction(() => {
+      to.snapshots.replace(tablesOf(docs), tables, { plugin: 'docs', producer: SELF, vector: {}, created_at: new Date().toISOString() }, Date.now())
+    })
+    expect(to.pluginDb().all("SELECT body FROM docs WHERE docs MATCH 'whale'")).toEqual([{ body: 'blue whale' }])
+    expect(to.pluginDb().all('SELECT id FROM spans WHERE lo <= 25 AND hi >= 25')).toEqual([{ id: 2 }])
+    from.close()
+    to.close()
   })
 })
