@@ -155,6 +155,8 @@ export interface LoadedPluginStatus {
   types: Record<string, number[]>
   /** the tables its migrations create */
   tables: string[]
+  /** `asked` or `running` while `cairn plugins rebuild` has a rebuild of its tables under way; absent when none */
+  rebuild?: 'asked' | 'running'
 }
 
 /** This node's clock against others' (the clock rule, `--max-clock-skew`). */

@@ -385,7 +385,13 @@ export class PluginHost implements Startable {
 
   /** @returns the loaded plugins with their types, versions, source and the tables their migrations create */
   listPlugins(): PluginInfo[] {
-    return this.init.plugins.map(describePlugin)
+    return this.init.plugins.map((loaded) => {
+      const info = describePlugin(loaded)
+      const name = loaded.plugin.name
+      if (this.rebuilds.has(name)) info.rebuild = 'running'
+      else if (rebuildRequested(this.components.store, name)) info.rebuild = 'asked'
+      return info
+    })
   }
 
   /** @returns the events held because no plugin knows their version, by plugin */

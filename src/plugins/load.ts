@@ -170,6 +170,11 @@ export interface PluginInfo {
   types: Record<string, number[]>
   /** the tables its migrations create */
   tables: string[]
+  /**
+   * a rebuild of its tables (`cairn plugins rebuild`): `asked` until the node starts it, `running` while the new
+   * tables are built beside the old ones (which serve until the swap); absent when none
+   */
+  rebuild?: 'asked' | 'running'
 }
 
 /** @returns a loaded plugin's name, version, source, types with their versions, and tables */

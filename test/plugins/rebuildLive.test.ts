@@ -143,11 +143,19 @@ describe('a rebuild beside the running node', () => {
       const started = next(node, 'plugin:rebuilding')
       const rebuilt = next(node, 'plugin:rebuilt')
       requestRebuild(node.store, 'items')
+      expect(node.plugins.listPlugins().find((p) => p.name === 'items')?.rebuild).toBe('asked')
       node.plugins.changedElsewhere()
       await Promise.race([started.promise, rebuilt.promise])
       // the shadow holds a copy of the plugin's rows: like every file of the data directory, it is 0600
       expect({ rebuilt: rebuilt.fired(), shadow: statSync(join(dir, 'rebuild-items.db')).mode & 0o777 }).toEqual({ rebuilt: false, shadow: 0o600 })
 
+      // what cairn plugins and cairn status show meanwhile
+      expect(node.plugins.listPlugins().map((p) => [p.name, p.rebuild])).toEqual([
+        ['items', 'running'],
+        ['pings', undefined],
+        ['notes', undefined],
+        ['docs', undefined]
+      ])
       // (a) a publish is answered, and applied by another plugin, while the rebuild runs
       const ping = await node.publish({ type: 'test.ping', payload: { n: 1 } })
       const item = await node.publish({ type: 'test.item', payload: { i: HISTORY + 1 } })
@@ -168,6 +176,7 @@ describe('a rebuild beside the running node', () => {
       await rebuilt.promise
       await node.plugins.drain()
       expect(rebuildRequested(node.store, 'items')).toBe(false)
+      expect(node.plugins.listPlugins().find((p) => p.name === 'items')?.rebuild).toBeUndefined()
       expect(existsSync(join(dir, 'rebuild-items.db'))).toBe(false)
       expect(gens(node.store)).toEqual([{ gen: 2, n: HISTORY + 1 }])
       // the seed row once, counted by the trigger once per event

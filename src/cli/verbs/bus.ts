@@ -248,7 +248,7 @@ export const statusVerb = defineVerb({
             (p) =>
               `${p.name}${p.version != null ? ` ${p.version}` : ''} (${Object.entries(p.types)
                 .map(([t, vs]) => `${t} v${vs.join(',')}`)
-                .join(', ')})`
+                .join(', ')})${p.rebuild != null ? ` [rebuild ${p.rebuild}]` : ''}`
           )
           .join('; ')}`
       )

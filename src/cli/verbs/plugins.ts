@@ -40,7 +40,7 @@ export const pluginsVerb = defineVerb({
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json, OPTIONS.type, OPTIONS.dir],
   positionals: true,
   details:
-    "Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks. plugins rebuild NAME re-applies every retained event of the plugin's types into fresh tables (a backfill after a new column, or after the plugin changed its state keys): the running node starts within a second, a stopped one at its next start. It builds them in rebuild-NAME.db in the data directory, on a second connection, while the node goes on serving and applying new events to the old tables, then swaps them in with one short transaction of cairn.db (its length grows with the plugin's tables, not with the events re-applied); a stop keeps the request and the old tables, and it forgets a snapshot the plugin's state was loaded from.",
+    "Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks. plugins rebuild NAME re-applies every retained event of the plugin's types into fresh tables (a backfill after a new column, or after the plugin changed its state keys): the running node starts within a second, a stopped one at its next start. It builds them in rebuild-NAME.db in the data directory, on a second connection, while the node goes on serving and applying new events to the old tables, then swaps them in with one short transaction of cairn.db (its length grows with the plugin's tables, not with the events re-applied); a stop keeps the request and the old tables, and it forgets a snapshot the plugin's state was loaded from. The list (and cairn status) marks a plugin whose rebuild is asked or running.",
   async run({ values, positionals, out }) {
     const [sub, ...rest] = positionals
     if (sub === 'new') return scaffoldVerb(values, rest, out)
@@ -53,7 +53,7 @@ export const pluginsVerb = defineVerb({
         out(
           `${p.name}${p.version != null ? ` ${p.version}` : ''}  (${p.source})\n  types:  ${Object.entries(p.types)
             .map(([t, vs]) => `${t} v${vs.join(',')}`)
-            .join('  ')}\n  tables: ${p.tables.join(', ') || '-'}`
+            .join('  ')}\n  tables: ${p.tables.join(', ') || '-'}${p.rebuild == null ? '' : `\n  rebuild: ${p.rebuild === 'running' ? 'running (the old tables serve until the new ones replace them)' : 'asked (the node starts it within a second)'}`}`
         )
     return 0
   }
@@ -114,7 +114,7 @@ async function rebuildVerb(values: Record<string, unknown>, args: string[], out:
     store.close()
   }
   const running = readRunInfo(values.data as string) != null
-  out(JSON.stringify({ rebuild: name, when: running ? 'within a second, by the running node' : 'at the next start' }))
+  out(JSON.stringify({ rebuild: name, when: running ? 'starts within a second on the running node (cairn plugins shows it running until the swap; the node logs plugin_rebuilt)' : 'at the next start' }))
   return 0
 }
 
