@@ -33,6 +33,12 @@ async function runningNodePlugins(values: Record<string, unknown>): Promise<Plug
   return status === 200 ? body.loaded_plugins : undefined
 }
 
+/** How `cairn plugins` describes a rebuild under way. */
+const REBUILD_STATES = {
+  asked: 'asked (the node starts it within a second)',
+  running: 'running (the old tables serve until the new ones replace them)'
+}
+
 export const pluginsVerb = defineVerb({
   name: 'plugins',
   summary: "list the loaded plugins (the running node's, or from --plugins), write a new one (plugins new NAME --type TYPE), or rebuild one's tables (plugins rebuild NAME)",
@@ -53,7 +59,7 @@ export const pluginsVerb = defineVerb({
         out(
           `${p.name}${p.version != null ? ` ${p.version}` : ''}  (${p.source})\n  types:  ${Object.entries(p.types)
             .map(([t, vs]) => `${t} v${vs.join(',')}`)
-            .join('  ')}\n  tables: ${p.tables.join(', ') || '-'}${p.rebuild == null ? '' : `\n  rebuild: ${p.rebuild === 'running' ? 'running (the old tables serve until the new ones replace them)' : 'asked (the node starts it within a second)'}`}`
+            .join('  ')}\n  tables: ${p.tables.join(', ') || '-'}${p.rebuild == null ? '' : `\n  rebuild: ${REBUILD_STATES[p.rebuild]}`}`
         )
     return 0
   }
@@ -114,7 +120,8 @@ async function rebuildVerb(values: Record<string, unknown>, args: string[], out:
     store.close()
   }
   const running = readRunInfo(values.data as string) != null
-  out(JSON.stringify({ rebuild: name, when: running ? 'starts within a second on the running node (cairn plugins shows it running until the swap; the node logs plugin_rebuilt)' : 'at the next start' }))
+  const when = running ? 'starts within a second on the running node (cairn plugins shows it running until the swap; the node logs plugin_rebuilt)' : 'at the next start'
+  out(JSON.stringify({ rebuild: name, when }))
   return 0
 }
 
