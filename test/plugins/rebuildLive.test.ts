@@ -127,6 +127,23 @@ function next(node: CairnNode, type: 'plugin:rebuilding' | 'plugin:rebuilt', plu
   return { promise, fired: () => fired }
 }
 
+/**
+ * Asks for the items plugin's rebuild on a running node (listed as asked until a round takes it) and waits until
+ * it has begun beside the node, not yet swapped.
+ *
+ * @returns the rebuild's end
+ */
+async function beginRebuild(node: CairnNode): Promise<{ promise: Promise<void>; fired: () => boolean }> {
+  const started = next(node, 'plugin:rebuilding')
+  const rebuilt = next(node, 'plugin:rebuilt')
+  requestRebuild(node.store, 'items')
+  expect(node.plugins.listPlugins().find((p) => p.name === 'items')?.rebuild).toBe('asked')
+  node.plugins.changedElsewhere()
+  await Promise.race([started.promise, rebuilt.promise])
+  expect(rebuilt.fired()).toBe(false)
+  return rebuilt
+}
+
 describe('a rebuild beside the running node', () => {
   test('the node publishes and applies other plugins while it runs; readers see the old tables whole until the swap; every event lands once, effects once', async () => {
     using tmp = tempDir()
@@ -140,14 +157,9 @@ describe('a rebuild beside the running node', () => {
       await waitFor('the effects of the history', () => world.effects.size === HISTORY, 60_000)
 
       world.gen = 2
-      const started = next(node, 'plugin:rebuilding')
-      const rebuilt = next(node, 'plugin:rebuilt')
-      requestRebuild(node.store, 'items')
-      expect(node.plugins.listPlugins().find((p) => p.name === 'items')?.rebuild).toBe('asked')
-      node.plugins.changedElsewhere()
-      await Promise.race([started.promise, rebuilt.promise])
+      const rebuilt = await beginRebuild(node)
       // the shadow holds a copy of the plugin's rows: like every file of the data directory, it is 0600
-      expect({ rebuilt: rebuilt.fired(), shadow: statSync(join(dir, 'rebuild-items.db')).mode & 0o777 }).toEqual({ rebuilt: false, shadow: 0o600 })
+      expect(statSync(join(dir, 'rebuild-items.db')).mode & 0o777).toBe(0o600)
 
       // what cairn plugins and cairn status show meanwhile
       expect(node.plugins.listPlugins().map((p) => [p.name, p.rebuild])).toEqual([
@@ -207,12 +219,7 @@ describe('a rebuild beside the running node', () => {
     try {
       await first.plugins.drain()
       world.gen = 2
-      const started = next(first, 'plugin:rebuilding')
-      const rebuilt = next(first, 'plugin:rebuilt')
-      requestRebuild(first.store, 'items')
-      first.plugins.changedElsewhere()
-      await Promise.race([started.promise, rebuilt.promise])
-      expect(rebuilt.fired()).toBe(false)
+      await beginRebuild(first)
     } finally {
       await first.stop()
     }
@@ -266,13 +273,9 @@ describe('a rebuild beside the running node', () => {
       await waitFor('the effects of the history', () => world.effects.size === HISTORY - 1, 60_000)
 
       world.gen = 2
-      const started = next(node, 'plugin:rebuilding')
-      const rebuilt = next(node, 'plugin:rebuilt')
-      requestRebuild(node.store, 'items')
-      node.plugins.changedElsewhere()
-      await started.promise
-      // The shadow's first slice has refused item 7 again; then the operator fixes the cause and replays it.
-      expect(rebuilt.fired()).toBe(false)
+      const rebuilt = await beginRebuild(node)
+      // The shadow's first slice (it runs on, in the same turn, before this test goes on) has refused item 7 again;
+      // then the operator fixes the cause and replays it.
       world.refused.clear()
       expect(requestReplay(node.store, { dead: true })).toBe(1)
       node.plugins.changedElsewhere()
@@ -300,11 +303,7 @@ describe('a rebuild beside the running node', () => {
       await waitFor('the effects of the history', () => world.effects.size === HISTORY, 60_000)
 
       world.gen = 2
-      const started = next(node, 'plugin:rebuilding')
-      const rebuilt = next(node, 'plugin:rebuilt')
-      requestRebuild(node.store, 'items')
-      node.plugins.changedElsewhere()
-      await started.promise
+      const rebuilt = await beginRebuild(node)
       // The old tables refuse what the plugin writes now; the shadow's tables take it.
       node.store.db.exec("CREATE TRIGGER main.old_items_refuse BEFORE INSERT ON items BEGIN SELECT RAISE(ABORT, 'the old tables lack a column'); END")
       const item = await node.publish({ type: 'test.item', payload: { i: HISTORY + 1 } })
