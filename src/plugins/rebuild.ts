@@ -254,6 +254,11 @@ function swap(ctx: RunContext, plugin: Plugin, path: string, from: number, count
       if (statements.queueEffects(plugin.name, from, effectTypes, ctx.now()) > 0) store.pluginState.writes.effects++
     })
   } finally {
-    statements.detach()
+    // A failure here must not hide the swap's own error; the next swap detaches what is left first.
+    try {
+      statements.detach()
+    } catch (err) {
+      ctx.log.warn(`could not detach the shadow of plugin ${plugin.name}'s rebuild: ${(err as Error).message}`, { plugin: plugin.name, reason: 'plugin_rebuild_detach_failed' })
+    }
   }
 }

@@ -124,8 +124,12 @@ export class RebuildSwap {
     this.db = db
   }
 
-  /** Attaches a shadow as `rebuild`. Call it outside any transaction. */
+  /**
+   * Attaches a shadow as `rebuild`, first detaching one an earlier swap failed to detach (which would make every
+   * later swap fail). Call it outside any transaction.
+   */
   attach(path: string): void {
+    this.detach()
     this.db.exec(`ATTACH '${path.replaceAll("'", "''")}' AS ${SHADOW}`)
   }
 
