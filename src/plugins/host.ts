@@ -5,7 +5,7 @@ import type { HeldEvent } from '../store/pluginState.ts'
 import { trace } from '../log/trace.ts'
 import { describePlugin, versionDisagreements, type PluginInfo } from './load.ts'
 import type { LoadedPlugin } from './types.ts'
-import { migratePlugins } from './migrate.ts'
+import { migratePlugins, tablesOf } from './migrate.ts'
 import { processPlugin, type RunContext } from './runner.ts'
 import { replayQueued } from './replay.ts'
 import { rebuildBeside, rebuildIfRequested, rebuildRequested } from './rebuild.ts'
@@ -93,6 +93,8 @@ export class PluginHost implements Startable {
   private wholeRound = true
   /** the rebuilds under way beside the rounds (cairn.db on disk), by plugin */
   private readonly rebuilds = new Map<string, Promise<void>>()
+  /** whether a swap can copy each plugin's tables (copiable), by plugin */
+  private readonly copiableCache = new Map<string, boolean>()
 
   constructor(components: PluginHostComponents, init: PluginHostInit) {
     this.components = components
@@ -149,6 +151,20 @@ export class PluginHost implements Startable {
   private get onDisk(): boolean {
     const path = this.components.store.db.path
     return path !== '' && path !== ':memory:' && !path.startsWith('file::memory:')
+  }
+
+  /**
+   * @returns whether a swap can copy a plugin's rebuilt tables into cairn.db: not when one is a contentless FTS5
+   * table (its index cannot be read back through it, nor its own tables written), which is rebuilt in one
+   * transaction of cairn.db instead (rebuildIfRequested)
+   */
+  private copiable(plugin: Plugin): boolean {
+    let ok = this.copiableCache.get(plugin.name)
+    if (ok == null) {
+      ok = this.components.store.snapshots.uncarried(tablesOf(plugin)).length === 0
+      this.copiableCache.set(plugin.name, ok)
+    }
+    return ok
   }
 
   /**
@@ -324,7 +340,7 @@ export class PluginHost implements Startable {
       for (const { plugin } of this.init.plugins) {
         if (this.status !== 'started') return Infinity
         if (requests) {
-          if (this.onDisk) this.startRebuild(plugin)
+          if (this.onDisk && this.copiable(plugin)) this.startRebuild(plugin)
           else {
             const rebuilt = rebuildIfRequested(this.ctx, plugin)
             if (rebuilt != null) this.components.events.safeDispatchEvent('plugin:rebuilt', { detail: { plugin: plugin.name, applied: rebuilt } })

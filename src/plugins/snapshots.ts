@@ -130,6 +130,12 @@ export class Snapshots {
   /** @returns the plugin's tables and the vector they reflect, read in one synchronous step (no apply runs in between) */
   private capture(plugin: Plugin): { snapshot: Snapshot } {
     const { store, self } = this.components
+    const uncarried = store.snapshots.uncarried(tablesOf(plugin))
+    if (uncarried.length > 0) {
+      throw new ValidationError(
+        `Cannot snapshot plugin ${plugin.name}: ${uncarried.join(', ')} ${uncarried.length > 1 ? 'are contentless FTS5 tables' : 'is a contentless FTS5 table'} (content=''), whose index a snapshot cannot carry; give the plugin snapshot: false, or keep the text in a table of its own (content=TABLE)`
+      )
+    }
     const pending = store.events.pendingCount()
     if (pending > 0) throw new ValidationError(`Cannot snapshot plugin ${plugin.name}: ${pending} event(s) are not processed yet; try again once the backlog is 0`)
     // A dead letter or held event sits inside the vector but not in the tables: a node loading the snapshot
@@ -233,6 +239,8 @@ export class Snapshots {
     const { store, log, self } = this.components
     const trusted = this.init.trusted().filter((p) => p !== self)
     if (trusted.length === 0) return 'no producer is trusted for snapshots (--snapshot-from)'
+    const uncarried = store.snapshots.uncarried(tablesOf(plugin))
+    if (uncarried.length > 0) return `no snapshot can carry the index of its contentless FTS5 table(s) ${uncarried.join(', ')}`
     const found: Snapshot[] = []
     const unchecked: string[] = []
     for (const producer of trusted) {

@@ -55,8 +55,8 @@ export class MemoryTarget {
 
 /**
  * A container or cgroup memory limit below which a node can be killed by a burst or a catch-up: the engine
- * sizes its heap by the limit, and at 128 MiB a node catching up on 100,000 events was killed, at 144 MiB it
- * got through (BENCHMARKS.md, "Memory limits").
+ * sizes its heap by the limit, and at 128 MiB the node receiving a burst of 5,000 events was killed, at 144 MiB
+ * every burst and a catch-up of 100,000 got through (BENCHMARKS.md, "Memory limits").
  */
 export const LOW_MEMORY_LIMIT = 160 * 1024 * 1024
 /** The limit from which a node runs at about its unlimited speed (the same measurements). */

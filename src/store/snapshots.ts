@@ -28,6 +28,23 @@ const toValue = (x: unknown): SnapshotValue => {
 const fromValue = (x: SnapshotValue): SqlValue => (x != null && typeof x === 'object' ? new Uint8Array(Buffer.from(x.$bytes, 'base64')) : x)
 
 /**
+ * Where an FTS5 table's indexed text lives: in the table itself (`own`), in another table it names with
+ * `content=` (`external`: its index is rebuilt from that table), or nowhere (`contentless`, `content=''`: only
+ * its index, which SQL cannot read back or write but through the rows).
+ */
+export type Fts5Content = 'own' | 'external' | 'contentless'
+
+/** @returns where the FTS5 table `table`'s text lives, or undefined when it is not an FTS5 table */
+export function fts5Content(db: SqlDatabase, table: string, schema = 'main'): Fts5Content | undefined {
+  if (!IDENT.test(schema)) throw new TypeError(`not a schema name: ${schema}`)
+  const sql = db.get<{ sql: string | null }>(`SELECT sql FROM ${schema}.sqlite_master WHERE type = 'table' AND name = ?`, [table])?.sql
+  if (sql == null || !/^\s*CREATE\s+VIRTUAL\s+TABLE\b[\s\S]*?\bUSING\s+fts5\s*\(/i.test(sql)) return undefined
+  const option = /[(,]\s*content\s*=\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|[^\s,)]+)/i.exec(sql)
+  if (option == null) return 'own'
+  return option[1] === "''" || option[1] === '""' ? 'contentless' : 'external'
+}
+
+/**
  * The snapshot tables: `snapshots_out` (the snapshot this node publishes per plugin, in its outbox tree)
  * and `snapshots_loaded` (the snapshot a plugin's state came from), and the reading and writing of a
  * plugin's tables as a snapshot holds them.
@@ -39,15 +56,30 @@ export class SnapshotsTable {
     this.db = db
   }
 
-  /** @returns every row of `tables`, ordered by all columns, so that equal tables give equal snapshots */
+  /** @returns the FTS5 tables among `tables` whose index no snapshot can carry (contentless: `content=''`) */
+  uncarried(tables: readonly string[]): string[] {
+    return tables.filter((t) => fts5Content(this.db, t) === 'contentless')
+  }
+
+  /**
+   * @returns every row of `tables`, ordered by all columns, so that equal tables give equal snapshots; an FTS5
+   * table's rows with their rowids (what other rows know them by), none of one with external content (its index
+   * is rebuilt from its content table at load)
+   * @throws TypeError for a contentless FTS5 table (see uncarried)
+   */
   dump(tables: readonly string[]): SnapshotTables {
     const out: SnapshotTables = {}
     for (const t of tables) {
       if (!IDENT.test(t)) throw new TypeError(`not a table name: ${t}`)
-      const columns = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [t]).map((c) => c.name)
-      if (columns.length === 0) continue
+      const fts = fts5Content(this.db, t)
+      if (fts === 'contentless') throw new TypeError(`table ${t} is a contentless FTS5 table: a snapshot cannot carry its index`)
+      if (fts === 'external') continue
+      const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [t]).map((c) => c.name)
+      if (names.length === 0) continue
+      // FTS5 refuses a column named rowid: the name is free.
+      const columns = fts === 'own' ? ['rowid', ...names] : names
       const order = columns.map((_, i) => i + 1).join(', ')
-      const rows = this.db.all<Record<string, unknown>>(`SELECT * FROM "${t}" ORDER BY ${order}`)
+      const rows = this.db.all<Record<string, unknown>>(`SELECT ${columns.map((c) => `"${c}"`).join(', ')} FROM "${t}" ORDER BY ${order}`)
       out[t] = { columns, rows: rows.map((r) => columns.map((c) => toValue(r[c]))) }
     }
     return out
@@ -57,19 +89,29 @@ export class SnapshotsTable {
    * Replaces the rows of `owned` (a plugin's tables) with a snapshot's, and records where they came from.
    * Call it inside the transaction that also rewinds the plugin.
    *
-   * @throws Error when the snapshot holds a table outside `owned` or a column the table does not have
+   * The index of an FTS5 table with external content is rebuilt from its content table once every row is in
+   * (rows a snapshot holds for it are passed over: inserted, they would index its content a second time).
+   *
+   * @throws Error when the snapshot holds a table outside `owned` or a column the table does not have; TypeError
+   * when `owned` holds a contentless FTS5 table (see uncarried)
    */
   replace(owned: readonly string[], tables: SnapshotTables, from: Omit<LoadedSnapshot, 'loaded_at'>, at: number): void {
     for (const name of Object.keys(tables)) if (!owned.includes(name)) throw new Error(`the snapshot holds table ${name}, which plugin ${from.plugin} does not own`)
+    const external: string[] = []
     for (const t of owned) {
       if (!IDENT.test(t)) throw new TypeError(`not a table name: ${t}`)
-      this.db.run(`DELETE FROM "${t}"`)
+      const fts = fts5Content(this.db, t)
+      if (fts === 'contentless') throw new TypeError(`table ${t} is a contentless FTS5 table: a snapshot cannot carry its index`)
+      if (fts === 'external') external.push(t)
+      else this.db.run(`DELETE FROM "${t}"`)
     }
     for (const [name, t] of Object.entries(tables)) {
+      if (external.includes(name)) continue
       for (const c of t.columns) if (!IDENT.test(c)) throw new Error(`the snapshot's table ${name} has a column named ${JSON.stringify(c)}`)
       const sql = `INSERT INTO "${name}" (${t.columns.map((c) => `"${c}"`).join(', ')}) VALUES (${t.columns.map(() => '?').join(', ')})`
       for (const row of t.rows) this.db.run(sql, row.map(fromValue))
     }
+    for (const t of external) this.db.run(`INSERT INTO "${t}" ("${t}") VALUES ('rebuild')`)
     this.db.run(
       `INSERT INTO snapshots_loaded (plugin, producer, vector, created_at, loaded_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (plugin) DO UPDATE SET producer = excluded.producer, vector = excluded.vector, created_at = excluded.created_at, loaded_at = excluded.loaded_at`,

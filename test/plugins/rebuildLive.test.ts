@@ -378,4 +378,39 @@ describe('a rebuild beside the running node', () => {
       await node.stop()
     }
   }, 60_000)
+
+  test("a plugin with a contentless FTS5 table (content='') is rebuilt in one transaction: a swap could copy none of its index", async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await initDataDir(dir, { newNetwork: true })
+    const world = new (class extends World {
+      plugins() {
+        return [
+          definePlugin({
+            name: 'docs',
+            handles: { 'test.doc': { version: 1, payload: v.object({ body: v.string() }) } },
+            migrations: ["CREATE VIRTUAL TABLE docs USING fts5(body, content='')"],
+            apply: (event, { db }) => void db.run('INSERT INTO docs (body) VALUES (?)', [event.payload.body])
+          })
+        ]
+      }
+    })()
+    const node = world.node(dir)
+    await node.start()
+    try {
+      for (const body of ['red fox', 'blue whale', 'red panda']) await node.publish({ type: 'test.doc', payload: { body } })
+      await node.plugins.drain()
+      const red = (): unknown[] => node.store.db.all("SELECT rowid AS id FROM docs WHERE docs MATCH 'red' ORDER BY rowid")
+      const before = red()
+      expect(before).toHaveLength(2)
+      const rebuilt = next(node, 'plugin:rebuilt', 'docs')
+      requestRebuild(node.store, 'docs')
+      node.plugins.changedElsewhere()
+      await rebuilt.promise
+      expect(world.logs.filter((l) => l.fields.reason === 'plugin_rebuild_failed' || l.fields.reason === 'plugin_rebuild_started').map((l) => l.msg)).toEqual([])
+      expect(red()).toEqual(before)
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
 })

@@ -393,3 +393,61 @@ describe('a snapshot of a plugin with virtual tables', () => {
     to.close()
   })
 })
+
+describe('a snapshot of a plugin with FTS5 tables of each kind', () => {
+  const plugin = (migrations: string[]) => definePlugin({ name: 'docs', handles: { 'test.doc': { version: 1, payload: v.object({ body: v.string() }) } }, migrations, apply() {} })
+  const open = async (p: ReturnType<typeof plugin>): Promise<Store> => {
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const store = new Store(db)
+    migratePlugins(store.pluginState, [{ plugin: p, source: 'test' }])
+    return store
+  }
+  const load = (to: Store, p: ReturnType<typeof plugin>, tables: ReturnType<Store['snapshots']['dump']>): void =>
+    to.transaction(() => to.snapshots.replace(tablesOf(p), tables, { plugin: 'docs', producer: SELF, vector: {}, created_at: new Date().toISOString() }, Date.now()))
+
+  test('one with its own content keeps its rowids (what other rows know its rows by)', async () => {
+    const p = plugin(['CREATE VIRTUAL TABLE docs USING fts5(body)'])
+    const from = await open(p)
+    from.pluginDb().run('INSERT INTO docs (rowid, body) VALUES (7, ?), (9, ?)', ['red fox', 'blue whale'])
+    const to = await open(p)
+    load(to, p, from.snapshots.dump(tablesOf(p)))
+    expect(to.pluginDb().all("SELECT rowid AS id, body FROM docs WHERE docs MATCH 'whale'")).toEqual([{ id: 9, body: 'blue whale' }])
+    from.close()
+    to.close()
+  })
+
+  test('one with external content (content=TABLE, kept by triggers) is rebuilt from its content table, not indexed twice', async () => {
+    const p = plugin([
+      `CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+       CREATE VIRTUAL TABLE notes_fts USING fts5(body, content='notes', content_rowid='id');
+       CREATE TRIGGER notes_ai AFTER INSERT ON notes BEGIN INSERT INTO notes_fts (rowid, body) VALUES (new.id, new.body); END;
+       CREATE TRIGGER notes_ad AFTER DELETE ON notes BEGIN INSERT INTO notes_fts (notes_fts, rowid, body) VALUES ('delete', old.id, old.body); END`
+    ])
+    const from = await open(p)
+    from.pluginDb().run('INSERT INTO notes (id, body) VALUES (7, ?), (9, ?)', ['red fox', 'blue whale'])
+    const tables = from.snapshots.dump(tablesOf(p))
+    expect(Object.keys(tables)).toEqual(['notes'])
+    const to = await open(p)
+    to.pluginDb().run('INSERT INTO notes (id, body) VALUES (1, ?)', ['a row the snapshot replaces'])
+    // as a snapshot made before external content was left out holds it
+    load(to, p, { ...tables, notes_fts: { columns: ['body'], rows: [['blue whale'], ['red fox']] } })
+    expect(to.pluginDb().all("SELECT rowid AS id, body FROM notes_fts WHERE notes_fts MATCH 'whale OR fox OR replaces' ORDER BY rowid")).toEqual([
+      { id: 7, body: 'red fox' },
+      { id: 9, body: 'blue whale' }
+    ])
+    // FTS5's own check of its index against its content
+    to.pluginDb().run("INSERT INTO notes_fts (notes_fts, rank) VALUES ('integrity-check', 1)")
+    from.close()
+    to.close()
+  })
+
+  test("a contentless one (content='') cannot be carried: named as such, never dumped or loaded empty", async () => {
+    const p = plugin(["CREATE VIRTUAL TABLE docs USING fts5(body, content='')", 'CREATE TABLE plain (x INTEGER)'])
+    const store = await open(p)
+    expect(store.snapshots.uncarried(tablesOf(p))).toEqual(['docs'])
+    expect(() => store.snapshots.dump(tablesOf(p))).toThrow('contentless FTS5 table')
+    expect(() => load(store, p, {})).toThrow('contentless FTS5 table')
+    store.close()
+  })
+})
