@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { cairnCommand, collectText, initDir, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
+import { cairnCommand, collectText, crashLines, initDir, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
 import { LOW_MEMORY_LIMIT, memoryLimit, memoryLimitWarning } from '../src/runtime/memoryTarget.ts'
 
 /** Where this process may make a memory cgroup (root, cgroup v1's memory controller or v2's), and the file of its limit. */
@@ -44,13 +44,15 @@ describe('a memory limit', () => {
   })
 
   const cgroups = memoryCgroupBase()
-  test.skipIf(cgroups == null)('a node started in a cgroup of 150 MiB logs the limit and warns that it is low, with its reason', async () => {
+
+  /** @returns the JSON log lines of the binary started in a memory cgroup of `mib` MiB, up to `node started` */
+  async function startIn(mib: number): Promise<Array<Record<string, unknown>>> {
     using tmp = tempDir()
     const dir = await initDir(tmp.path, 'n')
     const cg = join(cgroups!.base, `cairn-test-${process.pid}`)
     mkdirSync(cg)
     try {
-      writeFileSync(join(cg, cgroups!.limit), String(150 * 1024 * 1024))
+      writeFileSync(join(cg, cgroups!.limit), String(mib * 1024 * 1024))
       // The shell joins the cgroup, then becomes the node: the limit applies from the node's first instruction.
       const command = cairnCommand('binary', ['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--log-format', 'json'])
       const proc = Bun.spawn(['sh', '-c', `echo $$ > '${join(cg, 'cgroup.procs')}' && exec "$@"`, 'sh', ...command], {
@@ -60,17 +62,16 @@ describe('a memory limit', () => {
       })
       const stderr = collectText(proc.stderr)
       try {
-        await waitFor('the node to start', () => stderr.text().includes('"node started"'))
-        const lines = stderr
+        await waitFor('the node to start', () => {
+          if (proc.exitCode != null) throw new Error(`the node exited with ${proc.exitCode} before it started: ${stderr.text()}`)
+          return stderr.text().includes('"node started"')
+        })
+        expect(crashLines(stderr.text())).toEqual([])
+        return stderr
           .text()
           .split('\n')
           .filter((l) => l.startsWith('{'))
           .map((l) => JSON.parse(l) as Record<string, unknown>)
-        const started = lines.find((l) => l.msg === 'node started')
-        expect(started?.memory_limit_bytes).toBe(150 * 1024 * 1024)
-        const warning = lines.find((l) => l.reason === 'memory_limit_low')
-        expect(warning?.level).toBe('warn')
-        expect(String(warning?.msg)).toContain('150 MiB')
       } finally {
         proc.kill('SIGTERM')
         await proc.exited
@@ -79,5 +80,19 @@ describe('a memory limit', () => {
     } finally {
       rmdirSync(cg)
     }
+  }
+
+  test.skipIf(cgroups == null)('a node started in a cgroup of 150 MiB logs the limit and warns that it is low, with its reason', async () => {
+    const lines = await startIn(150)
+    expect(lines.find((l) => l.msg === 'node started')?.memory_limit_bytes).toBe(150 * 1024 * 1024)
+    const warning = lines.find((l) => l.reason === 'memory_limit_low')
+    expect(warning?.level).toBe('warn')
+    expect(String(warning?.msg)).toContain('150 MiB')
+  })
+
+  test.skipIf(cgroups == null)('in a cgroup of 512 MiB it logs the limit and warns of nothing', async () => {
+    const lines = await startIn(512)
+    expect(lines.find((l) => l.msg === 'node started')?.memory_limit_bytes).toBe(512 * 1024 * 1024)
+    expect(lines.filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([])
   })
 })
