@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { cairnCommand, collectText, crashLines, initDir, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
-import { LOW_MEMORY_LIMIT, memoryLimit, memoryLimitWarning } from '../src/runtime/memoryTarget.ts'
+import { cgroupMemoryLimit, LOW_MEMORY_LIMIT, memoryLimit, memoryLimitWarnings } from '../src/runtime/memoryTarget.ts'
 
 /** Where this process may make a memory cgroup (root, cgroup v1's memory controller or v2's), and the file of its limit. */
 interface CgroupBase {
@@ -31,28 +31,60 @@ function memoryCgroupBase(): CgroupBase | undefined {
 }
 
 describe('a memory limit', () => {
-  test('the warning names the limit and the size it needs; none without a limit or with room', () => {
-    expect(memoryLimitWarning(undefined)).toBeUndefined()
-    expect(memoryLimitWarning(LOW_MEMORY_LIMIT)).toBeUndefined()
-    expect(memoryLimitWarning(512 * 1024 * 1024)).toBeUndefined()
-    const w = memoryLimitWarning(128 * 1024 * 1024)
-    expect(w).toContain('128 MiB')
-    expect(w).toContain('below 160 MiB')
-    // This machine's own answer is a number or none, never a throw.
+  test('the warnings name the limit and the size it needs, or the parent cgroup the engine does not see; none with room', () => {
+    const MiB = 1024 * 1024
+    expect(memoryLimitWarnings(undefined)).toEqual([])
+    expect(memoryLimitWarnings({ bytes: LOW_MEMORY_LIMIT, seen: true })).toEqual([])
+    expect(memoryLimitWarnings({ bytes: 512 * MiB, seen: true })).toEqual([])
+    const low = memoryLimitWarnings({ bytes: 128 * MiB, seen: true })
+    expect(low.map((w) => w.reason)).toEqual(['memory_limit_low'])
+    expect(low[0].message).toContain('128 MiB')
+    expect(low[0].message).toContain('below 160 MiB')
+    const unseen = memoryLimitWarnings({ bytes: 300 * MiB, seen: false })
+    expect(unseen.map((w) => w.reason)).toEqual(['memory_limit_unseen'])
+    expect(unseen[0].message).toContain('300 MiB')
+    // the lower of the runtime's answer (its own cgroup) and the hierarchy's, and whether the runtime saw it
+    expect(memoryLimit(undefined, undefined)).toBeUndefined()
+    expect(memoryLimit(512 * MiB, 512 * MiB)).toEqual({ bytes: 512 * MiB, seen: true })
+    expect(memoryLimit(undefined, 300 * MiB)).toEqual({ bytes: 300 * MiB, seen: false })
+    expect(memoryLimit(512 * MiB, 300 * MiB)).toEqual({ bytes: 300 * MiB, seen: false })
+    // This machine's own answer is a limit or none, never a throw.
     const mine = memoryLimit()
-    expect(mine == null || mine > 0).toBe(true)
+    expect(mine == null || mine.bytes > 0).toBe(true)
+  })
+
+  test('the hierarchy’s limit is the lowest on the way from the own cgroup to the root, in v1 and in v2; "max" and v1’s "unlimited" are none', () => {
+    using tmp = tempDir()
+    const put = (path: string, text: string): void => {
+      mkdirSync(join(tmp.path, path, '..'), { recursive: true })
+      writeFileSync(join(tmp.path, path), text)
+    }
+    const files = (self: string) => ({ self, v1: join(tmp.path, 'v1'), v2: join(tmp.path, 'v2') })
+    put('v1/memory.limit_in_bytes', '9223372036854771712\n')
+    put('v1/slice/memory.limit_in_bytes', '314572800\n')
+    put('v1/slice/svc/memory.limit_in_bytes', '9223372036854771712\n')
+    expect(cgroupMemoryLimit(files('5:memory:/slice/svc\n0::/\n'))).toBe(314572800)
+    put('v2/slice/memory.max', 'max\n')
+    put('v2/slice/svc/memory.max', '536870912\n')
+    expect(cgroupMemoryLimit(files('0::/slice/svc\n'))).toBe(536870912)
+    put('v2/slice/memory.max', '268435456\n')
+    expect(cgroupMemoryLimit(files('0::/slice/svc\n'))).toBe(268435456)
+    expect(cgroupMemoryLimit(files('0::/elsewhere\n'))).toBeUndefined()
+    expect(cgroupMemoryLimit(files(''))).toBeUndefined()
   })
 
   const cgroups = memoryCgroupBase()
 
   /** @returns the JSON log lines of the binary started in a memory cgroup of `mib` MiB, up to `node started` */
-  async function startIn(mib: number): Promise<Array<Record<string, unknown>>> {
+  async function startIn(mib: number, on: 'own' | 'parent' = 'own'): Promise<Array<Record<string, unknown>>> {
     using tmp = tempDir()
     const dir = await initDir(tmp.path, 'n')
-    const cg = join(cgroups!.base, `cairn-test-${process.pid}`)
-    mkdirSync(cg)
+    const parent = join(cgroups!.base, `cairn-test-${process.pid}`)
+    // the node's own cgroup: the limited one, or a child of it without a limit of its own
+    const cg = on === 'own' ? parent : join(parent, 'node')
+    mkdirSync(cg, { recursive: true })
     try {
-      writeFileSync(join(cg, cgroups!.limit), String(mib * 1024 * 1024))
+      writeFileSync(join(parent, cgroups!.limit), String(mib * 1024 * 1024))
       // The shell joins the cgroup, then becomes the node: the limit applies from the node's first instruction.
       const command = cairnCommand('binary', ['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--log-format', 'json'])
       const proc = Bun.spawn(['sh', '-c', `echo $$ > '${join(cg, 'cgroup.procs')}' && exec "$@"`, 'sh', ...command], {
@@ -79,6 +111,7 @@ describe('a memory limit', () => {
       }
     } finally {
       rmdirSync(cg)
+      if (cg !== parent) rmdirSync(parent)
     }
   }
 
@@ -94,5 +127,13 @@ describe('a memory limit', () => {
     const lines = await startIn(512)
     expect(lines.find((l) => l.msg === 'node started')?.memory_limit_bytes).toBe(512 * 1024 * 1024)
     expect(lines.filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([])
+  })
+
+  test.skipIf(cgroups == null)('a limit set only on a parent cgroup, which the engine does not read, is logged and named in a warning', async () => {
+    const lines = await startIn(400, 'parent')
+    expect(lines.find((l) => l.msg === 'node started')?.memory_limit_bytes).toBe(400 * 1024 * 1024)
+    const warnings = lines.filter((l) => l.level === 'warn')
+    expect(warnings.map((w) => w.reason)).toEqual(['memory_limit_unseen'])
+    expect(String(warnings[0].msg)).toContain('400 MiB')
   })
 })

@@ -34,7 +34,7 @@ import { loadPlugins } from '../plugins/load.ts'
 import type { Plugin } from '../plugins/types.ts'
 import { outbox as createOutbox, type Outbox } from '../publish/outbox.ts'
 import { serve, type HttpServer } from '../runtime/serve.ts'
-import { MEMORY_CHECK_MS, MemoryTarget, memoryLimit, memoryLimitWarning, processMemoryProbe } from '../runtime/memoryTarget.ts'
+import { MEMORY_CHECK_MS, MemoryTarget, memoryLimit, memoryLimitWarnings, processMemoryProbe } from '../runtime/memoryTarget.ts'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import type { Store } from '../store/store.ts'
 import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
@@ -461,10 +461,9 @@ export class CairnNode {
         addrs: libp2p.getMultiaddrs().map(String),
         http: `${cfg.http.host}:${running.http.port}`,
         network: opened.network,
-        ...(limit == null ? {} : { memory_limit_bytes: limit })
+        ...(limit == null ? {} : { memory_limit_bytes: limit.bytes })
       })
-      const low = memoryLimitWarning(limit)
-      if (low != null) this.log.warn(low, { reason: 'memory_limit_low', memory_limit_bytes: limit })
+      for (const w of memoryLimitWarnings(limit)) this.log.warn(w.message, { reason: w.reason, memory_limit_bytes: limit?.bytes })
     } catch (err) {
       if (this.running == null) {
         // Failed before every service existed: stop what did start, in reverse order.

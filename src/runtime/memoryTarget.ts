@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs'
 import { totalmem } from 'node:os'
+import { join } from 'node:path'
 import { runtimeName } from './runtime.ts'
 
 /** How often the resident set is compared with the target. */
@@ -62,11 +64,67 @@ export const LOW_MEMORY_LIMIT = 160 * 1024 * 1024
 /** The limit from which a node runs at about its unlimited speed (the same measurements). */
 export const ROOMY_MEMORY_LIMIT = 256 * 1024 * 1024
 
+/** The memory limit a node runs under. */
+export interface MemoryLimit {
+  /** the lowest limit on the process's cgroup and its ancestors, in bytes */
+  bytes: number
+  /**
+   * whether the runtime reports it (it reads the process's own cgroup only), and so the engine sizes its heap by
+   * it; false for a lower limit set only on an ancestor (a systemd slice, a pod around the container)
+   */
+  seen: boolean
+}
+
+/** Where the memory cgroup files are: the kernel's view of this process and the cgroup file systems. */
+export interface CgroupFiles {
+  /** the text of /proc/self/cgroup */
+  self: string
+  /** where cgroup v1's memory hierarchy is mounted */
+  v1: string
+  /** where the cgroup v2 hierarchy is mounted */
+  v2: string
+}
+
+/** v1 writes "no limit" as the largest multiple of the page size below 2^63. */
+const V1_UNLIMITED = 2 ** 62
+
 /**
- * @returns the memory limit of the process's container or cgroup in bytes, or undefined when it has none or
- * the runtime cannot tell (the runtimes report the machine's RAM when no limit applies)
+ * @returns the lowest memory limit on the process's cgroup and its ancestors (cgroup v1's memory controller, or
+ * v2), in bytes, or undefined when none applies or there are no cgroups to read (not Linux)
  */
-export function memoryLimit(): number | undefined {
+export function cgroupMemoryLimit(files?: CgroupFiles): number | undefined {
+  let f = files
+  if (f == null) {
+    try {
+      f = { self: readFileSync('/proc/self/cgroup', 'utf8'), v1: '/sys/fs/cgroup/memory', v2: '/sys/fs/cgroup' }
+    } catch {
+      return undefined
+    }
+  }
+  const lines = f.self.split('\n').map((l) => l.split(':'))
+  const v1 = lines.find((l) => l.length >= 3 && l[1].split(',').includes('memory'))
+  const v2 = lines.find((l) => l.length >= 3 && l[0] === '0' && l[1] === '')
+  const [base, file, path] = v1 != null ? [f.v1, 'memory.limit_in_bytes', v1.slice(2).join(':')] : v2 != null ? [f.v2, 'memory.max', v2.slice(2).join(':')] : []
+  if (base == null || file == null || path == null) return undefined
+  let lowest: number | undefined
+  // From the process's own cgroup up to the hierarchy's root; inside a cgroup namespace the path is relative to it.
+  const parts = path.split('/').filter((p) => p !== '' && p !== '.' && p !== '..')
+  for (let n = parts.length; n >= 0; n--) {
+    let text: string
+    try {
+      text = readFileSync(join(base, ...parts.slice(0, n), file), 'utf8').trim()
+    } catch {
+      continue
+    }
+    const bytes = Number(text)
+    if (text === 'max' || !Number.isFinite(bytes) || bytes <= 0 || bytes >= V1_UNLIMITED) continue
+    lowest = Math.min(lowest ?? Infinity, bytes)
+  }
+  return lowest
+}
+
+/** @returns the limit the runtime reports (its own cgroup's), or undefined when it reports none or cannot tell */
+function runtimeMemoryLimit(): number | undefined {
   const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory
   let limit: number | undefined
   try {
@@ -74,12 +132,37 @@ export function memoryLimit(): number | undefined {
   } catch {
     return undefined
   }
+  // The runtimes report the machine's RAM (Bun) or 2^64 (Node) when no limit applies.
   return limit != null && limit > 0 && limit < totalmem() ? limit : undefined
 }
 
-/** @returns the warning a node logs at start under a memory `limit` (bytes) too small for it, else undefined */
-export function memoryLimitWarning(limit: number | undefined): string | undefined {
-  if (limit == null || limit >= LOW_MEMORY_LIMIT) return undefined
-  const mib = (n: number): string => `${Math.round(n / (1024 * 1024))} MiB`
-  return `the memory limit of this node's container or cgroup is ${mib(limit)}: below ${mib(LOW_MEMORY_LIMIT)} a burst of publishes or a catch-up can get the node killed, and below ${mib(ROOMY_MEMORY_LIMIT)} it runs slower (docs/operations.md, "Memory and CPU")`
+/**
+ * @returns the memory limit of the process's container or cgroup (the lowest of the runtime's answer and the
+ * cgroup hierarchy's), or undefined when none applies or neither can tell
+ */
+export function memoryLimit(runtime = runtimeMemoryLimit(), hierarchy = cgroupMemoryLimit()): MemoryLimit | undefined {
+  const bytes = Math.min(runtime ?? Infinity, hierarchy ?? Infinity)
+  if (!Number.isFinite(bytes)) return undefined
+  return { bytes, seen: runtime != null && runtime <= bytes }
+}
+
+const mib = (n: number): string => `${Math.round(n / (1024 * 1024))} MiB`
+
+/** @returns the warnings a node logs at start under `limit`, with their reasons (none when it leaves room and the engine sees it) */
+export function memoryLimitWarnings(limit: MemoryLimit | undefined): Array<{ reason: string; message: string }> {
+  const out: Array<{ reason: string; message: string }> = []
+  if (limit == null) return out
+  if (limit.bytes < LOW_MEMORY_LIMIT) {
+    out.push({
+      reason: 'memory_limit_low',
+      message: `the memory limit of this node's container or cgroup is ${mib(limit.bytes)}: below ${mib(LOW_MEMORY_LIMIT)} a burst of publishes or a catch-up can get the node killed, and below ${mib(ROOMY_MEMORY_LIMIT)} it runs slower (docs/operations.md, "Memory and CPU")`
+    })
+  }
+  if (!limit.seen) {
+    out.push({
+      reason: 'memory_limit_unseen',
+      message: `a memory limit of ${mib(limit.bytes)} applies to this node through a parent cgroup (a slice, a pod), which the JavaScript engine does not read: it sizes its heap as if the limit were not there, so the kernel may kill the node instead; set the limit on the node's own cgroup (the container's or the service's: docs/operations.md, "Memory and CPU")`
+    })
+  }
+  return out
 }
