@@ -59,6 +59,25 @@ describe('console pages show what status and the members list say', () => {
     )
     expect(page).toContain('state from the retention horizon; waiting for a snapshot')
     expect(page).toContain('class="bad"')
+    expect(page).not.toContain('Rebuild')
+  })
+
+  test('the Plugins page says when a rebuild of a plugin is asked or running', () => {
+    const view = (rebuild: 'asked' | 'running') =>
+      String(
+        pluginsPage({
+          plugins: [{ name: 'counter', source: 'built-in', types: { 'test.counted': [1] }, tables: ['counted'], backlog: 0, schemas: {}, rebuild }],
+          states: [],
+          backlog: 0,
+          retrying: 0,
+          dead: [],
+          deadTotal: 0,
+          held: [],
+          heldTotal: 0
+        })
+      )
+    expect(view('running')).toContain('Rebuild <strong>running</strong>')
+    expect(view('asked')).toContain('Rebuild <strong>asked</strong>')
   })
 
   test('the Members page lists the removed members and the seq up to which their events stay valid, as cairn members list does', () => {
