@@ -12,8 +12,20 @@ import { definePlugin, PermanentError, v } from '../../src/plugins/mod.ts'
 import { requestReplay } from '../../src/plugins/replay.ts'
 import { rebuildRequested, requestRebuild } from '../../src/plugins/rebuild.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
+import { Database } from 'bun:sqlite'
 
 /** Events of the rebuilt plugin's type in the history: enough that its rebuild takes a good part of a second or more. */
+
+/** @returns the rows of a read-only query of the SQLite file at `path` (a rebuild's shadow, beside the node's own connection) */
+function query(path: string, sql: string): unknown[] {
+  const db = new Database(path, { readonly: true })
+  try {
+    return db.query(sql).all()
+  } finally {
+    db.close()
+  }
+}
+
 const HISTORY = 20_000
 const PRODUCER = '12D3KooWA1111111111111111111111111111111111111111111'
 
@@ -276,6 +288,7 @@ describe('a rebuild beside the running node', () => {
       const rebuilt = await beginRebuild(node)
       // The shadow's first slice (it runs on, in the same turn, before this test goes on) has refused item 7 again;
       // then the operator fixes the cause and replays it.
+      expect(query(join(dir, 'rebuild-items.db'), "SELECT event_id FROM dead_letters WHERE plugin = 'items'")).toEqual([{ event_id: id }])
       world.refused.clear()
       expect(requestReplay(node.store, { dead: true })).toBe(1)
       node.plugins.changedElsewhere()
