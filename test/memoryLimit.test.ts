@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs'
+import { totalmem } from 'node:os'
 import { join } from 'node:path'
 import { cairnCommand, collectText, crashLines, initDir, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
 import { cgroupMemoryLimit, LOW_MEMORY_LIMIT, memoryLimit, memoryLimitWarnings } from '../src/runtime/memoryTarget.ts'
@@ -48,6 +49,11 @@ describe('a memory limit', () => {
     expect(memoryLimit(512 * MiB, 512 * MiB)).toEqual({ bytes: 512 * MiB, seen: true })
     expect(memoryLimit(undefined, 300 * MiB)).toEqual({ bytes: 300 * MiB, seen: false })
     expect(memoryLimit(512 * MiB, 300 * MiB)).toEqual({ bytes: 300 * MiB, seen: false })
+    // a limit at or over the machine's RAM limits nothing (the runtime reports none for it): no limit, nothing unseen
+    expect(memoryLimit(undefined, 2048 * MiB, 1024 * MiB)).toBeUndefined()
+    expect(memoryLimit(undefined, 1024 * MiB, 1024 * MiB)).toBeUndefined()
+    expect(memoryLimit(512 * MiB, 4096 * MiB, 1024 * MiB)).toEqual({ bytes: 512 * MiB, seen: true })
+    expect(memoryLimit(undefined, 768 * MiB, 1024 * MiB)).toEqual({ bytes: 768 * MiB, seen: false })
     // This machine's own answer is a limit or none, never a throw.
     const mine = memoryLimit()
     expect(mine == null || mine.bytes > 0).toBe(true)
@@ -71,6 +77,19 @@ describe('a memory limit', () => {
     expect(cgroupMemoryLimit(files('0::/slice/svc\n'))).toBe(268435456)
     expect(cgroupMemoryLimit(files('0::/elsewhere\n'))).toBeUndefined()
     expect(cgroupMemoryLimit(files(''))).toBeUndefined()
+    // a v1 hierarchy of several controllers, and colons in a path
+    put('v1/a:b/memory.limit_in_bytes', '209715200\n')
+    expect(cgroupMemoryLimit(files('7:cpu,memory,cpuacct:/a:b\n0::/\n'))).toBe(209715200)
+    // 0, an empty file and garbage are no limit
+    put('v2/odd/memory.max', '0\n')
+    put('v2/odd/a/memory.max', '\n')
+    put('v2/odd/a/b/memory.max', '12abc\n')
+    expect(cgroupMemoryLimit(files('0::/odd/a/b\n'))).toBeUndefined()
+    // A path that leaves the cgroup namespace's root names a cgroup outside the mount: no cgroup under it is one of
+    // its ancestors, not even the mount's root (a limit there is not the process's).
+    put('v2/memory.max', '104857600\n')
+    expect(cgroupMemoryLimit(files('0::/slice/svc\n'))).toBe(104857600)
+    expect(cgroupMemoryLimit(files('0::/../slice/svc\n'))).toBeUndefined()
   })
 
   const cgroups = memoryCgroupBase()
@@ -126,6 +145,13 @@ describe('a memory limit', () => {
   test.skipIf(cgroups == null)('in a cgroup of 512 MiB it logs the limit and warns of nothing', async () => {
     const lines = await startIn(512)
     expect(lines.find((l) => l.msg === 'node started')?.memory_limit_bytes).toBe(512 * 1024 * 1024)
+    expect(lines.filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([])
+  })
+
+  test.skipIf(cgroups == null)('a limit over the machine’s RAM is none: nothing logged, no warning that the engine misses it', async () => {
+    const lines = await startIn(Math.ceil((2 * totalmem()) / (1024 * 1024)))
+    expect(lines.find((l) => l.msg === 'node started')).toBeDefined()
+    expect(lines.find((l) => l.msg === 'node started')?.memory_limit_bytes).toBeUndefined()
     expect(lines.filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([])
   })
 

@@ -106,9 +106,12 @@ export function cgroupMemoryLimit(files?: CgroupFiles): number | undefined {
   const v2 = lines.find((l) => l.length >= 3 && l[0] === '0' && l[1] === '')
   const [base, file, path] = v1 != null ? [f.v1, 'memory.limit_in_bytes', v1.slice(2).join(':')] : v2 != null ? [f.v2, 'memory.max', v2.slice(2).join(':')] : []
   if (base == null || file == null || path == null) return undefined
+  // Inside a cgroup namespace the path is relative to its root; a path that leaves it ("/../x") names a cgroup
+  // outside what is mounted here, whose ancestors cannot be read: none of the cgroups under the mount is one.
+  const parts = path.split('/').filter((p) => p !== '' && p !== '.')
+  if (parts.includes('..')) return undefined
   let lowest: number | undefined
-  // From the process's own cgroup up to the hierarchy's root; inside a cgroup namespace the path is relative to it.
-  const parts = path.split('/').filter((p) => p !== '' && p !== '.' && p !== '..')
+  // From the process's own cgroup up to the hierarchy's root.
   for (let n = parts.length; n >= 0; n--) {
     let text: string
     try {
@@ -140,8 +143,9 @@ function runtimeMemoryLimit(): number | undefined {
  * @returns the memory limit of the process's container or cgroup (the lowest of the runtime's answer and the
  * cgroup hierarchy's), or undefined when none applies or neither can tell
  */
-export function memoryLimit(runtime = runtimeMemoryLimit(), hierarchy = cgroupMemoryLimit()): MemoryLimit | undefined {
-  const bytes = Math.min(runtime ?? Infinity, hierarchy ?? Infinity)
+export function memoryLimit(runtime = runtimeMemoryLimit(), hierarchy = cgroupMemoryLimit(), ram = totalmem()): MemoryLimit | undefined {
+  // A limit at or over the machine's RAM limits nothing, and the runtime reports none for it: not one the engine misses.
+  const bytes = Math.min(runtime ?? Infinity, hierarchy != null && hierarchy < ram ? hierarchy : Infinity)
   if (!Number.isFinite(bytes)) return undefined
   return { bytes, seen: runtime != null && runtime <= bytes }
 }

@@ -15,6 +15,8 @@ import { tempDir, waitFor } from '../helpers/process.ts'
 import { Database } from 'bun:sqlite'
 
 /** Events of the rebuilt plugin's type in the history: enough that its rebuild takes a good part of a second or more. */
+const HISTORY = 20_000
+const PRODUCER = '12D3KooWA1111111111111111111111111111111111111111111'
 
 /** @returns the rows of a read-only query of the SQLite file at `path` (a rebuild's shadow, beside the node's own connection) */
 function query(path: string, sql: string): unknown[] {
@@ -25,9 +27,6 @@ function query(path: string, sql: string): unknown[] {
     db.close()
   }
 }
-
-const HISTORY = 20_000
-const PRODUCER = '12D3KooWA1111111111111111111111111111111111111111111'
 
 /** What the plugins under test record outside their tables: the generation their apply writes, and each effect run. */
 class World {
