@@ -44,6 +44,8 @@ describe('a memory limit', () => {
     const unseen = memoryLimitWarnings({ bytes: 300 * MiB, seen: false })
     expect(unseen.map((w) => w.reason)).toEqual(['memory_limit_unseen'])
     expect(unseen[0].message).toContain('300 MiB')
+    // a parent's limit over what a node reaches without one is no danger, seen or not
+    expect(memoryLimitWarnings({ bytes: 2048 * MiB, seen: false })).toEqual([])
     // the lower of the runtime's answer (its own cgroup) and the hierarchy's, and whether the runtime saw it
     expect(memoryLimit(undefined, undefined)).toBeUndefined()
     expect(memoryLimit(512 * MiB, 512 * MiB)).toEqual({ bytes: 512 * MiB, seen: true })

@@ -63,6 +63,11 @@ export class MemoryTarget {
 export const LOW_MEMORY_LIMIT = 160 * 1024 * 1024
 /** The limit from which a node runs at about its unlimited speed (the same measurements). */
 export const ROOMY_MEMORY_LIMIT = 256 * 1024 * 1024
+/**
+ * A limit the engine does not see matters below this: without one a node that falls far behind peaks at about
+ * 600 MiB (docs/operations.md advises 1 GiB), so a larger one is never reached.
+ */
+export const UNSEEN_MEMORY_LIMIT = 1024 * 1024 * 1024
 
 /** The memory limit a node runs under. */
 export interface MemoryLimit {
@@ -162,7 +167,7 @@ export function memoryLimitWarnings(limit: MemoryLimit | undefined): Array<{ rea
       message: `the memory limit of this node's container or cgroup is ${mib(limit.bytes)}: below ${mib(LOW_MEMORY_LIMIT)} a burst of publishes or a catch-up can get the node killed, and below ${mib(ROOMY_MEMORY_LIMIT)} it runs slower (docs/operations.md, "Memory and CPU")`
     })
   }
-  if (!limit.seen) {
+  if (!limit.seen && limit.bytes < UNSEEN_MEMORY_LIMIT) {
     out.push({
       reason: 'memory_limit_unseen',
       message: `a memory limit of ${mib(limit.bytes)} applies to this node through a parent cgroup (a slice, a pod), which the JavaScript engine does not read: it sizes its heap as if the limit were not there, so the kernel may kill the node instead; set the limit on the node's own cgroup (the container's or the service's: docs/operations.md, "Memory and CPU")`
