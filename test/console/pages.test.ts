@@ -76,7 +76,7 @@ describe('console pages show what status and the members list say', () => {
           heldTotal: 0
         })
       )
-    expect(view('running')).toContain('Rebuild <strong>running</strong>')
+    expect(view('running')).toContain('Rebuild <strong>running</strong>: new tables are being built beside the current ones')
     expect(view('asked')).toContain('Rebuild <strong>asked</strong>')
   })
 

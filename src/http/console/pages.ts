@@ -214,7 +214,7 @@ ${v.plugins.map(
   (p) => html`<section class="card" aria-label="Plugin ${p.name}"><h2>${p.name}${p.version != null ? html` <small>${p.version}</small>` : ''}</h2>
 <p class="muted">from ${p.source}; tables: ${p.tables.join(', ') || 'none'}</p>
 <p>Backlog: <strong>${p.backlog}</strong> event(s) after its cursor.</p>
-${p.rebuild == null ? '' : html`<p role="status">Rebuild <strong>${p.rebuild}</strong>: ${p.rebuild === 'running' ? 'its tables are rebuilt beside them; they serve as they are until the new ones replace them at once.' : 'asked; the node starts it within a second.'}</p>`}
+${p.rebuild == null ? '' : html`<p role="status">Rebuild <strong>${p.rebuild}</strong>: ${p.rebuild === 'running' ? 'new tables are being built beside the current ones, which serve until the new ones replace them at once.' : 'asked; the node starts it within a second.'}</p>`}
 ${stateOf(p.name)}
 <ul>${Object.entries(p.types).map(
     ([t, vs]) => html`<li><code>${t}</code> versions ${vs.join(', ')}<details><summary>JSON Schema of ${t}</summary><pre>${JSON.stringify(p.schemas[t], null, 2)}</pre></details></li>`
