@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { membersPage, pluginsPage, producersPage, storagePage } from '../../src/http/console/pages.ts'
+import { membersPage, pluginsPage, producersPage, storagePage, type PluginsView } from '../../src/http/console/pages.ts'
 import type { StatusDocument } from '../../src/node/status.ts'
 
 const SELF = '12D3KooWSe1f111111111111111111111111111111111111111'
@@ -38,17 +38,12 @@ describe('console pages show what status and the members list say', () => {
     expect(page).toContain('<td>none</td>')
   })
 
-  test("the Plugins page shows where each plugin's state comes from, and a disagreement of snapshots", () => {
-    const page = String(
+  /** @returns the Plugins page of one plugin, `counter`, with `states` and its rebuild, nothing dead or held */
+  const counterPage = (states: PluginsView['states'], rebuild?: 'asked' | 'running'): string =>
+    String(
       pluginsPage({
-        plugins: [{ name: 'counter', source: 'built-in', types: { 'test.counted': [1] }, tables: ['counted'], backlog: 0, schemas: {} }],
-        states: [
-          {
-            plugin: 'counter',
-            state: 'state from the retention horizon; waiting for a snapshot: snapshots disagree: b and c disagree at {}',
-            disagreement: 'snapshots disagree: b and c disagree at {}'
-          }
-        ],
+        plugins: [{ name: 'counter', source: 'built-in', types: { 'test.counted': [1] }, tables: ['counted'], backlog: 0, schemas: {}, rebuild }],
+        states,
         backlog: 0,
         retrying: 0,
         dead: [],
@@ -57,27 +52,23 @@ describe('console pages show what status and the members list say', () => {
         heldTotal: 0
       })
     )
+
+  test("the Plugins page shows where each plugin's state comes from, and a disagreement of snapshots", () => {
+    const page = counterPage([
+      {
+        plugin: 'counter',
+        state: 'state from the retention horizon; waiting for a snapshot: snapshots disagree: b and c disagree at {}',
+        disagreement: 'snapshots disagree: b and c disagree at {}'
+      }
+    ])
     expect(page).toContain('state from the retention horizon; waiting for a snapshot')
     expect(page).toContain('class="bad"')
     expect(page).not.toContain('Rebuild')
   })
 
   test('the Plugins page says when a rebuild of a plugin is asked or running', () => {
-    const view = (rebuild: 'asked' | 'running') =>
-      String(
-        pluginsPage({
-          plugins: [{ name: 'counter', source: 'built-in', types: { 'test.counted': [1] }, tables: ['counted'], backlog: 0, schemas: {}, rebuild }],
-          states: [],
-          backlog: 0,
-          retrying: 0,
-          dead: [],
-          deadTotal: 0,
-          held: [],
-          heldTotal: 0
-        })
-      )
-    expect(view('running')).toContain('Rebuild <strong>running</strong>: new tables are being built beside the current ones')
-    expect(view('asked')).toContain('Rebuild <strong>asked</strong>')
+    expect(counterPage([], 'running')).toContain('Rebuild <strong>running</strong>: new tables are being built beside the current ones')
+    expect(counterPage([], 'asked')).toContain('Rebuild <strong>asked</strong>')
   })
 
   test('the Members page lists the removed members and the seq up to which their events stay valid, as cairn members list does', () => {

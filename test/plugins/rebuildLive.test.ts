@@ -138,6 +138,25 @@ function next(node: CairnNode, type: 'plugin:rebuilding' | 'plugin:rebuilt', plu
   return { promise, fired: () => fired }
 }
 
+/** @returns a started node (its plugins may still be applying) over a data directory of HISTORY items of another producer */
+async function historyNode(parent: string, setup?: (world: World) => void): Promise<{ dir: string; world: World; node: CairnNode }> {
+  const dir = await history(parent)
+  const world = new World()
+  setup?.(world)
+  const node = world.node(dir)
+  await node.start()
+  return { dir, world, node }
+}
+
+/** @returns a started node of `world`'s plugins over a new, empty data directory */
+async function freshNode<W extends World>(parent: string, world: W = new World() as W): Promise<{ world: W; node: CairnNode }> {
+  const dir = join(parent, 'n')
+  await initDataDir(dir, { newNetwork: true })
+  const node = world.node(dir)
+  await node.start()
+  return { world, node }
+}
+
 /**
  * Asks for the items plugin's rebuild on a running node (listed as asked until a round takes it) and waits until
  * it has begun beside the node, not yet swapped.
@@ -158,10 +177,7 @@ async function beginRebuild(node: CairnNode): Promise<{ promise: Promise<void>; 
 describe('a rebuild beside the running node', () => {
   test('the node publishes and applies other plugins while it runs; readers see the old tables whole until the swap; every event lands once, effects once', async () => {
     using tmp = tempDir()
-    const dir = await history(tmp.path)
-    const world = new World()
-    const node = world.node(dir)
-    await node.start()
+    const { dir, world, node } = await historyNode(tmp.path)
     try {
       await node.plugins.drain()
       expect(gens(node.store)).toEqual([{ gen: 1, n: HISTORY }])
@@ -223,10 +239,7 @@ describe('a rebuild beside the running node', () => {
 
   test('a stop half-way leaves the old tables, the request and no shadow; the next start (past a crash’s leftover shadow) completes it', async () => {
     using tmp = tempDir()
-    const dir = await history(tmp.path)
-    const world = new World()
-    const first = world.node(dir)
-    await first.start()
+    const { dir, world, node: first } = await historyNode(tmp.path)
     try {
       await first.plugins.drain()
       world.gen = 2
@@ -271,11 +284,7 @@ describe('a rebuild beside the running node', () => {
   }, 180_000)
   test('a replay asked while the rebuild runs is not undone by the swap: the event lands in the new tables, its effect once', async () => {
     using tmp = tempDir()
-    const dir = await history(tmp.path)
-    const world = new World()
-    world.refused.add(7)
-    const node = world.node(dir)
-    await node.start()
+    const { dir, world, node } = await historyNode(tmp.path, (w) => w.refused.add(7))
     try {
       await node.plugins.drain()
       const dead = node.store.db.get<{ event_id: string }>("SELECT event_id FROM dead_letters WHERE plugin = 'items'")
@@ -306,10 +315,7 @@ describe('a rebuild beside the running node', () => {
   }, 180_000)
   test('an event the old tables fail on while the rebuild runs (the reason for it: they lack what the plugin now writes) is applied by the new tables with its effect, once', async () => {
     using tmp = tempDir()
-    const dir = await history(tmp.path)
-    const world = new World()
-    const node = world.node(dir)
-    await node.start()
+    const { world, node } = await historyNode(tmp.path)
     try {
       await node.plugins.drain()
       await waitFor('the effects of the history', () => world.effects.size === HISTORY, 60_000)
@@ -336,11 +342,7 @@ describe('a rebuild beside the running node', () => {
   }, 180_000)
   test('rows keep their rowids through the swap (a table without an INTEGER PRIMARY KEY, with a row deleted)', async () => {
     using tmp = tempDir()
-    const dir = join(tmp.path, 'n')
-    await initDataDir(dir, { newNetwork: true })
-    const world = new World()
-    const node = world.node(dir)
-    await node.start()
+    const { world, node } = await freshNode(tmp.path)
     try {
       for (const body of ['a', 'b', 'c', 'drop:b']) await node.publish({ type: 'test.note', payload: { body } })
       await node.plugins.drain()
@@ -365,11 +367,7 @@ describe('a rebuild beside the running node', () => {
   }, 60_000)
   test('a plugin with a full-text (FTS5) table is rebuilt: the swap copies it through the virtual table, whose own tables follow', async () => {
     using tmp = tempDir()
-    const dir = join(tmp.path, 'n')
-    await initDataDir(dir, { newNetwork: true })
-    const world = new World()
-    const node = world.node(dir)
-    await node.start()
+    const { world, node } = await freshNode(tmp.path)
     try {
       for (const body of ['red fox', 'blue whale', 'red panda']) await node.publish({ type: 'test.doc', payload: { body } })
       await node.plugins.drain()
@@ -393,8 +391,6 @@ describe('a rebuild beside the running node', () => {
 
   test("a plugin with a contentless FTS5 table (content='') is rebuilt in one transaction: a swap could copy none of its index", async () => {
     using tmp = tempDir()
-    const dir = join(tmp.path, 'n')
-    await initDataDir(dir, { newNetwork: true })
     const world = new (class extends World {
       plugins() {
         return [
@@ -407,8 +403,7 @@ describe('a rebuild beside the running node', () => {
         ]
       }
     })()
-    const node = world.node(dir)
-    await node.start()
+    const { node } = await freshNode(tmp.path, world)
     try {
       for (const body of ['red fox', 'blue whale', 'red panda']) await node.publish({ type: 'test.doc', payload: { body } })
       await node.plugins.drain()
