@@ -1,6 +1,7 @@
 import type { Components, Startable } from '../node/components.ts'
 import { waitFor } from '../node/events.ts'
 import type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { HeldEvent } from '../store/pluginState.ts'
 import { trace } from '../log/trace.ts'
 import { describePlugin, versionDisagreements, type PluginInfo } from './load.ts'
@@ -93,8 +94,6 @@ export class PluginHost implements Startable {
   private wholeRound = true
   /** the rebuilds under way beside the rounds (cairn.db on disk), by plugin */
   private readonly rebuilds = new Map<string, Promise<void>>()
-  /** whether a swap can copy each plugin's tables (copiable), by plugin */
-  private readonly copiableCache = new Map<string, boolean>()
 
   constructor(components: PluginHostComponents, init: PluginHostInit) {
     this.components = components
@@ -159,12 +158,7 @@ export class PluginHost implements Startable {
    * transaction of cairn.db instead (rebuildIfRequested)
    */
   private copiable(plugin: Plugin): boolean {
-    let ok = this.copiableCache.get(plugin.name)
-    if (ok == null) {
-      ok = this.components.store.snapshots.uncarried(tablesOf(plugin)).length === 0
-      this.copiableCache.set(plugin.name, ok)
-    }
-    return ok
+    return this.components.store.snapshots.uncarried(tablesOf(plugin)).length === 0
   }
 
   /**
@@ -175,9 +169,7 @@ export class PluginHost implements Startable {
     if (this.rebuilds.has(plugin.name) || !rebuildRequested(this.components.store, plugin.name)) return
     const task = (async (): Promise<void> => {
       // Out of the round's transaction first: the swap attaches the shadow, which SQLite refuses in a transaction.
-      await new Promise((resolve) => {
-        setImmediate(resolve)
-      })
+      await nextTurn()
       const outcome = await rebuildBeside(this.ctx, plugin, () => {
         // The plugin's state was replaced: what was kept of it is asked again.
         this.ctx.nextRetry?.delete(plugin.name)

@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn, setTimeout as delay } from 'node:timers/promises'
 import type { Store } from '../store/store.ts'
 import { RebuildShadow, RebuildSwap } from '../store/rebuildShadow.ts'
 import { isBusy } from '../runtime/sqlite.ts'
@@ -71,10 +72,7 @@ export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | un
     })
   } catch (err) {
     if ((err as Error).name === 'RebuildAbortedError') return undefined
-    // Asked again, it would fail again: the request is dropped, and the old tables are as they were.
-    store.meta.delete(requestKey(plugin.name))
-    ctx.log.error(`rebuild of plugin ${plugin.name} failed, its tables are unchanged: ${(err as Error).message}`, { plugin: plugin.name, reason: 'plugin_rebuild_failed' })
-    return undefined
+    return failed(ctx, plugin, err as Error)
   }
   ctx.log.info(`rebuilt plugin ${plugin.name}: re-applied ${counted.applied} event(s) into fresh tables`, { plugin: plugin.name, reason: 'plugin_rebuilt' })
   return counted.applied
@@ -98,22 +96,6 @@ export interface RebuildOutcome {
   /** the slices the shadow was built in */
   slices: number
 }
-
-const yieldToLoop = (): Promise<void> =>
-  new Promise((resolve) => {
-    setImmediate(resolve)
-  })
-
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done(): void {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done, { once: true })
-  })
 
 /**
  * Rebuilds a plugin asked for (`requestRebuild`) while the node goes on serving, for a database on disk:
@@ -169,7 +151,7 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
         })
         slices++
         if (top) break
-        await yieldToLoop()
+        await nextTurn()
       }
       if (ctx.signal.aborted) return abandoned(ctx, plugin)
       try {
@@ -200,18 +182,23 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
           plugin: plugin.name,
           reason: 'plugin_rebuild_busy'
         })
-        await sleep(BUSY_RETRY_MS, ctx.signal)
+        // A stop rejects it: the rebuild is then abandoned (below).
+        await delay(BUSY_RETRY_MS, undefined, { signal: ctx.signal })
       }
     }
   } catch (err) {
     if (ctx.signal.aborted) return abandoned(ctx, plugin)
-    // Asked again, it would fail again: the request is dropped, and the old tables are as they were.
-    store.meta.delete(requestKey(plugin.name))
-    ctx.log.error(`rebuild of plugin ${plugin.name} failed, its tables are unchanged: ${(err as Error).message}`, { plugin: plugin.name, reason: 'plugin_rebuild_failed' })
-    return undefined
+    return failed(ctx, plugin, err as Error)
   } finally {
     shadow?.remove()
   }
+}
+
+/** A rebuild that failed: asked again, it would fail again, so the request is dropped; the old tables are as they were. */
+function failed(ctx: RunContext, plugin: Plugin, err: Error): undefined {
+  ctx.store.meta.delete(requestKey(plugin.name))
+  ctx.log.error(`rebuild of plugin ${plugin.name} failed, its tables are unchanged: ${err.message}`, { plugin: plugin.name, reason: 'plugin_rebuild_failed' })
+  return undefined
 }
 
 function abandoned(ctx: RunContext, plugin: Plugin): undefined {
