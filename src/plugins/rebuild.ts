@@ -223,7 +223,9 @@ function swap(ctx: RunContext, plugin: Plugin, path: string, from: number, count
       statements.rememberApplied(plugin.name, from, effectTypes)
       const copied = statements.shadowTables()
       const tables = [...new Set([...tablesOf(plugin), ...copied])]
-      statements.dropPlugin(plugin.name, { views: viewsOf(plugin), tables })
+      // Its queued replays stay: asked during the rebuild, they run on the new tables (an event the new tables
+      // applied is not applied again).
+      store.pluginState.dropObjects(plugin.name, { views: viewsOf(plugin), tables })
       store.snapshots.forget(plugin.name)
       migrateOne(store.pluginState, plugin, 'rebuild')
       const triggers = statements.dropTriggers(copied)

@@ -1,4 +1,5 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
+import { quoteIdent } from './identifiers.ts'
 
 /** An event's identity: its producer and its event_id (an event_id is unique only within its producer). */
 export interface EventKey {
@@ -115,15 +116,23 @@ export class PluginStateTable {
   }
 
   /**
-   * Forgets everything a plugin built, for a rebuild: drops its views and tables (as its migrations named
-   * them), its migration records, what it applied, its retries, dead letters, holds and queued replays, and
-   * puts its cursor back to 0. Effects still due stay due. Call it inside the rebuild's transaction.
+   * Drops a plugin's views and tables (as its migrations named them) in the connection's own schema, `main`,
+   * never in an attached one (a rebuild's shadow), and forgets its migrations, for them to run again.
+   */
+  dropObjects(plugin: string, objects: { views: readonly string[]; tables: readonly string[] }): void {
+    for (const view of objects.views) this.db.exec(`DROP VIEW IF EXISTS main.${quoteIdent(view)}`)
+    for (const table of objects.tables) this.db.exec(`DROP TABLE IF EXISTS main.${quoteIdent(table)}`)
+    this.db.run('DELETE FROM main.plugin_migrations WHERE plugin = ?', [plugin])
+  }
+
+  /**
+   * Forgets everything a plugin built, for a rebuild: drops its views and tables and its migration records
+   * (dropObjects), what it applied, its retries, dead letters, holds and queued replays, and puts its cursor
+   * back to 0. Effects still due stay due. Call it inside the rebuild's transaction.
    */
   reset(plugin: string, objects: { views: readonly string[]; tables: readonly string[] }): void {
-    const ident = (name: string): string => `"${name.replaceAll('"', '""')}"`
-    for (const view of objects.views) this.db.exec(`DROP VIEW IF EXISTS ${ident(view)}`)
-    for (const table of objects.tables) this.db.exec(`DROP TABLE IF EXISTS ${ident(table)}`)
-    for (const table of ['plugin_migrations', 'plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held', 'plugin_replay']) {
+    this.dropObjects(plugin, objects)
+    for (const table of ['plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held', 'plugin_replay']) {
       this.db.run(`DELETE FROM ${table} WHERE plugin = ?`, [plugin])
     }
     this.db.run('INSERT INTO plugin_cursors (plugin, cursor) VALUES (?, 0) ON CONFLICT (plugin) DO UPDATE SET cursor = 0', [plugin])

@@ -1,6 +1,7 @@
 import { closeSync, openSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { BUSY_TIMEOUT_MS, openDatabaseSync, type SqlDatabase } from '../runtime/sqlite.ts'
+import { IDENT, quoteIdent } from './identifiers.ts'
 import { Store } from './store.ts'
 
 /**
@@ -12,9 +13,6 @@ const STATE_TABLES = ['plugin_migrations', 'plugin_cursors', 'plugin_applied', '
 
 /** The per-(plugin, event) tables whose rows a swap replaces with the shadow's (few: those that wait for something). */
 const WAITING = ['plugin_failures', 'dead_letters', 'plugin_held']
-
-const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/
-const ident = (name: string): string => `"${name.replaceAll('"', '""')}"`
 
 /** The schema a swap attaches the shadow under, on cairn.db's connection. */
 const SHADOW = 'rebuild'
@@ -162,7 +160,7 @@ export class RebuildSwap {
       `SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND tbl_name IN (${tables.map(() => '?').join(', ')}) AND sql IS NOT NULL`,
       tables
     )
-    for (const t of triggers) this.db.exec(`DROP TRIGGER main.${ident(t.name)}`)
+    for (const t of triggers) this.db.exec(`DROP TRIGGER main.${quoteIdent(t.name)}`)
     return triggers.map((t) => t.sql)
   }
 
@@ -183,9 +181,9 @@ export class RebuildSwap {
     // The rowid by a name no column took (a WITHOUT ROWID table has none; a virtual one, such as FTS5, takes it).
     const lower = new Set(names.map((n) => n.toLowerCase()))
     const rowid = (kind?.type === 'table' && kind.wr === 0) || kind?.type === 'virtual' ? ['rowid', '_rowid_', 'oid'].find((n) => !lower.has(n)) : undefined
-    const columns = [...(rowid == null ? [] : [rowid]), ...names.map(ident)].join(', ')
-    this.db.exec(`DELETE FROM main.${ident(table)}`)
-    this.db.exec(`INSERT INTO main.${ident(table)} (${columns}) SELECT ${columns} FROM ${SHADOW}.${ident(table)}`)
+    const columns = [...(rowid == null ? [] : [rowid]), ...names.map(quoteIdent)].join(', ')
+    this.db.exec(`DELETE FROM main.${quoteIdent(table)}`)
+    this.db.exec(`INSERT INTO main.${quoteIdent(table)} (${columns}) SELECT ${columns} FROM ${SHADOW}.${quoteIdent(table)}`)
     const sequences = this.db.get(`SELECT 1 AS x FROM ${SHADOW}.sqlite_master WHERE name = 'sqlite_sequence'`) != null
     if (sequences) {
       this.db.run(
@@ -193,17 +191,6 @@ export class RebuildSwap {
         [table, table, table]
       )
     }
-  }
-
-  /**
-   * Drops a plugin's views and tables in cairn.db (as its migrations and its shadow name them) and forgets its
-   * migrations, for its migrations to run again. Its queued replays stay: asked during the rebuild, they run on
-   * the new tables (an event the new tables applied is not applied again).
-   */
-  dropPlugin(plugin: string, objects: { views: readonly string[]; tables: readonly string[] }): void {
-    for (const view of objects.views) this.db.exec(`DROP VIEW IF EXISTS main.${ident(view)}`)
-    for (const table of objects.tables) this.db.exec(`DROP TABLE IF EXISTS main.${ident(table)}`)
-    this.db.run('DELETE FROM main.plugin_migrations WHERE plugin = ?', [plugin])
   }
 
   /**

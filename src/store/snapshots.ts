@@ -1,4 +1,5 @@
 import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
+import { IDENT } from './identifiers.ts'
 import { Buffer } from 'node:buffer'
 
 /** A SQL value as a snapshot carries it: bytes as `{ $bytes: base64 }`. */
@@ -15,8 +16,6 @@ export interface LoadedSnapshot {
   created_at: string
   loaded_at: number
 }
-
-const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/
 
 const toValue = (x: unknown): SnapshotValue => {
   if (x instanceof Uint8Array) return { $bytes: Buffer.from(x).toString('base64') }
