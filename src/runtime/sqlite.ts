@@ -109,10 +109,8 @@ export function openDatabaseSync(path: string, options: OpenOptions = {}): SqlDa
   let native: NativeDatabase
   if (runtimeName() === 'bun') {
     const { Database, constants } = process.getBuiltinModule('bun:sqlite') as typeof import('bun:sqlite')
-    const flags = options.readonly === true ? constants.SQLITE_OPEN_READONLY : constants.SQLITE_OPEN_READWRITE | constants.SQLITE_OPEN_CREATE
-    native = (options.uri === true
-      ? new Database(path, flags | constants.SQLITE_OPEN_URI)
-      : new Database(path, options.readonly === true ? { readonly: true } : { create: true })) as unknown as NativeDatabase
+    const access = options.readonly === true ? constants.SQLITE_OPEN_READONLY : constants.SQLITE_OPEN_READWRITE | constants.SQLITE_OPEN_CREATE
+    native = new Database(path, access | (options.uri === true ? constants.SQLITE_OPEN_URI : 0)) as unknown as NativeDatabase
   } else {
     const { DatabaseSync } = process.getBuiltinModule('node:sqlite')
     native = new DatabaseSync(path, { readOnly: options.readonly === true }) as unknown as NativeDatabase
