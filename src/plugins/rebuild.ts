@@ -105,13 +105,17 @@ export interface RebuildOutcome {
  *    in slices of SLICE_MS (each one transaction of the shadow, reading one snapshot of cairn.db), giving the
  *    event loop back between them. cairn.db's write lock is never taken: the node's rounds apply new events to the
  *    old tables meanwhile, with their effects, and readers see the old tables whole.
- * 2. Once a slice has walked to the last row, swaps in ONE transaction of cairn.db: drops the plugin's tables and
- *    views, runs its migrations again, copies the shadow's rows into them (triggers dropped for the copy and
- *    created again), replaces the plugin's applied marks, retries, dead letters, holds, cursor and state keys
- *    with the shadow's, forgets its loaded snapshot and the request, applies the events that came since the last
- *    slice (no effects: the old tables' walk queued them) and queues the effects of the events since the rebuild
- *    began that the old tables had not applied (not reached, or failed on). Its length grows with the plugin's
- *    tables and marks, not with a slice's work.
+ * 2. Once a slice has walked to the last row, both connections record the events whose applied marks or state
+ *    keys change from then on, and the next slices (still walking) take the difference between the shadow's marks
+ *    and keys and cairn.db's, a page at a time (RebuildShadow.differ).
+ * 3. Then swaps in ONE transaction of cairn.db: drops the plugin's tables and views, runs its migrations again,
+ *    copies the shadow's rows into them (triggers dropped for the copy and created again), makes the plugin's
+ *    applied marks and state keys the shadow's by that difference (and, for the events recorded as changed since,
+ *    by comparing them again), its retries, dead letters, holds and cursor the shadow's, forgets its loaded
+ *    snapshot and the request, applies the events that came since the last slice (no effects: the old tables'
+ *    walk queued them) and queues the effects of the events since the rebuild began that the old tables had not
+ *    applied (not reached, or failed on). Its length grows with the plugin's tables and with how many marks and
+ *    keys differ (all keys, for a plugin that changed them), not with a slice's work.
  *
  * A stop (ctx.signal) abandons it: the shadow is removed, the old tables and the request stay, and the next
  * start rebuilds. An error (the disk is full, a migration fails) removes the shadow, leaves the old tables and
@@ -127,6 +131,8 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
   // The events past it come during the rebuild: the effects of those the old tables do not apply are the swap's to queue.
   const from = store.pluginState.cursor(plugin.name)
   let shadow: RebuildShadow | undefined
+  // cairn.db's side: what changes there while the shadow takes its difference, and the swap.
+  const live = new RebuildSwap(store.db)
   try {
     shadow = RebuildShadow.create(store, plugin.name)
     const shadowStore = shadow.store
@@ -140,24 +146,36 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
     })
     ctx.events.safeDispatchEvent('plugin:rebuilding', { detail: { plugin: plugin.name } })
     let slices = 0
+    // Once the walk first reaches the last row, both sides record what changes and the shadow takes the
+    // difference of the marks and keys in the slices, which the swap would otherwise take whole.
+    let differing = false
     for (;;) {
-      // Walk the shadow to the last row, a slice at a time.
+      // Walk the shadow to the last row and take the difference, a slice at a time.
       for (;;) {
         if (ctx.signal.aborted) return abandoned(ctx, plugin)
         const s = shadow
-        const top = shadowStore.transaction(() => {
+        const step = shadowStore.transaction(() => {
+          const until = performance.now() + SLICE_MS
           processPlugin(shadowCtx, plugin)
-          return s.atTop(plugin.name)
+          const top = s.atTop(plugin.name)
+          if (!differing) return top ? 'top' : 'walking'
+          return s.differ(plugin.name, until) && top ? 'done' : 'differing'
         })
         slices++
-        if (top) break
+        if (step === 'done') break
+        if (step === 'top') {
+          // Before any page of the difference reads either side.
+          live.watch(plugin.name)
+          shadow.watch()
+          differing = true
+        }
         await nextTurn()
       }
       if (ctx.signal.aborted) return abandoned(ctx, plugin)
       try {
         const inShadow = counted.applied
         const swapStarted = performance.now()
-        swap(ctx, plugin, shadow.path, from, counted)
+        swap(ctx, plugin, live, shadow.path, from, counted)
         const swapMs = performance.now() - swapStarted
         onSwapped()
         const outcome: RebuildOutcome = { applied: counted.applied, appliedInSwap: counted.applied - inShadow, swapMs, totalMs: performance.now() - started, slices }
@@ -190,7 +208,11 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
     if (ctx.signal.aborted) return abandoned(ctx, plugin)
     return failed(ctx, plugin, err as Error)
   } finally {
-    shadow?.remove()
+    try {
+      live.unwatch(plugin.name)
+    } finally {
+      shadow?.remove()
+    }
   }
 }
 
@@ -210,9 +232,8 @@ function abandoned(ctx: RunContext, plugin: Plugin): undefined {
 }
 
 /** The swap of rebuildBeside, on cairn.db's connection: see there. */
-function swap(ctx: RunContext, plugin: Plugin, path: string, from: number, counted: { applied: number }): void {
+function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: string, from: number, counted: { applied: number }): void {
   const { store } = ctx
-  const statements = new RebuildSwap(store.db)
   const effectTypes = Object.entries(plugin.handles)
     .filter(([, handler]) => (handler.effect ?? plugin.effect) != null)
     .map(([type]) => type)

@@ -17,6 +17,50 @@ const WAITING = ['plugin_failures', 'dead_letters', 'plugin_held']
 /** The schema a swap attaches the shadow under, on cairn.db's connection. */
 const SHADOW = 'rebuild'
 
+/**
+ * The shadow's own bookkeeping of the difference between its applied marks and state keys and cairn.db's, taken
+ * in slices before the swap (RebuildShadow.differ), and of the events whose marks or keys the shadow changed after
+ * its watch began (touched: their difference is taken again in the swap).
+ */
+const DIFF_TABLES = [
+  'CREATE TABLE cairn_rebuild_marks_new (producer TEXT NOT NULL, event_id TEXT NOT NULL, applied_at INTEGER NOT NULL, PRIMARY KEY (producer, event_id)) WITHOUT ROWID',
+  'CREATE TABLE cairn_rebuild_marks_gone (producer TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (producer, event_id)) WITHOUT ROWID',
+  'CREATE TABLE cairn_rebuild_keys_new (producer TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, order_key TEXT NOT NULL, PRIMARY KEY (producer, seq, key)) WITHOUT ROWID',
+  'CREATE TABLE cairn_rebuild_keys_gone (producer TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (producer, seq, key)) WITHOUT ROWID',
+  'CREATE TABLE cairn_rebuild_touched_marks (producer TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (producer, event_id)) WITHOUT ROWID',
+  'CREATE TABLE cairn_rebuild_touched_keys (producer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (producer, seq)) WITHOUT ROWID'
+]
+const DIFF_TABLE_NAMES = DIFF_TABLES.map((sql) => sql.split(' ')[2])
+
+/** How many rows of each side one page of the difference reads at most (a few ms). */
+const DIFF_PAGE = 1024
+
+/**
+ * The triggers that record, on one connection, the events whose applied marks or state keys change: into
+ * `marks` (producer, event_id) and `keys` (producer, seq), for the plugins `when` accepts (an SQL condition on
+ * the row, `$` standing for NEW or OLD). TEMP triggers: they live and die with the connection, and a TEMP
+ * trigger's body resolves unqualified names from the temp schema first.
+ */
+function touchTriggers(prefix: string, marks: string, keys: string, when: string): string {
+  const on = [
+    ['plugin_applied', marks, 'event_id'],
+    ['state_keys', keys, 'seq']
+  ] as const
+  return on
+    .flatMap(([table, into, id]) => {
+      const record = (row: 'NEW' | 'OLD'): string => {
+        const cond = when.replaceAll('$', row)
+        return `INSERT OR IGNORE INTO ${into} SELECT ${cond === '' ? '' : `${row}.plugin, `}${row}.producer, ${row}.${id}${cond === '' ? '' : ` WHERE ${cond}`};`
+      }
+      return [
+        `CREATE TEMP TRIGGER IF NOT EXISTS ${prefix}_${table}_insert AFTER INSERT ON main.${table} BEGIN ${record('NEW')} END;`,
+        `CREATE TEMP TRIGGER IF NOT EXISTS ${prefix}_${table}_delete AFTER DELETE ON main.${table} BEGIN ${record('OLD')} END;`,
+        `CREATE TEMP TRIGGER IF NOT EXISTS ${prefix}_${table}_update AFTER UPDATE ON main.${table} BEGIN ${record('OLD')} ${record('NEW')} END;`
+      ]
+    })
+    .join('\n')
+}
+
 /** @returns the shadow file of a plugin's rebuild, beside cairn.db */
 export function shadowPath(livePath: string, plugin: string): string {
   return join(dirname(livePath), `rebuild-${plugin}.db`)
@@ -55,6 +99,12 @@ export class RebuildShadow {
   readonly path: string
   readonly store: Store
   private readonly db: SqlDatabase
+  /** where the next page of the difference starts, per table (after this key), or 'done' */
+  private readonly differed: { marks: readonly [string, string] | 'done'; keys: readonly [string, number] | 'done' } = {
+    // Event ids are never empty and seqs start at 1: every row sorts after these (a mark kept from before producers were recorded has producer '').
+    marks: ['', ''],
+    keys: ['', 0]
+  }
 
   private constructor(path: string, db: SqlDatabase) {
     this.path = path
@@ -87,6 +137,7 @@ export class RebuildShadow {
           for (const o of objects) db.exec(o.sql)
         }
         db.run('INSERT INTO plugin_cursors (plugin, cursor) VALUES (?, 0)', [plugin])
+        for (const sql of DIFF_TABLES) db.exec(sql)
       })
     } catch (err) {
       db.close()
@@ -101,6 +152,92 @@ export class RebuildShadow {
     return this.store.pluginState.cursor(plugin) >= this.store.events.maxCursor()
   }
 
+  /**
+   * From now on, records the events whose marks or keys change in the shadow (its walk goes on while the
+   * difference is taken): the swap takes their difference again. Call it before the first `differ`.
+   */
+  watch(): void {
+    this.db.exec(touchTriggers('cairn_rebuild_shadow', 'cairn_rebuild_touched_marks', 'cairn_rebuild_touched_keys', ''))
+  }
+
+  /**
+   * Takes the next pages of the difference between the plugin's applied marks and state keys in the shadow and
+   * in cairn.db (as this connection's transaction sees it) until `until` (performance.now()), at least one page:
+   * marks and keys only the shadow has (`_new`), and those only cairn.db has (`_gone`). Run it inside a
+   * transaction of the shadow, after `watch` (and cairn.db's side of it, RebuildSwap.watch): a row that
+   * changes on either side after its page was taken belongs to an event recorded as touched.
+   *
+   * @param page how many rows of each side a page reads at most
+   * @returns whether the whole difference has been taken
+   */
+  differ(plugin: string, until: number, page = DIFF_PAGE): boolean {
+    do {
+      if (this.differed.marks !== 'done') this.differed.marks = this.differMarks(plugin, this.differed.marks, page)
+      else if (this.differed.keys !== 'done') this.differed.keys = this.differKeys(plugin, this.differed.keys, page)
+      else return true
+    } while (performance.now() < until)
+    return this.differed.marks === 'done' && this.differed.keys === 'done'
+  }
+
+  /** One page of the marks' difference, after `after` (producer, event_id). @returns where the next one starts */
+  private differMarks(plugin: string, after: readonly [string, string], page: number): readonly [string, string] | 'done' {
+    // The page ends at the page-th row of either side, whichever comes first: it reads at most that many of each.
+    const last = this.db.get<{ producer: string; event_id: string }>(
+      `SELECT producer, event_id FROM (
+         SELECT * FROM (SELECT producer, event_id FROM main.plugin_applied WHERE plugin = ?1 AND (producer, event_id) > (?2, ?3) ORDER BY producer, event_id LIMIT 1 OFFSET ?4)
+         UNION ALL
+         SELECT * FROM (SELECT producer, event_id FROM live.plugin_applied WHERE plugin = ?1 AND (producer, event_id) > (?2, ?3) ORDER BY producer, event_id LIMIT 1 OFFSET ?4)
+       ) ORDER BY producer, event_id LIMIT 1`,
+      [plugin, ...after, page - 1]
+    )
+    // The last page (fewer rows than a page left on both sides) has no upper end.
+    const range = (t: string): string => `(${t}.producer, ${t}.event_id) > (?2, ?3)${last == null ? '' : ` AND (${t}.producer, ${t}.event_id) <= (?4, ?5)`}`
+    const args = [plugin, ...after, ...(last == null ? [] : [last.producer, last.event_id])]
+    this.db.run(
+      `INSERT INTO cairn_rebuild_marks_new (producer, event_id, applied_at)
+         SELECT s.producer, s.event_id, s.applied_at FROM main.plugin_applied s WHERE s.plugin = ?1 AND ${range('s')}
+            AND NOT EXISTS (SELECT 1 FROM live.plugin_applied l WHERE l.plugin = ?1 AND l.producer = s.producer AND l.event_id = s.event_id)`,
+      args
+    )
+    this.db.run(
+      `INSERT INTO cairn_rebuild_marks_gone (producer, event_id)
+         SELECT l.producer, l.event_id FROM live.plugin_applied l WHERE l.plugin = ?1 AND ${range('l')}
+            AND NOT EXISTS (SELECT 1 FROM main.plugin_applied s WHERE s.plugin = ?1 AND s.producer = l.producer AND s.event_id = l.event_id)`,
+      args
+    )
+    return last == null ? 'done' : [last.producer, last.event_id]
+  }
+
+  /** One page of the state keys' difference, after `after` (producer, seq; a page ends with an event's last key). @returns where the next one starts */
+  private differKeys(plugin: string, after: readonly [string, number], page: number): readonly [string, number] | 'done' {
+    // As for the marks; on cairn.db's side every plugin's keys count, since the page's range reads them all.
+    const last = this.db.get<{ producer: string; seq: number }>(
+      // `+plugin`: by the primary key's (producer, seq), not by the index on (plugin, key), which would read every key of the plugin per page.
+      `SELECT producer, seq FROM (
+         SELECT * FROM (SELECT producer, seq FROM main.state_keys WHERE +plugin = ?1 AND (producer, seq) > (?2, ?3) ORDER BY producer, seq LIMIT 1 OFFSET ?4)
+         UNION ALL
+         SELECT * FROM (SELECT producer, seq FROM live.state_keys WHERE (producer, seq) > (?2, ?3) ORDER BY producer, seq LIMIT 1 OFFSET ?4)
+       ) ORDER BY producer, seq LIMIT 1`,
+      [plugin, ...after, page - 1]
+    )
+    const range = (t: string): string => `(${t}.producer, ${t}.seq) > (?2, ?3)${last == null ? '' : ` AND (${t}.producer, ${t}.seq) <= (?4, ?5)`}`
+    const args = [plugin, ...after, ...(last == null ? [] : [last.producer, last.seq])]
+    this.db.run(
+      `INSERT INTO cairn_rebuild_keys_new (producer, seq, key, order_key)
+         SELECT s.producer, s.seq, s.key, s.order_key FROM main.state_keys s WHERE +s.plugin = ?1 AND ${range('s')}
+            AND NOT EXISTS (SELECT 1 FROM live.state_keys l WHERE l.producer = s.producer AND l.seq = s.seq AND l.plugin = ?1 AND l.key = s.key)`,
+      args
+    )
+    // Whether the event is still held is asked in the swap (housekeeping may prune it meanwhile).
+    this.db.run(
+      `INSERT INTO cairn_rebuild_keys_gone (producer, seq, key)
+         SELECT l.producer, l.seq, l.key FROM live.state_keys l WHERE +l.plugin = ?1 AND ${range('l')}
+            AND NOT EXISTS (SELECT 1 FROM main.state_keys s WHERE s.producer = l.producer AND s.seq = l.seq AND s.plugin = ?1 AND s.key = l.key)`,
+      args
+    )
+    return last == null ? 'done' : [last.producer, last.seq]
+  }
+
   /** Closes the shadow's connection and removes its file. */
   remove(): void {
     try {
@@ -112,7 +249,8 @@ export class RebuildShadow {
 }
 
 /**
- * The statements of a swap, on cairn.db's connection with a shadow attached (`attach`, then `detach` after
+ * cairn.db's side of a rebuild, on its connection: recording what changes there while the shadow takes its
+ * difference (`watch`), and the statements of the swap, with the shadow attached (`attach`, then `detach` after
  * the transaction: SQLite attaches outside transactions only).
  */
 export class RebuildSwap {
@@ -147,7 +285,7 @@ export class RebuildSwap {
     return this.db
       .all<{ name: string }>(`SELECT name FROM pragma_table_list WHERE schema = ? AND type IN ('table', 'virtual') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name`, [SHADOW])
       .map((r) => r.name)
-      .filter((name) => !STATE_TABLES.includes(name))
+      .filter((name) => !STATE_TABLES.includes(name) && !DIFF_TABLE_NAMES.includes(name))
   }
 
   /**
@@ -194,32 +332,114 @@ export class RebuildSwap {
   }
 
   /**
+   * From now on, records on cairn.db's connection the events whose applied marks or state keys of `plugin` change
+   * (the node's rounds apply events to the old tables, housekeeping forgets superseded keys): the swap takes
+   * their difference again, since the shadow's pages may have seen them before. Call it outside any transaction,
+   * before the shadow's first `differ`; `unwatch` when the rebuild ends, however it ends.
+   */
+  watch(plugin: string): void {
+    this.db.exec(
+      `CREATE TEMP TABLE IF NOT EXISTS cairn_rebuild_watching (plugin TEXT PRIMARY KEY) WITHOUT ROWID;
+       CREATE TEMP TABLE IF NOT EXISTS cairn_rebuild_live_marks (plugin TEXT NOT NULL, producer TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (plugin, producer, event_id)) WITHOUT ROWID;
+       CREATE TEMP TABLE IF NOT EXISTS cairn_rebuild_live_keys (plugin TEXT NOT NULL, producer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (plugin, producer, seq)) WITHOUT ROWID;
+       ${touchTriggers('cairn_rebuild_live', 'cairn_rebuild_live_marks', 'cairn_rebuild_live_keys', '$.plugin IN (SELECT plugin FROM cairn_rebuild_watching)')}`
+    )
+    this.db.run('INSERT OR IGNORE INTO temp.cairn_rebuild_watching (plugin) VALUES (?)', [plugin])
+  }
+
+  /** Stops recording `plugin`'s changes and forgets those recorded; the triggers go with the last rebuild watched. */
+  unwatch(plugin: string): void {
+    if (this.db.get("SELECT 1 AS x FROM temp.sqlite_master WHERE name = 'cairn_rebuild_watching'") == null) return
+    this.db.run('DELETE FROM temp.cairn_rebuild_watching WHERE plugin = ?', [plugin])
+    this.db.run('DELETE FROM temp.cairn_rebuild_live_marks WHERE plugin = ?', [plugin])
+    this.db.run('DELETE FROM temp.cairn_rebuild_live_keys WHERE plugin = ?', [plugin])
+    if (this.db.get("SELECT 1 AS x FROM temp.sqlite_master WHERE name = 'cairn_rebuild_swap_marks'") != null)
+      this.db.exec('DELETE FROM temp.cairn_rebuild_swap_marks; DELETE FROM temp.cairn_rebuild_swap_keys')
+    if (this.db.get('SELECT 1 AS x FROM temp.cairn_rebuild_watching') != null) return
+    for (const t of this.db.all<{ name: string }>("SELECT name FROM temp.sqlite_master WHERE type = 'trigger' AND name LIKE 'cairn\\_rebuild\\_live\\_%' ESCAPE '\\'"))
+      this.db.exec(`DROP TRIGGER temp.${quoteIdent(t.name)}`)
+  }
+
+  /**
    * Makes a plugin's applied marks, retries, dead letters, holds, cursor and state keys in cairn.db the shadow's.
    * The marks and keys of the old tables are mostly the new ones: only the difference is written (an applied
-   * mark's time is then the first application's), so the swap writes little beyond the plugin's own tables.
-   * State keys of events no longer held stay, as ever (stateKeys.forgetPlugin).
+   * mark's time is then the first application's), taken by the shadow in slices (RebuildShadow.differ) and, for
+   * the events whose marks or keys changed on either side since (touched), here. State keys of events no longer
+   * held stay, as ever (stateKeys.forgetPlugin). Stops recording the plugin's changes (`watch`), so that this
+   * swap's own writes are not; a swap rolled back records them again.
    *
    * @returns the cursor the plugin's walk reached in the shadow
    */
   copyState(plugin: string): number {
+    this.db.run('DELETE FROM temp.cairn_rebuild_watching WHERE plugin = ?', [plugin])
+    // The touched events, both sides' together: their marks and keys are compared whole, the others' by the
+    // shadow's difference. Every statement below is driven by these few rows or by the difference's, never by a
+    // scan of the plugin's marks or keys (CROSS JOIN keeps that order).
+    this.db.exec(
+      `CREATE TEMP TABLE IF NOT EXISTS cairn_rebuild_swap_marks (producer TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (producer, event_id)) WITHOUT ROWID;
+       CREATE TEMP TABLE IF NOT EXISTS cairn_rebuild_swap_keys (producer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (producer, seq)) WITHOUT ROWID;
+       DELETE FROM temp.cairn_rebuild_swap_marks;
+       DELETE FROM temp.cairn_rebuild_swap_keys;`
+    )
+    this.db.run('INSERT OR IGNORE INTO temp.cairn_rebuild_swap_marks SELECT producer, event_id FROM temp.cairn_rebuild_live_marks WHERE plugin = ?', [plugin])
+    this.db.run(`INSERT OR IGNORE INTO temp.cairn_rebuild_swap_marks SELECT producer, event_id FROM ${SHADOW}.cairn_rebuild_touched_marks`)
+    this.db.run('INSERT OR IGNORE INTO temp.cairn_rebuild_swap_keys SELECT producer, seq FROM temp.cairn_rebuild_live_keys WHERE plugin = ?', [plugin])
+    this.db.run(`INSERT OR IGNORE INTO temp.cairn_rebuild_swap_keys SELECT producer, seq FROM ${SHADOW}.cairn_rebuild_touched_keys`)
+    const untouchedMark = (t: string): string => `NOT EXISTS (SELECT 1 FROM temp.cairn_rebuild_swap_marks x WHERE x.producer = ${t}.producer AND x.event_id = ${t}.event_id)`
+    const untouchedKey = (t: string): string => `NOT EXISTS (SELECT 1 FROM temp.cairn_rebuild_swap_keys x WHERE x.producer = ${t}.producer AND x.seq = ${t}.seq)`
+    const held = (t: string): string => `EXISTS (SELECT 1 FROM main.events e WHERE e.producer = ${t}.producer AND e.seq = ${t}.seq)`
+
+    // Applied marks: by the difference…
     this.db.run(
-      `DELETE FROM main.plugin_applied WHERE plugin = ?
-         AND NOT EXISTS (SELECT 1 FROM ${SHADOW}.plugin_applied n WHERE n.plugin = plugin_applied.plugin AND n.producer = plugin_applied.producer AND n.event_id = plugin_applied.event_id)`,
+      `DELETE FROM main.plugin_applied WHERE rowid IN (
+         SELECT a.rowid FROM ${SHADOW}.cairn_rebuild_marks_gone g CROSS JOIN main.plugin_applied a ON a.plugin = ?1 AND a.producer = g.producer AND a.event_id = g.event_id
+          WHERE ${untouchedMark('g')})`,
       [plugin]
     )
-    this.db.run(`INSERT OR IGNORE INTO main.plugin_applied SELECT * FROM ${SHADOW}.plugin_applied WHERE plugin = ?`, [plugin])
+    this.db.run(
+      `INSERT OR IGNORE INTO main.plugin_applied (plugin, producer, event_id, applied_at)
+         SELECT ?1, n.producer, n.event_id, n.applied_at FROM ${SHADOW}.cairn_rebuild_marks_new n WHERE ${untouchedMark('n')}`,
+      [plugin]
+    )
+    // …and of the touched events, the shadow's.
+    this.db.run(
+      `DELETE FROM main.plugin_applied WHERE rowid IN (
+         SELECT a.rowid FROM temp.cairn_rebuild_swap_marks t CROSS JOIN main.plugin_applied a ON a.plugin = ?1 AND a.producer = t.producer AND a.event_id = t.event_id
+          WHERE NOT EXISTS (SELECT 1 FROM ${SHADOW}.plugin_applied n WHERE n.plugin = ?1 AND n.producer = a.producer AND n.event_id = a.event_id))`,
+      [plugin]
+    )
+    this.db.run(
+      `INSERT OR IGNORE INTO main.plugin_applied (plugin, producer, event_id, applied_at)
+         SELECT n.plugin, n.producer, n.event_id, n.applied_at FROM temp.cairn_rebuild_swap_marks t CROSS JOIN ${SHADOW}.plugin_applied n ON n.plugin = ?1 AND n.producer = t.producer AND n.event_id = t.event_id`,
+      [plugin]
+    )
     for (const table of WAITING) {
       this.db.run(`DELETE FROM main.${table} WHERE plugin = ?`, [plugin])
       this.db.run(`INSERT INTO main.${table} SELECT * FROM ${SHADOW}.${table} WHERE plugin = ?`, [plugin])
     }
+    // State keys (of events still held: the others' stay), the same way.
     this.db.run(
-      // Most rows are in the shadow too: that is asked first, and the events table only for the others.
-      `DELETE FROM main.state_keys WHERE plugin = ?
-         AND NOT EXISTS (SELECT 1 FROM ${SHADOW}.state_keys n WHERE n.producer = state_keys.producer AND n.seq = state_keys.seq AND n.plugin = state_keys.plugin AND n.key = state_keys.key)
-         AND EXISTS (SELECT 1 FROM main.events e WHERE e.producer = state_keys.producer AND e.seq = state_keys.seq)`,
+      `DELETE FROM main.state_keys WHERE rowid IN (
+         SELECT k.rowid FROM ${SHADOW}.cairn_rebuild_keys_gone g CROSS JOIN main.state_keys k ON k.producer = g.producer AND k.seq = g.seq AND k.plugin = ?1 AND k.key = g.key
+          WHERE ${untouchedKey('g')} AND ${held('g')})`,
       [plugin]
     )
-    this.db.run(`INSERT OR IGNORE INTO main.state_keys SELECT * FROM ${SHADOW}.state_keys WHERE plugin = ?`, [plugin])
+    this.db.run(
+      `INSERT OR IGNORE INTO main.state_keys (plugin, key, producer, seq, order_key)
+         SELECT ?1, n.key, n.producer, n.seq, n.order_key FROM ${SHADOW}.cairn_rebuild_keys_new n WHERE ${untouchedKey('n')}`,
+      [plugin]
+    )
+    this.db.run(
+      `DELETE FROM main.state_keys WHERE rowid IN (
+         SELECT k.rowid FROM temp.cairn_rebuild_swap_keys t CROSS JOIN main.state_keys k ON k.producer = t.producer AND k.seq = t.seq AND k.plugin = ?1
+          WHERE ${held('t')} AND NOT EXISTS (SELECT 1 FROM ${SHADOW}.state_keys n WHERE n.producer = k.producer AND n.seq = k.seq AND n.plugin = ?1 AND n.key = k.key))`,
+      [plugin]
+    )
+    this.db.run(
+      `INSERT OR IGNORE INTO main.state_keys (plugin, key, producer, seq, order_key)
+         SELECT n.plugin, n.key, n.producer, n.seq, n.order_key FROM temp.cairn_rebuild_swap_keys t CROSS JOIN ${SHADOW}.state_keys n ON n.producer = t.producer AND n.seq = t.seq AND n.plugin = ?1`,
+      [plugin]
+    )
     const cursor = this.db.get<{ cursor: number }>(`SELECT cursor FROM ${SHADOW}.plugin_cursors WHERE plugin = ?`, [plugin])?.cursor ?? 0
     this.db.run('UPDATE main.plugin_cursors SET cursor = ? WHERE plugin = ?', [cursor, plugin])
     return cursor
