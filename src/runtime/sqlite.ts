@@ -35,6 +35,14 @@ export interface SqlDatabase {
    * @throws Error from SQLite for a statement that does not compile
    */
   statementReadonly(sql: string): boolean | undefined
+  /**
+   * Compiles `sql` without running it (EXPLAIN, a statement of its own that is freed at once: bun:sqlite leaves a
+   * cached EXPLAIN statement in progress, which would keep the transaction around it from committing).
+   *
+   * @returns the names of the virtual machine's opcodes it compiles into
+   * @throws Error from SQLite for a statement that does not compile
+   */
+  opcodes(sql: string): string[]
   close(): void
 }
 
@@ -161,6 +169,15 @@ class Sqlite implements SqlDatabase {
   statementReadonly(sql: string): boolean | undefined {
     const readonly = this.native.prepare(sql).readonly
     return typeof readonly === 'boolean' ? readonly : undefined
+  }
+
+  opcodes(sql: string): string[] {
+    const stmt = this.native.prepare(`EXPLAIN ${sql}`)
+    try {
+      return (stmt.all() as Array<{ opcode: string }>).map((op) => op.opcode)
+    } finally {
+      stmt.finalize?.()
+    }
   }
 
   /**

@@ -21,4 +21,48 @@ describe('RebuildSwap', () => {
       db.close()
     }
   })
+
+  test('copied tables keep their rowids, whether SQLite transfers the records whole (same schema, an index) or they are copied row by row (a foreign key; no index)', () => {
+    using tmp = tempDir()
+    const schema = `CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+      CREATE TABLE plain (a TEXT NOT NULL, b TEXT, UNIQUE (a));
+      CREATE TABLE child (a TEXT NOT NULL, p INTEGER NOT NULL REFERENCES parent (id), UNIQUE (a, p));
+      CREATE TABLE bare (a TEXT NOT NULL, b TEXT);`
+    const shadow = openDatabaseSync(join(tmp.path, 'rebuild-x.db'))
+    const db = openDatabaseSync(join(tmp.path, 'cairn.db'))
+    try {
+      shadow.exec(schema)
+      shadow.exec('PRAGMA foreign_keys = ON')
+      for (let i = 1; i <= 50; i++) {
+        shadow.run('INSERT INTO parent (id, name) VALUES (?, ?)', [i * 3, `p${i}`])
+        shadow.run('INSERT INTO plain (a, b) VALUES (?, ?)', [`a${i}`, `b${i}`])
+        shadow.run('INSERT INTO child (a, p) VALUES (?, ?)', [`c${i}`, i * 3])
+        shadow.run('INSERT INTO bare (a, b) VALUES (?, ?)', [`d${i}`, `e${i}`])
+      }
+      // gaps of deleted rows, which a copy row by row into an empty table would close
+      shadow.exec('DELETE FROM plain WHERE rowid % 7 = 0; DELETE FROM child WHERE rowid % 5 = 0; DELETE FROM bare WHERE rowid % 3 = 0')
+      const rows = (d: typeof db, table: string, schemaName = 'main'): unknown[] => d.all(`SELECT rowid AS r, * FROM ${schemaName}.${table} ORDER BY rowid`)
+      const expected = Object.fromEntries(['parent', 'plain', 'child', 'bare'].map((t) => [t, rows(shadow, t)]))
+      db.exec(schema)
+      db.exec('PRAGMA foreign_keys = ON')
+      db.exec("INSERT INTO plain (a, b) VALUES ('seed', 'row')")
+      const swap = new RebuildSwap(db)
+      swap.attach(join(tmp.path, 'rebuild-x.db'))
+      // Both ways are taken: SQLite transfers `plain` whole, not `child` (its foreign key is checked row by row), and
+      // would transfer `bare` but give its rows new rowids (no index).
+      const transfers = (t: string): boolean => db.opcodes(`INSERT INTO main.${t} SELECT * FROM rebuild.${t}`).includes('RowData')
+      expect(transfers('plain')).toBe(true)
+      expect(transfers('child')).toBe(false)
+      expect(transfers('bare')).toBe(true)
+      db.transaction(() => {
+        swap.deferForeignKeys()
+        for (const t of ['parent', 'plain', 'child', 'bare']) swap.copyTable(t)
+      })
+      swap.detach()
+      for (const t of ['parent', 'plain', 'child', 'bare']) expect(rows(db, t)).toEqual(expected[t])
+    } finally {
+      db.close()
+      shadow.close()
+    }
+  })
 })
