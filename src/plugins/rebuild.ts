@@ -250,7 +250,7 @@ function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: st
       store.snapshots.forget(plugin.name)
       migrateOne(store.pluginState, plugin, 'rebuild')
       const triggers = statements.dropTriggers(copied)
-      for (const table of copied) statements.copyTable(table)
+      statements.copyTables(copied)
       statements.createTriggers(triggers)
       statements.copyState(plugin.name)
       // What the host keeps in memory of the plugin's cursor and retries is asked again.

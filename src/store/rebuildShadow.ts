@@ -2,6 +2,7 @@ import { closeSync, openSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { BUSY_TIMEOUT_MS, openDatabaseSync, type SqlDatabase } from '../runtime/sqlite.ts'
 import { IDENT, quoteIdent } from './identifiers.ts'
+import { fts5Content } from './snapshots.ts'
 import { Store } from './store.ts'
 
 /**
@@ -308,33 +309,68 @@ export class RebuildSwap {
   }
 
   /**
-   * Replaces the rows of a plugin table in cairn.db (as its migrations left them: seed rows) with the shadow's,
-   * each with its rowid (a table without an INTEGER PRIMARY KEY knows its rows by it, gaps of deleted rows
-   * included), and its AUTOINCREMENT counter with the shadow's. Call it with the table's triggers dropped.
+   * Replaces the rows of a plugin's tables in cairn.db (as its migrations left them: seed rows) with the
+   * shadow's, each with its rowid (a table without an INTEGER PRIMARY KEY knows its rows by it, gaps of deleted
+   * rows included), and their AUTOINCREMENT counters with the shadow's. Every table is emptied before any is
+   * filled (a cascade from emptying a parent would take the rows copied into its children). Call it inside
+   * the swap's transaction, foreign keys deferred, the tables' triggers dropped.
    */
-  copyTable(table: string): void {
-    if (!IDENT.test(table)) throw new TypeError(`not a table name: ${table}`)
+  copyTables(tables: readonly string[]): void {
+    for (const table of tables) if (!IDENT.test(table)) throw new TypeError(`not a table name: ${table}`)
+    for (const table of tables) {
+      // An external-content FTS5 index is emptied by its own command: a DELETE would look up each row's terms in
+      // the content table, which may already hold the shadow's rows, not those the index holds.
+      if (fts5Content(this.db, table) === 'external') this.db.exec(`INSERT INTO main.${quoteIdent(table)} (${quoteIdent(table)}) VALUES ('delete-all')`)
+      else this.db.exec(`DELETE FROM main.${quoteIdent(table)}`)
+    }
+    for (const table of tables) this.fill(table)
+    if (this.db.get(`SELECT 1 AS x FROM ${SHADOW}.sqlite_master WHERE name = 'sqlite_sequence'`) != null) {
+      for (const table of tables) {
+        this.db.run(
+          `UPDATE main.sqlite_sequence SET seq = (SELECT s.seq FROM ${SHADOW}.sqlite_sequence s WHERE s.name = ?) WHERE name = ? AND EXISTS (SELECT 1 FROM ${SHADOW}.sqlite_sequence s WHERE s.name = ?)`,
+          [table, table, table]
+        )
+      }
+    }
+  }
+
+  /** Copies the shadow's rows of one emptied table into cairn.db's, rowids kept (copyTables). */
+  private fill(table: string): void {
+    const target = `main.${quoteIdent(table)}`
+    const source = `${SHADOW}.${quoteIdent(table)}`
+    if (this.transfers(table)) {
+      this.db.exec(`INSERT INTO ${target} SELECT * FROM ${source}`)
+      return
+    }
     const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?, '${SHADOW}') ORDER BY cid`, [table]).map((c) => c.name)
     const kind = this.db.get<{ type: string; wr: number }>('SELECT type, wr FROM pragma_table_list WHERE schema = ? AND name = ?', [SHADOW, table])
     // The rowid by a name no column took (a WITHOUT ROWID table has none; a virtual one, such as FTS5, takes it).
     const lower = new Set(names.map((n) => n.toLowerCase()))
     const rowid = (kind?.type === 'table' && kind.wr === 0) || kind?.type === 'virtual' ? ['rowid', '_rowid_', 'oid'].find((n) => !lower.has(n)) : undefined
     const columns = [...(rowid == null ? [] : [rowid]), ...names.map(quoteIdent)].join(', ')
-    this.db.exec(`DELETE FROM main.${quoteIdent(table)}`)
-    // Into the now empty table of the same schema, SQLite copies the records and the index entries as they are
-    // (its transfer optimization, 3-4 times faster than row by row) when it can, and compiles that into the plain
-    // statement only then (OP_RowData). It keeps the rowids only for a table with an index (a table without
-    // one gets new rowids, as row by row): the others go by their columns, the rowid named.
-    const whole = `INSERT INTO main.${quoteIdent(table)} SELECT * FROM ${SHADOW}.${quoteIdent(table)}`
-    const indexed = this.db.get(`SELECT 1 AS x FROM pragma_index_list(?, '${SHADOW}')`, [table]) != null
-    const transfers = kind?.type === 'table' && indexed && this.db.opcodes(whole).includes('RowData')
-    this.db.exec(transfers ? whole : `INSERT INTO main.${quoteIdent(table)} (${columns}) SELECT ${columns} FROM ${SHADOW}.${quoteIdent(table)}`)
-    const sequences = this.db.get(`SELECT 1 AS x FROM ${SHADOW}.sqlite_master WHERE name = 'sqlite_sequence'`) != null
-    if (sequences) {
-      this.db.run(
-        `UPDATE main.sqlite_sequence SET seq = (SELECT s.seq FROM ${SHADOW}.sqlite_sequence s WHERE s.name = ?) WHERE name = ? AND EXISTS (SELECT 1 FROM ${SHADOW}.sqlite_sequence s WHERE s.name = ?)`,
-        [table, table, table]
-      )
+    this.db.exec(`INSERT INTO ${target} (${columns}) SELECT ${columns} FROM ${source}`)
+  }
+
+  /**
+   * Whether SQLite copies a table's records and index entries as they are, rowids included (its transfer
+   * optimization: 3-4 times faster than row by row), for `INSERT INTO main.t SELECT * FROM rebuild.t` into
+   * the emptied table. It compiles the transfer only for the same schema and no foreign key of the table's own
+   * to check (OP_RowData in its program), and keeps the rowids only for a table with an index. Not taken for a
+   * table other tables' foreign keys point at (a transfer does not count the deferred violations it resolves,
+   * so the commit would fail), nor for one with generated or hidden columns (`SELECT *` is not its columns).
+   */
+  private transfers(table: string): boolean {
+    const ordinary = this.db.get<{ type: string }>('SELECT type FROM pragma_table_list WHERE schema = ? AND name = ?', ['main', table])?.type === 'table'
+    if (!ordinary) return false
+    if (this.db.get("SELECT 1 AS x FROM pragma_index_list(?, 'main')", [table]) == null) return false
+    if (this.db.get("SELECT 1 AS x FROM pragma_table_xinfo(?, 'main') WHERE hidden != 0", [table]) != null) return false
+    const referenced = this.db.get("SELECT 1 AS x FROM main.sqlite_master m, pragma_foreign_key_list(m.name, 'main') f WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE", [table])
+    if (referenced != null) return false
+    try {
+      return this.db.opcodes(`INSERT INTO main.${quoteIdent(table)} SELECT * FROM ${SHADOW}.${quoteIdent(table)}`).includes('RowData')
+    } catch {
+      // It does not compile (the schemas differ): by the columns, which say what differs.
+      return false
     }
   }
 
