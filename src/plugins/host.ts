@@ -153,8 +153,8 @@ export class PluginHost implements Startable {
   }
 
   /**
-   * @returns whether a swap can copy a plugin's rebuilt tables into cairn.db: not when one is a contentless FTS5
-   * table (its index cannot be read back through it, nor its own tables written), which is rebuilt in one
+   * @returns whether a swap can copy a plugin's rebuilt tables into cairn.db: not when one is a contentless
+   * full-text table (its index cannot be read back through it, nor its own tables written), which is rebuilt in one
    * transaction of cairn.db instead (rebuildIfRequested)
    */
   private copiable(plugin: Plugin): boolean {

@@ -35,11 +35,24 @@ export function migrateOne(state: PluginStateTable, plugin: Plugin, source: stri
   }
 }
 
+/**
+ * An object's name in a CREATE statement, after an optional `main.` (quoted or not): "quoted" (quotes doubled
+ * inside), `quoted`, [quoted] or plain. Its groups are the name in each of those forms.
+ */
+const NAME = String.raw`(?:(?:main|"main"|\`main\`|\[main\])\s*\.\s*)?(?:"((?:[^"]|"")+)"|\`((?:[^\`]|\`\`)+)\`|\[([^\]]+)\]|([A-Za-z_][A-Za-z0-9_$]*))`
+
+/** @returns the name a NAME match holds, unquoted */
+function objectName(m: RegExpMatchArray): string {
+  if (m[1] != null) return m[1].replaceAll('""', '"')
+  if (m[2] != null) return m[2].replaceAll('``', '`')
+  return m[3] ?? m[4]
+}
+
 /** @returns the views a plugin's migrations create */
 export function viewsOf(plugin: Plugin): string[] {
   const names = new Set<string>()
   for (const sql of plugin.migrations ?? []) {
-    for (const m of sql.matchAll(/CREATE\s+(?:TEMP(?:ORARY)?\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?["`[]?([A-Za-z_][A-Za-z0-9_]*)/gi)) names.add(m[1])
+    for (const m of sql.matchAll(new RegExp(`CREATE\\s+(?:TEMP(?:ORARY)?\\s+)?VIEW\\s+(?:IF\\s+NOT\\s+EXISTS\\s+)?${NAME}`, 'gi'))) names.add(objectName(m))
   }
   return [...names]
 }
@@ -48,7 +61,7 @@ export function viewsOf(plugin: Plugin): string[] {
 export function tablesOf(plugin: Plugin): string[] {
   const names = new Set<string>()
   for (const sql of plugin.migrations ?? []) {
-    for (const m of sql.matchAll(/CREATE\s+(?:VIRTUAL\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`[]?([A-Za-z_][A-Za-z0-9_]*)/gi)) names.add(m[1])
+    for (const m of sql.matchAll(new RegExp(`CREATE\\s+(?:VIRTUAL\\s+)?TABLE\\s+(?:IF\\s+NOT\\s+EXISTS\\s+)?${NAME}`, 'gi'))) names.add(objectName(m))
   }
   return [...names]
 }

@@ -133,7 +133,7 @@ export class Snapshots {
     const uncarried = store.snapshots.uncarried(tablesOf(plugin))
     if (uncarried.length > 0) {
       throw new ValidationError(
-        `Cannot snapshot plugin ${plugin.name}: ${uncarried.join(', ')} ${uncarried.length > 1 ? 'are contentless FTS5 tables' : 'is a contentless FTS5 table'} (content=''), whose index a snapshot cannot carry; give the plugin snapshot: false, or keep the text in a table of its own (content=TABLE)`
+        `Cannot snapshot plugin ${plugin.name}: ${uncarried.join(', ')} ${uncarried.length > 1 ? 'are contentless full-text tables' : 'is a contentless full-text table'} (content=''), whose index a snapshot cannot carry; give the plugin snapshot: false, or keep the text in a table of its own (content=TABLE)`
       )
     }
     const pending = store.events.pendingCount()
@@ -240,7 +240,7 @@ export class Snapshots {
     const trusted = this.init.trusted().filter((p) => p !== self)
     if (trusted.length === 0) return 'no producer is trusted for snapshots (--snapshot-from)'
     const uncarried = store.snapshots.uncarried(tablesOf(plugin))
-    if (uncarried.length > 0) return `no snapshot can carry the index of its contentless FTS5 table(s) ${uncarried.join(', ')}`
+    if (uncarried.length > 0) return `no snapshot can carry the index of its contentless full-text table(s) ${uncarried.join(', ')}`
     const found: Snapshot[] = []
     const unchecked: string[] = []
     for (const producer of trusted) {

@@ -1,8 +1,8 @@
 import { closeSync, openSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { BUSY_TIMEOUT_MS, openDatabaseSync, type SqlDatabase } from '../runtime/sqlite.ts'
-import { IDENT, quoteIdent } from './identifiers.ts'
-import { fts5Content } from './snapshots.ts'
+import { quoteIdent } from './identifiers.ts'
+import { ftsTable } from './snapshots.ts'
 import { Store } from './store.ts'
 
 /**
@@ -14,6 +14,9 @@ const STATE_TABLES = ['plugin_migrations', 'plugin_cursors', 'plugin_applied', '
 
 /** The per-(plugin, event) tables whose rows a swap replaces with the shadow's (few: those that wait for something). */
 const WAITING = ['plugin_failures', 'dead_letters', 'plugin_held']
+
+/** The virtual table modules that only read other tables (a CREATE statement using one). */
+const READ_ONLY_MODULE = /\bUSING\s+(fts5vocab|fts4aux|dbstat)\s*\(/i
 
 /** The schema a swap attaches the shadow under, on cairn.db's connection. */
 const SHADOW = 'rebuild'
@@ -283,10 +286,15 @@ export class RebuildSwap {
   /** @returns the tables the plugin's migrations created in the shadow (its bookkeeping excluded) */
   shadowTables(): string[] {
     // A virtual table's own tables (FTS5's docs_data, docs_idx, …: type 'shadow') are its to fill: it is copied through itself.
+    // A read-only view of another table's index (fts5vocab, fts4aux) holds no rows of its own to copy.
     return this.db
-      .all<{ name: string }>(`SELECT name FROM pragma_table_list WHERE schema = ? AND type IN ('table', 'virtual') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name`, [SHADOW])
+      .all<{ name: string; sql: string | null }>(
+        `SELECT l.name, m.sql FROM pragma_table_list l LEFT JOIN ${SHADOW}.sqlite_master m ON m.name = l.name AND m.type = 'table'
+          WHERE l.schema = ? AND l.type IN ('table', 'virtual') AND l.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY l.name`,
+        [SHADOW]
+      )
+      .filter((r) => !STATE_TABLES.includes(r.name) && !DIFF_TABLE_NAMES.includes(r.name) && !READ_ONLY_MODULE.test(r.sql ?? ''))
       .map((r) => r.name)
-      .filter((name) => !STATE_TABLES.includes(name) && !DIFF_TABLE_NAMES.includes(name))
   }
 
   /**
@@ -311,16 +319,28 @@ export class RebuildSwap {
   /**
    * Replaces the rows of a plugin's tables in cairn.db (as its migrations left them: seed rows) with the
    * shadow's, each with its rowid (a table without an INTEGER PRIMARY KEY knows its rows by it, gaps of deleted
-   * rows included), and their AUTOINCREMENT counters with the shadow's. Every table is emptied before any is
-   * filled (a cascade from emptying a parent would take the rows copied into its children). Call it inside
-   * the swap's transaction, foreign keys deferred, the tables' triggers dropped.
+   * rows included), and their AUTOINCREMENT counters with the shadow's. A table the plugin's migrations did not
+   * create in cairn.db (its handlers made it in the shadow) is created as the shadow has it, its indexes and
+   * triggers with it. Every table is emptied before any is filled (a cascade from emptying a parent would take
+   * the rows copied into its children), virtual tables first (an external-content index is emptied while its
+   * content table still holds the rows it indexed). Call it inside the swap's transaction, foreign keys
+   * deferred, the tables' triggers dropped.
+   *
+   * @throws Error for a contentless full-text table, whose index no copy can carry (such a plugin is rebuilt in
+   * one transaction instead); errors from SQLite
    */
   copyTables(tables: readonly string[]): void {
-    for (const table of tables) if (!IDENT.test(table)) throw new TypeError(`not a table name: ${table}`)
-    for (const table of tables) {
-      // An external-content FTS5 index is emptied by its own command: a DELETE would look up each row's terms in
-      // the content table, which may already hold the shadow's rows, not those the index holds.
-      if (fts5Content(this.db, table) === 'external') this.db.exec(`INSERT INTO main.${quoteIdent(table)} (${quoteIdent(table)}) VALUES ('delete-all')`)
+    const created = tables.filter((t) => this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) == null)
+    for (const table of created) {
+      for (const o of this.db.all<{ sql: string }>(`SELECT sql FROM ${SHADOW}.sqlite_master WHERE tbl_name = ? AND type IN ('table', 'index') AND sql IS NOT NULL ORDER BY type DESC`, [table]))
+        this.db.exec(o.sql)
+    }
+    const virtual = new Set(tables.filter((t) => this.db.get<{ type: string }>("SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t])?.type === 'virtual'))
+    for (const table of [...tables.filter((t) => virtual.has(t)), ...tables.filter((t) => !virtual.has(t))]) {
+      const fts = ftsTable(this.db, table)
+      if (fts?.content === 'contentless') throw new Error(`table ${table} is a contentless ${fts.module} table: a swap cannot copy its index`)
+      // FTS5's own command empties an external-content index without reading the content table at all.
+      if (fts?.module === 'FTS5' && fts.content === 'external') this.db.exec(`INSERT INTO main.${quoteIdent(table)} (${quoteIdent(table)}) VALUES ('delete-all')`)
       else this.db.exec(`DELETE FROM main.${quoteIdent(table)}`)
     }
     for (const table of tables) this.fill(table)
@@ -331,6 +351,9 @@ export class RebuildSwap {
           [table, table, table]
         )
       }
+    }
+    for (const table of created) {
+      for (const t of this.db.all<{ sql: string }>(`SELECT sql FROM ${SHADOW}.sqlite_master WHERE tbl_name = ? AND type = 'trigger' AND sql IS NOT NULL`, [table])) this.db.exec(t.sql)
     }
   }
 

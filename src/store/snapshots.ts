@@ -27,20 +27,36 @@ const toValue = (x: unknown): SnapshotValue => {
 const fromValue = (x: SnapshotValue): SqlValue => (x != null && typeof x === 'object' ? new Uint8Array(Buffer.from(x.$bytes, 'base64')) : x)
 
 /**
- * Where an FTS5 table's indexed text lives: in the table itself (`own`), in another table it names with
- * `content=` (`external`: its index is rebuilt from that table), or nowhere (`contentless`, `content=''`: only
- * its index, which SQL cannot read back or write but through the rows).
+ * Where a full-text table's indexed text lives: in the table itself (`own`), in another table it names with
+ * `content=` (`external`: its index is rebuilt from that table), or nowhere (`contentless`, an empty `content=`:
+ * only its index, which SQL cannot read back or write but through the rows).
  */
-export type Fts5Content = 'own' | 'external' | 'contentless'
+export type FtsContent = 'own' | 'external' | 'contentless'
 
-/** @returns where the FTS5 table `table`'s text lives, or undefined when it is not an FTS5 table */
-export function fts5Content(db: SqlDatabase, table: string, schema = 'main'): Fts5Content | undefined {
+/** A full-text table: its module (FTS3, FTS4 or FTS5) and where its text lives. */
+export interface FtsTable {
+  module: 'FTS3' | 'FTS4' | 'FTS5'
+  content: FtsContent
+}
+
+/** @returns `value` without the quotes SQLite accepts around a name or string ('', "", ``, []), or as it is */
+function unquote(value: string): string {
+  const q = value[0]
+  if (q === '[' && value.endsWith(']')) return value.slice(1, -1)
+  if ((q === "'" || q === '"' || q === '`') && value.length >= 2 && value.endsWith(q)) return value.slice(1, -1).replaceAll(q + q, q)
+  return value
+}
+
+/** @returns the full-text table `table` of `schema`: its module and where its text lives; undefined when it is not one */
+export function ftsTable(db: SqlDatabase, table: string, schema = 'main'): FtsTable | undefined {
   if (!IDENT.test(schema)) throw new TypeError(`not a schema name: ${schema}`)
   const sql = db.get<{ sql: string | null }>(`SELECT sql FROM ${schema}.sqlite_master WHERE type = 'table' AND name = ?`, [table])?.sql
-  if (sql == null || !/^\s*CREATE\s+VIRTUAL\s+TABLE\b[\s\S]*?\bUSING\s+fts5\s*\(/i.test(sql)) return undefined
-  const option = /[(,]\s*content\s*=\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|[^\s,)]+)/i.exec(sql)
-  if (option == null) return 'own'
-  return option[1] === "''" || option[1] === '""' ? 'contentless' : 'external'
+  const using = sql == null ? null : /^\s*CREATE\s+VIRTUAL\s+TABLE\b[\s\S]*?\bUSING\s+(fts[345])\s*\(/i.exec(sql)
+  if (sql == null || using == null) return undefined
+  const module = using[1].toUpperCase() as FtsTable['module']
+  const option = /[(,]\s*content\s*=\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|[^\s,)]+)/i.exec(sql)
+  if (option == null) return { module, content: 'own' }
+  return { module, content: unquote(option[1]) === '' ? 'contentless' : 'external' }
 }
 
 /**
@@ -55,28 +71,28 @@ export class SnapshotsTable {
     this.db = db
   }
 
-  /** @returns the FTS5 tables among `tables` whose index no snapshot can carry (contentless: `content=''`) */
+  /** @returns the full-text tables among `tables` whose index no snapshot can carry (contentless: `content=''`) */
   uncarried(tables: readonly string[]): string[] {
-    return tables.filter((t) => fts5Content(this.db, t) === 'contentless')
+    return tables.filter((t) => ftsTable(this.db, t)?.content === 'contentless')
   }
 
   /**
-   * @returns every row of `tables`, ordered by all columns, so that equal tables give equal snapshots; an FTS5
+   * @returns every row of `tables`, ordered by all columns, so that equal tables give equal snapshots; a full-text
    * table's rows with their rowids (what other rows know them by), none of one with external content (its index
    * is rebuilt from its content table at load)
-   * @throws TypeError for a contentless FTS5 table (see uncarried)
+   * @throws TypeError for a contentless full-text table (see uncarried)
    */
   dump(tables: readonly string[]): SnapshotTables {
     const out: SnapshotTables = {}
     for (const t of tables) {
       if (!IDENT.test(t)) throw new TypeError(`not a table name: ${t}`)
-      const fts = fts5Content(this.db, t)
-      if (fts === 'contentless') throw new TypeError(`table ${t} is a contentless FTS5 table: a snapshot cannot carry its index`)
-      if (fts === 'external') continue
+      const fts = ftsTable(this.db, t)
+      if (fts?.content === 'contentless') throw new TypeError(`table ${t} is a contentless ${fts.module} table: a snapshot cannot carry its index`)
+      if (fts?.content === 'external') continue
       const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [t]).map((c) => c.name)
       if (names.length === 0) continue
-      // FTS5 refuses a column named rowid: the name is free.
-      const columns = fts === 'own' ? ['rowid', ...names] : names
+      // A full-text table refuses a column named rowid: the name is free.
+      const columns = fts?.content === 'own' ? ['rowid', ...names] : names
       const order = columns.map((_, i) => i + 1).join(', ')
       const rows = this.db.all<Record<string, unknown>>(`SELECT ${columns.map((c) => `"${c}"`).join(', ')} FROM "${t}" ORDER BY ${order}`)
       out[t] = { columns, rows: rows.map((r) => columns.map((c) => toValue(r[c]))) }
@@ -88,20 +104,20 @@ export class SnapshotsTable {
    * Replaces the rows of `owned` (a plugin's tables) with a snapshot's, and records where they came from.
    * Call it inside the transaction that also rewinds the plugin.
    *
-   * The index of an FTS5 table with external content is rebuilt from its content table once every row is in
+   * The index of a full-text table with external content is rebuilt from its content table once every row is in
    * (rows a snapshot holds for it are passed over: inserted, they would index its content a second time).
    *
    * @throws Error when the snapshot holds a table outside `owned` or a column the table does not have; TypeError
-   * when `owned` holds a contentless FTS5 table (see uncarried)
+   * when `owned` holds a contentless full-text table (see uncarried)
    */
   replace(owned: readonly string[], tables: SnapshotTables, from: Omit<LoadedSnapshot, 'loaded_at'>, at: number): void {
     for (const name of Object.keys(tables)) if (!owned.includes(name)) throw new Error(`the snapshot holds table ${name}, which plugin ${from.plugin} does not own`)
     const external: string[] = []
     for (const t of owned) {
       if (!IDENT.test(t)) throw new TypeError(`not a table name: ${t}`)
-      const fts = fts5Content(this.db, t)
-      if (fts === 'contentless') throw new TypeError(`table ${t} is a contentless FTS5 table: a snapshot cannot carry its index`)
-      if (fts === 'external') external.push(t)
+      const fts = ftsTable(this.db, t)
+      if (fts?.content === 'contentless') throw new TypeError(`table ${t} is a contentless ${fts.module} table: a snapshot cannot carry its index`)
+      if (fts?.content === 'external') external.push(t)
       else this.db.run(`DELETE FROM "${t}"`)
     }
     for (const [name, t] of Object.entries(tables)) {

@@ -112,4 +112,54 @@ describe('RebuildSwap', () => {
       shadow.close()
     }
   })
+
+  test('a swap copies an FTS4 external-content index seeded by the migrations, a table only the shadow has (its handlers made it) with its index and trigger, and a name that needs quoting; a read-only view of an index is not copied', () => {
+    using tmp = tempDir()
+    const common = `CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+      CREATE VIRTUAL TABLE docs_fts USING fts4(body, content='docs');
+      CREATE VIRTUAL TABLE words USING fts5(body);
+      CREATE VIRTUAL TABLE words_vocab USING fts5vocab(words, row);
+      CREATE TABLE "my items" (a TEXT NOT NULL);`
+    const shadow = openDatabaseSync(join(tmp.path, 'rebuild-x.db'))
+    const db = openDatabaseSync(join(tmp.path, 'cairn.db'))
+    try {
+      shadow.exec(common)
+      // what a handler made at run time
+      shadow.exec('CREATE TABLE cache (k TEXT NOT NULL, v TEXT); CREATE UNIQUE INDEX cache_k ON cache (k); CREATE TABLE cache_log (k TEXT)')
+      shadow.exec('CREATE TRIGGER cache_logged AFTER INSERT ON cache BEGIN INSERT INTO cache_log (k) VALUES (new.k); END')
+      for (let i = 2; i <= 20; i++) {
+        shadow.run('INSERT INTO docs (id, body) VALUES (?, ?)', [i, `term${i} shared`])
+        shadow.run('INSERT INTO docs_fts (docid, body) VALUES (?, ?)', [i, `term${i} shared`])
+        shadow.run('INSERT INTO words (body) VALUES (?)', [`w${i}`])
+        shadow.run('INSERT INTO "my items" (a) VALUES (?)', [`m${i}`])
+        shadow.run('INSERT INTO cache (k, v) VALUES (?, ?)', [`k${i}`, `v${i}`])
+      }
+      shadow.exec('DELETE FROM "my items" WHERE rowid % 4 = 0; DELETE FROM cache WHERE rowid % 3 = 0')
+      db.exec(common)
+      // seeded by the migrations, and indexed
+      db.exec("INSERT INTO docs (id, body) VALUES (1, 'seeded text'); INSERT INTO docs_fts (docid, body) VALUES (1, 'seeded text')")
+      const swap = new RebuildSwap(db)
+      swap.attach(join(tmp.path, 'rebuild-x.db'))
+      const copied = swap.shadowTables()
+      expect(copied).toEqual(['cache', 'cache_log', 'docs', 'docs_fts', 'my items', 'words'])
+      db.transaction(() => {
+        swap.deferForeignKeys()
+        swap.copyTables(copied)
+      })
+      swap.detach()
+      const rows = (d: typeof db, table: string): unknown[] => d.all(`SELECT rowid AS r, * FROM main."${table}" ORDER BY rowid`)
+      for (const t of ['docs', 'docs_fts', 'my items', 'words', 'cache', 'cache_log']) expect(rows(db, t)).toEqual(rows(shadow, t))
+      expect(db.all("SELECT docid FROM docs_fts WHERE docs_fts MATCH 'seeded'")).toEqual([])
+      expect(db.all("SELECT docid FROM docs_fts WHERE docs_fts MATCH 'term7'")).toEqual([{ docid: 7 }])
+      db.exec("INSERT INTO docs_fts (docs_fts) VALUES ('integrity-check')")
+      expect(db.all('PRAGMA main.integrity_check')).toEqual([{ integrity_check: 'ok' }])
+      // the handler's table came with its index and its trigger
+      expect(db.all("SELECT name FROM main.sqlite_master WHERE tbl_name = 'cache' AND type IN ('index', 'trigger') ORDER BY name")).toEqual([{ name: 'cache_k' }, { name: 'cache_logged' }])
+      db.run("INSERT INTO cache (k, v) VALUES ('new', 'x')")
+      expect(db.get("SELECT count(*) AS n FROM cache_log WHERE k = 'new'")).toEqual({ n: 1 })
+    } finally {
+      db.close()
+      shadow.close()
+    }
+  })
 })
