@@ -242,8 +242,16 @@ function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: st
     store.transaction(() => {
       statements.deferForeignKeys()
       statements.rememberApplied(plugin.name, from, effectTypes)
+      const owned = tablesOf(plugin)
       const copied = statements.shadowTables()
-      const tables = [...new Set([...tablesOf(plugin), ...copied])]
+      // A table the plugin's handlers made in the shadow that cairn.db has although no migration of the plugin
+      // creates it may be another's (another plugin's, cairn's own): replacing it could wipe the owner's rows.
+      const foreign = copied.filter((t) => !owned.includes(t) && statements.hasTable(t))
+      if (foreign.length > 0)
+        throw new Error(
+          `its handlers wrote table(s) ${foreign.join(', ')}, which its migrations do not create and cairn.db already has: a rebuild cannot tell those rows from another owner's (create the plugin's tables in its migrations)`
+        )
+      const tables = [...new Set([...owned, ...copied])]
       // Its queued replays stay: asked during the rebuild, they run on the new tables (an event the new tables
       // applied is not applied again).
       store.pluginState.dropObjects(plugin.name, { views: viewsOf(plugin), tables })

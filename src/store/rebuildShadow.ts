@@ -2,7 +2,7 @@ import { closeSync, openSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { BUSY_TIMEOUT_MS, openDatabaseSync, type SqlDatabase } from '../runtime/sqlite.ts'
 import { quoteIdent } from './identifiers.ts'
-import { ftsTable } from './snapshots.ts'
+import { ftsTable, readOnlyVirtual } from './snapshots.ts'
 import { Store } from './store.ts'
 
 /**
@@ -14,9 +14,6 @@ const STATE_TABLES = ['plugin_migrations', 'plugin_cursors', 'plugin_applied', '
 
 /** The per-(plugin, event) tables whose rows a swap replaces with the shadow's (few: those that wait for something). */
 const WAITING = ['plugin_failures', 'dead_letters', 'plugin_held']
-
-/** The virtual table modules that only read other tables (a CREATE statement using one). */
-const READ_ONLY_MODULE = /\bUSING\s+(fts5vocab|fts4aux|dbstat)\s*\(/i
 
 /** The schema a swap attaches the shadow under, on cairn.db's connection. */
 const SHADOW = 'rebuild'
@@ -278,6 +275,11 @@ export class RebuildSwap {
     if (this.db.get('SELECT 1 AS x FROM pragma_database_list WHERE name = ?', [SHADOW]) != null) this.db.exec(`DETACH ${SHADOW}`)
   }
 
+  /** @returns whether cairn.db has a table of that name */
+  hasTable(table: string): boolean {
+    return this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [table]) != null
+  }
+
   /** Foreign keys between the plugin's tables are checked at the commit, not while its tables are copied one by one. */
   deferForeignKeys(): void {
     this.db.exec('PRAGMA defer_foreign_keys = ON')
@@ -293,7 +295,7 @@ export class RebuildSwap {
           WHERE l.schema = ? AND l.type IN ('table', 'virtual') AND l.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY l.name`,
         [SHADOW]
       )
-      .filter((r) => !STATE_TABLES.includes(r.name) && !DIFF_TABLE_NAMES.includes(r.name) && !READ_ONLY_MODULE.test(r.sql ?? ''))
+      .filter((r) => !STATE_TABLES.includes(r.name) && !DIFF_TABLE_NAMES.includes(r.name) && !readOnlyVirtual(r.sql))
       .map((r) => r.name)
   }
 

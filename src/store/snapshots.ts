@@ -1,5 +1,5 @@
 import type { SqlDatabase, SqlValue } from '../runtime/sqlite.ts'
-import { IDENT } from './identifiers.ts'
+import { IDENT, quoteIdent } from './identifiers.ts'
 import { Buffer } from 'node:buffer'
 
 /** A SQL value as a snapshot carries it: bytes as `{ $bytes: base64 }`. */
@@ -59,6 +59,20 @@ export function ftsTable(db: SqlDatabase, table: string, schema = 'main'): FtsTa
   return { module, content: unquote(option[1]) === '' ? 'contentless' : 'external' }
 }
 
+/** The virtual table modules that only read other tables' indexes (a CREATE statement using one). */
+const READ_ONLY_MODULE = /\bUSING\s+(fts5vocab|fts4aux|dbstat)\s*\(/i
+
+/** @returns whether `sql` (a CREATE statement) makes a virtual table that only reads another's index: it holds no rows to copy or carry */
+export function readOnlyVirtual(sql: string | null | undefined): boolean {
+  return sql != null && READ_ONLY_MODULE.test(sql)
+}
+
+/** @returns whether `table` of `schema` is such a table (readOnlyVirtual) */
+function readOnlyTable(db: SqlDatabase, table: string, schema = 'main'): boolean {
+  if (!IDENT.test(schema)) throw new TypeError(`not a schema name: ${schema}`)
+  return readOnlyVirtual(db.get<{ sql: string | null }>(`SELECT sql FROM ${schema}.sqlite_master WHERE type = 'table' AND name = ?`, [table])?.sql)
+}
+
 /**
  * The snapshot tables: `snapshots_out` (the snapshot this node publishes per plugin, in its outbox tree)
  * and `snapshots_loaded` (the snapshot a plugin's state came from), and the reading and writing of a
@@ -85,16 +99,15 @@ export class SnapshotsTable {
   dump(tables: readonly string[]): SnapshotTables {
     const out: SnapshotTables = {}
     for (const t of tables) {
-      if (!IDENT.test(t)) throw new TypeError(`not a table name: ${t}`)
       const fts = ftsTable(this.db, t)
       if (fts?.content === 'contentless') throw new TypeError(`table ${t} is a contentless ${fts.module} table: a snapshot cannot carry its index`)
-      if (fts?.content === 'external') continue
+      if (fts?.content === 'external' || readOnlyTable(this.db, t)) continue
       const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [t]).map((c) => c.name)
       if (names.length === 0) continue
       // A full-text table refuses a column named rowid: the name is free.
       const columns = fts?.content === 'own' ? ['rowid', ...names] : names
       const order = columns.map((_, i) => i + 1).join(', ')
-      const rows = this.db.all<Record<string, unknown>>(`SELECT ${columns.map((c) => `"${c}"`).join(', ')} FROM "${t}" ORDER BY ${order}`)
+      const rows = this.db.all<Record<string, unknown>>(`SELECT ${columns.map(quoteIdent).join(', ')} FROM main.${quoteIdent(t)} ORDER BY ${order}`)
       out[t] = { columns, rows: rows.map((r) => columns.map((c) => toValue(r[c]))) }
     }
     return out
@@ -113,20 +126,27 @@ export class SnapshotsTable {
   replace(owned: readonly string[], tables: SnapshotTables, from: Omit<LoadedSnapshot, 'loaded_at'>, at: number): void {
     for (const name of Object.keys(tables)) if (!owned.includes(name)) throw new Error(`the snapshot holds table ${name}, which plugin ${from.plugin} does not own`)
     const external: string[] = []
+    const carried: string[] = []
     for (const t of owned) {
-      if (!IDENT.test(t)) throw new TypeError(`not a table name: ${t}`)
       const fts = ftsTable(this.db, t)
       if (fts?.content === 'contentless') throw new TypeError(`table ${t} is a contentless ${fts.module} table: a snapshot cannot carry its index`)
       if (fts?.content === 'external') external.push(t)
-      else this.db.run(`DELETE FROM "${t}"`)
+      else if (!readOnlyTable(this.db, t) && this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) != null) carried.push(t)
     }
+    // Emptied and left so, the table would lose the state of every event up to the snapshot's vector.
+    const lacking = carried.filter((t) => tables[t] == null)
+    if (lacking.length > 0) throw new Error(`the snapshot lacks table(s) ${lacking.join(', ')} of plugin ${from.plugin} (made by another version of the plugin, or of cairn)`)
+    for (const t of carried) this.db.run(`DELETE FROM main.${quoteIdent(t)}`)
     for (const [name, t] of Object.entries(tables)) {
-      if (external.includes(name)) continue
-      for (const c of t.columns) if (!IDENT.test(c)) throw new Error(`the snapshot's table ${name} has a column named ${JSON.stringify(c)}`)
-      const sql = `INSERT INTO "${name}" (${t.columns.map((c) => `"${c}"`).join(', ')}) VALUES (${t.columns.map(() => '?').join(', ')})`
+      if (external.includes(name) || !carried.includes(name)) continue
+      // The snapshot is another node's: its column names must be the table's own (a full-text table's rows come with their rowids).
+      const known = new Set(this.db.all<{ name: string }>('SELECT name FROM pragma_table_info(?)', [name]).map((c) => c.name))
+      if (ftsTable(this.db, name)?.content === 'own') known.add('rowid')
+      for (const c of t.columns) if (!known.has(c)) throw new Error(`the snapshot's table ${name} has a column named ${JSON.stringify(c)}, which the table does not have`)
+      const sql = `INSERT INTO main.${quoteIdent(name)} (${t.columns.map(quoteIdent).join(', ')}) VALUES (${t.columns.map(() => '?').join(', ')})`
       for (const row of t.rows) this.db.run(sql, row.map(fromValue))
     }
-    for (const t of external) this.db.run(`INSERT INTO "${t}" ("${t}") VALUES ('rebuild')`)
+    for (const t of external) this.db.run(`INSERT INTO main.${quoteIdent(t)} (${quoteIdent(t)}) VALUES ('rebuild')`)
     this.db.run(
       `INSERT INTO snapshots_loaded (plugin, producer, vector, created_at, loaded_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (plugin) DO UPDATE SET producer = excluded.producer, vector = excluded.vector, created_at = excluded.created_at, loaded_at = excluded.loaded_at`,

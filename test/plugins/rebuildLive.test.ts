@@ -9,6 +9,7 @@ import { resolveSettings } from '../../src/config/resolve.ts'
 import { Store } from '../../src/store/store.ts'
 import type { Log } from '../../src/log/logger.ts'
 import { definePlugin, PermanentError, v } from '../../src/plugins/mod.ts'
+import type { Plugin } from '../../src/plugins/types.ts'
 import { requestReplay } from '../../src/plugins/replay.ts'
 import { rebuildRequested, requestRebuild } from '../../src/plugins/rebuild.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
@@ -45,7 +46,7 @@ class World {
     return { debug: () => {}, info: line('info'), warn: line('warn'), error: line('error'), child: (more) => this.log({ ...fields, ...more }) }
   }
 
-  plugins() {
+  plugins(): Plugin[] {
     const items = definePlugin({
       name: 'items',
       handles: { 'test.item': { version: 1, payload: v.object({ i: v.number() }) } },
@@ -384,6 +385,42 @@ describe('a rebuild beside the running node', () => {
       expect(red()).toEqual(before)
       // FTS5's own check of its index against its content
       node.store.db.run("INSERT INTO docs (docs) VALUES ('integrity-check')")
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
+
+  test("a plugin whose handler writes another plugin's table (CREATE TABLE IF NOT EXISTS) is refused a rebuild, the table's rows untouched", async () => {
+    class Trespass extends World {
+      plugins(): Plugin[] {
+        const trespass = definePlugin({
+          name: 'trespass',
+          handles: { 'test.trespass': { version: 1, payload: v.object({ n: v.number() }) } },
+          migrations: [],
+          apply: (event, { db }) => {
+            db.run('CREATE TABLE IF NOT EXISTS pings (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)')
+            db.run('INSERT INTO pings (event_id, n) VALUES (?, ?)', [event.event_id, event.payload.n])
+          }
+        })
+        return [...super.plugins(), trespass]
+      }
+    }
+    using tmp = tempDir()
+    const { world, node } = await freshNode(tmp.path, new Trespass())
+    try {
+      for (const n of [1, 2]) await node.publish({ type: 'test.ping', payload: { n } })
+      await node.publish({ type: 'test.trespass', payload: { n: 3 } })
+      await node.plugins.drain()
+      const pings = (): unknown[] => node.store.db.all('SELECT n FROM pings ORDER BY n')
+      expect(pings()).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }])
+      requestRebuild(node.store, 'trespass')
+      node.plugins.changedElsewhere()
+      await waitFor('the rebuild to end', () => world.logs.some((l) => l.fields.plugin === 'trespass' && (l.fields.reason === 'plugin_rebuilt' || l.fields.reason === 'plugin_rebuild_failed')))
+      expect(world.logs.filter((l) => l.fields.reason === 'plugin_rebuild_failed').map((l) => l.msg)).toEqual([
+        expect.stringContaining('wrote table(s) pings, which its migrations do not create and cairn.db already has')
+      ])
+      await node.plugins.drain()
+      expect(pings()).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }])
     } finally {
       await node.stop()
     }
