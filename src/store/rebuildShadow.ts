@@ -367,7 +367,8 @@ export class RebuildSwap {
       this.db.exec(`INSERT INTO ${target} SELECT * FROM ${source}`)
       return
     }
-    const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?, '${SHADOW}') ORDER BY cid`, [table]).map((c) => c.name)
+    const languageid = ftsTable(this.db, table)?.languageid
+    const names = [...this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?, '${SHADOW}') ORDER BY cid`, [table]).map((c) => c.name), ...(languageid == null ? [] : [languageid])]
     const kind = this.db.get<{ type: string; wr: number }>('SELECT type, wr FROM pragma_table_list WHERE schema = ? AND name = ?', [SHADOW, table])
     // The rowid by a name no column took (a WITHOUT ROWID table has none; a virtual one, such as FTS5, takes it).
     const lower = new Set(names.map((n) => n.toLowerCase()))

@@ -37,6 +37,8 @@ export type FtsContent = 'own' | 'external' | 'contentless'
 export interface FtsTable {
   module: 'FTS3' | 'FTS4' | 'FTS5'
   content: FtsContent
+  /** FTS4's `languageid=` column: hidden (no `SELECT *` or table_info shows it), written and read by name */
+  languageid?: string
 }
 
 /** @returns `value` without the quotes SQLite accepts around a name or string ('', "", ``, []), or as it is */
@@ -54,9 +56,13 @@ export function ftsTable(db: SqlDatabase, table: string, schema = 'main'): FtsTa
   const using = sql == null ? null : /^\s*CREATE\s+VIRTUAL\s+TABLE\b[\s\S]*?\bUSING\s+(fts[345])\s*\(/i.exec(sql)
   if (sql == null || using == null) return undefined
   const module = using[1].toUpperCase() as FtsTable['module']
-  const option = /[(,]\s*content\s*=\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|[^\s,)]+)/i.exec(sql)
-  if (option == null) return { module, content: 'own' }
-  return { module, content: unquote(option[1]) === '' ? 'contentless' : 'external' }
+  const value = (name: string): string | undefined => {
+    const m = new RegExp(`[(,]\\s*${name}\\s*=\\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|\`(?:[^\`]|\`\`)*\`|\\[[^\\]]*\\]|[^\\s,)]+)`, 'i').exec(sql)
+    return m == null ? undefined : unquote(m[1])
+  }
+  const content = value('content')
+  const languageid = module === 'FTS4' ? value('languageid') : undefined
+  return { module, content: content == null ? 'own' : content === '' ? 'contentless' : 'external', ...(languageid == null ? {} : { languageid }) }
 }
 
 /** The virtual table modules that only read other tables' indexes (a CREATE statement using one). */
@@ -105,7 +111,7 @@ export class SnapshotsTable {
       const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [t]).map((c) => c.name)
       if (names.length === 0) continue
       // A full-text table refuses a column named rowid: the name is free.
-      const columns = fts?.content === 'own' ? ['rowid', ...names] : names
+      const columns = fts?.content === 'own' ? ['rowid', ...names, ...(fts.languageid == null ? [] : [fts.languageid])] : names
       const order = columns.map((_, i) => i + 1).join(', ')
       const rows = this.db.all<Record<string, unknown>>(`SELECT ${columns.map(quoteIdent).join(', ')} FROM main.${quoteIdent(t)} ORDER BY ${order}`)
       out[t] = { columns, rows: rows.map((r) => columns.map((c) => toValue(r[c]))) }
@@ -141,7 +147,9 @@ export class SnapshotsTable {
       if (external.includes(name) || !carried.includes(name)) continue
       // The snapshot is another node's: its column names must be the table's own (a full-text table's rows come with their rowids).
       const known = new Set(this.db.all<{ name: string }>('SELECT name FROM pragma_table_info(?)', [name]).map((c) => c.name))
-      if (ftsTable(this.db, name)?.content === 'own') known.add('rowid')
+      const fts = ftsTable(this.db, name)
+      if (fts?.content === 'own') known.add('rowid')
+      if (fts?.languageid != null) known.add(fts.languageid)
       for (const c of t.columns) if (!known.has(c)) throw new Error(`the snapshot's table ${name} has a column named ${JSON.stringify(c)}, which the table does not have`)
       const sql = `INSERT INTO main.${quoteIdent(name)} (${t.columns.map(quoteIdent).join(', ')}) VALUES (${t.columns.map(() => '?').join(', ')})`
       for (const row of t.rows) this.db.run(sql, row.map(fromValue))

@@ -119,6 +119,7 @@ describe('RebuildSwap', () => {
       CREATE VIRTUAL TABLE docs_fts USING fts4(body, content='docs');
       CREATE VIRTUAL TABLE words USING fts5(body);
       CREATE VIRTUAL TABLE words_vocab USING fts5vocab(words, row);
+      CREATE VIRTUAL TABLE langs USING fts4(body, languageid="lid");
       CREATE TABLE "my items" (a TEXT NOT NULL);`
     const shadow = openDatabaseSync(join(tmp.path, 'rebuild-x.db'))
     const db = openDatabaseSync(join(tmp.path, 'cairn.db'))
@@ -133,6 +134,7 @@ describe('RebuildSwap', () => {
         shadow.run('INSERT INTO words (body) VALUES (?)', [`w${i}`])
         shadow.run('INSERT INTO "my items" (a) VALUES (?)', [`m${i}`])
         shadow.run('INSERT INTO cache (k, v) VALUES (?, ?)', [`k${i}`, `v${i}`])
+        shadow.run('INSERT INTO langs (docid, body, lid) VALUES (?, ?, ?)', [i * 10, `text${i}`, i % 3])
       }
       shadow.exec('DELETE FROM "my items" WHERE rowid % 4 = 0; DELETE FROM cache WHERE rowid % 3 = 0')
       db.exec(common)
@@ -141,7 +143,7 @@ describe('RebuildSwap', () => {
       const swap = new RebuildSwap(db)
       swap.attach(join(tmp.path, 'rebuild-x.db'))
       const copied = swap.shadowTables()
-      expect(copied).toEqual(['cache', 'cache_log', 'docs', 'docs_fts', 'my items', 'words'])
+      expect(copied).toEqual(['cache', 'cache_log', 'docs', 'docs_fts', 'langs', 'my items', 'words'])
       db.transaction(() => {
         swap.deferForeignKeys()
         swap.copyTables(copied)
@@ -153,6 +155,10 @@ describe('RebuildSwap', () => {
       expect(db.all("SELECT docid FROM docs_fts WHERE docs_fts MATCH 'term7'")).toEqual([{ docid: 7 }])
       db.exec("INSERT INTO docs_fts (docs_fts) VALUES ('integrity-check')")
       expect(db.all('PRAGMA main.integrity_check')).toEqual([{ integrity_check: 'ok' }])
+      // FTS4's languageid column is hidden from SELECT *: copied by name, and a search in language 2 finds its row
+      const langs = (d: typeof db): unknown[] => d.all('SELECT docid, body, lid FROM langs ORDER BY docid')
+      expect(langs(db)).toEqual(langs(shadow))
+      expect(db.all("SELECT docid FROM langs WHERE langs MATCH 'text5' AND lid = 2")).toEqual([{ docid: 50 }])
       // the handler's table came with its index and its trigger
       expect(db.all("SELECT name FROM main.sqlite_master WHERE tbl_name = 'cache' AND type IN ('index', 'trigger') ORDER BY name")).toEqual([{ name: 'cache_k' }, { name: 'cache_logged' }])
       db.run("INSERT INTO cache (k, v) VALUES ('new', 'x')")

@@ -468,16 +468,24 @@ describe('a snapshot of a plugin with FTS5 tables of each kind', () => {
   })
 
   test('tables and columns whose names need quoting are carried; a read-only view of an index is not; a snapshot lacking a table or naming a column the table lacks is refused', async () => {
-    const p = plugin(['CREATE TABLE "my docs" ("a b" TEXT NOT NULL, "say ""hi""" TEXT)', 'CREATE VIRTUAL TABLE words USING fts5(body)', 'CREATE VIRTUAL TABLE words_vocab USING fts5vocab(words, row)'])
+    const p = plugin([
+      'CREATE TABLE "my docs" ("a b" TEXT NOT NULL, "say ""hi""" TEXT)',
+      'CREATE VIRTUAL TABLE words USING fts5(body)',
+      'CREATE VIRTUAL TABLE words_vocab USING fts5vocab(words, row)',
+      'CREATE VIRTUAL TABLE langs USING fts4(body, languageid="lid")'
+    ])
     const from = await open(p)
     from.pluginDb().run('INSERT INTO "my docs" ("a b", "say ""hi""") VALUES (?, ?)', ['one', 'x'])
     from.pluginDb().run('INSERT INTO words (rowid, body) VALUES (5, ?)', ['alpha beta'])
+    from.pluginDb().run('INSERT INTO langs (docid, body, lid) VALUES (8, ?, 2)', ['gamma'])
     const tables = from.snapshots.dump(tablesOf(p))
-    expect(Object.keys(tables).sort()).toEqual(['my docs', 'words'])
+    expect(Object.keys(tables).sort()).toEqual(['langs', 'my docs', 'words'])
     const to = await open(p)
     load(to, p, tables)
     expect(to.pluginDb().all('SELECT * FROM "my docs"')).toEqual([{ 'a b': 'one', 'say "hi"': 'x' }])
     expect(to.pluginDb().all("SELECT term, doc FROM words_vocab WHERE term = 'alpha'")).toEqual([{ term: 'alpha', doc: 1 }])
+    // FTS4's languageid column, hidden from SELECT *, comes with its rows
+    expect(to.pluginDb().all("SELECT docid, lid FROM langs WHERE langs MATCH 'gamma' AND lid = 2")).toEqual([{ docid: 8, lid: 2 }])
     // as a snapshot of an older version of the plugin (or of cairn) holds it: the table would be left empty
     expect(() => load(to, p, { words: tables.words })).toThrow('the snapshot lacks table(s) my docs')
     expect(() => load(to, p, { ...tables, 'my docs': { columns: ['"a b"); DROP TABLE words; --'], rows: [['x']] } })).toThrow('which the table does not have')
