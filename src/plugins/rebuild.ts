@@ -139,6 +139,8 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
     // Its own run context: the shadow's store, no effects, no kept retry answers of the host's.
     const shadowCtx: RunContext = { ...ctx, store: shadowStore, metrics: counting(ctx.metrics, counted), rebuilding: true, budgetMs: SLICE_MS, nextRetry: undefined }
     migrateOne(shadowStore.pluginState, plugin, 'rebuild')
+    // The tables its migrations made: any other one the shadow has at the swap, its handlers made.
+    const migrated = shadow.tables()
     ctx.log.info(`rebuilding plugin ${plugin.name} in ${shadow.path}: its tables stay as they are until the rebuilt ones replace them at once`, {
       plugin: plugin.name,
       reason: 'plugin_rebuild_started',
@@ -175,7 +177,7 @@ export async function rebuildBeside(ctx: RunContext, plugin: Plugin, onSwapped: 
       try {
         const inShadow = counted.applied
         const swapStarted = performance.now()
-        swap(ctx, plugin, live, shadow.path, from, counted)
+        swap(ctx, plugin, live, shadow.path, migrated, from, counted)
         const swapMs = performance.now() - swapStarted
         onSwapped()
         const outcome: RebuildOutcome = { applied: counted.applied, appliedInSwap: counted.applied - inShadow, swapMs, totalMs: performance.now() - started, slices }
@@ -232,7 +234,7 @@ function abandoned(ctx: RunContext, plugin: Plugin): undefined {
 }
 
 /** The swap of rebuildBeside, on cairn.db's connection: see there. */
-function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: string, from: number, counted: { applied: number }): void {
+function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: string, migrated: readonly string[], from: number, counted: { applied: number }): void {
   const { store } = ctx
   const effectTypes = Object.entries(plugin.handles)
     .filter(([, handler]) => (handler.effect ?? plugin.effect) != null)
@@ -242,16 +244,16 @@ function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: st
     store.transaction(() => {
       statements.deferForeignKeys()
       statements.rememberApplied(plugin.name, from, effectTypes)
-      const owned = tablesOf(plugin)
       const copied = statements.shadowTables()
       // A table the plugin's handlers made in the shadow that cairn.db has although no migration of the plugin
-      // creates it may be another's (another plugin's, cairn's own): replacing it could wipe the owner's rows.
-      const foreign = copied.filter((t) => !owned.includes(t) && statements.hasTable(t))
+      // made it may be another's (another plugin's, cairn's own): replacing it could wipe the owner's rows.
+      const made = new Set(migrated.map((t) => t.toLowerCase()))
+      const foreign = copied.filter((t) => !made.has(t.toLowerCase()) && statements.hasTable(t))
       if (foreign.length > 0)
         throw new Error(
           `its handlers wrote table(s) ${foreign.join(', ')}, which its migrations do not create and cairn.db already has: a rebuild cannot tell those rows from another owner's (create the plugin's tables in its migrations)`
         )
-      const tables = [...new Set([...owned, ...copied])]
+      const tables = [...new Set([...tablesOf(plugin), ...copied])]
       // Its queued replays stay: asked during the rebuild, they run on the new tables (an event the new tables
       // applied is not applied again).
       store.pluginState.dropObjects(plugin.name, { views: viewsOf(plugin), tables })

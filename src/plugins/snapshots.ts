@@ -163,6 +163,16 @@ export class Snapshots {
       vector,
       tables: store.snapshots.dump(tablesOf(plugin))
     }
+    // The snapshot format names tables and columns by plain identifiers: other nodes refuse any other name.
+    const plain = /^[A-Za-z_][A-Za-z0-9_]*$/
+    const unnamed = Object.entries(snapshot.tables).flatMap(([t, { columns }]) => [
+      ...(plain.test(t) ? [] : [`table ${JSON.stringify(t)}`]),
+      ...columns.filter((c) => !plain.test(c)).map((c) => `column ${JSON.stringify(c)} of ${t}`)
+    ])
+    if (unnamed.length > 0)
+      throw new ValidationError(
+        `Cannot snapshot plugin ${plugin.name}: a snapshot names tables and columns by letters, digits and underscores only, and ${unnamed.join(', ')} is not; rename it in a migration, or give the plugin snapshot: false`
+      )
     return { snapshot }
   }
 
@@ -263,6 +273,14 @@ export class Snapshots {
       const migrations = (plugin.migrations ?? []).length
       if (snapshot.migrations != null && snapshot.migrations !== migrations) {
         unchecked.push(`the snapshot of ${producer} was made by a version of ${plugin.name} with ${snapshot.migrations} migration(s); this node runs ${migrations}`)
+        continue
+      }
+      // Loaded, a table it lacks would be left empty for every event the vector passes over.
+      const lacking = store.snapshots.lacking(tablesOf(plugin), snapshot.tables)
+      if (lacking.length > 0) {
+        const why = `the snapshot of ${producer} lacks table(s) ${lacking.join(', ')} of ${plugin.name} (made by another version of the plugin, or of cairn)`
+        log.warn(`not loading a snapshot of ${plugin.name}: ${why}`, { plugin: plugin.name, producer, reason: 'snapshot_incomplete' })
+        unchecked.push(why)
         continue
       }
       // Events up to the vector are passed over for ever once loaded: a vector beyond a producer's head

@@ -33,6 +33,23 @@ const DIFF_TABLES = [
 ]
 const DIFF_TABLE_NAMES = DIFF_TABLES.map((sql) => sql.split(' ')[2])
 
+/**
+ * @returns the plugin's tables in a shadow's schema (`main` on its own connection, the attached name on cairn.db's),
+ * its bookkeeping left out. A virtual table's own tables (FTS5's docs_data, docs_idx, …: type 'shadow') are its to
+ * fill: it is copied through itself. A read-only view of another table's index (fts5vocab, fts4aux) holds no rows
+ * of its own to copy.
+ */
+function pluginTables(db: SqlDatabase, schema: string): string[] {
+  return db
+    .all<{ name: string; sql: string | null }>(
+      `SELECT l.name, m.sql FROM pragma_table_list l LEFT JOIN ${schema}.sqlite_master m ON m.name = l.name AND m.type = 'table'
+        WHERE l.schema = ? AND l.type IN ('table', 'virtual') AND l.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY l.name`,
+      [schema]
+    )
+    .filter((r) => !STATE_TABLES.includes(r.name) && !DIFF_TABLE_NAMES.includes(r.name) && !readOnlyVirtual(r.sql))
+    .map((r) => r.name)
+}
+
 /** How many rows of each side one page of the difference reads at most (a few ms). */
 const DIFF_PAGE = 1024
 
@@ -146,6 +163,11 @@ export class RebuildShadow {
       throw err
     }
     return new RebuildShadow(path, db)
+  }
+
+  /** @returns the plugin's tables in the shadow now (after its migrations ran: those they made) */
+  tables(): string[] {
+    return pluginTables(this.db, 'main')
   }
 
   /** @returns whether the plugin's walk in the shadow has passed the last row of cairn.db's events (as this connection sees it now) */
@@ -275,9 +297,10 @@ export class RebuildSwap {
     if (this.db.get('SELECT 1 AS x FROM pragma_database_list WHERE name = ?', [SHADOW]) != null) this.db.exec(`DETACH ${SHADOW}`)
   }
 
-  /** @returns whether cairn.db has a table of that name */
+  /** @returns whether cairn.db has a table of that name, in any case */
   hasTable(table: string): boolean {
-    return this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [table]) != null
+    // SQLite's names are the same in any case: DROP TABLE "PINGS" drops pings.
+    return this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ? COLLATE NOCASE", [table]) != null
   }
 
   /** Foreign keys between the plugin's tables are checked at the commit, not while its tables are copied one by one. */
@@ -285,18 +308,9 @@ export class RebuildSwap {
     this.db.exec('PRAGMA defer_foreign_keys = ON')
   }
 
-  /** @returns the tables the plugin's migrations created in the shadow (its bookkeeping excluded) */
+  /** @returns the plugin's tables in the shadow: those its migrations and its handlers made there (pluginTables) */
   shadowTables(): string[] {
-    // A virtual table's own tables (FTS5's docs_data, docs_idx, …: type 'shadow') are its to fill: it is copied through itself.
-    // A read-only view of another table's index (fts5vocab, fts4aux) holds no rows of its own to copy.
-    return this.db
-      .all<{ name: string; sql: string | null }>(
-        `SELECT l.name, m.sql FROM pragma_table_list l LEFT JOIN ${SHADOW}.sqlite_master m ON m.name = l.name AND m.type = 'table'
-          WHERE l.schema = ? AND l.type IN ('table', 'virtual') AND l.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY l.name`,
-        [SHADOW]
-      )
-      .filter((r) => !STATE_TABLES.includes(r.name) && !DIFF_TABLE_NAMES.includes(r.name) && !readOnlyVirtual(r.sql))
-      .map((r) => r.name)
+    return pluginTables(this.db, SHADOW)
   }
 
   /**

@@ -119,6 +119,18 @@ export class SnapshotsTable {
     return out
   }
 
+  /** @returns the tables among `owned` whose rows a snapshot holds: those that exist, but external-content full-text tables and read-only index views */
+  carried(owned: readonly string[]): string[] {
+    return owned.filter(
+      (t) => ftsTable(this.db, t)?.content !== 'external' && !readOnlyTable(this.db, t) && this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) != null
+    )
+  }
+
+  /** @returns the tables a snapshot's `tables` should hold of `owned` (carried) and does not */
+  lacking(owned: readonly string[], tables: SnapshotTables): string[] {
+    return this.carried(owned).filter((t) => !Object.hasOwn(tables, t))
+  }
+
   /**
    * Replaces the rows of `owned` (a plugin's tables) with a snapshot's, and records where they came from.
    * Call it inside the transaction that also rewinds the plugin.
@@ -132,15 +144,14 @@ export class SnapshotsTable {
   replace(owned: readonly string[], tables: SnapshotTables, from: Omit<LoadedSnapshot, 'loaded_at'>, at: number): void {
     for (const name of Object.keys(tables)) if (!owned.includes(name)) throw new Error(`the snapshot holds table ${name}, which plugin ${from.plugin} does not own`)
     const external: string[] = []
-    const carried: string[] = []
     for (const t of owned) {
       const fts = ftsTable(this.db, t)
       if (fts?.content === 'contentless') throw new TypeError(`table ${t} is a contentless ${fts.module} table: a snapshot cannot carry its index`)
       if (fts?.content === 'external') external.push(t)
-      else if (!readOnlyTable(this.db, t) && this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) != null) carried.push(t)
     }
+    const carried = this.carried(owned)
     // Emptied and left so, the table would lose the state of every event up to the snapshot's vector.
-    const lacking = carried.filter((t) => tables[t] == null)
+    const lacking = this.lacking(owned, tables)
     if (lacking.length > 0) throw new Error(`the snapshot lacks table(s) ${lacking.join(', ')} of plugin ${from.plugin} (made by another version of the plugin, or of cairn)`)
     for (const t of carried) this.db.run(`DELETE FROM main.${quoteIdent(t)}`)
     for (const [name, t] of Object.entries(tables)) {

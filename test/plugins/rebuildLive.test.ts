@@ -390,7 +390,7 @@ describe('a rebuild beside the running node', () => {
     }
   }, 60_000)
 
-  test("a plugin whose handler writes another plugin's table (CREATE TABLE IF NOT EXISTS) is refused a rebuild, the table's rows untouched", async () => {
+  test("a plugin whose handler writes another plugin's table (CREATE TABLE IF NOT EXISTS, in another case) is refused a rebuild, the table's rows untouched; one whose migrations rename its table is rebuilt", async () => {
     class Trespass extends World {
       plugins(): Plugin[] {
         const trespass = definePlugin({
@@ -398,11 +398,19 @@ describe('a rebuild beside the running node', () => {
           handles: { 'test.trespass': { version: 1, payload: v.object({ n: v.number() }) } },
           migrations: [],
           apply: (event, { db }) => {
-            db.run('CREATE TABLE IF NOT EXISTS pings (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)')
-            db.run('INSERT INTO pings (event_id, n) VALUES (?, ?)', [event.event_id, event.payload.n])
+            // SQLite's names are the same in any case: PINGS is the pings plugin's table.
+            db.run('CREATE TABLE IF NOT EXISTS PINGS (event_id TEXT PRIMARY KEY, n INTEGER NOT NULL)')
+            db.run('INSERT INTO PINGS (event_id, n) VALUES (?, ?)', [event.event_id, event.payload.n])
           }
         })
-        return [...super.plugins(), trespass]
+        // Its migrations make its table under another name, then rename it: the table is its own.
+        const renamed = definePlugin({
+          name: 'renamed',
+          handles: { 'test.entry': { version: 1, payload: v.object({ n: v.number() }) } },
+          migrations: ['CREATE TABLE old_entries (n INTEGER NOT NULL)', 'ALTER TABLE old_entries RENAME TO entries'],
+          apply: (event, { db }) => void db.run('INSERT INTO entries (n) VALUES (?)', [event.payload.n])
+        })
+        return [...super.plugins(), trespass, renamed]
       }
     }
     using tmp = tempDir()
@@ -417,10 +425,18 @@ describe('a rebuild beside the running node', () => {
       node.plugins.changedElsewhere()
       await waitFor('the rebuild to end', () => world.logs.some((l) => l.fields.plugin === 'trespass' && (l.fields.reason === 'plugin_rebuilt' || l.fields.reason === 'plugin_rebuild_failed')))
       expect(world.logs.filter((l) => l.fields.reason === 'plugin_rebuild_failed').map((l) => l.msg)).toEqual([
-        expect.stringContaining('wrote table(s) pings, which its migrations do not create and cairn.db already has')
+        expect.stringContaining('wrote table(s) PINGS, which its migrations do not create and cairn.db already has')
       ])
       await node.plugins.drain()
       expect(pings()).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }])
+
+      for (const n of [4, 5]) await node.publish({ type: 'test.entry', payload: { n } })
+      await node.plugins.drain()
+      const rebuilt = next(node, 'plugin:rebuilt', 'renamed')
+      requestRebuild(node.store, 'renamed')
+      node.plugins.changedElsewhere()
+      await rebuilt.promise
+      expect(node.store.db.all('SELECT n FROM entries ORDER BY n')).toEqual([{ n: 4 }, { n: 5 }])
     } finally {
       await node.stop()
     }

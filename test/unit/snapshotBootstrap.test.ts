@@ -32,7 +32,7 @@ async function setup(): Promise<{
   store: Store
   blocks: Map<string, Uint8Array>
   origin: string
-  publish: (key: PrivateKey, rows: Array<[string, number]>, vector?: Record<string, number>) => Promise<string>
+  publish: (key: PrivateKey, rows: Array<[string, number]>, vector?: Record<string, number>, tables?: Snapshot['tables']) => Promise<string>
 }> {
   const db = await openDatabase(':memory:')
   migrate(db)
@@ -43,7 +43,7 @@ async function setup(): Promise<{
   store.producers.putHead({ producer: origin, seq: 8, root: 'bafkqaaa', hlc: '1800000000000-0000', acks: {}, signed: new Uint8Array(), receivedAt: 0 })
   store.gaps.add(origin, 1, 5, 0, 'horizon')
   // Each producer's tree holds only its snapshots directory: enough for the bootstrap, which never walks days.
-  const publish = async (key: PrivateKey, rows: Array<[string, number]>, vector?: Record<string, number>): Promise<string> => {
+  const publish = async (key: PrivateKey, rows: Array<[string, number]>, vector?: Record<string, number>, tables?: Snapshot['tables']): Promise<string> => {
     const producer = peerIdFromPrivateKey(key).toString()
     const snapshot: Snapshot = {
       format: 'cairn.snapshot/1',
@@ -51,7 +51,7 @@ async function setup(): Promise<{
       producer,
       created_at: new Date(0).toISOString(),
       vector: vector ?? { [origin]: 5 },
-      tables: { counted: { columns: ['w', 'n'], rows } }
+      tables: tables ?? { counted: { columns: ['w', 'n'], rows } }
     }
     const file = await fileBlock(await signSnapshot(snapshot, key))
     const dir = await directoryBlock([{ name: 'counter.json', cid: file.cid, size: file.bytes.length }])
@@ -110,6 +110,16 @@ describe('bootstrapping from snapshots', () => {
     expect([b, c]).toContain(store.snapshots.loaded('counter')!.producer)
     expect(store.snapshots.loaded('counter')!.producer).not.toBe(untrusted)
     expect(s.states()[0]).toEqual({ plugin: 'counter', state: `state from snapshot of ${store.snapshots.loaded('counter')!.producer} at {"${origin}":5}` })
+  })
+
+  test("a snapshot lacking one of the plugin's tables (another version's) is passed over for a complete one, though it covers more", async () => {
+    const { store, blocks, origin, publish } = await setup()
+    const complete = await publish(await generateKeyPair('Ed25519'), [['w1', 5]])
+    const lacking = await publish(await generateKeyPair('Ed25519'), [], { [origin]: 8 }, {})
+    const s = service(store, blocks, [lacking, complete])
+    await s.bootstrap()
+    expect(store.snapshots.loaded('counter')?.producer).toBe(complete)
+    expect(store.db.all('SELECT w, n FROM counted')).toEqual([{ w: 'w1', n: 5 }])
   })
 
   test('a load that fails half way leaves the plugin as it was', async () => {
@@ -319,6 +329,39 @@ describe('bootstrapping from snapshots', () => {
     )
     await s.write('counter')
     expect(JSON.parse(new TextDecoder().decode(written)).snapshot.migrations).toBe(1)
+  })
+
+  test('a plugin whose tables or columns need quoted names is not snapshotted (other nodes read plain names only), and says which', async () => {
+    const quoted = definePlugin({
+      name: 'quoted',
+      handles: { 'test.quoted': { version: 1, payload: v.object({ w: v.string() }) } },
+      migrations: ['CREATE TABLE "my docs" (w TEXT, "a b" TEXT)'],
+      apply() {}
+    })
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const store = new Store(db)
+    migratePlugins(store.pluginState, [{ plugin: quoted, source: 'test' }])
+    const s = new Snapshots(
+      { self: SELF, store, log: silentLog, metrics: new Metrics(), events: new CairnEventBus() },
+      {
+        plugins: [quoted],
+        privateKey: await generateKeyPair('Ed25519'),
+        put: async () => {
+          throw new Error('never written')
+        },
+        getBlock: async () => {
+          throw new Error('no blocks')
+        },
+        trusted: () => [],
+        fetchTimeout: 1000,
+        loaded: () => {}
+      }
+    )
+    await expect(s.write('quoted')).rejects.toThrow('table "my docs", column "a b" of my docs is not')
+    // unnamed, the plugin is passed over with a warning, as others that cannot be snapshotted
+    expect(await s.write()).toEqual([])
+    store.close()
   })
 
   test('a plugin with dead letters or held events is not snapshotted: its vector would claim events its tables lack, and a loader would pass them over for ever', async () => {
