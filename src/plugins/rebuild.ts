@@ -247,13 +247,16 @@ function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: st
       const copied = statements.shadowTables()
       // A table the plugin's handlers made in the shadow that cairn.db has although no migration of the plugin
       // made it may be another's (another plugin's, cairn's own): replacing it could wipe the owner's rows.
-      const made = new Set(migrated.map((t) => t.toLowerCase()))
-      const foreign = copied.filter((t) => !made.has(t.toLowerCase()) && statements.hasTable(t))
+      // SQLite folds the case of ASCII letters only.
+      const fold = (t: string): string => t.replace(/[A-Z]/g, (c) => c.toLowerCase())
+      const made = new Set(migrated.map(fold))
+      const foreign = copied.filter((t) => !made.has(fold(t)) && statements.hasTable(t))
       if (foreign.length > 0)
         throw new Error(
           `its handlers wrote table(s) ${foreign.join(', ')}, which its migrations do not create and cairn.db already has: a rebuild cannot tell those rows from another owner's (create the plugin's tables in its migrations)`
         )
-      const tables = [...new Set([...tablesOf(plugin), ...copied])]
+      // The tables its migrations left (not every name their text creates: one they drop again may be another's).
+      const tables = [...new Set([...migrated, ...copied])]
       // Its queued replays stay: asked during the rebuild, they run on the new tables (an event the new tables
       // applied is not applied again).
       store.pluginState.dropObjects(plugin.name, { views: viewsOf(plugin), tables })

@@ -130,6 +130,11 @@ export class Snapshots {
   /** @returns the plugin's tables and the vector they reflect, read in one synchronous step (no apply runs in between) */
   private capture(plugin: Plugin): { snapshot: Snapshot } {
     const { store, self } = this.components
+    const untold = store.snapshots.absent(tablesOf(plugin))
+    if (untold.length > 0)
+      throw new ValidationError(
+        `Cannot snapshot plugin ${plugin.name}: ${untold.join(', ')}, which its migrations create, is not in cairn.db (renamed or dropped by a later migration), so a snapshot could not tell which tables are the plugin's; give the plugin snapshot: false`
+      )
     const uncarried = store.snapshots.uncarried(tablesOf(plugin))
     if (uncarried.length > 0) {
       throw new ValidationError(
@@ -163,15 +168,18 @@ export class Snapshots {
       vector,
       tables: store.snapshots.dump(tablesOf(plugin))
     }
-    // The snapshot format names tables and columns by plain identifiers: other nodes refuse any other name.
-    const plain = /^[A-Za-z_][A-Za-z0-9_]*$/
-    const unnamed = Object.entries(snapshot.tables).flatMap(([t, { columns }]) => [
-      ...(plain.test(t) ? [] : [`table ${JSON.stringify(t)}`]),
-      ...columns.filter((c) => !plain.test(c)).map((c) => `column ${JSON.stringify(c)} of ${t}`)
-    ])
+    // The snapshot format names tables and columns by plain identifiers, and a reader's JSON object takes no
+    // member of Object.prototype's names: other nodes refuse (or misread) any other name.
+    const plain = (name: string): boolean => /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) && !['__proto__', 'constructor', 'prototype'].includes(name)
+    const unnamed = [
+      ...tablesOf(plugin)
+        .filter((t) => !plain(t))
+        .map((t) => `table ${JSON.stringify(t)}`),
+      ...Object.entries(snapshot.tables).flatMap(([t, { columns }]) => columns.filter((c) => !plain(c)).map((c) => `column ${JSON.stringify(c)} of ${t}`))
+    ]
     if (unnamed.length > 0)
       throw new ValidationError(
-        `Cannot snapshot plugin ${plugin.name}: a snapshot names tables and columns by letters, digits and underscores only, and ${unnamed.join(', ')} is not; rename it in a migration, or give the plugin snapshot: false`
+        `Cannot snapshot plugin ${plugin.name}: a snapshot names tables and columns by letters, digits and underscores only (and none of __proto__, constructor, prototype), and ${unnamed.join(', ')} is not; rename it in a migration, or give the plugin snapshot: false`
       )
     return { snapshot }
   }
@@ -251,6 +259,8 @@ export class Snapshots {
     if (trusted.length === 0) return 'no producer is trusted for snapshots (--snapshot-from)'
     const uncarried = store.snapshots.uncarried(tablesOf(plugin))
     if (uncarried.length > 0) return `no snapshot can carry the index of its contentless full-text table(s) ${uncarried.join(', ')}`
+    const untold = store.snapshots.absent(tablesOf(plugin))
+    if (untold.length > 0) return `its migrations create ${untold.join(', ')}, which is not in cairn.db (renamed or dropped by a later migration): no snapshot can be told complete`
     const found: Snapshot[] = []
     const unchecked: string[] = []
     for (const producer of trusted) {

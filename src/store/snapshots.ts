@@ -103,11 +103,14 @@ export class SnapshotsTable {
    * @throws TypeError for a contentless full-text table (see uncarried)
    */
   dump(tables: readonly string[]): SnapshotTables {
-    const out: SnapshotTables = {}
+    // No prototype: a table named __proto__ is a key like any other.
+    const out: SnapshotTables = Object.create(null)
     for (const t of tables) {
       const fts = ftsTable(this.db, t)
       if (fts?.content === 'contentless') throw new TypeError(`table ${t} is a contentless ${fts.module} table: a snapshot cannot carry its index`)
-      if (fts?.content === 'external' || readOnlyTable(this.db, t)) continue
+      // An FTS5 index with external content is not carried (rebuilt from its content at load); an FTS4 one is, as
+      // builds before FTS4 was known carried it (their loads would empty it and never index it again), and loads skip it.
+      if ((fts?.content === 'external' && fts.module === 'FTS5') || readOnlyTable(this.db, t)) continue
       const names = this.db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [t]).map((c) => c.name)
       if (names.length === 0) continue
       // A full-text table refuses a column named rowid: the name is free.
@@ -124,6 +127,11 @@ export class SnapshotsTable {
     return owned.filter(
       (t) => ftsTable(this.db, t)?.content !== 'external' && !readOnlyTable(this.db, t) && this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) != null
     )
+  }
+
+  /** @returns the tables among `owned` that cairn.db does not have (its migrations renamed or dropped them) */
+  absent(owned: readonly string[]): string[] {
+    return owned.filter((t) => this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) == null)
   }
 
   /** @returns the tables a snapshot's `tables` should hold of `owned` (carried) and does not */

@@ -390,7 +390,7 @@ describe('a rebuild beside the running node', () => {
     }
   }, 60_000)
 
-  test("a plugin whose handler writes another plugin's table (CREATE TABLE IF NOT EXISTS, in another case) is refused a rebuild, the table's rows untouched; one whose migrations rename its table is rebuilt", async () => {
+  test("a plugin whose handler writes another plugin's table (CREATE TABLE IF NOT EXISTS, in another case) is refused a rebuild, the table's rows untouched; one whose migrations rename its table is rebuilt; one whose migrations create and drop another's table name leaves that table", async () => {
     class Trespass extends World {
       plugins(): Plugin[] {
         const trespass = definePlugin({
@@ -410,7 +410,14 @@ describe('a rebuild beside the running node', () => {
           migrations: ['CREATE TABLE old_entries (n INTEGER NOT NULL)', 'ALTER TABLE old_entries RENAME TO entries'],
           apply: (event, { db }) => void db.run('INSERT INTO entries (n) VALUES (?)', [event.payload.n])
         })
-        return [...super.plugins(), trespass, renamed]
+        // Its migrations make a table of the name the pings plugin's takes later, and drop it again.
+        const scratcher = definePlugin({
+          name: 'scratcher',
+          handles: { 'test.scratch': { version: 1, payload: v.object({ n: v.number() }) } },
+          migrations: ['CREATE TABLE pings (x INTEGER)', 'DROP TABLE pings'],
+          apply: () => {}
+        })
+        return [scratcher, ...super.plugins(), trespass, renamed]
       }
     }
     using tmp = tempDir()
@@ -437,6 +444,14 @@ describe('a rebuild beside the running node', () => {
       node.plugins.changedElsewhere()
       await rebuilt.promise
       expect(node.store.db.all('SELECT n FROM entries ORDER BY n')).toEqual([{ n: 4 }, { n: 5 }])
+
+      // Rebuilt, its migrations would create pings again where the pings plugin's table is: the swap fails, and
+      // does not drop that table first.
+      requestRebuild(node.store, 'scratcher')
+      node.plugins.changedElsewhere()
+      await waitFor('the rebuild to end', () => world.logs.some((l) => l.fields.plugin === 'scratcher' && (l.fields.reason === 'plugin_rebuilt' || l.fields.reason === 'plugin_rebuild_failed')))
+      expect(world.logs.filter((l) => l.fields.plugin === 'scratcher' && l.fields.reason === 'plugin_rebuild_failed').map((l) => l.msg)).toEqual([expect.stringContaining('already exists')])
+      expect(pings()).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }])
     } finally {
       await node.stop()
     }
