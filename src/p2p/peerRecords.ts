@@ -30,6 +30,8 @@ export class PeerRecordCache extends BaseDatastore {
   private readonly records = new Map<string, Uint8Array>()
   private readonly changed = new Set<string>()
   private timer: ReturnType<typeof setTimeout> | undefined
+  /** once stopped, changed records stay in memory: libp2p still updates some while it stops, after this store did */
+  private stopped = false
   /** every disk write and delete of a peer record, one after the other, in the order they were asked for */
   private disking: Promise<void> = Promise.resolve()
 
@@ -81,8 +83,9 @@ export class PeerRecordCache extends BaseDatastore {
     yield* this.disk.queryKeys(q, options)
   }
 
-  /** Writes every changed record to disk; a write that fails stays changed for the next flush. */
+  /** Writes every changed record to disk (none once stopped); a write that fails stays changed for the next flush. */
   async flush(): Promise<void> {
+    if (this.stopped) return
     await this.serial(async () => {
       const keys = [...this.changed]
       this.changed.clear()
@@ -94,13 +97,20 @@ export class PeerRecordCache extends BaseDatastore {
     })
   }
 
-  start(): void {}
+  start(): void {
+    this.stopped = false
+  }
 
-  /** Writes the changed records and stops the timer (Helia stops its datastore when it stops). */
+  /**
+   * Writes the changed records and stops the timer (Helia stops its datastore when it stops). A record changed
+   * after it is not written (no timer keeps the process up, nothing lands in a data directory removed meanwhile):
+   * it holds what the next connection learns again.
+   */
   async stop(): Promise<void> {
     if (this.timer != null) clearTimeout(this.timer)
     this.timer = undefined
     await this.flush()
+    this.stopped = true
   }
 
   /** @returns how many records are held in memory */
@@ -110,6 +120,7 @@ export class PeerRecordCache extends BaseDatastore {
 
   private markChanged(k: string): void {
     this.changed.add(k)
+    if (this.stopped) return
     this.timer ??= setTimeout(() => {
       this.timer = undefined
       void this.flush()
@@ -122,7 +133,7 @@ export class PeerRecordCache extends BaseDatastore {
     while (this.records.size > this.init.maxEntries) {
       const [oldest, old] = this.records.entries().next().value!
       this.records.delete(oldest)
-      if (this.changed.delete(oldest)) void this.serial(async () => await this.write(oldest, old))
+      if (this.changed.delete(oldest) && !this.stopped) void this.serial(async () => await this.write(oldest, old))
     }
   }
 

@@ -131,4 +131,23 @@ describe('PeerRecordCache', () => {
     expect(text(await d.store.get(new Key('/peers/a')))).toBe('1')
     expect(text(await d.store.get(new Key('/peers/b')))).toBe('2')
   })
+
+  test('a record libp2p changes after the store stopped is kept in memory only: no timer holds the process, nothing is written into a data directory removed meanwhile', async () => {
+    const d = disk()
+    const cache = new PeerRecordCache(d.store, { flushMs: 60_000, maxEntries: 1, onError: () => {} })
+    await cache.put(new Key('/peers/a'), bytes('a1'))
+    await cache.stop()
+    expect(d.puts).toEqual(['/peers/a'])
+    await cache.put(new Key('/peers/b'), bytes('b1'))
+    // evicting a changed record past maxEntries, and a flush (a query asks for one), would write it
+    await cache.put(new Key('/peers/c'), bytes('c1'))
+    await cache.flush()
+    expect(d.puts).toEqual(['/peers/a'])
+    expect(text(await cache.get(new Key('/peers/c')))).toBe('c1')
+    // started again (Helia restarted), it writes as before, what changed while it was stopped included
+    cache.start()
+    await cache.put(new Key('/peers/d'), bytes('d1'))
+    await cache.stop()
+    expect(d.puts).toEqual(['/peers/a', '/peers/c', '/peers/d'])
+  })
 })
