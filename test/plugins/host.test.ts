@@ -1,4 +1,4 @@
-import { describe, expect, test } from 'bun:test'
+import { afterAll, describe, expect, test } from 'bun:test'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -359,11 +359,16 @@ describe('the plugin host', () => {
 })
 
 describe('loading plugins', () => {
+  const made: string[] = []
   const dir = (files: Record<string, string>): string => {
     const d = mkdtempSync(join(tmpdir(), 'cairn-plugins-'))
+    made.push(d)
     for (const [name, text] of Object.entries(files)) writeFileSync(join(d, name), text)
     return d
   }
+  afterAll(() => {
+    for (const d of made) rmSync(d, { recursive: true, force: true })
+  })
 
   test('loads the example plugins from a directory (the function form and an @cairn/plugin import), skipping their test', async () => {
     const loaded = await loadPlugins([], [resolve(import.meta.dir, '../../examples')])
