@@ -37,16 +37,16 @@ const DIFF_TABLE_NAMES = DIFF_TABLES.map((sql) => sql.split(' ')[2])
  * @returns the plugin's tables in a shadow's schema (`main` on its own connection, the attached name on cairn.db's),
  * its bookkeeping left out. A virtual table's own tables (FTS5's docs_data, docs_idx, …: type 'shadow') are its to
  * fill: it is copied through itself. A read-only view of another table's index (fts5vocab, fts4aux) holds no rows
- * of its own to copy.
+ * of its own to copy: left out unless `readOnlyToo` (the tables to drop before the migrations run again).
  */
-function pluginTables(db: SqlDatabase, schema: string): string[] {
+function pluginTables(db: SqlDatabase, schema: string, readOnlyToo = false): string[] {
   return db
     .all<{ name: string; sql: string | null }>(
       `SELECT l.name, m.sql FROM pragma_table_list l LEFT JOIN ${schema}.sqlite_master m ON m.name = l.name AND m.type = 'table'
         WHERE l.schema = ? AND l.type IN ('table', 'virtual') AND l.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY l.name`,
       [schema]
     )
-    .filter((r) => !STATE_TABLES.includes(r.name) && !DIFF_TABLE_NAMES.includes(r.name) && !readOnlyVirtual(r.sql))
+    .filter((r) => !STATE_TABLES.includes(r.name) && !DIFF_TABLE_NAMES.includes(r.name) && (readOnlyToo || !readOnlyVirtual(r.sql)))
     .map((r) => r.name)
 }
 
@@ -165,9 +165,9 @@ export class RebuildShadow {
     return new RebuildShadow(path, db)
   }
 
-  /** @returns the plugin's tables in the shadow now (after its migrations ran: those they made) */
+  /** @returns the plugin's tables in the shadow now (after its migrations ran: those they made, read-only index views included) */
   tables(): string[] {
-    return pluginTables(this.db, 'main')
+    return pluginTables(this.db, 'main', true)
   }
 
   /** @returns whether the plugin's walk in the shadow has passed the last row of cairn.db's events (as this connection sees it now) */

@@ -417,7 +417,14 @@ describe('a rebuild beside the running node', () => {
           migrations: ['CREATE TABLE pings (x INTEGER)', 'DROP TABLE pings'],
           apply: () => {}
         })
-        return [scratcher, ...super.plugins(), trespass, renamed]
+        // A read-only view of its index (fts5vocab): its migrations make it, the swap copies no row of it.
+        const vocab = definePlugin({
+          name: 'vocab',
+          handles: { 'test.word': { version: 1, payload: v.object({ body: v.string() }) } },
+          migrations: ['CREATE VIRTUAL TABLE words USING fts5(body)', 'CREATE VIRTUAL TABLE words_terms USING fts5vocab(words, row)'],
+          apply: (event, { db }) => void db.run('INSERT INTO words (body) VALUES (?)', [event.payload.body])
+        })
+        return [scratcher, ...super.plugins(), trespass, renamed, vocab]
       }
     }
     using tmp = tempDir()
@@ -452,6 +459,16 @@ describe('a rebuild beside the running node', () => {
       await waitFor('the rebuild to end', () => world.logs.some((l) => l.fields.plugin === 'scratcher' && (l.fields.reason === 'plugin_rebuilt' || l.fields.reason === 'plugin_rebuild_failed')))
       expect(world.logs.filter((l) => l.fields.plugin === 'scratcher' && l.fields.reason === 'plugin_rebuild_failed').map((l) => l.msg)).toEqual([expect.stringContaining('already exists')])
       expect(pings()).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }])
+
+      await node.publish({ type: 'test.word', payload: { body: 'alpha beta' } })
+      await node.plugins.drain()
+      const vocabRebuilt = next(node, 'plugin:rebuilt', 'vocab')
+      requestRebuild(node.store, 'vocab')
+      node.plugins.changedElsewhere()
+      await waitFor('the rebuild to end', () => world.logs.some((l) => l.fields.plugin === 'vocab' && (l.fields.reason === 'plugin_rebuilt' || l.fields.reason === 'plugin_rebuild_failed')))
+      expect(world.logs.filter((l) => l.fields.plugin === 'vocab' && l.fields.reason === 'plugin_rebuild_failed').map((l) => l.msg)).toEqual([])
+      await vocabRebuilt.promise
+      expect(node.store.db.all("SELECT term, doc FROM words_terms WHERE term = 'alpha'")).toEqual([{ term: 'alpha', doc: 1 }])
     } finally {
       await node.stop()
     }
