@@ -16,6 +16,9 @@ export const SNAPSHOTS_DIR = 'snapshots'
 /** A SQL value in a snapshot: bytes travel as `{ "$bytes": base64 }`. */
 const ValueSchema = v.union([v.string(), v.number(), v.null(), v.strictObject({ $bytes: v.string() })])
 
+/** How a snapshot names a table or a column: letters, digits and underscores (a reader refuses any other name). */
+export const SNAPSHOT_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+
 /** A plugin's tables at a vector of per-producer seqs, as a node saw them. */
 const SnapshotSchema = v.strictObject({
   format: v.literal('cairn.snapshot/1'),
@@ -33,8 +36,8 @@ const SnapshotSchema = v.strictObject({
     v.check((r) => Object.keys(r).length <= 10_000, 'Too many producers')
   ),
   tables: v.record(
-    v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'Expected a table name')),
-    v.strictObject({ columns: v.array(v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'Expected a column name'))), rows: v.array(v.array(ValueSchema)) })
+    v.pipe(v.string(), v.regex(SNAPSHOT_NAME, 'Expected a table name')),
+    v.strictObject({ columns: v.array(v.pipe(v.string(), v.regex(SNAPSHOT_NAME, 'Expected a column name'))), rows: v.array(v.array(ValueSchema)) })
   )
 })
 

@@ -1,7 +1,7 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { Components } from '../node/components.ts'
-import { MAX_SNAPSHOT_BYTES, SNAPSHOTS_DIR, signSnapshot, snapshotContent, verifySnapshot, type Snapshot } from '../model/snapshot.ts'
+import { MAX_SNAPSHOT_BYTES, SNAPSHOT_NAME, SNAPSHOTS_DIR, signSnapshot, snapshotContent, verifySnapshot, type Snapshot } from '../model/snapshot.ts'
 import { canonicalJson } from '../model/canonical.ts'
 import { readDirectoryNode } from '../unixfs/hamt.ts'
 import { CID as CIDClass } from 'multiformats/cid'
@@ -130,12 +130,13 @@ export class Snapshots {
   /** @returns the plugin's tables and the vector they reflect, read in one synchronous step (no apply runs in between) */
   private capture(plugin: Plugin): { snapshot: Snapshot } {
     const { store, self } = this.components
-    const untold = store.snapshots.absent(tablesOf(plugin))
+    const owned = tablesOf(plugin)
+    const untold = store.snapshots.absent(owned)
     if (untold.length > 0)
       throw new ValidationError(
         `Cannot snapshot plugin ${plugin.name}: ${untold.join(', ')}, which its migrations create, is not in cairn.db (renamed or dropped by a later migration), so a snapshot could not tell which tables are the plugin's; give the plugin snapshot: false`
       )
-    const uncarried = store.snapshots.uncarried(tablesOf(plugin))
+    const uncarried = store.snapshots.uncarried(owned)
     if (uncarried.length > 0) {
       throw new ValidationError(
         `Cannot snapshot plugin ${plugin.name}: ${uncarried.join(', ')} ${uncarried.length > 1 ? 'are contentless full-text tables' : 'is a contentless full-text table'} (content=''), whose index a snapshot cannot carry; give the plugin snapshot: false, or keep the text in a table of its own (content=TABLE)`
@@ -166,15 +167,13 @@ export class Snapshots {
       created_at: new Date().toISOString(),
       migrations: (plugin.migrations ?? []).length,
       vector,
-      tables: store.snapshots.dump(tablesOf(plugin))
+      tables: store.snapshots.dump(owned)
     }
     // The snapshot format names tables and columns by plain identifiers, and a reader's JSON object takes no
     // member of Object.prototype's names: other nodes refuse (or misread) any other name.
-    const plain = (name: string): boolean => /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) && !['__proto__', 'constructor', 'prototype'].includes(name)
+    const plain = (name: string): boolean => SNAPSHOT_NAME.test(name) && !['__proto__', 'constructor', 'prototype'].includes(name)
     const unnamed = [
-      ...tablesOf(plugin)
-        .filter((t) => !plain(t))
-        .map((t) => `table ${JSON.stringify(t)}`),
+      ...owned.filter((t) => !plain(t)).map((t) => `table ${JSON.stringify(t)}`),
       ...Object.entries(snapshot.tables).flatMap(([t, { columns }]) => columns.filter((c) => !plain(c)).map((c) => `column ${JSON.stringify(c)} of ${t}`))
     ]
     if (unnamed.length > 0)
@@ -257,9 +256,10 @@ export class Snapshots {
     const { store, log, self } = this.components
     const trusted = this.init.trusted().filter((p) => p !== self)
     if (trusted.length === 0) return 'no producer is trusted for snapshots (--snapshot-from)'
-    const uncarried = store.snapshots.uncarried(tablesOf(plugin))
+    const owned = tablesOf(plugin)
+    const uncarried = store.snapshots.uncarried(owned)
     if (uncarried.length > 0) return `no snapshot can carry the index of its contentless full-text table(s) ${uncarried.join(', ')}`
-    const untold = store.snapshots.absent(tablesOf(plugin))
+    const untold = store.snapshots.absent(owned)
     if (untold.length > 0) return `its migrations create ${untold.join(', ')}, which is not in cairn.db (renamed or dropped by a later migration): no snapshot can be told complete`
     const found: Snapshot[] = []
     const unchecked: string[] = []
@@ -286,7 +286,7 @@ export class Snapshots {
         continue
       }
       // Loaded, a table it lacks would be left empty for every event the vector passes over.
-      const lacking = store.snapshots.lacking(tablesOf(plugin), snapshot.tables)
+      const lacking = store.snapshots.lacking(owned, snapshot.tables)
       if (lacking.length > 0) {
         const why = `the snapshot of ${producer} lacks table(s) ${lacking.join(', ')} of ${plugin.name} (made by another version of the plugin, or of cairn)`
         log.warn(`not loading a snapshot of ${plugin.name}: ${why}`, { plugin: plugin.name, producer, reason: 'snapshot_incomplete' })
@@ -331,7 +331,7 @@ export class Snapshots {
     const best = agreeing.sort((a, b) => total(b) - total(a))[0]
     store.transaction(
       () => {
-        store.snapshots.replace(tablesOf(plugin), best.tables, { plugin: plugin.name, producer: best.producer, vector: best.vector, created_at: best.created_at }, Date.now())
+        store.snapshots.replace(owned, best.tables, { plugin: plugin.name, producer: best.producer, vector: best.vector, created_at: best.created_at }, Date.now())
         store.pluginState.rewind(plugin.name)
       },
       { durable: true }

@@ -346,7 +346,7 @@ export class RebuildSwap {
    * one transaction instead); errors from SQLite
    */
   copyTables(tables: readonly string[]): void {
-    const created = tables.filter((t) => this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) == null)
+    const created = tables.filter((t) => !this.hasTable(t))
     for (const table of created) {
       for (const o of this.db.all<{ sql: string }>(`SELECT sql FROM ${SHADOW}.sqlite_master WHERE tbl_name = ? AND type IN ('table', 'index') AND sql IS NOT NULL ORDER BY type DESC`, [table]))
         this.db.exec(o.sql)

@@ -49,10 +49,15 @@ function unquote(value: string): string {
   return value
 }
 
+/** @returns the CREATE statement of table `table` of `schema`, or undefined when there is none */
+function tableSql(db: SqlDatabase, table: string, schema: string): string | undefined {
+  if (!IDENT.test(schema)) throw new TypeError(`not a schema name: ${schema}`)
+  return db.get<{ sql: string | null }>(`SELECT sql FROM ${schema}.sqlite_master WHERE type = 'table' AND name = ?`, [table])?.sql ?? undefined
+}
+
 /** @returns the full-text table `table` of `schema`: its module and where its text lives; undefined when it is not one */
 export function ftsTable(db: SqlDatabase, table: string, schema = 'main'): FtsTable | undefined {
-  if (!IDENT.test(schema)) throw new TypeError(`not a schema name: ${schema}`)
-  const sql = db.get<{ sql: string | null }>(`SELECT sql FROM ${schema}.sqlite_master WHERE type = 'table' AND name = ?`, [table])?.sql
+  const sql = tableSql(db, table, schema)
   const using = sql == null ? null : /^\s*CREATE\s+VIRTUAL\s+TABLE\b[\s\S]*?\bUSING\s+(fts[345])\s*\(/i.exec(sql)
   if (sql == null || using == null) return undefined
   const module = using[1].toUpperCase() as FtsTable['module']
@@ -75,8 +80,7 @@ export function readOnlyVirtual(sql: string | null | undefined): boolean {
 
 /** @returns whether `table` of `schema` is such a table (readOnlyVirtual) */
 function readOnlyTable(db: SqlDatabase, table: string, schema = 'main'): boolean {
-  if (!IDENT.test(schema)) throw new TypeError(`not a schema name: ${schema}`)
-  return readOnlyVirtual(db.get<{ sql: string | null }>(`SELECT sql FROM ${schema}.sqlite_master WHERE type = 'table' AND name = ?`, [table])?.sql)
+  return readOnlyVirtual(tableSql(db, table, schema))
 }
 
 /**
@@ -124,14 +128,17 @@ export class SnapshotsTable {
 
   /** @returns the tables among `owned` whose rows a snapshot holds: those that exist, but external-content full-text tables and read-only index views */
   carried(owned: readonly string[]): string[] {
-    return owned.filter(
-      (t) => ftsTable(this.db, t)?.content !== 'external' && !readOnlyTable(this.db, t) && this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) != null
-    )
+    return owned.filter((t) => ftsTable(this.db, t)?.content !== 'external' && !readOnlyTable(this.db, t) && this.exists(t))
   }
 
   /** @returns the tables among `owned` that cairn.db does not have (its migrations renamed or dropped them) */
   absent(owned: readonly string[]): string[] {
-    return owned.filter((t) => this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [t]) == null)
+    return owned.filter((t) => !this.exists(t))
+  }
+
+  /** @returns whether cairn.db has table `table` */
+  private exists(table: string): boolean {
+    return this.db.get("SELECT 1 AS x FROM pragma_table_list WHERE schema = 'main' AND name = ?", [table]) != null
   }
 
   /** @returns the tables a snapshot's `tables` should hold of `owned` (carried) and does not */
@@ -163,7 +170,8 @@ export class SnapshotsTable {
     if (lacking.length > 0) throw new Error(`the snapshot lacks table(s) ${lacking.join(', ')} of plugin ${from.plugin} (made by another version of the plugin, or of cairn)`)
     for (const t of carried) this.db.run(`DELETE FROM main.${quoteIdent(t)}`)
     for (const [name, t] of Object.entries(tables)) {
-      if (external.includes(name) || !carried.includes(name)) continue
+      // Only the carried tables: neither an external-content index (indexed again below) nor a read-only view.
+      if (!carried.includes(name)) continue
       // The snapshot is another node's: its column names must be the table's own (a full-text table's rows come with their rowids).
       const known = new Set(this.db.all<{ name: string }>('SELECT name FROM pragma_table_info(?)', [name]).map((c) => c.name))
       const fts = ftsTable(this.db, name)
