@@ -48,7 +48,8 @@ function counting(metrics: ApplyMetrics, counted: { applied: number }): ApplyMet
  * fresh tables, forgets what it applied and the state keys it recorded, and re-applies every retained event of its types from the first
  * row, so readers see the old tables until the new ones replace them all at once, and a crash half-way
  * leaves the old ones (and the request) as they were. Each event is applied exactly once into the new
- * tables; effects are not run again.
+ * tables; effects are not run again, but an event the old tables were waiting on (retrying, dead-lettered,
+ * held) that the new ones apply has its effect queued, as a replay would.
  *
  * @returns how many events were re-applied, or undefined when no rebuild was asked for
  */
@@ -59,6 +60,7 @@ export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | un
   const count = counting(ctx.metrics, counted)
   try {
     store.transaction(() => {
+      store.pluginState.rememberWaiting(plugin.name)
       store.pluginState.reset(plugin.name, { views: viewsOf(plugin), tables: tablesOf(plugin) })
       // Fresh tables no longer hold a loaded snapshot's state: every retained event is applied, and a plugin
       // that misses pruned history looks for a snapshot again (plugins/snapshots.ts).
@@ -69,6 +71,8 @@ export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | un
       store.meta.delete(requestKey(plugin.name))
       processPlugin({ ...ctx, metrics: count, rebuilding: true, budgetMs: undefined }, plugin)
       if (ctx.signal.aborted) throw new RebuildAbortedError()
+      // The events it had not applied (retrying, dead letters, held) and applies now: their effects never ran.
+      store.pluginState.queueWaitingEffects(plugin.name, effectTypes(plugin), ctx.now())
     })
   } catch (err) {
     if ((err as Error).name === 'RebuildAbortedError') return undefined
@@ -76,6 +80,13 @@ export function rebuildIfRequested(ctx: RunContext, plugin: Plugin): number | un
   }
   ctx.log.info(`rebuilt plugin ${plugin.name}: re-applied ${counted.applied} event(s) into fresh tables`, { plugin: plugin.name, reason: 'plugin_rebuilt' })
   return counted.applied
+}
+
+/** @returns the types of `plugin` that have an effect */
+function effectTypes(plugin: Plugin): string[] {
+  return Object.entries(plugin.handles)
+    .filter(([, handler]) => (handler.effect ?? plugin.effect) != null)
+    .map(([type]) => type)
 }
 
 /** How long one slice of a rebuild applies events in its shadow before it gives the event loop back. */
@@ -114,7 +125,7 @@ export interface RebuildOutcome {
  *    by comparing them again), its retries, dead letters, holds and cursor the shadow's, forgets its loaded
  *    snapshot and the request, applies the events that came since the last slice (no effects: the old tables'
  *    walk queued them) and queues the effects of the events since the rebuild began that the old tables had not
- *    applied (not reached, or failed on). Its length grows with the plugin's tables and with how many marks and
+ *    applied (not reached, or failed on) and of the events they were waiting on (retrying, dead-lettered, held). Its length grows with the plugin's tables and with how many marks and
  *    keys differ (all keys, for a plugin that changed them), not with a slice's work.
  *
  * A stop (ctx.signal) abandons it: the shadow is removed, the old tables and the request stay, and the next
@@ -236,14 +247,13 @@ function abandoned(ctx: RunContext, plugin: Plugin): undefined {
 /** The swap of rebuildBeside, on cairn.db's connection: see there. */
 function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: string, migrated: readonly string[], from: number, counted: { applied: number }): void {
   const { store } = ctx
-  const effectTypes = Object.entries(plugin.handles)
-    .filter(([, handler]) => (handler.effect ?? plugin.effect) != null)
-    .map(([type]) => type)
+  const types = effectTypes(plugin)
   statements.attach(path)
   try {
     store.transaction(() => {
       statements.deferForeignKeys()
-      statements.rememberApplied(plugin.name, from, effectTypes)
+      statements.rememberApplied(plugin.name, from, types)
+      store.pluginState.rememberWaiting(plugin.name)
       const copied = statements.shadowTables()
       // A table the plugin's handlers made in the shadow that cairn.db has although no migration of the plugin
       // made it may be another's (another plugin's, cairn's own): replacing it could wipe the owner's rows.
@@ -274,7 +284,9 @@ function swap(ctx: RunContext, plugin: Plugin, statements: RebuildSwap, path: st
       processPlugin({ ...ctx, metrics: counting(ctx.metrics, counted), rebuilding: true, budgetMs: undefined, nextRetry: undefined }, plugin)
       // …for those it applied: the events since the rebuild began that it had not applied (not reached, or failed
       // on) have their effects queued now.
-      if (statements.queueEffects(plugin.name, from, effectTypes, ctx.now()) > 0) store.pluginState.writes.effects++
+      if (statements.queueEffects(plugin.name, from, types, ctx.now()) > 0) store.pluginState.writes.effects++
+      // …and so do the events the old tables were waiting on (retrying, dead letters, held) that the new ones applied.
+      store.pluginState.queueWaitingEffects(plugin.name, types, ctx.now())
     })
   } finally {
     // A failure here must not hide the swap's own error; the next swap detaches what is left first.

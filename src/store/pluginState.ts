@@ -139,6 +139,42 @@ export class PluginStateTable {
     this.writes.progress++
   }
 
+  /**
+   * Remembers, for a rebuild, the events a plugin is waiting on here (retrying, dead-lettered or held): it never
+   * applied them, so no effect of theirs ran; queueWaitingEffects queues the effects of those the rebuilt tables
+   * applied. Call it in the rebuild's transaction before the plugin's state is replaced.
+   */
+  rememberWaiting(plugin: string): void {
+    this.db.exec('CREATE TEMP TABLE IF NOT EXISTS rebuild_waiting_before (producer TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (producer, event_id)) WITHOUT ROWID')
+    this.db.run('DELETE FROM temp.rebuild_waiting_before')
+    for (const table of ['plugin_failures', 'dead_letters', 'plugin_held']) {
+      this.db.run(`INSERT OR IGNORE INTO temp.rebuild_waiting_before (producer, event_id) SELECT producer, event_id FROM main.${table} WHERE plugin = ?`, [plugin])
+    }
+  }
+
+  /**
+   * Queues the effects of the events of `types` that rememberWaiting found waiting and the plugin has now applied
+   * (an effect already queued or run stays as it is), and forgets them.
+   *
+   * @returns how many were queued
+   */
+  queueWaitingEffects(plugin: string, types: readonly string[], at: number): number {
+    let queued = 0
+    if (types.length > 0) {
+      queued = this.db.run(
+        `INSERT OR IGNORE INTO main.plugin_effects (plugin, producer, event_id, next_at)
+           SELECT a.plugin, a.producer, a.event_id, ? FROM temp.rebuild_waiting_before w
+             JOIN main.plugin_applied a ON a.plugin = ? AND a.producer = w.producer AND a.event_id = w.event_id
+             JOIN main.events e ON e.producer = w.producer AND e.event_id = w.event_id
+            WHERE e.type IN (${types.map(() => '?').join(', ')})`,
+        [at, plugin, ...types]
+      ).changes
+    }
+    this.db.run('DELETE FROM temp.rebuild_waiting_before')
+    if (queued > 0) this.writes.effects++
+    return queued
+  }
+
   /** @returns whether a plugin has ever run on this database (it has a cursor) */
   known(plugin: string): boolean {
     return this.db.get('SELECT 1 AS x FROM plugin_cursors WHERE plugin = ?', [plugin]) != null

@@ -314,6 +314,32 @@ describe('a rebuild beside the running node', () => {
       await node.stop()
     }
   }, 180_000)
+  test('an event dead-lettered before the rebuild that the new tables apply (its cause fixed, no replay asked) has its effect run, once', async () => {
+    using tmp = tempDir()
+    const { world, node } = await historyNode(tmp.path, (w) => w.refused.add(7))
+    try {
+      await node.plugins.drain()
+      const dead = node.store.db.get<{ event_id: string }>("SELECT event_id FROM dead_letters WHERE plugin = 'items'")
+      const id = dead?.event_id ?? ''
+      await waitFor('the effects of the history', () => world.effects.size === HISTORY - 1, 60_000)
+      expect(world.effects.has(id)).toBe(false)
+
+      world.gen = 2
+      world.refused.clear()
+      const rebuilt = await beginRebuild(node)
+      await rebuilt.promise
+      await node.plugins.drain()
+      expect({
+        item: node.store.db.get('SELECT gen FROM items WHERE event_id = ?', [id]),
+        dead: node.store.db.get("SELECT count(*) AS n FROM dead_letters WHERE plugin = 'items'"),
+        applied: once(node.store)
+      }).toEqual({ item: { gen: 2 }, dead: { n: 0 }, applied: { n: HISTORY, once: HISTORY } })
+      await waitFor('the dead-lettered item’s effect', () => world.effects.get(id) === 1)
+      expect({ size: world.effects.size, most: Math.max(...world.effects.values()) }).toEqual({ size: HISTORY, most: 1 })
+    } finally {
+      await node.stop()
+    }
+  }, 180_000)
   test('an event the old tables fail on while the rebuild runs (the reason for it: they lack what the plugin now writes) is applied by the new tables with its effect, once', async () => {
     using tmp = tempDir()
     const { world, node } = await historyNode(tmp.path)

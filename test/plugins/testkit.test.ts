@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { testPlugin } from '../../src/plugins/testkit.ts'
-import { definePlugin, upcaster, v, type PluginFactory } from '../../src/plugins/mod.ts'
+import { definePlugin, PermanentError, upcaster, v, type PluginFactory } from '../../src/plugins/mod.ts'
 
 // The function form, as a file without node_modules writes it: the SDK comes in as the argument.
 const flaky: PluginFactory = ({ v, definePlugin, PermanentError }) => {
@@ -120,6 +120,44 @@ describe('testPlugin', () => {
     expect(t.published).toEqual([{ type: 'test.pong', payload: { n: 2 }, causation_id: ping.event_id }])
     expect(await t.rebuild()).toBe(1)
     expect(t.published).toHaveLength(1)
+  })
+
+  test('a rebuild that applies the events the plugin was retrying or had dead-lettered runs their effects, once; the others’ not again', async () => {
+    const refused = new Set(['dead', 'retried'])
+    const ran: string[] = []
+    const items = definePlugin({
+      name: 'items',
+      handles: { 'test.item': { version: 1, payload: v.object({ id: v.string() }) } },
+      migrations: ['CREATE TABLE items (id TEXT PRIMARY KEY)'],
+      apply(event, { db }) {
+        if (event.payload.id === 'dead' && refused.has('dead')) throw new PermanentError('refused for good')
+        if (refused.has(event.payload.id)) throw new Error('not yet')
+        db.run('INSERT INTO items (id) VALUES (?)', [event.payload.id])
+      },
+      async effect(event) {
+        ran.push(event.payload.id)
+      }
+    })
+    await using t = await testPlugin(items, { backoffMs: 60_000 })
+    await t.apply([
+      { type: 'test.item', payload: { id: 'a' } },
+      { type: 'test.item', payload: { id: 'dead' } },
+      { type: 'test.item', payload: { id: 'retried' } }
+    ])
+    expect({ ran, dead: t.deadLetters().length, retrying: t.retrying() }).toEqual({ ran: ['a'], dead: 1, retrying: 1 })
+    // The cause is fixed and the plugin rebuilt instead of replayed.
+    refused.clear()
+    expect(await t.rebuild()).toBe(3)
+    expect({ ran: ran.toSorted(), items: t.all('SELECT id FROM items ORDER BY id'), dead: t.deadLetters().length, retrying: t.retrying() }).toEqual({
+      ran: ['a', 'dead', 'retried'],
+      items: [{ id: 'a' }, { id: 'dead' }, { id: 'retried' }],
+      dead: 0,
+      retrying: 0
+    })
+    // A second rebuild runs none again.
+    expect(await t.rebuild()).toBe(3)
+    await t.clock.advance(120_000)
+    expect(ran.toSorted()).toEqual(['a', 'dead', 'retried'])
   })
 
   test('a plugin with a full-text (FTS5) table is rebuilt and listed with it: its migrations name it with CREATE VIRTUAL TABLE', async () => {
