@@ -1,7 +1,7 @@
 import { rowToEnvelope } from '../store/events.ts'
 import type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
 import { backoff } from '../util/backoff.ts'
-import type { RunContext } from './runner.ts'
+import { thrownText, type RunContext } from './runner.ts'
 import { payloadOf } from './schemas.ts'
 import type { Plugin } from './types.ts'
 
@@ -44,8 +44,9 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       state.effectDone(d.plugin, d, d.attempts + 1, ctx.now())
     } catch (err) {
       const delay = backoff(d.attempts + 1, { base: ctx.backoffMs, max: MAX_EFFECT_DELAY })
-      state.effectFailed(d.plugin, d, d.attempts + 1, (err as Error).message, ctx.now() + delay)
-      log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${(err as Error).message}`)
+      const message = thrownText(err)
+      state.effectFailed(d.plugin, d, d.attempts + 1, message, ctx.now() + delay)
+      log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${message}`)
     }
   }
 }

@@ -6,6 +6,7 @@ import { formatIssues } from '../model/issues.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
 import { isReservedType, RESERVED_PREFIX } from '../model/members.ts'
 import type { LoadedPlugin, Plugin } from './types.ts'
+import { thrownText } from './runner.ts'
 import * as sdkModule from './mod.ts'
 import { SDK, type Sdk } from './mod.ts'
 import { provideModule } from '../runtime/sdkModule.ts'
@@ -146,7 +147,7 @@ export async function loadPlugins(builtins: readonly Plugin[], dirs: readonly st
         try {
           candidate = await (candidate as (sdk: Sdk) => unknown)(SDK)
         } catch (err) {
-          throw new PluginLoadError(`Cannot load plugin from ${path}: its factory threw: ${(err as Error).message}`)
+          throw new PluginLoadError(`Cannot load plugin from ${path}: its factory threw: ${thrownText(err)}`)
         }
       }
       loaded.push({ plugin: checkPlugin(candidate, path), source: path })

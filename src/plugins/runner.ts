@@ -1,8 +1,38 @@
 import type { Components } from '../node/components.ts'
 import { rowToEnvelope, type EventRow } from '../store/events.ts'
 import { backoff } from '../util/backoff.ts'
+import { clip } from '../util/clip.ts'
 import { payloadOf, refuseThenable } from './schemas.ts'
 import { MAX_KEYS_PER_EVENT, type Plugin, type PluginEvent, type TypeHandler } from './types.ts'
+
+/** The most characters of what a plugin threw that its retry, dead letter or log line keeps. */
+const MAX_THROWN_TEXT = 2000
+
+/**
+ * @returns what a plugin's `apply`, `keys`, upcaster or `effect` threw, as the text its retry, dead letter and log
+ * lines record: a plugin may throw anything (`throw 'x'`, `throw undefined`), not only an Error
+ */
+export function thrownText(err: unknown): string {
+  let text: string
+  if (err instanceof Error) {
+    text = String(err.message)
+    if (text === '') text = err.name
+  } else {
+    let shown: string
+    try {
+      shown = typeof err === 'string' ? JSON.stringify(err) : String(err)
+    } catch {
+      shown = 'a value'
+    }
+    text = `threw ${shown}, which is not an Error`
+  }
+  return clip(text, MAX_THROWN_TEXT)
+}
+
+/** @returns whether a plugin threw PermanentError (the SDK's, or a copy of it from an installed package: known by its name) */
+export function isPermanent(err: unknown): boolean {
+  return err instanceof Error && err.name === 'PermanentError'
+}
 
 /** The series running plugins updates (the node's Metrics has them; the test kit counts nothing). */
 export interface ApplyMetrics {
@@ -171,8 +201,8 @@ export function applyOne(ctx: RunContext, plugin: Plugin, row: EventRow, advance
       moveCursor()
     })
   } catch (err) {
-    const message = (err as Error).message
-    const permanent = (err as Error).name === 'PermanentError'
+    const message = thrownText(err)
+    const permanent = isPermanent(err)
     if (permanent || attempts >= ctx.maxAttempts) {
       store.transaction(() => {
         state.deadLetter(plugin.name, row, attempts, message, ctx.now())

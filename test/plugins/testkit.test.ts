@@ -122,6 +122,42 @@ describe('testPlugin', () => {
     expect(t.published).toHaveLength(1)
   })
 
+  test('an apply or effect that throws something other than an Error is retried and dead-lettered like any failure, its value in the message; later events go on', async () => {
+    const thrown: Record<string, unknown> = { str: 'no stock', undef: undefined, obj: Object.create(null) }
+    let effectThrows = true
+    const odd = definePlugin({
+      name: 'odd',
+      handles: { 'test.item': { version: 1, payload: v.object({ id: v.string() }) } },
+      migrations: ['CREATE TABLE items (id TEXT PRIMARY KEY)'],
+      apply(event, { db }) {
+        if (event.payload.id in thrown) throw thrown[event.payload.id]
+        db.run('INSERT INTO items (id) VALUES (?)', [event.payload.id])
+      },
+      async effect() {
+        if (effectThrows) throw undefined
+      }
+    })
+    await using t = await testPlugin(odd, { backoffMs: 1000 })
+    await t.apply([
+      { type: 'test.item', payload: { id: 'str' } },
+      { type: 'test.item', payload: { id: 'undef' } },
+      { type: 'test.item', payload: { id: 'obj' } },
+      { type: 'test.item', payload: { id: 'ok' } }
+    ])
+    expect({ items: t.all('SELECT id FROM items'), retrying: t.retrying() }).toEqual({ items: [{ id: 'ok' }], retrying: 3 })
+    expect(t.get("SELECT attempts, last_error FROM plugin_effects WHERE plugin = 'odd'")).toEqual({ attempts: 1, last_error: 'threw undefined, which is not an Error' })
+    for (let i = 0; i < 5; i++) await t.clock.advance(60_000)
+    expect(
+      t
+        .deadLetters()
+        .map((d) => d.error)
+        .toSorted()
+    ).toEqual(['threw "no stock", which is not an Error', 'threw a value, which is not an Error', 'threw undefined, which is not an Error'])
+    effectThrows = false
+    await t.clock.advance(60_000)
+    expect(t.get("SELECT done_at IS NOT NULL AS done FROM plugin_effects WHERE plugin = 'odd'")).toEqual({ done: 1 })
+  })
+
   test('a rebuild that applies the events the plugin was retrying or had dead-lettered runs their effects, once; the others’ not again', async () => {
     const refused = new Set(['dead', 'retried'])
     const ran: string[] = []
