@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { cairn, ROOT } from './helpers/process.ts'
 import { VERBS } from '../src/cli/main.ts'
+import { scaffoldPlugin } from '../src/plugins/scaffold.ts'
 
 describe('docs/cli.md', () => {
   test('holds the --help text of cairn and of every verb, exactly as the binary prints it', async () => {
@@ -14,5 +15,12 @@ describe('docs/cli.md', () => {
       expect(help.code).toBe(0)
       expect(doc).toContain('```\n' + help.stdout.trimEnd() + '\n```')
     }
+  })
+})
+
+describe('docs/plugins.md', () => {
+  test('shows the tests `cairn plugins new` generates, complete, as it writes them', () => {
+    const doc = readFileSync(join(ROOT, 'docs', 'plugins.md'), 'utf8')
+    expect(doc).toContain('```ts\n' + scaffoldPlugin('doc-share', 'document.shared').files['doc-share.test.ts'].trimEnd() + '\n```')
   })
 })
