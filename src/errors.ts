@@ -230,6 +230,20 @@ export class ClockSkewError extends Error {
 }
 
 /**
+ * A peer holds a head of this node's own producer, signed with its key, ahead of its outbox: its cairn.db
+ * is older than what it published (restored from an older backup, replaced) or its identity runs on
+ * another node too. A publish would reuse seqs that every peer already has and refuses (HTTP 409).
+ */
+export class ProducerDivergedError extends Error {
+  static name = 'ProducerDivergedError'
+  readonly reason = 'producer_diverged'
+  constructor(message: string) {
+    super(message)
+    this.name = 'ProducerDivergedError'
+  }
+}
+
+/**
  * An idempotency key (Idempotency-Key or event_id) reused for a different request: the first event stands
  * and the new request is refused (HTTP 409); `eventId` names the first event.
  */

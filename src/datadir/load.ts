@@ -26,6 +26,20 @@ export function assertDataDir(dir: string): void {
 }
 
 /**
+ * Checks that an initialised data directory still has its database: `cairn init` writes it before identity.key,
+ * and opening a missing one would make an empty one, whose outbox publishes this producer's seqs from 1 again.
+ *
+ * @throws DataDirError saying what is lost and what to do
+ */
+export function assertDatabase(dir: string): void {
+  const path = dataPaths(dir).database
+  if (existsSync(path)) return
+  throw new DataDirError(
+    `${path} is missing: it holds this node's outbox (the seqs its producer published) and its plugins' state, and a new one would publish from seq 1 again, which every peer already has and refuses. Restore cairn.db and blocks.db from the same backup (docs/operations.md, "Backups"), or start over as a new node in another directory (cairn init --data NEWDIR --join FILE)`
+  )
+}
+
+/**
  * Reads the node's Ed25519 identity.
  *
  * @throws DataDirError when it is missing or damaged
@@ -90,6 +104,7 @@ function toStderr(line: string): void {
  * the wait for a migration ran out, naming what it waited for
  */
 export async function openDataDirStore(dir: string, options: { onWait?: (line: string) => void; waitMs?: number } = {}): Promise<Store> {
+  assertDatabase(dir)
   const path = dataPaths(dir).database
   const onWait = options.onWait ?? toStderr
   const waitMs = options.waitMs ?? MIGRATION_WAIT_MS

@@ -17,6 +17,7 @@ export const STATUS_BY_ERROR: Record<string, { status: number; code: string }> =
   NotFoundError: { status: 404, code: 'not_found' },
   IdempotencyConflictError: { status: 409, code: 'idempotency_key_reused' },
   StaleCursorError: { status: 409, code: 'stale_cursor' },
+  ProducerDivergedError: { status: 409, code: 'producer_diverged' },
   EventTooLargeError: { status: 413, code: 'too_large' },
   NotStartedError: { status: 503, code: 'not_started' },
   CommitFailedError: { status: 503, code: 'commit_failed' },

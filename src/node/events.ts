@@ -35,6 +35,11 @@ export interface CairnEvents {
   'outbox:pruned': CustomEvent<{ head: Uint8Array; removed: number }>
   /** a head moved a producer's head forward */
   'head:accepted': CustomEvent<Head>
+  /**
+   * a peer holds a head of this node's own producer (signed with its key) at `seq`, ahead of its outbox's
+   * `outbox_seq`: its cairn.db is behind what it published, or its identity runs elsewhere too
+   */
+  'self:diverged': CustomEvent<{ seq: number; root: string; outbox_seq: number }>
   /** a head, file or request from a peer was refused */
   'peer:rejected': CustomEvent<Rejected>
   'sync:progress': CustomEvent<SyncProgress>

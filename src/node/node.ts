@@ -4,7 +4,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
-import { NotFoundError, NotStartedError } from '../errors.ts'
+import { NotFoundError, NotStartedError, ProducerDivergedError } from '../errors.ts'
 import { Membership } from '../members/membership.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
 import { statSync } from 'node:fs'
@@ -110,6 +110,8 @@ export class CairnNode {
   private running?: Running
   /** while the node starts: that start, which a stop waits for */
   private starting?: Promise<void>
+  /** the highest head of this node's own producer a peer held ahead of its outbox, since it started */
+  private diverged?: { seq: number; root: string; outbox_seq: number }
 
   constructor(config: NodeConfig, extras: NodeExtras = {}) {
     this.config = config
@@ -200,6 +202,17 @@ export class CairnNode {
     let membership: Membership | undefined
     const rejections = new RejectionLog({ isKnown: (p) => membership?.isKnown(p) ?? opened.store.producers.has(p) }, components)
     const stopListening = [() => rejections.stop(), logUnhandledRejections(this.log)]
+    this.diverged = undefined
+    stopListening.push(
+      this.events.listen('self:diverged', (d) => {
+        if (this.diverged != null && d.seq <= this.diverged.seq) return
+        this.diverged = d
+        this.log.error(
+          `a peer holds a head of this node's own producer at seq ${d.seq}, signed with its key, but its outbox ends at seq ${d.outbox_seq}: its cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too; publishing is refused, as every peer would refuse the seqs it reused`,
+          { reason: 'producer_diverged', seq: d.seq, outbox_seq: d.outbox_seq, root: d.root }
+        )
+      })
+    )
     let ipfs: CairnIpfs | undefined
     let startedPlugins: PluginHost | undefined
     try {
@@ -239,7 +252,8 @@ export class CairnNode {
         maxEventSize: cfg.maxEventSize,
         maxDepth: cfg.maxDepth,
         validate: (type, version, payload) => plugins.validatePublish(type, version, payload),
-        acks: () => opened.store.acks()
+        acks: () => opened.store.acks(),
+        refusal: () => this.publishRefusal()
       })(components)
       const members = new Membership(
         {
@@ -809,9 +823,19 @@ export class CairnNode {
         clock: this.clockStatus(),
         pluginStates: r.snapshots.states(),
         members: r.members.document(),
-        loadedPlugins: r.plugins.listPlugins()
+        loadedPlugins: r.plugins.listPlugins(),
+        diverged: this.diverged
       },
       this.storedStatus(r)
+    )
+  }
+
+  /** @returns the error a publish is refused with while this node must not publish: its history diverged ('self:diverged') */
+  private publishRefusal(): Error | undefined {
+    const d = this.diverged
+    if (d == null) return undefined
+    return new ProducerDivergedError(
+      `Cannot publish: a peer holds this node's own head at seq ${d.seq}, but its outbox ends at seq ${d.outbox_seq}; its cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too, and every peer would refuse the seqs it reused (see docs/operations.md, "Backups")`
     )
   }
 

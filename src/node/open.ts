@@ -3,7 +3,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { loadAccessRules, type AccessRules } from '../config/access.ts'
 import type { NodeConfig } from '../config/catalog.ts'
 import { dataPaths } from '../datadir/layout.ts'
-import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
+import { assertDatabase, assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
 import { lockDataDir } from '../datadir/lock.ts'
 import { tightenModes } from '../datadir/modes.ts'
 import { networkId } from '../datadir/swarmKey.ts'
@@ -59,6 +59,7 @@ export async function openDataDir(config: NodeConfig, options: { onMigrationWait
     }
   }
   assertDataDir(config.data)
+  assertDatabase(config.data)
   const paths = dataPaths(config.data)
   const release = lockDataDir(config.data)
   let store: Store | undefined

@@ -33,6 +33,8 @@ export interface OutboxInit {
   validate?: PublishValidator
   /** this node's acks for its heads; defaults to each producer's processed seq */
   acks?: () => Record<string, number>
+  /** why this node must not publish now (its history diverged): the error a publish is refused with */
+  refusal?: () => Error | undefined
   now?: () => Date
 }
 
@@ -140,17 +142,20 @@ export class Outbox {
   async publish(input: unknown, options: { key?: string; reserved?: boolean } = {}): Promise<PublishResult> {
     const checked = checkRequest(input, '', options.reserved === true ? { ...this.checks, reserved: true } : this.checks, options.key)
     if ('result' in checked) return checked.result
-    this.assertClock()
+    this.assertMayPublish()
     return (await this.queue.enqueue([checked.request]))[0]
   }
 
   /**
-   * Refuses to stamp events from a clock the network disagrees with: ahead, they would be held by every
-   * receiver (and outrank later events were they not); behind, they would order before what they follow.
+   * Refuses a publish no peer would take (this node's history diverged: OutboxInit.refusal), and
+   * events stamped from a clock the network disagrees with: ahead, they would be held by every receiver (and
+   * outrank later events were they not); behind, they would order before what they follow.
    *
-   * @throws ClockSkewError (HTTP 503) while more than half of the producers watched put this clock further than --max-clock-skew off
+   * @throws the refusal's error; ClockSkewError (HTTP 503) while more than half of the producers watched put this clock further than --max-clock-skew off
    */
-  private assertClock(): void {
+  private assertMayPublish(): void {
+    const refused = this.init.refusal?.()
+    if (refused != null) throw refused
     const refusal = this.components.clock.watch.stampRefusal()
     if (refusal != null) throw new ClockSkewError(`Cannot publish: ${refusal}`)
   }
@@ -168,7 +173,7 @@ export class Outbox {
     checkBatch(inputs, this.init.maxBatch)
     const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, this.checks, key == null ? undefined : batchKey(key, i)))
     const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
-    if (requests.length > 0) this.assertClock()
+    if (requests.length > 0) this.assertMayPublish()
     const committed = requests.length > 0 ? await this.queue.enqueue(requests) : []
     let next = 0
     return checked.map((c) => ('result' in c ? c.result : committed[next++]))

@@ -97,6 +97,12 @@ export function judgeHead(
 export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, components: HeadIntakeComponents, seen?: (message: VerifiedHead) => SeenRow | undefined): Promise<Head | undefined> {
   const message = await verifyHeadMessage(bytes)
   const { head, signed, blocks } = message
+  if (head.producer === components.self) {
+    // Its seqs only grow with its outbox's rows, which are never deleted: one ahead of them is a history this
+    // database does not have.
+    const outboxSeq = components.store.outbox.lastSeq()
+    if (head.seq > outboxSeq) components.events.safeDispatchEvent('self:diverged', { detail: { seq: head.seq, root: head.root.toString(), outbox_seq: outboxSeq } })
+  }
   const judged = judgeHead(head, init, components, (p) => producerRow(components.store, p, seen?.(message)).row)
   if (judged.verdict === 'refused') throw new InvalidHeadError(judged.reason, judged.detail, head.producer)
   if (judged.verdict === 'late') {

@@ -1,0 +1,72 @@
+import { describe, expect, test } from 'bun:test'
+import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { initDataDir } from '../src/datadir/init.ts'
+import type { CairnNode } from '../src/node/node.ts'
+import { eventCount } from './helpers/db.ts'
+import { inProcessNode, newInProcessNode } from './helpers/forge.ts'
+import { tempDir, waitFor } from './helpers/process.ts'
+
+const DB_FILES = ['cairn.db', 'cairn.db-wal', 'cairn.db-shm', 'blocks.db', 'blocks.db-wal', 'blocks.db-shm']
+
+/** Copies the database files of a stopped node's directory `from` into `to` (a backup, or its restore), removing those `from` lacks. */
+function copyDatabases(from: string, to: string): void {
+  for (const f of DB_FILES) {
+    rmSync(join(to, f), { force: true })
+    if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f))
+  }
+}
+
+describe('a node whose cairn.db is behind what its producer published', () => {
+  test('restored from an older backup, it refuses to publish (409 producer_diverged) once a peer holds its newer head, and says why; a missing cairn.db stops the start', async () => {
+    using tmp = tempDir()
+    const dirA = join(tmp.path, 'a')
+    const dirB = join(tmp.path, 'b')
+    const backup = join(tmp.path, 'backup')
+    await initDataDir(dirA, { newNetwork: true })
+    await initDataDir(dirB, { swarmKeyFile: join(dirA, 'swarm.key') })
+    await initDataDir(backup, { newNetwork: true })
+    const b = await inProcessNode(dirB)
+    let a: CairnNode | undefined
+    const startA = async (): Promise<CairnNode> => await inProcessNode(dirA, { bootstrap: [b.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    try {
+      a = await startA()
+      await a.publish({ type: 'test.e', payload: { n: 1 } })
+      await waitFor('the first event on b', () => eventCount(dirB) === 1, 30_000)
+      await a.stop()
+      copyDatabases(dirA, backup)
+
+      a = await startA()
+      for (let n = 2; n <= 3; n++) await a.publish({ type: 'test.e', payload: { n } })
+      await waitFor('three events on b', () => eventCount(dirB) === 3, 30_000)
+      await a.stop()
+
+      // The backup comes back: A's outbox ends at seq 1, while B holds A's head at seq 3.
+      copyDatabases(backup, dirA)
+      a = await startA()
+      const node = a
+      await waitFor('a to hear its own newer head', async () => (await node.statusJson()).reasons.some((r) => r.includes('own head at seq 3')), 30_000)
+      const status = await a.statusJson()
+      expect(status.verdict).toBe('degraded')
+      await expect(a.publish({ type: 'test.e', payload: { n: 4 } })).rejects.toThrow(/a peer holds this node's own head at seq 3, but its outbox ends at seq 1/)
+      const token = readFileSync(join(dirA, 'api.token'), 'utf8').trim()
+      const r = await fetch(`http://127.0.0.1:${a.http!.port}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'test.e', payload: { n: 4 } })
+      })
+      expect({ status: r.status, code: ((await r.json()) as { error: { code: string } }).error.code }).toEqual({ status: 409, code: 'producer_diverged' })
+      expect(eventCount(dirA)).toBe(1)
+      await a.stop()
+      a = undefined
+
+      // Without cairn.db the node does not start (an empty one would publish from seq 1), and makes none.
+      for (const f of ['cairn.db', 'cairn.db-wal', 'cairn.db-shm']) rmSync(join(dirA, f), { force: true })
+      await expect(newInProcessNode(dirA).start()).rejects.toThrow(/cairn\.db is missing: it holds this node's outbox/)
+      expect(existsSync(join(dirA, 'cairn.db'))).toBe(false)
+    } finally {
+      await a?.stop()
+      await b.stop()
+    }
+  }, 120_000)
+})
