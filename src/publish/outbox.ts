@@ -170,7 +170,7 @@ export class Outbox {
    * or for more than max-batch events; IdempotencyConflictError for a key already used with a different request
    */
   async publishMany(inputs: readonly unknown[], key?: string): Promise<PublishResult[]> {
-    checkBatch(inputs, this.init.maxBatch)
+    checkBatch(inputs, this.init.maxBatch, key)
     const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, this.checks, key == null ? undefined : batchKey(key, i)))
     const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
     if (requests.length > 0) this.assertMayPublish()

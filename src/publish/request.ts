@@ -119,11 +119,13 @@ export function checkRequest(input: unknown, at: string, checks: RequestChecks, 
 }
 
 /**
- * Checks the size of a batch request and that no idempotency key repeats in it.
+ * Checks the size of a batch request and that no idempotency key repeats in it: an event's own `event_id`, or
+ * under the request's Idempotency-Key `headerKey` the key `headerKey#i` of an event without one (which an
+ * `event_id` of another event may spell too).
  *
  * @throws ValidationError for an empty batch or a repeated key, EventTooLargeError for more than `maxBatch` events
  */
-export function checkBatch(inputs: readonly unknown[], maxBatch: number): void {
+export function checkBatch(inputs: readonly unknown[], maxBatch: number, headerKey?: string): void {
   if (inputs.length === 0) throw new ValidationError('Cannot publish: the batch is empty', [{ path: '', message: 'expected at least one event', code: 'empty_batch' }])
   if (inputs.length > maxBatch) {
     throw new EventTooLargeError(`Cannot publish ${inputs.length} events in one request: at most ${maxBatch} (the max-batch setting) commit together`)
@@ -131,10 +133,17 @@ export function checkBatch(inputs: readonly unknown[], maxBatch: number): void {
   const seen = new Map<string, number>()
   const issues: Issue[] = []
   for (const [i, input] of inputs.entries()) {
-    const key = (input as { event_id?: unknown } | null)?.event_id
-    if (typeof key !== 'string' || !v.is(IdempotencyKeySchema, key)) continue
+    const own = (input as { event_id?: unknown } | null)?.event_id
+    // An event_id that is no valid key fails its own check; one of another type is not a key.
+    const key = own == null ? (headerKey == null ? undefined : batchKey(headerKey, i)) : typeof own === 'string' && v.is(IdempotencyKeySchema, own) ? own : undefined
+    if (key == null) continue
     const first = seen.get(key)
-    if (first != null) issues.push({ path: `[${i}].event_id`, message: `repeats the idempotency key of [${first}]`, code: 'duplicate_key' })
+    if (first != null)
+      issues.push({
+        path: own == null ? `[${i}]` : `[${i}].event_id`,
+        message: `repeats the idempotency key of [${first}]${own == null ? ` (${JSON.stringify(key)}: the Idempotency-Key header and its index)` : ''}`,
+        code: 'duplicate_key'
+      })
     else seen.set(key, i)
   }
   if (issues.length > 0) throw new ValidationError(`Cannot publish: ${issues.map(issueLine).join('; ')}; a batch publishes each key once`, issues)

@@ -84,6 +84,25 @@ describe('the outbox', () => {
       { type: 'test.batch', payload: { a: 2 }, event_id: 'same' }
     ])
     await expect(repeated).rejects.toThrow('[1].event_id: repeats the idempotency key of [0]')
+    // Under a request key, an event's own event_id may spell another's implied key KEY#i: refused, nothing published.
+    await expect(
+      o.publishMany(
+        [
+          { type: 'test.batch', payload: { a: 1 }, event_id: 'req-8#1' },
+          { type: 'test.batch', payload: { a: 2 } }
+        ],
+        'req-8'
+      )
+    ).rejects.toThrow('[1]: repeats the idempotency key of [0] ("req-8#1": the Idempotency-Key header and its index)')
+    await expect(
+      o.publishMany(
+        [
+          { type: 'test.batch', payload: { a: 1 } },
+          { type: 'test.batch', payload: { a: 1 }, event_id: 'req-8#0' }
+        ],
+        'req-8'
+      )
+    ).rejects.toThrow('[1].event_id: repeats the idempotency key of [0]')
     const bad = o.publishMany([
       { type: 'test.batch', payload: { ok: 1 } },
       { type: 'Not A Type', payload: {} }
