@@ -44,6 +44,8 @@ export class Metrics {
     registers: [this.registry]
   })
   readonly deadLetters = new Gauge({ name: 'cairn_dead_letters', help: 'Dead-lettered (plugin, event) pairs', registers: [this.registry] })
+  readonly effectsFailing = new Gauge({ name: 'cairn_effects_failing', help: "Plugins' effects waiting for a retry after a failure", registers: [this.registry] })
+  readonly effectsGivenUp = new Gauge({ name: 'cairn_effects_given_up', help: "Plugins' effects given up: they threw PermanentError", registers: [this.registry] })
   readonly gaps = new Gauge({ name: 'cairn_gaps', help: 'Lost gaps: seq ranges pruned before this node got them that neither compaction nor its join covers (an alarm)', registers: [this.registry] })
   readonly gapsCovered = new Gauge({
     name: 'cairn_gaps_covered',

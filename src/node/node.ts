@@ -219,6 +219,7 @@ export class CairnNode {
       const plugins = pluginHost({
         plugins: await loadPlugins(this.extras.plugins ?? [], cfg.plugins),
         publish: async (r) => await this.publish(r),
+        self,
         allowUnknownTypes: cfg.allowUnknownTypes
       })(components)
       startedPlugins = plugins

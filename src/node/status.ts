@@ -57,9 +57,10 @@ export interface StoredStatus {
   housekeeping: { last: HousekeepingResult | null; reclaimed_bytes: number }
   /**
    * backlog: events not yet processed by every plugin; retrying: (plugin, event) pairs waiting for a retry;
-   * held: events of a version no plugin knows; held_by: which plugin holds which (type, version), and how many
+   * held: events of a version no plugin knows; held_by: which plugin holds which (type, version), and how many;
+   * effects_failing: effects waiting for a retry after a failure; effects_given_up: effects that threw PermanentError
    */
-  plugins: { backlog: number; retrying: number; dead_letters: number; held: number; held_by: HeldGroup[] }
+  plugins: { backlog: number; retrying: number; dead_letters: number; held: number; held_by: HeldGroup[]; effects_failing: number; effects_given_up: number }
   quarantine: { count: number; by_reason: Record<string, number>; recent: Array<{ producer: string; path: string; reason: string; detail: string; detected_at: string }> }
 }
 
@@ -89,6 +90,7 @@ export function storedStatus(store: Store, now = Date.now(), coveredThrough: (pr
   })
   const outbox = store.outbox.counts()
   const byReason = store.quarantine.countsByReason()
+  const effects = store.pluginState.effectCounts()
   return {
     producers,
     events: store.events.count(),
@@ -99,7 +101,9 @@ export function storedStatus(store: Store, now = Date.now(), coveredThrough: (pr
       retrying: store.pluginState.retryingCount(),
       dead_letters: store.pluginState.deadLetterCount(),
       held: store.pluginState.heldCount(),
-      held_by: store.pluginState.heldBy()
+      held_by: store.pluginState.heldBy(),
+      effects_failing: effects.failing,
+      effects_given_up: effects.gaveUp
     },
     housekeeping: {
       last: JSON.parse(store.meta.get('housekeeping') ?? 'null'),
@@ -255,5 +259,7 @@ export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: nu
   metrics.quarantined.set(stored.quarantine.count)
   metrics.outboxFiles.set(stored.outbox.files)
   metrics.deadLetters.set(stored.plugins.dead_letters)
+  metrics.effectsFailing.set(stored.plugins.effects_failing)
+  metrics.effectsGivenUp.set(stored.plugins.effects_given_up)
   metrics.backlog.set(stored.plugins.backlog)
 }

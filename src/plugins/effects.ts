@@ -1,16 +1,19 @@
 import { rowToEnvelope } from '../store/events.ts'
 import type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
 import { backoff } from '../util/backoff.ts'
-import { thrownText, type RunContext } from './runner.ts'
+import { isPermanent, thrownText, type RunContext } from './runner.ts'
 import { payloadOf } from './schemas.ts'
 import type { Plugin } from './types.ts'
 
 /** The longest wait between two attempts of an effect. */
 const MAX_EFFECT_DELAY = 60_000
 
+/** How long an effect waits, without an attempt counted, while the node cannot publish yet (it is starting). */
+const NOT_STARTED_DELAY = 1000
+
 /**
  * Runs the effects that are due, each at least once after its `apply` committed, retrying a failed one with
- * backoff (never giving up: `event.event_id` is the effect's idempotency key).
+ * backoff (`event.event_id` is the effect's idempotency key) until it succeeds or throws PermanentError.
  */
 export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], publish: ((request: PublishRequest) => Promise<PublishResult>) | undefined): Promise<void> {
   const { store } = ctx
@@ -30,10 +33,11 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
     try {
       const event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
       const effectCtx = {
-        db: store.pluginDb(),
+        db: store.pluginReader(),
         log,
         signal: ctx.signal,
         plugin: plugin.name,
+        self: ctx.self ?? '',
         publish: async (r: PublishRequest) => {
           if (publish == null) throw new Error('this host cannot publish')
           return await publish(r)
@@ -43,8 +47,19 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       else await plugin.effect?.(event, effectCtx)
       state.effectDone(d.plugin, d, d.attempts + 1, ctx.now())
     } catch (err) {
-      const delay = backoff(d.attempts + 1, { base: ctx.backoffMs, max: MAX_EFFECT_DELAY })
       const message = thrownText(err)
+      if (err instanceof Error && err.name === 'NotStartedError') {
+        // Its publish came before the node could publish (it is starting): no attempt of the effect's own.
+        state.effectFailed(d.plugin, d, d.attempts, message, ctx.now() + NOT_STARTED_DELAY)
+        log.debug(`effect waits for the node to start: ${message}`)
+        continue
+      }
+      if (isPermanent(err)) {
+        state.effectGaveUp(d.plugin, d, d.attempts + 1, message, ctx.now())
+        log.error(`effect given up after ${d.attempts + 1} attempt(s), it threw PermanentError: ${message}`, { reason: 'effect_given_up' })
+        continue
+      }
+      const delay = backoff(d.attempts + 1, { base: ctx.backoffMs, max: MAX_EFFECT_DELAY })
       state.effectFailed(d.plugin, d, d.attempts + 1, message, ctx.now() + delay)
       log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${message}`)
     }

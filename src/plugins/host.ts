@@ -43,6 +43,8 @@ export interface PluginHostInit {
   backoffMs?: number
   /** lets `effect` publish follow-up events */
   publish?: (request: PublishRequest) => Promise<PublishResult>
+  /** this node's peer id, which effects get as `ctx.self` */
+  self?: string
   now?: () => number
   /** which types may be published though no local plugin reads them (default: none) */
   allowUnknownTypes?: UnknownTypes
@@ -100,6 +102,7 @@ export class PluginHost implements Startable {
     this.init = init
     this.ctx = {
       ...components,
+      self: init.self,
       signal: this.abort.signal,
       maxAttempts: init.maxAttempts ?? 5,
       backoffMs: init.backoffMs ?? 200,

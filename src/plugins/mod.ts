@@ -21,7 +21,7 @@ import { PermanentError } from '../errors.ts'
 import { definePlugin, upcaster, type HandledSchemas, type Plugin } from './types.ts'
 
 export { v, PermanentError, definePlugin, upcaster }
-export type { Plugin, PluginEvent, PluginDb, PluginLog, PluginSqlValue, ApplyContext, EffectContext, TypeHandler, Upcaster, EventOf, HandledSchemas } from './types.ts'
+export type { Plugin, PluginEvent, PluginDb, PluginDbReader, PluginLog, PluginSqlValue, ApplyContext, EffectContext, TypeHandler, Upcaster, EventOf, HandledSchemas } from './types.ts'
 export type { EventEnvelope } from '../model/envelope.ts'
 export type { PublishRequest, PublishResult } from '../model/publishRequest.ts'
 

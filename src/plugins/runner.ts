@@ -52,6 +52,8 @@ export interface RunContext extends Pick<Components, 'store' | 'log' | 'events'>
   now: () => number
   /** (plugin, type, version) triples whose holding was logged: each is logged once per process */
   heldLogged?: Set<string>
+  /** this node's peer id, which effects get as `ctx.self` */
+  self?: string
   /** set while a rebuild re-applies history: effects already ran for it, so none is queued */
   rebuilding?: boolean
   /**

@@ -104,7 +104,17 @@ export function validatePublish(plugins: readonly Plugin[], type: string, versio
     }
   }
   const r = v.safeParse(schema, payload)
-  return { version: chosen, issues: r.success ? [] : toIssues(r.issues, 'payload') }
+  if (r.success) return { version: chosen, issues: [] }
+  const issues = toIssues(r.issues, 'payload')
+  if (version == null) {
+    // A payload of a newer version published without one is read as v1: say so rather than only what v1 lacks.
+    const newer = handlers
+      .filter((h) => h.version > chosen && v.is(h.payload, payload))
+      .map((h) => h.version)
+      .sort((a, b) => b - a)[0]
+    if (newer != null) issues.unshift({ path: 'version', message: `a publish without a version is v1, and this payload is a valid v${newer}: pass "version": ${newer}`, code: 'required' })
+  }
+  return { version: chosen, issues }
 }
 
 /**

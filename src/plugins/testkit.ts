@@ -119,6 +119,9 @@ export interface PluginTest {
 const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
 const PEER_ID = /^(12D3Koo|Qm)[1-9A-HJ-NP-Za-km-z]{40,60}$/
 
+/** The producer name of the events a test applies without one: the kit's own node, `ctx.self` of its effects. */
+const OWN_PRODUCER = 'producer'
+
 /** @returns a peer id that stands for a short producer name, the same for the same name */
 function peerIdFor(name: string): string {
   if (PEER_ID.test(name)) return name
@@ -178,6 +181,8 @@ export async function testPlugin<H extends HandledSchemas>(plugin: Plugin<H> | P
       },
       applyDuration: { observe: () => {} }
     },
+    // The kit's node is the producer of the events applied without one.
+    self: peerIdFor(OWN_PRODUCER),
     signal: new AbortController().signal,
     maxAttempts: options.maxAttempts ?? 5,
     backoffMs: options.backoffMs ?? 200,
@@ -204,7 +209,7 @@ export async function testPlugin<H extends HandledSchemas>(plugin: Plugin<H> | P
   const envelope = (e: TestEvent): EventEnvelope => {
     const handler = loaded.handles[e.type]
     if (handler == null) throw new PluginLoadError(`Cannot apply ${e.type}: the plugin "${loaded.name}" does not handle it (it handles ${Object.keys(loaded.handles).join(', ')})`)
-    const producer = peerIdFor(e.producer ?? 'producer')
+    const producer = peerIdFor(e.producer ?? OWN_PRODUCER)
     const seq = (seqs.get(producer) ?? 0) + 1
     seqs.set(producer, seq)
     return {

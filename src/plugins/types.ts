@@ -35,8 +35,18 @@ export interface ApplyContext {
   plugin: string
 }
 
-/** What `effect` gets: it runs after `apply` committed, at least once, with `event.event_id` as the idempotency key. */
-export interface EffectContext extends ApplyContext {
+/** Reads the node's database: what an effect gets, since its writes would repeat with its retries. */
+export type PluginDbReader = Pick<PluginDb, 'get' | 'all'>
+
+/**
+ * What `effect` gets: it runs after `apply` committed, at least once, with `event.event_id` as the idempotency
+ * key, on every node that runs the plugin (act once in the network by acting where `event.producer === ctx.self`).
+ */
+export interface EffectContext extends Omit<ApplyContext, 'db'> {
+  /** reads the database; any write is refused (write in apply, which runs exactly once) */
+  db: PluginDbReader
+  /** this node's peer id: the producer of the events it publishes */
+  self: string
   /** publishes a follow-up event from this node */
   publish: (request: PublishRequest) => Promise<PublishResult>
 }

@@ -270,5 +270,9 @@ export const MIGRATIONS: readonly string[] = [
   // the index of every row's state becomes one of the pending rows alone (a row leaves it when it is done)
   `DROP INDEX IF EXISTS events_order;
    DROP INDEX IF EXISTS events_state;
-   CREATE INDEX events_pending ON events (cursor) WHERE state = 'pending';`
+   CREATE INDEX events_pending ON events (cursor) WHERE state = 'pending';`,
+  // 9: an effect that threw PermanentError is given up (done, with the time it gave up and its error), and
+  // status counts those without reading every effect ever run
+  `ALTER TABLE plugin_effects ADD COLUMN gave_up_at INTEGER;
+   CREATE INDEX plugin_effects_gave_up ON plugin_effects (gave_up_at) WHERE gave_up_at IS NOT NULL;`
 ]

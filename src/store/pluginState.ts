@@ -301,6 +301,9 @@ export class PluginStateTable {
               ON CONFLICT (plugin, producer, event_id) DO UPDATE SET attempts = excluded.attempts, last_error = excluded.last_error, next_at = excluded.next_at`,
       [plugin, e.producer, e.event_id, attempts, error, nextAt]
     )
+    // A dead letter or held event replayed that fails again is retrying now, not both.
+    this.db.run('DELETE FROM dead_letters WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
+    this.db.run('DELETE FROM plugin_held WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
     this.writes.failures++
   }
 
@@ -427,6 +430,29 @@ export class PluginStateTable {
   effectDone(plugin: string, e: EventKey, attempts: number, at: number): void {
     this.db.run('UPDATE plugin_effects SET done_at = ?, attempts = ? WHERE plugin = ? AND producer = ? AND event_id = ?', [at, attempts, plugin, e.producer, e.event_id])
     this.writes.effects++
+  }
+
+  /** Gives an effect up for good (it threw PermanentError): done, with its error and when it gave up. */
+  effectGaveUp(plugin: string, e: EventKey, attempts: number, error: string, at: number): void {
+    this.db.run('UPDATE plugin_effects SET done_at = ?, gave_up_at = ?, attempts = ?, last_error = ? WHERE plugin = ? AND producer = ? AND event_id = ?', [
+      at,
+      at,
+      attempts,
+      error,
+      plugin,
+      e.producer,
+      e.event_id
+    ])
+    this.writes.effects++
+  }
+
+  /** @returns how many effects are waiting for a retry after a failure, and how many were given up (PermanentError) */
+  effectCounts(): { failing: number; gaveUp: number } {
+    const r = this.db.get<{ failing: number; gave_up: number }>(
+      `SELECT (SELECT count(*) FROM plugin_effects WHERE done_at IS NULL AND attempts > 0) AS failing,
+              (SELECT count(*) FROM plugin_effects WHERE gave_up_at IS NOT NULL) AS gave_up`
+    )
+    return { failing: r?.failing ?? 0, gaveUp: r?.gave_up ?? 0 }
   }
 
   /** Records a failed attempt of an effect and when the next may run. */

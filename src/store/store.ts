@@ -116,6 +116,34 @@ export class Store {
     return { run: (sql, params) => db().run(sql, params), get: (sql, params) => db().get(sql, params), all: (sql, params) => db().all(sql, params) }
   }
 
+  /**
+   * @returns the database as an effect sees it: reads only. Each call runs with SQLite's query_only on, so that
+   * any write (an `INSERT … RETURNING` through `get` too) is refused: an effect runs at least once, and its
+   * writes would repeat with its retries.
+   */
+  pluginReader(): Pick<PluginDbHandle, 'get' | 'all'> & { run: (sql: string) => never } {
+    const refusal = 'ctx.db in an effect only reads: write in apply, which runs exactly once (an effect runs at least once, and its writes would repeat with its retries)'
+    const reading = <T>(fn: () => T): T => {
+      this.db.exec('PRAGMA query_only = ON')
+      try {
+        return fn()
+      } catch (err) {
+        if (/readonly|read-only/i.test((err as Error).message)) throw new Error(`${refusal}: ${(err as Error).message}`)
+        throw err
+      } finally {
+        this.db.exec('PRAGMA query_only = OFF')
+      }
+    }
+    return {
+      get: (sql, params) => reading(() => this.db.get(sql, params)),
+      all: (sql, params) => reading(() => this.db.all(sql, params)),
+      // For a plugin without types: the type has no run.
+      run: () => {
+        throw new Error(refusal)
+      }
+    }
+  }
+
   /** @returns undefined when the database answers, else why not */
   check(): string | undefined {
     try {

@@ -224,10 +224,13 @@ describe('the plugin host', () => {
       issues: [{ path: 'payload.invitee', message: 'Invalid email', code: 'email' }]
     })
     expect(host.validatePublish('test.count', undefined, { n: 1 })).toEqual({ version: 1, issues: [] })
+    // A valid v2 payload without its version is read as v1, and told so first.
     expect(host.validatePublish('test.count', undefined, { count: 1 }).issues).toEqual([
+      { path: 'version', message: 'a publish without a version is v1, and this payload is a valid v2: pass "version": 2', code: 'required' },
       { path: 'payload.n', message: 'is required', code: 'required' },
       { path: 'payload.count', message: 'is not a known field', code: 'unknown_field' }
     ])
+    expect(host.validatePublish('test.count', undefined, { count: 'x' }).issues.map((i) => i.path)).toEqual(['payload.n', 'payload.count'])
     expect(host.validatePublish('test.count', 2, { count: 1, extra: true }).issues).toEqual([{ path: 'payload.extra', message: 'is not a known field', code: 'unknown_field' }])
     expect(host.validatePublish('test.count', 3, { count: 1 }).issues).toEqual([{ path: 'version', message: 'no local plugin reads test.count v3 (known versions: 1, 2)', code: 'unknown_version' }])
     expect(host.validatePublish('other.type', undefined, { anything: true }).issues).toEqual([

@@ -1,5 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { testPlugin } from '../../src/plugins/testkit.ts'
+import { NotStartedError } from '../../src/errors.ts'
+import type { PublishResult } from '../../src/model/publishRequest.ts'
 import { definePlugin, PermanentError, upcaster, v, type PluginFactory } from '../../src/plugins/mod.ts'
 
 // The function form, as a file without node_modules writes it: the SDK comes in as the argument.
@@ -156,6 +158,85 @@ describe('testPlugin', () => {
     effectThrows = false
     await t.clock.advance(60_000)
     expect(t.get("SELECT done_at IS NOT NULL AS done FROM plugin_effects WHERE plugin = 'odd'")).toEqual({ done: 1 })
+  })
+
+  test('an effect reads but cannot write ctx.db, knows its node as ctx.self, gives up on PermanentError, and waits without an attempt while the node starts', async () => {
+    const seen: Array<{ id: string; own: boolean; rows: number }> = []
+    let starting = true
+    const notes = definePlugin({
+      name: 'notes',
+      handles: { 'test.note': { version: 1, payload: v.object({ id: v.string() }) } },
+      migrations: ['CREATE TABLE notes (id TEXT PRIMARY KEY)'],
+      apply(event, { db }) {
+        db.run('INSERT INTO notes (id) VALUES (?)', [event.payload.id])
+      },
+      async effect(event, ctx) {
+        if (event.payload.id === 'never') throw new PermanentError('the mailbox does not exist')
+        const rows = ctx.db.get<{ n: number }>('SELECT count(*) AS n FROM notes')?.n ?? 0
+        expect(() => ctx.db.get("INSERT INTO notes (id) VALUES ('x') RETURNING id")).toThrow('ctx.db in an effect only reads')
+        expect(() => (ctx.db as unknown as { run: (sql: string) => void }).run("INSERT INTO notes (id) VALUES ('y')")).toThrow('ctx.db in an effect only reads')
+        if (event.payload.id === 'late') await ctx.publish({ type: 'test.note', payload: { id: 'follow-up' } })
+        seen.push({ id: event.payload.id, own: event.producer === ctx.self, rows })
+      }
+    })
+    const publish = async (): Promise<PublishResult> => {
+      if (starting) throw new NotStartedError('The node is starting')
+      return { event_id: 'e', seq: 1, cid: 'c', replayed: false }
+    }
+    await using t = await testPlugin(notes, { backoffMs: 1000, publish })
+    await t.apply([
+      { type: 'test.note', payload: { id: 'mine' } },
+      { type: 'test.note', payload: { id: 'theirs' }, producer: 'bob' },
+      { type: 'test.note', payload: { id: 'never' } },
+      { type: 'test.note', payload: { id: 'late' } }
+    ])
+    expect(seen).toEqual([
+      { id: 'mine', own: true, rows: 4 },
+      { id: 'theirs', own: false, rows: 4 }
+    ])
+    expect(t.all('SELECT id FROM notes ORDER BY id')).toEqual([{ id: 'late' }, { id: 'mine' }, { id: 'never' }, { id: 'theirs' }])
+    // The PermanentError gave up at once; the publish before the node started counted no attempt and warned nothing.
+    const effect = (id: string) =>
+      t.get(
+        "SELECT e.attempts, e.done_at IS NOT NULL AS done, e.gave_up_at IS NOT NULL AS gave_up, e.last_error FROM plugin_effects e JOIN events v ON v.producer = e.producer AND v.event_id = e.event_id WHERE json_extract(v.payload, '$.id') = ?",
+        [id]
+      )
+    expect({ never: effect('never'), late: effect('late') }).toEqual({
+      never: { attempts: 1, done: 1, gave_up: 1, last_error: 'the mailbox does not exist' },
+      late: { attempts: 0, done: 0, gave_up: 0, last_error: 'The node is starting' }
+    })
+    expect(t.logs.filter((l) => l.level === 'warn')).toEqual([])
+    expect(t.logs.filter((l) => l.level === 'error').map((l) => l.fields.reason)).toEqual(['effect_given_up'])
+    starting = false
+    await t.clock.advance(1000)
+    expect({ late: effect('late'), seen: seen.map((s) => s.id) }).toEqual({ late: { attempts: 1, done: 1, gave_up: 0, last_error: 'The node is starting' }, seen: ['mine', 'theirs', 'late'] })
+    await t.clock.advance(600_000)
+    expect(effect('never')).toEqual({ attempts: 1, done: 1, gave_up: 1, last_error: 'the mailbox does not exist' })
+  })
+
+  test('a dead letter replayed that fails again is retrying, no longer dead', async () => {
+    let fixed = false
+    const flaky = definePlugin({
+      name: 'flaky',
+      handles: { 'test.item': { version: 1, payload: v.object({ id: v.string() }) } },
+      apply() {
+        if (!fixed) throw new Error('not yet')
+      }
+    })
+    await using t = await testPlugin(flaky, { backoffMs: 1000, maxAttempts: 2 })
+    await t.apply({ type: 'test.item', payload: { id: 'a' } })
+    const counts = () => ({ dead: t.deadLetters().length, retrying: t.retrying(), applied: t.appliedCount() })
+    expect(counts()).toEqual({ dead: 0, retrying: 1, applied: 0 })
+    await t.clock.advance(1000)
+    expect(counts()).toEqual({ dead: 1, retrying: 0, applied: 0 })
+    // Replayed before its cause is fixed: it fails again and is retrying, not also dead.
+    expect(await t.replay()).toBe(1)
+    expect(counts()).toEqual({ dead: 0, retrying: 1, applied: 0 })
+    await t.clock.advance(1000)
+    expect(counts()).toEqual({ dead: 1, retrying: 0, applied: 0 })
+    fixed = true
+    expect(await t.replay()).toBe(1)
+    expect(counts()).toEqual({ dead: 0, retrying: 0, applied: 1 })
   })
 
   test('a rebuild that applies the events the plugin was retrying or had dead-lettered runs their effects, once; the others’ not again', async () => {

@@ -84,7 +84,7 @@ describe('a rolling upgrade of three nodes', () => {
       expect(n.logs).toContain('"reason":"plugin_event_held"')
     }
     const text = (await cairn(['status', '--data', b.dir])).stdout
-    expect(text).toContain('plugins   backlog 0, retrying 0, dead letters 0, held 1\n  held by shares: 1 document.shared v2')
+    expect(text).toContain('plugins   backlog 0, retrying 0, dead letters 0, held 1, effects failing 0, given up 0\n  held by shares: 1 document.shared v2')
     expect(text).toContain('loaded    workspace-access 1.0.0 (workspace.invited v1, permission.revoked v1); shares (document.shared v1)')
 
     // 3. b, then c, upgraded one at a time: the held event is applied at start.

@@ -252,7 +252,9 @@ export const statusVerb = defineVerb({
           )
           .join('; ')}`
       )
-    out(`plugins   backlog ${pl.backlog}, retrying ${pl.retrying}, dead letters ${pl.dead_letters}${pl.dead_letters > 0 ? ' (cairn dead)' : ''}, held ${pl.held}`)
+    out(
+      `plugins   backlog ${pl.backlog}, retrying ${pl.retrying}, dead letters ${pl.dead_letters}${pl.dead_letters > 0 ? ' (cairn dead)' : ''}, held ${pl.held}, effects failing ${pl.effects_failing ?? 0}, given up ${pl.effects_given_up ?? 0}`
+    )
     for (const h of pl.held_by ?? []) out(`  held by ${h.plugin}: ${h.count} ${h.type} v${h.version}`)
     const moreGaps = (status.gaps_total ?? status.gaps.length) - status.gaps.length
     out(
