@@ -164,6 +164,27 @@ describe('the cairn binary', () => {
     expect(broken.stderr).toContain('config.json')
   })
 
+  test('a value the node cannot work with is refused at start, in one line naming the setting, the value and the expected form', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await cairn(['init', '--data', dir, '--new-network'])
+    const run = async (args: string[], env: Record<string, string> = {}) => {
+      const r = await cairn(['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', ...args], { env })
+      return { code: r.code, stderr: r.stderr }
+    }
+    const duration = 'is not a duration: expected a number and a unit, such as 30s, 15m, 24h, 7d'
+    // heads-per-second 0 took no head ever (and flooded stderr with TimeoutOverflowWarning); max-batch 0 refused every array publish
+    expect(await run(['--heads-per-second', '0'])).toEqual({
+      code: 1,
+      stderr: 'cairn run: Invalid setting heads-per-second (from --heads-per-second): "0" is too small: expected a whole number of at least 1\n'
+    })
+    expect(await run(['--max-batch', '0'])).toEqual({ code: 1, stderr: 'cairn run: Invalid setting max-batch (from --max-batch): "0" is too small: expected a whole number of at least 1\n' })
+    expect(await run(['--retention', 'banana'])).toEqual({ code: 1, stderr: `cairn run: Invalid setting retention (from --retention): "banana" ${duration}\n` })
+    expect(await run([], { CAIRN_RETENTION: '2' })).toEqual({ code: 1, stderr: `cairn run: Invalid setting retention (from CAIRN_RETENTION): "2" ${duration}\n` })
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ retention: 48 }))
+    expect(await run([])).toEqual({ code: 1, stderr: `cairn run: Invalid setting retention (from "retention" in config.json): 48 ${duration}\n` })
+  })
+
   test('CAIRN_DATA stands for --data', async () => {
     using tmp = tempDir()
     const dir = join(tmp.path, 'n')

@@ -35,6 +35,6 @@ describe('--memory-target', () => {
     const r = await cairn(['run', '--data', join(tmp.path, 'n'), '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--memory-target', '1MiB'])
     expect(r.code).not.toBe(0)
     expect(r.stderr).toContain('memory-target')
-    expect(r.stderr).toContain('Expected at least 32MiB')
+    expect(r.stderr).toContain('"1MiB" is too small: expected at least 32MiB')
   })
 })

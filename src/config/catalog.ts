@@ -2,7 +2,7 @@ import * as v from 'valibot'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError } from '../errors.ts'
-import { BoolSchema, DurationSchema, HostPortSchema, IntSchema, SizeSchema, StringListSchema, type Setting } from './settings.ts'
+import { BoolSchema, durationSchema, HostPortSchema, intSchema, sizeSchema, StringListSchema, TIMER_MAX, type Setting } from './settings.ts'
 
 /** The default data directory: `$CAIRN_DATA`, else `~/.cairn`. */
 const DEFAULT_DATA_DIR = join(homedir(), '.cairn')
@@ -92,8 +92,8 @@ export const SETTINGS = {
     name: 'announce-interval',
     kind: 'string',
     value: 'DURATION',
-    description: 'how often to push peers the heads that changed since their last push, unchanged ones about once a minute (default 5s)',
-    schema: DurationSchema,
+    description: 'how often to push peers the heads that changed since their last push, unchanged ones about once a minute (default 5s, 100ms to 24d)',
+    schema: durationSchema({ min: '100ms', max: TIMER_MAX }),
     default: '5s'
   },
   'gossip-hints': {
@@ -108,27 +108,41 @@ export const SETTINGS = {
     name: 'fetch-timeout',
     kind: 'string',
     value: 'DURATION',
-    description: 'how long to wait for one block from peers before trying again later (default 10s)',
-    schema: DurationSchema,
+    description: 'how long to wait for one block from peers before trying again later (default 10s, 100ms to 6d: a batch of blocks waits four times it)',
+    schema: durationSchema({ min: '100ms', max: '6d' }),
     default: '10s'
   },
   'max-event-size': {
     name: 'max-event-size',
     kind: 'string',
     value: 'SIZE',
-    description: 'the largest event file accepted or published (default 256KiB, at most 3MiB: one block)',
-    schema: v.pipe(SizeSchema, v.maxValue(3 * 1024 * 1024, 'An event file is one block: at most 3MiB')),
+    description: 'the largest event file accepted or published (default 256KiB, 1KiB to 3MiB: one block)',
+    schema: sizeSchema({ min: '1KiB', max: '3MiB' }),
     default: '256KiB'
   },
-  'max-body-size': { name: 'max-body-size', kind: 'string', value: 'SIZE', description: 'the largest HTTP request body (default 1MiB)', schema: SizeSchema, default: '1MiB' },
-  'max-depth': { name: 'max-depth', kind: 'string', value: 'N', description: 'the deepest JSON nesting accepted in an event (default 64)', schema: IntSchema, default: 64 },
+  'max-body-size': {
+    name: 'max-body-size',
+    kind: 'string',
+    value: 'SIZE',
+    description: 'the largest HTTP request body (default 1MiB, at least 1KB)',
+    schema: sizeSchema({ min: '1KB' }),
+    default: '1MiB'
+  },
+  'max-depth': {
+    name: 'max-depth',
+    kind: 'string',
+    value: 'N',
+    description: 'the deepest JSON nesting accepted in an event (default 64, at least 2: an event file nests its payload one level down)',
+    schema: intSchema({ min: 2 }),
+    default: 64
+  },
   'max-files-per-walk': {
     name: 'max-files-per-walk',
     kind: 'string',
     value: 'N',
     description:
-      "bounds a walk of a producer's tree (default 20000): one pass lists at most 5 times this many event files and reads at most 50 times this many directories; a larger backlog takes more passes. The files are fetched and stored in chunks of at most 2048 files and 8 MiB, or of this many files when it is lower",
-    schema: IntSchema,
+      "bounds a walk of a producer's tree (default 20000, at least 1): one pass lists at most 5 times this many event files and reads at most 50 times this many directories; a larger backlog takes more passes. The files are fetched and stored in chunks of at most 2048 files and 8 MiB, or of this many files when it is lower",
+    schema: intSchema({ min: 1 }),
     default: 20_000
   },
   'heads-per-second': {
@@ -136,8 +150,8 @@ export const SETTINGS = {
     kind: 'string',
     value: 'N',
     description:
-      'heads checked per second from each peer for each producer, and from each peer of heads that prove no news (forged, replayed, of strangers); four times it from each peer in all; more wait for their turn, only the newest per producer (default 200)',
-    schema: IntSchema,
+      'heads checked per second from each peer for each producer, and from each peer of heads that prove no news (forged, replayed, of strangers); four times it from each peer in all; more wait for their turn, only the newest per producer (default 200, at least 1)',
+    schema: intSchema({ min: 1 }),
     default: 200
   },
   'hints-per-second': {
@@ -145,16 +159,17 @@ export const SETTINGS = {
     kind: 'string',
     value: 'N',
     description:
-      "the most hints of its own commits this node gossips per second (default 100). A commit 40 ms (or 1/N s, when longer) or more after the last hint is hinted at once; one sooner waits until the commits waiting cover 4 events (then it goes 1/N s after the last hint) or that time has passed, and one hint covers them all and carries the blocks of the newest that fit a hint. Keep it under the peers' heads-per-second: heads over that rate reach them without their blocks",
-    schema: v.pipe(IntSchema, v.minValue(1, 'Expected at least 1')),
+      "the most hints of its own commits this node gossips per second (default 100, at least 1). A commit 40 ms (or 1/N s, when longer) or more after the last hint is hinted at once; one sooner waits until the commits waiting cover 4 events (then it goes 1/N s after the last hint) or that time has passed, and one hint covers them all and carries the blocks of the newest that fit a hint. Keep it under the peers' heads-per-second: heads over that rate reach them without their blocks",
+    schema: intSchema({ min: 1 }),
     default: 100
   },
   'max-producers': {
     name: 'max-producers',
     kind: 'string',
     value: 'N',
-    description: 'without a members list, the most producers whose heads this node tracks; heads of further producers are refused (counted as too_many_producers) (default 1000)',
-    schema: IntSchema,
+    description:
+      'without a members list, the most producers whose heads this node tracks; heads of further producers are refused (counted as too_many_producers) (default 1000, at least 2: this node counts as one)',
+    schema: intSchema({ min: 2 }),
     default: 1000
   },
   members: {
@@ -178,7 +193,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description: "status reads degraded when a producer's lag is over this (default 500ms)",
-    schema: DurationSchema,
+    schema: durationSchema(),
     default: '500ms'
   },
   retention: {
@@ -186,39 +201,40 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description: 'prune own event files older than this once every member acknowledged them (default 48h)',
-    schema: DurationSchema,
+    schema: durationSchema(),
     default: '48h'
   },
   'retention-max': {
     name: 'retention-max',
     kind: 'string',
     value: 'DURATION',
-    description: 'prune own event files older than this even if a member has not acknowledged them (default 7d)',
-    schema: DurationSchema,
+    description: 'prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s)',
+    schema: durationSchema({ min: '1s' }),
     default: '7d'
   },
   'housekeeping-interval': {
     name: 'housekeeping-interval',
     kind: 'string',
     value: 'DURATION',
-    description: 'how often pruning and garbage collection run (default 10m)',
-    schema: DurationSchema,
+    description: 'how often pruning and garbage collection run (default 10m, 1s to 24d)',
+    schema: durationSchema({ min: '1s', max: TIMER_MAX }),
     default: '10m'
   },
   'memory-target': {
     name: 'memory-target',
     kind: 'string',
     value: 'SIZE',
-    description: "run a full garbage collection when the resident set is over this size, at most once per memory-target-interval (default: off, the engine paces its collections by the machine's RAM)",
-    schema: v.pipe(SizeSchema, v.minValue(32 * 1024 * 1024, 'Expected at least 32MiB')),
+    description:
+      "run a full garbage collection when the resident set is over this size, at most once per memory-target-interval (default: off, the engine paces its collections by the machine's RAM; at least 32MiB)",
+    schema: sizeSchema({ min: '32MiB' }),
     default: undefined
   },
   'memory-target-interval': {
     name: 'memory-target-interval',
     kind: 'string',
     value: 'DURATION',
-    description: 'the least time between two collections memory-target runs (default 5s; each costs tens to hundreds of ms of CPU)',
-    schema: v.pipe(DurationSchema, v.minValue(1000, 'Expected at least 1s')),
+    description: 'the least time between two collections memory-target runs (default 5s, at least 1s; each costs tens to hundreds of ms of CPU)',
+    schema: durationSchema({ min: '1s' }),
     default: '5s'
   },
   'events-retention': {
@@ -226,15 +242,15 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description: 'delete rows of the events table older than this (default: keep forever)',
-    schema: DurationSchema,
+    schema: durationSchema(),
     default: undefined
   },
   'snapshot-interval': {
     name: 'snapshot-interval',
     kind: 'string',
     value: 'DURATION',
-    description: "write a signed snapshot of every plugin's tables into the outbox this often (default: off; cairn snapshot writes one on demand)",
-    schema: DurationSchema,
+    description: "write a signed snapshot of every plugin's tables into the outbox this often (default: off, else 1s to 24d; cairn snapshot writes one on demand)",
+    schema: durationSchema({ min: '1s', max: TIMER_MAX }),
     default: undefined
   },
   'snapshot-from': {
@@ -248,29 +264,36 @@ export const SETTINGS = {
     ),
     default: 'members'
   },
-  'max-batch': { name: 'max-batch', kind: 'string', value: 'N', description: 'the most events one group commit writes (default 5000)', schema: IntSchema, default: 5000 },
+  'max-batch': {
+    name: 'max-batch',
+    kind: 'string',
+    value: 'N',
+    description: 'the most events one group commit writes, and one request publishes (default 5000, at least 1)',
+    schema: intSchema({ min: 1 }),
+    default: 5000
+  },
   'http-idle-timeout': {
     name: 'http-idle-timeout',
     kind: 'string',
     value: 'DURATION',
     description: 'close an HTTP connection that sent or received nothing for this long (default 30s, 1s to 255s; event streams send a heartbeat every 15s, or more often when this is shorter)',
-    schema: v.pipe(DurationSchema, v.minValue(1000, 'Expected at least 1s'), v.maxValue(255_000, 'Expected at most 255s')),
+    schema: durationSchema({ min: '1s', max: '255s' }),
     default: '30s'
   },
   'stream-heartbeat': {
     name: 'stream-heartbeat',
     kind: 'string',
     value: 'DURATION',
-    description: 'a quiet /v1/stream writes a comment line this often, so that no idle timer on the way closes it (default 15s; at most half of http-idle-timeout is used)',
-    schema: v.pipe(DurationSchema, v.minValue(100, 'Expected at least 100ms'), v.maxValue(3_600_000, 'Expected at most 1h')),
+    description: 'a quiet /v1/stream writes a comment line this often, so that no idle timer on the way closes it (default 15s, 100ms to 1h; at most half of http-idle-timeout is used)',
+    schema: durationSchema({ min: '100ms', max: '1h' }),
     default: '15s'
   },
   'http-max-connections': {
     name: 'http-max-connections',
     kind: 'string',
     value: 'N',
-    description: 'the most HTTP requests served at once, event streams included; more are answered 503 (default 256)',
-    schema: IntSchema,
+    description: 'the most HTTP requests served at once, event streams included; more are answered 503 (default 256, at least 1)',
+    schema: intSchema({ min: 1 }),
     default: 256
   },
   'max-clock-skew': {
@@ -278,8 +301,8 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description:
-      "how far ahead of this node's clock an event or head may be stamped (default 60s): later ones are held until the clock catches up, and this node refuses to publish while its own clock is further than this from the network's",
-    schema: v.pipe(DurationSchema, v.minValue(1000, 'Expected at least 1s')),
+      "how far ahead of this node's clock an event or head may be stamped (default 60s): later ones are held until the clock catches up, and this node refuses to publish while its own clock is further than this from the network's (at least 1s)",
+    schema: durationSchema({ min: '1s' }),
     default: '60s'
   }
 } satisfies Record<string, Setting>

@@ -30,36 +30,132 @@ export const HostPortSchema = v.pipe(
   v.check((hp) => hp.port <= 65535, 'The port must be between 0 and 65535')
 )
 
-/** A duration: `500ms`, `5s`, `10m`, `48h`, `7d`, or a number of milliseconds. */
-export const DurationSchema = v.pipe(
-  v.union([v.string(), v.number()], 'Expected a duration such as 5s, 10m, 48h or 7d'),
-  v.transform((x) => (typeof x === 'number' ? x : (parseDuration(x) ?? NaN))),
-  v.number(),
-  v.check((n) => Number.isFinite(n) && n >= 0, 'Expected a duration such as 5s, 10m, 48h or 7d')
-)
+/** @returns a setting's raw value as an operator wrote it: a string quoted, JSON as JSON */
+function shown(raw: unknown): string {
+  return JSON.stringify(raw) ?? String(raw)
+}
+
+/**
+ * The longest duration a timer takes: Bun and Node clamp a timer of more than 2^31-1 ms (24.8 days) to 1 ms,
+ * so a setting that arms a timer above it would fire in a loop.
+ */
+export const TIMER_MAX = '24d'
+
+/** The longest duration any setting takes: a century, far within a safe integer of milliseconds. */
+const DURATION_MAX = '36500d'
+
+/** What a duration looks like, in errors. */
+const DURATION_FORM = 'expected a number and a unit, such as 30s, 15m, 24h, 7d'
+
+/**
+ * A duration, as text with a unit: `500ms`, `5s`, `10m`, `48h`, `7d`; within `min` and `max` (durations
+ * too) when given. A bare number is refused wherever it comes from, config.json included: `48` is as
+ * likely hours as milliseconds.
+ *
+ * @returns the schema, whose output is milliseconds; its errors quote the value and the expected form
+ */
+export function durationSchema(bounds: { min?: string; max?: string } = {}) {
+  const min = bounds.min == null ? 0 : parseDuration(bounds.min)!
+  const max = parseDuration(bounds.max ?? DURATION_MAX)!
+  return v.pipe(
+    v.unknown(),
+    v.rawTransform(({ dataset, addIssue, NEVER }) => {
+      const raw = dataset.value
+      const ms = typeof raw === 'string' ? parseDuration(raw) : undefined
+      if (ms == null) {
+        addIssue({ message: `${shown(raw)} is not a duration: ${DURATION_FORM}` })
+        return NEVER
+      }
+      if (ms < min) {
+        addIssue({ message: `${shown(raw)} is too short: expected at least ${bounds.min}` })
+        return NEVER
+      }
+      if (ms > max) {
+        addIssue({ message: `${shown(raw)} is too long: expected at most ${bounds.max ?? DURATION_MAX}` })
+        return NEVER
+      }
+      return ms
+    })
+  )
+}
+
+/** A duration of at least 0ms (see durationSchema). */
+export const DurationSchema = durationSchema()
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1024 ** 2, gb: 1e9, gib: 1024 ** 3 }
 
-/** A size in bytes: `262144`, `256KiB`, `1MiB`. */
-export const SizeSchema = v.pipe(
-  v.union([v.string(), v.number()], 'Expected a size such as 256KiB or 1MiB'),
-  v.transform((x) => {
-    if (typeof x === 'number') return x
-    const m = /^(\d+)\s*([a-zA-Z]*)$/.exec(x.trim())
-    const unit = m == null ? undefined : SIZE_UNITS[m[2].toLowerCase()]
-    return unit == null ? NaN : Number(m![1]) * unit
-  }),
-  v.number(),
-  v.check((n) => Number.isInteger(n) && n > 0, 'Expected a size such as 256KiB or 1MiB')
-)
+/** @returns bytes of a size such as `262144`, `256KiB` or `1MiB` (a JSON number is bytes), or undefined when it is not one */
+function parseSize(raw: unknown): number | undefined {
+  if (typeof raw === 'number') return Number.isSafeInteger(raw) ? raw : undefined
+  if (typeof raw !== 'string') return undefined
+  const m = /^(\d+)\s*([a-zA-Z]*)$/.exec(raw.trim())
+  const unit = m == null ? undefined : SIZE_UNITS[m[2].toLowerCase()]
+  return unit == null ? undefined : Number(m![1]) * unit
+}
 
-/** A whole number, from a flag's text or JSON. */
-export const IntSchema = v.pipe(
-  v.union([v.string(), v.number()], 'Expected a whole number'),
-  v.transform((x) => (typeof x === 'number' ? x : /^\d+$/.test(x.trim()) ? Number(x) : NaN)),
-  v.number(),
-  v.check((n) => Number.isSafeInteger(n) && n >= 0, 'Expected a whole number')
-)
+/** The largest size any setting takes, far within a safe integer of bytes. */
+const SIZE_MAX = '1000000GiB'
+
+/**
+ * A size in bytes: `262144`, `256KiB`, `1MiB` (units B, KB, KiB, MB, MiB, GB, GiB), or a JSON number of
+ * bytes; within `min` and `max` (sizes too, default at least 1 byte).
+ *
+ * @returns the schema, whose output is bytes; its errors quote the value and the expected form
+ */
+export function sizeSchema(bounds: { min?: string; max?: string } = {}) {
+  const min = parseSize(bounds.min ?? '1')!
+  const max = parseSize(bounds.max ?? SIZE_MAX)!
+  return v.pipe(
+    v.unknown(),
+    v.rawTransform(({ dataset, addIssue, NEVER }) => {
+      const raw = dataset.value
+      const n = parseSize(raw)
+      if (n == null) {
+        addIssue({ message: `${shown(raw)} is not a size: expected a number of bytes with an optional unit, such as 262144, 256KiB or 1MiB` })
+        return NEVER
+      }
+      if (n < min) {
+        addIssue({ message: `${shown(raw)} is too small: expected at least ${bounds.min ?? '1 byte'}` })
+        return NEVER
+      }
+      if (n > max) {
+        addIssue({ message: `${shown(raw)} is too large: expected at most ${bounds.max ?? SIZE_MAX}` })
+        return NEVER
+      }
+      return n
+    })
+  )
+}
+
+/**
+ * A whole number, from a flag's text or JSON, within `min` (default 0) and `max`.
+ *
+ * @returns the schema; its errors quote the value and the expected form
+ */
+export function intSchema(bounds: { min?: number; max?: number } = {}) {
+  const min = bounds.min ?? 0
+  const max = bounds.max ?? Number.MAX_SAFE_INTEGER
+  const form = `expected a whole number ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`}`
+  return v.pipe(
+    v.unknown(),
+    v.rawTransform(({ dataset, addIssue, NEVER }) => {
+      const raw = dataset.value
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN
+      if (!Number.isSafeInteger(n)) {
+        addIssue({ message: `${shown(raw)} is not a whole number: ${form}` })
+        return NEVER
+      }
+      if (n < min || n > max) {
+        addIssue({ message: `${shown(raw)} is ${n < min ? 'too small' : 'too large'}: ${form}` })
+        return NEVER
+      }
+      return n
+    })
+  )
+}
+
+/** A whole number of at least 0 (see intSchema). */
+export const IntSchema = intSchema()
 
 /** A boolean, from a flag's presence, `true`/`false` text or JSON. */
 export const BoolSchema = v.pipe(

@@ -60,7 +60,7 @@ export const runVerb = defineVerb({
   usage: '[--data DIR] [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--http HOST:PORT] [--plugins DIR]...',
   settings: RUN_SETTINGS,
   details:
-    'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json.',
+    'Every setting can also come from the environment (CAIRN_<NAME>, lists comma-separated) or from config.json in the data directory; a flag wins over the environment, which wins over config.json. A DURATION is a number and a unit (ms, s, m, h or d: 500ms, 30s, 48h, 7d), in config.json too; a SIZE is a number of bytes with an optional unit (262144, 256KiB, 1MiB; B, KB, KiB, MB, MiB, GB, GiB); N is a whole number. A value outside the limits its setting lists is refused at start.',
   async run({ values }) {
     const config = toNodeConfig(values)
     // What the node and libp2p create while they run (datastore files, SQLite's -wal and -shm) is the
