@@ -58,3 +58,30 @@ describe('curl examples', () => {
     expect(await node.stop()).toBe(0)
   })
 })
+
+describe('prose', () => {
+  test('a paragraph of README.md or docs/*.md that starts in lowercase goes on with a sentence the prose before it left open', () => {
+    const files = [
+      'README.md',
+      ...readdirSync(join(ROOT, 'docs'))
+        .filter((f) => f.endsWith('.md'))
+        .map((f) => join('docs', f))
+    ]
+    const dangling: string[] = []
+    for (const f of files) {
+      let fence = false
+      let blank = true
+      // the last line of prose before this one, code blocks skipped
+      let prose = ''
+      for (const [i, line] of readFileSync(join(ROOT, f), 'utf8').split('\n').entries()) {
+        if (line.startsWith('```')) fence = !fence
+        else if (!fence && line.trim() !== '') {
+          if (blank && /^[a-z]/.test(line) && /[.:!?)]$/.test(prose.trim())) dangling.push(`${f}:${i + 1}: ${line}`)
+          prose = line
+        }
+        blank = !fence && line.trim() === ''
+      }
+    }
+    expect(dangling).toEqual([])
+  })
+})
