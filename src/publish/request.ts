@@ -96,8 +96,12 @@ export function checkRequest(input: unknown, at: string, checks: RequestChecks, 
     const issues = [{ path: joinPath(at, 'type'), message: `${RESERVED_PREFIX}* is reserved for cairn itself (membership changes are made with cairn members or /v1/members)`, code: 'reserved_type' }]
     throw new ValidationError(`Cannot publish${which} ${req.type}: the ${RESERVED_PREFIX} namespace is reserved`, issues)
   }
-  const depth = jsonDepth(req.payload, checks.maxDepth)
-  if (depth > checks.maxDepth) fail([{ path: joinPath(at, 'payload'), message: `nests more than ${checks.maxDepth} levels`, code: 'too_deep' }])
+  // Peers check the event file, whose envelope is one level around the payload: a payload of maxDepth levels
+  // would be acknowledged here and refused by every peer.
+  const depth = jsonDepth(req.payload, checks.maxDepth) + 1
+  if (depth > checks.maxDepth) {
+    fail([{ path: joinPath(at, 'payload'), message: `nests more than ${checks.maxDepth - 1} levels (its event file, one level more, may nest ${checks.maxDepth}: max-depth)`, code: 'too_deep' }])
+  }
   const key = req.event_id ?? headerKey
   const payloadJson = new CanonicalText(canonicalJson(req.payload))
   const hash = requestHash(req, payloadJson)

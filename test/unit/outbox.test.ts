@@ -14,6 +14,7 @@ import { ShardUnreadableError } from '../../src/errors.ts'
 import { fileBlock } from '../../src/unixfs/tree.ts'
 import { CID } from 'multiformats/cid'
 import { verifyHeadMessage } from '../../src/model/head.ts'
+import { jsonDepth } from '../../src/model/canonical.ts'
 
 async function outbox(onCommit?: () => void): Promise<Outbox> {
   const key = await generateKeyPair('Ed25519')
@@ -26,6 +27,14 @@ async function outbox(onCommit?: () => void): Promise<Outbox> {
 }
 
 describe('the outbox', () => {
+  test('a payload nests at most max-depth - 1 levels: its event file, which peers check, is one level more', async () => {
+    const o = await outbox()
+    const nested = (levels: number): unknown => (levels === 1 ? { leaf: true } : { down: nested(levels - 1) })
+    await expect(o.publish({ type: 'test.deep', payload: nested(16) })).rejects.toThrow('payload: nests more than 15 levels')
+    const ok = await o.publish({ type: 'test.deep', payload: nested(15) })
+    expect(jsonDepth({ event_id: ok.event_id, payload: nested(15) })).toBe(16)
+  })
+
   test('publishes one after another each resolve, with seq 1, 2, 3 …', async () => {
     const o = await outbox()
     const seqs: number[] = []
