@@ -78,8 +78,12 @@ export interface ClientOptions {
   /** the endpoint, when not found through a data directory */
   baseUrl?: string
   token?: string
-  /** attempts of one publish request on network errors and 5xx, the first included (default 8) */
-  attempts?: number
+  /**
+   * How long a call keeps retrying a node it cannot reach or that answers 5xx (not running, restarting, no
+   * readable node.json), counted from the first failure in a row; then it throws the last error
+   * (CairnUnavailableError, or the CairnApiError of the last 5xx). Default 30 s, enough for a restart.
+   */
+  retryForMs?: number
   /** the first retry's delay; each further one doubles it, up to maxDelayMs (default 100 ms) */
   minDelayMs?: number
   /** the longest delay between attempts and between stream reconnections (default 5 s) */
@@ -110,6 +114,34 @@ interface ErrorBody {
 /** @returns a delay with full jitter, so that many clients do not reconnect in step */
 function backoff(attempt: number, min: number, max: number): number {
   return Math.random() * Math.min(max, min * 2 ** attempt)
+}
+
+/**
+ * The retry budget of one run of failures: a time, not a count, so that a node restart of a few seconds
+ * is waited out whatever the backoff's jitter drew.
+ */
+class RetryBudget {
+  private failures = 0
+  private since = 0
+  constructor(private readonly options: { retryForMs: number; minDelayMs: number; maxDelayMs: number }) {}
+
+  /** Forgets the failures: the call made progress. */
+  reset(): void {
+    this.failures = 0
+  }
+
+  /**
+   * Counts a failure and waits before the next attempt.
+   *
+   * @throws `last` when the budget is spent (retryForMs since the first failure of this run)
+   */
+  async failed(last: Error, signal?: AbortSignal): Promise<void> {
+    if (this.failures === 0) this.since = Date.now()
+    this.failures++
+    const left = this.since + this.options.retryForMs - Date.now()
+    if (left <= 0) throw last
+    await sleep(Math.min(left, backoff(this.failures, this.options.minDelayMs, this.options.maxDelayMs)), signal)
+  }
 }
 
 /** Resolves after `ms`, or rejects when `signal` aborts. */
@@ -177,14 +209,14 @@ function newKey(): string {
  * ```
  */
 export class CairnClient {
-  private readonly options: Required<Pick<ClientOptions, 'attempts' | 'minDelayMs' | 'maxDelayMs' | 'timeoutMs'>> & ClientOptions
+  private readonly options: Required<Pick<ClientOptions, 'retryForMs' | 'minDelayMs' | 'maxDelayMs' | 'timeoutMs'>> & ClientOptions
   private limitsCache?: Limits
 
   constructor(options: ClientOptions) {
     if (options.dataDir == null && (options.baseUrl == null || options.token == null)) {
       throw new TypeError('CairnClient needs dataDir, or baseUrl and token')
     }
-    this.options = { attempts: 8, minDelayMs: 100, maxDelayMs: 5000, timeoutMs: 30_000, ...options }
+    this.options = { retryForMs: 30_000, minDelayMs: 100, maxDelayMs: 5000, timeoutMs: 30_000, ...options }
   }
 
   /** @returns the endpoint: given, or read from the data directory now (a restarted node may have written a new one) */
@@ -195,16 +227,15 @@ export class CairnClient {
   }
 
   /**
-   * Sends one request, retried on network errors, 5xx and a node not found, with backoff, up to `attempts`.
+   * Sends one request, retried on network errors, 5xx and a node not found, with backoff, for `retryForMs`.
    *
    * @returns the response of a 2xx
-   * @throws CairnApiError for a 4xx (or the last 5xx); CairnUnavailableError when every attempt failed to reach the node
+   * @throws CairnApiError for a 4xx (or the last 5xx); CairnUnavailableError when the node could not be reached for `retryForMs`
    */
   private async request(method: string, path: string, body: unknown, headers: Record<string, string>, options: CallOptions = {}): Promise<Response> {
-    const { attempts, minDelayMs, maxDelayMs, timeoutMs } = this.options
-    let last: Error = new CairnUnavailableError('no attempt made')
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      if (attempt > 0) await sleep(backoff(attempt, minDelayMs, maxDelayMs), options.signal)
+    const { timeoutMs } = this.options
+    const budget = new RetryBudget(this.options)
+    for (;;) {
       options.signal?.throwIfAborted()
       let res: Response
       try {
@@ -217,15 +248,14 @@ export class CairnClient {
         })
       } catch (err) {
         if (options.signal?.aborted === true) throw err
-        last = err instanceof CairnUnavailableError ? err : new CairnUnavailableError(`Cannot reach the node: ${(err as Error).message}`, { cause: err })
+        await budget.failed(err instanceof CairnUnavailableError ? err : new CairnUnavailableError(`Cannot reach the node: ${(err as Error).message}`, { cause: err }), options.signal)
         continue
       }
       if (res.ok) return res
       const error = await apiError(res)
       if (res.status < 500) throw error
-      last = error
+      await budget.failed(error, options.signal)
     }
-    throw last
   }
 
   /** @returns the node's limits (asked once, then remembered) */
@@ -287,11 +317,11 @@ export class CairnClient {
    * refused: `error`, the stream going on). At most `publish_stream_window` events are read from `events`
    * ahead of their acknowledgements. An event without `event_id` gets the key `KEY#i` (i its index),
    * KEY being `options.idempotencyKey` or a random key of this call; when the connection breaks, the
-   * events not yet acknowledged are sent again under the same keys on a new one (with backoff, up to
-   * `attempts` in a row without progress), so none is published twice.
+   * events not yet acknowledged are sent again under the same keys on a new one (with backoff, for up to
+   * `retryForMs` without an acknowledgement), so none is published twice.
    *
    * @returns an async iterator of `{ index, event, result }` or `{ index, event, error }`
-   * @throws CairnApiError when the node refuses the stream itself; CairnUnavailableError when it cannot be reached
+   * @throws CairnApiError when the node refuses the stream itself; CairnUnavailableError when it cannot be reached for `retryForMs`
    */
   async *publishStream(events: Iterable<PublishInput> | AsyncIterable<PublishInput>, options: CallOptions & { idempotencyKey?: string } = {}): AsyncGenerator<PublishStreamItem> {
     const limits = await this.limits(options)
@@ -306,12 +336,8 @@ export class CairnClient {
     let sourceError: unknown
     let room: (() => void) | undefined
     const encoder = new TextEncoder()
-    const { attempts, minDelayMs, maxDelayMs } = this.options
-    let failures = 0
-    let last: Error = new CairnUnavailableError('no attempt made')
+    const budget = new RetryBudget(this.options)
     while (!sourceDone || pending.length > 0) {
-      if (failures >= attempts) throw last
-      if (failures > 0) await sleep(backoff(failures, minDelayMs, maxDelayMs), options.signal)
       options.signal?.throwIfAborted()
       // This connection sends the events still unacknowledged first, then new ones while there is room.
       let resend = pending.length
@@ -377,23 +403,22 @@ export class CairnClient {
         } as RequestInit)
       } catch (err) {
         if (options.signal?.aborted === true || sourceError != null) throw sourceError ?? err
-        last = err instanceof CairnUnavailableError ? err : new CairnUnavailableError(`Cannot reach the node: ${(err as Error).message}`, { cause: err })
-        failures++
+        await budget.failed(err instanceof CairnUnavailableError ? err : new CairnUnavailableError(`Cannot reach the node: ${(err as Error).message}`, { cause: err }), options.signal)
         continue
       }
       if (!res.ok) {
         const error = await apiError(res)
         if (res.status < 500) throw error
-        last = error
-        failures++
+        await budget.failed(error, options.signal)
         continue
       }
+      let last: Error = new CairnUnavailableError('The publish stream ended before every event was acknowledged')
       try {
         for await (const text of ndjsonLines(res.body!)) {
           const ack = JSON.parse(text) as PublishResult & ErrorBody & { line?: number }
           const p = pending.shift()
           if (p == null) continue
-          failures = 0
+          budget.reset()
           room?.()
           room = undefined
           if (ack.error != null) {
@@ -411,7 +436,7 @@ export class CairnClient {
         room?.()
       }
       if (sourceError != null) throw sourceError
-      if (pending.length > 0 || !sourceDone) failures++
+      if (pending.length > 0 || !sourceDone) await budget.failed(last, options.signal)
     }
   }
 

@@ -26,7 +26,10 @@ export class CairnApiError extends Error {
   }
 }
 
-/** The node could not be reached (not running, restarting, or the connection broke) after every retry. */
+/**
+ * The node could not be reached (not running, restarting, no readable node.json, or the connection broke)
+ * and kept failing for the client's whole retry budget (`retryForMs`, default 30 s).
+ */
 export class CairnUnavailableError extends Error {
   static name = 'CairnUnavailableError'
   constructor(message: string, options?: { cause?: unknown }) {

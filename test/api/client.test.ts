@@ -1,13 +1,14 @@
 import { describe, expect, test } from 'bun:test'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
 import type * as v from 'valibot'
-import { CairnApiError, CairnClient, type CairnEvent, type EventsPage, type Limits, type PublishInput, type PublishResult } from '../../src/client/mod.ts'
+import { CairnApiError, CairnClient, CairnUnavailableError, type CairnEvent, type EventsPage, type Limits, type PublishInput, type PublishResult } from '../../src/client/mod.ts'
 import type { EventSchema, EventsPageSchema, LimitsSchema } from '../../src/http/schemas.ts'
 import type { PublishRequestSchema, PublishResultSchema } from '../../src/model/publishRequest.ts'
 import { NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
 import { query } from '../helpers/db.ts'
+import { withApiNode } from '../helpers/forge.ts'
 
 /** The consumer of docs/api.md, run under Node with the client the package exports (dist/client.mjs). */
 const CONSUMER = join(ROOT, 'examples', 'backend', 'consumer.mjs')
@@ -31,7 +32,7 @@ describe('the typed client', () => {
     const startConsumer = (): void => {
       consumer = Bun.spawn(['node', CONSUMER, node.dir, out, 'test.consume'], { stdout: 'inherit', stderr: 'ignore' })
     }
-    const producer = new CairnClient({ dataDir: node.dir, attempts: 200, maxDelayMs: 500 })
+    const producer = new CairnClient({ dataDir: node.dir, retryForMs: 60_000, maxDelayMs: 500 })
     const batch = async (b: number): Promise<unknown> =>
       await producer.publishBatch(
         Array.from({ length: 100 }, (_, k) => ({ type: 'test.consume', payload: { i: b * 100 + k } })),
@@ -130,6 +131,38 @@ console.log(JSON.stringify(seen))
     expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' })
     expect(JSON.parse(stdout)).toHaveLength(1)
   }, 120_000)
+})
+
+describe('the retry budget', () => {
+  test('publish and publishStream wait out a node that is not found for longer than 8 backoffs, and give up after retryForMs', async () => {
+    await withApiNode({}, async (_node, _baseUrl, _token, dir) => {
+      using tmp = tempDir()
+      // A data directory whose node.json is missing (the node restarting) for 1.5 s.
+      const restarting = join(tmp.path, 'restarting')
+      mkdirSync(restarting)
+      copyFileSync(join(dir, 'api.token'), join(restarting, 'api.token'))
+      const fast = { dataDir: restarting, minDelayMs: 1, maxDelayMs: 50 }
+      const published = new CairnClient(fast).publish({ type: 'test.budget', payload: { n: 1 } })
+      const streamed = (async () => {
+        const acks = []
+        for await (const ack of new CairnClient(fast).publishStream([{ type: 'test.budget', payload: { n: 2 } }])) acks.push(ack)
+        return acks
+      })()
+      await Bun.sleep(1500)
+      copyFileSync(join(dir, 'node.json'), join(restarting, 'node.json'))
+      expect((await published).replayed).toBe(false)
+      expect((await streamed).map((a) => a.result?.replayed)).toEqual([false])
+
+      const gone = join(tmp.path, 'gone')
+      mkdirSync(gone)
+      const started = Date.now()
+      const err = await new CairnClient({ ...fast, dataDir: gone, retryForMs: 300 }).publish({ type: 'test.budget', payload: {} }).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(CairnUnavailableError)
+      expect((err as Error).message).toContain('no readable node.json')
+      expect(Date.now() - started).toBeGreaterThanOrEqual(300)
+      expect(Date.now() - started).toBeLessThan(5000)
+    })
+  }, 60_000)
 })
 
 describe('subscribe against a node that goes silent', () => {

@@ -231,7 +231,7 @@ describe('POST /v1/events/stream', () => {
     await using node = await NodeProcess.init(tmp.path, 'n')
     // A window of 50: the client is at most 50 events ahead of the acknowledgements it has yielded.
     await node.start(['--max-batch', '50'])
-    const client = new CairnClient({ dataDir: node.dir, attempts: 200, maxDelayMs: 300 })
+    const client = new CairnClient({ dataDir: node.dir, retryForMs: 60_000, maxDelayMs: 300 })
     const total = 3000
     function* events(): Generator<PublishInput> {
       for (let i = 0; i < total; i++) yield { type: 'test.restart', payload: { i } }
