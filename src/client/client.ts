@@ -188,6 +188,26 @@ async function* ndjsonLines(body: ReadableStream<Uint8Array>): AsyncGenerator<st
   if (rest.trim() !== '') yield rest.trim()
 }
 
+/** An index at the start of a path (`[3].payload`, `event [3]`, `of [0]`): a batch request's own numbering. */
+const BATCH_INDEX = /(^|[\s(])\[(\d+)\](?=$|[.:;,\s)])/g
+
+/**
+ * @returns the error of one request of `publishBatch` in the caller's terms: the indexes in its issue paths
+ * and message shifted by `offset` (the events sent before this request), and `published` set to what the
+ * earlier requests published
+ */
+function batchError(err: unknown, offset: number, size: number, published: PublishResult[]): unknown {
+  const shift = (text: string): string => text.replace(BATCH_INDEX, (all, before: string, i: string) => (Number(i) < size ? `${before}[${Number(i) + offset}]` : all))
+  let out = err
+  if (err instanceof CairnApiError && offset > 0) {
+    const issues = err.issues.map((i) => ({ ...i, path: shift(i.path), message: shift(i.message) }))
+    const message = `${shift(err.message)} (the ${offset} events before it are published: each request of a publishBatch is one commit)`
+    out = new CairnApiError(err.status, err.code, message, issues, err.eventId)
+  }
+  if (out instanceof CairnApiError || out instanceof CairnUnavailableError) out.published = published
+  return out
+}
+
 /** A client-side key: random, so that its retries are recognised and nothing else is. */
 function newKey(): string {
   return `client-${crypto.randomUUID()}`
@@ -278,13 +298,18 @@ export class CairnClient {
   }
 
   /**
-   * Publishes events in as few requests as the node's limits allow (by count and by bytes), each request
-   * one commit. An event without `event_id` gets the key `KEY#i` (i its index in `events`), KEY being
-   * `options.idempotencyKey` or a random key of this call, so a retried call with the same key publishes
-   * nothing twice.
+   * Publishes events in as few requests as the node's limits allow (by count, `max_batch`, and by bytes,
+   * `max_body_bytes`). Each request is one commit, all of it or none of it; so a call with more events than
+   * fit one request is several commits, and a refused request leaves those before it published. An event
+   * without `event_id` gets the key `KEY#i` (i its index in `events`), KEY being `options.idempotencyKey`
+   * or a random key of this call, so a retried call with the same key publishes nothing twice. An empty
+   * array is sent as it is: the node refuses it (400 `empty_batch`), as it does over plain HTTP.
    *
    * @returns one result per event, in order
-   * @throws CairnApiError for a refused request: the requests before it are published, none after it
+   * @throws CairnApiError for a refused request, its issue paths and message naming indexes of `events`
+   * (`[5100].payload.invitee`), and `published` the results of the events the earlier requests published
+   * (the first `published.length` of `events`; none after them); CairnUnavailableError (with `published`
+   * too) when the node could not be reached for `retryForMs`
    */
   async publishBatch(events: readonly PublishInput[], options: CallOptions & { idempotencyKey?: string } = {}): Promise<PublishResult[]> {
     const limits = await this.limits(options)
@@ -294,11 +319,21 @@ export class CairnClient {
     let chunk: unknown[] = []
     let bytes = 2
     const send = async (): Promise<void> => {
-      if (chunk.length === 0) return
-      const res = await this.request('POST', '/v1/events', chunk, {}, options)
+      // The node answers for the chunk's own indexes: shifted back to the caller's by the events before it.
+      const offset = results.length
+      let res: Response
+      try {
+        res = await this.request('POST', '/v1/events', chunk, {}, options)
+      } catch (err) {
+        throw batchError(err, offset, chunk.length, [...results])
+      }
       results.push(...((await res.json()) as PublishResult[]))
       chunk = []
       bytes = 2
+    }
+    if (bodies.length === 0) {
+      await send()
+      return results
     }
     const encoder = new TextEncoder()
     for (const body of bodies) {
@@ -307,7 +342,7 @@ export class CairnClient {
       chunk.push(body)
       bytes += size
     }
-    await send()
+    if (chunk.length > 0) await send()
     return results
   }
 

@@ -1,3 +1,11 @@
+/** What the node answered for one published event (the client's `PublishResult`). */
+interface Published {
+  event_id: string
+  seq: number
+  cid: string
+  replayed: boolean
+}
+
 /** One problem with a request, as the node names it. */
 export interface ApiIssue {
   path: string
@@ -16,6 +24,11 @@ export class CairnApiError extends Error {
   readonly issues: ApiIssue[]
   /** for `idempotency_key_reused`: the event first published under the key */
   readonly eventId?: string
+  /**
+   * Set by `publishBatch`: the results of the events published by its earlier requests (each request is one
+   * commit), in order. `published.length` events of the caller's array are durable; the rest are not.
+   */
+  published?: Published[]
   constructor(status: number, code: string, message: string, issues: ApiIssue[] = [], eventId?: string) {
     super(message)
     this.name = 'CairnApiError'
@@ -32,6 +45,8 @@ export class CairnApiError extends Error {
  */
 export class CairnUnavailableError extends Error {
   static name = 'CairnUnavailableError'
+  /** Set by `publishBatch`: the results of the events its earlier requests published (see CairnApiError) */
+  published?: Published[]
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.name = 'CairnUnavailableError'

@@ -133,6 +133,38 @@ console.log(JSON.stringify(seen))
   }, 120_000)
 })
 
+describe('publishBatch over several requests', () => {
+  test("a refused later request names the caller's index and carries what the earlier requests published", async () => {
+    await withApiNode({ 'max-batch': 3 }, async (_node, baseUrl, token) => {
+      const cairn = new CairnClient({ baseUrl, token })
+      const events: PublishInput[] = Array.from({ length: 8 }, (_, i) => ({ type: 'test.chunk', payload: { i } }))
+      events[5] = { type: 'Not A Type', payload: {} }
+      const err = await cairn.publishBatch(events, { idempotencyKey: 'chunks' }).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(CairnApiError)
+      const e = err as CairnApiError
+      // Events 3 to 5 were the second request: the node named event 5 [2]; the caller sees [5].
+      expect({ status: e.status, code: e.code, paths: e.issues.map((i) => i.path) }).toEqual({ status: 400, code: 'invalid_request', paths: ['[5].type'] })
+      expect(e.message).toContain('event [5]')
+      expect(e.message).not.toContain('[2]')
+      expect(e.message).toContain('the 3 events before it are published')
+      expect(e.published?.map((r) => r.seq)).toEqual([1, 2, 3])
+      // A refused first request has nothing published before it.
+      const first = await cairn.publishBatch([{ type: 'Bad', payload: {} }]).catch((x: unknown) => x)
+      expect(first).toMatchObject({ status: 400, issues: [{ path: '[0].type' }], published: [] })
+    })
+  }, 60_000)
+
+  test('an empty batch is refused as over plain HTTP: 400 empty_batch', async () => {
+    await withApiNode({}, async (_node, baseUrl, token) => {
+      const cairn = new CairnClient({ baseUrl, token })
+      const res = await fetch(`${baseUrl}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '[]' })
+      const body = (await res.json()) as { error: { code: string; message: string; issues: unknown[] } }
+      expect(res.status).toBe(400)
+      expect(await cairn.publishBatch([]).catch((e: unknown) => e)).toMatchObject({ status: 400, code: body.error.code, message: body.error.message, issues: body.error.issues })
+    })
+  }, 60_000)
+})
+
 describe('the retry budget', () => {
   test('publish and publishStream wait out a node that is not found for longer than 8 backoffs, and give up after retryForMs', async () => {
     await withApiNode({}, async (_node, _baseUrl, _token, dir) => {
