@@ -1,4 +1,4 @@
-import { Hono, type Context, type MiddlewareHandler } from 'hono'
+import { Hono, type Context } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
@@ -15,6 +15,7 @@ import { MAX_TYPES, readQuery } from './query.ts'
 import { EventsQuerySchema, MAX_PAGE, NoQuerySchema, SchemaQuerySchema, SnapshotRequestSchema, type LimitsSchema, type SchemaInfoSchema } from './schemas.ts'
 import { assertCursor, eventJson, STREAM_RETRY_MS, streamEvents, type StreamDeps } from './stream.ts'
 import { mountMembers, type MembersDeps } from './members.ts'
+import { jsonBody, NDJSON } from './mediaType.ts'
 import { consoleApp, type ConsoleDeps } from './console/app.ts'
 import { publishStream, STREAM_LINE_ROOM, type PublishStreamLimits } from './publishStream.ts'
 
@@ -102,20 +103,6 @@ export const ROUTES: Record<string, string[]> = {
   '/v1/snapshots': ['POST'],
   '/v1/members': ['GET', 'POST'],
   '/v1/members/:peer_id': ['DELETE']
-}
-
-const NDJSON = /^application\/x-ndjson\s*(;|$)/i
-
-/** Refuses, with 415, a request body that is not declared as JSON (an empty body needs no type). */
-const jsonBody: MiddlewareHandler = async (c, next) => {
-  const type = c.req.header('content-type') ?? ''
-  if (!/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type) && !(type === '' && c.req.header('content-length') === '0')) {
-    const hint = NDJSON.test(type) && c.req.path === '/v1/events' ? '; NDJSON (one event per line) goes to POST /v1/events/stream' : ''
-    return errorResponse(415, 'unsupported_media_type', `Unsupported media type ${type === '' ? '(none)' : type}: send the body as JSON with Content-Type: application/json${hint}`, {
-      headers: { 'accept-post': 'application/json' }
-    })
-  }
-  await next()
 }
 
 /** @returns the request's Idempotency-Key header, checked */

@@ -2,6 +2,7 @@ import type { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { PublishResult } from '../model/publishRequest.ts'
 import { errorResponse } from './errors.ts'
+import { jsonBody } from './mediaType.ts'
 
 /** What the members routes need from the node (src/members/membership.ts). */
 export interface MembersDeps {
@@ -19,12 +20,14 @@ const MAX_CHANGE_BODY = 4096
 /**
  * Mounts `/v1/members` on the loopback endpoint (behind its bearer token): `GET` lists the members,
  * `POST` adds one (201 with the signed change), `DELETE /v1/members/:peer_id` removes one. A node that is
- * not an owner answers 403 (NotOwnerError), a bad body 400 (ValidationError).
+ * not an owner answers 403 (NotOwnerError), a body not declared as JSON 415 (as the other JSON routes), a
+ * bad body 400 (ValidationError).
  */
 export function mountMembers(app: Hono, deps: MembersDeps): void {
   app.get('/v1/members', (c) => c.json(deps.list() as object))
   app.post(
     '/v1/members',
+    jsonBody,
     bodyLimit({ maxSize: MAX_CHANGE_BODY, onError: () => errorResponse(413, 'too_large', `Payload too large: a membership change is at most ${MAX_CHANGE_BODY} bytes`) }),
     async (c) => {
       let body: unknown

@@ -27,7 +27,10 @@ function json(schema: v.GenericSchema, typeMode: 'input' | 'output' = 'output'):
 
 const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` })
 const jsonContent = (schema: Json): Json => ({ 'application/json': { schema } })
+/** A JSON request body: `application/json`, or any `application/*+json` type (`application/ld+json`), taken alike. */
+const jsonRequest = (schema: Json): Json => ({ 'application/json': { schema }, 'application/*+json': { schema } })
 const error = (description: string): Json => ({ description, content: jsonContent(ref('Error')) })
+const UNSUPPORTED_MEDIA_TYPE = error('The body is not declared as JSON (Content-Type: application/json or an application/*+json type)')
 
 /** @returns the query parameters of a strict object schema of strings */
 function queryParameters(schema: v.ObjectSchema<v.ObjectEntries, undefined> | v.StrictObjectSchema<v.ObjectEntries, undefined>): Json[] {
@@ -153,7 +156,7 @@ export function openApiDocument(): Json {
               schema: { type: 'string', minLength: 1, maxLength: 256 }
             }
           ],
-          requestBody: { required: true, content: jsonContent({ oneOf: [ref('PublishRequest'), { type: 'array', minItems: 1, items: ref('PublishRequest') }] }) },
+          requestBody: { required: true, content: jsonRequest({ oneOf: [ref('PublishRequest'), { type: 'array', minItems: 1, items: ref('PublishRequest') }] }) },
           responses: {
             '201': {
               description: 'Published and durable (a batch: at least one event is new)',
@@ -170,7 +173,7 @@ export function openApiDocument(): Json {
               'The idempotency key was used for a different request (`idempotency_key_reused`; `event_id` names the first event), or a peer holds a newer head of this node’s own producer than its outbox has (`producer_diverged`: restored from an older backup; it publishes nothing until an operator acts)'
             ),
             '413': error('The body, an event or the batch is over a limit; `limits` says which'),
-            '415': error('The body is not declared as JSON (Content-Type: application/json)'),
+            '415': UNSUPPORTED_MEDIA_TYPE,
             '503': error('The node cannot publish now (not started, a commit failed, or its clock is off from the network); retry with the same key')
           }
         },
@@ -217,13 +220,13 @@ export function openApiDocument(): Json {
         post: {
           ...secured,
           summary: 'Write signed snapshots of one plugin, or of every plugin that takes part, into the outbox (as cairn snapshot does)',
-          requestBody: { required: false, content: jsonContent(ref('SnapshotRequest')) },
+          requestBody: { required: false, content: jsonRequest(ref('SnapshotRequest')) },
           responses: {
             '200': { description: 'The snapshots written', content: jsonContent({}) },
             '400': error('Malformed JSON or a bad request'),
             ...AUTH_ERRORS,
             '413': error('The body is over 4096 bytes'),
-            '415': error('A body not declared as JSON')
+            '415': UNSUPPORTED_MEDIA_TYPE
           }
         }
       },
@@ -238,14 +241,15 @@ export function openApiDocument(): Json {
           summary: 'Add a member or change its role or name (an owner only): `{peer_id, role?, name?}`',
           requestBody: {
             required: true,
-            content: jsonContent({ type: 'object', properties: { peer_id: { type: 'string' }, role: { enum: ['member', 'owner'] }, name: { type: 'string' } }, required: ['peer_id'] })
+            content: jsonRequest({ type: 'object', properties: { peer_id: { type: 'string' }, role: { enum: ['member', 'owner'] }, name: { type: 'string' } }, required: ['peer_id'] })
           },
           responses: {
             '201': { description: 'The change, signed and published', content: jsonContent(ref('MemberChange')) },
             '400': error('Malformed JSON or a bad peer id, role or name'),
             ...AUTH_ERRORS,
             '403': error('This node is not an owner (`not_owner`)'),
-            '413': error('The body is over 4096 bytes')
+            '413': error('The body is over 4096 bytes'),
+            '415': UNSUPPORTED_MEDIA_TYPE
           }
         }
       },

@@ -105,6 +105,7 @@ describe('/v1/openapi.json', () => {
         { path: '/v1/members', method: 'POST', status: 401, headers: json, body: '{}' },
         { path: '/v1/members', method: 'POST', status: 403, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(2) }), unavailable: true },
         { path: '/v1/members', method: 'POST', status: 413, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: 'x'.repeat(5000) }) },
+        { path: '/v1/members', method: 'POST', status: 415, headers: { ...auth, 'content-type': 'text/plain' }, body: 'x' },
         { path: '/v1/members/{peer_id}', method: 'DELETE', status: 200, url: `/v1/members/${fakePeerId(1)}`, headers: auth },
         { path: '/v1/members/{peer_id}', method: 'DELETE', status: 400, url: `/v1/members/${fakePeerId(3)}`, headers: auth },
         { path: '/v1/members/{peer_id}', method: 'DELETE', status: 401, url: `/v1/members/${fakePeerId(3)}` },
