@@ -25,3 +25,25 @@ describe('request bodies', () => {
     })
   }, 60_000)
 })
+
+describe('the Host check', () => {
+  test("takes a loopback name with the endpoint's port or none, as docs/api.md says; refuses another name or port", async () => {
+    await withApiNode({}, async (node, base) => {
+      const port = node.http!.port
+      const status = async (host: string): Promise<number> => (await fetch(`${base}/healthz`, { headers: { host } })).status
+      const answers: Record<string, number> = {}
+      for (const host of [`127.0.0.1:${port}`, '127.0.0.1', 'localhost', `localhost:${port}`, '[::1]', `127.0.0.1:${port + 1}`, 'evil.example', `evil.example:${port}`])
+        answers[host] = await status(host)
+      expect(answers).toEqual({
+        [`127.0.0.1:${port}`]: 200,
+        '127.0.0.1': 200,
+        localhost: 200,
+        [`localhost:${port}`]: 200,
+        '[::1]': 200,
+        [`127.0.0.1:${port + 1}`]: 421,
+        'evil.example': 421,
+        [`evil.example:${port}`]: 421
+      })
+    })
+  }, 60_000)
+})
