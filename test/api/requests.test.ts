@@ -1,6 +1,8 @@
 import { describe, expect, test } from 'bun:test'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { withApiNode } from '../helpers/forge.ts'
-import { invite } from '../helpers/process.ts'
+import { invite, ROOT } from '../helpers/process.ts'
 
 /** @returns the status and JSON body of one request to the node's API, with its token */
 async function call(base: string, token: string, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; body: any }> {
@@ -46,4 +48,30 @@ describe('the Host check', () => {
       })
     })
   }, 60_000)
+})
+
+describe("docs/api.md's Errors section", () => {
+  test('lists every error code and issue code the API answers with', () => {
+    const doc = readFileSync(join(ROOT, 'docs', 'api.md'), 'utf8')
+    const errors = doc.slice(doc.indexOf('## Errors'), doc.indexOf('\n## ', doc.indexOf('## Errors') + 1))
+    // The sources of the API's answers: the routes, the publish checks, the members routes, plugin schemas, the server.
+    const files = [
+      ...readdirSync(join(ROOT, 'src', 'http'))
+        .filter((f) => f.endsWith('.ts'))
+        .map((f) => join('src', 'http', f)),
+      'src/publish/request.ts',
+      'src/members/membership.ts',
+      'src/plugins/schemas.ts',
+      'src/runtime/serve.ts'
+    ]
+    const codes = new Set<string>()
+    for (const f of files) {
+      const text = readFileSync(join(ROOT, f), 'utf8')
+      for (const m of text.matchAll(/code: '([a-z_]+)'|errorResponse\(\d+, '([a-z_]+)'|StaleCursorError\(\s*'([a-z_]+)'|errorBody\('([a-z_]+)'/g)) codes.add(m[1] ?? m[2] ?? m[3] ?? m[4])
+    }
+    // The fallback code of a StaleCursorError, which always carries its reason (cursor_beyond_end, cursor_space_mismatch).
+    codes.delete('stale_cursor')
+    expect(codes.size).toBeGreaterThan(20)
+    expect([...codes].filter((c) => !errors.includes(`\`${c}\``)).sort()).toEqual([])
+  })
 })
