@@ -16,6 +16,7 @@ import {
   StatusSchema
 } from './schemas.ts'
 import { StreamQuerySchema } from './stream.ts'
+import { MAX_CURSOR } from './query.ts'
 
 type Json = Record<string, unknown>
 
@@ -190,7 +191,13 @@ export function openApiDocument(): Json {
           summary: 'The live event stream (Server-Sent Events); docs/api.md has its exact format',
           parameters: [
             ...queryParameters(StreamQuerySchema),
-            { name: 'Last-Event-ID', in: 'header', required: false, description: 'Resume after this cursor (wins over `after`)', schema: { type: 'string', pattern: '^(0|[1-9]\\d{0,14})$' } }
+            {
+              name: 'Last-Event-ID',
+              in: 'header',
+              required: false,
+              description: `Resume after this cursor (wins over \`after\`): a whole number up to ${MAX_CURSOR}`,
+              schema: { type: 'string', pattern: '^\\d+$' }
+            }
           ],
           responses: {
             '200': {

@@ -3,11 +3,19 @@ import { ValidationError } from '../errors.ts'
 import { EventTypeSchema } from '../model/envelope.ts'
 import { issueLine, toIssues } from '../model/issues.ts'
 
-/** A cursor as a query parameter: a whole number, 0 (the start) or one an event carried as `id`/`cursor`. */
+/** The largest cursor: a cursor is a JSON number, exact up to 2^53 - 1. */
+export const MAX_CURSOR = Number.MAX_SAFE_INTEGER
+
+/**
+ * A cursor as a query parameter (or Last-Event-ID): a whole number from 0 (the start) to MAX_CURSOR, in
+ * decimal digits. Leading zeros are taken (`05` is 5): the value is what counts, and no two cursors share
+ * one. A cursor beyond what this node handed out passes here and is answered 409 (cursor_beyond_end).
+ */
 export const CursorParamSchema = v.pipe(
   v.string(),
-  v.regex(/^(0|[1-9]\d{0,14})$/, 'Expected a cursor: a whole number from 0, as an event\'s "cursor" (its SSE id) carries'),
-  v.description("A position in this node's event order: 0 for the start, or the `cursor` (SSE `id`) of the last event handled.")
+  v.regex(/^\d+$/, `Expected a cursor: a whole number from 0 to ${MAX_CURSOR}, in decimal digits, as an event's "cursor" (its SSE id) carries`),
+  v.check((s) => !/^\d+$/.test(s) || Number(s) <= MAX_CURSOR, `Expected a cursor of at most ${MAX_CURSOR} (2^53 - 1, the largest a cursor can be)`),
+  v.description(`A position in this node's event order: 0 for the start, or the \`cursor\` (SSE \`id\`) of the last event handled; a whole number up to ${MAX_CURSOR}.`)
 )
 
 /** At most this many types in one `types` filter. */

@@ -75,3 +75,35 @@ describe("docs/api.md's Errors section", () => {
     expect([...codes].filter((c) => !errors.includes(`\`${c}\``)).sort()).toEqual([])
   })
 })
+
+describe('cursors', () => {
+  test('every whole number up to 2^53 - 1 is a cursor on GET /v1/events and /v1/stream (after= and Last-Event-ID); beyond the end is 409, beyond 2^53 - 1 is 400 naming the bound', async () => {
+    await withApiNode({}, async (_node, base, token) => {
+      expect((await call(base, token, 'POST', '/v1/events', JSON.stringify([invite(1), invite(2), invite(3), invite(4), invite(5), invite(6)]))).status).toBe(201)
+      const get = async (path: string, headers: Record<string, string> = {}): Promise<{ status: number; code?: string; message?: string }> => {
+        const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${token}`, ...headers } })
+        if (res.headers.get('content-type')?.startsWith('text/event-stream') === true) {
+          await res.body?.cancel()
+          return { status: res.status }
+        }
+        const body = (await res.json()) as { error?: { code: string; message: string } }
+        return { status: res.status, code: body.error?.code, message: body.error?.message }
+      }
+      for (const after of ['1000000000000000', '9007199254740991']) {
+        expect([after, (await get(`/v1/events?after=${after}`)).code]).toEqual([after, 'cursor_beyond_end'])
+        expect([after, (await get(`/v1/stream?after=${after}`)).code]).toEqual([after, 'cursor_beyond_end'])
+        expect([after, (await get('/v1/stream', { 'last-event-id': after })).code]).toEqual([after, 'cursor_beyond_end'])
+      }
+      for (const refused of [await get('/v1/events?after=9007199254740992'), await get('/v1/stream?after=9007199254740992'), await get('/v1/stream', { 'last-event-id': '9007199254740992' })]) {
+        expect(refused).toMatchObject({ status: 400, code: 'invalid_request' })
+        expect(refused.message).toContain('at most 9007199254740991')
+      }
+      // A leading zero is taken: 05 is cursor 5.
+      const page = (await (await fetch(`${base}/v1/events?after=05`, { headers: { authorization: `Bearer ${token}` } })).json()) as { next_after: number }
+      expect(page.next_after).toBeGreaterThanOrEqual(5)
+      expect((await get('/v1/stream?after=05')).status).toBe(200)
+      expect((await get('/v1/stream', { 'last-event-id': '05' })).status).toBe(200)
+      expect(await get('/v1/events?after=5x')).toMatchObject({ status: 400, message: expect.stringContaining('a whole number from 0 to 9007199254740991') })
+    })
+  }, 60_000)
+})
