@@ -29,8 +29,22 @@ describe('/v1/members', () => {
         body: {
           error: {
             code: 'invalid_request',
-            message: 'Cannot add a member: boss: Expected only the fields peer_id, role and name',
-            issues: [{ path: 'boss', message: 'Expected only the fields peer_id, role and name', code: 'unknown_field' }]
+            message: 'Cannot add a member: boss: is not a field of a membership change (only peer_id, role and name)',
+            issues: [{ path: 'boss', message: 'is not a field of a membership change (only peer_id, role and name)', code: 'unknown_field' }]
+          }
+        }
+      })
+      // A missing peer_id is said to be required, apart from the unknown field.
+      expect(await call('POST', '/v1/members', { foo: 1 })).toEqual({
+        status: 400,
+        body: {
+          error: {
+            code: 'invalid_request',
+            message: 'Cannot add a member: peer_id: is required; foo: is not a field of a membership change (only peer_id, role and name)',
+            issues: [
+              { path: 'peer_id', message: 'is required', code: 'required' },
+              { path: 'foo', message: 'is not a field of a membership change (only peer_id, role and name)', code: 'unknown_field' }
+            ]
           }
         }
       })

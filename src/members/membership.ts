@@ -4,6 +4,7 @@ import { issueLine, toIssues } from '../model/issues.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import type { Rejection } from '../model/eventFile.ts'
 import {
+  ADD_MEMBER_FIELDS,
   AddMemberSchema,
   type ChangeEvent,
   foldMembers,
@@ -282,7 +283,8 @@ export class Membership {
   async add(request: unknown): Promise<{ change: unknown; result: PublishResult }> {
     const r = v.safeParse(AddMemberSchema, request)
     if (!r.success) {
-      const issues = toIssues(r.issues)
+      // A missing peer_id is `required` and each unknown field `unknown_field`, each named on its own.
+      const issues = toIssues(r.issues).map((i) => (i.code === 'unknown_field' ? { ...i, message: `is not a field of a membership change (only ${ADD_MEMBER_FIELDS})` } : i))
       throw new ValidationError(`Cannot add a member: ${issues.map(issueLine).join('; ')}`, issues)
     }
     const { peer_id, role, name } = r.output

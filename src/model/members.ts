@@ -23,7 +23,10 @@ export const RoleSchema = v.picklist(['member', 'owner'], 'Expected role member 
 export const MemberNameSchema = v.pipe(v.string('Expected a name'), v.minLength(1, 'Expected a non-empty name'), v.maxLength(100, 'Expected a name of at most 100 characters'))
 
 /** The body of `POST /v1/members`: whom to add (or whose role or name to change). */
-export const AddMemberSchema = v.strictObject({ peer_id: PeerIdSchema, role: v.optional(RoleSchema, 'member'), name: v.optional(MemberNameSchema) }, 'Expected only the fields peer_id, role and name')
+export const AddMemberSchema = v.strictObject({ peer_id: PeerIdSchema, role: v.optional(RoleSchema, 'member'), name: v.optional(MemberNameSchema) })
+
+/** The fields of a `POST /v1/members` body, as an unknown field's issue names them. */
+export const ADD_MEMBER_FIELDS = 'peer_id, role and name'
 
 /** The payload of a `cairn.members` event. */
 export const MembersChangeSchema = v.variant(
