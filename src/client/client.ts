@@ -2,7 +2,7 @@ import { CairnApiError, CairnUnavailableError, type ApiIssue } from './errors.ts
 import { discover, type Endpoint } from './discover.ts'
 import { readSse } from './sse.ts'
 
-/** One event to publish: `event_id` is its idempotency key (any text up to 256 characters). */
+/** One event to publish: `event_id` is its idempotency key (well-formed text without control characters, up to 256 UTF-16 code units). */
 export interface PublishInput {
   type: string
   payload: unknown

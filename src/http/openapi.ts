@@ -153,7 +153,8 @@ export function openApiDocument(): Json {
               name: 'Idempotency-Key',
               in: 'header',
               required: false,
-              description: 'The idempotency key of a single event without `event_id`; for a batch, event i without `event_id` gets the key `KEY#i`. Keys are kept as long as the data directory.',
+              description:
+                'The idempotency key of a single event without `event_id`; for a batch, event i without `event_id` gets the key `KEY#i`. Keys are kept as long as the data directory. The header is read byte for byte as Latin-1 (HTTP header values are bytes): a key with other characters goes in `event_id`. At most 256 UTF-16 code units.',
               schema: { type: 'string', minLength: 1, maxLength: 256 }
             }
           ],

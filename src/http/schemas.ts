@@ -40,7 +40,7 @@ export const LimitsSchema = v.object({
   max_batch: v.pipe(v.number(), v.description('The most events one request publishes (max-batch)')),
   max_event_bytes: v.pipe(v.number(), v.description('The largest event file (max-event-size)')),
   max_depth: v.pipe(v.number(), v.description('The deepest JSON nesting a payload may have')),
-  max_idempotency_key: v.pipe(v.number(), v.description('The longest idempotency key, in characters')),
+  max_idempotency_key: v.pipe(v.number(), v.description("The longest idempotency key, in UTF-16 code units (JavaScript's length: a character beyond U+FFFF counts 2)")),
   max_page: v.pipe(v.number(), v.description('The most events GET /v1/events returns at once')),
   max_types: v.pipe(v.number(), v.description('The most types one `types` filter names')),
   stream_heartbeat_ms: v.pipe(v.number(), v.description('A quiet stream writes a comment this often (stream-heartbeat)')),

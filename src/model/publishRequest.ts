@@ -1,19 +1,32 @@
 import * as v from 'valibot'
 import { EventTypeSchema, UuidV7Schema } from './envelope.ts'
 
-/** The longest idempotency key accepted (an `Idempotency-Key` header or an `event_id`), in characters. */
+/**
+ * The longest idempotency key accepted (an `Idempotency-Key` header or an `event_id`), in UTF-16 code units
+ * (JavaScript's `length`): a character beyond U+FFFF, such as an emoji, counts 2.
+ */
 export const MAX_IDEMPOTENCY_KEY = 256
 
 /**
- * An idempotency key chosen by the client: any printable text (no control characters) of 1 to 256
- * characters, such as `order-123`. A UUIDv7 is also taken as the event's id.
+ * Text the node keeps as SQLite TEXT (UTF-8) must be well-formed Unicode: a lone UTF-16 surrogate
+ * (U+D800 to U+DFFF without its pair) would be stored as U+FFFD, so two different texts would become one
+ * (two idempotency keys colliding, a row differing from its event file).
+ */
+const wellFormed = (what: string) =>
+  v.regex(/^\P{Cs}*$/u, `Expected ${what} of well-formed Unicode: it holds a lone UTF-16 surrogate (\\ud800 to \\udfff without its pair), which cannot be stored as it is`)
+
+/**
+ * An idempotency key chosen by the client: any printable, well-formed text (no control characters, no
+ * lone surrogates) of 1 to 256 UTF-16 code units, such as `order-123`. A UUIDv7 is also taken as the
+ * event's id.
  */
 export const IdempotencyKeySchema = v.pipe(
   v.string(),
   v.minLength(1, 'Expected an idempotency key of at least 1 character'),
-  v.maxLength(MAX_IDEMPOTENCY_KEY, `Expected an idempotency key of at most ${MAX_IDEMPOTENCY_KEY} characters`),
+  v.maxLength(MAX_IDEMPOTENCY_KEY, `Expected an idempotency key of at most ${MAX_IDEMPOTENCY_KEY} UTF-16 code units (JavaScript's length: a character beyond U+FFFF, such as an emoji, counts 2)`),
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what the check refuses
   v.regex(/^[^\u0000-\u001f\u007f]*$/, 'Expected an idempotency key without control characters'),
+  wellFormed('an idempotency key'),
   v.description(
     'The idempotency key: a retry with the same key and the same request returns the first result (200, `replayed: true`) instead of publishing again; the same key with a different request is 409. A lowercase UUIDv7 is also used as the event id.'
   )
@@ -25,9 +38,9 @@ export const PublishRequestSchema = v.strictObject({
   payload: v.pipe(v.unknown(), v.description('The event payload: any JSON value the plugins of its type accept.')),
   version: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_000_000))),
   event_id: v.optional(IdempotencyKeySchema),
-  actor: v.optional(v.pipe(v.string(), v.maxLength(512))),
-  correlation_id: v.optional(v.pipe(v.string(), v.maxLength(256))),
-  causation_id: v.optional(v.pipe(v.string(), v.maxLength(256)))
+  actor: v.optional(v.pipe(v.string(), v.maxLength(512), wellFormed('an actor'))),
+  correlation_id: v.optional(v.pipe(v.string(), v.maxLength(256), wellFormed('a correlation id'))),
+  causation_id: v.optional(v.pipe(v.string(), v.maxLength(256), wellFormed('a causation id')))
 })
 
 export type PublishRequest = v.InferOutput<typeof PublishRequestSchema>

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { readdirSync, readFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { withApiNode } from '../helpers/forge.ts'
 import { invite, ROOT } from '../helpers/process.ts'
@@ -104,6 +105,52 @@ describe('cursors', () => {
       expect((await get('/v1/stream?after=05')).status).toBe(200)
       expect((await get('/v1/stream', { 'last-event-id': '05' })).status).toBe(200)
       expect(await get('/v1/events?after=5x')).toMatchObject({ status: 400, message: expect.stringContaining('a whole number from 0 to 9007199254740991') })
+    })
+  }, 60_000)
+})
+
+/** @returns the status line and body of a POST /v1/events whose Idempotency-Key header is these raw bytes (fetch cannot send them) */
+async function rawKeyPost(port: number, token: string, key: Buffer, body: string): Promise<{ status: number; body: any }> {
+  return await new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      const head = `POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nIdempotency-Key: `
+      socket.write(Buffer.concat([Buffer.from(head), key, Buffer.from(`\r\n\r\n${body}`)]))
+    })
+    const chunks: Buffer[] = []
+    socket.on('data', (d: Buffer) => chunks.push(d))
+    socket.on('error', reject)
+    socket.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8')
+      resolve({ status: Number(text.split(' ')[1]), body: JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) })
+    })
+  })
+}
+
+describe('text the node stores', () => {
+  test('an idempotency key, actor or correlation id with a lone surrogate is refused, so no two keys collide once stored; the length counts UTF-16 code units and says so', async () => {
+    await withApiNode({}, async (node, base, token) => {
+      const publish = async (event: Record<string, unknown> | Array<Record<string, unknown>>) => await call(base, token, 'POST', '/v1/events', JSON.stringify(event))
+      const event = { type: 'test.key', payload: { n: 1 } }
+      const lone = await publish({ ...event, event_id: 'k\udc00' })
+      expect([lone.status, lone.body.error.issues.map((i: { path: string }) => i.path)]).toEqual([400, ['event_id']])
+      expect(lone.body.error.message).toContain('lone UTF-16 surrogate')
+      // "k\ufffd" is its own key: nothing was published under the lone surrogate to replay.
+      expect((await publish({ ...event, event_id: 'k\ufffd' })).status).toBe(201)
+      expect((await publish([{ ...event, event_id: 'b\ud800' }])).body.error.issues.map((i: { path: string }) => i.path)).toEqual(['[0].event_id'])
+      for (const field of ['actor', 'correlation_id', 'causation_id']) {
+        const refused = await publish({ ...event, [field]: 'x\udfff' })
+        expect([field, refused.status, refused.body.error.issues[0]?.path]).toEqual([field, 400, field])
+      }
+      // The header carries bytes, read as Latin-1: the UTF-8-like bytes of a lone surrogate are three
+      // Latin-1 characters, a key of their own, and no lone surrogate reaches the store this way.
+      const viaHeader = await rawKeyPost(node.http!.port, token, Buffer.from([0x68, 0xed, 0xb0, 0x80]), JSON.stringify(event))
+      expect([viaHeader.status, viaHeader.body.replayed]).toEqual([201, false])
+      expect((await publish({ ...event, event_id: 'h\ufffd' })).status).toBe(201)
+      // 128 emoji are 256 UTF-16 code units; 129 are 258, refused saying what is counted.
+      expect((await publish({ ...event, event_id: '😀'.repeat(128) })).status).toBe(201)
+      const long = await publish({ ...event, event_id: '😀'.repeat(129) })
+      expect([long.status, long.body.error.issues[0].code]).toEqual([400, 'max_length'])
+      expect(long.body.error.issues[0].message).toContain('at most 256 UTF-16 code units')
     })
   }, 60_000)
 })
