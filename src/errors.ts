@@ -100,12 +100,21 @@ export class NotRunningError extends Error {
   }
 }
 
-/** The HTTP port is taken by another process. */
+/** The HTTP port or a --listen address is taken by another process. */
 export class AddressInUseError extends Error {
   static name = 'AddressInUseError'
   constructor(message: string) {
     super(message)
     this.name = 'AddressInUseError'
+  }
+}
+
+/** The HTTP endpoint or a --listen address cannot be listened on for another reason (not on this host, no permission): the message names it and the system's reason. */
+export class ListenError extends Error {
+  static name = 'ListenError'
+  constructor(message: string) {
+    super(message)
+    this.name = 'ListenError'
   }
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { existsSync, statSync, writeFileSync, readdirSync, readFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
 import { VERSION } from '../src/version.ts'
@@ -111,6 +112,34 @@ describe('the cairn binary', () => {
     const r = await cairn(['run', '--data', b.dir, '--http', a.http, '--listen', '/ip4/127.0.0.1/tcp/0'])
     expect(r.code).toBe(1)
     expect(r.stderr).toContain('already in use')
+  })
+
+  test('a busy or impossible --listen address is a clear one-line error naming it, never a stack trace', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await cairn(['init', '--data', dir, '--new-network'])
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    try {
+      const port = (taken.address() as AddressInfo).port
+      const run = async (listen: string) => await cairn(['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', listen])
+      const errorLines = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('cairn run:') || l.startsWith('    at '))
+      const busy = await run(`/ip4/127.0.0.1/tcp/${port}`)
+      expect(busy.code).toBe(1)
+      expect(errorLines(busy.stderr)).toEqual([
+        `cairn run: Cannot listen on /ip4/127.0.0.1/tcp/${port}: the address is already in use (another process listens on it); pick another --listen port, or /tcp/0 for any free one`
+      ])
+      // 192.0.2.1 (TEST-NET-1) is no address of this host.
+      const elsewhere = await run('/ip4/192.0.2.1/tcp/4001')
+      expect(elsewhere.code).toBe(1)
+      expect(errorLines(elsewhere.stderr)).toHaveLength(1)
+      expect(elsewhere.stderr).toContain('cairn run: Cannot listen on /ip4/192.0.2.1/tcp/4001: listen EADDRNOTAVAIL')
+      const udp = await run('/ip4/127.0.0.1/udp/4001/quic-v1')
+      expect(udp.code).toBe(1)
+      expect(errorLines(udp.stderr)).toEqual(['cairn run: Cannot listen on --listen /ip4/127.0.0.1/udp/4001/quic-v1: cairn listens on TCP addresses only, such as /ip4/0.0.0.0/tcp/4001; fix --listen'])
+    } finally {
+      taken.close()
+    }
   })
 
   test('settings come from the flag, then the environment, then config.json, then the default', async () => {

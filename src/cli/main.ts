@@ -47,6 +47,7 @@ const EXPECTED = new Set([
   'NotRunningError',
   'ValidationError',
   'AddressInUseError',
+  'ListenError',
   'PluginLoadError',
   'InvalidHeadError',
   'NotOwnerError'

@@ -27,7 +27,7 @@ import { HeadGossip, headsTopic } from '../p2p/gossip.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
 import { HeadLimiter } from '../p2p/headLimiter.ts'
 import { Dialer } from '../p2p/dialer.ts'
-import { createIpfs, gossipMessageCache, type CairnIpfs } from '../p2p/ipfs.ts'
+import { createIpfs, gossipMessageCache, listenError, type CairnIpfs } from '../p2p/ipfs.ts'
 import type { BoundedMessageCache } from '../p2p/messageCache.ts'
 import { pluginHost, type PluginHost } from '../plugins/host.ts'
 import { loadPlugins } from '../plugins/load.ts'
@@ -167,7 +167,7 @@ export class CairnNode {
   /**
    * Starts the node.
    *
-   * @throws UsageError for a non-loopback --http without --force-http; ConfigError, DataDirError, DataDirBusyError, AddressInUseError, PluginLoadError
+   * @throws UsageError for a non-loopback --http without --force-http; ConfigError, DataDirError, DataDirBusyError, AddressInUseError or ListenError (the HTTP endpoint or a --listen address), PluginLoadError
    */
   async start(): Promise<void> {
     // A start asked during a start waits for that one (and fails as it fails).
@@ -225,6 +225,7 @@ export class CairnNode {
       startedPlugins = plugins
       await plugins.start()
       const messageCache = gossipMessageCache()
+      const listenFailures = new Map<string, Error>()
       ipfs = await createIpfs({
         messageCache,
         privateKey: opened.privateKey,
@@ -240,10 +241,13 @@ export class CairnNode {
         onGossipReceived: (topic, what) => {
           if (what === 'received') components.metrics.gossipReceived.inc({ topic })
           else components.metrics.gossipDuplicates.inc({ topic })
-        }
+        },
+        onListenFailure: (addr, err) => listenFailures.set(addr, err)
       })
       // Helia builds libp2p when it starts; nothing listens on it until the services below start.
-      await ipfs.start()
+      await ipfs.start().catch((err: unknown) => {
+        throw listenError(err, cfg.listen, listenFailures)
+      })
       const libp2p = ipfs.libp2p
       const blockExchange = new BlockExchange({ libp2p, get: (cid) => opened.blocks.getSync(cid), log: this.log })
       const fetcher = new BlockFetcher({ ipfs, exchange: blockExchange, fetchTimeout: cfg.fetchTimeout }, components)

@@ -9,9 +9,10 @@ import { preSharedKey } from '@libp2p/pnet'
 import { gossipsub } from '@libp2p/gossipsub'
 import { createPeerScoreParams, createTopicScoreParams } from '@libp2p/gossipsub/score'
 import { pubsubPeerDiscovery } from '@libp2p/pubsub-peer-discovery'
-import type { PrivateKey } from '@libp2p/interface'
+import type { PrivateKey, Transport } from '@libp2p/interface'
 import type { Blockstore } from 'interface-blockstore'
 import { FsDatastore } from 'datastore-fs'
+import { AddressInUseError, ListenError } from '../errors.ts'
 import { noiseOptions } from '../runtime/noiseCrypto.ts'
 import { boundPnetCipherMemory } from './pnetCipher.ts'
 import { PeerRecordCache } from './peerRecords.ts'
@@ -60,6 +61,8 @@ export interface IpfsInit {
   onGossipReceived?: GossipReceived
   /** gossipsub's message cache (one bounded by bytes by default) */
   messageCache?: BoundedMessageCache
+  /** told of each listen address the TCP transport could not listen on, with the system's error (see listenError) */
+  onListenFailure?: (addr: string, err: Error) => void
 }
 
 /** gossipsub's defaults: messages are kept for 5 heartbeats, IHAVE gossip names those of the last 3 */
@@ -92,7 +95,7 @@ export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
     privateKey: init.privateKey,
     datastore,
     addresses: { listen: init.listen },
-    transports: [tcp()],
+    transports: [reportListenFailures(tcp(), init.onListenFailure)],
     connectionEncrypters: [noise(await noiseOptions())],
     streamMuxers: [yamux()],
     connectionProtector: preSharedKey({ psk: init.swarmKey }),
@@ -148,4 +151,51 @@ export async function createIpfs(init: IpfsInit): Promise<CairnIpfs> {
   })
   // Wants go out at once: a sync waits on each directory level in turn.
   return withBitswap(withP2p as unknown as HeliaWithLibp2p, { sendWantlistDebounce: 1 }) as unknown as CairnIpfs
+}
+
+/**
+ * Wraps a transport so that each address its listeners fail to listen on is reported with the system's error:
+ * libp2p's own refusal to start (UnsupportedListenAddressesError) names them only inside its message text.
+ */
+function reportListenFailures<C>(factory: (components: C) => Transport, onFailure?: (addr: string, err: Error) => void): (components: C) => Transport {
+  if (onFailure == null) return factory
+  return (components) => {
+    const transport = factory(components)
+    const createListener = transport.createListener.bind(transport)
+    transport.createListener = (options) => {
+      const listener = createListener(options)
+      const listen = listener.listen.bind(listener)
+      listener.listen = async (addr) => {
+        try {
+          await listen(addr)
+        } catch (err) {
+          onFailure(addr.toString(), err as Error)
+          throw err
+        }
+      }
+      return listener
+    }
+    return transport
+  }
+}
+
+/**
+ * Turns libp2p's refusal to start because a listen address failed into one line naming the address and the
+ * system's reason; any other error is returned as it is.
+ *
+ * @param failures the failures createIpfs's onListenFailure reported, by address
+ * @returns AddressInUseError for an address another process listens on, ListenError for any other failure
+ */
+export function listenError(err: unknown, listen: readonly string[], failures: ReadonlyMap<string, Error>): unknown {
+  if ((err as Error | undefined)?.name !== 'UnsupportedListenAddressesError') return err
+  const [failed] = failures
+  if (failed == null) {
+    // No transport took the address: only TCP addresses are listened on.
+    return new ListenError(`Cannot listen on --listen ${listen.join(', ')}: cairn listens on TCP addresses only, such as /ip4/0.0.0.0/tcp/4001; fix --listen`)
+  }
+  const [addr, cause] = failed
+  if ((cause as { code?: string }).code === 'EADDRINUSE') {
+    return new AddressInUseError(`Cannot listen on ${addr}: the address is already in use (another process listens on it); pick another --listen port, or /tcp/0 for any free one`)
+  }
+  return new ListenError(`Cannot listen on ${addr}: ${cause.message}; fix --listen (an address of this host, a port this user may open)`)
 }

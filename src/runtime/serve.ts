@@ -1,5 +1,5 @@
 import { runtimeName } from './runtime.ts'
-import { AddressInUseError } from '../errors.ts'
+import { AddressInUseError, ListenError } from '../errors.ts'
 
 /** A running HTTP server. */
 export interface HttpServer {
@@ -48,7 +48,7 @@ function overCapacity(limit: number): Response {
  *
  * @param fetch the request handler (a hono app's `fetch`)
  * @returns the server with its real port (useful with port 0)
- * @throws AddressInUseError when the port is taken
+ * @throws AddressInUseError when the port is taken; ListenError when the system refuses the address for another reason
  */
 export function serve(fetch: Handler, hostname: string, port: number, limits: ServeLimits = DEFAULT_LIMITS): HttpServer {
   const { maxConnections } = limits
@@ -103,6 +103,8 @@ export function serve(fetch: Handler, hostname: string, port: number, limits: Se
     if (e.code === 'EADDRINUSE' || e.name === 'AddrInUse' || /in use/i.test(e.message ?? '')) {
       throw new AddressInUseError(`Cannot listen on ${hostname}:${port}: the address is already in use; pick another --http port or 0 for any free port`)
     }
+    // The system refused the address itself: not one of this host's (EADDRNOTAVAIL), a port this user may not open (EACCES).
+    if (e.code != null && /^E[A-Z]+$/.test(e.code)) throw new ListenError(`Cannot listen on --http ${hostname}:${port}: ${e.message}; fix --http (an address of this host, a port this user may open)`)
     throw err
   }
 }
