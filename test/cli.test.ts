@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { existsSync, statSync, writeFileSync, readdirSync, readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { cairn, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, cairnInMountNamespace, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
 import { VERSION } from '../src/version.ts'
 import pkg from '../package.json'
 
@@ -70,6 +70,31 @@ describe('the cairn binary', () => {
     const r = await cairn(['run', '--data', join(tmp.path, 'nope'), '--http', '127.0.0.1:0'])
     expect(r.code).toBe(1)
     expect(r.stderr).toContain('cairn init')
+  })
+
+  test('init and run on a path that is a file say that it is no directory; init on a read-only file system says so', async () => {
+    using tmp = tempDir()
+    const file = join(tmp.path, 'file')
+    writeFileSync(file, 'not a directory')
+    const notADirectory = `${file} is not a directory: --data names a data directory (cairn init --data DIR creates one); move that file away or pick another path`
+    const init = await cairn(['init', '--data', file, '--new-network'])
+    expect(init.code).toBe(1)
+    expect(init.stderr).toBe(`cairn init: ${notADirectory}\n`)
+    const under = await cairn(['init', '--data', join(file, 'n'), '--new-network'])
+    expect(under.code).toBe(1)
+    expect(under.stderr).toStartWith(`cairn init: Cannot create the data directory ${join(file, 'n')}: ENOTDIR`)
+    expect(under.stderr).toEndWith('a part of that path is a file, not a directory: pick another --data path\n')
+    for (const verb of ['run', 'status']) {
+      const r = await cairn([verb, '--data', file])
+      expect(r.code).toBe(1)
+      expect(r.stderr).toBe(`cairn ${verb}: ${notADirectory}\n`)
+    }
+    const readOnly = await cairnInMountNamespace(readOnlyMount(tmp.path), ['init', '--data', join(tmp.path, 'n'), '--new-network'])
+    if (readOnly == null) return console.log("skipped the read-only file system: needs root and util-linux's unshare -m")
+    expect(readOnly.code).toBe(1)
+    expect(readOnly.stderr).toBe(
+      `cairn init: Cannot create the data directory ${join(tmp.path, 'n')}: EROFS: read-only file system, mkdir '${join(tmp.path, 'n')}'; ${join(tmp.path, 'n')} is on a read-only file system: mount it read-write, then run this again\n`
+    )
   })
 
   test('run refuses a non-loopback --http address and says how to force it', async () => {

@@ -1,8 +1,8 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
-import { UsageError } from '../errors.ts'
+import { DataDirError, UsageError } from '../errors.ts'
 import { OWNERS_KEY } from '../model/members.ts'
 import { Store } from '../store/store.ts'
 import { openDatabase } from '../runtime/sqlite.ts'
@@ -12,6 +12,7 @@ import { loadIdentity, openDataDirStore } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
 import { readJoinFile } from './joinFile.ts'
 import { tightenModes } from './modes.ts'
+import { creationError, notADirectory } from './problems.ts'
 
 export interface InitOptions {
   /** a new random swarm key, a new network */
@@ -38,7 +39,8 @@ export interface InitResult {
  * An existing data directory keeps its files; its modes are tightened (the directory 0700, files 0600).
  *
  * @returns the node's peer id, and whether anything was created
- * @throws UsageError when neither or both of newNetwork and swarmKeyFile are given, or the key file is bad
+ * @throws UsageError when neither or both of newNetwork and swarmKeyFile are given, or the key file is bad;
+ * DataDirError when `dir` is a file, or cannot be created or written (naming the system's reason: a full disk, a read-only file system)
  */
 export async function initDataDir(dir: string, options: InitOptions): Promise<InitResult> {
   const p = dataPaths(dir)
@@ -49,6 +51,7 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
       throw new UsageError(`Invalid --owner ${o}: expected a peer id such as 12D3KooW… (cairn id --data DIR prints a node's)`)
     }
   }
+  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
   if (existsSync(p.identity)) {
     const { peerId } = await loadIdentity(dir)
     tightenModes(dir)
@@ -104,21 +107,29 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
   }
   const key = await generateKeyPair('Ed25519')
 
-  mkdirSync(dir, { recursive: true, mode: 0o700 })
-  // The swarm key and database go first: identity.key marks a complete directory.
-  writeSecret(p.swarmKey, swarmKey)
-  writeSecret(p.apiToken, new TextEncoder().encode(randomBytes(32).toString('base64url') + '\n'))
   const owners = [...new Set([...(options.newNetwork === true ? [peerIdFromPrivateKey(key).toString()] : []), ...(join?.owners ?? []), ...(options.owners ?? [])])]
-  // The peers a join file names to connect to go to config.json, unless the operator wrote one already.
-  if (join != null && join.bootstrap.length > 0 && !existsSync(p.config)) writeFileSync(p.config, JSON.stringify({ bootstrap: join.bootstrap }, null, 2) + '\n', { mode: 0o600 })
-  const store = await Store.open(p.database)
-  if (owners.length > 0) store.meta.put(OWNERS_KEY, JSON.stringify(owners))
-  store.close()
-  const blocks = await openBlockDatabase(p.blocks)
-  blocks.close()
-  mkdirSync(p.datastore, { recursive: true, mode: 0o700 })
-  writeSecret(p.identity, privateKeyToProtobuf(key))
-  tightenModes(dir)
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    // The swarm key and database go first: identity.key marks a complete directory, so that an init cut short
+    // (a full disk) leaves one that the next init completes.
+    writeSecret(p.swarmKey, swarmKey)
+    writeSecret(p.apiToken, new TextEncoder().encode(randomBytes(32).toString('base64url') + '\n'))
+    // The peers a join file names to connect to go to config.json, unless the operator wrote one already.
+    if (join != null && join.bootstrap.length > 0 && !existsSync(p.config)) writeFileSync(p.config, JSON.stringify({ bootstrap: join.bootstrap }, null, 2) + '\n', { mode: 0o600 })
+    const store = await Store.open(p.database)
+    try {
+      if (owners.length > 0) store.meta.put(OWNERS_KEY, JSON.stringify(owners))
+    } finally {
+      store.close()
+    }
+    const blocks = await openBlockDatabase(p.blocks)
+    blocks.close()
+    mkdirSync(p.datastore, { recursive: true, mode: 0o700 })
+    writeSecret(p.identity, privateKeyToProtobuf(key))
+    tightenModes(dir)
+  } catch (err) {
+    throw creationError(dir, err)
+  }
   return { peerId: peerIdFromPrivateKey(key).toString(), created: true, owners }
 }
 

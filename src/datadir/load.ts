@@ -9,6 +9,7 @@ import { dataPaths } from './layout.ts'
 import { lockHolder } from './lock.ts'
 import { readRunInfo } from './runInfo.ts'
 import { parseSwarmKey } from './swarmKey.ts'
+import { notADirectory } from './problems.ts'
 
 /**
  * Checks that `dir` is an initialised data directory.
@@ -17,7 +18,8 @@ import { parseSwarmKey } from './swarmKey.ts'
  */
 export function assertDataDir(dir: string): void {
   const p = dataPaths(dir)
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
+  if (!existsSync(dir)) {
     throw new DataDirError(`No data directory at ${dir}: create one with cairn init --data ${dir} --new-network (or --swarm-key FILE to join a network)`)
   }
   if (!existsSync(p.identity)) {

@@ -84,6 +84,29 @@ export function isBusy(err: unknown): boolean {
   return (typeof e?.code === 'string' && e.code.startsWith('SQLITE_BUSY')) || (typeof e?.errcode === 'number' && (e.errcode & 0xff) === 5)
 }
 
+/** What a SQLite error says of the file: the disk is full, it cannot be written, it cannot be opened at all, or it is damaged. */
+export type SqliteFailure = 'full' | 'readonly' | 'cantopen' | 'corrupt'
+
+/** SQLite's primary result codes for SqliteFailure (bun:sqlite names them, extended codes by a suffix; node:sqlite gives the number). */
+const FAILURES: ReadonlyArray<[name: string, code: number, failure: SqliteFailure]> = [
+  ['SQLITE_FULL', 13, 'full'],
+  ['SQLITE_READONLY', 8, 'readonly'],
+  ['SQLITE_PERM', 3, 'readonly'],
+  ['SQLITE_CANTOPEN', 14, 'cantopen'],
+  ['SQLITE_CORRUPT', 11, 'corrupt'],
+  ['SQLITE_NOTADB', 26, 'corrupt']
+]
+
+/** @returns what kind of failure a SQLite error reports, or undefined for any other error */
+export function sqliteFailure(err: unknown): SqliteFailure | undefined {
+  const e = err as { code?: unknown; errcode?: unknown } | undefined
+  for (const [name, code, failure] of FAILURES) {
+    if (typeof e?.code === 'string' && (e.code === name || e.code.startsWith(`${name}_`))) return failure
+    if (typeof e?.errcode === 'number' && (e.errcode & 0xff) === code) return failure
+  }
+  return undefined
+}
+
 /**
  * Opens a SQLite database with the runtime's built-in driver.
  *

@@ -52,6 +52,35 @@ export async function cairn(
   return { code, stdout, stderr }
 }
 
+/**
+ * Runs cairn to completion in a mount namespace of its own, after `setup`, a shell script run there first (a
+ * read-only bind mount, a small tmpfs filled up), so that the mounts end with it. Needs root and util-linux's unshare.
+ *
+ * @returns what cairn printed, or undefined when this machine cannot (no unshare, or `setup` failed: no root)
+ */
+export async function cairnInMountNamespace(setup: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string } | undefined> {
+  let proc: Subprocess<'ignore', 'pipe', 'pipe'>
+  try {
+    proc = Bun.spawn(['unshare', '-m', 'sh', '-c', `{ ${setup}; } > /dev/null 2>&1 || exit 99; exec "$0" "$@"`, ...cairnCommand('binary', args)], {
+      cwd: ROOT,
+      env: { ...process.env, CAIRN_DATA: '', ...TEST_ENV, ...env },
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe'
+    })
+  } catch {
+    return undefined
+  }
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  if (code === 99 || (code !== 0 && stderr.startsWith('unshare:'))) return undefined
+  return { code, stdout, stderr }
+}
+
+/** @returns a shell command that bind-mounts `dir` on itself read-only, as a read-only volume is */
+export function readOnlyMount(dir: string): string {
+  return `mount --bind '${dir}' '${dir}' && mount -o remount,bind,ro '${dir}' '${dir}'`
+}
+
 /** Creates a data directory with `cairn init`: a new network, or one joining `swarmKey` (a swarm.key file). */
 export async function initDir(parent: string, name: string, swarmKey?: string): Promise<string> {
   const dir = join(parent, name)

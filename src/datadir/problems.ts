@@ -1,0 +1,87 @@
+import { accessSync, constants, existsSync, statfsSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { DataDirError } from '../errors.ts'
+import { sqliteFailure } from '../runtime/sqlite.ts'
+
+/** Free space below which a file system counts as full: SQLite needs a few pages (its -shm file is 32 KiB) to open a database. */
+const FULL_BELOW_BYTES = 256 * 1024
+
+/** @returns the message for a --data path that names something other than a directory (a file) */
+export function notADirectory(dir: string): string {
+  return `${dir} is not a directory: --data names a data directory (cairn init --data DIR creates one); move that file away or pick another path`
+}
+
+/** @returns `path`, or the nearest directory above it that exists */
+function existing(path: string): string {
+  let target = path
+  while (!existsSync(target) && dirname(target) !== target) target = dirname(target)
+  return target
+}
+
+/**
+ * @returns why `path` (or, when it does not exist, the directory it would be made in) cannot be written, as the
+ * system says it (EROFS: a read-only file system; EACCES: another user's file or directory); undefined when it can be
+ */
+export function whyNotWritable(path: string): string | undefined {
+  try {
+    // access(2) opens nothing: no descriptor of a database is closed behind SQLite's back.
+    accessSync(existing(path), constants.W_OK)
+    return undefined
+  } catch (err) {
+    return (err as Error).message
+  }
+}
+
+/** @returns whether the file system holding `path` has (almost) no space left for this user */
+function diskFull(path: string): boolean {
+  try {
+    const fs = statfsSync(existing(path))
+    return fs.bavail * fs.bsize < FULL_BELOW_BYTES
+  } catch {
+    return false
+  }
+}
+
+/** @returns the system's error code of a file system error (ENOSPC, EROFS, …), if it has one */
+function systemCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code
+  return typeof code === 'string' && /^E[A-Z]+$/.test(code) ? code : undefined
+}
+
+/**
+ * What to do when a file of the data directory cannot be written because the disk is full, or the file system
+ * is read-only or another user's; told apart by the system's error code, SQLite's result code, and then by
+ * asking the system (free space, write access), since SQLite often says only "unable to open database file" or
+ * "disk I/O error". Neither damages a file, so the advice never says to restore or move one away.
+ *
+ * @param path the file or directory that could not be written
+ * @returns the advice, with the system's reason where the error did not give it; undefined for another error
+ */
+export function unwritableAdvice(path: string, err: unknown): string | undefined {
+  const code = systemCode(err)
+  const failure = sqliteFailure(err)
+  if (code === 'ENOSPC' || code === 'EDQUOT' || failure === 'full' || (code == null && failure !== 'corrupt' && diskFull(path))) {
+    return `the disk is full: free space on the file system of ${path} (or move the data directory to a larger one), then run this again`
+  }
+  if (code === 'EROFS') return `${path} is on a read-only file system: mount it read-write, then run this again`
+  if (code === 'EACCES' || code === 'EPERM') return `this user may not write ${path}: give it write access (or run as the user that owns the data directory), then run this again`
+  if (failure !== 'readonly' && failure !== 'cantopen') return undefined
+  const why = whyNotWritable(path)
+  if (why == null) return undefined
+  return `${path} cannot be written (${why}): mount it read-write, or give this user write access to it, then run this again`
+}
+
+/**
+ * Turns an error met while creating a data directory into one naming the directory, the system's reason and what to do.
+ *
+ * @returns `err` itself when it is already an operator-facing error, or is none of these
+ */
+export function creationError(dir: string, err: unknown): unknown {
+  const name = (err as Error | undefined)?.name
+  if (name === 'DataDirError' || name === 'UsageError') return err
+  const code = systemCode(err)
+  if (code === 'ENOTDIR' || code === 'EEXIST')
+    return new DataDirError(`Cannot create the data directory ${dir}: ${(err as Error).message}; a part of that path is a file, not a directory: pick another --data path`)
+  const advice = unwritableAdvice(dir, err)
+  return advice == null ? err : new DataDirError(`Cannot create the data directory ${dir}: ${(err as Error).message}; ${advice}`)
+}
