@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { existsSync, statSync, writeFileSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync, readdirSync, readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { cairn, cairnInMountNamespace, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
@@ -95,6 +95,28 @@ describe('the cairn binary', () => {
     expect(readOnly.stderr).toBe(
       `cairn init: Cannot create the data directory ${join(tmp.path, 'n')}: EROFS: read-only file system, mkdir '${join(tmp.path, 'n')}'; ${join(tmp.path, 'n')} is on a read-only file system: mount it read-write, then run this again\n`
     )
+  })
+
+  test('an entry of the data directory that is a file where a directory belongs, or the reverse, stops run and the verbs with a line naming it', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await cairn(['init', '--data', dir, '--new-network'])
+    rmSync(join(dir, 'datastore'), { recursive: true })
+    writeFileSync(join(dir, 'datastore'), '')
+    const datastore = `${join(dir, 'datastore')} is not a directory, where cairn keeps a directory: move it away (the next cairn run makes an empty one: it holds only the peers' addresses, learnt again from --bootstrap)`
+    const run = await cairn(['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toBe(`cairn run: ${datastore}\n`)
+    const doctor = await cairn(['doctor', '--data', dir])
+    expect(doctor.code).toBe(1)
+    expect(doctor.stdout).toContain(`FAIL  data directory   ${datastore}`)
+    rmSync(join(dir, 'datastore'))
+    mkdirSync(join(dir, 'datastore'))
+    rmSync(join(dir, 'blocks.db'))
+    mkdirSync(join(dir, 'blocks.db'))
+    const status = await cairn(['status', '--data', dir])
+    expect(status.code).toBe(1)
+    expect(status.stderr).toBe(`cairn status: ${join(dir, 'blocks.db')} is a directory, where cairn keeps a file: move it away and restore the file from a backup\n`)
   })
 
   test('run refuses a non-loopback --http address and says how to force it', async () => {

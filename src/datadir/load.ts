@@ -5,16 +5,17 @@ import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { DataDirError } from '../errors.ts'
 import { MIGRATION_WAIT_MS, SchemaBehindError } from '../store/migrations.ts'
 import { Store } from '../store/store.ts'
-import { dataPaths } from './layout.ts'
+import { dataDirEntries, dataPaths } from './layout.ts'
 import { lockHolder } from './lock.ts'
 import { readRunInfo } from './runInfo.ts'
 import { parseSwarmKey } from './swarmKey.ts'
 import { notADirectory } from './problems.ts'
 
 /**
- * Checks that `dir` is an initialised data directory.
+ * Checks that `dir` is an initialised data directory, each of whose entries is what it should be (a file, or
+ * the datastore directory), so that none fails later inside a library with a stack trace.
  *
- * @throws DataDirError saying how to create one
+ * @throws DataDirError saying how to create one, or naming the entry that is wrong and what to do
  */
 export function assertDataDir(dir: string): void {
   const p = dataPaths(dir)
@@ -24,6 +25,10 @@ export function assertDataDir(dir: string): void {
   }
   if (!existsSync(p.identity)) {
     throw new DataDirError(`${dir} is not a cairn data directory (no identity.key): create one with cairn init --data ${dir} --new-network`)
+  }
+  for (const entry of dataDirEntries(dir)) {
+    if (!existsSync(entry.path) || statSync(entry.path).isDirectory() === entry.directory) continue
+    throw new DataDirError(`${entry.path} is ${entry.directory ? 'not a directory' : 'a directory'}, where cairn keeps ${entry.directory ? 'a directory' : 'a file'}: ${entry.fix}`)
   }
 }
 
