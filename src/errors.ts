@@ -118,6 +118,17 @@ export class ListenError extends Error {
   }
 }
 
+/** The running node answered a CLI verb's request with an error: the message names the HTTP status and the node's own message. */
+export class NodeAnswerError extends Error {
+  static name = 'NodeAnswerError'
+  readonly status: number
+  constructor(status: number, message: string) {
+    super(message)
+    this.name = 'NodeAnswerError'
+    this.status = status
+  }
+}
+
 /** A plugin snapshot that cannot be used: it does not parse, its signature does not verify, or it is not what it claims. */
 export class InvalidSnapshotError extends Error {
   static name = 'InvalidSnapshotError'

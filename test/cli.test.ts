@@ -4,6 +4,8 @@ import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { cairn, cairnInMountNamespace, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
 import { VERSION } from '../src/version.ts'
+import { lockDataDir } from '../src/datadir/lock.ts'
+import { writeRunInfo } from '../src/datadir/runInfo.ts'
 import pkg from '../package.json'
 
 describe('the cairn binary', () => {
@@ -186,6 +188,34 @@ describe('the cairn binary', () => {
       expect(errorLines(udp.stderr)).toEqual(['cairn run: Cannot listen on --listen /ip4/127.0.0.1/udp/4001/quic-v1: cairn listens on TCP addresses only, such as /ip4/0.0.0.0/tcp/4001; fix --listen'])
     } finally {
       taken.close()
+    }
+  })
+
+  test("every verb that asks the running node reports an error answer with its HTTP status and the node's message", async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await cairn(['init', '--data', dir, '--new-network'])
+    // A node whose endpoint answers every request as a node with a full disk answers GET /status.
+    const message = "Internal error: database or disk is full; the node's log has the details"
+    using server = Bun.serve({ hostname: '127.0.0.1', port: 0, fetch: () => Response.json({ error: { code: 'internal', message, issues: [] } }, { status: 500 }) })
+    using _running = { [Symbol.dispose]: lockDataDir(dir) }
+    writeRunInfo(dir, { peer_id: 'p', pid: process.pid, version: VERSION, addrs: [], http: `127.0.0.1:${server.port}`, started_at: new Date().toISOString() })
+    const batch = join(tmp.path, 'batch.ndjson')
+    writeFileSync(batch, '{"type":"test.a","payload":{}}\n')
+    const asks: Array<[string[], string]> = [
+      [['status'], `Cannot read the node's status: the node answered HTTP 500: ${message}`],
+      [['status', '--json'], `Cannot read the node's status: the node answered HTTP 500: ${message}`],
+      [['publish', '--type', 'test.a', '--payload', '{}'], `${message} (HTTP 500)`],
+      [['publish', '--batch', batch], `Cannot read the node's limits: the node answered HTTP 500: ${message}`],
+      [['members', 'list'], `${message} (HTTP 500)`],
+      [['plugins'], `Cannot read the node's status: the node answered HTTP 500: ${message}`],
+      [['snapshot'], `${message} (HTTP 500)`],
+      [['console', '--no-open'], `Cannot mint a console link: the node answered HTTP 500: ${message}`],
+      [['events', '--follow'], `Cannot follow: the node answered HTTP 500: ${message}`]
+    ]
+    for (const [args, line] of asks) {
+      const r = await cairn([...args, '--data', dir])
+      expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 1, stderr: `cairn ${args[0]}: ${line}\n` })
     }
   })
 

@@ -1,5 +1,6 @@
-import { NotRunningError } from '../errors.ts'
-import type { Issue } from '../model/issues.ts'
+import { NodeAnswerError, NotRunningError } from '../errors.ts'
+import { issueLine, type Issue } from '../model/issues.ts'
+import { clip } from '../util/clip.ts'
 import { readSse } from '../client/sse.ts'
 import { loadApiToken } from '../datadir/load.ts'
 import { lockHolder } from '../datadir/lock.ts'
@@ -8,6 +9,36 @@ import { readRunInfo, type RunInfo } from '../datadir/runInfo.ts'
 /** What the endpoint answers a failed request with. */
 export interface ErrorBody {
   error?: { code: string; message: string; issues: Issue[] }
+}
+
+/**
+ * Says that the node answered a request with an error (a 4xx or 5xx: a refusal, a full disk, a bug), with its HTTP
+ * status and its own message (the endpoint's error JSON; else the start of the body), and the issues one a line.
+ *
+ * @param what what the verb could not do, put first; without it the node's message comes first (it says what failed)
+ * @param options.issues whether to add the issues (default true; a caller that words them itself leaves them out)
+ */
+export function nodeAnswerError(res: { status: number; body: unknown }, what?: string, options: { issues?: boolean } = {}): NodeAnswerError {
+  const body = res.body as ErrorBody | string | undefined
+  const error = typeof body === 'object' ? body?.error : undefined
+  const text = typeof body === 'string' ? clip(body.trim()) : ''
+  const message = typeof error?.message === 'string' ? error.message : text !== '' ? text : '(no message)'
+  const issues = options.issues === false ? [] : (error?.issues ?? []).map(issueLine)
+  const line = what == null ? `${message} (HTTP ${res.status})` : `${what}: the node answered HTTP ${res.status}: ${message}`
+  return new NodeAnswerError(res.status, `${line}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
+}
+
+/**
+ * Calls the running node like callNode, for a verb that needs its answer.
+ *
+ * @param what what the verb asks, for the error (e.g. "Cannot read the node's status")
+ * @returns the body of a 2xx answer
+ * @throws NodeAnswerError for any other answer; NotRunningError as callNode
+ */
+export async function askNode<T>(dir: string, method: string, path: string, what: string, body?: unknown): Promise<T> {
+  const res = await callNode<T>(dir, method, path, body)
+  if (res.status < 200 || res.status > 299) throw nodeAnswerError(res, what)
+  return res.body
 }
 
 /**
@@ -74,7 +105,14 @@ export async function followNode(dir: string, path: string, onEvent: (data: stri
   })
   try {
     const res = await fetchNode(dir, info, path, { headers: { authorization: `Bearer ${loadApiToken(dir)}` }, signal: ctrl.signal })
-    if (res.status !== 200 || res.body == null) throw new NotRunningError(`Cannot follow: the node answered HTTP ${res.status}`)
+    if (res.status !== 200 || res.body == null) {
+      const text = await res.text()
+      let body: unknown = text
+      try {
+        body = JSON.parse(text)
+      } catch {}
+      throw nodeAnswerError({ status: res.status, body }, 'Cannot follow')
+    }
     for await (const m of readSse(res.body)) if (m.event == null) onEvent(m.data)
   } catch (err) {
     if ((err as Error).name === 'AbortError') return

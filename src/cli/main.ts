@@ -48,6 +48,7 @@ const EXPECTED = new Set([
   'ValidationError',
   'AddressInUseError',
   'ListenError',
+  'NodeAnswerError',
   'PluginLoadError',
   'InvalidHeadError',
   'NotOwnerError'

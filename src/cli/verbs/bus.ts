@@ -10,8 +10,8 @@ import { silentLog } from '../../log/logger.ts'
 import { Membership, type MembersDocument } from '../../members/membership.ts'
 import { CairnEventBus } from '../../node/events.ts'
 import { OPTIONS } from '../options.ts'
-import { callNode, followNode } from '../client.ts'
-import { UsageError, DataDirError, NotRunningError } from '../../errors.ts'
+import { askNode, callNode, followNode, nodeAnswerError } from '../client.ts'
+import { UsageError, DataDirError, NodeAnswerError, NotRunningError } from '../../errors.ts'
 import { issueLine } from '../../model/issues.ts'
 import { assertDataDir, loadIdentity, openDataDirStore } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
@@ -61,10 +61,7 @@ export const publishVerb = defineVerb({
       causation_id: values['causation-id']
     }
     const res = await callNode(values.data as string, 'POST', '/v1/events', body)
-    if (res.status !== 200 && res.status !== 201) {
-      const issues = (res.body?.error?.issues ?? []).map(issueLine)
-      throw new UsageError(`${res.body?.error?.message ?? `Cannot publish: HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
-    }
+    if (res.status !== 200 && res.status !== 201) throw nodeAnswerError(res)
     out(JSON.stringify(res.body))
     return 0
   }
@@ -100,7 +97,7 @@ async function publishBatches(data: string, file: string, out: (line: string) =>
     firstLine.set(key, r.line)
   }
   // Requests within the node's limits by count and by bytes (1,000 events of 1 KiB are over 1 MiB).
-  const limits = (await callNode<{ max_batch: number; max_body_bytes: number }>(data, 'GET', '/v1/limits')).body
+  const limits = await askNode<{ max_batch: number; max_body_bytes: number }>(data, 'GET', '/v1/limits', "Cannot read the node's limits")
   const chunks: Array<typeof requests> = [[]]
   let bytes = 2
   for (const r of requests) {
@@ -125,7 +122,8 @@ async function publishBatches(data: string, file: string, out: (line: string) =>
       const where = (s: string): string => s.replace(/\[(\d+)\]/g, (_m, i: string) => `line ${chunk[Number(i)]?.line ?? '?'}`)
       const issues = (res.body?.error?.issues ?? []).map((i) => where(issueLine(i)))
       const done = n === 0 ? 'nothing was published' : `lines before ${chunk[0].line} were published, nothing from there on`
-      throw new UsageError(`${where(res.body?.error?.message ?? `Cannot publish: HTTP ${res.status}`)}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}\n(${done})`)
+      const refused = nodeAnswerError(res, undefined, { issues: false })
+      throw new NodeAnswerError(res.status, `${where(refused.message)}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}\n(${done})`)
     }
     for (const r of res.body as unknown[]) out(JSON.stringify(r))
   }
@@ -202,7 +200,7 @@ export const statusVerb = defineVerb({
     const dir = values.data as string
     let status: StoredStatus & { running: boolean; bus_root: string } & Partial<StatusDocument>
     if (readRunInfo(dir) != null) {
-      status = { running: true, ...(await callNode<StatusDocument>(dir, 'GET', '/status')).body }
+      status = { running: true, ...(await askNode<StatusDocument>(dir, 'GET', '/status', "Cannot read the node's status")) }
     } else {
       const store = await openNodeStore(dir)
       try {

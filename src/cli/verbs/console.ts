@@ -2,8 +2,7 @@ import { spawn } from 'node:child_process'
 import { defineVerb } from '../verb.ts'
 import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
-import { callNode } from '../client.ts'
-import { UsageError } from '../../errors.ts'
+import { callNode, nodeAnswerError } from '../client.ts'
 
 /** @returns the command that opens a URL in the desktop's browser, when this machine has a desktop */
 function browserOpener(env: Record<string, string | undefined>): string | undefined {
@@ -22,9 +21,7 @@ export const consoleVerb = defineVerb({
   async run({ values, env, out, err }) {
     const dir = values.data as string
     const res = await callNode<{ url: string }>(dir, 'POST', '/console/login-links')
-    if (res.status !== 200 || typeof res.body?.url !== 'string') {
-      throw new UsageError(`Cannot mint a console link: HTTP ${res.status}: ${JSON.stringify(res.body)}`)
-    }
+    if (res.status !== 200 || typeof res.body?.url !== 'string') throw nodeAnswerError(res, 'Cannot mint a console link')
     out(res.body.url)
     const opener = values['no-open'] === true ? undefined : browserOpener(env)
     if (opener != null) {

@@ -1,8 +1,7 @@
 import { defineVerb } from '../verb.ts'
 import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
-import { callNode, type ErrorBody } from '../client.ts'
-import { issueLine } from '../../model/issues.ts'
+import { callNode, nodeAnswerError, type ErrorBody } from '../client.ts'
 import { UsageError } from '../../errors.ts'
 import type { MembersDocument } from '../../members/membership.ts'
 import { readFileSync } from 'node:fs'
@@ -14,12 +13,9 @@ import { openNodeStore } from './bus.ts'
 
 const USAGE = 'add PEER_ID [--name NAME] [--role member|owner]  |  remove PEER_ID  |  list [--json]  |  join-file FILE   [--data DIR]'
 
-/** @returns the HTTP answer's body, or a UsageError with the node's message */
+/** @returns the HTTP answer's body, or a NodeAnswerError with the node's message and the status */
 function answer<T>(res: { status: number; body: T & ErrorBody }, ok: number[]): T {
-  if (!ok.includes(res.status)) {
-    const issues = (res.body?.error?.issues ?? []).map(issueLine)
-    throw new UsageError(`${res.body?.error?.message ?? `the node answered HTTP ${res.status}`}${issues.length > 1 ? '\n  ' + issues.join('\n  ') : ''}`)
-  }
+  if (!ok.includes(res.status)) throw nodeAnswerError(res)
   return res.body
 }
 

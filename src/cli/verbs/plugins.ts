@@ -6,7 +6,7 @@ import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir } from '../../datadir/load.ts'
 import { ReadOnlyDatabase } from '../../store/readOnly.ts'
 import { describePlugin, loadPlugins, type PluginInfo } from '../../plugins/load.ts'
-import { callNode } from '../client.ts'
+import { askNode, callNode, nodeAnswerError } from '../client.ts'
 import type { StatusDocument } from '../../node/status.ts'
 import { jsonSchemaOf } from '../../plugins/schemas.ts'
 import { requestReplay } from '../../plugins/replay.ts'
@@ -29,8 +29,7 @@ function pluginDirs(values: Record<string, unknown>): string[] {
 /** @returns what the node running on the data directory loaded (from its status), unless --plugins names directories to read instead */
 async function runningNodePlugins(values: Record<string, unknown>): Promise<PluginInfo[] | undefined> {
   if ((values.plugins as string[]).length > 0 || readRunInfo(values.data as string) == null) return undefined
-  const { status, body } = await callNode<StatusDocument>(values.data as string, 'GET', '/status')
-  return status === 200 ? body.loaded_plugins : undefined
+  return (await askNode<StatusDocument>(values.data as string, 'GET', '/status', "Cannot read the node's status")).loaded_plugins
 }
 
 /** How `cairn plugins` describes a rebuild under way. */
@@ -249,7 +248,7 @@ export const snapshotVerb = defineVerb({
     'Needs the running node: the snapshot goes into its outbox tree as snapshots/<plugin>.json, signed with its key, with the per-producer seqs its tables reflect. Without --plugin, every plugin that did not opt out (snapshot: false). Nodes load it when they miss history and trust this node (--snapshot-from).',
   async run({ values, out }) {
     const res = await callNode(values.data as string, 'POST', '/v1/snapshots', { plugin: values.plugin })
-    if (res.status !== 200) throw new UsageError(res.body?.error?.message ?? `Cannot write the snapshot: HTTP ${res.status}`)
+    if (res.status !== 200) throw nodeAnswerError(res)
     out(JSON.stringify(res.body))
     return 0
   }
