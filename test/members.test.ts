@@ -154,7 +154,7 @@ describe('membership as signed changes', () => {
     const refused = await cairn(['members', 'remove', x, '--data', m.dir])
     expect({ code: refused.code, stderr: refused.stderr }).toEqual({
       code: 1,
-      stderr: `cairn members: Cannot change the membership: this node (${m.peerId}) is not an owner; ask an owner (cairn members list shows them)\n`
+      stderr: `cairn members: Cannot change the membership: this node (${m.peerId}) is not an owner; ask an owner (cairn members list shows them) (HTTP 403)\n`
     })
     const headers = { authorization: `Bearer ${m.token}`, 'content-type': 'application/json' }
     const viaHttp = await fetch(`http://${m.http}/v1/members`, { method: 'POST', headers, body: JSON.stringify({ peer_id: x, role: 'owner' }) })
@@ -171,7 +171,7 @@ describe('membership as signed changes', () => {
       }
     })
     const bad = await cairn(['members', 'add', 'not-a-peer', '--data', a.dir])
-    expect({ code: bad.code, stderr: bad.stderr }).toEqual({ code: 1, stderr: 'cairn members: Cannot add a member: peer_id: Expected a libp2p peer id\n' })
+    expect({ code: bad.code, stderr: bad.stderr }).toEqual({ code: 1, stderr: 'cairn members: Cannot add a member: peer_id: Expected a libp2p peer id (HTTP 400)\n' })
 
     // The two owners at the same time: a makes x an owner, o removes it.
     const [promote, remove] = await Promise.all([cairn(['members', 'add', x, '--role', 'owner', '--name', 'x2', '--data', a.dir]), cairn(['members', 'remove', x, '--data', o.dir])])
