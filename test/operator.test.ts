@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { Database } from 'bun:sqlite'
 import { join } from 'node:path'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
-import { cairn, cairnCommand, NodeProcess, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, cairnCommand, cairnInMountNamespace, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
 import { eventCount } from './helpers/db.ts'
 
 /** Reads SSE events from a stream until `count` data events arrived, then disconnects. */
@@ -148,5 +148,39 @@ describe('operator and backend experience', () => {
     await a.stop()
     await a.start(['--lag-alert', '1h'])
     expect((await a.status()).verdict).toBe('healthy')
+  })
+
+  test('a full disk or a read-only file system is said to be one, never to restore the databases from a backup; doctor only reads', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    expect((await cairn(['init', '--data', dir, '--new-network'])).code).toBe(0)
+    const restore = /restore it from a backup|move it away to start|unexpected error/
+    // A restart on a full disk: a 1 MiB tmpfs holding a copy of the directory, filled but for 8 KiB (run.lock fits, SQLite's files do not).
+    const mnt = join(tmp.path, 'mnt')
+    const full = `mkdir -p '${mnt}' && mount -t tmpfs -o size=1m tmpfs '${mnt}' && cp -a '${dir}' '${mnt}/n' && dd if=/dev/zero of='${mnt}/spare' bs=4k count=2 && { dd if=/dev/zero of='${mnt}/fill' bs=4k || true; } && rm '${mnt}/spare'`
+    const run = await cairnInMountNamespace(full, ['run', '--data', join(mnt, 'n'), '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    if (run == null) return console.log("skipped: needs root and util-linux's unshare -m")
+    expect(run.code).toBe(1)
+    expect(run.stderr).toMatch(
+      /^cairn run: Cannot open \S+\/n\/(cairn|blocks)\.db: .*; the disk is full: free space on the file system of .*\(the file is not damaged: there is nothing to restore\)\n$/
+    )
+    expect(run.stderr).not.toMatch(restore)
+    // A read-only file system.
+    const ro = readOnlyMount(tmp.path)
+    const doctor = (await cairnInMountNamespace(ro, ['doctor', '--data', dir, '--json']))!
+    expect(doctor.code).toBe(1)
+    const checks = (JSON.parse(doctor.stdout) as { checks: Array<{ check: string; ok: boolean; detail: string; fix?: string }> }).checks
+    expect(checks.filter((c) => !c.ok).map((c) => c.check)).toEqual(['writable'])
+    expect(checks.find((c) => c.check === 'writable')?.detail).toBe(
+      `${dir} cannot be written (EROFS: read-only file system, access '${dir}'): a node cannot run on it, and the commands that write refuse`
+    )
+    for (const verb of ['status', 'events', 'gaps', 'dead']) {
+      const r = (await cairnInMountNamespace(ro, [verb, '--data', dir]))!
+      expect({ verb, code: r.code }).toEqual({ verb, code: 1 })
+      expect(r.stderr).toStartWith(`cairn ${verb}: Cannot open ${join(dir, 'cairn.db')}: unable to open database file; ${join(dir, 'cairn.db')} cannot be written (EROFS: read-only file system`)
+      expect(r.stderr).toEndWith('(the file is not damaged: there is nothing to restore)\n')
+    }
+    const sql = (await cairnInMountNamespace(ro, ['sql', '--data', dir, 'SELECT count(*) AS n FROM events']))!
+    expect({ code: sql.code, stdout: sql.stdout, stderr: sql.stderr }).toEqual({ code: 0, stdout: 'n\n0\n', stderr: '' })
   })
 })

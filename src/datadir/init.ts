@@ -12,7 +12,7 @@ import { loadIdentity, openDataDirStore } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
 import { readJoinFile } from './joinFile.ts'
 import { tightenModes } from './modes.ts'
-import { creationError, notADirectory } from './problems.ts'
+import { creationError, databaseError, notADirectory } from './problems.ts'
 
 export interface InitOptions {
   /** a new random swarm key, a new network */
@@ -60,11 +60,15 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
       // Nothing to write: the database is only read (neither migrated nor refused when a node of an older
       // cairn runs on it), so that an init run again by a deploy script after a new binary is installed passes.
       // A writable connection, though: a read-only one leaves -wal and -shm files behind it.
-      const reader = new Store(await openDatabase(p.database))
       try {
-        return { peerId: peerId.toString(), created: false, owners: readOwners(reader) }
-      } finally {
-        reader.close()
+        const reader = new Store(await openDatabase(p.database))
+        try {
+          return { peerId: peerId.toString(), created: false, owners: readOwners(reader) }
+        } finally {
+          reader.close()
+        }
+      } catch (err) {
+        throw databaseError(p.database, err)
       }
     }
     // Owners may be recorded once in a directory that has none (a node of a network that starts using the

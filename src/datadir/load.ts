@@ -9,7 +9,7 @@ import { dataDirEntries, dataPaths } from './layout.ts'
 import { lockHolder } from './lock.ts'
 import { readRunInfo } from './runInfo.ts'
 import { parseSwarmKey } from './swarmKey.ts'
-import { notADirectory } from './problems.ts'
+import { databaseError, notADirectory } from './problems.ts'
 
 /**
  * Checks that `dir` is an initialised data directory, each of whose entries is what it should be (a file, or
@@ -152,7 +152,7 @@ export async function openDataDirStore(dir: string, options: { onWait?: (line: s
         await new Promise((resolve) => setTimeout(resolve, STARTING_POLL_MS))
         continue
       }
-      throw new DataDirError(`Cannot open ${path}: ${(err as Error).message}`)
+      throw databaseError(path, err)
     }
   }
 }

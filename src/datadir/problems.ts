@@ -66,9 +66,24 @@ export function unwritableAdvice(path: string, err: unknown): string | undefined
   if (code === 'EROFS') return `${path} is on a read-only file system: mount it read-write, then run this again`
   if (code === 'EACCES' || code === 'EPERM') return `this user may not write ${path}: give it write access (or run as the user that owns the data directory), then run this again`
   if (failure !== 'readonly' && failure !== 'cantopen') return undefined
-  const why = whyNotWritable(path)
-  if (why == null) return undefined
-  return `${path} cannot be written (${why}): mount it read-write, or give this user write access to it, then run this again`
+  // SQLite writes beside a database too (its -wal and -shm files): the directory must be writable as well.
+  for (const target of [path, dirname(path)]) {
+    const why = whyNotWritable(target)
+    if (why != null) return `${target} cannot be written (${why}): mount it read-write, or give this user write access to it, then run this again`
+  }
+  return undefined
+}
+
+/**
+ * Turns an error met opening (or first writing) a database of the data directory into one naming the file and
+ * what to do: a full disk or an unwritable file system says so and that the file is fine; anything else gets
+ * `damaged`, the advice for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB, a schema of a newer cairn).
+ */
+export function databaseError(path: string, err: unknown, damaged?: string): DataDirError {
+  const message = (err as Error).message
+  const advice = unwritableAdvice(path, err)
+  if (advice != null) return new DataDirError(`Cannot open ${path}: ${message}; ${advice} (the file is not damaged: there is nothing to restore)`)
+  return new DataDirError(`Cannot open ${path}: ${message}${damaged == null ? '' : `; ${damaged}`}`)
 }
 
 /**

@@ -6,6 +6,7 @@ import { dataPaths } from '../datadir/layout.ts'
 import { assertDatabase, assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
 import { lockDataDir } from '../datadir/lock.ts'
 import { tightenModes } from '../datadir/modes.ts'
+import { databaseError } from '../datadir/problems.ts'
 import { networkId } from '../datadir/swarmKey.ts'
 import { DataDirError, UsageError } from '../errors.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../store/blockstore.ts'
@@ -74,7 +75,7 @@ export async function openDataDir(config: NodeConfig, options: { onMigrationWait
       store = await Store.open(paths.database, { onMigrationWait: options.onMigrationWait })
     } catch (err) {
       if ((err as Error).name === 'MigrationWaitError') throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}`)
-      throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}; the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)`)
+      throw databaseError(paths.database, err, 'the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)')
     }
     let blocks: SqliteBlockstore | undefined
     try {
@@ -82,9 +83,7 @@ export async function openDataDir(config: NodeConfig, options: { onMigrationWait
       blocks.check()
     } catch (err) {
       if ((err as Error).name === 'DataDirError') throw err
-      throw new DataDirError(
-        `Cannot open ${paths.blocks}: ${(err as Error).message}; restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`
-      )
+      throw databaseError(paths.blocks, err, "restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)")
     }
     const recovered = await recoverOutboxBlocks(store, blocks, peerId.toString()).catch((err: unknown) => {
       blocks?.db.close()

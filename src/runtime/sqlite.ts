@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { runtimeName } from './runtime.ts'
 import { TransactionRolledBackError } from '../errors.ts'
 
@@ -125,7 +126,8 @@ export async function openDatabase(path: string, options: OpenOptions = {}): Pro
 
 /**
  * Opens a SQLite database with the runtime's built-in driver, for the callers that cannot wait (the data
- * directory's lock, asked by synchronous code).
+ * directory's lock, asked by synchronous code). A read-only open of a file that has no -wal file works on a
+ * read-only file system too (see below).
  *
  * @param path a file path, or `:memory:`
  * @returns the database
@@ -137,6 +139,28 @@ export async function openDatabase(path: string, options: OpenOptions = {}): Pro
  * ```
  */
 export function openDatabaseSync(path: string, options: OpenOptions = {}): SqlDatabase {
+  if (options.readonly !== true || path === ':memory:' || path.startsWith('file:')) return openNative(path, options)
+  try {
+    const db = openNative(path, options)
+    try {
+      // SQLite opens lazily: the first read is what fails (another connection's lock is no failure to open).
+      db.get('PRAGMA schema_version')
+      return db
+    } catch (err) {
+      if (isBusy(err)) return db
+      db.close()
+      throw err
+    }
+  } catch (err) {
+    // A read-only connection to a WAL database needs its -shm file, which it cannot create on a read-only file
+    // system (or in a directory it may not write): SQLITE_CANTOPEN. Without a -wal file the database was closed
+    // cleanly and nothing writes it (a writer keeps one), so the file alone is all there is to read: immutable.
+    if (sqliteFailure(err) !== 'cantopen' || existsSync(`${path}-wal`) || !existsSync(path)) throw err
+    return openNative(`file:${encodeURI(path).replace(/[?#]/g, encodeURIComponent)}?immutable=1`, { ...options, uri: true }, path)
+  }
+}
+
+function openNative(path: string, options: OpenOptions, name = path): SqlDatabase {
   let native: NativeDatabase
   if (runtimeName() === 'bun') {
     const { Database, constants } = process.getBuiltinModule('bun:sqlite') as typeof import('bun:sqlite')
@@ -146,7 +170,7 @@ export function openDatabaseSync(path: string, options: OpenOptions = {}): SqlDa
     const { DatabaseSync } = process.getBuiltinModule('node:sqlite')
     native = new DatabaseSync(path, { readOnly: options.readonly === true }) as unknown as NativeDatabase
   }
-  return new Sqlite(path, native)
+  return new Sqlite(name, native)
 }
 
 class Sqlite implements SqlDatabase {

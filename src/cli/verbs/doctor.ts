@@ -8,6 +8,7 @@ import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../../datadir/load.ts'
 import { lockHolder, runningPid } from '../../datadir/lock.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
+import { unwritableAdvice, whyNotWritable } from '../../datadir/problems.ts'
 import { VERSION } from '../../version.ts'
 import { openDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
@@ -76,16 +77,22 @@ export const doctorVerb = defineVerb({
     const paths = dataPaths(dir)
     const checks: Check[] = []
     type Outcome = string | undefined | { fine: string }
-    const add = async (check: string, fn: () => Outcome | Promise<Outcome>, fix?: string | (() => string)): Promise<void> => {
-      const fixFor = (): string | undefined => (typeof fix === 'function' ? fix() : fix)
+    /** `fix` is told the error the check threw, if it threw one */
+    const add = async (check: string, fn: () => Outcome | Promise<Outcome>, fix?: string | ((err?: unknown) => string)): Promise<void> => {
+      const fixFor = (err?: unknown): string | undefined => (typeof fix === 'function' ? fix(err) : fix)
       try {
         const problem = await fn()
         if (typeof problem === 'object') checks.push({ check, ok: true, detail: problem.fine })
         else checks.push(problem == null ? { check, ok: true, detail: 'ok' } : { check, ok: false, detail: problem, fix: fixFor() })
       } catch (err) {
-        checks.push({ check, ok: false, detail: (err as Error).message, fix: fixFor() })
+        checks.push({ check, ok: false, detail: (err as Error).message, fix: fixFor(err) })
       }
     }
+    /** @returns the fix for a database that failed to open: a full disk or an unwritable file system damages no file, anything else is `damaged` */
+    const openFix =
+      (path: string, damaged: string) =>
+      (err?: unknown): string =>
+        (err == null ? undefined : unwritableAdvice(path, err)) ?? damaged
     await add('data directory', () => {
       assertDataDir(dir)
       return undefined
@@ -124,6 +131,15 @@ export const doctorVerb = defineVerb({
         },
         'chmod 700 the directories and 600 the files named (cairn run and cairn init do it too)'
       )
+      // A node writes its data directory (and SQLite beside each database): one it cannot write, it cannot run on.
+      await add(
+        'writable',
+        () => {
+          const why = whyNotWritable(dir)
+          return why == null ? undefined : `${dir} cannot be written (${why}): a node cannot run on it, and the commands that write refuse`
+        },
+        'mount it read-write, or run as the user that owns it; the files are not damaged by this'
+      )
       let db: Store | undefined
       let blocks: SqliteBlockstore | undefined
       await add(
@@ -133,7 +149,7 @@ export const doctorVerb = defineVerb({
           const integrity = db.integrity()
           return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
         },
-        'restore cairn.db from a backup (sqlite3 .backup copies are consistent)'
+        openFix(paths.database, 'restore cairn.db from a backup (sqlite3 .backup copies are consistent)')
       )
       // The checks below read cairn.db's tables as this cairn's schema has them: on another version they would
       // fail on a missing column or, worse, pass on the wrong one.
@@ -163,7 +179,7 @@ export const doctorVerb = defineVerb({
           const integrity = blocks.integrity()
           return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
         },
-        "restore blocks.db from a backup, or move it away: peers' events are fetched again, this node's unpruned files are lost"
+        openFix(paths.blocks, "restore blocks.db from a backup, or move it away: peers' events are fetched again, this node's unpruned files are lost")
       )
       const treeChecks = ['outbox blocks', 'synced trees']
       if (schemaProblem != null) {
