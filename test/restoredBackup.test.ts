@@ -63,6 +63,8 @@ describe('a node whose cairn.db is behind what its producer published', () => {
       // Without cairn.db the node does not start (an empty one would publish from seq 1), and makes none.
       for (const f of ['cairn.db', 'cairn.db-wal', 'cairn.db-shm']) rmSync(join(dirA, f), { force: true })
       await expect(newInProcessNode(dirA).start()).rejects.toThrow(/cairn\.db is missing: it holds this node's outbox/)
+      // Nor does an init run again (a deploy script's) make one.
+      await expect(initDataDir(dirA, { newNetwork: true })).rejects.toThrow(/cairn\.db is missing/)
       expect(existsSync(join(dirA, 'cairn.db'))).toBe(false)
     } finally {
       await a?.stop()

@@ -8,7 +8,7 @@ import { Store } from '../store/store.ts'
 import { openDatabase } from '../runtime/sqlite.ts'
 import { openBlockDatabase } from '../store/blockstore.ts'
 import { dataPaths } from './layout.ts'
-import { loadIdentity, openDataDirStore } from './load.ts'
+import { assertDatabase, loadIdentity, openDataDirStore } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
 import { readJoinFile } from './joinFile.ts'
 import { tightenModes } from './modes.ts'
@@ -54,6 +54,8 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
   if (existsSync(p.identity)) {
     const { peerId } = await loadIdentity(dir)
+    // Opening a missing cairn.db would make an empty one, which the next run would take for the node's own.
+    assertDatabase(dir)
     tightenModes(dir)
     const wanted = [...new Set(options.owners ?? [])]
     if (wanted.length === 0) {

@@ -127,7 +127,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
     max_body_bytes: deps.maxBodySize,
     max_batch: deps.maxBatch,
     max_event_bytes: deps.maxEventSize,
-    max_depth: deps.maxDepth,
+    // A payload's own levels: its event file (what max-depth bounds, and peers check) wraps it in one more.
+    max_depth: deps.maxDepth - 1,
     max_idempotency_key: MAX_IDEMPOTENCY_KEY,
     max_page: MAX_PAGE,
     max_types: MAX_TYPES,

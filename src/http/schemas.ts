@@ -39,7 +39,7 @@ export const LimitsSchema = v.object({
   max_body_bytes: v.pipe(v.number(), v.description('The largest request body (max-body-size)')),
   max_batch: v.pipe(v.number(), v.description('The most events one request publishes (max-batch)')),
   max_event_bytes: v.pipe(v.number(), v.description('The largest event file (max-event-size)')),
-  max_depth: v.pipe(v.number(), v.description('The deepest JSON nesting a payload may have')),
+  max_depth: v.pipe(v.number(), v.description('The deepest JSON nesting a payload may have: the max-depth setting less the one level its event file wraps it in')),
   max_idempotency_key: v.pipe(v.number(), v.description("The longest idempotency key, in UTF-16 code units (JavaScript's length: a character beyond U+FFFF counts 2)")),
   max_page: v.pipe(v.number(), v.description('The most events GET /v1/events returns at once')),
   max_types: v.pipe(v.number(), v.description('The most types one `types` filter names')),

@@ -154,3 +154,14 @@ describe('text the node stores', () => {
     })
   }, 60_000)
 })
+
+describe('/v1/limits', () => {
+  test("max_depth is a payload's deepest nesting the node takes: one level less than --max-depth, which bounds the event file", async () => {
+    await withApiNode({ 'max-depth': 8 }, async (_node, base, token) => {
+      expect((await call(base, token, 'GET', '/v1/limits')).body.max_depth).toBe(7)
+      const nested = (levels: number): unknown => (levels === 1 ? { leaf: true } : { down: nested(levels - 1) })
+      const publish = async (levels: number): Promise<number> => (await call(base, token, 'POST', '/v1/events', JSON.stringify({ type: 'test.deep', payload: nested(levels) }))).status
+      expect([await publish(7), await publish(8)]).toEqual([201, 400])
+    })
+  }, 60_000)
+})
