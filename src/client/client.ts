@@ -236,7 +236,21 @@ export class CairnClient {
     if (options.dataDir == null && (options.baseUrl == null || options.token == null)) {
       throw new TypeError('CairnClient needs dataDir, or baseUrl and token')
     }
-    this.options = { retryForMs: 30_000, minDelayMs: 100, maxDelayMs: 5000, timeoutMs: 30_000, ...options }
+    // An option given as undefined (an unset environment variable) takes its default; NaN, a negative or an
+    // infinite time is refused, since it would retry without a pause or for ever.
+    const time = (name: 'retryForMs' | 'minDelayMs' | 'maxDelayMs' | 'timeoutMs', fallback: number): number => {
+      const value = options[name]
+      if (value == null) return fallback
+      if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new TypeError(`CairnClient option ${name} must be a number of milliseconds of at least 0, not ${String(value)}`)
+      return value
+    }
+    this.options = {
+      ...options,
+      retryForMs: time('retryForMs', 30_000),
+      minDelayMs: time('minDelayMs', 100),
+      maxDelayMs: time('maxDelayMs', 5000),
+      timeoutMs: time('timeoutMs', 30_000)
+    }
   }
 
   /** @returns the endpoint: given, or read from the data directory now (a restarted node may have written a new one) */
@@ -303,7 +317,7 @@ export class CairnClient {
    * fit one request is several commits, and a refused request leaves those before it published. An event
    * without `event_id` gets the key `KEY#i` (i its index in `events`), KEY being `options.idempotencyKey`
    * or a random key of this call, so a retried call with the same key publishes nothing twice. An empty
-   * array is sent as it is: the node refuses it (400 `empty_batch`), as it does over plain HTTP.
+   * array is sent as it is: the node refuses it (400 `invalid_request`, its issue `empty_batch`), as it does over plain HTTP.
    *
    * @returns one result per event, in order
    * @throws CairnApiError for a refused request, its issue paths and message naming indexes of `events`
@@ -374,23 +388,28 @@ export class CairnClient {
     const budget = new RetryBudget(this.options)
     while (!sourceDone || pending.length > 0) {
       options.signal?.throwIfAborted()
-      // This connection sends the events still unacknowledged first, then new ones while there is room.
-      let resend = pending.length
-      let sent = 0
+      // This connection sends the events still unacknowledged first, then new ones while there is room. An
+      // event read for a connection that ended meanwhile (its pull was waiting on the source) joins `pending`
+      // unsent, and the connection after it sends it, in order: each connection sends every entry of `pending`
+      // past those it sent, so that the acknowledgements, matched to `pending` in order, match the events.
+      let sentHere = 0
       let closed = false
+      const sendUnsent = (c: ReadableStreamDefaultController<Uint8Array>): void => {
+        if (sentHere >= pending.length) return
+        c.enqueue(
+          encoder.encode(
+            pending
+              .slice(sentHere)
+              .map((p) => p.line)
+              .join('')
+          )
+        )
+        sentHere = pending.length
+      }
       const body = new ReadableStream<Uint8Array>({
         pull: async (c) => {
-          if (resend > 0) {
-            c.enqueue(
-              encoder.encode(
-                pending
-                  .slice(sent, sent + resend)
-                  .map((p) => p.line)
-                  .join('')
-              )
-            )
-            sent += resend
-            resend = 0
+          if (sentHere < pending.length) {
+            sendUnsent(c)
             return
           }
           while (pending.length >= window && !closed) await new Promise<void>((resolve) => (room = resolve))
@@ -405,20 +424,19 @@ export class CairnClient {
           } catch (err) {
             sourceError = err
             sourceDone = true
-            c.error(err)
+            if (!closed) c.error(err)
             return
           }
           if (r.done === true) {
             sourceDone = true
-            c.close()
+            if (!closed) c.close()
             return
           }
           const event = r.value
           const index = next++
           const line = `${JSON.stringify({ ...event, event_id: event.event_id ?? `${key}#${index}` })}\n`
           pending.push({ index, event, line })
-          sent++
-          c.enqueue(encoder.encode(line))
+          if (!closed) sendUnsent(c)
         },
         cancel: () => {
           closed = true
@@ -453,6 +471,7 @@ export class CairnClient {
           const ack = JSON.parse(text) as PublishResult & ErrorBody & { line?: number }
           const p = pending.shift()
           if (p == null) continue
+          sentHere = Math.max(0, sentHere - 1)
           budget.reset()
           room?.()
           room = undefined

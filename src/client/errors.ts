@@ -26,7 +26,9 @@ export class CairnApiError extends Error {
   readonly eventId?: string
   /**
    * Set by `publishBatch`: the results of the events published by its earlier requests (each request is one
-   * commit), in order. `published.length` events of the caller's array are durable; the rest are not.
+   * commit), in order: the first `published.length` events of the caller's array are durable. Of the rest, a
+   * request whose answer was lost (CairnUnavailableError) may have been committed too: send them again under the
+   * same idempotency key, never new ones.
    */
   published?: Published[]
   constructor(status: number, code: string, message: string, issues: ApiIssue[] = [], eventId?: string) {

@@ -197,6 +197,38 @@ describe('the retry budget', () => {
   }, 60_000)
 })
 
+describe('client options', () => {
+  test('a time option given as undefined takes its default; NaN, negative or infinite is refused when the client is made', () => {
+    expect(() => new CairnClient({ dataDir: '/nonexistent', retryForMs: undefined, minDelayMs: undefined })).not.toThrow()
+    for (const bad of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      expect(() => new CairnClient({ dataDir: '/nonexistent', retryForMs: bad })).toThrow('CairnClient option retryForMs must be a number of milliseconds of at least 0')
+    }
+  })
+})
+
+describe('publishStream across a connection the node closed while the source was quiet', () => {
+  test('the event read for the closed connection is sent on the next one: every event once, each acknowledged with its own id', async () => {
+    await withApiNode({ 'http-idle-timeout': '1s' }, async (_node, baseUrl, token) => {
+      async function* events(): AsyncGenerator<PublishInput> {
+        yield { type: 'test.quiet', payload: { n: 'A' } }
+        // Longer than the idle timeout: the node closes the stream while the client waits on this source.
+        await Bun.sleep(2600)
+        for (const n of ['B', 'C', 'D']) yield { type: 'test.quiet', payload: { n } }
+      }
+      const acks: Array<{ n: string; id: string }> = []
+      for await (const item of new CairnClient({ baseUrl, token, minDelayMs: 1, maxDelayMs: 50 }).publishStream(events())) {
+        acks.push({ n: (item.event.payload as { n: string }).n, id: item.result?.event_id ?? 'refused' })
+      }
+      const stored = (await (await fetch(`${baseUrl}/v1/events?type=test.quiet`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+        events: Array<{ event_id: string; payload: { n: string } }>
+      }
+      expect(acks.map((a) => a.n)).toEqual(['A', 'B', 'C', 'D'])
+      expect(new Set(acks.map((a) => a.id)).size).toBe(4)
+      expect(stored.events.map((e) => [e.payload.n, e.event_id]).sort()).toEqual(acks.map((a) => [a.n, a.id]).sort())
+    })
+  }, 60_000)
+})
+
 describe('subscribe against a node that goes silent', () => {
   test('a connection that brings nothing for three heartbeats is dropped and made again, resuming after the last event', async () => {
     const afters: string[] = []
