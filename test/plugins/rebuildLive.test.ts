@@ -124,6 +124,20 @@ async function history(parent: string): Promise<string> {
 const gens = (store: Store): Array<{ gen: number; n: number }> => store.db.all('SELECT gen, n FROM item_gens ORDER BY gen')
 const once = (store: Store): { n: number; once: number } | undefined => store.db.get("SELECT count(*) AS n, count(DISTINCT event_id) AS once FROM plugin_applied WHERE plugin = 'items'")
 
+/**
+ * Expects the item `id`, once a dead letter, in the rebuilt tables and no dead letter left, every one of the
+ * HISTORY items applied once, and then `id`'s effect run once and no effect twice.
+ */
+async function expectOnceWithEffect(node: CairnNode, world: World, id: string, what: string): Promise<void> {
+  expect({
+    item: node.store.db.get('SELECT gen FROM items WHERE event_id = ?', [id]),
+    dead: node.store.db.get("SELECT count(*) AS n FROM dead_letters WHERE plugin = 'items'"),
+    applied: once(node.store)
+  }).toEqual({ item: { gen: 2 }, dead: { n: 0 }, applied: { n: HISTORY, once: HISTORY } })
+  await waitFor(`${what}’s effect`, () => world.effects.get(id) === 1)
+  expect({ size: world.effects.size, most: Math.max(...world.effects.values()) }).toEqual({ size: HISTORY, most: 1 })
+}
+
 /** Resolves with the event's detail the first time the node dispatches it for plugin `items`. */
 function next(node: CairnNode, type: 'plugin:rebuilding' | 'plugin:rebuilt', plugin = 'items'): { promise: Promise<void>; fired: () => boolean } {
   let fired = false
@@ -303,13 +317,7 @@ describe('a rebuild beside the running node', () => {
       node.plugins.changedElsewhere()
       await rebuilt.promise
       await node.plugins.drain()
-      expect({
-        item: node.store.db.get('SELECT gen FROM items WHERE event_id = ?', [id]),
-        dead: node.store.db.get("SELECT count(*) AS n FROM dead_letters WHERE plugin = 'items'"),
-        applied: once(node.store)
-      }).toEqual({ item: { gen: 2 }, dead: { n: 0 }, applied: { n: HISTORY, once: HISTORY } })
-      await waitFor('the replayed item’s effect', () => world.effects.get(id) === 1)
-      expect({ size: world.effects.size, most: Math.max(...world.effects.values()) }).toEqual({ size: HISTORY, most: 1 })
+      await expectOnceWithEffect(node, world, id, 'the replayed item')
     } finally {
       await node.stop()
     }
@@ -329,13 +337,7 @@ describe('a rebuild beside the running node', () => {
       const rebuilt = await beginRebuild(node)
       await rebuilt.promise
       await node.plugins.drain()
-      expect({
-        item: node.store.db.get('SELECT gen FROM items WHERE event_id = ?', [id]),
-        dead: node.store.db.get("SELECT count(*) AS n FROM dead_letters WHERE plugin = 'items'"),
-        applied: once(node.store)
-      }).toEqual({ item: { gen: 2 }, dead: { n: 0 }, applied: { n: HISTORY, once: HISTORY } })
-      await waitFor('the dead-lettered item’s effect', () => world.effects.get(id) === 1)
-      expect({ size: world.effects.size, most: Math.max(...world.effects.values()) }).toEqual({ size: HISTORY, most: 1 })
+      await expectOnceWithEffect(node, world, id, 'the dead-lettered item')
     } finally {
       await node.stop()
     }
