@@ -1,9 +1,11 @@
 import { describe, expect, test } from 'bun:test'
 import { Database } from 'bun:sqlite'
+import { copyFileSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
 import { cairn, cairnCommand, cairnInMountNamespace, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
 import { eventCount } from './helpers/db.ts'
+import { MIGRATIONS } from '../src/store/migrations.ts'
 
 /** Reads SSE events from a stream until `count` data events arrived, then disconnects. */
 async function readStream(url: string, token: string, count: number, lastEventId?: string): Promise<Array<{ id: string; data: any }>> {
@@ -182,5 +184,35 @@ describe('operator and backend experience', () => {
     }
     const sql = (await cairnInMountNamespace(ro, ['sql', '--data', dir, 'SELECT count(*) AS n FROM events']))!
     expect({ code: sql.code, stdout: sql.stdout, stderr: sql.stderr }).toEqual({ code: 0, stdout: 'n\n0\n', stderr: '' })
+
+    // cairn.db a symbolic link to another disk, left with a -wal file (beside its target) and no -shm: on a
+    // read-only file system it cannot be read whole, and is not read without its -wal either.
+    const linked = join(tmp.path, 'linked')
+    const disk2 = join(tmp.path, 'disk2')
+    expect((await cairn(['init', '--data', linked, '--new-network'])).code).toBe(0)
+    mkdirSync(disk2)
+    renameSync(join(linked, 'cairn.db'), join(disk2, 'cairn.db'))
+    symlinkSync(join(disk2, 'cairn.db'), join(linked, 'cairn.db'))
+    const writer = new Database(join(disk2, 'cairn.db'))
+    writer.exec("PRAGMA wal_autocheckpoint = 0; INSERT INTO meta (key, value) VALUES ('only_in_the_wal', 'x')")
+    copyFileSync(join(disk2, 'cairn.db'), join(tmp.path, 'main-file'))
+    copyFileSync(join(disk2, 'cairn.db-wal'), join(tmp.path, 'wal-file'))
+    writer.close()
+    copyFileSync(join(tmp.path, 'main-file'), join(disk2, 'cairn.db'))
+    copyFileSync(join(tmp.path, 'wal-file'), join(disk2, 'cairn.db-wal'))
+    rmSync(join(disk2, 'cairn.db-shm'), { force: true })
+    const stale = (await cairnInMountNamespace(ro, ['sql', '--data', linked, "SELECT count(*) AS n FROM meta WHERE key = 'only_in_the_wal'"]))!
+    expect({ code: stale.code, stdout: stale.stdout }).toEqual({ code: 1, stdout: '' })
+    expect(stale.stderr).toStartWith(`cairn sql: Cannot open ${join(linked, 'cairn.db')}: unable to open database file; `)
+    expect(stale.stderr).not.toMatch(restore)
+
+    // A schema from a newer cairn on a nearly full disk is still a newer cairn's, not a full disk.
+    const newer = `mkdir -p '${mnt}' && mount -t tmpfs -o size=1m tmpfs '${mnt}' && cp -a '${dir}' '${mnt}/n' && dd if=/dev/zero of='${mnt}/spare' bs=4k count=16 && { dd if=/dev/zero of='${mnt}/fill' bs=4k || true; } && rm '${mnt}/spare'`
+    const db = new Database(join(dir, 'cairn.db'))
+    db.exec('INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)')
+    db.close()
+    const ahead = (await cairnInMountNamespace(newer, ['run', '--data', join(mnt, 'n'), '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0']))!
+    expect(ahead.code).toBe(1)
+    expect(ahead.stderr).toBe(`cairn run: Cannot open ${join(mnt, 'n', 'cairn.db')}: its schema version 99 is newer than this cairn knows (${MIGRATIONS.length}); run a newer cairn\n`)
   })
 })

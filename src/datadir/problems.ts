@@ -60,7 +60,8 @@ function systemCode(err: unknown): string | undefined {
 export function unwritableAdvice(path: string, err: unknown): string | undefined {
   const code = systemCode(err)
   const failure = sqliteFailure(err)
-  if (code === 'ENOSPC' || code === 'EDQUOT' || failure === 'full' || (code == null && failure !== 'corrupt' && diskFull(path))) {
+  // SQLite often reports a full disk only as an I/O error or a file it cannot open: the free space tells.
+  if (code === 'ENOSPC' || code === 'EDQUOT' || failure === 'full' || ((failure === 'ioerr' || failure === 'cantopen' || failure === 'readonly') && diskFull(path))) {
     return `the disk is full: free space on the file system of ${path} (or move the data directory to a larger one), then run this again`
   }
   if (code === 'EROFS') return `${path} is on a read-only file system: mount it read-write, then run this again`
@@ -81,6 +82,8 @@ export function unwritableAdvice(path: string, err: unknown): string | undefined
  */
 export function databaseError(path: string, err: unknown, damaged?: string): DataDirError {
   const message = (err as Error).message
+  // A newer cairn's schema: its message names the file and what to do, and it is no damage.
+  if ((err as Error).name === 'SchemaAheadError') return new DataDirError(message)
   const advice = unwritableAdvice(path, err)
   if (advice != null) return new DataDirError(`Cannot open ${path}: ${message}; ${advice} (the file is not damaged: there is nothing to restore)`)
   return new DataDirError(`Cannot open ${path}: ${message}${damaged == null ? '' : `; ${damaged}`}`)
@@ -95,8 +98,14 @@ export function creationError(dir: string, err: unknown): unknown {
   const name = (err as Error | undefined)?.name
   if (name === 'DataDirError' || name === 'UsageError') return err
   const code = systemCode(err)
-  if (code === 'ENOTDIR' || code === 'EEXIST')
-    return new DataDirError(`Cannot create the data directory ${dir}: ${(err as Error).message}; a part of that path is a file, not a directory: pick another --data path`)
+  if (code === 'ENOTDIR') return new DataDirError(`Cannot create the data directory ${dir}: ${(err as Error).message}; a part of that path is a file, not a directory: pick another --data path`)
+  if (code === 'EEXIST') {
+    // mkdir met a file where it makes a directory (a datastore file in a directory half made): the error's own path.
+    const path = (err as { path?: unknown }).path
+    return new DataDirError(
+      `Cannot create the data directory ${dir}: ${(err as Error).message}; ${typeof path === 'string' ? path : 'an entry of it'} is a file where a directory belongs: move it away, then run this again`
+    )
+  }
   const advice = unwritableAdvice(dir, err)
   return advice == null ? err : new DataDirError(`Cannot create the data directory ${dir}: ${(err as Error).message}; ${advice}`)
 }

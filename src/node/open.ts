@@ -75,6 +75,8 @@ export async function openDataDir(config: NodeConfig, options: { onMigrationWait
       store = await Store.open(paths.database, { onMigrationWait: options.onMigrationWait })
     } catch (err) {
       if ((err as Error).name === 'MigrationWaitError') throw new DataDirError(`Cannot open ${paths.database}: ${(err as Error).message}`)
+      // Its message names the file already, and says what to do.
+      if ((err as Error).name === 'SchemaAheadError') throw new DataDirError((err as Error).message)
       throw databaseError(paths.database, err, 'the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)')
     }
     let blocks: SqliteBlockstore | undefined

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { existsSync, realpathSync } from 'node:fs'
 import { runtimeName } from './runtime.ts'
 import { TransactionRolledBackError } from '../errors.ts'
 
@@ -85,8 +85,11 @@ export function isBusy(err: unknown): boolean {
   return (typeof e?.code === 'string' && e.code.startsWith('SQLITE_BUSY')) || (typeof e?.errcode === 'number' && (e.errcode & 0xff) === 5)
 }
 
-/** What a SQLite error says of the file: the disk is full, it cannot be written, it cannot be opened at all, or it is damaged. */
-export type SqliteFailure = 'full' | 'readonly' | 'cantopen' | 'corrupt'
+/**
+ * What a SQLite error says of the file: the disk is full, it cannot be written, it cannot be opened at all, the
+ * system failed a read or write (often a full disk, which SQLite reports so), or it is damaged.
+ */
+export type SqliteFailure = 'full' | 'readonly' | 'cantopen' | 'ioerr' | 'corrupt'
 
 /** SQLite's primary result codes for SqliteFailure (bun:sqlite names them, extended codes by a suffix; node:sqlite gives the number). */
 const FAILURES: ReadonlyArray<[name: string, code: number, failure: SqliteFailure]> = [
@@ -94,6 +97,7 @@ const FAILURES: ReadonlyArray<[name: string, code: number, failure: SqliteFailur
   ['SQLITE_READONLY', 8, 'readonly'],
   ['SQLITE_PERM', 3, 'readonly'],
   ['SQLITE_CANTOPEN', 14, 'cantopen'],
+  ['SQLITE_IOERR', 10, 'ioerr'],
   ['SQLITE_CORRUPT', 11, 'corrupt'],
   ['SQLITE_NOTADB', 26, 'corrupt']
 ]
@@ -155,8 +159,11 @@ export function openDatabaseSync(path: string, options: OpenOptions = {}): SqlDa
     // A read-only connection to a WAL database needs its -shm file, which it cannot create on a read-only file
     // system (or in a directory it may not write): SQLITE_CANTOPEN. Without a -wal file the database was closed
     // cleanly and nothing writes it (a writer keeps one), so the file alone is all there is to read: immutable.
-    if (sqliteFailure(err) !== 'cantopen' || existsSync(`${path}-wal`) || !existsSync(path)) throw err
-    return openNative(`file:${encodeURI(path).replace(/[?#]/g, encodeURIComponent)}?immutable=1`, { ...options, uri: true }, path)
+    // SQLite keeps the -wal file beside the file a symbolic link points at.
+    if (sqliteFailure(err) !== 'cantopen' || !existsSync(path)) throw err
+    const real = realpathSync(path)
+    if (existsSync(`${path}-wal`) || existsSync(`${real}-wal`)) throw err
+    return openNative(`file:${encodeURI(real).replace(/[?#]/g, encodeURIComponent)}?immutable=1`, { ...options, uri: true }, path)
   }
 }
 

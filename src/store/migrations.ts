@@ -25,6 +25,14 @@ function rekey(table: string): string {
    ALTER TABLE ${table}_v3 RENAME TO ${table};`
 }
 
+/** The database's schema is newer than this build knows: a newer cairn wrote it (not damage: run that cairn). */
+export class SchemaAheadError extends Error {
+  constructor(path: string, current: number, latest: number) {
+    super(`Cannot open ${path}: its schema version ${current} is newer than this cairn knows (${latest}); run a newer cairn`)
+    this.name = 'SchemaAheadError'
+  }
+}
+
 /** The database's schema is older than this build's, and migrating it was not allowed. */
 export class SchemaBehindError extends Error {
   readonly current: number
@@ -68,7 +76,7 @@ export function migrate(db: SqlDatabase, migrations: readonly string[] = MIGRATI
   const version = (): number => db.get<{ v: number | null }>(`SELECT max(version) AS v FROM ${table}`)?.v ?? 0
   const current = version()
   if (current > migrations.length) {
-    throw new Error(`Cannot open ${db.path}: its schema version ${current} is newer than this cairn knows (${migrations.length}); run a newer cairn`)
+    throw new SchemaAheadError(db.path, current, migrations.length)
   }
   if (options.apply === false && current < migrations.length) throw new SchemaBehindError(current, migrations.length)
   const waitMs = options.waitMs ?? MIGRATION_WAIT_MS

@@ -4,6 +4,7 @@ import { OPTIONS } from '../options.ts'
 import { UsageError } from '../../errors.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { assertDataDir } from '../../datadir/load.ts'
+import { databaseError } from '../../datadir/problems.ts'
 import { ReadOnlyDatabase } from '../../store/readOnly.ts'
 import { describePlugin, loadPlugins, type PluginInfo } from '../../plugins/load.ts'
 import { askNode, callNode, nodeAnswerError } from '../client.ts'
@@ -161,7 +162,10 @@ export const sqlVerb = defineVerb({
     const sql = positionals.join(' ').trim()
     if (sql === '') throw new UsageError('cairn sql needs a query, such as cairn sql "SELECT type, count(*) FROM events GROUP BY type"')
     assertDataDir(values.data as string)
-    const db = await ReadOnlyDatabase.open(dataPaths(values.data as string).database)
+    const path = dataPaths(values.data as string).database
+    const db = await ReadOnlyDatabase.open(path).catch((err: unknown) => {
+      throw databaseError(path, err)
+    })
     try {
       let rows: Array<Record<string, unknown>>
       try {
