@@ -669,8 +669,12 @@ export class CairnNode {
       try {
         server = serve(fetch, cfg.http.host, last, limits)
       } catch (err) {
-        if ((err as Error).name !== 'AddressInUseError') throw err
-        this.log.warn(`the HTTP port of the last run, ${last}, is taken: listening on another one, and clients must read it from node.json`, { reason: 'http_port_taken' })
+        const name = (err as Error).name
+        // An address the system refuses is refused again below, named as the operator gave it (port 0).
+        if (name !== 'AddressInUseError' && name !== 'ListenError') throw err
+        if (name === 'AddressInUseError') {
+          this.log.warn(`the HTTP port of the last run, ${last}, is taken: listening on another one, and clients must read it from node.json`, { reason: 'http_port_taken' })
+        }
       }
     }
     server ??= serve(fetch, cfg.http.host, cfg.http.port, limits)
