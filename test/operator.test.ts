@@ -206,6 +206,13 @@ describe('operator and backend experience', () => {
     expect(stale.stderr).toStartWith(`cairn sql: Cannot open ${join(linked, 'cairn.db')}: unable to open database file; `)
     expect(stale.stderr).not.toMatch(restore)
 
+    // A read-only file system with no space left (an image) is said to be read-only, not full.
+    const roFull = `mkdir -p '${mnt}' && mount -t tmpfs -o size=1m tmpfs '${mnt}' && cp -a '${linked}' '${mnt}/n' && rm '${mnt}/n/cairn.db' && cp '${join(disk2, 'cairn.db')}' '${join(disk2, 'cairn.db-wal')}' '${mnt}/n/' && { dd if=/dev/zero of='${mnt}/fill' bs=4k || true; } && mount -o remount,ro '${mnt}'`
+    const image = (await cairnInMountNamespace(roFull, ['sql', '--data', join(mnt, 'n'), 'SELECT 1 AS one']))!
+    expect(image.code).toBe(1)
+    expect(image.stderr).toContain('cannot be written (EROFS')
+    expect(image.stderr).not.toContain('the disk is full')
+
     // A schema from a newer cairn on a nearly full disk is still a newer cairn's, not a full disk.
     const newer = `mkdir -p '${mnt}' && mount -t tmpfs -o size=1m tmpfs '${mnt}' && cp -a '${dir}' '${mnt}/n' && dd if=/dev/zero of='${mnt}/spare' bs=4k count=16 && { dd if=/dev/zero of='${mnt}/fill' bs=4k || true; } && rm '${mnt}/spare'`
     const db = new Database(join(dir, 'cairn.db'))

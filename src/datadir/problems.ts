@@ -60,18 +60,20 @@ function systemCode(err: unknown): string | undefined {
 export function unwritableAdvice(path: string, err: unknown): string | undefined {
   const code = systemCode(err)
   const failure = sqliteFailure(err)
-  // SQLite often reports a full disk only as an I/O error or a file it cannot open: the free space tells.
-  if (code === 'ENOSPC' || code === 'EDQUOT' || failure === 'full' || ((failure === 'ioerr' || failure === 'cantopen' || failure === 'readonly') && diskFull(path))) {
-    return `the disk is full: free space on the file system of ${path} (or move the data directory to a larger one), then run this again`
-  }
+  const full = `the disk is full: free space on the file system of ${path} (or move the data directory to a larger one), then run this again`
+  if (code === 'ENOSPC' || code === 'EDQUOT' || failure === 'full') return full
   if (code === 'EROFS') return `${path} is on a read-only file system: mount it read-write, then run this again`
   if (code === 'EACCES' || code === 'EPERM') return `this user may not write ${path}: give it write access (or run as the user that owns the data directory), then run this again`
-  if (failure !== 'readonly' && failure !== 'cantopen') return undefined
-  // SQLite writes beside a database too (its -wal and -shm files): the directory must be writable as well.
-  for (const target of [path, dirname(path)]) {
-    const why = whyNotWritable(target)
-    if (why != null) return `${target} cannot be written (${why}): mount it read-write, or give this user write access to it, then run this again`
+  if (failure === 'readonly' || failure === 'cantopen') {
+    // SQLite writes beside a database too (its -wal and -shm files): the directory must be writable as well. A
+    // read-only file system may have no free space at all (an image): asked first.
+    for (const target of [path, dirname(path)]) {
+      const why = whyNotWritable(target)
+      if (why != null) return `${target} cannot be written (${why}): mount it read-write, or give this user write access to it, then run this again`
+    }
   }
+  // SQLite often reports a full disk only as an I/O error or a file it cannot open: the free space tells.
+  if ((failure === 'ioerr' || failure === 'cantopen' || failure === 'readonly') && diskFull(path)) return full
   return undefined
 }
 
