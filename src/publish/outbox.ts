@@ -355,14 +355,12 @@ export class Outbox {
     const head: Head = { producer: self, seq, root: tree.root.toString(), hlc: clock.tick(), acks: { ...this.acks(), [self]: seq }, pruned_plain, compacted }
     const signed = await signHead(head, this.init.privateKey)
     const now = Date.now()
-    // A commit's head is the first at its seq (prunes, snapshots and refreshes sign the last seq again).
-    const commit = seq > store.outbox.lastSeq()
     store.transaction(
       () => {
         extra()
         for (const [path, e] of tree.updates) store.outbox.putDir(path, e == null ? undefined : { cid: e.cid.toString(), size: e.size })
         store.producers.putHead({ producer: self, seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: now }, { root: head.root, processedSeq: seq })
-        store.outbox.recordRoot(seq, head.root, head.hlc, commit)
+        store.outbox.recordRoot(seq, head.root)
       },
       { durable: true }
     )

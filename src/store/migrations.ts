@@ -283,10 +283,9 @@ export const MIGRATIONS: readonly string[] = [
   // status counts those without reading every effect ever run
   `ALTER TABLE plugin_effects ADD COLUMN gave_up_at INTEGER;
    CREATE INDEX plugin_effects_gave_up ON plugin_effects (gave_up_at) WHERE gave_up_at IS NOT NULL;`,
-  // 10: the heads this node signed, per seq and root (the last OWN_ROOTS_KEPT seqs): their clock, and whether
-  // each was a commit (new events at that seq), so that a peer's head of its own producer at a seq where this
-  // node committed after it, with another root, is seen (its cairn.db restored and published past, or its
-  // identity running elsewhere too); only seqs after those it had at this migration are recorded whole
-  `CREATE TABLE own_roots (seq INTEGER NOT NULL, root TEXT NOT NULL, hlc TEXT NOT NULL, is_commit INTEGER NOT NULL, PRIMARY KEY (seq, root)) WITHOUT ROWID;
+  // 10: the roots of the heads this node signed, per seq (the last OWN_ROOTS_KEPT seqs), so that a peer's head
+  // of its own producer at a seq it signed with another root (its cairn.db restored and published past, or its
+  // identity running elsewhere too) is seen; only seqs after those it had at this migration are recorded whole
+  `CREATE TABLE own_roots (seq INTEGER NOT NULL, root TEXT NOT NULL, PRIMARY KEY (seq, root)) WITHOUT ROWID;
    INSERT OR REPLACE INTO meta (key, value) VALUES ('own_roots_after', (SELECT coalesce(max(seq), 0) FROM outbox));`
 ]

@@ -38,26 +38,24 @@ export class OutboxTable {
   }
 
   /**
-   * Records a head this node signs at `seq` (its root, clock, and whether it commits new events at that seq), in
-   * the transaction that stores the head, and forgets the heads of seqs more than OWN_ROOTS_KEPT before it.
+   * Records the root of a head this node signs at `seq`, in the transaction that stores the head, and forgets
+   * the roots of seqs more than OWN_ROOTS_KEPT before it.
    */
-  recordRoot(seq: number, root: string, hlc: string, commit: boolean): void {
-    this.db.run('INSERT OR IGNORE INTO own_roots (seq, root, hlc, is_commit) VALUES (?, ?, ?, ?)', [seq, root, hlc, commit ? 1 : 0])
+  recordRoot(seq: number, root: string): void {
+    this.db.run('INSERT OR IGNORE INTO own_roots (seq, root) VALUES (?, ?)', [seq, root])
     this.db.run('DELETE FROM own_roots WHERE seq < ?', [seq - OWN_ROOTS_KEPT])
   }
 
   /**
-   * @returns whether a head of this node's producer at `seq` with `root`, stamped `hlc`, is of another history than
-   * this database's: this node never signed that root there, and committed new events at that seq after that head
-   * was signed (a head it re-signed at the seq of its last commit after a backup, by a prune or snapshot, is
-   * neither recorded in the backup nor another history); false also where it cannot tell (a seq from before the
-   * heads were recorded, or one forgotten as too old)
+   * @returns whether this node signed a head at `seq` with `root`; undefined when it cannot tell (a seq from
+   * before the roots were recorded, or one forgotten as too old)
    */
-  otherHistory(seq: number, root: string, hlc: string): boolean {
+  signedRoot(seq: number, root: string): boolean | undefined {
     const after = Number(this.db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'own_roots_after'")?.value ?? Infinity)
-    if (!(seq > after)) return false
-    const rows = this.db.all<{ root: string; hlc: string; is_commit: number }>('SELECT root, hlc, is_commit FROM own_roots WHERE seq = ?', [seq])
-    return !rows.some((r) => r.root === root) && rows.some((r) => r.is_commit === 1 && r.hlc > hlc)
+    if (!(seq > after)) return undefined
+    const roots = this.db.all<{ root: string }>('SELECT root FROM own_roots WHERE seq = ?', [seq])
+    if (roots.length === 0) return undefined
+    return roots.some((r) => r.root === root)
   }
 
   /** @returns the last seq this node produced (0 before the first) */
