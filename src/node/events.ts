@@ -37,10 +37,9 @@ export interface CairnEvents {
   'head:accepted': CustomEvent<Head>
   /**
    * a peer holds a head of this node's own producer (signed with its key) at `seq`, ahead of its outbox's
-   * `outbox_seq`, or (`forked`) at a seq it signed with another root: its cairn.db is behind what it published,
-   * or its identity runs elsewhere too
+   * `outbox_seq`: its cairn.db is behind what it published, or its identity runs elsewhere too
    */
-  'self:diverged': CustomEvent<{ seq: number; root: string; outbox_seq: number; forked: boolean }>
+  'self:diverged': CustomEvent<{ seq: number; root: string; outbox_seq: number }>
   /** a head, file or request from a peer was refused */
   'peer:rejected': CustomEvent<Rejected>
   'sync:progress': CustomEvent<SyncProgress>

@@ -148,23 +148,8 @@ export interface LiveStatus {
   members: MembersDocument
   /** the plugins this node runs: name, version, file (or built-in), per type the versions each reads, its tables */
   loadedPlugins: LoadedPluginStatus[]
-  /** the highest head of this node's own producer a peer held that this node's history lacks (see 'self:diverged') */
-  diverged?: Divergence
-}
-
-/** A head of this node's own producer that a peer held and its history lacks: ahead of its outbox, or (`forked`) another root at a seq it signed. */
-export interface Divergence {
-  seq: number
-  outbox_seq: number
-  forked: boolean
-}
-
-/** @returns what a divergence means, for the log, status and the refused publish */
-export function divergenceText(d: Divergence): string {
-  const what = d.forked
-    ? `a peer holds this node's own head at seq ${d.seq} with a root this node never signed at that seq (its outbox is at seq ${d.outbox_seq})`
-    : `a peer holds this node's own head at seq ${d.seq}, but its outbox ends at seq ${d.outbox_seq}`
-  return `${what}: its cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too, and every peer refuses the seqs it reuses`
+  /** the highest head of this node's own producer a peer held ahead of its outbox (see 'self:diverged') */
+  diverged?: { seq: number; outbox_seq: number }
 }
 
 /** A plugin the running node loaded, as `cairn status` and `cairn plugins` show it. */
@@ -223,7 +208,10 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
   for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
   if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
-  if (live.diverged != null) reasons.push(`${divergenceText(live.diverged)}; publishing is refused`)
+  if (live.diverged != null)
+    reasons.push(
+      `a peer holds this node's own head at seq ${live.diverged.seq}, its outbox ends at seq ${live.diverged.outbox_seq}: cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too; publishing is refused`
+    )
   const removed = live.members.removed.find((r) => r.peer_id === live.peerId)
   if (removed != null) reasons.push(`this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}`)
   else if (live.members.source === 'changes' && !live.members.members.some((m) => m.self)) reasons.push('this node is not a member: other nodes refuse its events')

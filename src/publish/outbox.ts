@@ -360,7 +360,6 @@ export class Outbox {
         extra()
         for (const [path, e] of tree.updates) store.outbox.putDir(path, e == null ? undefined : { cid: e.cid.toString(), size: e.size })
         store.producers.putHead({ producer: self, seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: now }, { root: head.root, processedSeq: seq })
-        store.outbox.recordRoot(seq, head.root)
       },
       { durable: true }
     )

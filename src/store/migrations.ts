@@ -282,10 +282,5 @@ export const MIGRATIONS: readonly string[] = [
   // 9: an effect that threw PermanentError is given up (done, with the time it gave up and its error), and
   // status counts those without reading every effect ever run
   `ALTER TABLE plugin_effects ADD COLUMN gave_up_at INTEGER;
-   CREATE INDEX plugin_effects_gave_up ON plugin_effects (gave_up_at) WHERE gave_up_at IS NOT NULL;`,
-  // 10: the roots of the heads this node signed, per seq (the last OWN_ROOTS_KEPT seqs), so that a peer's head
-  // of its own producer at a seq it signed with another root (its cairn.db restored and published past, or its
-  // identity running elsewhere too) is seen; only seqs after those it had at this migration are recorded whole
-  `CREATE TABLE own_roots (seq INTEGER NOT NULL, root TEXT NOT NULL, PRIMARY KEY (seq, root)) WITHOUT ROWID;
-   INSERT OR REPLACE INTO meta (key, value) VALUES ('own_roots_after', (SELECT coalesce(max(seq), 0) FROM outbox));`
+   CREATE INDEX plugin_effects_gave_up ON plugin_effects (gave_up_at) WHERE gave_up_at IS NOT NULL;`
 ]

@@ -23,9 +23,6 @@ export interface OutboxDir {
   size: number
 }
 
-/** How many seqs back the roots of this node's own heads are kept (see OutboxTable.recordRoot). */
-export const OWN_ROOTS_KEPT = 10_000
-
 /**
  * The `outbox` and `outbox_dirs` tables: this node's own event files, and the directories of the tree that
  * its head points at. They change only together with the signed head, in one transaction.
@@ -35,27 +32,6 @@ export class OutboxTable {
 
   constructor(db: SqlDatabase) {
     this.db = db
-  }
-
-  /**
-   * Records the root of a head this node signs at `seq`, in the transaction that stores the head, and forgets
-   * the roots of seqs more than OWN_ROOTS_KEPT before it.
-   */
-  recordRoot(seq: number, root: string): void {
-    this.db.run('INSERT OR IGNORE INTO own_roots (seq, root) VALUES (?, ?)', [seq, root])
-    this.db.run('DELETE FROM own_roots WHERE seq < ?', [seq - OWN_ROOTS_KEPT])
-  }
-
-  /**
-   * @returns whether this node signed a head at `seq` with `root`; undefined when it cannot tell (a seq from
-   * before the roots were recorded, or one forgotten as too old)
-   */
-  signedRoot(seq: number, root: string): boolean | undefined {
-    const after = Number(this.db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'own_roots_after'")?.value ?? Infinity)
-    if (!(seq > after)) return undefined
-    const roots = this.db.all<{ root: string }>('SELECT root FROM own_roots WHERE seq = ?', [seq])
-    if (roots.length === 0) return undefined
-    return roots.some((r) => r.root === root)
   }
 
   /** @returns the last seq this node produced (0 before the first) */

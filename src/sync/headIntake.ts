@@ -99,12 +99,9 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
   const { head, signed, blocks } = message
   if (head.producer === components.self) {
     // Its seqs only grow with its outbox's rows, which are never deleted: one ahead of them is a history this
-    // database does not have; one at a seq it signed, with a root it never signed there, another history.
-    const { outbox } = components.store
-    const outboxSeq = outbox.lastSeq()
-    const root = head.root.toString()
-    if (head.seq > outboxSeq) components.events.safeDispatchEvent('self:diverged', { detail: { seq: head.seq, root, outbox_seq: outboxSeq, forked: false } })
-    else if (outbox.signedRoot(head.seq, root) === false) components.events.safeDispatchEvent('self:diverged', { detail: { seq: head.seq, root, outbox_seq: outboxSeq, forked: true } })
+    // database does not have.
+    const outboxSeq = components.store.outbox.lastSeq()
+    if (head.seq > outboxSeq) components.events.safeDispatchEvent('self:diverged', { detail: { seq: head.seq, root: head.root.toString(), outbox_seq: outboxSeq } })
   }
   const judged = judgeHead(head, init, components, (p) => producerRow(components.store, p, seen?.(message)).row)
   if (judged.verdict === 'refused') throw new InvalidHeadError(judged.reason, judged.detail, head.producer)
