@@ -18,6 +18,45 @@ function copyDatabases(from: string, to: string): void {
 }
 
 describe('a node whose cairn.db is behind what its producer published', () => {
+  test('restored from a backup of its last publish, it publishes on though it re-signed that seq after the backup (a snapshot): no seq is reused', async () => {
+    using tmp = tempDir()
+    const dirA = join(tmp.path, 'a')
+    const dirB = join(tmp.path, 'b')
+    const backup = join(tmp.path, 'backup')
+    await initDataDir(dirA, { newNetwork: true })
+    await initDataDir(dirB, { swarmKeyFile: join(dirA, 'swarm.key') })
+    await initDataDir(backup, { newNetwork: true })
+    const b = await inProcessNode(dirB)
+    let a: CairnNode | undefined
+    const startA = async (): Promise<CairnNode> => await inProcessNode(dirA, { bootstrap: [b.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    try {
+      a = await startA()
+      for (let n = 1; n <= 2; n++) await a.publish({ type: 'test.e', payload: { n } })
+      await waitFor('two events on b', () => eventCount(dirB) === 2, 30_000)
+      await a.stop()
+      copyDatabases(dirA, backup)
+      a = await startA()
+      const self = a.peerId.toString()
+      const rootOnB = (): string | undefined => b.store.producers.get(self)?.head_root ?? undefined
+      const before = rootOnB()
+      // A snapshot signs seq 2 again, with a root the backup never recorded.
+      expect((await a.writeSnapshots()).length).toBeGreaterThan(0)
+      await a.announceAll()
+      await waitFor("b to hold a's re-signed head", () => rootOnB() !== before, 30_000)
+      await a.stop()
+      copyDatabases(backup, dirA)
+      a = await startA()
+      const node = a
+      // It hears its own head at seq 2 from b, and publishes seq 3, which b takes.
+      await waitFor('a to hear its own head from b', async () => (await node.metrics.headsReceived.get()).values.some((v) => v.labels.result === 'old' && v.value > 0), 30_000)
+      expect((await a.statusJson()).reasons.filter((r) => r.includes('own head'))).toEqual([])
+      expect((await a.publish({ type: 'test.e', payload: { n: 3 } })).seq).toBe(3)
+      await waitFor('the third event on b', () => eventCount(dirB) === 3, 30_000)
+    } finally {
+      await a?.stop()
+      await b.stop()
+    }
+  }, 120_000)
   test('restored from an older backup, it refuses to publish (409 producer_diverged) once a peer holds its newer head, and says why; a missing cairn.db stops the start', async () => {
     using tmp = tempDir()
     const dirA = join(tmp.path, 'a')
