@@ -48,7 +48,8 @@ export const OPTIONS = {
     name: 'id',
     kind: 'string',
     value: 'KEY',
-    description: 'the idempotency key (up to 256 characters; a UUIDv7 is also the event_id); re-publishing a key with the same request returns the first result, with another request is refused',
+    description:
+      'the idempotency key (up to 256 UTF-16 code units, an emoji counting 2; a UUIDv7 is also the event_id); re-publishing a key with the same request returns the first result, with another request is refused',
     schema: text('Expected an idempotency key'),
     inFile: false
   },
