@@ -18,18 +18,31 @@ import { databaseError, notADirectory } from './problems.ts'
  * @throws DataDirError saying how to create one, or naming the entry that is wrong and what to do
  */
 export function assertDataDir(dir: string): void {
-  const p = dataPaths(dir)
+  assertInitialised(dir)
+  const [wrong] = wrongEntries(dir)
+  if (wrong != null) throw new DataDirError(wrong)
+}
+
+/**
+ * Checks that `dir` is an initialised data directory (it has identity.key), its entries unchecked.
+ *
+ * @throws DataDirError saying how to create one
+ */
+export function assertInitialised(dir: string): void {
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
   if (!existsSync(dir)) {
     throw new DataDirError(`No data directory at ${dir}: create one with cairn init --data ${dir} --new-network (or --swarm-key FILE to join a network)`)
   }
-  if (!existsSync(p.identity)) {
+  if (!existsSync(dataPaths(dir).identity)) {
     throw new DataDirError(`${dir} is not a cairn data directory (no identity.key): create one with cairn init --data ${dir} --new-network`)
   }
-  for (const entry of dataDirEntries(dir)) {
-    if (!existsSync(entry.path) || statSync(entry.path).isDirectory() === entry.directory) continue
-    throw new DataDirError(`${entry.path} is ${entry.directory ? 'not a directory' : 'a directory'}, where cairn keeps ${entry.directory ? 'a directory' : 'a file'}: ${entry.fix}`)
-  }
+}
+
+/** @returns for each entry of the data directory that is a file where a directory belongs or the reverse, what is wrong and what to do */
+export function wrongEntries(dir: string): string[] {
+  return dataDirEntries(dir)
+    .filter((entry) => existsSync(entry.path) && statSync(entry.path).isDirectory() !== entry.directory)
+    .map((entry) => `${entry.path} is ${entry.directory ? 'not a directory' : 'a directory'}, where cairn keeps ${entry.directory ? 'a directory' : 'a file'}: ${entry.fix}`)
 }
 
 /**
@@ -52,7 +65,7 @@ export function assertDatabase(dir: string): void {
  * @throws DataDirError when it is missing or damaged
  */
 export async function loadIdentity(dir: string): Promise<{ privateKey: PrivateKey; peerId: PeerId }> {
-  assertDataDir(dir)
+  assertInitialised(dir)
   const path = dataPaths(dir).identity
   try {
     const privateKey = privateKeyFromProtobuf(readFileSync(path))

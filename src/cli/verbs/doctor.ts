@@ -5,7 +5,7 @@ import { defineVerb } from '../verb.ts'
 import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
 import { dataPaths } from '../../datadir/layout.ts'
-import { assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../../datadir/load.ts'
+import { assertInitialised, loadApiToken, loadIdentity, loadSwarmKey, wrongEntries } from '../../datadir/load.ts'
 import { lockHolder, runningPid } from '../../datadir/lock.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { unwritableAdvice, whyNotWritable } from '../../datadir/problems.ts'
@@ -94,10 +94,13 @@ export const doctorVerb = defineVerb({
       (err?: unknown): string =>
         (err == null ? undefined : unwritableAdvice(path, err)) ?? damaged
     await add('data directory', () => {
-      assertDataDir(dir)
+      assertInitialised(dir)
       return undefined
     })
     if (checks[0].ok) {
+      // A file where a directory belongs (or the reverse) is reported with the others, which it does not stop.
+      const wrong = wrongEntries(dir)
+      if (wrong.length > 0) checks.push({ check: 'entries', ok: false, detail: wrong.join('; '), fix: 'move each entry named away, as said' })
       let self: string | undefined
       await add(
         'identity.key',
