@@ -384,6 +384,11 @@ export class CairnClient {
     let sourceDone = false
     let sourceError: unknown
     let room: (() => void) | undefined
+    /**
+     * the source's next value being waited for: one read at a time, shared by the connections, so that a value a
+     * closed connection's pull waited for is taken once, and sent by the connection after it at once
+     */
+    let reading: Promise<IteratorResult<PublishInput>> | undefined
     const encoder = new TextEncoder()
     const budget = new RetryBudget(this.options)
     while (!sourceDone || pending.length > 0) {
@@ -418,25 +423,34 @@ export class CairnClient {
             c.close()
             return
           }
+          reading ??= (async () => await source.next())()
+          const read = reading
           let r: IteratorResult<PublishInput>
           try {
-            r = await source.next()
+            r = await read
           } catch (err) {
-            sourceError = err
-            sourceDone = true
+            if (reading === read) {
+              reading = undefined
+              sourceError = err
+              sourceDone = true
+            }
             if (!closed) c.error(err)
             return
           }
-          if (r.done === true) {
-            sourceDone = true
-            if (!closed) c.close()
-            return
+          // The first pull to wake takes the value; the others find it taken.
+          if (reading === read) {
+            reading = undefined
+            if (r.done === true) sourceDone = true
+            else {
+              const event = r.value
+              const index = next++
+              const line = `${JSON.stringify({ ...event, event_id: event.event_id ?? `${key}#${index}` })}\n`
+              pending.push({ index, event, line })
+            }
           }
-          const event = r.value
-          const index = next++
-          const line = `${JSON.stringify({ ...event, event_id: event.event_id ?? `${key}#${index}` })}\n`
-          pending.push({ index, event, line })
-          if (!closed) sendUnsent(c)
+          if (closed) return
+          if (sentHere < pending.length) sendUnsent(c)
+          else if (sourceDone) c.close()
         },
         cancel: () => {
           closed = true
@@ -466,6 +480,7 @@ export class CairnClient {
         continue
       }
       let last: Error = new CairnUnavailableError('The publish stream ended before every event was acknowledged')
+      let broke = false
       try {
         for await (const text of ndjsonLines(res.body!)) {
           const ack = JSON.parse(text) as PublishResult & ErrorBody & { line?: number }
@@ -485,11 +500,19 @@ export class CairnClient {
       } catch (err) {
         if (options.signal?.aborted === true || sourceError != null) throw sourceError ?? err
         last = new CairnUnavailableError(`The publish stream broke: ${(err as Error).message}`, { cause: err })
+        broke = true
       } finally {
         closed = true
         room?.()
       }
       if (sourceError != null) throw sourceError
+      if (!broke && pending.length === 0 && !sourceDone) {
+        // The node ended a stream with every event acknowledged while the source was quiet (its idle timeout):
+        // no failure; a new connection waits for the source's next event.
+        budget.reset()
+        await sleep(this.options.minDelayMs, options.signal)
+        continue
+      }
       if (pending.length > 0 || !sourceDone) await budget.failed(last, options.signal)
     }
   }

@@ -229,6 +229,29 @@ describe('publishStream across a connection the node closed while the source was
   }, 60_000)
 })
 
+describe('publishStream with a source quieter than the node’s idle timeout', () => {
+  test('the node closing idle streams is no failure: a source quiet for longer than retryForMs goes on, its next event sent at once', async () => {
+    await withApiNode({ 'http-idle-timeout': '1s' }, async (_node, baseUrl, token) => {
+      let yieldedAt = 0
+      async function* events(): AsyncGenerator<PublishInput> {
+        yield { type: 'test.quiet', payload: { n: 'A' } }
+        // Several idle timeouts, and more than retryForMs.
+        await Bun.sleep(4000)
+        yieldedAt = Date.now()
+        yield { type: 'test.quiet', payload: { n: 'B' } }
+        // Quiet again: B's acknowledgement must not wait for another event.
+        await Bun.sleep(3000)
+      }
+      const acks: Array<{ n: string; after: number }> = []
+      for await (const item of new CairnClient({ baseUrl, token, retryForMs: 1500, minDelayMs: 1, maxDelayMs: 50 }).publishStream(events())) {
+        acks.push({ n: (item.event.payload as { n: string }).n, after: Date.now() - yieldedAt })
+      }
+      expect(acks.map((a) => a.n)).toEqual(['A', 'B'])
+      expect(acks[1].after).toBeLessThan(2000)
+    })
+  }, 60_000)
+})
+
 describe('subscribe against a node that goes silent', () => {
   test('a connection that brings nothing for three heartbeats is dropped and made again, resuming after the last event', async () => {
     const afters: string[] = []
