@@ -144,6 +144,12 @@ class RetryBudget {
   }
 }
 
+/**
+ * A publish stream the node ended with every event acknowledged after at least this long is its idle timeout
+ * (`--http-idle-timeout`, at least 1 s), not a failure; one ended sooner counts as one.
+ */
+const QUIET_CLOSE_MS = 1000
+
 /** Resolves after `ms`, or rejects when `signal` aborts. */
 async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   signal?.throwIfAborted()
@@ -391,129 +397,143 @@ export class CairnClient {
     let reading: Promise<IteratorResult<PublishInput>> | undefined
     const encoder = new TextEncoder()
     const budget = new RetryBudget(this.options)
-    while (!sourceDone || pending.length > 0) {
-      options.signal?.throwIfAborted()
-      // This connection sends the events still unacknowledged first, then new ones while there is room. An
-      // event read for a connection that ended meanwhile (its pull was waiting on the source) joins `pending`
-      // unsent, and the connection after it sends it, in order: each connection sends every entry of `pending`
-      // past those it sent, so that the acknowledgements, matched to `pending` in order, match the events.
-      let sentHere = 0
-      let closed = false
-      const sendUnsent = (c: ReadableStreamDefaultController<Uint8Array>): void => {
-        if (sentHere >= pending.length) return
-        c.enqueue(
-          encoder.encode(
-            pending
-              .slice(sentHere)
-              .map((p) => p.line)
-              .join('')
+    try {
+      while (!sourceDone || pending.length > 0) {
+        options.signal?.throwIfAborted()
+        if (sourceError != null) throw sourceError
+        // This connection sends the events still unacknowledged first, then new ones while there is room. An
+        // event read for a connection that ended meanwhile (its pull was waiting on the source) joins `pending`
+        // unsent, and the connection after it sends it, in order: each connection sends every entry of `pending`
+        // past those it sent, so that the acknowledgements, matched to `pending` in order, match the events.
+        let sentHere = 0
+        let closed = false
+        const sendUnsent = (c: ReadableStreamDefaultController<Uint8Array>): void => {
+          if (sentHere >= pending.length) return
+          c.enqueue(
+            encoder.encode(
+              pending
+                .slice(sentHere)
+                .map((p) => p.line)
+                .join('')
+            )
           )
-        )
-        sentHere = pending.length
-      }
-      const body = new ReadableStream<Uint8Array>({
-        pull: async (c) => {
-          if (sentHere < pending.length) {
-            sendUnsent(c)
-            return
-          }
-          while (pending.length >= window && !closed) await new Promise<void>((resolve) => (room = resolve))
-          if (closed) return
-          if (sourceDone) {
-            c.close()
-            return
-          }
-          reading ??= (async () => await source.next())()
-          const read = reading
-          let r: IteratorResult<PublishInput>
-          try {
-            r = await read
-          } catch (err) {
+          sentHere = pending.length
+        }
+        const body = new ReadableStream<Uint8Array>({
+          pull: async (c) => {
+            if (sentHere < pending.length) {
+              sendUnsent(c)
+              return
+            }
+            while (pending.length >= window && !closed) await new Promise<void>((resolve) => (room = resolve))
+            if (closed) return
+            if (sourceDone) {
+              c.close()
+              return
+            }
+            reading ??= (async () => await source.next())()
+            const read = reading
+            let r: IteratorResult<PublishInput>
+            try {
+              r = await read
+            } catch (err) {
+              if (reading === read) {
+                reading = undefined
+                sourceError = err
+                sourceDone = true
+              }
+              if (!closed) c.error(err)
+              return
+            }
+            // The first pull to wake takes the value; the others find it taken.
             if (reading === read) {
               reading = undefined
-              sourceError = err
-              sourceDone = true
+              if (r.done === true) sourceDone = true
+              else {
+                const event = r.value
+                const index = next++
+                const line = `${JSON.stringify({ ...event, event_id: event.event_id ?? `${key}#${index}` })}\n`
+                pending.push({ index, event, line })
+              }
             }
-            if (!closed) c.error(err)
-            return
+            if (closed) return
+            if (sentHere < pending.length) sendUnsent(c)
+            else if (sourceDone) c.close()
+          },
+          cancel: () => {
+            closed = true
+            room?.()
           }
-          // The first pull to wake takes the value; the others find it taken.
-          if (reading === read) {
-            reading = undefined
-            if (r.done === true) sourceDone = true
-            else {
-              const event = r.value
-              const index = next++
-              const line = `${JSON.stringify({ ...event, event_id: event.event_id ?? `${key}#${index}` })}\n`
-              pending.push({ index, event, line })
+        })
+        let res: Response
+        try {
+          const ep = await this.endpoint()
+          res = await fetch(`${ep.baseUrl}/v1/events/stream`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${ep.token}`, 'content-type': 'application/x-ndjson' },
+            body,
+            // A streamed request body needs half duplex in Node's fetch (and is the only mode of Bun's and Deno's).
+            duplex: 'half',
+            signal: options.signal
+          } as RequestInit)
+        } catch (err) {
+          if (options.signal?.aborted === true || sourceError != null) throw sourceError ?? err
+          await budget.failed(err instanceof CairnUnavailableError ? err : new CairnUnavailableError(`Cannot reach the node: ${(err as Error).message}`, { cause: err }), options.signal)
+          continue
+        }
+        if (!res.ok) {
+          const error = await apiError(res)
+          if (res.status < 500) throw error
+          await budget.failed(error, options.signal)
+          continue
+        }
+        const openedAt = Date.now()
+        let last: Error = new CairnUnavailableError('The publish stream ended before every event was acknowledged')
+        let broke = false
+        try {
+          for await (const text of ndjsonLines(res.body!)) {
+            const ack = JSON.parse(text) as PublishResult & ErrorBody & { line?: number }
+            const p = pending.shift()
+            if (p == null) continue
+            sentHere = Math.max(0, sentHere - 1)
+            budget.reset()
+            room?.()
+            room = undefined
+            if (ack.error != null) {
+              const e = ack.error
+              yield { index: p.index, event: p.event, error: new CairnApiError(e.status ?? 400, e.code ?? 'invalid_request', e.message ?? 'refused', e.issues ?? [], e.event_id) }
+            } else {
+              yield { index: p.index, event: p.event, result: { event_id: ack.event_id, seq: ack.seq, cid: ack.cid, replayed: ack.replayed } }
             }
           }
-          if (closed) return
-          if (sentHere < pending.length) sendUnsent(c)
-          else if (sourceDone) c.close()
-        },
-        cancel: () => {
+        } catch (err) {
+          if (options.signal?.aborted === true || sourceError != null) throw sourceError ?? err
+          last = new CairnUnavailableError(`The publish stream broke: ${(err as Error).message}`, { cause: err })
+          broke = true
+        } finally {
           closed = true
           room?.()
         }
-      })
-      let res: Response
-      try {
-        const ep = await this.endpoint()
-        res = await fetch(`${ep.baseUrl}/v1/events/stream`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${ep.token}`, 'content-type': 'application/x-ndjson' },
-          body,
-          // A streamed request body needs half duplex in Node's fetch (and is the only mode of Bun's and Deno's).
-          duplex: 'half',
-          signal: options.signal
-        } as RequestInit)
-      } catch (err) {
-        if (options.signal?.aborted === true || sourceError != null) throw sourceError ?? err
-        await budget.failed(err instanceof CairnUnavailableError ? err : new CairnUnavailableError(`Cannot reach the node: ${(err as Error).message}`, { cause: err }), options.signal)
-        continue
-      }
-      if (!res.ok) {
-        const error = await apiError(res)
-        if (res.status < 500) throw error
-        await budget.failed(error, options.signal)
-        continue
-      }
-      let last: Error = new CairnUnavailableError('The publish stream ended before every event was acknowledged')
-      let broke = false
-      try {
-        for await (const text of ndjsonLines(res.body!)) {
-          const ack = JSON.parse(text) as PublishResult & ErrorBody & { line?: number }
-          const p = pending.shift()
-          if (p == null) continue
-          sentHere = Math.max(0, sentHere - 1)
+        if (sourceError != null) throw sourceError
+        if (!broke && pending.length === 0 && !sourceDone && Date.now() - openedAt >= QUIET_CLOSE_MS) {
+          // The node ended a stream with every event acknowledged while the source was quiet (its idle timeout):
+          // no failure; a new connection waits for the source's next event.
           budget.reset()
-          room?.()
-          room = undefined
-          if (ack.error != null) {
-            const e = ack.error
-            yield { index: p.index, event: p.event, error: new CairnApiError(e.status ?? 400, e.code ?? 'invalid_request', e.message ?? 'refused', e.issues ?? [], e.event_id) }
-          } else {
-            yield { index: p.index, event: p.event, result: { event_id: ack.event_id, seq: ack.seq, cid: ack.cid, replayed: ack.replayed } }
-          }
+          await sleep(this.options.minDelayMs, options.signal)
+          continue
         }
-      } catch (err) {
-        if (options.signal?.aborted === true || sourceError != null) throw sourceError ?? err
-        last = new CairnUnavailableError(`The publish stream broke: ${(err as Error).message}`, { cause: err })
-        broke = true
-      } finally {
-        closed = true
-        room?.()
+        if (pending.length > 0 || !sourceDone) await budget.failed(last, options.signal)
       }
       if (sourceError != null) throw sourceError
-      if (!broke && pending.length === 0 && !sourceDone) {
-        // The node ended a stream with every event acknowledged while the source was quiet (its idle timeout):
-        // no failure; a new connection waits for the source's next event.
-        budget.reset()
-        await sleep(this.options.minDelayMs, options.signal)
-        continue
+    } finally {
+      // Ended early (a break, an abort, an error): the source is told, without waiting for a read it may still owe.
+      if (!sourceDone) {
+        try {
+          void Promise.resolve(source.return?.()).catch(() => {})
+        } catch {
+          // a source whose return throws has ended all the same
+        }
       }
-      if (pending.length > 0 || !sourceDone) await budget.failed(last, options.signal)
     }
   }
 

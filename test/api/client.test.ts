@@ -252,6 +252,77 @@ describe('publishStream with a source quieter than the node’s idle timeout', (
   }, 60_000)
 })
 
+describe('publishStream ending', () => {
+  test('a source that throws while the client waits to reconnect is reported; a break tells the source (return); a node that ends every stream at once is a failure', async () => {
+    await withApiNode({ 'http-idle-timeout': '1s' }, async (_node, baseUrl, token) => {
+      async function* breaking(): AsyncGenerator<PublishInput> {
+        yield { type: 'test.end', payload: { n: 'A' } }
+        await Bun.sleep(2500)
+        throw new Error('source broke')
+      }
+      const client = new CairnClient({ baseUrl, token, minDelayMs: 3000, maxDelayMs: 3000 })
+      const seen: string[] = []
+      const err = await (async () => {
+        for await (const item of client.publishStream(breaking())) seen.push((item.event.payload as { n: string }).n)
+      })().catch((e: unknown) => e)
+      expect({ seen, message: (err as Error | undefined)?.message }).toEqual({ seen: ['A'], message: 'source broke' })
+
+      let returned = false
+      const waiting: AsyncIterator<PublishInput> & AsyncIterable<PublishInput> = {
+        [Symbol.asyncIterator]() {
+          return this
+        },
+        first: true,
+        async next() {
+          if ((this as unknown as { first: boolean }).first) {
+            ;(this as unknown as { first: boolean }).first = false
+            return { done: false, value: { type: 'test.end', payload: { n: 'B' } } }
+          }
+          return await new Promise<IteratorResult<PublishInput>>(() => {})
+        },
+        async return() {
+          returned = true
+          return { done: true, value: undefined }
+        }
+      } as AsyncIterator<PublishInput> & AsyncIterable<PublishInput>
+      for await (const _ of new CairnClient({ baseUrl, token }).publishStream(waiting)) break
+      expect(returned).toBe(true)
+    })
+    // A node (or a proxy) that answers every stream at once with nothing: the budget runs out.
+    using fake = Bun.serve({
+      hostname: '127.0.0.1',
+      port: 0,
+      fetch: (req) =>
+        new URL(req.url).pathname === '/v1/limits'
+          ? Response.json({
+              max_body_bytes: 1048576,
+              max_batch: 100,
+              max_event_bytes: 262144,
+              max_depth: 63,
+              max_idempotency_key: 256,
+              max_page: 1000,
+              max_types: 64,
+              stream_heartbeat_ms: 15000,
+              stream_retry_ms: 2000,
+              publish_stream_line_bytes: 266240,
+              publish_stream_window: 10
+            })
+          : new Response('', { status: 200 })
+    })
+    async function* quiet(): AsyncGenerator<PublishInput> {
+      await Bun.sleep(60_000)
+      yield { type: 'test.end', payload: {} }
+    }
+    const started = Date.now()
+    const gaveUp = await (async () => {
+      for await (const _ of new CairnClient({ baseUrl: `http://127.0.0.1:${fake.port}`, token: 'x'.repeat(32), retryForMs: 500, minDelayMs: 1, maxDelayMs: 50 }).publishStream(quiet())) {
+      }
+    })().catch((e: unknown) => e)
+    expect(gaveUp).toBeInstanceOf(CairnUnavailableError)
+    expect(Date.now() - started).toBeLessThan(10_000)
+  }, 60_000)
+})
+
 describe('subscribe against a node that goes silent', () => {
   test('a connection that brings nothing for three heartbeats is dropped and made again, resuming after the last event', async () => {
     const afters: string[] = []
