@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { inProcessNode } from './helpers/forge.ts'
-import { initDir, tempDir } from './helpers/process.ts'
+import { cairn, initDir, tempDir } from './helpers/process.ts'
 import { fakePeerId } from './adversary/helpers.ts'
 
 describe('/v1/members', () => {
@@ -97,8 +97,12 @@ describe('/v1/members', () => {
   test('with the static members setting and no change yet, the list is the setting and says so', async () => {
     using tmp = tempDir()
     const x = fakePeerId(3)
-    const node = await inProcessNode(await initDir(tmp.path, 'a'), { members: [{ peer_id: x, name: 'x' }] })
+    const dir = await initDir(tmp.path, 'a')
+    const node = await inProcessNode(dir, { members: [{ peer_id: x, name: 'x' }] })
     try {
+      // cairn members list says where each member comes from: the setting, not a founder
+      const listed = await cairn(['members', 'list', '--data', dir])
+      expect(listed.stdout.split('\n').find((l) => l.includes(x))).toMatch(/member\s+x\s+setting /)
       const doc = node.members.document()
       expect({ source: doc.source, members: doc.members.map((m) => [m.peer_id, m.role, m.name]) }).toEqual({
         source: 'setting',

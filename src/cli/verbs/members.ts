@@ -48,7 +48,7 @@ export const membersVerb = defineVerb({
       out('  peer id                                               role    name                  added by   added at                  connected')
       for (const m of doc.members) {
         out(
-          `  ${m.peer_id.padEnd(52)}  ${m.role.padEnd(6)}  ${(m.name ?? '-').padEnd(20)}  ${m.added_by == null ? 'founder ' : `…${m.added_by.slice(-7)}`}  ${(m.added_at ?? '-').padEnd(24)}  ${m.self ? 'self' : m.connected ? 'yes' : 'no'}`
+          `  ${m.peer_id.padEnd(52)}  ${m.role.padEnd(6)}  ${(m.name ?? '-').padEnd(20)}  ${m.added_by != null ? `…${m.added_by.slice(-7)}` : doc.source === 'setting' ? 'setting ' : 'founder '}  ${(m.added_at ?? '-').padEnd(24)}  ${m.self ? 'self' : m.connected ? 'yes' : 'no'}`
         )
       }
       for (const r of doc.removed) out(`  ${r.peer_id.padEnd(52)}  removed by …${r.removed_by.slice(-7)} at ${r.removed_at}; events after seq ${r.last_seq} refused`)
