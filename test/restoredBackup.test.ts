@@ -17,18 +17,27 @@ function copyDatabases(from: string, to: string): void {
   }
 }
 
+/**
+ * Data directories of a node A and a peer B of its network (B started), and one to back A's databases up into.
+ *
+ * @returns them, and how to start A bootstrapped to B
+ */
+async function pair(parent: string): Promise<{ dirA: string; dirB: string; backup: string; b: CairnNode; startA: () => Promise<CairnNode> }> {
+  const dirA = join(parent, 'a')
+  const dirB = join(parent, 'b')
+  const backup = join(parent, 'backup')
+  await initDataDir(dirA, { newNetwork: true })
+  await initDataDir(dirB, { swarmKeyFile: join(dirA, 'swarm.key') })
+  await initDataDir(backup, { newNetwork: true })
+  const b = await inProcessNode(dirB)
+  return { dirA, dirB, backup, b, startA: async () => await inProcessNode(dirA, { bootstrap: [b.ipfs.libp2p.getMultiaddrs()[0].toString()] }) }
+}
+
 describe('a node whose cairn.db is behind what its producer published', () => {
   test('restored from a backup of its last publish, it publishes on though it re-signed that seq after the backup (a snapshot): no seq is reused', async () => {
     using tmp = tempDir()
-    const dirA = join(tmp.path, 'a')
-    const dirB = join(tmp.path, 'b')
-    const backup = join(tmp.path, 'backup')
-    await initDataDir(dirA, { newNetwork: true })
-    await initDataDir(dirB, { swarmKeyFile: join(dirA, 'swarm.key') })
-    await initDataDir(backup, { newNetwork: true })
-    const b = await inProcessNode(dirB)
+    const { dirA, dirB, backup, b, startA } = await pair(tmp.path)
     let a: CairnNode | undefined
-    const startA = async (): Promise<CairnNode> => await inProcessNode(dirA, { bootstrap: [b.ipfs.libp2p.getMultiaddrs()[0].toString()] })
     try {
       a = await startA()
       for (let n = 1; n <= 2; n++) await a.publish({ type: 'test.e', payload: { n } })
@@ -59,15 +68,8 @@ describe('a node whose cairn.db is behind what its producer published', () => {
   }, 120_000)
   test('restored from an older backup, it refuses to publish (409 producer_diverged) once a peer holds its newer head, and says why; a missing cairn.db stops the start', async () => {
     using tmp = tempDir()
-    const dirA = join(tmp.path, 'a')
-    const dirB = join(tmp.path, 'b')
-    const backup = join(tmp.path, 'backup')
-    await initDataDir(dirA, { newNetwork: true })
-    await initDataDir(dirB, { swarmKeyFile: join(dirA, 'swarm.key') })
-    await initDataDir(backup, { newNetwork: true })
-    const b = await inProcessNode(dirB)
+    const { dirA, dirB, backup, b, startA } = await pair(tmp.path)
     let a: CairnNode | undefined
-    const startA = async (): Promise<CairnNode> => await inProcessNode(dirA, { bootstrap: [b.ipfs.libp2p.getMultiaddrs()[0].toString()] })
     try {
       a = await startA()
       await a.publish({ type: 'test.e', payload: { n: 1 } })
