@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { existsSync, mkdirSync, rmSync, statSync, writeFileSync, readdirSync, readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { cairn, cairnInMountNamespace, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, cairnCommand, cairnInMountNamespace, collectText, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
 import { VERSION } from '../src/version.ts'
 import { lockDataDir } from '../src/datadir/lock.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
@@ -122,6 +122,29 @@ describe('the cairn binary', () => {
     const status = await cairn(['status', '--data', dir])
     expect(status.code).toBe(1)
     expect(status.stderr).toBe(`cairn status: ${join(dir, 'blocks.db')} is a directory, where cairn keeps a file: move it away and restore the file from a backup\n`)
+  })
+
+  test('a SIGTERM while the node starts stops it once started, cleanly (exit 0), as a supervisor that signals early expects', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await cairn(['init', '--data', dir, '--new-network'])
+    const proc = Bun.spawn(cairnCommand('binary', ['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--log-format', 'json']), {
+      env: { ...process.env, CAIRN_DATA: '' },
+      stdout: 'ignore',
+      stderr: 'pipe'
+    })
+    try {
+      const stderr = collectText(proc.stderr)
+      // The membership is read early in the start, before node.json is written and the node has started.
+      await waitFor('the start under way', () => stderr.text().includes('membership:'), 30_000)
+      proc.kill('SIGTERM')
+      expect(await proc.exited).toBe(0)
+      await stderr.done
+      expect(stderr.text()).toContain('received SIGTERM, stopping')
+      expect(existsSync(join(dir, 'node.json'))).toBe(false)
+    } finally {
+      proc.kill()
+    }
   })
 
   test('run refuses a non-loopback --http address and says how to force it', async () => {

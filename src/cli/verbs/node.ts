@@ -69,6 +69,20 @@ export const runVerb = defineVerb({
     // On a terminal a person watches, catch-up progress is a bar there; elsewhere log lines.
     const terminal = stderrIsTerminal() && config.logFormat !== 'json' ? (text: string) => stderr.write(text) : undefined
     const node = new CairnNode(config, { plugins: BUILTIN_PLUGINS, terminal })
+    // The signals are caught before the start, which writes node.json (a supervisor may signal as soon as it
+    // sees it): one that comes during the start stops the node once it has started.
+    let signalled: string | undefined
+    let onSignal: ((signal: string) => void) | undefined
+    const caught = (signal: string): void => {
+      if (onSignal != null) onSignal(signal)
+      else signalled ??= signal
+    }
+    process.once('SIGINT', () => {
+      caught('SIGINT')
+    })
+    process.once('SIGTERM', () => {
+      caught('SIGTERM')
+    })
     await node.start()
     await new Promise<void>((resolve) => {
       const stop = (signal: string): void => {
@@ -83,12 +97,8 @@ export const runVerb = defineVerb({
           resolve()
         })
       }
-      process.once('SIGINT', () => {
-        stop('SIGINT')
-      })
-      process.once('SIGTERM', () => {
-        stop('SIGTERM')
-      })
+      onSignal = stop
+      if (signalled != null) stop(signalled)
     })
     return 0
   }
