@@ -1,8 +1,9 @@
-import { accessSync, chmodSync, constants, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DataDirBusyError, DataDirError } from '../errors.ts'
 import { probeFileLock, takeFileLock } from '../store/fileLock.ts'
 import { dataPaths } from './layout.ts'
+import { whyNotWritable } from './problems.ts'
 
 /*
  * A data directory is held by the process that holds the file lock on `instance.lock` (store/fileLock.ts), which
@@ -160,19 +161,8 @@ function busyError(dir: string, holder: LockHolder): DataDirBusyError {
   return new DataDirBusyError(`Cannot run: a node (pid ${holder.pid}) is already running on ${dir}; ${what}`)
 }
 
-/**
- * @returns why `path` cannot be written, as the system says it (a read-only file system, another user's
- * file), for SQLite's errors that do not say ("unable to open database file"); empty when it can be
- */
-function whyNotWritable(path: string): string {
-  try {
-    // access(2) opens nothing: no descriptor of instance.lock is closed behind SQLite's back.
-    accessSync(path, constants.W_OK)
-    return ''
-  } catch (err) {
-    return ` (${(err as Error).message})`
-  }
-}
+/** @returns the system's reason, in brackets after a message, or nothing */
+const because = (why: string | undefined): string => (why == null ? '' : ` (${why})`)
 
 /**
  * Takes instance.lock (created at the first start).
@@ -185,7 +175,7 @@ function takeInstanceLock(dir: string): () => void {
   const taken = takeFileLock(path, TAKE_WAIT_MS)
   if (typeof taken !== 'function') {
     if (taken.busy) throw busyError(dir, instanceHolder(dir))
-    throw new DataDirError(`Cannot run: cannot lock ${path}: ${taken.error.message}${whyNotWritable(existsSync(path) ? path : dir)}`)
+    throw new DataDirError(`Cannot run: cannot lock ${path}: ${taken.error.message}${because(whyNotWritable(path))}`)
   }
   try {
     // SQLite creates it with the umask's mode; like every file of the directory it is the user's alone.
