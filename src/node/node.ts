@@ -47,7 +47,7 @@ import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
-import { type ClockStatus, refreshMetrics, type StatusDocument, statusDocument, storedStatus, type StoredStatus } from './status.ts'
+import { type ClockStatus, divergenceText, refreshMetrics, type StatusDocument, statusDocument, storedStatus, type StoredStatus } from './status.ts'
 
 /** The console's charts take a reading this often. */
 const CONSOLE_SAMPLE_MS = 2000
@@ -207,10 +207,7 @@ export class CairnNode {
       this.events.listen('self:diverged', (d) => {
         if (this.diverged != null && d.seq <= this.diverged.seq) return
         this.diverged = d
-        this.log.error(
-          `a peer holds a head of this node's own producer at seq ${d.seq}, signed with its key, but its outbox ends at seq ${d.outbox_seq}: its cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too; publishing is refused, as every peer would refuse the seqs it reused`,
-          { reason: 'producer_diverged', seq: d.seq, outbox_seq: d.outbox_seq, root: d.root }
-        )
+        this.log.error(`${divergenceText(d)}; publishing is refused`, { reason: 'producer_diverged', seq: d.seq, outbox_seq: d.outbox_seq, root: d.root })
       })
     )
     let ipfs: CairnIpfs | undefined
@@ -843,9 +840,7 @@ export class CairnNode {
   private publishRefusal(): Error | undefined {
     const d = this.diverged
     if (d == null) return undefined
-    return new ProducerDivergedError(
-      `Cannot publish: a peer holds this node's own head at seq ${d.seq}, but its outbox ends at seq ${d.outbox_seq}; its cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too, and every peer would refuse the seqs it reused (see docs/operations.md, "Backups")`
-    )
+    return new ProducerDivergedError(`Cannot publish: ${divergenceText(d)} (see docs/operations.md, "Backups")`)
   }
 
   /** @returns this node's clock against others' */

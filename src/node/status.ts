@@ -197,6 +197,11 @@ export type StatusDocument = StoredStatus & {
   loaded_plugins: LoadedPluginStatus[]
 }
 
+/** @returns what a head of this node's own producer ahead of its outbox means, for the log, status and a refused publish */
+export function divergenceText(d: { seq: number; outbox_seq: number }): string {
+  return `a peer holds this node's own head at seq ${d.seq}, but its outbox ends at seq ${d.outbox_seq}: its cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too, and every peer would refuse the seqs it reused`
+}
+
 /** @returns the status document of a running node */
 export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDocument {
   const reasons: string[] = []
@@ -208,10 +213,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
   for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
   if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
-  if (live.diverged != null)
-    reasons.push(
-      `a peer holds this node's own head at seq ${live.diverged.seq}, its outbox ends at seq ${live.diverged.outbox_seq}: cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too; publishing is refused`
-    )
+  if (live.diverged != null) reasons.push(`${divergenceText(live.diverged)}; publishing is refused`)
   const removed = live.members.removed.find((r) => r.peer_id === live.peerId)
   if (removed != null) reasons.push(`this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}`)
   else if (live.members.source === 'changes' && !live.members.members.some((m) => m.self)) reasons.push('this node is not a member: other nodes refuse its events')
