@@ -13,7 +13,9 @@ import { dirname } from 'node:path'
 
 const { values } = parseArgs({ options: { outfile: { type: 'string', default: 'dist/cairn' }, target: { type: 'string' } } })
 mkdirSync(dirname(values.outfile), { recursive: true })
-const args = ['build', '--compile', '--minify-syntax', '--sourcemap', 'mod.ts', '--outfile', values.outfile]
+// --bytecode embeds JavaScriptCore's bytecode beside the source, so that a start skips parsing and compiling
+// the bundle (BENCHMARKS.md, "Start-up"); it needs --format=esm for mod.ts's top-level await.
+const args = ['build', '--compile', '--minify-syntax', '--sourcemap', '--bytecode', '--format=esm', 'mod.ts', '--outfile', values.outfile]
 if (values.target != null) args.push('--target', values.target)
 const proc = Bun.spawn([process.execPath, ...args], { stdout: 'inherit', stderr: 'inherit' })
 const code = await proc.exited
