@@ -27,7 +27,7 @@ import { HeadGossip, headsTopic } from '../p2p/gossip.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
 import { HeadLimiter } from '../p2p/headLimiter.ts'
 import { Dialer } from '../p2p/dialer.ts'
-import { createIpfs, gossipMessageCache, listenError, type CairnIpfs } from '../p2p/ipfs.ts'
+import type { CairnIpfs } from '../p2p/ipfs.ts'
 import type { BoundedMessageCache } from '../p2p/messageCache.ts'
 import { pluginHost, type PluginHost } from '../plugins/host.ts'
 import { loadPlugins } from '../plugins/load.ts'
@@ -221,6 +221,9 @@ export class CairnNode {
       })(components)
       startedPlugins = plugins
       await plugins.start()
+      // Loaded here, not at the top: the transport's WebAssembly (noise, sha256, libsodium) takes ~70 ms to
+      // instantiate, which every CLI verb paid though only a starting node uses it.
+      const { createIpfs, gossipMessageCache, listenError } = await import('../p2p/ipfs.ts')
       const messageCache = gossipMessageCache()
       const listenFailures = new Map<string, Error>()
       ipfs = await createIpfs({
