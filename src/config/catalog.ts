@@ -200,9 +200,13 @@ export const SETTINGS = {
     name: 'retention',
     kind: 'string',
     value: 'DURATION',
-    description: 'prune own event files older than this once every member acknowledged them (default 48h)',
+    description: 'prune own event files older than this once every member acknowledged them (default 48h, at most retention-max)',
     schema: durationSchema(),
-    default: '48h'
+    default: '48h',
+    atMost: {
+      setting: 'retention-max',
+      why: 'retention-max prunes own event files that old even when a member has not acknowledged them, so a longer retention would never wait for acknowledgements'
+    }
   },
   'retention-max': {
     name: 'retention-max',

@@ -3,7 +3,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError } from '../errors.ts'
 import { formatIssues } from '../model/issues.ts'
-import { envName, type Setting } from './settings.ts'
+import { envName, shown, type Setting } from './settings.ts'
 
 /** The name of the optional settings file inside the data directory. */
 const CONFIG_FILE = 'config.json'
@@ -40,7 +40,8 @@ export function readConfigFile(dir: string, known: ReadonlySet<string>): Record<
  * @param env the process environment
  * @param file the contents of config.json
  * @returns each setting's validated value, by name
- * @throws ConfigError naming the setting and where its bad value came from
+ * @throws ConfigError naming the setting and where its bad value came from; for a value over the setting it may
+ * not exceed (`atMost`), naming both, their values and where each came from
  */
 export function resolveSettings(
   settings: readonly Setting[],
@@ -50,6 +51,7 @@ export function resolveSettings(
   fileName = CONFIG_FILE
 ): Record<string, unknown> {
   const out: Record<string, unknown> = {}
+  const given = new Map<string, { raw: unknown; from: string }>()
   for (const s of settings) {
     let raw: unknown
     let from: string
@@ -70,6 +72,17 @@ export function resolveSettings(
     const r = v.safeParse(s.schema, raw)
     if (!r.success) throw new ConfigError(`Invalid setting ${s.name} (from ${from}): ${formatIssues(r.issues).join('; ')}`)
     out[s.name] = r.output
+    given.set(s.name, { raw, from })
+  }
+  for (const s of settings) {
+    const bound = s.atMost
+    if (bound == null || !given.has(s.name) || !given.has(bound.setting)) continue
+    if ((out[s.name] as number) <= (out[bound.setting] as number)) continue
+    const own = given.get(s.name)!
+    const other = given.get(bound.setting)!
+    throw new ConfigError(
+      `Invalid setting ${s.name} (from ${own.from}): ${shown(own.raw)} is more than ${bound.setting} (${shown(other.raw)}, from ${other.from}): ${bound.why}; lower ${s.name} or raise ${bound.setting} to at least ${shown(own.raw)}`
+    )
   }
   return out
 }

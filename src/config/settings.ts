@@ -15,6 +15,11 @@ export interface Setting {
   default?: unknown
   /** false for settings that config.json cannot hold (such as data, which locates config.json) */
   inFile?: boolean
+  /**
+   * another setting this one's value may not exceed, and why (said when it does): both resolved, a value over the
+   * other's is refused wherever either came from
+   */
+  atMost?: { setting: string; why: string }
 }
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
@@ -31,7 +36,7 @@ export const HostPortSchema = v.pipe(
 )
 
 /** @returns a setting's raw value as an operator wrote it: a string quoted, JSON as JSON */
-function shown(raw: unknown): string {
+export function shown(raw: unknown): string {
   return JSON.stringify(raw) ?? String(raw)
 }
 

@@ -109,6 +109,24 @@ describe('numeric, size and duration settings', () => {
     expect(resolve('max-batch', { file: 1.5 })).toBe('Invalid setting max-batch (from "max-batch" in config.json): 1.5 is not a whole number: expected a whole number of at least 1')
   })
 
+  test('retention over retention-max is refused naming both values and where each came from: past retention-max a file goes unacknowledged', () => {
+    const both = (flags: Record<string, unknown>, env: Record<string, string> = {}, file: Record<string, unknown> = {}): unknown => {
+      try {
+        return resolveSettings(RUN_SETTINGS, { data: '/tmp/x', ...flags }, env, file).retention
+      } catch (err) {
+        return (err as Error).message
+      }
+    }
+    const why = 'retention-max prunes own event files that old even when a member has not acknowledged them, so a longer retention would never wait for acknowledgements'
+    expect([both({ retention: '10d' }), both({ retention: '2h', 'retention-max': '1h' }), both({}, { CAIRN_RETENTION_MAX: '1d' }, { retention: '36h' })]).toEqual([
+      `Invalid setting retention (from --retention): "10d" is more than retention-max ("7d", from the default): ${why}; lower retention or raise retention-max to at least "10d"`,
+      `Invalid setting retention (from --retention): "2h" is more than retention-max ("1h", from --retention-max): ${why}; lower retention or raise retention-max to at least "2h"`,
+      `Invalid setting retention (from "retention" in config.json): "36h" is more than retention-max ("1d", from CAIRN_RETENTION_MAX): ${why}; lower retention or raise retention-max to at least "36h"`
+    ])
+    // Equal is fine, and so is the default pair.
+    expect([both({ retention: '1h', 'retention-max': '1h' }), both({})]).toEqual([3_600_000, 48 * 3_600_000])
+  })
+
   test('every default is within its bounds', () => {
     const all = resolveSettings(RUN_SETTINGS, { data: '/tmp/x' }, {}, {})
     expect(all['heads-per-second']).toBe(SETTINGS['heads-per-second'].default)
