@@ -6,6 +6,7 @@ import { cairn, cairnCommand, cairnInMountNamespace, collectText, NodeProcess, r
 import { VERSION } from '../src/version.ts'
 import { lockDataDir } from '../src/datadir/lock.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
+import { VERBS } from '../src/cli/main.ts'
 import pkg from '../package.json'
 
 describe('the cairn binary', () => {
@@ -323,6 +324,31 @@ describe('the cairn binary', () => {
     expect(await run([], { CAIRN_RETENTION: '2' })).toEqual({ code: 1, stderr: `cairn run: Invalid setting retention (from CAIRN_RETENTION): "2" ${duration}\n` })
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ retention: 48 }))
     expect(await run([])).toEqual({ code: 1, stderr: `cairn run: Invalid setting retention (from "retention" in config.json): 48 ${duration}\n` })
+  })
+
+  test("a negative number after a numeric, size or duration flag gets the setting's own message, as after =; a value starting with a dash elsewhere says how to give it", async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'none')
+    const numeric = VERBS.flatMap((verb) =>
+      verb.settings
+        .filter((s) => s.kind === 'string' && ['N', 'SIZE', 'DURATION', 'CURSOR'].includes(s.value ?? ''))
+        .map((s) => ({ verb: verb.name, flag: `--${s.name}`, name: s.name, data: verb.settings.some((d) => d.name === 'data') ? ['--data', dir] : [] }))
+    )
+    expect(numeric.length).toBeGreaterThan(20)
+    for (const { verb, flag, name, data } of numeric) {
+      const spaced = await cairn([verb, ...data, flag, '-5'])
+      const joined = await cairn([verb, ...data, `${flag}=-5`])
+      expect({ verb, flag, code: spaced.code, stderr: spaced.stderr }).toEqual({ verb, flag, code: 1, stderr: joined.stderr })
+      expect(spaced.stderr).toStartWith(`cairn ${verb}: Invalid setting ${name} (from ${flag}): "-5" is `)
+    }
+    // A fraction with a unit is a number too.
+    expect((await cairn(['run', '--data', dir, '--fetch-timeout', '-1.5h'])).stderr).toBe(
+      'cairn run: Invalid setting fetch-timeout (from --fetch-timeout): "-1.5h" is not a duration: expected a number and a unit, such as 30s, 15m, 24h, 7d\n'
+    )
+    expect((await cairn(['run', '--data', '-x'])).stderr).toBe(
+      'cairn run: --data needs a value DIR, and -x looks like a flag; to give --data a value that starts with a dash, write --data=-x; see cairn run --help\n'
+    )
+    expect((await cairn(['run', '--data'])).stderr).toBe('cairn run: --data needs a value DIR; see cairn run --help\n')
   })
 
   test('CAIRN_DATA stands for --data', async () => {

@@ -93,6 +93,29 @@ export function verbHelp(verb: Verb): string {
   ].join('\n')
 }
 
+/** A word that is a negative number (`-5`, `-1.5h`, `-.5`): never a flag, since no flag's name starts with a digit. */
+const NEGATIVE = /^-\.?\d/
+
+/**
+ * Gives each flag that takes a value and is followed by a negative number that number as its value
+ * (`--heads-per-second -5` as `--heads-per-second=-5`), so that the setting's own check refuses it, naming the
+ * setting, the value and what it takes, as it does for `=-5`; parseArgs would call the value ambiguous.
+ *
+ * @returns the arguments, a flag and its negative value joined with `=`; nothing after `--` is changed
+ */
+function joinNegativeValues(args: readonly string[], settings: readonly Verb['settings'][number][]): string[] {
+  const takesValue = new Set(settings.filter((s) => s.kind === 'string').map((s) => `--${s.name}`))
+  const out: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--') return [...out, ...args.slice(i)]
+    if (takesValue.has(args[i]) && i + 1 < args.length && NEGATIVE.test(args[i + 1])) {
+      out.push(`${args[i]}=${args[i + 1]}`)
+      i++
+    } else out.push(args[i])
+  }
+  return out
+}
+
 /**
  * Runs the command line.
  *
@@ -128,14 +151,26 @@ export async function main(argv: string[], env: Record<string, string | undefine
     let parsed: ReturnType<typeof parseArgs>
     try {
       parsed = parseArgs({
-        args: rest,
+        args: joinNegativeValues(rest, verb.settings),
         options: Object.fromEntries(verb.settings.map((s) => [s.name, { type: s.kind, multiple: s.multiple === true }])),
         allowPositionals: verb.positionals === true,
         strict: true
       })
     } catch (e) {
       const m = /'([^']+)'/.exec((e as Error).message)
-      const what = (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? `unknown flag ${m?.[1] ?? ''}` : (e as Error).message
+      const code = (e as { code?: string }).code
+      const flag = m?.[1].split(' ')[0] ?? ''
+      const setting = verb.settings.find((s) => `--${s.name}` === flag)
+      // parseArgs calls a value that starts with a dash ambiguous, over three lines: said on one, with the value.
+      const next = rest.find((a, i) => i > 0 && rest[i - 1] === flag && a.startsWith('-'))
+      const what =
+        code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION'
+          ? `unknown flag ${flag}`
+          : code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /ambiguous/.test((e as Error).message) && next != null
+            ? `${flag} needs a value ${setting?.value ?? 'VALUE'}, and ${next} looks like a flag; to give ${flag} a value that starts with a dash, write ${flag}=${next}`
+            : code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test((e as Error).message)
+              ? `${flag} needs a value ${setting?.value ?? 'VALUE'}`
+              : (e as Error).message
       throw new UsageError(`${what}; see cairn ${verb.name} --help`)
     }
     const flags = parsed.values as Record<string, unknown>
