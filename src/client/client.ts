@@ -214,6 +214,34 @@ function batchError(err: unknown, offset: number, size: number, published: Publi
   return out
 }
 
+/**
+ * @returns the refusal of a `publishBatch` call whose events repeat an idempotency key (an event's own
+ * `event_id`, or `KEY#i` the call gives an event without one), as the node words it for a repeat in one request
+ * (400 `invalid_request`, an issue `duplicate_key` per repeat naming both indexes); undefined when none repeats.
+ * Checked over the whole call: split over several requests, a repeat would be a replay or a 409 of a later one.
+ */
+function repeatedKeys(events: readonly PublishInput[], keys: readonly string[]): CairnApiError | undefined {
+  const seen = new Map<string, number>()
+  const issues: ApiIssue[] = []
+  for (const [i, key] of keys.entries()) {
+    const first = seen.get(key)
+    if (first == null) {
+      seen.set(key, i)
+      continue
+    }
+    const own = events[i].event_id != null
+    issues.push({
+      path: own ? `[${i}].event_id` : `[${i}]`,
+      message: `repeats the idempotency key of [${first}]${own ? '' : ` (${JSON.stringify(key)}: the call's idempotencyKey and its index)`}`,
+      code: 'duplicate_key'
+    })
+  }
+  if (issues.length === 0) return undefined
+  const error = new CairnApiError(400, 'invalid_request', `Cannot publish: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}; a batch publishes each key once`, issues)
+  error.published = []
+  return error
+}
+
 /** A client-side key: random, so that its retries are recognised and nothing else is. */
 function newKey(): string {
   return `client-${crypto.randomUUID()}`
@@ -322,11 +350,13 @@ export class CairnClient {
    * `max_body_bytes`). Each request is one commit, all of it or none of it; so a call with more events than
    * fit one request is several commits, and a refused request leaves those before it published. An event
    * without `event_id` gets the key `KEY#i` (i its index in `events`), KEY being `options.idempotencyKey`
-   * or a random key of this call, so a retried call with the same key publishes nothing twice. An empty
-   * array is sent as it is: the node refuses it (400 `invalid_request`, its issue `empty_batch`), as it does over plain HTTP.
+   * or a random key of this call, so a retried call with the same key publishes nothing twice. A key that
+   * repeats in `events` is refused before anything is sent, however the call would be split, as the node
+   * refuses it within one request (400 `invalid_request`, an issue `duplicate_key` naming both indexes). An
+   * empty array is sent as it is: the node refuses it (400 `invalid_request`, its issue `empty_batch`), as it does over plain HTTP.
    *
    * @returns one result per event, in order
-   * @throws CairnApiError for a refused request, its issue paths and message naming indexes of `events`
+   * @throws CairnApiError for a repeated key (nothing published) or a refused request, its issue paths and message naming indexes of `events`
    * (`[5100].payload.invitee`), and `published` the results of the events the earlier requests published
    * (the first `published.length` of `events`; none after them); CairnUnavailableError (with `published`
    * too) when the node could not be reached for `retryForMs`
@@ -335,6 +365,11 @@ export class CairnClient {
     const limits = await this.limits(options)
     const key = options.idempotencyKey ?? newKey()
     const bodies = events.map((e, i) => ({ ...e, event_id: e.event_id ?? `${key}#${i}` }))
+    const repeated = repeatedKeys(
+      events,
+      bodies.map((b) => b.event_id)
+    )
+    if (repeated != null) throw repeated
     const results: PublishResult[] = []
     let chunk: unknown[] = []
     let bytes = 2

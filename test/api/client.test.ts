@@ -154,6 +154,37 @@ describe('publishBatch over several requests', () => {
     })
   }, 60_000)
 
+  test('a key repeated across requests is refused before any is sent, as the node refuses it within one: 400 duplicate_key naming both indexes', async () => {
+    const events: PublishInput[] = Array.from({ length: 8 }, (_, i) => ({ type: 'test.chunk', payload: { i }, event_id: `order-${i}` }))
+    // [1] and [5] land in different requests of three: the same event again was a silent replay, another one a 409.
+    const again = events.map((e, i) => (i === 5 ? { ...events[1] } : e))
+    const other = events.map((e, i) => (i === 5 ? { ...e, event_id: 'order-1' } : e))
+    // The node's answer to the same array in one request.
+    let oneRequest: { code: string; message: string; issues: unknown[] } | undefined
+    await withApiNode({}, async (_node, baseUrl, token) => {
+      const res = await fetch(`${baseUrl}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(other) })
+      expect(res.status).toBe(400)
+      oneRequest = ((await res.json()) as { error: NonNullable<typeof oneRequest> }).error
+    })
+    expect(oneRequest?.issues).toEqual([{ path: '[5].event_id', message: 'repeats the idempotency key of [1]', code: 'duplicate_key' }])
+    await withApiNode({ 'max-batch': 3 }, async (_node, baseUrl, token) => {
+      const cairn = new CairnClient({ baseUrl, token })
+      for (const batch of [again, other]) {
+        const err = await cairn.publishBatch(batch).catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(CairnApiError)
+        expect(err).toMatchObject({ status: 400, code: oneRequest!.code, message: oneRequest!.message, issues: oneRequest!.issues, published: [] })
+      }
+      // A key the call gives an event without one (KEY#i) counts too.
+      const given = [{ type: 'test.chunk', payload: {}, event_id: 'k#4' }, ...events.slice(0, 4).map(({ event_id: _, ...e }) => e)]
+      expect(await cairn.publishBatch(given, { idempotencyKey: 'k' }).catch((e: unknown) => e)).toMatchObject({
+        status: 400,
+        issues: [{ path: '[4]', message: 'repeats the idempotency key of [0] ("k#4": the call\'s idempotencyKey and its index)', code: 'duplicate_key' }]
+      })
+      // Nothing of any of them was published.
+      expect((await cairn.events({ after: 0 })).events).toEqual([])
+    })
+  }, 60_000)
+
   test('an empty batch is refused as over plain HTTP: 400 empty_batch', async () => {
     await withApiNode({}, async (_node, baseUrl, token) => {
       const cairn = new CairnClient({ baseUrl, token })
