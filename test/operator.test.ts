@@ -176,14 +176,33 @@ describe('operator and backend experience', () => {
     expect(checks.find((c) => c.check === 'writable')?.detail).toBe(
       `${dir} cannot be written (EROFS: read-only file system, access '${dir}'): a node cannot run on it, and the commands that write refuse`
     )
-    for (const verb of ['status', 'events', 'gaps', 'dead']) {
-      const r = (await cairnInMountNamespace(ro, [verb, '--data', dir]))!
-      expect({ verb, code: r.code }).toEqual({ verb, code: 1 })
-      expect(r.stderr).toStartWith(`cairn ${verb}: Cannot open ${join(dir, 'cairn.db')}: unable to open database file; ${join(dir, 'cairn.db')} cannot be written (EROFS: read-only file system`)
-      expect(r.stderr).toEndWith('(the file is not damaged: there is nothing to restore)\n')
+    // The verbs that only read, read a stopped node's database read-only, as sql does; one that writes says why it cannot.
+    const reads: Record<string, string[]> = { status: ['--json'], events: ['--json'], gaps: [], dead: [], export: ['--car', '/dev/null'] }
+    const printed: Record<string, string> = {}
+    for (const [verb, args] of Object.entries(reads)) {
+      const r = (await cairnInMountNamespace(ro, [verb, '--data', dir, ...args]))!
+      expect({ verb, code: r.code, stderr: r.stderr }).toEqual({ verb, code: 0, stderr: '' })
+      printed[verb] = r.stdout
     }
+    expect(JSON.parse(printed.status)).toMatchObject({ running: false, events: 0, gaps: [] })
+    expect([printed.events, printed.gaps, printed.dead]).toEqual(['', 'no gaps\n', 'no dead letters\n'])
+    const replay = (await cairnInMountNamespace(ro, ['replay', '--data', dir, '--dead']))!
+    expect(replay.code).toBe(1)
+    expect(replay.stderr).toStartWith(`cairn replay: Cannot open ${join(dir, 'cairn.db')}: unable to open database file; ${join(dir, 'cairn.db')} cannot be written (EROFS: read-only file system`)
+    expect(replay.stderr).toEndWith('(the file is not damaged: there is nothing to restore)\n')
     const sql = (await cairnInMountNamespace(ro, ['sql', '--data', dir, 'SELECT count(*) AS n FROM events']))!
     expect({ code: sql.code, stdout: sql.stdout, stderr: sql.stderr }).toEqual({ code: 0, stdout: 'n\n0\n', stderr: '' })
+    // A schema older than this cairn's cannot be migrated there: said in one line, not read on the old tables.
+    const behind = join(tmp.path, 'behind')
+    expect((await cairn(['init', '--data', behind, '--new-network'])).code).toBe(0)
+    const old = new Database(join(behind, 'cairn.db'))
+    old.exec('DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations); PRAGMA wal_checkpoint(TRUNCATE)')
+    old.close()
+    const older = (await cairnInMountNamespace(ro, ['events', '--data', behind]))!
+    expect({ code: older.code, stdout: older.stdout }).toEqual({ code: 1, stdout: '' })
+    expect(older.stderr).toStartWith(
+      `cairn events: Cannot open ${join(behind, 'cairn.db')}: its schema version ${MIGRATIONS.length - 1} is older than this cairn's (${MIGRATIONS.length}), and it cannot be migrated where it cannot be written; ${join(behind, 'cairn.db')} cannot be written (EROFS: read-only file system`
+    )
 
     // cairn.db a symbolic link to another disk, left with a -wal file (beside its target) and no -shm: on a
     // read-only file system it cannot be read whole, and is not read without its -wal either.

@@ -1,15 +1,16 @@
 import { existsSync, readFileSync, statSync, writeSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { DataDirError } from '../errors.ts'
-import { MIGRATION_WAIT_MS, SchemaBehindError } from '../store/migrations.ts'
+import { MIGRATION_WAIT_MS, MIGRATIONS, SchemaAheadError, SchemaBehindError } from '../store/migrations.ts'
 import { Store } from '../store/store.ts'
 import { dataDirEntries, dataPaths } from './layout.ts'
 import { lockHolder } from './lock.ts'
 import { readRunInfo } from './runInfo.ts'
 import { parseSwarmKey } from './swarmKey.ts'
-import { databaseError, notADirectory } from './problems.ts'
+import { databaseError, notADirectory, unwritableAdvice, whyNotWritable } from './problems.ts'
 
 /**
  * Checks that `dir` is an initialised data directory, each of whose entries is what it should be (a file, or
@@ -113,6 +114,37 @@ function toStderr(line: string): void {
 }
 
 /**
+ * Opens a stopped node's database read-only, for a caller that only reads, when this process cannot write it (a
+ * read-only file system, another user's file or directory): at this cairn's schema only, since an older one
+ * cannot be migrated there and its tables are not what this cairn reads.
+ *
+ * @param failed the error of the writable open, which says why it could not be written
+ * @throws DataDirError naming the file: the writable open's error when the read-only open fails too, else the
+ * schema version that is not this cairn's
+ */
+async function openStoppedReadOnly(path: string, failed: unknown): Promise<Store> {
+  let store: Store
+  try {
+    store = await Store.openReadOnly(path)
+  } catch {
+    throw databaseError(path, failed)
+  }
+  let version: number
+  try {
+    version = store.schemaVersion()
+  } catch (err) {
+    store.close()
+    throw databaseError(path, err)
+  }
+  if (version === MIGRATIONS.length) return store
+  store.close()
+  if (version > MIGRATIONS.length) throw databaseError(path, new SchemaAheadError(path, version, MIGRATIONS.length))
+  throw new DataDirError(
+    `Cannot open ${path}: ${new SchemaBehindError(version, MIGRATIONS.length).message}, and it cannot be migrated where it cannot be written; ${unwritableAdvice(path, failed) ?? 'give this user write access to it, then run this again'} (or run this command with the cairn that wrote it)`
+  )
+}
+
+/**
  * Opens a data directory's database beside whatever else uses it (a running node: SQLite's WAL lets both in).
  * A stopped node's database is migrated, as its next start would; a running node's is not, since the node
  * running on it would find tables under it that it does not know. A migration under way (a node starting with
@@ -120,10 +152,13 @@ function toStderr(line: string): void {
  *
  * @param options.onWait where the line saying that it waits goes (default: stderr)
  * @param options.waitMs how long to wait in all for another process's migration (default MIGRATION_WAIT_MS)
+ * @param options.onlyReads the caller never writes: a stopped node's database that this process cannot write (a
+ * read-only file system, another user's) is opened read-only instead, as `cairn sql` and `cairn doctor` open it,
+ * when it is at this cairn's schema
  * @throws DataDirError naming the file; when a running node is an older cairn, saying which binary to use; when
  * the wait for a migration ran out, naming what it waited for
  */
-export async function openDataDirStore(dir: string, options: { onWait?: (line: string) => void; waitMs?: number } = {}): Promise<Store> {
+export async function openDataDirStore(dir: string, options: { onWait?: (line: string) => void; waitMs?: number; onlyReads?: boolean } = {}): Promise<Store> {
   assertDatabase(dir)
   const path = dataPaths(dir).database
   const onWait = options.onWait ?? toStderr
@@ -165,6 +200,8 @@ export async function openDataDirStore(dir: string, options: { onWait?: (line: s
         await new Promise((resolve) => setTimeout(resolve, STARTING_POLL_MS))
         continue
       }
+      // Nothing else writes it either (no node holds the lock): a read-only file reads the same.
+      if (options.onlyReads === true && holder == null && (whyNotWritable(path) ?? whyNotWritable(dirname(path))) != null) return await openStoppedReadOnly(path, err)
       throw databaseError(path, err)
     }
   }

@@ -69,6 +69,23 @@ export class Store {
   }
 
   /**
+   * Opens the database at `path` read-only, with `query_only` on as well, neither creating nor migrating it (on a
+   * read-only file system too: see openDatabase).
+   *
+   * @throws Error when the file cannot be opened or is not a database
+   */
+  static async openReadOnly(path: string): Promise<Store> {
+    const db = await openDatabase(path, { readonly: true })
+    try {
+      db.exec('PRAGMA query_only = ON')
+    } catch (err) {
+      db.close()
+      throw err
+    }
+    return new Store(db)
+  }
+
+  /**
    * @returns for every producer, the highest seq up to which this node has processed everything, its
    * plugins included: what its heads acknowledge
    */

@@ -24,10 +24,15 @@ import type { Store } from '../../store/store.ts'
 import type { GapKind } from '../../store/gaps.ts'
 import { recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
 
-/** Opens a data directory's database for a CLI verb (see openDataDirStore). */
-export async function openNodeStore(dir: string): Promise<Store> {
+/**
+ * Opens a data directory's database for a CLI verb (see openDataDirStore).
+ *
+ * @param options.onlyReads the verb never writes the database: with no node running, one this process cannot
+ * write (a read-only file system) is read read-only
+ */
+export async function openNodeStore(dir: string, options: { onlyReads?: boolean } = {}): Promise<Store> {
   assertDataDir(dir)
-  return await openDataDirStore(dir)
+  return await openDataDirStore(dir, options)
 }
 
 export const publishVerb = defineVerb({
@@ -154,7 +159,7 @@ export const eventsVerb = defineVerb({
     // (with --follow the stream goes on from there, so nothing is cut).
     const everything = limit == null && values.json === true
     const pageSize = everything ? EVENTS_PAGE : (limit ?? DEFAULT_EVENTS_LIMIT)
-    const store = await openNodeStore(values.data as string)
+    const store = await openNodeStore(values.data as string, { onlyReads: true })
     try {
       for (;;) {
         const rows = store.events.list({
@@ -202,7 +207,7 @@ export const statusVerb = defineVerb({
     if (readRunInfo(dir) != null) {
       status = { running: true, ...(await askNode<StatusDocument>(dir, 'GET', '/status', "Cannot read the node's status")) }
     } else {
-      const store = await openNodeStore(dir)
+      const store = await openNodeStore(dir, { onlyReads: true })
       try {
         status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString(), members: await storedMembers(dir, store) }
       } finally {
@@ -371,7 +376,7 @@ export const exportVerb = defineVerb({
     if (values.car == null) throw new UsageError('cairn export needs --car FILE (see cairn export --help)')
     const dir = values.data as string
     const car = values.car as string
-    const store = await openNodeStore(dir)
+    const store = await openNodeStore(dir, { onlyReads: true })
     let blocks: SqliteBlockstore
     try {
       // Read only: the node may be running (writing, or converting the file at its first start).
@@ -411,7 +416,7 @@ export const gapsVerb = defineVerb({
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run({ values, out }) {
-    const store = await openNodeStore(values.data as string)
+    const store = await openNodeStore(values.data as string, { onlyReads: true })
     try {
       const gaps = recordedGaps(store)
       if (values.json === true) out(JSON.stringify(gaps))

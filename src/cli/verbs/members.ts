@@ -74,7 +74,7 @@ export const membersVerb = defineVerb({
 
 /** Writes a join file from a data directory: its swarm key, the founders it records, and its running addresses. */
 async function joinFileOf(dir: string, path: string): Promise<{ owners: string[]; bootstrap: string[] }> {
-  const store = await openNodeStore(dir)
+  const store = await openNodeStore(dir, { onlyReads: true })
   let owners: string[]
   try {
     owners = JSON.parse(store.meta.get(OWNERS_KEY) ?? '[]') as string[]

@@ -196,7 +196,7 @@ export const deadVerb = defineVerb({
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run({ values, out }) {
-    const store = await openNodeStore(values.data as string)
+    const store = await openNodeStore(values.data as string, { onlyReads: true })
     try {
       const dead = store.pluginState.deadLetters()
       if (values.json === true) out(JSON.stringify(dead))
