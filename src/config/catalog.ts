@@ -200,7 +200,7 @@ export const SETTINGS = {
     name: 'retention',
     kind: 'string',
     value: 'DURATION',
-    description: 'prune own event files older than this once every member acknowledged them (default 48h, at most retention-max)',
+    description: 'prune own event files older than this once every member acknowledged them (default 48h; at most retention-max, which rises to it when not set)',
     schema: durationSchema(),
     default: '48h',
     atMost: {

@@ -5,6 +5,9 @@ import { ConfigError } from '../errors.ts'
 import { formatIssues } from '../model/issues.ts'
 import { envName, shown, type Setting } from './settings.ts'
 
+/** Where a setting's value came from when nothing set it. */
+const DEFAULT_SOURCE = 'the default'
+
 /** The name of the optional settings file inside the data directory. */
 const CONFIG_FILE = 'config.json'
 
@@ -41,7 +44,8 @@ export function readConfigFile(dir: string, known: ReadonlySet<string>): Record<
  * @param file the contents of config.json
  * @returns each setting's validated value, by name
  * @throws ConfigError naming the setting and where its bad value came from; for a value over the setting it may
- * not exceed (`atMost`), naming both, their values and where each came from
+ * not exceed (`atMost`), both set, naming both, their values and where each came from (when one of the two is its
+ * default, that one takes the other's value instead)
  */
 export function resolveSettings(
   settings: readonly Setting[],
@@ -66,7 +70,7 @@ export function resolveSettings(
       from = `"${s.name}" in ${fileName}`
     } else {
       raw = s.default
-      from = 'the default'
+      from = DEFAULT_SOURCE
     }
     if (raw === undefined) continue
     const r = v.safeParse(s.schema, raw)
@@ -80,6 +84,15 @@ export function resolveSettings(
     if ((out[s.name] as number) <= (out[bound.setting] as number)) continue
     const own = given.get(s.name)!
     const other = given.get(bound.setting)!
+    // Only a pair the operator set both of conflicts: a default gives way to the value set for the other.
+    if (own.from === DEFAULT_SOURCE) {
+      out[s.name] = out[bound.setting]
+      continue
+    }
+    if (other.from === DEFAULT_SOURCE) {
+      out[bound.setting] = out[s.name]
+      continue
+    }
     throw new ConfigError(
       `Invalid setting ${s.name} (from ${own.from}): ${shown(own.raw)} is more than ${bound.setting} (${shown(other.raw)}, from ${other.from}): ${bound.why}; lower ${s.name} or raise ${bound.setting} to at least ${shown(own.raw)}`
     )

@@ -16,8 +16,8 @@ export interface Setting {
   /** false for settings that config.json cannot hold (such as data, which locates config.json) */
   inFile?: boolean
   /**
-   * another setting this one's value may not exceed, and why (said when it does): both resolved, a value over the
-   * other's is refused wherever either came from
+   * another setting this one's value may not exceed, and why (said when it does): a value over the other's is
+   * refused when both were set; when one of them is its default, it takes the other's value
    */
   atMost?: { setting: string; why: string }
 }

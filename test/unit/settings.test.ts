@@ -109,7 +109,7 @@ describe('numeric, size and duration settings', () => {
     expect(resolve('max-batch', { file: 1.5 })).toBe('Invalid setting max-batch (from "max-batch" in config.json): 1.5 is not a whole number: expected a whole number of at least 1')
   })
 
-  test('retention over retention-max is refused naming both values and where each came from: past retention-max a file goes unacknowledged', () => {
+  test('retention over retention-max, both set, is refused naming both values and where each came from (past retention-max a file goes unacknowledged); a default follows the other', () => {
     const both = (flags: Record<string, unknown>, env: Record<string, string> = {}, file: Record<string, unknown> = {}): unknown => {
       try {
         return resolveSettings(RUN_SETTINGS, { data: '/tmp/x', ...flags }, env, file).retention
@@ -118,13 +118,22 @@ describe('numeric, size and duration settings', () => {
       }
     }
     const why = 'retention-max prunes own event files that old even when a member has not acknowledged them, so a longer retention would never wait for acknowledgements'
-    expect([both({ retention: '10d' }), both({ retention: '2h', 'retention-max': '1h' }), both({}, { CAIRN_RETENTION_MAX: '1d' }, { retention: '36h' })]).toEqual([
-      `Invalid setting retention (from --retention): "10d" is more than retention-max ("7d", from the default): ${why}; lower retention or raise retention-max to at least "10d"`,
+    expect([both({ retention: '2h', 'retention-max': '1h' }), both({}, { CAIRN_RETENTION_MAX: '1d' }, { retention: '36h' })]).toEqual([
       `Invalid setting retention (from --retention): "2h" is more than retention-max ("1h", from --retention-max): ${why}; lower retention or raise retention-max to at least "2h"`,
       `Invalid setting retention (from "retention" in config.json): "36h" is more than retention-max ("1d", from CAIRN_RETENTION_MAX): ${why}; lower retention or raise retention-max to at least "36h"`
     ])
     // Equal is fine, and so is the default pair.
     expect([both({ retention: '1h', 'retention-max': '1h' }), both({})]).toEqual([3_600_000, 48 * 3_600_000])
+    // A default gives way to the other value set: retention-max's 7d rises to a retention of 10d, retention's 48h
+    // falls to a retention-max of 1d.
+    const pair = (flags: Record<string, unknown>): unknown[] => {
+      const all = resolveSettings(RUN_SETTINGS, { data: '/tmp/x', ...flags }, {}, {})
+      return [all.retention, all['retention-max']]
+    }
+    expect([pair({ retention: '10d' }), pair({ 'retention-max': '1d' })]).toEqual([
+      [10 * 86_400_000, 10 * 86_400_000],
+      [86_400_000, 86_400_000]
+    ])
   })
 
   test('every default is within its bounds', () => {
