@@ -69,6 +69,7 @@ export const OPTIONS = {
   },
   follow: { name: 'follow', kind: 'boolean', description: 'keep printing new events as they arrive (needs the running node)', schema: v.boolean(), inFile: false },
   dead: { name: 'dead', kind: 'boolean', description: 'every dead letter', schema: v.boolean(), inFile: false },
+  effects: { name: 'effects', kind: 'boolean', description: 'given-up effects (they threw PermanentError) instead of dead-lettered events', schema: v.boolean(), inFile: false },
   since: {
     name: 'since',
     kind: 'string',

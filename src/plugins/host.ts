@@ -269,11 +269,14 @@ export class PluginHost implements Startable {
   }
 
   /**
-   * Tells the host that another connection (a CLI process: `cairn replay`, `cairn plugins rebuild`) committed
-   * to the database: the next round, which this schedules, reads the rebuild requests and replay queues.
+   * Tells the host that another connection (a CLI process: `cairn replay`, `cairn replay --effects`, `cairn
+   * plugins rebuild`) committed to the database: the next round, which this schedules, reads the rebuild
+   * requests and replay queues, and which effects are due (another connection's writes to them are not
+   * counted in this connection's PluginWrites).
    */
   changedElsewhere(): void {
     this.requestsAsked = true
+    this.nextEffect = undefined
     this.notify()
   }
 

@@ -28,3 +28,15 @@ export function replayQueued(ctx: RunContext, plugin: Plugin): number {
 export function requestReplay(store: Store, select: ReplaySelect): number {
   return store.pluginState.requestReplay(select, Date.now())
 }
+
+/**
+ * Runs given-up effects once more (`cairn replay --effects`): each effect `select` names that threw
+ * PermanentError is due again at once, with no attempt counted, and retried as usual if it fails. The
+ * running node notices another process's write (see PluginHost.changedElsewhere), a stopped one runs it
+ * when it starts.
+ *
+ * @returns how many effects were made due
+ */
+export function requestEffectReplay(store: Store, select: ReplaySelect): number {
+  return store.pluginState.replayGivenUpEffects(select, Date.now())
+}

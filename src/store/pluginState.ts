@@ -36,7 +36,10 @@ export interface HeldGroup {
   count: number
 }
 
-/** What `cairn replay` selects: one event, every dead letter, or a type (optionally received since a time). */
+/**
+ * What `cairn replay` selects: one event, every dead letter (every given-up effect), or a type (optionally
+ * received since a time); with `plugin`, only that plugin's.
+ */
 export interface ReplaySelect {
   eventId?: string
   /** with eventId: only this producer's event of that event_id (every producer's without it) */
@@ -45,6 +48,27 @@ export interface ReplaySelect {
   type?: string
   /** received_at in ms */
   since?: number
+  plugin?: string
+}
+
+/** An effect given up (it threw PermanentError), as `cairn dead --effects` lists it. */
+export interface GivenUpEffect {
+  plugin: string
+  event_id: string
+  type: string
+  producer: string
+  seq: number
+  attempts: number
+  error: string
+  gave_up_at: string
+}
+
+/** What an effect of an event is doing, for saying why it cannot be replayed. */
+export interface EffectState {
+  plugin: string
+  attempts: number
+  /** it ran, or was given up */
+  done: boolean
 }
 
 /** An effect whose (next) attempt is due. */
@@ -372,10 +396,17 @@ export class PluginStateTable {
   requestReplay(select: ReplaySelect, at: number): number {
     let pairs: Array<{ plugin: string; producer: string; event_id: string }>
     if (select.dead === true) {
-      pairs = this.db.all('SELECT plugin, producer, event_id FROM dead_letters')
+      pairs =
+        select.plugin != null
+          ? this.db.all('SELECT plugin, producer, event_id FROM dead_letters WHERE plugin = ?', [select.plugin])
+          : this.db.all('SELECT plugin, producer, event_id FROM dead_letters')
     } else {
       const where: string[] = []
       const params: Array<string | number> = []
+      if (select.plugin != null) {
+        where.push('c.plugin = ?')
+        params.push(select.plugin)
+      }
       if (select.eventId != null) {
         where.push('e.event_id = ?')
         params.push(select.eventId)
@@ -409,6 +440,71 @@ export class PluginStateTable {
     })
     this.writes.requests++
     return pairs.length
+  }
+
+  /**
+   * Makes the given-up effects `select` names due again (`cairn replay --effects`; every given-up effect with
+   * `dead`): not done, no attempt counted and due at `at`, so that each runs once more under the usual retry
+   * policy (retried with backoff after a failure, given up again after a PermanentError). Only a given-up
+   * effect is touched, in one statement: an effect that is due, retrying or done stays as it is, and a
+   * second request before the effect ran again finds nothing to replay. The effect keeps its last error.
+   *
+   * @returns how many effects were made due
+   */
+  replayGivenUpEffects(select: ReplaySelect, at: number): number {
+    const where: string[] = []
+    const params: Array<string | number> = [at]
+    if (select.plugin != null) {
+      where.push('plugin_effects.plugin = ?')
+      params.push(select.plugin)
+    }
+    if (select.dead !== true) {
+      if (select.eventId != null) {
+        where.push('e.event_id = ?')
+        params.push(select.eventId)
+      }
+      if (select.producer != null) {
+        where.push('e.producer = ?')
+        params.push(select.producer)
+      }
+      if (select.type != null) {
+        where.push('e.type = ?')
+        params.push(select.type)
+      }
+      if (select.since != null) {
+        where.push('e.received_at >= ?')
+        params.push(select.since)
+      }
+    }
+    const n = this.db.run(
+      `UPDATE plugin_effects SET done_at = NULL, gave_up_at = NULL, attempts = 0, next_at = ?
+        WHERE gave_up_at IS NOT NULL
+          AND EXISTS (SELECT 1 FROM events e WHERE e.producer = plugin_effects.producer AND e.event_id = plugin_effects.event_id${where.map((w) => ` AND ${w}`).join('')})`,
+      params
+    ).changes
+    if (n > 0) this.writes.effects++
+    return n
+  }
+
+  /** @returns the effects of an event (of one producer's with `producer`, of one plugin's with `plugin`), for saying why none can be replayed */
+  effectsOf(eventId: string, producer?: string, plugin?: string): EffectState[] {
+    return this.db
+      .all<{ plugin: string; attempts: number; done_at: number | null }>(
+        `SELECT plugin, attempts, done_at FROM plugin_effects WHERE event_id = ?${producer != null ? ' AND producer = ?' : ''}${plugin != null ? ' AND plugin = ?' : ''} ORDER BY plugin`,
+        [eventId, ...(producer != null ? [producer] : []), ...(plugin != null ? [plugin] : [])]
+      )
+      .map((r) => ({ plugin: r.plugin, attempts: r.attempts, done: r.done_at != null }))
+  }
+
+  /** @returns the given-up effects, oldest first (the first `limit`, all without) */
+  givenUpEffects(limit = -1): GivenUpEffect[] {
+    return this.db
+      .all<GivenUpEffect & { gave_up_at: number; error: string | null }>(
+        `SELECT f.plugin, f.event_id, e.type, e.producer, e.seq, f.attempts, f.last_error AS error, f.gave_up_at
+    FROM plugin_effects f JOIN events e ON e.producer = f.producer AND e.event_id = f.event_id WHERE f.gave_up_at IS NOT NULL ORDER BY f.gave_up_at LIMIT ?`,
+        [limit]
+      )
+      .map((f) => ({ ...f, error: f.error ?? '', gave_up_at: new Date(f.gave_up_at).toISOString() }))
   }
 
   /** Takes an event off a plugin's replay queue. */

@@ -10,7 +10,8 @@ import { describePlugin, loadPlugins, type PluginInfo } from '../../plugins/load
 import { askNode, callNode, nodeAnswerError } from '../client.ts'
 import type { StatusDocument } from '../../node/status.ts'
 import { jsonSchemaOf } from '../../plugins/schemas.ts'
-import { requestReplay } from '../../plugins/replay.ts'
+import { requestEffectReplay, requestReplay } from '../../plugins/replay.ts'
+import type { EffectState } from '../../store/pluginState.ts'
 import { requestRebuild } from '../../plugins/rebuild.ts'
 import { parseDuration } from '../../config/duration.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
@@ -192,12 +193,20 @@ export const sqlVerb = defineVerb({
 export const deadVerb = defineVerb({
   name: 'dead',
   summary: 'list dead letters: events a plugin could not apply after every retry',
-  details: 'Each line names the event by its event_id and its producer (the last 8 characters, and its seq; --json gives the whole peer id): replay one with cairn replay EVENT_ID --producer PEER_ID.',
-  usage: '[--data DIR] [--json]',
-  settings: [SETTINGS.data, OPTIONS.json],
+  details:
+    'Each line names the event by its event_id and its producer (the last 8 characters, and its seq; --json gives the whole peer id): replay one with cairn replay EVENT_ID --producer PEER_ID. With --effects, it lists the effects given up instead (they threw PermanentError): run one again with cairn replay --effects EVENT_ID --producer PEER_ID.',
+  usage: '[--data DIR] [--effects] [--json]',
+  settings: [SETTINGS.data, OPTIONS.effects, OPTIONS.json],
   async run({ values, out }) {
     const store = await openNodeStore(values.data as string, { onlyReads: true })
     try {
+      if (values.effects === true) {
+        const given = store.pluginState.givenUpEffects()
+        if (values.json === true) out(JSON.stringify(given))
+        else if (given.length === 0) out('no effects given up')
+        else for (const f of given) out(`${f.event_id}  ${f.type}  ${f.producer.slice(-8)}#${f.seq}  plugin ${f.plugin}  ${f.attempts} attempt(s)  ${f.gave_up_at}  ${f.error}`)
+        return 0
+      }
       const dead = store.pluginState.deadLetters()
       if (values.json === true) out(JSON.stringify(dead))
       else if (dead.length === 0) out('no dead letters')
@@ -209,19 +218,27 @@ export const deadVerb = defineVerb({
   }
 })
 
+/** @returns why no effect of an event can be replayed: each of its effects' state, or that it has none */
+function noEffectToReplay(effects: readonly EffectState[]): string {
+  if (effects.length === 0) return 'no plugin queued an effect for it'
+  return effects.map((f) => `plugin ${f.plugin}'s effect ${f.done ? 'ran' : f.attempts > 0 ? `is retrying (${f.attempts} attempt(s) failed)` : 'is due'}`).join(', ')
+}
+
 export const replayVerb = defineVerb({
   name: 'replay',
-  summary: 'run dead-lettered or held events through their plugins again (never applying one twice)',
-  usage: '[--data DIR] (EVENT_ID [--producer PEER_ID] | --dead | --type TYPE [--since TIME])',
-  settings: [SETTINGS.data, OPTIONS.dead, OPTIONS.type, OPTIONS.since, OPTIONS.producer],
+  summary: 'run dead-lettered or held events through their plugins again (never applying one twice), or given-up effects once more',
+  usage: '[--data DIR] [--effects] (EVENT_ID [--producer PEER_ID] | --dead | --type TYPE [--since TIME]) [--plugin NAME]',
+  settings: [SETTINGS.data, OPTIONS.effects, OPTIONS.dead, OPTIONS.type, OPTIONS.since, OPTIONS.producer, OPTIONS.plugin],
   positionals: true,
   details:
-    "The running node picks the request up within a second; a stopped node at its next start. TIME is an ISO timestamp or a duration back from now (24h). An event is its producer's event_id: EVENT_ID alone names every producer's event with that id, --producer only that producer's (see cairn dead for the producers).",
+    "The running node picks the request up within a second; a stopped node at its next start. TIME is an ISO timestamp or a duration back from now (24h). An event is its producer's event_id: EVENT_ID alone names every producer's event with that id, --producer only that producer's (see cairn dead for the producers). With --effects, it runs again the effects given up (they threw PermanentError; cairn dead --effects lists them) of the events it selects, --dead meaning every one: each runs once more, retried with backoff if it fails and given up again if it throws PermanentError; an effect not given up is left as it is. --plugin NAME keeps only that plugin's. It prints {\"queued\": N}: the (plugin, event) pairs queued, or with --effects the effects made due.",
   async run({ values, positionals, out }) {
     const eventId = positionals[0]
     const producer = values.producer as string | undefined
+    const plugin = values.plugin as string | undefined
+    const effects = values.effects === true
     const modes = [eventId != null, values.dead === true, values.type != null].filter(Boolean).length
-    if (modes !== 1) throw new UsageError('cairn replay needs one of EVENT_ID, --dead or --type TYPE (see cairn replay --help)')
+    if (modes !== 1) throw new UsageError(`cairn replay${effects ? ' --effects' : ''} needs one of EVENT_ID, --dead or --type TYPE (see cairn replay --help)`)
     if (producer != null && eventId == null) throw new UsageError('cairn replay --producer goes with an EVENT_ID (see cairn replay --help)')
     let since: number | undefined
     if (values.since != null) {
@@ -231,10 +248,24 @@ export const replayVerb = defineVerb({
     }
     const store = await openNodeStore(values.data as string)
     try {
+      const of = producer != null ? ` of ${producer}` : ''
       if (eventId != null && store.events.byId(eventId, producer) == null) {
-        throw new UsageError(`No event ${eventId}${producer != null ? ` of ${producer}` : ''} in this node's events table`)
+        throw new UsageError(`No event ${eventId}${of} in this node's events table`)
       }
-      const n = requestReplay(store, { eventId, producer, dead: values.dead === true, type: values.type as string | undefined, since })
+      if (plugin != null && !store.pluginState.known(plugin)) {
+        throw new UsageError(`No plugin ${plugin} has run on this node (cairn plugins lists the loaded ones)`)
+      }
+      const select = { eventId, producer, dead: values.dead === true, type: values.type as string | undefined, since, plugin }
+      if (effects) {
+        const n = requestEffectReplay(store, select)
+        if (n === 0 && eventId != null) {
+          const why = noEffectToReplay(store.pluginState.effectsOf(eventId, producer, plugin))
+          throw new UsageError(`No effect of event ${eventId}${of}${plugin != null ? ` for plugin ${plugin}` : ''} is given up: ${why} (cairn dead --effects lists those given up)`)
+        }
+        out(JSON.stringify({ queued: n }))
+        return 0
+      }
+      const n = requestReplay(store, select)
       out(JSON.stringify({ queued: n }))
     } finally {
       store.close()
