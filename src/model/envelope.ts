@@ -1,4 +1,5 @@
 import * as v from 'valibot'
+import { LONE_SURROGATE_TEXT } from './unicode.ts'
 
 /** A UUIDv7 (RFC 9562): time-ordered, globally unique. */
 export const UuidV7Schema = v.pipe(v.string(), v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'Expected a lowercase UUIDv7'))
@@ -16,7 +17,15 @@ export const HlcSchema = v.pipe(v.string(), v.regex(/^\d{13}-[0-9a-f]{4}$/, 'Exp
 /** A libp2p peer id in its string form. */
 export const PeerIdSchema = v.pipe(v.string(), v.regex(/^(12D3Koo|Qm)[1-9A-HJ-NP-Za-km-z]{40,60}$/, 'Expected a libp2p peer id'))
 
-const shortText = (max: number) => v.pipe(v.string(), v.maxLength(max, `Expected at most ${max} characters`))
+/**
+ * Text the node keeps as SQLite TEXT (UTF-8) must be well-formed Unicode: a lone UTF-16 surrogate would be
+ * stored as U+FFFD, so two different texts would become one (two idempotency keys colliding, a row differing
+ * from its event file). See unicode.ts.
+ */
+export const wellFormed = (what: string) => v.regex(/^\P{Cs}*$/u, `Expected ${what} of well-formed Unicode: it holds ${LONE_SURROGATE_TEXT}`)
+
+/** Free text of at most `max` UTF-16 code units, well-formed (`what` names it in messages). */
+const shortText = (max: number, what: string) => v.pipe(v.string(), v.maxLength(max, `Expected at most ${max} characters`), wellFormed(what))
 
 /** The only thing that crosses nodes: one event file. */
 export const EventEnvelopeSchema = v.strictObject({
@@ -27,9 +36,9 @@ export const EventEnvelopeSchema = v.strictObject({
   seq: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER)),
   hlc: HlcSchema,
   occurred_at: v.pipe(v.string(), v.isoTimestamp('Expected an ISO 8601 timestamp')),
-  actor: v.optional(shortText(512)),
-  correlation_id: v.optional(shortText(256)),
-  causation_id: v.optional(shortText(256)),
+  actor: v.optional(shortText(512, 'an actor')),
+  correlation_id: v.optional(shortText(256, 'a correlation id')),
+  causation_id: v.optional(shortText(256, 'a causation id')),
   payload: v.unknown()
 })
 

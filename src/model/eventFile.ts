@@ -1,7 +1,8 @@
 import * as v from 'valibot'
 import { EventEnvelopeSchema, type EventEnvelope } from './envelope.ts'
 import { jsonDepth } from './canonical.ts'
-import { formatIssues } from './issues.ts'
+import { formatIssues, joinPath } from './issues.ts'
+import { LONE_SURROGATE_TEXT, loneSurrogateIn, mayHoldLoneSurrogate } from './unicode.ts'
 
 /** The limits an event file must keep. */
 export interface FileLimits {
@@ -26,8 +27,10 @@ export function readEventFile(bytes: Uint8Array, expected: { producer: string; s
     return { rejection: { reason: 'oversized', detail: `${bytes.length} bytes is over the limit of ${limits.maxEventSize}` } }
   }
   let json: unknown
+  let text: string
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+    json = JSON.parse(text)
   } catch (err) {
     return { rejection: { reason: 'malformed_json', detail: (err as Error).message } }
   }
@@ -43,6 +46,13 @@ export function readEventFile(bytes: Uint8Array, expected: { producer: string; s
   }
   if (e.seq !== expected.seq || e.event_id !== expected.eventId) {
     return { rejection: { reason: 'name_mismatch', detail: `the file holds seq ${e.seq} and event_id ${e.event_id} but is named for seq ${expected.seq} and ${expected.eventId}` } }
+  }
+  // The envelope's text fields are checked by its schema; the payload's strings and member names here. A
+  // lone surrogate would reach plugins, SQLite's JSON functions and readers of the API as other text than
+  // the producer wrote, or not at all.
+  if (mayHoldLoneSurrogate(text)) {
+    const at = loneSurrogateIn(e.payload)
+    if (at != null) return { rejection: { reason: 'bad_payload', detail: `${joinPath('payload', at.path)}: ${at.memberName ? 'a member name holds' : 'holds'} ${LONE_SURROGATE_TEXT}` } }
   }
   return { envelope: e }
 }

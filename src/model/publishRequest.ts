@@ -1,19 +1,11 @@
 import * as v from 'valibot'
-import { EventTypeSchema, UuidV7Schema } from './envelope.ts'
+import { EventTypeSchema, UuidV7Schema, wellFormed } from './envelope.ts'
 
 /**
  * The longest idempotency key accepted (an `Idempotency-Key` header or an `event_id`), in UTF-16 code units
  * (JavaScript's `length`): a character beyond U+FFFF, such as an emoji, counts 2.
  */
 export const MAX_IDEMPOTENCY_KEY = 256
-
-/**
- * Text the node keeps as SQLite TEXT (UTF-8) must be well-formed Unicode: a lone UTF-16 surrogate
- * (U+D800 to U+DFFF without its pair) would be stored as U+FFFD, so two different texts would become one
- * (two idempotency keys colliding, a row differing from its event file).
- */
-const wellFormed = (what: string) =>
-  v.regex(/^\P{Cs}*$/u, `Expected ${what} of well-formed Unicode: it holds a lone UTF-16 surrogate (\\ud800 to \\udfff without its pair), which cannot be stored as it is`)
 
 /**
  * An idempotency key chosen by the client: any printable, well-formed text (no control characters, no

@@ -7,6 +7,7 @@ import { UuidV7Schema } from '../model/envelope.ts'
 import { type Issue, issueLine, joinPath, toIssues } from '../model/issues.ts'
 import { IdempotencyKeySchema, PublishRequestSchema, type PublishRequest, type PublishResult } from '../model/publishRequest.ts'
 import { isReservedType, RESERVED_PREFIX } from '../model/members.ts'
+import { LONE_SURROGATE_TEXT, loneSurrogateIn, mayHoldLoneSurrogate } from '../model/unicode.ts'
 
 /** Checks a payload against a local plugin's schema; returns the version to use and any issues. */
 export type PublishValidator = (type: string, version: number | undefined, payload: unknown) => { version: number; issues: Issue[] }
@@ -108,6 +109,14 @@ export function checkRequest(input: unknown, at: string, checks: RequestChecks, 
   if (key != null) {
     const replay = replayOf(key, hash, checks.published(key), at)
     if (replay != null) return { result: replay }
+  }
+  // The payload's text must be well-formed, as the envelope's fields are (PublishRequestSchema): peers refuse
+  // an event file with a lone surrogate in it (readEventFile). Its canonical JSON spells one as an escape.
+  if (mayHoldLoneSurrogate(payloadJson.text)) {
+    const found = loneSurrogateIn(req.payload)
+    if (found != null) {
+      fail([{ path: joinPath(at, joinPath('payload', found.path)), message: `${found.memberName ? 'a member name holds' : 'holds'} ${LONE_SURROGATE_TEXT}`, code: 'lone_surrogate' }])
+    }
   }
   // cairn's own events are checked by their service (the membership), not by plugins, which may not declare them.
   const own = checks.reserved === true && isReservedType(req.type)
