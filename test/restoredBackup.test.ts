@@ -1,6 +1,8 @@
 import { describe, expect, test } from 'bun:test'
 import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { initDataDir } from '../src/datadir/init.ts'
 import type { CairnNode } from '../src/node/node.ts'
 import { eventCount } from './helpers/db.ts'
@@ -110,6 +112,66 @@ describe('a node whose cairn.db is behind what its producer published', () => {
     } finally {
       await a?.stop()
       await b.stop()
+    }
+  }, 120_000)
+  test('restored from an older backup while its peers are down, its first publish is held until a peer pushes its heads, then refused (409), not acknowledged and lost', async () => {
+    using tmp = tempDir()
+    const { dirA, dirB, backup, b, startA } = await pair(tmp.path)
+    let a: CairnNode | undefined
+    let b2: CairnNode | undefined
+    try {
+      a = await startA()
+      await a.publish({ type: 'test.e', payload: { n: 1 } })
+      await waitFor('the first event on b', () => eventCount(dirB) === 1, 30_000)
+      await a.stop()
+      copyDatabases(dirA, backup)
+      a = await startA()
+      for (let n = 2; n <= 3; n++) await a.publish({ type: 'test.e', payload: { n } })
+      await waitFor('three events on b', () => eventCount(dirB) === 3, 30_000)
+      await a.stop()
+      const bAddress = b.ipfs.libp2p.getMultiaddrs()[0].toString()
+      await b.stop()
+
+      // A comes back from the backup (its outbox ends at seq 1) while B, which holds its head at seq 3, is down.
+      copyDatabases(backup, dirA)
+      a = await inProcessNode(dirA, { bootstrap: [bAddress] })
+      const held = a.publish({ type: 'test.e', payload: { n: 4 } }).then(
+        (r) => ({ published: r.seq }),
+        (err: Error) => ({ refused: err.message })
+      )
+      // B comes back and connects to A: its push hands A its own newer head.
+      b2 = await inProcessNode(dirB, { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+      expect(await held).toEqual({ refused: expect.stringMatching(/a peer holds this node's own head at seq 3, but its outbox ends at seq 1/) })
+      expect(eventCount(dirA)).toBe(1)
+    } finally {
+      await a?.stop()
+      await b2?.stop()
+      await b.stop()
+    }
+  }, 120_000)
+
+  test('with no peer pushing, publishes are held for --publish-fence after the start, then go on; a node with no peer to reach publishes at once', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'a')
+    await initDataDir(dir, { newNetwork: true })
+    // A bootstrap peer nobody listens on (port 1): nothing will push.
+    const nobody = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+    let a: CairnNode | undefined
+    try {
+      a = await inProcessNode(dir, { bootstrap: [`/ip4/127.0.0.1/tcp/1/p2p/${nobody}`], 'publish-fence': '2s' })
+      const started = performance.now()
+      expect((await a.publish({ type: 'test.e', payload: { n: 1 } })).seq).toBe(1)
+      expect(performance.now() - started).toBeGreaterThan(1500)
+      await a.stop()
+      a = undefined
+
+      // Without a bootstrap peer and with none met before, nothing is held.
+      const other = join(tmp.path, 'b')
+      await initDataDir(other, { newNetwork: true })
+      a = await inProcessNode(other, { 'publish-fence': '10m' })
+      expect((await a.publish({ type: 'test.e', payload: { n: 1 } })).seq).toBe(1)
+    } finally {
+      await a?.stop()
     }
   }, 120_000)
 })

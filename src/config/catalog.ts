@@ -300,6 +300,15 @@ export const SETTINGS = {
     schema: intSchema({ min: 1 }),
     default: 256
   },
+  'publish-fence': {
+    name: 'publish-fence',
+    kind: 'string',
+    value: 'DURATION',
+    description:
+      'after a start with peers to reach (bootstrap peers, or peers met before), hold publishes until one has pushed the heads it knows, at most this long: a node restored from an older backup then learns it is behind before it reuses a seq, and refuses (default 10s, at most 10m; 0s publishes at once)',
+    schema: durationSchema({ max: '10m' }),
+    default: '10s'
+  },
   'max-clock-skew': {
     name: 'max-clock-skew',
     kind: 'string',
@@ -347,7 +356,8 @@ export const RUN_SETTINGS: Setting[] = [
   SETTINGS['http-idle-timeout'],
   SETTINGS['stream-heartbeat'],
   SETTINGS['http-max-connections'],
-  SETTINGS['max-clock-skew']
+  SETTINGS['max-clock-skew'],
+  SETTINGS['publish-fence']
 ]
 
 type RunSettingName =
@@ -386,6 +396,7 @@ type RunSettingName =
   | 'stream-heartbeat'
   | 'http-max-connections'
   | 'max-clock-skew'
+  | 'publish-fence'
 
 /** `max-event-size` → `maxEventSize` */
 type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S

@@ -28,6 +28,7 @@ import { HeadExchange } from '../p2p/headExchange.ts'
 import { HeadLimiter } from '../p2p/headLimiter.ts'
 import { Dialer } from '../p2p/dialer.ts'
 import type { CairnIpfs } from '../p2p/ipfs.ts'
+import { PublishFence } from '../publish/fence.ts'
 import type { BoundedMessageCache } from '../p2p/messageCache.ts'
 import { pluginHost, type PluginHost } from '../plugins/host.ts'
 import { loadPlugins } from '../plugins/load.ts'
@@ -84,6 +85,8 @@ interface Running {
   /** the browser console's login links and sessions, and its charts' readings */
   console: { sessions: ConsoleSessions; series: SeriesWindow }
   http?: HttpServer
+  /** holds publishes after the start until a peer pushed its heads */
+  fence: PublishFence
   /** gossipsub's message cache, for its size in /metrics */
   messageCache: BoundedMessageCache
   timers: Array<ReturnType<typeof setInterval>>
@@ -249,6 +252,7 @@ export class CairnNode {
         throw listenError(err, cfg.listen, listenFailures)
       })
       const libp2p = ipfs.libp2p
+      const fence = await this.publishFence(libp2p)
       const blockExchange = new BlockExchange({ libp2p, get: (cid) => opened.blocks.getSync(cid), log: this.log })
       const fetcher = new BlockFetcher({ ipfs, exchange: blockExchange, fetchTimeout: cfg.fetchTimeout }, components)
       const outbox = createOutbox({
@@ -258,7 +262,8 @@ export class CairnNode {
         maxDepth: cfg.maxDepth,
         validate: (type, version, payload) => plugins.validatePublish(type, version, payload),
         acks: () => opened.store.acks(),
-        refusal: () => this.publishRefusal()
+        refusal: () => this.publishRefusal(),
+        held: () => fence.wait()
       })(components)
       const members = new Membership(
         {
@@ -374,10 +379,16 @@ export class CairnNode {
           this.metrics.headsReceived.inc({ result: 'rejected' })
           this.events.safeDispatchEvent('peer:rejected', { detail: { reason, detail, peer } })
         },
+        onPushed: (peer) => {
+          if (!fence.closed) return
+          fence.open()
+          this.log.info(`publishing: ${peer} pushed the heads it knows`, { reason: 'publish_fence_opened', peer })
+        },
         log: this.log
       })
       const dialer = new Dialer({ ipfs, bootstrap: cfg.bootstrap }, components)
       const running: Running = {
+        fence,
         messageCache,
         opened,
         components,
@@ -709,6 +720,8 @@ export class CairnNode {
       }
     }
     for (const t of r.timers) clearInterval(t)
+    // Held publishes go on to the outbox, which commits or refuses them as it stops.
+    r.fence.open()
     r.snapshots.stop()
     r.dialer.stop()
     r.limiter.stop()
@@ -837,6 +850,23 @@ export class CairnNode {
       },
       this.storedStatus(r)
     )
+  }
+
+  /**
+   * @returns the fence that holds publishes after this start: closed for --publish-fence when there is a
+   * peer to hear from (a bootstrap peer, or one met before), open at once otherwise
+   */
+  private async publishFence(libp2p: CairnIpfs['libp2p']): Promise<PublishFence> {
+    const ms = this.config.publishFence
+    const known = this.config.bootstrap.length > 0 || (ms > 0 && (await libp2p.peerStore.all()).length > 0)
+    const fence = new PublishFence(known ? ms : 0, () => {
+      this.log.warn(
+        `publishing: no peer pushed its heads within ${ms} ms of the start, so this node cannot tell whether it is behind its own published history (restored from an older backup: see docs/operations.md, "Backups")`,
+        { reason: 'publish_fence_expired', publish_fence_ms: ms }
+      )
+    })
+    if (fence.closed) this.log.info(`holding publishes until a peer pushes the heads it knows, at most ${ms} ms`, { reason: 'publish_fence', publish_fence_ms: ms })
+    return fence
   }
 
   /** @returns the error a publish is refused with while this node must not publish: its history diverged ('self:diverged') */

@@ -31,6 +31,8 @@ export interface HeadExchangeInit {
   onHead: (bytes: Uint8Array, from: PeerId) => Promise<void>
   /** a pushed item skipped (over MAX_HEAD_BYTES); the rest of the push is still read */
   onRejected?: (peer: string, reason: string, detail: string) => void
+  /** a push from `peer` was read whole, each of its heads given to onHead */
+  onPushed?: (peer: string) => void
   log: Log
 }
 
@@ -47,7 +49,8 @@ export class HeadExchange {
   /** per peer, the heads it was last pushed, and when */
   private readonly pushed = new Map<string, { heads: Uint8Array[]; at: number }>()
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
-    if (evt.detail.protocols.includes(HEADS_PROTOCOL)) void this.push(evt.detail.peerId)
+    // Pushed even with no head to push: a peer that just started holds its publishes until a push (PublishFence).
+    if (evt.detail.protocols.includes(HEADS_PROTOCOL)) void this.push(evt.detail.peerId, this.init.heads(), { empty: true })
   }
 
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
@@ -95,11 +98,15 @@ export class HeadExchange {
     )
   }
 
-  /** Pushes all known heads (or `heads`) to one peer, split into pushes of bounded size, one after the other. */
-  async push(peer: PeerId, heads = this.init.heads()): Promise<void> {
-    if (heads.length === 0) return
+  /**
+   * Pushes all known heads (or `heads`) to one peer, split into pushes of bounded size, one after the other.
+   *
+   * @param options.empty push (a count of 0) even when there is no head
+   */
+  async push(peer: PeerId, heads = this.init.heads(), options: { empty?: boolean } = {}): Promise<void> {
+    if (heads.length === 0 && options.empty !== true) return
     const id = peer.toString()
-    for (const part of splitPushes(heads)) {
+    for (const part of heads.length === 0 ? [[]] : splitPushes(heads)) {
       if (!(await this.pushPart(peer, part))) {
         this.pushed.delete(id)
         return
@@ -142,6 +149,7 @@ export class HeadExchange {
         }
         await this.init.onHead(item, from)
       }
+      this.init.onPushed?.(peer)
       await stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {})
     } catch (err) {
       this.init.log.debug(`bad head push from ${peer}: ${(err as Error).message}`, { peer, reason: 'bad_head_push' })

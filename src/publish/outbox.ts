@@ -35,6 +35,8 @@ export interface OutboxInit {
   acks?: () => Record<string, number>
   /** why this node must not publish now (its history diverged): the error a publish is refused with */
   refusal?: () => Error | undefined
+  /** while publishes are held (see PublishFence), a promise of when they may go on; checked before refusal */
+  held?: () => Promise<void> | undefined
   now?: () => Date
 }
 
@@ -142,6 +144,8 @@ export class Outbox {
   async publish(input: unknown, options: { key?: string; reserved?: boolean } = {}): Promise<PublishResult> {
     const checked = checkRequest(input, '', options.reserved === true ? { ...this.checks, reserved: true } : this.checks, options.key)
     if ('result' in checked) return checked.result
+    const held = this.init.held?.()
+    if (held != null) await held
     this.assertMayPublish()
     return (await this.queue.enqueue([checked.request]))[0]
   }
@@ -173,7 +177,11 @@ export class Outbox {
     checkBatch(inputs, this.init.maxBatch, key)
     const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, this.checks, key == null ? undefined : batchKey(key, i)))
     const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
-    if (requests.length > 0) this.assertMayPublish()
+    if (requests.length > 0) {
+      const held = this.init.held?.()
+      if (held != null) await held
+      this.assertMayPublish()
+    }
     const committed = requests.length > 0 ? await this.queue.enqueue(requests) : []
     let next = 0
     return checked.map((c) => ('result' in c ? c.result : committed[next++]))

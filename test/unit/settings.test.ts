@@ -39,7 +39,8 @@ const BOUNDS: Record<string, { min: [string, string]; max?: [string, string] }> 
   'http-idle-timeout': { min: ['1s', '999ms'], max: ['255s', '256s'] },
   'stream-heartbeat': { min: ['100ms', '99ms'], max: ['1h', '61m'] },
   'http-max-connections': { min: ['1', '0'] },
-  'max-clock-skew': { min: ['1s', '999ms'] }
+  'max-clock-skew': { min: ['1s', '999ms'] },
+  'publish-fence': { min: ['0s', '-1s'], max: ['10m', '601s'] }
 }
 
 describe('numeric, size and duration settings', () => {
