@@ -42,10 +42,14 @@ describe("the order of a removal and the removed member's events", () => {
       // b comes back with no peer, is handed c's later head first, and only then reaches c (which has a's head too).
       nb = await inProcessNode(b, quick)
       await nb.offerHead(laterHead)
+      const lineOfC = async (): Promise<{ last_error: string | null } | undefined> => (await nb.statusJson()).producers.find((p) => p.producer === cId)
+      await waitFor("c's status line on b to show the wait for a", async () => (await lineOfC())?.last_error?.startsWith(`Waiting for the events of owner ${aId} up to seq 3`))
       await nb.ipfs.libp2p.dial(nc.ipfs.libp2p.getMultiaddrs()[0])
       await waitFor('b to apply the removal and finish with c', async () => nb.members.removedAt(cId) != null && !(await nb.statusJson()).syncing)
       expect(seqsOf(b, cId)).toEqual([1, 2, 3])
       expect(query(b, 'SELECT count(*) AS n FROM quarantine WHERE producer = ?', [cId])).toEqual([{ n: 0 }])
+      // The wait ended with a's events (whose removal left nothing of c to take): its line says so no more.
+      expect((await lineOfC())?.last_error).toBeNull()
     } finally {
       await nb.stop()
       await nc.stop()

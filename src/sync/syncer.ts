@@ -70,6 +70,11 @@ export class Syncer {
   private readonly refusedRoots = new Map<string, string>()
   /** producers whose walk waits for an owner's events (one entry per producer): walked again when an owner's walk ends */
   private readonly waiting = new Map<string, string>()
+  /**
+   * producers whose `last_error` is the wait for an owner's events (one entry per producer): the next walk
+   * clears it, whatever it finds, and sets it again only if it waits again
+   */
+  private readonly waitShown = new Set<string>()
   /** per producer, the root its walk under way reads (one entry per producer), until the walk ends */
   private readonly walking = new Map<string, string>()
   /** per verified message `judge` saw (the gossip validator's), the producer's row it read: intake reads it again only after a write */
@@ -96,8 +101,13 @@ export class Syncer {
       onFailure: (producer, err, delay) => {
         components.store.producers.setError(producer, err.message)
         // Waiting for an owner's events is the membership's ordering at work, not a failure.
-        if (err instanceof WaitingForOwnerError) components.log.info(`sync of ${producer} waits: ${err.message}`, { producer, reason: 'waiting_for_owner' })
-        else components.log.warn(`sync of ${producer} failed, retrying in ${delay} ms: ${err.message}`, { producer })
+        if (err instanceof WaitingForOwnerError) {
+          this.waitShown.add(producer)
+          components.log.info(`sync of ${producer} waits: ${err.message}`, { producer, reason: 'waiting_for_owner' })
+        } else {
+          this.waitShown.delete(producer)
+          components.log.warn(`sync of ${producer} failed, retrying in ${delay} ms: ${err.message}`, { producer })
+        }
       },
       onIdle: () => {
         components.events.safeDispatchEvent('sync:idle')
@@ -221,6 +231,10 @@ export class Syncer {
 
   private async walk(producer: string, handle: WalkHandle): Promise<void> {
     const { store, log } = this.components
+    // A wait shown in last_error ends with this walk: one that waits again shows it again (onFailure), and
+    // one that finds nothing to take (the owner's events removed the producer, or brought nothing) must not
+    // leave it standing.
+    if (this.waitShown.delete(producer)) store.producers.setError(producer, null)
     const row = store.producers.get(producer)
     // The same root can come back (an outbox pruned empty has the empty directory's CID), so a seq
     // ahead of the processed one always needs a walk: that is how gaps are found.
