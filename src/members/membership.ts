@@ -8,6 +8,8 @@ import {
   AddMemberSchema,
   type ChangeEvent,
   foldMembers,
+  type KeptAfterRemoval,
+  keptAfterRemovalText,
   isReservedType,
   MEMBERS_TYPE,
   RESERVED_PREFIX,
@@ -75,6 +77,8 @@ export class Membership {
   /** changes already counted as refused, so that a refold does not count them again (bounded by MAX_CHANGES) */
   private readonly counted = new Set<string>()
   private stopListening?: () => void
+  /** per removed member whose kept events were looked for, the last valid seq looked after (bounded by the owners' changes) */
+  private readonly keptNoted = new Map<string, number>()
 
   constructor(init: MembershipInit, components: Pick<Components, 'self' | 'store' | 'events' | 'log'>) {
     this.init = init
@@ -127,9 +131,26 @@ export class Membership {
     }
     const after = this.summary()
     if (after !== before) log.info(`membership: ${after}`, { members: this.state.members.size, removed: this.state.removed.size, source: this.source })
+    this.noteKept()
     // Only a change of who may write (or up to which seq) re-schedules walks and pushes every head: a
     // change that alters nothing (a repeat, a refused one) must not make every node push to every peer.
     if (ingested.length > 0 && this.access() !== accessBefore) this.init.onChange?.()
+  }
+
+  /**
+   * Logs once per removal the events this node holds of the removed member after its last valid seq. None
+   * can come after the removal (they are refused before they are stored), so a removal is looked at once.
+   */
+  private noteKept(): void {
+    const { store, log } = this.components
+    for (const peer of this.keptNoted.keys()) if (!this.state.removed.has(peer)) this.keptNoted.delete(peer)
+    for (const r of this.state.removed.values()) {
+      if (this.keptNoted.get(r.peer_id) === r.last_seq) continue
+      this.keptNoted.set(r.peer_id, r.last_seq)
+      const kept = store.events.seqsAfter(r.peer_id, r.last_seq)
+      if (kept == null) continue
+      log.warn(keptAfterRemovalText(r.peer_id, kept, r), { reason: 'kept_after_removal', producer: r.peer_id, removed_by: r.removed_by, last_seq: r.last_seq, ...kept })
+    }
   }
 
   /** @returns who may write and up to which seq: the members with their roles, and the removed with their last valid seq */
@@ -238,15 +259,20 @@ export class Membership {
   }
 
   /**
-   * @returns the stored status with no lag counted for what this node refuses on purpose: a removed
-   * member's events after its last valid seq, a non-member's events
+   * @returns the stored status as the membership reads it: no lag counted for what this node refuses on
+   * purpose (a removed member's events after its last valid seq, a non-member's events), and for each
+   * removed member the events this node holds after its last valid seq (`kept_after_removal`)
    */
-  withoutRefusedLag<T extends { producers: Array<{ producer: string; head_seq: number; processed_seq: number; lag_events: number; lag_ms: number }> }>(stored: T): T {
+  withMembership<T extends { producers: Array<{ producer: string; head_seq: number; processed_seq: number; lag_events: number; lag_ms: number; kept_after_removal: KeptAfterRemoval | null }> }>(
+    stored: T
+  ): T {
     const producers = stored.producers.map((p) => {
       const removed = this.removedAt(p.producer)
       const top = removed != null ? Math.min(p.head_seq, removed.last_seq) : this.isMember(p.producer) === false ? p.processed_seq : p.head_seq
       const lag = Math.max(0, top - p.processed_seq)
-      return lag === p.lag_events ? p : { ...p, lag_events: lag, lag_ms: lag === 0 ? 0 : p.lag_ms }
+      const kept = removed == null ? undefined : this.components.store.events.seqsAfter(p.producer, removed.last_seq)
+      if (lag === p.lag_events && kept == null) return p
+      return { ...p, lag_events: lag, lag_ms: lag === 0 ? 0 : p.lag_ms, kept_after_removal: kept ?? null }
     })
     return { ...stored, producers }
   }

@@ -79,6 +79,17 @@ export class Metrics {
     help: 'Time spent in the collections --memory-target ran',
     registers: [this.registry]
   })
+  readonly keptAfterRemoval = new Gauge({
+    name: 'cairn_kept_after_removal_events',
+    help: "Events of a removed member this node holds after the member's last valid seq: applied here before the removal arrived, refused by every other node",
+    labelNames: ['producer'],
+    registers: [this.registry]
+  })
+  readonly ownEventsRefused = new Gauge({
+    name: 'cairn_own_events_refused_peers',
+    help: "Members whose heads show they have not taken this node's latest events for a while, though they take others' (see cairn status)",
+    registers: [this.registry]
+  })
   readonly backlog = new Gauge({ name: 'cairn_backlog_events', help: 'Events in the events table not yet processed by every plugin', registers: [this.registry] })
 
   /** @returns the exposition text (Prometheus text format 0.0.4) */

@@ -74,6 +74,24 @@ export interface RemovedEntry {
   removed_at: string
 }
 
+/**
+ * Events of a removed member that a node holds after the member's last valid seq: taken before the removal
+ * reached that node (its owner was cut off from the member), applied there, refused by every other node.
+ */
+export interface KeptAfterRemoval {
+  count: number
+  from_seq: number
+  to_seq: number
+}
+
+/**
+ * @returns what holding a removed member's events after its last valid seq means, for the log and the
+ * status reason
+ */
+export function keptAfterRemovalText(producer: string, kept: KeptAfterRemoval, removed: Pick<RemovedEntry, 'last_seq' | 'removed_by'>): string {
+  return `this node holds ${kept.count} event(s) of ${producer} after its last valid seq ${removed.last_seq} (seq ${kept.from_seq}..${kept.to_seq}): they were taken and applied here before the removal by ${removed.removed_by}, whose owner had not seen them, arrived; every other node refuses them, and they stay here (see docs/operations.md, "Members")`
+}
+
 /** A change the fold did not apply, and why. */
 export interface RefusedChange {
   event_id: string

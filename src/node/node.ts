@@ -6,6 +6,7 @@ import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
 import { NotFoundError, NotStartedError, ProducerDivergedError } from '../errors.ts'
 import { Membership } from '../members/membership.ts'
+import { OwnEventsWatch, type RefusingPeer } from '../members/ownEvents.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
 import { statSync } from 'node:fs'
 import { createHttpApp, type SchemaInfo } from '../http/app.ts'
@@ -48,7 +49,7 @@ import { CairnEventBus, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
-import { type ClockStatus, divergenceText, refreshMetrics, type StatusDocument, statusDocument, storedStatus, type StoredStatus } from './status.ts'
+import { type ClockStatus, divergenceText, ownEventsRefusedText, refreshMetrics, type StatusDocument, statusDocument, storedStatus, type StoredStatus } from './status.ts'
 
 /** The console's charts take a reading this often. */
 const CONSOLE_SAMPLE_MS = 2000
@@ -82,6 +83,8 @@ interface Running {
   dialer: Dialer
   rejections: RejectionLog
   members: Membership
+  /** which members' heads show they do not take this node's events */
+  ownEvents: OwnEventsWatch
   /** the browser console's login links and sessions, and its charts' readings */
   console: { sessions: ConsoleSessions; series: SeriesWindow }
   http?: HttpServer
@@ -288,6 +291,22 @@ export class CairnNode {
       stopListening.push(() => {
         members.stop()
       })
+      const ownEvents = new OwnEventsWatch({
+        self,
+        afterMs: Math.max(cfg.lagAlert, 3 * cfg.announceInterval),
+        lastSeq: () => opened.store.outbox.lastSeq(),
+        counts: (p) => members.isMember(p) === true && members.removedAt(p) == null,
+        known: (p) => members.isKnown(p) === true
+      })
+      stopListening.push(
+        this.events.listen('head:accepted', (head) => {
+          const seen = ownEvents.observe(head.producer, head.acks)
+          if (seen == null || this.knowsItIsRefused(members, self)) return
+          const { peer_id, after_seq, since } = seen.peer
+          if (seen.change === 'refused') this.log.error(ownEventsRefusedText([seen.peer], self), { reason: 'own_events_refused', peer: peer_id, after_seq, since })
+          else this.log.info(`${peer_id} takes this node's events after seq ${after_seq} again`, { reason: 'own_events_taken', peer: peer_id, after_seq })
+        })
+      )
       const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
@@ -406,6 +425,7 @@ export class CairnNode {
         dialer,
         rejections,
         members,
+        ownEvents,
         console: { sessions: new ConsoleSessions(), series: new SeriesWindow() },
         timers: [],
         stopListening,
@@ -583,7 +603,7 @@ export class CairnNode {
       },
       snapshot: async (plugin) => await r.snapshots.write(plugin),
       metrics: () => {
-        refreshMetrics(this.metrics, this.storedStatus(r), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus())
+        refreshMetrics(this.metrics, this.storedStatus(r), r.ipfs.libp2p.getPeers().length, this.config.lagAlert, this.clockStatus(), this.refusedBy(r).length)
         this.metrics.gossipCacheBytes.set(r.messageCache.bytes)
         return this.metrics
       },
@@ -823,7 +843,7 @@ export class CairnNode {
 
   /** @returns what the database says, with the lost gaps that loaded snapshots cover taken out of the alarms */
   private storedStatus(r: Running): StoredStatus {
-    return r.members.withoutRefusedLag(storedStatus(r.opened.store, Date.now(), r.snapshots.coverage()))
+    return r.members.withMembership(storedStatus(r.opened.store, Date.now(), r.snapshots.coverage()))
   }
 
   /** @returns the status document of `/status` and `cairn status --json` */
@@ -846,7 +866,8 @@ export class CairnNode {
         pluginStates: r.snapshots.states(),
         members: r.members.document(),
         loadedPlugins: r.plugins.listPlugins(),
-        diverged: this.diverged
+        diverged: this.diverged,
+        refusedBy: this.refusedBy(r)
       },
       this.storedStatus(r)
     )
@@ -867,6 +888,19 @@ export class CairnNode {
     })
     if (fence.closed) this.log.info(`holding publishes until a peer pushes the heads it knows, at most ${ms} ms`, { reason: 'publish_fence', publish_fence_ms: ms })
     return fence
+  }
+
+  /**
+   * @returns whether this node knows that the others refuse its events: it holds its own removal, or, under
+   * owners' changes, is no member (status says so; the members' acknowledgements would only repeat it)
+   */
+  private knowsItIsRefused(members: Membership, self: string): boolean {
+    return members.removedAt(self) != null || (members.source === 'changes' && members.isMember(self) !== true)
+  }
+
+  /** @returns the members whose heads show they do not take this node's events, unless it knows why already */
+  private refusedBy(r: Running): RefusingPeer[] {
+    return this.knowsItIsRefused(r.members, r.opened.peerId.toString()) ? [] : r.ownEvents.refusing()
   }
 
   /** @returns the error a publish is refused with while this node must not publish: its history diverged ('self:diverged') */

@@ -8,6 +8,8 @@ import type { GapKind } from '../store/gaps.ts'
 import type { RejectionSummary } from './rejections.ts'
 import type { PluginStateStatus } from '../plugins/snapshots.ts'
 import type { MembersDocument } from '../members/membership.ts'
+import type { RefusingPeer } from '../members/ownEvents.ts'
+import { type KeptAfterRemoval, keptAfterRemovalText } from '../model/members.ts'
 
 /** One producer as this node sees it. */
 export interface ProducerStatus {
@@ -21,6 +23,11 @@ export interface ProducerStatus {
   last_error: string | null
   /** its lost gaps (an alarm; status lists the first STATUS_GAPS_PER_PRODUCER of them, `cairn gaps` all) */
   lost_gaps: number
+  /**
+   * for a removed member, the events this node holds after its last valid seq (taken before the removal
+   * reached it, and applied: every other node refuses them); null otherwise
+   */
+  kept_after_removal: KeptAfterRemoval | null
 }
 
 /** Lost gaps of one producer that status lists: a member skipping every other seq has one per event. */
@@ -85,7 +92,8 @@ export function storedStatus(store: Store, now = Date.now(), coveredThrough: (pr
       lag_ms: lag > 0 && r.head_received_at != null ? Math.max(0, now - r.head_received_at) : 0,
       head_received_at: r.head_received_at == null ? null : new Date(r.head_received_at).toISOString(),
       last_error: r.last_error,
-      lost_gaps: lost.count
+      lost_gaps: lost.count,
+      kept_after_removal: null
     }
   })
   const outbox = store.outbox.counts()
@@ -150,6 +158,8 @@ export interface LiveStatus {
   loadedPlugins: LoadedPluginStatus[]
   /** the highest head of this node's own producer a peer held ahead of its outbox (see 'self:diverged') */
   diverged?: { seq: number; outbox_seq: number }
+  /** members whose heads show they have not taken this node's latest events, though they take others' (OwnEventsWatch) */
+  refusedBy: RefusingPeer[]
 }
 
 /** A plugin the running node loaded, as `cairn status` and `cairn plugins` show it. */
@@ -194,12 +204,27 @@ export type StatusDocument = StoredStatus & {
   plugin_state: PluginStateStatus[]
   /** who may write: owners, members, removed members (see cairn members list) */
   members: MembersDocument
+  /**
+   * members whose heads show they have not taken this node's events after `after_seq` for a while, though
+   * they take others' (a removal of this node that it does not hold); empty when none, and while this node
+   * knows it was removed or is no member (a reason says so then)
+   */
+  own_events_refused_by: RefusingPeer[]
   loaded_plugins: LoadedPluginStatus[]
 }
 
 /** @returns what a head of this node's own producer ahead of its outbox means, for the log, status and a refused publish */
 export function divergenceText(d: { seq: number; outbox_seq: number }): string {
   return `a peer holds this node's own head at seq ${d.seq}, but its outbox ends at seq ${d.outbox_seq}: its cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too, and every peer would refuse the seqs it reused`
+}
+
+/**
+ * @returns what members' heads that acknowledge none of this node's events past some seq mean, for the log
+ * line and the status reason
+ */
+export function ownEventsRefusedText(refusing: readonly RefusingPeer[], self: string): string {
+  const who = refusing.map((p) => `${p.peer_id} after seq ${p.after_seq} (since ${p.since})`).join(', ')
+  return `members have not taken this node's events past a seq for a while, though they take others': ${who}. They refuse them: they hold a removal of this node that this node does not hold (an owner removed it while cut off from it, or two owners removed each other), or cannot take them (see their cairn status); its publishes are answered 201 but reach none of them. An owner adds it again (cairn members add ${self}), or the owners settle their conflict (see docs/operations.md, "Members")`
 }
 
 /** @returns the status document of a running node */
@@ -214,9 +239,20 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
   if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
   if (live.diverged != null) reasons.push(`${divergenceText(live.diverged)}; publishing is refused`)
+  for (const p of stored.producers) {
+    const r = p.kept_after_removal == null ? undefined : live.members.removed.find((r) => r.peer_id === p.producer)
+    if (p.kept_after_removal != null && r != null) reasons.push(keptAfterRemovalText(p.producer, p.kept_after_removal, r))
+  }
   const removed = live.members.removed.find((r) => r.peer_id === live.peerId)
-  if (removed != null) reasons.push(`this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}`)
-  else if (live.members.source === 'changes' && !live.members.members.some((m) => m.self)) reasons.push('this node is not a member: other nodes refuse its events')
+  const notMember = removed == null && live.members.source === 'changes' && !live.members.members.some((m) => m.self)
+  if (removed != null) {
+    reasons.push(
+      `this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}; an owner adds it again (cairn members add ${live.peerId}) for them to be taken`
+    )
+  } else if (notMember) reasons.push(`this node is not a member: other nodes refuse its events; an owner adds it (cairn members add ${live.peerId})`)
+  // What this node knows of its removal says it all: the members' acknowledgements would only repeat it.
+  const refusedBy = removed != null || notMember ? [] : live.refusedBy
+  if (refusedBy.length > 0) reasons.push(ownEventsRefusedText(refusedBy, live.peerId))
   for (const h of stored.plugins.held_by)
     reasons.push(`plugin ${h.plugin} holds ${h.count} ${h.type} v${h.version} event(s): it reads older versions only; load a version of it that reads v${h.version}`)
   return {
@@ -234,14 +270,18 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     clock: live.clock,
     plugin_state: live.pluginStates,
     members: live.members,
+    own_events_refused_by: refusedBy,
     loaded_plugins: live.loadedPlugins,
     ...stored
   }
 }
 
 /** Sets the gauges that mirror the database and the swarm, just before a scrape. */
-export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number, clock: ClockStatus): void {
+export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: number, lagAlert: number, clock: ClockStatus, refusedBy: number): void {
   metrics.peers.set(peers)
+  metrics.ownEventsRefused.set(refusedBy)
+  metrics.keptAfterRemoval.reset()
+  for (const p of stored.producers) if (p.kept_after_removal != null) metrics.keptAfterRemoval.set({ producer: p.producer }, p.kept_after_removal.count)
   metrics.clockAhead.reset()
   for (const p of clock.producers_ahead) metrics.clockAhead.set({ producer: p.producer }, p.ahead_ms / 1000)
   metrics.clockOffset.set((clock.network_offset_ms ?? 0) / 1000)

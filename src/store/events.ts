@@ -125,6 +125,12 @@ export class EventsTable {
     return this.db.all<EventRow>('SELECT * FROM events WHERE producer = ? AND seq > ? ORDER BY seq', [producer, seq])
   }
 
+  /** @returns how many of `producer`'s events after `seq` this table holds, and the lowest and highest of their seqs; undefined when none */
+  seqsAfter(producer: string, seq: number): { count: number; from_seq: number; to_seq: number } | undefined {
+    const r = this.db.get<{ n: number; lo: number | null; hi: number | null }>('SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM events WHERE producer = ? AND seq > ?', [producer, seq])
+    return r == null || r.n === 0 || r.lo == null || r.hi == null ? undefined : { count: r.n, from_seq: r.lo, to_seq: r.hi }
+  }
+
   /** @returns rows in cursor order that match `q` */
   list(q: EventQuery): EventRow[] {
     const where: string[] = []

@@ -11,19 +11,19 @@ import { signHead } from '../../src/model/head.ts'
 import { canonicalJson } from '../../src/model/canonical.ts'
 import { directoryBlock, fileBlock } from '../../src/unixfs/tree.ts'
 import { shardedDirectory } from '../../src/unixfs/hamt.ts'
-import { silentLog } from '../../src/log/logger.ts'
+import { type Log, silentLog } from '../../src/log/logger.ts'
 
-/** @returns a node of this process on `dir`, not started, with loopback defaults */
-export function newInProcessNode(dir: string, flags: Record<string, unknown> = {}): CairnNode {
+/** @returns a node of this process on `dir`, not started, with loopback defaults (and no log, unless `log` is given) */
+export function newInProcessNode(dir: string, flags: Record<string, unknown> = {}, log: Log = silentLog): CairnNode {
   const config = toNodeConfig(
     resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1h', 'allow-unknown-types': true, ...flags }, {}, {})
   )
-  return new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS })
+  return new CairnNode(config, { log, plugins: BUILTIN_PLUGINS })
 }
 
 /** Starts a node in this process (a member gone bad, for tests), with loopback defaults. */
-export async function inProcessNode(dir: string, flags: Record<string, unknown> = {}): Promise<CairnNode> {
-  const node = newInProcessNode(dir, flags)
+export async function inProcessNode(dir: string, flags: Record<string, unknown> = {}, log?: Log): Promise<CairnNode> {
+  const node = newInProcessNode(dir, flags, log)
   await node.start()
   return node
 }

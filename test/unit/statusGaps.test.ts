@@ -41,6 +41,7 @@ describe('status with many gaps', () => {
       clock: { producers_ahead: [] },
       pluginStates: [],
       members: { removed: [], members: [], source: 'none' },
+      refusedBy: [],
       peerId: 'me'
     } as unknown as LiveStatus
     expect(statusDocument(live, s).reasons).toContain('5001 gap(s): events no longer fetchable')

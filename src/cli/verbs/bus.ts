@@ -7,12 +7,13 @@ import { RUN_SETTINGS, SETTINGS } from '../../config/catalog.ts'
 import { loadAccessRules } from '../../config/access.ts'
 import { readConfigFile } from '../../config/resolve.ts'
 import { silentLog } from '../../log/logger.ts'
-import { Membership, type MembersDocument } from '../../members/membership.ts'
+import { Membership } from '../../members/membership.ts'
 import { CairnEventBus } from '../../node/events.ts'
 import { OPTIONS } from '../options.ts'
 import { askNode, callNode, followNode, nodeAnswerError } from '../client.ts'
 import { UsageError, DataDirError, NodeAnswerError, NotRunningError } from '../../errors.ts'
 import { issueLine } from '../../model/issues.ts'
+import type { KeptAfterRemoval } from '../../model/members.ts'
 import { assertDataDir, loadIdentity, openDataDirStore } from '../../datadir/load.ts'
 import { dataPaths } from '../../datadir/layout.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
@@ -209,7 +210,8 @@ export const statusVerb = defineVerb({
     } else {
       const store = await openNodeStore(dir, { onlyReads: true })
       try {
-        status = { running: false, ...storedStatus(store), bus_root: (await busRoot(store.producers.syncedRoots())).toString(), members: await storedMembers(dir, store) }
+        const members = await storedMembers(dir, store)
+        status = { running: false, ...members.withMembership(storedStatus(store)), bus_root: (await busRoot(store.producers.syncedRoots())).toString(), members: members.document() }
       } finally {
         store.close()
       }
@@ -236,7 +238,7 @@ export const statusVerb = defineVerb({
     out('  producer                                              head   processed   lag')
     for (const p of status.producers) {
       out(
-        `  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}`
+        `  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}${keptLine(p)}`
       )
     }
     const hk = status.housekeeping?.last
@@ -279,8 +281,14 @@ export const statusVerb = defineVerb({
   }
 })
 
+/** @returns what a producer's status line says of the events of a removed member this node holds after its last valid seq */
+function keptLine(p: { kept_after_removal?: KeptAfterRemoval | null }): string {
+  const k = p.kept_after_removal
+  return k == null ? '' : `  (removed: holds ${k.count} event(s) after its last valid seq, seq ${k.from_seq}..${k.to_seq})`
+}
+
 /** @returns the membership a stopped node's database and config.json hold (nobody is connected) */
-async function storedMembers(dir: string, store: Store): Promise<MembersDocument> {
+async function storedMembers(dir: string, store: Store): Promise<Membership> {
   const self = (await loadIdentity(dir)).peerId.toString()
   let setting: Map<string, string | undefined> | undefined
   try {
@@ -299,7 +307,7 @@ async function storedMembers(dir: string, store: Store): Promise<MembersDocument
   )
   members.start()
   members.stop()
-  return members.document()
+  return members
 }
 
 /** Where a CAR goes: one per attempt of writeBusCar. */
