@@ -224,6 +224,9 @@ function noEffectToReplay(effects: readonly EffectState[]): string {
   return effects.map((f) => `plugin ${f.plugin}'s effect ${f.done ? 'ran' : f.attempts > 0 ? `is retrying (${f.attempts} attempt(s) failed)` : 'is due'}`).join(', ')
 }
 
+/** The start of an ISO 8601 timestamp (a date, optionally a time): what --since takes besides a duration. */
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}([T ]|$)/
+
 export const replayVerb = defineVerb({
   name: 'replay',
   summary: 'run dead-lettered or held events through their plugins again (never applying one twice), or given-up effects once more',
@@ -243,7 +246,8 @@ export const replayVerb = defineVerb({
     let since: number | undefined
     if (values.since != null) {
       const text = values.since as string
-      since = parseDuration(text) != null ? Date.now() - parseDuration(text)! : Date.parse(text)
+      // Date.parse alone takes far more than ISO 8601 ('5' and '-5' are years): only a text that starts as an ISO date is given to it.
+      since = parseDuration(text) != null ? Date.now() - parseDuration(text)! : ISO_DATE.test(text) ? Date.parse(text) : NaN
       if (Number.isNaN(since)) throw new UsageError(`Invalid --since ${text}: expected an ISO timestamp or a duration such as 24h`)
     }
     const store = await openNodeStore(values.data as string)
