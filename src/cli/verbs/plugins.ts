@@ -243,6 +243,8 @@ export const replayVerb = defineVerb({
     const modes = [eventId != null, values.dead === true, values.type != null].filter(Boolean).length
     if (modes !== 1) throw new UsageError(`cairn replay${effects ? ' --effects' : ''} needs one of EVENT_ID, --dead or --type TYPE (see cairn replay --help)`)
     if (producer != null && eventId == null) throw new UsageError('cairn replay --producer goes with an EVENT_ID (see cairn replay --help)')
+    // --since narrows a --type only: with --dead (every one) or an EVENT_ID it would be dropped without a word.
+    if (values.since != null && values.type == null) throw new UsageError('cairn replay --since goes with --type TYPE (see cairn replay --help)')
     let since: number | undefined
     if (values.since != null) {
       const text = values.since as string
