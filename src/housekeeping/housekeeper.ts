@@ -155,6 +155,7 @@ export class Housekeeper {
         // before any row can go, so no row is needed for a block that a power cut may still take.
         if (!this.init.outbox.syncBlocks()) throw new Error('cannot sync blocks.db, so the rows of events that a start may rebuild its last blocks from stay')
         result.events_deleted = store.events.deleteProcessedBefore(now - this.init.eventsRetention)
+        if (result.events_deleted > 0) store.pluginState.forgetEffectsOfGoneEvents()
         lap('events')
       }
     } catch (err) {

@@ -542,6 +542,21 @@ export class PluginStateTable {
     this.writes.effects++
   }
 
+  /**
+   * Forgets the effects that ran or were given up of events no longer in the events table (events-retention
+   * deleted them): they can never run again, and a given-up one could be neither listed nor replayed.
+   *
+   * @returns how many went
+   */
+  forgetEffectsOfGoneEvents(): number {
+    const n = this.db.run(
+      `DELETE FROM plugin_effects WHERE done_at IS NOT NULL
+         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.producer = plugin_effects.producer AND e.event_id = plugin_effects.event_id)`
+    ).changes
+    if (n > 0) this.writes.effects++
+    return n
+  }
+
   /** @returns how many effects are waiting for a retry after a failure, and how many were given up (PermanentError) */
   effectCounts(): { failing: number; gaveUp: number } {
     const r = this.db.get<{ failing: number; gave_up: number }>(

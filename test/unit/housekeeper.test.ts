@@ -64,4 +64,20 @@ describe('housekeeping', () => {
     expect(db.get<{ n: number }>('SELECT count(*) AS n FROM events')?.n).toBe(1)
     await outbox.stop()
   })
+
+  test('the rows of events it deletes take their effects that ran or were given up with them', async () => {
+    const at = Date.now() + 60_000
+    const { db, outbox, hk, store } = await setup({ eventsRetention: 1000, now: () => at })
+    const published = await outbox.publish({ type: 'test.first', payload: {} })
+    db.run("UPDATE events SET state = 'done'")
+    const self = db.get<{ producer: string }>('SELECT producer FROM events')?.producer!
+    db.run('INSERT INTO plugin_effects (plugin, producer, event_id, next_at) VALUES (?, ?, ?, ?)', ['gated', self, published.event_id, 0])
+    store.pluginState.effectGaveUp('gated', { producer: self, event_id: published.event_id }, 1, 'the remote is down', at)
+    expect(store.pluginState.effectCounts().gaveUp).toBe(1)
+    const result = await hk.run()
+    expect(result.events_deleted).toBe(1)
+    expect(store.pluginState.effectCounts().gaveUp).toBe(0)
+    expect(db.get<{ n: number }>('SELECT count(*) AS n FROM plugin_effects')?.n).toBe(0)
+    await outbox.stop()
+  })
 })
