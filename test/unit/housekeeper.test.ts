@@ -70,7 +70,7 @@ describe('housekeeping', () => {
     const { db, outbox, hk, store } = await setup({ eventsRetention: 1000, now: () => at })
     const published = await outbox.publish({ type: 'test.first', payload: {} })
     db.run("UPDATE events SET state = 'done'")
-    const self = db.get<{ producer: string }>('SELECT producer FROM events')?.producer!
+    const self = db.get<{ producer: string }>('SELECT producer FROM events')?.producer ?? ''
     db.run('INSERT INTO plugin_effects (plugin, producer, event_id, next_at) VALUES (?, ?, ?, ?)', ['gated', self, published.event_id, 0])
     store.pluginState.effectGaveUp('gated', { producer: self, event_id: published.event_id }, 1, 'the remote is down', at)
     expect(store.pluginState.effectCounts().gaveUp).toBe(1)
