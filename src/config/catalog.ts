@@ -212,7 +212,7 @@ export const SETTINGS = {
     name: 'retention-max',
     kind: 'string',
     value: 'DURATION',
-    description: 'prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s)',
+    description: 'prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s; a retention not set falls to it when it is shorter)',
     schema: durationSchema({ min: '1s' }),
     default: '7d'
   },
