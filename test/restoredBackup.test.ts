@@ -174,4 +174,21 @@ describe('a node whose cairn.db is behind what its producer published', () => {
       await a?.stop()
     }
   }, 120_000)
+
+  test('a stop before any peer pushed refuses the publishes the fence holds (503 not_started), rather than committing seqs the node cannot tell are free', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'a')
+    await initDataDir(dir, { newNetwork: true })
+    const nobody = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+    const a = await inProcessNode(dir, { bootstrap: [`/ip4/127.0.0.1/tcp/1/p2p/${nobody}`], 'publish-fence': '60s' })
+    const held = a.publish({ type: 'test.e', payload: { n: 1 } }).then(
+      (r) => ({ published: r.seq }),
+      (err: Error) => ({ refused: err.name })
+    )
+    // The dial of port 1 is refused at once; a stop while it is under way raises an AbortError of its own.
+    await Bun.sleep(300)
+    await a.stop()
+    expect(await held).toEqual({ refused: 'NotStartedError' })
+    expect(eventCount(dir)).toBe(0)
+  }, 60_000)
 })

@@ -740,8 +740,8 @@ export class CairnNode {
       }
     }
     for (const t of r.timers) clearInterval(t)
-    // Held publishes go on to the outbox, which commits or refuses them as it stops.
-    r.fence.open()
+    // Held publishes are refused: no peer pushed yet, so the node cannot tell whether their seqs are taken.
+    r.fence.refuse(new NotStartedError('The node is stopping before a peer pushed the heads it knows: publish again once it runs'))
     r.snapshots.stop()
     r.dialer.stop()
     r.limiter.stop()

@@ -4,12 +4,14 @@
  * A node's outbox continues from the seq in its cairn.db. One restored from an older backup would publish
  * seqs its peers already hold (they refuse them), and learns it is behind only when a peer hands it its own
  * newer head ('self:diverged', after which every publish is refused). Held until then, a publish is refused
- * rather than acknowledged and lost. The fence opens once: at the first push, at the bound, or at stop.
+ * rather than acknowledged and lost. The fence opens once: at the first push or at the bound; a stop before
+ * either refuses what it holds (refuse()), since the node still cannot tell whether it is behind.
  */
 export class PublishFence {
   /** undefined once open: publishes go straight on */
   private held?: Promise<void>
   private release?: () => void
+  private reject?: (err: Error) => void
   private timer?: ReturnType<typeof setTimeout>
 
   /**
@@ -18,9 +20,12 @@ export class PublishFence {
    */
   constructor(ms: number, onExpired: () => void) {
     if (ms <= 0) return
-    this.held = new Promise<void>((resolve) => {
+    this.held = new Promise<void>((resolve, reject) => {
       this.release = resolve
+      this.reject = reject
     })
+    // Refused with no publish waiting is no unhandled rejection; each waiting publish still gets the error.
+    this.held.catch(() => {})
     this.timer = setTimeout(() => {
       if (this.held == null) return
       this.open()
@@ -46,5 +51,15 @@ export class PublishFence {
     this.held = undefined
     this.release?.()
     this.release = undefined
+    this.reject = undefined
+  }
+
+  /** Refuses every publish held now with `err` (the node stops before it could tell); later ones go on. */
+  refuse(err: Error): void {
+    clearTimeout(this.timer)
+    this.held = undefined
+    this.reject?.(err)
+    this.release = undefined
+    this.reject = undefined
   }
 }
