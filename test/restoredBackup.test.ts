@@ -168,7 +168,7 @@ describe('a node whose cairn.db is behind what its producer published', () => {
       // Without a bootstrap peer and with none met before, nothing is held.
       const other = join(tmp.path, 'b')
       await initDataDir(other, { newNetwork: true })
-      a = await inProcessNode(other, { 'publish-fence': '10m' })
+      a = await inProcessNode(other, { 'publish-fence': '20s' })
       expect((await a.publish({ type: 'test.e', payload: { n: 1 } })).seq).toBe(1)
     } finally {
       await a?.stop()
@@ -180,13 +180,14 @@ describe('a node whose cairn.db is behind what its producer published', () => {
     const dir = join(tmp.path, 'a')
     await initDataDir(dir, { newNetwork: true })
     const nobody = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
-    const a = await inProcessNode(dir, { bootstrap: [`/ip4/127.0.0.1/tcp/1/p2p/${nobody}`], 'publish-fence': '60s' })
+    const a = await inProcessNode(dir, { bootstrap: [`/ip4/127.0.0.1/tcp/1/p2p/${nobody}`], 'publish-fence': '20s' })
     const held = a.publish({ type: 'test.e', payload: { n: 1 } }).then(
       (r) => ({ published: r.seq }),
       (err: Error) => ({ refused: err.name })
     )
-    // The dial of port 1 is refused at once; a stop while it is under way raises an AbortError of its own.
-    await Bun.sleep(300)
+    // The dial of port 1 is refused at once; a stop while it is under way makes the socket raise an AbortError
+    // nothing listens for (@libp2p/tcp 11), so the stop comes after it.
+    await waitFor('the dial of the bootstrap peer to fail', () => a.ipfs.libp2p.getDialQueue().length === 0, 10_000)
     await a.stop()
     expect(await held).toEqual({ refused: 'NotStartedError' })
     expect(eventCount(dir)).toBe(0)

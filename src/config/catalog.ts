@@ -305,8 +305,8 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description:
-      'after a start with peers to reach (bootstrap peers, or peers met before), hold publishes until one has pushed the heads it knows, at most this long: a node restored from an older backup then learns it is behind before it reuses a seq, and refuses (default 10s, at most 10m; 0s publishes at once)',
-    schema: durationSchema({ max: '10m' }),
+      "after a start with peers to reach (bootstrap peers, or peers met before), hold publishes until one has pushed the heads it knows, at most this long: a node restored from an older backup then learns it is behind before it reuses a seq, and refuses (default 10s, at most 20s, under the typed client's 30s request timeout; 0s publishes at once)",
+    schema: durationSchema({ max: '20s' }),
     default: '10s'
   },
   'max-clock-skew': {

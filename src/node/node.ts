@@ -26,7 +26,7 @@ import { BlockExchange } from '../p2p/blockExchange.ts'
 import { BlockFetcher } from '../p2p/blockFetcher.ts'
 import { HeadGossip, headsTopic } from '../p2p/gossip.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
-import { HeadLimiter } from '../p2p/headLimiter.ts'
+import { claimOf, HeadLimiter } from '../p2p/headLimiter.ts'
 import { Dialer } from '../p2p/dialer.ts'
 import type { CairnIpfs } from '../p2p/ipfs.ts'
 import { PublishFence } from '../publish/fence.ts'
@@ -388,11 +388,23 @@ export class CairnNode {
         },
         components
       )
+      /** peers whose head of this node was judged at once while publishes were held (one each) */
+      const ownHeadFrom = new Set<string>()
       const headExchange = new HeadExchange({
         libp2p,
         heads: () => syncer.knownHeads(),
+        headOf: (producer) => opened.store.producers.get(producer)?.head_message ?? undefined,
         onHead: async (bytes, from) => {
-          await limiter.offer(bytes, from.toString())
+          const peer = from.toString()
+          // While publishes are held, this node's own head is judged before the push is over, never deferred
+          // by the limiter: the held publishes go on when it is (PublishFence). Once per peer, so that replays
+          // of it cost one check each.
+          if (fence.closed && !ownHeadFrom.has(peer) && claimOf(bytes)?.producer === self) {
+            ownHeadFrom.add(peer)
+            await syncer.acceptHead(bytes, peer)
+            return
+          }
+          await limiter.offer(bytes, peer)
         },
         onRejected: (peer, reason, detail) => {
           this.metrics.headsReceived.inc({ result: 'rejected' })
@@ -837,6 +849,7 @@ export class CairnNode {
     const r = this.running
     if (this.status !== 'started' || r == null) return { ready: false, reason: `node is ${this.status}` }
     if (r.ipfs.libp2p.status !== 'started') return { ready: false, reason: 'libp2p is not started' }
+    if (r.fence.closed) return { ready: false, reason: `publishes are held until a peer pushes the heads it knows (at most ${this.config.publishFence} ms after the start)` }
     const problem = r.opened.store.check()
     return problem == null ? { ready: true } : { ready: false, reason: `database: ${problem}` }
   }

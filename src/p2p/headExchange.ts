@@ -27,6 +27,8 @@ export interface HeadExchangeInit {
   libp2p: Libp2p
   /** the signed heads to push */
   heads: () => Uint8Array[]
+  /** the signed head this node holds of `producer`, if any: a peer's own goes first in the push it gets on connecting */
+  headOf?: (producer: string) => Uint8Array | undefined
   /** receives each pushed head */
   onHead: (bytes: Uint8Array, from: PeerId) => Promise<void>
   /** a pushed item skipped (over MAX_HEAD_BYTES); the rest of the push is still read */
@@ -49,8 +51,12 @@ export class HeadExchange {
   /** per peer, the heads it was last pushed, and when */
   private readonly pushed = new Map<string, { heads: Uint8Array[]; at: number }>()
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
-    // Pushed even with no head to push: a peer that just started holds its publishes until a push (PublishFence).
-    if (evt.detail.protocols.includes(HEADS_PROTOCOL)) void this.push(evt.detail.peerId, this.init.heads(), { empty: true })
+    // Pushed even with no head to push: a peer that just started holds its publishes until a push (PublishFence),
+    // and its own head goes first, so that the first part of a split push carries it (it is sent twice then).
+    if (!evt.detail.protocols.includes(HEADS_PROTOCOL)) return
+    const own = this.init.headOf?.(evt.detail.peerId.toString())
+    const heads = this.init.heads()
+    void this.push(evt.detail.peerId, own == null ? heads : [own, ...heads], { empty: true })
   }
 
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
