@@ -23,14 +23,24 @@ export interface OwnEventsWatchInit {
   /** whether a producer's acknowledgement in a member's head shows that member moving: a member or a removed member */
   known: (producer: string) => boolean
   now?: () => number
+  /** a monotonic clock in ms (default performance.now) */
+  monotonic?: () => number
 }
+
+/**
+ * The most other producers' acknowledgements a stall keeps to tell whether the member moves: any one moving
+ * is enough, and a bound keeps each head's cost flat in a network of many members.
+ */
+const MAX_BASE = 64
 
 /** A member whose acknowledgement of this node's events stands still. */
 interface Stall {
   /** its acknowledgement of this node's events */
   ack: number
-  /** when a head of it first acknowledged `ack` while this node's last seq was beyond */
+  /** when a head of it first acknowledged `ack` while this node's last seq was beyond (wall clock, for display) */
   since: number
+  /** the same on the monotonic clock, which the wait is measured on (a step of the wall clock moves nothing) */
+  sinceMono: number
   /** its acknowledgements of other known producers in that head */
   base: Map<string, number>
   /** whether a later head acknowledged more of some other known producer */
@@ -65,12 +75,14 @@ export type RefusalChange = { change: 'refused'; peer: RefusingPeer } | { change
 export class OwnEventsWatch {
   private readonly init: OwnEventsWatchInit
   private readonly now: () => number
+  private readonly monotonic: () => number
   /** per member whose heads acknowledge less than this node's last seq (bounded by the members) */
   private readonly stalls = new Map<string, Stall>()
 
   constructor(init: OwnEventsWatchInit) {
     this.init = init
     this.now = init.now ?? Date.now
+    this.monotonic = init.monotonic ?? init.now ?? (() => performance.now())
   }
 
   /**
@@ -91,13 +103,13 @@ export class OwnEventsWatch {
       this.stalls.delete(peer)
       return stall?.refused === true ? { change: 'taken', peer: view(peer, stall) } : undefined
     }
-    const now = this.now()
+    const mono = this.monotonic()
     if (stall == null || stall.ack !== ack) {
-      this.stalls.set(peer, { ack, since: now, base: this.othersOf(peer, acks), moved: false, refused: false })
+      this.stalls.set(peer, { ack, since: this.now(), sinceMono: mono, base: this.othersOf(peer, acks), moved: false, refused: false })
       return stall?.refused === true ? { change: 'taken', peer: view(peer, stall) } : undefined
     }
-    stall.moved ||= this.movedPast(peer, stall.base, acks)
-    if (stall.refused || !stall.moved || now - stall.since < afterMs) return undefined
+    stall.moved ||= this.movedPast(stall.base, acks)
+    if (stall.refused || !stall.moved || mono - stall.sinceMono < afterMs) return undefined
     stall.refused = true
     return { change: 'refused', peer: view(peer, stall) }
   }
@@ -111,18 +123,23 @@ export class OwnEventsWatch {
       .sort((a, b) => (a.peer_id < b.peer_id ? -1 : 1))
   }
 
-  /** @returns a head's acknowledgements of the known producers other than this node and the head's own */
+  /** @returns a head's acknowledgements of up to MAX_BASE known producers other than this node and the head's own */
   private othersOf(peer: string, acks: Record<string, number>): Map<string, number> {
     const out = new Map<string, number>()
-    for (const [producer, seq] of Object.entries(acks)) {
+    for (const producer in acks) {
+      if (out.size === MAX_BASE) break
+      const seq = acks[producer]
       if (producer !== this.init.self && producer !== peer && Number.isSafeInteger(seq) && this.init.known(producer)) out.set(producer, seq)
     }
     return out
   }
 
-  /** @returns whether a head acknowledges more of some known producer (not this node, not its own) than `base` */
-  private movedPast(peer: string, base: Map<string, number>, acks: Record<string, number>): boolean {
-    for (const [producer, seq] of this.othersOf(peer, acks)) if (seq > (base.get(producer) ?? 0)) return true
+  /** @returns whether a head acknowledges more of some producer of `base` than `base` holds */
+  private movedPast(base: Map<string, number>, acks: Record<string, number>): boolean {
+    for (const [producer, seq] of base) {
+      const now = acks[producer]
+      if (Number.isSafeInteger(now) && now > seq) return true
+    }
     return false
   }
 }
