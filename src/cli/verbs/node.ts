@@ -69,6 +69,17 @@ export const runVerb = defineVerb({
     // On a terminal a person watches, catch-up progress is a bar there; elsewhere log lines.
     const terminal = stderrIsTerminal() && config.logFormat !== 'json' ? (text: string) => stderr.write(text) : undefined
     const node = new CairnNode(config, { plugins: BUILTIN_PLUGINS, terminal })
+    // An exception nothing caught is one structured line, never the runtime's dump. A stop aborts libp2p's dials
+    // under way, and @libp2p/tcp 11 hands that abort to net.connect, whose socket then raises an AbortError no
+    // listener takes: harmless once the node stops. Any other ends the process, as it would have.
+    process.on('uncaughtException', (err) => {
+      if (err.name === 'AbortError' && (node.status === 'stopping' || node.status === 'stopped')) {
+        node.log.debug(`a dial aborted by the stop raised: ${err.message}`, { reason: 'dial_aborted' })
+        return
+      }
+      node.log.error(`uncaught exception: ${err.message}`, { reason: 'uncaught_exception', error: err.name, stack: err.stack })
+      process.exit(1)
+    })
     // The signals are caught before the start, which writes node.json (a supervisor may signal as soon as it
     // sees it): one that comes during the start stops the node once it has started.
     let signalled: string | undefined
