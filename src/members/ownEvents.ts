@@ -27,12 +27,6 @@ export interface OwnEventsWatchInit {
   monotonic?: () => number
 }
 
-/**
- * The most other producers' acknowledgements a stall keeps to tell whether the member moves: any one moving
- * is enough, and a bound keeps each head's cost flat in a network of many members.
- */
-const MAX_BASE = 64
-
 /** A member whose acknowledgement of this node's events stands still. */
 interface Stall {
   /** its acknowledgement of this node's events */
@@ -41,8 +35,8 @@ interface Stall {
   since: number
   /** the same on the monotonic clock, which the wait is measured on (a step of the wall clock moves nothing) */
   sinceMono: number
-  /** its acknowledgements of other known producers in that head */
-  base: Map<string, number>
+  /** the sum of its acknowledgements of other known producers in that head (acknowledgements only grow) */
+  base: number
   /** whether a later head acknowledged more of some other known producer */
   moved: boolean
   /** whether it counts as refusing (logged once) */
@@ -108,7 +102,7 @@ export class OwnEventsWatch {
       this.stalls.set(peer, { ack, since: this.now(), sinceMono: mono, base: this.othersOf(peer, acks), moved: false, refused: false })
       return stall?.refused === true ? { change: 'taken', peer: view(peer, stall) } : undefined
     }
-    stall.moved ||= this.movedPast(stall.base, acks)
+    stall.moved ||= this.movedPast(peer, stall.base, acks)
     if (stall.refused || !stall.moved || mono - stall.sinceMono < afterMs) return undefined
     stall.refused = true
     return { change: 'refused', peer: view(peer, stall) }
@@ -123,24 +117,22 @@ export class OwnEventsWatch {
       .sort((a, b) => (a.peer_id < b.peer_id ? -1 : 1))
   }
 
-  /** @returns a head's acknowledgements of up to MAX_BASE known producers other than this node and the head's own */
-  private othersOf(peer: string, acks: Record<string, number>): Map<string, number> {
-    const out = new Map<string, number>()
+  /**
+   * @returns the sum of a head's acknowledgements of the known producers other than this node and the head's
+   * own: a sum that grew means some acknowledgement grew (they only grow), at one pass and no allocation
+   */
+  private othersOf(peer: string, acks: Record<string, number>): number {
+    let sum = 0
     for (const producer in acks) {
-      if (out.size === MAX_BASE) break
       const seq = acks[producer]
-      if (producer !== this.init.self && producer !== peer && Number.isSafeInteger(seq) && this.init.known(producer)) out.set(producer, seq)
+      if (producer !== this.init.self && producer !== peer && Number.isSafeInteger(seq) && seq > 0 && this.init.known(producer)) sum += seq
     }
-    return out
+    return sum
   }
 
-  /** @returns whether a head acknowledges more of some producer of `base` than `base` holds */
-  private movedPast(base: Map<string, number>, acks: Record<string, number>): boolean {
-    for (const [producer, seq] of base) {
-      const now = acks[producer]
-      if (Number.isSafeInteger(now) && now > seq) return true
-    }
-    return false
+  /** @returns whether a head acknowledges more of the other known producers, together, than `base` */
+  private movedPast(peer: string, base: number, acks: Record<string, number>): boolean {
+    return this.othersOf(peer, acks) > base
   }
 }
 

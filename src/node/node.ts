@@ -221,7 +221,12 @@ export class CairnNode {
     try {
       const plugins = pluginHost({
         plugins: await loadPlugins(this.extras.plugins ?? [], cfg.plugins),
-        publish: async (r) => await this.publish(r),
+        publish: async (r) => {
+          // An effect's publish while publishes are held would stall the plugin round behind the fence: it is
+          // refused instead, and the effect tries again a second later without an attempt counted.
+          if (this.running?.fence.closed === true) throw new NotStartedError('Cannot publish yet: publishes are held until a peer pushes the heads it knows (--publish-fence)')
+          return await this.publish(r)
+        },
         self,
         allowUnknownTypes: cfg.allowUnknownTypes
       })(components)
@@ -413,6 +418,7 @@ export class CairnNode {
         onPushed: (peer) => {
           if (!fence.closed) return
           fence.open()
+          ownHeadFrom.clear()
           this.log.info(`publishing: ${peer} pushed the heads it knows`, { reason: 'publish_fence_opened', peer })
         },
         log: this.log
@@ -849,7 +855,6 @@ export class CairnNode {
     const r = this.running
     if (this.status !== 'started' || r == null) return { ready: false, reason: `node is ${this.status}` }
     if (r.ipfs.libp2p.status !== 'started') return { ready: false, reason: 'libp2p is not started' }
-    if (r.fence.closed) return { ready: false, reason: `publishes are held until a peer pushes the heads it knows (at most ${this.config.publishFence} ms after the start)` }
     const problem = r.opened.store.check()
     return problem == null ? { ready: true } : { ready: false, reason: `database: ${problem}` }
   }

@@ -50,13 +50,10 @@ export class HeadExchange {
   private readonly init: HeadExchangeInit
   /** per peer, the heads it was last pushed, and when */
   private readonly pushed = new Map<string, { heads: Uint8Array[]; at: number }>()
+  /** peers a first push is under way to (see greet) */
+  private readonly greeting = new Set<string>()
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
-    // Pushed even with no head to push: a peer that just started holds its publishes until a push (PublishFence),
-    // and its own head goes first, so that the first part of a split push carries it (it is sent twice then).
-    if (!evt.detail.protocols.includes(HEADS_PROTOCOL)) return
-    const own = this.init.headOf?.(evt.detail.peerId.toString())
-    const heads = this.init.heads()
-    void this.push(evt.detail.peerId, own == null ? heads : [own, ...heads], { empty: true })
+    if (evt.detail.protocols.includes(HEADS_PROTOCOL)) void this.greet(evt.detail.peerId)
   }
 
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
@@ -77,6 +74,28 @@ export class HeadExchange {
     )
     this.init.libp2p.addEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.addEventListener('peer:disconnect', this.onDisconnect as EventListener)
+    // A peer that connected while libp2p ran but before this handler was there identified this node without
+    // the protocol, and pushes nothing: this node greets it, and a greeted peer greets back (receive).
+    for (const peer of new Map(this.init.libp2p.getConnections().map((c) => [c.remotePeer.toString(), c.remotePeer])).values()) {
+      const known = await this.init.libp2p.peerStore.get(peer).catch(() => undefined)
+      if (known?.protocols.includes(HEADS_PROTOCOL) === true) void this.greet(peer)
+    }
+  }
+
+  /**
+   * The first push to a peer on a connection: sent even with no head (a peer that just started holds its
+   * publishes until a push, see PublishFence), the peer's own head first, so that the first part of a split
+   * push carries it (it is sent twice then).
+   */
+  private async greet(peer: PeerId): Promise<void> {
+    const id = peer.toString()
+    if (this.greeting.has(id)) return
+    this.greeting.add(id)
+    try {
+      await this.push(peer, this.init.heads(), { empty: true, first: this.init.headOf?.(id) })
+    } finally {
+      this.greeting.delete(id)
+    }
   }
 
   async stop(): Promise<void> {
@@ -99,7 +118,9 @@ export class HeadExchange {
       [...peers].map(async ([id, p]) => {
         const last = this.pushed.get(id)
         if (options.changed === true && last != null && now - last.at < REPUSH_UNCHANGED_MS && sameHeads(last.heads, heads)) return
-        await this.push(p, heads)
+        // A peer with no whole push since it connected (the first failed) may be holding its publishes for
+        // one: its own head goes first, as in the first push.
+        await this.push(p, heads, { first: last == null ? this.init.headOf?.(id) : undefined })
       })
     )
   }
@@ -108,11 +129,14 @@ export class HeadExchange {
    * Pushes all known heads (or `heads`) to one peer, split into pushes of bounded size, one after the other.
    *
    * @param options.empty push (a count of 0) even when there is no head
+   * @param options.first a head sent before `heads` (in the first part), though `heads` may hold it too: the
+   * peer's last push is still recorded as `heads`, for the re-announce to compare
    */
-  async push(peer: PeerId, heads = this.init.heads(), options: { empty?: boolean } = {}): Promise<void> {
+  async push(peer: PeerId, heads = this.init.heads(), options: { empty?: boolean; first?: Uint8Array } = {}): Promise<void> {
     if (heads.length === 0 && options.empty !== true) return
     const id = peer.toString()
-    for (const part of heads.length === 0 ? [[]] : splitPushes(heads)) {
+    const sent = options.first == null ? heads : [options.first, ...heads]
+    for (const part of sent.length === 0 ? [[]] : splitPushes(sent)) {
       if (!(await this.pushPart(peer, part))) {
         this.pushed.delete(id)
         return
@@ -157,6 +181,8 @@ export class HeadExchange {
       }
       this.init.onPushed?.(peer)
       await stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {})
+      // A peer that pushed on a connection this node has not pushed on yet gets its first push now.
+      if (!this.pushed.has(peer)) void this.greet(from)
     } catch (err) {
       this.init.log.debug(`bad head push from ${peer}: ${(err as Error).message}`, { peer, reason: 'bad_head_push' })
       stream.abort(err as Error)

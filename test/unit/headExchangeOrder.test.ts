@@ -2,49 +2,102 @@ import { expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { HEADS_PROTOCOL, HeadExchange } from '../../src/p2p/headExchange.ts'
 import { silentLog } from '../../src/log/logger.ts'
+import type { CairnNode } from '../../src/node/node.ts'
 import { inProcessNode } from '../helpers/forge.ts'
 import { initDir, tempDir, waitFor } from '../helpers/process.ts'
 
-// A node that just started holds its publishes until a peer's push was read (PublishFence): the first part of
-// a split push must carry the node's own head, wherever the producer order puts it.
-test("the push a peer gets on connecting starts with the head of the peer's own producer", async () => {
-  using tmp = tempDir()
-  const a = await inProcessNode(await initDir(tmp.path, 'a'))
-  const b = await inProcessNode(await initDir(tmp.path, 'b', join(tmp.path, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
-  try {
-    await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
-    // A reads pushes into parts (a part ends where a push was read whole); B pushes 1,500 heads, A's last.
-    await a.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
-    const parts: string[][] = []
-    let part: string[] = []
-    await new HeadExchange({
-      libp2p: a.ipfs.libp2p,
-      heads: () => [],
-      onHead: async (bytes) => {
-        const text = new TextDecoder().decode(bytes)
-        if (text.startsWith('fake ')) part.push(text)
-      },
-      onPushed: () => {
-        if (part.length > 0) parts.push(part)
-        part = []
-      },
-      log: silentLog
-    }).start()
-    await b.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
-    const heads = Array.from({ length: 1500 }, (_, i) => new TextEncoder().encode(`fake head ${i}`))
-    const own = new TextEncoder().encode('fake own head of a')
-    await new HeadExchange({
+/**
+ * Nodes a and b (b bootstrapped to a), with a's head exchange replaced by one that records each push of fake
+ * heads it reads whole (a part), and b's by one that pushes 1,500 fake heads, a's own last.
+ *
+ * @returns them, the parts a read, and b's exchange (started once `startB` is called)
+ */
+async function fakePushes(parent: string): Promise<{ a: CairnNode; b: CairnNode; parts: string[][]; own: Uint8Array; startB: () => Promise<HeadExchange> }> {
+  const a = await inProcessNode(await initDir(parent, 'a'))
+  const b = await inProcessNode(await initDir(parent, 'b', join(parent, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+  await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
+  // A reads pushes into parts (a part ends where a push was read whole).
+  await a.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
+  const parts: string[][] = []
+  let part: string[] = []
+  await new HeadExchange({
+    libp2p: a.ipfs.libp2p,
+    heads: () => [],
+    onHead: async (bytes) => {
+      const text = new TextDecoder().decode(bytes)
+      if (text.startsWith('fake ')) part.push(text)
+    },
+    onPushed: () => {
+      if (part.length > 0) parts.push(part)
+      part = []
+    },
+    log: silentLog
+  }).start()
+  await b.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
+  const heads = Array.from({ length: 1500 }, (_, i) => new TextEncoder().encode(`fake head ${i}`))
+  const own = new TextEncoder().encode('fake own head of a')
+  const startB = async (): Promise<HeadExchange> => {
+    const exchange = new HeadExchange({
       libp2p: b.ipfs.libp2p,
       heads: () => [...heads, own],
       headOf: (producer) => (producer === a.peerId.toString() ? own : undefined),
       onHead: async () => {},
       log: silentLog
-    }).start()
+    })
+    await exchange.start()
+    return exchange
+  }
+  return { a, b, parts, own, startB }
+}
+
+// A node that just started holds its publishes until a peer's push was read (PublishFence): the first part of
+// a split push must carry the node's own head, wherever the producer order puts it.
+test("the push a peer gets on connecting starts with the head of the peer's own producer", async () => {
+  using tmp = tempDir()
+  const { a, b, parts, startB } = await fakePushes(tmp.path)
+  try {
+    await startB()
     // Connecting again makes B push to A as to a peer that just started.
     await b.ipfs.libp2p.hangUp(a.peerId)
     await b.ipfs.libp2p.dial(a.ipfs.libp2p.getMultiaddrs()[0])
     await waitFor('both parts of the push on a', () => parts.length >= 2, 20_000)
     expect(parts[0][0]).toBe('fake own head of a')
+  } finally {
+    await b.stop()
+    await a.stop()
+  }
+}, 60_000)
+
+// A peer whose push on connecting failed gets the heads from the re-announce instead, and holds its publishes
+// until then: that push too must carry its own head in its first part.
+test("a re-announce's push starts with the head of the peer's own producer as well", async () => {
+  using tmp = tempDir()
+  const { a, b, parts, startB } = await fakePushes(tmp.path)
+  try {
+    // Started after A connected: it pushed nothing on connecting.
+    const exchange = await startB()
+    await exchange.pushAll({ changed: true })
+    await waitFor('both parts of the push on a', () => parts.length >= 2, 20_000)
+    expect(parts[0][0]).toBe('fake own head of a')
+  } finally {
+    await b.stop()
+    await a.stop()
+  }
+}, 60_000)
+
+// The re-announce skips a peer whose last push, within a minute, was of the same heads: the own head put first
+// on connecting must not make every connection cost a second push of all of them.
+test('a re-announce with no head changed pushes nothing to a peer that just got them on connecting', async () => {
+  using tmp = tempDir()
+  const { a, b, parts, startB } = await fakePushes(tmp.path)
+  try {
+    const exchange = await startB()
+    await b.ipfs.libp2p.hangUp(a.peerId)
+    await b.ipfs.libp2p.dial(a.ipfs.libp2p.getMultiaddrs()[0])
+    await waitFor('both parts of the push on a', () => parts.length >= 2, 20_000)
+    await exchange.pushAll({ changed: true })
+    await Bun.sleep(500)
+    expect(parts.length).toBe(2)
   } finally {
     await b.stop()
     await a.stop()
