@@ -23,6 +23,12 @@ export class Metrics {
   readonly lagAlert = new Gauge({ name: 'cairn_lag_alert', help: "1 when some producer's lag is over --lag-alert", registers: [this.registry] })
   readonly peers = new Gauge({ name: 'cairn_peers', help: 'Connected peers', registers: [this.registry] })
   readonly headsReceived = new Counter({ name: 'cairn_heads_received_total', help: 'Heads received, by result', labelNames: ['result'], registers: [this.registry] })
+  readonly ownHeadsChecked = new Counter({
+    name: 'cairn_own_heads_checked_total',
+    help: "Heads of this node's own producer with a root it does not hold, checked for another copy's file at their seq, by result (same, forked, no_verdict)",
+    labelNames: ['result'],
+    registers: [this.registry]
+  })
   readonly gossipReceived = new Counter({
     name: 'cairn_gossip_received_total',
     help: 'Gossip messages received, every copy, by topic (hints, peers)',

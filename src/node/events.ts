@@ -12,6 +12,15 @@ export interface SyncProgress {
   eta_s: number
 }
 
+/** A head of this node's own producer that shows its history diverged (see 'self:diverged'). */
+export interface Divergence {
+  seq: number
+  root: string
+  outbox_seq: number
+  /** the file at `seq` in that head's tree and this node's own there, each as `bucket/name (cid)`, when they differ */
+  fork?: { file: string; own: string }
+}
+
 /** Why something from a peer (a head, a file) was refused; `reason` is the metric label. */
 export interface Rejected {
   reason: string
@@ -37,9 +46,11 @@ export interface CairnEvents {
   'head:accepted': CustomEvent<Head>
   /**
    * a peer holds a head of this node's own producer (signed with its key) at `seq`, ahead of its outbox's
-   * `outbox_seq`: its cairn.db is behind what it published, or its identity runs elsewhere too
+   * `outbox_seq`: its cairn.db is behind what it published, or its identity runs elsewhere too; with `fork`,
+   * a head at a seq this node published whose tree has another file there (`file`) than its own (`own`):
+   * its identity runs elsewhere too (sync/forkCheck.ts)
    */
-  'self:diverged': CustomEvent<{ seq: number; root: string; outbox_seq: number }>
+  'self:diverged': CustomEvent<Divergence>
   /** a head, file or request from a peer was refused */
   'peer:rejected': CustomEvent<Rejected>
   'sync:progress': CustomEvent<SyncProgress>

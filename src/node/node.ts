@@ -24,6 +24,7 @@ import { tightenModes } from '../datadir/modes.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
 import { BlockExchange } from '../p2p/blockExchange.ts'
 import { BlockFetcher } from '../p2p/blockFetcher.ts'
+import { ForkCheck } from '../sync/forkCheck.ts'
 import { HeadGossip, headsTopic } from '../p2p/gossip.ts'
 import { HeadExchange } from '../p2p/headExchange.ts'
 import { claimOf, HeadLimiter } from '../p2p/headLimiter.ts'
@@ -45,7 +46,7 @@ import { HeadRelays } from '../sync/headRelays.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { VERSION } from '../version.ts'
 import type { Components } from './components.ts'
-import { CairnEventBus, waitFor } from './events.ts'
+import { CairnEventBus, type Divergence, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
@@ -73,6 +74,8 @@ interface Running {
   plugins: PluginHost
   outbox: Outbox
   syncer: Syncer
+  /** looks into own heads that peers hand this node for another copy's files at its seqs */
+  forkCheck: ForkCheck
   housekeeper: Housekeeper
   snapshots: Snapshots
   fetcher: BlockFetcher
@@ -117,7 +120,7 @@ export class CairnNode {
   /** while the node starts: that start, which a stop waits for */
   private starting?: Promise<void>
   /** the highest head of this node's own producer a peer held ahead of its outbox, since it started */
-  private diverged?: { seq: number; root: string; outbox_seq: number }
+  private diverged?: Divergence
 
   constructor(config: NodeConfig, extras: NodeExtras = {}) {
     this.config = config
@@ -213,7 +216,13 @@ export class CairnNode {
       this.events.listen('self:diverged', (d) => {
         if (this.diverged != null && d.seq <= this.diverged.seq) return
         this.diverged = d
-        this.log.error(`${divergenceText(d)}; publishing is refused`, { reason: 'producer_diverged', seq: d.seq, outbox_seq: d.outbox_seq, root: d.root })
+        this.log.error(`${divergenceText(d)}; publishing is refused`, {
+          reason: 'producer_diverged',
+          seq: d.seq,
+          outbox_seq: d.outbox_seq,
+          root: d.root,
+          ...(d.fork == null ? {} : { file: d.fork.file, own_file: d.fork.own })
+        })
       })
     )
     let ipfs: CairnIpfs | undefined
@@ -312,6 +321,7 @@ export class CairnNode {
           else this.log.info(`${peer_id} takes this node's events after seq ${after_seq} again`, { reason: 'own_events_taken', peer: peer_id, after_seq })
         })
       )
+      const forkCheck = new ForkCheck({ getBlock: async (cid, signal) => await fetcher.get(cid, { signal }), timeoutMs: cfg.fetchTimeout }, components)
       const syncer = createSyncer({
         getBlock: async (cid, options) => await fetcher.get(cid, options),
         getBlocks: async (producer, cids, options) => await fetcher.getMany(producer, cids, options),
@@ -324,6 +334,9 @@ export class CairnNode {
         },
         offerBlocks: (blocks) => {
           fetcher.offerHinted(blocks)
+        },
+        ownHead: (head, blocks) => {
+          forkCheck.offer(head, blocks)
         },
         isMember: (p) => members.isMember(p),
         removedAt: (p) => members.removedAt(p),
@@ -433,6 +446,7 @@ export class CairnNode {
         plugins,
         outbox,
         syncer,
+        forkCheck,
         housekeeper,
         snapshots,
         fetcher,
@@ -772,6 +786,7 @@ export class CairnNode {
     })
     await step('sync', async () => {
       await r.syncer.stop()
+      await r.forkCheck.stop()
     })
     await step('the plugins', async () => {
       await r.plugins.stop()

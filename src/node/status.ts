@@ -9,6 +9,7 @@ import type { RejectionSummary } from './rejections.ts'
 import type { PluginStateStatus } from '../plugins/snapshots.ts'
 import type { MembersDocument } from '../members/membership.ts'
 import type { RefusingPeer } from '../members/ownEvents.ts'
+import type { Divergence } from './events.ts'
 import { type KeptAfterRemoval, keptAfterRemovalText } from '../model/members.ts'
 
 /** One producer as this node sees it. */
@@ -156,8 +157,8 @@ export interface LiveStatus {
   members: MembersDocument
   /** the plugins this node runs: name, version, file (or built-in), per type the versions each reads, its tables */
   loadedPlugins: LoadedPluginStatus[]
-  /** the highest head of this node's own producer a peer held ahead of its outbox (see 'self:diverged') */
-  diverged?: { seq: number; outbox_seq: number }
+  /** the head of this node's own producer that showed its history diverged (see 'self:diverged') */
+  diverged?: Pick<Divergence, 'seq' | 'outbox_seq' | 'fork'>
   /** members whose heads show they have not taken this node's latest events, though they take others' (OwnEventsWatch) */
   refusedBy: RefusingPeer[]
 }
@@ -213,8 +214,11 @@ export type StatusDocument = StoredStatus & {
   loaded_plugins: LoadedPluginStatus[]
 }
 
-/** @returns what a head of this node's own producer ahead of its outbox means, for the log, status and a refused publish */
-export function divergenceText(d: { seq: number; outbox_seq: number }): string {
+/** @returns what a head of this node's own producer ahead of its outbox, or forked from it, means, for the log, status and a refused publish */
+export function divergenceText(d: Pick<Divergence, 'seq' | 'outbox_seq' | 'fork'>): string {
+  if (d.fork != null) {
+    return `a peer holds this node's own head whose file at seq ${d.seq} is ${d.fork.file}, not the ${d.fork.own} this node published there: its identity runs on another node too (a copied data directory, or a backup started beside the original), which publishes other events under the same seqs, and every peer keeps whichever it saw first`
+  }
   return `a peer holds this node's own head at seq ${d.seq}, but its outbox ends at seq ${d.outbox_seq}: its cairn.db is behind what it published (restored from an older backup?) or its identity runs on another node too, and every peer would refuse the seqs it reused`
 }
 

@@ -82,6 +82,11 @@ export class OutboxTable {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])?.n ?? 0
   }
 
+  /** @returns the file this node published at `seq`, pruned or not, or undefined when it has no row for it */
+  atSeq(seq: number): { bucket: string; name: string; cid: string } | undefined {
+    return this.db.get<{ bucket: string; name: string; cid: string }>('SELECT bucket, name, cid FROM outbox WHERE seq = ?', [seq])
+  }
+
   /** @returns where an unpruned file sits, or undefined when there is no such seq or it was pruned */
   unpruned(seq: number): { seq: number; bucket: string; name: string } | undefined {
     return this.db.get<{ seq: number; bucket: string; name: string }>('SELECT seq, bucket, name FROM outbox WHERE seq = ? AND pruned_at IS NULL', [seq])

@@ -20,6 +20,11 @@ export interface HeadIntakeInit {
   keepBlocks?: (blocks: Array<{ cid: CID; bytes: Uint8Array }>) => void
   /** receives the blocks an old head's message carried: only those a walk is waiting for may be used */
   offerBlocks?: (blocks: Array<{ cid: CID; bytes: Uint8Array }>) => void
+  /**
+   * receives a head of this node's own producer at a seq its outbox has, with the blocks its message
+   * carried: another copy of this node may have published a different file under that seq (sync/forkCheck.ts)
+   */
+  ownHead?: (head: Head, blocks: Array<{ cid: CID; bytes: Uint8Array }>) => void
 }
 
 /** What head intake reads and writes. */
@@ -102,6 +107,7 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
     // database does not have.
     const outboxSeq = components.store.outbox.lastSeq()
     if (head.seq > outboxSeq) components.events.safeDispatchEvent('self:diverged', { detail: { seq: head.seq, root: head.root.toString(), outbox_seq: outboxSeq } })
+    else init.ownHead?.(head, blocks)
   }
   const judged = judgeHead(head, init, components, (p) => producerRow(components.store, p, seen?.(message)).row)
   if (judged.verdict === 'refused') throw new InvalidHeadError(judged.reason, judged.detail, head.producer)
