@@ -407,22 +407,7 @@ export class PluginStateTable {
         where.push('c.plugin = ?')
         params.push(select.plugin)
       }
-      if (select.eventId != null) {
-        where.push('e.event_id = ?')
-        params.push(select.eventId)
-      }
-      if (select.producer != null) {
-        where.push('e.producer = ?')
-        params.push(select.producer)
-      }
-      if (select.type != null) {
-        where.push('e.type = ?')
-        params.push(select.type)
-      }
-      if (select.since != null) {
-        where.push('e.received_at >= ?')
-        params.push(select.since)
-      }
+      eventConditions(select, where, params)
       pairs = this.db.all(
         `SELECT c.plugin, e.producer, e.event_id FROM events e JOIN plugin_cursors c ON 1 = 1
       WHERE ${where.length > 0 ? where.join(' AND ') : '1 = 1'}
@@ -458,24 +443,7 @@ export class PluginStateTable {
       where.push('plugin_effects.plugin = ?')
       params.push(select.plugin)
     }
-    if (select.dead !== true) {
-      if (select.eventId != null) {
-        where.push('e.event_id = ?')
-        params.push(select.eventId)
-      }
-      if (select.producer != null) {
-        where.push('e.producer = ?')
-        params.push(select.producer)
-      }
-      if (select.type != null) {
-        where.push('e.type = ?')
-        params.push(select.type)
-      }
-      if (select.since != null) {
-        where.push('e.received_at >= ?')
-        params.push(select.since)
-      }
-    }
+    if (select.dead !== true) eventConditions(select, where, params)
     const n = this.db.run(
       `UPDATE plugin_effects SET done_at = NULL, gave_up_at = NULL, attempts = 0, next_at = ?
         WHERE gave_up_at IS NOT NULL
@@ -570,5 +538,25 @@ export class PluginStateTable {
   effectFailed(plugin: string, e: EventKey, attempts: number, error: string, nextAt: number): void {
     this.db.run('UPDATE plugin_effects SET attempts = ?, last_error = ?, next_at = ? WHERE plugin = ? AND producer = ? AND event_id = ?', [attempts, error, nextAt, plugin, e.producer, e.event_id])
     this.writes.effects++
+  }
+}
+
+/** Adds the conditions on the event (alias `e`) that a replay's selection names: its id, producer, type and time. */
+function eventConditions(select: ReplaySelect, where: string[], params: Array<string | number>): void {
+  if (select.eventId != null) {
+    where.push('e.event_id = ?')
+    params.push(select.eventId)
+  }
+  if (select.producer != null) {
+    where.push('e.producer = ?')
+    params.push(select.producer)
+  }
+  if (select.type != null) {
+    where.push('e.type = ?')
+    params.push(select.type)
+  }
+  if (select.since != null) {
+    where.push('e.received_at >= ?')
+    params.push(select.since)
   }
 }
