@@ -34,6 +34,23 @@ export function assertReadQuery(db: SqlDatabase, sql: string): void {
   if (db.statementReadonly(sql) === false) throw new ValidationError('Refused: cairn sql is read-only, and SQLite says this statement writes')
 }
 
+/**
+ * Opens the database at `path` read-only, with `query_only` on as well, neither creating nor migrating it (on a
+ * read-only file system too: see openDatabase).
+ *
+ * @throws Error when the file cannot be opened or is not a database
+ */
+export async function openQueryOnly(path: string): Promise<SqlDatabase> {
+  const db = await openDatabase(path, { readonly: true })
+  try {
+    db.exec('PRAGMA query_only = ON')
+  } catch (err) {
+    db.close()
+    throw err
+  }
+  return db
+}
+
 /** The node's database opened read-only, for the operator's own queries (`cairn sql`): writes fail. */
 export class ReadOnlyDatabase {
   private readonly db: SqlDatabase
@@ -44,14 +61,7 @@ export class ReadOnlyDatabase {
 
   /** Opens the database at `path` read-only, with `query_only` on as well. */
   static async open(path: string): Promise<ReadOnlyDatabase> {
-    const db = await openDatabase(path, { readonly: true })
-    try {
-      db.exec('PRAGMA query_only = ON')
-    } catch (err) {
-      db.close()
-      throw err
-    }
-    return new ReadOnlyDatabase(db)
+    return new ReadOnlyDatabase(await openQueryOnly(path))
   }
 
   /**

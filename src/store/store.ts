@@ -7,6 +7,7 @@ import { OutboxTable } from './outbox.ts'
 import { PluginStateTable } from './pluginState.ts'
 import { ProducersTable } from './producers.ts'
 import { QuarantineTable } from './quarantine.ts'
+import { openQueryOnly } from './readOnly.ts'
 import { RemoteDirsTable } from './remoteDirs.ts'
 import { StateKeysTable } from './stateKeys.ts'
 import { SnapshotsTable } from './snapshots.ts'
@@ -75,14 +76,7 @@ export class Store {
    * @throws Error when the file cannot be opened or is not a database
    */
   static async openReadOnly(path: string): Promise<Store> {
-    const db = await openDatabase(path, { readonly: true })
-    try {
-      db.exec('PRAGMA query_only = ON')
-    } catch (err) {
-      db.close()
-      throw err
-    }
-    return new Store(db)
+    return new Store(await openQueryOnly(path))
   }
 
   /**
