@@ -35,6 +35,22 @@ async function pair(parent: string): Promise<{ dirA: string; dirB: string; backu
   return { dirA, dirB, backup, b, startA: async () => await inProcessNode(dirA, { bootstrap: [b.ipfs.libp2p.getMultiaddrs()[0].toString()] }) }
 }
 
+/** A publishes seq 1, its databases are backed up into `backup`, then it publishes seqs 2 and 3; B holds all three, A is stopped. */
+async function backUpThenPublishOn(startA: () => Promise<CairnNode>, dirA: string, dirB: string, backup: string): Promise<void> {
+  let a = await startA()
+  await a.publish({ type: 'test.e', payload: { n: 1 } })
+  await waitFor('the first event on b', () => eventCount(dirB) === 1, 30_000)
+  await a.stop()
+  copyDatabases(dirA, backup)
+  a = await startA()
+  try {
+    for (let n = 2; n <= 3; n++) await a.publish({ type: 'test.e', payload: { n } })
+    await waitFor('three events on b', () => eventCount(dirB) === 3, 30_000)
+  } finally {
+    await a.stop()
+  }
+}
+
 describe('a node whose cairn.db is behind what its producer published', () => {
   test('restored from a backup of its last publish, it publishes on though it re-signed that seq after the backup (a snapshot): no seq is reused', async () => {
     using tmp = tempDir()
@@ -73,16 +89,8 @@ describe('a node whose cairn.db is behind what its producer published', () => {
     const { dirA, dirB, backup, b, startA } = await pair(tmp.path)
     let a: CairnNode | undefined
     try {
-      a = await startA()
-      await a.publish({ type: 'test.e', payload: { n: 1 } })
-      await waitFor('the first event on b', () => eventCount(dirB) === 1, 30_000)
-      await a.stop()
-      copyDatabases(dirA, backup)
-
-      a = await startA()
-      for (let n = 2; n <= 3; n++) await a.publish({ type: 'test.e', payload: { n } })
-      await waitFor('three events on b', () => eventCount(dirB) === 3, 30_000)
-      await a.stop()
+      await backUpThenPublishOn(startA, dirA, dirB, backup)
+      a = undefined
 
       // The backup comes back: A's outbox ends at seq 1, while B holds A's head at seq 3.
       copyDatabases(backup, dirA)
@@ -120,15 +128,8 @@ describe('a node whose cairn.db is behind what its producer published', () => {
     let a: CairnNode | undefined
     let b2: CairnNode | undefined
     try {
-      a = await startA()
-      await a.publish({ type: 'test.e', payload: { n: 1 } })
-      await waitFor('the first event on b', () => eventCount(dirB) === 1, 30_000)
-      await a.stop()
-      copyDatabases(dirA, backup)
-      a = await startA()
-      for (let n = 2; n <= 3; n++) await a.publish({ type: 'test.e', payload: { n } })
-      await waitFor('three events on b', () => eventCount(dirB) === 3, 30_000)
-      await a.stop()
+      await backUpThenPublishOn(startA, dirA, dirB, backup)
+      a = undefined
       const bAddress = b.ipfs.libp2p.getMultiaddrs()[0].toString()
       await b.stop()
 
