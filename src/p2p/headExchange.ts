@@ -52,12 +52,19 @@ export class HeadExchange {
   private readonly pushed = new Map<string, { heads: Uint8Array[]; at: number }>()
   /** peers a first push is under way to (see greet) */
   private readonly greeting = new Set<string>()
+  /**
+   * peers greeted on their connection, whether or not that push got through: a push from one of them is not
+   * answered with another greet (a peer that takes no push whole would otherwise get every head this node
+   * knows for each push of nothing it sends); a failed greet is made good by the re-announce (pushAll)
+   */
+  private readonly greeted = new Set<string>()
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
     if (evt.detail.protocols.includes(HEADS_PROTOCOL)) void this.greet(evt.detail.peerId)
   }
 
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     this.pushed.delete(evt.detail.toString())
+    this.greeted.delete(evt.detail.toString())
   }
 
   constructor(init: HeadExchangeInit) {
@@ -91,6 +98,7 @@ export class HeadExchange {
     const id = peer.toString()
     if (this.greeting.has(id)) return
     this.greeting.add(id)
+    this.greeted.add(id)
     try {
       await this.push(peer, this.init.heads(), { empty: true, first: this.init.headOf?.(id) })
     } finally {
@@ -102,6 +110,7 @@ export class HeadExchange {
     this.init.libp2p.removeEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.removeEventListener('peer:disconnect', this.onDisconnect as EventListener)
     this.pushed.clear()
+    this.greeted.clear()
     await this.init.libp2p.unhandle(HEADS_PROTOCOL)
   }
 
@@ -181,8 +190,9 @@ export class HeadExchange {
       }
       this.init.onPushed?.(peer)
       await stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {})
-      // A peer that pushed on a connection this node has not pushed on yet gets its first push now.
-      if (!this.pushed.has(peer)) void this.greet(from)
+      // A peer that pushed on a connection this node has not pushed on yet gets its first push now; once only
+      // (greeted), so that pushes from a peer whose own pushes keep failing start no push each.
+      if (!this.pushed.has(peer) && !this.greeted.has(peer)) void this.greet(from)
     } catch (err) {
       this.init.log.debug(`bad head push from ${peer}: ${(err as Error).message}`, { peer, reason: 'bad_head_push' })
       stream.abort(err as Error)
