@@ -175,3 +175,30 @@ describe('one identity on two nodes', () => {
     }
   }, 120_000)
 })
+
+// In an hour bucket of a few thousand files, the file at the head's seq must still be found, or no copy of a
+// busy node's identity is ever seen.
+test("a node's own older head, in an hour bucket of 3,000 files, is found to hold its own file (looked up by its name's hash)", async () => {
+  using tmp = tempDir()
+  const dir = join(tmp.path, 'a')
+  await initDataDir(dir, { newNetwork: true })
+  const a = await inProcessNode(dir)
+  try {
+    for (let i = 0; i < 15; i++) await Promise.all(Array.from({ length: 200 }, (_, j) => a.publish({ type: 'test.e', payload: { n: i * 200 + j } })))
+    const old = a.store.producers.get(a.peerId.toString())?.head_message
+    expect(old).toBeTruthy()
+    await a.publish({ type: 'test.e', payload: { n: 'last' } })
+    await a.offerHead(old!)
+    const results = await waitFor(
+      'the check of the older head',
+      async () => {
+        const values = (await a.metrics.ownHeadsChecked.get()).values
+        return values.length > 0 ? Object.fromEntries(values.map((v) => [String(v.labels.result), v.value])) : undefined
+      },
+      30_000
+    )
+    expect(results).toEqual({ same: 1 })
+  } finally {
+    await a.stop()
+  }
+}, 120_000)

@@ -2,7 +2,7 @@ import { CID } from 'multiformats/cid'
 import type { Components } from '../node/components.ts'
 import type { Head } from '../model/head.ts'
 import { isDayName, isHourName, parseFileName } from '../model/layout.ts'
-import { readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
+import { labelAt, readDirectoryNode, type DirectoryNode } from '../unixfs/hamt.ts'
 import { isDagPb } from '../unixfs/tree.ts'
 
 /** The most directory blocks one check reads (carried, local or fetched): past it, no verdict. */
@@ -90,7 +90,7 @@ export class ForkCheck {
     let found: { name: string; cid: CID } | undefined
     if (row != null) {
       try {
-        found = await this.fileAt(CID.parse(root), head.seq, row.bucket, carried)
+        found = await this.fileAt(CID.parse(root), head.seq, row.bucket, row.name, carried)
         if (found != null) verdict = found.cid.toString() === row.cid ? 'same' : 'forked'
         this.remember(root, Infinity)
       } catch (err) {
@@ -118,7 +118,7 @@ export class ForkCheck {
    * when neither holds it
    * @throws NoVerdict when the blocks cannot be had within the bounds
    */
-  private async fileAt(root: CID, seq: number, ownBucket: string, carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Promise<{ name: string; cid: CID } | undefined> {
+  private async fileAt(root: CID, seq: number, ownBucket: string, ownName: string, carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Promise<{ name: string; cid: CID } | undefined> {
     const signal = AbortSignal.any([AbortSignal.timeout(this.init.timeoutMs), this.abort.signal])
     const byCid = new Map(carried.map((b) => [b.cid.toString(), b.bytes]))
     const nodes = new Map<string, DirectoryNode>()
@@ -156,19 +156,44 @@ export class ForkCheck {
       const latestHour = hours.reduce<(typeof hours)[number] | undefined>((a, e) => (a == null || e.name > a.name ? e : a), undefined)
       if (latestHour != null && `${latestDay.name}/${latestHour.name}` !== ownBucket) buckets.push(`${latestDay.name}/${latestHour.name}`)
     }
-    for (const bucket of buckets) {
+    const hourOf = async (bucket: string): Promise<CID | undefined> => {
       const day = days.find((e) => e.name === bucket.slice(0, 10))
-      if (day == null) continue
-      const hour = (await read(day.cid)).entries.find((e) => e.name === bucket.slice(11))
+      return day == null ? undefined : (await read(day.cid)).entries.find((e) => e.name === bucket.slice(11))?.cid
+    }
+    // This node's own file is looked up by its name's hash, a block a level, however many files the hour holds.
+    const ownHour = await hourOf(ownBucket)
+    if (ownHour != null) {
+      const own = await this.byName(ownHour, ownName, read)
+      if (own != null) return { name: `${ownBucket}/${ownName}`, cid: own }
+    }
+    for (const bucket of buckets) {
+      const hour = bucket === ownBucket ? ownHour : await hourOf(bucket)
       if (hour == null) continue
-      // An hour bucket is a HAMT: its names are placed by hash, so the one at `seq` is looked for in every shard.
-      const shards = [hour.cid]
+      // Another file at `seq` has a name this node cannot know, placed by its hash: every shard is looked in,
+      // those the head's message carried first (the path to the commit's newest file, a copy's at its seq).
+      const shards = [hour]
       while (shards.length > 0) {
         const node = await read(shards.pop()!)
         for (const e of node.entries) if (parseFileName(e.name)?.seq === seq) return { name: `${bucket}/${e.name}`, cid: e.cid }
-        for (const s of node.shards) shards.push(s.cid)
+        const subs = node.shards.map((x) => x.cid)
+        shards.push(...subs.filter((c) => !byCid.has(c.toString())), ...subs.filter((c) => byCid.has(c.toString())))
       }
     }
     return undefined
+  }
+
+  /** @returns the CID of the entry `name` in the HAMT hour bucket `hour`, following its hash; undefined when it is not there */
+  private async byName(hour: CID, name: string, read: (cid: CID) => Promise<DirectoryNode>): Promise<CID | undefined> {
+    const hashes: Uint8Array[] = []
+    let node = await read(hour)
+    for (let level = 0; ; level++) {
+      if (node.fanout === 0) return node.entries.find((e) => e.name === name)?.cid
+      const label = labelAt(name, level, node.fanout, hashes)
+      const entry = node.entries.find((e) => e.label === label)
+      if (entry != null) return entry.name === name ? entry.cid : undefined
+      const shard = node.shards.find((x) => x.label === label)
+      if (shard == null) return undefined
+      node = await read(shard.cid)
+    }
   }
 }

@@ -98,6 +98,15 @@ function slotAt(key: Uint8Array, level: number, bits: number, hashes: Uint8Array
   return (bit & 7) === 0 ? byte >> 4 : byte & 15
 }
 
+/** @returns the label of the slot `name` takes at `level` of a HAMT shard of `fanout` (16 or 256): where to look for it */
+export function labelAt(name: string, level: number, fanout: number, hashes: Uint8Array[] = []): string {
+  const bits = Math.log2(fanout)
+  return slotAt(utf8.encode(name), level, bits, hashes)
+    .toString(16)
+    .toUpperCase()
+    .padStart(bits / 4, '0')
+}
+
 /** The slot of `key` at `level` for cairn's fanout 16. */
 const slotOf = (key: Uint8Array, level: number, hashes: Uint8Array[]): number => slotAt(key, level, 4, hashes)
 
