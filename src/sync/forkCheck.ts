@@ -113,9 +113,9 @@ export class ForkCheck {
   }
 
   /**
-   * @returns the event file at `seq` in the tree of `root`, looked for in the hour bucket of this node's own
-   * file at that seq and in the tree's latest one (a copy's file at its head's seq is its newest); undefined
-   * when neither holds it
+   * @returns the event file at `seq` in the tree of `root`, looked for in the tree's latest hour bucket (a
+   * copy's file at its head's seq is its newest) and in the hour bucket of this node's own file at that seq;
+   * undefined when neither holds it
    * @throws NoVerdict when the blocks cannot be had within the bounds
    */
   private async fileAt(root: CID, seq: number, ownBucket: string, ownName: string, carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Promise<{ name: string; cid: CID } | undefined> {
@@ -150,11 +150,13 @@ export class ForkCheck {
     const top = await read(root)
     const days = top.entries.filter((e) => isDayName(e.name))
     const latestDay = days.reduce<(typeof days)[number] | undefined>((a, e) => (a == null || e.name > a.name ? e : a), undefined)
+    // The latest hour first: a head's newest file is the one at its seq, and this node's own bucket may be an
+    // older hour too big to read whole (a copy restored from a backup publishes the seq later than this node did).
     const buckets = [ownBucket]
     if (latestDay != null) {
       const hours = (await read(latestDay.cid)).entries.filter((e) => isHourName(e.name))
       const latestHour = hours.reduce<(typeof hours)[number] | undefined>((a, e) => (a == null || e.name > a.name ? e : a), undefined)
-      if (latestHour != null && `${latestDay.name}/${latestHour.name}` !== ownBucket) buckets.push(`${latestDay.name}/${latestHour.name}`)
+      if (latestHour != null && `${latestDay.name}/${latestHour.name}` !== ownBucket) buckets.unshift(`${latestDay.name}/${latestHour.name}`)
     }
     const hourOf = async (bucket: string): Promise<CID | undefined> => {
       const day = days.find((e) => e.name === bucket.slice(0, 10))
