@@ -58,6 +58,8 @@ export class HeadExchange {
    * knows for each push of nothing it sends); a failed greet is made good by the re-announce (pushAll)
    */
   private readonly greeted = new Set<string>()
+  /** set by stop(): no greet starts after it */
+  private stopped = false
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
     if (evt.detail.protocols.includes(HEADS_PROTOCOL)) void this.greet(evt.detail.peerId)
   }
@@ -72,6 +74,7 @@ export class HeadExchange {
   }
 
   async start(): Promise<void> {
+    this.stopped = false
     await this.init.libp2p.handle(
       HEADS_PROTOCOL,
       (stream, connection) => {
@@ -96,17 +99,22 @@ export class HeadExchange {
    */
   private async greet(peer: PeerId): Promise<void> {
     const id = peer.toString()
-    if (this.greeting.has(id)) return
+    if (this.stopped || this.greeting.has(id)) return
     this.greeting.add(id)
     this.greeted.add(id)
     try {
+      // The heads are read from the database, which a stop closes: a greet a push started as the node
+      // stopped finds it closed, and is dropped.
       await this.push(peer, this.init.heads(), { empty: true, first: this.init.headOf?.(id) })
+    } catch (err) {
+      this.init.log.debug(`cannot greet ${id}: ${(err as Error).message}`, { peer: id, reason: 'head_push_failed' })
     } finally {
       this.greeting.delete(id)
     }
   }
 
   async stop(): Promise<void> {
+    this.stopped = true
     this.init.libp2p.removeEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.removeEventListener('peer:disconnect', this.onDisconnect as EventListener)
     this.pushed.clear()

@@ -1,6 +1,4 @@
 import { expect, test } from 'bun:test'
-import { murmur3128 } from '@multiformats/murmur3'
-import { createHAMT } from 'hamt-sharding'
 import type { CID } from 'multiformats/cid'
 import { fileName } from '../../src/model/layout.ts'
 import { labelAt, readDirectoryNode, ShardedDirectory, type DirectoryNode } from '../../src/unixfs/hamt.ts'
@@ -39,37 +37,4 @@ test('labelAt finds every name of a fanout-16 bucket as ShardedDirectory writes 
   flushed = await dir.flush()
   for (const b of [flushed.root, ...flushed.blocks]) blocks.set(b.cid.toString(), b.bytes)
   for (const [i, n] of names.entries()) expect(lookUp(blocks, flushed.root.cid, n)?.toString()).toBe(i % 3 === 0 ? cids.get(n)!.toString() : undefined)
-})
-
-test('labelAt is the slot hamt-sharding (the importers, fanout 256) gives every name at every level', async () => {
-  // ipfs-unixfs-importer's hash: the first 8 bytes of murmur3-x64-128, reversed (hamt-sharding reads from the end)
-  const hashFn = async (buf: Uint8Array): Promise<Uint8Array> => (await murmur3128.encode(buf)).subarray(0, 8).reverse()
-  for (const bits of [4, 8]) {
-    const bucket = createHAMT<boolean>({ hashFn, bits })
-    for (const n of names) await bucket.put(n, true)
-    for (const n of names) {
-      // walk the bucket's children by the labels labelAt gives
-      let b: any = bucket
-      const hashes: Uint8Array[] = []
-      for (let level = 0; ; level++) {
-        const child = b._children.get(parseInt(labelAt(n, level, 2 ** bits, hashes), 16))
-        expect(child).toBeDefined()
-        if (child.key === n) break
-        expect(child._children).toBeDefined()
-        b = child
-      }
-    }
-  }
-})
-
-test('labelAt past the first 64 bits of hash is what hamt-sharding takes (the name and the byte of the round, hashed again)', async () => {
-  const { InfiniteHash } = await import('../../node_modules/hamt-sharding/dist/src/consumable-hash.js')
-  const hashFn = async (buf: Uint8Array): Promise<Uint8Array> => (await murmur3128.encode(buf)).subarray(0, 8).reverse()
-  for (const bits of [4, 8]) {
-    for (const n of names.slice(0, 200)) {
-      const h = new InfiniteHash(new TextEncoder().encode(n), hashFn)
-      const hashes: Uint8Array[] = []
-      for (let level = 0; level < (bits === 4 ? 40 : 20); level++) expect(parseInt(labelAt(n, level, 2 ** bits, hashes), 16)).toBe(await h.take(bits))
-    }
-  }
 })
