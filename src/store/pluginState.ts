@@ -51,17 +51,8 @@ export interface ReplaySelect {
   plugin?: string
 }
 
-/** An effect given up (it threw PermanentError), as `cairn dead --effects` lists it. */
-export interface GivenUpEffect {
-  plugin: string
-  event_id: string
-  type: string
-  producer: string
-  seq: number
-  attempts: number
-  error: string
-  gave_up_at: string
-}
+/** An effect given up (it threw PermanentError), as `cairn dead --effects` lists it: a dead letter's fields, given up when. */
+export type GivenUpEffect = Omit<DeadLetter, 'dead_at'> & { gave_up_at: string }
 
 /** What an effect of an event is doing, for saying why it cannot be replayed. */
 export interface EffectState {
