@@ -384,11 +384,32 @@ export class CairnNode {
         }
       })
       const relays = new HeadRelays()
+      // A hint of this node's own that no peer heard (the gossip mesh forms after a start, and a publish held
+      // by the fence comes right then) goes by the head exchange at once instead of at the next re-announce:
+      // at most once a second, the last of a second's going at its end (a later head covers the earlier).
+      let unheardAt = 0
+      let unheardTimer: ReturnType<typeof setTimeout> | undefined
+      const pushUnheard = (): void => {
+        unheardAt = Date.now()
+        headExchange.pushAll({ changed: true }).catch((err: Error) => {
+          this.log.debug(`pushing an unheard head failed: ${err.message}`)
+        })
+      }
+      stopListening.push(() => clearTimeout(unheardTimer))
       const gossip = new HeadGossip(
         {
           ipfs,
           network: opened.network,
           limiter,
+          onUnheard: () => {
+            if (unheardTimer != null) return
+            const wait = unheardAt + 1000 - Date.now()
+            if (wait <= 0) return pushUnheard()
+            unheardTimer = setTimeout(() => {
+              unheardTimer = undefined
+              pushUnheard()
+            }, wait)
+          },
           publishHints: cfg.gossipHints,
           hintsPerSecond: cfg.hintsPerSecond,
           screen: (message) => {

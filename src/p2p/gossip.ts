@@ -27,6 +27,8 @@ export interface HeadGossipInit {
    * when the head moved that producer forward, which gives the peer's credit back (HeadLimiter.useful)
    */
   onHint: (bytes: Uint8Array, peer: string) => Promise<string | undefined>
+  /** told when a hint of this node's own reached no peer (none known to be subscribed yet, as right after a start) */
+  onUnheard?: () => void
 }
 
 export type HeadGossipComponents = Pick<Components, 'log' | 'metrics' | 'events'>
@@ -72,9 +74,14 @@ export class HeadGossip {
       events: HINT_EVENTS,
       send: (signed, blocks) => {
         this.components.metrics.headsAnnounced.inc({ via: 'gossip' })
-        this.init.ipfs.libp2p.services.pubsub.publish(this.topic, hintMessage(signed, blocks)).catch((err: Error) => {
-          this.components.log.debug(`gossip publish failed: ${err.message}`, { reason: 'gossip_publish_failed' })
-        })
+        this.init.ipfs.libp2p.services.pubsub.publish(this.topic, hintMessage(signed, blocks)).then(
+          (r) => {
+            if (r.recipients.length === 0) this.init.onUnheard?.()
+          },
+          (err: Error) => {
+            this.components.log.debug(`gossip publish failed: ${err.message}`, { reason: 'gossip_publish_failed' })
+          }
+        )
       }
     })
   }
