@@ -47,19 +47,21 @@ export class PublishFence {
 
   /** Lets every held and later publish go on. */
   open(): void {
-    clearTimeout(this.timer)
-    this.held = undefined
-    this.release?.()
-    this.release = undefined
-    this.reject = undefined
+    this.end()?.release()
   }
 
   /** Refuses every publish held now with `err` (the node stops before it could tell); later ones go on. */
   refuse(err: Error): void {
+    this.end()?.reject(err)
+  }
+
+  /** @returns how to settle the publishes held now, once: the fence is open from here on */
+  private end(): { release: () => void; reject: (err: Error) => void } | undefined {
     clearTimeout(this.timer)
+    const { release, reject } = this
     this.held = undefined
-    this.reject?.(err)
     this.release = undefined
     this.reject = undefined
+    return release == null || reject == null ? undefined : { release, reject }
   }
 }

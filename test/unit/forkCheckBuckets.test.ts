@@ -5,6 +5,7 @@ import { fileName } from '../../src/model/layout.ts'
 import { ForkCheck, type ForkCheckComponents } from '../../src/sync/forkCheck.ts'
 import { ShardedDirectory } from '../../src/unixfs/hamt.ts'
 import { directoryBlock, fileBlockSync, type DirEntry } from '../../src/unixfs/tree.ts'
+import { waitFor } from '../helpers/process.ts'
 
 const uuid7 = (i: number): string => {
   const h = (n: number, w: number): string => n.toString(16).padStart(w, '0').slice(-w)
@@ -72,7 +73,7 @@ test("another file at the head's seq in the copy's latest hour is found though t
   )
   const head = { producer: 'self', seq: 1501, root: copy.root.toString(), hlc: '0', acks: {} } as unknown as Head
   check.offer(head, copy.path)
-  while (results.length === 0) await Bun.sleep(10)
+  await waitFor('the check to give its verdict', () => results.length > 0, 30_000)
   await check.stop()
   expect(logged).toEqual([])
   expect(results).toEqual(['forked'])
