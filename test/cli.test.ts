@@ -9,6 +9,26 @@ import { writeRunInfo } from '../src/datadir/runInfo.ts'
 import { VERBS } from '../src/cli/main.ts'
 import pkg from '../package.json'
 
+/** Starts `cairn run` on `dir` (loopback, JSON logs) and sends it SIGTERM while it starts. @returns its exit code and stderr */
+async function sigtermDuringStart(dir: string, args: string[] = []): Promise<{ code: number; stderr: string }> {
+  const proc = Bun.spawn(cairnCommand('binary', ['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--log-format', 'json', ...args]), {
+    env: { ...process.env, CAIRN_DATA: '' },
+    stdout: 'ignore',
+    stderr: 'pipe'
+  })
+  try {
+    const stderr = collectText(proc.stderr)
+    // The membership is read early in the start, before node.json is written and the node has started.
+    await waitFor('the start under way', () => stderr.text().includes('membership:'), 30_000)
+    proc.kill('SIGTERM')
+    const code = await proc.exited
+    await stderr.done
+    return { code, stderr: stderr.text() }
+  } finally {
+    proc.kill()
+  }
+}
+
 describe('the cairn binary', () => {
   test('--version prints the version that package.json holds', async () => {
     const r = await cairn(['--version'])
@@ -129,23 +149,10 @@ describe('the cairn binary', () => {
     using tmp = tempDir()
     const dir = join(tmp.path, 'n')
     await cairn(['init', '--data', dir, '--new-network'])
-    const proc = Bun.spawn(cairnCommand('binary', ['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--log-format', 'json']), {
-      env: { ...process.env, CAIRN_DATA: '' },
-      stdout: 'ignore',
-      stderr: 'pipe'
-    })
-    try {
-      const stderr = collectText(proc.stderr)
-      // The membership is read early in the start, before node.json is written and the node has started.
-      await waitFor('the start under way', () => stderr.text().includes('membership:'), 30_000)
-      proc.kill('SIGTERM')
-      expect(await proc.exited).toBe(0)
-      await stderr.done
-      expect(stderr.text()).toContain('received SIGTERM, stopping')
-      expect(existsSync(join(dir, 'node.json'))).toBe(false)
-    } finally {
-      proc.kill()
-    }
+    const run = await sigtermDuringStart(dir)
+    expect(run.code).toBe(0)
+    expect(run.stderr).toContain('received SIGTERM, stopping')
+    expect(existsSync(join(dir, 'node.json'))).toBe(false)
   })
 
   test('a stop while a dial of a bootstrap peer is under way logs no crash: the aborted socket raises an AbortError nothing listens for', async () => {
@@ -156,20 +163,9 @@ describe('the cairn binary', () => {
     // The dial of port 1 is refused within moments: a SIGTERM during the start stops the node while it is under
     // way most times, so a few rounds make the abort all but certain.
     for (let round = 0; round < 4; round++) {
-      const proc = Bun.spawn(
-        cairnCommand('binary', ['run', '--data', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', `/ip4/127.0.0.1/tcp/1/p2p/${nobody}`, '--log-format', 'json']),
-        { env: { ...process.env, CAIRN_DATA: '' }, stdout: 'ignore', stderr: 'pipe' }
-      )
-      try {
-        const stderr = collectText(proc.stderr)
-        await waitFor('the start under way', () => stderr.text().includes('membership:'), 30_000)
-        proc.kill('SIGTERM')
-        expect(await proc.exited).toBe(0)
-        await stderr.done
-        expect(crashLines(stderr.text())).toEqual([])
-      } finally {
-        proc.kill()
-      }
+      const run = await sigtermDuringStart(dir, ['--bootstrap', `/ip4/127.0.0.1/tcp/1/p2p/${nobody}`])
+      expect(run.code).toBe(0)
+      expect(crashLines(run.stderr)).toEqual([])
     }
   }, 120_000)
 
