@@ -10,9 +10,10 @@ import { initDir, tempDir, waitFor } from '../helpers/process.ts'
  * Nodes a and b (b bootstrapped to a), with a's head exchange replaced by one that records each push of fake
  * heads it reads whole (a part), and b's by one that pushes 1,500 fake heads, a's own last.
  *
- * @returns them, the parts a read, and b's exchange (started once `startB` is called)
+ * @returns them, the parts a read, and b's exchange (started once `startB` is called; with `firstReadFails`, its
+ * first read of the heads, the greet to a as it starts, throws)
  */
-async function fakePushes(parent: string): Promise<{ a: CairnNode; b: CairnNode; parts: string[][]; own: Uint8Array; startB: () => Promise<HeadExchange> }> {
+async function fakePushes(parent: string): Promise<{ a: CairnNode; b: CairnNode; parts: string[][]; own: Uint8Array; startB: (options?: { firstReadFails?: boolean }) => Promise<HeadExchange> }> {
   const a = await inProcessNode(await initDir(parent, 'a'))
   const b = await inProcessNode(await initDir(parent, 'b', join(parent, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
   await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
@@ -36,10 +37,14 @@ async function fakePushes(parent: string): Promise<{ a: CairnNode; b: CairnNode;
   await b.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
   const heads = Array.from({ length: 1500 }, (_, i) => new TextEncoder().encode(`fake head ${i}`))
   const own = new TextEncoder().encode('fake own head of a')
-  const startB = async (): Promise<HeadExchange> => {
+  const startB = async (options: { firstReadFails?: boolean } = {}): Promise<HeadExchange> => {
+    let reads = 0
     const exchange = new HeadExchange({
       libp2p: b.ipfs.libp2p,
-      heads: () => [...heads, own],
+      heads: () => {
+        if (reads++ === 0 && options.firstReadFails === true) throw new Error('the database is busy')
+        return [...heads, own]
+      },
       headOf: (producer) => (producer === a.peerId.toString() ? own : undefined),
       onHead: async () => {},
       log: silentLog
@@ -74,8 +79,9 @@ test("a re-announce's push starts with the head of the peer's own producer as we
   using tmp = tempDir()
   const { a, b, parts, startB } = await fakePushes(tmp.path)
   try {
-    // Started after A connected: it pushed nothing on connecting.
-    const exchange = await startB()
+    // Started after A connected, it greets A as it starts, and that push fails: A has had no whole push.
+    const exchange = await startB({ firstReadFails: true })
+    expect(parts).toEqual([])
     await exchange.pushAll({ changed: true })
     await waitFor('both parts of the push on a', () => parts.length >= 2, 20_000)
     expect(parts[0][0]).toBe('fake own head of a')
