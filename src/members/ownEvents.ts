@@ -102,7 +102,7 @@ export class OwnEventsWatch {
       this.stalls.set(peer, { ack, since: this.now(), sinceMono: mono, base: this.othersOf(peer, acks), moved: false, refused: false })
       return stall?.refused === true ? { change: 'taken', peer: view(peer, stall) } : undefined
     }
-    stall.moved ||= this.movedPast(peer, stall.base, acks)
+    stall.moved ||= this.othersOf(peer, acks) > stall.base
     if (stall.refused || !stall.moved || mono - stall.sinceMono < afterMs) return undefined
     stall.refused = true
     return { change: 'refused', peer: view(peer, stall) }
@@ -128,11 +128,6 @@ export class OwnEventsWatch {
       if (producer !== this.init.self && producer !== peer && Number.isSafeInteger(seq) && seq > 0 && this.init.known(producer)) sum += seq
     }
     return sum
-  }
-
-  /** @returns whether a head acknowledges more of the other known producers, together, than `base` */
-  private movedPast(peer: string, base: number, acks: Record<string, number>): boolean {
-    return this.othersOf(peer, acks) > base
   }
 }
 

@@ -14,11 +14,6 @@ const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/
 /** What a lone surrogate is, for messages. */
 export const LONE_SURROGATE_TEXT = 'a lone UTF-16 surrogate (\\ud800 to \\udfff without its pair), which cannot be stored as it is'
 
-/** @returns whether a string holds a lone surrogate */
-function hasLoneSurrogate(s: string): boolean {
-  return LONE_SURROGATE.test(s)
-}
-
 /**
  * @returns whether JSON text may hold a lone surrogate once parsed: false is sure (a surrogate in JSON text
  * that decoded as UTF-8 can only be an escape), true asks for loneSurrogateIn on the parsed value
@@ -39,12 +34,12 @@ export function loneSurrogateIn(value: unknown): { path: string; memberName: boo
   while (stack.length > 0) {
     const [v, path] = stack.pop()!
     if (typeof v === 'string') {
-      if (hasLoneSurrogate(v)) return { path, memberName: false }
+      if (LONE_SURROGATE.test(v)) return { path, memberName: false }
     } else if (Array.isArray(v)) {
       for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], path === '' ? String(i) : `${path}.${i}`])
     } else if (v !== null && typeof v === 'object') {
       const keys = Object.keys(v)
-      for (const k of keys) if (hasLoneSurrogate(k)) return { path, memberName: true }
+      for (const k of keys) if (LONE_SURROGATE.test(k)) return { path, memberName: true }
       for (let i = keys.length - 1; i >= 0; i--) stack.push([(v as Record<string, unknown>)[keys[i]], path === '' ? keys[i] : `${path}.${keys[i]}`])
     }
   }
