@@ -159,7 +159,10 @@ export interface LiveStatus {
   loadedPlugins: LoadedPluginStatus[]
   /** the head of this node's own producer that showed its history diverged (see 'self:diverged') */
   diverged?: Pick<Divergence, 'seq' | 'outbox_seq' | 'fork'>
-  /** members whose heads show they have not taken this node's latest events, though they take others' (OwnEventsWatch) */
+  /**
+   * members whose heads show they have not taken this node's latest events, though they take others'
+   * (OwnEventsWatch); empty while this node knows it was removed or is no member, which a reason says already
+   */
   refusedBy: RefusingPeer[]
 }
 
@@ -248,15 +251,13 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     if (p.kept_after_removal != null && r != null) reasons.push(keptAfterRemovalText(p.producer, p.kept_after_removal, r))
   }
   const removed = live.members.removed.find((r) => r.peer_id === live.peerId)
-  const notMember = removed == null && live.members.source === 'changes' && !live.members.members.some((m) => m.self)
   if (removed != null) {
     reasons.push(
       `this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}; an owner adds it again (cairn members add ${live.peerId}) for them to be taken`
     )
-  } else if (notMember) reasons.push(`this node is not a member: other nodes refuse its events; an owner adds it (cairn members add ${live.peerId})`)
-  // What this node knows of its removal says it all: the members' acknowledgements would only repeat it.
-  const refusedBy = removed != null || notMember ? [] : live.refusedBy
-  if (refusedBy.length > 0) reasons.push(ownEventsRefusedText(refusedBy, live.peerId))
+  } else if (live.members.source === 'changes' && !live.members.members.some((m) => m.self))
+    reasons.push(`this node is not a member: other nodes refuse its events; an owner adds it (cairn members add ${live.peerId})`)
+  if (live.refusedBy.length > 0) reasons.push(ownEventsRefusedText(live.refusedBy, live.peerId))
   for (const h of stored.plugins.held_by)
     reasons.push(`plugin ${h.plugin} holds ${h.count} ${h.type} v${h.version} event(s): it reads older versions only; load a version of it that reads v${h.version}`)
   return {
@@ -274,7 +275,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     clock: live.clock,
     plugin_state: live.pluginStates,
     members: live.members,
-    own_events_refused_by: refusedBy,
+    own_events_refused_by: live.refusedBy,
     loaded_plugins: live.loadedPlugins,
     ...stored
   }
