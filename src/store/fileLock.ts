@@ -39,8 +39,10 @@ export function takeFileLock(path: string, waitMs: number): (() => void) | FileL
     db.run(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(waitMs))}`)
     // Nothing is written to it, so no journal file either (MEMORY: bun:sqlite refuses OFF).
     db.run('PRAGMA journal_mode = MEMORY')
-    db.run('PRAGMA locking_mode = EXCLUSIVE')
     db.run('BEGIN EXCLUSIVE')
+    // Only now: in EXCLUSIVE locking mode a connection keeps every lock it got, so one still waiting would keep
+    // the shared lock of each failed try, and two starting at once could each wait for the other until both gave up.
+    db.run('PRAGMA locking_mode = EXCLUSIVE')
   } catch (err) {
     db.close()
     return isBusy(err) ? { busy: true } : { busy: false, error: err as Error }

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { Database } from 'bun:sqlite'
 import type { Subprocess } from 'bun'
 import { dataPaths } from '../../src/datadir/layout.ts'
 import { lockDataDir, lockHolder, processStart, runningPid } from '../../src/datadir/lock.ts'
@@ -18,13 +19,17 @@ class Taker {
   /** what it printed: `{ got: true }` or `{ got: false, name, message }` */
   readonly answer: Promise<{ got: boolean; name?: string; message?: string }>
 
-  constructor(scripts: string, dir: string, options: { command?: string[]; drop?: boolean } = {}) {
+  /** with `announce`: settles once it is about to take the lock (it printed `trying`) */
+  readonly trying: Promise<void>
+
+  constructor(scripts: string, dir: string, options: { command?: string[]; drop?: boolean; announce?: boolean } = {}) {
     const script = join(scripts, `take-${Math.random().toString(36).slice(2)}.ts`)
     writeFileSync(
       script,
       `import { lockDataDir } from ${JSON.stringify(LOCK_TS)}
 let answer
 let release = () => {}
+${options.announce === true ? "console.log('trying')" : ''}
 try {
   ${options.drop === true ? '' : 'release = '}lockDataDir(${JSON.stringify(dir)})
   answer = { got: true }
@@ -39,17 +44,21 @@ release()
     )
     const proc = Bun.spawn([...(options.command ?? [process.execPath]), script], { cwd: ROOT, stdin: 'pipe', stdout: 'pipe', stderr: 'ignore' })
     this.proc = proc
-    this.answer = (async () => {
-      const reader = proc.stdout.getReader()
-      let text = ''
+    const reader = proc.stdout.getReader()
+    let text = ''
+    /** @returns the next line it prints */
+    const line = async (): Promise<string> => {
       while (!text.includes('\n')) {
         const { value, done } = await reader.read()
         if (done) throw new Error(`the taker exited with ${await proc.exited} before it answered`)
         text += new TextDecoder().decode(value)
       }
-      reader.releaseLock()
-      return JSON.parse(text.slice(0, text.indexOf('\n')))
-    })()
+      const next = text.slice(0, text.indexOf('\n'))
+      text = text.slice(next.length + 1)
+      return next
+    }
+    this.trying = options.announce === true ? line().then(() => undefined) : Promise.resolve()
+    this.answer = this.trying.then(async () => JSON.parse(await line()))
   }
 
   /** Ends its stdin (it releases what it took and exits) and waits for its exit. */
@@ -247,7 +256,50 @@ describe('the data directory lock', () => {
       for (const t of takers) await t[Symbol.asyncDispose]()
     }
   })
+
+  test('a start waiting for instance.lock keeps no lock between its tries, so that the process ahead of it gets the lock it waits for', async () => {
+    using tmp = tempDir()
+    // The process ahead: it holds the reserved lock and, to commit, needs the exclusive one, which every shared
+    // lock refuses (as a start does that reached the reserved lock first while another tries).
+    const ahead = new Database(dataPaths(tmp.path).instance)
+    try {
+      ahead.run('PRAGMA busy_timeout = 1500')
+      ahead.run('BEGIN IMMEDIATE')
+      ahead.run('CREATE TABLE t (x)')
+      const taker = new Taker(tmp.path, tmp.path, { announce: true })
+      try {
+        await taker.trying
+        // Between its tries (a few milliseconds each, for up to 2 s) the taker holds no lock: one that kept the shared
+        // lock of its first try would hold it all the while, and the process ahead could never commit.
+        const inode = statSync(dataPaths(tmp.path).instance).ino
+        let holding = 0
+        const samples = 100
+        for (let i = 0; i < samples; i++) {
+          if (locksOn(inode).includes(taker.proc.pid)) holding++
+          await Bun.sleep(5)
+        }
+        expect(holding).toBeLessThan(samples / 2)
+        ahead.run('COMMIT')
+        ahead.close()
+        expect(await taker.answer).toEqual({ got: true })
+        expect(await taker.end()).toBe(0)
+      } finally {
+        await taker[Symbol.asyncDispose]()
+      }
+    } finally {
+      ahead.close()
+    }
+  })
 })
+
+/** @returns the pids holding a POSIX lock on the file with inode `inode` (/proc/locks) */
+function locksOn(inode: number): number[] {
+  return readFileSync('/proc/locks', 'utf8')
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields[1] === 'POSIX' && fields[5]?.endsWith(`:${inode}`))
+    .map((fields) => Number(fields[4]))
+}
 
 /**
  * Runs `body` in a bun process of its own whose node:fs has `mocks` (source of an object literal's members,
