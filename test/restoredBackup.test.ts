@@ -1,11 +1,12 @@
 import { describe, expect, test } from 'bun:test'
-import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { initDataDir } from '../src/datadir/init.ts'
 import type { CairnNode } from '../src/node/node.ts'
-import { eventCount } from './helpers/db.ts'
+import type { Log } from '../src/log/logger.ts'
+import { eventCount, query } from './helpers/db.ts'
 import { inProcessNode, newInProcessNode } from './helpers/forge.ts'
 import { tempDir, waitFor } from './helpers/process.ts'
 
@@ -171,6 +172,60 @@ describe('a node whose cairn.db is behind what its producer published', () => {
       await initDataDir(other, { newNetwork: true })
       a = await inProcessNode(other, { 'publish-fence': '20s' })
       expect((await a.publish({ type: 'test.e', payload: { n: 1 } })).seq).toBe(1)
+    } finally {
+      await a?.stop()
+    }
+  }, 120_000)
+
+  test("an effect's publish while the fence holds is refused as not started and tried again a second later without an attempt counted, then goes through once the fence opens", async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'a')
+    await initDataDir(dir, { newNetwork: true })
+    // A test.ping's effect publishes a test.pong once the file `gate` names exists, and throws before; each call is a line in `runs`.
+    const plugins = join(tmp.path, 'plugins')
+    mkdirSync(plugins)
+    writeFileSync(
+      join(plugins, 'echo.js'),
+      `import { appendFileSync, existsSync } from 'node:fs'
+export default ({ v, definePlugin }) =>
+  definePlugin({
+    name: 'echo',
+    version: '1.0.0',
+    handles: { 'test.ping': { version: 1, payload: v.object({ gate: v.string(), runs: v.string() }) } },
+    apply() {},
+    async effect(event, ctx) {
+      appendFileSync(event.payload.runs, 'run\\n')
+      if (!existsSync(event.payload.gate)) throw new Error('the gate is closed')
+      await ctx.publish({ type: 'test.pong', payload: {} })
+    }
+  })
+`
+    )
+    const gate = join(tmp.path, 'gate')
+    const runs = join(tmp.path, 'runs')
+    const runCount = (): number => (existsSync(runs) ? readFileSync(runs, 'utf8').split('\n').filter(Boolean).length : 0)
+    let a: CairnNode | undefined = await inProcessNode(dir, { plugins })
+    try {
+      const { event_id } = await a.publish({ type: 'test.ping', payload: { gate, runs } })
+      const node = a
+      await waitFor('the effect to fail once', () => (node.store.pluginState.effectsOf(event_id)[0]?.attempts ?? 0) >= 1, 30_000)
+      await a.stop()
+      const [{ attempts }] = query<{ attempts: number }>(dir, 'SELECT attempts FROM plugin_effects WHERE event_id = ?', [event_id])
+      const before = runCount()
+      a = undefined
+      writeFileSync(gate, '')
+
+      // Restarted with a bootstrap peer nobody listens on: the fence holds publishes for its whole bound.
+      const nobody = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+      const lines: string[] = []
+      const log: Log = { debug: (m) => lines.push(m), info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m), child: () => log }
+      const restarted = await inProcessNode(dir, { plugins, bootstrap: [`/ip4/127.0.0.1/tcp/1/p2p/${nobody}`], 'publish-fence': '3s' }, log)
+      a = restarted
+      await waitFor('a test.pong published', () => restarted.store.events.countAfter(0) === 2, 30_000)
+      // Refused at least once while the fence held (a run that waited on the fence would have been the only one), and no refusal counted.
+      expect(runCount()).toBeGreaterThanOrEqual(before + 2)
+      expect(restarted.store.pluginState.effectsOf(event_id)).toEqual([{ plugin: 'echo', attempts: attempts + 1, done: true }])
+      expect(lines.some((l) => l.includes('effect waits for the node to start'))).toBe(true)
     } finally {
       await a?.stop()
     }
