@@ -22,6 +22,13 @@ const SKIP_CHUNK = 64 * 1024
 const PUSH_TIMEOUT_MS = 10_000
 /** A peer gets the heads again after this long even when none changed since its last push. */
 const REPUSH_UNCHANGED_MS = 60_000
+/**
+ * A failed first push to a peer is tried again this long after, then twice as long after each next failure, up
+ * to GREET_TRIES pushes in all (1, 2 and 4 s: within the default --publish-fence of 10 s whatever
+ * --announce-interval is); the re-announce makes good what still failed.
+ */
+const GREET_RETRY_MS = 1000
+const GREET_TRIES = 4
 
 export interface HeadExchangeInit {
   libp2p: Libp2p
@@ -36,6 +43,8 @@ export interface HeadExchangeInit {
   /** a push from `peer` was read whole, each of its heads given to onHead */
   onPushed?: (peer: string) => void
   log: Log
+  /** how long after a failed first push it is tried again (GREET_RETRY_MS; tests) */
+  greetRetryMs?: number
 }
 
 /**
@@ -55,9 +64,12 @@ export class HeadExchange {
   /**
    * peers greeted on their connection, whether or not that push got through: a push from one of them is not
    * answered with another greet (a peer that takes no push whole would otherwise get every head this node
-   * knows for each push of nothing it sends); a failed greet is made good by the re-announce (pushAll)
+   * knows for each push of nothing it sends); a failed greet is tried again a few times (greet), then made good
+   * by the re-announce (pushAll)
    */
   private readonly greeted = new Set<string>()
+  /** the timers of failed first pushes' next tries, cleared by stop() */
+  private readonly greetRetries = new Set<ReturnType<typeof setTimeout>>()
   /** set by stop(): no greet starts after it */
   private stopped = false
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
@@ -95,9 +107,12 @@ export class HeadExchange {
   /**
    * The first push to a peer on a connection: sent even with no head (a peer that just started holds its
    * publishes until a push, see PublishFence), the peer's own head first, so that the first part of a split
-   * push carries it (it is sent twice then).
+   * push carries it (it is sent twice then). One that fails is tried again (GREET_RETRY_MS) while the peer
+   * stays connected and gets no other whole push.
+   *
+   * @param tries how many pushes of it failed before
    */
-  private async greet(peer: PeerId): Promise<void> {
+  private async greet(peer: PeerId, tries = 0): Promise<void> {
     const id = peer.toString()
     if (this.stopped || this.greeting.has(id)) return
     this.greeting.add(id)
@@ -111,10 +126,22 @@ export class HeadExchange {
     } finally {
       this.greeting.delete(id)
     }
+    if (this.stopped || this.pushed.has(id) || tries + 1 >= GREET_TRIES) return
+    const timer = setTimeout(
+      () => {
+        this.greetRetries.delete(timer)
+        if (!this.pushed.has(id) && this.init.libp2p.getConnections(peer).length > 0) void this.greet(peer, tries + 1)
+      },
+      (this.init.greetRetryMs ?? GREET_RETRY_MS) * 2 ** tries
+    )
+    timer.unref?.()
+    this.greetRetries.add(timer)
   }
 
   async stop(): Promise<void> {
     this.stopped = true
+    for (const timer of this.greetRetries) clearTimeout(timer)
+    this.greetRetries.clear()
     this.init.libp2p.removeEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.removeEventListener('peer:disconnect', this.onDisconnect as EventListener)
     this.pushed.clear()

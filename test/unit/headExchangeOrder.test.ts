@@ -13,7 +13,9 @@ import { initDir, tempDir, waitFor } from '../helpers/process.ts'
  * @returns them, the parts a read, and b's exchange (started once `startB` is called; with `firstReadFails`, its
  * first read of the heads, the greet to a as it starts, throws)
  */
-async function fakePushes(parent: string): Promise<{ a: CairnNode; b: CairnNode; parts: string[][]; own: Uint8Array; startB: (options?: { firstReadFails?: boolean }) => Promise<HeadExchange> }> {
+async function fakePushes(
+  parent: string
+): Promise<{ a: CairnNode; b: CairnNode; parts: string[][]; own: Uint8Array; startB: (options?: { firstReadFails?: boolean; greetRetryMs?: number }) => Promise<HeadExchange> }> {
   const a = await inProcessNode(await initDir(parent, 'a'))
   const b = await inProcessNode(await initDir(parent, 'b', join(parent, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
   await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
@@ -37,7 +39,7 @@ async function fakePushes(parent: string): Promise<{ a: CairnNode; b: CairnNode;
   await b.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
   const heads = Array.from({ length: 1500 }, (_, i) => new TextEncoder().encode(`fake head ${i}`))
   const own = new TextEncoder().encode('fake own head of a')
-  const startB = async (options: { firstReadFails?: boolean } = {}): Promise<HeadExchange> => {
+  const startB = async (options: { firstReadFails?: boolean; greetRetryMs?: number } = {}): Promise<HeadExchange> => {
     let reads = 0
     const exchange = new HeadExchange({
       libp2p: b.ipfs.libp2p,
@@ -47,7 +49,8 @@ async function fakePushes(parent: string): Promise<{ a: CairnNode; b: CairnNode;
       },
       headOf: (producer) => (producer === a.peerId.toString() ? own : undefined),
       onHead: async () => {},
-      log: silentLog
+      log: silentLog,
+      greetRetryMs: options.greetRetryMs
     })
     await exchange.start()
     return exchange
@@ -79,10 +82,26 @@ test("a re-announce's push starts with the head of the peer's own producer as we
   using tmp = tempDir()
   const { a, b, parts, startB } = await fakePushes(tmp.path)
   try {
-    // Started after A connected, it greets A as it starts, and that push fails: A has had no whole push.
-    const exchange = await startB({ firstReadFails: true })
+    // Started after A connected, it greets A as it starts, and that push fails (and is not tried again within
+    // the test): A has had no whole push.
+    const exchange = await startB({ firstReadFails: true, greetRetryMs: 3_600_000 })
     expect(parts).toEqual([])
     await exchange.pushAll({ changed: true })
+    await waitFor('both parts of the push on a', () => parts.length >= 2, 20_000)
+    expect(parts[0][0]).toBe('fake own head of a')
+  } finally {
+    await b.stop()
+    await a.stop()
+  }
+}, 60_000)
+
+// A failed first push is tried again a second later, whatever the re-announce interval: a peer that just
+// started holds its publishes for it only so long (--publish-fence).
+test("a first push that failed is tried again before any re-announce, with the peer's own head first", async () => {
+  using tmp = tempDir()
+  const { a, b, parts, startB } = await fakePushes(tmp.path)
+  try {
+    await startB({ firstReadFails: true })
     await waitFor('both parts of the push on a', () => parts.length >= 2, 20_000)
     expect(parts[0][0]).toBe('fake own head of a')
   } finally {
