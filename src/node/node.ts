@@ -559,6 +559,8 @@ export class CairnNode {
       })
       this.status = 'started'
       const limit = memoryLimit()
+      // Before 'node started': whoever reads the log up to that line (a supervisor, a test) has the warnings too.
+      for (const w of memoryLimitWarnings(limit)) this.log.warn(w.message, { reason: w.reason, memory_limit_bytes: limit?.bytes })
       this.log.info('node started', {
         peer_id: self,
         addrs: libp2p.getMultiaddrs().map(String),
@@ -566,7 +568,6 @@ export class CairnNode {
         network: opened.network,
         ...(limit == null ? {} : { memory_limit_bytes: limit.bytes })
       })
-      for (const w of memoryLimitWarnings(limit)) this.log.warn(w.message, { reason: w.reason, memory_limit_bytes: limit?.bytes })
     } catch (err) {
       if (this.running == null) {
         // Failed before every service existed: stop what did start, in reverse order.
