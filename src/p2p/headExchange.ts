@@ -68,8 +68,11 @@ export class HeadExchange {
    * by the re-announce (pushAll)
    */
   private readonly greeted = new Set<string>()
-  /** the timers of failed first pushes' next tries, cleared by stop() */
-  private readonly greetRetries = new Set<ReturnType<typeof setTimeout>>()
+  /**
+   * per peer, the timer of its failed first push's next try: cleared when the peer disconnects (a try on its next
+   * connection would mark that one greeted, and its greet would not be answered) and by stop()
+   */
+  private readonly greetRetries = new Map<string, ReturnType<typeof setTimeout>>()
   /** set by stop(): no greet starts after it */
   private stopped = false
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId; protocols: string[] }>): void => {
@@ -77,8 +80,11 @@ export class HeadExchange {
   }
 
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
-    this.pushed.delete(evt.detail.toString())
-    this.greeted.delete(evt.detail.toString())
+    const id = evt.detail.toString()
+    this.pushed.delete(id)
+    this.greeted.delete(id)
+    clearTimeout(this.greetRetries.get(id))
+    this.greetRetries.delete(id)
   }
 
   constructor(init: HeadExchangeInit) {
@@ -126,21 +132,23 @@ export class HeadExchange {
     } finally {
       this.greeting.delete(id)
     }
-    if (this.stopped || this.pushed.has(id) || tries + 1 >= GREET_TRIES) return
+    // Gone on a disconnect meanwhile: a greet of it no longer on this connection is tried no more.
+    if (this.stopped || this.pushed.has(id) || !this.greeted.has(id) || tries + 1 >= GREET_TRIES) return
+    clearTimeout(this.greetRetries.get(id))
     const timer = setTimeout(
       () => {
-        this.greetRetries.delete(timer)
+        this.greetRetries.delete(id)
         if (!this.pushed.has(id) && this.init.libp2p.getConnections(peer).length > 0) void this.greet(peer, tries + 1)
       },
       (this.init.greetRetryMs ?? GREET_RETRY_MS) * 2 ** tries
     )
     timer.unref?.()
-    this.greetRetries.add(timer)
+    this.greetRetries.set(id, timer)
   }
 
   async stop(): Promise<void> {
     this.stopped = true
-    for (const timer of this.greetRetries) clearTimeout(timer)
+    for (const timer of this.greetRetries.values()) clearTimeout(timer)
     this.greetRetries.clear()
     this.init.libp2p.removeEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.removeEventListener('peer:disconnect', this.onDisconnect as EventListener)
