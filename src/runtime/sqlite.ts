@@ -147,8 +147,16 @@ export function openDatabaseSync(path: string, options: OpenOptions = {}): SqlDa
   try {
     const db = openNative(path, options)
     try {
-      // SQLite opens lazily: the first read is what fails (another connection's lock is no failure to open).
-      db.get('PRAGMA schema_version')
+      // SQLite opens lazily: the first read is what fails (another connection's lock is no failure to open, nor
+      // waited for: Deno's node:sqlite opens read-only with a busy timeout of 5 s, which a probe of a held lock,
+      // and a start's probe of its own, would wait out). The driver's busy timeout is kept for what follows.
+      const wait = db.get<{ timeout: number }>('PRAGMA busy_timeout')?.timeout ?? 0
+      db.run('PRAGMA busy_timeout = 0')
+      try {
+        db.get('PRAGMA schema_version')
+      } finally {
+        db.run(`PRAGMA busy_timeout = ${wait}`)
+      }
       return db
     } catch (err) {
       if (isBusy(err)) return db

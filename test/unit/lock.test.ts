@@ -290,6 +290,36 @@ describe('the data directory lock', () => {
       ahead.close()
     }
   })
+
+  test('under Deno (node:sqlite, whose read-only connections wait up to 5 s for a lock) a start takes a free directory, and asking who holds a held one answers, without waiting', async () => {
+    using tmp = tempDir()
+    using scripts = tempDir()
+    const script = join(scripts.path, 'timed.ts')
+    writeFileSync(
+      script,
+      `import { lockDataDir, lockHolder } from ${JSON.stringify(LOCK_TS)}
+const dir = ${JSON.stringify(tmp.path)}
+const at = Date.now()
+if (Deno.args[0] === 'take') lockDataDir(dir)()
+else lockHolder(dir)
+console.log(Date.now() - at)
+`
+    )
+    const timed = async (what: 'take' | 'ask'): Promise<number> => {
+      const proc = Bun.spawn([join(ROOT, 'node_modules', '.bin', 'deno'), 'run', '-A', script, what], { cwd: ROOT, stdout: 'pipe', stderr: 'inherit' })
+      const out = await new Response(proc.stdout).text()
+      expect(await proc.exited).toBe(0)
+      return Number(out.trim())
+    }
+    // A start's own probe of the lock it took (is it exclusive?) is a read-only connection's, as is asking.
+    expect(await timed('take')).toBeLessThan(2000)
+    const release = lockDataDir(tmp.path)
+    try {
+      expect(await timed('ask')).toBeLessThan(2000)
+    } finally {
+      release()
+    }
+  })
 })
 
 /** @returns the pids holding a POSIX lock on the file with inode `inode` (/proc/locks) */
