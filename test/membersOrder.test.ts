@@ -75,14 +75,26 @@ describe("the order of a removal and the removed member's events", () => {
       for (let i = 0; i < 3; i++) await nc.publish({ type: 'test.c', payload: { i } })
       await waitFor("c's events on a", () => seqsOf(a, cId).length === 3)
       expect((await na.members.remove(cId)).change).toEqual({ op: 'remove', peer_id: cId, last_seq: 3 })
+      // c's later heads acknowledge a's events up to the removal, so that every node, however late, learns of the
+      // removal before it takes them (one that took c's events before it could know of the removal keeps them:
+      // kept_after_removal).
+      const removalSeq = (await na.statusJson()).outbox.last_seq
+      await waitFor("c to have a's events up to the removal", () => (nc.store.producers.get(aId)?.processed_seq ?? 0) >= removalSeq)
       for (let i = 3; i < 5; i++) await nc.publish({ type: 'test.c', payload: { i } })
       // The late node hears of both from c (which holds a's head too) and from a, in whatever order.
       nl = await inProcessNode(late, { ...quick, bootstrap: [nc.ipfs.libp2p.getMultiaddrs()[0].toString(), addrA] })
       const node = nl
-      await waitFor(
-        'the late node to apply the removal and take c up to seq 3',
-        async () => node.members.removedAt(cId) != null && seqsOf(late, cId).length === 3 && !(await node.statusJson()).syncing
-      )
+      await waitFor('the late node to apply the removal and take c up to seq 3', async () => {
+        const removed = node.members.removedAt(cId) != null
+        const seqs = seqsOf(late, cId)
+        const status = await node.statusJson()
+        if (removed && seqs.length === 3 && !status.syncing) return true
+        // What the late node holds, for the timeout's message.
+        const line = status.producers.find((p) => p.producer === cId)
+        throw new Error(
+          `removal ${removed ? 'applied' : 'not applied'}; c's seqs [${seqs.join(', ')}]; syncing ${status.syncing}; c's line ${JSON.stringify(line)}; reasons ${JSON.stringify(status.reasons)}`
+        )
+      })
       expect(seqsOf(late, cId)).toEqual([1, 2, 3])
       expect((await node.statusJson()).producers.find((p) => p.producer === cId)?.lag_events).toBe(0)
     } finally {
