@@ -7,7 +7,7 @@
  *   BIN=/tmp/cairn-other bun bench/run.ts   # another build of cairn (copy dist/cairn away first), to compare
  *
  * OrbitDB is installed into bench/node_modules on first use (bench/package.json), never into cairn's own.
- * Prints one table per workload (cairn, OrbitDB, ratio) and writes them to bench/results.md.
+ * Prints one table per workload (cairn, OrbitDB, ratio); a whole run of dist/cairn also writes them to bench/results.md.
  */
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus, totalmem } from 'node:os'
@@ -377,5 +377,8 @@ for (const t of tables) {
 }
 const report = lines.join('\n')
 console.log(report)
-writeFileSync(join(ROOT, 'bench', 'results.md'), report)
+// bench/results.md holds the tables of a whole run (BENCHMARKS.md's "Latest results"): a run of some workloads or
+// one system, or of another build, would replace them with a part.
+if (ONLY == null && SYSTEMS.includes('cairn') && SYSTEMS.includes('orbitdb') && process.env.BIN == null) writeFileSync(join(ROOT, 'bench', 'results.md'), report)
+else console.error('# bench/results.md left as it is: it holds a whole run of dist/cairn (no BENCH_ONLY, BENCH_SYSTEMS or BIN)')
 process.exit(0)
