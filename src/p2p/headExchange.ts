@@ -138,7 +138,8 @@ export class HeadExchange {
     const timer = setTimeout(
       () => {
         this.greetRetries.delete(id)
-        if (!this.pushed.has(id) && this.init.libp2p.getConnections(peer).length > 0) void this.greet(peer, tries + 1)
+        // (A disconnect cleared this timer: the peer is still connected.)
+        if (!this.pushed.has(id)) void this.greet(peer, tries + 1)
       },
       (this.init.greetRetryMs ?? GREET_RETRY_MS) * 2 ** tries
     )
