@@ -1,0 +1,86 @@
+import { expect, test } from 'bun:test'
+import type { CID } from 'multiformats/cid'
+import type { Head } from '../../src/model/head.ts'
+import { fileName } from '../../src/model/layout.ts'
+import { ForkCheck, type ForkCheckComponents } from '../../src/sync/forkCheck.ts'
+import { directoryBlock, fileBlockSync, type DirEntry } from '../../src/unixfs/tree.ts'
+
+const uuid7 = (i: number): string => `0190a000-0000-7000-8000-${i.toString(16).padStart(12, '0')}`
+const file = (seq: number, copy: number): DirEntry => {
+  const block = fileBlockSync(new TextEncoder().encode(`event ${seq} of copy ${copy}`))
+  return { name: fileName(seq, uuid7(seq * 10 + copy)), cid: block.cid, size: block.bytes.length }
+}
+
+/** a one-hour outbox tree holding `files`: its root and every block */
+async function tree(bucket: string, files: DirEntry[]): Promise<{ root: CID; blocks: Map<string, Uint8Array> }> {
+  const blocks = new Map<string, Uint8Array>()
+  const hour = await directoryBlock(files)
+  const day = await directoryBlock([{ name: bucket.slice(11), cid: hour.cid, size: hour.size }])
+  const root = await directoryBlock([{ name: bucket.slice(0, 10), cid: day.cid, size: day.size }])
+  for (const b of [hour, day, root]) blocks.set(b.cid.toString(), b.bytes)
+  return { root: root.cid, blocks }
+}
+
+// This node's identity runs on a copy too (a restored backup): the copy's head at seq 5 holds another file there,
+// and is pushed to this node now and then (on a change, or every minute). A member relays this node's own older
+// heads, which every peer kept (gossip carried them, and only this node's key could sign them), of roots whose
+// directory blocks nobody holds any more (collected after later commits): each takes the one check that runs at a
+// time for the whole fetch timeout (bitswap wants the block until then), and a head offered meanwhile is dropped.
+// One such replay per fetch timeout, at a rate far under the head limiter's, and the copy is never found out.
+// (The supply does not run out: each root is tried three times, and forgotten after 1,024 others.)
+test("replays of this node's own older heads whose blocks are gone do not keep a copy's forked head from its check", async () => {
+  const own = file(5, 0)
+  const copy = await tree('2026-11-30/09', [file(4, 0), file(5, 1)])
+  const results: string[] = []
+  const dispatched: unknown[] = []
+  const components = {
+    store: {
+      outbox: {
+        lastSeq: () => 10,
+        root: () => 'bafycurrent',
+        atSeq: (seq: number) => ({ bucket: '2026-11-30/08', name: seq === 5 ? own.name : file(seq, 0).name, cid: seq === 5 ? own.cid.toString() : file(seq, 0).cid.toString() })
+      }
+    },
+    events: { safeDispatchEvent: (_type: string, e: { detail: unknown }) => dispatched.push(e.detail) },
+    log: { debug: () => {} },
+    metrics: { ownHeadsChecked: { inc: (l: { result: string }) => results.push(l.result) } }
+  } as unknown as ForkCheckComponents
+  const fetchTimeoutMs = 1000
+  const check = new ForkCheck(
+    {
+      // A block no peer holds is wanted until the signal ends the fetch (--fetch-timeout).
+      getBlock: async (cid, signal) => {
+        const b = copy.blocks.get(cid.toString())
+        if (b != null) return b
+        return await new Promise<Uint8Array>((_, reject) => {
+          signal.addEventListener('abort', () => reject(new Error('no peer has it')), { once: true })
+        })
+      },
+      timeoutMs: fetchTimeoutMs
+    },
+    components
+  )
+  const head = (seq: number, root: string): Head => ({ producer: 'self', seq, root, hlc: '0', acks: {} }) as unknown as Head
+  // The member's replays: one every 10 ms (the head limiter lets 200 a second of one producer through from a peer),
+  // each of another old root.
+  const gone = await Promise.all(Array.from({ length: 1500 }, async (_, i) => (await directoryBlock([{ name: `old ${i}`, cid: own.cid, size: 1 }])).cid.toString()))
+  let stale = 0
+  const replays = setInterval(() => check.offer(head(3, gone[stale++ % gone.length]), []), 10)
+  // The copy's head comes every second (far more often than a real copy's pushes: on a change, or once a minute).
+  let pushes: ReturnType<typeof setInterval> | undefined
+  const first = setTimeout(() => {
+    check.offer(head(5, copy.root.toString()), [])
+    pushes = setInterval(() => check.offer(head(5, copy.root.toString()), []), 1000)
+  }, 500)
+  try {
+    const until = Date.now() + 8 * fetchTimeoutMs
+    while (Date.now() < until && !results.includes('forked')) await Bun.sleep(50)
+  } finally {
+    clearInterval(replays)
+    clearTimeout(first)
+    clearInterval(pushes)
+    await check.stop()
+  }
+  expect(results).toContain('forked')
+  expect(dispatched).toHaveLength(1)
+}, 30_000)
