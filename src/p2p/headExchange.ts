@@ -120,7 +120,9 @@ export class HeadExchange {
    */
   private async greet(peer: PeerId, tries = 0): Promise<void> {
     const id = peer.toString()
-    if (this.stopped || this.greeting.has(id)) return
+    // A peer already gone (its disconnect handled before this greet started: an identify or a greet-back handled
+    // late) is not dialled, nor remembered as greeted: no disconnect is left to forget it.
+    if (this.stopped || this.greeting.has(id) || this.init.libp2p.getConnections(peer).length === 0) return
     this.greeting.add(id)
     this.greeted.add(id)
     try {
@@ -138,7 +140,6 @@ export class HeadExchange {
     const timer = setTimeout(
       () => {
         this.greetRetries.delete(id)
-        // (A disconnect cleared this timer: the peer is still connected.)
         if (!this.pushed.has(id)) void this.greet(peer, tries + 1)
       },
       (this.init.greetRetryMs ?? GREET_RETRY_MS) * 2 ** tries

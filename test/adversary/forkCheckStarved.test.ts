@@ -60,17 +60,19 @@ test("replays of this node's own older heads whose blocks are gone do not keep a
     },
     components
   )
-  const head = (seq: number, root: string): Head => ({ producer: 'self', seq, root, hlc: '0', acks: {} }) as unknown as Head
+  const head = (seq: number, root: string, at: number): Head => ({ producer: 'self', seq, root, hlc: `${at}-0000`, acks: {} }) as unknown as Head
   // The member's replays: one every 10 ms (the head limiter lets 200 a second of one producer through from a peer),
-  // each of another old root.
+  // each of another old root, signed before the copy's head (a head this node signed later is of a root it
+  // committed since it started, which is not checked: the second test), at a seq above the copy's.
   const gone = await Promise.all(Array.from({ length: 1500 }, async (_, i) => (await directoryBlock([{ name: `old ${i}`, cid: own.cid, size: 1 }])).cid.toString()))
+  const signedAt = 1764490000000
   let stale = 0
-  const replays = setInterval(() => check.offer(head(3, gone[stale++ % gone.length]), []), 10)
+  const replays = setInterval(() => check.offer(head(9, gone[stale % gone.length], signedAt - 1000 + (stale++ % 1000)), []), 10)
   // The copy's head comes every second (far more often than a real copy's pushes: on a change, or once a minute).
   let pushes: ReturnType<typeof setInterval> | undefined
   const first = setTimeout(() => {
-    check.offer(head(5, copy.root.toString()), [])
-    pushes = setInterval(() => check.offer(head(5, copy.root.toString()), []), 1000)
+    check.offer(head(5, copy.root.toString(), signedAt), [])
+    pushes = setInterval(() => check.offer(head(5, copy.root.toString(), signedAt), []), 1000)
   }, 500)
   try {
     const until = Date.now() + 8 * fetchTimeoutMs
@@ -84,3 +86,44 @@ test("replays of this node's own older heads whose blocks are gone do not keep a
   expect(results).toContain('forked')
   expect(dispatched).toHaveLength(1)
 }, 30_000)
+
+test('heads of roots this node committed are not checked: replaying them costs the node no check', async () => {
+  const results: string[] = []
+  let fetched = 0
+  const components = {
+    store: { outbox: { lastSeq: () => 10, root: () => 'bafycurrent', atSeq: () => ({ bucket: '2026-11-30/08', name: 'x', cid: 'y' }) } },
+    events: { safeDispatchEvent: () => {} },
+    log: { debug: () => {} },
+    metrics: { ownHeadsChecked: { inc: (l: { result: string }) => results.push(l.result) } }
+  } as unknown as ForkCheckComponents
+  const check = new ForkCheck(
+    {
+      getBlock: async () => {
+        fetched++
+        throw new Error('no peer has it')
+      },
+      timeoutMs: 1000
+    },
+    components
+  )
+  const roots = await Promise.all(Array.from({ length: 3 }, async (_, i) => (await directoryBlock([{ name: `commit ${i}`, cid: file(i, 0).cid, size: 1 }])).cid.toString()))
+  for (const root of roots) check.committed(root)
+  for (const [i, root] of roots.entries()) check.offer({ producer: 'self', seq: i + 1, root, hlc: '1764490000000-0000', acks: {} } as unknown as Head, [])
+  await check.stop()
+  expect(fetched).toBe(0)
+  expect(results).toEqual([])
+  // A root it did not commit is checked (here: no verdict, its blocks cannot be had).
+  const other = new ForkCheck(
+    {
+      getBlock: async () => {
+        fetched++
+        throw new Error('no peer has it')
+      },
+      timeoutMs: 1000
+    },
+    components
+  )
+  other.offer({ producer: 'self', seq: 1, root: roots[0], hlc: '1764490000000-0000', acks: {} } as unknown as Head, [])
+  await other.stop()
+  expect(fetched).toBe(1)
+})
