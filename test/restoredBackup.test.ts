@@ -231,6 +231,30 @@ export default ({ v, definePlugin }) =>
     }
   }, 120_000)
 
+  test('a push from a peer that is not a member does not open the fence: anyone with the swarm key can push', async () => {
+    using tmp = tempDir()
+    const dirA = join(tmp.path, 'a')
+    const dirX = join(tmp.path, 'x')
+    const { peerId: owner } = await initDataDir(dirA, { newNetwork: true })
+    // X holds the swarm key, but is no member.
+    await initDataDir(dirX, { swarmKeyFile: join(dirA, 'swarm.key'), owners: [owner] })
+    const x = await inProcessNode(dirX)
+    // A's members list names A alone.
+    const members = join(tmp.path, 'members.json')
+    writeFileSync(members, JSON.stringify([owner]))
+    let a: CairnNode | undefined
+    try {
+      a = await inProcessNode(dirA, { bootstrap: [x.ipfs.libp2p.getMultiaddrs()[0].toString()], 'publish-fence': '3s', members })
+      const started = performance.now()
+      expect((await a.publish({ type: 'test.e', payload: { n: 1 } })).seq).toBe(1)
+      // Held for the whole fence: X's push (it greets A on connecting) did not open it.
+      expect(performance.now() - started).toBeGreaterThan(2500)
+    } finally {
+      await a?.stop()
+      await x.stop()
+    }
+  }, 60_000)
+
   test('a stop before any peer pushed refuses the publishes the fence holds (503 not_started), rather than committing seqs the node cannot tell are free', async () => {
     using tmp = tempDir()
     const dir = join(tmp.path, 'a')

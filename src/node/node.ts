@@ -450,7 +450,8 @@ export class CairnNode {
           this.events.safeDispatchEvent('peer:rejected', { detail: { reason, detail, peer } })
         },
         onPushed: (peer) => {
-          if (!fence.closed) return
+          // Only a member's push tells what the network holds of this node: anyone with the swarm key can push.
+          if (!fence.closed || members.isMember(peer) === false) return
           fence.open()
           ownHeadFrom.clear()
           this.log.info(`publishing: ${peer} pushed the heads it knows`, { reason: 'publish_fence_opened', peer })
