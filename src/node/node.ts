@@ -605,7 +605,6 @@ export class CairnNode {
     const { events } = this
     r.stopListening.push(
       events.listen('outbox:committed', ({ head, events: committed, blocks }) => {
-        r.forkCheck.committed(this.store.outbox.root())
         r.fetcher.stored(blocks.map((b) => b.cid))
         r.gossip.publish(head, blocks, committed.length)
         trace('commit.announced', committed.at(-1)?.seq)
@@ -621,7 +620,6 @@ export class CairnNode {
         r.plugins.notify()
       }),
       events.listen('outbox:pruned', ({ head }) => {
-        r.forkCheck.committed(this.store.outbox.root())
         r.gossip.publish(head)
       }),
       events.listen('sync:progress', progressRenderer(this.log, this.extras.terminal)),

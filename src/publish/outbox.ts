@@ -366,6 +366,7 @@ export class Outbox {
     store.transaction(
       () => {
         extra()
+        if (store.outbox.root() !== head.root) store.outbox.signed(head.root)
         for (const [path, e] of tree.updates) store.outbox.putDir(path, e == null ? undefined : { cid: e.cid.toString(), size: e.size })
         store.producers.putHead({ producer: self, seq, root: head.root, hlc: head.hlc, acks: head.acks, signed, receivedAt: now }, { root: head.root, processedSeq: seq })
       },

@@ -282,5 +282,9 @@ export const MIGRATIONS: readonly string[] = [
   // 9: an effect that threw PermanentError is given up (done, with the time it gave up and its error), and
   // status counts those without reading every effect ever run
   `ALTER TABLE plugin_effects ADD COLUMN gave_up_at INTEGER;
-   CREATE INDEX plugin_effects_gave_up ON plugin_effects (gave_up_at) WHERE gave_up_at IS NOT NULL;`
+   CREATE INDEX plugin_effects_gave_up ON plugin_effects (gave_up_at) WHERE gave_up_at IS NOT NULL;`,
+  // 10: the roots of the last heads this node signed (SIGNED_ROOTS in outbox.ts): a head of one of them that a
+  // peer hands back is this node's own, and its fork check (sync/forkCheck.ts) is skipped
+  `CREATE TABLE signed_roots (n INTEGER PRIMARY KEY, root TEXT NOT NULL);
+   CREATE INDEX signed_roots_root ON signed_roots (root);`
 ]

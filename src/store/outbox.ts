@@ -1,5 +1,8 @@
 import type { SqlDatabase } from '../runtime/sqlite.ts'
 
+/** How many of the roots this node signed heads of are remembered (`signed_roots`, ~8 MiB at most). */
+export const SIGNED_ROOTS = 65_536
+
 /** A row of `outbox`: one event file this node published, where it sits in the tree, and whether it was pruned. */
 export interface OutboxFile {
   seq: number
@@ -80,6 +83,17 @@ export class OutboxTable {
   /** @returns how many unpruned files an hour bucket holds */
   bucketCount(bucket: string): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])?.n ?? 0
+  }
+
+  /** Records that this node signed a head of `root`; only the last SIGNED_ROOTS are kept. */
+  signed(root: string): void {
+    const n = Number(this.db.run('INSERT INTO signed_roots (root) VALUES (?)', [root]).lastInsertRowid)
+    this.db.run('DELETE FROM signed_roots WHERE n = ?', [n - SIGNED_ROOTS])
+  }
+
+  /** @returns whether `root` is among the last SIGNED_ROOTS roots this node signed a head of */
+  hasSigned(root: string): boolean {
+    return this.db.get<{ found: number }>('SELECT 1 AS found FROM signed_roots WHERE root = ? LIMIT 1', [root]) != null
   }
 
   /** @returns the file this node published at `seq`, pruned or not, or undefined when it has no row for it */

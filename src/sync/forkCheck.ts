@@ -13,8 +13,6 @@ const FORK_CHECK_BYTES = 2 * 1024 * 1024
 const REMEMBERED_ROOTS = 1024
 /** How many times one root is tried while its blocks cannot be had. */
 const ATTEMPTS = 3
-/** How many roots this process committed are remembered: a head of one of them is this node's own, not a copy's. */
-const PRODUCED_ROOTS = 4096
 
 /** What a check of one own head found: the same file at its seq, another one (a fork), or no verdict. */
 type ForkVerdict = 'same' | 'forked' | 'no_verdict'
@@ -42,20 +40,19 @@ class NoVerdict extends Error {}
  * dispatches 'self:diverged' itself); a seq without an outbox row, a file not in the tree (pruned) or
  * blocks not had within FORK_CHECK_BLOCKS, FORK_CHECK_BYTES and `timeoutMs` give no verdict, never a fork.
  *
- * One check runs at a time, and one head offered meanwhile waits: the newest by its signed clock. A peer can
- * hand this node any of its old heads (every peer kept them), of roots whose blocks nobody holds any more, each
- * costing a check the whole timeout; the newest-first wait keeps such replays from holding back a copy's current
- * head, and heads of the last PRODUCED_ROOTS roots this process committed are not checked at all. A root is
- * checked once (up to ATTEMPTS while its blocks cannot be had), the last REMEMBERED_ROOTS kept.
+ * A peer can hand this node any of its old heads (every peer kept them), of roots whose blocks nobody holds any
+ * more, each costing a check the whole timeout: heads of the roots this node signed lately (`signed_roots`, the
+ * last SIGNED_ROOTS) are not checked at all, and of the heads offered while a check runs, the one signed last
+ * waits and is checked next (others are dropped: they are pushed and announced again), so that replays of older
+ * ones cannot hold back a copy's current head. A root is checked once (up to ATTEMPTS while its blocks cannot be
+ * had), the last REMEMBERED_ROOTS kept.
  */
 export class ForkCheck {
   private readonly init: ForkCheckInit
   private readonly components: ForkCheckComponents
   /** per root looked into, the attempts without its blocks; Infinity once it had a verdict */
   private readonly checked = new Map<string, number>()
-  /** roots this process committed, the last PRODUCED_ROOTS, oldest first */
-  private readonly produced = new Set<string>()
-  private running: Promise<void> | undefined
+  private running: { root: string; done: Promise<void> } | undefined
   /** the head offered while a check ran that is checked next */
   private waiting: { head: Head; carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }> } | undefined
   private readonly abort = new AbortController()
@@ -72,15 +69,15 @@ export class ForkCheck {
   offer(head: Head, carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): void {
     const { outbox } = this.components.store
     const root = head.root
-    if (this.abort.signal.aborted || this.produced.has(root)) return
+    if (this.abort.signal.aborted || root === this.running?.root || root === this.waiting?.head.root) return
     if ((this.checked.get(root) ?? 0) >= ATTEMPTS) return
-    if (head.seq > outbox.lastSeq() || root === outbox.root()) return
+    if (head.seq > outbox.lastSeq() || root === outbox.root() || outbox.hasSigned(root)) return
     if (this.running != null) {
       const w = this.waiting?.head
       if (w == null || head.hlc > w.hlc || (head.hlc === w.hlc && head.seq > w.seq)) this.waiting = { head, carried }
       return
     }
-    this.running = this.check(head, carried)
+    const done = this.check(head, carried)
       .catch((err: Error) => {
         this.components.log.debug(`cannot check this node's own head at seq ${head.seq} (root ${root}): ${err.message}`)
       })
@@ -90,21 +87,14 @@ export class ForkCheck {
         this.waiting = undefined
         if (next != null) this.offer(next.head, next.carried)
       })
-  }
-
-  /** Tells that this node committed `root` (its outbox's root after a commit or a prune). */
-  committed(root: string | undefined): void {
-    if (root == null) return
-    this.produced.delete(root)
-    this.produced.add(root)
-    if (this.produced.size > PRODUCED_ROOTS) this.produced.delete(this.produced.keys().next().value as string)
+    this.running = { root, done }
   }
 
   /** Ends the check under way (a stop), and starts no other. */
   async stop(): Promise<void> {
     this.abort.abort()
     this.waiting = undefined
-    await this.running
+    await this.running?.done
   }
 
   private async check(head: Head, carried: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Promise<void> {

@@ -55,7 +55,14 @@ test("another file at the head's seq in the copy's latest hour is found though t
   const results: string[] = []
   const logged: string[] = []
   const components = {
-    store: { outbox: { lastSeq: () => 2000, root: () => 'bafyother', atSeq: (seq: number) => (seq === 1501 ? { bucket: '2026-11-30/07', name: own.name, cid: own.cid.toString() } : undefined) } },
+    store: {
+      outbox: {
+        lastSeq: () => 2000,
+        root: () => 'bafyother',
+        hasSigned: () => false,
+        atSeq: (seq: number) => (seq === 1501 ? { bucket: '2026-11-30/07', name: own.name, cid: own.cid.toString() } : undefined)
+      }
+    },
     events: { safeDispatchEvent: (_type: string, e: { detail: unknown }) => dispatched.push(e.detail) },
     log: { debug: (m: string) => logged.push(m) },
     metrics: { ownHeadsChecked: { inc: (l: { result: string }) => results.push(l.result) } }
