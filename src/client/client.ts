@@ -653,7 +653,9 @@ export class CairnClient {
         })
       )
       try {
-        for await (const m of readSse(body)) {
+        // The signal ends the reading itself, and is checked after each item: under Deno, an aborted fetch's
+        // body may go on bringing data (or wait for it) once its Response is collected.
+        for await (const m of readSse(body, signal)) {
           retryMs = m.retry
           if (m.event === 'ready') {
             const ready = JSON.parse(m.data) as { cursor_space: string; heartbeat_ms?: number }
@@ -664,12 +666,14 @@ export class CairnClient {
           } else if (m.event === 'caught-up') {
             pause()
             yield { kind: 'caught-up', cursor: (JSON.parse(m.data) as { cursor: number }).cursor, cursorSpace: cursorSpace! }
+            options.signal?.throwIfAborted()
             watch()
           } else if (m.event == null) {
             const event = JSON.parse(m.data) as CairnEvent<P>
             after = event.cursor
             pause()
             yield { kind: 'event', event, cursor: event.cursor, cursorSpace: cursorSpace! }
+            options.signal?.throwIfAborted()
             watch()
           }
         }

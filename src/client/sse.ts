@@ -15,15 +15,22 @@ const MAX_LINE = 16 * 1024 * 1024
  * a comment (a heartbeat); a blank line dispatches the message, when it has data.
  *
  * @param body the response body
+ * @param signal ends the reading: its abort cancels the body's reader, so a pending read ends at once,
+ *   whatever the runtime does with the body of an aborted fetch (Deno does not error it once the Response
+ *   is collected)
  * @returns the messages in order, until the body ends
- * @throws Error when a line is longer than 16 MiB
+ * @throws Error when a line is longer than 16 MiB; the signal's reason once it aborted
  * @example
  * ```ts
  * for await (const m of readSse(res.body!)) console.log(m.event ?? 'message', m.data)
  * ```
  */
-export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage> {
+export async function* readSse(body: ReadableStream<Uint8Array>, signal?: AbortSignal): AsyncGenerator<SseMessage> {
   const reader = body.getReader()
+  const cancel = (): void => {
+    reader.cancel(signal?.reason).catch(() => {})
+  }
+  signal?.addEventListener('abort', cancel, { once: true })
   const decoder = new TextDecoder()
   let buffer = ''
   let data: string[] = []
@@ -32,7 +39,9 @@ export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator
   let retry: number | undefined
   try {
     for (let done = false; !done; ) {
+      signal?.throwIfAborted()
       const chunk = await reader.read()
+      signal?.throwIfAborted()
       done = chunk.done
       buffer += done ? '' : decoder.decode(chunk.value, { stream: true })
       let start = 0
@@ -64,6 +73,7 @@ export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator
       if (buffer.length > MAX_LINE) throw new Error(`Cannot read the event stream: a line is longer than ${MAX_LINE} bytes`)
     }
   } finally {
+    signal?.removeEventListener('abort', cancel)
     reader.releaseLock()
     await body.cancel().catch(() => {})
   }

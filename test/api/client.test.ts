@@ -131,6 +131,49 @@ console.log(JSON.stringify(seen))
     expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' })
     expect(JSON.parse(stdout)).toHaveLength(1)
   }, 120_000)
+
+  test('under Deno, subscribe ends with AbortError when its signal aborts, from inside the loop or while it waits, even once the Response is collected', async () => {
+    await withApiNode({}, async (_node, baseUrl, token, dir) => {
+      const batch = Array.from({ length: 3000 }, (_, i) => ({ type: 'test.abort', payload: { i } }))
+      const published = await fetch(`${baseUrl}/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(batch) })
+      expect(published.status).toBe(201)
+      const script = join(dir, '..', 'abort.ts')
+      // gc() collects the Response whose body subscribe reads (once V8 has optimized the generator, which a
+      // backlog of thousands of events brings about, its frame no longer holds it): Deno then no longer errors
+      // the body's reads on the fetch's abort, and a subscribe that relied on that went on past its abort.
+      // Each case runs in a process of its own: which one saw it depended on which ran first.
+      writeFileSync(
+        script,
+        `import { CairnClient } from ${JSON.stringify(join(ROOT, 'src/client/mod.ts'))}
+const [baseUrl, token, when] = Deno.args
+const cairn = new CairnClient({ baseUrl, token })
+const bound = setTimeout(() => {
+  console.log(JSON.stringify(\`\${when}: still running 10 s after it started\`))
+  Deno.exit(0)
+}, 10_000)
+const ac = new AbortController()
+try {
+  for await (const item of cairn.subscribe({ types: ['test.abort'], signal: ac.signal })) {
+    if (item.kind !== 'caught-up') continue
+    globalThis.gc()
+    if (when === 'inside') ac.abort()
+    else setTimeout(() => { globalThis.gc(); ac.abort() }, 100)
+  }
+  console.log(JSON.stringify(\`\${when}: ended without an error\`))
+} catch (err) {
+  console.log(JSON.stringify(\`\${when}: \${err.name}\`))
+}
+clearTimeout(bound)
+`
+      )
+      const run = async (when: string): Promise<unknown> => {
+        const proc = Bun.spawn([join(ROOT, 'node_modules', '.bin', 'deno'), 'run', '-A', '--v8-flags=--expose-gc', script, baseUrl, token, when], { stdout: 'pipe', stderr: 'pipe' })
+        const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+        return code === 0 ? JSON.parse(stdout) : `${when}: exited ${code}: ${stderr}`
+      }
+      expect(await Promise.all([run('inside'), run('waiting')])).toEqual(['inside: AbortError', 'waiting: AbortError'])
+    })
+  }, 60_000)
 })
 
 describe('publishBatch over several requests', () => {
