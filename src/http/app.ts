@@ -15,7 +15,7 @@ import { MAX_TYPES, readQuery } from './query.ts'
 import { EventsQuerySchema, MAX_PAGE, NoQuerySchema, SchemaQuerySchema, SnapshotRequestSchema, type LimitsSchema, type SchemaInfoSchema } from './schemas.ts'
 import { assertCursor, eventJson, STREAM_RETRY_MS, streamEvents, type StreamDeps } from './stream.ts'
 import { mountMembers, type MembersDeps } from './members.ts'
-import { jsonBody, NDJSON } from './mediaType.ts'
+import { jsonBody, NDJSON, readJson } from './mediaType.ts'
 import { consoleApp, type ConsoleDeps } from './console/app.ts'
 import { publishStream, STREAM_LINE_ROOM, type PublishStreamLimits } from './publishStream.ts'
 
@@ -205,12 +205,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
     }),
     async (c) => {
       const key = idempotencyKey(c)
-      let body: unknown
-      try {
-        body = JSON.parse(await c.req.text())
-      } catch (err) {
-        return errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`)
-      }
+      const body = await readJson(c)
       // An array publishes a batch: one commit, one result per event in order; all or none.
       const results = Array.isArray(body) ? await deps.publishMany(body, key) : [await deps.publish(body, key)]
       const replayed = results.every((r) => r.replayed)
@@ -265,14 +260,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   const { snapshot } = deps
   if (snapshot != null) {
     app.post('/v1/snapshots', jsonBody, bodyLimit({ maxSize: 4096, onError: () => errorResponse(413, 'too_large', 'Payload too large: a snapshot request is at most 4096 bytes') }), async (c) => {
-      const text = await c.req.text()
-      let body: unknown
-      try {
-        body = JSON.parse(text === '' ? '{}' : text)
-      } catch (err) {
-        return errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`)
-      }
-      const r = v.safeParse(SnapshotRequestSchema, body)
+      const r = v.safeParse(SnapshotRequestSchema, await readJson(c, {}))
       if (!r.success) throw new ValidationError(`Cannot write snapshots: ${toIssues(r.issues).map(issueLine).join('; ')}`, toIssues(r.issues))
       return c.json(await snapshot(r.output.plugin))
     })

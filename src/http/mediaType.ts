@@ -1,4 +1,5 @@
-import type { MiddlewareHandler } from 'hono'
+import type { Context, MiddlewareHandler } from 'hono'
+import { HTTPException } from 'hono/http-exception'
 import { errorResponse } from './errors.ts'
 
 /** A request body declared as NDJSON (the streaming publish). */
@@ -24,4 +25,32 @@ export const jsonBody: MiddlewareHandler = async (c, next) => {
     )
   }
   await next()
+}
+
+/** Refuses bytes that are not UTF-8 instead of reading them as U+FFFD. */
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * Reads a request body as one JSON text. Its bytes must be UTF-8, checked strictly: a lenient read would
+ * store each bad byte as U+FFFD, and two different bodies alike.
+ *
+ * @param empty what an empty body stands for; without it, an empty body is malformed JSON
+ * @returns the parsed body
+ * @throws HTTPException with the 400 `malformed_json` answer, naming the problem (as the streaming publish names a line's)
+ */
+export async function readJson(c: Context, empty?: unknown): Promise<unknown> {
+  // Read outside the try: a body over its route's limit fails here, and bodyLimit answers that (413).
+  const bytes = await c.req.arrayBuffer()
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    throw new HTTPException(400, { res: errorResponse(400, 'malformed_json', 'Malformed JSON: the body is not UTF-8') })
+  }
+  if (text === '' && empty !== undefined) return empty
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new HTTPException(400, { res: errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`) })
+  }
 }

@@ -2,7 +2,7 @@ import type { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { PublishResult } from '../model/publishRequest.ts'
 import { errorResponse } from './errors.ts'
-import { jsonBody } from './mediaType.ts'
+import { jsonBody, readJson } from './mediaType.ts'
 
 /** What the members routes need from the node (src/members/membership.ts). */
 export interface MembersDeps {
@@ -30,13 +30,7 @@ export function mountMembers(app: Hono, deps: MembersDeps): void {
     jsonBody,
     bodyLimit({ maxSize: MAX_CHANGE_BODY, onError: () => errorResponse(413, 'too_large', `Payload too large: a membership change is at most ${MAX_CHANGE_BODY} bytes`) }),
     async (c) => {
-      let body: unknown
-      try {
-        body = JSON.parse(await c.req.text())
-      } catch (err) {
-        return errorResponse(400, 'malformed_json', `Malformed JSON: ${(err as Error).message}`)
-      }
-      const { change, result } = await deps.add(body)
+      const { change, result } = await deps.add(await readJson(c))
       return c.json({ change, ...result }, 201)
     }
   )

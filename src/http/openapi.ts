@@ -169,7 +169,7 @@ export function openApiDocument(): Json {
               headers: { 'Idempotent-Replayed': { schema: { const: 'true' } } },
               content: jsonContent({ oneOf: [ref('PublishResult'), { type: 'array', items: ref('PublishResult') }] })
             },
-            '400': error('Malformed JSON, a request or payload that fails its checks (issues name each problem), or a key repeated in a batch'),
+            '400': error('Malformed JSON (not UTF-8, or not one JSON text), a request or payload that fails its checks (issues name each problem), or a key repeated in a batch'),
             ...AUTH_ERRORS,
             '409': error(
               'The idempotency key was used for a different request (`idempotency_key_reused`; `event_id` names the first event), or a peer holds a newer head of this node’s own producer than its outbox has, or one with another event file at a seq it published (`producer_diverged`: restored from an older backup, or its identity runs on another node too; it publishes nothing until an operator acts)'
@@ -231,7 +231,7 @@ export function openApiDocument(): Json {
           requestBody: { required: false, content: jsonRequest(ref('SnapshotRequest')) },
           responses: {
             '200': { description: 'The snapshots written', content: jsonContent({}) },
-            '400': error('Malformed JSON or a bad request'),
+            '400': error('Malformed JSON (not UTF-8, or not one JSON text) or a bad request'),
             ...AUTH_ERRORS,
             '413': error('The body is over 4096 bytes'),
             '415': UNSUPPORTED_MEDIA_TYPE
@@ -253,7 +253,7 @@ export function openApiDocument(): Json {
           },
           responses: {
             '201': { description: 'The change, signed and published', content: jsonContent(ref('MemberChange')) },
-            '400': error('Malformed JSON or a bad peer id, role or name'),
+            '400': error('Malformed JSON (not UTF-8, or not one JSON text) or a bad peer id, role or name'),
             ...AUTH_ERRORS,
             '403': error('This node is not an owner (`not_owner`)'),
             '413': error('The body is over 4096 bytes'),

@@ -2,6 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
+import { query } from '../helpers/db.ts'
 import { withApiNode } from '../helpers/forge.ts'
 import { invite, ROOT } from '../helpers/process.ts'
 
@@ -25,6 +26,35 @@ describe('request bodies', () => {
       for (const path of ['/v1/events', '/v1/snapshots', '/v1/members']) {
         expect([path, Object.keys(doc.paths[path].post.requestBody.content)]).toEqual([path, ['application/json', 'application/*+json']])
       }
+    })
+  }, 60_000)
+})
+
+describe('request bodies that are not UTF-8', () => {
+  test('are refused on every JSON route as the streaming publish refuses such a line: 400 malformed_json, nothing stored', async () => {
+    await withApiNode({}, async (_node, base, token, dir) => {
+      // "café" in Latin-1: the é is the byte 0xe9, no UTF-8 sequence (a lenient read stored it as U+FFFD).
+      const latin1 = (text: string): Uint8Array<ArrayBuffer> => new Uint8Array(Buffer.from(text, 'latin1'))
+      const bodies: Record<string, Uint8Array<ArrayBuffer>> = {
+        '/v1/events': latin1(JSON.stringify({ type: 'test.text', payload: { name: 'caf\u00e9' }, event_id: 'latin-1' })),
+        '/v1/snapshots': latin1('{"plugin":"caf\u00e9"}'),
+        '/v1/members': latin1('{"peer_id":"12D3KooWcaf\u00e9"}')
+      }
+      const members = await call(base, token, 'GET', '/v1/members')
+      for (const [path, body] of Object.entries(bodies)) {
+        const res = await fetch(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json; charset=iso-8859-1' }, body })
+        const { error } = (await res.json()) as { error?: { code: string; message: string } }
+        expect([path, res.status, error?.code, error?.message]).toEqual([path, 400, 'malformed_json', 'Malformed JSON: the body is not UTF-8'])
+      }
+      // The stream answers the same line alike.
+      const stream = await fetch(`${base}/v1/events/stream`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson' },
+        body: new Uint8Array([...bodies['/v1/events'], 0x0a])
+      })
+      expect(((await stream.json()) as { error: { code: string } }).error.code).toBe('malformed_json')
+      expect(query<{ n: number }>(dir, 'SELECT count(*) AS n FROM outbox')).toEqual([{ n: 0 }])
+      expect((await call(base, token, 'GET', '/v1/members')).body).toEqual(members.body)
     })
   }, 60_000)
 })
