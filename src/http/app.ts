@@ -15,7 +15,7 @@ import { MAX_TYPES, readQuery } from './query.ts'
 import { EventsQuerySchema, MAX_PAGE, NoQuerySchema, SchemaQuerySchema, SnapshotRequestSchema, type LimitsSchema, type SchemaInfoSchema } from './schemas.ts'
 import { assertCursor, eventJson, STREAM_RETRY_MS, streamEvents, type StreamDeps } from './stream.ts'
 import { mountMembers, type MembersDeps } from './members.ts'
-import { jsonBody, NDJSON, readJson } from './mediaType.ts'
+import { jsonBody, NDJSON, readJson, unsupportedEncoding } from './mediaType.ts'
 import { consoleApp, type ConsoleDeps } from './console/app.ts'
 import { publishStream, STREAM_LINE_ROOM, type PublishStreamLimits } from './publishStream.ts'
 
@@ -215,6 +215,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
   )
   // A streaming publish: NDJSON in, one acknowledgement per line out, each once its event is durable.
   app.post('/v1/events/stream', (c) => {
+    const encoded = unsupportedEncoding(c)
+    if (encoded != null) return encoded
     const type = c.req.header('content-type') ?? ''
     if (!NDJSON.test(type)) {
       return errorResponse(415, 'unsupported_media_type', `Unsupported media type ${type === '' ? '(none)' : type}: send one publish request per line with Content-Type: application/x-ndjson`, {

@@ -9,11 +9,33 @@ export const NDJSON = /^application\/x-ndjson\s*(;|$)/i
 const JSON_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i
 
 /**
+ * The 415 answer to a request body sent with a content coding (`Content-Encoding: gzip`): the node reads
+ * bodies as they are and decompresses none, so such a body would only fail later as malformed JSON.
+ *
+ * @returns the answer, or undefined for a body without Content-Encoding or with `identity` only
+ */
+export function unsupportedEncoding(c: Context): Response | undefined {
+  const header = c.req.header('content-encoding')
+  if (header == null) return undefined
+  const codings = header
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '')
+  if (codings.every((e) => e.toLowerCase() === 'identity')) return undefined
+  return errorResponse(415, 'unsupported_encoding', `Unsupported content encoding ${codings.join(', ')}: send the body uncompressed, without Content-Encoding (the node decodes no content coding)`, {
+    headers: { 'accept-encoding': 'identity' }
+  })
+}
+
+/**
  * Refuses, with 415, a request body that is not declared as JSON (`application/json` or any
  * `application/*+json`; an empty body needs no type). Every route that takes a JSON body uses it, so they
- * all answer a wrong type alike, before the body is read.
+ * all answer a wrong type alike, before the body is read. A body with a content coding is refused first
+ * (unsupportedEncoding).
  */
 export const jsonBody: MiddlewareHandler = async (c, next) => {
+  const encoded = unsupportedEncoding(c)
+  if (encoded != null) return encoded
   const type = c.req.header('content-type') ?? ''
   if (!JSON_TYPE.test(type) && !(type === '' && c.req.header('content-length') === '0')) {
     const hint = NDJSON.test(type) && c.req.path === '/v1/events' ? '; NDJSON (one event per line) goes to POST /v1/events/stream' : ''

@@ -31,7 +31,9 @@ const jsonContent = (schema: Json): Json => ({ 'application/json': { schema } })
 /** A JSON request body: `application/json`, or any `application/*+json` type (`application/ld+json`), taken alike. */
 const jsonRequest = (schema: Json): Json => ({ 'application/json': { schema }, 'application/*+json': { schema } })
 const error = (description: string): Json => ({ description, content: jsonContent(ref('Error')) })
-const UNSUPPORTED_MEDIA_TYPE = error('The body is not declared as JSON (Content-Type: application/json or an application/*+json type)')
+const UNSUPPORTED_MEDIA_TYPE = error(
+  'The body is not declared as JSON (Content-Type: application/json or an application/*+json type): `unsupported_media_type`; or it has a Content-Encoding other than identity (the node decodes none): `unsupported_encoding`'
+)
 
 /** @returns the query parameters of a strict object schema of strings */
 function queryParameters(schema: v.ObjectSchema<v.ObjectEntries, undefined> | v.StrictObjectSchema<v.ObjectEntries, undefined>): Json[] {
@@ -140,7 +142,9 @@ export function openApiDocument(): Json {
             },
             '400': error('An Idempotency-Key header (a streaming publish takes its keys per line, as event_id)'),
             ...AUTH_ERRORS,
-            '415': error('The body is not declared as NDJSON (Content-Type: application/x-ndjson)')
+            '415': error(
+              'The body is not declared as NDJSON (Content-Type: application/x-ndjson): `unsupported_media_type`; or it has a Content-Encoding other than identity (the node decodes none): `unsupported_encoding`'
+            )
           }
         }
       },

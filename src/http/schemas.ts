@@ -9,7 +9,7 @@ export const ErrorSchema = v.object({
     code: v.pipe(
       v.string(),
       v.description(
-        'Machine-readable: invalid_request, unauthorized, not_found, method_not_allowed, unsupported_media_type, too_large, idempotency_key_reused, cursor_beyond_end, cursor_space_mismatch, …'
+        'Machine-readable: invalid_request, unauthorized, not_found, method_not_allowed, unsupported_media_type, unsupported_encoding, too_large, idempotency_key_reused, cursor_beyond_end, cursor_space_mismatch, …'
       )
     ),
     message: v.pipe(v.string(), v.description('What failed, then the detail after a colon')),

@@ -2,6 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
+import { fakePeerId } from '../adversary/helpers.ts'
 import { query } from '../helpers/db.ts'
 import { withApiNode } from '../helpers/forge.ts'
 import { invite, ROOT } from '../helpers/process.ts'
@@ -26,6 +27,33 @@ describe('request bodies', () => {
       for (const path of ['/v1/events', '/v1/snapshots', '/v1/members']) {
         expect([path, Object.keys(doc.paths[path].post.requestBody.content)]).toEqual([path, ['application/json', 'application/*+json']])
       }
+    })
+  }, 60_000)
+})
+
+describe('request bodies with a content coding', () => {
+  test('are refused on every body route, naming the coding: 415 unsupported_encoding with Accept-Encoding: identity, nothing stored; identity is taken', async () => {
+    await withApiNode({}, async (_node, base, token, dir) => {
+      const event = JSON.stringify({ type: 'test.gzip', payload: {}, event_id: 'gzipped' })
+      const routes: Array<[string, string, string]> = [
+        ['/v1/events', 'application/json', event],
+        ['/v1/events/stream', 'application/x-ndjson', `${event}\n`],
+        ['/v1/snapshots', 'application/json', '{}'],
+        ['/v1/members', 'application/json', JSON.stringify({ peer_id: fakePeerId(1) })]
+      ]
+      for (const [path, type, body] of routes) {
+        const res = await fetch(`${base}${path}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': type, 'content-encoding': 'gzip' },
+          body: new Uint8Array(Bun.gzipSync(body))
+        })
+        const { error } = (await res.json()) as { error?: { code: string; message: string } }
+        expect([path, res.status, error?.code, res.headers.get('accept-encoding')]).toEqual([path, 415, 'unsupported_encoding', 'identity'])
+        expect(error?.message).toStartWith('Unsupported content encoding gzip: ')
+      }
+      expect(query<{ n: number }>(dir, 'SELECT count(*) AS n FROM outbox')).toEqual([{ n: 0 }])
+      const identity = await call(base, token, 'POST', '/v1/events', event, { 'content-encoding': 'identity' })
+      expect(identity.status).toBe(201)
     })
   }, 60_000)
 })
