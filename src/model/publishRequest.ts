@@ -16,8 +16,9 @@ export const IdempotencyKeySchema = v.pipe(
   v.string(),
   v.minLength(1, 'Expected an idempotency key of at least 1 character'),
   v.maxLength(MAX_IDEMPOTENCY_KEY, `Expected an idempotency key of at most ${MAX_IDEMPOTENCY_KEY} UTF-16 code units (JavaScript's length: a character beyond U+FFFF, such as an emoji, counts 2)`),
+  // C0, DEL and C1 (U+0080-U+009F: the bytes 0x80-0x9f of a header read as Latin-1 are these too).
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what the check refuses
-  v.regex(/^[^\u0000-\u001f\u007f]*$/, 'Expected an idempotency key without control characters'),
+  v.regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'Expected an idempotency key without control characters'),
   wellFormed('an idempotency key'),
   v.description(
     'The idempotency key: a retry with the same key and the same request returns the first result (200, `replayed: true`) instead of publishing again; the same key with a different request is 409. A lowercase UUIDv7 is also used as the event id.'

@@ -199,9 +199,10 @@ describe('text the node stores', () => {
         const refused = await publish({ ...event, [field]: 'x\udfff' })
         expect([field, refused.status, refused.body.error.issues[0]?.path]).toEqual([field, 400, field])
       }
-      // The header carries bytes, read as Latin-1: the UTF-8-like bytes of a lone surrogate are three
-      // Latin-1 characters, a key of their own, and no lone surrogate reaches the store this way.
-      const viaHeader = await rawKeyPost(node.http!.port, token, Buffer.from([0x68, 0xed, 0xb0, 0x80]), JSON.stringify(event))
+      // The header carries bytes, read as Latin-1: the UTF-8-like bytes of a lone surrogate (U+DC20's; a last
+      // byte up to 0x9f would be a C1 control character, refused) are three Latin-1 characters, a key of
+      // their own, and no lone surrogate reaches the store this way.
+      const viaHeader = await rawKeyPost(node.http!.port, token, Buffer.from([0x68, 0xed, 0xb0, 0xa0]), JSON.stringify(event))
       expect([viaHeader.status, viaHeader.body.replayed]).toEqual([201, false])
       expect((await publish({ ...event, event_id: 'h\ufffd' })).status).toBe(201)
       // 128 emoji are 256 UTF-16 code units; 129 are 258, refused saying what is counted.
@@ -209,6 +210,27 @@ describe('text the node stores', () => {
       const long = await publish({ ...event, event_id: '😀'.repeat(129) })
       expect([long.status, long.body.error.issues[0].code]).toEqual([400, 'max_length'])
       expect(long.body.error.issues[0].message).toContain('at most 256 UTF-16 code units')
+    })
+  }, 60_000)
+})
+
+describe('idempotency keys', () => {
+  test('a key with a control character is refused, C1 (U+0080-U+009F) as C0 and DEL, in event_id and in the header: 400, code regex', async () => {
+    await withApiNode({}, async (node, base, token, dir) => {
+      const event = { type: 'test.key', payload: {} }
+      for (const ch of ['\u0000', '\u001f', '\u007f', '\u0080', '\u0085', '\u009f']) {
+        const refused = await call(base, token, 'POST', '/v1/events', JSON.stringify({ ...event, event_id: `k${ch}` }))
+        expect([ch, refused.status, refused.body.error?.issues]).toEqual([ch, 400, [{ path: 'event_id', message: 'Expected an idempotency key without control characters', code: 'regex' }]])
+      }
+      // The header's bytes 0x80-0x9f are C1 characters once read as Latin-1.
+      for (const byte of [0x80, 0x85, 0x9f]) {
+        const refused = await rawKeyPost(node.http!.port, token, Buffer.from([0x6b, byte]), JSON.stringify(event))
+        expect([byte, refused.status, refused.body.error?.issues]).toEqual([byte, 400, [{ path: 'Idempotency-Key', message: 'Expected an idempotency key without control characters', code: 'regex' }]])
+      }
+      expect(query<{ n: number }>(dir, 'SELECT count(*) AS n FROM outbox')).toEqual([{ n: 0 }])
+      // Just past C1: U+00A0 (no-break space, the header's byte 0xa0) is a key.
+      expect((await call(base, token, 'POST', '/v1/events', JSON.stringify({ ...event, event_id: 'k\u00a0' }))).status).toBe(201)
+      expect((await rawKeyPost(node.http!.port, token, Buffer.from([0x68, 0xa0]), JSON.stringify(event))).status).toBe(201)
     })
   }, 60_000)
 })
