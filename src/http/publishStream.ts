@@ -101,11 +101,13 @@ export function publishStream(
     wakeReader?.()
     wakeReader = undefined
   }
-  const armIdle = (): void => {
+  // Fires idleTimeoutMs after the last progress: woken earlier (there was progress since it was set), it
+  // waits out only the rest, not a whole timeout again.
+  const armIdle = (delay = limits.idleTimeoutMs): void => {
     idle = setTimeout(() => {
       const quiet = Date.now() - lastProgress
       if (quiet < limits.idleTimeoutMs) {
-        armIdle()
+        armIdle(limits.idleTimeoutMs - quiet)
         return
       }
       idle = undefined
@@ -118,7 +120,7 @@ export function publishStream(
           controller?.error(new Error('idle'))
         } catch {}
       }
-    }, limits.idleTimeoutMs)
+    }, delay)
   }
 
   /** Publishes one complete line (its bytes without the newline). */

@@ -267,6 +267,35 @@ describe('POST /v1/events/stream', () => {
   }, 60_000)
 })
 
+describe('publishStream idle timeout', () => {
+  test('ends the stream its idle timeout after the last line read and acknowledgement taken, not up to twice that', async () => {
+    const idleTimeoutMs = 1000
+    let push!: ReadableStreamDefaultController<Uint8Array>
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        push = c
+      }
+    })
+    const res = publishStream(
+      body,
+      async () => ({ event_id: '0190a000-0000-7000-8000-000000000000', seq: 1, cid: 'x', replayed: false }),
+      { maxLineBytes: 1024, windowLines: 16, windowBytes: 1 << 20, idleTimeoutMs },
+      silentLog,
+      {}
+    )
+    const reader = res.body!.getReader()
+    // One line right after the stream's start, its acknowledgement taken: progress just after the timer was
+    // set, so a timer that waited a whole timeout again when it found progress closed at about twice the setting.
+    push.enqueue(encoder.encode(event(1)))
+    const ack = await reader.read()
+    const lastProgress = Date.now()
+    expect(JSON.parse(new TextDecoder().decode(ack.value)).line).toBe(1)
+    expect((await reader.read()).done).toBe(true)
+    const quiet = Date.now() - lastProgress
+    expect({ quiet, early: quiet < idleTimeoutMs - 100, late: quiet > 1.5 * idleTimeoutMs }).toEqual({ quiet, early: false, late: false })
+  })
+})
+
 describe('publishStream backpressure', () => {
   test('reads at most the window ahead of the acknowledgements the client took', async () => {
     const window = 16
