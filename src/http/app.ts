@@ -261,13 +261,18 @@ export function createHttpApp(deps: HttpDeps): Hono {
 
   const { snapshot } = deps
   if (snapshot != null) {
-    app.post('/v1/snapshots', jsonBody, bodyLimit({ maxSize: 4096, onError: () => errorResponse(413, 'too_large', 'Payload too large: a snapshot request is at most 4096 bytes') }), async (c) => {
-      const r = v.safeParse(SnapshotRequestSchema, await readJson(c, {}))
-      if (!r.success) throw new ValidationError(`Cannot write snapshots: ${toIssues(r.issues).map(issueLine).join('; ')}`, toIssues(r.issues))
-      return c.json(await snapshot(r.output.plugin))
-    })
+    app.post(
+      '/v1/snapshots',
+      jsonBody,
+      bodyLimit({ maxSize: 4096, onError: () => errorResponse(413, 'too_large', 'Payload too large: a snapshot request is at most 4096 bytes', { extra: { limits } }) }),
+      async (c) => {
+        const r = v.safeParse(SnapshotRequestSchema, await readJson(c, {}))
+        if (!r.success) throw new ValidationError(`Cannot write snapshots: ${toIssues(r.issues).map(issueLine).join('; ')}`, toIssues(r.issues))
+        return c.json(await snapshot(r.output.plugin))
+      }
+    )
   }
-  if (deps.members != null) mountMembers(app, deps.members)
+  if (deps.members != null) mountMembers(app, deps.members, limits)
 
   const { metrics } = deps
   if (metrics != null) {

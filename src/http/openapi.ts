@@ -237,7 +237,7 @@ export function openApiDocument(): Json {
             '200': { description: 'The snapshots written', content: jsonContent({}) },
             '400': error('Malformed JSON (not UTF-8, or not one JSON text) or a bad request'),
             ...AUTH_ERRORS,
-            '413': error('The body is over 4096 bytes'),
+            '413': error("The body is over 4096 bytes; `limits` holds the endpoint's limits, as in every 413"),
             '415': UNSUPPORTED_MEDIA_TYPE
           }
         }
@@ -245,8 +245,9 @@ export function openApiDocument(): Json {
       '/v1/members': {
         get: {
           ...secured,
-          summary: 'The membership, as cairn members list --json prints it',
-          responses: { '200': { description: 'The members', content: jsonContent({ type: 'object' }) }, ...AUTH_ERRORS }
+          summary: 'The membership, as cairn members list --json prints it (on any node: only changes need an owner)',
+          parameters: queryParameters(NoQuerySchema),
+          responses: { '200': { description: 'The members', content: jsonContent({ type: 'object' }) }, ...QUERY_ERRORS, ...AUTH_ERRORS }
         },
         post: {
           ...secured,
@@ -260,7 +261,7 @@ export function openApiDocument(): Json {
             '400': error('Malformed JSON (not UTF-8, or not one JSON text) or a bad peer id, role or name'),
             ...AUTH_ERRORS,
             '403': error('This node is not an owner (`not_owner`)'),
-            '413': error('The body is over 4096 bytes'),
+            '413': error("The body is over 4096 bytes; `limits` holds the endpoint's limits, as in every 413"),
             '415': UNSUPPORTED_MEDIA_TYPE
           }
         }

@@ -99,6 +99,7 @@ describe('/v1/openapi.json', () => {
         { path: '/v1/snapshots', method: 'POST', status: 413, headers: { ...auth, ...json }, body: JSON.stringify({ plugin: 'x'.repeat(5000) }) },
         { path: '/v1/snapshots', method: 'POST', status: 415, headers: { ...auth, 'content-type': 'text/plain' }, body: '{}' },
         { path: '/v1/members', method: 'GET', status: 200, headers: auth },
+        { path: '/v1/members', method: 'GET', status: 400, url: '/v1/members?x=1', headers: auth },
         { path: '/v1/members', method: 'GET', status: 401 },
         { path: '/v1/members', method: 'POST', status: 201, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(1) }) },
         { path: '/v1/members', method: 'POST', status: 400, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(1), boss: true }) },

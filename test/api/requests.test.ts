@@ -235,6 +235,32 @@ describe('idempotency keys', () => {
   }, 60_000)
 })
 
+describe('every route alike', () => {
+  test('a 413 carries the limits on every route that answers one, as docs/api.md says', async () => {
+    await withApiNode({ 'max-body-size': '4KiB' }, async (_node, base, token) => {
+      const limits = (await call(base, token, 'GET', '/v1/limits')).body
+      const big = 'x'.repeat(5000)
+      for (const [path, body] of [
+        ['/v1/events', JSON.stringify({ type: 'test.big', payload: big })],
+        ['/v1/snapshots', JSON.stringify({ plugin: big })],
+        ['/v1/members', JSON.stringify({ peer_id: big })]
+      ]) {
+        const refused = await call(base, token, 'POST', path, body)
+        expect([path, refused.status, refused.body.error.code, refused.body.error.limits]).toEqual([path, 413, 'too_large', limits])
+      }
+    })
+  }, 60_000)
+
+  test('every GET route of /v1 refuses a query parameter it does not know: 400 unknown_parameter', async () => {
+    await withApiNode({}, async (_node, base, token) => {
+      for (const path of ['/v1/limits', '/v1/status', '/v1/events', '/v1/stream', '/v1/schemas', '/v1/schemas/workspace.invited', '/v1/members']) {
+        const refused = await call(base, token, 'GET', `${path}?x=1`)
+        expect([path, refused.status, refused.body.error?.issues?.[0]?.code]).toEqual([path, 400, 'unknown_parameter'])
+      }
+    })
+  }, 60_000)
+})
+
 describe('/v1/limits', () => {
   test("max_depth is a payload's deepest nesting the node takes: one level less than --max-depth, which bounds the event file", async () => {
     await withApiNode({ 'max-depth': 8 }, async (_node, base, token) => {
