@@ -48,7 +48,9 @@ export const LimitsSchema = v.object({
   publish_stream_line_bytes: v.pipe(v.number(), v.description('The longest line of a streaming publish (POST /v1/events/stream): max_event_bytes and room for the request fields')),
   publish_stream_window: v.pipe(
     v.number(),
-    v.description('The most lines of a streaming publish in flight before the client takes their acknowledgements (max-batch; also at most max_body_bytes of them)')
+    v.description(
+      'The most lines of a streaming publish in flight before the client takes their acknowledgements (max-batch; also at most the larger of max_body_bytes and publish_stream_line_bytes of them)'
+    )
   )
 })
 
