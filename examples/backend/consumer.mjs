@@ -13,6 +13,8 @@ const cairn = new CairnClient({ dataDir })
 for await (const item of cairn.subscribe({ types: [type], after: last.cursor, cursorSpace: last.cursor_space })) {
   if (item.kind === 'caught-up') console.error(`caught up at cursor ${item.cursor}`)
   if (item.kind !== 'event') continue
-  // The work and the cursor are one line, written at once: done together or not at all.
-  appendFileSync(file, `${JSON.stringify({ event_id: item.event.event_id, cursor: item.cursor, cursor_space: item.cursorSpace })}\n`)
+  // The work and the cursor are one line, written at once: done together or not at all. An event is its
+  // (producer, event_id): an event_id is unique only within its producer.
+  const { producer, event_id } = item.event
+  appendFileSync(file, `${JSON.stringify({ producer, event_id, cursor: item.cursor, cursor_space: item.cursorSpace })}\n`)
 }

@@ -13,7 +13,7 @@ import { withApiNode } from '../helpers/forge.ts'
 /** The consumer of docs/api.md, run under Node with the client the package exports (dist/client.mjs). */
 const CONSUMER = join(ROOT, 'examples', 'backend', 'consumer.mjs')
 
-const lines = (file: string): Array<{ event_id: string; cursor: number }> =>
+const lines = (file: string): Array<{ producer: string; event_id: string; cursor: number }> =>
   existsSync(file)
     ? readFileSync(file, 'utf8')
         .split('\n')
@@ -67,11 +67,12 @@ describe('the typed client', () => {
     } finally {
       consumer?.kill('SIGKILL')
     }
-    const handled = lines(out).map((l) => l.event_id)
+    // An event is its (producer, event_id), as the consumer writes it.
+    const handled = lines(out).map((l) => `${l.producer} ${l.event_id}`)
     const counts = new Map<string, number>()
     for (const id of handled) counts.set(id, (counts.get(id) ?? 0) + 1)
     const repeats = [...counts.values()].filter((n) => n > 1).length
-    const published = query<{ event_id: string }>(node.dir, "SELECT event_id FROM events WHERE type = 'test.consume'").map((r) => r.event_id)
+    const published = query<{ id: string }>(node.dir, "SELECT producer || ' ' || event_id AS id FROM events WHERE type = 'test.consume'").map((r) => r.id)
     const missing = published.filter((id) => !counts.has(id)).length
     expect({ handled: handled.length, repeats, missing }).toEqual({ handled: 1000, repeats: 0, missing: 0 })
     // Published once each, however often the producer retried.
