@@ -8,7 +8,7 @@ import type { Plugin } from './types.ts'
 /** The longest wait between two attempts of an effect. */
 const MAX_EFFECT_DELAY = 60_000
 
-/** How long an effect waits, without an attempt counted, while the node cannot publish yet (it is starting). */
+/** How long an effect waits, without an attempt counted, before it runs again after the node refused its publish as not started. */
 const NOT_STARTED_DELAY = 1000
 
 /**
@@ -30,6 +30,10 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
     const handler = plugin?.handles[row.type]
     if (plugin == null || handler == null || (handler.effect ?? plugin.effect) == null) continue
     const log = ctx.log.child({ plugin: plugin.name, event_id: row.event_id, producer: row.producer })
+    // A ctx.publish of this run that the node refused as not started (starting, or holding publishes behind the
+    // fence). The run then counts as not started, however it ended: an effect that caught the refusal and
+    // returned did not publish its follow-up, and marking it done would lose that for good.
+    let refused: Error | undefined
     try {
       const event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
       const effectCtx = {
@@ -40,16 +44,24 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
         self: ctx.self ?? '',
         publish: async (r: PublishRequest) => {
           if (publish == null) throw new Error('this host cannot publish')
-          return await publish(r)
+          try {
+            return await publish(r)
+          } catch (err) {
+            if (err instanceof Error && err.name === 'NotStartedError') refused ??= err
+            throw err
+          }
         }
       }
       if (handler.effect != null) await handler.effect(event, effectCtx)
       else await plugin.effect?.(event, effectCtx)
+      if (refused != null) throw refused
       state.effectDone(d.plugin, d, d.attempts + 1, ctx.now())
-    } catch (err) {
+    } catch (thrown) {
+      const err = refused ?? thrown
       const message = thrownText(err)
       if (err instanceof Error && err.name === 'NotStartedError') {
-        // Its publish came before the node could publish (it is starting): no attempt of the effect's own.
+        // Its publish came before the node could publish: the whole effect runs again a second later, with no
+        // attempt of its own counted.
         state.effectFailed(d.plugin, d, d.attempts, message, ctx.now() + NOT_STARTED_DELAY)
         log.debug(`effect waits for the node to start: ${message}`)
         continue

@@ -214,6 +214,43 @@ describe('testPlugin', () => {
     expect(effect('never')).toEqual({ attempts: 1, done: 1, gave_up: 1, last_error: 'the mailbox does not exist' })
   })
 
+  test('an effect that catches the refusal of its publish while the node starts is not done: it runs again once the node publishes, and its follow-up is published', async () => {
+    let starting = true
+    const runs: string[] = []
+    const published: string[] = []
+    const paid = definePlugin({
+      name: 'paid',
+      handles: { 'test.paid': { version: 1, payload: v.object({ id: v.string() }) } },
+      apply() {},
+      async effect(event, ctx) {
+        runs.push(event.payload.id)
+        try {
+          await ctx.publish({ event_id: `${event.event_id}:receipt`, type: 'test.receipt', payload: { id: event.payload.id } })
+        } catch (err) {
+          ctx.log.warn('receipt not published', { err: String(err) })
+        }
+      }
+    })
+    const publish = async (r: { event_id?: string }): Promise<PublishResult> => {
+      if (starting) throw new NotStartedError('The node is starting')
+      published.push(r.event_id ?? '')
+      return { event_id: r.event_id ?? 'e', seq: published.length, cid: 'c', replayed: false }
+    }
+    await using t = await testPlugin(paid, { backoffMs: 1000, publish })
+    await t.apply({ type: 'test.paid', payload: { id: 'x1' } })
+    const effect = () => t.get('SELECT attempts, done_at IS NOT NULL AS done, last_error FROM plugin_effects')
+    expect({ effect: effect(), runs, published }).toEqual({ effect: { attempts: 0, done: 0, last_error: 'The node is starting' }, runs: ['x1'], published: [] })
+    await t.clock.advance(1000)
+    expect({ effect: effect(), runs }).toEqual({ effect: { attempts: 0, done: 0, last_error: 'The node is starting' }, runs: ['x1', 'x1'] })
+    starting = false
+    await t.clock.advance(1000)
+    expect({ effect: effect(), runs, published: published.map((id) => id.split(':')[1]) }).toEqual({
+      effect: { attempts: 1, done: 1, last_error: 'The node is starting' },
+      runs: ['x1', 'x1', 'x1'],
+      published: ['receipt']
+    })
+  })
+
   test('a dead letter replayed that fails again is retrying, no longer dead', async () => {
     let fixed = false
     const flaky = definePlugin({
