@@ -19,9 +19,9 @@ const LATEST = MIGRATIONS.length
  */
 function holdLastMigration(dir: string): { finish: () => void; [Symbol.dispose]: () => void } {
   const db = new Database(join(dir, 'cairn.db'))
-  // Migration 9 gave plugin_effects gave_up_at and its index; without them and its record the file is at
-  // version 8, as an older cairn left it.
-  db.exec(`DROP INDEX plugin_effects_gave_up; ALTER TABLE plugin_effects DROP COLUMN gave_up_at; DELETE FROM schema_migrations WHERE version = ${LATEST}`)
+  // Migration 11 gave plugin_migrations its digest column; without it and its record the file is at version 10,
+  // as an older cairn left it.
+  db.exec(`ALTER TABLE plugin_migrations DROP COLUMN digest; DELETE FROM schema_migrations WHERE version = ${LATEST}`)
   db.exec('BEGIN IMMEDIATE')
   db.exec(MIGRATIONS[LATEST - 1])
   let open = true

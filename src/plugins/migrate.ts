@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { PluginStateTable } from '../store/pluginState.ts'
 import { PluginLoadError } from '../errors.ts'
 import type { LoadedPlugin } from './types.ts'
@@ -18,19 +19,44 @@ export function migratePlugins(state: PluginStateTable, plugins: readonly Loaded
   }
 }
 
+/** @returns the digest a plugin migration's text is recorded by: its SHA-256, in hex */
+function migrationDigest(sql: string): string {
+  return createHash('sha256').update(sql).digest('hex')
+}
+
 /**
- * Runs a plugin's migrations that have not run, each in its own transaction (a savepoint inside another).
+ * Runs a plugin's migrations that have not run, each in its own transaction (a savepoint inside another), after
+ * checking those that ran: each must still have the text it ran with (a node whose migration 1 was edited would
+ * keep its old tables while a rebuild, or a node starting afresh, made the edited ones), and the plugin must
+ * have at least as many (fewer is an older release, whose handlers do not know the newer tables).
  *
- * @throws PluginLoadError naming the plugin, its file and the failing migration
+ * @throws PluginLoadError naming the plugin, its file and the failing, edited or missing migration
  */
 export function migrateOne(state: PluginStateTable, plugin: Plugin, source: string): void {
   const done = state.migrationVersion(plugin.name)
   const migrations = plugin.migrations ?? []
+  const refused = `Cannot start plugin "${plugin.name}" from ${source}`
+  if (migrations.length < done) {
+    throw new PluginLoadError(
+      `${refused}: it has ${migrations.length} migration(s), and this node applied ${done} of the plugin's (a newer release of it ran here, and its tables are that release's): run that release or a newer one`
+    )
+  }
+  const digests = state.migrationDigests(plugin.name)
+  for (const [version, digest] of digests) {
+    if (digest != null && digest !== migrationDigest(migrations[version - 1])) {
+      throw new PluginLoadError(
+        `${refused}: its migration ${version} is not the text this node applied (a released migration was edited; the tables it made here are the old text's): restore that migration's text, and put the change in a new migration after the last`
+      )
+    }
+  }
+  // A migration that ran before cairn recorded digests gets the digest of its text now, the only text there
+  // is: an edit made before this start goes unseen, one made after it is refused.
+  for (const [version, digest] of digests) if (digest == null) state.recordMigrationDigest(plugin.name, version, migrationDigest(migrations[version - 1]))
   for (let i = done; i < migrations.length; i++) {
     try {
-      state.migrate(plugin.name, i + 1, migrations[i], Date.now())
+      state.migrate(plugin.name, i + 1, migrations[i], migrationDigest(migrations[i]), Date.now())
     } catch (err) {
-      throw new PluginLoadError(`Cannot start plugin "${plugin.name}" from ${source}: migration ${i + 1} failed: ${(err as Error).message}`)
+      throw new PluginLoadError(`${refused}: migration ${i + 1} failed: ${(err as Error).message}`)
     }
   }
 }

@@ -286,5 +286,8 @@ export const MIGRATIONS: readonly string[] = [
   // 10: the roots of the last heads this node signed (SIGNED_ROOTS in outbox.ts): a head of one of them that a
   // peer hands back is this node's own, and its fork check (sync/forkCheck.ts) is skipped
   `CREATE TABLE signed_roots (n INTEGER PRIMARY KEY, root TEXT NOT NULL);
-   CREATE INDEX signed_roots_root ON signed_roots (root);`
+   CREATE INDEX signed_roots_root ON signed_roots (root);`,
+  // 11: the digest of each plugin migration's text as it ran, so that a start refuses a plugin whose applied
+  // migration was edited since (NULL: run before digests were recorded; the next start takes it from the text then)
+  'ALTER TABLE plugin_migrations ADD COLUMN digest TEXT'
 ]

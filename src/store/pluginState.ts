@@ -122,11 +122,25 @@ export class PluginStateTable {
     return this.db.get<{ v: number | null }>('SELECT max(version) AS v FROM plugin_migrations WHERE plugin = ?', [plugin])?.v ?? 0
   }
 
-  /** Runs a plugin's migration number `version` and records it, in one transaction. */
-  migrate(plugin: string, version: number, sql: string, at: number): void {
+  /**
+   * @returns the digest of the text each of a plugin's migrations ran with, by number (null: it ran before
+   * digests were recorded)
+   */
+  migrationDigests(plugin: string): Map<number, string | null> {
+    const rows = this.db.all<{ version: number; digest: string | null }>('SELECT version, digest FROM plugin_migrations WHERE plugin = ? ORDER BY version', [plugin])
+    return new Map(rows.map((r) => [r.version, r.digest]))
+  }
+
+  /** Records the digest of a plugin migration that ran before digests were recorded (one that has a digest keeps it). */
+  recordMigrationDigest(plugin: string, version: number, digest: string): void {
+    this.db.run('UPDATE plugin_migrations SET digest = ? WHERE plugin = ? AND version = ? AND digest IS NULL', [digest, plugin, version])
+  }
+
+  /** Runs a plugin's migration number `version` and records it with the digest of its text, in one transaction. */
+  migrate(plugin: string, version: number, sql: string, digest: string, at: number): void {
     this.db.transaction(() => {
       this.db.exec(sql)
-      this.db.run('INSERT INTO plugin_migrations (plugin, version, applied_at) VALUES (?, ?, ?)', [plugin, version, at])
+      this.db.run('INSERT INTO plugin_migrations (plugin, version, applied_at, digest) VALUES (?, ?, ?, ?)', [plugin, version, at, digest])
     })
   }
 

@@ -419,4 +419,35 @@ describe('loading plugins', () => {
     const host = pluginHost({ plugins: [{ plugin: bad, source: '/plugins/bad.js' }] })(components(db))
     await expect(host.start()).rejects.toThrow('Cannot start plugin "bad-sql" from /plugins/bad.js: migration 2 failed')
   })
+
+  test('a start refuses a plugin whose applied migration was edited, or that has fewer migrations than this node applied; a migration appended runs', async () => {
+    const db = await database()
+    const release = (...migrations: string[]): LoadedPlugin[] => [
+      { plugin: definePlugin({ name: 'notes', handles: { 'a.b': { version: 1, payload: v.unknown() } }, migrations, apply() {} }), source: '/plugins/notes.js' }
+    ]
+    const first = 'CREATE TABLE notes (id TEXT PRIMARY KEY)'
+    const second = 'ALTER TABLE notes ADD COLUMN body TEXT'
+    await (await run(db, release(first, second))).stop()
+    await expect(run(db, release('CREATE TABLE notes (id TEXT PRIMARY KEY, extra TEXT)', second))).rejects.toThrow(
+      'Cannot start plugin "notes" from /plugins/notes.js: its migration 1 is not the text this node applied (a released migration was edited; the tables it made here are the old text\'s): restore that migration\'s text, and put the change in a new migration after the last'
+    )
+    await expect(run(db, release(first))).rejects.toThrow(
+      'Cannot start plugin "notes" from /plugins/notes.js: it has 1 migration(s), and this node applied 2 of the plugin\'s (a newer release of it ran here, and its tables are that release\'s): run that release or a newer one'
+    )
+    await (await run(db, release(first, second, 'ALTER TABLE notes ADD COLUMN extra TEXT'))).stop()
+    expect(db.all('SELECT name FROM pragma_table_info(?) ORDER BY cid', ['notes'])).toEqual([{ name: 'id' }, { name: 'body' }, { name: 'extra' }])
+  })
+
+  test('migrations applied before their digests were recorded take the digest of their text at the next start, and are checked from then on', async () => {
+    const db = await database()
+    const notes = (migration: string): LoadedPlugin[] => [
+      { plugin: definePlugin({ name: 'notes', handles: { 'a.b': { version: 1, payload: v.unknown() } }, migrations: [migration], apply() {} }), source: '/plugins/notes.js' }
+    ]
+    await (await run(db, notes('CREATE TABLE notes (id TEXT PRIMARY KEY)'))).stop()
+    // As a cairn that did not record digests left it.
+    db.run('UPDATE plugin_migrations SET digest = NULL')
+    await (await run(db, notes('CREATE TABLE notes (id TEXT PRIMARY KEY)'))).stop()
+    expect(db.all('SELECT version, length(digest) AS digest FROM plugin_migrations')).toEqual([{ version: 1, digest: 64 }])
+    await expect(run(db, notes('CREATE TABLE notes (id TEXT PRIMARY KEY, extra TEXT)'))).rejects.toThrow('its migration 1 is not the text this node applied')
+  })
 })
