@@ -46,6 +46,9 @@ const HandlerSchema = v.strictObject(
   },
   unknownKey('handler')
 )
+/** Why a plugin may not declare a type under `cairn.` (`cairn plugins new` refuses one in the same words). */
+export const RESERVED_TYPE_MESSAGE = `Expected no event type in cairn's reserved namespace ${RESERVED_PREFIX}* (cairn's own membership changes)`
+
 const PluginSchema = v.pipe(
   v.strictObject(
     {
@@ -54,7 +57,7 @@ const PluginSchema = v.pipe(
       handles: v.pipe(
         v.record(EventTypeSchema, HandlerSchema),
         v.check((h) => Object.keys(h).length > 0, 'Expected at least one event type'),
-        v.check((h) => !Object.keys(h).some(isReservedType), `Expected no event type in cairn's reserved namespace ${RESERVED_PREFIX}* (cairn's own membership changes)`)
+        v.check((h) => !Object.keys(h).some(isReservedType), RESERVED_TYPE_MESSAGE)
       ),
       migrations: v.optional(v.array(v.string('Expected SQL text'))),
       snapshot: v.optional(v.literal(false, 'Expected false (to opt out of snapshots) or nothing')),

@@ -3,7 +3,8 @@ import { EventTypeSchema } from '../model/envelope.ts'
 import { formatIssues } from '../model/issues.ts'
 import { ValidationError } from '../errors.ts'
 import { VERSION } from '../version.ts'
-import { PluginNameSchema } from './load.ts'
+import { isReservedType } from '../model/members.ts'
+import { PluginNameSchema, RESERVED_TYPE_MESSAGE } from './load.ts'
 
 /** The files `cairn plugins new` writes: a plugin, its test, and the settings to type-check and run them. */
 export interface Scaffold {
@@ -34,6 +35,8 @@ export function scaffoldPlugin(name: string, type: string): Scaffold {
   if (!n.success) throw new ValidationError(`Invalid plugin name ${JSON.stringify(name)}: ${formatIssues(n.issues).join('; ')}`)
   const t = v.safeParse(EventTypeSchema, type)
   if (!t.success) throw new ValidationError(`Invalid event type ${JSON.stringify(type)}: ${formatIssues(t.issues).join('; ')}`)
+  // The loader refuses a plugin that declares a reserved type: the plugin written would never load.
+  if (isReservedType(type)) throw new ValidationError(`Invalid event type ${JSON.stringify(type)}: ${RESERVED_TYPE_MESSAGE}`)
   // An SQL name: the plugin's name with _ for . and -, and never starting with a digit.
   const table = `${/^[0-9]/.test(name) ? 'p_' : ''}${name.replace(/[^a-z0-9_]/g, '_')}_rows`
   const plugin = `import { definePlugin, v } from '@cairn/plugin'

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, test } from 'bun:test'
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { cairn, NodeProcess, ROOT, tempDir, waitFor } from '../helpers/process.ts'
 import { query } from '../helpers/db.ts'
@@ -92,6 +92,12 @@ Deno.test('dt applies once under Deno', async () => {
     expect(await cairn(['plugins', 'new', 'Bad Name', '--type', 'a.b', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining('Invalid plugin name "Bad Name"') })
     expect(await cairn(['plugins', 'new', 'ok', '--type', 'NoDots', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining('Invalid event type "NoDots"') })
     expect(await cairn(['plugins', 'new', 'ok', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining('needs --type TYPE') })
+    // A type under cairn. would give a plugin that the loader refuses: refused here in the loader's words, nothing written.
+    expect(await cairn(['plugins', 'new', 'ok', '--type', 'cairn.foo', '--dir', tmp.path])).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining(`Invalid event type "cairn.foo": Expected no event type in cairn's reserved namespace cairn.* (cairn's own membership changes)`)
+    })
+    expect(existsSync(join(tmp.path, 'ok.ts'))).toBe(false)
     expect((await cairn(['plugins', 'new', 'ok', '--type', 'a.b', '--dir', tmp.path])).code).toBe(0)
     expect(await cairn(['plugins', 'new', 'ok', '--type', 'a.b', '--dir', tmp.path])).toMatchObject({ code: 1, stderr: expect.stringContaining(`Refusing to overwrite ${join(tmp.path, 'ok.ts')}`) })
     const node = await NodeProcess.init(tmp.path, 'n')
