@@ -145,7 +145,11 @@ export async function loadPlugins(builtins: readonly Plugin[], dirs: readonly st
         throw new PluginLoadError(`Cannot load plugin from ${path}: ${importErrorText(err)}`)
       }
       let candidate = mod.default
-      if (candidate == null) throw new PluginLoadError(`Cannot load plugin from ${path}: it has no default export (export default definePlugin({...}) or ({ v, definePlugin }) => ...)`)
+      if (candidate == null) {
+        throw new PluginLoadError(
+          `Cannot load plugin from ${path}: it has no default export (export default definePlugin({...}) or ({ v, definePlugin }) => ...); every .js, .mjs, .ts and .mts file directly in ${abs} is loaded as a plugin: put a module the plugins share in a subfolder (such as lib/), which is not searched`
+        )
+      }
       if (typeof candidate === 'function') {
         try {
           candidate = await (candidate as (sdk: Sdk) => unknown)(SDK)

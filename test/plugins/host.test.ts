@@ -394,6 +394,20 @@ describe('loading plugins', () => {
     expect((await loadPlugins([], [d])).map((l) => l.plugin.name)).toEqual(['only'])
   })
 
+  test('a module beside the plugins is refused as a plugin without a default export, saying to put it in a subfolder, where it is not loaded', async () => {
+    const plugin = (from: string): string =>
+      `import { TYPE } from '${from}'\nexport default ({ v, definePlugin }) => definePlugin({ name: 'shared', handles: { [TYPE]: { version: 1, payload: v.unknown() } }, apply () {} })`
+    const util = "export const TYPE = 'a.b'"
+    const beside = dir({ 'shared.js': plugin('./util.js'), 'util.js': util })
+    await expect(loadPlugins([], [beside])).rejects.toThrow(
+      `Cannot load plugin from ${join(beside, 'util.js')}: it has no default export (export default definePlugin({...}) or ({ v, definePlugin }) => ...); every .js, .mjs, .ts and .mts file directly in ${beside} is loaded as a plugin: put a module the plugins share in a subfolder (such as lib/), which is not searched`
+    )
+    const inLib = dir({ 'shared.js': plugin('./lib/util.js') })
+    mkdirSync(join(inLib, 'lib'))
+    writeFileSync(join(inLib, 'lib', 'util.js'), util)
+    expect((await loadPlugins([], [inLib])).map((l) => [l.plugin.name, Object.keys(l.plugin.handles)])).toEqual([['shared', ['a.b']]])
+  })
+
   test('a broken plugin file, a bad shape and a duplicate name each name the file', async () => {
     const d = dir({ 'broken.js': 'export default {{{' })
     await expect(loadPlugins([], [d])).rejects.toThrow(join(d, 'broken.js'))
