@@ -16,7 +16,13 @@ import { type KeptAfterRemoval, keptAfterRemovalText } from '../model/members.ts
 export interface ProducerStatus {
   producer: string
   head_seq: number
+  /** the highest seq up to which this node fetched and stored the producer's events, with no seq missing (lag_events counts from it) */
   processed_seq: number
+  /**
+   * the highest seq up to which every loaded plugin also processed them (applied or dead-lettered: an event
+   * retrying holds it back): what this node's heads acknowledge
+   */
+  applied_seq: number
   lag_events: number
   /** how long ago the newest head not yet fully processed arrived (0 when caught up) */
   lag_ms: number
@@ -80,6 +86,7 @@ export interface StoredStatus {
 export function storedStatus(store: Store, now = Date.now(), coveredThrough: (producer: string) => number = () => 0): StoredStatus {
   const gaps: GapStatus[] = []
   let gapsTotal = 0
+  const acks = store.acks()
   const producers = store.producers.all().map((r) => {
     const lag = Math.max(0, r.head_seq - r.processed_seq)
     const lost = store.gaps.lostAfter(r.producer, coveredThrough(r.producer), STATUS_GAPS_PER_PRODUCER)
@@ -89,6 +96,7 @@ export function storedStatus(store: Store, now = Date.now(), coveredThrough: (pr
       producer: r.producer,
       head_seq: r.head_seq,
       processed_seq: r.processed_seq,
+      applied_seq: acks[r.producer] ?? r.processed_seq,
       lag_events: lag,
       lag_ms: lag > 0 && r.head_received_at != null ? Math.max(0, now - r.head_received_at) : 0,
       head_received_at: r.head_received_at == null ? null : new Date(r.head_received_at).toISOString(),

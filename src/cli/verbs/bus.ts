@@ -198,7 +198,7 @@ export const eventsVerb = defineVerb({
 
 export const statusVerb = defineVerb({
   name: 'status',
-  summary: "show the node's health: peers, members, producers with head, processed seq and lag, outbox, gaps, quarantine",
+  summary: "show the node's health: peers, members, producers with head, stored and applied seqs and lag, outbox, gaps, quarantine",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   details: 'Against a running node it asks the node; against a stopped one it reads the database (no peers, no uptime).',
@@ -235,10 +235,11 @@ export const statusVerb = defineVerb({
     out(`events    ${status.events}`)
     out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}, ${status.outbox.compacted_files} compacted`)
     out('producers')
-    out('  producer                                              head   processed   lag')
+    // stored: fetched with no seq missing (the lag counts from it); applied: also processed by every loaded plugin (a retrying event holds it back)
+    out('  producer                                              head     stored    applied   lag')
     for (const p of status.producers) {
       out(
-        `  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}${keptLine(p)}`
+        `  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}  ${String(p.applied_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}${keptLine(p)}`
       )
     }
     const hk = status.housekeeping?.last
