@@ -72,9 +72,19 @@ export interface StoredStatus {
   /**
    * backlog: events not yet processed by every plugin; retrying: (plugin, event) pairs waiting for a retry;
    * held: events of a version no plugin knows; held_by: which plugin holds which (type, version), and how many;
-   * effects_failing: effects waiting for a retry after a failure; effects_given_up: effects that threw PermanentError
+   * effects_failing: effects waiting for a retry after a failure; effects_given_up: effects that threw PermanentError;
+   * dead_letters_by_plugin: per plugin with dead letters, how many (a plugin no longer loaded keeps its own)
    */
-  plugins: { backlog: number; retrying: number; dead_letters: number; held: number; held_by: HeldGroup[]; effects_failing: number; effects_given_up: number }
+  plugins: {
+    backlog: number
+    retrying: number
+    dead_letters: number
+    dead_letters_by_plugin: Record<string, number>
+    held: number
+    held_by: HeldGroup[]
+    effects_failing: number
+    effects_given_up: number
+  }
   quarantine: { count: number; by_reason: Record<string, number>; recent: Array<{ producer: string; path: string; reason: string; detail: string; detected_at: string }> }
 }
 
@@ -117,6 +127,7 @@ export function storedStatus(store: Store, now = Date.now(), coveredThrough: (pr
       backlog: store.events.pendingCount(),
       retrying: store.pluginState.retryingCount(),
       dead_letters: store.pluginState.deadLetterCount(),
+      dead_letters_by_plugin: store.pluginState.deadLettersByPlugin(),
       held: store.pluginState.heldCount(),
       held_by: store.pluginState.heldBy(),
       effects_failing: effects.failing,
@@ -252,7 +263,16 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (live.clock.publish_refused != null) reasons.push(`publishing refused: ${live.clock.publish_refused}`)
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
   for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
-  if (stored.plugins.dead_letters > 0) reasons.push(`${stored.plugins.dead_letters} dead letter(s): see cairn dead`)
+  // A plugin removed from --plugins keeps its dead letters: nothing runs them, and cairn replay refuses to, until a start loads it again.
+  const loaded = new Set(live.loadedPlugins.map((p) => p.name))
+  const unloaded = Object.entries(stored.plugins.dead_letters_by_plugin).filter(([plugin]) => !loaded.has(plugin))
+  const ofLoaded = stored.plugins.dead_letters - unloaded.reduce((n, [, count]) => n + count, 0)
+  if (ofLoaded > 0) reasons.push(`${ofLoaded} dead letter(s): see cairn dead`)
+  for (const [plugin, count] of unloaded) {
+    reasons.push(
+      `${count} dead letter(s) of plugin ${plugin}, which this node has not loaded: nothing can replay them until it runs with ${plugin} again (see docs/plugins.md, "Removing or renaming a plugin")`
+    )
+  }
   if (live.diverged != null) reasons.push(`${divergenceText(live.diverged)}; publishing is refused`)
   for (const p of stored.producers) {
     const r = p.kept_after_removal == null ? undefined : live.members.removed.find((r) => r.peer_id === p.producer)

@@ -392,6 +392,13 @@ export class PluginStateTable {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM dead_letters')?.n ?? 0
   }
 
+  /** @returns per plugin with dead letters, how many */
+  deadLettersByPlugin(): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const r of this.db.all<{ plugin: string; n: number }>('SELECT plugin, count(*) AS n FROM dead_letters GROUP BY plugin ORDER BY plugin')) out[r.plugin] = r.n
+    return out
+  }
+
   /**
    * Queues for replay the (plugin, event) pairs `select` names that are dead-lettered or held and not
    * applied (every dead letter with `dead`), and forgets their failures so they run at once.

@@ -11,7 +11,7 @@ import { askNode, callNode, nodeAnswerError } from '../client.ts'
 import type { StatusDocument } from '../../node/status.ts'
 import { jsonSchemaOf } from '../../plugins/schemas.ts'
 import { requestEffectReplay, requestReplay } from '../../plugins/replay.ts'
-import type { EffectState } from '../../store/pluginState.ts'
+import type { EffectState, ReplaySelect } from '../../store/pluginState.ts'
 import { requestRebuild } from '../../plugins/rebuild.ts'
 import { parseDuration } from '../../config/duration.ts'
 import { BUILTIN_PLUGINS } from '../../../plugins/mod.ts'
@@ -34,6 +34,25 @@ async function runningNodePlugins(values: Record<string, unknown>): Promise<Plug
   return (await askNode<StatusDocument>(values.data as string, 'GET', '/status', "Cannot read the node's status")).loaded_plugins
 }
 
+/**
+ * @returns the plugins the node running on the data directory loaded (from its status), or undefined when no node
+ * runs there (a stopped node's next start may load any plugin)
+ */
+async function loadedByRunningNode(dir: string): Promise<string[] | undefined> {
+  if (readRunInfo(dir) == null) return undefined
+  return (await askNode<StatusDocument>(dir, 'GET', '/status', "Cannot read the node's status")).loaded_plugins.map((p) => p.name)
+}
+
+/**
+ * @returns the refusal of a request for a plugin that the running node has not loaded (removed from its --plugins,
+ * or renamed): nothing would run it, and the request would wait unseen until a start loads that plugin again
+ */
+function notLoadedError(dir: string, plugin: string, loaded: readonly string[], what: string): UsageError {
+  return new UsageError(
+    `The node running on ${dir} has not loaded plugin ${plugin} (it runs ${loaded.join(', ') || 'none'}): nothing would ${what}. Restart it with ${plugin} among its --plugins first; a removed plugin's tables and state stay in cairn.db (see docs/plugins.md, "Removing or renaming a plugin")`
+  )
+}
+
 /** How `cairn plugins` describes a rebuild under way. */
 const REBUILD_STATES = {
   asked: 'asked (the node starts it within a second)',
@@ -47,7 +66,7 @@ export const pluginsVerb = defineVerb({
   settings: [SETTINGS.data, SETTINGS.plugins, OPTIONS.json, OPTIONS.type, OPTIONS.dir],
   positionals: true,
   details:
-    "Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks. plugins rebuild NAME re-applies every retained event of the plugin's types into fresh tables (a backfill after a new column, or after the plugin changed its state keys): the running node starts within a second, a stopped one at its next start. It builds them in rebuild-NAME.db in the data directory, on a second connection, while the node goes on serving and applying new events to the old tables, then swaps them in with one short transaction of cairn.db (its length grows with the plugin's tables, not with the events re-applied); a stop keeps the request and the old tables, and it forgets a snapshot the plugin's state was loaded from. The list (and cairn status) marks a plugin whose rebuild is asked or running.",
+    "Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks. plugins rebuild NAME re-applies every retained event of the plugin's types into fresh tables (a backfill after a new column, or after the plugin changed its state keys): the running node starts within a second (it is refused when that node has not loaded NAME), a stopped one at its next start that loads NAME. It builds them in rebuild-NAME.db in the data directory, on a second connection, while the node goes on serving and applying new events to the old tables, then swaps them in with one short transaction of cairn.db (its length grows with the plugin's tables, not with the events re-applied); a stop keeps the request and the old tables, and it forgets a snapshot the plugin's state was loaded from. The list (and cairn status) marks a plugin whose rebuild is asked or running.",
   async run({ values, positionals, out }) {
     const [sub, ...rest] = positionals
     if (sub === 'new') return scaffoldVerb(values, rest, out)
@@ -116,13 +135,14 @@ async function rebuildVerb(values: Record<string, unknown>, args: string[], out:
     if (!store.pluginState.known(name)) {
       throw new UsageError(`No plugin ${name} has run on this node (known: ${store.pluginState.knownPlugins().join(', ') || 'none'}); start the node with it first`)
     }
+    const loaded = await loadedByRunningNode(values.data as string)
+    if (loaded != null && !loaded.includes(name)) throw notLoadedError(values.data as string, name, loaded, 'rebuild its tables')
     requestRebuild(store, name)
+    const when = loaded != null ? 'starts within a second on the running node (cairn plugins shows it running until the swap; the node logs plugin_rebuilt)' : `at the next start that loads ${name}`
+    out(JSON.stringify({ rebuild: name, when }))
   } finally {
     store.close()
   }
-  const running = readRunInfo(values.data as string) != null
-  const when = running ? 'starts within a second on the running node (cairn plugins shows it running until the swap; the node logs plugin_rebuilt)' : 'at the next start'
-  out(JSON.stringify({ rebuild: name, when }))
   return 0
 }
 
@@ -234,8 +254,8 @@ export const replayVerb = defineVerb({
   settings: [SETTINGS.data, OPTIONS.effects, OPTIONS.dead, OPTIONS.type, OPTIONS.since, OPTIONS.producer, OPTIONS.plugin],
   positionals: true,
   details:
-    "The running node picks the request up within a second; a stopped node at its next start. TIME is an ISO timestamp or a duration back from now (24h). An event is its producer's event_id: EVENT_ID alone names every producer's event with that id, --producer only that producer's (see cairn dead for the producers). With --effects, it runs again the effects given up (they threw PermanentError; cairn dead --effects lists them) of the events it selects, --dead meaning every one: each runs once more, retried with backoff if it fails and given up again if it throws PermanentError; an effect not given up is left as it is. --plugin NAME keeps only that plugin's. It prints {\"queued\": N}: the (plugin, event) pairs queued, or with --effects the effects made due.",
-  async run({ values, positionals, out }) {
+    "The running node picks the request up within a second; a stopped node at its next start. Only a plugin a node loads runs its requests: on a running node, --plugin NAME is refused when it has not loaded NAME, and without --plugin the plugins it has not loaded (removed from --plugins, or renamed) are left out, with a line on stderr saying whose. TIME is an ISO timestamp or a duration back from now (24h). An event is its producer's event_id: EVENT_ID alone names every producer's event with that id, --producer only that producer's (see cairn dead for the producers). With --effects, it runs again the effects given up (they threw PermanentError; cairn dead --effects lists them) of the events it selects, --dead meaning every one: each runs once more, retried with backoff if it fails and given up again if it throws PermanentError; an effect not given up is left as it is. --plugin NAME keeps only that plugin's. It prints {\"queued\": N}: the (plugin, event) pairs queued, or with --effects the effects made due.",
+  async run({ values, positionals, out, err }) {
     const eventId = positionals[0]
     const producer = values.producer as string | undefined
     const plugin = values.plugin as string | undefined
@@ -261,9 +281,19 @@ export const replayVerb = defineVerb({
       if (plugin != null && !store.pluginState.known(plugin)) {
         throw new UsageError(`No plugin ${plugin} has run on this node (cairn plugins lists the loaded ones)`)
       }
+      const loaded = await loadedByRunningNode(values.data as string)
+      if (plugin != null && loaded != null && !loaded.includes(plugin)) throw notLoadedError(values.data as string, plugin, loaded, `replay into it${effects ? ' or run its effects' : ''}`)
       const select = { eventId, producer, dead: values.dead === true, type: values.type as string | undefined, since, plugin }
+      // On a running node, only the plugins it loaded: a request for another would wait unseen until a start loads it again.
+      const plugins = plugin != null || loaded == null ? [plugin] : loaded.filter((p) => store.pluginState.known(p))
+      const leftOut = plugin != null || loaded == null ? [] : store.pluginState.knownPlugins().filter((p) => !loaded.includes(p))
+      const request = (each: (select: ReplaySelect) => number): number => plugins.reduce((n, p) => n + each({ ...select, plugin: p }), 0)
       if (effects) {
-        const n = requestEffectReplay(store, select)
+        const n = request((s) => requestEffectReplay(store, s))
+        const givenUp = new Set(leftOut.length > 0 ? store.pluginState.givenUpEffects().map((f) => f.plugin) : [])
+        const waiting = leftOut.filter((p) => givenUp.has(p))
+        if (waiting.length > 0)
+          err(`left out the given-up effects of ${waiting.join(', ')}: the running node has not loaded ${waiting.length > 1 ? 'them' : 'it'} (see docs/plugins.md, "Removing or renaming a plugin")`)
         if (n === 0 && eventId != null) {
           const why = noEffectToReplay(store.pluginState.effectsOf(eventId, producer, plugin))
           throw new UsageError(`No effect of event ${eventId}${of}${plugin != null ? ` for plugin ${plugin}` : ''} is given up: ${why} (cairn dead --effects lists those given up)`)
@@ -271,7 +301,12 @@ export const replayVerb = defineVerb({
         out(JSON.stringify({ queued: n }))
         return 0
       }
-      const n = requestReplay(store, select)
+      const n = request((s) => requestReplay(store, s))
+      const waiting = leftOut.filter((p) => store.pluginState.unappliedCount(p) > 0)
+      if (waiting.length > 0)
+        err(
+          `left out the dead letters and held events of ${waiting.join(', ')}: the running node has not loaded ${waiting.length > 1 ? 'them' : 'it'} (see docs/plugins.md, "Removing or renaming a plugin")`
+        )
       out(JSON.stringify({ queued: n }))
     } finally {
       store.close()
