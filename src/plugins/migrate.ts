@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { PluginStateTable } from '../store/pluginState.ts'
 import { PluginLoadError } from '../errors.ts'
+import { MIGRATIONS } from '../store/migrations.ts'
 import type { LoadedPlugin } from './types.ts'
 import type { Plugin } from './types.ts'
 
@@ -13,7 +14,11 @@ import type { Plugin } from './types.ts'
  */
 export function migratePlugins(state: PluginStateTable, plugins: readonly LoadedPlugin[]): void {
   for (const { plugin, source } of plugins) {
-    migrateOne(state, plugin, source)
+    try {
+      migrateOne(state, plugin, source)
+    } catch (err) {
+      throw withOwner(err, state, plugin, plugins)
+    }
     state.ensureCursor(plugin.name)
     for (const [type, handler] of Object.entries(plugin.handles)) state.requeueHeld(plugin.name, type, handler.version, Date.now())
   }
@@ -22,6 +27,34 @@ export function migratePlugins(state: PluginStateTable, plugins: readonly Loaded
 /** @returns the digest a plugin migration's text is recorded by: its SHA-256, in hex */
 function migrationDigest(sql: string): string {
   return createHash('sha256').update(sql).digest('hex')
+}
+
+/** SQLite's refusal of a CREATE whose name is taken; the name as written in the statement (quoted or not). */
+const TAKEN = /\b(table|view) (?:"((?:[^"]|"")+)"|`((?:[^`]|``)+)`|\[([^\]]+)\]|(\S+)) already exists/
+
+/**
+ * @returns `err` with who may own the name a failed CREATE found taken: plugin tables share cairn.db's one namespace,
+ * and cairn records no owner of a table, only which plugins ran (their cursors). So it names another loaded plugin
+ * whose migrations create that name, else the plugins that ran on this node and are not loaded now: a plugin removed
+ * from --plugins (or renamed) leaves its tables behind.
+ */
+function withOwner(err: unknown, state: PluginStateTable, plugin: Plugin, loaded: readonly LoadedPlugin[]): unknown {
+  const m = (err as Error).message.match(TAKEN)
+  if (!(err instanceof PluginLoadError) || m == null) return err
+  const name = m[2]?.replaceAll('""', '"') ?? m[3]?.replaceAll('``', '`') ?? m[4] ?? m[5]
+  const lower = name.toLowerCase()
+  const creates = (p: Plugin): boolean => [...tablesOf(p), ...viewsOf(p)].some((t) => t.toLowerCase() === lower)
+  if (tablesCreatedBy(MIGRATIONS).some((t) => t.toLowerCase() === lower)) return new PluginLoadError(`${err.message}: ${name} is one of cairn's own tables; the plugin must use another name`)
+  const other = loaded.find((l) => l.plugin.name !== plugin.name && creates(l.plugin))
+  if (other != null) {
+    return new PluginLoadError(`${err.message}: plugin "${other.plugin.name}" (${other.source}), also loaded, creates ${name} too; plugins share cairn.db's names, so one of them must use another`)
+  }
+  const names = new Set(loaded.map((l) => l.plugin.name))
+  const gone = state.knownPlugins().filter((p) => !names.has(p))
+  if (gone.length === 0) return err
+  return new PluginLoadError(
+    `${err.message}: no other loaded plugin creates ${name}, but cairn.db keeps the tables of plugins that ran on this node and are not loaded now (${gone.join(', ')}), and it may be one of theirs (a plugin renamed keeps its old name's tables). See docs/plugins.md, "Removing or renaming a plugin"`
+  )
 }
 
 /**
@@ -85,8 +118,13 @@ export function viewsOf(plugin: Plugin): string[] {
 
 /** @returns the table names a plugin's migrations create */
 export function tablesOf(plugin: Plugin): string[] {
+  return tablesCreatedBy(plugin.migrations ?? [])
+}
+
+/** @returns the table names these statements create */
+function tablesCreatedBy(statements: readonly string[]): string[] {
   const names = new Set<string>()
-  for (const sql of plugin.migrations ?? []) {
+  for (const sql of statements) {
     for (const m of sql.matchAll(new RegExp(`CREATE\\s+(?:VIRTUAL\\s+)?TABLE\\s+(?:IF\\s+NOT\\s+EXISTS\\s+)?${NAME}`, 'gi'))) names.add(objectName(m))
   }
   return [...names]
