@@ -6,7 +6,7 @@ import * as v from 'valibot'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { ValidationError } from '../errors.ts'
 import { issueLine, toIssues } from '../model/issues.ts'
-import { IdempotencyKeySchema, MAX_IDEMPOTENCY_KEY, type PublishResult } from '../model/publishRequest.ts'
+import { IdempotencyKeyHeaderSchema, MAX_IDEMPOTENCY_KEY, type PublishResult } from '../model/publishRequest.ts'
 import type { Log } from '../log/logger.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { errorBody, errorResponse, STATUS_BY_ERROR } from './errors.ts'
@@ -109,7 +109,7 @@ export const ROUTES: Record<string, string[]> = {
 function idempotencyKey(c: Context): string | undefined {
   const key = c.req.header('idempotency-key')
   if (key == null) return undefined
-  const r = v.safeParse(IdempotencyKeySchema, key)
+  const r = v.safeParse(IdempotencyKeyHeaderSchema, key)
   if (!r.success) throw new ValidationError(`Bad Idempotency-Key header: ${r.issues[0].message}`, toIssues(r.issues, 'Idempotency-Key'))
   return r.output
 }

@@ -61,13 +61,15 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
  * @throws HTTPException with the 400 `malformed_json` answer, naming the problem (as the streaming publish names a line's)
  */
 export async function readJson(c: Context, empty?: unknown): Promise<unknown> {
-  // Read outside the try: a body over its route's limit fails here, and bodyLimit answers that (413).
+  // bodyLimit has already answered a body over its route's limit (413).
   const bytes = await c.req.arrayBuffer()
   let text: string
   try {
     text = utf8.decode(bytes)
   } catch {
-    throw new HTTPException(400, { res: errorResponse(400, 'malformed_json', 'Malformed JSON: the body is not UTF-8') })
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(c.req.header('content-type') ?? '')?.[1]
+    const said = charset == null || /^utf-?8$/i.test(charset) ? '' : ` (its Content-Type says charset=${charset}: JSON is read as UTF-8 only)`
+    throw new HTTPException(400, { res: errorResponse(400, 'malformed_json', `Malformed JSON: the body is not UTF-8${said}`) })
   }
   if (text === '' && empty !== undefined) return empty
   try {
