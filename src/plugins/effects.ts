@@ -18,7 +18,7 @@ const NOT_STARTED_DELAY = 1000
 export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], publish: ((request: PublishRequest) => Promise<PublishResult>) | undefined): Promise<void> {
   const { store } = ctx
   const state = store.pluginState
-  for (const d of state.dueEffects(ctx.now())) {
+  for (const d of state.dueEffects(ctx.now(), names(plugins))) {
     const plugin = plugins.find((p) => p.name === d.plugin)
     const row = store.events.byId(d.event_id, d.producer)
     if (row == null) {
@@ -28,7 +28,13 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       continue
     }
     const handler = plugin?.handles[row.type]
-    if (plugin == null || handler == null || (handler.effect ?? plugin.effect) == null) continue
+    if (plugin == null) continue
+    if (handler == null || (handler.effect ?? plugin.effect) == null) {
+      // This release of the plugin has no effect for the event's type: it can never run, and must not stay due.
+      state.effectDone(d.plugin, d, d.attempts, ctx.now())
+      ctx.log.warn(`effect of ${d.producer}/${d.event_id} dropped: plugin ${plugin.name} ${plugin.version} has no effect for ${row.type} events`, { plugin: d.plugin })
+      continue
+    }
     const log = ctx.log.child({ plugin: plugin.name, event_id: row.event_id, producer: row.producer })
     // A ctx.publish of this run that the node refused as not started (starting, or holding publishes behind the
     // fence). The run then counts as not started, however it ended: an effect that caught the refusal and
@@ -78,7 +84,12 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
   }
 }
 
-/** @returns when the next effect not done is due, or Infinity */
-export function nextEffectAt(ctx: RunContext): number {
-  return ctx.store.pluginState.nextEffectAt() ?? Infinity
+/** @returns the names of `plugins` (loaded ones: the effects of another plugin wait for it to be back) */
+function names(plugins: readonly Plugin[]): string[] {
+  return plugins.map((p) => p.name)
+}
+
+/** @returns when the next effect of `plugins` not done is due, or Infinity */
+export function nextEffectAt(ctx: RunContext, plugins: readonly Plugin[]): number {
+  return ctx.store.pluginState.nextEffectAt(names(plugins)) ?? Infinity
 }

@@ -314,7 +314,7 @@ export class PluginHost implements Startable {
     if (known == null || known.effects !== writes.effects || known.at <= this.ctx.now()) {
       await runEffects(this.ctx, this.plugins, this.init.publish)
       const effects = writes.effects
-      this.nextEffect = { at: nextEffectAt(this.ctx), effects }
+      this.nextEffect = { at: nextEffectAt(this.ctx, this.plugins), effects }
     }
     retryAt = Math.min(retryAt, this.nextEffect?.at ?? Infinity)
     return this.status === 'started' ? retryAt : Infinity

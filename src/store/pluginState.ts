@@ -492,14 +492,22 @@ export class PluginStateTable {
     this.db.run('DELETE FROM plugin_replay WHERE plugin = ? AND producer = ? AND event_id = ?', [plugin, e.producer, e.event_id])
   }
 
-  /** @returns up to 100 effects not done whose next attempt is due at `now`, soonest first */
-  dueEffects(now: number): DueEffect[] {
-    return this.db.all<DueEffect>('SELECT plugin, producer, event_id, attempts FROM plugin_effects WHERE done_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT 100', [now])
+  /**
+   * @param plugins the plugins whose effects can run (a plugin no longer loaded keeps its effects for when it is back)
+   * @returns up to 100 of their effects not done whose next attempt is due at `now`, soonest first
+   */
+  dueEffects(now: number, plugins: readonly string[]): DueEffect[] {
+    if (plugins.length === 0) return []
+    return this.db.all<DueEffect>(
+      `SELECT plugin, producer, event_id, attempts FROM plugin_effects WHERE done_at IS NULL AND next_at <= ? AND plugin IN (${plugins.map(() => '?').join(', ')}) ORDER BY next_at LIMIT 100`,
+      [now, ...plugins]
+    )
   }
 
-  /** @returns when the next effect not done is due, or undefined when none is waiting */
-  nextEffectAt(): number | undefined {
-    return this.db.get<{ t: number | null }>('SELECT min(next_at) AS t FROM plugin_effects WHERE done_at IS NULL')?.t ?? undefined
+  /** @returns when the next effect of `plugins` not done is due, or undefined when none is waiting */
+  nextEffectAt(plugins: readonly string[]): number | undefined {
+    if (plugins.length === 0) return undefined
+    return this.db.get<{ t: number | null }>(`SELECT min(next_at) AS t FROM plugin_effects WHERE done_at IS NULL AND plugin IN (${plugins.map(() => '?').join(', ')})`, [...plugins])?.t ?? undefined
   }
 
   /** Records that an effect ran, after `attempts` attempts. */

@@ -112,7 +112,7 @@ describe('migration 3 (events keyed by producer and event_id)', () => {
     expect(store.pluginState.deadLetters().map((d) => [d.producer, d.event_id, d.attempts])).toEqual([['P', 'e1', 5]])
     expect(store.pluginState.held().map((h) => [h.producer, h.event_id])).toEqual([['Q', 'e2']])
     expect(store.events.queuedForReplay('wa').map((r) => r.event_id)).toEqual(['e1'])
-    expect(store.pluginState.dueEffects(100).map((e) => [e.producer, e.event_id])).toEqual([['P', 'e1']])
+    expect(store.pluginState.dueEffects(100, ['wa']).map((e) => [e.producer, e.event_id])).toEqual([['P', 'e1']])
     // The next cursor is past the deleted row's: a stream client or plugin never sees a cursor twice.
     store.events.insert({ event_id: 'e1', type: 't', version: 1, producer: 'Q', seq: 5, hlc: '2-0000', occurred_at: 'now', payload: {} }, 'bafy', 2)
     expect(store.events.byId('e1', 'Q')?.cursor).toBe(4)
