@@ -19,8 +19,9 @@ export interface ProducerStatus {
   /** the highest seq up to which this node fetched and stored the producer's events, with no seq missing (lag_events counts from it) */
   processed_seq: number
   /**
-   * the highest seq up to which every loaded plugin also processed them (applied or dead-lettered: an event
-   * retrying holds it back): what this node's heads acknowledge
+   * the highest seq up to which the plugins processed them as they arrived (applied or dead-lettered: an event
+   * retrying holds it back; a plugin added later backfilling, a rebuild or a replay do not): what this node's
+   * heads acknowledge
    */
   applied_seq: number
   lag_events: number

@@ -24,9 +24,20 @@ export function migratePlugins(state: PluginStateTable, plugins: readonly Loaded
   }
 }
 
-/** @returns the digest a plugin migration's text is recorded by: its SHA-256, in hex */
+/**
+ * @returns the digest a plugin migration's text is recorded by: the SHA-256, in hex, of its text with line ends
+ * made LF and the spaces and tabs ending each line dropped (a checkout with CRLF, an editor trimming lines, leave
+ * the SQL what it was)
+ */
 function migrationDigest(sql: string): string {
-  return createHash('sha256').update(sql).digest('hex')
+  return createHash('sha256')
+    .update(
+      sql
+        .replace(/\r\n?/g, '\n')
+        .replace(/[ \t]+$/gm, '')
+        .trim()
+    )
+    .digest('hex')
 }
 
 /** SQLite's refusal of a CREATE whose name is taken; the name as written in the statement (quoted or not). */
@@ -78,7 +89,7 @@ export function migrateOne(state: PluginStateTable, plugin: Plugin, source: stri
   for (const [version, digest] of digests) {
     if (digest != null && digest !== migrationDigest(migrations[version - 1])) {
       throw new PluginLoadError(
-        `${refused}: its migration ${version} is not the text this node applied (a released migration was edited; the tables it made here are the old text's): restore that migration's text, and put the change in a new migration after the last`
+        `${refused}: its migration ${version} is not the text this node applied (a released migration was edited; the tables it made here are the old text's; line ends and spaces ending a line do not count): restore that migration's text, and put the change in a new migration after the last`
       )
     }
   }

@@ -443,7 +443,7 @@ describe('loading plugins', () => {
     const second = 'ALTER TABLE notes ADD COLUMN body TEXT'
     await (await run(db, release(first, second))).stop()
     await expect(run(db, release('CREATE TABLE notes (id TEXT PRIMARY KEY, extra TEXT)', second))).rejects.toThrow(
-      'Cannot start plugin "notes" from /plugins/notes.js: its migration 1 is not the text this node applied (a released migration was edited; the tables it made here are the old text\'s): restore that migration\'s text, and put the change in a new migration after the last'
+      'Cannot start plugin "notes" from /plugins/notes.js: its migration 1 is not the text this node applied (a released migration was edited; the tables it made here are the old text\'s; line ends and spaces ending a line do not count): restore that migration\'s text, and put the change in a new migration after the last'
     )
     await expect(run(db, release(first))).rejects.toThrow(
       'Cannot start plugin "notes" from /plugins/notes.js: it has 1 migration(s), and this node applied 2 of the plugin\'s (a newer release of it ran here, and its tables are that release\'s): run that release or a newer one'

@@ -35,12 +35,19 @@ async function runningNodePlugins(values: Record<string, unknown>): Promise<Plug
 }
 
 /**
+ * @param err where to say that the running node's plugins cannot be told (its status unreadable: in another
+ * container, stopping, hung), in which case the request is recorded as for a stopped node
  * @returns the plugins the node running on the data directory loaded (from its status), or undefined when no node
- * runs there (a stopped node's next start may load any plugin)
+ * runs there (a stopped node's next start may load any plugin) or its status cannot be read
  */
-async function loadedByRunningNode(dir: string): Promise<string[] | undefined> {
+async function loadedByRunningNode(dir: string, err: (line: string) => void): Promise<string[] | undefined> {
   if (readRunInfo(dir) == null) return undefined
-  return (await askNode<StatusDocument>(dir, 'GET', '/status', "Cannot read the node's status")).loaded_plugins.map((p) => p.name)
+  try {
+    return (await askNode<StatusDocument>(dir, 'GET', '/status', "Cannot read the node's status")).loaded_plugins.map((p) => p.name)
+  } catch (e) {
+    err(`cannot tell which plugins the node on ${dir} loaded (${(e as Error).message}); recorded all the same: a node that loads the plugin runs it (a running one within a second)`)
+    return undefined
+  }
 }
 
 /**
@@ -67,10 +74,10 @@ export const pluginsVerb = defineVerb({
   positionals: true,
   details:
     "Without --plugins it lists what the node running on the data directory loaded (from its status), else the built-in plugins. plugins new writes NAME.ts (a plugin handling TYPE), NAME.test.ts (its test, run with bun test), tsconfig.json and package.json into --dir; it never overwrites a file, and adds to an existing package.json only what it lacks. plugins rebuild NAME re-applies every retained event of the plugin's types into fresh tables (a backfill after a new column, or after the plugin changed its state keys): the running node starts within a second (it is refused when that node has not loaded NAME), a stopped one at its next start that loads NAME. It builds them in rebuild-NAME.db in the data directory, on a second connection, while the node goes on serving and applying new events to the old tables, then swaps them in with one short transaction of cairn.db (its length grows with the plugin's tables, not with the events re-applied); a stop keeps the request and the old tables, and it forgets a snapshot the plugin's state was loaded from. The list (and cairn status) marks a plugin whose rebuild is asked or running.",
-  async run({ values, positionals, out }) {
+  async run({ values, positionals, out, err }) {
     const [sub, ...rest] = positionals
     if (sub === 'new') return scaffoldVerb(values, rest, out)
-    if (sub === 'rebuild') return await rebuildVerb(values, rest, out)
+    if (sub === 'rebuild') return await rebuildVerb(values, rest, out, err)
     if (sub != null) throw new UsageError(`Unknown cairn plugins command ${sub}: expected new or rebuild (see cairn plugins --help)`)
     const list = (await runningNodePlugins(values)) ?? (await loadPlugins(BUILTIN_PLUGINS, pluginDirs(values))).map(describePlugin)
     if (values.json === true) out(JSON.stringify(list))
@@ -127,7 +134,7 @@ function scaffoldVerb(values: Record<string, unknown>, args: string[], out: (lin
 }
 
 /** `cairn plugins rebuild NAME`: asks the node to re-apply a plugin's retained history into fresh tables. */
-async function rebuildVerb(values: Record<string, unknown>, args: string[], out: (line: string) => void): Promise<number> {
+async function rebuildVerb(values: Record<string, unknown>, args: string[], out: (line: string) => void, err: (line: string) => void): Promise<number> {
   const [name] = args
   if (name == null || args.length > 1) throw new UsageError('cairn plugins rebuild needs one plugin NAME, such as cairn plugins rebuild workspace-access')
   const store = await openNodeStore(values.data as string)
@@ -135,10 +142,15 @@ async function rebuildVerb(values: Record<string, unknown>, args: string[], out:
     if (!store.pluginState.known(name)) {
       throw new UsageError(`No plugin ${name} has run on this node (known: ${store.pluginState.knownPlugins().join(', ') || 'none'}); start the node with it first`)
     }
-    const loaded = await loadedByRunningNode(values.data as string)
+    const loaded = await loadedByRunningNode(values.data as string, err)
     if (loaded != null && !loaded.includes(name)) throw notLoadedError(values.data as string, name, loaded, 'rebuild its tables')
     requestRebuild(store, name)
-    const when = loaded != null ? 'starts within a second on the running node (cairn plugins shows it running until the swap; the node logs plugin_rebuilt)' : `at the next start that loads ${name}`
+    const when =
+      loaded != null
+        ? 'starts within a second on the running node (cairn plugins shows it running until the swap; the node logs plugin_rebuilt)'
+        : readRunInfo(values.data as string) != null
+          ? `when the node that runs on this directory loads ${name}: within a second if it has, else at its next start that does`
+          : `at the next start that loads ${name}`
     out(JSON.stringify({ rebuild: name, when }))
   } finally {
     store.close()
@@ -281,7 +293,7 @@ export const replayVerb = defineVerb({
       if (plugin != null && !store.pluginState.known(plugin)) {
         throw new UsageError(`No plugin ${plugin} has run on this node (cairn plugins lists the loaded ones)`)
       }
-      const loaded = await loadedByRunningNode(values.data as string)
+      const loaded = await loadedByRunningNode(values.data as string, err)
       if (plugin != null && loaded != null && !loaded.includes(plugin)) throw notLoadedError(values.data as string, plugin, loaded, `replay into it${effects ? ' or run its effects' : ''}`)
       const select = { eventId, producer, dead: values.dead === true, type: values.type as string | undefined, since, plugin }
       // On a running node, only the plugins it loaded: a request for another would wait unseen until a start loads it again.
