@@ -251,9 +251,15 @@ export const deadVerb = defineVerb({
 })
 
 /** @returns why no effect of an event can be replayed: each of its effects' state, or that it has none */
-function noEffectToReplay(effects: readonly EffectState[]): string {
+function noEffectToReplay(effects: readonly EffectState[], loaded: readonly string[] | undefined): string {
   if (effects.length === 0) return 'no plugin queued an effect for it'
-  return effects.map((f) => `plugin ${f.plugin}'s effect ${f.done ? 'ran' : f.attempts > 0 ? `is retrying (${f.attempts} attempt(s) failed)` : 'is due'}`).join(', ')
+  return effects
+    .map((f) =>
+      loaded != null && !loaded.includes(f.plugin)
+        ? `plugin ${f.plugin}, whose effect it is, is not loaded by the running node`
+        : `plugin ${f.plugin}'s effect ${f.done ? 'ran' : f.attempts > 0 ? `is retrying (${f.attempts} attempt(s) failed)` : 'is due'}`
+    )
+    .join(', ')
 }
 
 /** The start of an ISO 8601 timestamp (a date, optionally a time): what --since takes besides a duration. */
@@ -307,7 +313,7 @@ export const replayVerb = defineVerb({
         if (waiting.length > 0)
           err(`left out the given-up effects of ${waiting.join(', ')}: the running node has not loaded ${waiting.length > 1 ? 'them' : 'it'} (see docs/plugins.md, "Removing or renaming a plugin")`)
         if (n === 0 && eventId != null) {
-          const why = noEffectToReplay(store.pluginState.effectsOf(eventId, producer, plugin))
+          const why = noEffectToReplay(store.pluginState.effectsOf(eventId, producer, plugin), loaded)
           throw new UsageError(`No effect of event ${eventId}${of}${plugin != null ? ` for plugin ${plugin}` : ''} is given up: ${why} (cairn dead --effects lists those given up)`)
         }
         out(JSON.stringify({ queued: n }))
