@@ -90,6 +90,26 @@ export class HybridClock {
     }
   }
 
+  /**
+   * Moves the clock past this node's own last timestamp (its last head's, kept in cairn.db), however far ahead
+   * of the wall clock: a node's timestamps never go backwards, across restarts too, as its peers take a head
+   * stamped at or before the one they hold as old (a wall clock set back while it was stopped would otherwise
+   * have its next events ignored until it published again).
+   *
+   * @returns how many milliseconds that timestamp is ahead of the wall clock (0 when it is not)
+   */
+  resume(hlc: string): number {
+    const m = HLC.exec(hlc)
+    if (m == null) return 0
+    const ms = Number(m[1])
+    const counter = parseInt(m[2], 16)
+    if (ms > this.ms || (ms === this.ms && counter > this.counter)) {
+      this.ms = ms
+      this.counter = counter
+    }
+    return Math.max(0, ms - this.now())
+  }
+
   private bump(): void {
     this.counter++
     if (this.counter > 0xffff) {

@@ -206,6 +206,14 @@ export class CairnNode {
         }
       )
     }
+    const lastOwn = opened.store.producers.get(self)?.head_hlc
+    const ownAhead = lastOwn == null ? 0 : this.clock.resume(lastOwn)
+    if (ownAhead > this.clock.maxSkewMs) {
+      this.log.warn(
+        `this node's last head is stamped ${lastOwn}, ${Math.round(ownAhead / 1000)} s ahead of its clock: its timestamps go on from there, never back (its clock was ahead, or has been set back), and peers hold events stamped more than --max-clock-skew ahead of their own clocks until those catch up`,
+        { reason: 'own_clock_behind', ahead_ms: ownAhead }
+      )
+    }
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
     const { access } = opened
     let membership: Membership | undefined

@@ -116,6 +116,31 @@ describe('the clock rule (--max-clock-skew)', () => {
       await honest.stop()
     }
   })
+
+  test('a node whose clock was set back while it was stopped stamps its next events after its last ones: its peers take them', async () => {
+    using tmp = tempDir()
+    const { a, b } = await dirs(tmp.path)
+    const peer = await node(b, {})
+    const address = peer.ipfs.libp2p.getMultiaddrs()[0].toString()
+    // A's clock runs 55 s ahead (within --max-clock-skew, so B takes its events), then is put right.
+    let producer = await node(a, { bootstrap: [address] }, 55_000)
+    try {
+      const self = producer.peerId.toString()
+      const seqOnB = (): number => peer.store.producers.get(self)?.processed_seq ?? 0
+      await producer.publish({ type: 'test.e', payload: { n: 1 } })
+      await waitFor('B to take event 1', () => seqOnB() >= 1, 30_000)
+      const first = peer.store.producers.get(self)?.head_hlc ?? ''
+      await producer.stop()
+      producer = await node(a, { bootstrap: [address] })
+      await producer.publish({ type: 'test.e', payload: { n: 2 } })
+      // Stamped after event 1, though the wall clock is 55 s behind it: B takes it at once, not once A publishes again.
+      await waitFor('B to take event 2', () => seqOnB() >= 2, 20_000)
+      expect((peer.store.producers.get(self)?.head_hlc ?? '') > first).toBe(true)
+    } finally {
+      await producer.stop()
+      await peer.stop()
+    }
+  }, 120_000)
 })
 
 describe('a clock running ahead within the skew', () => {
