@@ -314,7 +314,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description:
-      "how far ahead of this node's clock an event or head may be stamped (default 60s): later ones are held until the clock catches up, and this node refuses to publish while its own clock is further than this from the network's (at least 1s)",
+      "how far ahead of this node's clock an event or head may be stamped (default 60s): later ones are held until the clock catches up, and this node refuses to publish while its own clock is further than this from the network's, as at least two other producers with recent heads agree (with fewer, a node cannot tell whose clock is off, and publishes) (at least 1s)",
     schema: durationSchema({ min: '1s' }),
     default: '60s'
   }

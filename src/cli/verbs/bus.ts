@@ -39,7 +39,7 @@ export async function openNodeStore(dir: string, options: { onlyReads?: boolean 
 export const publishVerb = defineVerb({
   name: 'publish',
   summary: 'publish one event through the running node; prints {event_id, seq, cid}',
-  usage: '[--data DIR] --type TYPE --payload JSON [--id EVENT_ID] [--actor ACTOR] [--version N]  |  [--data DIR] --batch FILE',
+  usage: '[--data DIR] --type TYPE --payload JSON [--id KEY] [--actor ACTOR] [--version N]  |  [--data DIR] --batch FILE',
   settings: [SETTINGS.data, OPTIONS.type, OPTIONS.payload, OPTIONS.id, OPTIONS.actor, OPTIONS.version, OPTIONS['correlation-id'], OPTIONS['causation-id'], OPTIONS.batch],
   details:
     'With --batch, prints one {event_id, seq, cid} line per event, in order. A batch that the node refuses (a bad event, named by its line) stops there: the batches before it are published, nothing after it is.',
