@@ -40,6 +40,7 @@ describe('status with many gaps', () => {
       lagAlert: 500,
       clock: { producers_ahead: [] },
       pluginStates: [],
+      loadedPlugins: [],
       members: { removed: [], members: [], source: 'none' },
       refusedBy: [],
       peerId: 'me'
