@@ -264,6 +264,19 @@ export class ProducerDivergedError extends Error {
 }
 
 /**
+ * This node holds an owner's removal of itself: every other node refuses its events after the removal's
+ * last valid seq, so a publish would be answered and reach no one (HTTP 409), until an owner adds it again.
+ */
+export class RemovedMemberError extends Error {
+  static name = 'RemovedMemberError'
+  readonly reason = 'removed_member'
+  constructor(message: string) {
+    super(message)
+    this.name = 'RemovedMemberError'
+  }
+}
+
+/**
  * An idempotency key (Idempotency-Key or event_id) reused for a different request: the first event stands
  * and the new request is refused (HTTP 409); `eventId` names the first event.
  */

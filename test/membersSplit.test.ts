@@ -125,7 +125,7 @@ describe('removals made while cut off', () => {
       const settled = await ng.statusJson()
       expect(settled.own_events_refused_by).toEqual([])
       expect(settled.reasons.filter((r) => r.startsWith('this node was removed by') || r.includes("have not taken this node's events"))).toEqual([
-        `this node was removed by ${fId}: other nodes refuse its events after seq 2; an owner adds it again (cairn members add ${gId}) for them to be taken`
+        `this node was removed by ${fId}: other nodes refuse its events after seq 2, and it refuses publishes (409 removed_member); an owner adds it again (cairn members add ${gId}) for it to publish`
       ])
     } finally {
       await ng.stop()

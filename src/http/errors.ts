@@ -18,6 +18,7 @@ export const STATUS_BY_ERROR: Record<string, { status: number; code: string }> =
   IdempotencyConflictError: { status: 409, code: 'idempotency_key_reused' },
   StaleCursorError: { status: 409, code: 'stale_cursor' },
   ProducerDivergedError: { status: 409, code: 'producer_diverged' },
+  RemovedMemberError: { status: 409, code: 'removed_member' },
   EventTooLargeError: { status: 413, code: 'too_large' },
   NotStartedError: { status: 503, code: 'not_started' },
   CommitFailedError: { status: 503, code: 'commit_failed' },

@@ -176,7 +176,7 @@ export function openApiDocument(): Json {
             '400': error('Malformed JSON (not UTF-8, or not one JSON text), a request or payload that fails its checks (issues name each problem), or a key repeated in a batch'),
             ...AUTH_ERRORS,
             '409': error(
-              'The idempotency key was used for a different request (`idempotency_key_reused`; `event_id` names the first event), or a peer holds a newer head of this node’s own producer than its outbox has, or one with another event file at a seq it published (`producer_diverged`: restored from an older backup, or its identity runs on another node too; it publishes nothing until an operator acts)'
+              'The idempotency key was used for a different request (`idempotency_key_reused`; `event_id` names the first event), or a peer holds a newer head of this node’s own producer than its outbox has, or one with another event file at a seq it published (`producer_diverged`: restored from an older backup, or its identity runs on another node too; it publishes nothing until an operator acts), or this node holds an owner’s removal of itself (`removed_member`: every other node refuses its events; it publishes nothing until an owner adds it again)'
             ),
             '413': error('The body, an event or the batch is over a limit; `limits` says which'),
             '415': UNSUPPORTED_MEDIA_TYPE,

@@ -4,7 +4,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { NodeConfig } from '../config/catalog.ts'
 import { clearRunInfo, writeRunInfo } from '../datadir/runInfo.ts'
-import { NotFoundError, NotStartedError, ProducerDivergedError } from '../errors.ts'
+import { NotFoundError, NotStartedError, ProducerDivergedError, RemovedMemberError } from '../errors.ts'
 import { Membership } from '../members/membership.ts'
 import { OwnEventsWatch, type RefusingPeer } from '../members/ownEvents.ts'
 import { housekeeper as createHousekeeper, type Housekeeper } from '../housekeeping/housekeeper.ts'
@@ -967,11 +967,21 @@ export class CairnNode {
     return this.knowsItIsRefused(r.members, r.opened.peerId.toString()) ? [] : r.ownEvents.refusing()
   }
 
-  /** @returns the error a publish is refused with while this node must not publish: its history diverged ('self:diverged') */
+  /**
+   * @returns the error a publish is refused with while this node must not publish: its history diverged
+   * ('self:diverged'), or it holds an owner's removal of itself (every other node refuses its events after
+   * the removal's last seq, and a publish would be answered 201 and reach none of them)
+   */
   private publishRefusal(): Error | undefined {
     const d = this.diverged
-    if (d == null) return undefined
-    return new ProducerDivergedError(`Cannot publish: ${divergenceText(d)} (see docs/operations.md, "Backups")`)
+    if (d != null) return new ProducerDivergedError(`Cannot publish: ${divergenceText(d)} (see docs/operations.md, "Backups")`)
+    const r = this.running
+    const self = r?.opened.peerId.toString()
+    const removed = self == null ? undefined : r?.members.removedAt(self)
+    if (removed == null) return undefined
+    return new RemovedMemberError(
+      `Cannot publish: this node (${self}) was removed by ${removed.removed_by} at ${removed.removed_at}, and every other node refuses its events after seq ${removed.last_seq}; an owner adds it again (cairn members add ${self}) for it to publish (see docs/operations.md, "Members")`
+    )
   }
 
   /** @returns this node's clock against others' */

@@ -282,7 +282,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   const removed = live.members.removed.find((r) => r.peer_id === live.peerId)
   if (removed != null) {
     reasons.push(
-      `this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}; an owner adds it again (cairn members add ${live.peerId}) for them to be taken`
+      `this node was removed by ${removed.removed_by}: other nodes refuse its events after seq ${removed.last_seq}, and it refuses publishes (409 removed_member); an owner adds it again (cairn members add ${live.peerId}) for it to publish`
     )
   } else if (live.members.source === 'changes' && !live.members.members.some((m) => m.self))
     reasons.push(`this node is not a member: other nodes refuse its events; an owner adds it (cairn members add ${live.peerId})`)

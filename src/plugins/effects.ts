@@ -12,6 +12,12 @@ const MAX_EFFECT_DELAY = 60_000
 const NOT_STARTED_DELAY = 1000
 
 /**
+ * The errors of a publish that the node refuses until an operator acts (its history diverged, or it holds its
+ * own removal): no retry of its own gets past them.
+ */
+const REFUSED_UNTIL_OPERATOR = new Set(['ProducerDivergedError', 'RemovedMemberError'])
+
+/**
  * Runs the effects that are due, each at least once after its `apply` committed, retrying a failed one with
  * backoff (`event.event_id` is the effect's idempotency key) until it succeeds or throws PermanentError.
  */
@@ -40,6 +46,9 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
     // fence). The run then counts as not started, however it ended: an effect that caught the refusal and
     // returned did not publish its follow-up, and marking it done would lose that for good.
     let refused: Error | undefined
+    // A ctx.publish of this run that the node refuses until an operator acts (REFUSED_UNTIL_OPERATOR): the run
+    // then failed, however it ended, for the same reason, and the log says why at error level.
+    let blocked: Error | undefined
     try {
       const event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
       const effectCtx = {
@@ -54,6 +63,7 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
             return await publish(r)
           } catch (err) {
             if (err instanceof Error && err.name === 'NotStartedError') refused ??= err
+            if (err instanceof Error && REFUSED_UNTIL_OPERATOR.has(err.name)) blocked ??= err
             throw err
           }
         }
@@ -61,9 +71,10 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       if (handler.effect != null) await handler.effect(event, effectCtx)
       else await plugin.effect?.(event, effectCtx)
       if (refused != null) throw refused
+      if (blocked != null) throw blocked
       state.effectDone(d.plugin, d, d.attempts + 1, ctx.now())
     } catch (thrown) {
-      const err = refused ?? thrown
+      const err = refused ?? blocked ?? thrown
       const message = thrownText(err)
       if (err instanceof Error && err.name === 'NotStartedError') {
         // Its publish came before the node could publish: the whole effect runs again a second later, with no
@@ -79,6 +90,14 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       }
       const delay = backoff(d.attempts + 1, { base: ctx.backoffMs, max: MAX_EFFECT_DELAY })
       state.effectFailed(d.plugin, d, d.attempts + 1, message, ctx.now() + delay)
+      if (blocked != null && err === blocked) {
+        // Its follow-up waits for the operator: retried with backoff, so that it is published once the node may again.
+        log.error(`effect failed (attempt ${d.attempts + 1}): the node refuses its ctx.publish until an operator acts, retrying in ${delay} ms: ${message}`, {
+          reason: 'effect_publish_refused',
+          refusal: (blocked as Error & { reason?: string }).reason
+        })
+        continue
+      }
       log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${message}`)
     }
   }

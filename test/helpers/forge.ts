@@ -12,6 +12,7 @@ import { canonicalJson } from '../../src/model/canonical.ts'
 import { directoryBlock, fileBlock } from '../../src/unixfs/tree.ts'
 import { shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { type Log, silentLog } from '../../src/log/logger.ts'
+import type { PublishResult } from '../../src/model/publishRequest.ts'
 
 /** @returns a node of this process on `dir`, not started, with loopback defaults (and no log, unless `log` is given) */
 export function newInProcessNode(dir: string, flags: Record<string, unknown> = {}, log: Log = silentLog): CairnNode {
@@ -91,5 +92,22 @@ export async function publishRefusedRounds(
     const files = Array.from({ length: perBucket }, (_, i) => ({ name: `junk-${k}-${String(i).padStart(5, '0')}.txt`, content: `junk ${k} ${i}` }))
     await publishForgedTree(node, firstSeq + k, files, hourOf(k))
     await waitFor(`round ${k + 1}'s refusals counted`, async () => (await counted()) >= (k + 1) * perBucket, 60_000)
+  }
+}
+
+/**
+ * Publishes on `node` as a removed member that writes on regardless would (a release from before a node
+ * refused its publishes once it holds its own removal, or a member gone bad): the node's own removal is
+ * hidden from its publish check for this call, so that tests can show what the others do with such events.
+ */
+export async function publishThoughRemoved(node: CairnNode, body: unknown): Promise<PublishResult> {
+  const members = node.members
+  const self = node.peerId.toString()
+  const removedAt = members.removedAt
+  members.removedAt = (producer) => (producer === self ? undefined : removedAt.call(members, producer))
+  try {
+    return await node.publish(body)
+  } finally {
+    members.removedAt = removedAt
   }
 }

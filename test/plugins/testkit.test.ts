@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { testPlugin } from '../../src/plugins/testkit.ts'
-import { NotStartedError } from '../../src/errors.ts'
+import { NotStartedError, RemovedMemberError } from '../../src/errors.ts'
 import type { PublishResult } from '../../src/model/publishRequest.ts'
 import { definePlugin, PermanentError, upcaster, v, type PluginFactory } from '../../src/plugins/mod.ts'
 
@@ -249,6 +249,38 @@ describe('testPlugin', () => {
       runs: ['x1', 'x1', 'x1'],
       published: ['receipt']
     })
+  })
+
+  test('an effect whose publish the node refuses as a removed member is not done, though it catches the refusal: it fails at error level, is retried, and publishes once the node is added again', async () => {
+    let removed = true
+    const runs: string[] = []
+    const published: string[] = []
+    const paid = definePlugin({
+      name: 'paid',
+      handles: { 'test.paid': { version: 1, payload: v.object({ id: v.string() }) } },
+      apply() {},
+      async effect(event, ctx) {
+        runs.push(event.payload.id)
+        try {
+          await ctx.publish({ event_id: `${event.event_id}:receipt`, type: 'test.receipt', payload: { id: event.payload.id } })
+        } catch (err) {
+          ctx.log.warn('receipt not published', { err: String(err) })
+        }
+      }
+    })
+    const publish = async (r: { event_id?: string }): Promise<PublishResult> => {
+      if (removed) throw new RemovedMemberError('Cannot publish: this node was removed by o1')
+      published.push(r.event_id ?? '')
+      return { event_id: r.event_id ?? 'e', seq: published.length, cid: 'c', replayed: false }
+    }
+    await using t = await testPlugin(paid, { backoffMs: 1000, publish })
+    await t.apply({ type: 'test.paid', payload: { id: 'x1' } })
+    const effect = () => t.get('SELECT attempts, done_at IS NOT NULL AS done, last_error FROM plugin_effects')
+    expect({ effect: effect(), runs, published }).toEqual({ effect: { attempts: 1, done: 0, last_error: 'Cannot publish: this node was removed by o1' }, runs: ['x1'], published: [] })
+    expect(t.logs.filter((l) => l.level === 'error').map((l) => [l.fields.reason, l.fields.refusal])).toEqual([['effect_publish_refused', 'removed_member']])
+    removed = false
+    await t.clock.advance(60_000)
+    expect({ done: effect()?.done, runs, published: published.map((id) => id.split(':')[1]) }).toEqual({ done: 1, runs: ['x1', 'x1'], published: ['receipt'] })
   })
 
   test('a dead letter replayed that fails again is retrying, no longer dead', async () => {
