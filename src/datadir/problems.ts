@@ -32,14 +32,26 @@ export function whyNotWritable(path: string): string | undefined {
   }
 }
 
-/** @returns whether the file system holding `path` has (almost) no space left for this user */
-function diskFull(path: string): boolean {
+/** @returns the space left for this user and the size of the file system holding `path` (bytes); undefined when the system does not say */
+export function diskSpace(path: string): { free: number; total: number } | undefined {
   try {
     const fs = statfsSync(existing(path))
-    return fs.bavail * fs.bsize < FULL_BELOW_BYTES
+    return { free: fs.bavail * fs.bsize, total: fs.blocks * fs.bsize }
   } catch {
-    return false
+    return undefined
   }
+}
+
+/** @returns whether the file system holding `path` has (almost) no space left for this user */
+export function diskFull(path: string): boolean {
+  const space = diskSpace(path)
+  return space != null && space.free < FULL_BELOW_BYTES
+}
+
+/** @returns whether `err` says that a write failed for lack of space (ENOSPC, EDQUOT, SQLITE_FULL) */
+export function isDiskFullError(err: unknown): boolean {
+  const code = systemCode(err)
+  return code === 'ENOSPC' || code === 'EDQUOT' || sqliteFailure(err) === 'full' || /disk is full|no space left/i.test((err as Error | undefined)?.message ?? '')
 }
 
 /** @returns the system's error code of a file system error (ENOSPC, EROFS, …), if it has one */

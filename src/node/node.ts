@@ -43,7 +43,8 @@ import type { Store } from '../store/store.ts'
 import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
 import { COLLECT_EVERY_BLOCKS } from '../sync/fetch.ts'
 import { HeadRelays } from '../sync/headRelays.ts'
-import { busRoot } from '../unixfs/busRoot.ts'
+import { busDirectory, busRoot } from '../unixfs/busRoot.ts'
+import { diskFull, diskSpace, isDiskFullError } from '../datadir/problems.ts'
 import { VERSION } from '../version.ts'
 import type { Components } from './components.ts'
 import { CairnEventBus, type Divergence, waitFor } from './events.ts'
@@ -914,11 +915,13 @@ export class CairnNode {
   async statusJson(): Promise<StatusDocument> {
     const r = this.run
     const libp2p = r.ipfs.libp2p
+    const bus = await this.busRoot({ tolerant: true })
     return statusDocument(
       {
         ready: this.readiness(),
+        storage: this.storageProblems(r, bus.unstored),
         lagAlert: this.config.lagAlert,
-        busRoot: (await this.busRoot()).toString(),
+        busRoot: bus.cid.toString(),
         peerId: r.opened.peerId.toString(),
         network: r.opened.network,
         startedAt: r.startedAt,
@@ -1001,8 +1004,45 @@ export class CairnNode {
    *
    * @returns the CID of this node's bus directory
    */
-  async busRoot(): Promise<CID> {
-    return await busRoot(this.run.opened.store.producers.syncedRoots(), this.run.opened.blocks)
+  async busRoot(): Promise<CID>
+  /**
+   * Builds the bus directory and stores it unless it is stored already; a failed write (a full disk) is
+   * returned, not thrown, so that status answers on a full disk.
+   *
+   * @returns its CID, and why it could not be stored
+   */
+  async busRoot(options: { tolerant: true }): Promise<{ cid: CID; unstored?: string }>
+  async busRoot(options?: { tolerant: true }): Promise<CID | { cid: CID; unstored?: string }> {
+    const { store, blocks } = this.run.opened
+    if (options?.tolerant !== true) return await busRoot(store.producers.syncedRoots(), blocks)
+    const dir = await busDirectory(store.producers.syncedRoots())
+    if (blocks.has(dir.cid)) return { cid: dir.cid }
+    try {
+      blocks.putSync(dir.cid, dir.bytes)
+      return { cid: dir.cid }
+    } catch (err) {
+      return { cid: dir.cid, unstored: (err as Error).message }
+    }
+  }
+
+  /**
+   * @returns what this node cannot write, for status: the last commit failed (while none succeeded after it),
+   * the bus root could not be stored, or the data directory's file system is (almost) full
+   */
+  private storageProblems(r: Running, busUnstored: string | undefined): string[] {
+    const dir = this.config.data
+    const space = diskSpace(dir)
+    const left = space == null ? '' : ` (${space.free} of ${space.total} bytes free on the file system of ${dir})`
+    const failure = r.outbox.lastFailure
+    const full = failure?.full === true || (busUnstored != null && isDiskFullError(new Error(busUnstored))) || diskFull(dir)
+    const problems: string[] = []
+    if (failure != null) {
+      problems.push(
+        `commits fail: the last one, at ${failure.at}, failed with "${failure.message}"${left}; publishes are answered 503 commit_failed until one succeeds${full ? ': free space there, or move the data directory to a larger file system' : ''}`
+      )
+    } else if (full) problems.push(`the disk is full${left}: commits will fail; free space there, or move the data directory to a larger file system`)
+    if (busUnstored != null) problems.push(`the bus root could not be stored (${busUnstored}): IPFS clients cannot fetch the bus_root CID from this node`)
+    return problems
   }
 }
 

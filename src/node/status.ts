@@ -162,6 +162,8 @@ export function historyOf(store: Store): StoredStatus['history'] {
 /** What the status document needs from a running node. */
 export interface LiveStatus {
   ready: { ready: boolean; reason?: string }
+  /** what the node cannot write (a full disk: its commits fail), each a reason that makes the verdict degraded */
+  storage?: string[]
   lagAlert: number
   busRoot: string
   peerId: string
@@ -258,6 +260,7 @@ export function ownEventsRefusedText(refusing: readonly RefusingPeer[], self: st
 export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDocument {
   const reasons: string[] = []
   if (!live.ready.ready) reasons.push(live.ready.reason ?? 'not ready')
+  reasons.push(...(live.storage ?? []))
   const lagging = stored.producers.filter((p) => p.lag_ms > live.lagAlert)
   if (lagging.length > 0) reasons.push(`lag over ${live.lagAlert} ms for ${lagging.map((p) => p.producer).join(', ')}`)
   if (stored.gaps_total > 0) reasons.push(`${stored.gaps_total} gap(s): events no longer fetchable`)

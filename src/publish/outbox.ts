@@ -14,6 +14,7 @@ import { batchKey, checkBatch, checkRequest, replayOf, type CheckedRequest, type
 import { CommitQueue, type Pending } from './queue.ts'
 import { OutboxTree, type TreeChange } from './tree.ts'
 import { blocksDurableThrough, markBlocksDurable } from './recover.ts'
+import { isDiskFullError } from '../datadir/problems.ts'
 
 /**
  * How long the blocks of a commit may wait for blocks.db's sync. A commit's own durable transaction is
@@ -74,6 +75,8 @@ export class Outbox {
   private syncTimer: ReturnType<typeof setTimeout> | undefined
   /** set by stop(): no sync is scheduled after it */
   private stopped = false
+  /** the error of the last commit, while no commit succeeded after it (a full disk: status says so) */
+  lastFailure: { at: string; message: string; full: boolean } | undefined
 
   constructor(components: OutboxComponents, init: OutboxInit) {
     this.components = components
@@ -83,9 +86,11 @@ export class Outbox {
       maxBatch: init.maxBatch,
       commit: async (batch) => {
         await this.commit(batch)
+        this.lastFailure = undefined
       },
       failed: (batch, e) => {
         this.tree.reset()
+        this.lastFailure = { at: new Date().toISOString(), message: e.message, full: isDiskFullError(e) }
         const wrapped = new CommitFailedError(`Cannot publish: the commit failed, nothing of it was written: ${e.message}`, { cause: e })
         for (const p of batch) p.reject(wrapped)
       }
