@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync, writeSync } from 'node:fs'
+import { readFileSync, statSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -10,7 +10,7 @@ import { dataDirEntries, dataPaths } from './layout.ts'
 import { lockHolder } from './lock.ts'
 import { readRunInfo } from './runInfo.ts'
 import { parseSwarmKey } from './swarmKey.ts'
-import { databaseError, notADirectory, unwritableAdvice, whyNotWritable } from './problems.ts'
+import { databaseError, isPermissionDenied, notADirectory, permissionDenied, unwritableAdvice, whyNotWritable } from './problems.ts'
 
 /**
  * Checks that `dir` is an initialised data directory, each of whose entries is what it should be (a file, or
@@ -25,16 +25,33 @@ export function assertDataDir(dir: string): void {
 }
 
 /**
+ * @returns whether `path` exists: false only when the system says it does not (ENOENT, ENOTDIR), so that an
+ * entry this user may not see is never taken for a missing one
+ * @throws DataDirError saying that permission is denied (naming the path, the user and the fix) on EACCES or EPERM
+ */
+export function present(dir: string, path: string): boolean {
+  try {
+    statSync(path)
+    return true
+  } catch (err) {
+    const code = (err as { code?: unknown }).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false
+    if (isPermissionDenied(err)) throw new DataDirError(permissionDenied(dir, path, err))
+    throw err
+  }
+}
+
+/**
  * Checks that `dir` is an initialised data directory (it has identity.key), its entries unchecked.
  *
- * @throws DataDirError saying how to create one
+ * @throws DataDirError saying how to create one; that permission is denied when this user may not see an entry
  */
 export function assertInitialised(dir: string): void {
-  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
-  if (!existsSync(dir)) {
+  if (present(dir, dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
+  if (!present(dir, dir)) {
     throw new DataDirError(`No data directory at ${dir}: create one with cairn init --data ${dir} --new-network (or --swarm-key FILE to join a network)`)
   }
-  if (!existsSync(dataPaths(dir).identity)) {
+  if (!present(dir, dataPaths(dir).identity)) {
     throw new DataDirError(`${dir} is not a cairn data directory (no identity.key): create one with cairn init --data ${dir} --new-network`)
   }
 }
@@ -42,7 +59,7 @@ export function assertInitialised(dir: string): void {
 /** @returns for each entry of the data directory that is a file where a directory belongs or the reverse, what is wrong and what to do */
 export function wrongEntries(dir: string): string[] {
   return dataDirEntries(dir)
-    .filter((entry) => existsSync(entry.path) && statSync(entry.path).isDirectory() !== entry.directory)
+    .filter((entry) => present(dir, entry.path) && statSync(entry.path).isDirectory() !== entry.directory)
     .map((entry) => `${entry.path} is ${entry.directory ? 'not a directory' : 'a directory'}, where cairn keeps ${entry.directory ? 'a directory' : 'a file'}: ${entry.fix}`)
 }
 
@@ -54,7 +71,7 @@ export function wrongEntries(dir: string): string[] {
  */
 export function assertDatabase(dir: string): void {
   const path = dataPaths(dir).database
-  if (existsSync(path)) return
+  if (present(dir, path)) return
   throw new DataDirError(
     `${path} is missing: it holds this node's outbox (the seqs its producer published) and its plugins' state, and a new one would publish from seq 1 again, which every peer already has and refuses. Restore cairn.db and blocks.db from the same backup (docs/operations.md, "Backups"), or start over as a new node in another directory (cairn init --data NEWDIR --join FILE)`
   )
@@ -72,6 +89,7 @@ export async function loadIdentity(dir: string): Promise<{ privateKey: PrivateKe
     const privateKey = privateKeyFromProtobuf(readFileSync(path))
     return { privateKey, peerId: peerIdFromPrivateKey(privateKey) }
   } catch (err) {
+    if (isPermissionDenied(err)) throw new DataDirError(permissionDenied(dir, path, err))
     throw new DataDirError(`Cannot read ${path}: the identity is damaged (${(err as Error).message}); restore it from a backup, or create a new node with cairn init in an empty directory`)
   }
 }
@@ -83,12 +101,13 @@ export async function loadIdentity(dir: string): Promise<{ privateKey: PrivateKe
  */
 export function loadSwarmKey(dir: string): Uint8Array {
   const path = dataPaths(dir).swarmKey
-  if (!existsSync(path)) {
+  if (!present(dir, path)) {
     throw new DataDirError(`Cannot start without a swarm key: ${path} is missing; copy the network's swarm.key there`)
   }
   try {
     return parseSwarmKey(readFileSync(path, 'utf8'), path)
   } catch (err) {
+    if (isPermissionDenied(err)) throw new DataDirError(permissionDenied(dir, path, err))
     throw new DataDirError((err as Error).message)
   }
 }
@@ -100,7 +119,13 @@ export function loadSwarmKey(dir: string): Uint8Array {
  */
 export function loadApiToken(dir: string): string {
   const path = dataPaths(dir).apiToken
-  const token = existsSync(path) ? readFileSync(path, 'utf8').trim() : ''
+  let token = ''
+  try {
+    token = present(dir, path) ? readFileSync(path, 'utf8').trim() : ''
+  } catch (err) {
+    if (isPermissionDenied(err)) throw new DataDirError(permissionDenied(dir, path, err))
+    throw err
+  }
   if (token.length < 16) throw new DataDirError(`Cannot read ${path}: the API token is missing or too short; write a random string of at least 16 characters there`)
   return token
 }

@@ -1,4 +1,5 @@
-import { accessSync, constants, existsSync, statfsSync } from 'node:fs'
+import { accessSync, constants, existsSync, readFileSync, statfsSync, statSync } from 'node:fs'
+import { userInfo } from 'node:os'
 import { dirname } from 'node:path'
 import { DataDirError } from '../errors.ts'
 import { sqliteFailure } from '../runtime/sqlite.ts'
@@ -87,6 +88,61 @@ export function unwritableAdvice(path: string, err: unknown): string | undefined
   // SQLite often reports a full disk only as an I/O error or a file it cannot open: the free space tells.
   if ((failure === 'ioerr' || failure === 'cantopen' || failure === 'readonly') && diskFull(path)) return full
   return undefined
+}
+
+/** @returns whether a file system error is the system refusing this user access (EACCES, EPERM), not a missing or damaged file */
+export function isPermissionDenied(err: unknown): boolean {
+  const code = systemCode(err)
+  return code === 'EACCES' || code === 'EPERM'
+}
+
+/** @returns the name of the user with that uid (from /etc/passwd), else the uid */
+function userName(uid: number): string {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(uid))
+    if (line != null) return line.split(':')[0]
+  } catch {
+    // No passwd file to read (a container's scratch image): the uid says it.
+  }
+  return `uid ${uid}`
+}
+
+/** @returns this process's user, as `name (uid N)` */
+function thisUser(): { name: string; uid: number } {
+  const uid = process.getuid?.() ?? -1
+  try {
+    return { name: userInfo().username, uid }
+  } catch {
+    return { name: userName(uid), uid }
+  }
+}
+
+/**
+ * The message for an entry of the data directory that this user may not read (EACCES, EPERM: another user's
+ * file or directory, a mode too tight): it names the path, this user, the data directory's owner and mode, and
+ * the fix, and says that the file is fine; it is never reported as missing or damaged.
+ *
+ * @param dir the data directory
+ * @param path the entry the system refused
+ */
+export function permissionDenied(dir: string, path: string, err: unknown): string {
+  const user = thisUser()
+  let owner = ''
+  let ownerName: string | undefined
+  try {
+    const st = statSync(dir)
+    ownerName = userName(st.uid)
+    owner = `; ${dir} belongs to ${ownerName}, mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}`
+  } catch {
+    // The directory above it refuses the stat too: the system's message names what refused.
+  }
+  const runAs = ownerName == null || ownerName === user.name ? 'the user that owns the data directory' : `the user that owns the data directory (${ownerName})`
+  return (
+    `Cannot read ${path}: permission denied (${(err as Error).message}): this user (${user.name}, uid ${user.uid}) may not read it${owner}; ` +
+    `give it access (chown -R ${user.name} ${dir}, then chmod 700 ${dir} and 600 its files), or run as ${runAs}, then run this again (the file is not damaged: there is nothing to restore)`
+  )
 }
 
 /**

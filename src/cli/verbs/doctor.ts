@@ -93,6 +93,11 @@ export const doctorVerb = defineVerb({
       (path: string, damaged: string) =>
       (err?: unknown): string =>
         (err == null ? undefined : unwritableAdvice(path, err)) ?? damaged
+    /** @returns `fix`, unless the check failed because this user may not read the file (the file is fine: permissionDenied says what to do) */
+    const unlessDenied =
+      (fix: string) =>
+      (err?: unknown): string =>
+        err instanceof Error && err.message.includes(': permission denied (') ? 'give this user access to the data directory, or run as the user that owns it, as said' : fix
     await add('data directory', () => {
       assertInitialised(dir)
       return undefined
@@ -108,7 +113,7 @@ export const doctorVerb = defineVerb({
           self = (await loadIdentity(dir)).peerId.toString()
           return undefined
         },
-        'restore identity.key from a backup; without it this node cannot sign as itself'
+        unlessDenied('restore identity.key from a backup; without it this node cannot sign as itself')
       )
       await add(
         'swarm.key',
@@ -116,7 +121,7 @@ export const doctorVerb = defineVerb({
           loadSwarmKey(dir)
           return undefined
         },
-        "copy the network's swarm.key from another member"
+        unlessDenied("copy the network's swarm.key from another member")
       )
       await add(
         'api.token',
@@ -124,7 +129,7 @@ export const doctorVerb = defineVerb({
           loadApiToken(dir)
           return undefined
         },
-        'write a new random token of at least 16 characters to api.token (mode 0600) and give it to the local backend'
+        unlessDenied('write a new random token of at least 16 characters to api.token (mode 0600) and give it to the local backend')
       )
       await add(
         'file modes',

@@ -1,0 +1,34 @@
+import { describe, expect, test } from 'bun:test'
+import { chmodSync, copyFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { initDataDir } from '../src/datadir/init.ts'
+import { dataPaths } from '../src/datadir/layout.ts'
+import { tempDir } from './helpers/process.ts'
+
+describe('a data directory that lost a file, or that this user may not read', () => {
+  test.skipIf(process.getuid?.() !== 0)('a directory another user owns: run, doctor and status say permission denied, naming the path, the user and the fix', async () => {
+    using tmp = tempDir()
+    chmodSync(tmp.path, 0o755)
+    const dir = join(tmp.path, 'node')
+    const p = dataPaths(dir)
+    await initDataDir(dir, { newNetwork: true })
+    const bin = join(tmp.path, 'cairn')
+    copyFileSync(join(import.meta.dir, '..', 'dist', 'cairn'), bin)
+    chmodSync(bin, 0o755)
+    const asNobody = async (args: string[]) => {
+      const proc = Bun.spawn(['runuser', '-u', 'nobody', '--', bin, ...args], { cwd: tmp.path, env: { PATH: process.env.PATH ?? '' }, stdout: 'pipe', stderr: 'pipe' })
+      const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+      return { code, stdout, stderr }
+    }
+    const fix = `this user (nobody, uid 65534) may not read it; ${dir} belongs to root, mode 0700; give it access (chown -R nobody ${dir}, then chmod 700 ${dir} and 600 its files), or run as the user that owns the data directory (root), then run this again (the file is not damaged: there is nothing to restore)`
+    const denied = `Cannot read ${p.identity}: permission denied (EACCES: permission denied, stat '${p.identity}'): ${fix}`
+    for (const verb of ['run', 'status', 'events']) expect(await asNobody([verb, '--data', dir])).toEqual({ code: 1, stdout: '', stderr: `cairn ${verb}: ${denied}\n` })
+    expect((await asNobody(['doctor', '--data', dir])).stdout).toContain(`FAIL  data directory   ${denied}`)
+
+    // The directory open to others, identity.key not: the key is fine, only this user may not read it.
+    chmodSync(dir, 0o755)
+    const doctor = await asNobody(['doctor', '--data', dir])
+    expect(doctor.stdout).toContain(`FAIL  identity.key     Cannot read ${p.identity}: permission denied (EACCES: permission denied, open '${p.identity}'): ${fix.replace('mode 0700', 'mode 0755')}`)
+    expect(doctor.stdout).not.toContain('restore identity.key')
+  })
+})
