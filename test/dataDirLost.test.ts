@@ -1,11 +1,38 @@
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, copyFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { initDataDir } from '../src/datadir/init.ts'
 import { dataPaths } from '../src/datadir/layout.ts'
-import { tempDir } from './helpers/process.ts'
+import { inProcessNode } from './helpers/forge.ts'
+import { cairn, tempDir } from './helpers/process.ts'
 
 describe('a data directory that lost a file, or that this user may not read', () => {
+  test('without identity.key: cairn init refuses a directory a node ran on, leaving it as it is, and cairn run and doctor say the identity is missing; an init cut short is completed', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    const p = dataPaths(dir)
+    await initDataDir(dir, { newNetwork: true })
+    await (await inProcessNode(dir)).stop()
+    rmSync(p.identity)
+    const before = Object.fromEntries([p.swarmKey, p.apiToken, p.database].map((f) => [f, readFileSync(f)]))
+    const missing = `${dir} holds cairn.db, blocks.db, swarm.key, api.token, instance.lock but no identity.key: this node's identity is missing. Restore identity.key from a backup (docs/operations.md, "Backups"); a new identity over this cairn.db would publish its outbox under another peer id. To start over as a new node, use a new directory (cairn init --data NEWDIR --join FILE)`
+    const init = await cairn(['init', '--data', dir, '--new-network'])
+    expect(init).toEqual({ code: 1, stdout: '', stderr: `cairn init: ${missing}\n` })
+    for (const [f, bytes] of Object.entries(before)) expect(readFileSync(f)).toEqual(bytes)
+    const run = await cairn(['run', '--data', dir])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toBe(`cairn run: ${missing}; if a cairn init on ${dir} failed before it wrote identity.key and no node ever ran on it, run that cairn init again\n`)
+    const doctor = await cairn(['doctor', '--data', dir])
+    expect(doctor.code).toBe(1)
+    expect(doctor.stdout).toContain(`FAIL  data directory   ${missing}`)
+
+    // An init that stopped before identity.key (its last file) on a directory nothing ran on: run again, it completes.
+    const cut = join(tmp.path, 'cut')
+    await initDataDir(cut, { newNetwork: true })
+    rmSync(dataPaths(cut).identity)
+    expect((await initDataDir(cut, { newNetwork: true })).created).toBe(true)
+  })
+
   test.skipIf(process.getuid?.() !== 0)('a directory another user owns: run, doctor and status say permission denied, naming the path, the user and the fix', async () => {
     using tmp = tempDir()
     chmodSync(tmp.path, 0o755)

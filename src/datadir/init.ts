@@ -8,7 +8,7 @@ import { Store } from '../store/store.ts'
 import { openDatabase } from '../runtime/sqlite.ts'
 import { openBlockDatabase } from '../store/blockstore.ts'
 import { dataPaths } from './layout.ts'
-import { assertDatabase, loadIdentity, openDataDirStore, present } from './load.ts'
+import { assertDatabase, loadIdentity, missingIdentity, nodeEntries, openDataDirStore, present } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
 import { readJoinFile } from './joinFile.ts'
 import { tightenModes } from './modes.ts'
@@ -89,6 +89,10 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
       store.close()
     }
   }
+  // A directory a node ran on has lost its identity, and a new one would take over its outbox and replace its
+  // swarm key, token and owners; only an init cut short (nothing ran on it) is completed.
+  const held = present(dir, dir) ? nodeEntries(dir) : []
+  if (held.length > 0 && (await ranOn(dir, held))) throw new DataDirError(missingIdentity(dir, held, false))
   if ([options.newNetwork === true, options.swarmKeyFile != null, options.joinFile != null].filter(Boolean).length !== 1) {
     throw new UsageError('cairn init needs exactly one of --new-network (start a new network), --swarm-key FILE or --join FILE (join an existing one)')
   }
@@ -137,6 +141,32 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
     throw creationError(dir, err)
   }
   return { peerId: peerIdFromPrivateKey(key).toString(), created: true, owners }
+}
+
+/**
+ * @returns whether a node ran on a data directory without identity.key, rather than an init stopping before it
+ * wrote identity.key (which writes swarm.key, api.token, cairn.db and blocks.db, in that order, and nothing
+ * else): a run leaves its lock files, a blocks.db without cairn.db is no init's, and a cairn.db that records
+ * an own tree or a walked one (or cannot be read) was used
+ * @param held the node's entries it holds (nodeEntries)
+ */
+async function ranOn(dir: string, held: readonly string[]): Promise<boolean> {
+  const p = dataPaths(dir)
+  if (held.some((name) => ['instance.lock', 'run.lock', 'node.json'].includes(name))) return true
+  if (!held.includes('cairn.db')) return held.includes('blocks.db')
+  let store: Store
+  try {
+    store = await Store.openReadOnly(p.database)
+  } catch {
+    return true
+  }
+  try {
+    return store.outbox.root() != null || store.outbox.lastSeq() > 0 || store.remoteDirs.any()
+  } catch {
+    return true
+  } finally {
+    store.close()
+  }
 }
 
 function readOwners(store: Store): string[] {

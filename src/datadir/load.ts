@@ -1,5 +1,5 @@
 import { readFileSync, statSync, writeSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { basename, dirname } from 'node:path'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
@@ -42,9 +42,35 @@ export function present(dir: string, path: string): boolean {
 }
 
 /**
+ * @returns the entries of a data directory without identity.key that only a node's directory holds: its
+ * databases, keys and token, and what a run leaves (instance.lock, node.json)
+ */
+export function nodeEntries(dir: string): string[] {
+  const p = dataPaths(dir)
+  return [p.database, p.blocks, p.swarmKey, p.apiToken, p.instance, p.lock, p.runInfo].filter((path) => present(dir, path)).map((path) => basename(path))
+}
+
+/**
+ * The message for a data directory that holds a node's files but no identity.key: the identity is lost, not
+ * the directory uninitialised, and a new one (cairn init) over this cairn.db would publish its outbox, seqs
+ * every peer has, under another peer id.
+ *
+ * @param held the entries it holds (nodeEntries)
+ * @param initCutShort whether to add that an init cut short before it wrote identity.key is completed by running it again
+ */
+export function missingIdentity(dir: string, held: readonly string[], initCutShort: boolean): string {
+  return (
+    `${dir} holds ${held.join(', ')} but no identity.key: this node's identity is missing. Restore identity.key from a backup (docs/operations.md, "Backups"); ` +
+    `a new identity over this cairn.db would publish its outbox under another peer id. To start over as a new node, use a new directory (cairn init --data NEWDIR --join FILE)` +
+    (initCutShort ? `; if a cairn init on ${dir} failed before it wrote identity.key and no node ever ran on it, run that cairn init again` : '')
+  )
+}
+
+/**
  * Checks that `dir` is an initialised data directory (it has identity.key), its entries unchecked.
  *
- * @throws DataDirError saying how to create one; that permission is denied when this user may not see an entry
+ * @throws DataDirError saying how to create one; that the identity is missing when the directory holds a node's
+ * other files; that permission is denied when this user may not see an entry
  */
 export function assertInitialised(dir: string): void {
   if (present(dir, dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
@@ -52,6 +78,8 @@ export function assertInitialised(dir: string): void {
     throw new DataDirError(`No data directory at ${dir}: create one with cairn init --data ${dir} --new-network (or --swarm-key FILE to join a network)`)
   }
   if (!present(dir, dataPaths(dir).identity)) {
+    const held = nodeEntries(dir)
+    if (held.length > 0) throw new DataDirError(missingIdentity(dir, held, true))
     throw new DataDirError(`${dir} is not a cairn data directory (no identity.key): create one with cairn init --data ${dir} --new-network`)
   }
 }

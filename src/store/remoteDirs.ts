@@ -37,6 +37,11 @@ export class RemoteDirsTable {
     return out
   }
 
+  /** @returns whether a walk of any producer's tree ever completed here (its blocks are in blocks.db) */
+  any(): boolean {
+    return this.db.get('SELECT 1 FROM remote_dirs LIMIT 1') != null
+  }
+
   /** Records the CID of each walked directory of `producer`, as [path, cid]: PER_STATEMENT rows in one statement. */
   putAll(producer: string, dirs: Iterable<readonly [string, string]>): void {
     const all = [...dirs]
