@@ -33,6 +33,35 @@ describe('a data directory that lost a file, or that this user may not read', ()
     expect((await initDataDir(cut, { newNetwork: true })).created).toBe(true)
   })
 
+  test('a start refuses a cairn.db that records its own tree without its blocks.db; a directory that never published starts with a new one', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    const p = dataPaths(dir)
+    await initDataDir(dir, { newNetwork: true })
+    const node = await inProcessNode(dir)
+    const token = readFileSync(p.apiToken, 'utf8').trim()
+    const res = await fetch(`http://127.0.0.1:${node.http!.port}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'test.published', payload: {} })
+    })
+    expect(res.status).toBe(201)
+    await node.stop()
+    const blocks = join(tmp.path, 'blocks.db')
+    copyFileSync(p.blocks, blocks)
+    for (const f of ['', '-wal', '-shm']) rmSync(`${p.blocks}${f}`, { force: true })
+    await expect(inProcessNode(dir)).rejects.toThrow(
+      `${p.blocks} is missing: it holds the blocks of this node's outbox tree (the files its producer published) and of the trees it synced, which cairn.db records, and a node started without it would announce and serve a tree whose blocks are gone. Restore blocks.db and cairn.db from the same backup (docs/operations.md, "Backups"), or start over as a new node in another directory (cairn init --data NEWDIR --join FILE)`
+    )
+    copyFileSync(blocks, p.blocks)
+    await (await inProcessNode(dir)).stop()
+
+    const fresh = join(tmp.path, 'fresh')
+    await initDataDir(fresh, { newNetwork: true })
+    rmSync(dataPaths(fresh).blocks)
+    await (await inProcessNode(fresh)).stop()
+  })
+
   test.skipIf(process.getuid?.() !== 0)('a directory another user owns: run, doctor and status say permission denied, naming the path, the user and the fix', async () => {
     using tmp = tempDir()
     chmodSync(tmp.path, 0o755)

@@ -156,7 +156,7 @@ describe('operator and backend experience', () => {
     using tmp = tempDir()
     const dir = join(tmp.path, 'n')
     expect((await cairn(['init', '--data', dir, '--new-network'])).code).toBe(0)
-    const restore = /restore it from a backup|move it away to start|unexpected error/
+    const restore = /restore it from a backup|restore it and cairn.db from the same backup|move it away to start|unexpected error/
     // A restart on a full disk: a 1 MiB tmpfs holding a copy of the directory, filled but for 8 KiB (run.lock fits, SQLite's files do not).
     const mnt = join(tmp.path, 'mnt')
     const full = `mkdir -p '${mnt}' && mount -t tmpfs -o size=1m tmpfs '${mnt}' && cp -a '${dir}' '${mnt}/n' && dd if=/dev/zero of='${mnt}/spare' bs=4k count=2 && { dd if=/dev/zero of='${mnt}/fill' bs=4k || true; } && rm '${mnt}/spare'`

@@ -106,6 +106,25 @@ export function assertDatabase(dir: string): void {
 }
 
 /**
+ * Checks that a data directory whose cairn.db records an own tree (published commits) or a walked one still has
+ * its blocks.db: opening a missing one makes an empty one, and the node would run on heads whose blocks are gone
+ * (rebuilding only the commits after the last sync, as after a power cut), serving and exporting none of them.
+ * A cairn.db that records neither (a node that never published nor synced) starts with an empty one.
+ *
+ * @throws DataDirError saying what is lost and what to do
+ */
+export function assertBlockStore(dir: string, store: Store): void {
+  const path = dataPaths(dir).blocks
+  if (present(dir, path) || (store.outbox.root() == null && !store.remoteDirs.any())) return
+  throw new DataDirError(missingBlockStore(path))
+}
+
+/** @returns the message for a blocks.db missing beside a cairn.db that records trees (see assertBlockStore) */
+function missingBlockStore(path: string): string {
+  return `${path} is missing: it holds the blocks of this node's outbox tree (the files its producer published) and of the trees it synced, which cairn.db records, and a node started without it would announce and serve a tree whose blocks are gone. Restore blocks.db and cairn.db from the same backup (docs/operations.md, "Backups"), or start over as a new node in another directory (cairn init --data NEWDIR --join FILE)`
+}
+
+/**
  * Reads the node's Ed25519 identity.
  *
  * @throws DataDirError when it is missing or damaged

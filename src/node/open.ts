@@ -3,7 +3,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { loadAccessRules, type AccessRules } from '../config/access.ts'
 import type { NodeConfig } from '../config/catalog.ts'
 import { dataPaths } from '../datadir/layout.ts'
-import { assertDatabase, assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
+import { assertBlockStore, assertDatabase, assertDataDir, loadApiToken, loadIdentity, loadSwarmKey } from '../datadir/load.ts'
 import { lockDataDir } from '../datadir/lock.ts'
 import { tightenModes } from '../datadir/modes.ts'
 import { databaseError } from '../datadir/problems.ts'
@@ -79,13 +79,14 @@ export async function openDataDir(config: NodeConfig, options: { onMigrationWait
       if ((err as Error).name === 'SchemaAheadError') throw new DataDirError((err as Error).message)
       throw databaseError(paths.database, err, 'the database is damaged or from a newer cairn: restore it from a backup (see docs/operations.md)')
     }
+    assertBlockStore(config.data, store)
     let blocks: SqliteBlockstore | undefined
     try {
       blocks = new SqliteBlockstore(await openBlockDatabase(paths.blocks))
       blocks.check()
     } catch (err) {
       if ((err as Error).name === 'DataDirError') throw err
-      throw databaseError(paths.blocks, err, "restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)")
+      throw databaseError(paths.blocks, err, 'restore it and cairn.db from the same backup (docs/operations.md, "Backups")')
     }
     const recovered = await recoverOutboxBlocks(store, blocks, peerId.toString()).catch((err: unknown) => {
       blocks?.db.close()

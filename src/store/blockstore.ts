@@ -167,7 +167,7 @@ function convert(db: SqlDatabase, format: 'text' | 'text-without-rowid'): void {
               cid = CID.parse(r.cid)
             } catch (err) {
               throw new DataDirError(
-                `Cannot convert ${db.path}: a block is stored under "${r.cid.slice(0, 80)}", which is no CID (${(err as Error).message}); the file is left as it was: restore it from a backup, or move it away to start with an empty block store (peers' events are fetched again; this node's unpruned files are lost)`
+                `Cannot convert ${db.path}: a block is stored under "${r.cid.slice(0, 80)}", which is no CID (${(err as Error).message}); the file is left as it was: restore it and cairn.db from the same backup (docs/operations.md, "Backups")`
               )
             }
             db.run('INSERT INTO blocks_new (k, cid, bytes) VALUES (?, ?, ?)', [blockKey(cid.bytes), cid.bytes, r.bytes])

@@ -187,7 +187,7 @@ export const doctorVerb = defineVerb({
           const integrity = blocks.integrity()
           return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
         },
-        openFix(paths.blocks, "restore blocks.db from a backup, or move it away: peers' events are fetched again, this node's unpruned files are lost")
+        openFix(paths.blocks, 'restore blocks.db and cairn.db from the same backup (docs/operations.md, "Backups")')
       )
       const treeChecks = ['outbox blocks', 'synced trees']
       if (schemaProblem != null) {
