@@ -211,7 +211,7 @@ export class CairnNode {
     const ownAhead = lastOwn == null ? 0 : this.clock.resume(lastOwn)
     if (ownAhead > this.clock.maxSkewMs) {
       this.log.warn(
-        `this node's last head is stamped ${lastOwn}, ${Math.round(ownAhead / 1000)} s ahead of its clock: its timestamps go on from there, never back (its clock was ahead, or has been set back), and peers hold events stamped more than --max-clock-skew ahead of their own clocks until those catch up`,
+        `this node's last head is stamped ${lastOwn}, ${Math.round(ownAhead / 1000)} s ahead of its clock, more than --max-clock-skew: its clock was that far ahead (peers held what it stamped then), and it now stamps from its clock`,
         { reason: 'own_clock_behind', ahead_ms: ownAhead }
       )
     }

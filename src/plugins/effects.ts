@@ -17,6 +17,9 @@ const NOT_STARTED_DELAY = 1000
  */
 const REFUSED_UNTIL_OPERATOR = new Set(['ProducerDivergedError', 'RemovedMemberError'])
 
+/** The errors of a publish that the node refuses for now (its clock off from the network's, a commit failed: a full disk). */
+const REFUSED_FOR_NOW = new Set(['ClockSkewError', 'CommitFailedError'])
+
 /**
  * Runs the effects that are due, each at least once after its `apply` committed, retrying a failed one with
  * backoff (`event.event_id` is the effect's idempotency key) until it succeeds or throws PermanentError.
@@ -49,6 +52,9 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
     // A ctx.publish of this run that the node refuses until an operator acts (REFUSED_UNTIL_OPERATOR): the run
     // then failed, however it ended, for the same reason, and the log says why at error level.
     let blocked: Error | undefined
+    // A ctx.publish of this run that the node refused for now (REFUSED_FOR_NOW): the run failed, however it
+    // ended, and is retried with backoff as a failed one.
+    let failed: Error | undefined
     try {
       const event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
       const effectCtx = {
@@ -64,6 +70,7 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
           } catch (err) {
             if (err instanceof Error && err.name === 'NotStartedError') refused ??= err
             if (err instanceof Error && REFUSED_UNTIL_OPERATOR.has(err.name)) blocked ??= err
+            if (err instanceof Error && REFUSED_FOR_NOW.has(err.name)) failed ??= err
             throw err
           }
         }
@@ -72,9 +79,10 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       else await plugin.effect?.(event, effectCtx)
       if (refused != null) throw refused
       if (blocked != null) throw blocked
+      if (failed != null) throw failed
       state.effectDone(d.plugin, d, d.attempts + 1, ctx.now())
     } catch (thrown) {
-      const err = refused ?? blocked ?? thrown
+      const err = refused ?? blocked ?? failed ?? thrown
       const message = thrownText(err)
       if (err instanceof Error && err.name === 'NotStartedError') {
         // Its publish came before the node could publish: the whole effect runs again a second later, with no

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { testPlugin } from '../../src/plugins/testkit.ts'
-import { NotStartedError, RemovedMemberError } from '../../src/errors.ts'
+import { ClockSkewError, CommitFailedError, NotStartedError, RemovedMemberError } from '../../src/errors.ts'
 import type { PublishResult } from '../../src/model/publishRequest.ts'
 import { definePlugin, PermanentError, upcaster, v, type PluginFactory } from '../../src/plugins/mod.ts'
 
@@ -371,3 +371,29 @@ describe('testPlugin', () => {
     await expect(testPlugin(typo as never)).rejects.toThrow('handles.a.b.verison: Unknown handler key "verison"')
   })
 })
+
+// A publish the node refuses for now (its clock off from the network's: 503 clock_skew; a commit that failed, such as
+// on a full disk: 503 commit_failed) fails the effect's run however the effect ends: one that caught the refusal and
+// returned did not publish its follow-up, and marking it done would lose that for good.
+for (const refusal of [() => new ClockSkewError('Cannot publish: this clock is off'), () => new CommitFailedError('Cannot publish: the commit failed: database or disk is full')]) {
+  test(`an effect that catches a ${refusal().name} from ctx.publish is not done: it is retried`, async () => {
+    const paid = definePlugin({
+      name: 'paid',
+      handles: { 'test.paid': { version: 1, payload: v.object({ id: v.string() }) } },
+      apply() {},
+      async effect(event, ctx) {
+        try {
+          await ctx.publish({ event_id: `${event.event_id}:receipt`, type: 'test.receipt', payload: { id: event.payload.id } })
+        } catch (err) {
+          ctx.log.warn(`receipt not published: ${String(err)}`)
+        }
+      }
+    })
+    const publish = async (): Promise<PublishResult> => {
+      throw refusal()
+    }
+    await using t = await testPlugin(paid, { backoffMs: 1000, publish })
+    await t.apply({ type: 'test.paid', payload: { id: 'x1' } })
+    expect(t.get('SELECT done_at IS NOT NULL AS done, attempts FROM plugin_effects')).toEqual({ done: 0, attempts: 1 })
+  })
+}
