@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, copyFileSync, readFileSync, rmSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { initDataDir } from '../src/datadir/init.ts'
 import { dataPaths } from '../src/datadir/layout.ts'
@@ -51,15 +51,35 @@ describe('a data directory that lost a file, or that this user may not read', ()
     copyFileSync(p.blocks, blocks)
     for (const f of ['', '-wal', '-shm']) rmSync(`${p.blocks}${f}`, { force: true })
     await expect(inProcessNode(dir)).rejects.toThrow(
-      `${p.blocks} is missing: it holds the blocks of this node's outbox tree (the files its producer published) and of the trees it synced, which cairn.db records, and a node started without it would announce and serve a tree whose blocks are gone. Restore blocks.db and cairn.db from the same backup (docs/operations.md, "Backups"), or start over as a new node in another directory (cairn init --data NEWDIR --join FILE)`
+      `${p.blocks} is missing: it holds the files this node published, which no other place has while they are unpruned, and the trees it synced; a node started without it would announce a tree whose blocks are gone. Restore blocks.db and cairn.db from the same backup (docs/operations.md, "Backups"), or start over as a new node in another directory (cairn init --data NEWDIR --join FILE; an owner adds its new peer id)`
     )
     copyFileSync(blocks, p.blocks)
     await (await inProcessNode(dir)).stop()
 
+    // A node that started and stopped without publishing or syncing: its empty tree is made again.
     const fresh = join(tmp.path, 'fresh')
     await initDataDir(fresh, { newNetwork: true })
     rmSync(dataPaths(fresh).blocks)
     await (await inProcessNode(fresh)).stop()
+    for (const f of ['', '-wal', '-shm']) rmSync(`${dataPaths(fresh).blocks}${f}`, { force: true })
+    const doctor = await cairn(['doctor', '--json', '--data', fresh])
+    expect(JSON.parse(doctor.stdout).checks.find((c: { check: string }) => c.check === 'blocks.db')).toEqual({
+      check: 'blocks.db',
+      ok: true,
+      detail: 'missing: this node published nothing and synced no tree, and its next start makes a new one'
+    })
+    await (await inProcessNode(fresh)).stop()
+  })
+
+  test('cairn init completes an init cut short while it made cairn.db (a cairn.db without its tables)', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'node')
+    await initDataDir(dir, { newNetwork: true })
+    const p = dataPaths(dir)
+    for (const f of ['identity.key', 'cairn.db', 'cairn.db-wal', 'cairn.db-shm', 'blocks.db', 'blocks.db-wal', 'blocks.db-shm']) rmSync(join(dir, f), { force: true })
+    writeFileSync(p.database, '')
+    expect((await initDataDir(dir, { newNetwork: true })).created).toBe(true)
+    expect(existsSync(p.identity)).toBe(true)
   })
 
   test.skipIf(process.getuid?.() !== 0)('a directory another user owns: run, doctor and status say permission denied, naming the path, the user and the fix', async () => {

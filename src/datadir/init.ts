@@ -162,8 +162,9 @@ async function ranOn(dir: string, held: readonly string[]): Promise<boolean> {
   }
   try {
     return store.outbox.root() != null || store.outbox.lastSeq() > 0 || store.remoteDirs.any()
-  } catch {
-    return true
+  } catch (err) {
+    // A cairn.db without its tables is one an init cut short was making (the disk full while it migrated).
+    return !/no such table/.test((err as Error).message)
   } finally {
     store.close()
   }

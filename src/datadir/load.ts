@@ -115,13 +115,23 @@ export function assertDatabase(dir: string): void {
  */
 export function assertBlockStore(dir: string, store: Store): void {
   const path = dataPaths(dir).blocks
-  if (present(dir, path) || (store.outbox.root() == null && !store.remoteDirs.any())) return
-  throw new DataDirError(missingBlockStore(path))
+  const problem = present(dir, path) ? undefined : missingBlockStore(path, store)
+  if (problem != null) throw new DataDirError(problem)
 }
 
-/** @returns the message for a blocks.db missing beside a cairn.db that records trees (see assertBlockStore) */
-function missingBlockStore(path: string): string {
-  return `${path} is missing: it holds the blocks of this node's outbox tree (the files its producer published) and of the trees it synced, which cairn.db records, and a node started without it would announce and serve a tree whose blocks are gone. Restore blocks.db and cairn.db from the same backup (docs/operations.md, "Backups"), or start over as a new node in another directory (cairn init --data NEWDIR --join FILE)`
+/**
+ * @returns what a missing blocks.db loses, as a refusal, when cairn.db records a tree whose blocks it held: files
+ * this node published, or trees of other producers it walked; undefined when it records neither (a node that never
+ * started, or never published nor synced: its empty tree is made again), and a new blocks.db is made
+ */
+export function missingBlockStore(path: string, store: Store): string | undefined {
+  const published = store.outbox.lastSeq() > 0
+  if (!published && !store.remoteDirs.any()) return undefined
+  const restore =
+    'Restore blocks.db and cairn.db from the same backup (docs/operations.md, "Backups"), or start over as a new node in another directory (cairn init --data NEWDIR --join FILE; an owner adds its new peer id)'
+  return published
+    ? `${path} is missing: it holds the files this node published, which no other place has while they are unpruned, and the trees it synced; a node started without it would announce a tree whose blocks are gone. ${restore}`
+    : `${path} is missing: it holds the blocks of the other producers' trees this node synced, which cairn.db records as walked, so that its walks would not fetch them again. This node published nothing: starting over loses none of its own. ${restore}`
 }
 
 /**

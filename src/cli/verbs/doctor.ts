@@ -5,7 +5,7 @@ import { defineVerb } from '../verb.ts'
 import { SETTINGS } from '../../config/catalog.ts'
 import { OPTIONS } from '../options.ts'
 import { dataPaths } from '../../datadir/layout.ts'
-import { assertInitialised, loadApiToken, loadIdentity, loadSwarmKey, wrongEntries } from '../../datadir/load.ts'
+import { assertInitialised, loadApiToken, loadIdentity, loadSwarmKey, missingBlockStore, wrongEntries } from '../../datadir/load.ts'
 import { lockHolder, runningPid } from '../../datadir/lock.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { unwritableAdvice, whyNotWritable } from '../../datadir/problems.ts'
@@ -183,6 +183,10 @@ export const doctorVerb = defineVerb({
       await add(
         'blocks.db',
         async () => {
+          if (!existsSync(paths.blocks) && db != null && schemaProblem == null) {
+            // As a start judges it: missing is a loss only when cairn.db records a tree whose blocks it held.
+            return missingBlockStore(paths.blocks, db) ?? { fine: 'missing: this node published nothing and synced no tree, and its next start makes a new one' }
+          }
           blocks = await openBlockReader(paths.blocks)
           const integrity = blocks.integrity()
           return integrity === 'ok' ? undefined : `integrity check failed: ${integrity}`
