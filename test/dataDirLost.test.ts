@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { initDataDir } from '../src/datadir/init.ts'
 import { dataPaths } from '../src/datadir/layout.ts'
@@ -107,4 +107,21 @@ describe('a data directory that lost a file, or that this user may not read', ()
     expect(doctor.stdout).toContain(`FAIL  identity.key     Cannot read ${p.identity}: permission denied (EACCES: permission denied, open '${p.identity}'): ${fix.replace('mode 0700', 'mode 0755')}`)
     expect(doctor.stdout).not.toContain('restore identity.key')
   })
+})
+
+test.skipIf(process.getuid?.() !== 0)('a directory above the data directory that the user may not enter is named as what to fix', async () => {
+  using tmp = tempDir()
+  chmodSync(tmp.path, 0o755)
+  const priv = join(tmp.path, 'priv')
+  mkdirSync(priv, { mode: 0o700 })
+  const dir = join(priv, 'node')
+  await initDataDir(dir, { newNetwork: true })
+  Bun.spawnSync(['chown', '-R', 'nobody', dir])
+  const bin = join(tmp.path, 'cairn')
+  copyFileSync(join(import.meta.dir, '..', 'dist', 'cairn'), bin)
+  chmodSync(bin, 0o755)
+  const proc = Bun.spawn(['runuser', '-u', 'nobody', '--', bin, 'status', '--data', dir], { cwd: tmp.path, env: { PATH: process.env.PATH ?? '' }, stdout: 'pipe', stderr: 'pipe' })
+  const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited])
+  expect(code).toBe(1)
+  expect(stderr).toContain(`this user (nobody, uid 65534) may not enter ${priv}, which belongs to root, mode 0700, above the data directory; let it in (chmod o+x ${priv}`)
 })

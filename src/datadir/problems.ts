@@ -1,6 +1,6 @@
 import { accessSync, constants, existsSync, readFileSync, statfsSync, statSync } from 'node:fs'
 import { userInfo } from 'node:os'
-import { dirname } from 'node:path'
+import { dirname, resolve, sep } from 'node:path'
 import { DataDirError } from '../errors.ts'
 import { sqliteFailure } from '../runtime/sqlite.ts'
 
@@ -136,7 +136,16 @@ export function permissionDenied(dir: string, path: string, err: unknown): strin
     ownerName = userName(st.uid)
     owner = `; ${dir} belongs to ${ownerName}, mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}`
   } catch {
-    // The directory above it refuses the stat too: the system's message names what refused.
+    // A directory above it refuses this user: that one is what to fix, not the data directory.
+    const blocker = untraversable(dir)
+    if (blocker != null) {
+      const st = statSync(blocker.path, { throwIfNoEntry: false })
+      const held = st == null ? '' : `, which belongs to ${userName(st.uid)}, mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}`
+      return (
+        `Cannot read ${path}: permission denied (${(err as Error).message}): this user (${user.name}, uid ${user.uid}) may not enter ${blocker.path}${held}, above the data directory; ` +
+        `let it in (chmod o+x ${blocker.path}, or a group it is in), move the data directory to where it may go, or run as a user that may, then run this again (the file is not damaged: there is nothing to restore)`
+      )
+    }
   }
   const runAs = ownerName == null || ownerName === user.name ? 'the user that owns the data directory' : `the user that owns the data directory (${ownerName})`
   return (
@@ -178,4 +187,19 @@ export function creationError(dir: string, err: unknown): unknown {
   }
   const advice = unwritableAdvice(dir, err)
   return advice == null ? err : new DataDirError(`Cannot create the data directory ${dir}: ${(err as Error).message}; ${advice}`)
+}
+
+/** @returns the outermost directory above `dir` (or `dir` itself) that this user may not enter, or undefined */
+function untraversable(dir: string): { path: string } | undefined {
+  const parts = resolve(dir).split(sep).filter(Boolean)
+  for (let i = 1; i <= parts.length; i++) {
+    const path = sep + parts.slice(0, i).join(sep)
+    try {
+      accessSync(path, constants.X_OK)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EACCES' || (err as NodeJS.ErrnoException).code === 'EPERM') return { path }
+      return undefined
+    }
+  }
+  return undefined
 }
