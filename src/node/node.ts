@@ -1033,10 +1033,16 @@ export class CairnNode {
     const dir = this.config.data
     const space = diskSpace(dir)
     const left = space == null ? '' : ` (${space.free} of ${space.total} bytes free on the file system of ${dir})`
+    const fullNow = diskFull(dir)
     const failure = r.outbox.lastFailure
-    const full = failure?.full === true || (busUnstored != null && isDiskFullError(new Error(busUnstored))) || diskFull(dir)
+    const full = failure?.full === true || (busUnstored != null && isDiskFullError(new Error(busUnstored))) || fullNow
     const problems: string[] = []
-    if (failure != null) {
+    if (failure?.full === true && space != null && !fullNow) {
+      // The file system has room again (or a quota, which its free space does not show, refuses this user).
+      problems.push(
+        `the last commit, at ${failure.at}, failed with "${failure.message}"; the file system of ${dir} has ${space.free} of ${space.total} bytes free now: the next publish commits unless a quota still refuses this user`
+      )
+    } else if (failure != null) {
       problems.push(
         `commits fail: the last one, at ${failure.at}, failed with "${failure.message}"${left}; publishes are answered 503 commit_failed until one succeeds${full ? ': free space there, or move the data directory to a larger file system' : ''}`
       )

@@ -120,7 +120,9 @@ describe('the block store', () => {
     const err = await openBlockDatabase(path).catch((e: Error) => e)
     expect(err).toBeInstanceOf(Error)
     expect((err as Error).name).toBe('DataDirError')
-    expect((err as Error).message).toMatch(/^Cannot convert .*blocks\.db: a block is stored under "not-a-cid", which is no CID .*; the file is left as it was: restore it from a backup/)
+    expect((err as Error).message).toMatch(
+      /^Cannot convert .*blocks\.db: a block is stored under "not-a-cid", which is no CID .*; the file is left as it was: restore it and cairn.db from the same backup/
+    )
     const after = await openDatabase(path, { readonly: true })
     expect(after.get<{ n: number }>('SELECT count(*) AS n FROM blocks')?.n).toBe(old.length + 1)
     expect(after.all<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'").map((t) => t.name)).toEqual(['blocks'])
