@@ -91,11 +91,12 @@ export class HybridClock {
   }
 
   /**
-   * Moves the clock past this node's own last timestamp (its last head's, kept in cairn.db), so that its
-   * timestamps do not go backwards across restarts: its peers take a head stamped at or before the one they hold
-   * as old (a wall clock set back while the node was stopped would otherwise have its next events ignored until
-   * it published again). Not past one more than max-clock-skew ahead of the wall clock: peers held that head
-   * (they hold none of it), and following it would have them hold everything this node stamps after it.
+   * Moves the clock past this node's own last timestamp (its last head's, kept in cairn.db), however far ahead of
+   * the wall clock: a node's timestamps never go backwards, across restarts too, as its peers take a head stamped
+   * at or before the one they hold as old, and order its events by them (a wall clock set back while the node was
+   * stopped, an NTP step or a clock reset at boot, would otherwise have its next events ignored until it published
+   * again). A start cannot tell that clock being behind now from its having been that far ahead then: in both it
+   * goes on from the head, and in the second its peers hold what it stamps until their clocks reach it.
    *
    * @returns how many milliseconds that timestamp is ahead of the wall clock (0 when it is not)
    */
@@ -104,13 +105,11 @@ export class HybridClock {
     if (m == null) return 0
     const ms = Number(m[1])
     const counter = parseInt(m[2], 16)
-    const ahead = Math.max(0, ms - this.now())
-    if (ahead > this.maxSkewMs) return ahead
     if (ms > this.ms || (ms === this.ms && counter > this.counter)) {
       this.ms = ms
       this.counter = counter
     }
-    return ahead
+    return Math.max(0, ms - this.now())
   }
 
   private bump(): void {

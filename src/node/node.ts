@@ -211,7 +211,7 @@ export class CairnNode {
     const ownAhead = lastOwn == null ? 0 : this.clock.resume(lastOwn)
     if (ownAhead > this.clock.maxSkewMs) {
       this.log.warn(
-        `this node's last head is stamped ${lastOwn}, ${Math.round(ownAhead / 1000)} s ahead of its clock, more than --max-clock-skew: its clock was that far ahead (peers held what it stamped then), and it now stamps from its clock`,
+        `this node's last head is stamped ${lastOwn}, ${Math.round(ownAhead / 1000)} s ahead of its clock, more than --max-clock-skew: its timestamps go on from there, never back. If this clock is behind (set back, reset at boot), set it right; if it was that far ahead when the node last ran, its peers hold the events it stamps until their clocks reach that time`,
         { reason: 'own_clock_behind', ahead_ms: ownAhead }
       )
     }
