@@ -3,8 +3,8 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path'
 import { Database } from 'bun:sqlite'
 import type { Subprocess } from 'bun'
-import { cairn, cairnCommand, collectText, liveStranger, NodeProcess, ROOT, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
-import { lockDataDir, lockHolder } from '../src/datadir/lock.ts'
+import { cairn, cairnCommand, collectText, heldElsewhere, liveStranger, NodeProcess, ROOT, TEST_ENV, tempDir, waitFor } from './helpers/process.ts'
+import { lockHolder } from '../src/datadir/lock.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
 import { openDatabase } from '../src/runtime/sqlite.ts'
 import { MIGRATIONS, migrate } from '../src/store/migrations.ts'
@@ -168,14 +168,8 @@ describe('the CLI and the node sharing a data directory', () => {
     const node = await NodeProcess.init(tmp.path, 'n')
     // This process holds the directory, as the node elsewhere does; run.lock names that node's pid there: here a
     // live process that started at another time than the one recorded.
-    using _held = { [Symbol.dispose]: lockDataDir(node.dir) }
-    await using other = liveStranger()
     const lock = join(node.dir, 'run.lock')
-    const own = readFileSync(`${lock}.start`, 'utf8')
-    writeFileSync(lock, String(other.pid))
-    writeFileSync(`${lock}.start`, JSON.stringify({ pid: other.pid, start: `1@${JSON.parse(own).start.split('@')[1]}` }))
-    const info = { peer_id: node.peerId, version: '0.0.1', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString() }
-    writeRunInfo(node.dir, { ...info, pid: other.pid })
+    await using other = heldElsewhere(node.dir, node.peerId)
     const elsewhere = await cairn(['status', '--data', node.dir])
     expect(elsewhere.code).toBe(1)
     expect(elsewhere.stderr).toStartWith(
@@ -185,8 +179,8 @@ describe('the CLI and the node sharing a data directory', () => {
     expect(elsewhere.stderr.split('\n').length).toBe(2)
     // The holder here, not answering (stopping, hung).
     writeFileSync(lock, String(process.pid))
-    writeFileSync(`${lock}.start`, own)
-    writeRunInfo(node.dir, { ...info, pid: process.pid })
+    writeFileSync(`${lock}.start`, other.ownStart)
+    writeRunInfo(node.dir, { peer_id: node.peerId, version: '0.0.1', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString(), pid: process.pid })
     const hung = await cairn(['status', '--data', node.dir])
     expect(hung.code).toBe(1)
     expect(hung.stderr).toStartWith(`cairn status: The node on ${node.dir} (pid ${process.pid}) does not answer at 127.0.0.1:1 (`)

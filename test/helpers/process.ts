@@ -1,7 +1,9 @@
-import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs'
+import { mkdtempSync, rmSync, readFileSync, existsSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { Subprocess } from 'bun'
+import { lockDataDir } from '../../src/datadir/lock.ts'
+import { writeRunInfo } from '../../src/datadir/runInfo.ts'
 
 /** The repository root. */
 export const ROOT = resolve(import.meta.dir, '../..')
@@ -108,6 +110,32 @@ export function liveStranger(): { pid: number; [Symbol.asyncDispose]: () => Prom
     [Symbol.asyncDispose]: async () => {
       proc.kill()
       await proc.exited
+    }
+  }
+}
+
+/**
+ * Makes a stopped node's directory look held by a node in another container or on another host sharing it: this
+ * process holds the directory's lock, as that node does there, and run.lock and node.json name a live process here
+ * of another start time, at an endpoint (127.0.0.1:1) that does not answer.
+ *
+ * @returns that process's pid, and the start record this process's lock wrote (run.lock.start, for a test that makes
+ * this process the holder again); disposing it releases the lock and ends the process
+ */
+export function heldElsewhere(dir: string, peerId: string): { pid: number; ownStart: string; [Symbol.asyncDispose]: () => Promise<void> } {
+  const release = lockDataDir(dir)
+  const other = liveStranger()
+  const lock = join(dir, 'run.lock')
+  const own = readFileSync(`${lock}.start`, 'utf8')
+  writeFileSync(lock, String(other.pid))
+  writeFileSync(`${lock}.start`, JSON.stringify({ pid: other.pid, start: `1@${JSON.parse(own).start.split('@')[1]}` }))
+  writeRunInfo(dir, { peer_id: peerId, version: '0.0.1', addrs: [], http: '127.0.0.1:1', started_at: new Date().toISOString(), pid: other.pid })
+  return {
+    pid: other.pid,
+    ownStart: own,
+    [Symbol.asyncDispose]: async () => {
+      release()
+      await other[Symbol.asyncDispose]()
     }
   }
 }

@@ -4,6 +4,23 @@ import { ClockSkewError, CommitFailedError, NotStartedError, RemovedMemberError 
 import type { PublishResult } from '../../src/model/publishRequest.ts'
 import { definePlugin, PermanentError, upcaster, v, type PluginFactory } from '../../src/plugins/mod.ts'
 
+/** A plugin whose effect publishes a receipt of each test.paid and catches a refusal of that publish, logging it; `runs` gets each run's id. */
+function catchingPaid(runs: string[] = []) {
+  return definePlugin({
+    name: 'paid',
+    handles: { 'test.paid': { version: 1, payload: v.object({ id: v.string() }) } },
+    apply() {},
+    async effect(event, ctx) {
+      runs.push(event.payload.id)
+      try {
+        await ctx.publish({ event_id: `${event.event_id}:receipt`, type: 'test.receipt', payload: { id: event.payload.id } })
+      } catch (err) {
+        ctx.log.warn('receipt not published', { err: String(err) })
+      }
+    }
+  })
+}
+
 // The function form, as a file without node_modules writes it: the SDK comes in as the argument.
 const flaky: PluginFactory = ({ v, definePlugin, PermanentError }) => {
   let failuresLeft = 2
@@ -218,19 +235,7 @@ describe('testPlugin', () => {
     let starting = true
     const runs: string[] = []
     const published: string[] = []
-    const paid = definePlugin({
-      name: 'paid',
-      handles: { 'test.paid': { version: 1, payload: v.object({ id: v.string() }) } },
-      apply() {},
-      async effect(event, ctx) {
-        runs.push(event.payload.id)
-        try {
-          await ctx.publish({ event_id: `${event.event_id}:receipt`, type: 'test.receipt', payload: { id: event.payload.id } })
-        } catch (err) {
-          ctx.log.warn('receipt not published', { err: String(err) })
-        }
-      }
-    })
+    const paid = catchingPaid(runs)
     const publish = async (r: { event_id?: string }): Promise<PublishResult> => {
       if (starting) throw new NotStartedError('The node is starting')
       published.push(r.event_id ?? '')
@@ -255,19 +260,7 @@ describe('testPlugin', () => {
     let removed = true
     const runs: string[] = []
     const published: string[] = []
-    const paid = definePlugin({
-      name: 'paid',
-      handles: { 'test.paid': { version: 1, payload: v.object({ id: v.string() }) } },
-      apply() {},
-      async effect(event, ctx) {
-        runs.push(event.payload.id)
-        try {
-          await ctx.publish({ event_id: `${event.event_id}:receipt`, type: 'test.receipt', payload: { id: event.payload.id } })
-        } catch (err) {
-          ctx.log.warn('receipt not published', { err: String(err) })
-        }
-      }
-    })
+    const paid = catchingPaid(runs)
     const publish = async (r: { event_id?: string }): Promise<PublishResult> => {
       if (removed) throw new RemovedMemberError('Cannot publish: this node was removed by o1')
       published.push(r.event_id ?? '')
@@ -377,18 +370,7 @@ describe('testPlugin', () => {
 // returned did not publish its follow-up, and marking it done would lose that for good.
 for (const refusal of [() => new ClockSkewError('Cannot publish: this clock is off'), () => new CommitFailedError('Cannot publish: the commit failed: database or disk is full')]) {
   test(`an effect that catches a ${refusal().name} from ctx.publish is not done: it is retried`, async () => {
-    const paid = definePlugin({
-      name: 'paid',
-      handles: { 'test.paid': { version: 1, payload: v.object({ id: v.string() }) } },
-      apply() {},
-      async effect(event, ctx) {
-        try {
-          await ctx.publish({ event_id: `${event.event_id}:receipt`, type: 'test.receipt', payload: { id: event.payload.id } })
-        } catch (err) {
-          ctx.log.warn(`receipt not published: ${String(err)}`)
-        }
-      }
-    })
+    const paid = catchingPaid()
     const publish = async (): Promise<PublishResult> => {
       throw refusal()
     }
