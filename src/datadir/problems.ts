@@ -43,9 +43,11 @@ export function diskSpace(path: string): { free: number; total: number } | undef
   }
 }
 
-/** @returns whether the file system holding `path` has (almost) no space left for this user */
-export function diskFull(path: string): boolean {
-  const space = diskSpace(path)
+/**
+ * @param space what diskSpace gave for `path`, when the caller has it already
+ * @returns whether the file system holding `path` has (almost) no space left for this user
+ */
+export function diskFull(path: string, space = diskSpace(path)): boolean {
   return space != null && space.free < FULL_BELOW_BYTES
 }
 

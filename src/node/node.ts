@@ -915,7 +915,7 @@ export class CairnNode {
   async statusJson(): Promise<StatusDocument> {
     const r = this.run
     const libp2p = r.ipfs.libp2p
-    const bus = await this.busRoot({ tolerant: true })
+    const bus = await this.statusBusRoot()
     return statusDocument(
       {
         ready: this.readiness(),
@@ -1004,24 +1004,16 @@ export class CairnNode {
    *
    * @returns the CID of this node's bus directory
    */
-  async busRoot(): Promise<CID>
-  /**
-   * Builds the bus directory and stores it unless it is stored already; a failed write (a full disk) is
-   * returned, not thrown, so that status answers on a full disk.
-   *
-   * @returns its CID, and why it could not be stored
-   */
-  async busRoot(options: { tolerant: true }): Promise<{ cid: CID; unstored?: string }>
-  async busRoot(options?: { tolerant: true }): Promise<CID | { cid: CID; unstored?: string }> {
-    const { store, blocks } = this.run.opened
-    if (options?.tolerant !== true) return await busRoot(store.producers.syncedRoots(), blocks)
-    const dir = await busDirectory(store.producers.syncedRoots())
-    if (blocks.has(dir.cid)) return { cid: dir.cid }
+  async busRoot(): Promise<CID> {
+    return await busRoot(this.run.opened.store.producers.syncedRoots(), this.run.opened.blocks)
+  }
+
+  /** @returns the bus root for status, and the error that kept it from being stored (a full disk): status answers then too */
+  private async statusBusRoot(): Promise<{ cid: CID; unstored?: Error }> {
     try {
-      blocks.putSync(dir.cid, dir.bytes)
-      return { cid: dir.cid }
+      return { cid: await this.busRoot() }
     } catch (err) {
-      return { cid: dir.cid, unstored: (err as Error).message }
+      return { cid: (await busDirectory(this.run.opened.store.producers.syncedRoots())).cid, unstored: err as Error }
     }
   }
 
@@ -1029,13 +1021,13 @@ export class CairnNode {
    * @returns what this node cannot write, for status: the last commit failed (while none succeeded after it),
    * the bus root could not be stored, or the data directory's file system is (almost) full
    */
-  private storageProblems(r: Running, busUnstored: string | undefined): string[] {
+  private storageProblems(r: Running, busUnstored: Error | undefined): string[] {
     const dir = this.config.data
     const space = diskSpace(dir)
     const left = space == null ? '' : ` (${space.free} of ${space.total} bytes free on the file system of ${dir})`
-    const fullNow = diskFull(dir)
+    const fullNow = diskFull(dir, space)
     const failure = r.outbox.lastFailure
-    const full = failure?.full === true || (busUnstored != null && isDiskFullError(new Error(busUnstored))) || fullNow
+    const full = failure?.full === true || (busUnstored != null && isDiskFullError(busUnstored)) || fullNow
     const problems: string[] = []
     if (failure?.full === true && space != null && !fullNow) {
       // The file system has room again (or a quota, which its free space does not show, refuses this user).
@@ -1047,7 +1039,7 @@ export class CairnNode {
         `commits fail: the last one, at ${failure.at}, failed with "${failure.message}"${left}; publishes are answered 503 commit_failed until one succeeds${full ? ': free space there, or move the data directory to a larger file system' : ''}`
       )
     } else if (full) problems.push(`the disk is full${left}: commits will fail; free space there, or move the data directory to a larger file system`)
-    if (busUnstored != null) problems.push(`the bus root could not be stored (${busUnstored}): IPFS clients cannot fetch the bus_root CID from this node`)
+    if (busUnstored != null) problems.push(`the bus root could not be stored (${busUnstored.message}): IPFS clients cannot fetch the bus_root CID from this node`)
     return problems
   }
 }

@@ -14,13 +14,13 @@ export async function busDirectory(roots: ReadonlyArray<{ producer: string; root
 }
 
 /**
- * Builds the bus directory (see busDirectory); with `blocks`, the block is stored, so that the node can
- * serve it.
+ * Builds the bus directory (see busDirectory); with `blocks`, the block is stored unless it is already, so that
+ * the node can serve it.
  *
  * @returns the bus root CID
  */
 export async function busRoot(roots: ReadonlyArray<{ producer: string; root: string }>, blocks?: SqliteBlockstore): Promise<CID> {
   const dir = await busDirectory(roots)
-  blocks?.putSync(dir.cid, dir.bytes)
+  if (blocks != null && !blocks.has(dir.cid)) blocks.putSync(dir.cid, dir.bytes)
   return dir.cid
 }
