@@ -45,16 +45,10 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       continue
     }
     const log = ctx.log.child({ plugin: plugin.name, event_id: row.event_id, producer: row.producer })
-    // A ctx.publish of this run that the node refused as not started (starting, or holding publishes behind the
-    // fence). The run then counts as not started, however it ended: an effect that caught the refusal and
-    // returned did not publish its follow-up, and marking it done would lose that for good.
-    let refused: Error | undefined
-    // A ctx.publish of this run that the node refuses until an operator acts (REFUSED_UNTIL_OPERATOR): the run
-    // then failed, however it ended, for the same reason, and the log says why at error level.
-    let blocked: Error | undefined
-    // A ctx.publish of this run that the node refused for now (REFUSED_FOR_NOW): the run failed, however it
-    // ended, and is retried with backoff as a failed one.
-    let failed: Error | undefined
+    // The weightiest refusal of a ctx.publish of this run (refusalWeight): the run ends as that refusal, however
+    // the effect ended: one that caught it and returned did not publish its follow-up, and marking it done would
+    // lose that for good.
+    let refusal: Error | undefined
     try {
       const event = { ...rowToEnvelope(row), payload: payloadOf(handler, row) }
       const effectCtx = {
@@ -68,21 +62,17 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
           try {
             return await publish(r)
           } catch (err) {
-            if (err instanceof Error && err.name === 'NotStartedError') refused ??= err
-            if (err instanceof Error && REFUSED_UNTIL_OPERATOR.has(err.name)) blocked ??= err
-            if (err instanceof Error && REFUSED_FOR_NOW.has(err.name)) failed ??= err
+            if (err instanceof Error && refusalWeight(err) > refusalWeight(refusal)) refusal = err
             throw err
           }
         }
       }
       if (handler.effect != null) await handler.effect(event, effectCtx)
       else await plugin.effect?.(event, effectCtx)
-      if (refused != null) throw refused
-      if (blocked != null) throw blocked
-      if (failed != null) throw failed
+      if (refusal != null) throw refusal
       state.effectDone(d.plugin, d, d.attempts + 1, ctx.now())
     } catch (thrown) {
-      const err = refused ?? blocked ?? failed ?? thrown
+      const err = refusal ?? thrown
       const message = thrownText(err)
       if (err instanceof Error && err.name === 'NotStartedError') {
         // Its publish came before the node could publish: the whole effect runs again a second later, with no
@@ -98,17 +88,28 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       }
       const delay = backoff(d.attempts + 1, { base: ctx.backoffMs, max: MAX_EFFECT_DELAY })
       state.effectFailed(d.plugin, d, d.attempts + 1, message, ctx.now() + delay)
-      if (blocked != null && err === blocked) {
+      if (refusal != null && err === refusal && REFUSED_UNTIL_OPERATOR.has(refusal.name)) {
         // Its follow-up waits for the operator: retried with backoff, so that it is published once the node may again.
         log.error(`effect failed (attempt ${d.attempts + 1}): the node refuses its ctx.publish until an operator acts, retrying in ${delay} ms: ${message}`, {
           reason: 'effect_publish_refused',
-          refusal: (blocked as Error & { reason?: string }).reason
+          refusal: (refusal as Error & { reason?: string }).reason
         })
         continue
       }
       log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${message}`)
     }
   }
+}
+
+/**
+ * @returns how a ctx.publish refusal decides its run: not started (the run runs again, no attempt counted) over
+ * refused until an operator acts (failed, logged at error level) over refused for now (failed); 0 for any other error
+ */
+function refusalWeight(err: Error | undefined): number {
+  if (err == null) return 0
+  if (err.name === 'NotStartedError') return 3
+  if (REFUSED_UNTIL_OPERATOR.has(err.name)) return 2
+  return REFUSED_FOR_NOW.has(err.name) ? 1 : 0
 }
 
 /** @returns the names of `plugins` (loaded ones: the effects of another plugin wait for it to be back) */
