@@ -1,4 +1,4 @@
-import { readFileSync, statSync, writeSync } from 'node:fs'
+import { readFileSync, type Stats, statSync, writeSync } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -30,12 +30,19 @@ export function assertDataDir(dir: string): void {
  * @throws DataDirError saying that permission is denied (naming the path, the user and the fix) on EACCES or EPERM
  */
 export function present(dir: string, path: string): boolean {
+  return statOf(dir, path) != null
+}
+
+/**
+ * @returns the entry's stats, undefined when the system says it does not exist (see present)
+ * @throws DataDirError saying that permission is denied on EACCES or EPERM
+ */
+function statOf(dir: string, path: string): Stats | undefined {
   try {
-    statSync(path)
-    return true
+    return statSync(path)
   } catch (err) {
     const code = (err as { code?: unknown }).code
-    if (code === 'ENOENT' || code === 'ENOTDIR') return false
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined
     if (isPermissionDenied(err)) throw new DataDirError(permissionDenied(dir, path, err))
     throw err
   }
@@ -73,10 +80,9 @@ export function missingIdentity(dir: string, held: readonly string[], initCutSho
  * other files; that permission is denied when this user may not see an entry
  */
 export function assertInitialised(dir: string): void {
-  if (present(dir, dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
-  if (!present(dir, dir)) {
-    throw new DataDirError(`No data directory at ${dir}: create one with cairn init --data ${dir} --new-network (or --swarm-key FILE to join a network)`)
-  }
+  const st = statOf(dir, dir)
+  if (st == null) throw new DataDirError(`No data directory at ${dir}: create one with cairn init --data ${dir} --new-network (or --swarm-key FILE to join a network)`)
+  if (!st.isDirectory()) throw new DataDirError(notADirectory(dir))
   if (!present(dir, dataPaths(dir).identity)) {
     const held = nodeEntries(dir)
     if (held.length > 0) throw new DataDirError(missingIdentity(dir, held, true))
@@ -87,7 +93,10 @@ export function assertInitialised(dir: string): void {
 /** @returns for each entry of the data directory that is a file where a directory belongs or the reverse, what is wrong and what to do */
 export function wrongEntries(dir: string): string[] {
   return dataDirEntries(dir)
-    .filter((entry) => present(dir, entry.path) && statSync(entry.path).isDirectory() !== entry.directory)
+    .filter((entry) => {
+      const st = statOf(dir, entry.path)
+      return st != null && st.isDirectory() !== entry.directory
+    })
     .map((entry) => `${entry.path} is ${entry.directory ? 'not a directory' : 'a directory'}, where cairn keeps ${entry.directory ? 'a directory' : 'a file'}: ${entry.fix}`)
 }
 
@@ -106,7 +115,7 @@ export function assertDatabase(dir: string): void {
 }
 
 /**
- * Checks that a data directory whose cairn.db records an own tree (published commits) or a walked one still has
+ * Checks that a data directory whose cairn.db records files this node published or a walked tree still has
  * its blocks.db: opening a missing one makes an empty one, and the node would run on heads whose blocks are gone
  * (rebuilding only the commits after the last sync, as after a power cut), serving and exporting none of them.
  * A cairn.db that records neither (a node that never published nor synced) starts with an empty one.
