@@ -31,7 +31,12 @@ function pluginDirs(values: Record<string, unknown>): string[] {
 /** @returns what the node running on the data directory loaded (from its status), unless --plugins names directories to read instead */
 async function runningNodePlugins(values: Record<string, unknown>): Promise<PluginInfo[] | undefined> {
   if ((values.plugins as string[]).length > 0 || readRunInfo(values.data as string) == null) return undefined
-  return (await askNode<StatusDocument>(values.data as string, 'GET', '/status', "Cannot read the node's status")).loaded_plugins
+  return await loadedPlugins(values.data as string)
+}
+
+/** @returns what the node running on the data directory loaded, from its status */
+async function loadedPlugins(dir: string): Promise<PluginInfo[]> {
+  return (await askNode<StatusDocument>(dir, 'GET', '/status', "Cannot read the node's status")).loaded_plugins
 }
 
 /**
@@ -43,7 +48,7 @@ async function runningNodePlugins(values: Record<string, unknown>): Promise<Plug
 async function loadedByRunningNode(dir: string, err: (line: string) => void): Promise<string[] | undefined> {
   if (readRunInfo(dir) == null) return undefined
   try {
-    return (await askNode<StatusDocument>(dir, 'GET', '/status', "Cannot read the node's status")).loaded_plugins.map((p) => p.name)
+    return (await loadedPlugins(dir)).map((p) => p.name)
   } catch (e) {
     err(`cannot tell which plugins the node on ${dir} loaded (${(e as Error).message}); recorded all the same: a node that loads the plugin runs it (a running one within a second)`)
     return undefined
