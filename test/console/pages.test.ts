@@ -19,6 +19,20 @@ describe('console pages show what status and the members list say', () => {
     expect(page).toContain('4 seqs compacted')
   })
 
+  test('the Producers page shows the seq stored and the seq applied, as status names them', () => {
+    const s = {
+      peer_id: SELF,
+      producers: [{ producer: LATE, head_seq: 40, processed_seq: 37, applied_seq: 12, lag_events: 3, lag_ms: 0, last_error: null }],
+      gaps: [],
+      history: [],
+      outbox: { oldest_seq: null }
+    } as unknown as StatusDocument
+    const page = String(producersPage(s))
+    expect(page).toContain('<th scope="col" class="num">Stored</th><th scope="col" class="num">Applied</th>')
+    expect(page).toContain('<td class="num">40</td><td class="num">37</td><td class="num">12</td><td class="num">3</td>')
+    expect(page).not.toContain('Processed')
+  })
+
   test("the Producers page lists a producer's first lost gaps and counts the rest", () => {
     const gaps = Array.from({ length: 20 }, (_, i) => ({ producer: LATE, from_seq: 2 + 2 * i, to_seq: 2 + 2 * i, detected_at: '', kind: 'lost' }))
     const s = {

@@ -93,13 +93,13 @@ export function overviewPage(s: StatusDocument): Html {
 </section>
 <section aria-labelledby="lag-h" class="card wide">
 <h2 id="lag-h">Lag per producer (events)</h2>
-<div id="chart-lag" class="chart" role="img" aria-label="Events each producer's head is ahead of what this node processed, over the last minutes"></div>
+<div id="chart-lag" class="chart" role="img" aria-label="Events each producer's head is ahead of what this node stored, over the last minutes"></div>
 </section>`,
     ['uplot.js', 'console.js']
   )
 }
 
-/** @returns the producers table: head, processed seq, lag, last error, gaps and the own retention horizon */
+/** @returns the producers table: head, stored and applied seqs, lag, last error, gaps and the own retention horizon */
 export function producersPage(s: StatusDocument): Html {
   const gapsOf = (p: ProducerStatus): string => {
     const shown = s.gaps.filter((g) => g.producer === p.producer)
@@ -116,11 +116,11 @@ export function producersPage(s: StatusDocument): Html {
     '/console/producers',
     'Producers',
     html`<div class="scroll"><table>
-<caption>Every producer this node tracks. Lag is how far its head is ahead of what this node processed. Kept from: this node's own oldest file kept; for others, where their history starts here (pruned before this node joined) and how many seqs compaction removed (superseded by newer events).</caption>
-<thead><tr><th scope="col">Producer</th><th scope="col" class="num">Head</th><th scope="col" class="num">Processed</th><th scope="col" class="num">Lag (events)</th><th scope="col" class="num">Lag (time)</th><th scope="col">Gaps</th><th scope="col">Kept from</th><th scope="col">Last error</th></tr></thead>
+<caption>Every producer this node tracks. Stored: the seq up to which this node holds its events with none missing. Applied: up to which the plugins processed them as they arrived (what this node's heads acknowledge). Lag is how far its head is ahead of what this node stored. Kept from: this node's own oldest file kept; for others, where their history starts here (pruned before this node joined) and how many seqs compaction removed (superseded by newer events).</caption>
+<thead><tr><th scope="col">Producer</th><th scope="col" class="num">Head</th><th scope="col" class="num">Stored</th><th scope="col" class="num">Applied</th><th scope="col" class="num">Lag (events)</th><th scope="col" class="num">Lag (time)</th><th scope="col">Gaps</th><th scope="col">Kept from</th><th scope="col">Last error</th></tr></thead>
 <tbody>${s.producers.map(
       (p) => html`<tr${p.producer === s.peer_id ? html` class="self"` : ''}><th scope="row"><code>${p.producer}</code>${p.producer === s.peer_id ? ' (this node)' : ''}</th>
-<td class="num">${p.head_seq}</td><td class="num">${p.processed_seq}</td><td class="num">${p.lag_events}</td><td class="num">${p.lag_ms > 0 ? `${(p.lag_ms / 1000).toFixed(1)} s` : '-'}</td>
+<td class="num">${p.head_seq}</td><td class="num">${p.processed_seq}</td><td class="num">${p.applied_seq}</td><td class="num">${p.lag_events}</td><td class="num">${p.lag_ms > 0 ? `${(p.lag_ms / 1000).toFixed(1)} s` : '-'}</td>
 <td>${gapsOf(p) || 'none'}</td><td>${p.producer === s.peer_id ? (s.outbox.oldest_seq == null ? 'nothing kept' : `seq ${s.outbox.oldest_seq}`) : historyOf(p.producer)}</td><td>${p.last_error ?? ''}</td></tr>`
     )}</tbody>
 </table></div>

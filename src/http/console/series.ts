@@ -6,7 +6,7 @@ export interface Reading {
   ingested: number
   /** the cursor every plugin has processed up to */
   applied: number
-  /** events each producer's head is ahead of what this node processed */
+  /** events each producer's head is ahead of what this node stored (the status's lag_events) */
   lag: ReadonlyArray<{ producer: string; lag_events: number }>
 }
 
