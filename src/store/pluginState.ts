@@ -400,35 +400,40 @@ export class PluginStateTable {
   }
 
   /**
-   * Queues for replay the (plugin, event) pairs `select` names that are dead-lettered or held and not
-   * applied (every dead letter with `dead`), and forgets their failures so they run at once.
-   *
-   * @returns how many pairs were queued
+   * @returns the (plugin, event) pairs `select` names that are dead-lettered or held and not applied (every
+   * dead letter with `dead`): what requestReplay queues
    */
-  requestReplay(select: ReplaySelect, at: number): number {
-    let pairs: Array<{ plugin: string; producer: string; event_id: string }>
+  replayCandidates(select: ReplaySelect): Array<{ plugin: string; producer: string; event_id: string }> {
     if (select.dead === true) {
-      pairs =
-        select.plugin != null
-          ? this.db.all('SELECT plugin, producer, event_id FROM dead_letters WHERE plugin = ?', [select.plugin])
-          : this.db.all('SELECT plugin, producer, event_id FROM dead_letters')
-    } else {
-      const where: string[] = []
-      const params: Array<string | number> = []
-      if (select.plugin != null) {
-        where.push('c.plugin = ?')
-        params.push(select.plugin)
-      }
-      eventConditions(select, where, params)
-      pairs = this.db.all(
-        `SELECT c.plugin, e.producer, e.event_id FROM events e JOIN plugin_cursors c ON 1 = 1
+      return select.plugin != null
+        ? this.db.all('SELECT plugin, producer, event_id FROM dead_letters WHERE plugin = ?', [select.plugin])
+        : this.db.all('SELECT plugin, producer, event_id FROM dead_letters')
+    }
+    const where: string[] = []
+    const params: Array<string | number> = []
+    if (select.plugin != null) {
+      where.push('c.plugin = ?')
+      params.push(select.plugin)
+    }
+    eventConditions(select, where, params)
+    return this.db.all(
+      `SELECT c.plugin, e.producer, e.event_id FROM events e JOIN plugin_cursors c ON 1 = 1
       WHERE ${where.length > 0 ? where.join(' AND ') : '1 = 1'}
         AND NOT EXISTS (SELECT 1 FROM plugin_applied a WHERE a.plugin = c.plugin AND a.event_id = e.event_id AND a.producer = e.producer)
         AND (EXISTS (SELECT 1 FROM dead_letters d WHERE d.plugin = c.plugin AND d.producer = e.producer AND d.event_id = e.event_id)
           OR EXISTS (SELECT 1 FROM plugin_held h WHERE h.plugin = c.plugin AND h.producer = e.producer AND h.event_id = e.event_id))`,
-        params
-      )
-    }
+      params
+    )
+  }
+
+  /**
+   * Queues for replay the (plugin, event) pairs `select` names (replayCandidates), and forgets their failures
+   * so they run at once.
+   *
+   * @returns how many pairs were queued
+   */
+  requestReplay(select: ReplaySelect, at: number): number {
+    const pairs = this.replayCandidates(select)
     this.db.transaction(() => {
       for (const p of pairs) {
         this.db.run('INSERT OR IGNORE INTO plugin_replay (plugin, producer, event_id, requested_at) VALUES (?, ?, ?, ?)', [p.plugin, p.producer, p.event_id, at])
@@ -449,21 +454,16 @@ export class PluginStateTable {
    * @returns how many effects were made due
    */
   replayGivenUpEffects(select: ReplaySelect, at: number): number {
-    const where: string[] = []
-    const params: Array<string | number> = [at]
-    if (select.plugin != null) {
-      where.push('plugin_effects.plugin = ?')
-      params.push(select.plugin)
-    }
-    if (select.dead !== true) eventConditions(select, where, params)
-    const n = this.db.run(
-      `UPDATE plugin_effects SET done_at = NULL, gave_up_at = NULL, attempts = 0, next_at = ?
-        WHERE gave_up_at IS NOT NULL
-          AND EXISTS (SELECT 1 FROM events e WHERE e.producer = plugin_effects.producer AND e.event_id = plugin_effects.event_id${where.map((w) => ` AND ${w}`).join('')})`,
-      params
-    ).changes
+    const [where, params] = givenUpEffectsOf(select)
+    const n = this.db.run(`UPDATE plugin_effects SET done_at = NULL, gave_up_at = NULL, attempts = 0, next_at = ? WHERE ${where}`, [at, ...params]).changes
     if (n > 0) this.writes.effects++
     return n
+  }
+
+  /** @returns how many given-up effects `select` names: what replayGivenUpEffects makes due */
+  givenUpEffectsCount(select: ReplaySelect): number {
+    const [where, params] = givenUpEffectsOf(select)
+    return this.db.get<{ n: number }>(`SELECT count(*) AS n FROM plugin_effects WHERE ${where}`, params)?.n ?? 0
   }
 
   /** @returns the effects of an event (of one producer's with `producer`, of one plugin's with `plugin`), for saying why none can be replayed */
@@ -579,4 +579,19 @@ function eventConditions(select: ReplaySelect, where: string[], params: Array<st
     where.push('e.received_at >= ?')
     params.push(select.since)
   }
+}
+
+/** @returns the condition on plugin_effects (and its parameters) naming the given-up effects `select` names */
+function givenUpEffectsOf(select: ReplaySelect): [string, Array<string | number>] {
+  const where: string[] = []
+  const params: Array<string | number> = []
+  if (select.plugin != null) {
+    where.push('plugin_effects.plugin = ?')
+    params.push(select.plugin)
+  }
+  if (select.dead !== true) eventConditions(select, where, params)
+  return [
+    `gave_up_at IS NOT NULL AND EXISTS (SELECT 1 FROM events e WHERE e.producer = plugin_effects.producer AND e.event_id = plugin_effects.event_id${where.map((w) => ` AND ${w}`).join('')})`,
+    params
+  ]
 }

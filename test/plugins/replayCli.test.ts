@@ -57,6 +57,16 @@ test('a plugin removed from --plugins: status names its dead letters as not load
     const all = await cairn(['replay', '--dead', '--data', a.dir])
     expect({ code: all.code, stdout: JSON.parse(all.stdout) }).toEqual({ code: 0, stdout: { queued: 0 } })
     expect(all.stderr).toContain('left out the dead letters and held events of flaky: the running node has not loaded it')
+    // A selection that names none of the unloaded plugin's dead letters says nothing about it.
+    const { event_id: other } = await a.publish({ type: 'workspace.invited', payload: { workspace_id: 'w', invitee: 'x@example.com', role: 'member', invited_by: 'a@example.com' } })
+    for (const args of [
+      ['replay', '--type', 'workspace.invited'],
+      ['replay', other],
+      ['replay', '--effects', '--dead']
+    ]) {
+      const r = await cairn([...args, '--data', a.dir])
+      expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 0, stderr: '' })
+    }
     expect(query(a.dir, 'SELECT plugin FROM plugin_replay')).toEqual([])
     expect(query(a.dir, "SELECT value FROM meta WHERE key = 'plugin_rebuild:flaky'")).toEqual([])
   } finally {

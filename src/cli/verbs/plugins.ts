@@ -313,8 +313,7 @@ export const replayVerb = defineVerb({
       const request = (each: (select: ReplaySelect) => number): number => plugins.reduce((n, p) => n + each({ ...select, plugin: p }), 0)
       if (effects) {
         const n = request((s) => requestEffectReplay(store, s))
-        const givenUp = new Set(leftOut.length > 0 ? store.pluginState.givenUpEffects().map((f) => f.plugin) : [])
-        const waiting = leftOut.filter((p) => givenUp.has(p))
+        const waiting = leftOut.filter((p) => store.pluginState.givenUpEffectsCount({ ...select, plugin: p }) > 0)
         if (waiting.length > 0)
           err(`left out the given-up effects of ${waiting.join(', ')}: the running node has not loaded ${waiting.length > 1 ? 'them' : 'it'} (see docs/plugins.md, "Removing or renaming a plugin")`)
         if (n === 0 && eventId != null) {
@@ -325,7 +324,7 @@ export const replayVerb = defineVerb({
         return 0
       }
       const n = request((s) => requestReplay(store, s))
-      const waiting = leftOut.filter((p) => store.pluginState.unappliedCount(p) > 0)
+      const waiting = leftOut.filter((p) => store.pluginState.replayCandidates({ ...select, plugin: p }).length > 0)
       if (waiting.length > 0)
         err(
           `left out the dead letters and held events of ${waiting.join(', ')}: the running node has not loaded ${waiting.length > 1 ? 'them' : 'it'} (see docs/plugins.md, "Removing or renaming a plugin")`
