@@ -167,6 +167,16 @@ describe('operator and backend experience', () => {
       /^cairn run: Cannot open \S+\/n\/(cairn|blocks)\.db: .*; the disk is full: free space on the file system of .*\(the file is not damaged: there is nothing to restore\)\n$/
     )
     expect(run.stderr).not.toMatch(restore)
+    // doctor says so too: the databases cannot be opened there (SQLite writes beside them even to read), for the
+    // same reason, and nothing says to restore them.
+    const fullDoctor = (await cairnInMountNamespace(full, ['doctor', '--data', join(mnt, 'n'), '--json']))!
+    const fullChecks = (JSON.parse(fullDoctor.stdout) as { checks: Array<{ check: string; ok: boolean; detail: string; fix?: string }> }).checks
+    expect({ code: fullDoctor.code, failed: fullChecks.filter((c) => !c.ok).map((c) => c.check) }).toEqual({ code: 1, failed: ['disk space', 'cairn.db', 'blocks.db'] })
+    for (const c of fullChecks.filter((c) => c.check.endsWith('.db'))) expect(c.fix).toStartWith('the disk is full: free space on the file system of ')
+    expect(fullChecks.find((c) => c.check === 'disk space')).toMatchObject({
+      detail: expect.stringMatching(/^the disk is full: \d+ of \d+ bytes free on the file system of \S+\/n; a node's commits fail/),
+      fix: 'free space on that file system, or move the data directory to a larger one; the files are not damaged by this'
+    })
     // A read-only file system.
     const ro = readOnlyMount(tmp.path)
     const doctor = (await cairnInMountNamespace(ro, ['doctor', '--data', dir, '--json']))!

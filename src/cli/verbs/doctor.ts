@@ -8,7 +8,7 @@ import { dataPaths } from '../../datadir/layout.ts'
 import { assertInitialised, loadApiToken, loadIdentity, loadSwarmKey, missingBlockStore, wrongEntries } from '../../datadir/load.ts'
 import { lockHolder, runningPid } from '../../datadir/lock.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
-import { unwritableAdvice, whyNotWritable } from '../../datadir/problems.ts'
+import { diskFull, diskSpace, unwritableAdvice, whyNotWritable } from '../../datadir/problems.ts'
 import { VERSION } from '../../version.ts'
 import { openDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
@@ -147,6 +147,20 @@ export const doctorVerb = defineVerb({
           return why == null ? undefined : `${dir} cannot be written (${why}): a node cannot run on it, and the commands that write refuse`
         },
         'mount it read-write, or run as the user that owns it; the files are not damaged by this'
+      )
+      // As status judges it: a file system with (almost) no space left fails every commit, though no file is damaged.
+      await add(
+        'disk space',
+        () => {
+          const space = diskSpace(dir)
+          if (space == null) return { fine: `not known: the system does not say how much is free on the file system of ${dir}` }
+          const left = `${space.free} of ${space.total} bytes free on the file system of ${dir}`
+          if (!diskFull(dir, space)) return { fine: left }
+          // A read-only file system (an image) has no space to give: the writable check says what matters.
+          if (whyNotWritable(dir) != null) return { fine: `${left}; it is not writable (see writable)` }
+          return `the disk is full: ${left}; a node's commits fail (publishes are answered 503 commit_failed) and its databases cannot grow`
+        },
+        'free space on that file system, or move the data directory to a larger one; the files are not damaged by this'
       )
       let db: Store | undefined
       let blocks: SqliteBlockstore | undefined
