@@ -17,6 +17,12 @@ const NOT_STARTED_DELAY = 1000
  */
 const REFUSED_UNTIL_OPERATOR = new Set(['ProducerDivergedError', 'RemovedMemberError'])
 
+/**
+ * How often a plugin's effects failing on the same refusal until an operator acts are logged at error level:
+ * each retries once a minute, and a thousand waiting effects would write a thousand error lines a minute.
+ */
+const REFUSAL_LOG_INTERVAL = 10 * 60_000
+
 /** The errors of a publish that the node refuses for now (its clock off from the network's, a commit failed: a full disk). */
 const REFUSED_FOR_NOW = new Set(['ClockSkewError', 'CommitFailedError'])
 
@@ -90,10 +96,15 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
       state.effectFailed(d.plugin, d, d.attempts + 1, message, ctx.now() + delay)
       if (refusal != null && err === refusal && REFUSED_UNTIL_OPERATOR.has(refusal.name)) {
         // Its follow-up waits for the operator: retried with backoff, so that it is published once the node may again.
-        log.error(`effect failed (attempt ${d.attempts + 1}): the node refuses its ctx.publish until an operator acts, retrying in ${delay} ms: ${message}`, {
-          reason: 'effect_publish_refused',
-          refusal: (refusal as Error & { reason?: string }).reason
-        })
+        const key = `${plugin.name}\0${refusal.name}`
+        const last = ctx.refusalLogged?.get(key)
+        const loud = last == null || ctx.now() - last >= REFUSAL_LOG_INTERVAL
+        if (loud) ctx.refusalLogged?.set(key, ctx.now())
+        const text = `effect failed (attempt ${d.attempts + 1}): the node refuses its ctx.publish until an operator acts, retrying in ${delay} ms`
+        const fields = { reason: 'effect_publish_refused', refusal: (refusal as Error & { reason?: string }).reason }
+        if (!loud) log.debug(`${text}: ${message}`, fields)
+        else if (ctx.refusalLogged == null) log.error(`${text}: ${message}`, fields)
+        else log.error(`${text} (the other effects of ${plugin.name} refused so are logged at debug level for ${REFUSAL_LOG_INTERVAL / 60_000} minutes): ${message}`, fields)
         continue
       }
       log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${message}`)

@@ -108,6 +108,7 @@ export class PluginHost implements Startable {
       backoffMs: init.backoffMs ?? 200,
       now: init.now ?? Date.now,
       heldLogged: new Set(),
+      refusalLogged: new Map(),
       nextRetry: new Map(),
       budgetMs: ROUND_BUDGET_MS
     }

@@ -52,6 +52,11 @@ export interface RunContext extends Pick<Components, 'store' | 'log' | 'events'>
   now: () => number
   /** (plugin, type, version) triples whose holding was logged: each is logged once per process */
   heldLogged?: Set<string>
+  /**
+   * per (plugin, refusal) of ctx.publish that waits for an operator, when an effect's failure for it was last
+   * logged at error level: one line per REFUSAL_LOG_INTERVAL, the effects' other failures for it at debug level
+   */
+  refusalLogged?: Map<string, number>
   /** this node's peer id, which effects get as `ctx.self` */
   self?: string
   /** set while a rebuild re-applies history: effects already ran for it, so none is queued */

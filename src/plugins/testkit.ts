@@ -186,7 +186,8 @@ export async function testPlugin<H extends HandledSchemas>(plugin: Plugin<H> | P
     signal: new AbortController().signal,
     maxAttempts: options.maxAttempts ?? 5,
     backoffMs: options.backoffMs ?? 200,
-    now: () => now
+    now: () => now,
+    refusalLogged: new Map()
   }
   const publish =
     options.publish ??

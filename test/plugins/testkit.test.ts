@@ -276,6 +276,24 @@ describe('testPlugin', () => {
     expect({ done: effect()?.done, runs, published: published.map((id) => id.split(':')[1]) }).toEqual({ done: 1, runs: ['x1', 'x1'], published: ['receipt'] })
   })
 
+  test("effects refused until an operator acts are logged at error level once per plugin every 10 minutes, each effect's other failures at debug level", async () => {
+    const runs: string[] = []
+    const publish = async (): Promise<PublishResult> => {
+      throw new RemovedMemberError('Cannot publish: this node was removed by o1')
+    }
+    await using t = await testPlugin(catchingPaid(runs), { backoffMs: 1000, publish })
+    for (const id of ['x1', 'x2', 'x3']) await t.apply({ type: 'test.paid', payload: { id } })
+    const refused = (level: string) => t.logs.filter((l) => l.level === level && l.fields.reason === 'effect_publish_refused').map((l) => l.fields.event_id)
+    expect({ runs, error: refused('error').length, debug: refused('debug').length }).toEqual({ runs: ['x1', 'x2', 'x3'], error: 1, debug: 2 })
+    expect(t.logs.find((l) => l.level === 'error')?.msg).toContain('(the other effects of paid refused so are logged at debug level for 10 minutes)')
+    // Each effect retries at most a minute apart: nine minutes later, none has been logged at error level again.
+    for (let i = 0; i < 9; i++) await t.clock.advance(60_000)
+    expect(refused('error').length).toBe(1)
+    expect(runs.length).toBeGreaterThan(3 * 5)
+    await t.clock.advance(60_000)
+    expect(refused('error').length).toBe(2)
+  })
+
   test('a dead letter replayed that fails again is retrying, no longer dead', async () => {
     let fixed = false
     const flaky = definePlugin({
