@@ -68,7 +68,7 @@ function missingUnder(blocks: SqliteBlockstore, root: string, limit = 20, extra:
 
 export const doctorVerb = defineVerb({
   name: 'doctor',
-  summary: 'check a data directory (keys, databases, blocks of the outbox and of synced trees) and say what to do',
+  summary: 'check a data directory (keys, free space, databases, blocks of the outbox and of synced trees) and say what to do',
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   details: 'Exits 0 when everything is healthy, 1 otherwise. It only reads: run it while the node runs or after a crash.',
