@@ -1,8 +1,11 @@
 import type { Components } from '../node/components.ts'
 import type { Outbox } from '../publish/outbox.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
+import { formatMs } from '../model/clockSkew.ts'
+import { DEFAULT_MAX_CLOCK_SKEW_MS } from '../model/hlc.ts'
+import { PRUNE_CLOCK_KEY, PruneClock, type PruneTime } from './clock.ts'
 import { collectGarbage } from './gc.ts'
-import { prunable } from './prune.ts'
+import { membersTime, prunable, type PruneRules } from './prune.ts'
 import { forgetGoneDirs, type CheckedDays } from './remoteDirs.ts'
 
 /** What one housekeeping run did; the last one is kept in `meta` and shown in status. */
@@ -14,6 +17,11 @@ export interface HousekeepingResult {
   compacted_files: number
   /** members whose acks held pruning back */
   held_back_by: string[]
+  /**
+   * own files the wall clock would have let go that the guarded clock kept (housekeeping/clock.ts), counted
+   * when the wall clock is more than --max-clock-skew ahead of it; absent otherwise
+   */
+  kept_for_clock?: { files: number; clock_ahead_ms: number }
   blocks_deleted: number
   reclaimed_bytes: number
   events_deleted: number
@@ -40,7 +48,12 @@ export interface HousekeeperInit {
   flushWalks?: () => void
   /** the highest own seq that this node's plugins have processed */
   processed: () => number
+  /** how far the wall clock may be ahead of the guarded clock before the files it keeps are reported (--max-clock-skew) */
+  maxClockSkew?: number
+  /** this node's wall clock (Date.now) */
   now?: () => number
+  /** a clock that no setting of the system clock moves (performance.now) */
+  monotonic?: () => number
 }
 
 /** What the housekeeper is built from. */
@@ -64,14 +77,20 @@ export class Housekeeper {
   phase?: string
   /** what the last runs found in other producers' trees (see forgetGoneDirs) */
   private readonly checkedDays: CheckedDays = new Map()
+  /** what ages the files that go without every member's acknowledgement */
+  private readonly clock: PruneClock
+  /** whether the last run kept files for the clock (logged when that starts and when it ends) */
+  private keptForClock = false
 
   constructor(components: HousekeeperComponents, init: HousekeeperInit) {
     this.components = components
     this.init = init
+    this.clock = new PruneClock(init.now ?? Date.now, init.monotonic ?? (() => performance.now()), recordedClock(components.store))
   }
 
   start(): void {
     this.status = 'started'
+    this.recordClock()
   }
 
   /** Waits for a run under way. */
@@ -79,7 +98,13 @@ export class Housekeeper {
     if (this.status === 'stopped') return
     this.status = 'stopping'
     await this.running
+    this.recordClock()
     this.status = 'stopped'
+  }
+
+  /** Keeps the guarded clock's time in cairn.db, for the next start to go on from (a crash loses the time since the last run). */
+  private recordClock(): void {
+    this.components.store.meta.put(PRUNE_CLOCK_KEY, String(this.clock.recorded()))
   }
 
   /** Runs once; a call while a run is under way joins it. Records the result, counts and logs it. */
@@ -92,10 +117,11 @@ export class Housekeeper {
 
   private async runOnce(): Promise<HousekeepingResult> {
     const { self, store, blocks, log, metrics } = this.components
-    const now = this.init.now?.() ?? Date.now()
+    const rules: PruneRules = { self, retention: this.init.retention, retentionMax: this.init.retentionMax, members: this.init.members, processed: this.init.processed }
+    const now = this.clock.read(membersTime(store, rules))
     const started = Date.now()
     const result: HousekeepingResult = {
-      at: new Date(now).toISOString(),
+      at: new Date(now.wall).toISOString(),
       duration_ms: 0,
       pruned_files: 0,
       compacted_files: 0,
@@ -116,12 +142,9 @@ export class Housekeeper {
     }
     this.phase = 'select'
     try {
-      const { seqs, compacted, heldBackBy } = prunable(
-        store,
-        { self, retention: this.init.retention, retentionMax: this.init.retentionMax, members: this.init.members, processed: this.init.processed },
-        now
-      )
+      const { seqs, compacted, heldBackBy } = prunable(store, rules, now)
       result.held_back_by = heldBackBy
+      result.kept_for_clock = this.keptFor(rules, now, seqs)
       lap('select', 'prune')
       const pruned = await this.init.outbox.prune(seqs, compacted)
       result.pruned_files = pruned.removed
@@ -154,7 +177,8 @@ export class Housekeeper {
         // The start rebuilds lost blocks of the last commits from their events rows: blocks.db is synced
         // before any row can go, so no row is needed for a block that a power cut may still take.
         if (!this.init.outbox.syncBlocks()) throw new Error('cannot sync blocks.db, so the rows of events that a start may rebuild its last blocks from stay')
-        result.events_deleted = store.events.deleteProcessedBefore(now - this.init.eventsRetention)
+        // A backend reading the stream acknowledges nothing: rows are aged on the guarded clock, as files that go without every member's acknowledgement are.
+        result.events_deleted = store.events.deleteProcessedBefore(now.guarded - this.init.eventsRetention)
         if (result.events_deleted > 0) store.pluginState.forgetEffectsOfGoneEvents()
         lap('events')
       }
@@ -165,6 +189,8 @@ export class Housekeeper {
     }
     result.duration_ms = Date.now() - started
     store.meta.put('housekeeping', JSON.stringify(result))
+    this.recordClock()
+    this.logKeptForClock(result.kept_for_clock)
     store.meta.add('reclaimed_bytes', result.reclaimed_bytes)
     metrics.reclaimed.inc(result.reclaimed_bytes)
     metrics.compacted.inc(result.compacted_files)
@@ -181,4 +207,37 @@ export class Housekeeper {
       })
     return result
   }
+
+  /**
+   * @returns how many own files the wall clock would have let go beside `seqs` (those the guarded clock let
+   * go), when the wall clock is more than --max-clock-skew ahead of the guarded one; undefined otherwise
+   */
+  private keptFor(rules: PruneRules, now: PruneTime, seqs: number[]): HousekeepingResult['kept_for_clock'] {
+    const ahead = now.wall - now.guarded
+    if (ahead <= (this.init.maxClockSkew ?? DEFAULT_MAX_CLOCK_SKEW_MS)) return undefined
+    const going = new Set(seqs)
+    const files = prunable(this.components.store, rules, { wall: now.wall, guarded: now.wall }).seqs.filter((s) => !going.has(s)).length
+    return files === 0 ? undefined : { files, clock_ahead_ms: ahead }
+  }
+
+  /** Logs when the guarded clock starts keeping files and when it stops. */
+  private logKeptForClock(kept: HousekeepingResult['kept_for_clock']): void {
+    const { log } = this.components
+    if (kept != null && !this.keptForClock) log.warn(keptForClockText(kept), { reason: 'prune_clock_ahead', files: kept.files, clock_ahead_ms: kept.clock_ahead_ms })
+    else if (kept == null && this.keptForClock) log.info('housekeeping no longer keeps own files for the clock', { reason: 'prune_clock_caught_up' })
+    this.keptForClock = kept != null
+  }
+}
+
+/** @returns the guarded clock's last recorded time, or, in a data directory from before it, the last housekeeping run's */
+function recordedClock(store: HousekeeperComponents['store']): number | undefined {
+  const recorded = Number(store.meta.get(PRUNE_CLOCK_KEY))
+  if (Number.isFinite(recorded) && recorded > 0) return recorded
+  const last = Date.parse((JSON.parse(store.meta.get('housekeeping') ?? 'null') as HousekeepingResult | null)?.at ?? '')
+  return Number.isFinite(last) ? last : undefined
+}
+
+/** @returns what own files kept for the clock mean, for the log line and the status reason */
+export function keptForClockText(kept: NonNullable<HousekeepingResult['kept_for_clock']>): string {
+  return `housekeeping keeps ${kept.files} own file(s) that this node's clock says may go without every member's acknowledgement (past retention-max, compacted, or waiting on a member silent that long): its clock is ${formatMs(kept.clock_ahead_ms)} ahead of the time it measured while running and its members' heads show. Either its clock was set ahead (set it right: NTP), or the node was stopped that long and no two members' heads show the time since; they go once that much time has passed while it runs, or members' heads show it (docs/operations.md, "Retention and the clock")`
 }

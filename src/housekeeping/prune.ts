@@ -1,4 +1,6 @@
+import { hlcMs } from '../model/hlc.ts'
 import type { Store } from '../store/store.ts'
+import type { PruneTime } from './clock.ts'
 
 /** What decides which own files may be pruned. */
 export interface PruneRules {
@@ -38,12 +40,18 @@ export interface Prunable {
  * that lags gets the newer one instead. Any other file (a type no plugin declares keys for) keeps plain
  * retention: it goes once every member's acks cover it and this node's plugins processed it, or once it
  * passed the hard maximum age. Membership changes (`cairn.*` events) are never pruned.
+ *
+ * Two clocks (housekeeping/clock.ts): a file that every member acknowledged and this node's plugins
+ * processed goes past `retention` by the wall clock, as nobody misses it; whatever goes without that — past
+ * `retention-max`, by compaction, or because a member silent for `retention-max` no longer counts — is aged
+ * on the guarded clock, which a wall clock set ahead does not move.
  */
-export function prunable(store: Store, rules: PruneRules, now: number): Prunable {
+export function prunable(store: Store, rules: PruneRules, now: PruneTime): Prunable {
   const { self, retention, retentionMax } = rules
+  const { wall, guarded } = now
   // Membership changes stay in the outbox for good: a node that joins later must find every one.
   const reserved = new Set(store.events.reservedSeqs(self))
-  const candidates = store.outbox.unprunedBefore(now - retention).filter((c) => !reserved.has(c.seq))
+  const candidates = store.outbox.unprunedBefore(wall - retention).filter((c) => !reserved.has(c.seq))
   if (candidates.length === 0) return { seqs: [], compacted: new Set(), heldBackBy: [] }
   const known = new Map(
     store.producers
@@ -57,7 +65,7 @@ export function prunable(store: Store, rules: PruneRules, now: number): Prunable
   for (const m of members) {
     const row = known.get(m)
     // A member silent for longer than the hard maximum no longer holds pruning back.
-    if (row?.head_received_at != null && now - row.head_received_at > retentionMax) continue
+    if (row?.head_received_at != null && guarded - row.head_received_at > retentionMax) continue
     let ack = 0
     try {
       ack = Number((JSON.parse(row?.acks ?? '{}') as Record<string, number>)[self] ?? 0)
@@ -73,7 +81,8 @@ export function prunable(store: Store, rules: PruneRules, now: number): Prunable
     self,
     keyed.map((c) => c.seq)
   )
-  const acked = (c: { seq: number; created_at: number }): boolean => c.created_at < now - retentionMax || (c.seq <= floor && c.seq <= processed)
+  const acked = (c: { seq: number }): boolean => c.seq <= floor && c.seq <= processed
+  const older = (c: { created_at: number }, age: number): boolean => c.created_at < guarded - age
   const compacted = new Set<number>()
   const keyedGo = new Set<number>()
   const buckets = new Set<string>()
@@ -81,16 +90,38 @@ export function prunable(store: Store, rules: PruneRules, now: number): Prunable
     if (!superseded.has(c.seq)) continue
     // A plugin without keys for the type also applied it: its state needs the event as plain retention does.
     const unkeyed = store.stateKeys.unkeyed(self, c.seq)
-    if (unkeyed && !(c.seq <= floor && c.seq <= processed)) continue
+    if (!acked(c) && (unkeyed || !older(c, retention))) continue
     if (!buckets.has(c.bucket) && buckets.size >= COMPACT_BUCKETS_PER_RUN) continue
     buckets.add(c.bucket)
     keyedGo.add(c.seq)
     if (!unkeyed) compacted.add(c.seq)
   }
   const plain = candidates.filter((c) => !keyedSeqs.has(c.seq))
-  const plainGo = new Set(plain.filter(acked).map((c) => c.seq))
+  const plainGo = new Set(plain.filter((c) => acked(c) || older(c, retentionMax)).map((c) => c.seq))
   const kept = plain.filter((c) => !plainGo.has(c.seq))
   const heldBackBy = kept.length === 0 ? [] : [...acksOf].filter(([, ack]) => ack < kept[0].seq).map(([m]) => m)
   const seqs = candidates.filter((c) => keyedGo.has(c.seq) || plainGo.has(c.seq)).map((c) => c.seq)
   return { seqs, compacted, heldBackBy }
+}
+
+/**
+ * The time members' heads show: the newest that two members' heads reach (their hlc, as stamped by their
+ * producers), or the only member's when there is one. One member alone cannot move the guarded clock where
+ * others are members too (it may lie: its head is stored when it is stamped at most --max-clock-skew ahead of
+ * this node's clock, and so says nothing against a wall clock set ahead); a member that has not been heard
+ * from shows no time.
+ *
+ * @returns that time (ms), or undefined when the members' heads show none
+ */
+export function membersTime(store: Store, rules: Pick<PruneRules, 'self' | 'members'>): number | undefined {
+  const rows = store.producers.all().filter((r) => r.producer !== rules.self)
+  const members = new Set(rules.members() ?? rows.map((r) => r.producer))
+  members.delete(rules.self)
+  const times = rows
+    .filter((r) => members.has(r.producer) && r.head_hlc != null)
+    .map((r) => hlcMs(r.head_hlc!))
+    .filter((t): t is number => t != null)
+    .sort((a, b) => b - a)
+  const agreeing = Math.min(2, members.size)
+  return agreeing === 0 || times.length < agreeing ? undefined : times[agreeing - 1]
 }

@@ -369,7 +369,9 @@ export class CairnNode {
         flushWalks: () => {
           fetcher.flushWalks()
         },
-        processed: () => opened.store.acks()[self] ?? 0
+        processed: () => opened.store.acks()[self] ?? 0,
+        maxClockSkew: cfg.maxClockSkew,
+        now: this.extras.now
       })(components)
       const snapshots = new Snapshots(components, {
         plugins: plugins.plugins,

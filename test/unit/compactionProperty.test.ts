@@ -125,7 +125,11 @@ async function run(steps: readonly Step[], retention: number): Promise<{ full: u
     else if (s.kind === 'join') late.receive(kept())
     else {
       const store = nodes[s.producer].store
-      const { seqs, compacted } = prunable(store, { self: PRODUCERS[s.producer], retention, retentionMax: Number.MAX_SAFE_INTEGER, members: () => [], processed: () => Number.MAX_SAFE_INTEGER }, now)
+      const { seqs, compacted } = prunable(
+        store,
+        { self: PRODUCERS[s.producer], retention, retentionMax: Number.MAX_SAFE_INTEGER, members: () => [], processed: () => Number.MAX_SAFE_INTEGER },
+        { wall: now, guarded: now }
+      )
       store.transaction(() => {
         for (const seq of seqs) store.outbox.markPruned(seq, now, compacted.has(seq))
       })
@@ -173,7 +177,7 @@ describe('keyed compaction', () => {
     ]
     for (const e of events) node.store.outbox.insert({ seq: e.seq, event_id: e.event_id, bucket: '2027-01-15/00', name: `${e.seq}`, cid: 'bafy', size: 1, created_at: T0 })
     node.receive(events)
-    const r = prunable(node.store, { self: p, retention: 0, retentionMax: 1, members: () => [], processed: () => 4 }, T0 + 10 ** 9)
+    const r = prunable(node.store, { self: p, retention: 0, retentionMax: 1, members: () => [], processed: () => 4 }, { wall: T0 + 10 ** 9, guarded: T0 + 10 ** 9 })
     // 1 is superseded on its one key; 3 still decides read and member for bob; 2 and 4 are the newest of theirs.
     expect(r).toEqual({ seqs: [1], compacted: new Set([1]), heldBackBy: [] })
   })
