@@ -2,7 +2,7 @@ import type { HeldGroup } from '../store/pluginState.ts'
 import type { ProducerAhead } from '../model/clockSkew.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
-import type { HousekeepingResult } from '../housekeeping/housekeeper.ts'
+import { type HousekeepingResult, keptForClockText } from '../housekeeping/housekeeper.ts'
 import type { Store } from '../store/store.ts'
 import type { GapKind } from '../store/gaps.ts'
 import type { RejectionSummary } from './rejections.ts'
@@ -266,6 +266,9 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (stored.gaps_total > 0) reasons.push(`${stored.gaps_total} gap(s): events no longer fetchable`)
   if (live.clock.publish_refused != null) reasons.push(`publishing refused: ${live.clock.publish_refused}`)
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
+  // Until a run lets them go: the last run's result stays in cairn.db.
+  const kept = stored.housekeeping.last?.kept_for_clock
+  if (kept != null) reasons.push(keptForClockText(kept))
   for (const p of live.pluginStates) if (p.disagreement != null) reasons.push(`plugin ${p.plugin}: ${p.disagreement}`)
   // A plugin removed from --plugins keeps its dead letters: nothing runs them, and cairn replay refuses to, until a start loads it again.
   const loaded = new Set(live.loadedPlugins.map((p) => p.name))

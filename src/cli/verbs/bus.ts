@@ -244,7 +244,7 @@ export const statusVerb = defineVerb({
     }
     const hk = status.housekeeping?.last
     out(
-      `housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${(hk.remote_dirs_deleted ?? 0) > 0 ? `, forgot ${hk.remote_dirs_deleted} walked directories of pruned days and hours` : ''}${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`
+      `housekeeping ${hk == null ? 'not run yet' : `${hk.at}: pruned ${hk.pruned_files} files, deleted ${hk.blocks_deleted} blocks (${hk.reclaimed_bytes} bytes)${(hk.remote_dirs_deleted ?? 0) > 0 ? `, forgot ${hk.remote_dirs_deleted} walked directories of pruned days and hours` : ''}${hk.held_back_by.length > 0 ? `, held back by ${hk.held_back_by.join(', ')}` : ''}${hk.kept_for_clock != null ? `, kept ${hk.kept_for_clock.files} for the clock (see the reasons)` : ''}${hk.error != null ? `, failed: ${hk.error}` : ''}`}; reclaimed ${status.housekeeping?.reclaimed_bytes ?? 0} bytes in all`
     )
     const pl = status.plugins
     if (status.loaded_plugins != null)

@@ -309,7 +309,7 @@ ${
   hk == null
     ? html`<p>Not run yet.</p>`
     : html`<dl class="facts"><dt>Last run</dt><dd><time>${hk.at}</time></dd><dt>Files pruned</dt><dd>${hk.pruned_files}${hk.compacted_files > 0 ? ` (${hk.compacted_files} compacted)` : ''}</dd>${hk.events_deleted > 0 ? html`<dt>Event rows deleted</dt><dd>${hk.events_deleted}</dd>` : ''}<dt>Blocks deleted</dt><dd>${hk.blocks_deleted}</dd><dt>Reclaimed</dt><dd>${bytes(hk.reclaimed_bytes)}</dd>
-<dt>Held back by</dt><dd>${hk.held_back_by.length === 0 ? 'nobody' : hk.held_back_by.join(', ')}</dd>${hk.error != null ? html`<dt>Error</dt><dd class="bad">${hk.error}</dd>` : ''}</dl>`
+<dt>Held back by</dt><dd>${hk.held_back_by.length === 0 ? 'nobody' : hk.held_back_by.join(', ')}</dd>${hk.kept_for_clock != null ? html`<dt>Kept for the clock</dt><dd class="bad">${hk.kept_for_clock.files} file(s): this node's clock is ahead of the time it can account for (see the status reasons)</dd>` : ''}${hk.error != null ? html`<dt>Error</dt><dd class="bad">${hk.error}</dd>` : ''}</dl>`
 }
 <p>Reclaimed since the data directory was created: <strong>${bytes(s.housekeeping.reclaimed_bytes)}</strong>.</p></section>
 <section class="card" aria-labelledby="q-h"><h2 id="q-h">Quarantine and gaps</h2><dl class="facts">
