@@ -212,7 +212,8 @@ export const SETTINGS = {
     name: 'retention-max',
     kind: 'string',
     value: 'DURATION',
-    description: 'prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s; a retention not set falls to it when it is shorter)',
+    description:
+      "prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s; a retention not set falls to it when it is shorter); that age counts the time the node ran and what members' heads show, never a system clock set ahead",
     schema: durationSchema({ min: '1s' }),
     default: '7d'
   },
