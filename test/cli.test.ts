@@ -2,7 +2,8 @@ import { describe, expect, test } from 'bun:test'
 import { existsSync, mkdirSync, rmSync, statSync, writeFileSync, readdirSync, readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { cairn, cairnCommand, cairnInMountNamespace, collectText, crashLines, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
+import { cairn, cairnCommand, cairnInMountNamespace, collectText, crashLines, EXAMPLES, NodeProcess, readOnlyMount, tempDir, waitFor } from './helpers/process.ts'
+import { query } from './helpers/db.ts'
 import { VERSION } from '../src/version.ts'
 import { lockDataDir } from '../src/datadir/lock.ts'
 import { writeRunInfo } from '../src/datadir/runInfo.ts'
@@ -398,6 +399,19 @@ describe('the cairn binary', () => {
     expect(id).toEqual({ peer_id: node.peerId, addrs: status.listen, http: node.http })
     expect(await node.stop('SIGTERM')).toBe(0)
     expect(JSON.parse((await cairn(['id', '--data', node.dir, '--json'])).stdout)).toEqual({ peer_id: node.peerId })
+  })
+
+  test('cairn publish without --version publishes version 1 of the type, as its --help says, even where a plugin reads a newer one', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    // examples/document-sharing.ts reads document.shared v2 natively and v1 through its upcaster.
+    await node.start(['--plugins', EXAMPLES])
+    expect((await cairn(['publish', '--help'])).stdout).toMatch(/--version N +the payload's schema version \(default 1, whatever newer versions local plugins read\)/)
+    const v1 = await cairn(['publish', '--data', node.dir, '--type', 'document.shared', '--payload', '{"document_id":"d1","with":"ann@example.com"}'])
+    expect([v1.code, v1.stderr]).toEqual([0, ''])
+    const v2 = await cairn(['publish', '--data', node.dir, '--type', 'document.shared', '--version', '2', '--payload', '{"document_id":"d2","shared_with":["bob@example.com"]}'])
+    expect([v2.code, v2.stderr]).toEqual([0, ''])
+    expect(query(node.dir, 'SELECT version FROM events ORDER BY seq')).toEqual([{ version: 1 }, { version: 2 }])
   })
 
   test('/v1 routes need the bearer token', async () => {

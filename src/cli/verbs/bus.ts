@@ -40,7 +40,18 @@ export const publishVerb = defineVerb({
   name: 'publish',
   summary: 'publish one event through the running node; prints {event_id, seq, cid}',
   usage: '[--data DIR] --type TYPE --payload JSON [--id KEY] [--actor ACTOR] [--version N]  |  [--data DIR] --batch FILE',
-  settings: [SETTINGS.data, OPTIONS.type, OPTIONS.payload, OPTIONS.id, OPTIONS.actor, OPTIONS.version, OPTIONS['correlation-id'], OPTIONS['causation-id'], OPTIONS.batch],
+  settings: [
+    SETTINGS.data,
+    OPTIONS.type,
+    OPTIONS.payload,
+    OPTIONS.id,
+    OPTIONS.actor,
+    // A publish without a version is version 1 of its type, whatever newer versions plugins read (docs/plugins.md).
+    { ...OPTIONS.version, description: "the payload's schema version (default 1, whatever newer versions local plugins read)" },
+    OPTIONS['correlation-id'],
+    OPTIONS['causation-id'],
+    OPTIONS.batch
+  ],
   details:
     'With --batch, prints one {event_id, seq, cid} line per event, in order. A batch that the node refuses (a bad event, named by its line) stops there: the batches before it are published, nothing after it is.',
   async run({ values, out }) {
