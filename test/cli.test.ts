@@ -414,6 +414,27 @@ describe('the cairn binary', () => {
     expect(query(node.dir, 'SELECT version FROM events ORDER BY seq')).toEqual([{ version: 1 }, { version: 2 }])
   })
 
+  test('cairn publish prints the fields its --help names, {event_id, seq, cid, replayed}, one line per event with --batch', async () => {
+    using tmp = tempDir()
+    await using node = await NodeProcess.init(tmp.path, 'n')
+    await node.start()
+    const help = (await cairn(['publish', '--help'])).stdout
+    expect(help).toContain('Publish one event through the running node; prints {event_id, seq, cid, replayed}.')
+    expect(help).toContain('With --batch, prints one {event_id, seq, cid, replayed} line per event, in order.')
+    const one = await cairn(['publish', '--data', node.dir, '--type', 'test.fields', '--payload', '{}'])
+    expect(Object.keys(JSON.parse(one.stdout))).toEqual(['event_id', 'seq', 'cid', 'replayed'])
+    const batch = await cairn(['publish', '--data', node.dir, '--batch', '-'], { stdin: '{"type":"test.fields","payload":{}}\n{"type":"test.fields","payload":{}}\n' })
+    expect(
+      batch.stdout
+        .trim()
+        .split('\n')
+        .map((l) => Object.keys(JSON.parse(l)))
+    ).toEqual([
+      ['event_id', 'seq', 'cid', 'replayed'],
+      ['event_id', 'seq', 'cid', 'replayed']
+    ])
+  })
+
   test('/v1 routes need the bearer token', async () => {
     using tmp = tempDir()
     await using node = await NodeProcess.init(tmp.path, 'n')

@@ -38,7 +38,7 @@ export async function openNodeStore(dir: string, options: { onlyReads?: boolean 
 
 export const publishVerb = defineVerb({
   name: 'publish',
-  summary: 'publish one event through the running node; prints {event_id, seq, cid}',
+  summary: 'publish one event through the running node; prints {event_id, seq, cid, replayed}',
   usage: '[--data DIR] --type TYPE --payload JSON [--id KEY] [--actor ACTOR] [--version N]  |  [--data DIR] --batch FILE',
   settings: [
     SETTINGS.data,
@@ -53,7 +53,7 @@ export const publishVerb = defineVerb({
     OPTIONS.batch
   ],
   details:
-    'With --batch, prints one {event_id, seq, cid} line per event, in order. A batch that the node refuses (a bad event, named by its line) stops there: the batches before it are published, nothing after it is.',
+    'With --batch, prints one {event_id, seq, cid, replayed} line per event, in order. A batch that the node refuses (a bad event, named by its line) stops there: the batches before it are published, nothing after it is.',
   async run({ values, out }) {
     if (values.batch != null) {
       if (values.type != null || values.payload != null) throw new UsageError('cairn publish takes either --batch FILE or --type and --payload, not both')
