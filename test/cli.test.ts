@@ -382,7 +382,7 @@ describe('the cairn binary', () => {
     expect(JSON.parse(id.stdout)).toEqual({ peer_id: init.stdout.trim() })
   })
 
-  test('a running node answers /healthz, /readyz and /status, id --json shows its addresses, and SIGTERM stops it with exit 0', async () => {
+  test('a running node answers /healthz, /readyz and /status, id shows its addresses (with --json its endpoint too), and SIGTERM stops it with exit 0', async () => {
     using tmp = tempDir()
     await using node = await NodeProcess.init(tmp.path, 'n')
     await node.start()
@@ -397,8 +397,12 @@ describe('the cairn binary', () => {
     expect(status.version).toBe(VERSION)
     const id = JSON.parse((await cairn(['id', '--data', node.dir, '--json'])).stdout)
     expect(id).toEqual({ peer_id: node.peerId, addrs: status.listen, http: node.http })
+    // Without --json, as its --help says: the peer id, then the addresses one a line while it runs.
+    expect((await cairn(['id', '--help'])).stdout).toContain("Print the node's peer id, then its addresses one a line while it runs; with --json, also its HTTP endpoint.")
+    expect((await cairn(['id', '--data', node.dir])).stdout).toBe([node.peerId, ...status.listen].map((l) => `${l}\n`).join(''))
     expect(await node.stop('SIGTERM')).toBe(0)
     expect(JSON.parse((await cairn(['id', '--data', node.dir, '--json'])).stdout)).toEqual({ peer_id: node.peerId })
+    expect((await cairn(['id', '--data', node.dir])).stdout).toBe(`${node.peerId}\n`)
   })
 
   test('cairn publish without --version publishes version 1 of the type, as its --help says, even where a plugin reads a newer one', async () => {

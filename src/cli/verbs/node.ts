@@ -117,7 +117,7 @@ export const runVerb = defineVerb({
 
 export const idVerb = defineVerb({
   name: 'id',
-  summary: "print the node's peer id; with --json also its addresses and HTTP endpoint while it runs",
+  summary: "print the node's peer id, then its addresses one a line while it runs; with --json, also its HTTP endpoint",
   usage: '[--data DIR] [--json]',
   settings: [SETTINGS.data, OPTIONS.json],
   async run({ values, out }) {
