@@ -113,7 +113,7 @@ async function publishBatches(data: string, file: string, out: (line: string) =>
     if (first != null) throw new UsageError(`Invalid --batch ${file}: line ${r.line}.event_id: repeats the idempotency key of line ${first}; nothing was published`)
     firstLine.set(key, r.line)
   }
-  // Requests within the node's limits by count and by bytes (1,000 events of 1 KiB are over 1 MiB).
+  // Requests within the node's limits by count and by bytes (1,000 events of 1.1 KiB are over 1 MiB).
   const limits = await askNode<{ max_batch: number; max_body_bytes: number }>(data, 'GET', '/v1/limits', "Cannot read the node's limits")
   const chunks: Array<typeof requests> = [[]]
   let bytes = 2
