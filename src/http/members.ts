@@ -24,7 +24,7 @@ const MAX_CHANGE_BODY = 4096
  * `POST` adds one (201 with the signed change), `DELETE /v1/members/:peer_id` removes one. A node that is
  * not an owner answers a change 403 (NotOwnerError), a body not declared as JSON 415 (as the other JSON
  * routes), a bad body or query 400 (ValidationError), a body too large 413 with `limits` (the endpoint's,
- * as every 413 carries them).
+ * as every 413 carries them), and a change this node must not or cannot publish 409 or 503, as any publish.
  */
 export function mountMembers(app: Hono, deps: MembersDeps, limits: Record<string, unknown>): void {
   app.get('/v1/members', (c) => {

@@ -45,6 +45,13 @@ function queryParameters(schema: v.ObjectSchema<v.ObjectEntries, undefined> | v.
 }
 
 const AUTH_ERRORS = { '401': error('No token, or not the one in api.token') }
+/** A membership change is a publish of this node's, refused as any publish is while the node must not or cannot publish. */
+const CHANGE_REFUSED = {
+  '409': error(
+    'This node must not publish: a peer holds a newer head of its own producer than its outbox has, or one with another event file at a seq it published (`producer_diverged`, as for POST /v1/events)'
+  ),
+  '503': error('The node cannot publish the change now (not started, a commit failed, or its clock is off from the network); retry')
+}
 const QUERY_ERRORS = { '400': error('A query parameter this route does not know, a repeated one, or a bad value') }
 const CURSOR_ERRORS = {
   '409': error('A cursor this node cannot resume from: beyond the last cursor it handed out (`cursor_beyond_end`) or of another cursor space (`cursor_space_mismatch`); start again from after=0')
@@ -262,7 +269,8 @@ export function openApiDocument(): Json {
             ...AUTH_ERRORS,
             '403': error('This node is not an owner (`not_owner`)'),
             '413': error("The body is over 4096 bytes; `limits` holds the endpoint's limits, as in every 413"),
-            '415': UNSUPPORTED_MEDIA_TYPE
+            '415': UNSUPPORTED_MEDIA_TYPE,
+            ...CHANGE_REFUSED
           }
         }
       },
@@ -275,7 +283,8 @@ export function openApiDocument(): Json {
             '200': { description: 'The change, signed and published', content: jsonContent(ref('MemberChange')) },
             '400': error('Not a member, or the last owner'),
             ...AUTH_ERRORS,
-            '403': error('This node is not an owner (`not_owner`)')
+            '403': error('This node is not an owner (`not_owner`)'),
+            ...CHANGE_REFUSED
           }
         }
       },

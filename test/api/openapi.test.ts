@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { Validator } from '@seriousme/openapi-schema-validator'
 import Ajv2020 from 'ajv/dist/2020'
 import { initDataDir } from '../../src/datadir/init.ts'
-import { CommitFailedError, NotOwnerError } from '../../src/errors.ts'
+import { CommitFailedError, NotOwnerError, ProducerDivergedError } from '../../src/errors.ts'
 import { createHttpApp, ROUTES } from '../../src/http/app.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import type { Metrics } from '../../src/metrics/metrics.ts'
@@ -26,6 +26,8 @@ interface Case {
   body?: string
   /** sent to the stub app whose node cannot serve (not ready, commits failing) */
   unavailable?: boolean
+  /** sent to the stub app of an owner whose membership changes are refused with this error, as its publishes are */
+  refusal?: Error
 }
 
 const json = { 'content-type': 'application/json' }
@@ -53,6 +55,9 @@ describe('/v1/openapi.json', () => {
 
       const published = await node.publish({ ...invite(1), event_id: 'invite-1' })
       const auth = { authorization: `Bearer ${token}` }
+      // A membership change is a publish of this node's: refused as any publish is when it must not publish.
+      const diverged = new ProducerDivergedError('Cannot publish: a peer holds head seq 9 of this node, ahead of its outbox (seq 3)')
+      const commitFailed = new CommitFailedError('Cannot publish: the commit failed, nothing of it was written: database or disk is full')
       const cases: Case[] = [
         { path: '/healthz', method: 'GET', status: 200 },
         { path: '/readyz', method: 'GET', status: 200 },
@@ -105,12 +110,16 @@ describe('/v1/openapi.json', () => {
         { path: '/v1/members', method: 'POST', status: 400, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(1), boss: true }) },
         { path: '/v1/members', method: 'POST', status: 401, headers: json, body: '{}' },
         { path: '/v1/members', method: 'POST', status: 403, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(2) }), unavailable: true },
+        { path: '/v1/members', method: 'POST', status: 409, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(2) }), refusal: diverged },
+        { path: '/v1/members', method: 'POST', status: 503, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: fakePeerId(2) }), refusal: commitFailed },
         { path: '/v1/members', method: 'POST', status: 413, headers: { ...auth, ...json }, body: JSON.stringify({ peer_id: 'x'.repeat(5000) }) },
         { path: '/v1/members', method: 'POST', status: 415, headers: { ...auth, 'content-type': 'text/plain' }, body: 'x' },
         { path: '/v1/members/{peer_id}', method: 'DELETE', status: 200, url: `/v1/members/${fakePeerId(1)}`, headers: auth },
         { path: '/v1/members/{peer_id}', method: 'DELETE', status: 400, url: `/v1/members/${fakePeerId(3)}`, headers: auth },
         { path: '/v1/members/{peer_id}', method: 'DELETE', status: 401, url: `/v1/members/${fakePeerId(3)}` },
-        { path: '/v1/members/{peer_id}', method: 'DELETE', status: 403, url: `/v1/members/${fakePeerId(3)}`, headers: auth, unavailable: true }
+        { path: '/v1/members/{peer_id}', method: 'DELETE', status: 403, url: `/v1/members/${fakePeerId(3)}`, headers: auth, unavailable: true },
+        { path: '/v1/members/{peer_id}', method: 'DELETE', status: 409, url: `/v1/members/${fakePeerId(3)}`, headers: auth, refusal: diverged },
+        { path: '/v1/members/{peer_id}', method: 'DELETE', status: 503, url: `/v1/members/${fakePeerId(3)}`, headers: auth, refusal: commitFailed }
       ]
       // Each documented status has its request, and each request a documented status.
       const statuses = Object.entries(doc.paths).flatMap(([p, ops]) => Object.entries(ops).flatMap(([m, op]) => Object.keys(op.responses).map((s) => `${m.toUpperCase()} ${p} ${s}`)))
@@ -119,7 +128,7 @@ describe('/v1/openapi.json', () => {
       // The stub app of a node that cannot serve: not ready, every commit failing.
       const db = await openDatabase(':memory:')
       migrate(db)
-      const unavailable = createHttpApp({
+      const stub = {
         token,
         maxBodySize: 1024,
         maxBatch: 10,
@@ -134,21 +143,22 @@ describe('/v1/openapi.json', () => {
         publishMany: async () => [],
         metrics: () => ({ text: async () => '', contentType: 'text/plain' }) as unknown as Metrics,
         snapshot: async () => ({}),
-        members: {
-          list: () => ({}),
-          add: async () => {
-            throw new NotOwnerError('Cannot change the membership: this node is not an owner; ask an owner')
-          },
-          remove: async () => {
-            throw new NotOwnerError('Cannot change the membership: this node is not an owner; ask an owner')
-          }
-        },
         stream: { events: new EventsTable(db), watermark: () => 0, wait: async () => false, heartbeatMs: 1000 },
         schemas: () => [],
         schema: () => {
           throw new TypeError('unused')
         }
-      })
+      }
+      const notOwner = async (): Promise<never> => {
+        throw new NotOwnerError('Cannot change the membership: this node is not an owner; ask an owner')
+      }
+      const unavailable = createHttpApp({ ...stub, members: { list: () => ({}), add: notOwner, remove: notOwner } })
+      // The stub app of an owner that must not publish: its changes are refused with the case's error.
+      let refusal: Error | undefined
+      const refused = async (): Promise<never> => {
+        throw refusal
+      }
+      const refusing = createHttpApp({ ...stub, members: { list: () => ({}), add: refused, remove: refused } })
 
       // ROUTES (what 405 and this test go by) holds every route the app serves.
       const registered = unavailable.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`)
@@ -163,7 +173,9 @@ describe('/v1/openapi.json', () => {
       const pointer = (...parts: string[]): string => parts.map((p) => p.replaceAll('~', '~0').replaceAll('/', '~1')).join('/')
       for (const c of cases) {
         const init = { method: c.method, headers: c.headers, body: c.body }
-        const res = c.unavailable === true ? await unavailable.request(c.url ?? c.path, init) : await fetch(`${base}${c.url ?? c.path}`, init)
+        refusal = c.refusal
+        const res =
+          c.refusal != null ? await refusing.request(c.url ?? c.path, init) : c.unavailable === true ? await unavailable.request(c.url ?? c.path, init) : await fetch(`${base}${c.url ?? c.path}`, init)
         const what = `${c.method} ${c.url ?? c.path}`
         expect(`${what} ${res.status}`).toBe(`${what} ${c.status}`)
         const content = doc.paths[c.path][c.method.toLowerCase()].responses[String(c.status)].content ?? {}
