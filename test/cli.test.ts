@@ -46,6 +46,13 @@ describe('the cairn binary', () => {
       expect(h.code).toBe(0)
       expect(h.stdout).toContain(`Usage: cairn ${verb}`)
     }
+    // Its closing line names the verbs that take no --data; every other verb lists it.
+    expect(r.stdout.trimEnd().split('\n').at(-1)).toBe('Every verb but demo takes --data DIR (or CAIRN_DATA); the default is ~/.cairn.')
+    for (const verb of VERBS) {
+      const h = await cairn([verb.name, '--help'])
+      expect([verb.name, h.stdout.includes('\n  --data DIR ')]).toEqual([verb.name, verb.name !== 'demo'])
+    }
+    expect((await cairn(['demo', '--data', 'x'])).stderr).toBe('cairn demo: unknown flag --data; see cairn demo --help\n')
   })
 
   test('an unknown verb or flag is an error that names it and points to --help', async () => {

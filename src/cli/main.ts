@@ -57,6 +57,8 @@ const EXPECTED = new Set([
 /** @returns the top-level help text */
 export function mainHelp(): string {
   const width = Math.max(...VERBS.map((v) => v.name.length))
+  // demo makes its own temporary directories: the verbs that take no --data are named.
+  const dataless = VERBS.filter((v) => !v.settings.some((s) => s.name === 'data')).map((v) => v.name)
   return [
     `cairn ${VERSION}: an event bus between independent nodes, built on IPFS`,
     '',
@@ -69,7 +71,7 @@ export function mainHelp(): string {
     "  --help     show help (cairn <verb> --help for a verb's flags)",
     '  --version  print the version',
     '',
-    'Every verb takes --data DIR (or CAIRN_DATA); the default is ~/.cairn.'
+    `Every verb${dataless.length > 0 ? ` but ${dataless.join(', ')}` : ''} takes --data DIR (or CAIRN_DATA); the default is ~/.cairn.`
   ].join('\n')
 }
 
