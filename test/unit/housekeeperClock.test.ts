@@ -146,14 +146,17 @@ describe('housekeeping under a wall clock set ahead', () => {
   })
 
   test('two members whose heads say a year passed move nothing past a wall clock that is right', async () => {
-    const { outbox, make, head, publish, files } = await setup()
+    const { outbox, clock, make, head, publish, files } = await setup()
     const hk = make({ members: () => [B, D] })
     hk.start()
     await publish(3)
+    // The node ran 20 minutes, its clock right: the files are past retention (a candidate), not past retention-max.
+    clock.jump = 20 * MIN
+    clock.ran = 20 * MIN
     // Such heads are held by the clock rule (model/hlc.ts hold), never stored: stored here anyway.
     const year = Date.now() + 365 * 24 * HOUR
-    head(B, year, Date.now())
-    head(D, year, Date.now())
+    head(B, year, Date.now() + clock.jump)
+    head(D, year, Date.now() + clock.jump)
     const result = await hk.run()
     expect(result.pruned_files).toBe(0)
     expect(files()).toBe(3)
