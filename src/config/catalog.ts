@@ -246,7 +246,7 @@ export const SETTINGS = {
     name: 'events-retention',
     kind: 'string',
     value: 'DURATION',
-    description: 'delete rows of the events table older than this (default: keep forever)',
+    description: "delete rows of the events table older than this (default: keep forever); that age counts the time the node ran and what members' heads show, never a system clock set ahead",
     schema: durationSchema(),
     default: undefined
   },
