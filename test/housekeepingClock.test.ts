@@ -57,7 +57,7 @@ describe('housekeeping on a node whose system clock is set ahead', () => {
       expect(status.outbox.files).toBe(3)
       expect(status.housekeeping.last?.kept_for_clock?.files).toBe(3)
       expect(status.verdict).toBe('degraded')
-      expect(status.reasons.find((r) => r.startsWith('housekeeping keeps 3 own file(s)'))).toContain('ahead of the time it measured while running')
+      expect(status.reasons.find((r) => r.startsWith('housekeeping keeps 3 own file(s)'))).toContain('ahead of the time the machine measured since (its uptime)')
       expect(warned).toContain('prune_clock_ahead')
       // A restart with the clock still ahead: it goes on from the time it recorded, not from the wall clock.
       await node.stop()

@@ -213,7 +213,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description:
-      "prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s; a retention not set falls to it when it is shorter); that age counts the time the node ran and what members' heads show, never a system clock set ahead",
+      "prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s; a retention not set falls to it when it is shorter); that age is measured by the machine's uptime (and members' heads), never shortened by a system clock set ahead",
     schema: durationSchema({ min: '1s' }),
     default: '7d'
   },
@@ -246,7 +246,8 @@ export const SETTINGS = {
     name: 'events-retention',
     kind: 'string',
     value: 'DURATION',
-    description: "delete rows of the events table older than this (default: keep forever); that age counts the time the node ran and what members' heads show, never a system clock set ahead",
+    description:
+      "delete rows of the events table older than this (default: keep forever); that age is measured by the machine's uptime (and members' heads), never shortened by a system clock set ahead",
     schema: durationSchema(),
     default: undefined
   },

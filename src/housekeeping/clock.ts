@@ -1,4 +1,6 @@
-/** The `meta` key of the guarded clock's last recorded time (ms). */
+import { readFileSync } from 'node:fs'
+
+/** The `meta` key of the guarded clock's last record (RecordedClock as JSON). */
 export const PRUNE_CLOCK_KEY = 'prune_clock'
 
 /** The time housekeeping judges by, read once per run. */
@@ -10,42 +12,113 @@ export interface PruneTime {
 }
 
 /**
+ * A clock that no setting of the system clock moves: the time since the machine booted (suspend included
+ * where the system counts it), and which boot. Two readings of the same boot differ by the time that passed.
+ */
+export interface Uptime {
+  boot: string
+  ms: number
+}
+
+/** What the guarded clock keeps in cairn.db, for the next start to go on from. */
+export interface RecordedClock {
+  /** the guarded time */
+  time: number
+  /** the wall clock then */
+  wall: number
+  /** the uptime then */
+  boot: string
+  up: number
+}
+
+/**
+ * The least lag kept: a wall clock stepped ahead by less (NTP correcting a clock that runs slow, a step at a
+ * time) is taken as right, so that such steps never add up to a lag.
+ */
+const LAG_TOLERANCE_MS = 10_000
+
+/** A boot of this process alone, for a system that does not say which boot it is in: its restarts count as reboots. */
+const PROCESS_BOOT = `process:${process.pid}:${Date.now()}`
+
+/**
+ * @returns the system's boot and the time since it (Linux: /proc/sys/kernel/random/boot_id and /proc/uptime, which
+ * counts suspend); elsewhere this process's own monotonic clock, so that only the time it ran is measured
+ */
+export function systemUptime(): Uptime {
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+    const ms = Number.parseFloat(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000
+    if (boot !== '' && Number.isFinite(ms)) return { boot, ms }
+  } catch {}
+  return { boot: PROCESS_BOOT, ms: performance.now() }
+}
+
+/**
  * The clock that ages what housekeeping lets go without every member's acknowledgement (docs/operations.md,
- * "Retention and the clock"). It starts from the time it last recorded in cairn.db (kept across restarts;
- * the wall clock's in a data directory with none) and moves on by the elapsed time of a monotonic clock,
- * which no setting of the system clock moves; heads of members (`membersTime`) move it forward to what they
- * show. Invariant: it is never ahead of the wall clock, and never ahead of the time it recorded plus the
- * monotonic time elapsed since, unless members' heads show that time. So a wall clock set ahead, while the
- * node runs or while it is stopped, ages nothing; a node that was stopped counts the stop once members'
- * heads show it, and otherwise not at all (its files go that much later).
+ * "Retention and the clock"). It moves by the machine's uptime, which no setting of the system clock moves,
+ * across restarts of the node too (its last record is kept in cairn.db); heads of members (`membersTime`)
+ * move it forward to what they show. Invariant: it is never ahead of the wall clock, and it falls behind the
+ * wall clock only by what the wall clock moved more than the uptime while the machine stayed up (a clock set
+ * ahead, by more than LAG_TOLERANCE_MS), which it keeps across stops and reboots until the wall clock is set
+ * back or members' heads show that time. Across a reboot the time the machine was down cannot be measured: the wall clock's is taken.
+ * So a wall clock set ahead ages nothing, and a stop, however long, costs nothing: the lag never grows by
+ * itself, whatever the node's stops.
  */
 export class PruneClock {
   private readonly wall: () => number
-  private readonly monotonic: () => number
-  /** the guarded time at `at` on the monotonic clock (it may be ahead of a wall clock set back) */
+  private readonly uptime: () => Uptime
+  /** the guarded time at `up` (it may be ahead of a wall clock set back) */
   private time: number
-  private at: number
+  private boot: string
+  private up: number
 
-  /** @param recorded the time recorded last (`recorded()` of an earlier run), undefined for the wall clock's */
-  constructor(wall: () => number, monotonic: () => number, recorded: number | undefined) {
+  /** @param recorded what `recorded()` gave before this start; undefined in a data directory with none */
+  constructor(wall: () => number, uptime: () => Uptime, recorded: RecordedClock | undefined) {
     this.wall = wall
-    this.monotonic = monotonic
-    this.time = recorded ?? wall()
-    this.at = monotonic()
+    this.uptime = uptime
+    const now = uptime()
+    const w = wall()
+    if (recorded == null) this.time = w
+    else if (recorded.boot === now.boot && now.ms >= recorded.up) this.time = recorded.time + (now.ms - recorded.up)
+    else {
+      // Rebooted: the lag recorded goes on, less what the wall clock went back since (set right while down).
+      const lag = Math.max(0, recorded.wall - recorded.time)
+      const back = Math.max(0, recorded.wall - w)
+      this.time = w - Math.max(0, lag - back)
+    }
+    this.boot = now.boot
+    this.up = now.ms
   }
 
   /** @returns the wall clock and the guarded clock, moved to at least `shown` (members' heads) */
   read(shown?: number): PruneTime {
-    const at = this.monotonic()
-    this.time = Math.max(this.time + Math.max(0, at - this.at), shown ?? 0)
-    this.at = at
+    const now = this.uptime()
+    const elapsed = now.boot === this.boot ? Math.max(0, now.ms - this.up) : 0
+    this.boot = now.boot
+    this.up = now.ms
+    // Not held to the wall clock: after a wall clock set back, it goes on at the time it measured, so that the
+    // wall clock set right again is no jump ahead.
+    this.time = Math.max(this.time + elapsed, shown ?? 0)
     const wall = this.wall()
+    if (wall - this.time <= LAG_TOLERANCE_MS) this.time = Math.max(this.time, wall)
     return { wall, guarded: Math.min(wall, this.time) }
   }
 
-  /** @returns the time to record in cairn.db, for the next start to go on from */
-  recorded(): number {
-    this.read()
-    return this.time
+  /** @returns what to keep in cairn.db, for the next start to go on from */
+  recorded(): RecordedClock {
+    const { wall } = this.read()
+    return { time: this.time, wall, boot: this.boot, up: this.up }
+  }
+}
+
+/** @returns a record kept by `PruneClock.recorded`, or undefined for none or one this cairn cannot read */
+export function parseRecordedClock(text: string | undefined): RecordedClock | undefined {
+  if (text == null) return undefined
+  try {
+    const r = JSON.parse(text) as Partial<RecordedClock>
+    const finite = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x)
+    return finite(r.time) && finite(r.wall) && finite(r.up) && typeof r.boot === 'string' ? { time: r.time, wall: r.wall, boot: r.boot, up: r.up } : undefined
+  } catch {
+    return undefined
   }
 }

@@ -3,7 +3,7 @@ import type { Outbox } from '../publish/outbox.ts'
 import { busRoot } from '../unixfs/busRoot.ts'
 import { formatMs } from '../model/clockSkew.ts'
 import { DEFAULT_MAX_CLOCK_SKEW_MS } from '../model/hlc.ts'
-import { PRUNE_CLOCK_KEY, PruneClock, type PruneTime } from './clock.ts'
+import { parseRecordedClock, PRUNE_CLOCK_KEY, PruneClock, type PruneTime, systemUptime, type Uptime } from './clock.ts'
 import { collectGarbage } from './gc.ts'
 import { membersTime, prunable, type PruneRules } from './prune.ts'
 import { forgetGoneDirs, type CheckedDays } from './remoteDirs.ts'
@@ -52,8 +52,8 @@ export interface HousekeeperInit {
   maxClockSkew?: number
   /** this node's wall clock (Date.now) */
   now?: () => number
-  /** a clock that no setting of the system clock moves (performance.now) */
-  monotonic?: () => number
+  /** the machine's uptime, which no setting of the system clock moves (systemUptime) */
+  uptime?: () => Uptime
 }
 
 /** What the housekeeper is built from. */
@@ -85,7 +85,7 @@ export class Housekeeper {
   constructor(components: HousekeeperComponents, init: HousekeeperInit) {
     this.components = components
     this.init = init
-    this.clock = new PruneClock(init.now ?? Date.now, init.monotonic ?? (() => performance.now()), recordedClock(components.store))
+    this.clock = new PruneClock(init.now ?? Date.now, init.uptime ?? systemUptime, parseRecordedClock(components.store.meta.get(PRUNE_CLOCK_KEY)))
   }
 
   start(): void {
@@ -102,9 +102,9 @@ export class Housekeeper {
     this.status = 'stopped'
   }
 
-  /** Keeps the guarded clock's time in cairn.db, for the next start to go on from (a crash loses the time since the last run). */
+  /** Keeps the guarded clock's record in cairn.db, for the next start to go on from (after a crash, from the last run's). */
   private recordClock(): void {
-    this.components.store.meta.put(PRUNE_CLOCK_KEY, String(this.clock.recorded()))
+    this.components.store.meta.put(PRUNE_CLOCK_KEY, JSON.stringify(this.clock.recorded()))
   }
 
   /** Runs once; a call while a run is under way joins it. Records the result, counts and logs it. */
@@ -229,15 +229,7 @@ export class Housekeeper {
   }
 }
 
-/** @returns the guarded clock's last recorded time, or, in a data directory from before it, the last housekeeping run's */
-function recordedClock(store: HousekeeperComponents['store']): number | undefined {
-  const recorded = Number(store.meta.get(PRUNE_CLOCK_KEY))
-  if (Number.isFinite(recorded) && recorded > 0) return recorded
-  const last = Date.parse((JSON.parse(store.meta.get('housekeeping') ?? 'null') as HousekeepingResult | null)?.at ?? '')
-  return Number.isFinite(last) ? last : undefined
-}
-
 /** @returns what own files kept for the clock mean, for the log line and the status reason */
 export function keptForClockText(kept: NonNullable<HousekeepingResult['kept_for_clock']>): string {
-  return `housekeeping keeps ${kept.files} own file(s) that this node's clock says may go without every member's acknowledgement (past retention-max, compacted, or waiting on a member silent that long): its clock is ${formatMs(kept.clock_ahead_ms)} ahead of the time it measured while running and its members' heads show. Either its clock was set ahead (set it right: NTP), or the node was stopped that long and no two members' heads show the time since; they go once that much time has passed while it runs, or members' heads show it (docs/operations.md, "Retention and the clock")`
+  return `housekeeping keeps ${kept.files} own file(s) that this node's clock says may go without every member's acknowledgement (past retention-max, compacted, or waiting on a member silent that long): its clock is ${formatMs(kept.clock_ahead_ms)} ahead of the time the machine measured since (its uptime) and its members' heads show: it was set ahead. Set it right (NTP); they go once the clock is right, once members' heads show that time, or once that much more time has passed (docs/operations.md, "Retention and the clock")`
 }

@@ -19,8 +19,8 @@ const D = '12D3KooWD4444444444444444444444444444444444444444444'
 /**
  * An outbox over in-memory databases and a way to build its housekeeper, again over the same databases
  * for a restart. The housekeeper's wall clock is Date.now() plus `clock.jump`: the files are stamped with
- * the real time, so a jump is what a system clock set ahead looks like to housekeeping. Its monotonic clock
- * is `clock.ran`: the time the node measured running.
+ * the real time, so a jump is what a system clock set ahead looks like to housekeeping. Its uptime is
+ * `clock.ran` in boot `clock.boot`: the time the machine measured since it booted.
  */
 async function setup() {
   const privateKey = await generateKeyPair('Ed25519')
@@ -30,7 +30,7 @@ async function setup() {
   const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
   const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
   const store = new Store(db)
-  const clock = { jump: 0, ran: 0 }
+  const clock = { jump: 0, ran: 0, boot: 'boot-1' }
   const make = (options: Partial<HousekeeperInit> = {}, log: Log = silentLog) =>
     housekeeper({
       outbox,
@@ -39,15 +39,20 @@ async function setup() {
       members: () => undefined,
       processed: () => Number.MAX_SAFE_INTEGER,
       now: () => Date.now() + clock.jump,
-      monotonic: () => clock.ran,
+      uptime: () => ({ boot: clock.boot, ms: clock.ran }),
       ...options
     })({ self, store, blocks, log, metrics: new Metrics() })
   /** Stores a head of `producer` stamped at `hlcMs`, received at `receivedAt`, acknowledging `ack` of this node's seqs. */
   const head = (producer: string, hlcMs: number, receivedAt: number, ack = 0): void => {
     store.producers.putHead({ producer, seq: 1, root: 'bafy', hlc: `${hlcMs}-0000`, acks: { [self]: ack }, signed: new Uint8Array([1]), receivedAt })
   }
+  /** Publishes `n` events, their files and rows stamped by the node's wall clock (the real time plus the jump). */
   const publish = async (n: number): Promise<void> => {
+    const before = store.outbox.lastSeq()
     for (let i = 0; i < n; i++) await outbox.publish({ type: 'test.plain', payload: { i } })
+    const wall = Date.now() + clock.jump
+    store.db.run('UPDATE outbox SET created_at = ? WHERE seq > ?', [wall, before])
+    store.db.run('UPDATE events SET received_at = ? WHERE producer = ? AND seq > ?', [wall, self, before])
   }
   const files = (): number => store.outbox.counts().files
   return { self, store, outbox, clock, make, head, publish, files }
@@ -242,7 +247,7 @@ describe('housekeeping after a legitimate long stop', () => {
     await outbox.stop()
   })
 
-  test('a lone node lets its processed files go past retention by the wall clock; with an unheard member, once it ran for retention-max', async () => {
+  test('a lone node lets its processed files go past retention by the wall clock; with an unheard member, once the machine measured retention-max since their stamp', async () => {
     const { outbox, clock, make, publish, files } = await setup()
     const first = make()
     first.start()
@@ -255,16 +260,129 @@ describe('housekeeping after a legitimate long stop', () => {
     second.start()
     expect((await second.run()).pruned_files).toBe(3)
     await second.stop()
-    // A members list naming a node never heard from: its files wait for retention-max of the node's running time.
+    // A members list naming a node never heard from: its files wait for retention-max of the time the machine
+    // measured since their stamp; stamped while the clock was 3 h ahead (it was set ahead while the node was
+    // stopped, the machine up), they wait 3 h more.
     await publish(2)
     const third = make({ members: () => [C] })
     third.start()
     clock.jump = 6 * HOUR
     expect((await third.run()).pruned_files).toBe(0)
     clock.ran = HOUR + MIN
+    expect((await third.run()).pruned_files).toBe(0)
+    clock.ran = 4 * HOUR + MIN
     expect((await third.run()).pruned_files).toBe(2)
     expect(files()).toBe(0)
     await third.stop()
+    await outbox.stop()
+  })
+
+  test('a stop while the machine stayed up is measured by its uptime: the files past retention-max go at the first run, nothing kept for the clock', async () => {
+    const { outbox, clock, make, publish, files } = await setup()
+    const first = make({ members: () => [C] })
+    first.start()
+    await publish(3)
+    await first.run()
+    await first.stop()
+    clock.jump = 3 * HOUR
+    clock.ran = 3 * HOUR
+    const second = make({ members: () => [C] })
+    second.start()
+    const result = await second.run()
+    expect({ pruned: result.pruned_files, kept: result.kept_for_clock, files: files() }).toEqual({ pruned: 3, kept: undefined, files: 0 })
+    await second.stop()
+    await outbox.stop()
+  })
+
+  test("across a reboot the time the machine was down is the wall clock's; a lag measured before it is kept", async () => {
+    const { outbox, clock, make, publish, files } = await setup()
+    const first = make({ members: () => [C] })
+    first.start()
+    await publish(3)
+    await first.run()
+    await first.stop()
+    // Down 3 h, back in a new boot whose uptime starts again.
+    clock.jump = 3 * HOUR
+    clock.boot = 'boot-2'
+    clock.ran = 0
+    const second = make({ members: () => [C] })
+    second.start()
+    expect((await second.run()).pruned_files).toBe(3)
+    await publish(2)
+    // Set 3 h ahead while running, then rebooted at once: the lag goes on in the new boot.
+    clock.jump += 3 * HOUR
+    const kept = await second.run()
+    expect(kept.pruned_files).toBe(0)
+    await second.stop()
+    clock.boot = 'boot-3'
+    clock.ran = 0
+    const third = make({ members: () => [C] })
+    third.start()
+    const after = await third.run()
+    expect({ pruned: after.pruned_files, files: files(), kept: after.kept_for_clock?.files }).toEqual({ pruned: 0, files: 2, kept: 2 })
+    // Set right (back) while down: nothing is held any more, and the files go at retention-max of the true time.
+    await third.stop()
+    clock.jump -= 3 * HOUR
+    clock.boot = 'boot-4'
+    const fourth = make({ members: () => [C] })
+    fourth.start()
+    expect((await fourth.run()).kept_for_clock).toBeUndefined()
+    clock.jump += HOUR + MIN
+    clock.ran += HOUR + MIN
+    expect((await fourth.run()).pruned_files).toBe(2)
+    await fourth.stop()
+    await outbox.stop()
+  })
+
+  test('a node stopped every night keeps rows past events-retention no longer than the setting, with or without reboots', async () => {
+    for (const reboot of [false, true]) {
+      const { store, outbox, clock, make, publish } = await setup()
+      for (let day = 0; day < 30; day++) {
+        const hk = make({ eventsRetention: HOUR })
+        hk.start()
+        for (let h = 0; h < 8; h++) {
+          await publish(1)
+          store.db.run("UPDATE events SET state = 'done'")
+          clock.jump += HOUR
+          clock.ran += HOUR
+          await hk.run()
+        }
+        await hk.stop()
+        clock.jump += 16 * HOUR
+        if (reboot) {
+          clock.boot = `boot-${day + 2}`
+          clock.ran = 0
+        } else clock.ran += 16 * HOUR
+      }
+      // One event an hour, rows go an hour after they were received: at most the last one is left (it goes when
+      // the real time moved on by a millisecond between its publish and the run).
+      expect({ reboot, kept: store.db.get<{ n: number }>('SELECT count(*) AS n FROM events')!.n <= 1 }).toEqual({ reboot, kept: true })
+      await outbox.stop()
+    }
+  })
+
+  test('NTP stepping a slow clock ahead a little at a time adds up to no lag; a clock set back and then right again is no jump', async () => {
+    const { outbox, clock, make, publish, files } = await setup()
+    const hk = make({ members: () => [C] })
+    hk.start()
+    await publish(3)
+    // 200 steps of 2 s, each after 10 minutes of uptime: 400 s ahead of the uptime in all.
+    for (let i = 0; i < 200; i++) {
+      clock.ran += 10 * MIN
+      clock.jump += 10 * MIN + 2000
+      await hk.run()
+    }
+    let last = await hk.run()
+    expect(last.kept_for_clock).toBeUndefined()
+    expect(files()).toBe(0)
+    await publish(2)
+    clock.jump -= 2 * HOUR
+    await hk.run()
+    clock.jump += 2 * HOUR
+    clock.ran += 11 * MIN
+    last = await hk.run()
+    expect(last.kept_for_clock).toBeUndefined()
+    await hk.stop()
     await outbox.stop()
   })
 })
