@@ -88,9 +88,10 @@ export function prunable(store: Store, rules: PruneRules, now: PruneTime): Pruna
   const buckets = new Set<string>()
   for (const c of keyed) {
     if (!superseded.has(c.seq)) continue
-    // A plugin without keys for the type also applied it: its state needs the event as plain retention does.
+    // A plugin without keys for the type also applied it: its state needs the event as plain retention does
+    // (acknowledged, or past retention-max).
     const unkeyed = store.stateKeys.unkeyed(self, c.seq)
-    if (!acked(c) && (unkeyed || !older(c, retention))) continue
+    if (!acked(c) && !older(c, unkeyed ? retentionMax : retention)) continue
     if (!buckets.has(c.bucket) && buckets.size >= COMPACT_BUCKETS_PER_RUN) continue
     buckets.add(c.bucket)
     keyedGo.add(c.seq)

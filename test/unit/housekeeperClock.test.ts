@@ -386,3 +386,24 @@ describe('housekeeping after a legitimate long stop', () => {
     await outbox.stop()
   })
 })
+
+describe('retention-max', () => {
+  test('a superseded file that a plugin without keys also applied goes past retention-max unacknowledged, as a plain file does', async () => {
+    const { self, store, outbox, clock, make, publish, files } = await setup()
+    const hk = make({ members: () => [C] })
+    hk.start()
+    await publish(3)
+    // Seq 2 supersedes seq 1's key for plugin p; plugin q applied both without keys; seq 3 is plain.
+    store.stateKeys.record('p', self, 1, 'a', ['k'])
+    store.stateKeys.record('q', self, 1, 'a', [''])
+    store.stateKeys.record('p', self, 2, 'b', ['k'])
+    store.stateKeys.record('q', self, 2, 'b', [''])
+    clock.jump = 2 * HOUR
+    clock.ran = 2 * HOUR
+    const result = await hk.run()
+    // Seq 2 is the newest of its key: kept while the key exists.
+    expect({ pruned: result.pruned_files, compacted: result.compacted_files, files: files() }).toEqual({ pruned: 2, compacted: 0, files: 1 })
+    await hk.stop()
+    await outbox.stop()
+  })
+})
