@@ -141,10 +141,12 @@ export class Housekeeper {
       this.phase = next
     }
     this.phase = 'select'
+    let selected = false
     try {
       const { seqs, compacted, heldBackBy } = prunable(store, rules, now)
       result.held_back_by = heldBackBy
       result.kept_for_clock = this.keptFor(rules, now, seqs)
+      selected = true
       lap('select', 'prune')
       const pruned = await this.init.outbox.prune(seqs, compacted)
       result.pruned_files = pruned.removed
@@ -190,7 +192,8 @@ export class Housekeeper {
     result.duration_ms = Date.now() - started
     store.meta.put('housekeeping', JSON.stringify(result))
     this.recordClock()
-    this.logKeptForClock(result.kept_for_clock)
+    // A run that failed before it selected says nothing about the clock.
+    if (selected) this.logKeptForClock(result.kept_for_clock)
     store.meta.add('reclaimed_bytes', result.reclaimed_bytes)
     metrics.reclaimed.inc(result.reclaimed_bytes)
     metrics.compacted.inc(result.compacted_files)
