@@ -98,7 +98,8 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
         // Its follow-up waits for the operator: retried with backoff, so that it is published once the node may again.
         const key = `${plugin.name}\0${refusal.name}`
         const last = ctx.refusalLogged?.get(key)
-        const loud = last == null || ctx.now() - last >= REFUSAL_LOG_INTERVAL
+        // A clock set back since the last line (now before it) does not silence the next one.
+        const loud = last == null || ctx.now() - last >= REFUSAL_LOG_INTERVAL || ctx.now() < last
         if (loud) ctx.refusalLogged?.set(key, ctx.now())
         const text = `effect failed (attempt ${d.attempts + 1}): the node refuses its ctx.publish until an operator acts, retrying in ${delay} ms`
         const fields = { reason: 'effect_publish_refused', refusal: (refusal as Error & { reason?: string }).reason }
