@@ -6,7 +6,7 @@ import { envName } from '../config/settings.ts'
 import { VERSION } from '../version.ts'
 import { UsageError } from '../errors.ts'
 import type { Verb } from './verb.ts'
-import { idVerb, initVerb, rekeyVerb, runVerb } from './verbs/node.ts'
+import { idVerb, initVerb, reclockVerb, rekeyVerb, runVerb } from './verbs/node.ts'
 import { eventsVerb, exportVerb, gapsVerb, publishVerb, statusVerb } from './verbs/bus.ts'
 import { deadVerb, pluginsVerb, replayVerb, schemaVerb, snapshotVerb, sqlVerb } from './verbs/plugins.ts'
 import { demoVerb } from './verbs/demo.ts'
@@ -24,6 +24,7 @@ export const VERBS: Verb[] = [
   statusVerb,
   membersVerb,
   rekeyVerb,
+  reclockVerb,
   consoleVerb,
   gapsVerb,
   exportVerb,

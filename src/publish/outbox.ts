@@ -438,6 +438,63 @@ export class Outbox {
   }
 
   /**
+   * Withdraws event files this node stamped too far ahead (cairn reclock, on a stopped node): removes them from the
+   * tree as a plain prune does (the head's `pruned_plain` covers them, so a peer that had not taken them records a
+   * lost gap and takes what follows), drops the own snapshots of `snapshots` (their tables hold those events), and
+   * signs a new head stamped by this node's clock, even when nothing else changes, so that a head stamped ahead is
+   * replaced. The seqs are never used again: their outbox rows stay, marked pruned. `extra` runs in the head's
+   * transaction.
+   *
+   * @returns the new signed head
+   */
+  async withdraw(seqs: readonly number[], snapshots: readonly string[], extra: () => void): Promise<{ head: Uint8Array; hlc: string }> {
+    return await this.queue.serial(async () => {
+      const { store } = this.components
+      const removals = new Map<string, Set<string>>()
+      const rows: Array<{ seq: number; bucket: string; name: string }> = []
+      for (const seq of seqs) {
+        const r = store.outbox.unpruned(seq)
+        if (r == null) continue
+        rows.push(r)
+        removals.set(r.bucket, (removals.get(r.bucket) ?? new Set()).add(r.name))
+      }
+      const dropped = new Set(snapshots)
+      const kept = store.snapshots.own().filter((s) => !dropped.has(s.plugin))
+      const rootEntries = new Map<string, DirEntry | null>()
+      const blocks: Block[] = []
+      if (store.snapshots.own().some((s) => dropped.has(s.plugin))) {
+        if (kept.length === 0) rootEntries.set(SNAPSHOTS_DIR, null)
+        else {
+          const dir = await directoryBlock(kept.map((s) => ({ name: `${s.plugin}.json`, cid: CID.parse(s.cid), size: s.size })))
+          blocks.push(dir)
+          rootEntries.set(SNAPSHOTS_DIR, { name: SNAPSHOTS_DIR, cid: dir.cid, size: dir.size })
+        }
+      }
+      try {
+        const tree = await this.tree.build(new Map(), removals, rootEntries)
+        this.putBlocks([...blocks, ...tree.blocks], true)
+        const plain = rows.reduce((m, r) => Math.max(m, r.seq), 0)
+        await this.writeHead(
+          this.seq,
+          tree,
+          () => {
+            const at = Date.now()
+            for (const r of rows) store.outbox.markPruned(r.seq, at)
+            for (const plugin of dropped) store.snapshots.deleteOwn(plugin)
+            extra()
+          },
+          plain
+        )
+      } catch (err) {
+        this.tree.reset()
+        throw err
+      }
+      const head = this.lastHead!
+      return { head, hlc: store.producers.get(this.components.self)?.head_hlc ?? '' }
+    })
+  }
+
+  /**
    * Removes event files from the outbox and publishes the new root and head, then dispatches
    * 'outbox:pruned'. The rows of `events` stay. The head's `pruned_plain` covers every seq removed that is
    * not in `compacted` (those newer events superseded).

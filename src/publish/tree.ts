@@ -48,9 +48,9 @@ export class OutboxTree {
   /**
    * Rebuilds the touched hour buckets (entries added, names removed), their days and the root.
    * An emptied bucket, and an emptied day, go away. `rootEntries` sets other entries of the root (the
-   * `snapshots` directory), already built.
+   * `snapshots` directory), already built, or removes them (null).
    */
-  async build(additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>, rootEntries: ReadonlyMap<string, DirEntry> = new Map()): Promise<TreeChange> {
+  async build(additions: Map<string, DirEntry[]>, removals: Map<string, Set<string>>, rootEntries: ReadonlyMap<string, DirEntry | null> = new Map()): Promise<TreeChange> {
     const blocks: Block[] = []
     let rebuilt = false
     const updates = new Map<string, DirEntry | null>(rootEntries)

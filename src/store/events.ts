@@ -125,6 +125,15 @@ export class EventsTable {
     return this.db.all<EventRow>('SELECT * FROM events WHERE producer = ? AND seq > ? ORDER BY seq', [producer, seq])
   }
 
+  /**
+   * Deletes `producer`'s rows at `seqs`: this node's own events that cairn reclock withdrew (no other node takes
+   * them, so no plugin here may keep or apply them).
+   */
+  deleteSeqs(producer: string, seqs: readonly number[]): void {
+    for (const seq of seqs) this.db.run('DELETE FROM events WHERE producer = ? AND seq = ?', [producer, seq])
+    pluginWrites(this.db).progress++
+  }
+
   /** @returns how many of `producer`'s events after `seq` this table holds, and the lowest and highest of their seqs; undefined when none */
   seqsAfter(producer: string, seq: number): { count: number; from_seq: number; to_seq: number } | undefined {
     const r = this.db.get<{ n: number; lo: number | null; hi: number | null }>('SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM events WHERE producer = ? AND seq > ?', [producer, seq])

@@ -80,6 +80,11 @@ export class OutboxTable {
     ])
   }
 
+  /** @returns up to `limit` unpruned files below `seq`, the highest first */
+  unprunedBelow(seq: number, limit: number): Array<{ seq: number; event_id: string; cid: string }> {
+    return this.db.all<{ seq: number; event_id: string; cid: string }>('SELECT seq, event_id, cid FROM outbox WHERE seq < ? AND pruned_at IS NULL ORDER BY seq DESC LIMIT ?', [seq, limit])
+  }
+
   /** @returns how many unpruned files an hour bucket holds */
   bucketCount(bucket: string): number {
     return this.db.get<{ n: number }>('SELECT count(*) AS n FROM outbox WHERE bucket = ? AND pruned_at IS NULL', [bucket])?.n ?? 0

@@ -289,6 +289,31 @@ export class PluginStateTable {
     }
   }
 
+  /** @returns the plugins that applied any of `producer`'s events `eventIds`, by name */
+  appliedBy(producer: string, eventIds: readonly string[]): string[] {
+    const applied = new Set<string>()
+    for (const id of eventIds) {
+      for (const r of this.db.all<{ plugin: string }>('SELECT plugin FROM plugin_applied WHERE producer = ? AND event_id = ?', [producer, id])) applied.add(r.plugin)
+    }
+    return [...applied].sort()
+  }
+
+  /**
+   * Forgets everything recorded of `producer`'s events `eventIds` (applied, retrying, dead-lettered, held, queued for
+   * replay, effects): events no other node takes, withdrawn by cairn reclock.
+   */
+  forgetEvents(producer: string, eventIds: readonly string[]): void {
+    for (const id of eventIds) {
+      for (const table of ['plugin_applied', 'plugin_failures', 'dead_letters', 'plugin_held', 'plugin_replay', 'plugin_effects']) {
+        this.db.run(`DELETE FROM ${table} WHERE producer = ? AND event_id = ?`, [producer, id])
+      }
+    }
+    this.writes.progress++
+    this.writes.failures++
+    this.writes.effects++
+    this.writes.requests++
+  }
+
   /** Holds an event for a plugin until a version of it that knows the event's version is loaded. */
   hold(plugin: string, e: EventKey, version: number, at: number): void {
     this.db.run('INSERT OR IGNORE INTO plugin_held (plugin, producer, event_id, version, held_at) VALUES (?, ?, ?, ?, ?)', [plugin, e.producer, e.event_id, version, at])

@@ -216,6 +216,11 @@ export class SnapshotsTable {
     )
   }
 
+  /** Forgets the snapshot this node published for a plugin (its file left the outbox tree). */
+  deleteOwn(plugin: string): void {
+    this.db.run('DELETE FROM snapshots_out WHERE plugin = ?', [plugin])
+  }
+
   /** @returns the snapshots this node publishes, by plugin */
   own(): Array<{ plugin: string; cid: string; size: number; vector: Record<string, number>; created_at: number }> {
     return this.db

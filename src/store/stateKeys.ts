@@ -48,6 +48,14 @@ export class StateKeysTable {
     this.db.run('DELETE FROM state_keys WHERE plugin = ? AND EXISTS (SELECT 1 FROM events e WHERE e.producer = state_keys.producer AND e.seq = state_keys.seq)', [plugin])
   }
 
+  /**
+   * Forgets the keys `producer`'s events at `seqs` wrote (events cairn reclock withdrew): stamped ahead, they would
+   * otherwise go on superseding, and so compacting away, the events that really are the newest of their keys.
+   */
+  forgetSeqs(producer: string, seqs: readonly number[]): void {
+    for (const seq of seqs) this.db.run('DELETE FROM state_keys WHERE producer = ? AND seq = ?', [producer, seq])
+  }
+
   /** @returns whether an event of `producer` writes any key (so that it is kept while it is the newest of one) */
   keyed(producer: string, seq: number): boolean {
     return this.db.get("SELECT 1 FROM state_keys WHERE producer = ? AND seq = ? AND key != '' LIMIT 1", [producer, seq]) != null

@@ -9,6 +9,9 @@ import { rekeyDataDir } from '../../datadir/rekey.ts'
 import { loadIdentity } from '../../datadir/load.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { CairnNode } from '../../node/node.ts'
+import { reclock, type ReclockReport } from '../../node/reclock.ts'
+import { readConfigFile, resolveSettings } from '../../config/resolve.ts'
+import { formatMs } from '../../model/clockSkew.ts'
 
 export const initVerb = defineVerb({
   name: 'init',
@@ -53,6 +56,63 @@ export const rekeyVerb = defineVerb({
     return 0
   }
 })
+
+export const reclockVerb = defineVerb({
+  name: 'reclock',
+  summary: 'after a system clock that ran ahead was set right: withdraw what this stopped node stamped ahead, so that its peers take its events again',
+  usage: '--data DIR [--max-clock-skew DURATION] [--dry-run]',
+  settings: [SETTINGS.data, SETTINGS['max-clock-skew'], { name: 'dry-run', kind: 'boolean', description: 'print what it would withdraw and change nothing', schema: v.boolean(), inFile: false }],
+  details: [
+    "A node's timestamps never go back: one whose clock ran ahead (a bad NTP server, a VM restored with a wrong clock) goes on stamping after its last head once its clock is set right, and its peers hold every event it stamps until their clocks reach that time. Run this on the stopped node once its clock is right (timedatectl, chronyc tracking): it withdraws its events stamped more than --max-clock-skew ahead of its clock from its outbox, its events table and its plugins, then signs a head stamped by its clock. Its peers take that head, record the withdrawn seqs as a lost gap, and take what it publishes next; it never uses those seqs again.",
+    'The withdrawn events go to DIR/withdrawn-FROM-TO.ndjson, one publish request each under a new event_id: once the node runs, cairn publish --batch FILE publishes them again, stamped right (publishing the file twice publishes nothing twice). Membership changes among them are not in it: they are printed, for an owner to make again with cairn members. A rebuild of each plugin that had applied them is asked for (it runs at the next start; not with events-retention, which deleted rows a rebuild would need: then it says so), and an own snapshot that holds them leaves the outbox.',
+    'It refuses while the node runs, and when the last heads of other producers put this clock behind theirs (it was set back, not ahead: set it right and start the node). Prints a JSON report on stdout, and what to do next on stderr. See docs/operations.md, "Clocks".'
+  ].join('\n'),
+  async run({ values, env, out, err }) {
+    const dir = values.data as string
+    const known = new Set(RUN_SETTINGS.map((s) => s.name))
+    // The node's own settings (config.json, the environment): what it runs with is what is withdrawn against.
+    const config = toNodeConfig({ ...resolveSettings(RUN_SETTINGS, {}, env, readConfigFile(dir, known)), data: dir, 'max-clock-skew': values['max-clock-skew'] })
+    const report = await reclock(config, { dryRun: values['dry-run'] === true })
+    out(JSON.stringify(report))
+    for (const line of reclockLines(report, dir, config.maxClockSkew)) err(line)
+    return 0
+  }
+})
+
+/** @returns what `cairn reclock` did, or would do, and what is left to the operator, for a person */
+function reclockLines(r: ReclockReport, dir: string, skewMs: number): string[] {
+  if (r.withdrawn == null && r.ahead_ms <= skewMs) {
+    const nothing = r.dry_run ? 'nothing would change' : 'nothing changed'
+    return [
+      r.previous_hlc == null
+        ? `${dir} has signed no head yet: nothing to reclock, ${nothing}`
+        : `nothing to reclock: the last head of ${dir} is stamped ${r.previous_hlc}, ${formatMs(r.ahead_ms)} ahead of this clock, within --max-clock-skew ${formatMs(skewMs)}; ${nothing}. If this clock is still ahead, set it right first (NTP)`
+    ]
+  }
+  const would = r.dry_run ? 'would ' : ''
+  const lines: string[] = []
+  const w = r.withdrawn
+  if (w != null) {
+    lines.push(
+      `${would}withdraw seq ${w.from_seq}..${w.to_seq} (${w.count} event(s) stamped ${w.first_hlc} to ${w.last_hlc}, up to ${formatMs(r.ahead_ms)} ahead of this clock); its peers record them as a lost gap and take what follows`
+    )
+  } else lines.push(`${would}withdraw no event: only the last head (stamped ${r.previous_hlc}, ${formatMs(r.ahead_ms)} ahead of this clock) is replaced`)
+  if (r.head != null) lines.push(`signed head ${r.head.seq} stamped ${r.head.hlc}; start the node`)
+  if (r.republish_file != null) {
+    lines.push(
+      `${r.dry_run ? 'would write' : 'wrote'} the withdrawn events to ${r.republish_file}: once the node runs, cairn publish --data ${dir} --batch ${r.republish_file} publishes them again, stamped right, under new event_ids (backends that read this node's stream saw them once already, under the old ones)`
+    )
+  }
+  for (const c of r.membership_changes) lines.push(`${would}withdraw membership change seq ${c.seq} ${JSON.stringify(c.change)}: an owner makes it again with cairn members`)
+  if (r.rebuild.length > 0) lines.push(`${r.dry_run ? 'would ask' : 'asked'} a rebuild of plugin(s) ${r.rebuild.join(', ')}: their tables held withdrawn events; it runs at the next start`)
+  if (r.rebuild_not_asked.length > 0) {
+    lines.push(
+      `plugin(s) ${r.rebuild_not_asked.join(', ')} applied withdrawn events, and their tables still show them: no rebuild is asked for, as events-retention deleted rows a rebuild would need (cairn plugins rebuild NAME drops both what the withdrawn events did and what the deleted rows did)`
+    )
+  }
+  if (r.snapshots_dropped.length > 0) lines.push(`${would}drop the own snapshot(s) of ${r.snapshots_dropped.join(', ')} from the outbox: they held withdrawn events`)
+  return lines
+}
 
 export const runVerb = defineVerb({
   name: 'run',

@@ -1,0 +1,240 @@
+import { describe, expect, test } from 'bun:test'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { RUN_SETTINGS, toNodeConfig } from '../src/config/catalog.ts'
+import { resolveSettings } from '../src/config/resolve.ts'
+import { initDataDir } from '../src/datadir/init.ts'
+import type { Log } from '../src/log/logger.ts'
+import { hlcMs } from '../src/model/hlc.ts'
+import { CairnNode } from '../src/node/node.ts'
+import { reclock } from '../src/node/reclock.ts'
+import { BUILTIN_PLUGINS } from '../plugins/mod.ts'
+import { query } from './helpers/db.ts'
+import { cairn, tempDir, waitFor } from './helpers/process.ts'
+
+const YEAR_MS = 365 * 86_400_000
+
+interface Line {
+  level: string
+  msg: string
+  fields: Record<string, unknown>
+}
+
+/** A log that keeps every line from info up, with its fields. */
+function recordingLog(): Log & { lines: Line[] } {
+  const lines: Line[] = []
+  const log = {
+    lines,
+    debug() {},
+    info: (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level: 'info', msg, fields }),
+    warn: (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level: 'warn', msg, fields }),
+    error: (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level: 'error', msg, fields }),
+    child: () => log
+  }
+  return log
+}
+
+const flagsOf = (dir: string, flags: Record<string, unknown>): Record<string, unknown> => ({
+  data: dir,
+  listen: ['/ip4/127.0.0.1/tcp/0'],
+  http: '127.0.0.1:0',
+  'announce-interval': '1s',
+  'allow-unknown-types': true,
+  ...flags
+})
+
+/** Starts a node in this process whose wall clock is `offsetMs` off. */
+async function node(dir: string, flags: Record<string, unknown>, log: Log, offsetMs = 0): Promise<CairnNode> {
+  const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(dir, flags), {}, {}))
+  const n = new CairnNode(config, { log, plugins: BUILTIN_PLUGINS, now: () => Date.now() + offsetMs })
+  await n.start()
+  return n
+}
+
+const addr = (n: CairnNode): string => n.ipfs.libp2p.getMultiaddrs()[0].toString()
+
+const grant = (invitee: string): Record<string, unknown> => ({
+  type: 'workspace.invited',
+  payload: { workspace_id: 'w1', invitee, role: 'member', invited_by: 'admin@example.com' }
+})
+
+/** @returns the subjects with access in a node's workspace_access table */
+function granted(dir: string): string[] {
+  return query<{ subject: string }>(dir, 'SELECT DISTINCT subject FROM workspace_access WHERE granted = 1 ORDER BY subject').map((r) => r.subject)
+}
+
+/**
+ * A network of two producers: A, an owner whose clock is right, and B, a member whose clock ran a year ahead
+ * while it published (seqs 2 and 3), then was set right; restarted, B goes on stamping after its last head
+ * (seq 4). Returns the nodes running, B's events all held by A.
+ */
+async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnNode; B: CairnNode; logA: Log & { lines: Line[] }; logB: Log & { lines: Line[] }; bId: string }> {
+  const a = join(parent, 'a')
+  const b = join(parent, 'b')
+  const founder = await initDataDir(a, { newNetwork: true })
+  await initDataDir(b, { swarmKeyFile: join(a, 'swarm.key'), owners: [founder.peerId] })
+  const logA = recordingLog()
+  const logB = recordingLog()
+  const A = await node(a, {}, logA)
+  let B = await node(b, { bootstrap: [addr(A)] }, logB)
+  const bId = B.peerId.toString()
+  await A.members.add({ peer_id: bId })
+  await B.publish(grant('before@example.com'))
+  await waitFor('A to take seq 1 of B', () => (A.store.producers.get(bId)?.processed_seq ?? 0) >= 1)
+  await B.stop()
+
+  // A year ahead (a bad NTP server): B publishes, A holds every head of it.
+  B = await node(b, { bootstrap: [addr(A)] }, logB, YEAR_MS)
+  await B.publish(grant('ahead@example.com'))
+  // A snapshot of B's tables then holds the grant stamped ahead.
+  await waitFor('B to apply its grant', () => granted(b).join() === 'ahead@example.com,before@example.com')
+  expect((await B.writeSnapshots('workspace-access')).length).toBe(1)
+  await B.publish({ type: 'test.e', payload: { n: 3 } })
+  await waitFor('A to hold B for its clock', async () => (await A.statusJson()).clock.producers_ahead.some((p) => p.producer === bId))
+  await B.stop()
+
+  // The clock set right: B resumes after its last head, a year ahead, and says so.
+  B = await node(b, { bootstrap: [addr(A)] }, logB)
+  const published = await B.publish({ type: 'test.e', payload: { n: 4 } })
+  expect(published.seq).toBe(4)
+  return { a, b, A, B, logA, logB, bId }
+}
+
+describe('a node whose clock ran a year ahead, in a network of two producers', () => {
+  test('cairn reclock withdraws what it stamped ahead: its peer records a lost gap and takes what it publishes next, and the withdrawn events can be published again', async () => {
+    using tmp = tempDir()
+    const cut = await cutOff(tmp.path)
+    const { a, b, A, logA, logB, bId } = cut
+    let B = cut.B
+    try {
+      // Refused while the node runs.
+      const running = await cairn(['reclock', '--data', b], { runtime: 'bun' })
+      expect(running.code).toBe(1)
+      expect(running.stderr).toContain('is already running on')
+      const previous = B.store.producers.get(bId)?.head_hlc ?? ''
+      // B applied its own grant stamped a year ahead: it would outrank every later change of that access here.
+      expect(granted(b)).toEqual(['ahead@example.com', 'before@example.com'])
+      await B.stop()
+
+      // A clock set back (here a year behind the heads B holds of A) is no clock that ran ahead: refused, nothing changed.
+      const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(b, {}), {}, {}))
+      await expect(reclock(config, { now: () => Date.now() - YEAR_MS })).rejects.toThrow(
+        /this clock looks behind, not set right: the last heads of 1 other producer\(s\) are stamped a median of 365\.0 d ahead of it/
+      )
+
+      const dry = await cairn(['reclock', '--data', b, '--dry-run'], { runtime: 'bun' })
+      expect(dry.code).toBe(0)
+      expect(JSON.parse(dry.stdout)).toMatchObject({ dry_run: true, withdrawn: { count: 3, from_seq: 2, to_seq: 4 }, head: null, rebuild: ['workspace-access'] })
+      expect(dry.stderr).toContain('would withdraw seq 2..4')
+      // With events-retention (read from the environment or config.json, as the node reads it), no rebuild is asked for.
+      const kept = await cairn(['reclock', '--data', b, '--dry-run'], { runtime: 'bun', env: { CAIRN_EVENTS_RETENTION: '30d' } })
+      expect(JSON.parse(kept.stdout)).toMatchObject({ rebuild: [], rebuild_not_asked: ['workspace-access'] })
+      expect(kept.stderr).toContain('no rebuild is asked for, as events-retention deleted rows a rebuild would need')
+      expect(query(b, 'SELECT count(*) AS n FROM outbox WHERE pruned_at IS NULL')[0]).toEqual({ n: 4 })
+
+      const done = await cairn(['reclock', '--data', b], { runtime: 'bun' })
+      expect(done.code).toBe(0)
+      const report = JSON.parse(done.stdout)
+      const file = join(b, 'withdrawn-2-4.ndjson')
+      expect(report).toMatchObject({
+        dry_run: false,
+        withdrawn: { count: 3, from_seq: 2, to_seq: 4 },
+        head: { seq: 4 },
+        republish_file: file,
+        rebuild: ['workspace-access'],
+        membership_changes: [],
+        snapshots_dropped: ['workspace-access']
+      })
+      expect(query(b, 'SELECT plugin FROM snapshots_out')).toEqual([])
+      expect(query(b, "SELECT path FROM outbox_dirs WHERE path = 'snapshots'")).toEqual([])
+      expect(report.ahead_ms).toBeGreaterThan(YEAR_MS - 86_400_000)
+      expect(done.stderr).toContain('withdraw seq 2..4 (3 event(s) stamped')
+      expect(done.stderr).toContain(`cairn publish --data ${b} --batch ${file}`)
+      // The new head is stamped by the clock, before the one stamped a year ahead; the withdrawn seqs are gone
+      // from the outbox tree and from B's events, never to be used again.
+      expect(report.head.hlc < previous).toBe(true)
+      expect(Math.abs((hlcMs(report.head.hlc) ?? 0) - Date.now())).toBeLessThan(60_000)
+      expect(query(b, 'SELECT seq FROM events WHERE producer = ? ORDER BY seq', [bId]).map((r) => r.seq)).toEqual([1])
+      expect(query(b, 'SELECT seq FROM outbox WHERE pruned_at IS NULL')).toEqual([{ seq: 1 }])
+      const requests = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+      expect(requests.map((r) => r.type)).toEqual(['workspace.invited', 'test.e', 'test.e'])
+      expect(requests.map((r) => r.payload)).toEqual([grant('ahead@example.com').payload, { n: 3 }, { n: 4 }])
+
+      // Again: nothing left to do.
+      const again = await cairn(['reclock', '--data', b], { runtime: 'bun' })
+      expect(again.code).toBe(0)
+      expect(again.stderr).toContain('nothing to reclock')
+
+      const linesBefore = logB.lines.length
+      B = await node(b, { bootstrap: [addr(A)] }, logB)
+      expect(logB.lines.slice(linesBefore).some((l) => l.fields.reason === 'own_clock_behind')).toBe(false)
+      // The rebuild asked for drops what the withdrawn grant did on B.
+      await waitFor("B's rebuild to drop the withdrawn grant", () => granted(b).join() === 'before@example.com')
+
+      // A takes the new head: seqs 2..4 are a lost gap, and B's next event is taken at once.
+      await waitFor('A to take head 4 of B', () => (A.store.producers.get(bId)?.processed_seq ?? 0) >= 4)
+      expect(query(a, 'SELECT from_seq, to_seq, kind FROM gaps WHERE producer = ?', [bId])).toEqual([{ from_seq: 2, to_seq: 4, kind: 'lost' }])
+      expect(logA.lines.find((l) => l.fields.reason === 'gap_lost')?.fields).toMatchObject({ producer: bId, from_seq: 2, to_seq: 4 })
+      const statusA = await A.statusJson()
+      expect(statusA.reasons).toContain('1 gap(s): events no longer fetchable')
+      expect(statusA.clock.producers_ahead).toEqual([])
+      await B.publish({ type: 'test.e', payload: { n: 5 } })
+      await waitFor('A to take seq 5 of B', () => (A.store.producers.get(bId)?.processed_seq ?? 0) >= 5)
+
+      // Published again, stamped right: A takes them too; a second run of the file publishes nothing twice.
+      const republished = await cairn(['publish', '--data', b, '--batch', file], { runtime: 'bun' })
+      expect(republished.code).toBe(0)
+      expect(
+        republished.stdout
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l).seq)
+      ).toEqual([6, 7, 8])
+      await waitFor('A to take the events published again', () => (A.store.producers.get(bId)?.processed_seq ?? 0) >= 8)
+      await waitFor('the grant published again to decide access on A', () => granted(a).join() === 'ahead@example.com,before@example.com')
+      expect(query(a, 'SELECT seq FROM events WHERE producer = ? ORDER BY seq', [bId]).map((r) => r.seq)).toEqual([1, 5, 6, 7, 8])
+      const twice = await cairn(['publish', '--data', b, '--batch', file], { runtime: 'bun' })
+      expect(
+        twice.stdout
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l).seq)
+      ).toEqual([6, 7, 8])
+      expect(B.store.outbox.lastSeq()).toBe(8)
+      expect(existsSync(`${file}.partial`)).toBe(false)
+    } finally {
+      await B.stop()
+      await A.stop()
+    }
+  }, 180_000)
+})
+
+describe('cairn reclock on a node that stamped only a head ahead', () => {
+  test('withdraws no event and replaces the head, stamped by the clock', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await initDataDir(dir, { newNetwork: true })
+    const log = recordingLog()
+    let n = await node(dir, {}, log)
+    await n.publish(grant('before@example.com'))
+    await n.stop()
+    // A year ahead, it publishes nothing but re-signs its head (a snapshot).
+    n = await node(dir, {}, log, YEAR_MS)
+    try {
+      await waitFor('its grant applied', () => granted(dir).length > 0)
+      await n.writeSnapshots('workspace-access')
+    } finally {
+      await n.stop()
+    }
+    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(dir, {}), {}, {}))
+    const report = await reclock(config)
+    expect(report).toMatchObject({ withdrawn: null, head: { seq: 1 }, republish_file: null, rebuild: [], snapshots_dropped: [] })
+    expect(report.ahead_ms).toBeGreaterThan(YEAR_MS - 86_400_000)
+    expect(Math.abs((hlcMs(report.head!.hlc) ?? 0) - Date.now())).toBeLessThan(60_000)
+    expect(query(dir, 'SELECT seq FROM events')).toEqual([{ seq: 1 }])
+    expect((await reclock(config)).head).toBeNull()
+  }, 60_000)
+})
