@@ -5,7 +5,7 @@ import { RUN_SETTINGS, toNodeConfig } from '../src/config/catalog.ts'
 import { resolveSettings } from '../src/config/resolve.ts'
 import { initDataDir } from '../src/datadir/init.ts'
 import type { Log } from '../src/log/logger.ts'
-import { hlcMs } from '../src/model/hlc.ts'
+import { HybridClock, hlcMs } from '../src/model/hlc.ts'
 import { CairnNode } from '../src/node/node.ts'
 import { reclock } from '../src/node/reclock.ts'
 import { BUILTIN_PLUGINS } from '../plugins/mod.ts'
@@ -91,6 +91,16 @@ async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnN
   expect((await B.writeSnapshots('workspace-access')).length).toBe(1)
   await B.publish({ type: 'test.e', payload: { n: 3 } })
   await waitFor('A to hold B for its clock', async () => (await A.statusJson()).clock.producers_ahead.some((p) => p.producer === bId))
+  // Heads of A moving forward while B watches (the first one it sees sets where A was): one producer, twice,
+  // puts B's clock a year ahead of its own.
+  for (let n = 1; n <= 3; n++) {
+    await A.publish({ type: 'test.a', payload: { n } })
+    await waitFor(`B to see head ${n + 1} of A`, () => (B.store.producers.get(A.peerId.toString())?.head_seq ?? 0) >= n + 1)
+  }
+  const unsure = await waitFor('B to say its clock is off by one account', async () => (await B.statusJson()).reasons.find((r) => r.startsWith('clock unsure: ')))
+  expect(unsure).toContain('1 of 1 producer(s) watched put this node')
+  expect(unsure).toContain('ahead of theirs')
+  expect((await B.statusJson()).clock.publish_refused).toBeNull()
   await B.stop()
 
   // The clock set right: B resumes after its last head, a year ahead, and says so.
@@ -101,6 +111,33 @@ async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnN
 }
 
 describe('a node whose clock ran a year ahead, in a network of two producers', () => {
+  test('is cut off once its clock is set right: its peer holds every event it stamps, and both say so', async () => {
+    using tmp = tempDir()
+    const { A, B, logA, logB, bId } = await cutOff(tmp.path)
+    try {
+      const behind = logB.lines.find((l) => l.fields.reason === 'own_clock_behind')
+      expect(behind?.fields.ahead_ms as number).toBeGreaterThan(YEAR_MS - 86_400_000)
+      expect(behind?.msg).toContain('cairn reclock')
+      const own = await B.statusJson()
+      expect(own.clock.stamps_ahead_ms).toBeGreaterThan(YEAR_MS - 86_400_000)
+      expect(own.verdict).toBe('degraded')
+      expect(own.reasons.find((r) => r.startsWith('this node stamps its events 365.0 d ahead of its clock'))).toContain('run cairn reclock')
+      const metrics = await (await fetch(`http://127.0.0.1:${B.http!.port}/metrics`)).text()
+      expect(Number(/^cairn_clock_stamps_ahead_seconds (\S+)$/m.exec(metrics)?.[1])).toBeGreaterThan((YEAR_MS - 86_400_000) / 1000)
+
+      // A holds B's heads (they never reach its producers table), so it has nothing of seqs 2..4.
+      await waitFor('A to hold head 4 of B', () => logA.lines.some((l) => l.fields.reason === 'clock_skew' && l.fields.producer === bId))
+      const seen = await A.statusJson()
+      expect(seen.reasons.find((r) => r.startsWith('clock ahead, held: '))).toContain(bId)
+      expect(A.store.producers.get(bId)).toMatchObject({ head_seq: 1, processed_seq: 1 })
+      // Nothing else tells B that A takes none of its events: with one peer, no majority can say it.
+      expect(own.own_events_refused_by).toEqual([])
+    } finally {
+      await B.stop()
+      await A.stop()
+    }
+  }, 120_000)
+
   test('cairn reclock withdraws what it stamped ahead: its peer records a lost gap and takes what it publishes next, and the withdrawn events can be published again', async () => {
     using tmp = tempDir()
     const cut = await cutOff(tmp.path)
@@ -171,6 +208,7 @@ describe('a node whose clock ran a year ahead, in a network of two producers', (
       const linesBefore = logB.lines.length
       B = await node(b, { bootstrap: [addr(A)] }, logB)
       expect(logB.lines.slice(linesBefore).some((l) => l.fields.reason === 'own_clock_behind')).toBe(false)
+      expect((await B.statusJson()).clock.stamps_ahead_ms).toBeLessThan(60_000)
       // The rebuild asked for drops what the withdrawn grant did on B.
       await waitFor("B's rebuild to drop the withdrawn grant", () => granted(b).join() === 'before@example.com')
 
@@ -237,4 +275,41 @@ describe('cairn reclock on a node that stamped only a head ahead', () => {
     expect(query(dir, 'SELECT seq FROM events')).toEqual([{ seq: 1 }])
     expect((await reclock(config)).head).toBeNull()
   }, 60_000)
+})
+
+describe("what a node can tell of its own clock from others' heads", () => {
+  const T = 1_800_000_000_000
+  const watch = (offsets: number[]): HybridClock['watch'] => {
+    const w = new HybridClock(() => T).watch
+    // Three heads of each: the last two moved forward while this node watched.
+    offsets.forEach((o, i) => {
+      for (let seq = 1; seq <= 3; seq++) w.sample(`p${i}`, seq, T + o)
+    })
+    return w
+  }
+
+  test('one other producer, or two that disagree, cannot tell whose clock is off: status says so, publishing goes on', () => {
+    expect(watch([-YEAR_MS]).unsure()).toContain("1 of 1 producer(s) watched put this node's clock up to 365.0 d ahead of theirs")
+    expect(watch([-YEAR_MS]).stampRefusal()).toBeUndefined()
+    expect(watch([0, YEAR_MS]).unsure()).toContain("1 of 2 producer(s) watched put this node's clock up to 365.0 d behind theirs")
+  })
+
+  test('two that agree refuse publishes instead; a majority of two that puts this clock right says nothing of it', () => {
+    expect(watch([-YEAR_MS, -YEAR_MS]).unsure()).toBeUndefined()
+    expect(watch([-YEAR_MS, -YEAR_MS]).stampRefusal()).toContain('ahead of')
+    expect(watch([0, 1000, -YEAR_MS]).unsure()).toBeUndefined()
+    expect(watch([0, 1000]).unsure()).toBeUndefined()
+  })
+
+  test("one head stamped long before it arrived (the first after a partition) says nothing: the producer's next one must agree", () => {
+    const w = new HybridClock(() => T).watch
+    w.sample('p', 1, T)
+    w.sample('p', 2, T - 600_000)
+    expect(w.unsure()).toBeUndefined()
+    w.sample('p', 3, T)
+    expect(w.unsure()).toBeUndefined()
+    w.sample('p', 4, T - 600_000)
+    w.sample('p', 5, T - 600_000)
+    expect(w.unsure()).toContain('10.0 min ahead of theirs')
+  })
 })

@@ -70,6 +70,11 @@ export class Metrics {
     registers: [this.registry]
   })
   readonly clockOffset = new Gauge({ name: 'cairn_clock_offset_seconds', help: "The network's time minus this node's clock, from the heads it watched move forward", registers: [this.registry] })
+  readonly stampsAhead = new Gauge({
+    name: 'cairn_clock_stamps_ahead_seconds',
+    help: "How far ahead of this node's clock it stamps its own events (it went on from a last head stamped ahead: its clock ran ahead, or is behind now); 0 when not",
+    registers: [this.registry]
+  })
   readonly gossipCacheBytes = new Gauge({
     name: 'cairn_gossip_cache_bytes',
     help: "Bytes in gossipsub's message cache (the last heartbeats' messages, for peers' IWANTs), at most 16 MiB",

@@ -34,8 +34,8 @@ export class ClockWatch {
   private readonly now: () => number
   private readonly maxSkewMs: number
   private readonly ahead = new Map<string, { aheadMs: number; seenAt: number }>()
-  /** per producer: the head seq last seen, and the offset of the latest head seen to move forward */
-  private readonly heads = new Map<string, { seq: number; offsetMs?: number; at: number }>()
+  /** per producer: the head seq last seen, and the offsets of the latest two heads seen to move forward */
+  private readonly heads = new Map<string, { seq: number; offsetMs?: number; previousMs?: number; at: number }>()
 
   constructor(now: () => number, maxSkewMs: number) {
     this.now = now
@@ -72,7 +72,12 @@ export class ClockWatch {
     const prev = this.heads.get(producer)
     this.heads.delete(producer)
     const live = prev != null && seq > prev.seq
-    this.heads.set(producer, { seq: Math.max(seq, prev?.seq ?? 0), offsetMs: live ? hlcMs - now : prev?.offsetMs, at: live || prev == null ? now : prev.at })
+    this.heads.set(producer, {
+      seq: Math.max(seq, prev?.seq ?? 0),
+      offsetMs: live ? hlcMs - now : prev?.offsetMs,
+      previousMs: live ? prev?.offsetMs : prev?.previousMs,
+      at: live || prev == null ? now : prev.at
+    })
     bound(this.heads)
   }
 
@@ -95,6 +100,26 @@ export class ClockWatch {
     if (!agree(behind) && !agree(ahead)) return undefined
     const median = offsets[Math.floor((offsets.length - 1) / 2)]
     return `this node's clock is ${formatMs(Math.abs(median))} ${median < 0 ? 'ahead of' : 'behind'} the network's (the median of ${offsets.length} producer(s)' latest heads), more than --max-clock-skew ${formatMs(this.maxSkewMs)}; set the system clock right (NTP)`
+  }
+
+  /**
+   * @returns what to say when some producers watched recently put this node's clock further than max-clock-skew from
+   * theirs and too few of them agree for stampRefusal to tell whose clock is off (fewer than two, or not more than
+   * half of them, while no majority of at least two puts it within the skew); undefined otherwise. With one or two
+   * other producers, this is all a node can know of its own clock being off. A producer counts only when its last two
+   * heads seen to move forward both put this clock off, on the same side: the first head after a partition was
+   * stamped before it arrived, by as long as the partition lasted, whatever the clocks.
+   */
+  unsure(): string | undefined {
+    if (this.stampRefusal() != null) return undefined
+    const since = this.now() - SAMPLE_TTL_MS
+    const recent = [...this.heads.values()].filter((h) => h.offsetMs != null && h.at >= since)
+    const beyond = (o: number | undefined): boolean => o != null && Math.abs(o) > this.maxSkewMs
+    const within = recent.filter((h) => !beyond(h.offsetMs)).length
+    const off = recent.filter((h) => beyond(h.offsetMs) && beyond(h.previousMs) && Math.sign(h.offsetMs!) === Math.sign(h.previousMs!)).map((h) => h.offsetMs!)
+    if (off.length === 0 || (within >= MIN_AGREEING && within * 2 > recent.length)) return undefined
+    const furthest = off.reduce((a, b) => (Math.abs(b) > Math.abs(a) ? b : a))
+    return `${off.length} of ${recent.length} producer(s) watched put this node's clock up to ${formatMs(Math.abs(furthest))} ${furthest < 0 ? 'ahead of' : 'behind'} theirs, more than --max-clock-skew ${formatMs(this.maxSkewMs)}; too few agree to tell whose clock is off (it takes at least two, and more than half), so this node still publishes: check its clock and theirs (NTP)`
   }
 
   private offsets(): number[] {

@@ -112,6 +112,15 @@ export class HybridClock {
     return Math.max(0, ms - this.now())
   }
 
+  /**
+   * @returns how many milliseconds the timestamps this node stamps next are ahead of its wall clock: more than
+   * a moment only after `resume` went on from a last head stamped ahead (its clock was ahead when it stamped that,
+   * or is behind now), or `observe` followed a peer within half of max-clock-skew
+   */
+  stampsAhead(): number {
+    return Math.max(0, this.ms - this.now())
+  }
+
   private bump(): void {
     this.counter++
     if (this.counter > 0xffff) {

@@ -51,7 +51,7 @@ import { CairnEventBus, type Divergence, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
 import { progressRenderer } from './progress.ts'
 import { logUnhandledRejections, RejectionLog } from './rejections.ts'
-import { type ClockStatus, divergenceText, ownEventsRefusedText, refreshMetrics, type StatusDocument, statusDocument, storedStatus, type StoredStatus } from './status.ts'
+import { type ClockStatus, divergenceText, ownEventsRefusedText, refreshMetrics, stampsAheadText, type StatusDocument, statusDocument, storedStatus, type StoredStatus } from './status.ts'
 
 /** The console's charts take a reading this often. */
 const CONSOLE_SAMPLE_MS = 2000
@@ -210,10 +210,7 @@ export class CairnNode {
     const lastOwn = opened.store.producers.get(self)?.head_hlc
     const ownAhead = lastOwn == null ? 0 : this.clock.resume(lastOwn)
     if (ownAhead > this.clock.maxSkewMs) {
-      this.log.warn(
-        `this node's last head is stamped ${lastOwn}, ${Math.round(ownAhead / 1000)} s ahead of its clock, more than --max-clock-skew: its timestamps go on from there, never back. If this clock is behind (set back, reset at boot), set it right; if it was that far ahead when the node last ran, its peers hold the events it stamps until their clocks reach that time`,
-        { reason: 'own_clock_behind', ahead_ms: ownAhead }
-      )
+      this.log.warn(stampsAheadText(ownAhead, lastOwn ?? undefined), { reason: 'own_clock_behind', ahead_ms: ownAhead })
     }
     const components: Components = { self, store: opened.store, blocks: opened.blocks, log: this.log, metrics: this.metrics, clock: this.clock, events: this.events }
     const { access } = opened
@@ -996,7 +993,9 @@ export class CairnNode {
       max_skew_ms: this.clock.maxSkewMs,
       network_offset_ms: watch.networkTime()?.offset_ms ?? null,
       publish_refused: watch.stampRefusal() ?? null,
-      producers_ahead: watch.producersAhead()
+      producers_ahead: watch.producersAhead(),
+      stamps_ahead_ms: this.clock.stampsAhead(),
+      unsure: watch.unsure() ?? null
     }
   }
 

@@ -1,5 +1,5 @@
 import type { HeldGroup } from '../store/pluginState.ts'
-import type { ProducerAhead } from '../model/clockSkew.ts'
+import { formatMs, type ProducerAhead } from '../model/clockSkew.ts'
 import type { Metrics } from '../metrics/metrics.ts'
 import { VERSION } from '../version.ts'
 import { type HousekeepingResult, keptForClockText } from '../housekeeping/housekeeper.ts'
@@ -210,6 +210,18 @@ export interface ClockStatus {
   publish_refused: string | null
   /** producers whose heads or events are held for being stamped ahead, furthest first */
   producers_ahead: ProducerAhead[]
+  /**
+   * how far ahead of this node's clock it stamps its own events: more than --max-clock-skew once it went on from a
+   * last head stamped that far ahead (its clock ran ahead and was set right since, or is behind now); 0 when not
+   */
+  stamps_ahead_ms: number
+  /** what some producers say of this node's clock when too few agree for publishing to be refused; null when nothing */
+  unsure: string | null
+}
+
+/** @returns what a node that stamps its events `aheadMs` ahead of its clock is to do, for its status and its log */
+export function stampsAheadText(aheadMs: number, lastHlc?: string): string {
+  return `this node stamps its events ${formatMs(aheadMs)} ahead of its clock${lastHlc == null ? '' : ` (its last head is stamped ${lastHlc})`}, more than --max-clock-skew: its timestamps never go back, and its peers hold what it stamps until their clocks reach that time. If its clock ran that far ahead and was set right since, stop it and run cairn reclock (docs/operations.md, "Clocks"); if its clock is behind now (set back, reset at boot), set it right`
 }
 
 /** The status document of `/status` and `cairn status --json`: the verdict with its reasons, then the details. */
@@ -265,6 +277,8 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
   if (lagging.length > 0) reasons.push(`lag over ${live.lagAlert} ms for ${lagging.map((p) => p.producer).join(', ')}`)
   if (stored.gaps_total > 0) reasons.push(`${stored.gaps_total} gap(s): events no longer fetchable`)
   if (live.clock.publish_refused != null) reasons.push(`publishing refused: ${live.clock.publish_refused}`)
+  if (live.clock.unsure != null) reasons.push(`clock unsure: ${live.clock.unsure}`)
+  if (live.clock.stamps_ahead_ms > live.clock.max_skew_ms) reasons.push(stampsAheadText(live.clock.stamps_ahead_ms))
   if (live.clock.producers_ahead.length > 0) reasons.push(`clock ahead, held: ${live.clock.producers_ahead.map((p) => `${p.producer} by ${Math.round(p.ahead_ms / 1000)} s`).join(', ')}`)
   // Until a run lets them go: the last run's result stays in cairn.db.
   const kept = stored.housekeeping.last?.kept_for_clock
@@ -325,6 +339,7 @@ export function refreshMetrics(metrics: Metrics, stored: StoredStatus, peers: nu
   metrics.clockAhead.reset()
   for (const p of clock.producers_ahead) metrics.clockAhead.set({ producer: p.producer }, p.ahead_ms / 1000)
   metrics.clockOffset.set((clock.network_offset_ms ?? 0) / 1000)
+  metrics.stampsAhead.set(clock.stamps_ahead_ms / 1000)
   metrics.lagEvents.reset()
   metrics.lagSeconds.reset()
   for (const p of stored.producers) {
