@@ -97,7 +97,7 @@ export interface RefusedChange {
   event_id: string
   producer: string
   seq: number
-  reason: 'not_owner' | 'invalid_members_change' | 'last_owner'
+  reason: 'not_owner' | 'invalid_members_change' | 'last_owner' | 'not_member'
   detail: string
 }
 
@@ -128,7 +128,10 @@ export function parseChange(payload: unknown): { change: MembersChange } | { iss
  * (hlc, producer, event_id) order, so every node that holds the same changes computes the same members,
  * whatever order they arrived in. A change takes effect only when its producer is an owner at that point of
  * the order; a change that would leave no owner (removing or demoting the last one) does not take effect;
- * an add of a removed peer re-admits it.
+ * an add of a removed peer re-admits it. A removal's last valid seq is final: a change of the removed owner
+ * past it takes no effect even when it orders before the removal (made at about the same time, unseen by the
+ * removing owner), since nodes that got the removal first refuse it and never hold it, and a node that took it
+ * earlier must reach the same members as they do.
  *
  * @param founders the owners every node was told of at init (`cairn init --new-network` or `--owner`)
  * @param changes every `cairn.members` event of a producer who is or was an owner, in any order
@@ -140,15 +143,50 @@ export function parseChange(payload: unknown): { change: MembersChange } | { iss
  * ```
  */
 export function foldMembers(founders: readonly string[], changes: readonly ChangeEvent[]): MembershipState {
+  const sorted = [...changes].sort(before)
+  // A pass that reaches a removal voiding changes it applied before starts over without them. A voided change
+  // stays voided, and each new pass voids at least one more: there are at most as many passes as changes.
+  const voided = new Map<ChangeEvent, string>()
+  for (;;) {
+    const pass = foldOnce(founders, sorted, voided)
+    if (pass.voiding == null) return pass.state
+    for (const c of pass.voiding.changes) voided.set(c, pass.voiding.detail)
+  }
+}
+
+/**
+ * One pass of the fold over `sorted`, the changes in fold order, `voided` among them refused.
+ *
+ * @returns the membership, or the changes of a removed owner past its last valid seq that the pass had applied
+ * before it reached the removal (the fold starts over without them)
+ */
+function foldOnce(
+  founders: readonly string[],
+  sorted: readonly ChangeEvent[],
+  voided: ReadonlyMap<ChangeEvent, string>
+): { state: MembershipState; voiding?: undefined } | { voiding: { changes: ChangeEvent[]; detail: string } } {
   const members = new Map<string, MemberEntry>()
   for (const o of founders) members.set(o, { peer_id: o, role: 'owner', added_by: null, added_at: null })
   const removed = new Map<string, RemovedEntry>()
   const refused: RefusedChange[] = []
+  /** per producer, the changes of it that took effect in this pass */
+  const appliedOf = new Map<string, ChangeEvent[]>()
   let applied = 0
   const refuse = (c: ChangeEvent, reason: RefusedChange['reason'], detail: string): void => {
     refused.push({ event_id: c.event_id, producer: c.producer, seq: c.seq, reason, detail })
   }
-  for (const c of [...changes].sort(before)) {
+  const take = (c: ChangeEvent): void => {
+    applied++
+    const of = appliedOf.get(c.producer)
+    if (of == null) appliedOf.set(c.producer, [c])
+    else of.push(c)
+  }
+  for (const c of sorted) {
+    const voidedBy = voided.get(c)
+    if (voidedBy != null) {
+      refuse(c, 'not_member', voidedBy)
+      continue
+    }
     const parsed = parseChange(c.payload)
     if ('issues' in parsed) {
       refuse(c, 'invalid_members_change', parsed.issues.join('; '))
@@ -168,7 +206,7 @@ export function foldMembers(founders: readonly string[], changes: readonly Chang
     if (change.op === 'add') {
       members.set(change.peer_id, { peer_id: change.peer_id, role: change.role, name: change.name, added_by: c.producer, added_at: c.occurred_at })
       removed.delete(change.peer_id)
-      applied++
+      take(c)
       continue
     }
     if (lastOwner) {
@@ -178,14 +216,19 @@ export function foldMembers(founders: readonly string[], changes: readonly Chang
     const name = members.get(change.peer_id)?.name ?? removed.get(change.peer_id)?.name
     members.delete(change.peer_id)
     // Two removals of one peer: the later in the order records the seq, as it saw the most.
+    const lastSeq = Math.max(change.last_seq, removed.get(change.peer_id)?.last_seq ?? 0)
     removed.set(change.peer_id, {
       peer_id: change.peer_id,
       ...(name != null ? { name } : {}),
-      last_seq: Math.max(change.last_seq, removed.get(change.peer_id)?.last_seq ?? 0),
+      last_seq: lastSeq,
       removed_by: c.producer,
       removed_at: c.occurred_at
     })
-    applied++
+    take(c)
+    const past = (appliedOf.get(change.peer_id) ?? []).filter((p) => p.seq > lastSeq)
+    if (past.length > 0) {
+      return { voiding: { changes: past, detail: `${change.peer_id} was removed by ${c.producer} at ${c.occurred_at}: its changes after seq ${lastSeq} are void` } }
+    }
   }
-  return { members, removed, refused, applied }
+  return { state: { members, removed, refused, applied } }
 }

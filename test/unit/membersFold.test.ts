@@ -76,3 +76,37 @@ describe('foldMembers', () => {
     expect(s.removed.size).toBe(0)
   })
 })
+
+describe("a removed owner's changes past its last valid seq", () => {
+  test('take no effect even when they order before the removal: a node that holds them folds the same members as one that refused them', () => {
+    const addB = change(A, 10, { op: 'add', peer_id: B, role: 'owner' })
+    const addC = change(A, 20, { op: 'add', peer_id: C, role: 'member' })
+    // B adds D and makes E an owner, a moment before A removes it having seen none of it (B's seqs are past last_seq).
+    const addD = change(B, 30, { op: 'add', peer_id: D, role: 'member' })
+    const addE = change(B, 31, { op: 'add', peer_id: E, role: 'owner' })
+    const removeB = change(A, 40, { op: 'remove', peer_id: B, last_seq: addD.seq - 1 })
+    // E, an owner only by B's voided change, removes C.
+    const removeC = change(E, 50, { op: 'remove', peer_id: C, last_seq: 0 })
+    const held = [addB, addC, addD, addE, removeB, removeC]
+    const refused = [addB, addC, removeB]
+    for (const order of permutations(held)) expect(view(order)).toEqual(view(refused))
+    const s = foldMembers([A], held)
+    expect([...s.members.keys()].sort()).toEqual([A, C].sort())
+    expect(s.refused.map((r) => [r.event_id, r.reason])).toEqual([
+      [addD.event_id, 'not_member'],
+      [addE.event_id, 'not_member'],
+      [removeC.event_id, 'not_owner']
+    ])
+  })
+
+  test('a change within the last valid seq stays, and one the removed owner makes after being added again counts', () => {
+    const addB = change(A, 10, { op: 'add', peer_id: B, role: 'owner' })
+    const addC = change(B, 20, { op: 'add', peer_id: C, role: 'member' })
+    const removeB = change(A, 30, { op: 'remove', peer_id: B, last_seq: addC.seq })
+    const readdB = change(A, 40, { op: 'add', peer_id: B, role: 'owner' })
+    const addD = change(B, 50, { op: 'add', peer_id: D, role: 'member' })
+    const s = foldMembers([A], [addD, readdB, removeB, addC, addB])
+    expect([...s.members.keys()].sort()).toEqual([A, B, C, D].sort())
+    expect(s.refused).toEqual([])
+  })
+})
