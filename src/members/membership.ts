@@ -140,12 +140,14 @@ export class Membership {
   /**
    * Logs once per removal the events this node holds of the removed member after its last valid seq. None
    * can come after the removal (they are refused before they are stored), so a removal is looked at once.
+   * This node's own removal is not looked at: what it wrote before it held the removal is its own outbox,
+   * taken from no one (status says `this node was removed by …` instead).
    */
   private noteKept(): void {
-    const { store, log } = this.components
+    const { store, log, self } = this.components
     for (const peer of this.keptNoted.keys()) if (!this.state.removed.has(peer)) this.keptNoted.delete(peer)
     for (const r of this.state.removed.values()) {
-      if (this.keptNoted.get(r.peer_id) === r.last_seq) continue
+      if (r.peer_id === self || this.keptNoted.get(r.peer_id) === r.last_seq) continue
       this.keptNoted.set(r.peer_id, r.last_seq)
       const kept = store.events.seqsAfter(r.peer_id, r.last_seq)
       if (kept == null) continue
@@ -261,7 +263,7 @@ export class Membership {
   /**
    * @returns the stored status as the membership reads it: no lag counted for what this node refuses on
    * purpose (a removed member's events after its last valid seq, a non-member's events), and for each
-   * removed member the events this node holds after its last valid seq (`kept_after_removal`)
+   * removed member but this node the events this node holds after its last valid seq (`kept_after_removal`)
    */
   withMembership<T extends { producers: Array<{ producer: string; head_seq: number; processed_seq: number; lag_events: number; lag_ms: number; kept_after_removal: KeptAfterRemoval | null }> }>(
     stored: T
@@ -270,7 +272,7 @@ export class Membership {
       const removed = this.removedAt(p.producer)
       const top = removed != null ? Math.min(p.head_seq, removed.last_seq) : this.isMember(p.producer) === false ? p.processed_seq : p.head_seq
       const lag = Math.max(0, top - p.processed_seq)
-      const kept = removed == null ? undefined : this.components.store.events.seqsAfter(p.producer, removed.last_seq)
+      const kept = removed == null || p.producer === this.components.self ? undefined : this.components.store.events.seqsAfter(p.producer, removed.last_seq)
       if (lag === p.lag_events && kept == null) return p
       return { ...p, lag_events: lag, lag_ms: lag === 0 ? 0 : p.lag_ms, kept_after_removal: kept ?? null }
     })
