@@ -52,7 +52,8 @@ export interface IngestStats {
  * stored: at most two chunks of files are in memory, however long the backlog. Each chunk is one transaction: its events, its quarantined
  * entries, its gaps, how far the producer was processed and, with the last chunk of a complete listing,
  * the directories walked and the root synced (a listing of one pass ends at its `top`). What was processed is the contiguous run of seqs found (accepted or quarantined)
- * from processed+1; seqs the tree no longer holds are gaps: recorded, then passed over.
+ * from processed+1; seqs the tree no longer holds are gaps: recorded, then passed over. An event refused for its
+ * producer's membership (`not_member`) ends the run and the walk before it, unrecorded.
  *
  * @throws Error when a file cannot be fetched; the chunks before it stay stored
  */
@@ -91,7 +92,13 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     if (k + 1 < chunks.length) fetching = prefetch(chunks[k + 1])
     const s0 = performance.now()
     const read = rows.map((row, i) => readEventFile(files[i], { producer, seq: planned.seq(row), eventId: planned.eventId(row) }, ctx.limits))
-    const { at: heldAt, why: heldWhy, retryInMs } = clockHold(read, producer, ctx.clock)
+    const clock = clockHold(read, producer, ctx.clock)
+    const rejections = read.map((r, i) => (clock.at >= 0 && i >= clock.at ? undefined : 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection))
+    // An event refused for its producer's membership (a removal or another change applied while this walk was
+    // under way) stops the walk before it, where the cap of a walk started now would: it and the events after
+    // it are neither processed nor quarantined, so that they are taken if an owner adds the producer again.
+    const outAt = rejections.findIndex((r) => r?.reason === 'not_member')
+    const heldAt = outAt >= 0 ? outAt : clock.at
     const last = heldAt < 0 && k === chunks.length - 1
     const top = heldAt >= 0 ? planned.seq(rows[heldAt]) - 1 : last ? listing.top : planned.seq(rows[rows.length - 1])
     const accepted: Array<{ envelope: EventEnvelope; cid: string }> = []
@@ -103,7 +110,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     rows.forEach((row, i) => {
       if (heldAt >= 0 && i >= heldAt) return
       const r = read[i]
-      const rejection = 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection
+      const rejection = rejections[i]
       if (rejection == null && 'envelope' in r) accepted.push({ envelope: r.envelope, cid: cids[i].toString() })
       else if (rejection != null) chunkRefused.push({ path: planned.path(row), cid: cids[i].toString(), rejection, seq: planned.seq(row) })
     })
@@ -146,11 +153,18 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     }
     storeMs += performance.now() - s0
     if (added.length > 0) ctx.events.safeDispatchEvent('events:ingested', { detail: added })
-    if (heldWhy != null) {
-      ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'clock_skew', detail: `seq ${planned.seq(rows[heldAt])} of ${heldWhy}`, peer: producer } })
+    const out = outAt >= 0 ? rejections[outAt] : undefined
+    if (out != null) {
+      ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: out.reason, detail: `seq ${planned.seq(rows[outAt])} and later: ${out.detail}`, peer: producer } })
+      // The walk ends here, with no retry: the membership change that would let these events in (an owner
+      // adding the producer again) schedules the producer's walk.
+      return { chunks: k + 1, fetchMs, storeMs }
+    }
+    if (clock.why != null) {
+      ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'clock_skew', detail: `seq ${planned.seq(rows[heldAt])} of ${clock.why}`, peer: producer } })
       // Thrown after the events before it are stored: the walk is retried with backoff, and this event
       // and those after it (the producer's seq order) are ingested once this node's clock has caught up.
-      throw new ClockSkewError(`Holding seq ${planned.seq(rows[heldAt])} and later of ${heldWhy}`, retryInMs)
+      throw new ClockSkewError(`Holding seq ${planned.seq(rows[heldAt])} and later of ${clock.why}`, clock.retryInMs)
     }
   }
   return { chunks: chunks.length, fetchMs, storeMs }

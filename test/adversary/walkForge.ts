@@ -9,7 +9,7 @@ import { fileName } from '../../src/model/layout.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
-import { syncer as createSyncer, type Syncer } from '../../src/sync/syncer.ts'
+import { syncer as createSyncer, type Syncer, type SyncerInit } from '../../src/sync/syncer.ts'
 import { HybridClock } from '../../src/model/hlc.ts'
 import { CairnEventBus } from '../../src/node/events.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
@@ -98,7 +98,14 @@ export async function headOf(p: Forger, seq: number, root: CID): Promise<Uint8Ar
  */
 export async function victim(
   producers: readonly Forger[],
-  options: { maxFilesPerWalk?: number; before?: (cid: CID) => void | Promise<void>; collectGarbage?: { every: number; collect: () => void }; log?: Log } = {}
+  options: {
+    maxFilesPerWalk?: number
+    before?: (cid: CID) => void | Promise<void>
+    collectGarbage?: { every: number; collect: () => void }
+    log?: Log
+    /** what the victim's membership says (SyncerInit's isMember, removedAt and checkEvent); everyone may write without it */
+    membership?: Pick<SyncerInit, 'isMember' | 'removedAt' | 'checkEvent'>
+  } = {}
 ): Promise<{ syncer: Syncer; store: Store; events: CairnEventBus; reads: { n: number } }> {
   const db = await openDatabase(':memory:')
   migrate(db)
@@ -117,7 +124,8 @@ export async function victim(
     },
     limits: { maxEventSize: 256 * 1024, maxDepth: 64, maxFilesPerWalk: options.maxFilesPerWalk ?? 20_000 },
     fetchTimeout: 5000,
-    collectGarbage: options.collectGarbage
+    collectGarbage: options.collectGarbage,
+    ...options.membership
   })({ self: 'victim', store, clock: new HybridClock(), log: options.log ?? silentLog, metrics: new Metrics(), events })
   syncer.start()
   return { syncer, store, events, reads }
