@@ -2,6 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { loadIdentity } from '../src/datadir/load.ts'
 import { query } from './helpers/db.ts'
+import type { PublishResult } from '../src/model/publishRequest.ts'
 import { inProcessNode, publishThoughRemoved } from './helpers/forge.ts'
 import { cairn, initDir, tempDir, waitFor } from './helpers/process.ts'
 
@@ -127,6 +128,40 @@ describe("the order of a removal and the removed member's events", () => {
       // Heads are re-announced only hourly here: what brings c's head back is the push on the membership change.
       await waitFor("c's events written while removed, on a", () => seqsOf(a, cId).length === 3)
       expect(seqsOf(a, cId)).toEqual([1, 2, 3])
+    } finally {
+      await nc.stop()
+      await na.stop()
+    }
+  }, 120_000)
+  test("the removing owner takes none of the member's events past the seq its removal records, not even one that arrives while the removal commits", async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const aId = (await loadIdentity(a)).peerId.toString()
+    const c = join(tmp.path, 'c')
+    expect((await cairn(['init', '--data', c, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+    const na = await inProcessNode(a)
+    const nc = await inProcessNode(c, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+    const cId = nc.peerId.toString()
+    try {
+      await na.members.add({ peer_id: cId })
+      for (let i = 0; i < 2; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      await waitFor("c's events on a", () => seqsOf(a, cId).length === 2)
+      // c's next head reaches a, and a walks it, after a read the seq its removal records and before the
+      // removal is committed (as a member that publishes steadily has it).
+      const init = (na.members as unknown as { init: { publish: (r: { type: string; payload: unknown }) => Promise<PublishResult> } }).init
+      const publish = init.publish
+      init.publish = async (request) => {
+        init.publish = publish
+        await nc.publish({ type: 'test.c', payload: { i: 2 } })
+        await na.offerHead(nc.store.producers.get(cId)!.head_message!)
+        await waitFor("a's walk of c's next head to end", async () => !(await na.statusJson()).syncing)
+        return await publish(request)
+      }
+      expect((await na.members.remove(cId)).change).toEqual({ op: 'remove', peer_id: cId, last_seq: 2 })
+      expect(seqsOf(a, cId)).toEqual([1, 2])
+      const status = await na.statusJson()
+      expect(status.producers.find((p) => p.producer === cId)?.kept_after_removal).toBeNull()
+      expect(status.verdict).toBe('healthy')
     } finally {
       await nc.stop()
       await na.stop()

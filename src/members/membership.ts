@@ -58,7 +58,10 @@ export interface MembershipInit {
   publish: (request: { type: string; payload: unknown }) => Promise<PublishResult>
   /** the peers this node is connected to */
   connected?: () => Set<string>
-  /** told after a change ingested altered who may write (a re-admitted member's events can be walked again) */
+  /**
+   * told after a change ingested altered who may write (a re-admitted member's events can be walked again),
+   * and after a removal this node failed to commit (the member's events were refused while it was under way)
+   */
   onChange?: () => void
 }
 
@@ -79,6 +82,11 @@ export class Membership {
   private stopListening?: () => void
   /** per removed member whose kept events were looked for, the last valid seq looked after (bounded by the owners' changes) */
   private readonly keptNoted = new Map<string, number>()
+  /**
+   * removals this node is committing, from the read of the member's last seq until the fold has the change
+   * (one per member whose removal is under way)
+   */
+  private readonly removing = new Map<string, RemovedEntry>()
 
   constructor(init: MembershipInit, components: Pick<Components, 'self' | 'store' | 'events' | 'log'>) {
     this.init = init
@@ -199,8 +207,14 @@ export class Membership {
     return member == null ? undefined : member || this.state.removed.has(producer)
   }
 
-  /** @returns for a removed member, its last valid seq (its later events are refused); undefined otherwise */
+  /**
+   * @returns for a removed member, its last valid seq (its later events are refused); undefined otherwise. A
+   * removal this node is committing counts from the read of that seq: an event of the member past it that
+   * came meanwhile would be taken here, and refused by every other node.
+   */
   removedAt(producer: string): RemovedEntry | undefined {
+    const removing = this.removing.get(producer)
+    if (removing != null) return removing
     return this.state.members.has(producer) ? undefined : this.state.removed.get(producer)
   }
 
@@ -320,7 +334,8 @@ export class Membership {
   }
 
   /**
-   * Removes a member, recording its last seq this node has seen: its events up to it stay valid.
+   * Removes a member, recording its last seq this node has seen: its events up to it stay valid, and from
+   * that read on this node takes none past it (see removedAt).
    *
    * @throws NotOwnerError when this node is not an owner; ValidationError for a bad peer id or one that is not a member
    */
@@ -335,8 +350,24 @@ export class Membership {
       throw new ValidationError(`Cannot remove ${peer}: it is not a member (see cairn members list)`, [{ path: 'peer_id', message: `${peer} is not a member`, code: 'not_a_member' }])
     }
     const self = this.components.self
-    const lastSeq = peer === self ? this.components.store.outbox.lastSeq() : (this.components.store.producers.get(peer)?.head_seq ?? 0)
-    return await this.change({ op: 'remove', peer_id: peer, last_seq: lastSeq })
+    if (peer === self) return await this.change({ op: 'remove', peer_id: peer, last_seq: this.components.store.outbox.lastSeq() })
+    const lastSeq = this.components.store.producers.get(peer)?.head_seq ?? 0
+    const entry: RemovedEntry = { peer_id: peer, last_seq: lastSeq, removed_by: self, removed_at: new Date().toISOString() }
+    this.removing.set(peer, entry)
+    const over = (): void => {
+      if (this.removing.get(peer) === entry) this.removing.delete(peer)
+    }
+    try {
+      const removed = await this.change({ op: 'remove', peer_id: peer, last_seq: lastSeq })
+      over()
+      return removed
+    } catch (err) {
+      over()
+      // A commit that failed leaves the member as it was: a walk that stopped before its later events
+      // meanwhile goes on (a refusal of the request itself comes before anything could walk).
+      if (!(err instanceof ValidationError || err instanceof NotOwnerError)) this.init.onChange?.()
+      throw err
+    }
   }
 
   private async change(payload: Record<string, unknown>): Promise<{ change: unknown; result: PublishResult }> {
