@@ -90,12 +90,17 @@ export class ClockWatch {
 
   /**
    * @returns why this node must not stamp events now: more than half of the producers it watched recently,
-   * and at least two, put its clock further than max-clock-skew from theirs; undefined when it may
+   * and at least two, put its clock further than max-clock-skew from theirs; undefined when it may. A head
+   * stamped ahead of this clock says so at once (it cannot arrive before it was stamped); one stamped behind
+   * may only be late (the first after a partition was stamped before it arrived, by as long as the partition
+   * lasted, whatever the clocks), so a producer puts this clock ahead only when its last two heads seen to move
+   * forward both do.
    */
   stampRefusal(): string | undefined {
-    const offsets = this.offsets()
+    const recent = this.recent()
+    const offsets = recent.map((h) => h.offsetMs!).sort((a, b) => a - b)
     const behind = offsets.filter((o) => o > this.maxSkewMs).length
-    const ahead = offsets.filter((o) => o < -this.maxSkewMs).length
+    const ahead = recent.filter((h) => h.offsetMs! < -this.maxSkewMs && h.previousMs != null && h.previousMs < -this.maxSkewMs).length
     const agree = (n: number): boolean => n >= MIN_AGREEING && n * 2 > offsets.length
     if (!agree(behind) && !agree(ahead)) return undefined
     const median = offsets[Math.floor((offsets.length - 1) / 2)]
@@ -112,8 +117,7 @@ export class ClockWatch {
    */
   unsure(): string | undefined {
     if (this.stampRefusal() != null) return undefined
-    const since = this.now() - SAMPLE_TTL_MS
-    const recent = [...this.heads.values()].filter((h) => h.offsetMs != null && h.at >= since)
+    const recent = this.recent()
     const beyond = (o: number | undefined): boolean => o != null && Math.abs(o) > this.maxSkewMs
     const within = recent.filter((h) => !beyond(h.offsetMs)).length
     const off = recent.filter((h) => beyond(h.offsetMs) && beyond(h.previousMs) && Math.sign(h.offsetMs!) === Math.sign(h.previousMs!)).map((h) => h.offsetMs!)
@@ -122,10 +126,14 @@ export class ClockWatch {
     return `${off.length} of ${recent.length} producer(s) watched put this node's clock up to ${formatMs(Math.abs(furthest))} ${furthest < 0 ? 'ahead of' : 'behind'} theirs, more than --max-clock-skew ${formatMs(this.maxSkewMs)}; too few agree to tell whose clock is off (it takes at least two, and more than half), so this node still publishes: check its clock and theirs (NTP)`
   }
 
-  private offsets(): number[] {
+  /** @returns the producers whose head moved forward lately while this node watched */
+  private recent(): Array<{ offsetMs?: number; previousMs?: number }> {
     const since = this.now() - SAMPLE_TTL_MS
-    return [...this.heads.values()]
-      .filter((h) => h.offsetMs != null && h.at >= since)
+    return [...this.heads.values()].filter((h) => h.offsetMs != null && h.at >= since)
+  }
+
+  private offsets(): number[] {
+    return this.recent()
       .map((h) => h.offsetMs!)
       .sort((a, b) => a - b)
   }

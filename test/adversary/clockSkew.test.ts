@@ -84,12 +84,13 @@ describe('the clock rule (--max-clock-skew)', () => {
     const other = await node(c, { bootstrap: [honest.ipfs.libp2p.getMultiaddrs()[0].toString()], 'announce-interval': '1s' })
     const ahead = await node(b, { bootstrap: [honest.ipfs.libp2p.getMultiaddrs()[0].toString()], 'announce-interval': '1s' }, YEAR_MS)
     try {
-      // Two heads of each honest node, the second moving forward while the ahead node watches: two
-      // producers agree that its clock is off (one alone could be a liar).
+      // Three heads of each honest node, the last two moving forward while the ahead node watches: two
+      // producers agree, each twice, that its clock is ahead (one alone could be a liar, one head late).
       for (const n of [honest, other]) {
-        await n.publish({ type: 'test.one', payload: {} })
-        await waitFor('the first head', () => (ahead.store.producers.get(n.peerId.toString())?.head_seq ?? 0) >= 1)
-        await n.publish({ type: 'test.two', payload: {} })
+        for (const [i, type] of ['test.one', 'test.two', 'test.three'].entries()) {
+          await n.publish({ type, payload: {} })
+          await waitFor(`head ${i + 1}`, () => (ahead.store.producers.get(n.peerId.toString())?.head_seq ?? 0) >= i + 1)
+        }
       }
       const refused = await waitFor('the ahead node to know its clock is off', async () => (await ahead.statusJson()).clock.publish_refused ?? undefined)
       expect(refused).toContain('ahead of')
@@ -167,11 +168,28 @@ describe("the network's time", () => {
     const T = 1_800_000_000_000
     const watch = new HybridClock(() => T).watch
     const past = T - YEAR_MS
-    watch.sample('liar', 1, past)
-    watch.sample('liar', 2, past)
+    for (let seq = 1; seq <= 3; seq++) watch.sample('liar', seq, past)
     expect(watch.stampRefusal()).toBeUndefined()
-    watch.sample('second', 1, past)
-    watch.sample('second', 2, past)
+    for (let seq = 1; seq <= 3; seq++) watch.sample('second', seq, past)
     expect(watch.stampRefusal()).toContain('ahead of')
+  })
+
+  test("heads stamped during a partition and taken after it do not make a node refuse to publish: each producer's next head must agree", () => {
+    let now = 1_800_000_000_000
+    const watch = new HybridClock(() => now).watch
+    // Two producers watched moving forward, clocks right; then a partition of 10 minutes, in whose first minute
+    // each published once; their heads arrive when it heals, stamped 9 minutes before.
+    for (const p of ['p', 'q']) {
+      watch.sample(p, 1, now)
+      watch.sample(p, 2, now)
+    }
+    now += 10 * 60_000
+    watch.sample('p', 3, now - 9 * 60_000)
+    watch.sample('q', 3, now - 9 * 60_000)
+    expect(watch.stampRefusal()).toBeUndefined()
+    // A clock really ahead: their next heads say it again.
+    watch.sample('p', 4, now - 9 * 60_000)
+    watch.sample('q', 4, now - 9 * 60_000)
+    expect(watch.stampRefusal()).toContain('9.0 min ahead of')
   })
 })
