@@ -144,14 +144,43 @@ export function parseChange(payload: unknown): { change: MembersChange } | { iss
  */
 export function foldMembers(founders: readonly string[], changes: readonly ChangeEvent[]): MembershipState {
   const sorted = [...changes].sort(before)
-  // A pass that reaches a removal voiding changes it applied before starts over without them. A voided change
-  // stays voided, and each new pass voids at least one more: there are at most as many passes as changes.
-  const voided = new Map<ChangeEvent, string>()
-  for (;;) {
-    const pass = foldOnce(founders, sorted, voided)
-    if (pass.voiding == null) return pass.state
-    for (const c of pass.voiding.changes) voided.set(c, pass.voiding.detail)
+  // A pass that reaches a removal voiding changes it applied before starts over without them. A change voided by a
+  // removal that is void itself (its owner removed before it, by a removal it had not seen) is not void: a node
+  // that refused that removal never held it, and applies the change. Such voids are conditional for the first
+  // passes; a change voided after them stays voided, and each such pass voids at least one more (a change it
+  // applied, so not voided for good before): at most 2 × (changes + 1) passes in all.
+  const voided = new Map<ChangeEvent, Void>()
+  const conditional = sorted.length + 1
+  for (let pass = 0; ; pass++) {
+    const folded = foldOnce(founders, sorted, voided)
+    if (folded.voiding == null) return folded.state
+    const { changes: past, by, detail } = folded.voiding
+    for (const c of past) voided.set(c, { by: pass < conditional ? by : undefined, detail })
   }
+}
+
+/** Why a change is void: the removal that voided it (undefined: for good, whatever becomes of that removal), and what to say. */
+interface Void {
+  by: ChangeEvent | undefined
+  detail: string
+}
+
+/**
+ * @returns why `c` is void, or undefined when it is not: voided by a removal that is not void itself (a removal
+ * orders after every change it voids, so the chain ends)
+ */
+function voidOf(c: ChangeEvent, voided: ReadonlyMap<ChangeEvent, Void>): string | undefined {
+  // Followed without recursion, however long the chain: each link's voider, until one void for good or not void.
+  const chain: Void[] = []
+  for (let v = voided.get(c); v != null; v = v.by == null ? undefined : voided.get(v.by)) {
+    chain.push(v)
+    if (v.by == null) break
+  }
+  if (chain.length === 0) return undefined
+  // The last link is void: for good, or by a removal that is not void. Each link before it is void when the next is not.
+  let isVoid = true
+  for (let i = chain.length - 2; i >= 0; i--) isVoid = !isVoid
+  return isVoid ? chain[0].detail : undefined
 }
 
 /**
@@ -163,8 +192,8 @@ export function foldMembers(founders: readonly string[], changes: readonly Chang
 function foldOnce(
   founders: readonly string[],
   sorted: readonly ChangeEvent[],
-  voided: ReadonlyMap<ChangeEvent, string>
-): { state: MembershipState; voiding?: undefined } | { voiding: { changes: ChangeEvent[]; detail: string } } {
+  voided: ReadonlyMap<ChangeEvent, Void>
+): { state: MembershipState; voiding?: undefined } | { voiding: { changes: ChangeEvent[]; by: ChangeEvent; detail: string } } {
   const members = new Map<string, MemberEntry>()
   for (const o of founders) members.set(o, { peer_id: o, role: 'owner', added_by: null, added_at: null })
   const removed = new Map<string, RemovedEntry>()
@@ -182,7 +211,7 @@ function foldOnce(
     else of.push(c)
   }
   for (const c of sorted) {
-    const voidedBy = voided.get(c)
+    const voidedBy = voidOf(c, voided)
     if (voidedBy != null) {
       refuse(c, 'not_member', voidedBy)
       continue
@@ -227,7 +256,7 @@ function foldOnce(
     take(c)
     const past = (appliedOf.get(change.peer_id) ?? []).filter((p) => p.seq > lastSeq)
     if (past.length > 0) {
-      return { voiding: { changes: past, detail: `${change.peer_id} was removed by ${c.producer} at ${c.occurred_at}: its changes after seq ${lastSeq} are void` } }
+      return { voiding: { changes: past, by: c, detail: `${change.peer_id} was removed by ${c.producer} at ${c.occurred_at}: its changes after seq ${lastSeq} are void` } }
     }
   }
   return { state: { members, removed, refused, applied } }

@@ -110,3 +110,31 @@ describe("a removed owner's changes past its last valid seq", () => {
     expect(s.refused).toEqual([])
   })
 })
+
+describe('a removal that is itself void', () => {
+  test('voids nothing: a node that took it folds the same members as one that refused it', () => {
+    const addB = change(A, 10, { op: 'add', peer_id: B, role: 'owner' })
+    const addC = change(A, 11, { op: 'add', peer_id: C, role: 'owner' })
+    // C adds D; B removes C having not seen it; A removes B having not seen that removal (B's seq past last_seq).
+    const addD = change(C, 20, { op: 'add', peer_id: D, role: 'member' })
+    const removeC = change(B, 30, { op: 'remove', peer_id: C, last_seq: addD.seq - 1 })
+    const removeB = change(A, 40, { op: 'remove', peer_id: B, last_seq: removeC.seq - 1 })
+    // A node that got A's removal of B first refuses B's removal of C, and never holds it.
+    const refused = [addB, addC, addD, removeB]
+    const held = [...refused, removeC]
+    for (const order of permutations(held)) expect(view(order)).toEqual(view(refused))
+    expect([...foldMembers([A], held).members.keys()].sort()).toEqual([A, C, D].sort())
+  })
+
+  test('removals that void each other in a circle end, the same whatever the order', () => {
+    const addB = change(A, 10, { op: 'add', peer_id: B, role: 'owner' })
+    const addC = change(A, 11, { op: 'add', peer_id: C, role: 'owner' })
+    // C removes A; B, not having seen it, removes C; A, not having seen that, removes B.
+    const removeA = change(C, 20, { op: 'remove', peer_id: A, last_seq: addC.seq })
+    const removeC = change(B, 30, { op: 'remove', peer_id: C, last_seq: removeA.seq - 1 })
+    const removeB = change(A, 40, { op: 'remove', peer_id: B, last_seq: removeC.seq - 1 })
+    const all = [addB, addC, removeA, removeC, removeB]
+    const results = permutations(all).map(view)
+    for (const r of results) expect(r).toEqual(results[0])
+  })
+})
