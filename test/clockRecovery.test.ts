@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { RUN_SETTINGS, toNodeConfig } from '../src/config/catalog.ts'
 import { resolveSettings } from '../src/config/resolve.ts'
@@ -274,6 +274,42 @@ describe('cairn reclock on a node that stamped only a head ahead', () => {
     expect(Math.abs((hlcMs(report.head!.hlc) ?? 0) - Date.now())).toBeLessThan(60_000)
     expect(query(dir, 'SELECT seq FROM events')).toEqual([{ seq: 1 }])
     expect((await reclock(config)).head).toBeNull()
+  }, 60_000)
+})
+
+describe('cairn reclock stopped between its commit and the republish file', () => {
+  test('the next run finishes the file, and drops one left by a run that committed nothing', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await initDataDir(dir, { newNetwork: true })
+    const log = recordingLog()
+    let n = await node(dir, {}, log)
+    await n.publish(grant('before@example.com'))
+    await n.stop()
+    n = await node(dir, {}, log, YEAR_MS)
+    await n.publish({ type: 'test.e', payload: { n: 2 } })
+    await n.stop()
+    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(dir, {}), {}, {}))
+    const file = join(dir, 'withdrawn-2-2.ndjson')
+    // Left by a run that stopped before its commit: those events were not withdrawn then.
+    const stale = join(dir, 'withdrawn-7-9.ndjson.partial')
+    writeFileSync(stale, '{}\n')
+    // The rename after the commit fails (as a crash there would leave it).
+    mkdirSync(join(file, 'in-the-way'), { recursive: true })
+    await expect(reclock(config)).rejects.toThrow()
+    expect(query(dir, 'SELECT seq FROM outbox WHERE pruned_at IS NULL')).toEqual([{ seq: 1 }])
+    rmSync(file, { recursive: true })
+    const again = await reclock(config)
+    expect(again.finished_file).toBe(file)
+    expect(existsSync(`${file}.partial`)).toBe(false)
+    expect(existsSync(stale)).toBe(false)
+    expect(
+      readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).payload)
+    ).toEqual([{ n: 2 }])
+    expect((await reclock(config)).finished_file).toBeNull()
   }, 60_000)
 })
 

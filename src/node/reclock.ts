@@ -1,5 +1,5 @@
-import { renameSync, rmSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { basename, join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import { uuidv7 } from 'uuidv7'
 import type { NodeConfig } from '../config/catalog.ts'
@@ -20,6 +20,15 @@ import { openDataDir } from './open.ts'
 /** Own files read per query while looking, from the last seq down, for those stamped ahead. */
 const PAGE = 256
 
+/**
+ * The `meta` key naming the republish file of a withdrawal committed and not yet renamed from its `.partial`: set
+ * in the withdrawal's transaction, deleted once the file has its name.
+ */
+const PENDING_FILE = 'reclock_pending_file'
+
+/** A republish file being written, before its withdrawal commits. */
+const PARTIAL = /^withdrawn-\d+-\d+\.ndjson\.partial$/
+
 /** What `cairn reclock` did, or would do with --dry-run. */
 export interface ReclockReport {
   dry_run: boolean
@@ -32,6 +41,11 @@ export interface ReclockReport {
   head: { seq: number; hlc: string } | null
   /** the file of publish requests for the withdrawn events other than membership changes (cairn publish --batch FILE); null when none */
   republish_file: string | null
+  /**
+   * the republish file of an earlier run that stopped after its withdrawal committed and before the file had its
+   * name, named now; null when none
+   */
+  finished_file: string | null
   /** the membership changes among them (cairn.members payloads): an owner makes them again with cairn members */
   membership_changes: Array<{ seq: number; change: unknown }>
   /** the plugins that had applied withdrawn events, whose rebuild is asked for (it runs at the next start) */
@@ -73,6 +87,7 @@ export async function reclock(config: NodeConfig, options: { dryRun?: boolean; n
   try {
     const { store, blocks } = opened
     const self = opened.peerId.toString()
+    const finished = options.dryRun === true ? undefined : finishPending(store, config.data)
     const wall = now()
     const skew = config.maxClockSkew
     assertClockNotBehind(store, self, wall, skew, config.data)
@@ -86,6 +101,7 @@ export async function reclock(config: NodeConfig, options: { dryRun?: boolean; n
       withdrawn: null,
       head: null,
       republish_file: null,
+      finished_file: finished ?? null,
       membership_changes: [],
       rebuild: [],
       rebuild_not_asked: [],
@@ -117,11 +133,13 @@ export async function reclock(config: NodeConfig, options: { dryRun?: boolean; n
       return report
     }
 
-    // Written before the commit under a temporary name, renamed after it: the requests are never lost, nor left behind for a withdrawal that did not happen.
+    // Written and synced before the commit under a temporary name, which the commit records, renamed after it: the
+    // requests are never lost (a run stopped before the rename has the next run name the file), nor left behind for
+    // a withdrawal that did not happen (the next run deletes a temporary file the store does not name).
     const partial = file == null ? undefined : `${file}.partial`
     if (partial != null) {
       try {
-        writeFileSync(partial, `${requests.map((r) => JSON.stringify(r)).join('\n')}\n`, { mode: 0o600 })
+        writeSynced(partial, `${requests.map((r) => JSON.stringify(r)).join('\n')}\n`)
       } catch (err) {
         throw new DataDirError(`Cannot write ${partial}: ${(err as Error).message}; nothing was withdrawn`)
       }
@@ -137,6 +155,7 @@ export async function reclock(config: NodeConfig, options: { dryRun?: boolean; n
         store.pluginState.forgetEvents(self, ids)
         store.stateKeys.forgetSeqs(self, seqs)
         for (const plugin of report.rebuild) requestRebuild(store, plugin)
+        if (file != null) store.meta.put(PENDING_FILE, basename(file))
       })
       report.head = { seq: own.seq, hlc }
     } catch (err) {
@@ -147,11 +166,55 @@ export async function reclock(config: NodeConfig, options: { dryRun?: boolean; n
     }
     if (partial != null && file != null) {
       renameSync(partial, file)
+      syncDir(config.data)
+      store.meta.delete(PENDING_FILE)
       report.republish_file = file
     }
     return report
   } finally {
     opened.close()
+  }
+}
+
+/**
+ * Finishes what a run stopped after its commit left: names the republish file its withdrawal recorded, and deletes
+ * the temporary files of runs that committed nothing (their events were not withdrawn).
+ *
+ * @returns the republish file named now (or named already by a run stopped before it forgot it); undefined when none
+ */
+function finishPending(store: Store, dir: string): string | undefined {
+  const pending = store.meta.get(PENDING_FILE)
+  for (const name of readdirSync(dir)) {
+    if (PARTIAL.test(name) && name !== `${pending}.partial`) rmSync(join(dir, name), { force: true })
+  }
+  if (pending == null) return undefined
+  const file = join(dir, pending)
+  if (existsSync(`${file}.partial`)) {
+    renameSync(`${file}.partial`, file)
+    syncDir(dir)
+  }
+  store.meta.delete(PENDING_FILE)
+  return existsSync(file) ? file : undefined
+}
+
+/** Writes `text` to a new file (0600) and syncs it to disk. */
+function writeSynced(path: string, text: string): void {
+  const fd = openSync(path, 'w', 0o600)
+  try {
+    writeSync(fd, text)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Syncs a directory, so that a rename in it outlives a power cut. */
+function syncDir(dir: string): void {
+  const fd = openSync(dir, 'r')
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
   }
 }
 

@@ -81,16 +81,23 @@ export const reclockVerb = defineVerb({
 
 /** @returns what `cairn reclock` did, or would do, and what is left to the operator, for a person */
 function reclockLines(r: ReclockReport, dir: string, skewMs: number): string[] {
+  const finished =
+    r.finished_file == null
+      ? []
+      : [
+          `an earlier run withdrew events and stopped before naming their file: it is ${r.finished_file} now; once the node runs, cairn publish --data ${dir} --batch ${r.finished_file} publishes them again`
+        ]
   if (r.withdrawn == null && r.ahead_ms <= skewMs) {
     const nothing = r.dry_run ? 'nothing would change' : 'nothing changed'
     return [
+      ...finished,
       r.previous_hlc == null
         ? `${dir} has signed no head yet: nothing to reclock, ${nothing}`
         : `nothing to reclock: the last head of ${dir} is stamped ${r.previous_hlc}, ${formatMs(r.ahead_ms)} ahead of this clock, within --max-clock-skew ${formatMs(skewMs)}; ${nothing}. If this clock is still ahead, set it right first (NTP)`
     ]
   }
   const would = r.dry_run ? 'would ' : ''
-  const lines: string[] = []
+  const lines: string[] = [...finished]
   const w = r.withdrawn
   if (w != null) {
     lines.push(
