@@ -267,8 +267,11 @@ export class Membership {
     if (this.founders.length === 0 || this.isOwner(producer)) return undefined
     for (const owner of this.everOwners) {
       if (owner === this.components.self || owner === producer) continue
-      // A removed owner's events after its last valid seq are never taken: waiting for them would be forever.
-      const need = Math.min(Number(acks[owner] ?? 0), this.removedAt(owner)?.last_seq ?? Number.MAX_SAFE_INTEGER)
+      // A removed owner's events after its last valid seq are never taken, nor any of a peer named owner by a change
+      // that did not take effect (refused, or void) and no member now: waiting for them would be forever.
+      const removed = this.removedAt(owner)
+      if (removed == null && this.isMember(owner) === false) continue
+      const need = Math.min(Number(acks[owner] ?? 0), removed?.last_seq ?? Number.MAX_SAFE_INTEGER)
       if (Number.isSafeInteger(need) && need > (processed[owner] ?? 0)) return { owner, seq: need }
     }
     return undefined
