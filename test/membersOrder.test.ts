@@ -167,4 +167,49 @@ describe("the order of a removal and the removed member's events", () => {
       await na.stop()
     }
   }, 120_000)
+
+  test("another owner's removal of the same member, with a later last seq, taken while this owner's removal commits: the member's events up to it are taken", async () => {
+    using tmp = tempDir()
+    const a = await initDir(tmp.path, 'a')
+    const aId = (await loadIdentity(a)).peerId.toString()
+    const b = join(tmp.path, 'b')
+    const c = join(tmp.path, 'c')
+    for (const dir of [b, c]) expect((await cairn(['init', '--data', dir, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+    const quick = { 'announce-interval': '1s' }
+    const na = await inProcessNode(a, quick)
+    const addrA = na.ipfs.libp2p.getMultiaddrs()[0].toString()
+    const nb = await inProcessNode(b, { ...quick, bootstrap: [addrA] })
+    const nc = await inProcessNode(c, { ...quick, bootstrap: [addrA] })
+    const bId = nb.peerId.toString()
+    const cId = nc.peerId.toString()
+    try {
+      await na.members.add({ peer_id: bId, role: 'owner' })
+      await na.members.add({ peer_id: cId })
+      await waitFor('b to know itself an owner and c a member', () => nb.members.isMember(cId) === true && nb.members.isOwner(bId) === true)
+      for (let i = 0; i < 2; i++) await nc.publish({ type: 'test.c', payload: { i } })
+      await waitFor("c's events on a and b", () => seqsOf(a, cId).length === 2 && seqsOf(b, cId).length === 2)
+      // While a commits its removal (last seq 2), c writes seq 3, b takes it and removes c (last seq 3), and a takes
+      // b's removal: the fold keeps b's, ordered first, and a must take seq 3.
+      const init = (na.members as unknown as { init: { publish: (r: { type: string; payload: unknown }) => Promise<PublishResult> } }).init
+      const publish = init.publish
+      init.publish = async (request) => {
+        init.publish = publish
+        await nc.publish({ type: 'test.c', payload: { i: 2 } })
+        await waitFor('seq 3 of c on b', () => seqsOf(b, cId).length === 3)
+        const byB = await nb.members.remove(cId)
+        expect(byB.change).toEqual({ op: 'remove', peer_id: cId, last_seq: 3 })
+        await na.offerHead(nb.store.producers.get(bId)!.head_message!)
+        await waitFor("b's removal on a", () => na.store.db.get('SELECT 1 AS x FROM events WHERE producer = ? AND seq = ?', [bId, byB.result.seq]) != null)
+        return await publish(request)
+      }
+      expect((await na.members.remove(cId)).change).toEqual({ op: 'remove', peer_id: cId, last_seq: 2 })
+      expect(na.members.removedAt(cId)?.last_seq).toBe(3)
+      await waitFor("seq 3 of c on a, as b's removal lets it", () => seqsOf(a, cId).length === 3, 30_000)
+      expect(seqsOf(a, cId)).toEqual([1, 2, 3])
+    } finally {
+      await nc.stop()
+      await nb.stop()
+      await na.stop()
+    }
+  }, 120_000)
 })
