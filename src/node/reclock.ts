@@ -7,11 +7,14 @@ import { DataDirError, UsageError } from '../errors.ts'
 import { silentLog } from '../log/logger.ts'
 import { Metrics } from '../metrics/metrics.ts'
 import { formatMs } from '../model/clockSkew.ts'
+import { CanonicalText, canonicalJson } from '../model/canonical.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
 import { readEventFile } from '../model/eventFile.ts'
 import { HybridClock, hlcMs } from '../model/hlc.ts'
 import { requestRebuild } from '../plugins/rebuild.ts'
 import { outbox } from '../publish/outbox.ts'
+import { requestHash } from '../publish/request.ts'
+import type { PublishRequest } from '../model/publishRequest.ts'
 import type { Store } from '../store/store.ts'
 import type { SqliteBlockstore } from '../store/blockstore.ts'
 import { CairnEventBus } from './events.ts'
@@ -60,6 +63,10 @@ export interface ReclockReport {
 interface Withdrawn {
   seq: number
   envelope: EventEnvelope
+  /** the idempotency key it was published under; undefined when none */
+  key?: string
+  /** the hash of the request that published it; null for an event published before hashes were kept */
+  hash: string | null
 }
 
 /**
@@ -126,7 +133,7 @@ export async function reclock(config: NodeConfig, options: { dryRun?: boolean; n
             .own()
             .filter((s) => (s.vector[self] ?? 0) >= seqs[0])
             .map((s) => s.plugin)
-    const requests = files.filter((f) => !f.envelope.type.startsWith('cairn.')).map((f) => republishRequest(f.envelope))
+    const requests = files.filter((f) => !f.envelope.type.startsWith('cairn.')).map((f) => republishRequest(f, config.data))
     const file = requests.length === 0 ? undefined : join(config.data, `withdrawn-${seqs[0]}-${seqs[seqs.length - 1]}.ndjson`)
     if (report.dry_run) {
       report.republish_file = file ?? null
@@ -252,7 +259,7 @@ function stampedAhead(store: Store, blocks: SqliteBlockstore, self: string, limi
       const envelope = readOwn(blocks, self, row, config)
       // Own stamps only grow with the seq among the files kept: the first one within the limit ends the run.
       if ((hlcMs(envelope.hlc) ?? 0) <= limit) return { files: files.reverse(), floor: envelope.hlc }
-      files.push({ seq: row.seq, envelope })
+      files.push({ seq: row.seq, envelope, key: keyOf(row), hash: row.request_hash })
     }
     below = page[page.length - 1].seq
   }
@@ -267,11 +274,42 @@ function readOwn(blocks: SqliteBlockstore, self: string, row: { seq: number; eve
   return read.envelope
 }
 
-/** @returns the publish request that publishes what a withdrawn event said again, under a new event_id (its idempotency key: a second run of the file publishes nothing twice) */
-function republishRequest(e: EventEnvelope): Record<string, unknown> {
-  const r: Record<string, unknown> = { event_id: uuidv7(), type: e.type, version: e.version, payload: e.payload }
+/**
+ * @returns the idempotency key an own file was published under, which its republish request carries; undefined for
+ * one published without a key. A row from before keys were kept (no request hash either) answered a key equal to
+ * its event_id (OutboxTable.byIdempotencyKey): that is its key.
+ */
+function keyOf(row: { event_id: string; idempotency_key: string | null; request_hash: string | null }): string | undefined {
+  return row.idempotency_key ?? (row.request_hash == null ? row.event_id : undefined)
+}
+
+/**
+ * @returns the publish request that publishes what a withdrawn event said again: under the key it was published
+ * with, freed by the withdrawal, so that the file's publish and a backend's retry of its original request (which
+ * never saw the answer) publish it once between them, whichever comes first; a second run of the file publishes
+ * nothing twice. A key that is a UUIDv7 is the event_id again: a peer that took the withdrawn event keeps it and
+ * takes this one for the same event ((producer, event_id)), one that did not takes this one. An event published
+ * without a key gets a new UUIDv7 for one.
+ *
+ * The request hashes as the original did (requestHash: everything but the key, an omitted version being v1): the
+ * envelope holds the request's type, payload, actor, correlation and causation ids as sent, and its version is
+ * the one sent or, when none was, v1 (validatePublish never picks another), which hashes as the omitted one. So
+ * the request is rebuilt from the envelope rather than its hash carried. That is checked against the hash the
+ * row keeps: were they to differ, the file and a retry would refuse each other as a different request under one
+ * key (409), and nothing is withdrawn.
+ *
+ * @throws DataDirError when the rebuilt request does not hash as the one that published the event
+ */
+function republishRequest(f: Withdrawn, dir: string): Record<string, unknown> {
+  const e = f.envelope
+  const r: Record<string, unknown> = { event_id: f.key ?? uuidv7(), type: e.type, version: e.version, payload: e.payload }
   if (e.actor != null) r.actor = e.actor
   if (e.correlation_id != null) r.correlation_id = e.correlation_id
   if (e.causation_id != null) r.causation_id = e.causation_id
+  if (f.key != null && f.hash != null && requestHash(r as PublishRequest, new CanonicalText(canonicalJson(e.payload))) !== f.hash) {
+    throw new DataDirError(
+      `Cannot reclock ${dir}: the publish request rebuilt from own seq ${f.seq} does not match the request it was published from (its idempotency key ${JSON.stringify(f.key)} would refuse one of them); nothing was withdrawn. This is a bug in cairn: report it`
+    )
+  }
   return r
 }

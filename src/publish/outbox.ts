@@ -442,8 +442,9 @@ export class Outbox {
    * tree as a plain prune does (the head's `pruned_plain` covers them, so a peer that had not taken them records a
    * lost gap and takes what follows), drops the own snapshots of `snapshots` (their tables hold those events), and
    * signs a new head stamped by this node's clock, even when nothing else changes, so that a head stamped ahead is
-   * replaced. The seqs are never used again: their outbox rows stay, marked pruned. `extra` runs in the head's
-   * transaction.
+   * replaced. The seqs are never used again: their outbox rows stay, marked withdrawn, and their idempotency keys
+   * are freed in the same transaction (OutboxTable.markWithdrawn): a retry under one publishes the event anew.
+   * `extra` runs in the head's transaction.
    *
    * @returns the new signed head
    */
@@ -479,7 +480,7 @@ export class Outbox {
           tree,
           () => {
             const at = Date.now()
-            for (const r of rows) store.outbox.markPruned(r.seq, at)
+            for (const r of rows) store.outbox.markWithdrawn(r.seq, at)
             for (const plugin of dropped) store.snapshots.deleteOwn(plugin)
             extra()
           },

@@ -49,7 +49,7 @@ const ENVELOPE_ROOM = 600
  * @returns the hash that tells two requests under one idempotency key apart: everything but the key itself,
  * an omitted version being version 1 (what it is published as)
  */
-function requestHash(req: PublishRequest, payload: CanonicalText): string {
+export function requestHash(req: PublishRequest, payload: CanonicalText): string {
   const { event_id: _key, ...rest } = req
   return createHash('sha256')
     .update(canonicalJson({ ...rest, payload, version: rest.version ?? 1 }))

@@ -289,5 +289,31 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX signed_roots_root ON signed_roots (root);`,
   // 11: the digest of each plugin migration's text as it ran, so that a start refuses a plugin whose applied
   // migration was edited since (NULL: run before digests were recorded; the next start takes it from the text then)
-  'ALTER TABLE plugin_migrations ADD COLUMN digest TEXT'
+  'ALTER TABLE plugin_migrations ADD COLUMN digest TEXT',
+  // 12: an own event withdrawn by `cairn reclock` (`withdrawn`): its row keeps its seq and event_id, not its
+  // idempotency key, which goes with the request the republish file holds. An event_id is no longer unique here:
+  // an event published under a UUIDv7 key, withdrawn, is published again under that key and so that event_id
+  // (SQLite drops a UNIQUE constraint only by rebuilding the table).
+  `CREATE TABLE outbox_v12 (
+     seq INTEGER PRIMARY KEY,
+     event_id TEXT NOT NULL,
+     bucket TEXT NOT NULL,
+     name TEXT NOT NULL,
+     cid TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     pruned_at INTEGER,
+     compacted INTEGER NOT NULL DEFAULT 0,
+     idempotency_key TEXT,
+     request_hash TEXT,
+     withdrawn INTEGER NOT NULL DEFAULT 0
+   );
+   INSERT INTO outbox_v12 (seq, event_id, bucket, name, cid, size, created_at, pruned_at, compacted, idempotency_key, request_hash)
+     SELECT seq, event_id, bucket, name, cid, size, created_at, pruned_at, compacted, idempotency_key, request_hash FROM outbox;
+   DROP TABLE outbox;
+   ALTER TABLE outbox_v12 RENAME TO outbox;
+   CREATE INDEX outbox_bucket ON outbox (bucket, name);
+   CREATE INDEX outbox_pruned_plain ON outbox (seq) WHERE pruned_at IS NOT NULL AND compacted = 0;
+   CREATE UNIQUE INDEX outbox_idempotency_key ON outbox (idempotency_key) WHERE idempotency_key IS NOT NULL;
+   CREATE INDEX outbox_event_id ON outbox (event_id);`
 ]

@@ -44,12 +44,16 @@ export class OutboxTable {
 
   /**
    * @returns the file this node published under an idempotency key (pruned or not): by the key it was
-   * published with, or, for a key that is an event_id, the event published with that id before keys were kept
+   * published with, or, for a key that is an event_id, the event published with that id before keys were kept.
+   * Never a withdrawn one (`markWithdrawn`): no peer takes it, and its key went to the republish file's request.
    */
   byIdempotencyKey(key: string): { event_id: string; seq: number; cid: string; request_hash: string | null } | undefined {
     return (
       this.db.get<{ event_id: string; seq: number; cid: string; request_hash: string | null }>('SELECT event_id, seq, cid, request_hash FROM outbox WHERE idempotency_key = ?', [key]) ??
-      this.db.get<{ event_id: string; seq: number; cid: string; request_hash: string | null }>('SELECT event_id, seq, cid, request_hash FROM outbox WHERE event_id = ?', [key])
+      this.db.get<{ event_id: string; seq: number; cid: string; request_hash: string | null }>(
+        'SELECT event_id, seq, cid, request_hash FROM outbox WHERE event_id = ? AND withdrawn = 0 ORDER BY seq DESC LIMIT 1',
+        [key]
+      )
     )
   }
 
@@ -80,9 +84,12 @@ export class OutboxTable {
     ])
   }
 
-  /** @returns up to `limit` unpruned files below `seq`, the highest first */
-  unprunedBelow(seq: number, limit: number): Array<{ seq: number; event_id: string; cid: string }> {
-    return this.db.all<{ seq: number; event_id: string; cid: string }>('SELECT seq, event_id, cid FROM outbox WHERE seq < ? AND pruned_at IS NULL ORDER BY seq DESC LIMIT ?', [seq, limit])
+  /** @returns up to `limit` unpruned files below `seq`, the highest first, with the key and request hash each was published under */
+  unprunedBelow(seq: number, limit: number): Array<{ seq: number; event_id: string; cid: string; idempotency_key: string | null; request_hash: string | null }> {
+    return this.db.all<{ seq: number; event_id: string; cid: string; idempotency_key: string | null; request_hash: string | null }>(
+      'SELECT seq, event_id, cid, idempotency_key, request_hash FROM outbox WHERE seq < ? AND pruned_at IS NULL ORDER BY seq DESC LIMIT ?',
+      [seq, limit]
+    )
   }
 
   /** @returns how many unpruned files an hour bucket holds */
@@ -119,6 +126,16 @@ export class OutboxTable {
   /** Marks a file as pruned at `time` (ms): it left the tree, its row stays; `compacted` when newer events superseded it. */
   markPruned(seq: number, time: number, compacted = false): void {
     this.db.run('UPDATE outbox SET pruned_at = ?, compacted = ? WHERE seq = ?', [time, compacted ? 1 : 0, seq])
+  }
+
+  /**
+   * Marks a file as withdrawn at `time` (ms) by `cairn reclock`: pruned as by plain retention (its seq is in the
+   * head's `pruned_plain`), and its idempotency key freed: the republish file holds the request under that key,
+   * so that whichever of the file's publish and a backend's retry comes first publishes it again, stamped
+   * right, and the other is answered with that event. Its event_id stays, for the record, and answers no key.
+   */
+  markWithdrawn(seq: number, time: number): void {
+    this.db.run('UPDATE outbox SET pruned_at = ?, compacted = 0, withdrawn = 1, idempotency_key = NULL WHERE seq = ?', [time, seq])
   }
 
   /** @returns the highest seq pruned without being superseded (plain retention), 0 when none was: what heads say as `pruned_plain` */
