@@ -1,3 +1,4 @@
+import { Database } from 'bun:sqlite'
 import { describe, expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -52,7 +53,13 @@ function originals(u: string) {
     // A single event without any key.
     bare: { body: { type: 'test.e', payload: { n: 'bare' } } },
     // A batch under an Idempotency-Key header: its events have the keys batch-9#0 and batch-9#1.
-    batch: { body: [{ type: 'test.e', payload: { n: 'b0' } }, { type: 'test.e', payload: { n: 'b1' }, causation_id: 'x' }], key: 'batch-9' }
+    batch: {
+      body: [
+        { type: 'test.e', payload: { n: 'b0' } },
+        { type: 'test.e', payload: { n: 'b1' }, causation_id: 'x' }
+      ],
+      key: 'batch-9'
+    }
   }
 }
 
@@ -141,7 +148,12 @@ describe('cairn reclock carries the idempotency keys of the events it withdraws'
       expect(results[0].event_id).toBe(keyed.body.event_id)
       // Twice: nothing new.
       const again = await cairn(['publish', '--data', dir, '--batch', file], { runtime: 'bun' })
-      expect(again.stdout.trim().split('\n').map((l) => JSON.parse(l).seq)).toEqual([7, 8, 11, 9, 10])
+      expect(
+        again.stdout
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l).seq)
+      ).toEqual([7, 8, 11, 9, 10])
       expect(n.store.outbox.lastSeq()).toBe(11)
       // The own events table holds the UUIDv7-keyed event again, at its new seq, under its old event_id.
       expect(query(dir, 'SELECT seq FROM events WHERE event_id = ?', [u])).toEqual([{ seq: 8 }])
@@ -187,4 +199,31 @@ describe('cairn reclock carries the idempotency keys of the events it withdraws'
       await n.stop()
     }
   }, 90_000)
+
+  test('a request rebuilt from the event that would not match the one it was published from (a key 409 either way) stops the run: nothing is withdrawn', async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await initDataDir(dir, { newNetwork: true })
+    let n = await node(dir)
+    await n.publish({ type: 'test.e', payload: { n: 0 } })
+    await n.stop()
+    n = await node(dir, YEAR_MS)
+    try {
+      await n.publish({ type: 'test.e', payload: { n: 1 } }, 'order-8')
+    } finally {
+      await n.stop()
+    }
+    // Stands for a request whose envelope does not say all it hashed.
+    const db = new Database(join(dir, 'cairn.db'))
+    db.run("UPDATE outbox SET request_hash = 'another' WHERE seq = 2")
+    db.close()
+    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(dir), {}, {}))
+    await expect(reclock(config)).rejects.toThrow(
+      /the publish request rebuilt from own seq 2 does not match the request it was published from \(its idempotency key "order-8" would refuse one of them\); nothing was withdrawn/
+    )
+    expect(query(dir, 'SELECT seq, idempotency_key FROM outbox WHERE pruned_at IS NULL ORDER BY seq')).toEqual([
+      { seq: 1, idempotency_key: null },
+      { seq: 2, idempotency_key: 'order-8' }
+    ])
+  }, 60_000)
 })
