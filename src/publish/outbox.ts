@@ -1,5 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Components } from '../node/components.ts'
+import type { Store } from '../store/store.ts'
 import { ClockSkewError, CommitFailedError, EventTooLargeError } from '../errors.ts'
 import { canonicalJson } from '../model/canonical.ts'
 import type { EventEnvelope } from '../model/envelope.ts'
@@ -451,14 +452,7 @@ export class Outbox {
   async withdraw(seqs: readonly number[], snapshots: readonly string[], extra: () => void): Promise<{ head: Uint8Array; hlc: string }> {
     return await this.queue.serial(async () => {
       const { store } = this.components
-      const removals = new Map<string, Set<string>>()
-      const rows: Array<{ seq: number; bucket: string; name: string }> = []
-      for (const seq of seqs) {
-        const r = store.outbox.unpruned(seq)
-        if (r == null) continue
-        rows.push(r)
-        removals.set(r.bucket, (removals.get(r.bucket) ?? new Set()).add(r.name))
-      }
+      const { rows, removals } = removalsOf(store, seqs)
       const dropped = new Set(snapshots)
       const kept = store.snapshots.own().filter((s) => !dropped.has(s.plugin))
       const rootEntries = new Map<string, DirEntry | null>()
@@ -506,14 +500,7 @@ export class Outbox {
     if (seqs.length === 0) return { removed: 0 }
     const pruned = await this.queue.serial(async () => {
       const { store } = this.components
-      const removals = new Map<string, Set<string>>()
-      const rows: Array<{ seq: number; bucket: string; name: string }> = []
-      for (const seq of seqs) {
-        const r = store.outbox.unpruned(seq)
-        if (r == null) continue
-        rows.push(r)
-        removals.set(r.bucket, (removals.get(r.bucket) ?? new Set()).add(r.name))
-      }
+      const { rows, removals } = removalsOf(store, seqs)
       if (rows.length === 0) return { removed: 0 }
       try {
         const tree = await this.tree.build(new Map(), removals)
@@ -538,4 +525,17 @@ export class Outbox {
     if (pruned.head != null) this.components.events.safeDispatchEvent('outbox:pruned', { detail: { head: pruned.head, removed: pruned.removed } })
     return pruned
   }
+}
+
+/** @returns the files of `seqs` still in the tree, and the names to remove from each hour bucket */
+function removalsOf(store: Store, seqs: readonly number[]): { rows: Array<{ seq: number; bucket: string; name: string }>; removals: Map<string, Set<string>> } {
+  const removals = new Map<string, Set<string>>()
+  const rows: Array<{ seq: number; bucket: string; name: string }> = []
+  for (const seq of seqs) {
+    const r = store.outbox.unpruned(seq)
+    if (r == null) continue
+    rows.push(r)
+    removals.set(r.bucket, (removals.get(r.bucket) ?? new Set()).add(r.name))
+  }
+  return { rows, removals }
 }
