@@ -41,17 +41,31 @@ const LAG_TOLERANCE_MS = 10_000
 const PROCESS_BOOT = `process:${process.pid}:${Date.now()}`
 
 /**
- * @returns the system's boot and the time since it (Linux: /proc/sys/kernel/random/boot_id and /proc/uptime, which
- * counts suspend); elsewhere this process's own monotonic clock, so that only the time it ran is measured
+ * @returns a reader of the system's boot and the time since it (Linux: /proc/sys/kernel/random/boot_id and
+ * /proc/uptime, which counts suspend); elsewhere this process's own monotonic clock, so that only the time it ran
+ * is measured. A reading that fails after one that did not (out of file descriptors, say) is the same boot, moved
+ * on by this process's monotonic clock since that one: a boot that changed for one reading would count the time
+ * around it as a clock set ahead, a lag kept for good.
  */
-export function systemUptime(): Uptime {
-  try {
-    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
-    const ms = Number.parseFloat(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000
-    if (boot !== '' && Number.isFinite(ms)) return { boot, ms }
-  } catch {}
-  return { boot: PROCESS_BOOT, ms: performance.now() }
+export function uptimeReader(read: (path: string) => string = (path) => readFileSync(path, 'utf8'), monotonic: () => number = () => performance.now()): () => Uptime {
+  let last: { up: Uptime; at: number } | undefined
+  return () => {
+    const at = monotonic()
+    try {
+      const boot = read('/proc/sys/kernel/random/boot_id').trim()
+      const ms = Number.parseFloat(read('/proc/uptime').split(' ')[0]) * 1000
+      if (boot !== '' && Number.isFinite(ms)) {
+        last = { up: { boot, ms }, at }
+        return last.up
+      }
+    } catch {}
+    if (last != null) return { boot: last.up.boot, ms: last.up.ms + Math.max(0, at - last.at) }
+    return { boot: PROCESS_BOOT, ms: at }
+  }
 }
+
+/** This machine's uptime (uptimeReader). */
+export const systemUptime: () => Uptime = uptimeReader()
 
 /**
  * The clock that ages what housekeeping lets go without every member's acknowledgement (docs/operations.md,

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { PruneClock, uptimeReader } from '../../src/housekeeping/clock.ts'
 import { housekeeper, type HousekeeperInit } from '../../src/housekeeping/housekeeper.ts'
 import { type Log, silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
@@ -405,5 +406,27 @@ describe('retention-max', () => {
     expect({ pruned: result.pruned_files, compacted: result.compacted_files, files: files() }).toEqual({ pruned: 2, compacted: 0, files: 1 })
     await hk.stop()
     await outbox.stop()
+  })
+})
+
+describe('the machine\'s uptime', () => {
+  test('a reading of /proc that fails now and then (out of file descriptors) adds no lag to the guarded clock', () => {
+    const t = { wall: Date.UTC(2026, 0, 1), up: HOUR, fail: false }
+    const read = (path: string): string => {
+      if (t.fail) throw Object.assign(new Error(`EMFILE: too many open files, open '${path}'`), { code: 'EMFILE' })
+      return path.endsWith('boot_id') ? 'boot-1\n' : `${(t.up / 1000).toFixed(2)} 123.45\n`
+    }
+    // The process's monotonic clock is the uptime less a suspend of a minute (it does not count suspend).
+    const clock = new PruneClock(() => t.wall, uptimeReader(read, () => t.up - MIN), undefined)
+    clock.read()
+    const lags: number[] = []
+    for (const fail of [true, false, true, true, false]) {
+      t.wall += 10 * MIN
+      t.up += 10 * MIN
+      t.fail = fail
+      const r = clock.read()
+      lags.push(r.wall - r.guarded)
+    }
+    expect(lags).toEqual([0, 0, 0, 0, 0])
   })
 })
