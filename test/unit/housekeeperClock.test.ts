@@ -409,7 +409,7 @@ describe('retention-max', () => {
   })
 })
 
-describe('the machine\'s uptime', () => {
+describe("the machine's uptime", () => {
   test('a reading of /proc that fails now and then (out of file descriptors) adds no lag to the guarded clock', () => {
     const t = { wall: Date.UTC(2026, 0, 1), up: HOUR, fail: false }
     const read = (path: string): string => {
@@ -417,7 +417,11 @@ describe('the machine\'s uptime', () => {
       return path.endsWith('boot_id') ? 'boot-1\n' : `${(t.up / 1000).toFixed(2)} 123.45\n`
     }
     // The process's monotonic clock is the uptime less a suspend of a minute (it does not count suspend).
-    const clock = new PruneClock(() => t.wall, uptimeReader(read, () => t.up - MIN), undefined)
+    const clock = new PruneClock(
+      () => t.wall,
+      uptimeReader(read, () => t.up - MIN),
+      undefined
+    )
     clock.read()
     const lags: number[] = []
     for (const fail of [true, false, true, true, false]) {
