@@ -37,6 +37,13 @@ export interface RecordedClock {
  */
 const LAG_TOLERANCE_MS = 10_000
 
+/**
+ * How long after a boot a step of the wall clock is taken as the boot's own: a machine without a real-time clock
+ * (it boots at the time it was shut down), or one whose hardware clock is off, is set right by NTP in its first
+ * minutes, often after cairn started.
+ */
+const BOOT_SETTLE_MS = 15 * 60_000
+
 /** A boot of this process alone, for a system that does not say which boot it is in: its restarts count as reboots. */
 const PROCESS_BOOT = `process:${process.pid}:${Date.now()}`
 
@@ -70,13 +77,13 @@ export const systemUptime: () => Uptime = uptimeReader()
 /**
  * The clock that ages what housekeeping lets go without every member's acknowledgement (docs/operations.md,
  * "Retention and the clock"). It moves by the machine's uptime, which no setting of the system clock moves,
- * across restarts of the node too (its last record is kept in cairn.db); heads of members (`membersTime`)
- * move it forward to what they show. Invariant: it is never ahead of the wall clock, and it falls behind the
- * wall clock only by what the wall clock moved more than the uptime while the machine stayed up (a clock set
- * ahead, by more than LAG_TOLERANCE_MS), which it keeps across stops and reboots until the wall clock is set
- * back or members' heads show that time. Across a reboot the time the machine was down cannot be measured: the wall clock's is taken.
- * So a wall clock set ahead ages nothing, and a stop, however long, costs nothing: the lag never grows by
- * itself, whatever the node's stops.
+ * across restarts of the node within one boot too (its last reading is kept in cairn.db); heads of members
+ * (`membersTime`) move it forward to what they show. Invariant: it is never ahead of the wall clock, and it
+ * falls behind the wall clock only by what the wall clock moved more than the uptime within this boot, after
+ * its first BOOT_SETTLE_MS, by more than LAG_TOLERANCE_MS (a clock set ahead), until the wall clock is set
+ * back, members' heads show that time, or the machine reboots: across a reboot the time the machine was down
+ * cannot be measured, and the wall clock's is taken. So a wall clock set ahead while the machine is up ages
+ * nothing, and the lag is bounded by the steps of one boot: no stop or reboot adds to it.
  */
 export class PruneClock {
   private readonly wall: () => number
@@ -92,29 +99,31 @@ export class PruneClock {
     this.uptime = uptime
     const now = uptime()
     const w = wall()
-    if (recorded == null) this.time = w
-    else if (recorded.boot === now.boot && now.ms >= recorded.up) this.time = recorded.time + (now.ms - recorded.up)
-    else {
-      // Rebooted: the lag recorded goes on, less what the wall clock went back since (set right while down).
-      const lag = Math.max(0, recorded.wall - recorded.time)
-      const back = Math.max(0, recorded.wall - w)
-      this.time = w - Math.max(0, lag - back)
-    }
+    // Rebooted (or no record): the wall clock's time.
+    this.time = recorded != null && recorded.boot === now.boot && now.ms >= recorded.up ? recorded.time + (now.ms - recorded.up) : w
     this.boot = now.boot
+    this.up = recorded != null && recorded.boot === now.boot && now.ms >= recorded.up ? recorded.up : now.ms
+    this.settle(w)
     this.up = now.ms
+  }
+
+  /** Takes the wall clock's steps as right while the last reading was early in the boot, or within the tolerance. */
+  private settle(wall: number): void {
+    if (this.up < BOOT_SETTLE_MS || wall - this.time <= LAG_TOLERANCE_MS) this.time = Math.max(this.time, wall)
   }
 
   /** @returns the wall clock and the guarded clock, moved to at least `shown` (members' heads) */
   read(shown?: number): PruneTime {
     const now = this.uptime()
     const elapsed = now.boot === this.boot ? Math.max(0, now.ms - this.up) : 0
+    if (now.boot !== this.boot) this.up = 0
     this.boot = now.boot
-    this.up = now.ms
     // Not held to the wall clock: after a wall clock set back, it goes on at the time it measured, so that the
     // wall clock set right again is no jump ahead.
     this.time = Math.max(this.time + elapsed, shown ?? 0)
     const wall = this.wall()
-    if (wall - this.time <= LAG_TOLERANCE_MS) this.time = Math.max(this.time, wall)
+    this.settle(wall)
+    this.up = now.ms
     return { wall, guarded: Math.min(wall, this.time) }
   }
 
