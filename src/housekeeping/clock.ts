@@ -44,6 +44,12 @@ const LAG_TOLERANCE_MS = 10_000
  */
 const BOOT_SETTLE_MS = 15 * 60_000
 
+/**
+ * How late past BOOT_SETTLE_MS a reading may come and still take the steps it sees as the boot's own: the reading
+ * the housekeeper schedules for the end of those minutes (PruneClock.settleDue), on a busy event loop.
+ */
+const SETTLE_LATE_MS = 60_000
+
 /** A boot of this process alone, for a system that does not say which boot it is in: its restarts count as reboots. */
 const PROCESS_BOOT = `process:${process.pid}:${Date.now()}`
 
@@ -103,26 +109,42 @@ export class PruneClock {
     this.time = recorded != null && recorded.boot === now.boot && now.ms >= recorded.up ? recorded.time + (now.ms - recorded.up) : w
     this.boot = now.boot
     this.up = recorded != null && recorded.boot === now.boot && now.ms >= recorded.up ? recorded.up : now.ms
-    this.settle(w)
+    this.settle(w, now.ms)
     this.up = now.ms
   }
 
-  /** Takes the wall clock's steps as right while the last reading was early in the boot, or within the tolerance. */
-  private settle(wall: number): void {
-    if (this.up < BOOT_SETTLE_MS || wall - this.time <= LAG_TOLERANCE_MS) this.time = Math.max(this.time, wall)
+  /**
+   * Takes the wall clock's steps since the last reading as right when both readings are early in the boot (the
+   * steps fell in its first minutes), or when they are within the tolerance. A reading early in the boot and the
+   * next one long after (the node stopped meanwhile, or a long housekeeping interval) say nothing of when a step
+   * fell between them: it is taken as a clock set ahead.
+   */
+  private settle(wall: number, upNow: number): void {
+    const early = this.up < BOOT_SETTLE_MS && upNow <= BOOT_SETTLE_MS + SETTLE_LATE_MS
+    if (early || wall - this.time <= LAG_TOLERANCE_MS) this.time = Math.max(this.time, wall)
+  }
+
+  /**
+   * @returns how long until the boot's first minutes are up, when the last reading fell in them: a reading then
+   * (the housekeeper schedules one) takes the steps of those minutes as the boot's own; undefined past them
+   */
+  settleDue(): number | undefined {
+    return this.up < BOOT_SETTLE_MS ? BOOT_SETTLE_MS - this.up : undefined
   }
 
   /** @returns the wall clock and the guarded clock, moved to at least `shown` (members' heads) */
   read(shown?: number): PruneTime {
     const now = this.uptime()
-    const elapsed = now.boot === this.boot ? Math.max(0, now.ms - this.up) : 0
-    if (now.boot !== this.boot) this.up = 0
+    const rebooted = now.boot !== this.boot
+    const elapsed = rebooted ? 0 : Math.max(0, now.ms - this.up)
     this.boot = now.boot
     // Not held to the wall clock: after a wall clock set back, it goes on at the time it measured, so that the
     // wall clock set right again is no jump ahead.
     this.time = Math.max(this.time + elapsed, shown ?? 0)
     const wall = this.wall()
-    this.settle(wall)
+    // Another boot: the wall clock's time, as at a start after a reboot.
+    if (rebooted) this.time = Math.max(this.time, wall)
+    else this.settle(wall, now.ms)
     this.up = now.ms
     return { wall, guarded: Math.min(wall, this.time) }
   }

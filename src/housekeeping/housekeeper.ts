@@ -81,6 +81,8 @@ export class Housekeeper {
   private readonly clock: PruneClock
   /** whether the last run kept files for the clock (logged when that starts and when it ends) */
   private keptForClock = false
+  /** reads the guarded clock when the boot's first minutes are up (PruneClock.settleDue); undefined when none is due */
+  private settleTimer: ReturnType<typeof setTimeout> | undefined
 
   constructor(components: HousekeeperComponents, init: HousekeeperInit) {
     this.components = components
@@ -91,12 +93,23 @@ export class Housekeeper {
   start(): void {
     this.status = 'started'
     this.recordClock()
+    // Steps of the wall clock in the boot's first minutes are the boot's own only when a reading in them sees
+    // them: the next run may come long after.
+    const due = this.clock.settleDue()
+    if (due != null) {
+      this.settleTimer = setTimeout(() => {
+        this.settleTimer = undefined
+        if (this.status === 'started') this.recordClock()
+      }, due)
+    }
   }
 
   /** Waits for a run under way. */
   async stop(): Promise<void> {
     if (this.status === 'stopped') return
     this.status = 'stopping'
+    clearTimeout(this.settleTimer)
+    this.settleTimer = undefined
     await this.running
     this.recordClock()
     this.status = 'stopped'

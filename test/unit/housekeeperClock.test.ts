@@ -343,6 +343,9 @@ describe('housekeeping after a legitimate long stop', () => {
       hk.start()
       clock.jump += behind + 2 * MIN
       clock.ran += 2 * MIN
+      // The first housekeeping run, 10 minutes after the start, sees the step.
+      clock.ran += 8 * MIN
+      await hk.run()
       await publish(1)
       clock.jump += 2 * HOUR
       clock.ran += 2 * HOUR
@@ -354,6 +357,59 @@ describe('housekeeping after a legitimate long stop', () => {
     expect(lags).toEqual([undefined, undefined, undefined])
     // Each day's file went past retention-max (1 h) of the true time, unacknowledged.
     expect(files()).toBe(0)
+    await outbox.stop()
+  })
+
+  test("a step after the boot's first minutes is a clock set ahead, though the last reading fell in them (stopped since, or a long interval)", async () => {
+    const { outbox, clock, make, publish } = await setup()
+    clock.booted = 0
+    clock.ran = 5 * MIN
+    const first = make({ members: () => [C] })
+    first.start()
+    await publish(3)
+    await first.run()
+    await first.stop()
+    // Stopped from minute 5 to hour 5 of the boot, and set 3 h ahead meanwhile: the files are 8 h old by the wall
+    // clock, 5 h by the uptime, and retention-max is 6 h.
+    clock.ran = 5 * HOUR
+    clock.jump = 5 * HOUR - 5 * MIN + 3 * HOUR
+    const second = make({ members: () => [C], retentionMax: 6 * HOUR })
+    second.start()
+    const stopped = await second.run()
+    expect({ pruned: stopped.pruned_files, kept: stopped.kept_for_clock?.files }).toEqual({ pruned: 0, kept: 3 })
+    await second.stop()
+    // Running, with a reading at minute 14 and the next at minute 44 (a 30 min housekeeping interval): a step of 3 h
+    // between them. The files are 3.5 h old by the wall clock, 30 min by the uptime; retention-max is 1 h.
+    clock.boot = 'boot-2'
+    clock.jump = 0
+    clock.ran = 14 * MIN
+    const third = make({ members: () => [C] })
+    third.start()
+    await third.run()
+    clock.ran = 44 * MIN
+    clock.jump = 30 * MIN + 3 * HOUR
+    const running = await third.run()
+    expect({ pruned: running.pruned_files, kept: running.kept_for_clock?.files }).toEqual({ pruned: 0, kept: 3 })
+    await third.stop()
+    await outbox.stop()
+  })
+
+  test("the housekeeper reads the clock when the boot's first minutes are up: a step in them is the boot's own, whenever the next run comes", async () => {
+    const { outbox, clock, make, publish, files } = await setup()
+    // Started 50 ms before the boot's first 15 minutes are up (the uptime moves with the real time from there).
+    const t0 = performance.now()
+    const hk = make({ members: () => [C], uptime: () => ({ boot: 'boot-9', ms: 15 * MIN - 50 + (performance.now() - t0) + clock.ran }) })
+    hk.start()
+    await publish(3)
+    // NTP steps it 2 h ahead at once; the reading due at 15 minutes sees that; the next run comes 30 min later. The
+    // files are 2.5 h old by the wall clock, 30 min by the uptime; retention-max is 1 h.
+    clock.jump = 2 * HOUR
+    await Bun.sleep(200)
+    clock.ran = 30 * MIN
+    clock.jump += 30 * MIN
+    const r = await hk.run()
+    expect({ kept: r.kept_for_clock, pruned: r.pruned_files, files: files() }).toEqual({ kept: undefined, pruned: 3, files: 0 })
+    await hk.stop()
     await outbox.stop()
   })
 
