@@ -213,7 +213,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description:
-      "prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s; a retention not set falls to it when it is shorter); that age is measured by the machine's uptime (and members' heads), never shortened by a system clock set ahead",
+      "prune own event files older than this even if a member has not acknowledged them (default 7d, at least 1s; a retention not set falls to it when it is shorter); that age is measured by the machine's uptime within a boot (and members' heads), not shortened by a system clock set ahead past the boot's first 15 minutes (see Retention and the clock in docs/operations.md)",
     schema: durationSchema({ min: '1s' }),
     default: '7d'
   },
@@ -247,7 +247,7 @@ export const SETTINGS = {
     kind: 'string',
     value: 'DURATION',
     description:
-      "delete rows of the events table older than this (default: keep forever); that age is measured by the machine's uptime (and members' heads), never shortened by a system clock set ahead",
+      "delete rows of the events table older than this (default: keep forever); that age is measured by the machine's uptime within a boot (and members' heads), not shortened by a system clock set ahead past the boot's first 15 minutes (see Retention and the clock in docs/operations.md)",
     schema: durationSchema(),
     default: undefined
   },
