@@ -101,6 +101,8 @@ export class Housekeeper {
         this.settleTimer = undefined
         if (this.status === 'started') this.recordClock()
       }, due)
+      // It keeps no process alive: a node that stops clears it, and a process that ends needs no reading.
+      this.settleTimer.unref?.()
     }
   }
 
