@@ -117,11 +117,14 @@ export class PruneClock {
    * Takes the wall clock's steps since the last reading as right when both readings are early in the boot (the
    * steps fell in its first minutes), or when they are within the tolerance. A reading early in the boot and the
    * next one long after (the node stopped meanwhile, or a long housekeeping interval) say nothing of when a step
-   * fell between them: it is taken as a clock set ahead.
+   * fell between them: it is taken as a clock set ahead. A step back early in the boot is the boot's own too (a
+   * machine booting ahead, its real-time clock kept in local time, set back by NTP): the guarded clock follows
+   * it, or it would stay ahead of the true time all the boot and a clock set ahead by as much later go uncaught.
    */
   private settle(wall: number, upNow: number): void {
     const early = this.up < BOOT_SETTLE_MS && upNow <= BOOT_SETTLE_MS + SETTLE_LATE_MS
-    if (early || wall - this.time <= LAG_TOLERANCE_MS) this.time = Math.max(this.time, wall)
+    if (early) this.time = wall
+    else if (wall - this.time <= LAG_TOLERANCE_MS) this.time = Math.max(this.time, wall)
   }
 
   /**

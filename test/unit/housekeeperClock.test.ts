@@ -360,6 +360,29 @@ describe('housekeeping after a legitimate long stop', () => {
     await outbox.stop()
   })
 
+  test('a machine that boots ahead (a real-time clock kept in local time) and is set back by NTP in its first minutes: a step ahead later is a clock set ahead', async () => {
+    const { outbox, clock, make, publish } = await setup()
+    // Boots 2 h ahead; cairn starts a minute in, NTP steps the clock back 2 minutes later, a run at minute 11.
+    clock.booted = 0
+    clock.ran = MIN
+    clock.jump = 2 * HOUR
+    const hk = make({ members: () => [C] })
+    hk.start()
+    clock.ran = 3 * MIN
+    clock.jump = 0
+    clock.ran = 11 * MIN
+    await hk.run()
+    await publish(3)
+    // Half an hour on, the clock is set 2 h ahead: the files are 2.5 h old by the wall clock, 30 min by the
+    // uptime; retention-max is 1 h.
+    clock.ran += 30 * MIN
+    clock.jump = 30 * MIN + 2 * HOUR
+    const r = await hk.run()
+    expect({ pruned: r.pruned_files, kept: r.kept_for_clock?.files }).toEqual({ pruned: 0, kept: 3 })
+    await hk.stop()
+    await outbox.stop()
+  })
+
   test("a step after the boot's first minutes is a clock set ahead, though the last reading fell in them (stopped since, or a long interval)", async () => {
     const { outbox, clock, make, publish } = await setup()
     clock.booted = 0
