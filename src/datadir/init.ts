@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
@@ -8,7 +8,7 @@ import { Store } from '../store/store.ts'
 import { openDatabase } from '../runtime/sqlite.ts'
 import { openBlockDatabase } from '../store/blockstore.ts'
 import { dataPaths } from './layout.ts'
-import { assertDatabase, loadIdentity, missingIdentity, nodeEntries, openDataDirStore, present } from './load.ts'
+import { assertDatabase, loadIdentity, missingIdentity, nodeEntries, openDataDirStore, present, statOf } from './load.ts'
 import { newSwarmKey, parseSwarmKey } from './swarmKey.ts'
 import { readJoinFile } from './joinFile.ts'
 import { tightenModes } from './modes.ts'
@@ -51,7 +51,7 @@ export async function initDataDir(dir: string, options: InitOptions): Promise<In
       throw new UsageError(`Invalid --owner ${o}: expected a peer id such as 12D3KooW… (cairn id --data DIR prints a node's)`)
     }
   }
-  if (present(dir, dir) && !statSync(dir).isDirectory()) throw new DataDirError(notADirectory(dir))
+  if (statOf(dir, dir)?.isDirectory() === false) throw new DataDirError(notADirectory(dir))
   if (present(dir, p.identity)) {
     const { peerId } = await loadIdentity(dir)
     // Opening a missing cairn.db would make an empty one, which the next run would take for the node's own.

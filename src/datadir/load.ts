@@ -37,7 +37,7 @@ export function present(dir: string, path: string): boolean {
  * @returns the entry's stats, undefined when the system says it does not exist (see present)
  * @throws DataDirError saying that permission is denied on EACCES or EPERM
  */
-function statOf(dir: string, path: string): Stats | undefined {
+export function statOf(dir: string, path: string): Stats | undefined {
   try {
     return statSync(path)
   } catch (err) {
