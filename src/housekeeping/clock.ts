@@ -106,9 +106,10 @@ export class PruneClock {
     const now = uptime()
     const w = wall()
     // Rebooted (or no record): the wall clock's time.
-    this.time = recorded != null && recorded.boot === now.boot && now.ms >= recorded.up ? recorded.time + (now.ms - recorded.up) : w
+    const sameBoot = recorded != null && recorded.boot === now.boot && now.ms >= recorded.up
+    this.time = sameBoot ? recorded.time + (now.ms - recorded.up) : w
     this.boot = now.boot
-    this.up = recorded != null && recorded.boot === now.boot && now.ms >= recorded.up ? recorded.up : now.ms
+    this.up = sameBoot ? recorded.up : now.ms
     this.settle(w, now.ms)
     this.up = now.ms
   }
