@@ -171,16 +171,15 @@ interface Void {
  */
 function voidOf(c: ChangeEvent, voided: ReadonlyMap<ChangeEvent, Void>): string | undefined {
   // Followed without recursion, however long the chain: each link's voider, until one void for good or not void.
-  const chain: Void[] = []
-  for (let v = voided.get(c); v != null; v = v.by == null ? undefined : voided.get(v.by)) {
-    chain.push(v)
+  const first = voided.get(c)
+  let links = 0
+  for (let v = first; v != null; v = v.by == null ? undefined : voided.get(v.by)) {
+    links++
     if (v.by == null) break
   }
-  if (chain.length === 0) return undefined
-  // The last link is void: for good, or by a removal that is not void. Each link before it is void when the next is not.
-  let isVoid = true
-  for (let i = chain.length - 2; i >= 0; i--) isVoid = !isVoid
-  return isVoid ? chain[0].detail : undefined
+  // The last link is void: for good, or by a removal that is not void. Each link before it is void when the next
+  // is not: the first is void when the chain has an odd number of links.
+  return first != null && links % 2 === 1 ? first.detail : undefined
 }
 
 /**
