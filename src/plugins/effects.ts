@@ -103,9 +103,9 @@ export async function runEffects(ctx: RunContext, plugins: readonly Plugin[], pu
         if (loud) ctx.refusalLogged?.set(key, ctx.now())
         const text = `effect failed (attempt ${d.attempts + 1}): the node refuses its ctx.publish until an operator acts, retrying in ${delay} ms`
         const fields = { reason: 'effect_publish_refused', refusal: (refusal as Error & { reason?: string }).reason }
-        if (!loud) log.debug(`${text}: ${message}`, fields)
-        else if (ctx.refusalLogged == null) log.error(`${text}: ${message}`, fields)
-        else log.error(`${text} (the other effects of ${plugin.name} refused so are logged at debug level for ${REFUSAL_LOG_INTERVAL / 60_000} minutes): ${message}`, fields)
+        const quiet = ctx.refusalLogged == null ? '' : ` (the other effects of ${plugin.name} refused so are logged at debug level for ${REFUSAL_LOG_INTERVAL / 60_000} minutes)`
+        if (loud) log.error(`${text}${quiet}: ${message}`, fields)
+        else log.debug(`${text}: ${message}`, fields)
         continue
       }
       log.warn(`effect failed (attempt ${d.attempts + 1}), retrying in ${delay} ms: ${message}`)
