@@ -454,10 +454,11 @@ export class Outbox {
       const { store } = this.components
       const { rows, removals } = removalsOf(store, seqs)
       const dropped = new Set(snapshots)
-      const kept = store.snapshots.own().filter((s) => !dropped.has(s.plugin))
+      const own = store.snapshots.own()
+      const kept = own.filter((s) => !dropped.has(s.plugin))
       const rootEntries = new Map<string, DirEntry | null>()
       const blocks: Block[] = []
-      if (store.snapshots.own().some((s) => dropped.has(s.plugin))) {
+      if (kept.length < own.length) {
         if (kept.length === 0) rootEntries.set(SNAPSHOTS_DIR, null)
         else {
           const dir = await directoryBlock(kept.map((s) => ({ name: `${s.plugin}.json`, cid: CID.parse(s.cid), size: s.size })))
