@@ -199,7 +199,7 @@ function untraversable(dir: string): { path: string } | undefined {
     try {
       accessSync(path, constants.X_OK)
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EACCES' || (err as NodeJS.ErrnoException).code === 'EPERM') return { path }
+      if (isPermissionDenied(err)) return { path }
       return undefined
     }
   }
