@@ -57,17 +57,29 @@ async function setup() {
     store.db.run('UPDATE outbox SET created_at = ? WHERE seq > ?', [wall, before])
     store.db.run('UPDATE events SET received_at = ? WHERE producer = ? AND seq > ?', [wall, self, before])
   }
+  /** Builds a housekeeper and starts it. */
+  const started = (options: Partial<HousekeeperInit> = {}, log: Log = silentLog) => {
+    const hk = make(options, log)
+    hk.start()
+    return hk
+  }
+  /** A node's life before a restart: a housekeeper started, 3 events published, one run, stopped. */
+  const publishRunStop = async (options: Partial<HousekeeperInit> = {}): Promise<void> => {
+    const hk = started(options)
+    await publish(3)
+    await hk.run()
+    await hk.stop()
+  }
   const files = (): number => store.outbox.counts().files
-  return { self, store, outbox, clock, make, head, publish, files }
+  return { self, store, outbox, clock, started, publishRunStop, head, publish, files }
 }
 
 describe('housekeeping under a wall clock set ahead', () => {
   test('a jump past retention-max while running does not prune the files a member has not acknowledged', async () => {
-    const { outbox, clock, make, publish, files } = await setup()
+    const { outbox, clock, started, publish, files } = await setup()
     // C is in the members list and was never heard from: it holds every file back until retention-max.
     const warnings: Array<Record<string, unknown> | undefined> = []
-    const hk = make({ members: () => [C] }, { ...silentLog, warn: (_, fields) => warnings.push(fields) })
-    hk.start()
+    const hk = started({ members: () => [C] }, { ...silentLog, warn: (_, fields) => warnings.push(fields) })
     await publish(3)
     expect((await hk.run()).pruned_files).toBe(0)
     clock.jump = 3 * HOUR
@@ -90,11 +102,10 @@ describe('housekeeping under a wall clock set ahead', () => {
   })
 
   test('a jump does not make a member that was heard from lately look silent for retention-max', async () => {
-    const { outbox, clock, make, head, publish, files } = await setup()
+    const { outbox, clock, started, head, publish, files } = await setup()
     // B's last head came 40 minutes ago and acknowledges none of this node's files: it holds them back.
     head(B, Date.now() - 40 * MIN, Date.now() - 40 * MIN)
-    const hk = make({ members: () => [B] })
-    hk.start()
+    const hk = started({ members: () => [B] })
     await publish(3)
     // 30 minutes on, by the wall clock: the files are past retention (10 min), and B looks silent for 70 min.
     clock.jump = 30 * MIN
@@ -107,15 +118,10 @@ describe('housekeeping under a wall clock set ahead', () => {
   })
 
   test('a restart with the clock set ahead meanwhile keeps the files a member has not acknowledged', async () => {
-    const { outbox, clock, make, publish, files } = await setup()
-    const first = make({ members: () => [C] })
-    first.start()
-    await publish(3)
-    await first.run()
-    await first.stop()
+    const { outbox, clock, started, publishRunStop, files } = await setup()
+    await publishRunStop({ members: () => [C] })
     clock.jump = 3 * HOUR
-    const second = make({ members: () => [C] })
-    second.start()
+    const second = started({ members: () => [C] })
     expect((await second.run()).pruned_files).toBe(0)
     expect(files()).toBe(3)
     await second.stop()
@@ -123,9 +129,8 @@ describe('housekeeping under a wall clock set ahead', () => {
   })
 
   test('rows of events are not deleted early by a wall clock set ahead', async () => {
-    const { store, outbox, clock, make, publish } = await setup()
-    const hk = make({ eventsRetention: HOUR })
-    hk.start()
+    const { store, outbox, clock, started, publish } = await setup()
+    const hk = started({ eventsRetention: HOUR })
     await publish(2)
     store.db.run("UPDATE events SET state = 'done'")
     clock.jump = 3 * HOUR
@@ -137,9 +142,8 @@ describe('housekeeping under a wall clock set ahead', () => {
   })
 
   test('a jump does not compact superseded files a member has not acknowledged before retention has passed', async () => {
-    const { self, store, outbox, clock, make, publish, files } = await setup()
-    const hk = make({ members: () => [C] })
-    hk.start()
+    const { self, store, outbox, clock, started, publish, files } = await setup()
+    const hk = started({ members: () => [C] })
     await publish(2)
     // Seq 2 writes the one key seq 1 writes, later: seq 1 is superseded.
     store.stateKeys.record('p', self, 1, 'a', ['k'])
@@ -154,9 +158,8 @@ describe('housekeeping under a wall clock set ahead', () => {
   })
 
   test('two members whose heads say a year passed move nothing past a wall clock that is right', async () => {
-    const { outbox, clock, make, head, publish, files } = await setup()
-    const hk = make({ members: () => [B, D] })
-    hk.start()
+    const { outbox, clock, started, head, publish, files } = await setup()
+    const hk = started({ members: () => [B, D] })
     await publish(3)
     // The node ran 20 minutes, its clock right: the files are past retention (a candidate), not past retention-max.
     clock.jump = 20 * MIN
@@ -175,9 +178,8 @@ describe('housekeeping under a wall clock set ahead', () => {
 
 describe('housekeeping after a legitimate long stop', () => {
   test('a node that ran through retention-max prunes the files a member has not acknowledged, as before', async () => {
-    const { outbox, clock, make, publish, files } = await setup()
-    const hk = make({ members: () => [C] })
-    hk.start()
+    const { outbox, clock, started, publish, files } = await setup()
+    const hk = started({ members: () => [C] })
     await publish(3)
     clock.jump = 2 * HOUR
     clock.ran = 2 * HOUR
@@ -190,20 +192,15 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test("members' heads show the time of the stop: the files past retention-max go at the first run", async () => {
-    const { outbox, clock, make, head, publish, files } = await setup()
+    const { outbox, clock, started, publishRunStop, head, files } = await setup()
     // C was never heard from; B and D came back with the node and acknowledge none of its files.
     const members = () => [B, C, D]
-    const first = make({ members })
-    first.start()
-    await publish(3)
-    await first.run()
-    await first.stop()
+    await publishRunStop({ members })
     clock.jump = 3 * HOUR
     const now = Date.now() + clock.jump
     head(B, now - MIN, now)
     head(D, now - 2 * MIN, now)
-    const second = make({ members })
-    second.start()
+    const second = started({ members })
     const result = await second.run()
     expect(result.pruned_files).toBe(3)
     expect(files()).toBe(0)
@@ -212,19 +209,14 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test("one member's head alone does not show the time where others are members: the files wait", async () => {
-    const { outbox, clock, make, head, publish, files } = await setup()
+    const { outbox, clock, started, publishRunStop, head, files } = await setup()
     const members = () => [B, D]
     head(D, Date.now() - 20 * MIN, Date.now() - 20 * MIN)
-    const first = make({ members })
-    first.start()
-    await publish(3)
-    await first.run()
-    await first.stop()
+    await publishRunStop({ members })
     clock.jump = 3 * HOUR
     // B says three hours passed (it may be right, or lying to a node whose clock was set ahead); D says nothing.
     head(B, Date.now() + clock.jump, Date.now() + clock.jump)
-    const second = make({ members })
-    second.start()
+    const second = started({ members })
     const result = await second.run()
     expect(result.pruned_files).toBe(0)
     expect(result.kept_for_clock?.files).toBe(3)
@@ -234,16 +226,11 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test("the only member's head shows the time", async () => {
-    const { outbox, clock, make, head, publish, files } = await setup()
-    const first = make({ members: () => [B] })
-    first.start()
-    await publish(3)
-    await first.run()
-    await first.stop()
+    const { outbox, clock, started, publishRunStop, head, files } = await setup()
+    await publishRunStop({ members: () => [B] })
     clock.jump = 3 * HOUR
     head(B, Date.now() + clock.jump - MIN, Date.now() + clock.jump)
-    const second = make({ members: () => [B] })
-    second.start()
+    const second = started({ members: () => [B] })
     expect((await second.run()).pruned_files).toBe(3)
     expect(files()).toBe(0)
     await second.stop()
@@ -251,24 +238,18 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test('a lone node lets its processed files go past retention by the wall clock; with an unheard member, once the machine measured retention-max since their stamp', async () => {
-    const { outbox, clock, make, publish, files } = await setup()
-    const first = make()
-    first.start()
-    await publish(3)
-    await first.run()
-    await first.stop()
+    const { outbox, clock, started, publishRunStop, publish, files } = await setup()
+    await publishRunStop()
     clock.jump = 3 * HOUR
     // Nobody's acknowledgement is waited for: nobody misses them.
-    const second = make()
-    second.start()
+    const second = started()
     expect((await second.run()).pruned_files).toBe(3)
     await second.stop()
     // A members list naming a node never heard from: its files wait for retention-max of the time the machine
     // measured since their stamp; stamped while the clock was 3 h ahead (it was set ahead while the node was
     // stopped, the machine up), they wait 3 h more.
     await publish(2)
-    const third = make({ members: () => [C] })
-    third.start()
+    const third = started({ members: () => [C] })
     clock.jump = 6 * HOUR
     expect((await third.run()).pruned_files).toBe(0)
     clock.ran = HOUR + MIN
@@ -281,16 +262,11 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test('a stop while the machine stayed up is measured by its uptime: the files past retention-max go at the first run, nothing kept for the clock', async () => {
-    const { outbox, clock, make, publish, files } = await setup()
-    const first = make({ members: () => [C] })
-    first.start()
-    await publish(3)
-    await first.run()
-    await first.stop()
+    const { outbox, clock, started, publishRunStop, files } = await setup()
+    await publishRunStop({ members: () => [C] })
     clock.jump = 3 * HOUR
     clock.ran = 3 * HOUR
-    const second = make({ members: () => [C] })
-    second.start()
+    const second = started({ members: () => [C] })
     const result = await second.run()
     expect({ pruned: result.pruned_files, kept: result.kept_for_clock, files: files() }).toEqual({ pruned: 3, kept: undefined, files: 0 })
     await second.stop()
@@ -298,18 +274,13 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test("across a reboot the time the machine was down is the wall clock's, and a lag measured before it is dropped", async () => {
-    const { outbox, clock, make, publish, files } = await setup()
-    const first = make({ members: () => [C] })
-    first.start()
-    await publish(3)
-    await first.run()
-    await first.stop()
+    const { outbox, clock, started, publishRunStop, publish, files } = await setup()
+    await publishRunStop({ members: () => [C] })
     // Down 3 h, back in a new boot whose uptime starts again (and past its first minutes when the node starts).
     clock.jump = 3 * HOUR
     clock.boot = 'boot-2'
     clock.ran = 0
-    const second = make({ members: () => [C] })
-    second.start()
+    const second = started({ members: () => [C] })
     expect((await second.run()).pruned_files).toBe(3)
     await publish(2)
     // Set 3 h ahead while running: kept in this boot.
@@ -321,8 +292,7 @@ describe('housekeeping after a legitimate long stop', () => {
     // Rebooted: the wall clock's time is taken, as for any reboot (a clock set ahead across a reboot is not seen).
     clock.boot = 'boot-3'
     clock.ran = 0
-    const third = make({ members: () => [C] })
-    third.start()
+    const third = started({ members: () => [C] })
     const after = await third.run()
     expect({ pruned: after.pruned_files, files: files(), kept: after.kept_for_clock }).toEqual({ pruned: 2, files: 0, kept: undefined })
     await third.stop()
@@ -330,7 +300,7 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test('a machine that boots behind (no real-time clock) and is set right by NTP in its first minutes: no lag, boot after boot', async () => {
-    const { outbox, clock, make, publish, files } = await setup()
+    const { outbox, clock, started, publish, files } = await setup()
     const lags: Array<number | undefined> = []
     for (let day = 0; day < 3; day++) {
       // Boots at the time it was shut down, 16 h behind; cairn starts at once, NTP steps the clock 2 minutes later.
@@ -339,8 +309,7 @@ describe('housekeeping after a legitimate long stop', () => {
       clock.ran = 0
       const behind = 16 * HOUR
       clock.jump -= behind
-      const hk = make({ members: () => [C] })
-      hk.start()
+      const hk = started({ members: () => [C] })
       clock.jump += behind + 2 * MIN
       clock.ran += 2 * MIN
       // The first housekeeping run, 10 minutes after the start, sees the step.
@@ -361,13 +330,12 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test('a machine that boots ahead (a real-time clock kept in local time) and is set back by NTP in its first minutes: a step ahead later is a clock set ahead', async () => {
-    const { outbox, clock, make, publish } = await setup()
+    const { outbox, clock, started, publish } = await setup()
     // Boots 2 h ahead; cairn starts a minute in, NTP steps the clock back 2 minutes later, a run at minute 11.
     clock.booted = 0
     clock.ran = MIN
     clock.jump = 2 * HOUR
-    const hk = make({ members: () => [C] })
-    hk.start()
+    const hk = started({ members: () => [C] })
     clock.ran = 3 * MIN
     clock.jump = 0
     clock.ran = 11 * MIN
@@ -384,20 +352,15 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test("a step after the boot's first minutes is a clock set ahead, though the last reading fell in them (stopped since, or a long interval)", async () => {
-    const { outbox, clock, make, publish } = await setup()
+    const { outbox, clock, started, publishRunStop } = await setup()
     clock.booted = 0
     clock.ran = 5 * MIN
-    const first = make({ members: () => [C] })
-    first.start()
-    await publish(3)
-    await first.run()
-    await first.stop()
+    await publishRunStop({ members: () => [C] })
     // Stopped from minute 5 to hour 5 of the boot, and set 3 h ahead meanwhile: the files are 8 h old by the wall
     // clock, 5 h by the uptime, and retention-max is 6 h.
     clock.ran = 5 * HOUR
     clock.jump = 5 * HOUR - 5 * MIN + 3 * HOUR
-    const second = make({ members: () => [C], retentionMax: 6 * HOUR })
-    second.start()
+    const second = started({ members: () => [C], retentionMax: 6 * HOUR })
     const stopped = await second.run()
     expect({ pruned: stopped.pruned_files, kept: stopped.kept_for_clock?.files }).toEqual({ pruned: 0, kept: 3 })
     await second.stop()
@@ -406,8 +369,7 @@ describe('housekeeping after a legitimate long stop', () => {
     clock.boot = 'boot-2'
     clock.jump = 0
     clock.ran = 14 * MIN
-    const third = make({ members: () => [C] })
-    third.start()
+    const third = started({ members: () => [C] })
     await third.run()
     clock.ran = 44 * MIN
     clock.jump = 30 * MIN + 3 * HOUR
@@ -418,11 +380,10 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test("the housekeeper reads the clock when the boot's first minutes are up: a step in them is the boot's own, whenever the next run comes", async () => {
-    const { outbox, clock, make, publish, files } = await setup()
+    const { outbox, clock, started, publish, files } = await setup()
     // Started 50 ms before the boot's first 15 minutes are up (the uptime moves with the real time from there).
     const t0 = performance.now()
-    const hk = make({ members: () => [C], uptime: () => ({ boot: 'boot-9', ms: 15 * MIN - 50 + (performance.now() - t0) + clock.ran }) })
-    hk.start()
+    const hk = started({ members: () => [C], uptime: () => ({ boot: 'boot-9', ms: 15 * MIN - 50 + (performance.now() - t0) + clock.ran }) })
     await publish(3)
     // NTP steps it 2 h ahead at once; the reading due at 15 minutes sees that; the next run comes 30 min later. The
     // files are 2.5 h old by the wall clock, 30 min by the uptime; retention-max is 1 h.
@@ -438,10 +399,9 @@ describe('housekeeping after a legitimate long stop', () => {
 
   test('a node stopped every night keeps rows past events-retention no longer than the setting, with or without reboots', async () => {
     for (const reboot of [false, true]) {
-      const { store, outbox, clock, make, publish } = await setup()
+      const { store, outbox, clock, started, publish } = await setup()
       for (let day = 0; day < 30; day++) {
-        const hk = make({ eventsRetention: HOUR })
-        hk.start()
+        const hk = started({ eventsRetention: HOUR })
         for (let h = 0; h < 8; h++) {
           await publish(1)
           store.db.run("UPDATE events SET state = 'done'")
@@ -464,9 +424,8 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test('NTP stepping a slow clock ahead a little at a time adds up to no lag; a clock set back and then right again is no jump', async () => {
-    const { outbox, clock, make, publish, files } = await setup()
-    const hk = make({ members: () => [C] })
-    hk.start()
+    const { outbox, clock, started, publish, files } = await setup()
+    const hk = started({ members: () => [C] })
     await publish(3)
     // 200 steps of 2 s, each after 10 minutes of uptime: 400 s ahead of the uptime in all.
     for (let i = 0; i < 200; i++) {
@@ -491,9 +450,8 @@ describe('housekeeping after a legitimate long stop', () => {
 
 describe('retention-max', () => {
   test('a superseded file that a plugin without keys also applied goes past retention-max unacknowledged, as a plain file does', async () => {
-    const { self, store, outbox, clock, make, publish, files } = await setup()
-    const hk = make({ members: () => [C] })
-    hk.start()
+    const { self, store, outbox, clock, started, publish, files } = await setup()
+    const hk = started({ members: () => [C] })
     await publish(3)
     // Seq 2 supersedes seq 1's key for plugin p; plugin q applied both without keys; seq 3 is plain.
     store.stateKeys.record('p', self, 1, 'a', ['k'])
