@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { PruneClock, uptimeReader } from '../../src/housekeeping/clock.ts'
+import { parseRecordedClock, PRUNE_CLOCK_KEY, PruneClock, uptimeReader } from '../../src/housekeeping/clock.ts'
 import { housekeeper, type HousekeeperInit } from '../../src/housekeeping/housekeeper.ts'
 import { type Log, silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
@@ -10,6 +10,7 @@ import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
 import { testOutbox } from '../helpers/outbox.ts'
+import { waitFor } from '../helpers/process.ts'
 
 const MIN = 60_000
 const HOUR = 3_600_000
@@ -380,7 +381,7 @@ describe('housekeeping after a legitimate long stop', () => {
   })
 
   test("the housekeeper reads the clock when the boot's first minutes are up: a step in them is the boot's own, whenever the next run comes", async () => {
-    const { outbox, clock, started, publish, files } = await setup()
+    const { store, outbox, clock, started, publish, files } = await setup()
     // Started 50 ms before the boot's first 15 minutes are up (the uptime moves with the real time from there).
     const t0 = performance.now()
     const hk = started({ members: () => [C], uptime: () => ({ boot: 'boot-9', ms: 15 * MIN - 50 + (performance.now() - t0) + clock.ran }) })
@@ -388,7 +389,7 @@ describe('housekeeping after a legitimate long stop', () => {
     // NTP steps it 2 h ahead at once; the reading due at 15 minutes sees that; the next run comes 30 min later. The
     // files are 2.5 h old by the wall clock, 30 min by the uptime; retention-max is 1 h.
     clock.jump = 2 * HOUR
-    await Bun.sleep(200)
+    await waitFor('the reading due at 15 minutes to record the step', () => (parseRecordedClock(store.meta.get(PRUNE_CLOCK_KEY))?.wall ?? 0) > Date.now() + HOUR)
     clock.ran = 30 * MIN
     clock.jump += 30 * MIN
     const r = await hk.run()
