@@ -4,18 +4,8 @@ import { join } from 'node:path'
 import { loadIdentity } from '../src/datadir/load.ts'
 import type { CairnNode } from '../src/node/node.ts'
 import { fakePeerId } from './adversary/helpers.ts'
-import { inProcessNode } from './helpers/forge.ts'
-import { cairn, initDir, tempDir, waitFor } from './helpers/process.ts'
-
-/** @returns a data directory that joins the network of `founder` (its swarm key) with `owner` as founding owner */
-async function joiner(parent: string, name: string, founder: string, owner: string): Promise<string> {
-  const dir = join(parent, name)
-  const r = await cairn(['init', '--data', dir, '--swarm-key', join(founder, 'swarm.key'), '--owner', owner])
-  if (r.code !== 0) throw new Error(r.stderr)
-  return dir
-}
-
-const addr = (n: CairnNode): string => n.ipfs.libp2p.getMultiaddrs()[0].toString()
+import { addr, inProcessNode } from './helpers/forge.ts'
+import { initDir, joiner, tempDir, waitFor } from './helpers/process.ts'
 
 /** @returns GET /v1/members of a node, without what differs by node (connected, self) */
 async function fetched(node: CairnNode): Promise<unknown> {

@@ -1,14 +1,12 @@
 import { describe, expect, test } from 'bun:test'
-import { join } from 'node:path'
 import { loadIdentity } from '../src/datadir/load.ts'
 import type { Log } from '../src/log/logger.ts'
 import { keptAfterRemovalText } from '../src/model/members.ts'
-import type { CairnNode } from '../src/node/node.ts'
 import { ownEventsRefusedText } from '../src/node/status.ts'
 import { query } from './helpers/db.ts'
-import { inProcessNode } from './helpers/forge.ts'
+import { addr, inProcessNode } from './helpers/forge.ts'
 import { fakePeerId } from './adversary/helpers.ts'
-import { cairn, initDir, tempDir, waitFor } from './helpers/process.ts'
+import { initDir, joiner, tempDir, waitFor } from './helpers/process.ts'
 
 /** A log that keeps every line at warn and error, with its fields. */
 function recordingLog(): Log & { lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> } {
@@ -28,16 +26,6 @@ function recordingLog(): Log & { lines: Array<{ level: string; msg: string; fiel
 function seqsOf(dir: string, producer: string): number[] {
   return query<{ seq: number }>(dir, "SELECT seq FROM events WHERE producer = ? AND type NOT LIKE 'cairn.%' ORDER BY seq", [producer]).map((r) => r.seq)
 }
-
-/** @returns a data directory that joins the network of `founder` (its swarm key) with `owner` as founding owner */
-async function joiner(parent: string, name: string, founder: string, owner: string): Promise<string> {
-  const dir = join(parent, name)
-  const r = await cairn(['init', '--data', dir, '--swarm-key', join(founder, 'swarm.key'), '--owner', owner])
-  if (r.code !== 0) throw new Error(r.stderr)
-  return dir
-}
-
-const addr = (n: CairnNode): string => n.ipfs.libp2p.getMultiaddrs()[0].toString()
 
 describe('removals made while cut off', () => {
   test("two owners that removed each other while cut off: the one whose events the others refuse says so (status, one log line, a metric), the others don't", async () => {

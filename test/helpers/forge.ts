@@ -14,6 +14,9 @@ import { shardedDirectory } from '../../src/unixfs/hamt.ts'
 import { type Log, silentLog } from '../../src/log/logger.ts'
 import type { PublishResult } from '../../src/model/publishRequest.ts'
 
+/** @returns the first address a node listens on, for another node's bootstrap list */
+export const addr = (n: CairnNode): string => n.ipfs.libp2p.getMultiaddrs()[0].toString()
+
 /** @returns a node of this process on `dir`, not started, with loopback defaults (and no log, unless `log` is given) */
 export function newInProcessNode(dir: string, flags: Record<string, unknown> = {}, log: Log = silentLog): CairnNode {
   const config = toNodeConfig(

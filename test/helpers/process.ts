@@ -91,6 +91,14 @@ export async function initDir(parent: string, name: string, swarmKey?: string): 
   return dir
 }
 
+/** @returns a data directory `name` under `parent` that joins the network of `founder` (its swarm key) with `owner` as founding owner */
+export async function joiner(parent: string, name: string, founder: string, owner: string): Promise<string> {
+  const dir = join(parent, name)
+  const r = await cairn(['init', '--data', dir, '--swarm-key', join(founder, 'swarm.key'), '--owner', owner])
+  if (r.code !== 0) throw new Error(r.stderr)
+  return dir
+}
+
 /** A temporary directory removed at dispose. */
 export function tempDir(prefix = 'cairn-test-'): { path: string; [Symbol.dispose]: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix))
