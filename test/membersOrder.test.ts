@@ -3,12 +3,27 @@ import { join } from 'node:path'
 import { loadIdentity } from '../src/datadir/load.ts'
 import { query } from './helpers/db.ts'
 import type { PublishResult } from '../src/model/publishRequest.ts'
+import type { CairnNode } from '../src/node/node.ts'
 import { inProcessNode, publishThoughRemoved } from './helpers/forge.ts'
 import { cairn, initDir, tempDir, waitFor } from './helpers/process.ts'
 
 /** @returns the seqs of `producer`'s own (not membership) events a data directory holds */
 function seqsOf(dir: string, producer: string): number[] {
   return query<{ seq: number }>(dir, "SELECT seq FROM events WHERE producer = ? AND type NOT LIKE 'cairn.%' ORDER BY seq", [producer]).map((r) => r.seq)
+}
+
+/**
+ * Starts, in this process, the founding owner a of a new network and c, a data directory of that network with a as
+ * founding owner, not yet a member, bootstrapped from a.
+ */
+async function ownerAndJoiner(parent: string): Promise<{ a: string; na: CairnNode; nc: CairnNode; cId: string }> {
+  const a = await initDir(parent, 'a')
+  const aId = (await loadIdentity(a)).peerId.toString()
+  const c = join(parent, 'c')
+  expect((await cairn(['init', '--data', c, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
+  const na = await inProcessNode(a)
+  const nc = await inProcessNode(c, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
+  return { a, na, nc, cId: nc.peerId.toString() }
 }
 
 describe("the order of a removal and the removed member's events", () => {
@@ -108,13 +123,7 @@ describe("the order of a removal and the removed member's events", () => {
 
   test('a removed member added again is a member again: the events it wrote meanwhile are taken at once', async () => {
     using tmp = tempDir()
-    const a = await initDir(tmp.path, 'a')
-    const aId = (await loadIdentity(a)).peerId.toString()
-    const c = join(tmp.path, 'c')
-    expect((await cairn(['init', '--data', c, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
-    const na = await inProcessNode(a)
-    const nc = await inProcessNode(c, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
-    const cId = nc.peerId.toString()
+    const { a, na, nc, cId } = await ownerAndJoiner(tmp.path)
     try {
       await na.members.add({ peer_id: cId })
       await nc.publish({ type: 'test.c', payload: { i: 0 } })
@@ -135,13 +144,7 @@ describe("the order of a removal and the removed member's events", () => {
   }, 120_000)
   test("the removing owner takes none of the member's events past the seq its removal records, not even one that arrives while the removal commits", async () => {
     using tmp = tempDir()
-    const a = await initDir(tmp.path, 'a')
-    const aId = (await loadIdentity(a)).peerId.toString()
-    const c = join(tmp.path, 'c')
-    expect((await cairn(['init', '--data', c, '--swarm-key', join(a, 'swarm.key'), '--owner', aId])).code).toBe(0)
-    const na = await inProcessNode(a)
-    const nc = await inProcessNode(c, { bootstrap: [na.ipfs.libp2p.getMultiaddrs()[0].toString()] })
-    const cId = nc.peerId.toString()
+    const { a, na, nc, cId } = await ownerAndJoiner(tmp.path)
     try {
       await na.members.add({ peer_id: cId })
       for (let i = 0; i < 2; i++) await nc.publish({ type: 'test.c', payload: { i } })
