@@ -26,6 +26,20 @@ async function ownerAndJoiner(parent: string): Promise<{ a: string; na: CairnNod
   return { a, na, nc, cId: nc.peerId.toString() }
 }
 
+/**
+ * Runs `meanwhile` as `node`'s next membership change is published: after it read what the change records (a
+ * removal's last seq), before it is committed.
+ */
+function beforeNextChangeCommits(node: CairnNode, meanwhile: () => Promise<void>): void {
+  const init = (node.members as unknown as { init: { publish: (r: { type: string; payload: unknown }) => Promise<PublishResult> } }).init
+  const publish = init.publish
+  init.publish = async (request) => {
+    init.publish = publish
+    await meanwhile()
+    return await publish(request)
+  }
+}
+
 describe("the order of a removal and the removed member's events", () => {
   test("a node that gets the removed member's later head before the removal applies the removal first", async () => {
     using tmp = tempDir()
@@ -151,15 +165,11 @@ describe("the order of a removal and the removed member's events", () => {
       await waitFor("c's events on a", () => seqsOf(a, cId).length === 2)
       // c's next head reaches a, and a walks it, after a read the seq its removal records and before the
       // removal is committed (as a member that publishes steadily has it).
-      const init = (na.members as unknown as { init: { publish: (r: { type: string; payload: unknown }) => Promise<PublishResult> } }).init
-      const publish = init.publish
-      init.publish = async (request) => {
-        init.publish = publish
+      beforeNextChangeCommits(na, async () => {
         await nc.publish({ type: 'test.c', payload: { i: 2 } })
         await na.offerHead(nc.store.producers.get(cId)!.head_message!)
         await waitFor("a's walk of c's next head to end", async () => !(await na.statusJson()).syncing)
-        return await publish(request)
-      }
+      })
       expect((await na.members.remove(cId)).change).toEqual({ op: 'remove', peer_id: cId, last_seq: 2 })
       expect(seqsOf(a, cId)).toEqual([1, 2])
       const status = await na.statusJson()
@@ -193,18 +203,14 @@ describe("the order of a removal and the removed member's events", () => {
       await waitFor("c's events on a and b", () => seqsOf(a, cId).length === 2 && seqsOf(b, cId).length === 2)
       // While a commits its removal (last seq 2), c writes seq 3, b takes it and removes c (last seq 3), and a takes
       // b's removal: the fold keeps b's, ordered first, and a must take seq 3.
-      const init = (na.members as unknown as { init: { publish: (r: { type: string; payload: unknown }) => Promise<PublishResult> } }).init
-      const publish = init.publish
-      init.publish = async (request) => {
-        init.publish = publish
+      beforeNextChangeCommits(na, async () => {
         await nc.publish({ type: 'test.c', payload: { i: 2 } })
         await waitFor('seq 3 of c on b', () => seqsOf(b, cId).length === 3)
         const byB = await nb.members.remove(cId)
         expect(byB.change).toEqual({ op: 'remove', peer_id: cId, last_seq: 3 })
         await na.offerHead(nb.store.producers.get(bId)!.head_message!)
         await waitFor("b's removal on a", () => na.store.db.get('SELECT 1 AS x FROM events WHERE producer = ? AND seq = ?', [bId, byB.result.seq]) != null)
-        return await publish(request)
-      }
+      })
       expect((await na.members.remove(cId)).change).toEqual({ op: 'remove', peer_id: cId, last_seq: 2 })
       expect(na.members.removedAt(cId)?.last_seq).toBe(3)
       await waitFor("seq 3 of c on a, as b's removal lets it", () => seqsOf(a, cId).length === 3, 30_000)
