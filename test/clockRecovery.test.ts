@@ -10,6 +10,7 @@ import { CairnNode } from '../src/node/node.ts'
 import { reclock } from '../src/node/reclock.ts'
 import { BUILTIN_PLUGINS } from '../plugins/mod.ts'
 import { query } from './helpers/db.ts'
+import { addr } from './helpers/forge.ts'
 import { cairn, tempDir, waitFor } from './helpers/process.ts'
 
 const YEAR_MS = 365 * 86_400_000
@@ -43,15 +44,16 @@ const flagsOf = (dir: string, flags: Record<string, unknown>): Record<string, un
   ...flags
 })
 
+/** @returns the configuration `cairn run` (or `cairn reclock`) takes on `dir` with `flags` */
+const configOf = (dir: string, flags: Record<string, unknown> = {}) => toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(dir, flags), {}, {}))
+
 /** Starts a node in this process whose wall clock is `offsetMs` off. */
 async function node(dir: string, flags: Record<string, unknown>, log: Log, offsetMs = 0): Promise<CairnNode> {
-  const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(dir, flags), {}, {}))
+  const config = configOf(dir, flags)
   const n = new CairnNode(config, { log, plugins: BUILTIN_PLUGINS, now: () => Date.now() + offsetMs })
   await n.start()
   return n
 }
-
-const addr = (n: CairnNode): string => n.ipfs.libp2p.getMultiaddrs()[0].toString()
 
 const grant = (invitee: string): Record<string, unknown> => ({
   type: 'workspace.invited',
@@ -154,7 +156,7 @@ describe('a node whose clock ran a year ahead, in a network of two producers', (
       await B.stop()
 
       // A clock set back (here a year behind the heads B holds of A) is no clock that ran ahead: refused, nothing changed.
-      const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(b, {}), {}, {}))
+      const config = configOf(b)
       await expect(reclock(config, { now: () => Date.now() - YEAR_MS })).rejects.toThrow(
         /this clock looks behind, not set right: the last heads of 1 other producer\(s\) are stamped a median of 365\.0 d ahead of it/
       )
@@ -250,24 +252,29 @@ describe('a node whose clock ran a year ahead, in a network of two producers', (
   }, 180_000)
 })
 
+/** Starts a new network's one node on `dir`, has it publish a grant, and starts it again with its clock a year ahead. */
+async function aYearAheadAfterAGrant(dir: string): Promise<CairnNode> {
+  await initDataDir(dir, { newNetwork: true })
+  const log = recordingLog()
+  const n = await node(dir, {}, log)
+  await n.publish(grant('before@example.com'))
+  await n.stop()
+  return await node(dir, {}, log, YEAR_MS)
+}
+
 describe('cairn reclock on a node that stamped only a head ahead', () => {
   test('withdraws no event and replaces the head, stamped by the clock', async () => {
     using tmp = tempDir()
     const dir = join(tmp.path, 'n')
-    await initDataDir(dir, { newNetwork: true })
-    const log = recordingLog()
-    let n = await node(dir, {}, log)
-    await n.publish(grant('before@example.com'))
-    await n.stop()
     // A year ahead, it publishes nothing but re-signs its head (a snapshot).
-    n = await node(dir, {}, log, YEAR_MS)
+    const n = await aYearAheadAfterAGrant(dir)
     try {
       await waitFor('its grant applied', () => granted(dir).length > 0)
       await n.writeSnapshots('workspace-access')
     } finally {
       await n.stop()
     }
-    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(dir, {}), {}, {}))
+    const config = configOf(dir)
     const report = await reclock(config)
     expect(report).toMatchObject({ withdrawn: null, head: { seq: 1 }, republish_file: null, rebuild: [], snapshots_dropped: [] })
     expect(report.ahead_ms).toBeGreaterThan(YEAR_MS - 86_400_000)
@@ -281,15 +288,10 @@ describe('cairn reclock stopped between its commit and the republish file', () =
   test('the next run finishes the file, and drops one left by a run that committed nothing', async () => {
     using tmp = tempDir()
     const dir = join(tmp.path, 'n')
-    await initDataDir(dir, { newNetwork: true })
-    const log = recordingLog()
-    let n = await node(dir, {}, log)
-    await n.publish(grant('before@example.com'))
-    await n.stop()
-    n = await node(dir, {}, log, YEAR_MS)
+    const n = await aYearAheadAfterAGrant(dir)
     await n.publish({ type: 'test.e', payload: { n: 2 } })
     await n.stop()
-    const config = toNodeConfig(resolveSettings(RUN_SETTINGS, flagsOf(dir, {}), {}, {}))
+    const config = configOf(dir)
     const file = join(dir, 'withdrawn-2-2.ndjson')
     // Left by a run that stopped before its commit: those events were not withdrawn then.
     const stale = join(dir, 'withdrawn-7-9.ndjson.partial')
