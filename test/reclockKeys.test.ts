@@ -92,11 +92,14 @@ async function withdrawn(parent: string): Promise<{ dir: string; file: string; u
   return { dir, file: report.republish_file!, u, ids }
 }
 
-const lines = (file: string): Array<Record<string, unknown>> =>
-  readFileSync(file, 'utf8')
+/** @returns the JSON values of a text with one a line (a republish file, or what `cairn publish --batch` printed) */
+const ndjson = (text: string): any[] =>
+  text
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l))
+
+const lines = (file: string): Array<Record<string, unknown>> => ndjson(readFileSync(file, 'utf8'))
 
 describe('cairn reclock carries the idempotency keys of the events it withdraws', () => {
   test('the republish file holds each request under its original key; an event published without one gets a new UUIDv7', async () => {
@@ -134,10 +137,7 @@ describe('cairn reclock carries the idempotency keys of the events it withdraws'
       const published = await cairn(['publish', '--data', dir, '--batch', file], { runtime: 'bun' })
       expect(published.stderr).toBe('')
       expect(published.code).toBe(0)
-      const results = published.stdout
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l))
+      const results = ndjson(published.stdout)
       expect(results.map((r) => [r.seq, r.replayed])).toEqual([
         [7, true],
         [8, true],
@@ -148,12 +148,7 @@ describe('cairn reclock carries the idempotency keys of the events it withdraws'
       expect(results[0].event_id).toBe(keyed.body.event_id)
       // Twice: nothing new.
       const again = await cairn(['publish', '--data', dir, '--batch', file], { runtime: 'bun' })
-      expect(
-        again.stdout
-          .trim()
-          .split('\n')
-          .map((l) => JSON.parse(l).seq)
-      ).toEqual([7, 8, 11, 9, 10])
+      expect(ndjson(again.stdout).map((r) => r.seq)).toEqual([7, 8, 11, 9, 10])
       expect(n.store.outbox.lastSeq()).toBe(11)
       // The own events table holds the UUIDv7-keyed event again, at its new seq, under its old event_id.
       expect(query(dir, 'SELECT seq FROM events WHERE event_id = ?', [u])).toEqual([{ seq: 8 }])
@@ -171,10 +166,7 @@ describe('cairn reclock carries the idempotency keys of the events it withdraws'
     try {
       const published = await cairn(['publish', '--data', dir, '--batch', file], { runtime: 'bun' })
       expect(published.code).toBe(0)
-      const results = published.stdout
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l))
+      const results = ndjson(published.stdout)
       expect(results.map((r) => [r.seq, r.replayed])).toEqual([
         [7, false],
         [8, false],
