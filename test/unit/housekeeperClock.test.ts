@@ -382,12 +382,13 @@ describe('housekeeping after a legitimate long stop', () => {
 
   test("the housekeeper reads the clock when the boot's first minutes are up: a step in them is the boot's own, whenever the next run comes", async () => {
     const { store, outbox, clock, started, publish, files } = await setup()
+    await publish(3)
     // Started 50 ms before the boot's first 15 minutes are up (the uptime moves with the real time from there).
     const t0 = performance.now()
     const hk = started({ members: () => [C], uptime: () => ({ boot: 'boot-9', ms: 15 * MIN - 50 + (performance.now() - t0) + clock.ran }) })
-    await publish(3)
-    // NTP steps it 2 h ahead at once; the reading due at 15 minutes sees that; the next run comes 30 min later. The
-    // files are 2.5 h old by the wall clock, 30 min by the uptime; retention-max is 1 h.
+    // NTP steps it 2 h ahead at once, before the reading due at 15 minutes (nothing awaited in between), which sees
+    // that; the next run comes 30 min later. The files are 2.5 h old by the wall clock, 30 min by the uptime;
+    // retention-max is 1 h.
     clock.jump = 2 * HOUR
     await waitFor('the reading due at 15 minutes to record the step', () => (parseRecordedClock(store.meta.get(PRUNE_CLOCK_KEY))?.wall ?? 0) > Date.now() + HOUR)
     clock.ran = 30 * MIN
