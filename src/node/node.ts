@@ -43,6 +43,7 @@ import type { Store } from '../store/store.ts'
 import { syncer as createSyncer, type Syncer } from '../sync/syncer.ts'
 import { COLLECT_EVERY_BLOCKS } from '../sync/fetch.ts'
 import { HeadRelays } from '../sync/headRelays.ts'
+import type { Uptime } from '../housekeeping/clock.ts'
 import { busDirectory, busRoot } from '../unixfs/busRoot.ts'
 import { diskFull, diskSpace, isDiskFullError } from '../datadir/problems.ts'
 import { VERSION } from '../version.ts'
@@ -65,6 +66,8 @@ export interface NodeExtras {
   terminal?: (text: string) => void
   /** this node's wall clock (tests give one that is off) */
   now?: () => number
+  /** the machine's uptime that housekeeping's guarded clock moves by (tests give one past a boot's first minutes) */
+  uptime?: () => Uptime
 }
 
 /** Everything a started node runs; present exactly while the node is started (or starting). */
@@ -368,7 +371,8 @@ export class CairnNode {
         },
         processed: () => opened.store.acks()[self] ?? 0,
         maxClockSkew: cfg.maxClockSkew,
-        now: this.extras.now
+        now: this.extras.now,
+        uptime: this.extras.uptime
       })(components)
       const snapshots = new Snapshots(components, {
         plugins: plugins.plugins,
