@@ -14,9 +14,10 @@ export const ROOT = resolve(import.meta.dir, '..')
 const BINARY = process.env.BIN ?? join(ROOT, 'dist', 'cairn')
 const BUN = process.execPath
 
-/** 100-byte payloads: an id the driver matches on, padded. */
+/** Payloads of PAYLOAD_BYTES (100 unless set) bytes of JSON: an id the driver matches on, padded. */
+const PAYLOAD_BYTES = Number(process.env.PAYLOAD_BYTES ?? 100)
 export function payload(id: string): { id: string; pad: string } {
-  return { id, pad: 'x'.repeat(Math.max(0, 100 - JSON.stringify({ id, pad: '' }).length)) }
+  return { id, pad: 'x'.repeat(Math.max(0, PAYLOAD_BYTES - JSON.stringify({ id, pad: '' }).length)) }
 }
 
 /**
