@@ -283,6 +283,48 @@ describe('the cairn binary', () => {
     }
   })
 
+  test("cairn status shows a running node of an older cairn, whose status has no applied seq, with '-' for it", async () => {
+    using tmp = tempDir()
+    const dir = join(tmp.path, 'n')
+    await cairn(['init', '--data', dir, '--new-network'])
+    // What GET /status of a running 0.1.0 node from before applied_seq (6dd502f) answered, one producer kept: the
+    // operator has replaced the binary and not restarted the node yet.
+    const producer = '12D3KooWMLWv25nGLPwYQjtJb6NmptzCkCbATwsBSnuu3jPWBkL3'
+    const older = {
+      verdict: 'healthy',
+      reasons: [],
+      bus_root: 'bafybeiden7lqn2qygpiwrendxwfx7wlkfa63rsvdwf47w3kxtjm2nfhvpa',
+      peer_id: producer,
+      version: '0.1.0',
+      uptime_s: 26,
+      listen: [],
+      peers: [],
+      network: '766d39699f3d1920',
+      syncing: false,
+      rejections: [],
+      clock: { max_skew_ms: 60000, network_offset_ms: null, publish_refused: null, producers_ahead: [] },
+      plugin_state: [],
+      loaded_plugins: [],
+      producers: [{ producer, head_seq: 2508, processed_seq: 2508, lag_events: 0, lag_ms: 0, head_received_at: '2026-11-30T18:07:28.091Z', last_error: null, lost_gaps: 0 }],
+      events: 7523,
+      event_id_collisions: 0,
+      outbox: { files: 2508, oldest_seq: 1, last_seq: 2508, compacted_files: 0 },
+      plugins: { backlog: 0, retrying: 0, dead_letters: 0, held: 0, held_by: [] },
+      housekeeping: { last: null, reclaimed_bytes: 0 },
+      gaps: [],
+      gaps_total: 0,
+      history: [],
+      quarantine: { count: 0, by_reason: {}, recent: [] }
+    }
+    using server = Bun.serve({ hostname: '127.0.0.1', port: 0, fetch: () => Response.json(older) })
+    using _running = { [Symbol.dispose]: lockDataDir(dir) }
+    writeRunInfo(dir, { peer_id: producer, pid: process.pid, version: '0.1.0', addrs: [], http: `127.0.0.1:${server.port}`, started_at: new Date().toISOString() })
+    const r = await cairn(['status', '--data', dir])
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' })
+    expect(r.stdout).not.toContain('undefined')
+    expect(r.stdout.split('\n').find((l) => l.startsWith(`  ${producer}`))).toBe(`  ${producer.padEnd(52)}    2508       2508          -   0 events`)
+  })
+
   test('settings come from the flag, then the environment, then config.json, then the default', async () => {
     using tmp = tempDir()
     await using node = await NodeProcess.init(tmp.path, 'n')

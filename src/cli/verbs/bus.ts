@@ -246,11 +246,12 @@ export const statusVerb = defineVerb({
     out(`events    ${status.events}`)
     out(`outbox    ${status.outbox.files} files, oldest seq ${status.outbox.oldest_seq ?? '-'}, last seq ${status.outbox.last_seq}, ${status.outbox.compacted_files} compacted`)
     out('producers')
-    // stored: fetched with no seq missing (the lag counts from it); applied: also processed by every loaded plugin (a retrying event holds it back)
+    // stored: fetched with no seq missing (the lag counts from it); applied: also processed by every loaded plugin (a retrying event holds it back).
+    // A running node of an older cairn (the binary replaced, the node not restarted yet) reports no applied seq: '-'.
     out('  producer                                              head     stored    applied   lag')
     for (const p of status.producers) {
       out(
-        `  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}  ${String(p.applied_seq).padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}${keptLine(p)}`
+        `  ${p.producer.padEnd(52)}  ${String(p.head_seq).padStart(6)}  ${String(p.processed_seq).padStart(9)}  ${String((p.applied_seq as number | undefined) ?? '-').padStart(9)}   ${p.lag_events} events${p.lag_ms > 0 ? `, ${p.lag_ms} ms` : ''}${p.last_error != null ? `  (${p.last_error})` : ''}${keptLine(p)}`
       )
     }
     const hk = status.housekeeping?.last
