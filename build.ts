@@ -15,7 +15,7 @@ const { values } = parseArgs({ options: { outfile: { type: 'string', default: 'd
 mkdirSync(dirname(values.outfile), { recursive: true })
 // --bytecode embeds JavaScriptCore's bytecode beside the source, so that a start skips parsing and compiling
 // the bundle (BENCHMARKS.md, "Start-up"); it needs --format=esm for mod.ts's top-level await.
-const args = ['build', '--compile', '--minify-syntax', '--sourcemap', '--bytecode', '--format=esm', 'mod.ts', '--outfile', values.outfile]
+const args = ['build', '--compile', '--minify-syntax', '--sourcemap', '--bytecode', '--format=esm', '--define', `CAIRN_BUILD=${JSON.stringify(buildId())}`, 'mod.ts', '--outfile', values.outfile]
 if (values.target != null) args.push('--target', values.target)
 const proc = Bun.spawn([process.execPath, ...args], { stdout: 'inherit', stderr: 'inherit' })
 const code = await proc.exited
@@ -24,6 +24,21 @@ if (code !== 0) {
   process.exit(code)
 }
 console.log(`built ${values.outfile}`)
+
+/** @returns the commit this checkout is at (12 hex digits, `-dirty` with uncommitted changes), or `unknown` outside git */
+function buildId(): string {
+  const git = (...a: string[]): string | undefined => {
+    try {
+      const r = Bun.spawnSync(['git', ...a], { stdout: 'pipe', stderr: 'ignore' })
+      return r.exitCode === 0 ? r.stdout.toString().trim() : undefined
+    } catch {
+      return undefined // no git on this machine
+    }
+  }
+  const commit = git('rev-parse', '--short=12', 'HEAD')
+  if (commit == null) return 'unknown'
+  return git('status', '--porcelain', '--untracked-files=no') === '' ? commit : `${commit}-dirty`
+}
 const client = await Bun.build({ entrypoints: ['src/client/mod.ts'], target: 'node', format: 'esm', outdir: 'dist', naming: 'client.mjs' })
 if (!client.success) {
   console.error(`build.ts: bundling the client failed: ${client.logs.join('\n')}`)

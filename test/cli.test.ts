@@ -31,10 +31,16 @@ async function sigtermDuringStart(dir: string, args: string[] = []): Promise<{ c
 }
 
 describe('the cairn binary', () => {
-  test('--version prints the version that package.json holds', async () => {
+  test('--version prints the version that package.json holds, with the commit the binary was built from as its build', async () => {
     const r = await cairn(['--version'])
-    expect({ code: r.code, out: r.stdout.trim() }).toEqual({ code: 0, out: pkg.version })
+    expect(r.code).toBe(0)
+    const [version, build] = r.stdout.trim().split('+')
+    expect(version).toBe(pkg.version)
     expect(VERSION).toBe(pkg.version)
+    // 12 hex digits of a commit of this repository (-dirty when the checkout had changes), as build.ts gives it
+    expect(build).toMatch(/^[0-9a-f]{12}(-dirty)?$/)
+    expect(Bun.spawnSync(['git', 'cat-file', '-e', `${build.replace(/-dirty$/, '')}^{commit}`]).exitCode).toBe(0)
+    expect((await cairn(['--version'], { runtime: 'bun' })).stdout).toBe(`${pkg.version}+source\n`)
   })
 
   test('--help lists every verb and each verb has its own --help', async () => {
@@ -444,6 +450,10 @@ describe('the cairn binary', () => {
     const status = await node.status()
     expect(status.peer_id).toBe(node.peerId)
     expect(status.version).toBe(VERSION)
+    // which build runs: status names it as --version does, so that an upgrade shows before the restart and after
+    const version = (await cairn(['--version'])).stdout.trim()
+    expect(`${status.version}+${status.build}`).toBe(version)
+    expect((await cairn(['status', '--data', node.dir])).stdout).toContain(`  version ${version}\n`)
     const id = JSON.parse((await cairn(['id', '--data', node.dir, '--json'])).stdout)
     expect(id).toEqual({ peer_id: node.peerId, addrs: status.listen, http: node.http })
     // Without --json, as its --help says: the peer id, then the addresses one a line while it runs.

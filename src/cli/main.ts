@@ -3,7 +3,7 @@ import { stderr, stdout } from '../runtime/stdio.ts'
 import { RUN_SETTINGS } from '../config/catalog.ts'
 import { readConfigFile, resolveSettings } from '../config/resolve.ts'
 import { envName } from '../config/settings.ts'
-import { VERSION } from '../version.ts'
+import { BUILD, VERSION, versionText } from '../version.ts'
 import { UsageError } from '../errors.ts'
 import type { Verb } from './verb.ts'
 import { idVerb, initVerb, reclockVerb, rekeyVerb, runVerb } from './verbs/node.ts'
@@ -138,7 +138,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
     return first == null ? 2 : 0
   }
   if (first === '--version' || first === '-v' || first === 'version') {
-    out(VERSION)
+    // semver's build metadata: every build between two releases is VERSION, the commit tells them apart
+    out(versionText({ version: VERSION, build: BUILD }))
     return 0
   }
   const verb = VERBS.find((v) => v.name === first)

@@ -11,6 +11,7 @@ import { lockHolder } from './lock.ts'
 import { readRunInfo } from './runInfo.ts'
 import { parseSwarmKey } from './swarmKey.ts'
 import { databaseError, isPermissionDenied, notADirectory, permissionDenied, unwritableAdvice, whyNotWritable } from './problems.ts'
+import { versionText } from '../version.ts'
 
 /**
  * Checks that `dir` is an initialised data directory, each of whose entries is what it should be (a file, or
@@ -275,7 +276,7 @@ export async function openDataDirStore(dir: string, options: { onWait?: (line: s
         const info = readRunInfo(dir)
         if (info != null && info.pid === pid) {
           throw new DataDirError(
-            `Cannot open ${path}: ${err.message}, and the node running on ${dir} (pid ${pid}) is an older cairn (${info.version}): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
+            `Cannot open ${path}: ${err.message}, and the node running on ${dir} (pid ${pid}) is an older cairn (${versionText(info)}): run this command with that node's cairn, or stop the node and start it with this one (the start migrates the database)`
           )
         }
         const waited = Date.now() - since

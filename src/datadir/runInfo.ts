@@ -7,6 +7,8 @@ export interface RunInfo {
   peer_id: string
   pid: number
   version: string
+  /** the build of `version` (src/version.ts BUILD); absent from node.json of older builds */
+  build?: string
   addrs: string[]
   http: string
   started_at: string

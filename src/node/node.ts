@@ -46,7 +46,7 @@ import { HeadRelays } from '../sync/headRelays.ts'
 import type { Uptime } from '../housekeeping/clock.ts'
 import { busDirectory, busRoot } from '../unixfs/busRoot.ts'
 import { diskFull, diskSpace, isDiskFullError } from '../datadir/problems.ts'
-import { VERSION } from '../version.ts'
+import { BUILD, VERSION } from '../version.ts'
 import type { Components } from './components.ts'
 import { CairnEventBus, type Divergence, waitFor } from './events.ts'
 import { openDataDir, type OpenedDataDir } from './open.ts'
@@ -565,6 +565,7 @@ export class CairnNode {
         peer_id: self,
         pid: process.pid,
         version: VERSION,
+        build: BUILD,
         addrs: libp2p.getMultiaddrs().map(String),
         http,
         started_at: new Date(running.startedAt).toISOString(),

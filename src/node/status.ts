@@ -1,7 +1,7 @@
 import type { HeldGroup } from '../store/pluginState.ts'
 import { formatMs, type ProducerAhead } from '../model/clockSkew.ts'
 import type { Metrics } from '../metrics/metrics.ts'
-import { VERSION } from '../version.ts'
+import { BUILD, VERSION } from '../version.ts'
 import { type HousekeepingResult, keptForClockText } from '../housekeeping/housekeeper.ts'
 import type { Store } from '../store/store.ts'
 import type { GapKind } from '../store/gaps.ts'
@@ -231,6 +231,8 @@ export type StatusDocument = StoredStatus & {
   bus_root: string
   peer_id: string
   version: string
+  /** the build of `version` the node runs (src/version.ts BUILD); absent from nodes of older builds */
+  build?: string
   uptime_s: number
   listen: string[]
   peers: string[]
@@ -315,6 +317,7 @@ export function statusDocument(live: LiveStatus, stored: StoredStatus): StatusDo
     bus_root: live.busRoot,
     peer_id: live.peerId,
     version: VERSION,
+    build: BUILD,
     uptime_s: Math.round((Date.now() - live.startedAt) / 1000),
     listen: live.listen,
     peers: live.peers,

@@ -24,6 +24,7 @@ import { readTrees, walkDag } from '../../unixfs/walk.ts'
 import type { Store } from '../../store/store.ts'
 import type { GapKind } from '../../store/gaps.ts'
 import { recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
+import { versionText } from '../../version.ts'
 
 /**
  * Opens a data directory's database for a CLI verb (see openDataDirStore).
@@ -232,7 +233,9 @@ export const statusVerb = defineVerb({
       return 0
     }
     if (status.verdict != null) out(`verdict   ${status.verdict}${(status.reasons ?? []).length > 0 ? ': ' + (status.reasons ?? []).join('; ') : ''}`)
-    out(`node      ${status.peer_id ?? '(stopped)'}${status.running === true ? `  up ${status.uptime_s}s  version ${status.version}` : '  not running'}`)
+    out(
+      `node      ${status.peer_id ?? '(stopped)'}${status.running === true ? `  up ${status.uptime_s}s  version ${versionText({ version: status.version ?? '?', build: status.build })}` : '  not running'}`
+    )
     const peers = status.peers ?? []
     if (status.running) out(`peers     ${peers.length}${peers.length > 0 ? '  ' + peers.join(', ') : ''}`)
     const members = status.members

@@ -9,7 +9,7 @@ import { assertInitialised, loadApiToken, loadIdentity, loadSwarmKey, missingBlo
 import { lockHolder, runningPid } from '../../datadir/lock.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { diskFull, diskSpace, unwritableAdvice, whyNotWritable } from '../../datadir/problems.ts'
-import { VERSION } from '../../version.ts'
+import { BUILD, VERSION, versionText } from '../../version.ts'
 import { openDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
 import { openBlockReader, type SqliteBlockstore } from '../../store/blockstore.ts'
@@ -33,15 +33,16 @@ function migrateFix(dir: string): string {
     return `start the node with this cairn once (cairn run --data ${dir} migrates the database at start), or run a command of this cairn that opens it (cairn events --data ${dir}); then run cairn doctor again`
   const info = readRunInfo(dir)
   if (info == null || info.pid !== pid) return `the node on ${dir} (pid ${pid}) is starting, which migrates it: run cairn doctor again once it has started`
-  return `the node running on ${dir} (pid ${pid}) is an older cairn (${info.version}): restart it with this cairn (its start migrates the database), or run that cairn's own doctor`
+  return `the node running on ${dir} (pid ${pid}) is an older cairn (${versionText(info)}): restart it with this cairn (its start migrates the database), or run that cairn's own doctor`
 }
 
 /** @returns what to do about a cairn.db a newer cairn wrote: this cairn cannot read it, and no cairn migrates back */
 function newerFix(dir: string): string {
   const pid = runningPid(dir)
   const info = pid == null ? undefined : readRunInfo(dir)
-  if (pid != null && info != null && info.pid === pid) return `the node running on ${dir} (pid ${pid}) is cairn ${info.version}: use that cairn's own doctor (this is ${VERSION})`
-  return `use the newer cairn that wrote it (this is ${VERSION}): no cairn migrates a database back; to run this one, restore cairn.db from a backup taken before that upgrade`
+  if (pid != null && info != null && info.pid === pid)
+    return `the node running on ${dir} (pid ${pid}) is cairn ${versionText(info)}: use that cairn's own doctor (this is ${versionText({ version: VERSION, build: BUILD })})`
+  return `use the newer cairn that wrote it (this is ${versionText({ version: VERSION, build: BUILD })}): no cairn migrates a database back; to run this one, restore cairn.db from a backup taken before that upgrade`
 }
 
 /** @returns whether a node holds the data directory (instance.lock, or an older cairn's run.lock), in words */

@@ -6,6 +6,7 @@ import type { PluginInfo } from '../../plugins/load.ts'
 import type { PluginStateStatus } from '../../plugins/snapshots.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import type { DeadLetter, HeldEvent } from '../../store/pluginState.ts'
+import { versionText } from '../../version.ts'
 
 type Html = HtmlEscapedString | Promise<HtmlEscapedString>
 
@@ -76,7 +77,7 @@ export function overviewPage(s: StatusDocument): Html {
 <h2 id="node-h">This node</h2>
 <dl class="facts">
 <dt>Peer id</dt><dd><code id="peer-id">${s.peer_id}</code> <button type="button" class="copy" data-copy="peer-id">Copy</button></dd>
-<dt>Version</dt><dd id="version">${s.version}</dd>
+<dt>Version</dt><dd id="version">${versionText(s)}</dd>
 <dt>Uptime</dt><dd id="uptime">${ago(s.uptime_s)}</dd>
 <dt>Network</dt><dd><code>${s.network}</code></dd>
 <dt>Bus root</dt><dd><code id="bus-root">${s.bus_root}</code> <button type="button" class="copy" data-copy="bus-root">Copy</button></dd>
