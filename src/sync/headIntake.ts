@@ -123,10 +123,12 @@ export async function intakeHead(bytes: Uint8Array, init: HeadIntakeInit, compon
   // The clock rule (model/hlc.ts hold): a head stamped too far ahead is not stored and does not move
   // this node's clock; its producer re-announces it, and it is taken once this clock has caught up.
   const held = components.clock.hold(head.producer, head.hlc)
+  // A held head is a sample of the network's time too: stamped ahead, it cannot have been stamped after it arrived,
+  // so it is the proof that this clock is behind that ClockWatch.stampRefusal counts (taken heads never are).
+  components.clock.watch.sample(head.producer, head.seq, Number(head.hlc.slice(0, 13)))
   if (held != null) throw new InvalidHeadError('clock_skew', `Cannot accept head ${head.seq} of ${held}`, head.producer)
   components.clock.watch.released(head.producer)
   components.clock.observe(head.hlc)
-  components.clock.watch.sample(head.producer, head.seq, Number(head.hlc.slice(0, 13)))
   components.store.producers.putHead({
     producer: head.producer,
     seq: head.seq,

@@ -1,0 +1,100 @@
+import { describe, expect, test } from 'bun:test'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { CairnNode } from '../../src/node/node.ts'
+import { RUN_SETTINGS, toNodeConfig } from '../../src/config/catalog.ts'
+import { resolveSettings } from '../../src/config/resolve.ts'
+import { initDataDir } from '../../src/datadir/init.ts'
+import { loadIdentity } from '../../src/datadir/load.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
+import { addr } from '../helpers/forge.ts'
+import { tempDir, waitFor } from '../helpers/process.ts'
+
+const HOUR_MS = 3_600_000
+
+/** Starts a node in this process whose wall clock is `offsetMs` off. */
+async function node(dir: string, flags: Record<string, unknown>, offsetMs = 0): Promise<CairnNode> {
+  const config = toNodeConfig(
+    resolveSettings(RUN_SETTINGS, { data: dir, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', 'announce-interval': '1s', 'allow-unknown-types': true, ...flags }, {}, {})
+  )
+  const n = new CairnNode(config, { log: silentLog, plugins: BUILTIN_PLUGINS, now: () => Date.now() + offsetMs })
+  await n.start()
+  return n
+}
+
+/** Data directories of one network, each listing all of them in a static members file (a members list). */
+async function network(parent: string, names: string[]): Promise<{ dirs: Record<string, string>; members: string }> {
+  const dirs: Record<string, string> = {}
+  for (const [i, name] of names.entries()) {
+    dirs[name] = join(parent, name)
+    await initDataDir(dirs[name], i === 0 ? { newNetwork: true } : { swarmKeyFile: join(dirs[names[0]], 'swarm.key') })
+  }
+  const ids = await Promise.all(names.map(async (n) => (await loadIdentity(dirs[n])).peerId.toString()))
+  const members = join(parent, 'members.json')
+  writeFileSync(members, JSON.stringify(ids))
+  return { dirs, members }
+}
+
+/** Publishes three events on each node, each head taken (or, `held`, pushed) by `watcher` before the next (two move forward while it watches). */
+async function threeHeadsEach(nodes: CairnNode[], watcher: CairnNode, held = false): Promise<void> {
+  for (const n of nodes) {
+    for (let i = 1; i <= 3; i++) {
+      await n.publish({ type: 'test.tick', payload: { i } })
+      if (!held) await waitFor(`head ${i} of a node on the watcher`, () => (watcher.store.producers.get(n.peerId.toString())?.head_seq ?? 0) >= i, 20_000)
+      // A held head is not stored: give the head exchange (every announce-interval, 1 s) time to push each one.
+      else await Bun.sleep(1500)
+    }
+  }
+}
+
+describe('the publish refusal (clock_skew) against colluding members', () => {
+  test('two members stamping an hour behind make every honest node of a members list refuse to publish, the idle and the active alike', async () => {
+    using tmp = tempDir()
+    const { dirs, members } = await network(tmp.path, ['a', 'c', 'x', 'y'])
+    const a = await node(dirs.a, { members })
+    const c = await node(dirs.c, { members, bootstrap: [addr(a)] })
+    // The colluders: members with valid keys whose heads say an hour ago (a clock set back is the simplest forge).
+    const x = await node(dirs.x, { bootstrap: [addr(a)], 'publish-fence': '0s' }, -HOUR_MS)
+    const y = await node(dirs.y, { bootstrap: [addr(a)], 'publish-fence': '0s' }, -HOUR_MS)
+    try {
+      // c is honest and active too: it publishes while a watches, its heads within the skew.
+      await threeHeadsEach([c], a)
+      await threeHeadsEach([x, y], a)
+      await waitFor('x and y on c', () => (c.store.producers.get(y.peerId.toString())?.head_seq ?? 0) >= 3, 20_000)
+      // Two of the three producers a watched say a's clock is an hour ahead: a refuses, though its clock is right.
+      expect((await a.statusJson()).clock.publish_refused).toContain('ahead of')
+      await expect(a.publish({ type: 'test.after', payload: {} })).rejects.toMatchObject({ name: 'ClockSkewError' })
+      // So does c: it watched x, y and a's heads, and a publishes no more.
+      expect((await c.statusJson()).clock.publish_refused).toContain('ahead of')
+      await expect(c.publish({ type: 'test.after', payload: {} })).rejects.toMatchObject({ name: 'ClockSkewError' })
+      // The colluders publish on.
+      await x.publish({ type: 'test.tick', payload: { i: 4 } })
+    } finally {
+      await y.stop()
+      await x.stop()
+      await c.stop()
+      await a.stop()
+    }
+  }, 120_000)
+
+  test("a node whose clock is an hour behind the network's refuses to publish once two producers agree (clock.publish_refused says behind)", async () => {
+    using tmp = tempDir()
+    const { dirs, members } = await network(tmp.path, ['a', 'c', 'b'])
+    const a = await node(dirs.a, { members })
+    const c = await node(dirs.c, { members, bootstrap: [addr(a)] })
+    const behind = await node(dirs.b, { members, bootstrap: [addr(a)], 'publish-fence': '0s' }, -HOUR_MS)
+    try {
+      await threeHeadsEach([a, c], behind, true)
+      // Every head of a and c is stamped an hour ahead of b's clock: held, and the proof that b's clock is behind.
+      await waitFor('b to hold heads of a and c', async () => (await behind.statusJson()).clock.producers_ahead.length === 2, 20_000)
+      const refused = await waitFor('the node behind to know its clock is off', async () => (await behind.statusJson()).clock.publish_refused ?? undefined, 20_000)
+      expect(refused).toContain('behind')
+      await expect(behind.publish({ type: 'test.late', payload: {} })).rejects.toMatchObject({ name: 'ClockSkewError' })
+    } finally {
+      await behind.stop()
+      await c.stop()
+      await a.stop()
+    }
+  }, 120_000)
+})
