@@ -7,6 +7,7 @@ import { resolveSettings } from '../../src/config/resolve.ts'
 import { initDataDir } from '../../src/datadir/init.ts'
 import { loadIdentity } from '../../src/datadir/load.ts'
 import { silentLog } from '../../src/log/logger.ts'
+import { ClockWatch } from '../../src/model/clockSkew.ts'
 import { BUILTIN_PLUGINS } from '../../plugins/mod.ts'
 import { addr } from '../helpers/forge.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
@@ -97,4 +98,30 @@ describe('the publish refusal (clock_skew) against colluding members', () => {
       await a.stop()
     }
   }, 120_000)
+})
+
+describe('how long colluding members keep a node from publishing', () => {
+  test('as long as they publish, once they outnumber the other producers seen moving in the last 10 minutes; 10 minutes after their last head it ends', () => {
+    let now = 1_800_000_000_000
+    const watch = new ClockWatch(() => now, 60_000)
+    // c, honest, moved twice while this node watched; then it is refused too and publishes nothing.
+    watch.sample('c', 1, now)
+    watch.sample('c', 2, now)
+    let seq = 0
+    const collude = (): void => {
+      seq++
+      for (const p of ['x', 'y']) watch.sample(p, seq, now - HOUR_MS)
+    }
+    collude()
+    collude()
+    collude()
+    // A head a minute from each of x and y, for a day.
+    for (let minute = 0; minute < 24 * 60; minute++) {
+      expect(watch.stampRefusal()).toContain('ahead of')
+      now += 60_000
+      collude()
+    }
+    now += 10 * 60_000 + 1
+    expect(watch.stampRefusal()).toBeUndefined()
+  })
 })
