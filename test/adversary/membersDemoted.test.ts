@@ -1,0 +1,104 @@
+import { describe, expect, test } from 'bun:test'
+import { join } from 'node:path'
+import { uuidv7 } from 'uuidv7'
+import { initDataDir } from '../../src/datadir/init.ts'
+import { loadIdentity } from '../../src/datadir/load.ts'
+import { fileName } from '../../src/model/layout.ts'
+import { type ChangeEvent, foldMembers, MEMBERS_TYPE } from '../../src/model/members.ts'
+import { hlcMs } from '../../src/model/hlc.ts'
+import { addr, inProcessNode, publishForgedTree } from '../helpers/forge.ts'
+import { tempDir, waitFor } from '../helpers/process.ts'
+import { fakePeerId } from './helpers.ts'
+
+const [A, M, E] = [1, 2, 3].map(fakePeerId)
+
+/** A change by `producer` as its seq `seq`, stamped at `ms`. */
+function change(producer: string, seq: number, ms: number, payload: unknown): ChangeEvent {
+  return { event_id: uuidv7(), producer, seq, hlc: `${String(ms).padStart(13, '0')}-0000`, occurred_at: new Date(ms).toISOString(), payload }
+}
+
+describe('an owner made a member again (demoted)', () => {
+  test('the fold: a change it writes after its demotion, stamped before it, makes an owner', () => {
+    const s = foldMembers(
+      [A],
+      [
+        change(A, 1, 10, { op: 'add', peer_id: M, role: 'owner' }),
+        change(A, 2, 30, { op: 'add', peer_id: M, role: 'member' }),
+        // M's first change, written once it was demoted, stamped between its promotion and its demotion.
+        change(M, 1, 20, { op: 'add', peer_id: E, role: 'owner' })
+      ]
+    )
+    expect(s.members.get(M)?.role).toBe('member')
+    // The demoted owner made a new owner after its demotion.
+    expect(s.members.get(E)?.role).toBe('owner')
+  })
+
+  test('the fold: a removal of the demoting owner it writes after its demotion, stamped before it, voids the demotion', () => {
+    const s = foldMembers(
+      [A],
+      [
+        change(A, 1, 10, { op: 'add', peer_id: M, role: 'owner' }),
+        change(A, 2, 30, { op: 'add', peer_id: M, role: 'member' }),
+        // Written long after, stamped while M was an owner: A removed, its changes past seq 1 (the demotion) void.
+        change(M, 1, 20, { op: 'remove', peer_id: A, last_seq: 1 })
+      ]
+    )
+    expect(s.members.get(M)?.role).toBe('owner')
+    expect(s.members.has(A)).toBe(false)
+  })
+
+  test('the fold: removed and added back instead, its backdated change takes no effect (its removal records its last seq)', () => {
+    const s = foldMembers(
+      [A],
+      [
+        change(A, 1, 10, { op: 'add', peer_id: M, role: 'owner' }),
+        change(A, 2, 30, { op: 'remove', peer_id: M, last_seq: 0 }),
+        change(A, 3, 31, { op: 'add', peer_id: M, role: 'member' }),
+        change(M, 1, 20, { op: 'add', peer_id: E, role: 'owner' })
+      ]
+    )
+    expect(s.members.get(M)?.role).toBe('member')
+    expect(s.members.has(E)).toBe(false)
+  })
+
+  test('live: a demoted owner makes a peer of its choice an owner on the owner that demoted it', async () => {
+    using tmp = tempDir()
+    const a = join(tmp.path, 'a')
+    const m = join(tmp.path, 'm')
+    await initDataDir(a, { newNetwork: true })
+    const aId = (await loadIdentity(a)).peerId.toString()
+    await initDataDir(m, { swarmKeyFile: join(a, 'swarm.key'), owners: [aId] })
+    const mId = (await loadIdentity(m)).peerId.toString()
+    const na = await inProcessNode(a)
+    const nm = await inProcessNode(m, { bootstrap: [addr(na)] })
+    try {
+      const promoted = await na.members.add({ peer_id: mId, role: 'owner' })
+      await Bun.sleep(5)
+      const demoted = await na.members.add({ peer_id: mId, role: 'member' })
+      expect(na.members.isOwner(mId)).toBe(false)
+      const stamp = (eventId: string): number => hlcMs(na.store.db.get<{ hlc: string }>('SELECT hlc FROM events WHERE event_id = ?', [eventId])!.hlc)!
+      const promotedMs = stamp(promoted.result.event_id)
+      const demotedMs = stamp(demoted.result.event_id)
+      expect(demotedMs).toBeGreaterThanOrEqual(promotedMs)
+      // M writes, after its demotion, a change stamped between the two: its own (fresh) key made an owner.
+      const at = promotedMs + Math.max(0, Math.floor((demotedMs - promotedMs) / 2))
+      const forged = {
+        event_id: uuidv7(),
+        type: MEMBERS_TYPE,
+        version: 1,
+        producer: mId,
+        seq: 1,
+        hlc: `${at}-0001`,
+        occurred_at: new Date(at).toISOString(),
+        payload: { op: 'add', peer_id: E, role: 'owner' }
+      }
+      await publishForgedTree(nm, 1, [{ name: fileName(1, forged.event_id), content: forged }], at)
+      const owner = await waitFor('a to take the change', () => na.store.db.get('SELECT 1 AS x FROM events WHERE event_id = ?', [forged.event_id]) != null, 20_000).then(() => na.members.isOwner(E))
+      // The owner that demoted M now counts E, M's pick, an owner: E may add, remove and demote anyone, A included.
+      expect(owner).toBe(true)
+    } finally {
+      await nm.stop()
+      await na.stop()
+    }
+  }, 120_000)
+})
