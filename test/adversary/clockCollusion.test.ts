@@ -125,3 +125,36 @@ describe('how long colluding members keep a node from publishing', () => {
     expect(watch.stampRefusal()).toBeUndefined()
   })
 })
+
+describe('one member replaying heads of honest producers', () => {
+  test("makes a node that was away refuse to publish, though every clock is right: the heads it passes on are the producers' own, only old", async () => {
+    using tmp = tempDir()
+    const { dirs, members } = await network(tmp.path, ['v', 'p', 'q'])
+    // p and q publish while v is away; a member (not started here: it only keeps what it relays) records each signed head.
+    const p = await node(dirs.p, { members, 'max-clock-skew': '1s' })
+    const q = await node(dirs.q, { members, 'max-clock-skew': '1s', bootstrap: [addr(p)] })
+    const recorded: Uint8Array[] = []
+    try {
+      for (const n of [p, q]) {
+        for (let i = 1; i <= 3; i++) {
+          await n.publish({ type: 'test.tick', payload: { i } })
+          recorded.push(n.store.producers.get(n.peerId.toString())!.head_message!)
+        }
+      }
+    } finally {
+      await q.stop()
+      await p.stop()
+    }
+    // Two seconds later (twice the skew), v starts, and the member hands it those heads, in order, before anyone
+    // else hands it the latest (here nobody else does).
+    await Bun.sleep(2000)
+    const v = await node(dirs.v, { members, 'max-clock-skew': '1s' })
+    try {
+      for (const head of recorded) await v.offerHead(head)
+      expect((await v.statusJson()).clock.publish_refused).toContain('ahead of')
+      await expect(v.publish({ type: 'test.after', payload: {} })).rejects.toMatchObject({ name: 'ClockSkewError' })
+    } finally {
+      await v.stop()
+    }
+  }, 60_000)
+})
