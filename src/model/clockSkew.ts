@@ -91,7 +91,8 @@ export class ClockWatch {
   /**
    * @returns why this node must not stamp events now: more than half of the producers it watched recently,
    * and at least two, put its clock further than max-clock-skew from theirs; undefined when it may. A head
-   * stamped ahead of this clock says so at once (it cannot arrive before it was stamped); one stamped behind
+   * stamped ahead of this clock says so at once (it cannot arrive before it was stamped), beyond the half of the
+   * skew that any member may drag every node's stamps by; one stamped behind
    * may only be late (the first after a partition was stamped before it arrived, by as long as the partition
    * lasted, whatever the clocks), so a producer puts this clock ahead only when its last two heads seen to move
    * forward both do.
@@ -99,7 +100,7 @@ export class ClockWatch {
   stampRefusal(): string | undefined {
     const recent = this.recent()
     const offsets = recent.map((h) => h.offsetMs!).sort((a, b) => a - b)
-    const behind = offsets.filter((o) => o > this.maxSkewMs).length
+    const behind = offsets.filter((o) => this.beyond(o) && o > 0).length
     const ahead = recent.filter((h) => h.offsetMs! < -this.maxSkewMs && h.previousMs != null && h.previousMs < -this.maxSkewMs).length
     const agree = (n: number): boolean => n >= MIN_AGREEING && n * 2 > offsets.length
     if (!agree(behind) && !agree(ahead)) return undefined
@@ -118,12 +119,22 @@ export class ClockWatch {
   unsure(): string | undefined {
     if (this.stampRefusal() != null) return undefined
     const recent = this.recent()
-    const beyond = (o: number | undefined): boolean => o != null && Math.abs(o) > this.maxSkewMs
+    const beyond = (o: number | undefined): boolean => o != null && this.beyond(o)
     const within = recent.filter((h) => !beyond(h.offsetMs)).length
     const off = recent.filter((h) => beyond(h.offsetMs) && beyond(h.previousMs) && Math.sign(h.offsetMs!) === Math.sign(h.previousMs!)).map((h) => h.offsetMs!)
     if (off.length === 0 || (within >= MIN_AGREEING && within * 2 > recent.length)) return undefined
     const furthest = off.reduce((a, b) => (Math.abs(b) > Math.abs(a) ? b : a))
     return `${off.length} of ${recent.length} producer(s) watched put this node's clock up to ${formatMs(Math.abs(furthest))} ${furthest < 0 ? 'ahead of' : 'behind'} theirs, more than --max-clock-skew ${formatMs(this.maxSkewMs)}; too few agree to tell whose clock is off (it takes at least two, and more than half), so this node still publishes: check its clock and theirs (NTP)`
+  }
+
+  /**
+   * @returns whether a head's offset puts this clock further than max-clock-skew from its producer's. Stamped ahead,
+   * it may be dragged: every node follows a stamp up to half the skew ahead of its clock (HybridClock.observe), so one
+   * member stamping that far ahead moves every honest stamp with it, and only a stamp further ahead than the skew and
+   * that half puts this clock more than the skew behind.
+   */
+  private beyond(offsetMs: number): boolean {
+    return offsetMs < -this.maxSkewMs || offsetMs > this.maxSkewMs * 1.5
   }
 
   /** @returns the producers whose head moved forward lately while this node watched */

@@ -158,3 +158,30 @@ describe('one member replaying heads of honest producers', () => {
     }
   }, 60_000)
 })
+
+describe('one member stamping half the skew ahead, which every node follows', () => {
+  test('does not make a node behind by less than the skew refuse to publish, though it drags every stamp it sees past the skew', async () => {
+    using tmp = tempDir()
+    const { dirs, members } = await network(tmp.path, ['a', 'c', 'b', 'x'])
+    const a = await node(dirs.a, { members })
+    const c = await node(dirs.c, { members, bootstrap: [addr(a)] })
+    // b is 45 s behind: within the skew (60 s), so what the honest nodes stamp by their clocks reaches it at once.
+    const b = await node(dirs.b, { members, bootstrap: [addr(a)], 'publish-fence': '0s' }, -45_000)
+    // x stamps 29 s ahead: within half the skew, so a and c follow it, and stamp 29 s ahead too.
+    const x = await node(dirs.x, { members, bootstrap: [addr(a)], 'publish-fence': '0s' }, 29_000)
+    try {
+      await x.publish({ type: 'test.tick', payload: {} })
+      await waitFor("x's head on a and c", () => [a, c].every((n) => (n.store.producers.get(x.peerId.toString())?.head_seq ?? 0) >= 1), 20_000)
+      // a, c and x then stamp 74 s ahead of b's clock: held there, each head a head stamped beyond the skew.
+      await threeHeadsEach([a, c, x], b, true)
+      await waitFor('b to hold heads of a, c and x', async () => (await b.statusJson()).clock.producers_ahead.length === 3, 20_000)
+      expect((await b.statusJson()).clock.publish_refused).toBeNull()
+      await b.publish({ type: 'test.after', payload: {} })
+    } finally {
+      await x.stop()
+      await b.stop()
+      await c.stop()
+      await a.stop()
+    }
+  }, 120_000)
+})
