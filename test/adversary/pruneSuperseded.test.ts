@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { prunable } from '../../src/housekeeping/prune.ts'
+import { membersTime, prunable } from '../../src/housekeeping/prune.ts'
 import { classifyGap } from '../../src/sync/plan.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
 import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
@@ -13,6 +13,7 @@ const MIN = 60_000
 const HOUR = 3_600_000
 const LAGGING = '12D3KooWC3333333333333333333333333333333333333333333'
 const HOSTILE = '12D3KooWD4444444444444444444444444444444444444444444'
+const HONEST = '12D3KooWB2222222222222222222222222222222222222222222'
 
 describe("a member's event that writes the keys of an honest node's event", () => {
   test('lets the honest node compact its own event after retention, though a lagging member never acknowledged it', async () => {
@@ -53,5 +54,21 @@ describe("a member's own events missing from its tree", () => {
     // newer event superseded it. A member withholding it (or the event that superseded an honest node's) is not seen.
     expect(classifyGap(5, 5, 0, 0)).toEqual([[5, 5, 'compacted']])
     expect(classifyGap(5, 5, 0, null)).toEqual([[5, 5, 'lost']])
+  })
+})
+
+describe('the time members show the guarded clock, without a members list', () => {
+  test('comes from any two producers: a key holder mints the second one it takes against a clock set ahead', async () => {
+    const db = await openDatabase(':memory:')
+    migrate(db)
+    const store = new Store(db)
+    const self = '12D3KooWA1111111111111111111111111111111111111111111'
+    const at = Date.now() + 2 * HOUR
+    // Two identities of one key holder, stamped at a wall clock set two hours ahead (their heads are within its skew).
+    for (const p of [LAGGING, HOSTILE]) store.producers.putHead({ producer: p, seq: 1, root: 'bafy', hlc: `${at}-0000`, acks: {}, signed: new Uint8Array([1]), receivedAt: at })
+    expect(membersTime(store, { self, members: () => undefined })).toBe(at)
+    // With a members list naming one of them and an honest member heard from at the true time, they show no more than it.
+    store.producers.putHead({ producer: HONEST, seq: 1, root: 'bafy', hlc: `${Date.now()}-0000`, acks: {}, signed: new Uint8Array([1]), receivedAt: Date.now() })
+    expect(membersTime(store, { self, members: () => [HOSTILE, HONEST] })).toBeLessThan(at - HOUR)
   })
 })
