@@ -88,8 +88,9 @@ async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnN
   // A year ahead (a bad NTP server): B publishes, A holds every head of it.
   B = await node(b, { bootstrap: [addr(A)] }, logB, YEAR_MS)
   await B.publish(grant('ahead@example.com'))
-  // A snapshot of B's tables then holds the grant stamped ahead.
-  await waitFor('B to apply its grant', () => granted(b).join() === 'ahead@example.com,before@example.com')
+  // A snapshot of B's tables then holds the grant stamped ahead; it needs every event B holds processed (A's
+  // membership change may still be on its way when B restarts).
+  await waitFor('B to apply its grant', () => granted(b).join() === 'ahead@example.com,before@example.com' && B.store.events.pendingCount() === 0)
   expect((await B.writeSnapshots('workspace-access')).length).toBe(1)
   await B.publish({ type: 'test.e', payload: { n: 3 } })
   await waitFor('A to hold B for its clock', async () => (await A.statusJson()).clock.producers_ahead.some((p) => p.producer === bId))
