@@ -264,7 +264,11 @@ export function openApiDocument(): Json {
             content: jsonRequest({ type: 'object', properties: { peer_id: { type: 'string' }, role: { enum: ['member', 'owner'] }, name: { type: 'string' } }, required: ['peer_id'] })
           },
           responses: {
-            '201': { description: 'The change, signed and published', content: jsonContent(ref('MemberChange')) },
+            '201': {
+              description:
+                'The change, signed and published. Another owner made a member is removed (recording its last seq this node saw) and added back as a member in one commit: the answer is the add',
+              content: jsonContent(ref('MemberChange'))
+            },
             '400': error('Malformed JSON (not UTF-8, or not one JSON text) or a bad peer id, role or name'),
             ...AUTH_ERRORS,
             '403': error('This node is not an owner (`not_owner`)'),

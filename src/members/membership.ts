@@ -54,8 +54,8 @@ export interface MembersDocument {
 export interface MembershipInit {
   /** the static `members` setting (peer id → name), when set */
   setting?: Map<string, string | undefined>
-  /** publishes a reserved event (a change) from this node */
-  publish: (request: { type: string; payload: unknown }) => Promise<PublishResult>
+  /** publishes reserved events (changes) from this node, in one commit, in order */
+  publish: (requests: Array<{ type: string; payload: unknown }>) => Promise<PublishResult[]>
   /** the peers this node is connected to */
   connected?: () => Set<string>
   /**
@@ -321,7 +321,10 @@ export class Membership {
   }
 
   /**
-   * Adds a member (or changes its role or name), as a change signed by this node.
+   * Adds a member (or changes its role or name), as a change signed by this node. Another owner made a member
+   * (demoted) is removed and added back as a member in one commit: the removal records its last seq this node
+   * has seen, so that a change it writes later, stamped back to when it was an owner, takes no effect (a role
+   * change records no seq, and the fold orders changes by their stamps).
    *
    * @throws NotOwnerError when this node is not an owner; ValidationError for a bad peer id, role or name
    */
@@ -333,7 +336,11 @@ export class Membership {
       throw new ValidationError(`Cannot add a member: ${issues.map(issueLine).join('; ')}`, issues)
     }
     const { peer_id, role, name } = r.output
-    return await this.change({ op: 'add', peer_id, role, ...(name != null ? { name } : {}) })
+    const add = { op: 'add', peer_id, role, ...(name != null ? { name } : {}) }
+    // Demoting itself, this node writes the add alone: once removed it could not add itself back.
+    if (role !== 'member' || !this.isOwner(peer_id) || peer_id === this.components.self) return await this.change(add)
+    const lastSeq = this.components.store.producers.get(peer_id)?.head_seq ?? 0
+    return await this.change({ op: 'remove', peer_id, last_seq: lastSeq }, add)
   }
 
   /**
@@ -373,7 +380,8 @@ export class Membership {
     }
   }
 
-  private async change(payload: Record<string, unknown>): Promise<{ change: unknown; result: PublishResult }> {
+  /** Publishes `payloads` as changes, in one commit, in order: @returns the last change and its result */
+  private async change(...payloads: Array<Record<string, unknown>>): Promise<{ change: unknown; result: PublishResult }> {
     const self = this.components.self
     if (!this.isOwner(self)) {
       throw new NotOwnerError(
@@ -382,21 +390,24 @@ export class Membership {
           : `Cannot change the membership: this node (${self}) is not an owner; ask an owner (cairn members list shows them)`
       )
     }
-    const parsed = parseChange(payload)
-    if ('issues' in parsed) {
-      const issues = parsed.issues.map((line) => ({ path: '', message: line, code: 'invalid_change' }))
-      throw new ValidationError(`Cannot change the membership: ${parsed.issues.join('; ')}`, issues)
-    }
-    const { change } = parsed
-    const lastOwner = this.isOwner(change.peer_id) && [...this.state.members.values()].filter((m) => m.role === 'owner').length === 1
-    if (lastOwner && (change.op === 'remove' || change.role !== 'owner')) {
-      throw new ValidationError(`Cannot ${change.op === 'remove' ? 'remove' : 'demote'} ${change.peer_id}: it is the last owner; add another owner first`, [
-        { path: 'peer_id', message: 'is the last owner', code: 'last_owner' }
-      ])
-    }
-    const result = await this.init.publish({ type: MEMBERS_TYPE, payload: change })
-    // The own change is ingested with the commit; the fold has run by the time the caller is answered.
-    return { change, result }
+    const changes = payloads.map((payload) => {
+      const parsed = parseChange(payload)
+      if ('issues' in parsed) {
+        const issues = parsed.issues.map((line) => ({ path: '', message: line, code: 'invalid_change' }))
+        throw new ValidationError(`Cannot change the membership: ${parsed.issues.join('; ')}`, issues)
+      }
+      const { change } = parsed
+      const lastOwner = this.isOwner(change.peer_id) && [...this.state.members.values()].filter((m) => m.role === 'owner').length === 1
+      if (lastOwner && (change.op === 'remove' || change.role !== 'owner')) {
+        throw new ValidationError(`Cannot ${change.op === 'remove' ? 'remove' : 'demote'} ${change.peer_id}: it is the last owner; add another owner first`, [
+          { path: 'peer_id', message: 'is the last owner', code: 'last_owner' }
+        ])
+      }
+      return change
+    })
+    const results = await this.init.publish(changes.map((payload) => ({ type: MEMBERS_TYPE, payload })))
+    // The own changes are ingested with the commit; the fold has run by the time the caller is answered.
+    return { change: changes.at(-1), result: results.at(-1)! }
   }
 }
 

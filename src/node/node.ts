@@ -294,7 +294,7 @@ export class CairnNode {
       const members = new Membership(
         {
           setting: access.members,
-          publish: async (r) => await outbox.publish(r, { reserved: true }),
+          publish: async (rs) => await outbox.publishMany(rs, undefined, { reserved: true }),
           connected: () => new Set(libp2p.getPeers().map(String)),
           onChange: () => {
             const r = this.running

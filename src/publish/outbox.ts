@@ -172,6 +172,7 @@ export class Outbox {
 
   /**
    * Publishes several events in one commit: all of them, or none when one is invalid or the commit fails.
+   * `options.reserved` lets cairn's own changes through, as publish's does.
    *
    * An event without an `event_id` of its own has the key `KEY#i` under a request key `key`.
    *
@@ -179,9 +180,10 @@ export class Outbox {
    * @throws ValidationError naming the first bad event by its index or a key repeated in the batch, EventTooLargeError,
    * or for more than max-batch events; IdempotencyConflictError for a key already used with a different request
    */
-  async publishMany(inputs: readonly unknown[], key?: string): Promise<PublishResult[]> {
+  async publishMany(inputs: readonly unknown[], key?: string, options: { reserved?: boolean } = {}): Promise<PublishResult[]> {
     checkBatch(inputs, this.init.maxBatch, key)
-    const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, this.checks, key == null ? undefined : batchKey(key, i)))
+    const checks = options.reserved === true ? { ...this.checks, reserved: true } : this.checks
+    const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, checks, key == null ? undefined : batchKey(key, i)))
     const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
     if (requests.length > 0) {
       const held = this.init.held?.()
