@@ -1,4 +1,6 @@
 import { describe, expect, test } from 'bun:test'
+import { join } from 'node:path'
+import { initDataDir } from '../src/datadir/init.ts'
 import { inProcessNode } from './helpers/forge.ts'
 import { cairn, initDir, tempDir } from './helpers/process.ts'
 import { fakePeerId } from './adversary/helpers.ts'
@@ -89,6 +91,39 @@ describe('/v1/members', () => {
       const removed = await call('DELETE', `/v1/members/${x}`)
       expect({ status: removed.status, change: removed.body.change }).toEqual({ status: 200, change: { op: 'remove', peer_id: x, last_seq: 0 } })
       expect((await node.statusJson()).members.removed.map((r) => [r.peer_id, r.name, r.last_seq, r.removed_by])).toEqual([[x, 'x', 0, self]])
+    } finally {
+      await node.stop()
+    }
+  }, 60_000)
+
+  test('a demotion of another owner is two changes in one commit, which --max-batch 1 does not refuse', async () => {
+    using tmp = tempDir()
+    // max-batch bounds what a backend publishes in one request; a demotion is cairn's own pair of changes.
+    const dir = join(tmp.path, 'a')
+    await initDataDir(dir, { newNetwork: true })
+    const node = await inProcessNode(dir, { 'max-batch': 1 })
+    try {
+      const m = fakePeerId(5)
+      await node.members.add({ peer_id: m, role: 'owner' })
+      const demoted = await node.members.add({ peer_id: m, role: 'member' })
+      expect(demoted.change).toEqual({ op: 'add', peer_id: m, role: 'member' })
+      expect([node.members.isOwner(m), node.members.isMember(m)]).toEqual([false, true])
+      const written = node.store.db.all<{ seq: number; payload: string }>("SELECT seq, payload FROM events WHERE type = 'cairn.members' ORDER BY seq")
+      expect(written.map((r) => [r.seq, JSON.parse(r.payload)])).toEqual([
+        [1, { op: 'add', peer_id: m, role: 'owner' }],
+        [2, { op: 'remove', peer_id: m, last_seq: 0 }],
+        [3, { op: 'add', peer_id: m, role: 'member' }]
+      ])
+      // A backend's batch is still held to it.
+      const batch = await fetch(`http://127.0.0.1:${node.http!.port}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${(await Bun.file(`${node.config.data}/api.token`).text()).trim()}`, 'content-type': 'application/json' },
+        body: JSON.stringify([
+          { type: 'test.a', payload: {} },
+          { type: 'test.b', payload: {} }
+        ])
+      })
+      expect(batch.status).toBe(413)
     } finally {
       await node.stop()
     }

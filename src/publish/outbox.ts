@@ -172,7 +172,8 @@ export class Outbox {
 
   /**
    * Publishes several events in one commit: all of them, or none when one is invalid or the commit fails.
-   * `options.reserved` lets cairn's own changes through, as publish's does.
+   * `options.reserved` lets cairn's own changes through, as publish's does, and past max-batch: that setting
+   * bounds a backend's requests, and cairn's own group (a demotion's removal and add) commits whole whatever it is.
    *
    * An event without an `event_id` of its own has the key `KEY#i` under a request key `key`.
    *
@@ -181,7 +182,7 @@ export class Outbox {
    * or for more than max-batch events; IdempotencyConflictError for a key already used with a different request
    */
   async publishMany(inputs: readonly unknown[], key?: string, options: { reserved?: boolean } = {}): Promise<PublishResult[]> {
-    checkBatch(inputs, this.init.maxBatch, key)
+    checkBatch(inputs, options.reserved === true ? Math.max(this.init.maxBatch, inputs.length) : this.init.maxBatch, key)
     const checks = options.reserved === true ? { ...this.checks, reserved: true } : this.checks
     const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, checks, key == null ? undefined : batchKey(key, i)))
     const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
