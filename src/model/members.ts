@@ -72,6 +72,8 @@ export interface RemovedEntry {
   last_seq: number
   removed_by: string
   removed_at: string
+  /** the seq of the removing owner's change (absent for a removal still being committed) */
+  removal_seq?: number
 }
 
 /**
@@ -250,7 +252,8 @@ function foldOnce(
       ...(name != null ? { name } : {}),
       last_seq: lastSeq,
       removed_by: c.producer,
-      removed_at: c.occurred_at
+      removed_at: c.occurred_at,
+      removal_seq: c.seq
     })
     take(c)
     const past = (appliedOf.get(change.peer_id) ?? []).filter((p) => p.seq > lastSeq)

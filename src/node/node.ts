@@ -986,6 +986,11 @@ export class CairnNode {
     const self = r?.opened.peerId.toString()
     const removed = self == null ? undefined : r?.members.removedAt(self)
     if (removed == null) return undefined
+    // The removal may be the first change of a demotion (a removal, then an add as a member, in one commit) that a
+    // walk stored in two transactions (its chunk or pass ended between them): while it is the last event of its
+    // owner walked here and that owner's head is further, the add may follow.
+    const remover = r!.opened.store.producers.get(removed.removed_by)
+    if (removed.removal_seq != null && remover != null && remover.processed_seq === removed.removal_seq && remover.head_seq > removed.removal_seq) return undefined
     return new RemovedMemberError(
       `Cannot publish: this node (${self}) was removed by ${removed.removed_by} at ${removed.removed_at}, and every other node refuses its events after seq ${removed.last_seq}; an owner adds it again (cairn members add ${self}) for it to publish (see docs/operations.md, "Members")`
     )

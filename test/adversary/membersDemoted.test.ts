@@ -114,3 +114,39 @@ describe('an owner made a member again (demoted)', () => {
     }
   }, 120_000)
 })
+
+describe('the owner being demoted', () => {
+  test('does not refuse its own publishes between the removal and the add, however its walks are chunked', async () => {
+    using tmp = tempDir()
+    const a = join(tmp.path, 'a')
+    const m = join(tmp.path, 'm')
+    await initDataDir(a, { newNetwork: true })
+    const aId = (await loadIdentity(a)).peerId.toString()
+    await initDataDir(m, { swarmKeyFile: join(a, 'swarm.key'), owners: [aId] })
+    const mId = (await loadIdentity(m)).peerId.toString()
+    const na = await inProcessNode(a)
+    // One file per chunk: the removal and the add of one commit are stored by two transactions.
+    const nm = await inProcessNode(m, { bootstrap: [addr(na)], 'max-files-per-walk': 1 })
+    try {
+      await na.members.add({ peer_id: mId, role: 'owner' })
+      await waitFor('m to be an owner', () => nm.members.isOwner(mId), 20_000)
+      const refusedOwn: string[] = []
+      let between = 0
+      nm.events.listen('events:ingested', () => {
+        if (nm.members.removedAt(mId) == null) return
+        // It holds its removal alone: a publish now is judged before anything is awaited.
+        between++
+        nm.publish({ type: 'test.e', payload: { between } }).catch((err: Error) => refusedOwn.push(err.message))
+      })
+      await na.members.add({ peer_id: mId, role: 'member' })
+      await waitFor('m to take its demotion', () => nm.members.isMember(mId) === true && !nm.members.isOwner(mId), 20_000)
+      // One file per chunk: m held its removal alone after one of its walk's chunks (the case this test is for).
+      expect(between).toBeGreaterThan(0)
+      // It did not refuse its backend's publishes then (409 removed_member): the add was still to be walked.
+      expect(refusedOwn).toEqual([])
+    } finally {
+      await nm.stop()
+      await na.stop()
+    }
+  }, 60_000)
+})
