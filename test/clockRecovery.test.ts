@@ -79,38 +79,45 @@ async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnN
   const logB = recordingLog()
   const A = await node(a, {}, logA)
   let B = await node(b, { bootstrap: [addr(A)] }, logB)
-  const bId = B.peerId.toString()
-  await A.members.add({ peer_id: bId })
-  await B.publish(grant('before@example.com'))
-  await waitFor('A to take seq 1 of B', () => (A.store.producers.get(bId)?.processed_seq ?? 0) >= 1)
-  await B.stop()
+  try {
+    const bId = B.peerId.toString()
+    await A.members.add({ peer_id: bId })
+    await B.publish(grant('before@example.com'))
+    await waitFor('A to take seq 1 of B', () => (A.store.producers.get(bId)?.processed_seq ?? 0) >= 1)
+    await B.stop()
 
-  // A year ahead (a bad NTP server): B publishes, A holds every head of it.
-  B = await node(b, { bootstrap: [addr(A)] }, logB, YEAR_MS)
-  await B.publish(grant('ahead@example.com'))
-  // A snapshot of B's tables then holds the grant stamped ahead; it needs every event B holds processed (A's
-  // membership change may still be on its way when B restarts).
-  await waitFor('B to apply its grant', () => granted(b).join() === 'ahead@example.com,before@example.com' && B.store.events.pendingCount() === 0)
-  expect((await B.writeSnapshots('workspace-access')).length).toBe(1)
-  await B.publish({ type: 'test.e', payload: { n: 3 } })
-  await waitFor('A to hold B for its clock', async () => (await A.statusJson()).clock.producers_ahead.some((p) => p.producer === bId))
-  // Heads of A moving forward while B watches (the first one it sees sets where A was): one producer, twice,
-  // puts B's clock a year ahead of its own.
-  for (let n = 1; n <= 3; n++) {
-    await A.publish({ type: 'test.a', payload: { n } })
-    await waitFor(`B to see head ${n + 1} of A`, () => (B.store.producers.get(A.peerId.toString())?.head_seq ?? 0) >= n + 1)
+    // A year ahead (a bad NTP server): B publishes, A holds every head of it.
+    B = await node(b, { bootstrap: [addr(A)] }, logB, YEAR_MS)
+    await B.publish(grant('ahead@example.com'))
+    // A snapshot of B's tables then holds the grant stamped ahead; it needs every event B holds processed (A's
+    // membership change may still be on its way when B restarts).
+    await waitFor('B to apply its grant', () => granted(b).join() === 'ahead@example.com,before@example.com' && B.store.events.pendingCount() === 0)
+    expect((await B.writeSnapshots('workspace-access')).length).toBe(1)
+    await B.publish({ type: 'test.e', payload: { n: 3 } })
+    await waitFor('A to hold B for its clock', async () => (await A.statusJson()).clock.producers_ahead.some((p) => p.producer === bId))
+    // Heads of A moving forward while B watches (the first one it sees sets where A was): one producer, twice,
+    // puts B's clock a year ahead of its own.
+    for (let n = 1; n <= 3; n++) {
+      await A.publish({ type: 'test.a', payload: { n } })
+      await waitFor(`B to see head ${n + 1} of A`, () => (B.store.producers.get(A.peerId.toString())?.head_seq ?? 0) >= n + 1)
+    }
+    const unsure = await waitFor('B to say its clock is off by one account', async () => (await B.statusJson()).reasons.find((r) => r.startsWith('clock unsure: ')))
+    expect(unsure).toContain('1 of 1 producer(s) watched put this node')
+    expect(unsure).toContain('ahead of theirs')
+    expect((await B.statusJson()).clock.publish_refused).toBeNull()
+    await B.stop()
+
+    // The clock set right: B resumes after its last head, a year ahead, and says so.
+    B = await node(b, { bootstrap: [addr(A)] }, logB)
+    const published = await B.publish({ type: 'test.e', payload: { n: 4 } })
+    expect(published.seq).toBe(4)
+    return { a, b, A, B, logA, logB, bId }
+  } catch (err) {
+    // The nodes of a setup that failed are stopped, so that the test's directory goes with them.
+    await B.stop()
+    await A.stop()
+    throw err
   }
-  const unsure = await waitFor('B to say its clock is off by one account', async () => (await B.statusJson()).reasons.find((r) => r.startsWith('clock unsure: ')))
-  expect(unsure).toContain('1 of 1 producer(s) watched put this node')
-  expect(unsure).toContain('ahead of theirs')
-  expect((await B.statusJson()).clock.publish_refused).toBeNull()
-  await B.stop()
-
-  // The clock set right: B resumes after its last head, a year ahead, and says so.
-  B = await node(b, { bootstrap: [addr(A)] }, logB)
-  const published = await B.publish({ type: 'test.e', payload: { n: 4 } })
-  expect(published.seq).toBe(4)
-  return { a, b, A, B, logA, logB, bId }
 }
 
 describe('a node whose clock ran a year ahead, in a network of two producers', () => {
