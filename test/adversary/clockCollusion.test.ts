@@ -37,15 +37,25 @@ async function network(parent: string, names: string[]): Promise<{ dirs: Record<
   return { dirs, members }
 }
 
-/** Publishes three events on each node, each head taken (or, `held`, pushed) by `watcher` before the next (two move forward while it watches). */
+/** Publishes three events on each node, each head taken (or, `held`, held for its clock) by `watcher` before the next (two move forward while it watches). */
 async function threeHeadsEach(nodes: CairnNode[], watcher: CairnNode, held = false): Promise<void> {
-  for (const n of nodes) {
-    for (let i = 1; i <= 3; i++) {
-      await n.publish({ type: 'test.tick', payload: { i } })
-      if (!held) await waitFor(`head ${i} of a node on the watcher`, () => (watcher.store.producers.get(n.peerId.toString())?.head_seq ?? 0) >= i, 20_000)
-      // A held head is not stored: give the head exchange (every announce-interval, 1 s) time to push each one.
-      else await Bun.sleep(1500)
+  // A held head is not stored: its refusal names it (`Cannot accept head SEQ of …`), the highest kept per producer.
+  const heldSeq = new Map<string, number>()
+  const stop = watcher.events.listen('peer:rejected', (r) => {
+    const seq = r.reason === 'clock_skew' && r.producer != null ? /head (\d+) of/.exec(r.detail)?.[1] : undefined
+    if (seq != null) heldSeq.set(r.producer!, Math.max(heldSeq.get(r.producer!) ?? 0, Number(seq)))
+  })
+  try {
+    for (const n of nodes) {
+      const id = n.peerId.toString()
+      for (let i = 1; i <= 3; i++) {
+        const { seq } = await n.publish({ type: 'test.tick', payload: { i } })
+        if (held) await waitFor(`head ${seq} of a node held by the watcher`, () => (heldSeq.get(id) ?? 0) >= seq, 20_000)
+        else await waitFor(`head ${seq} of a node on the watcher`, () => (watcher.store.producers.get(id)?.head_seq ?? 0) >= seq, 20_000)
+      }
     }
+  } finally {
+    stop()
   }
 }
 
@@ -145,9 +155,10 @@ describe('one member replaying heads of honest producers', () => {
       await q.stop()
       await p.stop()
     }
-    // Two seconds later (twice the skew), v starts, and the member hands it those heads, in order, before anyone
-    // else hands it the latest (here nobody else does).
-    await Bun.sleep(2000)
+    // Two seconds after the last (twice the skew), v starts, and the member hands it those heads, in order, before
+    // anyone else hands it the latest (here nobody else does).
+    const last = Date.now()
+    await waitFor('twice the skew to pass', () => Date.now() >= last + 2000)
     const v = await node(dirs.v, { members, 'max-clock-skew': '1s' })
     try {
       for (const head of recorded) await v.offerHead(head)

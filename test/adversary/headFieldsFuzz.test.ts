@@ -4,7 +4,7 @@ import { initDataDir } from '../../src/datadir/init.ts'
 import { loadIdentity } from '../../src/datadir/load.ts'
 import { signHead } from '../../src/model/head.ts'
 import { inProcessNode } from '../helpers/forge.ts'
-import { tempDir } from '../helpers/process.ts'
+import { tempDir, waitFor } from '../helpers/process.ts'
 
 const ROOT = 'bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi'
 
@@ -42,9 +42,8 @@ describe("a member's heads with any fields a signature covers", () => {
         const head = await signHead({ producer: me, seq, root: ROOT, hlc, acks, ...extra }, privateKey)
         await victim.offerHead(head)
       }
-      await Bun.sleep(500)
       // Some were news: the member's row holds the highest seq offered within the skew.
-      expect(victim.store.producers.get(me)?.head_seq).toBe(Number.MAX_SAFE_INTEGER)
+      await waitFor("the member's highest head", () => victim.store.producers.get(me)?.head_seq === Number.MAX_SAFE_INTEGER)
       const published = await victim.publish({ type: 'test.after', payload: {} })
       expect(published.seq).toBe(1)
       const status = await victim.statusJson()

@@ -51,7 +51,13 @@ describe('a member made an owner whose change hides that it saw its promotion', 
       // a comes back: n takes the promotion, and m is an owner on n too.
       na = await inProcessNode(a, { bootstrap: [addr(nn)] })
       await waitFor('n to take the promotion', () => nn.members.isOwner(mId), 20_000)
-      await Bun.sleep(3000)
+      // n holds everything a and m published: what follows is where it stays.
+      await waitFor('n to have processed a and m to their heads', () =>
+        [aId, mId].every((p) => {
+          const row = nn.store.producers.get(p)
+          return row != null && row.processed_seq >= row.head_seq && row.head_seq >= (p === aId ? na.store.outbox.lastSeq() : 1)
+        })
+      )
       // Every node holds the same owners' changes but n: a counts E a member, n never will (its seq was passed over).
       expect(na.members.isMember(e)).toBe(true)
       expect(nn.members.isMember(e)).toBe(false)
