@@ -17,6 +17,19 @@ function change(producer: string, seq: number, ms: number, payload: unknown): Ch
   return { event_id: uuidv7(), producer, seq, hlc: `${String(ms).padStart(13, '0')}-0000`, occurred_at: new Date(ms).toISOString(), payload }
 }
 
+/** Two in-process nodes: a, the network's founding owner, and m, a node that joined it (`mOptions` for m's settings). */
+async function ownerAndMember(parent: string, mOptions: Record<string, unknown> = {}) {
+  const a = join(parent, 'a')
+  const m = join(parent, 'm')
+  await initDataDir(a, { newNetwork: true })
+  const aId = (await loadIdentity(a)).peerId.toString()
+  await initDataDir(m, { swarmKeyFile: join(a, 'swarm.key'), owners: [aId] })
+  const mId = (await loadIdentity(m)).peerId.toString()
+  const na = await inProcessNode(a)
+  const nm = await inProcessNode(m, { bootstrap: [addr(na)], ...mOptions })
+  return { aId, mId, na, nm }
+}
+
 describe('an owner made a member again (demoted)', () => {
   // The first two: a demotion written as a role change alone, as releases before the removal-and-add wrote it.
   test('the fold: a change it writes after a role change alone, stamped before it, makes an owner', () => {
@@ -64,14 +77,7 @@ describe('an owner made a member again (demoted)', () => {
 
   test('live: a change a demoted owner writes stamped back to when it was an owner takes no effect on the owner that demoted it', async () => {
     using tmp = tempDir()
-    const a = join(tmp.path, 'a')
-    const m = join(tmp.path, 'm')
-    await initDataDir(a, { newNetwork: true })
-    const aId = (await loadIdentity(a)).peerId.toString()
-    await initDataDir(m, { swarmKeyFile: join(a, 'swarm.key'), owners: [aId] })
-    const mId = (await loadIdentity(m)).peerId.toString()
-    const na = await inProcessNode(a)
-    const nm = await inProcessNode(m, { bootstrap: [addr(na)] })
+    const { aId, mId, na, nm } = await ownerAndMember(tmp.path)
     try {
       const promoted = await na.members.add({ peer_id: mId, role: 'owner' })
       // The stamps of the promotion and the demotion a few ms apart, for the forged change to fit between them.
@@ -118,15 +124,8 @@ describe('an owner made a member again (demoted)', () => {
 describe('the owner being demoted', () => {
   test('does not refuse its own publishes between the removal and the add, however its walks are chunked', async () => {
     using tmp = tempDir()
-    const a = join(tmp.path, 'a')
-    const m = join(tmp.path, 'm')
-    await initDataDir(a, { newNetwork: true })
-    const aId = (await loadIdentity(a)).peerId.toString()
-    await initDataDir(m, { swarmKeyFile: join(a, 'swarm.key'), owners: [aId] })
-    const mId = (await loadIdentity(m)).peerId.toString()
-    const na = await inProcessNode(a)
     // One file per chunk: the removal and the add of one commit are stored by two transactions.
-    const nm = await inProcessNode(m, { bootstrap: [addr(na)], 'max-files-per-walk': 1 })
+    const { mId, na, nm } = await ownerAndMember(tmp.path, { 'max-files-per-walk': 1 })
     try {
       await na.members.add({ peer_id: mId, role: 'owner' })
       await waitFor('m to be an owner', () => nm.members.isOwner(mId), 20_000)
