@@ -23,7 +23,14 @@ describe('/v1/members', () => {
       const x = fakePeerId(1)
       expect(await call('GET', '/v1/members')).toEqual({
         status: 200,
-        body: { source: 'open', self_is_owner: true, members: [{ peer_id: self, name: null, role: 'owner', added_by: null, added_at: null, connected: false, self: true }], removed: [] }
+        body: {
+          source: 'open',
+          self_is_owner: true,
+          members: [{ peer_id: self, name: null, role: 'owner', added_by: null, added_at: null, connected: false, self: true }],
+          removed: [],
+          refused: [],
+          refused_total: 0
+        }
       })
       expect((await call('GET', '/v1/members', undefined, 'wrong')).status).toBe(401)
       expect(await call('POST', '/v1/members', { peer_id: x, boss: true })).toEqual({

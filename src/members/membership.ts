@@ -17,6 +17,7 @@ import {
   type MemberEntry,
   type MembershipState,
   parseChange,
+  type RefusedChange,
   type RemovedEntry
 } from '../model/members.ts'
 import type { PublishResult } from '../model/publishRequest.ts'
@@ -48,7 +49,17 @@ export interface MembersDocument {
   self_is_owner: boolean
   members: MemberView[]
   removed: Array<Omit<RemovedEntry, 'name'> & { name: string | null }>
+  /**
+   * the owners' changes that took no effect (last owner, voided by a removal, not an owner at that point, invalid):
+   * the last REFUSED_SHOWN in the order the fold applies changes; absent from older nodes' documents
+   */
+  refused?: RefusedChange[]
+  /** how many changes took no effect in all */
+  refused_total?: number
 }
+
+/** How many of the refused changes the members document lists (the last in the fold's order). */
+export const REFUSED_SHOWN = 20
 
 /** What the membership needs besides the store. */
 export interface MembershipInit {
@@ -317,7 +328,8 @@ export class Membership {
     }
     members.sort((a, b) => (a.role === b.role ? a.peer_id.localeCompare(b.peer_id) : a.role === 'owner' ? -1 : 1))
     const removed = [...this.state.removed.values()].map((r) => ({ ...r, name: r.name ?? this.init.setting?.get(r.peer_id) ?? null }))
-    return { source: this.source, self_is_owner: this.isOwner(self), members, removed }
+    const { refused } = this.state
+    return { source: this.source, self_is_owner: this.isOwner(self), members, removed, refused: refused.slice(-REFUSED_SHOWN), refused_total: refused.length }
   }
 
   /**

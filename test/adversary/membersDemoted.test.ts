@@ -114,6 +114,10 @@ describe('an owner made a member again (demoted)', () => {
       expect(na.members.isMember(E)).toBe(false)
       expect(na.members.isOwner(mId)).toBe(false)
       expect(na.members.isMember(mId)).toBe(true)
+      // The members list says which change took no effect, and why.
+      const doc = na.members.document()
+      expect(doc.refused_total).toBe(1)
+      expect(doc.refused).toEqual([{ event_id: forged.event_id, producer: mId, seq: 1, reason: 'not_member', detail: expect.stringContaining(`${mId} was removed by ${aId}`) }])
     } finally {
       await nm.stop()
       await na.stop()

@@ -29,7 +29,7 @@ export const membersVerb = defineVerb({
     "add and remove publish a signed cairn.members change from this node, which must be an owner; every node applies it when it arrives, with no restart. Once the network has had a change, only owners' and members' heads are accepted.",
     "remove records the member's last seq this node has seen: its events up to it stay valid everywhere, later ones are refused on every node.",
     'add --role owner lets the member change the membership too. add with --role member (the default) on another owner demotes it: a removal and an add in one commit, so that its changes after its last seq this node has seen take no effect, whatever their stamps. To rename an owner, give --role owner.',
-    'list prints each member: peer id, name, role, who added it and when, whether this node is connected to it; then the removed ones.',
+    "list prints each member: peer id, name, role, who added it and when, whether this node is connected to it; then the removed ones, and the owners' changes that took no effect, with why (the last 20).",
     "join-file writes FILE (mode 0600, never over an existing file) for cairn init --join on a new node: the swarm key, the founding owners, and this node's addresses while it runs as peers to connect to. It holds the swarm key: hand it over a secure channel. Then add the new node's peer id with cairn members add."
   ].join('\n'),
   async run({ values, positionals, out }) {
@@ -53,6 +53,12 @@ export const membersVerb = defineVerb({
         )
       }
       for (const r of doc.removed) out(`  ${r.peer_id.padEnd(52)}  removed by …${r.removed_by.slice(-7)} at ${r.removed_at}; events after seq ${r.last_seq} refused`)
+      const refused = doc.refused ?? []
+      if (refused.length > 0) {
+        const total = doc.refused_total ?? refused.length
+        out(`changes that took no effect: ${total}${total > refused.length ? `, the last ${refused.length}` : ''}`)
+        for (const c of refused) out(`  …${c.producer.slice(-7)} seq ${c.seq} (${c.event_id}): ${c.reason}: ${c.detail}`)
+      }
       return 0
     }
     if (sub === 'join-file') {
