@@ -255,8 +255,10 @@ function foldOnce(
       removed_at: c.occurred_at,
       removal_seq: c.seq
     })
-    take(c)
+    // The changes it voids, the removal itself not among them (an owner removing itself writes it past its last
+    // seq): each orders before its voider, so no chain of voids comes back to a change it started from.
     const past = (appliedOf.get(change.peer_id) ?? []).filter((p) => p.seq > lastSeq)
+    take(c)
     if (past.length > 0) {
       return { voiding: { changes: past, by: c, detail: `${change.peer_id} was removed by ${c.producer} at ${c.occurred_at}: its changes after seq ${lastSeq} are void` } }
     }

@@ -138,3 +138,27 @@ describe('a removal that is itself void', () => {
     for (const r of results) expect(r).toEqual(results[0])
   })
 })
+
+describe('an owner that removes itself', () => {
+  // As cairn members remove with its own peer id writes it: last_seq its last seq before the removal, which
+  // the removal itself is past.
+  test('is removed, the fold ends, and its removal is no refused change', () => {
+    const addB = change(A, 10, { op: 'add', peer_id: B, role: 'owner' })
+    const addC = change(B, 20, { op: 'add', peer_id: C, role: 'member' })
+    const removeB = change(B, 30, { op: 'remove', peer_id: B, last_seq: addC.seq })
+    const s = foldMembers([A], [removeB, addC, addB])
+    expect([...s.members.keys()].sort()).toEqual([A, C].sort())
+    expect(s.removed.get(B)).toMatchObject({ last_seq: addC.seq, removed_by: B, removal_seq: removeB.seq })
+    expect(s.refused).toEqual([])
+  })
+
+  test('with a last seq below changes it applied: those are void, the removal stands', () => {
+    const addB = change(A, 10, { op: 'add', peer_id: B, role: 'owner' })
+    const addC = change(B, 20, { op: 'add', peer_id: C, role: 'member' })
+    const removeB = change(B, 30, { op: 'remove', peer_id: B, last_seq: addC.seq - 1 })
+    const s = foldMembers([A], [addB, addC, removeB])
+    expect([...s.members.keys()]).toEqual([A])
+    expect(s.removed.get(B)?.removed_by).toBe(B)
+    expect(s.refused.map((r) => [r.event_id, r.reason])).toEqual([[addC.event_id, 'not_member']])
+  })
+})
