@@ -11,6 +11,7 @@ import {
   type KeptAfterRemoval,
   keptAfterRemovalText,
   isReservedType,
+  lastRefused,
   MEMBERS_TYPE,
   RESERVED_PREFIX,
   OWNERS_KEY,
@@ -51,14 +52,14 @@ export interface MembersDocument {
   removed: Array<Omit<RemovedEntry, 'name'> & { name: string | null }>
   /**
    * the owners' changes that took no effect (last owner, voided by a removal, not an owner at that point, invalid):
-   * the last REFUSED_SHOWN in the order the fold applies changes; absent from older nodes' documents
+   * the last REFUSED_SHOWN to arrive here, in that order; absent from older nodes' documents
    */
   refused?: RefusedChange[]
   /** how many changes took no effect in all */
   refused_total?: number
 }
 
-/** How many of the refused changes the members document lists (the last in the fold's order). */
+/** How many of the refused changes the members document lists (the last to arrive here). */
 export const REFUSED_SHOWN = 20
 
 /** What the membership needs besides the store. */
@@ -88,6 +89,8 @@ export class Membership {
   /** founders and every peer a change made an owner: the only producers whose changes the fold reads */
   private everOwners = new Set<string>()
   private state: MembershipState = { members: new Map(), removed: new Map(), refused: [], applied: 0 }
+  /** the event ids of the changes folded, in the order they arrived here (bounded by MAX_CHANGES) */
+  private arrived: string[] = []
   /** changes already counted as refused, so that a refold does not count them again (bounded by MAX_CHANGES) */
   private readonly counted = new Set<string>()
   private stopListening?: () => void
@@ -126,10 +129,12 @@ export class Membership {
     // Owners can be made by changes of other owners: read until the set of (ever) owners stops growing.
     let owners = new Set(this.founders)
     let state = foldMembers(this.founders, [])
+    let arrived: string[] = []
     for (let round = 0; round <= MAX_CHANGES; round++) {
       const rows = store.events.ofTypeBy(MEMBERS_TYPE, [...owners], MAX_CHANGES)
       const changes: ChangeEvent[] = rows.map((r) => ({ event_id: r.event_id, producer: r.producer, seq: r.seq, hlc: r.hlc, occurred_at: r.occurred_at, payload: JSON.parse(r.payload) }))
       state = foldMembers(this.founders, changes)
+      arrived = rows.map((r) => r.event_id)
       const next = new Set(owners)
       for (const c of changes) {
         const p = parseChange(c.payload)
@@ -142,6 +147,7 @@ export class Membership {
     const accessBefore = this.access()
     this.everOwners = owners
     this.state = state
+    this.arrived = arrived
     const fresh = new Set(ingested.map((e) => e.event_id))
     for (const r of state.refused) {
       if (this.counted.has(r.event_id) || !fresh.has(r.event_id)) continue
@@ -329,7 +335,7 @@ export class Membership {
     members.sort((a, b) => (a.role === b.role ? a.peer_id.localeCompare(b.peer_id) : a.role === 'owner' ? -1 : 1))
     const removed = [...this.state.removed.values()].map((r) => ({ ...r, name: r.name ?? this.init.setting?.get(r.peer_id) ?? null }))
     const { refused } = this.state
-    return { source: this.source, self_is_owner: this.isOwner(self), members, removed, refused: refused.slice(-REFUSED_SHOWN), refused_total: refused.length }
+    return { source: this.source, self_is_owner: this.isOwner(self), members, removed, refused: lastRefused(refused, this.arrived, REFUSED_SHOWN), refused_total: refused.length }
   }
 
   /**

@@ -103,6 +103,16 @@ export interface RefusedChange {
   detail: string
 }
 
+/**
+ * @returns the last `n` of the changes the fold refused in the order they arrived here (`arrived`: event ids,
+ * first to arrive first), in that order: the newest problems, a change stamped back in time among them (the fold
+ * orders by stamps, so a backdated change would sort before every later-stamped refusal)
+ */
+export function lastRefused(refused: readonly RefusedChange[], arrived: readonly string[], n: number): RefusedChange[] {
+  const at = new Map(arrived.map((id, i) => [id, i]))
+  return [...refused].sort((a, b) => (at.get(a.event_id) ?? -1) - (at.get(b.event_id) ?? -1)).slice(-n)
+}
+
 /** The membership after every change, in the order the fold applied them. */
 export interface MembershipState {
   members: Map<string, MemberEntry>

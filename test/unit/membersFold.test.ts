@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { type ChangeEvent, foldMembers } from '../../src/model/members.ts'
+import { type ChangeEvent, foldMembers, lastRefused } from '../../src/model/members.ts'
 import { fakePeerId } from '../adversary/helpers.ts'
 
 const [A, B, C, D, E] = [1, 2, 3, 4, 5].map(fakePeerId)
@@ -160,5 +160,28 @@ describe('an owner that removes itself', () => {
     expect([...s.members.keys()]).toEqual([A])
     expect(s.removed.get(B)?.removed_by).toBe(B)
     expect(s.refused.map((r) => [r.event_id, r.reason])).toEqual([[addC.event_id, 'not_member']])
+  })
+})
+
+describe('lastRefused (the members list)', () => {
+  test('names the changes refused last to arrive, a backdated one among them, not the last by stamp', () => {
+    const addB = change(A, 10, { op: 'add', peer_id: B, role: 'owner' })
+    const removeB = change(A, 30, { op: 'remove', peer_id: B, last_seq: 0 })
+    // B, no owner any more, writes changes stamped after its removal: each refused, in stamp order.
+    const late = Array.from({ length: 25 }, (_, i) => change(B, 100 + i, { op: 'add', peer_id: C, role: 'member' }))
+    // Then one stamped back to when it was an owner, arriving last: void (past the seq its removal recorded).
+    const backdated = change(B, 20, { op: 'add', peer_id: D, role: 'owner' })
+    const arrived = [addB, removeB, ...late, backdated]
+    const s = foldMembers([A], arrived)
+    expect(s.refused).toHaveLength(26)
+    // In the fold's order the backdated change comes first: the last 20 by stamp leave it out.
+    expect(s.refused.slice(-20).some((r) => r.event_id === backdated.event_id)).toBe(false)
+    const shown = lastRefused(
+      s.refused,
+      arrived.map((c) => c.event_id),
+      20
+    )
+    expect(shown.map((r) => r.event_id)).toEqual([...late.slice(-19), backdated].map((c) => c.event_id))
+    expect(shown.at(-1)?.reason).toBe('not_member')
   })
 })
