@@ -185,7 +185,9 @@ function voidOf(c: ChangeEvent, voided: ReadonlyMap<ChangeEvent, Void>): string 
   // Followed without recursion, however long the chain: each link's voider, until one void for good or not void.
   const first = voided.get(c)
   let links = 0
-  for (let v = first; v != null; v = v.by == null ? undefined : voided.get(v.by)) {
+  // At most one link per void: each change orders before the removal that voids it, so no chain comes back to
+  // where it started; the bound keeps a fold from looping should one ever do.
+  for (let v = first; v != null && links <= voided.size; v = v.by == null ? undefined : voided.get(v.by)) {
     links++
     if (v.by == null) break
   }
