@@ -99,6 +99,22 @@ describe('console pages show what status and the members list say', () => {
     expect(page).toContain(`<code>${LATE}</code></th><td>late</td><td class="num">12</td>`)
   })
 
+  test('the Members page lists the changes that took no effect, with why, as cairn members list does', () => {
+    const view = {
+      source: 'changes' as const,
+      self_is_owner: true,
+      editable: true,
+      members: [{ peer_id: SELF, name: null, role: 'owner', self: true }],
+      refused: [{ event_id: 'e-1', producer: LATE, seq: 3, reason: 'last_owner', detail: 'removing x would leave the network without an owner' }],
+      refused_total: 4
+    }
+    const page = String(membersPage(view))
+    expect(page).toContain('Changes that took no effect (4)')
+    expect(page).toContain('the last 1 to arrive here are listed')
+    expect(page).toContain(`<td><code title="${LATE}">${LATE.slice(-8)}#3</code></td><td>last_owner</td><td>removing x would leave the network without an owner</td>`)
+    expect(String(membersPage({ ...view, refused: [], refused_total: 0 }))).not.toContain('Changes that took no effect')
+  })
+
   test('the Storage page says how many files compaction took out, in all and in the last run', () => {
     const s = {
       outbox: { files: 3, oldest_seq: 4, last_seq: 9, compacted_files: 5 },

@@ -17,6 +17,9 @@ export interface MembersView {
   members: MemberRow[]
   /** removed members (GET /v1/members lists them) */
   removed?: Array<{ peer_id: string; name: string | null; last_seq: number; removed_by: string; removed_at: string }>
+  /** the owners' changes that took no effect, the last to arrive (GET /v1/members lists them), and how many in all */
+  refused?: Array<{ event_id: string; producer: string; seq: number; reason: string; detail: string }>
+  refused_total?: number
 }
 
 /** What the Members page reads and changes (see membersThroughApi). */

@@ -232,6 +232,9 @@ export interface MembersPageView {
   members: Array<{ peer_id: string; name: string | null; role?: string; connected?: boolean; self?: boolean }>
   /** removed members: their events up to last_seq stay valid, later ones are refused */
   removed?: Array<{ peer_id: string; name: string | null; last_seq: number; removed_by: string; removed_at: string }>
+  /** the owners' changes that took no effect, the last to arrive, and how many in all */
+  refused?: Array<{ event_id: string; producer: string; seq: number; reason: string; detail: string }>
+  refused_total?: number
   /** whether membership changes exist on this node (else the membership is the static setting) */
   editable: boolean
   notice?: string
@@ -271,6 +274,16 @@ ${
 <tbody>${v.removed.map(
         (r) =>
           html`<tr><th scope="row"><code>${r.peer_id}</code></th><td>${r.name ?? ''}</td><td class="num">${r.last_seq}</td><td><code title="${r.removed_by}">${r.removed_by.slice(-8)}</code></td><td>${r.removed_at}</td></tr>`
+      )}</tbody></table></div></section>`
+    : ''
+}
+${
+  v.refused != null && v.refused.length > 0
+    ? html`<section class="card wide" aria-labelledby="refused-h"><h2 id="refused-h">Changes that took no effect (${v.refused_total ?? v.refused.length})</h2>
+<p class="muted">Owners' changes every node refuses when it folds them in order${(v.refused_total ?? 0) > v.refused.length ? html`; the last ${v.refused.length} to arrive here are listed` : ''}.</p>
+<div class="scroll"><table><thead><tr><th scope="col">Change</th><th scope="col">By</th><th scope="col">Reason</th><th scope="col">Why</th></tr></thead>
+<tbody>${v.refused.map(
+        (c) => html`<tr><th scope="row"><code>${c.event_id}</code></th><td><code title="${c.producer}">${c.producer.slice(-8)}#${c.seq}</code></td><td>${c.reason}</td><td>${c.detail}</td></tr>`
       )}</tbody></table></div></section>`
     : ''
 }
