@@ -15,3 +15,6 @@ export const BUILD: string = typeof CAIRN_BUILD === 'string' ? CAIRN_BUILD : 'so
 export function versionText(v: { version: string; build?: string }): string {
   return v.build != null ? `${v.version}+${v.build}` : v.version
 }
+
+/** How this cairn names itself: VERSION with its BUILD, as `cairn --version` prints it. */
+export const VERSION_TEXT = versionText({ version: VERSION, build: BUILD })

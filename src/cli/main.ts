@@ -3,7 +3,7 @@ import { stderr, stdout } from '../runtime/stdio.ts'
 import { RUN_SETTINGS } from '../config/catalog.ts'
 import { readConfigFile, resolveSettings } from '../config/resolve.ts'
 import { envName } from '../config/settings.ts'
-import { BUILD, VERSION, versionText } from '../version.ts'
+import { VERSION, VERSION_TEXT } from '../version.ts'
 import { UsageError } from '../errors.ts'
 import type { Verb } from './verb.ts'
 import { idVerb, initVerb, reclockVerb, rekeyVerb, runVerb } from './verbs/node.ts'
@@ -139,7 +139,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   }
   if (first === '--version' || first === '-v' || first === 'version') {
     // semver's build metadata: every build between two releases is VERSION, the commit tells them apart
-    out(versionText({ version: VERSION, build: BUILD }))
+    out(VERSION_TEXT)
     return 0
   }
   const verb = VERBS.find((v) => v.name === first)

@@ -9,7 +9,7 @@ import { assertInitialised, loadApiToken, loadIdentity, loadSwarmKey, missingBlo
 import { lockHolder, runningPid } from '../../datadir/lock.ts'
 import { readRunInfo } from '../../datadir/runInfo.ts'
 import { diskFull, diskSpace, unwritableAdvice, whyNotWritable } from '../../datadir/problems.ts'
-import { BUILD, VERSION, versionText } from '../../version.ts'
+import { VERSION_TEXT, versionText } from '../../version.ts'
 import { openDatabase } from '../../runtime/sqlite.ts'
 import { MIGRATIONS } from '../../store/migrations.ts'
 import { openBlockReader, type SqliteBlockstore } from '../../store/blockstore.ts'
@@ -40,9 +40,8 @@ function migrateFix(dir: string): string {
 function newerFix(dir: string): string {
   const pid = runningPid(dir)
   const info = pid == null ? undefined : readRunInfo(dir)
-  if (pid != null && info != null && info.pid === pid)
-    return `the node running on ${dir} (pid ${pid}) is cairn ${versionText(info)}: use that cairn's own doctor (this is ${versionText({ version: VERSION, build: BUILD })})`
-  return `use the newer cairn that wrote it (this is ${versionText({ version: VERSION, build: BUILD })}): no cairn migrates a database back; to run this one, restore cairn.db from a backup taken before that upgrade`
+  if (pid != null && info != null && info.pid === pid) return `the node running on ${dir} (pid ${pid}) is cairn ${versionText(info)}: use that cairn's own doctor (this is ${VERSION_TEXT})`
+  return `use the newer cairn that wrote it (this is ${VERSION_TEXT}): no cairn migrates a database back; to run this one, restore cairn.db from a backup taken before that upgrade`
 }
 
 /** @returns whether a node holds the data directory (instance.lock, or an older cairn's run.lock), in words */
