@@ -89,8 +89,8 @@ export class Membership {
   /** founders and every peer a change made an owner: the only producers whose changes the fold reads */
   private everOwners = new Set<string>()
   private state: MembershipState = { members: new Map(), removed: new Map(), refused: [], applied: 0 }
-  /** the event ids of the changes folded, in the order they arrived here (bounded by MAX_CHANGES) */
-  private arrived: string[] = []
+  /** the last REFUSED_SHOWN refused changes to arrive here, taken at each fold (documents are read far more often) */
+  private refusedShown: RefusedChange[] = []
   /** changes already counted as refused, so that a refold does not count them again (bounded by MAX_CHANGES) */
   private readonly counted = new Set<string>()
   private stopListening?: () => void
@@ -147,7 +147,7 @@ export class Membership {
     const accessBefore = this.access()
     this.everOwners = owners
     this.state = state
-    this.arrived = arrived
+    this.refusedShown = lastRefused(state.refused, arrived, REFUSED_SHOWN)
     const fresh = new Set(ingested.map((e) => e.event_id))
     for (const r of state.refused) {
       if (this.counted.has(r.event_id) || !fresh.has(r.event_id)) continue
@@ -334,8 +334,7 @@ export class Membership {
     }
     members.sort((a, b) => (a.role === b.role ? a.peer_id.localeCompare(b.peer_id) : a.role === 'owner' ? -1 : 1))
     const removed = [...this.state.removed.values()].map((r) => ({ ...r, name: r.name ?? this.init.setting?.get(r.peer_id) ?? null }))
-    const { refused } = this.state
-    return { source: this.source, self_is_owner: this.isOwner(self), members, removed, refused: lastRefused(refused, this.arrived, REFUSED_SHOWN), refused_total: refused.length }
+    return { source: this.source, self_is_owner: this.isOwner(self), members, removed, refused: this.refusedShown, refused_total: this.state.refused.length }
   }
 
   /**
