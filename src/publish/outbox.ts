@@ -148,12 +148,17 @@ export class Outbox {
    * IdempotencyConflictError for a key already used with a different request
    */
   async publish(input: unknown, options: { key?: string; reserved?: boolean } = {}): Promise<PublishResult> {
-    const checked = checkRequest(input, '', options.reserved === true ? { ...this.checks, reserved: true } : this.checks, options.key)
+    const checked = checkRequest(input, '', this.checksFor(options.reserved), options.key)
     if ('result' in checked) return checked.result
     const held = this.init.held?.()
     if (held != null) await held
     this.assertMayPublish()
     return (await this.queue.enqueue([checked.request]))[0]
+  }
+
+  /** @returns the request checks, letting cairn's own reserved changes (`cairn.members`) through when `reserved` */
+  private checksFor(reserved: boolean | undefined): RequestChecks {
+    return reserved === true ? { ...this.checks, reserved: true } : this.checks
   }
 
   /**
@@ -183,7 +188,7 @@ export class Outbox {
    */
   async publishMany(inputs: readonly unknown[], key?: string, options: { reserved?: boolean } = {}): Promise<PublishResult[]> {
     checkBatch(inputs, options.reserved === true ? Math.max(this.init.maxBatch, inputs.length) : this.init.maxBatch, key)
-    const checks = options.reserved === true ? { ...this.checks, reserved: true } : this.checks
+    const checks = this.checksFor(options.reserved)
     const checked = inputs.map((input, i) => checkRequest(input, `[${i}]`, checks, key == null ? undefined : batchKey(key, i)))
     const requests = checked.flatMap((c) => ('request' in c ? [c.request] : []))
     if (requests.length > 0) {
