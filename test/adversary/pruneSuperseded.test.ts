@@ -1,13 +1,10 @@
 import { describe, expect, test } from 'bun:test'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { membersTime, prunable } from '../../src/housekeeping/prune.ts'
 import { classifyGap } from '../../src/sync/plan.ts'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
-import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
-import { testOutbox } from '../helpers/outbox.ts'
+import { memoryOutbox } from '../helpers/outbox.ts'
 
 const MIN = 60_000
 const HOUR = 3_600_000
@@ -17,13 +14,7 @@ const HONEST = '12D3KooWB2222222222222222222222222222222222222222222'
 
 describe("a member's event that writes the keys of an honest node's event", () => {
   test('lets the honest node compact its own event after retention, though a lagging member never acknowledged it', async () => {
-    const privateKey = await generateKeyPair('Ed25519')
-    const self = peerIdFromPrivateKey(privateKey).toString()
-    const db = await openDatabase(':memory:')
-    migrate(db)
-    const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-    const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
-    const store = new Store(db)
+    const { self, outbox, store } = await memoryOutbox()
     try {
       await outbox.publish({ type: 'test.keyed', payload: {} })
       const t0 = Date.now()

@@ -1,27 +1,16 @@
 import { describe, expect, test } from 'bun:test'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { CID } from 'multiformats/cid'
 import { housekeeper } from '../../src/housekeeping/housekeeper.ts'
 import { silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
-import { openDatabase } from '../../src/runtime/sqlite.ts'
-import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
-import { migrate } from '../../src/store/migrations.ts'
-import { Store } from '../../src/store/store.ts'
 import { walkDag } from '../../src/unixfs/walk.ts'
-import { testOutbox } from '../helpers/outbox.ts'
+import { memoryOutbox } from '../helpers/outbox.ts'
 
 /** An outbox and its housekeeper over in-memory databases; `options` adds to the housekeeper's settings. */
 async function setup(options: { eventsRetention?: number; now?: () => number } = {}) {
-  const privateKey = await generateKeyPair('Ed25519')
-  const db = await openDatabase(':memory:')
-  migrate(db)
-  const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-  const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
-  const store = new Store(db)
+  const { self, db, blocks, outbox, store } = await memoryOutbox()
   const hk = housekeeper({ outbox, retention: 3_600_000, retentionMax: 7_200_000, members: () => undefined, processed: () => 0, ...options })({
-    self: peerIdFromPrivateKey(privateKey).toString(),
+    self,
     store,
     blocks,
     log: silentLog,

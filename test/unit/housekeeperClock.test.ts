@@ -1,15 +1,9 @@
 import { describe, expect, test } from 'bun:test'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { parseRecordedClock, PRUNE_CLOCK_KEY, PruneClock, uptimeReader } from '../../src/housekeeping/clock.ts'
 import { housekeeper, type HousekeeperInit } from '../../src/housekeeping/housekeeper.ts'
 import { type Log, silentLog } from '../../src/log/logger.ts'
 import { Metrics } from '../../src/metrics/metrics.ts'
-import { openDatabase } from '../../src/runtime/sqlite.ts'
-import { openBlockDatabase, SqliteBlockstore } from '../../src/store/blockstore.ts'
-import { migrate } from '../../src/store/migrations.ts'
-import { Store } from '../../src/store/store.ts'
-import { testOutbox } from '../helpers/outbox.ts'
+import { memoryOutbox } from '../helpers/outbox.ts'
 import { waitFor } from '../helpers/process.ts'
 
 const MIN = 60_000
@@ -25,13 +19,7 @@ const D = '12D3KooWD4444444444444444444444444444444444444444444'
  * `clock.booted` + `clock.ran` in boot `clock.boot`: the time the machine measured since it booted.
  */
 async function setup() {
-  const privateKey = await generateKeyPair('Ed25519')
-  const self = peerIdFromPrivateKey(privateKey).toString()
-  const db = await openDatabase(':memory:')
-  migrate(db)
-  const blocks = new SqliteBlockstore(await openBlockDatabase(':memory:'))
-  const outbox = testOutbox({ db, blocks, privateKey, maxBatch: 100, maxEventSize: 4096, maxDepth: 16 })
-  const store = new Store(db)
+  const { self, blocks, outbox, store } = await memoryOutbox()
   // The machine booted a day before the test's time 0 (`booted`), past the minutes after a boot whose steps of
   // the wall clock are the boot's own.
   const clock = { jump: 0, ran: 0, boot: 'boot-1', booted: 24 * HOUR }
