@@ -101,6 +101,8 @@ export class Membership {
    * (one per member whose removal is under way)
    */
   private readonly removing = new Map<string, RemovedEntry>()
+  /** per producer whose walk stops at a change of its own (it is no owner), that change's seq (one per producer walked) */
+  private readonly holding = new Map<string, number>()
 
   constructor(init: MembershipInit, components: Pick<Components, 'self' | 'store' | 'events' | 'log'>) {
     this.init = init
@@ -247,8 +249,8 @@ export class Membership {
 
   /**
    * Checks an event of another producer before it is stored: a removed member's event after its last
-   * valid seq, a non-member's event (once the membership is known), and a change from a producer that
-   * never was an owner are refused.
+   * valid seq, a non-member's event (once the membership is known), and a removed member's change (it never
+   * was an owner) are refused; a member's change (it never was an owner) is held.
    *
    * @returns the rejection, or undefined to accept it
    */
@@ -263,12 +265,34 @@ export class Membership {
     if (isReservedType(e.type) && e.type !== MEMBERS_TYPE) {
       return { reason: 'reserved_type', detail: `${e.producer} wrote an event of type ${e.type}: the ${RESERVED_PREFIX} namespace is cairn's own, and only ${MEMBERS_TYPE} is in it` }
     }
-    // Changes are read only from owners (past or present): one from anyone else is a forgery, refused
-    // before it is stored. With no founding owner known, changes are kept for when one is.
+    // Changes are read only from owners (past or present). A member's change waits, with the member's events
+    // after it, rather than being refused here: this node may not hold yet the change that made it an owner
+    // (its head can hide that it saw it), and every node that does takes it. A removed member's is refused:
+    // only an add could make it an owner again, and the fold counts no change stamped before that. With no
+    // founding owner known, changes are kept for when one is.
     if (e.type === MEMBERS_TYPE && this.founders.length > 0 && !this.everOwners.has(e.producer)) {
-      return { reason: 'not_owner', detail: `${e.producer} changed the membership but is not an owner` }
+      if (removed != null) return { reason: 'not_owner', detail: `${e.producer} changed the membership but is not an owner` }
+      this.holding.set(e.producer, e.seq)
+      return {
+        reason: 'not_owner',
+        detail: `${e.producer} changed the membership at seq ${e.seq} but is not an owner: its events from there wait until an owner makes it one, or removes it`,
+        held: true
+      }
     }
     return undefined
+  }
+
+  /**
+   * @returns whether the walk of `producer` would stop at `seq` again: its change there waits (checkEvent),
+   * and neither a promotion nor a removal has come since
+   */
+  holds(producer: string, seq: number): boolean {
+    if (this.holding.get(producer) !== seq) return false
+    if (this.everOwners.has(producer) || this.removedAt(producer) != null || this.isMember(producer) === false) {
+      this.holding.delete(producer)
+      return false
+    }
+    return true
   }
 
   /**

@@ -350,6 +350,7 @@ export class CairnNode {
         isMember: (p) => members.isMember(p),
         removedAt: (p) => members.removedAt(p),
         waitFor: (p, acks, processed) => members.waitFor(p, acks, processed),
+        holds: (p, seq) => members.holds(p, seq),
         maxProducers: cfg.maxProducers,
         checkEvent: (e) => {
           const refused = members.checkEvent(e)
