@@ -190,15 +190,10 @@ export function consoleApp(deps: ConsoleDeps, options: ConsoleOptions): Hono {
   const membersPageOf = async (notice?: string, error?: string) => membersPage({ ...(await members.list()), notice, error })
   app.get('/console/members', async (c) => {
     const done = c.req.query('done')
-    return c.html(
-      await membersPageOf(
-        done === 'added'
-          ? 'Added: the change is published and reaches every node like an event.'
-          : done === 'removed'
-            ? 'Removed: the change is published and reaches every node like an event.'
-            : undefined
-      )
-    )
+    // Published is all this node can say: a conflicting change of another owner, which may come later, can
+    // make every node pass over this one.
+    const then = 'reaches every node like an event, and takes effect unless another owner made a change that conflicts with it (the changes that took no effect are listed on this page).'
+    return c.html(await membersPageOf(done === 'added' ? `Added: the change is published; it ${then}` : done === 'removed' ? `Removed: the change is published; it ${then}` : undefined))
   })
   const change = async (c: Context, what: 'added' | 'removed', run: () => Promise<void>): Promise<Response> => {
     try {
