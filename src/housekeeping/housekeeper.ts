@@ -40,6 +40,8 @@ export interface HousekeeperInit {
   retentionMax: number
   /** rows of `events` that every plugin processed go after this long (ms); undefined keeps them */
   eventsRetention?: number
+  /** the producers whose membership changes stay past eventsRetention (owners, past and present); undefined keeps everyone's */
+  changeAuthors?: () => readonly string[] | undefined
   /** the members whose acks count; undefined means every producer this node knows */
   members: () => string[] | undefined
   /** the roots of the syncs under way (Syncer.walkingRoots): garbage collection keeps what they reach */
@@ -195,7 +197,7 @@ export class Housekeeper {
         // before any row can go, so no row is needed for a block that a power cut may still take.
         if (!this.init.outbox.syncBlocks()) throw new Error('cannot sync blocks.db, so the rows of events that a start may rebuild its last blocks from stay')
         // A backend reading the stream acknowledges nothing: rows are aged on the guarded clock, as files that go without every member's acknowledgement are.
-        result.events_deleted = store.events.deleteProcessedBefore(now.guarded - this.init.eventsRetention)
+        result.events_deleted = store.events.deleteProcessedBefore(now.guarded - this.init.eventsRetention, this.init.changeAuthors?.())
         if (result.events_deleted > 0) store.pluginState.forgetEffectsOfGoneEvents()
         lap('events')
       }

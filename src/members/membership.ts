@@ -101,8 +101,6 @@ export class Membership {
    * (one per member whose removal is under way)
    */
   private readonly removing = new Map<string, RemovedEntry>()
-  /** per producer whose walk stops at a change of its own (it is no owner), that change's seq (one per producer walked) */
-  private readonly holding = new Map<string, number>()
 
   constructor(init: MembershipInit, components: Pick<Components, 'self' | 'store' | 'events' | 'log'>) {
     this.init = init
@@ -116,7 +114,16 @@ export class Membership {
     this.refresh()
     for (const r of this.state.refused) this.counted.add(r.event_id)
     this.stopListening = this.components.events.listen('events:ingested', (events) => {
-      if (events.some((e) => e.type === MEMBERS_TYPE)) this.refresh(events)
+      const changes = events.filter((e) => e.type === MEMBERS_TYPE)
+      if (changes.length === 0) return
+      // A change of a producer that never was an owner changes no fold (refresh reads owners' changes only),
+      // however many a member writes: it is counted, and read once a change makes its producer an owner.
+      const unread = this.founders.length === 0 ? [] : changes.filter((e) => !this.everOwners.has(e.producer))
+      for (const e of unread) {
+        const detail = `membership change ${e.event_id} (seq ${e.seq}): ${e.producer} is not an owner, so it takes no effect (it is kept, and counts only if an owner made ${e.producer} one before it)`
+        this.components.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'not_owner', detail, peer: e.producer, producer: e.producer } })
+      }
+      if (unread.length < changes.length) this.refresh(events)
     })
   }
 
@@ -238,6 +245,14 @@ export class Membership {
   }
 
   /**
+   * @returns the producers whose membership changes a fold may read (the founders and every peer a change
+   * made an owner); undefined while no founder is known, when any change may come to count
+   */
+  changeAuthors(): string[] | undefined {
+    return this.founders.length === 0 ? undefined : [...this.everOwners]
+  }
+
+  /**
    * @returns the members whose acknowledgements pruning waits for; undefined when every producer this node
    * knows counts (no list)
    */
@@ -249,8 +264,8 @@ export class Membership {
 
   /**
    * Checks an event of another producer before it is stored: a removed member's event after its last
-   * valid seq, a non-member's event (once the membership is known), and a removed member's change (it never
-   * was an owner) are refused; a member's change (it never was an owner) is held.
+   * valid seq, a non-member's event (once the membership is known) and an event of a reserved type other
+   * than cairn.members are refused.
    *
    * @returns the rejection, or undefined to accept it
    */
@@ -265,34 +280,11 @@ export class Membership {
     if (isReservedType(e.type) && e.type !== MEMBERS_TYPE) {
       return { reason: 'reserved_type', detail: `${e.producer} wrote an event of type ${e.type}: the ${RESERVED_PREFIX} namespace is cairn's own, and only ${MEMBERS_TYPE} is in it` }
     }
-    // Changes are read only from owners (past or present). A member's change waits, with the member's events
-    // after it, rather than being refused here: this node may not hold yet the change that made it an owner
-    // (its head can hide that it saw it), and every node that does takes it. A removed member's is refused:
-    // only an add could make it an owner again, and the fold counts no change stamped before that. With no
-    // founding owner known, changes are kept for when one is.
-    if (e.type === MEMBERS_TYPE && this.founders.length > 0 && !this.everOwners.has(e.producer)) {
-      if (removed != null) return { reason: 'not_owner', detail: `${e.producer} changed the membership but is not an owner` }
-      this.holding.set(e.producer, e.seq)
-      return {
-        reason: 'not_owner',
-        detail: `${e.producer} changed the membership at seq ${e.seq} but is not an owner: its events from there wait until an owner makes it one, or removes it`,
-        held: true
-      }
-    }
+    // A change of a producer that never was an owner is stored as its other events are, and read by no fold
+    // until a change makes that producer an owner (then the fold, by the changes' stamps, decides whether it
+    // counts): refusing it here would make a node that does not hold that promotion yet, which its head can
+    // hide, pass over for good a change that every other node applies (refresh counts it as not_owner).
     return undefined
-  }
-
-  /**
-   * @returns whether the walk of `producer` would stop at `seq` again: its change there waits (checkEvent),
-   * and neither a promotion nor a removal has come since
-   */
-  holds(producer: string, seq: number): boolean {
-    if (this.holding.get(producer) !== seq) return false
-    if (this.everOwners.has(producer) || this.removedAt(producer) != null || this.isMember(producer) === false) {
-      this.holding.delete(producer)
-      return false
-    }
-    return true
   }
 
   /**

@@ -14,11 +14,6 @@ export interface FileLimits {
 export interface Rejection {
   reason: 'oversized' | 'malformed_json' | 'too_deep' | 'bad_envelope' | 'wrong_producer' | 'name_mismatch' | 'policy' | 'bad_payload' | 'not_member' | 'not_owner' | 'reserved_type'
   detail: string
-  /**
-   * the event is neither taken nor refused yet: the walk stops before it, unrecorded, and goes on once the
-   * membership decides it (a member's change, which counts if an owner makes it one)
-   */
-  held?: true
 }
 
 /**

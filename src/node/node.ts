@@ -350,7 +350,6 @@ export class CairnNode {
         isMember: (p) => members.isMember(p),
         removedAt: (p) => members.removedAt(p),
         waitFor: (p, acks, processed) => members.waitFor(p, acks, processed),
-        holds: (p, seq) => members.holds(p, seq),
         maxProducers: cfg.maxProducers,
         checkEvent: (e) => {
           const refused = members.checkEvent(e)
@@ -365,6 +364,7 @@ export class CairnNode {
         retention: cfg.retention,
         retentionMax: cfg.retentionMax,
         eventsRetention: cfg.eventsRetention,
+        changeAuthors: () => members.changeAuthors(),
         members: () => members.current(),
         walking: () => syncer.walkingRoots(),
         flushWalks: () => {

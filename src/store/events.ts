@@ -213,11 +213,18 @@ export class EventsTable {
   /**
    * Deletes the rows received before `time` (ms) that every plugin has processed.
    *
+   * @param changeAuthors the producers whose membership changes stay (undefined: everyone's)
    * @returns how many rows went
    */
-  deleteProcessedBefore(time: number): number {
-    // cairn's own events (membership changes) are the state every node folds: they are never deleted.
-    return this.db.run("DELETE FROM events WHERE received_at < ? AND state != 'pending' AND type NOT LIKE 'cairn.%'", [time]).changes
+  deleteProcessedBefore(time: number, changeAuthors?: readonly string[]): number {
+    // cairn's own events (membership changes) of owners, past and present, are the state every node folds:
+    // they are never deleted. Those of anyone else count nowhere, and go as the producer's other events do.
+    const authors = changeAuthors == null ? null : JSON.stringify(changeAuthors)
+    return this.db.run(
+      `DELETE FROM events WHERE received_at < ? AND state != 'pending'
+          AND (type NOT LIKE 'cairn.%' OR (? IS NOT NULL AND producer NOT IN (SELECT value FROM json_each(?))))`,
+      [time, authors, authors]
+    ).changes
   }
 
   /** @returns the seqs of `producer`'s events in cairn's reserved namespace (membership changes), ascending */

@@ -53,7 +53,7 @@ export interface IngestStats {
  * entries, its gaps, how far the producer was processed and, with the last chunk of a complete listing,
  * the directories walked and the root synced (a listing of one pass ends at its `top`). What was processed is the contiguous run of seqs found (accepted or quarantined)
  * from processed+1; seqs the tree no longer holds are gaps: recorded, then passed over. An event refused for its
- * producer's membership (`not_member`) or held by it ends the run and the walk before it, unrecorded.
+ * producer's membership (`not_member`) ends the run and the walk before it, unrecorded.
  *
  * @throws Error when a file cannot be fetched; the chunks before it stay stored
  */
@@ -93,20 +93,11 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     const s0 = performance.now()
     const read = rows.map((row, i) => readEventFile(files[i], { producer, seq: planned.seq(row), eventId: planned.eventId(row) }, ctx.limits))
     const clock = clockHold(read, producer, ctx.clock)
+    const rejections = read.map((r, i) => (clock.at >= 0 && i >= clock.at ? undefined : 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection))
     // An event refused for its producer's membership (a removal or another change applied while this walk was
     // under way) stops the walk before it, where the cap of a walk started now would: it and the events after
     // it are neither processed nor quarantined, so that they are taken if an owner adds the producer again.
-    // So does one the membership holds (a member's change, taken if an owner makes it one). The events after
-    // it are not checked: the check of a held one is where the membership notes the walk stopped.
-    const stops = (r: Rejection | undefined): boolean => r?.reason === 'not_member' || r?.held === true
-    let stopped = false
-    const rejections = read.map((r, i) => {
-      if (stopped || (clock.at >= 0 && i >= clock.at)) return undefined
-      const rejection = 'envelope' in r ? ctx.checkEvent?.(r.envelope) : r.rejection
-      stopped = stops(rejection)
-      return rejection
-    })
-    const outAt = rejections.findIndex(stops)
+    const outAt = rejections.findIndex((r) => r?.reason === 'not_member')
     const heldAt = outAt >= 0 ? outAt : clock.at
     const last = heldAt < 0 && k === chunks.length - 1
     const top = heldAt >= 0 ? planned.seq(rows[heldAt]) - 1 : last ? listing.top : planned.seq(rows[rows.length - 1])
@@ -165,10 +156,8 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     const out = outAt >= 0 ? rejections[outAt] : undefined
     if (out != null) {
       ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: out.reason, detail: `seq ${planned.seq(rows[outAt])} and later: ${out.detail}`, peer: producer } })
-      // Held events are lag this node cannot end by fetching: status says why, until a walk takes them.
-      if (out.held === true) ctx.store.producers.setError(producer, out.detail)
       // The walk ends here, with no retry: the membership change that would let these events in (an owner
-      // adding the producer again, or making it an owner) schedules the producer's walk.
+      // adding the producer again) schedules the producer's walk.
       return { chunks: k + 1, fetchMs, storeMs }
     }
     if (clock.why != null) {

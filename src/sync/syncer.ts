@@ -34,11 +34,6 @@ export interface SyncerInit extends HeadIntakeInit {
    * (the membership changes the producer had seen, from its head's acks), or undefined
    */
   waitFor?: (producer: string, acks: Record<string, number>, processed: Record<string, number>) => { owner: string; seq: number } | undefined
-  /**
-   * whether the producer's event at `seq` is still held by the membership (a check of it came back `held`):
-   * its walk would stop there again, so it is not started until a membership change lets it go on
-   */
-  holds?: (producer: string, seq: number) => boolean
   /** a full collection of the heap, run once per `every` blocks the walks read together (COLLECT_EVERY_BLOCKS); none without it */
   collectGarbage?: { every: number; collect: () => void }
 }
@@ -249,7 +244,6 @@ export class Syncer {
     const removed = this.init.removedAt?.(producer)
     if (removed != null && row.processed_seq >= removed.last_seq) return
     if (removed == null && this.init.isMember?.(producer) === false) return
-    if (this.init.holds?.(producer, row.processed_seq + 1) === true) return
     const cap = removed == null ? row.head_seq : Math.min(row.head_seq, removed.last_seq)
     const wait = this.init.waitFor?.(producer, parseAcks(row.acks), store.producers.processed())
     if (wait != null) {

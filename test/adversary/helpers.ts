@@ -6,6 +6,9 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { signHead } from '../../src/model/head.ts'
 import type { CairnNode } from '../../src/node/node.ts'
+import { join } from 'node:path'
+import { initDataDir } from '../../src/datadir/init.ts'
+import { loadIdentity } from '../../src/datadir/load.ts'
 
 /** A block of `size` random bytes, with its raw CID. */
 export async function randomBlock(size: number): Promise<{ cid: CID; bytes: Uint8Array }> {
@@ -56,4 +59,13 @@ export function plantBlocks(node: CairnNode, blocks: Iterable<[string, Uint8Arra
 /** @returns the bytes of every block in a node's blocks.db */
 export function storedBytes(node: CairnNode): number {
   return node.blocks.db.get<{ n: number }>('SELECT coalesce(sum(length(bytes)), 0) AS n FROM blocks')?.n ?? 0
+}
+
+/** Inits one data directory per name under `parent`: the first founds a network, the others join it with the first as their owner. */
+export async function network(parent: string, names: string[]): Promise<{ dirs: string[]; ids: string[] }> {
+  const dirs = names.map((x) => join(parent, x))
+  await initDataDir(dirs[0], { newNetwork: true })
+  const founder = (await loadIdentity(dirs[0])).peerId.toString()
+  for (const dir of dirs.slice(1)) await initDataDir(dir, { swarmKeyFile: join(dirs[0], 'swarm.key'), owners: [founder] })
+  return { dirs, ids: await Promise.all(dirs.map(async (dir) => (await loadIdentity(dir)).peerId.toString())) }
 }
