@@ -25,8 +25,9 @@ import type { PublishResult } from '../model/publishRequest.ts'
 import type { Components } from '../node/components.ts'
 
 /**
- * The most membership changes the fold reads. Only changes of producers who are or were owners are read
- * (owners are trusted to change the membership), so this bounds what a misbehaving owner costs, not a member.
+ * The most membership changes the fold reads. Only changes of producers who are or were owners are read,
+ * each from the first change that names it owner (owners are trusted to change the membership), so this
+ * bounds what a misbehaving owner costs, not a member.
  */
 const MAX_CHANGES = 100_000
 
@@ -135,23 +136,29 @@ export class Membership {
   /** Recomputes the membership from the changes held; counts and logs the newly ingested ones it refused. */
   private refresh(ingested: readonly EventEnvelope[] = []): void {
     const { store, log, events } = this.components
-    // Owners can be made by changes of other owners: read until the set of (ever) owners stops growing.
-    let owners = new Set(this.founders)
+    // Owners can be made by changes of other owners: read until the set of (ever) owners stops growing. A
+    // producer's changes are read from the first change (in stamp order) that names it owner: the fold takes
+    // none ordered before that, and so none of what it wrote as a member counts against MAX_CHANGES.
+    const authors = new Map(this.founders.map((f) => [f, '']))
     let state = foldMembers(this.founders, [])
     let arrived: string[] = []
     for (let round = 0; round <= MAX_CHANGES; round++) {
-      const rows = store.events.ofTypeBy(MEMBERS_TYPE, [...owners], MAX_CHANGES)
+      const rows = store.events.membershipChanges(authors, MAX_CHANGES)
       const changes: ChangeEvent[] = rows.map((r) => ({ event_id: r.event_id, producer: r.producer, seq: r.seq, hlc: r.hlc, occurred_at: r.occurred_at, payload: JSON.parse(r.payload) }))
       state = foldMembers(this.founders, changes)
       arrived = rows.map((r) => r.event_id)
-      const next = new Set(owners)
+      let grew = false
       for (const c of changes) {
         const p = parseChange(c.payload)
-        if ('change' in p && p.change.op === 'add' && p.change.role === 'owner') next.add(p.change.peer_id)
+        if (!('change' in p) || p.change.op !== 'add' || p.change.role !== 'owner') continue
+        const since = authors.get(p.change.peer_id)
+        if (since != null && since <= c.hlc) continue
+        authors.set(p.change.peer_id, c.hlc)
+        grew = true
       }
-      if (next.size === owners.size) break
-      owners = next
+      if (!grew) break
     }
+    const owners = new Set(authors.keys())
     const before = this.summary()
     const accessBefore = this.access()
     this.everOwners = owners
@@ -283,7 +290,7 @@ export class Membership {
     // A change of a producer that never was an owner is stored as its other events are, and read by no fold
     // until a change makes that producer an owner (then the fold, by the changes' stamps, decides whether it
     // counts): refusing it here would make a node that does not hold that promotion yet, which its head can
-    // hide, pass over for good a change that every other node applies (refresh counts it as not_owner).
+    // hide, pass over for good a change that every other node applies (start's listener counts it as not_owner).
     return undefined
   }
 

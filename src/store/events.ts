@@ -164,10 +164,21 @@ export class EventsTable {
     return this.db.all<EventRow>(`SELECT * FROM events ${where.length > 0 ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY cursor${q.newestFirst === true ? ' DESC' : ''} LIMIT ?`, [...params, q.limit])
   }
 
-  /** @returns up to `limit` rows of one type produced by any of `producers`, in cursor order */
-  ofTypeBy(type: string, producers: readonly string[], limit: number): EventRow[] {
-    if (producers.length === 0) return []
-    return this.db.all<EventRow>(`SELECT * FROM events WHERE type = ? AND producer IN (${producers.map(() => '?').join(',')}) ORDER BY cursor LIMIT ?`, [type, ...producers, limit])
+  /**
+   * @param authors per producer, the stamp from which its membership changes are read ('' for all of them)
+   * @returns the `cairn.members` events of those producers stamped at or after theirs, in arrival order, at most `limit`
+   */
+  membershipChanges(authors: ReadonlyMap<string, string>, limit: number): EventRow[] {
+    if (authors.size === 0) return []
+    // Authors first (CROSS JOIN keeps that order), each through events_membership: an author's changes before
+    // its stamp cost nothing here, however many. Ordered by the type's cursor index instead, SQLite would read
+    // every change stored.
+    return this.db.all<EventRow>(
+      `WITH a AS MATERIALIZED (SELECT key AS producer, value AS since FROM json_each(?))
+       SELECT e.* FROM a CROSS JOIN events e ON e.producer = a.producer AND e.type = 'cairn.members' AND e.hlc >= a.since
+        ORDER BY e.cursor LIMIT ?`,
+      [JSON.stringify(Object.fromEntries(authors)), limit]
+    )
   }
 
   /** @returns the highest cursor in the table (0 when empty) */

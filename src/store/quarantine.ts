@@ -15,7 +15,7 @@ export interface QuarantineEntry {
  * The most entries kept per producer, the newest: a member that writes refused files without end (each
  * new path a row) must not grow the table, nor the status that counts it, without end. Its newest entry of
  * each reason is kept besides (the reasons are a closed set: `Rejection['reason']`), so a flood of one
- * reason (junk names) does not wipe the evidence of another (a forged membership change, `not_owner`).
+ * reason (junk names) does not wipe the evidence of another (a reserved type, `reserved_type`).
  * Every refusal is counted in `cairn_rejected_total` whether its row is kept or not.
  */
 export const QUARANTINE_KEEP = 1000

@@ -50,7 +50,7 @@ describe('the membership tells the node only of changes that alter it', () => {
     // the same add again: the members are as they were
     ingest(OWNER, { op: 'add', peer_id: X, role: 'member' })
     expect(changes).toBe(1)
-    // a member's change is refused by the fold (and, where it arrives, before it is stored)
+    // a member's change changes nothing (the fold does not read it)
     ingest(X, { op: 'add', peer_id: OTHER, role: 'owner' })
     expect(changes).toBe(1)
     expect(membership.isMember(OTHER)).toBe(false)

@@ -1,0 +1,85 @@
+import { describe, expect, test } from 'bun:test'
+import { uuidv7 } from 'uuidv7'
+import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { migrate } from '../../src/store/migrations.ts'
+import { Store } from '../../src/store/store.ts'
+import { insertEvent } from '../../src/store/events.ts'
+import { Membership } from '../../src/members/membership.ts'
+import { CairnEventBus } from '../../src/node/events.ts'
+import { silentLog } from '../../src/log/logger.ts'
+import { MEMBERS_TYPE, OWNERS_KEY } from '../../src/model/members.ts'
+import type { EventEnvelope } from '../../src/model/envelope.ts'
+import { fakePeerId } from '../adversary/helpers.ts'
+
+const SELF = fakePeerId(1)
+const OWNER = fakePeerId(2)
+const M = fakePeerId(5)
+const X = fakePeerId(6)
+const Y = fakePeerId(7)
+const Z = fakePeerId(8)
+
+/** A membership of founder OWNER over an in-memory store, and ways to feed it changes as ingest does. */
+async function harness() {
+  const db = await openDatabase(':memory:')
+  migrate(db)
+  const store = new Store(db)
+  store.meta.put(OWNERS_KEY, JSON.stringify([OWNER]))
+  const events = new CairnEventBus()
+  const membership = new Membership({ publish: async () => Promise.reject(new Error('not published here')) }, { self: SELF, store, events, log: silentLog })
+  membership.start()
+  const change = (producer: string, seq: number, ms: number, payload: unknown): EventEnvelope => ({
+    event_id: uuidv7(),
+    type: MEMBERS_TYPE,
+    version: 1,
+    producer,
+    seq,
+    hlc: `${1800000000000 + ms}-0000`,
+    occurred_at: new Date().toISOString(),
+    payload
+  })
+  /** Stores the envelopes in one transaction and tells the membership, as one ingest chunk does */
+  const ingest = (...es: EventEnvelope[]): void => {
+    store.transaction(() => {
+      for (const e of es) insertEvent(db, e, 'bafy', Date.now())
+    })
+    events.safeDispatchEvent('events:ingested', { detail: es })
+  }
+  return { db, store, membership, change, ingest }
+}
+
+describe("a member's membership changes, stored as its other events are", () => {
+  test("those it wrote before its promotion are not read by the fold, however many: they cannot push the owners' later changes past the fold's limit", async () => {
+    const { membership, change, ingest } = await harness()
+    ingest(change(OWNER, 1, 10, { op: 'add', peer_id: M, role: 'member' }))
+    // M, a member, writes 100 000 changes into its own outbox: each is stored and takes no effect.
+    const junk: EventEnvelope[] = []
+    for (let seq = 1; seq <= 100_000; seq++) junk.push(change(M, seq, 11, { op: 'add', peer_id: X, role: 'owner' }))
+    ingest(...junk)
+    expect(membership.isMember(X)).toBe(false)
+    // Later, an owner makes M an owner, then adds Z.
+    ingest(change(OWNER, 2, 1_000_000, { op: 'add', peer_id: M, role: 'owner' }))
+    ingest(change(OWNER, 3, 1_000_001, { op: 'add', peer_id: Z, role: 'member' }))
+    expect(membership.isMember(X)).toBe(false)
+    expect(membership.isOwner(M)).toBe(true)
+    expect(membership.isMember(Z)).toBe(true)
+    membership.stop()
+  }, 120_000)
+
+  test('with events-retention, a change of a new owner taken before its promotion and deleted before the promotion arrives never counts here (a limit SECURITY.md states)', async () => {
+    const { store, membership, change, ingest } = await harness()
+    ingest(change(OWNER, 1, 10, { op: 'add', peer_id: M, role: 'member' }))
+    // OWNER makes M an owner (stamp 20), and M adds Y (stamp 30); this node takes M's change first (its head
+    // hides the promotion), as membersHiddenPromotion's node n does.
+    const promotion = change(OWNER, 2, 20, { op: 'add', peer_id: M, role: 'owner' })
+    ingest(change(M, 1, 30, { op: 'add', peer_id: Y, role: 'member' }))
+    expect(membership.isMember(Y)).toBe(false)
+    // The plugins processed it, and events-retention passes before the promotion arrives.
+    store.events.markDone(store.events.maxCursor(), [])
+    store.events.deleteProcessedBefore(Date.now() + 1, membership.changeAuthors())
+    ingest(promotion)
+    expect(membership.isOwner(M)).toBe(true)
+    // Every node that held the promotion first counts Y a member; this one no longer holds the change.
+    expect(membership.isMember(Y)).toBe(false)
+    membership.stop()
+  })
+})
