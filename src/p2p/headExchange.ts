@@ -83,8 +83,7 @@ export class HeadExchange {
     const id = evt.detail.toString()
     this.pushed.delete(id)
     this.greeted.delete(id)
-    clearTimeout(this.greetRetries.get(id))
-    this.greetRetries.delete(id)
+    this.dropGreetRetry(id, 'the peer disconnected')
   }
 
   constructor(init: HeadExchangeInit) {
@@ -122,7 +121,12 @@ export class HeadExchange {
     const id = peer.toString()
     // A peer already gone (its disconnect handled before this greet started: an identify or a greet-back handled
     // late) is not dialled, nor remembered as greeted: no disconnect is left to forget it.
-    if (this.stopped || this.greeting.has(id) || this.init.libp2p.getConnections(peer).length === 0) return
+    if (this.stopped || this.greeting.has(id)) return
+    if (this.init.libp2p.getConnections(peer).length === 0) {
+      // The decision is logged for each greet passed over so (tests wait on it).
+      this.init.log.debug(`not greeting ${id}: it is no longer connected`, { peer: id, reason: 'greet_peer_gone' })
+      return
+    }
     this.greeting.add(id)
     this.greeted.add(id)
     try {
@@ -134,24 +138,38 @@ export class HeadExchange {
     } finally {
       this.greeting.delete(id)
     }
-    // Gone on a disconnect meanwhile: a greet of it no longer on this connection is tried no more.
-    if (this.stopped || this.pushed.has(id) || !this.greeted.has(id) || tries + 1 >= GREET_TRIES) return
+    if (this.pushed.has(id)) return
+    // Invariant: a greet whose push failed logs its next try (greet_retry) or that none comes (greet_tries_ended,
+    // logged too when a disconnect or stop drops the next try); a greet of a peer gone on a disconnect meanwhile
+    // is no longer on this connection, and is tried no more.
+    const end = this.stopped ? 'the exchange stopped' : !this.greeted.has(id) ? 'the peer disconnected' : tries + 1 >= GREET_TRIES ? `all ${GREET_TRIES} tries failed` : undefined
+    if (end != null) {
+      this.init.log.debug(`no more tries to greet ${id}: ${end}`, { peer: id, reason: 'greet_tries_ended' })
+      return
+    }
     clearTimeout(this.greetRetries.get(id))
-    const timer = setTimeout(
-      () => {
-        this.greetRetries.delete(id)
-        if (!this.pushed.has(id)) void this.greet(peer, tries + 1)
-      },
-      (this.init.greetRetryMs ?? GREET_RETRY_MS) * 2 ** tries
-    )
+    const delay = (this.init.greetRetryMs ?? GREET_RETRY_MS) * 2 ** tries
+    const timer = setTimeout(() => {
+      this.greetRetries.delete(id)
+      if (!this.pushed.has(id)) void this.greet(peer, tries + 1)
+    }, delay)
     timer.unref?.()
     this.greetRetries.set(id, timer)
+    this.init.log.debug(`greeting ${id} again in ${delay} ms (try ${tries + 2} of ${GREET_TRIES})`, { peer: id, reason: 'greet_retry' })
+  }
+
+  /** Clears `id`'s greet try that waits, if any: it is tried no more (`why`). */
+  private dropGreetRetry(id: string, why: string): void {
+    const timer = this.greetRetries.get(id)
+    if (timer == null) return
+    clearTimeout(timer)
+    this.greetRetries.delete(id)
+    this.init.log.debug(`no more tries to greet ${id}: ${why}`, { peer: id, reason: 'greet_tries_ended' })
   }
 
   async stop(): Promise<void> {
     this.stopped = true
-    for (const timer of this.greetRetries.values()) clearTimeout(timer)
-    this.greetRetries.clear()
+    for (const id of [...this.greetRetries.keys()]) this.dropGreetRetry(id, 'the exchange stopped')
     this.init.libp2p.removeEventListener('peer:identify', this.onIdentify as EventListener)
     this.init.libp2p.removeEventListener('peer:disconnect', this.onDisconnect as EventListener)
     this.pushed.clear()
@@ -237,7 +255,11 @@ export class HeadExchange {
       await stream.close({ signal: AbortSignal.timeout(5000) }).catch(() => {})
       // A peer that pushed on a connection this node has not pushed on yet gets its first push now; once only
       // (greeted), so that pushes from a peer whose own pushes keep failing start no push each.
-      if (!this.pushed.has(peer) && !this.greeted.has(peer)) void this.greet(from)
+      if (!this.pushed.has(peer)) {
+        if (!this.greeted.has(peer)) void this.greet(from)
+        // The decision not to greet it again is logged for each such push (tests wait on it).
+        else this.init.log.debug(`not greeting ${peer} back: it was greeted on this connection, though no push to it got through`, { peer, reason: 'greet_back_declined' })
+      }
     } catch (err) {
       this.init.log.debug(`bad head push from ${peer}: ${(err as Error).message}`, { peer, reason: 'bad_head_push' })
       stream.abort(err as Error)
