@@ -3,7 +3,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { HEADS_PROTOCOL, HeadExchange } from '../../src/p2p/headExchange.ts'
-import { silentLog } from '../../src/log/logger.ts'
+import { waitFor } from '../helpers/process.ts'
+import { recordingLog } from '../helpers/log.ts'
 
 /**
  * The part of libp2p the head exchange uses, driven by the test: which peers are connected, the events, and
@@ -36,17 +37,21 @@ class Swarm extends EventTarget {
 // remote peer can force the order over a real connection was not shown (see the audit's report).
 test('a peer identified after it hung up is not dialled by greet tries, and leaves nothing behind', async () => {
   const swarm = new Swarm()
-  const exchange = new HeadExchange({ libp2p: swarm as unknown as Libp2p, heads: () => [], onHead: async () => {}, log: silentLog, greetRetryMs: 20 })
+  const { log, lines } = recordingLog()
+  const exchange = new HeadExchange({ libp2p: swarm as unknown as Libp2p, heads: () => [], onHead: async () => {}, log, greetRetryMs: 20 })
   await exchange.start()
-  const peers = 50
+  const peers: string[] = []
   try {
-    for (let i = 0; i < peers; i++) {
+    for (let i = 0; i < 50; i++) {
       const peer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+      peers.push(peer.toString())
       swarm.dispatchEvent(new CustomEvent('peer:disconnect', { detail: peer }))
       swarm.dispatchEvent(new CustomEvent('peer:identify', { detail: { peerId: peer, protocols: [HEADS_PROTOCOL] } }))
     }
-    // Every try there is: 20, 40 and 80 ms after each failure, and room to spare.
-    await Bun.sleep(20 + 40 + 80 + 500)
+    // Every greet decided for good: passed over as gone (greet_peer_gone), or dialled and out of tries, its last
+    // one failed (greet_tries_ended): no try of it is left to come.
+    const decided = (peer: string): boolean => lines.some((l) => l.fields.peer === peer && (l.fields.reason === 'greet_peer_gone' || l.fields.reason === 'greet_tries_ended'))
+    await waitFor('every greet passed over or out of tries', () => peers.every(decided), 10_000)
     const dials = [...swarm.dials.values()]
     const held = (exchange as unknown as { greeted: Set<string> }).greeted.size
     // At most the one greet a peer gone meanwhile costs (on main: 4 dials each, GREET_TRIES) …
