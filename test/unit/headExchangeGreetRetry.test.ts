@@ -4,10 +4,10 @@ import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { initDataDir } from '../../src/datadir/init.ts'
 import { HEADS_PROTOCOL, HeadExchange } from '../../src/p2p/headExchange.ts'
-import { silentLog } from '../../src/log/logger.ts'
 import type { CairnNode } from '../../src/node/node.ts'
 import { inProcessNode } from '../helpers/forge.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
+import { recordingLog } from '../helpers/log.ts'
 
 /** @returns nodes a and b (b bootstrapped to a, connected), each with its own head exchange stopped */
 async function bare(parent: string): Promise<{ a: CairnNode; b: CairnNode }> {
@@ -40,25 +40,30 @@ test('a first push that keeps failing is tried four times in all, and not after 
     await b.ipfs.libp2p.handle(HEADS_PROTOCOL, (stream: Stream) => {
       stream.abort(new Error('refused'))
     })
+    const peer = b.peerId.toString()
     let greets = 0
     const heads = (): Uint8Array[] => {
       greets++
       return []
     }
-    const exchange = new HeadExchange({ libp2p: a.ipfs.libp2p, heads, onHead: async () => {}, log: silentLog, greetRetryMs: 100 })
+    const first = recordingLog()
+    const exchange = new HeadExchange({ libp2p: a.ipfs.libp2p, heads, onHead: async () => {}, log: first.log, greetRetryMs: 100 })
     await exchange.start()
-    await waitFor('four tries', () => greets >= 4, 10_000)
-    // A fifth would come 0.8 s after the fourth.
-    await Bun.sleep(1500)
+    // The exchange logs, as its last failed try ends, that no more come (a fifth would be scheduled instead).
+    await waitFor('the tries to run out', () => first.count('greet_tries_ended', peer) > 0, 10_000)
     expect(greets).toBe(4)
     await exchange.stop()
 
     greets = 0
-    const again = new HeadExchange({ libp2p: a.ipfs.libp2p, heads, onHead: async () => {}, log: silentLog, greetRetryMs: 300 })
+    const second = recordingLog()
+    const again = new HeadExchange({ libp2p: a.ipfs.libp2p, heads, onHead: async () => {}, log: second.log, greetRetryMs: 300 })
     await again.start()
-    await Bun.sleep(100)
+    // The first try failed, and the next one waits (its timer is set as this is logged, 300 ms away).
+    await waitFor('the second try to be scheduled', () => second.count('greet_retry', peer) > 0, 10_000)
     await again.stop()
-    await Bun.sleep(300 + 600 + 1200 + 500)
+    // The stop dropped the try that waited, and logged it (a try that ran after the stop would log its end too):
+    // no timer is left to make another.
+    await waitFor('the tries to end', () => second.count('greet_tries_ended', peer) > 0, 10_000)
     expect(greets).toBe(1)
   } finally {
     await b.stop()
@@ -74,6 +79,7 @@ test('the tries of a failed first push end with the connection: a peer that reco
   const { a, b } = await bare(tmp.path)
   try {
     let failing = true
+    const { log, count } = recordingLog()
     const exchange = new HeadExchange({
       libp2p: a.ipfs.libp2p,
       heads: () => {
@@ -81,7 +87,7 @@ test('the tries of a failed first push end with the connection: a peer that reco
         return []
       },
       onHead: async () => {},
-      log: silentLog,
+      log,
       greetRetryMs: 500
     })
     try {
@@ -93,8 +99,9 @@ test('the tries of a failed first push end with the connection: a peer that reco
       await waitFor('a disconnected from b', () => a.ipfs.libp2p.getConnections(b.peerId).length === 0, 10_000)
       await b.ipfs.libp2p.dial(a.ipfs.libp2p.getMultiaddrs()[0])
       await waitFor('a connected to b again', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
-      // As long as every try of the first connection's push would take (0.5, 1 and 2 s), and a second more.
-      await Bun.sleep(500 + 1000 + 2000 + 1000)
+      // The first connection's tries are over: its disconnect dropped the one that waited (or ended the one under
+      // way), which logs that no more come. (Were they not, they would run out on this connection, and log it then.)
+      await waitFor("the first connection's greet tries to end", () => count('greet_tries_ended', b.peerId.toString()) > 0, 15_000)
       // b's exchange is up: it takes pushes, and greets a.
       let got = 0
       await b.ipfs.libp2p.handle(HEADS_PROTOCOL, async (stream: Stream) => {
