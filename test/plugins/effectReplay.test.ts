@@ -1,6 +1,7 @@
 import { expect, test } from 'bun:test'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { query } from '../helpers/db.ts'
 import { cairn, NodeProcess, tempDir, waitFor } from '../helpers/process.ts'
 
 // A test.gated event's effect counts its attempts in the file `runs` names and gives up (PermanentError)
@@ -27,6 +28,20 @@ function pluginDir(parent: string): string {
 }
 
 const runsIn = (file: string): number => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0)
+
+/** @returns how many effects in the node's plugin_effects are not done: due now, or waiting for a later try */
+const notDone = (node: NodeProcess): number => query<{ n: number }>(node.dir, 'SELECT count(*) AS n FROM plugin_effects WHERE done_at IS NULL')[0].n
+
+/**
+ * Publishes a test.gated event whose effect succeeds and waits until it ran and nothing is left to run. Its effect
+ * runs in a pass that takes every effect due, oldest first: one made due again before it would run in that pass,
+ * ahead of it; and one due later would show as not done.
+ */
+async function laterEffectRan(node: NodeProcess, cure: string, runs: string): Promise<void> {
+  await node.publish({ type: 'test.gated', payload: { cure, runs } })
+  await waitFor('a later effect to run', () => runsIn(runs) === 1, 30_000)
+  await waitFor('no effect left to run', () => notDone(node) === 0, 30_000)
+}
 
 async function effectCounts(node: NodeProcess): Promise<{ failing: number; givenUp: number; metrics: string }> {
   const s = await node.status()
@@ -83,7 +98,7 @@ test('cairn replay --effects runs a given-up effect once more on the running nod
     const again = await cairn(['replay', '--effects', event_id, '--data', a.dir])
     expect(again.code).not.toBe(0)
     expect(again.stderr).toContain(`No effect of event ${event_id} is given up: plugin gated's effect ran`)
-    await Bun.sleep(2500)
+    await laterEffectRan(a, runs, join(tmp.path, 'runs-later'))
     expect(runsIn(runs)).toBe(2)
     expect((await cairn(['dead', '--effects', '--data', a.dir])).stdout.trim()).toBe('no effects given up')
   } finally {
@@ -119,7 +134,8 @@ test('cairn replay --effects --dead on a stopped node: the effects run at its st
   await a.start(['--plugins', plugins])
   try {
     await waitFor('both effects given up again', async () => runs.every((r) => runsIn(r) === 2) && (await effectCounts(a)).givenUp === 2, 60_000)
-    await Bun.sleep(2500)
+    // (its cure is a file that exists: runs-1)
+    await laterEffectRan(a, runs[0], join(tmp.path, 'runs-later'))
     expect(runs.map(runsIn)).toEqual([2, 2])
   } finally {
     await a.stop()
