@@ -19,6 +19,9 @@ async function fakePushes(
   const a = await inProcessNode(await initDir(parent, 'a'))
   const b = await inProcessNode(await initDir(parent, 'b', join(parent, 'a', 'swarm.key')), { bootstrap: [a.ipfs.libp2p.getMultiaddrs()[0].toString()] })
   await waitFor('a connected to b', () => a.ipfs.libp2p.getConnections(b.peerId).length > 0, 10_000)
+  // (b's exchange greets a as it starts only once b's peer store says a takes pushes: else its first read of the
+  // heads would be a later push's, not that greet's)
+  await waitFor('b knows a takes pushes', async () => (await b.ipfs.libp2p.peerStore.get(a.peerId)).protocols.includes(HEADS_PROTOCOL), 10_000)
   // A reads pushes into parts (a part ends where a push was read whole).
   await a.ipfs.libp2p.unhandle(HEADS_PROTOCOL)
   const parts: string[][] = []
