@@ -19,8 +19,8 @@ const LATEST = MIGRATIONS.length
  */
 function holdLastMigration(dir: string): { finish: () => void; [Symbol.dispose]: () => void } {
   const db = new Database(join(dir, 'cairn.db'))
-  // Migration 12 rebuilt the outbox table (the same rows, a withdrawn column): without its record the file is at
-  // version 11 as an older cairn left it but for that column, and the migration runs again over it as written.
+  // Without its record the file is at the version before as an older cairn left it but for what the last
+  // migration added, and that migration runs again over it as written (13 creates its index if not there).
   db.exec(`DELETE FROM schema_migrations WHERE version = ${LATEST}`)
   db.exec('BEGIN IMMEDIATE')
   db.exec(MIGRATIONS[LATEST - 1])

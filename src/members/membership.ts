@@ -25,9 +25,10 @@ import type { PublishResult } from '../model/publishRequest.ts'
 import type { Components } from '../node/components.ts'
 
 /**
- * The most membership changes the fold reads. Only changes of producers who are or were owners are read,
- * each from the first change that names it owner (owners are trusted to change the membership), so this
- * bounds what a misbehaving owner costs, not a member.
+ * The most membership changes the fold reads of each author, the first in stamp order. Only changes of
+ * producers who are or were owners are read, each from the first change that names it owner (owners are
+ * trusted to change the membership), so this bounds what a misbehaving owner, or one demoted, costs, not a
+ * member; and however many one author writes, the others' are read.
  */
 const MAX_CHANGES = 100_000
 
@@ -92,7 +93,7 @@ export class Membership {
   private state: MembershipState = { members: new Map(), removed: new Map(), refused: [], applied: 0 }
   /** the last REFUSED_SHOWN refused changes to arrive here, taken at each fold (documents are read far more often) */
   private refusedShown: RefusedChange[] = []
-  /** changes already counted as refused, so that a refold does not count them again (bounded by MAX_CHANGES) */
+  /** changes already counted as refused, so that a refold does not count them again (bounded by the changes the fold reads) */
   private readonly counted = new Set<string>()
   private stopListening?: () => void
   /** per removed member whose kept events were looked for, the last valid seq looked after (bounded by the owners' changes) */
@@ -165,6 +166,15 @@ export class Membership {
     this.state = state
     this.refusedShown = lastRefused(state.refused, arrived, REFUSED_SHOWN)
     const fresh = new Set(ingested.map((e) => e.event_id))
+    // A change of an author stamped before the first change naming it owner is not read (the fold would refuse it):
+    // counted here, once (each is ingested once), as the listener counts a never-owner's.
+    for (const e of ingested) {
+      const since = authors.get(e.producer)
+      if (e.type !== MEMBERS_TYPE || since == null || e.hlc >= since) continue
+      events.safeDispatchEvent('peer:rejected', {
+        detail: { reason: 'not_owner', detail: `membership change ${e.event_id} (seq ${e.seq}): ${e.producer} is not an owner at ${e.hlc}`, peer: e.producer, producer: e.producer }
+      })
+    }
     for (const r of state.refused) {
       if (this.counted.has(r.event_id) || !fresh.has(r.event_id)) continue
       this.counted.add(r.event_id)

@@ -166,19 +166,19 @@ export class EventsTable {
 
   /**
    * @param authors per producer, the stamp from which its membership changes are read ('' for all of them)
-   * @returns the `cairn.members` events of those producers stamped at or after theirs, in arrival order, at most `limit`
+   * @param perAuthor how many of each author's are read at most, the first in stamp order
+   * @returns the `cairn.members` events of those producers stamped at or after theirs, in arrival order
    */
-  membershipChanges(authors: ReadonlyMap<string, string>, limit: number): EventRow[] {
-    if (authors.size === 0) return []
-    // Authors first (CROSS JOIN keeps that order), each through events_membership: an author's changes before
-    // its stamp cost nothing here, however many. Ordered by the type's cursor index instead, SQLite would read
-    // every change stored.
-    return this.db.all<EventRow>(
-      `WITH a AS MATERIALIZED (SELECT key AS producer, value AS since FROM json_each(?))
-       SELECT e.* FROM a CROSS JOIN events e ON e.producer = a.producer AND e.type = 'cairn.members' AND e.hlc >= a.since
-        ORDER BY e.cursor LIMIT ?`,
-      [JSON.stringify(Object.fromEntries(authors)), limit]
-    )
+  membershipChanges(authors: ReadonlyMap<string, string>, perAuthor: number): EventRow[] {
+    // One query per author, through events_membership: an author's changes before its stamp, or past its
+    // first `perAuthor`, cost nothing here, however many; what it reads depends on the rows held, not on
+    // the order they came in.
+    const rows: EventRow[] = []
+    for (const [producer, since] of authors) {
+      const own = this.db.all<EventRow>("SELECT * FROM events WHERE producer = ? AND type = 'cairn.members' AND hlc >= ? ORDER BY hlc, event_id LIMIT ?", [producer, since, perAuthor])
+      for (const r of own) rows.push(r)
+    }
+    return rows.sort((a, b) => a.cursor - b.cursor)
   }
 
   /** @returns the highest cursor in the table (0 when empty) */

@@ -316,7 +316,8 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX outbox_pruned_plain ON outbox (seq) WHERE pruned_at IS NOT NULL AND compacted = 0;
    CREATE UNIQUE INDEX outbox_idempotency_key ON outbox (idempotency_key) WHERE idempotency_key IS NOT NULL;
    CREATE INDEX outbox_event_id ON outbox (event_id);`,
-  // 13: the membership fold reads each author's changes from a stamp on (EventsTable.membershipChanges): a
-  // member's changes, stored as its other events are, are then never read past, however many it writes
-  "CREATE INDEX events_membership ON events (producer, hlc) WHERE type = 'cairn.members'"
+  // 13: the membership fold reads each author's changes from a stamp on, the first in stamp order
+  // (EventsTable.membershipChanges): what a member wrote before it was made an owner is never read past, and
+  // what one author wrote does not push another's out
+  "CREATE INDEX IF NOT EXISTS events_membership ON events (producer, hlc, event_id) WHERE type = 'cairn.members'"
 ]

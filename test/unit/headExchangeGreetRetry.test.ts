@@ -52,6 +52,9 @@ test('a first push that keeps failing is tried four times in all, and not after 
     // The exchange logs, as its last failed try ends, that no more come (a fifth would be scheduled instead).
     await waitFor('the tries to run out', () => first.count('greet_tries_ended', peer) > 0, 10_000)
     expect(greets).toBe(4)
+    // …and no fifth waits: three retries were scheduled, none is left
+    expect(first.count('greet_retry', peer)).toBe(3)
+    expect((exchange as unknown as { greetRetries: Map<string, unknown> }).greetRetries.size).toBe(0)
     await exchange.stop()
 
     greets = 0

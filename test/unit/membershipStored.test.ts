@@ -44,7 +44,7 @@ async function harness() {
     })
     events.safeDispatchEvent('events:ingested', { detail: es })
   }
-  return { db, store, membership, change, ingest }
+  return { db, store, events, membership, change, ingest }
 }
 
 describe("a member's membership changes, stored as its other events are", () => {
@@ -82,4 +82,37 @@ describe("a member's membership changes, stored as its other events are", () => 
     expect(membership.isMember(Y)).toBe(false)
     membership.stop()
   })
+
+  test('a change a new owner stamped before its promotion, arriving after it, is counted not_owner as it would be arriving before it', async () => {
+    const { events, membership, change, ingest } = await harness()
+    const rejected: Array<{ reason: string; producer?: string; detail: string }> = []
+    events.listen('peer:rejected', (d) => rejected.push(d as never))
+    ingest(change(OWNER, 1, 10, { op: 'add', peer_id: M, role: 'member' }))
+    ingest(change(OWNER, 2, 1000, { op: 'add', peer_id: M, role: 'owner' }))
+    expect(membership.isOwner(M)).toBe(true)
+    // M's change written while a member (stamp 500, before the promotion's) reaches this node only now
+    const early = change(M, 1, 500, { op: 'add', peer_id: Y, role: 'member' })
+    ingest(early)
+    expect(membership.isMember(Y)).toBe(false)
+    expect(rejected.filter((r) => r.reason === 'not_owner' && r.producer === M && r.detail.includes(early.event_id))).toHaveLength(1)
+    membership.stop()
+  })
+
+  test("a demoted owner's changes written once a member, however many, do not push the owners' later changes past the fold's limit", async () => {
+    const { membership, change, ingest } = await harness()
+    ingest(change(OWNER, 1, 10, { op: 'add', peer_id: M, role: 'owner' }))
+    // OWNER demotes M (a member again: its heads are still taken)
+    ingest(change(OWNER, 2, 20, { op: 'add', peer_id: M, role: 'member' }))
+    expect(membership.isOwner(M)).toBe(false)
+    expect(membership.isMember(M)).toBe(true)
+    // M, a member now, writes 100 000 changes into its own outbox: each is stored and takes no effect.
+    const junk: EventEnvelope[] = []
+    for (let seq = 1; seq <= 100_000; seq++) junk.push(change(M, seq, 30, { op: 'add', peer_id: X, role: 'owner' }))
+    ingest(...junk)
+    expect(membership.isMember(X)).toBe(false)
+    // Later, OWNER adds Z.
+    ingest(change(OWNER, 3, 1_000_000, { op: 'add', peer_id: Z, role: 'member' }))
+    expect(membership.isMember(Z)).toBe(true)
+    membership.stop()
+  }, 120_000)
 })
