@@ -33,6 +33,32 @@ async function hiddenPromotionChange(na: CairnNode, nm: CairnNode, others: Cairn
   return added
 }
 
+/**
+ * Owner a adds members m and n; while n is stopped, a makes m an owner and m adds a member with a change
+ * hiding that it saw its promotion (hiddenPromotionChange).
+ *
+ * @returns the directories, ids and nodes (n's stopped), and the member m added
+ */
+async function promotedUnseenByN(parent: string) {
+  const {
+    dirs: [a, m, n],
+    ids: [aId, mId, nId]
+  } = await network(parent, ['a', 'm', 'n'])
+  const na = await inProcessNode(a)
+  const nm = await inProcessNode(m, { bootstrap: [addr(na)] })
+  const nn = await inProcessNode(n, { bootstrap: [addr(na)] })
+  try {
+    await na.members.add({ peer_id: mId })
+    await na.members.add({ peer_id: nId })
+    await waitFor('n to know m as a member', () => nn.members.isMember(mId) === true, 20_000)
+    await nn.stop()
+    return { a, n, aId, mId, na, nm, nn, e: await hiddenPromotionChange(na, nm) }
+  } catch (err) {
+    for (const x of [nn, nm, na]) await x.stop()
+    throw err
+  }
+}
+
 /** Waits until `n` processed `owner`'s events up to the owner's last seq. */
 async function caughtUp(n: CairnNode, owner: CairnNode): Promise<void> {
   const id = owner.peerId.toString()
@@ -51,19 +77,9 @@ const quarantined = (n: CairnNode, producer: string): unknown => n.store.db.get(
 describe('a member made an owner whose change hides that it saw its promotion: a node reads the change once it holds the promotion, wherever the change arrived first', () => {
   test('a node that walks the change before it holds the promotion keeps it, and applies it once the promotion comes: the member lists agree', async () => {
     using tmp = tempDir()
-    const {
-      dirs: [a, m, n],
-      ids: [aId, mId, nId]
-    } = await network(tmp.path, ['a', 'm', 'n'])
-    let na = await inProcessNode(a)
-    const nm = await inProcessNode(m, { bootstrap: [addr(na)] })
-    let nn = await inProcessNode(n, { bootstrap: [addr(na)] })
+    const { a, n, aId, mId, nm, e, ...started } = await promotedUnseenByN(tmp.path)
+    let { na, nn } = started
     try {
-      await na.members.add({ peer_id: mId })
-      await na.members.add({ peer_id: nId })
-      await waitFor('n to know m as a member', () => nn.members.isMember(mId) === true, 20_000)
-      await nn.stop()
-      const e = await hiddenPromotionChange(na, nm)
       // a goes offline too, and m does not pass a's head on (it forgets it): n meets m alone.
       await na.stop()
       nm.store.db.run('DELETE FROM producers WHERE producer = ?', [aId])
@@ -128,19 +144,9 @@ describe('a member made an owner whose change hides that it saw its promotion: a
 
   test('a node that takes the promotion and a demotion in one walk: the change the other nodes applied counts there too', async () => {
     using tmp = tempDir()
-    const {
-      dirs: [a, m, n],
-      ids: [aId, mId, nId]
-    } = await network(tmp.path, ['a', 'm', 'n'])
-    let na = await inProcessNode(a)
-    const nm = await inProcessNode(m, { bootstrap: [addr(na)] })
-    let nn = await inProcessNode(n, { bootstrap: [addr(na)] })
+    const { a, n, aId, mId, nm, e, ...started } = await promotedUnseenByN(tmp.path)
+    let { na, nn } = started
     try {
-      await na.members.add({ peer_id: mId })
-      await na.members.add({ peer_id: nId })
-      await waitFor('n to know m as a member', () => nn.members.isMember(mId) === true, 20_000)
-      await nn.stop()
-      const e = await hiddenPromotionChange(na, nm)
       // a makes m a member again: its change, stamped while it was an owner, stays.
       await waitFor('a to have m at seq 1', () => na.store.producers.get(mId)?.head_seq === 1, 20_000)
       await na.members.add({ peer_id: mId, role: 'member' })

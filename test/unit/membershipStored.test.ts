@@ -1,15 +1,7 @@
 import { describe, expect, test } from 'bun:test'
-import { uuidv7 } from 'uuidv7'
-import { openDatabase } from '../../src/runtime/sqlite.ts'
-import { migrate } from '../../src/store/migrations.ts'
-import { Store } from '../../src/store/store.ts'
-import { insertEvent } from '../../src/store/events.ts'
-import { Membership } from '../../src/members/membership.ts'
-import { CairnEventBus } from '../../src/node/events.ts'
-import { silentLog } from '../../src/log/logger.ts'
-import { MEMBERS_TYPE, OWNERS_KEY } from '../../src/model/members.ts'
 import type { EventEnvelope } from '../../src/model/envelope.ts'
 import { fakePeerId } from '../adversary/helpers.ts'
+import { membershipOver } from '../helpers/membership.ts'
 
 const SELF = fakePeerId(1)
 const OWNER = fakePeerId(2)
@@ -18,34 +10,7 @@ const X = fakePeerId(6)
 const Y = fakePeerId(7)
 const Z = fakePeerId(8)
 
-/** A membership of founder OWNER over an in-memory store, and ways to feed it changes as ingest does. */
-async function harness() {
-  const db = await openDatabase(':memory:')
-  migrate(db)
-  const store = new Store(db)
-  store.meta.put(OWNERS_KEY, JSON.stringify([OWNER]))
-  const events = new CairnEventBus()
-  const membership = new Membership({ publish: async () => Promise.reject(new Error('not published here')) }, { self: SELF, store, events, log: silentLog })
-  membership.start()
-  const change = (producer: string, seq: number, ms: number, payload: unknown): EventEnvelope => ({
-    event_id: uuidv7(),
-    type: MEMBERS_TYPE,
-    version: 1,
-    producer,
-    seq,
-    hlc: `${1800000000000 + ms}-0000`,
-    occurred_at: new Date().toISOString(),
-    payload
-  })
-  /** Stores the envelopes in one transaction and tells the membership, as one ingest chunk does */
-  const ingest = (...es: EventEnvelope[]): void => {
-    store.transaction(() => {
-      for (const e of es) insertEvent(db, e, 'bafy', Date.now())
-    })
-    events.safeDispatchEvent('events:ingested', { detail: es })
-  }
-  return { db, store, events, membership, change, ingest }
-}
+const harness = async () => await membershipOver(OWNER, SELF)
 
 describe("a member's membership changes, stored as its other events are", () => {
   test("those it wrote before its promotion are not read by the fold, however many: they cannot push the owners' later changes past the fold's limit", async () => {
