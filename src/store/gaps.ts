@@ -16,6 +16,14 @@ export interface GapRow {
   kind: GapKind
 }
 
+/**
+ * The most rows of one producer's gaps kept: past them, a walk's gap widens the producer's last gap of its kind
+ * (which then spans seqs that were not missing), so that heads that skip seqs, which a member signs as fast as it
+ * likes, cannot grow the table without end. Far more than an honest producer leaves: a long absence across
+ * its compactions, or a loss, is a row per walk.
+ */
+export const GAPS_KEEP = 10_000
+
 /** The `gaps` table: ranges of a producer's seqs that were pruned before this node could fetch them. */
 export class GapsTable {
   private readonly db: SqlDatabase
@@ -27,6 +35,37 @@ export class GapsTable {
   /** Records a gap; one that starts at the same seq is kept as first recorded. */
   add(producer: string, fromSeq: number, toSeq: number, detectedAt: number, kind: GapKind = 'lost'): void {
     this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, fromSeq, toSeq, detectedAt, kind])
+  }
+
+  /**
+   * Records a walk's gaps of `producer`, each as a row while the producer has fewer than `keep`, then each by
+   * widening the producer's last gap of its kind to its end.
+   *
+   * @returns how many were recorded by widening (the last ones), and whether this call filled the `keep` rows
+   */
+  record(producer: string, gaps: ReadonlyArray<readonly [number, number, GapKind]>, detectedAt: number, keep = GAPS_KEEP): { widened: number; reached: boolean } {
+    if (gaps.length === 0) return { widened: 0, reached: false }
+    // Counted once per walk's chunk: the index on (producer, from_seq) reads at most `keep` entries.
+    let rows = this.db.get<{ n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM gaps WHERE producer = ? LIMIT ?)', [producer, keep])?.n ?? 0
+    const below = rows < keep
+    let widened = 0
+    for (const [from, to, kind] of gaps) {
+      if (rows < keep) {
+        rows += this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, from, to, detectedAt, kind]).changes
+        continue
+      }
+      const last = this.db.run(`UPDATE gaps SET to_seq = max(to_seq, ?) WHERE producer = ? AND from_seq = (SELECT max(from_seq) FROM gaps WHERE producer = ? AND kind = ? AND from_seq <= ?)`, [
+        to,
+        producer,
+        producer,
+        kind,
+        from
+      ]).changes
+      // None of its kind before it (at most one row per kind past `keep`): a row of its own.
+      if (last === 0) this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, from, to, detectedAt, kind])
+      widened++
+    }
+    return { widened, reached: below && rows >= keep }
   }
 
   /**

@@ -6,6 +6,7 @@ import type { CairnEventBus, SyncProgress } from '../node/events.ts'
 import type { Store } from '../store/store.ts'
 import type { HybridClock } from '../model/hlc.ts'
 import { ClockSkewError } from '../errors.ts'
+import { GAPS_KEEP } from '../store/gaps.ts'
 import { fetchBlocks, type WalkFetcher } from './fetch.ts'
 import type { Listing } from './listing.ts'
 import { chunksOf, classifyGap, gapsIn, INGEST_CHUNK, INGEST_CHUNK_BYTES, type Refused } from './plan.ts'
@@ -122,6 +123,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     // The blocks the walk took from memory (its directories, these files) are stored before the rows
     // that depend on them; a store that fails throws here, and nothing is recorded.
     f.batch?.flush()
+    let recorded = { widened: 0, reached: false }
     ctx.store.transaction(() => {
       for (const a of accepted) {
         // An event is (producer, event_id): one sharing another producer's event_id is kept and counted.
@@ -133,7 +135,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
         ctx.store.quarantine.add({ producer, path: r.path, cid: r.cid ?? null, reason: r.rejection.reason, detail: r.rejection.detail, detected_at: now })
       }
       if (chunkRefused.length > 0) ctx.store.quarantine.trim(producer)
-      for (const [from, to, kind] of gaps) ctx.store.gaps.add(producer, from, to, now, kind)
+      recorded = ctx.store.gaps.record(producer, gaps, now)
       if (last && listing.complete) ctx.store.remoteDirs.putAll(producer, listing.walked)
       ctx.store.producers.advance(producer, top, last && listing.complete ? { root: target.headRoot, compacted: target.compacted } : undefined)
     })
@@ -145,12 +147,21 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       const detail = `${producer} seq ${c.envelope.seq} has event_id ${c.envelope.event_id}, as an event of ${c.other} does: both are kept`
       ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'event_id_collision', detail, peer: producer } })
     }
-    for (const [from, to, kind] of gaps) {
-      if (kind === 'lost') ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to, reason: 'gap_lost' })
+    if (recorded.reached) {
+      ctx.log.warn(`gaps of ${producer} fill ${GAPS_KEEP} rows: each further gap widens its last one of the kind (cairn gaps then shows ranges that span seqs this node holds)`, {
+        producer,
+        reason: 'gaps_widened'
+      })
+    }
+    gaps.forEach(([from, to, kind], i) => {
+      // Past GAPS_KEEP rows, a gap is one more of a flood (heads that skip seqs): logged at debug level only.
+      if (i >= gaps.length - recorded.widened)
+        ctx.log.debug(`gap in ${producer}: seq ${from}..${to} (${kind}), recorded by widening its last gap`, { producer, from_seq: from, to_seq: to, reason: 'gap_widened' })
+      else if (kind === 'lost') ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to, reason: 'gap_lost' })
       else if (kind === 'horizon')
         ctx.log.info(`history of ${producer} starts after seq ${to}: earlier events were pruned before this node joined`, { producer, from_seq: from, to_seq: to, reason: 'history_horizon' })
       else ctx.log.debug(`seq ${from}..${to} of ${producer} compacted: newer events superseded them`, { producer, from_seq: from, to_seq: to, reason: 'gap_compacted' })
-    }
+    })
     storeMs += performance.now() - s0
     if (added.length > 0) ctx.events.safeDispatchEvent('events:ingested', { detail: added })
     const out = outAt >= 0 ? rejections[outAt] : undefined
