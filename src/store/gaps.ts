@@ -17,16 +17,19 @@ export interface GapRow {
 }
 
 /**
- * The most rows of one producer's gaps kept: past them, a walk's gap widens the producer's last gap of its kind
- * (which then spans seqs that were not missing), so that heads that skip seqs, which a member signs as fast as it
- * likes, cannot grow the table without end. Far more than an honest producer leaves: a long absence across
- * its compactions, or a loss, is a row per walk.
+ * The most rows of one producer's gaps kept (and one more of each kind it had none of): past them, a walk's gap
+ * widens the producer's last gap of its kind (which then spans seqs that were not missing, and counts those that
+ * were), so that heads that skip seqs, which a member signs as fast as it likes, cannot grow the table without
+ * end. An honest producer can reach it too: a history compacted before this node joined has a horizon gap per
+ * hole. Widening never hides a missing seq, nor changes its kind.
  */
 export const GAPS_KEEP = 10_000
 
 /** The `gaps` table: ranges of a producer's seqs that were pruned before this node could fetch them. */
 export class GapsTable {
   private readonly db: SqlDatabase
+  /** producers whose gaps this table widened (one per producer tracked, --max-producers) */
+  private readonly widening = new Set<string>()
 
   constructor(db: SqlDatabase) {
     this.db = db
@@ -38,34 +41,33 @@ export class GapsTable {
   }
 
   /**
-   * Records a walk's gaps of `producer`, each as a row while the producer has fewer than `keep`, then each by
-   * widening the producer's last gap of its kind to its end.
+   * Records a walk's gaps of `producer`, in seq order: each as a row while the producer has fewer than `keep`
+   * rows (or none of its kind), else by widening the producer's last gap of its kind to its end.
    *
-   * @returns how many were recorded by widening (the last ones), and whether this call filled the `keep` rows
+   * @returns the indexes in `gaps` of those recorded by widening, and whether they are the first this
+   * GapsTable widened of the producer
    */
-  record(producer: string, gaps: ReadonlyArray<readonly [number, number, GapKind]>, detectedAt: number, keep = GAPS_KEEP): { widened: number; reached: boolean } {
-    if (gaps.length === 0) return { widened: 0, reached: false }
-    // Counted once per walk's chunk: the index on (producer, from_seq) reads at most `keep` entries.
+  record(producer: string, gaps: ReadonlyArray<readonly [number, number, GapKind]>, detectedAt: number, keep = GAPS_KEEP): { widened: Set<number>; first: boolean } {
+    const widened = new Set<number>()
+    if (gaps.length === 0) return { widened, first: false }
+    // Counted once per walk's chunk: the primary key's index reads at most `keep` entries.
     let rows = this.db.get<{ n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM gaps WHERE producer = ? LIMIT ?)', [producer, keep])?.n ?? 0
-    const below = rows < keep
-    let widened = 0
-    for (const [from, to, kind] of gaps) {
-      if (rows < keep) {
-        rows += this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, from, to, detectedAt, kind]).changes
-        continue
-      }
-      const last = this.db.run(`UPDATE gaps SET to_seq = max(to_seq, ?) WHERE producer = ? AND from_seq = (SELECT max(from_seq) FROM gaps WHERE producer = ? AND kind = ? AND from_seq <= ?)`, [
-        to,
-        producer,
-        producer,
-        kind,
-        from
-      ]).changes
-      // None of its kind before it (at most one row per kind past `keep`): a row of its own.
-      if (last === 0) this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, from, to, detectedAt, kind])
-      widened++
-    }
-    return { widened, reached: below && rows >= keep }
+    gaps.forEach(([from, to, kind], i) => {
+      // The last of its kind through gaps_kind, however many of other kinds come after it.
+      const last =
+        rows < keep
+          ? 0
+          : this.db.run(
+              `UPDATE gaps SET to_seq = max(to_seq, ?), missing = coalesce(missing, to_seq - from_seq + 1) + ?
+                WHERE producer = ? AND from_seq = (SELECT max(from_seq) FROM gaps WHERE producer = ? AND kind = ? AND from_seq <= ?)`,
+              [to, to - from + 1, producer, producer, kind, from]
+            ).changes
+      if (last > 0) widened.add(i)
+      else rows += this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, from, to, detectedAt, kind]).changes
+    })
+    const first = widened.size > 0 && !this.widening.has(producer)
+    if (first) this.widening.add(producer)
+    return { widened, first }
   }
 
   /**
@@ -91,7 +93,7 @@ export class GapsTable {
   covered(): Array<{ producer: string; horizon: number; compacted: number }> {
     return this.db.all<{ producer: string; horizon: number; compacted: number }>(
       `SELECT producer, coalesce(max(CASE WHEN kind = 'horizon' THEN to_seq END), 0) AS horizon,
-              coalesce(sum(CASE WHEN kind = 'compacted' THEN to_seq - from_seq + 1 END), 0) AS compacted
+              coalesce(sum(CASE WHEN kind = 'compacted' THEN coalesce(missing, to_seq - from_seq + 1) END), 0) AS compacted
          FROM gaps WHERE kind != 'lost' GROUP BY producer ORDER BY producer`
     )
   }

@@ -123,7 +123,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     // The blocks the walk took from memory (its directories, these files) are stored before the rows
     // that depend on them; a store that fails throws here, and nothing is recorded.
     f.batch?.flush()
-    let recorded = { widened: 0, reached: false }
+    let recorded: ReturnType<Store['gaps']['record']> = { widened: new Set(), first: false }
     ctx.store.transaction(() => {
       for (const a of accepted) {
         // An event is (producer, event_id): one sharing another producer's event_id is kept and counted.
@@ -147,16 +147,15 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       const detail = `${producer} seq ${c.envelope.seq} has event_id ${c.envelope.event_id}, as an event of ${c.other} does: both are kept`
       ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'event_id_collision', detail, peer: producer } })
     }
-    if (recorded.reached) {
-      ctx.log.warn(`gaps of ${producer} fill ${GAPS_KEEP} rows: each further gap widens its last one of the kind (cairn gaps then shows ranges that span seqs this node holds)`, {
+    if (recorded.first) {
+      ctx.log.warn(`gaps of ${producer} fill ${GAPS_KEEP} rows: each further gap of a kind it has widens its last one (cairn gaps then shows ranges that span seqs this node holds)`, {
         producer,
         reason: 'gaps_widened'
       })
     }
     gaps.forEach(([from, to, kind], i) => {
-      // Past GAPS_KEEP rows, a gap is one more of a flood (heads that skip seqs): logged at debug level only.
-      if (i >= gaps.length - recorded.widened)
-        ctx.log.debug(`gap in ${producer}: seq ${from}..${to} (${kind}), recorded by widening its last gap`, { producer, from_seq: from, to_seq: to, reason: 'gap_widened' })
+      // Past GAPS_KEEP rows, a gap that widens a row is one more of a flood (heads that skip seqs): debug level only.
+      if (recorded.widened.has(i)) ctx.log.debug(`gap in ${producer}: seq ${from}..${to} (${kind}), recorded by widening its last gap`, { producer, from_seq: from, to_seq: to, reason: 'gap_widened' })
       else if (kind === 'lost') ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to, reason: 'gap_lost' })
       else if (kind === 'horizon')
         ctx.log.info(`history of ${producer} starts after seq ${to}: earlier events were pruned before this node joined`, { producer, from_seq: from, to_seq: to, reason: 'history_horizon' })

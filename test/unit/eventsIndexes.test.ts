@@ -33,7 +33,7 @@ describe("the events table's indexes (migration 8)", () => {
     store.events.markDone(30, [])
     expect(migrate(db)).toBe(MIGRATIONS.length)
     const indexes = db.all<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name").map((r) => r.name)
-    expect(indexes).toEqual(['events_event_id', 'events_pending', 'events_producer_seq', 'events_type'])
+    expect(indexes).toEqual(['events_event_id', 'events_membership', 'events_pending', 'events_producer_seq', 'events_type'])
     expect({ pending: store.events.pendingCount(), done: store.events.doneCount(), lowest: store.events.lowestPendingCursor() }).toEqual({ pending: 10, done: 30, lowest: 31 })
     expect(Object.fromEntries(store.events.lowestPending())).toEqual({ [P[1]]: 16, [P[0]]: 16 })
     store.events.markDone(35, [])
