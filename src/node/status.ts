@@ -48,6 +48,8 @@ export interface GapStatus {
   to_seq: number
   detected_at: string
   kind: GapKind
+  /** how many seqs of the range are missing: all of them but in a range widened past GAPS_KEEP (store/gaps.ts) */
+  missing: number
 }
 
 /** The part of the status that the database alone tells (a stopped node has this much). */

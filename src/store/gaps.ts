@@ -14,10 +14,12 @@ export interface GapRow {
   to_seq: number
   detected_at: number
   kind: GapKind
+  /** how many seqs of the range are missing: all of them but in a range widened past GAPS_KEEP */
+  missing: number
 }
 
 /**
- * The most rows of one producer's gaps kept (and one more of each kind it had none of): past them, a walk's gap
+ * The most rows of one producer's gaps of one kind kept: past them, a walk's gap of that kind
  * widens the producer's last gap of its kind (which then spans seqs that were not missing, and counts those that
  * were), so that heads that skip seqs, which a member signs as fast as it likes, cannot grow the table without
  * end. An honest producer can reach it too: a history compacted before this node joined has a horizon gap per
@@ -28,7 +30,7 @@ export const GAPS_KEEP = 10_000
 /** The `gaps` table: ranges of a producer's seqs that were pruned before this node could fetch them. */
 export class GapsTable {
   private readonly db: SqlDatabase
-  /** producers whose gaps this table widened (one per producer tracked, --max-producers) */
+  /** producers whose gaps were widened since the start (firstWidening), one each */
   private readonly widening = new Set<string>()
 
   constructor(db: SqlDatabase) {
@@ -42,32 +44,38 @@ export class GapsTable {
 
   /**
    * Records a walk's gaps of `producer`, in seq order: each as a row while the producer has fewer than `keep`
-   * rows (or none of its kind), else by widening the producer's last gap of its kind to its end.
+   * rows of its kind, else by widening the producer's last gap of its kind to its end (counting in `missing`
+   * only the seqs past that gap's end).
    *
-   * @returns the indexes in `gaps` of those recorded by widening, and whether they are the first this
-   * GapsTable widened of the producer
+   * @returns the indexes in `gaps` of those recorded by widening
    */
-  record(producer: string, gaps: ReadonlyArray<readonly [number, number, GapKind]>, detectedAt: number, keep = GAPS_KEEP): { widened: Set<number>; first: boolean } {
+  record(producer: string, gaps: ReadonlyArray<readonly [number, number, GapKind]>, detectedAt: number, keep = GAPS_KEEP): Set<number> {
     const widened = new Set<number>()
-    if (gaps.length === 0) return { widened, first: false }
-    // Counted once per walk's chunk: the primary key's index reads at most `keep` entries.
-    let rows = this.db.get<{ n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM gaps WHERE producer = ? LIMIT ?)', [producer, keep])?.n ?? 0
+    // Counted once per walk's chunk and kind, through gaps_kind: at most `keep` entries each.
+    const rows = new Map<GapKind, number>()
+    const rowsOf = (kind: GapKind): number =>
+      rows.get(kind) ?? this.db.get<{ n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM gaps WHERE producer = ? AND kind = ? LIMIT ?)', [producer, kind, keep])?.n ?? 0
     gaps.forEach(([from, to, kind], i) => {
-      // The last of its kind through gaps_kind, however many of other kinds come after it.
+      const n = rowsOf(kind)
       const last =
-        rows < keep
+        n < keep
           ? 0
           : this.db.run(
-              `UPDATE gaps SET to_seq = max(to_seq, ?), missing = coalesce(missing, to_seq - from_seq + 1) + ?
+              `UPDATE gaps SET to_seq = max(to_seq, ?), missing = coalesce(missing, to_seq - from_seq + 1) + max(0, ? - max(to_seq + 1, ?) + 1)
                 WHERE producer = ? AND from_seq = (SELECT max(from_seq) FROM gaps WHERE producer = ? AND kind = ? AND from_seq <= ?)`,
-              [to, to - from + 1, producer, producer, kind, from]
+              [to, to, from, producer, producer, kind, from]
             ).changes
       if (last > 0) widened.add(i)
-      else rows += this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, from, to, detectedAt, kind]).changes
+      else rows.set(kind, n + this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, from, to, detectedAt, kind]).changes)
     })
-    const first = widened.size > 0 && !this.widening.has(producer)
-    if (first) this.widening.add(producer)
-    return { widened, first }
+    return widened
+  }
+
+  /** @returns whether this is the first time since the start that `producer`'s gaps were widened (to say so once) */
+  firstWidening(producer: string): boolean {
+    if (this.widening.has(producer)) return false
+    this.widening.add(producer)
+    return true
   }
 
   /**
@@ -78,11 +86,10 @@ export class GapsTable {
   lostAfter(producer: string, after: number, limit: number): { count: number; first: GapRow[] } {
     const count = this.db.get<{ n: number }>("SELECT count(*) AS n FROM gaps WHERE producer = ? AND kind = 'lost' AND to_seq > ?", [producer, after])?.n ?? 0
     if (count === 0) return { count, first: [] }
-    const first = this.db.all<GapRow>("SELECT producer, from_seq, to_seq, detected_at, kind FROM gaps WHERE producer = ? AND kind = 'lost' AND to_seq > ? ORDER BY from_seq LIMIT ?", [
-      producer,
-      after,
-      limit
-    ])
+    const first = this.db.all<GapRow>(
+      "SELECT producer, from_seq, to_seq, detected_at, kind, coalesce(missing, to_seq - from_seq + 1) AS missing FROM gaps WHERE producer = ? AND kind = 'lost' AND to_seq > ? ORDER BY from_seq LIMIT ?",
+      [producer, after, limit]
+    )
     return { count, first }
   }
 
@@ -118,7 +125,10 @@ export class GapsTable {
 
   /** @returns every gap (of one kind, when given), ordered by producer and seq */
   list(kind?: GapKind): GapRow[] {
-    if (kind != null) return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind FROM gaps WHERE kind = ? ORDER BY producer, from_seq', [kind])
-    return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind FROM gaps ORDER BY producer, from_seq')
+    if (kind != null)
+      return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind, coalesce(missing, to_seq - from_seq + 1) AS missing FROM gaps WHERE kind = ? ORDER BY producer, from_seq', [
+        kind
+      ])
+    return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind, coalesce(missing, to_seq - from_seq + 1) AS missing FROM gaps ORDER BY producer, from_seq')
   }
 }

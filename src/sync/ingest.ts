@@ -123,7 +123,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
     // The blocks the walk took from memory (its directories, these files) are stored before the rows
     // that depend on them; a store that fails throws here, and nothing is recorded.
     f.batch?.flush()
-    let recorded: ReturnType<Store['gaps']['record']> = { widened: new Set(), first: false }
+    let widened = new Set<number>()
     ctx.store.transaction(() => {
       for (const a of accepted) {
         // An event is (producer, event_id): one sharing another producer's event_id is kept and counted.
@@ -135,7 +135,7 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
         ctx.store.quarantine.add({ producer, path: r.path, cid: r.cid ?? null, reason: r.rejection.reason, detail: r.rejection.detail, detected_at: now })
       }
       if (chunkRefused.length > 0) ctx.store.quarantine.trim(producer)
-      recorded = ctx.store.gaps.record(producer, gaps, now)
+      widened = ctx.store.gaps.record(producer, gaps, now)
       if (last && listing.complete) ctx.store.remoteDirs.putAll(producer, listing.walked)
       ctx.store.producers.advance(producer, top, last && listing.complete ? { root: target.headRoot, compacted: target.compacted } : undefined)
     })
@@ -147,15 +147,16 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       const detail = `${producer} seq ${c.envelope.seq} has event_id ${c.envelope.event_id}, as an event of ${c.other} does: both are kept`
       ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'event_id_collision', detail, peer: producer } })
     }
-    if (recorded.first) {
-      ctx.log.warn(`gaps of ${producer} fill ${GAPS_KEEP} rows: each further gap of a kind it has widens its last one (cairn gaps then shows ranges that span seqs this node holds)`, {
+    // Once the transaction is in: a walk that rolled back says nothing, and its retry says it.
+    if (widened.size > 0 && ctx.store.gaps.firstWidening(producer)) {
+      ctx.log.warn(`gaps of ${producer} fill ${GAPS_KEEP} rows of a kind: each further gap of that kind widens its last one (cairn gaps then shows ranges that span seqs this node holds)`, {
         producer,
         reason: 'gaps_widened'
       })
     }
     gaps.forEach(([from, to, kind], i) => {
       // Past GAPS_KEEP rows, a gap that widens a row is one more of a flood (heads that skip seqs): debug level only.
-      if (recorded.widened.has(i)) ctx.log.debug(`gap in ${producer}: seq ${from}..${to} (${kind}), recorded by widening its last gap`, { producer, from_seq: from, to_seq: to, reason: 'gap_widened' })
+      if (widened.has(i)) ctx.log.debug(`gap in ${producer}: seq ${from}..${to} (${kind}), recorded by widening its last gap`, { producer, from_seq: from, to_seq: to, reason: 'gap_widened' })
       else if (kind === 'lost') ctx.log.warn(`gap in ${producer}: seq ${from}..${to} is no longer in its outbox`, { producer, from_seq: from, to_seq: to, reason: 'gap_lost' })
       else if (kind === 'horizon')
         ctx.log.info(`history of ${producer} starts after seq ${to}: earlier events were pruned before this node joined`, { producer, from_seq: from, to_seq: to, reason: 'history_horizon' })

@@ -25,40 +25,50 @@ describe("a producer's gaps", () => {
     const store = await memoryStore()
     const keep = 4
     // Every other seq missing, a walk at a time, as heads that each skip one seq leave them.
-    const first: boolean[] = []
-    for (let seq = 2; seq <= 20; seq += 2) {
-      const r = store.gaps.record('hostile', [[seq, seq, 'lost']], 1, keep)
-      first.push(r.first)
-      expect([...r.widened]).toEqual(seq / 2 > keep ? [0] : [])
-    }
-    // The first widening says so, once.
-    expect(first.indexOf(true)).toBe(keep)
-    expect(first.filter(Boolean)).toHaveLength(1)
+    for (let seq = 2; seq <= 20; seq += 2) expect([...store.gaps.record('hostile', [[seq, seq, 'lost']], 1, keep)]).toEqual(seq / 2 > keep ? [0] : [])
+    // The first widening since the start is said once.
+    expect([store.gaps.firstWidening('hostile'), store.gaps.firstWidening('hostile')]).toEqual([true, false])
     expect(rowsOf(store, 'hostile')).toEqual([
       [2, 2, 'lost'],
       [4, 4, 'lost'],
       [6, 6, 'lost'],
       [8, 20, 'lost']
     ])
-    // A kind it had no row of gets one, counted as a gap of its own; the next of that kind widens it.
-    const compacted: Array<[number, number, GapKind]> = [
-      [22, 23, 'compacted'],
-      [25, 25, 'compacted']
-    ]
-    expect([...store.gaps.record('hostile', compacted, 1, keep).widened]).toEqual([1])
-    expect(rowsOf(store, 'hostile').slice(4)).toEqual([[22, 25, 'compacted']])
+    // The rows are kept per kind: compacted gaps get rows of their own up to `keep`.
+    expect(store.gaps.record('hostile', every2(22, keep + 1, 'compacted'), 1, keep)).toEqual(new Set([keep]))
+    expect(rowsOf(store, 'hostile').slice(4)).toEqual([
+      [22, 22, 'compacted'],
+      [24, 24, 'compacted'],
+      [26, 26, 'compacted'],
+      [28, 30, 'compacted']
+    ])
     // Another producer's gaps are its own.
-    expect(store.gaps.record('honest', [[3, 9, 'lost']], 1, keep).widened.size).toBe(0)
+    expect(store.gaps.record('honest', [[3, 9, 'lost']], 1, keep).size).toBe(0)
     expect(rowsOf(store, 'honest')).toEqual([[3, 9, 'lost']])
   })
 
-  test('past the rows kept, a lost gap with no lost row before it gets a row of its own (ingest warns of it), not a widening', async () => {
+  test("past the rows kept of another kind, lost gaps get rows of their own (ingest warns of each): a history compacted before this node joined does not mute its producer's losses", async () => {
     const store = await memoryStore()
-    // A history compacted before this node joined: a horizon gap per hole fills the rows kept.
+    // A horizon gap per hole fills the rows kept of that kind.
     store.gaps.record('p', every2(2, 4, 'horizon'), 1, 4)
-    const r = store.gaps.record('p', [[100, 100, 'lost']], 1, 4)
-    expect(r.widened.size).toBe(0)
-    expect(store.gaps.lostAfter('p', 0, 10).count).toBe(1)
+    expect(store.gaps.record('p', every2(100, 3, 'lost'), 1, 4).size).toBe(0)
+    expect(store.gaps.lostAfter('p', 0, 10).count).toBe(3)
+  })
+
+  test('a widened gap counts each missing seq once, and cairn gaps says how many of the range are missing', async () => {
+    const store = await memoryStore()
+    store.gaps.record('p', every2(2, 2, 'lost'), 1, 2)
+    // 4..4 widened by 6..8, then by 7..10 (overlapping what it holds) and 12..12: 4, 6, 7, 8, 9, 10 and 12.
+    for (const g of [
+      [6, 8],
+      [7, 10],
+      [12, 12]
+    ] as const)
+      store.gaps.record('p', [[g[0], g[1], 'lost']], 1, 2)
+    expect(store.gaps.list('lost').map((g) => [g.from_seq, g.to_seq, g.missing])).toEqual([
+      [2, 2, 1],
+      [4, 12, 7]
+    ])
   })
 
   test('a widened compacted gap counts the seqs compacted, not the seqs it spans', async () => {
@@ -88,7 +98,7 @@ describe("a producer's gaps", () => {
   test(`are kept as rows up to ${GAPS_KEEP} by default`, async () => {
     const store = await memoryStore()
     store.transaction(() => {
-      expect(store.gaps.record('hostile', every2(2, GAPS_KEEP + 10, 'lost'), 1).widened.size).toBe(10)
+      expect(store.gaps.record('hostile', every2(2, GAPS_KEEP + 10, 'lost'), 1).size).toBe(10)
     })
     expect(store.gaps.list('lost')).toHaveLength(GAPS_KEEP)
     expect(store.gaps.list('lost').at(-1)).toMatchObject({ from_seq: 2 * GAPS_KEEP, to_seq: 2 * (GAPS_KEEP + 10) })
