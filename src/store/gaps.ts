@@ -30,7 +30,7 @@ export const GAPS_KEEP = 10_000
 /** The `gaps` table: ranges of a producer's seqs that were pruned before this node could fetch them. */
 export class GapsTable {
   private readonly db: SqlDatabase
-  /** producers whose gaps were widened since the start (firstWidening), one each */
+  /** producers and kinds whose gaps were widened since the start (firstWidening): three per producer at most */
   private readonly widening = new Set<string>()
 
   constructor(db: SqlDatabase) {
@@ -43,9 +43,10 @@ export class GapsTable {
   }
 
   /**
-   * Records a walk's gaps of `producer`, in seq order: each as a row while the producer has fewer than `keep`
-   * rows of its kind, else by widening the producer's last gap of its kind to its end (counting in `missing`
-   * only the seqs past that gap's end).
+   * Records a walk's gaps of `producer`, in seq order and after every gap recorded of it before (a walk goes on
+   * from the producer's processed seq): each as a row while the producer has fewer than `keep` rows of its kind,
+   * else by widening the producer's last gap of its kind to its end (counting in `missing` only the seqs past
+   * that gap's end).
    *
    * @returns the indexes in `gaps` of those recorded by widening
    */
@@ -57,6 +58,7 @@ export class GapsTable {
       rows.get(kind) ?? this.db.get<{ n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM gaps WHERE producer = ? AND kind = ? LIMIT ?)', [producer, kind, keep])?.n ?? 0
     gaps.forEach(([from, to, kind], i) => {
       const n = rowsOf(kind)
+      rows.set(kind, n)
       const last =
         n < keep
           ? 0
@@ -71,10 +73,11 @@ export class GapsTable {
     return widened
   }
 
-  /** @returns whether this is the first time since the start that `producer`'s gaps were widened (to say so once) */
-  firstWidening(producer: string): boolean {
-    if (this.widening.has(producer)) return false
-    this.widening.add(producer)
+  /** @returns whether this is the first time since the start that `producer`'s gaps of `kind` were widened (to say so once) */
+  firstWidening(producer: string, kind: GapKind): boolean {
+    const key = `${kind} ${producer}`
+    if (this.widening.has(key)) return false
+    this.widening.add(key)
     return true
   }
 

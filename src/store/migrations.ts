@@ -320,7 +320,7 @@ export const MIGRATIONS: readonly string[] = [
   // (EventsTable.membershipChanges): what a member wrote before it was made an owner is never read past, and
   // what one author wrote does not push another's out
   "CREATE INDEX IF NOT EXISTS events_membership ON events (producer, hlc, event_id) WHERE type = 'cairn.members'",
-  // 14: a producer's gaps past GAPS_KEEP rows widen its last gap of their kind (GapsTable.record), found through
+  // 14: a producer's gaps past GAPS_KEEP rows of a kind widen its last gap of that kind (GapsTable.record), found through
   // gaps_kind; `missing` counts the seqs a widened row misses (NULL: its whole range), which it no longer spans alone
   `ALTER TABLE gaps ADD COLUMN missing INTEGER;
    CREATE INDEX gaps_kind ON gaps (producer, kind, from_seq);`

@@ -148,9 +148,11 @@ export async function ingest(f: WalkFetcher, target: WalkTarget, listing: Listin
       ctx.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'event_id_collision', detail, peer: producer } })
     }
     // Once the transaction is in: a walk that rolled back says nothing, and its retry says it.
-    if (widened.size > 0 && ctx.store.gaps.firstWidening(producer)) {
-      ctx.log.warn(`gaps of ${producer} fill ${GAPS_KEEP} rows of a kind: each further gap of that kind widens its last one (cairn gaps then shows ranges that span seqs this node holds)`, {
+    for (const kind of new Set([...widened].map((i) => gaps[i][2]))) {
+      if (!ctx.store.gaps.firstWidening(producer, kind)) continue
+      ctx.log.warn(`${kind} gaps of ${producer} fill ${GAPS_KEEP} rows: each further one widens its last (cairn gaps then shows ranges that span seqs this node holds, with how many are missing)`, {
         producer,
+        kind,
         reason: 'gaps_widened'
       })
     }

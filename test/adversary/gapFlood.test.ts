@@ -40,7 +40,7 @@ describe('heads that each skip one seq, with no file at all', () => {
       }
       const rows = victim.store.db.get<{ n: number }>('SELECT count(*) AS n FROM gaps WHERE producer = ?', [me])?.n
       // One row per head, none ever deleted (events-retention, pruning and the snapshots leave gaps as they are),
-      // and one warning line per head, up to GAPS_KEEP rows of the member (test/unit/gapsBound.test.ts).
+      // and one warning line per head, up to GAPS_KEEP rows of each kind of the member (test/unit/gapsBound.test.ts).
       expect(rows).toBe(heads)
       // The first head's gap is where this node's history of the member starts (horizon, logged as info).
       expect(warnings.get('gap_lost')).toBe(heads - 1)

@@ -26,8 +26,8 @@ describe("a producer's gaps", () => {
     const keep = 4
     // Every other seq missing, a walk at a time, as heads that each skip one seq leave them.
     for (let seq = 2; seq <= 20; seq += 2) expect([...store.gaps.record('hostile', [[seq, seq, 'lost']], 1, keep)]).toEqual(seq / 2 > keep ? [0] : [])
-    // The first widening since the start is said once.
-    expect([store.gaps.firstWidening('hostile'), store.gaps.firstWidening('hostile')]).toEqual([true, false])
+    // The first widening of a kind since the start is said once.
+    expect([store.gaps.firstWidening('hostile', 'lost'), store.gaps.firstWidening('hostile', 'lost'), store.gaps.firstWidening('hostile', 'compacted')]).toEqual([true, false, true])
     expect(rowsOf(store, 'hostile')).toEqual([
       [2, 2, 'lost'],
       [4, 4, 'lost'],
@@ -102,5 +102,18 @@ describe("a producer's gaps", () => {
     })
     expect(store.gaps.list('lost')).toHaveLength(GAPS_KEEP)
     expect(store.gaps.list('lost').at(-1)).toMatchObject({ from_seq: 2 * GAPS_KEEP, to_seq: 2 * (GAPS_KEEP + 10) })
+  })
+
+  test("counts a producer's rows of a kind once per walk's chunk, however many of its gaps widen", async () => {
+    const store = await memoryStore()
+    store.gaps.record('p', every2(2, 4, 'lost'), 1, 4)
+    const get = store.db.get.bind(store.db)
+    let counts = 0
+    store.db.get = ((sql: string, params?: unknown[]) => {
+      if (sql.includes('count(*)')) counts++
+      return get(sql, params as never)
+    }) as typeof store.db.get
+    expect(store.gaps.record('p', every2(20, 50, 'lost'), 1, 4).size).toBe(50)
+    expect(counts).toBe(1)
   })
 })
