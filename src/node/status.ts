@@ -151,6 +151,12 @@ export function storedStatus(store: Store, now = Date.now(), coveredThrough: (pr
   }
 }
 
+/** @returns a gap's range as status and the console show it, with how many of it are missing when not all (widened; an older node's status says nothing of it) */
+export function gapRangeText(g: Pick<GapStatus, 'from_seq' | 'to_seq' | 'missing'>): string {
+  const span = g.to_seq - g.from_seq + 1
+  return `${g.from_seq}..${g.to_seq}${g.missing != null && g.missing < span ? ` (${g.missing} missing)` : ''}`
+}
+
 /** @returns the recorded gaps (of one kind, when given), as status and `cairn gaps` show them */
 export function recordedGaps(store: Store, kind?: GapKind): GapStatus[] {
   return store.gaps.list(kind).map((g) => ({ ...g, detected_at: new Date(g.detected_at).toISOString() }))

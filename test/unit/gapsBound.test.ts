@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { openDatabase } from '../../src/runtime/sqlite.ts'
+import { gapRangeText, recordedGaps } from '../../src/node/status.ts'
 import { GAPS_KEEP, type GapKind } from '../../src/store/gaps.ts'
 import { migrate } from '../../src/store/migrations.ts'
 import { Store } from '../../src/store/store.ts'
@@ -69,6 +70,8 @@ describe("a producer's gaps", () => {
       [2, 2, 1],
       [4, 12, 7]
     ])
+    // As status and the console show them.
+    expect(recordedGaps(store).map(gapRangeText)).toEqual(['2..2', '4..12 (7 missing)'])
   })
 
   test('a widened compacted gap counts the seqs compacted, not the seqs it spans', async () => {

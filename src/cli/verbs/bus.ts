@@ -23,7 +23,7 @@ import { busDirectory, busRoot } from '../../unixfs/busRoot.ts'
 import { readTrees, walkDag } from '../../unixfs/walk.ts'
 import type { Store } from '../../store/store.ts'
 import type { GapKind } from '../../store/gaps.ts'
-import { recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
+import { gapRangeText, recordedGaps, type StatusDocument, type StoredStatus, storedStatus } from '../../node/status.ts'
 import { versionText } from '../../version.ts'
 
 /**
@@ -279,7 +279,7 @@ export const statusVerb = defineVerb({
     for (const h of pl.held_by ?? []) out(`  held by ${h.plugin}: ${h.count} ${h.type} v${h.version}`)
     const moreGaps = (status.gaps_total ?? status.gaps.length) - status.gaps.length
     out(
-      `gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${g.from_seq}..${g.to_seq}`).join(', ')}${moreGaps > 0 ? ` and ${moreGaps} more (cairn gaps lists them)` : ''}`
+      `gaps      ${status.gaps.length === 0 ? 'none' : status.gaps.map((g) => `${g.producer.slice(-8)} seq ${gapRangeText(g)}`).join(', ')}${moreGaps > 0 ? ` and ${moreGaps} more (cairn gaps lists them)` : ''}`
     )
     for (const h of status.history ?? []) {
       const parts = [

@@ -1,7 +1,7 @@
 import { html } from 'hono/html'
 import type { HtmlEscapedString } from 'hono/utils/html'
 import { filePlace } from '../../model/layout.ts'
-import type { ProducerStatus, StatusDocument } from '../../node/status.ts'
+import { gapRangeText, type ProducerStatus, type StatusDocument } from '../../node/status.ts'
 import type { PluginInfo } from '../../plugins/load.ts'
 import type { PluginStateStatus } from '../../plugins/snapshots.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
@@ -105,7 +105,7 @@ export function producersPage(s: StatusDocument): Html {
   const gapsOf = (p: ProducerStatus): string => {
     const shown = s.gaps.filter((g) => g.producer === p.producer)
     const more = (p.lost_gaps ?? shown.length) - shown.length
-    return [...shown.map((g) => `${g.from_seq}..${g.to_seq}`), ...(more > 0 ? [`and ${more} more`] : [])].join(', ')
+    return [...shown.map(gapRangeText), ...(more > 0 ? [`and ${more} more`] : [])].join(', ')
   }
   // Pruned before this node joined (horizon) or superseded (compacted): information, not an alarm.
   const historyOf = (p: string): string => {
@@ -334,6 +334,6 @@ ${
             .join(', ')})`
         : ''
     }</dd>
-<dt>Gaps</dt><dd>${s.gaps.length === 0 ? 'none' : `${s.gaps.map((g) => `${g.producer.slice(-8)} ${g.from_seq}..${g.to_seq}`).join(', ')}${(s.gaps_total ?? s.gaps.length) > s.gaps.length ? ` and ${(s.gaps_total ?? s.gaps.length) - s.gaps.length} more` : ''}`}</dd></dl></section>`
+<dt>Gaps</dt><dd>${s.gaps.length === 0 ? 'none' : `${s.gaps.map((g) => `${g.producer.slice(-8)} ${gapRangeText(g)}`).join(', ')}${(s.gaps_total ?? s.gaps.length) > s.gaps.length ? ` and ${(s.gaps_total ?? s.gaps.length) - s.gaps.length} more` : ''}`}</dd></dl></section>`
   )
 }
