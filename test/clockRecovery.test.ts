@@ -12,28 +12,9 @@ import { BUILTIN_PLUGINS } from '../plugins/mod.ts'
 import { query } from './helpers/db.ts'
 import { addr } from './helpers/forge.ts'
 import { cairn, tempDir, waitFor } from './helpers/process.ts'
+import { type RecordingLog, recordingLog } from './helpers/log.ts'
 
 const YEAR_MS = 365 * 86_400_000
-
-interface Line {
-  level: string
-  msg: string
-  fields: Record<string, unknown>
-}
-
-/** A log that keeps every line from info up, with its fields. */
-function recordingLog(): Log & { lines: Line[] } {
-  const lines: Line[] = []
-  const log = {
-    lines,
-    debug() {},
-    info: (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level: 'info', msg, fields }),
-    warn: (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level: 'warn', msg, fields }),
-    error: (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level: 'error', msg, fields }),
-    child: () => log
-  }
-  return log
-}
 
 const flagsOf = (dir: string, flags: Record<string, unknown>): Record<string, unknown> => ({
   data: dir,
@@ -70,15 +51,15 @@ function granted(dir: string): string[] {
  * while it published (seqs 2 and 3), then was set right; restarted, B goes on stamping after its last head
  * (seq 4). Returns the nodes running, B's events all held by A.
  */
-async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnNode; B: CairnNode; logA: Log & { lines: Line[] }; logB: Log & { lines: Line[] }; bId: string }> {
+async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnNode; B: CairnNode; logA: RecordingLog; logB: RecordingLog; bId: string }> {
   const a = join(parent, 'a')
   const b = join(parent, 'b')
   const founder = await initDataDir(a, { newNetwork: true })
   await initDataDir(b, { swarmKeyFile: join(a, 'swarm.key'), owners: [founder.peerId] })
   const logA = recordingLog()
   const logB = recordingLog()
-  const A = await node(a, {}, logA)
-  let B = await node(b, { bootstrap: [addr(A)] }, logB)
+  const A = await node(a, {}, logA.log)
+  let B = await node(b, { bootstrap: [addr(A)] }, logB.log)
   try {
     const bId = B.peerId.toString()
     await A.members.add({ peer_id: bId })
@@ -87,7 +68,7 @@ async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnN
     await B.stop()
 
     // A year ahead (a bad NTP server): B publishes, A holds every head of it.
-    B = await node(b, { bootstrap: [addr(A)] }, logB, YEAR_MS)
+    B = await node(b, { bootstrap: [addr(A)] }, logB.log, YEAR_MS)
     await B.publish(grant('ahead@example.com'))
     // A snapshot of B's tables then holds the grant stamped ahead; it needs every event B holds processed (A's
     // membership change may still be on its way when B restarts).
@@ -108,7 +89,7 @@ async function cutOff(parent: string): Promise<{ a: string; b: string; A: CairnN
     await B.stop()
 
     // The clock set right: B resumes after its last head, a year ahead, and says so.
-    B = await node(b, { bootstrap: [addr(A)] }, logB)
+    B = await node(b, { bootstrap: [addr(A)] }, logB.log)
     const published = await B.publish({ type: 'test.e', payload: { n: 4 } })
     expect(published.seq).toBe(4)
     return { a, b, A, B, logA, logB, bId }
@@ -216,7 +197,7 @@ describe('a node whose clock ran a year ahead, in a network of two producers', (
       expect(again.stderr).toContain('nothing to reclock')
 
       const linesBefore = logB.lines.length
-      B = await node(b, { bootstrap: [addr(A)] }, logB)
+      B = await node(b, { bootstrap: [addr(A)] }, logB.log)
       expect(logB.lines.slice(linesBefore).some((l) => l.fields.reason === 'own_clock_behind')).toBe(false)
       expect((await B.statusJson()).clock.stamps_ahead_ms).toBeLessThan(60_000)
       // The rebuild asked for drops what the withdrawn grant did on B.
@@ -264,10 +245,10 @@ describe('a node whose clock ran a year ahead, in a network of two producers', (
 async function aYearAheadAfterAGrant(dir: string): Promise<CairnNode> {
   await initDataDir(dir, { newNetwork: true })
   const log = recordingLog()
-  const n = await node(dir, {}, log)
+  const n = await node(dir, {}, log.log)
   await n.publish(grant('before@example.com'))
   await n.stop()
-  return await node(dir, {}, log, YEAR_MS)
+  return await node(dir, {}, log.log, YEAR_MS)
 }
 
 describe('cairn reclock on a node that stamped only a head ahead', () => {

@@ -1,26 +1,12 @@
 import { describe, expect, test } from 'bun:test'
 import { loadIdentity } from '../src/datadir/load.ts'
-import type { Log } from '../src/log/logger.ts'
 import { keptAfterRemovalText } from '../src/model/members.ts'
 import { ownEventsRefusedText } from '../src/node/status.ts'
 import { query } from './helpers/db.ts'
 import { addr, inProcessNode } from './helpers/forge.ts'
 import { fakePeerId } from './adversary/helpers.ts'
 import { initDir, joiner, tempDir, waitFor } from './helpers/process.ts'
-
-/** A log that keeps every line at warn and error, with its fields. */
-function recordingLog(): Log & { lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> } {
-  const lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = []
-  const log = {
-    lines,
-    debug() {},
-    info() {},
-    warn: (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level: 'warn', msg, fields }),
-    error: (msg: string, fields: Record<string, unknown> = {}) => lines.push({ level: 'error', msg, fields }),
-    child: () => log
-  }
-  return log
-}
+import { recordingLog } from './helpers/log.ts'
 
 /** @returns the seqs of `producer`'s own (not membership) events a data directory holds */
 function seqsOf(dir: string, producer: string): number[] {
@@ -39,7 +25,7 @@ describe('removals made while cut off', () => {
     const quick = { 'announce-interval': '1s', 'lag-alert': '1s' }
     const logG = recordingLog()
     let nf = await inProcessNode(f, quick)
-    let ng = await inProcessNode(g, { ...quick, bootstrap: [addr(nf)] }, logG)
+    let ng = await inProcessNode(g, { ...quick, bootstrap: [addr(nf)] }, logG.log)
     let nh = await inProcessNode(h, { ...quick, bootstrap: [addr(nf)] })
     const gId = ng.peerId.toString()
     const hId = nh.peerId.toString()
@@ -57,7 +43,7 @@ describe('removals made while cut off', () => {
       await nf.stop()
 
       // Alone, g removes f (it holds no removal of itself) and publishes on.
-      ng = await inProcessNode(g, quick, logG)
+      ng = await inProcessNode(g, quick, logG.log)
       expect((await ng.members.remove(fId)).change).toMatchObject({ op: 'remove', peer_id: fId })
       for (let i = 2; i < 4; i++) await ng.publish({ type: 'test.g', payload: { i } })
 
@@ -131,7 +117,7 @@ describe('removals made while cut off', () => {
     const quick = { 'announce-interval': '1s' }
     const logB = recordingLog()
     let na = await inProcessNode(a, quick)
-    let nb = await inProcessNode(b, { ...quick, bootstrap: [addr(na)] }, logB)
+    let nb = await inProcessNode(b, { ...quick, bootstrap: [addr(na)] }, logB.log)
     const nd = await inProcessNode(d, { ...quick, bootstrap: [addr(na)] })
     const dId = nd.peerId.toString()
     try {
@@ -151,7 +137,7 @@ describe('removals made while cut off', () => {
       na = await inProcessNode(a, quick)
       expect((await na.members.remove(dId)).change).toEqual({ op: 'remove', peer_id: dId, last_seq: 3 })
 
-      nb = await inProcessNode(b, { ...quick, bootstrap: [addr(na)] }, logB)
+      nb = await inProcessNode(b, { ...quick, bootstrap: [addr(na)] }, logB.log)
       await waitFor('b to apply the removal', () => nb.members.removedAt(dId) != null)
       const s = await nb.statusJson()
       const kept = { count: 2, from_seq: 4, to_seq: 5 }

@@ -1,24 +1,9 @@
 import { describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { initDataDir } from '../../src/datadir/init.ts'
-import type { Log } from '../../src/log/logger.ts'
 import { addr, inProcessNode, publishForgedTree } from '../helpers/forge.ts'
+import { recordingLog } from '../helpers/log.ts'
 import { tempDir, waitFor } from '../helpers/process.ts'
-
-/** A log that counts the warnings of each reason. */
-function countingLog(counts: Map<string, number>): Log {
-  const log: Log = {
-    debug() {},
-    info() {},
-    warn(_msg, fields) {
-      const reason = String(fields?.reason ?? '')
-      counts.set(reason, (counts.get(reason) ?? 0) + 1)
-    },
-    error() {},
-    child: () => log
-  }
-  return log
-}
 
 describe('heads that each skip one seq, with no file at all', () => {
   test('cost the victim one gap row and one warning each, however few events the member serves', async () => {
@@ -27,8 +12,8 @@ describe('heads that each skip one seq, with no file at all', () => {
     const m = join(tmp.path, 'm')
     await initDataDir(a, { newNetwork: true })
     await initDataDir(m, { swarmKeyFile: join(a, 'swarm.key') })
-    const warnings = new Map<string, number>()
-    const victim = await inProcessNode(a, {}, countingLog(warnings))
+    const { log, lines } = recordingLog()
+    const victim = await inProcessNode(a, {}, log)
     const member = await inProcessNode(m, { bootstrap: [addr(victim)] })
     try {
       const me = member.peerId.toString()
@@ -43,7 +28,7 @@ describe('heads that each skip one seq, with no file at all', () => {
       // and one warning line per head, up to GAPS_KEEP rows of each kind of the member (test/unit/gapsBound.test.ts).
       expect(rows).toBe(heads)
       // The first head's gap is where this node's history of the member starts (horizon, logged as info).
-      expect(warnings.get('gap_lost')).toBe(heads - 1)
+      expect(lines.filter((l) => l.level === 'warn' && l.fields.reason === 'gap_lost')).toHaveLength(heads - 1)
       expect(victim.store.db.get<{ n: number }>('SELECT count(*) AS n FROM events WHERE producer = ?', [me])?.n).toBe(0)
     } finally {
       await member.stop()

@@ -7,12 +7,15 @@ export interface LoggedLine {
   fields: Record<string, unknown>
 }
 
-/**
- * A log that keeps every line, for tests that wait on a decision the code logs.
- *
- * @returns the log, the lines it kept, and `count`: how many of them have `reason` (and `peer`, when given)
- */
-export function recordingLog(): { log: Log; lines: LoggedLine[]; count: (reason: string, peer?: string) => number } {
+/** A log that keeps its lines, and `count`: how many of them have `reason` (and `peer`, when given). */
+export interface RecordingLog {
+  log: Log
+  lines: LoggedLine[]
+  count: (reason: string, peer?: string) => number
+}
+
+/** @returns a log that keeps every line, for tests that wait on a decision the code logs or check what it said */
+export function recordingLog(): RecordingLog {
   const lines: LoggedLine[] = []
   const make = (base: Record<string, unknown>): Log => {
     const at =
