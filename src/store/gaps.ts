@@ -27,6 +27,9 @@ export interface GapRow {
  */
 export const GAPS_KEEP = 10_000
 
+/** A gap row's columns as GapRow reads them: `missing` is the whole range but in a range widened past GAPS_KEEP. */
+const GAP_COLUMNS = 'producer, from_seq, to_seq, detected_at, kind, coalesce(missing, to_seq - from_seq + 1) AS missing'
+
 /** The `gaps` table: ranges of a producer's seqs that were pruned before this node could fetch them. */
 export class GapsTable {
   private readonly db: SqlDatabase
@@ -37,9 +40,9 @@ export class GapsTable {
     this.db = db
   }
 
-  /** Records a gap; one that starts at the same seq is kept as first recorded. */
-  add(producer: string, fromSeq: number, toSeq: number, detectedAt: number, kind: GapKind = 'lost'): void {
-    this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, fromSeq, toSeq, detectedAt, kind])
+  /** Records a gap as a row of its own; one that starts at the same seq is kept as first recorded. @returns 1, or 0 for such a one */
+  add(producer: string, fromSeq: number, toSeq: number, detectedAt: number, kind: GapKind = 'lost'): number {
+    return this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, fromSeq, toSeq, detectedAt, kind]).changes
   }
 
   /**
@@ -68,7 +71,7 @@ export class GapsTable {
               [to, to, from, producer, producer, kind, from]
             ).changes
       if (last > 0) widened.add(i)
-      else rows.set(kind, n + this.db.run('INSERT OR IGNORE INTO gaps (producer, from_seq, to_seq, detected_at, kind) VALUES (?, ?, ?, ?, ?)', [producer, from, to, detectedAt, kind]).changes)
+      else rows.set(kind, n + this.add(producer, from, to, detectedAt, kind))
     })
     return widened
   }
@@ -89,10 +92,7 @@ export class GapsTable {
   lostAfter(producer: string, after: number, limit: number): { count: number; first: GapRow[] } {
     const count = this.db.get<{ n: number }>("SELECT count(*) AS n FROM gaps WHERE producer = ? AND kind = 'lost' AND to_seq > ?", [producer, after])?.n ?? 0
     if (count === 0) return { count, first: [] }
-    const first = this.db.all<GapRow>(
-      "SELECT producer, from_seq, to_seq, detected_at, kind, coalesce(missing, to_seq - from_seq + 1) AS missing FROM gaps WHERE producer = ? AND kind = 'lost' AND to_seq > ? ORDER BY from_seq LIMIT ?",
-      [producer, after, limit]
-    )
+    const first = this.db.all<GapRow>(`SELECT ${GAP_COLUMNS} FROM gaps WHERE producer = ? AND kind = 'lost' AND to_seq > ? ORDER BY from_seq LIMIT ?`, [producer, after, limit])
     return { count, first }
   }
 
@@ -128,10 +128,7 @@ export class GapsTable {
 
   /** @returns every gap (of one kind, when given), ordered by producer and seq */
   list(kind?: GapKind): GapRow[] {
-    if (kind != null)
-      return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind, coalesce(missing, to_seq - from_seq + 1) AS missing FROM gaps WHERE kind = ? ORDER BY producer, from_seq', [
-        kind
-      ])
-    return this.db.all<GapRow>('SELECT producer, from_seq, to_seq, detected_at, kind, coalesce(missing, to_seq - from_seq + 1) AS missing FROM gaps ORDER BY producer, from_seq')
+    if (kind != null) return this.db.all<GapRow>(`SELECT ${GAP_COLUMNS} FROM gaps WHERE kind = ? ORDER BY producer, from_seq`, [kind])
+    return this.db.all<GapRow>(`SELECT ${GAP_COLUMNS} FROM gaps ORDER BY producer, from_seq`)
   }
 }

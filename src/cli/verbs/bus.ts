@@ -446,10 +446,10 @@ export const gapsVerb = defineVerb({
       if (values.json === true) out(JSON.stringify(gaps))
       else if (gaps.length === 0) out('no gaps')
       else
-        for (const g of gaps)
-          out(
-            `${g.producer}  seq ${g.from_seq}..${g.to_seq}  (${g.missing === g.to_seq - g.from_seq + 1 ? `${g.missing} events` : `${g.missing} events missing of ${g.to_seq - g.from_seq + 1}`}, detected ${g.detected_at})${GAP_NOTE[g.kind]}`
-          )
+        for (const g of gaps) {
+          const span = g.to_seq - g.from_seq + 1
+          out(`${g.producer}  seq ${g.from_seq}..${g.to_seq}  (${g.missing} events${g.missing < span ? ` missing of ${span}` : ''}, detected ${g.detected_at})${GAP_NOTE[g.kind]}`)
+        }
     } finally {
       store.close()
     }
