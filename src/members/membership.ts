@@ -88,8 +88,11 @@ export class Membership {
   private readonly init: MembershipInit
   private readonly components: Pick<Components, 'self' | 'store' | 'events' | 'log'>
   private founders: string[] = []
-  /** founders and every peer a change made an owner: the only producers whose changes the fold reads */
-  private everOwners = new Set<string>()
+  /**
+   * founders ('') and every peer a change names owner, with the stamp of the first such change: the only producers
+   * whose changes the fold reads, each from that stamp on
+   */
+  private authors = new Map<string, string>()
   private state: MembershipState = { members: new Map(), removed: new Map(), refused: [], applied: 0 }
   /** the last REFUSED_SHOWN refused changes to arrive here, taken at each fold (documents are read far more often) */
   private refusedShown: RefusedChange[] = []
@@ -118,11 +121,12 @@ export class Membership {
     this.stopListening = this.components.events.listen('events:ingested', (events) => {
       const changes = events.filter((e) => e.type === MEMBERS_TYPE)
       if (changes.length === 0) return
-      // A change of a producer that never was an owner changes no fold (refresh reads owners' changes only),
-      // however many a member writes: it is counted, and read once a change makes its producer an owner.
-      const unread = this.founders.length === 0 ? [] : changes.filter((e) => !this.everOwners.has(e.producer))
+      // A change the fold does not read (of a producer no change names owner, or stamped before the first that
+      // does) changes no fold and names no author, however many a member writes: it is counted, with no refold,
+      // and read once a change names its producer owner before it.
+      const unread = this.founders.length === 0 ? [] : changes.filter((e) => !this.reads(e))
       for (const e of unread) {
-        const detail = `membership change ${e.event_id} (seq ${e.seq}): ${e.producer} is not an owner, so it takes no effect (it is kept, and counts only if an owner made ${e.producer} one before it)`
+        const detail = `membership change ${e.event_id} (seq ${e.seq}): ${e.producer} is not an owner at ${e.hlc}, so it takes no effect (it is kept, and counts only if an owner made ${e.producer} one before it)`
         this.components.events.safeDispatchEvent('peer:rejected', { detail: { reason: 'not_owner', detail, peer: e.producer, producer: e.producer } })
       }
       if (unread.length < changes.length) this.refresh(events)
@@ -159,22 +163,12 @@ export class Membership {
       }
       if (!grew) break
     }
-    const owners = new Set(authors.keys())
     const before = this.summary()
     const accessBefore = this.access()
-    this.everOwners = owners
+    this.authors = authors
     this.state = state
     this.refusedShown = lastRefused(state.refused, arrived, REFUSED_SHOWN)
     const fresh = new Set(ingested.map((e) => e.event_id))
-    // A change of an author stamped before the first change naming it owner is not read (the fold would refuse it):
-    // counted here, once (each is ingested once), as the listener counts a never-owner's.
-    for (const e of ingested) {
-      const since = authors.get(e.producer)
-      if (e.type !== MEMBERS_TYPE || since == null || e.hlc >= since) continue
-      events.safeDispatchEvent('peer:rejected', {
-        detail: { reason: 'not_owner', detail: `membership change ${e.event_id} (seq ${e.seq}): ${e.producer} is not an owner at ${e.hlc}`, peer: e.producer, producer: e.producer }
-      })
-    }
     for (const r of state.refused) {
       if (this.counted.has(r.event_id) || !fresh.has(r.event_id)) continue
       this.counted.add(r.event_id)
@@ -261,12 +255,18 @@ export class Membership {
     return this.state.members.has(producer) ? undefined : this.state.removed.get(producer)
   }
 
+  /** @returns whether the fold reads the change `e`: its producer is a founder, or a change names it owner no later than `e` */
+  private reads(e: Pick<EventEnvelope, 'producer' | 'hlc'>): boolean {
+    const since = this.authors.get(e.producer)
+    return since != null && e.hlc >= since
+  }
+
   /**
    * @returns the producers whose membership changes a fold may read (the founders and every peer a change
    * made an owner); undefined while no founder is known, when any change may come to count
    */
   changeAuthors(): string[] | undefined {
-    return this.founders.length === 0 ? undefined : [...this.everOwners]
+    return this.founders.length === 0 ? undefined : [...this.authors.keys()]
   }
 
   /**
@@ -315,7 +315,7 @@ export class Membership {
    */
   waitFor(producer: string, acks: Record<string, number>, processed: Record<string, number>): { owner: string; seq: number } | undefined {
     if (this.founders.length === 0 || this.isOwner(producer)) return undefined
-    for (const owner of this.everOwners) {
+    for (const owner of this.authors.keys()) {
       if (owner === this.components.self || owner === producer) continue
       // A removed owner's events after its last valid seq are never taken, nor any of a peer named owner by a change
       // that did not take effect (refused, or void) and no member now: waiting for them would be forever.
