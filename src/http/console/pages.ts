@@ -6,6 +6,7 @@ import type { PluginInfo } from '../../plugins/load.ts'
 import type { PluginStateStatus } from '../../plugins/snapshots.ts'
 import { rowToEnvelope, type EventRow } from '../../store/events.ts'
 import type { DeadLetter, HeldEvent } from '../../store/pluginState.ts'
+import type { MembersView } from './members.ts'
 import { versionText } from '../../version.ts'
 
 type Html = HtmlEscapedString | Promise<HtmlEscapedString>
@@ -233,7 +234,7 @@ export interface MembersPageView {
   /** removed members: their events up to last_seq stay valid, later ones are refused */
   removed?: Array<{ peer_id: string; name: string | null; last_seq: number; removed_by: string; removed_at: string }>
   /** the owners' changes that took no effect, the last to arrive, and how many in all */
-  refused?: Array<{ event_id: string; producer: string; seq: number; reason: string; detail: string }>
+  refused?: MembersView['refused']
   refused_total?: number
   /** whether membership changes exist on this node (else the membership is the static setting) */
   editable: boolean
